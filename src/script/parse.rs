@@ -5,4 +5,4 @@ use super::ast::*;
 pub struct ParseError { pub path: String, pub line: usize, pub reason: String }
 pub fn parse_str(_path: &str, _text: &str) -> Result<Script, ParseError> { unimplemented!() }
 pub fn parse_file(_path: &std::path::Path) -> Result<Script, ParseError> { unimplemented!() }
-pub fn format_result(_r: &Result<u64, crate::errno::Errno>) -> String { unimplemented!() }
+pub fn format_result(_r: &Expect) -> String { unimplemented!() }
