@@ -9,6 +9,9 @@ pub struct Script {
     /// The file it came from (for error messages).
     pub path: String,
     pub steps: Vec<Step>,
+    /// Calls the parser did not understand and skipped (only with `ParseOptions::skip_unknown`,
+    /// for replaying real strace output): (line, call name).
+    pub skipped: Vec<(usize, String)>,
 }
 
 /// One call line.
