@@ -3,12 +3,24 @@
 use crate::script::Script;
 use crate::snapshot::StepView;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Run the invariant checker after every step.
     pub check: bool,
     /// Record a line per merge attempt.
     pub trace: bool,
+    /// Which behaviour to model (`--policy`); "kernel" is Linux 6.18. The runner validates it.
+    pub policy: String,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            check: false,
+            trace: false,
+            policy: "kernel".to_string(),
+        }
+    }
 }
 
 /// A recorded result that the model did not reproduce.
