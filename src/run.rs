@@ -32,10 +32,19 @@ pub struct RunResult {
 pub enum RunError {
     /// The script asks for something impossible (e.g. a process that does not exist).
     #[error("{path}:{line}: {reason}")]
-    BadInput { path: String, line: usize, reason: String },
+    BadInput {
+        path: String,
+        line: usize,
+        reason: String,
+    },
     /// The invariant checker found a broken invariant after a step.
     #[error("{path}:{line}: invariant broken after `{call}`: {reason}")]
-    Invariant { path: String, line: usize, call: String, reason: String },
+    Invariant {
+        path: String,
+        line: usize,
+        call: String,
+        reason: String,
+    },
 }
 
 pub fn run_script(_script: &Script, _opts: &RunOptions) -> Result<RunResult, RunError> {

@@ -98,10 +98,21 @@ pub fn rename(procs: BTreeMap<Pid, RawProc>) -> BTreeMap<Pid, ProcView> {
                             next - 1
                         })),
                     };
-                    PageView { addr: pte.addr, page, exclusive: pte.exclusive, tag: pte.tag }
+                    PageView {
+                        addr: pte.addr,
+                        page,
+                        exclusive: pte.exclusive,
+                        tag: pte.tag,
+                    }
                 })
                 .collect();
-            (pid, ProcView { maps: p.maps, pages })
+            (
+                pid,
+                ProcView {
+                    maps: p.maps,
+                    pages,
+                },
+            )
         })
         .collect()
 }
