@@ -3,12 +3,24 @@
 use crate::script::Script;
 use crate::snapshot::StepView;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Run the invariant checker after every step.
     pub check: bool,
     /// Record a line per merge attempt.
     pub trace: bool,
+    /// Which behaviour to model (`--policy`); "kernel" is Linux 6.18. The runner validates it.
+    pub policy: String,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            check: false,
+            trace: false,
+            policy: "kernel".to_string(),
+        }
+    }
 }
 
 /// A recorded result that the model did not reproduce.
@@ -32,19 +44,10 @@ pub struct RunResult {
 pub enum RunError {
     /// The script asks for something impossible (e.g. a process that does not exist).
     #[error("{path}:{line}: {reason}")]
-    BadInput {
-        path: String,
-        line: usize,
-        reason: String,
-    },
+    BadInput { path: String, line: usize, reason: String },
     /// The invariant checker found a broken invariant after a step.
     #[error("{path}:{line}: invariant broken after `{call}`: {reason}")]
-    Invariant {
-        path: String,
-        line: usize,
-        call: String,
-        reason: String,
-    },
+    Invariant { path: String, line: usize, call: String, reason: String },
 }
 
 pub fn run_script(_script: &Script, _opts: &RunOptions) -> Result<RunResult, RunError> {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::types::Pid;
 
@@ -98,21 +99,10 @@ pub fn rename(procs: BTreeMap<Pid, RawProc>) -> BTreeMap<Pid, ProcView> {
                             next - 1
                         })),
                     };
-                    PageView {
-                        addr: pte.addr,
-                        page,
-                        exclusive: pte.exclusive,
-                        tag: pte.tag,
-                    }
+                    PageView { addr: pte.addr, page, exclusive: pte.exclusive, tag: pte.tag }
                 })
                 .collect();
-            (
-                pid,
-                ProcView {
-                    maps: p.maps,
-                    pages,
-                },
-            )
+            (pid, ProcView { maps: p.maps, pages })
         })
         .collect()
 }
@@ -134,4 +124,91 @@ pub fn format_maps_text(procs: &BTreeMap<Pid, ProcView>) -> String {
 /// Never 0, so a written page is told apart from a zero-filled one.
 pub fn touch_tag(line: usize, addr: u64) -> u64 {
     ((line as u64) << 36) | ((addr >> 12) & ((1 << 36) - 1))
+}
+
+/// The `--json` output of `run` (and of the oracle): `{"steps": [...]}`, one element per call
+/// line, each with every live process's maps, pages `[address, page, exclusive]` and the
+/// nonzero tags `[address, tag]`; addresses and tags as hex strings.
+pub fn steps_to_json(steps: &[StepView]) -> Value {
+    let steps: Vec<Value> = steps
+        .iter()
+        .map(|s| {
+            let procs: serde_json::Map<String, Value> = s
+                .procs
+                .iter()
+                .map(|(pid, p)| {
+                    let pages: Vec<Value> = p
+                        .pages
+                        .iter()
+                        .map(|pg| {
+                            json!([format!("{:#x}", pg.addr), pg.page, u8::from(pg.exclusive)])
+                        })
+                        .collect();
+                    let tags: Vec<Value> = p
+                        .pages
+                        .iter()
+                        .filter(|pg| pg.tag != 0)
+                        .map(|pg| json!([format!("{:#x}", pg.addr), format!("{:#x}", pg.tag)]))
+                        .collect();
+                    (
+                        pid.0.to_string(),
+                        json!({"maps": p.maps, "pages": pages, "tags": tags}),
+                    )
+                })
+                .collect();
+            json!({
+                "line": s.line,
+                "pid": s.pid.0,
+                "call": s.call,
+                "result": s.result,
+                "procs": procs,
+            })
+        })
+        .collect();
+    json!({ "steps": steps })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shape() {
+        let proc1 = ProcView {
+            maps: vec!["200000000000-200000002000 rw-p 00000000 00:00 0".to_string()],
+            pages: vec![
+                PageView {
+                    addr: 0x2000_0000_0000,
+                    page: PageName::Page(1),
+                    exclusive: true,
+                    tag: 0x5_0200_0000,
+                },
+                PageView {
+                    addr: 0x2000_0000_1000,
+                    page: PageName::Swap,
+                    exclusive: false,
+                    tag: 0,
+                },
+            ],
+        };
+        let step = StepView {
+            line: 3,
+            pid: Pid(1),
+            call: "touch(0x200000000000, 8192, \"w\")".to_string(),
+            result: "= 0".to_string(),
+            procs: BTreeMap::from([(Pid(1), proc1)]),
+        };
+        let want = json!({"steps": [{
+            "line": 3,
+            "pid": 1,
+            "call": "touch(0x200000000000, 8192, \"w\")",
+            "result": "= 0",
+            "procs": {"1": {
+                "maps": ["200000000000-200000002000 rw-p 00000000 00:00 0"],
+                "pages": [["0x200000000000", 1, 1], ["0x200000001000", "swap", 0]],
+                "tags": [["0x200000000000", "0x502000000"]],
+            }},
+        }]});
+        assert_eq!(steps_to_json(&[step]), want);
+    }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::run::{RunOptions, run_script};
 use crate::script::{Script, parse_file};
-use crate::snapshot::{PageName, PageView, ProcView, StepView, format_maps_text};
+use crate::snapshot::{PageName, PageView, ProcView, StepView, format_maps_text, steps_to_json};
 use crate::types::Pid;
 
 use super::{available, format_outcome, run_native_steps};
@@ -54,7 +54,7 @@ pub fn cmd_run(path: &Path, json: bool) -> i32 {
     };
     if json {
         let views: Vec<StepView> = steps.iter().map(|s| s.view.clone()).collect();
-        println!("{}", steps_json(&views));
+        println!("{}", steps_to_json(&views));
     } else if let Some(last) = steps.last() {
         print!("{}", format_maps_text(&last.view.procs));
     }
@@ -64,8 +64,8 @@ pub fn cmd_run(path: &Path, json: bool) -> i32 {
             && *e != got.got
         {
             eprintln!(
-                "{}:{}: expected = {}, got = {}",
-                path.display(),
+                "{}:{}: expected {}, got {}",
+                script.path,
                 step.line,
                 format_outcome(&step.call, e),
                 format_outcome(&step.call, &got.got)
@@ -74,45 +74,6 @@ pub fn cmd_run(path: &Path, json: bool) -> i32 {
         }
     }
     if bad > 0 { 1 } else { 0 }
-}
-
-fn page_json(p: &PageView) -> serde_json::Value {
-    serde_json::json!({
-        "addr": format!("{:#x}", p.addr),
-        "page": p.page,
-        "exclusive": p.exclusive,
-        "tag": format!("{:#x}", p.tag),
-    })
-}
-
-/// Every step as JSON (until a shared renderer exists in `snapshot`).
-pub(crate) fn steps_json(steps: &[StepView]) -> String {
-    let v: Vec<serde_json::Value> = steps
-        .iter()
-        .map(|s| {
-            let procs: serde_json::Map<String, serde_json::Value> = s
-                .procs
-                .iter()
-                .map(|(pid, p)| {
-                    (
-                        pid.0.to_string(),
-                        serde_json::json!({
-                            "maps": p.maps,
-                            "pages": p.pages.iter().map(page_json).collect::<Vec<_>>(),
-                        }),
-                    )
-                })
-                .collect();
-            serde_json::json!({
-                "line": s.line,
-                "pid": s.pid.0,
-                "call": s.call,
-                "result": s.result,
-                "procs": procs,
-            })
-        })
-        .collect();
-    serde_json::to_string_pretty(&v).unwrap_or_default()
 }
 
 fn page_text(p: &PageView) -> String {

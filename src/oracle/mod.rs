@@ -5,7 +5,8 @@
 //! - [`run_native`]`(script) -> Result<Vec<StepView>, OracleError>`
 //! - [`available`]`() -> Result<(), String>`: can the oracle run here (Linux x86_64, root,
 //!   pagemap PFNs readable)?
-//! - [`cmd_run`], [`cmd_diff`], [`cmd_fuzz`]: the CLI commands.
+//! - [`cmd_run`], [`cmd_diff`], [`cmd_fuzz`] (`cmd_fuzz(cases, seed, steps, out)`): the CLI
+//!   commands (`anonmm oracle run|diff|fuzz`).
 //!
 //! # How it runs
 //! The controller (the calling process) forks process 1 before anything is mapped in the
@@ -157,15 +158,7 @@ pub fn run_native(script: &Script) -> Result<Vec<StepView>, OracleError> {
         .collect())
 }
 
-/// strace's spelling of an outcome: addresses in hex, other values in decimal.
+/// strace's spelling of an outcome, with the leading `= ` (as the model's runner reports it).
 pub(crate) fn format_outcome(call: &Call, e: &Expect) -> String {
-    match e {
-        Expect::Value(v) => match call {
-            Call::Mmap { .. } | Call::Mremap { .. } => format!("{v:#x}"),
-            _ => v.to_string(),
-        },
-        Expect::Err(e) => format!("-1 {} ({})", e.name(), e.message()),
-        Expect::Signal(s) => s.name().to_string(),
-        Expect::Unknown => "?".to_string(),
-    }
+    crate::script::parse::format_result_for(call, e)
 }

@@ -36,6 +36,7 @@ fn script(steps: Vec<Step>) -> Script {
     Script {
         path: "test".into(),
         steps,
+        ..Script::default()
     }
 }
 
@@ -73,12 +74,12 @@ fn fork_then_child_write_cows_one_page() {
     ]);
     let v = run_native(&s).expect("oracle run");
     assert_eq!(v.len(), 4);
-    assert_eq!(v[0].result, "0x200000000000");
+    assert_eq!(v[0].result, "= 0x200000000000");
     assert_eq!(
         v[0].procs[&Pid(1)].maps,
         vec!["200000000000-200000004000 rw-p 00000000 00:00 0 "]
     );
-    assert_eq!(v[2].result, "2");
+    assert_eq!(v[2].result, "= 2");
     // After the fork: both share all four pages, none exclusive.
     let (p1, p2) = (pages(&v[2], 1), pages(&v[2], 2));
     assert_eq!(p1.len(), 4);
@@ -124,9 +125,9 @@ fn exit_group_ends_the_child_and_pages_become_exclusive() {
         st(4, 2, Call::ExitGroup { code: 0 }, None),
     ]);
     let v = run_native(&s).expect("oracle run");
-    assert_eq!(v[2].result, "2");
+    assert_eq!(v[2].result, "= 2");
     assert_eq!(v[2].procs.len(), 2);
-    assert_eq!(v[3].result, "?");
+    assert_eq!(v[3].result, "= ?");
     assert_eq!(v[3].procs.len(), 1);
     assert!(pages(&v[3], 1).iter().all(|p| p.2));
 }
@@ -206,12 +207,12 @@ fn faulting_touches_touch_nothing() {
         st(8, 1, touch(A + 0x1000, 0x1000, false), None),
     ]);
     let v = run_native(&s).expect("oracle run");
-    assert_eq!(v[2].result, "SIGSEGV");
+    assert_eq!(v[2].result, "= SIGSEGV");
     assert!(pages(&v[2], 1).is_empty());
-    assert_eq!(v[3].result, "SIGSEGV");
-    assert_eq!(v[5].result, "0");
-    assert_eq!(v[6].result, "0");
-    assert_eq!(v[7].result, "SIGSEGV");
+    assert_eq!(v[3].result, "= SIGSEGV");
+    assert_eq!(v[5].result, "= 0");
+    assert_eq!(v[6].result, "= 0");
+    assert_eq!(v[7].result, "= SIGSEGV");
     // The guard marker is not a page.
     assert_eq!(pages(&v[7], 1), vec![(A, PageName::Page(0), false, 0)]);
 }
@@ -313,25 +314,25 @@ fn files_and_shmem_are_normalised() {
         st(12, 1, Call::Close { fd: 99 }, None),
     ]);
     let v = run_native(&s).expect("oracle run");
-    assert_eq!(v[0].result, "3");
-    assert_eq!(v[1].result, "4");
+    assert_eq!(v[0].result, "= 3");
+    assert_eq!(v[1].result, "= 4");
     assert_eq!(
         v[4].procs[&Pid(1)].maps,
         vec!["200000000000-200000003000 rw-s 00000000 00:00 2                          data"]
     );
-    assert_eq!(v[5].result, "SIGBUS");
+    assert_eq!(v[5].result, "= SIGBUS");
     assert_eq!(
         v[6].procs[&Pid(1)].maps[1],
         "200000010000-200000012000 rw-s 00000000 00:01 1                          /dev/zero (deleted)"
     );
-    assert_eq!(v[7].result, "SIGSEGV");
+    assert_eq!(v[7].result, "= SIGSEGV");
     // This kernel is built without CONFIG_ANON_VMA_NAME: naming fails with EINVAL.
-    assert_eq!(v[8].result, "-1 EINVAL (Invalid argument)");
+    assert_eq!(v[8].result, "= -1 EINVAL (Invalid argument)");
     assert_eq!(v[8].procs, v[7].procs);
-    assert_eq!(v[10].result, "3");
+    assert_eq!(v[10].result, "= 3");
     assert_eq!(
         v[11].result,
-        format!("-1 EBADF ({})", Errno::EBADF.message())
+        format!("= -1 EBADF ({})", Errno::EBADF.message())
     );
 }
 
@@ -405,9 +406,9 @@ fn errors_are_errnos_and_signals_are_reported() {
         ),
     ]);
     let v = run_native(&s).expect("oracle run");
-    assert_eq!(v[0].result, "-1 EINVAL (Invalid argument)");
-    assert_eq!(v[1].result, "0x200000000000");
-    assert_eq!(v[2].result, "-1 EEXIST (File exists)");
+    assert_eq!(v[0].result, "= -1 EINVAL (Invalid argument)");
+    assert_eq!(v[1].result, "= 0x200000000000");
+    assert_eq!(v[2].result, "= -1 EEXIST (File exists)");
     let _ = Signal::SIGBUS;
 }
 
@@ -424,4 +425,58 @@ fn a_large_mapping_is_read_in_bulk() {
     let v = run_native(&s).expect("oracle run");
     eprintln!("256 MiB, 3 steps: {:?}", t.elapsed());
     assert_eq!(pages(&v[2], 2).len(), (len >> 12) as usize);
+}
+
+const COW: &str = "\
+1 mmap(0x200000000000, 16384, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0) = 0x200000000000
+1 touch(0x200000000000, 16384, \"w\") = 0
+1 fork() = 7
+7 touch(0x200000001000, 4096, \"w\") = 0
+7 mprotect(0x200000002000, 4096, PROT_READ) = 0
+7 touch(0x200000002000, 4096, \"w\") = SIGSEGV
+7 exit_group(0) = ?
+";
+
+#[test]
+fn parsed_script_runs_and_matches_its_recorded_results() {
+    skip_unless_available!();
+    let s = crate::script::parse_str("cow.strace", COW).expect("parse");
+    let v = super::run_native_steps(&s).expect("oracle run");
+    for (step, got) in s.steps.iter().zip(&v) {
+        assert_eq!(step.expect, Some(got.got), "line {}", step.line);
+    }
+    assert_eq!(
+        v[2].view.procs.keys().map(|p| p.0).collect::<Vec<_>>(),
+        vec![1, 7]
+    );
+    assert_eq!(
+        v[4].view.procs[&Pid(7)].maps,
+        vec![
+            "200000000000-200000002000 rw-p 00000000 00:00 0 ",
+            "200000002000-200000003000 r--p 00000000 00:00 0 ",
+            "200000003000-200000004000 rw-p 00000000 00:00 0 ",
+        ]
+    );
+    assert_eq!(
+        v[6].view.procs.keys().map(|p| p.0).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert!(pages(&v[6].view, 1).iter().all(|p| p.2));
+}
+
+#[test]
+fn cmd_run_reports_mismatches() {
+    skip_unless_available!();
+    let dir = std::env::temp_dir().join(format!("anonmm-oracle-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let good = dir.join("good.strace");
+    std::fs::write(&good, COW).expect("write");
+    assert_eq!(super::cmd_run(&good, false), 0);
+    let bad = dir.join("bad.strace");
+    std::fs::write(&bad, COW.replace("= SIGSEGV", "= 0")).expect("write");
+    assert_eq!(super::cmd_run(&bad, true), 1);
+    let refused = dir.join("refused.strace");
+    std::fs::write(&refused, "1 brk(NULL) = 0x5555\n").expect("write");
+    assert_eq!(super::cmd_run(&refused, false), 2);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -9,6 +9,9 @@ pub struct Script {
     /// The file it came from (for error messages).
     pub path: String,
     pub steps: Vec<Step>,
+    /// Calls the parser did not understand and skipped (only with `ParseOptions::skip_unknown`,
+    /// for replaying real strace output): (line, call name).
+    pub skipped: Vec<(usize, String)>,
 }
 
 /// One call line.
@@ -40,86 +43,29 @@ pub enum Expect {
 /// A call. Flag arguments hold the raw Linux values (see `abi`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
-    Mmap {
-        addr: u64,
-        len: u64,
-        prot: u64,
-        flags: u64,
-        fd: i64,
-        off: u64,
-    },
-    Munmap {
-        addr: u64,
-        len: u64,
-    },
-    Mprotect {
-        addr: u64,
-        len: u64,
-        prot: u64,
-    },
-    Madvise {
-        addr: u64,
-        len: u64,
-        advice: u64,
-    },
+    Mmap { addr: u64, len: u64, prot: u64, flags: u64, fd: i64, off: u64 },
+    Munmap { addr: u64, len: u64 },
+    Mprotect { addr: u64, len: u64, prot: u64 },
+    Madvise { addr: u64, len: u64, advice: u64 },
     /// `new_addr` is the fifth argument when present (strace prints it only with FIXED/DONTUNMAP).
-    Mremap {
-        old_addr: u64,
-        old_len: u64,
-        new_len: u64,
-        flags: u64,
-        new_addr: u64,
-    },
-    Brk {
-        addr: u64,
-    },
+    Mremap { old_addr: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64 },
+    Brk { addr: u64 },
     /// `fork()`, `vfork()`, or `clone(...)` without CLONE_VM/CLONE_THREAD. `vfork` is recorded
     /// for replay; the model treats the address space as fork does.
-    Fork {
-        vfork: bool,
-    },
+    Fork { vfork: bool },
     /// `clone(...)` with CLONE_VM: a thread or a vfork-like child sharing the mm.
-    CloneVm {
-        flags: u64,
-    },
-    ExitGroup {
-        code: i64,
-    },
-    Execve {
-        path: String,
-    },
+    CloneVm { flags: u64 },
+    ExitGroup { code: i64 },
+    Execve { path: String },
     /// `prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, len, name)`; `name` None for NULL.
-    SetVmaAnonName {
-        addr: u64,
-        len: u64,
-        name: Option<String>,
-    },
-    Openat {
-        dirfd: i64,
-        path: String,
-        flags: u64,
-        mode: u64,
-    },
-    Close {
-        fd: i64,
-    },
-    Dup {
-        fd: i64,
-    },
-    Dup2 {
-        oldfd: i64,
-        newfd: i64,
-    },
-    Ftruncate {
-        fd: i64,
-        len: u64,
-    },
+    SetVmaAnonName { addr: u64, len: u64, name: Option<String> },
+    Openat { dirfd: i64, path: String, flags: u64, mode: u64 },
+    Close { fd: i64 },
+    Dup { fd: i64 },
+    Dup2 { oldfd: i64, newfd: i64 },
+    Ftruncate { fd: i64, len: u64 },
     /// Pseudo-call: fault every page of the range by reading or writing one byte.
-    Touch {
-        addr: u64,
-        len: u64,
-        write: bool,
-    },
+    Touch { addr: u64, len: u64, write: bool },
 }
 
 impl Call {
