@@ -10,15 +10,24 @@ use crate::types::Pid;
 
 use super::{available, format_outcome, run_native_steps};
 
+/// Run `f`, turning a panic (an unfinished stub) into `None` without the panic message.
+fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(f).ok();
+    std::panic::set_hook(hook);
+    r
+}
+
 fn parse(path: &Path) -> Result<Script, i32> {
     // The parser may still be a stub that panics: report it instead of crashing.
-    match std::panic::catch_unwind(|| parse_file(path)) {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => {
+    match quietly(|| parse_file(path)) {
+        Some(Ok(s)) => Ok(s),
+        Some(Err(e)) => {
             eprintln!("{e}");
             Err(2)
         }
-        Err(_) => {
+        None => {
             eprintln!(
                 "{}: the script parser failed (not built yet?)",
                 path.display()
@@ -111,7 +120,7 @@ pub(crate) fn diff_step(model: &StepView, kernel: &StepView) -> String {
     let mut out = String::new();
     if model.result != kernel.result {
         out.push_str(&format!(
-            "  result: model = {} | kernel = {}\n",
+            "  result: model {} | kernel {}\n",
             model.result, kernel.result
         ));
     }
@@ -150,13 +159,13 @@ pub fn cmd_diff(path: &Path) -> i32 {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let model = match std::panic::catch_unwind(|| run_script(&script, &RunOptions::default())) {
-        Ok(Ok(r)) => r.steps,
-        Ok(Err(e)) => {
+    let model = match quietly(|| run_script(&script, &RunOptions::default())) {
+        Some(Ok(r)) => r.steps,
+        Some(Err(e)) => {
             eprintln!("model: {e}");
             return 2;
         }
-        Err(_) => {
+        None => {
             eprintln!(
                 "{}: the model failed (panicked; not built yet?)",
                 path.display()

@@ -20,13 +20,15 @@ use std::path::PathBuf;
 
 use crate::errno::{Errno, Signal};
 use crate::script::{Call, Expect, Step};
-use crate::snapshot::{RawProc, RawPte};
+use crate::snapshot::{RawPage, RawProc, RawPte};
 use crate::types::Pid;
 
 use super::maps::{FileIds, MapsLine, parse_maps};
-use super::pages::{PM_GUARD_REGION, ptes, read_pagemap};
+use super::pages::{PM_GUARD_REGION, ptes, read_pagemap, read_tag};
 use super::probe::Probe;
-use super::worker::{BUF_LEN, Cmd, OP_EXIT, OP_FORK, OP_SYSCALL, OP_TOUCH, Reply, process_one};
+use super::worker::{
+    BUF_LEN, Cmd, OP_EXIT, OP_FORK, OP_SYSCALL, OP_TAGS, OP_TOUCH, Reply, TAGS_MAX, process_one,
+};
 use super::{OracleError, WINDOW_END, WINDOW_START};
 
 /// How long a single call may take (a few GiB of MAP_POPULATE or touches included).
@@ -112,6 +114,27 @@ fn wait_readable(fd: &OwnedFd, timeout_ms: i32) -> bool {
 }
 
 fn recv_reply(chan: &OwnedFd, pidfd: &OwnedFd, line: usize) -> Result<i64, OracleError> {
+    let mut rep = Reply::default();
+    // SAFETY: Reply is plain old data.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(&mut rep as *mut Reply as *mut u8, size_of::<Reply>())
+    };
+    if recv_bytes(chan, pidfd, line, bytes)? != size_of::<Reply>() {
+        return Err(OracleError::WorkerDied {
+            line,
+            reason: "short answer".into(),
+        });
+    }
+    Ok(rep.ret)
+}
+
+/// Receive one message into `buf`; its length.
+fn recv_bytes(
+    chan: &OwnedFd,
+    pidfd: &OwnedFd,
+    line: usize,
+    buf: &mut [u8],
+) -> Result<usize, OracleError> {
     let mut fds = [
         libc::pollfd {
             fd: chan.as_raw_fd(),
@@ -140,18 +163,17 @@ fn recv_reply(chan: &OwnedFd, pidfd: &OwnedFd, line: usize) -> Result<i64, Oracl
             });
         }
         if fds[0].revents & libc::POLLIN != 0 {
-            let mut rep = Reply::default();
-            // SAFETY: receives into a plain repr(C) value.
+            // SAFETY: receives into `buf`.
             let n = unsafe {
                 libc::recv(
                     chan.as_raw_fd(),
-                    &mut rep as *mut Reply as *mut libc::c_void,
-                    size_of::<Reply>(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
                     0,
                 )
             };
-            if n == size_of::<Reply>() as isize {
-                return Ok(rep.ret);
+            if n > 0 {
+                return Ok(n as usize);
             }
             return Err(OracleError::WorkerDied {
                 line,
@@ -573,13 +595,69 @@ impl Controller {
                 p.maps.push(self.ids.normalise(l));
                 let (s, e) = (l.start.max(WINDOW_START), l.end.min(WINDOW_END));
                 let entries = read_pagemap(&pm, s, e)?;
-                ptes(&entries, s, self.probe.zero_pfn, &mem, &mut v)?;
+                let first = v.len();
+                ptes(&entries, s, self.probe.zero_pfn, &mut v)?;
+                if l.readable() {
+                    worker_tags(w, &mut v[first..])?;
+                } else {
+                    for pte in v[first..]
+                        .iter_mut()
+                        .filter(|p| matches!(p.page, RawPage::Id(_)))
+                    {
+                        pte.tag = read_tag(&mem, pte.addr)?;
+                    }
+                }
             }
             p.ptes = v;
             out.insert(pid, p);
         }
         Ok(out)
     }
+}
+
+/// Fill in the tags of the present (non-zero-page) PTEs of one accessible VMA: the worker
+/// reads them itself, up to `TAGS_MAX` pages per request.
+fn worker_tags(w: &Worker, ptes: &mut [RawPte]) -> Result<(), OracleError> {
+    let mut i = 0;
+    let mut tags = vec![0u64; TAGS_MAX];
+    while i < ptes.len() {
+        if !matches!(ptes[i].page, RawPage::Id(_)) {
+            i += 1;
+            continue;
+        }
+        let base = ptes[i].addr;
+        let limit = base + ((TAGS_MAX as u64) << 12);
+        let mut cmd = Cmd::new(OP_TAGS);
+        let mut j = i;
+        let mut n = 0;
+        while j < ptes.len() && ptes[j].addr < limit {
+            if matches!(ptes[j].page, RawPage::Id(_)) {
+                let k = ((ptes[j].addr - base) >> 12) as usize;
+                cmd.buf[k / 8] |= 1 << (k % 8);
+                n = k + 1;
+            }
+            j += 1;
+        }
+        cmd.args[0] = base;
+        cmd.args[1] = n as u64;
+        send_cmd(&w.chan, &cmd, 0)?;
+        // SAFETY: u64s are plain old data.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(tags.as_mut_ptr() as *mut u8, TAGS_MAX * 8) };
+        if recv_bytes(&w.chan, &w.pidfd, 0, bytes)? != n * 8 {
+            return Err(OracleError::WorkerDied {
+                line: 0,
+                reason: "short tag answer".into(),
+            });
+        }
+        for pte in &mut ptes[i..j] {
+            if matches!(pte.page, RawPage::Id(_)) {
+                pte.tag = tags[((pte.addr - base) >> 12) as usize];
+            }
+        }
+        i = j;
+    }
+    Ok(())
 }
 
 fn reap(w: &Worker) {

@@ -35,9 +35,11 @@
 //!   swap entries as `RawPage::Swap` (tag 0: reading would swap in); guard markers are
 //!   not pages and are left out. `exclusive` is bit 56 (`PM_MMAP_EXCLUSIVE`). Pages of the
 //!   huge zero folio are ordinary `Id`s (one per subpage).
-//! - `tag`: the u64 at offset 0 of each present page, read through `/proc/PID/mem`
-//!   (`FOLL_FORCE` without pinning: reads `PROT_NONE` pages, neither faults nor unshares
-//!   present pages); 0 for the zero page.
+//! - `tag`: the u64 at offset 0 of each present page (0 for the zero page), read without
+//!   faulting anything: by the worker itself for pages of accessible VMAs (up to 4096 pages
+//!   per request, named by a bitmap of present pages), and through `/proc/PID/mem` for
+//!   `PROT_NONE` VMAs (`FOLL_FORCE` without pinning: neither faults nor unshares a present
+//!   page; `process_vm_readv` would pin, which unshares shared anonymous pages).
 //!
 //! # touch
 //! Checked on the worker's maps before touching anything; if any page would fault, nothing

@@ -1,5 +1,5 @@
-//! Reading `/proc/PID/pagemap` (one `pread` per VMA) and the tags of present pages through
-//! `/proc/PID/mem`.
+//! Reading `/proc/PID/pagemap` (one `pread` per VMA), and the tags of present pages of
+//! `PROT_NONE` VMAs through `/proc/PID/mem` (the worker reads the others itself).
 //!
 //! `/proc/PID/mem` reads with `FOLL_FORCE` and `FOLL_GET` (not `FOLL_PIN`): it reads
 //! `PROT_NONE` pages, and on a present page it neither faults nor unshares anything
@@ -40,13 +40,13 @@ pub(crate) fn read_pagemap(pm: &File, start: u64, end: u64) -> Result<Vec<u64>, 
         .collect())
 }
 
-/// Turn pagemap entries of `[start, …)` into PTEs, reading the tags of present pages.
-/// Guard markers (swap entries with `PM_GUARD_REGION`) are not pages and are left out.
+/// Turn pagemap entries of `[start, …)` into PTEs, with tag 0 (the caller reads the tags of
+/// `RawPage::Id` pages). Guard markers (swap entries with `PM_GUARD_REGION`) are not pages
+/// and are left out.
 pub(crate) fn ptes(
     entries: &[u64],
     start: u64,
     zero_pfn: u64,
-    mem: &File,
     out: &mut Vec<RawPte>,
 ) -> Result<(), OracleError> {
     for (i, &e) in entries.iter().enumerate() {
@@ -63,16 +63,11 @@ pub(crate) fn ptes(
             } else {
                 RawPage::Id(pfn)
             };
-            let tag = if page == RawPage::Zero {
-                0
-            } else {
-                read_tag(mem, addr)?
-            };
             out.push(RawPte {
                 addr,
                 page,
                 exclusive: e & PM_MMAP_EXCLUSIVE != 0,
-                tag,
+                tag: 0,
             });
         } else if e & PM_SWAP != 0 && e & PM_GUARD_REGION == 0 {
             // Reading a swapped-out page would swap it in: its tag is reported as 0.
@@ -87,7 +82,8 @@ pub(crate) fn ptes(
     Ok(())
 }
 
-fn read_tag(mem: &File, addr: u64) -> Result<u64, OracleError> {
+/// The tag of a present page, through `/proc/PID/mem`.
+pub(crate) fn read_tag(mem: &File, addr: u64) -> Result<u64, OracleError> {
     let mut b = [0u8; 8];
     mem.read_exact_at(&mut b, addr)
         .map_err(|e| OracleError::sys(&format!("reading the tag at {addr:#x}"), e))?;

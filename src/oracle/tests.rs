@@ -480,3 +480,38 @@ fn cmd_run_reports_mismatches() {
     assert_eq!(super::cmd_run(&refused, false), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn diff_step_shows_what_differs_side_by_side() {
+    use crate::snapshot::{PageView, ProcView};
+    use std::collections::BTreeMap;
+    let view = |excl: bool, result: &str| StepView {
+        line: 4,
+        pid: Pid(1),
+        call: "touch(0x200000000000, 4096, \"w\")".into(),
+        result: result.into(),
+        procs: BTreeMap::from([(
+            Pid(1),
+            ProcView {
+                maps: vec!["200000000000-200000001000 rw-p 00000000 00:00 0 ".into()],
+                pages: vec![PageView {
+                    addr: A,
+                    page: PageName::Page(1),
+                    exclusive: excl,
+                    tag: 5,
+                }],
+            },
+        )]),
+    };
+    assert_eq!(
+        super::cli::diff_step(&view(true, "= 0"), &view(true, "= 0")),
+        ""
+    );
+    let d = super::cli::diff_step(&view(true, "= 0"), &view(false, "= SIGSEGV"));
+    assert!(d.contains("result: model = 0 | kernel = SIGSEGV"), "{d}");
+    assert!(
+        d.contains("! 0x200000000000 page=1 excl=1 tag=0x5 | 0x200000000000 page=1 excl=0 tag=0x5"),
+        "{d}"
+    );
+    assert!(!d.contains("maps"), "{d}");
+}

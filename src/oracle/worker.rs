@@ -19,6 +19,12 @@ pub(crate) const OP_TOUCH: u64 = 2;
 pub(crate) const OP_FORK: u64 = 3;
 /// `exit_group(args[0])`; no reply.
 pub(crate) const OP_EXIT: u64 = 4;
+/// Read the u64 at offset 0 of the pages `args[0] + i * 4096` for every bit `i` set in the
+/// bitmap `buf` (`i < args[1] <= TAGS_MAX`); reply with `args[1]` u64s (0 where unset).
+/// The controller only sets bits of present pages in accessible VMAs: nothing faults.
+pub(crate) const OP_TAGS: u64 = 5;
+/// Most pages one `OP_TAGS` covers (the bitmap fills `buf`).
+pub(crate) const TAGS_MAX: usize = BUF_LEN * 8;
 
 /// Room for a path or a VMA name, NUL included.
 pub(crate) const BUF_LEN: usize = 512;
@@ -178,6 +184,27 @@ fn touch(addr: u64, len: u64, write: bool, line: u64) {
     }
 }
 
+fn send_tags(fd: i32, cmd: &Cmd) {
+    let mut tags = [0u64; TAGS_MAX];
+    let n = (cmd.args[1] as usize).min(TAGS_MAX);
+    for (i, t) in tags.iter_mut().enumerate().take(n) {
+        if cmd.buf[i / 8] & (1 << (i % 8)) != 0 {
+            let p = cmd.args[0] + ((i as u64) << 12);
+            // SAFETY: the controller saw this page present in an accessible VMA.
+            *t = unsafe { std::ptr::read_volatile(p as *const u64) };
+        }
+    }
+    // SAFETY: sends the first n u64s of a stack array.
+    unsafe {
+        libc::send(
+            fd,
+            tags.as_ptr() as *const c_void,
+            n * 8,
+            libc::MSG_NOSIGNAL,
+        );
+    }
+}
+
 fn worker_loop(mut fd: i32) -> ! {
     loop {
         let mut cmd = Cmd::new(0);
@@ -225,6 +252,10 @@ fn worker_loop(mut fd: i32) -> ! {
                 r
             }
             OP_EXIT => exit_group(cmd.args[0]),
+            OP_TAGS => {
+                send_tags(fd, &cmd);
+                continue;
+            }
             _ => -(libc::EINVAL as i64),
         };
         send_reply(fd, ret);
