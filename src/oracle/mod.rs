@@ -1,27 +1,166 @@
-//! The kernel oracle.
+//! The kernel oracle: runs a script natively on the running Linux kernel and reports, after
+//! every step, what the model reports (`StepView`), so that the two can be compared.
 //!
-//! Interface (implemented in this module):
-//! - `pub fn run_native(script: &Script) -> Result<Vec<StepView>, OracleError>`
-//! - `pub fn cmd_run(path: &Path, json: bool) -> i32`, `pub fn cmd_diff(path: &Path) -> i32`
-//! - `pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path) -> i32`
+//! Interface:
+//! - [`run_native`]`(script) -> Result<Vec<StepView>, OracleError>`
+//! - [`available`]`() -> Result<(), String>`: can the oracle run here (Linux x86_64, root,
+//!   pagemap PFNs readable)?
+//! - [`cmd_run`], [`cmd_diff`], [`cmd_fuzz`] (`cmd_fuzz(cases, seed, steps, out)`): the CLI
+//!   commands (`anonmm oracle run|diff|fuzz`).
 //!
-//! Until the oracle lands, the `cmd_*` entry points below are stubs so that the CLI builds.
+//! # How it runs
+//! The controller (the calling process) forks process 1 before anything is mapped in the
+//! window `[0x1000_0000_0000, 0x5000_0000_0000)`; every script process is a real,
+//! single-threaded worker process that receives calls over a socket and runs them with raw
+//! `syscall(2)`; it allocates nothing. A script `fork` is a real `fork()` in the worker. All
+//! workers `chdir` into a fresh temp directory, so relative script paths create files there.
+//! Script pids are mapped to real pids; a fork's child gets the pid from the step's recorded
+//! result (`= N`), else the largest pid so far + 1.
+//!
+//! # What a step reports
+//! After every step, for every live process in pid order:
+//! - `maps`: the `/proc/PID/maps` lines that intersect the window, as the kernel prints
+//!   them, except for file identity (the model has no devices or inode numbers):
+//!   - a regular file mapping prints device `00:00`, inode = the file's number in
+//!     first-open order (1, 2, …: the first successful script `openat` of each file), and
+//!     the path as that `openat` wrote it;
+//!   - a shared anonymous mapping (`/dev/zero (deleted)`, `[anon_shmem:NAME]`) prints
+//!     device `00:01` and inode = the shmem object's number in creation order (1, 2, …, a
+//!     counter separate from files; an object is numbered when a snapshot first shows it,
+//!     which is right after the mmap that created it);
+//!   - the name starts at column 74 as the kernel pads it (prefix padded to 72 characters,
+//!     then one space); unnamed lines keep the kernel's trailing space.
+//! - `ptes`: `/proc/PID/pagemap` (one `pread` per VMA): present pages as
+//!   `RawPage::Id(pfn)`, or `RawPage::Zero` for the zero page's PFN (found at startup);
+//!   swap entries as `RawPage::Swap` (tag 0: reading would swap in); guard markers are
+//!   not pages and are left out. `exclusive` is bit 56 (`PM_MMAP_EXCLUSIVE`). Pages of the
+//!   huge zero folio are ordinary `Id`s (one per subpage).
+//! - `tag`: the u64 at offset 0 of each present page (0 for the zero page), read without
+//!   faulting anything: by the worker itself for pages of accessible VMAs (up to 4096 pages
+//!   per request, named by a bitmap of present pages), and through `/proc/PID/mem` for
+//!   `PROT_NONE` VMAs (`FOLL_FORCE` without pinning: neither faults nor unshares a present
+//!   page; `process_vm_readv` would pin, which unshares shared anonymous pages).
+//!
+//! # touch
+//! Checked on the worker's maps before touching anything; if any page would fault, nothing
+//! is touched and the result is the first faulting page's signal: SIGSEGV for no VMA, no
+//! permission (write needs `w`; read needs any of `r`, `w`, `x`, as the x86_64 kernel
+//! allows reads of write-only and exec-only mappings without protection keys) or a guard
+//! marker; SIGBUS for a file or shmem page at or beyond EOF. Otherwise one u64 per page at
+//! offset 0 is read, or written with `snapshot::touch_tag(line, page)`; the result is 0.
+//!
+//! # Refused
+//! - addresses outside the window (every address argument, checked before running), a
+//!   NULL-hint mmap, and at run time an mmap/mremap the kernel placed outside the window
+//!   (a taken hint, or a MREMAP_MAYMOVE move): they cannot be compared with the model;
+//! - `brk` (the heap is outside the window, and the worker's inherited heap would change),
+//!   `execve` (it would replace the worker), `clone` with `CLONE_VM` (workers must stay
+//!   single-threaded);
+//! - more than 256 processes.
+//!
+//! Background kernel activity (khugepaged, compaction, reclaim) can in principle change
+//! PFNs or sharing between steps; page names are only compared within one step.
 
-use std::path::Path;
+mod cli;
+mod controller;
+mod maps;
+mod pages;
+mod probe;
+mod validate;
+mod worker;
 
-fn not_built() -> i32 {
-    eprintln!("oracle: not built yet");
-    2
+#[cfg(test)]
+mod tests;
+
+use crate::script::{Call, Expect, Script};
+use crate::snapshot::{StepView, rename};
+use crate::types::Pid;
+
+pub use cli::{cmd_diff, cmd_fuzz, cmd_run};
+
+/// The part of the address space scripts may use.
+pub const WINDOW_START: u64 = 0x1000_0000_0000;
+pub const WINDOW_END: u64 = 0x5000_0000_0000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OracleError {
+    /// The oracle cannot run on this machine.
+    #[error("kernel oracle unavailable: {0}")]
+    Unavailable(String),
+    /// The script asks for something the oracle cannot run or compare.
+    #[error("line {line}: refused by the kernel oracle: {reason}")]
+    Refused { line: usize, reason: String },
+    /// The script is inconsistent (e.g. a call by a process that does not exist).
+    #[error("line {line}: {reason}")]
+    BadInput { line: usize, reason: String },
+    /// A worker died or stopped answering.
+    #[error("line {line}: worker process failed: {reason}")]
+    WorkerDied { line: usize, reason: String },
+    /// A system call of the controller failed.
+    #[error("kernel oracle: {0}")]
+    System(String),
 }
 
-pub fn cmd_run(_path: &Path, _json: bool) -> i32 {
-    not_built()
+impl OracleError {
+    pub(crate) fn sys(what: &str, e: std::io::Error) -> OracleError {
+        OracleError::System(format!("{what}: {e}"))
+    }
 }
 
-pub fn cmd_diff(_path: &Path) -> i32 {
-    not_built()
+/// Can the oracle run here? `Err` says why not, in one line.
+pub fn available() -> Result<(), String> {
+    probe::probe().map(|_| ())
 }
 
-pub fn cmd_fuzz(_cases: u64, _seed: Option<u64>, _steps: usize, _out: &Path) -> i32 {
-    not_built()
+/// One step as run on the kernel: the outcome and the view.
+pub(crate) struct NativeStep {
+    pub got: Expect,
+    pub view: StepView,
+}
+
+pub(crate) fn run_native_steps(script: &Script) -> Result<Vec<NativeStep>, OracleError> {
+    validate::validate(script)?;
+    let probe = probe::probe().map_err(OracleError::Unavailable)?;
+    let first = script.steps.first().map_or(Pid(1), |s| s.pid);
+    let forks = script
+        .steps
+        .iter()
+        .filter(|s| matches!(s.call, Call::Fork { .. }))
+        .count();
+    let mut c = controller::Controller::start(first, forks + 1, probe)?;
+    let mut max_pid = first;
+    let mut out = Vec::with_capacity(script.steps.len());
+    for step in &script.steps {
+        let child = match step.expect {
+            Some(Expect::Value(n)) if n > 0 && n <= u32::MAX as u64 => Pid(n as u32),
+            _ => Pid(max_pid.0.saturating_add(1)),
+        };
+        let got = c.step(step, child)?;
+        if let (Call::Fork { .. }, Expect::Value(_)) = (&step.call, got) {
+            max_pid = max_pid.max(child);
+        }
+        let procs = rename(c.snapshot()?);
+        let view = StepView {
+            line: step.line,
+            pid: step.pid,
+            call: step.text.clone(),
+            result: format_outcome(&step.call, &got),
+            procs,
+        };
+        out.push(NativeStep { got, view });
+    }
+    Ok(out)
+}
+
+/// Run `script` on the running kernel; one view per step.
+pub fn run_native(script: &Script) -> Result<Vec<StepView>, OracleError> {
+    Ok(run_native_steps(script)?
+        .into_iter()
+        .map(|s| s.view)
+        .collect())
+}
+
+/// strace's spelling of an outcome, with the leading `= ` (as the model's runner reports it).
+pub(crate) fn format_outcome(call: &Call, e: &Expect) -> String {
+    crate::script::parse::format_result_for(call, e)
 }

@@ -1,0 +1,218 @@
+//! The oracle's CLI commands: `run --native`, `diff`, `fuzz` (stub).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::run::{RunOptions, run_script};
+use crate::script::{Script, parse_file};
+use crate::snapshot::{PageName, PageView, ProcView, StepView, format_maps_text, steps_to_json};
+use crate::types::Pid;
+
+use super::{available, format_outcome, run_native_steps};
+
+/// Run `f`, turning a panic (an unfinished stub) into `None` without the panic message.
+fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(f).ok();
+    std::panic::set_hook(hook);
+    r
+}
+
+fn parse(path: &Path) -> Result<Script, i32> {
+    // The parser may still be a stub that panics: report it instead of crashing.
+    match quietly(|| parse_file(path)) {
+        Some(Ok(s)) => Ok(s),
+        Some(Err(e)) => {
+            eprintln!("{e}");
+            Err(2)
+        }
+        None => {
+            eprintln!(
+                "{}: the script parser failed (not built yet?)",
+                path.display()
+            );
+            Err(2)
+        }
+    }
+}
+
+fn check_available() -> Result<(), i32> {
+    available().map_err(|e| {
+        eprintln!("anonmm: kernel oracle unavailable: {e}");
+        2
+    })
+}
+
+/// `anonmm run --native`: run the script on the kernel, print the final maps (text) or every
+/// step (json), and report recorded results the kernel did not reproduce (exit 1).
+pub fn cmd_run(path: &Path, json: bool) -> i32 {
+    if let Err(c) = check_available() {
+        return c;
+    }
+    let script = match parse(path) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let steps = match run_native_steps(&script) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return 2;
+        }
+    };
+    if json {
+        let views: Vec<StepView> = steps.iter().map(|s| s.view.clone()).collect();
+        println!("{}", steps_to_json(&views));
+    } else if let Some(last) = steps.last() {
+        print!("{}", format_maps_text(&last.view.procs));
+    }
+    let mut bad = 0;
+    for (step, got) in script.steps.iter().zip(&steps) {
+        if let Some(e) = &step.expect
+            && *e != got.got
+        {
+            eprintln!(
+                "{}:{}: expected {}, got {}",
+                script.path,
+                step.line,
+                format_outcome(&step.call, e),
+                format_outcome(&step.call, &got.got)
+            );
+            bad += 1;
+        }
+    }
+    if bad > 0 { 1 } else { 0 }
+}
+
+fn page_text(p: &PageView) -> String {
+    let name = match p.page {
+        PageName::Page(n) => n.to_string(),
+        PageName::Swap => "swap".to_string(),
+    };
+    format!(
+        "{:#x} page={name} excl={} tag={:#x}",
+        p.addr, p.exclusive as u8, p.tag
+    )
+}
+
+/// Two columns; rows that differ start with `!`.
+fn side_by_side(out: &mut String, title: &str, left: &[String], right: &[String]) {
+    if left == right {
+        return;
+    }
+    let w = left.iter().map(String::len).max().unwrap_or(0).max(5);
+    out.push_str(&format!("  {title}:\n    {:<w$} | kernel\n", "model"));
+    for i in 0..left.len().max(right.len()) {
+        let l = left.get(i).map_or("", String::as_str);
+        let r = right.get(i).map_or("", String::as_str);
+        let mark = if left.get(i) == right.get(i) {
+            ' '
+        } else {
+            '!'
+        };
+        out.push_str(&format!("  {mark} {l:<w$} | {r}\n"));
+    }
+}
+
+/// What differs between the model's and the kernel's view of one step (empty if nothing).
+pub(crate) fn diff_step(model: &StepView, kernel: &StepView) -> String {
+    let mut out = String::new();
+    if model.result != kernel.result {
+        out.push_str(&format!(
+            "  result: model {} | kernel {}\n",
+            model.result, kernel.result
+        ));
+    }
+    let empty = ProcView::default();
+    let pids: std::collections::BTreeSet<Pid> = model
+        .procs
+        .keys()
+        .chain(kernel.procs.keys())
+        .copied()
+        .collect();
+    let procs = |m: &BTreeMap<Pid, ProcView>| m.keys().map(|p| p.0.to_string()).collect::<Vec<_>>();
+    if model.procs.len() != kernel.procs.len() || model.procs.keys().ne(kernel.procs.keys()) {
+        out.push_str(&format!(
+            "  processes: model = [{}] | kernel = [{}]\n",
+            procs(&model.procs).join(", "),
+            procs(&kernel.procs).join(", ")
+        ));
+    }
+    for pid in pids {
+        let m = model.procs.get(&pid).unwrap_or(&empty);
+        let k = kernel.procs.get(&pid).unwrap_or(&empty);
+        side_by_side(&mut out, &format!("pid {} maps", pid.0), &m.maps, &k.maps);
+        let mp: Vec<String> = m.pages.iter().map(page_text).collect();
+        let kp: Vec<String> = k.pages.iter().map(page_text).collect();
+        side_by_side(&mut out, &format!("pid {} pages", pid.0), &mp, &kp);
+    }
+    out
+}
+
+/// `anonmm diff`: run the model and the kernel and print the first step where they differ.
+pub fn cmd_diff(path: &Path) -> i32 {
+    if let Err(c) = check_available() {
+        return c;
+    }
+    let script = match parse(path) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
+    let model = match quietly(|| run_script(&script, &RunOptions::default())) {
+        Some(Ok(r)) => r.steps,
+        Some(Err(e)) => {
+            eprintln!("model: {e}");
+            return 2;
+        }
+        None => {
+            eprintln!(
+                "{}: the model failed (panicked; not built yet?)",
+                path.display()
+            );
+            return 2;
+        }
+    };
+    let kernel = match run_native_steps(&script) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return 2;
+        }
+    };
+    for (m, k) in model.iter().zip(&kernel) {
+        let d = diff_step(m, &k.view);
+        if !d.is_empty() {
+            println!(
+                "{}:{}: [{}] {}",
+                path.display(),
+                k.view.line,
+                k.view.pid.0,
+                k.view.call
+            );
+            print!("{d}");
+            return 1;
+        }
+    }
+    if model.len() != kernel.len() {
+        println!(
+            "{}: the model reported {} steps, the kernel {}",
+            path.display(),
+            model.len(),
+            kernel.len()
+        );
+        return 1;
+    }
+    println!(
+        "{}: no difference in {} steps",
+        path.display(),
+        kernel.len()
+    );
+    0
+}
+
+/// `anonmm fuzz`: not built yet (the generator is written elsewhere).
+pub fn cmd_fuzz(_cases: u64, _seed: Option<u64>, _steps: usize, _out: &Path) -> i32 {
+    eprintln!("anonmm fuzz: not built yet");
+    2
+}

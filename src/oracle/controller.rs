@@ -1,0 +1,741 @@
+//! The controller: starts the workers, sends them calls, maps script pids to real pids and
+//! reads their state from `/proc`.
+//!
+//! Channels: before forking process 1 the controller creates one `SOCK_SEQPACKET` socket pair
+//! per script process (1 + the number of fork steps). Process 1 moves the worker ends to the
+//! top of its fd table (`HIGH`, `HIGH-1`, … with `HIGH = min(RLIMIT_NOFILE, 1024) - 1`) and
+//! closes every other fd above 2, so script `openat`/`dup` get the numbers the model gives.
+//! A forking worker tells its child which channel to take; the child closes its parent's
+//! channel, says hello with its real pid, and the parent closes the child's channel.
+//! Every worker is watched through a pidfd, which also tells when an exited process's
+//! address space has been torn down.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use crate::errno::{Errno, Signal};
+use crate::script::{Call, Expect, Step};
+use crate::snapshot::{RawPage, RawProc, RawPte};
+use crate::types::Pid;
+
+use super::maps::{FileIds, MapsLine, parse_maps};
+use super::pages::{PM_GUARD_REGION, ptes, read_pagemap, read_tag};
+use super::probe::Probe;
+use super::worker::{
+    BUF_LEN, Cmd, OP_EXIT, OP_FORK, OP_SYSCALL, OP_TAGS, OP_TOUCH, Reply, TAGS_MAX, process_one,
+};
+use super::{OracleError, WINDOW_END, WINDOW_START};
+
+/// How long a single call may take (a few GiB of MAP_POPULATE or touches included).
+const CALL_TIMEOUT_MS: i32 = 600_000;
+/// Most script processes one run may have.
+const MAX_PROCS: usize = 256;
+
+struct Worker {
+    real: i32,
+    pidfd: OwnedFd,
+    chan: OwnedFd,
+    /// Process 1 is our child and is reaped with waitpid; others are auto-reaped by their
+    /// worker parents (SIGCHLD ignored) or by init.
+    direct_child: bool,
+}
+
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir, OracleError> {
+        let tmpl = std::env::temp_dir().join("anonmm-oracle-XXXXXX");
+        let mut bytes = tmpl.as_os_str().as_bytes().to_vec();
+        bytes.push(0);
+        // SAFETY: mkdtemp edits the NUL-terminated template in place.
+        let p = unsafe { libc::mkdtemp(bytes.as_mut_ptr() as *mut libc::c_char) };
+        if p.is_null() {
+            return Err(OracleError::sys("mkdtemp", std::io::Error::last_os_error()));
+        }
+        bytes.pop();
+        Ok(TempDir(PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) struct Controller {
+    probe: Probe,
+    /// Controller ends of the channels not handed out yet, by channel index.
+    chans: Vec<Option<OwnedFd>>,
+    next_chan: usize,
+    high: i32,
+    live: BTreeMap<Pid, Worker>,
+    /// Creation order, for teardown (children before parents).
+    order: Vec<Pid>,
+    pub ids: FileIds,
+    dir: TempDir,
+}
+
+fn last_err(what: &str) -> OracleError {
+    OracleError::sys(what, std::io::Error::last_os_error())
+}
+
+fn pidfd_open(pid: i32) -> Result<OwnedFd, OracleError> {
+    // SAFETY: pidfd_open has no memory arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(last_err("pidfd_open"));
+    }
+    // SAFETY: a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Wait until `fd` is readable; false on timeout.
+fn wait_readable(fd: &OwnedFd, timeout_ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return r > 0;
+    }
+}
+
+fn recv_reply(chan: &OwnedFd, pidfd: &OwnedFd, line: usize) -> Result<i64, OracleError> {
+    let mut rep = Reply::default();
+    // SAFETY: Reply is plain old data.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(&mut rep as *mut Reply as *mut u8, size_of::<Reply>())
+    };
+    if recv_bytes(chan, pidfd, line, bytes)? != size_of::<Reply>() {
+        return Err(OracleError::WorkerDied {
+            line,
+            reason: "short answer".into(),
+        });
+    }
+    Ok(rep.ret)
+}
+
+/// Receive one message into `buf`; its length.
+fn recv_bytes(
+    chan: &OwnedFd,
+    pidfd: &OwnedFd,
+    line: usize,
+    buf: &mut [u8],
+) -> Result<usize, OracleError> {
+    let mut fds = [
+        libc::pollfd {
+            fd: chan.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: two valid pollfds.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, CALL_TIMEOUT_MS) };
+        if r < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(last_err("poll"));
+        }
+        if r == 0 {
+            return Err(OracleError::WorkerDied {
+                line,
+                reason: "no answer within 600 s".into(),
+            });
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            // SAFETY: receives into `buf`.
+            let n = unsafe {
+                libc::recv(
+                    chan.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                )
+            };
+            if n > 0 {
+                return Ok(n as usize);
+            }
+            return Err(OracleError::WorkerDied {
+                line,
+                reason: "channel closed".into(),
+            });
+        }
+        if fds[1].revents != 0 || fds[0].revents != 0 {
+            return Err(OracleError::WorkerDied {
+                line,
+                reason: "the process died (an unexpected signal?)".into(),
+            });
+        }
+    }
+}
+
+fn send_cmd(chan: &OwnedFd, cmd: &Cmd, line: usize) -> Result<(), OracleError> {
+    // SAFETY: sends a plain repr(C) value.
+    let n = unsafe {
+        libc::send(
+            chan.as_raw_fd(),
+            cmd as *const Cmd as *const libc::c_void,
+            size_of::<Cmd>(),
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if n != size_of::<Cmd>() as isize {
+        return Err(OracleError::WorkerDied {
+            line,
+            reason: "cannot send to the worker".into(),
+        });
+    }
+    Ok(())
+}
+
+fn read_maps(real: i32) -> Result<Vec<MapsLine>, OracleError> {
+    let text = std::fs::read_to_string(format!("/proc/{real}/maps"))
+        .map_err(|e| OracleError::sys("reading /proc/PID/maps", e))?;
+    parse_maps(&text).map_err(OracleError::System)
+}
+
+fn to_expect(ret: i64) -> Result<Expect, OracleError> {
+    if ret < 0 {
+        let code = (-ret) as i32;
+        Errno::from_code(code).map(Expect::Err).ok_or_else(|| {
+            OracleError::System(format!(
+                "the kernel returned errno {code}, unknown to Errno"
+            ))
+        })
+    } else {
+        Ok(Expect::Value(ret as u64))
+    }
+}
+
+impl Controller {
+    /// Fork process 1 (script pid `first`) with room for `nprocs` processes in all.
+    pub(crate) fn start(
+        first: Pid,
+        nprocs: usize,
+        probe: Probe,
+    ) -> Result<Controller, OracleError> {
+        if nprocs > MAX_PROCS {
+            return Err(OracleError::Refused {
+                line: 0,
+                reason: format!("too many processes ({nprocs}; at most {MAX_PROCS})"),
+            });
+        }
+        let dir = TempDir::new()?;
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: writes one rlimit.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return Err(last_err("getrlimit"));
+        }
+        let high = lim.rlim_cur.min(1024) as i32 - 1;
+        let mut ctl = Vec::new();
+        let mut wrk = Vec::new();
+        for _ in 0..nprocs {
+            let mut sv = [0i32; 2];
+            // SAFETY: writes two fds.
+            let r = unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                    0,
+                    sv.as_mut_ptr(),
+                )
+            };
+            if r != 0 {
+                return Err(last_err("socketpair"));
+            }
+            // SAFETY: fresh fds we own.
+            unsafe {
+                ctl.push(OwnedFd::from_raw_fd(sv[0]));
+                wrk.push(OwnedFd::from_raw_fd(sv[1]));
+            }
+        }
+        let lowest_target = high - nprocs as i32 + 1;
+        if lowest_target <= 3 || wrk.iter().any(|f| f.as_raw_fd() >= lowest_target) {
+            return Err(OracleError::System(format!(
+                "not enough room in the fd table for {nprocs} channels below fd {high}"
+            )));
+        }
+        let moves: Vec<(i32, i32)> = wrk
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.as_raw_fd(), high - i as i32))
+            .collect();
+        let dir_c = CString::new(dir.0.as_os_str().as_bytes())
+            .map_err(|_| OracleError::System("temp dir path has a NUL".into()))?;
+        let dir_b = dir_c.as_bytes_with_nul();
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        // SAFETY: the child only runs `process_one`, which is async-signal-safe.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(last_err("fork"));
+        }
+        if pid == 0 {
+            // SAFETY: we are the freshly forked child.
+            unsafe { process_one(&moves, 3, lowest_target - 1, high, high, dir_b, me) }
+        }
+        drop(wrk);
+        let pidfd = match pidfd_open(pid) {
+            Ok(f) => f,
+            Err(e) => {
+                // SAFETY: kill and reap our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                return Err(e);
+            }
+        };
+        let mut chans: Vec<Option<OwnedFd>> = ctl.into_iter().map(Some).collect();
+        let chan = chans[0]
+            .take()
+            .ok_or_else(|| OracleError::System("no channel".into()))?;
+        let mut c = Controller {
+            probe,
+            chans,
+            next_chan: 1,
+            high,
+            live: BTreeMap::new(),
+            order: vec![first],
+            ids: FileIds::default(),
+            dir,
+        };
+        c.live.insert(
+            first,
+            Worker {
+                real: pid,
+                pidfd,
+                chan,
+                direct_child: true,
+            },
+        );
+        let w = &c.live[&first];
+        let hello = recv_reply(&w.chan, &w.pidfd, 0)?;
+        if hello != pid as i64 {
+            return Err(OracleError::System(format!(
+                "process 1 said hello as {hello}, not {pid}"
+            )));
+        }
+        // The window must be free in process 1.
+        if let Some(l) = read_maps(pid)?.iter().find(|l| l.in_window()) {
+            return Err(OracleError::Refused {
+                line: 0,
+                reason: format!("the window is not free in process 1: {}", l.raw),
+            });
+        }
+        Ok(c)
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        &self.dir.0
+    }
+
+    fn worker(&self, step: &Step) -> Result<&Worker, OracleError> {
+        self.live
+            .get(&step.pid)
+            .ok_or_else(|| OracleError::BadInput {
+                line: step.line,
+                reason: format!(
+                    "process {} does not exist (not forked yet, or exited)",
+                    step.pid
+                ),
+            })
+    }
+
+    fn request(&self, step: &Step, cmd: &Cmd) -> Result<i64, OracleError> {
+        let w = self.worker(step)?;
+        send_cmd(&w.chan, cmd, step.line)?;
+        recv_reply(&w.chan, &w.pidfd, step.line)
+    }
+
+    fn syscall(
+        &self,
+        step: &Step,
+        nr: i64,
+        args: &[u64],
+        s: Option<(usize, &str)>,
+    ) -> Result<i64, OracleError> {
+        let mut cmd = Cmd::new(OP_SYSCALL);
+        cmd.nr = nr as u64;
+        cmd.args[..args.len()].copy_from_slice(args);
+        if let Some((i, text)) = s {
+            let b = text.as_bytes();
+            if b.len() >= BUF_LEN {
+                return Err(OracleError::Refused {
+                    line: step.line,
+                    reason: "string too long".into(),
+                });
+            }
+            cmd.buf[..b.len()].copy_from_slice(b);
+            cmd.str_arg = i as u64;
+        }
+        self.request(step, &cmd)
+    }
+
+    /// Run one step; `fork_child` is the script pid a fork gives its child.
+    pub(crate) fn step(&mut self, step: &Step, fork_child: Pid) -> Result<Expect, OracleError> {
+        use libc::*;
+        let ret = match &step.call {
+            Call::Mmap {
+                addr,
+                len,
+                prot,
+                flags,
+                fd,
+                off,
+            } => {
+                let r = self.syscall(
+                    step,
+                    SYS_mmap,
+                    &[*addr, *len, *prot, *flags, *fd as u64, *off],
+                    None,
+                )?;
+                self.check_placed(step, r, *len)?;
+                r
+            }
+            Call::Munmap { addr, len } => self.syscall(step, SYS_munmap, &[*addr, *len], None)?,
+            Call::Mprotect { addr, len, prot } => {
+                self.syscall(step, SYS_mprotect, &[*addr, *len, *prot], None)?
+            }
+            Call::Madvise { addr, len, advice } => {
+                self.syscall(step, SYS_madvise, &[*addr, *len, *advice], None)?
+            }
+            Call::Mremap {
+                old_addr,
+                old_len,
+                new_len,
+                flags,
+                new_addr,
+            } => {
+                let r = self.syscall(
+                    step,
+                    SYS_mremap,
+                    &[*old_addr, *old_len, *new_len, *flags, *new_addr],
+                    None,
+                )?;
+                self.check_placed(step, r, *new_len)?;
+                r
+            }
+            Call::SetVmaAnonName { addr, len, name } => {
+                let args = [
+                    crate::abi::PR_SET_VMA,
+                    crate::abi::PR_SET_VMA_ANON_NAME,
+                    *addr,
+                    *len,
+                    0,
+                ];
+                self.syscall(step, SYS_prctl, &args, name.as_deref().map(|n| (4, n)))?
+            }
+            Call::Openat {
+                dirfd,
+                path,
+                flags,
+                mode,
+            } => {
+                let r = self.syscall(
+                    step,
+                    SYS_openat,
+                    &[*dirfd as u64, 0, *flags, *mode],
+                    Some((1, path)),
+                )?;
+                if r >= 0 {
+                    let real = self.worker(step)?.real;
+                    if let Ok(m) = std::fs::metadata(format!("/proc/{real}/fd/{r}")) {
+                        let dev = m.dev();
+                        self.ids.opened((major(dev), minor(dev)), m.ino(), path);
+                    }
+                }
+                r
+            }
+            Call::Close { fd } => self.syscall(step, SYS_close, &[*fd as u64], None)?,
+            Call::Dup { fd } => self.syscall(step, SYS_dup, &[*fd as u64], None)?,
+            Call::Dup2 { oldfd, newfd } => {
+                self.syscall(step, SYS_dup2, &[*oldfd as u64, *newfd as u64], None)?
+            }
+            Call::Ftruncate { fd, len } => {
+                self.syscall(step, SYS_ftruncate, &[*fd as u64, *len], None)?
+            }
+            Call::Touch { addr, len, write } => {
+                let real = self.worker(step)?.real;
+                if let Some(sig) = touch_fault(real, *addr, *len, *write)? {
+                    return Ok(Expect::Signal(sig));
+                }
+                let mut cmd = Cmd::new(OP_TOUCH);
+                cmd.args[..3].copy_from_slice(&[*addr, *len, *write as u64]);
+                cmd.line = step.line as u64;
+                self.request(step, &cmd)?
+            }
+            Call::Fork { .. } => return self.fork(step, fork_child),
+            Call::ExitGroup { code } => {
+                self.exit(step, *code)?;
+                return Ok(Expect::Unknown);
+            }
+            Call::Brk { .. } | Call::Execve { .. } | Call::CloneVm { .. } => {
+                return Err(OracleError::Refused {
+                    line: step.line,
+                    reason: format!("{} is not supported by the oracle", step.call.name()),
+                });
+            }
+        };
+        to_expect(ret)
+    }
+
+    /// A successful mmap/mremap must land in the window, or nothing can be compared.
+    fn check_placed(&self, step: &Step, ret: i64, len: u64) -> Result<(), OracleError> {
+        if ret < 0 {
+            return Ok(());
+        }
+        let a = ret as u64;
+        if a < WINDOW_START || a.saturating_add(len) > WINDOW_END {
+            return Err(OracleError::Refused {
+                line: step.line,
+                reason: format!(
+                    "the kernel placed the mapping at {a:#x}, outside the window (the hint was \
+                     taken or the mapping moved): cannot be compared"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    fn fork(&mut self, step: &Step, child: Pid) -> Result<Expect, OracleError> {
+        if self.live.contains_key(&child) {
+            return Err(OracleError::BadInput {
+                line: step.line,
+                reason: format!("fork would create process {child}, which exists"),
+            });
+        }
+        let idx = self.next_chan;
+        let chan = self
+            .chans
+            .get_mut(idx)
+            .and_then(Option::take)
+            .ok_or_else(|| OracleError::System("no channel left for the new process".into()))?;
+        self.next_chan += 1;
+        let mut cmd = Cmd::new(OP_FORK);
+        cmd.args[0] = (self.high - idx as i32) as u64;
+        let r = self.request(step, &cmd)?;
+        if r < 0 {
+            return to_expect(r);
+        }
+        let real = r as i32;
+        let pidfd = pidfd_open(real)?;
+        let hello = recv_reply(&chan, &pidfd, step.line)?;
+        if hello != r {
+            return Err(OracleError::System(format!(
+                "fork child said hello as {hello}, not {r}"
+            )));
+        }
+        self.live.insert(
+            child,
+            Worker {
+                real,
+                pidfd,
+                chan,
+                direct_child: false,
+            },
+        );
+        self.order.push(child);
+        Ok(Expect::Value(child.0 as u64))
+    }
+
+    fn exit(&mut self, step: &Step, code: i64) -> Result<(), OracleError> {
+        let mut cmd = Cmd::new(OP_EXIT);
+        cmd.args[0] = code as u64;
+        let w = self.worker(step)?;
+        send_cmd(&w.chan, &cmd, step.line)?;
+        if !wait_readable(&w.pidfd, CALL_TIMEOUT_MS) {
+            return Err(OracleError::WorkerDied {
+                line: step.line,
+                reason: "exit_group did not end the process".into(),
+            });
+        }
+        if let Some(w) = self.live.remove(&step.pid) {
+            reap(&w);
+        }
+        Ok(())
+    }
+
+    /// The state of every live process, by script pid.
+    pub(crate) fn snapshot(&mut self) -> Result<BTreeMap<Pid, RawProc>, OracleError> {
+        let mut out = BTreeMap::new();
+        for (&pid, w) in &self.live {
+            let lines = read_maps(w.real)?;
+            let pm = File::open(format!("/proc/{}/pagemap", w.real))
+                .map_err(|e| OracleError::sys("opening pagemap", e))?;
+            let mem = File::open(format!("/proc/{}/mem", w.real))
+                .map_err(|e| OracleError::sys("opening /proc/PID/mem", e))?;
+            let mut p = RawProc::default();
+            let mut v: Vec<RawPte> = Vec::new();
+            for l in lines.iter().filter(|l| l.in_window()) {
+                p.maps.push(self.ids.normalise(l));
+                let (s, e) = (l.start.max(WINDOW_START), l.end.min(WINDOW_END));
+                let entries = read_pagemap(&pm, s, e)?;
+                let first = v.len();
+                ptes(&entries, s, self.probe.zero_pfn, &mut v)?;
+                if l.readable() {
+                    worker_tags(w, &mut v[first..])?;
+                } else {
+                    for pte in v[first..]
+                        .iter_mut()
+                        .filter(|p| matches!(p.page, RawPage::Id(_)))
+                    {
+                        pte.tag = read_tag(&mem, pte.addr)?;
+                    }
+                }
+            }
+            p.ptes = v;
+            out.insert(pid, p);
+        }
+        Ok(out)
+    }
+}
+
+/// Fill in the tags of the present (non-zero-page) PTEs of one accessible VMA: the worker
+/// reads them itself, up to `TAGS_MAX` pages per request.
+fn worker_tags(w: &Worker, ptes: &mut [RawPte]) -> Result<(), OracleError> {
+    let mut i = 0;
+    let mut tags = vec![0u64; TAGS_MAX];
+    while i < ptes.len() {
+        if !matches!(ptes[i].page, RawPage::Id(_)) {
+            i += 1;
+            continue;
+        }
+        let base = ptes[i].addr;
+        let limit = base + ((TAGS_MAX as u64) << 12);
+        let mut cmd = Cmd::new(OP_TAGS);
+        let mut j = i;
+        let mut n = 0;
+        while j < ptes.len() && ptes[j].addr < limit {
+            if matches!(ptes[j].page, RawPage::Id(_)) {
+                let k = ((ptes[j].addr - base) >> 12) as usize;
+                cmd.buf[k / 8] |= 1 << (k % 8);
+                n = k + 1;
+            }
+            j += 1;
+        }
+        cmd.args[0] = base;
+        cmd.args[1] = n as u64;
+        send_cmd(&w.chan, &cmd, 0)?;
+        // SAFETY: u64s are plain old data.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(tags.as_mut_ptr() as *mut u8, TAGS_MAX * 8) };
+        if recv_bytes(&w.chan, &w.pidfd, 0, bytes)? != n * 8 {
+            return Err(OracleError::WorkerDied {
+                line: 0,
+                reason: "short tag answer".into(),
+            });
+        }
+        for pte in &mut ptes[i..j] {
+            if matches!(pte.page, RawPage::Id(_)) {
+                pte.tag = tags[((pte.addr - base) >> 12) as usize];
+            }
+        }
+        i = j;
+    }
+    Ok(())
+}
+
+fn reap(w: &Worker) {
+    if w.direct_child {
+        // SAFETY: reaps our own child.
+        unsafe {
+            libc::waitpid(w.real, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        // Children before parents, so that worker parents reap them.
+        for pid in self.order.iter().rev() {
+            if let Some(w) = self.live.remove(pid) {
+                // SAFETY: signals through a pidfd we own: no pid reuse race.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        w.pidfd.as_raw_fd(),
+                        libc::SIGKILL,
+                        0,
+                        0,
+                    );
+                }
+                wait_readable(&w.pidfd, 10_000);
+                reap(&w);
+            }
+        }
+    }
+}
+
+/// Would touching `[addr, addr + len)` fault? Checked on the worker's maps before touching
+/// anything, page by page in address order; the first faulting page decides the signal:
+/// - no VMA, no permission (write: `w`; read: any of `rwx`, as on x86_64 without protection
+///   keys), or a guard marker → SIGSEGV;
+/// - a file or shmem page at or beyond EOF (`i_size`, from `/proc/PID/map_files`) → SIGBUS.
+fn touch_fault(real: i32, addr: u64, len: u64, write: bool) -> Result<Option<Signal>, OracleError> {
+    let start = addr & !0xfff;
+    let Some(end) = addr.checked_add(len).and_then(crate::types::page_align) else {
+        return Ok(Some(Signal::SIGSEGV));
+    };
+    let lines = read_maps(real)?;
+    let pm = File::open(format!("/proc/{real}/pagemap"))
+        .map_err(|e| OracleError::sys("opening pagemap", e))?;
+    let mut p = start;
+    while p < end {
+        let Some(v) = lines.iter().find(|l| l.start <= p && p < l.end) else {
+            return Ok(Some(Signal::SIGSEGV));
+        };
+        if !(if write { v.writable() } else { v.readable() }) {
+            return Ok(Some(Signal::SIGSEGV));
+        }
+        let seg_end = end.min(v.end);
+        let entries = read_pagemap(&pm, p, seg_end)?;
+        let eof_page = if v.has_file() {
+            let link = format!("/proc/{real}/map_files/{:x}-{:x}", v.start, v.end);
+            let size = std::fs::metadata(&link)
+                .map_err(|e| OracleError::sys("stat of /proc/PID/map_files", e))?
+                .size();
+            Some(size.div_ceil(4096))
+        } else {
+            None
+        };
+        for (i, e) in entries.iter().enumerate() {
+            let page = p + ((i as u64) << 12);
+            if e & PM_GUARD_REGION != 0 {
+                return Ok(Some(Signal::SIGSEGV));
+            }
+            if let Some(eof) = eof_page {
+                let index = (v.offset >> 12) + ((page - v.start) >> 12);
+                if index >= eof {
+                    return Ok(Some(Signal::SIGBUS));
+                }
+            }
+        }
+        p = seg_end;
+    }
+    Ok(None)
+}

@@ -1,0 +1,110 @@
+//! What the oracle refuses before running anything.
+
+use crate::abi::{MAP_FIXED, MAP_FIXED_NOREPLACE, MREMAP_FIXED};
+use crate::script::{Call, Script, Step};
+
+use super::worker::BUF_LEN;
+use super::{OracleError, WINDOW_END, WINDOW_START};
+
+fn refuse(step: &Step, reason: impl Into<String>) -> OracleError {
+    OracleError::Refused {
+        line: step.line,
+        reason: reason.into(),
+    }
+}
+
+/// `[addr, addr + len)` must lie in the window.
+fn in_window(step: &Step, what: &str, addr: u64, len: u64) -> Result<(), OracleError> {
+    let ok = addr >= WINDOW_START && addr.checked_add(len).is_some_and(|end| end <= WINDOW_END);
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(
+            step,
+            format!(
+                "{what} [{addr:#x}, +{len:#x}) leaves the window [{WINDOW_START:#x}, {WINDOW_END:#x})"
+            ),
+        ))
+    }
+}
+
+fn string_arg(step: &Step, s: &str) -> Result<(), OracleError> {
+    if s.len() >= BUF_LEN || s.contains('\0') {
+        return Err(refuse(
+            step,
+            format!("string argument too long or with NUL: {s:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Check every step before running anything.
+pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
+    for step in &script.steps {
+        match &step.call {
+            Call::Mmap {
+                addr, len, flags, ..
+            } => {
+                if *addr == 0 && flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) == 0 {
+                    return Err(refuse(
+                        step,
+                        "NULL-hint mmap cannot be compared: the kernel places it near mmap_base, \
+                         outside the window",
+                    ));
+                }
+                in_window(step, "mmap range", *addr, *len)?;
+            }
+            Call::Munmap { addr, len }
+            | Call::Mprotect { addr, len, .. }
+            | Call::Madvise { addr, len, .. }
+            | Call::Touch { addr, len, .. } => in_window(step, "range", *addr, *len)?,
+            Call::SetVmaAnonName { addr, len, name } => {
+                in_window(step, "range", *addr, *len)?;
+                if let Some(n) = name {
+                    string_arg(step, n)?;
+                }
+            }
+            Call::Mremap {
+                old_addr,
+                old_len,
+                new_len,
+                flags,
+                new_addr,
+            } => {
+                in_window(step, "old range", *old_addr, *old_len)?;
+                if flags & MREMAP_FIXED != 0 {
+                    in_window(step, "new range", *new_addr, *new_len)?;
+                } else {
+                    in_window(step, "grown range", *old_addr, *new_len)?;
+                }
+            }
+            Call::Brk { .. } => {
+                return Err(refuse(
+                    step,
+                    "brk is not supported: the heap lies outside the window and the worker's \
+                     own (inherited) heap would be changed",
+                ));
+            }
+            Call::Execve { .. } => {
+                return Err(refuse(
+                    step,
+                    "execve is not supported: it would replace the worker that runs the script",
+                ));
+            }
+            Call::CloneVm { .. } => {
+                return Err(refuse(
+                    step,
+                    "clone with CLONE_VM is not supported: workers must stay single-threaded",
+                ));
+            }
+            Call::Openat { path, .. } => string_arg(step, path)?,
+            Call::Fork { .. }
+            | Call::ExitGroup { .. }
+            | Call::Close { .. }
+            | Call::Dup { .. }
+            | Call::Dup2 { .. }
+            | Call::Ftruncate { .. } => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! The worker side: the loop every script process runs.
+//!
+//! A worker is a forked child of a (possibly multi-threaded) controller, so after the fork it
+//! may only use async-signal-safe operations: this file allocates nothing, formats nothing and
+//! never panics. It receives fixed-size [`Cmd`] messages on one `SOCK_SEQPACKET` socket, runs
+//! each with a raw `syscall(2)` and answers with one [`Reply`] (the raw return value, or
+//! `-errno`).
+
+use std::ffi::c_void;
+use std::mem::size_of;
+
+use crate::snapshot::touch_tag;
+
+/// Run `nr` with `args`; a string argument, if any, points into `buf`.
+pub(crate) const OP_SYSCALL: u64 = 1;
+/// Touch every page of `[args[0], args[0] + args[1])`; `args[2] != 0` writes the tag.
+pub(crate) const OP_TOUCH: u64 = 2;
+/// `fork()`; the child takes the channel `args[0]` and says hello with its real pid.
+pub(crate) const OP_FORK: u64 = 3;
+/// `exit_group(args[0])`; no reply.
+pub(crate) const OP_EXIT: u64 = 4;
+/// Read the u64 at offset 0 of the pages `args[0] + i * 4096` for every bit `i` set in the
+/// bitmap `buf` (`i < args[1] <= TAGS_MAX`); reply with `args[1]` u64s (0 where unset).
+/// The controller only sets bits of present pages in accessible VMAs: nothing faults.
+pub(crate) const OP_TAGS: u64 = 5;
+/// Most pages one `OP_TAGS` covers (the bitmap fills `buf`).
+pub(crate) const TAGS_MAX: usize = BUF_LEN * 8;
+
+/// Room for a path or a VMA name, NUL included.
+pub(crate) const BUF_LEN: usize = 512;
+/// `str_arg` value meaning "no string argument".
+pub(crate) const NO_STR: u64 = u64::MAX;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct Cmd {
+    pub op: u64,
+    pub nr: u64,
+    pub args: [u64; 6],
+    /// Index of the argument to replace with a pointer to `buf`, or [`NO_STR`].
+    pub str_arg: u64,
+    /// Script line (for touch tags).
+    pub line: u64,
+    pub buf: [u8; BUF_LEN],
+}
+
+impl Cmd {
+    pub(crate) fn new(op: u64) -> Cmd {
+        Cmd {
+            op,
+            nr: 0,
+            args: [0; 6],
+            str_arg: NO_STR,
+            line: 0,
+            buf: [0; BUF_LEN],
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Reply {
+    pub ret: i64,
+}
+
+fn errno() -> i64 {
+    // SAFETY: __errno_location is async-signal-safe and always valid.
+    unsafe { *libc::__errno_location() as i64 }
+}
+
+/// A raw syscall: the result, or `-errno`.
+///
+/// # Safety
+/// The caller passes arguments that are valid for `nr`.
+unsafe fn raw(nr: u64, a: [u64; 6]) -> i64 {
+    // SAFETY: forwarded to the caller.
+    let r = unsafe { libc::syscall(nr as libc::c_long, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    if r == -1 { -errno() } else { r }
+}
+
+fn send_reply(fd: i32, ret: i64) {
+    let r = Reply { ret };
+    // SAFETY: sends a plain repr(C) value.
+    unsafe {
+        libc::send(
+            fd,
+            &r as *const Reply as *const c_void,
+            size_of::<Reply>(),
+            libc::MSG_NOSIGNAL,
+        );
+    }
+}
+
+fn exit_group(code: u64) -> ! {
+    // SAFETY: ends the process.
+    unsafe {
+        libc::syscall(libc::SYS_exit_group, code as libc::c_long);
+    }
+    // exit_group does not return; keep the type checker happy without panicking.
+    loop {
+        // SAFETY: pause only sleeps.
+        unsafe {
+            libc::pause();
+        }
+    }
+}
+
+/// Prepare a freshly forked process 1 and run the loop; never returns.
+///
+/// `moves` lists (current fd, wanted fd) for every worker channel end; `close_lo..=close_hi`
+/// and everything above `keep_hi` are closed so the script sees a clean fd table (0, 1, 2
+/// kept). `dir` is the NUL-terminated temp directory.
+///
+/// # Safety
+/// Must only be called in a freshly forked child; the slices were built before the fork.
+pub(crate) unsafe fn process_one(
+    moves: &[(i32, i32)],
+    close_lo: i32,
+    close_hi: i32,
+    keep_hi: i32,
+    own_fd: i32,
+    dir: &[u8],
+    controller: i32,
+) -> ! {
+    // SAFETY: only async-signal-safe calls on memory prepared before the fork.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        if libc::getppid() != controller {
+            exit_group(1);
+        }
+        for &(from, to) in moves {
+            if libc::dup2(from, to) < 0 {
+                exit_group(1);
+            }
+        }
+        if close_lo <= close_hi {
+            raw(
+                libc::SYS_close_range as u64,
+                [close_lo as u64, close_hi as u64, 0, 0, 0, 0],
+            );
+        }
+        raw(
+            libc::SYS_close_range as u64,
+            [keep_hi as u64 + 1, u32::MAX as u64, 0, 0, 0, 0],
+        );
+        if libc::chdir(dir.as_ptr() as *const libc::c_char) != 0 {
+            exit_group(1);
+        }
+        libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        send_reply(own_fd, libc::getpid() as i64);
+    }
+    worker_loop(own_fd)
+}
+
+fn touch(addr: u64, len: u64, write: bool, line: u64) {
+    let start = addr & !0xfff;
+    let end = match addr.checked_add(len).and_then(|e| e.checked_add(0xfff)) {
+        Some(e) => e & !0xfff,
+        None => return,
+    };
+    let mut p = start;
+    while p < end {
+        // SAFETY: the controller checked that every page lies in a VMA that allows the access.
+        unsafe {
+            if write {
+                std::ptr::write_volatile(p as *mut u64, touch_tag(line as usize, p));
+            } else {
+                std::ptr::read_volatile(p as *const u64);
+            }
+        }
+        p += 0x1000;
+    }
+}
+
+fn send_tags(fd: i32, cmd: &Cmd) {
+    let mut tags = [0u64; TAGS_MAX];
+    let n = (cmd.args[1] as usize).min(TAGS_MAX);
+    for (i, t) in tags.iter_mut().enumerate().take(n) {
+        if cmd.buf[i / 8] & (1 << (i % 8)) != 0 {
+            let p = cmd.args[0] + ((i as u64) << 12);
+            // SAFETY: the controller saw this page present in an accessible VMA.
+            *t = unsafe { std::ptr::read_volatile(p as *const u64) };
+        }
+    }
+    // SAFETY: sends the first n u64s of a stack array.
+    unsafe {
+        libc::send(
+            fd,
+            tags.as_ptr() as *const c_void,
+            n * 8,
+            libc::MSG_NOSIGNAL,
+        );
+    }
+}
+
+fn worker_loop(mut fd: i32) -> ! {
+    loop {
+        let mut cmd = Cmd::new(0);
+        // SAFETY: receives into a plain repr(C) value of the right size.
+        let n = unsafe { libc::recv(fd, &mut cmd as *mut Cmd as *mut c_void, size_of::<Cmd>(), 0) };
+        if n < 0 && errno() == libc::EINTR as i64 {
+            continue;
+        }
+        if n != size_of::<Cmd>() as isize {
+            // The controller is gone (EOF) or spoke nonsense: leave quietly.
+            exit_group(0);
+        }
+        let ret = match cmd.op {
+            OP_SYSCALL => {
+                let mut a = cmd.args;
+                if (cmd.str_arg as usize) < 6 {
+                    a[cmd.str_arg as usize] = cmd.buf.as_ptr() as u64;
+                }
+                // SAFETY: the controller builds valid argument lists; pointers lie in `buf`.
+                unsafe { raw(cmd.nr, a) }
+            }
+            OP_TOUCH => {
+                touch(cmd.args[0], cmd.args[1], cmd.args[2] != 0, cmd.line);
+                0
+            }
+            OP_FORK => {
+                let child_fd = cmd.args[0] as i32;
+                // SAFETY: a plain fork of a single-threaded process.
+                let r = unsafe { raw(libc::SYS_fork as u64, [0; 6]) };
+                if r == 0 {
+                    // SAFETY: fd bookkeeping in the new child.
+                    unsafe {
+                        libc::close(fd);
+                        fd = child_fd;
+                        send_reply(fd, libc::getpid() as i64);
+                    }
+                    continue;
+                }
+                if r > 0 {
+                    // SAFETY: the child's channel end is not ours to keep.
+                    unsafe {
+                        libc::close(child_fd);
+                    }
+                }
+                r
+            }
+            OP_EXIT => exit_group(cmd.args[0]),
+            OP_TAGS => {
+                send_tags(fd, &cmd);
+                continue;
+            }
+            _ => -(libc::EINVAL as i64),
+        };
+        send_reply(fd, ret);
+    }
+}
