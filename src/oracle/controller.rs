@@ -494,7 +494,7 @@ impl Controller {
                 self.exit(step, *code)?;
                 return Ok(Expect::Unknown);
             }
-            Call::Brk { .. } | Call::Execve { .. } | Call::CloneVm { .. } => {
+            Call::Brk { .. } | Call::Execve { .. } | Call::CloneVm { .. } | Call::MapRecord { .. } => {
                 return Err(OracleError::Refused {
                     line: step.line,
                     reason: format!("{} is not supported by the oracle", step.call.name()),

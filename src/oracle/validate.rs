@@ -85,6 +85,9 @@ pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
                      own (inherited) heap would be changed",
                 ));
             }
+            Call::MapRecord { .. } => {
+                return Err(refuse(step, "map_record is a kernel-made mapping from a trace: it cannot be replayed natively"));
+            }
             Call::Execve { .. } => {
                 return Err(refuse(
                     step,

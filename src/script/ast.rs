@@ -66,6 +66,11 @@ pub enum Call {
     Ftruncate { fd: i64, len: u64 },
     /// Pseudo-call: fault every page of the range by reading or writing one byte.
     Touch { addr: u64, len: u64, write: bool },
+    /// A mapping the kernel made itself (at exec: the ELF image, ld.so, `[stack]`, `[vdso]`,
+    /// …), as perf's mmap records show it. Not a syscall: it is installed as is, with
+    /// MAP_FIXED semantics. `path` is the file (None for anonymous or a `[special]` name
+    /// kept in `name`); records with the same (dev, ino) within one exec share one open file.
+    MapRecord { addr: u64, len: u64, pgoff: u64, prot: u64, shared: bool, dev: u64, ino: u64, path: Option<String>, name: Option<String> },
 }
 
 impl Call {
@@ -90,6 +95,7 @@ impl Call {
             Call::Dup2 { .. } => "dup2",
             Call::Ftruncate { .. } => "ftruncate",
             Call::Touch { .. } => "touch",
+            Call::MapRecord { .. } => "map_record",
         }
     }
 }

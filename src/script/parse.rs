@@ -1067,6 +1067,14 @@ pub fn format_call(call: &Call) -> String {
         ),
         Call::ExitGroup { code } => format!("exit_group({code})"),
         Call::Execve { path } => format!("execve({}, [{}], NULL)", quote(path), quote(path)),
+        Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => format!(
+            "map_record({}, {len}, {pgoff}, {}, {}, {dev:#x}, {ino}, {}, {})",
+            ptr(*addr),
+            format_flags(PROT_FLAGS, *prot, "PROT_NONE"),
+            if *shared { "\"s\"" } else { "\"p\"" },
+            path.as_deref().map(quote).unwrap_or_else(|| "NULL".into()),
+            name.as_deref().map(quote).unwrap_or_else(|| "NULL".into())
+        ),
         Call::SetVmaAnonName { addr, len, name } => format!(
             "prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, {}, {len}, {})",
             ptr(*addr),
