@@ -5,11 +5,29 @@
 //! script language, the runner, the invariant checker and the kernel oracle around it.
 
 pub mod abi;
+pub mod arena;
+pub mod check;
 pub mod errno;
+pub mod fault;
+pub mod folio;
+pub mod fork;
+pub mod fs;
+pub mod madvise;
+pub mod memory;
+pub mod merge;
+pub mod mm;
+pub mod mmap;
+pub mod mprotect;
+pub mod mremap;
+pub mod pagetable;
+pub mod procfs;
+pub mod rmap;
 pub mod run;
 pub mod script;
 pub mod snapshot;
+pub mod stats;
 pub mod types;
+pub mod vma;
 
 #[cfg(target_os = "linux")]
 pub mod oracle;

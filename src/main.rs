@@ -13,11 +13,7 @@ use anonmm::script::parse_file;
 use anonmm::snapshot::{format_maps_text, steps_to_json};
 
 #[derive(Parser)]
-#[command(
-    name = "anonmm",
-    version,
-    about = "An executable model of Linux 6.18 anonymous memory"
-)]
+#[command(name = "anonmm", version, about = "An executable model of Linux 6.18 anonymous memory")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -40,6 +36,9 @@ enum Cmd {
         /// Which behaviour to model.
         #[arg(long, value_name = "NAME", default_value = "kernel")]
         policy: String,
+        /// Model a kernel built with CONFIG_ANON_VMA_NAME (ours is not: naming gives EINVAL).
+        #[arg(long)]
+        anon_vma_name: bool,
     },
     /// Run scripts on the real kernel.
     Oracle {
@@ -74,19 +73,15 @@ enum OracleCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Run {
-            script,
-            json,
-            check,
-            trace,
-            policy,
-        } => cmd_run(
+        Cmd::Run { script, json, check, trace, policy, anon_vma_name } => cmd_run(
             &script,
             json,
             RunOptions {
                 check,
                 trace,
                 policy,
+                last_view_only: !json,
+                config: anonmm::mm::Config { anon_vma_name, ..Default::default() },
             },
         ),
         Cmd::Oracle { cmd } => oracle(cmd),
@@ -130,13 +125,7 @@ fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
     // The runner may or may not put the leading "= " in; print it once either way.
     let bare = |s: &str| s.strip_prefix('=').unwrap_or(s).trim().to_string();
     for m in &res.mismatches {
-        eprintln!(
-            "{}:{}: expected = {}, got = {}",
-            script.path,
-            m.line,
-            bare(&m.expected),
-            bare(&m.got)
-        );
+        eprintln!("{}:{}: expected = {}, got = {}", script.path, m.line, bare(&m.expected), bare(&m.got));
     }
     if res.mismatches.is_empty() { 0 } else { 1 }
 }
@@ -147,12 +136,7 @@ fn oracle(cmd: OracleCmd) -> i32 {
     match cmd {
         OracleCmd::Run { script, json } => oracle::cmd_run(&script, json),
         OracleCmd::Diff { script } => oracle::cmd_diff(&script),
-        OracleCmd::Fuzz {
-            cases,
-            seed,
-            steps,
-            out,
-        } => oracle::cmd_fuzz(cases, seed, steps, &out),
+        OracleCmd::Fuzz { cases, seed, steps, out } => oracle::cmd_fuzz(cases, seed, steps, &out),
     }
 }
 

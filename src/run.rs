@@ -1,7 +1,12 @@
-//! Runs a script on the model, step by step. (Interface stub; the model fills it in.)
+//! Runs a script on the model, step by step: each call line goes to the system call it
+//! names, its result is compared with the recorded one, and the state of every process is
+//! captured for output and for the oracle.
 
-use crate::script::Script;
-use crate::snapshot::StepView;
+use crate::errno::Errno;
+use crate::mm::{Config, System};
+use crate::script::{Call, Expect, Script, Step, format_result_for};
+use crate::snapshot::{StepView, rename, touch_tag};
+use crate::types::Pid;
 
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -11,6 +16,10 @@ pub struct RunOptions {
     pub trace: bool,
     /// Which behaviour to model (`--policy`); "kernel" is Linux 6.18. The runner validates it.
     pub policy: String,
+    /// Capture the processes' state after the last step only (faster; text output).
+    pub last_view_only: bool,
+    /// The machine's settings.
+    pub config: Config,
 }
 
 impl Default for RunOptions {
@@ -19,6 +28,8 @@ impl Default for RunOptions {
             check: false,
             trace: false,
             policy: "kernel".to_string(),
+            last_view_only: false,
+            config: Config::default(),
         }
     }
 }
@@ -50,6 +61,161 @@ pub enum RunError {
     Invariant { path: String, line: usize, call: String, reason: String },
 }
 
-pub fn run_script(_script: &Script, _opts: &RunOptions) -> Result<RunResult, RunError> {
-    unimplemented!("model runner")
+/// Run a script on the model.
+pub fn run_script(script: &Script, opts: &RunOptions) -> Result<RunResult, RunError> {
+    let mut runner = Runner::new(script, opts)?;
+    let n = script.steps.len();
+    for (i, step) in script.steps.iter().enumerate() {
+        runner.step(step, !opts.last_view_only || i + 1 == n)?;
+    }
+    Ok(runner.result)
+}
+
+/// Executes steps one at a time (also used by replay and the fuzzer).
+pub struct Runner<'a> {
+    pub sys: System,
+    pub result: RunResult,
+    path: &'a str,
+    opts: &'a RunOptions,
+}
+
+impl<'a> Runner<'a> {
+    pub fn new(script: &'a Script, opts: &'a RunOptions) -> Result<Runner<'a>, RunError> {
+        if opts.policy != "kernel" {
+            return Err(RunError::BadInput {
+                path: script.path.clone(),
+                line: 0,
+                reason: format!("unknown policy `{}` (known: kernel)", opts.policy),
+            });
+        }
+        let mut sys = System::new(opts.config.clone());
+        if opts.trace {
+            sys.merge_log = Some(Vec::new());
+        }
+        if let Some(first) = script.steps.first() {
+            sys.spawn(first.pid).expect("empty system");
+        }
+        Ok(Runner { sys, result: RunResult::default(), path: &script.path, opts })
+    }
+
+    fn bad(&self, step: &Step, reason: String) -> RunError {
+        RunError::BadInput { path: self.path.to_string(), line: step.line, reason }
+    }
+
+    /// Execute one step and record its outcome (and the view when `view`).
+    pub fn step(&mut self, step: &Step, view: bool) -> Result<Expect, RunError> {
+        if !self.sys.procs.contains_key(&step.pid) {
+            return Err(self.bad(
+                step,
+                format!("process {} does not exist (no fork made it, or it exited)", step.pid.0),
+            ));
+        }
+        let outcome = self.execute(step)?;
+        let result = format_result_for(&step.call, &outcome);
+        if let Some(exp) = step.expect
+            && exp != outcome
+        {
+            self.result.mismatches.push(Mismatch {
+                line: step.line,
+                expected: format_result_for(&step.call, &exp),
+                got: result.clone(),
+            });
+        }
+        if let Some(log) = &mut self.sys.merge_log {
+            for ev in log.drain(..) {
+                self.result.trace.push((step.line, ev.to_string()));
+            }
+        }
+        if self.opts.check
+            && let Err(reason) = self.sys.check()
+        {
+            return Err(RunError::Invariant {
+                path: self.path.to_string(),
+                line: step.line,
+                call: step.text.clone(),
+                reason,
+            });
+        }
+        let procs = if view { rename(self.sys.raw_view()) } else { Default::default() };
+        self.result.steps.push(StepView {
+            line: step.line,
+            pid: step.pid,
+            call: step.text.clone(),
+            result,
+            procs,
+        });
+        Ok(outcome)
+    }
+
+    fn execute(&mut self, step: &Step) -> Result<Expect, RunError> {
+        let pid = step.pid;
+        let sys = &mut self.sys;
+        let val = |r: Result<u64, Errno>| match r {
+            Ok(v) => Expect::Value(v),
+            Err(e) => Expect::Err(e),
+        };
+        let ival = |r: Result<i64, Errno>| match r {
+            Ok(v) => Expect::Value(v as u64),
+            Err(e) => Expect::Err(e),
+        };
+        Ok(match &step.call {
+            Call::Mmap { addr, len, prot, flags, fd, off } => {
+                val(sys.sys_mmap(pid, *addr, *len, *prot, *flags, *fd, *off))
+            }
+            Call::Munmap { addr, len } => val(sys.sys_munmap(pid, *addr, *len)),
+            Call::Mprotect { addr, len, prot } => val(sys.sys_mprotect(pid, *addr, *len, *prot)),
+            Call::Madvise { addr, len, advice } => val(sys.sys_madvise(pid, *addr, *len, *advice)),
+            Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
+                val(sys.sys_mremap(pid, *old_addr, *old_len, *new_len, *flags, *new_addr))
+            }
+            Call::Brk { addr } => val(sys.sys_brk(pid, *addr)),
+            Call::Fork { .. } | Call::CloneVm { .. } => {
+                let child = match step.expect {
+                    Some(Expect::Value(c)) if c > 0 && c <= u32::MAX as u64 => Pid(c as u32),
+                    Some(Expect::Err(e)) => return Ok(Expect::Err(e)),
+                    _ => Pid(sys.procs.keys().next_back().map_or(1, |p| p.0 + 1)),
+                };
+                if sys.procs.contains_key(&child) {
+                    return Err(self.bad(step, format!("fork child {} already exists", child.0)));
+                }
+                if matches!(step.call, Call::CloneVm { .. }) {
+                    val(sys.sys_clone_vm(pid, child))
+                } else {
+                    val(sys.sys_fork(pid, child))
+                }
+            }
+            Call::ExitGroup { .. } => {
+                sys.sys_exit(pid).map_err(|e| self.bad(step, e.to_string()))?;
+                Expect::Unknown
+            }
+            Call::Execve { .. } => val(sys.sys_execve(pid)),
+            Call::SetVmaAnonName { addr, len, name } => {
+                val(sys.sys_set_vma_anon_name(pid, *addr, *len, name.as_deref()))
+            }
+            Call::Openat { path, flags, .. } => ival(sys.sys_openat(pid, path, *flags)),
+            Call::Close { fd } => val(sys.sys_close(pid, *fd)),
+            Call::Dup { fd } => ival(sys.sys_dup(pid, *fd)),
+            Call::Dup2 { oldfd, newfd } => ival(sys.sys_dup2(pid, *oldfd, *newfd)),
+            Call::Ftruncate { fd, len } => val(sys.sys_ftruncate(pid, *fd, *len)),
+            Call::Touch { addr, len, write } => {
+                let line = step.line;
+                match sys.touch(pid, *addr, *len, *write, &|a| touch_tag(line, a)) {
+                    Ok(Ok(())) => Expect::Value(0),
+                    Ok(Err(sig)) => Expect::Signal(sig),
+                    Err(e) => Expect::Err(e),
+                }
+            }
+            Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => val(sys.map_record(
+                pid,
+                *addr,
+                *len,
+                *pgoff,
+                *prot,
+                *shared,
+                (*dev, *ino),
+                path.as_deref(),
+                name.as_deref(),
+            )),
+        })
+    }
 }

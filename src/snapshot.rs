@@ -140,9 +140,7 @@ pub fn steps_to_json(steps: &[StepView]) -> Value {
                     let pages: Vec<Value> = p
                         .pages
                         .iter()
-                        .map(|pg| {
-                            json!([format!("{:#x}", pg.addr), pg.page, u8::from(pg.exclusive)])
-                        })
+                        .map(|pg| json!([format!("{:#x}", pg.addr), pg.page, u8::from(pg.exclusive)]))
                         .collect();
                     let tags: Vec<Value> = p
                         .pages
@@ -150,10 +148,7 @@ pub fn steps_to_json(steps: &[StepView]) -> Value {
                         .filter(|pg| pg.tag != 0)
                         .map(|pg| json!([format!("{:#x}", pg.addr), format!("{:#x}", pg.tag)]))
                         .collect();
-                    (
-                        pid.0.to_string(),
-                        json!({"maps": p.maps, "pages": pages, "tags": tags}),
-                    )
+                    (pid.0.to_string(), json!({"maps": p.maps, "pages": pages, "tags": tags}))
                 })
                 .collect();
             json!({
@@ -183,12 +178,7 @@ mod tests {
                     exclusive: true,
                     tag: 0x5_0200_0000,
                 },
-                PageView {
-                    addr: 0x2000_0000_1000,
-                    page: PageName::Swap,
-                    exclusive: false,
-                    tag: 0,
-                },
+                PageView { addr: 0x2000_0000_1000, page: PageName::Swap, exclusive: false, tag: 0 },
             ],
         };
         let step = StepView {

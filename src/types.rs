@@ -48,10 +48,10 @@ impl VirtAddr {
     pub fn pmd_down(self) -> Self {
         VirtAddr(self.0 & !(PMD_SIZE - 1))
     }
-    pub fn add(self, bytes: u64) -> Self {
+    pub fn plus(self, bytes: u64) -> Self {
         VirtAddr(self.0 + bytes)
     }
-    pub fn sub(self, bytes: u64) -> Self {
+    pub fn minus(self, bytes: u64) -> Self {
         VirtAddr(self.0 - bytes)
     }
     /// Pages between `self` and a later address.
@@ -67,10 +67,10 @@ impl Vpn {
 }
 
 impl PgOff {
-    pub fn add(self, pages: u64) -> Self {
+    pub fn plus(self, pages: u64) -> Self {
         PgOff(self.0.wrapping_add(pages))
     }
-    pub fn sub(self, pages: u64) -> Self {
+    pub fn minus(self, pages: u64) -> Self {
         PgOff(self.0.wrapping_sub(pages))
     }
 }

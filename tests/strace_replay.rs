@@ -23,19 +23,8 @@ fn real_strace_output_parses() {
     }
     let opts = ParseOptions { skip_unknown: true };
     let s = parse_file_with(&out, &opts).unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        s.steps.iter().any(|s| matches!(s.call, Call::Fork { .. })),
-        "no fork"
-    );
-    assert!(
-        s.steps.iter().any(|s| matches!(s.call, Call::Mmap { .. })),
-        "no mmap"
-    );
-    assert!(
-        s.steps
-            .iter()
-            .any(|s| matches!(s.call, Call::Execve { .. })),
-        "no execve"
-    );
+    assert!(s.steps.iter().any(|s| matches!(s.call, Call::Fork { .. })), "no fork");
+    assert!(s.steps.iter().any(|s| matches!(s.call, Call::Mmap { .. })), "no mmap");
+    assert!(s.steps.iter().any(|s| matches!(s.call, Call::Execve { .. })), "no execve");
     assert!(!s.skipped.is_empty());
 }

@@ -28,10 +28,7 @@ fn parse(path: &Path) -> Result<Script, i32> {
             Err(2)
         }
         None => {
-            eprintln!(
-                "{}: the script parser failed (not built yet?)",
-                path.display()
-            );
+            eprintln!("{}: the script parser failed (not built yet?)", path.display());
             Err(2)
         }
     }
@@ -90,10 +87,7 @@ fn page_text(p: &PageView) -> String {
         PageName::Page(n) => n.to_string(),
         PageName::Swap => "swap".to_string(),
     };
-    format!(
-        "{:#x} page={name} excl={} tag={:#x}",
-        p.addr, p.exclusive as u8, p.tag
-    )
+    format!("{:#x} page={name} excl={} tag={:#x}", p.addr, p.exclusive as u8, p.tag)
 }
 
 /// Two columns; rows that differ start with `!`.
@@ -106,11 +100,7 @@ fn side_by_side(out: &mut String, title: &str, left: &[String], right: &[String]
     for i in 0..left.len().max(right.len()) {
         let l = left.get(i).map_or("", String::as_str);
         let r = right.get(i).map_or("", String::as_str);
-        let mark = if left.get(i) == right.get(i) {
-            ' '
-        } else {
-            '!'
-        };
+        let mark = if left.get(i) == right.get(i) { ' ' } else { '!' };
         out.push_str(&format!("  {mark} {l:<w$} | {r}\n"));
     }
 }
@@ -119,18 +109,11 @@ fn side_by_side(out: &mut String, title: &str, left: &[String], right: &[String]
 pub(crate) fn diff_step(model: &StepView, kernel: &StepView) -> String {
     let mut out = String::new();
     if model.result != kernel.result {
-        out.push_str(&format!(
-            "  result: model {} | kernel {}\n",
-            model.result, kernel.result
-        ));
+        out.push_str(&format!("  result: model {} | kernel {}\n", model.result, kernel.result));
     }
     let empty = ProcView::default();
-    let pids: std::collections::BTreeSet<Pid> = model
-        .procs
-        .keys()
-        .chain(kernel.procs.keys())
-        .copied()
-        .collect();
+    let pids: std::collections::BTreeSet<Pid> =
+        model.procs.keys().chain(kernel.procs.keys()).copied().collect();
     let procs = |m: &BTreeMap<Pid, ProcView>| m.keys().map(|p| p.0.to_string()).collect::<Vec<_>>();
     if model.procs.len() != kernel.procs.len() || model.procs.keys().ne(kernel.procs.keys()) {
         out.push_str(&format!(
@@ -166,10 +149,7 @@ pub fn cmd_diff(path: &Path) -> i32 {
             return 2;
         }
         None => {
-            eprintln!(
-                "{}: the model failed (panicked; not built yet?)",
-                path.display()
-            );
+            eprintln!("{}: the model failed (panicked; not built yet?)", path.display());
             return 2;
         }
     };
@@ -183,31 +163,16 @@ pub fn cmd_diff(path: &Path) -> i32 {
     for (m, k) in model.iter().zip(&kernel) {
         let d = diff_step(m, &k.view);
         if !d.is_empty() {
-            println!(
-                "{}:{}: [{}] {}",
-                path.display(),
-                k.view.line,
-                k.view.pid.0,
-                k.view.call
-            );
+            println!("{}:{}: [{}] {}", path.display(), k.view.line, k.view.pid.0, k.view.call);
             print!("{d}");
             return 1;
         }
     }
     if model.len() != kernel.len() {
-        println!(
-            "{}: the model reported {} steps, the kernel {}",
-            path.display(),
-            model.len(),
-            kernel.len()
-        );
+        println!("{}: the model reported {} steps, the kernel {}", path.display(), model.len(), kernel.len());
         return 1;
     }
-    println!(
-        "{}: no difference in {} steps",
-        path.display(),
-        kernel.len()
-    );
+    println!("{}: no difference in {} steps", path.display(), kernel.len());
     0
 }
 

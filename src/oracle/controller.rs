@@ -98,11 +98,7 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd, OracleError> {
 
 /// Wait until `fd` is readable; false on timeout.
 fn wait_readable(fd: &OwnedFd, timeout_ms: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     loop {
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&mut p, 1, timeout_ms) };
@@ -116,36 +112,19 @@ fn wait_readable(fd: &OwnedFd, timeout_ms: i32) -> bool {
 fn recv_reply(chan: &OwnedFd, pidfd: &OwnedFd, line: usize) -> Result<i64, OracleError> {
     let mut rep = Reply::default();
     // SAFETY: Reply is plain old data.
-    let bytes = unsafe {
-        std::slice::from_raw_parts_mut(&mut rep as *mut Reply as *mut u8, size_of::<Reply>())
-    };
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(&mut rep as *mut Reply as *mut u8, size_of::<Reply>()) };
     if recv_bytes(chan, pidfd, line, bytes)? != size_of::<Reply>() {
-        return Err(OracleError::WorkerDied {
-            line,
-            reason: "short answer".into(),
-        });
+        return Err(OracleError::WorkerDied { line, reason: "short answer".into() });
     }
     Ok(rep.ret)
 }
 
 /// Receive one message into `buf`; its length.
-fn recv_bytes(
-    chan: &OwnedFd,
-    pidfd: &OwnedFd,
-    line: usize,
-    buf: &mut [u8],
-) -> Result<usize, OracleError> {
+fn recv_bytes(chan: &OwnedFd, pidfd: &OwnedFd, line: usize, buf: &mut [u8]) -> Result<usize, OracleError> {
     let mut fds = [
-        libc::pollfd {
-            fd: chan.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
+        libc::pollfd { fd: chan.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
     ];
     loop {
         // SAFETY: two valid pollfds.
@@ -157,28 +136,16 @@ fn recv_bytes(
             return Err(last_err("poll"));
         }
         if r == 0 {
-            return Err(OracleError::WorkerDied {
-                line,
-                reason: "no answer within 600 s".into(),
-            });
+            return Err(OracleError::WorkerDied { line, reason: "no answer within 600 s".into() });
         }
         if fds[0].revents & libc::POLLIN != 0 {
             // SAFETY: receives into `buf`.
-            let n = unsafe {
-                libc::recv(
-                    chan.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    0,
-                )
-            };
+            let n =
+                unsafe { libc::recv(chan.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
             if n > 0 {
                 return Ok(n as usize);
             }
-            return Err(OracleError::WorkerDied {
-                line,
-                reason: "channel closed".into(),
-            });
+            return Err(OracleError::WorkerDied { line, reason: "channel closed".into() });
         }
         if fds[1].revents != 0 || fds[0].revents != 0 {
             return Err(OracleError::WorkerDied {
@@ -200,10 +167,7 @@ fn send_cmd(chan: &OwnedFd, cmd: &Cmd, line: usize) -> Result<(), OracleError> {
         )
     };
     if n != size_of::<Cmd>() as isize {
-        return Err(OracleError::WorkerDied {
-            line,
-            reason: "cannot send to the worker".into(),
-        });
+        return Err(OracleError::WorkerDied { line, reason: "cannot send to the worker".into() });
     }
     Ok(())
 }
@@ -217,11 +181,9 @@ fn read_maps(real: i32) -> Result<Vec<MapsLine>, OracleError> {
 fn to_expect(ret: i64) -> Result<Expect, OracleError> {
     if ret < 0 {
         let code = (-ret) as i32;
-        Errno::from_code(code).map(Expect::Err).ok_or_else(|| {
-            OracleError::System(format!(
-                "the kernel returned errno {code}, unknown to Errno"
-            ))
-        })
+        Errno::from_code(code)
+            .map(Expect::Err)
+            .ok_or_else(|| OracleError::System(format!("the kernel returned errno {code}, unknown to Errno")))
     } else {
         Ok(Expect::Value(ret as u64))
     }
@@ -229,11 +191,7 @@ fn to_expect(ret: i64) -> Result<Expect, OracleError> {
 
 impl Controller {
     /// Fork process 1 (script pid `first`) with room for `nprocs` processes in all.
-    pub(crate) fn start(
-        first: Pid,
-        nprocs: usize,
-        probe: Probe,
-    ) -> Result<Controller, OracleError> {
+    pub(crate) fn start(first: Pid, nprocs: usize, probe: Probe) -> Result<Controller, OracleError> {
         if nprocs > MAX_PROCS {
             return Err(OracleError::Refused {
                 line: 0,
@@ -241,10 +199,7 @@ impl Controller {
             });
         }
         let dir = TempDir::new()?;
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: writes one rlimit.
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
             return Err(last_err("getrlimit"));
@@ -256,12 +211,7 @@ impl Controller {
             let mut sv = [0i32; 2];
             // SAFETY: writes two fds.
             let r = unsafe {
-                libc::socketpair(
-                    libc::AF_UNIX,
-                    libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                    0,
-                    sv.as_mut_ptr(),
-                )
+                libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr())
             };
             if r != 0 {
                 return Err(last_err("socketpair"));
@@ -278,11 +228,8 @@ impl Controller {
                 "not enough room in the fd table for {nprocs} channels below fd {high}"
             )));
         }
-        let moves: Vec<(i32, i32)> = wrk
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.as_raw_fd(), high - i as i32))
-            .collect();
+        let moves: Vec<(i32, i32)> =
+            wrk.iter().enumerate().map(|(i, f)| (f.as_raw_fd(), high - i as i32)).collect();
         let dir_c = CString::new(dir.0.as_os_str().as_bytes())
             .map_err(|_| OracleError::System("temp dir path has a NUL".into()))?;
         let dir_b = dir_c.as_bytes_with_nul();
@@ -310,9 +257,7 @@ impl Controller {
             }
         };
         let mut chans: Vec<Option<OwnedFd>> = ctl.into_iter().map(Some).collect();
-        let chan = chans[0]
-            .take()
-            .ok_or_else(|| OracleError::System("no channel".into()))?;
+        let chan = chans[0].take().ok_or_else(|| OracleError::System("no channel".into()))?;
         let mut c = Controller {
             probe,
             chans,
@@ -323,21 +268,11 @@ impl Controller {
             ids: FileIds::default(),
             dir,
         };
-        c.live.insert(
-            first,
-            Worker {
-                real: pid,
-                pidfd,
-                chan,
-                direct_child: true,
-            },
-        );
+        c.live.insert(first, Worker { real: pid, pidfd, chan, direct_child: true });
         let w = &c.live[&first];
         let hello = recv_reply(&w.chan, &w.pidfd, 0)?;
         if hello != pid as i64 {
-            return Err(OracleError::System(format!(
-                "process 1 said hello as {hello}, not {pid}"
-            )));
+            return Err(OracleError::System(format!("process 1 said hello as {hello}, not {pid}")));
         }
         // The window must be free in process 1.
         if let Some(l) = read_maps(pid)?.iter().find(|l| l.in_window()) {
@@ -355,15 +290,10 @@ impl Controller {
     }
 
     fn worker(&self, step: &Step) -> Result<&Worker, OracleError> {
-        self.live
-            .get(&step.pid)
-            .ok_or_else(|| OracleError::BadInput {
-                line: step.line,
-                reason: format!(
-                    "process {} does not exist (not forked yet, or exited)",
-                    step.pid
-                ),
-            })
+        self.live.get(&step.pid).ok_or_else(|| OracleError::BadInput {
+            line: step.line,
+            reason: format!("process {} does not exist (not forked yet, or exited)", step.pid),
+        })
     }
 
     fn request(&self, step: &Step, cmd: &Cmd) -> Result<i64, OracleError> {
@@ -385,10 +315,7 @@ impl Controller {
         if let Some((i, text)) = s {
             let b = text.as_bytes();
             if b.len() >= BUF_LEN {
-                return Err(OracleError::Refused {
-                    line: step.line,
-                    reason: "string too long".into(),
-                });
+                return Err(OracleError::Refused { line: step.line, reason: "string too long".into() });
             }
             cmd.buf[..b.len()].copy_from_slice(b);
             cmd.str_arg = i as u64;
@@ -400,20 +327,9 @@ impl Controller {
     pub(crate) fn step(&mut self, step: &Step, fork_child: Pid) -> Result<Expect, OracleError> {
         use libc::*;
         let ret = match &step.call {
-            Call::Mmap {
-                addr,
-                len,
-                prot,
-                flags,
-                fd,
-                off,
-            } => {
-                let r = self.syscall(
-                    step,
-                    SYS_mmap,
-                    &[*addr, *len, *prot, *flags, *fd as u64, *off],
-                    None,
-                )?;
+            Call::Mmap { addr, len, prot, flags, fd, off } => {
+                let r =
+                    self.syscall(step, SYS_mmap, &[*addr, *len, *prot, *flags, *fd as u64, *off], None)?;
                 self.check_placed(step, r, *len)?;
                 r
             }
@@ -424,13 +340,7 @@ impl Controller {
             Call::Madvise { addr, len, advice } => {
                 self.syscall(step, SYS_madvise, &[*addr, *len, *advice], None)?
             }
-            Call::Mremap {
-                old_addr,
-                old_len,
-                new_len,
-                flags,
-                new_addr,
-            } => {
+            Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
                 let r = self.syscall(
                     step,
                     SYS_mremap,
@@ -441,27 +351,12 @@ impl Controller {
                 r
             }
             Call::SetVmaAnonName { addr, len, name } => {
-                let args = [
-                    crate::abi::PR_SET_VMA,
-                    crate::abi::PR_SET_VMA_ANON_NAME,
-                    *addr,
-                    *len,
-                    0,
-                ];
+                let args = [crate::abi::PR_SET_VMA, crate::abi::PR_SET_VMA_ANON_NAME, *addr, *len, 0];
                 self.syscall(step, SYS_prctl, &args, name.as_deref().map(|n| (4, n)))?
             }
-            Call::Openat {
-                dirfd,
-                path,
-                flags,
-                mode,
-            } => {
-                let r = self.syscall(
-                    step,
-                    SYS_openat,
-                    &[*dirfd as u64, 0, *flags, *mode],
-                    Some((1, path)),
-                )?;
+            Call::Openat { dirfd, path, flags, mode } => {
+                let r =
+                    self.syscall(step, SYS_openat, &[*dirfd as u64, 0, *flags, *mode], Some((1, path)))?;
                 if r >= 0 {
                     let real = self.worker(step)?.real;
                     if let Ok(m) = std::fs::metadata(format!("/proc/{real}/fd/{r}")) {
@@ -476,9 +371,7 @@ impl Controller {
             Call::Dup2 { oldfd, newfd } => {
                 self.syscall(step, SYS_dup2, &[*oldfd as u64, *newfd as u64], None)?
             }
-            Call::Ftruncate { fd, len } => {
-                self.syscall(step, SYS_ftruncate, &[*fd as u64, *len], None)?
-            }
+            Call::Ftruncate { fd, len } => self.syscall(step, SYS_ftruncate, &[*fd as u64, *len], None)?,
             Call::Touch { addr, len, write } => {
                 let real = self.worker(step)?.real;
                 if let Some(sig) = touch_fault(real, *addr, *len, *write)? {
@@ -546,19 +439,9 @@ impl Controller {
         let pidfd = pidfd_open(real)?;
         let hello = recv_reply(&chan, &pidfd, step.line)?;
         if hello != r {
-            return Err(OracleError::System(format!(
-                "fork child said hello as {hello}, not {r}"
-            )));
+            return Err(OracleError::System(format!("fork child said hello as {hello}, not {r}")));
         }
-        self.live.insert(
-            child,
-            Worker {
-                real,
-                pidfd,
-                chan,
-                direct_child: false,
-            },
-        );
+        self.live.insert(child, Worker { real, pidfd, chan, direct_child: false });
         self.order.push(child);
         Ok(Expect::Value(child.0 as u64))
     }
@@ -600,10 +483,7 @@ impl Controller {
                 if l.readable() {
                     worker_tags(w, &mut v[first..])?;
                 } else {
-                    for pte in v[first..]
-                        .iter_mut()
-                        .filter(|p| matches!(p.page, RawPage::Id(_)))
-                    {
+                    for pte in v[first..].iter_mut().filter(|p| matches!(p.page, RawPage::Id(_))) {
                         pte.tag = read_tag(&mem, pte.addr)?;
                     }
                 }
@@ -642,13 +522,9 @@ fn worker_tags(w: &Worker, ptes: &mut [RawPte]) -> Result<(), OracleError> {
         cmd.args[1] = n as u64;
         send_cmd(&w.chan, &cmd, 0)?;
         // SAFETY: u64s are plain old data.
-        let bytes =
-            unsafe { std::slice::from_raw_parts_mut(tags.as_mut_ptr() as *mut u8, TAGS_MAX * 8) };
+        let bytes = unsafe { std::slice::from_raw_parts_mut(tags.as_mut_ptr() as *mut u8, TAGS_MAX * 8) };
         if recv_bytes(&w.chan, &w.pidfd, 0, bytes)? != n * 8 {
-            return Err(OracleError::WorkerDied {
-                line: 0,
-                reason: "short tag answer".into(),
-            });
+            return Err(OracleError::WorkerDied { line: 0, reason: "short tag answer".into() });
         }
         for pte in &mut ptes[i..j] {
             if matches!(pte.page, RawPage::Id(_)) {
@@ -676,13 +552,7 @@ impl Drop for Controller {
             if let Some(w) = self.live.remove(pid) {
                 // SAFETY: signals through a pidfd we own: no pid reuse race.
                 unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        w.pidfd.as_raw_fd(),
-                        libc::SIGKILL,
-                        0,
-                        0,
-                    );
+                    libc::syscall(libc::SYS_pidfd_send_signal, w.pidfd.as_raw_fd(), libc::SIGKILL, 0, 0);
                 }
                 wait_readable(&w.pidfd, 10_000);
                 reap(&w);
@@ -702,8 +572,8 @@ fn touch_fault(real: i32, addr: u64, len: u64, write: bool) -> Result<Option<Sig
         return Ok(Some(Signal::SIGSEGV));
     };
     let lines = read_maps(real)?;
-    let pm = File::open(format!("/proc/{real}/pagemap"))
-        .map_err(|e| OracleError::sys("opening pagemap", e))?;
+    let pm =
+        File::open(format!("/proc/{real}/pagemap")).map_err(|e| OracleError::sys("opening pagemap", e))?;
     let mut p = start;
     while p < end {
         let Some(v) = lines.iter().find(|l| l.start <= p && p < l.end) else {

@@ -74,10 +74,7 @@ pub(crate) fn parse_line(line: &str) -> Option<MapsLine> {
         end: u64::from_str_radix(e, 16).ok()?,
         perms,
         offset,
-        dev: (
-            u32::from_str_radix(maj, 16).ok()?,
-            u32::from_str_radix(min, 16).ok()?,
-        ),
+        dev: (u32::from_str_radix(maj, 16).ok()?, u32::from_str_radix(min, 16).ok()?),
         ino,
         name: rest.trim_start_matches(' ').to_string(),
         raw: line.to_string(),
@@ -102,10 +99,7 @@ pub(crate) fn format_line(
     ino: u64,
     name: &str,
 ) -> String {
-    let mut s = format!(
-        "{start:08x}-{end:08x} {perms} {offset:08x} {:02x}:{:02x} {ino} ",
-        dev.0, dev.1
-    );
+    let mut s = format!("{start:08x}-{end:08x} {perms} {offset:08x} {:02x}:{:02x} {ino} ", dev.0, dev.1);
     if !name.is_empty() {
         while s.len() < 72 {
             s.push(' ');
@@ -128,9 +122,7 @@ impl FileIds {
     /// Record a file a script `openat` opened (no-op if already known).
     pub fn opened(&mut self, dev: (u32, u32), ino: u64, path: &str) {
         let n = self.files.len() as u64 + 1;
-        self.files
-            .entry((dev.0, dev.1, ino))
-            .or_insert_with(|| (n, path.to_string()));
+        self.files.entry((dev.0, dev.1, ino)).or_insert_with(|| (n, path.to_string()));
     }
 
     /// The line as the model prints it.
@@ -164,10 +156,7 @@ mod tests {
             "200000000000-200000004000 rw-p 00000000 00:00 0                          [anon:foo bar]",
         ] {
             let l = parse_line(raw).unwrap();
-            assert_eq!(
-                format_line(l.start, l.end, &l.perms, l.offset, l.dev, l.ino, &l.name),
-                raw
-            );
+            assert_eq!(format_line(l.start, l.end, &l.perms, l.offset, l.dev, l.ino, &l.name), raw);
         }
     }
 

@@ -122,11 +122,7 @@ pub(crate) fn run_native_steps(script: &Script) -> Result<Vec<NativeStep>, Oracl
     validate::validate(script)?;
     let probe = probe::probe().map_err(OracleError::Unavailable)?;
     let first = script.steps.first().map_or(Pid(1), |s| s.pid);
-    let forks = script
-        .steps
-        .iter()
-        .filter(|s| matches!(s.call, Call::Fork { .. }))
-        .count();
+    let forks = script.steps.iter().filter(|s| matches!(s.call, Call::Fork { .. })).count();
     let mut c = controller::Controller::start(first, forks + 1, probe)?;
     let mut max_pid = first;
     let mut out = Vec::with_capacity(script.steps.len());
@@ -154,10 +150,7 @@ pub(crate) fn run_native_steps(script: &Script) -> Result<Vec<NativeStep>, Oracl
 
 /// Run `script` on the running kernel; one view per step.
 pub fn run_native(script: &Script) -> Result<Vec<StepView>, OracleError> {
-    Ok(run_native_steps(script)?
-        .into_iter()
-        .map(|s| s.view)
-        .collect())
+    Ok(run_native_steps(script)?.into_iter().map(|s| s.view).collect())
 }
 
 /// strace's spelling of an outcome, with the leading `= ` (as the model's runner reports it).

@@ -34,10 +34,7 @@ pub(crate) fn read_pagemap(pm: &File, start: u64, end: u64) -> Result<Vec<u64>, 
         }
         done += got;
     }
-    Ok(buf
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-        .collect())
+    Ok(buf.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
 }
 
 /// Turn pagemap entries of `[start, …)` into PTEs, with tag 0 (the caller reads the tags of
@@ -58,25 +55,11 @@ pub(crate) fn ptes(
                     "pagemap shows PFN 0 for a present page (needs CAP_SYS_ADMIN)".into(),
                 ));
             }
-            let page = if pfn == zero_pfn {
-                RawPage::Zero
-            } else {
-                RawPage::Id(pfn)
-            };
-            out.push(RawPte {
-                addr,
-                page,
-                exclusive: e & PM_MMAP_EXCLUSIVE != 0,
-                tag: 0,
-            });
+            let page = if pfn == zero_pfn { RawPage::Zero } else { RawPage::Id(pfn) };
+            out.push(RawPte { addr, page, exclusive: e & PM_MMAP_EXCLUSIVE != 0, tag: 0 });
         } else if e & PM_SWAP != 0 && e & PM_GUARD_REGION == 0 {
             // Reading a swapped-out page would swap it in: its tag is reported as 0.
-            out.push(RawPte {
-                addr,
-                page: RawPage::Swap,
-                exclusive: false,
-                tag: 0,
-            });
+            out.push(RawPte { addr, page: RawPage::Swap, exclusive: false, tag: 0 });
         }
     }
     Ok(())

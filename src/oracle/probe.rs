@@ -32,10 +32,7 @@ fn with_scratch<T>(len: usize, f: impl FnOnce(u64) -> Result<T, String>) -> Resu
         )
     };
     if p == libc::MAP_FAILED {
-        return Err(format!(
-            "probe mmap failed: {}",
-            std::io::Error::last_os_error()
-        ));
+        return Err(format!("probe mmap failed: {}", std::io::Error::last_os_error()));
     }
     let r = f(p as u64);
     // SAFETY: unmaps what we mapped.
@@ -61,8 +58,7 @@ fn run_probe() -> Result<Probe, String> {
     if unsafe { libc::geteuid() } != 0 {
         return Err("the kernel oracle needs root (pagemap PFNs and /proc/PID/mem)".into());
     }
-    let pm = File::open("/proc/self/pagemap")
-        .map_err(|e| format!("cannot open /proc/self/pagemap: {e}"))?;
+    let pm = File::open("/proc/self/pagemap").map_err(|e| format!("cannot open /proc/self/pagemap: {e}"))?;
     let zero_pfn = with_scratch(8192, |a| {
         // SAFETY: the scratch mapping is readable and writable.
         unsafe {
@@ -89,16 +85,10 @@ fn run_probe() -> Result<Probe, String> {
         }
         let e = entry(&pm, h)?;
         let pfn = e & PM_PFN_MASK;
-        Ok(
-            (e & PM_PRESENT != 0 && e & PM_FILE != 0 && pfn != zero_pfn && pfn & 511 == 0)
-                .then_some(pfn),
-        )
+        Ok((e & PM_PRESENT != 0 && e & PM_FILE != 0 && pfn != zero_pfn && pfn & 511 == 0).then_some(pfn))
     })
     .unwrap_or(None);
-    Ok(Probe {
-        zero_pfn,
-        huge_zero_pfn,
-    })
+    Ok(Probe { zero_pfn, huge_zero_pfn })
 }
 
 pub(crate) fn probe() -> Result<Probe, String> {

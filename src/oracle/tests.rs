@@ -23,32 +23,15 @@ macro_rules! skip_unless_available {
 }
 
 fn st(line: usize, pid: u32, call: Call, expect: Option<Expect>) -> Step {
-    Step {
-        line,
-        pid: Pid(pid),
-        text: format!("{call:?}"),
-        call,
-        expect,
-    }
+    Step { line, pid: Pid(pid), text: format!("{call:?}"), call, expect }
 }
 
 fn script(steps: Vec<Step>) -> Script {
-    Script {
-        path: "test".into(),
-        steps,
-        ..Script::default()
-    }
+    Script { path: "test".into(), steps, ..Script::default() }
 }
 
 fn mmap(addr: u64, len: u64, prot: u64, flags: u64) -> Call {
-    Call::Mmap {
-        addr,
-        len,
-        prot,
-        flags,
-        fd: -1,
-        off: 0,
-    }
+    Call::Mmap { addr, len, prot, flags, fd: -1, off: 0 }
 }
 
 fn touch(addr: u64, len: u64, write: bool) -> Call {
@@ -56,11 +39,7 @@ fn touch(addr: u64, len: u64, write: bool) -> Call {
 }
 
 fn pages(v: &StepView, pid: u32) -> Vec<(u64, PageName, bool, u64)> {
-    v.procs[&Pid(pid)]
-        .pages
-        .iter()
-        .map(|p| (p.addr, p.page, p.exclusive, p.tag))
-        .collect()
+    v.procs[&Pid(pid)].pages.iter().map(|p| (p.addr, p.page, p.exclusive, p.tag)).collect()
 }
 
 #[test]
@@ -75,10 +54,7 @@ fn fork_then_child_write_cows_one_page() {
     let v = run_native(&s).expect("oracle run");
     assert_eq!(v.len(), 4);
     assert_eq!(v[0].result, "= 0x200000000000");
-    assert_eq!(
-        v[0].procs[&Pid(1)].maps,
-        vec!["200000000000-200000004000 rw-p 00000000 00:00 0 "]
-    );
+    assert_eq!(v[0].procs[&Pid(1)].maps, vec!["200000000000-200000004000 rw-p 00000000 00:00 0 "]);
     assert_eq!(v[2].result, "= 2");
     // After the fork: both share all four pages, none exclusive.
     let (p1, p2) = (pages(&v[2], 1), pages(&v[2], 2));
@@ -101,17 +77,11 @@ fn fork_then_child_write_cows_one_page() {
             assert_eq!(p1[1], (addr, p1[1].1, true, touch_tag(2, addr)));
         } else {
             assert_eq!(p1[i as usize], p2[i as usize]);
-            assert_eq!(
-                p1[i as usize],
-                (addr, p1[i as usize].1, false, touch_tag(2, addr))
-            );
+            assert_eq!(p1[i as usize], (addr, p1[i as usize].1, false, touch_tag(2, addr)));
         }
     }
     // Names: pid 1's pages first, 1..=4 in address order, then the child's copy is 5.
-    assert_eq!(
-        p1.iter().map(|p| p.1).collect::<Vec<_>>(),
-        (1..=4).map(PageName::Page).collect::<Vec<_>>()
-    );
+    assert_eq!(p1.iter().map(|p| p.1).collect::<Vec<_>>(), (1..=4).map(PageName::Page).collect::<Vec<_>>());
     assert_eq!(p2[1].1, PageName::Page(5));
 }
 
@@ -143,21 +113,13 @@ fn read_touch_maps_the_zero_page() {
     let v = run_native(&s).expect("oracle run");
     assert_eq!(
         pages(&v[1], 1),
-        vec![
-            (A, PageName::Page(0), false, 0),
-            (A + 0x1000, PageName::Page(0), false, 0)
-        ]
+        vec![(A, PageName::Page(0), false, 0), (A + 0x1000, PageName::Page(0), false, 0)]
     );
     assert_eq!(
         pages(&v[2], 1),
         vec![
             (A, PageName::Page(0), false, 0),
-            (
-                A + 0x1000,
-                PageName::Page(1),
-                true,
-                touch_tag(3, A + 0x1000)
-            )
+            (A + 0x1000, PageName::Page(1), true, touch_tag(3, A + 0x1000))
         ]
     );
 }
@@ -167,43 +129,16 @@ fn faulting_touches_touch_nothing() {
     skip_unless_available!();
     let s = script(vec![
         st(1, 1, mmap(A, 0x3000, RW, ANON), None),
-        st(
-            2,
-            1,
-            Call::Mprotect {
-                addr: A + 0x2000,
-                len: 0x1000,
-                prot: PROT_READ,
-            },
-            None,
-        ),
+        st(2, 1, Call::Mprotect { addr: A + 0x2000, len: 0x1000, prot: PROT_READ }, None),
         // The last page is read-only: nothing is written.
         st(3, 1, touch(A, 0x3000, true), None),
         // Unmapped.
         st(4, 1, touch(A + 0x10000, 1, false), None),
         // Write-only can be read on x86_64.
-        st(
-            5,
-            1,
-            Call::Mprotect {
-                addr: A,
-                len: 0x1000,
-                prot: PROT_WRITE,
-            },
-            None,
-        ),
+        st(5, 1, Call::Mprotect { addr: A, len: 0x1000, prot: PROT_WRITE }, None),
         st(6, 1, touch(A, 0x1000, false), None),
         // Guard marker.
-        st(
-            7,
-            1,
-            Call::Madvise {
-                addr: A + 0x1000,
-                len: 0x1000,
-                advice: MADV_GUARD_INSTALL,
-            },
-            None,
-        ),
+        st(7, 1, Call::Madvise { addr: A + 0x1000, len: 0x1000, advice: MADV_GUARD_INSTALL }, None),
         st(8, 1, touch(A + 0x1000, 0x1000, false), None),
     ]);
     let v = run_native(&s).expect("oracle run");
@@ -223,26 +158,11 @@ fn protnone_pages_keep_their_tags() {
     let s = script(vec![
         st(1, 1, mmap(A, 0x1000, RW, ANON), None),
         st(2, 1, touch(A, 0x1000, true), None),
-        st(
-            3,
-            1,
-            Call::Mprotect {
-                addr: A,
-                len: 0x1000,
-                prot: PROT_NONE,
-            },
-            None,
-        ),
+        st(3, 1, Call::Mprotect { addr: A, len: 0x1000, prot: PROT_NONE }, None),
     ]);
     let v = run_native(&s).expect("oracle run");
-    assert_eq!(
-        v[2].procs[&Pid(1)].maps,
-        vec!["200000000000-200000001000 ---p 00000000 00:00 0 "]
-    );
-    assert_eq!(
-        pages(&v[2], 1),
-        vec![(A, PageName::Page(1), true, touch_tag(2, A))]
-    );
+    assert_eq!(v[2].procs[&Pid(1)].maps, vec!["200000000000-200000001000 ---p 00000000 00:00 0 "]);
+    assert_eq!(pages(&v[2], 1), vec![(A, PageName::Page(1), true, touch_tag(2, A))]);
 }
 
 #[test]
@@ -252,63 +172,27 @@ fn files_and_shmem_are_normalised() {
         st(
             1,
             1,
-            Call::Openat {
-                dirfd: AT_FDCWD,
-                path: "unused".into(),
-                flags: O_RDWR | O_CREAT,
-                mode: 0o644,
-            },
+            Call::Openat { dirfd: AT_FDCWD, path: "unused".into(), flags: O_RDWR | O_CREAT, mode: 0o644 },
             Some(Expect::Value(3)),
         ),
         st(
             2,
             1,
-            Call::Openat {
-                dirfd: AT_FDCWD,
-                path: "data".into(),
-                flags: O_RDWR | O_CREAT,
-                mode: 0o644,
-            },
+            Call::Openat { dirfd: AT_FDCWD, path: "data".into(), flags: O_RDWR | O_CREAT, mode: 0o644 },
             Some(Expect::Value(4)),
         ),
         st(3, 1, Call::Ftruncate { fd: 4, len: 0x1800 }, None),
         st(
             4,
             1,
-            Call::Mmap {
-                addr: A,
-                len: 0x3000,
-                prot: RW,
-                flags: MAP_SHARED | MAP_FIXED,
-                fd: 4,
-                off: 0,
-            },
+            Call::Mmap { addr: A, len: 0x3000, prot: RW, flags: MAP_SHARED | MAP_FIXED, fd: 4, off: 0 },
             None,
         ),
         st(5, 1, touch(A, 0x2000, true), None),
         st(6, 1, touch(A + 0x2000, 0x1000, false), None),
-        st(
-            7,
-            1,
-            mmap(
-                A + 0x10000,
-                0x2000,
-                RW,
-                MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED,
-            ),
-            None,
-        ),
+        st(7, 1, mmap(A + 0x10000, 0x2000, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED), None),
         st(8, 1, touch(A + 0x12000, 0x1000, false), None),
-        st(
-            9,
-            1,
-            Call::SetVmaAnonName {
-                addr: A + 0x10000,
-                len: 0x1000,
-                name: Some("x".into()),
-            },
-            None,
-        ),
+        st(9, 1, Call::SetVmaAnonName { addr: A + 0x10000, len: 0x1000, name: Some("x".into()) }, None),
         st(10, 1, Call::Close { fd: 3 }, None),
         st(11, 1, Call::Dup { fd: 4 }, None),
         st(12, 1, Call::Close { fd: 99 }, None),
@@ -330,10 +214,7 @@ fn files_and_shmem_are_normalised() {
     assert_eq!(v[8].result, "= -1 EINVAL (Invalid argument)");
     assert_eq!(v[8].procs, v[7].procs);
     assert_eq!(v[10].result, "= 3");
-    assert_eq!(
-        v[11].result,
-        format!("= -1 EBADF ({})", Errno::EBADF.message())
-    );
+    assert_eq!(v[11].result, format!("= -1 EBADF ({})", Errno::EBADF.message()));
 }
 
 #[test]
@@ -341,30 +222,19 @@ fn refuses_what_cannot_be_compared() {
     skip_unless_available!();
     let refused = |c: Call| {
         let r = run_native(&script(vec![st(1, 1, c, None)]));
-        assert!(
-            matches!(r, Err(OracleError::Refused { line: 1, .. })),
-            "{r:?}"
-        );
+        assert!(matches!(r, Err(OracleError::Refused { line: 1, .. })), "{r:?}");
     };
     refused(mmap(0, 0x1000, RW, MAP_PRIVATE | MAP_ANONYMOUS));
     refused(mmap(0x7000_0000_0000, 0x1000, RW, ANON));
     refused(Call::Brk { addr: 0 });
-    refused(Call::Execve {
-        path: "/bin/true".into(),
-    });
-    refused(Call::Munmap {
-        addr: WINDOW_END_MINUS_PAGE,
-        len: 0x2000,
-    });
+    refused(Call::Execve { path: "/bin/true".into() });
+    refused(Call::Munmap { addr: WINDOW_END_MINUS_PAGE, len: 0x2000 });
     // A call by a process that does not exist.
     let r = run_native(&script(vec![
         st(1, 1, mmap(A, 0x1000, RW, ANON), None),
         st(2, 7, Call::Close { fd: 0 }, None),
     ]));
-    assert!(
-        matches!(r, Err(OracleError::BadInput { line: 2, .. })),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(OracleError::BadInput { line: 2, .. })), "{r:?}");
 }
 
 const WINDOW_END_MINUS_PAGE: u64 = super::WINDOW_END - 0x1000;
@@ -373,37 +243,9 @@ const WINDOW_END_MINUS_PAGE: u64 = super::WINDOW_END - 0x1000;
 fn errors_are_errnos_and_signals_are_reported() {
     skip_unless_available!();
     let s = script(vec![
-        st(
-            1,
-            1,
-            Call::Munmap {
-                addr: A + 1,
-                len: 0x1000,
-            },
-            None,
-        ),
-        st(
-            2,
-            1,
-            mmap(
-                A,
-                0x1000,
-                RW,
-                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-            ),
-            None,
-        ),
-        st(
-            3,
-            1,
-            mmap(
-                A,
-                0x1000,
-                RW,
-                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
-            ),
-            None,
-        ),
+        st(1, 1, Call::Munmap { addr: A + 1, len: 0x1000 }, None),
+        st(2, 1, mmap(A, 0x1000, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE), None),
+        st(3, 1, mmap(A, 0x1000, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE), None),
     ]);
     let v = run_native(&s).expect("oracle run");
     assert_eq!(v[0].result, "= -1 EINVAL (Invalid argument)");
@@ -445,10 +287,7 @@ fn parsed_script_runs_and_matches_its_recorded_results() {
     for (step, got) in s.steps.iter().zip(&v) {
         assert_eq!(step.expect, Some(got.got), "line {}", step.line);
     }
-    assert_eq!(
-        v[2].view.procs.keys().map(|p| p.0).collect::<Vec<_>>(),
-        vec![1, 7]
-    );
+    assert_eq!(v[2].view.procs.keys().map(|p| p.0).collect::<Vec<_>>(), vec![1, 7]);
     assert_eq!(
         v[4].view.procs[&Pid(7)].maps,
         vec![
@@ -457,10 +296,7 @@ fn parsed_script_runs_and_matches_its_recorded_results() {
             "200000003000-200000004000 rw-p 00000000 00:00 0 ",
         ]
     );
-    assert_eq!(
-        v[6].view.procs.keys().map(|p| p.0).collect::<Vec<_>>(),
-        vec![1]
-    );
+    assert_eq!(v[6].view.procs.keys().map(|p| p.0).collect::<Vec<_>>(), vec![1]);
     assert!(pages(&v[6].view, 1).iter().all(|p| p.2));
 }
 
@@ -494,19 +330,11 @@ fn diff_step_shows_what_differs_side_by_side() {
             Pid(1),
             ProcView {
                 maps: vec!["200000000000-200000001000 rw-p 00000000 00:00 0 ".into()],
-                pages: vec![PageView {
-                    addr: A,
-                    page: PageName::Page(1),
-                    exclusive: excl,
-                    tag: 5,
-                }],
+                pages: vec![PageView { addr: A, page: PageName::Page(1), exclusive: excl, tag: 5 }],
             },
         )]),
     };
-    assert_eq!(
-        super::cli::diff_step(&view(true, "= 0"), &view(true, "= 0")),
-        ""
-    );
+    assert_eq!(super::cli::diff_step(&view(true, "= 0"), &view(true, "= 0")), "");
     let d = super::cli::diff_step(&view(true, "= 0"), &view(false, "= SIGSEGV"));
     assert!(d.contains("result: model = 0 | kernel = SIGSEGV"), "{d}");
     assert!(

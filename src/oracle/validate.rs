@@ -7,10 +7,7 @@ use super::worker::BUF_LEN;
 use super::{OracleError, WINDOW_END, WINDOW_START};
 
 fn refuse(step: &Step, reason: impl Into<String>) -> OracleError {
-    OracleError::Refused {
-        line: step.line,
-        reason: reason.into(),
-    }
+    OracleError::Refused { line: step.line, reason: reason.into() }
 }
 
 /// `[addr, addr + len)` must lie in the window.
@@ -21,19 +18,14 @@ fn in_window(step: &Step, what: &str, addr: u64, len: u64) -> Result<(), OracleE
     } else {
         Err(refuse(
             step,
-            format!(
-                "{what} [{addr:#x}, +{len:#x}) leaves the window [{WINDOW_START:#x}, {WINDOW_END:#x})"
-            ),
+            format!("{what} [{addr:#x}, +{len:#x}) leaves the window [{WINDOW_START:#x}, {WINDOW_END:#x})"),
         ))
     }
 }
 
 fn string_arg(step: &Step, s: &str) -> Result<(), OracleError> {
     if s.len() >= BUF_LEN || s.contains('\0') {
-        return Err(refuse(
-            step,
-            format!("string argument too long or with NUL: {s:?}"),
-        ));
+        return Err(refuse(step, format!("string argument too long or with NUL: {s:?}")));
     }
     Ok(())
 }
@@ -42,9 +34,7 @@ fn string_arg(step: &Step, s: &str) -> Result<(), OracleError> {
 pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
     for step in &script.steps {
         match &step.call {
-            Call::Mmap {
-                addr, len, flags, ..
-            } => {
+            Call::Mmap { addr, len, flags, .. } => {
                 if *addr == 0 && flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) == 0 {
                     return Err(refuse(
                         step,
@@ -64,13 +54,7 @@ pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
                     string_arg(step, n)?;
                 }
             }
-            Call::Mremap {
-                old_addr,
-                old_len,
-                new_len,
-                flags,
-                new_addr,
-            } => {
+            Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
                 in_window(step, "old range", *old_addr, *old_len)?;
                 if flags & MREMAP_FIXED != 0 {
                     in_window(step, "new range", *new_addr, *new_len)?;
@@ -86,7 +70,10 @@ pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
                 ));
             }
             Call::MapRecord { .. } => {
-                return Err(refuse(step, "map_record is a kernel-made mapping from a trace: it cannot be replayed natively"));
+                return Err(refuse(
+                    step,
+                    "map_record is a kernel-made mapping from a trace: it cannot be replayed natively",
+                ));
             }
             Call::Execve { .. } => {
                 return Err(refuse(

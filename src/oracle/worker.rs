@@ -46,14 +46,7 @@ pub(crate) struct Cmd {
 
 impl Cmd {
     pub(crate) fn new(op: u64) -> Cmd {
-        Cmd {
-            op,
-            nr: 0,
-            args: [0; 6],
-            str_arg: NO_STR,
-            line: 0,
-            buf: [0; BUF_LEN],
-        }
+        Cmd { op, nr: 0, args: [0; 6], str_arg: NO_STR, line: 0, buf: [0; BUF_LEN] }
     }
 }
 
@@ -82,12 +75,7 @@ fn send_reply(fd: i32, ret: i64) {
     let r = Reply { ret };
     // SAFETY: sends a plain repr(C) value.
     unsafe {
-        libc::send(
-            fd,
-            &r as *const Reply as *const c_void,
-            size_of::<Reply>(),
-            libc::MSG_NOSIGNAL,
-        );
+        libc::send(fd, &r as *const Reply as *const c_void, size_of::<Reply>(), libc::MSG_NOSIGNAL);
     }
 }
 
@@ -124,13 +112,7 @@ pub(crate) unsafe fn process_one(
 ) -> ! {
     // SAFETY: only async-signal-safe calls on memory prepared before the fork.
     unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
         if libc::getppid() != controller {
             exit_group(1);
         }
@@ -140,15 +122,9 @@ pub(crate) unsafe fn process_one(
             }
         }
         if close_lo <= close_hi {
-            raw(
-                libc::SYS_close_range as u64,
-                [close_lo as u64, close_hi as u64, 0, 0, 0, 0],
-            );
+            raw(libc::SYS_close_range as u64, [close_lo as u64, close_hi as u64, 0, 0, 0, 0]);
         }
-        raw(
-            libc::SYS_close_range as u64,
-            [keep_hi as u64 + 1, u32::MAX as u64, 0, 0, 0, 0],
-        );
+        raw(libc::SYS_close_range as u64, [keep_hi as u64 + 1, u32::MAX as u64, 0, 0, 0, 0]);
         if libc::chdir(dir.as_ptr() as *const libc::c_char) != 0 {
             exit_group(1);
         }
@@ -196,12 +172,7 @@ fn send_tags(fd: i32, cmd: &Cmd) {
     }
     // SAFETY: sends the first n u64s of a stack array.
     unsafe {
-        libc::send(
-            fd,
-            tags.as_ptr() as *const c_void,
-            n * 8,
-            libc::MSG_NOSIGNAL,
-        );
+        libc::send(fd, tags.as_ptr() as *const c_void, n * 8, libc::MSG_NOSIGNAL);
     }
 }
 

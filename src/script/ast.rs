@@ -43,34 +43,101 @@ pub enum Expect {
 /// A call. Flag arguments hold the raw Linux values (see `abi`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
-    Mmap { addr: u64, len: u64, prot: u64, flags: u64, fd: i64, off: u64 },
-    Munmap { addr: u64, len: u64 },
-    Mprotect { addr: u64, len: u64, prot: u64 },
-    Madvise { addr: u64, len: u64, advice: u64 },
+    Mmap {
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        fd: i64,
+        off: u64,
+    },
+    Munmap {
+        addr: u64,
+        len: u64,
+    },
+    Mprotect {
+        addr: u64,
+        len: u64,
+        prot: u64,
+    },
+    Madvise {
+        addr: u64,
+        len: u64,
+        advice: u64,
+    },
     /// `new_addr` is the fifth argument when present (strace prints it only with FIXED/DONTUNMAP).
-    Mremap { old_addr: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64 },
-    Brk { addr: u64 },
+    Mremap {
+        old_addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+    },
+    Brk {
+        addr: u64,
+    },
     /// `fork()`, `vfork()`, or `clone(...)` without CLONE_VM/CLONE_THREAD. `vfork` is recorded
     /// for replay; the model treats the address space as fork does.
-    Fork { vfork: bool },
+    Fork {
+        vfork: bool,
+    },
     /// `clone(...)` with CLONE_VM: a thread or a vfork-like child sharing the mm.
-    CloneVm { flags: u64 },
-    ExitGroup { code: i64 },
-    Execve { path: String },
+    CloneVm {
+        flags: u64,
+    },
+    ExitGroup {
+        code: i64,
+    },
+    Execve {
+        path: String,
+    },
     /// `prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, len, name)`; `name` None for NULL.
-    SetVmaAnonName { addr: u64, len: u64, name: Option<String> },
-    Openat { dirfd: i64, path: String, flags: u64, mode: u64 },
-    Close { fd: i64 },
-    Dup { fd: i64 },
-    Dup2 { oldfd: i64, newfd: i64 },
-    Ftruncate { fd: i64, len: u64 },
+    SetVmaAnonName {
+        addr: u64,
+        len: u64,
+        name: Option<String>,
+    },
+    Openat {
+        dirfd: i64,
+        path: String,
+        flags: u64,
+        mode: u64,
+    },
+    Close {
+        fd: i64,
+    },
+    Dup {
+        fd: i64,
+    },
+    Dup2 {
+        oldfd: i64,
+        newfd: i64,
+    },
+    Ftruncate {
+        fd: i64,
+        len: u64,
+    },
     /// Pseudo-call: fault every page of the range by reading or writing one byte.
-    Touch { addr: u64, len: u64, write: bool },
+    Touch {
+        addr: u64,
+        len: u64,
+        write: bool,
+    },
     /// A mapping the kernel made itself (at exec: the ELF image, ld.so, `[stack]`, `[vdso]`,
     /// …), as perf's mmap records show it. Not a syscall: it is installed as is, with
     /// MAP_FIXED semantics. `path` is the file (None for anonymous or a `[special]` name
     /// kept in `name`); records with the same (dev, ino) within one exec share one open file.
-    MapRecord { addr: u64, len: u64, pgoff: u64, prot: u64, shared: bool, dev: u64, ino: u64, path: Option<String>, name: Option<String> },
+    MapRecord {
+        addr: u64,
+        len: u64,
+        pgoff: u64,
+        prot: u64,
+        shared: bool,
+        dev: u64,
+        ino: u64,
+        path: Option<String>,
+        name: Option<String>,
+    },
 }
 
 impl Call {

@@ -76,11 +76,7 @@ pub fn parse_str_with(path: &str, text: &str, opts: &ParseOptions) -> Result<Scr
     }
     p.finish()?;
     let steps = p.slots.into_iter().flatten().collect();
-    Ok(Script {
-        path: path.to_string(),
-        steps,
-        skipped: p.skipped,
-    })
+    Ok(Script { path: path.to_string(), steps, skipped: p.skipped })
 }
 
 struct Parser<'a> {
@@ -95,11 +91,7 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn err(&self, line: usize, reason: String) -> ParseError {
-        ParseError {
-            path: self.path.to_string(),
-            line,
-            reason,
-        }
+        ParseError { path: self.path.to_string(), line, reason }
     }
 
     fn line(&mut self, line: usize, raw: &str) -> Result<(), String> {
@@ -108,11 +100,7 @@ impl Parser<'_> {
             return Ok(());
         }
         let (pid, body) = split_prefix(s)?;
-        if body.is_empty()
-            || body.starts_with('#')
-            || body.starts_with("---")
-            || body.starts_with("+++")
-        {
+        if body.is_empty() || body.starts_with('#') || body.starts_with("---") || body.starts_with("+++") {
             return Ok(());
         }
         // A line without a pid belongs to the first process seen.
@@ -127,34 +115,21 @@ impl Parser<'_> {
             let name = call_name(&text).to_string();
             if let Some(old) = self.pending.remove(&pid) {
                 if !self.opts.skip_unknown {
-                    return Err(format!(
-                        "pid {pid}: `{}` (line {}) is still unfinished",
-                        old.name, old.line
-                    ));
+                    return Err(format!("pid {pid}: `{}` (line {}) is still unfinished", old.name, old.line));
                 }
                 self.skipped.push((old.line, old.name));
                 if let Some(slot) = old.slot {
                     self.slots[slot] = None;
                 }
             }
-            let slot = if matches!(
-                name.as_str(),
-                "fork" | "vfork" | "clone" | "clone3" | "exit" | "exit_group"
-            ) {
-                self.slots.push(None);
-                Some(self.slots.len() - 1)
-            } else {
-                None
-            };
-            self.pending.insert(
-                pid,
-                Pending {
-                    line,
-                    name,
-                    text,
-                    slot,
-                },
-            );
+            let slot =
+                if matches!(name.as_str(), "fork" | "vfork" | "clone" | "clone3" | "exit" | "exit_group") {
+                    self.slots.push(None);
+                    Some(self.slots.len() - 1)
+                } else {
+                    None
+                };
+            self.pending.insert(pid, Pending { line, name, text, slot });
             return Ok(());
         }
         let step = self.step(line, pid, body)?;
@@ -175,15 +150,10 @@ impl Parser<'_> {
                 self.skipped.push((line, name.to_string()));
                 return Ok(());
             }
-            return Err(format!(
-                "`{name}` resumed, but pid {pid} has no unfinished call"
-            ));
+            return Err(format!("`{name}` resumed, but pid {pid} has no unfinished call"));
         };
         if p.name != name {
-            return Err(format!(
-                "`{name}` resumed, but pid {pid}'s unfinished call is `{}`",
-                p.name
-            ));
+            return Err(format!("`{name}` resumed, but pid {pid}'s unfinished call is `{}`", p.name));
         }
         let joined = format!("{}{}", p.text, tail);
         let step = self.step(p.line, pid, &joined)?;
@@ -202,9 +172,7 @@ impl Parser<'_> {
         for (pid, p) in pending {
             // Drop a dangling `, ` before closing the argument list.
             let text = format!("{})", p.text.trim_end().trim_end_matches(','));
-            let step = self
-                .step(p.line, pid, &text)
-                .map_err(|r| self.err(p.line, r))?;
+            let step = self.step(p.line, pid, &text).map_err(|r| self.err(p.line, r))?;
             match p.slot {
                 Some(slot) => self.slots[slot] = step,
                 None => self.slots.extend(step.map(Some)),
@@ -229,21 +197,12 @@ impl Parser<'_> {
             // A replayed trace may fail with errnos the model never returns (`openat` on a
             // tty: ENXIO); such a step cannot be compared, so it is skipped too.
             Err(r) if self.opts.skip_unknown && r.starts_with(UNKNOWN_ERRNO) => {
-                self.skipped.push((
-                    line,
-                    format!("{} ({})", raw.name, &r[UNKNOWN_ERRNO.len()..].trim()),
-                ));
+                self.skipped.push((line, format!("{} ({})", raw.name, &r[UNKNOWN_ERRNO.len()..].trim())));
                 return Ok(None);
             }
             r => r?,
         };
-        Ok(Some(Step {
-            line,
-            pid,
-            call,
-            text: raw.text.to_string(),
-            expect,
-        }))
+        Ok(Some(Step { line, pid, call, text: raw.text.to_string(), expect }))
     }
 }
 
@@ -293,15 +252,12 @@ fn parse_pid(s: &str) -> Result<Pid, String> {
 fn is_timestamp(w: &str) -> bool {
     w.starts_with(|c: char| c.is_ascii_digit())
         && w.contains([':', '.'])
-        && w.bytes()
-            .all(|b| b.is_ascii_digit() || b == b':' || b == b'.')
+        && w.bytes().all(|b| b.is_ascii_digit() || b == b':' || b == b'.')
 }
 
 /// The leading identifier of a call text.
 fn call_name(s: &str) -> &str {
-    let end = s
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .unwrap_or(s.len());
+    let end = s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(s.len());
     &s[..end]
 }
 
@@ -325,12 +281,7 @@ fn split_call(body: &str) -> Result<RawCall<'_>, String> {
     };
     let (args, close) = split_list(inner, ')')?;
     let close_abs = body.len() - inner.len() + close;
-    Ok(RawCall {
-        name,
-        args,
-        text: &body[..=close_abs],
-        rest: &body[close_abs + 1..],
-    })
+    Ok(RawCall { name, args, text: &body[..=close_abs], rest: &body[close_abs + 1..] })
 }
 
 /// Split a comma-separated list up to the closing `close` at depth 0, minding nested
@@ -466,9 +417,7 @@ fn parse_num(s: &str) -> Option<u64> {
         return Some(0);
     }
     if let Some(m) = s.strip_prefix('-') {
-        return parse_unsigned(m)
-            .filter(|&v| v <= 1 << 63)
-            .map(|v| v.wrapping_neg());
+        return parse_unsigned(m).filter(|&v| v <= 1 << 63).map(|v| v.wrapping_neg());
     }
     parse_unsigned(s)
 }
@@ -522,9 +471,7 @@ fn fd(args: &[&str], i: usize, what: &str) -> Result<i64, String> {
     if n == "AT_FDCWD" {
         return Ok(abi::AT_FDCWD);
     }
-    parse_num(n)
-        .map(|v| v as i64)
-        .ok_or_else(|| format!("bad number `{a}` for {what}"))
+    parse_num(n).map(|v| v as i64).ok_or_else(|| format!("bad number `{a}` for {what}"))
 }
 
 /// `NAME|NAME|0x10`, with names from `table`.
@@ -582,23 +529,13 @@ fn parse_string(s: &str) -> Result<Option<String>, String> {
             b'b' => 0x08,
             b'\\' | b'"' | b'\'' | b'?' => e,
             b'x' => {
-                let n = b[i..]
-                    .iter()
-                    .take(2)
-                    .take_while(|c| c.is_ascii_hexdigit())
-                    .count();
-                let v = std::str::from_utf8(&b[i..i + n])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                let n = b[i..].iter().take(2).take_while(|c| c.is_ascii_hexdigit()).count();
+                let v = std::str::from_utf8(&b[i..i + n]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
                 i += n;
                 v.ok_or_else(|| format!("bad \\x escape in {s}"))?
             }
             b'0'..=b'7' => {
-                let n = b[i - 1..]
-                    .iter()
-                    .take(3)
-                    .take_while(|c| (b'0'..=b'7').contains(c))
-                    .count();
+                let n = b[i - 1..].iter().take(3).take_while(|c| (b'0'..=b'7').contains(c)).count();
                 let v = std::str::from_utf8(&b[i - 1..i - 1 + n])
                     .ok()
                     .and_then(|o| u8::from_str_radix(o, 8).ok());
@@ -620,11 +557,7 @@ fn want(args: &[&str], counts: &[usize]) -> Result<(), String> {
         return Ok(());
     }
     let n: Vec<String> = counts.iter().map(|c| c.to_string()).collect();
-    Err(format!(
-        "expected {} arguments, got {}",
-        n.join(" or "),
-        args.len()
-    ))
+    Err(format!("expected {} arguments, got {}", n.join(" or "), args.len()))
 }
 
 /// Clone flag names beyond `abi::CLONE_FLAGS`, and the exit signals strace prints in the low byte.
@@ -655,11 +588,7 @@ fn parse_clone_flags(s: &str) -> Result<u64, String> {
     let mut v = 0;
     for part in s.split('|').map(str::trim) {
         let table = [abi::CLONE_FLAGS, CLONE_EXTRA, SIGNALS];
-        match table
-            .iter()
-            .flat_map(|t| t.iter())
-            .find(|(name, _)| *name == part)
-        {
+        match table.iter().flat_map(|t| t.iter()).find(|(name, _)| *name == part) {
             Some(&(_, n)) => v |= n,
             None => v |= parse_flags(part, &[], "clone flags")?,
         }
@@ -669,11 +598,8 @@ fn parse_clone_flags(s: &str) -> Result<u64, String> {
 
 /// `name=value` among strace's named arguments.
 fn named<'a>(args: &[&'a str], key: &str) -> Option<&'a str> {
-    args.iter().find_map(|a| {
-        a.strip_prefix(key)
-            .and_then(|r| r.trim_start().strip_prefix('='))
-            .map(str::trim)
-    })
+    args.iter()
+        .find_map(|a| a.strip_prefix(key).and_then(|r| r.trim_start().strip_prefix('=')).map(str::trim))
 }
 
 fn clone_call(flags: u64) -> Call {
@@ -702,10 +628,7 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
         }
         "munmap" => {
             want(a, &[2])?;
-            Call::Munmap {
-                addr: num(a, 0, "addr")?,
-                len: num(a, 1, "length")?,
-            }
+            Call::Munmap { addr: num(a, 0, "addr")?, len: num(a, 1, "length")? }
         }
         "mprotect" | "pkey_mprotect" => {
             // The protection key does not matter to the model.
@@ -731,24 +654,16 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
                 old_len: num(a, 1, "old_size")?,
                 new_len: num(a, 2, "new_size")?,
                 flags: flags(a, 3, MREMAP_FLAGS, "flags")?,
-                new_addr: if a.len() == 5 {
-                    num(a, 4, "new_address")?
-                } else {
-                    0
-                },
+                new_addr: if a.len() == 5 { num(a, 4, "new_address")? } else { 0 },
             }
         }
         "brk" => {
             want(a, &[1])?;
-            Call::Brk {
-                addr: num(a, 0, "addr")?,
-            }
+            Call::Brk { addr: num(a, 0, "addr")? }
         }
         "fork" | "vfork" => {
             want(a, &[0])?;
-            Call::Fork {
-                vfork: name == "vfork",
-            }
+            Call::Fork { vfork: name == "vfork" }
         }
         "clone" => {
             let f = named(a, "flags").ok_or_else(|| "missing flags=".to_string())?;
@@ -758,10 +673,7 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
             want(a, &[1, 2])?;
             // `{flags=..., exit_signal=..., ...} => {parent_tid=[..]}`: look in the first struct.
             let Some(inner) = a[0].strip_prefix('{') else {
-                return Err(CallErr::Bad(format!(
-                    "expected `{{...}}`, found `{}`",
-                    a[0]
-                )));
+                return Err(CallErr::Bad(format!("expected `{{...}}`, found `{}`", a[0])));
             };
             let (fields, _) = split_list(inner, '}')?;
             let f = match named(&fields, "flags") {
@@ -772,9 +684,7 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
         }
         "exit_group" | "exit" => {
             want(a, &[1])?;
-            Call::ExitGroup {
-                code: num(a, 0, "status")? as i64,
-            }
+            Call::ExitGroup { code: num(a, 0, "status")? as i64 }
         }
         "execve" => {
             want(a, &[1, 2, 3])?;
@@ -815,29 +725,19 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
         }
         "close" => {
             want(a, &[1])?;
-            Call::Close {
-                fd: fd(a, 0, "fd")?,
-            }
+            Call::Close { fd: fd(a, 0, "fd")? }
         }
         "dup" => {
             want(a, &[1])?;
-            Call::Dup {
-                fd: fd(a, 0, "oldfd")?,
-            }
+            Call::Dup { fd: fd(a, 0, "oldfd")? }
         }
         "dup2" => {
             want(a, &[2])?;
-            Call::Dup2 {
-                oldfd: fd(a, 0, "oldfd")?,
-                newfd: fd(a, 1, "newfd")?,
-            }
+            Call::Dup2 { oldfd: fd(a, 0, "oldfd")?, newfd: fd(a, 1, "newfd")? }
         }
         "ftruncate" => {
             want(a, &[2])?;
-            Call::Ftruncate {
-                fd: fd(a, 0, "fd")?,
-                len: num(a, 1, "length")?,
-            }
+            Call::Ftruncate { fd: fd(a, 0, "fd")?, len: num(a, 1, "length")? }
         }
         "touch" => {
             want(a, &[3])?;
@@ -845,17 +745,10 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
                 Some("r") => false,
                 Some("w") => true,
                 _ => {
-                    return Err(CallErr::Bad(format!(
-                        "mode must be \"r\" or \"w\", found `{}`",
-                        a[2]
-                    )));
+                    return Err(CallErr::Bad(format!("mode must be \"r\" or \"w\", found `{}`", a[2])));
                 }
             };
-            Call::Touch {
-                addr: num(a, 0, "addr")?,
-                len: num(a, 1, "length")?,
-                write,
-            }
+            Call::Touch { addr: num(a, 0, "addr")?, len: num(a, 1, "length")?, write }
         }
         _ => return Err(CallErr::Unknown(name.to_string())),
     })
@@ -899,20 +792,12 @@ pub fn format_result_for(call: &Call, r: &Expect) -> String {
 
 /// C's `%#lx`: `0` for zero, `0x…` otherwise.
 fn hex(v: u64) -> String {
-    if v == 0 {
-        "0".to_string()
-    } else {
-        format!("{v:#x}")
-    }
+    if v == 0 { "0".to_string() } else { format!("{v:#x}") }
 }
 
 /// A pointer argument: `NULL` or hex.
 fn ptr(v: u64) -> String {
-    if v == 0 {
-        "NULL".to_string()
-    } else {
-        format!("{v:#x}")
-    }
+    if v == 0 { "NULL".to_string() } else { format!("{v:#x}") }
 }
 
 /// A string argument with C escapes; bytes outside printable ASCII as `\xHH`.
@@ -936,10 +821,7 @@ fn quote(s: &str) -> String {
 fn format_map_flags(flags: u64) -> String {
     let ty = flags & abi::MAP_TYPE;
     let mut parts = Vec::new();
-    match abi::MAP_FLAGS
-        .iter()
-        .find(|&&(n, v)| v == ty && n != "MAP_ANON")
-    {
+    match abi::MAP_FLAGS.iter().find(|&&(n, v)| v == ty && n != "MAP_ANON") {
         Some(&(n, _)) if ty != 0 => parts.push(n.to_string()),
         _ if ty != 0 => parts.push(format!("{ty:#x}")),
         _ => {}
@@ -948,11 +830,7 @@ fn format_map_flags(flags: u64) -> String {
     if rest != 0 {
         parts.push(abi::format_flags(abi::MAP_FLAGS, rest, "0"));
     }
-    if parts.is_empty() {
-        "0".to_string()
-    } else {
-        parts.join("|")
-    }
+    if parts.is_empty() { "0".to_string() } else { parts.join("|") }
 }
 
 /// clone flags: named bits, then the exit signal in the low byte.
@@ -995,11 +873,7 @@ fn format_open_flags(flags: u64) -> String {
         other => format!("{other:#x}"),
     };
     let rest = flags & !abi::O_ACCMODE;
-    if rest == 0 {
-        acc
-    } else {
-        format!("{acc}|{}", abi::format_flags(abi::OPEN_FLAGS, rest, "0"))
-    }
+    if rest == 0 { acc } else { format!("{acc}|{}", abi::format_flags(abi::OPEN_FLAGS, rest, "0")) }
 }
 
 fn format_advice(advice: u64) -> String {
@@ -1014,14 +888,7 @@ fn format_advice(advice: u64) -> String {
 pub fn format_call(call: &Call) -> String {
     use crate::abi::{PROT_FLAGS, format_flags};
     match call {
-        Call::Mmap {
-            addr,
-            len,
-            prot,
-            flags,
-            fd,
-            off,
-        } => format!(
+        Call::Mmap { addr, len, prot, flags, fd, off } => format!(
             "mmap({}, {len}, {}, {}, {fd}, {})",
             ptr(*addr),
             format_flags(PROT_FLAGS, *prot, "PROT_NONE"),
@@ -1030,30 +897,16 @@ pub fn format_call(call: &Call) -> String {
         ),
         Call::Munmap { addr, len } => format!("munmap({}, {len})", ptr(*addr)),
         Call::Mprotect { addr, len, prot } => {
-            format!(
-                "mprotect({}, {len}, {})",
-                ptr(*addr),
-                format_flags(PROT_FLAGS, *prot, "PROT_NONE")
-            )
+            format!("mprotect({}, {len}, {})", ptr(*addr), format_flags(PROT_FLAGS, *prot, "PROT_NONE"))
         }
         Call::Madvise { addr, len, advice } => {
             format!("madvise({}, {len}, {})", ptr(*addr), format_advice(*advice))
         }
-        Call::Mremap {
-            old_addr,
-            old_len,
-            new_len,
-            flags,
-            new_addr,
-        } => {
+        Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
             let f = format_flags(abi::MREMAP_FLAGS, *flags, "0");
             // strace prints the fifth argument only when the flags use it.
             if *new_addr != 0 || flags & (abi::MREMAP_FIXED | abi::MREMAP_DONTUNMAP) != 0 {
-                format!(
-                    "mremap({}, {old_len}, {new_len}, {f}, {})",
-                    ptr(*old_addr),
-                    ptr(*new_addr)
-                )
+                format!("mremap({}, {old_len}, {new_len}, {f}, {})", ptr(*old_addr), ptr(*new_addr))
             } else {
                 format!("mremap({}, {old_len}, {new_len}, {f})", ptr(*old_addr))
             }
@@ -1061,10 +914,7 @@ pub fn format_call(call: &Call) -> String {
         Call::Brk { addr } => format!("brk({})", ptr(*addr)),
         Call::Fork { vfork: false } => "fork()".to_string(),
         Call::Fork { vfork: true } => "vfork()".to_string(),
-        Call::CloneVm { flags } => format!(
-            "clone(child_stack=NULL, flags={})",
-            format_clone_flags(*flags)
-        ),
+        Call::CloneVm { flags } => format!("clone(child_stack=NULL, flags={})", format_clone_flags(*flags)),
         Call::ExitGroup { code } => format!("exit_group({code})"),
         Call::Execve { path } => format!("execve({}, [{}], NULL)", quote(path), quote(path)),
         Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => format!(
@@ -1080,17 +930,8 @@ pub fn format_call(call: &Call) -> String {
             ptr(*addr),
             name.as_deref().map_or("NULL".to_string(), quote)
         ),
-        Call::Openat {
-            dirfd,
-            path,
-            flags,
-            mode,
-        } => {
-            let d = if *dirfd == abi::AT_FDCWD {
-                "AT_FDCWD".to_string()
-            } else {
-                dirfd.to_string()
-            };
+        Call::Openat { dirfd, path, flags, mode } => {
+            let d = if *dirfd == abi::AT_FDCWD { "AT_FDCWD".to_string() } else { dirfd.to_string() };
             let f = format_open_flags(*flags);
             if *mode != 0 || flags & abi::O_CREAT != 0 {
                 format!("openat({d}, {}, {f}, 0{mode:o})", quote(path))
@@ -1103,11 +944,7 @@ pub fn format_call(call: &Call) -> String {
         Call::Dup2 { oldfd, newfd } => format!("dup2({oldfd}, {newfd})"),
         Call::Ftruncate { fd, len } => format!("ftruncate({fd}, {len})"),
         Call::Touch { addr, len, write } => {
-            format!(
-                "touch({}, {len}, \"{}\")",
-                ptr(*addr),
-                if *write { "w" } else { "r" }
-            )
+            format!("touch({}, {len}, \"{}\")", ptr(*addr), if *write { "w" } else { "r" })
         }
     }
 }
@@ -1115,12 +952,7 @@ pub fn format_call(call: &Call) -> String {
 /// A whole script line: `PID CALL = RESULT` (or without the result).
 pub fn format_step(step: &Step) -> String {
     match &step.expect {
-        Some(e) => format!(
-            "{} {} {}",
-            step.pid,
-            format_call(&step.call),
-            format_result_for(&step.call, e)
-        ),
+        Some(e) => format!("{} {} {}", step.pid, format_call(&step.call), format_result_for(&step.call, e)),
         None => format!("{} {}", step.pid, format_call(&step.call)),
     }
 }
@@ -1176,14 +1008,7 @@ mod tests {
         assert_eq!(s.steps[0].pid, Pid(1));
         assert!(s.steps[0].text.starts_with("mmap(0x200000000000, 16384,"));
         assert!(s.steps[0].text.ends_with(", -1, 0)"));
-        assert_eq!(
-            s.steps[1].call,
-            Call::Touch {
-                addr: 0x2000_0000_0000,
-                len: 16384,
-                write: true
-            }
-        );
+        assert_eq!(s.steps[1].call, Call::Touch { addr: 0x2000_0000_0000, len: 16384, write: true });
         assert_eq!(s.steps[2].call, Call::Fork { vfork: false });
         assert_eq!(s.steps[2].expect, Some(Expect::Value(2)));
         assert_eq!(
@@ -1247,10 +1072,7 @@ mod tests {
         let m = &s.steps[1];
         assert_eq!(m.line, 1);
         assert_eq!(m.expect, Some(Expect::Value(0x7f00_0000_0000)));
-        assert_eq!(
-            m.text,
-            "mmap(NULL, 8192, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)"
-        );
+        assert_eq!(m.text, "mmap(NULL, 8192, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)");
 
         // A fork takes its place where it started: its child prints before the parent resumes.
         let s = parse(
@@ -1262,20 +1084,12 @@ mod tests {
         let calls: Vec<&Call> = s.steps.iter().map(|s| &s.call).collect();
         assert_eq!(
             calls,
-            [
-                &Call::Fork { vfork: false },
-                &Call::Brk { addr: 0 },
-                &Call::ExitGroup { code: 0 }
-            ]
+            [&Call::Fork { vfork: false }, &Call::Brk { addr: 0 }, &Call::ExitGroup { code: 0 }]
         );
         assert_eq!(s.steps[0].expect, Some(Expect::Value(2)));
         assert_eq!(s.steps[2].expect, None);
 
-        assert!(
-            err("1 <... mmap resumed>) = 0\n")
-                .reason
-                .contains("no unfinished call")
-        );
+        assert!(err("1 <... mmap resumed>) = 0\n").reason.contains("no unfinished call"));
         let e = err("1 mmap(NULL, 1, 0, 0, -1, 0 <unfinished ...>\n1 <... munmap resumed>) = 0\n");
         assert_eq!(e.line, 2);
     }
@@ -1290,15 +1104,8 @@ mod tests {
             ),
             Call::Fork { vfork: false }
         );
-        let thread = CLONE_VM
-            | 0x200
-            | 0x400
-            | 0x800
-            | CLONE_THREAD
-            | 0x40000
-            | 0x80000
-            | 0x100000
-            | 0x200000;
+        let thread =
+            CLONE_VM | 0x200 | 0x400 | 0x800 | CLONE_THREAD | 0x40000 | 0x80000 | 0x100000 | 0x200000;
         assert_eq!(
             c(
                 "1 clone(child_stack=0x7f00, flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM|CLONE_SETTLS|CLONE_PARENT_SETTID|CLONE_CHILD_CLEARTID, parent_tid=[3], tls=0x7f, child_tidptr=0x7f) = 3"
@@ -1321,10 +1128,7 @@ mod tests {
             ),
             Call::Fork { vfork: true }
         );
-        assert_eq!(
-            c("1 clone3({exit_signal=SIGCHLD}, 88) = 2"),
-            Call::Fork { vfork: false }
-        );
+        assert_eq!(c("1 clone3({exit_signal=SIGCHLD}, 88) = 2"), Call::Fork { vfork: false });
     }
 
     #[test]
@@ -1333,80 +1137,38 @@ mod tests {
         assert_eq!(c("1 exit(3) = ?"), Call::ExitGroup { code: 3 });
         assert_eq!(
             c("1 execve(\"/bin/true\", [\"true\", \"a,b)\"], 0x7ffd4 /* 25 vars */) = 0"),
-            Call::Execve {
-                path: "/bin/true".into()
-            }
+            Call::Execve { path: "/bin/true".into() }
         );
         assert_eq!(
             c("1 prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, 0x1000, 8192, \"heap\\x21\") = 0"),
-            Call::SetVmaAnonName {
-                addr: 0x1000,
-                len: 8192,
-                name: Some("heap!".into())
-            }
+            Call::SetVmaAnonName { addr: 0x1000, len: 8192, name: Some("heap!".into()) }
         );
         assert_eq!(
             c("1 prctl(0x53564d41, 0, 0x1000, 8192, NULL) = 0"),
-            Call::SetVmaAnonName {
-                addr: 0x1000,
-                len: 8192,
-                name: None
-            }
+            Call::SetVmaAnonName { addr: 0x1000, len: 8192, name: None }
         );
         assert_eq!(
             c("1 openat(AT_FDCWD, \"/tmp/f\", O_RDWR|O_CREAT, 0600) = 3"),
-            Call::Openat {
-                dirfd: AT_FDCWD,
-                path: "/tmp/f".into(),
-                flags: O_RDWR | O_CREAT,
-                mode: 0o600
-            }
+            Call::Openat { dirfd: AT_FDCWD, path: "/tmp/f".into(), flags: O_RDWR | O_CREAT, mode: 0o600 }
         );
         assert_eq!(
             c("1 openat(5</tmp>, \"f\", O_RDONLY|O_CLOEXEC) = 3"),
-            Call::Openat {
-                dirfd: 5,
-                path: "f".into(),
-                flags: O_CLOEXEC,
-                mode: 0
-            }
+            Call::Openat { dirfd: 5, path: "f".into(), flags: O_CLOEXEC, mode: 0 }
         );
         assert_eq!(
             c("1 open(\"f\", O_WRONLY) = 3"),
-            Call::Openat {
-                dirfd: AT_FDCWD,
-                path: "f".into(),
-                flags: O_WRONLY,
-                mode: 0
-            }
+            Call::Openat { dirfd: AT_FDCWD, path: "f".into(), flags: O_WRONLY, mode: 0 }
         );
         assert_eq!(c("1 close(3</tmp/f>) = 0"), Call::Close { fd: 3 });
-        assert_eq!(
-            c("1 dup2(3, 10) = 10"),
-            Call::Dup2 {
-                oldfd: 3,
-                newfd: 10
-            }
-        );
-        assert_eq!(
-            c("1 ftruncate(3, 0x4000) = 0"),
-            Call::Ftruncate { fd: 3, len: 0x4000 }
-        );
+        assert_eq!(c("1 dup2(3, 10) = 10"), Call::Dup2 { oldfd: 3, newfd: 10 });
+        assert_eq!(c("1 ftruncate(3, 0x4000) = 0"), Call::Ftruncate { fd: 3, len: 0x4000 });
         assert_eq!(
             c("1 pkey_mprotect(0x1000, 4096, PROT_READ|0x10, 2) = 0"),
-            Call::Mprotect {
-                addr: 0x1000,
-                len: 4096,
-                prot: PROT_READ | 0x10
-            }
+            Call::Mprotect { addr: 0x1000, len: 4096, prot: PROT_READ | 0x10 }
         );
         assert_eq!(
             c("1 madvise(0x1000, 4096, MADV_DONTNEED) = 0"),
-            Call::Madvise {
-                addr: 0x1000,
-                len: 4096,
-                advice: MADV_DONTNEED
-            }
+            Call::Madvise { addr: 0x1000, len: 4096, advice: MADV_DONTNEED }
         );
         assert_eq!(
             c("1 mremap(0x1000, 4096, 8192, MREMAP_MAYMOVE) = 0x2000"),
@@ -1418,24 +1180,10 @@ mod tests {
                 new_addr: 0
             }
         );
-        assert_eq!(
-            c("1 touch(0x1000, 1, \"r\")"),
-            Call::Touch {
-                addr: 0x1000,
-                len: 1,
-                write: false
-            }
-        );
+        assert_eq!(c("1 touch(0x1000, 1, \"r\")"), Call::Touch { addr: 0x1000, len: 1, write: false });
         assert_eq!(
             c("1 mmap(NULL, 4096, PROT_READ, MAP_SHARED, 3</tmp/f>, 0x1000) = 0x7f0000000000"),
-            Call::Mmap {
-                addr: 0,
-                len: 4096,
-                prot: PROT_READ,
-                flags: MAP_SHARED,
-                fd: 3,
-                off: 0x1000
-            }
+            Call::Mmap { addr: 0, len: 4096, prot: PROT_READ, flags: MAP_SHARED, fd: 3, off: 0x1000 }
         );
     }
 
@@ -1445,22 +1193,13 @@ mod tests {
         assert_eq!(e(""), None);
         assert_eq!(e("= 0"), Some(Expect::Value(0)));
         assert_eq!(e("= 0x7f0000000000"), Some(Expect::Value(0x7f00_0000_0000)));
-        assert_eq!(
-            e("= -1 ENOMEM (Cannot allocate memory)"),
-            Some(Expect::Err(Errno::ENOMEM))
-        );
+        assert_eq!(e("= -1 ENOMEM (Cannot allocate memory)"), Some(Expect::Err(Errno::ENOMEM)));
         assert_eq!(e("= -1 EINVAL"), Some(Expect::Err(Errno::EINVAL)));
-        assert_eq!(
-            e("= -1 EINVAL (Invalid argument) <0.000010>"),
-            Some(Expect::Err(Errno::EINVAL))
-        );
+        assert_eq!(e("= -1 EINVAL (Invalid argument) <0.000010>"), Some(Expect::Err(Errno::EINVAL)));
         assert_eq!(e("= ?"), Some(Expect::Unknown));
         assert_eq!(e("= ? <unavailable>"), Some(Expect::Unknown));
         assert_eq!(e("= SIGSEGV"), Some(Expect::Signal(Signal::SIGSEGV)));
-        assert_eq!(
-            e("= SIGBUS # comment"),
-            Some(Expect::Signal(Signal::SIGBUS))
-        );
+        assert_eq!(e("= SIGBUS # comment"), Some(Expect::Signal(Signal::SIGBUS)));
         assert_eq!(e("= 3</tmp/f>"), Some(Expect::Value(3)));
         assert_eq!(e("= 1 (flags FD_CLOEXEC)"), Some(Expect::Value(1)));
     }
@@ -1468,10 +1207,7 @@ mod tests {
     #[test]
     fn strings() {
         let s = |a: &str| parse_string(a);
-        assert_eq!(
-            s("\"a\\x41\\101\\n\\\"\\\\\""),
-            Ok(Some("aAA\n\"\\".to_string()))
-        );
+        assert_eq!(s("\"a\\x41\\101\\n\\\"\\\\\""), Ok(Some("aAA\n\"\\".to_string())));
         assert_eq!(s("\"abc\"..."), Ok(Some("abc".to_string())));
         assert_eq!(s("\"\\0\""), Ok(Some("\0".to_string())));
         assert_eq!(s("NULL"), Ok(None));
@@ -1489,18 +1225,9 @@ mod tests {
         assert_eq!(parse_num("0600"), Some(0o600));
         assert_eq!(parse_num("-1"), Some(u64::MAX));
         assert_eq!(parse_num("NULL"), Some(0));
-        for bad in [
-            "",
-            "+1",
-            "0x",
-            "0x+1",
-            "08",
-            "1a",
-            "-",
-            "--1",
-            "18446744073709551616",
-            "-9223372036854775809",
-        ] {
+        for bad in
+            ["", "+1", "0x", "0x+1", "08", "1a", "-", "--1", "18446744073709551616", "-9223372036854775809"]
+        {
             assert_eq!(parse_num(bad), None, "{bad}");
         }
     }
@@ -1512,19 +1239,10 @@ mod tests {
             ("1 munmap(0x1000, 4k) = 0", "bad number `4k`"),
             ("1 munmap(0x1000, 4096 = 0", "missing ')'"),
             ("1 munmap 0x1000, 4096) = 0", "missing '('"),
-            (
-                "1 mprotect(0x1000, 4096, PROT_BOGUS) = 0",
-                "unknown flag PROT_BOGUS",
-            ),
+            ("1 mprotect(0x1000, 4096, PROT_BOGUS) = 0", "unknown flag PROT_BOGUS"),
             ("1 munmap(0x1000) = 0", "expected 2 arguments, got 1"),
-            (
-                "1 mremap(0x1000, 1, 2) = 0",
-                "expected 4 or 5 arguments, got 3",
-            ),
-            (
-                "1 munmap(0x1000, 4096) = -1 EBOGUS (x)",
-                "unknown errno name EBOGUS",
-            ),
+            ("1 mremap(0x1000, 1, 2) = 0", "expected 4 or 5 arguments, got 3"),
+            ("1 munmap(0x1000, 4096) = -1 EBOGUS (x)", "unknown errno name EBOGUS"),
             ("1 munmap(0x1000, 4096) = -1", "missing errno name"),
             ("1 munmap(0x1000, 4096) = SIGFOO", "unknown signal SIGFOO"),
             ("1 munmap(0x1000, 4096) = zz", "bad result"),
@@ -1534,21 +1252,14 @@ mod tests {
             ("[pid x] munmap(0x1000, 4096)", "bad pid `x`"),
             ("1x munmap(0x1000, 4096)", "bad pid"),
             ("1 touch(0x1000, 1, \"x\")", "mode must be"),
-            (
-                "1 prctl(PR_SET_NAME, \"x\") = 0",
-                "unknown call prctl(PR_SET_NAME)",
-            ),
+            ("1 prctl(PR_SET_NAME, \"x\") = 0", "unknown call prctl(PR_SET_NAME)"),
             ("1 execve(\"/bin/x, [], NULL) = 0", "unterminated string"),
             ("1 munmap(0x1000,, 4096)", "empty argument"),
         ];
         for (text, want) in cases {
             let e = err(&format!("# first\n\n{text}\n"));
             assert_eq!(e.line, 3, "{text}: {e}");
-            assert!(
-                e.reason.contains(want),
-                "{text}: got `{}`, want `{want}`",
-                e.reason
-            );
+            assert!(e.reason.contains(want), "{text}: got `{}`, want `{want}`", e.reason);
             assert!(e.to_string().starts_with("t.strace:3: "), "{e}");
         }
     }
@@ -1566,52 +1277,22 @@ mod tests {
         assert_eq!(s.steps.len(), 1);
         assert_eq!(s.steps[0].line, 6);
         let skipped: Vec<(usize, &str)> = s.skipped.iter().map(|(l, n)| (*l, n.as_str())).collect();
-        assert_eq!(
-            skipped,
-            [
-                (1, "read"),
-                (2, "ioctl"),
-                (4, "prctl(PR_SET_NAME)"),
-                (3, "futex")
-            ]
-        );
+        assert_eq!(skipped, [(1, "read"), (2, "ioctl"), (4, "prctl(PR_SET_NAME)"), (3, "futex")]);
     }
 
     #[test]
     fn formatting_results() {
         assert_eq!(format_result(&Expect::Value(0)), "= 0");
         assert_eq!(format_result(&Expect::Value(4095)), "= 4095");
-        assert_eq!(
-            format_result(&Expect::Value(0x2000_0000_0000)),
-            "= 0x200000000000"
-        );
-        assert_eq!(
-            format_result(&Expect::Err(Errno::ENOMEM)),
-            "= -1 ENOMEM (Cannot allocate memory)"
-        );
+        assert_eq!(format_result(&Expect::Value(0x2000_0000_0000)), "= 0x200000000000");
+        assert_eq!(format_result(&Expect::Err(Errno::ENOMEM)), "= -1 ENOMEM (Cannot allocate memory)");
         assert_eq!(format_result(&Expect::Unknown), "= ?");
         assert_eq!(format_result(&Expect::Signal(Signal::SIGSEGV)), "= SIGSEGV");
-        let mmap = Call::Mmap {
-            addr: 0,
-            len: 4096,
-            prot: 0,
-            flags: 0,
-            fd: -1,
-            off: 0,
-        };
+        let mmap = Call::Mmap { addr: 0, len: 4096, prot: 0, flags: 0, fd: -1, off: 0 };
         assert_eq!(format_result_for(&mmap, &Expect::Value(0x10)), "= 0x10");
-        assert_eq!(
-            format_result_for(&Call::Brk { addr: 0 }, &Expect::Value(0x555000)),
-            "= 0x555000"
-        );
-        assert_eq!(
-            format_result_for(&Call::Fork { vfork: false }, &Expect::Value(5000)),
-            "= 5000"
-        );
-        assert_eq!(
-            format_result_for(&Call::Dup { fd: 3 }, &Expect::Value(4096)),
-            "= 4096"
-        );
+        assert_eq!(format_result_for(&Call::Brk { addr: 0 }, &Expect::Value(0x555000)), "= 0x555000");
+        assert_eq!(format_result_for(&Call::Fork { vfork: false }, &Expect::Value(5000)), "= 5000");
+        assert_eq!(format_result_for(&Call::Dup { fd: 3 }, &Expect::Value(4096)), "= 4096");
         assert_eq!(
             format_result_for(&Call::Close { fd: 3 }, &Expect::Err(Errno::EBADF)),
             "= -1 EBADF (Bad file descriptor)"
@@ -1644,45 +1325,20 @@ mod tests {
             "mmap(0x1000, 1, PROT_NONE, MAP_SHARED_VALIDATE|MAP_FIXED, 3, 0x2000)"
         );
         assert_eq!(
-            f(Call::Mremap {
-                old_addr: 0x1000,
-                old_len: 1,
-                new_len: 2,
-                flags: MREMAP_MAYMOVE,
-                new_addr: 0
-            }),
+            f(Call::Mremap { old_addr: 0x1000, old_len: 1, new_len: 2, flags: MREMAP_MAYMOVE, new_addr: 0 }),
             "mremap(0x1000, 1, 2, MREMAP_MAYMOVE)"
         );
         assert_eq!(
-            f(Call::CloneVm {
-                flags: CLONE_VM | CLONE_THREAD | 17
-            }),
+            f(Call::CloneVm { flags: CLONE_VM | CLONE_THREAD | 17 }),
             "clone(child_stack=NULL, flags=CLONE_VM|CLONE_THREAD|SIGCHLD)"
         );
+        assert_eq!(f(Call::Madvise { addr: 0x1000, len: 1, advice: 99 }), "madvise(0x1000, 1, 99)");
         assert_eq!(
-            f(Call::Madvise {
-                addr: 0x1000,
-                len: 1,
-                advice: 99
-            }),
-            "madvise(0x1000, 1, 99)"
-        );
-        assert_eq!(
-            f(Call::Openat {
-                dirfd: AT_FDCWD,
-                path: "a\"b".into(),
-                flags: O_RDWR | O_CREAT,
-                mode: 0o600
-            }),
+            f(Call::Openat { dirfd: AT_FDCWD, path: "a\"b".into(), flags: O_RDWR | O_CREAT, mode: 0o600 }),
             "openat(AT_FDCWD, \"a\\\"b\", O_RDWR|O_CREAT, 0600)"
         );
         assert_eq!(
-            f(Call::Openat {
-                dirfd: 3,
-                path: "f".into(),
-                flags: O_CLOEXEC,
-                mode: 0
-            }),
+            f(Call::Openat { dirfd: 3, path: "f".into(), flags: O_CLOEXEC, mode: 0 }),
             "openat(3, \"f\", O_RDONLY|O_CLOEXEC)"
         );
         let step = one("3 touch(0x1000, 4096, \"w\") = SIGSEGV");
@@ -1700,16 +1356,9 @@ mod tests {
         fn any_call() -> impl Strategy<Value = Call> {
             let n = any::<u64>;
             prop_oneof![
-                (n(), n(), n(), n(), any::<i64>(), n()).prop_map(
-                    |(addr, len, prot, flags, fd, off)| Call::Mmap {
-                        addr,
-                        len,
-                        prot,
-                        flags,
-                        fd,
-                        off
-                    }
-                ),
+                (n(), n(), n(), n(), any::<i64>(), n()).prop_map(|(addr, len, prot, flags, fd, off)| {
+                    Call::Mmap { addr, len, prot, flags, fd, off }
+                }),
                 (n(), n()).prop_map(|(addr, len)| Call::Munmap { addr, len }),
                 (n(), n(), n()).prop_map(|(addr, len, prot)| Call::Mprotect { addr, len, prot }),
                 (n(), n(), n()).prop_map(|(addr, len, advice)| Call::Madvise { addr, len, advice }),
@@ -1725,34 +1374,18 @@ mod tests {
                 n().prop_map(|addr| Call::Brk { addr }),
                 any::<bool>().prop_map(|vfork| Call::Fork { vfork }),
                 // CLONE_VM without CLONE_VFORK: anything else parses to a Fork.
-                n().prop_map(|f| Call::CloneVm {
-                    flags: (f | CLONE_VM) & !CLONE_VFORK
-                }),
+                n().prop_map(|f| Call::CloneVm { flags: (f | CLONE_VM) & !CLONE_VFORK }),
                 any::<i64>().prop_map(|code| Call::ExitGroup { code }),
                 any_string().prop_map(|path| Call::Execve { path }),
                 (n(), n(), proptest::option::of(any_string()))
                     .prop_map(|(addr, len, name)| Call::SetVmaAnonName { addr, len, name }),
-                (
-                    prop_oneof![Just(AT_FDCWD), any::<i64>()],
-                    any_string(),
-                    n(),
-                    prop_oneof![Just(0), n()]
-                )
-                    .prop_map(|(dirfd, path, flags, mode)| Call::Openat {
-                        dirfd,
-                        path,
-                        flags,
-                        mode
-                    }),
+                (prop_oneof![Just(AT_FDCWD), any::<i64>()], any_string(), n(), prop_oneof![Just(0), n()])
+                    .prop_map(|(dirfd, path, flags, mode)| Call::Openat { dirfd, path, flags, mode }),
                 any::<i64>().prop_map(|fd| Call::Close { fd }),
                 any::<i64>().prop_map(|fd| Call::Dup { fd }),
                 (any::<i64>(), any::<i64>()).prop_map(|(oldfd, newfd)| Call::Dup2 { oldfd, newfd }),
                 (any::<i64>(), n()).prop_map(|(fd, len)| Call::Ftruncate { fd, len }),
-                (n(), n(), any::<bool>()).prop_map(|(addr, len, write)| Call::Touch {
-                    addr,
-                    len,
-                    write
-                }),
+                (n(), n(), any::<bool>()).prop_map(|(addr, len, write)| Call::Touch { addr, len, write }),
             ]
         }
 

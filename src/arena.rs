@@ -1,0 +1,81 @@
+//! Slab arenas with typed ids: the model's object graph (VMAs, anon_vmas, chains, folios)
+//! lives in these instead of `Rc<RefCell<..>>` webs, so ids are cheap to copy and compare.
+
+use std::marker::PhantomData;
+
+/// A typed index into an [`Arena`].
+pub trait ArenaId: Copy + Eq + std::fmt::Debug {
+    fn from_index(i: u32) -> Self;
+    fn index(self) -> u32;
+}
+
+macro_rules! arena_id {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+        pub struct $name(pub u32);
+        impl $crate::arena::ArenaId for $name {
+            fn from_index(i: u32) -> Self { $name(i) }
+            fn index(self) -> u32 { self.0 }
+        }
+    };
+}
+pub(crate) use arena_id;
+
+/// A slab: freed slots are reused last-in first-out, so runs are deterministic.
+#[derive(Clone, Debug)]
+pub struct Arena<I, T> {
+    items: Vec<Option<T>>,
+    free: Vec<u32>,
+    live: usize,
+    _id: PhantomData<I>,
+}
+
+impl<I: ArenaId, T> Default for Arena<I, T> {
+    fn default() -> Self {
+        Arena { items: Vec::new(), free: Vec::new(), live: 0, _id: PhantomData }
+    }
+}
+
+impl<I: ArenaId, T> Arena<I, T> {
+    pub fn alloc(&mut self, v: T) -> I {
+        self.live += 1;
+        if let Some(i) = self.free.pop() {
+            self.items[i as usize] = Some(v);
+            I::from_index(i)
+        } else {
+            self.items.push(Some(v));
+            I::from_index((self.items.len() - 1) as u32)
+        }
+    }
+    pub fn free(&mut self, id: I) -> T {
+        let v = self.items[id.index() as usize].take().expect("double free in arena");
+        self.free.push(id.index());
+        self.live -= 1;
+        v
+    }
+    pub fn contains(&self, id: I) -> bool {
+        self.items.get(id.index() as usize).is_some_and(|s| s.is_some())
+    }
+    pub fn len(&self) -> usize {
+        self.live
+    }
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (I, &T)> {
+        self.items.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|v| (I::from_index(i as u32), v)))
+    }
+}
+
+impl<I: ArenaId, T> std::ops::Index<I> for Arena<I, T> {
+    type Output = T;
+    fn index(&self, id: I) -> &T {
+        self.items[id.index() as usize].as_ref().expect("stale arena id")
+    }
+}
+impl<I: ArenaId, T> std::ops::IndexMut<I> for Arena<I, T> {
+    fn index_mut(&mut self, id: I) -> &mut T {
+        self.items[id.index() as usize].as_mut().expect("stale arena id")
+    }
+}

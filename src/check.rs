@@ -1,0 +1,288 @@
+//! The invariant checker: everything the kernel relies on, checked over the whole machine.
+//!
+//! - VMAs are sorted, non-overlapping, page aligned and filed under their start.
+//! - anon_vma bookkeeping: chains, interval-tree keys, `num_active_vmas`, `num_children`,
+//!   refcounts, root and parent links.
+//! - Page tables only map inside VMAs; huge leaves are aligned and inside one VMA.
+//! - Mapcounts equal the page-table references; no folio is leaked or freed while used.
+//! - rmap reaches every mapping of every anon folio at the address its index implies.
+//! - PageAnonExclusive pages are mapped once; a writable PTE of a COW mapping maps an
+//!   exclusive page.
+//! - File pages sit in their inode's page cache at their index.
+
+use std::collections::HashMap;
+
+use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::mm::System;
+use crate::pagetable::{Pmd, Pte, PteFlags};
+use crate::rmap::AnonVmaId;
+use crate::types::{PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PgOff, VirtAddr};
+use crate::vma::VmaId;
+
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)*) => {
+        if !$cond {
+            return Err(format!($($fmt)*));
+        }
+    };
+}
+
+impl System {
+    /// Check every invariant; the error names the first one broken.
+    pub fn check(&self) -> Result<(), String> {
+        self.check_vmas()?;
+        self.check_anon_vmas()?;
+        self.check_pages()?;
+        Ok(())
+    }
+
+    fn check_vmas(&self) -> Result<(), String> {
+        let mut linked = 0;
+        for (mmid, mm) in self.mms.iter() {
+            let mut last_end = 0;
+            for (&start, e) in &mm.vmas {
+                let v = &self.vmas[e.id];
+                linked += 1;
+                ensure!(v.mm == mmid, "VMA {:?} filed in the wrong mm", e.id);
+                ensure!(v.start.0 == start && v.end.0 == e.end, "VMA {:?} filed under a stale range", e.id);
+                ensure!(v.start < v.end, "empty VMA at {:#x}", start);
+                ensure!(v.start.is_page_aligned() && v.end.is_page_aligned(), "unaligned VMA {:#x}", start);
+                ensure!(v.start.0 >= last_end, "VMAs overlap at {:#x}", start);
+                last_end = v.end.0;
+                if let Some(av) = v.anon_vma {
+                    ensure!(self.anon_vmas.contains(av), "VMA {:#x} points to a freed anon_vma", start);
+                    ensure!(
+                        v.chain.iter().any(|&c| self.avcs[c].anon_vma == av),
+                        "VMA {:#x}: its anon_vma is not in its chain",
+                        start
+                    );
+                } else {
+                    ensure!(v.chain.is_empty(), "unfaulted VMA {:#x} has chains", start);
+                }
+                for &c in &v.chain {
+                    let avc = &self.avcs[c];
+                    ensure!(avc.vma == e.id, "chain of VMA {:#x} points to another VMA", start);
+                    ensure!(avc.key == v.pgoff.0, "chain of VMA {:#x} filed under a stale pgoff", start);
+                    ensure!(
+                        self.anon_vmas[avc.anon_vma].tree.contains(&(avc.key, c)),
+                        "chain of VMA {:#x} missing from its anon_vma's tree",
+                        start
+                    );
+                }
+                if let Some(f) = v.file {
+                    ensure!(self.fs.files.contains(f), "VMA {:#x} holds a closed file", start);
+                }
+            }
+        }
+        ensure!(linked == self.vmas.len(), "{} VMAs allocated but {} linked (leak)", self.vmas.len(), linked);
+        for (_, p) in self.procs.iter() {
+            ensure!(self.mms.contains(p.mm), "process uses a freed mm");
+        }
+        Ok(())
+    }
+
+    fn check_anon_vmas(&self) -> Result<(), String> {
+        let mut active: HashMap<AnonVmaId, u32> = HashMap::new();
+        for (_, v) in self.vmas.iter() {
+            if let Some(av) = v.anon_vma {
+                *active.entry(av).or_default() += 1;
+            }
+        }
+        let mut children: HashMap<AnonVmaId, u32> = HashMap::new();
+        let mut descendants: HashMap<AnonVmaId, u32> = HashMap::new();
+        for (id, a) in self.anon_vmas.iter() {
+            ensure!(self.anon_vmas.contains(a.root), "anon_vma {id:?}: freed root");
+            ensure!(self.anon_vmas.contains(a.parent), "anon_vma {id:?}: freed parent");
+            ensure!(self.anon_vmas[a.root].root == a.root, "anon_vma {id:?}: root is not a root");
+            if id != a.root {
+                *descendants.entry(a.root).or_default() += 1;
+            }
+            if !a.tree.is_empty() {
+                *children.entry(a.parent).or_default() += 1;
+            }
+            for &(key, c) in &a.tree {
+                ensure!(self.avcs.contains(c), "anon_vma {id:?}: tree holds a freed chain");
+                ensure!(
+                    self.avcs[c].anon_vma == id && self.avcs[c].key == key,
+                    "anon_vma {id:?}: misfiled chain"
+                );
+            }
+        }
+        let mut chained = 0;
+        for (id, a) in self.anon_vmas.iter() {
+            chained += a.tree.len();
+            let act = active.get(&id).copied().unwrap_or(0);
+            ensure!(
+                a.num_active_vmas == act,
+                "anon_vma {id:?}: num_active_vmas {} but {} VMAs",
+                a.num_active_vmas,
+                act
+            );
+            let ch = children.get(&id).copied().unwrap_or(0);
+            ensure!(
+                a.num_children == ch,
+                "anon_vma {id:?}: num_children {} but {} expected",
+                a.num_children,
+                ch
+            );
+            let rc = u32::from(!a.tree.is_empty())
+                + if a.root == id { descendants.get(&id).copied().unwrap_or(0) } else { 0 };
+            ensure!(a.refcount == rc, "anon_vma {id:?}: refcount {} but {} expected", a.refcount, rc);
+            ensure!(a.refcount > 0, "anon_vma {id:?}: alive with no reference");
+        }
+        ensure!(
+            chained == self.avcs.len(),
+            "{} chains allocated but {} filed (leak)",
+            self.avcs.len(),
+            chained
+        );
+        Ok(())
+    }
+
+    fn check_pages(&self) -> Result<(), String> {
+        // (folio, page) -> PTE mappings; folio -> PMD mappings.
+        let mut pte_maps: HashMap<(FolioId, u16), u32> = HashMap::new();
+        let mut pmd_maps: HashMap<FolioId, u32> = HashMap::new();
+        for (mmid, mm) in self.mms.iter() {
+            for (&key, pmd) in &mm.pt.pmds {
+                let base = VirtAddr(key << PMD_SHIFT);
+                match pmd {
+                    Pmd::Huge { folio, flags } => {
+                        let vma = mm.vma_lookup(base);
+                        ensure!(
+                            vma.is_some_and(|v| self.vmas[v].end.0 >= base.0 + PMD_SIZE),
+                            "huge PMD at {base:?} not inside one VMA"
+                        );
+                        ensure!(self.folios.contains(*folio), "huge PMD at {base:?} maps a freed folio");
+                        if *folio == HUGE_ZERO_FOLIO {
+                            ensure!(!flags.contains(PteFlags::WRITE), "writable huge zero page at {base:?}");
+                            continue;
+                        }
+                        ensure!(
+                            self.folios[*folio].nr_pages() == 512,
+                            "huge PMD at {base:?} maps a small folio"
+                        );
+                        *pmd_maps.entry(*folio).or_default() += 1;
+                        self.check_anon_mapping(mmid, vma.expect("vma"), base, *folio, 0, *flags, 512)?;
+                    }
+                    Pmd::Table(t) => {
+                        let used = t.ptes.iter().filter(|p| !p.is_none()).count();
+                        ensure!(used == t.used as usize, "PTE table at {base:?} miscounts its entries");
+                        for (i, pte) in t.ptes.iter().enumerate() {
+                            let a = base.plus(i as u64 * PAGE_SIZE);
+                            if pte.is_none() {
+                                continue;
+                            }
+                            let Some(vma) = mm.vma_lookup(a) else {
+                                return Err(format!("PTE at {a:?} outside any VMA"));
+                            };
+                            if let Pte::Present { folio, sub, flags } = *pte {
+                                ensure!(self.folios.contains(folio), "PTE at {a:?} maps a freed folio");
+                                ensure!(
+                                    (sub as u64) < self.folios[folio].nr_pages(),
+                                    "PTE at {a:?} maps past its folio"
+                                );
+                                if folio == ZERO_FOLIO {
+                                    ensure!(!flags.contains(PteFlags::WRITE), "writable zero page at {a:?}");
+                                    continue;
+                                }
+                                *pte_maps.entry((folio, sub)).or_default() += 1;
+                                self.check_anon_mapping(mmid, vma, a, folio, sub, flags, 1)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut cached: HashMap<FolioId, u32> = HashMap::new();
+        for (ino, inode) in self.fs.inodes.iter() {
+            for (&idx, &f) in &inode.cache {
+                ensure!(self.folios.contains(f), "page cache holds a freed folio");
+                let fo = &self.folios[f];
+                ensure!(
+                    fo.mapping == Mapping::File(ino) && fo.index == PgOff(idx),
+                    "page cache folio misfiled"
+                );
+                *cached.entry(f).or_default() += 1;
+            }
+        }
+        for (id, f) in self.folios.iter() {
+            if id == ZERO_FOLIO || id == HUGE_ZERO_FOLIO {
+                continue;
+            }
+            for (i, p) in f.pages.iter().enumerate() {
+                let m = pte_maps.get(&(id, i as u16)).copied().unwrap_or(0);
+                ensure!(p.mapcount == m, "folio {id:?} page {i}: mapcount {} but {} PTEs", p.mapcount, m);
+                if p.anon_exclusive {
+                    ensure!(
+                        f.page_mapcount(i) <= 1,
+                        "folio {id:?} page {i}: exclusive but mapped {} times",
+                        f.page_mapcount(i)
+                    );
+                }
+            }
+            let e = pmd_maps.get(&id).copied().unwrap_or(0);
+            ensure!(
+                f.entire_mapcount == e,
+                "folio {id:?}: entire_mapcount {} but {} PMDs",
+                f.entire_mapcount,
+                e
+            );
+            let c = cached.get(&id).copied().unwrap_or(0);
+            ensure!(
+                f.extra_refs >= c + f.pincount,
+                "folio {id:?}: fewer references than cache and pins hold"
+            );
+            ensure!(f.refcount() > 0, "folio {id:?} leaked: nothing references it");
+        }
+        Ok(())
+    }
+
+    /// One mapping of `folio` page `sub` at `a` in `vma`: rmap must find it there.
+    #[allow(clippy::too_many_arguments)]
+    fn check_anon_mapping(
+        &self,
+        mm: crate::mm::MmId,
+        vma: VmaId,
+        a: VirtAddr,
+        folio: FolioId,
+        sub: u16,
+        flags: PteFlags,
+        nr: u64,
+    ) -> Result<(), String> {
+        let f = &self.folios[folio];
+        let v = &self.vmas[vma];
+        match f.mapping {
+            Mapping::Anon(av) => {
+                ensure!(self.anon_vmas.contains(av), "folio at {a:?} points to a freed anon_vma");
+                ensure!(v.anon_vma.is_some(), "anon page at {a:?} in an unfaulted VMA");
+                let want = f.index.plus(sub as u64);
+                ensure!(
+                    v.linear_page_index(a) == want,
+                    "folio at {a:?} has index {:#x} but the VMA maps {:#x} there",
+                    want.0,
+                    v.linear_page_index(a).0
+                );
+                let found = self.anon_vmas[av].tree.iter().any(|&(_, c)| self.avcs[c].vma == vma);
+                ensure!(found, "rmap of the folio at {a:?} (mm {mm:?}) does not reach its VMA");
+                if flags.contains(PteFlags::WRITE) && v.is_cow_mapping() {
+                    let excl = (0..nr).all(|i| f.pages[sub as usize + i as usize].anon_exclusive);
+                    ensure!(excl, "writable PTE at {a:?} maps a shared anon page");
+                }
+            }
+            Mapping::File(ino) => {
+                let Some(file) = v.file else {
+                    return Err(format!("file page at {a:?} in an anonymous VMA"));
+                };
+                ensure!(self.fs.files[file].inode == ino, "file page at {a:?} from another file");
+                ensure!(v.linear_page_index(a) == f.index, "file page at {a:?} at the wrong offset");
+                ensure!(
+                    !(flags.contains(PteFlags::WRITE) && v.is_cow_mapping()),
+                    "writable file page in a private mapping at {a:?}"
+                );
+            }
+            Mapping::None => return Err(format!("page at {a:?} has no mapping")),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,393 @@
+//! Page faults (mm/memory.c, mm/huge_memory.c): `handle_mm_fault` with the zero page,
+//! anonymous write faults (`do_anonymous_page`), huge PMD faults
+//! (`do_huge_pmd_anonymous_page`, `do_huge_pmd_wp_page`), file faults with fault-around
+//! (`do_read_fault`, `do_cow_fault`, `do_shared_fault`) and copy-on-write (`do_wp_page`,
+//! `wp_can_reuse_anon_folio`, `wp_page_copy`).
+
+use crate::errno::Signal;
+use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::fs::InodeId;
+use crate::mm::{MmId, System, ThpMode};
+use crate::pagetable::{Pmd, Pte, PteFlags, Walk, pmd_index, pte_index};
+use crate::types::{HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, PgOff, Pid, VirtAddr, page_align};
+use crate::vma::{VmFlags, VmaId};
+
+/// `fault_around_bytes` (64 KiB) in pages.
+const FAULT_AROUND_PAGES: u64 = 16;
+
+impl System {
+    /// The `touch` pseudo-call: fault every page of `[addr, addr + len)` by reading or
+    /// writing one byte (a write stores `tag_of(page)`). If any page would raise a signal,
+    /// nothing is touched and the signal is returned.
+    pub fn touch(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        len: u64,
+        write: bool,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) -> Result<Result<(), Signal>, crate::errno::Errno> {
+        let mm = self.mm_of(pid)?;
+        if len == 0 {
+            return Ok(Ok(()));
+        }
+        let start = VirtAddr(addr).page_down();
+        let Some(end) = addr.checked_add(len).and_then(page_align) else { return Ok(Err(Signal::SIGSEGV)) };
+        // Check every page first: a program would fault page by page, but a script step is
+        // all-or-nothing so that the oracle and the model agree on what a signal leaves.
+        let mut a = start;
+        while a.0 < end {
+            let Some(vma) = self.mms[mm].vma_lookup(a) else { return Ok(Err(Signal::SIGSEGV)) };
+            if let Some(sig) = self.access_error(vma, a, write) {
+                return Ok(Err(sig));
+            }
+            a = a.plus(PAGE_SIZE);
+        }
+        let mut a = start;
+        while a.0 < end {
+            let vma = self.mms[mm].vma_lookup(a).expect("checked");
+            self.handle_mm_fault(mm, vma, a, write);
+            if write {
+                self.set_page_tag(mm, a, tag_of(a.0));
+            }
+            a = a.plus(PAGE_SIZE);
+        }
+        Ok(Ok(()))
+    }
+
+    /// x86 `access_error` plus the SIGBUS of a file page beyond EOF.
+    fn access_error(&self, vma: VmaId, a: VirtAddr, write: bool) -> Option<Signal> {
+        let v = &self.vmas[vma];
+        if write {
+            if !v.flags.contains(VmFlags::WRITE) {
+                return Some(Signal::SIGSEGV);
+            }
+        } else if !v.flags.intersects(VmFlags::READ | VmFlags::WRITE | VmFlags::EXEC) {
+            return Some(Signal::SIGSEGV);
+        }
+        if let Some(f) = v.file {
+            let inode = self.fs.files[f].inode;
+            if v.linear_page_index(a).0 >= self.fs.size_pages(inode) {
+                // A present page stays accessible (a truncate would have unmapped it).
+                if matches!(self.mms[v.mm].pt.walk(a), Walk::Pte(Pte::Present { .. }) | Walk::Huge { .. }) {
+                    return None;
+                }
+                return Some(Signal::SIGBUS);
+            }
+        }
+        None
+    }
+
+    /// Store a tag in the page mapped at `a` (after a write fault made it writable).
+    fn set_page_tag(&mut self, mm: MmId, a: VirtAddr, tag: u64) {
+        let (folio, sub) = match self.mms[mm].pt.walk(a) {
+            Walk::Pte(Pte::Present { folio, sub, .. }) => (folio, sub),
+            Walk::Huge { folio, sub, .. } => (folio, sub),
+            w => panic!("write fault left no page at {a:?}: {w:?}"),
+        };
+        debug_assert!(folio != ZERO_FOLIO && folio != HUGE_ZERO_FOLIO);
+        self.folios[folio].pages[sub as usize].tag = tag;
+    }
+
+    /// `thp_vma_allowable_order` + `thp_vma_suitable_order` for a PMD fault at `a`.
+    fn thp_fault_allowed(&self, vma: VmaId, a: VirtAddr) -> bool {
+        let v = &self.vmas[vma];
+        if !v.is_anonymous() || v.flags.contains(VmFlags::NOHUGEPAGE) || v.flags.intersects(VmFlags::SPECIAL)
+        {
+            return false;
+        }
+        let enabled = match self.cfg.thp {
+            ThpMode::Always => true,
+            ThpMode::Madvise => v.flags.contains(VmFlags::HUGEPAGE),
+            ThpMode::Never => false,
+        };
+        let h = a.pmd_down();
+        enabled && h >= v.start && h.0 + PMD_SIZE <= v.end.0
+    }
+
+    /// `handle_mm_fault` for one page.
+    pub fn handle_mm_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
+        self.stats.faults += 1;
+        match self.mms[mm].pt.walk(a) {
+            Walk::NoTable if self.thp_fault_allowed(vma, a) => {
+                self.do_huge_pmd_anonymous_page(mm, vma, a, write)
+            }
+            Walk::Huge { folio, sub, flags } => {
+                if write && !flags.contains(PteFlags::WRITE) {
+                    self.do_huge_pmd_wp_page(mm, vma, a, folio, sub);
+                } else if write && let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+                    *f |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                }
+            }
+            Walk::NoTable | Walk::Pte(Pte::None) => {
+                if self.vmas[vma].is_anonymous() {
+                    self.do_anonymous_page(mm, vma, a, write);
+                } else if !write {
+                    self.do_read_fault(mm, vma, a);
+                } else if self.vmas[vma].flags.contains(VmFlags::SHARED) {
+                    self.do_shared_fault(mm, vma, a);
+                } else {
+                    self.do_cow_fault(mm, vma, a);
+                }
+            }
+            Walk::Pte(Pte::Present { flags, .. }) => {
+                if write {
+                    if flags.contains(PteFlags::WRITE) {
+                        if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+                            *f |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                        }
+                    } else {
+                        self.do_wp_page(mm, vma, a);
+                    }
+                }
+            }
+            Walk::Pte(Pte::Swap { .. }) | Walk::Pte(Pte::Migration { .. }) => {
+                self.do_swap_page(mm, vma, a);
+                if write {
+                    self.handle_mm_fault(mm, vma, a, true);
+                }
+            }
+        }
+    }
+
+    /// Swap-in and migration waits (modelled with the swap device).
+    fn do_swap_page(&mut self, _mm: MmId, _vma: VmaId, _a: VirtAddr) {
+        unimplemented!("swap entries are not produced yet")
+    }
+
+    fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
+        let mut f = PteFlags::ACCESSED;
+        if write && self.vmas[vma].flags.contains(VmFlags::WRITE) {
+            f |= PteFlags::WRITE | PteFlags::DIRTY;
+        }
+        f
+    }
+
+    /// `do_anonymous_page`: a read maps the zero page; a write allocates an exclusive folio.
+    fn do_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
+        if !write {
+            self.mms[mm].pt.set_pte(a, Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: PteFlags::ACCESSED });
+            return;
+        }
+        self.anon_vma_prepare(vma);
+        let folio = self.folio_alloc(0);
+        self.folio_add_new_anon_rmap(folio, vma, a, false);
+        let flags = self.new_pte_flags(vma, true);
+        self.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
+    }
+
+    /// `do_huge_pmd_anonymous_page`: the huge zero folio for reads, a new THP for writes.
+    fn do_huge_pmd_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
+        let h = a.pmd_down();
+        if !write && self.cfg.thp_use_zero_page {
+            self.mms[mm]
+                .pt
+                .pmds
+                .insert(pmd_index(h), Pmd::Huge { folio: HUGE_ZERO_FOLIO, flags: PteFlags::ACCESSED });
+            return;
+        }
+        self.map_new_thp(mm, vma, h, write);
+    }
+
+    fn map_new_thp(&mut self, mm: MmId, vma: VmaId, h: VirtAddr, write: bool) {
+        self.anon_vma_prepare(vma);
+        let folio = self.folio_alloc(HPAGE_PMD_ORDER);
+        self.stats.thp_allocated += 1;
+        self.folio_add_new_anon_rmap(folio, vma, h, true);
+        let mut flags = self.new_pte_flags(vma, true);
+        if !write {
+            flags -= PteFlags::DIRTY;
+        }
+        self.mms[mm].pt.pmds.insert(pmd_index(h), Pmd::Huge { folio, flags });
+    }
+
+    /// `do_huge_pmd_wp_page`: a write to a read-only PMD. The huge zero folio is replaced
+    /// by a new THP; an exclusive THP is reused; anything else is split and handled per PTE.
+    fn do_huge_pmd_wp_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, folio: FolioId, sub: u16) {
+        let h = a.pmd_down();
+        if folio == HUGE_ZERO_FOLIO {
+            self.mms[mm].pt.pmds.remove(&pmd_index(h));
+            self.map_new_thp(mm, vma, h, true);
+            return;
+        }
+        let f = &self.folios[folio];
+        let reuse = f.pages[sub as usize].anon_exclusive || (f.refcount() == 1 && f.is_anon());
+        if reuse {
+            self.folio_move_anon_rmap(folio, vma);
+            self.folios[folio].pages[sub as usize].anon_exclusive = true;
+            if let Some(fl) = self.mms[mm].pt.pte_flags_mut(a) {
+                *fl |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
+            }
+            return;
+        }
+        self.split_huge_pmd(mm, a);
+        self.do_wp_page(mm, vma, a);
+    }
+
+    /// `do_wp_page`: a write to a present, write-protected PTE.
+    fn do_wp_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+        let Pte::Present { folio, sub, .. } = self.mms[mm].pt.get_pte(a) else { unreachable!() };
+        if self.vmas[vma].flags.contains(VmFlags::SHARED) && folio != ZERO_FOLIO {
+            // wp_page_shared: the page cache page becomes writable in place.
+            self.make_pte_writable(mm, a);
+            return;
+        }
+        if folio != ZERO_FOLIO && self.folios[folio].is_anon() {
+            let excl = self.folios[folio].pages[sub as usize].anon_exclusive;
+            if excl || self.wp_can_reuse_anon_folio(folio, vma) {
+                self.folios[folio].pages[sub as usize].anon_exclusive = true;
+                self.stats.cow_reuses += 1;
+                self.make_pte_writable(mm, a);
+                return;
+            }
+        }
+        self.wp_page_copy(mm, vma, a, folio, sub);
+    }
+
+    fn make_pte_writable(&mut self, mm: MmId, a: VirtAddr) {
+        if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+            *f |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
+        }
+    }
+
+    /// `wp_can_reuse_anon_folio`: our mapping holds the only reference.
+    fn wp_can_reuse_anon_folio(&mut self, folio: FolioId, vma: VmaId) -> bool {
+        let f = &self.folios[folio];
+        if f.is_large() {
+            // __wp_can_reuse_large_anon_folio (6.15+): all references are mappings, all in
+            // this mm, and more than one page is mapped.
+            let mapcount = f.total_mapcount();
+            if mapcount <= 1 || f.entire_mapcount > 0 || mapcount != f.refcount() {
+                return false;
+            }
+            let mm = self.vmas[vma].mm;
+            if self.folio_mapped_in_other_mm(folio, mm) {
+                return false;
+            }
+            self.folio_move_anon_rmap(folio, vma);
+            return true;
+        }
+        if f.refcount() != 1 {
+            return false;
+        }
+        self.folio_move_anon_rmap(folio, vma);
+        true
+    }
+
+    /// Whether any mapping of the folio is outside `mm` (the `_mm_ids` shared bit).
+    fn folio_mapped_in_other_mm(&self, folio: FolioId, mm: MmId) -> bool {
+        let nr = self.folios[folio].nr_pages();
+        let index = self.folios[folio].index;
+        for hit in self.rmap_walk_anon(folio) {
+            let v = &self.vmas[hit.vma];
+            if v.mm == mm {
+                continue;
+            }
+            for i in 0..nr {
+                let Some(a) = v.address_of(index.plus(i), 1) else { continue };
+                if let Walk::Pte(Pte::Present { folio: f, .. }) | Walk::Huge { folio: f, .. } =
+                    self.mms[v.mm].pt.walk(a)
+                    && f == folio
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// `wp_page_copy`: a new exclusive anon page with the old page's contents.
+    fn wp_page_copy(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, old: FolioId, sub: u16) {
+        self.anon_vma_prepare(vma);
+        let tag = if old == ZERO_FOLIO { 0 } else { self.folios[old].pages[sub as usize].tag };
+        let new = self.folio_alloc(0);
+        self.folios[new].pages[0].tag = tag;
+        self.folio_add_new_anon_rmap(new, vma, a, false);
+        let flags = self.new_pte_flags(vma, true);
+        self.mms[mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
+        self.folio_remove_rmap_pte(old, sub);
+        self.stats.cow_copies += 1;
+    }
+
+    /// Find or create the page-cache folio at `index` of `inode` (`filemap_fault`,
+    /// `shmem_fault`): a hole reads as zeroes.
+    fn page_cache_get(&mut self, inode: InodeId, index: PgOff) -> FolioId {
+        if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0) {
+            return f;
+        }
+        let f = self.folio_alloc(0);
+        let fo = &mut self.folios[f];
+        fo.mapping = Mapping::File(inode);
+        fo.index = index;
+        fo.extra_refs = 1;
+        self.fs.inodes[inode].cache.insert(index.0, f);
+        f
+    }
+
+    fn vma_inode(&self, vma: VmaId) -> InodeId {
+        self.fs.files[self.vmas[vma].file.expect("file vma")].inode
+    }
+
+    fn map_file_page(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, flags: PteFlags) {
+        self.folios[folio].pages[0].mapcount += 1;
+        self.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
+    }
+
+    /// `do_read_fault`: map cached pages around the fault (`do_fault_around`,
+    /// `filemap_map_pages`), then the faulting page itself.
+    fn do_read_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+        let inode = self.vma_inode(vma);
+        let (vstart, vpages, vpgoff) = {
+            let v = &self.vmas[vma];
+            (v.start, v.pages(), v.pgoff)
+        };
+        let shared = self.vmas[vma].flags.contains(VmFlags::SHARED);
+        let ro = if shared { self.new_pte_flags(vma, false) } else { PteFlags::ACCESSED };
+        let pte_off = pte_index(a) as u64;
+        let vma_off = vstart.pages_to(a);
+        let from = (pte_off - pte_off % FAULT_AROUND_PAGES).max(pte_off - pte_off.min(vma_off));
+        let to = (from + FAULT_AROUND_PAGES).min(PTRS_PER_PTE as u64).min(pte_off + vpages - vma_off) - 1;
+        let file_end = self.fs.size_pages(inode);
+        let base = a.0 - pte_off * PAGE_SIZE;
+        for i in from..=to {
+            let pa = VirtAddr(base + i * PAGE_SIZE);
+            let index = vpgoff.plus(vstart.pages_to(pa));
+            if index.0 >= file_end || !self.mms[mm].pt.get_pte(pa).is_none() {
+                continue;
+            }
+            if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0) {
+                self.map_file_page(mm, pa, f, ro);
+            }
+        }
+        if self.mms[mm].pt.get_pte(a).is_none() {
+            let index = vpgoff.plus(vma_off);
+            let f = self.page_cache_get(inode, index);
+            self.map_file_page(mm, a, f, ro);
+        }
+    }
+
+    /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
+    fn do_shared_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+        let inode = self.vma_inode(vma);
+        let index = self.vmas[vma].linear_page_index(a);
+        let f = self.page_cache_get(inode, index);
+        let flags = self.new_pte_flags(vma, true);
+        self.map_file_page(mm, a, f, flags);
+    }
+
+    /// `do_cow_fault`: write to a private file mapping copies the cache page into a new
+    /// anonymous page.
+    fn do_cow_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+        let inode = self.vma_inode(vma);
+        let index = self.vmas[vma].linear_page_index(a);
+        let src = self.page_cache_get(inode, index);
+        let tag = self.folios[src].pages[0].tag;
+        self.anon_vma_prepare(vma);
+        let new = self.folio_alloc(0);
+        self.folios[new].pages[0].tag = tag;
+        self.folio_add_new_anon_rmap(new, vma, a, false);
+        let flags = self.new_pte_flags(vma, true);
+        self.mms[mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
+        self.folio_put_if_unused(src);
+    }
+}

@@ -1,0 +1,188 @@
+//! fork, exit and exec (kernel/fork.c, mm/mmap.c): `dup_mmap` with `anon_vma_fork` and
+//! `copy_page_range` (`copy_present_ptes`, `copy_huge_pmd`), `exit_mmap`, and the fresh mm
+//! of `execve`.
+
+use crate::errno::{Errno, KResult};
+use crate::folio::{HUGE_ZERO_FOLIO, ZERO_FOLIO};
+use crate::mm::{Mm, MmId, Process, System};
+use crate::pagetable::{Pmd, Pte, PteFlags, pmd_index};
+use crate::types::{PAGE_SIZE, Pid, VirtAddr};
+use crate::vma::{VmFlags, VmaId};
+
+impl System {
+    /// fork(2): a child with a copy of the parent's address space and descriptors.
+    pub fn sys_fork(&mut self, parent: Pid, child: Pid) -> KResult<u64> {
+        let pmm = self.mm_of(parent)?;
+        if self.procs.contains_key(&child) {
+            return Err(Errno::EEXIST);
+        }
+        let cmm = self.dup_mmap(pmm);
+        let fds = self.procs[&parent].fds.clone();
+        for &f in fds.values() {
+            self.fs.files[f].refs += 1;
+        }
+        self.procs.insert(child, Process { mm: cmm, fds });
+        Ok(child.0 as u64)
+    }
+
+    /// A thread or CLONE_VM child: shares the mm and the descriptors' files.
+    pub fn sys_clone_vm(&mut self, parent: Pid, child: Pid) -> KResult<u64> {
+        let mm = self.mm_of(parent)?;
+        if self.procs.contains_key(&child) {
+            return Err(Errno::EEXIST);
+        }
+        let fds = self.procs[&parent].fds.clone();
+        for &f in fds.values() {
+            self.fs.files[f].refs += 1;
+        }
+        self.mms[mm].users += 1;
+        self.procs.insert(child, Process { mm, fds });
+        Ok(child.0 as u64)
+    }
+
+    /// `dup_mmap`.
+    fn dup_mmap(&mut self, pmm: MmId) -> MmId {
+        let mut m = Mm::new(&self.cfg);
+        m.brk = self.mms[pmm].brk;
+        m.start_brk = self.mms[pmm].start_brk;
+        m.mmap_base = self.mms[pmm].mmap_base;
+        m.total_vm = self.mms[pmm].total_vm;
+        let cmm = self.mms.alloc(m);
+        let pvmas: Vec<VmaId> = self.mms[pmm].vmas.values().map(|e| e.id).collect();
+        for pv in pvmas {
+            let pflags = self.vmas[pv].flags;
+            if pflags.contains(VmFlags::DONTCOPY) {
+                let pages = self.vmas[pv].pages();
+                self.mms[cmm].total_vm -= pages.min(self.mms[cmm].total_vm);
+                continue;
+            }
+            let mut v = self.vmas[pv].clone();
+            v.mm = cmm;
+            v.chain = Vec::new();
+            v.flags -= VmFlags::LOCKED_MASK;
+            if let Some(f) = v.file {
+                self.fs.files[f].refs += 1;
+            }
+            let wipe = pflags.contains(VmFlags::WIPEONFORK);
+            if wipe {
+                v.anon_vma = None;
+            }
+            let cv = self.vma_link(v);
+            if !wipe {
+                self.anon_vma_fork(cv, pv);
+                // vma_needs_copy: only VMAs with an anon_vma (or PFN maps) copy their
+                // page tables; the rest fault in lazily.
+                if self.vmas[pv].anon_vma.is_some() {
+                    self.copy_page_range(pmm, cmm, pv, cv);
+                }
+            }
+        }
+        cmm
+    }
+
+    /// `copy_page_range`: share every present page with the child, write-protecting both
+    /// sides of a COW mapping and clearing PageAnonExclusive. A pinned exclusive page is
+    /// copied for the child at once (`copy_present_page`).
+    fn copy_page_range(&mut self, pmm: MmId, cmm: MmId, pv: VmaId, cv: VmaId) {
+        let (start, end) = (self.vmas[pv].start, self.vmas[pv].end);
+        let cow = self.vmas[pv].is_cow_mapping();
+        let shared = self.vmas[pv].flags.contains(VmFlags::SHARED);
+        for (a, folio, flags) in self.mms[pmm].pt.huge_in(start, end) {
+            // copy_huge_pmd
+            let mut f = flags;
+            if cow {
+                f -= PteFlags::WRITE;
+                if let Some(pf) = self.mms[pmm].pt.pte_flags_mut(a) {
+                    *pf -= PteFlags::WRITE;
+                }
+            }
+            if folio != HUGE_ZERO_FOLIO {
+                let fo = &mut self.folios[folio];
+                fo.entire_mapcount += 1;
+                for p in fo.pages.iter_mut() {
+                    p.anon_exclusive = false;
+                }
+            }
+            self.mms[cmm].pt.pmds.insert(pmd_index(a), Pmd::Huge { folio, flags: f - PteFlags::ACCESSED });
+        }
+        for (a, pte) in self.mms[pmm].pt.ptes_in(start, end) {
+            let child_pte = match pte {
+                Pte::Present { folio, sub, flags } => {
+                    let mut cf = flags - PteFlags::ACCESSED;
+                    if shared {
+                        cf -= PteFlags::DIRTY;
+                    }
+                    if folio != ZERO_FOLIO {
+                        let anon = self.folios[folio].is_anon();
+                        if anon && self.folios[folio].pincount > 0 {
+                            // folio_try_dup_anon_rmap_pte fails: copy now.
+                            let tag = self.folios[folio].pages[sub as usize].tag;
+                            let new = self.folio_alloc(0);
+                            self.folios[new].pages[0].tag = tag;
+                            self.folio_add_new_anon_rmap(new, cv, a, false);
+                            self.mms[cmm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
+                            continue;
+                        }
+                        let fo = &mut self.folios[folio];
+                        fo.pages[sub as usize].mapcount += 1;
+                        if anon {
+                            fo.pages[sub as usize].anon_exclusive = false;
+                        }
+                    }
+                    if cow && flags.contains(PteFlags::WRITE) {
+                        cf -= PteFlags::WRITE;
+                        if let Some(pf) = self.mms[pmm].pt.pte_flags_mut(a) {
+                            *pf -= PteFlags::WRITE;
+                        }
+                    }
+                    Pte::Present { folio, sub, flags: cf }
+                }
+                other => other,
+            };
+            self.mms[cmm].pt.set_pte(a, child_pte);
+        }
+    }
+
+    /// exit_group(2): the process goes; its mm goes with its last user (`exit_mmap`), and
+    /// its descriptors are closed.
+    pub fn sys_exit(&mut self, pid: Pid) -> KResult<()> {
+        let p = self.procs.remove(&pid).ok_or(Errno::ESRCH)?;
+        for f in p.fds.into_values() {
+            self.fput(f);
+        }
+        self.mm_put(p.mm);
+        Ok(())
+    }
+
+    /// Drop a user of an mm; the last one tears it down (`exit_mmap`).
+    fn mm_put(&mut self, mm: MmId) {
+        self.mms[mm].users -= 1;
+        if self.mms[mm].users > 0 {
+            return;
+        }
+        let vmas: Vec<VmaId> = self.mms[mm].vmas.values().map(|e| e.id).collect();
+        for &v in &vmas {
+            let (s, e) = (self.vmas[v].start, self.vmas[v].end);
+            self.zap_range(mm, s, e);
+        }
+        for v in vmas {
+            self.vma_detach(v);
+            self.vma_free(v);
+        }
+        self.mms.free(mm);
+    }
+
+    /// execve(2): a fresh, empty mm (the new image's mappings come from the trace).
+    pub fn sys_execve(&mut self, pid: Pid) -> KResult<u64> {
+        let old = self.mm_of(pid)?;
+        let mm = self.mms.alloc(Mm::new(&self.cfg));
+        self.procs.get_mut(&pid).expect("pid").mm = mm;
+        self.mm_put(old);
+        Ok(0)
+    }
+
+    /// Every page address of `[start, end)`.
+    pub fn pages_of(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = VirtAddr> {
+        (start.0..end.0).step_by(PAGE_SIZE as usize).map(VirtAddr)
+    }
+}

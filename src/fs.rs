@@ -1,0 +1,260 @@
+//! A small in-model file system: inodes with a page cache, open files (`struct file`, whose
+//! identity is what VMA merging compares), shmem objects for shared anonymous memory, and
+//! the descriptor calls (openat, close, dup, dup2, ftruncate).
+
+use std::collections::BTreeMap;
+
+use crate::abi;
+use crate::arena::{Arena, arena_id};
+use crate::errno::{Errno, KResult};
+use crate::folio::FolioId;
+use crate::mm::System;
+use crate::types::{PAGE_SHIFT, Pid, page_align};
+
+arena_id!(
+    /// An open file description (`struct file`).
+    FileId
+);
+arena_id!(
+    /// An inode.
+    InodeId
+);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InodeKind {
+    /// A regular file, by the path the script named it.
+    Regular { path: String },
+    /// The shmem object behind a shared anonymous mapping (`shmem_zero_setup`).
+    Shmem,
+}
+
+#[derive(Clone, Debug)]
+pub struct Inode {
+    pub kind: InodeKind,
+    /// The number `/proc/pid/maps` shows (in creation order, per kind).
+    pub ino: u64,
+    pub size: u64,
+    /// The page cache: page offset to folio.
+    pub cache: BTreeMap<u64, FolioId>,
+    /// Open files referring to it (a regular file also lives on by its name).
+    pub refs: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct OpenFile {
+    pub inode: InodeId,
+    pub readable: bool,
+    pub writable: bool,
+    /// Descriptors and VMAs holding it (`f_count`).
+    pub refs: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Fs {
+    pub inodes: Arena<InodeId, Inode>,
+    pub files: Arena<FileId, OpenFile>,
+    pub names: BTreeMap<String, InodeId>,
+    next_ino: u64,
+    next_shmem_ino: u64,
+}
+
+impl Fs {
+    /// A new shmem object of `size` bytes and a file open on it.
+    pub fn new_shmem(&mut self, size: u64) -> FileId {
+        self.next_shmem_ino += 1;
+        let inode = self.inodes.alloc(Inode {
+            kind: InodeKind::Shmem,
+            ino: self.next_shmem_ino,
+            size,
+            cache: BTreeMap::new(),
+            refs: 1,
+        });
+        self.files.alloc(OpenFile { inode, readable: true, writable: true, refs: 1 })
+    }
+    pub fn size_pages(&self, inode: InodeId) -> u64 {
+        page_align(self.inodes[inode].size).unwrap_or(u64::MAX) >> PAGE_SHIFT
+    }
+}
+
+impl System {
+    /// `fput`: drop a reference to an open file; the last one closes it, and the last
+    /// reference to a shmem inode frees it and its pages.
+    pub fn fput(&mut self, f: FileId) {
+        let file = &mut self.fs.files[f];
+        file.refs -= 1;
+        if file.refs > 0 {
+            return;
+        }
+        let inode = self.fs.files.free(f).inode;
+        let ino = &mut self.fs.inodes[inode];
+        ino.refs -= 1;
+        if ino.refs == 0 {
+            let ino = self.fs.inodes.free(inode);
+            for (_, folio) in ino.cache {
+                self.page_cache_release(folio);
+            }
+        }
+    }
+
+    fn fd_file(&self, pid: Pid, fd: i64) -> KResult<FileId> {
+        self.procs.get(&pid).ok_or(Errno::ESRCH)?.fds.get(&fd).copied().ok_or(Errno::EBADF)
+    }
+
+    pub fn file_of_fd(&self, pid: Pid, fd: i64) -> KResult<FileId> {
+        self.fd_file(pid, fd)
+    }
+
+    fn install_fd(&mut self, pid: Pid, file: FileId, min: i64) -> KResult<i64> {
+        let p = self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?;
+        let mut fd = min;
+        while p.fds.contains_key(&fd) {
+            fd += 1;
+        }
+        if fd >= 1024 {
+            return Err(Errno::EMFILE);
+        }
+        p.fds.insert(fd, file);
+        Ok(fd)
+    }
+
+    /// `openat` on the model's flat namespace. Descriptors 0–2 are taken by stdio, as in
+    /// any process, so the first file gets 3.
+    pub fn sys_openat(&mut self, pid: Pid, path: &str, flags: u64) -> KResult<i64> {
+        if !self.procs.contains_key(&pid) {
+            return Err(Errno::ESRCH);
+        }
+        if path.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        let inode = match self.fs.names.get(path) {
+            Some(&i) => {
+                if flags & abi::O_CREAT != 0 && flags & abi::O_EXCL != 0 {
+                    return Err(Errno::EEXIST);
+                }
+                i
+            }
+            None => {
+                if flags & abi::O_CREAT == 0 {
+                    return Err(Errno::ENOENT);
+                }
+                self.fs.next_ino += 1;
+                let i = self.fs.inodes.alloc(Inode {
+                    kind: InodeKind::Regular { path: path.to_string() },
+                    ino: self.fs.next_ino,
+                    size: 0,
+                    cache: BTreeMap::new(),
+                    refs: 1, // the name
+                });
+                self.fs.names.insert(path.to_string(), i);
+                i
+            }
+        };
+        let acc = flags & abi::O_ACCMODE;
+        let file = self.fs.files.alloc(OpenFile {
+            inode,
+            readable: acc == abi::O_RDONLY || acc == abi::O_RDWR,
+            writable: acc == abi::O_WRONLY || acc == abi::O_RDWR,
+            refs: 1,
+        });
+        self.fs.inodes[inode].refs += 1;
+        if flags & abi::O_TRUNC != 0 && self.fs.files[file].writable {
+            self.truncate_inode(inode, 0);
+        }
+        match self.install_fd(pid, file, 3) {
+            Ok(fd) => Ok(fd),
+            Err(e) => {
+                self.fput(file);
+                Err(e)
+            }
+        }
+    }
+
+    /// Open a file read-only for an exec-time mapping, creating it (at least `size` bytes)
+    /// if the model has not seen it.
+    pub fn open_for_exec(&mut self, path: &str, size: u64) -> FileId {
+        let inode = match self.fs.names.get(path) {
+            Some(&i) => i,
+            None => {
+                self.fs.next_ino += 1;
+                let i = self.fs.inodes.alloc(Inode {
+                    kind: InodeKind::Regular { path: path.to_string() },
+                    ino: self.fs.next_ino,
+                    size,
+                    cache: BTreeMap::new(),
+                    refs: 1,
+                });
+                self.fs.names.insert(path.to_string(), i);
+                i
+            }
+        };
+        self.fs.inodes[inode].refs += 1;
+        self.fs.files.alloc(OpenFile { inode, readable: true, writable: false, refs: 1 })
+    }
+
+    pub fn sys_close(&mut self, pid: Pid, fd: i64) -> KResult<u64> {
+        let file = self.fd_file(pid, fd)?;
+        self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.fds.remove(&fd);
+        self.fput(file);
+        Ok(0)
+    }
+
+    pub fn sys_dup(&mut self, pid: Pid, fd: i64) -> KResult<i64> {
+        let file = self.fd_file(pid, fd)?;
+        let nfd = self.install_fd(pid, file, 0)?;
+        self.fs.files[file].refs += 1;
+        Ok(nfd)
+    }
+
+    pub fn sys_dup2(&mut self, pid: Pid, old: i64, new: i64) -> KResult<i64> {
+        let file = self.fd_file(pid, old)?;
+        if !(0..1024).contains(&new) {
+            return Err(Errno::EBADF);
+        }
+        if old == new {
+            return Ok(new);
+        }
+        if let Ok(prev) = self.fd_file(pid, new) {
+            self.fput(prev);
+        }
+        self.fs.files[file].refs += 1;
+        self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.fds.insert(new, file);
+        Ok(new)
+    }
+
+    pub fn sys_ftruncate(&mut self, pid: Pid, fd: i64, len: u64) -> KResult<u64> {
+        let file = self.fd_file(pid, fd)?;
+        if (len as i64) < 0 {
+            return Err(Errno::EINVAL);
+        }
+        if !self.fs.files[file].writable {
+            return Err(Errno::EINVAL);
+        }
+        let inode = self.fs.files[file].inode;
+        self.truncate_inode(inode, len);
+        Ok(0)
+    }
+
+    /// Set a file's size; shrinking unmaps and drops the page cache beyond it
+    /// (`truncate_pagecache`), private COW copies stay.
+    pub fn truncate_inode(&mut self, inode: InodeId, size: u64) {
+        let old = self.fs.inodes[inode].size;
+        self.fs.inodes[inode].size = size;
+        if size >= old {
+            return;
+        }
+        let first = page_align(size).unwrap_or(u64::MAX) >> PAGE_SHIFT;
+        let gone: Vec<(u64, FolioId)> =
+            self.fs.inodes[inode].cache.range(first..).map(|(k, v)| (*k, *v)).collect();
+        for (pgoff, folio) in gone {
+            self.unmap_file_folio_everywhere(folio);
+            self.fs.inodes[inode].cache.remove(&pgoff);
+            self.page_cache_release(folio);
+        }
+        // Zero the tail of the last partial page, as truncate does.
+        if size % crate::types::PAGE_SIZE != 0
+            && let Some(&f) = self.fs.inodes[inode].cache.get(&(size >> PAGE_SHIFT))
+        {
+            let _ = f; // tags are per page, a partial zeroing keeps the page's tag
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! madvise(2) and prctl(PR_SET_VMA_ANON_NAME) (mm/madvise.c): `madvise_walk_vmas`,
+//! `madvise_vma_behavior`, `madvise_update_vma`, `madvise_dontneed_free`,
+//! `madvise_set_anon_name`.
+
+use std::rc::Rc;
+
+use crate::abi::*;
+use crate::errno::{Errno, KResult};
+use crate::mm::{MmId, System};
+use crate::types::{PAGE_SIZE, Pid, VirtAddr, page_align};
+use crate::vma::{AnonName, VmFlags, VmaId};
+
+/// `ANON_VMA_NAME_MAX_LEN`.
+const ANON_VMA_NAME_MAX_LEN: usize = 80;
+
+#[derive(Clone, Copy)]
+enum Visit {
+    Behavior(u64),
+    Name,
+}
+
+impl System {
+    /// `madvise_walk_vmas`: apply to each VMA piece of `[start, end)`; a hole gives ENOMEM
+    /// after the mapped parts are done.
+    fn madvise_walk(
+        &mut self,
+        mm: MmId,
+        start: VirtAddr,
+        end: VirtAddr,
+        visit: Visit,
+        name: &AnonName,
+    ) -> KResult<()> {
+        let mut start = start;
+        let mut unmapped_error = Ok(());
+        let mut vma = self.mms[mm].find_vma(start);
+        loop {
+            let Some(v) = vma else { return Err(Errno::ENOMEM) };
+            if start < self.vmas[v].start {
+                unmapped_error = Err(Errno::ENOMEM);
+                start = self.vmas[v].start;
+                if start >= end {
+                    break;
+                }
+            }
+            let tmp = self.vmas[v].end.min(end);
+            let prev_end = match visit {
+                Visit::Behavior(b) => self.madvise_vma_behavior(mm, v, start, tmp, b)?,
+                Visit::Name => self.madvise_vma_anon_name(v, start, tmp, name.clone())?,
+            };
+            start = tmp.max(prev_end);
+            if start >= end {
+                break;
+            }
+            vma = self.mms[mm].find_vma(start);
+        }
+        unmapped_error
+    }
+
+    /// madvise(2).
+    pub fn sys_madvise(&mut self, pid: Pid, start: u64, len_in: u64, behavior: u64) -> KResult<u64> {
+        let mm = self.mm_of(pid)?;
+        let valid = MADV_ADVICE.iter().any(|&(_, v)| v == behavior);
+        if !valid || behavior == MADV_REMOVE && false {
+            return Err(Errno::EINVAL);
+        }
+        if start % PAGE_SIZE != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = page_align(len_in).unwrap_or(0);
+        if len_in != 0 && len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
+        if end == start {
+            return Ok(0);
+        }
+        self.madvise_walk(mm, VirtAddr(start), VirtAddr(end), Visit::Behavior(behavior), &None).map(|_| 0)
+    }
+
+    /// `madvise_vma_behavior` for one VMA piece; returns the end of the VMA now covering it.
+    fn madvise_vma_behavior(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        behavior: u64,
+    ) -> KResult<VirtAddr> {
+        let v = &self.vmas[vma];
+        let mut new = v.flags;
+        match behavior {
+            MADV_DONTNEED | MADV_DONTNEED_LOCKED | MADV_FREE => {
+                let bad = if behavior == MADV_DONTNEED_LOCKED {
+                    VmFlags::PFNMAP | VmFlags::HUGETLB
+                } else {
+                    VmFlags::LOCKED | VmFlags::PFNMAP | VmFlags::HUGETLB
+                };
+                if v.flags.intersects(bad) {
+                    return Err(Errno::EINVAL);
+                }
+                if behavior == MADV_FREE && !v.is_anonymous() {
+                    return Err(Errno::EINVAL);
+                }
+                // MADV_FREE of clean-after-free pages is lazily reclaimed: the model keeps
+                // them mapped, as the kernel does until memory pressure.
+                if behavior != MADV_FREE {
+                    self.zap_range(mm, start, end);
+                }
+                return Ok(end);
+            }
+            MADV_WILLNEED | MADV_COLD | MADV_PAGEOUT | MADV_POPULATE_READ | MADV_POPULATE_WRITE
+            | MADV_COLLAPSE | MADV_REMOVE | MADV_GUARD_INSTALL | MADV_GUARD_REMOVE => {
+                return self.madvise_other(mm, vma, start, end, behavior);
+            }
+            MADV_NORMAL => new -= VmFlags::RAND_READ | VmFlags::SEQ_READ,
+            MADV_SEQUENTIAL => new = (new - VmFlags::RAND_READ) | VmFlags::SEQ_READ,
+            MADV_RANDOM => new = (new - VmFlags::SEQ_READ) | VmFlags::RAND_READ,
+            MADV_DONTFORK => new |= VmFlags::DONTCOPY,
+            MADV_DOFORK => {
+                if v.flags.contains(VmFlags::IO) {
+                    return Err(Errno::EINVAL);
+                }
+                new -= VmFlags::DONTCOPY;
+            }
+            MADV_WIPEONFORK => {
+                if v.file.is_some() || v.flags.contains(VmFlags::SHARED) {
+                    return Err(Errno::EINVAL);
+                }
+                new |= VmFlags::WIPEONFORK;
+            }
+            MADV_KEEPONFORK => new -= VmFlags::WIPEONFORK,
+            MADV_DONTDUMP => new |= VmFlags::DONTDUMP,
+            MADV_DODUMP => {
+                if v.flags.intersects(VmFlags::SPECIAL) {
+                    return Err(Errno::EINVAL);
+                }
+                new -= VmFlags::DONTDUMP;
+            }
+            MADV_HUGEPAGE => new = (new - VmFlags::NOHUGEPAGE) | VmFlags::HUGEPAGE,
+            MADV_NOHUGEPAGE => new = (new - VmFlags::HUGEPAGE) | VmFlags::NOHUGEPAGE,
+            MADV_MERGEABLE => {
+                // ksm_madvise: only private, non-special mappings become mergeable.
+                if !v
+                    .flags
+                    .intersects(VmFlags::SHARED | VmFlags::SPECIAL | VmFlags::HUGETLB | VmFlags::MIXEDMAP)
+                {
+                    new |= VmFlags::MERGEABLE;
+                }
+            }
+            MADV_UNMERGEABLE => new -= VmFlags::MERGEABLE,
+            _ => return Err(Errno::EINVAL),
+        }
+        let name = v.anon_name.clone();
+        self.madvise_update_vma(vma, start, end, new, name)
+    }
+
+    /// madvise behaviours that do not change VMAs.
+    fn madvise_other(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        behavior: u64,
+    ) -> KResult<VirtAddr> {
+        match behavior {
+            MADV_POPULATE_READ | MADV_POPULATE_WRITE => {
+                let write = behavior == MADV_POPULATE_WRITE;
+                let f = self.vmas[vma].flags;
+                if f.intersects(VmFlags::IO | VmFlags::PFNMAP) {
+                    return Err(Errno::EINVAL);
+                }
+                if (write && !f.contains(VmFlags::WRITE)) || (!write && !f.intersects(VmFlags::ACCESS)) {
+                    return Err(Errno::EINVAL);
+                }
+                let mut a = start;
+                while a < end {
+                    self.handle_mm_fault(mm, vma, a, write);
+                    a = a.plus(PAGE_SIZE);
+                }
+            }
+            MADV_REMOVE => {
+                if !self.vmas[vma].flags.contains(VmFlags::SHARED) {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            _ => {}
+        }
+        Ok(end)
+    }
+
+    /// `madvise_update_vma`: no-op when nothing changes, else modify (merge or split).
+    fn madvise_update_vma(
+        &mut self,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        flags: VmFlags,
+        name: AnonName,
+    ) -> KResult<VirtAddr> {
+        let v = &self.vmas[vma];
+        if v.flags == flags && v.anon_name.as_deref() == name.as_deref() {
+            return Ok(v.end);
+        }
+        let nv = self.vma_modify_flags_name(vma, start, end, flags, name, "madvise")?;
+        Ok(self.vmas[nv].end)
+    }
+
+    fn madvise_vma_anon_name(
+        &mut self,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        name: AnonName,
+    ) -> KResult<VirtAddr> {
+        let v = &self.vmas[vma];
+        if v.file.is_some() && !self.is_anon_shmem(vma) {
+            return Err(Errno::EBADF);
+        }
+        let flags = v.flags;
+        self.madvise_update_vma(vma, start, end, flags, name)
+    }
+
+    /// Whether a VMA is shared anonymous memory (`vma_is_anon_shmem`).
+    pub fn is_anon_shmem(&self, vma: VmaId) -> bool {
+        self.vmas[vma]
+            .file
+            .is_some_and(|f| self.fs.inodes[self.fs.files[f].inode].kind == crate::fs::InodeKind::Shmem)
+    }
+
+    /// prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, len, name): EINVAL without
+    /// CONFIG_ANON_VMA_NAME, as on our machines.
+    pub fn sys_set_vma_anon_name(
+        &mut self,
+        pid: Pid,
+        start: u64,
+        len_in: u64,
+        name: Option<&str>,
+    ) -> KResult<u64> {
+        let mm = self.mm_of(pid)?;
+        if !self.cfg.anon_vma_name {
+            return Err(Errno::EINVAL);
+        }
+        let name: AnonName = match name {
+            None => None,
+            Some(n) => {
+                if n.len() > ANON_VMA_NAME_MAX_LEN - 1 {
+                    return Err(Errno::EINVAL);
+                }
+                if n.bytes().any(|c| !(0x20..0x7f).contains(&c) || b"\\`$[]".contains(&c)) {
+                    return Err(Errno::EINVAL);
+                }
+                Some(Rc::from(n))
+            }
+        };
+        if start % PAGE_SIZE != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = page_align(len_in).unwrap_or(0);
+        if len_in != 0 && len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
+        if end == start {
+            return Ok(0);
+        }
+        self.madvise_walk(mm, VirtAddr(start), VirtAddr(end), Visit::Name, &name).map(|_| 0)
+    }
+}

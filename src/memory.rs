@@ -1,0 +1,187 @@
+//! Page-level plumbing of mm/memory.c, mm/rmap.c and mm/huge_memory.c: allocating and
+//! freeing folios, adding and removing rmap mappings, zapping ranges
+//! (`zap_page_range_single`, `unmap_vmas`), splitting PMD mappings (`__split_huge_pmd`) and
+//! freeing empty page tables (`free_pgtables`).
+
+use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::fs::InodeId;
+use crate::mm::{MmId, System};
+use crate::pagetable::{Pmd, Pte, PteFlags, PteTable, pmd_index};
+use crate::types::{PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PgOff, VirtAddr};
+use crate::vma::VmaId;
+
+impl System {
+    /// Allocate a folio (`folio_alloc`), zero-filled.
+    pub fn folio_alloc(&mut self, order: u8) -> FolioId {
+        self.stats.folios_allocated += 1;
+        self.folios.alloc(Folio::new(order, Mapping::None, PgOff(0)))
+    }
+
+    /// Free a folio once nothing references it.
+    pub fn folio_put_if_unused(&mut self, folio: FolioId) {
+        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
+            return;
+        }
+        if self.folios[folio].refcount() == 0 {
+            self.folios.free(folio);
+            self.stats.folios_freed += 1;
+        }
+    }
+
+    /// `folio_add_new_anon_rmap`: a new folio mapped at `addr` (the folio's first page) of
+    /// `vma`; exclusive folios get the VMA's anon_vma and PageAnonExclusive on every page.
+    pub fn folio_add_new_anon_rmap(&mut self, folio: FolioId, vma: VmaId, addr: VirtAddr, pmd: bool) {
+        let v = &self.vmas[vma];
+        let av = v.anon_vma.expect("anon_vma_prepare before folio_add_new_anon_rmap");
+        let index = v.linear_page_index(addr);
+        let f = &mut self.folios[folio];
+        f.mapping = Mapping::Anon(av);
+        f.index = index;
+        if pmd {
+            f.entire_mapcount = 1;
+        }
+        for p in f.pages.iter_mut() {
+            if !pmd {
+                p.mapcount = 1;
+            }
+            p.anon_exclusive = true;
+        }
+    }
+
+    /// `folio_remove_rmap_pte` and free when unused.
+    pub fn folio_remove_rmap_pte(&mut self, folio: FolioId, sub: u16) {
+        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
+            return;
+        }
+        let f = &mut self.folios[folio];
+        f.pages[sub as usize].mapcount -= 1;
+        if f.is_anon() && f.page_mapcount(sub as usize) == 0 {
+            // An unmapped anon page can no longer be exclusive to anyone.
+            f.pages[sub as usize].anon_exclusive = false;
+        }
+        self.folio_put_if_unused(folio);
+    }
+
+    /// `folio_remove_rmap_pmd` and free when unused.
+    pub fn folio_remove_rmap_pmd(&mut self, folio: FolioId) {
+        if folio == HUGE_ZERO_FOLIO {
+            return;
+        }
+        self.folios[folio].entire_mapcount -= 1;
+        self.folio_put_if_unused(folio);
+    }
+
+    /// Drop the page cache's reference to a folio.
+    pub fn page_cache_release(&mut self, folio: FolioId) {
+        self.folios[folio].extra_refs -= 1;
+        self.folio_put_if_unused(folio);
+    }
+
+    /// `__split_huge_pmd`: turn a PMD leaf covering `addr` into a PTE table mapping the same
+    /// pages. The huge zero folio becomes 512 zero-page PTEs.
+    pub fn split_huge_pmd(&mut self, mm: MmId, addr: VirtAddr) {
+        let key = pmd_index(addr);
+        let Some(Pmd::Huge { folio, flags }) = self.mms[mm].pt.pmds.get(&key).cloned() else { return };
+        let mut t = Box::new(PteTable::default());
+        for (i, pte) in t.ptes.iter_mut().enumerate() {
+            *pte = if folio == HUGE_ZERO_FOLIO {
+                Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: flags - PteFlags::WRITE }
+            } else {
+                Pte::Present { folio, sub: i as u16, flags }
+            };
+        }
+        t.used = t.ptes.len() as u16;
+        if folio != HUGE_ZERO_FOLIO {
+            let f = &mut self.folios[folio];
+            f.entire_mapcount -= 1;
+            for p in f.pages.iter_mut() {
+                p.mapcount += 1;
+            }
+        }
+        self.mms[mm].pt.pmds.insert(key, Pmd::Table(t));
+        self.stats.thp_splits += 1;
+    }
+
+    /// Split every PMD leaf that `[start, end)` covers only in part.
+    pub fn split_huge_pmds_partial(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        for (a, _, _) in self.mms[mm].pt.huge_in(start, end) {
+            if a < start || a.0 + PMD_SIZE > end.0 {
+                self.split_huge_pmd(mm, a);
+            }
+        }
+    }
+
+    /// Unmap every page in `[start, end)` of an mm (`zap_page_range_single` over the range):
+    /// PTEs and PMD leaves are cleared, rmap and references dropped, page tables kept.
+    pub fn zap_range(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        self.split_huge_pmds_partial(mm, start, end);
+        for (a, folio, _) in self.mms[mm].pt.huge_in(start, end) {
+            // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
+            self.mms[mm].pt.pmds.remove(&pmd_index(a));
+            self.folio_remove_rmap_pmd(folio);
+        }
+        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+            self.mms[mm].pt.set_pte(a, Pte::None);
+            self.drop_pte(pte);
+        }
+    }
+
+    /// Release what a cleared PTE held.
+    pub fn drop_pte(&mut self, pte: Pte) {
+        match pte {
+            Pte::None => {}
+            Pte::Present { folio, sub, .. } => self.folio_remove_rmap_pte(folio, sub),
+            Pte::Swap { entry } => self.swap_free(entry),
+            Pte::Migration { folio, sub, .. } => self.folio_remove_rmap_pte(folio, sub),
+        }
+    }
+
+    /// Drop a reference to a swap slot.
+    pub fn swap_free(&mut self, _entry: crate::pagetable::SwapEntry) {}
+
+    /// `free_pgtables`: drop PTE tables whose 2 MiB span no VMA touches any more.
+    pub fn free_pgtables(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        for key in self.mms[mm].pt.pmd_keys_in(start, end) {
+            let base = VirtAddr(key << PMD_SHIFT);
+            if !self.mms[mm].intersects(base, base.plus(PMD_SIZE)) {
+                let old = self.mms[mm].pt.pmds.remove(&key);
+                debug_assert!(match old {
+                    Some(Pmd::Table(t)) => t.used == 0,
+                    _ => false,
+                });
+            }
+        }
+    }
+
+    /// Unmap a page-cache folio from every mapping of its file (`unmap_mapping_folio`).
+    pub fn unmap_file_folio_everywhere(&mut self, folio: FolioId) {
+        let Mapping::File(inode) = self.folios[folio].mapping else { return };
+        let index = self.folios[folio].index;
+        for (vma, addr) in self.file_rmap(inode, index) {
+            let mm = self.vmas[vma].mm;
+            let pte = self.mms[mm].pt.get_pte(addr);
+            if let Pte::Present { folio: f, .. } = pte
+                && f == folio
+            {
+                self.mms[mm].pt.set_pte(addr, Pte::None);
+                self.drop_pte(pte);
+            }
+        }
+    }
+
+    /// The file rmap (`i_mmap` walk): every VMA of any mm mapping page `index` of `inode`,
+    /// with the address it maps it at.
+    pub fn file_rmap(&self, inode: InodeId, index: PgOff) -> Vec<(VmaId, VirtAddr)> {
+        let mut out = Vec::new();
+        for (id, v) in self.vmas.iter() {
+            let Some(f) = v.file else { continue };
+            if self.fs.files[f].inode != inode {
+                continue;
+            }
+            if index >= v.pgoff && index.0 < v.pgoff.0 + v.pages() {
+                out.push((id, v.start.plus((index.0 - v.pgoff.0) * PAGE_SIZE)));
+            }
+        }
+        out
+    }
+}

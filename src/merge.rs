@@ -1,0 +1,449 @@
+//! VMA merging (mm/vma.c, Linux 6.18 with the 6.18.y `copied_from` fix):
+//! `struct vma_merge_struct`, the mergeability predicates, `vma_merge_new_range`,
+//! `vma_merge_existing_range`, `vma_expand`, `dup_anon_vma` and `vma_modify`.
+
+use crate::errno::KResult;
+use crate::fs::FileId;
+use crate::mm::{MmId, System};
+use crate::rmap::AnonVmaId;
+use crate::stats::{MergeEvent, MergeReason};
+use crate::types::{PgOff, VirtAddr};
+use crate::vma::{AnonName, VmFlags, VmaId};
+
+/// `struct vma_merge_struct`.
+#[derive(Clone, Debug)]
+pub struct Vmg {
+    pub mm: MmId,
+    pub prev: Option<VmaId>,
+    pub middle: Option<VmaId>,
+    pub next: Option<VmaId>,
+    pub target: Option<VmaId>,
+    pub start: VirtAddr,
+    pub end: VirtAddr,
+    pub pgoff: PgOff,
+    pub flags: VmFlags,
+    pub file: Option<FileId>,
+    pub anon_vma: Option<AnonVmaId>,
+    pub anon_name: AnonName,
+    /// The mremap source (6.19, backported to 6.18.y).
+    pub copied_from: Option<VmaId>,
+    /// Only expand prev; never look at next (brk).
+    pub just_expand: bool,
+    /// Who asked, for the merge log.
+    pub caller: &'static str,
+}
+
+impl Vmg {
+    /// `VMG_STATE`-like: a new range with explicit attributes.
+    pub fn new_range(mm: MmId, start: VirtAddr, end: VirtAddr, pgoff: PgOff, flags: VmFlags) -> Vmg {
+        Vmg {
+            mm,
+            prev: None,
+            middle: None,
+            next: None,
+            target: None,
+            start,
+            end,
+            pgoff,
+            flags,
+            file: None,
+            anon_vma: None,
+            anon_name: None,
+            copied_from: None,
+            just_expand: false,
+            caller: "",
+        }
+    }
+}
+
+/// `can_merge_remove_vma`: a VMA whose `vm_ops->close` exists cannot be removed by a merge.
+/// No VMA the model creates has a close hook (anonymous, shmem and regular files have none).
+fn can_merge_remove_vma(_sys: &System, _vma: VmaId) -> bool {
+    true
+}
+
+impl System {
+    /// `VMG_VMA_STATE(vmg, vmi, prev, vma, start, end)`.
+    pub fn vmg_from_vma(&self, vma: VmaId, start: VirtAddr, end: VirtAddr, caller: &'static str) -> Vmg {
+        let v = &self.vmas[vma];
+        Vmg {
+            mm: v.mm,
+            prev: None,
+            middle: Some(vma),
+            next: None,
+            target: None,
+            start,
+            end,
+            pgoff: v.pgoff.plus(v.start.pages_to(start)),
+            flags: v.flags,
+            file: v.file,
+            anon_vma: v.anon_vma,
+            anon_name: v.anon_name.clone(),
+            copied_from: None,
+            just_expand: false,
+            caller,
+        }
+    }
+
+    /// `is_mergeable_vma(vmg, merge_next)`: attribute equality with the neighbour.
+    fn is_mergeable_vma(&self, vmg: &Vmg, merge_next: bool) -> Result<(), MergeReason> {
+        let v = &self.vmas[if merge_next { vmg.next } else { vmg.prev }.expect("neighbour")];
+        if !((v.flags ^ vmg.flags) & !VmFlags::IGNORE_MERGE).is_empty() {
+            return Err(MergeReason::NomergeFlags);
+        }
+        if v.file != vmg.file {
+            return Err(MergeReason::NomergeFile);
+        }
+        if v.anon_name.as_deref() != vmg.anon_name.as_deref() {
+            return Err(MergeReason::NomergeAnonName);
+        }
+        Ok(())
+    }
+
+    /// `is_mergeable_anon_vma(vmg, merge_next)`, 6.16+ with the 6.18.y `copied_from` test.
+    fn is_mergeable_anon_vma(&self, vmg: &Vmg, merge_next: bool) -> Result<(), MergeReason> {
+        let tgt = if merge_next { vmg.next } else { vmg.prev }.expect("neighbour");
+        let tgt_anon = self.vmas[tgt].anon_vma;
+        let src_anon = vmg.anon_vma;
+        match (tgt_anon, src_anon) {
+            // Case 1: the target will take the source's anon_vma (dup_anon_vma).
+            (None, Some(_)) => {
+                if self.vma_is_fork_child(vmg.middle) || self.vma_is_fork_child(vmg.copied_from) {
+                    Err(MergeReason::NomergeForkChild)
+                } else {
+                    Ok(())
+                }
+            }
+            // Case 2: the unfaulted source joins a faulted target.
+            (Some(_), None) => {
+                if self.vma_is_fork_child(Some(tgt)) {
+                    Err(MergeReason::NomergeForkChild)
+                } else {
+                    Ok(())
+                }
+            }
+            // Case 3.
+            (a, b) => {
+                if a == b {
+                    Ok(())
+                } else {
+                    Err(MergeReason::NomergeAnonVma)
+                }
+            }
+        }
+    }
+
+    /// `can_vma_merge_before`: vmg can join the front of next.
+    fn can_vma_merge_before(&self, vmg: &Vmg) -> Result<(), MergeReason> {
+        self.is_mergeable_vma(vmg, true)?;
+        self.is_mergeable_anon_vma(vmg, true)?;
+        let next = &self.vmas[vmg.next.expect("next")];
+        if next.pgoff.0 == vmg.pgoff.0.wrapping_add(vmg.start.pages_to(vmg.end)) {
+            Ok(())
+        } else {
+            Err(MergeReason::NomergePgoff)
+        }
+    }
+
+    /// `can_vma_merge_after`: vmg can join the end of prev.
+    fn can_vma_merge_after(&self, vmg: &Vmg) -> Result<(), MergeReason> {
+        self.is_mergeable_vma(vmg, false)?;
+        self.is_mergeable_anon_vma(vmg, false)?;
+        let prev = &self.vmas[vmg.prev.expect("prev")];
+        if prev.pgoff.0.wrapping_add(prev.pages()) == vmg.pgoff.0 {
+            Ok(())
+        } else {
+            Err(MergeReason::NomergePgoff)
+        }
+    }
+
+    /// `can_vma_merge_left`.
+    fn can_vma_merge_left(&self, vmg: &Vmg) -> Result<(), MergeReason> {
+        match vmg.prev {
+            Some(p) if self.vmas[p].end == vmg.start => self.can_vma_merge_after(vmg),
+            _ => Err(MergeReason::NoNeighbour),
+        }
+    }
+
+    /// `can_vma_merge_right`: also requires prev and next to be compatible with each other
+    /// when both will merge.
+    fn can_vma_merge_right(&self, vmg: &Vmg, can_merge_left: bool) -> Result<(), MergeReason> {
+        let next = match vmg.next {
+            Some(n) if self.vmas[n].start == vmg.end => n,
+            _ => return Err(MergeReason::NoNeighbour),
+        };
+        self.can_vma_merge_before(vmg)?;
+        if !can_merge_left {
+            return Ok(());
+        }
+        let pa = self.vmas[vmg.prev.expect("prev")].anon_vma;
+        let na = self.vmas[next].anon_vma;
+        if pa.is_none() || na.is_none() || pa == na { Ok(()) } else { Err(MergeReason::NomergeIncompatible) }
+    }
+
+    fn log_merge(
+        &mut self,
+        kind: &'static str,
+        vmg: &Vmg,
+        prev: MergeReason,
+        next: MergeReason,
+        merged: bool,
+    ) {
+        self.stats.merges_attempted += 1;
+        if merged {
+            self.stats.merges_done += 1;
+        } else {
+            for r in [prev, next] {
+                if r != MergeReason::MergeOk && r != MergeReason::NoNeighbour {
+                    *self.stats.merge_refused.entry(r).or_default() += 1;
+                }
+            }
+        }
+        if let Some(log) = &mut self.merge_log {
+            log.push(MergeEvent {
+                kind,
+                caller: vmg.caller,
+                start: vmg.start.0,
+                end: vmg.end.0,
+                prev,
+                next,
+                merged,
+            });
+        }
+    }
+
+    /// `dup_anon_vma(dst, src)`: an unfaulted VMA that absorbs a faulted one takes its
+    /// anon_vma and chains.
+    fn dup_anon_vma(&mut self, dst: VmaId, src: VmaId) {
+        if let Some(av) = self.vmas[src].anon_vma
+            && self.vmas[dst].anon_vma.is_none()
+        {
+            self.vmas[dst].anon_vma = Some(av);
+            self.anon_vma_clone(dst, src);
+        }
+    }
+
+    /// Remove a VMA absorbed by a merge (`vma_complete` with `anon_vma_merge`).
+    fn merge_remove(&mut self, vma: VmaId) {
+        self.vma_detach(vma);
+        self.vma_free(vma);
+    }
+
+    /// `vma_merge_new_range`: a new range `[start, end)` in a gap may extend prev, next or
+    /// both. Returns the VMA that now covers it.
+    pub fn vma_merge_new_range(&mut self, vmg: &mut Vmg) -> Option<VmaId> {
+        let orig_end = vmg.end;
+        if vmg.flags.intersects(VmFlags::SPECIAL) {
+            self.log_merge("new_range", vmg, MergeReason::NomergeSpecial, MergeReason::NomergeSpecial, false);
+            return None;
+        }
+        if vmg.prev.is_none() && vmg.next.is_none() {
+            self.log_merge("new_range", vmg, MergeReason::NoNeighbour, MergeReason::NoNeighbour, false);
+            return None;
+        }
+        let left = self.can_vma_merge_left(vmg);
+        let right = if vmg.just_expand {
+            Err(MergeReason::NomergeJustExpand)
+        } else {
+            self.can_vma_merge_right(vmg, left.is_ok())
+        };
+        let (log_start, log_end) = (vmg.start, vmg.end);
+        if right.is_ok() {
+            let next = vmg.next.expect("next");
+            vmg.end = self.vmas[next].end;
+            vmg.target = Some(next);
+        }
+        if left.is_ok() {
+            let prev = vmg.prev.expect("prev");
+            vmg.start = self.vmas[prev].start;
+            vmg.target = Some(prev);
+            vmg.pgoff = self.vmas[prev].pgoff;
+            if right.is_ok() && !can_merge_remove_vma(self, vmg.next.expect("next")) {
+                vmg.end = orig_end;
+            }
+        }
+        let lr = left.err().unwrap_or(MergeReason::MergeOk);
+        let rr = right.err().unwrap_or(MergeReason::MergeOk);
+        let logged = Vmg { start: log_start, end: log_end, ..vmg.clone() };
+        let Some(_) = vmg.target else {
+            self.log_merge("new_range", &logged, lr, rr, false);
+            return None;
+        };
+        self.vma_expand(vmg);
+        self.log_merge("new_range", &logged, lr, rr, true);
+        vmg.target
+    }
+
+    /// `vma_expand`: grow the target over `[start, end)`, removing next when it is covered.
+    pub fn vma_expand(&mut self, vmg: &mut Vmg) {
+        let target = vmg.target.expect("target");
+        let remove_next = vmg.next.is_some_and(|n| n != target && vmg.end == self.vmas[n].end);
+        if remove_next {
+            self.dup_anon_vma(target, vmg.next.expect("next"));
+        }
+        if let Some(src) = vmg.copied_from {
+            self.dup_anon_vma(target, src);
+        }
+        if remove_next {
+            self.merge_remove(vmg.next.expect("next"));
+        }
+        self.vma_set_range(target, vmg.start, vmg.end, vmg.pgoff);
+    }
+
+    /// `vma_merge_existing_range`: the attributes of `[start, end)` ⊆ middle are changing;
+    /// merge with prev and/or next where the result would be one VMA.
+    pub fn vma_merge_existing_range(&mut self, vmg: &mut Vmg) -> Option<VmaId> {
+        let middle = vmg.middle.expect("middle");
+        let (mstart, mend, mpgoff) = {
+            let m = &self.vmas[middle];
+            (m.start, m.end, m.pgoff)
+        };
+        let (start, end) = (vmg.start, vmg.end);
+        let left_side = start == mstart;
+        let right_side = end == mend;
+        if left_side {
+            vmg.prev = self.mms[vmg.mm].vma_before(mstart);
+        }
+        if vmg.flags.intersects(VmFlags::SPECIAL) {
+            self.log_merge(
+                "existing_range",
+                vmg,
+                MergeReason::NomergeSpecial,
+                MergeReason::NomergeSpecial,
+                false,
+            );
+            return None;
+        }
+        if !left_side && !right_side {
+            self.log_merge("existing_range", vmg, MergeReason::NoNeighbour, MergeReason::NoNeighbour, false);
+            return None;
+        }
+        let left = if left_side { self.can_vma_merge_left(vmg) } else { Err(MergeReason::NoNeighbour) };
+        let merge_left = left.is_ok();
+        let right = if right_side {
+            vmg.next = self.mms[vmg.mm].vma_at_start(mend);
+            self.can_vma_merge_right(vmg, merge_left)
+        } else {
+            Err(MergeReason::NoNeighbour)
+        };
+        let merge_right = right.is_ok();
+        let (lr, rr) =
+            (left.err().unwrap_or(MergeReason::MergeOk), right.err().unwrap_or(MergeReason::MergeOk));
+        if !merge_left && !merge_right {
+            self.log_merge("existing_range", vmg, lr, rr, false);
+            return None;
+        }
+        let remove_middle = left_side && right_side;
+        if remove_middle && !can_merge_remove_vma(self, middle) {
+            self.log_merge(
+                "existing_range",
+                vmg,
+                MergeReason::NomergeClose,
+                MergeReason::NomergeClose,
+                false,
+            );
+            return None;
+        }
+        let mut merge_both = merge_left && merge_right;
+        if merge_both && !can_merge_remove_vma(self, vmg.next.expect("next")) {
+            // Degrade to prev + middle.
+            merge_both = false;
+        }
+        let logged = vmg.clone();
+        if merge_both {
+            let prev = vmg.prev.expect("prev");
+            let next = vmg.next.expect("next");
+            let (pstart, ppgoff) = (self.vmas[prev].start, self.vmas[prev].pgoff);
+            let nend = self.vmas[next].end;
+            let src = if self.vmas[next].anon_vma.is_some() { next } else { middle };
+            self.dup_anon_vma(prev, src);
+            self.merge_remove(middle);
+            self.merge_remove(next);
+            self.vma_set_range(prev, pstart, nend, ppgoff);
+            vmg.target = Some(prev);
+        } else if merge_left {
+            let prev = vmg.prev.expect("prev");
+            let (pstart, ppgoff) = (self.vmas[prev].start, self.vmas[prev].pgoff);
+            self.dup_anon_vma(prev, middle);
+            if remove_middle {
+                self.merge_remove(middle);
+            } else {
+                // __adjust_middle_start
+                self.vma_set_range(middle, end, mend, mpgoff.plus(mstart.pages_to(end)));
+            }
+            self.vma_set_range(prev, pstart, end, ppgoff);
+            vmg.target = Some(prev);
+        } else {
+            let next = vmg.next.expect("next");
+            let (nstart, nend, npgoff) = {
+                let n = &self.vmas[next];
+                (n.start, n.end, n.pgoff)
+            };
+            let pglen = start.pages_to(end);
+            self.dup_anon_vma(next, middle);
+            if remove_middle {
+                self.merge_remove(middle);
+                self.vma_set_range(next, start, nend, npgoff.minus(pglen));
+            } else {
+                // __adjust_next_start: middle keeps [mstart, start), next grows down to start.
+                self.vma_set_range(middle, mstart, start, mpgoff);
+                self.vma_set_range(next, start, nend, npgoff.minus(start.pages_to(nstart)));
+            }
+            vmg.target = Some(next);
+        }
+        self.log_merge("existing_range", &logged, lr, rr, true);
+        vmg.target
+    }
+
+    /// `vma_modify`: merge if possible, else split so that `[start, end)` is one VMA, which
+    /// is returned for the caller to change. A failed second split keeps the first.
+    pub fn vma_modify(&mut self, vmg: &mut Vmg) -> KResult<VmaId> {
+        if let Some(v) = self.vma_merge_existing_range(vmg) {
+            return Ok(v);
+        }
+        let vma = vmg.middle.expect("middle");
+        if self.vmas[vma].start < vmg.start {
+            self.split_vma(vma, vmg.start, true)?;
+        }
+        if self.vmas[vma].end > vmg.end {
+            self.split_vma(vma, vmg.end, false)?;
+        }
+        Ok(vma)
+    }
+
+    /// `vma_modify_flags` (6.18 passes the flags by value) followed by the caller's
+    /// `vm_flags_reset`: returns the VMA now covering `[start, end)` with `flags`.
+    pub fn vma_modify_flags(
+        &mut self,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        flags: VmFlags,
+        caller: &'static str,
+    ) -> KResult<VmaId> {
+        let mut vmg = self.vmg_from_vma(vma, start, end, caller);
+        vmg.flags = flags;
+        let v = self.vma_modify(&mut vmg)?;
+        self.vmas[v].flags = flags;
+        Ok(v)
+    }
+
+    /// `vma_modify_flags_name` / `vma_modify_name` (madvise and PR_SET_VMA_ANON_NAME).
+    pub fn vma_modify_flags_name(
+        &mut self,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        flags: VmFlags,
+        name: AnonName,
+        caller: &'static str,
+    ) -> KResult<VmaId> {
+        let mut vmg = self.vmg_from_vma(vma, start, end, caller);
+        vmg.flags = flags;
+        vmg.anon_name = name.clone();
+        let v = self.vma_modify(&mut vmg)?;
+        self.vmas[v].flags = flags;
+        self.vmas[v].anon_name = name;
+        Ok(v)
+    }
+}

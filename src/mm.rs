@@ -1,0 +1,310 @@
+//! The machine and its address spaces: `struct mm_struct` with its VMA tree (the maple tree,
+//! here an ordered map keyed by start), processes, and the VMA tree primitives of mm/vma.c
+//! (`find_vma`, `vma_link`, `__split_vma`, `vma_set_range`, `remove_vma`).
+
+use std::collections::BTreeMap;
+
+use crate::arena::{Arena, arena_id};
+use crate::errno::{Errno, KResult};
+use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::fs::{FileId, Fs};
+use crate::pagetable::PageTable;
+use crate::rmap::{AnonVma, AnonVmaId, Avc, AvcId};
+use crate::stats::{MergeLog, Stats};
+use crate::types::{
+    DEFAULT_MAX_MAP_COUNT, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr,
+};
+use crate::vma::{Vma, VmaId};
+
+arena_id!(
+    /// An address space.
+    MmId
+);
+
+/// Transparent huge page mode (`/sys/kernel/mm/transparent_hugepage/enabled`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ThpMode {
+    Always,
+    Madvise,
+    Never,
+}
+
+/// Settings of the modelled machine. Defaults are those of our Linux 6.18 machines.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `vm.max_map_count`.
+    pub max_map_count: usize,
+    pub thp: ThpMode,
+    /// `transparent_hugepage/use_zero_page`.
+    pub thp_use_zero_page: bool,
+    /// Where brk starts in a fresh address space.
+    pub initial_brk: VirtAddr,
+    /// CONFIG_ANON_VMA_NAME (off on our machines: PR_SET_VMA_ANON_NAME gives EINVAL).
+    pub anon_vma_name: bool,
+    /// CONFIG_MEM_SOFT_DIRTY (off on our machines: VM_SOFTDIRTY is never set).
+    pub soft_dirty: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_map_count: DEFAULT_MAX_MAP_COUNT,
+            thp: ThpMode::Madvise,
+            thp_use_zero_page: true,
+            initial_brk: VirtAddr(0x5555_5555_8000),
+            anon_vma_name: false,
+            soft_dirty: false,
+        }
+    }
+}
+
+/// One VMA in an mm's tree.
+#[derive(Clone, Copy, Debug)]
+pub struct VmaEntry {
+    pub end: u64,
+    pub id: VmaId,
+}
+
+/// `struct mm_struct`.
+#[derive(Clone, Debug)]
+pub struct Mm {
+    /// The VMA tree, keyed by `vm_start`.
+    pub vmas: BTreeMap<u64, VmaEntry>,
+    pub pt: PageTable,
+    /// `mm->mmap_base` for top-down placement.
+    pub mmap_base: VirtAddr,
+    pub start_brk: VirtAddr,
+    pub brk: VirtAddr,
+    /// Processes (or threads) using this mm.
+    pub users: u32,
+    /// `mm->total_vm`, `locked_vm` in pages.
+    pub total_vm: u64,
+    pub locked_vm: u64,
+    /// Open files of the exec-time mappings, by (device, inode).
+    pub exec_files: BTreeMap<(u64, u64), FileId>,
+}
+
+impl Mm {
+    pub fn new(cfg: &Config) -> Mm {
+        Mm {
+            vmas: BTreeMap::new(),
+            pt: PageTable::default(),
+            mmap_base: mmap_base(),
+            start_brk: cfg.initial_brk,
+            brk: cfg.initial_brk,
+            users: 1,
+            total_vm: 0,
+            locked_vm: 0,
+            exec_files: BTreeMap::new(),
+        }
+    }
+    /// `mm->map_count`.
+    pub fn map_count(&self) -> usize {
+        self.vmas.len()
+    }
+    /// `find_vma`: the first VMA ending above `addr`.
+    pub fn find_vma(&self, addr: VirtAddr) -> Option<VmaId> {
+        if let Some((_, e)) = self.vmas.range(..=addr.0).next_back()
+            && e.end > addr.0
+        {
+            return Some(e.id);
+        }
+        self.vmas.range(addr.0..).next().map(|(_, e)| e.id)
+    }
+    /// `vma_lookup`: the VMA containing `addr`.
+    pub fn vma_lookup(&self, addr: VirtAddr) -> Option<VmaId> {
+        self.vmas.range(..=addr.0).next_back().filter(|(_, e)| e.end > addr.0).map(|(_, e)| e.id)
+    }
+    /// The VMA starting exactly at `addr`.
+    pub fn vma_at_start(&self, addr: VirtAddr) -> Option<VmaId> {
+        self.vmas.get(&addr.0).map(|e| e.id)
+    }
+    /// The last VMA starting below `addr` (`vma_prev` from a position at `addr`).
+    pub fn vma_before(&self, addr: VirtAddr) -> Option<VmaId> {
+        self.vmas.range(..addr.0).next_back().map(|(_, e)| e.id)
+    }
+    /// The first VMA starting at or above `addr`.
+    pub fn vma_from(&self, addr: VirtAddr) -> Option<VmaId> {
+        self.vmas.range(addr.0..).next().map(|(_, e)| e.id)
+    }
+    /// VMAs intersecting `[start, end)`, in order.
+    pub fn vmas_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<VmaId> {
+        let mut out = Vec::new();
+        if start >= end {
+            return out;
+        }
+        if let Some((_, e)) = self.vmas.range(..start.0).next_back()
+            && e.end > start.0
+        {
+            out.push(e.id);
+        }
+        out.extend(self.vmas.range(start.0..end.0).map(|(_, e)| e.id));
+        out
+    }
+    /// `find_vma_intersection`.
+    pub fn intersects(&self, start: VirtAddr, end: VirtAddr) -> bool {
+        !self.vmas_in(start, end).is_empty()
+    }
+}
+
+/// `mmap_base()` for x86_64 without randomisation: the stack rlimit (8 MiB) plus the guard
+/// gap is below the 128 MiB minimum gap.
+pub fn mmap_base() -> VirtAddr {
+    VirtAddr(TASK_SIZE - 128 * 1024 * 1024)
+}
+
+/// A process: its address space and file descriptors.
+#[derive(Clone, Debug)]
+pub struct Process {
+    pub mm: MmId,
+    pub fds: BTreeMap<i64, FileId>,
+}
+
+/// The modelled machine: every process, address space and kernel object.
+#[derive(Clone, Debug)]
+pub struct System {
+    pub cfg: Config,
+    pub vmas: Arena<VmaId, Vma>,
+    pub anon_vmas: Arena<AnonVmaId, AnonVma>,
+    pub avcs: Arena<AvcId, Avc>,
+    pub folios: Arena<FolioId, Folio>,
+    pub mms: Arena<MmId, Mm>,
+    pub procs: BTreeMap<Pid, Process>,
+    pub fs: Fs,
+    pub stats: Stats,
+    /// Merge attempts, when tracing is on.
+    pub merge_log: Option<MergeLog>,
+}
+
+impl Default for System {
+    fn default() -> Self {
+        System::new(Config::default())
+    }
+}
+
+impl System {
+    pub fn new(cfg: Config) -> System {
+        let mut folios = Arena::default();
+        let z = folios.alloc(Folio::new(0, Mapping::None, PgOff(0)));
+        let hz = folios.alloc(Folio::new(HPAGE_PMD_ORDER, Mapping::None, PgOff(0)));
+        debug_assert!(z == ZERO_FOLIO && hz == HUGE_ZERO_FOLIO);
+        System {
+            cfg,
+            vmas: Arena::default(),
+            anon_vmas: Arena::default(),
+            avcs: Arena::default(),
+            folios,
+            mms: Arena::default(),
+            procs: BTreeMap::new(),
+            fs: Fs::default(),
+            stats: Stats::default(),
+            merge_log: None,
+        }
+    }
+
+    /// A new process with an empty address space.
+    pub fn spawn(&mut self, pid: Pid) -> KResult<()> {
+        if self.procs.contains_key(&pid) {
+            return Err(Errno::EEXIST);
+        }
+        let mm = self.mms.alloc(Mm::new(&self.cfg));
+        self.procs.insert(pid, Process { mm, fds: BTreeMap::new() });
+        Ok(())
+    }
+
+    pub fn mm_of(&self, pid: Pid) -> KResult<MmId> {
+        self.procs.get(&pid).map(|p| p.mm).ok_or(Errno::ESRCH)
+    }
+
+    /// Link a new VMA into its mm (`vma_link`): map_count grows by one.
+    pub fn vma_link(&mut self, v: Vma) -> VmaId {
+        let (mm, start, end) = (v.mm, v.start, v.end);
+        let id = self.vmas.alloc(v);
+        self.mms[mm].vmas.insert(start.0, VmaEntry { end: end.0, id });
+        id
+    }
+
+    /// `vma_set_range` with the rmap tree updates around it and the THP splits that
+    /// `vma_adjust_trans_huge` does at new boundaries.
+    pub fn vma_set_range(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr, pgoff: PgOff) {
+        let (mm, old_start, old_end) = {
+            let v = &self.vmas[vma];
+            (v.mm, v.start, v.end)
+        };
+        for a in [start, end] {
+            if a.0 % PMD_SIZE != 0 {
+                self.split_huge_pmd(mm, a);
+            }
+        }
+        self.rmap_pre_update(vma);
+        let tree = &mut self.mms[mm].vmas;
+        if old_start != start {
+            tree.remove(&old_start.0);
+        }
+        tree.insert(start.0, VmaEntry { end: end.0, id: vma });
+        let v = &mut self.vmas[vma];
+        v.start = start;
+        v.end = end;
+        v.pgoff = pgoff;
+        self.rmap_post_update(vma);
+        let _ = old_end;
+    }
+
+    /// Take a VMA out of its mm's tree without freeing it (detach).
+    pub fn vma_detach(&mut self, vma: VmaId) {
+        let (mm, start) = (self.vmas[vma].mm, self.vmas[vma].start);
+        let removed = self.mms[mm].vmas.remove(&start.0);
+        debug_assert!(removed.is_some_and(|e| e.id == vma));
+    }
+
+    /// Free a detached VMA: drop its anon_vma links and its file reference (`remove_vma`).
+    pub fn vma_free(&mut self, vma: VmaId) {
+        self.unlink_anon_vmas(vma);
+        let v = self.vmas.free(vma);
+        if let Some(f) = v.file {
+            self.fput(f);
+        }
+    }
+
+    /// `__split_vma(vma, addr, new_below)`: returns the new VMA. Never merges.
+    pub fn split_vma_nocheck(&mut self, vma: VmaId, addr: VirtAddr, new_below: bool) -> VmaId {
+        let mut new = self.vmas[vma].clone();
+        new.chain = Vec::new();
+        let (vstart, vend, vpgoff) = (new.start, new.end, new.pgoff);
+        if new_below {
+            new.end = addr;
+        } else {
+            new.start = addr;
+            new.pgoff = vpgoff.plus(vstart.pages_to(addr));
+        }
+        if let Some(f) = new.file {
+            self.fs.files[f].refs += 1;
+        }
+        let mm = new.mm;
+        // Shrink the original first so the tree never holds overlapping entries.
+        if new_below {
+            self.vma_set_range(vma, addr, vend, vpgoff.plus(vstart.pages_to(addr)));
+        } else {
+            self.vma_set_range(vma, vstart, addr, vpgoff);
+        }
+        let new_id = self.vma_link(new);
+        self.anon_vma_clone(new_id, vma);
+        let _ = mm;
+        self.stats.splits += 1;
+        new_id
+    }
+
+    /// `split_vma`: refuses with ENOMEM at the map_count limit.
+    pub fn split_vma(&mut self, vma: VmaId, addr: VirtAddr, new_below: bool) -> KResult<VmaId> {
+        let mm = self.vmas[vma].mm;
+        if self.mms[mm].map_count() >= self.cfg.max_map_count {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(self.split_vma_nocheck(vma, addr, new_below))
+    }
+
+    /// Bytes in `[start, end)` must be page aligned: a helper for callers.
+    pub fn is_page_aligned(x: u64) -> bool {
+        x % PAGE_SIZE == 0
+    }
+}

@@ -1,0 +1,143 @@
+//! mprotect(2) (mm/mprotect.c): `do_mprotect_pkey`, `mprotect_fixup`, `change_protection`.
+
+use crate::abi::{PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_SEM, PROT_WRITE};
+use crate::errno::{Errno, KResult};
+use crate::folio::ZERO_FOLIO;
+use crate::mm::{MmId, System};
+use crate::pagetable::{Pte, PteFlags};
+use crate::types::{PAGE_SIZE, Pid, VirtAddr, page_align};
+use crate::vma::{VmFlags, VmaId, calc_vm_prot_bits};
+
+impl System {
+    /// `do_mprotect_pkey`. VMAs changed before a hole or an error stay changed.
+    pub fn sys_mprotect(&mut self, pid: Pid, start: u64, len: u64, prot: u64) -> KResult<u64> {
+        let mm = self.mm_of(pid)?;
+        let grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
+        let prot = prot & !(PROT_GROWSDOWN | PROT_GROWSUP);
+        if grows == PROT_GROWSDOWN | PROT_GROWSUP {
+            return Err(Errno::EINVAL);
+        }
+        if start % PAGE_SIZE != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if len == 0 {
+            return Ok(0);
+        }
+        let len = page_align(len).ok_or(Errno::ENOMEM)?;
+        let end = start.checked_add(len).filter(|&e| e > start).ok_or(Errno::ENOMEM)?;
+        if prot & !(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let (start, end) = (VirtAddr(start), VirtAddr(end));
+        let Some(mut vma) = self.mms[mm].find_vma(start).filter(|&v| self.vmas[v].start < end) else {
+            return Err(Errno::ENOMEM);
+        };
+        let mut start = start;
+        if grows & PROT_GROWSDOWN != 0 {
+            start = self.vmas[vma].start;
+            if !self.vmas[vma].flags.contains(VmFlags::GROWSDOWN) {
+                return Err(Errno::EINVAL);
+            }
+        } else if self.vmas[vma].start > start {
+            return Err(Errno::ENOMEM);
+        }
+        let mut nstart = start;
+        let mut tmp = self.vmas[vma].start;
+        loop {
+            if self.vmas[vma].start != tmp {
+                return Err(Errno::ENOMEM);
+            }
+            let old = self.vmas[vma].flags;
+            let newflags = calc_vm_prot_bits(prot) | (old - VmFlags::ACCESS);
+            // newflags >> 4 puts VM_MAY* in place of VM_*.
+            let may = VmFlags::from_bits_retain(newflags.bits() >> 4);
+            if !(newflags - may).intersection(VmFlags::ACCESS).is_empty() {
+                return Err(Errno::EACCES);
+            }
+            tmp = self.vmas[vma].end.min(end);
+            let v = self.mprotect_fixup(mm, vma, nstart, tmp, newflags)?;
+            tmp = self.vmas[v].end;
+            nstart = tmp;
+            if nstart >= end {
+                break;
+            }
+            match self.mms[mm].vma_from(nstart) {
+                Some(n) if self.vmas[n].start < end => vma = n,
+                _ => break,
+            }
+        }
+        if tmp < end {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(0)
+    }
+
+    /// `mprotect_fixup`: account, merge or split, set the flags, change the PTEs.
+    fn mprotect_fixup(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        mut newflags: VmFlags,
+    ) -> KResult<VmaId> {
+        let old = self.vmas[vma].flags;
+        if newflags == old {
+            return Ok(vma);
+        }
+        if newflags.contains(VmFlags::WRITE) {
+            if !old.intersects(
+                VmFlags::ACCOUNT | VmFlags::WRITE | VmFlags::HUGETLB | VmFlags::SHARED | VmFlags::NORESERVE,
+            ) {
+                newflags |= VmFlags::ACCOUNT;
+            }
+        } else if old.contains(VmFlags::ACCOUNT)
+            && self.vmas[vma].is_anonymous()
+            && self.vmas[vma].anon_vma.is_none()
+        {
+            newflags -= VmFlags::ACCOUNT;
+        }
+        let v = self.vma_modify_flags(vma, start, end, newflags, "mprotect")?;
+        self.change_protection(mm, v, start, end);
+        if old & (VmFlags::WRITE | VmFlags::SHARED | VmFlags::LOCKED) == VmFlags::LOCKED
+            && newflags.contains(VmFlags::WRITE)
+        {
+            self.populate(mm, start, end);
+        }
+        Ok(v)
+    }
+
+    /// `change_protection`: PTEs lose write when the VMA does; with
+    /// MM_CP_TRY_CHANGE_WRITABLE, exclusive anon pages (and shared pages) become writable
+    /// again without a fault.
+    fn change_protection(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) {
+        let flags = self.vmas[vma].flags;
+        self.split_huge_pmds_partial(mm, start, end);
+        let writable = flags.contains(VmFlags::WRITE);
+        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+            if let Pte::Present { folio, sub, .. } = pte {
+                let can_write = writable
+                    && folio != ZERO_FOLIO
+                    && (flags.contains(VmFlags::SHARED)
+                        || self.folios[folio].pages[sub as usize].anon_exclusive);
+                if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+                    if !writable {
+                        *f -= PteFlags::WRITE;
+                    } else if can_write && f.contains(PteFlags::DIRTY) {
+                        *f |= PteFlags::WRITE;
+                    }
+                }
+            }
+        }
+        for (a, folio, _) in self.mms[mm].pt.huge_in(start, end) {
+            let excl = folio != crate::folio::HUGE_ZERO_FOLIO && self.folios[folio].pages[0].anon_exclusive;
+            if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+                if !writable {
+                    *f -= PteFlags::WRITE;
+                } else if excl && f.contains(PteFlags::DIRTY) {
+                    *f |= PteFlags::WRITE;
+                }
+            }
+        }
+    }
+}

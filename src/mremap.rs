@@ -1,0 +1,493 @@
+//! mremap(2) (mm/mremap.c, Linux 6.18): `do_mremap`, `check_mremap_params`,
+//! `check_prep_vma`, `remap_move` (the 6.17 multi-VMA move), `mremap_at`, `mremap_to`,
+//! `expand_vma_in_place`, `move_vma`, `copy_vma_and_data`, `copy_vma` and, the place where
+//! page tables move, `move_page_tables` with PMD realignment (`try_realign_addr`,
+//! `can_align_down`), `move_normal_pmd`, `move_huge_pmd` and `move_ptes`.
+
+use crate::abi::{MAP_FIXED, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE};
+use crate::errno::{Errno, KResult};
+use crate::mm::{MmId, System};
+use crate::pagetable::{Pmd, Pte, PteFlags, pmd_index};
+use crate::types::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr, page_align};
+use crate::vma::{VmFlags, VmaId};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum RemapType {
+    NoResize,
+    Shrink,
+    Expand,
+}
+
+/// `struct vma_remap_struct`.
+#[derive(Clone, Debug)]
+struct Vrm {
+    mm: MmId,
+    addr: u64,
+    old_len: u64,
+    new_len: u64,
+    flags: u64,
+    new_addr: u64,
+    vma: Option<VmaId>,
+    delta: u64,
+    remap_type: RemapType,
+}
+
+impl Vrm {
+    fn implies_new_addr(&self) -> bool {
+        self.flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) != 0
+    }
+    fn move_only(&self) -> bool {
+        self.flags & MREMAP_FIXED != 0 && self.old_len == self.new_len
+    }
+    fn set_delta(&mut self) {
+        self.delta = self.old_len.abs_diff(self.new_len);
+        self.remap_type = if self.delta == 0 {
+            RemapType::NoResize
+        } else if self.old_len > self.new_len {
+            RemapType::Shrink
+        } else {
+            RemapType::Expand
+        };
+    }
+    fn will_map_new(&self) -> bool {
+        self.remap_type == RemapType::Expand || self.implies_new_addr()
+    }
+}
+
+impl System {
+    /// mremap(2): `do_mremap`.
+    pub fn sys_mremap(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+    ) -> KResult<u64> {
+        let mm = self.mm_of(pid)?;
+        let old_len = page_align(old_len).ok_or(Errno::EINVAL)?;
+        let new_len = page_align(new_len).ok_or(Errno::EINVAL)?;
+        let mut vrm = Vrm {
+            mm,
+            addr,
+            old_len,
+            new_len,
+            flags,
+            new_addr,
+            vma: None,
+            delta: 0,
+            remap_type: RemapType::NoResize,
+        };
+        self.check_mremap_params(&vrm)?;
+        if vrm.move_only() {
+            return self.remap_move(&mut vrm);
+        }
+        vrm.vma = self.mms[mm].vma_lookup(VirtAddr(addr));
+        self.check_prep_vma(&mut vrm)?;
+        if vrm.implies_new_addr() { self.mremap_to(&mut vrm) } else { self.mremap_at(&mut vrm) }
+    }
+
+    /// `check_mremap_params`.
+    fn check_mremap_params(&self, vrm: &Vrm) -> KResult<()> {
+        if vrm.flags & !(MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if vrm.addr % PAGE_SIZE != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if vrm.new_len == 0 || vrm.new_len > TASK_SIZE {
+            return Err(Errno::EINVAL);
+        }
+        if !vrm.implies_new_addr() {
+            return Ok(());
+        }
+        if vrm.new_addr > TASK_SIZE - vrm.new_len || vrm.new_addr % PAGE_SIZE != 0 {
+            return Err(Errno::EINVAL);
+        }
+        if vrm.flags & MREMAP_MAYMOVE == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if vrm.flags & MREMAP_DONTUNMAP != 0 && vrm.old_len != vrm.new_len {
+            return Err(Errno::EINVAL);
+        }
+        let (so, eo) = (vrm.addr, vrm.addr.saturating_add(vrm.old_len));
+        let (sn, en) = (vrm.new_addr, vrm.new_addr + vrm.new_len);
+        if eo > sn && en > so {
+            return Err(Errno::EINVAL);
+        }
+        // Room for both VMAs to split in three before anything is unmapped.
+        if self.mms[vrm.mm].map_count() + 2 >= self.cfg.max_map_count - 3 {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// `check_prep_vma`.
+    fn check_prep_vma(&self, vrm: &mut Vrm) -> KResult<()> {
+        let Some(vma) = vrm.vma else { return Err(Errno::EFAULT) };
+        vrm.set_delta();
+        if !vrm.implies_new_addr() {
+            vrm.new_addr = vrm.addr;
+        }
+        if !vrm.will_map_new() {
+            return Ok(());
+        }
+        let v = &self.vmas[vma];
+        let mut old_len = vrm.old_len;
+        if old_len == 0 && !v.flags.intersects(VmFlags::SHARED | VmFlags::MAYSHARE) {
+            return Err(Errno::EINVAL);
+        }
+        if vrm.flags & MREMAP_DONTUNMAP != 0 && v.flags.intersects(VmFlags::DONTEXPAND | VmFlags::PFNMAP) {
+            return Err(Errno::EINVAL);
+        }
+        if vrm.remap_type == RemapType::Shrink {
+            old_len = vrm.new_len;
+        }
+        if old_len > v.end.0 - vrm.addr {
+            return Err(Errno::EFAULT);
+        }
+        if vrm.new_len == old_len {
+            return Ok(());
+        }
+        let pgoff = v.pgoff.0 + ((vrm.addr - v.start.0) >> PAGE_SHIFT);
+        if pgoff.checked_add(vrm.new_len >> PAGE_SHIFT).is_none() {
+            return Err(Errno::EINVAL);
+        }
+        if v.flags.intersects(VmFlags::DONTEXPAND | VmFlags::PFNMAP) {
+            return Err(Errno::EFAULT);
+        }
+        Ok(())
+    }
+
+    /// `remap_move` (6.17+): move every VMA in `[addr, addr + old_len)`, keeping the gaps.
+    /// Not atomic: portions moved before an error stay moved.
+    fn remap_move(&mut self, vrm: &mut Vrm) -> KResult<u64> {
+        let mm = vrm.mm;
+        let start = vrm.addr;
+        let end = vrm.addr + vrm.old_len;
+        let new_addr = vrm.new_addr;
+        let mut target = new_addr;
+        let mut res: KResult<u64> = Err(Errno::EFAULT);
+        let mut seen = false;
+        let mut last_end = 0;
+        let mut cursor = start;
+        loop {
+            let Some(vma) = self.mms[mm].find_vma(VirtAddr(cursor)).filter(|&v| self.vmas[v].start.0 < end)
+            else {
+                break;
+            };
+            let (vstart, vend) = (self.vmas[vma].start.0, self.vmas[vma].end.0);
+            let addr = vstart.max(start);
+            let len = end.min(vend) - addr;
+            if !seen && start < vstart {
+                return Err(Errno::EFAULT);
+            }
+            let offset = if seen { vstart - last_end } else { 0 };
+            last_end = vend;
+            vrm.vma = Some(vma);
+            vrm.addr = addr;
+            vrm.new_addr = target + offset;
+            vrm.old_len = len;
+            vrm.new_len = len;
+            // Anonymous and ordinary file VMAs are always allowed in a multi-VMA move.
+            self.check_prep_vma(vrm)?;
+            let r = self.mremap_to(vrm)?;
+            if !seen {
+                res = Ok(r);
+            }
+            seen = true;
+            target = r + len;
+            cursor = addr + len;
+        }
+        res
+    }
+
+    /// `mremap_at`: no new address.
+    fn mremap_at(&mut self, vrm: &mut Vrm) -> KResult<u64> {
+        match vrm.remap_type {
+            RemapType::NoResize => Ok(vrm.addr),
+            RemapType::Shrink => {
+                self.do_munmap(vrm.mm, vrm.addr + vrm.new_len, vrm.delta)?;
+                Ok(vrm.addr)
+            }
+            RemapType::Expand => self.expand_vma(vrm),
+        }
+    }
+
+    /// `expand_vma`: in place when the range reaches the VMA's end and the space after it is
+    /// free, else move (with MREMAP_MAYMOVE).
+    fn expand_vma(&mut self, vrm: &mut Vrm) -> KResult<u64> {
+        let vma = vrm.vma.expect("vma");
+        let (vstart, vend) = (self.vmas[vma].start.0, self.vmas[vma].end.0);
+        if vend - vrm.addr == vrm.old_len && self.vma_expandable(vrm.mm, vstart, vend, vrm.delta) {
+            let mut vmg = self.vmg_from_vma(vma, VirtAddr(vend), VirtAddr(vend + vrm.delta), "mremap_expand");
+            vmg.prev = Some(vma);
+            vmg.next = self.mms[vrm.mm]
+                .vma_at_start(VirtAddr(vend + vrm.delta))
+                .or_else(|| self.mms[vrm.mm].vma_from(VirtAddr(vend)));
+            vmg.middle = None;
+            // vma_merge_extend
+            return match self.vma_merge_new_range(&mut vmg) {
+                Some(_) => {
+                    self.mms[vrm.mm].total_vm += vrm.delta >> PAGE_SHIFT;
+                    Ok(vrm.addr)
+                }
+                None => Err(Errno::ENOMEM),
+            };
+        }
+        if vrm.flags & MREMAP_MAYMOVE == 0 {
+            return Err(Errno::ENOMEM);
+        }
+        self.vrm_set_new_addr(vrm)?;
+        self.move_vma(vrm)
+    }
+
+    /// `vma_expandable`.
+    fn vma_expandable(&self, mm: MmId, vstart: u64, vend: u64, delta: u64) -> bool {
+        let Some(end) = vend.checked_add(delta) else { return false };
+        if self.mms[mm].intersects(VirtAddr(vend), VirtAddr(end)) {
+            return false;
+        }
+        end - vstart <= TASK_SIZE && vstart <= TASK_SIZE - (end - vstart)
+    }
+
+    /// `vrm_set_new_addr`: where the move goes (MAP_FIXED with MREMAP_FIXED, a hint with
+    /// only DONTUNMAP, anywhere otherwise).
+    fn vrm_set_new_addr(&mut self, vrm: &mut Vrm) -> KResult<()> {
+        let vma = vrm.vma.expect("vma");
+        let v = &self.vmas[vma];
+        let pgoff = v.pgoff.0 + ((vrm.addr - v.start.0) >> PAGE_SHIFT);
+        let hint = if vrm.implies_new_addr() { vrm.new_addr } else { 0 };
+        let mut map_flags = 0;
+        if vrm.flags & MREMAP_FIXED != 0 {
+            map_flags |= MAP_FIXED;
+        }
+        if v.flags.contains(VmFlags::MAYSHARE) {
+            map_flags |= MAP_SHARED;
+        }
+        vrm.new_addr = self.get_unmapped_area(vrm.mm, v.file, hint, vrm.new_len, pgoff, map_flags)?;
+        Ok(())
+    }
+
+    /// `mremap_to`: FIXED and/or DONTUNMAP.
+    fn mremap_to(&mut self, vrm: &mut Vrm) -> KResult<u64> {
+        let mm = vrm.mm;
+        if vrm.flags & MREMAP_FIXED != 0 {
+            self.do_munmap(mm, vrm.new_addr, vrm.new_len)?;
+            vrm.vma = self.mms[mm].vma_lookup(VirtAddr(vrm.addr));
+            if vrm.vma.is_none() {
+                return Err(Errno::EFAULT);
+            }
+        }
+        if vrm.remap_type == RemapType::Shrink {
+            self.do_munmap(mm, vrm.addr + vrm.new_len, vrm.delta)?;
+            vrm.vma = self.mms[mm].vma_lookup(VirtAddr(vrm.addr));
+            if vrm.vma.is_none() {
+                return Err(Errno::EFAULT);
+            }
+            vrm.old_len = vrm.new_len;
+        }
+        self.vrm_set_new_addr(vrm)?;
+        self.move_vma(vrm)
+    }
+
+    /// `move_vma`: copy the VMA to the new place, move its page tables, then unmap the
+    /// source (or, with DONTUNMAP, leave it empty).
+    fn move_vma(&mut self, vrm: &mut Vrm) -> KResult<u64> {
+        let mm = vrm.mm;
+        // prep_move_vma: room for the unmap to split in three.
+        if self.mms[mm].map_count() >= self.cfg.max_map_count - 3 {
+            return Err(Errno::ENOMEM);
+        }
+        let mut vma = vrm.vma.expect("vma");
+        let internal_pgoff = (vrm.addr - self.vmas[vma].start.0) >> PAGE_SHIFT;
+        let new_pgoff = self.vmas[vma].pgoff.plus(internal_pgoff);
+        let Some(new_vma) = self.copy_vma(&mut vma, VirtAddr(vrm.new_addr), vrm.new_len, new_pgoff) else {
+            return Err(Errno::ENOMEM);
+        };
+        vrm.vma = Some(vma);
+        self.move_page_tables(mm, vma, new_vma, VirtAddr(vrm.addr), VirtAddr(vrm.new_addr), vrm.old_len);
+        self.mms[mm].total_vm += vrm.new_len >> PAGE_SHIFT;
+        if vrm.flags & MREMAP_DONTUNMAP != 0 {
+            self.dontunmap_complete(vrm, new_vma);
+        } else {
+            self.unmap_source_vma(vrm);
+        }
+        Ok(vrm.new_addr)
+    }
+
+    /// `dontunmap_complete`: the old VMA stays, unlocked and unaccounted; if it moved whole
+    /// it loses its anon_vma (the next fault zero-fills).
+    fn dontunmap_complete(&mut self, vrm: &Vrm, new_vma: VmaId) {
+        let vma = vrm.vma.expect("vma");
+        let (s, e) = (self.vmas[vma].start.0, self.vmas[vma].end.0);
+        self.vmas[vma].flags -= VmFlags::LOCKED_MASK | VmFlags::ACCOUNT;
+        if new_vma != vma && vrm.addr == s && vrm.addr + vrm.old_len == e {
+            self.unlink_anon_vmas(vma);
+        }
+    }
+
+    /// `unmap_source_vma`: unmap the old range without unaccounting it; the pieces that
+    /// remain get VM_ACCOUNT back.
+    fn unmap_source_vma(&mut self, vrm: &Vrm) {
+        let mm = vrm.mm;
+        let vma = vrm.vma.expect("vma");
+        let accountable =
+            self.vmas[vma].flags.contains(VmFlags::ACCOUNT) && vrm.flags & MREMAP_DONTUNMAP == 0;
+        let (vstart, vend) = (self.vmas[vma].start.0, self.vmas[vma].end.0);
+        if accountable {
+            self.vmas[vma].flags -= VmFlags::ACCOUNT;
+        }
+        if self.do_munmap(mm, vrm.addr, vrm.old_len).is_err() {
+            return;
+        }
+        if accountable {
+            let end = vrm.addr + vrm.old_len;
+            if vstart < vrm.addr
+                && let Some(p) = self.mms[mm].vma_before(VirtAddr(vrm.addr))
+            {
+                self.vmas[p].flags |= VmFlags::ACCOUNT;
+            }
+            if vend > end
+                && let Some(n) = self.mms[mm].vma_from(VirtAddr(end))
+            {
+                self.vmas[n].flags |= VmFlags::ACCOUNT;
+            }
+        }
+    }
+
+    /// `copy_vma` (mm/vma.c): the destination VMA, merged with a neighbour if possible
+    /// (`vma_merge_copied_range`), else a copy. An unfaulted anonymous source is
+    /// re-linearised to the new address. May replace `*vmap` when the source merged into
+    /// the destination (only possible when unfaulted).
+    fn copy_vma(&mut self, vmap: &mut VmaId, addr: VirtAddr, len: u64, pgoff: PgOff) -> Option<VmaId> {
+        let vma = *vmap;
+        let vma_start = self.vmas[vma].start;
+        let mm = self.vmas[vma].mm;
+        let mut pgoff = pgoff;
+        if self.vmas[vma].is_anonymous() && self.vmas[vma].anon_vma.is_none() {
+            pgoff = PgOff(addr.0 >> PAGE_SHIFT);
+        }
+        let end = addr.plus(len);
+        if self.mms[mm].intersects(addr, end) {
+            return None;
+        }
+        let mut vmg = self.vmg_from_vma(vma, addr, end, "mremap_move");
+        vmg.pgoff = pgoff;
+        vmg.prev = self.mms[mm].vma_before(addr);
+        vmg.next = self.mms[mm].vma_from(addr);
+        vmg.copied_from = Some(vma);
+        vmg.middle = None;
+        if let Some(nv) = self.vma_merge_new_range(&mut vmg) {
+            let n = &self.vmas[nv];
+            if vma_start >= n.start && vma_start < n.end {
+                *vmap = nv;
+            }
+            return Some(nv);
+        }
+        let mut new = self.vmas[vma].clone();
+        new.chain = Vec::new();
+        new.start = addr;
+        new.end = end;
+        new.pgoff = pgoff;
+        if let Some(f) = new.file {
+            self.fs.files[f].refs += 1;
+        }
+        let nv = self.vma_link(new);
+        self.anon_vma_clone(nv, vma);
+        Some(nv)
+    }
+
+    /// `move_page_tables`: move `len` bytes of page tables from `old_addr` to `new_addr`,
+    /// realigning both down to a PMD boundary when that lets whole PTE tables move.
+    /// Folios keep their `index` and `mapping`.
+    fn move_page_tables(
+        &mut self,
+        mm: MmId,
+        old: VmaId,
+        new: VmaId,
+        old_addr: VirtAddr,
+        new_addr: VirtAddr,
+        len: u64,
+    ) {
+        if len == 0 {
+            return;
+        }
+        let old_end = old_addr.plus(len);
+        let (mut oa, mut na) = (old_addr, new_addr);
+        // try_realign_addr
+        let off = old_addr.0 & (PMD_SIZE - 1);
+        if len >= PMD_SIZE - off
+            && off != 0
+            && off == new_addr.0 & (PMD_SIZE - 1)
+            && self.can_align_down(mm, old, old_addr)
+            && self.can_align_down(mm, new, new_addr)
+        {
+            oa = old_addr.pmd_down();
+            na = new_addr.pmd_down();
+        }
+        while oa < old_end {
+            let extent = (PMD_SIZE - (oa.0 & (PMD_SIZE - 1)))
+                .min(old_end.0 - oa.0)
+                .min(PMD_SIZE - (na.0 & (PMD_SIZE - 1)));
+            let okey = pmd_index(oa);
+            match self.mms[mm].pt.pmds.get(&okey) {
+                None => {}
+                Some(Pmd::Huge { .. }) => {
+                    if extent == PMD_SIZE && !self.mms[mm].pt.pmds.contains_key(&pmd_index(na)) {
+                        // move_huge_pmd
+                        let e = self.mms[mm].pt.pmds.remove(&okey).expect("pmd");
+                        self.mms[mm].pt.pmds.insert(pmd_index(na), e);
+                        self.stats.pmds_moved += 1;
+                    } else {
+                        self.split_huge_pmd(mm, oa);
+                        self.move_ptes(mm, oa, na, extent);
+                    }
+                }
+                Some(Pmd::Table(_)) => {
+                    if extent == PMD_SIZE && !self.mms[mm].pt.pmds.contains_key(&pmd_index(na)) {
+                        // move_normal_pmd: the whole PTE table moves.
+                        let e = self.mms[mm].pt.pmds.remove(&okey).expect("pmd");
+                        if let Pmd::Table(t) = &e {
+                            self.stats.ptes_moved += t.used as u64;
+                        }
+                        self.mms[mm].pt.pmds.insert(pmd_index(na), e);
+                        self.stats.pmds_moved += 1;
+                    } else {
+                        self.move_ptes(mm, oa, na, extent);
+                    }
+                }
+            }
+            oa = oa.plus(extent);
+            na = na.plus(extent);
+        }
+    }
+
+    /// `can_align_down`: the range starts its VMA and nothing lies between the PMD
+    /// boundary below and the VMA.
+    fn can_align_down(&self, mm: MmId, vma: VmaId, addr: VirtAddr) -> bool {
+        let v = &self.vmas[vma];
+        if v.start != addr {
+            return false;
+        }
+        let down = addr.pmd_down();
+        !self.mms[mm].intersects(down, v.start)
+    }
+
+    /// `move_ptes`: move each PTE of `[old, old + extent)`; moved PTEs become soft-dirty.
+    fn move_ptes(&mut self, mm: MmId, old: VirtAddr, new: VirtAddr, extent: u64) {
+        let pt = &mut self.mms[mm].pt;
+        for (a, pte) in pt.ptes_in(old, old.plus(extent)) {
+            pt.set_pte(a, Pte::None);
+            let moved = match pte {
+                Pte::Present { folio, sub, flags } => {
+                    Pte::Present { folio, sub, flags: flags | PteFlags::SOFT_DIRTY }
+                }
+                p => p,
+            };
+            pt.set_pte(new.plus(a.0 - old.0), moved);
+            self.stats.ptes_moved += 1;
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Page tables: PGD → PUD → PMD → PTE, with PTE leaves and PMD (THP) leaves.
+//!
+//! The populated part of the tree is held sparsely: PMD entries in an ordered map keyed by
+//! PMD index (whose high bits are the PUD and PGD indices), each either a PTE table of 512
+//! entries or a huge leaf. This is exactly the information the upper levels would carry, and
+//! keeps walks ordered and cheap.
+
+use std::collections::BTreeMap;
+
+use bitflags::bitflags;
+
+use crate::folio::FolioId;
+use crate::types::{PAGE_SHIFT, PMD_SHIFT, PMD_SIZE, PTRS_PER_PTE, VirtAddr};
+
+bitflags! {
+    /// PTE bits the model tracks.
+    #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+    pub struct PteFlags: u8 {
+        const WRITE = 0x1;
+        const DIRTY = 0x2;
+        const ACCESSED = 0x4;
+        const SOFT_DIRTY = 0x8;
+    }
+}
+
+/// A swap entry: the swap slot holding the page.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct SwapEntry(pub u32);
+
+/// One page-table entry.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Pte {
+    #[default]
+    None,
+    /// Maps page `sub` of `folio`.
+    Present { folio: FolioId, sub: u16, flags: PteFlags },
+    /// A swapped-out page.
+    Swap { entry: SwapEntry },
+    /// A page under migration (`is_migration_entry`).
+    Migration { folio: FolioId, sub: u16, writable: bool },
+}
+
+impl Pte {
+    pub fn is_none(&self) -> bool {
+        matches!(self, Pte::None)
+    }
+    pub fn present(&self) -> Option<(FolioId, u16, PteFlags)> {
+        match *self {
+            Pte::Present { folio, sub, flags } => Some((folio, sub, flags)),
+            _ => None,
+        }
+    }
+}
+
+/// A PTE table (one PMD entry's worth).
+#[derive(Clone, Debug)]
+pub struct PteTable {
+    pub ptes: [Pte; PTRS_PER_PTE],
+    /// Non-none entries.
+    pub used: u16,
+}
+
+impl Default for PteTable {
+    fn default() -> Self {
+        PteTable { ptes: [Pte::None; PTRS_PER_PTE], used: 0 }
+    }
+}
+
+/// A PMD entry.
+#[derive(Clone, Debug)]
+pub enum Pmd {
+    Table(Box<PteTable>),
+    /// A PMD-mapped (THP) folio.
+    Huge {
+        folio: FolioId,
+        flags: PteFlags,
+    },
+}
+
+/// What maps one address.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Walk {
+    /// No PTE table or huge leaf.
+    NoTable,
+    Pte(Pte),
+    /// A huge leaf; `sub` is the page of the folio at the address.
+    Huge {
+        folio: FolioId,
+        sub: u16,
+        flags: PteFlags,
+    },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PageTable {
+    pub pmds: BTreeMap<u64, Pmd>,
+}
+
+pub fn pmd_index(a: VirtAddr) -> u64 {
+    a.0 >> PMD_SHIFT
+}
+pub fn pte_index(a: VirtAddr) -> usize {
+    ((a.0 >> PAGE_SHIFT) as usize) & (PTRS_PER_PTE - 1)
+}
+
+impl PageTable {
+    pub fn walk(&self, a: VirtAddr) -> Walk {
+        match self.pmds.get(&pmd_index(a)) {
+            None => Walk::NoTable,
+            Some(Pmd::Table(t)) => Walk::Pte(t.ptes[pte_index(a)]),
+            Some(Pmd::Huge { folio, flags }) => {
+                Walk::Huge { folio: *folio, sub: pte_index(a) as u16, flags: *flags }
+            }
+        }
+    }
+    pub fn get_pte(&self, a: VirtAddr) -> Pte {
+        match self.pmds.get(&pmd_index(a)) {
+            Some(Pmd::Table(t)) => t.ptes[pte_index(a)],
+            _ => Pte::None,
+        }
+    }
+    /// Set a PTE, allocating the table (`pte_alloc`). The PMD must not be a huge leaf.
+    pub fn set_pte(&mut self, a: VirtAddr, pte: Pte) {
+        let t = match self.pmds.entry(pmd_index(a)).or_insert_with(|| Pmd::Table(Box::default())) {
+            Pmd::Table(t) => t,
+            Pmd::Huge { .. } => panic!("set_pte on a huge PMD at {a:?}"),
+        };
+        let slot = &mut t.ptes[pte_index(a)];
+        match (slot.is_none(), pte.is_none()) {
+            (true, false) => t.used += 1,
+            (false, true) => t.used -= 1,
+            _ => {}
+        }
+        *slot = pte;
+    }
+    /// Clear a PTE and return the old one (`ptep_get_and_clear`).
+    pub fn take_pte(&mut self, a: VirtAddr) -> Pte {
+        let old = self.get_pte(a);
+        if !old.is_none() {
+            self.set_pte(a, Pte::None);
+        }
+        old
+    }
+    pub fn pte_flags_mut(&mut self, a: VirtAddr) -> Option<&mut PteFlags> {
+        match self.pmds.get_mut(&pmd_index(a)) {
+            Some(Pmd::Table(t)) => match &mut t.ptes[pte_index(a)] {
+                Pte::Present { flags, .. } => Some(flags),
+                _ => None,
+            },
+            Some(Pmd::Huge { flags, .. }) => Some(flags),
+            None => None,
+        }
+    }
+    pub fn pmd(&self, a: VirtAddr) -> Option<&Pmd> {
+        self.pmds.get(&pmd_index(a))
+    }
+    /// PMD indices in `[start, end)` that hold something.
+    pub fn pmd_keys_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<u64> {
+        if start >= end {
+            return Vec::new();
+        }
+        self.pmds.range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1))).map(|(k, _)| *k).collect()
+    }
+    /// Every non-none PTE in `[start, end)` in address order (huge leaves excluded).
+    pub fn ptes_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<(VirtAddr, Pte)> {
+        let mut out = Vec::new();
+        if start >= end {
+            return out;
+        }
+        for (&k, pmd) in self.pmds.range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1))) {
+            if let Pmd::Table(t) = pmd {
+                if t.used == 0 {
+                    continue;
+                }
+                let base = k << PMD_SHIFT;
+                let lo = start.0.max(base);
+                let hi = end.0.min(base + PMD_SIZE);
+                let mut a = lo;
+                while a < hi {
+                    let p = t.ptes[pte_index(VirtAddr(a))];
+                    if !p.is_none() {
+                        out.push((VirtAddr(a), p));
+                    }
+                    a += 1 << PAGE_SHIFT;
+                }
+            }
+        }
+        out
+    }
+    /// Huge leaves whose 2 MiB range intersects `[start, end)`: (PMD start, folio, flags).
+    pub fn huge_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<(VirtAddr, FolioId, PteFlags)> {
+        if start >= end {
+            return Vec::new();
+        }
+        self.pmds
+            .range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1)))
+            .filter_map(|(k, p)| match p {
+                Pmd::Huge { folio, flags } => Some((VirtAddr(k << PMD_SHIFT), *folio, *flags)),
+                _ => None,
+            })
+            .collect()
+    }
+}

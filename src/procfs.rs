@@ -1,0 +1,130 @@
+//! `/proc/pid/maps` and `/proc/pid/pagemap` views (fs/proc/task_mmu.c: `show_map_vma`,
+//! `get_vma_name`, `pte_to_pagemap_entry`).
+//!
+//! File identity is printed as the oracle normalises the kernel's: regular files show
+//! device `00:00` and inodes numbered in creation order; shared anonymous memory shows
+//! device `00:01` and its shmem objects numbered in creation order.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::folio::{HUGE_ZERO_FOLIO, ZERO_FOLIO};
+use crate::fs::InodeKind;
+use crate::mm::{MmId, System};
+use crate::pagetable::{Pte, Walk};
+use crate::snapshot::{RawPage, RawProc, RawPte};
+use crate::types::{PAGE_SHIFT, Pid, VirtAddr};
+use crate::vma::{VmFlags, VmaId};
+
+impl System {
+    /// One `/proc/pid/maps` line, exactly as `show_map_vma` prints it.
+    pub fn maps_line(&self, mm: MmId, vma: VmaId) -> String {
+        let v = &self.vmas[vma];
+        let f = v.flags;
+        let mut line = String::with_capacity(96);
+        let (mut pgoff, mut dev, mut ino, mut name) = (0u64, "00:00", 0u64, None::<String>);
+        if let Some(file) = v.file {
+            let inode = &self.fs.inodes[self.fs.files[file].inode];
+            pgoff = v.pgoff.0 << PAGE_SHIFT;
+            ino = inode.ino;
+            match &inode.kind {
+                InodeKind::Regular { path } => name = Some(path.clone()),
+                InodeKind::Shmem => {
+                    dev = "00:01";
+                    name = Some(match &v.anon_name {
+                        Some(n) => format!("[anon_shmem:{n}]"),
+                        None => "/dev/zero (deleted)".to_string(),
+                    });
+                }
+            }
+        } else if let Some(s) = &v.special {
+            name = Some(s.to_string());
+        } else {
+            let m = &self.mms[mm];
+            if v.start < m.brk && v.end > m.start_brk {
+                name = Some("[heap]".to_string());
+            } else if let Some(n) = &v.anon_name {
+                name = Some(format!("[anon:{n}]"));
+            }
+        }
+        let _ = write!(
+            line,
+            "{:08x}-{:08x} {}{}{}{} {:08x} {} {} ",
+            v.start.0,
+            v.end.0,
+            if f.contains(VmFlags::READ) { 'r' } else { '-' },
+            if f.contains(VmFlags::WRITE) { 'w' } else { '-' },
+            if f.contains(VmFlags::EXEC) { 'x' } else { '-' },
+            if f.contains(VmFlags::MAYSHARE) { 's' } else { 'p' },
+            pgoff,
+            dev,
+            ino
+        );
+        if let Some(n) = name {
+            while line.len() < 72 {
+                line.push(' ');
+            }
+            line.push(' ');
+            line.push_str(&n);
+        }
+        line
+    }
+
+    /// `/proc/pid/maps` of a process.
+    pub fn maps(&self, pid: Pid) -> Vec<String> {
+        let Some(p) = self.procs.get(&pid) else { return Vec::new() };
+        self.mms[p.mm].vmas.values().map(|e| self.maps_line(p.mm, e.id)).collect()
+    }
+
+    /// Every present or swapped page of a process, as pagemap shows it: the page, bit 56
+    /// (the page is mapped exactly once: `folio_precise_page_mapcount == 1`), and its tag.
+    pub fn pagemap(&self, pid: Pid) -> Vec<RawPte> {
+        let Some(p) = self.procs.get(&pid) else { return Vec::new() };
+        let mm = &self.mms[p.mm];
+        let mut out = Vec::new();
+        for e in mm.vmas.values() {
+            let v = &self.vmas[e.id];
+            let keys = mm.pt.pmd_keys_in(v.start, v.end);
+            for key in keys {
+                let base = key << crate::types::PMD_SHIFT;
+                let lo = base.max(v.start.0);
+                let hi = (base + crate::types::PMD_SIZE).min(v.end.0);
+                let mut a = lo;
+                while a < hi {
+                    out.extend(self.pagemap_entry(mm.pt.walk(VirtAddr(a)), a));
+                    a += crate::types::PAGE_SIZE;
+                }
+            }
+        }
+        out
+    }
+
+    fn pagemap_entry(&self, w: Walk, a: u64) -> Option<RawPte> {
+        match w {
+            Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => {
+                if folio == ZERO_FOLIO {
+                    return Some(RawPte { addr: a, page: RawPage::Zero, exclusive: false, tag: 0 });
+                }
+                let f = &self.folios[folio];
+                Some(RawPte {
+                    addr: a,
+                    page: RawPage::Id(((folio.0 as u64) << 9) | sub as u64),
+                    exclusive: folio != HUGE_ZERO_FOLIO && f.page_mapcount(sub as usize) == 1,
+                    tag: f.pages[sub as usize].tag,
+                })
+            }
+            Walk::Pte(Pte::Swap { .. }) | Walk::Pte(Pte::Migration { .. }) => {
+                Some(RawPte { addr: a, page: RawPage::Swap, exclusive: false, tag: 0 })
+            }
+            _ => None,
+        }
+    }
+
+    /// The raw view of every live process (before page renaming).
+    pub fn raw_view(&self) -> BTreeMap<Pid, RawProc> {
+        self.procs
+            .keys()
+            .map(|&pid| (pid, RawProc { maps: self.maps(pid), ptes: self.pagemap(pid) }))
+            .collect()
+    }
+}

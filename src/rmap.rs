@@ -1,0 +1,276 @@
+//! The anonymous reverse map (mm/rmap.c): `struct anon_vma`, `struct anon_vma_chain`, the
+//! per-anon_vma interval tree of chains keyed on page offset (mm/interval_tree.c), and the
+//! walk from a folio to every (process, VMA, address) that maps it.
+
+use std::collections::BTreeSet;
+
+use crate::arena::arena_id;
+use crate::folio::{FolioId, Mapping};
+use crate::mm::System;
+use crate::types::{PgOff, VirtAddr};
+use crate::vma::{VmFlags, VmaId};
+
+arena_id!(
+    /// An anon_vma.
+    AnonVmaId
+);
+arena_id!(
+    /// An anon_vma_chain.
+    AvcId
+);
+
+/// `struct anon_vma`.
+#[derive(Clone, Debug)]
+pub struct AnonVma {
+    pub root: AnonVmaId,
+    pub parent: AnonVmaId,
+    pub refcount: u32,
+    /// Child anon_vmas, plus one self-parent link on a root.
+    pub num_children: u32,
+    /// VMAs with `vma->anon_vma == this`.
+    pub num_active_vmas: u32,
+    /// The interval tree (`rb_root`): chains keyed by their VMA's first page offset.
+    pub tree: BTreeSet<(u64, AvcId)>,
+}
+
+/// `struct anon_vma_chain`.
+#[derive(Clone, Debug)]
+pub struct Avc {
+    pub vma: VmaId,
+    pub anon_vma: AnonVmaId,
+    /// The key this chain is filed under in the tree (`avc_start_pgoff` when inserted).
+    pub key: u64,
+}
+
+/// One place a folio is mapped, found by the rmap walk.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RmapHit {
+    pub vma: VmaId,
+    /// `vma_address(vma, folio->index, nr)`.
+    pub addr: VirtAddr,
+}
+
+impl System {
+    /// `anon_vma_alloc`.
+    pub fn anon_vma_alloc(&mut self) -> AnonVmaId {
+        let id = self.anon_vmas.alloc(AnonVma {
+            root: AnonVmaId(0),
+            parent: AnonVmaId(0),
+            refcount: 1,
+            num_children: 0,
+            num_active_vmas: 0,
+            tree: BTreeSet::new(),
+        });
+        let av = &mut self.anon_vmas[id];
+        av.root = id;
+        av.parent = id;
+        self.stats.anon_vmas_allocated += 1;
+        id
+    }
+
+    /// `[avc_start_pgoff, avc_last_pgoff]` of a VMA.
+    pub fn vma_pgoff_interval(&self, vma: VmaId) -> (u64, u64) {
+        let v = &self.vmas[vma];
+        (v.pgoff.0, v.pgoff.0 + v.pages() - 1)
+    }
+
+    /// `anon_vma_chain_link`: add at the head of the VMA's chain and into the tree.
+    fn anon_vma_chain_link(&mut self, vma: VmaId, anon_vma: AnonVmaId) {
+        let key = self.vmas[vma].pgoff.0;
+        let avc = self.avcs.alloc(Avc { vma, anon_vma, key });
+        self.vmas[vma].chain.insert(0, avc);
+        self.anon_vmas[anon_vma].tree.insert((key, avc));
+    }
+
+    /// `anon_vma_interval_tree_pre_update_vma`: take the VMA's chains out of their trees
+    /// before its start, end or pgoff changes.
+    pub fn rmap_pre_update(&mut self, vma: VmaId) {
+        for i in 0..self.vmas[vma].chain.len() {
+            let avc = self.vmas[vma].chain[i];
+            let (av, key) = (self.avcs[avc].anon_vma, self.avcs[avc].key);
+            self.anon_vmas[av].tree.remove(&(key, avc));
+        }
+    }
+
+    /// `anon_vma_interval_tree_post_update_vma`: file them again under the new pgoff.
+    pub fn rmap_post_update(&mut self, vma: VmaId) {
+        let key = self.vmas[vma].pgoff.0;
+        for i in 0..self.vmas[vma].chain.len() {
+            let avc = self.vmas[vma].chain[i];
+            self.avcs[avc].key = key;
+            let av = self.avcs[avc].anon_vma;
+            self.anon_vmas[av].tree.insert((key, avc));
+        }
+    }
+
+    /// `anon_vma_compatible(a, b)`.
+    fn anon_vma_compatible(&self, a: VmaId, b: VmaId) -> bool {
+        let (a, b) = (&self.vmas[a], &self.vmas[b]);
+        a.end == b.start
+            && a.file == b.file
+            && ((a.flags ^ b.flags) & !(VmFlags::ACCESS | VmFlags::SOFTDIRTY)).is_empty()
+            && b.pgoff.0 == a.pgoff.0 + a.start.pages_to(b.start)
+    }
+
+    /// `reusable_anon_vma(old, a, b)`.
+    fn reusable_anon_vma(&self, old: VmaId, a: VmaId, b: VmaId) -> Option<AnonVmaId> {
+        if self.anon_vma_compatible(a, b) {
+            let o = &self.vmas[old];
+            if o.anon_vma.is_some() && o.chain.len() == 1 {
+                return o.anon_vma;
+            }
+        }
+        None
+    }
+
+    /// `find_mergeable_anon_vma`: try the adjacent next VMA first, then prev.
+    pub fn find_mergeable_anon_vma(&self, vma: VmaId) -> Option<AnonVmaId> {
+        let v = &self.vmas[vma];
+        let mm = &self.mms[v.mm];
+        if let Some(next) = mm.vma_at_start(v.end)
+            && let Some(av) = self.reusable_anon_vma(next, vma, next)
+        {
+            return Some(av);
+        }
+        let prev = mm.vma_before(v.start)?;
+        self.reusable_anon_vma(prev, prev, vma)
+    }
+
+    /// `__anon_vma_prepare`: give a VMA its anon_vma on the first write fault.
+    pub fn anon_vma_prepare(&mut self, vma: VmaId) -> AnonVmaId {
+        if let Some(av) = self.vmas[vma].anon_vma {
+            return av;
+        }
+        let av = match self.find_mergeable_anon_vma(vma) {
+            Some(av) => av,
+            None => {
+                let av = self.anon_vma_alloc();
+                self.anon_vmas[av].num_children += 1; // self-parent link of a new root
+                av
+            }
+        };
+        self.vmas[vma].anon_vma = Some(av);
+        self.anon_vma_chain_link(vma, av);
+        self.anon_vmas[av].num_active_vmas += 1;
+        av
+    }
+
+    /// `anon_vma_clone(dst, src)` (6.18): link `dst` to every anon_vma `src` is linked to.
+    /// When `dst->anon_vma` is unset (fork), an anon_vma with no active VMAs and fewer than
+    /// two children is reused.
+    pub fn anon_vma_clone(&mut self, dst: VmaId, src: VmaId) {
+        let src_chain: Vec<AvcId> = self.vmas[src].chain.clone();
+        let src_has_anon = self.vmas[src].anon_vma.is_some();
+        for &pavc in src_chain.iter().rev() {
+            let av = self.avcs[pavc].anon_vma;
+            self.anon_vma_chain_link(dst, av);
+            let a = &self.anon_vmas[av];
+            if self.vmas[dst].anon_vma.is_none()
+                && src_has_anon
+                && a.num_children < 2
+                && a.num_active_vmas == 0
+            {
+                self.vmas[dst].anon_vma = Some(av);
+            }
+        }
+        if let Some(av) = self.vmas[dst].anon_vma {
+            self.anon_vmas[av].num_active_vmas += 1;
+        }
+    }
+
+    /// `anon_vma_fork(vma, pvma)`: link a child VMA to its parent's anon_vmas and give it
+    /// one of its own (or reuse an idle one).
+    pub fn anon_vma_fork(&mut self, vma: VmaId, pvma: VmaId) {
+        let Some(pav) = self.vmas[pvma].anon_vma else { return };
+        self.vmas[vma].anon_vma = None;
+        self.anon_vma_clone(vma, pvma);
+        if self.vmas[vma].anon_vma.is_some() {
+            return;
+        }
+        let av = self.anon_vma_alloc();
+        let root = self.anon_vmas[pav].root;
+        {
+            let a = &mut self.anon_vmas[av];
+            a.num_active_vmas += 1;
+            a.root = root;
+            a.parent = pav;
+        }
+        self.anon_vmas[root].refcount += 1; // get_anon_vma(root)
+        self.vmas[vma].anon_vma = Some(av);
+        self.anon_vma_chain_link(vma, av);
+        self.anon_vmas[pav].num_children += 1;
+    }
+
+    /// `unlink_anon_vmas`: drop a VMA's chains, freeing anon_vmas whose trees empty.
+    pub fn unlink_anon_vmas(&mut self, vma: VmaId) {
+        let chain = std::mem::take(&mut self.vmas[vma].chain);
+        let mut emptied = Vec::new();
+        for avc in chain {
+            let Avc { anon_vma, key, .. } = self.avcs.free(avc);
+            let a = &mut self.anon_vmas[anon_vma];
+            a.tree.remove(&(key, avc));
+            if a.tree.is_empty() {
+                let parent = a.parent;
+                self.anon_vmas[parent].num_children -= 1;
+                emptied.push(anon_vma);
+            }
+        }
+        if let Some(av) = self.vmas[vma].anon_vma.take() {
+            self.anon_vmas[av].num_active_vmas -= 1;
+        }
+        for av in emptied {
+            self.put_anon_vma(av);
+        }
+    }
+
+    /// `put_anon_vma`: drop a reference; a freed non-root anon_vma drops its root's.
+    pub fn put_anon_vma(&mut self, av: AnonVmaId) {
+        let a = &mut self.anon_vmas[av];
+        a.refcount -= 1;
+        if a.refcount > 0 {
+            return;
+        }
+        let root = a.root;
+        self.anon_vmas.free(av);
+        self.stats.anon_vmas_freed += 1;
+        if root != av {
+            self.put_anon_vma(root);
+        }
+    }
+
+    /// `rmap_walk_anon`: every VMA linked to the folio's anon_vma whose pgoff range covers
+    /// the folio, with `vma_address` of the folio's first page.
+    pub fn rmap_walk_anon(&self, folio: FolioId) -> Vec<RmapHit> {
+        let f = &self.folios[folio];
+        let Mapping::Anon(av) = f.mapping else { return Vec::new() };
+        let nr = f.nr_pages();
+        let (first, last) = (f.index.0, f.index.0 + nr - 1);
+        let mut hits = Vec::new();
+        for &(_, avc) in self.anon_vmas[av].tree.range(..=(last, AvcId(u32::MAX))) {
+            let vma = self.avcs[avc].vma;
+            let v = &self.vmas[vma];
+            if v.pgoff.0 + v.pages() - 1 < first {
+                continue;
+            }
+            if let Some(addr) = v.address_of(PgOff(first), nr) {
+                hits.push(RmapHit { vma, addr });
+            }
+        }
+        hits
+    }
+
+    /// `folio_move_anon_rmap`: an exclusively owned folio now belongs to this VMA's anon_vma.
+    pub fn folio_move_anon_rmap(&mut self, folio: FolioId, vma: VmaId) {
+        if let Some(av) = self.vmas[vma].anon_vma {
+            self.folios[folio].mapping = Mapping::Anon(av);
+        }
+    }
+
+    /// `vma_had_uncowed_parents` (6.18): faulted and linked to more than its own anon_vma.
+    pub fn vma_is_fork_child(&self, vma: Option<VmaId>) -> bool {
+        vma.is_some_and(|v| {
+            let v = &self.vmas[v];
+            v.anon_vma.is_some() && v.chain.len() != 1
+        })
+    }
+}
