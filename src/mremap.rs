@@ -198,7 +198,8 @@ impl System {
             }
             seen = true;
             target = r + len;
-            cursor = addr + len;
+            // The iterator resumes after the VMA as it was found (mas_pause at vm_end).
+            cursor = vend;
         }
         res
     }
