@@ -22,6 +22,7 @@ pub mod mremap;
 pub mod pagetable;
 pub mod procfs;
 pub mod rmap;
+pub mod r#gen;
 pub mod run;
 pub mod script;
 pub mod snapshot;
