@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::abi::{self, *};
+use crate::abi::*;
 use crate::script::{Call, Expect, Script, Step};
 use crate::types::{PAGE_SIZE, PMD_SIZE, Pid};
 
@@ -241,6 +241,7 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Script {
     }
     g.steps.truncate(cfg.steps);
     Script {
+        skipped: Vec::new(),
         path: format!("gen:seed={seed} {}", cfg.describe()),
         steps: g.steps,
     }
@@ -1024,138 +1025,9 @@ impl Gen<'_> {
 
 // ---- rendering ------------------------------------------------------------------------------
 
-fn addr_str(a: u64) -> String {
-    if a == 0 {
-        "NULL".to_string()
-    } else {
-        format!("{a:#x}")
-    }
-}
-
-fn advice_str(advice: u64) -> String {
-    MADV_ADVICE
-        .iter()
-        .find(|&&(_, v)| v == advice)
-        .map_or_else(|| advice.to_string(), |&(n, _)| n.to_string())
-}
-
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if c.is_ascii_graphic() || c == ' ' => out.push(c),
-            c => {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    let _ = write!(out, "\\x{b:02x}");
-                }
-            }
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn dirfd_str(fd: i64) -> String {
-    if fd == AT_FDCWD {
-        "AT_FDCWD".to_string()
-    } else {
-        fd.to_string()
-    }
-}
-
-/// A call in strace syntax, without pid and result.
+/// A call in strace syntax, without pid and result (the parser's formatter).
 pub fn render(call: &Call) -> String {
-    match call {
-        Call::Mmap {
-            addr,
-            len,
-            prot,
-            flags,
-            fd,
-            off,
-        } => format!(
-            "mmap({}, {len}, {}, {}, {fd}, {off})",
-            addr_str(*addr),
-            abi::format_flags(PROT_FLAGS, *prot, "PROT_NONE"),
-            abi::format_flags(MAP_FLAGS, *flags, "0"),
-        ),
-        Call::Munmap { addr, len } => format!("munmap({}, {len})", addr_str(*addr)),
-        Call::Mprotect { addr, len, prot } => format!(
-            "mprotect({}, {len}, {})",
-            addr_str(*addr),
-            abi::format_flags(PROT_FLAGS, *prot, "PROT_NONE")
-        ),
-        Call::Madvise { addr, len, advice } => {
-            format!(
-                "madvise({}, {len}, {})",
-                addr_str(*addr),
-                advice_str(*advice)
-            )
-        }
-        Call::Mremap {
-            old_addr,
-            old_len,
-            new_len,
-            flags,
-            new_addr,
-        } => {
-            let f = abi::format_flags(MREMAP_FLAGS, *flags, "0");
-            if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 {
-                format!(
-                    "mremap({}, {old_len}, {new_len}, {f}, {})",
-                    addr_str(*old_addr),
-                    addr_str(*new_addr)
-                )
-            } else {
-                format!("mremap({}, {old_len}, {new_len}, {f})", addr_str(*old_addr))
-            }
-        }
-        Call::Brk { addr } => format!("brk({})", addr_str(*addr)),
-        Call::Fork { vfork: false } => "fork()".to_string(),
-        Call::Fork { vfork: true } => "vfork()".to_string(),
-        Call::CloneVm { flags } => format!(
-            "clone(child_stack=NULL, flags={})",
-            abi::format_flags(CLONE_FLAGS, *flags, "0")
-        ),
-        Call::ExitGroup { code } => format!("exit_group({code})"),
-        Call::Execve { path } => format!(
-            "execve({}, [{}], 0x0 /* 0 vars */)",
-            quote(path),
-            quote(path)
-        ),
-        Call::SetVmaAnonName { addr, len, name } => format!(
-            "prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, {}, {len}, {})",
-            addr_str(*addr),
-            name.as_deref().map_or_else(|| "NULL".to_string(), quote)
-        ),
-        Call::Openat {
-            dirfd,
-            path,
-            flags,
-            mode,
-        } => format!(
-            "openat({}, {}, {}, 0{mode:o})",
-            dirfd_str(*dirfd),
-            quote(path),
-            abi::format_flags(OPEN_FLAGS, *flags, "O_RDONLY")
-        ),
-        Call::Close { fd } => format!("close({fd})"),
-        Call::Dup { fd } => format!("dup({fd})"),
-        Call::Dup2 { oldfd, newfd } => format!("dup2({oldfd}, {newfd})"),
-        Call::Ftruncate { fd, len } => format!("ftruncate({fd}, {len})"),
-        Call::Touch { addr, len, write } => {
-            format!(
-                "touch({}, {len}, \"{}\")",
-                addr_str(*addr),
-                if *write { "w" } else { "r" }
-            )
-        }
-    }
+    crate::script::format_call(call)
 }
 
 /// The script as text in the language: a header comment (the script's `path`, which for a
@@ -1282,6 +1154,7 @@ impl Shrinker<'_> {
             return None;
         }
         Some(Script {
+            skipped: Vec::new(),
             path: s.path.clone(),
             steps,
         })
