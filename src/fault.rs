@@ -334,8 +334,31 @@ impl System {
     }
 
     /// `do_read_fault`: map cached pages around the fault (`do_fault_around`,
-    /// `filemap_map_pages`), then the faulting page itself.
+    /// `filemap_map_pages`); on a cache miss, read around the page
+    /// (`do_sync_mmap_readahead`) and retry, as `VM_FAULT_RETRY` does, so the retry's
+    /// fault-around maps the pages just read.
     fn do_read_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+        let inode = self.vma_inode(vma);
+        let index = self.vmas[vma].linear_page_index(a);
+        self.fault_around(mm, vma, a);
+        if !self.mms[mm].pt.get_pte(a).is_none() {
+            return;
+        }
+        if !self.fs.inodes[inode].cache.contains_key(&index.0) && self.mmap_readahead(vma, index) {
+            self.fault_around(mm, vma, a);
+            if !self.mms[mm].pt.get_pte(a).is_none() {
+                return;
+            }
+        }
+        let shared = self.vmas[vma].flags.contains(VmFlags::SHARED);
+        let ro = if shared { self.new_pte_flags(vma, false) } else { PteFlags::ACCESSED };
+        let f = self.page_cache_get(inode, index);
+        self.map_file_page(mm, a, f, ro);
+    }
+
+    /// `do_fault_around`: map the pages already cached in the 16-page window around `a`,
+    /// inside the VMA, the PTE table and the file.
+    fn fault_around(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
         let inode = self.vma_inode(vma);
         let (vstart, vpages, vpgoff) = {
             let v = &self.vmas[vma];
@@ -359,17 +382,35 @@ impl System {
                 self.map_file_page(mm, pa, f, ro);
             }
         }
-        if self.mms[mm].pt.get_pte(a).is_none() {
-            let index = vpgoff.plus(vma_off);
-            let f = self.page_cache_get(inode, index);
-            self.map_file_page(mm, a, f, ro);
+    }
+
+    /// `do_sync_mmap_readahead` for a regular file: read the window around `index` into the
+    /// page cache (holes read as zeroes). Shmem has no read-ahead. Returns whether it read.
+    fn mmap_readahead(&mut self, vma: VmaId, index: PgOff) -> bool {
+        let inode = self.vma_inode(vma);
+        if !matches!(self.fs.inodes[inode].kind, crate::fs::InodeKind::Regular { .. }) {
+            return false;
         }
+        let flags = self.vmas[vma].flags;
+        if flags.contains(VmFlags::RAND_READ) || self.cfg.readahead_pages == 0 {
+            return false;
+        }
+        let ra = self.cfg.readahead_pages;
+        let start = if flags.contains(VmFlags::SEQ_READ) { index.0 } else { index.0.saturating_sub(ra / 2) };
+        let end = (start + ra).min(self.fs.size_pages(inode));
+        for i in start..end {
+            self.page_cache_get(inode, PgOff(i));
+        }
+        true
     }
 
     /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
     fn do_shared_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
         let inode = self.vma_inode(vma);
         let index = self.vmas[vma].linear_page_index(a);
+        if !self.fs.inodes[inode].cache.contains_key(&index.0) {
+            self.mmap_readahead(vma, index);
+        }
         let f = self.page_cache_get(inode, index);
         let flags = self.new_pte_flags(vma, true);
         self.map_file_page(mm, a, f, flags);
@@ -380,6 +421,9 @@ impl System {
     fn do_cow_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
         let inode = self.vma_inode(vma);
         let index = self.vmas[vma].linear_page_index(a);
+        if !self.fs.inodes[inode].cache.contains_key(&index.0) {
+            self.mmap_readahead(vma, index);
+        }
         let src = self.page_cache_get(inode, index);
         let tag = self.folios[src].pages[0].tag;
         self.anon_vma_prepare(vma);

@@ -12,6 +12,7 @@ pub mod fault;
 pub mod folio;
 pub mod fork;
 pub mod fs;
+pub mod khugepaged;
 pub mod madvise;
 pub mod memory;
 pub mod merge;

@@ -179,6 +179,7 @@ impl System {
                     a = a.plus(PAGE_SIZE);
                 }
             }
+            MADV_COLLAPSE => self.madvise_collapse(mm, vma, start, end)?,
             MADV_REMOVE => {
                 if !self.vmas[vma].flags.contains(VmFlags::SHARED) {
                     return Err(Errno::EINVAL);

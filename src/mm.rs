@@ -43,6 +43,8 @@ pub struct Config {
     pub anon_vma_name: bool,
     /// CONFIG_MEM_SOFT_DIRTY (off on our machines: VM_SOFTDIRTY is never set).
     pub soft_dirty: bool,
+    /// Read-ahead window of regular files in pages (`read_ahead_kb` 8192 on our disks).
+    pub readahead_pages: u64,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             initial_brk: VirtAddr(0x5555_5555_8000),
             anon_vma_name: false,
             soft_dirty: false,
+            readahead_pages: 2048,
         }
     }
 }

@@ -318,12 +318,13 @@ impl System {
         Ok(vrm.new_addr)
     }
 
-    /// `dontunmap_complete`: the old VMA stays, unlocked and unaccounted; if it moved whole
-    /// it loses its anon_vma (the next fault zero-fills).
+    /// `dontunmap_complete`: the old VMA stays, unlocked (6.18 keeps VM_ACCOUNT, unlike
+    /// 6.16; the oracle showed it); if it moved whole it loses its anon_vma (the next fault
+    /// zero-fills).
     fn dontunmap_complete(&mut self, vrm: &Vrm, new_vma: VmaId) {
         let vma = vrm.vma.expect("vma");
         let (s, e) = (self.vmas[vma].start.0, self.vmas[vma].end.0);
-        self.vmas[vma].flags -= VmFlags::LOCKED_MASK | VmFlags::ACCOUNT;
+        self.vmas[vma].flags -= VmFlags::LOCKED_MASK;
         if new_vma != vma && vrm.addr == s && vrm.addr + vrm.old_len == e {
             self.unlink_anon_vmas(vma);
         }

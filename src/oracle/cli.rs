@@ -176,8 +176,3 @@ pub fn cmd_diff(path: &Path) -> i32 {
     0
 }
 
-/// `anonmm fuzz`: not built yet (the generator is written elsewhere).
-pub fn cmd_fuzz(_cases: u64, _seed: Option<u64>, _steps: usize, _out: &Path) -> i32 {
-    eprintln!("anonmm fuzz: not built yet");
-    2
-}

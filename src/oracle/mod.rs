@@ -63,6 +63,7 @@
 
 mod cli;
 mod controller;
+mod fuzz;
 mod maps;
 mod pages;
 mod probe;
@@ -76,7 +77,8 @@ use crate::script::{Call, Expect, Script};
 use crate::snapshot::{StepView, rename};
 use crate::types::Pid;
 
-pub use cli::{cmd_diff, cmd_fuzz, cmd_run};
+pub use cli::{cmd_diff, cmd_run};
+pub use fuzz::{Verdict, cmd_fuzz, compare};
 
 /// The part of the address space scripts may use.
 pub const WINDOW_START: u64 = 0x1000_0000_0000;

@@ -1,0 +1,110 @@
+//! MADV_COLLAPSE (mm/khugepaged.c): `madvise_collapse`, `hpage_collapse_scan_pmd`,
+//! `collapse_huge_page` and `madvise_collapse_errno`.
+
+use crate::errno::{Errno, KResult};
+use crate::folio::ZERO_FOLIO;
+use crate::mm::{MmId, System};
+use crate::pagetable::{Pmd, Pte, PteFlags, pmd_index};
+use crate::types::{HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, VirtAddr};
+use crate::vma::{VmFlags, VmaId};
+
+/// Why one PMD range could not be collapsed (`enum scan_result`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ScanFail {
+    PmdNull,
+    PageAnon,
+    PageCount,
+    PageRo,
+}
+
+impl ScanFail {
+    /// `madvise_collapse_errno`.
+    fn errno(self) -> Errno {
+        match self {
+            ScanFail::PageCount => Errno::EAGAIN,
+            ScanFail::PmdNull | ScanFail::PageAnon | ScanFail::PageRo => Errno::EINVAL,
+        }
+    }
+}
+
+impl System {
+    /// `madvise_collapse` for one VMA piece `[start, end)`.
+    pub fn madvise_collapse(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) -> KResult<()> {
+        // thp_vma_allowable_order(TVA_FORCED_COLLAPSE): ignores the sysfs mode but not
+        // VM_NOHUGEPAGE; an aligned PMD must fit; anonymous VMAs need an anon_vma.
+        let v = &self.vmas[vma];
+        if v.flags.contains(VmFlags::NOHUGEPAGE) || v.flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) {
+            return Err(Errno::EINVAL);
+        }
+        let h = VirtAddr(v.end.0.saturating_sub(PMD_SIZE)).pmd_down();
+        if h < v.start || h.0 + PMD_SIZE > v.end.0 || v.end.0 < PMD_SIZE {
+            return Err(Errno::EINVAL);
+        }
+        if !v.is_anonymous() || v.anon_vma.is_none() {
+            return Err(Errno::EINVAL);
+        }
+        let hstart = (start.0 + PMD_SIZE - 1) & !(PMD_SIZE - 1);
+        let hend = end.0 & !(PMD_SIZE - 1);
+        let mut last_fail = None;
+        let mut h = hstart;
+        while h < hend {
+            if let Err(f) = self.collapse_pmd(mm, vma, VirtAddr(h)) {
+                last_fail = Some(f);
+            }
+            h += PMD_SIZE;
+        }
+        match last_fail {
+            None => Ok(()),
+            Some(f) => Err(f.errno()),
+        }
+    }
+
+    /// `hpage_collapse_scan_pmd` + `collapse_huge_page` for the PMD at `h`.
+    fn collapse_pmd(&mut self, mm: MmId, vma: VmaId, h: VirtAddr) -> Result<(), ScanFail> {
+        match self.mms[mm].pt.pmd(h) {
+            None => return Err(ScanFail::PmdNull),
+            Some(Pmd::Huge { .. }) => return Ok(()), // SCAN_PMD_MAPPED
+            Some(Pmd::Table(_)) => {}
+        }
+        let ptes = self.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
+        let mut writable = false;
+        for (_, pte) in &ptes {
+            let Pte::Present { folio, flags, .. } = *pte else { continue };
+            if folio == ZERO_FOLIO {
+                continue;
+            }
+            let f = &self.folios[folio];
+            if !f.is_anon() {
+                return Err(ScanFail::PageAnon);
+            }
+            if f.pincount > 0 || f.extra_refs > 0 {
+                return Err(ScanFail::PageCount);
+            }
+            writable |= flags.contains(PteFlags::WRITE);
+        }
+        if !writable {
+            return Err(ScanFail::PageRo);
+        }
+        // Copy every page into a new THP; none and zero-page PTEs read as zeroes.
+        let new = self.folio_alloc(HPAGE_PMD_ORDER);
+        self.stats.thp_allocated += 1;
+        for (a, pte) in ptes {
+            if let Pte::Present { folio, sub, .. } = pte
+                && folio != ZERO_FOLIO
+            {
+                let i = ((a.0 - h.0) / PAGE_SIZE) as usize;
+                self.folios[new].pages[i].tag = self.folios[folio].pages[sub as usize].tag;
+            }
+            self.mms[mm].pt.set_pte(a, Pte::None);
+            self.drop_pte(pte);
+        }
+        self.mms[mm].pt.pmds.remove(&pmd_index(h));
+        self.folio_add_new_anon_rmap(new, vma, h, true);
+        let mut flags = PteFlags::ACCESSED | PteFlags::DIRTY;
+        if self.vmas[vma].flags.contains(VmFlags::WRITE) {
+            flags |= PteFlags::WRITE;
+        }
+        self.mms[mm].pt.pmds.insert(pmd_index(h), Pmd::Huge { folio: new, flags });
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! `anonmm oracle fuzz`: random scripts on the model and on the kernel, compared step by step;
+//! a divergence is shrunk to a minimal script and written out.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::r#gen::{GenConfig, generate, shrink_with, write_script, ShrinkOptions};
+use crate::run::{RunOptions, run_script};
+use crate::script::Script;
+
+use super::cli::diff_step;
+use super::{OracleError, available, run_native_steps};
+
+/// What one script showed.
+#[derive(Debug)]
+pub enum Verdict {
+    Same,
+    /// The first step that differs, and how.
+    Diverges { line: usize, call: String, diff: String },
+    /// The kernel could not run it comparably (e.g. it placed a mapping outside the window).
+    Skipped(String),
+}
+
+/// Run one script on both sides (the model with the invariant checker on).
+pub fn compare(script: &Script) -> Verdict {
+    let opts = RunOptions { check: true, ..Default::default() };
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_script(script, &opts)));
+    std::panic::set_hook(hook);
+    let model = match model {
+        Ok(Ok(r)) => r.steps,
+        Ok(Err(e)) => return Verdict::Diverges { line: 0, call: String::new(), diff: format!("  model: {e}\n") },
+        Err(p) => {
+            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            return Verdict::Diverges { line: 0, call: String::new(), diff: format!("  model panicked: {}\n", msg.unwrap_or_default()) };
+        }
+    };
+    let kernel = match run_native_steps(script) {
+        Ok(k) => k,
+        Err(e @ (OracleError::Refused { .. } | OracleError::BadInput { .. })) => return Verdict::Skipped(e.to_string()),
+        Err(e) => return Verdict::Skipped(format!("oracle: {e}")),
+    };
+    for (m, k) in model.iter().zip(&kernel) {
+        let d = diff_step(m, &k.view);
+        if !d.is_empty() {
+            return Verdict::Diverges { line: k.view.line, call: k.view.call.clone(), diff: d };
+        }
+    }
+    if model.len() != kernel.len() {
+        return Verdict::Diverges {
+            line: 0,
+            call: String::new(),
+            diff: format!("  the model ran {} steps, the kernel {}\n", model.len(), kernel.len()),
+        };
+    }
+    Verdict::Same
+}
+
+/// `anonmm oracle fuzz --cases N [--seed S] [--steps M] [--out DIR]`.
+pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path) -> i32 {
+    if let Err(e) = available() {
+        eprintln!("anonmm: kernel oracle unavailable: {e}");
+        return 2;
+    }
+    let seed = seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+            % 1_000_000_007
+    });
+    let cfg = GenConfig { steps, ..GenConfig::default() };
+    println!("fuzz: seed {seed}, {cases} cases of {steps} steps ({})", cfg.describe());
+    let t0 = Instant::now();
+    let (mut same, mut skipped) = (0u64, 0u64);
+    for i in 0..cases {
+        let s = generate(seed.wrapping_add(i), &cfg);
+        match compare(&s) {
+            Verdict::Same => same += 1,
+            Verdict::Skipped(_) => skipped += 1,
+            Verdict::Diverges { line, call, diff } => {
+                println!("case {i} (seed {}) diverges at line {line}: {call}\n{diff}", seed.wrapping_add(i));
+                let small = shrink_with(&s, &mut |x| matches!(compare(x), Verdict::Diverges { .. }), &ShrinkOptions::default());
+                let why = match compare(&small) {
+                    Verdict::Diverges { line, call, diff } => format!("line {line}: {call}\n{diff}"),
+                    v => format!("{v:?}"),
+                };
+                let _ = std::fs::create_dir_all(out);
+                let file = out.join(format!("diverge-seed-{}.strace", seed.wrapping_add(i)));
+                let mut text = write_script(&small);
+                for l in why.lines() {
+                    text.push_str(&format!("# {l}\n"));
+                }
+                if let Err(e) = std::fs::write(&file, text) {
+                    eprintln!("{}: {e}", file.display());
+                }
+                println!("shrunk to {} steps: {}\n{why}", small.steps.len(), file.display());
+                println!("fuzz: seed {seed}: divergence after {} cases", i + 1);
+                return 1;
+            }
+        }
+        if (i + 1) % 1000 == 0 {
+            println!("fuzz: {} cases, {} skipped, {:.0}s", i + 1, skipped, t0.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "fuzz: seed {seed}: {cases} cases ({same} compared, {skipped} skipped), 0 divergences, {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    0
+}
