@@ -172,7 +172,8 @@ impl System {
         let mut seen = false;
         let mut last_end = 0;
         let mut cursor = start;
-        loop {
+        // for_each_vma_range: vma_find stops at `end`.
+        while cursor < end {
             let Some(vma) = self.mms[mm].find_vma(VirtAddr(cursor)).filter(|&v| self.vmas[v].start.0 < end)
             else {
                 break;
