@@ -396,8 +396,19 @@ impl System {
             return false;
         }
         let ra = self.cfg.readahead_pages;
-        let start = if flags.contains(VmFlags::SEQ_READ) { index.0 } else { index.0.saturating_sub(ra / 2) };
-        let end = (start + ra).min(self.fs.size_pages(inode));
+        let (start, end) = if flags.contains(VmFlags::SEQ_READ) {
+            (index.0, index.0 + ra)
+        } else if flags.contains(VmFlags::EXEC) {
+            // Executable memory reads ahead from the fault, within the VMA only
+            // (exec_folio_order() is 0 on x86).
+            let v = &self.vmas[vma];
+            let start = index.0.max(v.pgoff.0);
+            (start, (start + ra).min(v.pgoff.0 + v.pages()))
+        } else {
+            let start = index.0.saturating_sub(ra / 2);
+            (start, start + ra)
+        };
+        let end = end.min(self.fs.size_pages(inode));
         for i in start..end {
             self.page_cache_get(inode, PgOff(i));
         }
