@@ -234,8 +234,9 @@ impl System {
         Ok(0)
     }
 
-    /// Set a file's size; shrinking unmaps and drops the page cache beyond it
-    /// (`truncate_pagecache`), private COW copies stay.
+    /// Set a file's size. Shrinking unmaps every page beyond it from every mapping, private
+    /// COW copies included (`truncate_pagecache` → `unmap_mapping_range(.., even_cows=1)`),
+    /// and drops those pages from the page cache.
     pub fn truncate_inode(&mut self, inode: InodeId, size: u64) {
         let old = self.fs.inodes[inode].size;
         self.fs.inodes[inode].size = size;
@@ -243,18 +244,25 @@ impl System {
             return;
         }
         let first = page_align(size).unwrap_or(u64::MAX) >> PAGE_SHIFT;
+        let vmas: Vec<_> = self
+            .vmas
+            .iter()
+            .filter(|(_, v)| v.file.is_some_and(|f| self.fs.files[f].inode == inode))
+            .map(|(id, _)| id)
+            .collect();
+        for id in vmas {
+            let v = &self.vmas[id];
+            let from = first.max(v.pgoff.0);
+            if from - v.pgoff.0 < v.pages() {
+                let (mm, start, end) = (v.mm, v.start.plus((from - v.pgoff.0) << PAGE_SHIFT), v.end);
+                self.zap_range(mm, start, end);
+            }
+        }
         let gone: Vec<(u64, FolioId)> =
             self.fs.inodes[inode].cache.range(first..).map(|(k, v)| (*k, *v)).collect();
         for (pgoff, folio) in gone {
-            self.unmap_file_folio_everywhere(folio);
             self.fs.inodes[inode].cache.remove(&pgoff);
             self.page_cache_release(folio);
-        }
-        // Zero the tail of the last partial page, as truncate does.
-        if size % crate::types::PAGE_SIZE != 0
-            && let Some(&f) = self.fs.inodes[inode].cache.get(&(size >> PAGE_SHIFT))
-        {
-            let _ = f; // tags are per page, a partial zeroing keeps the page's tag
         }
     }
 }
