@@ -14,7 +14,6 @@ enum ScanFail {
     PmdNull,
     PageAnon,
     PageCount,
-    PageRo,
 }
 
 impl ScanFail {
@@ -22,7 +21,7 @@ impl ScanFail {
     fn errno(self) -> Errno {
         match self {
             ScanFail::PageCount => Errno::EAGAIN,
-            ScanFail::PmdNull | ScanFail::PageAnon | ScanFail::PageRo => Errno::EINVAL,
+            ScanFail::PmdNull | ScanFail::PageAnon => Errno::EINVAL,
         }
     }
 }
@@ -82,9 +81,9 @@ impl System {
             }
             writable |= flags.contains(PteFlags::WRITE);
         }
-        if !writable {
-            return Err(ScanFail::PageRo);
-        }
+        // khugepaged wants a writable PTE; MADV_COLLAPSE does not (the oracle collapses a
+        // range whose only page is write-protected after fork).
+        let _ = writable;
         // Copy every page into a new THP; none and zero-page PTEs read as zeroes.
         let new = self.folio_alloc(HPAGE_PMD_ORDER);
         self.stats.thp_allocated += 1;
