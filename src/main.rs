@@ -99,7 +99,7 @@ fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
     };
     let res = match run_script(&script, &opts) {
         Ok(r) => r,
-        Err(e @ RunError::BadInput { .. }) => {
+        Err(e @ (RunError::BadInput { .. } | RunError::NotModelled { .. })) => {
             eprintln!("{e}");
             return 2;
         }

@@ -177,6 +177,9 @@ pub struct System {
     pub stats: Stats,
     /// Merge attempts, when tracing is on.
     pub merge_log: Option<MergeLog>,
+    /// Set when a call needed behaviour the model does not have; the runner reports it
+    /// instead of a made-up result.
+    pub unsupported: Option<String>,
 }
 
 impl Default for System {
@@ -202,6 +205,7 @@ impl System {
             fs: Fs::default(),
             stats: Stats::default(),
             merge_log: None,
+            unsupported: None,
         }
     }
 
@@ -304,6 +308,11 @@ impl System {
             return Err(Errno::ENOMEM);
         }
         Ok(self.split_vma_nocheck(vma, addr, new_below))
+    }
+
+    /// Record that the current call needs behaviour the model lacks.
+    pub fn not_modelled(&mut self, what: &str) {
+        self.unsupported.get_or_insert_with(|| what.to_string());
     }
 
     /// Bytes in `[start, end)` must be page aligned: a helper for callers.

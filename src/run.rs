@@ -56,6 +56,9 @@ pub enum RunError {
     /// The script asks for something impossible (e.g. a process that does not exist).
     #[error("{path}:{line}: {reason}")]
     BadInput { path: String, line: usize, reason: String },
+    /// The step needs behaviour the model does not have yet.
+    #[error("{path}:{line}: not modelled: {what}")]
+    NotModelled { path: String, line: usize, what: String },
     /// The invariant checker found a broken invariant after a step.
     #[error("{path}:{line}: invariant broken after `{call}`: {reason}")]
     Invariant { path: String, line: usize, call: String, reason: String },
@@ -111,6 +114,9 @@ impl<'a> Runner<'a> {
             ));
         }
         let outcome = self.execute(step)?;
+        if let Some(what) = self.sys.unsupported.take() {
+            return Err(RunError::NotModelled { path: self.path.to_string(), line: step.line, what });
+        }
         let result = format_result_for(&step.call, &outcome);
         if let Some(exp) = step.expect
             && exp != outcome

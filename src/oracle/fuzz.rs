@@ -30,6 +30,7 @@ pub fn compare(script: &Script) -> Verdict {
     std::panic::set_hook(hook);
     let model = match model {
         Ok(Ok(r)) => r.steps,
+        Ok(Err(e @ crate::run::RunError::NotModelled { .. })) => return Verdict::Skipped(e.to_string()),
         Ok(Err(e)) => return Verdict::Diverges { line: 0, call: String::new(), diff: format!("  model: {e}\n") },
         Err(p) => {
             let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
