@@ -445,6 +445,7 @@ impl System {
                         self.stats.pmds_moved += 1;
                     } else {
                         self.split_huge_pmd(mm, oa);
+                        self.mms[mm].pt.alloc_table(na);
                         self.move_ptes(mm, oa, na, extent);
                     }
                 }
@@ -458,6 +459,9 @@ impl System {
                         self.mms[mm].pt.pmds.insert(pmd_index(na), e);
                         self.stats.pmds_moved += 1;
                     } else {
+                        // pte_alloc at the destination happens before move_ptes, even
+                        // when no PTE lands there.
+                        self.mms[mm].pt.alloc_table(na);
                         self.move_ptes(mm, oa, na, extent);
                     }
                 }

@@ -133,6 +133,11 @@ impl PageTable {
         }
         *slot = pte;
     }
+    /// `pte_alloc`: make sure a PTE table exists for `a` (no-op over a huge leaf).
+    pub fn alloc_table(&mut self, a: VirtAddr) {
+        self.pmds.entry(pmd_index(a)).or_insert_with(|| Pmd::Table(Box::default()));
+    }
+
     /// Clear a PTE and return the old one (`ptep_get_and_clear`).
     pub fn take_pte(&mut self, a: VirtAddr) -> Pte {
         let old = self.get_pte(a);
