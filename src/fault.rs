@@ -198,7 +198,7 @@ impl System {
         if !write {
             flags -= PteFlags::DIRTY;
         }
-        self.mms[mm].pt.pmds.insert(pmd_index(h), Pmd::Huge { folio, flags });
+        self.mms[mm].pt.set_pmd(pmd_index(h), Pmd::Huge { folio, flags });
     }
 
     /// `do_huge_pmd_wp_page`: a write to a read-only PMD. The huge zero folio is replaced

@@ -103,7 +103,7 @@ impl System {
                     p.anon_exclusive = false;
                 }
             }
-            self.mms[cmm].pt.pmds.insert(pmd_index(a), Pmd::Huge { folio, flags: f - PteFlags::ACCESSED });
+            self.mms[cmm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio, flags: f - PteFlags::ACCESSED });
         }
         for (a, pte) in self.mms[pmm].pt.ptes_in(start, end) {
             let child_pte = match pte {

@@ -11,7 +11,10 @@ use crate::vma::{VmFlags, VmaId};
 /// Why one PMD range could not be collapsed (`enum scan_result`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum ScanFail {
+    /// No PMD table (PUD none): later PMDs are still tried.
     PmdNull,
+    /// A PMD table with this entry none: the whole collapse stops.
+    PmdNone,
     PageAnon,
     PageCount,
 }
@@ -21,7 +24,7 @@ impl ScanFail {
     fn errno(self) -> Errno {
         match self {
             ScanFail::PageCount => Errno::EAGAIN,
-            ScanFail::PmdNull | ScanFail::PageAnon => Errno::EINVAL,
+            ScanFail::PmdNull | ScanFail::PmdNone | ScanFail::PageAnon => Errno::EINVAL,
         }
     }
 }
@@ -54,8 +57,11 @@ impl System {
         let mut last_fail = None;
         let mut h = hstart;
         while h < hend {
-            if let Err(f) = self.collapse_pmd(mm, vma, VirtAddr(h)) {
-                last_fail = Some(f);
+            match self.collapse_pmd(mm, vma, VirtAddr(h)) {
+                Ok(()) => {}
+                // Only some results let madvise_collapse go on to the next PMD.
+                Err(f @ (ScanFail::PmdNull | ScanFail::PageCount)) => last_fail = Some(f),
+                Err(f) => return Err(f.errno()),
             }
             h += PMD_SIZE;
         }
@@ -68,6 +74,7 @@ impl System {
     /// `hpage_collapse_scan_pmd` + `collapse_huge_page` for the PMD at `h`.
     fn collapse_pmd(&mut self, mm: MmId, vma: VmaId, h: VirtAddr) -> Result<(), ScanFail> {
         match self.mms[mm].pt.pmd(h) {
+            None if self.mms[mm].pt.pud_present(h) => return Err(ScanFail::PmdNone),
             None => return Err(ScanFail::PmdNull),
             Some(Pmd::Huge { .. }) => return Ok(()), // SCAN_PMD_MAPPED
             Some(Pmd::Table(_)) => {}
@@ -110,7 +117,7 @@ impl System {
         if self.vmas[vma].flags.contains(VmFlags::WRITE) {
             flags |= PteFlags::WRITE;
         }
-        self.mms[mm].pt.pmds.insert(pmd_index(h), Pmd::Huge { folio: new, flags });
+        self.mms[mm].pt.set_pmd(pmd_index(h), Pmd::Huge { folio: new, flags });
         Ok(())
     }
 }

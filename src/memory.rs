@@ -7,7 +7,7 @@ use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
 use crate::fs::InodeId;
 use crate::mm::{MmId, System};
 use crate::pagetable::{Pmd, Pte, PteFlags, PteTable, pmd_index};
-use crate::types::{PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PgOff, VirtAddr};
+use crate::types::{PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PUD_SHIFT, PUD_SIZE, PgOff, VirtAddr};
 use crate::vma::VmaId;
 
 impl System {
@@ -98,7 +98,7 @@ impl System {
                 p.mapcount += 1;
             }
         }
-        self.mms[mm].pt.pmds.insert(key, Pmd::Table(t));
+        self.mms[mm].pt.set_pmd(key, Pmd::Table(t));
         self.stats.thp_splits += 1;
     }
 
@@ -139,7 +139,8 @@ impl System {
     /// Drop a reference to a swap slot.
     pub fn swap_free(&mut self, _entry: crate::pagetable::SwapEntry) {}
 
-    /// `free_pgtables`: drop PTE tables whose 2 MiB span no VMA touches any more.
+    /// `free_pgtables`: drop PTE tables whose 2 MiB span no VMA touches any more, and PMD
+    /// tables whose 1 GiB span no VMA touches.
     pub fn free_pgtables(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         for key in self.mms[mm].pt.pmd_keys_in(start, end) {
             let base = VirtAddr(key << PMD_SHIFT);
@@ -149,6 +150,14 @@ impl System {
                     Some(Pmd::Table(t)) => t.used == 0,
                     _ => false,
                 });
+            }
+        }
+        let (lo, hi) = (start.0 >> PUD_SHIFT, end.0.saturating_sub(1) >> PUD_SHIFT);
+        let puds: Vec<u64> = self.mms[mm].pt.puds.range(lo..=hi).copied().collect();
+        for pud in puds {
+            let base = VirtAddr(pud << PUD_SHIFT);
+            if !self.mms[mm].intersects(base, base.plus(PUD_SIZE)) {
+                self.mms[mm].pt.puds.remove(&pud);
             }
         }
     }

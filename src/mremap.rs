@@ -441,7 +441,7 @@ impl System {
                     if extent == PMD_SIZE && !self.mms[mm].pt.pmds.contains_key(&pmd_index(na)) {
                         // move_huge_pmd
                         let e = self.mms[mm].pt.pmds.remove(&okey).expect("pmd");
-                        self.mms[mm].pt.pmds.insert(pmd_index(na), e);
+                        self.mms[mm].pt.set_pmd(pmd_index(na), e);
                         self.stats.pmds_moved += 1;
                     } else {
                         self.split_huge_pmd(mm, oa);
@@ -456,7 +456,7 @@ impl System {
                         if let Pmd::Table(t) = &e {
                             self.stats.ptes_moved += t.used as u64;
                         }
-                        self.mms[mm].pt.pmds.insert(pmd_index(na), e);
+                        self.mms[mm].pt.set_pmd(pmd_index(na), e);
                         self.stats.pmds_moved += 1;
                     } else {
                         // pte_alloc at the destination happens before move_ptes, even

@@ -5,12 +5,12 @@
 //! entries or a huge leaf. This is exactly the information the upper levels would carry, and
 //! keeps walks ordered and cheap.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bitflags::bitflags;
 
 use crate::folio::FolioId;
-use crate::types::{PAGE_SHIFT, PMD_SHIFT, PMD_SIZE, PTRS_PER_PTE, VirtAddr};
+use crate::types::{PAGE_SHIFT, PMD_SHIFT, PMD_SIZE, PTRS_PER_PTE, PUD_SHIFT, VirtAddr};
 
 bitflags! {
     /// PTE bits the model tracks.
@@ -94,6 +94,9 @@ pub enum Walk {
 #[derive(Clone, Debug, Default)]
 pub struct PageTable {
     pub pmds: BTreeMap<u64, Pmd>,
+    /// PUD entries that point to a PMD table (by PUD index, `addr >> PUD_SHIFT`): they
+    /// outlive their PMD entries until `free_pgtables` finds the whole 1 GiB unused.
+    pub puds: BTreeSet<u64>,
 }
 
 pub fn pmd_index(a: VirtAddr) -> u64 {
@@ -119,8 +122,23 @@ impl PageTable {
             _ => Pte::None,
         }
     }
+    /// Install a PMD entry (allocating the PMD table under its PUD).
+    pub fn set_pmd(&mut self, key: u64, pmd: Pmd) {
+        self.puds.insert(key >> (PUD_SHIFT - PMD_SHIFT));
+        self.pmds.insert(key, pmd);
+    }
+
+    /// Whether the PUD entry above `a` points to a PMD table.
+    pub fn pud_present(&self, a: VirtAddr) -> bool {
+        self.puds.contains(&(a.0 >> PUD_SHIFT))
+    }
+
     /// Set a PTE, allocating the table (`pte_alloc`). The PMD must not be a huge leaf.
     pub fn set_pte(&mut self, a: VirtAddr, pte: Pte) {
+        if pte.is_none() && !self.pmds.contains_key(&pmd_index(a)) {
+            return;
+        }
+        self.puds.insert(a.0 >> PUD_SHIFT);
         let t = match self.pmds.entry(pmd_index(a)).or_insert_with(|| Pmd::Table(Box::default())) {
             Pmd::Table(t) => t,
             Pmd::Huge { .. } => panic!("set_pte on a huge PMD at {a:?}"),
@@ -135,6 +153,7 @@ impl PageTable {
     }
     /// `pte_alloc`: make sure a PTE table exists for `a` (no-op over a huge leaf).
     pub fn alloc_table(&mut self, a: VirtAddr) {
+        self.puds.insert(a.0 >> PUD_SHIFT);
         self.pmds.entry(pmd_index(a)).or_insert_with(|| Pmd::Table(Box::default()));
     }
 
