@@ -100,6 +100,8 @@ impl System {
     }
 
     fn pagemap_entry(&self, w: Walk, a: u64) -> Option<RawPte> {
+        // pagemap_pmd_range decides PM_MMAP_EXCLUSIVE once, from the head page.
+        let excl_page = |sub: u16| if matches!(w, Walk::Huge { .. }) { 0 } else { sub as usize };
         match w {
             Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => {
                 if folio == ZERO_FOLIO {
@@ -109,7 +111,7 @@ impl System {
                 Some(RawPte {
                     addr: a,
                     page: RawPage::Id(((folio.0 as u64) << 9) | sub as u64),
-                    exclusive: folio != HUGE_ZERO_FOLIO && f.page_mapcount(sub as usize) == 1,
+                    exclusive: folio != HUGE_ZERO_FOLIO && f.page_mapcount(excl_page(sub)) == 1,
                     tag: f.pages[sub as usize].tag,
                 })
             }
