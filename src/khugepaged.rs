@@ -38,6 +38,11 @@ impl System {
         if v.flags.contains(VmFlags::NOHUGEPAGE) || v.flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) {
             return Err(Errno::EINVAL);
         }
+        // thp_vma_suitable_order: a file VMA must map PMD-aligned offsets at PMD-aligned
+        // addresses.
+        if !v.is_anonymous() && (v.start.0 / PAGE_SIZE).wrapping_sub(v.pgoff.0) % 512 != 0 {
+            return Err(Errno::EINVAL);
+        }
         let h = VirtAddr(v.end.0.saturating_sub(PMD_SIZE)).pmd_down();
         if h < v.start || h.0 + PMD_SIZE > v.end.0 || v.end.0 < PMD_SIZE {
             return Err(Errno::EINVAL);
