@@ -392,6 +392,11 @@ impl System {
             return false;
         }
         let flags = self.vmas[vma].flags;
+        if flags.contains(VmFlags::HUGEPAGE) {
+            // Reads ahead PMD-order folios, which the model's page cache cannot hold.
+            self.not_modelled("read-ahead into large page-cache folios (VM_HUGEPAGE file mapping)");
+            return false;
+        }
         if flags.contains(VmFlags::RAND_READ) || self.cfg.readahead_pages == 0 {
             return false;
         }
