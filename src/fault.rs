@@ -397,7 +397,9 @@ impl System {
             self.not_modelled("read-ahead into large page-cache folios (VM_HUGEPAGE file mapping)");
             return false;
         }
-        if flags.contains(VmFlags::RAND_READ) || self.cfg.readahead_pages == 0 {
+        // VM_RAND_READ stops read-ahead, but not for executable mappings, whose read-ahead
+        // is meant for random access already.
+        if flags & (VmFlags::RAND_READ | VmFlags::EXEC) == VmFlags::RAND_READ || self.cfg.readahead_pages == 0 {
             return false;
         }
         let ra = self.cfg.readahead_pages;
