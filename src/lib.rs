@@ -6,6 +6,7 @@
 
 pub mod abi;
 pub mod errno;
+pub mod import;
 pub mod run;
 pub mod script;
 pub mod snapshot;
