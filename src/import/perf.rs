@@ -324,7 +324,10 @@ fn parse_mmap2(rest: &str) -> Result<MapRec, String> {
         })
         .ok_or_else(|| bad("bad MAJ:MIN"))?;
     let ino = num(ino).ok_or_else(|| bad("bad inode"))?;
-    let perms = r.get(..4).ok_or_else(|| bad("bad permissions"))?;
+    let perms = r
+        .get(..4)
+        .filter(|_| r[4..].is_empty() || r[4..].starts_with(' '))
+        .ok_or_else(|| bad("bad permissions"))?;
     let p = perms.as_bytes();
     let flag = |i: usize, yes: u8, bit: u64| match p[i] {
         c if c == yes => Ok(bit),
@@ -619,6 +622,7 @@ impl Conv<'_> {
 
     /// `PERF_RECORD_*` lines.
     fn record(&mut self, line: usize, h: &Header<'_>, rec: &str) {
+        let rec = rec.trim_end_matches(':');
         match rec {
             "MMAP2" => match parse_mmap2(h.rest) {
                 Ok(r) if r.tid != 0 => self.mmap2(line, r),
@@ -1138,5 +1142,484 @@ fn expect_of(ret: u64) -> Result<Expect, i64> {
         Errno::from_code(code as i32).map(Expect::Err).ok_or(code)
     } else {
         Ok(Expect::Value(ret))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::*;
+    use crate::script::format_step;
+
+    /// A perf line of `tid` in thread group `pid`.
+    fn l(pid: u32, tid: u32, event: &str) -> String {
+        format!("            prog  {pid}/{tid}   100.000001: {event}\n")
+    }
+
+    fn import(text: &str) -> (Script, ImportReport) {
+        parse_perf("t.perf", text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `PID CALL = RESULT` for every step.
+    fn lines(s: &Script) -> Vec<String> {
+        s.steps.iter().map(format_step).collect()
+    }
+
+    fn enter(name: &str, args: &str) -> String {
+        format!("syscalls:sys_enter_{name}: {args}")
+    }
+
+    fn exit(name: &str, ret: &str) -> String {
+        format!("syscalls:sys_exit_{name}: {ret}")
+    }
+
+    const MMAP_ANON: &str = "addr: 0x00000000, len: 0x00002000, prot: 0x00000003, flags: 0x00000022, fd: 0xffffffff, off: 0x00000000";
+
+    #[test]
+    fn headers() {
+        let h = split_header("  Web Content 12/34  5.000001: sched:x: a=1").unwrap();
+        assert_eq!((h.pid, h.tid, h.rest), (12, 34, "sched:x: a=1"));
+        // A comm that looks like a number is still the comm.
+        let h = split_header("1/2 3/4 1.5: e: x").unwrap();
+        assert_eq!((h.pid, h.tid), (3, 4));
+        for bad in [
+            "",
+            "sort 8742/8742",
+            "sort 8742/8742 1009.6",
+            "sort 87x/8742 1009.6: e",
+            "sort /8742 1.0: e",
+            "sort 8742/ 1.0: e",
+            "sort 99999999999/1 1.0: e",
+            "1009.601168: e",
+        ] {
+            assert!(split_header(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_fds() {
+        assert_eq!(num("0x1f"), Some(31));
+        assert_eq!(num("17"), Some(17));
+        assert_eq!(num("0xfffffffffffffffe"), Some(u64::MAX - 1));
+        for bad in ["", "0x", "x1", "-1", "0x1g", "0x10000000000000000"] {
+            assert_eq!(num(bad), None, "{bad}");
+        }
+        assert_eq!(fd_of(0xffffffff), -1);
+        assert_eq!(fd_of(0xffffff9c), AT_FDCWD);
+        assert_eq!(fd_of(3), 3);
+        assert_eq!(
+            expect_of(0xfffffffffffffffe),
+            Ok(Expect::Err(Errno::ENOENT))
+        );
+        assert_eq!(
+            expect_of(0x7f00_0000_0000),
+            Ok(Expect::Value(0x7f00_0000_0000))
+        );
+        assert_eq!(expect_of((-6i64) as u64), Err(6));
+        assert_eq!(
+            expect_of((-4096i64) as u64),
+            Ok(Expect::Value((-4096i64) as u64))
+        );
+    }
+
+    #[test]
+    fn mmap2_records() {
+        let r = parse_mmap2(
+            "PERF_RECORD_MMAP2 8742/8743: [0x5606738c5000(0x12000) @ 0x3000 fe:01 247778 0]: r-xs my lib.so",
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            MapRec {
+                tid: 8743,
+                addr: 0x5606738c5000,
+                len: 0x12000,
+                pgoff: 0x3000,
+                dev: 0xfe01,
+                ino: 247778,
+                prot: PROT_READ | PROT_EXEC,
+                shared: true,
+                name: "my lib.so".into(),
+            }
+        );
+        for bad in [
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe:00 1]: r--p x",
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe00 1 0]: r--p x",
+            "PERF_RECORD_MMAP2 1/1: [0x1000 @ 0 fe:00 1 0]: r--p x",
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe:00 1 0]: rq-p x",
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe:00 1 0]: r-",
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe:00 1 0]",
+            "PERF_RECORD_MMAP2 x: [0x1000(0x1000) @ 0 fe:00 1 0]: r--p x",
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe:00 1 0]: r--pé",
+        ] {
+            assert!(parse_mmap2(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn syscalls_pair_by_tid() {
+        let text = [
+            l(5, 5, &enter("mmap", MMAP_ANON)),
+            l(5, 6, &enter("munmap", "addr: 0x7f0000000000, len: 0x00001000")),
+            l(5, 5, &exit("mmap", "0x7f0000010000")),
+            l(5, 6, &exit("munmap", "0xffffffffffffffea")),
+            l(5, 5, &enter("mremap", "addr: 0x7f0000010000, old_len: 0x00002000, new_len: 0x00004000, flags: 0x00000001, new_addr: 0x00000000")),
+            l(5, 5, &exit("mremap", "0x7f0000020000")),
+            l(5, 5, &enter("pkey_mprotect", "start: 0x7f0000020000, len: 0x00001000, prot: 0x00000001, pkey: 0x00000000")),
+            l(5, 5, &exit("pkey_mprotect", "0x0")),
+            l(5, 5, &enter("madvise", "start: 0x7f0000020000, len_in: 0x00001000, behavior: 0x00000008")),
+            l(5, 5, &exit("madvise", "0x0")),
+            l(5, 5, &enter("brk", "brk: 0x00000000")),
+            l(5, 5, &exit("brk", "0x555555559000")),
+            l(5, 5, &enter("prctl", "option: 0x53564d41, arg2: 0x00000000, arg3: 0x7f0000020000, arg4: 0x00001000, arg5: 0x55550000")),
+            l(5, 5, &exit("prctl", "0x0")),
+            l(5, 5, &enter("prctl", "option: 0x0000000f, arg2: 0x55550000, arg3: 0x00000000, arg4: 0x00000000, arg5: 0x00000000")),
+            l(5, 5, &exit("prctl", "0x0")),
+            l(5, 5, &enter("mlock", "start: 0x7f0000020000, len: 0x00001000")),
+            l(5, 5, &exit("mlock", "0x0")),
+            l(5, 5, &enter("exit_group", "error_code: 0x00000003")),
+        ]
+        .concat();
+        let (s, r) = import(&text);
+        assert_eq!(
+            lines(&s),
+            [
+                "5 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000010000",
+                "6 munmap(0x7f0000000000, 4096) = -1 EINVAL (Invalid argument)",
+                "5 mremap(0x7f0000010000, 8192, 16384, MREMAP_MAYMOVE) = 0x7f0000020000",
+                "5 mprotect(0x7f0000020000, 4096, PROT_READ) = 0",
+                "5 madvise(0x7f0000020000, 4096, MADV_FREE) = 0",
+                "5 brk(NULL) = 0x555555559000",
+                "5 prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, 0x7f0000020000, 4096, \"0x55550000\") = 0",
+                "5 exit_group(3) = ?",
+            ]
+        );
+        let at: Vec<usize> = s.steps.iter().map(|s| s.line).collect();
+        assert_eq!(at, [1, 2, 5, 7, 9, 11, 13, 19]);
+        assert_eq!(r.skipped["prctl(0xf)"], 1);
+        assert_eq!(r.skipped["mlock (not in the AST)"], 1);
+        assert_eq!(r.events, 19);
+        assert_eq!(r.steps, 8);
+        assert_eq!((r.processes, r.threads), (1, 1));
+        assert_eq!(
+            s.skipped,
+            [
+                (15, "prctl(0xf)".to_string()),
+                (17, "mlock (not in the AST)".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn fork_or_thread_from_the_childs_lines() {
+        let text = [
+            l(
+                5,
+                5,
+                "sched:sched_process_fork: comm=a b pid=5 child_comm=a b child_pid=6",
+            ),
+            l(
+                5,
+                5,
+                "sched:sched_process_fork: comm=a b pid=5 child_comm=a b child_pid=7",
+            ),
+            l(
+                6,
+                6,
+                "exceptions:page_fault_user: address=0x7f0000001234 ip=0x1 error_code=0x6",
+            ),
+            l(
+                5,
+                7,
+                "exceptions:page_fault_user: address=0x7f0000001234 ip=0x1 error_code=0x15",
+            ),
+            l(5, 7, &enter("exit", "error_code: 0x00000000")),
+            l(
+                5,
+                7,
+                "sched:sched_process_exit: comm=a pid=7 prio=120 group_dead=false",
+            ),
+            l(
+                6,
+                6,
+                "sched:sched_process_exit: comm=a pid=6 prio=120 group_dead=true",
+            ),
+            // A child never seen again is a process.
+            l(
+                5,
+                5,
+                "sched:sched_process_fork: comm=a pid=5 child_comm=a child_pid=8",
+            ),
+        ]
+        .concat();
+        let (s, r) = import(&text);
+        assert_eq!(
+            lines(&s),
+            [
+                "5 fork() = 6",
+                "5 clone(child_stack=NULL, flags=CLONE_VM|CLONE_THREAD) = 7",
+                "6 touch(0x7f0000001000, 4096, \"w\")",
+                "7 touch(0x7f0000001000, 4096, \"r\")",
+                "7 exit_group(0) = ?",
+                "6 exit_group(0) = ?",
+                "5 fork() = 8",
+            ]
+        );
+        assert_eq!((r.processes, r.threads), (3, 1));
+    }
+
+    #[test]
+    fn clone_flags_decide_when_recorded() {
+        let text = [
+            l(5, 5, &enter("clone", "clone_flags: 0x00004111, newsp: 0x00000000, parent_tidptr: 0x00000000, child_tidptr: 0x00000000, tls: 0x00000000")),
+            l(5, 5, "sched:sched_process_fork: comm=a pid=5 child_comm=a child_pid=6"),
+            l(5, 5, &exit("clone", "0x6")),
+            l(5, 5, &enter("clone", "clone_flags: 0x00010900, newsp: 0x00000000, parent_tidptr: 0x00000000, child_tidptr: 0x00000000, tls: 0x00000000")),
+            l(5, 5, "sched:sched_process_fork: comm=a pid=5 child_comm=a child_pid=7"),
+            l(5, 5, &exit("clone", "0x7")),
+        ]
+        .concat();
+        let (s, _) = import(&text);
+        assert_eq!(
+            lines(&s),
+            [
+                "5 vfork() = 6",
+                "5 clone(child_stack=NULL, flags=CLONE_VM|CLONE_SIGHAND|CLONE_THREAD) = 7",
+            ]
+        );
+    }
+
+    #[test]
+    fn exec_records_and_failed_execs() {
+        let text = [
+            l(5, 5, "PERF_RECORD_MMAP2 5/5: [0x7ffe00000000(0x21000) @ 0x7ffffffde000 00:00 0 0]: rw-p [stack]"),
+            l(5, 5, "PERF_RECORD_MMAP2 5/5: [0x400000(0x1000) @ 0 fe:00 10 0]: r--p prog"),
+            l(5, 5, "sched:sched_process_exec: filename=my prog pid=5 old_pid=5"),
+            l(5, 5, &exit("execve", "0x0")),
+            l(5, 5, &enter("execve", "filename: 0x7ffe00001000, argv: 0x7ffe00002000, envp: 0x7ffe00003000")),
+            l(5, 5, &exit("execve", "0xfffffffffffffffe")),
+            l(5, 5, &enter("execve", "filename: 0x7ffe00001000, argv: 0x7ffe00002000, envp: 0x7ffe00003000")),
+            l(5, 5, "PERF_RECORD_MMAP2 5/5: [0x500000(0x2000) @ 0x1000 fe:00 11 0]: r-xp other"),
+            l(5, 5, "PERF_RECORD_MMAP2 5/5: [0x502000(0x3000) @ 0x502000 00:00 0 0]: rw-p //anon"),
+            l(5, 5, "sched:sched_process_exec: filename=other pid=5 old_pid=5"),
+            l(5, 5, &exit("execve", "0x0")),
+        ]
+        .concat();
+        let (s, r) = import(&text);
+        assert_eq!(
+            lines(&s),
+            [
+                "5 execve(\"my prog\", [\"my prog\"], NULL) = 0",
+                "5 map_record(0x7ffe00000000, 135168, 34359738334, PROT_READ|PROT_WRITE, \"p\", 0x0, 0, NULL, \"[stack]\")",
+                "5 map_record(0x400000, 4096, 0, PROT_READ, \"p\", 0xfe00, 10, \"prog\", NULL)",
+                "5 execve(\"other\", [\"other\"], NULL) = 0",
+                "5 map_record(0x500000, 8192, 1, PROT_READ|PROT_EXEC, \"p\", 0xfe00, 11, \"other\", NULL)",
+                "5 map_record(0x502000, 12288, 1282, PROT_READ|PROT_WRITE, \"p\", 0x0, 0, NULL, NULL)",
+            ]
+        );
+        let at: Vec<usize> = s.steps.iter().map(|s| s.line).collect();
+        assert_eq!(at, [3, 1, 2, 7, 8, 9]);
+        assert_eq!(r.skipped["execve failed (ENOENT)"], 1);
+    }
+
+    #[test]
+    fn mmap_records_name_files_through_dups_forks_and_execs() {
+        let mmap_fd = |fd: &str| {
+            enter(
+                "mmap",
+                &format!(
+                    "addr: 0x00000000, len: 0x00001000, prot: 0x00000001, flags: 0x00000002, fd: {fd}, off: 0x00000000"
+                ),
+            )
+        };
+        let rec = |name: &str, ino: u32| {
+            format!(
+                "PERF_RECORD_MMAP2 5/5: [0x7f0000000000(0x1000) @ 0 fe:00 {ino} 0]: r--p {name}"
+            )
+        };
+        let open = "dfd: 0xffffff9c, filename: 0x7ffe00001000, flags: 0x00000000, mode: 0x00000000";
+        let open_cloexec =
+            "dfd: 0xffffff9c, filename: 0x7ffe00001000, flags: 0x00080000, mode: 0x00000000";
+        let text = [
+            l(5, 5, &enter("openat", open)), // 1
+            l(5, 5, &exit("openat", "0x3")),
+            l(5, 5, &enter("dup", "fildes: 0x00000003")), // 3
+            l(5, 5, &exit("dup", "0x4")),
+            l(5, 5, &enter("close", "fd: 0x00000003")), // 5
+            l(5, 5, &exit("close", "0x0")),
+            l(5, 5, &mmap_fd("0x00000004")), // 7: names the openat at 1
+            l(5, 5, &rec("a.so", 10)),
+            l(5, 5, &exit("mmap", "0x7f0000000000")),
+            l(5, 5, &enter("openat", open)), // 10: never mapped
+            l(5, 5, &exit("openat", "0x3")),
+            l(5, 5, &enter("openat", open_cloexec)), // 12
+            l(5, 5, &exit("openat", "0x6")),
+            l(
+                5,
+                5,
+                "sched:sched_process_fork: comm=a pid=5 child_comm=a child_pid=9",
+            ),
+            l(
+                9,
+                9,
+                &enter(
+                    "dup3",
+                    "oldfd: 0x00000006, newfd: 0x00000007, flags: 0x00000000",
+                ),
+            ), // 15
+            l(9, 9, &exit("dup3", "0x7")),
+            l(
+                9,
+                9,
+                &enter("execve", "filename: 0x1, argv: 0x2, envp: 0x3"),
+            ),
+            l(9, 9, "sched:sched_process_exec: filename=x pid=9 old_pid=9"),
+            l(9, 9, &exit("execve", "0x0")),
+            // fd 6 was O_CLOEXEC: gone; fd 7 (dup3 without O_CLOEXEC) stays.
+            l(9, 9, &mmap_fd("0x00000006")), // 20
+            l(9, 9, &rec("lost.so", 12).replace("5/5", "9/9")),
+            l(9, 9, &exit("mmap", "0x7f0000000000")),
+            l(9, 9, &mmap_fd("0x00000007")), // 23: names the openat at 12
+            l(
+                9,
+                9,
+                &rec("b/a.so", 11)
+                    .replace("5/5", "9/9")
+                    .replace("b/a.so", "a.so"),
+            ),
+            l(9, 9, &exit("mmap", "0x7f0000000000")),
+        ]
+        .concat();
+        let (s, r) = import(&text);
+        let opens: Vec<&str> = s
+            .steps
+            .iter()
+            .filter_map(|s| match &s.call {
+                Call::Openat { path, .. } => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        // A second file with the same base name gets its inode added.
+        assert_eq!(opens, ["a.so", "fd3@line10", "a.so#11"]);
+        let texts: Vec<&str> = s.steps.iter().map(|s| s.text.as_str()).collect();
+        assert!(
+            texts.contains(&"openat(AT_FDCWD, \"a.so#11\", O_RDONLY|O_CLOEXEC)"),
+            "{texts:?}"
+        );
+        assert_eq!(r.incomplete["mmap of an fd opened before the trace"], 1);
+        assert_eq!(
+            lines(&s)
+                .iter()
+                .filter(|l| l.contains("dup"))
+                .collect::<Vec<_>>(),
+            ["5 dup(3) = 4", "9 dup2(6, 7) = 7"]
+        );
+    }
+
+    #[test]
+    fn lost_exits_and_garbage_are_counted() {
+        let text = [
+            l(5, 5, &enter("mmap", MMAP_ANON)),
+            // The exit was lost: the fault shows the task back in user mode.
+            l(
+                5,
+                5,
+                "exceptions:page_fault_user: address=0x1000 ip=0x1 error_code=0x4",
+            ),
+            l(5, 5, &exit("munmap", "0x0")),
+            l(5, 5, &enter("munmap", "addr: 0x1000")),
+            l(5, 5, &exit("munmap", "0x0")),
+            l(5, 5, &enter("munmap", "addr: 0x1000, len 0x1000")),
+            l(5, 5, &exit("munmap", "0x0")),
+            l(
+                5,
+                5,
+                &enter(
+                    "openat",
+                    "dfd: 0xffffff9c, filename: 0x1, flags: 0x0, mode: 0x0",
+                ),
+            ),
+            l(5, 5, &exit("openat", "0xfffffffffffffffa")),
+            l(
+                5,
+                5,
+                "exceptions:page_fault_user: address=zz ip=0x1 error_code=0x4",
+            ),
+            l(5, 5, "sched:sched_switch: prev_comm=a"),
+            l(5, 5, "sched:sched_process_fork: comm=a pid=5 child_comm=a"),
+            l(5, 5, "sched:sched_process_exec: pid=5"),
+            l(5, 5, "nonsense"),
+            l(0, 0, "sched:sched_switch: x"),
+            l(5, 5, "PERF_RECORD_LOST lost 17"),
+            l(5, 5, "PERF_RECORD_COMM: prog 5/5"),
+            "garbage in the middle\n".to_string(),
+            l(
+                5,
+                5,
+                "PERF_RECORD_MMAP2 5/5: [0x1000(0x1000) @ 0 fe:00 1 0]: r--p stray",
+            ),
+            l(5, 5, &enter("munmap", "addr: 0x00002000, len: 0x00001000")),
+            "            prog  5/5   100.0000".to_string(),
+        ]
+        .concat();
+        let (s, r) = import(&text);
+        assert_eq!(
+            lines(&s),
+            [
+                "5 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)",
+                "5 touch(0x1000, 4096, \"r\")",
+                "5 munmap(0x2000, 4096)",
+            ]
+        );
+        let want: BTreeMap<String, u64> = [
+            ("sys_exit_munmap without its sys_enter", 1),
+            ("garbled sys_enter_munmap", 2),
+            ("openat failed with unknown errno 6", 1),
+            ("garbled page_fault_user", 1),
+            ("event sched:sched_switch", 1),
+            ("garbled sched_process_fork", 1),
+            ("garbled sched_process_exec", 1),
+            ("garbled event", 1),
+            ("event of pid 0", 1),
+            ("PERF_RECORD_COMM", 1),
+            ("garbled line", 2),
+            ("PERF_RECORD_MMAP2 outside an exec or mmap", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(r.skipped, want);
+        assert_eq!(r.incomplete["missing sys_exit_mmap"], 1);
+        assert_eq!(r.incomplete["missing sys_exit_munmap"], 1);
+        assert_eq!(r.lost, 17);
+        assert!(
+            r.problems[0].starts_with("t.perf:4: garbled sys_enter_munmap: missing argument `len`"),
+            "{:?}",
+            r.problems
+        );
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.starts_with("t.perf:18: garbled line: garbage")),
+            "{:?}",
+            r.problems
+        );
+    }
+
+    #[test]
+    fn not_perf_text_is_an_error() {
+        for (text, line) in [
+            ("", 0),
+            ("\n\n", 0),
+            ("# a script\n1 munmap(0x1000, 4096) = 0\n", 1),
+            ("\nhello\n", 2),
+        ] {
+            let e = parse_perf("t.perf", text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(
+                e.to_string().starts_with(&format!("t.perf:{line}: ")),
+                "{e}"
+            );
+        }
     }
 }
