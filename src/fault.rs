@@ -399,7 +399,8 @@ impl System {
         }
         // VM_RAND_READ stops read-ahead, but not for executable mappings, whose read-ahead
         // is meant for random access already.
-        if flags & (VmFlags::RAND_READ | VmFlags::EXEC) == VmFlags::RAND_READ || self.cfg.readahead_pages == 0 {
+        if flags & (VmFlags::RAND_READ | VmFlags::EXEC) == VmFlags::RAND_READ || self.cfg.readahead_pages == 0
+        {
             return false;
         }
         let ra = self.cfg.readahead_pages;

@@ -170,9 +170,7 @@ impl Proc {
     }
 
     fn is_free(&self, start: u64, end: u64) -> bool {
-        self.regions
-            .iter()
-            .all(|r| r.end <= start || r.start >= end)
+        self.regions.iter().all(|r| r.end <= start || r.start >= end)
     }
 
     /// The regions overlapping `[start, end)`, clipped to it.
@@ -180,11 +178,7 @@ impl Proc {
         self.regions
             .iter()
             .filter(|r| r.end > start && r.start < end)
-            .map(|r| Region {
-                start: r.start.max(start),
-                end: r.end.min(end),
-                kind: r.kind,
-            })
+            .map(|r| Region { start: r.start.max(start), end: r.end.min(end), kind: r.kind })
             .collect()
     }
 
@@ -227,11 +221,7 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Script {
     let mut g = Gen {
         rng: SmallRng::seed_from_u64(seed),
         cfg,
-        procs: vec![Proc {
-            pid: 1,
-            regions: Vec::new(),
-            fds: BTreeMap::new(),
-        }],
+        procs: vec![Proc { pid: 1, regions: Vec::new(), fds: BTreeMap::new() }],
         next_pid: 2,
         files: vec![None; NR_FILES],
         steps: Vec::with_capacity(cfg.steps + 4),
@@ -240,11 +230,7 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Script {
         g.one();
     }
     g.steps.truncate(cfg.steps);
-    Script {
-        skipped: Vec::new(),
-        path: format!("gen:seed={seed} {}", cfg.describe()),
-        steps: g.steps,
-    }
+    Script { skipped: Vec::new(), path: format!("gen:seed={seed} {}", cfg.describe()), steps: g.steps }
 }
 
 impl Gen<'_> {
@@ -259,13 +245,7 @@ impl Gen<'_> {
     fn emit(&mut self, pid: u32, call: Call, expect: Option<Expect>) {
         let text = render(&call);
         let line = self.steps.len() + 1;
-        self.steps.push(Step {
-            line,
-            pid: Pid(pid),
-            call,
-            text,
-            expect,
-        });
+        self.steps.push(Step { line, pid: Pid(pid), call, text, expect });
     }
 
     fn choose_op(&mut self, pi: usize) -> Op {
@@ -333,20 +313,15 @@ impl Gen<'_> {
 
     /// A small page delta, mostly 0.
     fn delta_pages(&mut self) -> i64 {
-        if self.chance(0.45) {
-            0
-        } else {
-            self.rng.random_range(-4i64..=4)
-        }
+        if self.chance(0.45) { 0 } else { self.rng.random_range(-4i64..=4) }
     }
 
     fn random_region(&mut self, pi: usize) -> Option<Region> {
         let n = self.procs[pi].regions.len();
         if n == 0 {
             // Another process's layout is a good guess too (forked layouts are alike).
-            let others: Vec<usize> = (0..self.procs.len())
-                .filter(|&i| !self.procs[i].regions.is_empty())
-                .collect();
+            let others: Vec<usize> =
+                (0..self.procs.len()).filter(|&i| !self.procs[i].regions.is_empty()).collect();
             if others.is_empty() {
                 return None;
             }
@@ -372,21 +347,13 @@ impl Gen<'_> {
             ARENA_BASE + self.rng.random_range(0..ARENA_SIZE / PMD_SIZE) * PMD_SIZE
         } else {
             // Mostly the lower part of the arena, so that random picks still meet mappings.
-            let span = if self.chance(0.7) {
-                ARENA_SIZE / 8
-            } else {
-                ARENA_SIZE
-            };
+            let span = if self.chance(0.7) { ARENA_SIZE / 8 } else { ARENA_SIZE };
             ARENA_BASE + self.rng.random_range(0..span / PAGE_SIZE) * PAGE_SIZE
         }
     }
 
     fn pick_addr(&mut self, pi: usize) -> u64 {
-        if self.chance(0.75) {
-            self.near_boundary(pi)
-        } else {
-            self.random_addr()
-        }
+        if self.chance(0.75) { self.near_boundary(pi) } else { self.random_addr() }
     }
 
     fn pick_len(&mut self) -> u64 {
@@ -415,11 +382,7 @@ impl Gen<'_> {
     fn free_near(&mut self, pi: usize, len: u64) -> Option<u64> {
         for _ in 0..8 {
             let r = self.random_region(pi)?;
-            let gap = if self.chance(0.6) {
-                0
-            } else {
-                self.rng.random_range(1..=3) * PAGE_SIZE
-            };
+            let gap = if self.chance(0.6) { 0 } else { self.rng.random_range(1..=3) * PAGE_SIZE };
             let a = if self.chance(0.5) {
                 r.end + gap
             } else {
@@ -564,18 +527,7 @@ impl Gen<'_> {
         if lands {
             p.map(addr, addr + len, kind);
         }
-        self.emit(
-            pid,
-            Call::Mmap {
-                addr,
-                len,
-                prot,
-                flags,
-                fd,
-                off,
-            },
-            None,
-        );
+        self.emit(pid, Call::Mmap { addr, len, prot, flags, fd, off }, None);
     }
 
     /// An open fd of the process (opening a file first when it has none), and the file size.
@@ -640,11 +592,7 @@ impl Gen<'_> {
         let (addr, len) = self.pick_range(pi);
         if self.cfg.invalid && self.chance(0.03) {
             // Unaligned start or zero length: EINVAL.
-            let (addr, len) = if self.chance(0.5) {
-                (addr + 0x10, len)
-            } else {
-                (addr, 0)
-            };
+            let (addr, len) = if self.chance(0.5) { (addr + 0x10, len) } else { (addr, 0) };
             self.emit(pid, Call::Munmap { addr, len }, None);
             return;
         }
@@ -694,11 +642,7 @@ impl Gen<'_> {
     fn op_anon_name(&mut self, pi: usize) {
         let pid = self.procs[pi].pid;
         let (addr, len) = self.pick_range(pi);
-        let name = if self.chance(0.2) {
-            None
-        } else {
-            Some(self.pick(ANON_NAMES).to_string())
-        };
+        let name = if self.chance(0.2) { None } else { Some(self.pick(ANON_NAMES).to_string()) };
         self.emit(pid, Call::SetVmaAnonName { addr, len, name }, None);
     }
 
@@ -713,11 +657,7 @@ impl Gen<'_> {
             match self.random_region(pi) {
                 Some(r) => {
                     let pages = (r.end - r.start) / PAGE_SIZE;
-                    let s = if self.chance(0.4) {
-                        0
-                    } else {
-                        self.rng.random_range(0..pages)
-                    };
+                    let s = if self.chance(0.4) { 0 } else { self.rng.random_range(0..pages) };
                     let k = self.rng.random_range(1..=(pages - s).min(64));
                     (r.start + s * PAGE_SIZE, k * PAGE_SIZE)
                 }
@@ -739,15 +679,8 @@ impl Gen<'_> {
         let parent = self.procs[pi].clone();
         let child = self.next_pid;
         self.next_pid += 1;
-        self.procs.push(Proc {
-            pid: child,
-            ..parent.clone()
-        });
-        self.emit(
-            parent.pid,
-            Call::Fork { vfork: false },
-            Some(Expect::Value(u64::from(child))),
-        );
+        self.procs.push(Proc { pid: child, ..parent.clone() });
+        self.emit(parent.pid, Call::Fork { vfork: false }, Some(Expect::Value(u64::from(child))));
     }
 
     fn op_exit(&mut self) {
@@ -775,23 +708,14 @@ impl Gen<'_> {
             };
             let flags = if self.chance(0.5) { 0 } else { MREMAP_MAYMOVE };
             self.procs[pi].unmap(old_addr + new_len, old_addr + old_len);
-            Call::Mremap {
-                old_addr,
-                old_len,
-                new_len,
-                flags,
-                new_addr: 0,
-            }
+            Call::Mremap { old_addr, old_len, new_len, flags, new_addr: 0 }
         } else if x < 40 {
             // Grow (in place if there is room; with MAYMOVE it may move elsewhere).
             let grow = self.pick_len().min(16 * PAGE_SIZE * 8);
             let new_len = Self::fit(old_addr, old_len + grow);
             let flags = if self.chance(0.5) { 0 } else { MREMAP_MAYMOVE };
             let p = &mut self.procs[pi];
-            let kind = p
-                .clipped(old_addr, old_addr + old_len)
-                .last()
-                .map(|r| r.kind);
+            let kind = p.clipped(old_addr, old_addr + old_len).last().map(|r| r.kind);
             if p.is_free(old_addr + old_len, old_addr + new_len) {
                 if let Some(kind) = kind {
                     p.map(old_addr + old_len, old_addr + new_len, kind);
@@ -799,13 +723,7 @@ impl Gen<'_> {
             } else if flags & MREMAP_MAYMOVE != 0 {
                 p.unmap(old_addr, old_addr + old_len);
             }
-            Call::Mremap {
-                old_addr,
-                old_len,
-                new_len,
-                flags,
-                new_addr: 0,
-            }
+            Call::Mremap { old_addr, old_len, new_len, flags, new_addr: 0 }
         } else if x < 62 {
             // MAYMOVE|FIXED next to other mappings, same size mostly.
             let new_len = if self.chance(0.7) {
@@ -816,13 +734,7 @@ impl Gen<'_> {
             let new_addr = self.move_target(pi, old_addr, old_len, new_len);
             let new_len = Self::fit(new_addr, new_len);
             self.apply_move(pi, old_addr, old_len, new_addr, new_len, false);
-            Call::Mremap {
-                old_addr,
-                old_len,
-                new_len,
-                flags: MREMAP_MAYMOVE | MREMAP_FIXED,
-                new_addr,
-            }
+            Call::Mremap { old_addr, old_len, new_len, flags: MREMAP_MAYMOVE | MREMAP_FIXED, new_addr }
         } else if x < 72 {
             // Multi-VMA move: several adjacent mappings, same length, FIXED.
             let (s, e) = match self.random_region(pi) {
@@ -834,26 +746,14 @@ impl Gen<'_> {
             let len = Self::fit(new_addr, len);
             self.apply_move(pi, s, len, new_addr, len, false);
             let flags = MREMAP_MAYMOVE | MREMAP_FIXED;
-            Call::Mremap {
-                old_addr: s,
-                old_len: len,
-                new_len: len,
-                flags,
-                new_addr,
-            }
+            Call::Mremap { old_addr: s, old_len: len, new_len: len, flags, new_addr }
         } else if x < 86 {
             // MAYMOVE|FIXED|DONTUNMAP, same size.
             let new_addr = self.move_target(pi, old_addr, old_len, old_len);
             let len = Self::fit(new_addr, old_len);
             self.apply_move(pi, old_addr, len, new_addr, len, true);
             let flags = MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP;
-            Call::Mremap {
-                old_addr,
-                old_len: len,
-                new_len: len,
-                flags,
-                new_addr,
-            }
+            Call::Mremap { old_addr, old_len: len, new_len: len, flags, new_addr }
         } else {
             // MAYMOVE|DONTUNMAP with a hint, same size.
             let new_addr = match self.free_near(pi, old_len) {
@@ -865,13 +765,7 @@ impl Gen<'_> {
                 self.apply_move(pi, old_addr, len, new_addr, len, true);
             }
             let flags = MREMAP_MAYMOVE | MREMAP_DONTUNMAP;
-            Call::Mremap {
-                old_addr,
-                old_len: len,
-                new_len: len,
-                flags,
-                new_addr,
-            }
+            Call::Mremap { old_addr, old_len: len, new_len: len, flags, new_addr }
         };
         self.emit(pid, call, None);
     }
@@ -902,15 +796,7 @@ impl Gen<'_> {
     }
 
     /// Record a successful-looking move in the coarse map.
-    fn apply_move(
-        &mut self,
-        pi: usize,
-        old: u64,
-        old_len: u64,
-        new: u64,
-        new_len: u64,
-        dontunmap: bool,
-    ) {
+    fn apply_move(&mut self, pi: usize, old: u64, old_len: u64, new: u64, new_len: u64, dontunmap: bool) {
         let p = &mut self.procs[pi];
         let src = p.clipped(old, old + old_len.min(new_len));
         if src.is_empty() {
@@ -935,13 +821,7 @@ impl Gen<'_> {
                 // Unaligned old address.
                 let flags = self.pick(&[0, MREMAP_MAYMOVE]);
                 let new_len = old_len + PAGE_SIZE;
-                Call::Mremap {
-                    old_addr: old_addr + 0x80,
-                    old_len,
-                    new_len,
-                    flags,
-                    new_addr: 0,
-                }
+                Call::Mremap { old_addr: old_addr + 0x80, old_len, new_len, flags, new_addr: 0 }
             }
             1 => {
                 // Overlapping source and destination.
@@ -952,72 +832,36 @@ impl Gen<'_> {
                     Self::clamp_addr(old_addr.saturating_sub(half))
                 };
                 let flags = MREMAP_MAYMOVE | MREMAP_FIXED;
-                Call::Mremap {
-                    old_addr,
-                    old_len,
-                    new_len: old_len,
-                    flags,
-                    new_addr,
-                }
+                Call::Mremap { old_addr, old_len, new_len: old_len, flags, new_addr }
             }
             2 => {
                 // New length 0.
                 let flags = self.pick(&[0, MREMAP_MAYMOVE]);
-                Call::Mremap {
-                    old_addr,
-                    old_len,
-                    new_len: 0,
-                    flags,
-                    new_addr: 0,
-                }
+                Call::Mremap { old_addr, old_len, new_len: 0, flags, new_addr: 0 }
             }
             3 => {
                 // Old length 0: duplicates a shared mapping, EINVAL for a private one.
                 let new_len = self.rng.random_range(1..=8) * PAGE_SIZE;
                 let new_addr = self.move_target(pi, old_addr, PAGE_SIZE, new_len);
                 let flags = MREMAP_MAYMOVE | MREMAP_FIXED;
-                Call::Mremap {
-                    old_addr,
-                    old_len: 0,
-                    new_len,
-                    flags,
-                    new_addr,
-                }
+                Call::Mremap { old_addr, old_len: 0, new_len, flags, new_addr }
             }
             4 => {
                 // FIXED without MAYMOVE.
                 let new_addr = self.move_target(pi, old_addr, old_len, old_len);
-                Call::Mremap {
-                    old_addr,
-                    old_len,
-                    new_len: old_len,
-                    flags: MREMAP_FIXED,
-                    new_addr,
-                }
+                Call::Mremap { old_addr, old_len, new_len: old_len, flags: MREMAP_FIXED, new_addr }
             }
             5 => {
                 // DONTUNMAP with a size change.
                 let new_addr = self.move_target(pi, old_addr, old_len, old_len + PAGE_SIZE);
                 let flags = MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP;
-                Call::Mremap {
-                    old_addr,
-                    old_len,
-                    new_len: old_len + PAGE_SIZE,
-                    flags,
-                    new_addr,
-                }
+                Call::Mremap { old_addr, old_len, new_len: old_len + PAGE_SIZE, flags, new_addr }
             }
             _ => {
                 // Unaligned new address.
                 let new_addr = self.move_target(pi, old_addr, old_len, old_len) + 0x200;
                 let flags = MREMAP_MAYMOVE | MREMAP_FIXED;
-                Call::Mremap {
-                    old_addr,
-                    old_len,
-                    new_len: old_len,
-                    flags,
-                    new_addr,
-                }
+                Call::Mremap { old_addr, old_len, new_len: old_len, flags, new_addr }
             }
         }
     }
@@ -1061,10 +905,7 @@ pub fn check_well_formed(script: &Script) -> Result<(), String> {
     for s in &script.steps {
         let pid = s.pid.0;
         if !alive.contains(&pid) {
-            return Err(format!(
-                "line {}: pid {pid} is not alive: {}",
-                s.line, s.text
-            ));
+            return Err(format!("line {}: pid {pid} is not alive: {}", s.line, s.text));
         }
         match (&s.call, s.expect) {
             (Call::Fork { .. }, Some(Expect::Value(c))) => {
@@ -1099,10 +940,7 @@ pub struct ShrinkOptions {
 
 impl Default for ShrinkOptions {
     fn default() -> Self {
-        ShrinkOptions {
-            max_calls: 2000,
-            keep_line: None,
-        }
+        ShrinkOptions { max_calls: 2000, keep_line: None }
     }
 }
 
@@ -1153,11 +991,7 @@ impl Shrinker<'_> {
         if steps.len() == s.steps.len() {
             return None;
         }
-        Some(Script {
-            skipped: Vec::new(),
-            path: s.path.clone(),
-            steps,
-        })
+        Some(Script { skipped: Vec::new(), path: s.path.clone(), steps })
     }
 
     /// Delta debugging over chunks of steps: halves, quarters, … single steps.
@@ -1226,12 +1060,7 @@ pub fn shrink_with(
     still_fails: &mut dyn FnMut(&Script) -> bool,
     opts: &ShrinkOptions,
 ) -> Script {
-    let mut sh = Shrinker {
-        still_fails,
-        calls: 0,
-        max_calls: opts.max_calls,
-        keep_line: opts.keep_line,
-    };
+    let mut sh = Shrinker { still_fails, calls: 0, max_calls: opts.max_calls, keep_line: opts.keep_line };
     let mut cur = script.clone();
     let (c, _) = sh.remove_chunks(cur, script.steps.len().div_ceil(2));
     cur = c;
@@ -1281,13 +1110,7 @@ fn simpler_calls(call: &Call) -> Vec<Call> {
         out.push(c);
     };
     match *call {
-        Call::Mmap {
-            len,
-            prot,
-            flags,
-            off,
-            ..
-        } => {
+        Call::Mmap { len, prot, flags, off, .. } => {
             for l in shorter(len) {
                 variant(&|c| {
                     if let Call::Mmap { len, .. } = c {
@@ -1381,22 +1204,10 @@ fn simpler_calls(call: &Call) -> Vec<Call> {
                 });
             }
         }
-        Call::Mremap {
-            old_len,
-            new_len,
-            flags,
-            ..
-        } => {
+        Call::Mremap { old_len, new_len, flags, .. } => {
             let set = |ol: u64, nl: u64, f: u64| {
                 move |c: &mut Call| {
-                    if let Call::Mremap {
-                        old_len,
-                        new_len,
-                        flags,
-                        new_addr,
-                        ..
-                    } = c
-                    {
+                    if let Call::Mremap { old_len, new_len, flags, new_addr, .. } = c {
                         *old_len = ol;
                         *new_len = nl;
                         *flags = f;
@@ -1445,13 +1256,7 @@ mod tests {
             | Call::Madvise { addr, len, .. }
             | Call::SetVmaAnonName { addr, len, .. }
             | Call::Touch { addr, len, .. } => vec![(*addr, *len)],
-            Call::Mremap {
-                old_addr,
-                old_len,
-                new_len,
-                flags,
-                new_addr,
-            } => {
+            Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
                 let mut v = vec![(*old_addr, *old_len)];
                 if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 {
                     v.push((*new_addr, *new_len));
@@ -1470,38 +1275,19 @@ mod tests {
             let b = write_script(&generate(seed, &cfg));
             assert_eq!(a, b);
         }
-        assert_ne!(
-            write_script(&generate(1, &cfg)),
-            write_script(&generate(2, &cfg))
-        );
+        assert_ne!(write_script(&generate(1, &cfg)), write_script(&generate(2, &cfg)));
     }
 
     #[test]
     fn well_formed_200_seeds() {
         let cfgs = [
             GenConfig::default(),
-            GenConfig {
-                max_procs: 1,
-                files: false,
-                thp: false,
-                shared: false,
-                ..GenConfig::default()
-            },
-            GenConfig {
-                max_procs: 8,
-                invalid: false,
-                ..GenConfig::default()
-            },
+            GenConfig { max_procs: 1, files: false, thp: false, shared: false, ..GenConfig::default() },
+            GenConfig { max_procs: 8, invalid: false, ..GenConfig::default() },
         ];
         for (ci, cfg) in cfgs.iter().enumerate() {
             for seed in 0..200u64 {
-                let s = generate(
-                    seed,
-                    &GenConfig {
-                        steps: 300,
-                        ..cfg.clone()
-                    },
-                );
+                let s = generate(seed, &GenConfig { steps: 300, ..cfg.clone() });
                 assert_eq!(s.steps.len(), 300);
                 if let Err(e) = check_well_formed(&s) {
                     panic!("cfg {ci} seed {seed}: {e}\n{}", write_script(&s));
@@ -1526,11 +1312,7 @@ mod tests {
                         (_, e) => assert!(e.is_none()),
                     }
                     for (a, l) in arg_addrs(&st.call) {
-                        assert!(
-                            (ARENA_BASE..ARENA_END).contains(&a),
-                            "seed {seed}: {}",
-                            st.text
-                        );
+                        assert!((ARENA_BASE..ARENA_END).contains(&a), "seed {seed}: {}", st.text);
                         assert!(a + l <= ARENA_END + PAGE_SIZE, "seed {seed}: {}", st.text);
                     }
                     if !cfg.files {
@@ -1585,10 +1367,7 @@ mod tests {
             MREMAP_MAYMOVE | MREMAP_DONTUNMAP,
             MREMAP_FIXED,
         ] {
-            assert!(
-                mremap_flags.contains(&f),
-                "mremap flags {f:#x} never generated"
-            );
+            assert!(mremap_flags.contains(&f), "mremap flags {f:#x} never generated");
         }
         assert_eq!(advices.len(), 11, "{advices:?}");
     }
@@ -1607,12 +1386,7 @@ mod tests {
             render(&c),
             "mmap(0x200000000000, 16384, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED_NOREPLACE, -1, 0)"
         );
-        let c = Call::Openat {
-            dirfd: AT_FDCWD,
-            path: "f1".into(),
-            flags: O_RDWR | O_CREAT,
-            mode: 0o600,
-        };
+        let c = Call::Openat { dirfd: AT_FDCWD, path: "f1".into(), flags: O_RDWR | O_CREAT, mode: 0o600 };
         assert_eq!(render(&c), "openat(AT_FDCWD, \"f1\", O_RDWR|O_CREAT, 0600)");
         let c = Call::Mremap {
             old_addr: 0x2000_0000_0000,
@@ -1625,48 +1399,22 @@ mod tests {
             render(&c),
             "mremap(0x200000000000, 8192, 4096, MREMAP_MAYMOVE|MREMAP_FIXED, 0x200000100000)"
         );
-        let c = Call::Mremap {
-            old_addr: 0x2000_0000_0000,
-            old_len: 8192,
-            new_len: 4096,
-            flags: 0,
-            new_addr: 0,
-        };
+        let c =
+            Call::Mremap { old_addr: 0x2000_0000_0000, old_len: 8192, new_len: 4096, flags: 0, new_addr: 0 };
         assert_eq!(render(&c), "mremap(0x200000000000, 8192, 4096, 0)");
-        let c = Call::SetVmaAnonName {
-            addr: 0x2000_0000_0000,
-            len: 4096,
-            name: None,
-        };
-        assert_eq!(
-            render(&c),
-            "prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, 0x200000000000, 4096, NULL)"
-        );
-        let c = Call::Madvise {
-            addr: 0x2000_0000_0000,
-            len: 4096,
-            advice: MADV_NORMAL,
-        };
+        let c = Call::SetVmaAnonName { addr: 0x2000_0000_0000, len: 4096, name: None };
+        assert_eq!(render(&c), "prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, 0x200000000000, 4096, NULL)");
+        let c = Call::Madvise { addr: 0x2000_0000_0000, len: 4096, advice: MADV_NORMAL };
         assert_eq!(render(&c), "madvise(0x200000000000, 4096, MADV_NORMAL)");
         assert_eq!(
-            render(&Call::Touch {
-                addr: 0x2000_0000_0000,
-                len: 4096,
-                write: true
-            }),
+            render(&Call::Touch { addr: 0x2000_0000_0000, len: 4096, write: true }),
             "touch(0x200000000000, 4096, \"w\")"
         );
     }
 
     #[test]
     fn write_script_format() {
-        let s = generate(
-            7,
-            &GenConfig {
-                steps: 40,
-                ..GenConfig::default()
-            },
-        );
+        let s = generate(7, &GenConfig { steps: 40, ..GenConfig::default() });
         let text = write_script(&s);
         assert!(text.starts_with("# anonmm generated script\n# gen:seed=7 steps=40 "));
         let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
@@ -1713,11 +1461,7 @@ mod tests {
             assert!(calls <= 2000);
             assert!(dontunmap_after_fork(&small), "seed {seed}");
             assert!(check_well_formed(&small).is_ok(), "seed {seed}");
-            assert!(
-                small.steps.len() <= 3,
-                "seed {seed}:\n{}",
-                write_script(&small)
-            );
+            assert!(small.steps.len() <= 3, "seed {seed}:\n{}", write_script(&small));
             // The remaining mremap was simplified to one page.
             for st in &small.steps {
                 if let Call::Mremap { old_len, .. } = st.call {
@@ -1733,26 +1477,14 @@ mod tests {
     fn shrink_keeps_child_steps_consistent() {
         // Predicate: some step of a child process touches memory. Removing the fork must take
         // the child's steps along, so the result is a fork and one child step.
-        let cfg = GenConfig {
-            max_procs: 4,
-            ..GenConfig::default()
-        };
+        let cfg = GenConfig { max_procs: 4, ..GenConfig::default() };
         let s = (0..50)
             .map(|seed| generate(seed, &cfg))
-            .find(|s| {
-                s.steps
-                    .iter()
-                    .any(|st| st.pid.0 != 1 && matches!(st.call, Call::Touch { .. }))
-            })
+            .find(|s| s.steps.iter().any(|st| st.pid.0 != 1 && matches!(st.call, Call::Touch { .. })))
             .expect("a script with a child touch");
         let mut pred = |x: &Script| {
-            assert!(
-                check_well_formed(x).is_ok(),
-                "shrink produced an ill-formed script"
-            );
-            x.steps
-                .iter()
-                .any(|st| st.pid.0 != 1 && matches!(st.call, Call::Touch { .. }))
+            assert!(check_well_formed(x).is_ok(), "shrink produced an ill-formed script");
+            x.steps.iter().any(|st| st.pid.0 != 1 && matches!(st.call, Call::Touch { .. }))
         };
         let small = shrink(&s, &mut pred);
         assert!(small.steps.len() <= 3, "{}", write_script(&small));
@@ -1767,26 +1499,16 @@ mod tests {
             calls += 1;
             x.steps.iter().any(|st| st.line == keep)
         };
-        let opts = ShrinkOptions {
-            max_calls: 50,
-            keep_line: Some(keep),
-        };
+        let opts = ShrinkOptions { max_calls: 50, keep_line: Some(keep) };
         let small = shrink_with(&s, &mut pred, &opts);
         assert!(calls <= 50);
         assert!(small.steps.iter().any(|st| st.line == keep));
         let mut pred = |x: &Script| x.steps.iter().any(|st| st.line == keep);
-        let opts = ShrinkOptions {
-            max_calls: 2000,
-            keep_line: Some(keep),
-        };
+        let opts = ShrinkOptions { max_calls: 2000, keep_line: Some(keep) };
         let small = shrink_with(&s, &mut pred, &opts);
         assert!(check_well_formed(&small).is_ok());
         // The kept step, plus the forks that create its process.
-        let forks = small
-            .steps
-            .iter()
-            .filter(|st| matches!(st.call, Call::Fork { .. }))
-            .count();
+        let forks = small.steps.iter().filter(|st| matches!(st.call, Call::Fork { .. })).count();
         assert_eq!(small.steps.len(), forks + 1, "{}", write_script(&small));
     }
 }

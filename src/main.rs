@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use anonmm::import::read_trace;
 use anonmm::run::{RunError, RunOptions, run_script};
-use anonmm::script::parse_file;
+use anonmm::script::{format_step, parse_file};
 use anonmm::snapshot::{format_maps_text, steps_to_json};
 
 #[derive(Parser)]
@@ -39,6 +40,16 @@ enum Cmd {
         /// Model a kernel built with CONFIG_ANON_VMA_NAME (ours is not: naming gives EINVAL).
         #[arg(long)]
         anon_vma_name: bool,
+    },
+    /// Import a real trace (`perf script` text, or strace; `.zst` or plain) as a script.
+    ///
+    /// Writes one script line per step (to OUT, or to stdout) and prints the import report
+    /// as JSON (to stdout with -o, else to stderr).
+    Import {
+        trace: PathBuf,
+        /// Where to write the script.
+        #[arg(short, long, value_name = "OUT")]
+        out: Option<PathBuf>,
     },
     /// Run scripts on the real kernel.
     Oracle {
@@ -84,6 +95,7 @@ fn main() -> ExitCode {
                 config: anonmm::mm::Config { anon_vma_name, ..Default::default() },
             },
         ),
+        Cmd::Import { trace, out } => cmd_import(&trace, out.as_deref()),
         Cmd::Oracle { cmd } => oracle(cmd),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(2))
@@ -128,6 +140,48 @@ fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
         eprintln!("{}:{}: expected = {}, got = {}", script.path, m.line, bare(&m.expected), bare(&m.got));
     }
     if res.mismatches.is_empty() { 0 } else { 1 }
+}
+
+fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
+    use std::io::Write;
+    let (script, report) = match read_trace(trace) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let mut text = format!(
+        "# imported from {} ({}) by anonmm import: {} steps from {} events\n",
+        trace.display(),
+        report.format,
+        report.steps,
+        report.events
+    );
+    for step in &script.steps {
+        text.push_str(&format_step(step));
+        text.push('\n');
+    }
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    match out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("{}: cannot write: {e}", path.display());
+                return 2;
+            }
+            // A closed stdout (`| head`) is not worth a panic.
+            let _ = writeln!(std::io::stdout(), "{json}");
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            if let Err(e) = stdout.write_all(text.as_bytes()) {
+                eprintln!("stdout: {e}");
+                return 2;
+            }
+            eprintln!("{json}");
+        }
+    }
+    0
 }
 
 #[cfg(target_os = "linux")]

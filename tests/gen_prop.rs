@@ -27,23 +27,11 @@ fn failure(s: &Script) -> Option<String> {
 
 #[test]
 fn random_scripts_keep_invariants() {
-    let seeds: u64 = std::env::var("ANONMM_GEN_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
+    let seeds: u64 = std::env::var("ANONMM_GEN_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
     let cfgs = [
         GenConfig::default(),
-        GenConfig {
-            max_procs: 1,
-            files: false,
-            shared: false,
-            ..GenConfig::default()
-        },
-        GenConfig {
-            max_procs: 6,
-            thp: false,
-            ..GenConfig::default()
-        },
+        GenConfig { max_procs: 1, files: false, shared: false, ..GenConfig::default() },
+        GenConfig { max_procs: 6, thp: false, ..GenConfig::default() },
     ];
     let mut total = 0;
     for cfg in &cfgs {

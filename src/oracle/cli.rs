@@ -175,4 +175,3 @@ pub fn cmd_diff(path: &Path) -> i32 {
     println!("{}: no difference in {} steps", path.display(), kernel.len());
     0
 }
-

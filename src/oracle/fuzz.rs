@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::r#gen::{GenConfig, generate, shrink_with, write_script, ShrinkOptions};
+use crate::r#gen::{GenConfig, ShrinkOptions, generate, shrink_with, write_script};
 use crate::run::{RunOptions, run_script};
 use crate::script::Script;
 
@@ -16,7 +16,11 @@ use super::{OracleError, available, run_native_steps};
 pub enum Verdict {
     Same,
     /// The first step that differs, and how.
-    Diverges { line: usize, call: String, diff: String },
+    Diverges {
+        line: usize,
+        call: String,
+        diff: String,
+    },
     /// The kernel could not run it comparably (e.g. it placed a mapping outside the window).
     Skipped(String),
 }
@@ -31,15 +35,26 @@ pub fn compare(script: &Script) -> Verdict {
     let model = match model {
         Ok(Ok(r)) => r.steps,
         Ok(Err(e @ crate::run::RunError::NotModelled { .. })) => return Verdict::Skipped(e.to_string()),
-        Ok(Err(e)) => return Verdict::Diverges { line: 0, call: String::new(), diff: format!("  model: {e}\n") },
+        Ok(Err(e)) => {
+            return Verdict::Diverges { line: 0, call: String::new(), diff: format!("  model: {e}\n") };
+        }
         Err(p) => {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
-            return Verdict::Diverges { line: 0, call: String::new(), diff: format!("  model panicked: {}\n", msg.unwrap_or_default()) };
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            return Verdict::Diverges {
+                line: 0,
+                call: String::new(),
+                diff: format!("  model panicked: {}\n", msg.unwrap_or_default()),
+            };
         }
     };
     let kernel = match run_native_steps(script) {
         Ok(k) => k,
-        Err(e @ (OracleError::Refused { .. } | OracleError::BadInput { .. })) => return Verdict::Skipped(e.to_string()),
+        Err(e @ (OracleError::Refused { .. } | OracleError::BadInput { .. })) => {
+            return Verdict::Skipped(e.to_string());
+        }
         Err(e) => return Verdict::Skipped(format!("oracle: {e}")),
     };
     for (m, k) in model.iter().zip(&kernel) {
@@ -65,7 +80,10 @@ pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path) -> i32 
         return 2;
     }
     let seed = seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
             % 1_000_000_007
     });
     let cfg = GenConfig { steps, ..GenConfig::default() };
@@ -79,7 +97,11 @@ pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path) -> i32 
             Verdict::Skipped(_) => skipped += 1,
             Verdict::Diverges { line, call, diff } => {
                 println!("case {i} (seed {}) diverges at line {line}: {call}\n{diff}", seed.wrapping_add(i));
-                let small = shrink_with(&s, &mut |x| matches!(compare(x), Verdict::Diverges { .. }), &ShrinkOptions::default());
+                let small = shrink_with(
+                    &s,
+                    &mut |x| matches!(compare(x), Verdict::Diverges { .. }),
+                    &ShrinkOptions::default(),
+                );
                 let why = match compare(&small) {
                     Verdict::Diverges { line, call, diff } => format!("line {line}: {call}\n{diff}"),
                     v => format!("{v:?}"),

@@ -750,6 +750,28 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
             };
             Call::Touch { addr: num(a, 0, "addr")?, len: num(a, 1, "length")?, write }
         }
+        "map_record" => {
+            // map_record(ADDR, LEN, PGOFF, PROT, "p"|"s", DEV, INO, "path"|NULL, "[name]"|NULL)
+            want(a, &[9])?;
+            let shared = match string(a, 4, "sharing")?.as_deref() {
+                Some("p") => false,
+                Some("s") => true,
+                _ => {
+                    return Err(CallErr::Bad(format!("sharing must be \"p\" or \"s\", found `{}`", a[4])));
+                }
+            };
+            Call::MapRecord {
+                addr: num(a, 0, "addr")?,
+                len: num(a, 1, "length")?,
+                pgoff: num(a, 2, "pgoff")?,
+                prot: flags(a, 3, PROT_FLAGS, "prot")?,
+                shared,
+                dev: num(a, 5, "dev")?,
+                ino: num(a, 6, "ino")?,
+                path: string(a, 7, "path")?,
+                name: string(a, 8, "name")?,
+            }
+        }
         _ => return Err(CallErr::Unknown(name.to_string())),
     })
 }
@@ -1281,6 +1303,48 @@ mod tests {
     }
 
     #[test]
+    fn map_record_round_trips() {
+        let rec = Call::MapRecord {
+            addr: 0x5606738c5000,
+            len: 0x12000,
+            pgoff: 3,
+            prot: PROT_READ | PROT_EXEC,
+            shared: false,
+            dev: 0xfe00,
+            ino: 247778,
+            path: Some("sort".into()),
+            name: None,
+        };
+        let text = format_call(&rec);
+        assert_eq!(
+            text,
+            "map_record(0x5606738c5000, 73728, 3, PROT_READ|PROT_EXEC, \"p\", 0xfe00, 247778, \"sort\", NULL)"
+        );
+        assert_eq!(one(&format!("7 {text} = 0x5606738c5000")).call, rec);
+        let stack = Call::MapRecord {
+            addr: 0x7ffe5f441000,
+            len: 0x21000,
+            pgoff: 0x7ffffffde,
+            prot: PROT_READ | PROT_WRITE,
+            shared: true,
+            dev: 0,
+            ino: 0,
+            path: None,
+            name: Some("[stack]".into()),
+        };
+        let text = format_call(&stack);
+        assert!(text.contains("\"s\", 0x0, 0, NULL, \"[stack]\")"), "{text}");
+        assert_eq!(one(&format!("7 {text}")).call, stack);
+        for bad in [
+            "1 map_record(0x1000, 4096, 0, PROT_READ, \"x\", 0, 0, NULL, NULL)",
+            "1 map_record(0x1000, 4096, 0, PROT_READ, \"p\", 0, 0, NULL)",
+            "1 map_record(0x1000, 4096, 0, PROT_BOGUS, \"p\", 0, 0, NULL, NULL)",
+        ] {
+            assert!(parse_str("t", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn formatting_results() {
         assert_eq!(format_result(&Expect::Value(0)), "= 0");
         assert_eq!(format_result(&Expect::Value(4095)), "= 4095");
@@ -1386,6 +1450,15 @@ mod tests {
                 (any::<i64>(), any::<i64>()).prop_map(|(oldfd, newfd)| Call::Dup2 { oldfd, newfd }),
                 (any::<i64>(), n()).prop_map(|(fd, len)| Call::Ftruncate { fd, len }),
                 (n(), n(), any::<bool>()).prop_map(|(addr, len, write)| Call::Touch { addr, len, write }),
+                (
+                    (n(), n(), n(), n(), any::<bool>()),
+                    (n(), n(), proptest::option::of(any_string()), proptest::option::of(any_string()))
+                )
+                    .prop_map(
+                        |((addr, len, pgoff, prot, shared), (dev, ino, path, name))| {
+                            Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
+                        }
+                    ),
             ]
         }
 

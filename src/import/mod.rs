@@ -1,0 +1,8 @@
+//! Importing real traces into the script AST, so the model can replay real programs.
+//!
+//! `perf script` text (as `shared/record.sh` records it) is converted by `perf::parse_perf`;
+//! `read_trace` also takes strace/anonmm scripts and `.zst`-compressed files.
+
+pub mod perf;
+
+pub use perf::{ImportError, ImportReport, parse_perf, read_trace};

@@ -1,0 +1,1369 @@
+//! Import `perf script` text (as `shared/record.sh` records it) into the script AST.
+//!
+//! A perf line is `COMM PID/TID TIME: EVENT PAYLOAD`. COMM may hold spaces, so the first
+//! `PID/TID TIME:` pair is the anchor. The conversion, in short:
+//!
+//! - `syscalls:sys_enter_X` and the next `sys_exit_X` of the same tid become one step (at the
+//!   position of the exit, with the enter's line and the exit's value as the result; a negative
+//!   value is an errno). A step's pid is the tid: threads are separate script pids sharing an mm.
+//! - `sched:sched_process_fork` is a `fork()`, or a thread (`clone(CLONE_VM|CLONE_THREAD)`) when
+//!   the child's own lines show it in the parent's thread group (`PARENT/CHILD`).
+//! - `sched:sched_process_exec` is an `execve` of its `filename=`, followed by the
+//!   `PERF_RECORD_MMAP2` lines the exec made (they come before the exec event) as `map_record`s.
+//! - `PERF_RECORD_MMAP2` during an `mmap` names the file behind the fd; `openat` only shows a
+//!   pointer, so its path is taken from there (or is a synthetic `fd3@line123`).
+//! - `exceptions:page_fault_user` is a one-page `touch`, a write when `error_code & 2`.
+//! - `sched:sched_process_exit` is an `exit_group(0) = ?` when the task made no exit call.
+//!
+//! Everything else is counted in the report (`skipped`, by reason) and in `Script::skipped`.
+//! Bad input never panics: garbled lines are counted and listed in `ImportReport::problems`;
+//! only text that is no perf output at all, or an unreadable file, is an `ImportError`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::abi;
+use crate::errno::Errno;
+use crate::script::{Call, Expect, ParseOptions, Script, Step, format_call, parse_str_with};
+use crate::types::Pid;
+
+/// Why a trace could not be imported at all.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{path}:{line}: {reason}")]
+pub struct ImportError {
+    pub path: String,
+    /// 1-based; 0 when the problem is the file as a whole.
+    pub line: usize,
+    pub reason: String,
+}
+
+/// What an import made of a trace.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ImportReport {
+    /// `perf` or `strace`.
+    pub format: String,
+    /// Event lines read (perf), or call lines (strace).
+    pub events: u64,
+    /// Steps in the script.
+    pub steps: u64,
+    /// What was not turned into a step, by reason.
+    pub skipped: BTreeMap<String, u64>,
+    /// Steps kept without all their information (a syscall whose exit is missing), by reason.
+    pub incomplete: BTreeMap<String, u64>,
+    /// Events perf says it lost (`PERF_RECORD_LOST` and friends).
+    pub lost: u64,
+    /// Thread groups (processes) seen.
+    pub processes: u64,
+    /// Tasks that are not their group's leader.
+    pub threads: u64,
+    /// The first garbled lines, as `file:line: reason`.
+    pub problems: Vec<String>,
+}
+
+/// How many garbled lines `ImportReport::problems` lists.
+const MAX_PROBLEMS: usize = 20;
+
+/// Read a trace: `perf script` text or a strace/anonmm script, zstd-compressed or not.
+pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
+    let name = path.display().to_string();
+    let err = |line: usize, reason: String| ImportError { path: name.clone(), line, reason };
+    let bytes = std::fs::read(path).map_err(|e| err(0, format!("cannot read: {e}")))?;
+    let zst_name = path.extension().is_some_and(|e| e == "zst");
+    let mut zst_problem = None;
+    let bytes = if bytes.starts_with(&ZSTD_MAGIC) {
+        let (out, e) = decompress(&bytes);
+        match e {
+            Some(e) if out.is_empty() => return Err(err(0, format!("cannot decompress: {e}"))),
+            Some(e) => zst_problem = Some(e),
+            None => {}
+        }
+        out
+    } else if zst_name {
+        return Err(err(0, "named .zst but not zstd-compressed".to_string()));
+    } else {
+        bytes
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    if text.trim().is_empty() {
+        return Err(err(0, "empty trace".to_string()));
+    }
+    let (script, mut report) = if looks_like_perf(&text) {
+        parse_perf(&name, &text)?
+    } else {
+        let s =
+            parse_str_with(&name, &text, &ParseOptions { skip_unknown: true }).map_err(|e| ImportError {
+                path: e.path,
+                line: e.line,
+                reason: format!("neither `perf script` text nor a strace script: {}", e.reason),
+            })?;
+        let r = strace_report(&text, &s);
+        (s, r)
+    };
+    if let Some(e) = zst_problem {
+        // A recording cut short: keep what was decompressed, and say so.
+        *report.skipped.entry("rest of a truncated or corrupt zstd stream".to_string()).or_default() += 1;
+        report.problems.push(format!("{name}:0: zstd: {e}"));
+    }
+    Ok((script, report))
+}
+
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Decompress as much as can be: the output, and the error that stopped it, if any.
+fn decompress(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
+    let mut out = Vec::new();
+    let mut dec = match zstd::stream::read::Decoder::new(bytes) {
+        Ok(d) => d,
+        Err(e) => return (out, Some(e.to_string())),
+    };
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match dec.read(&mut buf) {
+            Ok(0) => return (out, None),
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (out, Some(e.to_string())),
+        }
+    }
+}
+
+/// Whether one of the first non-empty lines is a perf event line.
+fn looks_like_perf(text: &str) -> bool {
+    text.lines().filter(|l| !l.trim().is_empty()).take(50).any(|l| split_header(l).is_some())
+}
+
+fn strace_report(text: &str, s: &Script) -> ImportReport {
+    let mut r =
+        ImportReport { format: "strace".to_string(), steps: s.steps.len() as u64, ..Default::default() };
+    r.events = text
+        .lines()
+        .filter(|l| {
+            let l = l.trim();
+            !l.is_empty() && !l.starts_with('#')
+        })
+        .count() as u64;
+    for (_, name) in &s.skipped {
+        *r.skipped.entry(name.clone()).or_default() += 1;
+    }
+    let pids: BTreeSet<Pid> = s.steps.iter().map(|s| s.pid).collect();
+    r.processes = pids.len() as u64;
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lines
+
+/// The fixed part of a perf line.
+struct Header<'a> {
+    pid: u32,
+    tid: u32,
+    /// After `TIME:`, trimmed.
+    rest: &'a str,
+}
+
+/// Whitespace-separated words with their byte offsets.
+fn words(s: &str) -> impl Iterator<Item = (usize, &str)> {
+    s.split(|c: char| c.is_ascii_whitespace())
+        .scan(0usize, |pos, w| {
+            let at = *pos;
+            *pos += w.len() + 1;
+            Some((at, w))
+        })
+        .filter(|(_, w)| !w.is_empty())
+}
+
+fn split_header(s: &str) -> Option<Header<'_>> {
+    let mut prev: Option<(u32, u32)> = None;
+    for (at, w) in words(s) {
+        if let Some((pid, tid)) = prev
+            && is_time_colon(w)
+        {
+            return Some(Header { pid, tid, rest: s[at + w.len()..].trim() });
+        }
+        prev = pid_tid(w);
+    }
+    None
+}
+
+/// `8742/8750`.
+fn pid_tid(w: &str) -> Option<(u32, u32)> {
+    let (p, t) = w.split_once('/')?;
+    Some((dec_u32(p)?, dec_u32(t)?))
+}
+
+fn dec_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `1009.601168:`.
+fn is_time_colon(w: &str) -> bool {
+    let Some(t) = w.strip_suffix(':') else {
+        return false;
+    };
+    let Some((a, b)) = t.split_once('.') else {
+        return false;
+    };
+    !a.is_empty()
+        && !b.is_empty()
+        && a.bytes().all(|c| c.is_ascii_digit())
+        && b.bytes().all(|c| c.is_ascii_digit())
+}
+
+/// `0x1f` or `31`.
+fn num(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if h.is_empty() || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(h, 16).ok()
+    } else {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    }
+}
+
+/// A file descriptor as the syscall tracepoints print an `int`: `0xffffffff` is -1.
+fn fd_of(v: u64) -> i64 {
+    if v <= u64::from(u32::MAX) { i64::from(v as u32 as i32) } else { v as i64 }
+}
+
+/// One `PERF_RECORD_MMAP2` line: `PID/TID: [ADDR(LEN) @ PGOFF MAJ:MIN INO GEN]: PERMS NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MapRec {
+    tid: u32,
+    addr: u64,
+    len: u64,
+    /// In bytes, as perf prints it.
+    pgoff: u64,
+    dev: u64,
+    ino: u64,
+    prot: u64,
+    shared: bool,
+    name: String,
+}
+
+impl MapRec {
+    /// Memory no file backs (perf's `//anon`, or no name).
+    fn is_anon(&self) -> bool {
+        self.name.is_empty() || self.name == "//anon"
+    }
+    fn is_special(&self) -> bool {
+        self.name.starts_with('[')
+    }
+}
+
+fn parse_mmap2(rest: &str) -> Result<MapRec, String> {
+    let bad = |what: &str| format!("PERF_RECORD_MMAP2: {what}");
+    let r = rest.strip_prefix("PERF_RECORD_MMAP2").unwrap_or(rest).trim_start();
+    let (pt, r) = r.split_once(": [").ok_or_else(|| bad("expected `PID/TID: [`"))?;
+    let (_, tid) = pid_tid(pt.trim()).ok_or_else(|| bad("bad PID/TID"))?;
+    let (inside, r) = r.split_once("]: ").ok_or_else(|| bad("expected `]: PERMS NAME`"))?;
+    let (range, meta) = inside.split_once(" @ ").ok_or_else(|| bad("expected `ADDR(LEN) @ ...`"))?;
+    let (addr, len) =
+        range.strip_suffix(')').and_then(|r| r.split_once('(')).ok_or_else(|| bad("expected `ADDR(LEN)`"))?;
+    let addr = num(addr).ok_or_else(|| bad("bad address"))?;
+    let len = num(len).ok_or_else(|| bad("bad length"))?;
+    let meta: Vec<&str> = meta.split_whitespace().collect();
+    let [pgoff, dev, ino, _gen] = meta[..] else {
+        return Err(bad("expected `PGOFF MAJ:MIN INO GEN`"));
+    };
+    let pgoff = num(pgoff).ok_or_else(|| bad("bad pgoff"))?;
+    let (maj, min) = dev
+        .split_once(':')
+        .and_then(|(a, b)| Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?)))
+        .ok_or_else(|| bad("bad MAJ:MIN"))?;
+    let ino = num(ino).ok_or_else(|| bad("bad inode"))?;
+    let perms = r
+        .get(..4)
+        .filter(|_| r[4..].is_empty() || r[4..].starts_with(' '))
+        .ok_or_else(|| bad("bad permissions"))?;
+    let p = perms.as_bytes();
+    let flag = |i: usize, yes: u8, bit: u64| match p[i] {
+        c if c == yes => Ok(bit),
+        b'-' => Ok(0),
+        _ => Err(bad("bad permissions")),
+    };
+    let prot =
+        flag(0, b'r', abi::PROT_READ)? | flag(1, b'w', abi::PROT_WRITE)? | flag(2, b'x', abi::PROT_EXEC)?;
+    let shared = match p[3] {
+        b's' => true,
+        b'p' => false,
+        _ => return Err(bad("bad permissions")),
+    };
+    Ok(MapRec {
+        tid,
+        addr,
+        len,
+        pgoff,
+        dev: (maj << 8) | min,
+        ino,
+        prot,
+        shared,
+        name: r[4..].trim().to_string(),
+    })
+}
+
+/// `name: 0x..., name: 0x...` as the syscall tracepoints print their arguments.
+fn parse_args(payload: &str) -> Result<Vec<(&str, u64)>, String> {
+    let payload = payload.trim();
+    if payload.is_empty() {
+        return Ok(Vec::new());
+    }
+    payload
+        .split(", ")
+        .map(|a| {
+            let (k, v) = a.split_once(": ").ok_or_else(|| format!("expected `NAME: VALUE`, found `{a}`"))?;
+            let v = num(v).ok_or_else(|| format!("bad number `{}` for {k}", v.trim()))?;
+            Ok((k.trim(), v))
+        })
+        .collect()
+}
+
+/// A `key=value` of a sched event; the value runs to the next space.
+fn kv<'a>(payload: &'a str, key: &str) -> Option<&'a str> {
+    payload.split(' ').filter_map(|w| w.strip_prefix(key)?.strip_prefix('=')).next_back()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversion
+
+/// What a recorded `sys_enter` will become when its exit comes.
+#[derive(Debug)]
+enum Kind {
+    Call(Call),
+    Execve,
+    /// clone/clone3 with its flags (0 when unknown).
+    Clone(u64),
+    /// Counted as skipped already; the exit is only consumed.
+    Skip,
+}
+
+#[derive(Debug)]
+struct Pending {
+    line: usize,
+    name: String,
+    kind: Kind,
+    /// The file record perf made during an `mmap`.
+    rec: Option<MapRec>,
+    /// `dup3`/`openat` O_CLOEXEC.
+    cloexec: bool,
+}
+
+#[derive(Debug, Default)]
+struct Task {
+    tgid: u32,
+    /// Index in `Conv::fd_tables`.
+    fdt: usize,
+    pending: Option<Pending>,
+    /// Records seen outside an mmap, waiting for the exec they belong to.
+    exec_recs: Vec<(usize, MapRec)>,
+    /// The Execve step waiting for its `sys_exit_execve`.
+    exec_step: Option<usize>,
+    exited: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct FdEnt {
+    file: usize,
+    cloexec: bool,
+}
+
+#[derive(Debug)]
+struct FileEnt {
+    path: String,
+    synthetic: bool,
+    /// The Openat step that names it.
+    open_step: Option<usize>,
+}
+
+struct Conv<'a> {
+    path: &'a str,
+    steps: Vec<Step>,
+    skipped: Vec<(usize, String)>,
+    report: ImportReport,
+    tasks: HashMap<u32, Task>,
+    /// Thread group of every tid, from every line's `PID/TID`.
+    tgid_of: HashMap<u32, u32>,
+    fd_tables: Vec<HashMap<i64, FdEnt>>,
+    files: Vec<FileEnt>,
+    /// File names given out, with the (dev, ino) they stand for.
+    names: HashMap<String, (u64, u64)>,
+}
+
+/// Parse `perf script` text into a script of the same events.
+pub fn parse_perf(path: &str, text: &str) -> Result<(Script, ImportReport), ImportError> {
+    let mut c = Conv {
+        path,
+        steps: Vec::new(),
+        skipped: Vec::new(),
+        report: ImportReport { format: "perf".to_string(), ..Default::default() },
+        tasks: HashMap::new(),
+        tgid_of: HashMap::new(),
+        fd_tables: Vec::new(),
+        files: Vec::new(),
+        names: HashMap::new(),
+    };
+    // Pass 1: which tid is in which thread group (a fork's child is only known later).
+    let mut first_text = None;
+    let mut any = false;
+    for (i, raw) in text.lines().enumerate() {
+        if raw.trim().is_empty() {
+            continue;
+        }
+        match split_header(raw) {
+            Some(h) => {
+                any = true;
+                if h.tid != 0 {
+                    c.tgid_of.entry(h.tid).or_insert(h.pid);
+                }
+            }
+            None => {
+                first_text.get_or_insert(i + 1);
+            }
+        }
+    }
+    if !any {
+        return Err(ImportError {
+            path: path.to_string(),
+            line: first_text.unwrap_or(0),
+            reason: if first_text.is_some() {
+                "not `perf script` text: no line of the form `COMM PID/TID TIME: EVENT`".to_string()
+            } else {
+                "empty trace".to_string()
+            },
+        });
+    }
+    // Pass 2: convert.
+    for (i, raw) in text.lines().enumerate() {
+        c.line(i + 1, raw);
+    }
+    c.finish();
+    let mut report = c.report;
+    report.steps = c.steps.len() as u64;
+    let mut groups = BTreeSet::new();
+    for (&tid, t) in &c.tasks {
+        groups.insert(t.tgid);
+        if t.tgid != tid {
+            report.threads += 1;
+        }
+    }
+    report.processes = groups.len() as u64;
+    Ok((Script { path: path.to_string(), steps: c.steps, skipped: c.skipped }, report))
+}
+
+const NOT_IN_AST: &[&str] =
+    &["mlock", "mlock2", "munlock", "mlockall", "munlockall", "memfd_create", "shmat", "shmdt"];
+
+impl Conv<'_> {
+    fn skip(&mut self, line: usize, reason: impl Into<String>) {
+        let reason = reason.into();
+        *self.report.skipped.entry(reason.clone()).or_default() += 1;
+        self.skipped.push((line, reason));
+    }
+
+    fn incomplete(&mut self, reason: String) {
+        *self.report.incomplete.entry(reason).or_default() += 1;
+    }
+
+    /// A garbled line or event: counted as skipped under `reason`, listed with `detail`.
+    fn garbled(&mut self, line: usize, reason: String, detail: &str) {
+        if self.report.problems.len() < MAX_PROBLEMS {
+            self.report.problems.push(format!("{}:{line}: {reason}: {detail}", self.path));
+        }
+        self.skip(line, reason);
+    }
+
+    fn task(&mut self, tid: u32) -> &mut Task {
+        if !self.tasks.contains_key(&tid) {
+            let tgid = self.tgid_of.get(&tid).copied().unwrap_or(tid);
+            // A thread whose group leader is known shares its fd table.
+            let fdt = match self.tasks.get(&tgid) {
+                Some(t) if tgid != tid => t.fdt,
+                _ => {
+                    self.fd_tables.push(HashMap::new());
+                    self.fd_tables.len() - 1
+                }
+            };
+            self.tasks.insert(tid, Task { tgid, fdt, ..Default::default() });
+        }
+        self.tasks.get_mut(&tid).expect("inserted above")
+    }
+
+    fn push(&mut self, line: usize, tid: u32, call: Call, expect: Option<Expect>) -> usize {
+        self.steps.push(Step { line, pid: Pid(tid), text: format_call(&call), call, expect });
+        self.steps.len() - 1
+    }
+
+    fn line(&mut self, line: usize, raw: &str) {
+        if raw.trim().is_empty() {
+            return;
+        }
+        let Some(h) = split_header(raw) else {
+            self.garbled(line, "garbled line".to_string(), raw.trim());
+            return;
+        };
+        self.report.events += 1;
+        let word = h.rest.split_whitespace().next().unwrap_or("");
+        if let Some(rec) = word.strip_prefix("PERF_RECORD_") {
+            return self.record(line, &h, rec);
+        }
+        if h.tid == 0 {
+            return self.skip(line, "event of pid 0");
+        }
+        let Some(event) = word.strip_suffix(':').filter(|e| e.contains(':')) else {
+            return self.garbled(line, "garbled event".to_string(), h.rest);
+        };
+        let payload = h.rest[word.len()..].trim();
+        let (pid, tid) = (h.pid, h.tid);
+        if let Some(name) = event.strip_prefix("syscalls:sys_enter_") {
+            self.sys_enter(line, tid, name, payload);
+        } else if let Some(name) = event.strip_prefix("syscalls:sys_exit_") {
+            self.sys_exit(line, tid, name, payload);
+        } else {
+            match event {
+                "exceptions:page_fault_user" => self.fault(line, tid, payload),
+                "sched:sched_process_fork" => self.fork(line, tid, payload),
+                "sched:sched_process_exec" => self.exec(line, pid, tid, payload),
+                "sched:sched_process_exit" => self.exit(line, tid),
+                _ => self.skip(line, format!("event {event}")),
+            }
+        }
+    }
+
+    /// `PERF_RECORD_*` lines.
+    fn record(&mut self, line: usize, h: &Header<'_>, rec: &str) {
+        let rec = rec.trim_end_matches(':');
+        match rec {
+            "MMAP2" => match parse_mmap2(h.rest) {
+                Ok(r) if r.tid != 0 => self.mmap2(line, r),
+                Ok(_) => self.skip(line, "PERF_RECORD_MMAP2 of pid 0"),
+                Err(e) => self.garbled(line, "garbled PERF_RECORD_MMAP2".to_string(), &e),
+            },
+            "LOST" | "LOST_SAMPLES" => {
+                // `PERF_RECORD_LOST lost 12`: the last number is the count.
+                let n = h
+                    .rest
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .filter_map(num)
+                    .next_back()
+                    .unwrap_or(1);
+                self.report.lost = self.report.lost.saturating_add(n.max(1));
+                self.skipped.push((line, format!("PERF_RECORD_{rec}")));
+            }
+            _ => self.skip(line, format!("PERF_RECORD_{rec}")),
+        }
+    }
+
+    /// A user-mode event of `tid` (a fault, a syscall entry, its death): whatever syscall it
+    /// had pending lost its exit, and records it saw since are no exec's.
+    fn user_event(&mut self, tid: u32) {
+        let t = self.task(tid);
+        let pending = t.pending.take();
+        let recs = std::mem::take(&mut t.exec_recs);
+        for (l, _) in recs {
+            self.skip(l, "PERF_RECORD_MMAP2 outside an exec or mmap");
+        }
+        if let Some(p) = pending {
+            self.incomplete(format!("missing sys_exit_{}", p.name));
+            self.complete(tid, p, None);
+        }
+    }
+
+    fn sys_enter(&mut self, line: usize, tid: u32, name: &str, payload: &str) {
+        self.user_event(tid);
+        let args = match parse_args(payload) {
+            Ok(a) => a,
+            Err(e) => {
+                self.garbled(line, format!("garbled sys_enter_{name}"), &e);
+                self.set_pending(tid, line, name, Kind::Skip, false);
+                return;
+            }
+        };
+        let (kind, cloexec) = match self.build(name, &args) {
+            Ok(k) => k,
+            Err(Some(e)) => {
+                self.garbled(line, format!("garbled sys_enter_{name}"), &e);
+                (Kind::Skip, false)
+            }
+            Err(None) => {
+                let reason = if NOT_IN_AST.contains(&name) {
+                    format!("{name} (not in the AST)")
+                } else if name == "prctl" {
+                    let opt = args.first().map_or(0, |a| a.1);
+                    format!("prctl({opt:#x})")
+                } else {
+                    format!("syscall {name}")
+                };
+                self.skip(line, reason);
+                (Kind::Skip, false)
+            }
+        };
+        if let Kind::Call(call @ Call::ExitGroup { .. }) = kind {
+            // No exit comes back from these.
+            self.push(line, tid, call, Some(Expect::Unknown));
+            self.task(tid).exited = true;
+            return;
+        }
+        self.set_pending(tid, line, name, kind, cloexec);
+    }
+
+    fn set_pending(&mut self, tid: u32, line: usize, name: &str, kind: Kind, cloexec: bool) {
+        self.task(tid).pending = Some(Pending { line, name: name.to_string(), kind, rec: None, cloexec });
+    }
+
+    /// The call a `sys_enter_NAME` stands for: `Err(None)` when it has none, `Err(Some(why))`
+    /// when its arguments are wrong.
+    fn build(&self, name: &str, args: &[(&str, u64)]) -> Result<(Kind, bool), Option<String>> {
+        let arg = |key: &str| -> Result<u64, Option<String>> {
+            args.iter()
+                .find(|(k, _)| *k == key)
+                .map(|a| a.1)
+                .ok_or_else(|| Some(format!("missing argument `{key}`")))
+        };
+        let call = match name {
+            "mmap" => Call::Mmap {
+                addr: arg("addr")?,
+                len: arg("len")?,
+                prot: arg("prot")?,
+                flags: arg("flags")?,
+                fd: fd_of(arg("fd")?),
+                off: arg("off")?,
+            },
+            "munmap" => Call::Munmap { addr: arg("addr")?, len: arg("len")? },
+            "mremap" => Call::Mremap {
+                old_addr: arg("addr")?,
+                old_len: arg("old_len")?,
+                new_len: arg("new_len")?,
+                flags: arg("flags")?,
+                new_addr: arg("new_addr")?,
+            },
+            "mprotect" | "pkey_mprotect" => {
+                Call::Mprotect { addr: arg("start")?, len: arg("len")?, prot: arg("prot")? }
+            }
+            "brk" => Call::Brk { addr: arg("brk")? },
+            "madvise" => Call::Madvise { addr: arg("start")?, len: arg("len_in")?, advice: arg("behavior")? },
+            "openat" => {
+                let flags = arg("flags")?;
+                let call = Call::Openat {
+                    dirfd: fd_of(arg("dfd")?),
+                    // Named when the exit gives the fd.
+                    path: String::new(),
+                    flags,
+                    mode: arg("mode")?,
+                };
+                return Ok((Kind::Call(call), flags & abi::O_CLOEXEC != 0));
+            }
+            "close" => Call::Close { fd: fd_of(arg("fd")?) },
+            "dup" => Call::Dup { fd: fd_of(arg("fildes")?) },
+            "dup2" | "dup3" => {
+                let call = Call::Dup2 { oldfd: fd_of(arg("oldfd")?), newfd: fd_of(arg("newfd")?) };
+                let cloexec = name == "dup3" && arg("flags")? & abi::O_CLOEXEC != 0;
+                return Ok((Kind::Call(call), cloexec));
+            }
+            "prctl" => {
+                if arg("option")? != abi::PR_SET_VMA || arg("arg2")? != abi::PR_SET_VMA_ANON_NAME {
+                    return Err(None);
+                }
+                // The name is a pointer: the same pointer most likely holds the same name.
+                let name = arg("arg5")?;
+                Call::SetVmaAnonName {
+                    addr: arg("arg3")?,
+                    len: arg("arg4")?,
+                    name: (name != 0).then(|| format!("{name:#x}")),
+                }
+            }
+            "execve" | "execveat" => return Ok((Kind::Execve, false)),
+            "clone" => return Ok((Kind::Clone(arg("clone_flags")?), false)),
+            // Flags behind a pointer.
+            "clone3" => return Ok((Kind::Clone(0), false)),
+            "exit" | "exit_group" => Call::ExitGroup { code: i64::from(arg("error_code")? as u32 as i32) },
+            _ => return Err(None),
+        };
+        Ok((Kind::Call(call), false))
+    }
+
+    fn sys_exit(&mut self, line: usize, tid: u32, name: &str, payload: &str) {
+        let ret = num(payload);
+        if ret.is_none() {
+            self.garbled(line, format!("garbled sys_exit_{name}"), payload);
+        }
+        let t = self.task(tid);
+        let exec_step = t.exec_step.take();
+        match t.pending.take() {
+            Some(p) if p.name == name => {
+                if ret.is_none() {
+                    self.incomplete(format!("garbled sys_exit_{name}"));
+                }
+                self.complete(tid, p, ret);
+            }
+            other => {
+                // The exit of an exec whose step the sched_process_exec event made.
+                if let (true, None, Some(i)) = (name == "execve" || name == "execveat", &other, exec_step) {
+                    self.steps[i].expect = ret.map(|r| expect_of(r).unwrap_or(Expect::Unknown));
+                    return;
+                }
+                if let Some(p) = other {
+                    self.incomplete(format!("missing sys_exit_{}", p.name));
+                    self.complete(tid, p, None);
+                }
+                self.skip(line, format!("sys_exit_{name} without its sys_enter"));
+            }
+        }
+    }
+
+    /// A syscall's exit: make its step.
+    fn complete(&mut self, tid: u32, p: Pending, ret: Option<u64>) {
+        let expect = match ret.map(expect_of) {
+            None => None,
+            Some(Ok(e)) => Some(e),
+            Some(Err(code)) => {
+                return self.skip(p.line, format!("{} failed with unknown errno {code}", p.name));
+            }
+        };
+        let mut call = match p.kind {
+            Kind::Skip => return,
+            Kind::Clone(_) => {
+                // The step is the fork event's; a failed clone made none.
+                if let Some(Expect::Err(e)) = expect {
+                    self.skip(p.line, format!("clone failed ({})", e.name()));
+                }
+                return;
+            }
+            Kind::Execve => {
+                // No exec event came between enter and exit: it failed, and changed nothing.
+                return match expect {
+                    Some(Expect::Err(e)) => self.skip(p.line, format!("execve failed ({})", e.name())),
+                    _ => self.skip(p.line, "execve without sched_process_exec"),
+                };
+            }
+            Kind::Call(c) => c,
+        };
+        let fdt = self.task(tid).fdt;
+        let ok = match expect {
+            Some(Expect::Value(v)) => Some(v),
+            _ => None,
+        };
+        match &mut call {
+            Call::Openat { path, .. } => match ok {
+                Some(fd) => {
+                    *path = format!("fd{fd}@line{}", p.line);
+                    self.files.push(FileEnt {
+                        path: path.clone(),
+                        synthetic: true,
+                        open_step: Some(self.steps.len()),
+                    });
+                    let file = self.files.len() - 1;
+                    self.fd_tables[fdt].insert(fd as i64, FdEnt { file, cloexec: p.cloexec });
+                }
+                None => *path = format!("open@line{}", p.line),
+            },
+            Call::Close { fd } => {
+                self.fd_tables[fdt].remove(fd);
+            }
+            Call::Dup { fd } => {
+                if let (Some(new), Some(e)) = (ok, self.fd_tables[fdt].get(fd).copied()) {
+                    self.fd_tables[fdt].insert(new as i64, FdEnt { cloexec: false, ..e });
+                }
+            }
+            Call::Dup2 { oldfd, newfd } => {
+                if let (Some(_), Some(e)) = (ok, self.fd_tables[fdt].get(oldfd).copied()) {
+                    let cloexec = p.cloexec;
+                    self.fd_tables[fdt].insert(*newfd, FdEnt { cloexec, ..e });
+                }
+            }
+            Call::Mmap { fd, flags, .. } => {
+                if let (Some(_), Some(rec)) = (ok, &p.rec)
+                    && *fd >= 0
+                    && *flags & abi::MAP_ANONYMOUS == 0
+                {
+                    match self.fd_tables[fdt].get(fd).copied() {
+                        Some(e) => self.name_file(e.file, rec),
+                        None => self.incomplete("mmap of an fd opened before the trace".to_string()),
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.push(p.line, tid, call, expect);
+    }
+
+    /// The name for a file perf calls `name`: the same name for the same (dev, ino), and a
+    /// `name#INO` when two files share a base name.
+    fn file_name(&mut self, rec: &MapRec) -> String {
+        let id = (rec.dev, rec.ino);
+        let mut name = rec.name.clone();
+        loop {
+            match self.names.get(&name) {
+                None => {
+                    self.names.insert(name.clone(), id);
+                    return name;
+                }
+                Some(&have) if have == id => return name,
+                Some(_) => name = format!("{}#{}", rec.name, rec.ino),
+            }
+            if name.len() > rec.name.len() + 40 {
+                return name;
+            }
+        }
+    }
+
+    /// An mmap showed which file `file` is: name it, and the openat that opened it.
+    fn name_file(&mut self, file: usize, rec: &MapRec) {
+        if !self.files[file].synthetic || rec.is_anon() || rec.is_special() {
+            return;
+        }
+        let name = self.file_name(rec);
+        let f = &mut self.files[file];
+        f.synthetic = false;
+        f.path = name.clone();
+        if let Some(step) = f.open_step
+            && let Some(s) = self.steps.get_mut(step)
+            && let Call::Openat { path, .. } = &mut s.call
+        {
+            *path = name;
+            s.text = format_call(&s.call);
+        }
+    }
+
+    fn mmap2(&mut self, line: usize, rec: MapRec) {
+        let t = self.task(rec.tid);
+        match &mut t.pending {
+            Some(p) if p.name == "mmap" => {
+                if !rec.is_anon() {
+                    p.rec = Some(rec);
+                }
+            }
+            Some(p) if p.name == "execve" || p.name == "execveat" => t.exec_recs.push((line, rec)),
+            Some(p) => {
+                let reason = format!("PERF_RECORD_MMAP2 during {}", p.name);
+                self.skip(line, reason);
+            }
+            // The first exec of the trace has no sys_enter_execve.
+            None => t.exec_recs.push((line, rec)),
+        }
+    }
+
+    fn fault(&mut self, line: usize, tid: u32, payload: &str) {
+        self.user_event(tid);
+        let addr = kv(payload, "address").and_then(num);
+        let code = kv(payload, "error_code").and_then(num);
+        let (Some(addr), Some(code)) = (addr, code) else {
+            return self.garbled(line, "garbled page_fault_user".to_string(), payload);
+        };
+        let call = Call::Touch { addr: addr & !0xfff, len: 4096, write: code & 2 != 0 };
+        self.push(line, tid, call, None);
+    }
+
+    fn fork(&mut self, line: usize, tid: u32, payload: &str) {
+        let Some(child) = kv(payload, "child_pid").and_then(dec_u32).filter(|&c| c != 0) else {
+            return self.garbled(line, "garbled sched_process_fork".to_string(), payload);
+        };
+        let clone_flags = match &self.task(tid).pending {
+            Some(Pending { kind: Kind::Clone(f), .. }) if *f != 0 => Some(*f),
+            _ => None,
+        };
+        let call = match clone_flags {
+            Some(f) if f & abi::CLONE_VM != 0 && f & abi::CLONE_VFORK == 0 => Call::CloneVm { flags: f },
+            Some(f) => Call::Fork { vfork: f & abi::CLONE_VFORK != 0 },
+            // The child's own lines tell: `PARENT/CHILD` is a thread of the parent.
+            None => match self.tgid_of.get(&child) {
+                Some(&g) if g != child => Call::CloneVm { flags: abi::CLONE_VM | abi::CLONE_THREAD },
+                _ => Call::Fork { vfork: false },
+            },
+        };
+        let parent = self.task(tid);
+        let (ptgid, pfdt) = (parent.tgid, parent.fdt);
+        let (tgid, fdt) = match (&call, clone_flags) {
+            (Call::CloneVm { flags }, _) if flags & abi::CLONE_THREAD != 0 => (ptgid, pfdt),
+            _ => {
+                let copy = self.fd_tables[pfdt].clone();
+                self.fd_tables.push(copy);
+                (child, self.fd_tables.len() - 1)
+            }
+        };
+        self.push(line, tid, call, Some(Expect::Value(u64::from(child))));
+        self.tasks.insert(child, Task { tgid, fdt, ..Default::default() });
+    }
+
+    fn exec(&mut self, line: usize, pid: u32, tid: u32, payload: &str) {
+        // `filename=NAME pid=N old_pid=M`: NAME may hold spaces.
+        let path = payload
+            .strip_prefix("filename=")
+            .and_then(|r| r.rfind(" pid=").map(|i| &r[..i]))
+            .filter(|p| !p.is_empty());
+        let Some(path) = path.map(str::to_string) else {
+            return self.garbled(line, "garbled sched_process_exec".to_string(), payload);
+        };
+        // A thread that execs takes over the group leader's pid.
+        let from = kv(payload, "old_pid").and_then(dec_u32).filter(|&o| o != 0).unwrap_or(tid);
+        let src = self.task(from);
+        let pending = src.pending.take();
+        let recs = std::mem::take(&mut src.exec_recs);
+        let eline = match pending {
+            Some(p) if p.name == "execve" || p.name == "execveat" => p.line,
+            Some(p) => {
+                self.incomplete(format!("missing sys_exit_{}", p.name));
+                self.complete(from, p, None);
+                line
+            }
+            None => line,
+        };
+        let step = self.push(eline, tid, Call::Execve { path }, None);
+        let t = self.task(tid);
+        t.tgid = pid;
+        t.exited = false;
+        t.exec_step = Some(step);
+        let old_fdt = t.fdt;
+        // exec unshares the fd table and closes the O_CLOEXEC fds.
+        let mut fds = self.fd_tables[old_fdt].clone();
+        fds.retain(|_, e| !e.cloexec);
+        self.fd_tables.push(fds);
+        let fdt = self.fd_tables.len() - 1;
+        self.task(tid).fdt = fdt;
+        for (l, rec) in recs {
+            let path = (!rec.is_anon() && !rec.is_special()).then(|| self.file_name(&rec));
+            let call = Call::MapRecord {
+                addr: rec.addr,
+                len: rec.len,
+                pgoff: rec.pgoff >> 12,
+                prot: rec.prot,
+                shared: rec.shared,
+                dev: rec.dev,
+                ino: rec.ino,
+                path,
+                name: rec.is_special().then(|| rec.name.clone()),
+            };
+            self.push(l, tid, call, None);
+        }
+    }
+
+    fn exit(&mut self, line: usize, tid: u32) {
+        self.user_event(tid);
+        let t = self.task(tid);
+        if !t.exited {
+            t.exited = true;
+            self.push(line, tid, Call::ExitGroup { code: 0 }, Some(Expect::Unknown));
+        }
+    }
+
+    /// The end of the trace: syscalls still open lost their exits.
+    fn finish(&mut self) {
+        let mut open: Vec<(u32, Pending)> = Vec::new();
+        let mut recs: Vec<usize> = Vec::new();
+        for (&tid, t) in &mut self.tasks {
+            if let Some(p) = t.pending.take() {
+                open.push((tid, p));
+            }
+            recs.extend(t.exec_recs.drain(..).map(|(l, _)| l));
+        }
+        open.sort_by_key(|(_, p)| p.line);
+        for (tid, p) in open {
+            self.incomplete(format!("missing sys_exit_{}", p.name));
+            self.complete(tid, p, None);
+        }
+        recs.sort_unstable();
+        for l in recs {
+            self.skip(l, "PERF_RECORD_MMAP2 outside an exec or mmap");
+        }
+    }
+}
+
+/// A syscall's return value: `Err(code)` for an errno the model does not know.
+fn expect_of(ret: u64) -> Result<Expect, i64> {
+    let v = ret as i64;
+    if (-4095..0).contains(&v) {
+        let code = -v;
+        Errno::from_code(code as i32).map(Expect::Err).ok_or(code)
+    } else {
+        Ok(Expect::Value(ret))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::*;
+    use crate::script::format_step;
+
+    /// A perf line of `tid` in thread group `pid`.
+    fn l(pid: u32, tid: u32, event: &str) -> String {
+        format!("            prog  {pid}/{tid}   100.000001: {event}\n")
+    }
+
+    fn import(text: &str) -> (Script, ImportReport) {
+        parse_perf("t.perf", text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `PID CALL = RESULT` for every step.
+    fn lines(s: &Script) -> Vec<String> {
+        s.steps.iter().map(format_step).collect()
+    }
+
+    fn enter(name: &str, args: &str) -> String {
+        format!("syscalls:sys_enter_{name}: {args}")
+    }
+
+    fn exit(name: &str, ret: &str) -> String {
+        format!("syscalls:sys_exit_{name}: {ret}")
+    }
+
+    const MMAP_ANON: &str = "addr: 0x00000000, len: 0x00002000, prot: 0x00000003, flags: 0x00000022, fd: 0xffffffff, off: 0x00000000";
+
+    #[test]
+    fn headers() {
+        let h = split_header("  Web Content 12/34  5.000001: sched:x: a=1").unwrap();
+        assert_eq!((h.pid, h.tid, h.rest), (12, 34, "sched:x: a=1"));
+        // A comm that looks like a number is still the comm.
+        let h = split_header("1/2 3/4 1.5: e: x").unwrap();
+        assert_eq!((h.pid, h.tid), (3, 4));
+        for bad in [
+            "",
+            "sort 8742/8742",
+            "sort 8742/8742 1009.6",
+            "sort 87x/8742 1009.6: e",
+            "sort /8742 1.0: e",
+            "sort 8742/ 1.0: e",
+            "sort 99999999999/1 1.0: e",
+            "1009.601168: e",
+        ] {
+            assert!(split_header(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_fds() {
+        assert_eq!(num("0x1f"), Some(31));
+        assert_eq!(num("17"), Some(17));
+        assert_eq!(num("0xfffffffffffffffe"), Some(u64::MAX - 1));
+        for bad in ["", "0x", "x1", "-1", "0x1g", "0x10000000000000000"] {
+            assert_eq!(num(bad), None, "{bad}");
+        }
+        assert_eq!(fd_of(0xffffffff), -1);
+        assert_eq!(fd_of(0xffffff9c), AT_FDCWD);
+        assert_eq!(fd_of(3), 3);
+        assert_eq!(expect_of(0xfffffffffffffffe), Ok(Expect::Err(Errno::ENOENT)));
+        assert_eq!(expect_of(0x7f00_0000_0000), Ok(Expect::Value(0x7f00_0000_0000)));
+        assert_eq!(expect_of((-6i64) as u64), Err(6));
+        assert_eq!(expect_of((-4096i64) as u64), Ok(Expect::Value((-4096i64) as u64)));
+    }
+
+    #[test]
+    fn mmap2_records() {
+        let r = parse_mmap2(
+            "PERF_RECORD_MMAP2 8742/8743: [0x5606738c5000(0x12000) @ 0x3000 fe:01 247778 0]: r-xs my lib.so",
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            MapRec {
+                tid: 8743,
+                addr: 0x5606738c5000,
+                len: 0x12000,
+                pgoff: 0x3000,
+                dev: 0xfe01,
+                ino: 247778,
+                prot: PROT_READ | PROT_EXEC,
+                shared: true,
+                name: "my lib.so".into(),
+            }
+        );
+        for bad in [
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe:00 1]: r--p x",
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe00 1 0]: r--p x",
+            "PERF_RECORD_MMAP2 1/1: [0x1000 @ 0 fe:00 1 0]: r--p x",
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe:00 1 0]: rq-p x",
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe:00 1 0]: r-",
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe:00 1 0]",
+            "PERF_RECORD_MMAP2 x: [0x1000(0x1000) @ 0 fe:00 1 0]: r--p x",
+            "PERF_RECORD_MMAP2 1/1: [0x1000(0x1000) @ 0 fe:00 1 0]: r--pé",
+        ] {
+            assert!(parse_mmap2(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn syscalls_pair_by_tid() {
+        let text = [
+            l(5, 5, &enter("mmap", MMAP_ANON)),
+            l(5, 6, &enter("munmap", "addr: 0x7f0000000000, len: 0x00001000")),
+            l(5, 5, &exit("mmap", "0x7f0000010000")),
+            l(5, 6, &exit("munmap", "0xffffffffffffffea")),
+            l(5, 5, &enter("mremap", "addr: 0x7f0000010000, old_len: 0x00002000, new_len: 0x00004000, flags: 0x00000001, new_addr: 0x00000000")),
+            l(5, 5, &exit("mremap", "0x7f0000020000")),
+            l(5, 5, &enter("pkey_mprotect", "start: 0x7f0000020000, len: 0x00001000, prot: 0x00000001, pkey: 0x00000000")),
+            l(5, 5, &exit("pkey_mprotect", "0x0")),
+            l(5, 5, &enter("madvise", "start: 0x7f0000020000, len_in: 0x00001000, behavior: 0x00000008")),
+            l(5, 5, &exit("madvise", "0x0")),
+            l(5, 5, &enter("brk", "brk: 0x00000000")),
+            l(5, 5, &exit("brk", "0x555555559000")),
+            l(5, 5, &enter("prctl", "option: 0x53564d41, arg2: 0x00000000, arg3: 0x7f0000020000, arg4: 0x00001000, arg5: 0x55550000")),
+            l(5, 5, &exit("prctl", "0x0")),
+            l(5, 5, &enter("prctl", "option: 0x0000000f, arg2: 0x55550000, arg3: 0x00000000, arg4: 0x00000000, arg5: 0x00000000")),
+            l(5, 5, &exit("prctl", "0x0")),
+            l(5, 5, &enter("mlock", "start: 0x7f0000020000, len: 0x00001000")),
+            l(5, 5, &exit("mlock", "0x0")),
+            l(5, 5, &enter("exit_group", "error_code: 0x00000003")),
+        ]
+        .concat();
+        let (s, r) = import(&text);
+        assert_eq!(
+            lines(&s),
+            [
+                "5 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x7f0000010000",
+                "6 munmap(0x7f0000000000, 4096) = -1 EINVAL (Invalid argument)",
+                "5 mremap(0x7f0000010000, 8192, 16384, MREMAP_MAYMOVE) = 0x7f0000020000",
+                "5 mprotect(0x7f0000020000, 4096, PROT_READ) = 0",
+                "5 madvise(0x7f0000020000, 4096, MADV_FREE) = 0",
+                "5 brk(NULL) = 0x555555559000",
+                "5 prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, 0x7f0000020000, 4096, \"0x55550000\") = 0",
+                "5 exit_group(3) = ?",
+            ]
+        );
+        let at: Vec<usize> = s.steps.iter().map(|s| s.line).collect();
+        assert_eq!(at, [1, 2, 5, 7, 9, 11, 13, 19]);
+        assert_eq!(r.skipped["prctl(0xf)"], 1);
+        assert_eq!(r.skipped["mlock (not in the AST)"], 1);
+        assert_eq!(r.events, 19);
+        assert_eq!(r.steps, 8);
+        assert_eq!((r.processes, r.threads), (1, 1));
+        assert_eq!(s.skipped, [(15, "prctl(0xf)".to_string()), (17, "mlock (not in the AST)".to_string())]);
+    }
+
+    #[test]
+    fn fork_or_thread_from_the_childs_lines() {
+        let text = [
+            l(5, 5, "sched:sched_process_fork: comm=a b pid=5 child_comm=a b child_pid=6"),
+            l(5, 5, "sched:sched_process_fork: comm=a b pid=5 child_comm=a b child_pid=7"),
+            l(6, 6, "exceptions:page_fault_user: address=0x7f0000001234 ip=0x1 error_code=0x6"),
+            l(5, 7, "exceptions:page_fault_user: address=0x7f0000001234 ip=0x1 error_code=0x15"),
+            l(5, 7, &enter("exit", "error_code: 0x00000000")),
+            l(5, 7, "sched:sched_process_exit: comm=a pid=7 prio=120 group_dead=false"),
+            l(6, 6, "sched:sched_process_exit: comm=a pid=6 prio=120 group_dead=true"),
+            // A child never seen again is a process.
+            l(5, 5, "sched:sched_process_fork: comm=a pid=5 child_comm=a child_pid=8"),
+        ]
+        .concat();
+        let (s, r) = import(&text);
+        assert_eq!(
+            lines(&s),
+            [
+                "5 fork() = 6",
+                "5 clone(child_stack=NULL, flags=CLONE_VM|CLONE_THREAD) = 7",
+                "6 touch(0x7f0000001000, 4096, \"w\")",
+                "7 touch(0x7f0000001000, 4096, \"r\")",
+                "7 exit_group(0) = ?",
+                "6 exit_group(0) = ?",
+                "5 fork() = 8",
+            ]
+        );
+        assert_eq!((r.processes, r.threads), (3, 1));
+    }
+
+    #[test]
+    fn clone_flags_decide_when_recorded() {
+        let text = [
+            l(5, 5, &enter("clone", "clone_flags: 0x00004111, newsp: 0x00000000, parent_tidptr: 0x00000000, child_tidptr: 0x00000000, tls: 0x00000000")),
+            l(5, 5, "sched:sched_process_fork: comm=a pid=5 child_comm=a child_pid=6"),
+            l(5, 5, &exit("clone", "0x6")),
+            l(5, 5, &enter("clone", "clone_flags: 0x00010900, newsp: 0x00000000, parent_tidptr: 0x00000000, child_tidptr: 0x00000000, tls: 0x00000000")),
+            l(5, 5, "sched:sched_process_fork: comm=a pid=5 child_comm=a child_pid=7"),
+            l(5, 5, &exit("clone", "0x7")),
+        ]
+        .concat();
+        let (s, _) = import(&text);
+        assert_eq!(
+            lines(&s),
+            ["5 vfork() = 6", "5 clone(child_stack=NULL, flags=CLONE_VM|CLONE_SIGHAND|CLONE_THREAD) = 7",]
+        );
+    }
+
+    #[test]
+    fn exec_records_and_failed_execs() {
+        let text = [
+            l(
+                5,
+                5,
+                "PERF_RECORD_MMAP2 5/5: [0x7ffe00000000(0x21000) @ 0x7ffffffde000 00:00 0 0]: rw-p [stack]",
+            ),
+            l(5, 5, "PERF_RECORD_MMAP2 5/5: [0x400000(0x1000) @ 0 fe:00 10 0]: r--p prog"),
+            l(5, 5, "sched:sched_process_exec: filename=my prog pid=5 old_pid=5"),
+            l(5, 5, &exit("execve", "0x0")),
+            l(5, 5, &enter("execve", "filename: 0x7ffe00001000, argv: 0x7ffe00002000, envp: 0x7ffe00003000")),
+            l(5, 5, &exit("execve", "0xfffffffffffffffe")),
+            l(5, 5, &enter("execve", "filename: 0x7ffe00001000, argv: 0x7ffe00002000, envp: 0x7ffe00003000")),
+            l(5, 5, "PERF_RECORD_MMAP2 5/5: [0x500000(0x2000) @ 0x1000 fe:00 11 0]: r-xp other"),
+            l(5, 5, "PERF_RECORD_MMAP2 5/5: [0x502000(0x3000) @ 0x502000 00:00 0 0]: rw-p //anon"),
+            l(5, 5, "sched:sched_process_exec: filename=other pid=5 old_pid=5"),
+            l(5, 5, &exit("execve", "0x0")),
+        ]
+        .concat();
+        let (s, r) = import(&text);
+        assert_eq!(
+            lines(&s),
+            [
+                "5 execve(\"my prog\", [\"my prog\"], NULL) = 0",
+                "5 map_record(0x7ffe00000000, 135168, 34359738334, PROT_READ|PROT_WRITE, \"p\", 0x0, 0, NULL, \"[stack]\")",
+                "5 map_record(0x400000, 4096, 0, PROT_READ, \"p\", 0xfe00, 10, \"prog\", NULL)",
+                "5 execve(\"other\", [\"other\"], NULL) = 0",
+                "5 map_record(0x500000, 8192, 1, PROT_READ|PROT_EXEC, \"p\", 0xfe00, 11, \"other\", NULL)",
+                "5 map_record(0x502000, 12288, 1282, PROT_READ|PROT_WRITE, \"p\", 0x0, 0, NULL, NULL)",
+            ]
+        );
+        let at: Vec<usize> = s.steps.iter().map(|s| s.line).collect();
+        assert_eq!(at, [3, 1, 2, 7, 8, 9]);
+        assert_eq!(r.skipped["execve failed (ENOENT)"], 1);
+    }
+
+    #[test]
+    fn mmap_records_name_files_through_dups_forks_and_execs() {
+        let mmap_fd = |fd: &str| {
+            enter(
+                "mmap",
+                &format!(
+                    "addr: 0x00000000, len: 0x00001000, prot: 0x00000001, flags: 0x00000002, fd: {fd}, off: 0x00000000"
+                ),
+            )
+        };
+        let rec = |name: &str, ino: u32| {
+            format!("PERF_RECORD_MMAP2 5/5: [0x7f0000000000(0x1000) @ 0 fe:00 {ino} 0]: r--p {name}")
+        };
+        let open = "dfd: 0xffffff9c, filename: 0x7ffe00001000, flags: 0x00000000, mode: 0x00000000";
+        let open_cloexec = "dfd: 0xffffff9c, filename: 0x7ffe00001000, flags: 0x00080000, mode: 0x00000000";
+        let text = [
+            l(5, 5, &enter("openat", open)), // 1
+            l(5, 5, &exit("openat", "0x3")),
+            l(5, 5, &enter("dup", "fildes: 0x00000003")), // 3
+            l(5, 5, &exit("dup", "0x4")),
+            l(5, 5, &enter("close", "fd: 0x00000003")), // 5
+            l(5, 5, &exit("close", "0x0")),
+            l(5, 5, &mmap_fd("0x00000004")), // 7: names the openat at 1
+            l(5, 5, &rec("a.so", 10)),
+            l(5, 5, &exit("mmap", "0x7f0000000000")),
+            l(5, 5, &enter("openat", open)), // 10: never mapped
+            l(5, 5, &exit("openat", "0x3")),
+            l(5, 5, &enter("openat", open_cloexec)), // 12
+            l(5, 5, &exit("openat", "0x6")),
+            l(5, 5, "sched:sched_process_fork: comm=a pid=5 child_comm=a child_pid=9"),
+            l(9, 9, &enter("dup3", "oldfd: 0x00000006, newfd: 0x00000007, flags: 0x00000000")), // 15
+            l(9, 9, &exit("dup3", "0x7")),
+            l(9, 9, &enter("execve", "filename: 0x1, argv: 0x2, envp: 0x3")),
+            l(9, 9, "sched:sched_process_exec: filename=x pid=9 old_pid=9"),
+            l(9, 9, &exit("execve", "0x0")),
+            // fd 6 was O_CLOEXEC: gone; fd 7 (dup3 without O_CLOEXEC) stays.
+            l(9, 9, &mmap_fd("0x00000006")), // 20
+            l(9, 9, &rec("lost.so", 12).replace("5/5", "9/9")),
+            l(9, 9, &exit("mmap", "0x7f0000000000")),
+            l(9, 9, &mmap_fd("0x00000007")), // 23: names the openat at 12
+            l(9, 9, &rec("b/a.so", 11).replace("5/5", "9/9").replace("b/a.so", "a.so")),
+            l(9, 9, &exit("mmap", "0x7f0000000000")),
+        ]
+        .concat();
+        let (s, r) = import(&text);
+        let opens: Vec<&str> = s
+            .steps
+            .iter()
+            .filter_map(|s| match &s.call {
+                Call::Openat { path, .. } => Some(path.as_str()),
+                _ => None,
+            })
+            .collect();
+        // A second file with the same base name gets its inode added.
+        assert_eq!(opens, ["a.so", "fd3@line10", "a.so#11"]);
+        let texts: Vec<&str> = s.steps.iter().map(|s| s.text.as_str()).collect();
+        assert!(texts.contains(&"openat(AT_FDCWD, \"a.so#11\", O_RDONLY|O_CLOEXEC)"), "{texts:?}");
+        assert_eq!(r.incomplete["mmap of an fd opened before the trace"], 1);
+        assert_eq!(
+            lines(&s).iter().filter(|l| l.contains("dup")).collect::<Vec<_>>(),
+            ["5 dup(3) = 4", "9 dup2(6, 7) = 7"]
+        );
+    }
+
+    #[test]
+    fn lost_exits_and_garbage_are_counted() {
+        let text = [
+            l(5, 5, &enter("mmap", MMAP_ANON)),
+            // The exit was lost: the fault shows the task back in user mode.
+            l(5, 5, "exceptions:page_fault_user: address=0x1000 ip=0x1 error_code=0x4"),
+            l(5, 5, &exit("munmap", "0x0")),
+            l(5, 5, &enter("munmap", "addr: 0x1000")),
+            l(5, 5, &exit("munmap", "0x0")),
+            l(5, 5, &enter("munmap", "addr: 0x1000, len 0x1000")),
+            l(5, 5, &exit("munmap", "0x0")),
+            l(5, 5, &enter("openat", "dfd: 0xffffff9c, filename: 0x1, flags: 0x0, mode: 0x0")),
+            l(5, 5, &exit("openat", "0xfffffffffffffffa")),
+            l(5, 5, "exceptions:page_fault_user: address=zz ip=0x1 error_code=0x4"),
+            l(5, 5, "sched:sched_switch: prev_comm=a"),
+            l(5, 5, "sched:sched_process_fork: comm=a pid=5 child_comm=a"),
+            l(5, 5, "sched:sched_process_exec: pid=5"),
+            l(5, 5, "nonsense"),
+            l(0, 0, "sched:sched_switch: x"),
+            l(5, 5, "PERF_RECORD_LOST lost 17"),
+            l(5, 5, "PERF_RECORD_COMM: prog 5/5"),
+            "garbage in the middle\n".to_string(),
+            l(5, 5, "PERF_RECORD_MMAP2 5/5: [0x1000(0x1000) @ 0 fe:00 1 0]: r--p stray"),
+            l(5, 5, &enter("munmap", "addr: 0x00002000, len: 0x00001000")),
+            "            prog  5/5   100.0000".to_string(),
+        ]
+        .concat();
+        let (s, r) = import(&text);
+        assert_eq!(
+            lines(&s),
+            [
+                "5 mmap(NULL, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)",
+                "5 touch(0x1000, 4096, \"r\")",
+                "5 munmap(0x2000, 4096)",
+            ]
+        );
+        let want: BTreeMap<String, u64> = [
+            ("sys_exit_munmap without its sys_enter", 1),
+            ("garbled sys_enter_munmap", 2),
+            ("openat failed with unknown errno 6", 1),
+            ("garbled page_fault_user", 1),
+            ("event sched:sched_switch", 1),
+            ("garbled sched_process_fork", 1),
+            ("garbled sched_process_exec", 1),
+            ("garbled event", 1),
+            ("event of pid 0", 1),
+            ("PERF_RECORD_COMM", 1),
+            ("garbled line", 2),
+            ("PERF_RECORD_MMAP2 outside an exec or mmap", 1),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        assert_eq!(r.skipped, want);
+        assert_eq!(r.incomplete["missing sys_exit_mmap"], 1);
+        assert_eq!(r.incomplete["missing sys_exit_munmap"], 1);
+        assert_eq!(r.lost, 17);
+        assert!(
+            r.problems[0].starts_with("t.perf:4: garbled sys_enter_munmap: missing argument `len`"),
+            "{:?}",
+            r.problems
+        );
+        assert!(
+            r.problems.iter().any(|p| p.starts_with("t.perf:18: garbled line: garbage")),
+            "{:?}",
+            r.problems
+        );
+    }
+
+    #[test]
+    fn not_perf_text_is_an_error() {
+        for (text, line) in
+            [("", 0), ("\n\n", 0), ("# a script\n1 munmap(0x1000, 4096) = 0\n", 1), ("\nhello\n", 2)]
+        {
+            let e = parse_perf("t.perf", text).unwrap_err();
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.to_string().starts_with(&format!("t.perf:{line}: ")), "{e}");
+        }
+    }
+}
