@@ -179,6 +179,9 @@ impl System {
     /// `do_huge_pmd_anonymous_page`: the huge zero folio for reads, a new THP for writes.
     fn do_huge_pmd_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
         let h = a.pmd_down();
+        // vmf_anon_prepare comes first: even a huge-zero read fault gives the VMA its
+        // anon_vma (so fork copies the PMD and merges see a faulted VMA).
+        self.anon_vma_prepare(vma);
         if !write && self.cfg.thp_use_zero_page {
             self.mms[mm]
                 .pt
