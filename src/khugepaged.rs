@@ -54,6 +54,12 @@ impl System {
         }
         let hstart = (start.0 + PMD_SIZE - 1) & !(PMD_SIZE - 1);
         let hend = end.0 & !(PMD_SIZE - 1);
+        // A range inside one PMD that does not start on a boundary has hstart > hend: the
+        // kernel's `thps == (hend - hstart) >> HPAGE_PMD_SHIFT` then compares against an
+        // underflowed count and fails (SCAN_FAIL, EINVAL); hstart == hend succeeds.
+        if hstart > hend {
+            return Err(Errno::EINVAL);
+        }
         if shmem && hstart < hend {
             // collapse_file builds a PMD-sized page-cache folio: not modelled yet.
             self.not_modelled("MADV_COLLAPSE of a whole PMD of shared memory (collapse_file)");
