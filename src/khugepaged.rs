@@ -40,7 +40,7 @@ impl System {
         }
         // thp_vma_suitable_order: a file VMA must map PMD-aligned offsets at PMD-aligned
         // addresses.
-        if !v.is_anonymous() && (v.start.0 / PAGE_SIZE).wrapping_sub(v.pgoff.0) % 512 != 0 {
+        if !v.is_anonymous() && !(v.start.0 / PAGE_SIZE).wrapping_sub(v.pgoff.0).is_multiple_of(512) {
             return Err(Errno::EINVAL);
         }
         let h = VirtAddr(v.end.0.saturating_sub(PMD_SIZE)).pmd_down();
