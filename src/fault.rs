@@ -356,6 +356,7 @@ impl System {
         let shared = self.vmas[vma].flags.contains(VmFlags::SHARED);
         let ro = if shared { self.new_pte_flags(vma, false) } else { PteFlags::ACCESSED };
         let f = self.page_cache_get(inode, index);
+        self.async_mmap_readahead(vma, f);
         self.map_file_page(mm, a, f, ro);
     }
 
@@ -381,7 +382,9 @@ impl System {
             if index.0 >= file_end || !self.mms[mm].pt.get_pte(pa).is_none() {
                 continue;
             }
-            if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0) {
+            if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0)
+                && !self.folios[f].readahead
+            {
                 self.map_file_page(mm, pa, f, ro);
             }
         }
@@ -407,23 +410,49 @@ impl System {
             return false;
         }
         let ra = self.cfg.readahead_pages;
-        let (start, end) = if flags.contains(VmFlags::SEQ_READ) {
-            (index.0, index.0 + ra)
+        // (window start, window end, lookahead): the lookahead decides where PG_readahead
+        // goes (`mark = nr_to_read - lookahead_size` once the window is cut at EOF).
+        let (start, end, lookahead) = if flags.contains(VmFlags::SEQ_READ) {
+            (index.0, index.0 + ra, ra)
         } else if flags.contains(VmFlags::EXEC) {
             // Executable memory reads ahead from the fault, within the VMA only
-            // (exec_folio_order() is 0 on x86).
+            // (exec_folio_order() is 0 on x86), with no lookahead.
             let v = &self.vmas[vma];
             let start = index.0.max(v.pgoff.0);
-            (start, (start + ra).min(v.pgoff.0 + v.pages()))
+            (start, (start + ra).min(v.pgoff.0 + v.pages()), 0)
         } else {
+            // mmap read-around
             let start = index.0.saturating_sub(ra / 2);
-            (start, start + ra)
+            (start, start + ra, ra / 4)
         };
+        if let Some(f) = self.vmas[vma].file {
+            self.fs.files[f].ra = Some((start, end - start, lookahead));
+        }
         let end = end.min(self.fs.size_pages(inode));
+        let nr = end.saturating_sub(start);
+        let mark = (lookahead <= nr).then(|| start + nr - lookahead);
         for i in start..end {
-            self.page_cache_get(inode, PgOff(i));
+            let cached = self.fs.inodes[inode].cache.contains_key(&i);
+            let f = self.page_cache_get(inode, PgOff(i));
+            if !cached && Some(i) == mark {
+                self.folios[f].readahead = true;
+            }
         }
         true
+    }
+
+    /// A fault found the PG_readahead folio (`do_async_mmap_readahead`): the mark goes and
+    /// the next window is read, in large folios the model's page cache cannot hold.
+    fn async_mmap_readahead(&mut self, vma: VmaId, folio: FolioId) {
+        if !self.folios[folio].readahead || self.vmas[vma].flags.contains(VmFlags::RAND_READ) {
+            return;
+        }
+        self.folios[folio].readahead = false;
+        let inode = self.vma_inode(vma);
+        let next = self.vmas[vma].file.and_then(|f| self.fs.files[f].ra).map(|(s, n, _)| s + n);
+        if next.is_some_and(|n| n < self.fs.size_pages(inode)) {
+            self.not_modelled("asynchronous read-ahead (large page-cache folios)");
+        }
     }
 
     /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
@@ -434,6 +463,7 @@ impl System {
             self.mmap_readahead(vma, index);
         }
         let f = self.page_cache_get(inode, index);
+        self.async_mmap_readahead(vma, f);
         let flags = self.new_pte_flags(vma, true);
         self.map_file_page(mm, a, f, flags);
     }
@@ -447,6 +477,7 @@ impl System {
             self.mmap_readahead(vma, index);
         }
         let src = self.page_cache_get(inode, index);
+        self.async_mmap_readahead(vma, src);
         let tag = self.folios[src].pages[0].tag;
         self.anon_vma_prepare(vma);
         let new = self.folio_alloc(0);

@@ -180,10 +180,9 @@ impl System {
                 }
             }
             MADV_COLLAPSE => self.madvise_collapse(mm, vma, start, end)?,
-            MADV_REMOVE
-                if !self.vmas[vma].flags.contains(VmFlags::SHARED) => {
-                    return Err(Errno::EINVAL);
-                }
+            MADV_REMOVE if !self.vmas[vma].flags.contains(VmFlags::SHARED) => {
+                return Err(Errno::EINVAL);
+            }
             _ => {}
         }
         Ok(end)
