@@ -213,11 +213,13 @@ impl System {
             self.map_new_thp(mm, vma, h, true);
             return;
         }
+        // pmd_page() is the head page: exclusivity of a PMD mapping lives there.
+        let _ = sub;
         let f = &self.folios[folio];
-        let reuse = f.pages[sub as usize].anon_exclusive || (f.refcount() == 1 && f.is_anon());
+        let reuse = f.pages[0].anon_exclusive || (f.refcount() == 1 && f.is_anon());
         if reuse {
             self.folio_move_anon_rmap(folio, vma);
-            self.folios[folio].pages[sub as usize].anon_exclusive = true;
+            self.folios[folio].pages[0].anon_exclusive = true;
             if let Some(fl) = self.mms[mm].pt.pte_flags_mut(a) {
                 *fl |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
             }
