@@ -430,17 +430,41 @@ impl System {
         if let Some(f) = self.vmas[vma].file {
             self.fs.files[f].ra = Some((start, end - start, lookahead));
         }
-        let end = end.min(self.fs.size_pages(inode));
-        let nr = end.saturating_sub(start);
-        let mark = (lookahead <= nr).then(|| start + nr - lookahead);
-        for i in start..end {
-            let cached = self.fs.inodes[inode].cache.contains_key(&i);
-            let f = self.page_cache_get(inode, PgOff(i));
-            if !cached && Some(i) == mark {
-                self.folios[f].readahead = true;
+        self.page_cache_ra_order(inode, start, end - start, lookahead);
+        true
+    }
+
+    /// `page_cache_ra_order` (order 0, on a mapping with large-folio support such as ext4):
+    /// read `[start, start + size)` up to EOF, marking `start + size - lookahead` (not cut at
+    /// EOF, so often beyond it). A page already cached stops it, and `do_page_cache_ra` goes
+    /// on from there with the window cut at EOF first, which moves the mark inside the file.
+    fn page_cache_ra_order(&mut self, inode: InodeId, start: u64, size: u64, lookahead: u64) {
+        let eof = self.fs.size_pages(inode);
+        if eof == 0 || start >= eof {
+            return;
+        }
+        let mut idx = start;
+        if size >= 4 {
+            let limit = (eof - 1).min(start + size - 1);
+            let mark = start + size - lookahead;
+            while idx <= limit && !self.fs.inodes[inode].cache.contains_key(&idx) {
+                let f = self.page_cache_get(inode, PgOff(idx));
+                self.folios[f].readahead = idx == mark;
+                idx += 1;
+            }
+            if idx > limit {
+                return;
             }
         }
-        true
+        // do_page_cache_ra → page_cache_ra_unbounded
+        let nr = (size - (idx - start)).min(eof - idx);
+        let mark = (lookahead <= nr).then(|| idx + nr - lookahead);
+        for i in idx..idx + nr {
+            if !self.fs.inodes[inode].cache.contains_key(&i) {
+                let f = self.page_cache_get(inode, PgOff(i));
+                self.folios[f].readahead = Some(i) == mark;
+            }
+        }
     }
 
     /// A fault found the PG_readahead folio (`do_async_mmap_readahead`): the mark goes and
