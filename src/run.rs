@@ -77,6 +77,8 @@ pub fn run_script(script: &Script, opts: &RunOptions) -> Result<RunResult, RunEr
 /// Executes steps one at a time (also used by replay and the fuzzer).
 pub struct Runner<'a> {
     pub sys: System,
+    /// The plain reference model of memory contents, kept when checking.
+    pub reference: Option<crate::refmodel::RefModel>,
     pub result: RunResult,
     path: &'a str,
     opts: &'a RunOptions,
@@ -95,10 +97,14 @@ impl<'a> Runner<'a> {
         if opts.trace {
             sys.merge_log = Some(Vec::new());
         }
+        let mut reference = None;
         if let Some(first) = script.steps.first() {
             sys.spawn(first.pid).expect("empty system");
+            if opts.check {
+                reference = Some(crate::refmodel::RefModel::new(first.pid, opts.config.initial_brk.0));
+            }
         }
-        Ok(Runner { sys, result: RunResult::default(), path: &script.path, opts })
+        Ok(Runner { sys, reference, result: RunResult::default(), path: &script.path, opts })
     }
 
     fn bad(&self, step: &Step, reason: String) -> RunError {
@@ -132,9 +138,16 @@ impl<'a> Runner<'a> {
                 self.result.trace.push((step.line, ev.to_string()));
             }
         }
-        if self.opts.check
-            && let Err(reason) = self.sys.check()
-        {
+        if let Some(r) = &mut self.reference {
+            let line = step.line;
+            r.apply(step, &outcome, &|a| touch_tag(line, a));
+        }
+        let checked = if self.opts.check {
+            self.sys.check().and_then(|_| self.reference.as_ref().map_or(Ok(()), |r| r.check(&self.sys)))
+        } else {
+            Ok(())
+        };
+        if let Err(reason) = checked {
             return Err(RunError::Invariant {
                 path: self.path.to_string(),
                 line: step.line,

@@ -1,0 +1,505 @@
+//! A plain reference model of what each process's memory holds, kept beside the real model
+//! and compared with it by the checker: page contents must never be lost or mixed up.
+//!
+//! It knows nothing of VMAs, anon_vmas, folios or page tables: only which ranges are mapped,
+//! to what (private anonymous memory, a private or shared view of a file or shmem object at an
+//! offset), and what was written. It follows each call's documented effect on contents, given
+//! the call's outcome in the model, so a model bug that loses, leaks or mixes data shows up as
+//! a disagreement.
+
+use std::collections::BTreeMap;
+
+use crate::abi::*;
+use crate::mm::System;
+use crate::script::{Call, Expect, Step};
+use crate::types::{PAGE_SIZE, Pid, VirtAddr};
+
+/// What a mapped range shows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backing {
+    /// Private anonymous memory: zero until written.
+    Anon,
+    /// A private view of object `obj` from page offset `pgoff`: the object's contents until
+    /// written (copy on write).
+    FilePrivate { obj: u64, pgoff: u64 },
+    /// A shared view of object `obj` from `pgoff`: reads and writes go to the object.
+    Shared { obj: u64, pgoff: u64 },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Seg {
+    end: u64,
+    back: Backing,
+    /// MADV_DONTFORK / MADV_WIPEONFORK, which decide what a child sees.
+    dontcopy: bool,
+    wipe: bool,
+}
+
+impl Seg {
+    /// The same segment seen from `at` (offsets advance with the address).
+    fn from(self, start: u64, at: u64) -> Seg {
+        let d = (at - start) / PAGE_SIZE;
+        let back = match self.back {
+            Backing::Anon => Backing::Anon,
+            Backing::FilePrivate { obj, pgoff } => Backing::FilePrivate { obj, pgoff: pgoff + d },
+            Backing::Shared { obj, pgoff } => Backing::Shared { obj, pgoff: pgoff + d },
+        };
+        Seg { back, ..self }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct Space {
+    segs: BTreeMap<u64, Seg>,
+    /// Pages written through a private mapping: their own contents.
+    private: BTreeMap<u64, u64>,
+    brk: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RefModel {
+    spaces: BTreeMap<Pid, Space>,
+    /// Object contents: (object, page offset) → tag.
+    objects: BTreeMap<(u64, u64), u64>,
+    /// Object sizes in pages (files and shmem objects).
+    sizes: BTreeMap<u64, u64>,
+    /// Regular files by path, and open descriptors per process.
+    files: BTreeMap<String, u64>,
+    fds: BTreeMap<Pid, BTreeMap<i64, u64>>,
+    next_obj: u64,
+    /// Threads (CLONE_VM children) see their leader's address space.
+    threads: BTreeMap<Pid, Pid>,
+    /// Set when a call's effect on contents cannot be followed (a multi-VMA mremap that
+    /// failed halfway); checking stops then rather than report a false difference.
+    pub lost_track: Option<String>,
+}
+
+impl Space {
+    /// Split so that `a` is a segment boundary.
+    fn split_at(&mut self, a: u64) {
+        let Some((&s, &seg)) = self.segs.range(..a).next_back() else { return };
+        if seg.end > a {
+            self.segs.insert(s, Seg { end: a, ..seg });
+            self.segs.insert(a, seg.from(s, a));
+        }
+    }
+    fn remove(&mut self, start: u64, end: u64) -> Vec<(u64, Seg)> {
+        self.split_at(start);
+        self.split_at(end);
+        let keys: Vec<u64> = self.segs.range(start..end).map(|(k, _)| *k).collect();
+        let out = keys.iter().map(|k| (*k, self.segs.remove(k).expect("seg"))).collect();
+        let pages: Vec<u64> = self.private.range(start..end).map(|(k, _)| *k).collect();
+        for p in pages {
+            self.private.remove(&p);
+        }
+        out
+    }
+    fn insert(&mut self, start: u64, end: u64, back: Backing) {
+        self.remove(start, end);
+        self.segs.insert(start, Seg { end, back, dontcopy: false, wipe: false });
+    }
+    /// Insert with the fork flags of `like` (a grown tail keeps its VMA's flags).
+    fn insert_like(&mut self, start: u64, end: u64, like: Seg) {
+        self.remove(start, end);
+        self.segs.insert(start, Seg { end, ..like });
+    }
+    fn seg_at(&self, a: u64) -> Option<(u64, Seg)> {
+        self.segs.range(..=a).next_back().filter(|(_, s)| s.end > a).map(|(k, s)| (*k, *s))
+    }
+    fn mapped_runs(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let first = self.segs.range(..start).next_back().filter(|(_, s)| s.end > start).map(|(k, s)| (*k, s.end));
+        for (s, e) in first.into_iter().chain(self.segs.range(start..end).map(|(k, s)| (*k, s.end))) {
+            let (s, e) = (s.max(start), e.min(end));
+            match runs.last_mut() {
+                Some(r) if r.1 == s => r.1 = e,
+                _ => runs.push((s, e)),
+            }
+        }
+        runs
+    }
+}
+
+fn pages(len: u64) -> u64 {
+    len.div_ceil(PAGE_SIZE)
+}
+
+fn page_align(x: u64) -> u64 {
+    x.div_ceil(PAGE_SIZE) * PAGE_SIZE
+}
+
+impl RefModel {
+    pub fn new(first: Pid, brk: u64) -> RefModel {
+        let mut r = RefModel::default();
+        r.spaces.insert(first, Space { brk, ..Default::default() });
+        r
+    }
+
+    fn new_obj(&mut self) -> u64 {
+        self.next_obj += 1;
+        self.next_obj
+    }
+
+    /// What a reader of `a` in `pid` sees.
+    fn read(&self, pid: Pid, a: u64) -> Option<u64> {
+        let sp = self.spaces.get(&pid)?;
+        let (s, seg) = sp.seg_at(a)?;
+        if let Some(&t) = sp.private.get(&a) {
+            return Some(t);
+        }
+        Some(match seg.from(s, a).back {
+            Backing::Anon => 0,
+            Backing::FilePrivate { obj, pgoff } | Backing::Shared { obj, pgoff } => {
+                self.objects.get(&(obj, pgoff)).copied().unwrap_or(0)
+            }
+        })
+    }
+
+    /// Follow one step, given the outcome the model gave it.
+    pub fn apply(&mut self, step: &Step, outcome: &Expect, tag_of: &dyn Fn(u64) -> u64) {
+        if let (Call::ExitGroup { .. }, Some(_)) = (&step.call, self.threads.get(&step.pid)) {
+            self.threads.remove(&step.pid);
+            self.fds.remove(&step.pid);
+            return;
+        }
+        let pid = self.threads.get(&step.pid).copied().unwrap_or(step.pid);
+        let ok = |o: &Expect| matches!(o, Expect::Value(_));
+        match &step.call {
+            Call::Mmap { len, flags, fd, off, .. } => {
+                let Expect::Value(a) = *outcome else { return };
+                let end = a + page_align(*len);
+                let back = if flags & MAP_ANONYMOUS != 0 {
+                    if flags & MAP_TYPE == MAP_PRIVATE {
+                        Backing::Anon
+                    } else {
+                        let obj = self.new_obj();
+                        self.sizes.insert(obj, pages(*len));
+                        Backing::Shared { obj, pgoff: 0 }
+                    }
+                } else {
+                    let Some(obj) = self.fds.get(&pid).and_then(|f| f.get(fd)).copied() else { return };
+                    if flags & MAP_TYPE == MAP_PRIVATE {
+                        Backing::FilePrivate { obj, pgoff: off / PAGE_SIZE }
+                    } else {
+                        Backing::Shared { obj, pgoff: off / PAGE_SIZE }
+                    }
+                };
+                if let Some(sp) = self.spaces.get_mut(&pid) {
+                    sp.insert(a, end, back);
+                }
+            }
+            Call::Munmap { addr, len } if ok(outcome) => {
+                if let Some(sp) = self.spaces.get_mut(&pid) {
+                    sp.remove(*addr, addr + page_align(*len));
+                }
+            }
+            Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
+                self.apply_mremap(pid, *old_addr, page_align(*old_len), page_align(*new_len), *flags, *new_addr, outcome);
+            }
+            Call::Madvise { addr, len, advice } => {
+                // Effects apply to the mapped parts even when a hole makes the call fail.
+                if !matches!(outcome, Expect::Value(_) | Expect::Err(crate::errno::Errno::ENOMEM)) {
+                    return;
+                }
+                let (start, end) = (*addr, addr + page_align(*len));
+                let Some(sp) = self.spaces.get_mut(&pid) else { return };
+                match *advice {
+                    MADV_DONTNEED | MADV_DONTNEED_LOCKED => {
+                        let gone: Vec<u64> = sp
+                            .private
+                            .range(start..end)
+                            .map(|(k, _)| *k)
+                            .filter(|k| !matches!(sp.seg_at(*k), Some((_, s)) if matches!(s.back, Backing::Shared { .. })))
+                            .collect();
+                        for p in gone {
+                            sp.private.remove(&p);
+                        }
+                    }
+                    MADV_DONTFORK | MADV_DOFORK | MADV_WIPEONFORK | MADV_KEEPONFORK => {
+                        for (s, e) in sp.mapped_runs(start, end) {
+                            sp.split_at(s);
+                            sp.split_at(e);
+                            for (_, seg) in sp.segs.range_mut(s..e) {
+                                match *advice {
+                                    MADV_DONTFORK => seg.dontcopy = true,
+                                    MADV_DOFORK => seg.dontcopy = false,
+                                    MADV_WIPEONFORK => seg.wipe = true,
+                                    _ => seg.wipe = false,
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Call::Brk { .. } => {
+                let Expect::Value(new) = *outcome else { return };
+                let Some(sp) = self.spaces.get_mut(&pid) else { return };
+                let (old, newp) = (page_align(sp.brk), page_align(new));
+                if newp > old {
+                    sp.insert(old, newp, Backing::Anon);
+                } else if newp < old {
+                    sp.remove(newp, old);
+                }
+                sp.brk = new;
+            }
+            Call::Fork { .. } | Call::CloneVm { .. } => {
+                let Expect::Value(c) = *outcome else { return };
+                let child = Pid(c as u32);
+                if let Some(fds) = self.fds.get(&pid).cloned() {
+                    self.fds.insert(child, fds);
+                }
+                if matches!(step.call, Call::CloneVm { .. }) {
+                    self.threads.insert(child, pid);
+                    return;
+                }
+                let Some(sp) = self.spaces.get(&pid).cloned() else { return };
+                let mut cs = Space { brk: sp.brk, ..Default::default() };
+                for (&s, seg) in &sp.segs {
+                    if seg.dontcopy {
+                        continue;
+                    }
+                    cs.segs.insert(s, *seg);
+                    if !seg.wipe {
+                        for (&p, &t) in sp.private.range(s..seg.end) {
+                            cs.private.insert(p, t);
+                        }
+                    }
+                }
+                self.spaces.insert(child, cs);
+            }
+            Call::ExitGroup { .. } => {
+                self.spaces.remove(&pid);
+                self.fds.remove(&pid);
+            }
+            Call::Execve { .. } if ok(outcome) => {
+                let brk = self.spaces.get(&pid).map_or(0, |s| s.brk);
+                self.spaces.insert(pid, Space { brk, ..Default::default() });
+            }
+            Call::Openat { path, .. } => {
+                let Expect::Value(fd) = *outcome else { return };
+                let obj = match self.files.get(path) {
+                    Some(&o) => o,
+                    None => {
+                        let o = self.new_obj();
+                        self.files.insert(path.clone(), o);
+                        o
+                    }
+                };
+                self.fds.entry(pid).or_default().insert(fd as i64, obj);
+            }
+            Call::Close { fd } if ok(outcome) => {
+                self.fds.entry(pid).or_default().remove(fd);
+            }
+            Call::Dup { fd } | Call::Dup2 { oldfd: fd, .. } => {
+                let Expect::Value(nfd) = *outcome else { return };
+                if let Some(o) = self.fds.get(&pid).and_then(|f| f.get(fd)).copied() {
+                    self.fds.entry(pid).or_default().insert(nfd as i64, o);
+                }
+            }
+            Call::Ftruncate { fd, len } if ok(outcome) => {
+                let Some(obj) = self.fds.get(&pid).and_then(|f| f.get(fd)).copied() else { return };
+                let keep = pages(*len);
+                let old = self.sizes.insert(obj, keep).unwrap_or(u64::MAX);
+                if keep < old {
+                    let gone: Vec<(u64, u64)> = self.objects.range((obj, keep)..(obj + 1, 0)).map(|(k, _)| *k).collect();
+                    for k in gone {
+                        self.objects.remove(&k);
+                    }
+                    // Private copies beyond EOF go too (unmap_mapping_range with even_cows).
+                    for sp in self.spaces.values_mut() {
+                        let drop: Vec<u64> = sp
+                            .private
+                            .keys()
+                            .copied()
+                            .filter(|&p| match sp.seg_at(p) {
+                                Some((s, seg)) => {
+                                    matches!(seg.from(s, p).back, Backing::FilePrivate { obj: o, pgoff } if o == obj && pgoff >= keep)
+                                }
+                                None => false,
+                            })
+                            .collect();
+                        for p in drop {
+                            sp.private.remove(&p);
+                        }
+                    }
+                }
+            }
+            Call::Touch { addr, len, write: true } if ok(outcome) => {
+                let start = addr & !(PAGE_SIZE - 1);
+                let end = page_align(addr + len);
+                let mut a = start;
+                while a < end {
+                    let tag = tag_of(a);
+                    if let Some(sp) = self.spaces.get_mut(&pid)
+                        && let Some((s, seg)) = sp.seg_at(a)
+                    {
+                        match seg.from(s, a).back {
+                            Backing::Shared { obj, pgoff } => {
+                                self.objects.insert((obj, pgoff), tag);
+                            }
+                            _ => {
+                                sp.private.insert(a, tag);
+                            }
+                        }
+                    }
+                    a += PAGE_SIZE;
+                }
+            }
+            Call::MapRecord { addr, len, .. } => {
+                // Kernel-made mappings of traces: contents unknown, treated as fresh.
+                if let Some(sp) = self.spaces.get_mut(&pid) {
+                    let obj = self.next_obj + 1;
+                    self.next_obj = obj;
+                    sp.insert(*addr, addr + page_align(*len), Backing::FilePrivate { obj, pgoff: 0 });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply_mremap(&mut self, pid: Pid, old: u64, old_len: u64, new_len: u64, flags: u64, new: u64, outcome: &Expect) {
+        let Some(sp) = self.spaces.get_mut(&pid) else { return };
+        let r = match *outcome {
+            Expect::Value(r) => r,
+            _ => {
+                if flags & MREMAP_FIXED != 0 && old_len == new_len && sp.mapped_runs(old, old + old_len).len() > 1 {
+                    self.lost_track.get_or_insert_with(|| "a multi-VMA mremap failed part way".into());
+                }
+                return;
+            }
+        };
+        let dontunmap = flags & MREMAP_DONTUNMAP != 0;
+        if old_len == 0 {
+            // Duplicating a shared mapping: a second view of the same object.
+            if let Some((s, seg)) = sp.seg_at(old) {
+                sp.insert_like(r, r + new_len, seg.from(s, old));
+            }
+            return;
+        }
+        if r == old && flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) == 0 {
+            if new_len < old_len {
+                sp.remove(old + new_len, old + old_len);
+            } else if new_len > old_len {
+                let last = old + old_len - PAGE_SIZE;
+                let (s, seg) = sp.seg_at(last).expect("grown mapping");
+                let tail = seg.from(s, last).from(last, old + old_len);
+                sp.insert_like(old + old_len, old + new_len, tail);
+            }
+            return;
+        }
+        let moved = old_len.min(new_len);
+        let _ = new;
+        // What moves: each mapped run of the source keeps its offset from `old`.
+        let runs = sp.mapped_runs(old, old + moved);
+        let mut pieces = Vec::new();
+        for (s, e) in runs {
+            sp.split_at(s);
+            sp.split_at(e);
+            let segs: Vec<(u64, Seg)> = sp.segs.range(s..e).map(|(k, v)| (*k, *v)).collect();
+            let priv_pages: Vec<(u64, u64)> = sp.private.range(s..e).map(|(k, v)| (*k, *v)).collect();
+            pieces.push((s, e, segs, priv_pages));
+        }
+        let last_seg = pieces.last().and_then(|p| p.2.last().copied());
+        for (s, e, segs, priv_pages) in &pieces {
+            let d = |a: u64| a - old + r;
+            sp.remove(d(*s), d(*e));
+            for (k, seg) in segs {
+                sp.segs.insert(d(*k), Seg { end: d(seg.end), ..*seg });
+            }
+            for (p, t) in priv_pages {
+                sp.private.insert(d(*p), *t);
+            }
+            if dontunmap {
+                // The old range stays mapped but empty: private pages moved away.
+                for (p, _) in priv_pages {
+                    sp.private.remove(p);
+                }
+            }
+        }
+        if new_len > old_len
+            && let Some((k, seg)) = last_seg
+        {
+            let tail = seg.from(k, seg.end - PAGE_SIZE).from(seg.end - PAGE_SIZE, seg.end);
+            sp.insert_like(r + old_len, r + new_len, tail);
+        }
+        if !dontunmap {
+            sp.remove(old, old + old_len);
+        }
+    }
+
+    /// Compare with the model: the same ranges mapped, and every page holds what the
+    /// reference says (present pages by their tag; absent private pages must be zero, else
+    /// their data was lost).
+    pub fn check(&self, sys: &System) -> Result<(), String> {
+        if self.lost_track.is_some() {
+            return Ok(());
+        }
+        for (&pid, sp) in &self.spaces {
+            let Some(p) = sys.procs.get(&pid) else { return Err(format!("pid {} missing in the model", pid.0)) };
+            let mm = &sys.mms[p.mm];
+            // Mapped ranges.
+            let mut want: Vec<(u64, u64)> = Vec::new();
+            for (&s, seg) in &sp.segs {
+                match want.last_mut() {
+                    Some(r) if r.1 == s => r.1 = seg.end,
+                    _ => want.push((s, seg.end)),
+                }
+            }
+            let mut have: Vec<(u64, u64)> = Vec::new();
+            for (&s, e) in &mm.vmas {
+                match have.last_mut() {
+                    Some(r) if r.1 == s => r.1 = e.end,
+                    _ => have.push((s, e.end)),
+                }
+            }
+            if want != have {
+                return Err(format!("pid {}: mapped ranges differ from the reference: {:x?} vs {:x?}", pid.0, have, want));
+            }
+            // Written private pages must still be there.
+            for (&a, &t) in &sp.private {
+                let got = sys.read_tag(p.mm, VirtAddr(a));
+                if got != Some(t) {
+                    return Err(format!("pid {}: page {a:#x} should hold {t:#x} but holds {got:x?} (data lost)", pid.0));
+                }
+            }
+            // Every present page holds what the reference says.
+            for pte in sys.pagemap(pid) {
+                let want = self.read(pid, pte.addr).unwrap_or(0);
+                if pte.tag != want {
+                    return Err(format!(
+                        "pid {}: page {:#x} holds {:#x} but the reference says {want:#x}",
+                        pid.0, pte.addr, pte.tag
+                    ));
+                }
+            }
+            let _ = mm;
+        }
+        Ok(())
+    }
+}
+
+impl System {
+    /// What a read of `a` would return without faulting: the present page's tag, the page
+    /// cache's for an absent file page, zero for an absent anonymous page (None if unmapped).
+    pub fn read_tag(&self, mm: crate::mm::MmId, a: VirtAddr) -> Option<u64> {
+        use crate::pagetable::{Pte, Walk};
+        let vma = self.mms[mm].vma_lookup(a)?;
+        match self.mms[mm].pt.walk(a) {
+            Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => {
+                return Some(self.folios[folio].pages[sub as usize].tag);
+            }
+            _ => {}
+        }
+        let v = &self.vmas[vma];
+        match v.file {
+            None => Some(0),
+            Some(f) => {
+                let inode = self.fs.files[f].inode;
+                let idx = v.linear_page_index(a).0;
+                Some(self.fs.inodes[inode].cache.get(&idx).map_or(0, |&fo| self.folios[fo].pages[0].tag))
+            }
+        }
+    }
+}
