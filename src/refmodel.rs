@@ -108,7 +108,8 @@ impl Space {
     }
     fn mapped_runs(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
         let mut runs: Vec<(u64, u64)> = Vec::new();
-        let first = self.segs.range(..start).next_back().filter(|(_, s)| s.end > start).map(|(k, s)| (*k, s.end));
+        let first =
+            self.segs.range(..start).next_back().filter(|(_, s)| s.end > start).map(|(k, s)| (*k, s.end));
         for (s, e) in first.into_iter().chain(self.segs.range(start..end).map(|(k, s)| (*k, s.end))) {
             let (s, e) = (s.max(start), e.min(end));
             match runs.last_mut() {
@@ -194,7 +195,15 @@ impl RefModel {
                 }
             }
             Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
-                self.apply_mremap(pid, *old_addr, page_align(*old_len), page_align(*new_len), *flags, *new_addr, outcome);
+                self.apply_mremap(
+                    pid,
+                    *old_addr,
+                    page_align(*old_len),
+                    page_align(*new_len),
+                    *flags,
+                    *new_addr,
+                    outcome,
+                );
             }
             Call::Madvise { addr, len, advice } => {
                 // Effects apply to the mapped parts even when a hole makes the call fail.
@@ -302,7 +311,8 @@ impl RefModel {
                 let keep = pages(*len);
                 let old = self.sizes.insert(obj, keep).unwrap_or(u64::MAX);
                 if keep < old {
-                    let gone: Vec<(u64, u64)> = self.objects.range((obj, keep)..(obj + 1, 0)).map(|(k, _)| *k).collect();
+                    let gone: Vec<(u64, u64)> =
+                        self.objects.range((obj, keep)..(obj + 1, 0)).map(|(k, _)| *k).collect();
                     for k in gone {
                         self.objects.remove(&k);
                     }
@@ -359,12 +369,24 @@ impl RefModel {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn apply_mremap(&mut self, pid: Pid, old: u64, old_len: u64, new_len: u64, flags: u64, new: u64, outcome: &Expect) {
+    fn apply_mremap(
+        &mut self,
+        pid: Pid,
+        old: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new: u64,
+        outcome: &Expect,
+    ) {
         let Some(sp) = self.spaces.get_mut(&pid) else { return };
         let r = match *outcome {
             Expect::Value(r) => r,
             _ => {
-                if flags & MREMAP_FIXED != 0 && old_len == new_len && sp.mapped_runs(old, old + old_len).len() > 1 {
+                if flags & MREMAP_FIXED != 0
+                    && old_len == new_len
+                    && sp.mapped_runs(old, old + old_len).len() > 1
+                {
                     self.lost_track.get_or_insert_with(|| "a multi-VMA mremap failed part way".into());
                 }
                 return;
@@ -437,7 +459,9 @@ impl RefModel {
             return Ok(());
         }
         for (&pid, sp) in &self.spaces {
-            let Some(p) = sys.procs.get(&pid) else { return Err(format!("pid {} missing in the model", pid.0)) };
+            let Some(p) = sys.procs.get(&pid) else {
+                return Err(format!("pid {} missing in the model", pid.0));
+            };
             let mm = &sys.mms[p.mm];
             // Mapped ranges.
             let mut want: Vec<(u64, u64)> = Vec::new();
@@ -455,13 +479,19 @@ impl RefModel {
                 }
             }
             if want != have {
-                return Err(format!("pid {}: mapped ranges differ from the reference: {:x?} vs {:x?}", pid.0, have, want));
+                return Err(format!(
+                    "pid {}: mapped ranges differ from the reference: {:x?} vs {:x?}",
+                    pid.0, have, want
+                ));
             }
             // Written private pages must still be there.
             for (&a, &t) in &sp.private {
                 let got = sys.read_tag(p.mm, VirtAddr(a));
                 if got != Some(t) {
-                    return Err(format!("pid {}: page {a:#x} should hold {t:#x} but holds {got:x?} (data lost)", pid.0));
+                    return Err(format!(
+                        "pid {}: page {a:#x} should hold {t:#x} but holds {got:x?} (data lost)",
+                        pid.0
+                    ));
                 }
             }
             // Every present page holds what the reference says.
