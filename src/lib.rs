@@ -24,6 +24,7 @@ pub mod mprotect;
 pub mod mremap;
 pub mod pagetable;
 pub mod procfs;
+pub mod replay;
 pub mod rmap;
 pub mod run;
 pub mod script;
