@@ -25,6 +25,7 @@ pub mod mremap;
 pub mod pagetable;
 pub mod procfs;
 pub mod replay;
+pub mod report;
 pub mod rmap;
 pub mod run;
 pub mod script;
