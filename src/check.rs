@@ -266,7 +266,9 @@ impl System {
                 let found = self.anon_vmas[av].tree.iter().any(|&(_, c)| self.avcs[c].vma == vma);
                 ensure!(found, "rmap of the folio at {a:?} (mm {mm:?}) does not reach its VMA");
                 if flags.contains(PteFlags::WRITE) && v.is_cow_mapping() {
-                    let excl = (0..nr).all(|i| f.pages[sub as usize + i as usize].anon_exclusive);
+                    // A PMD mapping's exclusivity is its head page's.
+                    let _ = nr;
+                    let excl = f.pages[sub as usize].anon_exclusive;
                     ensure!(excl, "writable PTE at {a:?} maps a shared anon page");
                 }
             }

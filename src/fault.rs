@@ -179,6 +179,9 @@ impl System {
     /// `do_huge_pmd_anonymous_page`: the huge zero folio for reads, a new THP for writes.
     fn do_huge_pmd_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
         let h = a.pmd_down();
+        // vmf_anon_prepare comes first: even a huge-zero read fault gives the VMA its
+        // anon_vma (so fork copies the PMD and merges see a faulted VMA).
+        self.anon_vma_prepare(vma);
         if !write && self.cfg.thp_use_zero_page {
             self.mms[mm]
                 .pt
@@ -210,11 +213,13 @@ impl System {
             self.map_new_thp(mm, vma, h, true);
             return;
         }
+        // pmd_page() is the head page: exclusivity of a PMD mapping lives there.
+        let _ = sub;
         let f = &self.folios[folio];
-        let reuse = f.pages[sub as usize].anon_exclusive || (f.refcount() == 1 && f.is_anon());
+        let reuse = f.pages[0].anon_exclusive || (f.refcount() == 1 && f.is_anon());
         if reuse {
             self.folio_move_anon_rmap(folio, vma);
-            self.folios[folio].pages[sub as usize].anon_exclusive = true;
+            self.folios[folio].pages[0].anon_exclusive = true;
             if let Some(fl) = self.mms[mm].pt.pte_flags_mut(a) {
                 *fl |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
             }
@@ -353,6 +358,7 @@ impl System {
         let shared = self.vmas[vma].flags.contains(VmFlags::SHARED);
         let ro = if shared { self.new_pte_flags(vma, false) } else { PteFlags::ACCESSED };
         let f = self.page_cache_get(inode, index);
+        self.async_mmap_readahead(vma, f);
         self.map_file_page(mm, a, f, ro);
     }
 
@@ -378,7 +384,9 @@ impl System {
             if index.0 >= file_end || !self.mms[mm].pt.get_pte(pa).is_none() {
                 continue;
             }
-            if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0) {
+            if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0)
+                && !self.folios[f].readahead
+            {
                 self.map_file_page(mm, pa, f, ro);
             }
         }
@@ -404,23 +412,73 @@ impl System {
             return false;
         }
         let ra = self.cfg.readahead_pages;
-        let (start, end) = if flags.contains(VmFlags::SEQ_READ) {
-            (index.0, index.0 + ra)
+        // (window start, window end, lookahead): the lookahead decides where PG_readahead
+        // goes (`mark = nr_to_read - lookahead_size` once the window is cut at EOF).
+        let (start, end, lookahead) = if flags.contains(VmFlags::SEQ_READ) {
+            (index.0, index.0 + ra, ra)
         } else if flags.contains(VmFlags::EXEC) {
             // Executable memory reads ahead from the fault, within the VMA only
-            // (exec_folio_order() is 0 on x86).
+            // (exec_folio_order() is 0 on x86), with no lookahead.
             let v = &self.vmas[vma];
             let start = index.0.max(v.pgoff.0);
-            (start, (start + ra).min(v.pgoff.0 + v.pages()))
+            (start, (start + ra).min(v.pgoff.0 + v.pages()), 0)
         } else {
+            // mmap read-around
             let start = index.0.saturating_sub(ra / 2);
-            (start, start + ra)
+            (start, start + ra, ra / 4)
         };
-        let end = end.min(self.fs.size_pages(inode));
-        for i in start..end {
-            self.page_cache_get(inode, PgOff(i));
+        if let Some(f) = self.vmas[vma].file {
+            self.fs.files[f].ra = Some((start, end - start, lookahead));
         }
+        self.page_cache_ra_order(inode, start, end - start, lookahead);
         true
+    }
+
+    /// `page_cache_ra_order` (order 0, on a mapping with large-folio support such as ext4):
+    /// read `[start, start + size)` up to EOF, marking `start + size - lookahead` (not cut at
+    /// EOF, so often beyond it). A page already cached stops it, and `do_page_cache_ra` goes
+    /// on from there with the window cut at EOF first, which moves the mark inside the file.
+    fn page_cache_ra_order(&mut self, inode: InodeId, start: u64, size: u64, lookahead: u64) {
+        let eof = self.fs.size_pages(inode);
+        if eof == 0 || start >= eof {
+            return;
+        }
+        let mut idx = start;
+        if size >= 4 {
+            let limit = (eof - 1).min(start + size - 1);
+            let mark = start + size - lookahead;
+            while idx <= limit && !self.fs.inodes[inode].cache.contains_key(&idx) {
+                let f = self.page_cache_get(inode, PgOff(idx));
+                self.folios[f].readahead = idx == mark;
+                idx += 1;
+            }
+            if idx > limit {
+                return;
+            }
+        }
+        // do_page_cache_ra → page_cache_ra_unbounded
+        let nr = (size - (idx - start)).min(eof - idx);
+        let mark = (lookahead <= nr).then(|| idx + nr - lookahead);
+        for i in idx..idx + nr {
+            if !self.fs.inodes[inode].cache.contains_key(&i) {
+                let f = self.page_cache_get(inode, PgOff(i));
+                self.folios[f].readahead = Some(i) == mark;
+            }
+        }
+    }
+
+    /// A fault found the PG_readahead folio (`do_async_mmap_readahead`): the mark goes and
+    /// the next window is read, in large folios the model's page cache cannot hold.
+    fn async_mmap_readahead(&mut self, vma: VmaId, folio: FolioId) {
+        if !self.folios[folio].readahead || self.vmas[vma].flags.contains(VmFlags::RAND_READ) {
+            return;
+        }
+        self.folios[folio].readahead = false;
+        let inode = self.vma_inode(vma);
+        let next = self.vmas[vma].file.and_then(|f| self.fs.files[f].ra).map(|(s, n, _)| s + n);
+        if next.is_some_and(|n| n < self.fs.size_pages(inode)) {
+            self.not_modelled("asynchronous read-ahead (large page-cache folios)");
+        }
     }
 
     /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
@@ -431,6 +489,7 @@ impl System {
             self.mmap_readahead(vma, index);
         }
         let f = self.page_cache_get(inode, index);
+        self.async_mmap_readahead(vma, f);
         let flags = self.new_pte_flags(vma, true);
         self.map_file_page(mm, a, f, flags);
     }
@@ -444,6 +503,7 @@ impl System {
             self.mmap_readahead(vma, index);
         }
         let src = self.page_cache_get(inode, index);
+        self.async_mmap_readahead(vma, src);
         let tag = self.folios[src].pages[0].tag;
         self.anon_vma_prepare(vma);
         let new = self.folio_alloc(0);

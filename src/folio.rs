@@ -53,6 +53,9 @@ pub struct Folio {
     /// Long-term pins (`folio_maybe_dma_pinned`).
     pub pincount: u32,
     pub pages: SmallVec<[PageState; 1]>,
+    /// `PG_readahead`: the page-cache folio where the next asynchronous read-ahead starts;
+    /// fault-around does not map it.
+    pub readahead: bool,
 }
 
 impl Folio {
@@ -65,6 +68,7 @@ impl Folio {
             extra_refs: 0,
             pincount: 0,
             pages: smallvec::smallvec![PageState::default(); 1usize << order],
+            readahead: false,
         }
     }
     pub fn nr_pages(&self) -> u64 {

@@ -47,6 +47,8 @@ pub struct OpenFile {
     pub writable: bool,
     /// Descriptors and VMAs holding it (`f_count`).
     pub refs: u32,
+    /// `f_ra`: the last read-ahead window (start, size, async size), once there was one.
+    pub ra: Option<(u64, u64, u64)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -69,7 +71,7 @@ impl Fs {
             cache: BTreeMap::new(),
             refs: 1,
         });
-        self.files.alloc(OpenFile { inode, readable: true, writable: true, refs: 1 })
+        self.files.alloc(OpenFile { inode, readable: true, writable: true, refs: 1, ra: None })
     }
     pub fn size_pages(&self, inode: InodeId) -> u64 {
         page_align(self.inodes[inode].size).unwrap_or(u64::MAX) >> PAGE_SHIFT
@@ -155,6 +157,7 @@ impl System {
             readable: acc == abi::O_RDONLY || acc == abi::O_RDWR,
             writable: acc == abi::O_WRONLY || acc == abi::O_RDWR,
             refs: 1,
+            ra: None,
         });
         self.fs.inodes[inode].refs += 1;
         if flags & abi::O_TRUNC != 0 && self.fs.files[file].writable {
@@ -188,7 +191,7 @@ impl System {
             }
         };
         self.fs.inodes[inode].refs += 1;
-        self.fs.files.alloc(OpenFile { inode, readable: true, writable: false, refs: 1 })
+        self.fs.files.alloc(OpenFile { inode, readable: true, writable: false, refs: 1, ra: None })
     }
 
     pub fn sys_close(&mut self, pid: Pid, fd: i64) -> KResult<u64> {

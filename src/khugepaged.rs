@@ -40,7 +40,7 @@ impl System {
         }
         // thp_vma_suitable_order: a file VMA must map PMD-aligned offsets at PMD-aligned
         // addresses.
-        if !v.is_anonymous() && (v.start.0 / PAGE_SIZE).wrapping_sub(v.pgoff.0) % 512 != 0 {
+        if !v.is_anonymous() && !(v.start.0 / PAGE_SIZE).wrapping_sub(v.pgoff.0).is_multiple_of(512) {
             return Err(Errno::EINVAL);
         }
         let h = VirtAddr(v.end.0.saturating_sub(PMD_SIZE)).pmd_down();
@@ -54,6 +54,12 @@ impl System {
         }
         let hstart = (start.0 + PMD_SIZE - 1) & !(PMD_SIZE - 1);
         let hend = end.0 & !(PMD_SIZE - 1);
+        // A range inside one PMD that does not start on a boundary has hstart > hend: the
+        // kernel's `thps == (hend - hstart) >> HPAGE_PMD_SHIFT` then compares against an
+        // underflowed count and fails (SCAN_FAIL, EINVAL); hstart == hend succeeds.
+        if hstart > hend {
+            return Err(Errno::EINVAL);
+        }
         if shmem && hstart < hend {
             // collapse_file builds a PMD-sized page-cache folio: not modelled yet.
             self.not_modelled("MADV_COLLAPSE of a whole PMD of shared memory (collapse_file)");

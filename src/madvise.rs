@@ -60,10 +60,10 @@ impl System {
     pub fn sys_madvise(&mut self, pid: Pid, start: u64, len_in: u64, behavior: u64) -> KResult<u64> {
         let mm = self.mm_of(pid)?;
         let valid = MADV_ADVICE.iter().any(|&(_, v)| v == behavior);
-        if !valid || behavior == MADV_REMOVE && false {
+        if !valid {
             return Err(Errno::EINVAL);
         }
-        if start % PAGE_SIZE != 0 {
+        if !start.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         let len = page_align(len_in).unwrap_or(0);
@@ -180,10 +180,8 @@ impl System {
                 }
             }
             MADV_COLLAPSE => self.madvise_collapse(mm, vma, start, end)?,
-            MADV_REMOVE => {
-                if !self.vmas[vma].flags.contains(VmFlags::SHARED) {
-                    return Err(Errno::EINVAL);
-                }
+            MADV_REMOVE if !self.vmas[vma].flags.contains(VmFlags::SHARED) => {
+                return Err(Errno::EINVAL);
             }
             _ => {}
         }
@@ -254,7 +252,7 @@ impl System {
                 Some(Rc::from(n))
             }
         };
-        if start % PAGE_SIZE != 0 {
+        if !start.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         let len = page_align(len_in).unwrap_or(0);

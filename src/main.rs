@@ -100,6 +100,9 @@ enum OracleCmd {
         steps: usize,
         #[arg(long, default_value = "fuzz-out")]
         out: PathBuf,
+        /// Go on after a divergence (each is shrunk and written to --out).
+        #[arg(long)]
+        keep_going: bool,
     },
 }
 
@@ -286,7 +289,9 @@ fn oracle(cmd: OracleCmd) -> i32 {
     match cmd {
         OracleCmd::Run { script, json } => oracle::cmd_run(&script, json),
         OracleCmd::Diff { script } => oracle::cmd_diff(&script),
-        OracleCmd::Fuzz { cases, seed, steps, out } => oracle::cmd_fuzz(cases, seed, steps, &out),
+        OracleCmd::Fuzz { cases, seed, steps, out, keep_going } => {
+            oracle::cmd_fuzz(cases, seed, steps, &out, keep_going)
+        }
     }
 }
 

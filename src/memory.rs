@@ -40,11 +40,14 @@ impl System {
         if pmd {
             f.entire_mapcount = 1;
         }
-        for p in f.pages.iter_mut() {
-            if !pmd {
+        if pmd {
+            // A PMD-mapped THP tracks PageAnonExclusive on its head page only.
+            f.pages[0].anon_exclusive = true;
+        } else {
+            for p in f.pages.iter_mut() {
                 p.mapcount = 1;
+                p.anon_exclusive = true;
             }
-            p.anon_exclusive = true;
         }
     }
 
@@ -92,10 +95,13 @@ impl System {
         }
         t.used = t.ptes.len() as u16;
         if folio != HUGE_ZERO_FOLIO {
+            // __split_huge_pmd_locked: every PTE inherits the head page's exclusivity.
             let f = &mut self.folios[folio];
             f.entire_mapcount -= 1;
+            let excl = f.is_anon() && f.pages[0].anon_exclusive;
             for p in f.pages.iter_mut() {
                 p.mapcount += 1;
+                p.anon_exclusive = excl;
             }
         }
         self.mms[mm].pt.set_pmd(key, Pmd::Table(t));

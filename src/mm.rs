@@ -317,6 +317,6 @@ impl System {
 
     /// Bytes in `[start, end)` must be page aligned: a helper for callers.
     pub fn is_page_aligned(x: u64) -> bool {
-        x % PAGE_SIZE == 0
+        x.is_multiple_of(PAGE_SIZE)
     }
 }

@@ -146,7 +146,7 @@ impl System {
             return Err(Errno::ENOMEM);
         }
         let anon_private = file.is_none() && flags & MAP_SHARED == 0;
-        let addr = if anon_private && addr == 0 && len % PMD_SIZE == 0 {
+        let addr = if anon_private && addr == 0 && len.is_multiple_of(PMD_SIZE) {
             // thp_get_unmapped_area_vmflags: pad by a PMD and align (anonymous memory has
             // pgoff 0 here).
             match self.arch_get_unmapped_area_topdown(mm, 0, len + PMD_SIZE, 0, flags, false) {
@@ -207,6 +207,7 @@ impl System {
     }
 
     /// mmap(2): `ksys_mmap_pgoff` → `do_mmap` → `mmap_region`.
+    #[allow(clippy::too_many_arguments)] // the syscall's own six arguments plus the pid
     pub fn sys_mmap(
         &mut self,
         pid: Pid,
@@ -218,7 +219,7 @@ impl System {
         off: u64,
     ) -> KResult<u64> {
         let mm = self.mm_of(pid)?;
-        if off % PAGE_SIZE != 0 {
+        if !off.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         let file = if flags & MAP_ANONYMOUS == 0 { Some(self.file_of_fd(pid, fd)?) } else { None };
@@ -433,7 +434,7 @@ impl System {
 
     /// `do_vmi_munmap`.
     pub fn do_munmap(&mut self, mm: MmId, start: u64, len: u64) -> KResult<()> {
-        if start % PAGE_SIZE != 0 || start > TASK_SIZE || len > TASK_SIZE - start {
+        if !start.is_multiple_of(PAGE_SIZE) || start > TASK_SIZE || len > TASK_SIZE - start {
             return Err(Errno::EINVAL);
         }
         let end = start + page_align(len).ok_or(Errno::EINVAL)?;
@@ -571,7 +572,7 @@ impl System {
     ) -> KResult<u64> {
         let mm = self.mm_of(pid)?;
         let len = page_align(len).ok_or(Errno::EINVAL)?;
-        if addr % PAGE_SIZE != 0 || len == 0 || addr > TASK_SIZE - len.min(TASK_SIZE) {
+        if !addr.is_multiple_of(PAGE_SIZE) || len == 0 || addr > TASK_SIZE - len.min(TASK_SIZE) {
             return Err(Errno::EINVAL);
         }
         let (start, end) = (VirtAddr(addr), VirtAddr(addr + len));

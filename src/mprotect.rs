@@ -17,7 +17,7 @@ impl System {
         if grows == PROT_GROWSDOWN | PROT_GROWSUP {
             return Err(Errno::EINVAL);
         }
-        if start % PAGE_SIZE != 0 {
+        if !start.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         if len == 0 {

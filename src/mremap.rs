@@ -93,7 +93,7 @@ impl System {
         if vrm.flags & !(MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP) != 0 {
             return Err(Errno::EINVAL);
         }
-        if vrm.addr % PAGE_SIZE != 0 {
+        if !vrm.addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         if vrm.new_len == 0 || vrm.new_len > TASK_SIZE {
@@ -102,7 +102,7 @@ impl System {
         if !vrm.implies_new_addr() {
             return Ok(());
         }
-        if vrm.new_addr > TASK_SIZE - vrm.new_len || vrm.new_addr % PAGE_SIZE != 0 {
+        if vrm.new_addr > TASK_SIZE - vrm.new_len || !vrm.new_addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         if vrm.flags & MREMAP_MAYMOVE == 0 {

@@ -116,7 +116,7 @@ impl Vma {
             let off = (pgoff.0 - self.pgoff.0).checked_shl(PAGE_SHIFT)?;
             let a = self.start.0.checked_add(off)?;
             (a < self.end.0).then_some(VirtAddr(a))
-        } else if pgoff.0 + nr - 1 >= self.pgoff.0 {
+        } else if pgoff.0 + nr > self.pgoff.0 {
             Some(self.start)
         } else {
             None

@@ -9,7 +9,7 @@ use crate::run::{RunOptions, run_script};
 use crate::script::Script;
 
 use super::cli::diff_step;
-use super::{OracleError, available, run_native_steps};
+use super::{OracleError, available, run_native_prefix};
 
 /// What one script showed.
 #[derive(Debug)]
@@ -23,6 +23,8 @@ pub enum Verdict {
     },
     /// The kernel could not run it comparably (e.g. it placed a mapping outside the window).
     Skipped(String),
+    /// The first N steps agreed; the next one the kernel ran incomparably.
+    Prefix(usize),
 }
 
 /// Run one script on both sides (the model with the invariant checker on).
@@ -50,7 +52,7 @@ pub fn compare(script: &Script) -> Verdict {
             };
         }
     };
-    let kernel = match run_native_steps(script) {
+    let (kernel, stopped) = match run_native_prefix(script) {
         Ok(k) => k,
         Err(e @ (OracleError::Refused { .. } | OracleError::BadInput { .. })) => {
             return Verdict::Skipped(e.to_string());
@@ -63,6 +65,14 @@ pub fn compare(script: &Script) -> Verdict {
             return Verdict::Diverges { line: k.view.line, call: k.view.call.clone(), diff: d };
         }
     }
+    if let Some(e) = stopped {
+        // Everything before the step the kernel ran incomparably agreed.
+        return if kernel.is_empty() {
+            Verdict::Skipped(e.to_string())
+        } else {
+            Verdict::Prefix(kernel.len())
+        };
+    }
     if model.len() != kernel.len() {
         return Verdict::Diverges {
             line: 0,
@@ -74,7 +84,7 @@ pub fn compare(script: &Script) -> Verdict {
 }
 
 /// `anonmm oracle fuzz --cases N [--seed S] [--steps M] [--out DIR]`.
-pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path) -> i32 {
+pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path, keep_going: bool) -> i32 {
     if let Err(e) = available() {
         eprintln!("anonmm: kernel oracle unavailable: {e}");
         return 2;
@@ -89,12 +99,20 @@ pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path) -> i32 
     let cfg = GenConfig { steps, ..GenConfig::default() };
     println!("fuzz: seed {seed}, {cases} cases of {steps} steps ({})", cfg.describe());
     let t0 = Instant::now();
-    let (mut same, mut skipped) = (0u64, 0u64);
+    let (mut same, mut skipped, mut prefix, mut prefix_steps, mut diverged) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
     for i in 0..cases {
         let s = generate(seed.wrapping_add(i), &cfg);
         match compare(&s) {
             Verdict::Same => same += 1,
-            Verdict::Skipped(_) => skipped += 1,
+            Verdict::Prefix(n) => {
+                prefix += 1;
+                prefix_steps += n as u64;
+            }
+            Verdict::Skipped(why) => {
+                skipped += 1;
+                *reasons.entry(skip_kind(&why)).or_default() += 1;
+            }
             Verdict::Diverges { line, call, diff } => {
                 println!("case {i} (seed {}) diverges at line {line}: {call}\n{diff}", seed.wrapping_add(i));
                 let small = shrink_with(
@@ -116,17 +134,41 @@ pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path) -> i32 
                     eprintln!("{}: {e}", file.display());
                 }
                 println!("shrunk to {} steps: {}\n{why}", small.steps.len(), file.display());
-                println!("fuzz: seed {seed}: divergence after {} cases", i + 1);
-                return 1;
+                diverged += 1;
+                if !keep_going {
+                    println!("fuzz: seed {seed}: divergence after {} cases", i + 1);
+                    return 1;
+                }
             }
         }
         if (i + 1) % 1000 == 0 {
-            println!("fuzz: {} cases, {} skipped, {:.0}s", i + 1, skipped, t0.elapsed().as_secs_f64());
+            println!(
+                "fuzz: {} cases, {} whole, {} prefix, {} skipped, {:.0}s",
+                i + 1,
+                same,
+                prefix,
+                skipped,
+                t0.elapsed().as_secs_f64()
+            );
         }
     }
     println!(
-        "fuzz: seed {seed}: {cases} cases ({same} compared, {skipped} skipped), 0 divergences, {:.1}s",
+        "fuzz: seed {seed}: {cases} cases ({same} compared whole, {prefix} compared up to a step the kernel placed outside the window ({prefix_steps} steps), {skipped} skipped), {diverged} divergences, {:.1}s",
         t0.elapsed().as_secs_f64()
     );
-    0
+    for (why, n) in &reasons {
+        println!("  skipped {n}: {why}");
+    }
+    i32::from(diverged > 0)
+}
+
+/// The kind of a skip, without the addresses and line numbers that make each one unique.
+fn skip_kind(why: &str) -> String {
+    let s = why.split_once(": ").map_or(why, |(_, r)| r);
+    let s: String = s.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
+    let mut out = s.replace("0x", "");
+    while out.contains("##") {
+        out = out.replace("##", "#");
+    }
+    out.chars().take(110).collect()
 }

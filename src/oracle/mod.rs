@@ -121,6 +121,18 @@ pub(crate) struct NativeStep {
 }
 
 pub(crate) fn run_native_steps(script: &Script) -> Result<Vec<NativeStep>, OracleError> {
+    match run_native_prefix(script)? {
+        (steps, None) => Ok(steps),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// Run a script natively; a step the kernel executed in a way that cannot be compared
+/// (say, it placed a mapping outside the window) stops the run, and the steps before it
+/// are returned with the reason.
+pub(crate) fn run_native_prefix(
+    script: &Script,
+) -> Result<(Vec<NativeStep>, Option<OracleError>), OracleError> {
     validate::validate(script)?;
     let probe = probe::probe().map_err(OracleError::Unavailable)?;
     let first = script.steps.first().map_or(Pid(1), |s| s.pid);
@@ -133,7 +145,11 @@ pub(crate) fn run_native_steps(script: &Script) -> Result<Vec<NativeStep>, Oracl
             Some(Expect::Value(n)) if n > 0 && n <= u32::MAX as u64 => Pid(n as u32),
             _ => Pid(max_pid.0.saturating_add(1)),
         };
-        let got = c.step(step, child)?;
+        let got = match c.step(step, child) {
+            Ok(g) => g,
+            Err(e @ OracleError::Refused { .. }) => return Ok((out, Some(e))),
+            Err(e) => return Err(e),
+        };
         if let (Call::Fork { .. }, Expect::Value(_)) = (&step.call, got) {
             max_pid = max_pid.max(child);
         }
@@ -147,7 +163,7 @@ pub(crate) fn run_native_steps(script: &Script) -> Result<Vec<NativeStep>, Oracl
         };
         out.push(NativeStep { got, view });
     }
-    Ok(out)
+    Ok((out, None))
 }
 
 /// Run `script` on the running kernel; one view per step.
