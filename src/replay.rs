@@ -16,9 +16,12 @@
 //!   name the same memory. The first `brk(NULL)` of an exec gives `mm->start_brk`
 //!   (randomised by `arch_randomize_brk` in the kernel).
 //! - **Classification.** `placement`: an address choice differs; `file`: the result depends
-//!   on files or descriptors the trace cannot show (sizes, contents, untraced fds); `model`:
-//!   anything else (an errno or success differs, a page fault the kernel served raised a
-//!   signal in the model, a step the model cannot run).
+//!   on files or descriptors the trace cannot show (sizes, contents, untraced fds); `trace`:
+//!   the trace lacks the call behind the step (a fault the kernel served, or an mremap,
+//!   mprotect or madvise it accepted, at an address that no recorded call of that address
+//!   space ever mapped: lost or cut events); `model`:
+//!   anything else (an errno or success differs, a fault the kernel served raised a signal
+//!   in the model where a recorded call had mapped memory, a step the model cannot run).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -43,16 +46,20 @@ pub enum DivClass {
     Placement,
     /// The result depends on files or descriptors the trace does not show.
     File,
+    /// The trace lacks the call behind the step (lost or cut events): a page fault the
+    /// kernel served at an address no recorded call of that address space ever mapped.
+    Trace,
     /// A real divergence of the model.
     Model,
 }
 
 impl DivClass {
-    pub const ALL: [DivClass; 3] = [DivClass::Placement, DivClass::File, DivClass::Model];
+    pub const ALL: [DivClass; 4] = [DivClass::Placement, DivClass::File, DivClass::Trace, DivClass::Model];
     pub fn name(self) -> &'static str {
         match self {
             DivClass::Placement => "placement",
             DivClass::File => "file",
+            DivClass::Trace => "trace",
             DivClass::Model => "model",
         }
     }
@@ -98,6 +105,10 @@ pub struct ReplayState {
     /// Address spaces just made by an exec, whose `mmap_base` is being learnt from the
     /// exec's mapping records: the highest end seen so far.
     learning_base: BTreeMap<MmId, u64>,
+    /// Per address space, every range a recorded call mapped since its exec (or its
+    /// parent's, for a fork child): tells a mapping lost from the trace from one the model
+    /// lost.
+    recorded_ranges: BTreeMap<MmId, Vec<(u64, u64)>>,
 }
 
 /// What to do with a step in replay mode.
@@ -260,6 +271,24 @@ impl ReplayState {
         }
     }
 
+    /// Remember that a recorded call mapped `[addr, addr + len)` in the step's address space.
+    fn note_range(&mut self, sys: &System, step: &Step, addr: u64, len: u64) {
+        let Ok(mm) = sys.mm_of(step.pid) else { return };
+        let end = page_align(len).and_then(|l| addr.checked_add(l)).unwrap_or(u64::MAX);
+        let ranges = self.recorded_ranges.entry(mm).or_default();
+        // A growing brk or mremap extends the range it started from.
+        if let Some(last) = ranges.iter_mut().find(|r| r.0 == addr) {
+            last.1 = last.1.max(end);
+        } else {
+            ranges.push((addr, end));
+        }
+    }
+
+    /// Whether a recorded call ever mapped `addr` in `mm`.
+    fn was_recorded(&self, mm: MmId, addr: u64) -> bool {
+        self.recorded_ranges.get(&mm).is_some_and(|r| r.iter().any(|&(s, e)| s <= addr && addr < e))
+    }
+
     /// `mm->mmap_base` is randomised (`arch_pick_mmap_layout` → `mmap_base` with
     /// `arch_mmap_rnd`); the exec's own top-down mappings show it: the ELF interpreter
     /// (`load_elf_interp`) and the vDSO (`map_vdso`) are placed by `get_unmapped_area` right
@@ -382,10 +411,33 @@ impl ReplayState {
             Call::Execve { .. } => {
                 if let Ok(mm) = sys.mm_of(step.pid) {
                     self.learning_base.insert(mm, 0);
+                    self.recorded_ranges.insert(mm, Vec::new());
                 }
             }
-            Call::MapRecord { addr, len, name, .. } => self.learn_mmap_base(sys, step, *addr, *len, name),
-            Call::Fork { .. } if matches!(outcome, Expect::Value(_)) => self.processes += 1,
+            Call::MapRecord { addr, len, name, .. } => {
+                self.learn_mmap_base(sys, step, *addr, *len, name);
+                self.note_range(sys, step, *addr, *len);
+            }
+            Call::Mmap { len, .. } | Call::Mremap { new_len: len, .. } => {
+                if let Expect::Value(a) = outcome {
+                    self.note_range(sys, step, a, *len);
+                }
+            }
+            Call::Brk { .. } => {
+                if let Ok(mm) = sys.mm_of(step.pid) {
+                    let (s, e) = (sys.mms[mm].start_brk.0, sys.mms[mm].brk.0);
+                    self.note_range(sys, step, s, e.saturating_sub(s));
+                }
+            }
+            Call::Fork { .. } if matches!(outcome, Expect::Value(_)) => {
+                self.processes += 1;
+                if let (Expect::Value(c), Ok(pmm)) = (outcome, sys.mm_of(step.pid))
+                    && let Ok(cmm) = sys.mm_of(crate::types::Pid(c as u32))
+                {
+                    let ranges = self.recorded_ranges.get(&pmm).cloned().unwrap_or_default();
+                    self.recorded_ranges.insert(cmm, ranges);
+                }
+            }
             Call::CloneVm { .. } if matches!(outcome, Expect::Value(_)) => self.threads += 1,
             Call::Openat { .. } | Call::Dup { .. } => {
                 if let (Some(Expect::Value(want)), Expect::Value(got)) = (step.expect, outcome)
@@ -416,7 +468,24 @@ impl ReplayState {
         if expected == outcome || expected == Expect::Unknown {
             return outcome;
         }
-        let class = classify(&step.call, &outcome);
+        let mut class = classify(&step.call, &outcome);
+        // No VMA where the kernel had one: if no recorded call ever mapped the address, the
+        // call that did is missing from the trace.
+        let unmapped_at = match (&step.call, outcome) {
+            (Call::Touch { addr, .. }, Expect::Signal(Signal::SIGSEGV)) => Some(*addr),
+            (
+                Call::Mremap { old_addr: addr, .. }
+                | Call::Mprotect { addr, .. }
+                | Call::Madvise { addr, .. },
+                Expect::Err(Errno::EFAULT | Errno::ENOMEM),
+            ) => Some(*addr),
+            _ => None,
+        };
+        if let Some(addr) = unmapped_at
+            && sys.mm_of(step.pid).is_ok_and(|mm| !self.was_recorded(mm, addr))
+        {
+            class = DivClass::Trace;
+        }
         let fmt = |e: &Expect| match (e, &step.call) {
             (Expect::Value(0), Call::Touch { .. }) => "served".to_string(),
             _ => format_result_for(&step.call, e),

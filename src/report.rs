@@ -46,6 +46,8 @@ pub struct ReportRow {
     /// Divergences by class.
     pub placement: u64,
     pub file: u64,
+    /// Divergences of class `trace` (the trace lacks the call behind the step).
+    pub trace_gaps: u64,
     pub model: u64,
     /// Files the replay created, and grew, to fit the trace.
     pub files_created: u64,
@@ -87,6 +89,7 @@ impl ReportRow {
             pmds_moved: s.pmds_moved,
             placement: o.replay.count(DivClass::Placement),
             file: o.replay.count(DivClass::File),
+            trace_gaps: o.replay.count(DivClass::Trace),
             model: o.replay.count(DivClass::Model),
             files_created: o.replay.files_created,
             files_grown: o.replay.files_grown,
@@ -126,6 +129,7 @@ impl ReportRow {
             format!("{}/{}", self.ptes_moved, self.pmds_moved),
             self.placement.to_string(),
             self.file.to_string(),
+            self.trace_gaps.to_string(),
             self.model.to_string(),
             format!("{:.2}", self.seconds),
         ]
@@ -133,7 +137,7 @@ impl ReportRow {
 }
 
 /// Column headers of the text and markdown tables.
-pub const TABLE_HEADERS: [&str; 16] = [
+pub const TABLE_HEADERS: [&str; 17] = [
     "trace",
     "policy",
     "steps",
@@ -148,6 +152,7 @@ pub const TABLE_HEADERS: [&str; 16] = [
     "moved PTEs/PMDs",
     "placement",
     "file",
+    "trace",
     "model",
     "time (s)",
 ];
@@ -263,6 +268,7 @@ pub fn csv_header() -> Vec<String> {
             "pmds_moved",
             "placement",
             "file",
+            "trace_gaps",
             "model",
             "files_created",
             "files_grown",
@@ -302,6 +308,7 @@ fn csv(rows: &[ReportRow]) -> String {
                 r.pmds_moved,
                 r.placement,
                 r.file,
+                r.trace_gaps,
                 r.model,
                 r.files_created,
                 r.files_grown,
