@@ -25,6 +25,8 @@ pub mod mremap;
 pub mod pagetable;
 pub mod procfs;
 pub mod refmodel;
+pub mod replay;
+pub mod report;
 pub mod rmap;
 pub mod run;
 pub mod script;

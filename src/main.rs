@@ -51,6 +51,28 @@ enum Cmd {
         #[arg(short, long, value_name = "OUT")]
         out: Option<PathBuf>,
     },
+    /// Replay real traces on the model and report, per trace and policy, the work done and
+    /// every disagreement with the recording, classified (placement, file, model).
+    ///
+    /// Traces are `perf script` text, strace or anonmm scripts, `.zst` or plain. Exit status
+    /// 0 when every trace replayed (divergences are reported, not failures), 1 for a broken
+    /// invariant (`--check`), 2 for a trace that cannot be read or a bad option.
+    Replay {
+        #[arg(required = true, value_name = "TRACE")]
+        traces: Vec<PathBuf>,
+        /// Which behaviour to model: a policy name, or `all` for every known one.
+        #[arg(long, value_name = "NAME|all", default_value = "kernel")]
+        policy: String,
+        /// Output format: text, markdown, json or csv.
+        #[arg(long, value_name = "FORMAT", default_value = "text")]
+        format: String,
+        /// Run the invariant checker after every step (slow).
+        #[arg(long)]
+        check: bool,
+        /// How many divergences of each class to list per trace.
+        #[arg(long, value_name = "N", default_value_t = anonmm::replay::MAX_EXAMPLES)]
+        examples: usize,
+    },
     /// Run scripts on the real kernel.
     Oracle {
         #[command(subcommand)]
@@ -96,9 +118,13 @@ fn main() -> ExitCode {
                 policy,
                 last_view_only: !json,
                 config: anonmm::mm::Config { anon_vma_name, ..Default::default() },
+                replay: false,
             },
         ),
         Cmd::Import { trace, out } => cmd_import(&trace, out.as_deref()),
+        Cmd::Replay { traces, policy, format, check, examples } => {
+            cmd_replay(&traces, &policy, &format, check, examples)
+        }
         Cmd::Oracle { cmd } => oracle(cmd),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(2))
@@ -185,6 +211,76 @@ fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
         }
     }
     0
+}
+
+fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, check: bool, examples: usize) -> i32 {
+    use std::io::{IsTerminal, Write};
+
+    use anonmm::replay::replay_script;
+    use anonmm::report::{FORMATS, POLICIES, ReportRow, render};
+
+    let policies: Vec<&str> = match policy {
+        "all" => POLICIES.to_vec(),
+        p if POLICIES.contains(&p) => vec![p],
+        p => {
+            eprintln!("unknown policy `{p}` (known: {}, or all)", POLICIES.join(", "));
+            return 2;
+        }
+    };
+    if !FORMATS.contains(&format) {
+        eprintln!("unknown format `{format}` (known: {})", FORMATS.join(", "));
+        return 2;
+    }
+    let bar = if std::io::stdout().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:<24} [{bar:40}] {pos}/{len} steps ({eta})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut rows = Vec::new();
+    let mut code = 0;
+    for path in traces {
+        let name =
+            path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+        bar.set_message(format!("reading {name}"));
+        let script = match read_trace(path) {
+            Ok((s, _)) => s,
+            Err(e) => {
+                bar.suspend(|| eprintln!("{e}"));
+                code = 2;
+                continue;
+            }
+        };
+        for &p in &policies {
+            bar.set_message(format!("{name} ({p})"));
+            bar.set_length(script.steps.len() as u64);
+            bar.set_position(0);
+            let opts = RunOptions { check, policy: p.to_string(), ..Default::default() };
+            let t0 = std::time::Instant::now();
+            match replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64)) {
+                Ok(out) => {
+                    if out.invariant.is_some() {
+                        code = code.max(1);
+                    }
+                    rows.push(ReportRow::new(&name, p, &out, t0.elapsed().as_secs_f64()));
+                }
+                Err(e) => {
+                    bar.suspend(|| eprintln!("{e}"));
+                    code = 2;
+                }
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let text = render(&rows, format).unwrap_or_default();
+    // A closed stdout (`| head`) is not worth a panic.
+    let _ = std::io::stdout().write_all(text.as_bytes());
+    code
 }
 
 #[cfg(target_os = "linux")]

@@ -2,8 +2,11 @@
 //! names, its result is compared with the recorded one, and the state of every process is
 //! captured for output and for the oracle.
 
+use std::borrow::Cow;
+
 use crate::errno::Errno;
 use crate::mm::{Config, System};
+use crate::replay::{Plan, ReplayState, count_vmas};
 use crate::script::{Call, Expect, Script, Step, format_result_for};
 use crate::snapshot::{StepView, rename, touch_tag};
 use crate::types::Pid;
@@ -20,6 +23,10 @@ pub struct RunOptions {
     pub last_view_only: bool,
     /// The machine's settings.
     pub config: Config,
+    /// Replay a real trace (`crate::replay`): take the trace's world as given (files,
+    /// descriptors, addresses the kernel chose) and classify disagreements instead of
+    /// stopping at a step the model cannot run.
+    pub replay: bool,
 }
 
 impl Default for RunOptions {
@@ -30,6 +37,7 @@ impl Default for RunOptions {
             policy: "kernel".to_string(),
             last_view_only: false,
             config: Config::default(),
+            replay: false,
         }
     }
 }
@@ -49,6 +57,8 @@ pub struct RunResult {
     pub mismatches: Vec<Mismatch>,
     /// (script line, trace line) for every merge attempt, when `trace` was asked for.
     pub trace: Vec<(usize, String)>,
+    /// The most VMAs the live address spaces held after any step: (all, anonymous).
+    pub vmas_peak: (usize, usize),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +92,8 @@ pub struct Runner<'a> {
     pub result: RunResult,
     path: &'a str,
     opts: &'a RunOptions,
+    /// Replay mode's state, when `RunOptions::replay`.
+    pub replay: Option<ReplayState>,
 }
 
 impl<'a> Runner<'a> {
@@ -104,7 +116,8 @@ impl<'a> Runner<'a> {
                 reference = Some(crate::refmodel::RefModel::new(first.pid, opts.config.initial_brk.0));
             }
         }
-        Ok(Runner { sys, reference, result: RunResult::default(), path: &script.path, opts })
+        let replay = opts.replay.then(ReplayState::new);
+        Ok(Runner { sys, reference, result: RunResult::default(), path: &script.path, opts, replay })
     }
 
     fn bad(&self, step: &Step, reason: String) -> RunError {
@@ -119,10 +132,27 @@ impl<'a> Runner<'a> {
                 format!("process {} does not exist (no fork made it, or it exited)", step.pid.0),
             ));
         }
-        let outcome = self.execute(step)?;
+        let plan = match &mut self.replay {
+            Some(r) => r.before(&mut self.sys, step),
+            None => Plan::Run(Cow::Borrowed(step)),
+        };
+        let mut outcome = match plan {
+            Plan::Run(run) => self.execute(&run)?,
+            Plan::Skip(e) => e,
+        };
         if let Some(what) = self.sys.unsupported.take() {
-            return Err(RunError::NotModelled { path: self.path.to_string(), line: step.line, what });
+            match &mut self.replay {
+                Some(r) => r.not_modelled(step, &what),
+                None => {
+                    return Err(RunError::NotModelled { path: self.path.to_string(), line: step.line, what });
+                }
+            }
         }
+        if let Some(r) = &mut self.replay {
+            outcome = r.after(&mut self.sys, step, outcome);
+        }
+        let (all, anon) = count_vmas(&self.sys);
+        self.result.vmas_peak = (self.result.vmas_peak.0.max(all), self.result.vmas_peak.1.max(anon));
         let result = format_result_for(&step.call, &outcome);
         if let Some(exp) = step.expect
             && exp != outcome

@@ -28,6 +28,23 @@ pub enum MergeReason {
 }
 
 impl MergeReason {
+    /// Every reason, in order.
+    pub const ALL: [MergeReason; 14] = [
+        MergeReason::MergeOk,
+        MergeReason::NoNeighbour,
+        MergeReason::NomergeFlags,
+        MergeReason::NomergeFile,
+        MergeReason::NomergePgoff,
+        MergeReason::NomergeAnonVma,
+        MergeReason::NomergeForkChild,
+        MergeReason::NomergeAnonName,
+        MergeReason::NomergeUffdCtx,
+        MergeReason::NomergePolicy,
+        MergeReason::NomergeSpecial,
+        MergeReason::NomergeClose,
+        MergeReason::NomergeIncompatible,
+        MergeReason::NomergeJustExpand,
+    ];
     pub fn name(self) -> &'static str {
         match self {
             MergeReason::MergeOk => "MERGE_OK",

@@ -1,0 +1,323 @@
+//! The `anonmm replay` report: one row per trace × policy, as text, markdown, JSON or CSV.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::replay::{DivClass, Divergence, ReplayOutcome};
+use crate::stats::MergeReason;
+
+/// Policies `anonmm replay --policy` knows; `all` means every one of them. A new policy
+/// is added here and in `Runner::new`'s check.
+pub const POLICIES: &[&str] = &["kernel"];
+
+/// Output formats of `anonmm replay --format`.
+pub const FORMATS: &[&str] = &["text", "markdown", "json", "csv"];
+
+/// One trace replayed with one policy.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportRow {
+    pub trace: String,
+    pub policy: String,
+    pub steps: usize,
+    /// Thread groups: the first process and every fork.
+    pub processes: u64,
+    /// CLONE_VM children.
+    pub threads: u64,
+    /// VMAs after the last step (or just before the last exit_group when all exited).
+    pub vmas_end: usize,
+    /// The most VMAs held by the live processes after any step.
+    pub vmas_peak: usize,
+    /// The same, counting only VMAs without a file (`vma_is_anonymous`).
+    pub anon_vmas_end: usize,
+    pub anon_vmas_peak: usize,
+    pub merges_attempted: u64,
+    pub merges_done: u64,
+    /// Refusals by reason (`NOMERGE_*`, counted per side), nonzero ones only.
+    pub merges_refused: BTreeMap<String, u64>,
+    pub splits: u64,
+    pub faults: u64,
+    pub cow_copies: u64,
+    pub cow_reuses: u64,
+    /// PTEs and PMDs moved by mremap (`move_ptes`, `move_normal_pmd`/`move_huge_pmd`).
+    pub ptes_moved: u64,
+    pub pmds_moved: u64,
+    /// Divergences by class.
+    pub placement: u64,
+    pub file: u64,
+    /// Divergences of class `trace` (the trace lacks the call behind the step).
+    pub trace_gaps: u64,
+    pub model: u64,
+    /// Files the replay created, and grew, to fit the trace.
+    pub files_created: u64,
+    pub files_grown: u64,
+    /// Wall-clock replay time in seconds (reading the trace not included).
+    pub seconds: f64,
+    /// The first divergences of each class.
+    pub examples: Vec<Divergence>,
+    /// An invariant the checker found broken (`--check`); the replay stopped there.
+    pub invariant: Option<String>,
+}
+
+impl ReportRow {
+    pub fn new(trace: &str, policy: &str, o: &ReplayOutcome, seconds: f64) -> ReportRow {
+        let s = &o.stats;
+        ReportRow {
+            trace: trace.to_string(),
+            policy: policy.to_string(),
+            steps: o.steps,
+            processes: o.replay.processes,
+            threads: o.replay.threads,
+            vmas_end: o.vmas_end.0,
+            vmas_peak: o.vmas_peak.0,
+            anon_vmas_end: o.vmas_end.1,
+            anon_vmas_peak: o.vmas_peak.1,
+            merges_attempted: s.merges_attempted,
+            merges_done: s.merges_done,
+            merges_refused: s
+                .merge_refused
+                .iter()
+                .filter(|&(_, &n)| n > 0)
+                .map(|(r, n)| (r.name().to_string(), *n))
+                .collect(),
+            splits: s.splits,
+            faults: s.faults,
+            cow_copies: s.cow_copies,
+            cow_reuses: s.cow_reuses,
+            ptes_moved: s.ptes_moved,
+            pmds_moved: s.pmds_moved,
+            placement: o.replay.count(DivClass::Placement),
+            file: o.replay.count(DivClass::File),
+            trace_gaps: o.replay.count(DivClass::Trace),
+            model: o.replay.count(DivClass::Model),
+            files_created: o.replay.files_created,
+            files_grown: o.replay.files_grown,
+            seconds,
+            examples: o.replay.examples.clone(),
+            invariant: o.invariant.clone(),
+        }
+    }
+
+    fn refused_short(&self) -> String {
+        if self.merges_refused.is_empty() {
+            return "-".to_string();
+        }
+        let mut out = String::new();
+        for (k, n) in &self.merges_refused {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            let _ = write!(out, "{}={n}", k.strip_prefix("NOMERGE_").unwrap_or(k));
+        }
+        out
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.trace.clone(),
+            self.policy.clone(),
+            self.steps.to_string(),
+            self.processes.to_string(),
+            format!("{}/{}", self.vmas_end, self.vmas_peak),
+            format!("{}/{}", self.anon_vmas_end, self.anon_vmas_peak),
+            format!("{}/{}", self.merges_done, self.merges_attempted),
+            self.refused_short(),
+            self.splits.to_string(),
+            self.faults.to_string(),
+            format!("{}/{}", self.cow_copies, self.cow_reuses),
+            format!("{}/{}", self.ptes_moved, self.pmds_moved),
+            self.placement.to_string(),
+            self.file.to_string(),
+            self.trace_gaps.to_string(),
+            self.model.to_string(),
+            format!("{:.2}", self.seconds),
+        ]
+    }
+}
+
+/// Column headers of the text and markdown tables.
+pub const TABLE_HEADERS: [&str; 17] = [
+    "trace",
+    "policy",
+    "steps",
+    "processes",
+    "VMAs end/peak",
+    "anon VMAs end/peak",
+    "merges done/attempted",
+    "merges refused",
+    "splits",
+    "faults",
+    "COW copies/reuses",
+    "moved PTEs/PMDs",
+    "placement",
+    "file",
+    "trace",
+    "model",
+    "time (s)",
+];
+
+/// Render rows in one of `FORMATS`; None for an unknown format.
+pub fn render(rows: &[ReportRow], format: &str) -> Option<String> {
+    Some(match format {
+        "text" => text(rows),
+        "markdown" => markdown(rows),
+        "json" => serde_json::to_string_pretty(rows).unwrap_or_default() + "\n",
+        "csv" => csv(rows),
+        _ => return None,
+    })
+}
+
+fn text(rows: &[ReportRow]) -> String {
+    let cells: Vec<Vec<String>> = rows.iter().map(ReportRow::cells).collect();
+    let mut width: Vec<usize> = TABLE_HEADERS.iter().map(|h| h.len()).collect();
+    for r in &cells {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, r: &[&str]| {
+        let parts: Vec<String> = r.iter().zip(&width).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(parts.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &TABLE_HEADERS);
+    for r in &cells {
+        line(&mut out, &r.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    out.push_str(&examples(rows, false));
+    out
+}
+
+fn markdown(rows: &[ReportRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "| {} |", TABLE_HEADERS.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(TABLE_HEADERS.len()));
+    for r in rows {
+        let cells: Vec<String> = r.cells().iter().map(|c| c.replace('|', "\\|")).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    out.push_str(&examples(rows, true));
+    out
+}
+
+/// The divergence examples and broken invariants, after the table.
+fn examples(rows: &[ReportRow], md: bool) -> String {
+    let mut out = String::new();
+    for r in rows {
+        if r.examples.is_empty() && r.invariant.is_none() {
+            continue;
+        }
+        let _ =
+            write!(out, "\n{}{} ({}): first divergences\n", if md { "### " } else { "" }, r.trace, r.policy);
+        if md {
+            out.push('\n');
+        }
+        if let Some(inv) = &r.invariant {
+            let _ = writeln!(out, "{}invariant broken, replay stopped: {inv}", if md { "- " } else { "  " });
+        }
+        for class in DivClass::ALL {
+            for d in r.examples.iter().filter(|d| d.class == class) {
+                let item = format!(
+                    "{:<9} line {}: {} {} expected {}, got {}",
+                    d.class.name(),
+                    d.line,
+                    d.pid,
+                    d.call,
+                    d.expected.trim_start_matches("= "),
+                    d.got.trim_start_matches("= ")
+                );
+                if md {
+                    let _ = writeln!(out, "- `{}`", item.replace('`', "'"));
+                } else {
+                    let _ = writeln!(out, "  {item}");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The CSV header: fixed columns, then one column per merge refusal reason.
+pub fn csv_header() -> Vec<String> {
+    let mut h: Vec<String> = [
+        "trace",
+        "policy",
+        "steps",
+        "processes",
+        "threads",
+        "vmas_end",
+        "vmas_peak",
+        "anon_vmas_end",
+        "anon_vmas_peak",
+        "merges_attempted",
+        "merges_done",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    h.extend(MergeReason::ALL.iter().filter(|r| **r != MergeReason::MergeOk).map(|r| r.name().to_string()));
+    h.extend(
+        [
+            "splits",
+            "faults",
+            "cow_copies",
+            "cow_reuses",
+            "ptes_moved",
+            "pmds_moved",
+            "placement",
+            "file",
+            "trace_gaps",
+            "model",
+            "files_created",
+            "files_grown",
+            "seconds",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    h
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+fn csv(rows: &[ReportRow]) -> String {
+    let mut out = csv_header().join(",") + "\n";
+    for r in rows {
+        let mut f: Vec<String> = vec![csv_field(&r.trace), csv_field(&r.policy)];
+        f.extend(
+            [r.steps as u64, r.processes, r.threads]
+                .into_iter()
+                .chain([r.vmas_end, r.vmas_peak, r.anon_vmas_end, r.anon_vmas_peak].map(|x| x as u64))
+                .chain([r.merges_attempted, r.merges_done])
+                .map(|x| x.to_string()),
+        );
+        for reason in MergeReason::ALL.iter().filter(|r| **r != MergeReason::MergeOk) {
+            f.push(r.merges_refused.get(reason.name()).copied().unwrap_or(0).to_string());
+        }
+        f.extend(
+            [
+                r.splits,
+                r.faults,
+                r.cow_copies,
+                r.cow_reuses,
+                r.ptes_moved,
+                r.pmds_moved,
+                r.placement,
+                r.file,
+                r.trace_gaps,
+                r.model,
+                r.files_created,
+                r.files_grown,
+            ]
+            .map(|x| x.to_string()),
+        );
+        f.push(format!("{:.3}", r.seconds));
+        out.push_str(&f.join(","));
+        out.push('\n');
+    }
+    out
+}
