@@ -241,9 +241,16 @@ impl RefModel {
                     _ => {}
                 }
             }
-            Call::Brk { .. } => {
+            Call::Brk { addr } => {
                 let Expect::Value(new) = *outcome else { return };
                 let Some(sp) = self.spaces.get_mut(&pid) else { return };
+                if *addr == 0 || new != *addr {
+                    // A query, or a refused change: where the break is, nothing mapped.
+                    if *addr == 0 {
+                        sp.brk = new;
+                    }
+                    return;
+                }
                 let (old, newp) = (page_align(sp.brk), page_align(new));
                 if newp > old {
                     sp.insert(old, newp, Backing::Anon);
