@@ -104,7 +104,7 @@ impl System {
                 // MADV_FREE of clean-after-free pages is lazily reclaimed: the model keeps
                 // them mapped, as the kernel does until memory pressure.
                 if behavior != MADV_FREE {
-                    self.zap_range(mm, start, end);
+                    self.zap_range_reclaim_pt(mm, start, end);
                 }
                 return Ok(end);
             }

@@ -132,6 +132,23 @@ impl System {
         }
     }
 
+    /// MADV_DONTNEED's zap with `reclaim_pt` (CONFIG_PT_RECLAIM): a PTE table whose whole
+    /// 2 MiB was zapped and is now empty is freed (`try_to_free_pte`), so the next fault there
+    /// may map a huge page.
+    pub fn zap_range_reclaim_pt(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        self.zap_range(mm, start, end);
+        for key in self.mms[mm].pt.pmd_keys_in(start, end) {
+            let base = key << PMD_SHIFT;
+            if base >= start.0 && base + PMD_SIZE <= end.0 {
+                if let Some(Pmd::Table(t)) = self.mms[mm].pt.pmds.get(&key)
+                    && t.used == 0
+                {
+                    self.mms[mm].pt.pmds.remove(&key);
+                }
+            }
+        }
+    }
+
     /// Release what a cleared PTE held.
     pub fn drop_pte(&mut self, pte: Pte) {
         match pte {
