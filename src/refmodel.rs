@@ -206,8 +206,11 @@ impl RefModel {
                 );
             }
             Call::Madvise { addr, len, advice } => {
-                // Effects apply to the mapped parts even when a hole makes the call fail.
-                if !matches!(outcome, Expect::Value(_) | Expect::Err(crate::errno::Errno::ENOMEM)) {
+                // Effects apply to the mapped parts even when a hole makes the call fail, and
+                // to the VMAs before one that refuses (WIPEONFORK on a file or shared VMA
+                // is EINVAL after the anonymous VMAs before it were changed).
+                let partial = *advice == MADV_WIPEONFORK && matches!(outcome, Expect::Err(crate::errno::Errno::EINVAL));
+                if !partial && !matches!(outcome, Expect::Value(_) | Expect::Err(crate::errno::Errno::ENOMEM)) {
                     return;
                 }
                 let (start, end) = (*addr, addr + page_align(*len));
@@ -229,6 +232,9 @@ impl RefModel {
                             sp.split_at(s);
                             sp.split_at(e);
                             for (_, seg) in sp.segs.range_mut(s..e) {
+                                if *advice == MADV_WIPEONFORK && seg.back != Backing::Anon {
+                                    return;
+                                }
                                 match *advice {
                                     MADV_DONTFORK => seg.dontcopy = true,
                                     MADV_DOFORK => seg.dontcopy = false,
