@@ -125,8 +125,10 @@ fn pages(len: u64) -> u64 {
     len.div_ceil(PAGE_SIZE)
 }
 
+/// PAGE_ALIGN, saturating: the calls it is applied to were accepted by the model, so their
+/// ranges do not wrap; saturation only keeps arguments the model refused from panicking.
 fn page_align(x: u64) -> u64 {
-    x.div_ceil(PAGE_SIZE) * PAGE_SIZE
+    x.saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
 }
 
 impl RefModel {
@@ -168,7 +170,7 @@ impl RefModel {
         match &step.call {
             Call::Mmap { len, flags, fd, off, .. } => {
                 let Expect::Value(a) = *outcome else { return };
-                let end = a + page_align(*len);
+                let end = a.saturating_add(page_align(*len));
                 let back = if flags & MAP_ANONYMOUS != 0 {
                     if flags & MAP_TYPE == MAP_PRIVATE {
                         Backing::Anon
@@ -191,7 +193,7 @@ impl RefModel {
             }
             Call::Munmap { addr, len } if ok(outcome) => {
                 if let Some(sp) = self.spaces.get_mut(&pid) {
-                    sp.remove(*addr, addr + page_align(*len));
+                    sp.remove(*addr, addr.saturating_add(page_align(*len)));
                 }
             }
             Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
@@ -209,11 +211,13 @@ impl RefModel {
                 // Effects apply to the mapped parts even when a hole makes the call fail, and
                 // to the VMAs before one that refuses (WIPEONFORK on a file or shared VMA
                 // is EINVAL after the anonymous VMAs before it were changed).
-                let partial = *advice == MADV_WIPEONFORK && matches!(outcome, Expect::Err(crate::errno::Errno::EINVAL));
-                if !partial && !matches!(outcome, Expect::Value(_) | Expect::Err(crate::errno::Errno::ENOMEM)) {
+                let partial =
+                    *advice == MADV_WIPEONFORK && matches!(outcome, Expect::Err(crate::errno::Errno::EINVAL));
+                if !partial && !matches!(outcome, Expect::Value(_) | Expect::Err(crate::errno::Errno::ENOMEM))
+                {
                     return;
                 }
-                let (start, end) = (*addr, addr + page_align(*len));
+                let (start, end) = (*addr, addr.saturating_add(page_align(*len)));
                 let Some(sp) = self.spaces.get_mut(&pid) else { return };
                 match *advice {
                     MADV_DONTNEED | MADV_DONTNEED_LOCKED => {
@@ -350,7 +354,7 @@ impl RefModel {
             }
             Call::Touch { addr, len, write: true } if ok(outcome) => {
                 let start = addr & !(PAGE_SIZE - 1);
-                let end = page_align(addr + len);
+                let end = page_align(addr.saturating_add(*len));
                 let mut a = start;
                 while a < end {
                     let tag = tag_of(a);
@@ -374,7 +378,11 @@ impl RefModel {
                 if let Some(sp) = self.spaces.get_mut(&pid) {
                     let obj = self.next_obj + 1;
                     self.next_obj = obj;
-                    sp.insert(*addr, addr + page_align(*len), Backing::FilePrivate { obj, pgoff: 0 });
+                    sp.insert(
+                        *addr,
+                        addr.saturating_add(page_align(*len)),
+                        Backing::FilePrivate { obj, pgoff: 0 },
+                    );
                 }
             }
             _ => {}
