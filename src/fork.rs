@@ -105,6 +105,13 @@ impl System {
             }
             self.mms[cmm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio, flags: f - PteFlags::ACCESSED });
         }
+        // copy_pmd_range → copy_pte_range allocates the child's PTE table for every parent
+        // table in range, even an empty one.
+        for key in self.mms[pmm].pt.pmd_keys_in(start, end) {
+            if matches!(self.mms[pmm].pt.pmds.get(&key), Some(Pmd::Table(_))) {
+                self.mms[cmm].pt.alloc_table(VirtAddr(key << crate::types::PMD_SHIFT));
+            }
+        }
         for (a, pte) in self.mms[pmm].pt.ptes_in(start, end) {
             let child_pte = match pte {
                 Pte::Present { folio, sub, flags } => {
