@@ -504,10 +504,15 @@ impl RefModel {
             // Every present page holds what the reference says.
             for pte in sys.pagemap(pid) {
                 let want = self.read(pid, pte.addr).unwrap_or(0);
-                if pte.tag != want {
+                // A swapped-out page holds its slot's contents.
+                let tag = match pte.page {
+                    crate::snapshot::RawPage::Swap => sys.read_tag(p.mm, VirtAddr(pte.addr)).unwrap_or(0),
+                    _ => pte.tag,
+                };
+                if tag != want {
                     return Err(format!(
                         "pid {}: page {:#x} holds {:#x} but the reference says {want:#x}",
-                        pid.0, pte.addr, pte.tag
+                        pid.0, pte.addr, tag
                     ));
                 }
             }
@@ -527,6 +532,7 @@ impl System {
             Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => {
                 return Some(self.folios[folio].pages[sub as usize].tag);
             }
+            Walk::Pte(Pte::Swap { entry, .. }) => return Some(self.swap_read_tag(entry)),
             _ => {}
         }
         let v = &self.vmas[vma];
