@@ -79,6 +79,11 @@ impl System {
             if v.linear_page_index(a).0 >= self.fs.size_pages(inode)
                 && !matches!(self.mms[mm].pt.walk(a), Walk::Pte(Pte::Present { .. }) | Walk::Huge { .. })
             {
+                // do_cow_fault prepares the anon_vma (vmf_anon_prepare) before the read
+                // finds EOF and fails with SIGBUS.
+                if !v.flags.contains(VmFlags::SHARED) {
+                    self.anon_vma_prepare(vma);
+                }
                 return None;
             }
         }
