@@ -33,6 +33,66 @@ impl System {
         self.check_vmas()?;
         self.check_anon_vmas()?;
         self.check_pages()?;
+        self.check_swap()?;
+        Ok(())
+    }
+
+    /// Swap slots and the swap cache (mm/swapfile.c's `swap_map`, mm/swap_state.c): a slot's
+    /// count is the number of swap PTEs naming it; a used slot has references or a cached
+    /// folio (else it leaked); a swap-cache folio is cached under its own slot, and an
+    /// unmapped one only while a swap PTE still needs it; pins are the pinned buffers' pages.
+    fn check_swap(&self) -> Result<(), String> {
+        let mut refs: HashMap<u32, u32> = HashMap::new();
+        for (_, mm) in self.mms.iter() {
+            for (&key, pmd) in &mm.pt.pmds {
+                let Pmd::Table(t) = pmd else { continue };
+                for (i, pte) in t.ptes.iter().enumerate() {
+                    let Pte::Swap { entry, .. } = *pte else { continue };
+                    let a = VirtAddr(key << PMD_SHIFT).plus(i as u64 * PAGE_SIZE);
+                    ensure!(self.swap.slot(entry).is_some(), "swap PTE at {a:?} names free slot {}", entry.0);
+                    let vma = mm.vma_lookup(a).ok_or_else(|| format!("swap PTE at {a:?} outside any VMA"))?;
+                    ensure!(self.vmas[vma].anon_vma.is_some(), "swap PTE at {a:?} in a VMA without anon_vma");
+                    *refs.entry(entry.0).or_default() += 1;
+                }
+            }
+        }
+        ensure!(self.swap.slots.len() as u64 <= self.swap.pages as u64, "more swap slots used than exist");
+        for (&off, slot) in &self.swap.slots {
+            let r = refs.get(&off).copied().unwrap_or(0);
+            ensure!(slot.count == r, "swap slot {off}: count {} but {r} swap PTEs", slot.count);
+            match slot.cache {
+                None => ensure!(slot.count > 0, "swap slot {off} leaked: no reference and no cache"),
+                Some(f) => {
+                    ensure!(self.folios.contains(f), "swap slot {off} caches a freed folio");
+                    let fo = &self.folios[f];
+                    ensure!(fo.swap.map(|e| e.0) == Some(off), "swap-cache folio of slot {off} misfiled");
+                    ensure!(!fo.is_large(), "large folio in the swap cache");
+                    ensure!(
+                        fo.is_mapped() || slot.count > 0,
+                        "swap slot {off}: unmapped cached folio and no swap PTE (leak)"
+                    );
+                }
+            }
+        }
+        let mut pinned: HashMap<FolioId, u32> = HashMap::new();
+        for pins in self.pins.values() {
+            for p in pins {
+                for &f in &p.folios {
+                    *pinned.entry(f).or_default() += 1;
+                }
+            }
+        }
+        for (id, f) in self.folios.iter() {
+            if let Some(e) = f.swap {
+                ensure!(
+                    self.swap.slot(e).and_then(|s| s.cache) == Some(id),
+                    "folio {id:?} claims swap slot {} which does not cache it",
+                    e.0
+                );
+            }
+            let p = pinned.get(&id).copied().unwrap_or(0);
+            ensure!(f.pincount == p, "folio {id:?}: pincount {} but {p} pinned pages", f.pincount);
+        }
         Ok(())
     }
 
@@ -229,9 +289,12 @@ impl System {
                 e
             );
             let c = cached.get(&id).copied().unwrap_or(0);
+            let sc = u32::from(f.swap.is_some());
             ensure!(
-                f.extra_refs >= c + f.pincount,
-                "folio {id:?}: fewer references than cache and pins hold"
+                f.extra_refs == c + sc + f.pincount,
+                "folio {id:?}: {} extra references but page cache {c}, swap cache {sc}, pins {}",
+                f.extra_refs,
+                f.pincount
             );
             ensure!(f.refcount() > 0, "folio {id:?} leaked: nothing references it");
         }

@@ -142,17 +142,12 @@ impl System {
                 }
             }
             Walk::Pte(Pte::Swap { .. }) | Walk::Pte(Pte::Migration { .. }) => {
-                self.do_swap_page(mm, vma, a);
-                if write {
+                self.do_swap_page(mm, vma, a, write);
+                if write && self.unsupported.is_none() {
                     self.handle_mm_fault(mm, vma, a, true);
                 }
             }
         }
-    }
-
-    /// Swap-in and migration waits (modelled with the swap device).
-    fn do_swap_page(&mut self, _mm: MmId, _vma: VmaId, _a: VirtAddr) {
-        unimplemented!("swap entries are not produced yet")
     }
 
     fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
@@ -272,7 +267,13 @@ impl System {
             self.folio_move_anon_rmap(folio, vma);
             return true;
         }
-        if f.refcount() != 1 {
+        // refcount > 1 + swapcache: someone else holds it; else the swap cache is dropped
+        // first (folio_free_swap) and only our mapping may be left.
+        if f.refcount() > 1 + u64::from(f.swap.is_some()) {
+            return false;
+        }
+        self.folio_free_swap(folio);
+        if self.folios[folio].refcount() != 1 {
             return false;
         }
         self.folio_move_anon_rmap(folio, vma);

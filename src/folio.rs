@@ -52,6 +52,9 @@ pub struct Folio {
     pub extra_refs: u32,
     /// Long-term pins (`folio_maybe_dma_pinned`).
     pub pincount: u32,
+    /// `folio->swap` with `PG_swapcache`: the swap slot this folio caches (it holds one of
+    /// `extra_refs`, the swap cache's reference).
+    pub swap: Option<crate::pagetable::SwapEntry>,
     pub pages: SmallVec<[PageState; 1]>,
     /// `PG_readahead`: the page-cache folio where the next asynchronous read-ahead starts;
     /// fault-around does not map it.
@@ -67,6 +70,7 @@ impl Folio {
             entire_mapcount: 0,
             extra_refs: 0,
             pincount: 0,
+            swap: None,
             pages: smallvec::smallvec![PageState::default(); 1usize << order],
             readahead: false,
         }

@@ -87,6 +87,16 @@ impl System {
         let (start, end) = (self.vmas[pv].start, self.vmas[pv].end);
         let cow = self.vmas[pv].is_cow_mapping();
         let shared = self.vmas[pv].flags.contains(VmFlags::SHARED);
+        for (a, folio, _) in self.mms[pmm].pt.huge_in(start, end) {
+            // copy_huge_pmd: folio_try_dup_anon_rmap_pmd fails for a maybe-pinned exclusive
+            // THP: the PMD is split and its pages copied one by one below.
+            if folio != HUGE_ZERO_FOLIO
+                && self.folios[folio].pincount > 0
+                && self.folios[folio].pages[0].anon_exclusive
+            {
+                self.split_huge_pmd(pmm, a);
+            }
+        }
         for (a, folio, flags) in self.mms[pmm].pt.huge_in(start, end) {
             // copy_huge_pmd
             let mut f = flags;
@@ -121,7 +131,10 @@ impl System {
                     }
                     if folio != ZERO_FOLIO {
                         let anon = self.folios[folio].is_anon();
-                        if anon && self.folios[folio].pincount > 0 {
+                        if anon
+                            && self.folios[folio].pincount > 0
+                            && self.folios[folio].pages[sub as usize].anon_exclusive
+                        {
                             // folio_try_dup_anon_rmap_pte fails: copy now.
                             let tag = self.folios[folio].pages[sub as usize].tag;
                             let new = self.folio_alloc(0);
@@ -144,6 +157,15 @@ impl System {
                     }
                     Pte::Present { folio, sub, flags: cf }
                 }
+                Pte::Swap { entry, exclusive } => {
+                    // copy_nonpresent_pte: the slot gains a reference and the entry is marked
+                    // shared in the parent too.
+                    self.swap_duplicate(entry);
+                    if exclusive {
+                        self.mms[pmm].pt.set_pte(a, Pte::Swap { entry, exclusive: false });
+                    }
+                    Pte::Swap { entry, exclusive: false }
+                }
                 other => other,
             };
             self.mms[cmm].pt.set_pte(a, child_pte);
@@ -158,6 +180,7 @@ impl System {
             self.fput(f);
         }
         self.mm_put(p.mm);
+        self.release_pins(pid);
         Ok(())
     }
 

@@ -49,6 +49,8 @@ pub struct Weights {
     pub touch: u32,
     /// `openat` (+ `ftruncate`), `ftruncate` or `close`; only when `GenConfig::files`.
     pub file: u32,
+    /// `pin` (long-term pins, as io_uring buffers) or `unpin` of an earlier pin.
+    pub pin: u32,
 }
 
 impl Default for Weights {
@@ -64,6 +66,7 @@ impl Default for Weights {
             exit: 2,
             touch: 22,
             file: 4,
+            pin: 3,
         }
     }
 }
@@ -200,6 +203,8 @@ struct Gen<'a> {
     /// Size of each file the script has created (None until created).
     files: Vec<Option<u64>>,
     steps: Vec<Step>,
+    /// Pins taken and not released: (pid, addr, len).
+    pins: Vec<(u32, u64, u64)>,
 }
 
 #[derive(Clone, Copy)]
@@ -214,6 +219,7 @@ enum Op {
     Exit,
     Touch,
     File,
+    Pin,
 }
 
 /// Generate a random script. The same seed and config always give the same script.
@@ -224,6 +230,7 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Script {
         procs: vec![Proc { pid: 1, regions: Vec::new(), fds: BTreeMap::new() }],
         next_pid: 2,
         files: vec![None; NR_FILES],
+        pins: Vec::new(),
         steps: Vec::with_capacity(cfg.steps + 4),
     };
     while g.steps.len() < cfg.steps {
@@ -259,6 +266,7 @@ impl Gen<'_> {
             (Op::Mremap, w.mremap),
             (Op::AnonName, w.anon_name),
             (Op::Touch, w.touch),
+            (Op::Pin, w.pin),
         ];
         if self.procs.len() < self.cfg.max_procs {
             table.push((Op::Fork, w.fork));
@@ -297,6 +305,7 @@ impl Gen<'_> {
             Op::Exit => self.op_exit(),
             Op::Touch => self.op_touch(pi),
             Op::File => self.op_file(pi),
+            Op::Pin => self.op_pin(pi),
         }
     }
 
@@ -621,6 +630,7 @@ impl Gen<'_> {
             (MADV_NORMAL, 2),
             (MADV_RANDOM, 2),
             (MADV_SEQUENTIAL, 2),
+            (MADV_PAGEOUT, 6),
         ];
         if self.cfg.thp {
             advices.push((MADV_HUGEPAGE, 3));
@@ -637,6 +647,30 @@ impl Gen<'_> {
             x -= w;
         }
         self.emit(pid, Call::Madvise { addr, len, advice }, None);
+    }
+
+    /// `pin` a range (mostly inside one mapping) or `unpin` an earlier pin of this process.
+    fn op_pin(&mut self, pi: usize) {
+        let pid = self.procs[pi].pid;
+        let mine: Vec<usize> = (0..self.pins.len()).filter(|&i| self.pins[i].0 == pid).collect();
+        if !mine.is_empty() && self.chance(0.4) {
+            let i = self.pick(&mine);
+            let (_, addr, len) = self.pins.remove(i);
+            self.emit(pid, Call::Unpin { addr, len }, None);
+            return;
+        }
+        let (addr, len) = match self.random_region(pi) {
+            Some(r) => {
+                let pages = (r.end - r.start) / PAGE_SIZE;
+                let s = self.rng.random_range(0..pages);
+                let k = self.rng.random_range(1..=(pages - s).min(16));
+                (r.start + s * PAGE_SIZE, k * PAGE_SIZE)
+            }
+            None => (self.random_addr(), PAGE_SIZE),
+        };
+        let len = Self::fit(addr, len);
+        self.pins.push((pid, addr, len));
+        self.emit(pid, Call::Pin { addr, len }, None);
     }
 
     fn op_anon_name(&mut self, pi: usize) {
@@ -690,6 +724,7 @@ impl Gen<'_> {
         }
         let ci = self.pick(&candidates);
         let p = self.procs.remove(ci);
+        self.pins.retain(|&(pid, _, _)| pid != p.pid);
         self.emit(p.pid, Call::ExitGroup { code: 0 }, None);
     }
 
@@ -1255,7 +1290,9 @@ mod tests {
             | Call::Mprotect { addr, len, .. }
             | Call::Madvise { addr, len, .. }
             | Call::SetVmaAnonName { addr, len, .. }
-            | Call::Touch { addr, len, .. } => vec![(*addr, *len)],
+            | Call::Touch { addr, len, .. }
+            | Call::Pin { addr, len }
+            | Call::Unpin { addr, len } => vec![(*addr, *len)],
             Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
                 let mut v = vec![(*old_addr, *old_len)];
                 if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 {
@@ -1356,6 +1393,8 @@ mod tests {
             "openat",
             "ftruncate",
             "close",
+            "pin",
+            "unpin",
         ] {
             assert!(names.get(n).copied().unwrap_or(0) > 0, "no {n}: {names:?}");
         }
@@ -1369,7 +1408,7 @@ mod tests {
         ] {
             assert!(mremap_flags.contains(&f), "mremap flags {f:#x} never generated");
         }
-        assert_eq!(advices.len(), 11, "{advices:?}");
+        assert_eq!(advices.len(), 12, "{advices:?}");
     }
 
     #[test]

@@ -92,6 +92,11 @@ impl System {
         }
         let ptes = self.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
         let mut writable = false;
+        if ptes.iter().any(|(_, p)| matches!(p, Pte::Swap { .. })) {
+            // __collapse_huge_page_swapin would read them in first.
+            self.not_modelled("MADV_COLLAPSE over swap entries (__collapse_huge_page_swapin)");
+            return Ok(());
+        }
         for (_, pte) in &ptes {
             let Pte::Present { folio, flags, .. } = *pte else { continue };
             if folio == ZERO_FOLIO {

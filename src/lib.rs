@@ -13,6 +13,7 @@ pub mod folio;
 pub mod fork;
 pub mod fs;
 pub mod r#gen;
+pub mod gup;
 pub mod import;
 pub mod khugepaged;
 pub mod madvise;
@@ -32,6 +33,7 @@ pub mod run;
 pub mod script;
 pub mod snapshot;
 pub mod stats;
+pub mod swap;
 pub mod types;
 pub mod vma;
 

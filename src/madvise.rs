@@ -7,6 +7,7 @@ use std::rc::Rc;
 use crate::abi::*;
 use crate::errno::{Errno, KResult};
 use crate::mm::{MmId, System};
+use crate::pagetable::Pte;
 use crate::types::{PAGE_SIZE, Pid, VirtAddr, page_align};
 use crate::vma::{AnonName, VmFlags, VmaId};
 
@@ -105,6 +106,14 @@ impl System {
                 // them mapped, as the kernel does until memory pressure.
                 if behavior != MADV_FREE {
                     self.zap_range_reclaim_pt(mm, start, end);
+                } else {
+                    // madvise_free_pte_range clears swap entries at once (free_swap_and_cache).
+                    for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+                        if let Pte::Swap { entry, .. } = pte {
+                            self.mms[mm].pt.set_pte(a, Pte::None);
+                            self.swap_free(entry);
+                        }
+                    }
                 }
                 return Ok(end);
             }
@@ -180,6 +189,7 @@ impl System {
                 }
             }
             MADV_COLLAPSE => self.madvise_collapse(mm, vma, start, end)?,
+            MADV_PAGEOUT => self.madvise_pageout(mm, vma, start, end)?,
             MADV_REMOVE if !self.vmas[vma].flags.contains(VmFlags::SHARED) => {
                 return Err(Errno::EINVAL);
             }

@@ -139,12 +139,12 @@ impl System {
         self.zap_range(mm, start, end);
         for key in self.mms[mm].pt.pmd_keys_in(start, end) {
             let base = key << PMD_SHIFT;
-            if base >= start.0 && base + PMD_SIZE <= end.0 {
-                if let Some(Pmd::Table(t)) = self.mms[mm].pt.pmds.get(&key)
-                    && t.used == 0
-                {
-                    self.mms[mm].pt.pmds.remove(&key);
-                }
+            if base >= start.0
+                && base + PMD_SIZE <= end.0
+                && let Some(Pmd::Table(t)) = self.mms[mm].pt.pmds.get(&key)
+                && t.used == 0
+            {
+                self.mms[mm].pt.pmds.remove(&key);
             }
         }
     }
@@ -153,14 +153,14 @@ impl System {
     pub fn drop_pte(&mut self, pte: Pte) {
         match pte {
             Pte::None => {}
-            Pte::Present { folio, sub, .. } => self.folio_remove_rmap_pte(folio, sub),
-            Pte::Swap { entry } => self.swap_free(entry),
+            Pte::Present { folio, sub, .. } => {
+                self.folio_remove_rmap_pte(folio, sub);
+                self.free_swap_cache(folio);
+            }
+            Pte::Swap { entry, .. } => self.swap_free(entry),
             Pte::Migration { folio, sub, .. } => self.folio_remove_rmap_pte(folio, sub),
         }
     }
-
-    /// Drop a reference to a swap slot.
-    pub fn swap_free(&mut self, _entry: crate::pagetable::SwapEntry) {}
 
     /// `free_pgtables`: drop PTE tables whose 2 MiB span no VMA touches any more, and PMD
     /// tables whose 1 GiB span no VMA touches.

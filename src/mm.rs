@@ -45,6 +45,10 @@ pub struct Config {
     pub soft_dirty: bool,
     /// Read-ahead window of regular files in pages (`read_ahead_kb` 8192 on our disks).
     pub readahead_pages: u64,
+    /// Slots of the swap device (`swapon` of a swap file; 0: no swap, so MADV_PAGEOUT leaves
+    /// anonymous memory in place). The oracle enables a 2 GiB swap file for scripts that page
+    /// out, so the default is the same size.
+    pub swap_pages: u32,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             anon_vma_name: false,
             soft_dirty: false,
             readahead_pages: 2048,
+            swap_pages: crate::swap::DEFAULT_SWAP_PAGES,
         }
     }
 }
@@ -180,6 +185,10 @@ pub struct System {
     /// Set when a call needed behaviour the model does not have; the runner reports it
     /// instead of a made-up result.
     pub unsupported: Option<String>,
+    /// The swap device: slot counts, contents and the swap cache.
+    pub swap: crate::swap::SwapDevice,
+    /// Long-term pins by process (`pin`), released by `unpin` or at exit.
+    pub pins: BTreeMap<Pid, Vec<crate::gup::Pin>>,
 }
 
 impl Default for System {
@@ -194,6 +203,7 @@ impl System {
         let z = folios.alloc(Folio::new(0, Mapping::None, PgOff(0)));
         let hz = folios.alloc(Folio::new(HPAGE_PMD_ORDER, Mapping::None, PgOff(0)));
         debug_assert!(z == ZERO_FOLIO && hz == HUGE_ZERO_FOLIO);
+        let swap = crate::swap::SwapDevice::new(cfg.swap_pages);
         System {
             cfg,
             vmas: Arena::default(),
@@ -206,6 +216,8 @@ impl System {
             stats: Stats::default(),
             merge_log: None,
             unsupported: None,
+            swap,
+            pins: BTreeMap::new(),
         }
     }
 

@@ -23,8 +23,8 @@ bitflags! {
     }
 }
 
-/// A swap entry: the swap slot holding the page.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+/// A swap entry (`swp_entry_t`): the slot of the (single) swap device holding the page.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct SwapEntry(pub u32);
 
 /// One page-table entry.
@@ -34,8 +34,9 @@ pub enum Pte {
     None,
     /// Maps page `sub` of `folio`.
     Present { folio: FolioId, sub: u16, flags: PteFlags },
-    /// A swapped-out page.
-    Swap { entry: SwapEntry },
+    /// A swapped-out page; `exclusive` is `pte_swp_exclusive`: the page was PageAnonExclusive
+    /// when `try_to_unmap_one` replaced the present PTE.
+    Swap { entry: SwapEntry, exclusive: bool },
     /// A page under migration (`is_migration_entry`).
     Migration { folio: FolioId, sub: u16, writable: bool },
 }

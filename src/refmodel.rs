@@ -72,6 +72,9 @@ pub struct RefModel {
     /// Set when a call's effect on contents cannot be followed (a multi-VMA mremap that
     /// failed halfway); checking stops then rather than report a false difference.
     pub lost_track: Option<String>,
+    /// Contents of pages given up with MADV_FREE: the kernel may keep or drop each (it drops
+    /// swapped-out ones at once), so a page may still show one of these, or zero.
+    lazy_tags: std::collections::BTreeSet<u64>,
 }
 
 impl Space {
@@ -231,6 +234,18 @@ impl RefModel {
                             sp.private.remove(&p);
                         }
                     }
+                    MADV_FREE => {
+                        let gone: Vec<(u64, u64)> = sp
+                            .private
+                            .range(start..end)
+                            .map(|(k, v)| (*k, *v))
+                            .filter(|(k, _)| matches!(sp.seg_at(*k), Some((_, s)) if s.back == Backing::Anon))
+                            .collect();
+                        for (p, t) in gone {
+                            sp.private.remove(&p);
+                            self.lazy_tags.insert(t);
+                        }
+                    }
                     MADV_DONTFORK | MADV_DOFORK | MADV_WIPEONFORK | MADV_KEEPONFORK => {
                         for (s, e) in sp.mapped_runs(start, end) {
                             sp.split_at(s);
@@ -371,6 +386,33 @@ impl RefModel {
                         }
                     }
                     a += PAGE_SIZE;
+                }
+            }
+            Call::Pin { addr, len } => {
+                // Pinning for write breaks COW: a private file page becomes a private copy of
+                // what it shows now. A failed pin did so for an unknown prefix.
+                let (start, end) = (addr & !(PAGE_SIZE - 1), page_align(addr.saturating_add(*len)));
+                let mut copies = Vec::new();
+                let mut a = start;
+                while a < end {
+                    if let Some(sp) = self.spaces.get(&pid)
+                        && let Some((s, seg)) = sp.seg_at(a)
+                        && matches!(seg.from(s, a).back, Backing::FilePrivate { .. })
+                        && !sp.private.contains_key(&a)
+                    {
+                        copies.push((a, self.read(pid, a).unwrap_or(0)));
+                    }
+                    a += PAGE_SIZE;
+                }
+                if !ok(outcome) {
+                    if !copies.is_empty() {
+                        self.lost_track
+                            .get_or_insert_with(|| "a pin of a private file mapping failed".into());
+                    }
+                    return;
+                }
+                if let Some(sp) = self.spaces.get_mut(&pid) {
+                    sp.private.extend(copies);
                 }
             }
             Call::MapRecord { addr, len, .. } => {
@@ -518,10 +560,15 @@ impl RefModel {
             // Every present page holds what the reference says.
             for pte in sys.pagemap(pid) {
                 let want = self.read(pid, pte.addr).unwrap_or(0);
-                if pte.tag != want {
+                // A swapped-out page holds its slot's contents.
+                let tag = match pte.page {
+                    crate::snapshot::RawPage::Swap => sys.read_tag(p.mm, VirtAddr(pte.addr)).unwrap_or(0),
+                    _ => pte.tag,
+                };
+                if tag != want && !self.lazy_tags.contains(&tag) {
                     return Err(format!(
                         "pid {}: page {:#x} holds {:#x} but the reference says {want:#x}",
-                        pid.0, pte.addr, pte.tag
+                        pid.0, pte.addr, tag
                     ));
                 }
             }
@@ -541,6 +588,7 @@ impl System {
             Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => {
                 return Some(self.folios[folio].pages[sub as usize].tag);
             }
+            Walk::Pte(Pte::Swap { entry, .. }) => return Some(self.swap_read_tag(entry)),
             _ => {}
         }
         let v = &self.vmas[vma];

@@ -254,6 +254,8 @@ impl<'a> Runner<'a> {
                     Err(e) => Expect::Err(e),
                 }
             }
+            Call::Pin { addr, len } => val(sys.sys_pin(pid, *addr, *len)),
+            Call::Unpin { addr, len } => val(sys.sys_unpin(pid, *addr, *len)),
             Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => val(sys.map_record(
                 pid,
                 *addr,

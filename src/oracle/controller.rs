@@ -27,7 +27,8 @@ use super::maps::{FileIds, MapsLine, parse_maps};
 use super::pages::{PM_GUARD_REGION, ptes, read_pagemap, read_tag};
 use super::probe::Probe;
 use super::worker::{
-    BUF_LEN, Cmd, OP_EXIT, OP_FORK, OP_SYSCALL, OP_TAGS, OP_TOUCH, Reply, TAGS_MAX, process_one,
+    BUF_LEN, Cmd, OP_EXIT, OP_FORK, OP_PIN, OP_SYSCALL, OP_TAGS, OP_TOUCH, OP_UNPIN, Reply, TAGS_MAX,
+    process_one,
 };
 use super::{OracleError, WINDOW_END, WINDOW_START};
 
@@ -284,6 +285,11 @@ impl Controller {
         Ok(c)
     }
 
+    /// The real pid of a live script process.
+    pub(crate) fn real_pid(&self, pid: Pid) -> Option<i32> {
+        self.live.get(&pid).map(|w| w.real)
+    }
+
     #[allow(dead_code)]
     pub(crate) fn dir(&self) -> &std::path::Path {
         &self.dir.0
@@ -380,6 +386,12 @@ impl Controller {
                 let mut cmd = Cmd::new(OP_TOUCH);
                 cmd.args[..3].copy_from_slice(&[*addr, *len, *write as u64]);
                 cmd.line = step.line as u64;
+                self.request(step, &cmd)?
+            }
+            Call::Pin { addr, len } | Call::Unpin { addr, len } => {
+                let op = if matches!(step.call, Call::Pin { .. }) { OP_PIN } else { OP_UNPIN };
+                let mut cmd = Cmd::new(op);
+                cmd.args[..2].copy_from_slice(&[*addr, *len]);
                 self.request(step, &cmd)?
             }
             Call::Fork { .. } => return self.fork(step, fork_child),

@@ -49,6 +49,13 @@
 //! marker; SIGBUS for a file or shmem page at or beyond EOF. Otherwise one u64 per page at
 //! offset 0 is read, or written with `snapshot::touch_tag(line, page)`; the result is 0.
 //!
+//! # Swap and pins
+//! A script with MADV_PAGEOUT runs with a swap file enabled (see `swapfile`; refused if
+//! `swapon` fails) and its processes kept on one CPU. `pin(addr, len)` registers the range as
+//! the one fixed buffer of a new io_uring (`IORING_REGISTER_BUFFERS`, which pins with
+//! `FOLL_WRITE | FOLL_LONGTERM`); `unpin` unregisters and closes that ring. A forked worker
+//! closes its copies of its parent's rings, so pins stay with the process that took them.
+//!
 //! # Refused
 //! - addresses outside the window (every address argument, checked before running), a
 //!   NULL-hint mmap, and at run time an mmap/mremap the kernel placed outside the window
@@ -67,6 +74,7 @@ mod fuzz;
 mod maps;
 mod pages;
 mod probe;
+mod swapfile;
 mod validate;
 mod worker;
 
@@ -137,7 +145,14 @@ pub(crate) fn run_native_prefix(
     let probe = probe::probe().map_err(OracleError::Unavailable)?;
     let first = script.steps.first().map_or(Pid(1), |s| s.pid);
     let forks = script.steps.iter().filter(|s| matches!(s.call, Call::Fork { .. })).count();
+    let pageout =
+        script.steps.iter().any(|s| matches!(s.call, Call::Madvise { advice: crate::abi::MADV_PAGEOUT, .. }));
+    // Declared before the controller, so dropped after its workers are gone.
+    let _swap = if pageout { Some(swapfile::SwapGuard::acquire()?) } else { None };
     let mut c = controller::Controller::start(first, forks + 1, probe)?;
+    if pageout && let Some(real) = c.real_pid(first) {
+        swapfile::pin_to_current_cpu(real);
+    }
     let mut max_pid = first;
     let mut out = Vec::with_capacity(script.steps.len());
     for step in &script.steps {

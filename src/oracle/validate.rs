@@ -47,7 +47,9 @@ pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
             Call::Munmap { addr, len }
             | Call::Mprotect { addr, len, .. }
             | Call::Madvise { addr, len, .. }
-            | Call::Touch { addr, len, .. } => in_window(step, "range", *addr, *len)?,
+            | Call::Touch { addr, len, .. }
+            | Call::Pin { addr, len }
+            | Call::Unpin { addr, len } => in_window(step, "range", *addr, *len)?,
             Call::SetVmaAnonName { addr, len, name } => {
                 in_window(step, "range", *addr, *len)?;
                 if let Some(n) = name {

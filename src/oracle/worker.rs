@@ -23,6 +23,22 @@ pub(crate) const OP_EXIT: u64 = 4;
 /// bitmap `buf` (`i < args[1] <= TAGS_MAX`); reply with `args[1]` u64s (0 where unset).
 /// The controller only sets bits of present pages in accessible VMAs: nothing faults.
 pub(crate) const OP_TAGS: u64 = 5;
+/// Pin `[args[0], +args[1])` long term: a new io_uring with the range registered as its one
+/// fixed buffer (`IORING_REGISTER_BUFFERS` pins with `FOLL_WRITE | FOLL_LONGTERM`). The ring
+/// fd is moved to `RING_FD_MIN` or above, so script descriptors keep the model's numbers.
+pub(crate) const OP_PIN: u64 = 6;
+/// Unregister and close the ring this process pinned `[args[0], +args[1])` with; `-EINVAL` if
+/// there is none.
+pub(crate) const OP_UNPIN: u64 = 7;
+/// Most pins one process holds at once.
+pub(crate) const MAX_RINGS: usize = 64;
+/// Ring descriptors live at or above this (below the channel ends at the top of the table).
+const RING_FD_MIN: u64 = 512;
+const IORING_REGISTER_BUFFERS: u64 = 0;
+const IORING_UNREGISTER_BUFFERS: u64 = 1;
+/// `sizeof(struct io_uring_params)`.
+const IO_URING_PARAMS_LEN: usize = 120;
+
 /// Most pages one `OP_TAGS` covers (the bitmap fills `buf`).
 pub(crate) const TAGS_MAX: usize = BUF_LEN * 8;
 
@@ -176,7 +192,61 @@ fn send_tags(fd: i32, cmd: &Cmd) {
     }
 }
 
+/// One pinned range: (addr, len, ring fd); fd < 0 for a free entry.
+type Ring = (u64, u64, i32);
+
+fn pin(rings: &mut [Ring; MAX_RINGS], addr: u64, len: u64) -> i64 {
+    let Some(i) = rings.iter().position(|r| r.2 < 0) else { return -(libc::EMFILE as i64) };
+    let mut params = [0u8; IO_URING_PARAMS_LEN];
+    // SAFETY: io_uring_setup writes at most sizeof(struct io_uring_params) into `params`.
+    let ring = unsafe { raw(libc::SYS_io_uring_setup as u64, [1, params.as_mut_ptr() as u64, 0, 0, 0, 0]) };
+    if ring < 0 {
+        return ring;
+    }
+    let iov = libc::iovec { iov_base: addr as *mut c_void, iov_len: len as usize };
+    // SAFETY: registers one iovec that lives on our stack for the call.
+    let r = unsafe {
+        raw(
+            libc::SYS_io_uring_register as u64,
+            [ring as u64, IORING_REGISTER_BUFFERS, &iov as *const libc::iovec as u64, 1, 0, 0],
+        )
+    };
+    if r < 0 {
+        // SAFETY: closes the ring we just made.
+        unsafe { libc::close(ring as i32) };
+        return r;
+    }
+    // SAFETY: fd bookkeeping on our own descriptors.
+    let high = unsafe {
+        raw(libc::SYS_fcntl as u64, [ring as u64, libc::F_DUPFD_CLOEXEC as u64, RING_FD_MIN, 0, 0, 0])
+    };
+    // SAFETY: closes the low copy.
+    unsafe { libc::close(ring as i32) };
+    if high < 0 {
+        return high;
+    }
+    rings[i] = (addr, len, high as i32);
+    0
+}
+
+fn unpin(rings: &mut [Ring; MAX_RINGS], addr: u64, len: u64) -> i64 {
+    let Some(i) = rings.iter().position(|r| r.2 >= 0 && r.0 == addr && r.1 == len) else {
+        return -(libc::EINVAL as i64);
+    };
+    let fd = rings[i].2;
+    // SAFETY: unregisters the buffers of our own ring (synchronous: the pages are unpinned
+    // on return, while a plain close would leave that to a work queue), then closes it.
+    let r = unsafe {
+        raw(libc::SYS_io_uring_register as u64, [fd as u64, IORING_UNREGISTER_BUFFERS, 0, 0, 0, 0])
+    };
+    // SAFETY: as above.
+    unsafe { libc::close(fd) };
+    rings[i] = (0, 0, -1);
+    r.min(0)
+}
+
 fn worker_loop(mut fd: i32) -> ! {
+    let mut rings: [Ring; MAX_RINGS] = [(0, 0, -1); MAX_RINGS];
     loop {
         let mut cmd = Cmd::new(0);
         // SAFETY: receives into a plain repr(C) value of the right size.
@@ -210,6 +280,11 @@ fn worker_loop(mut fd: i32) -> ! {
                     unsafe {
                         libc::close(fd);
                         fd = child_fd;
+                        // The parent's pins are not the child's: drop its copies of the rings.
+                        for r in rings.iter_mut().filter(|r| r.2 >= 0) {
+                            libc::close(r.2);
+                            *r = (0, 0, -1);
+                        }
                         send_reply(fd, libc::getpid() as i64);
                     }
                     continue;
@@ -223,6 +298,8 @@ fn worker_loop(mut fd: i32) -> ! {
                 r
             }
             OP_EXIT => exit_group(cmd.args[0]),
+            OP_PIN => pin(&mut rings, cmd.args[0], cmd.args[1]),
+            OP_UNPIN => unpin(&mut rings, cmd.args[0], cmd.args[1]),
             OP_TAGS => {
                 send_tags(fd, &cmd);
                 continue;

@@ -123,6 +123,17 @@ pub enum Call {
         len: u64,
         write: bool,
     },
+    /// Pseudo-call: pin every page of the range for write, long term, as io_uring's
+    /// `IORING_REGISTER_BUFFERS` does (`pin_user_pages(FOLL_WRITE | FOLL_LONGTERM)`).
+    Pin {
+        addr: u64,
+        len: u64,
+    },
+    /// Pseudo-call: release the pin this process took with exactly this range.
+    Unpin {
+        addr: u64,
+        len: u64,
+    },
     /// A mapping the kernel made itself (at exec: the ELF image, ld.so, `[stack]`, `[vdso]`,
     /// …), as perf's mmap records show it. Not a syscall: it is installed as is, with
     /// MAP_FIXED semantics. `path` is the file (None for anonymous or a `[special]` name
@@ -162,6 +173,8 @@ impl Call {
             Call::Dup2 { .. } => "dup2",
             Call::Ftruncate { .. } => "ftruncate",
             Call::Touch { .. } => "touch",
+            Call::Pin { .. } => "pin",
+            Call::Unpin { .. } => "unpin",
             Call::MapRecord { .. } => "map_record",
         }
     }

@@ -750,6 +750,11 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
             };
             Call::Touch { addr: num(a, 0, "addr")?, len: num(a, 1, "length")?, write }
         }
+        "pin" | "unpin" => {
+            want(a, &[2])?;
+            let (addr, len) = (num(a, 0, "addr")?, num(a, 1, "length")?);
+            if name == "pin" { Call::Pin { addr, len } } else { Call::Unpin { addr, len } }
+        }
         "map_record" => {
             // map_record(ADDR, LEN, PGOFF, PROT, "p"|"s", DEV, INO, "path"|NULL, "[name]"|NULL)
             want(a, &[9])?;
@@ -968,6 +973,8 @@ pub fn format_call(call: &Call) -> String {
         Call::Touch { addr, len, write } => {
             format!("touch({}, {len}, \"{}\")", ptr(*addr), if *write { "w" } else { "r" })
         }
+        Call::Pin { addr, len } => format!("pin({}, {len})", ptr(*addr)),
+        Call::Unpin { addr, len } => format!("unpin({}, {len})", ptr(*addr)),
     }
 }
 

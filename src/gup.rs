@@ -1,0 +1,145 @@
+//! Long-term pins (mm/gup.c): `pin_user_pages(FOLL_WRITE | FOLL_LONGTERM)`, as io_uring's
+//! `IORING_REGISTER_BUFFERS` takes them (`io_pin_pages`), and `unpin_user_pages`.
+//!
+//! The `pin(addr, len)` pseudo-call pins every page of the range for one registered buffer;
+//! `unpin(addr, len)` releases the buffer pinned with exactly that range by the same process
+//! (io_uring's unregister); a process's pins go when it exits (its ring is closed).
+//!
+//! A pinned folio counts one pin and one reference per pinned page (`folio->_pincount`; the
+//! kernel adds `GUP_PIN_COUNTING_BIAS` to the refcount of a small folio, which only matters
+//! as "more than the mappings"). Fork copies pinned exclusive pages (`copy_present_page`),
+//! reclaim leaves them alone. The pinning mm's `MMF_HAS_PINNED` is implied: only the pinner
+//! can map a pinned page (pinning made it exclusive, and nothing can share it afterwards).
+
+use crate::errno::{Errno, KResult};
+use crate::folio::{FolioId, HUGE_ZERO_FOLIO, ZERO_FOLIO};
+use crate::fs::InodeKind;
+use crate::mm::System;
+use crate::pagetable::{Pte, PteFlags, Walk};
+use crate::types::{PAGE_SIZE, Pid, VirtAddr, page_align};
+use crate::vma::VmFlags;
+
+/// Largest buffer io_uring registers (`io_buffer_validate`: `SZ_1G`).
+const MAX_PIN_BYTES: u64 = 1 << 30;
+
+/// One registered buffer: its range and the folios pinned for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pin {
+    pub addr: u64,
+    pub len: u64,
+    pub folios: Vec<FolioId>,
+}
+
+impl System {
+    /// `pin_user_pages(addr, len, FOLL_WRITE | FOLL_LONGTERM)` for one io_uring buffer: each
+    /// page is faulted in for write unless a writable PTE maps it already (`follow_page_pte`
+    /// with `can_follow_write_pte`), then pinned. A page that cannot be pinned for write (no
+    /// VMA, no `VM_WRITE`, `VM_IO`/`VM_PFNMAP`, a shared regular file mapping that needs dirty
+    /// tracking, a file page beyond EOF) fails the call with EFAULT: the pages pinned so far
+    /// are unpinned (`io_pin_pages`), the faults stay done.
+    pub fn sys_pin(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
+        let mm = self.mm_of(pid)?;
+        if addr == 0 || len == 0 || len > MAX_PIN_BYTES {
+            return Err(Errno::EFAULT);
+        }
+        let start = VirtAddr(addr).page_down();
+        let end = addr.checked_add(len).and_then(page_align).ok_or(Errno::EFAULT)?;
+        let mut pinned: Vec<FolioId> = Vec::new();
+        let mut a = start;
+        while a.0 < end {
+            match self.pin_one(mm, a) {
+                Some(f) => pinned.push(f),
+                None => {
+                    for f in pinned {
+                        self.unpin_folio(f);
+                    }
+                    return Err(Errno::EFAULT);
+                }
+            }
+            a = a.plus(PAGE_SIZE);
+        }
+        self.pins.entry(pid).or_default().push(Pin { addr, len, folios: pinned });
+        Ok(0)
+    }
+
+    /// `__get_user_pages` for one page with `FOLL_WRITE | FOLL_PIN | FOLL_LONGTERM`.
+    fn pin_one(&mut self, mm: crate::mm::MmId, a: VirtAddr) -> Option<FolioId> {
+        let vma = self.mms[mm].vma_lookup(a)?;
+        let v = &self.vmas[vma];
+        // check_vma_flags + writable_file_mapping_allowed
+        if !v.flags.contains(VmFlags::WRITE) || v.flags.intersects(VmFlags::IO | VmFlags::PFNMAP) {
+            return None;
+        }
+        if let Some(file) = v.file {
+            let inode = self.fs.files[file].inode;
+            let regular = matches!(self.fs.inodes[inode].kind, InodeKind::Regular { .. });
+            if regular && v.flags.contains(VmFlags::SHARED) {
+                return None;
+            }
+            if v.linear_page_index(a).0 >= self.fs.size_pages(inode)
+                && !matches!(self.mms[mm].pt.walk(a), Walk::Pte(Pte::Present { .. }) | Walk::Huge { .. })
+            {
+                // do_cow_fault prepares the anon_vma (vmf_anon_prepare) before the read
+                // finds EOF and fails with SIGBUS.
+                if !v.flags.contains(VmFlags::SHARED) {
+                    self.anon_vma_prepare(vma);
+                }
+                return None;
+            }
+        }
+        let writable = match self.mms[mm].pt.walk(a) {
+            Walk::Pte(Pte::Present { flags, .. }) | Walk::Huge { flags, .. } => {
+                flags.contains(PteFlags::WRITE)
+            }
+            _ => false,
+        };
+        if !writable {
+            self.handle_mm_fault(mm, vma, a, true);
+        }
+        let (folio, _sub) = match self.mms[mm].pt.walk(a) {
+            Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => (folio, sub),
+            _ => return None,
+        };
+        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
+            return None;
+        }
+        let f = &mut self.folios[folio];
+        f.pincount += 1;
+        f.extra_refs += 1;
+        Some(folio)
+    }
+
+    /// `unpin_user_page`: drop one pin; the folio goes if that was its last reference.
+    fn unpin_folio(&mut self, folio: FolioId) {
+        let f = &mut self.folios[folio];
+        f.pincount -= 1;
+        f.extra_refs -= 1;
+        self.free_swap_cache(folio);
+        self.folio_put_if_unused(folio);
+    }
+
+    /// `unpin(addr, len)`: unregister the buffer this process pinned with exactly this range
+    /// (`io_sqe_buffers_unregister`); EINVAL if there is none.
+    pub fn sys_unpin(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
+        self.mm_of(pid)?;
+        let list = self.pins.get_mut(&pid).ok_or(Errno::EINVAL)?;
+        let i = list.iter().position(|p| p.addr == addr && p.len == len).ok_or(Errno::EINVAL)?;
+        let pin = list.remove(i);
+        if list.is_empty() {
+            self.pins.remove(&pid);
+        }
+        for f in pin.folios {
+            self.unpin_folio(f);
+        }
+        Ok(0)
+    }
+
+    /// A process exits: its io_uring rings close and their buffers are unpinned.
+    pub fn release_pins(&mut self, pid: Pid) {
+        for pin in self.pins.remove(&pid).unwrap_or_default() {
+            for f in pin.folios {
+                self.unpin_folio(f);
+            }
+        }
+    }
+}
