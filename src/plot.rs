@@ -53,9 +53,9 @@ pub fn perf_line_times(text: &str) -> Vec<Option<f64>> {
                 {
                     return t.parse().ok();
                 }
-                prev_pid = w
-                    .split_once('/')
-                    .is_some_and(|(p, t)| !p.is_empty() && !t.is_empty() && (p.bytes().chain(t.bytes())).all(|c| c.is_ascii_digit()));
+                prev_pid = w.split_once('/').is_some_and(|(p, t)| {
+                    !p.is_empty() && !t.is_empty() && (p.bytes().chain(t.bytes())).all(|c| c.is_ascii_digit())
+                });
             }
             None
         })
@@ -95,6 +95,19 @@ pub fn thin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
     out
 }
 
+/// A count holds until the next step changes it: draw it as a staircase (a horizontal then
+/// a vertical segment between samples), not as slopes that suggest values never held.
+pub fn steps(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut out = Vec::with_capacity(points.len() * 2);
+    for (i, &(x, y)) in points.iter().enumerate() {
+        if i > 0 && points[i - 1].1 != y {
+            out.push((x, points[i - 1].1));
+        }
+        out.push((x, y));
+    }
+    out
+}
+
 /// Replay one trace with each policy and collect its chart. Errors name the trace.
 pub fn chart_for(path: &Path, policies: &[&str]) -> Result<Chart, String> {
     let (script, _) = crate::import::read_trace(path).map_err(|e| e.to_string())?;
@@ -110,14 +123,23 @@ pub fn chart_for(path: &Path, policies: &[&str]) -> Result<Chart, String> {
         let mut samples: Vec<VmaSample> = Vec::with_capacity(script.steps.len());
         let out = replay_script_observed(&script, &opts, 0, &mut |_| {}, &mut |s| samples.push(s))
             .map_err(|e| format!("{name} ({p}): {e}"))?;
+        // A step carries the time of its call's entry, and steps are replayed in the order
+        // the calls returned: an overlapping call of another CPU may have entered earlier.
+        // The x of a step is the latest time seen so far, so that the line only goes forward.
+        let mut latest = 0.0f64;
         let points: Vec<(f64, f64)> = samples
             .iter()
             .map(|s| {
                 let x = if timed { step_time(s.line).unwrap_or(t0) - t0 } else { s.index as f64 };
-                (x, s.all as f64)
+                latest = latest.max(x);
+                (latest, s.all as f64)
             })
             .collect();
-        series.push(Series { policy: p.to_string(), points: thin(&points, MAX_POINTS), peak: out.vmas_peak });
+        series.push(Series {
+            policy: p.to_string(),
+            points: steps(&thin(&points, MAX_POINTS)),
+            peak: out.vmas_peak,
+        });
     }
     Ok(Chart { trace: name, timed, steps: script.steps.len(), series })
 }
@@ -163,16 +185,20 @@ pub fn render_svg(charts: &[Chart]) -> Result<String, String> {
     Ok(svg)
 }
 
-fn draw_chart<DB: DrawingBackend>(c: &Chart, area: &DrawingArea<DB, plotters::coord::Shift>) -> Result<(), String>
+fn draw_chart<DB: DrawingBackend>(
+    c: &Chart,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let x_max = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(0.0f64, f64::max);
     let y_max = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0f64, f64::max);
-    // Some headroom, and a non-empty range for a trace of one step or no VMA.
+    // A non-empty range for a trace of one step or no VMA, and headroom above the highest
+    // point for the legend, so that it never hides the line.
     let x_max = if x_max > 0.0 { x_max } else { 1.0 };
-    let y_max = (y_max * 1.1).max(1.0).ceil();
+    let y_max = (y_max * 1.4).max(1.0).ceil();
     let caption = format!("{} ({} steps)", c.trace, c.steps);
     let mut ch = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 16))
@@ -181,7 +207,8 @@ where
         .y_label_area_size(56)
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)
         .map_err(err)?;
-    let x_desc = if c.timed { "trace time (seconds since the first step)" } else { "step (call index in the script)" };
+    let x_desc =
+        if c.timed { "trace time (seconds since the first step)" } else { "step (call index in the script)" };
     let timed = c.timed;
     let small_x = x_max < 10.0;
     ch.configure_mesh()
@@ -191,7 +218,13 @@ where
         .y_labels(6)
         .light_line_style(WHITE)
         .x_label_formatter(&|x: &f64| {
-            if timed && small_x { format!("{x:.2}") } else if timed { format!("{x:.1}") } else { format!("{x:.0}") }
+            if timed && small_x {
+                format!("{x:.2}")
+            } else if timed {
+                format!("{x:.1}")
+            } else {
+                format!("{x:.0}")
+            }
         })
         .y_label_formatter(&|y: &f64| format!("{y:.0}"))
         .axis_desc_style(("sans-serif", 13))
@@ -200,7 +233,8 @@ where
         .map_err(err)?;
     for (i, s) in c.series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let label = format!("policy {}: peak {} VMAs ({} anonymous)", s.policy, s.peak.0, s.peak.1);
+        let label =
+            format!("policy {}: VMAs of all processes, peak {} ({} anonymous)", s.policy, s.peak.0, s.peak.1);
         ch.draw_series(LineSeries::new(s.points.iter().copied(), colour.stroke_width(2)))
             .map_err(err)?
             .label(label)
@@ -208,7 +242,7 @@ where
             .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], colour.filled()));
     }
     ch.configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 12))
@@ -241,7 +275,8 @@ mod tests {
 
     #[test]
     fn thinning_keeps_extremes() {
-        let pts: Vec<(f64, f64)> = (0..10_000).map(|i| (i as f64, if i == 5555 { 99.0 } else { 1.0 })).collect();
+        let pts: Vec<(f64, f64)> =
+            (0..10_000).map(|i| (i as f64, if i == 5555 { 99.0 } else { 1.0 })).collect();
         let t = thin(&pts, 100);
         assert!(t.len() <= 110);
         assert!(t.contains(&(5555.0, 99.0)));

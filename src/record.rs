@@ -52,7 +52,8 @@ pub const OTHER_EVENTS: &[&str] = &[
 
 /// Events without which a recording is useless to the importer: without the mmap
 /// tracepoints no mapping is seen, without the fault tracepoint no page is.
-const REQUIRED: &[&str] = &["syscalls:sys_enter_mmap", "syscalls:sys_exit_mmap", "exceptions:page_fault_user"];
+const REQUIRED: &[&str] =
+    &["syscalls:sys_enter_mmap", "syscalls:sys_exit_mmap", "exceptions:page_fault_user"];
 
 /// Where tracefs may be mounted; perf looks in the same places.
 const TRACEFS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -156,7 +157,11 @@ fn perf_version() -> Result<String, RecordError> {
         .map_err(|e| RecordError::PerfMissing(e.to_string()))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        return Err(RecordError::PerfMissing(if err.is_empty() { "perf --version failed".into() } else { err }));
+        return Err(RecordError::PerfMissing(if err.is_empty() {
+            "perf --version failed".into()
+        } else {
+            err
+        }));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -271,7 +276,9 @@ mod tests {
 
     #[test]
     fn permission_words() {
-        assert!(is_permission_problem("Error:\nAccess to performance monitoring... perf_event_paranoid setting is 4"));
+        assert!(is_permission_problem(
+            "Error:\nAccess to performance monitoring... perf_event_paranoid setting is 4"
+        ));
         assert!(!is_permission_problem("event syntax error: 'foo'"));
     }
 

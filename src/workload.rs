@@ -186,7 +186,8 @@ impl Workload {
     /// The workload parsed as a script named `name`.
     pub fn script(&self, seed: u64, name: &str) -> Result<Script, WorkloadError> {
         let text = self.script_text(seed)?;
-        crate::script::parse_str(name, &text).map_err(|e| bad(format!("generated script does not parse: {e}")))
+        crate::script::parse_str(name, &text)
+            .map_err(|e| bad(format!("generated script does not parse: {e}")))
     }
 }
 
@@ -254,7 +255,8 @@ impl Writer {
         let _ = writeln!(self.text, "{pid} munmap({addr:#x}, {len}) = 0");
     }
     fn touch(&mut self, pid: u32, addr: u64, len: u64, write: bool) {
-        let _ = writeln!(self.text, "{pid} touch({addr:#x}, {len}, \"{}\") = 0", if write { "w" } else { "r" });
+        let _ =
+            writeln!(self.text, "{pid} touch({addr:#x}, {len}, \"{}\") = 0", if write { "w" } else { "r" });
     }
     /// A move to a chosen place (`MREMAP_MAYMOVE|MREMAP_FIXED`).
     fn move_to(&mut self, pid: u32, old: u64, old_len: u64, new_len: u64, to: u64) {
@@ -302,7 +304,13 @@ fn stitch(w: &mut Writer, rng: &mut SmallRng, p: &StitchParams) -> Result<(), Wo
     if (p.pieces as u64).saturating_mul(p.max_pages) > (1 << 30) / PAGE {
         return Err(bad("stitch: pieces x max pages must fit in 1 GiB (the gather range)"));
     }
-    w.comment(&format!("{} pieces of {}..={} pages, {:.0}% written, moved together", p.pieces, p.min_pages, p.max_pages, frac * 100.0));
+    w.comment(&format!(
+        "{} pieces of {}..={} pages, {:.0}% written, moved together",
+        p.pieces,
+        p.min_pages,
+        p.max_pages,
+        frac * 100.0
+    ));
     // Source slots 1 GiB apart leave room for any piece size allowed, the gather range
     // starts below them.
     let gather = BASE;
@@ -460,10 +468,7 @@ fn forkserver(w: &mut Writer, rng: &mut SmallRng, p: &ForkserverParams) -> Resul
     if p.pool_pages < 2 || p.pool_pages > 1 << 16 {
         return Err(bad("forkserver: --pool-pages must be in 2..=65536"));
     }
-    w.comment(&format!(
-        "{} workers, {} at once, a pool of {} pages",
-        p.workers, p.concurrent, p.pool_pages
-    ));
+    w.comment(&format!("{} workers, {} at once, a pool of {} pages", p.workers, p.concurrent, p.pool_pages));
     let pool = BASE;
     let pool_len = p.pool_pages * PAGE;
     let table = BASE + (1 << 30);
