@@ -469,6 +469,11 @@ impl ReplayState {
             return outcome;
         }
         let mut class = classify(&step.call, &outcome);
+        // A recorded SIGBUS is a fault past EOF: replay makes files as long as their
+        // mappings need (the trace does not show their sizes), so the model serves it.
+        if expected == Expect::Signal(Signal::SIGBUS) {
+            class = DivClass::File;
+        }
         // No VMA where the kernel had one: if no recorded call ever mapped the address, the
         // call that did is missing from the trace.
         let unmapped_at = match (&step.call, outcome) {
