@@ -76,6 +76,8 @@ pub enum RecordError {
     MissingTracepoints(String),
     #[error("nothing to run: give the program after `--`")]
     NoCommand,
+    #[error("{0}: no such program (not a file, nor found in PATH)")]
+    NoProgram(String),
     #[error("{0}")]
     Io(String),
     #[error("perf failed: {0}")]
@@ -174,6 +176,15 @@ fn is_permission_problem(stderr: &str) -> bool {
         .any(|k| s.contains(k))
 }
 
+/// Whether `prog` names a file (with a `/`) or is found in `PATH`, as execvp would look.
+fn program_exists(prog: &str) -> bool {
+    if prog.contains('/') {
+        return Path::new(prog).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(prog).is_file()))
+}
+
 /// A temporary file removed when dropped, so that a failed recording leaves no perf.data.
 struct TempFile(PathBuf);
 
@@ -189,6 +200,10 @@ pub fn record(out: &Path, command: &[String]) -> Result<RecordSummary, RecordErr
     let Some((prog, args)) = command.split_first() else {
         return Err(RecordError::NoCommand);
     };
+    // perf -q says nothing when the workload cannot be run: look for it first.
+    if !program_exists(prog) {
+        return Err(RecordError::NoProgram(prog.clone()));
+    }
     perf_version()?;
     let wanted = wanted_events();
     let have = available(&wanted)?;
@@ -280,6 +295,13 @@ mod tests {
             "Error:\nAccess to performance monitoring... perf_event_paranoid setting is 4"
         ));
         assert!(!is_permission_problem("event syntax error: 'foo'"));
+    }
+
+    #[test]
+    fn missing_program() {
+        let cmd = vec!["/nonexistent/prog".to_string()];
+        assert!(matches!(record(Path::new("/nonexistent/x"), &cmd), Err(RecordError::NoProgram(_))));
+        assert!(program_exists("sh"));
     }
 
     #[test]
