@@ -24,7 +24,9 @@ pub mod mmap;
 pub mod mprotect;
 pub mod mremap;
 pub mod pagetable;
+pub mod plot;
 pub mod procfs;
+pub mod record;
 pub mod refmodel;
 pub mod replay;
 pub mod report;
@@ -36,6 +38,7 @@ pub mod stats;
 pub mod swap;
 pub mod types;
 pub mod vma;
+pub mod workload;
 
 #[cfg(target_os = "linux")]
 pub mod oracle;

@@ -73,10 +73,91 @@ enum Cmd {
         #[arg(long, value_name = "N", default_value_t = anonmm::replay::MAX_EXAMPLES)]
         examples: usize,
     },
+    /// Record a program's memory-management trace with perf (the events of
+    /// shared/record.sh) as `perf script` text, for `import`, `replay` and `plot`.
+    ///
+    /// Needs perf (Debian: `apt-get install linux-perf`) and permission to trace (root, or
+    /// `kernel.perf_event_paranoid` lowered). Tracepoints the running kernel lacks are left
+    /// out. Exit status: the program's own when recorded, 2 when perf cannot record.
+    Record {
+        /// Where to write the text (zstd-compressed when it ends in `.zst`).
+        #[arg(short, long, value_name = "OUT")]
+        out: std::path::PathBuf,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Write a synthetic workload as a script (addresses in the oracle's window, every
+    /// placement fixed, every result recorded), deterministic for a seed.
+    ///
+    /// Run it with `anonmm run`, `anonmm replay` or `anonmm oracle diff`.
+    Gen {
+        #[command(subcommand)]
+        kind: GenKind,
+    },
+    /// Plot VMA counts over each trace's time (perf timestamps, or the step index of a
+    /// script) as an SVG: one chart per trace, one line per policy.
+    Plot {
+        #[arg(required = true, value_name = "TRACE")]
+        traces: Vec<PathBuf>,
+        /// A policy name, or `all` for every known one.
+        #[arg(long, value_name = "NAME|all", default_value = "kernel")]
+        policy: String,
+        /// Where to write the SVG.
+        #[arg(short, long, value_name = "OUT.svg")]
+        out: PathBuf,
+    },
     /// Run scripts on the real kernel.
     Oracle {
         #[command(subcommand)]
         cmd: OracleCmd,
+    },
+}
+
+/// The synthetic workloads of `anonmm gen`.
+#[derive(Subcommand)]
+enum GenKind {
+    /// Pieces of memory, mapped far apart and (a chosen fraction) written, then moved one
+    /// behind the other with mremap FIXED: faulted pieces keep their anon_vma and page
+    /// offsets, so Linux keeps them as separate VMAs.
+    Stitch {
+        #[command(flatten)]
+        common: anonmm::workload::Common,
+        #[command(flatten)]
+        p: anonmm::workload::StitchParams,
+    },
+    /// A glibc-like allocator: blocks as their own anonymous mappings, grown in place with
+    /// mremap when the space after is free, else moved (MAYMOVE|FIXED to the first free
+    /// place), freed with munmap, written; with read-only and PROT_NONE mappings among them.
+    Realloc {
+        #[command(flatten)]
+        common: anonmm::workload::Common,
+        #[command(flatten)]
+        p: anonmm::workload::ReallocParams,
+    },
+    /// A parent that maps and writes a pool, then forks workers which move part of the
+    /// inherited pool (mremap FIXED), write (COW), map scratch memory and exit, while the
+    /// parent keeps writing.
+    Forkserver {
+        #[command(flatten)]
+        common: anonmm::workload::Common,
+        #[command(flatten)]
+        p: anonmm::workload::ForkserverParams,
+    },
+    /// An arena allocator: blocks bump-allocated and written, some freed (munmap), the live
+    /// ones compacted toward the arena start with mremap FIXED, in rounds.
+    Compact {
+        #[command(flatten)]
+        common: anonmm::workload::Common,
+        #[command(flatten)]
+        p: anonmm::workload::CompactParams,
+    },
+    /// The fuzzer's random scripts (every call and flag, files, shared memory, forks).
+    Random {
+        #[command(flatten)]
+        common: anonmm::workload::Common,
+        #[command(flatten)]
+        p: anonmm::workload::RandomParams,
     },
 }
 
@@ -125,6 +206,9 @@ fn main() -> ExitCode {
         Cmd::Replay { traces, policy, format, check, examples } => {
             cmd_replay(&traces, &policy, &format, check, examples)
         }
+        Cmd::Record { out, command } => cmd_record(&out, &command),
+        Cmd::Gen { kind } => cmd_gen(kind),
+        Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy, &out),
         Cmd::Oracle { cmd } => oracle(cmd),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(2))
@@ -281,6 +365,78 @@ fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, check: bool, examp
     // A closed stdout (`| head`) is not worth a panic.
     let _ = std::io::stdout().write_all(text.as_bytes());
     code
+}
+
+fn cmd_record(out: &std::path::Path, command: &[String]) -> i32 {
+    match anonmm::record::record(out, command) {
+        Ok(sum) => {
+            eprintln!(
+                "anonmm record: {} lines, {} bytes written to {}",
+                sum.lines,
+                sum.bytes,
+                sum.out.display()
+            );
+            if !sum.missing.is_empty() {
+                eprintln!("  tracepoints this kernel lacks (left out): {}", sum.missing.join(" "));
+            }
+            // The program's own status, as a shell wrapper would pass it on.
+            sum.status.unwrap_or(0)
+        }
+        Err(e) => {
+            eprintln!("anonmm record: {e}");
+            2
+        }
+    }
+}
+
+fn cmd_gen(kind: GenKind) -> i32 {
+    use anonmm::workload::Workload;
+    let (common, w) = match kind {
+        GenKind::Stitch { common, p } => (common, Workload::Stitch(p)),
+        GenKind::Realloc { common, p } => (common, Workload::Realloc(p)),
+        GenKind::Forkserver { common, p } => (common, Workload::Forkserver(p)),
+        GenKind::Compact { common, p } => (common, Workload::Compact(p)),
+        GenKind::Random { common, p } => (common, Workload::Random(p)),
+    };
+    let text = match w.script_text(common.seed) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("anonmm gen {}: {e}", w.name());
+            return 2;
+        }
+    };
+    match &common.out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("{}: cannot write: {e}", path.display());
+                return 2;
+            }
+        }
+        None => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(text.as_bytes());
+        }
+    }
+    0
+}
+
+fn cmd_plot(traces: &[PathBuf], policy: &str, out: &std::path::Path) -> i32 {
+    use anonmm::report::POLICIES;
+    let policies: Vec<&str> = match policy {
+        "all" => POLICIES.to_vec(),
+        p if POLICIES.contains(&p) => vec![p],
+        p => {
+            eprintln!("unknown policy `{p}` (known: {}, or all)", POLICIES.join(", "));
+            return 2;
+        }
+    };
+    match anonmm::plot::plot(traces, &policies, out) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("anonmm plot: {e}");
+            2
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]

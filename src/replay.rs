@@ -469,6 +469,11 @@ impl ReplayState {
             return outcome;
         }
         let mut class = classify(&step.call, &outcome);
+        // A recorded SIGBUS is a fault past EOF: replay makes files as long as their
+        // mappings need (the trace does not show their sizes), so the model serves it.
+        if expected == Expect::Signal(Signal::SIGBUS) {
+            class = DivClass::File;
+        }
         // No VMA where the kernel had one: if no recorded call ever mapped the address, the
         // call that did is missing from the trace.
         let unmapped_at = match (&step.call, outcome) {
@@ -554,6 +559,31 @@ pub fn replay_script(
     max_examples: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<ReplayOutcome, crate::run::RunError> {
+    replay_script_observed(script, opts, max_examples, progress, &mut |_| {})
+}
+
+/// The VMAs held after one replayed step, for a series over the trace (`anonmm plot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmaSample {
+    /// Index of the step in the script (0-based).
+    pub index: usize,
+    /// The step's line in the trace (perf lines carry a timestamp that `plot` looks up).
+    pub line: usize,
+    /// VMAs of all live processes, and those without a file.
+    pub all: usize,
+    pub anon: usize,
+}
+
+/// `replay_script`, telling `observe` the VMA counts after every step (also after a step
+/// skipped because its process does not exist, so that the series has one sample per step).
+/// A step that stopped the replay with a broken invariant is not observed.
+pub fn replay_script_observed(
+    script: &crate::script::Script,
+    opts: &crate::run::RunOptions,
+    max_examples: usize,
+    progress: &mut dyn FnMut(usize),
+    observe: &mut dyn FnMut(VmaSample),
+) -> Result<ReplayOutcome, crate::run::RunError> {
     use crate::run::{RunError, Runner};
     let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
     let mut runner = Runner::new(script, &opts)?;
@@ -565,14 +595,17 @@ pub fn replay_script(
         if i % 1024 == 0 {
             progress(i);
         }
+        let (all, anon) = runner.result.vmas_now;
+        let sample = VmaSample { index: i, line: step.line, all, anon };
         if !runner.sys.procs.contains_key(&step.pid) {
             if let Some(r) = &mut runner.replay {
                 r.no_process(step);
             }
+            observe(sample);
             continue;
         }
-        match runner.step(step, false) {
-            Ok(_) => {}
+        let (all, anon) = match runner.step(step, false) {
+            Ok(_) => runner.result.vmas_now,
             Err(e @ RunError::Invariant { .. }) => {
                 invariant = Some(e.to_string());
                 break;
@@ -583,8 +616,11 @@ pub fn replay_script(
                         step.expect.map_or_else(|| "?".into(), |x| format_result_for(&step.call, &x));
                     r.record(ReplayState::divergence(DivClass::Model, step, expected, e.to_string()));
                 }
+                // The step stopped before the runner counted: count here.
+                count_vmas(&runner.sys)
             }
-        }
+        };
+        observe(VmaSample { all, anon, ..sample });
     }
     progress(script.steps.len());
     let replay = runner.replay.take().unwrap_or_default();

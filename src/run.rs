@@ -59,6 +59,9 @@ pub struct RunResult {
     pub trace: Vec<(usize, String)>,
     /// The most VMAs the live address spaces held after any step: (all, anonymous).
     pub vmas_peak: (usize, usize),
+    /// The VMAs the live address spaces hold after the last step run: (all, anonymous).
+    /// Kept so that observers of a run (`anonmm plot`'s per-step series) need not count again.
+    pub vmas_now: (usize, usize),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +156,7 @@ impl<'a> Runner<'a> {
         }
         let (all, anon) = count_vmas(&self.sys);
         self.result.vmas_peak = (self.result.vmas_peak.0.max(all), self.result.vmas_peak.1.max(anon));
+        self.result.vmas_now = (all, anon);
         let result = format_result_for(&step.call, &outcome);
         if let Some(exp) = step.expect
             && exp != outcome

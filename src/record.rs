@@ -1,0 +1,311 @@
+//! `anonmm record`: capture a real program's memory-management trace with `perf`, in the
+//! exact form `shared/record.sh` produces, so that `anonmm import` and `anonmm replay` read it.
+//!
+//! The events are those of record.sh: the memory system calls entered and exited (so that a
+//! call's arguments and its result pair up), fork/exec/exit (so that address spaces are
+//! followed), `exceptions:page_fault_user` (the faults that populate memory), `-d` (data
+//! addresses), and `perf script --show-mmap-events` (the mappings the kernel makes at exec,
+//! which no system call shows). A tracepoint the running kernel lacks (a syscall added later,
+//! or compiled out) is left out rather than failing the whole recording: perf refuses an
+//! unknown event outright.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The system calls whose enter and exit tracepoints are recorded (record.sh's list).
+pub const SYSCALLS: &[&str] = &[
+    "mmap",
+    "munmap",
+    "mremap",
+    "mprotect",
+    "pkey_mprotect",
+    "brk",
+    "madvise",
+    "mlock",
+    "mlock2",
+    "munlock",
+    "mlockall",
+    "munlockall",
+    "openat",
+    "close",
+    "dup",
+    "dup2",
+    "dup3",
+    "prctl",
+    "memfd_create",
+    "shmat",
+    "shmdt",
+    "execve",
+    "exit",
+    "exit_group",
+];
+
+/// The other tracepoints: process life (the importer follows forks, execs and exits) and
+/// user page faults (with `error_code`, telling reads from writes).
+pub const OTHER_EVENTS: &[&str] = &[
+    "sched:sched_process_fork",
+    "sched:sched_process_exit",
+    "sched:sched_process_exec",
+    "exceptions:page_fault_user",
+];
+
+/// Events without which a recording is useless to the importer: without the mmap
+/// tracepoints no mapping is seen, without the fault tracepoint no page is.
+const REQUIRED: &[&str] =
+    &["syscalls:sys_enter_mmap", "syscalls:sys_exit_mmap", "exceptions:page_fault_user"];
+
+/// Where tracefs may be mounted; perf looks in the same places.
+const TRACEFS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+/// Why a recording could not be made. Each message says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(
+        "perf is not installed or does not run ({0}); install it (Debian: `apt-get install linux-perf`, \
+         Ubuntu: `apt-get install linux-tools-$(uname -r)`, Fedora: `dnf install perf`)"
+    )]
+    PerfMissing(String),
+    #[error(
+        "perf may not trace here: {0}\n  run as root, or lower `kernel.perf_event_paranoid` \
+         (`sysctl -w kernel.perf_event_paranoid=-1`) and make tracefs readable \
+         (`mount -t tracefs nodev /sys/kernel/tracing`)"
+    )]
+    NotPermitted(String),
+    #[error("the running kernel lacks tracepoints the importer needs: {0}")]
+    MissingTracepoints(String),
+    #[error("nothing to run: give the program after `--`")]
+    NoCommand,
+    #[error("{0}: no such program (not a file, nor found in PATH)")]
+    NoProgram(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("perf failed: {0}")]
+    PerfFailed(String),
+}
+
+/// What a recording gave.
+#[derive(Clone, Debug, Default)]
+pub struct RecordSummary {
+    pub out: PathBuf,
+    /// Lines of `perf script` text written.
+    pub lines: usize,
+    /// Bytes written (compressed when OUT ends in `.zst`).
+    pub bytes: u64,
+    /// Tracepoints of record.sh's list the running kernel does not have (left out).
+    pub missing: Vec<String>,
+    /// The program's exit status as perf reported it (perf returns the workload's status).
+    pub status: Option<i32>,
+}
+
+/// The full list of events record.sh asks for, in its order.
+pub fn wanted_events() -> Vec<String> {
+    let mut ev = Vec::new();
+    for s in SYSCALLS {
+        ev.push(format!("syscalls:sys_enter_{s}"));
+        ev.push(format!("syscalls:sys_exit_{s}"));
+    }
+    ev.extend(OTHER_EVENTS.iter().map(|s| s.to_string()));
+    ev
+}
+
+/// Tracepoint names (`system:event`) in `perf list tracepoint` output: lines like
+/// `  syscalls:sys_enter_mmap                            [Tracepoint event]`.
+pub fn parse_perf_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains("[Tracepoint event]"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.contains(':'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Which of `wanted` exist on the running kernel: looked up in tracefs when it is mounted
+/// and readable, else asked of `perf list` (which mounts tracefs itself when it can).
+fn available(wanted: &[String]) -> Result<Vec<String>, RecordError> {
+    for root in TRACEFS {
+        let events = Path::new(root).join("events");
+        if events.join("syscalls").is_dir() || events.join("sched").is_dir() {
+            return Ok(wanted
+                .iter()
+                .filter(|e| {
+                    let (sys, name) = e.split_once(':').unwrap_or(("", e));
+                    events.join(sys).join(name).is_dir()
+                })
+                .cloned()
+                .collect());
+        }
+    }
+    let out = Command::new("perf")
+        .args(["list", "tracepoint"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| RecordError::PerfMissing(e.to_string()))?;
+    let listed = parse_perf_list(&String::from_utf8_lossy(&out.stdout));
+    if listed.is_empty() {
+        return Err(RecordError::NotPermitted(
+            "`perf list tracepoint` shows no tracepoint (tracefs not mounted or not readable)".into(),
+        ));
+    }
+    Ok(wanted.iter().filter(|e| listed.contains(e)).cloned().collect())
+}
+
+/// Check that perf runs at all: the Debian `perf` wrapper exists without a matching binary.
+fn perf_version() -> Result<String, RecordError> {
+    let out = Command::new("perf")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| RecordError::PerfMissing(e.to_string()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(RecordError::PerfMissing(if err.is_empty() {
+            "perf --version failed".into()
+        } else {
+            err
+        }));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Whether perf's complaint is about permissions rather than the program or the events.
+fn is_permission_problem(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    ["perf_event_paranoid", "permission denied", "no permission", "eacces", "operation not permitted"]
+        .iter()
+        .any(|k| s.contains(k))
+}
+
+/// Whether `prog` names a file (with a `/`) or is found in `PATH`, as execvp would look.
+fn program_exists(prog: &str) -> bool {
+    if prog.contains('/') {
+        return Path::new(prog).is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(prog).is_file()))
+}
+
+/// A temporary file removed when dropped, so that a failed recording leaves no perf.data.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Record `command` under perf and write the `perf script` text to `out` (zstd-compressed
+/// when `out` ends in `.zst`). The program's standard output and error pass through to ours.
+pub fn record(out: &Path, command: &[String]) -> Result<RecordSummary, RecordError> {
+    let Some((prog, args)) = command.split_first() else {
+        return Err(RecordError::NoCommand);
+    };
+    // perf -q says nothing when the workload cannot be run: look for it first.
+    if !program_exists(prog) {
+        return Err(RecordError::NoProgram(prog.clone()));
+    }
+    perf_version()?;
+    let wanted = wanted_events();
+    let have = available(&wanted)?;
+    let missing: Vec<String> = wanted.iter().filter(|e| !have.contains(e)).cloned().collect();
+    let lacking: Vec<&str> = REQUIRED.iter().copied().filter(|r| !have.iter().any(|h| h == r)).collect();
+    if !lacking.is_empty() {
+        return Err(RecordError::MissingTracepoints(lacking.join(", ")));
+    }
+    let data = TempFile(std::env::temp_dir().join(format!("anonmm-record-{}.data", std::process::id())));
+    let mut cmd = Command::new("perf");
+    cmd.args(["record", "-q", "-d", "-m", "4096", "-o"]).arg(&data.0);
+    for e in &have {
+        cmd.args(["-e", e]);
+    }
+    cmd.arg("--").arg(prog).args(args);
+    // perf's own complaints come on stderr; keep them to explain a failure, and pass the
+    // program's through afterwards.
+    let rec = cmd
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| RecordError::PerfMissing(e.to_string()))?;
+    let rec_err = String::from_utf8_lossy(&rec.stderr).to_string();
+    let recorded = std::fs::metadata(&data.0).map(|m| m.len() > 0).unwrap_or(false);
+    if !recorded {
+        let why = rec_err.trim().to_string();
+        if is_permission_problem(&why) {
+            return Err(RecordError::NotPermitted(why));
+        }
+        return Err(RecordError::PerfFailed(if why.is_empty() {
+            format!("perf record wrote no data (exit status {:?})", rec.status.code())
+        } else {
+            why
+        }));
+    }
+    let _ = std::io::stderr().write_all(rec_err.as_bytes());
+    let script = Command::new("perf")
+        .args(["script", "-i"])
+        .arg(&data.0)
+        .args(["--show-mmap-events", "-F", "comm,pid,tid,time,event,trace"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| RecordError::PerfFailed(format!("perf script: {e}")))?;
+    if script.stdout.is_empty() {
+        return Err(RecordError::PerfFailed("perf script printed nothing".into()));
+    }
+    let lines = script.stdout.iter().filter(|&&b| b == b'\n').count();
+    let bytes = write_maybe_zst(out, &script.stdout)?;
+    Ok(RecordSummary { out: out.to_path_buf(), lines, bytes, missing, status: rec.status.code() })
+}
+
+/// Write `text` to `out`, zstd-compressed when the name ends in `.zst`; the bytes written.
+pub fn write_maybe_zst(out: &Path, text: &[u8]) -> Result<u64, RecordError> {
+    let io = |e: std::io::Error| RecordError::Io(format!("{}: cannot write: {e}", out.display()));
+    let body = if out.extension().is_some_and(|e| e == "zst") {
+        // Level 19: traces are text with much repetition, and are kept in the repository.
+        zstd::stream::encode_all(text, 19).map_err(io)?
+    } else {
+        text.to_vec()
+    };
+    std::fs::write(out, &body).map_err(io)?;
+    Ok(body.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_record_sh_s() {
+        let ev = wanted_events();
+        assert_eq!(ev.len(), SYSCALLS.len() * 2 + OTHER_EVENTS.len());
+        assert_eq!(ev[0], "syscalls:sys_enter_mmap");
+        assert_eq!(ev[1], "syscalls:sys_exit_mmap");
+        assert!(ev.contains(&"exceptions:page_fault_user".to_string()));
+    }
+
+    #[test]
+    fn perf_list_is_parsed() {
+        let text = "\nList of pre-defined events:\n\n  syscalls:sys_enter_mmap                            [Tracepoint event]\n  sched:sched_process_fork                           [Tracepoint event]\n  cycles                                             [Hardware event]\n";
+        assert_eq!(parse_perf_list(text), vec!["syscalls:sys_enter_mmap", "sched:sched_process_fork"]);
+    }
+
+    #[test]
+    fn permission_words() {
+        assert!(is_permission_problem(
+            "Error:\nAccess to performance monitoring... perf_event_paranoid setting is 4"
+        ));
+        assert!(!is_permission_problem("event syntax error: 'foo'"));
+    }
+
+    #[test]
+    fn missing_program() {
+        let cmd = vec!["/nonexistent/prog".to_string()];
+        assert!(matches!(record(Path::new("/nonexistent/x"), &cmd), Err(RecordError::NoProgram(_))));
+        assert!(program_exists("sh"));
+    }
+
+    #[test]
+    fn no_command() {
+        assert!(matches!(record(Path::new("/nonexistent/x"), &[]), Err(RecordError::NoCommand)));
+    }
+}
