@@ -57,7 +57,6 @@ fn bad_usage_exits_2() {
 }
 
 #[test]
-#[ignore = "needs the model"]
 fn run_good_script_prints_maps() {
     let path = script("good.strace", GOOD);
     let out = anonmm(&["run", "--check", path.to_str().unwrap()]);
@@ -68,7 +67,6 @@ fn run_good_script_prints_maps() {
 }
 
 #[test]
-#[ignore = "needs the model"]
 fn run_json_has_one_step_per_call() {
     let path = script("good_json.strace", GOOD);
     let out = anonmm(&["run", "--json", path.to_str().unwrap()]);
@@ -85,7 +83,6 @@ fn run_json_has_one_step_per_call() {
 }
 
 #[test]
-#[ignore = "needs the model"]
 fn run_mismatch_exits_1() {
     let path = script("mismatch.strace", "1 munmap(0x200000000000, 4096) = -1 EINVAL (Invalid argument)\n");
     let out = anonmm(&["run", path.to_str().unwrap()]);
@@ -96,7 +93,6 @@ fn run_mismatch_exits_1() {
 }
 
 #[test]
-#[ignore = "needs the model"]
 fn run_bad_input_exits_2() {
     // A call from a process that does not exist.
     let path = script("no_proc.strace", "1 fork() = 2\n7 brk(NULL)\n");
