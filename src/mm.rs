@@ -49,6 +49,8 @@ pub struct Config {
     /// anonymous memory in place). The oracle enables a 2 GiB swap file for scripts that page
     /// out, so the default is the same size.
     pub swap_pages: u32,
+    /// `totalram_pages()`: MemTotal of our machines, for heuristic overcommit.
+    pub ram_pages: u64,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             soft_dirty: false,
             readahead_pages: 2048,
             swap_pages: crate::swap::DEFAULT_SWAP_PAGES,
+            ram_pages: 24_684_084 / 4,
         }
     }
 }

@@ -323,11 +323,16 @@ impl System {
         pgoff: PgOff,
     ) -> KResult<VmaId> {
         let end = addr.plus(len);
-        let detached = self.gather_munmap_vmas(mm, addr, end)?;
-        // accountable_mapping: private writable memory is charged and marked.
+        // accountable_mapping: private writable memory is charged and marked; heuristic
+        // overcommit (`__vm_enough_memory`, OVERCOMMIT_GUESS) refuses one allocation larger
+        // than RAM plus swap, before anything is unmapped.
         if vm_flags & (VmFlags::NORESERVE | VmFlags::SHARED | VmFlags::WRITE) == VmFlags::WRITE {
+            if len / PAGE_SIZE > self.cfg.ram_pages + self.cfg.swap_pages as u64 {
+                return Err(Errno::ENOMEM);
+            }
             vm_flags |= VmFlags::ACCOUNT;
         }
+        let detached = self.gather_munmap_vmas(mm, addr, end)?;
         if let Some(d) = detached {
             self.complete_munmap_vmas(mm, d);
         }
@@ -455,6 +460,11 @@ impl System {
     /// Fault in a range as `populate_vma_page_range` does (write faults for writable
     /// private mappings, read faults otherwise).
     pub fn populate(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        if end.0 - start.0 > 64 << 30 {
+            // Page by page this would not finish; the kernel would run out of memory first.
+            self.not_modelled("populating more than 64 GiB");
+            return;
+        }
         let mut a = start;
         while a < end {
             if let Some(v) = self.mms[mm].vma_lookup(a) {

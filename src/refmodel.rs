@@ -87,6 +87,9 @@ impl Space {
         }
     }
     fn remove(&mut self, start: u64, end: u64) -> Vec<(u64, Seg)> {
+        if start >= end {
+            return Vec::new();
+        }
         self.split_at(start);
         self.split_at(end);
         let keys: Vec<u64> = self.segs.range(start..end).map(|(k, _)| *k).collect();
@@ -111,6 +114,9 @@ impl Space {
     }
     fn mapped_runs(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
         let mut runs: Vec<(u64, u64)> = Vec::new();
+        if start >= end {
+            return runs;
+        }
         let first =
             self.segs.range(..start).next_back().filter(|(_, s)| s.end > start).map(|(k, s)| (*k, s.end));
         for (s, e) in first.into_iter().chain(self.segs.range(start..end).map(|(k, s)| (*k, s.end))) {
@@ -448,7 +454,7 @@ impl RefModel {
             _ => {
                 if flags & MREMAP_FIXED != 0
                     && old_len == new_len
-                    && sp.mapped_runs(old, old + old_len).len() > 1
+                    && sp.mapped_runs(old, old.saturating_add(old_len)).len() > 1
                 {
                     self.lost_track.get_or_insert_with(|| "a multi-VMA mremap failed part way".into());
                 }
