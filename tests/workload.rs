@@ -23,9 +23,16 @@ fn each_kind_is_deterministic_and_runs_checked() {
             assert_eq!(a, w.script_text(seed).unwrap(), "{} seed {seed} not deterministic", w.name());
             let script = w.script(seed, w.name()).unwrap();
             assert!(script.steps.len() > 10, "{}: {} steps", w.name(), script.steps.len());
-            let res =
-                run_script(&script, &RunOptions { check: true, last_view_only: true, ..Default::default() })
-                    .unwrap_or_else(|e| panic!("{} seed {seed}: {e}", w.name()));
+            let res = match run_script(
+                &script,
+                &RunOptions { check: true, last_view_only: true, ..Default::default() },
+            ) {
+                Ok(r) => r,
+                // The generic random generator may reach behaviour the model declares it
+                // lacks; the purpose-built workloads must not.
+                Err(anonmm::run::RunError::NotModelled { .. }) if w.name() == "random" => continue,
+                Err(e) => panic!("{} seed {seed}: {e}", w.name()),
+            };
             assert!(
                 res.mismatches.is_empty(),
                 "{} seed {seed}: line {}: expected {}, got {}",
