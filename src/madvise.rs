@@ -20,6 +20,20 @@ enum Visit {
     Name,
 }
 
+/// The range checks `do_madvise` and `madvise_set_anon_name` share: the end of
+/// `[start, start + PAGE_ALIGN(len_in))`, or None for an empty range.
+fn madvise_range(start: u64, len_in: u64) -> KResult<Option<u64>> {
+    if !start.is_multiple_of(PAGE_SIZE) {
+        return Err(Errno::EINVAL);
+    }
+    let len = page_align(len_in).unwrap_or(0);
+    if len_in != 0 && len == 0 {
+        return Err(Errno::EINVAL);
+    }
+    let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
+    Ok((end != start).then_some(end))
+}
+
 impl System {
     /// `madvise_walk_vmas`: apply to each VMA piece of `[start, end)`; a hole gives ENOMEM
     /// after the mapped parts are done.
@@ -64,17 +78,7 @@ impl System {
         if !valid {
             return Err(Errno::EINVAL);
         }
-        if !start.is_multiple_of(PAGE_SIZE) {
-            return Err(Errno::EINVAL);
-        }
-        let len = page_align(len_in).unwrap_or(0);
-        if len_in != 0 && len == 0 {
-            return Err(Errno::EINVAL);
-        }
-        let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
-        if end == start {
-            return Ok(0);
-        }
+        let Some(end) = madvise_range(start, len_in)? else { return Ok(0) };
         self.madvise_walk(mm, VirtAddr(start), VirtAddr(end), Visit::Behavior(behavior), &None).map(|_| 0)
     }
 
@@ -262,17 +266,7 @@ impl System {
                 Some(Rc::from(n))
             }
         };
-        if !start.is_multiple_of(PAGE_SIZE) {
-            return Err(Errno::EINVAL);
-        }
-        let len = page_align(len_in).unwrap_or(0);
-        if len_in != 0 && len == 0 {
-            return Err(Errno::EINVAL);
-        }
-        let end = start.checked_add(len).ok_or(Errno::EINVAL)?;
-        if end == start {
-            return Ok(0);
-        }
+        let Some(end) = madvise_range(start, len_in)? else { return Ok(0) };
         self.madvise_walk(mm, VirtAddr(start), VirtAddr(end), Visit::Name, &name).map(|_| 0)
     }
 }
