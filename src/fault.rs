@@ -65,6 +65,11 @@ impl System {
         } else if !v.flags.intersects(VmFlags::READ | VmFlags::WRITE | VmFlags::EXEC) {
             return Some(Signal::SIGSEGV);
         }
+        // arch_vma_access_permitted: PKRU denies data access through the execute-only pkey.
+        let pkey = v.flags.pkey();
+        if pkey != 0 && Some(pkey) == self.mms[v.mm].execute_only_pkey {
+            return Some(Signal::SIGSEGV);
+        }
         if let Some(f) = v.file {
             let inode = self.fs.files[f].inode;
             if v.linear_page_index(a).0 >= self.fs.size_pages(inode) {

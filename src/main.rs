@@ -41,6 +41,18 @@ enum Cmd {
         #[arg(long)]
         anon_vma_name: bool,
     },
+    /// Run a script under every policy and tabulate VMAs, merges, relocations and their
+    /// cost, and whether every policy showed the same page contents as `kernel`.
+    ///
+    /// MREMAP_RELOCATE_ANON and MREMAP_MUST_RELOCATE_ANON exist only under `relocate` and
+    /// `relocate-all`; the other policies run the script without them. Exit status 1 when a
+    /// policy broke an invariant or changed contents.
+    Compare {
+        script: PathBuf,
+        /// `text`, `markdown` or `json`.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// Import a real trace (`perf script` text, or strace; `.zst` or plain) as a script.
     ///
     /// Writes one script line per step (to OUT, or to stdout) and prints the import report
@@ -202,6 +214,7 @@ fn main() -> ExitCode {
                 replay: false,
             },
         ),
+        Cmd::Compare { script, format } => cmd_compare(&script, &format),
         Cmd::Import { trace, out } => cmd_import(&trace, out.as_deref()),
         Cmd::Replay { traces, policy, format, check, examples } => {
             cmd_replay(&traces, &policy, &format, check, examples)
@@ -212,6 +225,27 @@ fn main() -> ExitCode {
         Cmd::Oracle { cmd } => oracle(cmd),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(2))
+}
+
+fn cmd_compare(path: &std::path::Path, format: &str) -> i32 {
+    let script = match parse_file(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let rows = anonmm::policy::compare_all(&script, &anonmm::mm::Config::default());
+    match format {
+        "text" => print!("{}", anonmm::policy::render_rows(&rows, false)),
+        "markdown" => print!("{}", anonmm::policy::render_rows(&rows, true)),
+        "json" => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+        f => {
+            eprintln!("unknown format `{f}` (known: text, markdown, json)");
+            return 2;
+        }
+    }
+    if rows.iter().all(|r| r.contents.is_ok()) { 0 } else { 1 }
 }
 
 fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {

@@ -298,3 +298,123 @@ pub fn strip_relocate_flags(script: &crate::script::Script) -> crate::script::Sc
     }
     out
 }
+
+/// One row of `anonmm compare`: a script run under one policy.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyRow {
+    pub policy: String,
+    /// VMAs per process after the last step (pid, count), and the peak over all processes.
+    pub vmas_end: Vec<(u32, usize)>,
+    pub vmas_peak: usize,
+    pub merges_attempted: u64,
+    pub merges_done: u64,
+    pub work: PolicyStats,
+    /// Steps whose contents matched `kernel`'s (`compare_with_kernel`), or the error.
+    pub contents: Result<usize, String>,
+}
+
+/// Run `script` under every policy (`auto` with its default budget). The series' flags
+/// exist only under `relocate` and `relocate-all`; the other policies run the script
+/// without them, as the same program would on their kernels.
+pub fn compare_all(script: &crate::script::Script, config: &crate::mm::Config) -> Vec<PolicyRow> {
+    use crate::run::{RunOptions, run_script};
+    let plain = strip_relocate_flags(script);
+    let mut rows = Vec::new();
+    for &name in POLICY_NAMES {
+        let p = Policy::parse(name).expect("known policy");
+        let s = if p.has_relocate_flags() { script } else { &plain };
+        let opts =
+            RunOptions { check: true, policy: name.to_string(), config: config.clone(), ..Default::default() };
+        let contents = if p == Policy::Kernel {
+            Ok(s.steps.len())
+        } else {
+            compare_with_kernel(s, name, config).map(|c| c.steps)
+        };
+        match run_script(s, &opts) {
+            Ok(r) => rows.push(PolicyRow {
+                policy: name.to_string(),
+                vmas_end: r.vmas_per_pid.iter().map(|(p, (e, _))| (p.0, *e)).collect(),
+                vmas_peak: r.vmas_peak.0,
+                merges_attempted: r.stats.merges_attempted,
+                merges_done: r.stats.merges_done,
+                work: r.stats.policy,
+                contents,
+            }),
+            Err(e) => rows.push(PolicyRow {
+                policy: name.to_string(),
+                vmas_end: Vec::new(),
+                vmas_peak: 0,
+                merges_attempted: 0,
+                merges_done: 0,
+                work: PolicyStats::default(),
+                contents: Err(e.to_string()),
+            }),
+        }
+    }
+    rows
+}
+
+/// `anonmm compare`'s table (markdown when `md`).
+pub fn render_rows(rows: &[PolicyRow], md: bool) -> String {
+    let head = [
+        "policy",
+        "VMAs at end (per pid)",
+        "merges done/attempted",
+        "relocations done/attempted",
+        "undone",
+        "refused",
+        "entries left",
+        "folios rewritten",
+        "pages copied",
+        "entries walked",
+        "contents = kernel",
+    ];
+    let named = |m: &BTreeMap<RelocReason, u64>| {
+        let v: Vec<String> = m.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        if v.is_empty() { "-".to_string() } else { v.join(" ") }
+    };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.policy.clone(),
+                r.vmas_end.iter().map(|(p, n)| format!("{p}:{n}")).collect::<Vec<_>>().join(" "),
+                format!("{}/{}", r.merges_done, r.merges_attempted),
+                format!("{}/{}", r.work.relocations_done, r.work.relocations_attempted),
+                r.work.relocations_undone.to_string(),
+                named(&r.work.relocations_refused),
+                named(&r.work.entries_skipped),
+                r.work.folios_rewritten.to_string(),
+                r.work.pages_copied.to_string(),
+                r.work.entries_walked.to_string(),
+                match &r.contents {
+                    Ok(n) => format!("yes ({n} steps)"),
+                    Err(e) => format!("NO: {e}"),
+                },
+            ]
+        })
+        .collect();
+    let mut out = String::new();
+    if md {
+        out += &format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
+        for c in &cells {
+            out += &format!("| {} |\n", c.join(" | "));
+        }
+        return out;
+    }
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for c in &cells {
+        for (w, x) in w.iter_mut().zip(c) {
+            *w = (*w).max(x.chars().count());
+        }
+    }
+    let line = |xs: Vec<&str>| {
+        let v: Vec<String> = xs.iter().zip(&w).map(|(x, w)| format!("{x:<w$}")).collect();
+        v.join("  ").trim_end().to_string() + "\n"
+    };
+    out += &line(head.to_vec());
+    for c in &cells {
+        out += &line(c.iter().map(String::as_str).collect());
+    }
+    out
+}

@@ -21,17 +21,32 @@ use crate::vma::VmaId;
 
 /// How shared, pinned and non-present entries are treated.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum RelocMode {
+pub(crate) struct RelocMode {
+    /// Copy a page another process maps (Torvalds 2004), instead of failing.
+    pub copy_shared: bool,
+    /// Read swap entries in so that they can be relocated (and copied if shared).
+    pub swap_in: bool,
+    /// Relocate long-term pinned folios (Matěna did not look at pins; `auto` holds that a pin
+    /// holds the page, not its index).
+    pub allow_pinned: bool,
+    /// Split a partly covered large folio (the large-folio patch of the series).
+    pub split_partial: bool,
+}
+
+impl RelocMode {
     /// The 2025 series: shared or pinned folios fail the walk (undo follows); swap entries are
-    /// left; migration entries fail (the series skipped them, which would strand them: the
+    /// left; migration entries fail (the series skipped them, which strands them: the
     /// migration's rmap walk could no longer find them).
-    Stoakes,
+    pub const STOAKES: RelocMode =
+        RelocMode { copy_shared: false, swap_in: false, allow_pinned: false, split_partial: true };
     /// Matěna 2022: a page walk checked beforehand that nothing is shared; pins were not
-    /// looked at; swap entries are left; migration entries are waited for.
-    Matena,
+    /// looked at; swap entries are left.
+    pub const MATENA: RelocMode =
+        RelocMode { copy_shared: false, swap_in: false, allow_pinned: true, split_partial: false };
     /// Torvalds 2004: a shared page is copied for this process first; swap entries are read
     /// in so that shared ones can be copied too.
-    CopyShared,
+    pub const COPY_SHARED: RelocMode =
+        RelocMode { copy_shared: true, swap_in: true, allow_pinned: false, split_partial: true };
 }
 
 /// One relocation: the folios mapped at `[old_addr, old_addr + len)` of `old` are rewritten
@@ -116,12 +131,12 @@ impl System {
             let covered = h >= r.old_addr && h.plus(PMD_SIZE) <= r.old_end();
             let nh = r.new_of(h);
             let shared = self.folio_mapped_in_other_mm(folio, mm);
-            if covered && nh.0.is_multiple_of(PMD_SIZE) && !(shared && r.mode == RelocMode::CopyShared) {
+            if covered && nh.0.is_multiple_of(PMD_SIZE) && !(shared && r.mode.copy_shared) {
                 self.stats.policy.folios_walked += 1;
                 if shared {
                     return Err(RelocReason::Shared);
                 }
-                if self.folios[folio].pincount > 0 && r.mode != RelocMode::Matena {
+                if self.folios[folio].pincount > 0 && !r.mode.allow_pinned {
                     return Err(RelocReason::Pinned);
                 }
                 let index = self.vmas[r.new].linear_page_index(nh);
@@ -141,7 +156,7 @@ impl System {
                 match self.mms[mm].pt.get_pte(a) {
                     Pte::None => break,
                     Pte::Swap { .. } => {
-                        if r.mode == RelocMode::CopyShared {
+                        if r.mode.swap_in {
                             self.do_swap_page(mm, r.old, a, false);
                             self.stats.policy.swapins += 1;
                             continue;
@@ -162,13 +177,13 @@ impl System {
                             self.folios[folio].pages[0].mapcount > 1
                         };
                         if shared {
-                            if r.mode != RelocMode::CopyShared {
+                            if !r.mode.copy_shared {
                                 return Err(RelocReason::Shared);
                             }
                             self.unshare_page(r, a, folio, sub, changes);
                             break;
                         }
-                        if self.folios[folio].pincount > 0 && r.mode != RelocMode::Matena {
+                        if self.folios[folio].pincount > 0 && !r.mode.allow_pinned {
                             return Err(RelocReason::Pinned);
                         }
                         if large {
@@ -181,7 +196,7 @@ impl System {
                             // Partly covered: split it (the series bails out when the folio's
                             // anon_vma shares the root it holds locked).
                             let Mapping::Anon(fav) = self.folios[folio].mapping else { break };
-                            if r.mode == RelocMode::Matena
+                            if !r.mode.split_partial
                                 || self.anon_vmas[fav].root == self.anon_vmas[new_av].root
                             {
                                 return Err(RelocReason::PartialLarge);
@@ -391,10 +406,10 @@ impl System {
         let old_addr = VirtAddr(vrm.addr);
         let linear = PgOff(addr.0 >> PAGE_SHIFT);
         let mut mode = match plan.kind {
-            PlanKind::Stoakes => RelocMode::Stoakes,
-            PlanKind::Matena => RelocMode::Matena,
-            PlanKind::CopyShared => RelocMode::CopyShared,
-            PlanKind::Auto { .. } => RelocMode::Stoakes,
+            PlanKind::Stoakes => RelocMode::STOAKES,
+            PlanKind::Matena => RelocMode::MATENA,
+            PlanKind::CopyShared => RelocMode::COPY_SHARED,
+            PlanKind::Auto { .. } => RelocMode { allow_pinned: true, ..RelocMode::STOAKES },
         };
         // What the walk will meet; Matěna's RFC and `auto` decide on it up front.
         if matches!(plan.kind, PlanKind::Matena | PlanKind::Auto { .. }) {
@@ -403,7 +418,6 @@ impl System {
                 PlanKind::Matena if p.shared_pages > 0 => Some(RelocReason::Shared),
                 PlanKind::Matena if p.partial_large => Some(RelocReason::PartialLarge),
                 PlanKind::Matena if p.migration => Some(RelocReason::Migration),
-                PlanKind::Auto { .. } if p.pinned => Some(RelocReason::Pinned),
                 PlanKind::Auto { .. } if p.migration => Some(RelocReason::Migration),
                 PlanKind::Auto { copy_budget } if p.shared_pages * PAGE_SIZE > copy_budget => {
                     Some(RelocReason::Budget)
@@ -415,7 +429,7 @@ impl System {
                 return Err(reason);
             }
             if p.shared_pages > 0 {
-                mode = RelocMode::CopyShared;
+                mode.copy_shared = true;
             }
         }
         let new_vma = match plan.kind {
