@@ -150,7 +150,7 @@ impl System {
         }
     }
 
-    fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
+    pub(crate) fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
         let mut f = PteFlags::ACCESSED;
         if write && self.vmas[vma].flags.contains(VmFlags::WRITE) {
             f |= PteFlags::WRITE | PteFlags::DIRTY;
@@ -281,7 +281,7 @@ impl System {
     }
 
     /// Whether any mapping of the folio is outside `mm` (the `_mm_ids` shared bit).
-    fn folio_mapped_in_other_mm(&self, folio: FolioId, mm: MmId) -> bool {
+    pub(crate) fn folio_mapped_in_other_mm(&self, folio: FolioId, mm: MmId) -> bool {
         let nr = self.folios[folio].nr_pages();
         let index = self.folios[folio].index;
         for hit in self.rmap_walk_anon(folio) {

@@ -215,6 +215,7 @@ fn main() -> ExitCode {
 }
 
 fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
+    let report = |res: &anonmm::run::RunResult| anonmm::report::run_report(&opts.policy, res);
     let script = match parse_file(path) {
         Ok(s) => s,
         Err(e) => {
@@ -239,6 +240,7 @@ fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
             eprintln!("line {line}: {t}");
         }
         println!("{}", steps_to_json(&res.steps));
+        eprint!("{}", report(&res));
     } else {
         for (line, t) in &res.trace {
             println!("line {line}: {t}");
@@ -246,6 +248,7 @@ fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
         if let Some(last) = res.steps.last() {
             print!("{}", format_maps_text(&last.procs));
         }
+        print!("{}", report(&res));
     }
     // The runner may or may not put the leading "= " in; print it once either way.
     let bare = |s: &str| s.strip_prefix('=').unwrap_or(s).trim().to_string();
@@ -305,7 +308,7 @@ fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, check: bool, examp
 
     let policies: Vec<&str> = match policy {
         "all" => POLICIES.to_vec(),
-        p if POLICIES.contains(&p) => vec![p],
+        p if anonmm::policy::Policy::parse(p).is_ok() => vec![p],
         p => {
             eprintln!("unknown policy `{p}` (known: {}, or all)", POLICIES.join(", "));
             return 2;
@@ -424,7 +427,7 @@ fn cmd_plot(traces: &[PathBuf], policy: &str, out: &std::path::Path) -> i32 {
     use anonmm::report::POLICIES;
     let policies: Vec<&str> = match policy {
         "all" => POLICIES.to_vec(),
-        p if POLICIES.contains(&p) => vec![p],
+        p if anonmm::policy::Policy::parse(p).is_ok() => vec![p],
         p => {
             eprintln!("unknown policy `{p}` (known: {}, or all)", POLICIES.join(", "));
             return 2;

@@ -192,6 +192,8 @@ pub struct System {
     pub swap: crate::swap::SwapDevice,
     /// Long-term pins by process (`pin`), released by `unpin` or at exit.
     pub pins: BTreeMap<Pid, Vec<crate::gup::Pin>>,
+    /// Which design decides what a move does to folios (`--policy`; crate::policy).
+    pub policy: crate::policy::Policy,
 }
 
 impl Default for System {
@@ -221,6 +223,7 @@ impl System {
             unsupported: None,
             swap,
             pins: BTreeMap::new(),
+            policy: crate::policy::Policy::Kernel,
         }
     }
 

@@ -123,4 +123,6 @@ pub struct Stats {
     pub anon_vmas_freed: u64,
     pub folios_allocated: u64,
     pub folios_freed: u64,
+    /// What the policy's relocations did and cost.
+    pub policy: crate::policy::PolicyStats,
 }
