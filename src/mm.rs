@@ -61,8 +61,9 @@ pub fn host_has_pku() -> bool {
     static PKU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *PKU.get_or_init(|| {
         cfg!(target_arch = "x86_64")
-            && std::fs::read_to_string("/proc/cpuinfo")
-                .is_ok_and(|s| s.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|w| w == "ospke")))
+            && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| {
+                s.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|w| w == "ospke"))
+            })
     })
 }
 
