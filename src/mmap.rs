@@ -301,6 +301,10 @@ impl System {
             vm_flags |= VmFlags::SHARED | VmFlags::MAYSHARE;
         } else {
             pgoff = addr >> PAGE_SHIFT;
+            // `auto` picks the frame of the neighbour the new VMA will merge with.
+            if let Some(p) = self.auto_mmap_pgoff(mm, VirtAddr(addr), len, vm_flags) {
+                pgoff = p.0;
+            }
         }
         if flags & MAP_NORESERVE != 0 {
             vm_flags |= VmFlags::NORESERVE;

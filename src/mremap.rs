@@ -358,6 +358,7 @@ impl System {
         } else {
             self.unmap_source_vma(vrm);
         }
+        self.auto_stitch(mm, VirtAddr(vrm.new_addr));
         Ok(vrm.new_addr)
     }
 

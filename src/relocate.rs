@@ -15,6 +15,7 @@ use crate::mm::{MmId, System};
 use crate::mremap::Vrm;
 use crate::pagetable::Pte;
 use crate::policy::{Policy, RelocReason};
+use crate::rmap::AnonVmaId;
 use crate::types::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PgOff, VirtAddr};
 use crate::vma::VmFlags;
 use crate::vma::VmaId;
@@ -585,7 +586,8 @@ impl System {
             let n = &self.vmas[n];
             n.is_anonymous()
                 && n.special.is_none()
-                && ((n.flags ^ v.flags) & !(VmFlags::ACCESS | VmFlags::IGNORE_MERGE)).is_empty()
+                // An mprotect can make these equal (VM_ACCOUNT comes with write access).
+                && ((n.flags ^ v.flags) & !(VmFlags::ACCESS | VmFlags::ACCOUNT | VmFlags::IGNORE_MERGE)).is_empty()
                 && !n.flags.intersects(VmFlags::SPECIAL)
                 && n.anon_name.as_deref() == v.anon_name.as_deref()
         };
@@ -656,6 +658,147 @@ impl System {
                 self.folios[folio].mapping = Mapping::Anon(tav);
                 self.stats.policy.folios_rewritten += 1;
             }
+        }
+    }
+}
+
+impl System {
+    /// `auto` for a new private anonymous mapping: the pgoff that continues an adjacent
+    /// anonymous neighbour's frame (an unfaulted VMA has no folios, so its pgoff is free to
+    /// choose; the kernel's `addr >> PAGE_SHIFT` only fits neighbours that never moved).
+    pub(crate) fn auto_mmap_pgoff(
+        &self,
+        mm: MmId,
+        addr: VirtAddr,
+        len: u64,
+        flags: VmFlags,
+    ) -> Option<PgOff> {
+        if !matches!(self.policy, Policy::Auto { .. }) {
+            return None;
+        }
+        let m = &self.mms[mm];
+        let pages = len >> PAGE_SHIFT;
+        // VM_ACCOUNT is added to the new VMA later (mmap_region); it is no obstacle here.
+        let fits = |id: VmaId| {
+            let n = &self.vmas[id];
+            n.is_anonymous()
+                && n.special.is_none()
+                && n.anon_name.is_none()
+                && ((n.flags ^ flags) & !(VmFlags::IGNORE_MERGE | VmFlags::ACCOUNT)).is_empty()
+                && !self.vma_is_fork_child(Some(id))
+        };
+        if let Some(p) = m.vma_before(addr).filter(|&p| self.vmas[p].end == addr && fits(p)) {
+            return Some(self.vmas[p].pgoff.plus(self.vmas[p].pages()));
+        }
+        let n = m.vma_at_start(addr.plus(len)).filter(|&n| fits(n))?;
+        self.vmas[n].pgoff.0.checked_sub(pages).map(PgOff)
+    }
+
+    /// `auto`, after a move: a neighbour of the moved VMA that would merge with it but for its
+    /// pgoff frame (or anon_vma) is relocated in place into the moved VMA's frame, when it is
+    /// exclusive to this process, and merged: so a VMA that arrived between two others joins
+    /// both, whatever frames they came with. Nothing is done where no merge follows.
+    pub(crate) fn auto_stitch(&mut self, mm: MmId, addr: VirtAddr) {
+        if !matches!(self.policy, Policy::Auto { .. }) {
+            return;
+        }
+        for next_side in [true, false] {
+            let Some(v) = self.mms[mm].vma_lookup(addr) else { return };
+            let (vs, ve) = (self.vmas[v].start, self.vmas[v].end);
+            let n = if next_side {
+                self.mms[mm].vma_at_start(ve)
+            } else {
+                self.mms[mm].vma_before(vs).filter(|&p| self.vmas[p].end == vs)
+            };
+            let Some(n) = n else { continue };
+            let (a, b) = (&self.vmas[v], &self.vmas[n]);
+            if !a.is_anonymous()
+                || !b.is_anonymous()
+                || b.special.is_some()
+                || a.flags != b.flags
+                || a.flags.intersects(VmFlags::SPECIAL)
+                || a.anon_name.as_deref() != b.anon_name.as_deref()
+                || self.vma_maybe_has_shared_anon_folios(n)
+                || self.vma_is_fork_child(Some(v))
+            {
+                continue;
+            }
+            let target = if next_side {
+                a.pgoff.plus(a.pages())
+            } else {
+                match a.pgoff.0.checked_sub(b.pages()) {
+                    Some(p) => PgOff(p),
+                    None => continue,
+                }
+            };
+            let same_av = a.anon_vma.is_none() || b.anon_vma.is_none() || a.anon_vma == b.anon_vma;
+            if b.pgoff == target && same_av {
+                continue; // it would have merged already, or cannot for another reason
+            }
+            let (ns, ne) = (b.start, b.end);
+            let p = self.reloc_prewalk(mm, ns, ne.0 - ns.0);
+            if p.shared_pages > 0 || p.migration || p.partial_large {
+                continue;
+            }
+            self.stats.policy.relocations_attempted += 1;
+            self.relocate_in_place(mm, n, target, self.vmas[v].anon_vma);
+            self.stats.policy.relocations_done += 1;
+            let mut vmg = self.vmg_from_vma(n, ns, ne, "auto_stitch");
+            vmg.prev = self.mms[mm].vma_before(ns);
+            self.vma_merge_existing_range(&mut vmg);
+        }
+    }
+
+    /// Give the faulted-or-not VMA `n` the pgoff `target` and, if `av` is given, that
+    /// anon_vma, rewriting its folios' `index` and `mapping` to fit (its folios are exclusive:
+    /// the caller checked).
+    fn relocate_in_place(&mut self, mm: MmId, n: VmaId, target: PgOff, av: Option<AnonVmaId>) {
+        self.stats.policy.rmap_lock_holds += 1;
+        let old_av = self.vmas[n].anon_vma;
+        let new_av = av.or(old_av);
+        let (ns, ne) = (self.vmas[n].start, self.vmas[n].end);
+        if new_av != old_av {
+            self.unlink_anon_vmas(n);
+        }
+        self.vma_set_range(n, ns, ne, target);
+        if new_av != old_av
+            && let Some(b) = new_av
+        {
+            self.vmas[n].anon_vma = Some(b);
+            self.anon_vma_chain_link(n, b);
+            self.anon_vmas[b].num_active_vmas += 1;
+        }
+        let Some(to) = new_av else { return };
+        for (h, folio, _) in self.mms[mm].pt.huge_in(ns, ne) {
+            self.stats.policy.entries_walked += 1;
+            if folio == HUGE_ZERO_FOLIO {
+                continue;
+            }
+            let index = self.vmas[n].linear_page_index(h);
+            let f = &mut self.folios[folio];
+            f.mapping = Mapping::Anon(to);
+            f.index = index;
+            self.stats.policy.folios_rewritten += 1;
+        }
+        let mut done: HashSet<FolioId> = HashSet::new();
+        for (a, pte) in self.mms[mm].pt.ptes_in(ns, ne) {
+            self.stats.policy.entries_walked += 1;
+            let Pte::Present { folio, sub, .. } = pte else {
+                if matches!(pte, Pte::Swap { .. }) {
+                    self.stats.policy.skip(RelocReason::Swap);
+                }
+                continue;
+            };
+            if folio == ZERO_FOLIO || !self.folios[folio].is_anon() || !done.insert(folio) {
+                continue;
+            }
+            self.stats.policy.folios_walked += 1;
+            let first = VirtAddr(a.0 - (u64::from(sub) << PAGE_SHIFT));
+            let index = self.vmas[n].linear_page_index(first);
+            let f = &mut self.folios[folio];
+            f.mapping = Mapping::Anon(to);
+            f.index = index;
+            self.stats.policy.folios_rewritten += 1;
         }
     }
 }

@@ -75,7 +75,7 @@ impl System {
     }
 
     /// `anon_vma_chain_link`: add at the head of the VMA's chain and into the tree.
-    fn anon_vma_chain_link(&mut self, vma: VmaId, anon_vma: AnonVmaId) {
+    pub(crate) fn anon_vma_chain_link(&mut self, vma: VmaId, anon_vma: AnonVmaId) {
         let key = self.vmas[vma].pgoff.0;
         let avc = self.avcs.alloc(Avc { vma, anon_vma, key });
         self.vmas[vma].chain.insert(0, avc);
