@@ -13,6 +13,7 @@ pub mod folio;
 pub mod fork;
 pub mod fs;
 pub mod r#gen;
+pub mod graph;
 pub mod gup;
 pub mod import;
 pub mod khugepaged;

@@ -53,6 +53,25 @@ enum Cmd {
         #[arg(long, default_value = "text")]
         format: String,
     },
+    /// Draw the reverse map (VMAs, anon_vma_chains, anon_vmas, folios) at one step of a
+    /// script as Graphviz DOT, or SVG when OUT ends in `.svg` (needs Graphviz's `dot`).
+    Graph {
+        script: PathBuf,
+        /// Draw the state after the call on this script line (default: the last).
+        #[arg(long, value_name = "LINE")]
+        at: Option<usize>,
+        /// Only this process.
+        #[arg(long, value_name = "N")]
+        pid: Option<u32>,
+        /// Folios drawn one by one per VMA; more are summarised in one node.
+        #[arg(long, default_value_t = 8)]
+        max_folios: usize,
+        #[arg(long, value_name = "NAME", default_value = "kernel")]
+        policy: String,
+        /// Where to write (`.dot` or `.svg`); stdout (DOT) when absent.
+        #[arg(short, long, value_name = "OUT")]
+        out: Option<PathBuf>,
+    },
     /// Import a real trace (`perf script` text, or strace; `.zst` or plain) as a script.
     ///
     /// Writes one script line per step (to OUT, or to stdout) and prints the import report
@@ -215,6 +234,11 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Compare { script, format } => cmd_compare(&script, &format),
+        Cmd::Graph { script, at, pid, max_folios, policy, out } => cmd_graph(
+            &script,
+            &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy },
+            out.as_deref(),
+        ),
         Cmd::Import { trace, out } => cmd_import(&trace, out.as_deref()),
         Cmd::Replay { traces, policy, format, check, examples } => {
             cmd_replay(&traces, &policy, &format, check, examples)
@@ -225,6 +249,59 @@ fn main() -> ExitCode {
         Cmd::Oracle { cmd } => oracle(cmd),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(2))
+}
+
+fn cmd_graph(
+    path: &std::path::Path,
+    opts: &anonmm::graph::GraphOptions,
+    out: Option<&std::path::Path>,
+) -> i32 {
+    let script = match parse_file(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let dot = match anonmm::graph::graph_script(&script, opts) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let Some(out) = out else {
+        print!("{dot}");
+        return 0;
+    };
+    if out.extension().is_some_and(|e| e == "svg") {
+        use std::io::Write;
+        let child = std::process::Command::new("dot")
+            .args(["-Tsvg", "-o"])
+            .arg(out)
+            .stdin(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("anonmm graph: cannot run Graphviz `dot` ({e}); install graphviz, or write .dot");
+                return 2;
+            }
+        };
+        let wrote = child.stdin.take().map(|mut s| s.write_all(dot.as_bytes()));
+        match (wrote, child.wait()) {
+            (Some(Ok(())), Ok(st)) if st.success() => 0,
+            _ => {
+                eprintln!("anonmm graph: `dot` failed to write {}", out.display());
+                1
+            }
+        }
+    } else if let Err(e) = std::fs::write(out, dot) {
+        eprintln!("{}: {e}", out.display());
+        2
+    } else {
+        0
+    }
 }
 
 fn cmd_compare(path: &std::path::Path, format: &str) -> i32 {
