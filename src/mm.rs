@@ -192,6 +192,9 @@ pub struct System {
     pub swap: crate::swap::SwapDevice,
     /// Long-term pins by process (`pin`), released by `unpin` or at exit.
     pub pins: BTreeMap<Pid, Vec<crate::gup::Pin>>,
+    /// Migrations in flight by the process that started them (`migrate`), finished by
+    /// `migrate_done`, a wait on one of their entries, or the process's exit.
+    pub migrations: BTreeMap<Pid, Vec<crate::migrate::InFlight>>,
 }
 
 impl Default for System {
@@ -221,6 +224,7 @@ impl System {
             unsupported: None,
             swap,
             pins: BTreeMap::new(),
+            migrations: BTreeMap::new(),
         }
     }
 
