@@ -65,6 +65,11 @@ impl System {
         } else if !v.flags.intersects(VmFlags::READ | VmFlags::WRITE | VmFlags::EXEC) {
             return Some(Signal::SIGSEGV);
         }
+        // arch_vma_access_permitted: PKRU denies data access through the execute-only pkey.
+        let pkey = v.flags.pkey();
+        if pkey != 0 && Some(pkey) == self.mms[v.mm].execute_only_pkey {
+            return Some(Signal::SIGSEGV);
+        }
         if let Some(f) = v.file {
             let inode = self.fs.files[f].inode;
             if v.linear_page_index(a).0 >= self.fs.size_pages(inode) {
@@ -167,7 +172,7 @@ impl System {
         }
     }
 
-    fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
+    pub(crate) fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
         let mut f = PteFlags::ACCESSED;
         if write && self.vmas[vma].flags.contains(VmFlags::WRITE) {
             f |= PteFlags::WRITE | PteFlags::DIRTY;
@@ -298,7 +303,7 @@ impl System {
     }
 
     /// Whether any mapping of the folio is outside `mm` (the `_mm_ids` shared bit).
-    fn folio_mapped_in_other_mm(&self, folio: FolioId, mm: MmId) -> bool {
+    pub(crate) fn folio_mapped_in_other_mm(&self, folio: FolioId, mm: MmId) -> bool {
         let nr = self.folios[folio].nr_pages();
         let index = self.folios[folio].index;
         for hit in self.rmap_walk_anon(folio) {

@@ -47,6 +47,8 @@ impl System {
         m.start_brk = self.mms[pmm].start_brk;
         m.mmap_base = self.mms[pmm].mmap_base;
         m.total_vm = self.mms[pmm].total_vm;
+        // arch_dup_pkeys: the child has the same pkeys (and the same PKRU).
+        m.execute_only_pkey = self.mms[pmm].execute_only_pkey;
         let cmm = self.mms.alloc(m);
         let pvmas: Vec<VmaId> = self.mms[pmm].vmas.values().map(|e| e.id).collect();
         for pv in pvmas {

@@ -91,6 +91,9 @@ pub struct GenConfig {
     pub shared: bool,
     /// Invalid calls (unaligned, overlapping, zero lengths, bad flag combinations).
     pub invalid: bool,
+    /// Add `MREMAP_RELOCATE_ANON` / `MREMAP_MUST_RELOCATE_ANON` to some moves (for the
+    /// policies; the kernel answers EINVAL).
+    pub relocate_flags: bool,
     pub weights: Weights,
 }
 
@@ -103,6 +106,7 @@ impl Default for GenConfig {
             thp: true,
             shared: true,
             invalid: true,
+            relocate_flags: false,
             weights: Weights::default(),
         }
     }
@@ -256,6 +260,15 @@ impl Gen<'_> {
     }
 
     fn emit(&mut self, pid: u32, call: Call, expect: Option<Expect>) {
+        let mut call = call;
+        if self.cfg.relocate_flags
+            && let Call::Mremap { flags, .. } = &mut call
+            && *flags & MREMAP_MAYMOVE != 0
+            && self.rng.random_bool(0.4)
+        {
+            *flags |=
+                if self.rng.random_bool(0.7) { MREMAP_RELOCATE_ANON } else { MREMAP_MUST_RELOCATE_ANON };
+        }
         let text = render(&call);
         let line = self.steps.len() + 1;
         self.steps.push(Step { line, pid: Pid(pid), call, text, expect });

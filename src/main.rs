@@ -41,6 +41,18 @@ enum Cmd {
         #[arg(long)]
         anon_vma_name: bool,
     },
+    /// Run a script under every policy and tabulate VMAs, merges, relocations and their
+    /// cost, and whether every policy showed the same page contents as `kernel`.
+    ///
+    /// MREMAP_RELOCATE_ANON and MREMAP_MUST_RELOCATE_ANON exist only under `relocate` and
+    /// `relocate-all`; the other policies run the script without them. Exit status 1 when a
+    /// policy broke an invariant or changed contents.
+    Compare {
+        script: PathBuf,
+        /// `text`, `markdown` or `json`.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// Import a real trace (`perf script` text, or strace; `.zst` or plain) as a script.
     ///
     /// Writes one script line per step (to OUT, or to stdout) and prints the import report
@@ -202,6 +214,7 @@ fn main() -> ExitCode {
                 replay: false,
             },
         ),
+        Cmd::Compare { script, format } => cmd_compare(&script, &format),
         Cmd::Import { trace, out } => cmd_import(&trace, out.as_deref()),
         Cmd::Replay { traces, policy, format, check, examples } => {
             cmd_replay(&traces, &policy, &format, check, examples)
@@ -214,7 +227,29 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
 
+fn cmd_compare(path: &std::path::Path, format: &str) -> i32 {
+    let script = match parse_file(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let rows = anonmm::policy::compare_all(&script, &anonmm::mm::Config::default());
+    match format {
+        "text" => print!("{}", anonmm::policy::render_rows(&rows, false)),
+        "markdown" => print!("{}", anonmm::policy::render_rows(&rows, true)),
+        "json" => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+        f => {
+            eprintln!("unknown format `{f}` (known: text, markdown, json)");
+            return 2;
+        }
+    }
+    if rows.iter().all(|r| r.contents.is_ok()) { 0 } else { 1 }
+}
+
 fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
+    let report = |res: &anonmm::run::RunResult| anonmm::report::run_report(&opts.policy, res);
     let script = match parse_file(path) {
         Ok(s) => s,
         Err(e) => {
@@ -239,6 +274,7 @@ fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
             eprintln!("line {line}: {t}");
         }
         println!("{}", steps_to_json(&res.steps));
+        eprint!("{}", report(&res));
     } else {
         for (line, t) in &res.trace {
             println!("line {line}: {t}");
@@ -246,6 +282,7 @@ fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
         if let Some(last) = res.steps.last() {
             print!("{}", format_maps_text(&last.procs));
         }
+        print!("{}", report(&res));
     }
     // The runner may or may not put the leading "= " in; print it once either way.
     let bare = |s: &str| s.strip_prefix('=').unwrap_or(s).trim().to_string();
@@ -305,7 +342,7 @@ fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, check: bool, examp
 
     let policies: Vec<&str> = match policy {
         "all" => POLICIES.to_vec(),
-        p if POLICIES.contains(&p) => vec![p],
+        p if anonmm::policy::Policy::parse(p).is_ok() => vec![p],
         p => {
             eprintln!("unknown policy `{p}` (known: {}, or all)", POLICIES.join(", "));
             return 2;
@@ -424,7 +461,7 @@ fn cmd_plot(traces: &[PathBuf], policy: &str, out: &std::path::Path) -> i32 {
     use anonmm::report::POLICIES;
     let policies: Vec<&str> = match policy {
         "all" => POLICIES.to_vec(),
-        p if POLICIES.contains(&p) => vec![p],
+        p if anonmm::policy::Policy::parse(p).is_ok() => vec![p],
         p => {
             eprintln!("unknown policy `{p}` (known: {}, or all)", POLICIES.join(", "));
             return 2;

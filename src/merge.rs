@@ -124,7 +124,7 @@ impl System {
             }
             // Case 3.
             (a, b) => {
-                if a == b {
+                if a == b || self.matena_may_adopt(vmg) {
                     Ok(())
                 } else {
                     Err(MergeReason::NomergeAnonVma)
@@ -350,6 +350,10 @@ impl System {
             merge_both = false;
         }
         let logged = vmg.clone();
+        if self.policy == crate::policy::Policy::Matena {
+            let target = if merge_left { vmg.prev } else { vmg.next }.expect("target");
+            self.matena_adopt(vmg.mm, start, end, middle, target);
+        }
         if merge_both {
             let prev = vmg.prev.expect("prev");
             let next = vmg.next.expect("next");

@@ -51,6 +51,20 @@ pub struct Config {
     pub swap_pages: u32,
     /// `totalram_pages()`: MemTotal of our machines, for heuristic overcommit.
     pub ram_pages: u64,
+    /// x86 protection keys in use (`X86_FEATURE_OSPKE`): a `PROT_EXEC`-only mapping gets the
+    /// execute-only pkey, and reading it faults (SIGSEGV). Read from /proc/cpuinfo.
+    pub pku: bool,
+}
+
+/// Whether this machine's CPU has protection keys enabled by the OS (`ospke`).
+pub fn host_has_pku() -> bool {
+    static PKU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PKU.get_or_init(|| {
+        cfg!(target_arch = "x86_64")
+            && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| {
+                s.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|w| w == "ospke"))
+            })
+    })
 }
 
 impl Default for Config {
@@ -65,6 +79,7 @@ impl Default for Config {
             readahead_pages: 2048,
             swap_pages: crate::swap::DEFAULT_SWAP_PAGES,
             ram_pages: 24_684_084 / 4,
+            pku: host_has_pku(),
         }
     }
 }
@@ -93,6 +108,8 @@ pub struct Mm {
     pub locked_vm: u64,
     /// Open files of the exec-time mappings, by (device, inode).
     pub exec_files: BTreeMap<(u64, u64), FileId>,
+    /// `mm->context.execute_only_pkey`, allocated by the first `PROT_EXEC`-only mapping.
+    pub execute_only_pkey: Option<u8>,
 }
 
 impl Mm {
@@ -107,6 +124,7 @@ impl Mm {
             total_vm: 0,
             locked_vm: 0,
             exec_files: BTreeMap::new(),
+            execute_only_pkey: None,
         }
     }
     /// `mm->map_count`.
@@ -195,6 +213,8 @@ pub struct System {
     /// Migrations in flight by the process that started them (`migrate`), finished by
     /// `migrate_done`, a wait on one of their entries, or the process's exit.
     pub migrations: BTreeMap<Pid, Vec<crate::migrate::InFlight>>,
+    /// Which design decides what a move does to folios (`--policy`; crate::policy).
+    pub policy: crate::policy::Policy,
 }
 
 impl Default for System {
@@ -225,6 +245,7 @@ impl System {
             swap,
             pins: BTreeMap::new(),
             migrations: BTreeMap::new(),
+            policy: crate::policy::Policy::Kernel,
         }
     }
 

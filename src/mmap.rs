@@ -264,7 +264,9 @@ impl System {
         if flags & MAP_FIXED_NOREPLACE != 0 && self.mms[mm].intersects(VirtAddr(addr), VirtAddr(addr + len)) {
             return Err(Errno::EEXIST);
         }
+        let pkey = if prot == PROT_EXEC { self.execute_only_pkey(mm) } else { 0 };
         let mut vm_flags = calc_vm_prot_bits(prot)
+            | VmFlags::from_pkey(pkey)
             | calc_vm_flag_bits(flags)
             | VmFlags::MAYREAD
             | VmFlags::MAYWRITE
@@ -649,5 +651,17 @@ impl System {
             }
         }
         Ok(0)
+    }
+}
+
+impl System {
+    /// x86 `execute_only_pkey`: the pkey whose PKRU bits deny data access, allocated
+    /// (`mm_pkey_alloc`: the first free key, 1) by the first `PROT_EXEC`-only mapping; 0 when
+    /// the CPU has no protection keys.
+    pub fn execute_only_pkey(&mut self, mm: MmId) -> u8 {
+        if !self.cfg.pku {
+            return 0;
+        }
+        *self.mms[mm].execute_only_pkey.get_or_insert(1)
     }
 }

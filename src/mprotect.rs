@@ -48,7 +48,23 @@ impl System {
                 return Err(Errno::ENOMEM);
             }
             let old = self.vmas[vma].flags;
-            let newflags = calc_vm_prot_bits(prot) | (old - VmFlags::ACCESS);
+            // arch_override_mprotect_pkey: PROT_EXEC alone takes the execute-only pkey; an
+            // execute-only VMA given any other protection goes back to pkey 0.
+            let exec_only = |s: &System, f: VmFlags| {
+                f & VmFlags::ACCESS == VmFlags::EXEC && Some(f.pkey()) == s.mms[mm].execute_only_pkey
+            };
+            let pkey = if prot == PROT_EXEC {
+                match self.execute_only_pkey(mm) {
+                    0 => old.pkey(),
+                    k => k,
+                }
+            } else if exec_only(self, old) {
+                0
+            } else {
+                old.pkey()
+            };
+            let newflags =
+                calc_vm_prot_bits(prot) | VmFlags::from_pkey(pkey) | (old - VmFlags::ACCESS - VmFlags::PKEY_MASK);
             // newflags >> 4 puts VM_MAY* in place of VM_*.
             let may = VmFlags::from_bits_retain(newflags.bits() >> 4);
             if !(newflags - may).intersection(VmFlags::ACCESS).is_empty() {

@@ -4,7 +4,10 @@
 //! page tables move, `move_page_tables` with PMD realignment (`try_realign_addr`,
 //! `can_align_down`), `move_normal_pmd`, `move_huge_pmd` and `move_ptes`.
 
-use crate::abi::{MAP_FIXED, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE};
+use crate::abi::{
+    MAP_FIXED, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, MREMAP_MUST_RELOCATE_ANON,
+    MREMAP_RELOCATE_ANON,
+};
 use crate::errno::{Errno, KResult};
 use crate::mm::{MmId, System};
 use crate::pagetable::{Pmd, Pte, PteFlags, pmd_index};
@@ -20,14 +23,14 @@ enum RemapType {
 
 /// `struct vma_remap_struct`.
 #[derive(Clone, Debug)]
-struct Vrm {
-    mm: MmId,
-    addr: u64,
-    old_len: u64,
-    new_len: u64,
-    flags: u64,
-    new_addr: u64,
-    vma: Option<VmaId>,
+pub(crate) struct Vrm {
+    pub(crate) mm: MmId,
+    pub(crate) addr: u64,
+    pub(crate) old_len: u64,
+    pub(crate) new_len: u64,
+    pub(crate) flags: u64,
+    pub(crate) new_addr: u64,
+    pub(crate) vma: Option<VmaId>,
     delta: u64,
     remap_type: RemapType,
 }
@@ -90,7 +93,17 @@ impl System {
 
     /// `check_mremap_params`.
     fn check_mremap_params(&self, vrm: &Vrm) -> KResult<()> {
-        if vrm.flags & !(MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP) != 0 {
+        let mut known = MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP;
+        if self.policy.has_relocate_flags() {
+            // The 2025 series: both flags need MREMAP_MAYMOVE.
+            known |= MREMAP_RELOCATE_ANON | MREMAP_MUST_RELOCATE_ANON;
+            if vrm.flags & (MREMAP_RELOCATE_ANON | MREMAP_MUST_RELOCATE_ANON) != 0
+                && vrm.flags & MREMAP_MAYMOVE == 0
+            {
+                return Err(Errno::EINVAL);
+            }
+        }
+        if vrm.flags & !known != 0 {
             return Err(Errno::EINVAL);
         }
         if !vrm.addr.is_multiple_of(PAGE_SIZE) {
@@ -305,11 +318,40 @@ impl System {
         let mut vma = vrm.vma.expect("vma");
         let internal_pgoff = (vrm.addr - self.vmas[vma].start.0) >> PAGE_SHIFT;
         let new_pgoff = self.vmas[vma].pgoff.plus(internal_pgoff);
-        let Some(new_vma) = self.copy_vma(&mut vma, VirtAddr(vrm.new_addr), vrm.new_len, new_pgoff) else {
-            return Err(Errno::ENOMEM);
+        // The policy may relocate the folios (crate::relocate); under `kernel` it never does.
+        let plan = self.reloc_plan(vrm, vma)?;
+        let mut relocated = false;
+        let mut new_vma = None;
+        if let Some(plan) = plan {
+            match self.copy_vma_relocating(&mut vma, vrm, new_pgoff, plan) {
+                Ok((nv, r)) => {
+                    new_vma = Some(nv);
+                    relocated = r;
+                }
+                Err(_) if plan.must => return Err(Errno::EFAULT),
+                Err(_) => {}
+            }
+            vrm.vma = Some(vma);
+        }
+        let mut new_vma = match new_vma {
+            Some(nv) => nv,
+            None => match self.copy_vma(&mut vma, VirtAddr(vrm.new_addr), vrm.new_len, new_pgoff) {
+                Some(nv) => nv,
+                None => return Err(Errno::ENOMEM),
+            },
         };
         vrm.vma = Some(vma);
         self.move_page_tables(mm, vma, new_vma, VirtAddr(vrm.addr), VirtAddr(vrm.new_addr), vrm.old_len);
+        if relocated {
+            self.relocated_merge_retry(new_vma, VirtAddr(vrm.new_addr), vrm.new_len);
+            // The merge may have absorbed the new VMA, or even the source VMA (the source's
+            // remainder can be the new VMA's neighbour): look both up again.
+            new_vma = self.mms[mm].vma_lookup(VirtAddr(vrm.new_addr)).expect("moved range is mapped");
+            vrm.vma = self.mms[mm].vma_lookup(VirtAddr(vrm.addr));
+            if vrm.vma.is_none() {
+                vrm.vma = Some(new_vma);
+            }
+        }
         self.mms[mm].total_vm += vrm.new_len >> PAGE_SHIFT;
         if vrm.flags & MREMAP_DONTUNMAP != 0 {
             self.dontunmap_complete(vrm, new_vma);
@@ -364,7 +406,13 @@ impl System {
     /// (`vma_merge_copied_range`), else a copy. An unfaulted anonymous source is
     /// re-linearised to the new address. May replace `*vmap` when the source merged into
     /// the destination (only possible when unfaulted).
-    fn copy_vma(&mut self, vmap: &mut VmaId, addr: VirtAddr, len: u64, pgoff: PgOff) -> Option<VmaId> {
+    pub(crate) fn copy_vma(
+        &mut self,
+        vmap: &mut VmaId,
+        addr: VirtAddr,
+        len: u64,
+        pgoff: PgOff,
+    ) -> Option<VmaId> {
         let vma = *vmap;
         let vma_start = self.vmas[vma].start;
         let mm = self.vmas[vma].mm;

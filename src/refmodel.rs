@@ -458,6 +458,14 @@ impl RefModel {
                 {
                     self.lost_track.get_or_insert_with(|| "a multi-VMA mremap failed part way".into());
                 }
+                if flags & crate::abi::MREMAP_MUST_RELOCATE_ANON != 0
+                    && flags & MREMAP_FIXED != 0
+                    && *outcome == Expect::Err(crate::errno::Errno::EFAULT)
+                {
+                    // The 2025 series fails MUST only after mremap_to unmapped the target.
+                    self.lost_track
+                        .get_or_insert_with(|| "MREMAP_MUST_RELOCATE_ANON failed after unmapping".into());
+                }
                 return;
             }
         };

@@ -10,7 +10,7 @@ use crate::stats::MergeReason;
 
 /// Policies `anonmm replay --policy` knows; `all` means every one of them. A new policy
 /// is added here and in `Runner::new`'s check.
-pub const POLICIES: &[&str] = &["kernel"];
+pub const POLICIES: &[&str] = crate::policy::POLICY_NAMES;
 
 /// Output formats of `anonmm replay --format`.
 pub const FORMATS: &[&str] = &["text", "markdown", "json", "csv"];
@@ -43,6 +43,8 @@ pub struct ReportRow {
     /// PTEs and PMDs moved by mremap (`move_ptes`, `move_normal_pmd`/`move_huge_pmd`).
     pub ptes_moved: u64,
     pub pmds_moved: u64,
+    /// What the policy did and cost (relocations, walks, copies).
+    pub policy_work: crate::policy::PolicyStats,
     /// Divergences by class.
     pub placement: u64,
     pub file: u64,
@@ -87,6 +89,7 @@ impl ReportRow {
             cow_reuses: s.cow_reuses,
             ptes_moved: s.ptes_moved,
             pmds_moved: s.pmds_moved,
+            policy_work: s.policy.clone(),
             placement: o.replay.count(DivClass::Placement),
             file: o.replay.count(DivClass::File),
             trace_gaps: o.replay.count(DivClass::Trace),
@@ -127,6 +130,13 @@ impl ReportRow {
             self.faults.to_string(),
             format!("{}/{}", self.cow_copies, self.cow_reuses),
             format!("{}/{}", self.ptes_moved, self.pmds_moved),
+            format!(
+                "{}/{}/{}",
+                self.policy_work.relocations_done,
+                self.policy_work.relocations_attempted,
+                self.policy_work.relocations_undone
+            ),
+            format!("{}/{}", self.policy_work.folios_rewritten, self.policy_work.pages_copied),
             self.placement.to_string(),
             self.file.to_string(),
             self.trace_gaps.to_string(),
@@ -137,7 +147,7 @@ impl ReportRow {
 }
 
 /// Column headers of the text and markdown tables.
-pub const TABLE_HEADERS: [&str; 17] = [
+pub const TABLE_HEADERS: [&str; 19] = [
     "trace",
     "policy",
     "steps",
@@ -150,6 +160,8 @@ pub const TABLE_HEADERS: [&str; 17] = [
     "faults",
     "COW copies/reuses",
     "moved PTEs/PMDs",
+    "relocations done/attempted/undone",
+    "folios rewritten/pages copied",
     "placement",
     "file",
     "trace",
@@ -266,6 +278,17 @@ pub fn csv_header() -> Vec<String> {
             "cow_reuses",
             "ptes_moved",
             "pmds_moved",
+            "relocations_attempted",
+            "relocations_done",
+            "relocations_undone",
+            "relocations_unneeded",
+            "entries_walked",
+            "folios_walked",
+            "folios_rewritten",
+            "folios_split",
+            "pages_copied",
+            "bytes_copied",
+            "rmap_lock_holds",
             "placement",
             "file",
             "trace_gaps",
@@ -306,6 +329,17 @@ fn csv(rows: &[ReportRow]) -> String {
                 r.cow_reuses,
                 r.ptes_moved,
                 r.pmds_moved,
+                r.policy_work.relocations_attempted,
+                r.policy_work.relocations_done,
+                r.policy_work.relocations_undone,
+                r.policy_work.relocations_unneeded,
+                r.policy_work.entries_walked,
+                r.policy_work.folios_walked,
+                r.policy_work.folios_rewritten,
+                r.policy_work.folios_split,
+                r.policy_work.pages_copied,
+                r.policy_work.bytes_copied,
+                r.policy_work.rmap_lock_holds,
                 r.placement,
                 r.file,
                 r.trace_gaps,
@@ -319,5 +353,65 @@ fn csv(rows: &[ReportRow]) -> String {
         out.push_str(&f.join(","));
         out.push('\n');
     }
+    out
+}
+
+/// The report `anonmm run` prints after the maps: VMA counts per process, merges by
+/// outcome and reason, and what the policy's relocations did and cost.
+pub fn run_report(policy: &str, res: &crate::run::RunResult) -> String {
+    let s = &res.stats;
+    let p = &s.policy;
+    let mut out = format!("== report (policy {policy}) ==\n");
+    let per: Vec<String> = res
+        .vmas_per_pid
+        .iter()
+        .map(|(pid, (end, peak))| format!("pid {}: {end} (peak {peak})", pid.0))
+        .collect();
+    let _ =
+        writeln!(out, "VMAs at the end: {}", if per.is_empty() { "-".to_string() } else { per.join(", ") });
+    let _ = writeln!(out, "VMAs of all processes, peak: {} ({} anonymous)", res.vmas_peak.0, res.vmas_peak.1);
+    let refused: Vec<String> =
+        s.merge_refused.iter().filter(|&(_, &n)| n > 0).map(|(r, n)| format!("{r} {n}")).collect();
+    let _ = writeln!(
+        out,
+        "merges: {} attempted, {} done; refused: {}",
+        s.merges_attempted,
+        s.merges_done,
+        if refused.is_empty() { "-".to_string() } else { refused.join(", ") }
+    );
+    let named = |m: &BTreeMap<crate::policy::RelocReason, u64>| {
+        let v: Vec<String> = m.iter().map(|(r, n)| format!("{r} {n}")).collect();
+        if v.is_empty() { "-".to_string() } else { v.join(", ") }
+    };
+    let _ = writeln!(
+        out,
+        "relocations: {} attempted, {} done, {} undone, {} unneeded (plain merge); refused: {}; entries left: {}",
+        p.relocations_attempted,
+        p.relocations_done,
+        p.relocations_undone,
+        p.relocations_unneeded,
+        named(&p.relocations_refused),
+        named(&p.entries_skipped)
+    );
+    let _ = writeln!(
+        out,
+        "work: {} entries and {} folios walked, {} folios rewritten, {} folios and {} PMDs split, \
+         {} pages copied ({} bytes), {} swap-ins, {} migrations waited, {} rmap lock holds, {} anon_vma adoptions; \
+         mremap moved {} PTEs and {} PMDs; {} COW copies",
+        p.entries_walked,
+        p.folios_walked,
+        p.folios_rewritten,
+        p.folios_split,
+        p.pmds_split,
+        p.pages_copied,
+        p.bytes_copied,
+        p.swapins,
+        p.migrations_waited,
+        p.rmap_lock_holds,
+        p.anon_vma_adoptions,
+        s.ptes_moved,
+        s.pmds_moved,
+        s.cow_copies
+    );
     out
 }

@@ -62,6 +62,10 @@ pub struct RunResult {
     /// The VMAs the live address spaces hold after the last step run: (all, anonymous).
     /// Kept so that observers of a run (`anonmm plot`'s per-step series) need not count again.
     pub vmas_now: (usize, usize),
+    /// Per process: (VMAs after the last step it was alive for, the most it held).
+    pub vmas_per_pid: std::collections::BTreeMap<Pid, (usize, usize)>,
+    /// The work counters at the end of the run (merges, relocations, copies…).
+    pub stats: crate::stats::Stats,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +88,7 @@ pub fn run_script(script: &Script, opts: &RunOptions) -> Result<RunResult, RunEr
     for (i, step) in script.steps.iter().enumerate() {
         runner.step(step, !opts.last_view_only || i + 1 == n)?;
     }
+    runner.result.stats = runner.sys.stats.clone();
     Ok(runner.result)
 }
 
@@ -101,14 +106,13 @@ pub struct Runner<'a> {
 
 impl<'a> Runner<'a> {
     pub fn new(script: &'a Script, opts: &'a RunOptions) -> Result<Runner<'a>, RunError> {
-        if opts.policy != "kernel" {
-            return Err(RunError::BadInput {
-                path: script.path.clone(),
-                line: 0,
-                reason: format!("unknown policy `{}` (known: kernel)", opts.policy),
-            });
-        }
+        let policy = crate::policy::Policy::parse(&opts.policy).map_err(|reason| RunError::BadInput {
+            path: script.path.clone(),
+            line: 0,
+            reason,
+        })?;
         let mut sys = System::new(opts.config.clone());
+        sys.policy = policy;
         if opts.trace {
             sys.merge_log = Some(Vec::new());
         }
@@ -157,6 +161,11 @@ impl<'a> Runner<'a> {
         let (all, anon) = count_vmas(&self.sys);
         self.result.vmas_peak = (self.result.vmas_peak.0.max(all), self.result.vmas_peak.1.max(anon));
         self.result.vmas_now = (all, anon);
+        for (&pid, p) in &self.sys.procs {
+            let n = self.sys.mms[p.mm].map_count();
+            let e = self.result.vmas_per_pid.entry(pid).or_default();
+            *e = (n, e.1.max(n));
+        }
         let result = format_result_for(&step.call, &outcome);
         if let Some(exp) = step.expect
             && exp != outcome

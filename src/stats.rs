@@ -126,4 +126,6 @@ pub struct Stats {
     /// Folios whose mappings became migration entries (`migrate`), and migrations finished.
     pub migrations_started: u64,
     pub migrations_done: u64,
+    /// What the policy's relocations did and cost.
+    pub policy: crate::policy::PolicyStats,
 }

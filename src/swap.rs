@@ -288,6 +288,20 @@ impl System {
     /// or swap is full (`should_try_to_free_swap`). The page is mapped exclusive, and writable
     /// where the VMA allows, if the swap PTE was exclusive or nothing else holds the folio;
     /// otherwise read-only and shared, so a write goes on to `do_wp_page`.
+    /// `ksm_might_need_to_copy` for a non-KSM folio: a swap-cache folio whose `index` or
+    /// anon_vma root no longer fits the faulting VMA (its VMA was relocated while it sat in
+    /// the swap cache) cannot be mapped there, so a copy is. Never true under `kernel`.
+    fn ksm_might_need_to_copy(&self, folio: FolioId, vma: VmaId, a: VirtAddr) -> bool {
+        let Mapping::Anon(fav) = self.folios[folio].mapping else { return false };
+        let v = &self.vmas[vma];
+        let Some(vav) = v.anon_vma else { return false };
+        if !self.anon_vmas.contains(fav) {
+            return true;
+        }
+        self.folios[folio].index != v.linear_page_index(a)
+            || self.anon_vmas[fav].root != self.anon_vmas[vav].root
+    }
+
     pub(crate) fn do_swap_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
         let Pte::Swap { entry, exclusive } = self.mms[mm].pt.get_pte(a) else { return };
         let mut cached = self.swap.slot(entry).and_then(|s| s.cache);
@@ -309,6 +323,17 @@ impl System {
                 f
             }
         };
+        if self.ksm_might_need_to_copy(folio, vma, a) {
+            // A copy is mapped instead; the slot loses this PTE's reference (swap_free_nr).
+            let tag = self.folios[folio].pages[0].tag;
+            let copy = self.folio_alloc(0);
+            self.folios[copy].pages[0].tag = tag;
+            self.folio_add_new_anon_rmap(copy, vma, a, false);
+            let flags = self.new_pte_flags(vma, write);
+            self.mms[mm].pt.set_pte(a, Pte::Present { folio: copy, sub: 0, flags });
+            self.swap_free(entry);
+            return;
+        }
         self.slot_mut(entry).count -= 1;
         // should_try_to_free_swap: our own reference plus the swap cache's, nothing else.
         if self.swap.full() || (write && self.folios[folio].refcount() == 1) {

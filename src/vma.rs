@@ -51,10 +51,29 @@ bitflags! {
         const HUGEPAGE = 0x20000000;
         const NOHUGEPAGE = 0x40000000;
         const MERGEABLE = 0x80000000;
+        /// `VM_PKEY_BIT0..3` (x86 protection keys, `VM_HIGH_ARCH_0..3`).
+        const PKEY_BIT0 = 1 << 32;
+        const PKEY_BIT1 = 1 << 33;
+        const PKEY_BIT2 = 1 << 34;
+        const PKEY_BIT3 = 1 << 35;
     }
 }
 
 impl VmFlags {
+    /// `ARCH_VM_PKEY_FLAGS`.
+    pub const PKEY_MASK: VmFlags =
+        VmFlags::PKEY_BIT0.union(VmFlags::PKEY_BIT1).union(VmFlags::PKEY_BIT2).union(VmFlags::PKEY_BIT3);
+
+    /// The protection key bits for `pkey` (`calc_vm_prot_bits`'s pkey part).
+    pub fn from_pkey(pkey: u8) -> VmFlags {
+        VmFlags::from_bits_retain(u64::from(pkey & 0xf) << 32)
+    }
+
+    /// `vma_pkey`.
+    pub fn pkey(self) -> u8 {
+        ((self.bits() >> 32) & 0xf) as u8
+    }
+
     /// `VM_SPECIAL`: never merged (mm.h).
     pub const SPECIAL: VmFlags =
         VmFlags::IO.union(VmFlags::DONTEXPAND).union(VmFlags::PFNMAP).union(VmFlags::MIXEDMAP);

@@ -112,8 +112,18 @@ pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path, keep_go
     let (mut same, mut skipped, mut prefix, mut prefix_steps, mut diverged, mut nondet) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut policy_diverged = 0u64;
     for i in 0..cases {
         let s = generate(seed.wrapping_add(i), &cfg);
+        // Every policy runs the same script on the model: it must pass the checker and show
+        // the same contents as `kernel` at every step.
+        if let Err(file) = check_policies(&s, seed.wrapping_add(i), out) {
+            policy_diverged += 1;
+            println!("case {i} (seed {}): a policy changed contents or broke an invariant: {file}", seed.wrapping_add(i));
+            if !keep_going {
+                return 1;
+            }
+        }
         match compare(&s) {
             Verdict::Same => same += 1,
             Verdict::KernelNondeterministic(line) => {
@@ -171,13 +181,32 @@ pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path, keep_go
         }
     }
     println!(
-        "fuzz: seed {seed}: {cases} cases ({same} compared whole, {prefix} compared up to a step the kernel placed outside the window ({prefix_steps} steps), {skipped} skipped, {nondet} where the kernel disagreed with itself), {diverged} divergences, {:.1}s",
+        "fuzz: seed {seed}: {cases} cases ({same} compared whole, {prefix} compared up to a step the kernel placed outside the window ({prefix_steps} steps), {skipped} skipped, {nondet} where the kernel disagreed with itself), {diverged} divergences, {policy_diverged} policy divergences, {:.1}s",
         t0.elapsed().as_secs_f64()
     );
     for (why, n) in &reasons {
         println!("  skipped {n}: {why}");
     }
-    i32::from(diverged > 0)
+    i32::from(diverged + policy_diverged > 0)
+}
+
+/// Run every non-kernel policy against `kernel` on the model (`compare_with_kernel`); on a
+/// failure, shrink the script and write it to `out`, returning its path.
+fn check_policies(s: &Script, seed: u64, out: &Path) -> Result<(), String> {
+    let cfg = crate::mm::Config::default();
+    for &p in crate::policy::POLICY_NAMES.iter().filter(|&&p| p != "kernel") {
+        let Err(e) = crate::policy::compare_with_kernel(s, p, &cfg) else { continue };
+        let small = crate::r#gen::shrink(s, &mut |x| crate::policy::compare_with_kernel(x, p, &cfg).is_err());
+        let _ = std::fs::create_dir_all(out);
+        let file = out.join(format!("policy-{p}-seed-{seed}.strace"));
+        let mut text = write_script(&small);
+        text.push_str(&format!("# policy {p}: {e}\n"));
+        if let Err(err) = std::fs::write(&file, text) {
+            eprintln!("{}: {err}", file.display());
+        }
+        return Err(format!("{} ({e})", file.display()));
+    }
+    Ok(())
 }
 
 /// The kind of a skip, without the addresses and line numbers that make each one unique.

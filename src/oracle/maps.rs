@@ -34,8 +34,13 @@ pub(crate) struct MapsLine {
 
 impl MapsLine {
     pub fn readable(&self) -> bool {
-        // x86_64 without protection keys: any accessible VMA can be read.
-        self.perms.bytes().take(3).any(|b| b != b'-')
+        // x86_64: any accessible VMA can be read, except an execute-only one where protection
+        // keys make it so (the execute-only pkey denies data access).
+        let p = &self.perms.as_bytes()[..3.min(self.perms.len())];
+        if p == b"--x" && crate::mm::host_has_pku() {
+            return false;
+        }
+        p.iter().any(|&b| b != b'-')
     }
     pub fn writable(&self) -> bool {
         self.perms.as_bytes().get(1) == Some(&b'w')

@@ -1,6 +1,7 @@
-//! Shared by `tests/scenarios.rs` (model) and `tests/oracle_scenarios.rs` (kernel): the list of
-//! scenario scripts, their pinned `.expected` outputs, and the machine-checkable `# expect:`
-//! comments (syntax in `tests/scenarios/README.md`).
+//! Shared by `tests/scenarios.rs` (model), `tests/oracle_scenarios.rs` (kernel) and
+//! `tests/policy_scenarios.rs` (policies): the list of scenario scripts, their pinned `.expected`
+//! outputs, header comments, and the machine-checkable `# expect:` comments (syntax in
+//! `tests/scenarios/README.md`).
 
 #![allow(dead_code)]
 
@@ -13,9 +14,14 @@ use anonmm::types::Pid;
 
 /// Every `*.strace` in `tests/scenarios` and `tests/regressions`, sorted.
 pub fn scripts() -> Vec<PathBuf> {
+    scripts_in(&["scenarios", "regressions"])
+}
+
+/// Every `*.strace` in the given directories under `tests/`, sorted.
+pub fn scripts_in(dirs: &[&str]) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let mut out = Vec::new();
-    for dir in ["scenarios", "regressions"] {
+    for dir in dirs {
         let d = root.join(dir);
         for e in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
             let p = e.unwrap().path();
@@ -38,6 +44,13 @@ pub fn expected_path(script: &Path) -> PathBuf {
 pub fn short(script: &Path) -> String {
     let dir = script.parent().and_then(|d| d.file_name()).map(|d| d.to_string_lossy().into_owned());
     format!("{}/{}", dir.unwrap_or_default(), script.file_name().unwrap().to_string_lossy())
+}
+
+/// The values of every `# KEY: value` comment line of a script's text (`# policy: relocate`,
+/// `# known-divergence: ...`), in order.
+pub fn header_values<'a>(text: &'a str, key: &str) -> Vec<&'a str> {
+    let prefix = format!("# {key}:");
+    text.lines().filter_map(|l| l.strip_prefix(prefix.as_str())).map(str::trim).collect()
 }
 
 /// One item of an `# expect:` line.

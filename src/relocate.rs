@@ -1,0 +1,661 @@
+//! Relocating the folios of a moved anonymous VMA: rewriting each folio's `index` (and
+//! `mapping`) so that it fits the VMA's new pgoff, which is what makes a moved faulted VMA
+//! mergeable. This is the 2025 series' `relocate_anon_folios` (with `relocate_anon_pte`,
+//! `relocate_anon_pmd`, `relocate_large_folio` and the undo walk), Matěna's
+//! `update_faulted_pgoff` walk, and the unsharing copy Linus proposed in 2004
+//! (`copy_one_pte` with `copy_page` when the page is shared). Which variant runs is the
+//! policy's choice ([`crate::policy`]); the caller in [`crate::mremap`] decides when.
+
+use std::collections::HashSet;
+
+use crate::abi::{MREMAP_MUST_RELOCATE_ANON, MREMAP_RELOCATE_ANON};
+use crate::errno::{Errno, KResult};
+use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::mm::{MmId, System};
+use crate::mremap::Vrm;
+use crate::pagetable::Pte;
+use crate::policy::{Policy, RelocReason};
+use crate::types::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PgOff, VirtAddr};
+use crate::vma::VmFlags;
+use crate::vma::VmaId;
+
+/// How shared, pinned and non-present entries are treated.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct RelocMode {
+    /// Copy a page another process maps (Torvalds 2004), instead of failing.
+    pub copy_shared: bool,
+    /// Read swap entries in so that they can be relocated (and copied if shared).
+    pub swap_in: bool,
+    /// Relocate long-term pinned folios (Matěna did not look at pins; `auto` holds that a pin
+    /// holds the page, not its index).
+    pub allow_pinned: bool,
+    /// Split a partly covered large folio (the large-folio patch of the series).
+    pub split_partial: bool,
+}
+
+impl RelocMode {
+    /// The 2025 series: shared or pinned folios fail the walk (undo follows); swap entries are
+    /// left; migration entries fail (the series skipped them, which strands them: the
+    /// migration's rmap walk could no longer find them).
+    pub const STOAKES: RelocMode =
+        RelocMode { copy_shared: false, swap_in: false, allow_pinned: false, split_partial: true };
+    /// Matěna 2022: a page walk checked beforehand that nothing is shared; pins were not
+    /// looked at; swap entries are left.
+    pub const MATENA: RelocMode =
+        RelocMode { copy_shared: false, swap_in: false, allow_pinned: true, split_partial: false };
+    /// Torvalds 2004: a shared page is copied for this process first; swap entries are read
+    /// in so that shared ones can be copied too.
+    pub const COPY_SHARED: RelocMode =
+        RelocMode { copy_shared: true, swap_in: true, allow_pinned: false, split_partial: true };
+}
+
+/// One relocation: the folios mapped at `[old_addr, old_addr + len)` of `old` are rewritten
+/// to fit `new` at `new_addr`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reloc {
+    pub mm: MmId,
+    pub old: VmaId,
+    pub new: VmaId,
+    pub old_addr: VirtAddr,
+    pub new_addr: VirtAddr,
+    pub len: u64,
+    pub mode: RelocMode,
+}
+
+impl Reloc {
+    fn old_end(&self) -> VirtAddr {
+        self.old_addr.plus(self.len)
+    }
+    fn new_of(&self, a: VirtAddr) -> VirtAddr {
+        self.new_addr.plus(a.0 - self.old_addr.0)
+    }
+}
+
+/// What a rewrite replaced, for the undo.
+struct Change {
+    folio: FolioId,
+    mapping: Mapping,
+    index: PgOff,
+}
+
+/// What the page walk before a relocation found (`matena`'s check, `auto`'s estimate).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Prewalk {
+    pub shared_pages: u64,
+    pub pinned: bool,
+    pub migration: bool,
+    pub partial_large: bool,
+}
+
+impl System {
+    /// `relocate_anon_folios(pmc, undo=false)`, and on failure `relocate_anon_folios(pmc,
+    /// undo=true)`: every folio rewritten so far gets its old `mapping` and `index` back.
+    /// Splits and copies already made stay (as in the series: a split is not undone).
+    pub(crate) fn relocate_anon_folios(&mut self, r: &Reloc) -> Result<(), RelocReason> {
+        self.stats.policy.rmap_lock_holds += 1;
+        let mut changes = Vec::new();
+        let res = self.relocate_walk(r, &mut changes);
+        if res.is_err() {
+            // The undo walk visits the same range again.
+            self.stats.policy.entries_walked +=
+                self.mms[r.mm].pt.ptes_in(r.old_addr, r.old_end()).len() as u64;
+            for c in changes.into_iter().rev() {
+                let f = &mut self.folios[c.folio];
+                f.mapping = c.mapping;
+                f.index = c.index;
+                self.stats.policy.folios_rewritten += 1;
+            }
+        }
+        res
+    }
+
+    fn rewrite_folio(&mut self, changes: &mut Vec<Change>, folio: FolioId, mapping: Mapping, index: PgOff) {
+        let f = &mut self.folios[folio];
+        changes.push(Change { folio, mapping: f.mapping, index: f.index });
+        f.mapping = mapping;
+        f.index = index;
+        self.stats.policy.folios_rewritten += 1;
+    }
+
+    fn relocate_walk(&mut self, r: &Reloc, changes: &mut Vec<Change>) -> Result<(), RelocReason> {
+        let mm = r.mm;
+        let new_av = self.vmas[r.new].anon_vma.expect("relocation target has an anon_vma");
+        let to = Mapping::Anon(new_av);
+        // PMD leaves first (`relocate_anon_pmd`): whole when the move covers them and lands
+        // PMD-aligned, split otherwise.
+        for (h, folio, _) in self.mms[mm].pt.huge_in(r.old_addr, r.old_end()) {
+            self.stats.policy.entries_walked += 1;
+            if folio == HUGE_ZERO_FOLIO {
+                continue;
+            }
+            let covered = h >= r.old_addr && h.plus(PMD_SIZE) <= r.old_end();
+            let nh = r.new_of(h);
+            let shared = self.folio_mapped_in_other_mm(folio, mm);
+            if covered && nh.0.is_multiple_of(PMD_SIZE) && !(shared && r.mode.copy_shared) {
+                self.stats.policy.folios_walked += 1;
+                if shared {
+                    return Err(RelocReason::Shared);
+                }
+                if self.folios[folio].pincount > 0 && !r.mode.allow_pinned {
+                    return Err(RelocReason::Pinned);
+                }
+                let index = self.vmas[r.new].linear_page_index(nh);
+                self.rewrite_folio(changes, folio, to, index);
+            } else {
+                self.split_huge_pmd(mm, h);
+                self.stats.policy.pmds_split += 1;
+            }
+        }
+        let addrs: Vec<VirtAddr> =
+            self.mms[mm].pt.ptes_in(r.old_addr, r.old_end()).into_iter().map(|(a, _)| a).collect();
+        let mut done: HashSet<FolioId> = HashSet::new();
+        for a in addrs {
+            // Retried after a split, a copy or a swap-in changed the entry.
+            loop {
+                self.stats.policy.entries_walked += 1;
+                match self.mms[mm].pt.get_pte(a) {
+                    Pte::None => break,
+                    Pte::Swap { .. } => {
+                        if r.mode.swap_in {
+                            self.do_swap_page(mm, r.old, a, false);
+                            self.stats.policy.swapins += 1;
+                            continue;
+                        }
+                        self.stats.policy.skip(RelocReason::Swap);
+                        break;
+                    }
+                    Pte::Migration { .. } => return Err(RelocReason::Migration),
+                    Pte::Present { folio, sub, .. } => {
+                        if folio == ZERO_FOLIO || done.contains(&folio) || !self.folios[folio].is_anon() {
+                            break;
+                        }
+                        self.stats.policy.folios_walked += 1;
+                        let large = self.folios[folio].is_large();
+                        let shared = if large {
+                            self.folio_mapped_in_other_mm(folio, mm)
+                        } else {
+                            self.folios[folio].pages[0].mapcount > 1
+                        };
+                        if shared {
+                            if !r.mode.copy_shared {
+                                return Err(RelocReason::Shared);
+                            }
+                            self.unshare_page(r, a, folio, sub, changes);
+                            break;
+                        }
+                        if self.folios[folio].pincount > 0 && !r.mode.allow_pinned {
+                            return Err(RelocReason::Pinned);
+                        }
+                        if large {
+                            if let Some(first) = self.fully_spanned(r, a, folio, sub) {
+                                let index = self.vmas[r.new].linear_page_index(r.new_of(first));
+                                self.rewrite_folio(changes, folio, to, index);
+                                done.insert(folio);
+                                break;
+                            }
+                            // Partly covered: split it (the series bails out when the folio's
+                            // anon_vma shares the root it holds locked).
+                            let Mapping::Anon(fav) = self.folios[folio].mapping else { break };
+                            if !r.mode.split_partial
+                                || self.anon_vmas[fav].root == self.anon_vmas[new_av].root
+                            {
+                                return Err(RelocReason::PartialLarge);
+                            }
+                            match self.split_folio_for_relocation(folio) {
+                                Ok(()) => {
+                                    self.stats.policy.folios_split += 1;
+                                    continue;
+                                }
+                                Err(()) => return Err(RelocReason::PartialLarge),
+                            }
+                        }
+                        let index = self.vmas[r.new].linear_page_index(r.new_of(a));
+                        self.rewrite_folio(changes, folio, to, index);
+                        done.insert(folio);
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// If every page of the large `folio` is mapped here, in order, inside the moved range,
+    /// and nowhere else: the address of its first page (`is_thp_fully_spanned`).
+    fn fully_spanned(&self, r: &Reloc, a: VirtAddr, folio: FolioId, sub: u16) -> Option<VirtAddr> {
+        let f = &self.folios[folio];
+        let nr = f.nr_pages();
+        let first = VirtAddr(a.0.checked_sub(u64::from(sub) << PAGE_SHIFT)?);
+        if first < r.old_addr || first.plus(nr << PAGE_SHIFT) > r.old_end() || f.entire_mapcount != 0 {
+            return None;
+        }
+        for i in 0..nr {
+            if f.pages[i as usize].mapcount != 1 {
+                return None;
+            }
+            match self.mms[r.mm].pt.get_pte(first.plus(i << PAGE_SHIFT)) {
+                Pte::Present { folio: g, sub: s, .. } if g == folio && u64::from(s) == i => {}
+                _ => return None,
+            }
+        }
+        Some(first)
+    }
+
+    /// Copy the shared page at `a` into a new exclusive folio of this process, already
+    /// placed at its new index (Linus's `copy_one_pte` with `copy_page`; the old page loses
+    /// one mapping, as on a copy-on-write fault).
+    fn unshare_page(&mut self, r: &Reloc, a: VirtAddr, old: FolioId, sub: u16, changes: &mut Vec<Change>) {
+        let Pte::Present { flags, .. } = self.mms[r.mm].pt.get_pte(a) else { return };
+        let tag = self.folios[old].pages[sub as usize].tag;
+        let new = self.folio_alloc(0);
+        let old_av = self.vmas[r.old].anon_vma.expect("a faulted VMA");
+        let old_index = self.vmas[r.old].linear_page_index(a);
+        {
+            let f = &mut self.folios[new];
+            f.pages[0].tag = tag;
+            f.pages[0].mapcount = 1;
+            f.pages[0].anon_exclusive = true;
+            // As if it had been faulted in the old VMA, for the undo.
+            f.mapping = Mapping::Anon(old_av);
+            f.index = old_index;
+        }
+        self.mms[r.mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
+        self.folio_remove_rmap_pte(old, sub);
+        let index = self.vmas[r.new].linear_page_index(r.new_of(a));
+        let to = Mapping::Anon(self.vmas[r.new].anon_vma.expect("target anon_vma"));
+        self.rewrite_folio(changes, new, to, index);
+        self.stats.policy.pages_copied += 1;
+        self.stats.policy.bytes_copied += PAGE_SIZE;
+    }
+
+    /// Split a partly covered large folio so that the covered part can move. The model has
+    /// no folio split yet, so relocation of a partly covered large folio fails (as it does in
+    /// the series when `split_folio` fails).
+    fn split_folio_for_relocation(&mut self, _folio: FolioId) -> Result<(), ()> {
+        Err(())
+    }
+
+    /// Walk `[start, start + len)` without changing anything: what a relocation would meet.
+    pub(crate) fn reloc_prewalk(&mut self, mm: MmId, start: VirtAddr, len: u64) -> Prewalk {
+        let end = start.plus(len);
+        let mut p = Prewalk::default();
+        let mut seen: HashSet<FolioId> = HashSet::new();
+        for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
+            self.stats.policy.entries_walked += 1;
+            if folio == HUGE_ZERO_FOLIO {
+                continue;
+            }
+            if h < start || h.plus(PMD_SIZE) > end {
+                p.partial_large = true;
+            }
+            if self.folio_mapped_in_other_mm(folio, mm) {
+                p.shared_pages += PMD_SIZE >> PAGE_SHIFT;
+            }
+            p.pinned |= self.folios[folio].pincount > 0;
+        }
+        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+            self.stats.policy.entries_walked += 1;
+            match pte {
+                Pte::Migration { .. } => p.migration = true,
+                Pte::Present { folio, sub, .. } if folio != ZERO_FOLIO && self.folios[folio].is_anon() => {
+                    if seen.insert(folio) {
+                        self.stats.policy.folios_walked += 1;
+                    }
+                    let f = &self.folios[folio];
+                    p.pinned |= f.pincount > 0;
+                    let shared = if f.is_large() {
+                        if a.0 < (u64::from(sub) << PAGE_SHIFT) + start.0
+                            || a.plus((f.nr_pages() - u64::from(sub)) << PAGE_SHIFT) > end
+                        {
+                            p.partial_large = true;
+                        }
+                        self.folio_mapped_in_other_mm(folio, mm)
+                    } else {
+                        f.pages[0].mapcount > 1
+                    };
+                    if shared {
+                        p.shared_pages += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+/// How one move will be relocated.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RelocPlan {
+    kind: PlanKind,
+    /// `MREMAP_MUST_RELOCATE_ANON`: a move that cannot relocate fails with EFAULT.
+    pub must: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum PlanKind {
+    Stoakes,
+    Matena,
+    CopyShared,
+    Auto { copy_budget: u64 },
+}
+
+impl System {
+    /// `should_relocate_anon` and its counterparts: whether this move relocates, and how.
+    /// With MREMAP_MUST_RELOCATE_ANON, a VMA that can never be relocated fails with EFAULT
+    /// at once; an unfaulted one is a no-op success.
+    pub(crate) fn reloc_plan(&mut self, vrm: &Vrm, vma: VmaId) -> KResult<Option<RelocPlan>> {
+        let must = vrm.flags & MREMAP_MUST_RELOCATE_ANON != 0;
+        let kind = match self.policy {
+            Policy::Kernel => return Ok(None),
+            Policy::Relocate if vrm.flags & (MREMAP_RELOCATE_ANON | MREMAP_MUST_RELOCATE_ANON) == 0 => {
+                return Ok(None);
+            }
+            Policy::Relocate | Policy::RelocateAll => PlanKind::Stoakes,
+            Policy::Matena => PlanKind::Matena,
+            Policy::CopyShared => PlanKind::CopyShared,
+            Policy::Auto { copy_budget } => PlanKind::Auto { copy_budget },
+        };
+        let v = &self.vmas[vma];
+        if v.flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) || !v.is_anonymous() {
+            if must {
+                return Err(Errno::EFAULT);
+            }
+            return Ok(None);
+        }
+        if v.anon_vma.is_none() {
+            // Unfaulted: copy_vma re-linearises its pgoff anyway.
+            return Ok(None);
+        }
+        self.stats.policy.relocations_attempted += 1;
+        if self.vma_maybe_has_shared_anon_folios(vma) && matches!(kind, PlanKind::Stoakes | PlanKind::Matena)
+        {
+            self.stats.policy.refuse(RelocReason::Shared);
+            if must {
+                return Err(Errno::EFAULT);
+            }
+            return Ok(None);
+        }
+        Ok(Some(RelocPlan { kind, must }))
+    }
+
+    /// `vma_maybe_has_shared_anon_folios` (the 2025 series): the VMA had unCoW'd parents
+    /// (more than one anon_vma_chain) or its anon_vma has forked children.
+    pub fn vma_maybe_has_shared_anon_folios(&self, vma: VmaId) -> bool {
+        let Some(av) = self.vmas[vma].anon_vma else { return false };
+        if self.vma_is_fork_child(Some(vma)) {
+            return true;
+        }
+        let a = &self.anon_vmas[av];
+        let expected = u32::from(a.root == av);
+        a.num_children > expected
+    }
+
+    /// `copy_vma_and_data` with relocation: the destination VMA, and whether its folios were
+    /// relocated. An error means nothing was relocated (refused, or undone and the new VMA
+    /// unmapped again); the caller then does a plain move, or fails with MUST.
+    pub(crate) fn copy_vma_relocating(
+        &mut self,
+        vmap: &mut VmaId,
+        vrm: &Vrm,
+        pgoff: PgOff,
+        plan: RelocPlan,
+    ) -> Result<(VmaId, bool), RelocReason> {
+        let mm = vrm.mm;
+        let (addr, len) = (VirtAddr(vrm.new_addr), vrm.new_len);
+        let old_addr = VirtAddr(vrm.addr);
+        let linear = PgOff(addr.0 >> PAGE_SHIFT);
+        let mut mode = match plan.kind {
+            PlanKind::Stoakes => RelocMode::STOAKES,
+            PlanKind::Matena => RelocMode::MATENA,
+            PlanKind::CopyShared => RelocMode::COPY_SHARED,
+            PlanKind::Auto { .. } => RelocMode { allow_pinned: true, ..RelocMode::STOAKES },
+        };
+        // What the walk will meet; Matěna's RFC and `auto` decide on it up front.
+        if matches!(plan.kind, PlanKind::Matena | PlanKind::Auto { .. }) {
+            let p = self.reloc_prewalk(mm, old_addr, vrm.old_len);
+            let refuse = match plan.kind {
+                PlanKind::Matena if p.shared_pages > 0 => Some(RelocReason::Shared),
+                PlanKind::Matena if p.partial_large => Some(RelocReason::PartialLarge),
+                PlanKind::Matena if p.migration => Some(RelocReason::Migration),
+                PlanKind::Auto { .. } if p.migration => Some(RelocReason::Migration),
+                PlanKind::Auto { copy_budget } if p.shared_pages * PAGE_SIZE > copy_budget => {
+                    Some(RelocReason::Budget)
+                }
+                _ => None,
+            };
+            if let Some(reason) = refuse {
+                self.stats.policy.refuse(reason);
+                return Err(reason);
+            }
+            if p.shared_pages > 0 {
+                mode.copy_shared = true;
+            }
+        }
+        let new_vma = match plan.kind {
+            PlanKind::Auto { .. } => {
+                let Some(cand) = self.auto_candidate(*vmap, addr, len) else {
+                    self.stats.policy.refuse(RelocReason::NoGain);
+                    return Err(RelocReason::NoGain);
+                };
+                if cand == pgoff {
+                    // The pgoff already fits: an ordinary move merges.
+                    self.stats.policy.relocations_unneeded += 1;
+                    return Err(RelocReason::NoGain);
+                }
+                self.copy_vma_at(vmap, addr, len, cand, false).ok_or(RelocReason::NoGain)?
+            }
+            PlanKind::Matena => self.copy_vma_at(vmap, addr, len, linear, true).ok_or(RelocReason::NoGain)?,
+            PlanKind::Stoakes | PlanKind::CopyShared => {
+                // copy_vma: if an ordinary merge works, nothing is relocated.
+                if let Some(nv) = self.copy_vma_merge_only(vmap, addr, len, pgoff) {
+                    self.stats.policy.relocations_unneeded += 1;
+                    return Ok((nv, false));
+                }
+                if self.mms[mm].intersects(addr, addr.plus(len)) {
+                    return Err(RelocReason::NoGain);
+                }
+                self.new_vma_unfaulted(*vmap, addr, len, linear)
+            }
+        };
+        if self.vmas[new_vma].anon_vma.is_none() {
+            // __anon_vma_prepare: may reuse a neighbour's anon_vma (find_mergeable_anon_vma).
+            self.anon_vma_prepare(new_vma);
+        }
+        let r = Reloc { mm, old: *vmap, new: new_vma, old_addr, new_addr: addr, len: vrm.old_len, mode };
+        match self.relocate_anon_folios(&r) {
+            Ok(()) => {
+                self.stats.policy.relocations_done += 1;
+                Ok((new_vma, true))
+            }
+            Err(reason) => {
+                self.stats.policy.relocations_undone += 1;
+                self.stats.policy.refuse(reason);
+                let _ = self.do_munmap(mm, addr.0, len);
+                if let Some(v) = self.mms[mm].vma_lookup(old_addr) {
+                    *vmap = v;
+                }
+                Err(reason)
+            }
+        }
+    }
+
+    /// The ordinary merge attempt of `copy_vma` (`vma_merge_copied_range`) alone.
+    fn copy_vma_merge_only(
+        &mut self,
+        vmap: &mut VmaId,
+        addr: VirtAddr,
+        len: u64,
+        pgoff: PgOff,
+    ) -> Option<VmaId> {
+        let vma = *vmap;
+        let mm = self.vmas[vma].mm;
+        let end = addr.plus(len);
+        if self.mms[mm].intersects(addr, end) {
+            return None;
+        }
+        let mut vmg = self.vmg_from_vma(vma, addr, end, "mremap_move");
+        vmg.pgoff = pgoff;
+        vmg.prev = self.mms[mm].vma_before(addr);
+        vmg.next = self.mms[mm].vma_from(addr);
+        vmg.copied_from = Some(vma);
+        vmg.middle = None;
+        self.vma_merge_new_range(&mut vmg)
+    }
+
+    /// A merge attempt at `pgoff` (`auto`: as if unfaulted, the folios will follow; `matena`:
+    /// keeping the anon_vma, which `is_mergeable_anon_vma` may let a neighbour adopt), else
+    /// a new VMA (`matena` keeps the anon_vma links, `auto` starts unfaulted).
+    fn copy_vma_at(
+        &mut self,
+        vmap: &mut VmaId,
+        addr: VirtAddr,
+        len: u64,
+        pgoff: PgOff,
+        keep: bool,
+    ) -> Option<VmaId> {
+        let vma = *vmap;
+        let mm = self.vmas[vma].mm;
+        let end = addr.plus(len);
+        if self.mms[mm].intersects(addr, end) {
+            return None;
+        }
+        let mut vmg = self.vmg_from_vma(vma, addr, end, "mremap_relocate");
+        vmg.pgoff = pgoff;
+        vmg.prev = self.mms[mm].vma_before(addr);
+        vmg.next = self.mms[mm].vma_from(addr);
+        vmg.middle = None;
+        if keep {
+            vmg.copied_from = Some(vma);
+        } else {
+            vmg.anon_vma = None;
+        }
+        if let Some(nv) = self.vma_merge_new_range(&mut vmg) {
+            return Some(nv);
+        }
+        if keep {
+            let mut new = self.vmas[vma].clone();
+            new.chain = Vec::new();
+            new.start = addr;
+            new.end = end;
+            new.pgoff = pgoff;
+            let nv = self.vma_link(new);
+            self.anon_vma_clone(nv, vma);
+            Some(nv)
+        } else {
+            Some(self.new_vma_unfaulted(vma, addr, len, pgoff))
+        }
+    }
+
+    /// `copy_vma`'s new VMA with `relocate_anon`: no anon_vma, no chains (`__anon_vma_prepare`
+    /// follows).
+    fn new_vma_unfaulted(&mut self, vma: VmaId, addr: VirtAddr, len: u64, pgoff: PgOff) -> VmaId {
+        let mut new = self.vmas[vma].clone();
+        new.chain = Vec::new();
+        new.anon_vma = None;
+        new.start = addr;
+        new.end = addr.plus(len);
+        new.pgoff = pgoff;
+        self.vma_link(new)
+    }
+
+    /// After a relocated move: "Let's try merge again..." (`vma_merge_existing_range` on the
+    /// new VMA).
+    pub(crate) fn relocated_merge_retry(&mut self, new_vma: VmaId, addr: VirtAddr, len: u64) {
+        if !self.vmas.contains(new_vma)
+            || self.vmas[new_vma].start > addr
+            || self.vmas[new_vma].end < addr.plus(len)
+        {
+            return;
+        }
+        let (s, e) = (self.vmas[new_vma].start, self.vmas[new_vma].end);
+        let mut vmg = self.vmg_from_vma(new_vma, s, e, "mremap_relocate");
+        vmg.prev = self.mms[vmg.mm].vma_before(s);
+        self.vma_merge_existing_range(&mut vmg);
+    }
+
+    /// `auto`: the pgoff that would make the moved VMA fit a neighbour at `[addr, addr+len)`
+    /// (merge now, or share its anon_vma so that a later mprotect merges): prev's frame
+    /// first, next's otherwise; None when no neighbour could ever take it.
+    fn auto_candidate(&self, vma: VmaId, addr: VirtAddr, len: u64) -> Option<PgOff> {
+        let v = &self.vmas[vma];
+        let mm = &self.mms[v.mm];
+        let pages = len >> PAGE_SHIFT;
+        let fits = |n: VmaId| {
+            let n = &self.vmas[n];
+            n.is_anonymous()
+                && n.special.is_none()
+                && ((n.flags ^ v.flags) & !(VmFlags::ACCESS | VmFlags::IGNORE_MERGE)).is_empty()
+                && !n.flags.intersects(VmFlags::SPECIAL)
+                && n.anon_name.as_deref() == v.anon_name.as_deref()
+        };
+        let merges_now = |n: VmaId| ((self.vmas[n].flags ^ v.flags) & !VmFlags::IGNORE_MERGE).is_empty();
+        let prev = mm.vma_before(addr).filter(|&p| self.vmas[p].end == addr && fits(p));
+        let next = mm.vma_at_start(addr.plus(len)).filter(|&n| fits(n) && self.vmas[n].pgoff.0 >= pages);
+        // A fork child's anon_vma cannot take more folios (is_mergeable_anon_vma).
+        let usable = |n: VmaId| !self.vma_is_fork_child(Some(n));
+        let from_prev = prev.filter(|&p| usable(p)).map(|p| self.vmas[p].pgoff.plus(self.vmas[p].pages()));
+        let from_next = next.filter(|&n| usable(n)).map(|n| PgOff(self.vmas[n].pgoff.0 - pages));
+        match (from_prev, from_next) {
+            (Some(a), Some(b)) if a == b => Some(a),
+            (Some(a), Some(b)) => {
+                // Prefer the side that merges now.
+                if prev.is_some_and(merges_now) || !next.is_some_and(merges_now) { Some(a) } else { Some(b) }
+            }
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl System {
+    /// `matena` (RFC patch "merge VMAs with different anon_vmas"): the VMA whose anon_vma a
+    /// merge would drop (the mremap source, or the middle of an existing-range merge) may
+    /// merge into a neighbour with another anon_vma when its anon_vma is a root that was
+    /// never forked and it has no other anon_vma links; its folios' `mapping` then moves.
+    pub(crate) fn matena_may_adopt(&self, vmg: &crate::merge::Vmg) -> bool {
+        if self.policy != Policy::Matena {
+            return false;
+        }
+        // Only where a walk follows: the relocating move, or an existing-range merge
+        // (`matena_adopt` at its commit).
+        let src = match (vmg.caller, vmg.middle) {
+            ("mremap_relocate", _) => vmg.copied_from,
+            (_, Some(m)) => Some(m),
+            _ => None,
+        };
+        let Some(src) = src else { return false };
+        let Some(av) = self.vmas[src].anon_vma else { return false };
+        let a = &self.anon_vmas[av];
+        a.root == av && a.num_children == 1 && self.vmas[src].chain.len() == 1
+    }
+
+    /// `matena`: before an existing-range merge removes or shrinks a VMA with another
+    /// anon_vma than the target's, move the folios of the absorbed range over (their
+    /// `index` already fits: merges need contiguous pgoffs).
+    pub(crate) fn matena_adopt(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr, from: VmaId, to: VmaId) {
+        let (Some(fav), Some(tav)) = (self.vmas[from].anon_vma, self.vmas[to].anon_vma) else { return };
+        if fav == tav || self.policy != Policy::Matena {
+            return;
+        }
+        self.stats.policy.anon_vma_adoptions += 1;
+        self.stats.policy.rmap_lock_holds += 2;
+        for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
+            let _ = h;
+            self.stats.policy.entries_walked += 1;
+            if self.folios[folio].mapping == Mapping::Anon(fav) {
+                self.folios[folio].mapping = Mapping::Anon(tav);
+                self.stats.policy.folios_rewritten += 1;
+            }
+        }
+        for (_, pte) in self.mms[mm].pt.ptes_in(start, end) {
+            self.stats.policy.entries_walked += 1;
+            if let Pte::Present { folio, .. } = pte
+                && folio != ZERO_FOLIO
+                && self.folios[folio].mapping == Mapping::Anon(fav)
+            {
+                self.folios[folio].mapping = Mapping::Anon(tav);
+                self.stats.policy.folios_rewritten += 1;
+            }
+        }
+    }
+}
