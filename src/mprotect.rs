@@ -63,8 +63,9 @@ impl System {
             } else {
                 old.pkey()
             };
-            let newflags =
-                calc_vm_prot_bits(prot) | VmFlags::from_pkey(pkey) | (old - VmFlags::ACCESS - VmFlags::PKEY_MASK);
+            let newflags = calc_vm_prot_bits(prot)
+                | VmFlags::from_pkey(pkey)
+                | (old - VmFlags::ACCESS - VmFlags::PKEY_MASK);
             // newflags >> 4 puts VM_MAY* in place of VM_*.
             let may = VmFlags::from_bits_retain(newflags.bits() >> 4);
             if !(newflags - may).intersection(VmFlags::ACCESS).is_empty() {

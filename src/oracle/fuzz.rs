@@ -119,7 +119,10 @@ pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path, keep_go
         // the same contents as `kernel` at every step.
         if let Err(file) = check_policies(&s, seed.wrapping_add(i), out) {
             policy_diverged += 1;
-            println!("case {i} (seed {}): a policy changed contents or broke an invariant: {file}", seed.wrapping_add(i));
+            println!(
+                "case {i} (seed {}): a policy changed contents or broke an invariant: {file}",
+                seed.wrapping_add(i)
+            );
             if !keep_going {
                 return 1;
             }
