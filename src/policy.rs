@@ -262,8 +262,11 @@ pub fn compare_with_kernel(
                     script.path, step.line, pid.0
                 ));
             };
-            // A swapped-out page shows no contents (the reference model checks those).
-            let present = |pg: &&crate::snapshot::PageView| pg.page != crate::snapshot::PageName::Swap;
+            // A swapped-out or migrating page shows no contents (the reference model checks
+            // those).
+            let present = |pg: &&crate::snapshot::PageView| {
+                !matches!(pg.page, crate::snapshot::PageName::Swap | crate::snapshot::PageName::Migration)
+            };
             let theirs: BTreeMap<u64, u64> =
                 pp.pages.iter().filter(present).map(|pg| (pg.addr, pg.tag)).collect();
             for pg in kp.pages.iter().filter(present) {
@@ -323,8 +326,12 @@ pub fn compare_all(script: &crate::script::Script, config: &crate::mm::Config) -
     for &name in POLICY_NAMES {
         let p = Policy::parse(name).expect("known policy");
         let s = if p.has_relocate_flags() { script } else { &plain };
-        let opts =
-            RunOptions { check: true, policy: name.to_string(), config: config.clone(), ..Default::default() };
+        let opts = RunOptions {
+            check: true,
+            policy: name.to_string(),
+            config: config.clone(),
+            ..Default::default()
+        };
         let contents = if p == Policy::Kernel {
             Ok(s.steps.len())
         } else {

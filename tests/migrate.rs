@@ -319,3 +319,66 @@ fn entry_out_of_rmap_reach_is_left_behind() {
     sys.sys_exit(Pid(2)).unwrap();
     assert_eq!(sys.check(), Ok(()), "zapping the stale entries leaves a healthy system");
 }
+
+/// The policies that rewrite folios (crate::policy, crate::relocate) meet migration entries:
+/// a relocating move refuses them (rewriting the folio's index would put its entries out of
+/// the migration's rmap walk), and `matena`'s adoption waits for the migration first. Either
+/// way the checker finds nothing stranded and `migrate_done` restores every entry.
+#[test]
+fn policies_never_strand_migration_entries() {
+    use anonmm::policy::RelocReason;
+    let run = |policy: &str, text: &str| {
+        let s = parse_str("policy.strace", text).unwrap();
+        let opts = RunOptions { check: true, policy: policy.to_string(), ..Default::default() };
+        let r = anonmm::run::run_script(&s, &opts).unwrap_or_else(|e| panic!("{policy}: {e}"));
+        assert!(r.mismatches.is_empty(), "{policy}: {:?}", r.mismatches);
+        r
+    };
+    let refused = |r: &anonmm::run::RunResult| {
+        r.stats.policy.relocations_refused.get(&RelocReason::Migration).copied().unwrap_or(0)
+    };
+    // PTE migration entries: MUST fails, a plain relocating move is done unrelocated.
+    let ptes = "\
+1 mmap(0x200000001000, 20480, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_FIXED_NOREPLACE|MAP_ANONYMOUS, -1, 0) = 0x200000001000
+1 mmap(0x2000003ef000, 20480, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_FIXED_NOREPLACE|MAP_ANONYMOUS, -1, 0) = 0x2000003ef000
+1 touch(0x200000001000, 4096, \"w\") = 0
+1 touch(0x2000003ef000, 8192, \"w\") = 0
+1 migrate(0x2000003ef000, 20480) = 0
+1 mremap(0x2000003ef000, 20480, 20480, MREMAP_MAYMOVE|MREMAP_FIXED|MREMAP_MUST_RELOCATE_ANON, 0x200000006000) = -1 EFAULT (Bad address)
+1 mremap(0x2000003ef000, 20480, 20480, MREMAP_MAYMOVE|MREMAP_FIXED|MREMAP_RELOCATE_ANON, 0x200000006000) = 0x200000006000
+1 migrate_done(0x200000006000, 20480) = 0
+";
+    for p in ["relocate", "relocate-all"] {
+        let r = run(p, ptes);
+        assert_eq!((refused(&r), r.stats.policy.relocations_done), (2, 0), "{p}");
+        assert_eq!(r.stats.migrations_done, 2);
+    }
+    // A PMD migration entry: the same, for every policy that relocates plain moves too.
+    let pmd = "\
+1 mmap(0x200000400000, 2097152, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_FIXED_NOREPLACE|MAP_ANONYMOUS, -1, 0) = 0x200000400000
+1 madvise(0x200000400000, 2097152, MADV_HUGEPAGE) = 0
+1 touch(0x200000400000, 4096, \"w\") = 0
+1 migrate(0x200000400000, 2097152) = 0
+1 mremap(0x200000400000, 2097152, 2097152, MREMAP_MAYMOVE|MREMAP_FIXED, 0x200000800000) = 0x200000800000
+1 migrate_done(0x200000800000, 2097152) = 0
+";
+    for p in ["relocate-all", "copy-shared", "matena"] {
+        let r = run(p, pmd);
+        assert_eq!(refused(&r), 1, "{p}");
+        assert_eq!(r.stats.migrations_done, 1);
+    }
+    // matena: an existing-range merge adopts the middle VMA's folios into the neighbour's
+    // anon_vma; it waits for their migrations first.
+    let adopt = "\
+1 mmap(0x200000000000, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_FIXED_NOREPLACE|MAP_ANONYMOUS, -1, 0) = 0x200000000000
+1 madvise(0x200000000000, 8192, MADV_DONTFORK) = 0
+1 mmap(0x200000002000, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_FIXED_NOREPLACE|MAP_ANONYMOUS, -1, 0) = 0x200000002000
+1 touch(0x200000000000, 16384, \"w\") = 0
+1 migrate(0x200000000000, 8192) = 0
+1 madvise(0x200000000000, 8192, MADV_DOFORK) = 0
+1 migrate_done(0x200000000000, 16384) = 0
+";
+    let r = run("matena", adopt);
+    assert_eq!((r.stats.policy.anon_vma_adoptions, r.stats.policy.migrations_waited), (1, 2));
+    assert_eq!(r.steps.last().unwrap().procs[&Pid(1)].maps.len(), 1, "merged");
+}
