@@ -282,8 +282,9 @@ impl System {
     /// Walk `[start, start + len)` without changing anything: what a relocation would meet.
     pub(crate) fn reloc_prewalk(&mut self, mm: MmId, start: VirtAddr, len: u64) -> Prewalk {
         let end = start.plus(len);
-        let mut p = Prewalk::default();
-        p.migration = !self.mms[mm].pt.migration_pmds_in(start, end).is_empty();
+        // A PMD migration entry counts as a PTE one does.
+        let migration = !self.mms[mm].pt.migration_pmds_in(start, end).is_empty();
+        let mut p = Prewalk { migration, ..Default::default() };
         let mut seen: HashSet<FolioId> = HashSet::new();
         for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
             self.stats.policy.entries_walked += 1;
