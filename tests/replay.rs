@@ -186,7 +186,7 @@ fn report_formats() {
     assert_eq!(
         lines.next().unwrap(),
         "| trace | policy | steps | processes | VMAs end/peak | anon VMAs end/peak | merges done/attempted \
-         | merges refused | splits | faults | COW copies/reuses | moved PTEs/PMDs | placement | file | trace \
+         | merges refused | splits | faults | COW copies/reuses | moved PTEs/PMDs | relocations done/attempted/undone | folios rewritten/pages copied | placement | file | trace \
          | model | time (s) |"
     );
     assert!(lines.next().unwrap().starts_with("|---|"));
