@@ -8,6 +8,9 @@
 //! - rmap reaches every mapping of every anon folio at the address its index implies.
 //! - PageAnonExclusive pages are mapped once; a writable PTE of a COW mapping maps an
 //!   exclusive page.
+//! - Migration entries name a folio under migration (none is left behind), found by rmap
+//!   where its index says; an exclusive one is the page's only entry; a folio under migration
+//!   is unmapped, shared, and owned by one migration in flight.
 //! - File pages sit in their inode's page cache at their index.
 
 use std::collections::HashMap;
@@ -67,8 +70,9 @@ impl System {
                     let fo = &self.folios[f];
                     ensure!(fo.swap.map(|e| e.0) == Some(off), "swap-cache folio of slot {off} misfiled");
                     ensure!(!fo.is_large(), "large folio in the swap cache");
+                    // A folio under migration is unmapped for a while, and stays cached.
                     ensure!(
-                        fo.is_mapped() || slot.count > 0,
+                        fo.is_mapped() || slot.count > 0 || fo.migrating,
                         "swap slot {off}: unmapped cached folio and no swap PTE (leak)"
                     );
                 }
@@ -148,11 +152,18 @@ impl System {
                 *active.entry(av).or_default() += 1;
             }
         }
+        // folio_get_anon_vma references held by migrations in flight.
+        let mut migrating: HashMap<AnonVmaId, u32> = HashMap::new();
+        for m in self.migrations.values().flatten() {
+            *migrating.entry(m.anon_vma).or_default() += 1;
+        }
         let mut children: HashMap<AnonVmaId, u32> = HashMap::new();
         let mut descendants: HashMap<AnonVmaId, u32> = HashMap::new();
         for (id, a) in self.anon_vmas.iter() {
             ensure!(self.anon_vmas.contains(a.root), "anon_vma {id:?}: freed root");
-            ensure!(self.anon_vmas.contains(a.parent), "anon_vma {id:?}: freed parent");
+            // Only a linked anon_vma needs its parent (for num_children); one kept alive by a
+            // migration's reference after its last VMA went may outlive it, as in the kernel.
+            ensure!(a.tree.is_empty() || self.anon_vmas.contains(a.parent), "anon_vma {id:?}: freed parent");
             ensure!(self.anon_vmas[a.root].root == a.root, "anon_vma {id:?}: root is not a root");
             if id != a.root {
                 *descendants.entry(a.root).or_default() += 1;
@@ -186,7 +197,8 @@ impl System {
                 ch
             );
             let rc = u32::from(!a.tree.is_empty())
-                + if a.root == id { descendants.get(&id).copied().unwrap_or(0) } else { 0 };
+                + if a.root == id { descendants.get(&id).copied().unwrap_or(0) } else { 0 }
+                + migrating.get(&id).copied().unwrap_or(0);
             ensure!(a.refcount == rc, "anon_vma {id:?}: refcount {} but {} expected", a.refcount, rc);
             ensure!(a.refcount > 0, "anon_vma {id:?}: alive with no reference");
         }
@@ -203,6 +215,8 @@ impl System {
         // (folio, page) -> PTE mappings; folio -> PMD mappings.
         let mut pte_maps: HashMap<(FolioId, u16), u32> = HashMap::new();
         let mut pmd_maps: HashMap<FolioId, u32> = HashMap::new();
+        // (folio, page) -> (migration entries, whether any is exclusive).
+        let mut mig_maps: HashMap<(FolioId, u16), (u32, bool)> = HashMap::new();
         for (mmid, mm) in self.mms.iter() {
             for (&key, pmd) in &mm.pt.pmds {
                 let base = VirtAddr(key << PMD_SHIFT);
@@ -224,6 +238,25 @@ impl System {
                         );
                         *pmd_maps.entry(*folio).or_default() += 1;
                         self.check_anon_mapping(mmid, vma.expect("vma"), base, *folio, 0, *flags, 512)?;
+                    }
+                    Pmd::Migration { folio, kind, .. } => {
+                        let vma = mm.vma_lookup(base);
+                        ensure!(
+                            vma.is_some_and(|v| self.vmas[v].end.0 >= base.0 + PMD_SIZE),
+                            "PMD migration entry at {base:?} not inside one VMA"
+                        );
+                        let vma = vma.expect("vma");
+                        self.check_migration_entry(base, *folio, 0, *kind, vma)?;
+                        ensure!(
+                            self.folios[*folio].nr_pages() == 512,
+                            "PMD migration entry at {base:?} for a small folio"
+                        );
+                        for i in 0..512u16 {
+                            let m = mig_maps.entry((*folio, i)).or_default();
+                            m.0 += 1;
+                            m.1 |= kind.is_exclusive();
+                        }
+                        self.check_anon_mapping(mmid, vma, base, *folio, 0, PteFlags::empty(), 512)?;
                     }
                     Pmd::Table(t) => {
                         let used = t.ptes.iter().filter(|p| !p.is_none()).count();
@@ -249,9 +282,38 @@ impl System {
                                 *pte_maps.entry((folio, sub)).or_default() += 1;
                                 self.check_anon_mapping(mmid, vma, a, folio, sub, flags, 1)?;
                             }
+                            if let Pte::Migration { folio, sub, kind, .. } = *pte {
+                                self.check_migration_entry(a, folio, sub, kind, vma)?;
+                                let m = mig_maps.entry((folio, sub)).or_default();
+                                m.0 += 1;
+                                m.1 |= kind.is_exclusive();
+                                self.check_anon_mapping(mmid, vma, a, folio, sub, PteFlags::empty(), 1)?;
+                            }
                         }
                     }
                 }
+            }
+        }
+        for (&(folio, sub), &(n, excl)) in &mig_maps {
+            ensure!(
+                !excl || n == 1,
+                "folio {folio:?} page {sub}: an exclusive migration entry, but {n} entries name the page"
+            );
+        }
+        let mut in_flight: HashMap<FolioId, u32> = HashMap::new();
+        for (pid, list) in &self.migrations {
+            for m in list {
+                ensure!(
+                    self.folios.contains(m.folio) && self.folios[m.folio].migrating,
+                    "pid {pid}: migration of folio {:?} in flight but the folio is not under migration",
+                    m.folio
+                );
+                ensure!(
+                    self.anon_vmas.contains(m.anon_vma),
+                    "migration of {:?} holds a freed anon_vma",
+                    m.folio
+                );
+                *in_flight.entry(m.folio).or_default() += 1;
             }
         }
         let mut cached: HashMap<FolioId, u32> = HashMap::new();
@@ -290,14 +352,54 @@ impl System {
             );
             let c = cached.get(&id).copied().unwrap_or(0);
             let sc = u32::from(f.swap.is_some());
+            let mg = u32::from(f.migrating);
             ensure!(
-                f.extra_refs == c + sc + f.pincount,
-                "folio {id:?}: {} extra references but page cache {c}, swap cache {sc}, pins {}",
+                f.extra_refs == c + sc + f.pincount + mg,
+                "folio {id:?}: {} extra references but page cache {c}, swap cache {sc}, pins {}, migration {mg}",
                 f.extra_refs,
                 f.pincount
             );
+            let fl = in_flight.get(&id).copied().unwrap_or(0);
+            ensure!(fl == mg, "folio {id:?}: under migration {mg} but {fl} migrations in flight");
+            if f.migrating {
+                // try_to_migrate replaced every mapping and shared every page.
+                ensure!(f.is_anon(), "folio {id:?}: a page-cache folio under migration");
+                ensure!(!f.is_mapped(), "folio {id:?}: under migration but still mapped");
+                ensure!(
+                    f.pages.iter().all(|p| !p.anon_exclusive),
+                    "folio {id:?}: under migration but PageAnonExclusive"
+                );
+            }
             ensure!(f.refcount() > 0, "folio {id:?} leaked: nothing references it");
         }
+        Ok(())
+    }
+
+    /// A migration entry at `a` (mm/migrate.c): it names a folio under migration (an entry
+    /// naming any other was left behind by a migration that ended without
+    /// `remove_migration_ptes` reaching it), and a writable one lies in a writable VMA
+    /// (mprotect makes them readable).
+    fn check_migration_entry(
+        &self,
+        a: VirtAddr,
+        folio: FolioId,
+        sub: u16,
+        kind: crate::pagetable::MigrationKind,
+        vma: VmaId,
+    ) -> Result<(), String> {
+        ensure!(
+            self.folios.contains(folio) && self.folios[folio].migrating,
+            "migration entry at {a:?} names folio {folio:?}, which is not under migration (left \
+             behind: its migration ended without remove_migration_ptes reaching this entry)"
+        );
+        ensure!(
+            (sub as u64) < self.folios[folio].nr_pages(),
+            "migration entry at {a:?} points past its folio"
+        );
+        ensure!(
+            !kind.is_writable() || self.vmas[vma].flags.contains(crate::vma::VmFlags::WRITE),
+            "writable migration entry at {a:?} in a VMA without VM_WRITE"
+        );
         Ok(())
     }
 

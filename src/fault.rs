@@ -73,8 +73,14 @@ impl System {
         if let Some(f) = v.file {
             let inode = self.fs.files[f].inode;
             if v.linear_page_index(a).0 >= self.fs.size_pages(inode) {
-                // A present page stays accessible (a truncate would have unmapped it).
-                if matches!(self.mms[v.mm].pt.walk(a), Walk::Pte(Pte::Present { .. }) | Walk::Huge { .. }) {
+                // A present page stays accessible (a truncate would have unmapped it), and so
+                // does one under migration (do_swap_page waits, it does not check EOF).
+                if matches!(
+                    self.mms[v.mm].pt.walk(a),
+                    Walk::Pte(Pte::Present { .. } | Pte::Migration { .. })
+                        | Walk::Huge { .. }
+                        | Walk::PmdMigration { .. }
+                ) {
                     return None;
                 }
                 return Some(Signal::SIGBUS);
@@ -88,7 +94,11 @@ impl System {
         let (folio, sub) = match self.mms[mm].pt.walk(a) {
             Walk::Pte(Pte::Present { folio, sub, .. }) => (folio, sub),
             Walk::Huge { folio, sub, .. } => (folio, sub),
-            w => panic!("write fault left no page at {a:?}: {w:?}"),
+            // Only a fault that stopped at behaviour the model lacks leaves no page.
+            w => {
+                debug_assert!(self.unsupported.is_some(), "write fault left no page at {a:?}: {w:?}");
+                return;
+            }
         };
         debug_assert!(folio != ZERO_FOLIO && folio != HUGE_ZERO_FOLIO);
         self.folios[folio].pages[sub as usize].tag = tag;
@@ -146,10 +156,17 @@ impl System {
                     }
                 }
             }
-            Walk::Pte(Pte::Swap { .. }) | Walk::Pte(Pte::Migration { .. }) => {
+            Walk::Pte(Pte::Swap { .. }) => {
                 self.do_swap_page(mm, vma, a, write);
                 if write && self.unsupported.is_none() {
                     self.handle_mm_fault(mm, vma, a, true);
+                }
+            }
+            Walk::Pte(Pte::Migration { folio, .. }) | Walk::PmdMigration { folio, .. } => {
+                // do_swap_page → migration_entry_wait (or pmd_migration_entry_wait), then the
+                // fault is taken again.
+                if self.migration_entry_wait(folio) {
+                    self.handle_mm_fault(mm, vma, a, write);
                 }
             }
         }

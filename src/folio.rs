@@ -59,6 +59,10 @@ pub struct Folio {
     /// `PG_readahead`: the page-cache folio where the next asynchronous read-ahead starts;
     /// fault-around does not map it.
     pub readahead: bool,
+    /// The source of a migration in flight (`migrate_folio_unmap` isolated and locked it, and
+    /// `try_to_migrate` replaced its mappings with migration entries): it holds one of
+    /// `extra_refs`, the migration's own.
+    pub migrating: bool,
 }
 
 impl Folio {
@@ -73,6 +77,7 @@ impl Folio {
             swap: None,
             pages: smallvec::smallvec![PageState::default(); 1usize << order],
             readahead: false,
+            migrating: false,
         }
     }
     pub fn nr_pages(&self) -> u64 {

@@ -5,7 +5,7 @@
 use crate::errno::{Errno, KResult};
 use crate::folio::{HUGE_ZERO_FOLIO, ZERO_FOLIO};
 use crate::mm::{Mm, MmId, Process, System};
-use crate::pagetable::{Pmd, Pte, PteFlags, pmd_index};
+use crate::pagetable::{MigrationKind, Pmd, Pte, PteFlags, pmd_index};
 use crate::types::{PAGE_SIZE, Pid, VirtAddr};
 use crate::vma::{VmFlags, VmaId};
 
@@ -84,7 +84,8 @@ impl System {
 
     /// `copy_page_range`: share every present page with the child, write-protecting both
     /// sides of a COW mapping and clearing PageAnonExclusive. A pinned exclusive page is
-    /// copied for the child at once (`copy_present_page`).
+    /// copied for the child at once (`copy_present_page`). Swap and migration entries are
+    /// shared too (`copy_nonpresent_pte`).
     fn copy_page_range(&mut self, pmm: MmId, cmm: MmId, pv: VmaId, cv: VmaId) {
         let (start, end) = (self.vmas[pv].start, self.vmas[pv].end);
         let cow = self.vmas[pv].is_cow_mapping();
@@ -116,6 +117,14 @@ impl System {
                 }
             }
             self.mms[cmm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio, flags: f - PteFlags::ACCESSED });
+        }
+        for (a, folio, kind, flags) in self.mms[pmm].pt.migration_pmds_in(start, end) {
+            // copy_huge_pmd of a PMD migration entry: a writable or exclusive one becomes
+            // plain readable in the parent, and the child gets the same; no reference.
+            let kind = if kind.is_exclusive() { MigrationKind::Read } else { kind };
+            let pmd = Pmd::Migration { folio, kind, flags };
+            self.mms[pmm].pt.set_pmd(pmd_index(a), pmd.clone());
+            self.mms[cmm].pt.set_pmd(pmd_index(a), pmd);
         }
         // copy_pmd_range → copy_pte_range allocates the child's PTE table for every parent
         // table in range, even an empty one.
@@ -168,7 +177,17 @@ impl System {
                     }
                     Pte::Swap { entry, exclusive: false }
                 }
-                other => other,
+                Pte::Migration { folio, sub, kind, flags } => {
+                    // copy_nonpresent_pte: in a COW mapping a writable or exclusive entry
+                    // becomes plain readable in both; the entry holds no reference to take.
+                    let mut kind = kind;
+                    if cow && kind.is_exclusive() {
+                        kind = MigrationKind::Read;
+                        self.mms[pmm].pt.set_pte(a, Pte::Migration { folio, sub, kind, flags });
+                    }
+                    Pte::Migration { folio, sub, kind, flags }
+                }
+                Pte::None => Pte::None,
             };
             self.mms[cmm].pt.set_pte(a, child_pte);
         }
@@ -183,6 +202,7 @@ impl System {
         }
         self.mm_put(p.mm);
         self.release_pins(pid);
+        self.release_migrations(pid);
         Ok(())
     }
 

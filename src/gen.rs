@@ -51,6 +51,10 @@ pub struct Weights {
     pub file: u32,
     /// `pin` (long-term pins, as io_uring buffers) or `unpin` of an earlier pin.
     pub pin: u32,
+    /// `migrate` or `migrate_done`: model-only pseudo-calls the oracle refuses, so 0 by
+    /// default (the fuzzer's scripts must run on the kernel); the model's property test
+    /// turns them on.
+    pub migrate: u32,
 }
 
 impl Default for Weights {
@@ -67,6 +71,7 @@ impl Default for Weights {
             touch: 22,
             file: 4,
             pin: 3,
+            migrate: 0,
         }
     }
 }
@@ -224,6 +229,7 @@ enum Op {
     Touch,
     File,
     Pin,
+    Migrate,
 }
 
 /// Generate a random script. The same seed and config always give the same script.
@@ -280,6 +286,7 @@ impl Gen<'_> {
             (Op::AnonName, w.anon_name),
             (Op::Touch, w.touch),
             (Op::Pin, w.pin),
+            (Op::Migrate, w.migrate),
         ];
         if self.procs.len() < self.cfg.max_procs {
             table.push((Op::Fork, w.fork));
@@ -319,6 +326,7 @@ impl Gen<'_> {
             Op::Touch => self.op_touch(pi),
             Op::File => self.op_file(pi),
             Op::Pin => self.op_pin(pi),
+            Op::Migrate => self.op_migrate(pi),
         }
     }
 
@@ -684,6 +692,16 @@ impl Gen<'_> {
         let len = Self::fit(addr, len);
         self.pins.push((pid, addr, len));
         self.emit(pid, Call::Pin { addr, len }, None);
+    }
+
+    /// `migrate` a range, or `migrate_done` one (often the same kind of range, so that some
+    /// migrations stay in flight across other calls and some end by a fault or an exit).
+    fn op_migrate(&mut self, pi: usize) {
+        let pid = self.procs[pi].pid;
+        let (addr, len) = self.pick_range(pi);
+        let call =
+            if self.chance(0.55) { Call::Migrate { addr, len } } else { Call::MigrateDone { addr, len } };
+        self.emit(pid, call, None);
     }
 
     fn op_anon_name(&mut self, pi: usize) {
@@ -1305,7 +1323,9 @@ mod tests {
             | Call::SetVmaAnonName { addr, len, .. }
             | Call::Touch { addr, len, .. }
             | Call::Pin { addr, len }
-            | Call::Unpin { addr, len } => vec![(*addr, *len)],
+            | Call::Unpin { addr, len }
+            | Call::Migrate { addr, len }
+            | Call::MigrateDone { addr, len } => vec![(*addr, *len)],
             Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
                 let mut v = vec![(*old_addr, *old_len)];
                 if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 {
@@ -1371,6 +1391,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn migrate_only_when_weighted() {
+        let is_mig = |c: &Call| matches!(c, Call::Migrate { .. } | Call::MigrateDone { .. });
+        for seed in 0..20 {
+            assert!(!generate(seed, &GenConfig::default()).steps.iter().any(|st| is_mig(&st.call)));
+        }
+        let cfg =
+            GenConfig { weights: Weights { migrate: 10, ..Weights::default() }, ..GenConfig::default() };
+        let mut names = BTreeSet::new();
+        for seed in 0..5 {
+            let s = generate(seed, &cfg);
+            check_well_formed(&s).unwrap();
+            names.extend(s.steps.iter().filter(|st| is_mig(&st.call)).map(|st| st.call.name()));
+        }
+        assert_eq!(names, BTreeSet::from(["migrate", "migrate_done"]));
     }
 
     #[test]

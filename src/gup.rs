@@ -62,7 +62,9 @@ impl System {
         Ok(0)
     }
 
-    /// `__get_user_pages` for one page with `FOLL_WRITE | FOLL_PIN | FOLL_LONGTERM`.
+    /// `__get_user_pages` for one page with `FOLL_WRITE | FOLL_PIN | FOLL_LONGTERM`. A
+    /// migration entry is not present: the fault waits for the migration and maps the new
+    /// folio, which is the one pinned.
     fn pin_one(&mut self, mm: crate::mm::MmId, a: VirtAddr) -> Option<FolioId> {
         let vma = self.mms[mm].vma_lookup(a)?;
         let v = &self.vmas[vma];
@@ -77,7 +79,12 @@ impl System {
                 return None;
             }
             if v.linear_page_index(a).0 >= self.fs.size_pages(inode)
-                && !matches!(self.mms[mm].pt.walk(a), Walk::Pte(Pte::Present { .. }) | Walk::Huge { .. })
+                && !matches!(
+                    self.mms[mm].pt.walk(a),
+                    Walk::Pte(Pte::Present { .. } | Pte::Migration { .. })
+                        | Walk::Huge { .. }
+                        | Walk::PmdMigration { .. }
+                )
             {
                 // do_cow_fault prepares the anon_vma (vmf_anon_prepare) before the read
                 // finds EOF and fails with SIGBUS.

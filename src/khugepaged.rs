@@ -2,7 +2,7 @@
 //! `collapse_huge_page` and `madvise_collapse_errno`.
 
 use crate::errno::{Errno, KResult};
-use crate::folio::ZERO_FOLIO;
+use crate::folio::{FolioId, ZERO_FOLIO};
 use crate::mm::{MmId, System};
 use crate::pagetable::{Pmd, Pte, PteFlags, pmd_index};
 use crate::types::{HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, VirtAddr};
@@ -82,22 +82,11 @@ impl System {
         }
     }
 
-    /// `hpage_collapse_scan_pmd` + `collapse_huge_page` for the PMD at `h`.
-    fn collapse_pmd(&mut self, mm: MmId, vma: VmaId, h: VirtAddr) -> Result<(), ScanFail> {
-        match self.mms[mm].pt.pmd(h) {
-            None if self.mms[mm].pt.pud_present(h) => return Err(ScanFail::PmdNone),
-            None => return Err(ScanFail::PmdNull),
-            Some(Pmd::Huge { .. }) => return Ok(()), // SCAN_PMD_MAPPED
-            Some(Pmd::Table(_)) => {}
-        }
-        let ptes = self.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
+    /// The per-page checks of `hpage_collapse_scan_pmd` (and `__collapse_huge_page_isolate`)
+    /// on the present PTEs of one PMD.
+    fn collapse_scan_ptes(&self, ptes: &[(VirtAddr, Pte)]) -> Result<(), ScanFail> {
         let mut writable = false;
-        if ptes.iter().any(|(_, p)| matches!(p, Pte::Swap { .. })) {
-            // __collapse_huge_page_swapin would read them in first.
-            self.not_modelled("MADV_COLLAPSE over swap entries (__collapse_huge_page_swapin)");
-            return Ok(());
-        }
-        for (_, pte) in &ptes {
+        for (_, pte) in ptes {
             let Pte::Present { folio, flags, .. } = *pte else { continue };
             if folio == ZERO_FOLIO {
                 continue;
@@ -114,6 +103,45 @@ impl System {
         // khugepaged wants a writable PTE; MADV_COLLAPSE does not (the oracle collapses a
         // range whose only page is write-protected after fork).
         let _ = writable;
+        Ok(())
+    }
+
+    /// `hpage_collapse_scan_pmd` + `collapse_huge_page` for the PMD at `h`.
+    fn collapse_pmd(&mut self, mm: MmId, vma: VmaId, h: VirtAddr) -> Result<(), ScanFail> {
+        match self.mms[mm].pt.pmd(h) {
+            None if self.mms[mm].pt.pud_present(h) => return Err(ScanFail::PmdNone),
+            None => return Err(ScanFail::PmdNull),
+            // SCAN_PMD_MAPPED; check_pmd_state says so of a PMD migration entry too (the
+            // migration ends with a PMD mapping a folio again).
+            Some(Pmd::Huge { .. } | Pmd::Migration { .. }) => return Ok(()),
+            Some(Pmd::Table(_)) => {}
+        }
+        let mut ptes = self.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
+        if ptes.iter().any(|(_, p)| matches!(p, Pte::Swap { .. })) {
+            // __collapse_huge_page_swapin would read them in first.
+            self.not_modelled("MADV_COLLAPSE over swap entries (__collapse_huge_page_swapin)");
+            return Ok(());
+        }
+        self.collapse_scan_ptes(&ptes)?;
+        let mut waits: Vec<FolioId> = Vec::new();
+        for (_, pte) in &ptes {
+            if let Pte::Migration { folio, .. } = *pte
+                && !waits.contains(&folio)
+            {
+                waits.push(folio);
+            }
+        }
+        if !waits.is_empty() {
+            // __collapse_huge_page_swapin runs do_swap_page on migration entries too, which
+            // waits for the migrations; __collapse_huge_page_isolate then looks again.
+            for folio in waits {
+                if !self.migration_entry_wait(folio) {
+                    return Ok(());
+                }
+            }
+            ptes = self.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
+            self.collapse_scan_ptes(&ptes)?;
+        }
         // Copy every page into a new THP; none and zero-page PTEs read as zeroes.
         let new = self.folio_alloc(HPAGE_PMD_ORDER);
         self.stats.thp_allocated += 1;

@@ -20,6 +20,7 @@ pub mod khugepaged;
 pub mod madvise;
 pub mod memory;
 pub mod merge;
+pub mod migrate;
 pub mod mm;
 pub mod mmap;
 pub mod mprotect;

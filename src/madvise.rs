@@ -20,9 +20,9 @@ enum Visit {
     Name,
 }
 
-/// The range checks `do_madvise` and `madvise_set_anon_name` share: the end of
-/// `[start, start + PAGE_ALIGN(len_in))`, or None for an empty range.
-fn madvise_range(start: u64, len_in: u64) -> KResult<Option<u64>> {
+/// The range checks `do_madvise` and `madvise_set_anon_name` share (`do_mbind`'s are the
+/// same): the end of `[start, start + PAGE_ALIGN(len_in))`, or None for an empty range.
+pub(crate) fn madvise_range(start: u64, len_in: u64) -> KResult<Option<u64>> {
     if !start.is_multiple_of(PAGE_SIZE) {
         return Err(Errno::EINVAL);
     }

@@ -81,10 +81,26 @@ impl System {
     }
 
     /// `__split_huge_pmd`: turn a PMD leaf covering `addr` into a PTE table mapping the same
-    /// pages. The huge zero folio becomes 512 zero-page PTEs.
+    /// pages. The huge zero folio becomes 512 zero-page PTEs, a PMD migration entry 512 PTE
+    /// migration entries.
     pub fn split_huge_pmd(&mut self, mm: MmId, addr: VirtAddr) {
         let key = pmd_index(addr);
-        let Some(Pmd::Huge { folio, flags }) = self.mms[mm].pt.pmds.get(&key).cloned() else { return };
+        let (folio, flags) = match self.mms[mm].pt.pmds.get(&key) {
+            Some(&Pmd::Huge { folio, flags }) => (folio, flags),
+            Some(&Pmd::Migration { folio, kind, flags }) => {
+                // A PMD migration entry becomes 512 PTE migration entries of the same kind,
+                // young, dirty and soft-dirty; no mapcount moves (there is none).
+                let mut t = Box::new(PteTable::default());
+                for (i, pte) in t.ptes.iter_mut().enumerate() {
+                    *pte = Pte::Migration { folio, sub: i as u16, kind, flags };
+                }
+                t.used = t.ptes.len() as u16;
+                self.mms[mm].pt.set_pmd(key, Pmd::Table(t));
+                self.stats.thp_splits += 1;
+                return;
+            }
+            _ => return,
+        };
         let mut t = Box::new(PteTable::default());
         for (i, pte) in t.ptes.iter_mut().enumerate() {
             *pte = if folio == HUGE_ZERO_FOLIO {
@@ -108,9 +124,12 @@ impl System {
         self.stats.thp_splits += 1;
     }
 
-    /// Split every PMD leaf that `[start, end)` covers only in part.
+    /// Split every PMD leaf (or PMD migration entry) that `[start, end)` covers only in part.
     pub fn split_huge_pmds_partial(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        for (a, _, _) in self.mms[mm].pt.huge_in(start, end) {
+        let pt = &self.mms[mm].pt;
+        let mut leaves: Vec<VirtAddr> = pt.huge_in(start, end).into_iter().map(|(a, _, _)| a).collect();
+        leaves.extend(pt.migration_pmds_in(start, end).into_iter().map(|(a, _, _, _)| a));
+        for a in leaves {
             if a < start || a.0 + PMD_SIZE > end.0 {
                 self.split_huge_pmd(mm, a);
             }
@@ -125,6 +144,10 @@ impl System {
             // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
             self.mms[mm].pt.pmds.remove(&pmd_index(a));
             self.folio_remove_rmap_pmd(folio);
+        }
+        for (a, _, _, _) in self.mms[mm].pt.migration_pmds_in(start, end) {
+            // zap_huge_pmd of a PMD migration entry: nothing to unmap.
+            self.mms[mm].pt.pmds.remove(&pmd_index(a));
         }
         for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
             self.mms[mm].pt.set_pte(a, Pte::None);
@@ -158,7 +181,8 @@ impl System {
                 self.free_swap_cache(folio);
             }
             Pte::Swap { entry, .. } => self.swap_free(entry),
-            Pte::Migration { folio, sub, .. } => self.folio_remove_rmap_pte(folio, sub),
+            // zap_nonpresent_ptes: try_to_migrate already took the mapcount and reference.
+            Pte::Migration { .. } => {}
         }
     }
 

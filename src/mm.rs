@@ -210,6 +210,9 @@ pub struct System {
     pub swap: crate::swap::SwapDevice,
     /// Long-term pins by process (`pin`), released by `unpin` or at exit.
     pub pins: BTreeMap<Pid, Vec<crate::gup::Pin>>,
+    /// Migrations in flight by the process that started them (`migrate`), finished by
+    /// `migrate_done`, a wait on one of their entries, or the process's exit.
+    pub migrations: BTreeMap<Pid, Vec<crate::migrate::InFlight>>,
     /// Which design decides what a move does to folios (`--policy`; crate::policy).
     pub policy: crate::policy::Policy,
 }
@@ -241,6 +244,7 @@ impl System {
             unsupported: None,
             swap,
             pins: BTreeMap::new(),
+            migrations: BTreeMap::new(),
             policy: crate::policy::Policy::Kernel,
         }
     }

@@ -4,7 +4,7 @@ use crate::abi::{PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_SEM, P
 use crate::errno::{Errno, KResult};
 use crate::folio::ZERO_FOLIO;
 use crate::mm::{MmId, System};
-use crate::pagetable::{Pte, PteFlags};
+use crate::pagetable::{MigrationKind, Pmd, Pte, PteFlags, pmd_index};
 use crate::types::{PAGE_SIZE, Pid, VirtAddr, page_align};
 use crate::vma::{VmFlags, VmaId, calc_vm_prot_bits};
 
@@ -126,12 +126,19 @@ impl System {
 
     /// `change_protection`: PTEs lose write when the VMA does; with
     /// MM_CP_TRY_CHANGE_WRITABLE, exclusive anon pages (and shared pages) become writable
-    /// again without a fault.
+    /// again without a fault. Writable migration entries become readable exclusive ones.
     fn change_protection(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) {
         let flags = self.vmas[vma].flags;
         self.split_huge_pmds_partial(mm, start, end);
         let writable = flags.contains(VmFlags::WRITE);
         for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+            if let Pte::Migration { folio, sub, kind: MigrationKind::Write, flags } = pte {
+                // change_pte_range: "a protection check is difficult so just be safe and
+                // disable write", whatever the new protection; an anonymous page stays
+                // exclusive.
+                let kind = MigrationKind::ReadExclusive;
+                self.mms[mm].pt.set_pte(a, Pte::Migration { folio, sub, kind, flags });
+            }
             if let Pte::Present { folio, sub, .. } = pte {
                 let can_write = writable
                     && folio != ZERO_FOLIO
@@ -144,6 +151,13 @@ impl System {
                         *f |= PteFlags::WRITE;
                     }
                 }
+            }
+        }
+        for (a, folio, kind, flags) in self.mms[mm].pt.migration_pmds_in(start, end) {
+            // change_huge_pmd on a PMD migration entry: the same.
+            if kind.is_writable() {
+                let kind = MigrationKind::ReadExclusive;
+                self.mms[mm].pt.set_pmd(pmd_index(a), Pmd::Migration { folio, kind, flags });
             }
         }
         for (a, folio, _) in self.mms[mm].pt.huge_in(start, end) {

@@ -486,9 +486,9 @@ impl System {
             let okey = pmd_index(oa);
             match self.mms[mm].pt.pmds.get(&okey) {
                 None => {}
-                Some(Pmd::Huge { .. }) => {
+                Some(Pmd::Huge { .. } | Pmd::Migration { .. }) => {
                     if extent == PMD_SIZE && !self.mms[mm].pt.pmds.contains_key(&pmd_index(na)) {
-                        // move_huge_pmd
+                        // move_huge_pmd (a PMD migration entry moves as it is)
                         let e = self.mms[mm].pt.pmds.remove(&okey).expect("pmd");
                         self.mms[mm].pt.set_pmd(pmd_index(na), e);
                         self.stats.pmds_moved += 1;
@@ -539,6 +539,11 @@ impl System {
             let moved = match pte {
                 Pte::Present { folio, sub, flags } => {
                     Pte::Present { folio, sub, flags: flags | PteFlags::SOFT_DIRTY }
+                }
+                // move_soft_dirty_pte: pte_swp_mksoft_dirty; the entry keeps its folio, whose
+                // index the rmap still finds here (the new VMA keeps the pgoff).
+                Pte::Migration { folio, sub, kind, flags } => {
+                    Pte::Migration { folio, sub, kind, flags: flags | PteFlags::SOFT_DIRTY }
                 }
                 p => p,
             };

@@ -23,6 +23,45 @@ bitflags! {
     }
 }
 
+/// The migration entry types of an anonymous page (include/linux/swapops.h:
+/// `SWP_MIGRATION_READ`, `SWP_MIGRATION_READ_EXCLUSIVE`, `SWP_MIGRATION_WRITE`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum MigrationKind {
+    /// `make_readable_migration_entry`: the page may be shared.
+    Read,
+    /// `make_readable_exclusive_migration_entry`: read-only, but PageAnonExclusive.
+    ReadExclusive,
+    /// `make_writable_migration_entry`: the PTE was writable (so the page exclusive).
+    Write,
+}
+
+impl MigrationKind {
+    /// The kind `try_to_migrate_one` picks for a mapping: writable first, then exclusive.
+    pub fn of(writable: bool, exclusive: bool) -> MigrationKind {
+        if writable {
+            MigrationKind::Write
+        } else if exclusive {
+            MigrationKind::ReadExclusive
+        } else {
+            MigrationKind::Read
+        }
+    }
+    /// `is_writable_migration_entry`.
+    pub fn is_writable(self) -> bool {
+        self == MigrationKind::Write
+    }
+    /// `!is_readable_migration_entry`: `remove_migration_pte` maps the page with
+    /// RMAP_EXCLUSIVE.
+    pub fn is_exclusive(self) -> bool {
+        self != MigrationKind::Read
+    }
+}
+
+/// PTE bits a migration entry keeps: young and dirty (`make_migration_entry_young`,
+/// `make_migration_entry_dirty`) and soft-dirty (`pte_swp_mksoft_dirty`).
+pub const MIGRATION_KEPT_FLAGS: PteFlags =
+    PteFlags::ACCESSED.union(PteFlags::DIRTY).union(PteFlags::SOFT_DIRTY);
+
 /// A swap entry (`swp_entry_t`): the slot of the (single) swap device holding the page.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub struct SwapEntry(pub u32);
@@ -37,8 +76,10 @@ pub enum Pte {
     /// A swapped-out page; `exclusive` is `pte_swp_exclusive`: the page was PageAnonExclusive
     /// when `try_to_unmap_one` replaced the present PTE.
     Swap { entry: SwapEntry, exclusive: bool },
-    /// A page under migration (`is_migration_entry`).
-    Migration { folio: FolioId, sub: u16, writable: bool },
+    /// Page `sub` of `folio`, under migration (`is_migration_entry`): it holds no mapcount
+    /// and no reference (`try_to_migrate_one` dropped both). `flags` are the ones of
+    /// [`MIGRATION_KEPT_FLAGS`] the PTE had.
+    Migration { folio: FolioId, sub: u16, kind: MigrationKind, flags: PteFlags },
 }
 
 impl Pte {
@@ -76,6 +117,13 @@ pub enum Pmd {
         folio: FolioId,
         flags: PteFlags,
     },
+    /// A PMD migration entry (`is_pmd_migration_entry`, `set_pmd_migration_entry`) for a
+    /// THP under migration; like [`Pte::Migration`] it holds no mapcount.
+    Migration {
+        folio: FolioId,
+        kind: MigrationKind,
+        flags: PteFlags,
+    },
 }
 
 /// What maps one address.
@@ -88,6 +136,13 @@ pub enum Walk {
     Huge {
         folio: FolioId,
         sub: u16,
+        flags: PteFlags,
+    },
+    /// A PMD migration entry; `sub` is the page of the folio at the address.
+    PmdMigration {
+        folio: FolioId,
+        sub: u16,
+        kind: MigrationKind,
         flags: PteFlags,
     },
 }
@@ -114,6 +169,9 @@ impl PageTable {
             Some(Pmd::Table(t)) => Walk::Pte(t.ptes[pte_index(a)]),
             Some(Pmd::Huge { folio, flags }) => {
                 Walk::Huge { folio: *folio, sub: pte_index(a) as u16, flags: *flags }
+            }
+            Some(Pmd::Migration { folio, kind, flags }) => {
+                Walk::PmdMigration { folio: *folio, sub: pte_index(a) as u16, kind: *kind, flags: *flags }
             }
         }
     }
@@ -142,7 +200,7 @@ impl PageTable {
         self.puds.insert(a.0 >> PUD_SHIFT);
         let t = match self.pmds.entry(pmd_index(a)).or_insert_with(|| Pmd::Table(Box::default())) {
             Pmd::Table(t) => t,
-            Pmd::Huge { .. } => panic!("set_pte on a huge PMD at {a:?}"),
+            Pmd::Huge { .. } | Pmd::Migration { .. } => panic!("set_pte on a huge PMD at {a:?}"),
         };
         let slot = &mut t.ptes[pte_index(a)];
         match (slot.is_none(), pte.is_none()) {
@@ -173,7 +231,7 @@ impl PageTable {
                 _ => None,
             },
             Some(Pmd::Huge { flags, .. }) => Some(flags),
-            None => None,
+            Some(Pmd::Migration { .. }) | None => None,
         }
     }
     pub fn pmd(&self, a: VirtAddr) -> Option<&Pmd> {
@@ -221,6 +279,26 @@ impl PageTable {
             .range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1)))
             .filter_map(|(k, p)| match p {
                 Pmd::Huge { folio, flags } => Some((VirtAddr(k << PMD_SHIFT), *folio, *flags)),
+                _ => None,
+            })
+            .collect()
+    }
+    /// PMD migration entries whose 2 MiB range intersects `[start, end)`: (PMD start, folio,
+    /// kind, flags).
+    pub fn migration_pmds_in(
+        &self,
+        start: VirtAddr,
+        end: VirtAddr,
+    ) -> Vec<(VirtAddr, FolioId, MigrationKind, PteFlags)> {
+        if start >= end {
+            return Vec::new();
+        }
+        self.pmds
+            .range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1)))
+            .filter_map(|(k, p)| match p {
+                Pmd::Migration { folio, kind, flags } => {
+                    Some((VirtAddr(k << PMD_SHIFT), *folio, *kind, *flags))
+                }
                 _ => None,
             })
             .collect()

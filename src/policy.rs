@@ -262,8 +262,11 @@ pub fn compare_with_kernel(
                     script.path, step.line, pid.0
                 ));
             };
-            // A swapped-out page shows no contents (the reference model checks those).
-            let present = |pg: &&crate::snapshot::PageView| pg.page != crate::snapshot::PageName::Swap;
+            // A swapped-out or migrating page shows no contents (the reference model checks
+            // those).
+            let present = |pg: &&crate::snapshot::PageView| {
+                !matches!(pg.page, crate::snapshot::PageName::Swap | crate::snapshot::PageName::Migration)
+            };
             let theirs: BTreeMap<u64, u64> =
                 pp.pages.iter().filter(present).map(|pg| (pg.addr, pg.tag)).collect();
             for pg in kp.pages.iter().filter(present) {

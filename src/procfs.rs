@@ -76,8 +76,9 @@ impl System {
         self.mms[p.mm].vmas.values().map(|e| self.maps_line(p.mm, e.id)).collect()
     }
 
-    /// Every present or swapped page of a process, as pagemap shows it: the page, bit 56
-    /// (the page is mapped exactly once: `folio_precise_page_mapcount == 1`), and its tag.
+    /// Every present, swapped or migrating page of a process, as pagemap shows it: the page,
+    /// bit 56 (the page is mapped exactly once: `folio_precise_page_mapcount == 1`), and its
+    /// tag.
     pub fn pagemap(&self, pid: Pid) -> Vec<RawPte> {
         let Some(p) = self.procs.get(&pid) else { return Vec::new() };
         let mm = &self.mms[p.mm];
@@ -105,6 +106,9 @@ impl System {
                         Pmd::Huge { folio, flags } => {
                             Walk::Huge { folio: *folio, sub: i as u16, flags: *flags }
                         }
+                        Pmd::Migration { folio, kind, flags } => {
+                            Walk::PmdMigration { folio: *folio, sub: i as u16, kind: *kind, flags: *flags }
+                        }
                     };
                     out.extend(self.pagemap_entry(w, a));
                     a += crate::types::PAGE_SIZE;
@@ -130,8 +134,13 @@ impl System {
                     tag: f.pages[sub as usize].tag,
                 })
             }
-            Walk::Pte(Pte::Swap { .. }) | Walk::Pte(Pte::Migration { .. }) => {
+            Walk::Pte(Pte::Swap { .. }) => {
                 Some(RawPte { addr: a, page: RawPage::Swap, exclusive: false, tag: 0 })
+            }
+            // pte_to_pagemap_entry / pagemap_pmd_range: PM_SWAP, the migration swap type and
+            // the PFN as offset; never PM_MMAP_EXCLUSIVE (only present pages get it).
+            Walk::Pte(Pte::Migration { .. }) | Walk::PmdMigration { .. } => {
+                Some(RawPte { addr: a, page: RawPage::Migration, exclusive: false, tag: 0 })
             }
             _ => None,
         }

@@ -576,7 +576,9 @@ impl RefModel {
                 let want = self.read(pid, pte.addr).unwrap_or(0);
                 // A swapped-out page holds its slot's contents.
                 let tag = match pte.page {
-                    crate::snapshot::RawPage::Swap => sys.read_tag(p.mm, VirtAddr(pte.addr)).unwrap_or(0),
+                    crate::snapshot::RawPage::Swap | crate::snapshot::RawPage::Migration => {
+                        sys.read_tag(p.mm, VirtAddr(pte.addr)).unwrap_or(0)
+                    }
                     _ => pte.tag,
                 };
                 if tag != want && !self.lazy_tags.contains(&tag) {
@@ -603,6 +605,12 @@ impl System {
                 return Some(self.folios[folio].pages[sub as usize].tag);
             }
             Walk::Pte(Pte::Swap { entry, .. }) => return Some(self.swap_read_tag(entry)),
+            // A page under migration still holds its contents (in the old folio); an entry
+            // left behind by a finished migration names a freed folio: nothing to read.
+            Walk::Pte(Pte::Migration { folio, sub, .. }) | Walk::PmdMigration { folio, sub, .. } => {
+                let live = self.folios.contains(folio) && self.folios[folio].migrating;
+                return live.then(|| self.folios[folio].pages.get(sub as usize).map(|p| p.tag)).flatten();
+            }
             _ => {}
         }
         let v = &self.vmas[vma];

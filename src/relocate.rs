@@ -122,6 +122,10 @@ impl System {
         let mm = r.mm;
         let new_av = self.vmas[r.new].anon_vma.expect("relocation target has an anon_vma");
         let to = Mapping::Anon(new_av);
+        // A PMD migration entry fails the walk as a PTE one does.
+        if !self.mms[mm].pt.migration_pmds_in(r.old_addr, r.old_end()).is_empty() {
+            return Err(RelocReason::Migration);
+        }
         // PMD leaves first (`relocate_anon_pmd`): whole when the move covers them and lands
         // PMD-aligned, split otherwise.
         for (h, folio, _) in self.mms[mm].pt.huge_in(r.old_addr, r.old_end()) {
@@ -279,7 +283,9 @@ impl System {
     /// Walk `[start, start + len)` without changing anything: what a relocation would meet.
     pub(crate) fn reloc_prewalk(&mut self, mm: MmId, start: VirtAddr, len: u64) -> Prewalk {
         let end = start.plus(len);
-        let mut p = Prewalk::default();
+        // A PMD migration entry counts as a PTE one does.
+        let migration = !self.mms[mm].pt.migration_pmds_in(start, end).is_empty();
+        let mut p = Prewalk { migration, ..Default::default() };
         let mut seen: HashSet<FolioId> = HashSet::new();
         for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
             self.stats.policy.entries_walked += 1;
@@ -641,6 +647,23 @@ impl System {
         }
         self.stats.policy.anon_vma_adoptions += 1;
         self.stats.policy.rmap_lock_holds += 2;
+        // A migration entry's folio cannot be adopted while its migration is in flight (its
+        // rmap walk would look in the old anon_vma and strand the entry): wait for it, which
+        // maps the new folio, then adopt that.
+        let pt = &self.mms[mm].pt;
+        let mut waits: Vec<FolioId> =
+            pt.migration_pmds_in(start, end).into_iter().map(|(_, f, _, _)| f).collect();
+        waits.extend(pt.ptes_in(start, end).into_iter().filter_map(|(_, p)| match p {
+            Pte::Migration { folio, .. } => Some(folio),
+            _ => None,
+        }));
+        let mut waited = HashSet::new();
+        for folio in waits {
+            if waited.insert(folio) && self.folios.contains(folio) && self.folios[folio].migrating {
+                self.migration_entry_wait(folio);
+                self.stats.policy.migrations_waited += 1;
+            }
+        }
         for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
             let _ = h;
             self.stats.policy.entries_walked += 1;

@@ -269,6 +269,8 @@ impl<'a> Runner<'a> {
             }
             Call::Pin { addr, len } => val(sys.sys_pin(pid, *addr, *len)),
             Call::Unpin { addr, len } => val(sys.sys_unpin(pid, *addr, *len)),
+            Call::Migrate { addr, len } => val(sys.sys_migrate(pid, *addr, *len)),
+            Call::MigrateDone { addr, len } => val(sys.sys_migrate_done(pid, *addr, *len)),
             Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => val(sys.map_record(
                 pid,
                 *addr,

@@ -15,6 +15,9 @@ pub enum RawPage {
     Zero,
     Id(u64),
     Swap,
+    /// A migration entry (model only: pagemap reports it as PM_SWAP with a migration swap
+    /// type, which the oracle never sees since it cannot hold a migration in flight).
+    Migration,
 }
 
 /// One present (or swapped) PTE.
@@ -38,11 +41,13 @@ pub struct RawProc {
 }
 
 /// A page's stable name within one step: 0 is the zero page, then 1, 2, … in first-seen order
-/// (processes by pid, pages by address); `Swap` for a swap entry.
+/// (processes by pid, pages by address); `Swap` for a swap entry, `Migration` for a
+/// migration entry.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum PageName {
     Page(u64),
     Swap,
+    Migration,
 }
 
 impl Serialize for PageName {
@@ -50,6 +55,7 @@ impl Serialize for PageName {
         match self {
             PageName::Page(n) => s.serialize_u64(*n),
             PageName::Swap => s.serialize_str("swap"),
+            PageName::Migration => s.serialize_str("migration"),
         }
     }
 }
@@ -94,6 +100,7 @@ pub fn rename(procs: BTreeMap<Pid, RawProc>) -> BTreeMap<Pid, ProcView> {
                     let page = match pte.page {
                         RawPage::Zero => PageName::Page(0),
                         RawPage::Swap => PageName::Swap,
+                        RawPage::Migration => PageName::Migration,
                         raw => PageName::Page(*names.entry(raw).or_insert_with(|| {
                             next += 1;
                             next - 1

@@ -123,6 +123,9 @@ pub struct Stats {
     pub anon_vmas_freed: u64,
     pub folios_allocated: u64,
     pub folios_freed: u64,
+    /// Folios whose mappings became migration entries (`migrate`), and migrations finished.
+    pub migrations_started: u64,
+    pub migrations_done: u64,
     /// What the policy's relocations did and cost.
     pub policy: crate::policy::PolicyStats,
 }

@@ -129,6 +129,17 @@ impl System {
         f.extra_refs += 1;
     }
 
+    /// The swap-cache part of `__folio_migrate_mapping`: the new folio takes the old one's
+    /// slot (`PG_swapcache`, `folio->swap`, and the swap cache's reference).
+    pub(crate) fn migrate_swap_cache(&mut self, src: FolioId, dst: FolioId) {
+        let Some(e) = self.folios[src].swap.take() else { return };
+        self.folios[src].extra_refs -= 1;
+        self.slot_mut(e).cache = Some(dst);
+        let d = &mut self.folios[dst];
+        d.swap = Some(e);
+        d.extra_refs += 1;
+    }
+
     /// `delete_from_swap_cache` (`__remove_mapping` of a swap-cache folio): the slot keeps the
     /// folio's contents and is freed if nothing references it. The caller puts the folio.
     fn delete_from_swap_cache(&mut self, folio: FolioId) {
@@ -292,12 +303,17 @@ impl System {
     }
 
     pub(crate) fn do_swap_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
-        let Pte::Swap { entry, exclusive } = self.mms[mm].pt.get_pte(a) else {
-            self.not_modelled("a fault on a migration entry");
-            return;
-        };
+        let Pte::Swap { entry, exclusive } = self.mms[mm].pt.get_pte(a) else { return };
+        let mut cached = self.swap.slot(entry).and_then(|s| s.cache);
+        if let Some(f) = cached
+            && self.folios[f].migrating
+        {
+            // The cached folio is being migrated: folio_lock_or_retry sleeps until that ends,
+            // and the new folio has taken its place in the swap cache.
+            self.finish_migration(f);
+            cached = self.swap.slot(entry).and_then(|s| s.cache);
+        }
         let av = self.anon_vma_prepare(vma);
-        let cached = self.swap.slot(entry).and_then(|s| s.cache);
         let folio = match cached {
             Some(f) => f,
             None => {

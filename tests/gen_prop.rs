@@ -5,7 +5,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 
-use anonmm::r#gen::{GenConfig, generate, shrink, write_script};
+use anonmm::r#gen::{GenConfig, Weights, generate, shrink, write_script};
 use anonmm::run::{RunOptions, run_script};
 use anonmm::script::Script;
 
@@ -34,6 +34,8 @@ fn random_scripts_keep_invariants() {
         GenConfig::default(),
         GenConfig { max_procs: 1, files: false, shared: false, ..GenConfig::default() },
         GenConfig { max_procs: 6, thp: false, ..GenConfig::default() },
+        // Model-only: migrations held in flight across every other call.
+        GenConfig { weights: Weights { migrate: 8, ..Weights::default() }, ..GenConfig::default() },
     ];
     let mut total = 0;
     for cfg in &cfgs {

@@ -2,7 +2,7 @@
 //! every process the same page contents as `kernel` (policies change metadata, never data).
 //! `ANONMM_POLICY_SEEDS=N` runs more seeds.
 
-use anonmm::r#gen::{GenConfig, generate, shrink, write_script};
+use anonmm::r#gen::{GenConfig, Weights, generate, shrink, write_script};
 use anonmm::mm::Config;
 use anonmm::policy::{POLICY_NAMES, compare_with_kernel};
 
@@ -82,4 +82,42 @@ fn policies_never_change_contents() {
     // The comparison must not stop early on most steps, and the policies must act.
     assert!(compared * 2 > total, "only {compared} of {total} steps compared");
     assert!(relocated > 0, "no policy relocated anything");
+}
+
+/// The same with migrations held in flight (`migrate`/`migrate_done`): a relocation or an
+/// adoption that met a migration entry and went on would strand it, and the checker says so.
+#[test]
+fn policies_with_migrations_in_flight() {
+    let seeds: u64 = std::env::var("ANONMM_POLICY_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let cfg = GenConfig {
+        steps: 80,
+        relocate_flags: true,
+        weights: Weights { migrate: 8, ..Weights::default() },
+        ..GenConfig::default()
+    };
+    let mut refused = 0u64;
+    for seed in 0..seeds {
+        let script = generate(0x316c0 + seed, &cfg);
+        for p in POLICY_NAMES.iter().filter(|&&p| p != "kernel") {
+            if let Err(e) = compare_with_kernel(&script, p, &Config::default()) {
+                let small = shrink(&script, &mut |s| compare_with_kernel(s, p, &Config::default()).is_err());
+                let out =
+                    std::env::temp_dir().join(format!("anonmm-policy-mig-{p}-{}.strace", 0x316c0 + seed));
+                let _ = std::fs::write(&out, write_script(&small));
+                panic!("seed {}: {e}\nshrunk script: {}", 0x316c0 + seed, out.display());
+            }
+            let opts = anonmm::run::RunOptions { policy: p.to_string(), ..Default::default() };
+            if let Ok(r) = anonmm::run::run_script(&script, &opts) {
+                refused += r
+                    .stats
+                    .policy
+                    .relocations_refused
+                    .get(&anonmm::policy::RelocReason::Migration)
+                    .copied()
+                    .unwrap_or(0);
+                refused += r.stats.policy.migrations_waited;
+            }
+        }
+    }
+    eprintln!("{refused} relocations refused for, or adoptions waiting on, a migration");
 }

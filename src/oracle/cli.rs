@@ -86,6 +86,7 @@ fn page_text(p: &PageView) -> String {
     let name = match p.page {
         PageName::Page(n) => n.to_string(),
         PageName::Swap => "swap".to_string(),
+        PageName::Migration => "migration".to_string(),
     };
     format!("{:#x} page={name} excl={} tag={:#x}", p.addr, p.exclusive as u8, p.tag)
 }

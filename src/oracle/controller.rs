@@ -399,7 +399,12 @@ impl Controller {
                 self.exit(step, *code)?;
                 return Ok(Expect::Unknown);
             }
-            Call::Brk { .. } | Call::Execve { .. } | Call::CloneVm { .. } | Call::MapRecord { .. } => {
+            Call::Brk { .. }
+            | Call::Execve { .. }
+            | Call::CloneVm { .. }
+            | Call::MapRecord { .. }
+            | Call::Migrate { .. }
+            | Call::MigrateDone { .. } => {
                 return Err(OracleError::Refused {
                     line: step.line,
                     reason: format!("{} is not supported by the oracle", step.call.name()),

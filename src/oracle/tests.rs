@@ -229,6 +229,8 @@ fn refuses_what_cannot_be_compared() {
     refused(Call::Brk { addr: 0 });
     refused(Call::Execve { path: "/bin/true".into() });
     refused(Call::Munmap { addr: WINDOW_END_MINUS_PAGE, len: 0x2000 });
+    refused(Call::Migrate { addr: A, len: 0x1000 });
+    refused(Call::MigrateDone { addr: A, len: 0x1000 });
     // A call by a process that does not exist.
     let r = run_native(&script(vec![
         st(1, 1, mmap(A, 0x1000, RW, ANON), None),

@@ -77,6 +77,13 @@ pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
                     "map_record is a kernel-made mapping from a trace: it cannot be replayed natively",
                 ));
             }
+            Call::Migrate { .. } | Call::MigrateDone { .. } => {
+                return Err(refuse(
+                    step,
+                    "migrate and migrate_done are model-only: user space cannot hold a \
+                     migration in flight on the kernel",
+                ));
+            }
             Call::Execve { .. } => {
                 return Err(refuse(
                     step,

@@ -134,6 +134,18 @@ pub enum Call {
         addr: u64,
         len: u64,
     },
+    /// Model-only pseudo-call: start migrating every anonymous folio mapped in the range
+    /// (`migrate_folio_unmap`: every mapping becomes a migration entry) and hold it in flight.
+    Migrate {
+        addr: u64,
+        len: u64,
+    },
+    /// Model-only pseudo-call: finish the migrations in flight with an entry in the range
+    /// (`migrate_folio_move`, `remove_migration_ptes`).
+    MigrateDone {
+        addr: u64,
+        len: u64,
+    },
     /// A mapping the kernel made itself (at exec: the ELF image, ld.so, `[stack]`, `[vdso]`,
     /// …), as perf's mmap records show it. Not a syscall: it is installed as is, with
     /// MAP_FIXED semantics. `path` is the file (None for anonymous or a `[special]` name
@@ -175,6 +187,8 @@ impl Call {
             Call::Touch { .. } => "touch",
             Call::Pin { .. } => "pin",
             Call::Unpin { .. } => "unpin",
+            Call::Migrate { .. } => "migrate",
+            Call::MigrateDone { .. } => "migrate_done",
             Call::MapRecord { .. } => "map_record",
         }
     }

@@ -755,6 +755,11 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
             let (addr, len) = (num(a, 0, "addr")?, num(a, 1, "length")?);
             if name == "pin" { Call::Pin { addr, len } } else { Call::Unpin { addr, len } }
         }
+        "migrate" | "migrate_done" => {
+            want(a, &[2])?;
+            let (addr, len) = (num(a, 0, "addr")?, num(a, 1, "length")?);
+            if name == "migrate" { Call::Migrate { addr, len } } else { Call::MigrateDone { addr, len } }
+        }
         "map_record" => {
             // map_record(ADDR, LEN, PGOFF, PROT, "p"|"s", DEV, INO, "path"|NULL, "[name]"|NULL)
             want(a, &[9])?;
@@ -975,6 +980,8 @@ pub fn format_call(call: &Call) -> String {
         }
         Call::Pin { addr, len } => format!("pin({}, {len})", ptr(*addr)),
         Call::Unpin { addr, len } => format!("unpin({}, {len})", ptr(*addr)),
+        Call::Migrate { addr, len } => format!("migrate({}, {len})", ptr(*addr)),
+        Call::MigrateDone { addr, len } => format!("migrate_done({}, {len})", ptr(*addr)),
     }
 }
 
@@ -1210,6 +1217,8 @@ mod tests {
             }
         );
         assert_eq!(c("1 touch(0x1000, 1, \"r\")"), Call::Touch { addr: 0x1000, len: 1, write: false });
+        assert_eq!(c("1 migrate(0x1000, 8192) = 0"), Call::Migrate { addr: 0x1000, len: 8192 });
+        assert_eq!(c("1 migrate_done(0x1000, 4096)"), Call::MigrateDone { addr: 0x1000, len: 4096 });
         assert_eq!(
             c("1 mmap(NULL, 4096, PROT_READ, MAP_SHARED, 3</tmp/f>, 0x1000) = 0x7f0000000000"),
             Call::Mmap { addr: 0, len: 4096, prot: PROT_READ, flags: MAP_SHARED, fd: 3, off: 0x1000 }
@@ -1457,6 +1466,12 @@ mod tests {
                 (any::<i64>(), any::<i64>()).prop_map(|(oldfd, newfd)| Call::Dup2 { oldfd, newfd }),
                 (any::<i64>(), n()).prop_map(|(fd, len)| Call::Ftruncate { fd, len }),
                 (n(), n(), any::<bool>()).prop_map(|(addr, len, write)| Call::Touch { addr, len, write }),
+                (n(), n(), 0u8..4).prop_map(|(addr, len, k)| match k {
+                    0 => Call::Pin { addr, len },
+                    1 => Call::Unpin { addr, len },
+                    2 => Call::Migrate { addr, len },
+                    _ => Call::MigrateDone { addr, len },
+                }),
                 (
                     (n(), n(), n(), n(), any::<bool>()),
                     (n(), n(), proptest::option::of(any_string()), proptest::option::of(any_string()))
