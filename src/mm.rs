@@ -192,6 +192,10 @@ pub struct System {
     pub swap: crate::swap::SwapDevice,
     /// Long-term pins by process (`pin`), released by `unpin` or at exit.
     pub pins: BTreeMap<Pid, Vec<crate::gup::Pin>>,
+    /// Each process's userfaultfd (made on its first uffd call).
+    pub uffds: BTreeMap<Pid, crate::uffd::UffdCtx>,
+    /// The next userfaultfd context number.
+    pub next_uffd: u32,
 }
 
 impl Default for System {
@@ -221,6 +225,8 @@ impl System {
             unsupported: None,
             swap,
             pins: BTreeMap::new(),
+            uffds: BTreeMap::new(),
+            next_uffd: 1,
         }
     }
 

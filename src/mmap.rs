@@ -369,6 +369,7 @@ impl System {
                     anon_vma: None,
                     chain: Vec::new(),
                     anon_name: None,
+                    uffd: None,
                     special: None,
                 })
             }
@@ -554,6 +555,7 @@ impl System {
                 anon_vma: None,
                 chain: Vec::new(),
                 anon_name: None,
+                uffd: None,
                 special: None,
             }),
         };
@@ -638,6 +640,7 @@ impl System {
                     anon_vma: None,
                     chain: Vec::new(),
                     anon_name: None,
+                    uffd: None,
                     special: Some(special.into()),
                 });
             }

@@ -310,6 +310,9 @@ impl System {
         };
         vrm.vma = Some(vma);
         self.move_page_tables(mm, vma, new_vma, VirtAddr(vrm.addr), VirtAddr(vrm.new_addr), vrm.old_len);
+        // mremap_userfaultfd_prep: without UFFD_FEATURE_EVENT_REMAP the moved VMA (possibly a
+        // neighbour it merged into) drops its registration.
+        self.userfaultfd_reset_ctx(new_vma);
         self.mms[mm].total_vm += vrm.new_len >> PAGE_SHIFT;
         if vrm.flags & MREMAP_DONTUNMAP != 0 {
             self.dontunmap_complete(vrm, new_vma);

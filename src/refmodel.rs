@@ -421,6 +421,20 @@ impl RefModel {
                     sp.private.extend(copies);
                 }
             }
+            Call::UffdioMove { dst, src, .. } => {
+                // The moved prefix: each source page's contents now show at the destination
+                // (both are private anonymous), and the source reads as zero.
+                let Expect::Value(moved) = *outcome else { return };
+                let Some(sp) = self.spaces.get_mut(&pid) else { return };
+                let mut off = 0;
+                while off < moved {
+                    match sp.private.remove(&(src + off)) {
+                        Some(t) => sp.private.insert(dst + off, t),
+                        None => sp.private.remove(&(dst + off)),
+                    };
+                    off += PAGE_SIZE;
+                }
+            }
             Call::MapRecord { addr, len, .. } => {
                 // Kernel-made mappings of traces: contents unknown, treated as fresh.
                 if let Some(sp) = self.spaces.get_mut(&pid) {

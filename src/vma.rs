@@ -51,6 +51,8 @@ bitflags! {
         const HUGEPAGE = 0x20000000;
         const NOHUGEPAGE = 0x40000000;
         const MERGEABLE = 0x80000000;
+        /// `VM_UFFD_MINOR` (bit 41 on 64-bit).
+        const UFFD_MINOR = 0x200_0000_0000;
     }
 }
 
@@ -62,6 +64,8 @@ impl VmFlags {
     pub const ACCESS: VmFlags = VmFlags::READ.union(VmFlags::WRITE).union(VmFlags::EXEC);
     /// `VM_LOCKED_MASK`.
     pub const LOCKED_MASK: VmFlags = VmFlags::LOCKED.union(VmFlags::LOCKONFAULT);
+    /// `__VM_UFFD_FLAGS`.
+    pub const UFFD_FLAGS: VmFlags = VmFlags::UFFD_MISSING.union(VmFlags::UFFD_WP).union(VmFlags::UFFD_MINOR);
     /// Flags `is_mergeable_vma` ignores in 6.18 (`VM_SOFTDIRTY`).
     pub const IGNORE_MERGE: VmFlags = VmFlags::SOFTDIRTY;
 }
@@ -86,6 +90,8 @@ pub struct Vma {
     pub anon_name: AnonName,
     /// The name of a kernel-made special mapping (`[vdso]`, `[vvar]`, `[stack]` …).
     pub special: Option<Rc<str>>,
+    /// `vm_userfaultfd_ctx`: the userfaultfd this VMA is registered with.
+    pub uffd: Option<crate::uffd::UffdCtx>,
 }
 
 impl Vma {
