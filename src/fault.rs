@@ -248,10 +248,10 @@ impl System {
         // anon_vma (so fork copies the PMD and merges see a faulted VMA).
         self.anon_vma_prepare(vma);
         if !write && self.cfg.thp_use_zero_page {
+            // set_pmd: the PUD entry above now points to a PMD table too.
             self.mms[mm]
                 .pt
-                .pmds
-                .insert(pmd_index(h), Pmd::Huge { folio: HUGE_ZERO_FOLIO, flags: PteFlags::ACCESSED });
+                .set_pmd(pmd_index(h), Pmd::Huge { folio: HUGE_ZERO_FOLIO, flags: PteFlags::ACCESSED });
             return;
         }
         self.map_new_thp(mm, vma, h, write);

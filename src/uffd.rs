@@ -356,6 +356,11 @@ impl System {
                     return Err(Errno::EBUSY);
                 }
                 if self.folios[folio].is_large() {
+                    // A pinned large folio cannot be split; the kernel answers EBUSY (seen on
+                    // 6.18 by the oracle) rather than retrying the split.
+                    if self.folios[folio].pincount > 0 {
+                        return Err(Errno::EBUSY);
+                    }
                     self.split_folio(folio)?;
                     return Ok(PteMove::Retry);
                 }
@@ -438,8 +443,9 @@ impl System {
     /// `split_folio` of an anonymous large folio (`__folio_split` to order 0): every PMD
     /// mapping is split first (`unmap_folio` with `TTU_SPLIT_HUGE_PMD`), then each page
     /// becomes a small folio with the page's own mapcount, exclusivity and contents, at
-    /// `index + i` of the same anon_vma; the PTEs point to the new folios (`remap_page`),
-    /// and pages nobody maps are freed. Extra references (pins) make it fail with EAGAIN
+    /// `index + i` of the same anon_vma; the PTEs point to the new folios (`remap_page` with
+    /// `RMP_USE_SHARED_ZEROPAGE`: a zero-filled page is mapped as the shared zero page
+    /// instead), and pages nobody maps are freed. Extra references (pins) make it fail with EAGAIN
     /// (`can_split_folio`), a folio without anon_vma with EBUSY.
     pub fn split_folio(&mut self, folio: FolioId) -> KResult<()> {
         let f = &self.folios[folio];
@@ -475,23 +481,49 @@ impl System {
                 self.folios.alloc(nf)
             })
             .collect();
+        let mut zeroed = Vec::new();
         for &m in &mms {
             let keys: Vec<u64> = self.mms[m].pt.pmds.keys().copied().collect();
             for k in keys {
-                if let Some(Pmd::Table(t)) = self.mms[m].pt.pmds.get_mut(&k) {
-                    for pte in t.ptes.iter_mut() {
-                        match pte {
-                            Pte::Present { folio: f, sub, .. } | Pte::Migration { folio: f, sub, .. }
-                                if *f == folio =>
-                            {
-                                *f = news[*sub as usize];
-                                *sub = 0;
+                let base = k << PMD_SHIFT;
+                let Some(Pmd::Table(t)) = self.mms[m].pt.pmds.get(&k) else { continue };
+                let hits: Vec<(usize, Pte)> = t
+                    .ptes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| {
+                        matches!(p, Pte::Present { folio: f, .. } | Pte::Migration { folio: f, .. } if *f == folio)
+                    })
+                    .map(|(i, p)| (i, *p))
+                    .collect();
+                for (i, pte) in hits {
+                    let a = VirtAddr(base + i as u64 * PAGE_SIZE);
+                    let new = match pte {
+                        Pte::Present { sub, flags, .. } => {
+                            let n = news[sub as usize];
+                            // remove_migration_pte → try_to_map_unused_to_zeropage: a
+                            // zero-filled page of an unlocked VMA maps the shared zero page.
+                            let locked = self.mms[m]
+                                .vma_lookup(a)
+                                .is_some_and(|v| self.vmas[v].flags.contains(VmFlags::LOCKED));
+                            if self.folios[n].pages[0].tag == 0 && !locked {
+                                zeroed.push(n);
+                                Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: PteFlags::ACCESSED }
+                            } else {
+                                Pte::Present { folio: n, sub: 0, flags }
                             }
-                            _ => {}
                         }
-                    }
+                        Pte::Migration { sub, writable, .. } => {
+                            Pte::Migration { folio: news[sub as usize], sub: 0, writable }
+                        }
+                        other => other,
+                    };
+                    self.mms[m].pt.set_pte(a, new);
                 }
             }
+        }
+        for n in zeroed {
+            self.folios[n].pages[0].mapcount -= 1;
         }
         self.folios.free(folio);
         self.stats.folios_freed += 1;
