@@ -51,6 +51,8 @@ pub struct Weights {
     pub file: u32,
     /// `pin` (long-term pins, as io_uring buffers) or `unpin` of an earlier pin.
     pub pin: u32,
+    /// `uffd_register`, `uffd_unregister` or `uffdio_move`.
+    pub uffd: u32,
 }
 
 impl Default for Weights {
@@ -67,6 +69,7 @@ impl Default for Weights {
             touch: 22,
             file: 4,
             pin: 3,
+            uffd: 5,
         }
     }
 }
@@ -205,6 +208,9 @@ struct Gen<'a> {
     steps: Vec<Step>,
     /// Pins taken and not released: (pid, addr, len).
     pins: Vec<(u32, u64, u64)>,
+    /// Ranges registered with a process's userfaultfd, as far as the generator knows:
+    /// (pid, start, end). Moves go there mostly.
+    uffd_ranges: Vec<(u32, u64, u64)>,
 }
 
 #[derive(Clone, Copy)]
@@ -220,6 +226,7 @@ enum Op {
     Touch,
     File,
     Pin,
+    Uffd,
 }
 
 /// Generate a random script. The same seed and config always give the same script.
@@ -231,6 +238,7 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Script {
         next_pid: 2,
         files: vec![None; NR_FILES],
         pins: Vec::new(),
+        uffd_ranges: Vec::new(),
         steps: Vec::with_capacity(cfg.steps + 4),
     };
     while g.steps.len() < cfg.steps {
@@ -267,6 +275,7 @@ impl Gen<'_> {
             (Op::AnonName, w.anon_name),
             (Op::Touch, w.touch),
             (Op::Pin, w.pin),
+            (Op::Uffd, w.uffd),
         ];
         if self.procs.len() < self.cfg.max_procs {
             table.push((Op::Fork, w.fork));
@@ -306,6 +315,7 @@ impl Gen<'_> {
             Op::Touch => self.op_touch(pi),
             Op::File => self.op_file(pi),
             Op::Pin => self.op_pin(pi),
+            Op::Uffd => self.op_uffd(pi),
         }
     }
 
@@ -673,6 +683,74 @@ impl Gen<'_> {
         self.emit(pid, Call::Pin { addr, len }, None);
     }
 
+    /// userfaultfd: register a range for missing faults (whole mappings or parts), unregister
+    /// one, or `UFFDIO_MOVE` pages into a registered range from a mapping nearby: page runs,
+    /// whole PMDs with `thp`, with or without ALLOW_SRC_HOLES; with `invalid`, bad modes and
+    /// unaligned or unregistered destinations.
+    fn op_uffd(&mut self, pi: usize) {
+        let pid = self.procs[pi].pid;
+        let mine: Vec<(u64, u64)> =
+            self.uffd_ranges.iter().filter(|r| r.0 == pid).map(|&(_, s, e)| (s, e)).collect();
+        let x = self.rng.random_range(0..100);
+        if mine.is_empty() || x < 25 {
+            let (addr, len) = self.pick_range(pi);
+            let mode = if self.cfg.invalid && self.chance(0.05) {
+                self.pick(&[0, 8])
+            } else {
+                UFFDIO_REGISTER_MODE_MISSING
+            };
+            self.uffd_ranges.push((pid, addr, addr.saturating_add(len)));
+            self.emit(pid, Call::UffdRegister { addr, len, mode }, None);
+            return;
+        }
+        if x < 33 {
+            let (s, e) = self.pick(&mine);
+            let (addr, len) = if self.chance(0.6) { (s, e - s) } else { self.pick_range(pi) };
+            self.uffd_ranges.retain(|&(p, rs, re)| !(p == pid && rs >= addr && re <= addr.saturating_add(len)));
+            self.emit(pid, Call::UffdUnregister { addr, len }, None);
+            return;
+        }
+        let (ds, de) = self.pick(&mine);
+        let thp = self.cfg.thp && self.chance(0.15);
+        let len = if thp {
+            PMD_SIZE * self.rng.random_range(1..=2)
+        } else {
+            PAGE_SIZE * self.rng.random_range(1..=8).min(((de - ds) / PAGE_SIZE).max(1))
+        };
+        let span = |s: u64, e: u64, g: &mut Self| {
+            let pages = (e.saturating_sub(s) / PAGE_SIZE).max(1);
+            let off = g.rng.random_range(0..pages);
+            if thp { (s + off * PAGE_SIZE + PMD_SIZE - 1) & !(PMD_SIZE - 1) } else { s + off * PAGE_SIZE }
+        };
+        let dst = Self::clamp_addr(span(ds, de, self));
+        let src = match self.random_region(pi) {
+            Some(r) => Self::clamp_addr(span(r.start, r.end, self)),
+            None => self.random_addr(),
+        };
+        let mut mode = self.pick(&[
+            0,
+            0,
+            UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
+            UFFDIO_MOVE_MODE_DONTWAKE,
+            UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES | UFFDIO_MOVE_MODE_DONTWAKE,
+        ]);
+        let (mut dst, mut src, mut len) = (dst, src, Self::fit(dst.max(src), len));
+        if self.cfg.invalid && self.chance(0.08) {
+            match self.rng.random_range(0..4) {
+                0 => mode |= 4,
+                1 => dst += 1,
+                2 => len = 0,
+                _ => src = dst,
+            }
+        }
+        if self.chance(0.1) {
+            // The other way round: the source registered, the destination maybe not.
+            std::mem::swap(&mut dst, &mut src);
+        }
+        len = len.min(ARENA_END.saturating_sub(dst.max(src)));
+        self.emit(pid, Call::UffdioMove { dst, src, len, mode }, None);
+    }
+
     fn op_anon_name(&mut self, pi: usize) {
         let pid = self.procs[pi].pid;
         let (addr, len) = self.pick_range(pi);
@@ -725,6 +803,7 @@ impl Gen<'_> {
         let ci = self.pick(&candidates);
         let p = self.procs.remove(ci);
         self.pins.retain(|&(pid, _, _)| pid != p.pid);
+        self.uffd_ranges.retain(|&(pid, _, _)| pid != p.pid);
         self.emit(p.pid, Call::ExitGroup { code: 0 }, None);
     }
 
@@ -1223,6 +1302,31 @@ fn simpler_calls(call: &Call) -> Vec<Call> {
                 });
             }
         }
+        Call::UffdioMove { len, mode, .. } => {
+            for l in shorter(len) {
+                variant(&|c| {
+                    if let Call::UffdioMove { len, .. } = c {
+                        *len = l
+                    }
+                });
+            }
+            if mode != 0 {
+                variant(&|c| {
+                    if let Call::UffdioMove { mode, .. } = c {
+                        *mode = 0
+                    }
+                });
+            }
+        }
+        Call::UffdRegister { len, .. } | Call::UffdUnregister { len, .. } => {
+            for l in shorter(len) {
+                variant(&|c| {
+                    if let Call::UffdRegister { len, .. } | Call::UffdUnregister { len, .. } = c {
+                        *len = l
+                    }
+                });
+            }
+        }
         Call::Touch { len, write, .. } => {
             for l in shorter(len) {
                 variant(&|c| {
@@ -1292,7 +1396,10 @@ mod tests {
             | Call::SetVmaAnonName { addr, len, .. }
             | Call::Touch { addr, len, .. }
             | Call::Pin { addr, len }
-            | Call::Unpin { addr, len } => vec![(*addr, *len)],
+            | Call::Unpin { addr, len }
+            | Call::UffdRegister { addr, len, .. }
+            | Call::UffdUnregister { addr, len } => vec![(*addr, *len)],
+            Call::UffdioMove { dst, src, len, .. } => vec![(*dst, *len), (*src, *len)],
             Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
                 let mut v = vec![(*old_addr, *old_len)];
                 if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 {
@@ -1395,6 +1502,9 @@ mod tests {
             "close",
             "pin",
             "unpin",
+            "uffd_register",
+            "uffd_unregister",
+            "uffdio_move",
         ] {
             assert!(names.get(n).copied().unwrap_or(0) > 0, "no {n}: {names:?}");
         }

@@ -191,7 +191,12 @@ impl System {
             vrm.new_addr = target + offset;
             vrm.old_len = len;
             vrm.new_len = len;
-            // Anonymous and ordinary file VMAs are always allowed in a multi-VMA move.
+            // vma_multi_allowed: anonymous and ordinary file VMAs may move several at once,
+            // but not one registered with a userfaultfd (its notification would have to drop
+            // the mmap lock): it must be the whole move.
+            if self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS) && (seen || vend < end) {
+                return Err(Errno::EFAULT);
+            }
             self.check_prep_vma(vrm)?;
             let r = self.mremap_to(vrm)?;
             if !seen {

@@ -466,9 +466,12 @@ impl RefModel {
         let r = match *outcome {
             Expect::Value(r) => r,
             _ => {
+                // The reference cannot tell VMAs apart: an EFAULT from a userfaultfd-registered
+                // VMA after the first (vma_multi_allowed) may also have moved part of the range.
+                let efault = matches!(outcome, Expect::Err(crate::errno::Errno::EFAULT));
                 if flags & MREMAP_FIXED != 0
                     && old_len == new_len
-                    && sp.mapped_runs(old, old.saturating_add(old_len)).len() > 1
+                    && (efault || sp.mapped_runs(old, old.saturating_add(old_len)).len() > 1)
                 {
                     self.lost_track.get_or_insert_with(|| "a multi-VMA mremap failed part way".into());
                 }

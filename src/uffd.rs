@@ -108,10 +108,6 @@ impl System {
         if mode == 0 || mode & !all != 0 {
             return Err(Errno::EINVAL);
         }
-        if mode != UFFDIO_REGISTER_MODE_MISSING {
-            self.not_modelled("userfaultfd registration for WP or MINOR faults");
-            return Err(Errno::EINVAL);
-        }
         validate_range(addr, len)?;
         let (start, end) = (VirtAddr(addr), VirtAddr(addr + len));
         let vmas = self.mms[mm].vmas_in(start, end);
@@ -119,7 +115,9 @@ impl System {
             return Err(Errno::EINVAL);
         }
         for &v in &vmas {
-            if !self.vma_can_userfault(v) {
+            // vma_can_userfault: minor faults only exist for shmem (and hugetlbfs).
+            let minor_ok = mode & UFFDIO_REGISTER_MODE_MINOR == 0 || self.vmas[v].file.is_some();
+            if !self.vma_can_userfault(v) || !minor_ok {
                 return Err(Errno::EINVAL);
             }
             if !self.vmas[v].flags.contains(VmFlags::MAYWRITE) {
@@ -128,6 +126,10 @@ impl System {
             if self.vmas[v].uffd.is_some_and(|c| c != ctx) {
                 return Err(Errno::EBUSY);
             }
+        }
+        if mode != UFFDIO_REGISTER_MODE_MISSING {
+            self.not_modelled("userfaultfd registration for WP or MINOR faults");
+            return Err(Errno::EINVAL);
         }
         // userfaultfd_register_range
         let mut a = start;
