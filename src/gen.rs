@@ -692,7 +692,7 @@ impl Gen<'_> {
         let mine: Vec<(u64, u64)> =
             self.uffd_ranges.iter().filter(|r| r.0 == pid).map(|&(_, s, e)| (s, e)).collect();
         let x = self.rng.random_range(0..100);
-        if mine.is_empty() || x < 25 {
+        if mine.is_empty() || x < 20 {
             let (addr, len) = self.pick_range(pi);
             let mode = if self.cfg.invalid && self.chance(0.05) {
                 self.pick(&[0, 8])
@@ -703,30 +703,61 @@ impl Gen<'_> {
             self.emit(pid, Call::UffdRegister { addr, len, mode }, None);
             return;
         }
-        if x < 33 {
+        if x < 27 {
             let (s, e) = self.pick(&mine);
             let (addr, len) = if self.chance(0.6) { (s, e - s) } else { self.pick_range(pi) };
-            self.uffd_ranges.retain(|&(p, rs, re)| !(p == pid && rs >= addr && re <= addr.saturating_add(len)));
+            self.uffd_ranges
+                .retain(|&(p, rs, re)| !(p == pid && rs >= addr && re <= addr.saturating_add(len)));
             self.emit(pid, Call::UffdUnregister { addr, len }, None);
             return;
         }
-        let (ds, de) = self.pick(&mine);
+        // The destination: a mapping the generator believes is inside a registered range.
+        let (mut ds, mut de) = self.pick(&mine);
+        let inside: Vec<Region> = self.procs[pi].clipped(ds, de);
+        if !inside.is_empty() && self.chance(0.9) {
+            let r = self.pick(&inside);
+            (ds, de) = (r.start, r.end);
+        }
         let thp = self.cfg.thp && self.chance(0.15);
         let len = if thp {
             PMD_SIZE * self.rng.random_range(1..=2)
         } else {
             PAGE_SIZE * self.rng.random_range(1..=8).min(((de - ds) / PAGE_SIZE).max(1))
         };
+        // Mostly a start from which `len` fits in the range (moves stay within one VMA).
         let span = |s: u64, e: u64, g: &mut Self| {
             let pages = (e.saturating_sub(s) / PAGE_SIZE).max(1);
-            let off = g.rng.random_range(0..pages);
+            let fits = pages.saturating_sub(len / PAGE_SIZE) + 1;
+            let upto = if g.chance(0.8) { fits.min(pages) } else { pages };
+            let off = g.rng.random_range(0..upto);
             if thp { (s + off * PAGE_SIZE + PMD_SIZE - 1) & !(PMD_SIZE - 1) } else { s + off * PAGE_SIZE }
         };
         let dst = Self::clamp_addr(span(ds, de, self));
-        let src = match self.random_region(pi) {
+        // A private anonymous source mostly: the only kind that moves.
+        let mut region = self.random_region(pi);
+        for _ in 0..4 {
+            if region.is_none_or(|r| matches!(r.kind, Kind::AnonPrivate)) {
+                break;
+            }
+            region = self.random_region(pi);
+        }
+        let src = match region {
             Some(r) => Self::clamp_addr(span(r.start, r.end, self)),
             None => self.random_addr(),
         };
+        let (dst, src) = if self.chance(0.1) {
+            // The other way round: the source registered, the destination maybe not.
+            (src, dst)
+        } else {
+            (dst, src)
+        };
+        if self.chance(0.5) {
+            // Fault the source in first (written pages move; read ones are zero pages), as a
+            // program fills the page it is about to hand over.
+            let n = Self::fit(src, len);
+            let write = self.chance(0.8);
+            self.emit(pid, Call::Touch { addr: src, len: n, write }, None);
+        }
         let mut mode = self.pick(&[
             0,
             0,
@@ -742,10 +773,6 @@ impl Gen<'_> {
                 2 => len = 0,
                 _ => src = dst,
             }
-        }
-        if self.chance(0.1) {
-            // The other way round: the source registered, the destination maybe not.
-            std::mem::swap(&mut dst, &mut src);
         }
         len = len.min(ARENA_END.saturating_sub(dst.max(src)));
         self.emit(pid, Call::UffdioMove { dst, src, len, mode }, None);

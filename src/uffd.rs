@@ -32,10 +32,10 @@ const MMAP_MIN_ADDR: u64 = 4096;
 /// `validate_range` (fs/userfaultfd.c): page-aligned start, a non-empty whole number of
 /// pages, at or above `mmap_min_addr`, inside the task size.
 fn validate_range(start: u64, len: u64) -> KResult<()> {
-    if start % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 || len == 0 {
+    if !start.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) || len == 0 {
         return Err(Errno::EINVAL);
     }
-    if start < MMAP_MIN_ADDR || start >= TASK_SIZE || len > TASK_SIZE - start {
+    if !(MMAP_MIN_ADDR..TASK_SIZE).contains(&start) || len > TASK_SIZE - start {
         return Err(Errno::EINVAL);
     }
     Ok(())
