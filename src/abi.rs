@@ -91,6 +91,14 @@ pub const CLONE_VM: u64 = 0x100;
 pub const CLONE_VFORK: u64 = 0x4000;
 pub const CLONE_THREAD: u64 = 0x10000;
 
+/// `UFFDIO_REGISTER_MODE_*` (include/uapi/linux/userfaultfd.h).
+pub const UFFDIO_REGISTER_MODE_MISSING: u64 = 1 << 0;
+pub const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+pub const UFFDIO_REGISTER_MODE_MINOR: u64 = 1 << 2;
+/// `UFFDIO_MOVE_MODE_*`.
+pub const UFFDIO_MOVE_MODE_DONTWAKE: u64 = 1 << 0;
+pub const UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES: u64 = 1 << 1;
+
 /// One named flag table: (name, value) in strace's spelling.
 pub type FlagTable = &'static [(&'static str, u64)];
 
@@ -223,3 +231,14 @@ pub fn format_flags(table: FlagTable, value: u64, zero_name: &str) -> String {
     }
     parts.join("|")
 }
+
+pub const UFFDIO_REGISTER_MODES: FlagTable = &[
+    ("UFFDIO_REGISTER_MODE_MISSING", UFFDIO_REGISTER_MODE_MISSING),
+    ("UFFDIO_REGISTER_MODE_WP", UFFDIO_REGISTER_MODE_WP),
+    ("UFFDIO_REGISTER_MODE_MINOR", UFFDIO_REGISTER_MODE_MINOR),
+];
+
+pub const UFFDIO_MOVE_MODES: FlagTable = &[
+    ("UFFDIO_MOVE_MODE_DONTWAKE", UFFDIO_MOVE_MODE_DONTWAKE),
+    ("UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES", UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES),
+];

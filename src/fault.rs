@@ -41,6 +41,9 @@ impl System {
             if let Some(sig) = self.access_error(vma, a, write) {
                 return Ok(Err(sig));
             }
+            if self.uffd_missing_page(mm, vma, a) {
+                return Ok(Err(Signal::SIGBUS));
+            }
             a = a.plus(PAGE_SIZE);
         }
         let mut a = start;
@@ -89,6 +92,25 @@ impl System {
         None
     }
 
+    /// Would a fault at `a` reach `handle_userfault` (a missing page of a VMA registered for
+    /// missing faults)? For shmem, missing means not in the page cache.
+    fn uffd_missing_page(&self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
+        let v = &self.vmas[vma];
+        if !v.flags.contains(VmFlags::UFFD_MISSING) {
+            return false;
+        }
+        if !matches!(self.mms[mm].pt.walk(a), Walk::NoTable | Walk::Pte(Pte::None)) {
+            return false;
+        }
+        match v.file {
+            None => true,
+            Some(f) => {
+                let inode = self.fs.files[f].inode;
+                !self.fs.inodes[inode].cache.contains_key(&v.linear_page_index(a).0)
+            }
+        }
+    }
+
     /// Store a tag in the page mapped at `a` (after a write fault made it writable).
     fn set_page_tag(&mut self, mm: MmId, a: VirtAddr, tag: u64) {
         let (folio, sub) = match self.mms[mm].pt.walk(a) {
@@ -120,9 +142,13 @@ impl System {
         enabled && h >= v.start && h.0 + PMD_SIZE <= v.end.0
     }
 
-    /// `handle_mm_fault` for one page.
-    pub fn handle_mm_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
+    /// `handle_mm_fault` for one page. False when the fault went to userfaultfd
+    /// (`handle_userfault` with `UFFD_FEATURE_SIGBUS`: VM_FAULT_SIGBUS, nothing mapped).
+    pub fn handle_mm_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) -> bool {
         self.stats.faults += 1;
+        if self.userfaultfd_missing_fault(mm, vma, a, write) {
+            return false;
+        }
         match self.mms[mm].pt.walk(a) {
             Walk::NoTable if self.thp_fault_allowed(vma, a) => {
                 self.do_huge_pmd_anonymous_page(mm, vma, a, write)
@@ -170,6 +196,50 @@ impl System {
                 }
             }
         }
+        true
+    }
+
+    /// Whether a fault at `a` is a missing fault of a VMA registered with `VM_UFFD_MISSING`,
+    /// which `handle_userfault` turns into SIGBUS; if so, what the kernel did before
+    /// noticing is done: `do_anonymous_page` allocates the PTE table (and a write prepares
+    /// the anon_vma, `vmf_anon_prepare`), `do_huge_pmd_anonymous_page` prepares the anon_vma,
+    /// a shmem read fault maps the cached pages around first (`do_read_fault`) and
+    /// `shmem_get_folio_gfp` finds no folio.
+    pub(crate) fn userfaultfd_missing_fault(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        a: VirtAddr,
+        write: bool,
+    ) -> bool {
+        if !self.vmas[vma].flags.contains(VmFlags::UFFD_MISSING) {
+            return false;
+        }
+        match self.mms[mm].pt.walk(a) {
+            Walk::NoTable if self.thp_fault_allowed(vma, a) => {
+                self.anon_vma_prepare(vma);
+                true
+            }
+            Walk::NoTable | Walk::Pte(Pte::None) => {
+                if self.vmas[vma].is_anonymous() {
+                    self.mms[mm].pt.alloc_table(a);
+                    if write {
+                        self.anon_vma_prepare(vma);
+                    }
+                    return true;
+                }
+                let inode = self.vma_inode(vma);
+                let index = self.vmas[vma].linear_page_index(a);
+                if self.fs.inodes[inode].cache.contains_key(&index.0) {
+                    return false;
+                }
+                if !write {
+                    self.fault_around(mm, vma, a);
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(crate) fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
@@ -200,10 +270,10 @@ impl System {
         // anon_vma (so fork copies the PMD and merges see a faulted VMA).
         self.anon_vma_prepare(vma);
         if !write && self.cfg.thp_use_zero_page {
+            // set_pmd: the PUD entry above now points to a PMD table too.
             self.mms[mm]
                 .pt
-                .pmds
-                .insert(pmd_index(h), Pmd::Huge { folio: HUGE_ZERO_FOLIO, flags: PteFlags::ACCESSED });
+                .set_pmd(pmd_index(h), Pmd::Huge { folio: HUGE_ZERO_FOLIO, flags: PteFlags::ACCESSED });
             return;
         }
         self.map_new_thp(mm, vma, h, write);

@@ -62,6 +62,10 @@ impl System {
             v.mm = cmm;
             v.chain = Vec::new();
             v.flags -= VmFlags::LOCKED_MASK;
+            // dup_userfaultfd: the context lacks UFFD_FEATURE_EVENT_FORK, so the child's
+            // VMA is unregistered (userfaultfd_reset_ctx).
+            v.uffd = None;
+            v.flags -= VmFlags::UFFD_FLAGS;
             if let Some(f) = v.file {
                 self.fs.files[f].refs += 1;
             }
@@ -203,6 +207,9 @@ impl System {
         self.mm_put(p.mm);
         self.release_pins(pid);
         self.release_migrations(pid);
+        // Its userfaultfd is closed after the mm is gone (exit_mm before exit_files): the
+        // release finds no mm to unregister.
+        self.uffds.remove(&pid);
         Ok(())
     }
 
@@ -230,6 +237,8 @@ impl System {
         let mm = self.mms.alloc(Mm::new(&self.cfg));
         self.procs.get_mut(&pid).expect("pid").mm = mm;
         self.mm_put(old);
+        // The userfaultfd is O_CLOEXEC, and it worked on the old mm.
+        self.uffds.remove(&pid);
         Ok(0)
     }
 

@@ -55,6 +55,8 @@ pub struct Weights {
     /// default (the fuzzer's scripts must run on the kernel); the model's property test
     /// turns them on.
     pub migrate: u32,
+    /// `uffd_register`, `uffd_unregister` or `uffdio_move`.
+    pub uffd: u32,
 }
 
 impl Default for Weights {
@@ -72,6 +74,7 @@ impl Default for Weights {
             file: 4,
             pin: 3,
             migrate: 0,
+            uffd: 5,
         }
     }
 }
@@ -214,6 +217,9 @@ struct Gen<'a> {
     steps: Vec<Step>,
     /// Pins taken and not released: (pid, addr, len).
     pins: Vec<(u32, u64, u64)>,
+    /// Ranges registered with a process's userfaultfd, as far as the generator knows:
+    /// (pid, start, end). Moves go there mostly.
+    uffd_ranges: Vec<(u32, u64, u64)>,
 }
 
 #[derive(Clone, Copy)]
@@ -230,6 +236,7 @@ enum Op {
     File,
     Pin,
     Migrate,
+    Uffd,
 }
 
 /// Generate a random script. The same seed and config always give the same script.
@@ -241,6 +248,7 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Script {
         next_pid: 2,
         files: vec![None; NR_FILES],
         pins: Vec::new(),
+        uffd_ranges: Vec::new(),
         steps: Vec::with_capacity(cfg.steps + 4),
     };
     while g.steps.len() < cfg.steps {
@@ -287,6 +295,7 @@ impl Gen<'_> {
             (Op::Touch, w.touch),
             (Op::Pin, w.pin),
             (Op::Migrate, w.migrate),
+            (Op::Uffd, w.uffd),
         ];
         if self.procs.len() < self.cfg.max_procs {
             table.push((Op::Fork, w.fork));
@@ -327,6 +336,7 @@ impl Gen<'_> {
             Op::File => self.op_file(pi),
             Op::Pin => self.op_pin(pi),
             Op::Migrate => self.op_migrate(pi),
+            Op::Uffd => self.op_uffd(pi),
         }
     }
 
@@ -704,6 +714,101 @@ impl Gen<'_> {
         self.emit(pid, call, None);
     }
 
+    /// userfaultfd: register a range for missing faults (whole mappings or parts), unregister
+    /// one, or `UFFDIO_MOVE` pages into a registered range from a mapping nearby: page runs,
+    /// whole PMDs with `thp`, with or without ALLOW_SRC_HOLES; with `invalid`, bad modes and
+    /// unaligned or unregistered destinations.
+    fn op_uffd(&mut self, pi: usize) {
+        let pid = self.procs[pi].pid;
+        let mine: Vec<(u64, u64)> =
+            self.uffd_ranges.iter().filter(|r| r.0 == pid).map(|&(_, s, e)| (s, e)).collect();
+        let x = self.rng.random_range(0..100);
+        if mine.is_empty() || x < 20 {
+            let (addr, len) = self.pick_range(pi);
+            let mode = if self.cfg.invalid && self.chance(0.05) {
+                self.pick(&[0, 8])
+            } else {
+                UFFDIO_REGISTER_MODE_MISSING
+            };
+            self.uffd_ranges.push((pid, addr, addr.saturating_add(len)));
+            self.emit(pid, Call::UffdRegister { addr, len, mode }, None);
+            return;
+        }
+        if x < 27 {
+            let (s, e) = self.pick(&mine);
+            let (addr, len) = if self.chance(0.6) { (s, e - s) } else { self.pick_range(pi) };
+            self.uffd_ranges
+                .retain(|&(p, rs, re)| !(p == pid && rs >= addr && re <= addr.saturating_add(len)));
+            self.emit(pid, Call::UffdUnregister { addr, len }, None);
+            return;
+        }
+        // The destination: a mapping the generator believes is inside a registered range.
+        let (mut ds, mut de) = self.pick(&mine);
+        let inside: Vec<Region> = self.procs[pi].clipped(ds, de);
+        if !inside.is_empty() && self.chance(0.9) {
+            let r = self.pick(&inside);
+            (ds, de) = (r.start, r.end);
+        }
+        let thp = self.cfg.thp && self.chance(0.15);
+        let len = if thp {
+            PMD_SIZE * self.rng.random_range(1..=2)
+        } else {
+            PAGE_SIZE * self.rng.random_range(1..=8).min(((de - ds) / PAGE_SIZE).max(1))
+        };
+        // Mostly a start from which `len` fits in the range (moves stay within one VMA).
+        let span = |s: u64, e: u64, g: &mut Self| {
+            let pages = (e.saturating_sub(s) / PAGE_SIZE).max(1);
+            let fits = pages.saturating_sub(len / PAGE_SIZE) + 1;
+            let upto = if g.chance(0.8) { fits.min(pages) } else { pages };
+            let off = g.rng.random_range(0..upto);
+            if thp { (s + off * PAGE_SIZE + PMD_SIZE - 1) & !(PMD_SIZE - 1) } else { s + off * PAGE_SIZE }
+        };
+        let dst = Self::clamp_addr(span(ds, de, self));
+        // A private anonymous source mostly: the only kind that moves.
+        let mut region = self.random_region(pi);
+        for _ in 0..4 {
+            if region.is_none_or(|r| matches!(r.kind, Kind::AnonPrivate)) {
+                break;
+            }
+            region = self.random_region(pi);
+        }
+        let src = match region {
+            Some(r) => Self::clamp_addr(span(r.start, r.end, self)),
+            None => self.random_addr(),
+        };
+        let (dst, src) = if self.chance(0.1) {
+            // The other way round: the source registered, the destination maybe not.
+            (src, dst)
+        } else {
+            (dst, src)
+        };
+        if self.chance(0.5) {
+            // Fault the source in first (written pages move; read ones are zero pages), as a
+            // program fills the page it is about to hand over.
+            let n = Self::fit(src, len);
+            let write = self.chance(0.8);
+            self.emit(pid, Call::Touch { addr: src, len: n, write }, None);
+        }
+        let mut mode = self.pick(&[
+            0,
+            0,
+            UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES,
+            UFFDIO_MOVE_MODE_DONTWAKE,
+            UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES | UFFDIO_MOVE_MODE_DONTWAKE,
+        ]);
+        let (mut dst, mut src, mut len) = (dst, src, Self::fit(dst.max(src), len));
+        if self.cfg.invalid && self.chance(0.08) {
+            match self.rng.random_range(0..4) {
+                0 => mode |= 4,
+                1 => dst += 1,
+                2 => len = 0,
+                _ => src = dst,
+            }
+        }
+        len = len.min(ARENA_END.saturating_sub(dst.max(src)));
+        self.emit(pid, Call::UffdioMove { dst, src, len, mode }, None);
+    }
+
     fn op_anon_name(&mut self, pi: usize) {
         let pid = self.procs[pi].pid;
         let (addr, len) = self.pick_range(pi);
@@ -756,6 +861,7 @@ impl Gen<'_> {
         let ci = self.pick(&candidates);
         let p = self.procs.remove(ci);
         self.pins.retain(|&(pid, _, _)| pid != p.pid);
+        self.uffd_ranges.retain(|&(pid, _, _)| pid != p.pid);
         self.emit(p.pid, Call::ExitGroup { code: 0 }, None);
     }
 
@@ -1254,6 +1360,31 @@ fn simpler_calls(call: &Call) -> Vec<Call> {
                 });
             }
         }
+        Call::UffdioMove { len, mode, .. } => {
+            for l in shorter(len) {
+                variant(&|c| {
+                    if let Call::UffdioMove { len, .. } = c {
+                        *len = l
+                    }
+                });
+            }
+            if mode != 0 {
+                variant(&|c| {
+                    if let Call::UffdioMove { mode, .. } = c {
+                        *mode = 0
+                    }
+                });
+            }
+        }
+        Call::UffdRegister { len, .. } | Call::UffdUnregister { len, .. } => {
+            for l in shorter(len) {
+                variant(&|c| {
+                    if let Call::UffdRegister { len, .. } | Call::UffdUnregister { len, .. } = c {
+                        *len = l
+                    }
+                });
+            }
+        }
         Call::Touch { len, write, .. } => {
             for l in shorter(len) {
                 variant(&|c| {
@@ -1326,6 +1457,8 @@ mod tests {
             | Call::Unpin { addr, len }
             | Call::Migrate { addr, len }
             | Call::MigrateDone { addr, len } => vec![(*addr, *len)],
+            Call::UffdRegister { addr, len, .. } | Call::UffdUnregister { addr, len } => vec![(*addr, *len)],
+            Call::UffdioMove { dst, src, len, .. } => vec![(*dst, *len), (*src, *len)],
             Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
                 let mut v = vec![(*old_addr, *old_len)];
                 if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 {
@@ -1445,6 +1578,9 @@ mod tests {
             "close",
             "pin",
             "unpin",
+            "uffd_register",
+            "uffd_unregister",
+            "uffdio_move",
         ] {
             assert!(names.get(n).copied().unwrap_or(0) > 0, "no {n}: {names:?}");
         }

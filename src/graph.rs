@@ -122,7 +122,7 @@ pub fn to_dot(sys: &System, pid: Option<Pid>, max_folios: usize) -> String {
                 folios.insert(f, ());
                 let _ = writeln!(
                     edges,
-                    "  {vn} -> {} [style=dotted, arrowhead=none, color=gray, label=\"{a:#x}\"];",
+                    "  {vn} -> {} [style=dotted, arrowhead=none, color=gray, constraint=false, label=\"{a:#x}\"];",
                     folio_node(f)
                 );
             }
@@ -138,7 +138,10 @@ pub fn to_dot(sys: &System, pid: Option<Pid>, max_folios: usize) -> String {
                     "    {sn} [shape=note, label=\"{} more folios\\nindex {lo:#x}..{hi:#x}\"];",
                     rest.len()
                 );
-                let _ = writeln!(edges, "  {vn} -> {sn} [style=dotted, arrowhead=none, color=gray];");
+                let _ = writeln!(
+                    edges,
+                    "  {vn} -> {sn} [style=dotted, arrowhead=none, color=gray, constraint=false];"
+                );
                 for &(_, f) in rest {
                     if let Mapping::Anon(av) = sys.folios[f].mapping {
                         anon_vmas.insert(av);

@@ -1,5 +1,5 @@
-//! MADV_COLLAPSE (mm/khugepaged.c): `madvise_collapse`, `hpage_collapse_scan_pmd`,
-//! `collapse_huge_page` and `madvise_collapse_errno`.
+//! MADV_COLLAPSE (mm/khugepaged.c): `madvise_collapse`, `hpage_collapse_scan_pmd` (with its
+//! `userfaultfd_armed` rule), `collapse_huge_page` and `madvise_collapse_errno`.
 
 use crate::errno::{Errno, KResult};
 use crate::folio::{FolioId, ZERO_FOLIO};
@@ -17,6 +17,9 @@ enum ScanFail {
     PmdNone,
     PageAnon,
     PageCount,
+    /// A none or zero-page PTE in a VMA registered with a userfaultfd (the collapse would
+    /// fill a page its missing faults should report).
+    ExceedNonePte,
 }
 
 impl ScanFail {
@@ -24,6 +27,7 @@ impl ScanFail {
     fn errno(self) -> Errno {
         match self {
             ScanFail::PageCount => Errno::EAGAIN,
+            ScanFail::ExceedNonePte => Errno::EBUSY,
             ScanFail::PmdNull | ScanFail::PmdNone | ScanFail::PageAnon => Errno::EINVAL,
         }
     }
@@ -115,6 +119,26 @@ impl System {
             // migration ends with a PMD mapping a folio again).
             Some(Pmd::Huge { .. } | Pmd::Migration { .. }) => return Ok(()),
             Some(Pmd::Table(_)) => {}
+        }
+        if self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS) {
+            // hpage_collapse_scan_pmd, PTE by PTE: with userfaultfd_armed, the first none or
+            // zero-page PTE is SCAN_EXCEED_NONE_PTE (swap entries are passed over).
+            for i in 0..PMD_SIZE / PAGE_SIZE {
+                match self.mms[mm].pt.get_pte(h.plus(i * PAGE_SIZE)) {
+                    Pte::None => return Err(ScanFail::ExceedNonePte),
+                    Pte::Present { folio, .. } if folio == ZERO_FOLIO => return Err(ScanFail::ExceedNonePte),
+                    Pte::Present { folio, .. } => {
+                        let f = &self.folios[folio];
+                        if !f.is_anon() {
+                            return Err(ScanFail::PageAnon);
+                        }
+                        if f.pincount > 0 || f.extra_refs > 0 {
+                            return Err(ScanFail::PageCount);
+                        }
+                    }
+                    Pte::Swap { .. } | Pte::Migration { .. } => {}
+                }
+            }
         }
         let mut ptes = self.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
         if ptes.iter().any(|(_, p)| matches!(p, Pte::Swap { .. })) {

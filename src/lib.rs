@@ -41,6 +41,7 @@ pub mod snapshot;
 pub mod stats;
 pub mod swap;
 pub mod types;
+pub mod uffd;
 pub mod vma;
 pub mod workload;
 

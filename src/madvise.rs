@@ -188,7 +188,10 @@ impl System {
                 }
                 let mut a = start;
                 while a < end {
-                    self.handle_mm_fault(mm, vma, a, write);
+                    // faultin_page: VM_FAULT_SIGBUS (a userfaultfd missing fault) is EFAULT.
+                    if !self.handle_mm_fault(mm, vma, a, write) {
+                        return Err(Errno::EFAULT);
+                    }
                     a = a.plus(PAGE_SIZE);
                 }
             }

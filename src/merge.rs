@@ -25,6 +25,8 @@ pub struct Vmg {
     pub file: Option<FileId>,
     pub anon_vma: Option<AnonVmaId>,
     pub anon_name: AnonName,
+    /// `uffd_ctx`.
+    pub uffd: Option<crate::uffd::UffdCtx>,
     /// The mremap source (6.19, backported to 6.18.y).
     pub copied_from: Option<VmaId>,
     /// Only expand prev; never look at next (brk).
@@ -49,6 +51,7 @@ impl Vmg {
             file: None,
             anon_vma: None,
             anon_name: None,
+            uffd: None,
             copied_from: None,
             just_expand: false,
             caller: "",
@@ -79,6 +82,7 @@ impl System {
             file: v.file,
             anon_vma: v.anon_vma,
             anon_name: v.anon_name.clone(),
+            uffd: v.uffd,
             copied_from: None,
             just_expand: false,
             caller,
@@ -93,6 +97,10 @@ impl System {
         }
         if v.file != vmg.file {
             return Err(MergeReason::NomergeFile);
+        }
+        // is_mergeable_vm_userfaultfd_ctx
+        if v.uffd != vmg.uffd {
+            return Err(MergeReason::NomergeUffdCtx);
         }
         if v.anon_name.as_deref() != vmg.anon_name.as_deref() {
             return Err(MergeReason::NomergeAnonName);

@@ -215,6 +215,10 @@ pub struct System {
     pub migrations: BTreeMap<Pid, Vec<crate::migrate::InFlight>>,
     /// Which design decides what a move does to folios (`--policy`; crate::policy).
     pub policy: crate::policy::Policy,
+    /// Each process's userfaultfd (made on its first uffd call).
+    pub uffds: BTreeMap<Pid, crate::uffd::UffdCtx>,
+    /// The next userfaultfd context number.
+    pub next_uffd: u32,
 }
 
 impl Default for System {
@@ -246,6 +250,8 @@ impl System {
             pins: BTreeMap::new(),
             migrations: BTreeMap::new(),
             policy: crate::policy::Policy::Kernel,
+            uffds: BTreeMap::new(),
+            next_uffd: 1,
         }
     }
 

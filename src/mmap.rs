@@ -375,6 +375,7 @@ impl System {
                     anon_vma: None,
                     chain: Vec::new(),
                     anon_name: None,
+                    uffd: None,
                     special: None,
                 })
             }
@@ -560,6 +561,7 @@ impl System {
                 anon_vma: None,
                 chain: Vec::new(),
                 anon_name: None,
+                uffd: None,
                 special: None,
             }),
         };
@@ -644,6 +646,7 @@ impl System {
                     anon_vma: None,
                     chain: Vec::new(),
                     anon_name: None,
+                    uffd: None,
                     special: Some(special.into()),
                 });
             }

@@ -204,7 +204,12 @@ impl System {
             vrm.new_addr = target + offset;
             vrm.old_len = len;
             vrm.new_len = len;
-            // Anonymous and ordinary file VMAs are always allowed in a multi-VMA move.
+            // vma_multi_allowed: anonymous and ordinary file VMAs may move several at once,
+            // but not one registered with a userfaultfd (its notification would have to drop
+            // the mmap lock): it must be the whole move.
+            if self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS) && (seen || vend < end) {
+                return Err(Errno::EFAULT);
+            }
             self.check_prep_vma(vrm)?;
             let r = self.mremap_to(vrm)?;
             if !seen {
@@ -352,6 +357,9 @@ impl System {
                 vrm.vma = Some(new_vma);
             }
         }
+        // mremap_userfaultfd_prep: without UFFD_FEATURE_EVENT_REMAP the moved VMA (possibly a
+        // neighbour it merged into) drops its registration.
+        self.userfaultfd_reset_ctx(new_vma);
         self.mms[mm].total_vm += vrm.new_len >> PAGE_SHIFT;
         if vrm.flags & MREMAP_DONTUNMAP != 0 {
             self.dontunmap_complete(vrm, new_vma);

@@ -421,6 +421,20 @@ impl RefModel {
                     sp.private.extend(copies);
                 }
             }
+            Call::UffdioMove { dst, src, .. } => {
+                // The moved prefix: each source page's contents now show at the destination
+                // (both are private anonymous), and the source reads as zero.
+                let Expect::Value(moved) = *outcome else { return };
+                let Some(sp) = self.spaces.get_mut(&pid) else { return };
+                let mut off = 0;
+                while off < moved {
+                    match sp.private.remove(&(src + off)) {
+                        Some(t) => sp.private.insert(dst + off, t),
+                        None => sp.private.remove(&(dst + off)),
+                    };
+                    off += PAGE_SIZE;
+                }
+            }
             Call::MapRecord { addr, len, .. } => {
                 // Kernel-made mappings of traces: contents unknown, treated as fresh.
                 if let Some(sp) = self.spaces.get_mut(&pid) {
@@ -452,9 +466,12 @@ impl RefModel {
         let r = match *outcome {
             Expect::Value(r) => r,
             _ => {
+                // The reference cannot tell VMAs apart: an EFAULT from a userfaultfd-registered
+                // VMA after the first (vma_multi_allowed) may also have moved part of the range.
+                let efault = matches!(outcome, Expect::Err(crate::errno::Errno::EFAULT));
                 if flags & MREMAP_FIXED != 0
                     && old_len == new_len
-                    && sp.mapped_runs(old, old.saturating_add(old_len)).len() > 1
+                    && (efault || sp.mapped_runs(old, old.saturating_add(old_len)).len() > 1)
                 {
                     self.lost_track.get_or_insert_with(|| "a multi-VMA mremap failed part way".into());
                 }

@@ -271,6 +271,11 @@ impl<'a> Runner<'a> {
             Call::Unpin { addr, len } => val(sys.sys_unpin(pid, *addr, *len)),
             Call::Migrate { addr, len } => val(sys.sys_migrate(pid, *addr, *len)),
             Call::MigrateDone { addr, len } => val(sys.sys_migrate_done(pid, *addr, *len)),
+            Call::UffdRegister { addr, len, mode } => val(sys.sys_uffd_register(pid, *addr, *len, *mode)),
+            Call::UffdUnregister { addr, len } => val(sys.sys_uffd_unregister(pid, *addr, *len)),
+            Call::UffdioMove { dst, src, len, mode } => {
+                val(sys.sys_uffdio_move(pid, *dst, *src, *len, *mode))
+            }
             Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => val(sys.map_record(
                 pid,
                 *addr,

@@ -118,6 +118,12 @@ pub struct Stats {
     pub cow_copies: u64,
     pub cow_reuses: u64,
     pub ptes_moved: u64,
+    /// Pages UFFDIO_MOVE moved (PTEs, swap entries and zero pages; a PMD counts 512).
+    pub uffd_pages_moved: u64,
+    /// PMD leaves UFFDIO_MOVE moved whole (`move_pages_huge_pmd`).
+    pub uffd_pmds_moved: u64,
+    /// Large folios split into small ones (`split_folio`).
+    pub folio_splits: u64,
     pub pmds_moved: u64,
     pub anon_vmas_allocated: u64,
     pub anon_vmas_freed: u64,

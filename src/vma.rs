@@ -56,6 +56,8 @@ bitflags! {
         const PKEY_BIT1 = 1 << 33;
         const PKEY_BIT2 = 1 << 34;
         const PKEY_BIT3 = 1 << 35;
+        /// `VM_UFFD_MINOR` (bit 41 on 64-bit).
+        const UFFD_MINOR = 0x200_0000_0000;
     }
 }
 
@@ -81,6 +83,8 @@ impl VmFlags {
     pub const ACCESS: VmFlags = VmFlags::READ.union(VmFlags::WRITE).union(VmFlags::EXEC);
     /// `VM_LOCKED_MASK`.
     pub const LOCKED_MASK: VmFlags = VmFlags::LOCKED.union(VmFlags::LOCKONFAULT);
+    /// `__VM_UFFD_FLAGS`.
+    pub const UFFD_FLAGS: VmFlags = VmFlags::UFFD_MISSING.union(VmFlags::UFFD_WP).union(VmFlags::UFFD_MINOR);
     /// Flags `is_mergeable_vma` ignores in 6.18 (`VM_SOFTDIRTY`).
     pub const IGNORE_MERGE: VmFlags = VmFlags::SOFTDIRTY;
 }
@@ -105,6 +109,8 @@ pub struct Vma {
     pub anon_name: AnonName,
     /// The name of a kernel-made special mapping (`[vdso]`, `[vvar]`, `[stack]` …).
     pub special: Option<Rc<str>>,
+    /// `vm_userfaultfd_ctx`: the userfaultfd this VMA is registered with.
+    pub uffd: Option<crate::uffd::UffdCtx>,
 }
 
 impl Vma {

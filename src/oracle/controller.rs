@@ -24,11 +24,11 @@ use crate::snapshot::{RawPage, RawProc, RawPte};
 use crate::types::Pid;
 
 use super::maps::{FileIds, MapsLine, parse_maps};
-use super::pages::{PM_GUARD_REGION, ptes, read_pagemap, read_tag};
+use super::pages::{PM_GUARD_REGION, PM_PRESENT, PM_SWAP, ptes, read_pagemap, read_tag};
 use super::probe::Probe;
 use super::worker::{
-    BUF_LEN, Cmd, OP_EXIT, OP_FORK, OP_PIN, OP_SYSCALL, OP_TAGS, OP_TOUCH, OP_UNPIN, Reply, TAGS_MAX,
-    process_one,
+    BUF_LEN, Cmd, OP_EXIT, OP_FORK, OP_PIN, OP_SYSCALL, OP_TAGS, OP_TOUCH, OP_UFFD_MOVE, OP_UFFD_REGISTER,
+    OP_UFFD_UNREGISTER, OP_UNPIN, Reply, TAGS_MAX, process_one,
 };
 use super::{OracleError, WINDOW_END, WINDOW_START};
 
@@ -394,6 +394,21 @@ impl Controller {
                 cmd.args[..2].copy_from_slice(&[*addr, *len]);
                 self.request(step, &cmd)?
             }
+            Call::UffdRegister { addr, len, mode } => {
+                let mut cmd = Cmd::new(OP_UFFD_REGISTER);
+                cmd.args[..3].copy_from_slice(&[*addr, *len, *mode]);
+                self.request(step, &cmd)?
+            }
+            Call::UffdUnregister { addr, len } => {
+                let mut cmd = Cmd::new(OP_UFFD_UNREGISTER);
+                cmd.args[..2].copy_from_slice(&[*addr, *len]);
+                self.request(step, &cmd)?
+            }
+            Call::UffdioMove { dst, src, len, mode } => {
+                let mut cmd = Cmd::new(OP_UFFD_MOVE);
+                cmd.args[..4].copy_from_slice(&[*dst, *src, *len, *mode]);
+                self.request(step, &cmd)?
+            }
             Call::Fork { .. } => return self.fork(step, fork_child),
             Call::ExitGroup { code } => {
                 self.exit(step, *code)?;
@@ -589,6 +604,7 @@ fn touch_fault(real: i32, addr: u64, len: u64, write: bool) -> Result<Option<Sig
         return Ok(Some(Signal::SIGSEGV));
     };
     let lines = read_maps(real)?;
+    let uffd_missing = uffd_missing_vmas(real)?;
     let pm =
         File::open(format!("/proc/{real}/pagemap")).map_err(|e| OracleError::sys("opening pagemap", e))?;
     let mut p = start;
@@ -610,19 +626,60 @@ fn touch_fault(real: i32, addr: u64, len: u64, write: bool) -> Result<Option<Sig
         } else {
             None
         };
+        let um = uffd_missing.iter().any(|&(s, e)| s == v.start && e == v.end);
         for (i, e) in entries.iter().enumerate() {
             let page = p + ((i as u64) << 12);
             if e & PM_GUARD_REGION != 0 {
                 return Ok(Some(Signal::SIGSEGV));
             }
-            if let Some(eof) = eof_page {
-                let index = (v.offset >> 12) + ((page - v.start) >> 12);
-                if index >= eof {
-                    return Ok(Some(Signal::SIGBUS));
-                }
+            let index = (v.offset >> 12) + ((page - v.start) >> 12);
+            if let Some(eof) = eof_page
+                && index >= eof
+            {
+                return Ok(Some(Signal::SIGBUS));
+            }
+            // A missing page of a VMA registered for missing faults: handle_userfault with
+            // UFFD_FEATURE_SIGBUS. For shmem, missing means no folio and no swap entry in
+            // the page cache (SEEK_DATA sees both).
+            if um && e & (PM_PRESENT | PM_SWAP) == 0 && (!v.has_file() || !shmem_has_page(real, v, index)?) {
+                return Ok(Some(Signal::SIGBUS));
             }
         }
         p = seg_end;
     }
     Ok(None)
+}
+
+/// VMAs (start, end) whose `VmFlags` in `/proc/PID/smaps` show `um` (`VM_UFFD_MISSING`).
+fn uffd_missing_vmas(real: i32) -> Result<Vec<(u64, u64)>, OracleError> {
+    let text = std::fs::read_to_string(format!("/proc/{real}/smaps"))
+        .map_err(|e| OracleError::sys("reading /proc/PID/smaps", e))?;
+    let mut out = Vec::new();
+    let mut cur = None;
+    for line in text.lines() {
+        if let Some(flags) = line.strip_prefix("VmFlags:") {
+            if let Some(r) = cur.take()
+                && flags.split_whitespace().any(|f| f == "um")
+            {
+                out.push(r);
+            }
+        } else if let Some((range, _)) = line.split_once(' ')
+            && let Some((s, e)) = range.split_once('-')
+            && let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16))
+        {
+            cur = Some((s, e));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether page `index` of the shmem object behind `v` has a folio or a swap entry
+/// (`lseek(SEEK_DATA)` on the mapped file).
+fn shmem_has_page(real: i32, v: &MapsLine, index: u64) -> Result<bool, OracleError> {
+    let link = format!("/proc/{real}/map_files/{:x}-{:x}", v.start, v.end);
+    let f = File::open(&link).map_err(|e| OracleError::sys("opening /proc/PID/map_files", e))?;
+    let off = index << 12;
+    // SAFETY: lseek on a descriptor we own.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, libc::SEEK_DATA) };
+    Ok(r >= 0 && r as u64 == off)
 }

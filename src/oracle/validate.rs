@@ -49,7 +49,13 @@ pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
             | Call::Madvise { addr, len, .. }
             | Call::Touch { addr, len, .. }
             | Call::Pin { addr, len }
-            | Call::Unpin { addr, len } => in_window(step, "range", *addr, *len)?,
+            | Call::Unpin { addr, len }
+            | Call::UffdRegister { addr, len, .. }
+            | Call::UffdUnregister { addr, len } => in_window(step, "range", *addr, *len)?,
+            Call::UffdioMove { dst, src, len, .. } => {
+                in_window(step, "destination", *dst, *len)?;
+                in_window(step, "source", *src, *len)?;
+            }
             Call::SetVmaAnonName { addr, len, name } => {
                 in_window(step, "range", *addr, *len)?;
                 if let Some(n) = name {

@@ -30,6 +30,30 @@ pub(crate) const OP_PIN: u64 = 6;
 /// Unregister and close the ring this process pinned `[args[0], +args[1])` with; `-EINVAL` if
 /// there is none.
 pub(crate) const OP_UNPIN: u64 = 7;
+/// `ioctl(uffd, UFFDIO_REGISTER)` of `[args[0], +args[1])` with mode `args[2]` on this
+/// process's userfaultfd (made on first use, see [`uffd_get`]).
+pub(crate) const OP_UFFD_REGISTER: u64 = 8;
+/// `ioctl(uffd, UFFDIO_UNREGISTER)` of `[args[0], +args[1])`.
+pub(crate) const OP_UFFD_UNREGISTER: u64 = 9;
+/// `ioctl(uffd, UFFDIO_MOVE)` with dst `args[0]`, src `args[1]`, len `args[2]`, mode
+/// `args[3]`; the reply is the `move` field when positive (a short move returns -EAGAIN with
+/// the progress there), else `-errno`.
+pub(crate) const OP_UFFD_MOVE: u64 = 10;
+/// `UFFD_USER_MODE_ONLY`: an unprivileged-style context (faults from user space only).
+const UFFD_USER_MODE_ONLY: u64 = 1;
+const UFFD_API: u64 = 0xaa;
+/// `UFFD_FEATURE_SIGBUS`: a missing fault raises SIGBUS instead of waiting for a reader that
+/// the script never runs.
+const UFFD_FEATURE_SIGBUS: u64 = 1 << 7;
+const UFFD_FEATURE_MOVE: u64 = 1 << 16;
+/// `_IOWR(UFFDIO, _UFFDIO_API, struct uffdio_api)` (24 bytes).
+const UFFDIO_API: u64 = 0xc018_aa3f;
+/// `_IOWR(UFFDIO, _UFFDIO_REGISTER, struct uffdio_register)` (32 bytes).
+const UFFDIO_REGISTER: u64 = 0xc020_aa00;
+/// `_IOR(UFFDIO, _UFFDIO_UNREGISTER, struct uffdio_range)` (16 bytes).
+const UFFDIO_UNREGISTER: u64 = 0x8010_aa01;
+/// `_IOWR(UFFDIO, _UFFDIO_MOVE, struct uffdio_move)` (40 bytes).
+const UFFDIO_MOVE: u64 = 0xc028_aa05;
 /// Most pins one process holds at once.
 pub(crate) const MAX_RINGS: usize = 64;
 /// Ring descriptors live at or above this (below the channel ends at the top of the table).
@@ -245,8 +269,62 @@ fn unpin(rings: &mut [Ring; MAX_RINGS], addr: u64, len: u64) -> i64 {
     r.min(0)
 }
 
+/// This process's userfaultfd, made on first use: `userfaultfd(O_CLOEXEC |
+/// UFFD_USER_MODE_ONLY)`, `UFFDIO_API` with `UFFD_FEATURE_MOVE | UFFD_FEATURE_SIGBUS` (no
+/// `EVENT_FORK`: a child's VMAs lose the registration), moved to `RING_FD_MIN` or above.
+fn uffd_get(uffd: &mut i32) -> Result<i32, i64> {
+    if *uffd >= 0 {
+        return Ok(*uffd);
+    }
+    let flags = libc::O_CLOEXEC as u64 | UFFD_USER_MODE_ONLY;
+    // SAFETY: userfaultfd has no memory arguments.
+    let fd = unsafe { raw(libc::SYS_userfaultfd as u64, [flags, 0, 0, 0, 0, 0]) };
+    if fd < 0 {
+        return Err(fd);
+    }
+    let mut api = [UFFD_API, UFFD_FEATURE_MOVE | UFFD_FEATURE_SIGBUS, 0u64];
+    // SAFETY: UFFDIO_API reads and writes the 24-byte struct on our stack.
+    let r = unsafe { raw(libc::SYS_ioctl as u64, [fd as u64, UFFDIO_API, api.as_mut_ptr() as u64, 0, 0, 0]) };
+    // SAFETY: fd bookkeeping on our own descriptor.
+    let high = unsafe {
+        raw(libc::SYS_fcntl as u64, [fd as u64, libc::F_DUPFD_CLOEXEC as u64, RING_FD_MIN, 0, 0, 0])
+    };
+    // SAFETY: closes the low copy.
+    unsafe { libc::close(fd as i32) };
+    if r < 0 {
+        if high >= 0 {
+            // SAFETY: closes the copy of a context we cannot use.
+            unsafe { libc::close(high as i32) };
+        }
+        return Err(r);
+    }
+    if high < 0 {
+        return Err(high);
+    }
+    *uffd = high as i32;
+    Ok(*uffd)
+}
+
+fn uffd_ioctl(uffd: &mut i32, req: u64, arg: &mut [u64]) -> i64 {
+    match uffd_get(uffd) {
+        // SAFETY: `arg` is the request's struct, on the caller's stack.
+        Ok(fd) => unsafe { raw(libc::SYS_ioctl as u64, [fd as u64, req, arg.as_mut_ptr() as u64, 0, 0, 0]) },
+        Err(e) => e,
+    }
+}
+
+/// UFFDIO_MOVE: bytes moved when any were (`move`, even on a short move's -EAGAIN), else the
+/// error.
+fn uffd_move(uffd: &mut i32, a: &[u64; 6]) -> i64 {
+    let mut m = [a[0], a[1], a[2], a[3], 0u64];
+    let r = uffd_ioctl(uffd, UFFDIO_MOVE, &mut m);
+    let moved = m[4] as i64;
+    if r == 0 || (r == -(libc::EAGAIN as i64) && moved > 0) { moved } else { r }
+}
+
 fn worker_loop(mut fd: i32) -> ! {
     let mut rings: [Ring; MAX_RINGS] = [(0, 0, -1); MAX_RINGS];
+    let mut uffd: i32 = -1;
     loop {
         let mut cmd = Cmd::new(0);
         // SAFETY: receives into a plain repr(C) value of the right size.
@@ -285,6 +363,11 @@ fn worker_loop(mut fd: i32) -> ! {
                             libc::close(r.2);
                             *r = (0, 0, -1);
                         }
+                        // The parent's userfaultfd works on the parent's mm only.
+                        if uffd >= 0 {
+                            libc::close(uffd);
+                            uffd = -1;
+                        }
                         send_reply(fd, libc::getpid() as i64);
                     }
                     continue;
@@ -300,6 +383,15 @@ fn worker_loop(mut fd: i32) -> ! {
             OP_EXIT => exit_group(cmd.args[0]),
             OP_PIN => pin(&mut rings, cmd.args[0], cmd.args[1]),
             OP_UNPIN => unpin(&mut rings, cmd.args[0], cmd.args[1]),
+            OP_UFFD_REGISTER => {
+                let mut r = [cmd.args[0], cmd.args[1], cmd.args[2], 0];
+                uffd_ioctl(&mut uffd, UFFDIO_REGISTER, &mut r)
+            }
+            OP_UFFD_UNREGISTER => {
+                let mut r = [cmd.args[0], cmd.args[1]];
+                uffd_ioctl(&mut uffd, UFFDIO_UNREGISTER, &mut r)
+            }
+            OP_UFFD_MOVE => uffd_move(&mut uffd, &cmd.args),
             OP_TAGS => {
                 send_tags(fd, &cmd);
                 continue;

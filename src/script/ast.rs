@@ -146,6 +146,26 @@ pub enum Call {
         addr: u64,
         len: u64,
     },
+    /// Pseudo-call: `ioctl(uffd, UFFDIO_REGISTER, {range, mode})` on the process's own
+    /// userfaultfd (created on first use with `UFFD_FEATURE_MOVE | UFFD_FEATURE_SIGBUS`).
+    UffdRegister {
+        addr: u64,
+        len: u64,
+        mode: u64,
+    },
+    /// Pseudo-call: `ioctl(uffd, UFFDIO_UNREGISTER, {range})`.
+    UffdUnregister {
+        addr: u64,
+        len: u64,
+    },
+    /// Pseudo-call: `ioctl(uffd, UFFDIO_MOVE, {dst, src, len, mode})`. The result is the
+    /// `move` field when it is positive (bytes moved, all or part), else the error.
+    UffdioMove {
+        dst: u64,
+        src: u64,
+        len: u64,
+        mode: u64,
+    },
     /// A mapping the kernel made itself (at exec: the ELF image, ld.so, `[stack]`, `[vdso]`,
     /// …), as perf's mmap records show it. Not a syscall: it is installed as is, with
     /// MAP_FIXED semantics. `path` is the file (None for anonymous or a `[special]` name
@@ -189,6 +209,9 @@ impl Call {
             Call::Unpin { .. } => "unpin",
             Call::Migrate { .. } => "migrate",
             Call::MigrateDone { .. } => "migrate_done",
+            Call::UffdRegister { .. } => "uffd_register",
+            Call::UffdUnregister { .. } => "uffd_unregister",
+            Call::UffdioMove { .. } => "uffdio_move",
             Call::MapRecord { .. } => "map_record",
         }
     }

@@ -760,6 +760,27 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
             let (addr, len) = (num(a, 0, "addr")?, num(a, 1, "length")?);
             if name == "migrate" { Call::Migrate { addr, len } } else { Call::MigrateDone { addr, len } }
         }
+        "uffd_register" => {
+            want(a, &[3])?;
+            Call::UffdRegister {
+                addr: num(a, 0, "addr")?,
+                len: num(a, 1, "length")?,
+                mode: flags(a, 2, abi::UFFDIO_REGISTER_MODES, "mode")?,
+            }
+        }
+        "uffd_unregister" => {
+            want(a, &[2])?;
+            Call::UffdUnregister { addr: num(a, 0, "addr")?, len: num(a, 1, "length")? }
+        }
+        "uffdio_move" => {
+            want(a, &[4])?;
+            Call::UffdioMove {
+                dst: num(a, 0, "dst")?,
+                src: num(a, 1, "src")?,
+                len: num(a, 2, "length")?,
+                mode: flags(a, 3, abi::UFFDIO_MOVE_MODES, "mode")?,
+            }
+        }
         "map_record" => {
             // map_record(ADDR, LEN, PGOFF, PROT, "p"|"s", DEV, INO, "path"|NULL, "[name]"|NULL)
             want(a, &[9])?;
@@ -815,7 +836,8 @@ pub fn format_result_for(call: &Call, r: &Expect) -> String {
             | Call::Dup { .. }
             | Call::Dup2 { .. }
             | Call::Close { .. }
-            | Call::Ftruncate { .. },
+            | Call::Ftruncate { .. }
+            | Call::UffdioMove { .. },
             Expect::Value(v),
         ) => format!("= {v}"),
         _ => format_result(r),
@@ -982,6 +1004,18 @@ pub fn format_call(call: &Call) -> String {
         Call::Unpin { addr, len } => format!("unpin({}, {len})", ptr(*addr)),
         Call::Migrate { addr, len } => format!("migrate({}, {len})", ptr(*addr)),
         Call::MigrateDone { addr, len } => format!("migrate_done({}, {len})", ptr(*addr)),
+        Call::UffdRegister { addr, len, mode } => format!(
+            "uffd_register({}, {len}, {})",
+            ptr(*addr),
+            abi::format_flags(abi::UFFDIO_REGISTER_MODES, *mode, "0")
+        ),
+        Call::UffdUnregister { addr, len } => format!("uffd_unregister({}, {len})", ptr(*addr)),
+        Call::UffdioMove { dst, src, len, mode } => format!(
+            "uffdio_move({}, {}, {len}, {})",
+            ptr(*dst),
+            ptr(*src),
+            abi::format_flags(abi::UFFDIO_MOVE_MODES, *mode, "0")
+        ),
     }
 }
 
@@ -1471,6 +1505,14 @@ mod tests {
                     1 => Call::Unpin { addr, len },
                     2 => Call::Migrate { addr, len },
                     _ => Call::MigrateDone { addr, len },
+                }),
+                (n(), n(), n()).prop_map(|(addr, len, mode)| Call::UffdRegister { addr, len, mode }),
+                (n(), n()).prop_map(|(addr, len)| Call::UffdUnregister { addr, len }),
+                (n(), n(), n(), n()).prop_map(|(dst, src, len, mode)| Call::UffdioMove {
+                    dst,
+                    src,
+                    len,
+                    mode
                 }),
                 (
                     (n(), n(), n(), n(), any::<bool>()),

@@ -1,0 +1,542 @@
+//! userfaultfd (fs/userfaultfd.c, mm/userfaultfd.c): one context per process, registration
+//! of ranges for missing faults (`userfaultfd_register`, `userfaultfd_register_range`,
+//! `userfaultfd_unregister`, `userfaultfd_clear_vma`), and `UFFDIO_MOVE` (`move_pages`,
+//! `move_pages_ptes`, `move_present_ptes`, `move_zeropage_pte`, `move_swap_pte`, and
+//! `move_pages_huge_pmd` of mm/huge_memory.c), with the `split_folio` it needs.
+//!
+//! The context is the one the oracle's executor makes: `userfaultfd(O_CLOEXEC |
+//! UFFD_USER_MODE_ONLY)` with `UFFD_FEATURE_MOVE | UFFD_FEATURE_SIGBUS`. So a missing fault in
+//! a registered VMA raises SIGBUS (see `fault.rs`), fork drops the registration of the
+//! child's VMAs (no `EVENT_FORK`) and a moving mremap drops it on the new VMA (no
+//! `EVENT_REMAP`).
+
+use crate::abi::{
+    UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES, UFFDIO_MOVE_MODE_DONTWAKE, UFFDIO_REGISTER_MODE_MINOR,
+    UFFDIO_REGISTER_MODE_MISSING, UFFDIO_REGISTER_MODE_WP,
+};
+use crate::errno::{Errno, KResult};
+use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, ZERO_FOLIO};
+use crate::fs::InodeKind;
+use crate::mm::{MmId, System};
+use crate::pagetable::{Pmd, Pte, PteFlags, pmd_index};
+use crate::types::{PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PUD_SHIFT, Pid, TASK_SIZE, VirtAddr};
+use crate::vma::{VmFlags, VmaId};
+
+/// A userfaultfd context (`struct userfaultfd_ctx`), by number.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct UffdCtx(pub u32);
+
+/// `mmap_min_addr` of our machines (`vm.mmap_min_addr`).
+const MMAP_MIN_ADDR: u64 = 4096;
+
+/// `validate_range` (fs/userfaultfd.c): page-aligned start, a non-empty whole number of
+/// pages, at or above `mmap_min_addr`, inside the task size.
+fn validate_range(start: u64, len: u64) -> KResult<()> {
+    if !start.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) || len == 0 {
+        return Err(Errno::EINVAL);
+    }
+    if !(MMAP_MIN_ADDR..TASK_SIZE).contains(&start) || len > TASK_SIZE - start {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// What `move_pages_ptes` did with one source page.
+enum PteMove {
+    /// Bytes done (a page moved, or a hole skipped with ALLOW_SRC_HOLES).
+    Done(u64),
+    /// The large folio there was split: look again (`goto retry`).
+    Retry,
+}
+
+impl System {
+    /// The process's userfaultfd, made on first use (`new_userfaultfd` + `UFFDIO_API`).
+    fn uffd_ctx(&mut self, pid: Pid) -> UffdCtx {
+        if let Some(&c) = self.uffds.get(&pid) {
+            return c;
+        }
+        let c = UffdCtx(self.next_uffd);
+        self.next_uffd += 1;
+        self.uffds.insert(pid, c);
+        c
+    }
+
+    /// `vma_can_userfault` for missing faults: anonymous or shmem memory (no hugetlbfs here).
+    fn vma_can_userfault(&self, vma: VmaId) -> bool {
+        let v = &self.vmas[vma];
+        match v.file {
+            None => true,
+            Some(f) => matches!(self.fs.inodes[self.fs.files[f].inode].kind, InodeKind::Shmem),
+        }
+    }
+
+    /// `userfaultfd_reset_ctx`: the VMA is no longer registered.
+    pub fn userfaultfd_reset_ctx(&mut self, vma: VmaId) {
+        let v = &mut self.vmas[vma];
+        v.uffd = None;
+        v.flags -= VmFlags::UFFD_FLAGS;
+    }
+
+    /// `vma_modify_flags_uffd`: merge or split so that `[start, end)` is one VMA, then give
+    /// it `flags` and `ctx` (`userfaultfd_set_ctx` / `userfaultfd_reset_ctx`).
+    fn vma_modify_flags_uffd(
+        &mut self,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        flags: VmFlags,
+        ctx: Option<UffdCtx>,
+        caller: &'static str,
+    ) -> KResult<VmaId> {
+        let mut vmg = self.vmg_from_vma(vma, start, end, caller);
+        vmg.flags = flags;
+        vmg.uffd = ctx;
+        let v = self.vma_modify(&mut vmg)?;
+        self.vmas[v].flags = flags;
+        self.vmas[v].uffd = ctx;
+        Ok(v)
+    }
+
+    /// `uffd_register(addr, len, mode)`: `userfaultfd_register`. Every VMA meeting the range
+    /// (holes are allowed, but not an empty range) must be able to take missing faults
+    /// (EINVAL), be writable in principle (`VM_MAYWRITE`, else EPERM) and not belong to another
+    /// userfaultfd (EBUSY); then `userfaultfd_register_range` registers each part.
+    pub fn sys_uffd_register(&mut self, pid: Pid, addr: u64, len: u64, mode: u64) -> KResult<u64> {
+        let mm = self.mm_of(pid)?;
+        let ctx = self.uffd_ctx(pid);
+        let all = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR;
+        if mode == 0 || mode & !all != 0 {
+            return Err(Errno::EINVAL);
+        }
+        validate_range(addr, len)?;
+        let (start, end) = (VirtAddr(addr), VirtAddr(addr + len));
+        let vmas = self.mms[mm].vmas_in(start, end);
+        if vmas.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        for &v in &vmas {
+            // vma_can_userfault: minor faults only exist for shmem (and hugetlbfs).
+            let minor_ok = mode & UFFDIO_REGISTER_MODE_MINOR == 0 || self.vmas[v].file.is_some();
+            if !self.vma_can_userfault(v) || !minor_ok {
+                return Err(Errno::EINVAL);
+            }
+            if !self.vmas[v].flags.contains(VmFlags::MAYWRITE) {
+                return Err(Errno::EPERM);
+            }
+            if self.vmas[v].uffd.is_some_and(|c| c != ctx) {
+                return Err(Errno::EBUSY);
+            }
+        }
+        if mode != UFFDIO_REGISTER_MODE_MISSING {
+            self.not_modelled("userfaultfd registration for WP or MINOR faults");
+            return Err(Errno::EINVAL);
+        }
+        // userfaultfd_register_range
+        let mut a = start;
+        while let Some(vma) = self.mms[mm].find_vma(a).filter(|&v| self.vmas[v].start < end) {
+            let v = &self.vmas[vma];
+            if v.uffd == Some(ctx) && v.flags.contains(VmFlags::UFFD_MISSING) {
+                a = v.end;
+                continue;
+            }
+            let s = a.max(v.start);
+            let e = end.min(v.end);
+            let flags = (v.flags - VmFlags::UFFD_FLAGS) | VmFlags::UFFD_MISSING;
+            let vma = self.vma_modify_flags_uffd(vma, s, e, flags, Some(ctx), "uffd_register")?;
+            a = self.vmas[vma].end;
+        }
+        Ok(0)
+    }
+
+    /// `uffd_unregister(addr, len)`: `userfaultfd_unregister`. Every VMA meeting the range must
+    /// be unregistered or registered with this userfaultfd, and able to take userfaults at all
+    /// (EINVAL otherwise); each registered part is cleared (`userfaultfd_clear_vma`), merging
+    /// where it can.
+    pub fn sys_uffd_unregister(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
+        let mm = self.mm_of(pid)?;
+        let ctx = self.uffd_ctx(pid);
+        validate_range(addr, len)?;
+        let (start, end) = (VirtAddr(addr), VirtAddr(addr + len));
+        let vmas = self.mms[mm].vmas_in(start, end);
+        if vmas.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        for &v in &vmas {
+            if self.vmas[v].uffd.is_some_and(|c| c != ctx) || !self.vma_can_userfault(v) {
+                return Err(Errno::EINVAL);
+            }
+        }
+        let mut a = start;
+        while let Some(vma) = self.mms[mm].find_vma(a).filter(|&v| self.vmas[v].start < end) {
+            let v = &self.vmas[vma];
+            if v.uffd.is_none() {
+                a = v.end;
+                continue;
+            }
+            let s = a.max(v.start);
+            let e = end.min(v.end);
+            let flags = v.flags - VmFlags::UFFD_FLAGS;
+            let vma = self.vma_modify_flags_uffd(vma, s, e, flags, None, "uffd_unregister")?;
+            a = self.vmas[vma].end;
+        }
+        Ok(0)
+    }
+
+    /// `uffdio_move(dst, src, len, mode)`: `userfaultfd_move` then `move_pages`. Returns the
+    /// bytes moved when any were (the ioctl then fails with EAGAIN if that is short of `len`,
+    /// but `uffdio_move.move` holds the progress, and that is what the script shows), else
+    /// the error.
+    pub fn sys_uffdio_move(&mut self, pid: Pid, dst: u64, src: u64, len: u64, mode: u64) -> KResult<u64> {
+        let mm = self.mm_of(pid)?;
+        let ctx = self.uffd_ctx(pid);
+        validate_range(dst, len)?;
+        validate_range(src, len)?;
+        if mode & !(UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES | UFFDIO_MOVE_MODE_DONTWAKE) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        self.move_pages(mm, ctx, VirtAddr(dst), VirtAddr(src), len, mode)
+    }
+
+    /// `validate_move_areas`: same access flags (and so page protection), same mlock state,
+    /// writable, no special mappings, dst registered with this context, both anonymous.
+    fn validate_move_areas(&self, ctx: UffdCtx, src: VmaId, dst: VmaId) -> KResult<()> {
+        let (s, d) = (&self.vmas[src], &self.vmas[dst]);
+        if s.flags & VmFlags::ACCESS != d.flags & VmFlags::ACCESS {
+            return Err(Errno::EINVAL);
+        }
+        if s.flags.contains(VmFlags::LOCKED) != d.flags.contains(VmFlags::LOCKED) {
+            return Err(Errno::EINVAL);
+        }
+        if !s.flags.contains(VmFlags::WRITE) {
+            return Err(Errno::EINVAL);
+        }
+        // vma_move_compatible
+        let bad = VmFlags::PFNMAP | VmFlags::IO | VmFlags::HUGETLB | VmFlags::MIXEDMAP;
+        if s.flags.intersects(bad) || d.flags.intersects(bad) {
+            return Err(Errno::EINVAL);
+        }
+        if d.uffd != Some(ctx) {
+            return Err(Errno::EINVAL);
+        }
+        if !s.is_anonymous() || !d.is_anonymous() {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
+    }
+
+    /// `move_pages`: find both VMAs (`uffd_move_lock`, which prepares the destination's
+    /// anon_vma first), check them, then move PMD by PMD or page by page. Stops at the first
+    /// error; returns the bytes moved if any, else the error.
+    fn move_pages(
+        &mut self,
+        mm: MmId,
+        ctx: UffdCtx,
+        dst: VirtAddr,
+        src: VirtAddr,
+        len: u64,
+        mode: u64,
+    ) -> KResult<u64> {
+        // uffd_move_lock → uffd_lock_vma / find_vma_and_prepare_anon
+        let dst_vma = self.mms[mm].vma_lookup(dst).ok_or(Errno::ENOENT)?;
+        if !self.vmas[dst_vma].flags.contains(VmFlags::SHARED) {
+            self.anon_vma_prepare(dst_vma);
+        }
+        let src_vma = if self.vmas[dst_vma].contains(src) {
+            dst_vma
+        } else {
+            self.mms[mm].vma_lookup(src).ok_or(Errno::ENOENT)?
+        };
+        let (s, d) = (&self.vmas[src_vma], &self.vmas[dst_vma]);
+        if s.flags.contains(VmFlags::SHARED) || src.0 + len > s.end.0 {
+            return Err(Errno::EINVAL);
+        }
+        if d.flags.contains(VmFlags::SHARED) || dst.0 + len > d.end.0 {
+            return Err(Errno::EINVAL);
+        }
+        self.validate_move_areas(ctx, src_vma, dst_vma)?;
+
+        let holes = mode & UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES != 0;
+        let src_end = src.plus(len);
+        let (mut s, mut d) = (src, dst);
+        let mut moved = 0;
+        let mut err = None;
+        while s < src_end {
+            // mm_find_pmd: no PMD table under the source's PUD is a hole.
+            if !self.mms[mm].pt.pud_present(s) {
+                if !holes {
+                    err = Some(Errno::ENOENT);
+                    break;
+                }
+                self.mms[mm].pt.puds.insert(s.0 >> PUD_SHIFT); // mm_alloc_pmd
+            }
+            self.mms[mm].pt.puds.insert(d.0 >> PUD_SHIFT); // mm_alloc_pmd
+            let dst_pmd_none = self.mms[mm].pt.pmd(d).is_none();
+            if matches!(self.mms[mm].pt.pmd(d), Some(Pmd::Huge { .. })) {
+                err = Some(Errno::EEXIST);
+                break;
+            }
+            let step = if let Some(Pmd::Huge { folio, .. }) = self.mms[mm].pt.pmd(s) {
+                let folio = *folio;
+                let splits = s.0 % PMD_SIZE != 0 || d.0 % PMD_SIZE != 0 || src_end.0 - s.0 < PMD_SIZE;
+                if splits || !dst_pmd_none {
+                    if folio != HUGE_ZERO_FOLIO && !self.folios[folio].pages[0].anon_exclusive {
+                        err = Some(Errno::EBUSY);
+                        break;
+                    }
+                    // The folio itself is split by move_pages_ptes.
+                    self.split_huge_pmd(mm, s);
+                    continue;
+                }
+                match self.move_pages_huge_pmd(mm, dst_vma, d, s, folio) {
+                    Ok(()) => PMD_SIZE,
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+            } else {
+                if self.mms[mm].pt.pmd(s).is_none() {
+                    if !holes {
+                        err = Some(Errno::ENOENT);
+                        break;
+                    }
+                    self.mms[mm].pt.alloc_table(s); // __pte_alloc
+                }
+                self.mms[mm].pt.alloc_table(d); // pte_alloc
+                match self.move_pages_pte(mm, dst_vma, d, s, holes) {
+                    Ok(PteMove::Done(n)) => n,
+                    Ok(PteMove::Retry) => continue,
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+            };
+            s = s.plus(step);
+            d = d.plus(step);
+            moved += step;
+        }
+        match err {
+            Some(e) if moved == 0 => Err(e),
+            _ => Ok(moved),
+        }
+    }
+
+    /// `move_pages_ptes` for one source page (6.18 batches consecutive present pages under
+    /// one lock, which moves the same pages in the same order).
+    fn move_pages_pte(
+        &mut self,
+        mm: MmId,
+        dst_vma: VmaId,
+        d: VirtAddr,
+        s: VirtAddr,
+        holes: bool,
+    ) -> KResult<PteMove> {
+        let pt = &self.mms[mm].pt;
+        if !pt.get_pte(d).is_none() {
+            return Err(Errno::EEXIST);
+        }
+        match pt.get_pte(s) {
+            Pte::None => {
+                if holes {
+                    Ok(PteMove::Done(PAGE_SIZE))
+                } else {
+                    Err(Errno::ENOENT)
+                }
+            }
+            Pte::Present { folio, sub, flags } => {
+                if folio == ZERO_FOLIO {
+                    // move_zeropage_pte
+                    let pt = &mut self.mms[mm].pt;
+                    pt.take_pte(s);
+                    pt.set_pte(d, Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: PteFlags::ACCESSED });
+                    self.stats.uffd_pages_moved += 1;
+                    return Ok(PteMove::Done(PAGE_SIZE));
+                }
+                // PageAnonExclusive(&folio->page): the folio's first page decides.
+                if !self.folios[folio].is_anon() || !self.folios[folio].pages[0].anon_exclusive {
+                    return Err(Errno::EBUSY);
+                }
+                if self.folios[folio].is_large() {
+                    // A pinned large folio cannot be split; the kernel answers EBUSY (seen on
+                    // 6.18 by the oracle) rather than retrying the split.
+                    if self.folios[folio].pincount > 0 {
+                        return Err(Errno::EBUSY);
+                    }
+                    self.split_folio(folio)?;
+                    return Ok(PteMove::Retry);
+                }
+                // move_present_ptes
+                if self.folios[folio].pincount > 0 {
+                    return Err(Errno::EBUSY);
+                }
+                self.mms[mm].pt.take_pte(s);
+                self.folio_move_anon_rmap(folio, dst_vma);
+                self.folios[folio].index = self.vmas[dst_vma].linear_page_index(d);
+                let mut nf = PteFlags::ACCESSED | PteFlags::WRITE;
+                if flags.contains(PteFlags::DIRTY) {
+                    nf |= PteFlags::DIRTY;
+                }
+                self.mms[mm].pt.set_pte(d, Pte::Present { folio, sub, flags: nf });
+                self.stats.uffd_pages_moved += 1;
+                Ok(PteMove::Done(PAGE_SIZE))
+            }
+            Pte::Swap { entry, exclusive } => {
+                if !exclusive {
+                    return Err(Errno::EBUSY);
+                }
+                // move_swap_pte: a folio still in the swap cache follows the entry.
+                if let Some(folio) = self.swap.slot(entry).and_then(|sl| sl.cache) {
+                    if self.folios[folio].is_large() {
+                        return Err(Errno::EBUSY);
+                    }
+                    self.folio_move_anon_rmap(folio, dst_vma);
+                    self.folios[folio].index = self.vmas[dst_vma].linear_page_index(d);
+                }
+                let pt = &mut self.mms[mm].pt;
+                let pte = pt.take_pte(s);
+                pt.set_pte(d, pte);
+                self.stats.uffd_pages_moved += 1;
+                Ok(PteMove::Done(PAGE_SIZE))
+            }
+            Pte::Migration { .. } => {
+                // The kernel waits for the migration to end and retries.
+                self.not_modelled("UFFDIO_MOVE of a page under migration");
+                Err(Errno::EAGAIN)
+            }
+        }
+    }
+
+    /// `move_pages_huge_pmd` (mm/huge_memory.c): a whole PMD leaf moves to an empty,
+    /// PMD-aligned destination; an anonymous THP must be exclusive and unpinned (EBUSY) and
+    /// becomes the destination's (dirty and writable, as mremap leaves it); the huge zero
+    /// folio just moves.
+    fn move_pages_huge_pmd(
+        &mut self,
+        mm: MmId,
+        dst_vma: VmaId,
+        d: VirtAddr,
+        s: VirtAddr,
+        folio: FolioId,
+    ) -> KResult<()> {
+        let pt = &self.mms[mm].pt;
+        let Some(Pmd::Huge { flags, .. }) = pt.pmd(s) else { return Err(Errno::ENOENT) };
+        let flags = *flags;
+        if folio != HUGE_ZERO_FOLIO {
+            let f = &self.folios[folio];
+            if !f.pages[0].anon_exclusive || f.pincount > 0 {
+                return Err(Errno::EBUSY);
+            }
+        }
+        let Some(pmd) = self.mms[mm].pt.pmds.remove(&pmd_index(s)) else { return Err(Errno::ENOENT) };
+        let pmd = if folio == HUGE_ZERO_FOLIO {
+            pmd
+        } else {
+            self.folio_move_anon_rmap(folio, dst_vma);
+            self.folios[folio].index = self.vmas[dst_vma].linear_page_index(d);
+            Pmd::Huge { folio, flags: flags | PteFlags::DIRTY | PteFlags::WRITE }
+        };
+        self.mms[mm].pt.set_pmd(pmd_index(d), pmd);
+        self.stats.uffd_pmds_moved += 1;
+        self.stats.uffd_pages_moved += PMD_SIZE / PAGE_SIZE;
+        Ok(())
+    }
+
+    /// `split_folio` of an anonymous large folio (`__folio_split` to order 0): every PMD
+    /// mapping is split first (`unmap_folio` with `TTU_SPLIT_HUGE_PMD`), then each page
+    /// becomes a small folio with the page's own mapcount, exclusivity and contents, at
+    /// `index + i` of the same anon_vma; the PTEs point to the new folios (`remap_page` with
+    /// `RMP_USE_SHARED_ZEROPAGE`: a zero-filled page is mapped as the shared zero page
+    /// instead), and pages nobody maps are freed. Extra references (pins) make it fail with EAGAIN
+    /// (`can_split_folio`), a folio without anon_vma with EBUSY.
+    pub fn split_folio(&mut self, folio: FolioId) -> KResult<()> {
+        let f = &self.folios[folio];
+        if !f.is_anon() {
+            return Err(Errno::EBUSY);
+        }
+        if f.pincount > 0 || f.extra_refs > 0 || f.swap.is_some() {
+            if f.pincount == 0 {
+                self.not_modelled("splitting a large folio held by the swap cache");
+            }
+            return Err(Errno::EAGAIN);
+        }
+        // Split every PMD mapping of the folio, in every mm.
+        let mms: Vec<MmId> = self.mms.iter().map(|(id, _)| id).collect();
+        for &m in &mms {
+            let keys: Vec<u64> = self.mms[m]
+                .pt
+                .pmds
+                .iter()
+                .filter(|(_, p)| matches!(p, Pmd::Huge { folio: f, .. } if *f == folio))
+                .map(|(k, _)| *k)
+                .collect();
+            for k in keys {
+                self.split_huge_pmd(m, VirtAddr(k << PMD_SHIFT));
+            }
+        }
+        let old = self.folios[folio].clone();
+        let news: Vec<FolioId> = (0..old.nr_pages())
+            .map(|i| {
+                let p = old.pages[i as usize];
+                let mut nf = Folio::new(0, old.mapping, old.index.plus(i));
+                nf.pages[0] = p;
+                self.folios.alloc(nf)
+            })
+            .collect();
+        let mut zeroed = Vec::new();
+        for &m in &mms {
+            let keys: Vec<u64> = self.mms[m].pt.pmds.keys().copied().collect();
+            for k in keys {
+                let base = k << PMD_SHIFT;
+                let Some(Pmd::Table(t)) = self.mms[m].pt.pmds.get(&k) else { continue };
+                let hits: Vec<(usize, Pte)> = t
+                    .ptes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| {
+                        matches!(p, Pte::Present { folio: f, .. } | Pte::Migration { folio: f, .. } if *f == folio)
+                    })
+                    .map(|(i, p)| (i, *p))
+                    .collect();
+                for (i, pte) in hits {
+                    let a = VirtAddr(base + i as u64 * PAGE_SIZE);
+                    let new = match pte {
+                        Pte::Present { sub, flags, .. } => {
+                            let n = news[sub as usize];
+                            // remove_migration_pte → try_to_map_unused_to_zeropage: a
+                            // zero-filled page of an unlocked VMA maps the shared zero page.
+                            let locked = self.mms[m]
+                                .vma_lookup(a)
+                                .is_some_and(|v| self.vmas[v].flags.contains(VmFlags::LOCKED));
+                            if self.folios[n].pages[0].tag == 0 && !locked {
+                                zeroed.push(n);
+                                Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: PteFlags::ACCESSED }
+                            } else {
+                                Pte::Present { folio: n, sub: 0, flags }
+                            }
+                        }
+                        Pte::Migration { sub, kind, flags, .. } => {
+                            Pte::Migration { folio: news[sub as usize], sub: 0, kind, flags }
+                        }
+                        other => other,
+                    };
+                    self.mms[m].pt.set_pte(a, new);
+                }
+            }
+        }
+        for n in zeroed {
+            self.folios[n].pages[0].mapcount -= 1;
+        }
+        self.folios.free(folio);
+        self.stats.folios_freed += 1;
+        self.stats.folios_allocated += news.len() as u64;
+        for n in news {
+            if !self.folios[n].is_mapped() {
+                self.folios[n].pages[0].anon_exclusive = false;
+            }
+            self.folio_put_if_unused(n);
+        }
+        self.stats.folio_splits += 1;
+        Ok(())
+    }
+}
