@@ -273,11 +273,10 @@ impl System {
         self.stats.policy.bytes_copied += PAGE_SIZE;
     }
 
-    /// Split a partly covered large folio so that the covered part can move. The model has
-    /// no folio split yet, so relocation of a partly covered large folio fails (as it does in
-    /// the series when `split_folio` fails).
-    fn split_folio_for_relocation(&mut self, _folio: FolioId) -> Result<(), ()> {
-        Err(())
+    /// Split a partly covered large folio so that the covered part can move (`split_folio`;
+    /// it fails, as in the series, when the folio is pinned or otherwise referenced).
+    fn split_folio_for_relocation(&mut self, folio: FolioId) -> Result<(), ()> {
+        self.split_folio(folio).map_err(|_| ())
     }
 
     /// Walk `[start, start + len)` without changing anything: what a relocation would meet.
@@ -418,6 +417,9 @@ impl System {
             PlanKind::CopyShared => RelocMode::COPY_SHARED,
             PlanKind::Auto { .. } => RelocMode { allow_pinned: true, ..RelocMode::STOAKES },
         };
+        if plan.kind == PlanKind::Matena {
+            self.wait_migrations(mm, old_addr, old_addr.plus(vrm.old_len));
+        }
         // What the walk will meet; Matěna's RFC and `auto` decide on it up front.
         if matches!(plan.kind, PlanKind::Matena | PlanKind::Auto { .. }) {
             let p = self.reloc_prewalk(mm, old_addr, vrm.old_len);
@@ -650,20 +652,7 @@ impl System {
         // A migration entry's folio cannot be adopted while its migration is in flight (its
         // rmap walk would look in the old anon_vma and strand the entry): wait for it, which
         // maps the new folio, then adopt that.
-        let pt = &self.mms[mm].pt;
-        let mut waits: Vec<FolioId> =
-            pt.migration_pmds_in(start, end).into_iter().map(|(_, f, _, _)| f).collect();
-        waits.extend(pt.ptes_in(start, end).into_iter().filter_map(|(_, p)| match p {
-            Pte::Migration { folio, .. } => Some(folio),
-            _ => None,
-        }));
-        let mut waited = HashSet::new();
-        for folio in waits {
-            if waited.insert(folio) && self.folios.contains(folio) && self.folios[folio].migrating {
-                self.migration_entry_wait(folio);
-                self.stats.policy.migrations_waited += 1;
-            }
-        }
+        self.wait_migrations(mm, start, end);
         for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
             let _ = h;
             self.stats.policy.entries_walked += 1;
@@ -822,6 +811,28 @@ impl System {
             f.mapping = Mapping::Anon(to);
             f.index = index;
             self.stats.policy.folios_rewritten += 1;
+        }
+    }
+}
+
+impl System {
+    /// Matěna's RFC v3 ("migration waiting ... to pagewalk"): wait for every migration with an
+    /// entry in `[start, end)` to finish (`migration_entry_wait`), so that the walk that follows
+    /// sees present pages.
+    pub(crate) fn wait_migrations(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        let pt = &self.mms[mm].pt;
+        let mut waits: Vec<FolioId> =
+            pt.migration_pmds_in(start, end).into_iter().map(|(_, f, _, _)| f).collect();
+        waits.extend(pt.ptes_in(start, end).into_iter().filter_map(|(_, p)| match p {
+            Pte::Migration { folio, .. } => Some(folio),
+            _ => None,
+        }));
+        let mut waited = HashSet::new();
+        for folio in waits {
+            if waited.insert(folio) && self.folios.contains(folio) && self.folios[folio].migrating {
+                self.migration_entry_wait(folio);
+                self.stats.policy.migrations_waited += 1;
+            }
         }
     }
 }

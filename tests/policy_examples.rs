@@ -75,12 +75,34 @@ fn a_swapped_page_is_left_and_the_rest_relocates() {
 }
 
 #[test]
+fn a_partly_covered_huge_page_is_split_by_the_series_and_refused_by_matena() {
+    let r = rows("examples/policy_thp_partial.strace");
+    assert_eq!(vmas(&r["kernel"], 1), 3);
+    assert_eq!(vmas(&r["relocate"], 1), 2);
+    assert!(r["relocate"].work.folios_split > 0 || r["relocate"].work.pmds_split > 0);
+    assert_eq!(vmas(&r["matena"], 1), 3);
+    assert_eq!(r["matena"].work.relocations_refused.len(), 1);
+}
+
+#[test]
+fn a_migrating_page_fails_the_series_and_matena_waits() {
+    let r = rows("examples/policy_migrating.strace");
+    assert_eq!(vmas(&r["relocate"], 1), 2);
+    assert_eq!(r["relocate"].work.relocations_undone, 1);
+    assert_eq!(vmas(&r["matena"], 1), 1);
+    assert_eq!(r["matena"].work.migrations_waited, 1);
+    assert_eq!(vmas(&r["auto"], 1), 1);
+}
+
+#[test]
 fn auto_is_never_worse_at_the_vma_count() {
     for path in [
         "examples/policy_pieces.strace",
         "examples/policy_fork.strace",
         "examples/policy_pinned.strace",
         "examples/policy_swapped.strace",
+        "examples/policy_thp_partial.strace",
+        "examples/policy_migrating.strace",
         "docs/workloads/compact.strace",
         "docs/workloads/stitch.strace",
         "docs/workloads/stitch-half.strace",
