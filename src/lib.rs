@@ -14,6 +14,7 @@ pub mod fork;
 pub mod fs;
 pub mod r#gen;
 pub mod gup;
+pub mod huge_memory;
 pub mod import;
 pub mod khugepaged;
 pub mod madvise;
