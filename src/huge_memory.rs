@@ -90,7 +90,8 @@ impl System {
     ///   again where it was; except that a page still zero-filled is mapped to the shared
     ///   zero page instead (`try_to_map_unused_to_zeropage`, not in a VM_LOCKED VMA or for an
     ///   mlocked folio), and then freed.
-    /// - New folios nothing maps any more leave the swap cache and are freed
+    /// - New folios nothing maps any more (zero-filled, or pages no longer mapped anywhere,
+    ///   as after a partial munmap) leave the swap cache and are freed
     ///   (`free_folio_and_swap_cache`).
     pub fn split_folio(&mut self, folio: FolioId) -> KResult<()> {
         if !self.folios.contains(folio) || folio == ZERO_FOLIO {
@@ -151,6 +152,9 @@ impl System {
         for nf in new {
             if self.folios.contains(nf) {
                 self.free_swap_cache(nf);
+            }
+            if self.folios.contains(nf) {
+                self.folio_put_if_unused(nf);
             }
         }
         Ok(())

@@ -179,3 +179,17 @@ fn mremapped_thp_is_found_through_rmap() {
     assert_eq!(sys.folios[f].index, sys0.folios[thp].index);
     assert_eq!(pte_at(&sys, 1, b + PAGE_SIZE).0, ZERO_FOLIO);
 }
+
+#[test]
+fn pages_no_longer_mapped_are_freed() {
+    // munmap of the upper half leaves the lower half of the THP PTE-mapped; the split frees
+    // the 256 unmapped pages with the rest of what it does not need.
+    let sys0 = run(&format!(
+        "{MMAP_THP}1 touch(0x200000000000, 2097152, \"w\") = 0\n1 munmap(0x200000100000, 1048576) = 0\n"
+    ));
+    let (thp, _, _) = pte_at(&sys0, 1, A);
+    let mut sys = sys0.clone();
+    assert_eq!(sys.split_folio(thp), Ok(()));
+    assert_eq!(sys.check(), Ok(()));
+    assert_eq!(sys.folios.len(), sys0.folios.len() + 255, "256 small folios replace the THP");
+}
