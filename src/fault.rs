@@ -256,12 +256,9 @@ impl System {
         if f.is_large() {
             // __wp_can_reuse_large_anon_folio (6.15+): all references are mappings, all in
             // this mm, and more than one page is mapped.
+            // Mapped by one mm: the folio's FOLIO_MM_IDS_SHARED bit is clear.
             let mapcount = f.total_mapcount();
-            if mapcount <= 1 || f.entire_mapcount > 0 || mapcount != f.refcount() {
-                return false;
-            }
-            let mm = self.vmas[vma].mm;
-            if self.folio_mapped_in_other_mm(folio, mm) {
+            if mapcount <= 1 || f.entire_mapcount > 0 || f.mm_ids_shared || mapcount != f.refcount() {
                 return false;
             }
             self.folio_move_anon_rmap(folio, vma);
@@ -280,28 +277,6 @@ impl System {
         true
     }
 
-    /// Whether any mapping of the folio is outside `mm` (the `_mm_ids` shared bit).
-    fn folio_mapped_in_other_mm(&self, folio: FolioId, mm: MmId) -> bool {
-        let nr = self.folios[folio].nr_pages();
-        let index = self.folios[folio].index;
-        for hit in self.rmap_walk_anon(folio) {
-            let v = &self.vmas[hit.vma];
-            if v.mm == mm {
-                continue;
-            }
-            for i in 0..nr {
-                let Some(a) = v.address_of(index.plus(i), 1) else { continue };
-                if let Walk::Pte(Pte::Present { folio: f, .. }) | Walk::Huge { folio: f, .. } =
-                    self.mms[v.mm].pt.walk(a)
-                    && f == folio
-                {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
     /// `wp_page_copy`: a new exclusive anon page with the old page's contents.
     fn wp_page_copy(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, old: FolioId, sub: u16) {
         self.anon_vma_prepare(vma);
@@ -311,7 +286,7 @@ impl System {
         self.folio_add_new_anon_rmap(new, vma, a, false);
         let flags = self.new_pte_flags(vma, true);
         self.mms[mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
-        self.folio_remove_rmap_pte(old, sub);
+        self.folio_remove_rmap_pte(old, sub, mm);
         self.stats.cow_copies += 1;
     }
 

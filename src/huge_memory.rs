@@ -55,6 +55,25 @@ impl System {
         out
     }
 
+    /// `folio_maybe_mapped_shared` (include/linux/mm.h): a small folio mapped more than once;
+    /// a large one mapped more than once with a PMD mapping among them, or mapped more times
+    /// than it has pages, or with its `FOLIO_MM_IDS_SHARED` bit set (maybe mapped by more
+    /// than one mm).
+    pub fn folio_maybe_mapped_shared(&self, folio: FolioId) -> bool {
+        let f = &self.folios[folio];
+        let mapcount = f.mapcount();
+        if !f.is_large() {
+            return mapcount > 1;
+        }
+        if mapcount <= 1 {
+            return false;
+        }
+        if f.entire_mapcount > 0 || mapcount > f.nr_pages() {
+            return true;
+        }
+        f.mm_ids_shared
+    }
+
     /// `can_split_folio(folio, 1, &extra_pins)`: every reference is a mapping, or one the
     /// split knows how to hand over (the swap cache's: `extra_pins` is the folio's pages when
     /// it is in the swap cache). A long-term pin, or any other reference, makes the split
@@ -141,7 +160,7 @@ impl System {
                 // keeps only the soft-dirty bit of the entry.
                 let zf = PteFlags::ACCESSED | (flags & PteFlags::SOFT_DIRTY);
                 self.mms[m.mm].pt.set_pte(m.addr, Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: zf });
-                self.folio_remove_rmap_pte(nf, 0);
+                self.folio_remove_rmap_pte(nf, 0, m.mm);
             } else {
                 self.mms[m.mm].pt.set_pte(m.addr, Pte::Present { folio: nf, sub: 0, flags });
             }
@@ -187,6 +206,10 @@ impl System {
         let head = &mut self.folios[folio];
         head.order = 0;
         head.pages.truncate(1);
+        // Small folios keep no per-mm mapcounts.
+        head.mm_id = [None, None];
+        head.mm_id_mapcount = [-1, -1];
+        head.mm_ids_shared = false;
         debug_assert_eq!(head.entire_mapcount, 0, "PMD mappings are split before the folio");
         out
     }

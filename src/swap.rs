@@ -265,9 +265,10 @@ impl System {
         }
         self.mms[mm].pt.set_pte(a, Pte::Swap { entry: e, exclusive });
         self.swap_duplicate(e);
-        let p = &mut self.folios[folio].pages[sub as usize];
-        p.mapcount -= 1;
-        p.anon_exclusive = false;
+        let f = &mut self.folios[folio];
+        f.pages[sub as usize].mapcount -= 1;
+        f.pages[sub as usize].anon_exclusive = false;
+        f.sub_large_mapcount(1, mm);
         true
     }
 

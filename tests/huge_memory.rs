@@ -193,3 +193,28 @@ fn pages_no_longer_mapped_are_freed() {
     assert_eq!(sys.check(), Ok(()));
     assert_eq!(sys.folios.len(), sys0.folios.len() + 255, "256 small folios replace the THP");
 }
+
+#[test]
+fn mm_ids_track_two_mms() {
+    // The THP is PTE-mapped (mprotect of half) and shared by fork: maybe mapped shared.
+    let text = format!(
+        "{MMAP_THP}1 touch(0x200000000000, 2097152, \"w\") = 0
+1 mprotect(0x200000100000, 1048576, PROT_READ) = 0
+1 fork() = 2
+"
+    );
+    let sys = run(&text);
+    let (thp, _, _) = pte_at(&sys, 1, A);
+    assert!(sys.folios[thp].mm_ids_shared && sys.folio_maybe_mapped_shared(thp));
+    // The parent unmaps it: the child's slot owns every mapping, the bit clears.
+    let sys = run(&format!("{text}1 munmap(0x200000000000, 2097152) = 0\n"));
+    assert!(!sys.folios[thp].mm_ids_shared && !sys.folio_maybe_mapped_shared(thp));
+    // A grandchild is not tracked: with its parent gone and the first process unmapping, it
+    // alone maps the folio, yet the bit stays set (no slot owns its mappings).
+    let sys =
+        run(&format!("{text}2 fork() = 3\n2 exit_group(0) = ?\n1 munmap(0x200000000000, 2097152) = 0\n"));
+    let (f3, _, _) = pte_at(&sys, 3, A);
+    assert_eq!(f3, thp);
+    assert_eq!(sys.folios[thp].mm_id, [None, None]);
+    assert!(sys.folio_maybe_mapped_shared(thp), "the bit outlives the mms it was set for");
+}
