@@ -13,7 +13,7 @@ use crate::errno::{Errno, KResult};
 use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
 use crate::mm::{MmId, System};
 use crate::pagetable::{Pte, PteFlags, SwapEntry, Walk};
-use crate::types::VirtAddr;
+use crate::types::{PAGE_SIZE, VirtAddr};
 use crate::vma::{VmFlags, VmaId};
 
 /// One mapping of a folio, as `page_vma_mapped_walk` finds it in one VMA.
@@ -72,6 +72,22 @@ impl System {
             return true;
         }
         f.mm_ids_shared
+    }
+
+    /// `folio_pte_batch(folio, pte, ptent, max_nr)` as `madvise_folio_pte_batch` calls it: how
+    /// many PTEs from `a` (mapping page `sub` of the large `folio`) map the following pages of
+    /// the folio in order, up to `end` (inside the same PTE table) and the folio's end. The
+    /// write, dirty, young and soft-dirty bits may differ.
+    pub fn folio_pte_batch(&self, mm: MmId, a: VirtAddr, end: VirtAddr, folio: FolioId, sub: u16) -> u64 {
+        let max = a.pages_to(end).min(self.folios[folio].nr_pages() - sub as u64);
+        let mut n = 1;
+        while n < max {
+            match self.mms[mm].pt.get_pte(a.plus(n * PAGE_SIZE)) {
+                Pte::Present { folio: g, sub: s, .. } if g == folio && s as u64 == sub as u64 + n => n += 1,
+                _ => break,
+            }
+        }
+        n.min(max.max(1))
     }
 
     /// `can_split_folio(folio, 1, &extra_pins)`: every reference is a mapping, or one the

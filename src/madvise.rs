@@ -6,9 +6,10 @@ use std::rc::Rc;
 
 use crate::abi::*;
 use crate::errno::{Errno, KResult};
+use crate::folio::{HUGE_ZERO_FOLIO, ZERO_FOLIO};
 use crate::mm::{MmId, System};
-use crate::pagetable::Pte;
-use crate::types::{PAGE_SIZE, Pid, VirtAddr, page_align};
+use crate::pagetable::{Pmd, Pte};
+use crate::types::{PAGE_SIZE, PMD_SIZE, Pid, VirtAddr, page_align};
 use crate::vma::{AnonName, VmFlags, VmaId};
 
 /// `ANON_VMA_NAME_MAX_LEN`.
@@ -111,13 +112,7 @@ impl System {
                 if behavior != MADV_FREE {
                     self.zap_range_reclaim_pt(mm, start, end);
                 } else {
-                    // madvise_free_pte_range clears swap entries at once (free_swap_and_cache).
-                    for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
-                        if let Pte::Swap { entry, .. } = pte {
-                            self.mms[mm].pt.set_pte(a, Pte::None);
-                            self.swap_free(entry);
-                        }
-                    }
+                    self.madvise_free_single_vma(mm, start, end);
                 }
                 return Ok(end);
             }
@@ -167,6 +162,62 @@ impl System {
         self.madvise_update_vma(vma, start, end, new, name)
     }
 
+    /// `madvise_free_single_vma`: `madvise_free_pte_range` on each PMD of `[start, end)`.
+    fn madvise_free_single_vma(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        let mut addr = start;
+        while addr < end {
+            // pmd_addr_end
+            let next = VirtAddr(addr.pmd_down().0 + PMD_SIZE).min(end);
+            self.madvise_free_pte_range(mm, addr, next);
+            addr = next;
+        }
+    }
+
+    /// `madvise_free_pte_range` for `[addr, end)` inside one PMD. A PMD-mapped THP mapped
+    /// only here that the range covers in part is split (`madvise_free_huge_pmd`), and the
+    /// walk goes on over its PTEs if that worked. Swap entries are dropped at once
+    /// (`free_swap_and_cache_nr`). A PTE-mapped large folio the range covers in part is split
+    /// unless maybe mapped shared, and its pages looked at again; if the split fails, its
+    /// PTEs are skipped. Pages left mapped are lazily freed, which the model leaves as they
+    /// are until reclaim.
+    fn madvise_free_pte_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr) {
+        if let Some(&Pmd::Huge { folio, .. }) = self.mms[mm].pt.pmd(addr) {
+            if folio == HUGE_ZERO_FOLIO || self.folio_maybe_mapped_shared(folio) {
+                return;
+            }
+            if end.0 - addr.0 == PMD_SIZE {
+                return;
+            }
+            // Whether or not the split worked, the walk goes on only over a PTE table
+            // (pte_offset_map_lock fails on a huge PMD).
+            let _ = self.split_folio(folio);
+            if matches!(self.mms[mm].pt.pmd(addr), Some(Pmd::Huge { .. })) {
+                return;
+            }
+        }
+        let mut a = addr;
+        while a < end {
+            let mut nr = 1;
+            match self.mms[mm].pt.get_pte(a) {
+                Pte::Swap { entry, .. } => {
+                    self.mms[mm].pt.set_pte(a, Pte::None);
+                    self.swap_free(entry);
+                }
+                Pte::Present { folio, sub, .. } if folio != ZERO_FOLIO && self.folios[folio].is_large() => {
+                    nr = self.folio_pte_batch(mm, a, end, folio, sub);
+                    if nr < self.folios[folio].nr_pages()
+                        && !self.folio_maybe_mapped_shared(folio)
+                        && self.split_folio(folio).is_ok()
+                    {
+                        nr = 0;
+                    }
+                }
+                _ => {}
+            }
+            a = a.plus(nr * PAGE_SIZE);
+        }
+    }
+
     /// madvise behaviours that do not change VMAs.
     fn madvise_other(
         &mut self,
@@ -193,7 +244,9 @@ impl System {
                 }
             }
             MADV_COLLAPSE => self.madvise_collapse(mm, vma, start, end)?,
-            MADV_PAGEOUT => self.madvise_pageout(mm, vma, start, end)?,
+            MADV_COLD | MADV_PAGEOUT => {
+                self.madvise_cold_or_pageout(mm, vma, start, end, behavior == MADV_PAGEOUT)?
+            }
             MADV_REMOVE if !self.vmas[vma].flags.contains(VmFlags::SHARED) => {
                 return Err(Errno::EINVAL);
             }
