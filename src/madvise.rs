@@ -164,12 +164,8 @@ impl System {
 
     /// `madvise_free_single_vma`: `madvise_free_pte_range` on each PMD of `[start, end)`.
     fn madvise_free_single_vma(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        let mut addr = start;
-        while addr < end {
-            // pmd_addr_end
-            let next = VirtAddr(addr.pmd_down().0 + PMD_SIZE).min(end);
+        for (addr, next) in self.mms[mm].pt.pmd_ranges(start, end) {
             self.madvise_free_pte_range(mm, addr, next);
-            addr = next;
         }
     }
 

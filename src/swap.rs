@@ -193,12 +193,11 @@ impl System {
         }
         // A private or shared file mapping may be paged out too: we are root, so
         // can_do_file_pageout() holds.
-        let mut addr = start;
-        while addr < end && self.unsupported.is_none() {
-            // pmd_addr_end
-            let next = VirtAddr(addr.pmd_down().0 + PMD_SIZE).min(end);
+        for (addr, next) in self.mms[mm].pt.pmd_ranges(start, end) {
+            if self.unsupported.is_some() {
+                break;
+            }
             self.cold_or_pageout_pmd_range(mm, addr, next, pageout);
-            addr = next;
         }
         Ok(())
     }
