@@ -92,6 +92,12 @@ impl System {
             }
             let p = pinned.get(&id).copied().unwrap_or(0);
             ensure!(f.pincount == p, "folio {id:?}: pincount {} but {p} pinned pages", f.pincount);
+            // folio_mark_lazyfree takes only anonymous folios outside the swap cache, and reclaim
+            // never gives a lazily freed folio swap space.
+            ensure!(
+                !f.lazyfree || (f.is_anon() && f.swap.is_none()),
+                "folio {id:?}: lazily freed but swap-backed"
+            );
         }
         Ok(())
     }

@@ -60,6 +60,14 @@ pub struct Folio {
     /// `PG_readahead`: the page-cache folio where the next asynchronous read-ahead starts;
     /// fault-around does not map it.
     pub readahead: bool,
+    /// `PG_dirty`. An anonymous folio's PTEs usually carry its dirtiness; the folio flag is
+    /// set when a dirty PTE or PMD is taken apart (`try_to_migrate_one`, `__split_huge_pmd`),
+    /// when the folio leaves the swap cache mapped (`folio_free_swap`) or enters it in
+    /// reclaim; MADV_FREE clears it.
+    pub dirty: bool,
+    /// An anonymous folio without `PG_swapbacked` (`folio_test_lazyfree`): MADV_FREE marked it
+    /// (`folio_mark_lazyfree`), so reclaim discards it if it is still clean.
+    pub lazyfree: bool,
     /// `folio->_mm_id[2]` (CONFIG_MM_ID, large folios only): the two mms whose mappings are
     /// counted apart, `None` for `MM_ID_DUMMY`.
     pub mm_id: [Option<MmId>; 2],
@@ -84,6 +92,8 @@ impl Folio {
             swap: None,
             pages: smallvec::smallvec![PageState::default(); 1usize << order],
             readahead: false,
+            dirty: false,
+            lazyfree: false,
             mm_id: [None, None],
             mm_id_mapcount: [-1, -1],
             mm_ids_shared: false,

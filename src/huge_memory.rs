@@ -164,6 +164,12 @@ impl System {
             self.split_huge_pmd(m.mm, m.addr);
         }
         let maps = self.folio_mappings(folio);
+        // try_to_migrate_one: a dirty PTE marks the folio dirty, and the new folios inherit
+        // PG_dirty (and PG_swapbacked) from it.
+        let dirty = maps.iter().any(|m| {
+            matches!(self.mms[m.mm].pt.get_pte(m.addr), Pte::Present { flags, .. } if flags.contains(PteFlags::DIRTY))
+        });
+        self.folios[folio].dirty |= dirty;
         let new = self.split_unmapped_folio(folio);
         self.stats.folio_splits += 1;
         // remap_page: each mapping now names the folio of its page.
@@ -207,6 +213,8 @@ impl System {
         for (i, page) in old.pages.iter().enumerate().skip(1) {
             let mut nf = Folio::new(0, old.mapping, old.index.plus(i as u64));
             nf.pages[0] = *page;
+            nf.dirty = old.dirty;
+            nf.lazyfree = old.lazyfree;
             nf.extra_refs = swap_refs;
             nf.swap = old.swap.map(|e| SwapEntry(e.0 + i as u32));
             let id = self.folios.alloc(nf);

@@ -6,9 +6,10 @@ use std::rc::Rc;
 
 use crate::abi::*;
 use crate::errno::{Errno, KResult};
+use crate::folio::FolioId;
 use crate::folio::{HUGE_ZERO_FOLIO, ZERO_FOLIO};
 use crate::mm::{MmId, System};
-use crate::pagetable::{Pmd, Pte};
+use crate::pagetable::{Pmd, Pte, PteFlags};
 use crate::types::{PAGE_SIZE, PMD_SIZE, Pid, VirtAddr, page_align};
 use crate::vma::{AnonName, VmFlags, VmaId};
 
@@ -107,8 +108,8 @@ impl System {
                 if behavior == MADV_FREE && !v.is_anonymous() {
                     return Err(Errno::EINVAL);
                 }
-                // MADV_FREE of clean-after-free pages is lazily reclaimed: the model keeps
-                // them mapped, as the kernel does until memory pressure.
+                // MADV_FREE leaves pages mapped until reclaim (only MADV_PAGEOUT in the model:
+                // there is no memory pressure), which discards those still clean.
                 if behavior != MADV_FREE {
                     self.zap_range_reclaim_pt(mm, start, end);
                 } else {
@@ -174,14 +175,20 @@ impl System {
     /// walk goes on over its PTEs if that worked. Swap entries are dropped at once
     /// (`free_swap_and_cache_nr`). A PTE-mapped large folio the range covers in part is split
     /// unless maybe mapped shared, and its pages looked at again; if the split fails, its
-    /// PTEs are skipped. Pages left mapped are lazily freed, which the model leaves as they
-    /// are until reclaim.
+    /// PTEs are skipped. The folios left whole under the range are lazily freed
+    /// (`madvise_free_folio`, or the whole THP in `madvise_free_huge_pmd`).
     fn madvise_free_pte_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr) {
         if let Some(&Pmd::Huge { folio, .. }) = self.mms[mm].pt.pmd(addr) {
             if folio == HUGE_ZERO_FOLIO || self.folio_maybe_mapped_shared(folio) {
                 return;
             }
             if end.0 - addr.0 == PMD_SIZE {
+                // The whole THP is lazily freed: clean and old, without PG_swapbacked.
+                self.folios[folio].dirty = false;
+                if let Some(fl) = self.mms[mm].pt.pte_flags_mut(addr) {
+                    *fl -= PteFlags::DIRTY | PteFlags::ACCESSED;
+                }
+                self.folio_mark_lazyfree(folio);
                 return;
             }
             // Whether or not the split worked, the walk goes on only over a PTE table
@@ -199,19 +206,47 @@ impl System {
                     self.mms[mm].pt.set_pte(a, Pte::None);
                     self.swap_free(entry);
                 }
-                Pte::Present { folio, sub, .. } if folio != ZERO_FOLIO && self.folios[folio].is_large() => {
-                    nr = self.folio_pte_batch(mm, a, end, folio, sub);
-                    if nr < self.folios[folio].nr_pages()
-                        && !self.folio_maybe_mapped_shared(folio)
-                        && self.split_folio(folio).is_ok()
-                    {
-                        nr = 0;
+                Pte::Present { folio, sub, .. } if folio != ZERO_FOLIO => {
+                    if self.folios[folio].is_large() {
+                        nr = self.folio_pte_batch(mm, a, end, folio, sub);
+                        if nr < self.folios[folio].nr_pages() {
+                            if !self.folio_maybe_mapped_shared(folio) && self.split_folio(folio).is_ok() {
+                                nr = 0;
+                            }
+                            a = a.plus(nr * PAGE_SIZE);
+                            continue;
+                        }
                     }
+                    self.madvise_free_folio(mm, a, folio, nr);
                 }
                 _ => {}
             }
             a = a.plus(nr * PAGE_SIZE);
         }
+    }
+
+    /// The rest of `madvise_free_pte_range` for a folio mapped whole by the `nr` PTEs from
+    /// `a`: a dirty or swap-cache folio is skipped if mapped elsewhere too, or if its swap
+    /// slot is still referenced (`folio_free_swap` fails); it is cleaned (`folio_clear_dirty`).
+    /// Its PTEs become clean and old (`clear_young_dirty_ptes`), and it is lazily freed
+    /// (`folio_mark_lazyfree`): reclaim will discard it unless it is written to first.
+    fn madvise_free_folio(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, nr: u64) {
+        let f = &self.folios[folio];
+        if f.swap.is_some() || f.dirty {
+            if f.mapcount() != f.nr_pages() {
+                return;
+            }
+            if f.swap.is_some() && !self.folio_free_swap(folio) {
+                return;
+            }
+            self.folios[folio].dirty = false;
+        }
+        for i in 0..nr {
+            if let Some(fl) = self.mms[mm].pt.pte_flags_mut(a.plus(i * PAGE_SIZE)) {
+                *fl -= PteFlags::DIRTY | PteFlags::ACCESSED;
+            }
+        }
+        self.folio_mark_lazyfree(folio);
     }
 
     /// madvise behaviours that do not change VMAs.

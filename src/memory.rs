@@ -103,6 +103,8 @@ impl System {
             // __split_huge_pmd_locked: every PTE inherits the head page's exclusivity
             // (folio_add_anon_rmap_ptes of all pages, then folio_remove_rmap_pmd).
             let f = &mut self.folios[folio];
+            // A dirty PMD dirties the folio before its bit spreads to the PTEs.
+            f.dirty |= flags.contains(PteFlags::DIRTY);
             let excl = f.is_anon() && f.pages[0].anon_exclusive;
             for p in f.pages.iter_mut() {
                 p.mapcount += 1;

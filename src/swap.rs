@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use crate::errno::{Errno, KResult};
 use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
 use crate::mm::{MmId, System};
-use crate::pagetable::{Pmd, Pte, PteFlags, SwapEntry};
+use crate::pagetable::{Pmd, Pte, PteFlags, SwapEntry, pmd_index};
 use crate::types::{PAGE_SIZE, PMD_SIZE, VirtAddr};
 use crate::vma::{VmFlags, VmaId};
 
@@ -157,7 +157,19 @@ impl System {
             return false;
         }
         self.delete_from_swap_cache(folio);
+        // The folio now holds the only copy of its contents.
+        self.folios[folio].dirty = true;
         true
+    }
+
+    /// `folio_mark_lazyfree` (mm/swap.c `lru_lazyfree`): an anonymous swap-backed folio not in
+    /// the swap cache loses `PG_swapbacked`. The kernel applies it from a per-CPU batch, which
+    /// madvise drains before its walk and reclaim before its own, so no step sees it pending.
+    pub fn folio_mark_lazyfree(&mut self, folio: FolioId) {
+        let f = &mut self.folios[folio];
+        if f.is_anon() && f.swap.is_none() {
+            f.lazyfree = true;
+        }
     }
 
     /// `free_swap_cache` (from `free_pages_and_swap_cache` after a zap): an unmapped
@@ -279,6 +291,10 @@ impl System {
         if !self.folios.contains(folio) {
             return;
         }
+        if self.folios[folio].lazyfree {
+            self.discard_lazyfree_folio(mm, a, folio);
+            return;
+        }
         let f = &self.folios[folio];
         if !f.is_large() {
             self.shrink_anon_folio(mm, a, folio, 0);
@@ -301,6 +317,50 @@ impl System {
         }
     }
 
+    /// `shrink_folio_list` for a lazily freed folio (MADV_FREE), mapped only at `a` in `mm` by
+    /// a PMD or by PTEs for all its pages: no swap space, no split; `try_to_unmap_one`
+    /// discards it (its `!folio_test_swapbacked` branch, batched over the whole folio, or
+    /// `__discard_anon_folio_pmd_locked` for a PMD) and the mapping becomes none. Written to
+    /// since (a dirty PTE or PMD, or `PG_dirty`), it is swap-backed again and stays mapped;
+    /// with another reference (a pin) it stays as it is.
+    fn discard_lazyfree_folio(&mut self, mm: MmId, a: VirtAddr, folio: FolioId) {
+        let nr = self.folios[folio].nr_pages();
+        let pmd = match self.mms[mm].pt.pmd(a) {
+            Some(&Pmd::Huge { folio: g, flags }) if g == folio => Some(flags),
+            _ => None,
+        };
+        let dirty = match pmd {
+            Some(flags) => flags.contains(PteFlags::DIRTY),
+            None => (0..nr).any(|i| {
+                matches!(self.mms[mm].pt.get_pte(a.plus(i * PAGE_SIZE)),
+                    Pte::Present { folio: g, flags, .. } if g == folio && flags.contains(PteFlags::DIRTY))
+            }),
+        };
+        let f = &mut self.folios[folio];
+        if dirty || f.dirty {
+            f.dirty = true;
+            f.lazyfree = false;
+            return;
+        }
+        // ref_count != 1 + map_count: someone else holds it.
+        if f.extra_refs > 0 {
+            return;
+        }
+        if pmd.is_some() {
+            // The PMD becomes none and its deposited page table goes.
+            self.mms[mm].pt.pmds.remove(&pmd_index(a));
+            self.folio_remove_rmap_pmd(folio, mm);
+            return;
+        }
+        for i in 0..nr {
+            self.mms[mm].pt.set_pte(a.plus(i * PAGE_SIZE), Pte::None);
+        }
+        // The last removal frees the folio.
+        for i in 0..nr {
+            self.folio_remove_rmap_pte(folio, i as u16, mm);
+        }
+    }
+
     /// `shrink_folio_list` for a small anonymous folio mapped once, at `a` in `mm`: give it a
     /// slot and put it in the swap cache (`folio_alloc_swap`, refused for a maybe-pinned
     /// folio), unmap it (`try_to_unmap`: its only mapping is the one the walk found, so the
@@ -312,6 +372,8 @@ impl System {
             }
             let Some(e) = self.swap.alloc() else { return };
             self.add_to_swap_cache(folio, e);
+            // folio_mark_dirty: the swap copy is yet to be written.
+            self.folios[folio].dirty = true;
         }
         let e = self.folios[folio].swap.expect("in the swap cache");
         if !self.try_to_unmap_one(mm, a, folio, sub, e) {
