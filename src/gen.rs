@@ -1481,7 +1481,7 @@ mod tests {
         ] {
             assert!(mremap_flags.contains(&f), "mremap flags {f:#x} never generated");
         }
-        assert_eq!(advices.len(), 12, "{advices:?}");
+        assert_eq!(advices.len(), 14, "{advices:?}");
     }
 
     #[test]
