@@ -286,7 +286,8 @@ impl System {
     /// swap file (`cluster_alloc_swap_entry` allocates order > 0 only on a block device,
     /// CONFIG_THP_SWAP or not): so it is split (`split_folio_to_list`, the fallback that
     /// counts `THP_SWPOUT_FALLBACK`) and its pages, each a small folio now, go through the
-    /// list one by one. Pages split maps to the zero page are freed on the way.
+    /// list one by one. Pages split maps to the zero page are freed on the way. A lazily
+    /// freed folio takes another path (`discard_lazyfree_folio`).
     fn shrink_folio_list(&mut self, mm: MmId, a: VirtAddr, folio: FolioId) {
         if !self.folios.contains(folio) {
             return;
