@@ -96,6 +96,12 @@ impl System {
             }
             let p = pinned.get(&id).copied().unwrap_or(0);
             ensure!(f.pincount == p, "folio {id:?}: pincount {} but {p} pinned pages", f.pincount);
+            // folio_mark_lazyfree takes only anonymous folios outside the swap cache, and reclaim
+            // never gives a lazily freed folio swap space.
+            ensure!(
+                !f.lazyfree || (f.is_anon() && f.swap.is_none()),
+                "folio {id:?}: lazily freed but swap-backed"
+            );
         }
         Ok(())
     }
@@ -217,6 +223,8 @@ impl System {
         let mut pmd_maps: HashMap<FolioId, u32> = HashMap::new();
         // (folio, page) -> (migration entries, whether any is exclusive).
         let mut mig_maps: HashMap<(FolioId, u16), (u32, bool)> = HashMap::new();
+        // Mappings of each large folio by mm, for its `_mm_id` slots.
+        let mut mm_maps: HashMap<FolioId, HashMap<crate::mm::MmId, i64>> = HashMap::new();
         for (mmid, mm) in self.mms.iter() {
             for (&key, pmd) in &mm.pt.pmds {
                 let base = VirtAddr(key << PMD_SHIFT);
@@ -237,6 +245,7 @@ impl System {
                             "huge PMD at {base:?} maps a small folio"
                         );
                         *pmd_maps.entry(*folio).or_default() += 1;
+                        *mm_maps.entry(*folio).or_default().entry(mmid).or_default() += 1;
                         self.check_anon_mapping(mmid, vma.expect("vma"), base, *folio, 0, *flags, 512)?;
                     }
                     Pmd::Migration { folio, kind, .. } => {
@@ -280,6 +289,9 @@ impl System {
                                     continue;
                                 }
                                 *pte_maps.entry((folio, sub)).or_default() += 1;
+                                if self.folios[folio].is_large() {
+                                    *mm_maps.entry(folio).or_default().entry(mmid).or_default() += 1;
+                                }
                                 self.check_anon_mapping(mmid, vma, a, folio, sub, flags, 1)?;
                             }
                             if let Pte::Migration { folio, sub, kind, .. } = *pte {
@@ -371,6 +383,7 @@ impl System {
                 );
             }
             ensure!(f.refcount() > 0, "folio {id:?} leaked: nothing references it");
+            self.check_mm_ids(id, mm_maps.get(&id))?;
         }
         Ok(())
     }
@@ -399,6 +412,42 @@ impl System {
         ensure!(
             !kind.is_writable() || self.vmas[vma].flags.contains(crate::vma::VmFlags::WRITE),
             "writable migration entry at {a:?} in a VMA without VM_WRITE"
+        );
+        Ok(())
+    }
+
+    /// `folio->_mm_id` slots (CONFIG_MM_ID): a slot is free exactly when its count is -1,
+    /// never counts more mappings than its mm has (it may count fewer: mappings made while
+    /// both slots were taken are not counted), and a folio not marked maybe-shared is mapped
+    /// by one mm at most. Small and unmapped folios use no slot and are not shared.
+    fn check_mm_ids(&self, id: FolioId, maps: Option<&HashMap<crate::mm::MmId, i64>>) -> Result<(), String> {
+        let f = &self.folios[id];
+        if !f.is_large() || !f.is_mapped() {
+            ensure!(
+                f.mm_id == [None, None] && f.mm_id_mapcount == [-1, -1] && !f.mm_ids_shared,
+                "folio {id:?}: small or unmapped but its mm_id slots are in use"
+            );
+            return Ok(());
+        }
+        for i in 0..2 {
+            match f.mm_id[i] {
+                None => {
+                    ensure!(f.mm_id_mapcount[i] == -1, "folio {id:?}: free mm_id slot {i} counts mappings")
+                }
+                Some(mm) => {
+                    let n = maps.and_then(|m| m.get(&mm)).copied().unwrap_or(0);
+                    ensure!(
+                        (0..n).contains(&f.mm_id_mapcount[i]),
+                        "folio {id:?}: mm_id slot {i} counts {} mappings but its mm has {n}",
+                        f.mm_id_mapcount[i] + 1
+                    );
+                }
+            }
+        }
+        ensure!(f.mm_id[0].is_none() || f.mm_id[0] != f.mm_id[1], "folio {id:?}: one mm in both mm_id slots");
+        ensure!(
+            f.mm_ids_shared || maps.is_none_or(|m| m.len() <= 1),
+            "folio {id:?}: mapped by several mms but not marked maybe shared"
         );
         Ok(())
     }

@@ -348,12 +348,9 @@ impl System {
         if f.is_large() {
             // __wp_can_reuse_large_anon_folio (6.15+): all references are mappings, all in
             // this mm, and more than one page is mapped.
+            // Mapped by one mm: the folio's FOLIO_MM_IDS_SHARED bit is clear.
             let mapcount = f.total_mapcount();
-            if mapcount <= 1 || f.entire_mapcount > 0 || mapcount != f.refcount() {
-                return false;
-            }
-            let mm = self.vmas[vma].mm;
-            if self.folio_mapped_in_other_mm(folio, mm) {
+            if mapcount <= 1 || f.entire_mapcount > 0 || f.mm_ids_shared || mapcount != f.refcount() {
                 return false;
             }
             self.folio_move_anon_rmap(folio, vma);
@@ -403,7 +400,7 @@ impl System {
         self.folio_add_new_anon_rmap(new, vma, a, false);
         let flags = self.new_pte_flags(vma, true);
         self.mms[mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
-        self.folio_remove_rmap_pte(old, sub);
+        self.folio_remove_rmap_pte(old, sub, mm);
         self.stats.cow_copies += 1;
     }
 

@@ -5,6 +5,7 @@ use smallvec::SmallVec;
 
 use crate::arena::arena_id;
 use crate::fs::InodeId;
+use crate::mm::MmId;
 use crate::rmap::AnonVmaId;
 use crate::types::PgOff;
 
@@ -63,6 +64,24 @@ pub struct Folio {
     /// `try_to_migrate` replaced its mappings with migration entries): it holds one of
     /// `extra_refs`, the migration's own.
     pub migrating: bool,
+    /// `PG_dirty`. An anonymous folio's PTEs usually carry its dirtiness; the folio flag is
+    /// set when a dirty PTE or PMD is taken apart (`try_to_migrate_one`, `__split_huge_pmd`),
+    /// when the folio leaves the swap cache mapped (`folio_free_swap`) or enters it in
+    /// reclaim; MADV_FREE clears it.
+    pub dirty: bool,
+    /// An anonymous folio without `PG_swapbacked` (`folio_test_lazyfree`): MADV_FREE marked it
+    /// (`folio_mark_lazyfree`), so reclaim discards it if it is still clean.
+    pub lazyfree: bool,
+    /// `folio->_mm_id[2]` (CONFIG_MM_ID, large folios only): the two mms whose mappings are
+    /// counted apart, `None` for `MM_ID_DUMMY`.
+    pub mm_id: [Option<MmId>; 2],
+    /// `folio->_mm_id_mapcount[2]`: mappings by each of those mms, minus one (-1 when free).
+    pub mm_id_mapcount: [i64; 2],
+    /// `FOLIO_MM_IDS_SHARED_BIT` of `folio->_mm_ids`: the folio may be mapped by more than one
+    /// mm (`folio_test_large_maybe_mapped_shared`). Set as a second mm maps it; cleared only
+    /// when one tracked mm is found to hold every mapping, so with three or more mms it can
+    /// stay set after all but one have gone.
+    pub mm_ids_shared: bool,
 }
 
 impl Folio {
@@ -78,6 +97,11 @@ impl Folio {
             pages: smallvec::smallvec![PageState::default(); 1usize << order],
             readahead: false,
             migrating: false,
+            dirty: false,
+            lazyfree: false,
+            mm_id: [None, None],
+            mm_id_mapcount: [-1, -1],
+            mm_ids_shared: false,
         }
     }
     pub fn nr_pages(&self) -> u64 {
@@ -98,6 +122,71 @@ impl Folio {
         self.pages.iter().map(|p| p.mapcount as u64).sum::<u64>()
             + self.entire_mapcount as u64 * self.nr_pages()
     }
+    /// `folio_mapcount`: PTE mappings plus PMD mappings, a PMD mapping counting once (the
+    /// kernel's `_large_mapcount + 1`).
+    pub fn mapcount(&self) -> u64 {
+        self.pages.iter().map(|p| p.mapcount as u64).sum::<u64>() + self.entire_mapcount as u64
+    }
+    /// `folio_set_large_mapcount`: a new large folio is mapped (its counts already set) by
+    /// `mm` only.
+    pub fn set_large_mapcount(&mut self, mm: MmId) {
+        if self.is_large() {
+            self.mm_id = [Some(mm), None];
+            self.mm_id_mapcount = [self.mapcount() as i64 - 1, -1];
+            self.mm_ids_shared = false;
+        }
+    }
+
+    /// `folio_add_large_mapcount(folio, diff, vma)`, after the counts grew by `diff` mappings
+    /// in `mm`: the mm's slot counts them, or a free slot is taken (the folio becomes maybe
+    /// shared if anyone else maps it); with both slots taken by others, nothing is tracked.
+    pub fn add_large_mapcount(&mut self, diff: u64, mm: MmId) {
+        if !self.is_large() {
+            return;
+        }
+        let new = self.mapcount() as i64 - 1;
+        let diff = diff as i64;
+        if self.mm_id[0] == Some(mm) {
+            self.mm_id_mapcount[0] += diff;
+        } else if self.mm_id[1] == Some(mm) {
+            self.mm_id_mapcount[1] += diff;
+        } else if self.mm_id[0].is_none() {
+            self.mm_id[0] = Some(mm);
+            self.mm_id_mapcount[0] = diff - 1;
+            // We might have other mappings already.
+            if new != diff - 1 {
+                self.mm_ids_shared = true;
+            }
+        } else if self.mm_id[1].is_none() {
+            self.mm_id[1] = Some(mm);
+            self.mm_id_mapcount[1] = diff - 1;
+            // Slot 0 certainly has mappings as well.
+            self.mm_ids_shared = true;
+        }
+    }
+
+    /// `folio_sub_large_mapcount(folio, diff, vma)`, after the counts dropped by `diff`
+    /// mappings in `mm`: a slot that runs out is freed, and if one slot then owns every
+    /// mapping the folio is exclusive again.
+    pub fn sub_large_mapcount(&mut self, diff: u64, mm: MmId) {
+        if !self.is_large() {
+            return;
+        }
+        let new = self.mapcount() as i64 - 1;
+        if let Some(i) = (0..2).find(|&i| self.mm_id[i] == Some(mm)) {
+            self.mm_id_mapcount[i] -= diff as i64;
+            if self.mm_id_mapcount[i] >= 0 {
+                return;
+            }
+            // Underflow is a valid corner case: the slot is freed either way.
+            self.mm_id_mapcount[i] = -1;
+            self.mm_id[i] = None;
+        }
+        if self.mm_id_mapcount[0] == new || self.mm_id_mapcount[1] == new {
+            self.mm_ids_shared = false;
+        }
+    }
+
     /// `folio_mapped`.
     pub fn is_mapped(&self) -> bool {
         self.entire_mapcount > 0 || self.pages.iter().any(|p| p.mapcount > 0)

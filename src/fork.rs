@@ -116,6 +116,7 @@ impl System {
             if folio != HUGE_ZERO_FOLIO {
                 let fo = &mut self.folios[folio];
                 fo.entire_mapcount += 1;
+                fo.add_large_mapcount(1, cmm);
                 for p in fo.pages.iter_mut() {
                     p.anon_exclusive = false;
                 }
@@ -160,6 +161,7 @@ impl System {
                         }
                         let fo = &mut self.folios[folio];
                         fo.pages[sub as usize].mapcount += 1;
+                        fo.add_large_mapcount(1, cmm);
                         if anon {
                             fo.pages[sub as usize].anon_exclusive = false;
                         }

@@ -510,6 +510,9 @@ impl Gen<'_> {
     // ---- operations ------------------------------------------------------------------------
 
     fn op_mmap(&mut self, pi: usize) {
+        if self.cfg.thp && self.chance(0.1) && self.op_thp(pi) {
+            return;
+        }
         let pid = self.procs[pi].pid;
         let (mut addr, mut len) = if self.cfg.thp && self.chance(0.08) {
             self.thp_range()
@@ -568,6 +571,40 @@ impl Gen<'_> {
             p.map(addr, addr + len, kind);
         }
         self.emit(pid, Call::Mmap { addr, len, prot, flags, fd, off }, None);
+    }
+
+    /// A THP or more: a private anonymous mapping of 2 MiB-aligned PMDs at a free spot,
+    /// MADV_HUGEPAGE, and a write to one page, part or all of a PMD (a THP fault), sometimes
+    /// to all of it. False if no free spot was found quickly.
+    fn op_thp(&mut self, pi: usize) -> bool {
+        let pid = self.procs[pi].pid;
+        let mut found = None;
+        for _ in 0..8 {
+            let (a, l) = self.thp_range();
+            if self.procs[pi].is_free(a, a + l) {
+                found = Some((a, l));
+                break;
+            }
+        }
+        let Some((addr, len)) = found else { return false };
+        self.procs[pi].map(addr, addr + len, Kind::AnonPrivate);
+        let flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
+        let prot = PROT_READ | PROT_WRITE;
+        self.emit(pid, Call::Mmap { addr, len, prot, flags, fd: -1, off: 0 }, None);
+        self.emit(pid, Call::Madvise { addr, len, advice: MADV_HUGEPAGE }, None);
+        let (a, l) = if self.chance(0.2) {
+            (addr, len)
+        } else {
+            let pmd = addr + self.rng.random_range(0..len / PMD_SIZE) * PMD_SIZE;
+            let pages = match self.rng.random_range(0..3) {
+                0 => 1,
+                1 => self.rng.random_range(1..=512),
+                _ => 512,
+            };
+            (pmd, pages * PAGE_SIZE)
+        };
+        self.emit(pid, Call::Touch { addr: a, len: l, write: true }, None);
+        true
     }
 
     /// An open fd of the process (opening a file first when it has none), and the file size.
@@ -649,9 +686,11 @@ impl Gen<'_> {
 
     fn op_madvise(&mut self, pi: usize) {
         let pid = self.procs[pi].pid;
-        let (addr, len) = self.pick_range(pi);
+        let (mut addr, mut len) = self.pick_range(pi);
         let mut advices = vec![
             (MADV_DONTNEED, 8),
+            (MADV_FREE, 4),
+            (MADV_COLD, 3),
             (MADV_DONTFORK, 4),
             (MADV_DOFORK, 3),
             (MADV_WIPEONFORK, 4),
@@ -677,7 +716,41 @@ impl Gen<'_> {
             }
             x -= w;
         }
+        // The advices that split large folios they cover in part: often aim them at a THP,
+        // whole, half of it, from its middle, or at a single page.
+        if self.cfg.thp && [MADV_PAGEOUT, MADV_COLD, MADV_FREE].contains(&advice) && self.chance(0.5) {
+            (addr, len) = self.thp_subrange(pi);
+        }
         self.emit(pid, Call::Madvise { addr, len, advice }, None);
+    }
+
+    /// A range over part or all of a 2 MiB-aligned PMD inside a mapping (where a THP may be).
+    fn thp_subrange(&mut self, pi: usize) -> (u64, u64) {
+        let pmd = match self.random_region(pi) {
+            Some(r)
+                if r.end - r.start >= PMD_SIZE && r.start.next_multiple_of(PMD_SIZE) + PMD_SIZE <= r.end =>
+            {
+                let first = r.start.next_multiple_of(PMD_SIZE);
+                let n = (r.end - first) / PMD_SIZE;
+                first + self.rng.random_range(0..n) * PMD_SIZE
+            }
+            _ => self.thp_range().0,
+        };
+        let half = PMD_SIZE / 2;
+        let (a, l) = match self.rng.random_range(0..6) {
+            0 => (pmd, PMD_SIZE),
+            1 => (pmd, half),
+            2 => (pmd + half, half),
+            3 => (pmd + self.rng.random_range(0..512) * PAGE_SIZE, PAGE_SIZE),
+            4 => (pmd + self.rng.random_range(1..512) * PAGE_SIZE, PMD_SIZE),
+            _ => {
+                let s = self.rng.random_range(0..512);
+                let k = self.rng.random_range(1..=512 - s);
+                (pmd + s * PAGE_SIZE, k * PAGE_SIZE)
+            }
+        };
+        let a = Self::clamp_addr(a);
+        (a, Self::fit(a, l))
     }
 
     /// `pin` a range (mostly inside one mapping) or `unpin` an earlier pin of this process.
@@ -1594,7 +1667,7 @@ mod tests {
         ] {
             assert!(mremap_flags.contains(&f), "mremap flags {f:#x} never generated");
         }
-        assert_eq!(advices.len(), 12, "{advices:?}");
+        assert_eq!(advices.len(), 14, "{advices:?}");
     }
 
     #[test]

@@ -177,7 +177,7 @@ impl System {
                 self.folios[new].pages[i].tag = self.folios[folio].pages[sub as usize].tag;
             }
             self.mms[mm].pt.set_pte(a, Pte::None);
-            self.drop_pte(pte);
+            self.drop_pte(mm, pte);
         }
         self.mms[mm].pt.pmds.remove(&pmd_index(h));
         self.folio_add_new_anon_rmap(new, vma, h, true);

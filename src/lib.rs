@@ -15,6 +15,7 @@ pub mod fs;
 pub mod r#gen;
 pub mod graph;
 pub mod gup;
+pub mod huge_memory;
 pub mod import;
 pub mod khugepaged;
 pub mod madvise;

@@ -6,9 +6,11 @@ use std::rc::Rc;
 
 use crate::abi::*;
 use crate::errno::{Errno, KResult};
+use crate::folio::FolioId;
+use crate::folio::{HUGE_ZERO_FOLIO, ZERO_FOLIO};
 use crate::mm::{MmId, System};
-use crate::pagetable::Pte;
-use crate::types::{PAGE_SIZE, Pid, VirtAddr, page_align};
+use crate::pagetable::{Pmd, Pte, PteFlags};
+use crate::types::{PAGE_SIZE, PMD_SIZE, Pid, VirtAddr, page_align};
 use crate::vma::{AnonName, VmFlags, VmaId};
 
 /// `ANON_VMA_NAME_MAX_LEN`.
@@ -106,18 +108,12 @@ impl System {
                 if behavior == MADV_FREE && !v.is_anonymous() {
                     return Err(Errno::EINVAL);
                 }
-                // MADV_FREE of clean-after-free pages is lazily reclaimed: the model keeps
-                // them mapped, as the kernel does until memory pressure.
+                // MADV_FREE leaves pages mapped until reclaim (only MADV_PAGEOUT in the model:
+                // there is no memory pressure), which discards those still clean.
                 if behavior != MADV_FREE {
                     self.zap_range_reclaim_pt(mm, start, end);
                 } else {
-                    // madvise_free_pte_range clears swap entries at once (free_swap_and_cache).
-                    for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
-                        if let Pte::Swap { entry, .. } = pte {
-                            self.mms[mm].pt.set_pte(a, Pte::None);
-                            self.swap_free(entry);
-                        }
-                    }
+                    self.madvise_free_single_vma(mm, start, end);
                 }
                 return Ok(end);
             }
@@ -167,6 +163,92 @@ impl System {
         self.madvise_update_vma(vma, start, end, new, name)
     }
 
+    /// `madvise_free_single_vma`: `madvise_free_pte_range` on each PMD of `[start, end)`.
+    fn madvise_free_single_vma(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        for (addr, next) in self.mms[mm].pt.pmd_ranges(start, end) {
+            self.madvise_free_pte_range(mm, addr, next);
+        }
+    }
+
+    /// `madvise_free_pte_range` for `[addr, end)` inside one PMD. A PMD-mapped THP mapped
+    /// only here that the range covers in part is split (`madvise_free_huge_pmd`), and the
+    /// walk goes on over its PTEs if that worked. Swap entries are dropped at once
+    /// (`free_swap_and_cache_nr`). A PTE-mapped large folio the range covers in part is split
+    /// unless maybe mapped shared, and its pages looked at again; if the split fails, its
+    /// PTEs are skipped. The folios left whole under the range are lazily freed
+    /// (`madvise_free_folio`, or the whole THP in `madvise_free_huge_pmd`).
+    fn madvise_free_pte_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr) {
+        if let Some(&Pmd::Huge { folio, .. }) = self.mms[mm].pt.pmd(addr) {
+            if folio == HUGE_ZERO_FOLIO || self.folio_maybe_mapped_shared(folio) {
+                return;
+            }
+            if end.0 - addr.0 == PMD_SIZE {
+                // The whole THP is lazily freed: clean and old, without PG_swapbacked.
+                self.folios[folio].dirty = false;
+                if let Some(fl) = self.mms[mm].pt.pte_flags_mut(addr) {
+                    *fl -= PteFlags::DIRTY | PteFlags::ACCESSED;
+                }
+                self.folio_mark_lazyfree(folio);
+                return;
+            }
+            // Whether or not the split worked, the walk goes on only over a PTE table
+            // (pte_offset_map_lock fails on a huge PMD).
+            let _ = self.split_folio(folio);
+            if matches!(self.mms[mm].pt.pmd(addr), Some(Pmd::Huge { .. })) {
+                return;
+            }
+        }
+        let mut a = addr;
+        while a < end {
+            let mut nr = 1;
+            match self.mms[mm].pt.get_pte(a) {
+                Pte::Swap { entry, .. } => {
+                    self.mms[mm].pt.set_pte(a, Pte::None);
+                    self.swap_free(entry);
+                }
+                Pte::Present { folio, sub, .. } if folio != ZERO_FOLIO => {
+                    if self.folios[folio].is_large() {
+                        nr = self.folio_pte_batch(mm, a, end, folio, sub);
+                        if nr < self.folios[folio].nr_pages() {
+                            if !self.folio_maybe_mapped_shared(folio) && self.split_folio(folio).is_ok() {
+                                nr = 0;
+                            }
+                            a = a.plus(nr * PAGE_SIZE);
+                            continue;
+                        }
+                    }
+                    self.madvise_free_folio(mm, a, folio, nr);
+                }
+                _ => {}
+            }
+            a = a.plus(nr * PAGE_SIZE);
+        }
+    }
+
+    /// The rest of `madvise_free_pte_range` for a folio mapped whole by the `nr` PTEs from
+    /// `a`: a dirty or swap-cache folio is skipped if mapped elsewhere too, or if its swap
+    /// slot is still referenced (`folio_free_swap` fails); it is cleaned (`folio_clear_dirty`).
+    /// Its PTEs become clean and old (`clear_young_dirty_ptes`), and it is lazily freed
+    /// (`folio_mark_lazyfree`): reclaim will discard it unless it is written to first.
+    fn madvise_free_folio(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, nr: u64) {
+        let f = &self.folios[folio];
+        if f.swap.is_some() || f.dirty {
+            if f.mapcount() != f.nr_pages() {
+                return;
+            }
+            if f.swap.is_some() && !self.folio_free_swap(folio) {
+                return;
+            }
+            self.folios[folio].dirty = false;
+        }
+        for i in 0..nr {
+            if let Some(fl) = self.mms[mm].pt.pte_flags_mut(a.plus(i * PAGE_SIZE)) {
+                *fl -= PteFlags::DIRTY | PteFlags::ACCESSED;
+            }
+        }
+        self.folio_mark_lazyfree(folio);
+    }
+
     /// madvise behaviours that do not change VMAs.
     fn madvise_other(
         &mut self,
@@ -196,7 +278,9 @@ impl System {
                 }
             }
             MADV_COLLAPSE => self.madvise_collapse(mm, vma, start, end)?,
-            MADV_PAGEOUT => self.madvise_pageout(mm, vma, start, end)?,
+            MADV_COLD | MADV_PAGEOUT => {
+                self.madvise_cold_or_pageout(mm, vma, start, end, behavior == MADV_PAGEOUT)?
+            }
             MADV_REMOVE if !self.vmas[vma].flags.contains(VmFlags::SHARED) => {
                 return Err(Errno::EINVAL);
             }

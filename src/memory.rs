@@ -34,6 +34,7 @@ impl System {
         let v = &self.vmas[vma];
         let av = v.anon_vma.expect("anon_vma_prepare before folio_add_new_anon_rmap");
         let index = v.linear_page_index(addr);
+        let mm = v.mm;
         let f = &mut self.folios[folio];
         f.mapping = Mapping::Anon(av);
         f.index = index;
@@ -49,15 +50,17 @@ impl System {
                 p.anon_exclusive = true;
             }
         }
+        f.set_large_mapcount(mm);
     }
 
-    /// `folio_remove_rmap_pte` and free when unused.
-    pub fn folio_remove_rmap_pte(&mut self, folio: FolioId, sub: u16) {
+    /// `folio_remove_rmap_pte` for a mapping in `mm`, and free when unused.
+    pub fn folio_remove_rmap_pte(&mut self, folio: FolioId, sub: u16, mm: MmId) {
         if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
             return;
         }
         let f = &mut self.folios[folio];
         f.pages[sub as usize].mapcount -= 1;
+        f.sub_large_mapcount(1, mm);
         if f.is_anon() && f.page_mapcount(sub as usize) == 0 {
             // An unmapped anon page can no longer be exclusive to anyone.
             f.pages[sub as usize].anon_exclusive = false;
@@ -65,12 +68,14 @@ impl System {
         self.folio_put_if_unused(folio);
     }
 
-    /// `folio_remove_rmap_pmd` and free when unused.
-    pub fn folio_remove_rmap_pmd(&mut self, folio: FolioId) {
+    /// `folio_remove_rmap_pmd` for a mapping in `mm`, and free when unused.
+    pub fn folio_remove_rmap_pmd(&mut self, folio: FolioId, mm: MmId) {
         if folio == HUGE_ZERO_FOLIO {
             return;
         }
-        self.folios[folio].entire_mapcount -= 1;
+        let f = &mut self.folios[folio];
+        f.entire_mapcount -= 1;
+        f.sub_large_mapcount(1, mm);
         self.folio_put_if_unused(folio);
     }
 
@@ -111,14 +116,20 @@ impl System {
         }
         t.used = t.ptes.len() as u16;
         if folio != HUGE_ZERO_FOLIO {
-            // __split_huge_pmd_locked: every PTE inherits the head page's exclusivity.
+            // __split_huge_pmd_locked: every PTE inherits the head page's exclusivity
+            // (folio_add_anon_rmap_ptes of all pages, then folio_remove_rmap_pmd).
             let f = &mut self.folios[folio];
-            f.entire_mapcount -= 1;
+            // A dirty PMD dirties the folio before its bit spreads to the PTEs.
+            f.dirty |= flags.contains(PteFlags::DIRTY);
             let excl = f.is_anon() && f.pages[0].anon_exclusive;
             for p in f.pages.iter_mut() {
                 p.mapcount += 1;
                 p.anon_exclusive = excl;
             }
+            let nr = f.nr_pages();
+            f.add_large_mapcount(nr, mm);
+            f.entire_mapcount -= 1;
+            f.sub_large_mapcount(1, mm);
         }
         self.mms[mm].pt.set_pmd(key, Pmd::Table(t));
         self.stats.thp_splits += 1;
@@ -143,7 +154,7 @@ impl System {
         for (a, folio, _) in self.mms[mm].pt.huge_in(start, end) {
             // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
             self.mms[mm].pt.pmds.remove(&pmd_index(a));
-            self.folio_remove_rmap_pmd(folio);
+            self.folio_remove_rmap_pmd(folio, mm);
         }
         for (a, _, _, _) in self.mms[mm].pt.migration_pmds_in(start, end) {
             // zap_huge_pmd of a PMD migration entry: nothing to unmap.
@@ -151,7 +162,7 @@ impl System {
         }
         for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
             self.mms[mm].pt.set_pte(a, Pte::None);
-            self.drop_pte(pte);
+            self.drop_pte(mm, pte);
         }
     }
 
@@ -172,12 +183,12 @@ impl System {
         }
     }
 
-    /// Release what a cleared PTE held.
-    pub fn drop_pte(&mut self, pte: Pte) {
+    /// Release what a cleared PTE of `mm` held.
+    pub fn drop_pte(&mut self, mm: MmId, pte: Pte) {
         match pte {
             Pte::None => {}
             Pte::Present { folio, sub, .. } => {
-                self.folio_remove_rmap_pte(folio, sub);
+                self.folio_remove_rmap_pte(folio, sub, mm);
                 self.free_swap_cache(folio);
             }
             Pte::Swap { entry, .. } => self.swap_free(entry),
@@ -220,7 +231,7 @@ impl System {
                 && f == folio
             {
                 self.mms[mm].pt.set_pte(addr, Pte::None);
-                self.drop_pte(pte);
+                self.drop_pte(mm, pte);
             }
         }
     }

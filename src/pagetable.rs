@@ -244,6 +244,18 @@ impl PageTable {
         }
         self.pmds.range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1))).map(|(k, _)| *k).collect()
     }
+    /// The pieces `[addr, next)` of `[start, end)` under each PMD entry that holds something,
+    /// in order: what `walk_page_range` visits with a `pmd_entry` callback (empty PMDs are
+    /// skipped), so that walks over huge sparse ranges stay cheap.
+    pub fn pmd_ranges(&self, start: VirtAddr, end: VirtAddr) -> Vec<(VirtAddr, VirtAddr)> {
+        self.pmd_keys_in(start, end)
+            .into_iter()
+            .map(|k| {
+                let base = k << PMD_SHIFT;
+                (VirtAddr(base.max(start.0)), VirtAddr((base + PMD_SIZE).min(end.0)))
+            })
+            .collect()
+    }
     /// Every non-none PTE in `[start, end)` in address order (huge leaves excluded).
     pub fn ptes_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<(VirtAddr, Pte)> {
         let mut out = Vec::new();

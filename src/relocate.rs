@@ -265,7 +265,7 @@ impl System {
             f.index = old_index;
         }
         self.mms[r.mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
-        self.folio_remove_rmap_pte(old, sub);
+        self.folio_remove_rmap_pte(old, sub, r.mm);
         let index = self.vmas[r.new].linear_page_index(r.new_of(a));
         let to = Mapping::Anon(self.vmas[r.new].anon_vma.expect("target anon_vma"));
         self.rewrite_folio(changes, new, to, index);

@@ -113,6 +113,8 @@ pub struct Stats {
     pub merge_refused: BTreeMap<MergeReason, u64>,
     pub splits: u64,
     pub thp_splits: u64,
+    /// Large folios split into small ones (`split_folio`; the kernel's `thp_split_page`).
+    pub folio_splits: u64,
     pub thp_allocated: u64,
     pub faults: u64,
     pub cow_copies: u64,
@@ -122,8 +124,6 @@ pub struct Stats {
     pub uffd_pages_moved: u64,
     /// PMD leaves UFFDIO_MOVE moved whole (`move_pages_huge_pmd`).
     pub uffd_pmds_moved: u64,
-    /// Large folios split into small ones (`split_folio`).
-    pub folio_splits: u64,
     pub pmds_moved: u64,
     pub anon_vmas_allocated: u64,
     pub anon_vmas_freed: u64,

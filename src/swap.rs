@@ -1,7 +1,12 @@
 //! The swap device and the swap cache (mm/swapfile.c, mm/swap_state.c), reclaim by
-//! MADV_PAGEOUT (mm/madvise.c `madvise_pageout`, mm/vmscan.c `reclaim_pages` →
-//! `shrink_folio_list`, mm/rmap.c `try_to_unmap_one`) and swap-in (mm/memory.c
-//! `do_swap_page`).
+//! MADV_PAGEOUT and the splits of MADV_COLD (mm/madvise.c `madvise_cold_or_pageout_pte_range`,
+//! mm/vmscan.c `reclaim_pages` → `shrink_folio_list`, mm/rmap.c `try_to_unmap_one`) and
+//! swap-in (mm/memory.c `do_swap_page`).
+//!
+//! The device is a swap file, as the oracle's is: `cluster_alloc_swap_entry` gives order > 0
+//! slots only to block devices, so no large folio ever enters the swap cache. Reclaim of a
+//! large folio splits it (`split_folio_to_list`) and swaps out its pages, and swap-in always
+//! reads small folios (large swap-in needs `SWP_SYNCHRONOUS_IO`).
 //!
 //! One swap device with `swap_pages` slots. Each used slot has a count (`swap_map`: the swap
 //! PTEs that reference it; the kernel's `SWAP_HAS_CACHE` bit is `cache` here) and the
@@ -18,8 +23,8 @@ use std::collections::BTreeMap;
 use crate::errno::{Errno, KResult};
 use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
 use crate::mm::{MmId, System};
-use crate::pagetable::{Pte, PteFlags, SwapEntry, Walk};
-use crate::types::VirtAddr;
+use crate::pagetable::{Pmd, Pte, PteFlags, SwapEntry, pmd_index};
+use crate::types::{PAGE_SIZE, PMD_SIZE, VirtAddr};
 use crate::vma::{VmFlags, VmaId};
 
 /// Slots of the default swap device: a 2 GiB swap file less its header page, the size the
@@ -163,7 +168,19 @@ impl System {
             return false;
         }
         self.delete_from_swap_cache(folio);
+        // The folio now holds the only copy of its contents.
+        self.folios[folio].dirty = true;
         true
+    }
+
+    /// `folio_mark_lazyfree` (mm/swap.c `lru_lazyfree`): an anonymous swap-backed folio not in
+    /// the swap cache loses `PG_swapbacked`. The kernel applies it from a per-CPU batch, which
+    /// madvise drains before its walk and reclaim before its own, so no step sees it pending.
+    pub fn folio_mark_lazyfree(&mut self, folio: FolioId) {
+        let f = &mut self.folios[folio];
+        if f.is_anon() && f.swap.is_none() {
+            f.lazyfree = true;
+        }
     }
 
     /// `free_swap_cache` (from `free_pages_and_swap_cache` after a zap): an unmapped
@@ -181,67 +198,179 @@ impl System {
         }
     }
 
-    /// `folio_maybe_mapped_shared` for a large folio: mapped by PMD more than once, or mapped
-    /// in an mm other than `mm`.
-    fn large_folio_maybe_mapped_shared(&self, folio: FolioId, mm: MmId) -> bool {
-        let f = &self.folios[folio];
-        if f.entire_mapcount > 1 {
-            return true;
-        }
-        let (nr, index) = (f.nr_pages(), f.index);
-        self.rmap_walk_anon(folio).into_iter().any(|hit| {
-            let v = &self.vmas[hit.vma];
-            v.mm != mm
-                && (0..nr).any(|i| {
-                    v.address_of(index.plus(i), 1).is_some_and(|a| {
-                        matches!(self.mms[v.mm].pt.walk(a),
-                            Walk::Pte(Pte::Present { folio: g, .. }) | Walk::Huge { folio: g, .. } if g == folio)
-                    })
-                })
-        })
-    }
-
-    /// `madvise_pageout` for one VMA piece: `madvise_cold_or_pageout_pte_range` collects the
-    /// folios mapped only here (`folio_mapcount == folio_nr_pages`; zero pages and shared
-    /// folios are left alone) and `reclaim_pages` swaps them out. Without a swap device
-    /// anonymous folios stay.
-    pub fn madvise_pageout(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) -> KResult<()> {
+    /// `madvise_cold` / `madvise_pageout` for one VMA piece: `can_madv_lru_vma`, then
+    /// `walk_page_range_vma` calling `madvise_cold_or_pageout_pte_range` on each PMD.
+    /// MADV_COLD only deactivates folios, which no user can see, but it splits large folios
+    /// the range covers in part, as MADV_PAGEOUT does.
+    pub fn madvise_cold_or_pageout(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        pageout: bool,
+    ) -> KResult<()> {
         // can_madv_lru_vma
         if self.vmas[vma].flags.intersects(VmFlags::LOCKED | VmFlags::PFNMAP | VmFlags::HUGETLB) {
             return Err(Errno::EINVAL);
         }
         // A private or shared file mapping may be paged out too: we are root, so
         // can_do_file_pageout() holds.
-        for (_, folio, _) in self.mms[mm].pt.huge_in(start, end) {
-            if folio == HUGE_ZERO_FOLIO || self.large_folio_maybe_mapped_shared(folio, mm) {
-                continue;
+        for (addr, next) in self.mms[mm].pt.pmd_ranges(start, end) {
+            if self.unsupported.is_some() {
+                break;
             }
-            self.not_modelled("MADV_PAGEOUT of a THP (split_folio or THP swap-out)");
-            return Ok(());
-        }
-        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
-            let Pte::Present { folio, sub, .. } = pte else { continue };
-            if folio == ZERO_FOLIO {
-                continue;
-            }
-            let f = &self.folios[folio];
-            if f.is_large() {
-                if self.large_folio_maybe_mapped_shared(folio, mm) {
-                    continue;
-                }
-                self.not_modelled("MADV_PAGEOUT of a large folio (split_folio or large swap-out)");
-                return Ok(());
-            }
-            if f.total_mapcount() != 1 {
-                continue;
-            }
-            if !f.is_anon() {
-                self.not_modelled("MADV_PAGEOUT of a page-cache folio (file reclaim)");
-                return Ok(());
-            }
-            self.shrink_anon_folio(mm, a, folio, sub);
+            self.cold_or_pageout_pmd_range(mm, addr, next, pageout);
         }
         Ok(())
+    }
+
+    /// `madvise_cold_or_pageout_pte_range` for `[addr, end)` inside one PMD:
+    /// - a PMD-mapped THP mapped only here is isolated whole when the range covers it, else
+    ///   split (`split_folio`; if that fails the PMD is left alone) and walked as PTEs;
+    /// - a PTE-mapped large folio the range covers in part (or not from its first page) is
+    ///   split unless maybe mapped shared, and its pages are looked at again; if the split
+    ///   fails, its PTEs are skipped;
+    /// - a folio mapped exactly once per page, all here (`folio_mapcount ==
+    ///   folio_nr_pages`), is isolated; zero pages and folios mapped elsewhere are not.
+    ///
+    /// With MADV_PAGEOUT, the isolated folios are then reclaimed (`reclaim_pages`).
+    fn cold_or_pageout_pmd_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr, pageout: bool) {
+        let mut isolated: Vec<(FolioId, VirtAddr)> = Vec::new();
+        if let Some(&Pmd::Huge { folio, .. }) = self.mms[mm].pt.pmd(addr) {
+            if folio == HUGE_ZERO_FOLIO || self.folio_maybe_mapped_shared(folio) {
+                return;
+            }
+            if end.0 - addr.0 != PMD_SIZE {
+                if self.split_folio(folio).is_err() {
+                    return;
+                }
+                // goto regular_folio
+            } else {
+                if pageout {
+                    self.shrink_folio_list(mm, addr.pmd_down(), folio);
+                }
+                return;
+            }
+        }
+        let mut a = addr;
+        while a < end {
+            let mut nr = 1;
+            let Pte::Present { folio, sub, .. } = self.mms[mm].pt.get_pte(a) else {
+                a = a.plus(PAGE_SIZE);
+                continue;
+            };
+            if folio == ZERO_FOLIO {
+                a = a.plus(PAGE_SIZE);
+                continue;
+            }
+            if self.folios[folio].is_large() {
+                nr = self.folio_pte_batch(mm, a, end, folio, sub);
+                if nr < self.folios[folio].nr_pages() {
+                    // Split and look at this PTE again, or skip the batch.
+                    if !self.folio_maybe_mapped_shared(folio) && self.split_folio(folio).is_ok() {
+                        nr = 0;
+                    }
+                    a = a.plus(nr * PAGE_SIZE);
+                    continue;
+                }
+            }
+            let f = &self.folios[folio];
+            if f.mapcount() == f.nr_pages() && pageout {
+                if !f.is_anon() {
+                    self.not_modelled("MADV_PAGEOUT of a page-cache folio (file reclaim)");
+                    return;
+                }
+                isolated.push((folio, a));
+            }
+            a = a.plus(nr * PAGE_SIZE);
+        }
+        for (folio, a) in isolated {
+            self.shrink_folio_list(mm, a, folio);
+        }
+    }
+
+    /// `shrink_folio_list` for one folio MADV_PAGEOUT isolated, mapped only at `a` (its
+    /// first page) in `mm`. A large folio that may be pinned is kept (`keep_locked`), one
+    /// with other extra references too (`can_split_folio` fails: `activate_locked`). Else it
+    /// needs swap space for all its pages at once, which `folio_alloc_swap` cannot give on a
+    /// swap file (`cluster_alloc_swap_entry` allocates order > 0 only on a block device,
+    /// CONFIG_THP_SWAP or not): so it is split (`split_folio_to_list`, the fallback that
+    /// counts `THP_SWPOUT_FALLBACK`) and its pages, each a small folio now, go through the
+    /// list one by one. Pages split maps to the zero page are freed on the way. A lazily
+    /// freed folio takes another path (`discard_lazyfree_folio`).
+    fn shrink_folio_list(&mut self, mm: MmId, a: VirtAddr, folio: FolioId) {
+        if !self.folios.contains(folio) {
+            return;
+        }
+        if self.folios[folio].lazyfree {
+            self.discard_lazyfree_folio(mm, a, folio);
+            return;
+        }
+        let f = &self.folios[folio];
+        if !f.is_large() {
+            self.shrink_anon_folio(mm, a, folio, 0);
+            return;
+        }
+        if f.pincount > 0 || !self.can_split_folio(folio) {
+            return;
+        }
+        let nr = f.nr_pages();
+        if self.split_folio(folio).is_err() {
+            return;
+        }
+        for i in 0..nr {
+            let pa = a.plus(i * PAGE_SIZE);
+            if let Pte::Present { folio: g, sub, .. } = self.mms[mm].pt.get_pte(pa)
+                && g != ZERO_FOLIO
+            {
+                self.shrink_anon_folio(mm, pa, g, sub);
+            }
+        }
+    }
+
+    /// `shrink_folio_list` for a lazily freed folio (MADV_FREE), mapped only at `a` in `mm` by
+    /// a PMD or by PTEs for all its pages: no swap space, no split; `try_to_unmap_one`
+    /// discards it (its `!folio_test_swapbacked` branch, batched over the whole folio, or
+    /// `__discard_anon_folio_pmd_locked` for a PMD) and the mapping becomes none. Written to
+    /// since (a dirty PTE or PMD, or `PG_dirty`), it is swap-backed again and stays mapped;
+    /// with another reference (a pin) it stays as it is.
+    fn discard_lazyfree_folio(&mut self, mm: MmId, a: VirtAddr, folio: FolioId) {
+        let nr = self.folios[folio].nr_pages();
+        let pmd = match self.mms[mm].pt.pmd(a) {
+            Some(&Pmd::Huge { folio: g, flags }) if g == folio => Some(flags),
+            _ => None,
+        };
+        let dirty = match pmd {
+            Some(flags) => flags.contains(PteFlags::DIRTY),
+            None => (0..nr).any(|i| {
+                matches!(self.mms[mm].pt.get_pte(a.plus(i * PAGE_SIZE)),
+                    Pte::Present { folio: g, flags, .. } if g == folio && flags.contains(PteFlags::DIRTY))
+            }),
+        };
+        let f = &mut self.folios[folio];
+        if dirty || f.dirty {
+            f.dirty = true;
+            f.lazyfree = false;
+            return;
+        }
+        // ref_count != 1 + map_count: someone else holds it.
+        if f.extra_refs > 0 {
+            return;
+        }
+        if pmd.is_some() {
+            // The PMD becomes none and its deposited page table goes.
+            self.mms[mm].pt.pmds.remove(&pmd_index(a));
+            self.folio_remove_rmap_pmd(folio, mm);
+            return;
+        }
+        for i in 0..nr {
+            self.mms[mm].pt.set_pte(a.plus(i * PAGE_SIZE), Pte::None);
+        }
+        // The last removal frees the folio.
+        for i in 0..nr {
+            self.folio_remove_rmap_pte(folio, i as u16, mm);
+        }
     }
 
     /// `shrink_folio_list` for a small anonymous folio mapped once, at `a` in `mm`: give it a
@@ -255,6 +384,8 @@ impl System {
             }
             let Some(e) = self.swap.alloc() else { return };
             self.add_to_swap_cache(folio, e);
+            // folio_mark_dirty: the swap copy is yet to be written.
+            self.folios[folio].dirty = true;
         }
         let e = self.folios[folio].swap.expect("in the swap cache");
         if !self.try_to_unmap_one(mm, a, folio, sub, e) {
@@ -276,9 +407,10 @@ impl System {
         }
         self.mms[mm].pt.set_pte(a, Pte::Swap { entry: e, exclusive });
         self.swap_duplicate(e);
-        let p = &mut self.folios[folio].pages[sub as usize];
-        p.mapcount -= 1;
-        p.anon_exclusive = false;
+        let f = &mut self.folios[folio];
+        f.pages[sub as usize].mapcount -= 1;
+        f.pages[sub as usize].anon_exclusive = false;
+        f.sub_large_mapcount(1, mm);
         true
     }
 

@@ -15,11 +15,11 @@ use crate::abi::{
     UFFDIO_REGISTER_MODE_MISSING, UFFDIO_REGISTER_MODE_WP,
 };
 use crate::errno::{Errno, KResult};
-use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, ZERO_FOLIO};
+use crate::folio::{FolioId, HUGE_ZERO_FOLIO, ZERO_FOLIO};
 use crate::fs::InodeKind;
 use crate::mm::{MmId, System};
 use crate::pagetable::{Pmd, Pte, PteFlags, pmd_index};
-use crate::types::{PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PUD_SHIFT, Pid, TASK_SIZE, VirtAddr};
+use crate::types::{PAGE_SIZE, PMD_SIZE, PUD_SHIFT, Pid, TASK_SIZE, VirtAddr};
 use crate::vma::{VmFlags, VmaId};
 
 /// A userfaultfd context (`struct userfaultfd_ctx`), by number.
@@ -439,104 +439,6 @@ impl System {
         self.mms[mm].pt.set_pmd(pmd_index(d), pmd);
         self.stats.uffd_pmds_moved += 1;
         self.stats.uffd_pages_moved += PMD_SIZE / PAGE_SIZE;
-        Ok(())
-    }
-
-    /// `split_folio` of an anonymous large folio (`__folio_split` to order 0): every PMD
-    /// mapping is split first (`unmap_folio` with `TTU_SPLIT_HUGE_PMD`), then each page
-    /// becomes a small folio with the page's own mapcount, exclusivity and contents, at
-    /// `index + i` of the same anon_vma; the PTEs point to the new folios (`remap_page` with
-    /// `RMP_USE_SHARED_ZEROPAGE`: a zero-filled page is mapped as the shared zero page
-    /// instead), and pages nobody maps are freed. Extra references (pins) make it fail with EAGAIN
-    /// (`can_split_folio`), a folio without anon_vma with EBUSY.
-    pub fn split_folio(&mut self, folio: FolioId) -> KResult<()> {
-        let f = &self.folios[folio];
-        if !f.is_anon() {
-            return Err(Errno::EBUSY);
-        }
-        if f.pincount > 0 || f.extra_refs > 0 || f.swap.is_some() {
-            if f.pincount == 0 {
-                self.not_modelled("splitting a large folio held by the swap cache");
-            }
-            return Err(Errno::EAGAIN);
-        }
-        // Split every PMD mapping of the folio, in every mm.
-        let mms: Vec<MmId> = self.mms.iter().map(|(id, _)| id).collect();
-        for &m in &mms {
-            let keys: Vec<u64> = self.mms[m]
-                .pt
-                .pmds
-                .iter()
-                .filter(|(_, p)| matches!(p, Pmd::Huge { folio: f, .. } if *f == folio))
-                .map(|(k, _)| *k)
-                .collect();
-            for k in keys {
-                self.split_huge_pmd(m, VirtAddr(k << PMD_SHIFT));
-            }
-        }
-        let old = self.folios[folio].clone();
-        let news: Vec<FolioId> = (0..old.nr_pages())
-            .map(|i| {
-                let p = old.pages[i as usize];
-                let mut nf = Folio::new(0, old.mapping, old.index.plus(i));
-                nf.pages[0] = p;
-                self.folios.alloc(nf)
-            })
-            .collect();
-        let mut zeroed = Vec::new();
-        for &m in &mms {
-            let keys: Vec<u64> = self.mms[m].pt.pmds.keys().copied().collect();
-            for k in keys {
-                let base = k << PMD_SHIFT;
-                let Some(Pmd::Table(t)) = self.mms[m].pt.pmds.get(&k) else { continue };
-                let hits: Vec<(usize, Pte)> = t
-                    .ptes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| {
-                        matches!(p, Pte::Present { folio: f, .. } | Pte::Migration { folio: f, .. } if *f == folio)
-                    })
-                    .map(|(i, p)| (i, *p))
-                    .collect();
-                for (i, pte) in hits {
-                    let a = VirtAddr(base + i as u64 * PAGE_SIZE);
-                    let new = match pte {
-                        Pte::Present { sub, flags, .. } => {
-                            let n = news[sub as usize];
-                            // remove_migration_pte → try_to_map_unused_to_zeropage: a
-                            // zero-filled page of an unlocked VMA maps the shared zero page.
-                            let locked = self.mms[m]
-                                .vma_lookup(a)
-                                .is_some_and(|v| self.vmas[v].flags.contains(VmFlags::LOCKED));
-                            if self.folios[n].pages[0].tag == 0 && !locked {
-                                zeroed.push(n);
-                                Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: PteFlags::ACCESSED }
-                            } else {
-                                Pte::Present { folio: n, sub: 0, flags }
-                            }
-                        }
-                        Pte::Migration { sub, kind, flags, .. } => {
-                            Pte::Migration { folio: news[sub as usize], sub: 0, kind, flags }
-                        }
-                        other => other,
-                    };
-                    self.mms[m].pt.set_pte(a, new);
-                }
-            }
-        }
-        for n in zeroed {
-            self.folios[n].pages[0].mapcount -= 1;
-        }
-        self.folios.free(folio);
-        self.stats.folios_freed += 1;
-        self.stats.folios_allocated += news.len() as u64;
-        for n in news {
-            if !self.folios[n].is_mapped() {
-                self.folios[n].pages[0].anon_exclusive = false;
-            }
-            self.folio_put_if_unused(n);
-        }
-        self.stats.folio_splits += 1;
         Ok(())
     }
 }
