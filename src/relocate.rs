@@ -228,17 +228,31 @@ impl System {
     /// If every page of the large `folio` is mapped here, in order, inside the moved range,
     /// and nowhere else: the address of its first page (`is_thp_fully_spanned`).
     fn fully_spanned(&self, r: &Reloc, a: VirtAddr, folio: FolioId, sub: u16) -> Option<VirtAddr> {
+        self.large_fully_in(r.mm, r.old_addr, r.old_end(), a, folio, sub)
+    }
+
+    /// Whether every page of the large `folio` (page `sub` mapped at `a`) is mapped once, in
+    /// order, inside `[start, end)` of `mm`: the address of its first page.
+    fn large_fully_in(
+        &self,
+        mm: MmId,
+        start: VirtAddr,
+        end: VirtAddr,
+        a: VirtAddr,
+        folio: FolioId,
+        sub: u16,
+    ) -> Option<VirtAddr> {
         let f = &self.folios[folio];
         let nr = f.nr_pages();
         let first = VirtAddr(a.0.checked_sub(u64::from(sub) << PAGE_SHIFT)?);
-        if first < r.old_addr || first.plus(nr << PAGE_SHIFT) > r.old_end() || f.entire_mapcount != 0 {
+        if first < start || first.plus(nr << PAGE_SHIFT) > end || f.entire_mapcount != 0 {
             return None;
         }
         for i in 0..nr {
             if f.pages[i as usize].mapcount != 1 {
                 return None;
             }
-            match self.mms[r.mm].pt.get_pte(first.plus(i << PAGE_SHIFT)) {
+            match self.mms[mm].pt.get_pte(first.plus(i << PAGE_SHIFT)) {
                 Pte::Present { folio: g, sub: s, .. } if g == folio && u64::from(s) == i => {}
                 _ => return None,
             }
@@ -310,9 +324,7 @@ impl System {
                     let f = &self.folios[folio];
                     p.pinned |= f.pincount > 0;
                     let shared = if f.is_large() {
-                        if a.0 < (u64::from(sub) << PAGE_SHIFT) + start.0
-                            || a.plus((f.nr_pages() - u64::from(sub)) << PAGE_SHIFT) > end
-                        {
+                        if self.large_fully_in(mm, start, end, a, folio, sub).is_none() {
                             p.partial_large = true;
                         }
                         self.folio_mapped_in_other_mm(folio, mm)
@@ -531,8 +543,9 @@ impl System {
         }
         let mut vmg = self.vmg_from_vma(vma, addr, end, "mremap_relocate");
         vmg.pgoff = pgoff;
-        vmg.prev = self.mms[mm].vma_before(addr);
-        vmg.next = self.mms[mm].vma_from(addr);
+        // Never merge into the source: its frame would change under the folios still in it.
+        vmg.prev = self.mms[mm].vma_before(addr).filter(|&p| p != vma);
+        vmg.next = self.mms[mm].vma_from(addr).filter(|&n| n != vma);
         vmg.middle = None;
         if keep {
             vmg.copied_from = Some(vma);
@@ -600,8 +613,10 @@ impl System {
                 && n.anon_name.as_deref() == v.anon_name.as_deref()
         };
         let merges_now = |n: VmaId| ((self.vmas[n].flags ^ v.flags) & !VmFlags::IGNORE_MERGE).is_empty();
-        let prev = mm.vma_before(addr).filter(|&p| self.vmas[p].end == addr && fits(p));
-        let next = mm.vma_at_start(addr.plus(len)).filter(|&n| fits(n) && self.vmas[n].pgoff.0 >= pages);
+        // The source itself is no neighbour to join: its folios are the ones moving.
+        let prev = mm.vma_before(addr).filter(|&p| p != vma && self.vmas[p].end == addr && fits(p));
+        let next =
+            mm.vma_at_start(addr.plus(len)).filter(|&n| n != vma && fits(n) && self.vmas[n].pgoff.0 >= pages);
         // A fork child's anon_vma cannot take more folios (is_mergeable_anon_vma).
         let usable = |n: VmaId| !self.vma_is_fork_child(Some(n));
         let from_prev = prev.filter(|&p| usable(p)).map(|p| self.vmas[p].pgoff.plus(self.vmas[p].pages()));

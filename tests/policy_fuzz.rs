@@ -121,3 +121,25 @@ fn policies_with_migrations_in_flight() {
     }
     eprintln!("{refused} relocations refused for, or adoptions waiting on, a migration");
 }
+
+/// Scripts on which a policy once changed contents or broke an invariant (found by
+/// `oracle fuzz`, shrunk): every policy must now agree with `kernel` on them.
+#[test]
+fn policy_regressions() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/policy_regressions");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("dir") {
+        let p = e.expect("entry").path();
+        if p.extension().is_none_or(|x| x != "strace") {
+            continue;
+        }
+        let script = anonmm::script::parse_file(&p).expect("parses");
+        for pol in POLICY_NAMES.iter().filter(|&&x| x != "kernel") {
+            if let Err(e) = compare_with_kernel(&script, pol, &Config::default()) {
+                panic!("{}: {pol}: {e}", p.display());
+            }
+        }
+        n += 1;
+    }
+    assert!(n > 0);
+}
