@@ -543,9 +543,8 @@ impl System {
         }
         let mut vmg = self.vmg_from_vma(vma, addr, end, "mremap_relocate");
         vmg.pgoff = pgoff;
-        // Never merge into the source: its frame would change under the folios still in it.
-        vmg.prev = self.mms[mm].vma_before(addr).filter(|&p| p != vma);
-        vmg.next = self.mms[mm].vma_from(addr).filter(|&n| n != vma);
+        vmg.prev = self.mms[mm].vma_before(addr);
+        vmg.next = self.mms[mm].vma_from(addr);
         vmg.middle = None;
         if keep {
             vmg.copied_from = Some(vma);
@@ -613,10 +612,8 @@ impl System {
                 && n.anon_name.as_deref() == v.anon_name.as_deref()
         };
         let merges_now = |n: VmaId| ((self.vmas[n].flags ^ v.flags) & !VmFlags::IGNORE_MERGE).is_empty();
-        // The source itself is no neighbour to join: its folios are the ones moving.
-        let prev = mm.vma_before(addr).filter(|&p| p != vma && self.vmas[p].end == addr && fits(p));
-        let next =
-            mm.vma_at_start(addr.plus(len)).filter(|&n| n != vma && fits(n) && self.vmas[n].pgoff.0 >= pages);
+        let prev = mm.vma_before(addr).filter(|&p| self.vmas[p].end == addr && fits(p));
+        let next = mm.vma_at_start(addr.plus(len)).filter(|&n| fits(n) && self.vmas[n].pgoff.0 >= pages);
         // A fork child's anon_vma cannot take more folios (is_mergeable_anon_vma).
         let usable = |n: VmaId| !self.vma_is_fork_child(Some(n));
         let from_prev = prev.filter(|&p| usable(p)).map(|p| self.vmas[p].pgoff.plus(self.vmas[p].pages()));
