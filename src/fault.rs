@@ -343,6 +343,12 @@ impl System {
     }
 
     /// `wp_can_reuse_anon_folio`: our mapping holds the only reference.
+    ///
+    /// A large folio goes through `__wp_can_reuse_large_anon_folio`, which (in 6.18) only
+    /// answers and leaves `folio->mapping` alone: no `folio_move_anon_rmap`. The folio may
+    /// be PTE-mapped by several VMAs of this mm with different anon_vmas (split by
+    /// `userfaultfd_register`, moved apart by mremap in a forked child, ...); moving it to
+    /// the faulting VMA's anon_vma would hide the other mappings from rmap.
     fn wp_can_reuse_anon_folio(&mut self, folio: FolioId, vma: VmaId) -> bool {
         let f = &self.folios[folio];
         if f.is_large() {
@@ -350,11 +356,7 @@ impl System {
             // this mm, and more than one page is mapped.
             // Mapped by one mm: the folio's FOLIO_MM_IDS_SHARED bit is clear.
             let mapcount = f.total_mapcount();
-            if mapcount <= 1 || f.entire_mapcount > 0 || f.mm_ids_shared || mapcount != f.refcount() {
-                return false;
-            }
-            self.folio_move_anon_rmap(folio, vma);
-            return true;
+            return !(mapcount <= 1 || f.entire_mapcount > 0 || f.mm_ids_shared || mapcount != f.refcount());
         }
         // refcount > 1 + swapcache: someone else holds it; else the swap cache is dropped
         // first (folio_free_swap) and only our mapping may be left.
