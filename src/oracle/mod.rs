@@ -86,7 +86,7 @@ use crate::snapshot::{StepView, rename};
 use crate::types::Pid;
 
 pub use cli::{cmd_diff, cmd_run};
-pub use fuzz::{Verdict, cmd_fuzz, compare};
+pub use fuzz::{Verdict, cmd_fuzz, compare, compare_with};
 
 /// The part of the address space scripts may use.
 pub const WINDOW_START: u64 = 0x1000_0000_0000;
@@ -128,8 +128,8 @@ pub(crate) struct NativeStep {
     pub view: StepView,
 }
 
-pub(crate) fn run_native_steps(script: &Script) -> Result<Vec<NativeStep>, OracleError> {
-    match run_native_prefix(script)? {
+pub(crate) fn run_native_steps(script: &Script, smaps: bool) -> Result<Vec<NativeStep>, OracleError> {
+    match run_native_prefix(script, smaps)? {
         (steps, None) => Ok(steps),
         (_, Some(e)) => Err(e),
     }
@@ -138,8 +138,10 @@ pub(crate) fn run_native_steps(script: &Script) -> Result<Vec<NativeStep>, Oracl
 /// Run a script natively; a step the kernel executed in a way that cannot be compared
 /// (say, it placed a mapping outside the window) stops the run, and the steps before it
 /// are returned with the reason.
+/// With `smaps`, every step also reads `/proc/PID/smaps` of the window's VMAs.
 pub(crate) fn run_native_prefix(
     script: &Script,
+    smaps: bool,
 ) -> Result<(Vec<NativeStep>, Option<OracleError>), OracleError> {
     validate::validate(script)?;
     let probe = probe::probe().map_err(OracleError::Unavailable)?;
@@ -150,6 +152,7 @@ pub(crate) fn run_native_prefix(
     // Declared before the controller, so dropped after its workers are gone.
     let _swap = if pageout { Some(swapfile::SwapGuard::acquire()?) } else { None };
     let mut c = controller::Controller::start(first, forks + 1, probe)?;
+    c.smaps = smaps;
     if pageout && let Some(real) = c.real_pid(first) {
         swapfile::pin_to_current_cpu(real);
     }
@@ -183,7 +186,7 @@ pub(crate) fn run_native_prefix(
 
 /// Run `script` on the running kernel; one view per step.
 pub fn run_native(script: &Script) -> Result<Vec<StepView>, OracleError> {
-    Ok(run_native_steps(script)?.into_iter().map(|s| s.view).collect())
+    Ok(run_native_steps(script, false)?.into_iter().map(|s| s.view).collect())
 }
 
 /// strace's spelling of an outcome, with the leading `= ` (as the model's runner reports it).
