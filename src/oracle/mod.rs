@@ -5,8 +5,9 @@
 //! - [`run_native`]`(script) -> Result<Vec<StepView>, OracleError>`
 //! - [`available`]`() -> Result<(), String>`: can the oracle run here (Linux x86_64, root,
 //!   pagemap PFNs readable)?
-//! - [`cmd_run`], [`cmd_diff`], [`cmd_fuzz`] (`cmd_fuzz(cases, seed, steps, out)`): the CLI
-//!   commands (`anonmm oracle run|diff|fuzz`).
+//! - [`cmd_run`], [`cmd_diff`], [`cmd_fuzz`] (`cmd_fuzz(cases, seed, steps, out, keep_going,
+//!   smaps)`): the CLI commands (`anonmm oracle run|diff|fuzz`); `smaps` also reads and
+//!   compares `/proc/PID/smaps` (see `crate::smaps`).
 //!
 //! # How it runs
 //! The controller (the calling process) forks process 1 before anything is mapped in the
