@@ -184,6 +184,7 @@ impl System {
         let kind = MigrationKind::of(flags.contains(PteFlags::WRITE), p.anon_exclusive);
         p.anon_exclusive = false;
         p.mapcount -= 1;
+        self.folios[folio].sub_large_mapcount(1, mm);
         self.mms[mm].pt.set_pte(a, Pte::Migration { folio, sub, kind, flags: flags & MIGRATION_KEPT_FLAGS });
     }
 
@@ -194,6 +195,7 @@ impl System {
         let kind = MigrationKind::of(flags.contains(PteFlags::WRITE), f.pages[0].anon_exclusive);
         f.pages[0].anon_exclusive = false;
         f.entire_mapcount -= 1;
+        f.sub_large_mapcount(1, mm);
         let pmd = Pmd::Migration { folio, kind, flags: flags & MIGRATION_KEPT_FLAGS };
         self.mms[mm].pt.set_pmd(pmd_index(a), pmd);
     }
@@ -242,6 +244,7 @@ impl System {
         if kind.is_exclusive() {
             p.anon_exclusive = true;
         }
+        self.folios[dst].add_large_mapcount(1, mm);
         self.mms[mm].pt.set_pte(a, Pte::Present { folio: dst, sub: idx, flags: pf });
     }
 
@@ -264,6 +267,7 @@ impl System {
         if kind.is_exclusive() {
             f.pages[0].anon_exclusive = true;
         }
+        f.add_large_mapcount(1, mm);
         self.mms[mm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio: dst, flags: pf });
     }
 

@@ -499,7 +499,11 @@ impl RefModel {
                 sp.remove(old + new_len, old + old_len);
             } else if new_len > old_len {
                 let last = old + old_len - PAGE_SIZE;
-                let (s, seg) = sp.seg_at(last).expect("grown mapping");
+                let Some((s, seg)) = sp.seg_at(last) else {
+                    // Only after the reference lost track of this space (a partial failure).
+                    self.lost_track.get_or_insert_with(|| "an mremap grew a mapping it did not know".into());
+                    return;
+                };
                 let tail = seg.from(s, last).from(last, old + old_len);
                 sp.insert_like(old + old_len, old + new_len, tail);
             }
