@@ -320,8 +320,10 @@ impl System {
     fn do_wp_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
         let Pte::Present { folio, sub, .. } = self.mms[mm].pt.get_pte(a) else { unreachable!() };
         if self.vmas[vma].flags.contains(VmFlags::SHARED) && folio != ZERO_FOLIO {
-            // wp_page_shared: the page cache page becomes writable in place.
+            // wp_page_shared: the page cache page becomes writable in place, and
+            // fault_dirty_shared_page marks it dirty (smaps shows it as dirty everywhere).
             self.make_pte_writable(mm, a);
+            self.folios[folio].dirty = true;
             return;
         }
         if folio != ZERO_FOLIO && self.folios[folio].is_anon() {
@@ -584,6 +586,8 @@ impl System {
         self.async_mmap_readahead(vma, f);
         let flags = self.new_pte_flags(vma, true);
         self.map_file_page(mm, a, f, flags);
+        // fault_dirty_shared_page: folio_mark_dirty, seen by every mapping's smaps.
+        self.folios[f].dirty = true;
     }
 
     /// `do_cow_fault`: write to a private file mapping copies the cache page into a new

@@ -38,6 +38,7 @@ pub mod report;
 pub mod rmap;
 pub mod run;
 pub mod script;
+pub mod smaps;
 pub mod snapshot;
 pub mod stats;
 pub mod swap;

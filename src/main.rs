@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use anonmm::import::read_trace;
 use anonmm::run::{RunError, RunOptions, run_script};
 use anonmm::script::{format_step, parse_file};
-use anonmm::snapshot::{format_maps_text, steps_to_json};
+use anonmm::snapshot::{format_maps_text, format_smaps_text, steps_to_json};
 
 #[derive(Parser)]
 #[command(name = "anonmm", version, about = "An executable model of Linux 6.18 anonymous memory")]
@@ -40,6 +40,9 @@ enum Cmd {
         /// Model a kernel built with CONFIG_ANON_VMA_NAME (ours is not: naming gives EINVAL).
         #[arg(long)]
         anon_vma_name: bool,
+        /// Print /proc/pid/smaps of every live process after the maps.
+        #[arg(long)]
+        smaps: bool,
     },
     /// Run a script under every policy and tabulate VMAs, merges, relocations and their
     /// cost, and whether every policy showed the same page contents as `kernel`.
@@ -199,9 +202,17 @@ enum OracleCmd {
         script: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Print the kernel's /proc/pid/smaps of the window's VMAs after the maps.
+        #[arg(long)]
+        smaps: bool,
     },
     /// Run a script on the model and natively, and print the differences.
-    Diff { script: PathBuf },
+    Diff {
+        script: PathBuf,
+        /// Compare the /proc/pid/smaps fields the model knows too, after every step.
+        #[arg(long)]
+        smaps: bool,
+    },
     /// Generate random scripts and diff model and kernel on each.
     Fuzz {
         #[arg(long)]
@@ -215,13 +226,16 @@ enum OracleCmd {
         /// Go on after a divergence (each is shrunk and written to --out).
         #[arg(long)]
         keep_going: bool,
+        /// Compare the /proc/pid/smaps fields the model knows too, after every step.
+        #[arg(long)]
+        smaps: bool,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Run { script, json, check, trace, policy, anon_vma_name } => cmd_run(
+        Cmd::Run { script, json, check, trace, policy, anon_vma_name, smaps } => cmd_run(
             &script,
             json,
             RunOptions {
@@ -231,6 +245,7 @@ fn main() -> ExitCode {
                 last_view_only: !json,
                 config: anonmm::mm::Config { anon_vma_name, ..Default::default() },
                 replay: false,
+                smaps,
             },
         ),
         Cmd::Compare { script, format } => cmd_compare(&script, &format),
@@ -357,7 +372,11 @@ fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
             println!("line {line}: {t}");
         }
         if let Some(last) = res.steps.last() {
-            print!("{}", format_maps_text(&last.procs));
+            if opts.smaps {
+                print!("{}", format_smaps_text(&last.procs));
+            } else {
+                print!("{}", format_maps_text(&last.procs));
+            }
         }
         print!("{}", report(&res));
     }
@@ -557,10 +576,10 @@ fn cmd_plot(traces: &[PathBuf], policy: &str, out: &std::path::Path) -> i32 {
 fn oracle(cmd: OracleCmd) -> i32 {
     use anonmm::oracle;
     match cmd {
-        OracleCmd::Run { script, json } => oracle::cmd_run(&script, json),
-        OracleCmd::Diff { script } => oracle::cmd_diff(&script),
-        OracleCmd::Fuzz { cases, seed, steps, out, keep_going } => {
-            oracle::cmd_fuzz(cases, seed, steps, &out, keep_going)
+        OracleCmd::Run { script, json, smaps } => oracle::cmd_run(&script, json, smaps),
+        OracleCmd::Diff { script, smaps } => oracle::cmd_diff(&script, smaps),
+        OracleCmd::Fuzz { cases, seed, steps, out, keep_going, smaps } => {
+            oracle::cmd_fuzz(cases, seed, steps, &out, keep_going, smaps)
         }
     }
 }

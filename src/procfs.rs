@@ -150,7 +150,7 @@ impl System {
     pub fn raw_view(&self) -> BTreeMap<Pid, RawProc> {
         self.procs
             .keys()
-            .map(|&pid| (pid, RawProc { maps: self.maps(pid), ptes: self.pagemap(pid) }))
+            .map(|&pid| (pid, RawProc { maps: self.maps(pid), ptes: self.pagemap(pid), smaps: Vec::new() }))
             .collect()
     }
 }

@@ -27,6 +27,8 @@ pub struct RunOptions {
     /// descriptors, addresses the kernel chose) and classify disagreements instead of
     /// stopping at a step the model cannot run.
     pub replay: bool,
+    /// Capture `/proc/pid/smaps` of every process in the views (`--smaps`).
+    pub smaps: bool,
 }
 
 impl Default for RunOptions {
@@ -38,6 +40,7 @@ impl Default for RunOptions {
             last_view_only: false,
             config: Config::default(),
             replay: false,
+            smaps: false,
         }
     }
 }
@@ -198,7 +201,17 @@ impl<'a> Runner<'a> {
                 reason,
             });
         }
-        let procs = if view { rename(self.sys.raw_view()) } else { Default::default() };
+        let procs = if view {
+            let mut raw = self.sys.raw_view();
+            if self.opts.smaps {
+                for (pid, p) in raw.iter_mut() {
+                    p.smaps = self.sys.smaps(*pid);
+                }
+            }
+            rename(raw)
+        } else {
+            Default::default()
+        };
         self.result.steps.push(StepView {
             line: step.line,
             pid: step.pid,

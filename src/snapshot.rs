@@ -38,6 +38,8 @@ pub struct RawProc {
     pub maps: Vec<String>,
     /// Every present or swap PTE in ascending address order.
     pub ptes: Vec<RawPte>,
+    /// `/proc/pid/smaps` entries, when asked for (`--smaps`); empty otherwise.
+    pub smaps: Vec<crate::smaps::Smaps>,
 }
 
 /// A page's stable name within one step: 0 is the zero page, then 1, 2, … in first-seen order
@@ -72,6 +74,8 @@ pub struct PageView {
 pub struct ProcView {
     pub maps: Vec<String>,
     pub pages: Vec<PageView>,
+    /// `/proc/pid/smaps` entries, when asked for (`--smaps`); empty otherwise.
+    pub smaps: Vec<crate::smaps::Smaps>,
 }
 
 /// The state of every live process after one step.
@@ -109,7 +113,7 @@ pub fn rename(procs: BTreeMap<Pid, RawProc>) -> BTreeMap<Pid, ProcView> {
                     PageView { addr: pte.addr, page, exclusive: pte.exclusive, tag: pte.tag }
                 })
                 .collect();
-            (pid, ProcView { maps: p.maps, pages })
+            (pid, ProcView { maps: p.maps, pages, smaps: p.smaps })
         })
         .collect()
 }
@@ -122,6 +126,19 @@ pub fn format_maps_text(procs: &BTreeMap<Pid, ProcView>) -> String {
         for l in &p.maps {
             out.push_str(l);
             out.push('\n');
+        }
+    }
+    out
+}
+
+/// Text output of `run --smaps`: `== pid N ==`, the maps lines, then `-- smaps --` and every
+/// smaps entry of every live process.
+pub fn format_smaps_text(procs: &BTreeMap<Pid, ProcView>) -> String {
+    let mut out = format_maps_text(procs);
+    for (pid, p) in procs {
+        out.push_str(&format!("== pid {} smaps ==\n", pid.0));
+        for e in &p.smaps {
+            out.push_str(&e.format());
         }
     }
     out
@@ -187,6 +204,7 @@ mod tests {
                 },
                 PageView { addr: 0x2000_0000_1000, page: PageName::Swap, exclusive: false, tag: 0 },
             ],
+            smaps: Vec::new(),
         };
         let step = StepView {
             line: 3,

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use crate::run::{RunOptions, run_script};
 use crate::script::{Script, parse_file};
-use crate::snapshot::{PageName, PageView, ProcView, StepView, format_maps_text, steps_to_json};
+use crate::snapshot::{
+    PageName, PageView, ProcView, StepView, format_maps_text, format_smaps_text, steps_to_json,
+};
 use crate::types::Pid;
 
 use super::{available, format_outcome, run_native_steps};
@@ -43,7 +45,8 @@ fn check_available() -> Result<(), i32> {
 
 /// `anonmm run --native`: run the script on the kernel, print the final maps (text) or every
 /// step (json), and report recorded results the kernel did not reproduce (exit 1).
-pub fn cmd_run(path: &Path, json: bool) -> i32 {
+/// With `smaps`, the text output adds the kernel's smaps of the window's VMAs.
+pub fn cmd_run(path: &Path, json: bool, smaps: bool) -> i32 {
     if let Err(c) = check_available() {
         return c;
     }
@@ -51,7 +54,7 @@ pub fn cmd_run(path: &Path, json: bool) -> i32 {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let steps = match run_native_steps(&script) {
+    let steps = match run_native_steps(&script, smaps) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{}: {e}", path.display());
@@ -62,7 +65,11 @@ pub fn cmd_run(path: &Path, json: bool) -> i32 {
         let views: Vec<StepView> = steps.iter().map(|s| s.view.clone()).collect();
         println!("{}", steps_to_json(&views));
     } else if let Some(last) = steps.last() {
-        print!("{}", format_maps_text(&last.view.procs));
+        if smaps {
+            print!("{}", format_smaps_text(&last.view.procs));
+        } else {
+            print!("{}", format_maps_text(&last.view.procs));
+        }
     }
     let mut bad = 0;
     for (step, got) in script.steps.iter().zip(&steps) {
@@ -130,12 +137,17 @@ pub(crate) fn diff_step(model: &StepView, kernel: &StepView) -> String {
         let mp: Vec<String> = m.pages.iter().map(page_text).collect();
         let kp: Vec<String> = k.pages.iter().map(page_text).collect();
         side_by_side(&mut out, &format!("pid {} pages", pid.0), &mp, &kp);
+        // Empty on both sides unless smaps were asked for.
+        let ms: Vec<String> = m.smaps.iter().map(crate::smaps::Smaps::compared).collect();
+        let ks: Vec<String> = k.smaps.iter().map(crate::smaps::Smaps::compared).collect();
+        side_by_side(&mut out, &format!("pid {} smaps", pid.0), &ms, &ks);
     }
     out
 }
 
 /// `anonmm diff`: run the model and the kernel and print the first step where they differ.
-pub fn cmd_diff(path: &Path) -> i32 {
+/// With `smaps`, the smaps fields the model knows are compared too.
+pub fn cmd_diff(path: &Path, smaps: bool) -> i32 {
     if let Err(c) = check_available() {
         return c;
     }
@@ -143,7 +155,8 @@ pub fn cmd_diff(path: &Path) -> i32 {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let model = match quietly(|| run_script(&script, &RunOptions::default())) {
+    let opts = RunOptions { smaps, ..Default::default() };
+    let model = match quietly(|| run_script(&script, &opts)) {
         Some(Ok(r)) => r.steps,
         Some(Err(e)) => {
             eprintln!("model: {e}");
@@ -154,7 +167,7 @@ pub fn cmd_diff(path: &Path) -> i32 {
             return 2;
         }
     };
-    let kernel = match run_native_steps(&script) {
+    let kernel = match run_native_steps(&script, smaps) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{}: {e}", path.display());

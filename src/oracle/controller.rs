@@ -81,6 +81,8 @@ pub(crate) struct Controller {
     order: Vec<Pid>,
     pub ids: FileIds,
     dir: TempDir,
+    /// Read `/proc/PID/smaps` too in every snapshot (`--smaps`).
+    pub smaps: bool,
 }
 
 fn last_err(what: &str) -> OracleError {
@@ -268,6 +270,7 @@ impl Controller {
             order: vec![first],
             ids: FileIds::default(),
             dir,
+            smaps: false,
         };
         c.live.insert(first, Worker { real: pid, pidfd, chan, direct_child: true });
         let w = &c.live[&first];
@@ -508,6 +511,14 @@ impl Controller {
             let mut v: Vec<RawPte> = Vec::new();
             for l in lines.iter().filter(|l| l.in_window()) {
                 p.maps.push(self.ids.normalise(l));
+                if self.smaps {
+                    p.smaps.push(crate::smaps::Smaps {
+                        header: self.ids.normalise(l),
+                        start: l.start,
+                        end: l.end,
+                        ..Default::default()
+                    });
+                }
                 let (s, e) = (l.start.max(WINDOW_START), l.end.min(WINDOW_END));
                 let entries = read_pagemap(&pm, s, e)?;
                 let first = v.len();
@@ -521,6 +532,9 @@ impl Controller {
                 }
             }
             p.ptes = v;
+            if self.smaps {
+                read_smaps(w.real, &mut p.smaps)?;
+            }
             out.insert(pid, p);
         }
         Ok(out)
@@ -648,6 +662,27 @@ fn touch_fault(real: i32, addr: u64, len: u64, write: bool) -> Result<Option<Sig
         p = seg_end;
     }
     Ok(None)
+}
+
+/// Fill in the window's smaps entries (their headers already normalised from the maps
+/// read just before; the worker is idle, so nothing changed in between) from
+/// `/proc/PID/smaps`.
+fn read_smaps(real: i32, entries: &mut [crate::smaps::Smaps]) -> Result<(), OracleError> {
+    let text = std::fs::read_to_string(format!("/proc/{real}/smaps"))
+        .map_err(|e| OracleError::sys("reading /proc/PID/smaps", e))?;
+    let mut kernel =
+        crate::smaps::parse_smaps(&text).into_iter().filter(|k| k.start < WINDOW_END && k.end > WINDOW_START);
+    for e in entries.iter_mut() {
+        let Some(k) = kernel.next() else {
+            return Err(OracleError::System("smaps lists fewer VMAs than maps".into()));
+        };
+        if (k.start, k.end) != (e.start, e.end) {
+            return Err(OracleError::System(format!("smaps and maps disagree at {:#x}", e.start)));
+        }
+        let header = std::mem::take(&mut e.header);
+        *e = crate::smaps::Smaps { header, ..k };
+    }
+    Ok(())
 }
 
 /// VMAs (start, end) whose `VmFlags` in `/proc/PID/smaps` show `um` (`VM_UFFD_MISSING`).

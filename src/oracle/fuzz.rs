@@ -32,7 +32,12 @@ pub enum Verdict {
 
 /// Run one script on both sides (the model with the invariant checker on).
 pub fn compare(script: &Script) -> Verdict {
-    let opts = RunOptions { check: true, ..Default::default() };
+    compare_with(script, false)
+}
+
+/// [`compare`], with `/proc/PID/smaps` compared too when `smaps`.
+pub fn compare_with(script: &Script, smaps: bool) -> Verdict {
+    let opts = RunOptions { check: true, smaps, ..Default::default() };
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_script(script, &opts)));
@@ -55,7 +60,7 @@ pub fn compare(script: &Script) -> Verdict {
             };
         }
     };
-    let (kernel, stopped) = match run_native_prefix(script) {
+    let (kernel, stopped) = match run_native_prefix(script, smaps) {
         Ok(k) => k,
         Err(e @ (OracleError::Refused { .. } | OracleError::BadInput { .. })) => {
             return Verdict::Skipped(e.to_string());
@@ -67,7 +72,7 @@ pub fn compare(script: &Script) -> Verdict {
         if !d.is_empty() {
             // Before blaming the model, ask the kernel again: if its two runs differ up to
             // this step, the difference is the kernel's timing, not the model.
-            if let Ok((again, _)) = run_native_prefix(script)
+            if let Ok((again, _)) = run_native_prefix(script, smaps)
                 && (again.len() <= i || again[..=i].iter().zip(&kernel[..=i]).any(|(a, b)| a.view != b.view))
             {
                 return Verdict::KernelNondeterministic(k.view.line);
@@ -94,7 +99,15 @@ pub fn compare(script: &Script) -> Verdict {
 }
 
 /// `anonmm oracle fuzz --cases N [--seed S] [--steps M] [--out DIR]`.
-pub fn cmd_fuzz(cases: u64, seed: Option<u64>, steps: usize, out: &Path, keep_going: bool) -> i32 {
+pub fn cmd_fuzz(
+    cases: u64,
+    seed: Option<u64>,
+    steps: usize,
+    out: &Path,
+    keep_going: bool,
+    smaps: bool,
+) -> i32 {
+    let compare = |s: &Script| compare_with(s, smaps);
     if let Err(e) = available() {
         eprintln!("anonmm: kernel oracle unavailable: {e}");
         return 2;

@@ -5,8 +5,9 @@
 //! - [`run_native`]`(script) -> Result<Vec<StepView>, OracleError>`
 //! - [`available`]`() -> Result<(), String>`: can the oracle run here (Linux x86_64, root,
 //!   pagemap PFNs readable)?
-//! - [`cmd_run`], [`cmd_diff`], [`cmd_fuzz`] (`cmd_fuzz(cases, seed, steps, out)`): the CLI
-//!   commands (`anonmm oracle run|diff|fuzz`).
+//! - [`cmd_run`], [`cmd_diff`], [`cmd_fuzz`] (`cmd_fuzz(cases, seed, steps, out, keep_going,
+//!   smaps)`): the CLI commands (`anonmm oracle run|diff|fuzz`); `smaps` also reads and
+//!   compares `/proc/PID/smaps` (see `crate::smaps`).
 //!
 //! # How it runs
 //! The controller (the calling process) forks process 1 before anything is mapped in the
@@ -86,7 +87,7 @@ use crate::snapshot::{StepView, rename};
 use crate::types::Pid;
 
 pub use cli::{cmd_diff, cmd_run};
-pub use fuzz::{Verdict, cmd_fuzz, compare};
+pub use fuzz::{Verdict, cmd_fuzz, compare, compare_with};
 
 /// The part of the address space scripts may use.
 pub const WINDOW_START: u64 = 0x1000_0000_0000;
@@ -128,8 +129,8 @@ pub(crate) struct NativeStep {
     pub view: StepView,
 }
 
-pub(crate) fn run_native_steps(script: &Script) -> Result<Vec<NativeStep>, OracleError> {
-    match run_native_prefix(script)? {
+pub(crate) fn run_native_steps(script: &Script, smaps: bool) -> Result<Vec<NativeStep>, OracleError> {
+    match run_native_prefix(script, smaps)? {
         (steps, None) => Ok(steps),
         (_, Some(e)) => Err(e),
     }
@@ -138,8 +139,10 @@ pub(crate) fn run_native_steps(script: &Script) -> Result<Vec<NativeStep>, Oracl
 /// Run a script natively; a step the kernel executed in a way that cannot be compared
 /// (say, it placed a mapping outside the window) stops the run, and the steps before it
 /// are returned with the reason.
+/// With `smaps`, every step also reads `/proc/PID/smaps` of the window's VMAs.
 pub(crate) fn run_native_prefix(
     script: &Script,
+    smaps: bool,
 ) -> Result<(Vec<NativeStep>, Option<OracleError>), OracleError> {
     validate::validate(script)?;
     let probe = probe::probe().map_err(OracleError::Unavailable)?;
@@ -150,6 +153,7 @@ pub(crate) fn run_native_prefix(
     // Declared before the controller, so dropped after its workers are gone.
     let _swap = if pageout { Some(swapfile::SwapGuard::acquire()?) } else { None };
     let mut c = controller::Controller::start(first, forks + 1, probe)?;
+    c.smaps = smaps;
     if pageout && let Some(real) = c.real_pid(first) {
         swapfile::pin_to_current_cpu(real);
     }
@@ -183,7 +187,7 @@ pub(crate) fn run_native_prefix(
 
 /// Run `script` on the running kernel; one view per step.
 pub fn run_native(script: &Script) -> Result<Vec<StepView>, OracleError> {
-    Ok(run_native_steps(script)?.into_iter().map(|s| s.view).collect())
+    Ok(run_native_steps(script, false)?.into_iter().map(|s| s.view).collect())
 }
 
 /// strace's spelling of an outcome, with the leading `= ` (as the model's runner reports it).

@@ -285,7 +285,7 @@ const COW: &str = "\
 fn parsed_script_runs_and_matches_its_recorded_results() {
     skip_unless_available!();
     let s = crate::script::parse_str("cow.strace", COW).expect("parse");
-    let v = super::run_native_steps(&s).expect("oracle run");
+    let v = super::run_native_steps(&s, false).expect("oracle run");
     for (step, got) in s.steps.iter().zip(&v) {
         assert_eq!(step.expect, Some(got.got), "line {}", step.line);
     }
@@ -309,13 +309,13 @@ fn cmd_run_reports_mismatches() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let good = dir.join("good.strace");
     std::fs::write(&good, COW).expect("write");
-    assert_eq!(super::cmd_run(&good, false), 0);
+    assert_eq!(super::cmd_run(&good, false, false), 0);
     let bad = dir.join("bad.strace");
     std::fs::write(&bad, COW.replace("= SIGSEGV", "= 0")).expect("write");
-    assert_eq!(super::cmd_run(&bad, true), 1);
+    assert_eq!(super::cmd_run(&bad, true, false), 1);
     let refused = dir.join("refused.strace");
     std::fs::write(&refused, "1 brk(NULL) = 0x5555\n").expect("write");
-    assert_eq!(super::cmd_run(&refused, false), 2);
+    assert_eq!(super::cmd_run(&refused, false, false), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -333,6 +333,7 @@ fn diff_step_shows_what_differs_side_by_side() {
             ProcView {
                 maps: vec!["200000000000-200000001000 rw-p 00000000 00:00 0 ".into()],
                 pages: vec![PageView { addr: A, page: PageName::Page(1), exclusive: excl, tag: 5 }],
+                smaps: Vec::new(),
             },
         )]),
     };
