@@ -374,11 +374,13 @@ impl System {
             let fl = in_flight.get(&id).copied().unwrap_or(0);
             ensure!(fl == mg, "folio {id:?}: under migration {mg} but {fl} migrations in flight");
             if f.migrating {
-                // try_to_migrate replaced every mapping and shared every page.
+                // try_to_migrate replaced every mapping and shared every mapped page (a page of
+                // a large folio that was already unmapped keeps its flag, as in the kernel; the
+                // new folio takes exclusivity from the entries only).
                 ensure!(f.is_anon(), "folio {id:?}: a page-cache folio under migration");
                 ensure!(!f.is_mapped(), "folio {id:?}: under migration but still mapped");
                 ensure!(
-                    f.pages.iter().all(|p| !p.anon_exclusive),
+                    f.is_large() || f.pages.iter().all(|p| !p.anon_exclusive),
                     "folio {id:?}: under migration but PageAnonExclusive"
                 );
             }

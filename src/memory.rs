@@ -61,8 +61,10 @@ impl System {
         let f = &mut self.folios[folio];
         f.pages[sub as usize].mapcount -= 1;
         f.sub_large_mapcount(1, mm);
-        if f.is_anon() && f.page_mapcount(sub as usize) == 0 {
-            // An unmapped anon page can no longer be exclusive to anyone.
+        if f.is_anon() && !f.is_large() && f.page_mapcount(sub as usize) == 0 {
+            // A small unmapped anon page is freed (or left to the swap cache). A large folio's
+            // pages keep PageAnonExclusive when unmapped (__folio_remove_rmap leaves it), and
+            // UFFDIO_MOVE reads the first page's even when only later pages are mapped.
             f.pages[sub as usize].anon_exclusive = false;
         }
         self.folio_put_if_unused(folio);
