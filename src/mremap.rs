@@ -411,6 +411,30 @@ impl System {
         }
     }
 
+    /// The merge state `copy_vma` builds for `[addr, addr + len)` at `pgoff`, copied from
+    /// `vma`, with its neighbours; None when the range is not free.
+    pub(crate) fn copied_range_vmg(
+        &self,
+        vma: VmaId,
+        addr: VirtAddr,
+        len: u64,
+        pgoff: PgOff,
+        caller: &'static str,
+    ) -> Option<crate::merge::Vmg> {
+        let mm = self.vmas[vma].mm;
+        let end = addr.plus(len);
+        if self.mms[mm].intersects(addr, end) {
+            return None;
+        }
+        let mut vmg = self.vmg_from_vma(vma, addr, end, caller);
+        vmg.pgoff = pgoff;
+        vmg.prev = self.mms[mm].vma_before(addr);
+        vmg.next = self.mms[mm].vma_from(addr);
+        vmg.copied_from = Some(vma);
+        vmg.middle = None;
+        Some(vmg)
+    }
+
     /// `copy_vma` (mm/vma.c): the destination VMA, merged with a neighbour if possible
     /// (`vma_merge_copied_range`), else a copy. An unfaulted anonymous source is
     /// re-linearised to the new address. May replace `*vmap` when the source merged into
@@ -424,21 +448,12 @@ impl System {
     ) -> Option<VmaId> {
         let vma = *vmap;
         let vma_start = self.vmas[vma].start;
-        let mm = self.vmas[vma].mm;
         let mut pgoff = pgoff;
         if self.vmas[vma].is_anonymous() && self.vmas[vma].anon_vma.is_none() {
             pgoff = PgOff(addr.0 >> PAGE_SHIFT);
         }
         let end = addr.plus(len);
-        if self.mms[mm].intersects(addr, end) {
-            return None;
-        }
-        let mut vmg = self.vmg_from_vma(vma, addr, end, "mremap_move");
-        vmg.pgoff = pgoff;
-        vmg.prev = self.mms[mm].vma_before(addr);
-        vmg.next = self.mms[mm].vma_from(addr);
-        vmg.copied_from = Some(vma);
-        vmg.middle = None;
+        let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, "mremap_move")?;
         if let Some(nv) = self.vma_merge_new_range(&mut vmg) {
             let n = &self.vmas[nv];
             if vma_start >= n.start && vma_start < n.end {

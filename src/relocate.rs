@@ -509,18 +509,7 @@ impl System {
         len: u64,
         pgoff: PgOff,
     ) -> Option<VmaId> {
-        let vma = *vmap;
-        let mm = self.vmas[vma].mm;
-        let end = addr.plus(len);
-        if self.mms[mm].intersects(addr, end) {
-            return None;
-        }
-        let mut vmg = self.vmg_from_vma(vma, addr, end, "mremap_move");
-        vmg.pgoff = pgoff;
-        vmg.prev = self.mms[mm].vma_before(addr);
-        vmg.next = self.mms[mm].vma_from(addr);
-        vmg.copied_from = Some(vma);
-        vmg.middle = None;
+        let mut vmg = self.copied_range_vmg(*vmap, addr, len, pgoff, "mremap_move")?;
         self.vma_merge_new_range(&mut vmg)
     }
 
@@ -536,19 +525,11 @@ impl System {
         keep: bool,
     ) -> Option<VmaId> {
         let vma = *vmap;
-        let mm = self.vmas[vma].mm;
         let end = addr.plus(len);
-        if self.mms[mm].intersects(addr, end) {
-            return None;
-        }
-        let mut vmg = self.vmg_from_vma(vma, addr, end, "mremap_relocate");
-        vmg.pgoff = pgoff;
-        vmg.prev = self.mms[mm].vma_before(addr);
-        vmg.next = self.mms[mm].vma_from(addr);
-        vmg.middle = None;
-        if keep {
-            vmg.copied_from = Some(vma);
-        } else {
+        let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, "mremap_relocate")?;
+        if !keep {
+            // As if unfaulted: the folios follow by relocation.
+            vmg.copied_from = None;
             vmg.anon_vma = None;
         }
         if let Some(nv) = self.vma_merge_new_range(&mut vmg) {
