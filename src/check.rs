@@ -47,7 +47,7 @@ impl System {
     fn check_swap(&self) -> Result<(), String> {
         let mut refs: HashMap<u32, u32> = HashMap::new();
         for (_, mm) in self.mms.iter() {
-            for (&key, pmd) in &mm.pt.pmds {
+            for (key, pmd) in mm.pt.pmds.iter() {
                 let Pmd::Table(t) = pmd else { continue };
                 for (i, pte) in t.ptes.iter().enumerate() {
                     let Pte::Swap { entry, .. } = *pte else { continue };
@@ -226,7 +226,7 @@ impl System {
         // Mappings of each large folio by mm, for its `_mm_id` slots.
         let mut mm_maps: HashMap<FolioId, HashMap<crate::mm::MmId, i64>> = HashMap::new();
         for (mmid, mm) in self.mms.iter() {
-            for (&key, pmd) in &mm.pt.pmds {
+            for (key, pmd) in mm.pt.pmds.iter() {
                 let base = VirtAddr(key << PMD_SHIFT);
                 match pmd {
                     Pmd::Huge { folio, flags } => {

@@ -5,11 +5,13 @@
 //! `wp_can_reuse_anon_folio`, `wp_page_copy`).
 
 use crate::errno::Signal;
-use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
 use crate::fs::InodeId;
 use crate::mm::{MmId, System, ThpMode};
 use crate::pagetable::{Pmd, Pte, PteFlags, Walk, pmd_index, pte_index};
-use crate::types::{HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, PgOff, Pid, VirtAddr, page_align};
+use crate::types::{
+    HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, PgOff, Pid, VirtAddr, page_align,
+};
 use crate::vma::{VmFlags, VmaId};
 
 /// `fault_around_bytes` (64 KiB) in pages.
@@ -35,31 +37,200 @@ impl System {
         let Some(end) = addr.checked_add(len).and_then(page_align) else { return Ok(Err(Signal::SIGSEGV)) };
         // Check every page first: a program would fault page by page, but a script step is
         // all-or-nothing so that the oracle and the model agree on what a signal leaves.
+        // Permissions are the VMA's; only file EOF and userfaultfd depend on the page.
         let mut a = start;
         while a.0 < end {
             let Some(vma) = self.mms[mm].vma_lookup(a) else { return Ok(Err(Signal::SIGSEGV)) };
-            if let Some(sig) = self.access_error(vma, a, write) {
+            if let Some(sig) = self.access_error_vma(vma, write) {
                 return Ok(Err(sig));
             }
-            if self.uffd_missing_page(mm, vma, a) {
-                return Ok(Err(Signal::SIGBUS));
+            let v = &self.vmas[vma];
+            let vend = v.end.0.min(end);
+            if v.file.is_some() || v.flags.contains(VmFlags::UFFD_MISSING) {
+                while a.0 < vend {
+                    if let Some(sig) = self.access_error_file(vma, a) {
+                        return Ok(Err(sig));
+                    }
+                    if self.uffd_missing_page(mm, vma, a) {
+                        return Ok(Err(Signal::SIGBUS));
+                    }
+                    a = a.plus(PAGE_SIZE);
+                }
             }
-            a = a.plus(PAGE_SIZE);
+            a = VirtAddr(vend);
         }
         let mut a = start;
         while a.0 < end {
             let vma = self.mms[mm].vma_lookup(a).expect("checked");
-            self.handle_mm_fault(mm, vma, a, write);
-            if write {
-                self.set_page_tag(mm, a, tag_of(a.0));
+            let vend = self.vmas[vma].end.0.min(end);
+            // The fast paths leave out userfaultfd, whose VMAs take every fault the long way.
+            let fast = !self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS);
+            while a.0 < vend {
+                if fast {
+                    let next = self.fault_pte_run(mm, vma, a, VirtAddr(vend), write, tag_of);
+                    if next > a {
+                        a = next;
+                        continue;
+                    }
+                }
+                if !(fast && self.fault_resident(mm, a, write, tag_of)) {
+                    self.handle_mm_fault(mm, vma, a, write);
+                    if write {
+                        self.set_page_tag(mm, a, tag_of(a.0));
+                    }
+                }
+                a = a.plus(PAGE_SIZE);
             }
-            a = a.plus(PAGE_SIZE);
         }
         Ok(Ok(()))
     }
 
-    /// x86 `access_error` plus the SIGBUS of a file page beyond EOF.
-    fn access_error(&self, vma: VmaId, a: VirtAddr, write: bool) -> Option<Signal> {
+    /// Fault a run of pages of one PTE table in a private anonymous VMA that already has its
+    /// anon_vma, for the cases that need nothing but the table: a present page read, or
+    /// written through a writable PTE; a missing page read (the zero page) or written (a new
+    /// exclusive folio), exactly as `handle_mm_fault` → `do_anonymous_page` would. Stops at
+    /// the first page that needs more (copy-on-write, swap, migration) and returns its
+    /// address, or the run's end. This is the hot path of replay: one table lookup for up to
+    /// 512 pages.
+    fn fault_pte_run(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) -> VirtAddr {
+        let v = &self.vmas[vma];
+        let Some(av) = v.anon_vma.filter(|_| v.is_anonymous()) else { return start };
+        let (vstart, vpgoff) = (v.start, v.pgoff);
+        let new_flags = self.new_pte_flags(vma, true);
+        let run_end = VirtAddr(end.0.min(start.pmd_down().0 + PMD_SIZE));
+        let key = pmd_index(start);
+        if self.mms[mm].pt.pmds.get(&key).is_none() {
+            // A missing table: the THP fault path decides whether a huge page goes here.
+            if self.thp_fault_allowed(vma, start) {
+                return start;
+            }
+            self.mms[mm].pt.alloc_table(start);
+        }
+        let Some(Pmd::Table(t)) = self.mms[mm].pt.pmds.get_mut(&key) else { return start };
+        let mut a = start;
+        while a < run_end {
+            let slot = &mut t.ptes[pte_index(a)];
+            match slot {
+                Pte::Present { folio, sub, flags } => {
+                    if write {
+                        if flags.contains(PteFlags::WRITE) {
+                            *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                            self.folios[*folio].pages[*sub as usize].tag = tag_of(a.0);
+                        } else {
+                            // do_wp_page on a small folio: reuse it if PageAnonExclusive, copy
+                            // it if someone else holds a reference (wp_page_copy); the
+                            // rest (the swap cache, folio_move_anon_rmap) goes the long way.
+                            let old = *folio;
+                            let copy = if old == ZERO_FOLIO {
+                                true
+                            } else {
+                                let f = &self.folios[old];
+                                if !f.is_anon() || f.is_large() {
+                                    break;
+                                }
+                                if f.pages[0].anon_exclusive {
+                                    false
+                                } else if f.refcount() > 1 + u64::from(f.swap.is_some()) {
+                                    true
+                                } else if f.refcount() == 1 && f.swap.is_none() {
+                                    // wp_can_reuse_anon_folio: ours alone; folio_move_anon_rmap.
+                                    let f = &mut self.folios[old];
+                                    f.mapping = Mapping::Anon(av);
+                                    f.pages[0].anon_exclusive = true;
+                                    false
+                                } else {
+                                    break;
+                                }
+                            };
+                            if copy {
+                                let index = vpgoff.plus((a.0 - vstart.0) >> PAGE_SHIFT);
+                                let new = self.folios.alloc(Folio::new_anon_page(av, index, tag_of(a.0)));
+                                self.stats.folios_allocated += 1;
+                                self.stats.cow_copies += 1;
+                                *slot = Pte::Present { folio: new, sub: 0, flags: new_flags };
+                                if old != ZERO_FOLIO {
+                                    // folio_remove_rmap_pte: it stays referenced (refcount > 1).
+                                    let p = &mut self.folios[old].pages[0];
+                                    p.mapcount -= 1;
+                                    if p.mapcount == 0 {
+                                        p.anon_exclusive = false;
+                                    }
+                                }
+                            } else {
+                                self.folios[old].pages[0].anon_exclusive = true;
+                                *flags |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
+                                self.stats.cow_reuses += 1;
+                                self.folios[old].pages[0].tag = tag_of(a.0);
+                            }
+                        }
+                    }
+                }
+                Pte::None => {
+                    if write {
+                        // do_anonymous_page: folio_alloc + folio_add_new_anon_rmap.
+                        let index = vpgoff.plus((a.0 - vstart.0) >> PAGE_SHIFT);
+                        let folio = self.folios.alloc(Folio::new_anon_page(av, index, tag_of(a.0)));
+                        self.stats.folios_allocated += 1;
+                        *slot = Pte::Present { folio, sub: 0, flags: new_flags };
+                    } else {
+                        *slot = Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: PteFlags::ACCESSED };
+                    }
+                    t.used += 1;
+                }
+                _ => break,
+            }
+            self.stats.faults += 1;
+            a = a.plus(PAGE_SIZE);
+        }
+        a
+    }
+
+    /// The fast path of a fault on a page that is already mapped with the access it needs
+    /// (`handle_pte_fault` finding a present PTE: a read, or a write through a writable PTE,
+    /// which only marks it dirty and young). False when the full fault must run.
+    #[inline]
+    fn fault_resident(&mut self, mm: MmId, a: VirtAddr, write: bool, tag_of: &dyn Fn(u64) -> u64) -> bool {
+        let (folio, sub) = match self.mms[mm].pt.pmds.get_mut(&pmd_index(a)) {
+            Some(Pmd::Table(t)) => match &mut t.ptes[pte_index(a)] {
+                Pte::Present { folio, sub, flags } => {
+                    if write {
+                        if !flags.contains(PteFlags::WRITE) {
+                            return false;
+                        }
+                        *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                    }
+                    (*folio, *sub)
+                }
+                _ => return false,
+            },
+            Some(Pmd::Huge { folio, flags }) => {
+                if write {
+                    if !flags.contains(PteFlags::WRITE) {
+                        return false;
+                    }
+                    *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                }
+                (*folio, pte_index(a) as u16)
+            }
+            _ => return false,
+        };
+        self.stats.faults += 1;
+        if write {
+            self.folios[folio].pages[sub as usize].tag = tag_of(a.0);
+        }
+        true
+    }
+
+    /// x86 `access_error`: the VMA's permissions, and the protection key.
+    fn access_error_vma(&self, vma: VmaId, write: bool) -> Option<Signal> {
         let v = &self.vmas[vma];
         if write {
             if !v.flags.contains(VmFlags::WRITE) {
@@ -73,6 +244,12 @@ impl System {
         if pkey != 0 && Some(pkey) == self.mms[v.mm].execute_only_pkey {
             return Some(Signal::SIGSEGV);
         }
+        None
+    }
+
+    /// The SIGBUS of a file page beyond EOF (`filemap_fault`'s `VM_FAULT_SIGBUS`).
+    fn access_error_file(&self, vma: VmaId, a: VirtAddr) -> Option<Signal> {
+        let v = &self.vmas[vma];
         if let Some(f) = v.file {
             let inode = self.fs.files[f].inode;
             if v.linear_page_index(a).0 >= self.fs.size_pages(inode) {

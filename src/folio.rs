@@ -104,6 +104,15 @@ impl Folio {
             mm_ids_shared: false,
         }
     }
+    /// A new small anonymous folio as `do_anonymous_page` and `wp_page_copy` map it:
+    /// `folio_add_new_anon_rmap` gave it `anon_vma` and `index`, one mapping, and
+    /// PageAnonExclusive; it holds `tag`.
+    #[inline]
+    pub fn new_anon_page(anon_vma: AnonVmaId, index: PgOff, tag: u64) -> Folio {
+        let mut f = Folio::new(0, Mapping::Anon(anon_vma), index);
+        f.pages[0] = PageState { mapcount: 1, anon_exclusive: true, tag };
+        f
+    }
     pub fn nr_pages(&self) -> u64 {
         1 << self.order
     }

@@ -213,11 +213,11 @@ impl System {
             }
         }
         let (lo, hi) = (start.0 >> PUD_SHIFT, end.0.saturating_sub(1) >> PUD_SHIFT);
-        let puds: Vec<u64> = self.mms[mm].pt.puds.range(lo..=hi).copied().collect();
+        let puds = self.mms[mm].pt.pmds.puds_in(lo..=hi);
         for pud in puds {
             let base = VirtAddr(pud << PUD_SHIFT);
             if !self.mms[mm].intersects(base, base.plus(PUD_SIZE)) {
-                self.mms[mm].pt.puds.remove(&pud);
+                self.mms[mm].pt.pmds.pud_free(pud);
             }
         }
     }

@@ -5,7 +5,7 @@
 //! entries or a huge leaf. This is exactly the information the upper levels would carry, and
 //! keeps walks ordered and cheap.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use bitflags::bitflags;
 
@@ -147,12 +147,141 @@ pub enum Walk {
     },
 }
 
+/// PMD entries per PMD table (`PTRS_PER_PMD`).
+const PTRS_PER_PMD: usize = 512;
+/// `PUD_SHIFT - PMD_SHIFT`: how a PMD index splits into its PUD index and slot.
+const PMD_INDEX_BITS: u32 = PUD_SHIFT - PMD_SHIFT;
+
+/// One PMD table: the 512 PMD entries under a present PUD entry.
+#[derive(Clone, Debug)]
+struct PmdTable {
+    slots: Box<[Option<Pmd>; PTRS_PER_PMD]>,
+    /// Non-none entries.
+    used: u16,
+}
+
+impl Default for PmdTable {
+    fn default() -> Self {
+        PmdTable { slots: Box::new([const { None }; PTRS_PER_PMD]), used: 0 }
+    }
+}
+
+/// The PUD level and the PMD tables below it, keyed by PMD index (`addr >> PMD_SHIFT`, whose
+/// high bits are the PUD and PGD indices). A PUD entry points to a PMD table from the first
+/// PMD entry set under it until `free_pgtables` finds the whole 1 GiB unused, so a present
+/// PUD may hold an empty table, as in the kernel.
+///
+/// Point lookups index an array under a small ordered map of PUDs (a process touches a
+/// handful of GiB), which is what makes a fault cost a few nanoseconds rather than a search
+/// of every PMD entry of the address space.
+#[derive(Clone, Debug, Default)]
+pub struct PmdMap {
+    tables: BTreeMap<u64, PmdTable>,
+}
+
+fn split_key(key: u64) -> (u64, usize) {
+    (key >> PMD_INDEX_BITS, (key as usize) & (PTRS_PER_PMD - 1))
+}
+
+impl PmdMap {
+    /// The PMD entry at PMD index `key`.
+    #[inline]
+    pub fn get(&self, key: &u64) -> Option<&Pmd> {
+        let (pud, slot) = split_key(*key);
+        self.tables.get(&pud).and_then(|t| t.slots[slot].as_ref())
+    }
+    /// The PMD entry at PMD index `key`, to change in place.
+    #[inline]
+    pub fn get_mut(&mut self, key: &u64) -> Option<&mut Pmd> {
+        let (pud, slot) = split_key(*key);
+        self.tables.get_mut(&pud).and_then(|t| t.slots[slot].as_mut())
+    }
+    /// Whether PMD index `key` holds an entry.
+    pub fn contains_key(&self, key: &u64) -> bool {
+        self.get(key).is_some()
+    }
+    /// Set the PMD entry at `key`, allocating the PMD table (the PUD entry) if needed.
+    pub fn insert(&mut self, key: u64, pmd: Pmd) -> Option<Pmd> {
+        let (pud, slot) = split_key(key);
+        let t = self.tables.entry(pud).or_default();
+        let old = t.slots[slot].replace(pmd);
+        if old.is_none() {
+            t.used += 1;
+        }
+        old
+    }
+    /// The entry at `key`, made with `f` (and its PMD table allocated) if it is none.
+    #[inline]
+    pub fn get_or_insert_with(&mut self, key: u64, f: impl FnOnce() -> Pmd) -> &mut Pmd {
+        let (pud, slot) = split_key(key);
+        let t = self.tables.entry(pud).or_default();
+        if t.slots[slot].is_none() {
+            t.used += 1;
+        }
+        t.slots[slot].get_or_insert_with(f)
+    }
+    /// Clear the PMD entry at `key` (`pmd_clear`); the PMD table stays.
+    pub fn remove(&mut self, key: &u64) -> Option<Pmd> {
+        let (pud, slot) = split_key(*key);
+        let t = self.tables.get_mut(&pud)?;
+        let old = t.slots[slot].take();
+        if old.is_some() {
+            t.used -= 1;
+        }
+        old
+    }
+    /// Non-none PMD entries with index in `keys`, in order.
+    pub fn range(&self, keys: std::ops::RangeInclusive<u64>) -> impl Iterator<Item = (u64, &Pmd)> {
+        let (lo, hi) = (*keys.start(), *keys.end());
+        let empty = lo > hi;
+        let puds = if empty { 1..=0 } else { (lo >> PMD_INDEX_BITS)..=(hi >> PMD_INDEX_BITS) };
+        self.tables.range(puds).filter(|(_, t)| t.used > 0).flat_map(move |(&pud, t)| {
+            let base = pud << PMD_INDEX_BITS;
+            let first = lo.saturating_sub(base).min(PTRS_PER_PMD as u64) as usize;
+            let last = (hi - base.min(hi)).min(PTRS_PER_PMD as u64 - 1) as usize;
+            t.slots[first..=last]
+                .iter()
+                .enumerate()
+                .filter_map(move |(i, s)| s.as_ref().map(|p| (base + (first + i) as u64, p)))
+        })
+    }
+    /// Every non-none PMD entry, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &Pmd)> {
+        self.range(0..=u64::MAX >> PMD_SHIFT)
+    }
+    /// Whether the PUD entry `pud` (`addr >> PUD_SHIFT`) points to a PMD table.
+    pub fn pud_present(&self, pud: u64) -> bool {
+        self.tables.contains_key(&pud)
+    }
+    /// `pud_alloc`/`pmd_alloc`: make the PUD entry `pud` point to a PMD table.
+    pub fn pud_alloc(&mut self, pud: u64) {
+        self.tables.entry(pud).or_default();
+    }
+    /// Present PUD entries with index in `puds`.
+    pub fn puds_in(&self, puds: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+        self.tables.range(puds).map(|(&k, _)| k).collect()
+    }
+    /// `free_pmd_range` for one PUD: clear the PUD entry and free its PMD table, which
+    /// must be empty (callers free every PMD entry under it first).
+    pub fn pud_free(&mut self, pud: u64) {
+        let t = self.tables.remove(&pud);
+        debug_assert!(t.is_none_or(|t| t.used == 0), "freeing a PMD table that still maps");
+    }
+    /// Non-none PMD entries.
+    pub fn len(&self) -> usize {
+        self.tables.values().map(|t| t.used as usize).sum()
+    }
+    /// Whether no PMD entry is set.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One address space's page tables: PGD → PUD → PMD → PTE, held as [`PmdMap`].
 #[derive(Clone, Debug, Default)]
 pub struct PageTable {
-    pub pmds: BTreeMap<u64, Pmd>,
-    /// PUD entries that point to a PMD table (by PUD index, `addr >> PUD_SHIFT`): they
-    /// outlive their PMD entries until `free_pgtables` finds the whole 1 GiB unused.
-    pub puds: BTreeSet<u64>,
+    /// The PMD entries, under their PUDs.
+    pub pmds: PmdMap,
 }
 
 pub fn pmd_index(a: VirtAddr) -> u64 {
@@ -183,13 +312,12 @@ impl PageTable {
     }
     /// Install a PMD entry (allocating the PMD table under its PUD).
     pub fn set_pmd(&mut self, key: u64, pmd: Pmd) {
-        self.puds.insert(key >> (PUD_SHIFT - PMD_SHIFT));
         self.pmds.insert(key, pmd);
     }
 
     /// Whether the PUD entry above `a` points to a PMD table.
     pub fn pud_present(&self, a: VirtAddr) -> bool {
-        self.puds.contains(&(a.0 >> PUD_SHIFT))
+        self.pmds.pud_present(a.0 >> PUD_SHIFT)
     }
 
     /// Set a PTE, allocating the table (`pte_alloc`). The PMD must not be a huge leaf.
@@ -197,8 +325,7 @@ impl PageTable {
         if pte.is_none() && !self.pmds.contains_key(&pmd_index(a)) {
             return;
         }
-        self.puds.insert(a.0 >> PUD_SHIFT);
-        let t = match self.pmds.entry(pmd_index(a)).or_insert_with(|| Pmd::Table(Box::default())) {
+        let t = match self.pmds.get_or_insert_with(pmd_index(a), || Pmd::Table(Box::default())) {
             Pmd::Table(t) => t,
             Pmd::Huge { .. } | Pmd::Migration { .. } => panic!("set_pte on a huge PMD at {a:?}"),
         };
@@ -212,8 +339,7 @@ impl PageTable {
     }
     /// `pte_alloc`: make sure a PTE table exists for `a` (no-op over a huge leaf).
     pub fn alloc_table(&mut self, a: VirtAddr) {
-        self.puds.insert(a.0 >> PUD_SHIFT);
-        self.pmds.entry(pmd_index(a)).or_insert_with(|| Pmd::Table(Box::default()));
+        self.pmds.get_or_insert_with(pmd_index(a), || Pmd::Table(Box::default()));
     }
 
     /// Clear a PTE and return the old one (`ptep_get_and_clear`).
@@ -242,7 +368,7 @@ impl PageTable {
         if start >= end {
             return Vec::new();
         }
-        self.pmds.range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1))).map(|(k, _)| *k).collect()
+        self.pmds.range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1))).map(|(k, _)| k).collect()
     }
     /// The pieces `[addr, next)` of `[start, end)` under each PMD entry that holds something,
     /// in order: what `walk_page_range` visits with a `pmd_entry` callback (empty PMDs are
@@ -262,7 +388,7 @@ impl PageTable {
         if start >= end {
             return out;
         }
-        for (&k, pmd) in self.pmds.range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1))) {
+        for (k, pmd) in self.pmds.range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1))) {
             if let Pmd::Table(t) = pmd {
                 if t.used == 0 {
                     continue;

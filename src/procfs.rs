@@ -91,7 +91,7 @@ impl System {
             // One PMD lookup per 2 MiB, not per page: a 2 GiB VMA has 512K pages, and the
             // oracle tests take this view after every step.
             let keys = pmd_index(v.start)..=pmd_index(VirtAddr(v.end.0 - 1));
-            for (&key, pmd) in mm.pt.pmds.range(keys) {
+            for (key, pmd) in mm.pt.pmds.range(keys) {
                 if matches!(pmd, Pmd::Table(t) if t.used == 0) {
                     continue;
                 }

@@ -338,7 +338,7 @@ impl System {
         if v.start < v.end {
             let keys =
                 crate::pagetable::pmd_index(v.start)..=crate::pagetable::pmd_index(VirtAddr(v.end.0 - 1));
-            for (&key, pmd) in pt.pmds.range(keys) {
+            for (key, pmd) in pt.pmds.range(keys) {
                 let base = key << crate::types::PMD_SHIFT;
                 match pmd {
                     // smaps_pmd_entry: vm_normal_page_pmd is NULL for the huge zero folio.

@@ -267,9 +267,9 @@ impl System {
                     err = Some(Errno::ENOENT);
                     break;
                 }
-                self.mms[mm].pt.puds.insert(s.0 >> PUD_SHIFT); // mm_alloc_pmd
+                self.mms[mm].pt.pmds.pud_alloc(s.0 >> PUD_SHIFT); // mm_alloc_pmd
             }
-            self.mms[mm].pt.puds.insert(d.0 >> PUD_SHIFT); // mm_alloc_pmd
+            self.mms[mm].pt.pmds.pud_alloc(d.0 >> PUD_SHIFT); // mm_alloc_pmd
             let dst_pmd_none = self.mms[mm].pt.pmd(d).is_none();
             if matches!(self.mms[mm].pt.pmd(d), Some(Pmd::Huge { .. })) {
                 err = Some(Errno::EEXIST);
