@@ -6,13 +6,17 @@ macro_rules! errnos {
     ($($name:ident = $val:expr, $msg:expr;)*) => {
         /// A Linux error number. Values are the x86_64 ones so that the oracle can compare directly.
         #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-        pub enum Errno { $($name,)* }
+        pub enum Errno { $(#[doc = concat!("`", stringify!($name), "` (", $val, "): ", $msg, ".")] $name,)* }
         impl Errno {
+            /// The positive errno value (the syscall returns its negation).
             pub fn code(self) -> i32 { match self { $(Errno::$name => $val,)* } }
+            /// The symbolic name (`"ENOMEM"`), as strace prints it.
             pub fn name(self) -> &'static str { match self { $(Errno::$name => stringify!($name),)* } }
             /// strerror text, as strace prints it in parentheses.
             pub fn message(self) -> &'static str { match self { $(Errno::$name => $msg,)* } }
+            /// Parse a symbolic name, as [`Errno::name`] prints it.
             pub fn from_name(s: &str) -> Option<Errno> { match s { $(stringify!($name) => Some(Errno::$name),)* _ => None } }
+            /// The errno with this positive value, if the model knows it.
             pub fn from_code(c: i32) -> Option<Errno> { $(if c == $val { return Some(Errno::$name); })* None }
         }
     };
@@ -61,17 +65,21 @@ impl std::error::Error for Errno {}
 /// Signals a memory access can raise.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Signal {
+    /// SIGSEGV: no VMA at the address, or the VMA's protection (or pkey) forbids the access.
     SIGSEGV,
+    /// SIGBUS: a file page beyond EOF, or a userfaultfd missing fault (`UFFD_FEATURE_SIGBUS`).
     SIGBUS,
 }
 
 impl Signal {
+    /// The signal's name, as strace prints it (`--- SIGSEGV ...`).
     pub fn name(self) -> &'static str {
         match self {
             Signal::SIGSEGV => "SIGSEGV",
             Signal::SIGBUS => "SIGBUS",
         }
     }
+    /// Parse a signal name, as [`Signal::name`] prints it.
     pub fn from_name(s: &str) -> Option<Signal> {
         match s {
             "SIGSEGV" => Some(Signal::SIGSEGV),
@@ -81,4 +89,5 @@ impl Signal {
     }
 }
 
+/// A syscall result: the value, or the errno the kernel would return.
 pub type KResult<T> = Result<T, Errno>;

@@ -20,19 +20,26 @@ arena_id!(
     InodeId
 );
 
+/// What an inode is: a named regular file or an anonymous shmem object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InodeKind {
     /// A regular file, by the path the script named it.
-    Regular { path: String },
+    Regular {
+        /// The name, the key in [`Fs::names`].
+        path: String,
+    },
     /// The shmem object behind a shared anonymous mapping (`shmem_zero_setup`).
     Shmem,
 }
 
+/// An inode (`struct inode` with its `address_space`).
 #[derive(Clone, Debug)]
 pub struct Inode {
+    /// Regular file or shmem.
     pub kind: InodeKind,
     /// The number `/proc/pid/maps` shows (in creation order, per kind).
     pub ino: u64,
+    /// `i_size` in bytes: pages at or beyond it raise SIGBUS when touched through a mapping.
     pub size: u64,
     /// The page cache: page offset to folio.
     pub cache: BTreeMap<u64, FolioId>,
@@ -40,10 +47,14 @@ pub struct Inode {
     pub refs: u32,
 }
 
+/// An open file description (`struct file`): what descriptors and VMAs point at.
 #[derive(Clone, Debug)]
 pub struct OpenFile {
+    /// The file's inode (`f_inode`).
     pub inode: InodeId,
+    /// Opened for reading (`FMODE_READ`): required by every file mmap (else EACCES).
     pub readable: bool,
+    /// Opened for writing (`FMODE_WRITE`): required by ftruncate and by a writable shared mmap.
     pub writable: bool,
     /// Descriptors and VMAs holding it (`f_count`).
     pub refs: u32,
@@ -51,10 +62,14 @@ pub struct OpenFile {
     pub ra: Option<(u64, u64, u64)>,
 }
 
+/// The file system: every inode and open file, and the namespace.
 #[derive(Clone, Debug, Default)]
 pub struct Fs {
+    /// Every live inode.
     pub inodes: Arena<InodeId, Inode>,
+    /// Every open file description.
     pub files: Arena<FileId, OpenFile>,
+    /// The flat namespace: path to regular-file inode (no directories; files are never unlinked).
     pub names: BTreeMap<String, InodeId>,
     next_ino: u64,
     next_shmem_ino: u64,
@@ -73,6 +88,7 @@ impl Fs {
         });
         self.files.alloc(OpenFile { inode, readable: true, writable: true, refs: 1, ra: None })
     }
+    /// The inode's size in pages, rounded up: the first page offset beyond EOF.
     pub fn size_pages(&self, inode: InodeId) -> u64 {
         page_align(self.inodes[inode].size).unwrap_or(u64::MAX) >> PAGE_SHIFT
     }
@@ -102,6 +118,7 @@ impl System {
         self.procs.get(&pid).ok_or(Errno::ESRCH)?.fds.get(&fd).copied().ok_or(Errno::EBADF)
     }
 
+    /// The open file behind `fd` (EBADF if none; ESRCH for an unknown pid).
     pub fn file_of_fd(&self, pid: Pid, fd: i64) -> KResult<FileId> {
         self.fd_file(pid, fd)
     }
@@ -194,6 +211,7 @@ impl System {
         self.fs.files.alloc(OpenFile { inode, readable: true, writable: false, refs: 1, ra: None })
     }
 
+    /// close(2).
     pub fn sys_close(&mut self, pid: Pid, fd: i64) -> KResult<u64> {
         let file = self.fd_file(pid, fd)?;
         self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.fds.remove(&fd);
@@ -201,6 +219,7 @@ impl System {
         Ok(0)
     }
 
+    /// dup(2): the lowest free descriptor, sharing the open file.
     pub fn sys_dup(&mut self, pid: Pid, fd: i64) -> KResult<i64> {
         let file = self.fd_file(pid, fd)?;
         let nfd = self.install_fd(pid, file, 0)?;
@@ -208,6 +227,7 @@ impl System {
         Ok(nfd)
     }
 
+    /// dup2(2): `new` (below 1024) now names `old`'s open file; a file it named is put first.
     pub fn sys_dup2(&mut self, pid: Pid, old: i64, new: i64) -> KResult<i64> {
         let file = self.fd_file(pid, old)?;
         if !(0..1024).contains(&new) {
@@ -224,6 +244,7 @@ impl System {
         Ok(new)
     }
 
+    /// ftruncate(2): EINVAL unless the file is open for writing (see [`System::truncate_inode`]).
     pub fn sys_ftruncate(&mut self, pid: Pid, fd: i64, len: u64) -> KResult<u64> {
         let file = self.fd_file(pid, fd)?;
         if (len as i64) < 0 {

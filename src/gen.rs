@@ -38,14 +38,24 @@ const MAX_FDS: usize = 6;
 /// Relative weights of the operations. A weight of 0 disables an operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Weights {
+    /// `mmap` (anonymous or file, private or shared, sometimes THP-sized); weighted up
+    /// while the process has nothing mapped.
     pub mmap: u32,
+    /// `munmap`.
     pub munmap: u32,
+    /// `mprotect`.
     pub mprotect: u32,
+    /// `madvise`.
     pub madvise: u32,
+    /// `mremap`: shrink, grow or move.
     pub mremap: u32,
+    /// `prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, ...)`, setting or clearing a name.
     pub anon_name: u32,
+    /// `fork`; only while fewer than `GenConfig::max_procs` processes live.
     pub fork: u32,
+    /// `exit_group` of a process other than the first; only while more than one lives.
     pub exit: u32,
+    /// `touch` (read or write) of a range.
     pub touch: u32,
     /// `openat` (+ `ftruncate`), `ftruncate` or `close`; only when `GenConfig::files`.
     pub file: u32,
@@ -97,6 +107,7 @@ pub struct GenConfig {
     /// Add `MREMAP_RELOCATE_ANON` / `MREMAP_MUST_RELOCATE_ANON` to some moves (for the
     /// policies; the kernel answers EINVAL).
     pub relocate_flags: bool,
+    /// How often each operation is chosen.
     pub weights: Weights,
 }
 

@@ -25,8 +25,11 @@ const MAX_PIN_BYTES: u64 = 1 << 30;
 /// One registered buffer: its range and the folios pinned for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pin {
+    /// The buffer's start, as given to `pin` (the key `unpin` matches).
     pub addr: u64,
+    /// The buffer's length in bytes, as given to `pin`.
     pub len: u64,
+    /// One entry per pinned page, in address order: a folio appears once per page pinned.
     pub folios: Vec<FolioId>,
 }
 

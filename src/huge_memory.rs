@@ -19,7 +19,9 @@ use crate::vma::{VmFlags, VmaId};
 /// One mapping of a folio, as `page_vma_mapped_walk` finds it in one VMA.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct FolioMapping {
+    /// The address space of the mapping.
     pub mm: MmId,
+    /// The VMA the walk found it in.
     pub vma: VmaId,
     /// The mapped address: the PMD start for a PMD mapping.
     pub addr: VirtAddr,

@@ -13,17 +13,30 @@ use crate::vma::{AnonName, VmFlags, VmaId};
 /// `struct vma_merge_struct`.
 #[derive(Clone, Debug)]
 pub struct Vmg {
+    /// `vmg->mm`: the address space.
     pub mm: MmId,
+    /// `vmg->prev`: the VMA before the range, a candidate to extend.
     pub prev: Option<VmaId>,
+    /// `vmg->middle`: the existing VMA whose part `[start, end)` is changing (None for a new
+    /// range).
     pub middle: Option<VmaId>,
+    /// `vmg->next`: the VMA after the range, a candidate to extend.
     pub next: Option<VmaId>,
+    /// `vmg->target`: the VMA a merge expands to cover the result, once chosen.
     pub target: Option<VmaId>,
+    /// `vmg->start`: start of the range (after a merge, of the merged VMA).
     pub start: VirtAddr,
+    /// `vmg->end`: end of the range, exclusive (after a merge, of the merged VMA).
     pub end: VirtAddr,
+    /// `vmg->pgoff`: page offset of `start`.
     pub pgoff: PgOff,
+    /// `vmg->vm_flags`: the flags the range will have.
     pub flags: VmFlags,
+    /// `vmg->file`.
     pub file: Option<FileId>,
+    /// `vmg->anon_vma`: the range's anon_vma, if it has been faulted.
     pub anon_vma: Option<AnonVmaId>,
+    /// `vmg->anon_name`: the name the range will have.
     pub anon_name: AnonName,
     /// `uffd_ctx`.
     pub uffd: Option<crate::uffd::UffdCtx>,

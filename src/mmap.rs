@@ -17,8 +17,11 @@ pub const STACK_GUARD_GAP: u64 = 256 * PAGE_SIZE;
 
 /// VMAs detached by `vms_gather_munmap_vmas`, waiting for `vms_complete_munmap_vmas`.
 pub struct Detached {
+    /// The detached VMAs, split to the range and already zapped, in address order.
     pub vmas: Vec<VmaId>,
+    /// Start of the unmapped range (`vms->start`).
     pub start: VirtAddr,
+    /// End of the unmapped range (`vms->end`).
     pub end: VirtAddr,
 }
 
@@ -459,6 +462,7 @@ impl System {
         Ok(())
     }
 
+    /// munmap(2) (`__vm_munmap`).
     pub fn sys_munmap(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
         let mm = self.mm_of(pid)?;
         self.do_munmap(mm, addr, len).map(|_| 0)

@@ -17,7 +17,9 @@ use crate::run::RunOptions;
 /// One policy's line: (x, VMAs of all live processes) points, and the anonymous-VMA peak.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
+    /// The `--policy` name the trace was replayed with.
     pub policy: String,
+    /// (x, VMAs) after each step, thinned to at most [`MAX_POINTS`] and drawn as a staircase.
     pub points: Vec<(f64, f64)>,
     /// The most VMAs, and the most anonymous VMAs, after any step.
     pub peak: (usize, usize),
@@ -26,10 +28,13 @@ pub struct Series {
 /// What one chart shows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Chart {
+    /// The trace's file name, the chart's title.
     pub trace: String,
     /// True when x is seconds since the trace's first step, false for the step index.
     pub timed: bool,
+    /// Number of steps in the trace.
     pub steps: usize,
+    /// One line per policy, in the order asked for.
     pub series: Vec<Series>,
 }
 

@@ -33,14 +33,24 @@ pub const POLICY_NAMES: &[&str] = &["kernel", "relocate", "relocate-all", "maten
 /// The default copy budget of `auto`, per move.
 pub const AUTO_DEFAULT_BUDGET: u64 = 64 << 10;
 
+/// The design the model follows for mremap moves of faulted anonymous VMAs (`--policy`);
+/// see the module documentation for each.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Policy {
     #[default]
+    /// Linux 6.18: folios keep `index`/`mapping`, the moved VMA keeps its pgoff.
     Kernel,
+    /// Lorenzo Stoakes's 2025 series: relocate on `MREMAP_RELOCATE_ANON` /
+    /// `MREMAP_MUST_RELOCATE_ANON`.
     Relocate,
+    /// As `Relocate`, as if every move passed `MREMAP_RELOCATE_ANON`.
     RelocateAll,
+    /// Jakub Matěna's 2022 RFC v3: every move of an unshared faulted VMA relocates to
+    /// `addr >> PAGE_SHIFT`, and unshared root anon_vmas may be adopted by a merge.
     Matena,
+    /// Linus Torvalds's 2004 proposal: every move relocates, copying shared folios first.
     CopyShared,
+    /// Ours: relocate only when that brings a merge, copying shared folios within a budget.
     Auto {
         /// Bytes of shared folios one move may copy.
         copy_budget: u64,
@@ -119,6 +129,7 @@ pub enum RelocReason {
 }
 
 impl RelocReason {
+    /// The snake_case name reports and JSON use.
     pub fn name(self) -> &'static str {
         match self {
             RelocReason::Shared => "shared",
@@ -145,6 +156,7 @@ impl fmt::Display for RelocReason {
 pub struct PolicyStats {
     /// Moves of faulted anonymous VMAs the policy tried to relocate.
     pub relocations_attempted: u64,
+    /// Relocations that completed (were not refused or undone).
     pub relocations_done: u64,
     /// Relocations that failed part-way and were rolled back (a plain move followed).
     pub relocations_undone: u64,
@@ -167,6 +179,7 @@ pub struct PolicyStats {
     pub pmds_split: u64,
     /// Pages copied to unshare them (`copy-shared`, `auto`).
     pub pages_copied: u64,
+    /// The same in bytes (`pages_copied * PAGE_SIZE`).
     pub bytes_copied: u64,
     /// Swap entries read in so that their page could be relocated (`copy-shared`).
     pub swapins: u64,
@@ -179,9 +192,11 @@ pub struct PolicyStats {
 }
 
 impl PolicyStats {
+    /// Count a relocation refused for `r` (`relocations_refused`).
     pub fn refuse(&mut self, r: RelocReason) {
         *self.relocations_refused.entry(r).or_default() += 1;
     }
+    /// Count an entry a relocation left as it was, of kind `r` (`entries_skipped`).
     pub fn skip(&mut self, r: RelocReason) {
         *self.entries_skipped.entry(r).or_default() += 1;
     }
@@ -305,12 +320,17 @@ pub fn strip_relocate_flags(script: &crate::script::Script) -> crate::script::Sc
 /// One row of `anonmm compare`: a script run under one policy.
 #[derive(Clone, Debug, Serialize)]
 pub struct PolicyRow {
+    /// The `--policy` name.
     pub policy: String,
     /// VMAs per process after the last step (pid, count), and the peak over all processes.
     pub vmas_end: Vec<(u32, usize)>,
+    /// The most VMAs all live processes held together after any step.
     pub vmas_peak: usize,
+    /// Merge attempts (`Stats::merges_attempted`).
     pub merges_attempted: u64,
+    /// Merges done (`Stats::merges_done`).
     pub merges_done: u64,
+    /// What the policy did and what it cost; all zero if the run failed.
     pub work: PolicyStats,
     /// Steps whose contents matched `kernel`'s (`compare_with_kernel`), or the error.
     pub contents: Result<usize, String>,

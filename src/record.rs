@@ -61,25 +61,34 @@ const TRACEFS: &[&str] = &["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 /// Why a recording could not be made. Each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// `perf` could not be started or does not work; the text is the OS or perf error.
     #[error(
         "perf is not installed or does not run ({0}); install it (Debian: `apt-get install linux-perf`, \
          Ubuntu: `apt-get install linux-tools-$(uname -r)`, Fedora: `dnf install perf`)"
     )]
     PerfMissing(String),
+    /// perf was refused access to tracepoints (permissions, `perf_event_paranoid`, tracefs);
+    /// the text is perf's complaint.
     #[error(
         "perf may not trace here: {0}\n  run as root, or lower `kernel.perf_event_paranoid` \
          (`sysctl -w kernel.perf_event_paranoid=-1`) and make tracefs readable \
          (`mount -t tracefs nodev /sys/kernel/tracing`)"
     )]
     NotPermitted(String),
+    /// Required events (the mmap tracepoints, `exceptions:page_fault_user`) are missing;
+    /// the text lists them.
     #[error("the running kernel lacks tracepoints the importer needs: {0}")]
     MissingTracepoints(String),
+    /// No program was given to record.
     #[error("nothing to run: give the program after `--`")]
     NoCommand,
+    /// The program to record was not found; the text is its name.
     #[error("{0}: no such program (not a file, nor found in PATH)")]
     NoProgram(String),
+    /// Writing the output failed; the text names the file and the error.
     #[error("{0}")]
     Io(String),
+    /// `perf record` or `perf script` failed or produced nothing; the text says how.
     #[error("perf failed: {0}")]
     PerfFailed(String),
 }
@@ -87,6 +96,7 @@ pub enum RecordError {
 /// What a recording gave.
 #[derive(Clone, Debug, Default)]
 pub struct RecordSummary {
+    /// The trace file written.
     pub out: PathBuf,
     /// Lines of `perf script` text written.
     pub lines: usize,

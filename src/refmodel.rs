@@ -56,6 +56,8 @@ struct Space {
     brk: u64,
 }
 
+/// The reference model: every process's mapped ranges and the contents written through
+/// them, plus the files and shmem objects they view.
 #[derive(Clone, Debug, Default)]
 pub struct RefModel {
     spaces: BTreeMap<Pid, Space>,
@@ -141,6 +143,7 @@ fn page_align(x: u64) -> u64 {
 }
 
 impl RefModel {
+    /// A reference model of one process, `first`, with nothing mapped and its break at `brk`.
     pub fn new(first: Pid, brk: u64) -> RefModel {
         let mut r = RefModel::default();
         r.spaces.insert(first, Space { brk, ..Default::default() });

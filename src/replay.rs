@@ -54,7 +54,9 @@ pub enum DivClass {
 }
 
 impl DivClass {
+    /// Every class, in report order.
     pub const ALL: [DivClass; 4] = [DivClass::Placement, DivClass::File, DivClass::Trace, DivClass::Model];
+    /// The lower-case name reports and JSON use.
     pub fn name(self) -> &'static str {
         match self {
             DivClass::Placement => "placement",
@@ -68,9 +70,11 @@ impl DivClass {
 /// One disagreement between the model and the trace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Divergence {
+    /// What kind of disagreement it is.
     pub class: DivClass,
     /// The step's line in the trace.
     pub line: usize,
+    /// The process that made the call.
     pub pid: u32,
     /// The call as recorded.
     pub call: String,
@@ -135,6 +139,7 @@ fn hex(v: u64) -> String {
 }
 
 impl ReplayState {
+    /// The state at the start of a replay: one process, [`MAX_EXAMPLES`] examples per class.
     pub fn new() -> ReplayState {
         ReplayState { processes: 1, max_examples: MAX_EXAMPLES, ..Default::default() }
     }
@@ -539,8 +544,11 @@ pub fn predict_mremap(sys: &System, mm: MmId, addr: u64, old_len: u64, new_len: 
 /// What replaying one trace with one policy gave.
 #[derive(Clone, Debug)]
 pub struct ReplayOutcome {
+    /// Steps in the trace.
     pub steps: usize,
+    /// Divergences found and adjustments made.
     pub replay: ReplayState,
+    /// The model's work counters at the end of the replay.
     pub stats: crate::stats::Stats,
     /// (all, anonymous) VMAs after the last step; when every process has exited, those
     /// just before the last `exit_group`.
@@ -571,6 +579,7 @@ pub struct VmaSample {
     pub line: usize,
     /// VMAs of all live processes, and those without a file.
     pub all: usize,
+    /// VMAs without a file (`vma_is_anonymous`), of all live processes.
     pub anon: usize,
 }
 

@@ -18,8 +18,11 @@ pub const FORMATS: &[&str] = &["text", "markdown", "json", "csv"];
 /// One trace replayed with one policy.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReportRow {
+    /// The trace's file name.
     pub trace: String,
+    /// The `--policy` it was replayed with.
     pub policy: String,
+    /// Steps in the trace.
     pub steps: usize,
     /// Thread groups: the first process and every fork.
     pub processes: u64,
@@ -29,30 +32,41 @@ pub struct ReportRow {
     pub vmas_end: usize,
     /// The most VMAs held by the live processes after any step.
     pub vmas_peak: usize,
-    /// The same, counting only VMAs without a file (`vma_is_anonymous`).
+    /// `vmas_end`, counting only VMAs without a file (`vma_is_anonymous`).
     pub anon_vmas_end: usize,
+    /// `vmas_peak`, counting only VMAs without a file.
     pub anon_vmas_peak: usize,
+    /// Merge attempts ([`Stats::merges_attempted`](crate::stats::Stats::merges_attempted)).
     pub merges_attempted: u64,
+    /// Merges done.
     pub merges_done: u64,
     /// Refusals by reason (`NOMERGE_*`, counted per side), nonzero ones only.
     pub merges_refused: BTreeMap<String, u64>,
+    /// VMA splits (`__split_vma`).
     pub splits: u64,
+    /// Page faults handled, one per page.
     pub faults: u64,
+    /// Write faults that copied the page (`wp_page_copy`).
     pub cow_copies: u64,
+    /// Write faults that reused an exclusive anonymous page in place.
     pub cow_reuses: u64,
-    /// PTEs and PMDs moved by mremap (`move_ptes`, `move_normal_pmd`/`move_huge_pmd`).
+    /// PTEs moved by mremap (`move_ptes`, and those in tables `move_normal_pmd` moved).
     pub ptes_moved: u64,
+    /// PMD entries moved whole by mremap (`move_normal_pmd`/`move_huge_pmd`).
     pub pmds_moved: u64,
     /// What the policy did and cost (relocations, walks, copies).
     pub policy_work: crate::policy::PolicyStats,
-    /// Divergences by class.
+    /// Divergences of class `placement` (the kernel chose another address).
     pub placement: u64,
+    /// Divergences of class `file` (files or descriptors the trace does not show).
     pub file: u64,
     /// Divergences of class `trace` (the trace lacks the call behind the step).
     pub trace_gaps: u64,
+    /// Divergences of class `model`: real divergences of the model.
     pub model: u64,
-    /// Files the replay created, and grew, to fit the trace.
+    /// Files the replay created because the trace opened or mapped them.
     pub files_created: u64,
+    /// Times the replay made a file longer to keep a mapping or fault within EOF.
     pub files_grown: u64,
     /// Wall-clock replay time in seconds (reading the trace not included).
     pub seconds: f64,
@@ -63,6 +77,7 @@ pub struct ReportRow {
 }
 
 impl ReportRow {
+    /// The row for `trace` replayed under `policy`, from its outcome and wall-clock time.
     pub fn new(trace: &str, policy: &str, o: &ReplayOutcome, seconds: f64) -> ReportRow {
         let s = &o.stats;
         ReportRow {

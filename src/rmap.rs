@@ -22,8 +22,13 @@ arena_id!(
 /// `struct anon_vma`.
 #[derive(Clone, Debug)]
 pub struct AnonVma {
+    /// `anon_vma->root`: the root of this anon_vma's fork hierarchy (itself for a root).
     pub root: AnonVmaId,
+    /// `anon_vma->parent`: the anon_vma it was forked from (itself for a root).
     pub parent: AnonVmaId,
+    /// `anon_vma->refcount`: its own reference (dropped when its tree empties), one per
+    /// non-root anon_vma with it as root (`get_anon_vma(root)` in `anon_vma_fork`), and one per
+    /// folio under migration (`folio_get_anon_vma`).
     pub refcount: u32,
     /// Child anon_vmas, plus one self-parent link on a root.
     pub num_children: u32,
@@ -36,7 +41,9 @@ pub struct AnonVma {
 /// `struct anon_vma_chain`.
 #[derive(Clone, Debug)]
 pub struct Avc {
+    /// `avc->vma`.
     pub vma: VmaId,
+    /// `avc->anon_vma`.
     pub anon_vma: AnonVmaId,
     /// The key this chain is filed under in the tree (`avc_start_pgoff` when inserted).
     pub key: u64,
@@ -45,6 +52,7 @@ pub struct Avc {
 /// One place a folio is mapped, found by the rmap walk.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RmapHit {
+    /// The VMA whose chain the walk followed.
     pub vma: VmaId,
     /// `vma_address(vma, folio->index, nr)`.
     pub addr: VirtAddr,

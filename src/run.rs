@@ -11,6 +11,8 @@ use crate::script::{Call, Expect, Script, Step, format_result_for};
 use crate::snapshot::{StepView, rename, touch_tag};
 use crate::types::Pid;
 
+/// How to run a script: mostly the command-line switches of `anonmm run` (replay, plot and
+/// the fuzzer fill it in too).
 #[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Run the invariant checker after every step.
@@ -48,15 +50,20 @@ impl Default for RunOptions {
 /// A recorded result that the model did not reproduce.
 #[derive(Clone, Debug)]
 pub struct Mismatch {
+    /// The step's 1-based script line.
     pub line: usize,
+    /// The recorded result, strace-formatted (`= -1 ENOMEM (Cannot allocate memory)`).
     pub expected: String,
+    /// The model's result, formatted the same way.
     pub got: String,
 }
 
+/// Everything a run produced.
 #[derive(Clone, Debug, Default)]
 pub struct RunResult {
     /// One view per call line, in order.
     pub steps: Vec<StepView>,
+    /// Steps whose recorded result differs from the model's, in order.
     pub mismatches: Vec<Mismatch>,
     /// (script line, trace line) for every merge attempt, when `trace` was asked for.
     pub trace: Vec<(usize, String)>,
@@ -71,17 +78,41 @@ pub struct RunResult {
     pub stats: crate::stats::Stats,
 }
 
+/// Why a run stopped before the end of the script.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The script asks for something impossible (e.g. a process that does not exist).
     #[error("{path}:{line}: {reason}")]
-    BadInput { path: String, line: usize, reason: String },
+    BadInput {
+        /// The script's path.
+        path: String,
+        /// The step's 1-based script line (0 for a bad option).
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// The step needs behaviour the model does not have yet.
     #[error("{path}:{line}: not modelled: {what}")]
-    NotModelled { path: String, line: usize, what: String },
+    NotModelled {
+        /// The script's path.
+        path: String,
+        /// The step's 1-based script line.
+        line: usize,
+        /// The missing behaviour.
+        what: String,
+    },
     /// The invariant checker found a broken invariant after a step.
     #[error("{path}:{line}: invariant broken after `{call}`: {reason}")]
-    Invariant { path: String, line: usize, call: String, reason: String },
+    Invariant {
+        /// The script's path.
+        path: String,
+        /// The step's 1-based script line.
+        line: usize,
+        /// The call as written.
+        call: String,
+        /// The broken invariant.
+        reason: String,
+    },
 }
 
 /// Run a script on the model.
@@ -97,9 +128,11 @@ pub fn run_script(script: &Script, opts: &RunOptions) -> Result<RunResult, RunEr
 
 /// Executes steps one at a time (also used by replay and the fuzzer).
 pub struct Runner<'a> {
+    /// The modelled system the steps run on.
     pub sys: System,
     /// The plain reference model of memory contents, kept when checking.
     pub reference: Option<crate::refmodel::RefModel>,
+    /// What the run has produced so far.
     pub result: RunResult,
     path: &'a str,
     opts: &'a RunOptions,
@@ -108,6 +141,8 @@ pub struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
+    /// Set up a run: parse the policy, and spawn the script's first process (with the
+    /// reference model when checking). A bad `--policy` is [`RunError::BadInput`] at line 0.
     pub fn new(script: &'a Script, opts: &'a RunOptions) -> Result<Runner<'a>, RunError> {
         let policy = crate::policy::Policy::parse(&opts.policy).map_err(|reason| RunError::BadInput {
             path: script.path.clone(),

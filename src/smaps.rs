@@ -66,7 +66,9 @@ fn field(name: &str) -> usize {
 pub struct Smaps {
     /// The maps line (`show_map_vma`), normalised as the maps view is.
     pub header: String,
+    /// `vma->vm_start`.
     pub start: u64,
+    /// `vma->vm_end`.
     pub end: u64,
     /// [`FIELDS`], in kB.
     pub kb: [u64; 22],
@@ -81,6 +83,8 @@ pub struct Smaps {
 }
 
 impl Smaps {
+    /// The value in kB of the field `name` (one of [`FIELDS`], e.g. `"Rss"`); an unknown
+    /// name reads the first field, `Size`.
     pub fn get(&self, name: &str) -> u64 {
         self.kb[field(name)]
     }

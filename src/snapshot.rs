@@ -12,8 +12,11 @@ use crate::types::Pid;
 /// the kernel. `ZERO` is the shared zero page on both sides.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum RawPage {
+    /// The shared 4 KiB zero page (`ZERO_PAGE`); the huge zero folio's pages are `Id`s.
     Zero,
+    /// A page's identity on its side: `folio << 9 | subpage` in the model, the PFN in the kernel.
     Id(u64),
+    /// A swap entry (pagemap PM_SWAP); the page it holds is not identified.
     Swap,
     /// A migration entry (model only: pagemap reports it as PM_SWAP with a migration swap
     /// type, which the oracle never sees since it cannot hold a migration in flight).
@@ -23,7 +26,9 @@ pub enum RawPage {
 /// One present (or swapped) PTE.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RawPte {
+    /// The page's virtual address.
     pub addr: u64,
+    /// What the entry maps.
     pub page: RawPage,
     /// `/proc/pid/pagemap` bit 56 (PM_MMAP_EXCLUSIVE).
     pub exclusive: bool,
@@ -47,8 +52,11 @@ pub struct RawProc {
 /// migration entry.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum PageName {
+    /// A page by number: 0 is the zero page, the rest in first-seen order.
     Page(u64),
+    /// A swap entry (serialized as `"swap"`).
     Swap,
+    /// A migration entry (serialized as `"migration"`).
     Migration,
 }
 
@@ -62,17 +70,25 @@ impl Serialize for PageName {
     }
 }
 
+/// One present (or swap or migration) PTE after renaming: a [`RawPte`] with its page named.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct PageView {
+    /// The page's virtual address.
     pub addr: u64,
+    /// The page's stable name within the step.
     pub page: PageName,
+    /// `/proc/pid/pagemap` bit 56 (PM_MMAP_EXCLUSIVE).
     pub exclusive: bool,
+    /// The tag stored in the page by the last write touch (0 if never written).
     pub tag: u64,
 }
 
+/// One process after a step, with its pages renamed: what is printed and compared.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcView {
+    /// `/proc/pid/maps` lines, exactly as the kernel formats them (no trailing newline).
     pub maps: Vec<String>,
+    /// Every present, swap or migration PTE in ascending address order.
     pub pages: Vec<PageView>,
     /// `/proc/pid/smaps` entries, when asked for (`--smaps`); empty otherwise.
     pub smaps: Vec<crate::smaps::Smaps>,
@@ -81,12 +97,15 @@ pub struct ProcView {
 /// The state of every live process after one step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepView {
+    /// The step's 1-based script line.
     pub line: usize,
+    /// The process that made the call.
     pub pid: Pid,
     /// The call as written in the script.
     pub call: String,
     /// strace-formatted result: `= 0x…`, `= 0`, `= -1 ENOMEM (Cannot allocate memory)`, `= ?`.
     pub result: String,
+    /// Every live process after the call, by pid.
     pub procs: BTreeMap<Pid, ProcView>,
 }
 

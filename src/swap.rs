@@ -55,6 +55,7 @@ pub struct SwapDevice {
 }
 
 impl SwapDevice {
+    /// An empty device of `pages` slots (0: no swap).
     pub fn new(pages: u32) -> SwapDevice {
         SwapDevice { pages, slots: BTreeMap::new(), next: 0 }
     }
@@ -79,6 +80,7 @@ impl SwapDevice {
         self.slots.len() as u64 * 2 > self.pages as u64
     }
 
+    /// The slot a swap entry names, or None if it is free.
     pub fn slot(&self, e: SwapEntry) -> Option<&SwapSlot> {
         self.slots.get(&e.0)
     }

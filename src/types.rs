@@ -2,12 +2,19 @@
 
 use std::fmt;
 
+/// `PAGE_SHIFT`: log2 of the base page size.
 pub const PAGE_SHIFT: u32 = 12;
+/// `PAGE_SIZE`: 4 KiB.
 pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// `PMD_SHIFT`: log2 of the range one PMD entry maps.
 pub const PMD_SHIFT: u32 = 21;
+/// `PMD_SIZE`: 2 MiB, the range one PMD entry (or a PMD-mapped THP) maps.
 pub const PMD_SIZE: u64 = 1 << PMD_SHIFT;
+/// `PUD_SHIFT`: log2 of the range one PUD entry maps.
 pub const PUD_SHIFT: u32 = 30;
+/// `PUD_SIZE`: 1 GiB.
 pub const PUD_SIZE: u64 = 1 << PUD_SHIFT;
+/// `PTRS_PER_PTE`: PTEs in one page table (`PMD_SIZE / PAGE_SIZE`).
 pub const PTRS_PER_PTE: usize = 512;
 /// Order of a PMD-sized folio (2 MiB).
 pub const HPAGE_PMD_ORDER: u8 = 9;
@@ -33,24 +40,31 @@ pub struct PgOff(pub u64);
 pub struct Pid(pub u32);
 
 impl VirtAddr {
+    /// Wrap a raw address (usable in `const` contexts).
     pub const fn new(a: u64) -> Self {
         VirtAddr(a)
     }
+    /// The page containing this address.
     pub fn vpn(self) -> Vpn {
         Vpn(self.0 >> PAGE_SHIFT)
     }
+    /// `PAGE_ALIGNED(addr)`.
     pub fn is_page_aligned(self) -> bool {
         self.0 & (PAGE_SIZE - 1) == 0
     }
+    /// Round down to a page boundary (`addr & PAGE_MASK`).
     pub fn page_down(self) -> Self {
         VirtAddr(self.0 & !(PAGE_SIZE - 1))
     }
+    /// Round down to a PMD boundary (`addr & HPAGE_PMD_MASK`).
     pub fn pmd_down(self) -> Self {
         VirtAddr(self.0 & !(PMD_SIZE - 1))
     }
+    /// The address `bytes` later; panics on overflow in debug builds.
     pub fn plus(self, bytes: u64) -> Self {
         VirtAddr(self.0 + bytes)
     }
+    /// The address `bytes` earlier; panics on underflow in debug builds.
     pub fn minus(self, bytes: u64) -> Self {
         VirtAddr(self.0 - bytes)
     }
@@ -61,15 +75,18 @@ impl VirtAddr {
 }
 
 impl Vpn {
+    /// The first address of the page.
     pub fn addr(self) -> VirtAddr {
         VirtAddr(self.0 << PAGE_SHIFT)
     }
 }
 
 impl PgOff {
+    /// `pages` later, wrapping like the kernel's unsigned `pgoff_t` arithmetic.
     pub fn plus(self, pages: u64) -> Self {
         PgOff(self.0.wrapping_add(pages))
     }
+    /// `pages` earlier, wrapping like the kernel's unsigned `pgoff_t` arithmetic.
     pub fn minus(self, pages: u64) -> Self {
         PgOff(self.0.wrapping_sub(pages))
     }

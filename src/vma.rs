@@ -20,41 +20,75 @@ bitflags! {
     /// `vm_flags_t`, with the kernel's bit values (x86_64, 6.18).
     #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
     pub struct VmFlags: u64 {
+        /// `VM_READ`: readable (PROT_READ).
         const READ = 0x1;
+        /// `VM_WRITE`: writable (PROT_WRITE).
         const WRITE = 0x2;
+        /// `VM_EXEC`: executable (PROT_EXEC).
         const EXEC = 0x4;
+        /// `VM_SHARED`: MAP_SHARED, unless the file is open read-only.
         const SHARED = 0x8;
+        /// `VM_MAYREAD`: mprotect may add VM_READ.
         const MAYREAD = 0x10;
+        /// `VM_MAYWRITE`: mprotect may add VM_WRITE.
         const MAYWRITE = 0x20;
+        /// `VM_MAYEXEC`: mprotect may add VM_EXEC.
         const MAYEXEC = 0x40;
+        /// `VM_MAYSHARE`: a MAP_SHARED mapping, writable or not.
         const MAYSHARE = 0x80;
+        /// `VM_GROWSDOWN`: a stack that grows down (MAP_GROWSDOWN).
         const GROWSDOWN = 0x100;
+        /// `VM_UFFD_MISSING`: registered with userfaultfd for missing faults.
         const UFFD_MISSING = 0x200;
+        /// `VM_PFNMAP`: raw PFNs without struct pages (never made by the model).
         const PFNMAP = 0x400;
+        /// `VM_UFFD_WP`: registered with userfaultfd for write-protect faults.
         const UFFD_WP = 0x1000;
+        /// `VM_LOCKED`: mlocked (MAP_LOCKED).
         const LOCKED = 0x2000;
+        /// `VM_IO`: device memory (never made by the model).
         const IO = 0x4000;
+        /// `VM_SEQ_READ`: MADV_SEQUENTIAL.
         const SEQ_READ = 0x8000;
+        /// `VM_RAND_READ`: MADV_RANDOM.
         const RAND_READ = 0x10000;
+        /// `VM_DONTCOPY`: not copied to a fork child (MADV_DONTFORK).
         const DONTCOPY = 0x20000;
+        /// `VM_DONTEXPAND`: mremap may not grow it (the kernel's special mappings, `[vdso]` ...).
         const DONTEXPAND = 0x40000;
+        /// `VM_LOCKONFAULT`: mlocked as pages are faulted in (`MLOCK_ONFAULT`).
         const LOCKONFAULT = 0x80000;
+        /// `VM_ACCOUNT`: charged to the overcommit accounting (`accountable_mapping`).
         const ACCOUNT = 0x100000;
+        /// `VM_NORESERVE`: not charged (MAP_NORESERVE).
         const NORESERVE = 0x200000;
+        /// `VM_HUGETLB`: a hugetlbfs mapping (never made by the model).
         const HUGETLB = 0x400000;
+        /// `VM_SYNC`: synchronous page faults (MAP_SYNC).
         const SYNC = 0x800000;
+        /// `VM_ARCH_1`: on x86, `VM_PAT` (never made by the model).
         const ARCH_1 = 0x1000000;
+        /// `VM_WIPEONFORK`: a fork child sees it zero-filled (MADV_WIPEONFORK).
         const WIPEONFORK = 0x2000000;
+        /// `VM_DONTDUMP`: left out of core dumps (MADV_DONTDUMP).
         const DONTDUMP = 0x4000000;
+        /// `VM_SOFTDIRTY`: set on new VMAs with CONFIG_MEM_SOFT_DIRTY; merging ignores it.
         const SOFTDIRTY = 0x8000000;
+        /// `VM_MIXEDMAP`: a mix of struct pages and raw PFNs (never made by the model).
         const MIXEDMAP = 0x10000000;
+        /// `VM_HUGEPAGE`: MADV_HUGEPAGE.
         const HUGEPAGE = 0x20000000;
+        /// `VM_NOHUGEPAGE`: MADV_NOHUGEPAGE (also set by MAP_STACK).
         const NOHUGEPAGE = 0x40000000;
+        /// `VM_MERGEABLE`: offered to KSM (MADV_MERGEABLE).
         const MERGEABLE = 0x80000000;
         /// `VM_PKEY_BIT0..3` (x86 protection keys, `VM_HIGH_ARCH_0..3`).
         const PKEY_BIT0 = 1 << 32;
+        /// `VM_PKEY_BIT1`.
         const PKEY_BIT1 = 1 << 33;
+        /// `VM_PKEY_BIT2`.
         const PKEY_BIT2 = 1 << 34;
+        /// `VM_PKEY_BIT3`.
         const PKEY_BIT3 = 1 << 35;
         /// `VM_UFFD_MINOR` (bit 41 on 64-bit).
         const UFFD_MINOR = 0x200_0000_0000;
@@ -95,17 +129,24 @@ pub type AnonName = Option<Rc<str>>;
 /// `struct vm_area_struct`: the fields the model needs.
 #[derive(Clone, Debug)]
 pub struct Vma {
+    /// `vm_mm`: the address space it belongs to.
     pub mm: MmId,
+    /// `vm_start`.
     pub start: VirtAddr,
+    /// `vm_end` (exclusive).
     pub end: VirtAddr,
     /// `vm_pgoff`.
     pub pgoff: PgOff,
+    /// `vm_flags`.
     pub flags: VmFlags,
     /// `vm_file`: the open file (compared by identity, like the kernel's pointer).
     pub file: Option<FileId>,
+    /// `anon_vma`: None until the first anonymous fault (`anon_vma_prepare`) or a fork/merge
+    /// gives it one.
     pub anon_vma: Option<AnonVmaId>,
     /// `anon_vma_chain`, newest first (list_add at the head, as `anon_vma_chain_link`).
     pub chain: Vec<AvcId>,
+    /// `anon_name`: the PR_SET_VMA_ANON_NAME name, shown as `[anon:NAME]`.
     pub anon_name: AnonName,
     /// The name of a kernel-made special mapping (`[vdso]`, `[vvar]`, `[stack]` …).
     pub special: Option<Rc<str>>,
@@ -114,15 +155,19 @@ pub struct Vma {
 }
 
 impl Vma {
+    /// Size in pages (`vma_pages`).
     pub fn pages(&self) -> u64 {
         self.start.pages_to(self.end)
     }
+    /// Size in bytes.
     pub fn len(&self) -> u64 {
         self.end.0 - self.start.0
     }
+    /// Whether it covers no address; the checker rejects such a VMA once linked.
     pub fn is_empty(&self) -> bool {
         self.end == self.start
     }
+    /// Whether `a` lies in `[start, end)`.
     pub fn contains(&self, a: VirtAddr) -> bool {
         self.start <= a && a < self.end
     }

@@ -111,10 +111,15 @@ pub struct RandomParams {
 /// A workload kind with its parameters.
 #[derive(Clone, Debug)]
 pub enum Workload {
+    /// Pieces of faulted memory moved next to each other.
     Stitch(StitchParams),
+    /// A glibc-like allocator growing blocks with mremap.
     Realloc(ReallocParams),
+    /// A parent forking workers that move memory and write, then exit.
     Forkserver(ForkserverParams),
+    /// An arena allocator compacting live blocks toward the arena start.
     Compact(CompactParams),
+    /// The fuzzer's random script generator.
     Random(RandomParams),
 }
 
@@ -128,6 +133,7 @@ fn bad(what: impl Into<String>) -> WorkloadError {
 }
 
 impl Workload {
+    /// The kind's name, as the `anonmm gen` subcommand spells it.
     pub fn name(&self) -> &'static str {
         match self {
             Workload::Stitch(_) => "stitch",

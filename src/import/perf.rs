@@ -34,9 +34,11 @@ use crate::types::Pid;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{path}:{line}: {reason}")]
 pub struct ImportError {
+    /// The trace's path.
     pub path: String,
     /// 1-based; 0 when the problem is the file as a whole.
     pub line: usize,
+    /// What is wrong.
     pub reason: String,
 }
 

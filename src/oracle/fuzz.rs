@@ -14,11 +14,16 @@ use super::{OracleError, available, run_native_prefix};
 /// What one script showed.
 #[derive(Debug)]
 pub enum Verdict {
+    /// Model and kernel agreed on every step.
     Same,
     /// The first step that differs, and how.
     Diverges {
+        /// The step's 1-based script line; 0 when the model failed (error or panic) or the
+        /// step counts differ.
         line: usize,
+        /// The call as written (empty with line 0).
         call: String,
+        /// What differs, as indented text (the step's differences, or the model's failure).
         diff: String,
     },
     /// The kernel could not run it comparably (e.g. it placed a mapping outside the window).

@@ -91,8 +91,10 @@ pub use fuzz::{Verdict, cmd_fuzz, compare, compare_with};
 
 /// The part of the address space scripts may use.
 pub const WINDOW_START: u64 = 0x1000_0000_0000;
+/// End of that part (exclusive).
 pub const WINDOW_END: u64 = 0x5000_0000_0000;
 
+/// Why the oracle could not run a script (or the rest of it).
 #[derive(Debug, thiserror::Error)]
 pub enum OracleError {
     /// The oracle cannot run on this machine.
@@ -100,13 +102,28 @@ pub enum OracleError {
     Unavailable(String),
     /// The script asks for something the oracle cannot run or compare.
     #[error("line {line}: refused by the kernel oracle: {reason}")]
-    Refused { line: usize, reason: String },
+    Refused {
+        /// The step's 1-based script line.
+        line: usize,
+        /// Why it was refused.
+        reason: String,
+    },
     /// The script is inconsistent (e.g. a call by a process that does not exist).
     #[error("line {line}: {reason}")]
-    BadInput { line: usize, reason: String },
+    BadInput {
+        /// The step's 1-based script line.
+        line: usize,
+        /// What is inconsistent.
+        reason: String,
+    },
     /// A worker died or stopped answering.
     #[error("line {line}: worker process failed: {reason}")]
-    WorkerDied { line: usize, reason: String },
+    WorkerDied {
+        /// The step's 1-based script line.
+        line: usize,
+        /// How the worker failed.
+        reason: String,
+    },
     /// A system call of the controller failed.
     #[error("kernel oracle: {0}")]
     System(String),

@@ -8,6 +8,7 @@ use crate::types::Pid;
 pub struct Script {
     /// The file it came from (for error messages).
     pub path: String,
+    /// The call lines, in file order (the order they are run in).
     pub steps: Vec<Step>,
     /// Calls the parser did not understand and skipped (only with `ParseOptions::skip_unknown`,
     /// for replaying real strace output): (line, call name).
@@ -19,7 +20,9 @@ pub struct Script {
 pub struct Step {
     /// 1-based line number in the file.
     pub line: usize,
+    /// The process that makes the call: strace -f's leading pid column.
     pub pid: Pid,
+    /// What is called, with its arguments.
     pub call: Call,
     /// The call as written (without pid and result), e.g. `mmap(0x200000000000, 16384, ...)`.
     pub text: String,
@@ -43,127 +46,199 @@ pub enum Expect {
 /// A call. Flag arguments hold the raw Linux values (see `abi`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Call {
+    /// mmap(2): `mmap(addr, len, prot, flags, fd, off)`.
     Mmap {
+        /// The hint, or the exact address with MAP_FIXED.
         addr: u64,
+        /// Length in bytes (rounded up to pages by the kernel).
         len: u64,
+        /// `PROT_*` bits.
         prot: u64,
+        /// `MAP_*` bits, mapping type included.
         flags: u64,
+        /// The file, or -1 (ignored with MAP_ANONYMOUS).
         fd: i64,
+        /// Byte offset into the file; must be page aligned.
         off: u64,
     },
+    /// munmap(2).
     Munmap {
+        /// Start (page aligned).
         addr: u64,
+        /// Length in bytes.
         len: u64,
     },
+    /// mprotect(2); `pkey_mprotect` parses to this too (the model ignores the key).
     Mprotect {
+        /// Start (page aligned).
         addr: u64,
+        /// Length in bytes.
         len: u64,
+        /// `PROT_*` bits, possibly with PROT_GROWSDOWN / PROT_GROWSUP.
         prot: u64,
     },
+    /// madvise(2).
     Madvise {
+        /// Start (page aligned).
         addr: u64,
+        /// Length in bytes.
         len: u64,
+        /// A `MADV_*` value.
         advice: u64,
     },
-    /// `new_addr` is the fifth argument when present (strace prints it only with FIXED/DONTUNMAP).
+    /// mremap(2). `new_addr` is the fifth argument when present (strace prints it only with
+    /// FIXED/DONTUNMAP).
     Mremap {
+        /// Start of the range to resize or move (page aligned).
         old_addr: u64,
+        /// Its length in bytes; 0 with a shared mapping asks for a duplicate.
         old_len: u64,
+        /// The new length in bytes.
         new_len: u64,
+        /// `MREMAP_*` bits.
         flags: u64,
+        /// The destination with MREMAP_FIXED; 0 when the line has no fifth argument.
         new_addr: u64,
     },
+    /// brk(2); the result is the new (or, on failure, the old) program break.
     Brk {
+        /// The requested break; 0 (`brk(NULL)`) only queries it.
         addr: u64,
     },
     /// `fork()`, `vfork()`, or `clone(...)` without CLONE_VM/CLONE_THREAD. `vfork` is recorded
     /// for replay; the model treats the address space as fork does.
     Fork {
+        /// Written as `vfork()` or a `clone` with CLONE_VM|CLONE_VFORK.
         vfork: bool,
     },
     /// `clone(...)` with CLONE_VM: a thread or a vfork-like child sharing the mm.
     CloneVm {
+        /// The `CLONE_*` bits and exit signal, as parsed.
         flags: u64,
     },
+    /// `exit_group(code)` (or `exit`): the process and its mm go away; the result is `?`.
     ExitGroup {
+        /// The exit status.
         code: i64,
     },
+    /// `execve(path, ...)`: the process gets a fresh, empty mm (the old one is released);
+    /// in an imported trace the kernel's own exec mappings follow as [`Call::MapRecord`]s.
     Execve {
+        /// The program; recorded for printing, the model does not read it.
         path: String,
     },
     /// `prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, len, name)`; `name` None for NULL.
     SetVmaAnonName {
+        /// Start (page aligned).
         addr: u64,
+        /// Length in bytes.
         len: u64,
+        /// The new name; None (NULL) clears it.
         name: Option<String>,
     },
+    /// `openat(dirfd, path, flags[, mode])`; `open(path, flags[, mode])` parses to this
+    /// with `dirfd` = `AT_FDCWD`. The result is the new fd.
     Openat {
+        /// The directory fd, usually `AT_FDCWD`; the model resolves every path alike.
         dirfd: i64,
+        /// The file name, the key of the model's flat file namespace.
         path: String,
+        /// `O_*` bits.
         flags: u64,
+        /// Creation mode (printed in octal); recorded, but the model has no permissions.
         mode: u64,
     },
+    /// close(2).
     Close {
+        /// The fd to close.
         fd: i64,
     },
+    /// dup(2): the result is the new fd, sharing the open file.
     Dup {
+        /// The fd to duplicate.
         fd: i64,
     },
+    /// dup2(2).
     Dup2 {
+        /// The fd to duplicate.
         oldfd: i64,
+        /// The fd number to give it (closed first if open).
         newfd: i64,
     },
+    /// ftruncate(2): resize the file; pages beyond the new EOF raise SIGBUS on touch.
     Ftruncate {
+        /// An fd open for writing.
         fd: i64,
+        /// The new size in bytes.
         len: u64,
     },
     /// Pseudo-call: fault every page of the range by reading or writing one byte.
     Touch {
+        /// First byte.
         addr: u64,
+        /// Length in bytes; every page it overlaps is touched.
         len: u64,
+        /// Write (`"w"`) rather than read (`"r"`).
         write: bool,
     },
     /// Pseudo-call: pin every page of the range for write, long term, as io_uring's
     /// `IORING_REGISTER_BUFFERS` does (`pin_user_pages(FOLL_WRITE | FOLL_LONGTERM)`).
     Pin {
+        /// Start of the range.
         addr: u64,
+        /// Length in bytes.
         len: u64,
     },
     /// Pseudo-call: release the pin this process took with exactly this range.
     Unpin {
+        /// Start, as given to the `pin`.
         addr: u64,
+        /// Length, as given to the `pin`.
         len: u64,
     },
     /// Model-only pseudo-call: start migrating every anonymous folio mapped in the range
     /// (`migrate_folio_unmap`: every mapping becomes a migration entry) and hold it in flight.
     Migrate {
+        /// Start of the range.
         addr: u64,
+        /// Length in bytes.
         len: u64,
     },
     /// Model-only pseudo-call: finish the migrations in flight with an entry in the range
     /// (`migrate_folio_move`, `remove_migration_ptes`).
     MigrateDone {
+        /// Start of the range.
         addr: u64,
+        /// Length in bytes.
         len: u64,
     },
     /// Pseudo-call: `ioctl(uffd, UFFDIO_REGISTER, {range, mode})` on the process's own
     /// userfaultfd (created on first use with `UFFD_FEATURE_MOVE | UFFD_FEATURE_SIGBUS`).
     UffdRegister {
+        /// `uffdio_register.range.start`.
         addr: u64,
+        /// `uffdio_register.range.len`.
         len: u64,
+        /// `UFFDIO_REGISTER_MODE_*` bits.
         mode: u64,
     },
     /// Pseudo-call: `ioctl(uffd, UFFDIO_UNREGISTER, {range})`.
     UffdUnregister {
+        /// `uffdio_range.start`.
         addr: u64,
+        /// `uffdio_range.len`.
         len: u64,
     },
     /// Pseudo-call: `ioctl(uffd, UFFDIO_MOVE, {dst, src, len, mode})`. The result is the
     /// `move` field when it is positive (bytes moved, all or part), else the error.
     UffdioMove {
+        /// `uffdio_move.dst`.
         dst: u64,
+        /// `uffdio_move.src`.
         src: u64,
+        /// `uffdio_move.len`.
         len: u64,
+        /// `UFFDIO_MOVE_MODE_*` bits.
         mode: u64,
     },
     /// A mapping the kernel made itself (at exec: the ELF image, ld.so, `[stack]`, `[vdso]`,
@@ -171,14 +246,23 @@ pub enum Call {
     /// MAP_FIXED semantics. `path` is the file (None for anonymous or a `[special]` name
     /// kept in `name`); records with the same (dev, ino) within one exec share one open file.
     MapRecord {
+        /// Start (page aligned).
         addr: u64,
+        /// Length in bytes.
         len: u64,
+        /// File offset in pages (`vm_pgoff`).
         pgoff: u64,
+        /// `PROT_*` bits.
         prot: u64,
+        /// MAP_SHARED (`"s"`) rather than MAP_PRIVATE (`"p"`).
         shared: bool,
+        /// Device number of the file (with `ino`, its identity within the exec).
         dev: u64,
+        /// Inode number of the file.
         ino: u64,
+        /// The mapped file, or None.
         path: Option<String>,
+        /// A special mapping's name (`[stack]`, `[vdso]`, ...) when there is no file.
         name: Option<String>,
     },
 }

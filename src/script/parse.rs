@@ -14,11 +14,15 @@ use crate::abi::{self, FlagTable};
 use crate::errno::{Errno, Signal};
 use crate::types::Pid;
 
+/// Why a script could not be parsed; displays as `PATH:LINE: REASON`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{path}:{line}: {reason}")]
 pub struct ParseError {
+    /// The script's path, as given to the parser.
     pub path: String,
+    /// 1-based line number; 0 when the file could not be read at all.
     pub line: usize,
+    /// What was wrong, for a human.
     pub reason: String,
 }
 
@@ -35,10 +39,13 @@ pub fn parse_str(path: &str, text: &str) -> Result<Script, ParseError> {
     parse_str_with(path, text, &ParseOptions::default())
 }
 
+/// Read and parse a script file; any unknown call is an error.
 pub fn parse_file(path: &Path) -> Result<Script, ParseError> {
     parse_file_with(path, &ParseOptions::default())
 }
 
+/// Read and parse a script file with options. Non-UTF-8 bytes (traces may hold them in
+/// strings) become replacement characters.
 pub fn parse_file_with(path: &Path, opts: &ParseOptions) -> Result<Script, ParseError> {
     let name = path.display().to_string();
     let text = std::fs::read(path).map_err(|e| ParseError {
@@ -61,6 +68,7 @@ struct Pending {
     slot: Option<usize>,
 }
 
+/// Parse script text with options; `path` is only used in errors and [`Script::path`].
 pub fn parse_str_with(path: &str, text: &str, opts: &ParseOptions) -> Result<Script, ParseError> {
     let mut p = Parser {
         path,
