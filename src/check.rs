@@ -37,6 +37,12 @@ impl System {
         self.check_anon_vmas()?;
         self.check_pages()?;
         self.check_swap()?;
+        let without_file = self.vmas.iter().filter(|(_, v)| v.file.is_none()).count();
+        ensure!(
+            without_file == self.vmas_without_file,
+            "{without_file} VMAs have no file but the count kept says {}",
+            self.vmas_without_file
+        );
         Ok(())
     }
 

@@ -219,6 +219,9 @@ pub struct System {
     pub uffds: BTreeMap<Pid, crate::uffd::UffdCtx>,
     /// The next userfaultfd context number.
     pub next_uffd: u32,
+    /// VMAs without a file (`vma_is_anonymous`) in the VMA arena, kept as VMAs are linked
+    /// and freed so that replay can count them after every step without a walk.
+    pub vmas_without_file: usize,
 }
 
 impl Default for System {
@@ -252,6 +255,7 @@ impl System {
             policy: crate::policy::Policy::Kernel,
             uffds: BTreeMap::new(),
             next_uffd: 1,
+            vmas_without_file: 0,
         }
     }
 
@@ -272,6 +276,7 @@ impl System {
     /// Link a new VMA into its mm (`vma_link`): map_count grows by one.
     pub fn vma_link(&mut self, v: Vma) -> VmaId {
         let (mm, start, end) = (v.mm, v.start, v.end);
+        self.vmas_without_file += usize::from(v.file.is_none());
         let id = self.vmas.alloc(v);
         self.mms[mm].vmas.insert(start.0, VmaEntry { end: end.0, id });
         id
@@ -314,6 +319,7 @@ impl System {
     pub fn vma_free(&mut self, vma: VmaId) {
         self.unlink_anon_vmas(vma);
         let v = self.vmas.free(vma);
+        self.vmas_without_file -= usize::from(v.file.is_none());
         if let Some(f) = v.file {
             self.fput(f);
         }

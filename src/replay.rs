@@ -126,8 +126,7 @@ pub enum Plan<'s> {
 /// (all, anonymous) VMAs of the live address spaces; anonymous means no file (`vma_is_anonymous`).
 pub fn count_vmas(sys: &System) -> (usize, usize) {
     let all = sys.mms.iter().map(|(_, m)| m.map_count()).sum();
-    let anon = sys.vmas.iter().filter(|(_, v)| v.file.is_none()).count();
-    (all, anon)
+    (all, sys.vmas_without_file)
 }
 
 fn rewrite(step: &Step, call: Call) -> Cow<'_, Step> {
@@ -159,7 +158,7 @@ impl ReplayState {
     }
 
     fn divergence(class: DivClass, step: &Step, expected: String, got: String) -> Divergence {
-        Divergence { class, line: step.line, pid: step.pid.0, call: step.text.clone(), expected, got }
+        Divergence { class, line: step.line, pid: step.pid.0, call: step.call_text().into_owned(), expected, got }
     }
 
     /// A step the model cannot run (`System::not_modelled`): a `model` divergence.

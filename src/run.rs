@@ -196,22 +196,24 @@ impl<'a> Runner<'a> {
         if let Some(r) = &mut self.replay {
             outcome = r.after(&mut self.sys, step, outcome);
         }
-        let (all, anon) = count_vmas(&self.sys);
-        self.result.vmas_peak = (self.result.vmas_peak.0.max(all), self.result.vmas_peak.1.max(anon));
-        self.result.vmas_now = (all, anon);
-        for (&pid, p) in &self.sys.procs {
-            let n = self.sys.mms[p.mm].map_count();
-            let e = self.result.vmas_per_pid.entry(pid).or_default();
-            *e = (n, e.1.max(n));
+        // A fault never adds or removes a VMA: the counts are redone after other calls only.
+        if !matches!(step.call, Call::Touch { .. }) || self.result.vmas_per_pid.is_empty() {
+            let (all, anon) = count_vmas(&self.sys);
+            self.result.vmas_peak = (self.result.vmas_peak.0.max(all), self.result.vmas_peak.1.max(anon));
+            self.result.vmas_now = (all, anon);
+            for (&pid, p) in &self.sys.procs {
+                let n = self.sys.mms[p.mm].map_count();
+                let e = self.result.vmas_per_pid.entry(pid).or_default();
+                *e = (n, e.1.max(n));
+            }
         }
-        let result = format_result_for(&step.call, &outcome);
         if let Some(exp) = step.expect
             && exp != outcome
         {
             self.result.mismatches.push(Mismatch {
                 line: step.line,
                 expected: format_result_for(&step.call, &exp),
-                got: result.clone(),
+                got: format_result_for(&step.call, &outcome),
             });
         }
         if let Some(log) = &mut self.sys.merge_log {
@@ -232,10 +234,15 @@ impl<'a> Runner<'a> {
             return Err(RunError::Invariant {
                 path: self.path.to_string(),
                 line: step.line,
-                call: step.text.clone(),
+                call: step.call_text().into_owned(),
                 reason,
             });
         }
+        // Without a view, a run that keeps only the last one needs nothing of this step.
+        if !view && self.opts.last_view_only {
+            return Ok(outcome);
+        }
+        let result = format_result_for(&step.call, &outcome);
         let procs = if view {
             let mut raw = self.sys.raw_view();
             if self.opts.smaps {
@@ -250,7 +257,7 @@ impl<'a> Runner<'a> {
         self.result.steps.push(StepView {
             line: step.line,
             pid: step.pid,
-            call: step.text.clone(),
+            call: step.call_text().into_owned(),
             result,
             procs,
         });

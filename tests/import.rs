@@ -32,10 +32,10 @@ fn assert_round_trips(s: &Script) {
     let back = parse_str("out.strace", &text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(back.steps.len(), s.steps.len());
     for (a, b) in s.steps.iter().zip(&back.steps) {
-        assert_eq!(a.call, b.call, "{}", a.text);
-        assert_eq!(a.expect, b.expect, "{}", a.text);
-        assert_eq!(a.pid, b.pid, "{}", a.text);
-        assert_eq!(a.text, b.text);
+        assert_eq!(a.call, b.call, "{}", a.call_text());
+        assert_eq!(a.expect, b.expect, "{}", a.call_text());
+        assert_eq!(a.pid, b.pid, "{}", a.call_text());
+        assert_eq!(a.call_text(), b.call_text());
     }
 }
 

@@ -193,7 +193,7 @@ pub(crate) fn run_native_prefix(
         let view = StepView {
             line: step.line,
             pid: step.pid,
-            call: step.text.clone(),
+            call: step.call_text().into_owned(),
             result: format_outcome(&step.call, &got),
             procs,
         };

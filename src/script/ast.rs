@@ -24,10 +24,23 @@ pub struct Step {
     pub pid: Pid,
     /// What is called, with its arguments.
     pub call: Call,
-    /// The call as written (without pid and result), e.g. `mmap(0x200000000000, 16384, ...)`.
+    /// The call as written (without pid and result), e.g. `mmap(0x200000000000, 16384, ...)`;
+    /// empty when the step was made rather than read (imported page faults, which are most
+    /// of a trace): [`Step::call_text`] formats it then.
     pub text: String,
     /// The recorded result, when the line has one.
     pub expect: Option<Expect>,
+}
+
+impl Step {
+    /// The call as written, or formatted from [`Step::call`] when the step has no text.
+    pub fn call_text(&self) -> std::borrow::Cow<'_, str> {
+        if self.text.is_empty() {
+            std::borrow::Cow::Owned(crate::script::format_call(&self.call))
+        } else {
+            std::borrow::Cow::Borrowed(&self.text)
+        }
+    }
 }
 
 /// A recorded result after `=`.
