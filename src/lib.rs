@@ -6,6 +6,7 @@
 
 pub mod abi;
 pub mod arena;
+pub mod bench;
 pub mod check;
 pub mod errno;
 pub mod fault;

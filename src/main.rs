@@ -146,6 +146,24 @@ enum Cmd {
         #[command(subcommand)]
         cmd: OracleCmd,
     },
+    /// Measure the model's throughput and scale (the figures of BENCHMARKS.md) and print them
+    /// with the machine's description and each figure's target.
+    ///
+    /// Exit status 0 when every figure with a target met it, 1 otherwise, 2 for bad options.
+    Bench {
+        /// Which figures: faults, vma, scale, replay, check, oracle (default: all).
+        #[arg(long, value_delimiter = ',', value_name = "LIST")]
+        only: Vec<String>,
+        /// Smaller sizes (a minute instead of several); the figures are less steady.
+        #[arg(long)]
+        quick: bool,
+        /// The trace to replay (default: the bundled 1-million-fault recording).
+        #[arg(long, value_name = "TRACE")]
+        trace: Option<PathBuf>,
+        /// Output format: text, markdown or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
 }
 
 /// The synthetic workloads of `anonmm gen`.
@@ -262,8 +280,81 @@ fn main() -> ExitCode {
         Cmd::Gen { kind } => cmd_gen(kind),
         Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy, &out),
         Cmd::Oracle { cmd } => oracle(cmd),
+        Cmd::Bench { only, quick, trace, format } => cmd_bench(&only, quick, trace, &format),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(2))
+}
+
+fn cmd_bench(only: &[String], quick: bool, trace: Option<PathBuf>, format: &str) -> i32 {
+    use anonmm::bench::*;
+    const ALL: [&str; 6] = ["faults", "vma", "scale", "replay", "check", "oracle"];
+    if let Some(bad) = only.iter().find(|o| !ALL.contains(&o.as_str())) {
+        eprintln!("unknown figure group `{bad}` (known: {})", ALL.join(", "));
+        return 2;
+    }
+    if !["text", "markdown", "json"].contains(&format) {
+        eprintln!("unknown format `{format}` (known: text, markdown, json)");
+        return 2;
+    }
+    let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
+    let trace = trace.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_TRACE));
+    let machine = machine_description();
+    if format == "text" {
+        println!("machine: {machine}\n");
+    }
+    let mut figs = Vec::new();
+    let emit = |new: Vec<Figure>, figs: &mut Vec<Figure>| {
+        if format == "text" {
+            print!("{}", render_text(&new));
+        }
+        figs.extend(new);
+    };
+    let reps = if quick { 2 } else { 5 };
+    if want("faults") {
+        let pages = if quick { 1 << 16 } else { 1 << 18 };
+        emit(bench_faults(pages, 64 * 1024, reps), &mut figs);
+        emit(
+            bench_faults(pages, 4096, reps)
+                .into_iter()
+                .map(|mut f| {
+                    f.name =
+                        f.name.replacen("faults:", "faults (one-page touches, as replay makes them):", 1);
+                    f
+                })
+                .collect(),
+            &mut figs,
+        );
+    }
+    if want("vma") {
+        emit(vec![bench_vma_calls(100_000, if quick { 20_000 } else { 100_000 }, reps)], &mut figs);
+    }
+    if want("replay") {
+        let policies: Vec<&str> = anonmm::report::POLICIES.to_vec();
+        match bench_replay(&trace, &policies, if quick { 1 } else { 3 }) {
+            Ok(f) => emit(f, &mut figs),
+            Err(e) => eprintln!("replay: {e}"),
+        }
+    }
+    if want("check") {
+        emit(vec![bench_check(if quick { 100 } else { 400 }, 60, reps)], &mut figs);
+    }
+    if want("oracle") {
+        match bench_oracle(if quick { 10 } else { 40 }, 60) {
+            Ok(f) => emit(vec![f], &mut figs),
+            Err(e) => eprintln!("oracle: not measured: {e}"),
+        }
+    }
+    // Last: it leaves the process's peak memory high.
+    if want("scale") {
+        let (procs, vmas) = if quick { (16, 4096) } else { (64, 16384) };
+        emit(bench_scale(procs, vmas, 16), &mut figs);
+    }
+    match format {
+        "markdown" => print!("Machine: {machine}\n\n{}", render_markdown(&figs)),
+        "json" => println!("{}", serde_json::json!({ "machine": machine, "figures": figs })),
+        _ => {}
+    }
+    i32::from(figs.iter().any(|f| f.verdict() == "MISSED"))
 }
 
 fn cmd_graph(

@@ -170,9 +170,18 @@ impl Mm {
         out.extend(self.vmas.range(start.0..end.0).map(|(_, e)| e.id));
         out
     }
-    /// `find_vma_intersection`.
+    /// `find_vma_intersection`: whether any VMA intersects `[start, end)` (two tree lookups,
+    /// however many VMAs the range holds).
     pub fn intersects(&self, start: VirtAddr, end: VirtAddr) -> bool {
-        !self.vmas_in(start, end).is_empty()
+        if start >= end {
+            return false;
+        }
+        if let Some((_, e)) = self.vmas.range(..=start.0).next_back()
+            && e.end > start.0
+        {
+            return true;
+        }
+        self.vmas.range(start.0..end.0).next().is_some()
     }
 }
 

@@ -154,3 +154,27 @@ impl System {
             .collect()
     }
 }
+
+impl System {
+    /// The resident set of a process in pages, as `/proc/pid/statm` counts it
+    /// (`get_mm_rss`): present PTEs and PMD leaves (512 pages each); the shared zero pages are
+    /// not counted (`do_anonymous_page` maps them without `inc_mm_counter`).
+    pub fn rss_pages(&self, pid: Pid) -> crate::errno::KResult<u64> {
+        let mm = self.mm_of(pid)?;
+        let mut n = 0;
+        for (_, pmd) in self.mms[mm].pt.pmds.iter() {
+            match pmd {
+                Pmd::Table(t) => {
+                    n += t
+                        .ptes
+                        .iter()
+                        .filter(|p| matches!(p, Pte::Present { folio, .. } if *folio != ZERO_FOLIO))
+                        .count() as u64;
+                }
+                Pmd::Huge { folio, .. } if *folio != HUGE_ZERO_FOLIO => n += 512,
+                _ => {}
+            }
+        }
+        Ok(n)
+    }
+}

@@ -158,7 +158,14 @@ impl ReplayState {
     }
 
     fn divergence(class: DivClass, step: &Step, expected: String, got: String) -> Divergence {
-        Divergence { class, line: step.line, pid: step.pid.0, call: step.call_text().into_owned(), expected, got }
+        Divergence {
+            class,
+            line: step.line,
+            pid: step.pid.0,
+            call: step.call_text().into_owned(),
+            expected,
+            got,
+        }
     }
 
     /// A step the model cannot run (`System::not_modelled`): a `model` divergence.

@@ -1,0 +1,518 @@
+//! `anonmm bench`: the end-to-end throughput and scale figures of BENCHMARKS.md, measured on
+//! the machine it runs on. The same workloads back the criterion benchmarks in `benches/`.
+//!
+//! Every workload drives the public API (`System::sys_*`, `touch`, the script runner, the
+//! trace importer), so a figure is what an embedding program or `anonmm replay` would see.
+//! Times are wall-clock; each short figure is the best of a few repetitions, because the
+//! machine is shared and a figure should show the model's speed rather than the neighbours'.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+use crate::abi::{
+    MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_READ, PROT_WRITE,
+};
+use crate::mm::{Config, System};
+use crate::run::RunOptions;
+use crate::types::{PAGE_SIZE, Pid};
+
+/// What a figure must reach.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub enum Target {
+    /// At least this value.
+    AtLeast(f64),
+    /// At most this value.
+    AtMost(f64),
+}
+
+impl Target {
+    /// Whether `v` meets the target.
+    pub fn met(self, v: f64) -> bool {
+        match self {
+            Target::AtLeast(t) => v >= t,
+            Target::AtMost(t) => v <= t,
+        }
+    }
+}
+
+/// One measured figure.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Figure {
+    /// What was measured.
+    pub name: String,
+    /// The measurement.
+    pub value: f64,
+    /// Its unit (`Mpages/s`, `calls/s`, `x`, `bytes`, ...).
+    pub unit: &'static str,
+    /// The target for it, if it has one.
+    pub target: Option<Target>,
+    /// How it was measured: sizes, counts, times.
+    pub detail: String,
+}
+
+impl Figure {
+    fn new(name: impl Into<String>, value: f64, unit: &'static str, target: Option<Target>) -> Figure {
+        Figure { name: name.into(), value, unit, target, detail: String::new() }
+    }
+    fn detail(mut self, d: impl Into<String>) -> Figure {
+        self.detail = d.into();
+        self
+    }
+    /// "met", "MISSED" or "" (no target).
+    pub fn verdict(&self) -> &'static str {
+        match self.target {
+            Some(t) if t.met(self.value) => "met",
+            Some(_) => "MISSED",
+            None => "",
+        }
+    }
+}
+
+/// The best (shortest) of `reps` runs of `f`, which sets up its own state and returns the
+/// time of the part being measured.
+pub fn best_of(reps: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    (0..reps.max(1)).map(|_| f()).min().unwrap_or_default()
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+/// The machine: CPU model, cores, memory and kernel, from /proc.
+pub fn machine_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, m)| m.trim()))
+        .unwrap_or("unknown CPU");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|r| r.trim().to_string())))
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().take(3).collect::<Vec<_>>().join(" ");
+    format!("{model}, {cores} cores, {mem_kb} RAM, Linux {}, load average {load}", kernel.trim())
+}
+
+/// This process's resident set and its peak (`VmRSS`, `VmHWM`), in bytes.
+pub fn rss_bytes() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+const RW: u64 = PROT_READ | PROT_WRITE;
+const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+
+fn tag(a: u64) -> u64 {
+    a | 1
+}
+
+/// A system with one process (pid 1) and `max_map_count` raised to `map_count`.
+pub fn one_process(map_count: usize) -> System {
+    let mut sys = System::new(Config { max_map_count: map_count, ..Config::default() });
+    sys.spawn(Pid(1)).expect("a fresh system has no pid 1");
+    sys
+}
+
+/// Touch `[addr, addr + len)` in `chunk`-byte calls.
+pub fn touch_range(sys: &mut System, pid: Pid, addr: u64, len: u64, chunk: u64, write: bool) {
+    let mut a = addr;
+    while a < addr + len {
+        let l = chunk.min(addr + len - a);
+        let r = sys.touch(pid, a, l, write, &tag);
+        debug_assert!(matches!(r, Ok(Ok(()))), "touch {a:#x}: {r:?}");
+        a += l;
+    }
+}
+
+/// The fault figures: pages a second for each kind of fault, `pages` at a time, with
+/// `touch` calls of `chunk` bytes.
+pub fn bench_faults(pages: u64, chunk: u64, reps: usize) -> Vec<Figure> {
+    let len = pages * PAGE_SIZE;
+    let p = Pid(1);
+    let target = Some(Target::AtLeast(20.0));
+    let mut kinds: Vec<(&str, Duration)> = Vec::new();
+    let map = |sys: &mut System| sys.sys_mmap(p, 0, len, RW, ANON, -1, 0).expect("mmap");
+    // New anonymous pages, in steady state: the region was mapped, written and unmapped
+    // once before, as a long-running program reuses memory.
+    kinds.push((
+        "new anonymous page (write)",
+        best_of(reps, || {
+            let mut sys = one_process(65530);
+            let a = map(&mut sys);
+            touch_range(&mut sys, p, a, len, chunk, true);
+            sys.sys_munmap(p, a, len).expect("munmap");
+            let a = map(&mut sys);
+            let t = Instant::now();
+            touch_range(&mut sys, p, a, len, chunk, true);
+            t.elapsed()
+        }),
+    ));
+    kinds.push((
+        "zero page (read of a new page)",
+        best_of(reps, || {
+            let mut sys = one_process(65530);
+            let a = map(&mut sys);
+            let t = Instant::now();
+            touch_range(&mut sys, p, a, len, chunk, false);
+            t.elapsed()
+        }),
+    ));
+    let mut sys = one_process(65530);
+    let a = map(&mut sys);
+    touch_range(&mut sys, p, a, len, chunk, true);
+    kinds.push((
+        "resident page (write)",
+        best_of(reps, || {
+            let t = Instant::now();
+            touch_range(&mut sys, p, a, len, chunk, true);
+            t.elapsed()
+        }),
+    ));
+    kinds.push((
+        "resident page (read)",
+        best_of(reps, || {
+            let t = Instant::now();
+            touch_range(&mut sys, p, a, len, chunk, false);
+            t.elapsed()
+        }),
+    ));
+    // Copy-on-write after fork: the child's writes copy, then the parent's reuse.
+    let (mut copy, mut reuse) = (Duration::MAX, Duration::MAX);
+    for i in 0..reps.max(1) {
+        let child = Pid(2 + i as u32);
+        sys.sys_fork(p, child).expect("fork");
+        let t = Instant::now();
+        touch_range(&mut sys, child, a, len, chunk, true);
+        copy = copy.min(t.elapsed());
+        let t = Instant::now();
+        touch_range(&mut sys, p, a, len, chunk, true);
+        reuse = reuse.min(t.elapsed());
+        sys.sys_exit(child).expect("exit");
+    }
+    kinds.push(("copy-on-write copy (child writes after fork)", copy));
+    kinds.push(("copy-on-write reuse (parent writes after the child's copy)", reuse));
+    let mut out: Vec<Figure> = kinds
+        .iter()
+        .map(|(name, d)| {
+            Figure::new(format!("faults: {name}"), rate(pages, *d) / 1e6, "Mpages/s", target)
+                .detail(format!("{pages} pages, touch of {} KiB per call", chunk / 1024))
+        })
+        .collect();
+    let total: Duration = kinds.iter().map(|k| k.1).sum();
+    out.push(
+        Figure::new(
+            "faults: all kinds above, together",
+            rate(pages * kinds.len() as u64, total) / 1e6,
+            "Mpages/s",
+            target,
+        )
+        .detail(format!("{} pages in {:.3} s", pages * kinds.len() as u64, total.as_secs_f64())),
+    );
+    out
+}
+
+/// An address space of `live` separate anonymous VMAs of four pages (one page apart, each
+/// with a written page), for the VMA-call figures. VMA `i` starts at [`vma_addr`]`(i)`.
+pub fn many_vmas(live: usize) -> System {
+    let mut sys = one_process(live * 2 + 1024);
+    let p = Pid(1);
+    for i in 0..live {
+        let a = vma_addr(i);
+        sys.sys_mmap(p, a, 4 * PAGE_SIZE, RW, ANON | MAP_FIXED, -1, 0).expect("mmap");
+        sys.touch(p, a, 1, true, &tag).expect("pid").expect("touch");
+    }
+    sys
+}
+
+/// Where [`many_vmas`] puts VMA `i`: five pages apart from 16 GiB up.
+pub fn vma_addr(i: usize) -> u64 {
+    (1 << 34) + i as u64 * 5 * PAGE_SIZE
+}
+
+/// One round of eight VMA calls on VMA `i` of [`many_vmas`], each splitting or merging,
+/// leaving the layout as it was: mprotect of a middle page and back (split in three, merge
+/// back), munmap of a page and mmap over it (split, three-way merge), mremap shrink and grow
+/// in place, and mremap moving the VMA (and its page tables) away and back.
+pub fn vma_round(sys: &mut System, i: usize, spare: u64) {
+    let p = Pid(1);
+    let a = vma_addr(i);
+    let pg = PAGE_SIZE;
+    let ok = |r: crate::errno::KResult<u64>| debug_assert!(r.is_ok(), "{r:?}");
+    ok(sys.sys_mprotect(p, a + pg, pg, PROT_READ));
+    ok(sys.sys_mprotect(p, a + pg, pg, RW));
+    ok(sys.sys_munmap(p, a + 2 * pg, pg));
+    ok(sys.sys_mmap(p, a + 2 * pg, pg, RW, ANON | MAP_FIXED, -1, 0));
+    ok(sys.sys_mremap(p, a, 4 * pg, 3 * pg, 0, 0));
+    ok(sys.sys_mremap(p, a, 3 * pg, 4 * pg, 0, 0));
+    ok(sys.sys_mremap(p, a, 4 * pg, 4 * pg, MREMAP_MAYMOVE | MREMAP_FIXED, spare));
+    ok(sys.sys_mremap(p, spare, 4 * pg, 4 * pg, MREMAP_MAYMOVE | MREMAP_FIXED, a));
+}
+
+/// VMA calls a second with `live` VMAs in the process: `rounds` rounds of [`vma_round`] on
+/// VMAs picked at random.
+pub fn bench_vma_calls(live: usize, rounds: usize, reps: usize) -> Figure {
+    let mut sys = many_vmas(live);
+    let spare = 1 << 40;
+    let mut rng = SmallRng::seed_from_u64(1);
+    let d = best_of(reps, || {
+        let t = Instant::now();
+        for _ in 0..rounds {
+            vma_round(&mut sys, rng.random_range(0..live), spare);
+        }
+        t.elapsed()
+    });
+    let map_count = sys.mms[sys.mm_of(Pid(1)).expect("pid 1")].map_count();
+    let calls = rounds as u64 * 8;
+    Figure::new(format!("VMA calls with {live} live VMAs"), rate(calls, d), "calls/s", Some(Target::AtLeast(2e6)))
+        .detail(format!(
+            "{calls} calls (mprotect split/merge, munmap + mmap merge, mremap shrink/grow/move) in {:.3} s; {map_count} VMAs at the end; {} splits and {} merges per round",
+            d.as_secs_f64(),
+            3,
+            3,
+        ))
+}
+
+/// The scale run: `procs` processes made by fork, `vmas` VMAs of `pages_per_vma` written
+/// pages each in every one of them; each child then writes one page in 16 (copy-on-write).
+/// Reports the peak memory and what a VMA and a page cost.
+pub fn bench_scale(procs: usize, vmas: usize, pages_per_vma: u64) -> Vec<Figure> {
+    let p = Pid(1);
+    let (rss0, _) = rss_bytes();
+    let t0 = Instant::now();
+    let mut sys = one_process(vmas + 1024);
+    let stride = (pages_per_vma + 1) * PAGE_SIZE;
+    let base = 1u64 << 36;
+    for i in 0..vmas as u64 {
+        sys.sys_mmap(p, base + i * stride, pages_per_vma * PAGE_SIZE, RW, ANON | MAP_FIXED, -1, 0)
+            .expect("mmap");
+    }
+    let (rss1, _) = rss_bytes();
+    for i in 0..vmas as u64 {
+        sys.touch(p, base + i * stride, pages_per_vma * PAGE_SIZE, true, &tag).expect("pid").expect("touch");
+    }
+    let (rss2, _) = rss_bytes();
+    for c in 1..procs {
+        sys.sys_fork(p, Pid(1 + c as u32)).expect("fork");
+    }
+    let (rss3, _) = rss_bytes();
+    let mut copies = 0u64;
+    for c in 1..procs {
+        let child = Pid(1 + c as u32);
+        for i in 0..vmas as u64 {
+            for pg in (0..pages_per_vma).step_by(16) {
+                sys.touch(child, base + i * stride + pg * PAGE_SIZE, 1, true, &tag)
+                    .expect("pid")
+                    .expect("touch");
+                copies += 1;
+            }
+        }
+    }
+    let elapsed = t0.elapsed();
+    let (rss4, hwm) = rss_bytes();
+    let total_vmas: usize = sys.mms.iter().map(|(_, m)| m.map_count()).sum();
+    let resident: u64 = sys.procs.keys().map(|&pid| sys.rss_pages(pid).unwrap_or(0)).sum();
+    let folios = sys.folios.len();
+    let per = |d: u64, n: u64| d.saturating_sub(0) as f64 / n.max(1) as f64;
+    let forked_vmas = (vmas * (procs - 1)) as u64;
+    let forked_pages = (procs as u64 - 1) * vmas as u64 * pages_per_vma;
+    vec![
+        Figure::new("scale: peak memory", hwm as f64 / (1u64 << 30) as f64, "GiB", Some(Target::AtMost(2.0))).detail(
+            format!(
+                "{procs} processes, {total_vmas} VMAs, {resident} resident pages ({folios} folios) built in {:.1} s; RSS {} MiB at the end",
+                elapsed.as_secs_f64(),
+                rss4 >> 20
+            ),
+        ),
+        Figure::new("scale: VMAs", total_vmas as f64, "VMAs", Some(Target::AtLeast(1e6))),
+        Figure::new("scale: resident pages (the sum of every process's RSS)", resident as f64, "pages", Some(Target::AtLeast(16e6))),
+        Figure::new("scale: bytes per new VMA (mmap, not yet faulted)", per(rss1 - rss0.min(rss1), vmas as u64), "bytes", None),
+        Figure::new("scale: bytes per written page (folio and PTE; with its VMA's anon_vma)", per(rss2 - rss1.min(rss2), vmas as u64 * pages_per_vma), "bytes", None),
+        Figure::new("scale: bytes per forked VMA with its PTEs (shared pages)", per(rss3 - rss2.min(rss3), forked_vmas), "bytes", None)
+            .detail(format!("{:.1} bytes per shared PTE if VMAs cost as above", per((rss3 - rss2.min(rss3)).saturating_sub(forked_vmas * per(rss1 - rss0.min(rss1), vmas as u64) as u64), forked_pages))),
+        Figure::new("scale: bytes per copy-on-write copy", per(rss4 - rss3.min(rss4), copies), "bytes", None)
+            .detail(format!("{copies} copies")),
+    ]
+}
+
+/// Decompress a trace and split it into lines: the floor a replay cannot beat. Returns the
+/// time and the line count.
+pub fn trace_floor(path: &Path) -> std::io::Result<(Duration, usize)> {
+    let t = Instant::now();
+    let raw = std::fs::read(path)?;
+    let bytes = if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) { zstd::decode_all(&raw[..])? } else { raw };
+    let lines = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+    Ok((t.elapsed(), lines))
+}
+
+/// Replay a trace under each policy and compare with the floor: (import + replay) time over
+/// the time to decompress and split it.
+pub fn bench_replay(path: &Path, policies: &[&str], reps: usize) -> Result<Vec<Figure>, String> {
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+    let mut floor = Duration::MAX;
+    let mut lines = 0;
+    for _ in 0..reps.max(1) {
+        let (d, n) = trace_floor(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        floor = floor.min(d);
+        lines = n;
+    }
+    let mut out = vec![
+        Figure::new(
+            format!("replay {name}: floor (decompress and split into lines)"),
+            floor.as_secs_f64(),
+            "s",
+            None,
+        )
+        .detail(format!("{lines} lines")),
+    ];
+    for &policy in policies {
+        let opts = RunOptions { policy: policy.to_string(), ..RunOptions::default() };
+        let mut faults = 0;
+        let d = best_of(reps, || {
+            let t = Instant::now();
+            let (script, _) = crate::import::read_trace(path).expect("the floor read it");
+            let res = crate::replay::replay_script(&script, &opts, 0, &mut |_| {}).expect("replay");
+            faults = res.stats.faults;
+            t.elapsed()
+        });
+        out.push(
+            Figure::new(
+                format!("replay {name} under {policy}: time over the floor"),
+                d.as_secs_f64() / floor.as_secs_f64(),
+                "x",
+                Some(Target::AtMost(2.0)),
+            )
+            .detail(format!("{:.3} s (import and replay), {faults} faults", d.as_secs_f64())),
+        );
+    }
+    Ok(out)
+}
+
+/// Run the fuzzer's scripts (`seeds` of them, `steps` steps) with and without the invariant
+/// checker after every step: the checker's cost as a ratio.
+pub fn bench_check(seeds: u64, steps: usize, reps: usize) -> Figure {
+    let cfg = crate::r#gen::GenConfig { steps, ..Default::default() };
+    let scripts: Vec<_> = (0..seeds).map(|s| crate::r#gen::generate(s, &cfg)).collect();
+    let time = |check: bool| {
+        let opts = RunOptions { check, last_view_only: true, ..RunOptions::default() };
+        best_of(reps, || {
+            let t = Instant::now();
+            for s in &scripts {
+                let _ = crate::run::run_script(s, &opts);
+            }
+            t.elapsed()
+        })
+    };
+    let (plain, checked) = (time(false), time(true));
+    Figure::new(
+        "invariant checker: --check over an unchecked run (fuzz scripts)",
+        checked.as_secs_f64() / plain.as_secs_f64(),
+        "x",
+        Some(Target::AtMost(3.0)),
+    )
+    .detail(format!(
+        "{seeds} generated scripts of {steps} steps: {:.3} s unchecked, {:.3} s checked",
+        plain.as_secs_f64(),
+        checked.as_secs_f64()
+    ))
+}
+
+/// The same scripts on the model and on the running kernel (the oracle's native executor),
+/// each capturing every step's view: the model's speed-up. `Err` when the oracle cannot run.
+#[cfg(target_os = "linux")]
+pub fn bench_oracle(seeds: u64, steps: usize) -> Result<Figure, String> {
+    crate::oracle::available()?;
+    let cfg = crate::r#gen::GenConfig { steps, ..Default::default() };
+    let scripts: Vec<_> = (0..seeds).map(|s| crate::r#gen::generate(s, &cfg)).collect();
+    let opts = RunOptions::default();
+    let t = Instant::now();
+    for s in &scripts {
+        let _ = crate::run::run_script(s, &opts);
+    }
+    let model = t.elapsed();
+    let t = Instant::now();
+    for s in &scripts {
+        let _ = crate::oracle::run_native(s);
+    }
+    let kernel = t.elapsed();
+    Ok(Figure::new(
+        "the model over the kernel oracle (same scripts, a view after every step)",
+        kernel.as_secs_f64() / model.as_secs_f64(),
+        "x faster",
+        Some(Target::AtLeast(20.0)),
+    )
+    .detail(format!(
+        "{seeds} generated scripts of {steps} steps: model {:.3} s, kernel {:.3} s",
+        model.as_secs_f64(),
+        kernel.as_secs_f64()
+    )))
+}
+
+/// Render figures as a Markdown table.
+pub fn render_markdown(figs: &[Figure]) -> String {
+    let mut s =
+        String::from("| figure | value | unit | target | verdict | how |\n|---|---:|---|---|---|---|\n");
+    for f in figs {
+        let target = match f.target {
+            Some(Target::AtLeast(t)) => format!("≥ {}", fmt_num(t)),
+            Some(Target::AtMost(t)) => format!("≤ {}", fmt_num(t)),
+            None => String::new(),
+        };
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            f.name,
+            fmt_num(f.value),
+            f.unit,
+            target,
+            f.verdict(),
+            f.detail
+        );
+    }
+    s
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 1e6 && v.fract() == 0.0 || v >= 1e7 {
+        format!("{:.2e}", v)
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Render figures as aligned text.
+pub fn render_text(figs: &[Figure]) -> String {
+    let w = figs.iter().map(|f| f.name.chars().count()).max().unwrap_or(0);
+    let mut s = String::new();
+    for f in figs {
+        let target = match f.target {
+            Some(Target::AtLeast(t)) => format!("(target ≥ {}: {})", fmt_num(t), f.verdict()),
+            Some(Target::AtMost(t)) => format!("(target ≤ {}: {})", fmt_num(t), f.verdict()),
+            None => String::new(),
+        };
+        s += &format!("{:<w$}  {:>10} {:<9} {target}\n", f.name, fmt_num(f.value), f.unit);
+        if !f.detail.is_empty() {
+            s += &format!("{:<w$}    {}\n", "", f.detail);
+        }
+    }
+    s
+}
+
+/// The bundled trace of `anonmm bench`'s replay figures, relative to the repository: a
+/// Python program building a 21-million-entry dict, recorded with `anonmm record`.
+pub const BUNDLED_TRACE: &str = "benches/data/python-dict-1m.perf.txt.zst";
