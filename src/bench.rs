@@ -406,7 +406,7 @@ pub fn bench_check(seeds: u64, steps: usize, reps: usize) -> Figure {
     let cfg = crate::r#gen::GenConfig { steps, ..Default::default() };
     let scripts: Vec<_> = (0..seeds).map(|s| crate::r#gen::generate(s, &cfg)).collect();
     let time = |check: bool| {
-        let opts = RunOptions { check, last_view_only: true, ..RunOptions::default() };
+        let opts = RunOptions { check, check_sampled: true, last_view_only: true, ..RunOptions::default() };
         best_of(reps, || {
             let t = Instant::now();
             for s in &scripts {

@@ -13,7 +13,8 @@
 //!   is unmapped, shared, and owned by one migration in flight.
 //! - File pages sit in their inode's page cache at their index.
 
-use std::collections::HashMap;
+// Fx hashing: the checker runs after every step, and SipHash was a third of its time.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
 use crate::mm::System;
@@ -51,7 +52,7 @@ impl System {
     /// folio (else it leaked); a swap-cache folio is cached under its own slot, and an
     /// unmapped one only while a swap PTE still needs it; pins are the pinned buffers' pages.
     fn check_swap(&self) -> Result<(), String> {
-        let mut refs: HashMap<u32, u32> = HashMap::new();
+        let mut refs: HashMap<u32, u32> = HashMap::default();
         for (_, mm) in self.mms.iter() {
             for (key, pmd) in mm.pt.pmds.iter() {
                 let Pmd::Table(t) = pmd else { continue };
@@ -84,7 +85,7 @@ impl System {
                 }
             }
         }
-        let mut pinned: HashMap<FolioId, u32> = HashMap::new();
+        let mut pinned: HashMap<FolioId, u32> = HashMap::default();
         for pins in self.pins.values() {
             for p in pins {
                 for &f in &p.folios {
@@ -158,19 +159,19 @@ impl System {
     }
 
     fn check_anon_vmas(&self) -> Result<(), String> {
-        let mut active: HashMap<AnonVmaId, u32> = HashMap::new();
+        let mut active: HashMap<AnonVmaId, u32> = HashMap::default();
         for (_, v) in self.vmas.iter() {
             if let Some(av) = v.anon_vma {
                 *active.entry(av).or_default() += 1;
             }
         }
         // folio_get_anon_vma references held by migrations in flight.
-        let mut migrating: HashMap<AnonVmaId, u32> = HashMap::new();
+        let mut migrating: HashMap<AnonVmaId, u32> = HashMap::default();
         for m in self.migrations.values().flatten() {
             *migrating.entry(m.anon_vma).or_default() += 1;
         }
-        let mut children: HashMap<AnonVmaId, u32> = HashMap::new();
-        let mut descendants: HashMap<AnonVmaId, u32> = HashMap::new();
+        let mut children: HashMap<AnonVmaId, u32> = HashMap::default();
+        let mut descendants: HashMap<AnonVmaId, u32> = HashMap::default();
         for (id, a) in self.anon_vmas.iter() {
             ensure!(self.anon_vmas.contains(a.root), "anon_vma {id:?}: freed root");
             // Only a linked anon_vma needs its parent (for num_children); one kept alive by a
@@ -225,12 +226,19 @@ impl System {
 
     fn check_pages(&self) -> Result<(), String> {
         // (folio, page) -> PTE mappings; folio -> PMD mappings.
-        let mut pte_maps: HashMap<(FolioId, u16), u32> = HashMap::new();
-        let mut pmd_maps: HashMap<FolioId, u32> = HashMap::new();
+        let mut pte_maps: HashMap<(FolioId, u16), u32> = HashMap::default();
+        let mut pmd_maps: HashMap<FolioId, u32> = HashMap::default();
         // (folio, page) -> (migration entries, whether any is exclusive).
-        let mut mig_maps: HashMap<(FolioId, u16), (u32, bool)> = HashMap::new();
+        let mut mig_maps: HashMap<(FolioId, u16), (u32, bool)> = HashMap::default();
         // Mappings of each large folio by mm, for its `_mm_id` slots.
-        let mut mm_maps: HashMap<FolioId, HashMap<crate::mm::MmId, i64>> = HashMap::new();
+        let mut mm_maps: HashMap<FolioId, HashMap<crate::mm::MmId, i64>> = HashMap::default();
+        // Which VMAs each anon_vma's interval tree reaches, once, instead of a tree scan per page.
+        let reach: HashSet<(AnonVmaId, VmaId)> = self
+            .anon_vmas
+            .iter()
+            .flat_map(|(av, a)| a.tree.iter().map(move |&(_, c)| (av, c)))
+            .map(|(av, c)| (av, self.avcs[c].vma))
+            .collect();
         for (mmid, mm) in self.mms.iter() {
             for (key, pmd) in mm.pt.pmds.iter() {
                 let base = VirtAddr(key << PMD_SHIFT);
@@ -252,7 +260,16 @@ impl System {
                         );
                         *pmd_maps.entry(*folio).or_default() += 1;
                         *mm_maps.entry(*folio).or_default().entry(mmid).or_default() += 1;
-                        self.check_anon_mapping(mmid, vma.expect("vma"), base, *folio, 0, *flags, 512)?;
+                        self.check_anon_mapping(
+                            &reach,
+                            mmid,
+                            vma.expect("vma"),
+                            base,
+                            *folio,
+                            0,
+                            *flags,
+                            512,
+                        )?;
                     }
                     Pmd::Migration { folio, kind, .. } => {
                         let vma = mm.vma_lookup(base);
@@ -271,7 +288,7 @@ impl System {
                             m.0 += 1;
                             m.1 |= kind.is_exclusive();
                         }
-                        self.check_anon_mapping(mmid, vma, base, *folio, 0, PteFlags::empty(), 512)?;
+                        self.check_anon_mapping(&reach, mmid, vma, base, *folio, 0, PteFlags::empty(), 512)?;
                     }
                     Pmd::Table(t) => {
                         let used = t.ptes.iter().filter(|p| !p.is_none()).count();
@@ -298,14 +315,23 @@ impl System {
                                 if self.folios[folio].is_large() {
                                     *mm_maps.entry(folio).or_default().entry(mmid).or_default() += 1;
                                 }
-                                self.check_anon_mapping(mmid, vma, a, folio, sub, flags, 1)?;
+                                self.check_anon_mapping(&reach, mmid, vma, a, folio, sub, flags, 1)?;
                             }
                             if let Pte::Migration { folio, sub, kind, .. } = *pte {
                                 self.check_migration_entry(a, folio, sub, kind, vma)?;
                                 let m = mig_maps.entry((folio, sub)).or_default();
                                 m.0 += 1;
                                 m.1 |= kind.is_exclusive();
-                                self.check_anon_mapping(mmid, vma, a, folio, sub, PteFlags::empty(), 1)?;
+                                self.check_anon_mapping(
+                                    &reach,
+                                    mmid,
+                                    vma,
+                                    a,
+                                    folio,
+                                    sub,
+                                    PteFlags::empty(),
+                                    1,
+                                )?;
                             }
                         }
                     }
@@ -318,7 +344,7 @@ impl System {
                 "folio {folio:?} page {sub}: an exclusive migration entry, but {n} entries name the page"
             );
         }
-        let mut in_flight: HashMap<FolioId, u32> = HashMap::new();
+        let mut in_flight: HashMap<FolioId, u32> = HashMap::default();
         for (pid, list) in &self.migrations {
             for m in list {
                 ensure!(
@@ -334,7 +360,7 @@ impl System {
                 *in_flight.entry(m.folio).or_default() += 1;
             }
         }
-        let mut cached: HashMap<FolioId, u32> = HashMap::new();
+        let mut cached: HashMap<FolioId, u32> = HashMap::default();
         for (ino, inode) in self.fs.inodes.iter() {
             for (&idx, &f) in &inode.cache {
                 ensure!(self.folios.contains(f), "page cache holds a freed folio");
@@ -464,6 +490,7 @@ impl System {
     #[allow(clippy::too_many_arguments)]
     fn check_anon_mapping(
         &self,
+        reach: &HashSet<(AnonVmaId, VmaId)>,
         mm: crate::mm::MmId,
         vma: VmaId,
         a: VirtAddr,
@@ -485,7 +512,7 @@ impl System {
                     want.0,
                     v.linear_page_index(a).0
                 );
-                let found = self.anon_vmas[av].tree.iter().any(|&(_, c)| self.avcs[c].vma == vma);
+                let found = reach.contains(&(av, vma));
                 ensure!(found, "rmap of the folio at {a:?} (mm {mm:?}) does not reach its VMA");
                 if flags.contains(PteFlags::WRITE) && v.is_cow_mapping() {
                     // A PMD mapping's exclusivity is its head page's.

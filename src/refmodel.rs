@@ -595,9 +595,26 @@ impl RefModel {
                     ));
                 }
             }
-            // Every present page holds what the reference says.
+            // Every present page holds what the reference says. Pages, segments and written
+            // pages are all in address order: walk them together rather than look each up.
+            let mut segs = sp.segs.iter().peekable();
+            let mut private = sp.private.iter().peekable();
             for pte in sys.pagemap(pid) {
-                let want = self.read(pid, pte.addr).unwrap_or(0);
+                let a = pte.addr;
+                while segs.next_if(|(_, seg)| seg.end <= a).is_some() {}
+                while private.next_if(|(pa, _)| **pa < a).is_some() {}
+                let want = match (segs.peek().copied(), private.peek().copied()) {
+                    (Some((s, _)), _) if *s > a => 0,
+                    (Some(_), Some((pa, t))) if *pa == a => *t,
+                    (Some((s, seg)), _) => match seg.from(*s, a).back {
+                        Backing::Anon => 0,
+                        Backing::FilePrivate { obj, pgoff } | Backing::Shared { obj, pgoff } => {
+                            self.objects.get(&(obj, pgoff)).copied().unwrap_or(0)
+                        }
+                    },
+                    (None, _) => 0,
+                };
+                debug_assert_eq!(Some(want), self.read(pid, a).or(Some(0)));
                 // A swapped-out page holds its slot's contents.
                 let tag = match pte.page {
                     crate::snapshot::RawPage::Swap | crate::snapshot::RawPage::Migration => {

@@ -637,6 +637,11 @@ pub fn replay_script_observed(
         };
         observe(VmaSample { all, anon, ..sample });
     }
+    if invariant.is_none()
+        && let Err(e) = runner.check_now()
+    {
+        invariant = Some(e.to_string());
+    }
     progress(script.steps.len());
     let replay = runner.replay.take().unwrap_or_default();
     let mut vmas_end = count_vmas(&runner.sys);

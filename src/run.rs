@@ -15,8 +15,15 @@ use crate::types::Pid;
 /// the fuzzer fill it in too).
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Run the invariant checker after every step.
+    /// Run the invariant checker (and the reference model of contents) after every step.
     pub check: bool,
+    /// With `check`: check after as many steps as keep the checker's time within the steps'
+    /// own (and always after the last one, through [`run_script`] and replay), instead
+    /// of after every step. A broken invariant is still blamed on the exact step: the run is
+    /// redone from the start with a check after every step until it breaks. Only a break
+    /// that heals itself before the next check can go unseen. `anonmm run|replay --check`
+    /// use this; `--check-every-step` and the library default do not.
+    pub check_sampled: bool,
     /// Record a line per merge attempt.
     pub trace: bool,
     /// Which behaviour to model (`--policy`); "kernel" is Linux 6.18. The runner validates it.
@@ -37,6 +44,7 @@ impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             check: false,
+            check_sampled: false,
             trace: false,
             policy: "kernel".to_string(),
             last_view_only: false,
@@ -122,6 +130,7 @@ pub fn run_script(script: &Script, opts: &RunOptions) -> Result<RunResult, RunEr
     for (i, step) in script.steps.iter().enumerate() {
         runner.step(step, !opts.last_view_only || i + 1 == n)?;
     }
+    runner.check_now()?;
     runner.result.stats = runner.sys.stats.clone();
     Ok(runner.result)
 }
@@ -138,6 +147,23 @@ pub struct Runner<'a> {
     opts: &'a RunOptions,
     /// Replay mode's state, when `RunOptions::replay`.
     pub replay: Option<ReplayState>,
+    script: &'a Script,
+    sampling: Sampling,
+}
+
+/// The bookkeeping of [`RunOptions::check_sampled`].
+#[derive(Default)]
+struct Sampling {
+    /// Time spent running steps, and checking them.
+    steps: std::time::Duration,
+    checks: std::time::Duration,
+    /// Indices into the script of every step run so far, to redo the run when a sampled
+    /// check finds a broken invariant (None once a step came from elsewhere).
+    fed: Option<Vec<u32>>,
+    /// The last step run (its line, and its index in the script or else its text), and
+    /// whether the state after it has been checked.
+    last: Option<(usize, Result<u32, String>)>,
+    unchecked: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -162,7 +188,74 @@ impl<'a> Runner<'a> {
             }
         }
         let replay = opts.replay.then(ReplayState::new);
-        Ok(Runner { sys, reference, result: RunResult::default(), path: &script.path, opts, replay })
+        let sampling = Sampling { fed: Some(Vec::new()), ..Default::default() };
+        Ok(Runner {
+            sys,
+            reference,
+            result: RunResult::default(),
+            path: &script.path,
+            opts,
+            replay,
+            script,
+            sampling,
+        })
+    }
+
+    /// Where `step` sits in the script, if it is one of the script's own steps.
+    fn index_of(&self, step: &Step) -> Option<u32> {
+        let base = self.script.steps.as_ptr() as usize;
+        let at = step as *const Step as usize;
+        let size = std::mem::size_of::<Step>();
+        let off = at.checked_sub(base)?;
+        (off % size == 0 && off / size < self.script.steps.len()).then(|| (off / size) as u32)
+    }
+
+    /// Run the checker now if a sampled check skipped the last step (drivers call this after
+    /// their last step; [`run_script`] and replay do).
+    pub fn check_now(&mut self) -> Result<(), RunError> {
+        if !(self.opts.check && self.sampling.unchecked) {
+            return Ok(());
+        }
+        let Some((line, at)) = self.sampling.last.clone() else { return Ok(()) };
+        let call = match at {
+            Ok(i) => self.script.steps[i as usize].call_text().into_owned(),
+            Err(text) => text,
+        };
+        self.checked(line, &call)
+    }
+
+    fn run_checker(&self) -> Result<(), String> {
+        self.sys.check().and_then(|_| self.reference.as_ref().map_or(Ok(()), |r| r.check(&self.sys)))
+    }
+
+    /// Check the state after the step at `line`; a failure after unchecked steps is blamed on
+    /// the step that broke it by redoing the run with a check after every step.
+    fn checked(&mut self, line: usize, call: &str) -> Result<(), RunError> {
+        let t = std::time::Instant::now();
+        let res = self.run_checker();
+        self.sampling.checks += t.elapsed();
+        let was_unchecked = std::mem::replace(&mut self.sampling.unchecked, false);
+        let Err(reason) = res else { return Ok(()) };
+        let found = RunError::Invariant { path: self.path.to_string(), line, call: call.to_string(), reason };
+        if !(self.opts.check_sampled && was_unchecked) {
+            return Err(found);
+        }
+        let Some(fed) = self.sampling.fed.clone() else { return Err(found) };
+        let opts = RunOptions { check_sampled: false, last_view_only: true, ..self.opts.clone() };
+        let Ok(mut again) = Runner::new(self.script, &opts) else { return Err(found) };
+        for i in fed {
+            let step = &self.script.steps[i as usize];
+            if !again.sys.procs.contains_key(&step.pid) {
+                continue;
+            }
+            match again.step(step, false) {
+                Err(e @ RunError::Invariant { .. }) => return Err(e),
+                Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        // Healed between checks, or not reproduced: report what the sampled check saw.
+        Err(found)
     }
 
     fn bad(&self, step: &Step, reason: String) -> RunError {
@@ -171,6 +264,13 @@ impl<'a> Runner<'a> {
 
     /// Execute one step and record its outcome (and the view when `view`).
     pub fn step(&mut self, step: &Step, view: bool) -> Result<Expect, RunError> {
+        let started = std::time::Instant::now();
+        if self.opts.check_sampled {
+            match (self.index_of(step), &mut self.sampling.fed) {
+                (Some(i), Some(fed)) => fed.push(i),
+                _ => self.sampling.fed = None,
+            }
+        }
         if !self.sys.procs.contains_key(&step.pid) {
             return Err(self.bad(
                 step,
@@ -225,18 +325,18 @@ impl<'a> Runner<'a> {
             let line = step.line;
             r.apply(step, &outcome, &|a| touch_tag(line, a));
         }
-        let checked = if self.opts.check {
-            self.sys.check().and_then(|_| self.reference.as_ref().map_or(Ok(()), |r| r.check(&self.sys)))
-        } else {
-            Ok(())
-        };
-        if let Err(reason) = checked {
-            return Err(RunError::Invariant {
-                path: self.path.to_string(),
-                line: step.line,
-                call: step.call_text().into_owned(),
-                reason,
-            });
+        if self.opts.check {
+            self.sampling.steps += started.elapsed();
+            self.sampling.unchecked = true;
+            // Sampled: check while the checks so far took no longer than the steps. With the
+            // reference model's bookkeeping and the check after the last step, a checked run
+            // then takes about twice an unchecked one.
+            if !self.opts.check_sampled || self.sampling.checks <= self.sampling.steps {
+                self.checked(step.line, &step.call_text())?;
+            } else {
+                let at = self.index_of(step).ok_or_else(|| step.call_text().into_owned());
+                self.sampling.last = Some((step.line, at));
+            }
         }
         // Without a view, a run that keeps only the last one needs nothing of this step.
         if !view && self.opts.last_view_only {
