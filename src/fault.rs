@@ -19,6 +19,27 @@ impl System {
     /// The `touch` pseudo-call: fault every page of `[addr, addr + len)` by reading or
     /// writing one byte (a write stores `tag_of(page)`). If any page would raise a signal,
     /// nothing is touched and the signal is returned.
+    ///
+    /// The outer `Result` is `ESRCH` for an unknown process; the inner one is the signal.
+    /// Any address and length are accepted: a range reaching past the address space is
+    /// SIGSEGV.
+    ///
+    /// ```
+    /// use anonmm::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let a = sys.sys_mmap(Pid(1), 0, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)?;
+    /// // Write both pages, each one's tag being its page number.
+    /// assert_eq!(sys.touch(Pid(1), a, 2 * PAGE_SIZE, true, &|addr| addr >> 12)?, Ok(()));
+    /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some((a >> 12) + 1));
+    /// assert_eq!(sys.stats.faults, 2);
+    /// // One page past the mapping: SIGSEGV, and nothing is touched.
+    /// assert_eq!(sys.touch(Pid(1), a, 3 * PAGE_SIZE, false, &|_| 0)?, Err(Signal::SIGSEGV));
+    /// assert_eq!(sys.touch(Pid(1), u64::MAX, 2, false, &|_| 0)?, Err(Signal::SIGSEGV));
+    /// assert_eq!(sys.touch(Pid(2), a, 1, false, &|_| 0), Err(Errno::ESRCH));
+    /// # Ok::<(), Errno>(())
+    /// ```
     pub fn touch(
         &mut self,
         pid: Pid,
