@@ -532,7 +532,15 @@ impl System {
             vmg.copied_from = None;
             vmg.anon_vma = None;
         }
+        let vma_start = self.vmas[vma].start;
         if let Some(nv) = self.vma_merge_new_range(&mut vmg) {
+            // The new range can fit both neighbours when they are pieces of the source's own
+            // frame (the destination inside the source's old extent): then the source, as
+            // `next`, merges away into `prev`. Follow it, as `copy_vma` does.
+            let n = &self.vmas[nv];
+            if vma_start >= n.start && vma_start < n.end {
+                *vmap = nv;
+            }
             return Some(nv);
         }
         if keep {
