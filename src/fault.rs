@@ -15,6 +15,11 @@ use crate::vma::{VmFlags, VmaId};
 /// `fault_around_bytes` (64 KiB) in pages.
 const FAULT_AROUND_PAGES: u64 = 16;
 
+/// The most a single call faults in page by page (touch, MAP_POPULATE, MADV_POPULATE_*):
+/// beyond it the model would run out of memory before the kernel did, so the call is
+/// reported as not modelled (`System::unsupported`) instead.
+pub const MAX_FAULT_BYTES: u64 = 64 << 30;
+
 impl System {
     /// The `touch` pseudo-call: fault every page of `[addr, addr + len)` by reading or
     /// writing one byte (a write stores `tag_of(page)`). If any page would raise a signal,
@@ -22,7 +27,8 @@ impl System {
     ///
     /// The outer `Result` is `ESRCH` for an unknown process; the inner one is the signal.
     /// Any address and length are accepted: a range reaching past the address space is
-    /// SIGSEGV.
+    /// SIGSEGV. Touching more than [`MAX_FAULT_BYTES`] of mapped memory at once is not
+    /// modelled: nothing is touched and [`System::unsupported`] says so.
     ///
     /// ```
     /// use anonmm::api::prelude::*;
@@ -54,6 +60,19 @@ impl System {
         }
         let start = VirtAddr(addr).page_down();
         let Some(end) = addr.checked_add(len).and_then(page_align) else { return Ok(Err(Signal::SIGSEGV)) };
+        // The pages below run until the first hole; more than MAX_FAULT_BYTES of them would
+        // not finish (a touch may be as long as the address space).
+        let mut mapped = start;
+        while mapped.0 < end
+            && mapped.0 - start.0 <= MAX_FAULT_BYTES
+            && let Some(vma) = self.mms[mm].vma_lookup(mapped)
+        {
+            mapped = self.vmas[vma].end;
+        }
+        if mapped.0.min(end) - start.0 > MAX_FAULT_BYTES {
+            self.not_modelled("touching more than 64 GiB");
+            return Ok(Ok(()));
+        }
         // Check every page first: a program would fault page by page, but a script step is
         // all-or-nothing so that the oracle and the model agree on what a signal leaves.
         let mut a = start;

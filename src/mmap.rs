@@ -487,7 +487,7 @@ impl System {
     /// Fault in a range as `populate_vma_page_range` does (write faults for writable
     /// private mappings, read faults otherwise).
     pub fn populate(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        if end.0 - start.0 > 64 << 30 {
+        if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
             // Page by page this would not finish; the kernel would run out of memory first.
             self.not_modelled("populating more than 64 GiB");
             return;
