@@ -27,7 +27,8 @@
 //!   SIGSEGV or SIGBUS.
 //! - Views: [`maps`](mm::System::maps) and [`proc_maps`](mm::System::proc_maps) are
 //!   `/proc/pid/maps`; [`page_at`](mm::System::page_at) is the page (folio, tag, writability)
-//!   a process maps at an address; [`pagemap`](mm::System::pagemap) every present page;
+//!   a process maps at an address; [`pagemap`](mm::System::pagemap) every present, swapped
+//!   or migrating page;
 //!   [`rmap_walk_anon`](mm::System::rmap_walk_anon) walks the reverse map of a folio;
 //!   [`System::stats`](mm::System::stats) counts the work done (faults, COW copies, merges
 //!   and refusals by reason, moved PTEs).
@@ -38,7 +39,12 @@
 //!
 //! [`api::prelude`] re-exports what these examples use. Nothing in this API panics on bad
 //! arguments: unknown processes are `ESRCH`, bad addresses, lengths and flags get the errno
-//! the kernel gives (`tests/api_no_panic.rs` checks this with arbitrary arguments).
+//! the kernel gives (`tests/api_no_panic.rs` checks this with arbitrary arguments). A call
+//! needing behaviour the model lacks (faulting more than 64 GiB at once, a few kernel paths)
+//! says so in [`System::unsupported`](mm::System::unsupported); its result is then not the
+//! kernel's. The internal ids in the public fields
+//! (`VmaId`, `MmId`, `FolioId`) index the arenas of `System` directly: the lower-level
+//! methods taking them expect live ones, as the kernel's own functions do.
 //!
 //! # Examples
 //!
