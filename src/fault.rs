@@ -17,10 +17,37 @@ use crate::vma::{VmFlags, VmaId};
 /// `fault_around_bytes` (64 KiB) in pages.
 const FAULT_AROUND_PAGES: u64 = 16;
 
+/// The most a single call faults in page by page (touch, MAP_POPULATE, MADV_POPULATE_*):
+/// beyond it the model would run out of memory before the kernel did, so the call is
+/// reported as not modelled (`System::unsupported`) instead.
+pub const MAX_FAULT_BYTES: u64 = 64 << 30;
+
 impl System {
     /// The `touch` pseudo-call: fault every page of `[addr, addr + len)` by reading or
     /// writing one byte (a write stores `tag_of(page)`). If any page would raise a signal,
     /// nothing is touched and the signal is returned.
+    ///
+    /// The outer `Result` is `ESRCH` for an unknown process; the inner one is the signal.
+    /// Any address and length are accepted: a range reaching past the address space is
+    /// SIGSEGV. Touching more than [`MAX_FAULT_BYTES`] of mapped memory at once is not
+    /// modelled: nothing is touched and [`System::unsupported`] says so.
+    ///
+    /// ```
+    /// use anonmm::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let a = sys.sys_mmap(Pid(1), 0, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)?;
+    /// // Write both pages, each one's tag being its page number.
+    /// assert_eq!(sys.touch(Pid(1), a, 2 * PAGE_SIZE, true, &|addr| addr >> 12)?, Ok(()));
+    /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some((a >> 12) + 1));
+    /// assert_eq!(sys.stats.faults, 2);
+    /// // One page past the mapping: SIGSEGV, and nothing is touched.
+    /// assert_eq!(sys.touch(Pid(1), a, 3 * PAGE_SIZE, false, &|_| 0)?, Err(Signal::SIGSEGV));
+    /// assert_eq!(sys.touch(Pid(1), u64::MAX, 2, false, &|_| 0)?, Err(Signal::SIGSEGV));
+    /// assert_eq!(sys.touch(Pid(2), a, 1, false, &|_| 0), Err(Errno::ESRCH));
+    /// # Ok::<(), Errno>(())
+    /// ```
     pub fn touch(
         &mut self,
         pid: Pid,
@@ -35,6 +62,19 @@ impl System {
         }
         let start = VirtAddr(addr).page_down();
         let Some(end) = addr.checked_add(len).and_then(page_align) else { return Ok(Err(Signal::SIGSEGV)) };
+        // The pages below run until the first hole; more than MAX_FAULT_BYTES of them would
+        // not finish (a touch may be as long as the address space).
+        let mut mapped = start;
+        while mapped.0 < end
+            && mapped.0 - start.0 <= MAX_FAULT_BYTES
+            && let Some(vma) = self.mms[mm].vma_lookup(mapped)
+        {
+            mapped = self.vmas[vma].end;
+        }
+        if mapped.0.min(end) - start.0 > MAX_FAULT_BYTES {
+            self.not_modelled("touching more than 64 GiB");
+            return Ok(Ok(()));
+        }
         // Check every page first: a program would fault page by page, but a script step is
         // all-or-nothing so that the oracle and the model agree on what a signal leaves.
         // Permissions are the VMA's; only file EOF and userfaultfd depend on the page.

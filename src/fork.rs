@@ -11,6 +11,24 @@ use crate::vma::{VmFlags, VmaId};
 
 impl System {
     /// fork(2): a child with a copy of the parent's address space and descriptors.
+    ///
+    /// Returns the child's pid. Anonymous pages become shared copy-on-write (write-protected
+    /// in both); `ESRCH` for an unknown parent, `EEXIST` for a child pid in use.
+    ///
+    /// ```
+    /// use anonmm::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let a = sys.sys_mmap(Pid(1), 0, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)?;
+    /// sys.touch(Pid(1), a, PAGE_SIZE, true, &|_| 5)?.expect("no signal");
+    /// assert_eq!(sys.sys_fork(Pid(1), Pid(2))?, 2);
+    /// assert_eq!(sys.maps(Pid(2)), sys.maps(Pid(1)));
+    /// let (p, c) = (sys.page_at(Pid(1), a)?.unwrap(), sys.page_at(Pid(2), a)?.unwrap());
+    /// assert_eq!((p.folio, p.writable), (c.folio, false));
+    /// assert_eq!(sys.sys_fork(Pid(1), Pid(2)), Err(Errno::EEXIST));
+    /// # Ok::<(), Errno>(())
+    /// ```
     pub fn sys_fork(&mut self, parent: Pid, child: Pid) -> KResult<u64> {
         let pmm = self.mm_of(parent)?;
         if self.procs.contains_key(&child) {

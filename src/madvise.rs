@@ -268,6 +268,11 @@ impl System {
                 if (write && !f.contains(VmFlags::WRITE)) || (!write && !f.intersects(VmFlags::ACCESS)) {
                     return Err(Errno::EINVAL);
                 }
+                if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
+                    // Page by page this would not finish (populate does the same).
+                    self.not_modelled("populating more than 64 GiB");
+                    return Ok(end);
+                }
                 let mut a = start;
                 while a < end {
                     // faultin_page: VM_FAULT_SIGBUS (a userfaultfd missing fault) is EFAULT.

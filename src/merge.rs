@@ -7,7 +7,7 @@ use crate::fs::FileId;
 use crate::mm::{MmId, System};
 use crate::rmap::AnonVmaId;
 use crate::stats::{MergeEvent, MergeReason};
-use crate::types::{PgOff, VirtAddr};
+use crate::types::{PAGE_SHIFT, PgOff, VirtAddr};
 use crate::vma::{AnonName, VmFlags, VmaId};
 
 /// `struct vma_merge_struct`.
@@ -90,7 +90,9 @@ impl System {
             target: None,
             start,
             end,
-            pgoff: v.pgoff.plus(v.start.pages_to(start)),
+            // Unsigned arithmetic as in C: copy_vma states a range outside the VMA (the
+            // destination of a move, possibly below it) and then sets its own pgoff.
+            pgoff: v.pgoff.plus(start.0.wrapping_sub(v.start.0) >> PAGE_SHIFT),
             flags: v.flags,
             file: v.file,
             anon_vma: v.anon_vma,

@@ -210,6 +210,26 @@ impl System {
     }
 
     /// mmap(2): `ksys_mmap_pgoff` → `do_mmap` → `mmap_region`.
+    ///
+    /// Returns the address mapped. `fd` is ignored with `MAP_ANONYMOUS`; without an address
+    /// hint or `MAP_FIXED*` the mapping is placed top-down below `mmap_base`, as on x86_64.
+    ///
+    /// ```
+    /// use anonmm::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let (rw, anon) = (PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS);
+    /// let a = sys.sys_mmap(Pid(1), 0, 8192, rw, anon, -1, 0)?;
+    /// // The next mapping goes just below, and merges with it.
+    /// let b = sys.sys_mmap(Pid(1), 0, 4096, rw, anon, -1, 0)?;
+    /// assert_eq!(b, a - 4096);
+    /// assert_eq!(sys.vma_count(Pid(1))?, 1);
+    /// // MAP_FIXED_NOREPLACE over an existing mapping, and an unaligned offset.
+    /// assert_eq!(sys.sys_mmap(Pid(1), a, 4096, rw, anon | MAP_FIXED_NOREPLACE, -1, 0), Err(Errno::EEXIST));
+    /// assert_eq!(sys.sys_mmap(Pid(1), 0, 4096, rw, anon, -1, 1), Err(Errno::EINVAL));
+    /// # Ok::<(), Errno>(())
+    /// ```
     #[allow(clippy::too_many_arguments)] // the syscall's own six arguments plus the pid
     pub fn sys_mmap(
         &mut self,
@@ -471,7 +491,7 @@ impl System {
     /// Fault in a range as `populate_vma_page_range` does (write faults for writable
     /// private mappings, read faults otherwise).
     pub fn populate(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        if end.0 - start.0 > 64 << 30 {
+        if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
             // Page by page this would not finish; the kernel would run out of memory first.
             self.not_modelled("populating more than 64 GiB");
             return;

@@ -59,6 +59,31 @@ impl Vrm {
 
 impl System {
     /// mremap(2): `do_mremap`.
+    ///
+    /// Returns the new address. A move (`MREMAP_MAYMOVE | MREMAP_FIXED`, or growing where
+    /// there is no room) moves the page tables, not the pages; what it does to the moved
+    /// folios' `index` depends on [`System::policy`] (see the crate documentation).
+    /// `MREMAP_RELOCATE_ANON` and `MREMAP_MUST_RELOCATE_ANON` exist only under the 2025
+    /// series' policies (`Relocate`, `RelocateAll`) and are `EINVAL` otherwise.
+    ///
+    /// ```
+    /// use anonmm::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let fixed = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+    /// let a = sys.sys_mmap(Pid(1), 0x2000_0000_0000, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE, fixed, -1, 0)?;
+    /// sys.touch(Pid(1), a, 2 * PAGE_SIZE, true, &|addr| addr)?.expect("no signal");
+    /// let to = 0x2000_0010_0000;
+    /// assert_eq!(sys.sys_mremap(Pid(1), a, 2 * PAGE_SIZE, 2 * PAGE_SIZE, MREMAP_MAYMOVE | MREMAP_FIXED, to)?, to);
+    /// assert_eq!(sys.maps(Pid(1)), ["200000100000-200000102000 rw-p 00000000 00:00 0 "]);
+    /// assert_eq!(sys.page_at(Pid(1), to + PAGE_SIZE)?.map(|p| p.tag), Some(a + PAGE_SIZE));
+    /// assert_eq!(sys.stats.ptes_moved, 2);
+    /// // Under the kernel policy the series' flag does not exist.
+    /// let relocate = MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_RELOCATE_ANON;
+    /// assert_eq!(sys.sys_mremap(Pid(1), to, PAGE_SIZE, PAGE_SIZE, relocate, a), Err(Errno::EINVAL));
+    /// # Ok::<(), Errno>(())
+    /// ```
     pub fn sys_mremap(
         &mut self,
         pid: Pid,

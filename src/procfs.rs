@@ -70,7 +70,27 @@ impl System {
         line
     }
 
-    /// `/proc/pid/maps` of a process.
+    /// `/proc/pid/maps` of a process: one line per VMA, in address order, without the
+    /// newline. An unknown process has no lines ([`System::proc_maps`] says `ESRCH`).
+    ///
+    /// ```
+    /// use anonmm::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let fixed = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+    /// sys.sys_mmap(Pid(1), 0x2000_0000_0000, 0x3000, PROT_READ | PROT_WRITE, fixed, -1, 0)?;
+    /// sys.sys_mprotect(Pid(1), 0x2000_0000_2000, 0x1000, PROT_READ | PROT_EXEC)?;
+    /// assert_eq!(
+    ///     sys.maps(Pid(1)),
+    ///     [
+    ///         "200000000000-200000002000 rw-p 00000000 00:00 0 ",
+    ///         "200000002000-200000003000 r-xp 00000000 00:00 0 ",
+    ///     ]
+    /// );
+    /// assert!(sys.maps(Pid(2)).is_empty());
+    /// # Ok::<(), Errno>(())
+    /// ```
     pub fn maps(&self, pid: Pid) -> Vec<String> {
         let Some(p) = self.procs.get(&pid) else { return Vec::new() };
         self.mms[p.mm].vmas.values().map(|e| self.maps_line(p.mm, e.id)).collect()

@@ -134,9 +134,13 @@ impl System {
                 continue;
             }
             let covered = h >= r.old_addr && h.plus(PMD_SIZE) <= r.old_end();
-            let nh = r.new_of(h);
             let shared = self.folio_mapped_in_other_mm(folio, mm);
-            if covered && nh.0.is_multiple_of(PMD_SIZE) && !(shared && r.mode.copy_shared) {
+            // Only a covered leaf has a place in the new range (`h` may start below it).
+            let nh = covered.then(|| r.new_of(h));
+            if let Some(nh) = nh
+                && nh.0.is_multiple_of(PMD_SIZE)
+                && !(shared && r.mode.copy_shared)
+            {
                 self.stats.policy.folios_walked += 1;
                 if shared {
                     return Err(RelocReason::Shared);
@@ -532,7 +536,15 @@ impl System {
             vmg.copied_from = None;
             vmg.anon_vma = None;
         }
+        let vma_start = self.vmas[vma].start;
         if let Some(nv) = self.vma_merge_new_range(&mut vmg) {
+            // The new range can fit both neighbours when they are pieces of the source's own
+            // frame (the destination inside the source's old extent): then the source, as
+            // `next`, merges away into `prev`. Follow it, as `copy_vma` does.
+            let n = &self.vmas[nv];
+            if vma_start >= n.start && vma_start < n.end {
+                *vmap = nv;
+            }
             return Some(nv);
         }
         if keep {

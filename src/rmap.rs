@@ -248,9 +248,38 @@ impl System {
 
     /// `rmap_walk_anon`: every VMA linked to the folio's anon_vma whose pgoff range covers
     /// the folio, with `vma_address` of the folio's first page.
+    ///
+    /// As in the kernel these are the candidates: a VMA linked to the anon_vma need not map
+    /// the folio any more (after a COW copy, say); its page table says. A folio that is not
+    /// anonymous (the zero page, a page-cache folio) or no longer exists has no hits.
+    ///
+    /// ```
+    /// use anonmm::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let a = sys.sys_mmap(Pid(1), 0, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)?;
+    /// sys.touch(Pid(1), a, 2 * PAGE_SIZE, true, &|_| 1)?.expect("no signal");
+    /// let folio = sys.page_at(Pid(1), a + PAGE_SIZE)?.expect("mapped").folio;
+    /// let hits = sys.rmap_walk_anon(folio);
+    /// assert_eq!(hits.len(), 1);
+    /// assert_eq!(hits[0].addr, VirtAddr(a + PAGE_SIZE));
+    /// assert_eq!(sys.vmas[hits[0].vma].start, VirtAddr(a));
+    /// assert!(sys.rmap_walk_anon(ZERO_FOLIO).is_empty());
+    /// // Once unmapped and freed, the folio id names nothing (until a new folio reuses it).
+    /// sys.sys_munmap(Pid(1), a, 2 * PAGE_SIZE)?;
+    /// assert!(sys.rmap_walk_anon(folio).is_empty());
+    /// # Ok::<(), Errno>(())
+    /// ```
     pub fn rmap_walk_anon(&self, folio: FolioId) -> Vec<RmapHit> {
+        if !self.folios.contains(folio) {
+            return Vec::new();
+        }
         let f = &self.folios[folio];
         let Mapping::Anon(av) = f.mapping else { return Vec::new() };
+        if !self.anon_vmas.contains(av) {
+            return Vec::new();
+        }
         let nr = f.nr_pages();
         let (first, last) = (f.index.0, f.index.0 + nr - 1);
         let mut hits = Vec::new();
