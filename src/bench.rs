@@ -516,3 +516,19 @@ pub fn render_text(figs: &[Figure]) -> String {
 /// The bundled trace of `anonmm bench`'s replay figures, relative to the repository: a
 /// Python program building a 21-million-entry dict, recorded with `anonmm record`.
 pub const BUNDLED_TRACE: &str = "benches/data/python-dict-1m.perf.txt.zst";
+
+/// The state a generated script leaves: [`crate::r#gen::generate`]`(seed)` with `steps` steps
+/// run on the model (unchecked, no views), as the fuzzer's states that the invariant checker
+/// walks. A step the model refuses stops the run there, with the state reached so far.
+pub fn generated_state(seed: u64, steps: usize) -> System {
+    let cfg = crate::r#gen::GenConfig { steps, ..Default::default() };
+    let script = crate::r#gen::generate(seed, &cfg);
+    let opts = RunOptions { last_view_only: true, ..RunOptions::default() };
+    let mut runner = crate::run::Runner::new(&script, &opts).expect("the default policy parses");
+    for step in &script.steps {
+        if runner.step(step, false).is_err() {
+            break;
+        }
+    }
+    runner.sys
+}

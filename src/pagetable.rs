@@ -234,8 +234,11 @@ impl PmdMap {
     pub fn range(&self, keys: std::ops::RangeInclusive<u64>) -> impl Iterator<Item = (u64, &Pmd)> {
         let (lo, hi) = (*keys.start(), *keys.end());
         let empty = lo > hi;
-        let puds = if empty { 1..=0 } else { (lo >> PMD_INDEX_BITS)..=(hi >> PMD_INDEX_BITS) };
-        self.tables.range(puds).filter(|(_, t)| t.used > 0).flat_map(move |(&pud, t)| {
+        // BTreeMap::range panics on a reversed range (1..=0 included, once the map holds a
+        // table): an empty `keys` takes a valid range and filters every table out.
+        let (plo, phi) = (lo >> PMD_INDEX_BITS, hi >> PMD_INDEX_BITS);
+        let puds = plo..=phi.max(plo);
+        self.tables.range(puds).filter(move |(_, t)| !empty && t.used > 0).flat_map(move |(&pud, t)| {
             let base = pud << PMD_INDEX_BITS;
             let first = lo.saturating_sub(base).min(PTRS_PER_PMD as u64) as usize;
             let last = (hi - base.min(hi)).min(PTRS_PER_PMD as u64 - 1) as usize;
