@@ -5,7 +5,9 @@ use std::marker::PhantomData;
 
 /// A typed index into an [`Arena`].
 pub trait ArenaId: Copy + Eq + std::fmt::Debug {
+    /// The id of slot `i`.
     fn from_index(i: u32) -> Self;
+    /// The slot this id names.
     fn index(self) -> u32;
 }
 
@@ -38,6 +40,7 @@ impl<I: ArenaId, T> Default for Arena<I, T> {
 }
 
 impl<I: ArenaId, T> Arena<I, T> {
+    /// Store `v` in a free slot (the most recently freed, else a new one) and return its id.
     pub fn alloc(&mut self, v: T) -> I {
         self.live += 1;
         if let Some(i) = self.free.pop() {
@@ -48,21 +51,26 @@ impl<I: ArenaId, T> Arena<I, T> {
             I::from_index((self.items.len() - 1) as u32)
         }
     }
+    /// Take the value out of slot `id`, making the slot reusable. Panics on a double free.
     pub fn free(&mut self, id: I) -> T {
         let v = self.items[id.index() as usize].take().expect("double free in arena");
         self.free.push(id.index());
         self.live -= 1;
         v
     }
+    /// Whether `id` names a live value.
     pub fn contains(&self, id: I) -> bool {
         self.items.get(id.index() as usize).is_some_and(|s| s.is_some())
     }
+    /// Live values.
     pub fn len(&self) -> usize {
         self.live
     }
+    /// Whether no value is live.
     pub fn is_empty(&self) -> bool {
         self.live == 0
     }
+    /// Every live value with its id, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (I, &T)> {
         self.items.iter().enumerate().filter_map(|(i, s)| s.as_ref().map(|v| (I::from_index(i as u32), v)))
     }

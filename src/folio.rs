@@ -41,9 +41,12 @@ pub struct PageState {
     pub tag: u64,
 }
 
+/// `struct folio`.
 #[derive(Clone, Debug)]
 pub struct Folio {
+    /// `folio_order`: the folio holds `1 << order` pages.
     pub order: u8,
+    /// `folio->mapping`.
     pub mapping: Mapping,
     /// `folio->index`: the page offset of the first page.
     pub index: PgOff,
@@ -56,6 +59,7 @@ pub struct Folio {
     /// `folio->swap` with `PG_swapcache`: the swap slot this folio caches (it holds one of
     /// `extra_refs`, the swap cache's reference).
     pub swap: Option<crate::pagetable::SwapEntry>,
+    /// The state of each of the folio's `1 << order` pages.
     pub pages: SmallVec<[PageState; 1]>,
     /// `PG_readahead`: the page-cache folio where the next asynchronous read-ahead starts;
     /// fault-around does not map it.
@@ -85,6 +89,8 @@ pub struct Folio {
 }
 
 impl Folio {
+    /// A folio of `order` with `mapping` and `index`, not yet mapped or referenced: every
+    /// count zero, every page zero-filled, no mm tracked.
     pub fn new(order: u8, mapping: Mapping, index: PgOff) -> Folio {
         Folio {
             order,
@@ -113,12 +119,15 @@ impl Folio {
         f.pages[0] = PageState { mapcount: 1, anon_exclusive: true, tag };
         f
     }
+    /// `folio_nr_pages`.
     pub fn nr_pages(&self) -> u64 {
         1 << self.order
     }
+    /// `folio_test_large`.
     pub fn is_large(&self) -> bool {
         self.order > 0
     }
+    /// `folio_test_anon`.
     pub fn is_anon(&self) -> bool {
         matches!(self.mapping, Mapping::Anon(_))
     }

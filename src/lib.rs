@@ -269,6 +269,8 @@
 //! # Ok::<(), Errno>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod abi;
 pub mod api;
 pub mod arena;

@@ -24,8 +24,11 @@ arena_id!(
 /// Transparent huge page mode (`/sys/kernel/mm/transparent_hugepage/enabled`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum ThpMode {
+    /// `always`: THPs in every anonymous VMA that allows them (not `VM_NOHUGEPAGE`).
     Always,
+    /// `madvise`: THPs only in VMAs with `VM_HUGEPAGE` (`MADV_HUGEPAGE`).
     Madvise,
+    /// `never`: no THPs.
     Never,
 }
 
@@ -34,6 +37,7 @@ pub enum ThpMode {
 pub struct Config {
     /// `vm.max_map_count`.
     pub max_map_count: usize,
+    /// `transparent_hugepage/enabled`.
     pub thp: ThpMode,
     /// `transparent_hugepage/use_zero_page`.
     pub thp_use_zero_page: bool,
@@ -87,7 +91,9 @@ impl Default for Config {
 /// One VMA in an mm's tree.
 #[derive(Clone, Copy, Debug)]
 pub struct VmaEntry {
+    /// `vm_end` of the VMA (the tree's key is its `vm_start`).
     pub end: u64,
+    /// The VMA.
     pub id: VmaId,
 }
 
@@ -96,15 +102,19 @@ pub struct VmaEntry {
 pub struct Mm {
     /// The VMA tree, keyed by `vm_start`.
     pub vmas: BTreeMap<u64, VmaEntry>,
+    /// The page tables (`mm->pgd`).
     pub pt: PageTable,
     /// `mm->mmap_base` for top-down placement.
     pub mmap_base: VirtAddr,
+    /// `mm->start_brk`: where the heap starts.
     pub start_brk: VirtAddr,
+    /// `mm->brk`: the current program break.
     pub brk: VirtAddr,
     /// Processes (or threads) using this mm.
     pub users: u32,
-    /// `mm->total_vm`, `locked_vm` in pages.
+    /// `mm->total_vm`: mapped pages.
     pub total_vm: u64,
+    /// `mm->locked_vm` in pages (mlock accounting is not modelled: it stays 0).
     pub locked_vm: u64,
     /// Open files of the exec-time mappings, by (device, inode).
     pub exec_files: BTreeMap<(u64, u64), FileId>,
@@ -113,6 +123,8 @@ pub struct Mm {
 }
 
 impl Mm {
+    /// An empty address space (`mm_alloc`): no VMAs or page tables, the brk at
+    /// `cfg.initial_brk`, one user.
     pub fn new(cfg: &Config) -> Mm {
         Mm {
             vmas: BTreeMap::new(),
@@ -194,21 +206,32 @@ pub fn mmap_base() -> VirtAddr {
 /// A process: its address space and file descriptors.
 #[derive(Clone, Debug)]
 pub struct Process {
+    /// `task->mm`.
     pub mm: MmId,
+    /// The file descriptor table: open files by descriptor number.
     pub fds: BTreeMap<i64, FileId>,
 }
 
 /// The modelled machine: every process, address space and kernel object.
 #[derive(Clone, Debug)]
 pub struct System {
+    /// The machine's settings.
     pub cfg: Config,
+    /// Every VMA (`struct vm_area_struct`) of every mm.
     pub vmas: Arena<VmaId, Vma>,
+    /// Every `struct anon_vma`.
     pub anon_vmas: Arena<AnonVmaId, AnonVma>,
+    /// Every `struct anon_vma_chain`.
     pub avcs: Arena<AvcId, Avc>,
+    /// Every folio, starting with [`ZERO_FOLIO`] and [`HUGE_ZERO_FOLIO`].
     pub folios: Arena<FolioId, Folio>,
+    /// Every address space.
     pub mms: Arena<MmId, Mm>,
+    /// The live processes by pid.
     pub procs: BTreeMap<Pid, Process>,
+    /// The file system: inodes, open files and the namespace.
     pub fs: Fs,
+    /// Counts of the work done.
     pub stats: Stats,
     /// Merge attempts, when tracing is on.
     pub merge_log: Option<MergeLog>,
@@ -240,6 +263,7 @@ impl Default for System {
 }
 
 impl System {
+    /// A machine with settings `cfg` and no processes.
     pub fn new(cfg: Config) -> System {
         let mut folios = Arena::default();
         let z = folios.alloc(Folio::new(0, Mapping::None, PgOff(0)));
@@ -278,6 +302,7 @@ impl System {
         Ok(())
     }
 
+    /// The address space of process `pid`; ESRCH if there is no such process.
     pub fn mm_of(&self, pid: Pid) -> KResult<MmId> {
         self.procs.get(&pid).map(|p| p.mm).ok_or(Errno::ESRCH)
     }

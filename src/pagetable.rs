@@ -16,9 +16,13 @@ bitflags! {
     /// PTE bits the model tracks.
     #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
     pub struct PteFlags: u8 {
+        /// `_PAGE_RW` (`pte_write`).
         const WRITE = 0x1;
+        /// `_PAGE_DIRTY` (`pte_dirty`).
         const DIRTY = 0x2;
+        /// `_PAGE_ACCESSED` (`pte_young`).
         const ACCESSED = 0x4;
+        /// `_PAGE_SOFT_DIRTY` (`pte_soft_dirty`).
         const SOFT_DIRTY = 0x8;
     }
 }
@@ -69,23 +73,47 @@ pub struct SwapEntry(pub u32);
 /// One page-table entry.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub enum Pte {
+    /// An empty entry (`pte_none`).
     #[default]
     None,
     /// Maps page `sub` of `folio`.
-    Present { folio: FolioId, sub: u16, flags: PteFlags },
+    Present {
+        /// The mapped folio.
+        folio: FolioId,
+        /// The page within the folio (`folio_page(folio, sub)`).
+        sub: u16,
+        /// The PTE's bits.
+        flags: PteFlags,
+    },
     /// A swapped-out page; `exclusive` is `pte_swp_exclusive`: the page was PageAnonExclusive
     /// when `try_to_unmap_one` replaced the present PTE.
-    Swap { entry: SwapEntry, exclusive: bool },
+    Swap {
+        /// The swap slot holding the page.
+        entry: SwapEntry,
+        /// `pte_swp_exclusive`.
+        exclusive: bool,
+    },
     /// Page `sub` of `folio`, under migration (`is_migration_entry`): it holds no mapcount
     /// and no reference (`try_to_migrate_one` dropped both). `flags` are the ones of
     /// [`MIGRATION_KEPT_FLAGS`] the PTE had.
-    Migration { folio: FolioId, sub: u16, kind: MigrationKind, flags: PteFlags },
+    Migration {
+        /// The folio being migrated (the source).
+        folio: FolioId,
+        /// The page within the folio.
+        sub: u16,
+        /// The migration entry type.
+        kind: MigrationKind,
+        /// The kept bits of the replaced PTE.
+        flags: PteFlags,
+    },
 }
 
 impl Pte {
+    /// `pte_none`.
     pub fn is_none(&self) -> bool {
         matches!(self, Pte::None)
     }
+    /// `pte_present`: the folio, page and bits of a present PTE, `None` otherwise.
     pub fn present(&self) -> Option<(FolioId, u16, PteFlags)> {
         match *self {
             Pte::Present { folio, sub, flags } => Some((folio, sub, flags)),
@@ -97,6 +125,7 @@ impl Pte {
 /// A PTE table (one PMD entry's worth).
 #[derive(Clone, Debug)]
 pub struct PteTable {
+    /// The entries, indexed by [`pte_index`].
     pub ptes: [Pte; PTRS_PER_PTE],
     /// Non-none entries.
     pub used: u16,
@@ -111,17 +140,23 @@ impl Default for PteTable {
 /// A PMD entry.
 #[derive(Clone, Debug)]
 pub enum Pmd {
+    /// Points to a PTE table (`pmd_present && !pmd_leaf`).
     Table(Box<PteTable>),
     /// A PMD-mapped (THP) folio.
     Huge {
+        /// The mapped folio, of order `HPAGE_PMD_ORDER`.
         folio: FolioId,
+        /// The PMD's bits (`pmd_write`, `pmd_dirty`, `pmd_young`, `pmd_soft_dirty`).
         flags: PteFlags,
     },
     /// A PMD migration entry (`is_pmd_migration_entry`, `set_pmd_migration_entry`) for a
     /// THP under migration; like [`Pte::Migration`] it holds no mapcount.
     Migration {
+        /// The THP being migrated (the source).
         folio: FolioId,
+        /// The migration entry type.
         kind: MigrationKind,
+        /// The kept bits of the replaced PMD.
         flags: PteFlags,
     },
 }
@@ -131,18 +166,26 @@ pub enum Pmd {
 pub enum Walk {
     /// No PTE table or huge leaf.
     NoTable,
+    /// The PTE for the address in its PTE table (possibly none).
     Pte(Pte),
     /// A huge leaf; `sub` is the page of the folio at the address.
     Huge {
+        /// The PMD-mapped folio.
         folio: FolioId,
+        /// The page within the folio.
         sub: u16,
+        /// The PMD's bits.
         flags: PteFlags,
     },
     /// A PMD migration entry; `sub` is the page of the folio at the address.
     PmdMigration {
+        /// The THP being migrated.
         folio: FolioId,
+        /// The page within the folio.
         sub: u16,
+        /// The migration entry type.
         kind: MigrationKind,
+        /// The kept bits of the replaced PMD.
         flags: PteFlags,
     },
 }
@@ -287,14 +330,19 @@ pub struct PageTable {
     pub pmds: PmdMap,
 }
 
+/// The global PMD index of `a` (`addr >> PMD_SHIFT`): the key of [`PmdMap`]. Unlike the
+/// kernel's `pmd_index`, it keeps the PUD and PGD bits.
 pub fn pmd_index(a: VirtAddr) -> u64 {
     a.0 >> PMD_SHIFT
 }
+/// `pte_index`: the slot of `a` in its PTE table.
 pub fn pte_index(a: VirtAddr) -> usize {
     ((a.0 >> PAGE_SHIFT) as usize) & (PTRS_PER_PTE - 1)
 }
 
 impl PageTable {
+    /// What maps `a`: a software page-table walk down to the PMD entry and, under a table,
+    /// the PTE.
     pub fn walk(&self, a: VirtAddr) -> Walk {
         match self.pmds.get(&pmd_index(a)) {
             None => Walk::NoTable,
@@ -307,6 +355,8 @@ impl PageTable {
             }
         }
     }
+    /// The PTE for `a` (`ptep_get`); none if there is no PTE table or the PMD is a huge leaf
+    /// or migration entry.
     pub fn get_pte(&self, a: VirtAddr) -> Pte {
         match self.pmds.get(&pmd_index(a)) {
             Some(Pmd::Table(t)) => t.ptes[pte_index(a)],
@@ -353,6 +403,8 @@ impl PageTable {
         }
         old
     }
+    /// The bits of the present PTE or huge PMD leaf mapping `a`, to change in place; `None`
+    /// for any other entry.
     pub fn pte_flags_mut(&mut self, a: VirtAddr) -> Option<&mut PteFlags> {
         match self.pmds.get_mut(&pmd_index(a)) {
             Some(Pmd::Table(t)) => match &mut t.ptes[pte_index(a)] {
@@ -363,6 +415,7 @@ impl PageTable {
             Some(Pmd::Migration { .. }) | None => None,
         }
     }
+    /// The PMD entry covering `a`, if any.
     pub fn pmd(&self, a: VirtAddr) -> Option<&Pmd> {
         self.pmds.get(&pmd_index(a))
     }
