@@ -240,6 +240,7 @@ impl System {
             .map(|(av, c)| (av, self.avcs[c].vma))
             .collect();
         for (mmid, mm) in self.mms.iter() {
+            let mut last_vma: Option<(VmaId, u64, u64)> = None;
             for (key, pmd) in mm.pt.pmds.iter() {
                 let base = VirtAddr(key << PMD_SHIFT);
                 match pmd {
@@ -298,8 +299,16 @@ impl System {
                             if pte.is_none() {
                                 continue;
                             }
-                            let Some(vma) = mm.vma_lookup(a) else {
-                                return Err(format!("PTE at {a:?} outside any VMA"));
+                            // Neighbouring PTEs are mostly in one VMA: look up only past its end.
+                            let vma = match last_vma {
+                                Some((v, s, e)) if s <= a.0 && a.0 < e => v,
+                                _ => {
+                                    let Some(v) = mm.vma_lookup(a) else {
+                                        return Err(format!("PTE at {a:?} outside any VMA"));
+                                    };
+                                    last_vma = Some((v, self.vmas[v].start.0, self.vmas[v].end.0));
+                                    v
+                                }
                             };
                             if let Pte::Present { folio, sub, flags } = *pte {
                                 ensure!(self.folios.contains(folio), "PTE at {a:?} maps a freed folio");

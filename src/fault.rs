@@ -65,7 +65,8 @@ impl System {
         // The pages below run until the first hole; more than MAX_FAULT_BYTES of them would
         // not finish (a touch may be as long as the address space).
         let mut mapped = start;
-        while mapped.0 < end
+        while end - start.0 > MAX_FAULT_BYTES
+            && mapped.0 < end
             && mapped.0 - start.0 <= MAX_FAULT_BYTES
             && let Some(vma) = self.mms[mm].vma_lookup(mapped)
         {
@@ -79,8 +80,11 @@ impl System {
         // all-or-nothing so that the oracle and the model agree on what a signal leaves.
         // Permissions are the VMA's; only file EOF and userfaultfd depend on the page.
         let mut a = start;
+        // The VMA of the first page, found again without a lookup (most touches are one page).
+        let mut first = None;
         while a.0 < end {
             let Some(vma) = self.mms[mm].vma_lookup(a) else { return Ok(Err(Signal::SIGSEGV)) };
+            first.get_or_insert(vma);
             if let Some(sig) = self.access_error_vma(vma, write) {
                 return Ok(Err(sig));
             }
@@ -101,7 +105,10 @@ impl System {
         }
         let mut a = start;
         while a.0 < end {
-            let vma = self.mms[mm].vma_lookup(a).expect("checked");
+            let vma = match first.take() {
+                Some(v) => v,
+                None => self.mms[mm].vma_lookup(a).expect("checked"),
+            };
             let vend = self.vmas[vma].end.0.min(end);
             // The fast paths leave out userfaultfd, whose VMAs take every fault the long way.
             let fast = !self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS);
@@ -147,14 +154,20 @@ impl System {
         let new_flags = self.new_pte_flags(vma, true);
         let run_end = VirtAddr(end.0.min(start.pmd_down().0 + PMD_SIZE));
         let key = pmd_index(start);
-        if self.mms[mm].pt.pmds.get(&key).is_none() {
-            // A missing table: the THP fault path decides whether a huge page goes here.
-            if self.thp_fault_allowed(vma, start) {
-                return start;
+        let t = match self.mms[mm].pt.pmds.get_mut(&key) {
+            Some(Pmd::Table(t)) => t,
+            Some(_) => return start,
+            None => {
+                // A missing table: the THP fault path decides whether a huge page goes here.
+                if self.thp_fault_allowed(vma, start) {
+                    return start;
+                }
+                match self.mms[mm].pt.pmds.get_or_insert_with(key, || Pmd::Table(Box::default())) {
+                    Pmd::Table(t) => t,
+                    _ => return start,
+                }
             }
-            self.mms[mm].pt.alloc_table(start);
-        }
-        let Some(Pmd::Table(t)) = self.mms[mm].pt.pmds.get_mut(&key) else { return start };
+        };
         let mut a = start;
         while a < run_end {
             let slot = &mut t.ptes[pte_index(a)];

@@ -123,7 +123,8 @@ fn decompress(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
     // The frame says how big the text is when the writer knew; else guess from a typical
     // ratio. Growing a vector of hundreds of MiB by doubling was a tenth of an import.
     let size = zstd::zstd_safe::get_frame_content_size(bytes).ok().flatten();
-    let mut out = Vec::with_capacity(size.map_or(bytes.len().saturating_mul(12), |s| s as usize).min(1 << 32));
+    let mut out =
+        Vec::with_capacity(size.map_or(bytes.len().saturating_mul(12), |s| s as usize).min(1 << 32));
     let mut dec = match zstd::stream::read::Decoder::new(bytes) {
         Ok(d) => d,
         Err(e) => return (out, Some(e.to_string())),
