@@ -19,7 +19,10 @@
 //! Bad input never panics: garbled lines are counted and listed in `ImportReport::problems`;
 //! only text that is no perf output at all, or an unreadable file, is an `ImportError`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+// Fx hashing: these maps are consulted once or twice per line of million-line traces.
+use rustc_hash::FxHashMap as HashMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -172,12 +175,36 @@ struct Header<'a> {
     tid: u32,
     /// After `TIME:`, trimmed.
     rest: &'a str,
+    /// A well-formed `exceptions:page_fault_user` line's address and error code, read with
+    /// the header (on the header threads): most lines of a trace are these.
+    fault: Option<(u64, u64)>,
+}
+
+/// `address=0x... ip=0x... error_code=0x..` read in place (None if it is not exactly that
+/// shape; the generic key lookup then decides).
+fn fault_fields(payload: &str) -> Option<(u64, u64)> {
+    let rest = payload.strip_prefix("address=")?;
+    let (addr, _) = rest.split_once(' ')?;
+    let (_, code) = rest.rsplit_once(" error_code=")?;
+    Some((num(addr)?, num(code)?))
 }
 
 /// The headers of `lines` (None for a blank or garbled line). Header parsing is most of an
 /// import's time and each line's is independent, so the two halves go to two threads.
 fn headers_of<'a>(lines: &[&'a str]) -> Vec<Option<Header<'a>>> {
-    let parse = |ls: &[&'a str]| ls.iter().map(|l| split_header(l)).collect::<Vec<_>>();
+    let parse = |ls: &[&'a str]| {
+        ls.iter()
+            .map(|l| {
+                let mut h = split_header(l)?;
+                h.fault = h
+                    .rest
+                    .strip_prefix("exceptions:page_fault_user:")
+                    .filter(|p| p.starts_with(|c: char| c.is_ascii_whitespace()))
+                    .and_then(|p| fault_fields(p.trim()));
+                Some(h)
+            })
+            .collect::<Vec<_>>()
+    };
     if lines.len() < 100_000 {
         return parse(lines);
     }
@@ -214,7 +241,7 @@ fn split_header(s: &str) -> Option<Header<'_>> {
         let Some(pend) = before.iter().rposition(|&c| !ws(c)).map(|i| i + 1) else { continue };
         let pstart = before[..pend].iter().rposition(|&c| ws(c)).map_or(0, |i| i + 1);
         if let Some((pid, tid)) = pid_tid(&s[pstart..pend]) {
-            return Some(Header { pid, tid, rest: s[colon + 1..].trim() });
+            return Some(Header { pid, tid, rest: s[colon + 1..].trim(), fault: None });
         }
     }
     None
@@ -438,11 +465,11 @@ pub fn parse_perf(path: &str, text: &str) -> Result<(Script, ImportReport), Impo
         steps: Vec::new(),
         skipped: Vec::new(),
         report: ImportReport { format: "perf".to_string(), ..Default::default() },
-        tasks: HashMap::new(),
-        tgid_of: HashMap::new(),
+        tasks: HashMap::default(),
+        tgid_of: HashMap::default(),
         fd_tables: Vec::new(),
         files: Vec::new(),
-        names: HashMap::new(),
+        names: HashMap::default(),
     };
     // Pass 1: which tid is in which thread group (a fork's child is only known later).
     let mut first_text = None;
@@ -522,7 +549,7 @@ impl Conv<'_> {
             let fdt = match self.tasks.get(&tgid) {
                 Some(t) if tgid != tid => t.fdt,
                 _ => {
-                    self.fd_tables.push(HashMap::new());
+                    self.fd_tables.push(HashMap::default());
                     self.fd_tables.len() - 1
                 }
             };
@@ -547,6 +574,12 @@ impl Conv<'_> {
             return;
         };
         self.report.events += 1;
+        if let Some((addr, code)) = h.fault
+            && h.tid != 0
+        {
+            self.user_event(h.tid);
+            return self.fault_at(line, h.tid, addr, code);
+        }
         let word = h.rest.split_whitespace().next().unwrap_or("");
         if let Some(rec) = word.strip_prefix("PERF_RECORD_") {
             return self.record(line, &h, rec);
@@ -889,21 +922,17 @@ impl Conv<'_> {
 
     fn fault(&mut self, line: usize, tid: u32, payload: &str) {
         self.user_event(tid);
-        // `address=0x... ip=0x... error_code=0x..`: read in place, the generic key lookup
-        // being most of the cost of the commonest line.
-        let fast = || {
-            let rest = payload.strip_prefix("address=")?;
-            let (addr, _) = rest.split_once(' ')?;
-            let (_, code) = rest.rsplit_once(" error_code=")?;
-            Some((num(addr)?, num(code)?))
-        };
-        let (addr, code) = match fast() {
-            Some((a, c)) => (Some(a), Some(c)),
-            None => (kv(payload, "address").and_then(num), kv(payload, "error_code").and_then(num)),
-        };
-        let (Some(addr), Some(code)) = (addr, code) else {
+        let fields = fault_fields(payload).or_else(|| {
+            Some((kv(payload, "address").and_then(num)?, kv(payload, "error_code").and_then(num)?))
+        });
+        let Some((addr, code)) = fields else {
             return self.garbled(line, "garbled page_fault_user".to_string(), payload);
         };
+        self.fault_at(line, tid, addr, code);
+    }
+
+    /// A user page fault at `addr` with x86 `error_code` (bit 1: write) as a one-page touch.
+    fn fault_at(&mut self, line: usize, tid: u32, addr: u64, code: u64) {
         let call = Call::Touch { addr: addr & !0xfff, len: 4096, write: code & 2 != 0 };
         self.push(line, tid, call, None);
     }
