@@ -431,7 +431,11 @@ pub fn bench_replay(path: &Path, policies: &[&str], reps: usize) -> Result<Vec<F
                 "x",
                 Some(Target::AtMost(2.0)),
             )
-            .detail(format!("replay {replay:.3} s and 1/{} of the import {:.3} s", shared.len(), import_share * n)),
+            .detail(format!(
+                "replay {replay:.3} s and 1/{} of the import {:.3} s",
+                shared.len(),
+                import_share * n
+            )),
         );
     }
     Ok(out)
