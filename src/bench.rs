@@ -558,7 +558,7 @@ pub fn render_text(figs: &[Figure]) -> String {
 /// Python program building a 21-million-entry dict, recorded with `anonmm record`.
 pub const BUNDLED_TRACE: &str = "benches/data/python-dict-1m.perf.txt.zst";
 
-/// The state a generated script leaves: [`crate::r#gen::generate`]`(seed)` with `steps` steps
+/// The state a generated script leaves: `crate::r#gen::generate(seed)` with `steps` steps
 /// run on the model (unchecked, no views), as the fuzzer's states that the invariant checker
 /// walks. A step the model refuses stops the run there, with the state reached so far.
 pub fn generated_state(seed: u64, steps: usize) -> System {
