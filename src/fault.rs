@@ -133,12 +133,13 @@ impl System {
     }
 
     /// Fault a run of pages of one PTE table in a private anonymous VMA that already has its
-    /// anon_vma, for the cases that need nothing but the table: a present page read, or
-    /// written through a writable PTE; a missing page read (the zero page) or written (a new
-    /// exclusive folio), exactly as `handle_mm_fault` → `do_anonymous_page` would. Stops at
-    /// the first page that needs more (copy-on-write, swap, migration) and returns its
-    /// address, or the run's end. This is the hot path of replay: one table lookup for up to
-    /// 512 pages.
+    /// anon_vma, for the cases that need nothing but the table and the folio: a present page
+    /// read, or written through a writable PTE; a missing page read (the zero page) or written
+    /// (a new exclusive folio, `do_anonymous_page`); a write to a read-only small anonymous
+    /// folio or the zero page (`do_wp_page`: reuse or `wp_page_copy`), exactly as
+    /// `handle_mm_fault` would. Stops at the first page that needs more (a large or
+    /// swap-cached folio, swap and migration entries, file pages) and returns its address, or
+    /// the run's end. This is the hot path of replay: one table lookup for up to 512 pages.
     fn fault_pte_run(
         &mut self,
         mm: MmId,
