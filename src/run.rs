@@ -149,6 +149,9 @@ pub struct Runner<'a> {
     pub replay: Option<ReplayState>,
     script: &'a Script,
     sampling: Sampling,
+    /// Tests: break the state after the step on this line (in redone runs too).
+    #[cfg(test)]
+    inject: Option<(usize, fn(&mut System))>,
 }
 
 /// The bookkeeping of [`RunOptions::check_sampled`].
@@ -198,6 +201,8 @@ impl<'a> Runner<'a> {
             replay,
             script,
             sampling,
+            #[cfg(test)]
+            inject: None,
         })
     }
 
@@ -243,6 +248,10 @@ impl<'a> Runner<'a> {
         let Some(fed) = self.sampling.fed.clone() else { return Err(found) };
         let opts = RunOptions { check_sampled: false, last_view_only: true, ..self.opts.clone() };
         let Ok(mut again) = Runner::new(self.script, &opts) else { return Err(found) };
+        #[cfg(test)]
+        {
+            again.inject = self.inject;
+        }
         for i in fed {
             let step = &self.script.steps[i as usize];
             if !again.sys.procs.contains_key(&step.pid) {
@@ -286,6 +295,12 @@ impl<'a> Runner<'a> {
             Plan::Run(run) => self.execute(&run)?,
             Plan::Skip(e) => e,
         };
+        #[cfg(test)]
+        if let Some((line, corrupt)) = self.inject
+            && line == step.line
+        {
+            corrupt(&mut self.sys);
+        }
         if let Some(what) = self.sys.unsupported.take() {
             match &mut self.replay {
                 Some(r) => r.not_modelled(step, &what),
@@ -444,5 +459,51 @@ impl<'a> Runner<'a> {
                 name.as_deref(),
             )),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sampled check that finds a broken invariant several steps after it broke names the
+    /// step that broke it, not the one after which it happened to look.
+    #[test]
+    fn sampled_check_blames_the_step_that_broke_the_invariant() {
+        let mut text = String::from(
+            "1 mmap(0x200000000000, 65536, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0) = 0x200000000000\n",
+        );
+        for i in 0..16 {
+            text += &format!("1 touch({:#x}, 4096, \"w\") = 0\n", 0x2000_0000_0000u64 + i * 4096);
+        }
+        let script = crate::script::parse_str("blame.strace", &text).expect("parses");
+        let opts = RunOptions { check: true, check_sampled: true, ..Default::default() };
+        let mut runner = Runner::new(&script, &opts).expect("runner");
+        // After line 6 (the fifth touch), a page's mapcount goes wrong.
+        runner.inject = Some((6, |sys| {
+            let (id, _) = sys.folios.iter().filter(|(_, f)| f.is_anon()).last().expect("a folio");
+            sys.folios[id].pages[0].mapcount += 1;
+        }));
+        for step in &script.steps {
+            // Make every check look too expensive: none runs until the end.
+            runner.sampling.checks = std::time::Duration::from_secs(3600);
+            runner.step(step, false).expect("no check runs during the steps");
+        }
+        match runner.check_now() {
+            Err(RunError::Invariant { line, call, .. }) => {
+                assert_eq!(line, 6, "blamed {call}");
+                assert_eq!(call, "touch(0x200000004000, 4096, \"w\")");
+            }
+            other => panic!("the final check must find the broken mapcount: {other:?}"),
+        }
+        // Without sampling the same run stops at that step at once.
+        let every = RunOptions { check: true, ..Default::default() };
+        let mut runner = Runner::new(&script, &every).expect("runner");
+        runner.inject = Some((6, |sys| {
+            let (id, _) = sys.folios.iter().filter(|(_, f)| f.is_anon()).last().expect("a folio");
+            sys.folios[id].pages[0].mapcount += 1;
+        }));
+        let err = script.steps.iter().find_map(|s| runner.step(s, false).err());
+        assert!(matches!(err, Some(RunError::Invariant { line: 6, .. })), "{err:?}");
     }
 }
