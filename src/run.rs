@@ -151,8 +151,12 @@ pub struct Runner<'a> {
     sampling: Sampling,
     /// Tests: break the state after the step on this line (in redone runs too).
     #[cfg(test)]
-    inject: Option<(usize, fn(&mut System))>,
+    inject: Option<(usize, Corrupt)>,
 }
+
+/// Tests: how to break a state.
+#[cfg(test)]
+type Corrupt = fn(&mut System);
 
 /// The bookkeeping of [`RunOptions::check_sampled`].
 #[derive(Default)]
