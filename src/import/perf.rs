@@ -185,7 +185,8 @@ struct Header<'a> {
 fn fault_fields(payload: &str) -> Option<(u64, u64)> {
     let rest = payload.strip_prefix("address=")?;
     let (addr, _) = rest.split_once(' ')?;
-    let (_, code) = rest.rsplit_once(" error_code=")?;
+    let (_, last) = rest.rsplit_once(' ')?;
+    let code = last.strip_prefix("error_code=")?;
     Some((num(addr)?, num(code)?))
 }
 
