@@ -31,6 +31,9 @@ pub(crate) struct Vrm {
     pub(crate) flags: u64,
     pub(crate) new_addr: u64,
     pub(crate) vma: Option<VmaId>,
+    /// The end of the whole source range of a multi-VMA move (`remap_move`), 0 otherwise:
+    /// the VMAs between the current piece and it are still to move.
+    pub(crate) src_end: u64,
     delta: u64,
     remap_type: RemapType,
 }
@@ -104,6 +107,7 @@ impl System {
             flags,
             new_addr,
             vma: None,
+            src_end: 0,
             delta: 0,
             remap_type: RemapType::NoResize,
         };
@@ -229,6 +233,7 @@ impl System {
             vrm.new_addr = target + offset;
             vrm.old_len = len;
             vrm.new_len = len;
+            vrm.src_end = end;
             // vma_multi_allowed: anonymous and ordinary file VMAs may move several at once,
             // but not one registered with a userfaultfd (its notification would have to drop
             // the mmap lock): it must be the whole move.

@@ -389,6 +389,22 @@ impl System {
             // Unfaulted: copy_vma re-linearises its pgoff anyway.
             return Ok(None);
         }
+        // A multi-VMA move whose destination borders a VMA the same move has yet to move: a
+        // relocation would let the destination merge into it, and moving that VMA next would
+        // move part of what was just moved. The piece moves as the kernel moves it.
+        let rest = (vrm.addr + vrm.old_len, vrm.src_end);
+        if rest.0 < rest.1 {
+            let m = &self.mms[vrm.mm];
+            let (ds, de) = (VirtAddr(vrm.new_addr), VirtAddr(vrm.new_addr + vrm.new_len));
+            let borders_rest =
+                [ds.0.checked_sub(1).and_then(|a| m.vma_lookup(VirtAddr(a))), m.vma_lookup(de)]
+                    .into_iter()
+                    .flatten()
+                    .any(|n| self.vmas[n].start.0 < rest.1 && self.vmas[n].end.0 > rest.0);
+            if borders_rest {
+                return if must { Err(Errno::EFAULT) } else { Ok(None) };
+            }
+        }
         self.stats.policy.relocations_attempted += 1;
         if self.vma_maybe_has_shared_anon_folios(vma) && matches!(kind, PlanKind::Stoakes | PlanKind::Matena)
         {
