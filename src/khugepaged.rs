@@ -99,7 +99,8 @@ impl System {
             if !f.is_anon() {
                 return Err(ScanFail::PageAnon);
             }
-            if f.pincount > 0 || f.extra_refs > 0 {
+            // is_refcount_suitable: the swap cache's reference is expected.
+            if f.pincount > 0 || f.extra_refs > u32::from(f.swap.is_some()) {
                 return Err(ScanFail::PageCount);
             }
             writable |= flags.contains(PteFlags::WRITE);
@@ -132,7 +133,7 @@ impl System {
                         if !f.is_anon() {
                             return Err(ScanFail::PageAnon);
                         }
-                        if f.pincount > 0 || f.extra_refs > 0 {
+                        if f.pincount > 0 || f.extra_refs > u32::from(f.swap.is_some()) {
                             return Err(ScanFail::PageCount);
                         }
                     }
