@@ -573,6 +573,24 @@ fn cmd_replay(
     for path in traces {
         let name =
             path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+        // One policy, unchecked: the import streams into the replay on a second thread.
+        if let [p] = policies[..]
+            && !check
+        {
+            bar.set_message(format!("{name} ({p})"));
+            bar.set_length(0);
+            bar.set_position(0);
+            let opts = RunOptions { policy: p.to_string(), ..Default::default() };
+            let t0 = std::time::Instant::now();
+            match anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64)) {
+                Ok((out, _)) => rows.push(ReportRow::new(&name, p, &out, t0.elapsed().as_secs_f64())),
+                Err(e) => {
+                    bar.suspend(|| eprintln!("{e}"));
+                    code = 2;
+                }
+            }
+            continue;
+        }
         bar.set_message(format!("reading {name}"));
         let script = match read_trace(path) {
             Ok((s, _)) => s,

@@ -599,17 +599,100 @@ pub fn replay_script_observed(
     progress: &mut dyn FnMut(usize),
     observe: &mut dyn FnMut(VmaSample),
 ) -> Result<ReplayOutcome, crate::run::RunError> {
-    use crate::run::{RunError, Runner};
     let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
-    let mut runner = Runner::new(script, &opts)?;
-    if let Some(r) = &mut runner.replay {
-        r.max_examples = max_examples;
-    }
-    let mut invariant = None;
+    let mut r = Replayer::new(crate::run::Runner::new(script, &opts)?, max_examples);
     for (i, step) in script.steps.iter().enumerate() {
         if i % 1024 == 0 {
             progress(i);
         }
+        if !r.step(i, step, observe) {
+            break;
+        }
+    }
+    progress(script.steps.len());
+    Ok(r.finish(script.steps.len()))
+}
+
+/// Why a trace could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// It could not be read or imported.
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
+    /// The run could not start (a bad policy).
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
+}
+
+/// Import the trace at `path` and replay it, as [`replay_script`] does after
+/// [`crate::import::read_trace`]. Without `opts.check` the import streams: a second thread
+/// reads and converts the trace while this one replays the steps already converted. (A
+/// checked replay imports first: finding the step that broke an invariant redoes the run.)
+pub fn replay_trace(
+    path: &std::path::Path,
+    opts: &crate::run::RunOptions,
+    max_examples: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(ReplayOutcome, crate::import::ImportReport), TraceError> {
+    use crate::run::Runner;
+    if opts.check {
+        let (script, report) = crate::import::read_trace(path)?;
+        return Ok((replay_script(&script, opts, max_examples, progress)?, report));
+    }
+    let mut stream = crate::import::stream_trace(path)?;
+    let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
+    let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
+    // The policy is checked before any work.
+    Runner::starting(&named, None, &opts)?;
+    let mut r = None;
+    let mut i = 0;
+    let mut stopped = false;
+    while let Some(batch) = stream.next_batch() {
+        for step in &batch {
+            if stopped {
+                break;
+            }
+            let r = match &mut r {
+                Some(r) => r,
+                None => {
+                    r.insert(Replayer::new(Runner::starting(&named, Some(step.pid), &opts)?, max_examples))
+                }
+            };
+            if i % 1024 == 0 {
+                progress(i);
+            }
+            stopped = !r.step(i, step, &mut |_| {});
+            i += 1;
+        }
+        stream.recycle(batch);
+    }
+    let report = stream.finish();
+    progress(i);
+    let r = match r {
+        Some(r) => r,
+        None => Replayer::new(Runner::starting(&named, None, &opts)?, max_examples),
+    };
+    Ok((r.finish(report.steps as usize), report))
+}
+
+/// A replay in progress: the runner and what the replay has found so far.
+struct Replayer<'a> {
+    runner: crate::run::Runner<'a>,
+    invariant: Option<String>,
+}
+
+impl<'a> Replayer<'a> {
+    fn new(mut runner: crate::run::Runner<'a>, max_examples: usize) -> Replayer<'a> {
+        if let Some(r) = &mut runner.replay {
+            r.max_examples = max_examples;
+        }
+        Replayer { runner, invariant: None }
+    }
+
+    /// Replay step `i`; false when a broken invariant stops the replay.
+    fn step(&mut self, i: usize, step: &Step, observe: &mut dyn FnMut(VmaSample)) -> bool {
+        use crate::run::RunError;
+        let runner = &mut self.runner;
         let (all, anon) = runner.result.vmas_now;
         let sample = VmaSample { index: i, line: step.line, all, anon };
         if !runner.sys.procs.contains_key(&step.pid) {
@@ -617,13 +700,13 @@ pub fn replay_script_observed(
                 r.no_process(step);
             }
             observe(sample);
-            continue;
+            return true;
         }
         let (all, anon) = match runner.step(step, false) {
             Ok(_) => runner.result.vmas_now,
             Err(e @ RunError::Invariant { .. }) => {
-                invariant = Some(e.to_string());
-                break;
+                self.invariant = Some(e.to_string());
+                return false;
             }
             Err(e) => {
                 if let Some(r) = &mut runner.replay {
@@ -636,24 +719,29 @@ pub fn replay_script_observed(
             }
         };
         observe(VmaSample { all, anon, ..sample });
+        true
     }
-    if invariant.is_none()
-        && let Err(e) = runner.check_now()
-    {
-        invariant = Some(e.to_string());
+
+    /// The outcome of a replay of `steps` steps.
+    fn finish(mut self, steps: usize) -> ReplayOutcome {
+        let runner = &mut self.runner;
+        if self.invariant.is_none()
+            && let Err(e) = runner.check_now()
+        {
+            self.invariant = Some(e.to_string());
+        }
+        let replay = runner.replay.take().unwrap_or_default();
+        let mut vmas_end = count_vmas(&runner.sys);
+        if runner.sys.procs.is_empty() {
+            vmas_end = replay.vmas_before_exit;
+        }
+        ReplayOutcome {
+            steps,
+            stats: runner.sys.stats.clone(),
+            vmas_end,
+            vmas_peak: runner.result.vmas_peak,
+            replay,
+            invariant: self.invariant,
+        }
     }
-    progress(script.steps.len());
-    let replay = runner.replay.take().unwrap_or_default();
-    let mut vmas_end = count_vmas(&runner.sys);
-    if runner.sys.procs.is_empty() {
-        vmas_end = replay.vmas_before_exit;
-    }
-    Ok(ReplayOutcome {
-        steps: script.steps.len(),
-        stats: runner.sys.stats.clone(),
-        vmas_end,
-        vmas_peak: runner.result.vmas_peak,
-        replay,
-        invariant,
-    })
 }

@@ -177,6 +177,16 @@ impl<'a> Runner<'a> {
     /// Set up a run: parse the policy, and spawn the script's first process (with the
     /// reference model when checking). A bad `--policy` is [`RunError::BadInput`] at line 0.
     pub fn new(script: &'a Script, opts: &'a RunOptions) -> Result<Runner<'a>, RunError> {
+        Runner::starting(script, script.steps.first().map(|s| s.pid), opts)
+    }
+
+    /// [`Runner::new`] for steps that come from elsewhere than `script` (a streamed import;
+    /// `script` gives the path): `first` is the process the first of them will run in.
+    pub fn starting(
+        script: &'a Script,
+        first: Option<Pid>,
+        opts: &'a RunOptions,
+    ) -> Result<Runner<'a>, RunError> {
         let policy = crate::policy::Policy::parse(&opts.policy).map_err(|reason| RunError::BadInput {
             path: script.path.clone(),
             line: 0,
@@ -188,10 +198,10 @@ impl<'a> Runner<'a> {
             sys.merge_log = Some(Vec::new());
         }
         let mut reference = None;
-        if let Some(first) = script.steps.first() {
-            sys.spawn(first.pid).expect("empty system");
+        if let Some(first) = first {
+            sys.spawn(first).expect("empty system");
             if opts.check {
-                reference = Some(crate::refmodel::RefModel::new(first.pid, opts.config.initial_brk.0));
+                reference = Some(crate::refmodel::RefModel::new(first, opts.config.initial_brk.0));
             }
         }
         let replay = opts.replay.then(ReplayState::new);

@@ -333,3 +333,55 @@ proptest! {
         let _ = parse_perf("g", &format!("  x 1/1 1.0: syscalls:sys_enter_mmap: {text}\n  x 1/1 1.0: syscalls:sys_exit_mmap: {text}"));
     }
 }
+
+/// Every step of a streamed import of `path`, and its report.
+fn streamed(path: &Path) -> (Vec<Step>, ImportReport) {
+    let mut s = anonmm::import::stream_trace(path).unwrap_or_else(|e| panic!("{e}"));
+    let mut steps = Vec::new();
+    while let Some(b) = s.next_batch() {
+        steps.extend(b.iter().cloned());
+        s.recycle(b);
+    }
+    (steps, s.finish())
+}
+
+fn assert_same_steps(whole: &[Step], streamed: &[Step], what: &str) {
+    assert_eq!(whole.len(), streamed.len(), "{what}");
+    for (a, b) in whole.iter().zip(streamed) {
+        let same =
+            (a.line, a.pid, &a.call, &a.expect, &a.text) == (b.line, b.pid, &b.call, &b.expect, &b.text);
+        assert!(same, "{what}: line {}: {} against {}", a.line, format_step(a), format_step(b));
+    }
+}
+
+/// The streamed import (the one `anonmm replay` uses) gives exactly the steps and the report
+/// of the whole import: on the recordings, the bundled million-fault trace, a truncated
+/// recording, and the inputs that are not streamed (strace scripts).
+#[test]
+fn streamed_imports_match_whole_imports() {
+    let mut paths = shared_traces();
+    paths.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/python-dict-1m.perf.txt.zst"));
+    let z = std::fs::read(paths.last().unwrap()).unwrap();
+    let cut = tmp("stream-cut.perf.txt.zst");
+    std::fs::write(&cut, &z[..z.len() * 3 / 4]).unwrap();
+    let s = tmp("stream.strace");
+    std::fs::write(&s, "1 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x10000\n")
+        .unwrap();
+    paths.extend([data("python.excerpt.perf.txt"), data("sort.excerpt.perf.txt"), cut, s]);
+    for p in paths {
+        let (script, report) = read_trace(&p).unwrap_or_else(|e| panic!("{e}"));
+        let (steps, r) = streamed(&p);
+        assert_same_steps(&script.steps, &steps, &p.display().to_string());
+        assert_eq!(r, report, "{}", p.display());
+    }
+    // What cannot be read is the same error either way.
+    for name in ["does-not-exist", "empty.txt"] {
+        let p = tmp(name);
+        if name == "empty.txt" {
+            std::fs::write(&p, "").unwrap();
+        }
+        let whole = read_trace(&p).unwrap_err();
+        let Err(e) = anonmm::import::stream_trace(&p) else { panic!("{name} streamed") };
+        assert_eq!(e, whole);
+    }
+}

@@ -171,6 +171,10 @@ fn shared_traces_replay_without_model_divergences() {
         );
         assert_eq!(o.replay.count(DivClass::Trace), 0, "{}", p.display());
         assert!(o.vmas_peak.0 >= o.vmas_end.0 && o.vmas_peak.0 > 0);
+        // Streamed into the replay (as `anonmm replay --policy P` runs), the same outcome.
+        let (streamed, _) = anonmm::replay::replay_trace(p, &RunOptions::default(), 8, &mut |_| {})
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(format!("{streamed:?}"), format!("{o:?}"), "{}", p.display());
     }
 }
 

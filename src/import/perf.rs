@@ -119,7 +119,7 @@ pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
     Ok((script, report))
 }
 
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// Decompress as much as can be: the output, and the error that stopped it, if any.
 fn decompress(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
@@ -144,7 +144,7 @@ fn decompress(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
 }
 
 /// Whether one of the first non-empty lines is a perf event line.
-fn looks_like_perf(text: &str) -> bool {
+pub(crate) fn looks_like_perf(text: &str) -> bool {
     text.lines().filter(|l| !l.trim().is_empty()).take(50).any(|l| split_header(l).is_some())
 }
 
@@ -170,14 +170,14 @@ fn strace_report(text: &str, s: &Script) -> ImportReport {
 // Lines
 
 /// The fixed part of a perf line.
-struct Header<'a> {
-    pid: u32,
-    tid: u32,
+pub(crate) struct Header<'a> {
+    pub(crate) pid: u32,
+    pub(crate) tid: u32,
     /// After `TIME:`, trimmed.
-    rest: &'a str,
+    pub(crate) rest: &'a str,
     /// A well-formed `exceptions:page_fault_user` line's address and error code, read with
     /// the header (on the header threads): most lines of a trace are these.
-    fault: Option<(u64, u64)>,
+    pub(crate) fault: Option<(u64, u64)>,
 }
 
 /// `address=0x... ip=0x... error_code=0x..` read in place (None if it is not exactly that
@@ -193,19 +193,7 @@ fn fault_fields(payload: &str) -> Option<(u64, u64)> {
 /// The headers of `lines` (None for a blank or garbled line). Header parsing is most of an
 /// import's time and each line's is independent, so the two halves go to two threads.
 fn headers_of<'a>(lines: &[&'a str]) -> Vec<Option<Header<'a>>> {
-    let parse = |ls: &[&'a str]| {
-        ls.iter()
-            .map(|l| {
-                let mut h = split_header(l)?;
-                h.fault = h
-                    .rest
-                    .strip_prefix("exceptions:page_fault_user:")
-                    .filter(|p| p.starts_with(|c: char| c.is_ascii_whitespace()))
-                    .and_then(|p| fault_fields(p.trim()));
-                Some(h)
-            })
-            .collect::<Vec<_>>()
-    };
+    let parse = |ls: &[&'a str]| ls.iter().map(|l| header_of(l)).collect::<Vec<_>>();
     if lines.len() < 100_000 {
         return parse(lines);
     }
@@ -219,6 +207,126 @@ fn headers_of<'a>(lines: &[&'a str]) -> Vec<Option<Header<'a>>> {
         }
         out
     })
+}
+
+/// A line's header, with its fault fields if it is a page fault.
+pub(crate) fn header_of(l: &str) -> Option<Header<'_>> {
+    if let Some(h) = plain_header(l) {
+        return Some(h);
+    }
+    let mut h = split_header(l)?;
+    h.fault = fault_of(h.rest);
+    Some(h)
+}
+
+/// The address and error code of a well-formed `exceptions:page_fault_user` event.
+fn fault_of(rest: &str) -> Option<(u64, u64)> {
+    let p = rest
+        .strip_prefix("exceptions:page_fault_user:")
+        .filter(|p| p.starts_with(|c: char| c.is_ascii_whitespace()))?
+        .trim();
+    plain_fault(p).or_else(|| fault_fields(p))
+}
+
+/// The header of a line of the usual shape, `COMM PID/TID SECS.FRAC: EVENT ...` with plain
+/// spaces, no colon in COMM and ASCII at the ends of the rest, read byte by byte; None for
+/// anything else, which [`split_header`] then reads (giving the same header for these).
+/// Most lines of a trace are page faults: their fields are read here too.
+fn plain_header(l: &str) -> Option<Header<'_>> {
+    let b = l.as_bytes();
+    let colon = b.iter().position(|&c| c == b':')?;
+    if b.get(colon + 1).is_some_and(|&c| c != b' ') {
+        return None;
+    }
+    // SECS.FRAC, back from the colon.
+    let mut i = colon;
+    let mut frac = 0;
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        i -= 1;
+        frac += 1;
+    }
+    if frac == 0 || i < 2 || b[i - 1] != b'.' {
+        return None;
+    }
+    i -= 1;
+    let secs_end = i;
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        i -= 1;
+    }
+    if i == secs_end || i == 0 || b[i - 1] != b' ' {
+        return None;
+    }
+    while i > 0 && b[i - 1] == b' ' {
+        i -= 1;
+    }
+    // PID/TID.
+    let tid_end = i;
+    let (tid, at) = dec_back(b, tid_end)?;
+    if at == 0 || b[at - 1] != b'/' {
+        return None;
+    }
+    let (pid, at) = dec_back(b, at - 1)?;
+    if at > 0 && b[at - 1] != b' ' {
+        return None;
+    }
+    // The rest, trimmed: only when its ends are plainly not whitespace.
+    let mut r = colon + 1;
+    while b.get(r) == Some(&b' ') {
+        r += 1;
+    }
+    let (&first, &last) = (b.get(r)?, b.last()?);
+    if !(first.is_ascii_graphic() && last.is_ascii_graphic()) {
+        return None;
+    }
+    let rest = &l[r..];
+    Some(Header { pid, tid, rest, fault: fault_of(rest) })
+}
+
+/// The decimal number (at most 9 digits, so it fits a u32) that ends at `end`, and where it
+/// starts.
+fn dec_back(b: &[u8], end: usize) -> Option<(u32, usize)> {
+    let mut i = end;
+    let mut v: u32 = 0;
+    let mut scale: u32 = 1;
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        if end - i == 9 {
+            return None;
+        }
+        i -= 1;
+        v += u32::from(b[i] - b'0') * scale;
+        scale = scale.wrapping_mul(10);
+    }
+    (i < end).then_some((v, i))
+}
+
+/// `address=0xHEX ... error_code=0xHEX` with plain hex numbers (None for anything else).
+fn plain_fault(p: &str) -> Option<(u64, u64)> {
+    let b = p.as_bytes();
+    let (addr, used) = hex_prefixed(b.strip_prefix(b"address=0x")?)?;
+    if b.get(10 + used) != Some(&b' ') {
+        return None;
+    }
+    let last = b.iter().rposition(|&c| c == b' ')?;
+    let (code, used) = hex_prefixed(b[last + 1..].strip_prefix(b"error_code=0x")?)?;
+    (last + 1 + 13 + used == b.len()).then_some((addr, code))
+}
+
+/// The hex digits at the start of `b` as a number (None if none, or if it overflows), and
+/// how many there were.
+fn hex_prefixed(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v: u64 = 0;
+    let mut n = 0;
+    for &c in b {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => break,
+        };
+        v = v.checked_mul(16)?.checked_add(u64::from(d))?;
+        n += 1;
+    }
+    (n > 0).then_some((v, n))
 }
 
 /// The header is the first `PID/TID TIME:` pair of words (the command before it may hold
@@ -441,19 +549,38 @@ struct FdEnt {
 struct FileEnt {
     path: String,
     synthetic: bool,
-    /// The Openat step that names it.
+    /// The Openat step that names it, while an mmap may still name it.
     open_step: Option<usize>,
+    /// Entries of live fd tables that refer to it: at 0 no later mmap can name it.
+    refs: u32,
 }
 
-struct Conv<'a> {
+/// A file descriptor table, shared by the tasks that use it.
+#[derive(Debug, Default)]
+struct FdTable {
+    fds: HashMap<i64, FdEnt>,
+    /// Tasks whose `fdt` it is; at 0 nothing can reach it again.
+    users: u32,
+}
+
+pub(crate) struct Conv<'a> {
     path: &'a str,
-    steps: Vec<Step>,
+    /// The steps made and not yet handed on; `steps[0]` is step number `base`.
+    pub(crate) steps: Vec<Step>,
+    pub(crate) base: usize,
+    /// Steps a later line may still edit: an exec's result (until its task's next
+    /// `sys_exit`) and an openat's path (until an mmap names its file or no fd refers to it).
+    /// A streaming import hands on only the steps before the first of these.
+    held: BTreeSet<usize>,
     skipped: Vec<(usize, String)>,
     report: ImportReport,
     tasks: HashMap<u32, Task>,
-    /// Thread group of every tid, from every line's `PID/TID`.
-    tgid_of: HashMap<u32, u32>,
-    fd_tables: Vec<HashMap<i64, FdEnt>>,
+    /// Thread group of every tid, from the first line with its `PID/TID`. A batch import
+    /// knows every line's; a streaming one reads ahead until the tid asked for is known.
+    pub(crate) tgid_of: HashMap<u32, u32>,
+    /// A streaming import's reader, asked to read ahead for a tid no line has shown yet.
+    pub(crate) ahead: Option<Box<super::stream::Source>>,
+    fd_tables: Vec<FdTable>,
     files: Vec<FileEnt>,
     /// File names given out, with the (dev, ino) they stand for.
     names: HashMap<String, (u64, u64)>,
@@ -461,17 +588,7 @@ struct Conv<'a> {
 
 /// Parse `perf script` text into a script of the same events.
 pub fn parse_perf(path: &str, text: &str) -> Result<(Script, ImportReport), ImportError> {
-    let mut c = Conv {
-        path,
-        steps: Vec::new(),
-        skipped: Vec::new(),
-        report: ImportReport { format: "perf".to_string(), ..Default::default() },
-        tasks: HashMap::default(),
-        tgid_of: HashMap::default(),
-        fd_tables: Vec::new(),
-        files: Vec::new(),
-        names: HashMap::default(),
-    };
+    let mut c = Conv::new(path);
     // Pass 1: which tid is in which thread group (a fork's child is only known later).
     let mut first_text = None;
     let mut any = false;
@@ -508,23 +625,108 @@ pub fn parse_perf(path: &str, text: &str) -> Result<(Script, ImportReport), Impo
         c.line(i + 1, raw, h);
     }
     c.finish();
-    let mut report = c.report;
-    report.steps = c.steps.len() as u64;
-    let mut groups = BTreeSet::new();
-    for (&tid, t) in &c.tasks {
-        groups.insert(t.tgid);
-        if t.tgid != tid {
-            report.threads += 1;
-        }
-    }
-    report.processes = groups.len() as u64;
+    let report = c.final_report();
     Ok((Script { path: path.to_string(), steps: c.steps, skipped: c.skipped }, report))
 }
 
 const NOT_IN_AST: &[&str] =
     &["mlock", "mlock2", "munlock", "mlockall", "munlockall", "memfd_create", "shmat", "shmdt"];
 
-impl Conv<'_> {
+impl<'a> Conv<'a> {
+    pub(crate) fn new(path: &'a str) -> Conv<'a> {
+        Conv {
+            path,
+            steps: Vec::new(),
+            base: 0,
+            held: BTreeSet::new(),
+            skipped: Vec::new(),
+            report: ImportReport { format: "perf".to_string(), ..Default::default() },
+            tasks: HashMap::default(),
+            tgid_of: HashMap::default(),
+            ahead: None,
+            fd_tables: Vec::new(),
+            files: Vec::new(),
+            names: HashMap::default(),
+        }
+    }
+
+    /// The report, once every line is converted and `finish` ran.
+    pub(crate) fn final_report(&mut self) -> ImportReport {
+        let mut report = std::mem::take(&mut self.report);
+        report.steps = (self.base + self.steps.len()) as u64;
+        let mut groups = BTreeSet::new();
+        for (&tid, t) in &self.tasks {
+            groups.insert(t.tgid);
+            if t.tgid != tid {
+                report.threads += 1;
+            }
+        }
+        report.processes = groups.len() as u64;
+        report
+    }
+
+    /// How many of `steps` no later line can change.
+    pub(crate) fn releasable(&self) -> usize {
+        self.held.first().map_or(self.steps.len(), |&h| h - self.base)
+    }
+
+    /// Step number `i`, if it is not handed on yet (held steps never are).
+    fn step_mut(&mut self, i: usize) -> Option<&mut Step> {
+        self.steps.get_mut(i.checked_sub(self.base)?)
+    }
+
+    /// A new fd table holding `fds`, used by no task yet.
+    fn new_table(&mut self, fds: HashMap<i64, FdEnt>) -> usize {
+        for e in fds.values() {
+            self.files[e.file].refs += 1;
+        }
+        self.fd_tables.push(FdTable { fds, users: 0 });
+        self.fd_tables.len() - 1
+    }
+
+    /// A task stopped using fd table `fdt` (it exec'd, or its tid was given to a new task).
+    fn drop_table_user(&mut self, fdt: usize) {
+        let t = &mut self.fd_tables[fdt];
+        t.users = t.users.saturating_sub(1);
+        if t.users == 0 {
+            let fds = std::mem::take(&mut t.fds);
+            for e in fds.values() {
+                self.unref_file(e.file);
+            }
+        }
+    }
+
+    fn fd_set(&mut self, fdt: usize, fd: i64, e: FdEnt) {
+        self.files[e.file].refs += 1;
+        if let Some(old) = self.fd_tables[fdt].fds.insert(fd, e) {
+            self.unref_file(old.file);
+        }
+    }
+
+    fn fd_close(&mut self, fdt: usize, fd: i64) {
+        if let Some(old) = self.fd_tables[fdt].fds.remove(&fd) {
+            self.unref_file(old.file);
+        }
+    }
+
+    fn unref_file(&mut self, file: usize) {
+        let f = &mut self.files[file];
+        f.refs -= 1;
+        if f.refs == 0
+            && let Some(step) = f.open_step.take()
+        {
+            self.held.remove(&step);
+        }
+    }
+
+    /// A task's new Task replaces `old` (fork to a tid seen before).
+    fn drop_task(&mut self, old: Task) {
+        if let Some(step) = old.exec_step {
+            self.held.remove(&step);
+        }
+        self.drop_table_user(old.fdt);
+    }
+
     fn skip(&mut self, line: usize, reason: impl Into<String>) {
         let reason = reason.into();
         *self.report.skipped.entry(reason.clone()).or_default() += 1;
@@ -543,17 +745,28 @@ impl Conv<'_> {
         self.skip(line, reason);
     }
 
+    /// The thread group of `tid`, from the first line that shows it (reading ahead if it
+    /// takes that).
+    fn tgid(&mut self, tid: u32) -> Option<u32> {
+        loop {
+            if let Some(&g) = self.tgid_of.get(&tid) {
+                return Some(g);
+            }
+            if !self.ahead.as_mut()?.read_ahead(&mut self.tgid_of) {
+                return None;
+            }
+        }
+    }
+
     fn task(&mut self, tid: u32) -> &mut Task {
         if !self.tasks.contains_key(&tid) {
-            let tgid = self.tgid_of.get(&tid).copied().unwrap_or(tid);
+            let tgid = self.tgid(tid).unwrap_or(tid);
             // A thread whose group leader is known shares its fd table.
             let fdt = match self.tasks.get(&tgid) {
                 Some(t) if tgid != tid => t.fdt,
-                _ => {
-                    self.fd_tables.push(HashMap::default());
-                    self.fd_tables.len() - 1
-                }
+                _ => self.new_table(HashMap::default()),
             };
+            self.fd_tables[fdt].users += 1;
             self.tasks.insert(tid, Task { tgid, fdt, ..Default::default() });
         }
         self.tasks.get_mut(&tid).expect("inserted above")
@@ -563,10 +776,10 @@ impl Conv<'_> {
         // Page faults are most of a trace: their text is made only if a report needs it.
         let text = if matches!(call, Call::Touch { .. }) { String::new() } else { format_call(&call) };
         self.steps.push(Step { line, pid: Pid(tid), text, call, expect });
-        self.steps.len() - 1
+        self.base + self.steps.len() - 1
     }
 
-    fn line(&mut self, line: usize, raw: &str, h: Option<Header<'_>>) {
+    pub(crate) fn line(&mut self, line: usize, raw: &str, h: Option<Header<'_>>) {
         let Some(h) = h else {
             if raw.trim().is_empty() {
                 return;
@@ -767,7 +980,12 @@ impl Conv<'_> {
         }
         let t = self.task(tid);
         let exec_step = t.exec_step.take();
-        match t.pending.take() {
+        let pending = t.pending.take();
+        if let Some(i) = exec_step {
+            // Edited below if this is its exit; final either way.
+            self.held.remove(&i);
+        }
+        match pending {
             Some(p) if p.name == name => {
                 if ret.is_none() {
                     self.incomplete(format!("garbled sys_exit_{name}"));
@@ -777,7 +995,10 @@ impl Conv<'_> {
             other => {
                 // The exit of an exec whose step the sched_process_exec event made.
                 if let (true, None, Some(i)) = (name == "execve" || name == "execveat", &other, exec_step) {
-                    self.steps[i].expect = ret.map(|r| expect_of(r).unwrap_or(Expect::Unknown));
+                    if let Some(s) = self.step_mut(i) {
+                        s.expect = ret.map(|r| expect_of(r).unwrap_or(Expect::Unknown));
+                    }
+                    self.held.remove(&i);
                     return;
                 }
                 if let Some(p) = other {
@@ -825,28 +1046,29 @@ impl Conv<'_> {
             Call::Openat { path, .. } => match ok {
                 Some(fd) => {
                     *path = format!("fd{fd}@line{}", p.line);
+                    let step = self.base + self.steps.len();
+                    self.held.insert(step);
                     self.files.push(FileEnt {
                         path: path.clone(),
                         synthetic: true,
-                        open_step: Some(self.steps.len()),
+                        open_step: Some(step),
+                        refs: 0,
                     });
                     let file = self.files.len() - 1;
-                    self.fd_tables[fdt].insert(fd as i64, FdEnt { file, cloexec: p.cloexec });
+                    self.fd_set(fdt, fd as i64, FdEnt { file, cloexec: p.cloexec });
                 }
                 None => *path = format!("open@line{}", p.line),
             },
-            Call::Close { fd } => {
-                self.fd_tables[fdt].remove(fd);
-            }
+            Call::Close { fd } => self.fd_close(fdt, *fd),
             Call::Dup { fd } => {
-                if let (Some(new), Some(e)) = (ok, self.fd_tables[fdt].get(fd).copied()) {
-                    self.fd_tables[fdt].insert(new as i64, FdEnt { cloexec: false, ..e });
+                if let (Some(new), Some(e)) = (ok, self.fd_tables[fdt].fds.get(fd).copied()) {
+                    self.fd_set(fdt, new as i64, FdEnt { cloexec: false, ..e });
                 }
             }
             Call::Dup2 { oldfd, newfd } => {
-                if let (Some(_), Some(e)) = (ok, self.fd_tables[fdt].get(oldfd).copied()) {
+                if let (Some(_), Some(e)) = (ok, self.fd_tables[fdt].fds.get(oldfd).copied()) {
                     let cloexec = p.cloexec;
-                    self.fd_tables[fdt].insert(*newfd, FdEnt { cloexec, ..e });
+                    self.fd_set(fdt, *newfd, FdEnt { cloexec, ..e });
                 }
             }
             Call::Mmap { fd, flags, .. } => {
@@ -854,7 +1076,7 @@ impl Conv<'_> {
                     && *fd >= 0
                     && *flags & abi::MAP_ANONYMOUS == 0
                 {
-                    match self.fd_tables[fdt].get(fd).copied() {
+                    match self.fd_tables[fdt].fds.get(fd).copied() {
                         Some(e) => self.name_file(e.file, rec),
                         None => self.incomplete("mmap of an fd opened before the trace".to_string()),
                     }
@@ -894,12 +1116,15 @@ impl Conv<'_> {
         let f = &mut self.files[file];
         f.synthetic = false;
         f.path = name.clone();
-        if let Some(step) = f.open_step
-            && let Some(s) = self.steps.get_mut(step)
-            && let Call::Openat { path, .. } = &mut s.call
-        {
-            *path = name;
-            s.text = format_call(&s.call);
+        let open_step = f.open_step.take();
+        if let Some(step) = open_step {
+            self.held.remove(&step);
+            if let Some(s) = self.step_mut(step)
+                && let Call::Openat { path, .. } = &mut s.call
+            {
+                *path = name;
+                s.text = format_call(&s.call);
+            }
         }
     }
 
@@ -950,8 +1175,8 @@ impl Conv<'_> {
             Some(f) if f & abi::CLONE_VM != 0 && f & abi::CLONE_VFORK == 0 => Call::CloneVm { flags: f },
             Some(f) => Call::Fork { vfork: f & abi::CLONE_VFORK != 0 },
             // The child's own lines tell: `PARENT/CHILD` is a thread of the parent.
-            None => match self.tgid_of.get(&child) {
-                Some(&g) if g != child => Call::CloneVm { flags: abi::CLONE_VM | abi::CLONE_THREAD },
+            None => match self.tgid(child) {
+                Some(g) if g != child => Call::CloneVm { flags: abi::CLONE_VM | abi::CLONE_THREAD },
                 _ => Call::Fork { vfork: false },
             },
         };
@@ -960,13 +1185,15 @@ impl Conv<'_> {
         let (tgid, fdt) = match (&call, clone_flags) {
             (Call::CloneVm { flags }, _) if flags & abi::CLONE_THREAD != 0 => (ptgid, pfdt),
             _ => {
-                let copy = self.fd_tables[pfdt].clone();
-                self.fd_tables.push(copy);
-                (child, self.fd_tables.len() - 1)
+                let copy = self.fd_tables[pfdt].fds.clone();
+                (child, self.new_table(copy))
             }
         };
         self.push(line, tid, call, Some(Expect::Value(u64::from(child))));
-        self.tasks.insert(child, Task { tgid, fdt, ..Default::default() });
+        self.fd_tables[fdt].users += 1;
+        if let Some(old) = self.tasks.insert(child, Task { tgid, fdt, ..Default::default() }) {
+            self.drop_task(old);
+        }
     }
 
     fn exec(&mut self, line: usize, pid: u32, tid: u32, payload: &str) {
@@ -993,17 +1220,21 @@ impl Conv<'_> {
             None => line,
         };
         let step = self.push(eline, tid, Call::Execve { path }, None);
+        self.held.insert(step);
         let t = self.task(tid);
         t.tgid = pid;
         t.exited = false;
-        t.exec_step = Some(step);
-        let old_fdt = t.fdt;
+        if let Some(old) = t.exec_step.replace(step) {
+            self.held.remove(&old);
+        }
+        let old_fdt = self.task(tid).fdt;
         // exec unshares the fd table and closes the O_CLOEXEC fds.
-        let mut fds = self.fd_tables[old_fdt].clone();
+        let mut fds = self.fd_tables[old_fdt].fds.clone();
         fds.retain(|_, e| !e.cloexec);
-        self.fd_tables.push(fds);
-        let fdt = self.fd_tables.len() - 1;
+        let fdt = self.new_table(fds);
+        self.fd_tables[fdt].users += 1;
         self.task(tid).fdt = fdt;
+        self.drop_table_user(old_fdt);
         for (l, rec) in recs {
             let path = (!rec.is_anon() && !rec.is_special()).then(|| self.file_name(&rec));
             let call = Call::MapRecord {
@@ -1031,7 +1262,7 @@ impl Conv<'_> {
     }
 
     /// The end of the trace: syscalls still open lost their exits.
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         let mut open: Vec<(u32, Pending)> = Vec::new();
         let mut recs: Vec<usize> = Vec::new();
         for (&tid, t) in &mut self.tasks {
@@ -1074,8 +1305,19 @@ mod tests {
         format!("            prog  {pid}/{tid}   100.000001: {event}\n")
     }
 
+    /// The whole import of `text`, checked against streamed imports in chunks of every size
+    /// from a line or less to all of it: the same steps and the same report.
     fn import(text: &str) -> (Script, ImportReport) {
-        parse_perf("t.perf", text).unwrap_or_else(|e| panic!("{e}"))
+        let (script, report) = parse_perf("t.perf", text).unwrap_or_else(|e| panic!("{e}"));
+        let whole: Vec<String> = script.steps.iter().map(crate::import::stream::tests::show).collect();
+        for chunk in [1, 40, 200, 1 << 20] {
+            let Some((steps, r)) = crate::import::stream::tests::streamed(text, chunk) else {
+                panic!("a streamed import (chunks of {chunk}) found no perf text")
+            };
+            assert_eq!(steps, whole, "streamed in chunks of {chunk} bytes");
+            assert_eq!(r, report, "streamed in chunks of {chunk} bytes");
+        }
+        (script, report)
     }
 
     /// `PID CALL = RESULT` for every step.
@@ -1112,6 +1354,87 @@ mod tests {
         ] {
             assert!(split_header(bad).is_none(), "{bad}");
         }
+    }
+
+    /// The general reading of a line's header: what `plain_header` must agree with.
+    type Read<'a> = (u32, u32, &'a str, Option<(u64, u64)>);
+
+    fn general_header(l: &str) -> Option<Read<'_>> {
+        let h = split_header(l)?;
+        let fault = h
+            .rest
+            .strip_prefix("exceptions:page_fault_user:")
+            .filter(|p| p.starts_with(|c: char| c.is_ascii_whitespace()))
+            .and_then(|p| fault_fields(p.trim()));
+        Some((h.pid, h.tid, h.rest, fault))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        /// The byte-by-byte reading of usual lines gives what the general one gives, for
+        /// lines built from the pieces of perf lines with odd spaces, colons and digits.
+        #[test]
+        fn plain_header_agrees_with_split_header(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                " ", "  ", "\t", "\u{a0}", "\u{b}", ":", ": ", "/", ".", "0", "7", "42", "4294967296",
+                "python3", "Web Content", "12/34", "8742/8750", "1009.601168:", "5.0", "x:",
+                "exceptions:page_fault_user:", "exceptions:page_fault_user: ", "address=0x",
+                "address=0x7f6d5c3f8010", " ip=0x55d0", " error_code=0x6", "error_code=0x",
+                "ffffffffffffffffff", "ABC", "sched:sched_process_exit: pid=3", "é",
+            ]), 0..14)
+        ) {
+            let line: String = parts.concat();
+            if let Some(h) = plain_header(&line) {
+                proptest::prop_assert_eq!(Some((h.pid, h.tid, h.rest, h.fault)), general_header(&line), "{:?}", line);
+            }
+            let h = header_of(&line).map(|h| (h.pid, h.tid, h.rest, h.fault));
+            proptest::prop_assert_eq!(h, general_header(&line), "{:?}", line);
+        }
+
+        /// The same, for lines of the usual shape with one piece at a time made odd.
+        #[test]
+        fn plain_header_agrees_on_near_usual_lines(
+            pieces in (
+                proptest::sample::select(vec!["  python3", "python3", "", "a:b", "1/2", "é"]),
+                proptest::sample::select(vec![" ", "  ", "\t", "/", "\u{a0}"]),
+                proptest::sample::select(vec!["4321/4322", "0/0", "12/", "/3", "1234567890/1", "007/08", "1/2/3", "x1/2"]),
+                proptest::sample::select(vec![" ", "  ", "\t", ""]),
+                proptest::sample::select(vec!["1009.601168:", "1.0:", ".5:", "5.:", "1.2.3:", "10:", "1009.601168: "]),
+                proptest::sample::select(vec![" ", "  ", "", "\t", " \u{b}", ":"]),
+                proptest::sample::select(vec![
+                    "exceptions:page_fault_user: address=0x7f6d5c3f8010 ip=0x7f6d5c2a1b2e error_code=0x6",
+                    "exceptions:page_fault_user:  address=0x10 ip=0x1 error_code=0x7",
+                    "exceptions:page_fault_user:\taddress=0x10 ip=0x1 error_code=0x2",
+                    "exceptions:page_fault_user: address=0x10  ip=0x1 error_code=0x2 ",
+                    "exceptions:page_fault_user: address=0x10 error_code=0x2",
+                    "exceptions:page_fault_user: address=0x1ffffffffffffffff ip=0 error_code=0x2",
+                    "exceptions:page_fault_user: address=0X10 ip=0 error_code=0x2",
+                    "exceptions:page_fault_user: address=16 ip=0 error_code=2",
+                    "exceptions:page_fault_user: address=0x10\t ip=0 error_code=0x2\u{a0}",
+                    "exceptions:page_fault_user:address=0x10 ip=0 error_code=0x2",
+                    "syscalls:sys_exit_mmap: 0x7f00",
+                    "sched:sched_process_exit: pid=3",
+                ]),
+            )
+        ) {
+            let (a, b, c, d, e, f, g) = pieces;
+            let line = format!("{a}{b}{c}{d}{e}{f}{g}");
+            if let Some(h) = plain_header(&line) {
+                proptest::prop_assert_eq!(Some((h.pid, h.tid, h.rest, h.fault)), general_header(&line), "{:?}", line);
+            }
+            let h = header_of(&line).map(|h| (h.pid, h.tid, h.rest, h.fault));
+            proptest::prop_assert_eq!(h, general_header(&line), "{:?}", line);
+        }
+    }
+
+    #[test]
+    fn plain_header_reads_usual_lines() {
+        let l = "         python3  4321/4322  1009.601168: exceptions:page_fault_user: address=0x7f6d5c3f8010 ip=0x7f6d5c2a1b2e error_code=0x6";
+        let h = plain_header(l).expect("the usual shape");
+        assert_eq!((h.pid, h.tid, h.fault), (4321, 4322, Some((0x7f6d5c3f8010, 6))));
+        let l = "python3 1/1 2.5: syscalls:sys_enter_mmap: addr: 0x00000000, len: 0x1000";
+        let h = plain_header(l).expect("the usual shape");
+        assert_eq!((h.rest, h.fault), ("syscalls:sys_enter_mmap: addr: 0x00000000, len: 0x1000", None));
     }
 
     #[test]

@@ -1,0 +1,357 @@
+//! Streaming import of `perf script` traces: the trace is read, decompressed, split into
+//! lines and converted on a second thread, which hands finished steps to the caller in
+//! batches, so that a replay runs while the rest of the trace is still being read.
+//!
+//! The steps are exactly those of [`super::parse_perf`]: the converter is the same. Two things
+//! it knows only from later lines are handled by waiting for them:
+//! - a task's thread group comes from the first line with its `PID/TID`; when the converter
+//!   asks about a tid no line has shown yet (a fork's child), the reader reads ahead until
+//!   one does, or to the end;
+//! - a step a later line may still edit (an exec's result, an openat's path) is held back,
+//!   with every step after it, until it is final.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::thread::JoinHandle;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::perf::{Conv, Header, ImportError, ImportReport, ZSTD_MAGIC, header_of, looks_like_perf};
+use crate::script::{Script, Step};
+
+/// How much text is read, split and converted at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Batches of steps in flight between the two threads.
+const IN_FLIGHT: usize = 8;
+
+/// A trace being imported: either streamed from a second thread, or (for anything that is
+/// not perf text, which is never large) imported whole first.
+pub struct TraceStream {
+    inner: Inner,
+}
+
+enum Inner {
+    Whole { script: Script, report: ImportReport, given: bool },
+    Thread { rx: Receiver<Vec<Step>>, recycle: Sender<Vec<Step>>, worker: Option<JoinHandle<ImportReport>> },
+}
+
+/// Start importing the trace at `path` (perf text, strace or anonmm script; `.zst` or not).
+/// Errors that [`super::read_trace`] reports before converting anything are reported here.
+pub fn stream_trace(path: &Path) -> Result<TraceStream, ImportError> {
+    let whole = || {
+        super::read_trace(path)
+            .map(|(script, report)| TraceStream { inner: Inner::Whole { script, report, given: false } })
+    };
+    let name = path.display().to_string();
+    let Ok(mut file) = std::fs::File::open(path) else { return whole() };
+    let mut magic = [0u8; 4];
+    let n = read_full(&mut file, &mut magic).unwrap_or(0);
+    let head = std::io::Cursor::new(magic[..n].to_vec()).chain(file);
+    let reader: Box<dyn Read + Send> = if magic[..n] == ZSTD_MAGIC {
+        match zstd::stream::read::Decoder::new(head) {
+            Ok(d) => Box::new(d),
+            Err(_) => return whole(),
+        }
+    } else if path.extension().is_some_and(|e| e == "zst") {
+        return whole();
+    } else {
+        Box::new(head)
+    };
+    match stream_from(name, reader, CHUNK) {
+        Some(s) => Ok(s),
+        None => whole(),
+    }
+}
+
+/// Stream perf text from `reader` in chunks of about `chunk` bytes; None when the first
+/// chunk is no perf text (or there is none, or the thread cannot start).
+fn stream_from(name: String, reader: Box<dyn Read + Send>, chunk: usize) -> Option<TraceStream> {
+    let mut src = Source::new(reader, chunk);
+    let mut tgid_of = HashMap::default();
+    // Only perf text is streamed; the first chunk decides, as `read_trace` decides.
+    if !src.read_ahead(&mut tgid_of) || !src.queue.front().is_some_and(|c| looks_like_perf(&c.text)) {
+        return None;
+    }
+    let (tx, rx) = sync_channel(IN_FLIGHT);
+    let (recycle, recycled) = channel();
+    let worker = std::thread::Builder::new()
+        .name("anonmm-import".to_string())
+        .spawn(move || convert(&name, src, tgid_of, &tx, &recycled))
+        .ok()?;
+    Some(TraceStream { inner: Inner::Thread { rx, recycle, worker: Some(worker) } })
+}
+
+impl TraceStream {
+    /// The next steps, in order; None at the end of the trace.
+    pub fn next_batch(&mut self) -> Option<Vec<Step>> {
+        match &mut self.inner {
+            Inner::Whole { script, given, .. } => {
+                (!std::mem::replace(given, true)).then(|| std::mem::take(&mut script.steps))
+            }
+            Inner::Thread { rx, .. } => rx.recv().ok(),
+        }
+    }
+
+    /// Give a batch back once its steps are used: its memory is reused.
+    pub fn recycle(&mut self, mut batch: Vec<Step>) {
+        if let Inner::Thread { recycle, .. } = &self.inner {
+            batch.clear();
+            let _ = recycle.send(batch);
+        }
+    }
+
+    /// The import's report, once every batch is taken (the rest is read and dropped).
+    pub fn finish(mut self) -> ImportReport {
+        while let Some(b) = self.next_batch() {
+            self.recycle(b);
+        }
+        match self.inner {
+            Inner::Whole { report, .. } => report,
+            Inner::Thread { worker, .. } => worker.and_then(|w| w.join().ok()).unwrap_or_default(),
+        }
+    }
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The import thread: convert chunk by chunk and hand on each run of final steps.
+fn convert(
+    name: &str,
+    src: Source,
+    tgid_of: HashMap<u32, u32>,
+    tx: &SyncSender<Vec<Step>>,
+    recycled: &Receiver<Vec<Step>>,
+) -> ImportReport {
+    let mut c = Conv::new(name);
+    c.tgid_of = tgid_of;
+    c.ahead = Some(Box::new(src));
+    // A fixed set of step vectors goes round between the threads: fresh memory would cost
+    // a page fault per 4 KiB.
+    let mut made = 0;
+    let mut hand_on = |c: &mut Conv<'_>, upto: usize| {
+        if upto == 0 {
+            return true;
+        }
+        let mut batch = match recycled.try_recv() {
+            Ok(b) => b,
+            Err(_) if made < IN_FLIGHT + 2 => {
+                made += 1;
+                Vec::new()
+            }
+            Err(_) => match recycled.recv() {
+                Ok(b) => b,
+                Err(_) => return false,
+            },
+        };
+        if upto == c.steps.len() {
+            // Nothing held back (the usual case): hand on the vector itself.
+            std::mem::swap(&mut batch, &mut c.steps);
+        } else {
+            batch.extend(c.steps.drain(..upto));
+        }
+        c.base += upto;
+        tx.send(batch).is_ok()
+    };
+    while let Some(chunk) = c.ahead.as_mut().and_then(|s| s.next(&mut c.tgid_of)) {
+        c.steps.reserve(chunk.lines.len());
+        for (k, rec) in chunk.lines.iter().enumerate() {
+            let raw = &chunk.text[rec.start..rec.end];
+            let h = rec.head.map(|h| Header {
+                pid: h.pid,
+                tid: h.tid,
+                rest: &chunk.text[h.rest.0..h.rest.1],
+                fault: h.fault,
+            });
+            c.line(chunk.first_line + k, raw, h);
+        }
+        if let Some(s) = c.ahead.as_mut() {
+            s.give_back(chunk);
+        }
+        let upto = c.releasable();
+        if !hand_on(&mut c, upto) {
+            // Nobody is listening any more.
+            return ImportReport::default();
+        }
+    }
+    c.finish();
+    let zst_problem = c.ahead.take().and_then(|s| s.problem);
+    let n = c.steps.len();
+    hand_on(&mut c, n);
+    let mut report = c.final_report();
+    if let Some(e) = zst_problem {
+        *report.skipped.entry("rest of a truncated or corrupt zstd stream".to_string()).or_default() += 1;
+        report.problems.push(format!("{name}:0: zstd: {e}"));
+    }
+    report
+}
+
+/// A line of a chunk: where it is, and its header (offsets into the chunk's text).
+#[derive(Clone, Copy)]
+struct LineRec {
+    start: usize,
+    end: usize,
+    head: Option<Head>,
+}
+
+#[derive(Clone, Copy)]
+struct Head {
+    pid: u32,
+    tid: u32,
+    rest: (usize, usize),
+    fault: Option<(u64, u64)>,
+}
+
+/// Whole lines of the trace, with their headers parsed.
+pub(crate) struct Chunk {
+    text: String,
+    /// Number of the first line (1-based).
+    first_line: usize,
+    lines: Vec<LineRec>,
+}
+
+/// The reader: decompresses into chunks of whole lines and parses their headers, noting each
+/// tid's thread group in order; chunks read ahead wait in a queue.
+pub(crate) struct Source {
+    reader: Box<dyn Read + Send>,
+    chunk: usize,
+    /// The start of a line the last chunk cut.
+    tail: Vec<u8>,
+    next_line: usize,
+    eof: bool,
+    /// Why decompression stopped early, if it did.
+    problem: Option<String>,
+    queue: VecDeque<Chunk>,
+    /// Buffers of converted chunks, reused: fresh ones cost a page fault per 4 KiB.
+    spare: Vec<(Vec<u8>, Vec<LineRec>)>,
+}
+
+impl Source {
+    fn new(reader: Box<dyn Read + Send>, chunk: usize) -> Source {
+        Source {
+            reader,
+            chunk,
+            tail: Vec::new(),
+            next_line: 1,
+            eof: false,
+            problem: None,
+            queue: VecDeque::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// The next chunk in order.
+    fn next(&mut self, tgid_of: &mut HashMap<u32, u32>) -> Option<Chunk> {
+        if self.queue.is_empty() {
+            self.read_ahead(tgid_of);
+        }
+        self.queue.pop_front()
+    }
+
+    fn give_back(&mut self, c: Chunk) {
+        if self.spare.len() < 4 {
+            self.spare.push((c.text.into_bytes(), c.lines));
+        }
+    }
+
+    /// Read, split and parse one more chunk into the queue: false at the end of the trace.
+    pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
+        if self.eof && self.tail.is_empty() {
+            return false;
+        }
+        let (mut buf, mut lines) = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        lines.clear();
+        buf.append(&mut self.tail);
+        let cut = loop {
+            if !self.eof {
+                let at = buf.len();
+                buf.resize(at.max(self.chunk) + (self.chunk >> 4).max(1), 0);
+                let mut got = at;
+                while got < buf.len() && !self.eof {
+                    match self.reader.read(&mut buf[got..]) {
+                        Ok(0) => self.eof = true,
+                        Ok(n) => got += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            // A recording cut short: keep what was decompressed.
+                            self.problem = Some(e.to_string());
+                            self.eof = true;
+                        }
+                    }
+                }
+                buf.truncate(got);
+            }
+            if self.eof {
+                break buf.len();
+            }
+            // A line longer than a chunk makes the chunk longer.
+            if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+                break i + 1;
+            }
+        };
+        self.tail.extend_from_slice(&buf[cut..]);
+        buf.truncate(cut);
+        if buf.is_empty() && self.eof && self.tail.is_empty() {
+            self.spare.push((buf, lines));
+            return false;
+        }
+        // Chunks end at a newline, so a lossy conversion replaces exactly what a conversion
+        // of the whole text would.
+        let text = match String::from_utf8(buf) {
+            Ok(t) => t,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        let base = text.as_ptr() as usize;
+        for l in text.lines() {
+            let start = l.as_ptr() as usize - base;
+            let head = header_of(l).map(|h| {
+                if h.tid != 0 {
+                    tgid_of.entry(h.tid).or_insert(h.pid);
+                }
+                let rs = h.rest.as_ptr() as usize - base;
+                Head { pid: h.pid, tid: h.tid, rest: (rs, rs + h.rest.len()), fault: h.fault }
+            });
+            lines.push(LineRec { start, end: start + l.len(), head });
+        }
+        let first_line = self.next_line;
+        self.next_line += lines.len();
+        self.queue.push_back(Chunk { text, first_line, lines });
+        true
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Every step and the report of a streamed import of `text` (read `chunk` bytes at a
+    /// time), as text to compare with a whole import's.
+    pub(crate) fn streamed(text: &str, chunk: usize) -> Option<(Vec<String>, ImportReport)> {
+        let reader = Box::new(std::io::Cursor::new(text.as_bytes().to_vec()));
+        let mut s = stream_from("t.perf".to_string(), reader, chunk)?;
+        let mut steps = Vec::new();
+        while let Some(b) = s.next_batch() {
+            steps.extend(b.iter().map(show));
+            s.recycle(b);
+        }
+        Some((steps, s.finish()))
+    }
+
+    pub(crate) fn show(s: &Step) -> String {
+        format!("{} {} {:?} {:?} {}", s.line, s.pid.0, s.call, s.expect, s.text)
+    }
+}
