@@ -234,7 +234,7 @@ fn fault_of(rest: &str) -> Option<(u64, u64)> {
 /// Most lines of a trace are page faults: their fields are read here too.
 fn plain_header(l: &str) -> Option<Header<'_>> {
     let b = l.as_bytes();
-    let colon = b.iter().position(|&c| c == b':')?;
+    let colon = memchr::memchr(b':', b)?;
     if b.get(colon + 1).is_some_and(|&c| c != b' ') {
         return None;
     }
@@ -306,7 +306,7 @@ fn plain_fault(p: &str) -> Option<(u64, u64)> {
     if b.get(10 + used) != Some(&b' ') {
         return None;
     }
-    let last = b.iter().rposition(|&c| c == b' ')?;
+    let last = memchr::memrchr(b' ', b)?;
     let (code, used) = hex_prefixed(b[last + 1..].strip_prefix(b"error_code=0x")?)?;
     (last + 1 + 13 + used == b.len()).then_some((addr, code))
 }
@@ -317,17 +317,38 @@ fn hex_prefixed(b: &[u8]) -> Option<(u64, usize)> {
     let mut v: u64 = 0;
     let mut n = 0;
     for &c in b {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => break,
-        };
-        v = v.checked_mul(16)?.checked_add(u64::from(d))?;
+        let d = HEX[usize::from(c)];
+        if d == 0xff {
+            break;
+        }
+        // Sixteen digits fit; past that only leading zeros may have come first.
+        if n >= 15 {
+            v = v.checked_mul(16)?;
+        } else {
+            v <<= 4;
+        }
+        v |= u64::from(d);
         n += 1;
     }
     (n > 0).then_some((v, n))
 }
+
+/// The value of each hex digit, 0xff for other bytes.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// The header is the first `PID/TID TIME:` pair of words (the command before it may hold
 /// spaces and colons). Only a word ending in `:` can be the time, so the search jumps from

@@ -22,7 +22,7 @@ use super::perf::{Conv, Header, ImportError, ImportReport, ZSTD_MAGIC, header_of
 use crate::script::{Script, Step};
 
 /// How much text is read, split and converted at a time.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 1 << 18;
 
 /// Batches of steps in flight between the two threads.
 const IN_FLIGHT: usize = 8;
@@ -316,8 +316,19 @@ impl Source {
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
         let base = text.as_ptr() as usize;
-        for l in text.lines() {
-            let start = l.as_ptr() as usize - base;
+        let mut start = 0;
+        // `str::lines`, with a vectorised search for the newlines.
+        let ends = memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| (i, i + 1));
+        let last = (start < text.len()).then_some((text.len(), text.len()));
+        for (end, next) in ends.chain(last) {
+            if start >= text.len() {
+                break;
+            }
+            let mut l = &text[start..end];
+            if end < text.len() {
+                l = l.strip_suffix('\r').unwrap_or(l);
+            }
+            let from = std::mem::replace(&mut start, next);
             let head = header_of(l).map(|h| {
                 if h.tid != 0 {
                     tgid_of.entry(h.tid).or_insert(h.pid);
@@ -325,7 +336,7 @@ impl Source {
                 let rs = h.rest.as_ptr() as usize - base;
                 Head { pid: h.pid, tid: h.tid, rest: (rs, rs + h.rest.len()), fault: h.fault }
             });
-            lines.push(LineRec { start, end: start + l.len(), head });
+            lines.push(LineRec { start: from, end: from + l.len(), head });
         }
         let first_line = self.next_line;
         self.next_line += lines.len();
@@ -353,5 +364,38 @@ pub(crate) mod tests {
 
     pub(crate) fn show(s: &Step) -> String {
         format!("{} {} {:?} {:?} {}", s.line, s.pid.0, s.call, s.expect, s.text)
+    }
+
+    /// Lines end as `str::lines` ends them: CRLF, blank lines, a last line without a newline
+    /// (keeping its CR), and invalid UTF-8 replaced as a whole-text conversion replaces it.
+    #[test]
+    fn lines_split_as_str_lines_splits_them() {
+        let f =
+            |t: &str| format!("p 1/1 {t}: exceptions:page_fault_user: address=0x1000 ip=0x1 error_code=0x6");
+        let text = format!(
+            "{}\r\n\n{}\n\r\n garbage\u{a0} \n{}\nx \u{fffd}\r\n{}\r",
+            f("1.0"),
+            f("1.1"),
+            f("1.2"),
+            f("1.3")
+        );
+        let (script, report) = crate::import::parse_perf("t.perf", &text).expect("perf text");
+        let whole: Vec<String> = script.steps.iter().map(show).collect();
+        assert_eq!(whole.len(), 4);
+        for chunk in [1, 7, 100, 1 << 20] {
+            let (steps, r) = streamed(&text, chunk).expect("perf text");
+            assert_eq!(steps, whole, "chunks of {chunk}");
+            assert_eq!(r, report, "chunks of {chunk}");
+        }
+        let mut bytes = text.clone().into_bytes();
+        bytes.extend_from_slice(b"\nq 2/2 3.0: e:x: \xff\xfe\n");
+        let lossy = String::from_utf8_lossy(&bytes).into_owned();
+        let (_, report) = crate::import::parse_perf("t.perf", &lossy).expect("perf text");
+        let reader = Box::new(std::io::Cursor::new(bytes));
+        let mut st = stream_from("t.perf".to_string(), reader, 16).expect("perf text");
+        while let Some(b) = st.next_batch() {
+            st.recycle(b);
+        }
+        assert_eq!(st.finish(), report);
     }
 }
