@@ -628,6 +628,9 @@ pub enum TraceError {
 /// [`crate::import::read_trace`]. Without `opts.check` the import streams: a second thread
 /// reads and converts the trace while this one replays the steps already converted. (A
 /// checked replay imports first: finding the step that broke an invariant redoes the run.)
+/// The outcome is always that of the whole import: in the rare case the stream was not
+/// exact ([`crate::import::StreamEnd::exact`]), the trace is imported whole and replayed
+/// again.
 pub fn replay_trace(
     path: &std::path::Path,
     opts: &crate::run::RunOptions,
@@ -666,13 +669,20 @@ pub fn replay_trace(
         }
         stream.recycle(batch);
     }
-    let report = stream.finish();
+    let end = stream.finish();
+    if !end.exact {
+        // A step already replayed was edited after all (see `StreamEnd::exact`): replay the
+        // whole import instead.
+        drop(r);
+        let (script, report) = crate::import::read_trace(path)?;
+        return Ok((replay_script(&script, &opts, max_examples, progress)?, report));
+    }
     progress(i);
     let r = match r {
         Some(r) => r,
         None => Replayer::new(Runner::starting(&named, None, &opts)?, max_examples),
     };
-    Ok((r.finish(report.steps as usize), report))
+    Ok((r.finish(end.report.steps as usize), end.report))
 }
 
 /// A replay in progress: the runner and what the replay has found so far.

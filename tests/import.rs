@@ -342,7 +342,9 @@ fn streamed(path: &Path) -> (Vec<Step>, ImportReport) {
         steps.extend(b.iter().cloned());
         s.recycle(b);
     }
-    (steps, s.finish())
+    let end = s.finish();
+    assert!(end.exact, "{}: a step handed on was edited later", path.display());
+    (steps, end.report)
 }
 
 fn assert_same_steps(whole: &[Step], streamed: &[Step], what: &str) {

@@ -271,3 +271,39 @@ fn steps_of_unknown_processes_and_garbage_do_not_stop_a_replay() {
     assert_eq!(classes(&o), (0, 0, 1, 1), "{:?}", o.replay.examples);
     assert_eq!(o.replay.examples.iter().find(|d| d.class == DivClass::Model).unwrap().got, "no such process");
 }
+
+/// A file named by an mmap more than 65,536 steps after its openat: the streamed import
+/// has handed the openat on before it was final, says so, and `replay_trace` replays the
+/// whole import instead: the same outcome as importing first.
+#[test]
+fn streamed_replay_of_a_late_naming_matches_the_whole_import() {
+    let l = |e: &str| format!("            prog  5/5   100.000001: {e}\n");
+    let mut text = l(
+        "syscalls:sys_enter_mmap: addr: 0x0, len: 0x100000, prot: 0x3, flags: 0x22, fd: 0xffffffff, off: 0x0",
+    );
+    text += &l("syscalls:sys_exit_mmap: 0x7f0000000000");
+    text += &l("syscalls:sys_enter_openat: dfd: 0xffffff9c, filename: 0x1, flags: 0x0, mode: 0x0");
+    text += &l("syscalls:sys_exit_openat: 0x3");
+    for i in 0..70_000u64 {
+        let a = 0x7f0000000000u64 + (i % 256) * 4096;
+        text += &l(&format!("exceptions:page_fault_user: address={a:#x} ip=0x1 error_code=0x6"));
+    }
+    text += &l("syscalls:sys_enter_mmap: addr: 0x0, len: 0x1000, prot: 0x1, flags: 0x2, fd: 0x3, off: 0x0");
+    text += &l("PERF_RECORD_MMAP2 5/5: [0x7f1000000000(0x1000) @ 0 fe:00 7 0]: r--p a.so");
+    text += &l("syscalls:sys_exit_mmap: 0x7f1000000000");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let p = dir.join("late-naming.perf.txt");
+    std::fs::write(&p, &text).unwrap();
+    let mut s = anonmm::import::stream_trace(&p).unwrap();
+    while let Some(b) = s.next_batch() {
+        s.recycle(b);
+    }
+    assert!(!s.finish().exact);
+    let (script, report) = read_trace(&p).unwrap();
+    assert!(matches!(&script.steps[1].call, anonmm::script::Call::Openat { path, .. } if path == "a.so"));
+    let whole = replay_script(&script, &RunOptions::default(), 8, &mut |_| {}).unwrap();
+    let (streamed, r) = anonmm::replay::replay_trace(&p, &RunOptions::default(), 8, &mut |_| {}).unwrap();
+    assert_eq!(r, report);
+    assert_eq!(format!("{streamed:?}"), format!("{whole:?}"));
+    assert_eq!(whole.steps, 70_003);
+}

@@ -27,6 +27,24 @@ const CHUNK: usize = 1 << 18;
 /// Batches of steps in flight between the two threads.
 const IN_FLIGHT: usize = 8;
 
+/// How long a step a later line may edit is held back, in steps after it. A file opened
+/// and kept open without an mmap (a shell's `2>/dev/null`) would otherwise hold back the
+/// whole trace; an mmap naming a file that long after its openat is rare, and is caught
+/// (`StreamEnd::exact`).
+const HOLD: usize = 1 << 16;
+
+/// How a streamed import ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamEnd {
+    /// The import's report, as [`super::read_trace`] makes it.
+    pub report: ImportReport,
+    /// Whether every step handed on was final. False when a line edited a step already
+    /// handed on (an mmap named a file more than 65,536 steps after its `openat`, so the
+    /// openat's path changed): the steps were not exactly those of `read_trace`, and a
+    /// user of them should import the trace whole instead.
+    pub exact: bool,
+}
+
 /// A trace being imported: either streamed from a second thread, or (for anything that is
 /// not perf text, which is never large) imported whole first.
 pub struct TraceStream {
@@ -35,7 +53,7 @@ pub struct TraceStream {
 
 enum Inner {
     Whole { script: Script, report: ImportReport, given: bool },
-    Thread { rx: Receiver<Vec<Step>>, recycle: Sender<Vec<Step>>, worker: Option<JoinHandle<ImportReport>> },
+    Thread { rx: Receiver<Vec<Step>>, recycle: Sender<Vec<Step>>, worker: Option<JoinHandle<StreamEnd>> },
 }
 
 /// Start importing the trace at `path` (perf text, strace or anonmm script; `.zst` or not).
@@ -60,15 +78,16 @@ pub fn stream_trace(path: &Path) -> Result<TraceStream, ImportError> {
     } else {
         Box::new(head)
     };
-    match stream_from(name, reader, CHUNK) {
+    match stream_from(name, reader, CHUNK, HOLD) {
         Some(s) => Ok(s),
         None => whole(),
     }
 }
 
-/// Stream perf text from `reader` in chunks of about `chunk` bytes; None when the first
-/// chunk is no perf text (or there is none, or the thread cannot start).
-fn stream_from(name: String, reader: Box<dyn Read + Send>, chunk: usize) -> Option<TraceStream> {
+/// Stream perf text from `reader` in chunks of about `chunk` bytes, holding back steps at
+/// most `hold` steps; None when the first chunk is no perf text (or there is none, or the
+/// thread cannot start).
+fn stream_from(name: String, reader: Box<dyn Read + Send>, chunk: usize, hold: usize) -> Option<TraceStream> {
     let mut src = Source::new(reader, chunk);
     let mut tgid_of = HashMap::default();
     // Only perf text is streamed; the first chunk decides, as `read_trace` decides.
@@ -79,7 +98,7 @@ fn stream_from(name: String, reader: Box<dyn Read + Send>, chunk: usize) -> Opti
     let (recycle, recycled) = channel();
     let worker = std::thread::Builder::new()
         .name("anonmm-import".to_string())
-        .spawn(move || convert(&name, src, tgid_of, &tx, &recycled))
+        .spawn(move || convert(&name, src, tgid_of, hold, &tx, &recycled))
         .ok()?;
     Some(TraceStream { inner: Inner::Thread { rx, recycle, worker: Some(worker) } })
 }
@@ -104,13 +123,18 @@ impl TraceStream {
     }
 
     /// The import's report, once every batch is taken (the rest is read and dropped).
-    pub fn finish(mut self) -> ImportReport {
+    pub fn finish(mut self) -> StreamEnd {
         while let Some(b) = self.next_batch() {
             self.recycle(b);
         }
         match self.inner {
-            Inner::Whole { report, .. } => report,
-            Inner::Thread { worker, .. } => worker.and_then(|w| w.join().ok()).unwrap_or_default(),
+            Inner::Whole { report, .. } => StreamEnd { report, exact: true },
+            Inner::Thread { worker, .. } => match worker.map(JoinHandle::join) {
+                Some(Ok(end)) => end,
+                // A bug in the converter: let it show.
+                Some(Err(e)) => std::panic::resume_unwind(e),
+                None => StreamEnd::default(),
+            },
         }
     }
 }
@@ -133,11 +157,13 @@ fn convert(
     name: &str,
     src: Source,
     tgid_of: HashMap<u32, u32>,
+    hold: usize,
     tx: &SyncSender<Vec<Step>>,
     recycled: &Receiver<Vec<Step>>,
-) -> ImportReport {
+) -> StreamEnd {
     let mut c = Conv::new(name);
     c.tgid_of = tgid_of;
+    c.hold_limit = hold;
     c.ahead = Some(Box::new(src));
     // A fixed set of step vectors goes round between the threads: fresh memory would cost
     // a page fault per 4 KiB.
@@ -163,7 +189,7 @@ fn convert(
         } else {
             batch.extend(c.steps.drain(..upto));
         }
-        c.base += upto;
+        c.handed_on(upto);
         tx.send(batch).is_ok()
     };
     while let Some(chunk) = c.ahead.as_mut().and_then(|s| s.next(&mut c.tgid_of)) {
@@ -184,7 +210,7 @@ fn convert(
         let upto = c.releasable();
         if !hand_on(&mut c, upto) {
             // Nobody is listening any more.
-            return ImportReport::default();
+            return StreamEnd::default();
         }
     }
     c.finish();
@@ -196,7 +222,7 @@ fn convert(
         *report.skipped.entry("rest of a truncated or corrupt zstd stream".to_string()).or_default() += 1;
         report.problems.push(format!("{name}:0: zstd: {e}"));
     }
-    report
+    StreamEnd { report, exact: !c.spoiled }
 }
 
 /// A line of a chunk: where it is, and its header (offsets into the chunk's text).
@@ -351,9 +377,9 @@ pub(crate) mod tests {
 
     /// Every step and the report of a streamed import of `text` (read `chunk` bytes at a
     /// time), as text to compare with a whole import's.
-    pub(crate) fn streamed(text: &str, chunk: usize) -> Option<(Vec<String>, ImportReport)> {
+    pub(crate) fn streamed(text: &str, chunk: usize, hold: usize) -> Option<(Vec<String>, StreamEnd)> {
         let reader = Box::new(std::io::Cursor::new(text.as_bytes().to_vec()));
-        let mut s = stream_from("t.perf".to_string(), reader, chunk)?;
+        let mut s = stream_from("t.perf".to_string(), reader, chunk, hold)?;
         let mut steps = Vec::new();
         while let Some(b) = s.next_batch() {
             steps.extend(b.iter().map(show));
@@ -383,19 +409,19 @@ pub(crate) mod tests {
         let whole: Vec<String> = script.steps.iter().map(show).collect();
         assert_eq!(whole.len(), 4);
         for chunk in [1, 7, 100, 1 << 20] {
-            let (steps, r) = streamed(&text, chunk).expect("perf text");
+            let (steps, end) = streamed(&text, chunk, HOLD).expect("perf text");
             assert_eq!(steps, whole, "chunks of {chunk}");
-            assert_eq!(r, report, "chunks of {chunk}");
+            assert_eq!(end, StreamEnd { report: report.clone(), exact: true }, "chunks of {chunk}");
         }
         let mut bytes = text.clone().into_bytes();
         bytes.extend_from_slice(b"\nq 2/2 3.0: e:x: \xff\xfe\n");
         let lossy = String::from_utf8_lossy(&bytes).into_owned();
         let (_, report) = crate::import::parse_perf("t.perf", &lossy).expect("perf text");
         let reader = Box::new(std::io::Cursor::new(bytes));
-        let mut st = stream_from("t.perf".to_string(), reader, 16).expect("perf text");
+        let mut st = stream_from("t.perf".to_string(), reader, 16, HOLD).expect("perf text");
         while let Some(b) = st.next_batch() {
             st.recycle(b);
         }
-        assert_eq!(st.finish(), report);
+        assert_eq!(st.finish().report, report);
     }
 }
