@@ -496,7 +496,7 @@ impl System {
                 if self.mms[mm].intersects(addr, addr.plus(len)) {
                     return Err(RelocReason::NoGain);
                 }
-                self.new_vma_unfaulted(*vmap, addr, len, linear)
+                self.copy_vma_new(*vmap, addr, len, linear, true)
             }
         };
         if self.vmas[new_vma].anon_vma.is_none() {
@@ -544,49 +544,16 @@ impl System {
         pgoff: PgOff,
         keep: bool,
     ) -> Option<VmaId> {
-        let vma = *vmap;
-        let end = addr.plus(len);
-        let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, "mremap_relocate")?;
+        let mut vmg = self.copied_range_vmg(*vmap, addr, len, pgoff, "mremap_relocate")?;
         if !keep {
             // As if unfaulted: the folios follow by relocation.
             vmg.copied_from = None;
             vmg.anon_vma = None;
         }
-        let vma_start = self.vmas[vma].start;
-        if let Some(nv) = self.vma_merge_new_range(&mut vmg) {
-            // The new range can fit both neighbours when they are pieces of the source's own
-            // frame (the destination inside the source's old extent): then the source, as
-            // `next`, merges away into `prev`. Follow it, as `copy_vma` does.
-            let n = &self.vmas[nv];
-            if vma_start >= n.start && vma_start < n.end {
-                *vmap = nv;
-            }
+        if let Some(nv) = self.copy_vma_merge(vmap, &mut vmg) {
             return Some(nv);
         }
-        if keep {
-            let mut new = self.vmas[vma].clone();
-            new.chain = Vec::new();
-            new.start = addr;
-            new.end = end;
-            new.pgoff = pgoff;
-            let nv = self.vma_link(new);
-            self.anon_vma_clone(nv, vma);
-            Some(nv)
-        } else {
-            Some(self.new_vma_unfaulted(vma, addr, len, pgoff))
-        }
-    }
-
-    /// `copy_vma`'s new VMA with `relocate_anon`: no anon_vma, no chains (`__anon_vma_prepare`
-    /// follows).
-    fn new_vma_unfaulted(&mut self, vma: VmaId, addr: VirtAddr, len: u64, pgoff: PgOff) -> VmaId {
-        let mut new = self.vmas[vma].clone();
-        new.chain = Vec::new();
-        new.anon_vma = None;
-        new.start = addr;
-        new.end = addr.plus(len);
-        new.pgoff = pgoff;
-        self.vma_link(new)
+        Some(self.copy_vma_new(*vmap, addr, len, pgoff, !keep))
     }
 
     /// After a relocated move: "Let's try merge again..." (`vma_merge_existing_range` on the
