@@ -641,21 +641,9 @@ impl System {
         // rmap walk would look in the old anon_vma and strand the entry): wait for it, which
         // maps the new folio, then adopt that.
         self.wait_migrations(mm, start, end);
-        for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
-            let _ = h;
-            self.stats.policy.entries_walked += 1;
-            if self.folios[folio].mapping == Mapping::Anon(fav) {
-                self.folios[folio].mapping = Mapping::Anon(tav);
-                self.stats.policy.folios_rewritten += 1;
-            }
-        }
-        for (_, pte) in self.mms[mm].pt.ptes_in(start, end) {
-            self.stats.policy.entries_walked += 1;
-            if let Pte::Present { folio, .. } = pte
-                && folio != ZERO_FOLIO
-                && self.folios[folio].mapping == Mapping::Anon(fav)
-            {
-                self.folios[folio].mapping = Mapping::Anon(tav);
+        for m in self.mapped_anon_folios(mm, start, end).0 {
+            if self.folios[m.folio].mapping == Mapping::Anon(fav) {
+                self.folios[m.folio].mapping = Mapping::Anon(tav);
                 self.stats.policy.folios_rewritten += 1;
             }
         }
@@ -769,38 +757,58 @@ impl System {
             self.anon_vmas[b].num_active_vmas += 1;
         }
         let Some(to) = new_av else { return };
-        for (h, folio, _) in self.mms[mm].pt.huge_in(ns, ne) {
-            self.stats.policy.entries_walked += 1;
-            if folio == HUGE_ZERO_FOLIO {
-                continue;
-            }
-            let index = self.vmas[n].linear_page_index(h);
-            let f = &mut self.folios[folio];
-            f.mapping = Mapping::Anon(to);
-            f.index = index;
-            self.stats.policy.folios_rewritten += 1;
+        let (folios, swaps) = self.mapped_anon_folios(mm, ns, ne);
+        for _ in 0..swaps {
+            self.stats.policy.skip(RelocReason::Swap);
         }
-        let mut done: HashSet<FolioId> = HashSet::new();
-        for (a, pte) in self.mms[mm].pt.ptes_in(ns, ne) {
-            self.stats.policy.entries_walked += 1;
-            let Pte::Present { folio, sub, .. } = pte else {
-                if matches!(pte, Pte::Swap { .. }) {
-                    self.stats.policy.skip(RelocReason::Swap);
-                }
-                continue;
-            };
-            if folio == ZERO_FOLIO || !self.folios[folio].is_anon() || !done.insert(folio) {
-                continue;
+        for m in folios {
+            if !m.pmd {
+                self.stats.policy.folios_walked += 1;
             }
-            self.stats.policy.folios_walked += 1;
-            let first = VirtAddr(a.0 - (u64::from(sub) << PAGE_SHIFT));
-            let index = self.vmas[n].linear_page_index(first);
-            let f = &mut self.folios[folio];
+            let index = self.vmas[n].linear_page_index(m.first);
+            let f = &mut self.folios[m.folio];
             f.mapping = Mapping::Anon(to);
             f.index = index;
             self.stats.policy.folios_rewritten += 1;
         }
     }
+
+    /// The walk of a rewrite in place (`matena_adopt`, `relocate_in_place`) over
+    /// `[start, end)`: the folios of its PMD leaves (but the huge zero folio), then its
+    /// PTE-mapped anonymous folios, each once; and how many swap entries it met. Every PMD
+    /// leaf and PTE counts as an entry walked.
+    fn mapped_anon_folios(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) -> (Vec<MappedFolio>, u64) {
+        let mut out = Vec::new();
+        for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
+            self.stats.policy.entries_walked += 1;
+            if folio != HUGE_ZERO_FOLIO {
+                out.push(MappedFolio { folio, first: h, pmd: true });
+            }
+        }
+        let mut swaps = 0;
+        let mut done: HashSet<FolioId> = HashSet::new();
+        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+            self.stats.policy.entries_walked += 1;
+            match pte {
+                Pte::Present { folio, sub, .. }
+                    if folio != ZERO_FOLIO && self.folios[folio].is_anon() && done.insert(folio) =>
+                {
+                    let first = VirtAddr(a.0 - (u64::from(sub) << PAGE_SHIFT));
+                    out.push(MappedFolio { folio, first, pmd: false });
+                }
+                Pte::Swap { .. } => swaps += 1,
+                _ => {}
+            }
+        }
+        (out, swaps)
+    }
+}
+
+/// A folio a walk in place found: where its first page maps, and whether a PMD maps it.
+struct MappedFolio {
+    folio: FolioId,
+    first: VirtAddr,
+    pmd: bool,
 }
 
 impl System {
