@@ -789,8 +789,10 @@ impl System {
         }
     }
 
-    /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
-    fn do_shared_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+    /// `__do_fault` → `filemap_fault` for a write fault: the page-cache folio for `a`, read
+    /// around first on a cache miss (`do_sync_mmap_readahead`), and the next window started
+    /// if it is the PG_readahead one (`do_async_mmap_readahead`).
+    fn filemap_fault(&mut self, vma: VmaId, a: VirtAddr) -> FolioId {
         let inode = self.vma_inode(vma);
         let index = self.vmas[vma].linear_page_index(a);
         if !self.fs.inodes[inode].cache.contains_key(&index.0) {
@@ -798,6 +800,12 @@ impl System {
         }
         let f = self.page_cache_get(inode, index);
         self.async_mmap_readahead(vma, f);
+        f
+    }
+
+    /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
+    fn do_shared_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+        let f = self.filemap_fault(vma, a);
         let flags = self.new_pte_flags(vma, true);
         self.map_file_page(mm, a, f, flags);
         // fault_dirty_shared_page: folio_mark_dirty, seen by every mapping's smaps.
@@ -807,13 +815,7 @@ impl System {
     /// `do_cow_fault`: write to a private file mapping copies the cache page into a new
     /// anonymous page.
     fn do_cow_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
-        let inode = self.vma_inode(vma);
-        let index = self.vmas[vma].linear_page_index(a);
-        if !self.fs.inodes[inode].cache.contains_key(&index.0) {
-            self.mmap_readahead(vma, index);
-        }
-        let src = self.page_cache_get(inode, index);
-        self.async_mmap_readahead(vma, src);
+        let src = self.filemap_fault(vma, a);
         let tag = self.folios[src].pages[0].tag;
         self.anon_vma_prepare(vma);
         let pte = self.anon_pte_fault(vma).new_folio_pte(a, tag);
