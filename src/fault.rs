@@ -4,15 +4,18 @@
 //! (`do_read_fault`, `do_cow_fault`, `do_shared_fault`) and copy-on-write (`do_wp_page`,
 //! `wp_can_reuse_anon_folio`, `wp_page_copy`).
 
+use crate::arena::Arena;
 use crate::errno::Signal;
-use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, Mapping, PageState, ZERO_FOLIO};
 use crate::fs::InodeId;
 use crate::mm::{MmId, System, ThpMode};
 use crate::pagetable::{Pmd, Pte, PteFlags, Walk, pmd_index, pte_index};
+use crate::rmap::AnonVmaId;
+use crate::stats::Stats;
 use crate::types::{
     HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, PgOff, Pid, VirtAddr, page_align,
 };
-use crate::vma::{VmFlags, VmaId};
+use crate::vma::{VmFlags, Vma, VmaId};
 
 /// `fault_around_bytes` (64 KiB) in pages.
 const FAULT_AROUND_PAGES: u64 = 16;
@@ -63,7 +66,9 @@ impl System {
         let start = VirtAddr(addr).page_down();
         let Some(end) = addr.checked_add(len).and_then(page_align) else { return Ok(Err(Signal::SIGSEGV)) };
         // The pages below run until the first hole; more than MAX_FAULT_BYTES of them would
-        // not finish (a touch may be as long as the address space).
+        // not finish (a touch may be as long as the address space). This walk runs only for
+        // a range that long, and ahead of the checks below, so that it is said before any
+        // signal (folded into them, it cost every touch a dozen instructions).
         let mut mapped = start;
         while end - start.0 > MAX_FAULT_BYTES
             && mapped.0 < end
@@ -85,23 +90,13 @@ impl System {
         while a.0 < end {
             let Some(vma) = self.mms[mm].vma_lookup(a) else { return Ok(Err(Signal::SIGSEGV)) };
             first.get_or_insert(vma);
-            if let Some(sig) = self.access_error_vma(vma, write) {
+            let vend = VirtAddr(self.vmas[vma].end.0.min(end));
+            if let Some(sig) =
+                self.access_error_vma(vma, write).or_else(|| self.page_signal(mm, vma, a, vend))
+            {
                 return Ok(Err(sig));
             }
-            let v = &self.vmas[vma];
-            let vend = v.end.0.min(end);
-            if v.file.is_some() || v.flags.contains(VmFlags::UFFD_MISSING) {
-                while a.0 < vend {
-                    if let Some(sig) = self.access_error_file(vma, a) {
-                        return Ok(Err(sig));
-                    }
-                    if self.uffd_missing_page(mm, vma, a) {
-                        return Ok(Err(Signal::SIGBUS));
-                    }
-                    a = a.plus(PAGE_SIZE);
-                }
-            }
-            a = VirtAddr(vend);
+            a = vend;
         }
         let mut a = start;
         while a.0 < end {
@@ -137,9 +132,10 @@ impl System {
     /// read, or written through a writable PTE; a missing page read (the zero page) or written
     /// (a new exclusive folio, `do_anonymous_page`); a write to a read-only small anonymous
     /// folio or the zero page (`do_wp_page`: reuse or `wp_page_copy`), exactly as
-    /// `handle_mm_fault` would. Stops at the first page that needs more (a large or
-    /// swap-cached folio, swap and migration entries, file pages) and returns its address, or
-    /// the run's end. This is the hot path of replay: one table lookup for up to 512 pages.
+    /// `handle_mm_fault` would, through the same [`AnonPteFault`] steps. Stops at the first
+    /// page that needs more (a large or swap-cached folio, swap and migration entries, file
+    /// pages) and returns its address, or the run's end. This is the hot path of replay: one
+    /// table lookup for up to 512 pages.
     fn fault_pte_run(
         &mut self,
         mm: MmId,
@@ -151,8 +147,6 @@ impl System {
     ) -> VirtAddr {
         let v = &self.vmas[vma];
         let Some(av) = v.anon_vma.filter(|_| v.is_anonymous()) else { return start };
-        let (vstart, vpgoff) = (v.start, v.pgoff);
-        let new_flags = self.new_pte_flags(vma, true);
         let run_end = VirtAddr(end.0.min(start.pmd_down().0 + PMD_SIZE));
         let key = pmd_index(start);
         let t = match self.mms[mm].pt.pmds.get_mut(&key) {
@@ -169,79 +163,57 @@ impl System {
                 }
             }
         };
+        let mut cx = AnonPteFault::new(&self.vmas[vma], &mut self.folios, &mut self.stats);
         let mut a = start;
         while a < run_end {
             let slot = &mut t.ptes[pte_index(a)];
             match slot {
-                Pte::Present { folio, sub, flags } => {
-                    if write {
-                        if flags.contains(PteFlags::WRITE) {
-                            *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
-                            self.folios[*folio].pages[*sub as usize].tag = tag_of(a.0);
-                        } else {
-                            // do_wp_page on a small folio: reuse it if PageAnonExclusive, copy
-                            // it if someone else holds a reference (wp_page_copy); the
-                            // rest (the swap cache, folio_move_anon_rmap) goes the long way.
-                            let old = *folio;
-                            let copy = if old == ZERO_FOLIO {
-                                true
-                            } else {
-                                let f = &self.folios[old];
-                                if !f.is_anon() || f.is_large() {
-                                    break;
-                                }
-                                if f.pages[0].anon_exclusive {
-                                    false
-                                } else if f.refcount() > 1 + u64::from(f.swap.is_some()) {
-                                    true
-                                } else if f.refcount() == 1 && f.swap.is_none() {
-                                    // wp_can_reuse_anon_folio: ours alone; folio_move_anon_rmap.
-                                    let f = &mut self.folios[old];
-                                    f.mapping = Mapping::Anon(av);
-                                    f.pages[0].anon_exclusive = true;
-                                    false
-                                } else {
-                                    break;
-                                }
-                            };
-                            if copy {
-                                let index = vpgoff.plus((a.0 - vstart.0) >> PAGE_SHIFT);
-                                let new = self.folios.alloc(Folio::new_anon_page(av, index, tag_of(a.0)));
-                                self.stats.folios_allocated += 1;
-                                self.stats.cow_copies += 1;
-                                *slot = Pte::Present { folio: new, sub: 0, flags: new_flags };
-                                if old != ZERO_FOLIO {
-                                    // folio_remove_rmap_pte: it stays referenced (refcount > 1).
-                                    let p = &mut self.folios[old].pages[0];
-                                    p.mapcount -= 1;
-                                    if p.mapcount == 0 {
-                                        p.anon_exclusive = false;
-                                    }
-                                }
-                            } else {
-                                self.folios[old].pages[0].anon_exclusive = true;
-                                *flags |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
-                                self.stats.cow_reuses += 1;
-                                self.folios[old].pages[0].tag = tag_of(a.0);
+                Pte::Present { folio, sub, flags } if write => {
+                    let (old, sub) = (*folio, *sub as usize);
+                    if flags.contains(PteFlags::WRITE) {
+                        *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                        cx.folios[old].pages[sub].tag = tag_of(a.0);
+                    } else {
+                        // do_wp_page on the zero page or a small anonymous folio; large folios
+                        // and the swap cache (folio_free_swap) go the long way.
+                        if old != ZERO_FOLIO {
+                            let f = &mut cx.folios[old];
+                            let excl = f.pages[sub].anon_exclusive;
+                            if !f.is_anon() || f.is_large() || (f.swap.is_some() && !excl) {
+                                break;
+                            }
+                            if excl || wp_can_reuse_small_folio(f, Some(av)) {
+                                wp_reuse(&mut f.pages[sub], flags, cx.stats);
+                                f.pages[sub].tag = tag_of(a.0);
+                                cx.stats.faults += 1;
+                                a = a.plus(PAGE_SIZE);
+                                continue;
+                            }
+                        }
+                        *slot = cx.wp_page_copy(a, tag_of(a.0));
+                        if old != ZERO_FOLIO {
+                            // folio_remove_rmap_pte, short: the folio is small and stays
+                            // referenced (its refcount was above 1), so nothing is freed.
+                            let p = &mut cx.folios[old].pages[sub];
+                            p.mapcount -= 1;
+                            if p.mapcount == 0 {
+                                p.anon_exclusive = false;
                             }
                         }
                     }
                 }
+                Pte::Present { .. } => {}
                 Pte::None => {
                     if write {
-                        // do_anonymous_page: folio_alloc + folio_add_new_anon_rmap.
-                        let index = vpgoff.plus((a.0 - vstart.0) >> PAGE_SHIFT);
-                        let folio = self.folios.alloc(Folio::new_anon_page(av, index, tag_of(a.0)));
-                        self.stats.folios_allocated += 1;
-                        *slot = Pte::Present { folio, sub: 0, flags: new_flags };
+                        *slot = cx.new_folio_pte(a, tag_of(a.0));
                     } else {
-                        *slot = Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: PteFlags::ACCESSED };
+                        *slot = ZERO_PTE;
                     }
                     t.used += 1;
                 }
                 _ => break,
             }
-            self.stats.faults += 1;
+            cx.stats.faults += 1;
             a = a.plus(PAGE_SIZE);
         }
         a
@@ -297,6 +269,25 @@ impl System {
         let pkey = v.flags.pkey();
         if pkey != 0 && Some(pkey) == self.mms[v.mm].execute_only_pkey {
             return Some(Signal::SIGSEGV);
+        }
+        None
+    }
+
+    /// The first signal a page of `[a, end)` in `vma` raises beyond the VMA's permissions:
+    /// a file page past EOF, a userfaultfd missing fault.
+    fn page_signal(&self, mm: MmId, vma: VmaId, mut a: VirtAddr, end: VirtAddr) -> Option<Signal> {
+        let v = &self.vmas[vma];
+        if v.file.is_none() && !v.flags.contains(VmFlags::UFFD_MISSING) {
+            return None;
+        }
+        while a < end {
+            if let Some(sig) = self.access_error_file(vma, a) {
+                return Some(sig);
+            }
+            if self.uffd_missing_page(mm, vma, a) {
+                return Some(Signal::SIGBUS);
+            }
+            a = a.plus(PAGE_SIZE);
         }
         None
     }
@@ -474,24 +465,18 @@ impl System {
     }
 
     pub(crate) fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
-        let mut f = PteFlags::ACCESSED;
-        if write && self.vmas[vma].flags.contains(VmFlags::WRITE) {
-            f |= PteFlags::WRITE | PteFlags::DIRTY;
-        }
-        f
+        new_pte_flags(&self.vmas[vma], write)
     }
 
     /// `do_anonymous_page`: a read maps the zero page; a write allocates an exclusive folio.
     fn do_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
         if !write {
-            self.mms[mm].pt.set_pte(a, Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: PteFlags::ACCESSED });
+            self.mms[mm].pt.set_pte(a, ZERO_PTE);
             return;
         }
         self.anon_vma_prepare(vma);
-        let folio = self.folio_alloc(0);
-        self.folio_add_new_anon_rmap(folio, vma, a, false);
-        let flags = self.new_pte_flags(vma, true);
-        self.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
+        let pte = self.anon_pte_fault(vma).new_folio_pte(a, 0);
+        self.mms[mm].pt.set_pte(a, pte);
     }
 
     /// `do_huge_pmd_anonymous_page`: the huge zero folio for reads, a new THP for writes.
@@ -560,9 +545,8 @@ impl System {
         if folio != ZERO_FOLIO && self.folios[folio].is_anon() {
             let excl = self.folios[folio].pages[sub as usize].anon_exclusive;
             if excl || self.wp_can_reuse_anon_folio(folio, vma) {
-                self.folios[folio].pages[sub as usize].anon_exclusive = true;
-                self.stats.cow_reuses += 1;
-                self.make_pte_writable(mm, a);
+                let flags = self.mms[mm].pt.pte_flags_mut(a).expect("a present PTE");
+                wp_reuse(&mut self.folios[folio].pages[sub as usize], flags, &mut self.stats);
                 return;
             }
         }
@@ -591,17 +575,15 @@ impl System {
             let mapcount = f.total_mapcount();
             return !(mapcount <= 1 || f.entire_mapcount > 0 || f.mm_ids_shared || mapcount != f.refcount());
         }
-        // refcount > 1 + swapcache: someone else holds it; else the swap cache is dropped
-        // first (folio_free_swap) and only our mapping may be left.
-        if f.refcount() > 1 + u64::from(f.swap.is_some()) {
-            return false;
+        if f.swap.is_some() {
+            // refcount > 1 + swapcache: someone else holds it; else the swap cache is
+            // dropped first (folio_free_swap) and only our mapping may be left.
+            if f.refcount() > 2 {
+                return false;
+            }
+            self.folio_free_swap(folio);
         }
-        self.folio_free_swap(folio);
-        if self.folios[folio].refcount() != 1 {
-            return false;
-        }
-        self.folio_move_anon_rmap(folio, vma);
-        true
+        wp_can_reuse_small_folio(&mut self.folios[folio], self.vmas[vma].anon_vma)
     }
 
     /// Whether any mapping of the folio is outside `mm` (the `_mm_ids` shared bit).
@@ -630,13 +612,14 @@ impl System {
     fn wp_page_copy(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, old: FolioId, sub: u16) {
         self.anon_vma_prepare(vma);
         let tag = if old == ZERO_FOLIO { 0 } else { self.folios[old].pages[sub as usize].tag };
-        let new = self.folio_alloc(0);
-        self.folios[new].pages[0].tag = tag;
-        self.folio_add_new_anon_rmap(new, vma, a, false);
-        let flags = self.new_pte_flags(vma, true);
-        self.mms[mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
+        let pte = self.anon_pte_fault(vma).wp_page_copy(a, tag);
+        self.mms[mm].pt.set_pte(a, pte);
         self.folio_remove_rmap_pte(old, sub, mm);
-        self.stats.cow_copies += 1;
+    }
+
+    /// The [`AnonPteFault`] steps of a fault in `vma`, which has its anon_vma.
+    fn anon_pte_fault(&mut self, vma: VmaId) -> AnonPteFault<'_> {
+        AnonPteFault::new(&self.vmas[vma], &mut self.folios, &mut self.stats)
     }
 
     /// Find or create the page-cache folio at `index` of `inode` (`filemap_fault`,
@@ -806,8 +789,10 @@ impl System {
         }
     }
 
-    /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
-    fn do_shared_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+    /// `__do_fault` → `filemap_fault` for a write fault: the page-cache folio for `a`, read
+    /// around first on a cache miss (`do_sync_mmap_readahead`), and the next window started
+    /// if it is the PG_readahead one (`do_async_mmap_readahead`).
+    fn filemap_fault(&mut self, vma: VmaId, a: VirtAddr) -> FolioId {
         let inode = self.vma_inode(vma);
         let index = self.vmas[vma].linear_page_index(a);
         if !self.fs.inodes[inode].cache.contains_key(&index.0) {
@@ -815,6 +800,12 @@ impl System {
         }
         let f = self.page_cache_get(inode, index);
         self.async_mmap_readahead(vma, f);
+        f
+    }
+
+    /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
+    fn do_shared_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+        let f = self.filemap_fault(vma, a);
         let flags = self.new_pte_flags(vma, true);
         self.map_file_page(mm, a, f, flags);
         // fault_dirty_shared_page: folio_mark_dirty, seen by every mapping's smaps.
@@ -824,20 +815,94 @@ impl System {
     /// `do_cow_fault`: write to a private file mapping copies the cache page into a new
     /// anonymous page.
     fn do_cow_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
-        let inode = self.vma_inode(vma);
-        let index = self.vmas[vma].linear_page_index(a);
-        if !self.fs.inodes[inode].cache.contains_key(&index.0) {
-            self.mmap_readahead(vma, index);
-        }
-        let src = self.page_cache_get(inode, index);
-        self.async_mmap_readahead(vma, src);
+        let src = self.filemap_fault(vma, a);
         let tag = self.folios[src].pages[0].tag;
         self.anon_vma_prepare(vma);
-        let new = self.folio_alloc(0);
-        self.folios[new].pages[0].tag = tag;
-        self.folio_add_new_anon_rmap(new, vma, a, false);
-        let flags = self.new_pte_flags(vma, true);
-        self.mms[mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
+        let pte = self.anon_pte_fault(vma).new_folio_pte(a, tag);
+        self.mms[mm].pt.set_pte(a, pte);
         self.folio_put_if_unused(src);
     }
+}
+
+/// The zero page mapped read-only, as a read fault on a missing anonymous page maps it.
+const ZERO_PTE: Pte = Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: PteFlags::ACCESSED };
+
+/// The bits of a new PTE in `v` (`vma->vm_page_prot`, made writable and dirty for a write
+/// fault in a writable VMA: `maybe_mkwrite(pte_mkdirty(...))`), young.
+fn new_pte_flags(v: &Vma, write: bool) -> PteFlags {
+    let mut f = PteFlags::ACCESSED;
+    if write && v.flags.contains(VmFlags::WRITE) {
+        f |= PteFlags::WRITE | PteFlags::DIRTY;
+    }
+    f
+}
+
+/// The steps of an anonymous fault on one PTE that both the full path (`do_anonymous_page`,
+/// `wp_page_copy`, `do_cow_fault`) and the fast path (`fault_pte_run`) take: what they need
+/// of the VMA is read once, and the folios and counters are borrowed apart from the page
+/// table, so that the fast path can hold its PTE table through a run of faults.
+struct AnonPteFault<'a> {
+    folios: &'a mut Arena<FolioId, Folio>,
+    stats: &'a mut Stats,
+    anon_vma: AnonVmaId,
+    start: VirtAddr,
+    pgoff: PgOff,
+    /// `new_pte_flags(vma, true)`.
+    flags: PteFlags,
+}
+
+impl<'a> AnonPteFault<'a> {
+    /// For a fault in `v`, which has its anon_vma (`anon_vma_prepare` came first).
+    #[inline]
+    fn new(v: &Vma, folios: &'a mut Arena<FolioId, Folio>, stats: &'a mut Stats) -> Self {
+        let anon_vma = v.anon_vma.expect("anon_vma_prepare before an anonymous fault");
+        AnonPteFault {
+            folios,
+            stats,
+            anon_vma,
+            start: v.start,
+            pgoff: v.pgoff,
+            flags: new_pte_flags(v, true),
+        }
+    }
+
+    /// `folio_alloc` and `folio_add_new_anon_rmap` of a small folio holding `tag`, to be
+    /// mapped at `a`: the PTE that maps it.
+    #[inline]
+    fn new_folio_pte(&mut self, a: VirtAddr, tag: u64) -> Pte {
+        let index = self.pgoff.plus((a.0 - self.start.0) >> PAGE_SHIFT);
+        let folio = self.folios.alloc(Folio::new_anon_page(self.anon_vma, index, tag));
+        self.stats.folios_allocated += 1;
+        Pte::Present { folio, sub: 0, flags: self.flags }
+    }
+
+    /// `wp_page_copy`'s new page, holding `tag` (the old page's contents): the PTE that
+    /// replaces the old one, whose rmap the caller removes.
+    #[inline]
+    fn wp_page_copy(&mut self, a: VirtAddr, tag: u64) -> Pte {
+        self.stats.cow_copies += 1;
+        self.new_folio_pte(a, tag)
+    }
+}
+
+/// The end of `wp_can_reuse_anon_folio` for a small folio out of the swap cache: reusable
+/// when our mapping holds the only reference, and then `folio_move_anon_rmap`.
+#[inline]
+fn wp_can_reuse_small_folio(f: &mut Folio, anon_vma: Option<AnonVmaId>) -> bool {
+    if f.refcount() != 1 {
+        return false;
+    }
+    if let Some(av) = anon_vma {
+        f.mapping = Mapping::Anon(av);
+    }
+    true
+}
+
+/// `do_wp_page` reusing the page (`wp_page_reuse`): it is exclusive, and its PTE writable,
+/// dirty and young.
+#[inline]
+fn wp_reuse(page: &mut PageState, flags: &mut PteFlags, stats: &mut Stats) {
+    page.anon_exclusive = true;
+    *flags |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
+    stats.cow_reuses += 1;
 }

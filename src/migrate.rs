@@ -210,10 +210,14 @@ impl System {
             for (idx, a) in self.folio_pages_in(hit.vma, index, nr) {
                 match self.mms[mm].pt.walk(a) {
                     Walk::Pte(Pte::Migration { folio, kind, flags, .. }) if folio == src => {
-                        self.remove_migration_pte(mm, a, dst, idx, kind, flags)
+                        // The page is chosen by address (`linear_page_index(vma, address) -
+                        // pgoff`), not by the entry.
+                        let flags = self.remove_migration_entry(mm, dst, Some(idx), kind, flags);
+                        self.mms[mm].pt.set_pte(a, Pte::Present { folio: dst, sub: idx, flags });
                     }
                     Walk::PmdMigration { folio, kind, flags, .. } if folio == src => {
-                        self.remove_migration_pmd(mm, a, dst, kind, flags)
+                        let flags = self.remove_migration_entry(mm, dst, None, kind, flags);
+                        self.mms[mm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio: dst, flags });
                     }
                     _ => {}
                 }
@@ -221,54 +225,41 @@ impl System {
         }
     }
 
-    /// `remove_migration_pte` for one entry: `mk_pte(new, vm_page_prot)` (read-only in the
-    /// private mappings anonymous folios live in), writable if the entry was, old unless it
-    /// was young, dirty and soft-dirty as it was; `folio_add_anon_rmap_pte` with
-    /// RMAP_EXCLUSIVE unless the entry was plain readable. The page is chosen by address
-    /// (`linear_page_index(vma, address) - pgoff`), not by the entry.
-    fn remove_migration_pte(
+    /// `remove_migration_pte` for a migration entry of `kind` with `flags` that page `idx`
+    /// of `dst` replaces, or `remove_migration_pmd` (`idx` None) for one the whole THP
+    /// does: `folio_add_anon_rmap_pte` (`_pmd`), with RMAP_EXCLUSIVE unless the entry was
+    /// plain readable (a PMD mapping keeps it on the head page). Returns the bits of the new
+    /// PTE or PMD: `mk_pte(new, vm_page_prot)` (read-only in the private mappings anonymous
+    /// folios live in), writable if the entry was, old unless it was young, dirty and
+    /// soft-dirty as it was.
+    fn remove_migration_entry(
         &mut self,
         mm: MmId,
-        a: VirtAddr,
         dst: FolioId,
-        idx: u16,
+        idx: Option<u16>,
         kind: MigrationKind,
         flags: PteFlags,
-    ) {
-        let mut pf = flags & MIGRATION_KEPT_FLAGS;
-        if kind.is_writable() {
-            pf |= PteFlags::WRITE;
-        }
-        let p = &mut self.folios[dst].pages[idx as usize];
-        p.mapcount += 1;
-        if kind.is_exclusive() {
-            p.anon_exclusive = true;
-        }
-        self.folios[dst].add_large_mapcount(1, mm);
-        self.mms[mm].pt.set_pte(a, Pte::Present { folio: dst, sub: idx, flags: pf });
-    }
-
-    /// `remove_migration_pmd`: the PMD maps the new THP, exclusive on its head page unless
-    /// the entry was plain readable (`folio_add_anon_rmap_pmd`).
-    fn remove_migration_pmd(
-        &mut self,
-        mm: MmId,
-        a: VirtAddr,
-        dst: FolioId,
-        kind: MigrationKind,
-        flags: PteFlags,
-    ) {
-        let mut pf = flags & MIGRATION_KEPT_FLAGS;
-        if kind.is_writable() {
-            pf |= PteFlags::WRITE;
-        }
+    ) -> PteFlags {
         let f = &mut self.folios[dst];
-        f.entire_mapcount += 1;
+        let page = match idx {
+            Some(i) => {
+                f.pages[i as usize].mapcount += 1;
+                i as usize
+            }
+            None => {
+                f.entire_mapcount += 1;
+                0
+            }
+        };
         if kind.is_exclusive() {
-            f.pages[0].anon_exclusive = true;
+            f.pages[page].anon_exclusive = true;
         }
         f.add_large_mapcount(1, mm);
-        self.mms[mm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio: dst, flags: pf });
+        let mut pf = flags & MIGRATION_KEPT_FLAGS;
+        if kind.is_writable() {
+            pf |= PteFlags::WRITE;
+        }
+        pf
     }
 
     /// Finish the migration of `src` (whichever process started it).

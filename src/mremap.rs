@@ -477,31 +477,58 @@ impl System {
         pgoff: PgOff,
     ) -> Option<VmaId> {
         let vma = *vmap;
-        let vma_start = self.vmas[vma].start;
         let mut pgoff = pgoff;
         if self.vmas[vma].is_anonymous() && self.vmas[vma].anon_vma.is_none() {
             pgoff = PgOff(addr.0 >> PAGE_SHIFT);
         }
-        let end = addr.plus(len);
         let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, "mremap_move")?;
-        if let Some(nv) = self.vma_merge_new_range(&mut vmg) {
-            let n = &self.vmas[nv];
-            if vma_start >= n.start && vma_start < n.end {
-                *vmap = nv;
-            }
+        if let Some(nv) = self.copy_vma_merge(vmap, &mut vmg) {
             return Some(nv);
         }
+        Some(self.copy_vma_new(vma, addr, len, pgoff, false))
+    }
+
+    /// `copy_vma`'s merge of the copied range `vmg` into a neighbour. The range can fit both
+    /// neighbours when they are pieces of the source's own frame (the destination inside the
+    /// source's old extent): then the source, as `next`, merges away into `prev`, and
+    /// `*vmap` follows it.
+    pub(crate) fn copy_vma_merge(&mut self, vmap: &mut VmaId, vmg: &mut crate::merge::Vmg) -> Option<VmaId> {
+        let vma_start = self.vmas[*vmap].start;
+        let nv = self.vma_merge_new_range(vmg)?;
+        let n = &self.vmas[nv];
+        if vma_start >= n.start && vma_start < n.end {
+            *vmap = nv;
+        }
+        Some(nv)
+    }
+
+    /// `copy_vma`'s new VMA: `vma` copied to `[addr, addr + len)` at `pgoff`, linked to
+    /// `vma`'s anon_vmas (`anon_vma_clone`); with `relocate_anon` (the 2025 series), to none
+    /// (`__anon_vma_prepare` follows).
+    pub(crate) fn copy_vma_new(
+        &mut self,
+        vma: VmaId,
+        addr: VirtAddr,
+        len: u64,
+        pgoff: PgOff,
+        relocate_anon: bool,
+    ) -> VmaId {
         let mut new = self.vmas[vma].clone();
         new.chain = Vec::new();
         new.start = addr;
-        new.end = end;
+        new.end = addr.plus(len);
         new.pgoff = pgoff;
+        if relocate_anon {
+            new.anon_vma = None;
+        }
         if let Some(f) = new.file {
             self.fs.files[f].refs += 1;
         }
         let nv = self.vma_link(new);
-        self.anon_vma_clone(nv, vma);
-        Some(nv)
+        if !relocate_anon {
+            self.anon_vma_clone(nv, vma);
+        }
+        nv
     }
 
     /// `move_page_tables`: move `len` bytes of page tables from `old_addr` to `new_addr`,

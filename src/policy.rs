@@ -396,10 +396,7 @@ pub fn render_rows(rows: &[PolicyRow], md: bool) -> String {
         "entries walked",
         "contents = kernel",
     ];
-    let named = |m: &BTreeMap<RelocReason, u64>| {
-        let v: Vec<String> = m.iter().map(|(r, n)| format!("{r}={n}")).collect();
-        if v.is_empty() { "-".to_string() } else { v.join(" ") }
-    };
+    let named = |m| crate::report::named_counts(m, "=", " ");
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {

@@ -496,7 +496,7 @@ impl System {
                 if self.mms[mm].intersects(addr, addr.plus(len)) {
                     return Err(RelocReason::NoGain);
                 }
-                self.new_vma_unfaulted(*vmap, addr, len, linear)
+                self.copy_vma_new(*vmap, addr, len, linear, true)
             }
         };
         if self.vmas[new_vma].anon_vma.is_none() {
@@ -544,49 +544,16 @@ impl System {
         pgoff: PgOff,
         keep: bool,
     ) -> Option<VmaId> {
-        let vma = *vmap;
-        let end = addr.plus(len);
-        let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, "mremap_relocate")?;
+        let mut vmg = self.copied_range_vmg(*vmap, addr, len, pgoff, "mremap_relocate")?;
         if !keep {
             // As if unfaulted: the folios follow by relocation.
             vmg.copied_from = None;
             vmg.anon_vma = None;
         }
-        let vma_start = self.vmas[vma].start;
-        if let Some(nv) = self.vma_merge_new_range(&mut vmg) {
-            // The new range can fit both neighbours when they are pieces of the source's own
-            // frame (the destination inside the source's old extent): then the source, as
-            // `next`, merges away into `prev`. Follow it, as `copy_vma` does.
-            let n = &self.vmas[nv];
-            if vma_start >= n.start && vma_start < n.end {
-                *vmap = nv;
-            }
+        if let Some(nv) = self.copy_vma_merge(vmap, &mut vmg) {
             return Some(nv);
         }
-        if keep {
-            let mut new = self.vmas[vma].clone();
-            new.chain = Vec::new();
-            new.start = addr;
-            new.end = end;
-            new.pgoff = pgoff;
-            let nv = self.vma_link(new);
-            self.anon_vma_clone(nv, vma);
-            Some(nv)
-        } else {
-            Some(self.new_vma_unfaulted(vma, addr, len, pgoff))
-        }
-    }
-
-    /// `copy_vma`'s new VMA with `relocate_anon`: no anon_vma, no chains (`__anon_vma_prepare`
-    /// follows).
-    fn new_vma_unfaulted(&mut self, vma: VmaId, addr: VirtAddr, len: u64, pgoff: PgOff) -> VmaId {
-        let mut new = self.vmas[vma].clone();
-        new.chain = Vec::new();
-        new.anon_vma = None;
-        new.start = addr;
-        new.end = addr.plus(len);
-        new.pgoff = pgoff;
-        self.vma_link(new)
+        Some(self.copy_vma_new(*vmap, addr, len, pgoff, !keep))
     }
 
     /// After a relocated move: "Let's try merge again..." (`vma_merge_existing_range` on the
@@ -674,21 +641,9 @@ impl System {
         // rmap walk would look in the old anon_vma and strand the entry): wait for it, which
         // maps the new folio, then adopt that.
         self.wait_migrations(mm, start, end);
-        for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
-            let _ = h;
-            self.stats.policy.entries_walked += 1;
-            if self.folios[folio].mapping == Mapping::Anon(fav) {
-                self.folios[folio].mapping = Mapping::Anon(tav);
-                self.stats.policy.folios_rewritten += 1;
-            }
-        }
-        for (_, pte) in self.mms[mm].pt.ptes_in(start, end) {
-            self.stats.policy.entries_walked += 1;
-            if let Pte::Present { folio, .. } = pte
-                && folio != ZERO_FOLIO
-                && self.folios[folio].mapping == Mapping::Anon(fav)
-            {
-                self.folios[folio].mapping = Mapping::Anon(tav);
+        for m in self.mapped_anon_folios(mm, start, end).0 {
+            if self.folios[m.folio].mapping == Mapping::Anon(fav) {
+                self.folios[m.folio].mapping = Mapping::Anon(tav);
                 self.stats.policy.folios_rewritten += 1;
             }
         }
@@ -802,38 +757,58 @@ impl System {
             self.anon_vmas[b].num_active_vmas += 1;
         }
         let Some(to) = new_av else { return };
-        for (h, folio, _) in self.mms[mm].pt.huge_in(ns, ne) {
-            self.stats.policy.entries_walked += 1;
-            if folio == HUGE_ZERO_FOLIO {
-                continue;
-            }
-            let index = self.vmas[n].linear_page_index(h);
-            let f = &mut self.folios[folio];
-            f.mapping = Mapping::Anon(to);
-            f.index = index;
-            self.stats.policy.folios_rewritten += 1;
+        let (folios, swaps) = self.mapped_anon_folios(mm, ns, ne);
+        for _ in 0..swaps {
+            self.stats.policy.skip(RelocReason::Swap);
         }
-        let mut done: HashSet<FolioId> = HashSet::new();
-        for (a, pte) in self.mms[mm].pt.ptes_in(ns, ne) {
-            self.stats.policy.entries_walked += 1;
-            let Pte::Present { folio, sub, .. } = pte else {
-                if matches!(pte, Pte::Swap { .. }) {
-                    self.stats.policy.skip(RelocReason::Swap);
-                }
-                continue;
-            };
-            if folio == ZERO_FOLIO || !self.folios[folio].is_anon() || !done.insert(folio) {
-                continue;
+        for m in folios {
+            if !m.pmd {
+                self.stats.policy.folios_walked += 1;
             }
-            self.stats.policy.folios_walked += 1;
-            let first = VirtAddr(a.0 - (u64::from(sub) << PAGE_SHIFT));
-            let index = self.vmas[n].linear_page_index(first);
-            let f = &mut self.folios[folio];
+            let index = self.vmas[n].linear_page_index(m.first);
+            let f = &mut self.folios[m.folio];
             f.mapping = Mapping::Anon(to);
             f.index = index;
             self.stats.policy.folios_rewritten += 1;
         }
     }
+
+    /// The walk of a rewrite in place (`matena_adopt`, `relocate_in_place`) over
+    /// `[start, end)`: the folios of its PMD leaves (but the huge zero folio), then its
+    /// PTE-mapped anonymous folios, each once; and how many swap entries it met. Every PMD
+    /// leaf and PTE counts as an entry walked.
+    fn mapped_anon_folios(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) -> (Vec<MappedFolio>, u64) {
+        let mut out = Vec::new();
+        for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
+            self.stats.policy.entries_walked += 1;
+            if folio != HUGE_ZERO_FOLIO {
+                out.push(MappedFolio { folio, first: h, pmd: true });
+            }
+        }
+        let mut swaps = 0;
+        let mut done: HashSet<FolioId> = HashSet::new();
+        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+            self.stats.policy.entries_walked += 1;
+            match pte {
+                Pte::Present { folio, sub, .. }
+                    if folio != ZERO_FOLIO && self.folios[folio].is_anon() && done.insert(folio) =>
+                {
+                    let first = VirtAddr(a.0 - (u64::from(sub) << PAGE_SHIFT));
+                    out.push(MappedFolio { folio, first, pmd: false });
+                }
+                Pte::Swap { .. } => swaps += 1,
+                _ => {}
+            }
+        }
+        (out, swaps)
+    }
+}
+
+/// A folio a walk in place found: where its first page maps, and whether a PMD maps it.
+struct MappedFolio {
+    folio: FolioId,
+    first: VirtAddr,
+    pmd: bool,
 }
 
 impl System {

@@ -1,7 +1,7 @@
 //! The `anonmm replay` report: one row per trace × policy, as text, markdown, JSON or CSV.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 
 use serde::Serialize;
 
@@ -118,17 +118,8 @@ impl ReportRow {
     }
 
     fn refused_short(&self) -> String {
-        if self.merges_refused.is_empty() {
-            return "-".to_string();
-        }
-        let mut out = String::new();
-        for (k, n) in &self.merges_refused {
-            if !out.is_empty() {
-                out.push(' ');
-            }
-            let _ = write!(out, "{}={n}", k.strip_prefix("NOMERGE_").unwrap_or(k));
-        }
-        out
+        let short = self.merges_refused.iter().map(|(k, n)| (k.strip_prefix("NOMERGE_").unwrap_or(k), n));
+        named_counts(short, "=", " ")
     }
 
     fn cells(&self) -> Vec<String> {
@@ -183,6 +174,16 @@ pub const TABLE_HEADERS: [&str; 19] = [
     "model",
     "time (s)",
 ];
+
+/// Counts by name as the reports show them: `name{eq}count`, joined by `sep`; `-` for none.
+pub(crate) fn named_counts<K: Display, N: Display>(
+    counts: impl IntoIterator<Item = (K, N)>,
+    eq: &str,
+    sep: &str,
+) -> String {
+    let v: Vec<String> = counts.into_iter().map(|(k, n)| format!("{k}{eq}{n}")).collect();
+    if v.is_empty() { "-".to_string() } else { v.join(sep) }
+}
 
 /// Render rows in one of `FORMATS`; None for an unknown format.
 pub fn render(rows: &[ReportRow], format: &str) -> Option<String> {
@@ -385,19 +386,15 @@ pub fn run_report(policy: &str, res: &crate::run::RunResult) -> String {
     let _ =
         writeln!(out, "VMAs at the end: {}", if per.is_empty() { "-".to_string() } else { per.join(", ") });
     let _ = writeln!(out, "VMAs of all processes, peak: {} ({} anonymous)", res.vmas_peak.0, res.vmas_peak.1);
-    let refused: Vec<String> =
-        s.merge_refused.iter().filter(|&(_, &n)| n > 0).map(|(r, n)| format!("{r} {n}")).collect();
+    let refused = s.merge_refused.iter().filter(|&(_, &n)| n > 0);
     let _ = writeln!(
         out,
         "merges: {} attempted, {} done; refused: {}",
         s.merges_attempted,
         s.merges_done,
-        if refused.is_empty() { "-".to_string() } else { refused.join(", ") }
+        named_counts(refused, " ", ", ")
     );
-    let named = |m: &BTreeMap<crate::policy::RelocReason, u64>| {
-        let v: Vec<String> = m.iter().map(|(r, n)| format!("{r} {n}")).collect();
-        if v.is_empty() { "-".to_string() } else { v.join(", ") }
-    };
+    let named = |m| named_counts(m, " ", ", ");
     let _ = writeln!(
         out,
         "relocations: {} attempted, {} done, {} undone, {} unneeded (plain merge); refused: {}; entries left: {}",

@@ -563,6 +563,14 @@ fn touching_or_populating_terabytes_is_not_modelled() {
     assert_eq!(sys.touch(Pid(1), BASE, 1 << 63, false, &|_| 0), Ok(Ok(())));
     assert!(sys.unsupported.take().is_some());
     assert_eq!(sys.page_at(Pid(1), BASE), Ok(None));
+    // Over the limit, that is said first, even when a page before it would raise a signal.
+    sys.sys_mprotect(Pid(1), BASE, PAGE_SIZE, PROT_NONE).unwrap();
+    assert_eq!(sys.touch(Pid(1), BASE, 1 << 63, false, &|_| 0), Ok(Ok(())));
+    assert!(sys.unsupported.take().is_some());
+    assert_eq!(
+        sys.touch(Pid(1), BASE, 2 * PAGE_SIZE, false, &|_| 0),
+        Ok(Err(anonmm::errno::Signal::SIGSEGV))
+    );
     // A range that leaves the mapping within the limit meets the hole first.
     let end = BASE + huge;
     let r = sys.touch(Pid(1), end - PAGE_SIZE, 2 * PAGE_SIZE, true, &|_| 1);
