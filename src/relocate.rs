@@ -521,7 +521,8 @@ impl System {
         }
     }
 
-    /// The ordinary merge attempt of `copy_vma` (`vma_merge_copied_range`) alone.
+    /// The ordinary merge attempt of `copy_vma` (`vma_merge_copied_range`) alone; like
+    /// `copy_vma`, it follows the source into the new VMA if the source merged into it.
     fn copy_vma_merge_only(
         &mut self,
         vmap: &mut VmaId,
@@ -530,7 +531,7 @@ impl System {
         pgoff: PgOff,
     ) -> Option<VmaId> {
         let mut vmg = self.copied_range_vmg(*vmap, addr, len, pgoff, "mremap_move")?;
-        self.vma_merge_new_range(&mut vmg)
+        self.copy_vma_merge(vmap, &mut vmg)
     }
 
     /// A merge attempt at `pgoff` (`auto`: as if unfaulted, the folios will follow; `matena`:
