@@ -54,8 +54,7 @@ impl System {
         let m = &self.mms[mm];
         // Walk gaps from the top: between each VMA's end and the next VMA's start gap.
         let mut gap_end = high;
-        let mut entries: Vec<(u64, u64, VmaId)> = m.vmas.iter().map(|(s, e)| (*s, e.end, e.id)).collect();
-        entries.reverse();
+        let entries = m.vmas.iter().rev().map(|(s, e)| (*s, e.end, e.id));
         let try_gap = |gap_start: u64, gap_end: u64| -> Option<u64> {
             let gs = gap_start.max(low);
             let ge = gap_end.min(high);
@@ -365,8 +364,7 @@ impl System {
         if let Some(d) = detached {
             self.complete_munmap_vmas(mm, d);
         }
-        let prev = self.mms[mm].vma_before(addr);
-        let next = self.mms[mm].vma_from(addr);
+        let (prev, next) = self.mms[mm].vmas_around(addr);
         let mut merged = None;
         // Shared anonymous memory gets its shmem file only after the merge attempt.
         if prev.is_some() || next.is_some() {
