@@ -460,6 +460,8 @@ impl System {
         }
         self.free_pgtables(
             mm,
+            d.start,
+            d.end,
             d.start.pmd_down(),
             VirtAddr(page_align(d.end.0).unwrap_or(d.end.0)).plus(PMD_SIZE - 1),
         );
