@@ -140,6 +140,9 @@ impl System {
     /// Split every PMD leaf (or PMD migration entry) that `[start, end)` covers only in part.
     pub fn split_huge_pmds_partial(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         let pt = &self.mms[mm].pt;
+        if !pt.any_leaf_in(start, end) {
+            return;
+        }
         let mut leaves: Vec<VirtAddr> = pt.huge_in(start, end).into_iter().map(|(a, _, _)| a).collect();
         leaves.extend(pt.migration_pmds_in(start, end).into_iter().map(|(a, _, _, _)| a));
         for a in leaves {
@@ -152,15 +155,17 @@ impl System {
     /// Unmap every page in `[start, end)` of an mm (`zap_page_range_single` over the range):
     /// PTEs and PMD leaves are cleared, rmap and references dropped, page tables kept.
     pub fn zap_range(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        self.split_huge_pmds_partial(mm, start, end);
-        for (a, folio, _) in self.mms[mm].pt.huge_in(start, end) {
-            // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
-            self.mms[mm].pt.pmds.remove(&pmd_index(a));
-            self.folio_remove_rmap_pmd(folio, mm);
-        }
-        for (a, _, _, _) in self.mms[mm].pt.migration_pmds_in(start, end) {
-            // zap_huge_pmd of a PMD migration entry: nothing to unmap.
-            self.mms[mm].pt.pmds.remove(&pmd_index(a));
+        if self.mms[mm].pt.any_leaf_in(start, end) {
+            self.split_huge_pmds_partial(mm, start, end);
+            for (a, folio, _) in self.mms[mm].pt.huge_in(start, end) {
+                // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
+                self.mms[mm].pt.pmds.remove(&pmd_index(a));
+                self.folio_remove_rmap_pmd(folio, mm);
+            }
+            for (a, _, _, _) in self.mms[mm].pt.migration_pmds_in(start, end) {
+                // zap_huge_pmd of a PMD migration entry: nothing to unmap.
+                self.mms[mm].pt.pmds.remove(&pmd_index(a));
+            }
         }
         for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
             self.mms[mm].pt.set_pte(a, Pte::None);
@@ -246,7 +251,10 @@ impl System {
             let mut key = lo;
             while let Some(k) = self.mms[mm].pt.pmds.next_key(key, hi) {
                 let base = k << PMD_SHIFT;
-                if !touched(&self.mms[mm], base, base + PMD_SIZE) {
+                // Anything mapped lies in a VMA (the checker's invariant), so only an empty
+                // PTE table can be free to go.
+                let empty = matches!(self.mms[mm].pt.pmds.get(&k), Some(Pmd::Table(t)) if t.used == 0);
+                if empty && !touched(&self.mms[mm], base, base + PMD_SIZE) {
                     let old = self.mms[mm].pt.pmds.free_pte_table(k);
                     debug_assert!(old, "free_pgtables: a PMD entry that still maps");
                 }
@@ -257,7 +265,7 @@ impl System {
         let mut pud = lo;
         while let Some(p) = self.mms[mm].pt.pmds.next_pud(pud, hi) {
             let base = p << PUD_SHIFT;
-            if !touched(&self.mms[mm], base, base + PUD_SIZE) {
+            if self.mms[mm].pt.pmds.pud_used(p) == 0 && !touched(&self.mms[mm], base, base + PUD_SIZE) {
                 self.mms[mm].pt.pmds.pud_free(p);
             }
             pud = p + 1;

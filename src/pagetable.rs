@@ -312,6 +312,10 @@ impl PmdMap {
     pub fn next_key(&self, from: u64, hi: u64) -> Option<u64> {
         self.range(from..=hi).next().map(|(k, _)| k)
     }
+    /// Non-none entries of the PMD table under PUD `pud` (0 if there is none).
+    pub fn pud_used(&self, pud: u64) -> u16 {
+        self.tables.get(&pud).map_or(0, |t| t.used)
+    }
     /// The first present PUD entry with index in `[from, hi]`.
     pub fn next_pud(&self, from: u64, hi: u64) -> Option<u64> {
         if from > hi {
@@ -384,6 +388,9 @@ impl PmdMap {
         self.len() == 0
     }
 }
+
+/// The PTEs [`PageTable::ptes_in`] finds, with their addresses.
+pub type PteList = smallvec::SmallVec<[(VirtAddr, Pte); 8]>;
 
 /// One address space's page tables: PGD → PUD → PMD → PTE, held as [`PmdMap`].
 #[derive(Clone, Debug, Default)]
@@ -500,9 +507,19 @@ impl PageTable {
             })
             .collect()
     }
-    /// Every non-none PTE in `[start, end)` in address order (huge leaves excluded).
-    pub fn ptes_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<(VirtAddr, Pte)> {
-        let mut out = Vec::new();
+    /// Whether a huge leaf or a PMD migration entry covers part of `[start, end)`: when none
+    /// does, the callers' THP passes have nothing to do.
+    pub fn any_leaf_in(&self, start: VirtAddr, end: VirtAddr) -> bool {
+        start < end
+            && self
+                .pmds
+                .range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1)))
+                .any(|(_, p)| !matches!(p, Pmd::Table(_)))
+    }
+    /// Every non-none PTE in `[start, end)` in address order (huge leaves excluded). A few
+    /// are kept inline: VMA calls on small ranges then allocate nothing.
+    pub fn ptes_in(&self, start: VirtAddr, end: VirtAddr) -> PteList {
+        let mut out = PteList::new();
         if start >= end {
             return out;
         }
