@@ -190,6 +190,16 @@ impl Mm {
         let (le, gt) = self.vmas.around(start.0);
         le.is_some_and(|(_, e)| e.end > start.0) || gt.is_some_and(|(s, _)| s < end.0)
     }
+    /// `vma_prev` of the VMA `[start, end)` and the VMA starting at `end`, from one search
+    /// (the two lookups of an existing-range merge).
+    pub fn vma_neighbours(&self, start: VirtAddr, end: VirtAddr) -> (Option<VmaId>, Option<VmaId>) {
+        match self.vmas.with_neighbours(start.0) {
+            Some([prev, Some((_, this)), next]) if this.end == end.0 => {
+                (prev.map(|(_, e)| e.id), next.filter(|(s, _)| *s == end.0).map(|(_, e)| e.id))
+            }
+            _ => (self.vma_before(start), self.vma_at_start(end)),
+        }
+    }
     /// `vma_prev` and `vma_next` from a position at `addr`: the last VMA starting below `addr`
     /// and the first starting at or above it, from one search.
     pub fn vmas_around(&self, addr: VirtAddr) -> (Option<VmaId>, Option<VmaId>) {
@@ -335,11 +345,7 @@ impl System {
         if refile {
             self.rmap_pre_update(vma);
         }
-        let tree = &mut self.mms[mm].vmas;
-        if old_start != start {
-            tree.remove(&old_start.0);
-        }
-        tree.insert(start.0, VmaEntry { end: end.0, id: vma });
+        self.mms[mm].vmas.rekey(old_start.0, start.0, VmaEntry { end: end.0, id: vma });
         let v = &mut self.vmas[vma];
         v.start = start;
         v.end = end;

@@ -17,8 +17,9 @@ pub const STACK_GUARD_GAP: u64 = 256 * PAGE_SIZE;
 
 /// VMAs detached by `vms_gather_munmap_vmas`, waiting for `vms_complete_munmap_vmas`.
 pub struct Detached {
-    /// The detached VMAs, split to the range and already zapped, in address order.
-    pub vmas: Vec<VmaId>,
+    /// The detached VMAs, split to the range and already zapped, in address order (a few
+    /// inline: most unmaps detach one).
+    pub vmas: smallvec::SmallVec<[VmaId; 4]>,
     /// Start of the unmapped range (`vms->start`).
     pub start: VirtAddr,
     /// End of the unmapped range (`vms->end`).
@@ -425,16 +426,19 @@ impl System {
             if end < self.vmas[vma].end && self.mms[mm].map_count() >= self.cfg.max_map_count {
                 return Err(Errno::ENOMEM);
             }
+            // The new VMA is the part below `start`; `vma` keeps the rest.
             self.split_vma_nocheck(vma, start, true);
-            vma = self.mms[mm].vma_at_start(start).expect("split");
         }
-        let mut out = Vec::new();
+        let mut out = smallvec::SmallVec::new();
         loop {
             if self.vmas[vma].end > end {
                 self.split_vma_nocheck(vma, end, false);
             }
             out.push(vma);
             let vend = self.vmas[vma].end;
+            if vend >= end {
+                break;
+            }
             match self.mms[mm].vma_from(vend) {
                 Some(n) if self.vmas[n].start < end => vma = n,
                 _ => break,

@@ -390,7 +390,7 @@ impl PmdMap {
 }
 
 /// The PTEs [`PageTable::ptes_in`] finds, with their addresses.
-pub type PteList = smallvec::SmallVec<[(VirtAddr, Pte); 8]>;
+pub type PteList = smallvec::SmallVec<[(VirtAddr, Pte); 4]>;
 
 /// One address space's page tables: PGD → PUD → PMD → PTE, held as [`PmdMap`].
 #[derive(Clone, Debug, Default)]
@@ -510,11 +510,15 @@ impl PageTable {
     /// Whether a huge leaf or a PMD migration entry covers part of `[start, end)`: when none
     /// does, the callers' THP passes have nothing to do.
     pub fn any_leaf_in(&self, start: VirtAddr, end: VirtAddr) -> bool {
-        start < end
-            && self
-                .pmds
-                .range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1)))
-                .any(|(_, p)| !matches!(p, Pmd::Table(_)))
+        if start >= end {
+            return false;
+        }
+        let (lo, hi) = (pmd_index(start), pmd_index(VirtAddr(end.0 - 1)));
+        let leaf = |p: &Pmd| !matches!(p, Pmd::Table(_));
+        if lo == hi {
+            return self.pmds.get(&lo).is_some_and(leaf);
+        }
+        self.pmds.range(lo..=hi).any(|(_, p)| leaf(p))
     }
     /// Every non-none PTE in `[start, end)` in address order (huge leaves excluded). A few
     /// are kept inline: VMA calls on small ranges then allocate nothing.
@@ -523,7 +527,11 @@ impl PageTable {
         if start >= end {
             return out;
         }
-        for (k, pmd) in self.pmds.range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1))) {
+        let (lo, hi) = (pmd_index(start), pmd_index(VirtAddr(end.0 - 1)));
+        // A range within one PMD (most VMA calls) needs no range walk of the PMD map.
+        let one = if lo == hi { self.pmds.get(&lo).map(|p| (lo, p)) } else { None };
+        let walk = if lo == hi { None } else { Some(self.pmds.range(lo..=hi)) };
+        for (k, pmd) in one.into_iter().chain(walk.into_iter().flatten()) {
             if let Pmd::Table(t) = pmd {
                 if t.used == 0 {
                     continue;

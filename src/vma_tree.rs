@@ -13,8 +13,8 @@ use std::ops::{Bound, RangeBounds};
 use crate::mm::VmaEntry;
 
 /// Entries a leaf holds at most; a full leaf splits in two halves.
-const LEAF_CAP: usize = 64;
-const _: () = assert!(LEAF_CAP == 64, "Leaf::rank assumes 64 keys");
+const LEAF_CAP: usize = 32;
+const _: () = assert!(LEAF_CAP == 32, "Leaf::rank assumes 32 keys");
 /// A leaf below this many entries merges with a neighbour when they fit in 3/4 of a leaf
 /// (so that a merge is never undone by the next insertion).
 const LEAF_MIN: usize = LEAF_CAP / 4;
@@ -41,12 +41,11 @@ impl Leaf {
     fn keys(&self) -> &[u64] {
         &self.keys[..self.len]
     }
-    /// How many keys are below `k`: where `k` is or would go. Two branch-free halvings pick
+    /// How many keys are below `k`: where `k` is or would go. A branch-free halving picks
     /// the block of 16 that holds the answer, and its keys are counted.
     #[inline]
     fn rank(&self, k: u64) -> usize {
-        let mut b = usize::from(self.keys[31] < k) * 32;
-        b += usize::from(self.keys[b + 15] < k) * 16;
+        let b = usize::from(self.keys[15] < k) * 16;
         b + self.keys[b..b + 16].iter().map(|&x| usize::from(x < k)).sum::<usize>()
     }
     /// The index of key `k`.
@@ -225,6 +224,17 @@ impl VmaTree {
         (lt, self.at(p).map(|(k, v)| (*k, *v)))
     }
 
+    /// The entry with key `k` and the entries before and after it, from one search; None
+    /// if there is no entry with key `k`.
+    #[inline]
+    pub fn with_neighbours(&self, k: u64) -> Option<[Option<(u64, VmaEntry)>; 3]> {
+        let p = self.seek_ge(k);
+        let this = self.at(p).filter(|(x, _)| **x == k)?;
+        let prev = self.prev(p).and_then(|q| self.at(q));
+        let next = self.at(self.normalise(Pos { leaf: p.leaf, i: p.i + 1 }));
+        Some([prev, Some(this), next].map(|e| e.map(|(k, v)| (*k, *v))))
+    }
+
     /// The entry with key `k`.
     pub fn get(&self, k: &u64) -> Option<&VmaEntry> {
         if self.len == 0 {
@@ -277,6 +287,36 @@ impl VmaTree {
         self.firsts.insert(l + 1, upper.keys[0]);
         self.leaves.insert(l + 1, upper);
         None
+    }
+
+    /// Move the entry with key `old` to key `new` with value `v` (a VMA whose start moves
+    /// within the gap its neighbours leave: the order stays). One search instead of a
+    /// removal and an insertion; falls back to those when `new` would not keep the order.
+    pub fn rekey(&mut self, old: u64, new: u64, v: VmaEntry) {
+        if self.len > 0 {
+            let l = self.leaf_for(old);
+            if let Ok(i) = self.leaves[l].find(old) {
+                let leaf = &self.leaves[l];
+                let left = if i > 0 {
+                    Some(leaf.keys[i - 1])
+                } else {
+                    l.checked_sub(1).map(|p| self.leaves[p].keys[self.leaves[p].len - 1])
+                };
+                let right =
+                    if i + 1 < leaf.len { Some(leaf.keys[i + 1]) } else { self.firsts.get(l + 1).copied() };
+                if left.is_none_or(|x| x < new) && right.is_none_or(|x| new < x) {
+                    let leaf = &mut self.leaves[l];
+                    leaf.keys[i] = new;
+                    leaf.vals[i] = v;
+                    if i == 0 {
+                        self.firsts[l] = new;
+                    }
+                    return;
+                }
+            }
+        }
+        self.remove(&old);
+        self.insert(new, v);
     }
 
     /// Remove the entry with key `k`; returns its value.
@@ -431,6 +471,28 @@ mod tests {
                 let (le, gt) = t.around(q);
                 assert_eq!(le.map(|(k, _)| k), m.range(..=q).next_back().map(|(k, _)| *k));
                 assert_eq!(gt.map(|(k, _)| k), m.range(q + 1..).next().map(|(k, _)| *k));
+                if let Some((k0, _)) = t.first_ge(q)
+                    && rng.random_range(0..4) == 0
+                {
+                    // Move a key within its gap, as vma_set_range does.
+                    let lo = m.range(..k0).next_back().map_or(0, |(k, _)| k + 1);
+                    let hi = m.range(k0 + 1..).next().map_or(span + 2, |(k, _)| *k);
+                    let nk = rng.random_range(lo..hi);
+                    t.rekey(k0, nk, e(nk));
+                    m.remove(&k0);
+                    m.insert(nk, e(nk));
+                    assert_eq!(t.len(), m.len());
+                    assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
+                }
+                let wn = t.with_neighbours(q).map(|w| w.map(|e| e.map(|(k, _)| k)));
+                let want = m.contains_key(&q).then(|| {
+                    [
+                        m.range(..q).next_back().map(|(k, _)| *k),
+                        Some(q),
+                        m.range(q + 1..).next().map(|(k, _)| *k),
+                    ]
+                });
+                assert_eq!(wn, want);
                 let (lt, ge) = t.around_lt(q);
                 assert_eq!(lt.map(|(k, _)| k), m.range(..q).next_back().map(|(k, _)| *k));
                 assert_eq!(ge.map(|(k, _)| k), m.range(q..).next().map(|(k, _)| *k));
