@@ -44,10 +44,10 @@ const AVC_TREE_SMALL: usize = 32;
 /// An anon_vma's chains ordered by (first page offset, chain): a sorted vector with a few
 /// entries inline while small, as nearly every anon_vma is (a VMA and the pieces split off
 /// it), so that filing a chain touches no other allocation; a `BTreeSet` past
-/// [`AVC_TREE_SMALL`] entries. The methods are the `BTreeSet` ones the model uses.
+/// `AVC_TREE_SMALL` entries. The methods are the `BTreeSet` ones the model uses.
 #[derive(Clone, Debug)]
 pub enum AvcTree {
-    /// Up to [`AVC_TREE_SMALL`] entries, sorted.
+    /// Up to `AVC_TREE_SMALL` entries, sorted.
     Small(smallvec::SmallVec<[(u64, AvcId); 4]>),
     /// More.
     Large(BTreeSet<(u64, AvcId)>),

@@ -1,6 +1,6 @@
 //! The index of an mm's VMAs by start address: the model's maple tree (`mm->mm_mt`).
 //!
-//! A two-level B+tree: sorted leaves of up to [`LEAF_CAP`] entries under one sorted array of
+//! A two-level B+tree: sorted leaves of up to `LEAF_CAP` entries under one sorted array of
 //! the leaves' first keys, plus a finger on the leaf of the last lookup. The kernel passes its
 //! `vma_iterator` from lookup to lookup within a call; the finger plays that part, so the
 //! several lookups a VMA call makes around one address cost one leaf search each instead of
@@ -84,6 +84,9 @@ impl Leaf {
     }
 }
 
+/// An entry: a VMA's start and its [`VmaEntry`].
+pub type Entry = (u64, VmaEntry);
+
 /// A position: entry `i` of leaf `leaf`; `(leaves, 0)` is the end.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Pos {
@@ -97,6 +100,8 @@ struct Pos {
 pub struct VmaTree {
     /// `firsts[l]` is the first key of `leaves[l]`; no leaf is empty.
     firsts: Vec<u64>,
+    // Boxed so that inserting or removing a leaf moves pointers, not 800-byte leaves.
+    #[allow(clippy::vec_box)]
     leaves: Vec<Box<Leaf>>,
     len: usize,
     /// The leaves of the last two searches, most recent first (`vma_iter`'s position; two, as
@@ -191,26 +196,26 @@ impl VmaTree {
 
     /// The entry with the greatest key ≤ `k`.
     #[inline]
-    pub fn last_le(&self, k: u64) -> Option<(u64, VmaEntry)> {
+    pub fn last_le(&self, k: u64) -> Option<Entry> {
         let p = self.prev(self.seek_gt(k))?;
         self.at(p).map(|(k, v)| (*k, *v))
     }
     /// The entry with the greatest key < `k`.
     #[inline]
-    pub fn last_lt(&self, k: u64) -> Option<(u64, VmaEntry)> {
+    pub fn last_lt(&self, k: u64) -> Option<Entry> {
         let p = self.prev(self.seek_ge(k))?;
         self.at(p).map(|(k, v)| (*k, *v))
     }
     /// The entry with the least key ≥ `k`.
     #[inline]
-    pub fn first_ge(&self, k: u64) -> Option<(u64, VmaEntry)> {
+    pub fn first_ge(&self, k: u64) -> Option<Entry> {
         self.at(self.seek_ge(k)).map(|(k, v)| (*k, *v))
     }
 
     /// The entries on either side of `k`: the last with key ≤ `k` and the first with key >
     /// `k`, from one search.
     #[inline]
-    pub fn around(&self, k: u64) -> (Option<(u64, VmaEntry)>, Option<(u64, VmaEntry)>) {
+    pub fn around(&self, k: u64) -> (Option<Entry>, Option<Entry>) {
         let p = self.seek_gt(k);
         let le = self.prev(p).and_then(|q| self.at(q)).map(|(k, v)| (*k, *v));
         (le, self.at(p).map(|(k, v)| (*k, *v)))
@@ -218,7 +223,7 @@ impl VmaTree {
     /// The entries on either side of `k`: the last with key < `k` and the first with key ≥
     /// `k`, from one search.
     #[inline]
-    pub fn around_lt(&self, k: u64) -> (Option<(u64, VmaEntry)>, Option<(u64, VmaEntry)>) {
+    pub fn around_lt(&self, k: u64) -> (Option<Entry>, Option<Entry>) {
         let p = self.seek_ge(k);
         let lt = self.prev(p).and_then(|q| self.at(q)).map(|(k, v)| (*k, *v));
         (lt, self.at(p).map(|(k, v)| (*k, *v)))
@@ -227,7 +232,7 @@ impl VmaTree {
     /// The entry with key `k` and the entries before and after it, from one search; None
     /// if there is no entry with key `k`.
     #[inline]
-    pub fn with_neighbours(&self, k: u64) -> Option<[Option<(u64, VmaEntry)>; 3]> {
+    pub fn with_neighbours(&self, k: u64) -> Option<[Option<Entry>; 3]> {
         let p = self.seek_ge(k);
         let this = self.at(p).filter(|(x, _)| **x == k)?;
         let prev = self.prev(p).and_then(|q| self.at(q));
