@@ -1,7 +1,7 @@
 //! The index of an mm's VMAs by start address: the model's maple tree (`mm->mm_mt`).
 //!
 //! A two-level B+tree: sorted leaves of up to `LEAF_CAP` entries under one sorted array of
-//! the leaves' first keys, plus a finger on the leaf of the last lookup. The kernel passes its
+//! the leaves' first keys, plus a finger on the leaves of the last two lookups. The kernel passes its
 //! `vma_iterator` from lookup to lookup within a call; the finger plays that part, so the
 //! several lookups a VMA call makes around one address cost one leaf search each instead of
 //! a walk from the root (which, at 100,000 VMAs, was a third of a call's time with
@@ -19,9 +19,10 @@ const _: () = assert!(LEAF_CAP == 32, "Leaf::rank assumes 32 keys");
 /// (so that a merge is never undone by the next insertion).
 const LEAF_MIN: usize = LEAF_CAP / 4;
 
-/// A leaf. Its keys are searched by counting the keys below the one sought over the whole
-/// array: no load depends on another, so a cold leaf costs about one cache miss instead of
-/// one per step of a binary search. Unused keys are `u64::MAX` so that they never count.
+/// A leaf. Its keys are searched by one halving and a count of the keys below the one
+/// sought in the half: two dependent loads, so a cold leaf costs about two cache misses
+/// instead of one per step of a binary search. Unused keys are `u64::MAX` so that they never
+/// count.
 #[derive(Clone, Debug)]
 #[repr(C)]
 struct Leaf {
