@@ -314,6 +314,7 @@ pub mod swap;
 pub mod types;
 pub mod uffd;
 pub mod vma;
+pub mod vma_tree;
 pub mod workload;
 
 #[cfg(target_os = "linux")]

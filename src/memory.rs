@@ -140,6 +140,9 @@ impl System {
     /// Split every PMD leaf (or PMD migration entry) that `[start, end)` covers only in part.
     pub fn split_huge_pmds_partial(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         let pt = &self.mms[mm].pt;
+        if !pt.any_leaf_in(start, end) {
+            return;
+        }
         let mut leaves: Vec<VirtAddr> = pt.huge_in(start, end).into_iter().map(|(a, _, _)| a).collect();
         leaves.extend(pt.migration_pmds_in(start, end).into_iter().map(|(a, _, _, _)| a));
         for a in leaves {
@@ -152,15 +155,17 @@ impl System {
     /// Unmap every page in `[start, end)` of an mm (`zap_page_range_single` over the range):
     /// PTEs and PMD leaves are cleared, rmap and references dropped, page tables kept.
     pub fn zap_range(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        self.split_huge_pmds_partial(mm, start, end);
-        for (a, folio, _) in self.mms[mm].pt.huge_in(start, end) {
-            // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
-            self.mms[mm].pt.pmds.remove(&pmd_index(a));
-            self.folio_remove_rmap_pmd(folio, mm);
-        }
-        for (a, _, _, _) in self.mms[mm].pt.migration_pmds_in(start, end) {
-            // zap_huge_pmd of a PMD migration entry: nothing to unmap.
-            self.mms[mm].pt.pmds.remove(&pmd_index(a));
+        if self.mms[mm].pt.any_leaf_in(start, end) {
+            self.split_huge_pmds_partial(mm, start, end);
+            for (a, folio, _) in self.mms[mm].pt.huge_in(start, end) {
+                // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
+                self.mms[mm].pt.pmds.remove(&pmd_index(a));
+                self.folio_remove_rmap_pmd(folio, mm);
+            }
+            for (a, _, _, _) in self.mms[mm].pt.migration_pmds_in(start, end) {
+                // zap_huge_pmd of a PMD migration entry: nothing to unmap.
+                self.mms[mm].pt.pmds.remove(&pmd_index(a));
+            }
         }
         for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
             self.mms[mm].pt.set_pte(a, Pte::None);
@@ -200,25 +205,70 @@ impl System {
     }
 
     /// `free_pgtables`: drop PTE tables whose 2 MiB span no VMA touches any more, and PMD
-    /// tables whose 1 GiB span no VMA touches.
-    pub fn free_pgtables(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        for key in self.mms[mm].pt.pmd_keys_in(start, end) {
-            let base = VirtAddr(key << PMD_SHIFT);
-            if !self.mms[mm].intersects(base, base.plus(PMD_SIZE)) {
-                let old = self.mms[mm].pt.pmds.remove(&key);
-                debug_assert!(match old {
-                    Some(Pmd::Table(t)) => t.used == 0,
-                    _ => false,
-                });
+    /// tables whose 1 GiB span no VMA touches. `[hole_start, hole_end)` is the range just
+    /// unmapped, which no VMA covers: its neighbours answer most of the "does a VMA touch
+    /// this span" questions (the kernel passes them as floor and ceiling), where a tree
+    /// search at the span's base would land far from the finger.
+    pub fn free_pgtables(
+        &mut self,
+        mm: MmId,
+        hole_start: VirtAddr,
+        hole_end: VirtAddr,
+        start: VirtAddr,
+        end: VirtAddr,
+    ) {
+        let m = &self.mms[mm];
+        let (prev, next) = m.vmas.around_lt(hole_start.0);
+        let prev = prev.map(|(s, e)| (s, e.end));
+        let next = next.map(|(s, e)| (s, e.end));
+        let hole_empty = next.is_none_or(|(s, _)| s >= hole_end.0);
+        // Whether a VMA intersects [b, e): decided from prev and next when they settle it
+        // (every VMA lies at or below prev, or at or above next), else by the tree.
+        let touched = |m: &crate::mm::Mm, b: u64, e: u64| -> bool {
+            if hole_empty {
+                let before = match prev {
+                    Some((_, pe)) if pe <= b => Some(false),
+                    Some((ps, _)) if ps < e => Some(true),
+                    Some(_) => None,
+                    None => Some(false),
+                };
+                let after = match next {
+                    Some((ns, _)) if ns >= e => Some(false),
+                    Some((_, ne)) if ne > b => Some(true),
+                    Some(_) => None,
+                    None => Some(false),
+                };
+                match (before, after) {
+                    (Some(true), _) | (_, Some(true)) => return true,
+                    (Some(false), Some(false)) => return false,
+                    _ => {}
+                }
+            }
+            m.intersects(VirtAddr(b), VirtAddr(e))
+        };
+        if start < end {
+            let (lo, hi) = (pmd_index(start), pmd_index(VirtAddr(end.0 - 1)));
+            let mut key = lo;
+            while let Some(k) = self.mms[mm].pt.pmds.next_key(key, hi) {
+                let base = k << PMD_SHIFT;
+                // Anything mapped lies in a VMA (the checker's invariant), so only an empty
+                // PTE table can be free to go.
+                let empty = matches!(self.mms[mm].pt.pmds.get(&k), Some(Pmd::Table(t)) if t.used == 0);
+                if empty && !touched(&self.mms[mm], base, base + PMD_SIZE) {
+                    let old = self.mms[mm].pt.pmds.free_pte_table(k);
+                    debug_assert!(old, "free_pgtables: a PMD entry that still maps");
+                }
+                key = k + 1;
             }
         }
         let (lo, hi) = (start.0 >> PUD_SHIFT, end.0.saturating_sub(1) >> PUD_SHIFT);
-        let puds = self.mms[mm].pt.pmds.puds_in(lo..=hi);
-        for pud in puds {
-            let base = VirtAddr(pud << PUD_SHIFT);
-            if !self.mms[mm].intersects(base, base.plus(PUD_SIZE)) {
-                self.mms[mm].pt.pmds.pud_free(pud);
+        let mut pud = lo;
+        while let Some(p) = self.mms[mm].pt.pmds.next_pud(pud, hi) {
+            let base = p << PUD_SHIFT;
+            if self.mms[mm].pt.pmds.pud_used(p) == 0 && !touched(&self.mms[mm], base, base + PUD_SIZE) {
+                self.mms[mm].pt.pmds.pud_free(p);
             }
+            pud = p + 1;
         }
     }
 

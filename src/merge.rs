@@ -324,8 +324,13 @@ impl System {
         let (start, end) = (vmg.start, vmg.end);
         let left_side = start == mstart;
         let right_side = end == mend;
+        let (prev, next) = if left_side || right_side {
+            self.mms[vmg.mm].vma_neighbours(mstart, mend)
+        } else {
+            (None, None)
+        };
         if left_side {
-            vmg.prev = self.mms[vmg.mm].vma_before(mstart);
+            vmg.prev = prev;
         }
         if vmg.flags.intersects(VmFlags::SPECIAL) {
             self.log_merge(
@@ -344,7 +349,7 @@ impl System {
         let left = if left_side { self.can_vma_merge_left(vmg) } else { Err(MergeReason::NoNeighbour) };
         let merge_left = left.is_ok();
         let right = if right_side {
-            vmg.next = self.mms[vmg.mm].vma_at_start(mend);
+            vmg.next = next;
             self.can_vma_merge_right(vmg, merge_left)
         } else {
             Err(MergeReason::NoNeighbour)

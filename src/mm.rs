@@ -15,6 +15,7 @@ use crate::types::{
     DEFAULT_MAX_MAP_COUNT, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr,
 };
 use crate::vma::{Vma, VmaId};
+use crate::vma_tree::VmaTree;
 
 arena_id!(
     /// An address space.
@@ -101,7 +102,7 @@ pub struct VmaEntry {
 #[derive(Clone, Debug)]
 pub struct Mm {
     /// The VMA tree, keyed by `vm_start`.
-    pub vmas: BTreeMap<u64, VmaEntry>,
+    pub vmas: VmaTree,
     /// The page tables (`mm->pgd`).
     pub pt: PageTable,
     /// `mm->mmap_base` for top-down placement.
@@ -127,7 +128,7 @@ impl Mm {
     /// `cfg.initial_brk`, one user.
     pub fn new(cfg: &Config) -> Mm {
         Mm {
-            vmas: BTreeMap::new(),
+            vmas: VmaTree::new(),
             pt: PageTable::default(),
             mmap_base: mmap_base(),
             start_brk: cfg.initial_brk,
@@ -145,16 +146,14 @@ impl Mm {
     }
     /// `find_vma`: the first VMA ending above `addr`.
     pub fn find_vma(&self, addr: VirtAddr) -> Option<VmaId> {
-        if let Some((_, e)) = self.vmas.range(..=addr.0).next_back()
-            && e.end > addr.0
-        {
-            return Some(e.id);
+        match self.vmas.around(addr.0) {
+            (Some((_, e)), _) if e.end > addr.0 => Some(e.id),
+            (_, next) => next.map(|(_, e)| e.id),
         }
-        self.vmas.range(addr.0..).next().map(|(_, e)| e.id)
     }
     /// `vma_lookup`: the VMA containing `addr`.
     pub fn vma_lookup(&self, addr: VirtAddr) -> Option<VmaId> {
-        self.vmas.range(..=addr.0).next_back().filter(|(_, e)| e.end > addr.0).map(|(_, e)| e.id)
+        self.vmas.last_le(addr.0).filter(|(_, e)| e.end > addr.0).map(|(_, e)| e.id)
     }
     /// The VMA starting exactly at `addr`.
     pub fn vma_at_start(&self, addr: VirtAddr) -> Option<VmaId> {
@@ -162,11 +161,11 @@ impl Mm {
     }
     /// The last VMA starting below `addr` (`vma_prev` from a position at `addr`).
     pub fn vma_before(&self, addr: VirtAddr) -> Option<VmaId> {
-        self.vmas.range(..addr.0).next_back().map(|(_, e)| e.id)
+        self.vmas.last_lt(addr.0).map(|(_, e)| e.id)
     }
     /// The first VMA starting at or above `addr`.
     pub fn vma_from(&self, addr: VirtAddr) -> Option<VmaId> {
-        self.vmas.range(addr.0..).next().map(|(_, e)| e.id)
+        self.vmas.first_ge(addr.0).map(|(_, e)| e.id)
     }
     /// VMAs intersecting `[start, end)`, in order.
     pub fn vmas_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<VmaId> {
@@ -174,7 +173,7 @@ impl Mm {
         if start >= end {
             return out;
         }
-        if let Some((_, e)) = self.vmas.range(..start.0).next_back()
+        if let Some((_, e)) = self.vmas.last_lt(start.0)
             && e.end > start.0
         {
             out.push(e.id);
@@ -182,18 +181,30 @@ impl Mm {
         out.extend(self.vmas.range(start.0..end.0).map(|(_, e)| e.id));
         out
     }
-    /// `find_vma_intersection`: whether any VMA intersects `[start, end)` (two tree lookups,
+    /// `find_vma_intersection`: whether any VMA intersects `[start, end)` (one tree search,
     /// however many VMAs the range holds).
     pub fn intersects(&self, start: VirtAddr, end: VirtAddr) -> bool {
         if start >= end {
             return false;
         }
-        if let Some((_, e)) = self.vmas.range(..=start.0).next_back()
-            && e.end > start.0
-        {
-            return true;
+        let (le, gt) = self.vmas.around(start.0);
+        le.is_some_and(|(_, e)| e.end > start.0) || gt.is_some_and(|(s, _)| s < end.0)
+    }
+    /// `vma_prev` of the VMA `[start, end)` and the VMA starting at `end`, from one search
+    /// (the two lookups of an existing-range merge).
+    pub fn vma_neighbours(&self, start: VirtAddr, end: VirtAddr) -> (Option<VmaId>, Option<VmaId>) {
+        match self.vmas.with_neighbours(start.0) {
+            Some([prev, Some((_, this)), next]) if this.end == end.0 => {
+                (prev.map(|(_, e)| e.id), next.filter(|(s, _)| *s == end.0).map(|(_, e)| e.id))
+            }
+            _ => (self.vma_before(start), self.vma_at_start(end)),
         }
-        self.vmas.range(start.0..end.0).next().is_some()
+    }
+    /// `vma_prev` and `vma_next` from a position at `addr`: the last VMA starting below `addr`
+    /// and the first starting at or above it, from one search.
+    pub fn vmas_around(&self, addr: VirtAddr) -> (Option<VmaId>, Option<VmaId>) {
+        let (prev, next) = self.vmas.around_lt(addr.0);
+        (prev.map(|(_, e)| e.id), next.map(|(_, e)| e.id))
     }
 }
 
@@ -328,17 +339,20 @@ impl System {
                 self.split_huge_pmd(mm, a);
             }
         }
-        self.rmap_pre_update(vma);
-        let tree = &mut self.mms[mm].vmas;
-        if old_start != start {
-            tree.remove(&old_start.0);
+        // The chains are filed by pgoff alone (the walk checks the end), so only a new pgoff
+        // re-files them.
+        let refile = self.vmas[vma].pgoff != pgoff;
+        if refile {
+            self.rmap_pre_update(vma);
         }
-        tree.insert(start.0, VmaEntry { end: end.0, id: vma });
+        self.mms[mm].vmas.rekey(old_start.0, start.0, VmaEntry { end: end.0, id: vma });
         let v = &mut self.vmas[vma];
         v.start = start;
         v.end = end;
         v.pgoff = pgoff;
-        self.rmap_post_update(vma);
+        if refile {
+            self.rmap_post_update(vma);
+        }
         let _ = old_end;
     }
 
@@ -361,8 +375,21 @@ impl System {
 
     /// `__split_vma(vma, addr, new_below)`: returns the new VMA. Never merges.
     pub fn split_vma_nocheck(&mut self, vma: VmaId, addr: VirtAddr, new_below: bool) -> VmaId {
-        let mut new = self.vmas[vma].clone();
-        new.chain = Vec::new();
+        // A copy of every field but the chain, which anon_vma_clone builds below.
+        let v = &self.vmas[vma];
+        let mut new = Vma {
+            mm: v.mm,
+            start: v.start,
+            end: v.end,
+            pgoff: v.pgoff,
+            flags: v.flags,
+            file: v.file,
+            anon_vma: v.anon_vma,
+            chain: Vec::new(),
+            anon_name: v.anon_name.clone(),
+            special: v.special.clone(),
+            uffd: v.uffd,
+        };
         let (vstart, vend, vpgoff) = (new.start, new.end, new.pgoff);
         if new_below {
             new.end = addr;

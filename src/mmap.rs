@@ -17,8 +17,9 @@ pub const STACK_GUARD_GAP: u64 = 256 * PAGE_SIZE;
 
 /// VMAs detached by `vms_gather_munmap_vmas`, waiting for `vms_complete_munmap_vmas`.
 pub struct Detached {
-    /// The detached VMAs, split to the range and already zapped, in address order.
-    pub vmas: Vec<VmaId>,
+    /// The detached VMAs, split to the range and already zapped, in address order (a few
+    /// inline: most unmaps detach one).
+    pub vmas: smallvec::SmallVec<[VmaId; 4]>,
     /// Start of the unmapped range (`vms->start`).
     pub start: VirtAddr,
     /// End of the unmapped range (`vms->end`).
@@ -54,8 +55,7 @@ impl System {
         let m = &self.mms[mm];
         // Walk gaps from the top: between each VMA's end and the next VMA's start gap.
         let mut gap_end = high;
-        let mut entries: Vec<(u64, u64, VmaId)> = m.vmas.iter().map(|(s, e)| (*s, e.end, e.id)).collect();
-        entries.reverse();
+        let entries = m.vmas.iter().rev().map(|(s, e)| (*s, e.end, e.id));
         let try_gap = |gap_start: u64, gap_end: u64| -> Option<u64> {
             let gs = gap_start.max(low);
             let ge = gap_end.min(high);
@@ -365,8 +365,7 @@ impl System {
         if let Some(d) = detached {
             self.complete_munmap_vmas(mm, d);
         }
-        let prev = self.mms[mm].vma_before(addr);
-        let next = self.mms[mm].vma_from(addr);
+        let (prev, next) = self.mms[mm].vmas_around(addr);
         let mut merged = None;
         // Shared anonymous memory gets its shmem file only after the merge attempt.
         if prev.is_some() || next.is_some() {
@@ -427,16 +426,19 @@ impl System {
             if end < self.vmas[vma].end && self.mms[mm].map_count() >= self.cfg.max_map_count {
                 return Err(Errno::ENOMEM);
             }
+            // The new VMA is the part below `start`; `vma` keeps the rest.
             self.split_vma_nocheck(vma, start, true);
-            vma = self.mms[mm].vma_at_start(start).expect("split");
         }
-        let mut out = Vec::new();
+        let mut out = smallvec::SmallVec::new();
         loop {
             if self.vmas[vma].end > end {
                 self.split_vma_nocheck(vma, end, false);
             }
             out.push(vma);
             let vend = self.vmas[vma].end;
+            if vend >= end {
+                break;
+            }
             match self.mms[mm].vma_from(vend) {
                 Some(n) if self.vmas[n].start < end => vma = n,
                 _ => break,
@@ -462,6 +464,8 @@ impl System {
         }
         self.free_pgtables(
             mm,
+            d.start,
+            d.end,
             d.start.pmd_down(),
             VirtAddr(page_align(d.end.0).unwrap_or(d.end.0)).plus(PMD_SIZE - 1),
         );

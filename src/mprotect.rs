@@ -153,6 +153,9 @@ impl System {
                 }
             }
         }
+        if !self.mms[mm].pt.any_leaf_in(start, end) {
+            return;
+        }
         for (a, folio, kind, flags) in self.mms[mm].pt.migration_pmds_in(start, end) {
             // change_huge_pmd on a PMD migration entry: the same.
             if kind.is_writable() {

@@ -453,13 +453,15 @@ impl System {
     ) -> Option<crate::merge::Vmg> {
         let mm = self.vmas[vma].mm;
         let end = addr.plus(len);
-        if self.mms[mm].intersects(addr, end) {
+        // find_vma_intersection and the neighbours, from one search.
+        let (prev, next) = self.mms[mm].vmas_around(addr);
+        if prev.is_some_and(|p| self.vmas[p].end > addr) || next.is_some_and(|n| self.vmas[n].start < end) {
             return None;
         }
         let mut vmg = self.vmg_from_vma(vma, addr, end, caller);
         vmg.pgoff = pgoff;
-        vmg.prev = self.mms[mm].vma_before(addr);
-        vmg.next = self.mms[mm].vma_from(addr);
+        vmg.prev = prev;
+        vmg.next = next;
         vmg.copied_from = Some(vma);
         vmg.middle = None;
         Some(vmg)

@@ -220,7 +220,16 @@ impl Default for PmdTable {
 #[derive(Clone, Debug, Default)]
 pub struct PmdMap {
     tables: BTreeMap<u64, PmdTable>,
+    /// Empty PMD tables and PTE tables `free_pgtables` freed, kept for the next allocation:
+    /// a call that maps and unmaps around the same place (a move away and back) would
+    /// otherwise allocate and zero 14 KiB of tables each time. An empty table is all none,
+    /// so reusing one is the same as making a new one.
+    spare_pmd_tables: Vec<Box<[Option<Pmd>; PTRS_PER_PMD]>>,
+    spare_pte_tables: Vec<Box<PteTable>>,
 }
+
+/// Freed tables of each kind a [`PmdMap`] keeps for reuse.
+const SPARE_TABLES: usize = 4;
 
 fn split_key(key: u64) -> (u64, usize) {
     (key >> PMD_INDEX_BITS, (key as usize) & (PTRS_PER_PMD - 1))
@@ -243,10 +252,22 @@ impl PmdMap {
     pub fn contains_key(&self, key: &u64) -> bool {
         self.get(key).is_some()
     }
+    /// A PMD table, reused if one was freed.
+    fn new_pmd_table(spare: &mut Vec<Box<[Option<Pmd>; PTRS_PER_PMD]>>) -> PmdTable {
+        match spare.pop() {
+            Some(slots) => PmdTable { slots, used: 0 },
+            None => PmdTable::default(),
+        }
+    }
+    /// The PMD table under PUD `pud`, allocated if needed.
+    fn table_mut(&mut self, pud: u64) -> &mut PmdTable {
+        let spare = &mut self.spare_pmd_tables;
+        self.tables.entry(pud).or_insert_with(|| Self::new_pmd_table(spare))
+    }
     /// Set the PMD entry at `key`, allocating the PMD table (the PUD entry) if needed.
     pub fn insert(&mut self, key: u64, pmd: Pmd) -> Option<Pmd> {
         let (pud, slot) = split_key(key);
-        let t = self.tables.entry(pud).or_default();
+        let t = self.table_mut(pud);
         let old = t.slots[slot].replace(pmd);
         if old.is_none() {
             t.used += 1;
@@ -257,11 +278,54 @@ impl PmdMap {
     #[inline]
     pub fn get_or_insert_with(&mut self, key: u64, f: impl FnOnce() -> Pmd) -> &mut Pmd {
         let (pud, slot) = split_key(key);
-        let t = self.tables.entry(pud).or_default();
+        let t = self.table_mut(pud);
         if t.slots[slot].is_none() {
             t.used += 1;
         }
         t.slots[slot].get_or_insert_with(f)
+    }
+    /// The entry at `key`, a new PTE table (a freed one reused) if it is none (`pte_alloc`).
+    #[inline]
+    pub fn get_or_alloc_table(&mut self, key: u64) -> &mut Pmd {
+        let (pud, slot) = split_key(key);
+        let spare = &mut self.spare_pte_tables;
+        let t = self.tables.entry(pud).or_insert_with(|| Self::new_pmd_table(&mut self.spare_pmd_tables));
+        if t.slots[slot].is_none() {
+            t.used += 1;
+        }
+        t.slots[slot].get_or_insert_with(|| Pmd::Table(spare.pop().unwrap_or_default()))
+    }
+    /// Clear the PMD entry at `key` for `free_pgtables`, keeping the PTE table for reuse
+    /// when it is empty. Returns whether the entry was an empty PTE table.
+    pub fn free_pte_table(&mut self, key: u64) -> bool {
+        match self.remove(&key) {
+            Some(Pmd::Table(t)) if t.used == 0 => {
+                if self.spare_pte_tables.len() < SPARE_TABLES {
+                    self.spare_pte_tables.push(t);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+    /// The first PMD index in `[from, hi]` that holds an entry.
+    pub fn next_key(&self, from: u64, hi: u64) -> Option<u64> {
+        // A few keys (the span of a VMA call) are cheaper to look up one by one.
+        if hi.saturating_sub(from) < 4 {
+            return (from..=hi).find(|k| self.contains_key(k));
+        }
+        self.range(from..=hi).next().map(|(k, _)| k)
+    }
+    /// Non-none entries of the PMD table under PUD `pud` (0 if there is none).
+    pub fn pud_used(&self, pud: u64) -> u16 {
+        self.tables.get(&pud).map_or(0, |t| t.used)
+    }
+    /// The first present PUD entry with index in `[from, hi]`.
+    pub fn next_pud(&self, from: u64, hi: u64) -> Option<u64> {
+        if from > hi {
+            return None;
+        }
+        self.tables.range(from..=hi).next().map(|(&k, _)| k)
     }
     /// Clear the PMD entry at `key` (`pmd_clear`); the PMD table stays.
     pub fn remove(&mut self, key: &u64) -> Option<Pmd> {
@@ -301,7 +365,7 @@ impl PmdMap {
     }
     /// `pud_alloc`/`pmd_alloc`: make the PUD entry `pud` point to a PMD table.
     pub fn pud_alloc(&mut self, pud: u64) {
-        self.tables.entry(pud).or_default();
+        self.table_mut(pud);
     }
     /// Present PUD entries with index in `puds`.
     pub fn puds_in(&self, puds: std::ops::RangeInclusive<u64>) -> Vec<u64> {
@@ -311,7 +375,13 @@ impl PmdMap {
     /// must be empty (callers free every PMD entry under it first).
     pub fn pud_free(&mut self, pud: u64) {
         let t = self.tables.remove(&pud);
-        debug_assert!(t.is_none_or(|t| t.used == 0), "freeing a PMD table that still maps");
+        debug_assert!(t.as_ref().is_none_or(|t| t.used == 0), "freeing a PMD table that still maps");
+        if let Some(t) = t
+            && t.used == 0
+            && self.spare_pmd_tables.len() < SPARE_TABLES
+        {
+            self.spare_pmd_tables.push(t.slots);
+        }
     }
     /// Non-none PMD entries.
     pub fn len(&self) -> usize {
@@ -322,6 +392,9 @@ impl PmdMap {
         self.len() == 0
     }
 }
+
+/// The PTEs [`PageTable::ptes_in`] finds, with their addresses.
+pub type PteList = smallvec::SmallVec<[(VirtAddr, Pte); 4]>;
 
 /// One address space's page tables: PGD → PUD → PMD → PTE, held as [`PmdMap`].
 #[derive(Clone, Debug, Default)]
@@ -378,7 +451,7 @@ impl PageTable {
         if pte.is_none() && !self.pmds.contains_key(&pmd_index(a)) {
             return;
         }
-        let t = match self.pmds.get_or_insert_with(pmd_index(a), || Pmd::Table(Box::default())) {
+        let t = match self.pmds.get_or_alloc_table(pmd_index(a)) {
             Pmd::Table(t) => t,
             Pmd::Huge { .. } | Pmd::Migration { .. } => panic!("set_pte on a huge PMD at {a:?}"),
         };
@@ -392,7 +465,7 @@ impl PageTable {
     }
     /// `pte_alloc`: make sure a PTE table exists for `a` (no-op over a huge leaf).
     pub fn alloc_table(&mut self, a: VirtAddr) {
-        self.pmds.get_or_insert_with(pmd_index(a), || Pmd::Table(Box::default()));
+        self.pmds.get_or_alloc_table(pmd_index(a));
     }
 
     /// Clear a PTE and return the old one (`ptep_get_and_clear`).
@@ -438,13 +511,31 @@ impl PageTable {
             })
             .collect()
     }
-    /// Every non-none PTE in `[start, end)` in address order (huge leaves excluded).
-    pub fn ptes_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<(VirtAddr, Pte)> {
-        let mut out = Vec::new();
+    /// Whether a huge leaf or a PMD migration entry covers part of `[start, end)`: when none
+    /// does, the callers' THP passes have nothing to do.
+    pub fn any_leaf_in(&self, start: VirtAddr, end: VirtAddr) -> bool {
+        if start >= end {
+            return false;
+        }
+        let (lo, hi) = (pmd_index(start), pmd_index(VirtAddr(end.0 - 1)));
+        let leaf = |p: &Pmd| !matches!(p, Pmd::Table(_));
+        if lo == hi {
+            return self.pmds.get(&lo).is_some_and(leaf);
+        }
+        self.pmds.range(lo..=hi).any(|(_, p)| leaf(p))
+    }
+    /// Every non-none PTE in `[start, end)` in address order (huge leaves excluded). A few
+    /// are kept inline: VMA calls on small ranges then allocate nothing.
+    pub fn ptes_in(&self, start: VirtAddr, end: VirtAddr) -> PteList {
+        let mut out = PteList::new();
         if start >= end {
             return out;
         }
-        for (k, pmd) in self.pmds.range(pmd_index(start)..=pmd_index(VirtAddr(end.0 - 1))) {
+        let (lo, hi) = (pmd_index(start), pmd_index(VirtAddr(end.0 - 1)));
+        // A range within one PMD (most VMA calls) needs no range walk of the PMD map.
+        let one = if lo == hi { self.pmds.get(&lo).map(|p| (lo, p)) } else { None };
+        let walk = if lo == hi { None } else { Some(self.pmds.range(lo..=hi)) };
+        for (k, pmd) in one.into_iter().chain(walk.into_iter().flatten()) {
             if let Pmd::Table(t) = pmd {
                 if t.used == 0 {
                     continue;

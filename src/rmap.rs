@@ -35,7 +35,147 @@ pub struct AnonVma {
     /// VMAs with `vma->anon_vma == this`.
     pub num_active_vmas: u32,
     /// The interval tree (`rb_root`): chains keyed by their VMA's first page offset.
-    pub tree: BTreeSet<(u64, AvcId)>,
+    pub tree: AvcTree,
+}
+
+/// Chains at most a small [`AvcTree`] holds before it becomes a `BTreeSet`.
+const AVC_TREE_SMALL: usize = 32;
+
+/// An anon_vma's chains ordered by (first page offset, chain): a sorted vector with a few
+/// entries inline while small, as nearly every anon_vma is (a VMA and the pieces split off
+/// it), so that filing a chain touches no other allocation; a `BTreeSet` past
+/// `AVC_TREE_SMALL` entries. The methods are the `BTreeSet` ones the model uses.
+#[derive(Clone, Debug)]
+pub enum AvcTree {
+    /// Up to `AVC_TREE_SMALL` entries, sorted.
+    Small(smallvec::SmallVec<[(u64, AvcId); 4]>),
+    /// More.
+    Large(BTreeSet<(u64, AvcId)>),
+}
+
+impl Default for AvcTree {
+    fn default() -> Self {
+        AvcTree::Small(smallvec::SmallVec::new())
+    }
+}
+
+impl AvcTree {
+    /// An empty tree.
+    pub fn new() -> AvcTree {
+        AvcTree::default()
+    }
+    /// Add `e`; false if it was there.
+    pub fn insert(&mut self, e: (u64, AvcId)) -> bool {
+        match self {
+            AvcTree::Small(v) => match v.binary_search(&e) {
+                Ok(_) => false,
+                Err(i) => {
+                    if v.len() < AVC_TREE_SMALL {
+                        v.insert(i, e);
+                    } else {
+                        let mut set: BTreeSet<_> = v.drain(..).collect();
+                        set.insert(e);
+                        *self = AvcTree::Large(set);
+                    }
+                    true
+                }
+            },
+            AvcTree::Large(set) => set.insert(e),
+        }
+    }
+    /// Remove `e`; false if it was not there.
+    pub fn remove(&mut self, e: &(u64, AvcId)) -> bool {
+        match self {
+            AvcTree::Small(v) => match v.binary_search(e) {
+                Ok(i) => {
+                    v.remove(i);
+                    true
+                }
+                Err(_) => false,
+            },
+            AvcTree::Large(set) => set.remove(e),
+        }
+    }
+    /// Whether `e` is there.
+    pub fn contains(&self, e: &(u64, AvcId)) -> bool {
+        match self {
+            AvcTree::Small(v) => v.binary_search(e).is_ok(),
+            AvcTree::Large(set) => set.contains(e),
+        }
+    }
+    /// Entries.
+    pub fn len(&self) -> usize {
+        match self {
+            AvcTree::Small(v) => v.len(),
+            AvcTree::Large(set) => set.len(),
+        }
+    }
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Every entry, in order.
+    pub fn iter(&self) -> AvcIter<'_> {
+        match self {
+            AvcTree::Small(v) => AvcIter::Small(v.iter()),
+            AvcTree::Large(set) => AvcIter::Large(set.range(..)),
+        }
+    }
+    /// The entries in `r`, in order.
+    pub fn range<R: std::ops::RangeBounds<(u64, AvcId)>>(&self, r: R) -> AvcIter<'_> {
+        use std::ops::Bound;
+        match self {
+            AvcTree::Small(v) => {
+                let lo = match r.start_bound() {
+                    Bound::Included(x) => v.partition_point(|e| e < x),
+                    Bound::Excluded(x) => v.partition_point(|e| e <= x),
+                    Bound::Unbounded => 0,
+                };
+                let hi = match r.end_bound() {
+                    Bound::Included(x) => v.partition_point(|e| e <= x),
+                    Bound::Excluded(x) => v.partition_point(|e| e < x),
+                    Bound::Unbounded => v.len(),
+                };
+                AvcIter::Small(v[lo..hi.max(lo)].iter())
+            }
+            AvcTree::Large(set) => AvcIter::Large(set.range(r)),
+        }
+    }
+}
+
+/// An iterator over [`AvcTree`] entries.
+pub enum AvcIter<'a> {
+    /// Over a small tree.
+    Small(std::slice::Iter<'a, (u64, AvcId)>),
+    /// Over a large one.
+    Large(std::collections::btree_set::Range<'a, (u64, AvcId)>),
+}
+
+impl<'a> Iterator for AvcIter<'a> {
+    type Item = &'a (u64, AvcId);
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            AvcIter::Small(i) => i.next(),
+            AvcIter::Large(i) => i.next(),
+        }
+    }
+}
+
+impl DoubleEndedIterator for AvcIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match self {
+            AvcIter::Small(i) => i.next_back(),
+            AvcIter::Large(i) => i.next_back(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a AvcTree {
+    type Item = &'a (u64, AvcId);
+    type IntoIter = AvcIter<'a>;
+    fn into_iter(self) -> AvcIter<'a> {
+        self.iter()
+    }
 }
 
 /// `struct anon_vma_chain`.
@@ -67,7 +207,7 @@ impl System {
             refcount: 1,
             num_children: 0,
             num_active_vmas: 0,
-            tree: BTreeSet::new(),
+            tree: AvcTree::new(),
         });
         let av = &mut self.anon_vmas[id];
         av.root = id;
@@ -167,9 +307,10 @@ impl System {
     /// When `dst->anon_vma` is unset (fork), an anon_vma with no active VMAs and fewer than
     /// two children is reused.
     pub fn anon_vma_clone(&mut self, dst: VmaId, src: VmaId) {
-        let src_chain: Vec<AvcId> = self.vmas[src].chain.clone();
         let src_has_anon = self.vmas[src].anon_vma.is_some();
-        for &pavc in src_chain.iter().rev() {
+        // Oldest first; linking dst leaves src's chain as it is, so no copy of it is needed.
+        for i in (0..self.vmas[src].chain.len()).rev() {
+            let pavc = self.vmas[src].chain[i];
             let av = self.avcs[pavc].anon_vma;
             self.anon_vma_chain_link(dst, av);
             let a = &self.anon_vmas[av];
@@ -309,5 +450,38 @@ impl System {
             let v = &self.vmas[v];
             v.anon_vma.is_some() && v.chain.len() != 1
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+    use super::*;
+
+    /// Insertions, removals and range queries agree with `BTreeSet`, across the switch from
+    /// the small form to the large one.
+    #[test]
+    fn avc_tree_agrees_with_btreeset() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        for span in [8u64, 40, 200] {
+            let mut t = AvcTree::new();
+            let mut m = BTreeSet::new();
+            for _ in 0..3000 {
+                let e = (rng.random_range(0..span), AvcId(rng.random_range(0..4)));
+                if rng.random_range(0..3) > 0 {
+                    assert_eq!(t.insert(e), m.insert(e));
+                } else {
+                    assert_eq!(t.remove(&e), m.remove(&e));
+                }
+                assert_eq!(t.len(), m.len());
+                let q = (rng.random_range(0..span), AvcId(u32::MAX));
+                assert!(t.range(..=q).eq(m.range(..=q)));
+                assert!(t.iter().eq(m.iter()));
+                assert_eq!(t.contains(&e), m.contains(&e));
+            }
+        }
     }
 }

@@ -1,0 +1,523 @@
+//! The index of an mm's VMAs by start address: the model's maple tree (`mm->mm_mt`).
+//!
+//! A two-level B+tree: sorted leaves of up to `LEAF_CAP` entries under one sorted array of
+//! the leaves' first keys, plus a finger on the leaves of the last two lookups. The kernel passes its
+//! `vma_iterator` from lookup to lookup within a call; the finger plays that part, so the
+//! several lookups a VMA call makes around one address cost one leaf search each instead of
+//! a walk from the root (which, at 100,000 VMAs, was a third of a call's time with
+//! `BTreeMap`).
+
+use std::cell::Cell;
+use std::ops::{Bound, RangeBounds};
+
+use crate::mm::VmaEntry;
+
+/// Entries a leaf holds at most; a full leaf splits in two halves.
+const LEAF_CAP: usize = 32;
+const _: () = assert!(LEAF_CAP == 32, "Leaf::rank assumes 32 keys");
+/// A leaf below this many entries merges with a neighbour when they fit in 3/4 of a leaf
+/// (so that a merge is never undone by the next insertion).
+const LEAF_MIN: usize = LEAF_CAP / 4;
+
+/// A leaf. Its keys are searched by one halving and a count of the keys below the one
+/// sought in the half: two dependent loads, so a cold leaf costs about two cache misses
+/// instead of one per step of a binary search. Unused keys are `u64::MAX` so that they never
+/// count.
+#[derive(Clone, Debug)]
+#[repr(C)]
+struct Leaf {
+    keys: [u64; LEAF_CAP],
+    len: usize,
+    vals: [VmaEntry; LEAF_CAP],
+}
+
+impl Leaf {
+    fn new() -> Box<Leaf> {
+        Box::new(Leaf {
+            keys: [u64::MAX; LEAF_CAP],
+            len: 0,
+            vals: [VmaEntry { end: 0, id: crate::vma::VmaId(0) }; LEAF_CAP],
+        })
+    }
+    fn keys(&self) -> &[u64] {
+        &self.keys[..self.len]
+    }
+    /// How many keys are below `k`: where `k` is or would go. A branch-free halving picks
+    /// the block of 16 that holds the answer, and its keys are counted.
+    #[inline]
+    fn rank(&self, k: u64) -> usize {
+        let b = usize::from(self.keys[15] < k) * 16;
+        b + self.keys[b..b + 16].iter().map(|&x| usize::from(x < k)).sum::<usize>()
+    }
+    /// The index of key `k`.
+    #[inline]
+    fn find(&self, k: u64) -> Result<usize, usize> {
+        let i = self.rank(k);
+        if i < self.len && self.keys[i] == k { Ok(i) } else { Err(i) }
+    }
+    fn insert_at(&mut self, i: usize, k: u64, v: VmaEntry) {
+        debug_assert!(self.len < LEAF_CAP);
+        self.keys.copy_within(i..self.len, i + 1);
+        self.vals.copy_within(i..self.len, i + 1);
+        self.keys[i] = k;
+        self.vals[i] = v;
+        self.len += 1;
+    }
+    fn remove_at(&mut self, i: usize) -> VmaEntry {
+        let v = self.vals[i];
+        self.keys.copy_within(i + 1..self.len, i);
+        self.vals.copy_within(i + 1..self.len, i);
+        self.len -= 1;
+        self.keys[self.len] = u64::MAX;
+        v
+    }
+    /// Keep the first `n` entries.
+    fn truncate(&mut self, n: usize) {
+        self.keys[n..].fill(u64::MAX);
+        self.len = n;
+    }
+    /// Append every entry of `other`.
+    fn append(&mut self, other: &Leaf) {
+        let (n, m) = (self.len, other.len);
+        self.keys[n..n + m].copy_from_slice(other.keys());
+        self.vals[n..n + m].copy_from_slice(&other.vals[..m]);
+        self.len = n + m;
+    }
+}
+
+/// An entry: a VMA's start and its [`VmaEntry`].
+pub type Entry = (u64, VmaEntry);
+
+/// A position: entry `i` of leaf `leaf`; `(leaves, 0)` is the end.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Pos {
+    leaf: usize,
+    i: usize,
+}
+
+/// VMAs by start address (`vm_start` → `vm_end` and the VMA), with the ordered-map methods
+/// the model uses.
+#[derive(Clone, Debug, Default)]
+pub struct VmaTree {
+    /// `firsts[l]` is the first key of `leaves[l]`; no leaf is empty.
+    firsts: Vec<u64>,
+    // Boxed so that inserting or removing a leaf moves pointers, not 800-byte leaves.
+    #[allow(clippy::vec_box)]
+    leaves: Vec<Box<Leaf>>,
+    len: usize,
+    /// The leaves of the last two searches, most recent first (`vma_iter`'s position; two, as
+    /// a call often works at two places: the source and destination of a move).
+    finger: Cell<[usize; 2]>,
+}
+
+impl VmaTree {
+    /// An empty tree.
+    pub fn new() -> VmaTree {
+        VmaTree::default()
+    }
+    /// Entries.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether leaf `l` is the one for key `k`.
+    #[inline]
+    fn leaf_holds(&self, l: usize, k: u64) -> bool {
+        let n = self.firsts.len();
+        l < n && (l == 0 || self.firsts[l] <= k) && (l + 1 == n || k < self.firsts[l + 1])
+    }
+
+    /// The leaf whose key range holds `k`: the last leaf whose first key is ≤ `k`, or the
+    /// first leaf. The tree must not be empty.
+    #[inline]
+    fn leaf_for(&self, k: u64) -> usize {
+        let [f0, f1] = self.finger.get();
+        if self.leaf_holds(f0, k) {
+            return f0;
+        }
+        if self.leaf_holds(f1, k) {
+            self.finger.set([f1, f0]);
+            return f1;
+        }
+        let l = self.firsts.partition_point(|&x| x <= k).saturating_sub(1);
+        self.finger.set([l, f0]);
+        l
+    }
+
+    /// The position of the first key ≥ `k` (normalised: never past a leaf's end).
+    #[inline]
+    fn seek_ge(&self, k: u64) -> Pos {
+        if self.len == 0 {
+            return Pos { leaf: 0, i: 0 };
+        }
+        let l = self.leaf_for(k);
+        let i = self.leaves[l].rank(k);
+        self.normalise(Pos { leaf: l, i })
+    }
+    /// The position of the first key > `k`.
+    #[inline]
+    fn seek_gt(&self, k: u64) -> Pos {
+        match k.checked_add(1) {
+            Some(k1) => self.seek_ge(k1),
+            None => self.end(),
+        }
+    }
+    fn end(&self) -> Pos {
+        Pos { leaf: self.leaves.len(), i: 0 }
+    }
+    #[inline]
+    fn normalise(&self, p: Pos) -> Pos {
+        if p.leaf < self.leaves.len() && p.i == self.leaves[p.leaf].len {
+            Pos { leaf: p.leaf + 1, i: 0 }
+        } else {
+            p
+        }
+    }
+    /// The position before `p`, if any.
+    #[inline]
+    fn prev(&self, p: Pos) -> Option<Pos> {
+        if p.i > 0 {
+            Some(Pos { leaf: p.leaf, i: p.i - 1 })
+        } else if p.leaf > 0 {
+            let l = p.leaf - 1;
+            Some(Pos { leaf: l, i: self.leaves[l].len - 1 })
+        } else {
+            None
+        }
+    }
+    #[inline]
+    fn at(&self, p: Pos) -> Option<(&u64, &VmaEntry)> {
+        let l = self.leaves.get(p.leaf)?;
+        (p.i < l.len).then(|| (&l.keys[p.i], &l.vals[p.i]))
+    }
+
+    /// The entry with the greatest key ≤ `k`.
+    #[inline]
+    pub fn last_le(&self, k: u64) -> Option<Entry> {
+        let p = self.prev(self.seek_gt(k))?;
+        self.at(p).map(|(k, v)| (*k, *v))
+    }
+    /// The entry with the greatest key < `k`.
+    #[inline]
+    pub fn last_lt(&self, k: u64) -> Option<Entry> {
+        let p = self.prev(self.seek_ge(k))?;
+        self.at(p).map(|(k, v)| (*k, *v))
+    }
+    /// The entry with the least key ≥ `k`.
+    #[inline]
+    pub fn first_ge(&self, k: u64) -> Option<Entry> {
+        self.at(self.seek_ge(k)).map(|(k, v)| (*k, *v))
+    }
+
+    /// The entries on either side of `k`: the last with key ≤ `k` and the first with key >
+    /// `k`, from one search.
+    #[inline]
+    pub fn around(&self, k: u64) -> (Option<Entry>, Option<Entry>) {
+        let p = self.seek_gt(k);
+        let le = self.prev(p).and_then(|q| self.at(q)).map(|(k, v)| (*k, *v));
+        (le, self.at(p).map(|(k, v)| (*k, *v)))
+    }
+    /// The entries on either side of `k`: the last with key < `k` and the first with key ≥
+    /// `k`, from one search.
+    #[inline]
+    pub fn around_lt(&self, k: u64) -> (Option<Entry>, Option<Entry>) {
+        let p = self.seek_ge(k);
+        let lt = self.prev(p).and_then(|q| self.at(q)).map(|(k, v)| (*k, *v));
+        (lt, self.at(p).map(|(k, v)| (*k, *v)))
+    }
+
+    /// The entry with key `k` and the entries before and after it, from one search; None
+    /// if there is no entry with key `k`.
+    #[inline]
+    pub fn with_neighbours(&self, k: u64) -> Option<[Option<Entry>; 3]> {
+        let p = self.seek_ge(k);
+        let this = self.at(p).filter(|(x, _)| **x == k)?;
+        let prev = self.prev(p).and_then(|q| self.at(q));
+        let next = self.at(self.normalise(Pos { leaf: p.leaf, i: p.i + 1 }));
+        Some([prev, Some(this), next].map(|e| e.map(|(k, v)| (*k, *v))))
+    }
+
+    /// The entry with key `k`.
+    pub fn get(&self, k: &u64) -> Option<&VmaEntry> {
+        if self.len == 0 {
+            return None;
+        }
+        let leaf = &self.leaves[self.leaf_for(*k)];
+        leaf.find(*k).ok().map(|i| &leaf.vals[i])
+    }
+
+    /// Insert or replace the entry with key `k`; returns the old value.
+    pub fn insert(&mut self, k: u64, v: VmaEntry) -> Option<VmaEntry> {
+        if self.len == 0 {
+            let mut leaf = Leaf::new();
+            leaf.insert_at(0, k, v);
+            self.leaves.push(leaf);
+            self.firsts.push(k);
+            self.len = 1;
+            self.finger.set([0, 0]);
+            return None;
+        }
+        let l = self.leaf_for(k);
+        let leaf = &mut self.leaves[l];
+        let i = match leaf.find(k) {
+            Ok(i) => return Some(std::mem::replace(&mut leaf.vals[i], v)),
+            Err(i) => i,
+        };
+        self.len += 1;
+        if leaf.len < LEAF_CAP {
+            leaf.insert_at(i, k, v);
+            if i == 0 {
+                self.firsts[l] = k;
+            }
+            return None;
+        }
+        // Split the full leaf in halves, then insert into the half that holds `k`.
+        let half = LEAF_CAP / 2;
+        let mut upper = Leaf::new();
+        upper.keys[..LEAF_CAP - half].copy_from_slice(&leaf.keys[half..]);
+        upper.vals[..LEAF_CAP - half].copy_from_slice(&leaf.vals[half..]);
+        upper.len = LEAF_CAP - half;
+        leaf.truncate(half);
+        if i <= half {
+            leaf.insert_at(i, k, v);
+            if i == 0 {
+                self.firsts[l] = k;
+            }
+        } else {
+            upper.insert_at(i - half, k, v);
+        }
+        self.firsts.insert(l + 1, upper.keys[0]);
+        self.leaves.insert(l + 1, upper);
+        None
+    }
+
+    /// Move the entry with key `old` to key `new` with value `v` (a VMA whose start moves
+    /// within the gap its neighbours leave: the order stays). One search instead of a
+    /// removal and an insertion; falls back to those when `new` would not keep the order.
+    pub fn rekey(&mut self, old: u64, new: u64, v: VmaEntry) {
+        if self.len > 0 {
+            let l = self.leaf_for(old);
+            if let Ok(i) = self.leaves[l].find(old) {
+                let leaf = &self.leaves[l];
+                let left = if i > 0 {
+                    Some(leaf.keys[i - 1])
+                } else {
+                    l.checked_sub(1).map(|p| self.leaves[p].keys[self.leaves[p].len - 1])
+                };
+                let right =
+                    if i + 1 < leaf.len { Some(leaf.keys[i + 1]) } else { self.firsts.get(l + 1).copied() };
+                if left.is_none_or(|x| x < new) && right.is_none_or(|x| new < x) {
+                    let leaf = &mut self.leaves[l];
+                    leaf.keys[i] = new;
+                    leaf.vals[i] = v;
+                    if i == 0 {
+                        self.firsts[l] = new;
+                    }
+                    return;
+                }
+            }
+        }
+        self.remove(&old);
+        self.insert(new, v);
+    }
+
+    /// Remove the entry with key `k`; returns its value.
+    pub fn remove(&mut self, k: &u64) -> Option<VmaEntry> {
+        if self.len == 0 {
+            return None;
+        }
+        let l = self.leaf_for(*k);
+        let leaf = &mut self.leaves[l];
+        let i = leaf.find(*k).ok()?;
+        let v = leaf.remove_at(i);
+        self.len -= 1;
+        if leaf.len == 0 {
+            self.leaves.remove(l);
+            self.firsts.remove(l);
+            self.finger.set([l.saturating_sub(1), 0]);
+            return Some(v);
+        }
+        if i == 0 {
+            self.firsts[l] = leaf.keys[0];
+        }
+        if leaf.len < LEAF_MIN {
+            self.merge_small(l);
+        }
+        Some(v)
+    }
+
+    /// Merge the small leaf `l` with a neighbour when both fit in 3/4 of a leaf.
+    fn merge_small(&mut self, l: usize) {
+        let fits = |a: &Leaf, b: &Leaf| a.len + b.len <= LEAF_CAP * 3 / 4;
+        let (lo, hi) = if l + 1 < self.leaves.len() && fits(&self.leaves[l], &self.leaves[l + 1]) {
+            (l, l + 1)
+        } else if l > 0 && fits(&self.leaves[l - 1], &self.leaves[l]) {
+            (l - 1, l)
+        } else {
+            return;
+        };
+        let upper = self.leaves.remove(hi);
+        self.firsts.remove(hi);
+        self.leaves[lo].append(&upper);
+        self.finger.set([lo, 0]);
+    }
+
+    /// Entries with keys in `r`, in order (double-ended).
+    pub fn range<R: RangeBounds<u64>>(&self, r: R) -> Iter<'_> {
+        let lo = match r.start_bound() {
+            Bound::Included(&k) => self.seek_ge(k),
+            Bound::Excluded(&k) => self.seek_gt(k),
+            Bound::Unbounded => Pos { leaf: 0, i: 0 },
+        };
+        let hi = match r.end_bound() {
+            Bound::Included(&k) => self.seek_gt(k),
+            Bound::Excluded(&k) => self.seek_ge(k),
+            Bound::Unbounded => self.end(),
+        };
+        let hi = if (hi.leaf, hi.i) < (lo.leaf, lo.i) { lo } else { hi };
+        Iter { tree: self, lo, hi }
+    }
+    /// Every entry, in order.
+    pub fn iter(&self) -> Iter<'_> {
+        Iter { tree: self, lo: Pos { leaf: 0, i: 0 }, hi: self.end() }
+    }
+    /// Every value, in key order.
+    pub fn values(&self) -> impl DoubleEndedIterator<Item = &VmaEntry> {
+        self.iter().map(|(_, v)| v)
+    }
+}
+
+/// An iterator over a key range of a [`VmaTree`].
+pub struct Iter<'a> {
+    tree: &'a VmaTree,
+    /// The next entry from the front.
+    lo: Pos,
+    /// One past the next entry from the back (normalised like `lo`).
+    hi: Pos,
+}
+
+impl<'a> Iterator for Iter<'a> {
+    type Item = (&'a u64, &'a VmaEntry);
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.lo == self.hi {
+            return None;
+        }
+        let leaf = &self.tree.leaves[self.lo.leaf];
+        let item = (&leaf.keys[self.lo.i], &leaf.vals[self.lo.i]);
+        self.lo.i += 1;
+        if self.lo.i == leaf.len {
+            self.lo = Pos { leaf: self.lo.leaf + 1, i: 0 };
+        }
+        Some(item)
+    }
+}
+
+impl DoubleEndedIterator for Iter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.lo == self.hi {
+            return None;
+        }
+        let p = self.tree.prev(self.hi).expect("non-empty range");
+        // `hi` stays normalised: one past `p` is (p.leaf, p.i + 1) unless that ends the leaf.
+        self.hi = p;
+        self.tree.at(p)
+    }
+}
+
+impl<'a> IntoIterator for &'a VmaTree {
+    type Item = (&'a u64, &'a VmaEntry);
+    type IntoIter = Iter<'a>;
+    fn into_iter(self) -> Iter<'a> {
+        self.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+    use super::*;
+    use crate::vma::VmaId;
+
+    fn e(k: u64) -> VmaEntry {
+        VmaEntry { end: k + 1, id: VmaId(k as u32) }
+    }
+
+    /// Random insertions, removals and queries agree with `BTreeMap`.
+    #[test]
+    fn agrees_with_btreemap() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        for round in 0..20 {
+            let span = [50u64, 300, 5000][round % 3];
+            let mut t = VmaTree::new();
+            let mut m: BTreeMap<u64, VmaEntry> = BTreeMap::new();
+            for step in 0..4000 {
+                let k = rng.random_range(0..span);
+                if rng.random_range(0..3) > (step / 1500) % 2 {
+                    assert_eq!(
+                        t.insert(k, e(k + step)).map(|v| v.end),
+                        m.insert(k, e(k + step)).map(|v| v.end)
+                    );
+                } else {
+                    assert_eq!(t.remove(&k).map(|v| v.end), m.remove(&k).map(|v| v.end));
+                }
+                assert_eq!(t.len(), m.len());
+                let q = rng.random_range(0..span + 2);
+                let kv = |x: Option<(&u64, &VmaEntry)>| x.map(|(k, v)| (*k, v.end));
+                assert_eq!(t.last_le(q).map(|(k, v)| (k, v.end)), kv(m.range(..=q).next_back()));
+                assert_eq!(t.last_lt(q).map(|(k, v)| (k, v.end)), kv(m.range(..q).next_back()));
+                assert_eq!(t.first_ge(q).map(|(k, v)| (k, v.end)), kv(m.range(q..).next()));
+                assert_eq!(t.get(&q).map(|v| v.end), m.get(&q).map(|v| v.end));
+                let (le, gt) = t.around(q);
+                assert_eq!(le.map(|(k, _)| k), m.range(..=q).next_back().map(|(k, _)| *k));
+                assert_eq!(gt.map(|(k, _)| k), m.range(q + 1..).next().map(|(k, _)| *k));
+                if let Some((k0, _)) = t.first_ge(q)
+                    && rng.random_range(0..4) == 0
+                {
+                    // Move a key within its gap, as vma_set_range does.
+                    let lo = m.range(..k0).next_back().map_or(0, |(k, _)| k + 1);
+                    let hi = m.range(k0 + 1..).next().map_or(span + 2, |(k, _)| *k);
+                    let nk = rng.random_range(lo..hi);
+                    t.rekey(k0, nk, e(nk));
+                    m.remove(&k0);
+                    m.insert(nk, e(nk));
+                    assert_eq!(t.len(), m.len());
+                    assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
+                }
+                let wn = t.with_neighbours(q).map(|w| w.map(|e| e.map(|(k, _)| k)));
+                let want = m.contains_key(&q).then(|| {
+                    [
+                        m.range(..q).next_back().map(|(k, _)| *k),
+                        Some(q),
+                        m.range(q + 1..).next().map(|(k, _)| *k),
+                    ]
+                });
+                assert_eq!(wn, want);
+                let (lt, ge) = t.around_lt(q);
+                assert_eq!(lt.map(|(k, _)| k), m.range(..q).next_back().map(|(k, _)| *k));
+                assert_eq!(ge.map(|(k, _)| k), m.range(q..).next().map(|(k, _)| *k));
+                let q2 = rng.random_range(0..span + 2);
+                let a: Vec<_> = t.range(q..q2.max(q)).map(|(k, _)| *k).collect();
+                let b: Vec<_> = m.range(q..q2.max(q)).map(|(k, _)| *k).collect();
+                assert_eq!(a, b);
+                let a: Vec<_> = t.range(..=q).rev().take(3).map(|(k, _)| *k).collect();
+                let b: Vec<_> = m.range(..=q).rev().take(3).map(|(k, _)| *k).collect();
+                assert_eq!(a, b);
+                if step % 500 == 0 {
+                    assert!(t.iter().map(|(k, _)| *k).eq(m.keys().copied()));
+                    assert!(t.iter().rev().map(|(k, _)| *k).eq(m.keys().rev().copied()));
+                    for (l, leaf) in t.leaves.iter().enumerate() {
+                        assert!(leaf.len > 0 && t.firsts[l] == leaf.keys[0]);
+                        assert!(leaf.keys[leaf.len..].iter().all(|&k| k == u64::MAX));
+                    }
+                }
+            }
+        }
+    }
+}
