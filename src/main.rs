@@ -342,7 +342,15 @@ fn cmd_bench(only: &[String], quick: bool, trace: Option<PathBuf>, format: &str)
         );
     }
     if want("vma") {
-        emit(vec![bench_vma_calls(100_000, if quick { 20_000 } else { 100_000 }, reps)], &mut figs);
+        let rounds = if quick { 20_000 } else { 100_000 };
+        emit(
+            vec![
+                bench_vma_calls(100_000, rounds, reps, false),
+                bench_vma_calls(100_000, rounds, reps, true),
+                bench_vma_calls(1_000, rounds, reps, false),
+            ],
+            &mut figs,
+        );
     }
     if want("replay") {
         let policies: Vec<&str> = anonmm::report::POLICIES.to_vec();
