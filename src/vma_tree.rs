@@ -108,6 +108,10 @@ pub struct VmaTree {
     /// The leaves of the last two searches, most recent first (`vma_iter`'s position; two, as
     /// a call often works at two places: the source and destination of a move).
     finger: Cell<[usize; 2]>,
+    /// Where the last `last_le` found its answer, until the tree changes: faults look up
+    /// the same VMA again and again, and checking that the answer still brackets the key
+    /// is cheaper than a leaf search.
+    last: Cell<Option<Pos>>,
 }
 
 impl VmaTree {
@@ -198,7 +202,18 @@ impl VmaTree {
     /// The entry with the greatest key ≤ `k`.
     #[inline]
     pub fn last_le(&self, k: u64) -> Option<Entry> {
+        if let Some(p) = self.last.get() {
+            let leaf = &self.leaves[p.leaf];
+            let next = match leaf.keys.get(p.i + 1) {
+                Some(&n) if p.i + 1 < leaf.len => n,
+                _ => self.firsts.get(p.leaf + 1).copied().unwrap_or(u64::MAX),
+            };
+            if leaf.keys[p.i] <= k && k < next {
+                return Some((leaf.keys[p.i], leaf.vals[p.i]));
+            }
+        }
         let p = self.prev(self.seek_gt(k))?;
+        self.last.set(Some(p));
         self.at(p).map(|(k, v)| (*k, *v))
     }
     /// The entry with the greatest key < `k`.
@@ -252,6 +267,7 @@ impl VmaTree {
 
     /// Insert or replace the entry with key `k`; returns the old value.
     pub fn insert(&mut self, k: u64, v: VmaEntry) -> Option<VmaEntry> {
+        self.last.set(None);
         if self.len == 0 {
             let mut leaf = Leaf::new();
             leaf.insert_at(0, k, v);
@@ -299,6 +315,7 @@ impl VmaTree {
     /// within the gap its neighbours leave: the order stays). One search instead of a
     /// removal and an insertion; falls back to those when `new` would not keep the order.
     pub fn rekey(&mut self, old: u64, new: u64, v: VmaEntry) {
+        self.last.set(None);
         if self.len > 0 {
             let l = self.leaf_for(old);
             if let Ok(i) = self.leaves[l].find(old) {
@@ -327,6 +344,7 @@ impl VmaTree {
 
     /// Remove the entry with key `k`; returns its value.
     pub fn remove(&mut self, k: &u64) -> Option<VmaEntry> {
+        self.last.set(None);
         if self.len == 0 {
             return None;
         }
