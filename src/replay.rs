@@ -184,7 +184,7 @@ impl ReplayState {
     pub fn before<'s>(&mut self, sys: &mut System, step: &'s Step) -> Plan<'s> {
         self.pending = None;
         let Ok(mm) = sys.mm_of(step.pid) else { return Plan::Run(Cow::Borrowed(step)) };
-        if !matches!(step.call, Call::MapRecord { .. }) {
+        if !matches!(step.call, Call::MapRecord { .. }) && !self.learning_base.is_empty() {
             self.learning_base.remove(&mm);
         }
         match (&step.call, step.expect) {

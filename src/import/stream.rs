@@ -114,10 +114,10 @@ impl TraceStream {
         }
     }
 
-    /// Give a batch back once its steps are used: its memory is reused.
-    pub fn recycle(&mut self, mut batch: Vec<Step>) {
+    /// Give a batch back once its steps are used: its memory is reused (and its steps are
+    /// dropped on the import thread).
+    pub fn recycle(&mut self, batch: Vec<Step>) {
         if let Inner::Thread { recycle, .. } = &self.inner {
-            batch.clear();
             let _ = recycle.send(batch);
         }
     }
@@ -173,13 +173,19 @@ fn convert(
             return true;
         }
         let mut batch = match recycled.try_recv() {
-            Ok(b) => b,
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
             Err(_) if made < IN_FLIGHT + 2 => {
                 made += 1;
                 Vec::new()
             }
             Err(_) => match recycled.recv() {
-                Ok(b) => b,
+                Ok(mut b) => {
+                    b.clear();
+                    b
+                }
                 Err(_) => return false,
             },
         };
