@@ -651,10 +651,11 @@ pub fn replay_trace(
     let mut i = 0;
     let mut stopped = false;
     while let Some(batch) = stream.next_batch() {
-        for step in &batch {
+        for item in &batch {
             if stopped {
                 break;
             }
+            let step = &*item.step();
             let r = match &mut r {
                 Some(r) => r,
                 None => {

@@ -339,7 +339,7 @@ fn streamed(path: &Path) -> (Vec<Step>, ImportReport) {
     let mut s = anonmm::import::stream_trace(path).unwrap_or_else(|e| panic!("{e}"));
     let mut steps = Vec::new();
     while let Some(b) = s.next_batch() {
-        steps.extend(b.iter().cloned());
+        steps.extend(b.iter().map(|s| s.step().into_owned()));
         s.recycle(b);
     }
     let end = s.finish();

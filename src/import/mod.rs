@@ -7,4 +7,4 @@ pub mod perf;
 pub mod stream;
 
 pub use perf::{ImportError, ImportReport, parse_perf, read_trace};
-pub use stream::{StreamEnd, TraceStream, stream_trace};
+pub use stream::{StreamEnd, Streamed, TraceStream, stream_trace};

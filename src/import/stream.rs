@@ -52,8 +52,63 @@ pub struct TraceStream {
 }
 
 enum Inner {
-    Whole { script: Script, report: ImportReport, given: bool },
-    Thread { rx: Receiver<Vec<Step>>, recycle: Sender<Vec<Step>>, worker: Option<JoinHandle<StreamEnd>> },
+    Whole {
+        script: Script,
+        report: ImportReport,
+        given: bool,
+    },
+    Thread {
+        rx: Receiver<Vec<Streamed>>,
+        recycle: Sender<Vec<Streamed>>,
+        worker: Option<JoinHandle<StreamEnd>>,
+    },
+}
+
+/// A step as a stream hands it on: a page fault (most of a trace) in 32 bytes, anything
+/// else boxed, so that little memory crosses from the import thread's cache to the
+/// replay's.
+#[derive(Clone, Debug)]
+pub enum Streamed {
+    /// A `touch` step without text or expected result, as the converter makes page faults.
+    Fault {
+        /// The step's line.
+        line: usize,
+        /// Who faulted.
+        pid: crate::types::Pid,
+        /// The touched range.
+        addr: u64,
+        /// Its length.
+        len: u64,
+        /// Whether it was a write.
+        write: bool,
+    },
+    /// Any other step.
+    Step(Box<Step>),
+}
+
+impl Streamed {
+    fn of(s: Step) -> Streamed {
+        match s.call {
+            crate::script::Call::Touch { addr, len, write } if s.text.is_empty() && s.expect.is_none() => {
+                Streamed::Fault { line: s.line, pid: s.pid, addr, len, write }
+            }
+            _ => Streamed::Step(Box::new(s)),
+        }
+    }
+
+    /// The step (made on the spot for a fault).
+    pub fn step(&self) -> std::borrow::Cow<'_, Step> {
+        match self {
+            &Streamed::Fault { line, pid, addr, len, write } => std::borrow::Cow::Owned(Step {
+                line,
+                pid,
+                call: crate::script::Call::Touch { addr, len, write },
+                text: String::new(),
+                expect: None,
+            }),
+            Streamed::Step(s) => std::borrow::Cow::Borrowed(s),
+        }
+    }
 }
 
 /// Start importing the trace at `path` (perf text, strace or anonmm script; `.zst` or not).
@@ -105,18 +160,17 @@ fn stream_from(name: String, reader: Box<dyn Read + Send>, chunk: usize, hold: u
 
 impl TraceStream {
     /// The next steps, in order; None at the end of the trace.
-    pub fn next_batch(&mut self) -> Option<Vec<Step>> {
+    pub fn next_batch(&mut self) -> Option<Vec<Streamed>> {
         match &mut self.inner {
-            Inner::Whole { script, given, .. } => {
-                (!std::mem::replace(given, true)).then(|| std::mem::take(&mut script.steps))
-            }
+            Inner::Whole { script, given, .. } => (!std::mem::replace(given, true))
+                .then(|| std::mem::take(&mut script.steps).into_iter().map(Streamed::of).collect()),
             Inner::Thread { rx, .. } => rx.recv().ok(),
         }
     }
 
     /// Give a batch back once its steps are used: its memory is reused (and its steps are
     /// dropped on the import thread).
-    pub fn recycle(&mut self, batch: Vec<Step>) {
+    pub fn recycle(&mut self, batch: Vec<Streamed>) {
         if let Inner::Thread { recycle, .. } = &self.inner {
             let _ = recycle.send(batch);
         }
@@ -158,8 +212,8 @@ fn convert(
     src: Source,
     tgid_of: HashMap<u32, u32>,
     hold: usize,
-    tx: &SyncSender<Vec<Step>>,
-    recycled: &Receiver<Vec<Step>>,
+    tx: &SyncSender<Vec<Streamed>>,
+    recycled: &Receiver<Vec<Streamed>>,
 ) -> StreamEnd {
     let mut c = Conv::new(name);
     c.tgid_of = tgid_of;
@@ -189,12 +243,7 @@ fn convert(
                 Err(_) => return false,
             },
         };
-        if upto == c.steps.len() {
-            // Nothing held back (the usual case): hand on the vector itself.
-            std::mem::swap(&mut batch, &mut c.steps);
-        } else {
-            batch.extend(c.steps.drain(..upto));
-        }
+        batch.extend(c.steps.drain(..upto).map(Streamed::of));
         c.handed_on(upto);
         tx.send(batch).is_ok()
     };
@@ -388,7 +437,7 @@ pub(crate) mod tests {
         let mut s = stream_from("t.perf".to_string(), reader, chunk, hold)?;
         let mut steps = Vec::new();
         while let Some(b) = s.next_batch() {
-            steps.extend(b.iter().map(show));
+            steps.extend(b.iter().map(|s| show(&s.step())));
             s.recycle(b);
         }
         Some((steps, s.finish()))
