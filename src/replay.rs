@@ -645,9 +645,8 @@ pub fn replay_trace(
     let mut stream = crate::import::stream_trace(path)?;
     let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
     let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
-    // The policy is checked before any work.
-    Runner::starting(&named, None, &opts)?;
-    let mut r = None;
+    // The policy is checked before any step; the first process is the first step's.
+    let mut r = Replayer::new(Runner::empty(&named, &opts)?, max_examples);
     let mut i = 0;
     let mut stopped = false;
     while let Some(batch) = stream.next_batch() {
@@ -656,12 +655,9 @@ pub fn replay_trace(
                 break;
             }
             let step = &*item.step();
-            let r = match &mut r {
-                Some(r) => r,
-                None => {
-                    r.insert(Replayer::new(Runner::starting(&named, Some(step.pid), &opts)?, max_examples))
-                }
-            };
+            if i == 0 {
+                r.runner.spawn_first(step.pid);
+            }
             if i % 1024 == 0 {
                 progress(i);
             }
@@ -679,10 +675,6 @@ pub fn replay_trace(
         return Ok((replay_script(&script, &opts, max_examples, progress)?, report));
     }
     progress(i);
-    let r = match r {
-        Some(r) => r,
-        None => Replayer::new(Runner::starting(&named, None, &opts)?, max_examples),
-    };
     Ok((r.finish(end.report.steps as usize), end.report))
 }
 

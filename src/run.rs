@@ -177,16 +177,17 @@ impl<'a> Runner<'a> {
     /// Set up a run: parse the policy, and spawn the script's first process (with the
     /// reference model when checking). A bad `--policy` is [`RunError::BadInput`] at line 0.
     pub fn new(script: &'a Script, opts: &'a RunOptions) -> Result<Runner<'a>, RunError> {
-        Runner::starting(script, script.steps.first().map(|s| s.pid), opts)
+        let mut r = Runner::empty(script, opts)?;
+        if let Some(first) = script.steps.first() {
+            r.spawn_first(first.pid);
+        }
+        Ok(r)
     }
 
-    /// [`Runner::new`] for steps that come from elsewhere than `script` (a streamed import;
-    /// `script` gives the path): `first` is the process the first of them will run in.
-    pub fn starting(
-        script: &'a Script,
-        first: Option<Pid>,
-        opts: &'a RunOptions,
-    ) -> Result<Runner<'a>, RunError> {
+    /// [`Runner::new`] without a process, for steps that come from elsewhere than `script`
+    /// (a streamed import; `script` gives the path): [`Runner::spawn_first`] makes the
+    /// process of the first of them once it is known.
+    pub fn empty(script: &'a Script, opts: &'a RunOptions) -> Result<Runner<'a>, RunError> {
         let policy = crate::policy::Policy::parse(&opts.policy).map_err(|reason| RunError::BadInput {
             path: script.path.clone(),
             line: 0,
@@ -197,18 +198,11 @@ impl<'a> Runner<'a> {
         if opts.trace {
             sys.merge_log = Some(Vec::new());
         }
-        let mut reference = None;
-        if let Some(first) = first {
-            sys.spawn(first).expect("empty system");
-            if opts.check {
-                reference = Some(crate::refmodel::RefModel::new(first, opts.config.initial_brk.0));
-            }
-        }
         let replay = opts.replay.then(ReplayState::new);
         let sampling = Sampling { fed: Some(Vec::new()), ..Default::default() };
         Ok(Runner {
             sys,
-            reference,
+            reference: None,
             result: RunResult::default(),
             path: &script.path,
             opts,
@@ -218,6 +212,14 @@ impl<'a> Runner<'a> {
             #[cfg(test)]
             inject: None,
         })
+    }
+
+    /// Spawn the first process, `pid` (with the reference model when checking); nothing if
+    /// a process exists already.
+    pub fn spawn_first(&mut self, pid: Pid) {
+        if self.sys.procs.is_empty() && self.sys.spawn(pid).is_ok() && self.opts.check {
+            self.reference = Some(crate::refmodel::RefModel::new(pid, self.opts.config.initial_brk.0));
+        }
     }
 
     /// Where `step` sits in the script, if it is one of the script's own steps.

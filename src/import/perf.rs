@@ -1041,7 +1041,6 @@ impl<'a> Conv<'a> {
                     if let Some(s) = self.step_mut(i) {
                         s.expect = ret.map(|r| expect_of(r).unwrap_or(Expect::Unknown));
                     }
-                    self.held.remove(&i);
                     return;
                 }
                 if let Some(p) = other {

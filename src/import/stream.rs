@@ -120,10 +120,11 @@ pub fn stream_trace(path: &Path) -> Result<TraceStream, ImportError> {
     };
     let name = path.display().to_string();
     let Ok(mut file) = std::fs::File::open(path) else { return whole() };
-    let mut magic = [0u8; 4];
-    let n = read_full(&mut file, &mut magic).unwrap_or(0);
-    let head = std::io::Cursor::new(magic[..n].to_vec()).chain(file);
-    let reader: Box<dyn Read + Send> = if magic[..n] == ZSTD_MAGIC {
+    let mut magic = Vec::with_capacity(4);
+    let _ = (&mut file).take(4).read_to_end(&mut magic);
+    let is_zstd = magic == ZSTD_MAGIC;
+    let head = std::io::Cursor::new(magic).chain(file);
+    let reader: Box<dyn Read + Send> = if is_zstd {
         match zstd::stream::read::Decoder::new(head) {
             Ok(d) => Box::new(d),
             Err(_) => return whole(),
@@ -193,19 +194,6 @@ impl TraceStream {
     }
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
 /// The import thread: convert chunk by chunk and hand on each run of final steps.
 fn convert(
     name: &str,
@@ -227,22 +215,17 @@ fn convert(
             return true;
         }
         let mut batch = match recycled.try_recv() {
-            Ok(mut b) => {
-                b.clear();
-                b
-            }
+            Ok(b) => b,
             Err(_) if made < IN_FLIGHT + 2 => {
                 made += 1;
                 Vec::new()
             }
             Err(_) => match recycled.recv() {
-                Ok(mut b) => {
-                    b.clear();
-                    b
-                }
+                Ok(b) => b,
                 Err(_) => return false,
             },
         };
+        batch.clear();
         batch.extend(c.steps.drain(..upto).map(Streamed::of));
         c.handed_on(upto);
         tx.send(batch).is_ok()
