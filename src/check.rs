@@ -240,6 +240,12 @@ impl System {
             .map(|(av, c)| (av, self.avcs[c].vma))
             .collect();
         for (mmid, mm) in self.mms.iter() {
+            let leaves = mm.pt.pmds.iter().filter(|(_, p)| !matches!(p, Pmd::Table(_))).count();
+            ensure!(
+                leaves == mm.pt.pmds.leaf_count(),
+                "{mmid:?} counts {} PMD leaves but has {leaves}",
+                mm.pt.pmds.leaf_count()
+            );
             let mut last_vma: Option<(VmaId, u64, u64)> = None;
             for (key, pmd) in mm.pt.pmds.iter() {
                 let base = VirtAddr(key << PMD_SHIFT);

@@ -78,7 +78,7 @@ impl System {
             }
             let mut v = self.vmas[pv].clone();
             v.mm = cmm;
-            v.chain = Vec::new();
+            v.chain = crate::vma::VmaChain::new();
             v.flags -= VmFlags::LOCKED_MASK;
             // dup_userfaultfd: the context lacks UFFD_FEATURE_EVENT_FORK, so the child's
             // VMA is unregistered (userfaultfd_reset_ctx).

@@ -91,6 +91,9 @@ impl System {
     /// pages. The huge zero folio becomes 512 zero-page PTEs, a PMD migration entry 512 PTE
     /// migration entries.
     pub fn split_huge_pmd(&mut self, mm: MmId, addr: VirtAddr) {
+        if !self.mms[mm].pt.pmds.has_leaves() {
+            return;
+        }
         let key = pmd_index(addr);
         let (folio, flags) = match self.mms[mm].pt.pmds.get(&key) {
             Some(&Pmd::Huge { folio, flags }) => (folio, flags),

@@ -14,7 +14,7 @@ use crate::stats::{MergeLog, Stats};
 use crate::types::{
     DEFAULT_MAX_MAP_COUNT, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr,
 };
-use crate::vma::{Vma, VmaId};
+use crate::vma::{Vma, VmaChain, VmaId};
 use crate::vma_tree::VmaTree;
 
 arena_id!(
@@ -385,7 +385,7 @@ impl System {
             flags: v.flags,
             file: v.file,
             anon_vma: v.anon_vma,
-            chain: Vec::new(),
+            chain: VmaChain::new(),
             anon_name: v.anon_name.clone(),
             special: v.special.clone(),
             uffd: v.uffd,

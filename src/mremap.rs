@@ -516,7 +516,7 @@ impl System {
         relocate_anon: bool,
     ) -> VmaId {
         let mut new = self.vmas[vma].clone();
-        new.chain = Vec::new();
+        new.chain = crate::vma::VmaChain::new();
         new.start = addr;
         new.end = addr.plus(len);
         new.pgoff = pgoff;

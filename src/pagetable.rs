@@ -226,10 +226,18 @@ pub struct PmdMap {
     /// so reusing one is the same as making a new one.
     spare_pmd_tables: Vec<Box<[Option<Pmd>; PTRS_PER_PMD]>>,
     spare_pte_tables: Vec<Box<PteTable>>,
+    /// Huge leaves and PMD migration entries: with none (most processes), splitting the
+    /// huge PMDs at a VMA's new edges has nothing to look up.
+    leaves: usize,
 }
 
 /// Freed tables of each kind a [`PmdMap`] keeps for reuse.
 const SPARE_TABLES: usize = 4;
+
+/// Whether a PMD entry is a leaf (a huge page or a PMD migration entry), not a PTE table.
+fn is_leaf(p: &Pmd) -> bool {
+    !matches!(p, Pmd::Table(_))
+}
 
 fn split_key(key: u64) -> (u64, usize) {
     (key >> PMD_INDEX_BITS, (key as usize) & (PTRS_PER_PMD - 1))
@@ -267,22 +275,27 @@ impl PmdMap {
     /// Set the PMD entry at `key`, allocating the PMD table (the PUD entry) if needed.
     pub fn insert(&mut self, key: u64, pmd: Pmd) -> Option<Pmd> {
         let (pud, slot) = split_key(key);
+        let leaf = is_leaf(&pmd);
         let t = self.table_mut(pud);
         let old = t.slots[slot].replace(pmd);
         if old.is_none() {
             t.used += 1;
         }
+        self.leaves = self.leaves + usize::from(leaf) - usize::from(old.as_ref().is_some_and(is_leaf));
         old
     }
     /// The entry at `key`, made with `f` (and its PMD table allocated) if it is none.
     #[inline]
     pub fn get_or_insert_with(&mut self, key: u64, f: impl FnOnce() -> Pmd) -> &mut Pmd {
         let (pud, slot) = split_key(key);
-        let t = self.table_mut(pud);
+        let t = self.tables.entry(pud).or_insert_with(|| Self::new_pmd_table(&mut self.spare_pmd_tables));
         if t.slots[slot].is_none() {
             t.used += 1;
+            let pmd = f();
+            self.leaves += usize::from(is_leaf(&pmd));
+            t.slots[slot] = Some(pmd);
         }
-        t.slots[slot].get_or_insert_with(f)
+        t.slots[slot].as_mut().expect("just set")
     }
     /// The entry at `key`, a new PTE table (a freed one reused) if it is none (`pte_alloc`).
     #[inline]
@@ -335,7 +348,18 @@ impl PmdMap {
         if old.is_some() {
             t.used -= 1;
         }
+        self.leaves -= usize::from(old.as_ref().is_some_and(is_leaf));
         old
+    }
+    /// Whether any PMD entry is a huge leaf or a PMD migration entry.
+    #[inline]
+    pub fn has_leaves(&self) -> bool {
+        self.leaves > 0
+    }
+    /// Huge leaves and PMD migration entries, as counted on every change (for the
+    /// invariant checker, which counts them itself).
+    pub fn leaf_count(&self) -> usize {
+        self.leaves
     }
     /// Non-none PMD entries with index in `keys`, in order.
     pub fn range(&self, keys: std::ops::RangeInclusive<u64>) -> impl Iterator<Item = (u64, &Pmd)> {
@@ -514,15 +538,14 @@ impl PageTable {
     /// Whether a huge leaf or a PMD migration entry covers part of `[start, end)`: when none
     /// does, the callers' THP passes have nothing to do.
     pub fn any_leaf_in(&self, start: VirtAddr, end: VirtAddr) -> bool {
-        if start >= end {
+        if start >= end || !self.pmds.has_leaves() {
             return false;
         }
         let (lo, hi) = (pmd_index(start), pmd_index(VirtAddr(end.0 - 1)));
-        let leaf = |p: &Pmd| !matches!(p, Pmd::Table(_));
         if lo == hi {
-            return self.pmds.get(&lo).is_some_and(leaf);
+            return self.pmds.get(&lo).is_some_and(is_leaf);
         }
-        self.pmds.range(lo..=hi).any(|(_, p)| leaf(p))
+        self.pmds.range(lo..=hi).any(|(_, p)| is_leaf(p))
     }
     /// Every non-none PTE in `[start, end)` in address order (huge leaves excluded). A few
     /// are kept inline: VMA calls on small ranges then allocate nothing.

@@ -126,8 +126,13 @@ impl VmFlags {
 /// An anon_vma_name: shared, compared by string (`anon_vma_name_eq`).
 pub type AnonName = Option<Rc<str>>;
 
+/// A VMA's `anon_vma_chain`: a few inline, as a VMA's chain is one link per anon_vma of its
+/// fork ancestry (one until a fork), so splitting or copying a VMA allocates nothing.
+pub type VmaChain = smallvec::SmallVec<[AvcId; 4]>;
+
 /// `struct vm_area_struct`: the fields the model needs.
 #[derive(Clone, Debug)]
+
 pub struct Vma {
     /// `vm_mm`: the address space it belongs to.
     pub mm: MmId,
@@ -145,7 +150,7 @@ pub struct Vma {
     /// gives it one.
     pub anon_vma: Option<AnonVmaId>,
     /// `anon_vma_chain`, newest first (list_add at the head, as `anon_vma_chain_link`).
-    pub chain: Vec<AvcId>,
+    pub chain: VmaChain,
     /// `anon_name`: the PR_SET_VMA_ANON_NAME name, shown as `[anon:NAME]`.
     pub anon_name: AnonName,
     /// The name of a kernel-made special mapping (`[vdso]`, `[vvar]`, `[stack]` …).

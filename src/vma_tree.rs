@@ -42,12 +42,21 @@ impl Leaf {
     fn keys(&self) -> &[u64] {
         &self.keys[..self.len]
     }
-    /// How many keys are below `k`: where `k` is or would go. A branch-free halving picks
-    /// the block of 16 that holds the answer, and its keys are counted.
+    /// How many keys are below `k`: where `k` is or would go. A branch-free binary search
+    /// of five halvings and a last compare (a sum of 16 compares, vectorised, took ten times
+    /// the instructions on x86-64's baseline, which has no 64-bit vector compare). The
+    /// half that holds the answer is fetched whole at once, so a cold leaf costs two
+    /// cache misses in a row, not one per halving.
     #[inline]
     fn rank(&self, k: u64) -> usize {
-        let b = usize::from(self.keys[15] < k) * 16;
-        b + self.keys[b..b + 16].iter().map(|&x| usize::from(x < k)).sum::<usize>()
+        let keys = &self.keys;
+        let mut b = usize::from(keys[15] < k) * 16;
+        prefetch(&keys[b + 8]);
+        b += usize::from(keys[b + 7] < k) * 8;
+        b += usize::from(keys[(b + 3) & 31] < k) * 4;
+        b += usize::from(keys[(b + 1) & 31] < k) * 2;
+        b += usize::from(keys[b & 31] < k);
+        b + usize::from(keys[b & 31] < k)
     }
     /// The index of key `k`.
     #[inline]
@@ -83,6 +92,18 @@ impl Leaf {
         self.vals[n..n + m].copy_from_slice(&other.vals[..m]);
         self.len = n + m;
     }
+}
+
+/// Ask for the cache line holding `x` without waiting for it.
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((x as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 /// An entry: a VMA's start and its [`VmaEntry`].
@@ -465,6 +486,21 @@ mod tests {
 
     fn e(k: u64) -> VmaEntry {
         VmaEntry { end: k + 1, id: VmaId(k as u32) }
+    }
+
+    /// `Leaf::rank` counts the keys below `k` for every fill and every key between.
+    #[test]
+    fn rank_counts_the_keys_below() {
+        for len in 0..=LEAF_CAP {
+            let mut leaf = Leaf::new();
+            for i in 0..len {
+                leaf.insert_at(i, 10 * (i as u64 + 1), e(0));
+            }
+            for k in 0..=10 * (LEAF_CAP as u64 + 2) {
+                assert_eq!(leaf.rank(k), leaf.keys().iter().filter(|&&x| x < k).count(), "len {len} k {k}");
+            }
+            assert_eq!(leaf.rank(u64::MAX), len);
+        }
     }
 
     /// Random insertions, removals and queries agree with `BTreeMap`.
