@@ -5,7 +5,7 @@
 //! entries or a huge leaf. This is exactly the information the upper levels would carry, and
 //! keeps walks ordered and cheap.
 
-use std::collections::BTreeMap;
+use std::cell::Cell;
 
 use bitflags::bitflags;
 
@@ -219,7 +219,7 @@ impl Default for PmdTable {
 /// of every PMD entry of the address space.
 #[derive(Clone, Debug, Default)]
 pub struct PmdMap {
-    tables: BTreeMap<u64, PmdTable>,
+    tables: PudDir,
     /// Empty PMD tables and PTE tables `free_pgtables` freed, kept for the next allocation:
     /// a call that maps and unmaps around the same place (a move away and back) would
     /// otherwise allocate and zero 14 KiB of tables each time. An empty table is all none,
@@ -229,6 +229,70 @@ pub struct PmdMap {
     /// Huge leaves and PMD migration entries: with none (most processes), splitting the
     /// huge PMDs at a VMA's new edges has nothing to look up.
     leaves: usize,
+}
+
+/// The present PUD entries and their PMD tables, by PUD index: a sorted vector (a process
+/// spans a few GiB, so a few entries) that remembers the entry of the last lookup, which a
+/// fault or a VMA call asks for again and again.
+#[derive(Clone, Debug, Default)]
+struct PudDir {
+    entries: Vec<(u64, PmdTable)>,
+    last: Cell<usize>,
+}
+
+impl PudDir {
+    #[inline]
+    fn find(&self, pud: u64) -> Result<usize, usize> {
+        let h = self.last.get();
+        if self.entries.get(h).is_some_and(|e| e.0 == pud) {
+            return Ok(h);
+        }
+        let r = self.entries.binary_search_by_key(&pud, |e| e.0);
+        if let Ok(i) = r {
+            self.last.set(i);
+        }
+        r
+    }
+    #[inline]
+    fn get(&self, pud: &u64) -> Option<&PmdTable> {
+        self.find(*pud).ok().map(|i| &self.entries[i].1)
+    }
+    #[inline]
+    fn get_mut(&mut self, pud: &u64) -> Option<&mut PmdTable> {
+        self.find(*pud).ok().map(|i| &mut self.entries[i].1)
+    }
+    fn contains_key(&self, pud: &u64) -> bool {
+        self.find(*pud).is_ok()
+    }
+    /// The table under `pud`, made by `f` if there is none.
+    #[inline]
+    fn get_or_insert_with(&mut self, pud: u64, f: impl FnOnce() -> PmdTable) -> &mut PmdTable {
+        let i = match self.find(pud) {
+            Ok(i) => i,
+            Err(i) => {
+                self.entries.insert(i, (pud, f()));
+                self.last.set(i);
+                i
+            }
+        };
+        &mut self.entries[i].1
+    }
+    fn remove(&mut self, pud: &u64) -> Option<PmdTable> {
+        let i = self.find(*pud).ok()?;
+        Some(self.entries.remove(i).1)
+    }
+    /// Entries with PUD index in `puds`, in order.
+    fn range(
+        &self,
+        puds: std::ops::RangeInclusive<u64>,
+    ) -> impl DoubleEndedIterator<Item = (&u64, &PmdTable)> {
+        let lo = self.entries.partition_point(|e| e.0 < *puds.start());
+        let hi = self.entries.partition_point(|e| e.0 <= *puds.end()).max(lo);
+        self.entries[lo..hi].iter().map(|(k, t)| (k, t))
+    }
+    fn values(&self) -> impl Iterator<Item = &PmdTable> {
+        self.entries.iter().map(|e| &e.1)
+    }
 }
 
 /// Freed tables of each kind a [`PmdMap`] keeps for reuse.
@@ -270,7 +334,7 @@ impl PmdMap {
     /// The PMD table under PUD `pud`, allocated if needed.
     fn table_mut(&mut self, pud: u64) -> &mut PmdTable {
         let spare = &mut self.spare_pmd_tables;
-        self.tables.entry(pud).or_insert_with(|| Self::new_pmd_table(spare))
+        self.tables.get_or_insert_with(pud, || Self::new_pmd_table(spare))
     }
     /// Set the PMD entry at `key`, allocating the PMD table (the PUD entry) if needed.
     pub fn insert(&mut self, key: u64, pmd: Pmd) -> Option<Pmd> {
@@ -288,7 +352,7 @@ impl PmdMap {
     #[inline]
     pub fn get_or_insert_with(&mut self, key: u64, f: impl FnOnce() -> Pmd) -> &mut Pmd {
         let (pud, slot) = split_key(key);
-        let t = self.tables.entry(pud).or_insert_with(|| Self::new_pmd_table(&mut self.spare_pmd_tables));
+        let t = self.tables.get_or_insert_with(pud, || Self::new_pmd_table(&mut self.spare_pmd_tables));
         if t.slots[slot].is_none() {
             t.used += 1;
             let pmd = f();
@@ -302,7 +366,7 @@ impl PmdMap {
     pub fn get_or_alloc_table(&mut self, key: u64) -> &mut Pmd {
         let (pud, slot) = split_key(key);
         let spare = &mut self.spare_pte_tables;
-        let t = self.tables.entry(pud).or_insert_with(|| Self::new_pmd_table(&mut self.spare_pmd_tables));
+        let t = self.tables.get_or_insert_with(pud, || Self::new_pmd_table(&mut self.spare_pmd_tables));
         if t.slots[slot].is_none() {
             t.used += 1;
         }
@@ -365,8 +429,7 @@ impl PmdMap {
     pub fn range(&self, keys: std::ops::RangeInclusive<u64>) -> impl Iterator<Item = (u64, &Pmd)> {
         let (lo, hi) = (*keys.start(), *keys.end());
         let empty = lo > hi;
-        // BTreeMap::range panics on a reversed range (1..=0 included, once the map holds a
-        // table): an empty `keys` takes a valid range and filters every table out.
+        // An empty `keys` (1..=0 included) takes a valid range and filters every table out.
         let (plo, phi) = (lo >> PMD_INDEX_BITS, hi >> PMD_INDEX_BITS);
         let puds = plo..=phi.max(plo);
         self.tables.range(puds).filter(move |(_, t)| !empty && t.used > 0).flat_map(move |(&pud, t)| {

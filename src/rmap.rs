@@ -19,8 +19,9 @@ arena_id!(
     AvcId
 );
 
-/// `struct anon_vma`.
+/// `struct anon_vma`. Aligned to a cache line, as a VMA is.
 #[derive(Clone, Debug)]
+#[repr(align(64))]
 pub struct AnonVma {
     /// `anon_vma->root`: the root of this anon_vma's fork hierarchy (itself for a root).
     pub root: AnonVmaId,

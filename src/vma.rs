@@ -130,9 +130,10 @@ pub type AnonName = Option<Rc<str>>;
 /// fork ancestry (one until a fork), so splitting or copying a VMA allocates nothing.
 pub type VmaChain = smallvec::SmallVec<[AvcId; 4]>;
 
-/// `struct vm_area_struct`: the fields the model needs.
+/// `struct vm_area_struct`: the fields the model needs. Aligned to a cache line, so that
+/// a VMA (128 bytes) spans two lines and not three.
 #[derive(Clone, Debug)]
-
+#[repr(align(64))]
 pub struct Vma {
     /// `vm_mm`: the address space it belongs to.
     pub mm: MmId,

@@ -19,12 +19,11 @@ const _: () = assert!(LEAF_CAP == 32, "Leaf::rank assumes 32 keys");
 /// (so that a merge is never undone by the next insertion).
 const LEAF_MIN: usize = LEAF_CAP / 4;
 
-/// A leaf. Its keys are searched by one halving and a count of the keys below the one
-/// sought in the half: two dependent loads, so a cold leaf costs about two cache misses
-/// instead of one per step of a binary search. Unused keys are `u64::MAX` so that they never
-/// count.
+/// A leaf, aligned to cache lines. Its keys are searched by a branch-free binary search
+/// ([`Leaf::rank`]) that prefetches the half it goes on in, so a cold leaf costs about two
+/// cache misses in a row. Unused keys are `u64::MAX` so that they never count.
 #[derive(Clone, Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 struct Leaf {
     keys: [u64; LEAF_CAP],
     len: usize,
