@@ -221,11 +221,25 @@ pub(crate) fn header_of(l: &str) -> Option<Header<'_>> {
 
 /// The address and error code of a well-formed `exceptions:page_fault_user` event.
 fn fault_of(rest: &str) -> Option<(u64, u64)> {
-    let p = rest
-        .strip_prefix("exceptions:page_fault_user:")
-        .filter(|p| p.starts_with(|c: char| c.is_ascii_whitespace()))?
-        .trim();
+    // Compared as a fixed-size array, which compiles to a few word compares, not a call.
+    const EVENT: &[u8; 27] = b"exceptions:page_fault_user:";
+    let b = rest.as_bytes();
+    let head: &[u8; 27] = b.get(..EVENT.len())?.try_into().ok()?;
+    if head != EVENT || !b.get(EVENT.len())?.is_ascii_whitespace() {
+        return None;
+    }
+    let p = &rest[EVENT.len()..];
+    let p = ascii_trimmed(p).unwrap_or_else(|| p.trim());
     plain_fault(p).or_else(|| fault_fields(p))
+}
+
+/// `s.trim()` when its ends are plainly not whitespace (an ASCII graphic byte after leading
+/// ASCII whitespace, and before trailing), found byte by byte; None otherwise.
+fn ascii_trimmed(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    let start = b.iter().position(|c| !c.is_ascii_whitespace())?;
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace())? + 1;
+    (b[start].is_ascii_graphic() && b[end - 1].is_ascii_graphic()).then(|| &s[start..end])
 }
 
 /// The header of a line of the usual shape, `COMM PID/TID SECS.FRAC: EVENT ...` with plain
@@ -316,18 +330,22 @@ fn plain_fault(p: &str) -> Option<(u64, u64)> {
 fn hex_prefixed(b: &[u8]) -> Option<(u64, usize)> {
     let mut v: u64 = 0;
     let mut n = 0;
-    for &c in b {
+    // Fifteen digits always fit: no overflow check for them.
+    while let Some(&c) = b.get(n).filter(|_| n < 15) {
+        let d = HEX[usize::from(c)];
+        if d == 0xff {
+            return (n > 0).then_some((v, n));
+        }
+        v = v << 4 | u64::from(d);
+        n += 1;
+    }
+    for &c in &b[n..] {
         let d = HEX[usize::from(c)];
         if d == 0xff {
             break;
         }
-        // Sixteen digits fit; past that only leading zeros may have come first.
-        if n >= 15 {
-            v = v.checked_mul(16)?;
-        } else {
-            v <<= 4;
-        }
-        v |= u64::from(d);
+        // Past sixteen digits only leading zeros may have come first.
+        v = v.checked_mul(16)? | u64::from(d);
         n += 1;
     }
     (n > 0).then_some((v, n))
@@ -1420,6 +1438,29 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+        /// Hex digits read as `u64::from_str_radix` reads them, up to overflow.
+        #[test]
+        fn hex_prefixed_is_from_str_radix(digits in "[0-9a-fA-F]{0,20}", tail in "[ g=x]{0,2}") {
+            let text = format!("{digits}{tail}");
+            let want = (!digits.is_empty())
+                .then(|| u64::from_str_radix(&digits, 16).ok().map(|v| (v, digits.len())))
+                .flatten();
+            proptest::prop_assert_eq!(hex_prefixed(text.as_bytes()), want);
+        }
+
+        /// The byte-wise trim is `str::trim` whenever it answers.
+        #[test]
+        fn ascii_trimmed_is_trim(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                " ", "\t", "\n", "\r", "\u{b}", "\u{c}", "\u{a0}", "\u{85}", "\u{2003}", "a", "é", "=",
+            ]), 0..8)
+        ) {
+            let s: String = parts.concat();
+            if let Some(t) = ascii_trimmed(&s) {
+                proptest::prop_assert_eq!(t, s.trim());
+            }
+        }
+
         /// The byte-by-byte reading of usual lines gives what the general one gives, for
         /// lines built from the pieces of perf lines with odd spaces, colons and digits.
         #[test]
