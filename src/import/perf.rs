@@ -909,6 +909,11 @@ impl<'a> Conv<'a> {
     /// A user-mode event of `tid` (a fault, a syscall entry, its death): whatever syscall it
     /// had pending lost its exit, and records it saw since are no exec's.
     fn user_event(&mut self, tid: u32) {
+        // Nearly always (a page fault between calls of a known task): nothing to close,
+        // found with one lookup.
+        if self.tasks.get(&tid).is_some_and(|t| t.pending.is_none() && t.exec_recs.is_empty()) {
+            return;
+        }
         let t = self.task(tid);
         let pending = t.pending.take();
         let recs = std::mem::take(&mut t.exec_recs);
