@@ -578,6 +578,22 @@ fn cmd_replay(
     };
     let mut rows = Vec::new();
     let mut code = 0;
+    // One policy's run of one trace: its row, or its error on stderr.
+    let mut record =
+        |name: &str, p: &str, t0: std::time::Instant, res: Result<anonmm::replay::ReplayOutcome, String>| {
+            match res {
+                Ok(out) => {
+                    if out.invariant.is_some() {
+                        code = code.max(1);
+                    }
+                    rows.push(ReportRow::new(name, p, &out, t0.elapsed().as_secs_f64()));
+                }
+                Err(e) => {
+                    bar.suspend(|| eprintln!("{e}"));
+                    code = 2;
+                }
+            }
+        };
     for path in traces {
         let name =
             path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
@@ -590,21 +606,16 @@ fn cmd_replay(
             bar.set_position(0);
             let opts = RunOptions { policy: p.to_string(), ..Default::default() };
             let t0 = std::time::Instant::now();
-            match anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64)) {
-                Ok((out, _)) => rows.push(ReportRow::new(&name, p, &out, t0.elapsed().as_secs_f64())),
-                Err(e) => {
-                    bar.suspend(|| eprintln!("{e}"));
-                    code = 2;
-                }
-            }
+            let res =
+                anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64));
+            record(&name, p, t0, res.map(|(out, _)| out).map_err(|e| e.to_string()));
             continue;
         }
         bar.set_message(format!("reading {name}"));
         let script = match read_trace(path) {
             Ok((s, _)) => s,
             Err(e) => {
-                bar.suspend(|| eprintln!("{e}"));
-                code = 2;
+                record(&name, "", std::time::Instant::now(), Err(e.to_string()));
                 continue;
             }
         };
@@ -614,18 +625,8 @@ fn cmd_replay(
             bar.set_position(0);
             let opts = RunOptions { check, check_sampled, policy: p.to_string(), ..Default::default() };
             let t0 = std::time::Instant::now();
-            match replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64)) {
-                Ok(out) => {
-                    if out.invariant.is_some() {
-                        code = code.max(1);
-                    }
-                    rows.push(ReportRow::new(&name, p, &out, t0.elapsed().as_secs_f64()));
-                }
-                Err(e) => {
-                    bar.suspend(|| eprintln!("{e}"));
-                    code = 2;
-                }
-            }
+            let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
+            record(&name, p, t0, res.map_err(|e| e.to_string()));
         }
     }
     bar.finish_and_clear();
