@@ -868,7 +868,7 @@ impl<'a> AnonPteFault<'a> {
 
     /// `folio_alloc` and `folio_add_new_anon_rmap` of a small folio holding `tag`, to be
     /// mapped at `a`: the PTE that maps it.
-    #[inline]
+    #[inline(always)]
     fn new_folio_pte(&mut self, a: VirtAddr, tag: u64) -> Pte {
         let index = self.pgoff.plus((a.0 - self.start.0) >> PAGE_SHIFT);
         let folio = self.folios.alloc(Folio::new_anon_page(self.anon_vma, index, tag));
