@@ -127,15 +127,16 @@ impl System {
         Ok(Ok(()))
     }
 
-    /// Fault a run of pages of one PTE table in a private anonymous VMA that already has its
-    /// anon_vma, for the cases that need nothing but the table and the folio: a present page
-    /// read, or written through a writable PTE; a missing page read (the zero page) or written
-    /// (a new exclusive folio, `do_anonymous_page`); a write to a read-only small anonymous
-    /// folio or the zero page (`do_wp_page`: reuse or `wp_page_copy`), exactly as
-    /// `handle_mm_fault` would, through the same [`AnonPteFault`] steps. Stops at the first
-    /// page that needs more (a large or swap-cached folio, swap and migration entries, file
-    /// pages) and returns its address, or the run's end. This is the hot path of replay: one
-    /// table lookup for up to 512 pages.
+    /// Fault a run of pages of one PTE table in a private anonymous VMA, for the cases that
+    /// need nothing but the table and the folio: a present page read, or written through a
+    /// writable PTE; a missing page read (the zero page) or written (a new exclusive folio,
+    /// `do_anonymous_page`); a write to a read-only small anonymous folio or the zero page
+    /// (`do_wp_page`: reuse or `wp_page_copy`), exactly as `handle_mm_fault` would, through
+    /// the same [`AnonPteFault`] steps. A write needs the VMA's anon_vma (the full path
+    /// prepares it); a read does not. Stops at the first page that needs more (a large or
+    /// swap-cached folio, swap and migration entries, file pages) and returns its address,
+    /// or the run's end. This is the hot path of replay: one table lookup for up to 512
+    /// pages.
     fn fault_pte_run(
         &mut self,
         mm: MmId,
@@ -146,7 +147,9 @@ impl System {
         tag_of: &dyn Fn(u64) -> u64,
     ) -> VirtAddr {
         let v = &self.vmas[vma];
-        let Some(av) = v.anon_vma.filter(|_| v.is_anonymous()) else { return start };
+        if !v.is_anonymous() || (write && v.anon_vma.is_none()) {
+            return start;
+        }
         let run_end = VirtAddr(end.0.min(start.pmd_down().0 + PMD_SIZE));
         let key = pmd_index(start);
         let t = match self.mms[mm].pt.pmds.get_mut(&key) {
@@ -157,18 +160,37 @@ impl System {
                 if self.thp_fault_allowed(vma, start) {
                     return start;
                 }
-                match self.mms[mm].pt.pmds.get_or_insert_with(key, || Pmd::Table(Box::default())) {
+                match self.mms[mm].pt.pmds.get_or_alloc_table(key) {
                     Pmd::Table(t) => t,
                     _ => return start,
                 }
             }
         };
-        let mut cx = AnonPteFault::new(&self.vmas[vma], &mut self.folios, &mut self.stats);
         let mut a = start;
+        if !write {
+            // A read of a missing page maps the zero page (do_anonymous_page); of a present
+            // one, it changes nothing.
+            while a < run_end {
+                let slot = &mut t.ptes[pte_index(a)];
+                match slot {
+                    Pte::Present { .. } => {}
+                    Pte::None => {
+                        *slot = ZERO_PTE;
+                        t.used += 1;
+                    }
+                    _ => break,
+                }
+                self.stats.faults += 1;
+                a = a.plus(PAGE_SIZE);
+            }
+            return a;
+        }
+        let mut cx = AnonPteFault::new(&self.vmas[vma], &mut self.folios, &mut self.stats);
+        let av = Some(cx.anon_vma);
         while a < run_end {
             let slot = &mut t.ptes[pte_index(a)];
             match slot {
-                Pte::Present { folio, sub, flags } if write => {
+                Pte::Present { folio, sub, flags } => {
                     let (old, sub) = (*folio, *sub as usize);
                     if flags.contains(PteFlags::WRITE) {
                         *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
@@ -182,7 +204,7 @@ impl System {
                             if !f.is_anon() || f.is_large() || (f.swap.is_some() && !excl) {
                                 break;
                             }
-                            if excl || wp_can_reuse_small_folio(f, Some(av)) {
+                            if excl || wp_can_reuse_small_folio(f, av) {
                                 wp_reuse(&mut f.pages[sub], flags, cx.stats);
                                 f.pages[sub].tag = tag_of(a.0);
                                 cx.stats.faults += 1;
@@ -202,13 +224,8 @@ impl System {
                         }
                     }
                 }
-                Pte::Present { .. } => {}
                 Pte::None => {
-                    if write {
-                        *slot = cx.new_folio_pte(a, tag_of(a.0));
-                    } else {
-                        *slot = ZERO_PTE;
-                    }
+                    *slot = cx.new_folio_pte(a, tag_of(a.0));
                     t.used += 1;
                 }
                 _ => break,
