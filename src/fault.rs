@@ -60,10 +60,25 @@ impl System {
         tag_of: &dyn Fn(u64) -> u64,
     ) -> Result<Result<(), Signal>, crate::errno::Errno> {
         let mm = self.mm_of(pid)?;
+        let start = VirtAddr(addr).page_down();
+        // One page, the way replay faults: the same checks and fault steps as the loops
+        // below, without their bookkeeping. The last page of the address space, which
+        // cannot be touched (its end does not fit), takes the long way to its SIGSEGV.
+        if let Some(end) = start.0.checked_add(PAGE_SIZE)
+            && len.wrapping_sub(1) < end - addr
+        {
+            let Some(vma) = self.mms[mm].vma_lookup(start) else { return Ok(Err(Signal::SIGSEGV)) };
+            if let Some(sig) =
+                self.access_error_vma(vma, write).or_else(|| self.page_signal(mm, vma, start, VirtAddr(end)))
+            {
+                return Ok(Err(sig));
+            }
+            self.fault_vma_range(mm, vma, start, VirtAddr(end), write, tag_of);
+            return Ok(Ok(()));
+        }
         if len == 0 {
             return Ok(Ok(()));
         }
-        let start = VirtAddr(addr).page_down();
         let Some(end) = addr.checked_add(len).and_then(page_align) else { return Ok(Err(Signal::SIGSEGV)) };
         // The pages below run until the first hole; more than MAX_FAULT_BYTES of them would
         // not finish (a touch may be as long as the address space). This walk runs only for
@@ -104,27 +119,59 @@ impl System {
                 Some(v) => v,
                 None => self.mms[mm].vma_lookup(a).expect("checked"),
             };
-            let vend = self.vmas[vma].end.0.min(end);
-            // The fast paths leave out userfaultfd, whose VMAs take every fault the long way.
-            let fast = !self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS);
-            while a.0 < vend {
-                if fast {
-                    let next = self.fault_pte_run(mm, vma, a, VirtAddr(vend), write, tag_of);
-                    if next > a {
-                        a = next;
-                        continue;
-                    }
-                }
-                if !(fast && self.fault_resident(mm, a, write, tag_of)) {
-                    self.handle_mm_fault(mm, vma, a, write);
-                    if write {
-                        self.set_page_tag(mm, a, tag_of(a.0));
-                    }
-                }
-                a = a.plus(PAGE_SIZE);
-            }
+            let vend = VirtAddr(self.vmas[vma].end.0.min(end));
+            self.fault_vma_range_outlined(mm, vma, a, vend, write, tag_of);
+            a = vend;
         }
         Ok(Ok(()))
+    }
+
+    /// [`System::fault_vma_range`] out of line, for touches of more than one page: the
+    /// one-page path has its own copy, inlined.
+    #[inline(never)]
+    fn fault_vma_range_outlined(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        a: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) {
+        self.fault_vma_range(mm, vma, a, end, write, tag_of);
+    }
+
+    /// Fault `[a, end)` of `vma`, page by page, after the checks of [`System::touch`]: runs
+    /// of PTEs through `fault_pte_run`, single present pages through `fault_resident`, the
+    /// rest through `handle_mm_fault`.
+    #[inline(always)]
+    fn fault_vma_range(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        mut a: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) {
+        // The fast paths leave out userfaultfd, whose VMAs take every fault the long way.
+        let fast = !self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS);
+        while a < end {
+            if fast {
+                let next = self.fault_pte_run(mm, vma, a, end, write, tag_of);
+                if next > a {
+                    a = next;
+                    continue;
+                }
+            }
+            if !(fast && self.fault_resident(mm, a, write, tag_of)) {
+                self.handle_mm_fault(mm, vma, a, write);
+                if write {
+                    self.set_page_tag(mm, a, tag_of(a.0));
+                }
+            }
+            a = a.plus(PAGE_SIZE);
+        }
     }
 
     /// Fault a run of pages of one PTE table in a private anonymous VMA, for the cases that
@@ -137,6 +184,7 @@ impl System {
     /// swap-cached folio, swap and migration entries, file pages) and returns its address,
     /// or the run's end. This is the hot path of replay: one table lookup for up to 512
     /// pages.
+    #[inline(always)]
     fn fault_pte_run(
         &mut self,
         mm: MmId,
@@ -292,11 +340,17 @@ impl System {
 
     /// The first signal a page of `[a, end)` in `vma` raises beyond the VMA's permissions:
     /// a file page past EOF, a userfaultfd missing fault.
-    fn page_signal(&self, mm: MmId, vma: VmaId, mut a: VirtAddr, end: VirtAddr) -> Option<Signal> {
+    #[inline(always)]
+    fn page_signal(&self, mm: MmId, vma: VmaId, a: VirtAddr, end: VirtAddr) -> Option<Signal> {
         let v = &self.vmas[vma];
         if v.file.is_none() && !v.flags.contains(VmFlags::UFFD_MISSING) {
             return None;
         }
+        self.page_signal_walk(mm, vma, a, end)
+    }
+    /// [`System::page_signal`] of a VMA whose pages may raise one, page by page.
+    #[inline(never)]
+    fn page_signal_walk(&self, mm: MmId, vma: VmaId, mut a: VirtAddr, end: VirtAddr) -> Option<Signal> {
         while a < end {
             if let Some(sig) = self.access_error_file(vma, a) {
                 return Some(sig);
