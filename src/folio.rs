@@ -223,9 +223,13 @@ impl Folio {
     }
     /// `folio_ref_count` as the model counts it: one per PTE mapping, one per PMD mapping,
     /// plus the extra references.
+    #[inline]
     pub fn refcount(&self) -> u64 {
-        self.pages.iter().map(|p| p.mapcount as u64).sum::<u64>()
-            + self.entire_mapcount as u64
-            + self.extra_refs as u64
+        // A small folio (copy-on-write asks about one on every fault) without the loop.
+        let ptes = match self.pages.as_slice() {
+            [p] => p.mapcount as u64,
+            pages => pages.iter().map(|p| p.mapcount as u64).sum::<u64>(),
+        };
+        ptes + self.entire_mapcount as u64 + self.extra_refs as u64
     }
 }
