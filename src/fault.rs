@@ -60,10 +60,25 @@ impl System {
         tag_of: &dyn Fn(u64) -> u64,
     ) -> Result<Result<(), Signal>, crate::errno::Errno> {
         let mm = self.mm_of(pid)?;
+        let start = VirtAddr(addr).page_down();
+        // One page, the way replay faults: the same checks and fault steps as the loops
+        // below, without their bookkeeping. The last page of the address space, which
+        // cannot be touched (its end does not fit), takes the long way to its SIGSEGV.
+        if let Some(end) = start.0.checked_add(PAGE_SIZE)
+            && len.wrapping_sub(1) < end - addr
+        {
+            let Some(vma) = self.mms[mm].vma_lookup(start) else { return Ok(Err(Signal::SIGSEGV)) };
+            if let Some(sig) =
+                self.access_error_vma(vma, write).or_else(|| self.page_signal(mm, vma, start, VirtAddr(end)))
+            {
+                return Ok(Err(sig));
+            }
+            self.fault_vma_range(mm, vma, start, VirtAddr(end), write, tag_of);
+            return Ok(Ok(()));
+        }
         if len == 0 {
             return Ok(Ok(()));
         }
-        let start = VirtAddr(addr).page_down();
         let Some(end) = addr.checked_add(len).and_then(page_align) else { return Ok(Err(Signal::SIGSEGV)) };
         // The pages below run until the first hole; more than MAX_FAULT_BYTES of them would
         // not finish (a touch may be as long as the address space). This walk runs only for
@@ -104,38 +119,72 @@ impl System {
                 Some(v) => v,
                 None => self.mms[mm].vma_lookup(a).expect("checked"),
             };
-            let vend = self.vmas[vma].end.0.min(end);
-            // The fast paths leave out userfaultfd, whose VMAs take every fault the long way.
-            let fast = !self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS);
-            while a.0 < vend {
-                if fast {
-                    let next = self.fault_pte_run(mm, vma, a, VirtAddr(vend), write, tag_of);
-                    if next > a {
-                        a = next;
-                        continue;
-                    }
-                }
-                if !(fast && self.fault_resident(mm, a, write, tag_of)) {
-                    self.handle_mm_fault(mm, vma, a, write);
-                    if write {
-                        self.set_page_tag(mm, a, tag_of(a.0));
-                    }
-                }
-                a = a.plus(PAGE_SIZE);
-            }
+            let vend = VirtAddr(self.vmas[vma].end.0.min(end));
+            self.fault_vma_range_outlined(mm, vma, a, vend, write, tag_of);
+            a = vend;
         }
         Ok(Ok(()))
     }
 
-    /// Fault a run of pages of one PTE table in a private anonymous VMA that already has its
-    /// anon_vma, for the cases that need nothing but the table and the folio: a present page
-    /// read, or written through a writable PTE; a missing page read (the zero page) or written
-    /// (a new exclusive folio, `do_anonymous_page`); a write to a read-only small anonymous
-    /// folio or the zero page (`do_wp_page`: reuse or `wp_page_copy`), exactly as
-    /// `handle_mm_fault` would, through the same [`AnonPteFault`] steps. Stops at the first
-    /// page that needs more (a large or swap-cached folio, swap and migration entries, file
-    /// pages) and returns its address, or the run's end. This is the hot path of replay: one
-    /// table lookup for up to 512 pages.
+    /// [`System::fault_vma_range`] out of line, for touches of more than one page: the
+    /// one-page path has its own copy, inlined.
+    #[inline(never)]
+    fn fault_vma_range_outlined(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        a: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) {
+        self.fault_vma_range(mm, vma, a, end, write, tag_of);
+    }
+
+    /// Fault `[a, end)` of `vma`, page by page, after the checks of [`System::touch`]: runs
+    /// of PTEs through `fault_pte_run`, single present pages through `fault_resident`, the
+    /// rest through `handle_mm_fault`.
+    #[inline(always)]
+    fn fault_vma_range(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        mut a: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) {
+        // The fast paths leave out userfaultfd, whose VMAs take every fault the long way.
+        let fast = !self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS);
+        while a < end {
+            if fast {
+                let next = self.fault_pte_run(mm, vma, a, end, write, tag_of);
+                if next > a {
+                    a = next;
+                    continue;
+                }
+            }
+            if !(fast && self.fault_resident(mm, a, write, tag_of)) {
+                self.handle_mm_fault(mm, vma, a, write);
+                if write {
+                    self.set_page_tag(mm, a, tag_of(a.0));
+                }
+            }
+            a = a.plus(PAGE_SIZE);
+        }
+    }
+
+    /// Fault a run of pages of one PTE table in a private anonymous VMA, for the cases that
+    /// need nothing but the table and the folio: a present page read, or written through a
+    /// writable PTE; a missing page read (the zero page) or written (a new exclusive folio,
+    /// `do_anonymous_page`); a write to a read-only small anonymous folio or the zero page
+    /// (`do_wp_page`: reuse or `wp_page_copy`), exactly as `handle_mm_fault` would, through
+    /// the same [`AnonPteFault`] steps. A write needs the VMA's anon_vma (the full path
+    /// prepares it); a read does not. Stops at the first page that needs more (a large or
+    /// swap-cached folio, swap and migration entries, file pages) and returns its address,
+    /// or the run's end. This is the hot path of replay: one table lookup for up to 512
+    /// pages.
+    #[inline(always)]
     fn fault_pte_run(
         &mut self,
         mm: MmId,
@@ -146,7 +195,9 @@ impl System {
         tag_of: &dyn Fn(u64) -> u64,
     ) -> VirtAddr {
         let v = &self.vmas[vma];
-        let Some(av) = v.anon_vma.filter(|_| v.is_anonymous()) else { return start };
+        if !v.is_anonymous() || (write && v.anon_vma.is_none()) {
+            return start;
+        }
         let run_end = VirtAddr(end.0.min(start.pmd_down().0 + PMD_SIZE));
         let key = pmd_index(start);
         let t = match self.mms[mm].pt.pmds.get_mut(&key) {
@@ -157,18 +208,37 @@ impl System {
                 if self.thp_fault_allowed(vma, start) {
                     return start;
                 }
-                match self.mms[mm].pt.pmds.get_or_insert_with(key, || Pmd::Table(Box::default())) {
+                match self.mms[mm].pt.pmds.get_or_alloc_table(key) {
                     Pmd::Table(t) => t,
                     _ => return start,
                 }
             }
         };
-        let mut cx = AnonPteFault::new(&self.vmas[vma], &mut self.folios, &mut self.stats);
         let mut a = start;
+        if !write {
+            // A read of a missing page maps the zero page (do_anonymous_page); of a present
+            // one, it changes nothing.
+            while a < run_end {
+                let slot = &mut t.ptes[pte_index(a)];
+                match slot {
+                    Pte::Present { .. } => {}
+                    Pte::None => {
+                        *slot = ZERO_PTE;
+                        t.used += 1;
+                    }
+                    _ => break,
+                }
+                self.stats.faults += 1;
+                a = a.plus(PAGE_SIZE);
+            }
+            return a;
+        }
+        let mut cx = AnonPteFault::new(&self.vmas[vma], &mut self.folios, &mut self.stats);
+        let av = Some(cx.anon_vma);
         while a < run_end {
             let slot = &mut t.ptes[pte_index(a)];
             match slot {
-                Pte::Present { folio, sub, flags } if write => {
+                Pte::Present { folio, sub, flags } => {
                     let (old, sub) = (*folio, *sub as usize);
                     if flags.contains(PteFlags::WRITE) {
                         *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
@@ -182,7 +252,7 @@ impl System {
                             if !f.is_anon() || f.is_large() || (f.swap.is_some() && !excl) {
                                 break;
                             }
-                            if excl || wp_can_reuse_small_folio(f, Some(av)) {
+                            if excl || wp_can_reuse_small_folio(f, av) {
                                 wp_reuse(&mut f.pages[sub], flags, cx.stats);
                                 f.pages[sub].tag = tag_of(a.0);
                                 cx.stats.faults += 1;
@@ -202,13 +272,8 @@ impl System {
                         }
                     }
                 }
-                Pte::Present { .. } => {}
                 Pte::None => {
-                    if write {
-                        *slot = cx.new_folio_pte(a, tag_of(a.0));
-                    } else {
-                        *slot = ZERO_PTE;
-                    }
+                    *slot = cx.new_folio_pte(a, tag_of(a.0));
                     t.used += 1;
                 }
                 _ => break,
@@ -275,11 +340,17 @@ impl System {
 
     /// The first signal a page of `[a, end)` in `vma` raises beyond the VMA's permissions:
     /// a file page past EOF, a userfaultfd missing fault.
-    fn page_signal(&self, mm: MmId, vma: VmaId, mut a: VirtAddr, end: VirtAddr) -> Option<Signal> {
+    #[inline(always)]
+    fn page_signal(&self, mm: MmId, vma: VmaId, a: VirtAddr, end: VirtAddr) -> Option<Signal> {
         let v = &self.vmas[vma];
         if v.file.is_none() && !v.flags.contains(VmFlags::UFFD_MISSING) {
             return None;
         }
+        self.page_signal_walk(mm, vma, a, end)
+    }
+    /// [`System::page_signal`] of a VMA whose pages may raise one, page by page.
+    #[inline(never)]
+    fn page_signal_walk(&self, mm: MmId, vma: VmaId, mut a: VirtAddr, end: VirtAddr) -> Option<Signal> {
         while a < end {
             if let Some(sig) = self.access_error_file(vma, a) {
                 return Some(sig);
@@ -868,7 +939,7 @@ impl<'a> AnonPteFault<'a> {
 
     /// `folio_alloc` and `folio_add_new_anon_rmap` of a small folio holding `tag`, to be
     /// mapped at `a`: the PTE that maps it.
-    #[inline]
+    #[inline(always)]
     fn new_folio_pte(&mut self, a: VirtAddr, tag: u64) -> Pte {
         let index = self.pgoff.plus((a.0 - self.start.0) >> PAGE_SHIFT);
         let folio = self.folios.alloc(Folio::new_anon_page(self.anon_vma, index, tag));

@@ -92,6 +92,19 @@ impl Folio {
     /// A folio of `order` with `mapping` and `index`, not yet mapped or referenced: every
     /// count zero, every page zero-filled, no mm tracked.
     pub fn new(order: u8, mapping: Mapping, index: PgOff) -> Folio {
+        let pages = if order == 0 {
+            SmallVec::from_buf([PageState::default()])
+        } else {
+            smallvec::smallvec![PageState::default(); 1usize << order]
+        };
+        Folio::with_pages(order, mapping, index, pages)
+    }
+    /// [`Folio::new`] with `pages` given (`1 << order` of them). A small folio's one page
+    /// is built in place: `smallvec!` of one element goes through the generic
+    /// `from_elem` loop.
+    #[inline]
+    fn with_pages(order: u8, mapping: Mapping, index: PgOff, pages: SmallVec<[PageState; 1]>) -> Folio {
+        debug_assert_eq!(pages.len(), 1 << order);
         Folio {
             order,
             mapping,
@@ -100,7 +113,7 @@ impl Folio {
             extra_refs: 0,
             pincount: 0,
             swap: None,
-            pages: smallvec::smallvec![PageState::default(); 1usize << order],
+            pages,
             readahead: false,
             migrating: false,
             dirty: false,
@@ -115,9 +128,8 @@ impl Folio {
     /// PageAnonExclusive; it holds `tag`.
     #[inline]
     pub fn new_anon_page(anon_vma: AnonVmaId, index: PgOff, tag: u64) -> Folio {
-        let mut f = Folio::new(0, Mapping::Anon(anon_vma), index);
-        f.pages[0] = PageState { mapcount: 1, anon_exclusive: true, tag };
-        f
+        let page = PageState { mapcount: 1, anon_exclusive: true, tag };
+        Folio::with_pages(0, Mapping::Anon(anon_vma), index, SmallVec::from_buf([page]))
     }
     /// `folio_nr_pages`.
     pub fn nr_pages(&self) -> u64 {
@@ -211,9 +223,13 @@ impl Folio {
     }
     /// `folio_ref_count` as the model counts it: one per PTE mapping, one per PMD mapping,
     /// plus the extra references.
+    #[inline]
     pub fn refcount(&self) -> u64 {
-        self.pages.iter().map(|p| p.mapcount as u64).sum::<u64>()
-            + self.entire_mapcount as u64
-            + self.extra_refs as u64
+        // A small folio (copy-on-write asks about one on every fault) without the loop.
+        let ptes = match self.pages.as_slice() {
+            [p] => p.mapcount as u64,
+            pages => pages.iter().map(|p| p.mapcount as u64).sum::<u64>(),
+        };
+        ptes + self.entire_mapcount as u64 + self.extra_refs as u64
     }
 }

@@ -152,8 +152,9 @@ impl Mm {
         }
     }
     /// `vma_lookup`: the VMA containing `addr`.
+    #[inline]
     pub fn vma_lookup(&self, addr: VirtAddr) -> Option<VmaId> {
-        self.vmas.last_le(addr.0).filter(|(_, e)| e.end > addr.0).map(|(_, e)| e.id)
+        self.vmas.containing(addr.0).map(|(_, e)| e.id)
     }
     /// The VMA starting exactly at `addr`.
     pub fn vma_at_start(&self, addr: VirtAddr) -> Option<VmaId> {

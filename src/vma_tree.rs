@@ -236,6 +236,25 @@ impl VmaTree {
         self.last.set(Some(p));
         self.at(p).map(|(k, v)| (*k, *v))
     }
+    /// The entry whose range (its key up to its `end`) holds `k`: `last_le` filtered. The
+    /// entry of the last `last_le` is tried first, as a fault's VMA is usually the one
+    /// before: if its range holds `k`, it is the answer (ranges do not overlap), so the
+    /// next key need not be looked at. That check is inlined; the search is not.
+    #[inline(always)]
+    pub fn containing(&self, k: u64) -> Option<Entry> {
+        if let Some(p) = self.last.get() {
+            let leaf = &self.leaves[p.leaf];
+            let (start, e) = (leaf.keys[p.i], leaf.vals[p.i]);
+            if start <= k && k < e.end {
+                return Some((start, e));
+            }
+        }
+        self.containing_search(k)
+    }
+    #[inline(never)]
+    fn containing_search(&self, k: u64) -> Option<Entry> {
+        self.last_le(k).filter(|(_, e)| k < e.end)
+    }
     /// The entry with the greatest key < `k`.
     #[inline]
     pub fn last_lt(&self, k: u64) -> Option<Entry> {
