@@ -139,10 +139,9 @@ impl System {
                 for &c in &v.chain {
                     let avc = &self.avcs[c];
                     ensure!(avc.vma == e.id, "chain of VMA {:#x} points to another VMA", start);
-                    ensure!(avc.key == v.pgoff.0, "chain of VMA {:#x} filed under a stale pgoff", start);
                     ensure!(
-                        self.anon_vmas[avc.anon_vma].tree.contains(&(avc.key, c)),
-                        "chain of VMA {:#x} missing from its anon_vma's tree",
+                        self.anon_vmas[avc.anon_vma].tree.contains(&(v.pgoff.0, c)),
+                        "chain of VMA {:#x} missing from its anon_vma's tree under its pgoff",
                         start
                     );
                 }
@@ -187,8 +186,10 @@ impl System {
             for &(key, c) in &a.tree {
                 ensure!(self.avcs.contains(c), "anon_vma {id:?}: tree holds a freed chain");
                 ensure!(
-                    self.avcs[c].anon_vma == id && self.avcs[c].key == key,
-                    "anon_vma {id:?}: misfiled chain"
+                    self.avcs[c].anon_vma == id
+                        && self.vmas.contains(self.avcs[c].vma)
+                        && self.vmas[self.avcs[c].vma].pgoff.0 == key,
+                    "anon_vma {id:?}: misfiled chain (not under its VMA's pgoff)"
                 );
             }
         }

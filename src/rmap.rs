@@ -186,8 +186,8 @@ pub struct Avc {
     pub vma: VmaId,
     /// `avc->anon_vma`.
     pub anon_vma: AnonVmaId,
-    /// The key this chain is filed under in the tree (`avc_start_pgoff` when inserted).
-    pub key: u64,
+    // Filed in the anon_vma's tree under its VMA's pgoff (`avc_start_pgoff`), which
+    // `vma_set_range` re-files on every change, so the key is not kept here as well.
 }
 
 /// One place a folio is mapped, found by the rmap walk.
@@ -226,7 +226,7 @@ impl System {
     /// `anon_vma_chain_link`: add at the head of the VMA's chain and into the tree.
     pub(crate) fn anon_vma_chain_link(&mut self, vma: VmaId, anon_vma: AnonVmaId) {
         let key = self.vmas[vma].pgoff.0;
-        let avc = self.avcs.alloc(Avc { vma, anon_vma, key });
+        let avc = self.avcs.alloc(Avc { vma, anon_vma });
         self.vmas[vma].chain.insert(0, avc);
         self.anon_vmas[anon_vma].tree.insert((key, avc));
     }
@@ -234,19 +234,35 @@ impl System {
     /// `anon_vma_interval_tree_pre_update_vma`: take the VMA's chains out of their trees
     /// before its start, end or pgoff changes.
     pub fn rmap_pre_update(&mut self, vma: VmaId) {
+        let v = &self.vmas[vma];
+        let key = v.pgoff.0;
+        // A lone link (no fork in the VMA's past) is to the VMA's own anon_vma (the
+        // checker's invariant): known without reading the link, whose cache line would
+        // be the first of two misses in a row.
+        if let ([avc], Some(av)) = (&v.chain[..], v.anon_vma) {
+            let avc = *avc;
+            debug_assert_eq!(self.avcs[avc].anon_vma, av);
+            self.anon_vmas[av].tree.remove(&(key, avc));
+            return;
+        }
         for i in 0..self.vmas[vma].chain.len() {
             let avc = self.vmas[vma].chain[i];
-            let (av, key) = (self.avcs[avc].anon_vma, self.avcs[avc].key);
+            let av = self.avcs[avc].anon_vma;
             self.anon_vmas[av].tree.remove(&(key, avc));
         }
     }
 
     /// `anon_vma_interval_tree_post_update_vma`: file them again under the new pgoff.
     pub fn rmap_post_update(&mut self, vma: VmaId) {
-        let key = self.vmas[vma].pgoff.0;
+        let v = &self.vmas[vma];
+        let key = v.pgoff.0;
+        if let ([avc], Some(av)) = (&v.chain[..], v.anon_vma) {
+            let avc = *avc;
+            self.anon_vmas[av].tree.insert((key, avc));
+            return;
+        }
         for i in 0..self.vmas[vma].chain.len() {
             let avc = self.vmas[vma].chain[i];
-            self.avcs[avc].key = key;
             let av = self.avcs[avc].anon_vma;
             self.anon_vmas[av].tree.insert((key, avc));
         }
@@ -354,9 +370,10 @@ impl System {
     /// `unlink_anon_vmas`: drop a VMA's chains, freeing anon_vmas whose trees empty.
     pub fn unlink_anon_vmas(&mut self, vma: VmaId) {
         let chain = std::mem::take(&mut self.vmas[vma].chain);
+        let key = self.vmas[vma].pgoff.0;
         let mut emptied = Vec::new();
         for avc in chain {
-            let Avc { anon_vma, key, .. } = self.avcs.free(avc);
+            let Avc { anon_vma, .. } = self.avcs.free(avc);
             let a = &mut self.anon_vmas[anon_vma];
             a.tree.remove(&(key, avc));
             if a.tree.is_empty() {

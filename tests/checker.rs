@@ -98,22 +98,22 @@ fn shared_page_marked_exclusive() {
 
 #[test]
 fn vma_pgoff_moved_under_anon_pages() {
-    // The chains still carry the old pgoff.
-    caught("pgoff + 1", "filed under a stale pgoff", |sys| {
+    // The chains are still filed under the old pgoff.
+    caught("pgoff + 1", "missing from its anon_vma's tree under its pgoff", |sys| {
         let v = vma_at(sys, 1, A);
         sys.vmas[v].pgoff = PgOff(sys.vmas[v].pgoff.0 + 1);
     });
     // Chains re-filed consistently: now the pages sit at the wrong index for the VMA.
     caught("pgoff + 1 with chains re-keyed", "has index", |sys| {
         let v = vma_at(sys, 1, A);
-        let pgoff = sys.vmas[v].pgoff.0 + 1;
+        let old = sys.vmas[v].pgoff.0;
+        let pgoff = old + 1;
         sys.vmas[v].pgoff = PgOff(pgoff);
         for c in sys.vmas[v].chain.clone() {
-            let (av, old) = (sys.avcs[c].anon_vma, sys.avcs[c].key);
+            let av = sys.avcs[c].anon_vma;
             let tree = &mut sys.anon_vmas[av].tree;
             assert!(tree.remove(&(old, c)));
             tree.insert((pgoff, c));
-            sys.avcs[c].key = pgoff;
         }
     });
 }
@@ -136,16 +136,18 @@ fn anon_vma_counters() {
 
 #[test]
 fn avc_keys() {
-    // The chain's own key.
-    caught("avc key + 1", "filed under a stale pgoff", |sys| {
-        let c = sys.vmas[vma_at(sys, 1, A)].chain[0];
-        sys.avcs[c].key += 1;
+    // A second entry for the chain, under a key that is not its VMA's pgoff.
+    caught("stray tree entry", "misfiled chain", |sys| {
+        let v = vma_at(sys, 1, A);
+        let (c, key) = (sys.vmas[v].chain[0], sys.vmas[v].pgoff.0);
+        let av = sys.avcs[c].anon_vma;
+        sys.anon_vmas[av].tree.insert((key + 1, c));
     });
     // The key it is filed under in the anon_vma's interval tree.
     caught("tree key + 1", "missing from its anon_vma's tree", |sys| {
-        let c = sys.vmas[vma_at(sys, 2, A)].chain[0];
+        let v = vma_at(sys, 2, A);
+        let (c, key) = (sys.vmas[v].chain[0], sys.vmas[v].pgoff.0);
         let av = sys.avcs[c].anon_vma;
-        let key = sys.avcs[c].key;
         let tree = &mut sys.anon_vmas[av].tree;
         assert!(tree.remove(&(key, c)));
         tree.insert((key + 1, c));
