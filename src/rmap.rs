@@ -231,39 +231,36 @@ impl System {
         self.anon_vmas[anon_vma].tree.insert((key, avc));
     }
 
-    /// `anon_vma_interval_tree_pre_update_vma`: take the VMA's chains out of their trees
-    /// before its start, end or pgoff changes.
-    pub fn rmap_pre_update(&mut self, vma: VmaId) {
+    /// The anon_vma of link `i` of `vma`'s chain. A lone link (no fork in the VMA's past) is
+    /// to the VMA's own anon_vma (the checker's invariant): known without reading the link,
+    /// whose cache line would be the first of two misses in a row.
+    #[inline]
+    fn chain_anon_vma(&self, vma: VmaId, i: usize) -> AnonVmaId {
         let v = &self.vmas[vma];
-        let key = v.pgoff.0;
-        // A lone link (no fork in the VMA's past) is to the VMA's own anon_vma (the
-        // checker's invariant): known without reading the link, whose cache line would
-        // be the first of two misses in a row.
-        if let ([avc], Some(av)) = (&v.chain[..], v.anon_vma) {
-            let avc = *avc;
-            debug_assert_eq!(self.avcs[avc].anon_vma, av);
-            self.anon_vmas[av].tree.remove(&(key, avc));
-            return;
+        match (&v.chain[..], v.anon_vma) {
+            ([avc], Some(av)) => {
+                debug_assert_eq!(self.avcs[*avc].anon_vma, av);
+                av
+            }
+            (chain, _) => self.avcs[chain[i]].anon_vma,
         }
+    }
+
+    /// `anon_vma_interval_tree_pre_update_vma`: take the VMA's chains out of their trees
+    /// (where they are filed under its pgoff) before its start, end or pgoff changes.
+    pub fn rmap_pre_update(&mut self, vma: VmaId) {
+        let key = self.vmas[vma].pgoff.0;
         for i in 0..self.vmas[vma].chain.len() {
-            let avc = self.vmas[vma].chain[i];
-            let av = self.avcs[avc].anon_vma;
+            let (avc, av) = (self.vmas[vma].chain[i], self.chain_anon_vma(vma, i));
             self.anon_vmas[av].tree.remove(&(key, avc));
         }
     }
 
     /// `anon_vma_interval_tree_post_update_vma`: file them again under the new pgoff.
     pub fn rmap_post_update(&mut self, vma: VmaId) {
-        let v = &self.vmas[vma];
-        let key = v.pgoff.0;
-        if let ([avc], Some(av)) = (&v.chain[..], v.anon_vma) {
-            let avc = *avc;
-            self.anon_vmas[av].tree.insert((key, avc));
-            return;
-        }
+        let key = self.vmas[vma].pgoff.0;
         for i in 0..self.vmas[vma].chain.len() {
-            let avc = self.vmas[vma].chain[i];
-            let av = self.avcs[avc].anon_vma;
+            let (avc, av) = (self.vmas[vma].chain[i], self.chain_anon_vma(vma, i));
             self.anon_vmas[av].tree.insert((key, avc));
         }
     }
