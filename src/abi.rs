@@ -173,6 +173,8 @@ pub const PR_SET_VMA_ANON_NAME: u64 = 0;
 
 /// CLONE_VM (include/uapi/linux/sched.h): share the mm instead of copying it (a thread or vfork).
 pub const CLONE_VM: u64 = 0x100;
+/// CLONE_FILES: share the descriptor table (threads do).
+pub const CLONE_FILES: u64 = 0x400;
 /// CLONE_VFORK: the parent sleeps until the child execs or exits.
 pub const CLONE_VFORK: u64 = 0x4000;
 /// CLONE_THREAD: the child joins the parent's thread group.

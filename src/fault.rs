@@ -27,8 +27,10 @@ pub const MAX_FAULT_BYTES: u64 = 64 << 30;
 
 impl System {
     /// The `touch` pseudo-call: fault every page of `[addr, addr + len)` by reading or
-    /// writing one byte (a write stores `tag_of(page)`). If any page would raise a signal,
-    /// nothing is touched and the signal is returned.
+    /// writing one u64 at its start (a write stores `tag_of(page)`), in address order, as a
+    /// program would. The first page that raises a signal ends the touch with that signal;
+    /// the pages before it stay touched (its address is left in
+    /// [`System::touch_signal_at`]).
     ///
     /// The outer `Result` is `ESRCH` for an unknown process; the inner one is the signal.
     /// Any address and length are accepted: a range reaching past the address space is
@@ -45,8 +47,9 @@ impl System {
     /// assert_eq!(sys.touch(Pid(1), a, 2 * PAGE_SIZE, true, &|addr| addr >> 12)?, Ok(()));
     /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some((a >> 12) + 1));
     /// assert_eq!(sys.stats.faults, 2);
-    /// // One page past the mapping: SIGSEGV, and nothing is touched.
+    /// // One page past the mapping: SIGSEGV at the third page, after the first two.
     /// assert_eq!(sys.touch(Pid(1), a, 3 * PAGE_SIZE, false, &|_| 0)?, Err(Signal::SIGSEGV));
+    /// assert_eq!(sys.touch_signal_at, Some(VirtAddr(a + 2 * PAGE_SIZE)));
     /// assert_eq!(sys.touch(Pid(1), u64::MAX, 2, false, &|_| 0)?, Err(Signal::SIGSEGV));
     /// assert_eq!(sys.touch(Pid(2), a, 1, false, &|_| 0), Err(Errno::ESRCH));
     /// # Ok::<(), Errno>(())
@@ -67,10 +70,15 @@ impl System {
         if let Some(end) = start.0.checked_add(PAGE_SIZE)
             && len.wrapping_sub(1) < end - addr
         {
-            let Some(vma) = self.mms[mm].vma_lookup(start) else { return Ok(Err(Signal::SIGSEGV)) };
-            if let Some(sig) =
-                self.access_error_vma(vma, write).or_else(|| self.page_signal(mm, vma, start, VirtAddr(end)))
+            let Some(vma) = self.mms[mm].vma_lookup(start) else {
+                self.touch_signal_at = Some(start);
+                return Ok(Err(Signal::SIGSEGV));
+            };
+            if let Some(sig) = self
+                .access_error_vma(vma, write)
+                .or_else(|| self.page_signal(mm, vma, start, VirtAddr(end)).map(|(_, s)| s))
             {
+                self.touch_signal_at = Some(start);
                 return Ok(Err(sig));
             }
             self.fault_vma_range(mm, vma, start, VirtAddr(end), write, tag_of);
@@ -96,31 +104,29 @@ impl System {
             self.not_modelled("touching more than 64 GiB");
             return Ok(Ok(()));
         }
-        // Check every page first: a program would fault page by page, but a script step is
-        // all-or-nothing so that the oracle and the model agree on what a signal leaves.
-        // Permissions are the VMA's; only file EOF and userfaultfd depend on the page.
-        let mut a = start;
-        // The VMA of the first page, found again without a lookup (most touches are one page).
-        let mut first = None;
-        while a.0 < end {
-            let Some(vma) = self.mms[mm].vma_lookup(a) else { return Ok(Err(Signal::SIGSEGV)) };
-            first.get_or_insert(vma);
-            let vend = VirtAddr(self.vmas[vma].end.0.min(end));
-            if let Some(sig) =
-                self.access_error_vma(vma, write).or_else(|| self.page_signal(mm, vma, a, vend))
-            {
-                return Ok(Err(sig));
-            }
-            a = vend;
-        }
+        // Page after page, as a program would: the pages before the first one that raises
+        // a signal stay faulted (and written). Permissions are the VMA's; only file EOF and
+        // userfaultfd depend on the page.
         let mut a = start;
         while a.0 < end {
-            let vma = match first.take() {
-                Some(v) => v,
-                None => self.mms[mm].vma_lookup(a).expect("checked"),
+            let Some(vma) = self.mms[mm].vma_lookup(a) else {
+                self.touch_signal_at = Some(a);
+                return Ok(Err(Signal::SIGSEGV));
             };
             let vend = VirtAddr(self.vmas[vma].end.0.min(end));
-            self.fault_vma_range_outlined(mm, vma, a, vend, write, tag_of);
+            if let Some(sig) = self.access_error_vma(vma, write) {
+                self.touch_signal_at = Some(a);
+                return Ok(Err(sig));
+            }
+            let stop = self.page_signal(mm, vma, a, vend);
+            let upto = stop.map_or(vend, |(p, _)| p);
+            if a < upto {
+                self.fault_vma_range_outlined(mm, vma, a, upto, write, tag_of);
+            }
+            if let Some((p, sig)) = stop {
+                self.touch_signal_at = Some(p);
+                return Ok(Err(sig));
+            }
             a = vend;
         }
         Ok(Ok(()))
@@ -338,10 +344,10 @@ impl System {
         None
     }
 
-    /// The first signal a page of `[a, end)` in `vma` raises beyond the VMA's permissions:
-    /// a file page past EOF, a userfaultfd missing fault.
+    /// The first page of `[a, end)` in `vma` that raises a signal beyond the VMA's
+    /// permissions (a file page past EOF, a userfaultfd missing fault), and the signal.
     #[inline(always)]
-    fn page_signal(&self, mm: MmId, vma: VmaId, a: VirtAddr, end: VirtAddr) -> Option<Signal> {
+    fn page_signal(&self, mm: MmId, vma: VmaId, a: VirtAddr, end: VirtAddr) -> Option<(VirtAddr, Signal)> {
         let v = &self.vmas[vma];
         if v.file.is_none() && !v.flags.contains(VmFlags::UFFD_MISSING) {
             return None;
@@ -350,13 +356,19 @@ impl System {
     }
     /// [`System::page_signal`] of a VMA whose pages may raise one, page by page.
     #[inline(never)]
-    fn page_signal_walk(&self, mm: MmId, vma: VmaId, mut a: VirtAddr, end: VirtAddr) -> Option<Signal> {
+    fn page_signal_walk(
+        &self,
+        mm: MmId,
+        vma: VmaId,
+        mut a: VirtAddr,
+        end: VirtAddr,
+    ) -> Option<(VirtAddr, Signal)> {
         while a < end {
             if let Some(sig) = self.access_error_file(vma, a) {
-                return Some(sig);
+                return Some((a, sig));
             }
             if self.uffd_missing_page(mm, vma, a) {
-                return Some(Signal::SIGBUS);
+                return Some((a, Signal::SIGBUS));
             }
             a = a.plus(PAGE_SIZE);
         }

@@ -35,26 +35,41 @@ impl System {
             return Err(Errno::EEXIST);
         }
         let cmm = self.dup_mmap(pmm);
-        let fds = self.procs[&parent].fds.clone();
-        for &f in fds.values() {
-            self.fs.files[f].refs += 1;
-        }
-        self.procs.insert(child, Process { mm: cmm, fds });
+        let files = self.dup_fd(self.procs[&parent].files);
+        self.procs.insert(child, Process { mm: cmm, files });
         Ok(child.0 as u64)
     }
 
-    /// A thread or CLONE_VM child: shares the mm and the descriptors' files.
-    pub fn sys_clone_vm(&mut self, parent: Pid, child: Pid) -> KResult<u64> {
+    /// A thread or CLONE_VM child: shares the mm; with `CLONE_FILES` in `flags` it also
+    /// shares the descriptor table (a close or open in one is seen by the other), else it
+    /// gets a copy (`copy_files`).
+    ///
+    /// ```
+    /// use anonmm::abi::{CLONE_FILES, CLONE_VM, O_CREAT, O_RDWR};
+    /// use anonmm::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let fd = sys.sys_openat(Pid(1), "f", O_RDWR | O_CREAT)?;
+    /// sys.sys_clone_vm(Pid(1), Pid(2), CLONE_VM | CLONE_FILES)?;
+    /// sys.sys_close(Pid(2), fd)?;
+    /// assert_eq!(sys.sys_close(Pid(1), fd), Err(Errno::EBADF));
+    /// # Ok::<(), Errno>(())
+    /// ```
+    pub fn sys_clone_vm(&mut self, parent: Pid, child: Pid, flags: u64) -> KResult<u64> {
         let mm = self.mm_of(parent)?;
         if self.procs.contains_key(&child) {
             return Err(Errno::EEXIST);
         }
-        let fds = self.procs[&parent].fds.clone();
-        for &f in fds.values() {
-            self.fs.files[f].refs += 1;
-        }
+        let pfiles = self.procs[&parent].files;
+        let files = if flags & crate::abi::CLONE_FILES != 0 {
+            self.fs.tables[pfiles].users += 1;
+            pfiles
+        } else {
+            self.dup_fd(pfiles)
+        };
         self.mms[mm].users += 1;
-        self.procs.insert(child, Process { mm, fds });
+        self.procs.insert(child, Process { mm, files });
         Ok(child.0 as u64)
     }
 
@@ -221,9 +236,7 @@ impl System {
     /// its descriptors are closed.
     pub fn sys_exit(&mut self, pid: Pid) -> KResult<()> {
         let p = self.procs.remove(&pid).ok_or(Errno::ESRCH)?;
-        for f in p.fds.into_values() {
-            self.fput(f);
-        }
+        self.put_files(p.files);
         self.mm_put(p.mm);
         self.release_pins(pid);
         self.release_migrations(pid);
@@ -257,6 +270,13 @@ impl System {
         let mm = self.mms.alloc(Mm::new(&self.cfg));
         self.procs.get_mut(&pid).expect("pid").mm = mm;
         self.mm_put(old);
+        // begin_new_exec → unshare_files: the new image gets a table of its own.
+        let t = self.procs[&pid].files;
+        if self.fs.tables[t].users > 1 {
+            let own = self.dup_fd(t);
+            self.fs.tables[t].users -= 1;
+            self.procs.get_mut(&pid).expect("pid").files = own;
+        }
         // The userfaultfd is O_CLOEXEC, and it worked on the old mm.
         self.uffds.remove(&pid);
         Ok(0)

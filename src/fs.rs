@@ -19,6 +19,20 @@ arena_id!(
     /// An inode.
     InodeId
 );
+arena_id!(
+    /// A descriptor table (`struct files_struct`).
+    FilesId
+);
+
+/// A descriptor table (`struct files_struct`): open files by descriptor number. Threads
+/// made with `CLONE_FILES` share one (`copy_files`); fork copies it (`dup_fd`).
+#[derive(Clone, Debug, Default)]
+pub struct FdTable {
+    /// Open files by descriptor number.
+    pub fds: BTreeMap<i64, FileId>,
+    /// Tasks using the table (`files_struct.count`).
+    pub users: u32,
+}
 
 /// What an inode is: a named regular file or an anonymous shmem object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +85,8 @@ pub struct Fs {
     pub files: Arena<FileId, OpenFile>,
     /// The flat namespace: path to regular-file inode (no directories; files are never unlinked).
     pub names: BTreeMap<String, InodeId>,
+    /// Every descriptor table.
+    pub tables: Arena<FilesId, FdTable>,
     next_ino: u64,
     next_shmem_ino: u64,
 }
@@ -115,7 +131,37 @@ impl System {
     }
 
     fn fd_file(&self, pid: Pid, fd: i64) -> KResult<FileId> {
-        self.procs.get(&pid).ok_or(Errno::ESRCH)?.fds.get(&fd).copied().ok_or(Errno::EBADF)
+        self.fds(pid)?.get(&fd).copied().ok_or(Errno::EBADF)
+    }
+
+    /// The descriptors of `pid` (its table's, shared with the threads that share it).
+    pub fn fds(&self, pid: Pid) -> KResult<&BTreeMap<i64, FileId>> {
+        Ok(&self.fs.tables[self.procs.get(&pid).ok_or(Errno::ESRCH)?.files].fds)
+    }
+
+    fn fds_mut(&mut self, pid: Pid) -> KResult<&mut BTreeMap<i64, FileId>> {
+        Ok(&mut self.fs.tables[self.procs.get(&pid).ok_or(Errno::ESRCH)?.files].fds)
+    }
+
+    /// A new descriptor table holding a copy of `from`'s descriptors (`dup_fd`): every
+    /// open file gains a reference.
+    pub(crate) fn dup_fd(&mut self, from: FilesId) -> FilesId {
+        let fds = self.fs.tables[from].fds.clone();
+        for &f in fds.values() {
+            self.fs.files[f].refs += 1;
+        }
+        self.fs.tables.alloc(FdTable { fds, users: 1 })
+    }
+
+    /// Drop a task's use of a descriptor table; the last user closes every descriptor
+    /// (`put_files_struct`).
+    pub(crate) fn put_files(&mut self, t: FilesId) {
+        self.fs.tables[t].users -= 1;
+        if self.fs.tables[t].users == 0 {
+            for f in self.fs.tables.free(t).fds.into_values() {
+                self.fput(f);
+            }
+        }
     }
 
     /// The open file behind `fd` (EBADF if none; ESRCH for an unknown pid).
@@ -124,15 +170,15 @@ impl System {
     }
 
     fn install_fd(&mut self, pid: Pid, file: FileId, min: i64) -> KResult<i64> {
-        let p = self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?;
+        let fds = self.fds_mut(pid)?;
         let mut fd = min;
-        while p.fds.contains_key(&fd) {
+        while fds.contains_key(&fd) {
             fd += 1;
         }
         if fd >= 1024 {
             return Err(Errno::EMFILE);
         }
-        p.fds.insert(fd, file);
+        fds.insert(fd, file);
         Ok(fd)
     }
 
@@ -214,7 +260,7 @@ impl System {
     /// close(2).
     pub fn sys_close(&mut self, pid: Pid, fd: i64) -> KResult<u64> {
         let file = self.fd_file(pid, fd)?;
-        self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.fds.remove(&fd);
+        self.fds_mut(pid)?.remove(&fd);
         self.fput(file);
         Ok(0)
     }
@@ -240,7 +286,7 @@ impl System {
             self.fput(prev);
         }
         self.fs.files[file].refs += 1;
-        self.procs.get_mut(&pid).ok_or(Errno::ESRCH)?.fds.insert(new, file);
+        self.fds_mut(pid)?.insert(new, file);
         Ok(new)
     }
 

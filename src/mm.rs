@@ -220,8 +220,9 @@ pub fn mmap_base() -> VirtAddr {
 pub struct Process {
     /// `task->mm`.
     pub mm: MmId,
-    /// The file descriptor table: open files by descriptor number.
-    pub fds: BTreeMap<i64, FileId>,
+    /// `task->files`: the descriptor table, in [`crate::fs::Fs::tables`] (shared by
+    /// threads made with `CLONE_FILES`).
+    pub files: crate::fs::FilesId,
 }
 
 /// The modelled machine: every process, address space and kernel object.
@@ -266,6 +267,9 @@ pub struct System {
     /// VMAs without a file (`vma_is_anonymous`) in the VMA arena, kept as VMAs are linked
     /// and freed so that replay can count them after every step without a walk.
     pub vmas_without_file: usize,
+    /// The page whose fault ended the last `touch` that raised a signal (the pages before it
+    /// in the range were touched).
+    pub touch_signal_at: Option<VirtAddr>,
 }
 
 impl Default for System {
@@ -301,6 +305,7 @@ impl System {
             uffds: BTreeMap::new(),
             next_uffd: 1,
             vmas_without_file: 0,
+            touch_signal_at: None,
         }
     }
 
@@ -310,7 +315,8 @@ impl System {
             return Err(Errno::EEXIST);
         }
         let mm = self.mms.alloc(Mm::new(&self.cfg));
-        self.procs.insert(pid, Process { mm, fds: BTreeMap::new() });
+        let files = self.fs.tables.alloc(crate::fs::FdTable { fds: BTreeMap::new(), users: 1 });
+        self.procs.insert(pid, Process { mm, files });
         Ok(())
     }
 

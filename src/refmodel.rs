@@ -71,6 +71,8 @@ pub struct RefModel {
     next_obj: u64,
     /// Threads (CLONE_VM children) see their leader's address space.
     threads: BTreeMap<Pid, Pid>,
+    /// CLONE_FILES children use the descriptors of the process named here.
+    fd_owner: BTreeMap<Pid, Pid>,
     /// Set when a call's effect on contents cannot be followed (a multi-VMA mremap that
     /// failed halfway); checking stops then rather than report a false difference.
     pub lost_track: Option<String>,
@@ -170,12 +172,26 @@ impl RefModel {
         })
     }
 
-    /// Follow one step, given the outcome the model gave it.
-    pub fn apply(&mut self, step: &Step, outcome: &Expect, tag_of: &dyn Fn(u64) -> u64) {
-        if let (Call::ExitGroup { .. }, Some(_)) = (&step.call, self.threads.get(&step.pid)) {
-            self.threads.remove(&step.pid);
-            self.fds.remove(&step.pid);
-            return;
+    /// Follow one step, given the outcome the model gave it. A touch that raised a signal
+    /// wrote the pages before `signal_at`, the page whose fault raised it (a program faults
+    /// page by page; only the model knows permissions, so it says where the touch stopped).
+    pub fn apply(
+        &mut self,
+        step: &Step,
+        outcome: &Expect,
+        signal_at: Option<u64>,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) {
+        // Whose descriptor table this task uses.
+        let fdp = self.fd_owner.get(&step.pid).copied().unwrap_or(step.pid);
+        if let Call::ExitGroup { .. } = step.call {
+            // A table goes with its last user.
+            if self.fd_owner.remove(&step.pid).is_none() && !self.fd_owner.values().any(|&o| o == step.pid) {
+                self.fds.remove(&step.pid);
+            }
+            if self.threads.remove(&step.pid).is_some() {
+                return;
+            }
         }
         let pid = self.threads.get(&step.pid).copied().unwrap_or(step.pid);
         let ok = |o: &Expect| matches!(o, Expect::Value(_));
@@ -192,7 +208,7 @@ impl RefModel {
                         Backing::Shared { obj, pgoff: 0 }
                     }
                 } else {
-                    let Some(obj) = self.fds.get(&pid).and_then(|f| f.get(fd)).copied() else { return };
+                    let Some(obj) = self.fds.get(&fdp).and_then(|f| f.get(fd)).copied() else { return };
                     if flags & MAP_TYPE == MAP_PRIVATE {
                         Backing::FilePrivate { obj, pgoff: off / PAGE_SIZE }
                     } else {
@@ -296,7 +312,11 @@ impl RefModel {
             Call::Fork { .. } | Call::CloneVm { .. } => {
                 let Expect::Value(c) = *outcome else { return };
                 let child = Pid(c as u32);
-                if let Some(fds) = self.fds.get(&pid).cloned() {
+                if let Call::CloneVm { flags } = step.call
+                    && flags & CLONE_FILES != 0
+                {
+                    self.fd_owner.insert(child, fdp);
+                } else if let Some(fds) = self.fds.get(&fdp).cloned() {
                     self.fds.insert(child, fds);
                 }
                 if matches!(step.call, Call::CloneVm { .. }) {
@@ -320,9 +340,13 @@ impl RefModel {
             }
             Call::ExitGroup { .. } => {
                 self.spaces.remove(&pid);
-                self.fds.remove(&pid);
             }
             Call::Execve { .. } if ok(outcome) => {
+                // unshare_files: a table of its own.
+                if let Some(o) = self.fd_owner.remove(&step.pid) {
+                    let fds = self.fds.get(&o).cloned().unwrap_or_default();
+                    self.fds.insert(step.pid, fds);
+                }
                 let brk = self.spaces.get(&pid).map_or(0, |s| s.brk);
                 self.spaces.insert(pid, Space { brk, ..Default::default() });
             }
@@ -336,19 +360,19 @@ impl RefModel {
                         o
                     }
                 };
-                self.fds.entry(pid).or_default().insert(fd as i64, obj);
+                self.fds.entry(fdp).or_default().insert(fd as i64, obj);
             }
             Call::Close { fd } if ok(outcome) => {
-                self.fds.entry(pid).or_default().remove(fd);
+                self.fds.entry(fdp).or_default().remove(fd);
             }
             Call::Dup { fd } | Call::Dup2 { oldfd: fd, .. } => {
                 let Expect::Value(nfd) = *outcome else { return };
-                if let Some(o) = self.fds.get(&pid).and_then(|f| f.get(fd)).copied() {
-                    self.fds.entry(pid).or_default().insert(nfd as i64, o);
+                if let Some(o) = self.fds.get(&fdp).and_then(|f| f.get(fd)).copied() {
+                    self.fds.entry(fdp).or_default().insert(nfd as i64, o);
                 }
             }
             Call::Ftruncate { fd, len } if ok(outcome) => {
-                let Some(obj) = self.fds.get(&pid).and_then(|f| f.get(fd)).copied() else { return };
+                let Some(obj) = self.fds.get(&fdp).and_then(|f| f.get(fd)).copied() else { return };
                 let keep = pages(*len);
                 let old = self.sizes.insert(obj, keep).unwrap_or(u64::MAX);
                 if keep < old {
@@ -376,9 +400,12 @@ impl RefModel {
                     }
                 }
             }
-            Call::Touch { addr, len, write: true } if ok(outcome) => {
+            Call::Touch { addr, len, write: true } if ok(outcome) || matches!(outcome, Expect::Signal(_)) => {
                 let start = addr & !(PAGE_SIZE - 1);
-                let end = page_align(addr.saturating_add(*len));
+                let mut end = page_align(addr.saturating_add(*len));
+                if matches!(outcome, Expect::Signal(_)) {
+                    end = end.min(signal_at.unwrap_or(start));
+                }
                 let mut a = start;
                 while a < end {
                     let tag = tag_of(a);

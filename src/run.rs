@@ -355,7 +355,8 @@ impl<'a> Runner<'a> {
         }
         if let Some(r) = &mut self.reference {
             let line = step.line;
-            r.apply(step, &outcome, &|a| touch_tag(line, a));
+            let signal_at = self.sys.touch_signal_at.map(|a| a.0);
+            r.apply(step, &outcome, signal_at, &|a| touch_tag(line, a));
         }
         if self.opts.check {
             self.sampling.steps += started.map(|t| t.elapsed()).unwrap_or_default();
@@ -427,8 +428,8 @@ impl<'a> Runner<'a> {
                 if sys.procs.contains_key(&child) {
                     return Err(self.bad(step, format!("fork child {} already exists", child.0)));
                 }
-                if matches!(step.call, Call::CloneVm { .. }) {
-                    val(sys.sys_clone_vm(pid, child))
+                if let Call::CloneVm { flags } = step.call {
+                    val(sys.sys_clone_vm(pid, child, flags))
                 } else {
                     val(sys.sys_fork(pid, child))
                 }

@@ -24,7 +24,7 @@ use crate::snapshot::{RawPage, RawProc, RawPte};
 use crate::types::Pid;
 
 use super::maps::{FileIds, MapsLine, parse_maps};
-use super::pages::{PM_GUARD_REGION, PM_PRESENT, PM_SWAP, ptes, read_pagemap, read_tag};
+use super::pages::{ptes, read_pagemap, read_tag};
 use super::probe::Probe;
 use super::worker::{
     BUF_LEN, Cmd, OP_EXIT, OP_FORK, OP_PIN, OP_SYSCALL, OP_TAGS, OP_TOUCH, OP_UFFD_MOVE, OP_UFFD_REGISTER,
@@ -382,14 +382,15 @@ impl Controller {
             }
             Call::Ftruncate { fd, len } => self.syscall(step, SYS_ftruncate, &[*fd as u64, *len], None)?,
             Call::Touch { addr, len, write } => {
-                let real = self.worker(step)?.real;
-                if let Some(sig) = touch_fault(real, *addr, *len, *write)? {
-                    return Ok(Expect::Signal(sig));
-                }
                 let mut cmd = Cmd::new(OP_TOUCH);
                 cmd.args[..3].copy_from_slice(&[*addr, *len, *write as u64]);
                 cmd.line = step.line as u64;
-                self.request(step, &cmd)?
+                return match self.request(step, &cmd)? {
+                    0 => Ok(Expect::Value(0)),
+                    s if s == libc::SIGSEGV as i64 => Ok(Expect::Signal(Signal::SIGSEGV)),
+                    s if s == libc::SIGBUS as i64 => Ok(Expect::Signal(Signal::SIGBUS)),
+                    s => Err(OracleError::System(format!("touch: the worker answered {s}"))),
+                };
             }
             Call::Pin { addr, len } | Call::Unpin { addr, len } => {
                 let op = if matches!(step.call, Call::Pin { .. }) { OP_PIN } else { OP_UNPIN };
@@ -607,63 +608,6 @@ impl Drop for Controller {
     }
 }
 
-/// Would touching `[addr, addr + len)` fault? Checked on the worker's maps before touching
-/// anything, page by page in address order; the first faulting page decides the signal:
-/// - no VMA, no permission (write: `w`; read: any of `rwx`, as on x86_64 without protection
-///   keys), or a guard marker → SIGSEGV;
-/// - a file or shmem page at or beyond EOF (`i_size`, from `/proc/PID/map_files`) → SIGBUS.
-fn touch_fault(real: i32, addr: u64, len: u64, write: bool) -> Result<Option<Signal>, OracleError> {
-    let start = addr & !0xfff;
-    let Some(end) = addr.checked_add(len).and_then(crate::types::page_align) else {
-        return Ok(Some(Signal::SIGSEGV));
-    };
-    let lines = read_maps(real)?;
-    let uffd_missing = uffd_missing_vmas(real)?;
-    let pm =
-        File::open(format!("/proc/{real}/pagemap")).map_err(|e| OracleError::sys("opening pagemap", e))?;
-    let mut p = start;
-    while p < end {
-        let Some(v) = lines.iter().find(|l| l.start <= p && p < l.end) else {
-            return Ok(Some(Signal::SIGSEGV));
-        };
-        if !(if write { v.writable() } else { v.readable() }) {
-            return Ok(Some(Signal::SIGSEGV));
-        }
-        let seg_end = end.min(v.end);
-        let entries = read_pagemap(&pm, p, seg_end)?;
-        let eof_page = if v.has_file() {
-            let link = format!("/proc/{real}/map_files/{:x}-{:x}", v.start, v.end);
-            let size = std::fs::metadata(&link)
-                .map_err(|e| OracleError::sys("stat of /proc/PID/map_files", e))?
-                .size();
-            Some(size.div_ceil(4096))
-        } else {
-            None
-        };
-        let um = uffd_missing.iter().any(|&(s, e)| s == v.start && e == v.end);
-        for (i, e) in entries.iter().enumerate() {
-            let page = p + ((i as u64) << 12);
-            if e & PM_GUARD_REGION != 0 {
-                return Ok(Some(Signal::SIGSEGV));
-            }
-            let index = (v.offset >> 12) + ((page - v.start) >> 12);
-            if let Some(eof) = eof_page
-                && index >= eof
-            {
-                return Ok(Some(Signal::SIGBUS));
-            }
-            // A missing page of a VMA registered for missing faults: handle_userfault with
-            // UFFD_FEATURE_SIGBUS. For shmem, missing means no folio and no swap entry in
-            // the page cache (SEEK_DATA sees both).
-            if um && e & (PM_PRESENT | PM_SWAP) == 0 && (!v.has_file() || !shmem_has_page(real, v, index)?) {
-                return Ok(Some(Signal::SIGBUS));
-            }
-        }
-        p = seg_end;
-    }
-    Ok(None)
-}
-
 /// Fill in the window's smaps entries (their headers already normalised from the maps
 /// read just before; the worker is idle, so nothing changed in between) from
 /// `/proc/PID/smaps`.
@@ -683,38 +627,4 @@ fn read_smaps(real: i32, entries: &mut [crate::smaps::Smaps]) -> Result<(), Orac
         *e = crate::smaps::Smaps { header, ..k };
     }
     Ok(())
-}
-
-/// VMAs (start, end) whose `VmFlags` in `/proc/PID/smaps` show `um` (`VM_UFFD_MISSING`).
-fn uffd_missing_vmas(real: i32) -> Result<Vec<(u64, u64)>, OracleError> {
-    let text = std::fs::read_to_string(format!("/proc/{real}/smaps"))
-        .map_err(|e| OracleError::sys("reading /proc/PID/smaps", e))?;
-    let mut out = Vec::new();
-    let mut cur = None;
-    for line in text.lines() {
-        if let Some(flags) = line.strip_prefix("VmFlags:") {
-            if let Some(r) = cur.take()
-                && flags.split_whitespace().any(|f| f == "um")
-            {
-                out.push(r);
-            }
-        } else if let Some((range, _)) = line.split_once(' ')
-            && let Some((s, e)) = range.split_once('-')
-            && let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16))
-        {
-            cur = Some((s, e));
-        }
-    }
-    Ok(out)
-}
-
-/// Whether page `index` of the shmem object behind `v` has a folio or a swap entry
-/// (`lseek(SEEK_DATA)` on the mapped file).
-fn shmem_has_page(real: i32, v: &MapsLine, index: u64) -> Result<bool, OracleError> {
-    let link = format!("/proc/{real}/map_files/{:x}-{:x}", v.start, v.end);
-    let f = File::open(&link).map_err(|e| OracleError::sys("opening /proc/PID/map_files", e))?;
-    let off = index << 12;
-    // SAFETY: lseek on a descriptor we own.
-    let r = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, libc::SEEK_DATA) };
-    Ok(r >= 0 && r as u64 == off)
 }

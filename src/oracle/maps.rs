@@ -42,15 +42,8 @@ impl MapsLine {
         }
         p.iter().any(|&b| b != b'-')
     }
-    pub fn writable(&self) -> bool {
-        self.perms.as_bytes().get(1) == Some(&b'w')
-    }
     pub fn is_shmem(&self) -> bool {
         self.name == "/dev/zero (deleted)" || self.name.starts_with("[anon_shmem:")
-    }
-    /// Backed by a file whose size bounds the mapping (regular files and shmem).
-    pub fn has_file(&self) -> bool {
-        self.is_shmem() || self.name.starts_with('/')
     }
     pub fn in_window(&self) -> bool {
         self.start < WINDOW_END && self.end > WINDOW_START

@@ -13,7 +13,9 @@ use crate::snapshot::touch_tag;
 
 /// Run `nr` with `args`; a string argument, if any, points into `buf`.
 pub(crate) const OP_SYSCALL: u64 = 1;
-/// Touch every page of `[args[0], args[0] + args[1])`; `args[2] != 0` writes the tag.
+/// Touch every page of `[args[0], args[0] + args[1])` in address order; `args[2] != 0`
+/// writes the tag. The reply is 0, or the number of the signal (SIGSEGV, SIGBUS) the first
+/// faulting page raised; the pages before it stay touched.
 pub(crate) const OP_TOUCH: u64 = 2;
 /// `fork()`; the child takes the channel `args[0]` and says hello with its real pid.
 pub(crate) const OP_FORK: u64 = 3;
@@ -169,8 +171,7 @@ pub(crate) unsafe fn process_one(
             exit_group(1);
         }
         libc::signal(libc::SIGCHLD, libc::SIG_IGN);
-        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
-        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        install_probe_handler();
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -180,24 +181,113 @@ pub(crate) unsafe fn process_one(
     worker_loop(own_fd)
 }
 
-fn touch(addr: u64, len: u64, write: bool, line: u64) {
+// One access that may fault, and where a fault resumes. `anonmm_probe_read(p)` reads the
+// u64 at `p`, `anonmm_probe_write(p, v)` stores `v` there; both return 0. If the access
+// raises SIGSEGV or SIGBUS, `probe_handler` resumes at `anonmm_probe_fixup` with the signal
+// number in rax, so the probe returns it (an exception table, as the kernel's uaccess has).
+#[cfg(target_arch = "x86_64")]
+std::arch::global_asm!(
+    ".pushsection .text.anonmm_probe,\"ax\",@progbits",
+    ".globl anonmm_probe_read",
+    ".hidden anonmm_probe_read",
+    ".type anonmm_probe_read,@function",
+    "anonmm_probe_read:",
+    "    xor eax, eax",
+    ".globl anonmm_probe_read_insn",
+    ".hidden anonmm_probe_read_insn",
+    "anonmm_probe_read_insn:",
+    "    mov rcx, qword ptr [rdi]",
+    "    ret",
+    ".globl anonmm_probe_write",
+    ".hidden anonmm_probe_write",
+    ".type anonmm_probe_write,@function",
+    "anonmm_probe_write:",
+    "    xor eax, eax",
+    ".globl anonmm_probe_write_insn",
+    ".hidden anonmm_probe_write_insn",
+    "anonmm_probe_write_insn:",
+    "    mov qword ptr [rdi], rsi",
+    "    ret",
+    ".globl anonmm_probe_fixup",
+    ".hidden anonmm_probe_fixup",
+    "anonmm_probe_fixup:",
+    "    ret",
+    ".popsection",
+);
+
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" {
+    fn anonmm_probe_read(p: u64) -> u64;
+    fn anonmm_probe_write(p: u64, v: u64) -> u64;
+    static anonmm_probe_read_insn: u8;
+    static anonmm_probe_write_insn: u8;
+    static anonmm_probe_fixup: u8;
+}
+
+/// The SIGSEGV/SIGBUS handler of every worker: a fault of a probe instruction resumes at the
+/// fixup with the signal number as the probe's result; any other fault is a bug of the
+/// worker, which then dies of it (the default action, restored here, on the refault).
+#[cfg(target_arch = "x86_64")]
+extern "C" fn probe_handler(sig: libc::c_int, _info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    // SAFETY: the kernel passes a valid ucontext_t to an SA_SIGINFO handler; only
+    // async-signal-safe calls are made.
+    unsafe {
+        let uc = &mut *(ctx as *mut libc::ucontext_t);
+        let rip = uc.uc_mcontext.gregs[libc::REG_RIP as usize] as usize;
+        let read = &raw const anonmm_probe_read_insn as usize;
+        let write = &raw const anonmm_probe_write_insn as usize;
+        if rip == read || rip == write {
+            uc.uc_mcontext.gregs[libc::REG_RIP as usize] = &raw const anonmm_probe_fixup as i64;
+            uc.uc_mcontext.gregs[libc::REG_RAX as usize] = sig as i64;
+        } else {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Install [`probe_handler`] for SIGSEGV and SIGBUS (inherited by forked workers).
+fn install_probe_handler() {
+    #[cfg(target_arch = "x86_64")]
+    for sig in [libc::SIGSEGV, libc::SIGBUS] {
+        // SAFETY: a plain sigaction with a handler that is async-signal-safe.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = probe_handler as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Touch the pages of `[addr, addr + len)` one u64 at offset 0 each, in address order, as a
+/// program would; the first page that faults ends the touch: its signal number, else 0.
+fn touch(addr: u64, len: u64, write: bool, line: u64) -> i64 {
+    if len == 0 {
+        return 0;
+    }
     let start = addr & !0xfff;
-    let end = match addr.checked_add(len).and_then(|e| e.checked_add(0xfff)) {
-        Some(e) => e & !0xfff,
-        None => return,
+    let Some(end) = addr.checked_add(len).and_then(|e| e.checked_add(0xfff)).map(|e| e & !0xfff) else {
+        return libc::SIGSEGV as i64;
     };
     let mut p = start;
     while p < end {
-        // SAFETY: the controller checked that every page lies in a VMA that allows the access.
-        unsafe {
-            if write {
-                std::ptr::write_volatile(p as *mut u64, touch_tag(line as usize, p));
-            } else {
-                std::ptr::read_volatile(p as *const u64);
-            }
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a fault of the probe is caught by `probe_handler` and returned.
+        let sig = unsafe {
+            if write { anonmm_probe_write(p, touch_tag(line as usize, p)) } else { anonmm_probe_read(p) }
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let sig = {
+            let _ = (write, line);
+            libc::SIGSEGV as u64
+        };
+        if sig != 0 {
+            return sig as i64;
         }
         p += 0x1000;
     }
+    0
 }
 
 fn send_tags(fd: i32, cmd: &Cmd) {
@@ -345,10 +435,7 @@ fn worker_loop(mut fd: i32) -> ! {
                 // SAFETY: the controller builds valid argument lists; pointers lie in `buf`.
                 unsafe { raw(cmd.nr, a) }
             }
-            OP_TOUCH => {
-                touch(cmd.args[0], cmd.args[1], cmd.args[2] != 0, cmd.line);
-                0
-            }
+            OP_TOUCH => touch(cmd.args[0], cmd.args[1], cmd.args[2] != 0, cmd.line),
             OP_FORK => {
                 let child_fd = cmd.args[0] as i32;
                 // SAFETY: a plain fork of a single-threaded process.
