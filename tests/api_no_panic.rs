@@ -371,7 +371,9 @@ fn apply(sys: &mut System, op: &Op, step: u64) -> KResult<()> {
             unit(sys.touch(pid, addr, len, write, &|a| (step << 36) | (a >> 12)))
         }
         Op::Fork { parent, child } => unit(sys.sys_fork(parent, child)),
-        Op::CloneVm { parent, child } => unit(sys.sys_clone_vm(parent, child, anonmm::abi::CLONE_VM | anonmm::abi::CLONE_FILES)),
+        Op::CloneVm { parent, child } => {
+            unit(sys.sys_clone_vm(parent, child, anonmm::abi::CLONE_VM | anonmm::abi::CLONE_FILES))
+        }
         Op::Exit { pid } => sys.sys_exit(pid),
         Op::Execve { pid } => unit(sys.sys_execve(pid)),
         Op::Pin { pid, addr, len } => unit(sys.sys_pin(pid, addr, len)),

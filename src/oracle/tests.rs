@@ -125,12 +125,12 @@ fn read_touch_maps_the_zero_page() {
 }
 
 #[test]
-fn faulting_touches_touch_nothing() {
+fn faulting_touches_stop_at_the_first_fault() {
     skip_unless_available!();
     let s = script(vec![
         st(1, 1, mmap(A, 0x3000, RW, ANON), None),
         st(2, 1, Call::Mprotect { addr: A + 0x2000, len: 0x1000, prot: PROT_READ }, None),
-        // The last page is read-only: nothing is written.
+        // The last page is read-only: the first two are written, then SIGSEGV.
         st(3, 1, touch(A, 0x3000, true), None),
         // Unmapped.
         st(4, 1, touch(A + 0x10000, 1, false), None),
@@ -143,13 +143,19 @@ fn faulting_touches_touch_nothing() {
     ]);
     let v = run_native(&s).expect("oracle run");
     assert_eq!(v[2].result, "= SIGSEGV");
-    assert!(pages(&v[2], 1).is_empty());
+    assert_eq!(
+        pages(&v[2], 1),
+        vec![
+            (A, PageName::Page(1), true, touch_tag(3, A)),
+            (A + 0x1000, PageName::Page(2), true, touch_tag(3, A + 0x1000))
+        ]
+    );
     assert_eq!(v[3].result, "= SIGSEGV");
     assert_eq!(v[5].result, "= 0");
     assert_eq!(v[6].result, "= 0");
     assert_eq!(v[7].result, "= SIGSEGV");
     // The guard marker is not a page.
-    assert_eq!(pages(&v[7], 1), vec![(A, PageName::Page(0), false, 0)]);
+    assert_eq!(pages(&v[7], 1), vec![(A, PageName::Page(1), true, touch_tag(3, A))]);
 }
 
 #[test]
