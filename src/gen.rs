@@ -67,6 +67,8 @@ pub struct Weights {
     pub migrate: u32,
     /// `uffd_register`, `uffd_unregister` or `uffdio_move`.
     pub uffd: u32,
+    /// `brk`: query, grow, shrink (page aligned or not), or below the heap's start.
+    pub brk: u32,
 }
 
 impl Default for Weights {
@@ -85,6 +87,7 @@ impl Default for Weights {
             pin: 3,
             migrate: 0,
             uffd: 5,
+            brk: 4,
         }
     }
 }
@@ -163,6 +166,8 @@ struct Proc {
     regions: Vec<Region>,
     /// fd -> file index (0-based; the file is `f{index+1}`).
     fds: BTreeMap<i64, usize>,
+    /// The program break as the generator believes it to be.
+    brk: u64,
 }
 
 impl Proc {
@@ -235,6 +240,7 @@ struct Gen<'a> {
 
 #[derive(Clone, Copy)]
 enum Op {
+    Brk,
     Mmap,
     Munmap,
     Mprotect,
@@ -255,7 +261,12 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Script {
     let mut g = Gen {
         rng: SmallRng::seed_from_u64(seed),
         cfg,
-        procs: vec![Proc { pid: 1, regions: Vec::new(), fds: BTreeMap::new() }],
+        procs: vec![Proc {
+            pid: 1,
+            regions: Vec::new(),
+            fds: BTreeMap::new(),
+            brk: crate::mm::DEFAULT_START_BRK,
+        }],
         next_pid: 2,
         files: vec![None; NR_FILES],
         pins: Vec::new(),
@@ -307,6 +318,7 @@ impl Gen<'_> {
             (Op::Pin, w.pin),
             (Op::Migrate, w.migrate),
             (Op::Uffd, w.uffd),
+            (Op::Brk, w.brk),
         ];
         if self.procs.len() < self.cfg.max_procs {
             table.push((Op::Fork, w.fork));
@@ -348,6 +360,7 @@ impl Gen<'_> {
             Op::Pin => self.op_pin(pi),
             Op::Migrate => self.op_migrate(pi),
             Op::Uffd => self.op_uffd(pi),
+            Op::Brk => self.op_brk(pi),
         }
     }
 
@@ -927,6 +940,40 @@ impl Gen<'_> {
         let len = Self::fit(addr, len);
         let write = self.chance(0.6);
         self.emit(pid, Call::Touch { addr, len, write }, None);
+    }
+
+    fn op_brk(&mut self, pi: usize) {
+        let pid = self.procs[pi].pid;
+        let start = crate::mm::DEFAULT_START_BRK;
+        let addr = match self.rng.random_range(0..100) {
+            0..15 => 0,
+            15..22 => start - PAGE_SIZE,
+            x => {
+                let pages = if x < 60 {
+                    // Near the current break: grow or shrink a little.
+                    let cur = (self.procs[pi].brk - start) / PAGE_SIZE;
+                    cur.saturating_add_signed(self.rng.random_range(-3..=4))
+                } else {
+                    self.rng.random_range(0..=48)
+                };
+                let off = if self.chance(0.3) { self.rng.random_range(1..PAGE_SIZE) } else { 0 };
+                start + pages * PAGE_SIZE + off
+            }
+        };
+        if addr >= start {
+            let p = &mut self.procs[pi];
+            let (old, new) = (p.brk.next_multiple_of(PAGE_SIZE), addr.next_multiple_of(PAGE_SIZE));
+            if new > old {
+                if p.is_free(old, new) {
+                    p.map(old, new, Kind::AnonPrivate);
+                    p.brk = addr;
+                }
+            } else {
+                p.unmap(new, old);
+                p.brk = addr;
+            }
+        }
+        self.emit(pid, Call::Brk { addr }, None);
     }
 
     fn op_fork(&mut self, pi: usize) {

@@ -33,6 +33,12 @@ pub enum ThpMode {
     Never,
 }
 
+/// Where the heap of a fresh address space starts (`mm->start_brk`, the initial break):
+/// inside the window of addresses scripts use, so that the kernel oracle, which moves its
+/// worker's break there (`PR_SET_MM_MAP`), can compare brk and the heap VMA. A real program's
+/// break lies just past its data segment; replay takes it from the trace's first `brk(NULL)`.
+pub const DEFAULT_START_BRK: u64 = 0x2000_0300_0000;
+
 /// Settings of the modelled machine. Defaults are those of our Linux 6.18 machines.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -78,7 +84,7 @@ impl Default for Config {
             max_map_count: DEFAULT_MAX_MAP_COUNT,
             thp: ThpMode::Madvise,
             thp_use_zero_page: true,
-            initial_brk: VirtAddr(0x5555_5555_8000),
+            initial_brk: VirtAddr(DEFAULT_START_BRK),
             anon_vma_name: false,
             soft_dirty: false,
             readahead_pages: 2048,

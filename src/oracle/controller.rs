@@ -28,7 +28,7 @@ use super::pages::{ptes, read_pagemap, read_tag};
 use super::probe::Probe;
 use super::worker::{
     BUF_LEN, Cmd, OP_EXIT, OP_FORK, OP_PIN, OP_SYSCALL, OP_TAGS, OP_TOUCH, OP_UFFD_MOVE, OP_UFFD_REGISTER,
-    OP_UFFD_UNREGISTER, OP_UNPIN, Reply, TAGS_MAX, process_one,
+    OP_UFFD_UNREGISTER, OP_UNPIN, PrctlMmMap, Reply, TAGS_MAX, process_one,
 };
 use super::{OracleError, WINDOW_END, WINDOW_START};
 
@@ -83,6 +83,40 @@ pub(crate) struct Controller {
     dir: TempDir,
     /// Read `/proc/PID/smaps` too in every snapshot (`--smaps`).
     pub smaps: bool,
+    /// Process 1's break was moved to the model's start (`PR_SET_MM_MAP` worked).
+    brk_ok: bool,
+}
+
+/// The mm bounds of this process (`/proc/self/stat` fields 26–28 and 45–51), with the data
+/// segment and the break moved to `start_brk` (data ends one page below it).
+fn mm_map_at(start_brk: u64) -> Option<PrctlMmMap> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let f: Vec<u64> =
+        stat[stat.rfind(')')? + 2..].split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    // Field n (1-based) of stat is f[n - 3] once pid and comm are cut off.
+    let g = |n: usize| f.get(n - 3).copied();
+    Some(PrctlMmMap {
+        start_code: g(26)?,
+        end_code: g(27)?,
+        start_data: start_brk - 4096,
+        end_data: start_brk - 4096,
+        start_brk,
+        brk: start_brk,
+        start_stack: g(28)?,
+        arg_start: g(48)?,
+        arg_end: g(49)?,
+        env_start: g(50)?,
+        env_end: g(51)?,
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd: u32::MAX,
+    })
+}
+
+/// `mm->start_brk` of `real` (`/proc/PID/stat` field 47).
+fn start_brk_of(real: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{real}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split_whitespace().nth(47 - 3)?.parse().ok()
 }
 
 fn last_err(what: &str) -> OracleError {
@@ -236,6 +270,8 @@ impl Controller {
         let dir_c = CString::new(dir.0.as_os_str().as_bytes())
             .map_err(|_| OracleError::System("temp dir path has a NUL".into()))?;
         let dir_b = dir_c.as_bytes_with_nul();
+        let start_brk = crate::mm::DEFAULT_START_BRK;
+        let mm_map = mm_map_at(start_brk);
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
         // SAFETY: the child only runs `process_one`, which is async-signal-safe.
@@ -245,7 +281,7 @@ impl Controller {
         }
         if pid == 0 {
             // SAFETY: we are the freshly forked child.
-            unsafe { process_one(&moves, 3, lowest_target - 1, high, high, dir_b, me) }
+            unsafe { process_one(mm_map.as_ref(), &moves, 3, lowest_target - 1, high, high, dir_b, me) }
         }
         drop(wrk);
         let pidfd = match pidfd_open(pid) {
@@ -271,6 +307,7 @@ impl Controller {
             ids: FileIds::default(),
             dir,
             smaps: false,
+            brk_ok: false,
         };
         c.live.insert(first, Worker { real: pid, pidfd, chan, direct_child: true });
         let w = &c.live[&first];
@@ -278,6 +315,7 @@ impl Controller {
         if hello != pid as i64 {
             return Err(OracleError::System(format!("process 1 said hello as {hello}, not {pid}")));
         }
+        c.brk_ok = start_brk_of(pid) == Some(start_brk);
         // The window must be free in process 1.
         if let Some(l) = read_maps(pid)?.iter().find(|l| l.in_window()) {
             return Err(OracleError::Refused {
@@ -418,8 +456,18 @@ impl Controller {
                 self.exit(step, *code)?;
                 return Ok(Expect::Unknown);
             }
-            Call::Brk { .. }
-            | Call::Execve { .. }
+            Call::Brk { addr } => {
+                if !self.brk_ok {
+                    return Err(OracleError::Refused {
+                        line: step.line,
+                        reason: "brk: prctl(PR_SET_MM_MAP) could not move the worker's break into \
+                                 the window (needs CONFIG_CHECKPOINT_RESTORE)"
+                            .into(),
+                    });
+                }
+                self.syscall(step, SYS_brk, &[*addr], None)?
+            }
+            Call::Execve { .. }
             | Call::CloneVm { .. }
             | Call::MapRecord { .. }
             | Call::Migrate { .. }

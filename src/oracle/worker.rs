@@ -135,15 +135,44 @@ fn exit_group(code: u64) -> ! {
     }
 }
 
+/// `PR_SET_MM` (include/uapi/linux/prctl.h) and its `PR_SET_MM_MAP` sub-option.
+const PR_SET_MM: i32 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+
+/// `struct prctl_mm_map`: the mm's code, data, heap, stack, argument and environment bounds
+/// (`auxv` NULL, `exe_fd` -1: left alone).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct PrctlMmMap {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    pub auxv: u64,
+    pub auxv_size: u32,
+    pub exe_fd: u32,
+}
+
 /// Prepare a freshly forked process 1 and run the loop; never returns.
 ///
-/// `moves` lists (current fd, wanted fd) for every worker channel end; `close_lo..=close_hi`
+/// `mm_map`, if any, moves the break (and the data segment's end, which must lie below it)
+/// into the window with `prctl(PR_SET_MM, PR_SET_MM_MAP)`, so script `brk` calls grow a heap
+/// the snapshot sees; the worker itself never allocates, so its inherited heap is never used
+/// again. `moves` lists (current fd, wanted fd) for every worker channel end; `close_lo..=close_hi`
 /// and everything above `keep_hi` are closed so the script sees a clean fd table (0, 1, 2
 /// kept). `dir` is the NUL-terminated temp directory.
 ///
 /// # Safety
 /// Must only be called in a freshly forked child; the slices were built before the fork.
 pub(crate) unsafe fn process_one(
+    mm_map: Option<&PrctlMmMap>,
     moves: &[(i32, i32)],
     close_lo: i32,
     close_hi: i32,
@@ -157,6 +186,16 @@ pub(crate) unsafe fn process_one(
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
         if libc::getppid() != controller {
             exit_group(1);
+        }
+        if let Some(m) = mm_map {
+            // On failure the break stays where it was; the controller sees that and refuses brk.
+            libc::prctl(
+                PR_SET_MM,
+                PR_SET_MM_MAP as libc::c_ulong,
+                m as *const PrctlMmMap as libc::c_ulong,
+                size_of::<PrctlMmMap>() as libc::c_ulong,
+                0 as libc::c_ulong,
+            );
         }
         for &(from, to) in moves {
             if libc::dup2(from, to) < 0 {
