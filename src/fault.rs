@@ -74,11 +74,13 @@ impl System {
                 self.touch_signal_at = Some(start);
                 return Ok(Err(Signal::SIGSEGV));
             };
-            if let Some(sig) = self
-                .access_error_vma(vma, write)
-                .or_else(|| self.page_signal(mm, vma, start, VirtAddr(end)).map(|(_, s)| s))
-            {
+            if let Some(sig) = self.access_error_vma(vma, write) {
                 self.touch_signal_at = Some(start);
+                return Ok(Err(sig));
+            }
+            if let Some((_, sig)) = self.page_signal(mm, vma, start, VirtAddr(end)) {
+                self.touch_signal_at = Some(start);
+                self.before_signal(vma, write);
                 return Ok(Err(sig));
             }
             self.fault_vma_range(mm, vma, start, VirtAddr(end), write, tag_of);
@@ -125,11 +127,22 @@ impl System {
             }
             if let Some((p, sig)) = stop {
                 self.touch_signal_at = Some(p);
+                self.before_signal(vma, write);
                 return Ok(Err(sig));
             }
             a = vend;
         }
         Ok(Ok(()))
+    }
+
+    /// What the fault path did before a page signal: a write fault in an anonymous VMA
+    /// registered for missing faults prepares the anon_vma (`do_anonymous_page` →
+    /// `vmf_anon_prepare`) before it reaches `handle_userfault`, which with
+    /// `UFFD_FEATURE_SIGBUS` raises SIGBUS; the anon_vma stays and changes later merges.
+    fn before_signal(&mut self, vma: VmaId, write: bool) {
+        if write && self.vmas[vma].is_anonymous() && self.vmas[vma].flags.contains(VmFlags::UFFD_MISSING) {
+            self.anon_vma_prepare(vma);
+        }
     }
 
     /// [`System::fault_vma_range`] out of line, for touches of more than one page: the

@@ -43,12 +43,19 @@
 //!   page; `process_vm_readv` would pin, which unshares shared anonymous pages).
 //!
 //! # touch
-//! Checked on the worker's maps before touching anything; if any page would fault, nothing
-//! is touched and the result is the first faulting page's signal: SIGSEGV for no VMA, no
-//! permission (write needs `w`; read needs any of `r`, `w`, `x`, as the x86_64 kernel
-//! allows reads of write-only and exec-only mappings without protection keys) or a guard
-//! marker; SIGBUS for a file or shmem page at or beyond EOF. Otherwise one u64 per page at
-//! offset 0 is read, or written with `snapshot::touch_tag(line, page)`; the result is 0.
+//! Observed, not predicted: the worker really touches the pages in address order (one u64
+//! at offset 0 of each, read, or written with `snapshot::touch_tag(line, page)`) through a
+//! probe instruction whose SIGSEGV/SIGBUS its signal handler catches (an exception table:
+//! the handler resumes after the probe with the signal number). The first page that faults
+//! ends the touch with its signal; the pages before it stay touched. Whatever the kernel did
+//! on the way to the signal (stack growth, fault-around, anon_vma preparation) is in the
+//! next snapshot. The model's `touch` has the same semantics.
+//!
+//! # brk
+//! Process 1 moves its break into the window with `prctl(PR_SET_MM, PR_SET_MM_MAP)` at
+//! `mm::DEFAULT_START_BRK`, where the model's heap starts, before it serves calls; the
+//! worker never allocates, so its inherited malloc heap is never used again. Script `brk`
+//! calls run on the kernel and the heap VMA is compared. If the prctl fails, brk is refused.
 //!
 //! # Swap and pins
 //! A script with MADV_PAGEOUT runs with a swap file enabled (see `swapfile`; refused if
@@ -61,9 +68,8 @@
 //! - addresses outside the window (every address argument, checked before running), a
 //!   NULL-hint mmap, and at run time an mmap/mremap the kernel placed outside the window
 //!   (a taken hint, or a MREMAP_MAYMOVE move): they cannot be compared with the model;
-//! - `brk` (the heap is outside the window, and the worker's inherited heap would change),
-//!   `execve` (it would replace the worker), `clone` with `CLONE_VM` (workers must stay
-//!   single-threaded);
+//! - `brk` past the window's end; `execve` (it would replace the worker); `clone` with
+//!   `CLONE_VM` (workers are single-threaded: threads run in the model only);
 //! - more than 256 processes.
 //!
 //! Background kernel activity (khugepaged, compaction, reclaim) can in principle change

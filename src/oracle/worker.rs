@@ -171,6 +171,7 @@ pub(crate) struct PrctlMmMap {
 ///
 /// # Safety
 /// Must only be called in a freshly forked child; the slices were built before the fork.
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn process_one(
     mm_map: Option<&PrctlMmMap>,
     moves: &[(i32, i32)],
