@@ -219,6 +219,32 @@ impl RefModel {
                     outcome,
                 );
             }
+            Call::Madvise { addr, len, advice: MADV_REMOVE } => {
+                // A hole punched in the file (or shmem) behind each shared view: it reads as
+                // zero there, in every view; private copies stay. A refusal after some VMAs
+                // were done leaves an unknown prefix punched.
+                let (start, end) = (*addr, addr.saturating_add(page_align(*len)));
+                let Some(sp) = self.spaces.get(&pid) else { return };
+                let mut holes = Vec::new();
+                let mut a = start;
+                while a < end {
+                    if let Some((s, seg)) = sp.seg_at(a)
+                        && let Backing::Shared { obj, pgoff } = seg.from(s, a).back
+                    {
+                        holes.push((obj, pgoff));
+                    }
+                    a += PAGE_SIZE;
+                }
+                if !matches!(outcome, Expect::Value(_) | Expect::Err(crate::errno::Errno::ENOMEM)) {
+                    if !holes.is_empty() {
+                        self.lost_track.get_or_insert_with(|| "a MADV_REMOVE failed part way".into());
+                    }
+                    return;
+                }
+                for k in holes {
+                    self.objects.remove(&k);
+                }
+            }
             Call::Madvise { addr, len, advice } => {
                 // Effects apply to the mapped parts even when a hole makes the call fail, and
                 // to the VMAs before one that refuses (WIPEONFORK on a file or shared VMA
@@ -376,7 +402,15 @@ impl RefModel {
                     }
                 }
             }
-            Call::Touch { addr, len, write: true } if ok(outcome) => {
+            Call::Touch { addr, len, write: true } if !ok(outcome) => {
+                // The pages before the one that signalled were written; which one it was
+                // depends on permissions this model does not follow.
+                let first = addr & !(PAGE_SIZE - 1);
+                if addr.saturating_add(*len) > first + PAGE_SIZE {
+                    self.lost_track.get_or_insert_with(|| "a write touch of several pages signalled".into());
+                }
+            }
+            Call::Touch { addr, len, write: true } => {
                 let start = addr & !(PAGE_SIZE - 1);
                 let end = page_align(addr.saturating_add(*len));
                 let mut a = start;
