@@ -1722,7 +1722,10 @@ mod tests {
         ] {
             assert!(mremap_flags.contains(&f), "mremap flags {f:#x} never generated");
         }
-        assert_eq!(advices.len(), 14, "{advices:?}");
+        assert_eq!(advices.len(), 18, "{advices:?}");
+        for a in [MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_REMOVE, MADV_WILLNEED] {
+            assert!(advices.contains(&a), "advice {a} never generated: {advices:?}");
+        }
     }
 
     #[test]

@@ -170,6 +170,30 @@ impl RefModel {
         })
     }
 
+    /// Write faults over `[start, end)` in order (populating): each private file page not
+    /// copied yet becomes a private copy of what it shows; stops at a page outside any mapping
+    /// or a file page beyond EOF, where the fault fails.
+    fn cow_copies(&mut self, pid: Pid, start: u64, end: u64) {
+        let mut copies = Vec::new();
+        let mut a = start;
+        while a < end {
+            let Some(sp) = self.spaces.get(&pid) else { return };
+            let Some((s, seg)) = sp.seg_at(a) else { break };
+            if let Backing::FilePrivate { obj, pgoff } | Backing::Shared { obj, pgoff } = seg.from(s, a).back
+                && pgoff >= self.sizes.get(&obj).copied().unwrap_or(0)
+            {
+                break;
+            }
+            if matches!(seg.back, Backing::FilePrivate { .. }) && !sp.private.contains_key(&a) {
+                copies.push((a, self.read(pid, a).unwrap_or(0)));
+            }
+            a += PAGE_SIZE;
+        }
+        if let Some(sp) = self.spaces.get_mut(&pid) {
+            sp.private.extend(copies);
+        }
+    }
+
     /// Follow one step, given the outcome the model gave it.
     pub fn apply(&mut self, step: &Step, outcome: &Expect, tag_of: &dyn Fn(u64) -> u64) {
         if let (Call::ExitGroup { .. }, Some(_)) = (&step.call, self.threads.get(&step.pid)) {
@@ -180,7 +204,7 @@ impl RefModel {
         let pid = self.threads.get(&step.pid).copied().unwrap_or(step.pid);
         let ok = |o: &Expect| matches!(o, Expect::Value(_));
         match &step.call {
-            Call::Mmap { len, flags, fd, off, .. } => {
+            Call::Mmap { len, flags, fd, off, prot, .. } => {
                 let Expect::Value(a) = *outcome else { return };
                 let end = a.saturating_add(page_align(*len));
                 let back = if flags & MAP_ANONYMOUS != 0 {
@@ -202,6 +226,24 @@ impl RefModel {
                 if let Some(sp) = self.spaces.get_mut(&pid) {
                     sp.insert(a, end, back);
                 }
+                // Populating a writable private file mapping write-faults it: each page up to
+                // EOF becomes a private copy of what the file holds now.
+                let populate =
+                    flags & MAP_LOCKED != 0 || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
+                if populate && prot & PROT_WRITE != 0 && matches!(back, Backing::FilePrivate { .. }) {
+                    self.cow_copies(pid, a, end);
+                }
+            }
+            Call::Madvise { addr, len, advice: MADV_POPULATE_WRITE } => {
+                let (start, end) = (*addr, addr.saturating_add(page_align(*len)));
+                if matches!(outcome, Expect::Err(crate::errno::Errno::EINVAL)) {
+                    // Refused at a VMA after populating those before it, which permissions
+                    // (not followed here) decide.
+                    self.lost_track
+                        .get_or_insert_with(|| "a MADV_POPULATE_WRITE was refused part way".into());
+                    return;
+                }
+                self.cow_copies(pid, start, end);
             }
             Call::Munmap { addr, len } if ok(outcome) => {
                 if let Some(sp) = self.spaces.get_mut(&pid) {
