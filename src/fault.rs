@@ -80,9 +80,9 @@ impl System {
         if len == 0 {
             return Ok(Ok(()));
         }
-        // A range past the end of the address space runs to its first unmapped page (there
-        // is one: no VMA reaches the top), where it is SIGSEGV.
-        let end = addr.checked_add(len).and_then(page_align).unwrap_or(!(PAGE_SIZE - 1));
+        // A range past the end of the address space is SIGSEGV at its first unmapped page,
+        // which comes before any mapped one: no VMA reaches the top.
+        let Some(end) = addr.checked_add(len).and_then(page_align) else { return Ok(Err(Signal::SIGSEGV)) };
         // The pages below run until the first hole; more than MAX_FAULT_BYTES of them would
         // not finish (a touch may be as long as the address space). This walk runs only for
         // a range that long, and ahead of the faults below, so that it is said before any
