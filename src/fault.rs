@@ -26,16 +26,18 @@ const FAULT_AROUND_PAGES: u64 = 16;
 pub const MAX_FAULT_BYTES: u64 = 64 << 30;
 
 impl System {
-    /// The `touch` pseudo-call: fault every page of `[addr, addr + len)` by reading or
-    /// writing one u64 at its start (a write stores `tag_of(page)`), in address order, as a
-    /// program would. The first page that raises a signal ends the touch with that signal;
-    /// the pages before it stay touched (its address is left in
-    /// [`System::touch_signal_at`]).
+    /// The `touch` pseudo-call: fault every page of `[addr, addr + len)` in address order by
+    /// reading or writing one byte (a write stores `tag_of(page)`), as a program touching
+    /// page after page does. The first page that raises a signal stops it: the pages before
+    /// it stay touched, and whatever the kernel does on the way to the signal is done (a
+    /// read fault beyond EOF maps the cached pages around it first, a write fault beyond EOF
+    /// of a private file mapping prepares the VMA's anon_vma), and the signal is returned
+    /// (the page that raised it is left in [`System::touch_signal_at`]).
     ///
     /// The outer `Result` is `ESRCH` for an unknown process; the inner one is the signal.
     /// Any address and length are accepted: a range reaching past the address space is
-    /// SIGSEGV. Touching more than [`MAX_FAULT_BYTES`] of mapped memory at once is not
-    /// modelled: nothing is touched and [`System::unsupported`] says so.
+    /// SIGSEGV at its first unmapped page. Touching more than [`MAX_FAULT_BYTES`] of mapped
+    /// memory at once is not modelled: nothing is touched and [`System::unsupported`] says so.
     ///
     /// ```
     /// use anonmm::api::prelude::*;
@@ -47,8 +49,9 @@ impl System {
     /// assert_eq!(sys.touch(Pid(1), a, 2 * PAGE_SIZE, true, &|addr| addr >> 12)?, Ok(()));
     /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some((a >> 12) + 1));
     /// assert_eq!(sys.stats.faults, 2);
-    /// // One page past the mapping: SIGSEGV at the third page, after the first two.
-    /// assert_eq!(sys.touch(Pid(1), a, 3 * PAGE_SIZE, false, &|_| 0)?, Err(Signal::SIGSEGV));
+    /// // One page past the mapping: SIGSEGV there, after the two pages before it.
+    /// assert_eq!(sys.touch(Pid(1), a, 3 * PAGE_SIZE, true, &|_| 7)?, Err(Signal::SIGSEGV));
+    /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some(7));
     /// assert_eq!(sys.touch_signal_at, Some(VirtAddr(a + 2 * PAGE_SIZE)));
     /// assert_eq!(sys.touch(Pid(1), u64::MAX, 2, false, &|_| 0)?, Err(Signal::SIGSEGV));
     /// assert_eq!(sys.touch(Pid(2), a, 1, false, &|_| 0), Err(Errno::ESRCH));
@@ -64,9 +67,9 @@ impl System {
     ) -> Result<Result<(), Signal>, crate::errno::Errno> {
         let mm = self.mm_of(pid)?;
         let start = VirtAddr(addr).page_down();
-        // One page, the way replay faults: the same checks and fault steps as the loops
-        // below, without their bookkeeping. The last page of the address space, which
-        // cannot be touched (its end does not fit), takes the long way to its SIGSEGV.
+        // One page, the way replay faults: the same checks and fault steps as the loop
+        // below, without its bookkeeping. The last page of the address space, which cannot
+        // be touched (its end does not fit), takes the long way to its SIGSEGV.
         if let Some(end) = start.0.checked_add(PAGE_SIZE)
             && len.wrapping_sub(1) < end - addr
         {
@@ -78,22 +81,21 @@ impl System {
                 self.touch_signal_at = Some(start);
                 return Ok(Err(sig));
             }
-            if let Some((_, sig)) = self.page_signal(mm, vma, start, VirtAddr(end)) {
-                self.touch_signal_at = Some(start);
-                self.before_signal(vma, write);
-                return Ok(Err(sig));
-            }
-            self.fault_vma_range(mm, vma, start, VirtAddr(end), write, tag_of);
-            return Ok(Ok(()));
+            return Ok(self.fault_vma_range(mm, vma, start, VirtAddr(end), write, tag_of));
         }
         if len == 0 {
             return Ok(Ok(()));
         }
-        let Some(end) = addr.checked_add(len).and_then(page_align) else { return Ok(Err(Signal::SIGSEGV)) };
+        // A range past the end of the address space is SIGSEGV at its first unmapped page,
+        // which comes before any mapped one: no VMA reaches the top.
+        let Some(end) = addr.checked_add(len).and_then(page_align) else {
+            self.touch_signal_at = Some(start);
+            return Ok(Err(Signal::SIGSEGV));
+        };
         // The pages below run until the first hole; more than MAX_FAULT_BYTES of them would
         // not finish (a touch may be as long as the address space). This walk runs only for
-        // a range that long, and ahead of the checks below, so that it is said before any
-        // signal (folded into them, it cost every touch a dozen instructions).
+        // a range that long, and ahead of the faults below, so that it is said before any
+        // page is touched.
         let mut mapped = start;
         while end - start.0 > MAX_FAULT_BYTES
             && mapped.0 < end
@@ -106,43 +108,26 @@ impl System {
             self.not_modelled("touching more than 64 GiB");
             return Ok(Ok(()));
         }
-        // Page after page, as a program would: the pages before the first one that raises
-        // a signal stay faulted (and written). Permissions are the VMA's; only file EOF and
-        // userfaultfd depend on the page.
+        // Page by page, VMA by VMA: x86 `do_user_addr_fault` finds the VMA (none is
+        // SIGSEGV) and checks its permissions (`access_error`), then `handle_mm_fault`
+        // decides the rest (SIGBUS beyond EOF or from userfaultfd).
         let mut a = start;
         while a.0 < end {
             let Some(vma) = self.mms[mm].vma_lookup(a) else {
                 self.touch_signal_at = Some(a);
                 return Ok(Err(Signal::SIGSEGV));
             };
-            let vend = VirtAddr(self.vmas[vma].end.0.min(end));
             if let Some(sig) = self.access_error_vma(vma, write) {
                 self.touch_signal_at = Some(a);
                 return Ok(Err(sig));
             }
-            let stop = self.page_signal(mm, vma, a, vend);
-            let upto = stop.map_or(vend, |(p, _)| p);
-            if a < upto {
-                self.fault_vma_range_outlined(mm, vma, a, upto, write, tag_of);
-            }
-            if let Some((p, sig)) = stop {
-                self.touch_signal_at = Some(p);
-                self.before_signal(vma, write);
+            let vend = VirtAddr(self.vmas[vma].end.0.min(end));
+            if let Err(sig) = self.fault_vma_range_outlined(mm, vma, a, vend, write, tag_of) {
                 return Ok(Err(sig));
             }
             a = vend;
         }
         Ok(Ok(()))
-    }
-
-    /// What the fault path did before a page signal: a write fault in an anonymous VMA
-    /// registered for missing faults prepares the anon_vma (`do_anonymous_page` →
-    /// `vmf_anon_prepare`) before it reaches `handle_userfault`, which with
-    /// `UFFD_FEATURE_SIGBUS` raises SIGBUS; the anon_vma stays and changes later merges.
-    fn before_signal(&mut self, vma: VmaId, write: bool) {
-        if write && self.vmas[vma].is_anonymous() && self.vmas[vma].flags.contains(VmFlags::UFFD_MISSING) {
-            self.anon_vma_prepare(vma);
-        }
     }
 
     /// [`System::fault_vma_range`] out of line, for touches of more than one page: the
@@ -156,13 +141,13 @@ impl System {
         end: VirtAddr,
         write: bool,
         tag_of: &dyn Fn(u64) -> u64,
-    ) {
-        self.fault_vma_range(mm, vma, a, end, write, tag_of);
+    ) -> Result<(), Signal> {
+        self.fault_vma_range(mm, vma, a, end, write, tag_of)
     }
 
-    /// Fault `[a, end)` of `vma`, page by page, after the checks of [`System::touch`]: runs
-    /// of PTEs through `fault_pte_run`, single present pages through `fault_resident`, the
-    /// rest through `handle_mm_fault`.
+    /// Fault `[a, end)` of `vma`, page by page, after the permission checks of
+    /// [`System::touch`]: runs of PTEs through `fault_pte_run`, single present pages through
+    /// `fault_resident`, the rest through `handle_mm_fault`, until a fault signals.
     #[inline(always)]
     fn fault_vma_range(
         &mut self,
@@ -172,7 +157,7 @@ impl System {
         end: VirtAddr,
         write: bool,
         tag_of: &dyn Fn(u64) -> u64,
-    ) {
+    ) -> Result<(), Signal> {
         // The fast paths leave out userfaultfd, whose VMAs take every fault the long way.
         let fast = !self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS);
         while a < end {
@@ -184,13 +169,17 @@ impl System {
                 }
             }
             if !(fast && self.fault_resident(mm, a, write, tag_of)) {
-                self.handle_mm_fault(mm, vma, a, write);
+                if !self.handle_mm_fault(mm, vma, a, write) {
+                    self.touch_signal_at = Some(a);
+                    return Err(Signal::SIGBUS);
+                }
                 if write {
                     self.set_page_tag(mm, a, tag_of(a.0));
                 }
             }
             a = a.plus(PAGE_SIZE);
         }
+        Ok(())
     }
 
     /// Fault a run of pages of one PTE table in a private anonymous VMA, for the cases that
@@ -357,78 +346,6 @@ impl System {
         None
     }
 
-    /// The first page of `[a, end)` in `vma` that raises a signal beyond the VMA's
-    /// permissions (a file page past EOF, a userfaultfd missing fault), and the signal.
-    #[inline(always)]
-    fn page_signal(&self, mm: MmId, vma: VmaId, a: VirtAddr, end: VirtAddr) -> Option<(VirtAddr, Signal)> {
-        let v = &self.vmas[vma];
-        if v.file.is_none() && !v.flags.contains(VmFlags::UFFD_MISSING) {
-            return None;
-        }
-        self.page_signal_walk(mm, vma, a, end)
-    }
-    /// [`System::page_signal`] of a VMA whose pages may raise one, page by page.
-    #[inline(never)]
-    fn page_signal_walk(
-        &self,
-        mm: MmId,
-        vma: VmaId,
-        mut a: VirtAddr,
-        end: VirtAddr,
-    ) -> Option<(VirtAddr, Signal)> {
-        while a < end {
-            if let Some(sig) = self.access_error_file(vma, a) {
-                return Some((a, sig));
-            }
-            if self.uffd_missing_page(mm, vma, a) {
-                return Some((a, Signal::SIGBUS));
-            }
-            a = a.plus(PAGE_SIZE);
-        }
-        None
-    }
-
-    /// The SIGBUS of a file page beyond EOF (`filemap_fault`'s `VM_FAULT_SIGBUS`).
-    fn access_error_file(&self, vma: VmaId, a: VirtAddr) -> Option<Signal> {
-        let v = &self.vmas[vma];
-        if let Some(f) = v.file {
-            let inode = self.fs.files[f].inode;
-            if v.linear_page_index(a).0 >= self.fs.size_pages(inode) {
-                // A present page stays accessible (a truncate would have unmapped it), and so
-                // does one under migration (do_swap_page waits, it does not check EOF).
-                if matches!(
-                    self.mms[v.mm].pt.walk(a),
-                    Walk::Pte(Pte::Present { .. } | Pte::Migration { .. })
-                        | Walk::Huge { .. }
-                        | Walk::PmdMigration { .. }
-                ) {
-                    return None;
-                }
-                return Some(Signal::SIGBUS);
-            }
-        }
-        None
-    }
-
-    /// Would a fault at `a` reach `handle_userfault` (a missing page of a VMA registered for
-    /// missing faults)? For shmem, missing means not in the page cache.
-    fn uffd_missing_page(&self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
-        let v = &self.vmas[vma];
-        if !v.flags.contains(VmFlags::UFFD_MISSING) {
-            return false;
-        }
-        if !matches!(self.mms[mm].pt.walk(a), Walk::NoTable | Walk::Pte(Pte::None)) {
-            return false;
-        }
-        match v.file {
-            None => true,
-            Some(f) => {
-                let inode = self.fs.files[f].inode;
-                !self.fs.inodes[inode].cache.contains_key(&v.linear_page_index(a).0)
-            }
-        }
-    }
-
     /// Store a tag in the page mapped at `a` (after a write fault made it writable).
     fn set_page_tag(&mut self, mm: MmId, a: VirtAddr, tag: u64) {
         let (folio, sub) = match self.mms[mm].pt.walk(a) {
@@ -460,8 +377,9 @@ impl System {
         enabled && h >= v.start && h.0 + PMD_SIZE <= v.end.0
     }
 
-    /// `handle_mm_fault` for one page. False when the fault went to userfaultfd
-    /// (`handle_userfault` with `UFFD_FEATURE_SIGBUS`: VM_FAULT_SIGBUS, nothing mapped).
+    /// `handle_mm_fault` for one page. False for `VM_FAULT_SIGBUS`: the fault went to
+    /// userfaultfd (`handle_userfault` with `UFFD_FEATURE_SIGBUS`), or found a file page
+    /// beyond EOF; what the kernel did before noticing stays done.
     pub fn handle_mm_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) -> bool {
         self.stats.faults += 1;
         if self.userfaultfd_missing_fault(mm, vma, a, write) {
@@ -481,12 +399,8 @@ impl System {
             Walk::NoTable | Walk::Pte(Pte::None) => {
                 if self.vmas[vma].is_anonymous() {
                     self.do_anonymous_page(mm, vma, a, write);
-                } else if !write {
-                    self.do_read_fault(mm, vma, a);
-                } else if self.vmas[vma].flags.contains(VmFlags::SHARED) {
-                    self.do_shared_fault(mm, vma, a);
                 } else {
-                    self.do_cow_fault(mm, vma, a);
+                    return self.do_fault(mm, vma, a, write);
                 }
             }
             Walk::Pte(Pte::Present { flags, .. }) => {
@@ -719,9 +633,11 @@ impl System {
     }
 
     /// Find or create the page-cache folio at `index` of `inode` (`filemap_fault`,
-    /// `shmem_fault`): a hole reads as zeroes.
-    fn page_cache_get(&mut self, inode: InodeId, index: PgOff) -> FolioId {
+    /// `shmem_fault`): a hole reads as zeroes, and a folio found not up to date is read
+    /// (`filemap_read_folio`).
+    pub(crate) fn page_cache_get(&mut self, inode: InodeId, index: PgOff) -> FolioId {
         if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0) {
+            self.folios[f].not_uptodate = false;
             return f;
         }
         let f = self.folio_alloc(0);
@@ -742,21 +658,49 @@ impl System {
         self.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
     }
 
+    /// `do_fault` for a missing page of a file or shmem mapping: `do_read_fault`,
+    /// `do_cow_fault` or `do_shared_fault`. False for SIGBUS (a page beyond EOF).
+    fn do_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) -> bool {
+        if !write {
+            self.do_read_fault(mm, vma, a)
+        } else if self.vmas[vma].flags.contains(VmFlags::SHARED) {
+            self.do_shared_fault(mm, vma, a)
+        } else {
+            self.do_cow_fault(mm, vma, a)
+        }
+    }
+
+    /// Whether `a` of a file VMA lies beyond EOF: `filemap_fault` (and `shmem_get_folio_gfp`)
+    /// returns `VM_FAULT_SIGBUS` there, before any read-ahead.
+    fn beyond_eof(&self, vma: VmaId, a: VirtAddr) -> bool {
+        let inode = self.vma_inode(vma);
+        self.vmas[vma].linear_page_index(a).0 >= self.fs.size_pages(inode)
+    }
+
     /// `do_read_fault`: map cached pages around the fault (`do_fault_around`,
-    /// `filemap_map_pages`); on a cache miss, read around the page
-    /// (`do_sync_mmap_readahead`) and retry, as `VM_FAULT_RETRY` does, so the retry's
-    /// fault-around maps the pages just read.
-    fn do_read_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+    /// `filemap_map_pages`), even when the page itself is beyond EOF (then `__do_fault` is
+    /// SIGBUS); on a cache miss, read around the page (`do_sync_mmap_readahead`) and retry,
+    /// as `VM_FAULT_RETRY` does, so the retry's fault-around maps the pages just read. A page
+    /// cached but not up to date (see [`System::truncate_inode`]) is read by the fault.
+    fn do_read_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
         let inode = self.vma_inode(vma);
         let index = self.vmas[vma].linear_page_index(a);
-        self.fault_around(mm, vma, a);
-        if !self.mms[mm].pt.get_pte(a).is_none() {
-            return;
-        }
-        if !self.fs.inodes[inode].cache.contains_key(&index.0) && self.mmap_readahead(vma, index) {
+        if self.should_fault_around(vma) {
             self.fault_around(mm, vma, a);
             if !self.mms[mm].pt.get_pte(a).is_none() {
-                return;
+                return true;
+            }
+        }
+        if self.beyond_eof(vma, a) {
+            return false;
+        }
+        if !self.fs.inodes[inode].cache.contains_key(&index.0)
+            && self.mmap_readahead(vma, index)
+            && self.should_fault_around(vma)
+        {
+            self.fault_around(mm, vma, a);
+            if !self.mms[mm].pt.get_pte(a).is_none() {
+                return true;
             }
         }
         let shared = self.vmas[vma].flags.contains(VmFlags::SHARED);
@@ -764,6 +708,13 @@ impl System {
         let f = self.page_cache_get(inode, index);
         self.async_mmap_readahead(vma, f);
         self.map_file_page(mm, a, f, ro);
+        true
+    }
+
+    /// `should_fault_around`: not in a VMA registered for userfaultfd write-protect or
+    /// minor faults (`uffd_disable_fault_around`).
+    fn should_fault_around(&self, vma: VmaId) -> bool {
+        !self.vmas[vma].flags.intersects(VmFlags::UFFD_WP | VmFlags::UFFD_MINOR)
     }
 
     /// `do_fault_around`: map the pages already cached in the 16-page window around `a`,
@@ -788,8 +739,10 @@ impl System {
             if index.0 >= file_end || !self.mms[mm].pt.get_pte(pa).is_none() {
                 continue;
             }
+            // next_uptodate_folio: neither the PG_readahead folio nor one not up to date.
             if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0)
                 && !self.folios[f].readahead
+                && !self.folios[f].not_uptodate
             {
                 self.map_file_page(mm, pa, f, ro);
             }
@@ -860,10 +813,20 @@ impl System {
                 return;
             }
         }
-        // do_page_cache_ra → page_cache_ra_unbounded
-        let nr = (size - (idx - start)).min(eof - idx);
-        let mark = (lookahead <= nr).then(|| idx + nr - lookahead);
-        for i in idx..idx + nr {
+        self.do_page_cache_ra(inode, idx, size - (idx - start), lookahead);
+    }
+
+    /// `do_page_cache_ra` → `page_cache_ra_unbounded`: read `nr` pages from `index`, cut at
+    /// EOF, skipping those already cached (up to date or not), marking the one `lookahead`
+    /// before the end (none for a lookahead of 0).
+    pub(crate) fn do_page_cache_ra(&mut self, inode: InodeId, index: u64, nr: u64, lookahead: u64) {
+        let eof = self.fs.size_pages(inode);
+        if index >= eof {
+            return;
+        }
+        let nr = nr.min(eof - index);
+        let mark = (lookahead <= nr).then(|| index + nr - lookahead);
+        for i in index..index + nr {
             if !self.fs.inodes[inode].cache.contains_key(&i) {
                 let f = self.page_cache_get(inode, PgOff(i));
                 self.folios[f].readahead = Some(i) == mark;
@@ -900,23 +863,33 @@ impl System {
     }
 
     /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
-    fn do_shared_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+    /// False for SIGBUS beyond EOF.
+    fn do_shared_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
+        if self.beyond_eof(vma, a) {
+            return false;
+        }
         let f = self.filemap_fault(vma, a);
         let flags = self.new_pte_flags(vma, true);
         self.map_file_page(mm, a, f, flags);
         // fault_dirty_shared_page: folio_mark_dirty, seen by every mapping's smaps.
         self.folios[f].dirty = true;
+        true
     }
 
     /// `do_cow_fault`: write to a private file mapping copies the cache page into a new
-    /// anonymous page.
-    fn do_cow_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+    /// anonymous page. The anon_vma is prepared first (`vmf_anon_prepare`), so a fault
+    /// beyond EOF, SIGBUS in `__do_fault`, leaves the VMA with one.
+    fn do_cow_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
+        self.anon_vma_prepare(vma);
+        if self.beyond_eof(vma, a) {
+            return false;
+        }
         let src = self.filemap_fault(vma, a);
         let tag = self.folios[src].pages[0].tag;
-        self.anon_vma_prepare(vma);
         let pte = self.anon_pte_fault(vma).new_folio_pte(a, tag);
         self.mms[mm].pt.set_pte(a, pte);
         self.folio_put_if_unused(src);
+        true
     }
 }
 

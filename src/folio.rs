@@ -64,6 +64,10 @@ pub struct Folio {
     /// `PG_readahead`: the page-cache folio where the next asynchronous read-ahead starts;
     /// fault-around does not map it.
     pub readahead: bool,
+    /// Not `PG_uptodate`: a page-cache folio whose contents were never read (ext4 makes one
+    /// when it zeroes the block beyond a file's old EOF, see `System::truncate_inode`, and the
+    /// block is a hole). Fault-around and read-ahead pass it by; a fault reads it.
+    pub not_uptodate: bool,
     /// The source of a migration in flight (`migrate_folio_unmap` isolated and locked it, and
     /// `try_to_migrate` replaced its mappings with migration entries): it holds one of
     /// `extra_refs`, the migration's own.
@@ -115,6 +119,7 @@ impl Folio {
             swap: None,
             pages,
             readahead: false,
+            not_uptodate: false,
             migrating: false,
             dirty: false,
             lazyfree: false,

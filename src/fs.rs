@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 use crate::abi;
 use crate::arena::{Arena, arena_id};
 use crate::errno::{Errno, KResult};
-use crate::folio::FolioId;
+use crate::folio::{FolioId, Mapping};
 use crate::mm::System;
-use crate::types::{PAGE_SHIFT, Pid, page_align};
+use crate::pagetable::Pte;
+use crate::types::{PAGE_SHIFT, PAGE_SIZE, PgOff, Pid, page_align};
 
 arena_id!(
     /// An open file description (`struct file`).
@@ -304,16 +305,50 @@ impl System {
         Ok(0)
     }
 
-    /// Set a file's size. Shrinking unmaps every page beyond it from every mapping, private
-    /// COW copies included (`truncate_pagecache` → `unmap_mapping_range(.., even_cows=1)`),
-    /// and drops those pages from the page cache.
+    /// Set a file's size (`ext4_setattr`, or `shmem_setattr`). Shrinking unmaps every page
+    /// beyond it from every mapping, private COW copies included (`truncate_pagecache` →
+    /// `unmap_mapping_range(.., even_cows=1)`), and drops those pages from the page cache.
+    ///
+    /// ext4 then zeroes the rest of the block holding EOF: the new EOF when the size did not
+    /// grow (`ext4_truncate` → `ext4_block_truncate_page`), the old one when it grew
+    /// (`ext4_setattr` zeroes the partial block past the old EOF), in both cases only when that
+    /// EOF is inside a block (4 KiB blocks: inside a page). The zeroing takes the block's
+    /// page-cache folio, creating it if absent (`__filemap_get_folio` with `FGP_CREAT`); for a
+    /// hole (a block never written: the model's files only get data from pages that stay
+    /// cached) it returns at once, leaving a new folio not up to date, which fault-around and
+    /// read-ahead then pass by.
     pub fn truncate_inode(&mut self, inode: InodeId, size: u64) {
         let old = self.fs.inodes[inode].size;
         self.fs.inodes[inode].size = size;
-        if size >= old {
-            return;
+        if size < old {
+            self.truncate_pagecache(inode, size);
         }
+        if matches!(self.fs.inodes[inode].kind, InodeKind::Regular { .. }) {
+            let eof = if size > old { old } else { size };
+            if eof % PAGE_SIZE != 0 {
+                self.ext4_block_truncate_page(inode, eof >> PAGE_SHIFT);
+            }
+        }
+    }
+
+    /// `truncate_pagecache`: unmap everything from `size` on, COW copies included, and drop
+    /// the page cache there.
+    fn truncate_pagecache(&mut self, inode: InodeId, size: u64) {
         let first = page_align(size).unwrap_or(u64::MAX) >> PAGE_SHIFT;
+        self.unmap_mapping_pages(inode, first, u64::MAX, true);
+        let gone: Vec<(u64, FolioId)> =
+            self.fs.inodes[inode].cache.range(first..).map(|(k, v)| (*k, *v)).collect();
+        for (pgoff, folio) in gone {
+            self.fs.inodes[inode].cache.remove(&pgoff);
+            self.page_cache_release(folio);
+        }
+    }
+
+    /// `unmap_mapping_pages(mapping, first, last - first, even_cows)`: unmap pages
+    /// `[first, last)` of the file from every VMA mapping it. Without `even_cows` only the
+    /// page-cache pages go: the anonymous COW copies of private mappings stay
+    /// (`zap_details.even_cows`, `should_zap_folio`).
+    fn unmap_mapping_pages(&mut self, inode: InodeId, first: u64, last: u64, even_cows: bool) {
         let vmas: Vec<_> = self
             .vmas
             .iter()
@@ -323,13 +358,66 @@ impl System {
         for id in vmas {
             let v = &self.vmas[id];
             let from = first.max(v.pgoff.0);
-            if from - v.pgoff.0 < v.pages() {
-                let (mm, start, end) = (v.mm, v.start.plus((from - v.pgoff.0) << PAGE_SHIFT), v.end);
+            let to = last.min(v.pgoff.0.saturating_add(v.pages()));
+            if from >= to {
+                continue;
+            }
+            let (mm, start, end) = (
+                v.mm,
+                v.start.plus((from - v.pgoff.0) << PAGE_SHIFT),
+                v.start.plus((to - v.pgoff.0) << PAGE_SHIFT),
+            );
+            if even_cows {
                 self.zap_range(mm, start, end);
+                continue;
+            }
+            self.split_huge_pmds_partial(mm, start, end);
+            for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+                if let Pte::Present { folio, .. } = pte
+                    && matches!(self.folios[folio].mapping, Mapping::File(i) if i == inode)
+                {
+                    self.mms[mm].pt.set_pte(a, Pte::None);
+                    self.drop_pte(mm, pte);
+                }
             }
         }
+    }
+
+    /// `ext4_block_truncate_page` for the block at page `index`, on a file whose blocks
+    /// outside the page cache are holes: a folio cached there is zeroed past EOF in place
+    /// (nothing the model keeps changes); else a folio is created and left not up to date.
+    fn ext4_block_truncate_page(&mut self, inode: InodeId, index: u64) {
+        if self.fs.inodes[inode].cache.contains_key(&index) {
+            return;
+        }
+        let f = self.folio_alloc(0);
+        let fo = &mut self.folios[f];
+        fo.mapping = Mapping::File(inode);
+        fo.index = PgOff(index);
+        fo.extra_refs = 1;
+        fo.not_uptodate = true;
+        self.fs.inodes[inode].cache.insert(index, f);
+    }
+
+    /// `vfs_fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)` of whole pages
+    /// `[first, last)`: `ext4_punch_hole` (nothing at or beyond EOF; the hole ends at EOF's
+    /// page) or `shmem_fallocate`. The pages are unmapped from every mapping, COW copies kept
+    /// (`truncate_pagecache_range` → `unmap_mapping_range(.., even_cows=0)`), and dropped from
+    /// the page cache; a later fault reads zeroes.
+    pub fn punch_hole(&mut self, inode: InodeId, first: u64, last: u64) {
+        let last = match self.fs.inodes[inode].kind {
+            InodeKind::Regular { .. } => {
+                let eof = self.fs.size_pages(inode);
+                if first >= eof {
+                    return;
+                }
+                last.min(eof)
+            }
+            InodeKind::Shmem => last,
+        };
+        self.unmap_mapping_pages(inode, first, last, false);
         let gone: Vec<(u64, FolioId)> =
-            self.fs.inodes[inode].cache.range(first..).map(|(k, v)| (*k, *v)).collect();
+            self.fs.inodes[inode].cache.range(first..last).map(|(k, v)| (*k, *v)).collect();
         for (pgoff, folio) in gone {
             self.fs.inodes[inode].cache.remove(&pgoff);
             self.page_cache_release(folio);

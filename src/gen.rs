@@ -563,6 +563,9 @@ impl Gen<'_> {
         if self.chance(0.2) {
             flags |= MAP_NORESERVE;
         }
+        if self.chance(0.06) {
+            flags |= MAP_POPULATE;
+        }
         let prot = self.pick_prot();
         // Backing: private anon, shared anon, private file, shared file.
         let x = self.rng.random_range(0..100);
@@ -660,12 +663,19 @@ impl Gen<'_> {
 
     fn truncate(&mut self, pi: usize, fd: i64, file: usize) {
         let pid = self.procs[pi].pid;
-        let pages = match self.rng.random_range(0..10) {
-            0..=5 => self.rng.random_range(1..=64),
-            6..=8 => self.rng.random_range(65..=1024),
+        let pages = match self.rng.random_range(0..12) {
+            0..=2 => self.rng.random_range(1..=8),
+            3..=7 => self.rng.random_range(1..=64),
+            8..=10 => self.rng.random_range(65..=1024),
             _ => 2048,
         };
-        let len = pages * PAGE_SIZE;
+        // Often a size inside a page: EOF inside a page (ext4 zeroes the rest of its block,
+        // and the page after it is SIGBUS).
+        let len = if self.chance(0.4) {
+            pages * PAGE_SIZE - self.rng.random_range(1..PAGE_SIZE)
+        } else {
+            pages * PAGE_SIZE
+        };
         self.files[file] = Some(len);
         self.emit(pid, Call::Ftruncate { fd, len }, None);
     }
@@ -725,6 +735,10 @@ impl Gen<'_> {
             (MADV_RANDOM, 2),
             (MADV_SEQUENTIAL, 2),
             (MADV_PAGEOUT, 6),
+            (MADV_POPULATE_READ, 3),
+            (MADV_POPULATE_WRITE, 3),
+            (MADV_REMOVE, 3),
+            (MADV_WILLNEED, 3),
         ];
         if self.cfg.thp {
             advices.push((MADV_HUGEPAGE, 3));
@@ -744,6 +758,13 @@ impl Gen<'_> {
         // whole, half of it, from its middle, or at a single page.
         if self.cfg.thp && [MADV_PAGEOUT, MADV_COLD, MADV_FREE].contains(&advice) && self.chance(0.5) {
             (addr, len) = self.thp_subrange(pi);
+        }
+        // The file advices: mostly at a file or shared mapping, part or all of it.
+        if [MADV_WILLNEED, MADV_REMOVE].contains(&advice)
+            && self.chance(0.8)
+            && let Some(r) = self.file_region(pi)
+        {
+            (addr, len) = self.sub_range(r);
         }
         self.emit(pid, Call::Madvise { addr, len, advice }, None);
     }
@@ -916,9 +937,14 @@ impl Gen<'_> {
     fn op_touch(&mut self, pi: usize) {
         let pid = self.procs[pi].pid;
         let x = self.rng.random_range(0..100);
+        let file = if (60..72).contains(&x) { self.file_region(pi) } else { None };
         let (addr, len) = if self.cfg.thp && x < 4 {
             let (a, _) = self.thp_range();
             (a, PMD_SIZE)
+        } else if let Some(r) = file {
+            // A file or shared mapping, maybe running past EOF (SIGBUS at the first page
+            // there, after the pages before it, and fault-around on the way).
+            self.sub_range(r)
         } else if x < 70 {
             // Inside one mapping (the generator's belief).
             match self.random_region(pi) {
@@ -974,6 +1000,24 @@ impl Gen<'_> {
             }
         }
         self.emit(pid, Call::Brk { addr }, None);
+    }
+
+    /// A file or shared anonymous mapping of the process (the generator's belief), if any.
+    fn file_region(&mut self, pi: usize) -> Option<Region> {
+        let rs: Vec<Region> =
+            self.procs[pi].regions.iter().copied().filter(|r| !matches!(r.kind, Kind::AnonPrivate)).collect();
+        if rs.is_empty() {
+            return None;
+        }
+        Some(rs[self.rng.random_range(0..rs.len())])
+    }
+
+    /// Up to 64 pages of a region, from its start or a random page.
+    fn sub_range(&mut self, r: Region) -> (u64, u64) {
+        let pages = (r.end - r.start) / PAGE_SIZE;
+        let s = if self.chance(0.4) { 0 } else { self.rng.random_range(0..pages) };
+        let k = self.rng.random_range(1..=(pages - s).min(64));
+        (r.start + s * PAGE_SIZE, k * PAGE_SIZE)
     }
 
     fn op_fork(&mut self, pi: usize) {
@@ -1725,7 +1769,10 @@ mod tests {
         ] {
             assert!(mremap_flags.contains(&f), "mremap flags {f:#x} never generated");
         }
-        assert_eq!(advices.len(), 14, "{advices:?}");
+        assert_eq!(advices.len(), 18, "{advices:?}");
+        for a in [MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_REMOVE, MADV_WILLNEED] {
+            assert!(advices.contains(&a), "advice {a} never generated: {advices:?}");
+        }
     }
 
     #[test]

@@ -81,21 +81,6 @@ impl System {
             if regular && v.flags.contains(VmFlags::SHARED) {
                 return None;
             }
-            if v.linear_page_index(a).0 >= self.fs.size_pages(inode)
-                && !matches!(
-                    self.mms[mm].pt.walk(a),
-                    Walk::Pte(Pte::Present { .. } | Pte::Migration { .. })
-                        | Walk::Huge { .. }
-                        | Walk::PmdMigration { .. }
-                )
-            {
-                // do_cow_fault prepares the anon_vma (vmf_anon_prepare) before the read
-                // finds EOF and fails with SIGBUS.
-                if !v.flags.contains(VmFlags::SHARED) {
-                    self.anon_vma_prepare(vma);
-                }
-                return None;
-            }
         }
         let writable = match self.mms[mm].pt.walk(a) {
             Walk::Pte(Pte::Present { flags, .. }) | Walk::Huge { flags, .. } => {
@@ -103,8 +88,10 @@ impl System {
             }
             _ => false,
         };
-        if !writable {
-            self.handle_mm_fault(mm, vma, a, true);
+        // A fault beyond EOF (do_cow_fault prepares the anon_vma first) or to userfaultfd is
+        // SIGBUS: EFAULT.
+        if !writable && !self.handle_mm_fault(mm, vma, a, true) {
+            return None;
         }
         let (folio, _sub) = match self.mms[mm].pt.walk(a) {
             Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => (folio, sub),

@@ -81,7 +81,52 @@ impl System {
             return Err(Errno::EINVAL);
         }
         let Some(end) = madvise_range(start, len_in)? else { return Ok(0) };
+        if matches!(behavior, MADV_POPULATE_READ | MADV_POPULATE_WRITE) {
+            // madvise_do_behavior: populate walks the range itself, not madvise_walk_vmas.
+            return self.madvise_populate(
+                mm,
+                VirtAddr(start),
+                VirtAddr(end),
+                behavior == MADV_POPULATE_WRITE,
+            );
+        }
         self.madvise_walk(mm, VirtAddr(start), VirtAddr(end), Visit::Behavior(behavior), &None).map(|_| 0)
+    }
+
+    /// `madvise_populate` → `faultin_page_range` (`__get_user_pages` with
+    /// `FOLL_MADV_POPULATE`): fault the pages in address order; a page outside any VMA is
+    /// ENOMEM, a VMA that `check_vma_flags` refuses EINVAL, a fault that fails
+    /// (`VM_FAULT_SIGBUS`: beyond EOF, userfaultfd) EFAULT, each after populating the pages
+    /// before it.
+    fn madvise_populate(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr, write: bool) -> KResult<u64> {
+        if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
+            // Page by page this would not finish (populate does the same).
+            self.not_modelled("populating more than 64 GiB");
+            return Ok(0);
+        }
+        let mut a = start;
+        while a < end {
+            let Some(vma) = self.mms[mm].vma_lookup(a) else { return Err(Errno::ENOMEM) };
+            let f = self.vmas[vma].flags;
+            // check_vma_flags without FOLL_FORCE: data access, so the pkey matters too.
+            let denied = if write { !f.contains(VmFlags::WRITE) } else { !f.contains(VmFlags::READ) };
+            let pkey = f.pkey();
+            if f.intersects(VmFlags::IO | VmFlags::PFNMAP)
+                || denied
+                || (pkey != 0 && Some(pkey) == self.mms[mm].execute_only_pkey)
+            {
+                return Err(Errno::EINVAL);
+            }
+            let vend = self.vmas[vma].end.min(end);
+            while a < vend {
+                // faultin_page: VM_FAULT_SIGBUS is EFAULT (vm_fault_to_errno).
+                if !self.handle_mm_fault(mm, vma, a, write) {
+                    return Err(Errno::EFAULT);
+                }
+                a = a.plus(PAGE_SIZE);
+            }
+        }
+        Ok(0)
     }
 
     /// `madvise_vma_behavior` for one VMA piece; returns the end of the VMA now covering it.
@@ -259,39 +304,54 @@ impl System {
         behavior: u64,
     ) -> KResult<VirtAddr> {
         match behavior {
-            MADV_POPULATE_READ | MADV_POPULATE_WRITE => {
-                let write = behavior == MADV_POPULATE_WRITE;
-                let f = self.vmas[vma].flags;
-                if f.intersects(VmFlags::IO | VmFlags::PFNMAP) {
-                    return Err(Errno::EINVAL);
-                }
-                if (write && !f.contains(VmFlags::WRITE)) || (!write && !f.intersects(VmFlags::ACCESS)) {
-                    return Err(Errno::EINVAL);
-                }
-                if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
-                    // Page by page this would not finish (populate does the same).
-                    self.not_modelled("populating more than 64 GiB");
-                    return Ok(end);
-                }
-                let mut a = start;
-                while a < end {
-                    // faultin_page: VM_FAULT_SIGBUS (a userfaultfd missing fault) is EFAULT.
-                    if !self.handle_mm_fault(mm, vma, a, write) {
-                        return Err(Errno::EFAULT);
-                    }
-                    a = a.plus(PAGE_SIZE);
-                }
-            }
             MADV_COLLAPSE => self.madvise_collapse(mm, vma, start, end)?,
             MADV_COLD | MADV_PAGEOUT => {
                 self.madvise_cold_or_pageout(mm, vma, start, end, behavior == MADV_PAGEOUT)?
             }
-            MADV_REMOVE if !self.vmas[vma].flags.contains(VmFlags::SHARED) => {
-                return Err(Errno::EINVAL);
+            MADV_REMOVE => self.madvise_remove(vma, start, end)?,
+            MADV_WILLNEED if self.vmas[vma].file.is_some() && !self.is_anon_shmem(vma) => {
+                self.madvise_willneed_file(vma, start, end)
             }
             _ => {}
         }
         Ok(end)
+    }
+
+    /// `madvise_remove`: punch a hole in the file behind a shared writable mapping
+    /// (`vfs_fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)`), so the pages go from
+    /// every mapping and from the page cache. EINVAL on a locked VMA or one without a file,
+    /// EACCES unless the mapping is shared and may be written (`vma_is_shared_maywrite`).
+    fn madvise_remove(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr) -> KResult<()> {
+        let v = &self.vmas[vma];
+        if v.flags.contains(VmFlags::LOCKED) {
+            return Err(Errno::EINVAL);
+        }
+        let Some(file) = v.file else { return Err(Errno::EINVAL) };
+        if !v.flags.contains(VmFlags::SHARED | VmFlags::MAYWRITE) {
+            return Err(Errno::EACCES);
+        }
+        let first = v.linear_page_index(start).0;
+        let last = first + (end.0 - start.0) / PAGE_SIZE;
+        let inode = self.fs.files[file].inode;
+        self.punch_hole(inode, first, last);
+        Ok(())
+    }
+
+    /// `madvise_willneed` on a regular file: `vfs_fadvise(POSIX_FADV_WILLNEED)` →
+    /// `force_page_cache_readahead` of the range's pages, which `force_page_cache_ra` cuts to
+    /// `max(bdi->io_pages, ra_pages)` (`ra_pages` here: `io_pages` is 1024 on our disks,
+    /// below the 2048 read-ahead pages) and reads in 2 MiB chunks (`do_page_cache_ra`, no
+    /// lookahead mark), up to EOF, skipping pages already cached.
+    fn madvise_willneed_file(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr) {
+        let inode = self.fs.files[self.vmas[vma].file.expect("file vma")].inode;
+        let mut index = self.vmas[vma].linear_page_index(start).0;
+        let mut nr = ((end.0 - start.0) / PAGE_SIZE).min(self.cfg.readahead_pages);
+        while nr > 0 {
+            let chunk = nr.min(PMD_SIZE / PAGE_SIZE);
+            self.do_page_cache_ra(inode, index, chunk, 0);
+            index += chunk;
+            nr -= chunk;
+        }
     }
 
     /// `madvise_update_vma`: no-op when nothing changes, else modify (merge or split).

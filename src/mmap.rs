@@ -492,8 +492,11 @@ impl System {
         self.do_munmap(mm, addr, len).map(|_| 0)
     }
 
-    /// Fault in a range as `populate_vma_page_range` does (write faults for writable
-    /// private mappings, read faults otherwise).
+    /// Fault in a range as `__mm_populate` does: VMA by VMA, `populate_vma_page_range`
+    /// (write faults for writable private mappings, read faults otherwise; `VM_IO` and
+    /// `VM_PFNMAP` skipped). A fault that fails (SIGBUS beyond EOF, or from userfaultfd)
+    /// ends that VMA's part, after what the fault did on the way; errors are ignored and
+    /// the next VMA is populated.
     pub fn populate(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
             // Page by page this would not finish; the kernel would run out of memory first.
@@ -502,14 +505,17 @@ impl System {
         }
         let mut a = start;
         while a < end {
-            if let Some(v) = self.mms[mm].vma_lookup(a) {
-                let f = self.vmas[v].flags;
-                if f.intersects(VmFlags::ACCESS) && !f.intersects(VmFlags::IO | VmFlags::PFNMAP) {
-                    let write = f & (VmFlags::WRITE | VmFlags::SHARED) == VmFlags::WRITE;
-                    self.handle_mm_fault(mm, v, a, write);
+            let Some(v) = self.mms[mm].find_vma(a) else { return };
+            let vend = self.vmas[v].end.min(end);
+            a = a.max(self.vmas[v].start);
+            let f = self.vmas[v].flags;
+            if f.intersects(VmFlags::ACCESS) && !f.intersects(VmFlags::IO | VmFlags::PFNMAP) {
+                let write = f & (VmFlags::WRITE | VmFlags::SHARED) == VmFlags::WRITE;
+                while a < vend && self.handle_mm_fault(mm, v, a, write) {
+                    a = a.plus(PAGE_SIZE);
                 }
             }
-            a = a.plus(PAGE_SIZE);
+            a = vend;
         }
     }
 

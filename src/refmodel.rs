@@ -172,6 +172,30 @@ impl RefModel {
         })
     }
 
+    /// Write faults over `[start, end)` in order (populating): each private file page not
+    /// copied yet becomes a private copy of what it shows; stops at a page outside any mapping
+    /// or a file page beyond EOF, where the fault fails.
+    fn cow_copies(&mut self, pid: Pid, start: u64, end: u64) {
+        let mut copies = Vec::new();
+        let mut a = start;
+        while a < end {
+            let Some(sp) = self.spaces.get(&pid) else { return };
+            let Some((s, seg)) = sp.seg_at(a) else { break };
+            if let Backing::FilePrivate { obj, pgoff } | Backing::Shared { obj, pgoff } = seg.from(s, a).back
+                && pgoff >= self.sizes.get(&obj).copied().unwrap_or(0)
+            {
+                break;
+            }
+            if matches!(seg.back, Backing::FilePrivate { .. }) && !sp.private.contains_key(&a) {
+                copies.push((a, self.read(pid, a).unwrap_or(0)));
+            }
+            a += PAGE_SIZE;
+        }
+        if let Some(sp) = self.spaces.get_mut(&pid) {
+            sp.private.extend(copies);
+        }
+    }
+
     /// Follow one step, given the outcome the model gave it. A touch that raised a signal
     /// wrote the pages before `signal_at`, the page whose fault raised it (a program faults
     /// page by page; only the model knows permissions, so it says where the touch stopped).
@@ -196,7 +220,7 @@ impl RefModel {
         let pid = self.threads.get(&step.pid).copied().unwrap_or(step.pid);
         let ok = |o: &Expect| matches!(o, Expect::Value(_));
         match &step.call {
-            Call::Mmap { len, flags, fd, off, .. } => {
+            Call::Mmap { len, flags, fd, off, prot, .. } => {
                 let Expect::Value(a) = *outcome else { return };
                 let end = a.saturating_add(page_align(*len));
                 let back = if flags & MAP_ANONYMOUS != 0 {
@@ -218,6 +242,24 @@ impl RefModel {
                 if let Some(sp) = self.spaces.get_mut(&pid) {
                     sp.insert(a, end, back);
                 }
+                // Populating a writable private file mapping write-faults it: each page up to
+                // EOF becomes a private copy of what the file holds now.
+                let populate =
+                    flags & MAP_LOCKED != 0 || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
+                if populate && prot & PROT_WRITE != 0 && matches!(back, Backing::FilePrivate { .. }) {
+                    self.cow_copies(pid, a, end);
+                }
+            }
+            Call::Madvise { addr, len, advice: MADV_POPULATE_WRITE } => {
+                let (start, end) = (*addr, addr.saturating_add(page_align(*len)));
+                if matches!(outcome, Expect::Err(crate::errno::Errno::EINVAL)) {
+                    // Refused at a VMA after populating those before it, which permissions
+                    // (not followed here) decide.
+                    self.lost_track
+                        .get_or_insert_with(|| "a MADV_POPULATE_WRITE was refused part way".into());
+                    return;
+                }
+                self.cow_copies(pid, start, end);
             }
             Call::Munmap { addr, len } if ok(outcome) => {
                 if let Some(sp) = self.spaces.get_mut(&pid) {
@@ -234,6 +276,32 @@ impl RefModel {
                     *new_addr,
                     outcome,
                 );
+            }
+            Call::Madvise { addr, len, advice: MADV_REMOVE } => {
+                // A hole punched in the file (or shmem) behind each shared view: it reads as
+                // zero there, in every view; private copies stay. A refusal after some VMAs
+                // were done leaves an unknown prefix punched.
+                let (start, end) = (*addr, addr.saturating_add(page_align(*len)));
+                let Some(sp) = self.spaces.get(&pid) else { return };
+                let mut holes = Vec::new();
+                let mut a = start;
+                while a < end {
+                    if let Some((s, seg)) = sp.seg_at(a)
+                        && let Backing::Shared { obj, pgoff } = seg.from(s, a).back
+                    {
+                        holes.push((obj, pgoff));
+                    }
+                    a += PAGE_SIZE;
+                }
+                if !matches!(outcome, Expect::Value(_) | Expect::Err(crate::errno::Errno::ENOMEM)) {
+                    if !holes.is_empty() {
+                        self.lost_track.get_or_insert_with(|| "a MADV_REMOVE failed part way".into());
+                    }
+                    return;
+                }
+                for k in holes {
+                    self.objects.remove(&k);
+                }
             }
             Call::Madvise { addr, len, advice } => {
                 // Effects apply to the mapped parts even when a hole makes the call fail, and
