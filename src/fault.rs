@@ -339,11 +339,12 @@ impl System {
     }
 
     /// The first signal a page of `[a, end)` in `vma` raises beyond the VMA's permissions:
-    /// a file page past EOF, a userfaultfd missing fault.
+    /// a guard marker, a file page past EOF, a userfaultfd missing fault.
     #[inline(always)]
     fn page_signal(&self, mm: MmId, vma: VmaId, a: VirtAddr, end: VirtAddr) -> Option<Signal> {
         let v = &self.vmas[vma];
-        if v.file.is_none() && !v.flags.contains(VmFlags::UFFD_MISSING) {
+        // Only a VMA with VM_MAYBE_GUARD can hold guard markers.
+        if v.file.is_none() && !v.flags.intersects(VmFlags::UFFD_MISSING | VmFlags::MAYBE_GUARD) {
             return None;
         }
         self.page_signal_walk(mm, vma, a, end)
@@ -352,6 +353,11 @@ impl System {
     #[inline(never)]
     fn page_signal_walk(&self, mm: MmId, vma: VmaId, mut a: VirtAddr, end: VirtAddr) -> Option<Signal> {
         while a < end {
+            // handle_pte_marker comes before the file's fault handler and userfaultfd.
+            if self.vmas[vma].flags.contains(VmFlags::MAYBE_GUARD) && self.mms[mm].pt.get_pte(a) == Pte::Guard
+            {
+                return Some(Signal::SIGSEGV);
+            }
             if let Some(sig) = self.access_error_file(vma, a) {
                 return Some(sig);
             }
@@ -435,8 +441,9 @@ impl System {
         enabled && h >= v.start && h.0 + PMD_SIZE <= v.end.0
     }
 
-    /// `handle_mm_fault` for one page. False when the fault went to userfaultfd
-    /// (`handle_userfault` with `UFFD_FEATURE_SIGBUS`: VM_FAULT_SIGBUS, nothing mapped).
+    /// `handle_mm_fault` for one page. False when the fault failed with nothing mapped: it
+    /// went to userfaultfd (`handle_userfault` with `UFFD_FEATURE_SIGBUS`: VM_FAULT_SIGBUS)
+    /// or hit a guard marker (`handle_pte_marker`: VM_FAULT_SIGSEGV).
     pub fn handle_mm_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) -> bool {
         self.stats.faults += 1;
         if self.userfaultfd_missing_fault(mm, vma, a, write) {
@@ -488,6 +495,8 @@ impl System {
                     self.handle_mm_fault(mm, vma, a, write);
                 }
             }
+            // do_swap_page → handle_pte_marker: VM_FAULT_SIGSEGV.
+            Walk::Pte(Pte::Guard) => return false,
         }
         true
     }

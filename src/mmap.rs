@@ -445,9 +445,10 @@ impl System {
             }
         }
         for &v in &out {
-            // Zap while the VMA is still in the tree, as vms_clean_up_area does.
+            // Zap while the VMA is still in the tree, as vms_clean_up_area does; unmap_vmas
+            // drops guard markers too (ZAP_FLAG_DROP_MARKER).
             let (s, e) = (self.vmas[v].start, self.vmas[v].end);
-            self.zap_range(mm, s, e);
+            self.zap_range_drop_markers(mm, s, e);
         }
         for &v in &out {
             self.vma_detach(v);
@@ -493,7 +494,9 @@ impl System {
     }
 
     /// Fault in a range as `populate_vma_page_range` does (write faults for writable
-    /// private mappings, read faults otherwise).
+    /// private mappings, read faults otherwise). A fault that fails (a guard marker, a
+    /// userfaultfd missing fault) ends `__get_user_pages` for that VMA; `__mm_populate`
+    /// ignores the error and goes on at the next VMA.
     pub fn populate(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
             // Page by page this would not finish; the kernel would run out of memory first.
@@ -506,7 +509,10 @@ impl System {
                 let f = self.vmas[v].flags;
                 if f.intersects(VmFlags::ACCESS) && !f.intersects(VmFlags::IO | VmFlags::PFNMAP) {
                     let write = f & (VmFlags::WRITE | VmFlags::SHARED) == VmFlags::WRITE;
-                    self.handle_mm_fault(mm, v, a, write);
+                    if !self.handle_mm_fault(mm, v, a, write) {
+                        a = self.vmas[v].end.min(end);
+                        continue;
+                    }
                 }
             }
             a = a.plus(PAGE_SIZE);

@@ -232,7 +232,9 @@ impl RefModel {
                 let (start, end) = (*addr, addr.saturating_add(page_align(*len)));
                 let Some(sp) = self.spaces.get_mut(&pid) else { return };
                 match *advice {
-                    MADV_DONTNEED | MADV_DONTNEED_LOCKED => {
+                    // MADV_GUARD_INSTALL zaps the range as MADV_DONTNEED does (a refused VMA
+                    // keeps its pages, but a touch there would fault: nothing to compare).
+                    MADV_DONTNEED | MADV_DONTNEED_LOCKED | MADV_GUARD_INSTALL => {
                         let gone: Vec<u64> = sp
                             .private
                             .range(start..end)
@@ -601,6 +603,10 @@ impl RefModel {
             let mut private = sp.private.iter().peekable();
             for pte in sys.pagemap(pid) {
                 let a = pte.addr;
+                // A guard marker holds nothing to read.
+                if pte.page == crate::snapshot::RawPage::Guard {
+                    continue;
+                }
                 while segs.next_if(|(_, seg)| seg.end <= a).is_some() {}
                 while private.next_if(|(pa, _)| **pa < a).is_some() {}
                 let want = match (segs.peek().copied(), private.peek().copied()) {

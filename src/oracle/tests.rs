@@ -148,8 +148,11 @@ fn faulting_touches_touch_nothing() {
     assert_eq!(v[5].result, "= 0");
     assert_eq!(v[6].result, "= 0");
     assert_eq!(v[7].result, "= SIGSEGV");
-    // The guard marker is not a page.
-    assert_eq!(pages(&v[7], 1), vec![(A, PageName::Page(0), false, 0)]);
+    // The guard marker shows as one (PM_GUARD_REGION).
+    assert_eq!(
+        pages(&v[7], 1),
+        vec![(A, PageName::Page(0), false, 0), (A + 0x1000, PageName::Guard, false, 0)]
+    );
 }
 
 #[test]
