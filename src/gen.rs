@@ -712,6 +712,13 @@ impl Gen<'_> {
             (MADV_RANDOM, 2),
             (MADV_SEQUENTIAL, 2),
             (MADV_PAGEOUT, 6),
+            (MADV_GUARD_INSTALL, 4),
+            (MADV_GUARD_REMOVE, 3),
+            (MADV_DONTNEED_LOCKED, 2),
+            (MADV_MERGEABLE, 1),
+            (MADV_UNMERGEABLE, 1),
+            (MADV_DONTDUMP, 1),
+            (MADV_DODUMP, 1),
         ];
         if self.cfg.thp {
             advices.push((MADV_HUGEPAGE, 3));
@@ -729,7 +736,10 @@ impl Gen<'_> {
         }
         // The advices that split large folios they cover in part: often aim them at a THP,
         // whole, half of it, from its middle, or at a single page.
-        if self.cfg.thp && [MADV_PAGEOUT, MADV_COLD, MADV_FREE].contains(&advice) && self.chance(0.5) {
+        if self.cfg.thp
+            && [MADV_PAGEOUT, MADV_COLD, MADV_FREE, MADV_GUARD_INSTALL].contains(&advice)
+            && self.chance(0.5)
+        {
             (addr, len) = self.thp_subrange(pi);
         }
         self.emit(pid, Call::Madvise { addr, len, advice }, None);
@@ -1678,7 +1688,7 @@ mod tests {
         ] {
             assert!(mremap_flags.contains(&f), "mremap flags {f:#x} never generated");
         }
-        assert_eq!(advices.len(), 14, "{advices:?}");
+        assert_eq!(advices.len(), 21, "{advices:?}");
     }
 
     #[test]
