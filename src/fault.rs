@@ -67,7 +67,9 @@ impl System {
         if let Some(end) = start.0.checked_add(PAGE_SIZE)
             && len.wrapping_sub(1) < end - addr
         {
-            let Some(vma) = self.mms[mm].vma_lookup(start) else { return Ok(Err(Signal::SIGSEGV)) };
+            let Some(vma) = self.mms[mm].vma_lookup(start).or_else(|| self.expand_stack(mm, start)) else {
+                return Ok(Err(Signal::SIGSEGV));
+            };
             if let Some(sig) =
                 self.access_error_vma(vma, write).or_else(|| self.page_signal(mm, vma, start, VirtAddr(end)))
             {
@@ -103,7 +105,10 @@ impl System {
         // The VMA of the first page, found again without a lookup (most touches are one page).
         let mut first = None;
         while a.0 < end {
-            let Some(vma) = self.mms[mm].vma_lookup(a) else { return Ok(Err(Signal::SIGSEGV)) };
+            // The first page below a stack grows it (pages run upwards, so this is the lowest).
+            let Some(vma) = self.mms[mm].vma_lookup(a).or_else(|| self.expand_stack(mm, a)) else {
+                return Ok(Err(Signal::SIGSEGV));
+            };
             first.get_or_insert(vma);
             let vend = VirtAddr(self.vmas[vma].end.0.min(end));
             if let Some(sig) =

@@ -33,6 +33,8 @@ struct Seg {
     /// MADV_DONTFORK / MADV_WIPEONFORK, which decide what a child sees.
     dontcopy: bool,
     wipe: bool,
+    /// MAP_GROWSDOWN: a successful touch just below grows it down.
+    growsdown: bool,
 }
 
 impl Seg {
@@ -104,7 +106,7 @@ impl Space {
     }
     fn insert(&mut self, start: u64, end: u64, back: Backing) {
         self.remove(start, end);
-        self.segs.insert(start, Seg { end, back, dontcopy: false, wipe: false });
+        self.segs.insert(start, Seg { end, back, dontcopy: false, wipe: false, growsdown: false });
     }
     /// Insert with the fork flags of `like` (a grown tail keeps its VMA's flags).
     fn insert_like(&mut self, start: u64, end: u64, like: Seg) {
@@ -201,6 +203,11 @@ impl RefModel {
                 };
                 if let Some(sp) = self.spaces.get_mut(&pid) {
                     sp.insert(a, end, back);
+                    if flags & MAP_GROWSDOWN != 0
+                        && let Some(s) = sp.segs.get_mut(&a)
+                    {
+                        s.growsdown = true;
+                    }
                 }
             }
             Call::Munmap { addr, len } if ok(outcome) => {
@@ -376,6 +383,29 @@ impl RefModel {
                             sp.private.remove(&p);
                         }
                     }
+                }
+            }
+            // A touch that worked from below a MAP_GROWSDOWN segment grew it (a refused growth
+            // is SIGSEGV; a growth followed by a permission fault is not followed here).
+            Call::Touch { addr, .. }
+                if ok(outcome)
+                    && self
+                        .spaces
+                        .get(&pid)
+                        .is_some_and(|sp| sp.seg_at(addr & !(PAGE_SIZE - 1)).is_none()) =>
+            {
+                let start = addr & !(PAGE_SIZE - 1);
+                if let Some(sp) = self.spaces.get_mut(&pid)
+                    && let Some((&s, &seg)) = sp.segs.range(start..).next()
+                    && seg.growsdown
+                {
+                    // The segment now starts lower (private anonymous: no offset to move).
+                    sp.segs.remove(&s);
+                    sp.segs.insert(start, seg);
+                }
+                // The contents written, as below.
+                if let Call::Touch { write: true, .. } = step.call {
+                    self.apply(step, outcome, tag_of);
                 }
             }
             Call::Touch { addr, len, write: true } if ok(outcome) => {
