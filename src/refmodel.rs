@@ -402,10 +402,10 @@ impl RefModel {
                     // The segment now starts lower (private anonymous: no offset to move).
                     sp.segs.remove(&s);
                     sp.segs.insert(start, seg);
-                }
-                // The contents written, as below.
-                if let Call::Touch { write: true, .. } = step.call {
-                    self.apply(step, outcome, tag_of);
+                    // The contents written, as below (the start is mapped now: no loop).
+                    if let Call::Touch { write: true, .. } = step.call {
+                        self.apply(step, outcome, tag_of);
+                    }
                 }
             }
             Call::Touch { addr, len, write: true } if ok(outcome) => {
