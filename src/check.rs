@@ -21,7 +21,7 @@ use crate::mm::System;
 use crate::pagetable::{Pmd, Pte, PteFlags};
 use crate::rmap::AnonVmaId;
 use crate::types::{PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PgOff, VirtAddr};
-use crate::vma::VmaId;
+use crate::vma::{VmFlags, VmaId};
 
 macro_rules! ensure {
     ($cond:expr, $($fmt:tt)*) => {
@@ -317,6 +317,20 @@ impl System {
                                     v
                                 }
                             };
+                            // Guard markers are installed only in VMAs MADV_GUARD_INSTALL marked
+                            // VM_MAYBE_GUARD, which no VMA change clears; an anonymous one has
+                            // its anon_vma (fork must copy them).
+                            if *pte == Pte::Guard {
+                                let v = &self.vmas[vma];
+                                ensure!(
+                                    v.flags.contains(VmFlags::MAYBE_GUARD),
+                                    "guard marker at {a:?} in a VMA without VM_MAYBE_GUARD"
+                                );
+                                ensure!(
+                                    !v.is_anonymous() || v.anon_vma.is_some(),
+                                    "guard marker at {a:?} in an anonymous VMA without anon_vma"
+                                );
+                            }
                             if let Pte::Present { folio, sub, flags } = *pte {
                                 ensure!(self.folios.contains(folio), "PTE at {a:?} maps a freed folio");
                                 ensure!(

@@ -73,7 +73,7 @@ impl System {
         if let Some(end) = start.0.checked_add(PAGE_SIZE)
             && len.wrapping_sub(1) < end - addr
         {
-            let Some(vma) = self.mms[mm].vma_lookup(start) else {
+            let Some(vma) = self.mms[mm].vma_lookup(start).or_else(|| self.expand_stack(mm, start)) else {
                 self.touch_signal_at = Some(start);
                 return Ok(Err(Signal::SIGSEGV));
             };
@@ -113,7 +113,8 @@ impl System {
         // decides the rest (SIGBUS beyond EOF or from userfaultfd).
         let mut a = start;
         while a.0 < end {
-            let Some(vma) = self.mms[mm].vma_lookup(a) else {
+            // The first page below a stack grows it (pages run upwards, so this is the lowest).
+            let Some(vma) = self.mms[mm].vma_lookup(a).or_else(|| self.expand_stack(mm, a)) else {
                 self.touch_signal_at = Some(a);
                 return Ok(Err(Signal::SIGSEGV));
             };
@@ -171,6 +172,10 @@ impl System {
             if !(fast && self.fault_resident(mm, a, write, tag_of)) {
                 if !self.handle_mm_fault(mm, vma, a, write) {
                     self.touch_signal_at = Some(a);
+                    // handle_pte_marker: a guard marker is VM_FAULT_SIGSEGV.
+                    if self.mms[mm].pt.get_pte(a) == Pte::Guard {
+                        return Err(Signal::SIGSEGV);
+                    }
                     return Err(Signal::SIGBUS);
                 }
                 if write {
@@ -379,7 +384,8 @@ impl System {
 
     /// `handle_mm_fault` for one page. False for `VM_FAULT_SIGBUS`: the fault went to
     /// userfaultfd (`handle_userfault` with `UFFD_FEATURE_SIGBUS`), or found a file page
-    /// beyond EOF; what the kernel did before noticing stays done.
+    /// beyond EOF, or hit a guard marker (`handle_pte_marker`: VM_FAULT_SIGSEGV); what the
+    /// kernel did before noticing stays done.
     pub fn handle_mm_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) -> bool {
         self.stats.faults += 1;
         if self.userfaultfd_missing_fault(mm, vma, a, write) {
@@ -427,6 +433,8 @@ impl System {
                     self.handle_mm_fault(mm, vma, a, write);
                 }
             }
+            // do_swap_page → handle_pte_marker: VM_FAULT_SIGSEGV.
+            Walk::Pte(Pte::Guard) => return false,
         }
         true
     }

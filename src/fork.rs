@@ -109,9 +109,10 @@ impl System {
             let cv = self.vma_link(v);
             if !wipe {
                 self.anon_vma_fork(cv, pv);
-                // vma_needs_copy: only VMAs with an anon_vma (or PFN maps) copy their
+                // vma_needs_copy: only VMAs with an anon_vma or a VM_COPY_ON_FORK flag
+                // (VM_MAYBE_GUARD: guard markers cannot be faulted back in) copy their
                 // page tables; the rest fault in lazily.
-                if self.vmas[pv].anon_vma.is_some() {
+                if self.vmas[pv].anon_vma.is_some() || pflags.contains(VmFlags::MAYBE_GUARD) {
                     self.copy_page_range(pmm, cmm, pv, cv);
                 }
             }
@@ -226,6 +227,8 @@ impl System {
                     }
                     Pte::Migration { folio, sub, kind, flags }
                 }
+                // copy_nonpresent_pte → copy_pte_marker: guard markers are always copied.
+                Pte::Guard => Pte::Guard,
                 Pte::None => Pte::None,
             };
             self.mms[cmm].pt.set_pte(a, child_pte);
@@ -255,7 +258,8 @@ impl System {
         let vmas: Vec<VmaId> = self.mms[mm].vmas.values().map(|e| e.id).collect();
         for &v in &vmas {
             let (s, e) = (self.vmas[v].start, self.vmas[v].end);
-            self.zap_range(mm, s, e);
+            // unmap_vmas: ZAP_FLAG_DROP_MARKER.
+            self.zap_range_drop_markers(mm, s, e);
         }
         for v in vmas {
             self.vma_detach(v);

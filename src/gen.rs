@@ -739,6 +739,13 @@ impl Gen<'_> {
             (MADV_POPULATE_WRITE, 3),
             (MADV_REMOVE, 3),
             (MADV_WILLNEED, 3),
+            (MADV_GUARD_INSTALL, 4),
+            (MADV_GUARD_REMOVE, 3),
+            (MADV_DONTNEED_LOCKED, 2),
+            (MADV_MERGEABLE, 1),
+            (MADV_UNMERGEABLE, 1),
+            (MADV_DONTDUMP, 1),
+            (MADV_DODUMP, 1),
         ];
         if self.cfg.thp {
             advices.push((MADV_HUGEPAGE, 3));
@@ -756,7 +763,10 @@ impl Gen<'_> {
         }
         // The advices that split large folios they cover in part: often aim them at a THP,
         // whole, half of it, from its middle, or at a single page.
-        if self.cfg.thp && [MADV_PAGEOUT, MADV_COLD, MADV_FREE].contains(&advice) && self.chance(0.5) {
+        if self.cfg.thp
+            && [MADV_PAGEOUT, MADV_COLD, MADV_FREE, MADV_GUARD_INSTALL].contains(&advice)
+            && self.chance(0.5)
+        {
             (addr, len) = self.thp_subrange(pi);
         }
         // The file advices: mostly at a file or shared mapping, part or all of it.
@@ -1769,7 +1779,7 @@ mod tests {
         ] {
             assert!(mremap_flags.contains(&f), "mremap flags {f:#x} never generated");
         }
-        assert_eq!(advices.len(), 18, "{advices:?}");
+        assert_eq!(advices.len(), 25, "{advices:?}");
         for a in [MADV_POPULATE_READ, MADV_POPULATE_WRITE, MADV_REMOVE, MADV_WILLNEED] {
             assert!(advices.contains(&a), "advice {a} never generated: {advices:?}");
         }

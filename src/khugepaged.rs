@@ -20,6 +20,8 @@ enum ScanFail {
     /// A none or zero-page PTE in a VMA registered with a userfaultfd (the collapse would
     /// fill a page its missing faults should report).
     ExceedNonePte,
+    /// A guard marker (`SCAN_PTE_NON_PRESENT`): later PMDs are still tried.
+    PteNonPresent,
 }
 
 impl ScanFail {
@@ -28,7 +30,9 @@ impl ScanFail {
         match self {
             ScanFail::PageCount => Errno::EAGAIN,
             ScanFail::ExceedNonePte => Errno::EBUSY,
-            ScanFail::PmdNull | ScanFail::PmdNone | ScanFail::PageAnon => Errno::EINVAL,
+            ScanFail::PmdNull | ScanFail::PmdNone | ScanFail::PageAnon | ScanFail::PteNonPresent => {
+                Errno::EINVAL
+            }
         }
     }
 }
@@ -75,7 +79,9 @@ impl System {
             match self.collapse_pmd(mm, vma, VirtAddr(h)) {
                 Ok(()) => {}
                 // Only some results let madvise_collapse go on to the next PMD.
-                Err(f @ (ScanFail::PmdNull | ScanFail::PageCount)) => last_fail = Some(f),
+                Err(f @ (ScanFail::PmdNull | ScanFail::PageCount | ScanFail::PteNonPresent)) => {
+                    last_fail = Some(f)
+                }
                 Err(f) => return Err(f.errno()),
             }
             h += PMD_SIZE;
@@ -138,10 +144,17 @@ impl System {
                         }
                     }
                     Pte::Swap { .. } | Pte::Migration { .. } => {}
+                    Pte::Guard => return Err(ScanFail::PteNonPresent),
                 }
             }
         }
         let mut ptes = self.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
+        // hpage_collapse_scan_pmd stops at a non-swap entry that is no migration entry (a
+        // guard marker) with SCAN_PTE_NON_PRESENT, after checking the pages before it.
+        if let Some(i) = ptes.iter().position(|(_, p)| *p == Pte::Guard) {
+            self.collapse_scan_ptes(&ptes[..i])?;
+            return Err(ScanFail::PteNonPresent);
+        }
         if ptes.iter().any(|(_, p)| matches!(p, Pte::Swap { .. })) {
             // __collapse_huge_page_swapin would read them in first.
             self.not_modelled("MADV_COLLAPSE over swap entries (__collapse_huge_page_swapin)");

@@ -312,6 +312,8 @@ impl System {
             MADV_WILLNEED if self.vmas[vma].file.is_some() && !self.is_anon_shmem(vma) => {
                 self.madvise_willneed_file(vma, start, end)
             }
+            MADV_GUARD_INSTALL => self.madvise_guard_install(mm, vma, start, end)?,
+            MADV_GUARD_REMOVE => self.madvise_guard_remove(mm, vma, start, end)?,
             _ => {}
         }
         Ok(end)
@@ -352,6 +354,56 @@ impl System {
             index += chunk;
             nr -= chunk;
         }
+    }
+
+    /// `madvise_guard_install`: the VMA (all of it, without a split) gets `VM_MAYBE_GUARD`
+    /// and, if anonymous, its anon_vma; whatever is mapped in `[start, end)` is zapped
+    /// (`zap_page_range_single`: a THP the range covers in part is split, existing markers
+    /// stay) and every PTE of the range becomes a guard marker, page tables allocated as
+    /// needed (`guard_install_set_pte`). Refused (EINVAL) on `VM_SPECIAL`, hugetlb and
+    /// mlocked VMAs (`is_valid_guard_vma`).
+    fn madvise_guard_install(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) -> KResult<()> {
+        let v = &self.vmas[vma];
+        if v.flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB | VmFlags::LOCKED) {
+            return Err(Errno::EINVAL);
+        }
+        if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
+            // A marker per page: this would not finish (the kernel allocates the tables).
+            self.not_modelled("installing guard markers over more than 64 GiB");
+            return Ok(());
+        }
+        let anon = v.is_anonymous();
+        self.vmas[vma].flags |= VmFlags::MAYBE_GUARD;
+        if anon {
+            self.anon_vma_prepare(vma);
+        }
+        // The install walk gives up at the first PMD leaf or PTE that is neither none nor a
+        // marker; the range is then zapped and the walk retried.
+        let pt = &self.mms[mm].pt;
+        if pt.any_leaf_in(start, end) || pt.ptes_in(start, end).iter().any(|(_, p)| *p != Pte::Guard) {
+            self.zap_range(mm, start, end);
+        }
+        let mut a = start;
+        while a < end {
+            self.mms[mm].pt.set_pte(a, Pte::Guard);
+            a = a.plus(PAGE_SIZE);
+        }
+        Ok(())
+    }
+
+    /// `madvise_guard_remove`: clear the guard markers of `[start, end)` (nothing else, and
+    /// no page table is allocated). Mlocked VMAs are allowed; `VM_SPECIAL` and hugetlb ones
+    /// are EINVAL.
+    fn madvise_guard_remove(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) -> KResult<()> {
+        if self.vmas[vma].flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) {
+            return Err(Errno::EINVAL);
+        }
+        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+            if pte == Pte::Guard {
+                self.mms[mm].pt.set_pte(a, Pte::None);
+            }
+        }
+        Ok(())
     }
 
     /// `madvise_update_vma`: no-op when nothing changes, else modify (merge or split).

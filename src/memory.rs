@@ -157,7 +157,19 @@ impl System {
 
     /// Unmap every page in `[start, end)` of an mm (`zap_page_range_single` over the range):
     /// PTEs and PMD leaves are cleared, rmap and references dropped, page tables kept.
+    /// Guard markers stay (`zap_nonpresent_ptes` drops them only with
+    /// `ZAP_FLAG_DROP_MARKER`).
     pub fn zap_range(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        self.zap_range_details(mm, start, end, false);
+    }
+
+    /// [`System::zap_range`] with `ZAP_FLAG_DROP_MARKER` (`unmap_vmas`: munmap, exit): guard
+    /// markers go too.
+    pub fn zap_range_drop_markers(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        self.zap_range_details(mm, start, end, true);
+    }
+
+    fn zap_range_details(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr, drop_markers: bool) {
         if self.mms[mm].pt.any_leaf_in(start, end) {
             self.split_huge_pmds_partial(mm, start, end);
             for (a, folio, _) in self.mms[mm].pt.huge_in(start, end) {
@@ -171,6 +183,9 @@ impl System {
             }
         }
         for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+            if pte == Pte::Guard && !drop_markers {
+                continue;
+            }
             self.mms[mm].pt.set_pte(a, Pte::None);
             self.drop_pte(mm, pte);
         }
@@ -204,6 +219,7 @@ impl System {
             Pte::Swap { entry, .. } => self.swap_free(entry),
             // zap_nonpresent_ptes: try_to_migrate already took the mapcount and reference.
             Pte::Migration { .. } => {}
+            Pte::Guard => {}
         }
     }
 

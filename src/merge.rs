@@ -307,9 +307,13 @@ impl System {
         if let Some(src) = vmg.copied_from {
             self.dup_anon_vma(target, src);
         }
+        // The sticky flags of the range and of an absorbed next survive in the target.
+        let mut sticky = vmg.flags & VmFlags::STICKY;
         if remove_next {
+            sticky |= self.vmas[vmg.next.expect("next")].flags & VmFlags::STICKY;
             self.merge_remove(vmg.next.expect("next"));
         }
+        self.vmas[target].flags |= sticky;
         self.vma_set_range(target, vmg.start, vmg.end, vmg.pgoff);
     }
 
@@ -378,6 +382,14 @@ impl System {
             merge_both = false;
         }
         let logged = vmg.clone();
+        // The sticky flags of every VMA taking part survive in the target.
+        let mut sticky = vmg.flags & VmFlags::STICKY;
+        if remove_middle {
+            sticky |= self.vmas[middle].flags & VmFlags::STICKY;
+        }
+        if merge_both {
+            sticky |= self.vmas[vmg.next.expect("next")].flags & VmFlags::STICKY;
+        }
         if self.policy == crate::policy::Policy::Matena {
             let target = if merge_left { vmg.prev } else { vmg.next }.expect("target");
             self.matena_adopt(vmg.mm, start, end, middle, target);
@@ -423,6 +435,8 @@ impl System {
             }
             vmg.target = Some(next);
         }
+        let target = vmg.target.expect("target");
+        self.vmas[target].flags |= sticky;
         self.log_merge("existing_range", &logged, lr, rr, true);
         vmg.target
     }
@@ -456,7 +470,8 @@ impl System {
         let mut vmg = self.vmg_from_vma(vma, start, end, caller);
         vmg.flags = flags;
         let v = self.vma_modify(&mut vmg)?;
-        self.vmas[v].flags = flags;
+        // vma_modify_flags hands back the flags with the merge's sticky ones.
+        self.vmas[v].flags = flags | (self.vmas[v].flags & VmFlags::STICKY);
         Ok(v)
     }
 
@@ -474,7 +489,7 @@ impl System {
         vmg.flags = flags;
         vmg.anon_name = name.clone();
         let v = self.vma_modify(&mut vmg)?;
-        self.vmas[v].flags = flags;
+        self.vmas[v].flags = flags | (self.vmas[v].flags & VmFlags::STICKY);
         self.vmas[v].anon_name = name;
         Ok(v)
     }

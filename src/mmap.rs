@@ -14,6 +14,8 @@ use crate::vma::{VmFlags, Vma, VmaId, calc_vm_flag_bits, calc_vm_prot_bits};
 pub const MMAP_MIN_ADDR: u64 = 4096;
 /// `stack_guard_gap` (256 pages).
 pub const STACK_GUARD_GAP: u64 = 256 * PAGE_SIZE;
+/// `RLIMIT_STACK` (the default 8 MiB soft limit, which the oracle's processes run with).
+pub const RLIMIT_STACK: u64 = 8 * 1024 * 1024;
 
 /// VMAs detached by `vms_gather_munmap_vmas`, waiting for `vms_complete_munmap_vmas`.
 pub struct Detached {
@@ -27,6 +29,41 @@ pub struct Detached {
 }
 
 impl System {
+    /// `lock_mm_and_find_vma` for a fault at `a` that no VMA covers: the VMA above it, if it
+    /// grows down (`VM_GROWSDOWN`: `[stack]`, MAP_GROWSDOWN), grows to `a`'s page as
+    /// `expand_downwards` does, and is returned. It refuses (None: SIGSEGV) below
+    /// `mmap_min_addr`, within `stack_guard_gap` of an accessible VMA below that does not
+    /// grow down, past the VMA's pgoff, or beyond `RLIMIT_STACK` (`acct_stack_growth`).
+    /// The anon_vma is prepared before the limits are checked, as the kernel does.
+    pub(crate) fn expand_stack(&mut self, mm: MmId, a: VirtAddr) -> Option<VmaId> {
+        let a = a.page_down();
+        let vma = self.mms[mm].find_vma(a)?;
+        let v = &self.vmas[vma];
+        if !v.flags.contains(VmFlags::GROWSDOWN) || v.start <= a || a.0 < MMAP_MIN_ADDR {
+            return None;
+        }
+        let (prev, _) = self.mms[mm].vmas_around(v.start);
+        if let Some(p) = prev {
+            let p = &self.vmas[p];
+            if !p.flags.contains(VmFlags::GROWSDOWN)
+                && p.flags.intersects(VmFlags::ACCESS)
+                && a.0 - p.end.0 < STACK_GUARD_GAP
+            {
+                return None;
+            }
+        }
+        self.anon_vma_prepare(vma);
+        let v = &self.vmas[vma];
+        let (end, grow) = (v.end, (v.start.0 - a.0) >> PAGE_SHIFT);
+        if grow > v.pgoff.0 || end.0 - a.0 > RLIMIT_STACK {
+            return None;
+        }
+        let pgoff = crate::types::PgOff(v.pgoff.0 - grow);
+        self.mms[mm].total_vm += grow;
+        self.vma_set_range(vma, a, end, pgoff);
+        Some(vma)
+    }
+
     /// `vm_start_gap`.
     fn vm_start_gap(&self, vma: VmaId) -> u64 {
         let v = &self.vmas[vma];
@@ -445,9 +482,10 @@ impl System {
             }
         }
         for &v in &out {
-            // Zap while the VMA is still in the tree, as vms_clean_up_area does.
+            // Zap while the VMA is still in the tree, as vms_clean_up_area does; unmap_vmas
+            // drops guard markers too (ZAP_FLAG_DROP_MARKER).
             let (s, e) = (self.vmas[v].start, self.vmas[v].end);
-            self.zap_range(mm, s, e);
+            self.zap_range_drop_markers(mm, s, e);
         }
         for &v in &out {
             self.vma_detach(v);
@@ -494,9 +532,9 @@ impl System {
 
     /// Fault in a range as `__mm_populate` does: VMA by VMA, `populate_vma_page_range`
     /// (write faults for writable private mappings, read faults otherwise; `VM_IO` and
-    /// `VM_PFNMAP` skipped). A fault that fails (SIGBUS beyond EOF, or from userfaultfd)
-    /// ends that VMA's part, after what the fault did on the way; errors are ignored and
-    /// the next VMA is populated.
+    /// `VM_PFNMAP` skipped). A fault that fails (SIGBUS beyond EOF or from userfaultfd, a
+    /// guard marker) ends `__get_user_pages` for that VMA's part, after what the fault did on
+    /// the way; `__mm_populate` ignores the error and goes on at the next VMA.
     pub fn populate(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
             // Page by page this would not finish; the kernel would run out of memory first.

@@ -106,6 +106,11 @@ pub enum Pte {
         /// The kept bits of the replaced PTE.
         flags: PteFlags,
     },
+    /// A guard-region marker (`make_pte_marker(PTE_MARKER_GUARD)`, MADV_GUARD_INSTALL):
+    /// maps nothing and holds nothing; a fault on it is SIGSEGV (`handle_pte_marker`). Only
+    /// a zap that drops markers (`ZAP_FLAG_DROP_MARKER`: munmap, exit) or
+    /// MADV_GUARD_REMOVE clears it.
+    Guard,
 }
 
 impl Pte {

@@ -280,7 +280,12 @@ pub fn compare_with_kernel(
             // A swapped-out or migrating page shows no contents (the reference model checks
             // those).
             let present = |pg: &&crate::snapshot::PageView| {
-                !matches!(pg.page, crate::snapshot::PageName::Swap | crate::snapshot::PageName::Migration)
+                !matches!(
+                    pg.page,
+                    crate::snapshot::PageName::Swap
+                        | crate::snapshot::PageName::Migration
+                        | crate::snapshot::PageName::Guard
+                )
             };
             let theirs: BTreeMap<u64, u64> =
                 pp.pages.iter().filter(present).map(|pg| (pg.addr, pg.tag)).collect();

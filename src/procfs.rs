@@ -162,7 +162,9 @@ impl System {
             Walk::Pte(Pte::Migration { .. }) | Walk::PmdMigration { .. } => {
                 Some(RawPte { addr: a, page: RawPage::Migration, exclusive: false, tag: 0 })
             }
-            _ => None,
+            // pte_to_pagemap_entry: PM_SWAP | PM_GUARD_REGION.
+            Walk::Pte(Pte::Guard) => Some(RawPte { addr: a, page: RawPage::Guard, exclusive: false, tag: 0 }),
+            Walk::Pte(Pte::None) | Walk::NoTable => None,
         }
     }
 

@@ -33,6 +33,8 @@ struct Seg {
     /// MADV_DONTFORK / MADV_WIPEONFORK, which decide what a child sees.
     dontcopy: bool,
     wipe: bool,
+    /// MAP_GROWSDOWN: a successful touch just below grows it down.
+    growsdown: bool,
 }
 
 impl Seg {
@@ -106,7 +108,7 @@ impl Space {
     }
     fn insert(&mut self, start: u64, end: u64, back: Backing) {
         self.remove(start, end);
-        self.segs.insert(start, Seg { end, back, dontcopy: false, wipe: false });
+        self.segs.insert(start, Seg { end, back, dontcopy: false, wipe: false, growsdown: false });
     }
     /// Insert with the fork flags of `like` (a grown tail keeps its VMA's flags).
     fn insert_like(&mut self, start: u64, end: u64, like: Seg) {
@@ -241,6 +243,11 @@ impl RefModel {
                 };
                 if let Some(sp) = self.spaces.get_mut(&pid) {
                     sp.insert(a, end, back);
+                    if flags & MAP_GROWSDOWN != 0
+                        && let Some(s) = sp.segs.get_mut(&a)
+                    {
+                        s.growsdown = true;
+                    }
                 }
                 // Populating a writable private file mapping write-faults it: each page up to
                 // EOF becomes a private copy of what the file holds now.
@@ -316,7 +323,9 @@ impl RefModel {
                 let (start, end) = (*addr, addr.saturating_add(page_align(*len)));
                 let Some(sp) = self.spaces.get_mut(&pid) else { return };
                 match *advice {
-                    MADV_DONTNEED | MADV_DONTNEED_LOCKED => {
+                    // MADV_GUARD_INSTALL zaps the range as MADV_DONTNEED does (a refused VMA
+                    // keeps its pages, but a touch there would fault: nothing to compare).
+                    MADV_DONTNEED | MADV_DONTNEED_LOCKED | MADV_GUARD_INSTALL => {
                         let gone: Vec<u64> = sp
                             .private
                             .range(start..end)
@@ -465,6 +474,29 @@ impl RefModel {
                         for p in drop {
                             sp.private.remove(&p);
                         }
+                    }
+                }
+            }
+            // A touch that worked from below a MAP_GROWSDOWN segment grew it (a refused growth
+            // is SIGSEGV; a growth followed by a permission fault is not followed here).
+            Call::Touch { addr, .. }
+                if ok(outcome)
+                    && self
+                        .spaces
+                        .get(&pid)
+                        .is_some_and(|sp| sp.seg_at(addr & !(PAGE_SIZE - 1)).is_none()) =>
+            {
+                let start = addr & !(PAGE_SIZE - 1);
+                if let Some(sp) = self.spaces.get_mut(&pid)
+                    && let Some((&s, &seg)) = sp.segs.range(start..).next()
+                    && seg.growsdown
+                {
+                    // The segment now starts lower (private anonymous: no offset to move).
+                    sp.segs.remove(&s);
+                    sp.segs.insert(start, seg);
+                    // The contents written, as below (the start is mapped now: no loop).
+                    if let Call::Touch { write: true, .. } = step.call {
+                        self.apply(step, outcome, signal_at, tag_of);
                     }
                 }
             }
@@ -696,6 +728,10 @@ impl RefModel {
             let mut private = sp.private.iter().peekable();
             for pte in sys.pagemap(pid) {
                 let a = pte.addr;
+                // A guard marker holds nothing to read.
+                if pte.page == crate::snapshot::RawPage::Guard {
+                    continue;
+                }
                 while segs.next_if(|(_, seg)| seg.end <= a).is_some() {}
                 while private.next_if(|(pa, _)| **pa < a).is_some() {}
                 let want = match (segs.peek().copied(), private.peek().copied()) {

@@ -174,6 +174,8 @@ impl System {
                         break;
                     }
                     Pte::Migration { .. } => return Err(RelocReason::Migration),
+                    // A guard marker moves with the page tables; it has no folio to adopt.
+                    Pte::Guard => break,
                     Pte::Present { folio, sub, .. } => {
                         if folio == ZERO_FOLIO || done.contains(&folio) || !self.folios[folio].is_anon() {
                             break;

@@ -203,7 +203,7 @@ struct Mss {
 }
 
 /// The two-letter codes of `show_smap_vma_flags`, by bit (`""`: printed as ProtectionKey).
-const MNEMONICS: [(VmFlags, &str); 31] = [
+const MNEMONICS: [(VmFlags, &str); 32] = [
     (VmFlags::READ, "rd"),
     (VmFlags::WRITE, "wr"),
     (VmFlags::EXEC, "ex"),
@@ -215,6 +215,7 @@ const MNEMONICS: [(VmFlags, &str); 31] = [
     (VmFlags::GROWSDOWN, "gd"),
     (VmFlags::UFFD_MISSING, "um"),
     (VmFlags::PFNMAP, "pf"),
+    (VmFlags::MAYBE_GUARD, "gu"),
     (VmFlags::UFFD_WP, "uw"),
     (VmFlags::LOCKED, "lo"),
     (VmFlags::IO, "io"),
@@ -424,7 +425,8 @@ impl System {
     /// `swp_swapcount`), or a migration entry (its page, not present).
     fn smaps_pte_entry(&self, mss: &mut Mss, pte: Pte, locked: bool) {
         match pte {
-            Pte::None => {}
+            // A guard marker is no page and no swap (`smaps_pte_entry` skips marker entries).
+            Pte::None | Pte::Guard => {}
             Pte::Present { folio, sub, flags } => {
                 if folio != ZERO_FOLIO && folio != HUGE_ZERO_FOLIO {
                     self.smaps_account(mss, folio, sub as usize, 1, flags, locked, true);

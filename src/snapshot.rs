@@ -21,6 +21,8 @@ pub enum RawPage {
     /// A migration entry (model only: pagemap reports it as PM_SWAP with a migration swap
     /// type, which the oracle never sees since it cannot hold a migration in flight).
     Migration,
+    /// A guard marker (MADV_GUARD_INSTALL; pagemap PM_SWAP with PM_GUARD_REGION, bit 58).
+    Guard,
 }
 
 /// One present (or swapped) PTE.
@@ -58,6 +60,8 @@ pub enum PageName {
     Swap,
     /// A migration entry (serialized as `"migration"`).
     Migration,
+    /// A guard marker (serialized as `"guard"`).
+    Guard,
 }
 
 impl Serialize for PageName {
@@ -66,6 +70,7 @@ impl Serialize for PageName {
             PageName::Page(n) => s.serialize_u64(*n),
             PageName::Swap => s.serialize_str("swap"),
             PageName::Migration => s.serialize_str("migration"),
+            PageName::Guard => s.serialize_str("guard"),
         }
     }
 }
@@ -124,6 +129,7 @@ pub fn rename(procs: BTreeMap<Pid, RawProc>) -> BTreeMap<Pid, ProcView> {
                         RawPage::Zero => PageName::Page(0),
                         RawPage::Swap => PageName::Swap,
                         RawPage::Migration => PageName::Migration,
+                        RawPage::Guard => PageName::Guard,
                         raw => PageName::Page(*names.entry(raw).or_insert_with(|| {
                             next += 1;
                             next - 1

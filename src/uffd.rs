@@ -399,6 +399,8 @@ impl System {
                 self.stats.uffd_pages_moved += 1;
                 Ok(PteMove::Done(PAGE_SIZE))
             }
+            // move_pages_pte: any other non-swap entry (a guard marker) is EFAULT.
+            Pte::Guard => Err(Errno::EFAULT),
             Pte::Migration { .. } => {
                 // The kernel waits for the migration to end and retries.
                 self.not_modelled("UFFDIO_MOVE of a page under migration");

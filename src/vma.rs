@@ -42,6 +42,10 @@ bitflags! {
         const UFFD_MISSING = 0x200;
         /// `VM_PFNMAP`: raw PFNs without struct pages (never made by the model).
         const PFNMAP = 0x400;
+        /// `VM_MAYBE_GUARD` (bit 11, `gu` in smaps): MADV_GUARD_INSTALL ran on the VMA, so
+        /// its page tables may hold guard markers. Set on the whole VMA, never cleared;
+        /// sticky across merges and makes fork copy the page tables (`VM_COPY_ON_FORK`).
+        const MAYBE_GUARD = 0x800;
         /// `VM_UFFD_WP`: registered with userfaultfd for write-protect faults.
         const UFFD_WP = 0x1000;
         /// `VM_LOCKED`: mlocked (MAP_LOCKED).
@@ -119,8 +123,12 @@ impl VmFlags {
     pub const LOCKED_MASK: VmFlags = VmFlags::LOCKED.union(VmFlags::LOCKONFAULT);
     /// `__VM_UFFD_FLAGS`.
     pub const UFFD_FLAGS: VmFlags = VmFlags::UFFD_MISSING.union(VmFlags::UFFD_WP).union(VmFlags::UFFD_MINOR);
-    /// Flags `is_mergeable_vma` ignores in 6.18 (`VM_SOFTDIRTY`).
-    pub const IGNORE_MERGE: VmFlags = VmFlags::SOFTDIRTY;
+    /// Flags `is_mergeable_vma` ignores (`VM_IGNORE_MERGE`: `VM_SOFTDIRTY` and the sticky
+    /// `VM_MAYBE_GUARD`).
+    pub const IGNORE_MERGE: VmFlags = VmFlags::SOFTDIRTY.union(VmFlags::MAYBE_GUARD);
+    /// Flags a merged VMA takes from every VMA it absorbs (the `VM_STICKY` part the model
+    /// has: `VM_MAYBE_GUARD`).
+    pub const STICKY: VmFlags = VmFlags::MAYBE_GUARD;
 }
 
 /// An anon_vma_name: shared, compared by string (`anon_vma_name_eq`).

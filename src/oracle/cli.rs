@@ -94,6 +94,7 @@ fn page_text(p: &PageView) -> String {
         PageName::Page(n) => n.to_string(),
         PageName::Swap => "swap".to_string(),
         PageName::Migration => "migration".to_string(),
+        PageName::Guard => "guard".to_string(),
     };
     format!("{:#x} page={name} excl={} tag={:#x}", p.addr, p.exclusive as u8, p.tag)
 }

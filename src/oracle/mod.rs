@@ -33,8 +33,8 @@
 //!     then one space); unnamed lines keep the kernel's trailing space.
 //! - `ptes`: `/proc/PID/pagemap` (one `pread` per VMA): present pages as
 //!   `RawPage::Id(pfn)`, or `RawPage::Zero` for the zero page's PFN (found at startup);
-//!   swap entries as `RawPage::Swap` (tag 0: reading would swap in); guard markers are
-//!   not pages and are left out. `exclusive` is bit 56 (`PM_MMAP_EXCLUSIVE`). Pages of the
+//!   swap entries as `RawPage::Swap` (tag 0: reading would swap in); guard markers
+//!   (`PM_GUARD_REGION`) as `RawPage::Guard`. `exclusive` is bit 56 (`PM_MMAP_EXCLUSIVE`). Pages of the
 //!   huge zero folio are ordinary `Id`s (one per subpage).
 //! - `tag`: the u64 at offset 0 of each present page (0 for the zero page), read without
 //!   faulting anything: by the worker itself for pages of accessible VMAs (up to 4096 pages

@@ -38,8 +38,7 @@ pub(crate) fn read_pagemap(pm: &File, start: u64, end: u64) -> Result<Vec<u64>, 
 }
 
 /// Turn pagemap entries of `[start, …)` into PTEs, with tag 0 (the caller reads the tags of
-/// `RawPage::Id` pages). Guard markers (swap entries with `PM_GUARD_REGION`) are not pages
-/// and are left out.
+/// `RawPage::Id` pages). Guard markers are swap entries with `PM_GUARD_REGION`.
 pub(crate) fn ptes(
     entries: &[u64],
     start: u64,
@@ -57,7 +56,9 @@ pub(crate) fn ptes(
             }
             let page = if pfn == zero_pfn { RawPage::Zero } else { RawPage::Id(pfn) };
             out.push(RawPte { addr, page, exclusive: e & PM_MMAP_EXCLUSIVE != 0, tag: 0 });
-        } else if e & PM_SWAP != 0 && e & PM_GUARD_REGION == 0 {
+        } else if e & PM_GUARD_REGION != 0 {
+            out.push(RawPte { addr, page: RawPage::Guard, exclusive: false, tag: 0 });
+        } else if e & PM_SWAP != 0 {
             // Reading a swapped-out page would swap it in: its tag is reported as 0.
             out.push(RawPte { addr, page: RawPage::Swap, exclusive: false, tag: 0 });
         }

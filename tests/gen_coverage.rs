@@ -1,0 +1,163 @@
+//! The generator reaches everything the script parser accepts: every call
+//! ([`anonmm::script::CALL_NAMES`]), every mmap, mprotect and mremap flag, every madvise
+//! advice, clone flag and userfaultfd mode of the parser's own tables (`anonmm::abi`).
+//! A new entry in one of those tables fails this test until `gen random` (the oracle
+//! fuzzer's generator, with its default configuration) produces it, or it is listed below
+//! with the reason and the issue that adds it.
+
+use std::collections::BTreeSet;
+
+use anonmm::abi::{
+    CLONE_FLAGS, FlagTable, MADV_ADVICE, MAP_FLAGS, MREMAP_FLAGS, PROT_FLAGS, UFFDIO_MOVE_MODES,
+    UFFDIO_REGISTER_MODES,
+};
+use anonmm::r#gen::{GenConfig, generate};
+use anonmm::script::{CALL_NAMES, Call};
+
+/// Entries the generator does not produce yet, each with the worktree or issue that adds it.
+/// The lead removes an entry when merging the work that covers it.
+const NOT_YET: &[(&str, &str)] = &[
+    // Issue 14, worktree `files`: populate, hole punching, read-ahead and MAP_POPULATE.
+    ("MADV_POPULATE_READ", "issue 14, worktree files"),
+    ("MADV_POPULATE_WRITE", "issue 14, worktree files"),
+    ("MADV_REMOVE", "issue 14, worktree files"),
+    ("MADV_WILLNEED", "issue 14, worktree files"),
+    ("MAP_POPULATE", "issue 14, worktree files"),
+    // Issue 14: brk needs an executor heap off brk; threads share the file table.
+    ("brk", "issue 14, brk in the oracle executor"),
+    ("clone", "issue 14, threads sharing mm and files"),
+    ("CLONE_VM", "issue 14, threads sharing mm and files"),
+    ("CLONE_FILES", "issue 14, threads sharing mm and files"),
+    // Issue 14 item 7 (stack growth): MAP_GROWSDOWN mappings and touches below them.
+    (
+        "MAP_GROWSDOWN",
+        "issue 14 item 7: the model grows stacks, but the oracle sees growth only once it really faults",
+    ),
+    ("CLONE_FS", "issue 14, threads (clone flags)"),
+    ("CLONE_SIGHAND", "issue 14, threads (clone flags)"),
+    ("CLONE_PIDFD", "issue 14, threads (clone flags)"),
+    ("CLONE_PTRACE", "issue 14, threads (clone flags)"),
+    ("CLONE_VFORK", "issue 14, threads (clone flags)"),
+    ("CLONE_PARENT", "issue 14, threads (clone flags)"),
+    ("CLONE_THREAD", "issue 14, threads (clone flags)"),
+    ("CLONE_NEWNS", "issue 14, threads (clone flags)"),
+    ("CLONE_SYSVSEM", "issue 14, threads (clone flags)"),
+    ("CLONE_SETTLS", "issue 14, threads (clone flags)"),
+    ("CLONE_PARENT_SETTID", "issue 14, threads (clone flags)"),
+    ("CLONE_CHILD_CLEARTID", "issue 14, threads (clone flags)"),
+    ("CLONE_DETACHED", "issue 14, threads (clone flags)"),
+    ("CLONE_UNTRACED", "issue 14, threads (clone flags)"),
+    ("CLONE_CHILD_SETTID", "issue 14, threads (clone flags)"),
+    ("SIGCHLD", "issue 14, threads (clone flags)"),
+    // Model-only steps: the oracle cannot hold a migration in flight or replay a recorded map.
+    ("migrate", "model-only (the oracle cannot run it)"),
+    ("migrate_done", "model-only (the oracle cannot run it)"),
+    ("map_record", "model-only (replay of recorded images)"),
+    // Policy flags: the kernel answers EINVAL; the policy fuzz generates them
+    // (GenConfig::relocate_flags).
+    ("MREMAP_RELOCATE_ANON", "policy fuzz only"),
+    ("MREMAP_MUST_RELOCATE_ANON", "policy fuzz only"),
+    // NOT DONE (issue 14 audit, worktree guard ran out of time): the generator does not
+    // write these yet, and the model's handling of each is not yet fuzzed against the kernel.
+    ("vfork", "issue 14 audit, not generated yet"),
+    ("execve", "issue 14 audit, not generated yet"),
+    ("dup", "issue 14 audit, not generated yet"),
+    ("dup2", "issue 14 audit, not generated yet"),
+    ("PROT_SEM", "issue 14 audit, not generated yet"),
+    ("PROT_GROWSDOWN", "issue 14 item 7 with stack growth"),
+    ("PROT_GROWSUP", "issue 14 audit, not generated yet"),
+    ("MAP_SHARED_VALIDATE", "issue 14 audit, not generated yet"),
+    ("MAP_DROPPABLE", "issue 14 audit, not generated yet"),
+    ("MAP_32BIT", "issue 14 audit, not generated yet"),
+    ("MAP_DENYWRITE", "issue 14 audit, not generated yet"),
+    ("MAP_EXECUTABLE", "issue 14 audit, not generated yet"),
+    ("MAP_LOCKED", "issue 14 audit, not generated yet"),
+    ("MAP_NONBLOCK", "issue 14 audit, not generated yet"),
+    ("MAP_STACK", "issue 14 audit, not generated yet"),
+    ("MAP_HUGETLB", "issue 14 audit, not generated yet"),
+    ("MAP_SYNC", "issue 14 audit, not generated yet"),
+    ("MAP_UNINITIALIZED", "issue 14 audit, not generated yet"),
+    ("UFFDIO_REGISTER_MODE_WP", "issue 14 audit, not generated yet"),
+    ("UFFDIO_REGISTER_MODE_MINOR", "issue 14 audit, not generated yet"),
+];
+
+/// Names of a table's entries that are set in some generated value (a zero entry, like
+/// PROT_NONE or O_RDONLY, counts when a value is zero).
+fn seen_in(table: FlagTable, values: &BTreeSet<u64>, exact: bool, out: &mut BTreeSet<String>) {
+    for &(name, bit) in table {
+        let hit = values.iter().any(|&v| if exact || bit == 0 { v == bit } else { v & bit == bit });
+        if hit {
+            out.insert(name.to_string());
+        }
+    }
+}
+
+#[test]
+fn generator_covers_the_parser() {
+    // The oracle fuzzer's configuration (`oracle fuzz --steps 60`).
+    let cfg = GenConfig { steps: 60, ..GenConfig::default() };
+    let mut calls: BTreeSet<String> = BTreeSet::new();
+    let [mut prot, mut map, mut mremap, mut advice, mut clone, mut reg, mut mv]: [BTreeSet<u64>; 7] =
+        Default::default();
+    for seed in 0..400 {
+        for st in generate(seed, &cfg).steps {
+            calls.insert(st.call.name().to_string());
+            match st.call {
+                Call::Mmap { prot: p, flags, .. } => {
+                    prot.insert(p);
+                    map.insert(flags);
+                }
+                Call::Mprotect { prot: p, .. } => {
+                    prot.insert(p);
+                }
+                Call::Mremap { flags, .. } => {
+                    mremap.insert(flags);
+                }
+                Call::Madvise { advice: a, .. } => {
+                    advice.insert(a);
+                }
+                Call::CloneVm { flags } => {
+                    clone.insert(flags);
+                }
+                Call::UffdRegister { mode, .. } => {
+                    reg.insert(mode);
+                }
+                Call::UffdioMove { mode, .. } => {
+                    mv.insert(mode);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut seen: BTreeSet<String> = calls.clone();
+    seen_in(PROT_FLAGS, &prot, false, &mut seen);
+    seen_in(MAP_FLAGS, &map, false, &mut seen);
+    seen_in(MREMAP_FLAGS, &mremap, false, &mut seen);
+    seen_in(MADV_ADVICE, &advice, true, &mut seen);
+    seen_in(CLONE_FLAGS, &clone, false, &mut seen);
+    seen_in(UFFDIO_REGISTER_MODES, &reg, false, &mut seen);
+    seen_in(UFFDIO_MOVE_MODES, &mv, false, &mut seen);
+    let accepted: Vec<&str> = CALL_NAMES
+        .iter()
+        .copied()
+        .chain(
+            [
+                PROT_FLAGS,
+                MAP_FLAGS,
+                MREMAP_FLAGS,
+                MADV_ADVICE,
+                CLONE_FLAGS,
+                UFFDIO_REGISTER_MODES,
+                UFFDIO_MOVE_MODES,
+            ]
+            .iter()
+            .flat_map(|t| t.iter().map(|&(n, _)| n)),
+        )
+        .collect();
+    let allowed = |n: &str| NOT_YET.iter().any(|&(a, _)| a == n);
+    let missing: Vec<&str> = accepted.iter().copied().filter(|n| !seen.contains(*n) && !allowed(n)).collect();
+    assert!(missing.is_empty(), "the generator never produces: {missing:?}");
+    // An allow-list entry the generator now covers is stale.
+    let stale: Vec<&str> = NOT_YET.iter().map(|&(n, _)| n).filter(|n| seen.contains(*n)).collect();
+    assert!(stale.is_empty(), "covered now, remove from NOT_YET: {stale:?}");
+}
