@@ -1684,7 +1684,7 @@ mod tests {
                 let mut alive = 1usize;
                 for st in &s.steps {
                     assert_eq!(st.text, render(&st.call));
-                    assert!(!matches!(st.call, Call::Brk { .. } | Call::Execve { .. }));
+                    assert!(!matches!(st.call, Call::Execve { .. }));
                     match (&st.call, st.expect) {
                         (Call::Fork { .. }, Some(Expect::Value(c))) => {
                             assert_eq!(c, next_child, "children numbered in creation order");
@@ -1874,7 +1874,13 @@ mod tests {
             assert!(calls <= 2000);
             assert!(dontunmap_after_fork(&small), "seed {seed}");
             assert!(check_well_formed(&small).is_ok(), "seed {seed}");
-            assert!(small.steps.len() <= 3, "seed {seed}:\n{}", write_script(&small));
+            // The mremap and the forks that make its process: a chain of forks stays whole.
+            let forks = small.steps.iter().filter(|st| matches!(st.call, Call::Fork { .. })).count();
+            assert!(
+                small.steps.len() <= 4 && small.steps.len() == forks + 1,
+                "seed {seed}:\n{}",
+                write_script(&small)
+            );
             // The remaining mremap was simplified to one page.
             for st in &small.steps {
                 if let Call::Mremap { old_len, .. } = st.call {
