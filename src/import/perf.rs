@@ -35,7 +35,7 @@ use crate::types::Pid;
 
 /// Why a trace could not be imported at all.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}:{line}: {reason}")]
+#[error("{}: {reason}", crate::out::location(.path, *.line))]
 pub struct ImportError {
     /// The trace's path.
     pub path: String,
@@ -114,7 +114,7 @@ pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
     if let Some(e) = zst_problem {
         // A recording cut short: keep what was decompressed, and say so.
         *report.skipped.entry("rest of a truncated or corrupt zstd stream".to_string()).or_default() += 1;
-        report.problems.push(format!("{name}:0: zstd: {e}"));
+        report.problems.push(format!("{name}: zstd: {e}"));
     }
     Ok((script, report))
 }
