@@ -233,12 +233,15 @@ enum Cmd {
 }
 
 /// The synthetic workloads of `anonmm gen`.
+/// Exit codes of `gen KIND`.
+const GEN_EXIT: &str = "Exit status: 0 when written, 2 for parameters no script can have.";
+
 #[derive(Subcommand)]
-#[command(after_help = "Exit status: 0 when written, 2 for parameters no script can have.")]
 enum GenKind {
     /// Pieces of memory, mapped far apart and (a chosen fraction) written, then moved one
     /// behind the other with mremap FIXED: faulted pieces keep their anon_vma and page
     /// offsets, so Linux keeps them as separate VMAs.
+    #[command(after_help = GEN_EXIT)]
     Stitch {
         #[command(flatten)]
         common: anonmm::workload::Common,
@@ -248,6 +251,7 @@ enum GenKind {
     /// A glibc-like allocator: blocks as their own anonymous mappings, grown in place with
     /// mremap when the space after is free, else moved (MAYMOVE|FIXED to the first free
     /// place), freed with munmap, written; with read-only and PROT_NONE mappings among them.
+    #[command(after_help = GEN_EXIT)]
     Realloc {
         #[command(flatten)]
         common: anonmm::workload::Common,
@@ -257,6 +261,7 @@ enum GenKind {
     /// A parent that maps and writes a pool, then forks workers which move part of the
     /// inherited pool (mremap FIXED), write (COW), map scratch memory and exit, while the
     /// parent keeps writing.
+    #[command(after_help = GEN_EXIT)]
     Forkserver {
         #[command(flatten)]
         common: anonmm::workload::Common,
@@ -265,6 +270,7 @@ enum GenKind {
     },
     /// An arena allocator: blocks bump-allocated and written, some freed (munmap), the live
     /// ones compacted toward the arena start with mremap FIXED, in rounds.
+    #[command(after_help = GEN_EXIT)]
     Compact {
         #[command(flatten)]
         common: anonmm::workload::Common,
@@ -272,6 +278,7 @@ enum GenKind {
         p: anonmm::workload::CompactParams,
     },
     /// The fuzzer's random scripts (every call and flag, files, shared memory, forks).
+    #[command(after_help = GEN_EXIT)]
     Random {
         #[command(flatten)]
         common: anonmm::workload::Common,
@@ -716,20 +723,26 @@ fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
 /// Replay's progress on stderr (hidden when stderr is not a terminal): a bar with rate and
 /// ETA when the number of steps is known, else a spinner with the count and the rate.
 fn replay_progress(bar: &indicatif::ProgressBar, total: Option<u64>) {
+    // indicatif's `per_sec` prints four decimals.
+    let rate = |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{:.0} steps/s", s.per_sec());
+    };
     let style = match total {
         Some(n) => {
             bar.set_length(n);
             indicatif::ProgressStyle::with_template(
-                "{msg:<24} [{bar:40}] {human_pos}/{human_len} steps ({per_sec}, {eta} left)",
+                "{msg:<24} [{bar:40}] {human_pos}/{human_len} steps ({rate}, {eta} left)",
             )
             .map(|s| s.progress_chars("=> "))
         }
         None => {
             bar.unset_length();
-            indicatif::ProgressStyle::with_template("{spinner} {msg:<24} {human_pos} steps ({per_sec})")
+            indicatif::ProgressStyle::with_template("{spinner} {msg:<24} {human_pos} steps ({rate})")
         }
     };
-    bar.set_style(style.unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_style(
+        style.map_or_else(|_| indicatif::ProgressStyle::default_bar(), |s| s.with_key("rate", rate)),
+    );
     bar.reset();
 }
 
@@ -747,6 +760,7 @@ fn cmd_replay(
     let policies: Vec<&str> = if policy == "all" { POLICIES.to_vec() } else { vec![policy] };
     // Drawn on stderr, and only when it is a terminal.
     let bar = indicatif::ProgressBar::no_length();
+    replay_progress(&bar, None);
     bar.enable_steady_tick(std::time::Duration::from_millis(250));
     let mut rows = Vec::new();
     let mut code = 0;

@@ -131,9 +131,16 @@ pub fn cmd_fuzz(
     let bar = indicatif::ProgressBar::new(cases);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "[{bar:40}] {human_pos}/{human_len} cases ({per_sec}, {eta} left) {msg}",
+            "[{bar:40}] {human_pos}/{human_len} cases ({rate}, {eta} left) {msg}",
         )
-        .map(|s| s.progress_chars("=> "))
+        .map(|s| {
+            s.progress_chars("=> ").with_key(
+                "rate",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1} cases/s", s.per_sec());
+                },
+            )
+        })
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(500));
