@@ -817,6 +817,14 @@ fn cmd_replay(
     }
     bar.finish_and_clear();
     out!("{}", render(&rows, format).unwrap_or_default());
+    if check && code == 0 {
+        eprintln!(
+            "anonmm: check: the invariant checker ran on {} replay{} ({}) and found every invariant held",
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" },
+            if check_sampled { "sampled, and after the last step" } else { "after every step" }
+        );
+    }
     code
 }
 

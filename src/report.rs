@@ -376,7 +376,7 @@ fn csv(rows: &[ReportRow]) -> String {
 const PIDS_LISTED: usize = 16;
 
 /// The VMAs of the processes alive at the end, one by one (`pid 1: 3 (peak 5)`, the first
-/// [`PIDS_LISTED`]), and the exited ones summed up: a trace of 5,000 forks makes one line.
+/// 16), and the exited ones summed up: a trace of 5,000 forks makes one line.
 pub fn vmas_at_end(res: &crate::run::RunResult) -> String {
     let (live, exited): (Vec<_>, Vec<_>) =
         res.vmas_per_pid.iter().partition(|(pid, _)| res.alive.contains(pid));
