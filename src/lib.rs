@@ -295,6 +295,7 @@ pub mod mm;
 pub mod mmap;
 pub mod mprotect;
 pub mod mremap;
+pub mod out;
 pub mod pagetable;
 pub mod plot;
 pub mod policy;

@@ -9,43 +9,80 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use anonmm::import::read_trace;
-use anonmm::run::{RunError, RunOptions, run_script};
+use anonmm::run::{RunError, RunOptions, run_script_each};
 use anonmm::script::{format_step, parse_file};
-use anonmm::snapshot::{format_maps_text, format_smaps_text, steps_to_json};
+use anonmm::snapshot::{format_maps_text, format_smaps_text, step_changes_json, write_step_json};
+use anonmm::{out, outln};
+
+/// Exit codes, for the `--help` of every command that has no others.
+const EXIT_CODES: &str = "Exit status: 0 when every result recorded in the script matched, 1 for a \
+    mismatch or a broken invariant, 2 for bad input (errors read `anonmm: FILE:LINE: reason`) or \
+    a call the model does not have (`not modelled: ...`).";
+
+/// The policies `--policy` takes, for help texts.
+const POLICY_HELP: &str = "kernel (Linux 6.18, the default), relocate, relocate-all, matena, copy-shared, auto, \
+    auto:BYTES (auto with a copy budget per move, e.g. auto:1M); see docs/policies.md";
 
 #[derive(Parser)]
-#[command(name = "anonmm", version, about = "An executable model of Linux 6.18 anonymous memory")]
+#[command(
+    name = "anonmm",
+    version,
+    about = "An executable model of Linux 6.18 anonymous memory management: run strace-style \
+             scripts on the model, compare them with the running kernel, and replay real programs \
+             under proposed mremap designs.",
+    after_help = "Exit status: 0 success; 1 a mismatch, a broken invariant, or a difference \
+                  from the kernel; 2 bad input or a call the model does not have. \
+                  `anonmm COMMAND --help` gives each command's details. Documentation: README.md and docs/."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+/// A policy name, checked when the command line is read (so a typo is a usage error).
+fn policy_arg(s: &str) -> Result<String, String> {
+    anonmm::policy::Policy::parse(s).map(|_| s.to_string())
+}
+
+/// A policy name or `all`.
+fn policy_or_all_arg(s: &str) -> Result<String, String> {
+    if s == "all" { Ok(s.to_string()) } else { policy_arg(s) }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a script on the model and print the final maps of every live process.
+    #[command(after_help = EXIT_CODES)]
     Run {
+        /// The script: strace -f syntax (docs/scenario-language.md).
         script: PathBuf,
-        /// Print every step's state as JSON instead.
+        /// Print every step's state as JSON instead (streamed, one step at a time).
         #[arg(long)]
         json: bool,
+        /// With --json: print, for each step, only the processes and fields (maps, pages,
+        /// tags, smaps) that changed since the previous step; a process gone is `null`.
+        #[arg(long, requires = "json")]
+        changes: bool,
         /// Run the invariant checker: after as many steps as keep it within 3/4 of the run's
         /// own time, and after the last; a broken invariant is still blamed on the exact step
         /// (the run is redone with a check after every step).
         #[arg(long)]
         check: bool,
-        /// With --check: check after every step.
-        #[arg(long, requires = "check")]
+        /// Run the invariant checker after every step (implies --check).
+        #[arg(long)]
         check_every_step: bool,
         /// Print a line per merge attempt.
         #[arg(long)]
         trace: bool,
         /// Which behaviour to model.
-        #[arg(long, value_name = "NAME", default_value = "kernel")]
+        #[arg(long, value_name = "NAME", default_value = "kernel", value_parser = policy_arg,
+              long_help = format!("Which behaviour to model: {POLICY_HELP}."))]
         policy: String,
         /// Model a kernel built with CONFIG_ANON_VMA_NAME (ours is not: naming gives EINVAL).
         #[arg(long)]
         anon_vma_name: bool,
-        /// Print /proc/pid/smaps of every live process after the maps.
+        /// Print /proc/pid/smaps of every live process after the maps (with --json: an
+        /// `smaps` list in every process of every step).
         #[arg(long)]
         smaps: bool,
     },
@@ -53,17 +90,23 @@ enum Cmd {
     /// cost, and whether every policy showed the same page contents as `kernel`.
     ///
     /// MREMAP_RELOCATE_ANON and MREMAP_MUST_RELOCATE_ANON exist only under `relocate` and
-    /// `relocate-all`; the other policies run the script without them. Exit status 1 when a
-    /// policy broke an invariant or changed contents.
+    /// `relocate-all`; the other policies run the script without them.
+    #[command(after_help = "Exit status: 0 when every policy ran with the same contents as kernel, 1 \
+                            when a policy broke an invariant or changed contents, 2 for bad input.")]
     Compare {
+        /// The script: strace -f syntax (docs/scenario-language.md).
         script: PathBuf,
-        /// `text`, `markdown` or `json`.
-        #[arg(long, default_value = "text")]
+        /// Output format.
+        #[arg(long, default_value = "text", value_parser = ["text", "markdown", "json"])]
         format: String,
     },
     /// Draw the reverse map (VMAs, anon_vma_chains, anon_vmas, folios) at one step of a
-    /// script as Graphviz DOT, or SVG when OUT ends in `.svg` (needs Graphviz's `dot`).
+    /// script as Graphviz DOT, or as SVG, PNG or PDF by OUT's extension (through Graphviz's
+    /// `dot`).
+    #[command(after_help = "Exit status: 0 when drawn, 1 when `dot` failed, 2 for bad input, an \
+                            unknown extension or no `dot`.")]
     Graph {
+        /// The script: strace -f syntax (docs/scenario-language.md).
         script: PathBuf,
         /// Draw the state after the call on this script line (default: the last).
         #[arg(long, value_name = "LINE")]
@@ -74,9 +117,12 @@ enum Cmd {
         /// Folios drawn one by one per VMA; more are summarised in one node.
         #[arg(long, default_value_t = 8)]
         max_folios: usize,
-        #[arg(long, value_name = "NAME", default_value = "kernel")]
+        /// Which behaviour to model.
+        #[arg(long, value_name = "NAME", default_value = "kernel", value_parser = policy_arg,
+              long_help = format!("Which behaviour to model: {POLICY_HELP}."))]
         policy: String,
-        /// Where to write (`.dot` or `.svg`); stdout (DOT) when absent.
+        /// Where to write: `.dot` or `.gv` (DOT text), `.svg`, `.png` or `.pdf` (rendered by
+        /// `dot`); DOT on stdout when absent.
         #[arg(short, long, value_name = "OUT")]
         out: Option<PathBuf>,
     },
@@ -84,44 +130,50 @@ enum Cmd {
     ///
     /// Writes one script line per step (to OUT, or to stdout) and prints the import report
     /// as JSON (to stdout with -o, else to stderr).
+    #[command(after_help = "Exit status: 0 when imported, 2 when the trace cannot be read.")]
     Import {
+        /// The trace: `perf script` text (see `anonmm record`) or strace -f output, plain or
+        /// `.zst`.
         trace: PathBuf,
         /// Where to write the script.
         #[arg(short, long, value_name = "OUT")]
         out: Option<PathBuf>,
     },
     /// Replay real traces on the model and report, per trace and policy, the work done and
-    /// every disagreement with the recording, classified (placement, file, model).
-    ///
-    /// Traces are `perf script` text, strace or anonmm scripts, `.zst` or plain. Exit status
-    /// 0 when every trace replayed (divergences are reported, not failures), 1 for a broken
-    /// invariant (`--check`), 2 for a trace that cannot be read or a bad option.
+    /// every disagreement with the recording, classified (placement, file, trace, model).
+    #[command(after_help = "Exit status: 0 when every trace replayed (divergences are reported, not \
+                            failures), 1 for a broken invariant (--check), 2 for a trace that \
+                            cannot be read or a bad option.")]
     Replay {
+        /// Traces: `perf script` text, strace -f output or anonmm scripts, plain or `.zst`.
         #[arg(required = true, value_name = "TRACE")]
         traces: Vec<PathBuf>,
         /// Which behaviour to model: a policy name, or `all` for every known one.
-        #[arg(long, value_name = "NAME|all", default_value = "kernel")]
+        #[arg(long, value_name = "NAME|all", default_value = "kernel", value_parser = policy_or_all_arg,
+              long_help = format!("Which behaviour to model: {POLICY_HELP}; or all, for every one."))]
         policy: String,
-        /// Output format: text, markdown, json or csv.
-        #[arg(long, value_name = "FORMAT", default_value = "text")]
+        /// Output format.
+        #[arg(long, value_name = "FORMAT", default_value = "text",
+              value_parser = ["text", "markdown", "json", "csv"])]
         format: String,
         /// Run the invariant checker (sampled as in `run --check`; the broken step is still
         /// found exactly).
         #[arg(long)]
         check: bool,
-        /// With --check: check after every step (slow).
-        #[arg(long, requires = "check")]
+        /// Run the invariant checker after every step (slow; implies --check).
+        #[arg(long)]
         check_every_step: bool,
         /// How many divergences of each class to list per trace.
         #[arg(long, value_name = "N", default_value_t = anonmm::replay::MAX_EXAMPLES)]
         examples: usize,
     },
-    /// Record a program's memory-management trace with perf (the events of
-    /// shared/record.sh) as `perf script` text, for `import`, `replay` and `plot`.
+    /// Record a program's memory-management trace with perf as `perf script` text, for
+    /// `import`, `replay` and `plot`.
     ///
     /// Needs perf (Debian: `apt-get install linux-perf`) and permission to trace (root, or
     /// `kernel.perf_event_paranoid` lowered). Tracepoints the running kernel lacks are left
-    /// out. Exit status: the program's own when recorded, 2 when perf cannot record.
+    /// out.
+    #[command(after_help = "Exit status: the program's own when recorded, 2 when perf cannot record.")]
     Record {
         /// Where to write the text (zstd-compressed when it ends in `.zst`).
         #[arg(short, long, value_name = "OUT")]
@@ -140,28 +192,33 @@ enum Cmd {
     },
     /// Plot VMA counts over each trace's time (perf timestamps, or the step index of a
     /// script) as an SVG: one chart per trace, one line per policy.
+    #[command(after_help = "Exit status: 0 when written, 2 for a trace that cannot be read or a bad option.")]
     Plot {
+        /// Traces: `perf script` text, strace -f output or anonmm scripts, plain or `.zst`.
         #[arg(required = true, value_name = "TRACE")]
         traces: Vec<PathBuf>,
         /// A policy name, or `all` for every known one.
-        #[arg(long, value_name = "NAME|all", default_value = "kernel")]
+        #[arg(long, value_name = "NAME|all", default_value = "kernel", value_parser = policy_or_all_arg,
+              long_help = format!("Which behaviour to model: {POLICY_HELP}; or all, for every one."))]
         policy: String,
         /// Where to write the SVG.
         #[arg(short, long, value_name = "OUT.svg")]
         out: PathBuf,
     },
-    /// Run scripts on the real kernel.
+    /// Run scripts on the real kernel (Linux, as root): alone, against the model, or random
+    /// ones (docs/oracle.md).
     Oracle {
         #[command(subcommand)]
         cmd: OracleCmd,
     },
     /// Measure the model's throughput and scale (the figures of BENCHMARKS.md) and print them
     /// with the machine's description and each figure's target.
-    ///
-    /// Exit status 0 when every figure with a target met it, 1 otherwise, 2 for bad options.
+    #[command(after_help = "Exit status: 0 when every figure with a target met it, 1 otherwise, 2 \
+                            for bad options or a trace that cannot be read.")]
     Bench {
-        /// Which figures: faults, vma, scale, replay, check, oracle (default: all).
-        #[arg(long, value_delimiter = ',', value_name = "LIST")]
+        /// Which figures (comma-separated; default: all).
+        #[arg(long, value_delimiter = ',', value_name = "LIST",
+              value_parser = ["faults", "vma", "scale", "replay", "check", "oracle"])]
         only: Vec<String>,
         /// Smaller sizes (a minute instead of several); the figures are less steady.
         #[arg(long)]
@@ -169,18 +226,22 @@ enum Cmd {
         /// The trace to replay (default: the bundled 1-million-fault recording).
         #[arg(long, value_name = "TRACE")]
         trace: Option<PathBuf>,
-        /// Output format: text, markdown or json.
-        #[arg(long, default_value = "text")]
+        /// Output format.
+        #[arg(long, default_value = "text", value_parser = ["text", "markdown", "json"])]
         format: String,
     },
 }
 
 /// The synthetic workloads of `anonmm gen`.
+/// Exit codes of `gen KIND`.
+const GEN_EXIT: &str = "Exit status: 0 when written, 2 for parameters no script can have.";
+
 #[derive(Subcommand)]
 enum GenKind {
     /// Pieces of memory, mapped far apart and (a chosen fraction) written, then moved one
     /// behind the other with mremap FIXED: faulted pieces keep their anon_vma and page
     /// offsets, so Linux keeps them as separate VMAs.
+    #[command(after_help = GEN_EXIT)]
     Stitch {
         #[command(flatten)]
         common: anonmm::workload::Common,
@@ -190,6 +251,7 @@ enum GenKind {
     /// A glibc-like allocator: blocks as their own anonymous mappings, grown in place with
     /// mremap when the space after is free, else moved (MAYMOVE|FIXED to the first free
     /// place), freed with munmap, written; with read-only and PROT_NONE mappings among them.
+    #[command(after_help = GEN_EXIT)]
     Realloc {
         #[command(flatten)]
         common: anonmm::workload::Common,
@@ -199,6 +261,7 @@ enum GenKind {
     /// A parent that maps and writes a pool, then forks workers which move part of the
     /// inherited pool (mremap FIXED), write (COW), map scratch memory and exit, while the
     /// parent keeps writing.
+    #[command(after_help = GEN_EXIT)]
     Forkserver {
         #[command(flatten)]
         common: anonmm::workload::Common,
@@ -207,6 +270,7 @@ enum GenKind {
     },
     /// An arena allocator: blocks bump-allocated and written, some freed (munmap), the live
     /// ones compacted toward the arena start with mremap FIXED, in rounds.
+    #[command(after_help = GEN_EXIT)]
     Compact {
         #[command(flatten)]
         common: anonmm::workload::Common,
@@ -214,6 +278,7 @@ enum GenKind {
         p: anonmm::workload::CompactParams,
     },
     /// The fuzzer's random scripts (every call and flag, files, shared memory, forks).
+    #[command(after_help = GEN_EXIT)]
     Random {
         #[command(flatten)]
         common: anonmm::workload::Common,
@@ -225,29 +290,43 @@ enum GenKind {
 #[derive(Subcommand)]
 enum OracleCmd {
     /// Run a script natively and print what the kernel shows.
+    #[command(after_help = "Exit status: 0 when every recorded result matched, 1 when the kernel \
+                            gave another, 2 for bad input or a script the oracle refuses.")]
     Run {
+        /// The script: strace -f syntax, addresses in the oracle's window (docs/oracle.md).
         script: PathBuf,
+        /// Print every step's state as JSON (the schema of `anonmm run --json`).
         #[arg(long)]
         json: bool,
         /// Print the kernel's /proc/pid/smaps of the window's VMAs after the maps.
         #[arg(long)]
         smaps: bool,
     },
-    /// Run a script on the model and natively, and print the differences.
+    /// Run a script on the model and natively, check the results recorded in the script,
+    /// and print the first step where they differ, field by field.
+    #[command(after_help = "Exit status: 0 when model and kernel agree and match every recorded \
+                            result, 1 for a difference, 2 for bad input or a script the oracle refuses.")]
     Diff {
+        /// The script: strace -f syntax, addresses in the oracle's window (docs/oracle.md).
         script: PathBuf,
         /// Compare the /proc/pid/smaps fields the model knows too, after every step.
         #[arg(long)]
         smaps: bool,
     },
     /// Generate random scripts and diff model and kernel on each.
+    #[command(after_help = "Exit status: 0 when no case diverged, 1 when one did (shrunk and \
+                            written to --out), 2 when the oracle is unavailable.")]
     Fuzz {
+        /// How many random scripts to run.
         #[arg(long)]
         cases: u64,
+        /// The first case's seed (case i uses SEED + i); default: from the clock, printed.
         #[arg(long)]
         seed: Option<u64>,
+        /// Steps (script lines) per case.
         #[arg(long, default_value_t = 50)]
         steps: usize,
+        /// The directory for shrunk divergences (created when needed).
         #[arg(long, default_value = "fuzz-out")]
         out: PathBuf,
         /// Go on after a divergence (each is shrunk and written to --out).
@@ -262,20 +341,22 @@ enum OracleCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Run { script, json, check, check_every_step, trace, policy, anon_vma_name, smaps } => cmd_run(
-            &script,
-            json,
-            RunOptions {
-                check,
-                check_sampled: !check_every_step,
-                trace,
-                policy,
-                last_view_only: !json,
-                config: anonmm::mm::Config { anon_vma_name, ..Default::default() },
-                replay: false,
-                smaps,
-            },
-        ),
+        Cmd::Run { script, json, changes, check, check_every_step, trace, policy, anon_vma_name, smaps } => {
+            cmd_run(
+                &script,
+                json.then_some(if changes { JsonForm::Changes } else { JsonForm::Full }),
+                RunOptions {
+                    check: check || check_every_step,
+                    check_sampled: !check_every_step,
+                    trace,
+                    policy,
+                    last_view_only: !json,
+                    config: anonmm::mm::Config { anon_vma_name, ..Default::default() },
+                    replay: false,
+                    smaps,
+                },
+            )
+        }
         Cmd::Compare { script, format } => cmd_compare(&script, &format),
         Cmd::Graph { script, at, pid, max_folios, policy, out } => cmd_graph(
             &script,
@@ -284,7 +365,7 @@ fn main() -> ExitCode {
         ),
         Cmd::Import { trace, out } => cmd_import(&trace, out.as_deref()),
         Cmd::Replay { traces, policy, format, check, check_every_step, examples } => {
-            cmd_replay(&traces, &policy, &format, check, !check_every_step, examples)
+            cmd_replay(&traces, &policy, &format, check || check_every_step, !check_every_step, examples)
         }
         Cmd::Record { out, command } => cmd_record(&out, &command),
         Cmd::Gen { kind } => cmd_gen(kind),
@@ -292,46 +373,65 @@ fn main() -> ExitCode {
         Cmd::Oracle { cmd } => oracle(cmd),
         Cmd::Bench { only, quick, trace, format } => cmd_bench(&only, quick, trace, &format),
     };
+    anonmm::out::flush_stdout();
     ExitCode::from(u8::try_from(code).unwrap_or(2))
+}
+
+/// A spinner on stderr naming what is being measured (hidden when stderr is not a terminal).
+fn spinner(msg: String) -> indicatif::ProgressBar {
+    let s = indicatif::ProgressBar::new_spinner();
+    s.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    s.set_message(msg);
+    s.enable_steady_tick(std::time::Duration::from_millis(200));
+    s
 }
 
 fn cmd_bench(only: &[String], quick: bool, trace: Option<PathBuf>, format: &str) -> i32 {
     use anonmm::bench::*;
-    const ALL: [&str; 6] = ["faults", "vma", "scale", "replay", "check", "oracle"];
-    if let Some(bad) = only.iter().find(|o| !ALL.contains(&o.as_str())) {
-        eprintln!("unknown figure group `{bad}` (known: {})", ALL.join(", "));
-        return 2;
-    }
-    if !["text", "markdown", "json"].contains(&format) {
-        eprintln!("unknown format `{format}` (known: text, markdown, json)");
-        return 2;
-    }
     let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
     let trace = trace.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_TRACE));
+    if want("replay")
+        && let Err(e) = std::fs::metadata(&trace)
+    {
+        eprintln!("anonmm: {}: cannot read: {e}", trace.display());
+        return 2;
+    }
     let machine = machine_description();
     if format == "text" {
-        println!("machine: {machine}\n");
+        outln!("machine: {machine}\n");
     }
     let mut figs = Vec::new();
     let emit = |new: Vec<Figure>, figs: &mut Vec<Figure>| {
         if format == "text" {
-            print!("{}", render_text(&new));
+            out!("{}", render_text(&new));
         }
         figs.extend(new);
     };
     let reps = if quick { 2 } else { 5 };
+    let mut code = 0;
     // First: its memory figures are differences of the process's RSS, which later groups'
     // freed (but kept) heap would hide.
     if want("scale") {
         let (procs, vmas) = if quick { (16, 4096) } else { (64, 16384) };
-        emit(bench_scale(procs, vmas, 16), &mut figs);
+        let s = spinner(format!("measuring scale: {procs} processes of {vmas} VMAs"));
+        let f = bench_scale(procs, vmas, 16);
+        s.finish_and_clear();
+        emit(f, &mut figs);
     }
     if want("faults") {
         let pages = if quick { 1 << 16 } else { 1 << 18 };
-        emit(bench_faults(pages, 64 * 1024, reps), &mut figs);
+        let s = spinner(format!("measuring faults: {pages} pages, 64 KiB touches, {reps} runs"));
+        let f = bench_faults(pages, 64 * 1024, reps);
+        s.finish_and_clear();
+        emit(f, &mut figs);
+        let s = spinner(format!("measuring faults: {pages} pages, one-page touches, {reps} runs"));
+        let f = bench_faults(pages, 4096, reps);
+        s.finish_and_clear();
         emit(
-            bench_faults(pages, 4096, reps)
-                .into_iter()
+            f.into_iter()
                 .map(|mut f| {
                     f.name =
                         f.name.replacen("faults:", "faults (one-page touches, as replay makes them):", 1);
@@ -343,37 +443,59 @@ fn cmd_bench(only: &[String], quick: bool, trace: Option<PathBuf>, format: &str)
     }
     if want("vma") {
         let rounds = if quick { 20_000 } else { 100_000 };
-        emit(
-            vec![
-                bench_vma_calls(100_000, rounds, reps, false),
-                bench_vma_calls(100_000, rounds, reps, true),
-                bench_vma_calls(1_000, rounds, reps, false),
-            ],
-            &mut figs,
-        );
+        let mut f = Vec::new();
+        for (vmas, in_order) in [(100_000, false), (100_000, true), (1_000, false)] {
+            let s = spinner(format!(
+                "measuring VMA calls: {rounds} rounds among {vmas} VMAs, {}",
+                if in_order { "in address order" } else { "picked at random" }
+            ));
+            f.push(bench_vma_calls(vmas, rounds, reps, in_order));
+            s.finish_and_clear();
+        }
+        emit(f, &mut figs);
     }
     if want("replay") {
         let policies: Vec<&str> = anonmm::report::POLICIES.to_vec();
-        match bench_replay(&trace, &policies, if quick { 1 } else { 3 }) {
+        let s = spinner(format!("measuring replay: {} under every policy", trace.display()));
+        let f = bench_replay(&trace, &policies, if quick { 1 } else { 3 });
+        s.finish_and_clear();
+        match f {
             Ok(f) => emit(f, &mut figs),
-            Err(e) => eprintln!("replay: {e}"),
+            Err(e) => {
+                eprintln!("anonmm: {e}");
+                code = 2;
+            }
         }
     }
     if want("check") {
-        emit(vec![bench_check(if quick { 100 } else { 400 }, 60, reps)], &mut figs);
+        let s = spinner("measuring the invariant checker's cost".to_string());
+        let f = bench_check(if quick { 100 } else { 400 }, 60, reps);
+        s.finish_and_clear();
+        emit(vec![f], &mut figs);
     }
     if want("oracle") {
-        match bench_oracle(if quick { 10 } else { 40 }, 60) {
+        let s = spinner("measuring the model against the kernel oracle".to_string());
+        let f = bench_oracle(if quick { 10 } else { 40 }, 60);
+        s.finish_and_clear();
+        match f {
             Ok(f) => emit(vec![f], &mut figs),
-            Err(e) => eprintln!("oracle: not measured: {e}"),
+            Err(e) => eprintln!("anonmm: oracle: not measured: {e}"),
         }
     }
     match format {
-        "markdown" => print!("Machine: {machine}\n\n{}", render_markdown(&figs)),
-        "json" => println!("{}", serde_json::json!({ "machine": machine, "figures": figs })),
+        "markdown" => out!("Machine: {machine}\n\n{}", render_markdown(&figs)),
+        "json" => outln!("{}", serde_json::json!({ "machine": machine, "figures": figs })),
         _ => {}
     }
-    i32::from(figs.iter().any(|f| f.verdict() == "MISSED"))
+    code.max(i32::from(figs.iter().any(|f| f.verdict() == "MISSED")))
+}
+
+/// What `graph -o OUT` writes, by OUT's extension.
+enum GraphOut {
+    /// DOT text (`.dot`, `.gv`).
+    Dot,
+    /// Rendered by Graphviz's `dot -T<format>`.
+    Rendered(&'static str),
 }
 
 fn cmd_graph(
@@ -381,51 +503,76 @@ fn cmd_graph(
     opts: &anonmm::graph::GraphOptions,
     out: Option<&std::path::Path>,
 ) -> i32 {
+    let kind = match out.map(|o| o.extension().and_then(|e| e.to_str()).unwrap_or("")) {
+        None | Some("dot" | "gv") => GraphOut::Dot,
+        Some("svg") => GraphOut::Rendered("svg"),
+        Some("png") => GraphOut::Rendered("png"),
+        Some("pdf") => GraphOut::Rendered("pdf"),
+        Some(e) => {
+            eprintln!(
+                "anonmm: {}: cannot write a graph as `.{e}` (known: .dot, .gv, .svg, .png, .pdf)",
+                out.map_or_else(String::new, |o| o.display().to_string())
+            );
+            return 2;
+        }
+    };
     let script = match parse_file(path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("anonmm: {e}");
             return 2;
         }
     };
     let dot = match anonmm::graph::graph_script(&script, opts) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("anonmm: {e}");
             return 2;
         }
     };
     let Some(out) = out else {
-        print!("{dot}");
+        out!("{dot}");
         return 0;
     };
-    if out.extension().is_some_and(|e| e == "svg") {
-        use std::io::Write;
-        let child = std::process::Command::new("dot")
-            .args(["-Tsvg", "-o"])
-            .arg(out)
-            .stdin(std::process::Stdio::piped())
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
+    match kind {
+        GraphOut::Dot => match std::fs::write(out, dot) {
+            Ok(()) => 0,
             Err(e) => {
-                eprintln!("anonmm graph: cannot run Graphviz `dot` ({e}); install graphviz, or write .dot");
-                return 2;
+                eprintln!("anonmm: {}: cannot write: {e}", out.display());
+                2
             }
-        };
-        let wrote = child.stdin.take().map(|mut s| s.write_all(dot.as_bytes()));
-        match (wrote, child.wait()) {
-            (Some(Ok(())), Ok(st)) if st.success() => 0,
-            _ => {
-                eprintln!("anonmm graph: `dot` failed to write {}", out.display());
-                1
-            }
+        },
+        GraphOut::Rendered(format) => render_dot(&dot, format, out),
+    }
+}
+
+/// Render DOT text to `out` with Graphviz's `dot -T<format>`.
+fn render_dot(dot: &str, format: &str, out: &std::path::Path) -> i32 {
+    use std::io::Write;
+    let child = std::process::Command::new("dot")
+        .arg(format!("-T{format}"))
+        .arg("-o")
+        .arg(out)
+        .stdin(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "anonmm: {}: cannot run Graphviz `dot` ({e}); install graphviz (Debian: \
+                 `apt-get install graphviz`), or write .dot",
+                out.display()
+            );
+            return 2;
         }
-    } else if let Err(e) = std::fs::write(out, dot) {
-        eprintln!("{}: {e}", out.display());
-        2
-    } else {
-        0
+    };
+    let wrote = child.stdin.take().map(|mut s| s.write_all(dot.as_bytes()));
+    match (wrote, child.wait()) {
+        (Some(Ok(())), Ok(st)) if st.success() => 0,
+        _ => {
+            eprintln!("anonmm: {}: `dot -T{format}` failed", out.display());
+            1
+        }
     }
 }
 
@@ -433,77 +580,115 @@ fn cmd_compare(path: &std::path::Path, format: &str) -> i32 {
     let script = match parse_file(path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("anonmm: {e}");
             return 2;
         }
     };
     let rows = anonmm::policy::compare_all(&script, &anonmm::mm::Config::default());
     match format {
-        "text" => print!("{}", anonmm::policy::render_rows(&rows, false)),
-        "markdown" => print!("{}", anonmm::policy::render_rows(&rows, true)),
-        "json" => println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
-        f => {
-            eprintln!("unknown format `{f}` (known: text, markdown, json)");
-            return 2;
-        }
+        "markdown" => out!("{}", anonmm::policy::render_rows(&rows, true)),
+        "json" => outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+        _ => out!("{}", anonmm::policy::render_rows(&rows, false)),
     }
     if rows.iter().all(|r| r.contents.is_ok()) { 0 } else { 1 }
 }
 
-fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
+/// The forms of `run --json`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JsonForm {
+    /// Every step with every live process whole.
+    Full,
+    /// Every step with only what changed since the previous one (`--changes`).
+    Changes,
+}
+
+fn cmd_run(path: &std::path::Path, json: Option<JsonForm>, opts: RunOptions) -> i32 {
     let report = |res: &anonmm::run::RunResult| anonmm::report::run_report(&opts.policy, res);
     let script = match parse_file(path) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("anonmm: {e}");
             return 2;
         }
     };
-    let res = match run_script(&script, &opts) {
+    // With --json each step is printed as it is made: `{"steps":[` step `,` step … `]}`.
+    let mut first = true;
+    let mut prev: Option<anonmm::snapshot::StepView> = None;
+    // Without --json only the last step has a view: the maps printed at the end.
+    let mut last = None;
+    let mut stream = |v: anonmm::snapshot::StepView| {
+        let Some(form) = json else {
+            last = Some(v);
+            return;
+        };
+        let mut text = String::from(if first { "{\"steps\":[" } else { "," });
+        match form {
+            JsonForm::Full => write_step_json(&mut text, &v),
+            JsonForm::Changes => text.push_str(&step_changes_json(prev.as_ref(), &v).to_string()),
+        }
+        out!("{text}");
+        first = false;
+        if form == JsonForm::Changes {
+            prev = Some(v);
+        }
+    };
+    let res = run_script_each(&script, &opts, &mut stream);
+    if json.is_some() {
+        // Close the document even after an error, so that the steps run stay readable.
+        outln!("{}", if first { "{\"steps\":[]}" } else { "]}" });
+    }
+    let res = match res {
         Ok(r) => r,
         Err(e @ (RunError::BadInput { .. } | RunError::NotModelled { .. })) => {
-            eprintln!("{e}");
+            eprintln!("anonmm: {e}");
             return 2;
         }
         Err(e @ RunError::Invariant { .. }) => {
-            eprintln!("{e}");
+            eprintln!("anonmm: {e}");
             return 1;
         }
     };
-    if json {
-        // Keep stdout valid JSON: the trace goes to stderr.
+    if json.is_some() {
+        // Keep stdout valid JSON: the trace and the report go to stderr.
         for (line, t) in &res.trace {
             eprintln!("line {line}: {t}");
         }
-        println!("{}", steps_to_json(&res.steps));
         eprint!("{}", report(&res));
     } else {
         for (line, t) in &res.trace {
-            println!("line {line}: {t}");
+            outln!("line {line}: {t}");
         }
-        if let Some(last) = res.steps.last() {
+        if let Some(last) = &last {
             if opts.smaps {
-                print!("{}", format_smaps_text(&last.procs));
+                out!("{}", format_smaps_text(&last.procs));
             } else {
-                print!("{}", format_maps_text(&last.procs));
+                out!("{}", format_maps_text(&last.procs));
             }
         }
-        print!("{}", report(&res));
+        out!("{}", report(&res));
+    }
+    if opts.check {
+        eprintln!("anonmm: {}", anonmm::report::check_summary(&res, opts.check_sampled));
     }
     // The runner may or may not put the leading "= " in; print it once either way.
     let bare = |s: &str| s.strip_prefix('=').unwrap_or(s).trim().to_string();
     for m in &res.mismatches {
-        eprintln!("{}:{}: expected = {}, got = {}", script.path, m.line, bare(&m.expected), bare(&m.got));
+        eprintln!(
+            "anonmm: {}:{}: expected = {}, got = {}",
+            script.path,
+            m.line,
+            bare(&m.expected),
+            bare(&m.got)
+        );
     }
     if res.mismatches.is_empty() { 0 } else { 1 }
 }
 
 fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
-    use std::io::Write;
     let (script, report) = match read_trace(trace) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("anonmm: {e}");
             return 2;
         }
     };
@@ -522,22 +707,43 @@ fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
     match out {
         Some(path) => {
             if let Err(e) = std::fs::write(path, text) {
-                eprintln!("{}: cannot write: {e}", path.display());
+                eprintln!("anonmm: {}: cannot write: {e}", path.display());
                 return 2;
             }
-            // A closed stdout (`| head`) is not worth a panic.
-            let _ = writeln!(std::io::stdout(), "{json}");
+            outln!("{json}");
         }
         None => {
-            let mut stdout = std::io::stdout().lock();
-            if let Err(e) = stdout.write_all(text.as_bytes()) {
-                eprintln!("stdout: {e}");
-                return 2;
-            }
+            out!("{text}");
             eprintln!("{json}");
         }
     }
     0
+}
+
+/// Replay's progress on stderr (hidden when stderr is not a terminal): a bar with rate and
+/// ETA when the number of steps is known, else a spinner with the count and the rate.
+fn replay_progress(bar: &indicatif::ProgressBar, total: Option<u64>) {
+    // indicatif's `per_sec` prints four decimals.
+    let rate = |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+        let _ = write!(w, "{:.0} steps/s", s.per_sec());
+    };
+    let style = match total {
+        Some(n) => {
+            bar.set_length(n);
+            indicatif::ProgressStyle::with_template(
+                "{msg:<24} [{bar:40}] {human_pos}/{human_len} steps ({rate}, {eta} left)",
+            )
+            .map(|s| s.progress_chars("=> "))
+        }
+        None => {
+            bar.unset_length();
+            indicatif::ProgressStyle::with_template("{spinner} {msg:<24} {human_pos} steps ({rate})")
+        }
+    };
+    bar.set_style(
+        style.map_or_else(|_| indicatif::ProgressStyle::default_bar(), |s| s.with_key("rate", rate)),
+    );
+    bar.reset();
 }
 
 fn cmd_replay(
@@ -548,34 +754,14 @@ fn cmd_replay(
     check_sampled: bool,
     examples: usize,
 ) -> i32 {
-    use std::io::{IsTerminal, Write};
-
     use anonmm::replay::replay_script;
-    use anonmm::report::{FORMATS, POLICIES, ReportRow, render};
+    use anonmm::report::{POLICIES, ReportRow, render};
 
-    let policies: Vec<&str> = match policy {
-        "all" => POLICIES.to_vec(),
-        p if anonmm::policy::Policy::parse(p).is_ok() => vec![p],
-        p => {
-            eprintln!("unknown policy `{p}` (known: {}, or all)", POLICIES.join(", "));
-            return 2;
-        }
-    };
-    if !FORMATS.contains(&format) {
-        eprintln!("unknown format `{format}` (known: {})", FORMATS.join(", "));
-        return 2;
-    }
-    let bar = if std::io::stdout().is_terminal() {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:<24} [{bar:40}] {pos}/{len} steps ({eta})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let policies: Vec<&str> = if policy == "all" { POLICIES.to_vec() } else { vec![policy] };
+    // Drawn on stderr, and only when it is a terminal.
+    let bar = indicatif::ProgressBar::no_length();
+    replay_progress(&bar, None);
+    bar.enable_steady_tick(std::time::Duration::from_millis(250));
     let mut rows = Vec::new();
     let mut code = 0;
     // One policy's run of one trace: its row, or its error on stderr.
@@ -589,7 +775,7 @@ fn cmd_replay(
                     rows.push(ReportRow::new(name, p, &out, t0.elapsed().as_secs_f64()));
                 }
                 Err(e) => {
-                    bar.suspend(|| eprintln!("{e}"));
+                    bar.suspend(|| eprintln!("anonmm: {e}"));
                     code = 2;
                 }
             }
@@ -597,13 +783,13 @@ fn cmd_replay(
     for path in traces {
         let name =
             path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
-        // One policy, unchecked: the import streams into the replay on a second thread.
+        // One policy, unchecked: the import streams into the replay on a second thread, and
+        // the number of steps is known only at the end.
         if let [p] = policies[..]
             && !check
         {
             bar.set_message(format!("{name} ({p})"));
-            bar.set_length(0);
-            bar.set_position(0);
+            replay_progress(&bar, None);
             let opts = RunOptions { policy: p.to_string(), ..Default::default() };
             let t0 = std::time::Instant::now();
             let res =
@@ -612,6 +798,7 @@ fn cmd_replay(
             continue;
         }
         bar.set_message(format!("reading {name}"));
+        replay_progress(&bar, None);
         let script = match read_trace(path) {
             Ok((s, _)) => s,
             Err(e) => {
@@ -621,8 +808,7 @@ fn cmd_replay(
         };
         for &p in &policies {
             bar.set_message(format!("{name} ({p})"));
-            bar.set_length(script.steps.len() as u64);
-            bar.set_position(0);
+            replay_progress(&bar, Some(script.steps.len() as u64));
             let opts = RunOptions { check, check_sampled, policy: p.to_string(), ..Default::default() };
             let t0 = std::time::Instant::now();
             let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
@@ -630,9 +816,15 @@ fn cmd_replay(
         }
     }
     bar.finish_and_clear();
-    let text = render(&rows, format).unwrap_or_default();
-    // A closed stdout (`| head`) is not worth a panic.
-    let _ = std::io::stdout().write_all(text.as_bytes());
+    out!("{}", render(&rows, format).unwrap_or_default());
+    if check && code == 0 {
+        eprintln!(
+            "anonmm: check: the invariant checker ran on {} replay{} ({}) and found every invariant held",
+            rows.len(),
+            if rows.len() == 1 { "" } else { "s" },
+            if check_sampled { "sampled, and after the last step" } else { "after every step" }
+        );
+    }
     code
 }
 
@@ -652,7 +844,7 @@ fn cmd_record(out: &std::path::Path, command: &[String]) -> i32 {
             sum.status.unwrap_or(0)
         }
         Err(e) => {
-            eprintln!("anonmm record: {e}");
+            eprintln!("anonmm: record: {e}");
             2
         }
     }
@@ -670,39 +862,28 @@ fn cmd_gen(kind: GenKind) -> i32 {
     let text = match w.script_text(common.seed) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("anonmm gen {}: {e}", w.name());
+            eprintln!("anonmm: gen {}: {e}", w.name());
             return 2;
         }
     };
     match &common.out {
         Some(path) => {
             if let Err(e) = std::fs::write(path, text) {
-                eprintln!("{}: cannot write: {e}", path.display());
+                eprintln!("anonmm: {}: cannot write: {e}", path.display());
                 return 2;
             }
         }
-        None => {
-            use std::io::Write;
-            let _ = std::io::stdout().write_all(text.as_bytes());
-        }
+        None => out!("{text}"),
     }
     0
 }
 
 fn cmd_plot(traces: &[PathBuf], policy: &str, out: &std::path::Path) -> i32 {
-    use anonmm::report::POLICIES;
-    let policies: Vec<&str> = match policy {
-        "all" => POLICIES.to_vec(),
-        p if anonmm::policy::Policy::parse(p).is_ok() => vec![p],
-        p => {
-            eprintln!("unknown policy `{p}` (known: {}, or all)", POLICIES.join(", "));
-            return 2;
-        }
-    };
+    let policies: Vec<&str> = if policy == "all" { anonmm::report::POLICIES.to_vec() } else { vec![policy] };
     match anonmm::plot::plot(traces, &policies, out) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("anonmm plot: {e}");
+            eprintln!("anonmm: {e}");
             2
         }
     }
@@ -722,6 +903,6 @@ fn oracle(cmd: OracleCmd) -> i32 {
 
 #[cfg(not(target_os = "linux"))]
 fn oracle(_cmd: OracleCmd) -> i32 {
-    eprintln!("oracle: needs Linux");
+    eprintln!("anonmm: oracle: needs Linux");
     2
 }

@@ -159,10 +159,15 @@ const COLOURS: [RGBColor; 6] = [
     RGBColor(86, 180, 233),
 ];
 
-/// Size of one chart in pixels.
-const CHART: (u32, u32) = (620, 360);
+/// Size of one chart in pixels, its legend (below the axes) included.
+const CHART: (u32, u32) = (620, 430);
 /// Height of the figure title band.
 const TITLE_H: u32 = 50;
+/// Height of one legend row; the legend has two columns.
+const LEGEND_ROW: u32 = 18;
+/// Markers per line: policies with the same counts draw the same line, and their markers,
+/// each policy's at its own places along x, tell them apart.
+const MARKERS: usize = 8;
 
 /// Draw `charts` into an SVG document (two columns of small multiples under one title).
 pub fn render_svg(charts: &[Chart]) -> Result<String, String> {
@@ -190,6 +195,29 @@ pub fn render_svg(charts: &[Chart]) -> Result<String, String> {
     Ok(svg)
 }
 
+/// Draw policy `i`'s marker at `at` (a coordinate of `area`): each policy its own shape.
+fn marker<DB: DrawingBackend, CT: CoordTranslate>(
+    area: &DrawingArea<DB, CT>,
+    at: CT::From,
+    i: usize,
+) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let colour = COLOURS[i % COLOURS.len()];
+    let (line, fill) = (colour.stroke_width(2), colour.filled());
+    let at = EmptyElement::at(at);
+    match i % 6 {
+        0 => area.draw(&(at + Circle::new((0, 0), 4, line))),
+        1 => area.draw(&(at + TriangleMarker::new((0, 0), 6, fill))),
+        2 => area.draw(&(at + Cross::new((0, 0), 5, line))),
+        3 => area.draw(&(at + Rectangle::new([(-4, -4), (4, 4)], line))),
+        4 => area.draw(&(at + Circle::new((0, 0), 4, fill))),
+        _ => area.draw(&(at + Rectangle::new([(-4, -4), (4, 4)], fill))),
+    }
+    .map_err(|e| e.to_string())
+}
+
 fn draw_chart<DB: DrawingBackend>(
     c: &Chart,
     area: &DrawingArea<DB, plotters::coord::Shift>,
@@ -198,14 +226,16 @@ where
     DB::ErrorType: 'static,
 {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    // The legend goes below the axes, never over the data.
+    let legend_h = LEGEND_ROW * (c.series.len().div_ceil(2) as u32) + 10;
+    let (plot_area, legend) = area.split_vertically(CHART.1 - legend_h);
     let x_max = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).fold(0.0f64, f64::max);
     let y_max = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0f64, f64::max);
-    // A non-empty range for a trace of one step or no VMA, and headroom above the highest
-    // point for the legend, so that it never hides the line.
+    // A non-empty range for a trace of one step or no VMA, and room above the highest point.
     let x_max = if x_max > 0.0 { x_max } else { 1.0 };
-    let y_max = (y_max * 1.4).max(1.0).ceil();
+    let y_max = (y_max * 1.08).max(1.0).ceil();
     let caption = format!("{} ({} steps)", c.trace, c.steps);
-    let mut ch = ChartBuilder::on(area)
+    let mut ch = ChartBuilder::on(&plot_area)
         .caption(caption, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(42)
@@ -236,23 +266,30 @@ where
         .label_style(("sans-serif", 12))
         .draw()
         .map_err(err)?;
+    let n = c.series.len().max(1);
     for (i, s) in c.series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let label =
-            format!("policy {}: VMAs of all processes, peak {} ({} anonymous)", s.policy, s.peak.0, s.peak.1);
-        ch.draw_series(LineSeries::new(s.points.iter().copied(), colour.stroke_width(2)))
-            .map_err(err)?
-            .label(label)
-            // A filled swatch rather than a line, so that each policy is one polyline.
-            .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 16, y + 4)], colour.filled()));
+        ch.draw_series(LineSeries::new(s.points.iter().copied(), colour.stroke_width(2))).map_err(err)?;
+        // Markers at x positions of this policy's own, on the staircase's value there.
+        for k in 0..MARKERS {
+            let x = x_max * (k as f64 + (i as f64 + 0.5) / n as f64) / MARKERS as f64;
+            let Some(&(_, y)) = s.points.iter().take_while(|p| p.0 <= x).last() else { continue };
+            marker(ch.plotting_area(), (x, y), i)?;
+        }
     }
-    ch.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 12))
-        .draw()
-        .map_err(err)?;
+    // Two columns of rows: a swatch of the line with its marker, then the policy's name.
+    let half = CHART.0 as i32 / 2;
+    for (i, s) in c.series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let (col, row) = ((i % 2) as i32, (i / 2) as i32);
+        let (x, y) = (24 + col * (half - 12), 4 + row * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2);
+        legend.draw(&Rectangle::new([(x, y - 1), (x + 28, y + 1)], colour.filled())).map_err(err)?;
+        marker(&legend, (x + 14, y), i)?;
+        let label = format!("{}: peak {} VMAs ({} anonymous)", s.policy, s.peak.0, s.peak.1);
+        legend
+            .draw(&Text::new(label, (x + 36, y - 7), ("sans-serif", 12).into_font().color(&BLACK)))
+            .map_err(err)?;
+    }
     Ok(())
 }
 

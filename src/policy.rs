@@ -327,8 +327,10 @@ pub fn strip_relocate_flags(script: &crate::script::Script) -> crate::script::Sc
 pub struct PolicyRow {
     /// The `--policy` name.
     pub policy: String,
-    /// VMAs per process after the last step (pid, count), and the peak over all processes.
+    /// VMAs per process alive after the last step (pid, count).
     pub vmas_end: Vec<(u32, usize)>,
+    /// Processes that exited during the script.
+    pub exited: usize,
     /// The most VMAs all live processes held together after any step.
     pub vmas_peak: usize,
     /// Merge attempts (`Stats::merges_attempted`).
@@ -365,7 +367,13 @@ pub fn compare_all(script: &crate::script::Script, config: &crate::mm::Config) -
         match run_script(s, &opts) {
             Ok(r) => rows.push(PolicyRow {
                 policy: name.to_string(),
-                vmas_end: r.vmas_per_pid.iter().map(|(p, (e, _))| (p.0, *e)).collect(),
+                vmas_end: r
+                    .vmas_per_pid
+                    .iter()
+                    .filter(|(p, _)| r.alive.contains(p))
+                    .map(|(p, (e, _))| (p.0, *e))
+                    .collect(),
+                exited: r.vmas_per_pid.keys().filter(|p| !r.alive.contains(p)).count(),
                 vmas_peak: r.vmas_peak.0,
                 merges_attempted: r.stats.merges_attempted,
                 merges_done: r.stats.merges_done,
@@ -375,6 +383,7 @@ pub fn compare_all(script: &crate::script::Script, config: &crate::mm::Config) -
             Err(e) => rows.push(PolicyRow {
                 policy: name.to_string(),
                 vmas_end: Vec::new(),
+                exited: 0,
                 vmas_peak: 0,
                 merges_attempted: 0,
                 merges_done: 0,
@@ -386,11 +395,24 @@ pub fn compare_all(script: &crate::script::Script, config: &crate::mm::Config) -
     rows
 }
 
+/// `pid:VMAs` of the first live processes, then how many more and how many exited.
+fn vmas_end_cell(r: &PolicyRow) -> String {
+    const LISTED: usize = 8;
+    let mut parts: Vec<String> = r.vmas_end.iter().take(LISTED).map(|(p, n)| format!("{p}:{n}")).collect();
+    if r.vmas_end.len() > LISTED {
+        parts.push(format!("+{} live", r.vmas_end.len() - LISTED));
+    }
+    if r.exited > 0 {
+        parts.push(format!("({} exited)", r.exited));
+    }
+    parts.join(" ")
+}
+
 /// `anonmm compare`'s table (markdown when `md`).
 pub fn render_rows(rows: &[PolicyRow], md: bool) -> String {
     let head = [
         "policy",
-        "VMAs at end (per pid)",
+        "VMAs at end (per live pid)",
         "merges done/attempted",
         "relocations done/attempted",
         "undone",
@@ -407,7 +429,7 @@ pub fn render_rows(rows: &[PolicyRow], md: bool) -> String {
         .map(|r| {
             vec![
                 r.policy.clone(),
-                r.vmas_end.iter().map(|(p, n)| format!("{p}:{n}")).collect::<Vec<_>>().join(" "),
+                vmas_end_cell(r),
                 format!("{}/{}", r.merges_done, r.merges_attempted),
                 format!("{}/{}", r.work.relocations_done, r.work.relocations_attempted),
                 r.work.relocations_undone.to_string(),

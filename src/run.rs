@@ -82,6 +82,12 @@ pub struct RunResult {
     pub vmas_now: (usize, usize),
     /// Per process: (VMAs after the last step it was alive for, the most it held).
     pub vmas_per_pid: std::collections::BTreeMap<Pid, (usize, usize)>,
+    /// The processes alive after the last step run (the others of `vmas_per_pid` exited).
+    pub alive: std::collections::BTreeSet<Pid>,
+    /// How many times the invariant checker ran (`--check`), and after how many steps.
+    pub checks: usize,
+    /// Steps run, for `checks`' "after K of N steps".
+    pub steps_run: usize,
     /// The work counters at the end of the run (merges, relocations, copies…).
     pub stats: crate::stats::Stats,
 }
@@ -90,7 +96,7 @@ pub struct RunResult {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The script asks for something impossible (e.g. a process that does not exist).
-    #[error("{path}:{line}: {reason}")]
+    #[error("{}: {reason}", crate::out::location(.path, *.line))]
     BadInput {
         /// The script's path.
         path: String,
@@ -100,7 +106,7 @@ pub enum RunError {
         reason: String,
     },
     /// The step needs behaviour the model does not have yet.
-    #[error("{path}:{line}: not modelled: {what}")]
+    #[error("{}: not modelled: {what}", crate::out::location(.path, *.line))]
     NotModelled {
         /// The script's path.
         path: String,
@@ -125,10 +131,27 @@ pub enum RunError {
 
 /// Run a script on the model.
 pub fn run_script(script: &Script, opts: &RunOptions) -> Result<RunResult, RunError> {
+    let mut steps = Vec::new();
+    let mut res = run_script_each(script, opts, &mut |v| steps.push(v))?;
+    res.steps = steps;
+    Ok(res)
+}
+
+/// [`run_script`] handing each step's view to `each` as soon as it is made, instead of
+/// keeping them all in the result (`anonmm run --json` streams them: a long script's views
+/// do not fit in memory together).
+pub fn run_script_each(
+    script: &Script,
+    opts: &RunOptions,
+    each: &mut dyn FnMut(StepView),
+) -> Result<RunResult, RunError> {
     let mut runner = Runner::new(script, opts)?;
     let n = script.steps.len();
     for (i, step) in script.steps.iter().enumerate() {
         runner.step(step, !opts.last_view_only || i + 1 == n)?;
+        for v in runner.result.steps.drain(..) {
+            each(v);
+        }
     }
     runner.check_now()?;
     runner.result.stats = runner.sys.stats.clone();
@@ -254,6 +277,7 @@ impl<'a> Runner<'a> {
     fn checked(&mut self, line: usize, call: &str) -> Result<(), RunError> {
         let t = std::time::Instant::now();
         let res = self.run_checker();
+        self.result.checks += 1;
         self.sampling.checks += t.elapsed();
         let was_unchecked = std::mem::replace(&mut self.sampling.unchecked, false);
         let Err(reason) = res else { return Ok(()) };
@@ -289,6 +313,7 @@ impl<'a> Runner<'a> {
 
     /// Execute one step and record its outcome (and the view when `view`).
     pub fn step(&mut self, step: &Step, view: bool) -> Result<Expect, RunError> {
+        self.result.steps_run += 1;
         // Timed only for the sampled checker's budget.
         let started = self.opts.check.then(std::time::Instant::now);
         if self.opts.check_sampled {
@@ -333,10 +358,12 @@ impl<'a> Runner<'a> {
             let (all, anon) = count_vmas(&self.sys);
             self.result.vmas_peak = (self.result.vmas_peak.0.max(all), self.result.vmas_peak.1.max(anon));
             self.result.vmas_now = (all, anon);
+            self.result.alive.clear();
             for (&pid, p) in &self.sys.procs {
                 let n = self.sys.mms[p.mm].map_count();
                 let e = self.result.vmas_per_pid.entry(pid).or_default();
                 *e = (n, e.1.max(n));
+                self.result.alive.insert(pid);
             }
         }
         if let Some(exp) = step.expect

@@ -116,6 +116,36 @@ impl Smaps {
         s
     }
 
+    /// The compared fields (those of [`Smaps::compared`]) that differ from `kernel`'s, one
+    /// string each: `AnonHugePages: model 2048 kB, kernel 0 kB`.
+    pub fn differences(&self, kernel: &Smaps) -> Vec<String> {
+        let mut out = Vec::new();
+        for ((name, m), k) in FIELDS.iter().zip(self.kb).zip(kernel.kb) {
+            if m != k && !NOT_COMPARED.contains(name) {
+                out.push(format!("{name}: model {m} kB, kernel {k} kB"));
+            }
+        }
+        if (self.anonymous_vma || kernel.anonymous_vma) && self.thp_eligible != kernel.thp_eligible {
+            out.push(format!("THPeligible: model {}, kernel {}", self.thp_eligible, kernel.thp_eligible));
+        }
+        if self.protection_key != kernel.protection_key {
+            let k = |p: Option<u64>| p.map_or_else(|| "none".to_string(), |p| p.to_string());
+            out.push(format!(
+                "ProtectionKey: model {}, kernel {}",
+                k(self.protection_key),
+                k(kernel.protection_key)
+            ));
+        }
+        if self.vm_flags != kernel.vm_flags {
+            out.push(format!(
+                "VmFlags: model {}, kernel {}",
+                self.vm_flags.join(" "),
+                kernel.vm_flags.join(" ")
+            ));
+        }
+        out
+    }
+
     /// One line with the fields the oracle compares (all but [`NOT_COMPARED`]; `THPeligible`
     /// only for anonymous VMAs: a file VMA's depends on the file system's `huge_fault`).
     pub fn compared(&self) -> String {

@@ -176,40 +176,144 @@ pub fn touch_tag(line: usize, addr: u64) -> u64 {
 }
 
 /// The `--json` output of `run` (and of the oracle): `{"steps": [...]}`, one element per call
-/// line, each with every live process's maps, pages `[address, page, exclusive]` and the
-/// nonzero tags `[address, tag]`; addresses and tags as hex strings.
+/// line (see [`step_to_json`]).
 pub fn steps_to_json(steps: &[StepView]) -> Value {
-    let steps: Vec<Value> = steps
+    json!({ "steps": steps.iter().map(step_to_json).collect::<Vec<_>>() })
+}
+
+/// One element of `steps`: the call, its result, and every live process's maps, pages
+/// `[address, page, exclusive]`, nonzero tags `[address, tag]` and, when captured, smaps
+/// entries; addresses and tags as hex strings.
+pub fn step_to_json(s: &StepView) -> Value {
+    let procs: serde_json::Map<String, Value> =
+        s.procs.iter().map(|(pid, p)| (pid.0.to_string(), Value::Object(proc_to_json(p)))).collect();
+    json!({
+        "line": s.line,
+        "pid": s.pid.0,
+        "call": s.call,
+        "result": s.result,
+        "procs": procs,
+    })
+}
+
+/// [`step_to_json`] written straight into `out`, byte for byte the same text as the value's
+/// compact form, without building the value: a long run's views are mostly pages, and
+/// building a JSON value for each page was most of `run --json`'s time.
+pub fn write_step_json(out: &mut String, s: &StepView) {
+    use std::fmt::Write;
+    let string = |out: &mut String, x: &str| {
+        out.push_str(&serde_json::to_string(x).unwrap_or_default());
+    };
+    out.push_str("{\"call\":");
+    string(out, &s.call);
+    let _ = write!(out, ",\"line\":{},\"pid\":{},\"procs\":{{", s.line, s.pid.0);
+    for (i, (pid, p)) in s.procs.iter().enumerate() {
+        let _ = write!(out, "{}\"{}\":{{\"maps\":[", if i == 0 { "" } else { "," }, pid.0);
+        for (j, m) in p.maps.iter().enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            string(out, m);
+        }
+        out.push_str("],\"pages\":[");
+        for (j, pg) in p.pages.iter().enumerate() {
+            let page = match pg.page {
+                PageName::Page(n) => n.to_string(),
+                PageName::Swap => "\"swap\"".to_string(),
+                PageName::Migration => "\"migration\"".to_string(),
+            };
+            let _ = write!(
+                out,
+                "{}[\"{:#x}\",{page},{}]",
+                if j == 0 { "" } else { "," },
+                pg.addr,
+                u8::from(pg.exclusive)
+            );
+        }
+        out.push(']');
+        if !p.smaps.is_empty() {
+            let smaps: Vec<Value> = p.smaps.iter().map(smaps_to_json).collect();
+            let _ = write!(out, ",\"smaps\":{}", Value::Array(smaps));
+        }
+        out.push_str(",\"tags\":[");
+        for (j, pg) in p.pages.iter().filter(|pg| pg.tag != 0).enumerate() {
+            let _ = write!(out, "{}[\"{:#x}\",\"{:#x}\"]", if j == 0 { "" } else { "," }, pg.addr, pg.tag);
+        }
+        out.push_str("]}");
+    }
+    out.push_str("},\"result\":");
+    string(out, &s.result);
+    out.push('}');
+}
+
+/// One element of `steps` in the `--changes` form: like [`step_to_json`], but a process
+/// appears only if it changed since `prev` (the previous step), with only the fields that
+/// changed (`maps`, `pages`, `tags`, `smaps`); a process gone since `prev` is `null`.
+/// Page names are per step, so `pages` changes whenever a page appears before another.
+pub fn step_changes_json(prev: Option<&StepView>, s: &StepView) -> Value {
+    let mut procs = serde_json::Map::new();
+    for (pid, p) in &s.procs {
+        let old = prev.and_then(|v| v.procs.get(pid));
+        if old == Some(p) {
+            continue;
+        }
+        let mut now = proc_to_json(p);
+        if let Some(old) = old {
+            let old = proc_to_json(old);
+            now.retain(|k, v| old.get(k) != Some(v));
+        }
+        procs.insert(pid.0.to_string(), Value::Object(now));
+    }
+    if let Some(prev) = prev {
+        for pid in prev.procs.keys().filter(|p| !s.procs.contains_key(p)) {
+            procs.insert(pid.0.to_string(), Value::Null);
+        }
+    }
+    json!({
+        "line": s.line,
+        "pid": s.pid.0,
+        "call": s.call,
+        "result": s.result,
+        "procs": procs,
+    })
+}
+
+fn proc_to_json(p: &ProcView) -> serde_json::Map<String, Value> {
+    let pages: Vec<Value> = p
+        .pages
         .iter()
-        .map(|s| {
-            let procs: serde_json::Map<String, Value> = s
-                .procs
-                .iter()
-                .map(|(pid, p)| {
-                    let pages: Vec<Value> = p
-                        .pages
-                        .iter()
-                        .map(|pg| json!([format!("{:#x}", pg.addr), pg.page, u8::from(pg.exclusive)]))
-                        .collect();
-                    let tags: Vec<Value> = p
-                        .pages
-                        .iter()
-                        .filter(|pg| pg.tag != 0)
-                        .map(|pg| json!([format!("{:#x}", pg.addr), format!("{:#x}", pg.tag)]))
-                        .collect();
-                    (pid.0.to_string(), json!({"maps": p.maps, "pages": pages, "tags": tags}))
-                })
-                .collect();
-            json!({
-                "line": s.line,
-                "pid": s.pid.0,
-                "call": s.call,
-                "result": s.result,
-                "procs": procs,
-            })
-        })
+        .map(|pg| json!([format!("{:#x}", pg.addr), pg.page, u8::from(pg.exclusive)]))
         .collect();
-    json!({ "steps": steps })
+    let tags: Vec<Value> = p
+        .pages
+        .iter()
+        .filter(|pg| pg.tag != 0)
+        .map(|pg| json!([format!("{:#x}", pg.addr), format!("{:#x}", pg.tag)]))
+        .collect();
+    let mut m = serde_json::Map::new();
+    m.insert("maps".into(), json!(p.maps));
+    m.insert("pages".into(), Value::Array(pages));
+    m.insert("tags".into(), Value::Array(tags));
+    if !p.smaps.is_empty() {
+        m.insert("smaps".into(), Value::Array(p.smaps.iter().map(smaps_to_json).collect()));
+    }
+    m
+}
+
+/// One smaps entry: `vma` (`start-end`, hex), every field of [`crate::smaps::FIELDS`] in kB,
+/// `THPeligible`, `ProtectionKey` when the CPU has pkeys, and `VmFlags`.
+fn smaps_to_json(e: &crate::smaps::Smaps) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert("vma".into(), json!(format!("{:x}-{:x}", e.start, e.end)));
+    for (name, v) in crate::smaps::FIELDS.iter().zip(e.kb) {
+        m.insert((*name).into(), json!(v));
+    }
+    m.insert("THPeligible".into(), json!(e.thp_eligible));
+    if let Some(k) = e.protection_key {
+        m.insert("ProtectionKey".into(), json!(k));
+    }
+    m.insert("VmFlags".into(), json!(e.vm_flags));
+    Value::Object(m)
 }
 
 #[cfg(test)]
@@ -231,12 +335,13 @@ mod tests {
             ],
             smaps: Vec::new(),
         };
+        let proc2 = ProcView { maps: vec!["a\"b".to_string()], pages: Vec::new(), smaps: Vec::new() };
         let step = StepView {
             line: 3,
             pid: Pid(1),
             call: "touch(0x200000000000, 8192, \"w\")".to_string(),
             result: "= 0".to_string(),
-            procs: BTreeMap::from([(Pid(1), proc1)]),
+            procs: BTreeMap::from([(Pid(1), proc1), (Pid(2), proc2)]),
         };
         let want = json!({"steps": [{
             "line": 3,
@@ -247,8 +352,11 @@ mod tests {
                 "maps": ["200000000000-200000002000 rw-p 00000000 00:00 0"],
                 "pages": [["0x200000000000", 1, 1], ["0x200000001000", "swap", 0]],
                 "tags": [["0x200000000000", "0x502000000"]],
-            }},
+            }, "2": {"maps": ["a\"b"], "pages": [], "tags": []}},
         }]});
+        let mut text = String::new();
+        write_step_json(&mut text, &step);
+        assert_eq!(text, want["steps"][0].to_string());
         assert_eq!(steps_to_json(&[step]), want);
     }
 }

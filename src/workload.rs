@@ -165,7 +165,7 @@ impl Workload {
                     ..Default::default()
                 };
                 let (s, dropped) = random_in_window(seed, &cfg);
-                let mut text = format!("# anonmm gen random --seed {seed}: {}\n", cfg.describe());
+                let mut text = format!("# {}\n# generator: {}\n", self.command_line(seed), cfg.describe());
                 if dropped > 0 {
                     let _ = writeln!(
                         text,
@@ -182,17 +182,34 @@ impl Workload {
                 return Ok(text);
             }
         }
-        Ok(format!("# anonmm gen {} --seed {seed} ({:?})\n{}", self.name(), self.params(), w.text))
+        Ok(format!("# {}\n{}", self.command_line(seed), w.text))
     }
 
-    fn params(&self) -> String {
-        match self {
-            Workload::Stitch(p) => format!("{p:?}"),
-            Workload::Realloc(p) => format!("{p:?}"),
-            Workload::Forkserver(p) => format!("{p:?}"),
-            Workload::Compact(p) => format!("{p:?}"),
-            Workload::Random(p) => format!("{p:?}"),
-        }
+    /// The command line that writes this script: `anonmm gen KIND --seed S` and every
+    /// parameter (defaults included, so that it stays true when a default changes).
+    pub fn command_line(&self, seed: u64) -> String {
+        let params = match self {
+            Workload::Stitch(p) => format!(
+                "--pieces {} --min-pages {} --max-pages {} --faulted {}",
+                p.pieces, p.min_pages, p.max_pages, p.faulted
+            ),
+            Workload::Realloc(p) => format!("--ops {} --max-pages {}", p.ops, p.max_pages),
+            Workload::Forkserver(p) => {
+                format!("--workers {} --concurrent {} --pool-pages {}", p.workers, p.concurrent, p.pool_pages)
+            }
+            Workload::Compact(p) => format!(
+                "--rounds {} --blocks {} --max-pages {} --free {}",
+                p.rounds, p.blocks, p.max_pages, p.free
+            ),
+            Workload::Random(p) => format!(
+                "--steps {} --max-procs {}{}{}",
+                p.steps,
+                p.max_procs,
+                if p.no_files { " --no-files" } else { "" },
+                if p.no_shared { " --no-shared" } else { "" }
+            ),
+        };
+        format!("anonmm gen {} --seed {seed} {params}", self.name())
     }
 
     /// The workload parsed as a script named `name`.

@@ -258,7 +258,7 @@ fn convert(
     let mut report = c.final_report();
     if let Some(e) = zst_problem {
         *report.skipped.entry("rest of a truncated or corrupt zstd stream".to_string()).or_default() += 1;
-        report.problems.push(format!("{name}:0: zstd: {e}"));
+        report.problems.push(format!("{name}: zstd: {e}"));
     }
     StreamEnd { report, exact: !c.spoiled }
 }

@@ -1,4 +1,5 @@
-//! The oracle's CLI commands: `run --native`, `diff`, `fuzz` (stub).
+//! The oracle's CLI commands: `oracle run` and `oracle diff` (`oracle fuzz` is in fuzz.rs),
+//! and the field-by-field difference of two views that `diff` and the fuzzer print.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -6,33 +7,44 @@ use std::path::Path;
 use crate::run::{RunOptions, run_script};
 use crate::script::{Script, parse_file};
 use crate::snapshot::{
-    PageName, PageView, ProcView, StepView, format_maps_text, format_smaps_text, steps_to_json,
+    PageName, PageView, ProcView, StepView, format_maps_text, format_smaps_text, step_to_json,
 };
 use crate::types::Pid;
 
 use super::{available, format_outcome, run_native_steps};
 
-/// Run `f`, turning a panic (an unfinished stub) into `None` without the panic message.
-fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let r = std::panic::catch_unwind(f).ok();
-    std::panic::set_hook(hook);
-    r
+/// Run `f`, turning a panic of the model into an error that carries its message and where
+/// it happened (a bug report needs both; the hook prints the backtrace when asked for).
+fn catching<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
+    std::panic::catch_unwind(f).map_err(|p| {
+        p.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "a panic without a message".to_string())
+    })
 }
 
 fn parse(path: &Path) -> Result<Script, i32> {
-    // The parser may still be a stub that panics: report it instead of crashing.
-    match quietly(|| parse_file(path)) {
-        Some(Ok(s)) => Ok(s),
-        Some(Err(e)) => {
-            eprintln!("{e}");
-            Err(2)
+    parse_file(path).map_err(|e| {
+        eprintln!("anonmm: {e}");
+        2
+    })
+}
+
+/// `FILE:LINE: reason` for an oracle error (`FILE: reason` when no line is concerned).
+fn oracle_error(path: &Path, e: &super::OracleError) -> String {
+    use super::OracleError as E;
+    let file = path.display().to_string();
+    match e {
+        E::Refused { line, reason } => {
+            format!("{}: refused by the kernel oracle: {reason}", crate::out::location(&file, *line))
         }
-        None => {
-            eprintln!("{}: the script parser failed (not built yet?)", path.display());
-            Err(2)
+        E::BadInput { line, reason } => format!("{}: {reason}", crate::out::location(&file, *line)),
+        E::WorkerDied { line, reason } => {
+            format!("{}: worker process failed: {reason}", crate::out::location(&file, *line))
         }
+        #[allow(unreachable_patterns)]
+        e => format!("{file}: {e}"),
     }
 }
 
@@ -57,49 +69,60 @@ pub fn cmd_run(path: &Path, json: bool, smaps: bool) -> i32 {
     let steps = match run_native_steps(&script, smaps) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{}: {e}", path.display());
+            eprintln!("anonmm: {}", oracle_error(path, &e));
             return 2;
         }
     };
     if json {
-        let views: Vec<StepView> = steps.iter().map(|s| s.view.clone()).collect();
-        println!("{}", steps_to_json(&views));
+        for (i, s) in steps.iter().enumerate() {
+            crate::out!("{}{}", if i == 0 { "{\"steps\":[" } else { "," }, step_to_json(&s.view));
+        }
+        crate::outln!("{}", if steps.is_empty() { "{\"steps\":[]}" } else { "]}" });
     } else if let Some(last) = steps.last() {
         if smaps {
-            print!("{}", format_smaps_text(&last.view.procs));
+            crate::out!("{}", format_smaps_text(&last.view.procs));
         } else {
-            print!("{}", format_maps_text(&last.view.procs));
+            crate::out!("{}", format_maps_text(&last.view.procs));
         }
     }
+    let bad = recorded_mismatches(&script, &steps, "got");
+    i32::from(bad > 0)
+}
+
+/// Print (on stderr) every step whose result recorded in the script differs from the
+/// kernel's; how many. `got` names the other side (`got`, `model and kernel gave`).
+fn recorded_mismatches(script: &Script, steps: &[super::NativeStep], got: &str) -> usize {
     let mut bad = 0;
-    for (step, got) in script.steps.iter().zip(&steps) {
+    for (step, k) in script.steps.iter().zip(steps) {
         if let Some(e) = &step.expect
-            && *e != got.got
+            && *e != k.got
         {
             eprintln!(
-                "{}:{}: expected {}, got {}",
+                "anonmm: {}:{}: expected {}, {got} {}",
                 script.path,
                 step.line,
                 format_outcome(&step.call, e),
-                format_outcome(&step.call, &got.got)
+                format_outcome(&step.call, &k.got)
             );
             bad += 1;
         }
     }
-    if bad > 0 { 1 } else { 0 }
+    bad
 }
 
-fn page_text(p: &PageView) -> String {
-    let name = match p.page {
+/// Differences listed per process and kind before the rest are counted.
+const MAX_LISTED: usize = 20;
+
+fn page_name(p: PageName) -> String {
+    match p {
         PageName::Page(n) => n.to_string(),
         PageName::Swap => "swap".to_string(),
         PageName::Migration => "migration".to_string(),
         PageName::Guard => "guard".to_string(),
-    };
-    format!("{:#x} page={name} excl={} tag={:#x}", p.addr, p.exclusive as u8, p.tag)
+    }
 }
 
-/// Two columns; rows that differ start with `!`.
+/// Two columns of maps lines; rows that differ start with `!`.
 fn side_by_side(out: &mut String, title: &str, left: &[String], right: &[String]) {
     if left == right {
         return;
@@ -114,7 +137,78 @@ fn side_by_side(out: &mut String, title: &str, left: &[String], right: &[String]
     }
 }
 
-/// What differs between the model's and the kernel's view of one step (empty if nothing).
+/// `lines` under `title`, the first [`MAX_LISTED`] of them, then how many more.
+fn listed(out: &mut String, title: &str, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    out.push_str(&format!("  {title}:\n"));
+    for l in lines.iter().take(MAX_LISTED) {
+        out.push_str(&format!("    {l}\n"));
+    }
+    if lines.len() > MAX_LISTED {
+        out.push_str(&format!("    ... and {} more\n", lines.len() - MAX_LISTED));
+    }
+}
+
+/// The pages that differ, by address, each with only its fields that differ:
+/// `0x200000001000: excl model 1, kernel 0`.
+fn page_differences(model: &[PageView], kernel: &[PageView]) -> Vec<String> {
+    let m: BTreeMap<u64, &PageView> = model.iter().map(|p| (p.addr, p)).collect();
+    let k: BTreeMap<u64, &PageView> = kernel.iter().map(|p| (p.addr, p)).collect();
+    let addrs: std::collections::BTreeSet<u64> = m.keys().chain(k.keys()).copied().collect();
+    let whole =
+        |p: &PageView| format!("page {} excl {} tag {:#x}", page_name(p.page), u8::from(p.exclusive), p.tag);
+    let mut out = Vec::new();
+    for a in addrs {
+        match (m.get(&a), k.get(&a)) {
+            (Some(x), Some(y)) if x == y => {}
+            (Some(x), Some(y)) => {
+                let mut d = Vec::new();
+                if x.page != y.page {
+                    d.push(format!("page model {}, kernel {}", page_name(x.page), page_name(y.page)));
+                }
+                if x.exclusive != y.exclusive {
+                    d.push(format!("excl model {}, kernel {}", u8::from(x.exclusive), u8::from(y.exclusive)));
+                }
+                if x.tag != y.tag {
+                    d.push(format!("tag model {:#x}, kernel {:#x}", x.tag, y.tag));
+                }
+                out.push(format!("{a:#x}: {}", d.join("; ")));
+            }
+            (Some(x), None) => out.push(format!("{a:#x}: model {}, kernel not present", whole(x))),
+            (None, Some(y)) => out.push(format!("{a:#x}: model not present, kernel {}", whole(y))),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// The smaps entries that differ, by VMA, each with only its compared fields that differ:
+/// `200000000000-200000200000 AnonHugePages: model 2048 kB, kernel 0 kB`.
+fn smaps_differences(model: &[crate::smaps::Smaps], kernel: &[crate::smaps::Smaps]) -> Vec<String> {
+    let key = |e: &crate::smaps::Smaps| (e.start, e.end);
+    let m: BTreeMap<(u64, u64), &crate::smaps::Smaps> = model.iter().map(|e| (key(e), e)).collect();
+    let k: BTreeMap<(u64, u64), &crate::smaps::Smaps> = kernel.iter().map(|e| (key(e), e)).collect();
+    let vmas: std::collections::BTreeSet<(u64, u64)> = m.keys().chain(k.keys()).copied().collect();
+    let mut out = Vec::new();
+    for v in vmas {
+        let name = format!("{:x}-{:x}", v.0, v.1);
+        match (m.get(&v), k.get(&v)) {
+            (Some(x), Some(y)) => {
+                out.extend(x.differences(y).into_iter().map(|d| format!("{name} {d}")));
+            }
+            (Some(_), None) => out.push(format!("{name}: only in the model's smaps")),
+            (None, Some(_)) => out.push(format!("{name}: only in the kernel's smaps")),
+            (None, None) => {}
+        }
+    }
+    out
+}
+
+/// What differs between the model's and the kernel's view of one step (empty if nothing):
+/// the result, the processes, the maps side by side, and the pages and smaps fields that
+/// differ, each on a line of its own.
 pub(crate) fn diff_step(model: &StepView, kernel: &StepView) -> String {
     let mut out = String::new();
     if model.result != kernel.result {
@@ -135,13 +229,9 @@ pub(crate) fn diff_step(model: &StepView, kernel: &StepView) -> String {
         let m = model.procs.get(&pid).unwrap_or(&empty);
         let k = kernel.procs.get(&pid).unwrap_or(&empty);
         side_by_side(&mut out, &format!("pid {} maps", pid.0), &m.maps, &k.maps);
-        let mp: Vec<String> = m.pages.iter().map(page_text).collect();
-        let kp: Vec<String> = k.pages.iter().map(page_text).collect();
-        side_by_side(&mut out, &format!("pid {} pages", pid.0), &mp, &kp);
+        listed(&mut out, &format!("pid {} pages", pid.0), &page_differences(&m.pages, &k.pages));
         // Empty on both sides unless smaps were asked for.
-        let ms: Vec<String> = m.smaps.iter().map(crate::smaps::Smaps::compared).collect();
-        let ks: Vec<String> = k.smaps.iter().map(crate::smaps::Smaps::compared).collect();
-        side_by_side(&mut out, &format!("pid {} smaps", pid.0), &ms, &ks);
+        listed(&mut out, &format!("pid {} smaps", pid.0), &smaps_differences(&m.smaps, &k.smaps));
     }
     out
 }
@@ -157,36 +247,58 @@ pub fn cmd_diff(path: &Path, smaps: bool) -> i32 {
         Err(c) => return c,
     };
     let opts = RunOptions { smaps, ..Default::default() };
-    let model = match quietly(|| run_script(&script, &opts)) {
-        Some(Ok(r)) => r.steps,
-        Some(Err(e)) => {
-            eprintln!("model: {e}");
+    let model = match catching(|| run_script(&script, &opts)) {
+        Ok(Ok(r)) => r.steps,
+        Ok(Err(e)) => {
+            eprintln!("anonmm: model: {e}");
             return 2;
         }
-        None => {
-            eprintln!("{}: the model failed (panicked; not built yet?)", path.display());
+        Err(msg) => {
+            eprintln!("anonmm: {}: the model panicked (a bug; please report it): {msg}", path.display());
             return 2;
         }
     };
     let kernel = match run_native_steps(&script, smaps) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{}: {e}", path.display());
+            eprintln!("anonmm: {}", oracle_error(path, &e));
             return 2;
         }
     };
     for (m, k) in model.iter().zip(&kernel) {
         let d = diff_step(m, &k.view);
         if !d.is_empty() {
-            println!("{}:{}: [{}] {}", path.display(), k.view.line, k.view.pid.0, k.view.call);
-            print!("{d}");
+            crate::outln!("{}:{}: [{}] {}", path.display(), k.view.line, k.view.pid.0, k.view.call);
+            crate::out!("{d}");
             return 1;
         }
     }
     if model.len() != kernel.len() {
-        println!("{}: the model reported {} steps, the kernel {}", path.display(), model.len(), kernel.len());
+        crate::outln!(
+            "{}: the model reported {} steps, the kernel {}",
+            path.display(),
+            model.len(),
+            kernel.len()
+        );
         return 1;
     }
-    println!("{}: no difference in {} steps", path.display(), kernel.len());
+    // Model and kernel agree; the script's recorded results may still say otherwise.
+    let bad = recorded_mismatches(&script, &kernel, "model and kernel gave");
+    if bad > 0 {
+        crate::outln!(
+            "{}: model and kernel agree in {} steps, but {bad} recorded result{} differ{}",
+            path.display(),
+            kernel.len(),
+            if bad == 1 { "" } else { "s" },
+            if bad == 1 { "s" } else { "" }
+        );
+        return 1;
+    }
+    let recorded = script.steps.iter().filter(|s| s.expect.is_some()).count();
+    crate::outln!(
+        "{}: no difference in {} steps ({recorded} recorded results matched)",
+        path.display(),
+        kernel.len()
+    );
     0
 }

@@ -125,8 +125,25 @@ pub fn cmd_fuzz(
             % 1_000_000_007
     });
     let cfg = GenConfig { steps, ..GenConfig::default() };
-    println!("fuzz: seed {seed}, {cases} cases of {steps} steps ({})", cfg.describe());
+    crate::outln!("fuzz: seed {seed}, {cases} cases of {steps} steps ({})", cfg.describe());
     let t0 = Instant::now();
+    // On stderr, when it is a terminal; logs get a line every 1,000 cases instead.
+    let bar = indicatif::ProgressBar::new(cases);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "[{bar:40}] {human_pos}/{human_len} cases ({rate}, {eta} left) {msg}",
+        )
+        .map(|s| {
+            s.progress_chars("=> ").with_key(
+                "rate",
+                |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.1} cases/s", s.per_sec());
+                },
+            )
+        })
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(500));
     let (mut same, mut skipped, mut prefix, mut prefix_steps, mut diverged, mut nondet) =
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
@@ -137,11 +154,14 @@ pub fn cmd_fuzz(
         // the same contents as `kernel` at every step.
         if let Err(file) = check_policies(&s, seed.wrapping_add(i), out) {
             policy_diverged += 1;
-            println!(
-                "case {i} (seed {}): a policy changed contents or broke an invariant: {file}",
-                seed.wrapping_add(i)
-            );
+            bar.suspend(|| {
+                crate::outln!(
+                    "case {i} (seed {}): a policy changed contents or broke an invariant: {file}",
+                    seed.wrapping_add(i)
+                )
+            });
             if !keep_going {
+                bar.finish_and_clear();
                 return 1;
             }
         }
@@ -149,10 +169,12 @@ pub fn cmd_fuzz(
             Verdict::Same => same += 1,
             Verdict::KernelNondeterministic(line) => {
                 nondet += 1;
-                println!(
-                    "case {i} (seed {}): the kernel disagreed with itself at line {line}; not counted against the model",
-                    seed.wrapping_add(i)
-                );
+                bar.suspend(|| {
+                    crate::outln!(
+                        "case {i} (seed {}): the kernel disagreed with itself at line {line}; not counted against the model",
+                        seed.wrapping_add(i)
+                    )
+                });
             }
             Verdict::Prefix(n) => {
                 prefix += 1;
@@ -163,7 +185,12 @@ pub fn cmd_fuzz(
                 *reasons.entry(skip_kind(&why)).or_default() += 1;
             }
             Verdict::Diverges { line, call, diff } => {
-                println!("case {i} (seed {}) diverges at line {line}: {call}\n{diff}", seed.wrapping_add(i));
+                bar.suspend(|| {
+                    crate::outln!(
+                        "case {i} (seed {}) diverges at line {line}: {call}\n{diff}",
+                        seed.wrapping_add(i)
+                    )
+                });
                 let small = shrink_with(
                     &s,
                     &mut |x| matches!(compare(x), Verdict::Diverges { .. }),
@@ -180,18 +207,23 @@ pub fn cmd_fuzz(
                     text.push_str(&format!("# {l}\n"));
                 }
                 if let Err(e) = std::fs::write(&file, text) {
-                    eprintln!("{}: {e}", file.display());
+                    bar.suspend(|| eprintln!("anonmm: {}: cannot write: {e}", file.display()));
                 }
-                println!("shrunk to {} steps: {}\n{why}", small.steps.len(), file.display());
+                bar.suspend(|| {
+                    crate::outln!("shrunk to {} steps: {}\n{why}", small.steps.len(), file.display())
+                });
                 diverged += 1;
                 if !keep_going {
-                    println!("fuzz: seed {seed}: divergence after {} cases", i + 1);
+                    bar.finish_and_clear();
+                    crate::outln!("fuzz: seed {seed}: divergence after {} cases", i + 1);
                     return 1;
                 }
             }
         }
-        if (i + 1) % 1000 == 0 {
-            println!(
+        bar.inc(1);
+        bar.set_message(format!("{diverged} divergences, {skipped} skipped"));
+        if (i + 1) % 1000 == 0 && bar.is_hidden() {
+            crate::outln!(
                 "fuzz: {} cases, {} whole, {} prefix, {} skipped, {:.0}s",
                 i + 1,
                 same,
@@ -201,12 +233,13 @@ pub fn cmd_fuzz(
             );
         }
     }
-    println!(
+    bar.finish_and_clear();
+    crate::outln!(
         "fuzz: seed {seed}: {cases} cases ({same} compared whole, {prefix} compared up to a step the kernel placed outside the window ({prefix_steps} steps), {skipped} skipped, {nondet} where the kernel disagreed with itself), {diverged} divergences, {policy_diverged} policy divergences, {:.1}s",
         t0.elapsed().as_secs_f64()
     );
     for (why, n) in &reasons {
-        println!("  skipped {n}: {why}");
+        crate::outln!("  skipped {n}: {why}");
     }
     i32::from(diverged + policy_diverged > 0)
 }
@@ -223,7 +256,7 @@ fn check_policies(s: &Script, seed: u64, out: &Path) -> Result<(), String> {
         let mut text = write_script(&small);
         text.push_str(&format!("# policy {p}: {e}\n"));
         if let Err(err) = std::fs::write(&file, text) {
-            eprintln!("{}: {err}", file.display());
+            eprintln!("anonmm: {}: cannot write: {err}", file.display());
         }
         return Err(format!("{} ({e})", file.display()));
     }

@@ -16,7 +16,11 @@ const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
 macro_rules! skip_unless_available {
     () => {
         if let Err(e) = super::available() {
-            eprintln!("skipped (kernel oracle unavailable): {e}");
+            // Past the harness's capture: a skipped test must not pass silently.
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("oracle test: SKIPPED (kernel oracle unavailable): {e}\n"),
+            );
             return;
         }
     };
@@ -329,7 +333,7 @@ fn cmd_run_reports_mismatches() {
 }
 
 #[test]
-fn diff_step_shows_what_differs_side_by_side() {
+fn diff_step_shows_only_what_differs() {
     use crate::snapshot::{PageView, ProcView};
     use std::collections::BTreeMap;
     let view = |excl: bool, result: &str| StepView {
@@ -349,9 +353,6 @@ fn diff_step_shows_what_differs_side_by_side() {
     assert_eq!(super::cli::diff_step(&view(true, "= 0"), &view(true, "= 0")), "");
     let d = super::cli::diff_step(&view(true, "= 0"), &view(false, "= SIGSEGV"));
     assert!(d.contains("result: model = 0 | kernel = SIGSEGV"), "{d}");
-    assert!(
-        d.contains("! 0x200000000000 page=1 excl=1 tag=0x5 | 0x200000000000 page=1 excl=0 tag=0x5"),
-        "{d}"
-    );
+    assert!(d.contains("pid 1 pages:\n    0x200000000000: excl model 1, kernel 0\n"), "{d}");
     assert!(!d.contains("maps"), "{d}");
 }

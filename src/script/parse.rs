@@ -14,9 +14,10 @@ use crate::abi::{self, FlagTable};
 use crate::errno::{Errno, Signal};
 use crate::types::Pid;
 
-/// Why a script could not be parsed; displays as `PATH:LINE: REASON`.
+/// Why a script could not be parsed; displays as `PATH:LINE: REASON` (`PATH: REASON` when the
+/// file as a whole is at fault).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{path}:{line}: {reason}")]
+#[error("{}: {reason}", crate::out::location(.path, *.line))]
 pub struct ParseError {
     /// The script's path, as given to the parser.
     pub path: String,
