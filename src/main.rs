@@ -117,15 +117,19 @@ enum Cmd {
         examples: usize,
     },
     /// Record a program's memory-management trace with perf (the events of
-    /// shared/record.sh) as `perf script` text, for `import`, `replay` and `plot`.
+    /// shared/record.sh) as a `perf.data` file (or with `--text` as `perf script` text), for
+    /// `import`, `replay` and `plot`, which read either.
     ///
     /// Needs perf (Debian: `apt-get install linux-perf`) and permission to trace (root, or
     /// `kernel.perf_event_paranoid` lowered). Tracepoints the running kernel lacks are left
     /// out. Exit status: the program's own when recorded, 2 when perf cannot record.
     Record {
-        /// Where to write the text (zstd-compressed when it ends in `.zst`).
+        /// Where to write the trace (zstd-compressed when it ends in `.zst`).
         #[arg(short, long, value_name = "OUT")]
         out: std::path::PathBuf,
+        /// Write `perf script` text (as shared/record.sh does) instead of the `perf.data`.
+        #[arg(long)]
+        text: bool,
         /// The program and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -286,7 +290,7 @@ fn main() -> ExitCode {
         Cmd::Replay { traces, policy, format, check, check_every_step, examples } => {
             cmd_replay(&traces, &policy, &format, check, !check_every_step, examples)
         }
-        Cmd::Record { out, command } => cmd_record(&out, &command),
+        Cmd::Record { out, text, command } => cmd_record(&out, &command, text),
         Cmd::Gen { kind } => cmd_gen(kind),
         Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy, &out),
         Cmd::Oracle { cmd } => oracle(cmd),
@@ -636,15 +640,19 @@ fn cmd_replay(
     code
 }
 
-fn cmd_record(out: &std::path::Path, command: &[String]) -> i32 {
-    match anonmm::record::record(out, command) {
+fn cmd_record(out: &std::path::Path, command: &[String], text: bool) -> i32 {
+    match anonmm::record::record(out, command, text) {
         Ok(sum) => {
-            eprintln!(
-                "anonmm record: {} lines, {} bytes written to {}",
-                sum.lines,
-                sum.bytes,
-                sum.out.display()
-            );
+            if text {
+                eprintln!(
+                    "anonmm record: {} lines, {} bytes written to {}",
+                    sum.lines,
+                    sum.bytes,
+                    sum.out.display()
+                );
+            } else {
+                eprintln!("anonmm record: perf.data of {} bytes written to {}", sum.bytes, sum.out.display());
+            }
             if !sum.missing.is_empty() {
                 eprintln!("  tracepoints this kernel lacks (left out): {}", sum.missing.join(" "));
             }
