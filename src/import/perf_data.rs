@@ -554,50 +554,73 @@ fn eval<'a>(e: &Expr, ev: &EventFormat, raw: &'a [u8]) -> Option<Val<'a>> {
 
 /// Print `v` by `spec` as C's printf does.
 fn put(out: &mut String, spec: &Spec, v: Val<'_>) -> Option<()> {
-    let body: Cow<'_, str> = match (spec.conv, v) {
-        (b's', Val::Str(s)) => s,
-        (b's', Val::Int(_)) => return None,
-        (_, Val::Str(_)) => return None,
-        (b'd' | b'i', Val::Int(n)) => {
-            Cow::Owned(if spec.long { (n as i64).to_string() } else { (n as i32).to_string() })
+    // Numbers are made in a stack buffer: this runs for every field of a million records.
+    let mut buf = [0u8; 24];
+    let (prefix, body): (&str, &str) = match (spec.conv, &v) {
+        (b's', Val::Str(s)) => ("", s),
+        (b's', Val::Int(_)) | (_, Val::Str(_)) => return None,
+        (b'd' | b'i', &Val::Int(n)) => {
+            let n = if spec.long { i64::from(n as i64) } else { i64::from(n as i32) };
+            (if n < 0 { "-" } else { "" }, digits(&mut buf, n.unsigned_abs(), 10, false))
         }
-        (b'u', Val::Int(n)) => {
-            Cow::Owned(if spec.long { (n as u64).to_string() } else { (n as u32).to_string() })
+        (b'u', &Val::Int(n)) => {
+            ("", digits(&mut buf, if spec.long { n as u64 } else { u64::from(n as u32) }, 10, false))
         }
-        (b'x' | b'X', Val::Int(n)) => {
+        (b'x' | b'X', &Val::Int(n)) => {
             let n = if spec.long { n as u64 } else { u64::from(n as u32) };
-            let mut s = if spec.conv == b'x' { format!("{n:x}") } else { format!("{n:X}") };
-            if spec.alt && n != 0 {
-                s.insert_str(0, "0x");
-            }
-            Cow::Owned(s)
+            (if spec.alt && n != 0 { "0x" } else { "" }, digits(&mut buf, n, 16, spec.conv == b'X'))
         }
         // A user address has no symbol: libtraceevent prints it as 0x...
-        (b'p', Val::Int(n)) => Cow::Owned(format!("{:#x}", n as u64)),
-        (b'c', Val::Int(n)) => Cow::Owned(char::from(n as u8).to_string()),
+        (b'p', &Val::Int(n)) => ("0x", digits(&mut buf, n as u64, 16, false)),
+        (b'c', &Val::Int(n)) => {
+            buf[0] = n as u8;
+            ("", std::str::from_utf8(&buf[..1]).ok()?)
+        }
         _ => return None,
     };
-    let pad = spec.width.saturating_sub(body.chars().count());
+    let len = prefix.len() + if body.is_ascii() { body.len() } else { body.chars().count() };
+    let pad = spec.width.saturating_sub(len);
     if spec.left {
-        out.push_str(&body);
-        out.extend(std::iter::repeat_n(' ', pad));
+        out.push_str(prefix);
+        out.push_str(body);
+        spaces(out, pad);
     } else if spec.zero && spec.conv != b's' {
         // Zeros go after a sign or 0x.
-        let (sign, digits) = if let Some(d) = body.strip_prefix('-') {
-            ("-", d)
-        } else if let Some(d) = body.strip_prefix("0x") {
-            ("0x", d)
-        } else {
-            ("", &body[..])
-        };
-        out.push_str(sign);
+        out.push_str(prefix);
         out.extend(std::iter::repeat_n('0', pad));
-        out.push_str(digits);
+        out.push_str(body);
     } else {
-        out.extend(std::iter::repeat_n(' ', pad));
-        out.push_str(&body);
+        spaces(out, pad);
+        out.push_str(prefix);
+        out.push_str(body);
     }
     Some(())
+}
+
+fn spaces(out: &mut String, n: usize) {
+    const S: &str = "                                ";
+    let mut n = n;
+    while n > 0 {
+        let k = n.min(S.len());
+        out.push_str(&S[..k]);
+        n -= k;
+    }
+}
+
+/// `v` in `base` (10 or 16), at the end of `buf`.
+fn digits(buf: &mut [u8; 24], mut v: u64, base: u64, upper: bool) -> &str {
+    let set: &[u8; 16] = if upper { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = set[(v % base) as usize];
+        v /= base;
+        if v == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    std::str::from_utf8(&buf[i..]).unwrap_or("")
 }
 
 /// Print a tracepoint record's payload as libtraceevent prints it (`perf script`'s `trace`
@@ -749,7 +772,9 @@ impl PerfScriptText {
                         (s.pid.unwrap_or(-1), s.tid.unwrap_or(-1), s.timestamp.unwrap_or(0));
                     let Some((ev_name, tp)) = self.events.get(attr_index) else { continue };
                     head(line, comm_of(&self.comms, tid), pid, tid, time);
-                    let _ = write!(line, "{:>w$}: ", ev_name, w = self.name_width);
+                    spaces(line, self.name_width.saturating_sub(ev_name.len()));
+                    line.push_str(ev_name);
+                    line.push_str(": ");
                     if let (Some(i), Some(raw)) = (tp, s.raw) {
                         let raw = raw.as_slice();
                         print_event(&self.formats[*i], &raw, line);
@@ -861,12 +886,41 @@ fn comm_of(comms: &HashMap<i32, String>, tid: i32) -> Cow<'_, str> {
     }
 }
 
-/// `            sort  8742/8742   1009.601157: `, as `perf script` starts a line.
+/// `            sort  8742/8742   1009.601157: `, as `perf script` starts a line
+/// (`%16s %5d/%-5d %12s: `, the time in seconds with microseconds).
 fn head(line: &mut String, comm: Cow<'_, str>, pid: i32, tid: i32, time: u64) {
-    let secs = time / 1_000_000_000;
+    let mut buf = [0u8; 24];
+    let w = if comm.is_ascii() { comm.len() } else { comm.chars().count() };
+    spaces(line, 16usize.saturating_sub(w));
+    line.push_str(&comm);
+    line.push(' ');
+    let signed = |buf: &mut [u8; 24], v: i32| -> (usize, bool) {
+        let d = digits(buf, u64::from(v.unsigned_abs()), 10, false).len();
+        (d + usize::from(v < 0), v < 0)
+    };
+    let (n, neg) = signed(&mut buf, pid);
+    spaces(line, 5usize.saturating_sub(n));
+    if neg {
+        line.push('-');
+    }
+    line.push_str(digits(&mut buf, u64::from(pid.unsigned_abs()), 10, false));
+    line.push('/');
+    let (n, neg) = signed(&mut buf, tid);
+    if neg {
+        line.push('-');
+    }
+    line.push_str(digits(&mut buf, u64::from(tid.unsigned_abs()), 10, false));
+    spaces(line, 5usize.saturating_sub(n));
+    line.push(' ');
+    let secs = digits(&mut buf, time / 1_000_000_000, 10, false).len();
+    spaces(line, 12usize.saturating_sub(secs + 7));
+    line.push_str(digits(&mut buf, time / 1_000_000_000, 10, false));
+    line.push('.');
     let usecs = (time % 1_000_000_000) / 1000;
-    let t = format!("{secs}.{usecs:06}");
-    let _ = write!(line, "{comm:>16} {pid:>5}/{tid:<5} {t:>12}: ");
+    let u = digits(&mut buf, usecs, 10, false);
+    line.extend(std::iter::repeat_n('0', 6 - u.len()));
+    line.push_str(digits(&mut buf, usecs, 10, false));
+    line.push_str(": ");
 }
 
 impl Read for PerfScriptText {
