@@ -584,18 +584,16 @@ fn cmd_replay(
     let mut code = 0;
     // One policy's run of one trace: its row, or its error on stderr.
     let mut record =
-        |name: &str, p: &str, t0: std::time::Instant, res: Result<anonmm::replay::ReplayOutcome, String>| {
-            match res {
-                Ok(out) => {
-                    if out.invariant.is_some() {
-                        code = code.max(1);
-                    }
-                    rows.push(ReportRow::new(name, p, &out, t0.elapsed().as_secs_f64()));
+        |name: &str, p: &str, secs: f64, res: Result<anonmm::replay::ReplayOutcome, String>| match res {
+            Ok(out) => {
+                if out.invariant.is_some() {
+                    code = code.max(1);
                 }
-                Err(e) => {
-                    bar.suspend(|| eprintln!("{e}"));
-                    code = 2;
-                }
+                rows.push(ReportRow::new(name, p, &out, secs));
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("{e}"));
+                code = 2;
             }
         };
     for path in traces {
@@ -612,14 +610,36 @@ fn cmd_replay(
             let t0 = std::time::Instant::now();
             let res =
                 anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64));
-            record(&name, p, t0, res.map(|(out, _)| out).map_err(|e| e.to_string()));
+            record(&name, p, t0.elapsed().as_secs_f64(), res.map(|(out, _)| out).map_err(|e| e.to_string()));
+            continue;
+        }
+        // Several policies, unchecked: one streamed import feeds one replay per policy, all
+        // at the same time.
+        if !check {
+            bar.set_message(format!("{name} ({} policies)", policies.len()));
+            bar.set_length(0);
+            bar.set_position(0);
+            let opts: Vec<RunOptions> =
+                policies.iter().map(|p| RunOptions { policy: p.to_string(), ..Default::default() }).collect();
+            match anonmm::replay::replay_trace_all(path, &opts, examples, &mut |n| bar.set_position(n as u64))
+            {
+                Ok((runs, _)) => {
+                    for (&p, run) in policies.iter().zip(runs) {
+                        match run {
+                            Ok((out, secs)) => record(&name, p, secs, Ok(out)),
+                            Err(e) => record(&name, p, 0.0, Err(e.to_string())),
+                        }
+                    }
+                }
+                Err(e) => record(&name, "", 0.0, Err(e.to_string())),
+            }
             continue;
         }
         bar.set_message(format!("reading {name}"));
         let script = match read_trace(path) {
             Ok((s, _)) => s,
             Err(e) => {
-                record(&name, "", std::time::Instant::now(), Err(e.to_string()));
+                record(&name, "", 0.0, Err(e.to_string()));
                 continue;
             }
         };
@@ -630,7 +650,7 @@ fn cmd_replay(
             let opts = RunOptions { check, check_sampled, policy: p.to_string(), ..Default::default() };
             let t0 = std::time::Instant::now();
             let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
-            record(&name, p, t0, res.map_err(|e| e.to_string()));
+            record(&name, p, t0.elapsed().as_secs_f64(), res.map_err(|e| e.to_string()));
         }
     }
     bar.finish_and_clear();
