@@ -164,7 +164,8 @@ enum Cmd {
     ///
     /// Exit status 0 when every figure with a target met it, 1 otherwise, 2 for bad options.
     Bench {
-        /// Which figures: faults, vma, scale, replay, check, oracle (default: all).
+        /// Which figures: faults, vma, scale, replay, check, oracle, perfdata, text (default:
+        /// all; perfdata only with `--perf-data`).
         #[arg(long, value_delimiter = ',', value_name = "LIST")]
         only: Vec<String>,
         /// Smaller sizes (a minute instead of several); the figures are less steady.
@@ -173,6 +174,10 @@ enum Cmd {
         /// The trace to replay (default: the bundled 1-million-fault recording).
         #[arg(long, value_name = "TRACE")]
         trace: Option<PathBuf>,
+        /// A `perf.data` (also `.zst`) to time from the file to the replay table, against
+        /// `perf script` and reading the file (record one with `anonmm record`).
+        #[arg(long, value_name = "PERF.DATA")]
+        perf_data: Option<PathBuf>,
         /// Output format: text, markdown or json.
         #[arg(long, default_value = "text")]
         format: String,
@@ -294,14 +299,22 @@ fn main() -> ExitCode {
         Cmd::Gen { kind } => cmd_gen(kind),
         Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy, &out),
         Cmd::Oracle { cmd } => oracle(cmd),
-        Cmd::Bench { only, quick, trace, format } => cmd_bench(&only, quick, trace, &format),
+        Cmd::Bench { only, quick, trace, perf_data, format } => {
+            cmd_bench(&only, quick, trace, perf_data, &format)
+        }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
 
-fn cmd_bench(only: &[String], quick: bool, trace: Option<PathBuf>, format: &str) -> i32 {
+fn cmd_bench(
+    only: &[String],
+    quick: bool,
+    trace: Option<PathBuf>,
+    perf_data: Option<PathBuf>,
+    format: &str,
+) -> i32 {
     use anonmm::bench::*;
-    const ALL: [&str; 6] = ["faults", "vma", "scale", "replay", "check", "oracle"];
+    const ALL: [&str; 8] = ["faults", "vma", "scale", "replay", "check", "oracle", "perfdata", "text"];
     if let Some(bad) = only.iter().find(|o| !ALL.contains(&o.as_str())) {
         eprintln!("unknown figure group `{bad}` (known: {})", ALL.join(", "));
         return 2;
@@ -361,6 +374,22 @@ fn cmd_bench(only: &[String], quick: bool, trace: Option<PathBuf>, format: &str)
         match bench_replay(&trace, &policies, if quick { 1 } else { 3 }) {
             Ok(f) => emit(f, &mut figs),
             Err(e) => eprintln!("replay: {e}"),
+        }
+    }
+    if want("perfdata") {
+        match &perf_data {
+            Some(p) => match bench_perf_data(p, if quick { 1 } else { 3 }) {
+                Ok(f) => emit(f, &mut figs),
+                Err(e) => eprintln!("perfdata: {e}"),
+            },
+            None if !only.is_empty() => eprintln!("perfdata: give a perf.data with --perf-data"),
+            None => {}
+        }
+    }
+    if want("text") {
+        match bench_text_and_all(&trace, if quick { 1 } else { 3 }) {
+            Ok(f) => emit(f, &mut figs),
+            Err(e) => eprintln!("text: {e}"),
         }
     }
     if want("check") {
