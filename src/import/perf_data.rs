@@ -560,7 +560,7 @@ fn put(out: &mut String, spec: &Spec, v: Val<'_>) -> Option<()> {
         (b's', Val::Str(s)) => ("", s),
         (b's', Val::Int(_)) | (_, Val::Str(_)) => return None,
         (b'd' | b'i', &Val::Int(n)) => {
-            let n = if spec.long { i64::from(n as i64) } else { i64::from(n as i32) };
+            let n = if spec.long { n as i64 } else { i64::from(n as i32) };
             (if n < 0 { "-" } else { "" }, digits(&mut buf, n.unsigned_abs(), 10, false))
         }
         (b'u', &Val::Int(n)) => {
@@ -677,6 +677,10 @@ pub struct PerfScriptText {
 pub fn open(name: &str, input: Box<dyn Input>) -> Result<PerfScriptText, String> {
     let PerfFileReader { perf_file, record_iter } =
         PerfFileReader::parse_file(input).map_err(|e| format!("not a readable perf.data: {e}"))?;
+    if perf_file.endian() != linux_perf_data::Endianness::LittleEndian {
+        // The tracepoint payloads would need swapping too.
+        return Err("not modelled: a big-endian perf.data".to_string());
+    }
     let formats: Vec<EventFormat> =
         match perf_file.feature_section_data(linux_perf_data::Feature::TRACING_DATA) {
             Some(d) => parse_tracing_data(d)?.into_values().collect(),
