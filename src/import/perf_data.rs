@@ -98,7 +98,7 @@ pub struct EventFormat {
     pub id: u64,
     /// Every field, the `common_*` ones included.
     pub fields: Vec<Field>,
-    /// The print format, parsed; None when it uses what [`Print`] does not evaluate (the
+    /// The print format, parsed; None when it uses what `Print` does not evaluate (the
     /// fields are then printed as `name=value`).
     print: Option<Print>,
 }
@@ -624,7 +624,7 @@ fn digits(buf: &mut [u8; 24], mut v: u64, base: u64, upper: bool) -> &str {
 }
 
 /// Print a tracepoint record's payload as libtraceevent prints it (`perf script`'s `trace`
-/// field); by `name=value` fields when its print format is beyond [`Print`].
+/// field); by `name=value` fields when its print format is beyond what this module evaluates.
 pub fn print_event(ev: &EventFormat, raw: &[u8], out: &mut String) {
     let start = out.len();
     if let Some(p) = &ev.print
