@@ -173,3 +173,17 @@ fn recordings_made_here_read_as_perf_script_prints_them() {
     let o = anonmm(&["replay", zst.to_str().unwrap(), "--format", "json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+#[test]
+fn policy_all_gives_each_policy_s_own_row() {
+    // `--policy all` streams one import into one replay per policy at the same time; each
+    // row is the one that policy gives alone.
+    let trace = data("sort-threads.perf.data.zst");
+    let all = replay_rows(&trace, "all");
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), anonmm::report::POLICIES.len());
+    for (row, p) in all.iter().zip(anonmm::report::POLICIES) {
+        let one = replay_rows(&trace, p);
+        assert_eq!(row, &one[0], "{p}");
+    }
+}
