@@ -599,3 +599,165 @@ pub fn generated_state(seed: u64, steps: usize) -> System {
     }
     runner.sys
 }
+
+/// Run `sh -c script` and time it (None when it cannot run or fails).
+fn time_shell(script: &str) -> Option<Duration> {
+    let t = Instant::now();
+    let ok = std::process::Command::new("sh")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .ok()?
+        .success();
+    ok.then(|| t.elapsed())
+}
+
+/// A path quoted for `sh`.
+fn sh_quote(p: &Path) -> String {
+    format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// From a `perf.data` to the replay table, against `perf script` alone on the same file (the
+/// text the importer read before) and against reading the file (`cat FILE > /dev/null`), and
+/// anonmm's reader alone (the records as text, no replay): measured in turn, round after
+/// round. A zstd-compressed `perf.data` is decompressed to a temporary file first, which is
+/// what perf (which cannot read it) and the figures then use.
+pub fn bench_perf_data(path: &Path, reps: usize) -> Result<Vec<Figure>, String> {
+    use std::io::Read;
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+    let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tmp = std::env::temp_dir().join(format!("anonmm-bench-{}.data", std::process::id()));
+    let file = if raw.starts_with(&crate::import::perf::ZSTD_MAGIC) {
+        let bytes = zstd::decode_all(&raw[..]).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        tmp.clone()
+    } else {
+        path.to_path_buf()
+    };
+    drop(raw);
+    let q = sh_quote(&file);
+    let perf_script =
+        format!("perf script -i {q} --show-mmap-events -F comm,pid,tid,time,event,trace > /dev/null");
+    let opts = RunOptions::default();
+    let (mut cat, mut perf, mut reader, mut replay) =
+        (Duration::MAX, None::<Duration>, Duration::MAX, Duration::MAX);
+    let mut lines = 0;
+    let mut steps = 0;
+    for _ in 0..reps.max(1) {
+        if let Some(d) = time_shell(&format!("cat {q} > /dev/null")) {
+            cat = cat.min(d);
+        }
+        if let Some(d) = time_shell(&perf_script) {
+            perf = Some(perf.map_or(d, |p| p.min(d)));
+        }
+        let t = Instant::now();
+        let mut r = crate::import::perf_data::open_path(&file)?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut nl = 0;
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => nl += buf[..n].iter().filter(|&&b| b == b'\n').count(),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        reader = reader.min(t.elapsed());
+        lines = nl;
+        let t = Instant::now();
+        let (_, report) =
+            crate::replay::replay_trace(&file, &opts, 0, &mut |_| {}).map_err(|e| e.to_string())?;
+        replay = replay.min(t.elapsed());
+        steps = report.steps;
+    }
+    let _ = std::fs::remove_file(&tmp);
+    let s = |d: Duration| d.as_secs_f64();
+    let mut out = vec![
+        Figure::new(format!("perf.data {name}: anonmm replay (kernel), to the table"), s(replay), "s", None)
+            .detail(format!("{lines} records printed by perf script, {steps} steps")),
+        Figure::new(
+            format!("perf.data {name}: anonmm's reader alone (records as perf script text)"),
+            s(reader),
+            "s",
+            None,
+        ),
+        Figure::new(format!("perf.data {name}: read the file (cat > /dev/null)"), s(cat), "s", None),
+        Figure::new(
+            format!("perf.data {name}: replay over reading the file"),
+            s(replay) / s(cat),
+            "x",
+            Some(Target::AtMost(2.0)),
+        )
+        .detail(format!("{:.3} s over {:.3} s", s(replay), s(cat))),
+    ];
+    match perf {
+        Some(p) => {
+            out.push(Figure::new(format!("perf.data {name}: perf script alone"), s(p), "s", None));
+            out.push(
+                Figure::new(
+                    format!("perf.data {name}: perf script alone over anonmm's replay to the table"),
+                    s(p) / s(replay),
+                    "x",
+                    Some(Target::AtLeast(5.0)),
+                )
+                .detail(format!("{:.3} s over {:.3} s", s(p), s(replay))),
+            );
+        }
+        None => eprintln!("perf.data: perf script does not run here: not compared"),
+    }
+    Ok(out)
+}
+
+/// Replay of a text trace against `zstdcat FILE | wc -l` (the real floor of reading it), and
+/// `replay --policy all` (one import, the policies in parallel) against one policy: measured
+/// in turn, round after round.
+pub fn bench_text_and_all(path: &Path, reps: usize) -> Result<Vec<Figure>, String> {
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+    let q = sh_quote(path);
+    let floor_cmd = if path.extension().is_some_and(|e| e == "zst") {
+        format!("zstdcat {q} | wc -l")
+    } else {
+        format!("wc -l {q}")
+    };
+    let one = RunOptions::default();
+    let all: Vec<RunOptions> = crate::report::POLICIES
+        .iter()
+        .map(|p| RunOptions { policy: p.to_string(), ..RunOptions::default() })
+        .collect();
+    let (mut floor, mut single, mut every) = (None::<Duration>, Duration::MAX, Duration::MAX);
+    for _ in 0..reps.max(1) {
+        if let Some(d) = time_shell(&floor_cmd) {
+            floor = Some(floor.map_or(d, |f| f.min(d)));
+        }
+        let t = Instant::now();
+        crate::replay::replay_trace(path, &one, 0, &mut |_| {}).map_err(|e| e.to_string())?;
+        single = single.min(t.elapsed());
+        let t = Instant::now();
+        crate::replay::replay_trace_all(path, &all, 0, &mut |_| {}).map_err(|e| e.to_string())?;
+        every = every.min(t.elapsed());
+    }
+    let s = |d: Duration| d.as_secs_f64();
+    let mut out = vec![Figure::new(format!("text {name}: replay (kernel)"), s(single), "s", None)];
+    if let Some(f) = floor {
+        out.push(Figure::new(format!("text {name}: `{}`", floor_cmd.replace(&q, "FILE")), s(f), "s", None));
+        out.push(
+            Figure::new(
+                format!("text {name}: replay over that floor"),
+                s(single) / s(f),
+                "x",
+                Some(Target::AtMost(2.0)),
+            )
+            .detail(format!("{:.3} s over {:.3} s", s(single), s(f))),
+        );
+    }
+    out.push(
+        Figure::new(
+            format!("text {name}: replay --policy all ({} policies, one import) over one policy", all.len()),
+            s(every) / s(single),
+            "x",
+            Some(Target::AtMost(3.0)),
+        )
+        .detail(format!("{:.3} s over {:.3} s", s(every), s(single))),
+    );
+    Ok(out)
+}

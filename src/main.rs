@@ -167,17 +167,20 @@ enum Cmd {
         #[arg(long, value_name = "N", default_value_t = anonmm::replay::MAX_EXAMPLES)]
         examples: usize,
     },
-    /// Record a program's memory-management trace with perf as `perf script` text, for
-    /// `import`, `replay` and `plot`.
+    /// Record a program's memory-management trace with perf as a `perf.data` file (or with
+    /// `--text` as `perf script` text), for `import`, `replay` and `plot`, which read either.
     ///
     /// Needs perf (Debian: `apt-get install linux-perf`) and permission to trace (root, or
     /// `kernel.perf_event_paranoid` lowered). Tracepoints the running kernel lacks are left
     /// out.
     #[command(after_help = "Exit status: the program's own when recorded, 2 when perf cannot record.")]
     Record {
-        /// Where to write the text (zstd-compressed when it ends in `.zst`).
+        /// Where to write the trace (zstd-compressed when it ends in `.zst`).
         #[arg(short, long, value_name = "OUT")]
         out: std::path::PathBuf,
+        /// Write `perf script` text (as shared/record.sh does) instead of the `perf.data`.
+        #[arg(long)]
+        text: bool,
         /// The program and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
@@ -216,9 +219,9 @@ enum Cmd {
     #[command(after_help = "Exit status: 0 when every figure with a target met it, 1 otherwise, 2 \
                             for bad options or a trace that cannot be read.")]
     Bench {
-        /// Which figures (comma-separated; default: all).
+        /// Which figures (comma-separated; default: all; perfdata only with `--perf-data`).
         #[arg(long, value_delimiter = ',', value_name = "LIST",
-              value_parser = ["faults", "vma", "scale", "replay", "check", "oracle"])]
+              value_parser = ["faults", "vma", "scale", "replay", "check", "oracle", "perfdata", "text"])]
         only: Vec<String>,
         /// Smaller sizes (a minute instead of several); the figures are less steady.
         #[arg(long)]
@@ -226,6 +229,10 @@ enum Cmd {
         /// The trace to replay (default: the bundled 1-million-fault recording).
         #[arg(long, value_name = "TRACE")]
         trace: Option<PathBuf>,
+        /// A `perf.data` (also `.zst`) to time from the file to the replay table, against
+        /// `perf script` and reading the file (record one with `anonmm record`).
+        #[arg(long, value_name = "PERF.DATA")]
+        perf_data: Option<PathBuf>,
         /// Output format.
         #[arg(long, default_value = "text", value_parser = ["text", "markdown", "json"])]
         format: String,
@@ -367,11 +374,13 @@ fn main() -> ExitCode {
         Cmd::Replay { traces, policy, format, check, check_every_step, examples } => {
             cmd_replay(&traces, &policy, &format, check || check_every_step, !check_every_step, examples)
         }
-        Cmd::Record { out, command } => cmd_record(&out, &command),
+        Cmd::Record { out, text, command } => cmd_record(&out, &command, text),
         Cmd::Gen { kind } => cmd_gen(kind),
         Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy, &out),
         Cmd::Oracle { cmd } => oracle(cmd),
-        Cmd::Bench { only, quick, trace, format } => cmd_bench(&only, quick, trace, &format),
+        Cmd::Bench { only, quick, trace, perf_data, format } => {
+            cmd_bench(&only, quick, trace, perf_data, &format)
+        }
     };
     anonmm::out::flush_stdout();
     ExitCode::from(u8::try_from(code).unwrap_or(2))
@@ -389,7 +398,13 @@ fn spinner(msg: String) -> indicatif::ProgressBar {
     s
 }
 
-fn cmd_bench(only: &[String], quick: bool, trace: Option<PathBuf>, format: &str) -> i32 {
+fn cmd_bench(
+    only: &[String],
+    quick: bool,
+    trace: Option<PathBuf>,
+    perf_data: Option<PathBuf>,
+    format: &str,
+) -> i32 {
     use anonmm::bench::*;
     let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
     let trace = trace.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_TRACE));
@@ -460,6 +475,31 @@ fn cmd_bench(only: &[String], quick: bool, trace: Option<PathBuf>, format: &str)
         let f = bench_replay(&trace, &policies, if quick { 1 } else { 3 });
         s.finish_and_clear();
         match f {
+            Ok(f) => emit(f, &mut figs),
+            Err(e) => {
+                eprintln!("anonmm: {e}");
+                code = 2;
+            }
+        }
+    }
+    if want("perfdata") {
+        match &perf_data {
+            Some(p) => match bench_perf_data(p, if quick { 1 } else { 3 }) {
+                Ok(f) => emit(f, &mut figs),
+                Err(e) => {
+                    eprintln!("anonmm: {e}");
+                    code = 2;
+                }
+            },
+            None if !only.is_empty() => {
+                eprintln!("anonmm: bench: the perfdata figures need a perf.data: give one with --perf-data");
+                code = 2;
+            }
+            None => {}
+        }
+    }
+    if want("text") {
+        match bench_text_and_all(&trace, if quick { 1 } else { 3 }) {
             Ok(f) => emit(f, &mut figs),
             Err(e) => {
                 eprintln!("anonmm: {e}");
@@ -766,18 +806,16 @@ fn cmd_replay(
     let mut code = 0;
     // One policy's run of one trace: its row, or its error on stderr.
     let mut record =
-        |name: &str, p: &str, t0: std::time::Instant, res: Result<anonmm::replay::ReplayOutcome, String>| {
-            match res {
-                Ok(out) => {
-                    if out.invariant.is_some() {
-                        code = code.max(1);
-                    }
-                    rows.push(ReportRow::new(name, p, &out, t0.elapsed().as_secs_f64()));
+        |name: &str, p: &str, secs: f64, res: Result<anonmm::replay::ReplayOutcome, String>| match res {
+            Ok(out) => {
+                if out.invariant.is_some() {
+                    code = code.max(1);
                 }
-                Err(e) => {
-                    bar.suspend(|| eprintln!("anonmm: {e}"));
-                    code = 2;
-                }
+                rows.push(ReportRow::new(name, p, &out, secs));
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("anonmm: {e}"));
+                code = 2;
             }
         };
     for path in traces {
@@ -794,7 +832,29 @@ fn cmd_replay(
             let t0 = std::time::Instant::now();
             let res =
                 anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64));
-            record(&name, p, t0, res.map(|(out, _)| out).map_err(|e| e.to_string()));
+            record(&name, p, t0.elapsed().as_secs_f64(), res.map(|(out, _)| out).map_err(|e| e.to_string()));
+            continue;
+        }
+        // Several policies, unchecked: one streamed import feeds one replay per policy, all
+        // at the same time.
+        if !check {
+            bar.set_message(format!("{name} ({} policies)", policies.len()));
+            bar.set_length(0);
+            bar.set_position(0);
+            let opts: Vec<RunOptions> =
+                policies.iter().map(|p| RunOptions { policy: p.to_string(), ..Default::default() }).collect();
+            match anonmm::replay::replay_trace_all(path, &opts, examples, &mut |n| bar.set_position(n as u64))
+            {
+                Ok((runs, _)) => {
+                    for (&p, run) in policies.iter().zip(runs) {
+                        match run {
+                            Ok((out, secs)) => record(&name, p, secs, Ok(out)),
+                            Err(e) => record(&name, p, 0.0, Err(e.to_string())),
+                        }
+                    }
+                }
+                Err(e) => record(&name, "", 0.0, Err(e.to_string())),
+            }
             continue;
         }
         bar.set_message(format!("reading {name}"));
@@ -802,7 +862,7 @@ fn cmd_replay(
         let script = match read_trace(path) {
             Ok((s, _)) => s,
             Err(e) => {
-                record(&name, "", std::time::Instant::now(), Err(e.to_string()));
+                record(&name, "", 0.0, Err(e.to_string()));
                 continue;
             }
         };
@@ -812,7 +872,7 @@ fn cmd_replay(
             let opts = RunOptions { check, check_sampled, policy: p.to_string(), ..Default::default() };
             let t0 = std::time::Instant::now();
             let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
-            record(&name, p, t0, res.map_err(|e| e.to_string()));
+            record(&name, p, t0.elapsed().as_secs_f64(), res.map_err(|e| e.to_string()));
         }
     }
     bar.finish_and_clear();
@@ -828,15 +888,19 @@ fn cmd_replay(
     code
 }
 
-fn cmd_record(out: &std::path::Path, command: &[String]) -> i32 {
-    match anonmm::record::record(out, command) {
+fn cmd_record(out: &std::path::Path, command: &[String], text: bool) -> i32 {
+    match anonmm::record::record(out, command, text) {
         Ok(sum) => {
-            eprintln!(
-                "anonmm record: {} lines, {} bytes written to {}",
-                sum.lines,
-                sum.bytes,
-                sum.out.display()
-            );
+            if text {
+                eprintln!(
+                    "anonmm record: {} lines, {} bytes written to {}",
+                    sum.lines,
+                    sum.bytes,
+                    sum.out.display()
+                );
+            } else {
+                eprintln!("anonmm record: perf.data of {} bytes written to {}", sum.bytes, sum.out.display());
+            }
             if !sum.missing.is_empty() {
                 eprintln!("  tracepoints this kernel lacks (left out): {}", sum.missing.join(" "));
             }

@@ -1,5 +1,7 @@
-//! `anonmm record`: capture a real program's memory-management trace with `perf`, in the
-//! exact form `shared/record.sh` produces, so that `anonmm import` and `anonmm replay` read it.
+//! `anonmm record`: capture a real program's memory-management trace with `perf`, so that
+//! `anonmm import` and `anonmm replay` read it. The trace is the `perf.data` perf writes
+//! (anonmm reads it directly, see `import::perf_data`); with `text`, it is the `perf script`
+//! text `shared/record.sh` produces instead.
 //!
 //! The events are those of record.sh: the memory system calls entered and exited (so that a
 //! call's arguments and its result pair up), fork/exec/exit (so that address spaces are
@@ -98,7 +100,7 @@ pub enum RecordError {
 pub struct RecordSummary {
     /// The trace file written.
     pub out: PathBuf,
-    /// Lines of `perf script` text written.
+    /// Lines of `perf script` text written (0 for a `perf.data`).
     pub lines: usize,
     /// Bytes written (compressed when OUT ends in `.zst`).
     pub bytes: u64,
@@ -204,9 +206,10 @@ impl Drop for TempFile {
     }
 }
 
-/// Record `command` under perf and write the `perf script` text to `out` (zstd-compressed
-/// when `out` ends in `.zst`). The program's standard output and error pass through to ours.
-pub fn record(out: &Path, command: &[String]) -> Result<RecordSummary, RecordError> {
+/// Record `command` under perf and write its `perf.data` to `out`, or with `text` the
+/// `perf script` text of it (zstd-compressed when `out` ends in `.zst`, either way). The
+/// program's standard output and error pass through to ours.
+pub fn record(out: &Path, command: &[String], text: bool) -> Result<RecordSummary, RecordError> {
     let Some((prog, args)) = command.split_first() else {
         return Err(RecordError::NoCommand);
     };
@@ -251,6 +254,16 @@ pub fn record(out: &Path, command: &[String]) -> Result<RecordSummary, RecordErr
         }));
     }
     let _ = std::io::stderr().write_all(rec_err.as_bytes());
+    if !text {
+        let bytes = keep_perf_data(&data.0, out)?;
+        return Ok(RecordSummary {
+            out: out.to_path_buf(),
+            lines: 0,
+            bytes,
+            missing,
+            status: rec.status.code(),
+        });
+    }
     let script = Command::new("perf")
         .args(["script", "-i"])
         .arg(&data.0)
@@ -265,6 +278,23 @@ pub fn record(out: &Path, command: &[String]) -> Result<RecordSummary, RecordErr
     let lines = script.stdout.iter().filter(|&&b| b == b'\n').count();
     let bytes = write_maybe_zst(out, &script.stdout)?;
     Ok(RecordSummary { out: out.to_path_buf(), lines, bytes, missing, status: rec.status.code() })
+}
+
+/// Move the recorded `perf.data` at `data` to `out`, zstd-compressed (at a fast level: the
+/// file is large and mostly numbers) when `out` ends in `.zst`; the bytes written.
+fn keep_perf_data(data: &Path, out: &Path) -> Result<u64, RecordError> {
+    let io = |e: std::io::Error| RecordError::Io(format!("{}: cannot write: {e}", out.display()));
+    if out.extension().is_some_and(|e| e == "zst") {
+        let src = std::fs::File::open(data).map_err(io)?;
+        let dst = std::fs::File::create(out).map_err(io)?;
+        let mut enc = zstd::stream::write::Encoder::new(std::io::BufWriter::new(dst), 3).map_err(io)?;
+        std::io::copy(&mut std::io::BufReader::new(src), &mut enc).map_err(io)?;
+        enc.finish().and_then(|mut w| w.flush()).map_err(io)?;
+    } else if std::fs::rename(data, out).is_err() {
+        // Another file system: copy.
+        std::fs::copy(data, out).map_err(io)?;
+    }
+    Ok(std::fs::metadata(out).map_err(io)?.len())
 }
 
 /// Write `text` to `out`, zstd-compressed when the name ends in `.zst`; the bytes written.
@@ -310,12 +340,12 @@ mod tests {
     #[test]
     fn missing_program() {
         let cmd = vec!["/nonexistent/prog".to_string()];
-        assert!(matches!(record(Path::new("/nonexistent/x"), &cmd), Err(RecordError::NoProgram(_))));
+        assert!(matches!(record(Path::new("/nonexistent/x"), &cmd, false), Err(RecordError::NoProgram(_))));
         assert!(program_exists("sh"));
     }
 
     #[test]
     fn no_command() {
-        assert!(matches!(record(Path::new("/nonexistent/x"), &[]), Err(RecordError::NoCommand)));
+        assert!(matches!(record(Path::new("/nonexistent/x"), &[], false), Err(RecordError::NoCommand)));
     }
 }

@@ -678,6 +678,99 @@ pub fn replay_trace(
     Ok((r.finish(end.report.steps as usize), end.report))
 }
 
+/// One policy's result in [`replay_trace_all`]: its outcome and the seconds its replay took
+/// (or why it could not run).
+pub type PolicyRun = Result<(ReplayOutcome, f64), crate::run::RunError>;
+
+/// Import the trace at `path` once and replay it under each of `opts` at the same time: the
+/// import streams on one thread and hands each batch of steps to one thread per policy.
+/// Memory is bounded by the models' states and a few batches in flight per policy, not by the
+/// trace's length. Each outcome is that of [`replay_trace`] under the same options (when the
+/// stream was not exact, the trace is imported whole and replayed policy after policy).
+pub fn replay_trace_all(
+    path: &std::path::Path,
+    opts: &[crate::run::RunOptions],
+    max_examples: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(Vec<PolicyRun>, crate::import::ImportReport), TraceError> {
+    use std::sync::{Arc, OnceLock, mpsc::sync_channel};
+
+    use crate::import::Streamed;
+    use crate::run::{RunOptions, Runner};
+    /// Batches in flight to each policy's thread: enough to keep it busy while the import
+    /// makes the next one.
+    const IN_FLIGHT: usize = 4;
+    let mut stream = crate::import::stream_trace(path)?;
+    let opts: Vec<RunOptions> =
+        opts.iter().map(|o| RunOptions { replay: true, last_view_only: true, ..o.clone() }).collect();
+    let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
+    // The step count of the whole import, known once the stream ends.
+    let total: OnceLock<usize> = OnceLock::new();
+    let (runs, end) = std::thread::scope(|s| {
+        let mut txs = Vec::new();
+        let mut workers = Vec::new();
+        for o in &opts {
+            let (tx, rx) = sync_channel::<Arc<Vec<Streamed>>>(IN_FLIGHT);
+            txs.push(tx);
+            let (named, total) = (&named, &total);
+            workers.push(s.spawn(move || -> PolicyRun {
+                let t0 = std::time::Instant::now();
+                // A bad policy returns here; its channel closes and the others go on.
+                let mut r = Replayer::new(Runner::empty(named, o)?, max_examples);
+                let (mut i, mut stopped) = (0, false);
+                while let Ok(batch) = rx.recv() {
+                    for item in batch.iter() {
+                        if stopped {
+                            break;
+                        }
+                        let step = &*item.step();
+                        if i == 0 {
+                            r.runner.spawn_first(step.pid);
+                        }
+                        stopped = !r.step(i, step, &mut |_| {});
+                        i += 1;
+                    }
+                }
+                let steps = total.get().copied().unwrap_or(i);
+                Ok((r.finish(steps), t0.elapsed().as_secs_f64()))
+            }));
+        }
+        let mut n = 0;
+        while let Some(batch) = stream.next_batch() {
+            n += batch.len();
+            // A copy is shared, and the batch goes back to the import thread at once: it
+            // makes only a few batches and waits for them back (32 bytes a fault).
+            let shared = Arc::new(batch.clone());
+            stream.recycle(batch);
+            let batch = shared;
+            for tx in &txs {
+                // A policy that could not start has dropped its end.
+                let _ = tx.send(Arc::clone(&batch));
+            }
+            progress(n);
+        }
+        let end = stream.finish();
+        let _ = total.set(end.report.steps as usize);
+        drop(txs);
+        let runs: Vec<PolicyRun> =
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect();
+        (runs, end)
+    });
+    if !end.exact {
+        // A step already replayed was edited after all (see `StreamEnd::exact`).
+        let (script, report) = crate::import::read_trace(path)?;
+        let runs = opts
+            .iter()
+            .map(|o| {
+                let t0 = std::time::Instant::now();
+                replay_script(&script, o, max_examples, progress).map(|out| (out, t0.elapsed().as_secs_f64()))
+            })
+            .collect();
+        return Ok((runs, report));
+    }
+    Ok((runs, end.report))
+}
+
 /// A replay in progress: the runner and what the replay has found so far.
 struct Replayer<'a> {
     runner: crate::run::Runner<'a>,

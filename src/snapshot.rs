@@ -221,6 +221,7 @@ pub fn write_step_json(out: &mut String, s: &StepView) {
                 PageName::Page(n) => n.to_string(),
                 PageName::Swap => "\"swap\"".to_string(),
                 PageName::Migration => "\"migration\"".to_string(),
+                PageName::Guard => "\"guard\"".to_string(),
             };
             let _ = write!(
                 out,

@@ -15,9 +15,14 @@ fn out_dir() -> PathBuf {
 }
 
 /// Record `true`; None (and a message) when this machine cannot record.
-fn record_true(name: &str) -> Option<PathBuf> {
+fn record_true(name: &str, text: bool) -> Option<PathBuf> {
     let out = out_dir().join(name);
-    let o = anonmm(&["record", "-o", out.to_str().unwrap(), "--", "true"]);
+    let mut args = vec!["record", "-o", out.to_str().unwrap()];
+    if text {
+        args.push("--text");
+    }
+    args.extend(["--", "true"]);
+    let o = anonmm(&args);
     if o.status.code() == Some(2) {
         skipped(name, &format!("perf cannot record here: {}", String::from_utf8_lossy(&o.stderr).trim()));
         return None;
@@ -28,7 +33,7 @@ fn record_true(name: &str) -> Option<PathBuf> {
 
 #[test]
 fn records_true_and_imports_it() {
-    let Some(trace) = record_true("true.perf.txt.zst") else { return };
+    let Some(trace) = record_true("true.perf.txt.zst", true) else { return };
     let bytes = std::fs::read(&trace).unwrap();
     assert!(bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), ".zst output is zstd");
     let script = out_dir().join("true.strace");
@@ -47,8 +52,20 @@ fn records_true_and_imports_it() {
 }
 
 #[test]
+fn the_default_output_is_the_perf_data() {
+    let Some(trace) = record_true("true.data", false) else { return };
+    let bytes = std::fs::read(&trace).unwrap();
+    assert!(bytes.starts_with(b"PERFILE2"), "a perf.data");
+    let o = anonmm(&["replay", trace.to_str().unwrap(), "--format", "json"]);
+    assert!(o.status.success(), "replay failed: {}", String::from_utf8_lossy(&o.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rows[0]["model"], 0, "{rows}");
+    assert!(rows[0]["steps"].as_u64().unwrap() > 10, "{rows}");
+}
+
+#[test]
 fn plain_output_is_perf_text() {
-    let Some(trace) = record_true("true.perf.txt") else { return };
+    let Some(trace) = record_true("true.perf.txt", true) else { return };
     let text = std::fs::read_to_string(&trace).unwrap();
     assert!(text.contains("syscalls:sys_enter_mmap"), "{}", &text[..text.len().min(2000)]);
     assert!(text.contains("PERF_RECORD_MMAP2"));

@@ -4,6 +4,7 @@
 //! `read_trace` also takes strace/anonmm scripts and `.zst`-compressed files.
 
 pub mod perf;
+pub mod perf_data;
 pub mod stream;
 
 pub use perf::{ImportError, ImportReport, parse_perf, read_trace};

@@ -91,6 +91,15 @@ pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
     } else {
         bytes
     };
+    // A perf.data becomes the text `perf script` would print for it.
+    let mut side = None;
+    let bytes = if super::perf_data::is_perf_data(&bytes) {
+        let (text, s) = super::perf_data::to_text(&name, bytes).map_err(|e| err(0, e))?;
+        side = Some(s);
+        text.into_bytes()
+    } else {
+        bytes
+    };
     // Valid UTF-8 (every real trace) is borrowed as it is; the lossy pass is much slower.
     let text = match std::str::from_utf8(&bytes) {
         Ok(t) => std::borrow::Cow::Borrowed(t),
@@ -115,6 +124,9 @@ pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
         // A recording cut short: keep what was decompressed, and say so.
         *report.skipped.entry("rest of a truncated or corrupt zstd stream".to_string()).or_default() += 1;
         report.problems.push(format!("{name}: zstd: {e}"));
+    }
+    if let Some(s) = side {
+        super::perf_data::add_side_report(&mut report, s);
     }
     Ok((script, report))
 }

@@ -49,6 +49,8 @@ pub struct StreamEnd {
 /// not perf text, which is never large) imported whole first.
 pub struct TraceStream {
     inner: Inner,
+    /// What a perf.data reader found besides its lines (lost events, damage).
+    side: Option<super::perf_data::Side>,
 }
 
 enum Inner {
@@ -115,10 +117,25 @@ impl Streamed {
 /// Errors that [`super::read_trace`] reports before converting anything are reported here.
 pub fn stream_trace(path: &Path) -> Result<TraceStream, ImportError> {
     let whole = || {
-        super::read_trace(path)
-            .map(|(script, report)| TraceStream { inner: Inner::Whole { script, report, given: false } })
+        super::read_trace(path).map(|(script, report)| TraceStream {
+            inner: Inner::Whole { script, report, given: false },
+            side: None,
+        })
     };
     let name = path.display().to_string();
+    if super::perf_data::file_is_perf_data(path) {
+        let r = super::perf_data::open_path(path).map_err(|reason| ImportError {
+            path: name.clone(),
+            line: 0,
+            reason,
+        })?;
+        let side = r.side();
+        return match stream_from(name, Box::new(r), CHUNK, HOLD) {
+            Some(s) => Ok(TraceStream { side: Some(side), ..s }),
+            // No line at all: the whole import says why.
+            None => whole(),
+        };
+    }
     let Ok(mut file) = std::fs::File::open(path) else { return whole() };
     let mut magic = Vec::with_capacity(4);
     let _ = (&mut file).take(4).read_to_end(&mut magic);
@@ -156,7 +173,7 @@ fn stream_from(name: String, reader: Box<dyn Read + Send>, chunk: usize, hold: u
         .name("anonmm-import".to_string())
         .spawn(move || convert(&name, src, tgid_of, hold, &tx, &recycled))
         .ok()?;
-    Some(TraceStream { inner: Inner::Thread { rx, recycle, worker: Some(worker) } })
+    Some(TraceStream { inner: Inner::Thread { rx, recycle, worker: Some(worker) }, side: None })
 }
 
 impl TraceStream {
@@ -182,7 +199,7 @@ impl TraceStream {
         while let Some(b) = self.next_batch() {
             self.recycle(b);
         }
-        match self.inner {
+        let mut end = match self.inner {
             Inner::Whole { report, .. } => StreamEnd { report, exact: true },
             Inner::Thread { worker, .. } => match worker.map(JoinHandle::join) {
                 Some(Ok(end)) => end,
@@ -190,7 +207,11 @@ impl TraceStream {
                 Some(Err(e)) => std::panic::resume_unwind(e),
                 None => StreamEnd::default(),
             },
+        };
+        if let Some(side) = &self.side {
+            super::perf_data::add_side(&mut end.report, side);
         }
+        end
     }
 }
 

@@ -1,0 +1,1074 @@
+//! Read `perf.data` itself, so that a recording needs no `perf script` run.
+//!
+//! A `perf.data` file (magic `PERFILE2`, also zstd-compressed as a whole, and with perf's own
+//! `-z` compression inside) is turned into the very lines `perf script --show-mmap-events -F
+//! comm,pid,tid,time,event,trace` prints for it, and those go through the same converter as
+//! `perf script` text: the same recording gives the same steps, line for line, either way.
+//!
+//! The file format (header, feature sections, event attributes and their ids, records,
+//! `PERF_RECORD_COMPRESSED`, and the ordering by time that perf does with
+//! `PERF_RECORD_FINISHED_ROUND`) is read by the `linux-perf-data` crate. What no crate reads
+//! is done here: the tracing-data feature section (the tracefs `format` files perf stored at
+//! record time: each tracepoint's id, field names, offsets, sizes and print format), and the
+//! printing of a tracepoint sample by its print format, as libtraceevent prints it. No
+//! offset is hard-coded: they differ between kernels.
+//!
+//! What `perf script` does not print without extra options (COMM, FORK, EXIT records) makes no
+//! line here either; COMM and FORK only name the command shown at the head of a line.
+//! `PERF_RECORD_LOST` makes no line (as in `perf script`) but is counted in the report's
+//! `lost`, and a file cut short is reported, with everything before the cut kept.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::io::{Read, Seek};
+use std::sync::{Arc, Mutex};
+
+use linux_perf_data::linux_perf_event_reader::{EventRecord, PerfEventType, RecordType};
+use linux_perf_data::{PerfFileReader, PerfFileRecord};
+use rustc_hash::FxHashMap as HashMap;
+
+/// The magic at the start of a `perf.data` file (little-endian; `2ELIFREP` big-endian).
+pub const PERF_MAGIC: &[u8; 8] = b"PERFILE2";
+
+/// Whether `head` (the first bytes of a file, decompressed) is a `perf.data` file.
+pub fn is_perf_data(head: &[u8]) -> bool {
+    head.starts_with(PERF_MAGIC) || head.starts_with(b"2ELIFREP")
+}
+
+/// What the reader found besides the lines: lost events and damage. Shared with the
+/// converter's report, which is made on another thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SideReport {
+    /// Events the kernel dropped (`PERF_RECORD_LOST`), and samples (`LOST_SAMPLES`).
+    pub lost: u64,
+    /// What was wrong with the file, as `file:0: reason`.
+    pub problems: Vec<String>,
+}
+
+/// A shared [`SideReport`].
+pub type Side = Arc<Mutex<SideReport>>;
+
+/// Merge what the reader found into an import's report.
+pub(crate) fn add_side(report: &mut super::ImportReport, side: &Side) {
+    let s = side.lock().map(|s| s.clone()).unwrap_or_default();
+    add_side_report(report, s);
+}
+
+/// Merge `s` into an import's report.
+pub(crate) fn add_side_report(report: &mut super::ImportReport, s: SideReport) {
+    report.lost = report.lost.saturating_add(s.lost);
+    for p in s.problems {
+        *report.skipped.entry("rest of a damaged perf.data".to_string()).or_default() += 1;
+        report.problems.push(p);
+    }
+}
+
+/// A source the `perf.data` reader can read: a file, or a decompressed one in memory.
+pub trait Input: Read + Seek + Send {}
+impl<T: Read + Seek + Send> Input for T {}
+
+// ---------------------------------------------------------------------------------------------
+// Tracepoint formats
+
+/// One field of a tracepoint's record, as its `format` file describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// Its name (`addr`, `child_pid`, ...).
+    pub name: String,
+    /// Where it is in the raw record.
+    pub offset: usize,
+    /// Its size in bytes.
+    pub size: usize,
+    /// Whether it is signed.
+    pub signed: bool,
+    /// `__data_loc`: a 32-bit (length << 16 | offset) to the data.
+    pub data_loc: bool,
+    /// A `char` array (printed as a string).
+    pub chars: bool,
+}
+
+/// A tracepoint's `format`: its id, name and fields, and how it prints.
+#[derive(Clone, Debug)]
+pub struct EventFormat {
+    /// `syscalls`, `sched`, ...
+    pub system: String,
+    /// `sys_enter_mmap`, ...
+    pub name: String,
+    /// The id `perf_event_attr::config` holds.
+    pub id: u64,
+    /// Every field, the `common_*` ones included.
+    pub fields: Vec<Field>,
+    /// The print format, parsed; None when it uses what `Print` does not evaluate (the
+    /// fields are then printed as `name=value`).
+    print: Option<Print>,
+}
+
+impl EventFormat {
+    /// The field named `name`.
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// Parse one tracefs `format` file of `system`.
+pub fn parse_format(system: &str, text: &str) -> Result<EventFormat, String> {
+    let mut name = None;
+    let mut id = None;
+    let mut fields = Vec::new();
+    let mut print = None;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("name:") {
+            name = Some(v.trim().to_string());
+        } else if let Some(v) = l.strip_prefix("ID:") {
+            id = v.trim().parse::<u64>().ok();
+        } else if let Some(v) = l.strip_prefix("print fmt:") {
+            print = Some(v.trim().to_string());
+        } else if l.starts_with("field:") {
+            fields.push(parse_field(l).ok_or_else(|| format!("bad field line `{l}`"))?);
+        }
+    }
+    let name = name.ok_or("no `name:`")?;
+    let id = id.ok_or_else(|| format!("{system}:{name}: no `ID:`"))?;
+    let print = print.and_then(|p| Print::parse(&p));
+    Ok(EventFormat { system: system.to_string(), name, id, fields, print })
+}
+
+/// `field:unsigned long addr;\toffset:16;\tsize:8;\tsigned:0;`
+fn parse_field(l: &str) -> Option<Field> {
+    let mut decl = None;
+    let (mut offset, mut size, mut signed) = (None, None, false);
+    for part in l.split(';') {
+        let part = part.trim();
+        if let Some(d) = part.strip_prefix("field:") {
+            decl = Some(d.trim());
+        } else if let Some(v) = part.strip_prefix("offset:") {
+            offset = v.parse().ok();
+        } else if let Some(v) = part.strip_prefix("size:") {
+            size = v.parse().ok();
+        } else if let Some(v) = part.strip_prefix("signed:") {
+            signed = v == "1";
+        }
+    }
+    let decl = decl?;
+    let data_loc = decl.starts_with("__data_loc");
+    // The name is the last word, without an array size.
+    let last = decl.rsplit([' ', '*']).next()?;
+    let (name, array) = match last.split_once('[') {
+        Some((n, _)) => (n, true),
+        None => (last, false),
+    };
+    let chars = array && decl.contains("char");
+    Some(Field { name: name.to_string(), offset: offset?, size: size?, signed, data_loc, chars })
+}
+
+/// The tracepoint formats of a `HEADER_TRACING_DATA` section (perf's
+/// `tools/perf/util/trace-event-read.c`, `trace_report`), by id.
+pub fn parse_tracing_data(data: &[u8]) -> Result<HashMap<u64, EventFormat>, String> {
+    let mut r = Cursor { data, at: 0, big: false };
+    let magic = r.take(10)?;
+    if magic != b"\x17\x08\x44tracing" {
+        return Err("tracing data: bad magic".into());
+    }
+    let version = r.cstr()?.to_string();
+    r.big = r.take(1)?[0] != 0;
+    let _long_size = r.take(1)?;
+    let _page_size = r.u32()?;
+    for name in ["header_page", "header_event"] {
+        let n = r.cstr()?;
+        if n != name {
+            return Err(format!("tracing data: expected `{name}`, found `{n}`"));
+        }
+        let size = r.u64()?;
+        r.skip(size)?;
+    }
+    // ftrace's own events.
+    for _ in 0..r.u32()? {
+        let size = r.u64()?;
+        r.skip(size)?;
+    }
+    let mut out = HashMap::default();
+    for _ in 0..r.u32()? {
+        let system = r.cstr()?.to_string();
+        for _ in 0..r.u32()? {
+            let size = r.u64()?;
+            let text = String::from_utf8_lossy(r.take(size)?);
+            let f = parse_format(&system, &text).map_err(|e| format!("tracing data: {system}: {e}"))?;
+            out.insert(f.id, f);
+        }
+    }
+    // kallsyms, printk formats and (version 0.6 on) saved cmdlines follow: not needed.
+    let _ = version;
+    Ok(out)
+}
+
+/// A reader of the tracing-data section's numbers, in the file's byte order.
+struct Cursor<'a> {
+    data: &'a [u8],
+    at: usize,
+    big: bool,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: u64) -> Result<&'a [u8], String> {
+        let n = usize::try_from(n).map_err(|_| "tracing data: size too large")?;
+        let end =
+            self.at.checked_add(n).filter(|&e| e <= self.data.len()).ok_or("tracing data: cut short")?;
+        let s = &self.data[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn skip(&mut self, n: u64) -> Result<(), String> {
+        self.take(n).map(|_| ())
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        let b: [u8; 4] = self.take(4)?.try_into().map_err(|_| "cut short")?;
+        Ok(if self.big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        let b: [u8; 8] = self.take(8)?.try_into().map_err(|_| "cut short")?;
+        Ok(if self.big { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) })
+    }
+    fn cstr(&mut self) -> Result<&'a str, String> {
+        let rest = &self.data[self.at..];
+        let n = memchr::memchr(0, rest).ok_or("tracing data: unterminated string")?;
+        self.at += n + 1;
+        std::str::from_utf8(&rest[..n]).map_err(|_| "tracing data: bad string".to_string())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Printing a tracepoint record by its print format
+
+/// A parsed `print fmt:`: the pieces of the format string and the arguments.
+#[derive(Clone, Debug)]
+struct Print {
+    pieces: Vec<Piece>,
+    args: Vec<Expr>,
+}
+
+#[derive(Clone, Debug)]
+enum Piece {
+    Lit(String),
+    Conv(Spec),
+}
+
+/// A `%...` conversion.
+#[derive(Clone, Copy, Debug)]
+struct Spec {
+    zero: bool,
+    alt: bool,
+    left: bool,
+    width: usize,
+    /// `l` or `ll` or `z`: 64 bits; else 32.
+    long: bool,
+    conv: u8,
+}
+
+/// The argument forms print formats of the events a recording holds use.
+#[derive(Clone, Debug)]
+enum Expr {
+    /// `REC->name`
+    Field(String),
+    /// `__get_str(name)`
+    Str(String),
+    /// A string literal.
+    Lit(String),
+    /// An integer literal.
+    Num(i64),
+    /// `(type)expr`: to an unsigned (true) or signed 64-bit value, or a pointer.
+    Cast { unsigned: bool, bits: u32, e: Box<Expr> },
+    /// `c ? a : b`
+    Cond(Box<Expr>, Box<Expr>, Box<Expr>),
+}
+
+/// A value while printing.
+enum Val<'a> {
+    Int(i128),
+    Str(Cow<'a, str>),
+}
+
+impl Print {
+    fn parse(s: &str) -> Option<Print> {
+        let s = s.trim();
+        let body = s.strip_prefix('"')?;
+        // The closing quote: the first unescaped one.
+        let mut end = None;
+        let b = body.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            match b[i] {
+                b'\\' => i += 2,
+                b'"' => {
+                    end = Some(i);
+                    break;
+                }
+                _ => i += 1,
+            }
+        }
+        let end = end?;
+        let pieces = parse_pieces(&body[..end])?;
+        let rest = body[end + 1..].trim();
+        let args = if rest.is_empty() {
+            Vec::new()
+        } else {
+            split_top(rest.strip_prefix(',')?, b',')
+                .into_iter()
+                .map(|a| parse_expr(a.trim()))
+                .collect::<Option<_>>()?
+        };
+        let convs = pieces.iter().filter(|p| matches!(p, Piece::Conv(_))).count();
+        (convs == args.len()).then_some(Print { pieces, args })
+    }
+
+    fn print(&self, ev: &EventFormat, raw: &[u8], out: &mut String) -> Option<()> {
+        let mut args = self.args.iter();
+        for p in &self.pieces {
+            match p {
+                Piece::Lit(s) => out.push_str(s),
+                Piece::Conv(spec) => {
+                    let v = eval(args.next()?, ev, raw)?;
+                    put(out, spec, v)?;
+                }
+            }
+        }
+        Some(())
+    }
+}
+
+fn parse_pieces(f: &str) -> Option<Vec<Piece>> {
+    let mut out = Vec::new();
+    let mut lit = String::new();
+    let b = f.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                let c = *b.get(i + 1)?;
+                lit.push(match c {
+                    b'n' => '\n',
+                    b't' => '\t',
+                    c => c as char,
+                });
+                i += 2;
+            }
+            b'%' if b.get(i + 1) == Some(&b'%') => {
+                lit.push('%');
+                i += 2;
+            }
+            b'%' => {
+                i += 1;
+                let mut spec = Spec { zero: false, alt: false, left: false, width: 0, long: false, conv: 0 };
+                while let Some(&c) = b.get(i) {
+                    match c {
+                        b'0' => spec.zero = true,
+                        b'#' => spec.alt = true,
+                        b'-' => spec.left = true,
+                        b'+' | b' ' => {}
+                        _ => break,
+                    }
+                    i += 1;
+                }
+                while let Some(&c) = b.get(i).filter(|c| c.is_ascii_digit()) {
+                    spec.width = spec.width * 10 + usize::from(c - b'0');
+                    i += 1;
+                }
+                while let Some(&c) = b.get(i).filter(|c| matches!(c, b'l' | b'z' | b'h')) {
+                    spec.long |= c != b'h';
+                    i += 1;
+                }
+                let conv = *b.get(i)?;
+                if !matches!(conv, b'd' | b'i' | b'u' | b'x' | b'X' | b's' | b'p' | b'c') {
+                    return None;
+                }
+                i += 1;
+                if conv == b'p' {
+                    // `%ps`, `%pS`, `%pF`, ...: a symbol, or the address when there is none.
+                    while b.get(i).is_some_and(|c| c.is_ascii_alphabetic()) {
+                        i += 1;
+                    }
+                }
+                spec.conv = conv;
+                if !lit.is_empty() {
+                    out.push(Piece::Lit(std::mem::take(&mut lit)));
+                }
+                out.push(Piece::Conv(spec));
+            }
+            _ => {
+                // Whole UTF-8 characters.
+                let ch = f[i..].chars().next()?;
+                lit.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    if !lit.is_empty() {
+        out.push(Piece::Lit(lit));
+    }
+    Some(out)
+}
+
+/// Split at `sep` outside parentheses and string literals.
+fn split_top(s: &str, sep: u8) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, false, 0);
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if quoted => i += 1,
+            b'"' => quoted = !quoted,
+            b'(' | b'[' if !quoted => depth += 1,
+            b')' | b']' if !quoted => depth -= 1,
+            c if c == sep && !quoted && depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(&s[start..]);
+    out
+}
+
+/// The index of the parenthesis closing the one at 0.
+fn closing(s: &str) -> Option<usize> {
+    let mut depth = 0;
+    for (i, c) in s.bytes().enumerate() {
+        match c {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn parse_expr(s: &str) -> Option<Expr> {
+    let s = s.trim();
+    // c ? a : b (at the top level).
+    let q = split_top(s, b'?');
+    if q.len() == 2 {
+        let ab = split_top(q[1], b':');
+        if ab.len() == 2 {
+            return Some(Expr::Cond(
+                Box::new(parse_expr(q[0])?),
+                Box::new(parse_expr(ab[0])?),
+                Box::new(parse_expr(ab[1])?),
+            ));
+        }
+        return None;
+    }
+    if s.starts_with('(') {
+        let c = closing(s)?;
+        if c == s.len() - 1 {
+            return parse_expr(&s[1..c]);
+        }
+        // A cast.
+        let ty = s[1..c].trim();
+        let e = Box::new(parse_expr(&s[c + 1..])?);
+        let pointer = ty.ends_with('*');
+        let unsigned = pointer || ty.starts_with("unsigned") || ty.starts_with('u') || ty == "size_t";
+        let bits =
+            if pointer || ty.contains("long") || ty.contains("64") || ty == "size_t" { 64 } else { 32 };
+        return Some(Expr::Cast { unsigned, bits, e });
+    }
+    if let Some(f) = s.strip_prefix("REC->") {
+        return f.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_').then(|| Expr::Field(f.to_string()));
+    }
+    if let Some(a) = s.strip_prefix("__get_str(").and_then(|r| r.strip_suffix(')')) {
+        return Some(Expr::Str(a.trim().to_string()));
+    }
+    if let Some(l) = s.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        return Some(Expr::Lit(l.replace("\\\"", "\"")));
+    }
+    if let Some(h) = s.strip_prefix("0x") {
+        return i64::from_str_radix(h, 16).ok().map(Expr::Num);
+    }
+    s.parse().ok().map(Expr::Num)
+}
+
+/// A field's bytes as a number (sign-extended when the field is signed).
+fn field_num(f: &Field, raw: &[u8]) -> Option<i128> {
+    let b = raw.get(f.offset..f.offset + f.size)?;
+    let mut buf = [0u8; 8];
+    if f.size > 8 {
+        return None;
+    }
+    buf[..f.size].copy_from_slice(b);
+    let u = u64::from_le_bytes(buf);
+    Some(if f.signed && f.size < 8 {
+        let shift = 64 - 8 * f.size as u32;
+        i128::from(((u << shift) as i64) >> shift)
+    } else if f.signed {
+        i128::from(u as i64)
+    } else {
+        i128::from(u)
+    })
+}
+
+/// A char array or `__data_loc` string, up to its first NUL.
+fn field_str<'a>(f: &Field, raw: &'a [u8]) -> Option<Cow<'a, str>> {
+    let bytes = if f.data_loc {
+        let v = u32::from_le_bytes(raw.get(f.offset..f.offset + 4)?.try_into().ok()?);
+        let (off, len) = ((v & 0xffff) as usize, (v >> 16) as usize);
+        raw.get(off..off + len)?
+    } else {
+        raw.get(f.offset..f.offset + f.size)?
+    };
+    let end = memchr::memchr(0, bytes).unwrap_or(bytes.len());
+    Some(String::from_utf8_lossy(&bytes[..end]))
+}
+
+fn eval<'a>(e: &Expr, ev: &EventFormat, raw: &'a [u8]) -> Option<Val<'a>> {
+    Some(match e {
+        Expr::Field(n) => {
+            let f = ev.field(n)?;
+            if f.chars || f.data_loc { Val::Str(field_str(f, raw)?) } else { Val::Int(field_num(f, raw)?) }
+        }
+        Expr::Str(n) => Val::Str(field_str(ev.field(n)?, raw)?),
+        Expr::Lit(s) => Val::Str(Cow::Owned(s.clone())),
+        Expr::Num(n) => Val::Int(i128::from(*n)),
+        Expr::Cast { unsigned, bits, e } => {
+            let Val::Int(v) = eval(e, ev, raw)? else { return None };
+            let v = match (bits, unsigned) {
+                (64, true) => i128::from(v as u64),
+                (64, false) => i128::from(v as i64),
+                (_, true) => i128::from(v as u32),
+                (_, false) => i128::from(v as i32),
+            };
+            Val::Int(v)
+        }
+        Expr::Cond(c, a, b) => {
+            let Val::Int(c) = eval(c, ev, raw)? else { return None };
+            if c != 0 { eval(a, ev, raw)? } else { eval(b, ev, raw)? }
+        }
+    })
+}
+
+/// Print `v` by `spec` as C's printf does.
+fn put(out: &mut String, spec: &Spec, v: Val<'_>) -> Option<()> {
+    // Numbers are made in a stack buffer: this runs for every field of a million records.
+    let mut buf = [0u8; 24];
+    let (prefix, body): (&str, &str) = match (spec.conv, &v) {
+        (b's', Val::Str(s)) => ("", s),
+        (b's', Val::Int(_)) | (_, Val::Str(_)) => return None,
+        (b'd' | b'i', &Val::Int(n)) => {
+            let n = if spec.long { n as i64 } else { i64::from(n as i32) };
+            (if n < 0 { "-" } else { "" }, digits(&mut buf, n.unsigned_abs(), 10, false))
+        }
+        (b'u', &Val::Int(n)) => {
+            ("", digits(&mut buf, if spec.long { n as u64 } else { u64::from(n as u32) }, 10, false))
+        }
+        (b'x' | b'X', &Val::Int(n)) => {
+            let n = if spec.long { n as u64 } else { u64::from(n as u32) };
+            (if spec.alt && n != 0 { "0x" } else { "" }, digits(&mut buf, n, 16, spec.conv == b'X'))
+        }
+        // A user address has no symbol: libtraceevent prints it as 0x...
+        (b'p', &Val::Int(n)) => ("0x", digits(&mut buf, n as u64, 16, false)),
+        (b'c', &Val::Int(n)) => {
+            buf[0] = n as u8;
+            ("", std::str::from_utf8(&buf[..1]).ok()?)
+        }
+        _ => return None,
+    };
+    let len = prefix.len() + if body.is_ascii() { body.len() } else { body.chars().count() };
+    let pad = spec.width.saturating_sub(len);
+    if spec.left {
+        out.push_str(prefix);
+        out.push_str(body);
+        spaces(out, pad);
+    } else if spec.zero && spec.conv != b's' {
+        // Zeros go after a sign or 0x.
+        out.push_str(prefix);
+        out.extend(std::iter::repeat_n('0', pad));
+        out.push_str(body);
+    } else {
+        spaces(out, pad);
+        out.push_str(prefix);
+        out.push_str(body);
+    }
+    Some(())
+}
+
+fn spaces(out: &mut String, n: usize) {
+    const S: &str = "                                ";
+    let mut n = n;
+    while n > 0 {
+        let k = n.min(S.len());
+        out.push_str(&S[..k]);
+        n -= k;
+    }
+}
+
+/// `v` in `base` (10 or 16), at the end of `buf`.
+fn digits(buf: &mut [u8; 24], mut v: u64, base: u64, upper: bool) -> &str {
+    let set: &[u8; 16] = if upper { b"0123456789ABCDEF" } else { b"0123456789abcdef" };
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = set[(v % base) as usize];
+        v /= base;
+        if v == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    std::str::from_utf8(&buf[i..]).unwrap_or("")
+}
+
+/// Print a tracepoint record's payload as libtraceevent prints it (`perf script`'s `trace`
+/// field); by `name=value` fields when its print format is beyond what this module evaluates.
+pub fn print_event(ev: &EventFormat, raw: &[u8], out: &mut String) {
+    let start = out.len();
+    if let Some(p) = &ev.print
+        && p.print(ev, raw, out).is_some()
+    {
+        return;
+    }
+    out.truncate(start);
+    let mut first = true;
+    for f in ev.fields.iter().filter(|f| !f.name.starts_with("common_")) {
+        if !first {
+            out.push(' ');
+        }
+        first = false;
+        let _ = if f.chars || f.data_loc {
+            write!(out, "{}={}", f.name, field_str(f, raw).unwrap_or_default())
+        } else {
+            match field_num(f, raw) {
+                Some(v) if f.signed => write!(out, "{}={}", f.name, v as i64),
+                Some(v) => write!(out, "{}={:#x}", f.name, v as u64),
+                None => write!(out, "{}=?", f.name),
+            }
+        };
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The records, as `perf script` text
+
+/// A `perf.data` file read as the `perf script` text of its records, in order of time.
+pub struct PerfScriptText {
+    name: String,
+    reader: Option<PerfFileReader<Box<dyn Input>>>,
+    /// Per attribute: its name as perf prints it and its tracepoint format.
+    events: Vec<(String, Option<usize>)>,
+    formats: Vec<EventFormat>,
+    /// perf script right-aligns event names to the longest.
+    name_width: usize,
+    /// Command of each tid, as COMM and FORK records set it.
+    comms: HashMap<i32, String>,
+    /// Text made and not yet read.
+    buf: Vec<u8>,
+    at: usize,
+    line: String,
+    side: Side,
+    done: bool,
+}
+
+/// Open the `perf.data` in `input`. `name` names it in messages.
+pub fn open(name: &str, input: Box<dyn Input>) -> Result<PerfScriptText, String> {
+    let PerfFileReader { perf_file, record_iter } =
+        PerfFileReader::parse_file(input).map_err(|e| format!("not a readable perf.data: {e}"))?;
+    if perf_file.endian() != linux_perf_data::Endianness::LittleEndian {
+        // The tracepoint payloads would need swapping too.
+        return Err("not modelled: a big-endian perf.data".to_string());
+    }
+    let formats: Vec<EventFormat> =
+        match perf_file.feature_section_data(linux_perf_data::Feature::TRACING_DATA) {
+            Some(d) => parse_tracing_data(d)?.into_values().collect(),
+            None => Vec::new(),
+        };
+    let by_id: HashMap<u64, usize> = formats.iter().enumerate().map(|(i, f)| (f.id, i)).collect();
+    let events: Vec<(String, Option<usize>)> = perf_file
+        .event_attributes()
+        .iter()
+        .map(|a| {
+            let tp = match a.attributes().type_ {
+                PerfEventType::Tracepoint(id) => by_id.get(&id).copied(),
+                _ => None,
+            };
+            let name = match (a.name(), tp) {
+                (Some(n), _) => n.to_string(),
+                (None, Some(i)) => format!("{}:{}", formats[i].system, formats[i].name),
+                (None, None) => "[unknown]".to_string(),
+            };
+            (name, tp)
+        })
+        .collect();
+    let name_width = events.iter().map(|e| e.0.len()).max().unwrap_or(0);
+    let mut comms = HashMap::default();
+    comms.insert(0, "swapper".to_string());
+    Ok(PerfScriptText {
+        name: name.to_string(),
+        reader: Some(PerfFileReader { perf_file, record_iter }),
+        events,
+        formats,
+        name_width,
+        comms,
+        buf: Vec::with_capacity(1 << 16),
+        at: 0,
+        line: String::new(),
+        side: Side::default(),
+        done: false,
+    })
+}
+
+impl PerfScriptText {
+    /// What the reader found besides the lines (filled in as it reads).
+    pub fn side(&self) -> Side {
+        self.side.clone()
+    }
+
+    fn problem(&mut self, why: String) {
+        if let Ok(mut s) = self.side.lock() {
+            s.problems.push(format!("{}:0: perf.data: {why}", self.name));
+        }
+    }
+
+    /// Make the text of the next records (at least one line, unless at the end).
+    fn fill(&mut self) {
+        self.buf.clear();
+        self.at = 0;
+        let Some(reader) = self.reader.as_mut() else {
+            self.done = true;
+            return;
+        };
+        let PerfFileReader { perf_file, record_iter } = reader;
+        let mut lost = 0u64;
+        let mut problem = None;
+        while self.buf.len() < (1 << 16) {
+            let rec = match record_iter.next_record(perf_file) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    self.done = true;
+                    break;
+                }
+                Err(e) => {
+                    problem = Some(format!("cut short or damaged after the records read: {e}"));
+                    self.done = true;
+                    break;
+                }
+            };
+            let PerfFileRecord::EventRecord { attr_index, record } = rec else { continue };
+            let line = &mut self.line;
+            line.clear();
+            let parsed = match record.parse() {
+                Ok(p) => p,
+                Err(e) => {
+                    problem.get_or_insert_with(|| format!("a bad {:?} record: {e}", record.record_type));
+                    continue;
+                }
+            };
+            let common = |r: &linux_perf_data::linux_perf_event_reader::RawEventRecord<'_>| {
+                r.common_data().map(|c| (c.pid.unwrap_or(-1), c.tid.unwrap_or(-1), c.timestamp.unwrap_or(0)))
+            };
+            match parsed {
+                EventRecord::Sample(s) => {
+                    let (pid, tid, time) =
+                        (s.pid.unwrap_or(-1), s.tid.unwrap_or(-1), s.timestamp.unwrap_or(0));
+                    let Some((ev_name, tp)) = self.events.get(attr_index) else { continue };
+                    head(line, comm_of(&self.comms, tid), pid, tid, time);
+                    spaces(line, self.name_width.saturating_sub(ev_name.len()));
+                    line.push_str(ev_name);
+                    line.push_str(": ");
+                    if let (Some(i), Some(raw)) = (tp, s.raw) {
+                        let raw = raw.as_slice();
+                        print_event(&self.formats[*i], &raw, line);
+                    }
+                }
+                EventRecord::Mmap2(m) => {
+                    let Ok((pid, tid, time)) = common(&record) else { continue };
+                    head(line, comm_of(&self.comms, tid), pid, tid, time);
+                    let _ = write!(
+                        line,
+                        "PERF_RECORD_MMAP2 {}/{}: [{}({}) @ {}",
+                        m.pid,
+                        m.tid,
+                        Cx(m.address),
+                        Cx(m.length),
+                        Cx(m.page_offset)
+                    );
+                    match &m.file_id {
+                        linux_perf_data::linux_perf_event_reader::Mmap2FileId::InodeAndVersion(v) => {
+                            let _ = write!(
+                                line,
+                                " {:02x}:{:02x} {} {}]: ",
+                                v.major, v.minor, v.inode, v.inode_generation
+                            );
+                        }
+                        linux_perf_data::linux_perf_event_reader::Mmap2FileId::BuildId(id) => {
+                            line.push_str(" <");
+                            for b in id {
+                                let _ = write!(line, "{b:02x}");
+                            }
+                            line.push_str(">]: ");
+                        }
+                    }
+                    let p = m.protection;
+                    line.push(if p & 1 != 0 { 'r' } else { '-' });
+                    line.push(if p & 2 != 0 { 'w' } else { '-' });
+                    line.push(if p & 4 != 0 { 'x' } else { '-' });
+                    line.push(if m.flags & 1 != 0 { 's' } else { 'p' });
+                    line.push(' ');
+                    line.push_str(&String::from_utf8_lossy(&m.path.as_slice()));
+                }
+                EventRecord::Mmap(m) => {
+                    let Ok((pid, tid, time)) = common(&record) else { continue };
+                    head(line, comm_of(&self.comms, tid), pid, tid, time);
+                    let _ = write!(
+                        line,
+                        "PERF_RECORD_MMAP {}/{}: [{}({}) @ {}]: {} ",
+                        m.pid,
+                        m.tid,
+                        Cx(m.address),
+                        Cx(m.length),
+                        Cx(m.page_offset),
+                        if m.is_executable { 'x' } else { 'r' }
+                    );
+                    line.push_str(&String::from_utf8_lossy(&m.path.as_slice()));
+                }
+                EventRecord::Comm(c) => {
+                    self.comms.insert(c.tid, String::from_utf8_lossy(&c.name.as_slice()).into_owned());
+                    continue;
+                }
+                EventRecord::Fork(f) => {
+                    let parent = comm_of(&self.comms, f.ptid).into_owned();
+                    self.comms.insert(f.tid, parent);
+                    continue;
+                }
+                EventRecord::Lost(l) => {
+                    lost = lost.saturating_add(l.count);
+                    continue;
+                }
+                EventRecord::Raw(r) if r.record_type == RecordType::LOST_SAMPLES => {
+                    // `u64 lost` first.
+                    let d = r.data.as_slice();
+                    let n = d.get(..8).and_then(|b| b.try_into().ok()).map_or(1, u64::from_le_bytes);
+                    lost = lost.saturating_add(n.max(1));
+                    continue;
+                }
+                _ => continue,
+            }
+            line.push('\n');
+            self.buf.extend_from_slice(line.as_bytes());
+        }
+        if lost > 0
+            && let Ok(mut s) = self.side.lock()
+        {
+            s.lost = s.lost.saturating_add(lost);
+        }
+        if let Some(p) = problem {
+            self.problem(p);
+        }
+        if self.done {
+            self.reader = None;
+        }
+    }
+}
+
+/// A number as C's `%#lx` prints it: `0x1f`, but `0` for zero.
+struct Cx(u64);
+
+impl std::fmt::Display for Cx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0 == 0 { f.write_str("0") } else { write!(f, "{:#x}", self.0) }
+    }
+}
+
+fn comm_of(comms: &HashMap<i32, String>, tid: i32) -> Cow<'_, str> {
+    match comms.get(&tid) {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(format!(":{tid}")),
+    }
+}
+
+/// `            sort  8742/8742   1009.601157: `, as `perf script` starts a line
+/// (`%16s %5d/%-5d %12s: `, the time in seconds with microseconds).
+fn head(line: &mut String, comm: Cow<'_, str>, pid: i32, tid: i32, time: u64) {
+    let mut buf = [0u8; 24];
+    let w = if comm.is_ascii() { comm.len() } else { comm.chars().count() };
+    spaces(line, 16usize.saturating_sub(w));
+    line.push_str(&comm);
+    line.push(' ');
+    let signed = |buf: &mut [u8; 24], v: i32| -> (usize, bool) {
+        let d = digits(buf, u64::from(v.unsigned_abs()), 10, false).len();
+        (d + usize::from(v < 0), v < 0)
+    };
+    let (n, neg) = signed(&mut buf, pid);
+    spaces(line, 5usize.saturating_sub(n));
+    if neg {
+        line.push('-');
+    }
+    line.push_str(digits(&mut buf, u64::from(pid.unsigned_abs()), 10, false));
+    line.push('/');
+    let (n, neg) = signed(&mut buf, tid);
+    if neg {
+        line.push('-');
+    }
+    line.push_str(digits(&mut buf, u64::from(tid.unsigned_abs()), 10, false));
+    spaces(line, 5usize.saturating_sub(n));
+    line.push(' ');
+    let secs = digits(&mut buf, time / 1_000_000_000, 10, false).len();
+    spaces(line, 12usize.saturating_sub(secs + 7));
+    line.push_str(digits(&mut buf, time / 1_000_000_000, 10, false));
+    line.push('.');
+    let usecs = (time % 1_000_000_000) / 1000;
+    let u = digits(&mut buf, usecs, 10, false);
+    line.extend(std::iter::repeat_n('0', 6 - u.len()));
+    line.push_str(digits(&mut buf, usecs, 10, false));
+    line.push_str(": ");
+}
+
+impl Read for PerfScriptText {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.buf.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.fill();
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Whether the file at `path` is a `perf.data` (also zstd-compressed).
+pub fn file_is_perf_data(path: &std::path::Path) -> bool {
+    let Ok(f) = std::fs::File::open(path) else { return false };
+    let mut head = Vec::with_capacity(8);
+    let mut magic = [0u8; 4];
+    let mut f = std::io::BufReader::new(f);
+    if f.read_exact(&mut magic).is_err() {
+        return false;
+    }
+    let more = std::io::Cursor::new(magic).chain(f);
+    let _ = if magic == super::perf::ZSTD_MAGIC {
+        match zstd::stream::read::Decoder::new(more) {
+            Ok(d) => d.take(8).read_to_end(&mut head),
+            Err(_) => return false,
+        }
+    } else {
+        more.take(8).read_to_end(&mut head)
+    };
+    is_perf_data(&head)
+}
+
+/// Open the `perf.data` at `path` (zstd-compressed or not).
+pub fn open_path(path: &std::path::Path) -> Result<PerfScriptText, String> {
+    let name = path.display().to_string();
+    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut magic = [0u8; 4];
+    let n = f.read(&mut magic).map_err(|e| format!("cannot read: {e}"))?;
+    f.rewind().map_err(|e| format!("cannot read: {e}"))?;
+    let input: Box<dyn Input> = if n == 4 && magic == super::perf::ZSTD_MAGIC {
+        // The reader seeks (to the header's sections): decompress into memory.
+        let mut out = Vec::new();
+        zstd::stream::read::Decoder::new(f)
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .map_err(|e| format!("cannot decompress: {e}"))?;
+        Box::new(std::io::Cursor::new(out))
+    } else {
+        Box::new(std::io::BufReader::with_capacity(1 << 16, f))
+    };
+    open(&name, input)
+}
+
+/// The whole `perf script` text of a `perf.data` (for a whole import), and what the reader
+/// found besides.
+pub fn to_text(name: &str, bytes: Vec<u8>) -> Result<(String, SideReport), String> {
+    let mut r = open(name, Box::new(std::io::Cursor::new(bytes)))?;
+    let mut text = Vec::new();
+    r.read_to_end(&mut text).map_err(|e| e.to_string())?;
+    let side = r.side.lock().map(|s| s.clone()).unwrap_or_default();
+    let text = match String::from_utf8(text) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    Ok((text, side))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MMAP_FMT: &str = "name: sys_enter_mmap\nID: 174\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;\n\tfield:unsigned long addr;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:unsigned long len;\toffset:24;\tsize:8;\tsigned:0;\n\nprint fmt: \"addr: 0x%08lx, len: 0x%08lx\", ((unsigned long)(REC->addr)), ((unsigned long)(REC->len))\n";
+
+    fn raw(fields: &[(usize, &[u8])], len: usize) -> Vec<u8> {
+        let mut r = vec![0u8; len];
+        for (off, b) in fields {
+            r[*off..*off + b.len()].copy_from_slice(b);
+        }
+        r
+    }
+
+    #[test]
+    fn syscall_format_prints_as_perf_script() {
+        let f = parse_format("syscalls", MMAP_FMT).expect("format");
+        assert_eq!(f.id, 174);
+        assert_eq!(f.field("len").map(|f| (f.offset, f.size)), Some((24, 8)));
+        let r = raw(&[(16, &0x7f00_0000_1000u64.to_le_bytes()), (24, &0x2000u64.to_le_bytes())], 32);
+        let mut out = String::new();
+        print_event(&f, &r, &mut out);
+        assert_eq!(out, "addr: 0x7f0000001000, len: 0x00002000");
+    }
+
+    #[test]
+    fn sched_and_fault_formats_print_as_perf_script() {
+        let exec = "name: sched_process_exec\nID: 365\nformat:\n\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\tfield:__data_loc char[] filename;\toffset:8;\tsize:4;\tsigned:0;\n\tfield:pid_t pid;\toffset:12;\tsize:4;\tsigned:1;\n\tfield:pid_t old_pid;\toffset:16;\tsize:4;\tsigned:1;\n\nprint fmt: \"filename=%s pid=%d old_pid=%d\", __get_str(filename), REC->pid, REC->old_pid\n";
+        let f = parse_format("sched", exec).expect("format");
+        let loc = (7u32 << 16) | 20;
+        let r = raw(
+            &[
+                (8, &loc.to_le_bytes()),
+                (12, &42i32.to_le_bytes()),
+                (16, &(-1i32).to_le_bytes()),
+                (20, b"/bin/a\0"),
+            ],
+            28,
+        );
+        let mut out = String::new();
+        print_event(&f, &r, &mut out);
+        assert_eq!(out, "filename=/bin/a pid=42 old_pid=-1");
+        let exit = "name: sched_process_exit\nID: 369\nformat:\n\tfield:char comm[16];\toffset:8;\tsize:16;\tsigned:0;\n\tfield:pid_t pid;\toffset:24;\tsize:4;\tsigned:1;\n\tfield:bool group_dead;\toffset:32;\tsize:1;\tsigned:0;\n\nprint fmt: \"comm=%s pid=%d group_dead=%s\", REC->comm, REC->pid, REC->group_dead ? \"true\" : \"false\"\n";
+        let f = parse_format("sched", exit).expect("format");
+        let r = raw(&[(8, b"sh\0"), (24, &7i32.to_le_bytes()), (32, &[1])], 40);
+        out.clear();
+        print_event(&f, &r, &mut out);
+        assert_eq!(out, "comm=sh pid=7 group_dead=true");
+        let fault = "name: page_fault_user\nID: 190\nformat:\n\tfield:unsigned long address;\toffset:8;\tsize:8;\tsigned:0;\n\tfield:unsigned long ip;\toffset:16;\tsize:8;\tsigned:0;\n\tfield:unsigned long error_code;\toffset:24;\tsize:8;\tsigned:0;\n\nprint fmt: \"address=%ps ip=%ps error_code=0x%lx\", (void *)REC->address, (void *)REC->ip, REC->error_code\n";
+        let f = parse_format("exceptions", fault).expect("format");
+        let r = raw(
+            &[(8, &0x7ffd_1234u64.to_le_bytes()), (16, &0x55u64.to_le_bytes()), (24, &6u64.to_le_bytes())],
+            32,
+        );
+        out.clear();
+        print_event(&f, &r, &mut out);
+        assert_eq!(out, "address=0x7ffd1234 ip=0x55 error_code=0x6");
+    }
+
+    #[test]
+    fn unknown_print_formats_fall_back_to_fields() {
+        let t = "name: x\nID: 1\nformat:\n\tfield:int a;\toffset:8;\tsize:4;\tsigned:1;\n\nprint fmt: \"%s\", __print_flags(REC->a, \"|\", {1, \"A\"})\n";
+        let f = parse_format("s", t).expect("format");
+        let mut out = String::new();
+        print_event(&f, &raw(&[(8, &(-3i32).to_le_bytes())], 12), &mut out);
+        assert_eq!(out, "a=-3");
+    }
+
+    #[test]
+    fn damaged_input_is_an_error_not_a_panic() {
+        assert!(open("x", Box::new(std::io::Cursor::new(b"PERFILE2 and nothing".to_vec()))).is_err());
+        assert!(parse_tracing_data(b"\x17\x08\x44tracing0.6\0").is_err());
+        assert!(parse_tracing_data(b"garbage").is_err());
+    }
+}
