@@ -286,6 +286,7 @@ pub mod graph;
 pub mod gup;
 pub mod huge_memory;
 pub mod import;
+pub mod kernel;
 pub mod khugepaged;
 pub mod madvise;
 pub mod memory;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use anonmm::import::read_trace;
+use anonmm::kernel::Kernel;
 use anonmm::run::{RunError, RunOptions, run_script};
 use anonmm::script::{format_step, parse_file};
 use anonmm::snapshot::{format_maps_text, format_smaps_text, steps_to_json};
@@ -232,6 +233,9 @@ enum OracleCmd {
         /// Print the kernel's /proc/pid/smaps of the window's VMAs after the maps.
         #[arg(long)]
         smaps: bool,
+        /// Which kernel: 6.18 is the host's; 6.1 and 6.12 boot Debian's kernel in a VM (qemu).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18", value_parser = parse_kernel)]
+        kernel: Kernel,
     },
     /// Run a script on the model and natively, and print the differences.
     Diff {
@@ -239,6 +243,9 @@ enum OracleCmd {
         /// Compare the /proc/pid/smaps fields the model knows too, after every step.
         #[arg(long)]
         smaps: bool,
+        /// Which kernel: 6.18 is the host's; 6.1 and 6.12 boot Debian's kernel in a VM (qemu).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18", value_parser = parse_kernel)]
+        kernel: Kernel,
     },
     /// Generate random scripts and diff model and kernel on each.
     Fuzz {
@@ -256,7 +263,23 @@ enum OracleCmd {
         /// Compare the /proc/pid/smaps fields the model knows too, after every step.
         #[arg(long)]
         smaps: bool,
+        /// Which kernel: 6.18 is the host's; 6.1 and 6.12 boot Debian's kernel in a VM (qemu).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18", value_parser = parse_kernel)]
+        kernel: Kernel,
     },
+    /// Inside the VM oracle's guest: serve the host's scripts (started by the guest's init).
+    #[command(hide = true)]
+    VmGuest {
+        #[arg(long)]
+        share: PathBuf,
+        #[arg(long)]
+        ctl: PathBuf,
+    },
+}
+
+/// `--kernel`: 6.1, 6.12 or 6.18.
+fn parse_kernel(s: &str) -> Result<Kernel, String> {
+    Kernel::parse(s).ok_or_else(|| format!("unknown kernel `{s}` (known: 6.1, 6.12, 6.18)"))
 }
 
 fn main() -> ExitCode {
@@ -712,11 +735,12 @@ fn cmd_plot(traces: &[PathBuf], policy: &str, out: &std::path::Path) -> i32 {
 fn oracle(cmd: OracleCmd) -> i32 {
     use anonmm::oracle;
     match cmd {
-        OracleCmd::Run { script, json, smaps } => oracle::cmd_run(&script, json, smaps),
-        OracleCmd::Diff { script, smaps } => oracle::cmd_diff(&script, smaps),
-        OracleCmd::Fuzz { cases, seed, steps, out, keep_going, smaps } => {
-            oracle::cmd_fuzz(cases, seed, steps, &out, keep_going, smaps)
+        OracleCmd::Run { script, json, smaps, kernel } => oracle::cmd_run(&script, json, smaps, kernel),
+        OracleCmd::Diff { script, smaps, kernel } => oracle::cmd_diff(&script, smaps, kernel),
+        OracleCmd::Fuzz { cases, seed, steps, out, keep_going, smaps, kernel } => {
+            oracle::cmd_fuzz(cases, seed, steps, &out, keep_going, smaps, kernel)
         }
+        OracleCmd::VmGuest { share, ctl } => oracle::cmd_guest(&share, &ctl),
     }
 }
 

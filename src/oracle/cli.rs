@@ -10,7 +10,10 @@ use crate::snapshot::{
 };
 use crate::types::Pid;
 
-use super::{available, format_outcome, run_native_steps};
+use crate::kernel::Kernel;
+
+use super::vm::Target;
+use super::{NativeStep, OracleError, available, format_outcome};
 
 /// Run `f`, turning a panic (an unfinished stub) into `None` without the panic message.
 fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Option<T> {
@@ -43,18 +46,42 @@ fn check_available() -> Result<(), i32> {
     })
 }
 
+/// The host's kernel when it is `kernel`, else a VM booted with it.
+fn target(kernel: Kernel) -> Result<Target, i32> {
+    let t = Target::for_kernel(kernel).map_err(|e| {
+        eprintln!("anonmm: {e}");
+        2
+    })?;
+    if matches!(t, Target::Native) {
+        check_available()?;
+    }
+    Ok(t)
+}
+
+/// Every step on `target`; a step it ran incomparably is an error.
+fn run_steps(target: &mut Target, script: &Script, smaps: bool) -> Result<Vec<NativeStep>, OracleError> {
+    match target.run_prefix(script, smaps)? {
+        (steps, None) => Ok(steps),
+        (_, Some(e)) => Err(e),
+    }
+}
+
 /// `anonmm run --native`: run the script on the kernel, print the final maps (text) or every
 /// step (json), and report recorded results the kernel did not reproduce (exit 1).
 /// With `smaps`, the text output adds the kernel's smaps of the window's VMAs.
-pub fn cmd_run(path: &Path, json: bool, smaps: bool) -> i32 {
-    if let Err(c) = check_available() {
-        return c;
-    }
+pub fn cmd_run(path: &Path, json: bool, smaps: bool, kernel: Kernel) -> i32 {
     let script = match parse(path) {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let steps = match run_native_steps(&script, smaps) {
+    let mut target = match target(kernel) {
+        Ok(t) => t,
+        Err(c) => return c,
+    };
+    if !json {
+        print!("{}", target.describe());
+    }
+    let steps = match run_steps(&mut target, &script, smaps) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{}: {e}", path.display());
@@ -147,15 +174,17 @@ pub(crate) fn diff_step(model: &StepView, kernel: &StepView) -> String {
 
 /// `anonmm diff`: run the model and the kernel and print the first step where they differ.
 /// With `smaps`, the smaps fields the model knows are compared too.
-pub fn cmd_diff(path: &Path, smaps: bool) -> i32 {
-    if let Err(c) = check_available() {
-        return c;
-    }
+pub fn cmd_diff(path: &Path, smaps: bool, kernel: Kernel) -> i32 {
     let script = match parse(path) {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let opts = RunOptions { smaps, ..Default::default() };
+    let mut target = match target(kernel) {
+        Ok(t) => t,
+        Err(c) => return c,
+    };
+    print!("{}", target.describe());
+    let opts = RunOptions { smaps, config: target.config(kernel), ..Default::default() };
     let model = match quietly(|| run_script(&script, &opts)) {
         Some(Ok(r)) => r.steps,
         Some(Err(e)) => {
@@ -167,7 +196,7 @@ pub fn cmd_diff(path: &Path, smaps: bool) -> i32 {
             return 2;
         }
     };
-    let kernel = match run_native_steps(&script, smaps) {
+    let kernel = match run_steps(&mut target, &script, smaps) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{}: {e}", path.display());
