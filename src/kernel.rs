@@ -70,6 +70,15 @@ impl Kernel {
     }
 }
 
+impl std::str::FromStr for Kernel {
+    type Err = String;
+
+    /// `6.1`, `6.12` or `6.18`, as `--kernel` takes it.
+    fn from_str(s: &str) -> Result<Kernel, String> {
+        Kernel::parse(s).ok_or_else(|| format!("unknown kernel `{s}` (known: 6.1, 6.12, 6.18)"))
+    }
+}
+
 impl fmt::Display for Kernel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.version())
@@ -77,31 +86,90 @@ impl fmt::Display for Kernel {
 }
 
 /// Where a kernel's behaviour differs from 6.18's, as named switches (`true` = the 6.18
-/// behaviour is there). Each names the release and commit that brought it.
+/// behaviour is there). Each names the release and the commit (by its title) that brought it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Profile {
-    /// `MADV_GUARD_INSTALL`/`MADV_GUARD_REMOVE` exist (6.13, commit 662df3e5c376 "mm:
-    /// madvise: implement lightweight guard page mechanism"). Before, `madvise_behavior_valid`
-    /// rejects the advice with EINVAL.
+    /// `MADV_GUARD_INSTALL`/`MADV_GUARD_REMOVE` exist (6.13, "mm: madvise: implement
+    /// lightweight guard page mechanism"). Before, `madvise_behavior_valid` rejects them:
+    /// EINVAL.
     pub madv_guard: bool,
-    /// `UFFDIO_MOVE` exists (6.8, commit adef440691ba "userfaultfd: UFFDIO_MOVE uABI").
-    /// Before, `userfaultfd_ioctl` answers the unknown command with EINVAL and `UFFDIO_API`
-    /// does not offer `UFFD_FEATURE_MOVE`.
+    /// `UFFDIO_MOVE` exists (6.8, "userfaultfd: UFFDIO_MOVE uABI"). Before,
+    /// `userfaultfd_ioctl` answers the unknown command with EINVAL (and `UFFDIO_API` offers
+    /// no `UFFD_FEATURE_MOVE`).
     pub uffdio_move: bool,
-    /// mremap moves several VMAs at once (6.17, commit d23cb648e365 "mm/mremap: permit
-    /// mremap() move of multiple VMAs"). Before, a move whose source range spans more than
-    /// one VMA fails with EFAULT.
+    /// `mremap` moves several VMAs at once (6.17, "mm/mremap: permit mremap() move of
+    /// multiple VMAs"). Before, a move whose source range spans more than one VMA (or a
+    /// gap) fails with EFAULT in `vma_to_resize`.
     pub mremap_multi_vma: bool,
+    /// `mremap` checks the source (`check_prep_vma`) before unmapping anything (6.16,
+    /// "mm/mremap: check remap conditions earlier"). Before, `mremap_to` unmaps the
+    /// MREMAP_FIXED destination and a shrink's tail first, and `vma_to_resize` refuses
+    /// afterwards, leaving them unmapped.
+    pub mremap_checks_before_unmap: bool,
+    /// `is_mergeable_anon_vma` lets an unfaulted VMA take a faulted range's anon_vma unless
+    /// that range is a fork child's (6.16, "mm/vma: fix incorrectly disallowed anonymous VMA
+    /// merges"). Before, it asked `list_is_singular(&tgt->anon_vma_chain)` of the VMA that
+    /// survives the merge, so a faulted range never merged into an unfaulted neighbour, and
+    /// an unfaulted range never into a fork child's faulted one.
+    pub anon_vma_merge_unfaulted_target: bool,
+    /// A `FOLL_LONGTERM` pin of a writable shared mapping of a regular file fails in GUP
+    /// (`writable_file_mapping_allowed`), and io_uring's buffer registration leaves the
+    /// file check to GUP (6.4, "mm/gup: disallow FOLL_LONGTERM GUP-nonfast writing to
+    /// file-backed mappings" and "io_uring: rsrc: delegate VMA file-backed check to GUP").
+    /// Before, `io_pin_pages` pins everything and then refuses a buffer spanning different
+    /// files (EINVAL) or any non-shmem file (EOPNOTSUPP).
+    pub gup_longterm_file_check: bool,
+    /// A `MREMAP_DONTUNMAP` move may merge the new range into the VMA it was copied from
+    /// (its own source, left in place): 6.18 does. The VM oracle shows that Debian's 6.1
+    /// and 6.12 kernels never do (a one-page move to the page right after, or right before,
+    /// its unfaulted source stays a VMA of its own), while a plain MREMAP_FIXED move and a
+    /// DONTUNMAP move next to another VMA merge alike on all three. The 6.18 behaviour came
+    /// with the mremap rework of 6.16/6.17 (`vma_merge_copied_range`, `dontunmap_complete`);
+    /// the exact commit is not identified.
+    pub dontunmap_merges_source: bool,
+    /// mprotect drops `VM_ACCOUNT` (and its commit charge) when it makes an unfaulted
+    /// anonymous VMA unwritable (6.6, "mm/mprotect: allow unfaulted VMAs to be unaccounted
+    /// on mprotect()"). Before, the flag stays, so such a range no longer merges with a
+    /// neighbour that was never writable.
+    pub mprotect_unaccounts_unfaulted: bool,
+    /// `userfaultfd_register`/`_unregister` merge with the page offset of the range's start.
+    /// Linux 6.1 passes the VMA's own `vm_pgoff` to `vma_merge`, so a range that starts inside
+    /// a VMA never merges with the next one; 6.12 has the right offset (its merges go through
+    /// `vma_modify_flags_uffd`, since 6.7).
+    pub uffd_merge_pgoff: bool,
 }
 
 /// Linux 6.18: every switch on.
-pub const V6_18: Profile = Profile { madv_guard: true, uffdio_move: true, mremap_multi_vma: true };
+pub const V6_18: Profile = Profile {
+    madv_guard: true,
+    uffdio_move: true,
+    mremap_multi_vma: true,
+    mremap_checks_before_unmap: true,
+    anon_vma_merge_unfaulted_target: true,
+    gup_longterm_file_check: true,
+    dontunmap_merges_source: true,
+    mprotect_unaccounts_unfaulted: true,
+    uffd_merge_pgoff: true,
+};
 
 /// Linux 6.12.
-pub const V6_12: Profile = Profile { mremap_multi_vma: false, ..V6_18 };
+pub const V6_12: Profile = Profile {
+    madv_guard: false,
+    mremap_multi_vma: false,
+    mremap_checks_before_unmap: false,
+    anon_vma_merge_unfaulted_target: false,
+    dontunmap_merges_source: false,
+    ..V6_18
+};
 
 /// Linux 6.1.
-pub const V6_1: Profile = Profile { madv_guard: false, uffdio_move: false, ..V6_12 };
+pub const V6_1: Profile = Profile {
+    uffdio_move: false,
+    gup_longterm_file_check: false,
+    mprotect_unaccounts_unfaulted: false,
+    uffd_merge_pgoff: false,
+    ..V6_12
+};
 
 #[cfg(test)]
 mod tests {

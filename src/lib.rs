@@ -287,6 +287,7 @@ pub mod gup;
 pub mod huge_memory;
 pub mod import;
 pub mod kernel;
+pub mod kernel_compare;
 pub mod khugepaged;
 pub mod madvise;
 pub mod memory;

@@ -49,6 +49,9 @@ enum Cmd {
         /// Print /proc/pid/smaps of every live process after the maps.
         #[arg(long)]
         smaps: bool,
+        /// Which kernel to model: 6.1, 6.12 or 6.18 (see docs/kernels.md).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
+        kernel: Kernel,
     },
     /// Run a script under every policy and tabulate VMAs, merges, relocations and their
     /// cost, and whether every policy showed the same page contents as `kernel`.
@@ -61,6 +64,10 @@ enum Cmd {
         /// `text`, `markdown` or `json`.
         #[arg(long, default_value = "text")]
         format: String,
+        /// Which kernel the policies build on; `all` instead shows the script on 6.1, 6.12
+        /// and 6.18 side by side (kernel policy).
+        #[arg(long, value_name = "6.1|6.12|6.18|all", default_value = "6.18")]
+        kernel: String,
     },
     /// Draw the reverse map (VMAs, anon_vma_chains, anon_vmas, folios) at one step of a
     /// script as Graphviz DOT, or SVG when OUT ends in `.svg` (needs Graphviz's `dot`).
@@ -77,6 +84,9 @@ enum Cmd {
         max_folios: usize,
         #[arg(long, value_name = "NAME", default_value = "kernel")]
         policy: String,
+        /// Which kernel to model: 6.1, 6.12 or 6.18 (see docs/kernels.md).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
+        kernel: Kernel,
         /// Where to write (`.dot` or `.svg`); stdout (DOT) when absent.
         #[arg(short, long, value_name = "OUT")]
         out: Option<PathBuf>,
@@ -116,6 +126,9 @@ enum Cmd {
         /// How many divergences of each class to list per trace.
         #[arg(long, value_name = "N", default_value_t = anonmm::replay::MAX_EXAMPLES)]
         examples: usize,
+        /// Which kernel to model (a trace recorded on 6.1 replays best as 6.1).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
+        kernel: Kernel,
     },
     /// Record a program's memory-management trace with perf (the events of
     /// shared/record.sh) as `perf script` text, for `import`, `replay` and `plot`.
@@ -239,7 +252,9 @@ enum OracleCmd {
     },
     /// Run a script on the model and natively, and print the differences.
     Diff {
-        script: PathBuf,
+        /// One or more scripts (a VM boots once for all of them).
+        #[arg(required = true, value_name = "SCRIPT")]
+        scripts: Vec<PathBuf>,
         /// Compare the /proc/pid/smaps fields the model knows too, after every step.
         #[arg(long)]
         smaps: bool,
@@ -285,29 +300,31 @@ fn parse_kernel(s: &str) -> Result<Kernel, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Run { script, json, check, check_every_step, trace, policy, anon_vma_name, smaps } => cmd_run(
+        Cmd::Run { script, json, check, check_every_step, trace, policy, anon_vma_name, smaps, kernel } => {
+            cmd_run(
+                &script,
+                json,
+                RunOptions {
+                    check,
+                    check_sampled: !check_every_step,
+                    trace,
+                    policy,
+                    last_view_only: !json,
+                    config: anonmm::mm::Config { anon_vma_name, kernel, ..Default::default() },
+                    replay: false,
+                    smaps,
+                },
+            )
+        }
+        Cmd::Compare { script, format, kernel } => cmd_compare(&script, &format, &kernel),
+        Cmd::Graph { script, at, pid, max_folios, policy, kernel, out } => cmd_graph(
             &script,
-            json,
-            RunOptions {
-                check,
-                check_sampled: !check_every_step,
-                trace,
-                policy,
-                last_view_only: !json,
-                config: anonmm::mm::Config { anon_vma_name, ..Default::default() },
-                replay: false,
-                smaps,
-            },
-        ),
-        Cmd::Compare { script, format } => cmd_compare(&script, &format),
-        Cmd::Graph { script, at, pid, max_folios, policy, out } => cmd_graph(
-            &script,
-            &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy },
+            &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy, kernel },
             out.as_deref(),
         ),
         Cmd::Import { trace, out } => cmd_import(&trace, out.as_deref()),
-        Cmd::Replay { traces, policy, format, check, check_every_step, examples } => {
-            cmd_replay(&traces, &policy, &format, check, !check_every_step, examples)
+        Cmd::Replay { traces, policy, format, check, check_every_step, examples, kernel } => {
+            cmd_replay(&traces, &policy, &format, check, !check_every_step, examples, kernel)
         }
         Cmd::Record { out, command } => cmd_record(&out, &command),
         Cmd::Gen { kind } => cmd_gen(kind),
@@ -452,7 +469,7 @@ fn cmd_graph(
     }
 }
 
-fn cmd_compare(path: &std::path::Path, format: &str) -> i32 {
+fn cmd_compare(path: &std::path::Path, format: &str, kernel: &str) -> i32 {
     let script = match parse_file(path) {
         Ok(s) => s,
         Err(e) => {
@@ -460,7 +477,21 @@ fn cmd_compare(path: &std::path::Path, format: &str) -> i32 {
             return 2;
         }
     };
-    let rows = anonmm::policy::compare_all(&script, &anonmm::mm::Config::default());
+    let kernel = match kernel {
+        "all" => {
+            let (text, code) = anonmm::kernel_compare::compare_kernels(&script, format == "markdown");
+            print!("{text}");
+            return code;
+        }
+        k => match parse_kernel(k) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        },
+    };
+    let rows = anonmm::policy::compare_all(&script, &anonmm::mm::Config { kernel, ..Default::default() });
     match format {
         "text" => print!("{}", anonmm::policy::render_rows(&rows, false)),
         "markdown" => print!("{}", anonmm::policy::render_rows(&rows, true)),
@@ -570,8 +601,10 @@ fn cmd_replay(
     check: bool,
     check_sampled: bool,
     examples: usize,
+    kernel: Kernel,
 ) -> i32 {
     use std::io::{IsTerminal, Write};
+    let config = anonmm::mm::Config { kernel, ..Default::default() };
 
     use anonmm::replay::replay_script;
     use anonmm::report::{FORMATS, POLICIES, ReportRow, render};
@@ -627,7 +660,7 @@ fn cmd_replay(
             bar.set_message(format!("{name} ({p})"));
             bar.set_length(0);
             bar.set_position(0);
-            let opts = RunOptions { policy: p.to_string(), ..Default::default() };
+            let opts = RunOptions { policy: p.to_string(), config: config.clone(), ..Default::default() };
             let t0 = std::time::Instant::now();
             let res =
                 anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64));
@@ -646,7 +679,13 @@ fn cmd_replay(
             bar.set_message(format!("{name} ({p})"));
             bar.set_length(script.steps.len() as u64);
             bar.set_position(0);
-            let opts = RunOptions { check, check_sampled, policy: p.to_string(), ..Default::default() };
+            let opts = RunOptions {
+                check,
+                check_sampled,
+                policy: p.to_string(),
+                config: config.clone(),
+                ..Default::default()
+            };
             let t0 = std::time::Instant::now();
             let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
             record(&name, p, t0, res.map_err(|e| e.to_string()));
@@ -690,7 +729,7 @@ fn cmd_gen(kind: GenKind) -> i32 {
         GenKind::Compact { common, p } => (common, Workload::Compact(p)),
         GenKind::Random { common, p } => (common, Workload::Random(p)),
     };
-    let text = match w.script_text(common.seed) {
+    let text = match w.script_text_for(common.seed, common.kernel) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("anonmm gen {}: {e}", w.name());
@@ -736,7 +775,7 @@ fn oracle(cmd: OracleCmd) -> i32 {
     use anonmm::oracle;
     match cmd {
         OracleCmd::Run { script, json, smaps, kernel } => oracle::cmd_run(&script, json, smaps, kernel),
-        OracleCmd::Diff { script, smaps, kernel } => oracle::cmd_diff(&script, smaps, kernel),
+        OracleCmd::Diff { scripts, smaps, kernel } => oracle::cmd_diff(&scripts, smaps, kernel),
         OracleCmd::Fuzz { cases, seed, steps, out, keep_going, smaps, kernel } => {
             oracle::cmd_fuzz(cases, seed, steps, &out, keep_going, smaps, kernel)
         }

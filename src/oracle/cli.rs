@@ -172,18 +172,23 @@ pub(crate) fn diff_step(model: &StepView, kernel: &StepView) -> String {
     out
 }
 
-/// `anonmm diff`: run the model and the kernel and print the first step where they differ.
-/// With `smaps`, the smaps fields the model knows are compared too.
-pub fn cmd_diff(path: &Path, smaps: bool, kernel: Kernel) -> i32 {
-    let script = match parse(path) {
-        Ok(s) => s,
-        Err(c) => return c,
-    };
+/// `anonmm oracle diff`: run the model and the kernel on each script (one boot of the VM
+/// for all of them) and print the first step where they differ. With `smaps`, the smaps
+/// fields the model knows are compared too. The exit status is the worst of the scripts'.
+pub fn cmd_diff(paths: &[std::path::PathBuf], smaps: bool, kernel: Kernel) -> i32 {
     let mut target = match target(kernel) {
         Ok(t) => t,
         Err(c) => return c,
     };
     print!("{}", target.describe());
+    paths.iter().map(|p| diff_one(&mut target, p, smaps, kernel)).max().unwrap_or(0)
+}
+
+fn diff_one(target: &mut Target, path: &Path, smaps: bool, kernel: Kernel) -> i32 {
+    let script = match parse(path) {
+        Ok(s) => s,
+        Err(c) => return c,
+    };
     let opts = RunOptions { smaps, config: target.config(kernel), ..Default::default() };
     let model = match quietly(|| run_script(&script, &opts)) {
         Some(Ok(r)) => r.steps,
@@ -196,7 +201,7 @@ pub fn cmd_diff(path: &Path, smaps: bool, kernel: Kernel) -> i32 {
             return 2;
         }
     };
-    let kernel = match run_steps(&mut target, &script, smaps) {
+    let kernel = match run_steps(target, &script, smaps) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{}: {e}", path.display());

@@ -694,6 +694,33 @@ impl WireResult {
 
 // ---- the host's side of a running guest ----------------------------------------------------
 
+/// The script as the guest parses it, and the line each step gets there. Each step keeps
+/// its own line when the lines increase (a touch's tag is made from its line), with comment
+/// lines between; otherwise the steps are numbered in order.
+fn guest_text(script: &Script) -> (String, Vec<usize>) {
+    use std::fmt::Write as _;
+    let keep = script.steps.first().is_some_and(|s| s.line >= 1)
+        && script.steps.windows(2).all(|w| w[0].line < w[1].line);
+    let mut text = String::new();
+    let mut lines = Vec::with_capacity(script.steps.len());
+    let mut at = 1;
+    for (i, s) in script.steps.iter().enumerate() {
+        let want = if keep { s.line } else { i + 1 };
+        while at < want {
+            text.push_str("#\n");
+            at += 1;
+        }
+        let _ = write!(text, "{} {}", s.pid, crate::r#gen::render(&s.call));
+        if let (crate::script::Call::Fork { .. }, Some(Expect::Value(v))) = (&s.call, s.expect) {
+            let _ = write!(text, " = {v}");
+        }
+        text.push('\n');
+        lines.push(at);
+        at += 1;
+    }
+    (text, lines)
+}
+
 /// A booted guest running one kernel, serving scripts until dropped.
 pub struct VmSession {
     /// The kernel package it runs.
@@ -740,6 +767,11 @@ impl VmSession {
         for (name, image) in &modules {
             std::fs::write(staging.join("mod").join(format!("{name}.ko")), image).map_err(|e| io(name, e))?;
         }
+        // The guest runs a copy: a rebuild of the binary during a long run must not change
+        // what the guest executes.
+        let guest_exe = dir.join("anonmm");
+        std::fs::copy(&exe, &guest_exe).map_err(|e| io("copying the anonmm binary", e))?;
+        let exe = guest_exe;
         let names: Vec<String> = modules.iter().map(|(n, _)| n.clone()).collect();
         let init = init_script(&names, &exe, &share, &host_settings());
         let init_path = staging.join("init");
@@ -784,7 +816,17 @@ impl VmSession {
         let sock = dir.join("ctl.sock");
         let console = dir.join("console.log");
         let t0 = Instant::now();
-        let qemu = Command::new(qemu)
+        let mut qemu = Command::new(qemu);
+        // SAFETY: prctl in the child before exec; it touches no memory of the parent.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            // The guest dies with this process, whatever ends it.
+            qemu.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let qemu = qemu
             .args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m"])
             .arg(GUEST_MEM_MIB.to_string())
             .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
@@ -913,11 +955,7 @@ impl VmSession {
     ) -> Result<(Vec<NativeStep>, Option<OracleError>), OracleError> {
         self.next += 1;
         let id = self.next;
-        let text = crate::r#gen::write_script(script);
-        // The lines the guest's parse gives each step: write_script writes its comment lines
-        // first, then one line per step.
-        let header = text.lines().take_while(|l| l.starts_with('#')).count();
-        let sent_lines: Vec<usize> = (0..script.steps.len()).map(|i| header + i + 1).collect();
+        let (text, sent_lines) = guest_text(script);
         let req = self.share.join(format!("{id}.strace"));
         std::fs::write(&req, &text).map_err(|e| io(&req.display().to_string(), e))?;
         writeln!(self.ctl.get_mut(), "run {id} {}", u8::from(smaps)).map_err(|e| io("the serial port", e))?;
