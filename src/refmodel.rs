@@ -483,7 +483,8 @@ impl RefModel {
                     self.lost_track.get_or_insert_with(|| "a multi-VMA mremap failed part way".into());
                 }
                 if self.unmaps_before_checks && flags & MREMAP_FIXED != 0 {
-                    self.lost_track.get_or_insert_with(|| "a failed mremap may have unmapped its destination".into());
+                    self.lost_track
+                        .get_or_insert_with(|| "a failed mremap may have unmapped its destination".into());
                 }
                 if flags & crate::abi::MREMAP_MUST_RELOCATE_ANON != 0
                     && flags & MREMAP_FIXED != 0
