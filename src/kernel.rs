@@ -137,6 +137,10 @@ pub struct Profile {
     /// a VMA never merges with the next one; 6.12 has the right offset (its merges go through
     /// `vma_modify_flags_uffd`, since 6.7).
     pub uffd_merge_pgoff: bool,
+    /// A write fault on the huge zero page's PMD maps a new THP (6.13, `do_huge_zero_wp_pmd`).
+    /// Before, `do_huge_pmd_wp_page` falls back: the PMD is split into zero-page PTEs and only
+    /// the written page is copied (seen on Debian's 6.12 with a GUP write pin).
+    pub huge_zero_wp_thp: bool,
 }
 
 /// Linux 6.18: every switch on.
@@ -150,11 +154,13 @@ pub const V6_18: Profile = Profile {
     dontunmap_merges_source: true,
     mprotect_unaccounts_unfaulted: true,
     uffd_merge_pgoff: true,
+    huge_zero_wp_thp: true,
 };
 
 /// Linux 6.12.
 pub const V6_12: Profile = Profile {
     madv_guard: false,
+    huge_zero_wp_thp: false,
     mremap_multi_vma: false,
     mremap_checks_before_unmap: false,
     anon_vma_merge_unfaulted_target: false,

@@ -148,5 +148,21 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     let p = Kernel::V6_18.profile();
     assert!(p.madv_guard && p.uffdio_move && p.mremap_multi_vma && p.mremap_checks_before_unmap);
     assert!(p.anon_vma_merge_unfaulted_target && p.gup_longterm_file_check && p.dontunmap_merges_source);
-    assert!(p.mprotect_unaccounts_unfaulted && p.uffd_merge_pgoff);
+    assert!(p.mprotect_unaccounts_unfaulted && p.uffd_merge_pgoff && p.huge_zero_wp_thp);
+}
+
+#[test]
+fn a_write_to_the_huge_zero_page_maps_a_thp_from_6_13() {
+    use anonmm::snapshot::PageName;
+    let zero_pages = |k: Kernel| {
+        let steps = run("huge_zero_wp_thp", k);
+        let last = steps.last().expect("steps");
+        let pages: Vec<_> = last.procs.values().flat_map(|p| p.pages.iter()).collect();
+        (pages.len(), pages.iter().filter(|p| p.page == PageName::Page(0)).count())
+    };
+    // 11 pinned pages copied, the other 501 still the zero page.
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(zero_pages(k), (512, 501), "{k}");
+    }
+    assert_eq!(zero_pages(Kernel::V6_18), (512, 0));
 }
