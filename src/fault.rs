@@ -529,9 +529,16 @@ impl System {
     /// by a new THP; an exclusive THP is reused; anything else is split and handled per PTE.
     fn do_huge_pmd_wp_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, folio: FolioId, sub: u16) {
         let h = a.pmd_down();
-        if folio == HUGE_ZERO_FOLIO {
+        if folio == HUGE_ZERO_FOLIO && self.cfg.kernel.profile().huge_zero_wp_thp {
             self.mms[mm].pt.pmds.remove(&pmd_index(h));
             self.map_new_thp(mm, vma, h, true);
+            return;
+        }
+        if folio == HUGE_ZERO_FOLIO {
+            // Before 6.13: `goto fallback`, the zero PMD is split into zero-page PTEs and the
+            // write copies one page.
+            self.split_huge_pmd(mm, a);
+            self.do_wp_page(mm, vma, a);
             return;
         }
         // pmd_page() is the head page: exclusivity of a PMD mapping lives there.

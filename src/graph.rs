@@ -27,11 +27,19 @@ pub struct GraphOptions {
     pub max_folios: usize,
     /// Which policy runs the script.
     pub policy: String,
+    /// Which kernel the model is.
+    pub kernel: crate::kernel::Kernel,
 }
 
 impl Default for GraphOptions {
     fn default() -> Self {
-        GraphOptions { at: None, pid: None, max_folios: 8, policy: "kernel".to_string() }
+        GraphOptions {
+            at: None,
+            pid: None,
+            max_folios: 8,
+            policy: "kernel".to_string(),
+            kernel: crate::kernel::Kernel::V6_18,
+        }
     }
 }
 
@@ -43,7 +51,11 @@ pub fn graph_script(script: &Script, opts: &GraphOptions) -> Result<String, RunE
     {
         return Err(bad(at, format!("--at {at}: no call on that line")));
     }
-    let ropts = RunOptions { policy: opts.policy.clone(), ..Default::default() };
+    let ropts = RunOptions {
+        policy: opts.policy.clone(),
+        config: crate::mm::Config { kernel: opts.kernel, ..Default::default() },
+        ..Default::default()
+    };
     let mut runner = Runner::new(script, &ropts)?;
     for step in &script.steps {
         runner.step(step, false)?;

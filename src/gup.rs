@@ -61,8 +61,38 @@ impl System {
             }
             a = a.plus(PAGE_SIZE);
         }
+        if !self.cfg.kernel.profile().gup_longterm_file_check
+            && let Err(e) = self.io_pin_pages_file_check(mm, start, end)
+        {
+            for f in pinned {
+                self.unpin_folio(f);
+            }
+            return Err(e);
+        }
         self.pins.entry(pid).or_default().push(Pin { addr, len, folios: pinned });
         Ok(0)
+    }
+
+    /// `io_pin_pages` before 6.4: once every page is pinned, io_uring refuses a buffer whose
+    /// pages are not all in VMAs of the same file (EINVAL) or that is file-backed but not
+    /// shmem (EOPNOTSUPP), and unpins it.
+    fn io_pin_pages_file_check(&self, mm: crate::mm::MmId, start: VirtAddr, end: u64) -> Result<(), Errno> {
+        let file_of = |a: VirtAddr| self.mms[mm].vma_lookup(a).and_then(|v| self.vmas[v].file);
+        let first = file_of(start);
+        let mut a = start;
+        while a.0 < end {
+            let file = file_of(a);
+            if file != first {
+                return Err(Errno::EINVAL);
+            }
+            if let Some(f) = file
+                && !matches!(self.fs.inodes[self.fs.files[f].inode].kind, InodeKind::Shmem)
+            {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            a = a.plus(PAGE_SIZE);
+        }
+        Ok(())
     }
 
     /// `__get_user_pages` for one page with `FOLL_WRITE | FOLL_PIN | FOLL_LONGTERM`. A
@@ -78,7 +108,11 @@ impl System {
         if let Some(file) = v.file {
             let inode = self.fs.files[file].inode;
             let regular = matches!(self.fs.inodes[inode].kind, InodeKind::Regular { .. });
-            if regular && v.flags.contains(VmFlags::SHARED) {
+            // writable_file_mapping_allowed (6.4; before, io_uring's own check refuses).
+            if regular
+                && v.flags.contains(VmFlags::SHARED)
+                && self.cfg.kernel.profile().gup_longterm_file_check
+            {
                 return None;
             }
         }

@@ -286,6 +286,8 @@ pub mod graph;
 pub mod gup;
 pub mod huge_memory;
 pub mod import;
+pub mod kernel;
+pub mod kernel_compare;
 pub mod khugepaged;
 pub mod madvise;
 pub mod memory;

@@ -76,7 +76,9 @@ impl System {
     /// madvise(2).
     pub fn sys_madvise(&mut self, pid: Pid, start: u64, len_in: u64, behavior: u64) -> KResult<u64> {
         let mm = self.mm_of(pid)?;
-        let valid = MADV_ADVICE.iter().any(|&(_, v)| v == behavior);
+        let valid = MADV_ADVICE.iter().any(|&(_, v)| v == behavior)
+            && (self.cfg.kernel.profile().madv_guard
+                || !matches!(behavior, MADV_GUARD_INSTALL | MADV_GUARD_REMOVE));
         if !valid {
             return Err(Errno::EINVAL);
         }

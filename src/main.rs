@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use anonmm::import::read_trace;
+use anonmm::kernel::Kernel;
 use anonmm::run::{RunError, RunOptions, run_script_each};
 use anonmm::script::{format_step, parse_file};
 use anonmm::snapshot::{format_maps_text, format_smaps_text, step_changes_json, write_step_json};
@@ -85,6 +86,9 @@ enum Cmd {
         /// `smaps` list in every process of every step).
         #[arg(long)]
         smaps: bool,
+        /// Which kernel to model: 6.1, 6.12 or 6.18 (see docs/kernels.md).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
+        kernel: Kernel,
     },
     /// Run a script under every policy and tabulate VMAs, merges, relocations and their
     /// cost, and whether every policy showed the same page contents as `kernel`.
@@ -99,6 +103,10 @@ enum Cmd {
         /// Output format.
         #[arg(long, default_value = "text", value_parser = ["text", "markdown", "json"])]
         format: String,
+        /// Which kernel the policies build on; `all` instead shows the script on 6.1, 6.12
+        /// and 6.18 side by side (kernel policy).
+        #[arg(long, value_name = "6.1|6.12|6.18|all", default_value = "6.18")]
+        kernel: String,
     },
     /// Draw the reverse map (VMAs, anon_vma_chains, anon_vmas, folios) at one step of a
     /// script as Graphviz DOT, or as SVG, PNG or PDF by OUT's extension (through Graphviz's
@@ -121,6 +129,9 @@ enum Cmd {
         #[arg(long, value_name = "NAME", default_value = "kernel", value_parser = policy_arg,
               long_help = format!("Which behaviour to model: {POLICY_HELP}."))]
         policy: String,
+        /// Which kernel to model: 6.1, 6.12 or 6.18 (see docs/kernels.md).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
+        kernel: Kernel,
         /// Where to write: `.dot` or `.gv` (DOT text), `.svg`, `.png` or `.pdf` (rendered by
         /// `dot`); DOT on stdout when absent.
         #[arg(short, long, value_name = "OUT")]
@@ -166,6 +177,9 @@ enum Cmd {
         /// How many divergences of each class to list per trace.
         #[arg(long, value_name = "N", default_value_t = anonmm::replay::MAX_EXAMPLES)]
         examples: usize,
+        /// Which kernel to model (a trace recorded on 6.1 replays best as 6.1).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
+        kernel: Kernel,
     },
     /// Record a program's memory-management trace with perf as a `perf.data` file (or with
     /// `--text` as `perf script` text), for `import`, `replay` and `plot`, which read either.
@@ -308,17 +322,25 @@ enum OracleCmd {
         /// Print the kernel's /proc/pid/smaps of the window's VMAs after the maps.
         #[arg(long)]
         smaps: bool,
+        /// Which kernel: 6.18 is the host's; 6.1 and 6.12 boot Debian's kernel in a VM (qemu).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18", value_parser = parse_kernel)]
+        kernel: Kernel,
     },
     /// Run a script on the model and natively, check the results recorded in the script,
     /// and print the first step where they differ, field by field.
     #[command(after_help = "Exit status: 0 when model and kernel agree and match every recorded \
                             result, 1 for a difference, 2 for bad input or a script the oracle refuses.")]
     Diff {
-        /// The script: strace -f syntax, addresses in the oracle's window (docs/oracle.md).
-        script: PathBuf,
+        /// One or more scripts: strace -f syntax, addresses in the oracle's window
+        /// (docs/oracle.md); a VM boots once for all of them.
+        #[arg(required = true, value_name = "SCRIPT")]
+        scripts: Vec<PathBuf>,
         /// Compare the /proc/pid/smaps fields the model knows too, after every step.
         #[arg(long)]
         smaps: bool,
+        /// Which kernel: 6.18 is the host's; 6.1 and 6.12 boot Debian's kernel in a VM (qemu).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18", value_parser = parse_kernel)]
+        kernel: Kernel,
     },
     /// Generate random scripts and diff model and kernel on each.
     #[command(after_help = "Exit status: 0 when no case diverged, 1 when one did (shrunk and \
@@ -342,38 +364,69 @@ enum OracleCmd {
         /// Compare the /proc/pid/smaps fields the model knows too, after every step.
         #[arg(long)]
         smaps: bool,
+        /// Which kernel: 6.18 is the host's; 6.1 and 6.12 boot Debian's kernel in a VM (qemu).
+        #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18", value_parser = parse_kernel)]
+        kernel: Kernel,
     },
+    /// Inside the VM oracle's guest: serve the host's scripts (started by the guest's init).
+    #[command(hide = true)]
+    VmGuest {
+        #[arg(long)]
+        share: PathBuf,
+        #[arg(long)]
+        ctl: PathBuf,
+    },
+}
+
+/// `--kernel`: 6.1, 6.12 or 6.18.
+fn parse_kernel(s: &str) -> Result<Kernel, String> {
+    Kernel::parse(s).ok_or_else(|| format!("unknown kernel `{s}` (known: 6.1, 6.12, 6.18)"))
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Run { script, json, changes, check, check_every_step, trace, policy, anon_vma_name, smaps } => {
-            cmd_run(
-                &script,
-                json.then_some(if changes { JsonForm::Changes } else { JsonForm::Full }),
-                RunOptions {
-                    check: check || check_every_step,
-                    check_sampled: !check_every_step,
-                    trace,
-                    policy,
-                    last_view_only: !json,
-                    config: anonmm::mm::Config { anon_vma_name, ..Default::default() },
-                    replay: false,
-                    smaps,
-                },
-            )
-        }
-        Cmd::Compare { script, format } => cmd_compare(&script, &format),
-        Cmd::Graph { script, at, pid, max_folios, policy, out } => cmd_graph(
+        Cmd::Run {
+            script,
+            json,
+            changes,
+            check,
+            check_every_step,
+            trace,
+            policy,
+            anon_vma_name,
+            smaps,
+            kernel,
+        } => cmd_run(
             &script,
-            &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy },
+            json.then_some(if changes { JsonForm::Changes } else { JsonForm::Full }),
+            RunOptions {
+                check: check || check_every_step,
+                check_sampled: !check_every_step,
+                trace,
+                policy,
+                last_view_only: !json,
+                config: anonmm::mm::Config { anon_vma_name, kernel, ..Default::default() },
+                replay: false,
+                smaps,
+            },
+        ),
+        Cmd::Compare { script, format, kernel } => cmd_compare(&script, &format, &kernel),
+        Cmd::Graph { script, at, pid, max_folios, policy, kernel, out } => cmd_graph(
+            &script,
+            &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy, kernel },
             out.as_deref(),
         ),
         Cmd::Import { trace, out } => cmd_import(&trace, out.as_deref()),
-        Cmd::Replay { traces, policy, format, check, check_every_step, examples } => {
-            cmd_replay(&traces, &policy, &format, check || check_every_step, !check_every_step, examples)
-        }
+        Cmd::Replay { traces, policy, format, check, check_every_step, examples, kernel } => cmd_replay(
+            &traces,
+            &policy,
+            &format,
+            check || check_every_step,
+            !check_every_step,
+            examples,
+            kernel,
+        ),
         Cmd::Record { out, text, command } => cmd_record(&out, &command, text),
         Cmd::Gen { kind } => cmd_gen(kind),
         Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy, &out),
@@ -616,7 +669,7 @@ fn render_dot(dot: &str, format: &str, out: &std::path::Path) -> i32 {
     }
 }
 
-fn cmd_compare(path: &std::path::Path, format: &str) -> i32 {
+fn cmd_compare(path: &std::path::Path, format: &str, kernel: &str) -> i32 {
     let script = match parse_file(path) {
         Ok(s) => s,
         Err(e) => {
@@ -624,7 +677,21 @@ fn cmd_compare(path: &std::path::Path, format: &str) -> i32 {
             return 2;
         }
     };
-    let rows = anonmm::policy::compare_all(&script, &anonmm::mm::Config::default());
+    let kernel = match kernel {
+        "all" => {
+            let (text, code) = anonmm::kernel_compare::compare_kernels(&script, format == "markdown");
+            print!("{text}");
+            return code;
+        }
+        k => match parse_kernel(k) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        },
+    };
+    let rows = anonmm::policy::compare_all(&script, &anonmm::mm::Config { kernel, ..Default::default() });
     match format {
         "markdown" => out!("{}", anonmm::policy::render_rows(&rows, true)),
         "json" => outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
@@ -793,7 +860,9 @@ fn cmd_replay(
     check: bool,
     check_sampled: bool,
     examples: usize,
+    kernel: Kernel,
 ) -> i32 {
+    let config = anonmm::mm::Config { kernel, ..Default::default() };
     use anonmm::replay::replay_script;
     use anonmm::report::{POLICIES, ReportRow, render};
 
@@ -828,7 +897,7 @@ fn cmd_replay(
         {
             bar.set_message(format!("{name} ({p})"));
             replay_progress(&bar, None);
-            let opts = RunOptions { policy: p.to_string(), ..Default::default() };
+            let opts = RunOptions { policy: p.to_string(), config: config.clone(), ..Default::default() };
             let t0 = std::time::Instant::now();
             let res =
                 anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64));
@@ -869,7 +938,13 @@ fn cmd_replay(
         for &p in &policies {
             bar.set_message(format!("{name} ({p})"));
             replay_progress(&bar, Some(script.steps.len() as u64));
-            let opts = RunOptions { check, check_sampled, policy: p.to_string(), ..Default::default() };
+            let opts = RunOptions {
+                check,
+                check_sampled,
+                policy: p.to_string(),
+                config: config.clone(),
+                ..Default::default()
+            };
             let t0 = std::time::Instant::now();
             let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
             record(&name, p, t0.elapsed().as_secs_f64(), res.map_err(|e| e.to_string()));
@@ -923,7 +998,7 @@ fn cmd_gen(kind: GenKind) -> i32 {
         GenKind::Compact { common, p } => (common, Workload::Compact(p)),
         GenKind::Random { common, p } => (common, Workload::Random(p)),
     };
-    let text = match w.script_text(common.seed) {
+    let text = match w.script_text_for(common.seed, common.kernel) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("anonmm: gen {}: {e}", w.name());
@@ -957,11 +1032,12 @@ fn cmd_plot(traces: &[PathBuf], policy: &str, out: &std::path::Path) -> i32 {
 fn oracle(cmd: OracleCmd) -> i32 {
     use anonmm::oracle;
     match cmd {
-        OracleCmd::Run { script, json, smaps } => oracle::cmd_run(&script, json, smaps),
-        OracleCmd::Diff { script, smaps } => oracle::cmd_diff(&script, smaps),
-        OracleCmd::Fuzz { cases, seed, steps, out, keep_going, smaps } => {
-            oracle::cmd_fuzz(cases, seed, steps, &out, keep_going, smaps)
+        OracleCmd::Run { script, json, smaps, kernel } => oracle::cmd_run(&script, json, smaps, kernel),
+        OracleCmd::Diff { scripts, smaps, kernel } => oracle::cmd_diff(&scripts, smaps, kernel),
+        OracleCmd::Fuzz { cases, seed, steps, out, keep_going, smaps, kernel } => {
+            oracle::cmd_fuzz(cases, seed, steps, &out, keep_going, smaps, kernel)
         }
+        OracleCmd::VmGuest { share, ctl } => oracle::cmd_guest(&share, &ctl),
     }
 }
 

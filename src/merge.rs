@@ -128,6 +128,19 @@ impl System {
         let tgt = if merge_next { vmg.next } else { vmg.prev }.expect("neighbour");
         let tgt_anon = self.vmas[tgt].anon_vma;
         let src_anon = vmg.anon_vma;
+        if !self.cfg.kernel.profile().anon_vma_merge_unfaulted_target {
+            // Before 6.16: `is_mergeable_anon_vma(vmg->anon_vma, tgt->anon_vma, tgt)`. When
+            // one side has no anon_vma, the target's chain must be singular: an unfaulted
+            // target (empty chain) takes no faulted range, nor does a fork child.
+            if (tgt_anon.is_none() || src_anon.is_none()) && self.vmas[tgt].chain.len() == 1 {
+                return Ok(());
+            }
+            return if tgt_anon == src_anon || self.matena_may_adopt(vmg) {
+                Ok(())
+            } else {
+                Err(MergeReason::NomergeAnonVma)
+            };
+        }
         match (tgt_anon, src_anon) {
             // Case 1: the target will take the source's anon_vma (dup_anon_vma).
             (None, Some(_)) => {

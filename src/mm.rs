@@ -65,6 +65,9 @@ pub struct Config {
     /// x86 protection keys in use (`X86_FEATURE_OSPKE`): a `PROT_EXEC`-only mapping gets the
     /// execute-only pkey, and reading it faults (SIGSEGV). Read from /proc/cpuinfo.
     pub pku: bool,
+    /// Which kernel the model is (`--kernel`); its [`Profile`](crate::kernel::Profile) says
+    /// where it differs from 6.18.
+    pub kernel: crate::kernel::Kernel,
 }
 
 /// Whether this machine's CPU has protection keys enabled by the OS (`ospke`).
@@ -91,6 +94,7 @@ impl Default for Config {
             swap_pages: crate::swap::DEFAULT_SWAP_PAGES,
             ram_pages: 24_684_084 / 4,
             pku: host_has_pku(),
+            kernel: crate::kernel::Kernel::V6_18,
         }
     }
 }

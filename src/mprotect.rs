@@ -109,6 +109,7 @@ impl System {
                 newflags |= VmFlags::ACCOUNT;
             }
         } else if old.contains(VmFlags::ACCOUNT)
+            && self.cfg.kernel.profile().mprotect_unaccounts_unfaulted
             && self.vmas[vma].is_anonymous()
             && self.vmas[vma].anon_vma.is_none()
         {

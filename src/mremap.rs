@@ -112,10 +112,14 @@ impl System {
             remap_type: RemapType::NoResize,
         };
         self.check_mremap_params(&vrm)?;
-        if vrm.move_only() {
+        let profile = self.cfg.kernel.profile();
+        if vrm.move_only() && profile.mremap_multi_vma {
             return self.remap_move(&mut vrm);
         }
         vrm.vma = self.mms[mm].vma_lookup(VirtAddr(addr));
+        if vrm.implies_new_addr() && !profile.mremap_checks_before_unmap {
+            return self.mremap_to_unmap_first(&mut vrm);
+        }
         self.check_prep_vma(&mut vrm)?;
         if vrm.implies_new_addr() { self.mremap_to(&mut vrm) } else { self.mremap_at(&mut vrm) }
     }
@@ -144,13 +148,23 @@ impl System {
         if !vrm.implies_new_addr() {
             return Ok(());
         }
-        if vrm.new_addr > TASK_SIZE - vrm.new_len || !vrm.new_addr.is_multiple_of(PAGE_SIZE) {
+        let early = self.cfg.kernel.profile().mremap_checks_before_unmap;
+        if early && (vrm.new_addr > TASK_SIZE - vrm.new_len || !vrm.new_addr.is_multiple_of(PAGE_SIZE)) {
             return Err(Errno::EINVAL);
         }
         if vrm.flags & MREMAP_MAYMOVE == 0 {
             return Err(Errno::EINVAL);
         }
         if vrm.flags & MREMAP_DONTUNMAP != 0 && vrm.old_len != vrm.new_len {
+            return Err(Errno::EINVAL);
+        }
+        if early { self.check_mremap_new_addr(vrm) } else { Ok(()) }
+    }
+
+    /// The destination's checks: in range, not overlapping the source, room in the map
+    /// count. Before 6.16 they are `mremap_to`'s, after the source VMA was looked up.
+    fn check_mremap_new_addr(&self, vrm: &Vrm) -> KResult<()> {
+        if vrm.new_addr > TASK_SIZE - vrm.new_len || !vrm.new_addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         let (so, eo) = (vrm.addr, vrm.addr.saturating_add(vrm.old_len));
@@ -320,6 +334,29 @@ impl System {
         Ok(())
     }
 
+    /// `mremap_to` before 6.16: the destination (MREMAP_FIXED) and a shrink's tail are
+    /// unmapped first, and only then does `vma_to_resize` check the source, so a call it
+    /// refuses (EFAULT, EINVAL) has already unmapped them.
+    fn mremap_to_unmap_first(&mut self, vrm: &mut Vrm) -> KResult<u64> {
+        let mm = vrm.mm;
+        if vrm.vma.is_none() {
+            return Err(Errno::EFAULT);
+        }
+        self.check_mremap_new_addr(vrm)?;
+        if vrm.flags & MREMAP_FIXED != 0 {
+            self.do_munmap(mm, vrm.new_addr, vrm.new_len)?;
+        }
+        if vrm.old_len > vrm.new_len {
+            self.do_munmap(mm, vrm.addr + vrm.new_len, vrm.old_len - vrm.new_len)?;
+            vrm.old_len = vrm.new_len;
+        }
+        // vma_to_resize
+        vrm.vma = self.mms[mm].vma_lookup(VirtAddr(vrm.addr));
+        self.check_prep_vma(vrm)?;
+        self.vrm_set_new_addr(vrm)?;
+        self.move_vma(vrm)
+    }
+
     /// `mremap_to`: FIXED and/or DONTUNMAP.
     fn mremap_to(&mut self, vrm: &mut Vrm) -> KResult<u64> {
         let mm = vrm.mm;
@@ -370,7 +407,13 @@ impl System {
         }
         let mut new_vma = match new_vma {
             Some(nv) => nv,
-            None => match self.copy_vma(&mut vma, VirtAddr(vrm.new_addr), vrm.new_len, new_pgoff) {
+            None => match self.copy_vma(
+                &mut vma,
+                VirtAddr(vrm.new_addr),
+                vrm.new_len,
+                new_pgoff,
+                vrm.flags & MREMAP_DONTUNMAP != 0,
+            ) {
                 Some(nv) => nv,
                 None => return Err(Errno::ENOMEM),
             },
@@ -471,12 +514,16 @@ impl System {
     /// (`vma_merge_copied_range`), else a copy. An unfaulted anonymous source is
     /// re-linearised to the new address. May replace `*vmap` when the source merged into
     /// the destination (only possible when unfaulted).
+    /// With `dontunmap` (MREMAP_DONTUNMAP), before 6.16 the copy never merges into the source
+    /// VMA it is copied from (see
+    /// [`Profile::dontunmap_merges_source`](crate::kernel::Profile::dontunmap_merges_source)).
     pub(crate) fn copy_vma(
         &mut self,
         vmap: &mut VmaId,
         addr: VirtAddr,
         len: u64,
         pgoff: PgOff,
+        dontunmap: bool,
     ) -> Option<VmaId> {
         let vma = *vmap;
         let mut pgoff = pgoff;
@@ -484,6 +531,14 @@ impl System {
             pgoff = PgOff(addr.0 >> PAGE_SHIFT);
         }
         let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, "mremap_move")?;
+        if dontunmap && !self.cfg.kernel.profile().dontunmap_merges_source {
+            if vmg.prev == Some(vma) {
+                vmg.prev = None;
+            }
+            if vmg.next == Some(vma) {
+                vmg.next = None;
+            }
+        }
         if let Some(nv) = self.copy_vma_merge(vmap, &mut vmg) {
             return Some(nv);
         }

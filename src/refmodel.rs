@@ -81,6 +81,10 @@ pub struct RefModel {
     /// Contents of pages given up with MADV_FREE: the kernel may keep or drop each (it drops
     /// swapped-out ones at once), so a page may still show one of these, or zero.
     lazy_tags: std::collections::BTreeSet<u64>,
+    /// The kernel unmaps an MREMAP_FIXED destination (and a shrink's tail) before it checks
+    /// the source (before 6.16: `Profile::mremap_checks_before_unmap` off), so a failed
+    /// move may have unmapped them.
+    pub unmaps_before_checks: bool,
 }
 
 impl Space {
@@ -604,6 +608,10 @@ impl RefModel {
                     && (efault || sp.mapped_runs(old, old.saturating_add(old_len)).len() > 1)
                 {
                     self.lost_track.get_or_insert_with(|| "a multi-VMA mremap failed part way".into());
+                }
+                if self.unmaps_before_checks && flags & MREMAP_FIXED != 0 {
+                    self.lost_track
+                        .get_or_insert_with(|| "a failed mremap may have unmapped its destination".into());
                 }
                 if flags & crate::abi::MREMAP_MUST_RELOCATE_ANON != 0
                     && flags & MREMAP_FIXED != 0

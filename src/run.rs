@@ -241,7 +241,9 @@ impl<'a> Runner<'a> {
     /// a process exists already.
     pub fn spawn_first(&mut self, pid: Pid) {
         if self.sys.procs.is_empty() && self.sys.spawn(pid).is_ok() && self.opts.check {
-            self.reference = Some(crate::refmodel::RefModel::new(pid, self.opts.config.initial_brk.0));
+            let mut r = crate::refmodel::RefModel::new(pid, self.opts.config.initial_brk.0);
+            r.unmaps_before_checks = !self.opts.config.kernel.profile().mremap_checks_before_unmap;
+            self.reference = Some(r);
         }
     }
 

@@ -89,6 +89,10 @@ impl System {
         caller: &'static str,
     ) -> KResult<VmaId> {
         let mut vmg = self.vmg_from_vma(vma, start, end, caller);
+        if !self.cfg.kernel.profile().uffd_merge_pgoff {
+            // 6.1 passes the VMA's own vm_pgoff to vma_merge, not that of `start`.
+            vmg.pgoff = self.vmas[vma].pgoff;
+        }
         vmg.flags = flags;
         vmg.uffd = ctx;
         let v = self.vma_modify(&mut vmg)?;
@@ -188,6 +192,10 @@ impl System {
     /// the error.
     pub fn sys_uffdio_move(&mut self, pid: Pid, dst: u64, src: u64, len: u64, mode: u64) -> KResult<u64> {
         let mm = self.mm_of(pid)?;
+        if !self.cfg.kernel.profile().uffdio_move {
+            // An unknown ioctl command.
+            return Err(Errno::EINVAL);
+        }
         let ctx = self.uffd_ctx(pid);
         validate_range(dst, len)?;
         validate_range(src, len)?;

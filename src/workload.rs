@@ -30,6 +30,9 @@ pub struct Common {
     /// Where to write the script (stdout when absent).
     #[arg(short, long, value_name = "OUT")]
     pub out: Option<std::path::PathBuf>,
+    /// The kernel whose model decides which steps stay in the oracle's window (`random`).
+    #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
+    pub kernel: crate::kernel::Kernel,
 }
 
 /// `stitch`: pieces of faulted memory moved next to each other.
@@ -146,6 +149,11 @@ impl Workload {
 
     /// The workload as script text (comments first, then one line per call).
     pub fn script_text(&self, seed: u64) -> Result<String, WorkloadError> {
+        self.script_text_for(seed, crate::kernel::Kernel::V6_18)
+    }
+
+    /// [`Workload::script_text`] with the model as `kernel` (only `random` runs the model).
+    pub fn script_text_for(&self, seed: u64, kernel: crate::kernel::Kernel) -> Result<String, WorkloadError> {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut w = Writer::default();
         match self {
@@ -164,7 +172,7 @@ impl Workload {
                     shared: !p.no_shared,
                     ..Default::default()
                 };
-                let (s, dropped) = random_in_window(seed, &cfg);
+                let (s, dropped) = random_in_window(seed, &cfg, kernel);
                 let mut text = format!("# {}\n# generator: {}\n", self.command_line(seed), cfg.describe());
                 if dropped > 0 {
                     let _ = writeln!(
@@ -229,11 +237,19 @@ const WINDOW: std::ops::Range<u64> = 0x1000_0000_0000..0x5000_0000_0000;
 /// and how many were left out. Random scripts record no results but fork's, so leaving out
 /// such a step leaves a valid script; later steps touching what it would have mapped fault
 /// on both sides alike.
-fn random_in_window(seed: u64, cfg: &crate::r#gen::GenConfig) -> (Script, usize) {
+fn random_in_window(
+    seed: u64,
+    cfg: &crate::r#gen::GenConfig,
+    kernel: crate::kernel::Kernel,
+) -> (Script, usize) {
     use crate::script::{Call, Expect};
     let mut script = crate::r#gen::generate(seed, cfg);
     let mut dropped = 0;
-    let opts = crate::run::RunOptions { last_view_only: true, ..Default::default() };
+    let opts = crate::run::RunOptions {
+        last_view_only: true,
+        config: crate::mm::Config { kernel, ..Default::default() },
+        ..Default::default()
+    };
     loop {
         let mut offending = None;
         let mut outcomes = Vec::with_capacity(script.steps.len());

@@ -11,7 +11,10 @@ use crate::snapshot::{
 };
 use crate::types::Pid;
 
-use super::{available, format_outcome, run_native_steps};
+use crate::kernel::Kernel;
+
+use super::vm::Target;
+use super::{NativeStep, OracleError, available, format_outcome};
 
 /// Run `f`, turning a panic of the model into an error that carries its message and where
 /// it happened (a bug report needs both; the hook prints the backtrace when asked for).
@@ -55,18 +58,42 @@ fn check_available() -> Result<(), i32> {
     })
 }
 
+/// The host's kernel when it is `kernel`, else a VM booted with it.
+fn target(kernel: Kernel) -> Result<Target, i32> {
+    let t = Target::for_kernel(kernel).map_err(|e| {
+        eprintln!("anonmm: {e}");
+        2
+    })?;
+    if matches!(t, Target::Native) {
+        check_available()?;
+    }
+    Ok(t)
+}
+
+/// Every step on `target`; a step it ran incomparably is an error.
+fn run_steps(target: &mut Target, script: &Script, smaps: bool) -> Result<Vec<NativeStep>, OracleError> {
+    match target.run_prefix(script, smaps)? {
+        (steps, None) => Ok(steps),
+        (_, Some(e)) => Err(e),
+    }
+}
+
 /// `anonmm run --native`: run the script on the kernel, print the final maps (text) or every
 /// step (json), and report recorded results the kernel did not reproduce (exit 1).
 /// With `smaps`, the text output adds the kernel's smaps of the window's VMAs.
-pub fn cmd_run(path: &Path, json: bool, smaps: bool) -> i32 {
-    if let Err(c) = check_available() {
-        return c;
-    }
+pub fn cmd_run(path: &Path, json: bool, smaps: bool, kernel: Kernel) -> i32 {
     let script = match parse(path) {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let steps = match run_native_steps(&script, smaps) {
+    let mut target = match target(kernel) {
+        Ok(t) => t,
+        Err(c) => return c,
+    };
+    if !json {
+        print!("{}", target.describe());
+    }
+    let steps = match run_steps(&mut target, &script, smaps) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("anonmm: {}", oracle_error(path, &e));
@@ -236,17 +263,24 @@ pub(crate) fn diff_step(model: &StepView, kernel: &StepView) -> String {
     out
 }
 
-/// `anonmm diff`: run the model and the kernel and print the first step where they differ.
-/// With `smaps`, the smaps fields the model knows are compared too.
-pub fn cmd_diff(path: &Path, smaps: bool) -> i32 {
-    if let Err(c) = check_available() {
-        return c;
-    }
+/// `anonmm oracle diff`: run the model and the kernel on each script (one boot of the VM
+/// for all of them) and print the first step where they differ. With `smaps`, the smaps
+/// fields the model knows are compared too. The exit status is the worst of the scripts'.
+pub fn cmd_diff(paths: &[std::path::PathBuf], smaps: bool, kernel: Kernel) -> i32 {
+    let mut target = match target(kernel) {
+        Ok(t) => t,
+        Err(c) => return c,
+    };
+    print!("{}", target.describe());
+    paths.iter().map(|p| diff_one(&mut target, p, smaps, kernel)).max().unwrap_or(0)
+}
+
+fn diff_one(target: &mut Target, path: &Path, smaps: bool, kernel: Kernel) -> i32 {
     let script = match parse(path) {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let opts = RunOptions { smaps, ..Default::default() };
+    let opts = RunOptions { smaps, config: target.config(kernel), ..Default::default() };
     let model = match catching(|| run_script(&script, &opts)) {
         Ok(Ok(r)) => r.steps,
         Ok(Err(e)) => {
@@ -258,7 +292,7 @@ pub fn cmd_diff(path: &Path, smaps: bool) -> i32 {
             return 2;
         }
     };
-    let kernel = match run_native_steps(&script, smaps) {
+    let kernel = match run_steps(target, &script, smaps) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("anonmm: {}", oracle_error(path, &e));

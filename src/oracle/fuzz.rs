@@ -9,7 +9,8 @@ use crate::run::{RunOptions, run_script};
 use crate::script::Script;
 
 use super::cli::diff_step;
-use super::{OracleError, available, run_native_prefix};
+use super::vm::Target;
+use super::{OracleError, available};
 
 /// What one script showed.
 #[derive(Debug)]
@@ -42,7 +43,13 @@ pub fn compare(script: &Script) -> Verdict {
 
 /// [`compare`], with `/proc/PID/smaps` compared too when `smaps`.
 pub fn compare_with(script: &Script, smaps: bool) -> Verdict {
-    let opts = RunOptions { check: true, smaps, ..Default::default() };
+    compare_on(&mut Target::Native, &crate::mm::Config::default(), script, smaps)
+}
+
+/// [`compare_with`] on `target` (the host's kernel or a VM), the model set as `config`
+/// (its `kernel` chooses the model's profile).
+pub fn compare_on(target: &mut Target, config: &crate::mm::Config, script: &Script, smaps: bool) -> Verdict {
+    let opts = RunOptions { check: true, smaps, config: config.clone(), ..Default::default() };
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_script(script, &opts)));
@@ -65,7 +72,7 @@ pub fn compare_with(script: &Script, smaps: bool) -> Verdict {
             };
         }
     };
-    let (kernel, stopped) = match run_native_prefix(script, smaps) {
+    let (kernel, stopped) = match target.run_prefix(script, smaps) {
         Ok(k) => k,
         Err(e @ (OracleError::Refused { .. } | OracleError::BadInput { .. })) => {
             return Verdict::Skipped(e.to_string());
@@ -77,7 +84,7 @@ pub fn compare_with(script: &Script, smaps: bool) -> Verdict {
         if !d.is_empty() {
             // Before blaming the model, ask the kernel again: if its two runs differ up to
             // this step, the difference is the kernel's timing, not the model.
-            if let Ok((again, _)) = run_native_prefix(script, smaps)
+            if let Ok((again, _)) = target.run_prefix(script, smaps)
                 && (again.len() <= i || again[..=i].iter().zip(&kernel[..=i]).any(|(a, b)| a.view != b.view))
             {
                 return Verdict::KernelNondeterministic(k.view.line);
@@ -111,12 +118,25 @@ pub fn cmd_fuzz(
     out: &Path,
     keep_going: bool,
     smaps: bool,
+    kernel: crate::kernel::Kernel,
 ) -> i32 {
-    let compare = |s: &Script| compare_with(s, smaps);
-    if let Err(e) = available() {
+    let target = match Target::for_kernel(kernel) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("anonmm: {e}");
+            return 2;
+        }
+    };
+    if matches!(target, Target::Native)
+        && let Err(e) = available()
+    {
         eprintln!("anonmm: kernel oracle unavailable: {e}");
         return 2;
     }
+    let config = target.config(kernel);
+    print!("{}", target.describe());
+    let target = std::cell::RefCell::new(target);
+    let compare = |s: &Script| compare_on(&mut target.borrow_mut(), &config, s, smaps);
     let seed = seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -152,7 +172,7 @@ pub fn cmd_fuzz(
         let s = generate(seed.wrapping_add(i), &cfg);
         // Every policy runs the same script on the model: it must pass the checker and show
         // the same contents as `kernel` at every step.
-        if let Err(file) = check_policies(&s, seed.wrapping_add(i), out) {
+        if let Err(file) = check_policies(&s, seed.wrapping_add(i), out, &config) {
             policy_diverged += 1;
             bar.suspend(|| {
                 crate::outln!(
@@ -246,11 +266,10 @@ pub fn cmd_fuzz(
 
 /// Run every non-kernel policy against `kernel` on the model (`compare_with_kernel`); on a
 /// failure, shrink the script and write it to `out`, returning its path.
-fn check_policies(s: &Script, seed: u64, out: &Path) -> Result<(), String> {
-    let cfg = crate::mm::Config::default();
+fn check_policies(s: &Script, seed: u64, out: &Path, cfg: &crate::mm::Config) -> Result<(), String> {
     for &p in crate::policy::POLICY_NAMES.iter().filter(|&&p| p != "kernel") {
-        let Err(e) = crate::policy::compare_with_kernel(s, p, &cfg) else { continue };
-        let small = crate::r#gen::shrink(s, &mut |x| crate::policy::compare_with_kernel(x, p, &cfg).is_err());
+        let Err(e) = crate::policy::compare_with_kernel(s, p, cfg) else { continue };
+        let small = crate::r#gen::shrink(s, &mut |x| crate::policy::compare_with_kernel(x, p, cfg).is_err());
         let _ = std::fs::create_dir_all(out);
         let file = out.join(format!("policy-{p}-seed-{seed}.strace"));
         let mut text = write_script(&small);

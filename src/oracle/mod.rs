@@ -78,11 +78,13 @@
 mod cli;
 mod controller;
 mod fuzz;
+mod guest;
 mod maps;
 mod pages;
 mod probe;
 mod swapfile;
 mod validate;
+pub mod vm;
 mod worker;
 
 #[cfg(test)]
@@ -93,7 +95,9 @@ use crate::snapshot::{StepView, rename};
 use crate::types::Pid;
 
 pub use cli::{cmd_diff, cmd_run};
-pub use fuzz::{Verdict, cmd_fuzz, compare, compare_with};
+pub use fuzz::{Verdict, cmd_fuzz, compare, compare_on, compare_with};
+pub use guest::cmd_guest;
+pub use vm::Target;
 
 /// The part of the address space scripts may use.
 pub const WINDOW_START: u64 = 0x1000_0000_0000;

@@ -414,7 +414,15 @@ fn uffd_get(uffd: &mut i32) -> Result<i32, i64> {
     }
     let mut api = [UFFD_API, UFFD_FEATURE_MOVE | UFFD_FEATURE_SIGBUS, 0u64];
     // SAFETY: UFFDIO_API reads and writes the 24-byte struct on our stack.
-    let r = unsafe { raw(libc::SYS_ioctl as u64, [fd as u64, UFFDIO_API, api.as_mut_ptr() as u64, 0, 0, 0]) };
+    let mut r =
+        unsafe { raw(libc::SYS_ioctl as u64, [fd as u64, UFFDIO_API, api.as_mut_ptr() as u64, 0, 0, 0]) };
+    if r == -(libc::EINVAL as i64) {
+        // A kernel before 6.8 (the VM oracle's 6.1) has no UFFD_FEATURE_MOVE; a failed
+        // handshake leaves the context waiting for another.
+        api = [UFFD_API, UFFD_FEATURE_SIGBUS, 0u64];
+        // SAFETY: as above.
+        r = unsafe { raw(libc::SYS_ioctl as u64, [fd as u64, UFFDIO_API, api.as_mut_ptr() as u64, 0, 0, 0]) };
+    }
     // SAFETY: fd bookkeeping on our own descriptor.
     let high = unsafe {
         raw(libc::SYS_fcntl as u64, [fd as u64, libc::F_DUPFD_CLOEXEC as u64, RING_FD_MIN, 0, 0, 0])

@@ -1,0 +1,168 @@
+//! One scenario per kernel-profile switch (`src/kernel.rs`), under `tests/kernels/`: the
+//! outcome the model gives as Linux 6.1, 6.12 and 6.18. Each expectation is what the VM
+//! oracle (`anonmm oracle diff --kernel 6.1|6.12 tests/kernels/*.strace`) saw on Debian's
+//! kernels, and the host's kernel for 6.18.
+
+use anonmm::kernel::Kernel;
+use anonmm::mm::Config;
+use anonmm::run::{RunOptions, run_script};
+use anonmm::script::parse_file;
+use anonmm::snapshot::StepView;
+
+fn run(name: &str, kernel: Kernel) -> Vec<StepView> {
+    let script = parse_file(std::path::Path::new(&format!("tests/kernels/{name}.strace"))).expect("parses");
+    let opts =
+        RunOptions { check: true, config: Config { kernel, ..Config::default() }, ..Default::default() };
+    run_script(&script, &opts).expect("runs").steps
+}
+
+/// The result of the step on `line` and every VMA (start-end) after the last step.
+fn outcome(name: &str, kernel: Kernel, line: usize) -> (String, Vec<String>) {
+    let steps = run(name, kernel);
+    let result = steps.iter().find(|s| s.line == line).expect("step").result.clone();
+    let vmas = steps
+        .last()
+        .expect("steps")
+        .procs
+        .values()
+        .flat_map(|p| p.maps.iter().map(|m| m.split_whitespace().next().unwrap_or_default().to_string()))
+        .collect();
+    (result, vmas)
+}
+
+fn vmas(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn madv_guard_is_einval_before_6_13() {
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(outcome("madv_guard", k, 3).0, "= -1 EINVAL (Invalid argument)", "{k}");
+        assert_eq!(outcome("madv_guard", k, 4).0, "= 0", "{k}");
+    }
+    assert_eq!(outcome("madv_guard", Kernel::V6_18, 3).0, "= 0");
+}
+
+#[test]
+fn uffdio_move_is_einval_before_6_8() {
+    assert_eq!(outcome("uffdio_move", Kernel::V6_1, 5).0, "= -1 EINVAL (Invalid argument)");
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        assert_eq!(outcome("uffdio_move", k, 5).0, "= 4096", "{k}");
+    }
+}
+
+#[test]
+fn mremap_moves_several_vmas_from_6_17() {
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        let (r, v) = outcome("mremap_multi_vma", k, 3);
+        assert_eq!(r, "= -1 EFAULT (Bad address)", "{k}");
+        assert_eq!(v, vmas(&["1000005a3000-1000005a4000"]), "{k}");
+    }
+    let (r, v) = outcome("mremap_multi_vma", Kernel::V6_18, 3);
+    assert_eq!(r, "= 0x100002200000");
+    assert_eq!(v, vmas(&["100002200000-100002201000"]));
+}
+
+#[test]
+fn mremap_unmaps_the_destination_before_checking_the_source_before_6_16() {
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        let (r, v) = outcome("mremap_checks_before_unmap", k, 6);
+        assert_eq!(r, "= -1 EFAULT (Bad address)", "{k}");
+        assert_eq!(v, vmas(&["100000000000-100000002000"]), "{k}: the destination is gone");
+        assert_eq!(outcome("mremap_checks_before_unmap", k, 7).0, "= -1 EFAULT (Bad address)", "{k}");
+    }
+    let (r, v) = outcome("mremap_checks_before_unmap", Kernel::V6_18, 6);
+    assert_eq!(r, "= -1 EFAULT (Bad address)");
+    assert_eq!(v, vmas(&["100000000000-100000002000", "100000100000-100000102000"]));
+    assert_eq!(outcome("mremap_checks_before_unmap", Kernel::V6_18, 7).0, "= -1 EINVAL (Invalid argument)");
+}
+
+#[test]
+fn an_unfaulted_vma_takes_a_faulted_neighbour_from_6_16() {
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        let v = outcome("anon_vma_merge_unfaulted_target", k, 5).1;
+        assert_eq!(v, vmas(&["100000000000-100000001000", "100000001000-100000002000"]), "{k}");
+    }
+    let v = outcome("anon_vma_merge_unfaulted_target", Kernel::V6_18, 5).1;
+    assert_eq!(v, vmas(&["100000000000-100000002000"]));
+}
+
+#[test]
+fn io_uring_refuses_private_file_pages_before_6_4() {
+    assert_eq!(
+        outcome("gup_longterm_file_check", Kernel::V6_1, 6).0,
+        "= -1 EOPNOTSUPP (Operation not supported)"
+    );
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        assert_eq!(outcome("gup_longterm_file_check", k, 6).0, "= 0", "{k}");
+    }
+}
+
+#[test]
+fn dontunmap_merges_with_its_source_only_on_6_18() {
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        let v = outcome("dontunmap_merges_source", k, 4).1;
+        assert_eq!(v, vmas(&["100000000000-100000002000", "100000002000-100000003000"]), "{k}");
+    }
+    assert_eq!(outcome("dontunmap_merges_source", Kernel::V6_18, 4).1, vmas(&["100000000000-100000003000"]));
+}
+
+#[test]
+fn mprotect_keeps_vm_account_of_unfaulted_vmas_before_6_6() {
+    let v = outcome("mprotect_unaccounts_unfaulted", Kernel::V6_1, 5).1;
+    assert_eq!(
+        v,
+        vmas(&["100002c00000-100003000000", "100003000000-100003021000", "100003021000-100003200000"])
+    );
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        let v = outcome("mprotect_unaccounts_unfaulted", k, 5).1;
+        assert_eq!(v, vmas(&["100002c00000-100003000000", "100003000000-100003200000"]), "{k}");
+    }
+}
+
+#[test]
+fn userfaultfd_register_merges_with_the_vma_pgoff_on_6_1() {
+    let v = outcome("uffd_merge_pgoff", Kernel::V6_1, 6).1;
+    assert_eq!(
+        v,
+        vmas(&[
+            "1000020ec000-1000020f0000",
+            "1000020f0000-1000020f1000",
+            "1000020f1000-1000020f2000",
+            "1000020f2000-1000020f4000"
+        ])
+    );
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        let v = outcome("uffd_merge_pgoff", k, 6).1;
+        assert_eq!(
+            v,
+            vmas(&["1000020ec000-1000020f0000", "1000020f0000-1000020f2000", "1000020f2000-1000020f4000"]),
+            "{k}"
+        );
+    }
+}
+
+#[test]
+fn the_6_18_profile_is_the_default_and_has_every_switch() {
+    assert_eq!(Config::default().kernel, Kernel::V6_18);
+    let p = Kernel::V6_18.profile();
+    assert!(p.madv_guard && p.uffdio_move && p.mremap_multi_vma && p.mremap_checks_before_unmap);
+    assert!(p.anon_vma_merge_unfaulted_target && p.gup_longterm_file_check && p.dontunmap_merges_source);
+    assert!(p.mprotect_unaccounts_unfaulted && p.uffd_merge_pgoff && p.huge_zero_wp_thp);
+}
+
+#[test]
+fn a_write_to_the_huge_zero_page_maps_a_thp_from_6_13() {
+    use anonmm::snapshot::PageName;
+    let zero_pages = |k: Kernel| {
+        let steps = run("huge_zero_wp_thp", k);
+        let last = steps.last().expect("steps");
+        let pages: Vec<_> = last.procs.values().flat_map(|p| p.pages.iter()).collect();
+        (pages.len(), pages.iter().filter(|p| p.page == PageName::Page(0)).count())
+    };
+    // 11 pinned pages copied, the other 501 still the zero page.
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(zero_pages(k), (512, 501), "{k}");
+    }
+    assert_eq!(zero_pages(Kernel::V6_18), (512, 0));
+}
