@@ -236,12 +236,15 @@ impl ReplayState {
                 ))
             }
             (Call::Mremap { old_addr, old_len, new_len, flags, .. }, Some(Expect::Value(rec)))
-                if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) == 0 && flags & MREMAP_MAYMOVE != 0 =>
+                if flags & MREMAP_FIXED == 0 && flags & MREMAP_MAYMOVE != 0 =>
             {
-                let Some(predicted) = predict_mremap(sys, mm, *old_addr, *old_len, *new_len) else {
+                // MREMAP_DONTUNMAP always moves, to where the kernel chose (`vrm_set_new_addr`).
+                let always_moves = flags & MREMAP_DONTUNMAP != 0;
+                let Some(predicted) = predict_mremap(sys, mm, *old_addr, *old_len, *new_len, always_moves)
+                else {
                     return Plan::Run(Cow::Borrowed(step));
                 };
-                if predicted == rec || rec == *old_addr {
+                if predicted == rec || (rec == *old_addr && !always_moves) {
                     // Grown in place by the kernel: nothing to force (MREMAP_FIXED cannot
                     // overlap the source); a model that moves shows as a `model` divergence.
                     return Plan::Run(Cow::Borrowed(step));
@@ -381,6 +384,29 @@ impl ReplayState {
         self.grow(sys, f, need);
     }
 
+    /// The kernel gave descriptor `fd` (`alloc_fd` takes the lowest free one), so every lower
+    /// one was in use in the real process: those free in the model hold descriptors the
+    /// trace does not show (a pipe, an inherited socket). They get a placeholder file, so
+    /// that the model's next descriptor is the trace's again and one unseen descriptor
+    /// costs one divergence, not one per later open.
+    fn fill_below(&mut self, sys: &mut System, step: &Step, fd: i64) {
+        const PLACEHOLDER: &str = "(descriptor the trace does not show)";
+        let free: Vec<i64> = (0..fd).filter(|&f| sys.file_of_fd(step.pid, f).is_err()).collect();
+        if free.is_empty() {
+            return;
+        }
+        if !sys.fs.names.contains_key(PLACEHOLDER) {
+            self.files_created += 1;
+        }
+        let Ok(tmp) = sys.sys_openat(step.pid, PLACEHOLDER, O_RDWR | O_CREAT) else { return };
+        for f in free {
+            let _ = sys.sys_dup2(step.pid, tmp, f);
+        }
+        if !(0..fd).contains(&tmp) {
+            let _ = sys.sys_close(step.pid, tmp);
+        }
+    }
+
     fn grow(&mut self, sys: &mut System, f: crate::fs::FileId, need: Option<u64>) {
         let inode = sys.fs.files[f].inode;
         let ino = &mut sys.fs.inodes[inode];
@@ -458,6 +484,7 @@ impl ReplayState {
                     let got_fd = got as i64;
                     if sys.sys_dup2(step.pid, got_fd, want_fd).is_ok() {
                         let _ = sys.sys_close(step.pid, got_fd);
+                        self.fill_below(sys, step, want_fd);
                         self.record(Self::divergence(
                             DivClass::File,
                             step,
@@ -526,17 +553,26 @@ pub fn classify(call: &Call, got: &Expect) -> DivClass {
 
 /// The model's choice for a moving mremap without MREMAP_FIXED: in place when the VMA ends
 /// at the range's end and the space after it is free (`expand_vma` → `vma_expandable`),
-/// else `vrm_set_new_addr`'s `get_unmapped_area`. None when the call fails anyway.
-pub fn predict_mremap(sys: &System, mm: MmId, addr: u64, old_len: u64, new_len: u64) -> Option<u64> {
+/// else `vrm_set_new_addr`'s `get_unmapped_area`; `always_moves` (MREMAP_DONTUNMAP) goes
+/// straight to `vrm_set_new_addr`. None when the call fails anyway.
+pub fn predict_mremap(
+    sys: &System,
+    mm: MmId,
+    addr: u64,
+    old_len: u64,
+    new_len: u64,
+    always_moves: bool,
+) -> Option<u64> {
     let old_len = page_align(old_len)?;
     let new_len = page_align(new_len)?;
-    if new_len <= old_len {
+    if new_len <= old_len && !always_moves {
         return Some(addr);
     }
     let v = sys.mms[mm].vma_lookup(VirtAddr(addr))?;
     let vma = &sys.vmas[v];
-    let delta = new_len - old_len;
-    if vma.end.0 == addr.checked_add(old_len)?
+    let delta = new_len.saturating_sub(old_len);
+    if !always_moves
+        && vma.end.0 == addr.checked_add(old_len)?
         && let Some(end) = vma.end.0.checked_add(delta)
         && !sys.mms[mm].intersects(vma.end, VirtAddr(end))
     {

@@ -101,6 +101,8 @@ pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
     }
     let (script, mut report) = if looks_like_perf(&text) {
         parse_perf(&name, &text)?
+    } else if let Some(line) = perf_without_tid(&text) {
+        return Err(err(line, PERF_FIELDS.to_string()));
     } else {
         let s =
             parse_str_with(&name, &text, &ParseOptions { skip_unknown: true }).map_err(|e| ImportError {
@@ -146,6 +148,34 @@ fn decompress(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
 /// Whether one of the first non-empty lines is a perf event line.
 pub(crate) fn looks_like_perf(text: &str) -> bool {
     text.lines().filter(|l| !l.trim().is_empty()).take(50).any(|l| split_header(l).is_some())
+}
+
+/// What `import` says of `perf script` text that lacks the fields it reads.
+pub(crate) const PERF_FIELDS: &str = "`perf script` text without the PID/TID field: anonmm reads \
+     `perf script --show-mmap-events -F comm,pid,tid,time,event,trace` (what `anonmm record` \
+     writes; perf's default fields have no TID and add others)";
+
+/// The line of the first of the first non-empty lines that is `perf script` output with
+/// perf's default fields (`COMM PID [CPU] TIME: EVENT`) or another set without the TID.
+pub(crate) fn perf_without_tid(text: &str) -> Option<usize> {
+    let lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).take(50);
+    for (i, l) in lines {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let Some(t) = words.iter().position(|w| is_time_colon(w)) else { continue };
+        let digits = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
+        let cpu = |w: &str| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')).is_some_and(digits);
+        let pid_before = match t {
+            0 => false,
+            _ if cpu(words[t - 1]) => t >= 2 && digits(words[t - 2]),
+            _ => digits(words[t - 1]),
+        };
+        // An event (`system:name:` or `PERF_RECORD_...`) after the time.
+        let event = words.get(t + 1).is_some_and(|e| e.ends_with(':') || e.starts_with("PERF_RECORD_"));
+        if pid_before && event {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 fn strace_report(text: &str, s: &Script) -> ImportReport {
@@ -438,9 +468,11 @@ fn num(s: &str) -> Option<u64> {
     }
 }
 
-/// A file descriptor as the syscall tracepoints print an `int`: `0xffffffff` is -1.
+/// A file descriptor: the kernel takes it as an `int` (`ksys_mmap_pgoff` → `fget(unsigned
+/// int)`, `close_fd(unsigned int)`), ignoring the upper 32 bits of the register, which
+/// callers leave with junk in them; `0xffffffff` is -1.
 fn fd_of(v: u64) -> i64 {
-    if v <= u64::from(u32::MAX) { i64::from(v as u32 as i32) } else { v as i64 }
+    i64::from(v as u32 as i32)
 }
 
 /// One `PERF_RECORD_MMAP2` line: `PID/TID: [ADDR(LEN) @ PGOFF MAJ:MIN INO GEN]: PERMS NAME`.
@@ -1300,7 +1332,16 @@ impl<'a> Conv<'a> {
         self.fd_tables[fdt].users += 1;
         self.task(tid).fdt = fdt;
         self.drop_table_user(old_fdt);
-        for (l, rec) in recs {
+        // The exec's own stack record (`setup_arg_pages` → `expand_stack_locked`) is named
+        // `[stack]`; an anonymous record before it is the temporary stack `__bprm_mm_init`
+        // made at STACK_TOP_MAX for the arguments, grown (`expand_downwards`) when they pass
+        // a page, and moved away by `setup_arg_pages`: no VMA after the exec.
+        let stack_at = recs.iter().position(|(_, r)| r.name == "[stack]");
+        for (i, (l, rec)) in recs.into_iter().enumerate() {
+            if stack_at.is_some_and(|s| i < s) && rec.is_anon() {
+                self.skip(l, "PERF_RECORD_MMAP2 of the temporary exec stack");
+                continue;
+            }
             let path = (!rec.is_anon() && !rec.is_special()).then(|| self.file_name(&rec));
             let call = Call::MapRecord {
                 addr: rec.addr,
@@ -1543,6 +1584,9 @@ mod tests {
         assert_eq!(fd_of(0xffffffff), -1);
         assert_eq!(fd_of(0xffffff9c), AT_FDCWD);
         assert_eq!(fd_of(3), 3);
+        // Junk above an int's 32 bits is ignored, as the kernel ignores it.
+        assert_eq!(fd_of(0x5a5a_0000_0007), 7);
+        assert_eq!(fd_of(0xffff_ffff_ffff_ffff), -1);
         assert_eq!(expect_of(0xfffffffffffffffe), Ok(Expect::Err(Errno::ENOENT)));
         assert_eq!(expect_of(0x7f00_0000_0000), Ok(Expect::Value(0x7f00_0000_0000)));
         assert_eq!(expect_of((-6i64) as u64), Err(6));
@@ -1682,6 +1726,12 @@ mod tests {
     #[test]
     fn exec_records_and_failed_execs() {
         let text = [
+            // The temporary stack of an exec with more than a page of arguments: dropped.
+            l(
+                5,
+                5,
+                "PERF_RECORD_MMAP2 5/5: [0x7fffffffd000(0x2000) @ 0x7fffffffd000 00:00 0 0]: rw-p //anon",
+            ),
             l(
                 5,
                 5,
@@ -1712,8 +1762,9 @@ mod tests {
             ]
         );
         let at: Vec<usize> = s.steps.iter().map(|s| s.line).collect();
-        assert_eq!(at, [3, 1, 2, 7, 8, 9]);
+        assert_eq!(at, [4, 2, 3, 8, 9, 10]);
         assert_eq!(r.skipped["execve failed (ENOENT)"], 1);
+        assert_eq!(r.skipped["PERF_RECORD_MMAP2 of the temporary exec stack"], 1);
     }
 
     /// An mmap that names a file longer after its openat than a stream holds steps back:
@@ -1868,6 +1919,23 @@ mod tests {
             "{:?}",
             r.problems
         );
+    }
+
+    #[test]
+    fn perf_default_fields_are_named() {
+        let default = "            perf 15128 [001]   668.527414: syscalls:sys_enter_mmap: addr: 0x0\n";
+        assert_eq!(perf_without_tid(default), Some(1));
+        let no_cpu = "\nls 15128 668.527414: PERF_RECORD_MMAP2 15128/15128: [0x1(0x1000) @ 0 00:00 0 0]: ---p //anon\n";
+        assert_eq!(perf_without_tid(no_cpu), Some(2));
+        // strace lines with timestamps are not perf text.
+        assert_eq!(perf_without_tid("1234 1009.601168 mmap(NULL, 4096, ...) = 0x1\n"), None);
+        assert_eq!(perf_without_tid("1234 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 3, 0) = 0x1\n"), None);
+        let dir = std::env::temp_dir().join(format!("anonmm-default-{}", std::process::id()));
+        std::fs::write(&dir, default).unwrap();
+        let e = read_trace(&dir).unwrap_err();
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(e.line, 1);
+        assert!(e.reason.contains("-F comm,pid,tid,time,event,trace"), "{e}");
     }
 
     #[test]

@@ -192,6 +192,12 @@ impl Parser<'_> {
     /// Parse `CALL(ARGS) [= RESULT]`; `None` when the call is unknown and skipped.
     fn step(&mut self, line: usize, pid: Pid, body: &str) -> Result<Option<Step>, String> {
         let raw = split_call(body)?;
+        if let Some(code) = restarted(raw.rest) {
+            // Interrupted before it took effect, and restarted (`clone(...) = ?
+            // ERESTARTNOINTR`): the restarted call follows on its own line.
+            self.skipped.push((line, format!("{} interrupted ({code}), restarted", raw.name)));
+            return Ok(None);
+        }
         let call = match build_call(raw.name, &raw.args) {
             Ok(c) => c,
             Err(CallErr::Unknown(what)) if self.opts.skip_unknown => {
@@ -364,6 +370,14 @@ fn parse_tail(rest: &str) -> Result<Option<Expect>, String> {
 }
 
 const UNKNOWN_ERRNO: &str = "unknown errno name";
+
+/// The kernel-internal restart code of `= ? ERESTARTNOINTR (To be restarted)` (also
+/// ERESTARTSYS, ERESTARTNOHAND, ERESTART_RESTARTBLOCK): the call was unwound by a signal.
+fn restarted(rest: &str) -> Option<&str> {
+    let r = rest.split('#').next()?.trim().strip_prefix('=')?.trim_start().strip_prefix('?')?;
+    let code = first_word(r.trim_start());
+    code.starts_with("ERESTART").then_some(code)
+}
 
 fn parse_result(s: &str) -> Result<Expect, String> {
     let word = first_word(s);
@@ -1170,6 +1184,23 @@ mod tests {
         assert!(err("1 <... mmap resumed>) = 0\n").reason.contains("no unfinished call"));
         let e = err("1 mmap(NULL, 1, 0, 0, -1, 0 <unfinished ...>\n1 <... munmap resumed>) = 0\n");
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn restarted_calls_are_skipped() {
+        let text = "1 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f12) = ? ERESTARTNOINTR (To be restarted)\n\
+                    1 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED} ---\n\
+                    1 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f12) = 2\n\
+                    2 exit_group(0) = ?\n";
+        for opts in [ParseOptions::default(), ParseOptions { skip_unknown: true }] {
+            let s = parse_str_with("t", text, &opts).unwrap();
+            assert_eq!(s.steps.len(), 2, "{:?}", s.steps);
+            assert_eq!(s.steps[0].line, 3);
+            assert_eq!(s.skipped, [(1, "clone interrupted (ERESTARTNOINTR), restarted".to_string())]);
+        }
+        assert_eq!(restarted(" = ? ERESTARTSYS (To be restarted if SA_RESTART is set)"), Some("ERESTARTSYS"));
+        assert_eq!(restarted(" = ?"), None);
+        assert_eq!(restarted(" = ? <unavailable>"), None);
     }
 
     #[test]
