@@ -115,6 +115,10 @@ enum Cmd {
         /// How many divergences of each class to list per trace.
         #[arg(long, value_name = "N", default_value_t = anonmm::replay::MAX_EXAMPLES)]
         examples: usize,
+        /// Exit 0 for a damaged trace (garbled lines, lost events, a truncated stream) too;
+        /// the damage is still reported.
+        #[arg(long)]
+        accept_damaged: bool,
     },
     /// Record a program's memory-management trace with perf (the events of
     /// shared/record.sh) as `perf script` text, for `import`, `replay` and `plot`.
@@ -283,8 +287,8 @@ fn main() -> ExitCode {
             out.as_deref(),
         ),
         Cmd::Import { trace, out } => cmd_import(&trace, out.as_deref()),
-        Cmd::Replay { traces, policy, format, check, check_every_step, examples } => {
-            cmd_replay(&traces, &policy, &format, check, !check_every_step, examples)
+        Cmd::Replay { traces, policy, format, check, check_every_step, examples, accept_damaged } => {
+            cmd_replay(&traces, &policy, &format, check, !check_every_step, examples, accept_damaged)
         }
         Cmd::Record { out, command } => cmd_record(&out, &command),
         Cmd::Gen { kind } => cmd_gen(kind),
@@ -547,6 +551,7 @@ fn cmd_replay(
     check: bool,
     check_sampled: bool,
     examples: usize,
+    accept_damaged: bool,
 ) -> i32 {
     use std::io::{IsTerminal, Write};
 
@@ -578,15 +583,40 @@ fn cmd_replay(
     };
     let mut rows = Vec::new();
     let mut code = 0;
+    // Damaged traces, told once each.
+    let mut warned = std::collections::BTreeSet::new();
     // One policy's run of one trace: its row, or its error on stderr.
     let mut record =
-        |name: &str, p: &str, t0: std::time::Instant, res: Result<anonmm::replay::ReplayOutcome, String>| {
+        |name: &str,
+         p: &str,
+         t0: std::time::Instant,
+         res: Result<(anonmm::replay::ReplayOutcome, &anonmm::import::ImportReport), String>| {
             match res {
-                Ok(out) => {
+                Ok((out, import)) => {
                     if out.invariant.is_some() {
                         code = code.max(1);
                     }
-                    rows.push(ReportRow::new(name, p, &out, t0.elapsed().as_secs_f64()));
+                    if import.damaged() && warned.insert(name.to_string()) {
+                        let first = import.problems.first().map_or("", String::as_str);
+                        bar.suspend(|| {
+                            eprintln!(
+                                "{name}: damaged trace ({} problems, {} events lost; first: {first}): \
+                                 divergences after the damage are counted as `trace`{}",
+                                import.problems.len(),
+                                import.lost,
+                                if accept_damaged {
+                                    ""
+                                } else {
+                                    "; exit status 2 (--accept-damaged to accept)"
+                                }
+                            )
+                        });
+                    }
+                    if import.damaged() && !accept_damaged {
+                        code = 2;
+                    }
+                    let row = ReportRow::new(name, p, &out, t0.elapsed().as_secs_f64());
+                    rows.push(row.with_import(import));
                 }
                 Err(e) => {
                     bar.suspend(|| eprintln!("{e}"));
@@ -608,12 +638,15 @@ fn cmd_replay(
             let t0 = std::time::Instant::now();
             let res =
                 anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64));
-            record(&name, p, t0, res.map(|(out, _)| out).map_err(|e| e.to_string()));
+            match res {
+                Ok((out, import)) => record(&name, p, t0, Ok((out, &import))),
+                Err(e) => record(&name, p, t0, Err(e.to_string())),
+            }
             continue;
         }
         bar.set_message(format!("reading {name}"));
-        let script = match read_trace(path) {
-            Ok((s, _)) => s,
+        let (script, import) = match read_trace(path) {
+            Ok(s) => s,
             Err(e) => {
                 record(&name, "", std::time::Instant::now(), Err(e.to_string()));
                 continue;
@@ -626,6 +659,10 @@ fn cmd_replay(
             let opts = RunOptions { check, check_sampled, policy: p.to_string(), ..Default::default() };
             let t0 = std::time::Instant::now();
             let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
+            let res = res.map(|mut out| {
+                out.blame_damage(&import);
+                (out, &import)
+            });
             record(&name, p, t0, res.map_err(|e| e.to_string()));
         }
     }

@@ -303,6 +303,23 @@ impl<'a> Runner<'a> {
                 format!("process {} does not exist (no fork made it, or it exited)", step.pid.0),
             ));
         }
+        if let Call::VmaRecord { .. } = step.call {
+            // The kernel's VMA after the call before: compared, nothing run.
+            match &mut self.replay {
+                Some(r) => r.vma_record(&self.sys, step),
+                None => {
+                    if let Some((kernel, model)) =
+                        crate::replay::vma_record_diff(&self.sys, step.pid, &step.call)
+                    {
+                        self.result.mismatches.push(Mismatch {
+                            line: step.line,
+                            expected: kernel,
+                            got: model,
+                        });
+                    }
+                }
+            }
+        }
         let plan = match &mut self.replay {
             Some(r) => r.before(&mut self.sys, step),
             None => Plan::Run(Cow::Borrowed(step)),
@@ -463,6 +480,7 @@ impl<'a> Runner<'a> {
             Call::UffdioMove { dst, src, len, mode } => {
                 val(sys.sys_uffdio_move(pid, *dst, *src, *len, *mode))
             }
+            Call::VmaRecord { .. } => Expect::Unknown,
             Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => val(sys.map_record(
                 pid,
                 *addr,

@@ -125,3 +125,96 @@ fn perf_script_default_fields_are_refused_with_the_fields_needed() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// quirks.perf.txt with damage: a garbled line, an mremap entry cut in half, a
+/// PERF_RECORD_LOST line, and its zstd stream cut (its second frame half gone).
+#[test]
+fn a_damaged_trace_is_reported_and_exits_2() {
+    let p = data("damaged.perf.txt.zst");
+    let p = p.to_str().unwrap();
+    let out = anonmm(&["replay", p]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("damaged trace (4 problems, 7 events lost"), "{err}");
+    assert!(err.contains("--accept-damaged"), "{err}");
+    let out = anonmm(&["replay", p, "--format", "json", "--accept-damaged", "--policy", "all"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Told once per trace, not per policy.
+    assert_eq!(String::from_utf8_lossy(&out.stderr).matches("damaged trace").count(), 1);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for row in rows.as_array().unwrap() {
+        let problems: Vec<&str> =
+            row["import_problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].contains(":61: garbled line: \\0\\u{17}garbage"), "{problems:?}");
+        assert!(problems[1].contains(":122: garbled sys_enter_mremap"), "{problems:?}");
+        assert!(problems[2].contains(":201: PERF_RECORD_LOST: 7 events lost"), "{problems:?}");
+        assert!(problems[3].contains("zstd"), "{problems:?}");
+        assert_eq!(row["model"], 0, "{row}");
+    }
+    for format in ["text", "markdown", "csv"] {
+        let out = anonmm(&["replay", p, "--format", format, "--accept-damaged"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("import problems") || text.contains("import_problems"), "{format}: {text}");
+        if format != "csv" {
+            assert!(text.contains("PERF_RECORD_LOST: 7 events lost"), "{format}: {text}");
+        }
+    }
+}
+
+/// Model divergences from the first damaged line on are the damage's: counted as `trace`.
+#[test]
+fn divergences_after_damage_are_blamed_on_it() {
+    use anonmm::replay::{Divergence, ReplayState};
+    let mut replay = ReplayState::new();
+    for line in [5, 10, 20] {
+        replay.record(Divergence {
+            class: DivClass::Model,
+            line,
+            pid: 1,
+            call: "munmap(0x1000, 4096)".into(),
+            expected: "= 0".into(),
+            got: "= -1 EINVAL".into(),
+        });
+    }
+    let mut o = ReplayOutcome {
+        steps: 30,
+        replay,
+        stats: Default::default(),
+        vmas_end: (0, 0),
+        vmas_peak: (0, 0),
+        invariant: None,
+    };
+    let report = anonmm::import::ImportReport { damaged_from: Some(10), ..Default::default() };
+    o.blame_damage(&report);
+    assert_eq!(classes(&o), (0, 0, 2, 1));
+    assert_eq!(o.replay.examples.iter().filter(|d| d.class == DivClass::Trace).count(), 2);
+    // A whole trace changes nothing.
+    o.blame_damage(&anonmm::import::ImportReport::default());
+    assert_eq!(classes(&o), (0, 0, 2, 1));
+}
+
+/// Every `vma_record` of the recordings (the kernel's VMA after an mmap, mprotect or brk)
+/// is checked against the model's, and a differing one is reported with both VMAs.
+#[test]
+fn kernel_vma_records_are_checked() {
+    let (script, report) = read_trace(&data("quirks.perf.txt.zst")).unwrap();
+    let o = replay(&script);
+    assert_eq!(report.vma_records, 38);
+    assert_eq!((o.replay.vma_records_checked, o.replay.vma_records_differ), (38, 0));
+    let o = replay_text(
+        "1 mmap(0x200000000000, 8192, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0) = 0x200000000000\n\
+         1 vma_record(0x200000000000, 8192, 0x200000000, PROT_READ|PROT_WRITE, \"p\", 0, 0, NULL, NULL)\n\
+         1 mprotect(0x200000000000, 4096, PROT_READ) = 0\n\
+         1 vma_record(0x200000000000, 8192, 0x200000000, PROT_READ, \"p\", 0, 0, NULL, NULL)\n",
+    );
+    assert_eq!((o.replay.vma_records_checked, o.replay.vma_records_differ), (2, 1));
+    let d = &o.replay.vma_examples[0];
+    assert_eq!(d.line, 4);
+    assert_eq!(d.expected, "200000000000-200000002000 r--p pgoff 0x200000000");
+    assert_eq!(d.got, "200000000000-200000001000 r--p pgoff 0x200000000");
+    // A plain run reports it as a mismatch.
+    let s = parse_str("v.strace", "1 mmap(0x200000000000, 8192, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0) = 0x200000000000\n1 vma_record(0x200000000000, 4096, 0x200000000, PROT_READ, \"p\", 0, 0, NULL, NULL)\n").unwrap();
+    let r = anonmm::run::run_script(&s, &RunOptions::default()).unwrap();
+    assert_eq!(r.mismatches.len(), 1);
+}

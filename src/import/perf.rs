@@ -64,8 +64,36 @@ pub struct ImportReport {
     pub processes: u64,
     /// Tasks that are not their group's leader.
     pub threads: u64,
-    /// The first garbled lines, as `file:line: reason`.
+    /// The first garbled lines, as `file:line: reason` (and a truncated zstd stream, and
+    /// lost events): the trace's damage.
     pub problems: Vec<String>,
+    /// The first line of damage (a garbled line, lost events): what the model does from
+    /// there on may be the damage's doing. None when the trace is whole (or only its end
+    /// is missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged_from: Option<usize>,
+    /// PERF_RECORD_MMAP2 records of the kernel's VMA after an mmap, mprotect or brk, kept
+    /// as `vma_record` steps for replay to compare with the model's.
+    pub vma_records: u64,
+}
+
+impl ImportReport {
+    /// Whether the trace is damaged: garbled lines or events cut in half, lost events, a
+    /// truncated or corrupt zstd stream.
+    pub fn damaged(&self) -> bool {
+        !self.problems.is_empty() || self.lost > 0
+    }
+
+    /// Damage at `line`.
+    fn damage_at(&mut self, line: usize) {
+        self.damaged_from = Some(self.damaged_from.map_or(line, |d| d.min(line)));
+    }
+
+    /// The zstd stream stopped early with `e`: what was decompressed is kept.
+    pub(crate) fn zstd_cut(&mut self, name: &str, e: &str) {
+        *self.skipped.entry("rest of a truncated or corrupt zstd stream".to_string()).or_default() += 1;
+        self.problems.push(format!("{name}:0: zstd: {e}"));
+    }
 }
 
 /// How many garbled lines `ImportReport::problems` lists.
@@ -115,8 +143,7 @@ pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
     };
     if let Some(e) = zst_problem {
         // A recording cut short: keep what was decompressed, and say so.
-        *report.skipped.entry("rest of a truncated or corrupt zstd stream".to_string()).or_default() += 1;
-        report.problems.push(format!("{name}:0: zstd: {e}"));
+        report.zstd_cut(&name, &e);
     }
     Ok((script, report))
 }
@@ -593,6 +620,9 @@ struct Pending {
     kind: Kind,
     /// The file record perf made during an `mmap`.
     rec: Option<MapRec>,
+    /// The records of the kernel's VMA perf made during an mmap, mprotect or brk, with
+    /// their lines.
+    vma_recs: Vec<(usize, MapRec)>,
     /// `dup3`/`openat` O_CLOEXEC.
     cloexec: bool,
 }
@@ -832,8 +862,10 @@ impl<'a> Conv<'a> {
 
     /// A garbled line or event: counted as skipped under `reason`, listed with `detail`.
     fn garbled(&mut self, line: usize, reason: String, detail: &str) {
+        self.report.damage_at(line);
         if self.report.problems.len() < MAX_PROBLEMS {
-            self.report.problems.push(format!("{}:{line}: {reason}: {detail}", self.path));
+            // Garbage may hold control characters: shown escaped.
+            self.report.problems.push(format!("{}:{line}: {reason}: {}", self.path, detail.escape_debug()));
         }
         self.skip(line, reason);
     }
@@ -932,6 +964,12 @@ impl<'a> Conv<'a> {
                     .next_back()
                     .unwrap_or(1);
                 self.report.lost = self.report.lost.saturating_add(n.max(1));
+                self.report.damage_at(line);
+                if self.report.problems.len() < MAX_PROBLEMS {
+                    self.report
+                        .problems
+                        .push(format!("{}:{line}: PERF_RECORD_{rec}: {n} events lost", self.path));
+                }
                 self.skipped.push((line, format!("PERF_RECORD_{rec}")));
             }
             _ => self.skip(line, format!("PERF_RECORD_{rec}")),
@@ -997,7 +1035,8 @@ impl<'a> Conv<'a> {
     }
 
     fn set_pending(&mut self, tid: u32, line: usize, name: &str, kind: Kind, cloexec: bool) {
-        self.task(tid).pending = Some(Pending { line, name: name.to_string(), kind, rec: None, cloexec });
+        self.task(tid).pending =
+            Some(Pending { line, name: name.to_string(), kind, rec: None, vma_recs: Vec::new(), cloexec });
     }
 
     /// The call a `sys_enter_NAME` stands for: `Err(None)` when it has none, `Err(Some(why))`
@@ -1107,30 +1146,44 @@ impl<'a> Conv<'a> {
         }
     }
 
-    /// A syscall's exit: make its step.
-    fn complete(&mut self, tid: u32, p: Pending, ret: Option<u64>) {
+    /// A syscall's exit: make its step, and the steps of the kernel's VMAs it made.
+    fn complete(&mut self, tid: u32, mut p: Pending, ret: Option<u64>) {
+        let recs = std::mem::take(&mut p.vma_recs);
+        let pushed = self.complete_call(tid, p, ret);
+        let ok = pushed.is_some_and(|i| {
+            i.checked_sub(self.base)
+                .and_then(|i| self.steps.get(i))
+                .is_some_and(|s| matches!(s.expect, Some(Expect::Value(_))))
+        });
+        self.vma_records(tid, recs, ok);
+    }
+
+    /// [`Conv::complete`] of the call itself: the step made, if one was.
+    fn complete_call(&mut self, tid: u32, p: Pending, ret: Option<u64>) -> Option<usize> {
         let expect = match ret.map(expect_of) {
             None => None,
             Some(Ok(e)) => Some(e),
             Some(Err(code)) => {
-                return self.skip(p.line, format!("{} failed with unknown errno {code}", p.name));
+                self.skip(p.line, format!("{} failed with unknown errno {code}", p.name));
+                return None;
             }
         };
         let mut call = match p.kind {
-            Kind::Skip => return,
+            Kind::Skip => return None,
             Kind::Clone(_) => {
                 // The step is the fork event's; a failed clone made none.
                 if let Some(Expect::Err(e)) = expect {
                     self.skip(p.line, format!("clone failed ({})", e.name()));
                 }
-                return;
+                return None;
             }
             Kind::Execve => {
                 // No exec event came between enter and exit: it failed, and changed nothing.
-                return match expect {
+                match expect {
                     Some(Expect::Err(e)) => self.skip(p.line, format!("execve failed ({})", e.name())),
                     _ => self.skip(p.line, "execve without sched_process_exec"),
-                };
+                }
+                return None;
             }
             Kind::Call(c) => c,
         };
@@ -1181,7 +1234,38 @@ impl<'a> Conv<'a> {
             }
             _ => {}
         }
-        self.push(p.line, tid, call, expect);
+        Some(self.push(p.line, tid, call, expect))
+    }
+
+    /// The kernel's VMAs after a call, as `vma_record` steps after its step. A record a later
+    /// one of the same call overlaps shows a VMA that call merged further (mprotect over
+    /// several VMAs: each `mprotect_fixup` may merge with the one before).
+    fn vma_records(&mut self, tid: u32, recs: Vec<(usize, MapRec)>, ok: bool) {
+        for (i, (line, rec)) in recs.iter().enumerate() {
+            if !ok {
+                self.skip(*line, "PERF_RECORD_MMAP2 of a call without a recorded success");
+                continue;
+            }
+            let end = rec.addr.saturating_add(rec.len);
+            if recs[i + 1..].iter().any(|(_, r)| r.addr < end && rec.addr < r.addr.saturating_add(r.len)) {
+                self.skip(*line, "PERF_RECORD_MMAP2 merged by the same call");
+                continue;
+            }
+            let path = (!rec.is_anon() && !rec.is_special()).then(|| self.file_name(rec));
+            let call = Call::VmaRecord {
+                addr: rec.addr,
+                len: rec.len,
+                pgoff: rec.pgoff >> 12,
+                prot: rec.prot,
+                shared: rec.shared,
+                dev: rec.dev,
+                ino: rec.ino,
+                path,
+                name: rec.is_special().then(|| rec.name.clone()),
+            };
+            self.report.vma_records += 1;
+            self.push(*line, tid, call, None);
+        }
     }
 
     /// The name for a file perf calls `name`: the same name for the same (dev, ino), and a
@@ -1230,8 +1314,12 @@ impl<'a> Conv<'a> {
         match &mut t.pending {
             Some(p) if p.name == "mmap" => {
                 if !rec.is_anon() {
-                    p.rec = Some(rec);
+                    p.rec = Some(rec.clone());
                 }
+                p.vma_recs.push((line, rec));
+            }
+            Some(p) if matches!(p.name.as_str(), "mprotect" | "pkey_mprotect" | "brk") => {
+                p.vma_recs.push((line, rec));
             }
             Some(p) if p.name == "execve" || p.name == "execveat" => t.exec_recs.push((line, rec)),
             Some(p) => {

@@ -278,6 +278,30 @@ pub enum Call {
         /// A special mapping's name (`[stack]`, `[vdso]`, ...) when there is no file.
         name: Option<String>,
     },
+    /// The kernel's own VMA after the call before it, as perf's mmap record shows it
+    /// (`perf_event_mmap` at the end of `__mmap_region`, `mprotect_fixup` and
+    /// `do_brk_flags`, merges included). Not a syscall and no change: the model's VMA at
+    /// `addr` is compared with it (same fields as [`Call::MapRecord`]).
+    VmaRecord {
+        /// `vm_start`.
+        addr: u64,
+        /// `vm_end - vm_start`.
+        len: u64,
+        /// `vm_pgoff` (pages; for anonymous memory too).
+        pgoff: u64,
+        /// `PROT_*` bits of `vm_flags`.
+        prot: u64,
+        /// VM_MAYSHARE (`"s"`) rather than private (`"p"`).
+        shared: bool,
+        /// Device number of the file.
+        dev: u64,
+        /// Inode number of the file.
+        ino: u64,
+        /// The mapped file's name as the import gives it, or None.
+        path: Option<String>,
+        /// A special mapping's name (`[stack]`, ...) when there is no file.
+        name: Option<String>,
+    },
 }
 
 impl Call {
@@ -310,6 +334,7 @@ impl Call {
             Call::UffdUnregister { .. } => "uffd_unregister",
             Call::UffdioMove { .. } => "uffdio_move",
             Call::MapRecord { .. } => "map_record",
+            Call::VmaRecord { .. } => "vma_record",
         }
     }
 }

@@ -803,7 +803,7 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
                 mode: flags(a, 3, abi::UFFDIO_MOVE_MODES, "mode")?,
             }
         }
-        "map_record" => {
+        "map_record" | "vma_record" => {
             // map_record(ADDR, LEN, PGOFF, PROT, "p"|"s", DEV, INO, "path"|NULL, "[name]"|NULL)
             want(a, &[9])?;
             let shared = match string(a, 4, "sharing")?.as_deref() {
@@ -813,16 +813,14 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
                     return Err(CallErr::Bad(format!("sharing must be \"p\" or \"s\", found `{}`", a[4])));
                 }
             };
-            Call::MapRecord {
-                addr: num(a, 0, "addr")?,
-                len: num(a, 1, "length")?,
-                pgoff: num(a, 2, "pgoff")?,
-                prot: flags(a, 3, PROT_FLAGS, "prot")?,
-                shared,
-                dev: num(a, 5, "dev")?,
-                ino: num(a, 6, "ino")?,
-                path: string(a, 7, "path")?,
-                name: string(a, 8, "name")?,
+            let (addr, len, pgoff) = (num(a, 0, "addr")?, num(a, 1, "length")?, num(a, 2, "pgoff")?);
+            let prot = flags(a, 3, PROT_FLAGS, "prot")?;
+            let (dev, ino) = (num(a, 5, "dev")?, num(a, 6, "ino")?);
+            let (path, special) = (string(a, 7, "path")?, string(a, 8, "name")?);
+            if name == "vma_record" {
+                Call::VmaRecord { addr, len, pgoff, prot, shared, dev, ino, path, name: special }
+            } else {
+                Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name: special }
             }
         }
         _ => return Err(CallErr::Unknown(name.to_string())),
@@ -993,8 +991,10 @@ pub fn format_call(call: &Call) -> String {
         Call::CloneVm { flags } => format!("clone(child_stack=NULL, flags={})", format_clone_flags(*flags)),
         Call::ExitGroup { code } => format!("exit_group({code})"),
         Call::Execve { path } => format!("execve({}, [{}], NULL)", quote(path), quote(path)),
-        Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => format!(
-            "map_record({}, {len}, {pgoff}, {}, {}, {dev:#x}, {ino}, {}, {})",
+        Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
+        | Call::VmaRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => format!(
+            "{}({}, {len}, {pgoff}, {}, {}, {dev:#x}, {ino}, {}, {})",
+            call.name(),
             ptr(*addr),
             format_flags(PROT_FLAGS, *prot, "PROT_NONE"),
             if *shared { "\"s\"" } else { "\"p\"" },
@@ -1560,6 +1560,15 @@ mod tests {
                     .prop_map(
                         |((addr, len, pgoff, prot, shared), (dev, ino, path, name))| {
                             Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
+                        }
+                    ),
+                (
+                    (n(), n(), n(), n(), any::<bool>()),
+                    (n(), n(), proptest::option::of(any_string()), proptest::option::of(any_string()))
+                )
+                    .prop_map(
+                        |((addr, len, pgoff, prot, shared), (dev, ino, path, name))| {
+                            Call::VmaRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
                         }
                     ),
             ]
