@@ -23,8 +23,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a script on the model and print the final maps of every live process.
+    ///
+    /// SCRIPT may be a trace (`perf script` text, `.zst`, or strace output with calls outside
+    /// the memory subset, which are skipped and counted): it runs as `replay` runs it.
     Run {
         script: PathBuf,
+        /// Stop after the step on this line, and show the state there.
+        #[arg(long, value_name = "LINE")]
+        at: Option<usize>,
         /// Print every step's state as JSON instead.
         #[arg(long)]
         json: bool,
@@ -60,6 +66,23 @@ enum Cmd {
         /// `text`, `markdown` or `json`.
         #[arg(long, default_value = "text")]
         format: String,
+    },
+    /// For every pair of adjacent VMAs of a process that stay apart, say why in the kernel's
+    /// terms (the refusal's name as `run --trace` prints it, and what makes it), and which
+    /// policies would merge them.
+    ///
+    /// SCRIPT may be a trace, run as `replay` runs it.
+    Explain {
+        script: PathBuf,
+        /// Explain the state after the step on this line (default: the last).
+        #[arg(long, value_name = "LINE")]
+        at: Option<usize>,
+        /// Only this process.
+        #[arg(long, value_name = "N")]
+        pid: Option<u32>,
+        /// The policy to run under.
+        #[arg(long, value_name = "NAME", default_value = "kernel")]
+        policy: String,
     },
     /// Draw the reverse map (VMAs, anon_vma_chains, anon_vmas, folios) at one step of a
     /// script as Graphviz DOT, or SVG when OUT ends in `.svg` (needs Graphviz's `dot`).
@@ -266,20 +289,24 @@ enum OracleCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.cmd {
-        Cmd::Run { script, json, check, check_every_step, trace, policy, anon_vma_name, smaps } => cmd_run(
-            &script,
-            json,
-            RunOptions {
-                check,
-                check_sampled: !check_every_step,
-                trace,
-                policy,
-                last_view_only: !json,
-                config: anonmm::mm::Config { anon_vma_name, ..Default::default() },
-                replay: false,
-                smaps,
-            },
-        ),
+        Cmd::Explain { script, at, pid, policy } => cmd_explain(&script, at, pid, policy),
+        Cmd::Run { script, at, json, check, check_every_step, trace, policy, anon_vma_name, smaps } => {
+            cmd_run(
+                &script,
+                at,
+                json,
+                RunOptions {
+                    check,
+                    check_sampled: !check_every_step,
+                    trace,
+                    policy,
+                    last_view_only: !json,
+                    config: anonmm::mm::Config { anon_vma_name, ..Default::default() },
+                    replay: false,
+                    smaps,
+                },
+            )
+        }
         Cmd::Compare { script, format } => cmd_compare(&script, &format),
         Cmd::Graph { script, at, pid, max_folios, policy, out } => cmd_graph(
             &script,
@@ -454,15 +481,65 @@ fn cmd_compare(path: &std::path::Path, format: &str) -> i32 {
     if rows.iter().all(|r| r.contents.is_ok()) { 0 } else { 1 }
 }
 
-fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
-    let report = |res: &anonmm::run::RunResult| anonmm::report::run_report(&opts.policy, res);
-    let script = match parse_file(path) {
-        Ok(s) => s,
+/// Load a script or a trace for `run` and `explain`: the script, and whether it is a trace
+/// (then told on stderr what its import skipped).
+fn load_input(path: &std::path::Path) -> Result<(anonmm::script::Script, bool), i32> {
+    match anonmm::import::load(path) {
+        Ok((s, None)) => Ok((s, false)),
+        Ok((s, Some(report))) => {
+            let skipped: u64 = report.skipped.values().sum();
+            eprintln!(
+                "{}: a {} trace, run as `anonmm replay` runs it: {} steps; {skipped} events skipped \
+                 (calls outside the memory subset and the like){}",
+                path.display(),
+                report.format,
+                s.steps.len(),
+                if report.damaged() {
+                    format!("; damaged: {}", report.problems.join("; "))
+                } else {
+                    String::new()
+                }
+            );
+            Ok((s, true))
+        }
         Err(e) => {
             eprintln!("{e}");
-            return 2;
+            Err(2)
         }
+    }
+}
+
+fn cmd_explain(path: &std::path::Path, at: Option<usize>, pid: Option<u32>, policy: String) -> i32 {
+    let (script, replay) = match load_input(path) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
+    let opts = anonmm::explain::ExplainOptions { at, pid: pid.map(anonmm::types::Pid), policy, replay };
+    match anonmm::explain::explain(&script, &opts) {
+        Ok(text) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            0
+        }
+        Err(e @ RunError::Invariant { .. }) => {
+            eprintln!("{e}");
+            1
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            2
+        }
+    }
+}
+
+fn cmd_run(path: &std::path::Path, at: Option<usize>, json: bool, mut opts: RunOptions) -> i32 {
+    let (mut script, replay) = match load_input(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    script.steps.truncate(anonmm::explain::prefix_until(&script, at));
+    opts.replay = replay;
+    let report = |res: &anonmm::run::RunResult| anonmm::report::run_report(&opts.policy, res);
     let res = match run_script(&script, &opts) {
         Ok(r) => r,
         Err(e @ (RunError::BadInput { .. } | RunError::NotModelled { .. })) => {
@@ -496,6 +573,10 @@ fn cmd_run(path: &std::path::Path, json: bool, opts: RunOptions) -> i32 {
     }
     // The runner may or may not put the leading "= " in; print it once either way.
     let bare = |s: &str| s.strip_prefix('=').unwrap_or(s).trim().to_string();
+    if replay {
+        // A trace's disagreements are replay's classes, not failures (see `anonmm replay`).
+        return 0;
+    }
     for m in &res.mismatches {
         eprintln!("{}:{}: expected = {}, got = {}", script.path, m.line, bare(&m.expected), bare(&m.got));
     }

@@ -128,7 +128,40 @@ pub fn run_script(script: &Script, opts: &RunOptions) -> Result<RunResult, RunEr
     let mut runner = Runner::new(script, opts)?;
     let n = script.steps.len();
     for (i, step) in script.steps.iter().enumerate() {
-        runner.step(step, !opts.last_view_only || i + 1 == n)?;
+        let view = !opts.last_view_only || i + 1 == n;
+        if !opts.replay {
+            runner.step(step, view)?;
+            continue;
+        }
+        // A trace, as replay runs it: a step of a process the trace never showed being made,
+        // or one the model cannot run, is a divergence, not the end of the run.
+        if !runner.sys.procs.contains_key(&step.pid) {
+            if let Some(r) = &mut runner.replay {
+                r.no_process(step);
+            }
+        } else {
+            match runner.step(step, view) {
+                Err(e @ RunError::Invariant { .. }) => return Err(e),
+                Err(e) => {
+                    if let Some(r) = &mut runner.replay {
+                        r.not_modelled(step, &e.to_string());
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        if view && runner.result.steps.last().is_none_or(|v| v.line != step.line) {
+            // The step made no view: the state as it stands.
+            let procs = rename(runner.sys.raw_view());
+            let call = step.call_text().into_owned();
+            runner.result.steps.push(StepView {
+                line: step.line,
+                pid: step.pid,
+                call,
+                result: String::new(),
+                procs,
+            });
+        }
     }
     runner.check_now()?;
     runner.result.stats = runner.sys.stats.clone();

@@ -218,3 +218,74 @@ fn kernel_vma_records_are_checked() {
     let r = anonmm::run::run_script(&s, &RunOptions::default()).unwrap();
     assert_eq!(r.mismatches.len(), 1);
 }
+
+fn workload(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/workloads").join(name).display().to_string()
+}
+
+/// `explain` names each refusal as `--trace` does, with what makes it: the mremap that
+/// moved a side (NOMERGE_PGOFF), the faults that gave each side its anon_vma
+/// (NOMERGE_ANON_VMA), the differing flags.
+#[test]
+fn explain_says_why_adjacent_vmas_stay_apart() {
+    let out = anonmm(&["explain", &workload("stitch-half.strace")]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("== pid 1 (10 VMAs) ==\n"), "{text}");
+    assert!(
+        text.contains(
+            "200000000000-20000000d000 and 20000000d000-200000022000: NOMERGE_PGOFF: left's pages end at \
+             pgoff 0x20004000d, right's start at 0x20000000d; left moved by line 26 `mremap(0x200040000000, \
+             53248, 53248, MREMAP_MAYMOVE|MREMAP_FIXED, 0x200000000000)`"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "200000022000-200000024000 and 200000024000-200000033000: NOMERGE_ANON_VMA: left's anon_vma from \
+             line 20 `touch(0x200140000000, 8192, \"w\")`; right's from line 21 `touch(0x200180000000, 61440, \"w\")`"
+        ),
+        "{text}"
+    );
+    // Before the moves (line 25) nothing is adjacent.
+    let out = anonmm(&["explain", &workload("stitch-half.strace"), "--at", "25"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(" and "),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A recorded trace, as replay runs it; one process.
+    let q = data("quirks.perf.txt.zst");
+    let out = anonmm(&["explain", q.to_str().unwrap(), "--pid", "15535"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text.starts_with("== pid 15535 ("), "{text}");
+    assert!(!text.contains("== pid 15533"), "{text}");
+    assert!(
+        text.contains("NOMERGE_FLAGS: flags differ in VM_EXEC: left has none, right has VM_EXEC"),
+        "{text}"
+    );
+    assert!(text.contains("NOMERGE_SPECIAL: VM_SPECIAL flags: VM_DONTEXPAND"), "{text}");
+}
+
+/// `run` takes a trace (perf, or strace with calls outside the memory subset) as replay
+/// takes it, and `--at` shows the state after a line of it.
+#[test]
+fn run_steps_through_a_trace() {
+    let q = data("quirks.perf.txt.zst");
+    // After the MREMAP_DONTUNMAP move (line 122): both the new and the old range.
+    let out = anonmm(&["run", q.to_str().unwrap(), "--at", "123"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("7f5a1ca90000-7f5a1ca92000 rw-p"), "{text}");
+    assert!(text.contains("7f5a1ca92000-7f5a1ca94000 rw-p"), "{text}");
+    // Before it, only the old one.
+    let out = anonmm(&["run", q.to_str().unwrap(), "--at", "120"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("7f5a1ca90000-"), "{text}");
+    let r = data("restart.strace");
+    let out = anonmm(&["run", r.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("3 events skipped"), "{err}");
+}
