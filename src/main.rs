@@ -112,6 +112,11 @@ enum Cmd {
         /// Where to write the script.
         #[arg(short, long, value_name = "OUT")]
         out: Option<PathBuf>,
+        /// Write the script replay runs: each step as replay runs it (at the recorded
+        /// address with MAP_FIXED where the kernel chose it, files created with O_CREAT, ...),
+        /// a step replay does not run as a comment.
+        #[arg(long)]
+        resolved: bool,
     },
     /// Replay real traces on the model and report, per trace and policy, the work done and
     /// every disagreement with the recording, classified (placement, file, model).
@@ -304,6 +309,7 @@ fn main() -> ExitCode {
                     config: anonmm::mm::Config { anon_vma_name, ..Default::default() },
                     replay: false,
                     smaps,
+                    resolved: false,
                 },
             )
         }
@@ -313,7 +319,7 @@ fn main() -> ExitCode {
             &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy },
             out.as_deref(),
         ),
-        Cmd::Import { trace, out } => cmd_import(&trace, out.as_deref()),
+        Cmd::Import { trace, out, resolved } => cmd_import(&trace, out.as_deref(), resolved),
         Cmd::Replay { traces, policy, format, check, check_every_step, examples, accept_damaged } => {
             cmd_replay(&traces, &policy, &format, check, !check_every_step, examples, accept_damaged)
         }
@@ -583,7 +589,7 @@ fn cmd_run(path: &std::path::Path, at: Option<usize>, json: bool, mut opts: RunO
     if res.mismatches.is_empty() { 0 } else { 1 }
 }
 
-fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
+fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>, resolved: bool) -> i32 {
     use std::io::Write;
     let (script, report) = match read_trace(trace) {
         Ok(r) => r,
@@ -599,9 +605,26 @@ fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
         report.steps,
         report.events
     );
-    for step in &script.steps {
-        text.push_str(&format_step(step));
-        text.push('\n');
+    if resolved {
+        let opts = RunOptions { replay: true, last_view_only: true, resolved: true, ..Default::default() };
+        match run_script(&script, &opts) {
+            Ok(res) => {
+                text.insert_str(0, "# resolved: each step as `anonmm replay` runs it\n");
+                for l in res.resolved {
+                    text.push_str(&l);
+                    text.push('\n');
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        }
+    } else {
+        for step in &script.steps {
+            text.push_str(&format_step(step));
+            text.push('\n');
+        }
     }
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
     match out {

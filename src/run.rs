@@ -38,6 +38,9 @@ pub struct RunOptions {
     pub replay: bool,
     /// Capture `/proc/pid/smaps` of every process in the views (`--smaps`).
     pub smaps: bool,
+    /// Keep every step as it was run, after replay's rewrites, in [`RunResult::resolved`]
+    /// (`anonmm import --resolved`).
+    pub resolved: bool,
 }
 
 impl Default for RunOptions {
@@ -51,6 +54,7 @@ impl Default for RunOptions {
             config: Config::default(),
             replay: false,
             smaps: false,
+            resolved: false,
         }
     }
 }
@@ -84,6 +88,10 @@ pub struct RunResult {
     pub vmas_per_pid: std::collections::BTreeMap<Pid, (usize, usize)>,
     /// The work counters at the end of the run (merges, relocations, copies…).
     pub stats: crate::stats::Stats,
+    /// With [`RunOptions::resolved`]: every step as it was run (replay places a call at the
+    /// recorded address with MAP_FIXED, creates files with O_CREAT, …), as script lines; a
+    /// step not run is a comment.
+    pub resolved: Vec<String>,
 }
 
 /// Why a run stopped before the end of the script.
@@ -357,6 +365,18 @@ impl<'a> Runner<'a> {
             Some(r) => r.before(&mut self.sys, step),
             None => Plan::Run(Cow::Borrowed(step)),
         };
+        if self.opts.resolved {
+            let line = match &plan {
+                Plan::Run(run) => crate::script::format_step(run),
+                Plan::Skip(e) => format!(
+                    "# line {}: not run, the trace's result stands: {} {}",
+                    step.line,
+                    step.call_text(),
+                    format_result_for(&step.call, e)
+                ),
+            };
+            self.result.resolved.push(line);
+        }
         let mut outcome = match plan {
             Plan::Run(run) => self.execute(&run)?,
             Plan::Skip(e) => e,

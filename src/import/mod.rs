@@ -27,10 +27,20 @@ pub fn load(path: &std::path::Path) -> Result<(crate::script::Script, Option<Imp
     if !is_trace {
         match crate::script::parse_file(path) {
             Ok(s) => return Ok((s, None)),
-            // strace output: calls outside the memory subset are skipped and counted.
-            Err(e) if e.reason.starts_with("unknown call") => {}
+            // strace output (strace ends every process with `+++ exited with N +++` or
+            // `+++ killed by SIG +++`): calls outside the memory subset are skipped and
+            // counted. A script's unknown call stays an error (a typo is not a trace).
+            Err(e) if e.reason.starts_with("unknown call") && is_strace_output(path) => {}
             Err(e) => return Err(ImportError { path: e.path, line: e.line, reason: e.reason }),
         }
     }
     read_trace(path).map(|(s, r)| (s, Some(r)))
+}
+
+/// Whether the file holds strace's end-of-process line for some process.
+fn is_strace_output(path: &std::path::Path) -> bool {
+    let text = std::fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .any(|l| l.contains("+++ exited with ") || l.contains("+++ killed by "))
 }
