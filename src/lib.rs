@@ -277,6 +277,7 @@ pub mod arena;
 pub mod bench;
 pub mod check;
 pub mod errno;
+pub mod explain;
 pub mod fault;
 pub mod folio;
 pub mod fork;

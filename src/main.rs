@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use anonmm::import::read_trace;
 use anonmm::kernel::Kernel;
-use anonmm::run::{RunError, RunOptions, run_script_each};
+use anonmm::run::{RunError, RunOptions, run_script, run_script_each};
 use anonmm::script::{format_step, parse_file};
 use anonmm::snapshot::{format_maps_text, format_smaps_text, step_changes_json, write_step_json};
 use anonmm::{out, outln};
@@ -53,10 +53,16 @@ fn policy_or_all_arg(s: &str) -> Result<String, String> {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a script on the model and print the final maps of every live process.
+    ///
+    /// SCRIPT may be a trace (`perf script` text, `.zst`, or strace output with calls outside
+    /// the memory subset, which are skipped and counted): it runs as `replay` runs it.
     #[command(after_help = EXIT_CODES)]
     Run {
         /// The script: strace -f syntax (docs/scenario-language.md).
         script: PathBuf,
+        /// Stop after the step on this line, and show the state there.
+        #[arg(long, value_name = "LINE")]
+        at: Option<usize>,
         /// Print every step's state as JSON instead (streamed, one step at a time).
         #[arg(long)]
         json: bool,
@@ -108,6 +114,23 @@ enum Cmd {
         #[arg(long, value_name = "6.1|6.12|6.18|all", default_value = "6.18")]
         kernel: String,
     },
+    /// For every pair of adjacent VMAs of a process that stay apart, say why in the kernel's
+    /// terms (the refusal's name as `run --trace` prints it, and what makes it), and which
+    /// policies would merge them.
+    ///
+    /// SCRIPT may be a trace, run as `replay` runs it.
+    Explain {
+        script: PathBuf,
+        /// Explain the state after the step on this line (default: the last).
+        #[arg(long, value_name = "LINE")]
+        at: Option<usize>,
+        /// Only this process.
+        #[arg(long, value_name = "N")]
+        pid: Option<u32>,
+        /// The policy to run under.
+        #[arg(long, value_name = "NAME", default_value = "kernel")]
+        policy: String,
+    },
     /// Draw the reverse map (VMAs, anon_vma_chains, anon_vmas, folios) at one step of a
     /// script as Graphviz DOT, or as SVG, PNG or PDF by OUT's extension (through Graphviz's
     /// `dot`).
@@ -149,6 +172,11 @@ enum Cmd {
         /// Where to write the script.
         #[arg(short, long, value_name = "OUT")]
         out: Option<PathBuf>,
+        /// Write the script replay runs: each step as replay runs it (at the recorded
+        /// address with MAP_FIXED where the kernel chose it, files created with O_CREAT, ...),
+        /// a step replay does not run as a comment.
+        #[arg(long)]
+        resolved: bool,
     },
     /// Replay real traces on the model and report, per trace and policy, the work done and
     /// every disagreement with the recording, classified (placement, file, trace, model).
@@ -180,6 +208,10 @@ enum Cmd {
         /// Which kernel to model (a trace recorded on 6.1 replays best as 6.1).
         #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
         kernel: Kernel,
+        /// Exit 0 for a damaged trace (garbled lines, lost events, a truncated stream) too;
+        /// the damage is still reported.
+        #[arg(long)]
+        accept_damaged: bool,
     },
     /// Record a program's memory-management trace with perf as a `perf.data` file (or with
     /// `--text` as `perf script` text), for `import`, `replay` and `plot`, which read either.
@@ -386,8 +418,10 @@ fn parse_kernel(s: &str) -> Result<Kernel, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.cmd {
+        Cmd::Explain { script, at, pid, policy } => cmd_explain(&script, at, pid, policy),
         Cmd::Run {
             script,
+            at,
             json,
             changes,
             check,
@@ -399,6 +433,7 @@ fn main() -> ExitCode {
             kernel,
         } => cmd_run(
             &script,
+            at,
             json.then_some(if changes { JsonForm::Changes } else { JsonForm::Full }),
             RunOptions {
                 check: check || check_every_step,
@@ -409,6 +444,7 @@ fn main() -> ExitCode {
                 config: anonmm::mm::Config { anon_vma_name, kernel, ..Default::default() },
                 replay: false,
                 smaps,
+                resolved: false,
             },
         ),
         Cmd::Compare { script, format, kernel } => cmd_compare(&script, &format, &kernel),
@@ -417,16 +453,21 @@ fn main() -> ExitCode {
             &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy, kernel },
             out.as_deref(),
         ),
-        Cmd::Import { trace, out } => cmd_import(&trace, out.as_deref()),
-        Cmd::Replay { traces, policy, format, check, check_every_step, examples, kernel } => cmd_replay(
-            &traces,
-            &policy,
-            &format,
-            check || check_every_step,
-            !check_every_step,
-            examples,
-            kernel,
-        ),
+        Cmd::Import { trace, out, resolved } => cmd_import(&trace, out.as_deref(), resolved),
+        Cmd::Replay { traces, policy, format, check, check_every_step, examples, kernel, accept_damaged } => {
+            cmd_replay(
+                &traces,
+                &policy,
+                &format,
+                ReplayArgs {
+                    check: check || check_every_step,
+                    check_sampled: !check_every_step,
+                    examples,
+                    kernel,
+                    accept_damaged,
+                },
+            )
+        }
         Cmd::Record { out, text, command } => cmd_record(&out, &command, text),
         Cmd::Gen { kind } => cmd_gen(kind),
         Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy, &out),
@@ -709,15 +750,65 @@ enum JsonForm {
     Changes,
 }
 
-fn cmd_run(path: &std::path::Path, json: Option<JsonForm>, opts: RunOptions) -> i32 {
-    let report = |res: &anonmm::run::RunResult| anonmm::report::run_report(&opts.policy, res);
-    let script = match parse_file(path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("anonmm: {e}");
-            return 2;
+/// Load a script or a trace for `run` and `explain`: the script, and whether it is a trace
+/// (then told on stderr what its import skipped).
+fn load_input(path: &std::path::Path) -> Result<(anonmm::script::Script, bool), i32> {
+    match anonmm::import::load(path) {
+        Ok((s, None)) => Ok((s, false)),
+        Ok((s, Some(report))) => {
+            let skipped: u64 = report.skipped.values().sum();
+            eprintln!(
+                "{}: a {} trace, run as `anonmm replay` runs it: {} steps; {skipped} events skipped \
+                 (calls outside the memory subset and the like){}",
+                path.display(),
+                report.format,
+                s.steps.len(),
+                if report.damaged() {
+                    format!("; damaged: {}", report.problems.join("; "))
+                } else {
+                    String::new()
+                }
+            );
+            Ok((s, true))
         }
+        Err(e) => {
+            eprintln!("{e}");
+            Err(2)
+        }
+    }
+}
+
+fn cmd_explain(path: &std::path::Path, at: Option<usize>, pid: Option<u32>, policy: String) -> i32 {
+    let (script, replay) = match load_input(path) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
+    let opts = anonmm::explain::ExplainOptions { at, pid: pid.map(anonmm::types::Pid), policy, replay };
+    match anonmm::explain::explain(&script, &opts) {
+        Ok(text) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            0
+        }
+        Err(e @ RunError::Invariant { .. }) => {
+            eprintln!("{e}");
+            1
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            2
+        }
+    }
+}
+
+fn cmd_run(path: &std::path::Path, at: Option<usize>, json: Option<JsonForm>, mut opts: RunOptions) -> i32 {
+    let (mut script, replay) = match load_input(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    script.steps.truncate(anonmm::explain::prefix_until(&script, at));
+    opts.replay = replay;
+    let report = |res: &anonmm::run::RunResult| anonmm::report::run_report(&opts.policy, res);
     // With --json each step is printed as it is made: `{"steps":[` step `,` step … `]}`.
     let mut first = true;
     let mut prev: Option<anonmm::snapshot::StepView> = None;
@@ -779,6 +870,10 @@ fn cmd_run(path: &std::path::Path, json: Option<JsonForm>, opts: RunOptions) -> 
     }
     // The runner may or may not put the leading "= " in; print it once either way.
     let bare = |s: &str| s.strip_prefix('=').unwrap_or(s).trim().to_string();
+    if replay {
+        // A trace's disagreements are replay's classes, not failures (see `anonmm replay`).
+        return 0;
+    }
     for m in &res.mismatches {
         eprintln!(
             "anonmm: {}:{}: expected = {}, got = {}",
@@ -791,7 +886,7 @@ fn cmd_run(path: &std::path::Path, json: Option<JsonForm>, opts: RunOptions) -> 
     if res.mismatches.is_empty() { 0 } else { 1 }
 }
 
-fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
+fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>, resolved: bool) -> i32 {
     let (script, report) = match read_trace(trace) {
         Ok(r) => r,
         Err(e) => {
@@ -806,9 +901,26 @@ fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
         report.steps,
         report.events
     );
-    for step in &script.steps {
-        text.push_str(&format_step(step));
-        text.push('\n');
+    if resolved {
+        let opts = RunOptions { replay: true, last_view_only: true, resolved: true, ..Default::default() };
+        match run_script(&script, &opts) {
+            Ok(res) => {
+                text.insert_str(0, "# resolved: each step as `anonmm replay` runs it\n");
+                for l in res.resolved {
+                    text.push_str(&l);
+                    text.push('\n');
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return 2;
+            }
+        }
+    } else {
+        for step in &script.steps {
+            text.push_str(&format_step(step));
+            text.push('\n');
+        }
     }
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
     match out {
@@ -853,15 +965,17 @@ fn replay_progress(bar: &indicatif::ProgressBar, total: Option<u64>) {
     bar.reset();
 }
 
-fn cmd_replay(
-    traces: &[PathBuf],
-    policy: &str,
-    format: &str,
+/// `replay`'s options beyond the traces, the policy and the format.
+struct ReplayArgs {
     check: bool,
     check_sampled: bool,
     examples: usize,
     kernel: Kernel,
-) -> i32 {
+    accept_damaged: bool,
+}
+
+fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, args: ReplayArgs) -> i32 {
+    let ReplayArgs { check, check_sampled, examples, kernel, accept_damaged } = args;
     let config = anonmm::mm::Config { kernel, ..Default::default() };
     use anonmm::replay::replay_script;
     use anonmm::report::{POLICIES, ReportRow, render};
@@ -873,18 +987,45 @@ fn cmd_replay(
     bar.enable_steady_tick(std::time::Duration::from_millis(250));
     let mut rows = Vec::new();
     let mut code = 0;
+    // Damaged traces, told once each.
+    let mut warned = std::collections::BTreeSet::new();
     // One policy's run of one trace: its row, or its error on stderr.
     let mut record =
-        |name: &str, p: &str, secs: f64, res: Result<anonmm::replay::ReplayOutcome, String>| match res {
-            Ok(out) => {
-                if out.invariant.is_some() {
-                    code = code.max(1);
+        |name: &str,
+         p: &str,
+         secs: f64,
+         res: Result<(anonmm::replay::ReplayOutcome, &anonmm::import::ImportReport), String>| {
+            match res {
+                Ok((out, import)) => {
+                    if out.invariant.is_some() {
+                        code = code.max(1);
+                    }
+                    if import.damaged() && warned.insert(name.to_string()) {
+                        let first = import.problems.first().map_or("", String::as_str);
+                        bar.suspend(|| {
+                            eprintln!(
+                                "{name}: damaged trace ({} problems, {} events lost; first: {first}): \
+                                 divergences after the damage are counted as `trace`{}",
+                                import.problems.len(),
+                                import.lost,
+                                if accept_damaged {
+                                    ""
+                                } else {
+                                    "; exit status 2 (--accept-damaged to accept)"
+                                }
+                            )
+                        });
+                    }
+                    if import.damaged() && !accept_damaged {
+                        code = 2;
+                    }
+                    let row = ReportRow::new(name, p, &out, secs);
+                    rows.push(row.with_import(import));
                 }
-                rows.push(ReportRow::new(name, p, &out, secs));
-            }
-            Err(e) => {
-                bar.suspend(|| eprintln!("anonmm: {e}"));
-                code = 2;
+                Err(e) => {
+                    bar.suspend(|| eprintln!("anonmm: {e}"));
+                    code = 2;
+                }
             }
         };
     for path in traces {
@@ -901,7 +1042,10 @@ fn cmd_replay(
             let t0 = std::time::Instant::now();
             let res =
                 anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64));
-            record(&name, p, t0.elapsed().as_secs_f64(), res.map(|(out, _)| out).map_err(|e| e.to_string()));
+            match res {
+                Ok((out, import)) => record(&name, p, t0.elapsed().as_secs_f64(), Ok((out, &import))),
+                Err(e) => record(&name, p, t0.elapsed().as_secs_f64(), Err(e.to_string())),
+            }
             continue;
         }
         // Several policies, unchecked: one streamed import feeds one replay per policy, all
@@ -910,14 +1054,19 @@ fn cmd_replay(
             bar.set_message(format!("{name} ({} policies)", policies.len()));
             bar.set_length(0);
             bar.set_position(0);
-            let opts: Vec<RunOptions> =
-                policies.iter().map(|p| RunOptions { policy: p.to_string(), ..Default::default() }).collect();
+            let opts: Vec<RunOptions> = policies
+                .iter()
+                .map(|p| RunOptions { policy: p.to_string(), config: config.clone(), ..Default::default() })
+                .collect();
             match anonmm::replay::replay_trace_all(path, &opts, examples, &mut |n| bar.set_position(n as u64))
             {
-                Ok((runs, _)) => {
+                Ok((runs, import)) => {
                     for (&p, run) in policies.iter().zip(runs) {
                         match run {
-                            Ok((out, secs)) => record(&name, p, secs, Ok(out)),
+                            Ok((mut out, secs)) => {
+                                out.blame_damage(&import);
+                                record(&name, p, secs, Ok((out, &import)))
+                            }
                             Err(e) => record(&name, p, 0.0, Err(e.to_string())),
                         }
                     }
@@ -928,8 +1077,8 @@ fn cmd_replay(
         }
         bar.set_message(format!("reading {name}"));
         replay_progress(&bar, None);
-        let script = match read_trace(path) {
-            Ok((s, _)) => s,
+        let (script, import) = match read_trace(path) {
+            Ok(s) => s,
             Err(e) => {
                 record(&name, "", 0.0, Err(e.to_string()));
                 continue;
@@ -947,6 +1096,10 @@ fn cmd_replay(
             };
             let t0 = std::time::Instant::now();
             let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
+            let res = res.map(|mut out| {
+                out.blame_damage(&import);
+                (out, &import)
+            });
             record(&name, p, t0.elapsed().as_secs_f64(), res.map_err(|e| e.to_string()));
         }
     }

@@ -104,6 +104,21 @@ impl System {
         }
     }
 
+    /// Why `prev` and `next`, adjacent VMAs of one mm, stay apart: what
+    /// `vma_merge_existing_range` finds when a call over all of `next` asks to merge it with
+    /// `prev` (the VM_SPECIAL test, then `can_vma_merge_left` → `can_vma_merge_after`), under
+    /// this system's policy. `MergeOk` when they would merge. Used by `anonmm explain`.
+    pub fn why_apart(&self, prev: VmaId, next: VmaId) -> MergeReason {
+        let flags = self.vmas[prev].flags | self.vmas[next].flags;
+        if flags.intersects(VmFlags::SPECIAL) {
+            return MergeReason::NomergeSpecial;
+        }
+        let (start, end) = (self.vmas[next].start, self.vmas[next].end);
+        let mut vmg = self.vmg_from_vma(next, start, end, "explain");
+        vmg.prev = Some(prev);
+        self.can_vma_merge_left(&vmg).err().unwrap_or(MergeReason::MergeOk)
+    }
+
     /// `is_mergeable_vma(vmg, merge_next)`: attribute equality with the neighbour.
     fn is_mergeable_vma(&self, vmg: &Vmg, merge_next: bool) -> Result<(), MergeReason> {
         let v = &self.vmas[if merge_next { vmg.next } else { vmg.prev }.expect("neighbour")];

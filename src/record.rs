@@ -217,6 +217,22 @@ pub fn record(out: &Path, command: &[String], text: bool) -> Result<RecordSummar
     if !program_exists(prog) {
         return Err(RecordError::NoProgram(prog.clone()));
     }
+    // A recording lost because OUT cannot be written is found out before the program runs.
+    let created = !out.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(out)
+        .map_err(|e| RecordError::Io(format!("{}: cannot write: {e}", out.display())))?;
+    let res = record_to(out, prog, args, text);
+    if res.is_err() && created {
+        let _ = std::fs::remove_file(out);
+    }
+    res
+}
+
+/// [`record`] once OUT is known to be writable.
+fn record_to(out: &Path, prog: &String, args: &[String], text: bool) -> Result<RecordSummary, RecordError> {
     perf_version()?;
     let wanted = wanted_events();
     let have = available(&wanted)?;
@@ -261,13 +277,13 @@ pub fn record(out: &Path, command: &[String], text: bool) -> Result<RecordSummar
             lines: 0,
             bytes,
             missing,
-            status: rec.status.code(),
+            status: Some(exit_status(rec.status)),
         });
     }
     let script = Command::new("perf")
         .args(["script", "-i"])
         .arg(&data.0)
-        .args(["--show-mmap-events", "-F", "comm,pid,tid,time,event,trace"])
+        .args(["--show-mmap-events", "--show-lost-events", "-F", "comm,pid,tid,time,event,trace"])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -277,7 +293,14 @@ pub fn record(out: &Path, command: &[String], text: bool) -> Result<RecordSummar
     }
     let lines = script.stdout.iter().filter(|&&b| b == b'\n').count();
     let bytes = write_maybe_zst(out, &script.stdout)?;
-    Ok(RecordSummary { out: out.to_path_buf(), lines, bytes, missing, status: rec.status.code() })
+    Ok(RecordSummary { out: out.to_path_buf(), lines, bytes, missing, status: Some(exit_status(rec.status)) })
+}
+
+/// The program's exit status as perf passes it on: its exit code, or, for a program killed
+/// by a signal (perf raises the same signal on itself), 128 + the signal, as a shell says.
+fn exit_status(st: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code().or_else(|| st.signal().map(|s| 128 + s)).unwrap_or(1)
 }
 
 /// Move the recorded `perf.data` at `data` to `out`, zstd-compressed (at a fast level: the
@@ -301,8 +324,14 @@ fn keep_perf_data(data: &Path, out: &Path) -> Result<u64, RecordError> {
 pub fn write_maybe_zst(out: &Path, text: &[u8]) -> Result<u64, RecordError> {
     let io = |e: std::io::Error| RecordError::Io(format!("{}: cannot write: {e}", out.display()));
     let body = if out.extension().is_some_and(|e| e == "zst") {
-        // Level 19: traces are text with much repetition, and are kept in the repository.
-        zstd::stream::encode_all(text, 19).map_err(io)?
+        // A fast level on every core: level 19 on one thread took five times as long as the
+        // recorded program; traces are text with much repetition, and level 3 keeps most of
+        // the gain (`zstd -19` recompresses one for the repository).
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).map_err(io)?;
+        enc.multithread(threads).map_err(io)?;
+        enc.write_all(text).map_err(io)?;
+        enc.finish().map_err(io)?
     } else {
         text.to_vec()
     };
@@ -342,6 +371,31 @@ mod tests {
         let cmd = vec!["/nonexistent/prog".to_string()];
         assert!(matches!(record(Path::new("/nonexistent/x"), &cmd, false), Err(RecordError::NoProgram(_))));
         assert!(program_exists("sh"));
+    }
+
+    #[test]
+    fn an_unwritable_output_is_refused_before_running() {
+        let cmd = vec!["sh".to_string(), "-c".to_string(), "exit 0".to_string()];
+        let e = record(Path::new("/nonexistent/dir/out.txt"), &cmd, false).unwrap_err();
+        assert!(matches!(&e, RecordError::Io(m) if m.contains("/nonexistent/dir/out.txt")), "{e}");
+    }
+
+    #[test]
+    fn a_killed_program_is_not_exit_0() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(exit_status(std::process::ExitStatus::from_raw(9)), 137);
+        assert_eq!(exit_status(std::process::ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(exit_status(std::process::ExitStatus::from_raw(0)), 0);
+    }
+
+    #[test]
+    fn zst_output_round_trips() {
+        let p = std::env::temp_dir().join(format!("anonmm-record-{}.txt.zst", std::process::id()));
+        let text = b"line\n".repeat(100_000);
+        write_maybe_zst(&p, &text).unwrap();
+        let back = zstd::stream::decode_all(std::fs::File::open(&p).unwrap()).unwrap();
+        let _ = std::fs::remove_file(&p);
+        assert_eq!(back, text);
     }
 
     #[test]

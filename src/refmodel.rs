@@ -569,6 +569,7 @@ impl RefModel {
                     off += PAGE_SIZE;
                 }
             }
+            Call::VmaRecord { .. } => {}
             Call::MapRecord { addr, len, .. } => {
                 // Kernel-made mappings of traces: contents unknown, treated as fresh.
                 if let Some(sp) = self.spaces.get_mut(&pid) {

@@ -104,6 +104,16 @@ pub struct ReplayState {
     pub threads: u64,
     /// (all, anonymous) VMAs of the live processes just before the last `exit_group`.
     pub vmas_before_exit: (usize, usize),
+    /// The kernel's VMAs the trace recorded (`vma_record` steps) compared with the model's.
+    pub vma_records_checked: u64,
+    /// Those the model's VMA differed from.
+    pub vma_records_differ: u64,
+    /// The first differing ones (`max_examples` of them): the kernel's VMA as `expected`,
+    /// the model's as `got`.
+    pub vma_examples: Vec<Divergence>,
+    /// Lines of every `model` divergence, so that those after damage in the trace can be
+    /// blamed on it once the import has seen all of it ([`ReplayOutcome::blame_damage`]).
+    model_lines: Vec<usize>,
     /// A divergence found before the step ran (placement), kept for `after`.
     pending: Option<Divergence>,
     /// Address spaces just made by an exec, whose `mmap_base` is being learnt from the
@@ -148,8 +158,23 @@ impl ReplayState {
         self.counts.get(&class).copied().unwrap_or(0)
     }
 
+    /// Compare a `vma_record` step (the kernel's VMA after the call before it) with the
+    /// model's VMA there, and count it.
+    pub fn vma_record(&mut self, sys: &System, step: &Step) {
+        self.vma_records_checked += 1;
+        if let Some((kernel, model)) = vma_record_diff(sys, step.pid, &step.call) {
+            self.vma_records_differ += 1;
+            if self.vma_examples.len() < self.max_examples {
+                self.vma_examples.push(Self::divergence(DivClass::Model, step, kernel, model));
+            }
+        }
+    }
+
     /// Count a divergence, keeping the first few of each class.
     pub fn record(&mut self, d: Divergence) {
+        if d.class == DivClass::Model {
+            self.model_lines.push(d.line);
+        }
         let n = self.counts.entry(d.class).or_default();
         *n += 1;
         if *n as usize <= self.max_examples {
@@ -236,12 +261,15 @@ impl ReplayState {
                 ))
             }
             (Call::Mremap { old_addr, old_len, new_len, flags, .. }, Some(Expect::Value(rec)))
-                if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP) == 0 && flags & MREMAP_MAYMOVE != 0 =>
+                if flags & MREMAP_FIXED == 0 && flags & MREMAP_MAYMOVE != 0 =>
             {
-                let Some(predicted) = predict_mremap(sys, mm, *old_addr, *old_len, *new_len) else {
+                // MREMAP_DONTUNMAP always moves, to where the kernel chose (`vrm_set_new_addr`).
+                let always_moves = flags & MREMAP_DONTUNMAP != 0;
+                let Some(predicted) = predict_mremap(sys, mm, *old_addr, *old_len, *new_len, always_moves)
+                else {
                     return Plan::Run(Cow::Borrowed(step));
                 };
-                if predicted == rec || rec == *old_addr {
+                if predicted == rec || (rec == *old_addr && !always_moves) {
                     // Grown in place by the kernel: nothing to force (MREMAP_FIXED cannot
                     // overlap the source); a model that moves shows as a `model` divergence.
                     return Plan::Run(Cow::Borrowed(step));
@@ -381,6 +409,29 @@ impl ReplayState {
         self.grow(sys, f, need);
     }
 
+    /// The kernel gave descriptor `fd` (`alloc_fd` takes the lowest free one), so every lower
+    /// one was in use in the real process: those free in the model hold descriptors the
+    /// trace does not show (a pipe, an inherited socket). They get a placeholder file, so
+    /// that the model's next descriptor is the trace's again and one unseen descriptor
+    /// costs one divergence, not one per later open.
+    fn fill_below(&mut self, sys: &mut System, step: &Step, fd: i64) {
+        const PLACEHOLDER: &str = "(descriptor the trace does not show)";
+        let free: Vec<i64> = (0..fd).filter(|&f| sys.file_of_fd(step.pid, f).is_err()).collect();
+        if free.is_empty() {
+            return;
+        }
+        if !sys.fs.names.contains_key(PLACEHOLDER) {
+            self.files_created += 1;
+        }
+        let Ok(tmp) = sys.sys_openat(step.pid, PLACEHOLDER, O_RDWR | O_CREAT) else { return };
+        for f in free {
+            let _ = sys.sys_dup2(step.pid, tmp, f);
+        }
+        if !(0..fd).contains(&tmp) {
+            let _ = sys.sys_close(step.pid, tmp);
+        }
+    }
+
     fn grow(&mut self, sys: &mut System, f: crate::fs::FileId, need: Option<u64>) {
         let inode = sys.fs.files[f].inode;
         let ino = &mut sys.fs.inodes[inode];
@@ -458,6 +509,7 @@ impl ReplayState {
                     let got_fd = got as i64;
                     if sys.sys_dup2(step.pid, got_fd, want_fd).is_ok() {
                         let _ = sys.sys_close(step.pid, got_fd);
+                        self.fill_below(sys, step, want_fd);
                         self.record(Self::divergence(
                             DivClass::File,
                             step,
@@ -511,6 +563,55 @@ impl ReplayState {
     }
 }
 
+/// A VMA as `/proc/pid/maps` shows it: `START-END PERMS PGOFF NAME` (PGOFF in pages).
+fn show_vma(start: u64, end: u64, prot: u64, shared: bool, pgoff: u64, name: &str) -> String {
+    let bit = |b: u64, c: char| if prot & b != 0 { c } else { '-' };
+    let (r, w, x) = (bit(PROT_READ, 'r'), bit(PROT_WRITE, 'w'), bit(PROT_EXEC, 'x'));
+    let s = if shared { 's' } else { 'p' };
+    format!("{start:x}-{end:x} {r}{w}{x}{s} pgoff {pgoff:#x} {name}").trim_end().to_string()
+}
+
+/// Compare a [`Call::VmaRecord`] (the kernel's VMA) with the model's VMA at its address in
+/// `pid`'s address space: None when they agree on range, protection, sharing, `vm_pgoff` and
+/// file; else (the kernel's, the model's) as `/proc/pid/maps` lines.
+pub fn vma_record_diff(sys: &System, pid: crate::types::Pid, call: &Call) -> Option<(String, String)> {
+    let Call::VmaRecord { addr, len, pgoff, prot, shared, path, name, .. } = call else { return None };
+    let end = page_align(*len).and_then(|l| addr.checked_add(l)).unwrap_or(u64::MAX);
+    let rec_name = path.as_deref().or(name.as_deref()).unwrap_or("");
+    let kernel = show_vma(*addr, end, *prot, *shared, *pgoff, rec_name);
+    let Ok(mm) = sys.mm_of(pid) else { return Some((kernel, "no such process".to_string())) };
+    let Some(v) = sys.mms[mm].vma_lookup(VirtAddr(*addr)) else {
+        return Some((kernel, "no VMA there".to_string()));
+    };
+    let vma = &sys.vmas[v];
+    let vprot = [(VmFlags::READ, PROT_READ), (VmFlags::WRITE, PROT_WRITE), (VmFlags::EXEC, PROT_EXEC)]
+        .iter()
+        .filter(|(f, _)| vma.flags.contains(*f))
+        .fold(0, |a, (_, p)| a | p);
+    let vshared = vma.flags.contains(VmFlags::MAYSHARE);
+    let file = vma.file.map(|f| &sys.fs.inodes[sys.fs.files[f].inode].kind);
+    let file_agrees = match (file, path) {
+        (None, None) => true,
+        (Some(crate::fs::InodeKind::Regular { path: have }), Some(want)) => have == want,
+        // A shared anonymous mapping's shmem file has a name the model does not give it.
+        (Some(crate::fs::InodeKind::Shmem), Some(_)) => true,
+        _ => false,
+    };
+    let vname = match (file, &vma.special) {
+        (Some(crate::fs::InodeKind::Regular { path }), _) => path.as_str(),
+        (Some(crate::fs::InodeKind::Shmem), _) => "/dev/zero (deleted)",
+        (None, Some(n)) => n,
+        (None, None) => "",
+    };
+    let same = vma.start.0 == *addr
+        && vma.end.0 == end
+        && vprot == *prot & (PROT_READ | PROT_WRITE | PROT_EXEC)
+        && vshared == *shared
+        && vma.pgoff.0 == *pgoff
+        && file_agrees;
+    (!same).then(|| (kernel, show_vma(vma.start.0, vma.end.0, vprot, vshared, vma.pgoff.0, vname)))
+}
+
 /// The class of a disagreement found after a step (placement is found before).
 pub fn classify(call: &Call, got: &Expect) -> DivClass {
     match (call, got) {
@@ -526,17 +627,26 @@ pub fn classify(call: &Call, got: &Expect) -> DivClass {
 
 /// The model's choice for a moving mremap without MREMAP_FIXED: in place when the VMA ends
 /// at the range's end and the space after it is free (`expand_vma` → `vma_expandable`),
-/// else `vrm_set_new_addr`'s `get_unmapped_area`. None when the call fails anyway.
-pub fn predict_mremap(sys: &System, mm: MmId, addr: u64, old_len: u64, new_len: u64) -> Option<u64> {
+/// else `vrm_set_new_addr`'s `get_unmapped_area`; `always_moves` (MREMAP_DONTUNMAP) goes
+/// straight to `vrm_set_new_addr`. None when the call fails anyway.
+pub fn predict_mremap(
+    sys: &System,
+    mm: MmId,
+    addr: u64,
+    old_len: u64,
+    new_len: u64,
+    always_moves: bool,
+) -> Option<u64> {
     let old_len = page_align(old_len)?;
     let new_len = page_align(new_len)?;
-    if new_len <= old_len {
+    if new_len <= old_len && !always_moves {
         return Some(addr);
     }
     let v = sys.mms[mm].vma_lookup(VirtAddr(addr))?;
     let vma = &sys.vmas[v];
-    let delta = new_len - old_len;
-    if vma.end.0 == addr.checked_add(old_len)?
+    let delta = new_len.saturating_sub(old_len);
+    if !always_moves
+        && vma.end.0 == addr.checked_add(old_len)?
         && let Some(end) = vma.end.0.checked_add(delta)
         && !sys.mms[mm].intersects(vma.end, VirtAddr(end))
     {
@@ -563,6 +673,31 @@ pub struct ReplayOutcome {
     pub vmas_peak: (usize, usize),
     /// Invariant broken (with `check`): where, and the replay stopped there.
     pub invariant: Option<String>,
+}
+
+impl ReplayOutcome {
+    /// A damaged trace (garbled lines, lost events: [`ImportReport::damaged_from`]) can make
+    /// the model disagree with no fault of its own: `model` divergences from the first
+    /// damaged line on are counted as `trace` ones.
+    ///
+    /// [`ImportReport::damaged_from`]: crate::import::ImportReport::damaged_from
+    pub fn blame_damage(&mut self, report: &crate::import::ImportReport) {
+        let Some(from) = report.damaged_from else { return };
+        let r = &mut self.replay;
+        let moved = r.model_lines.iter().filter(|&&l| l >= from).count() as u64;
+        if moved == 0 {
+            return;
+        }
+        *r.counts.entry(DivClass::Model).or_default() -= moved;
+        *r.counts.entry(DivClass::Trace).or_default() += moved;
+        r.model_lines.retain(|&l| l < from);
+        for d in &mut r.examples {
+            if d.class == DivClass::Model && d.line >= from {
+                d.class = DivClass::Trace;
+                d.got = format!("{} (after damage in the trace at line {from})", d.got);
+            }
+        }
+    }
 }
 
 /// Replay a trace on the model (`opts.replay` is forced on; `last_view_only` too, so no
@@ -640,7 +775,9 @@ pub fn replay_trace(
     use crate::run::Runner;
     if opts.check {
         let (script, report) = crate::import::read_trace(path)?;
-        return Ok((replay_script(&script, opts, max_examples, progress)?, report));
+        let mut out = replay_script(&script, opts, max_examples, progress)?;
+        out.blame_damage(&report);
+        return Ok((out, report));
     }
     let mut stream = crate::import::stream_trace(path)?;
     let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
@@ -672,10 +809,14 @@ pub fn replay_trace(
         // whole import instead.
         drop(r);
         let (script, report) = crate::import::read_trace(path)?;
-        return Ok((replay_script(&script, &opts, max_examples, progress)?, report));
+        let mut out = replay_script(&script, &opts, max_examples, progress)?;
+        out.blame_damage(&report);
+        return Ok((out, report));
     }
     progress(i);
-    Ok((r.finish(end.report.steps as usize), end.report))
+    let mut out = r.finish(end.report.steps as usize);
+    out.blame_damage(&end.report);
+    Ok((out, end.report))
 }
 
 /// One policy's result in [`replay_trace_all`]: its outcome and the seconds its replay took

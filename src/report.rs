@@ -68,6 +68,16 @@ pub struct ReportRow {
     pub files_created: u64,
     /// Times the replay made a file longer to keep a mapping or fault within EOF.
     pub files_grown: u64,
+    /// The kernel's VMAs the trace recorded (perf's mmap records after mmap, mprotect and
+    /// brk) compared with the model's at the same point.
+    pub vma_records_checked: u64,
+    /// Those that differed from the model's.
+    pub vma_records_differ: u64,
+    /// The first differing ones: the kernel's VMA as `expected`, the model's as `got`.
+    pub vma_records_first_differing: Vec<Divergence>,
+    /// The trace's damage (garbled lines, events cut in half, lost events, a truncated zstd
+    /// stream), the first ones as `file:line: reason`; empty for a whole trace.
+    pub import_problems: Vec<String>,
     /// Wall-clock replay time in seconds (reading the trace not included).
     pub seconds: f64,
     /// The first divergences of each class.
@@ -111,10 +121,20 @@ impl ReportRow {
             model: o.replay.count(DivClass::Model),
             files_created: o.replay.files_created,
             files_grown: o.replay.files_grown,
+            vma_records_checked: o.replay.vma_records_checked,
+            vma_records_differ: o.replay.vma_records_differ,
+            vma_records_first_differing: o.replay.vma_examples.clone(),
+            import_problems: Vec::new(),
             seconds,
             examples: o.replay.examples.clone(),
             invariant: o.invariant.clone(),
         }
+    }
+
+    /// The row with its trace's import problems (its damage).
+    pub fn with_import(mut self, report: &crate::import::ImportReport) -> ReportRow {
+        self.import_problems = report.problems.clone();
+        self
     }
 
     fn refused_short(&self) -> String {
@@ -147,13 +167,16 @@ impl ReportRow {
             self.file.to_string(),
             self.trace_gaps.to_string(),
             self.model.to_string(),
+            self.vma_records_checked.to_string(),
+            self.vma_records_differ.to_string(),
+            self.import_problems.len().to_string(),
             format!("{:.2}", self.seconds),
         ]
     }
 }
 
 /// Column headers of the text and markdown tables.
-pub const TABLE_HEADERS: [&str; 19] = [
+pub const TABLE_HEADERS: [&str; 22] = [
     "trace",
     "policy",
     "steps",
@@ -172,6 +195,9 @@ pub const TABLE_HEADERS: [&str; 19] = [
     "file",
     "trace",
     "model",
+    "VMA records checked",
+    "VMA records differ",
+    "import problems",
     "time (s)",
 ];
 
@@ -234,6 +260,43 @@ fn markdown(rows: &[ReportRow]) -> String {
 fn examples(rows: &[ReportRow], md: bool) -> String {
     let mut out = String::new();
     for r in rows {
+        let bullet = if md { "- " } else { "  " };
+        if !r.import_problems.is_empty() {
+            let _ = write!(
+                out,
+                "\n{}{} ({}): damaged trace ({} import problems)\n",
+                if md { "### " } else { "" },
+                r.trace,
+                r.policy,
+                r.import_problems.len()
+            );
+            if md {
+                out.push('\n');
+            }
+            for p in &r.import_problems {
+                let _ = writeln!(out, "{bullet}{p}");
+            }
+        }
+        if !r.vma_records_first_differing.is_empty() {
+            let _ = write!(
+                out,
+                "\n{}{} ({}): first of {} kernel VMA records that differ from the model's\n",
+                if md { "### " } else { "" },
+                r.trace,
+                r.policy,
+                r.vma_records_differ
+            );
+            if md {
+                out.push('\n');
+            }
+            for d in &r.vma_records_first_differing {
+                let _ = writeln!(
+                    out,
+                    "{bullet}line {} (pid {}): kernel {}; model {}",
+                    d.line, d.pid, d.expected, d.got
+                );
+            }
+        }
         if r.examples.is_empty() && r.invariant.is_none() {
             continue;
         }
@@ -311,6 +374,9 @@ pub fn csv_header() -> Vec<String> {
             "model",
             "files_created",
             "files_grown",
+            "vma_records_checked",
+            "vma_records_differ",
+            "import_problems",
             "seconds",
         ]
         .iter()
@@ -362,6 +428,9 @@ fn csv(rows: &[ReportRow]) -> String {
                 r.model,
                 r.files_created,
                 r.files_grown,
+                r.vma_records_checked,
+                r.vma_records_differ,
+                r.import_problems.len() as u64,
             ]
             .map(|x| x.to_string()),
         );

@@ -38,6 +38,9 @@ pub struct RunOptions {
     pub replay: bool,
     /// Capture `/proc/pid/smaps` of every process in the views (`--smaps`).
     pub smaps: bool,
+    /// Keep every step as it was run, after replay's rewrites, in [`RunResult::resolved`]
+    /// (`anonmm import --resolved`).
+    pub resolved: bool,
 }
 
 impl Default for RunOptions {
@@ -51,6 +54,7 @@ impl Default for RunOptions {
             config: Config::default(),
             replay: false,
             smaps: false,
+            resolved: false,
         }
     }
 }
@@ -90,6 +94,10 @@ pub struct RunResult {
     pub steps_run: usize,
     /// The work counters at the end of the run (merges, relocations, copies…).
     pub stats: crate::stats::Stats,
+    /// With [`RunOptions::resolved`]: every step as it was run (replay places a call at the
+    /// recorded address with MAP_FIXED, creates files with O_CREAT, …), as script lines; a
+    /// step not run is a comment.
+    pub resolved: Vec<String>,
 }
 
 /// Why a run stopped before the end of the script.
@@ -148,7 +156,38 @@ pub fn run_script_each(
     let mut runner = Runner::new(script, opts)?;
     let n = script.steps.len();
     for (i, step) in script.steps.iter().enumerate() {
-        runner.step(step, !opts.last_view_only || i + 1 == n)?;
+        let view = !opts.last_view_only || i + 1 == n;
+        if !opts.replay {
+            runner.step(step, view)?;
+        } else if !runner.sys.procs.contains_key(&step.pid) {
+            // A trace, as replay runs it: a step of a process the trace never showed being
+            // made, or one the model cannot run, is a divergence, not the end of the run.
+            if let Some(r) = &mut runner.replay {
+                r.no_process(step);
+            }
+        } else {
+            match runner.step(step, view) {
+                Err(e @ RunError::Invariant { .. }) => return Err(e),
+                Err(e) => {
+                    if let Some(r) = &mut runner.replay {
+                        r.not_modelled(step, &e.to_string());
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+        if opts.replay && view && runner.result.steps.last().is_none_or(|v| v.line != step.line) {
+            // The step made no view: the state as it stands.
+            let procs = rename(runner.sys.raw_view());
+            let call = step.call_text().into_owned();
+            runner.result.steps.push(StepView {
+                line: step.line,
+                pid: step.pid,
+                call,
+                result: String::new(),
+                procs,
+            });
+        }
         for v in runner.result.steps.drain(..) {
             each(v);
         }
@@ -330,10 +369,39 @@ impl<'a> Runner<'a> {
                 format!("process {} does not exist (no fork made it, or it exited)", step.pid.0),
             ));
         }
+        if let Call::VmaRecord { .. } = step.call {
+            // The kernel's VMA after the call before: compared, nothing run.
+            match &mut self.replay {
+                Some(r) => r.vma_record(&self.sys, step),
+                None => {
+                    if let Some((kernel, model)) =
+                        crate::replay::vma_record_diff(&self.sys, step.pid, &step.call)
+                    {
+                        self.result.mismatches.push(Mismatch {
+                            line: step.line,
+                            expected: kernel,
+                            got: model,
+                        });
+                    }
+                }
+            }
+        }
         let plan = match &mut self.replay {
             Some(r) => r.before(&mut self.sys, step),
             None => Plan::Run(Cow::Borrowed(step)),
         };
+        if self.opts.resolved {
+            let line = match &plan {
+                Plan::Run(run) => crate::script::format_step(run),
+                Plan::Skip(e) => format!(
+                    "# line {}: not run, the trace's result stands: {} {}",
+                    step.line,
+                    step.call_text(),
+                    format_result_for(&step.call, e)
+                ),
+            };
+            self.result.resolved.push(line);
+        }
         let mut outcome = match plan {
             Plan::Run(run) => self.execute(&run)?,
             Plan::Skip(e) => e,
@@ -493,6 +561,7 @@ impl<'a> Runner<'a> {
             Call::UffdioMove { dst, src, len, mode } => {
                 val(sys.sys_uffdio_move(pid, *dst, *src, *len, *mode))
             }
+            Call::VmaRecord { .. } => Expect::Unknown,
             Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => val(sys.map_record(
                 pid,
                 *addr,

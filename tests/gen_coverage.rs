@@ -53,6 +53,7 @@ const NOT_YET: &[(&str, &str)] = &[
     ("migrate", "model-only (the oracle cannot run it)"),
     ("migrate_done", "model-only (the oracle cannot run it)"),
     ("map_record", "model-only (replay of recorded images)"),
+    ("vma_record", "model-only (the kernel's VMA in a perf trace, compared by replay)"),
     // Policy flags: the kernel answers EINVAL; the policy fuzz generates them
     // (GenConfig::relocate_flags).
     ("MREMAP_RELOCATE_ANON", "policy fuzz only"),

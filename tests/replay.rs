@@ -48,7 +48,8 @@ fn files_named_by_the_trace_exist_with_the_recorded_descriptor() {
     // fd 7, not the model's 3, is what close(7) and mmap(7) find: one `file` divergence for
     // the descriptor number, one for the untraced fd 9; the failed open is not run.
     assert_eq!(classes(&o), (0, 2, 0, 0), "{:?}", o.replay.examples);
-    assert_eq!(o.replay.files_created, 2);
+    // The file, the placeholder behind the unseen descriptors 3 to 6, the untraced fd 9.
+    assert_eq!(o.replay.files_created, 3);
     assert_eq!(o.vmas_end, (2, 0));
     let d = &o.replay.examples[0];
     assert_eq!((d.line, d.expected.as_str()), (1, "= 7"));
@@ -111,7 +112,9 @@ fn the_thp_file_alignment_regression_passes() {
 #[test]
 fn sort_excerpt_replays_with_exact_numbers() {
     let o = replay_path(&data("sort.excerpt.perf.txt"));
-    assert_eq!(o.steps, 137);
+    // 137 calls and faults, and 18 records of the kernel's VMA after a call, all matching.
+    assert_eq!(o.steps, 155);
+    assert_eq!((o.replay.vma_records_checked, o.replay.vma_records_differ), (18, 0));
     assert_eq!((o.replay.processes, o.replay.threads), (1, 1));
     assert_eq!(o.vmas_end, (28, 10));
     assert_eq!(o.vmas_peak, (29, 11));
@@ -191,14 +194,14 @@ fn report_formats() {
         lines.next().unwrap(),
         "| trace | policy | steps | processes | VMAs end/peak | anon VMAs end/peak | merges done/attempted \
          | merges refused | splits | faults | COW copies/reuses | moved PTEs/PMDs | relocations done/attempted/undone | folios rewritten/pages copied | placement | file | trace \
-         | model | time (s) |"
+         | model | VMA records checked | VMA records differ | import problems | time (s) |"
     );
     assert!(lines.next().unwrap().starts_with("|---|"));
     assert!(
         lines
             .next()
             .unwrap()
-            .starts_with("| sort.excerpt.perf.txt | kernel | 137 | 1 | 28/29 | 10/11 | 3/25 |")
+            .starts_with("| sort.excerpt.perf.txt | kernel | 155 | 1 | 28/29 | 10/11 | 3/25 |")
     );
     assert!(md.contains("### sort.excerpt.perf.txt (kernel): first divergences"));
 
@@ -212,7 +215,7 @@ fn report_formats() {
     }
     let row: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
     assert_eq!(row.len(), header.len());
-    assert_eq!(row[..4], ["sort.excerpt.perf.txt", "kernel", "137", "1"]);
+    assert_eq!(row[..4], ["sort.excerpt.perf.txt", "kernel", "155", "1"]);
 
     let out = anonmm(&["replay", sort, py, "--format", "json"]);
     assert_eq!(out.status.code(), Some(0));
@@ -221,6 +224,11 @@ fn report_formats() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[1]["trace_gaps"], 131);
     assert_eq!(rows[1]["model"], 0);
+    assert_eq!(
+        (rows[0]["vma_records_checked"].as_u64(), rows[0]["vma_records_differ"].as_u64()),
+        (Some(18), Some(0))
+    );
+    assert_eq!(rows[0]["import_problems"], serde_json::json!([]));
     assert_eq!(rows[0]["examples"][0]["class"], "placement");
     assert!(rows[0]["merges_refused"]["NOMERGE_FLAGS"].as_u64().unwrap() > 0);
 
@@ -228,7 +236,7 @@ fn report_formats() {
     let out = anonmm(&["replay", sort]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.starts_with("trace "));
-    assert!(text.lines().nth(1).unwrap().starts_with("sort.excerpt.perf.txt  kernel  137"));
+    assert!(text.lines().nth(1).unwrap().starts_with("sort.excerpt.perf.txt  kernel  155"));
 }
 
 #[test]
@@ -305,7 +313,8 @@ fn streamed_replay_of_a_late_naming_matches_the_whole_import() {
     let (streamed, r) = anonmm::replay::replay_trace(&p, &RunOptions::default(), 8, &mut |_| {}).unwrap();
     assert_eq!(r, report);
     assert_eq!(format!("{streamed:?}"), format!("{whole:?}"));
-    assert_eq!(whole.steps, 70_003);
+    // With the kernel's VMA record of the second mmap.
+    assert_eq!(whole.steps, 70_004);
 }
 
 /// Say that a test skipped its work, on the real stderr: the harness captures `eprintln!`

@@ -64,8 +64,36 @@ pub struct ImportReport {
     pub processes: u64,
     /// Tasks that are not their group's leader.
     pub threads: u64,
-    /// The first garbled lines, as `file:line: reason`.
+    /// The first garbled lines, as `file:line: reason` (and a truncated zstd stream, and
+    /// lost events): the trace's damage.
     pub problems: Vec<String>,
+    /// The first line of damage (a garbled line, lost events): what the model does from
+    /// there on may be the damage's doing. None when the trace is whole (or only its end
+    /// is missing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged_from: Option<usize>,
+    /// PERF_RECORD_MMAP2 records of the kernel's VMA after an mmap, mprotect or brk, kept
+    /// as `vma_record` steps for replay to compare with the model's.
+    pub vma_records: u64,
+}
+
+impl ImportReport {
+    /// Whether the trace is damaged: garbled lines or events cut in half, lost events, a
+    /// truncated or corrupt zstd stream.
+    pub fn damaged(&self) -> bool {
+        !self.problems.is_empty() || self.lost > 0
+    }
+
+    /// Damage at `line`.
+    fn damage_at(&mut self, line: usize) {
+        self.damaged_from = Some(self.damaged_from.map_or(line, |d| d.min(line)));
+    }
+
+    /// The zstd stream stopped early with `e`: what was decompressed is kept.
+    pub(crate) fn zstd_cut(&mut self, name: &str, e: &str) {
+        *self.skipped.entry("rest of a truncated or corrupt zstd stream".to_string()).or_default() += 1;
+        self.problems.push(format!("{name}:0: zstd: {e}"));
+    }
 }
 
 /// How many garbled lines `ImportReport::problems` lists.
@@ -110,6 +138,8 @@ pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
     }
     let (script, mut report) = if looks_like_perf(&text) {
         parse_perf(&name, &text)?
+    } else if let Some(line) = perf_without_tid(&text) {
+        return Err(err(line, PERF_FIELDS.to_string()));
     } else {
         let s =
             parse_str_with(&name, &text, &ParseOptions { skip_unknown: true }).map_err(|e| ImportError {
@@ -122,8 +152,7 @@ pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
     };
     if let Some(e) = zst_problem {
         // A recording cut short: keep what was decompressed, and say so.
-        *report.skipped.entry("rest of a truncated or corrupt zstd stream".to_string()).or_default() += 1;
-        report.problems.push(format!("{name}: zstd: {e}"));
+        report.zstd_cut(&name, &e);
     }
     if let Some(s) = side {
         super::perf_data::add_side_report(&mut report, s);
@@ -158,6 +187,34 @@ fn decompress(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
 /// Whether one of the first non-empty lines is a perf event line.
 pub(crate) fn looks_like_perf(text: &str) -> bool {
     text.lines().filter(|l| !l.trim().is_empty()).take(50).any(|l| split_header(l).is_some())
+}
+
+/// What `import` says of `perf script` text that lacks the fields it reads.
+pub(crate) const PERF_FIELDS: &str = "`perf script` text without the PID/TID field: anonmm reads \
+     `perf script --show-mmap-events -F comm,pid,tid,time,event,trace` (what `anonmm record` \
+     writes; perf's default fields have no TID and add others)";
+
+/// The line of the first of the first non-empty lines that is `perf script` output with
+/// perf's default fields (`COMM PID [CPU] TIME: EVENT`) or another set without the TID.
+pub(crate) fn perf_without_tid(text: &str) -> Option<usize> {
+    let lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()).take(50);
+    for (i, l) in lines {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let Some(t) = words.iter().position(|w| is_time_colon(w)) else { continue };
+        let digits = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
+        let cpu = |w: &str| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')).is_some_and(digits);
+        let pid_before = match t {
+            0 => false,
+            _ if cpu(words[t - 1]) => t >= 2 && digits(words[t - 2]),
+            _ => digits(words[t - 1]),
+        };
+        // An event (`system:name:` or `PERF_RECORD_...`) after the time.
+        let event = words.get(t + 1).is_some_and(|e| e.ends_with(':') || e.starts_with("PERF_RECORD_"));
+        if pid_before && event {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 fn strace_report(text: &str, s: &Script) -> ImportReport {
@@ -450,9 +507,11 @@ fn num(s: &str) -> Option<u64> {
     }
 }
 
-/// A file descriptor as the syscall tracepoints print an `int`: `0xffffffff` is -1.
+/// A file descriptor: the kernel takes it as an `int` (`ksys_mmap_pgoff` → `fget(unsigned
+/// int)`, `close_fd(unsigned int)`), ignoring the upper 32 bits of the register, which
+/// callers leave with junk in them; `0xffffffff` is -1.
 fn fd_of(v: u64) -> i64 {
-    if v <= u64::from(u32::MAX) { i64::from(v as u32 as i32) } else { v as i64 }
+    i64::from(v as u32 as i32)
 }
 
 /// One `PERF_RECORD_MMAP2` line: `PID/TID: [ADDR(LEN) @ PGOFF MAJ:MIN INO GEN]: PERMS NAME`.
@@ -573,6 +632,9 @@ struct Pending {
     kind: Kind,
     /// The file record perf made during an `mmap`.
     rec: Option<MapRec>,
+    /// The records of the kernel's VMA perf made during an mmap, mprotect or brk, with
+    /// their lines.
+    vma_recs: Vec<(usize, MapRec)>,
     /// `dup3`/`openat` O_CLOEXEC.
     cloexec: bool,
 }
@@ -812,8 +874,10 @@ impl<'a> Conv<'a> {
 
     /// A garbled line or event: counted as skipped under `reason`, listed with `detail`.
     fn garbled(&mut self, line: usize, reason: String, detail: &str) {
+        self.report.damage_at(line);
         if self.report.problems.len() < MAX_PROBLEMS {
-            self.report.problems.push(format!("{}:{line}: {reason}: {detail}", self.path));
+            // Garbage may hold control characters: shown escaped.
+            self.report.problems.push(format!("{}:{line}: {reason}: {}", self.path, detail.escape_debug()));
         }
         self.skip(line, reason);
     }
@@ -912,6 +976,12 @@ impl<'a> Conv<'a> {
                     .next_back()
                     .unwrap_or(1);
                 self.report.lost = self.report.lost.saturating_add(n.max(1));
+                self.report.damage_at(line);
+                if self.report.problems.len() < MAX_PROBLEMS {
+                    self.report
+                        .problems
+                        .push(format!("{}:{line}: PERF_RECORD_{rec}: {n} events lost", self.path));
+                }
                 self.skipped.push((line, format!("PERF_RECORD_{rec}")));
             }
             _ => self.skip(line, format!("PERF_RECORD_{rec}")),
@@ -977,7 +1047,8 @@ impl<'a> Conv<'a> {
     }
 
     fn set_pending(&mut self, tid: u32, line: usize, name: &str, kind: Kind, cloexec: bool) {
-        self.task(tid).pending = Some(Pending { line, name: name.to_string(), kind, rec: None, cloexec });
+        self.task(tid).pending =
+            Some(Pending { line, name: name.to_string(), kind, rec: None, vma_recs: Vec::new(), cloexec });
     }
 
     /// The call a `sys_enter_NAME` stands for: `Err(None)` when it has none, `Err(Some(why))`
@@ -1087,30 +1158,44 @@ impl<'a> Conv<'a> {
         }
     }
 
-    /// A syscall's exit: make its step.
-    fn complete(&mut self, tid: u32, p: Pending, ret: Option<u64>) {
+    /// A syscall's exit: make its step, and the steps of the kernel's VMAs it made.
+    fn complete(&mut self, tid: u32, mut p: Pending, ret: Option<u64>) {
+        let recs = std::mem::take(&mut p.vma_recs);
+        let pushed = self.complete_call(tid, p, ret);
+        let ok = pushed.is_some_and(|i| {
+            i.checked_sub(self.base)
+                .and_then(|i| self.steps.get(i))
+                .is_some_and(|s| matches!(s.expect, Some(Expect::Value(_))))
+        });
+        self.vma_records(tid, recs, ok);
+    }
+
+    /// [`Conv::complete`] of the call itself: the step made, if one was.
+    fn complete_call(&mut self, tid: u32, p: Pending, ret: Option<u64>) -> Option<usize> {
         let expect = match ret.map(expect_of) {
             None => None,
             Some(Ok(e)) => Some(e),
             Some(Err(code)) => {
-                return self.skip(p.line, format!("{} failed with unknown errno {code}", p.name));
+                self.skip(p.line, format!("{} failed with unknown errno {code}", p.name));
+                return None;
             }
         };
         let mut call = match p.kind {
-            Kind::Skip => return,
+            Kind::Skip => return None,
             Kind::Clone(_) => {
                 // The step is the fork event's; a failed clone made none.
                 if let Some(Expect::Err(e)) = expect {
                     self.skip(p.line, format!("clone failed ({})", e.name()));
                 }
-                return;
+                return None;
             }
             Kind::Execve => {
                 // No exec event came between enter and exit: it failed, and changed nothing.
-                return match expect {
+                match expect {
                     Some(Expect::Err(e)) => self.skip(p.line, format!("execve failed ({})", e.name())),
                     _ => self.skip(p.line, "execve without sched_process_exec"),
-                };
+                }
+                return None;
             }
             Kind::Call(c) => c,
         };
@@ -1161,7 +1246,38 @@ impl<'a> Conv<'a> {
             }
             _ => {}
         }
-        self.push(p.line, tid, call, expect);
+        Some(self.push(p.line, tid, call, expect))
+    }
+
+    /// The kernel's VMAs after a call, as `vma_record` steps after its step. A record a later
+    /// one of the same call overlaps shows a VMA that call merged further (mprotect over
+    /// several VMAs: each `mprotect_fixup` may merge with the one before).
+    fn vma_records(&mut self, tid: u32, recs: Vec<(usize, MapRec)>, ok: bool) {
+        for (i, (line, rec)) in recs.iter().enumerate() {
+            if !ok {
+                self.skip(*line, "PERF_RECORD_MMAP2 of a call without a recorded success");
+                continue;
+            }
+            let end = rec.addr.saturating_add(rec.len);
+            if recs[i + 1..].iter().any(|(_, r)| r.addr < end && rec.addr < r.addr.saturating_add(r.len)) {
+                self.skip(*line, "PERF_RECORD_MMAP2 merged by the same call");
+                continue;
+            }
+            let path = (!rec.is_anon() && !rec.is_special()).then(|| self.file_name(rec));
+            let call = Call::VmaRecord {
+                addr: rec.addr,
+                len: rec.len,
+                pgoff: rec.pgoff >> 12,
+                prot: rec.prot,
+                shared: rec.shared,
+                dev: rec.dev,
+                ino: rec.ino,
+                path,
+                name: rec.is_special().then(|| rec.name.clone()),
+            };
+            self.report.vma_records += 1;
+            self.push(*line, tid, call, None);
+        }
     }
 
     /// The name for a file perf calls `name`: the same name for the same (dev, ino), and a
@@ -1210,8 +1326,12 @@ impl<'a> Conv<'a> {
         match &mut t.pending {
             Some(p) if p.name == "mmap" => {
                 if !rec.is_anon() {
-                    p.rec = Some(rec);
+                    p.rec = Some(rec.clone());
                 }
+                p.vma_recs.push((line, rec));
+            }
+            Some(p) if matches!(p.name.as_str(), "mprotect" | "pkey_mprotect" | "brk") => {
+                p.vma_recs.push((line, rec));
             }
             Some(p) if p.name == "execve" || p.name == "execveat" => t.exec_recs.push((line, rec)),
             Some(p) => {
@@ -1312,7 +1432,16 @@ impl<'a> Conv<'a> {
         self.fd_tables[fdt].users += 1;
         self.task(tid).fdt = fdt;
         self.drop_table_user(old_fdt);
-        for (l, rec) in recs {
+        // The exec's own stack record (`setup_arg_pages` → `expand_stack_locked`) is named
+        // `[stack]`; an anonymous record before it is the temporary stack `__bprm_mm_init`
+        // made at STACK_TOP_MAX for the arguments, grown (`expand_downwards`) when they pass
+        // a page, and moved away by `setup_arg_pages`: no VMA after the exec.
+        let stack_at = recs.iter().position(|(_, r)| r.name == "[stack]");
+        for (i, (l, rec)) in recs.into_iter().enumerate() {
+            if stack_at.is_some_and(|s| i < s) && rec.is_anon() {
+                self.skip(l, "PERF_RECORD_MMAP2 of the temporary exec stack");
+                continue;
+            }
             let path = (!rec.is_anon() && !rec.is_special()).then(|| self.file_name(&rec));
             let call = Call::MapRecord {
                 addr: rec.addr,
@@ -1555,6 +1684,9 @@ mod tests {
         assert_eq!(fd_of(0xffffffff), -1);
         assert_eq!(fd_of(0xffffff9c), AT_FDCWD);
         assert_eq!(fd_of(3), 3);
+        // Junk above an int's 32 bits is ignored, as the kernel ignores it.
+        assert_eq!(fd_of(0x5a5a_0000_0007), 7);
+        assert_eq!(fd_of(0xffff_ffff_ffff_ffff), -1);
         assert_eq!(expect_of(0xfffffffffffffffe), Ok(Expect::Err(Errno::ENOENT)));
         assert_eq!(expect_of(0x7f00_0000_0000), Ok(Expect::Value(0x7f00_0000_0000)));
         assert_eq!(expect_of((-6i64) as u64), Err(6));
@@ -1694,6 +1826,12 @@ mod tests {
     #[test]
     fn exec_records_and_failed_execs() {
         let text = [
+            // The temporary stack of an exec with more than a page of arguments: dropped.
+            l(
+                5,
+                5,
+                "PERF_RECORD_MMAP2 5/5: [0x7fffffffd000(0x2000) @ 0x7fffffffd000 00:00 0 0]: rw-p //anon",
+            ),
             l(
                 5,
                 5,
@@ -1724,8 +1862,9 @@ mod tests {
             ]
         );
         let at: Vec<usize> = s.steps.iter().map(|s| s.line).collect();
-        assert_eq!(at, [3, 1, 2, 7, 8, 9]);
+        assert_eq!(at, [4, 2, 3, 8, 9, 10]);
         assert_eq!(r.skipped["execve failed (ENOENT)"], 1);
+        assert_eq!(r.skipped["PERF_RECORD_MMAP2 of the temporary exec stack"], 1);
     }
 
     /// An mmap that names a file longer after its openat than a stream holds steps back:
@@ -1880,6 +2019,23 @@ mod tests {
             "{:?}",
             r.problems
         );
+    }
+
+    #[test]
+    fn perf_default_fields_are_named() {
+        let default = "            perf 15128 [001]   668.527414: syscalls:sys_enter_mmap: addr: 0x0\n";
+        assert_eq!(perf_without_tid(default), Some(1));
+        let no_cpu = "\nls 15128 668.527414: PERF_RECORD_MMAP2 15128/15128: [0x1(0x1000) @ 0 00:00 0 0]: ---p //anon\n";
+        assert_eq!(perf_without_tid(no_cpu), Some(2));
+        // strace lines with timestamps are not perf text.
+        assert_eq!(perf_without_tid("1234 1009.601168 mmap(NULL, 4096, ...) = 0x1\n"), None);
+        assert_eq!(perf_without_tid("1234 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE, 3, 0) = 0x1\n"), None);
+        let dir = std::env::temp_dir().join(format!("anonmm-default-{}", std::process::id()));
+        std::fs::write(&dir, default).unwrap();
+        let e = read_trace(&dir).unwrap_err();
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(e.line, 1);
+        assert!(e.reason.contains("-F comm,pid,tid,time,event,trace"), "{e}");
     }
 
     #[test]

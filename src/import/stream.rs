@@ -278,8 +278,7 @@ fn convert(
     hand_on(&mut c, n);
     let mut report = c.final_report();
     if let Some(e) = zst_problem {
-        *report.skipped.entry("rest of a truncated or corrupt zstd stream".to_string()).or_default() += 1;
-        report.problems.push(format!("{name}: zstd: {e}"));
+        report.zstd_cut(name, &e);
     }
     StreamEnd { report, exact: !c.spoiled }
 }

@@ -470,6 +470,7 @@ impl Controller {
             Call::Execve { .. }
             | Call::CloneVm { .. }
             | Call::MapRecord { .. }
+            | Call::VmaRecord { .. }
             | Call::Migrate { .. }
             | Call::MigrateDone { .. } => {
                 return Err(OracleError::Refused {

@@ -86,6 +86,12 @@ pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
                     "map_record is a kernel-made mapping from a trace: it cannot be replayed natively",
                 ));
             }
+            Call::VmaRecord { .. } => {
+                return Err(refuse(
+                    step,
+                    "vma_record is a trace's record of the kernel's VMA: a check of the model",
+                ));
+            }
             Call::Migrate { .. } | Call::MigrateDone { .. } => {
                 return Err(refuse(
                     step,

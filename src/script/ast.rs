@@ -278,13 +278,37 @@ pub enum Call {
         /// A special mapping's name (`[stack]`, `[vdso]`, ...) when there is no file.
         name: Option<String>,
     },
+    /// The kernel's own VMA after the call before it, as perf's mmap record shows it
+    /// (`perf_event_mmap` at the end of `__mmap_region`, `mprotect_fixup` and
+    /// `do_brk_flags`, merges included). Not a syscall and no change: the model's VMA at
+    /// `addr` is compared with it (same fields as [`Call::MapRecord`]).
+    VmaRecord {
+        /// `vm_start`.
+        addr: u64,
+        /// `vm_end - vm_start`.
+        len: u64,
+        /// `vm_pgoff` (pages; for anonymous memory too).
+        pgoff: u64,
+        /// `PROT_*` bits of `vm_flags`.
+        prot: u64,
+        /// VM_MAYSHARE (`"s"`) rather than private (`"p"`).
+        shared: bool,
+        /// Device number of the file.
+        dev: u64,
+        /// Inode number of the file.
+        ino: u64,
+        /// The mapped file's name as the import gives it, or None.
+        path: Option<String>,
+        /// A special mapping's name (`[stack]`, ...) when there is no file.
+        name: Option<String>,
+    },
 }
 
 /// The name of every [`Call`] the script parser builds, as [`Call::name`] gives it (the
 /// parser also accepts aliases: `pkey_mprotect`, `clone3`, `exit`, `open`). A new call
 /// needs an entry here, which the generator coverage test (tests/gen_coverage.rs) then
 /// asks the generator for.
-pub const CALL_NAMES: [&str; 26] = [
+pub const CALL_NAMES: [&str; 27] = [
     "mmap",
     "munmap",
     "mprotect",
@@ -311,6 +335,7 @@ pub const CALL_NAMES: [&str; 26] = [
     "uffd_unregister",
     "uffdio_move",
     "map_record",
+    "vma_record",
 ];
 
 impl Call {
@@ -343,6 +368,7 @@ impl Call {
             Call::UffdUnregister { .. } => CALL_NAMES[23],
             Call::UffdioMove { .. } => CALL_NAMES[24],
             Call::MapRecord { .. } => CALL_NAMES[25],
+            Call::VmaRecord { .. } => CALL_NAMES[26],
         }
     }
 }

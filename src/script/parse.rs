@@ -193,6 +193,12 @@ impl Parser<'_> {
     /// Parse `CALL(ARGS) [= RESULT]`; `None` when the call is unknown and skipped.
     fn step(&mut self, line: usize, pid: Pid, body: &str) -> Result<Option<Step>, String> {
         let raw = split_call(body)?;
+        if let Some(code) = restarted(raw.rest) {
+            // Interrupted before it took effect, and restarted (`clone(...) = ?
+            // ERESTARTNOINTR`): the restarted call follows on its own line.
+            self.skipped.push((line, format!("{} interrupted ({code}), restarted", raw.name)));
+            return Ok(None);
+        }
         let call = match build_call(raw.name, &raw.args) {
             Ok(c) => c,
             Err(CallErr::Unknown(what)) if self.opts.skip_unknown => {
@@ -365,6 +371,14 @@ fn parse_tail(rest: &str) -> Result<Option<Expect>, String> {
 }
 
 const UNKNOWN_ERRNO: &str = "unknown errno name";
+
+/// The kernel-internal restart code of `= ? ERESTARTNOINTR (To be restarted)` (also
+/// ERESTARTSYS, ERESTARTNOHAND, ERESTART_RESTARTBLOCK): the call was unwound by a signal.
+fn restarted(rest: &str) -> Option<&str> {
+    let r = rest.split('#').next()?.trim().strip_prefix('=')?.trim_start().strip_prefix('?')?;
+    let code = first_word(r.trim_start());
+    code.starts_with("ERESTART").then_some(code)
+}
 
 fn parse_result(s: &str) -> Result<Expect, String> {
     let word = first_word(s);
@@ -790,7 +804,7 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
                 mode: flags(a, 3, abi::UFFDIO_MOVE_MODES, "mode")?,
             }
         }
-        "map_record" => {
+        "map_record" | "vma_record" => {
             // map_record(ADDR, LEN, PGOFF, PROT, "p"|"s", DEV, INO, "path"|NULL, "[name]"|NULL)
             want(a, &[9])?;
             let shared = match string(a, 4, "sharing")?.as_deref() {
@@ -800,16 +814,14 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
                     return Err(CallErr::Bad(format!("sharing must be \"p\" or \"s\", found `{}`", a[4])));
                 }
             };
-            Call::MapRecord {
-                addr: num(a, 0, "addr")?,
-                len: num(a, 1, "length")?,
-                pgoff: num(a, 2, "pgoff")?,
-                prot: flags(a, 3, PROT_FLAGS, "prot")?,
-                shared,
-                dev: num(a, 5, "dev")?,
-                ino: num(a, 6, "ino")?,
-                path: string(a, 7, "path")?,
-                name: string(a, 8, "name")?,
+            let (addr, len, pgoff) = (num(a, 0, "addr")?, num(a, 1, "length")?, num(a, 2, "pgoff")?);
+            let prot = flags(a, 3, PROT_FLAGS, "prot")?;
+            let (dev, ino) = (num(a, 5, "dev")?, num(a, 6, "ino")?);
+            let (path, special) = (string(a, 7, "path")?, string(a, 8, "name")?);
+            if name == "vma_record" {
+                Call::VmaRecord { addr, len, pgoff, prot, shared, dev, ino, path, name: special }
+            } else {
+                Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name: special }
             }
         }
         _ => return Err(CallErr::Unknown(name.to_string())),
@@ -980,8 +992,10 @@ pub fn format_call(call: &Call) -> String {
         Call::CloneVm { flags } => format!("clone(child_stack=NULL, flags={})", format_clone_flags(*flags)),
         Call::ExitGroup { code } => format!("exit_group({code})"),
         Call::Execve { path } => format!("execve({}, [{}], NULL)", quote(path), quote(path)),
-        Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => format!(
-            "map_record({}, {len}, {pgoff}, {}, {}, {dev:#x}, {ino}, {}, {})",
+        Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
+        | Call::VmaRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => format!(
+            "{}({}, {len}, {pgoff}, {}, {}, {dev:#x}, {ino}, {}, {})",
+            call.name(),
             ptr(*addr),
             format_flags(PROT_FLAGS, *prot, "PROT_NONE"),
             if *shared { "\"s\"" } else { "\"p\"" },
@@ -1171,6 +1185,23 @@ mod tests {
         assert!(err("1 <... mmap resumed>) = 0\n").reason.contains("no unfinished call"));
         let e = err("1 mmap(NULL, 1, 0, 0, -1, 0 <unfinished ...>\n1 <... munmap resumed>) = 0\n");
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn restarted_calls_are_skipped() {
+        let text = "1 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f12) = ? ERESTARTNOINTR (To be restarted)\n\
+                    1 --- SIGCHLD {si_signo=SIGCHLD, si_code=CLD_EXITED} ---\n\
+                    1 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f12) = 2\n\
+                    2 exit_group(0) = ?\n";
+        for opts in [ParseOptions::default(), ParseOptions { skip_unknown: true }] {
+            let s = parse_str_with("t", text, &opts).unwrap();
+            assert_eq!(s.steps.len(), 2, "{:?}", s.steps);
+            assert_eq!(s.steps[0].line, 3);
+            assert_eq!(s.skipped, [(1, "clone interrupted (ERESTARTNOINTR), restarted".to_string())]);
+        }
+        assert_eq!(restarted(" = ? ERESTARTSYS (To be restarted if SA_RESTART is set)"), Some("ERESTARTSYS"));
+        assert_eq!(restarted(" = ?"), None);
+        assert_eq!(restarted(" = ? <unavailable>"), None);
     }
 
     #[test]
@@ -1530,6 +1561,15 @@ mod tests {
                     .prop_map(
                         |((addr, len, pgoff, prot, shared), (dev, ino, path, name))| {
                             Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
+                        }
+                    ),
+                (
+                    (n(), n(), n(), n(), any::<bool>()),
+                    (n(), n(), proptest::option::of(any_string()), proptest::option::of(any_string()))
+                )
+                    .prop_map(
+                        |((addr, len, pgoff, prot, shared), (dev, ino, path, name))| {
+                            Call::VmaRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
                         }
                     ),
             ]
