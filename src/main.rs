@@ -119,7 +119,10 @@ enum Cmd {
     /// policies would merge them.
     ///
     /// SCRIPT may be a trace, run as `replay` runs it.
+    #[command(after_help = "Exit status: 0 when explained, 1 for a broken invariant, 2 for bad input.")]
     Explain {
+        /// The script (strace -f syntax, docs/scenario-language.md) or trace (perf.data,
+        /// `perf script` text or strace output, also `.zst`; docs/traces.md).
         script: PathBuf,
         /// Explain the state after the step on this line (default: the last).
         #[arg(long, value_name = "LINE")]
@@ -128,7 +131,8 @@ enum Cmd {
         #[arg(long, value_name = "N")]
         pid: Option<u32>,
         /// The policy to run under.
-        #[arg(long, value_name = "NAME", default_value = "kernel")]
+        #[arg(long, value_name = "NAME", default_value = "kernel", value_parser = policy_arg,
+              long_help = format!("The policy to run under: {POLICY_HELP}."))]
         policy: String,
     },
     /// Draw the reverse map (VMAs, anon_vma_chains, anon_vmas, folios) at one step of a
@@ -721,13 +725,13 @@ fn cmd_compare(path: &std::path::Path, format: &str, kernel: &str) -> i32 {
     let kernel = match kernel {
         "all" => {
             let (text, code) = anonmm::kernel_compare::compare_kernels(&script, format == "markdown");
-            print!("{text}");
+            out!("{text}");
             return code;
         }
         k => match parse_kernel(k) {
             Ok(k) => k,
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("anonmm: {e}");
                 return 2;
             }
         },
@@ -772,7 +776,7 @@ fn load_input(path: &std::path::Path) -> Result<(anonmm::script::Script, bool), 
             Ok((s, true))
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("anonmm: {e}");
             Err(2)
         }
     }
@@ -791,11 +795,11 @@ fn cmd_explain(path: &std::path::Path, at: Option<usize>, pid: Option<u32>, poli
             0
         }
         Err(e @ RunError::Invariant { .. }) => {
-            eprintln!("{e}");
+            eprintln!("anonmm: {e}");
             1
         }
         Err(e) => {
-            eprintln!("{e}");
+            eprintln!("anonmm: {e}");
             2
         }
     }
@@ -912,7 +916,7 @@ fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>, resolved: 
                 }
             }
             Err(e) => {
-                eprintln!("{e}");
+                eprintln!("anonmm: {e}");
                 return 2;
             }
         }

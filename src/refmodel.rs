@@ -182,6 +182,12 @@ impl RefModel {
     /// copied yet becomes a private copy of what it shows; stops at a page outside any mapping
     /// or a file page beyond EOF, where the fault fails.
     fn cow_copies(&mut self, pid: Pid, start: u64, end: u64) {
+        if end.saturating_sub(start) > crate::fault::MAX_FAULT_BYTES {
+            // The model does not populate that much either (`not modelled`); page by page
+            // this would not finish.
+            self.lost_track.get_or_insert_with(|| "a populate of more than 64 GiB".into());
+            return;
+        }
         let mut copies = Vec::new();
         let mut a = start;
         while a < end {
@@ -294,15 +300,19 @@ impl RefModel {
                 // were done leaves an unknown prefix punched.
                 let (start, end) = (*addr, addr.saturating_add(page_align(*len)));
                 let Some(sp) = self.spaces.get(&pid) else { return };
+                // Per shared segment, the object and its page range (a range can be huge:
+                // walk segments, not pages).
                 let mut holes = Vec::new();
-                let mut a = start;
-                while a < end {
-                    if let Some((s, seg)) = sp.seg_at(a)
-                        && let Backing::Shared { obj, pgoff } = seg.from(s, a).back
-                    {
-                        holes.push((obj, pgoff));
+                for (rs, re) in sp.mapped_runs(start, end) {
+                    let mut a = rs;
+                    while a < re {
+                        let Some((s, seg)) = sp.seg_at(a) else { break };
+                        let e = seg.end.min(re);
+                        if let Backing::Shared { obj, pgoff } = seg.from(s, a).back {
+                            holes.push((obj, pgoff, pgoff + (e - a) / PAGE_SIZE));
+                        }
+                        a = e;
                     }
-                    a += PAGE_SIZE;
                 }
                 if !matches!(outcome, Expect::Value(_) | Expect::Err(crate::errno::Errno::ENOMEM)) {
                     if !holes.is_empty() {
@@ -310,8 +320,12 @@ impl RefModel {
                     }
                     return;
                 }
-                for k in holes {
-                    self.objects.remove(&k);
+                for (obj, lo, hi) in holes {
+                    let gone: Vec<(u64, u64)> =
+                        self.objects.range((obj, lo)..(obj, hi)).map(|(k, _)| *k).collect();
+                    for k in gone {
+                        self.objects.remove(&k);
+                    }
                 }
             }
             Call::Madvise { addr, len, advice } => {

@@ -120,13 +120,23 @@ fn a_bad_policy_or_format_is_a_usage_error() {
 
 /// Run with stdout a pipe whose reader has gone before the first write.
 fn closed_pipe(args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::os::fd::FromRawFd;
+    // A pipe whose read end is closed before the child starts: no other process (a test
+    // spawning at the same time) can hold it open, so the child's first write fails.
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors we then own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fds[0] is ours and closed once; fds[1] is moved into the OwnedFd.
+    let write_end = unsafe {
+        libc::close(fds[0]);
+        std::os::fd::OwnedFd::from_raw_fd(fds[1])
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_anonmm"))
         .args(args)
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(write_end))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    drop(child.stdout.take());
     let mut err = String::new();
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     (child.wait().unwrap(), err)

@@ -91,7 +91,7 @@ pub fn cmd_run(path: &Path, json: bool, smaps: bool, kernel: Kernel) -> i32 {
         Err(c) => return c,
     };
     if !json {
-        print!("{}", target.describe());
+        crate::out!("{}", target.describe());
     }
     let steps = match run_steps(&mut target, &script, smaps) {
         Ok(s) => s,
@@ -271,7 +271,7 @@ pub fn cmd_diff(paths: &[std::path::PathBuf], smaps: bool, kernel: Kernel) -> i3
         Ok(t) => t,
         Err(c) => return c,
     };
-    print!("{}", target.describe());
+    crate::out!("{}", target.describe());
     paths.iter().map(|p| diff_one(&mut target, p, smaps, kernel)).max().unwrap_or(0)
 }
 

@@ -134,7 +134,7 @@ pub fn cmd_fuzz(
         return 2;
     }
     let config = target.config(kernel);
-    print!("{}", target.describe());
+    crate::out!("{}", target.describe());
     let target = std::cell::RefCell::new(target);
     let compare = |s: &Script| compare_on(&mut target.borrow_mut(), &config, s, smaps);
     let seed = seed.unwrap_or_else(|| {
