@@ -40,6 +40,9 @@ impl System {
             }
         } else if self.vmas[vma].start > start {
             return Err(Errno::ENOMEM);
+        } else if grows & PROT_GROWSUP != 0 {
+            // x86 has no VM_GROWSUP: no VMA grows up, so PROT_GROWSUP is always EINVAL here.
+            return Err(Errno::EINVAL);
         }
         let mut nstart = start;
         let mut tmp = self.vmas[vma].start;

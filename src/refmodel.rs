@@ -500,6 +500,20 @@ impl RefModel {
                     }
                 }
             }
+            // A touch below a MAP_GROWSDOWN segment that signalled at its first page: either
+            // the growth was refused, or it happened and the access then faulted (a PROT_NONE
+            // stack grows too). Which one depends on protections this model does not follow.
+            Call::Touch { addr, .. }
+                if matches!(outcome, Expect::Signal(_))
+                    && signal_at == Some(addr & !(PAGE_SIZE - 1))
+                    && self.spaces.get(&pid).is_some_and(|sp| {
+                        let start = addr & !(PAGE_SIZE - 1);
+                        sp.seg_at(start).is_none()
+                            && sp.segs.range(start..).next().is_some_and(|(_, seg)| seg.growsdown)
+                    }) =>
+            {
+                self.lost_track.get_or_insert_with(|| "a touch below a growable segment signalled".into());
+            }
             Call::Touch { addr, len, write: true } if ok(outcome) || matches!(outcome, Expect::Signal(_)) => {
                 let start = addr & !(PAGE_SIZE - 1);
                 let mut end = page_align(addr.saturating_add(*len));
