@@ -477,10 +477,10 @@ impl RefModel {
                     }
                 }
             }
-            // A touch that worked from below a MAP_GROWSDOWN segment grew it (a refused growth
-            // is SIGSEGV; a growth followed by a permission fault is not followed here).
+            // A touch that worked from below a MAP_GROWSDOWN segment grew it, and so did one
+            // that signalled past its first page (a refused growth is SIGSEGV at once).
             Call::Touch { addr, .. }
-                if ok(outcome)
+                if (ok(outcome) || signal_at.is_some_and(|s| s > addr & !(PAGE_SIZE - 1)))
                     && self
                         .spaces
                         .get(&pid)
