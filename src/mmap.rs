@@ -324,7 +324,8 @@ impl System {
             self.not_modelled("MAP_DROPPABLE (droppable anonymous mappings)");
             return Err(Errno::EINVAL);
         }
-        if !matches!(map_type, MAP_SHARED | MAP_PRIVATE | MAP_SHARED_VALIDATE) {
+        // A file's MAP_DROPPABLE is refused by do_mmap's switch, after placement.
+        if !matches!(map_type, MAP_SHARED | MAP_PRIVATE | MAP_SHARED_VALIDATE | MAP_DROPPABLE) {
             return Err(Errno::EINVAL);
         }
         let fixed_flags = if flags & MAP_FIXED_NOREPLACE != 0 { flags | MAP_FIXED } else { flags };
@@ -354,6 +355,9 @@ impl System {
             // refuses VM_SYNC without DAX (daxdev_mapping_supported).
             if map_type == MAP_SHARED_VALIDATE && flags & !(LEGACY_MAP_MASK | MAP_SYNC) != 0 {
                 return Err(Errno::EOPNOTSUPP);
+            }
+            if map_type == MAP_DROPPABLE {
+                return Err(Errno::EINVAL);
             }
             let of = &self.fs.files[f];
             match map_type {
@@ -397,9 +401,6 @@ impl System {
         if flags & MAP_NORESERVE != 0 {
             vm_flags |= VmFlags::NORESERVE;
         }
-        if file.is_some() && vm_flags.contains(VmFlags::SYNC) {
-            return Err(Errno::EOPNOTSUPP);
-        }
         let v = self.mmap_region(mm, file, VirtAddr(addr), len, vm_flags, PgOff(pgoff))?;
         if self.vmas[v].flags.contains(VmFlags::LOCKED)
             || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE
@@ -432,6 +433,11 @@ impl System {
         let detached = self.gather_munmap_vmas(mm, addr, end)?;
         if let Some(d) = detached {
             self.complete_munmap_vmas(mm, d);
+        }
+        // ext4_file_mmap refuses VM_SYNC without DAX (daxdev_mapping_supported); it runs
+        // after the old range was cleared, so MAP_FIXED leaves a gap there.
+        if file.is_some() && vm_flags.contains(VmFlags::SYNC) {
+            return Err(Errno::EOPNOTSUPP);
         }
         let (prev, next) = self.mms[mm].vmas_around(addr);
         let mut merged = None;
