@@ -1772,7 +1772,7 @@ mod tests {
                 let mut alive = 1usize;
                 for st in &s.steps {
                     assert_eq!(st.text, render(&st.call));
-                    assert!(!matches!(st.call, Call::Brk { .. } | Call::Execve { .. }));
+                    assert!(!matches!(st.call, Call::Execve { .. }));
                     match (&st.call, st.expect) {
                         (Call::Fork { .. }, Some(Expect::Value(c))) => {
                             assert_eq!(c, next_child, "children numbered in creation order");

@@ -222,7 +222,16 @@ impl RefModel {
         let pid = self.threads.get(&step.pid).copied().unwrap_or(step.pid);
         let ok = |o: &Expect| matches!(o, Expect::Value(_));
         match &step.call {
-            Call::Mmap { len, flags, fd, off, prot, .. } => {
+            Call::Mmap { addr, len, flags, fd, off, prot } => {
+                // A file MAP_SYNC refused by ext4 after MAP_FIXED cleared the range: a gap.
+                if matches!(outcome, Expect::Err(crate::errno::Errno::EOPNOTSUPP))
+                    && flags & (MAP_FIXED | MAP_SYNC) == MAP_FIXED | MAP_SYNC
+                    && (flags & MAP_TYPE != MAP_SHARED_VALIDATE || flags & !(LEGACY_MAP_MASK | MAP_SYNC) == 0)
+                    && let Some(sp) = self.spaces.get_mut(&pid)
+                {
+                    sp.remove(*addr, addr.saturating_add(page_align(*len)));
+                    return;
+                }
                 let Expect::Value(a) = *outcome else { return };
                 let end = a.saturating_add(page_align(*len));
                 let back = if flags & MAP_ANONYMOUS != 0 {
