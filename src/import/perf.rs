@@ -1263,18 +1263,7 @@ impl<'a> Conv<'a> {
                 self.skip(*line, "PERF_RECORD_MMAP2 merged by the same call");
                 continue;
             }
-            let path = (!rec.is_anon() && !rec.is_special()).then(|| self.file_name(rec));
-            let call = Call::VmaRecord {
-                addr: rec.addr,
-                len: rec.len,
-                pgoff: rec.pgoff >> 12,
-                prot: rec.prot,
-                shared: rec.shared,
-                dev: rec.dev,
-                ino: rec.ino,
-                path,
-                name: rec.is_special().then(|| rec.name.clone()),
-            };
+            let call = self.record_call(rec, true);
             self.report.vma_records += 1;
             self.push(*line, tid, call, None);
         }
@@ -1282,6 +1271,20 @@ impl<'a> Conv<'a> {
 
     /// The name for a file perf calls `name`: the same name for the same (dev, ino), and a
     /// `name#INO` when two files share a base name.
+    /// The step of an mmap record: a mapping the kernel made at exec (`map_record`), or with
+    /// `kernel_vma` the kernel's VMA after a call, to compare with the model's (`vma_record`).
+    fn record_call(&mut self, rec: &MapRec, kernel_vma: bool) -> Call {
+        let path = (!rec.is_anon() && !rec.is_special()).then(|| self.file_name(rec));
+        let name = rec.is_special().then(|| rec.name.clone());
+        let (addr, len, pgoff, prot, shared, dev, ino) =
+            (rec.addr, rec.len, rec.pgoff >> 12, rec.prot, rec.shared, rec.dev, rec.ino);
+        if kernel_vma {
+            Call::VmaRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
+        } else {
+            Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
+        }
+    }
+
     fn file_name(&mut self, rec: &MapRec) -> String {
         let id = (rec.dev, rec.ino);
         let mut name = rec.name.clone();
@@ -1442,18 +1445,7 @@ impl<'a> Conv<'a> {
                 self.skip(l, "PERF_RECORD_MMAP2 of the temporary exec stack");
                 continue;
             }
-            let path = (!rec.is_anon() && !rec.is_special()).then(|| self.file_name(&rec));
-            let call = Call::MapRecord {
-                addr: rec.addr,
-                len: rec.len,
-                pgoff: rec.pgoff >> 12,
-                prot: rec.prot,
-                shared: rec.shared,
-                dev: rec.dev,
-                ino: rec.ino,
-                path,
-                name: rec.is_special().then(|| rec.name.clone()),
-            };
+            let call = self.record_call(&rec, false);
             self.push(l, tid, call, None);
         }
     }
