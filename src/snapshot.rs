@@ -187,6 +187,11 @@ pub fn steps_to_json(steps: &[StepView]) -> Value {
 pub fn step_to_json(s: &StepView) -> Value {
     let procs: serde_json::Map<String, Value> =
         s.procs.iter().map(|(pid, p)| (pid.0.to_string(), Value::Object(proc_to_json(p)))).collect();
+    step_json(s, procs)
+}
+
+/// A step's JSON object around its processes (whole, or only what changed).
+fn step_json(s: &StepView, procs: serde_json::Map<String, Value>) -> Value {
     json!({
         "line": s.line,
         "pid": s.pid.0,
@@ -270,13 +275,7 @@ pub fn step_changes_json(prev: Option<&StepView>, s: &StepView) -> Value {
             procs.insert(pid.0.to_string(), Value::Null);
         }
     }
-    json!({
-        "line": s.line,
-        "pid": s.pid.0,
-        "call": s.call,
-        "result": s.result,
-        "procs": procs,
-    })
+    step_json(s, procs)
 }
 
 fn proc_to_json(p: &ProcView) -> serde_json::Map<String, Value> {
