@@ -243,6 +243,17 @@ enum Cmd {
         #[command(subcommand)]
         kind: GenKind,
     },
+    /// Write the layout of a live process (its /proc/PID/maps, and for each private
+    /// anonymous VMA which pages hold data, from /proc/PID/pagemap), as `gen restore
+    /// --layout` reads it.
+    #[command(after_help = "Exit status: 0 when written, 2 when the process cannot be read.")]
+    Snapshot {
+        /// The process.
+        pid: u32,
+        /// Where to write the layout (stdout when absent).
+        #[arg(short, long, value_name = "OUT")]
+        out: Option<PathBuf>,
+    },
     /// Plot VMA counts over each trace's time (perf timestamps, or the step index of a
     /// script) as an SVG: one chart per trace, one line per policy.
     #[command(after_help = "Exit status: 0 when written, 2 for a trace that cannot be read or a bad option.")]
@@ -341,6 +352,34 @@ enum GenKind {
         common: anonmm::workload::Common,
         #[command(flatten)]
         p: anonmm::workload::RandomParams,
+    },
+    /// A CRIU-like restore of a process layout (`anonmm snapshot PID`, a maps file, or
+    /// generated): every private VMA premapped in one area, its pages written, then moved to
+    /// its address with mremap FIXED and given back its protection.
+    #[command(after_help = GEN_EXIT)]
+    Restore {
+        #[command(flatten)]
+        common: anonmm::workload::Common,
+        #[command(flatten)]
+        p: anonmm::workload::RestoreParams,
+    },
+    /// A region-based moving garbage collector over many cycles: live pages of sparse regions
+    /// packed into free regions with mremap FIXED or UFFDIO_MOVE, the evacuated regions freed.
+    #[command(after_help = GEN_EXIT)]
+    Gc {
+        #[command(flatten)]
+        common: anonmm::workload::Common,
+        #[command(flatten)]
+        p: anonmm::workload::GcParams,
+    },
+    /// A cache moving its blocks one by one, in random order, into a second arena, until
+    /// vm.max_map_count makes mremap fail with ENOMEM (every move is recorded as succeeding).
+    #[command(name = "map-count", after_help = GEN_EXIT)]
+    MapCount {
+        #[command(flatten)]
+        common: anonmm::workload::Common,
+        #[command(flatten)]
+        p: anonmm::workload::MapCountParams,
     },
 }
 
@@ -474,6 +513,7 @@ fn main() -> ExitCode {
         }
         Cmd::Record { out, text, command } => cmd_record(&out, &command, text),
         Cmd::Gen { kind } => cmd_gen(kind),
+        Cmd::Snapshot { pid, out } => cmd_snapshot(pid, out.as_deref()),
         Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy, &out),
         Cmd::Oracle { cmd } => oracle(cmd),
         Cmd::Bench { only, quick, trace, perf_data, format } => {
@@ -1154,6 +1194,9 @@ fn cmd_gen(kind: GenKind) -> i32 {
         GenKind::Forkserver { common, p } => (common, Workload::Forkserver(p)),
         GenKind::Compact { common, p } => (common, Workload::Compact(p)),
         GenKind::Random { common, p } => (common, Workload::Random(p)),
+        GenKind::Restore { common, p } => (common, Workload::Restore(p)),
+        GenKind::Gc { common, p } => (common, Workload::Gc(p)),
+        GenKind::MapCount { common, p } => (common, Workload::MapCount(p)),
     };
     let text = match w.script_text_for(common.seed, common.kernel) {
         Ok(t) => t,
@@ -1163,6 +1206,30 @@ fn cmd_gen(kind: GenKind) -> i32 {
         }
     };
     match &common.out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("anonmm: {}: cannot write: {e}", path.display());
+                return 2;
+            }
+        }
+        None => out!("{text}"),
+    }
+    0
+}
+
+fn cmd_snapshot(pid: u32, out: Option<&std::path::Path>) -> i32 {
+    let layout = match anonmm::workload::snapshot_pid(pid) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("anonmm: snapshot: {e}");
+            return 2;
+        }
+    };
+    let text = format!(
+        "# anonmm snapshot {pid}: /proc/{pid}/maps, pages holding data from /proc/{pid}/pagemap\n{}",
+        layout.to_text()
+    );
+    match out {
         Some(path) => {
             if let Err(e) = std::fs::write(path, text) {
                 eprintln!("anonmm: {}: cannot write: {e}", path.display());

@@ -15,6 +15,16 @@ use rand::{Rng, SeedableRng};
 
 use crate::script::Script;
 
+mod gc;
+mod layout;
+mod map_count;
+mod restore;
+
+pub use gc::{GcMode, GcParams};
+pub use layout::{Layout, LayoutVma, snapshot_pid};
+pub use map_count::MapCountParams;
+pub use restore::RestoreParams;
+
 /// Where workloads place their memory: the oracle runs scripts in
 /// `[0x1000_0000_0000, 0x5000_0000_0000)`.
 pub const BASE: u64 = 0x2000_0000_0000;
@@ -124,6 +134,12 @@ pub enum Workload {
     Compact(CompactParams),
     /// The fuzzer's random script generator.
     Random(RandomParams),
+    /// A checkpoint/restore tool rebuilding a process (premap, fill, mremap into place).
+    Restore(RestoreParams),
+    /// A moving garbage collector compacting regions (mremap or UFFDIO_MOVE).
+    Gc(GcParams),
+    /// A cache reordering blocks by moving them until `vm.max_map_count` stops it.
+    MapCount(MapCountParams),
 }
 
 /// Why a workload cannot be made with these parameters.
@@ -144,6 +160,9 @@ impl Workload {
             Workload::Forkserver(_) => "forkserver",
             Workload::Compact(_) => "compact",
             Workload::Random(_) => "random",
+            Workload::Restore(_) => "restore",
+            Workload::Gc(_) => "gc",
+            Workload::MapCount(_) => "map-count",
         }
     }
 
@@ -161,6 +180,9 @@ impl Workload {
             Workload::Realloc(p) => realloc(&mut w, &mut rng, p)?,
             Workload::Forkserver(p) => forkserver(&mut w, &mut rng, p)?,
             Workload::Compact(p) => compact(&mut w, &mut rng, p)?,
+            Workload::Restore(p) => restore::restore(&mut w, &mut rng, p)?,
+            Workload::Gc(p) => gc::gc(&mut w, &mut rng, p)?,
+            Workload::MapCount(p) => map_count::map_count(&mut w, &mut rng, p)?,
             Workload::Random(p) => {
                 if p.steps == 0 || p.max_procs == 0 {
                     return Err(bad("random: --steps and --max-procs must be at least 1"));
@@ -216,6 +238,16 @@ impl Workload {
                 if p.no_files { " --no-files" } else { "" },
                 if p.no_shared { " --no-shared" } else { "" }
             ),
+            Workload::Restore(p) => p.command_params(),
+            Workload::Gc(p) => format!(
+                "--mode {} --regions {} --region-pages {} --cycles {} --live {}",
+                p.mode.name(),
+                p.regions,
+                p.region_pages,
+                p.cycles,
+                p.live
+            ),
+            Workload::MapCount(p) => format!("--blocks {} --block-pages {}", p.blocks, p.block_pages),
         };
         format!("anonmm gen {} --seed {seed} {params}", self.name())
     }
