@@ -24,8 +24,9 @@ fn each_kind_is_deterministic_and_runs_checked() {
             assert_eq!(a, w.script_text(seed).unwrap(), "{} seed {seed} not deterministic", w.name());
             let script = w.script(seed, w.name()).unwrap();
             assert!(script.steps.len() > 10, "{}: {} steps", w.name(), script.steps.len());
-            let res = run_script(&script, &RunOptions { check: true, last_view_only: true, ..Default::default() })
-                .unwrap_or_else(|e| panic!("{} seed {seed}: {e}", w.name()));
+            let res =
+                run_script(&script, &RunOptions { check: true, last_view_only: true, ..Default::default() })
+                    .unwrap_or_else(|e| panic!("{} seed {seed}: {e}", w.name()));
             assert!(
                 res.mismatches.is_empty(),
                 "{} seed {seed}: line {}: expected {}, got {}",
@@ -105,7 +106,9 @@ fn snapshot_of_a_live_process() {
     let layout = snapshot_pid(child.id()).unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(layout.vmas.iter().any(|v| v.path == "[stack]" && v.present.as_ref().is_some_and(|p| !p.is_empty())));
+    assert!(
+        layout.vmas.iter().any(|v| v.path == "[stack]" && v.present.as_ref().is_some_and(|p| !p.is_empty()))
+    );
     let again = Layout::parse("again", &layout.to_text()).unwrap();
     assert_eq!(again, layout);
     let out = Command::new(env!("CARGO_BIN_EXE_anonmm")).args(["snapshot", "999999999"]).output().unwrap();
