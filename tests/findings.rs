@@ -1,7 +1,7 @@
 //! The headline numbers of docs/findings.md, re-run with the commands the page gives next to
 //! them (`anonmm gen ...`, then `anonmm replay --policy all --format json`). Every workload
 //! here takes well under a second; the full-scale map-count run (80,000 moves under six
-//! designs, about two minutes) is `#[ignore]`d: `cargo test --release --test findings --
+//! designs, over a minute) is `#[ignore]`d: `cargo test --release --test findings --
 //! --ignored`. Its scaled copy below runs the same workload against a lowered
 //! `vm.max_map_count` through the library.
 
@@ -181,7 +181,7 @@ fn map_count_scaled() {
 }
 
 #[test]
-#[ignore = "full scale: 80,000 moves under six designs, about two minutes in release"]
+#[ignore = "full scale: 80,000 moves under six designs, over a minute in release"]
 fn map_count_full_scale() {
     let rows = replay_all(&generate("map-count.strace", &["map-count", "--seed", "1"]));
     let k = row(&rows, "kernel");
