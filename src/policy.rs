@@ -75,9 +75,10 @@ impl Policy {
         })
     }
 
-    /// Whether mremap accepts `MREMAP_RELOCATE_ANON` and `MREMAP_MUST_RELOCATE_ANON`.
+    /// Whether mremap accepts `MREMAP_RELOCATE_ANON` and `MREMAP_MUST_RELOCATE_ANON` (the
+    /// design's `check_mremap_params` hook).
     pub fn has_relocate_flags(self) -> bool {
-        matches!(self, Policy::Relocate | Policy::RelocateAll)
+        crate::designs::Design::mremap_relocate_flags(self)
     }
 }
 
