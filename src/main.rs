@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use anonmm::import::read_trace;
 use anonmm::kernel::Kernel;
+use anonmm::policy::Policy;
 use anonmm::run::{RunError, RunOptions, run_script, run_script_each};
 use anonmm::script::{format_step, parse_file};
 use anonmm::snapshot::{format_maps_text, format_smaps_text, step_changes_json, write_step_json};
@@ -40,14 +41,22 @@ struct Cli {
     cmd: Cmd,
 }
 
-/// A policy name, checked when the command line is read (so a typo is a usage error).
-fn policy_arg(s: &str) -> Result<String, String> {
-    anonmm::policy::Policy::parse(s).map(|_| s.to_string())
+/// A policy name, parsed when the command line is read (so a typo is a usage error).
+fn policy_arg(s: &str) -> Result<Policy, String> {
+    Policy::parse(s)
 }
 
+/// `--policy NAME|all`: the policies to run, in order.
+#[derive(Clone, Debug)]
+struct Policies(Vec<Policy>);
+
 /// A policy name or `all`.
-fn policy_or_all_arg(s: &str) -> Result<String, String> {
-    if s == "all" { Ok(s.to_string()) } else { policy_arg(s) }
+fn policy_or_all_arg(s: &str) -> Result<Policies, String> {
+    if s == "all" {
+        Ok(Policies(anonmm::policy::ALL_POLICIES.to_vec()))
+    } else {
+        policy_arg(s).map(|p| Policies(vec![p]))
+    }
 }
 
 #[derive(Subcommand)]
@@ -84,7 +93,7 @@ enum Cmd {
         /// Which behaviour to model.
         #[arg(long, value_name = "NAME", default_value = "kernel", value_parser = policy_arg,
               long_help = format!("Which behaviour to model: {POLICY_HELP}."))]
-        policy: String,
+        policy: Policy,
         /// Model a kernel built with CONFIG_ANON_VMA_NAME (ours is not: naming gives EINVAL).
         #[arg(long)]
         anon_vma_name: bool,
@@ -133,7 +142,7 @@ enum Cmd {
         /// The policy to run under.
         #[arg(long, value_name = "NAME", default_value = "kernel", value_parser = policy_arg,
               long_help = format!("The policy to run under: {POLICY_HELP}."))]
-        policy: String,
+        policy: Policy,
     },
     /// Draw the reverse map (VMAs, anon_vma_chains, anon_vmas, folios) at one step of a
     /// script as Graphviz DOT, or as SVG, PNG or PDF by OUT's extension (through Graphviz's
@@ -155,7 +164,7 @@ enum Cmd {
         /// Which behaviour to model.
         #[arg(long, value_name = "NAME", default_value = "kernel", value_parser = policy_arg,
               long_help = format!("Which behaviour to model: {POLICY_HELP}."))]
-        policy: String,
+        policy: Policy,
         /// Which kernel to model: 6.1, 6.12 or 6.18 (see docs/kernels.md).
         #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
         kernel: Kernel,
@@ -194,7 +203,7 @@ enum Cmd {
         /// Which behaviour to model: a policy name, or `all` for every known one.
         #[arg(long, value_name = "NAME|all", default_value = "kernel", value_parser = policy_or_all_arg,
               long_help = format!("Which behaviour to model: {POLICY_HELP}; or all, for every one."))]
-        policy: String,
+        policy: Policies,
         /// Output format.
         #[arg(long, value_name = "FORMAT", default_value = "text",
               value_parser = ["text", "markdown", "json", "csv"])]
@@ -253,7 +262,7 @@ enum Cmd {
         /// A policy name, or `all` for every known one.
         #[arg(long, value_name = "NAME|all", default_value = "kernel", value_parser = policy_or_all_arg,
               long_help = format!("Which behaviour to model: {POLICY_HELP}; or all, for every one."))]
-        policy: String,
+        policy: Policies,
         /// Where to write the SVG.
         #[arg(short, long, value_name = "OUT.svg")]
         out: PathBuf,
@@ -461,7 +470,7 @@ fn main() -> ExitCode {
         Cmd::Replay { traces, policy, format, check, check_every_step, examples, kernel, accept_damaged } => {
             cmd_replay(
                 &traces,
-                &policy,
+                &policy.0,
                 &format,
                 ReplayArgs {
                     check: check || check_every_step,
@@ -474,7 +483,7 @@ fn main() -> ExitCode {
         }
         Cmd::Record { out, text, command } => cmd_record(&out, &command, text),
         Cmd::Gen { kind } => cmd_gen(kind),
-        Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy, &out),
+        Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy.0, &out),
         Cmd::Oracle { cmd } => oracle(cmd),
         Cmd::Bench { only, quick, trace, perf_data, format } => {
             cmd_bench(&only, quick, trace, perf_data, &format)
@@ -568,7 +577,7 @@ fn cmd_bench(
         emit(f, &mut figs);
     }
     if want("replay") {
-        let policies: Vec<&str> = anonmm::report::POLICIES.to_vec();
+        let policies = anonmm::policy::ALL_POLICIES;
         let s = spinner(format!("measuring replay: {} under every policy", trace.display()));
         let f = bench_replay(&trace, &policies, if quick { 1 } else { 3 });
         s.finish_and_clear();
@@ -782,7 +791,7 @@ fn load_input(path: &std::path::Path) -> Result<(anonmm::script::Script, bool), 
     }
 }
 
-fn cmd_explain(path: &std::path::Path, at: Option<usize>, pid: Option<u32>, policy: String) -> i32 {
+fn cmd_explain(path: &std::path::Path, at: Option<usize>, pid: Option<u32>, policy: Policy) -> i32 {
     let (script, replay) = match load_input(path) {
         Ok(s) => s,
         Err(code) => return code,
@@ -812,7 +821,7 @@ fn cmd_run(path: &std::path::Path, at: Option<usize>, json: Option<JsonForm>, mu
     };
     script.steps.truncate(anonmm::explain::prefix_until(&script, at));
     opts.replay = replay;
-    let report = |res: &anonmm::run::RunResult| anonmm::report::run_report(&opts.policy, res);
+    let report = |res: &anonmm::run::RunResult| anonmm::report::run_report(&opts.policy.to_string(), res);
     // With --json each step is printed as it is made: `{"steps":[` step `,` step … `]}`.
     let mut first = true;
     let mut prev: Option<anonmm::snapshot::StepView> = None;
@@ -978,13 +987,12 @@ struct ReplayArgs {
     accept_damaged: bool,
 }
 
-fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, args: ReplayArgs) -> i32 {
+fn cmd_replay(traces: &[PathBuf], policies: &[Policy], format: &str, args: ReplayArgs) -> i32 {
     let ReplayArgs { check, check_sampled, examples, kernel, accept_damaged } = args;
     let config = anonmm::mm::Config { kernel, ..Default::default() };
     use anonmm::replay::replay_script;
-    use anonmm::report::{POLICIES, ReportRow, render};
+    use anonmm::report::{ReportRow, render};
 
-    let policies: Vec<&str> = if policy == "all" { POLICIES.to_vec() } else { vec![policy] };
     // Drawn on stderr, and only when it is a terminal.
     let bar = indicatif::ProgressBar::no_length();
     replay_progress(&bar, None);
@@ -1042,13 +1050,15 @@ fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, args: ReplayArgs) 
         {
             bar.set_message(format!("{name} ({p})"));
             replay_progress(&bar, None);
-            let opts = RunOptions { policy: p.to_string(), config: config.clone(), ..Default::default() };
+            let opts = RunOptions { policy: p, config: config.clone(), ..Default::default() };
             let t0 = std::time::Instant::now();
             let res =
                 anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64));
             match res {
-                Ok((out, import)) => record(&name, p, t0.elapsed().as_secs_f64(), Ok((out, &import))),
-                Err(e) => record(&name, p, t0.elapsed().as_secs_f64(), Err(e.to_string())),
+                Ok((out, import)) => {
+                    record(&name, &p.to_string(), t0.elapsed().as_secs_f64(), Ok((out, &import)))
+                }
+                Err(e) => record(&name, &p.to_string(), t0.elapsed().as_secs_f64(), Err(e.to_string())),
             }
             continue;
         }
@@ -1060,7 +1070,7 @@ fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, args: ReplayArgs) 
             bar.set_position(0);
             let opts: Vec<RunOptions> = policies
                 .iter()
-                .map(|p| RunOptions { policy: p.to_string(), config: config.clone(), ..Default::default() })
+                .map(|&policy| RunOptions { policy, config: config.clone(), ..Default::default() })
                 .collect();
             match anonmm::replay::replay_trace_all(path, &opts, examples, &mut |n| bar.set_position(n as u64))
             {
@@ -1069,9 +1079,9 @@ fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, args: ReplayArgs) 
                         match run {
                             Ok((mut out, secs)) => {
                                 out.blame_damage(&import);
-                                record(&name, p, secs, Ok((out, &import)))
+                                record(&name, &p.to_string(), secs, Ok((out, &import)))
                             }
-                            Err(e) => record(&name, p, 0.0, Err(e.to_string())),
+                            Err(e) => record(&name, &p.to_string(), 0.0, Err(e.to_string())),
                         }
                     }
                 }
@@ -1088,23 +1098,18 @@ fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, args: ReplayArgs) 
                 continue;
             }
         };
-        for &p in &policies {
+        for &p in policies {
             bar.set_message(format!("{name} ({p})"));
             replay_progress(&bar, Some(script.steps.len() as u64));
-            let opts = RunOptions {
-                check,
-                check_sampled,
-                policy: p.to_string(),
-                config: config.clone(),
-                ..Default::default()
-            };
+            let opts =
+                RunOptions { check, check_sampled, policy: p, config: config.clone(), ..Default::default() };
             let t0 = std::time::Instant::now();
             let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
             let res = res.map(|mut out| {
                 out.blame_damage(&import);
                 (out, &import)
             });
-            record(&name, p, t0.elapsed().as_secs_f64(), res.map_err(|e| e.to_string()));
+            record(&name, &p.to_string(), t0.elapsed().as_secs_f64(), res.map_err(|e| e.to_string()));
         }
     }
     bar.finish_and_clear();
@@ -1174,9 +1179,8 @@ fn cmd_gen(kind: GenKind) -> i32 {
     0
 }
 
-fn cmd_plot(traces: &[PathBuf], policy: &str, out: &std::path::Path) -> i32 {
-    let policies: Vec<&str> = if policy == "all" { anonmm::report::POLICIES.to_vec() } else { vec![policy] };
-    match anonmm::plot::plot(traces, &policies, out) {
+fn cmd_plot(traces: &[PathBuf], policies: &[Policy], out: &std::path::Path) -> i32 {
+    match anonmm::plot::plot(traces, policies, out) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("anonmm: {e}");
