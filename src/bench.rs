@@ -63,10 +63,14 @@ impl Figure {
     /// "met", "MISSED" or "" (no target).
     pub fn verdict(&self) -> &'static str {
         match self.target {
-            Some(t) if t.met(self.value) => "met",
-            Some(_) => "MISSED",
+            Some(_) if self.missed() => "MISSED",
+            Some(_) => "met",
             None => "",
         }
+    }
+    /// Whether the figure has a target and misses it.
+    pub fn missed(&self) -> bool {
+        self.target.is_some_and(|t| !t.met(self.value))
     }
 }
 

@@ -116,12 +116,12 @@ enum Cmd {
         /// The script: strace -f syntax (docs/scenario-language.md).
         script: PathBuf,
         /// Output format.
-        #[arg(long, default_value = "text", value_parser = ["text", "markdown", "json"])]
-        format: String,
+        #[arg(long, default_value = "text", value_enum)]
+        format: TableFormat,
         /// Which kernel the policies build on; `all` instead shows the script on 6.1, 6.12
         /// and 6.18 side by side (kernel policy).
-        #[arg(long, value_name = "6.1|6.12|6.18|all", default_value = "6.18")]
-        kernel: String,
+        #[arg(long, value_name = "6.1|6.12|6.18|all", default_value = "6.18", value_parser = kernel_or_all_arg)]
+        kernel: KernelChoice,
     },
     /// For every pair of adjacent VMAs of a process that stay apart, say why in the kernel's
     /// terms (the refusal's name as `run --trace` prints it, and what makes it), and which
@@ -205,9 +205,8 @@ enum Cmd {
               long_help = format!("Which behaviour to model: {POLICY_HELP}; or all, for every one."))]
         policy: Policies,
         /// Output format.
-        #[arg(long, value_name = "FORMAT", default_value = "text",
-              value_parser = ["text", "markdown", "json", "csv"])]
-        format: String,
+        #[arg(long, value_name = "FORMAT", default_value = "text", value_enum)]
+        format: ReportFormat,
         /// Run the invariant checker (sampled as in `run --check`; the broken step is still
         /// found exactly).
         #[arg(long)]
@@ -279,9 +278,8 @@ enum Cmd {
                             for bad options or a trace that cannot be read.")]
     Bench {
         /// Which figures (comma-separated; default: all; perfdata only with `--perf-data`).
-        #[arg(long, value_delimiter = ',', value_name = "LIST",
-              value_parser = ["faults", "vma", "scale", "replay", "check", "oracle", "perfdata", "text"])]
-        only: Vec<String>,
+        #[arg(long, value_delimiter = ',', value_name = "LIST", value_enum)]
+        only: Vec<BenchGroup>,
         /// Smaller sizes (a minute instead of several); the figures are less steady.
         #[arg(long)]
         quick: bool,
@@ -293,9 +291,62 @@ enum Cmd {
         #[arg(long, value_name = "PERF.DATA")]
         perf_data: Option<PathBuf>,
         /// Output format.
-        #[arg(long, default_value = "text", value_parser = ["text", "markdown", "json"])]
-        format: String,
+        #[arg(long, default_value = "text", value_enum)]
+        format: TableFormat,
     },
+}
+
+/// `bench --only`: the groups of figures.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum BenchGroup {
+    Faults,
+    Vma,
+    Scale,
+    Replay,
+    Check,
+    Oracle,
+    Perfdata,
+    Text,
+}
+
+/// `compare --format` and `bench --format`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum TableFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// `replay --format`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Markdown,
+    Json,
+    Csv,
+}
+
+impl From<ReportFormat> for anonmm::report::Format {
+    fn from(f: ReportFormat) -> Self {
+        match f {
+            ReportFormat::Text => anonmm::report::Format::Text,
+            ReportFormat::Markdown => anonmm::report::Format::Markdown,
+            ReportFormat::Json => anonmm::report::Format::Json,
+            ReportFormat::Csv => anonmm::report::Format::Csv,
+        }
+    }
+}
+
+/// `compare --kernel`: one kernel, or all of them side by side.
+#[derive(Clone, Copy, Debug)]
+enum KernelChoice {
+    One(Kernel),
+    All,
+}
+
+/// `6.1`, `6.12`, `6.18` or `all`.
+fn kernel_or_all_arg(s: &str) -> Result<KernelChoice, String> {
+    if s == "all" { Ok(KernelChoice::All) } else { parse_kernel(s).map(KernelChoice::One) }
 }
 
 /// The synthetic workloads of `anonmm gen`.
@@ -460,7 +511,7 @@ fn main() -> ExitCode {
                 resolved: false,
             },
         ),
-        Cmd::Compare { script, format, kernel } => cmd_compare(&script, &format, &kernel),
+        Cmd::Compare { script, format, kernel } => cmd_compare(&script, format, kernel),
         Cmd::Graph { script, at, pid, max_folios, policy, kernel, out } => cmd_graph(
             &script,
             &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy, kernel },
@@ -471,7 +522,7 @@ fn main() -> ExitCode {
             cmd_replay(
                 &traces,
                 &policy.0,
-                &format,
+                format.into(),
                 ReplayArgs {
                     check: check || check_every_step,
                     check_sampled: !check_every_step,
@@ -486,7 +537,7 @@ fn main() -> ExitCode {
         Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy.0, &out),
         Cmd::Oracle { cmd } => oracle(cmd),
         Cmd::Bench { only, quick, trace, perf_data, format } => {
-            cmd_bench(&only, quick, trace, perf_data, &format)
+            cmd_bench(&only, quick, trace, perf_data, format)
         }
     };
     anonmm::out::flush_stdout();
@@ -506,28 +557,28 @@ fn spinner(msg: String) -> indicatif::ProgressBar {
 }
 
 fn cmd_bench(
-    only: &[String],
+    only: &[BenchGroup],
     quick: bool,
     trace: Option<PathBuf>,
     perf_data: Option<PathBuf>,
-    format: &str,
+    format: TableFormat,
 ) -> i32 {
     use anonmm::bench::*;
-    let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
+    let want = |g: BenchGroup| only.is_empty() || only.contains(&g);
     let trace = trace.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_TRACE));
-    if want("replay")
+    if want(BenchGroup::Replay)
         && let Err(e) = std::fs::metadata(&trace)
     {
         eprintln!("anonmm: {}: cannot read: {e}", trace.display());
         return 2;
     }
     let machine = machine_description();
-    if format == "text" {
+    if format == TableFormat::Text {
         outln!("machine: {machine}\n");
     }
     let mut figs = Vec::new();
     let emit = |new: Vec<Figure>, figs: &mut Vec<Figure>| {
-        if format == "text" {
+        if format == TableFormat::Text {
             out!("{}", render_text(&new));
         }
         figs.extend(new);
@@ -536,14 +587,14 @@ fn cmd_bench(
     let mut code = 0;
     // First: its memory figures are differences of the process's RSS, which later groups'
     // freed (but kept) heap would hide.
-    if want("scale") {
+    if want(BenchGroup::Scale) {
         let (procs, vmas) = if quick { (16, 4096) } else { (64, 16384) };
         let s = spinner(format!("measuring scale: {procs} processes of {vmas} VMAs"));
         let f = bench_scale(procs, vmas, 16);
         s.finish_and_clear();
         emit(f, &mut figs);
     }
-    if want("faults") {
+    if want(BenchGroup::Faults) {
         let pages = if quick { 1 << 16 } else { 1 << 18 };
         let s = spinner(format!("measuring faults: {pages} pages, 64 KiB touches, {reps} runs"));
         let f = bench_faults(pages, 64 * 1024, reps);
@@ -563,7 +614,7 @@ fn cmd_bench(
             &mut figs,
         );
     }
-    if want("vma") {
+    if want(BenchGroup::Vma) {
         let rounds = if quick { 20_000 } else { 100_000 };
         let mut f = Vec::new();
         for (vmas, in_order) in [(100_000, false), (100_000, true), (1_000, false)] {
@@ -576,7 +627,7 @@ fn cmd_bench(
         }
         emit(f, &mut figs);
     }
-    if want("replay") {
+    if want(BenchGroup::Replay) {
         let policies = anonmm::policy::ALL_POLICIES;
         let s = spinner(format!("measuring replay: {} under every policy", trace.display()));
         let f = bench_replay(&trace, &policies, if quick { 1 } else { 3 });
@@ -589,7 +640,7 @@ fn cmd_bench(
             }
         }
     }
-    if want("perfdata") {
+    if want(BenchGroup::Perfdata) {
         match &perf_data {
             Some(p) => match bench_perf_data(p, if quick { 1 } else { 3 }) {
                 Ok(f) => emit(f, &mut figs),
@@ -605,7 +656,7 @@ fn cmd_bench(
             None => {}
         }
     }
-    if want("text") {
+    if want(BenchGroup::Text) {
         match bench_text_and_all(&trace, if quick { 1 } else { 3 }) {
             Ok(f) => emit(f, &mut figs),
             Err(e) => {
@@ -614,13 +665,13 @@ fn cmd_bench(
             }
         }
     }
-    if want("check") {
+    if want(BenchGroup::Check) {
         let s = spinner("measuring the invariant checker's cost".to_string());
         let f = bench_check(if quick { 100 } else { 400 }, 60, reps);
         s.finish_and_clear();
         emit(vec![f], &mut figs);
     }
-    if want("oracle") {
+    if want(BenchGroup::Oracle) {
         let s = spinner("measuring the model against the kernel oracle".to_string());
         let f = bench_oracle(if quick { 10 } else { 40 }, 60);
         s.finish_and_clear();
@@ -630,11 +681,11 @@ fn cmd_bench(
         }
     }
     match format {
-        "markdown" => out!("Machine: {machine}\n\n{}", render_markdown(&figs)),
-        "json" => outln!("{}", serde_json::json!({ "machine": machine, "figures": figs })),
-        _ => {}
+        TableFormat::Markdown => out!("Machine: {machine}\n\n{}", render_markdown(&figs)),
+        TableFormat::Json => outln!("{}", serde_json::json!({ "machine": machine, "figures": figs })),
+        TableFormat::Text => {}
     }
-    code.max(i32::from(figs.iter().any(|f| f.verdict() == "MISSED")))
+    code.max(i32::from(figs.iter().any(Figure::missed)))
 }
 
 /// What `graph -o OUT` writes, by OUT's extension.
@@ -723,7 +774,7 @@ fn render_dot(dot: &str, format: &str, out: &std::path::Path) -> i32 {
     }
 }
 
-fn cmd_compare(path: &std::path::Path, format: &str, kernel: &str) -> i32 {
+fn cmd_compare(path: &std::path::Path, format: TableFormat, kernel: KernelChoice) -> i32 {
     let script = match parse_file(path) {
         Ok(s) => s,
         Err(e) => {
@@ -732,24 +783,19 @@ fn cmd_compare(path: &std::path::Path, format: &str, kernel: &str) -> i32 {
         }
     };
     let kernel = match kernel {
-        "all" => {
-            let (text, code) = anonmm::kernel_compare::compare_kernels(&script, format == "markdown");
+        KernelChoice::All => {
+            let (text, code) =
+                anonmm::kernel_compare::compare_kernels(&script, format == TableFormat::Markdown);
             out!("{text}");
             return code;
         }
-        k => match parse_kernel(k) {
-            Ok(k) => k,
-            Err(e) => {
-                eprintln!("anonmm: {e}");
-                return 2;
-            }
-        },
+        KernelChoice::One(k) => k,
     };
     let rows = anonmm::policy::compare_all(&script, &anonmm::mm::Config { kernel, ..Default::default() });
     match format {
-        "markdown" => out!("{}", anonmm::policy::render_rows(&rows, true)),
-        "json" => outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
-        _ => out!("{}", anonmm::policy::render_rows(&rows, false)),
+        TableFormat::Markdown => out!("{}", anonmm::policy::render_rows(&rows, true)),
+        TableFormat::Json => outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+        TableFormat::Text => out!("{}", anonmm::policy::render_rows(&rows, false)),
     }
     if rows.iter().all(|r| r.contents.is_ok()) { 0 } else { 1 }
 }
@@ -987,7 +1033,12 @@ struct ReplayArgs {
     accept_damaged: bool,
 }
 
-fn cmd_replay(traces: &[PathBuf], policies: &[Policy], format: &str, args: ReplayArgs) -> i32 {
+fn cmd_replay(
+    traces: &[PathBuf],
+    policies: &[Policy],
+    format: anonmm::report::Format,
+    args: ReplayArgs,
+) -> i32 {
     let ReplayArgs { check, check_sampled, examples, kernel, accept_damaged } = args;
     let config = anonmm::mm::Config { kernel, ..Default::default() };
     use anonmm::replay::replay_script;
@@ -1113,7 +1164,7 @@ fn cmd_replay(traces: &[PathBuf], policies: &[Policy], format: &str, args: Repla
         }
     }
     bar.finish_and_clear();
-    out!("{}", render(&rows, format).unwrap_or_default());
+    out!("{}", render(&rows, format));
     if check && code == 0 {
         eprintln!(
             "anonmm: check: the invariant checker ran on {} replay{} ({}) and found every invariant held",

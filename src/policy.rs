@@ -21,6 +21,10 @@
 //!   anon_vma of) a neighbour at its new place, choosing the pgoff that fits the neighbour
 //!   rather than `addr >> PAGE_SHIFT`; shared folios are copied only when their bytes fit a
 //!   budget (`auto:BYTES`, default 64 KiB per move); otherwise nothing is done at all.
+//!
+//! What each design does lives in a file of its own under `src/designs/`, reached from the
+//! kernel mirror through the named hooks of `designs::Design` (docs/policies.md lists them);
+//! a [`Policy`] value picks the design.
 
 use std::collections::BTreeMap;
 use std::fmt;
