@@ -46,7 +46,7 @@ pub struct Vmg {
     /// Only expand prev; never look at next (brk).
     pub just_expand: bool,
     /// Who asked: named in the merge log, and read by the designs' hooks (a relocating move's
-    /// merge may adopt folios; see [`crate::designs`]).
+    /// merge may adopt folios; see `crate::designs`).
     pub caller: MergeCaller,
 }
 
