@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anonmm::bench::{BUNDLED_TRACE, trace_floor};
+use anonmm::policy::Policy;
 use anonmm::run::RunOptions;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -64,8 +65,8 @@ fn replay(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("import", &name), |b| {
         b.iter(|| anonmm::import::read_trace(black_box(&path)).expect("imported before"))
     });
-    for policy in ["kernel", "auto"] {
-        let opts = RunOptions { policy: policy.to_string(), ..RunOptions::default() };
+    for policy in [Policy::Kernel, Policy::Auto { copy_budget: anonmm::policy::AUTO_DEFAULT_BUDGET }] {
+        let opts = RunOptions { policy, ..RunOptions::default() };
         g.bench_function(BenchmarkId::new(format!("replay-{policy}"), &name), |b| {
             b.iter(|| {
                 anonmm::replay::replay_script(black_box(&script), &opts, 0, &mut |_| {}).expect("replay")

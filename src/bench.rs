@@ -63,10 +63,14 @@ impl Figure {
     /// "met", "MISSED" or "" (no target).
     pub fn verdict(&self) -> &'static str {
         match self.target {
-            Some(t) if t.met(self.value) => "met",
-            Some(_) => "MISSED",
+            Some(_) if self.missed() => "MISSED",
+            Some(_) => "met",
             None => "",
         }
+    }
+    /// Whether the figure has a target and misses it.
+    pub fn missed(&self) -> bool {
+        self.target.is_some_and(|t| !t.met(self.value))
     }
 }
 
@@ -380,7 +384,11 @@ pub fn trace_floor(path: &Path) -> std::io::Result<(Duration, usize)> {
 
 /// Replay a trace under each policy and compare with the floor: (import + replay) time over
 /// the time to decompress and split it.
-pub fn bench_replay(path: &Path, policies: &[&str], reps: usize) -> Result<Vec<Figure>, String> {
+pub fn bench_replay(
+    path: &Path,
+    policies: &[crate::policy::Policy],
+    reps: usize,
+) -> Result<Vec<Figure>, String> {
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
     // `anonmm replay --policy P` streams the import into the replay: that is the figure.
     // The floor and the replays are measured in turn, round after round, so that both see
@@ -390,7 +398,7 @@ pub fn bench_replay(path: &Path, policies: &[&str], reps: usize) -> Result<Vec<F
     let mut best = vec![Duration::MAX; policies.len()];
     let mut faults = 0;
     let opts: Vec<RunOptions> =
-        policies.iter().map(|p| RunOptions { policy: p.to_string(), ..RunOptions::default() }).collect();
+        policies.iter().map(|&policy| RunOptions { policy, ..RunOptions::default() }).collect();
     for _ in 0..reps.max(1) {
         let (d, n) = trace_floor(path).map_err(|e| format!("{}: {e}", path.display()))?;
         floor = floor.min(d);
@@ -437,7 +445,7 @@ pub fn bench_replay(path: &Path, policies: &[&str], reps: usize) -> Result<Vec<F
     let script = script.expect("read at least once");
     let mut shared = Vec::new();
     for &policy in policies {
-        let opts = RunOptions { policy: policy.to_string(), ..RunOptions::default() };
+        let opts = RunOptions { policy, ..RunOptions::default() };
         let d = best_of(reps, || {
             let t = Instant::now();
             crate::replay::replay_script(&script, &opts, 0, &mut |_| {}).expect("replay");
@@ -591,7 +599,7 @@ pub fn generated_state(seed: u64, steps: usize) -> System {
     let cfg = crate::r#gen::GenConfig { steps, ..Default::default() };
     let script = crate::r#gen::generate(seed, &cfg);
     let opts = RunOptions { last_view_only: true, ..RunOptions::default() };
-    let mut runner = crate::run::Runner::new(&script, &opts).expect("the default policy parses");
+    let mut runner = crate::run::Runner::new(&script, &opts).expect("a runner starts");
     for step in &script.steps {
         if runner.step(step, false).is_err() {
             break;
@@ -720,9 +728,9 @@ pub fn bench_text_and_all(path: &Path, reps: usize) -> Result<Vec<Figure>, Strin
         format!("wc -l {q}")
     };
     let one = RunOptions::default();
-    let all: Vec<RunOptions> = crate::report::POLICIES
+    let all: Vec<RunOptions> = crate::policy::ALL_POLICIES
         .iter()
-        .map(|p| RunOptions { policy: p.to_string(), ..RunOptions::default() })
+        .map(|&policy| RunOptions { policy, ..RunOptions::default() })
         .collect();
     let (mut floor, mut single, mut every) = (None::<Duration>, Duration::MAX, Duration::MAX);
     for _ in 0..reps.max(1) {

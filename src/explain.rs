@@ -28,7 +28,7 @@ pub struct ExplainOptions {
     /// Only this process.
     pub pid: Option<Pid>,
     /// The policy the script runs under.
-    pub policy: String,
+    pub policy: crate::policy::Policy,
     /// Run as `replay` runs a trace (its world taken as given).
     pub replay: bool,
 }
@@ -103,12 +103,8 @@ pub fn prefix_until(script: &Script, at: Option<usize>) -> usize {
 
 /// Run `script` up to `opts.at` and explain every adjacent pair of VMAs that stays apart.
 pub fn explain(script: &Script, opts: &ExplainOptions) -> Result<String, RunError> {
-    let ropts = RunOptions {
-        policy: opts.policy.clone(),
-        last_view_only: true,
-        replay: opts.replay,
-        ..Default::default()
-    };
+    let ropts =
+        RunOptions { policy: opts.policy, last_view_only: true, replay: opts.replay, ..Default::default() };
     let mut runner = Runner::new(script, &ropts)?;
     let mut prov = Provenance::default();
     for step in &script.steps[..prefix_until(script, opts.at)] {
@@ -212,11 +208,10 @@ fn render(sys: &mut System, prov: &Provenance, opts: &ExplainOptions) -> String 
             apart += 1;
             let reason = sys.why_apart(a, b);
             let mut would = Vec::new();
-            for name in crate::policy::POLICY_NAMES {
-                let Ok(p) = crate::policy::Policy::parse(name) else { continue };
+            for p in crate::policy::ALL_POLICIES {
                 sys.policy = p;
                 if sys.why_apart(a, b) == MergeReason::MergeOk {
-                    would.push(*name);
+                    would.push(p.to_string());
                 }
             }
             sys.policy = policy;

@@ -26,7 +26,7 @@ pub struct GraphOptions {
     /// Folios drawn one by one per VMA; more are summarised.
     pub max_folios: usize,
     /// Which policy runs the script.
-    pub policy: String,
+    pub policy: crate::policy::Policy,
     /// Which kernel the model is.
     pub kernel: crate::kernel::Kernel,
 }
@@ -37,7 +37,7 @@ impl Default for GraphOptions {
             at: None,
             pid: None,
             max_folios: 8,
-            policy: "kernel".to_string(),
+            policy: crate::policy::Policy::Kernel,
             kernel: crate::kernel::Kernel::V6_18,
         }
     }
@@ -52,7 +52,7 @@ pub fn graph_script(script: &Script, opts: &GraphOptions) -> Result<String, RunE
         return Err(bad(at, format!("--at {at}: no call on that line")));
     }
     let ropts = RunOptions {
-        policy: opts.policy.clone(),
+        policy: opts.policy,
         config: crate::mm::Config { kernel: opts.kernel, ..Default::default() },
         ..Default::default()
     };

@@ -9,6 +9,24 @@
 //! brought the 6.18 behaviour; `tests/kernels.rs` has a scenario per switch with the outcome
 //! on each kernel, and `docs/kernels.md` the table. The kernels themselves are run by the VM
 //! oracle (`anonmm oracle fuzz --kernel 6.1`).
+//!
+//! It is the same mechanism as the designs' (`--policy`, `src/designs`): a typed value chosen
+//! at the command line's edge ([`Kernel`] here, `Policy` there) resolves to one named set of
+//! variation points, read at the place in the mirror where the kernels (or the designs)
+//! differ. Kernels differ by conditions inside one code path, so their set is data (a
+//! [`Profile`] of booleans); designs add code, so theirs is a trait of hooks. Nothing in the
+//! model compares [`Kernel`] values or versions.
+//!
+//! To add a switch: a `pub` boolean field of [`Profile`], documented with what the older
+//! kernels do instead and the release and commit title that brought the 6.18 behaviour;
+//! `true` in [`V6_18`], and `false` in the profile of the newest kernel that lacks it (the
+//! older ones inherit it through `..`); read it as `self.cfg.kernel.profile().<switch>` at
+//! the one place the kernel's code differs; a scenario `tests/kernels/<switch>.strace` with
+//! the outcome on each kernel (checked by `tests/kernels.rs`, and on the real kernels by the
+//! VM oracle);
+//! a row in `docs/kernels.md`. To add a kernel: a [`Kernel`] variant (with `ALL`, `version`,
+//! `numbers` and `profile`) and its `Profile` constant, written as the nearest kernel's with
+//! the switches that differ.
 
 use std::fmt;
 

@@ -277,6 +277,7 @@ pub mod api;
 pub mod arena;
 pub mod bench;
 pub mod check;
+pub(crate) mod designs;
 pub mod errno;
 pub mod explain;
 pub mod fault;

@@ -8,6 +8,7 @@ use crate::abi::*;
 use crate::errno::{Errno, KResult};
 use crate::folio::FolioId;
 use crate::folio::{HUGE_ZERO_FOLIO, ZERO_FOLIO};
+use crate::merge::MergeCaller;
 use crate::mm::{MmId, System};
 use crate::pagetable::{Pmd, Pte, PteFlags};
 use crate::types::{PAGE_SIZE, PMD_SIZE, Pid, VirtAddr, page_align};
@@ -421,7 +422,7 @@ impl System {
         if v.flags == flags && v.anon_name.as_deref() == name.as_deref() {
             return Ok(v.end);
         }
-        let nv = self.vma_modify_flags_name(vma, start, end, flags, name, "madvise")?;
+        let nv = self.vma_modify_flags_name(vma, start, end, flags, name, MergeCaller::Madvise)?;
         Ok(self.vmas[nv].end)
     }
 

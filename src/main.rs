@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use anonmm::import::read_trace;
 use anonmm::kernel::Kernel;
+use anonmm::policy::Policy;
 use anonmm::run::{RunError, RunOptions, run_script, run_script_each};
 use anonmm::script::{format_step, parse_file};
 use anonmm::snapshot::{format_maps_text, format_smaps_text, step_changes_json, write_step_json};
@@ -40,14 +41,22 @@ struct Cli {
     cmd: Cmd,
 }
 
-/// A policy name, checked when the command line is read (so a typo is a usage error).
-fn policy_arg(s: &str) -> Result<String, String> {
-    anonmm::policy::Policy::parse(s).map(|_| s.to_string())
+/// A policy name, parsed when the command line is read (so a typo is a usage error).
+fn policy_arg(s: &str) -> Result<Policy, String> {
+    Policy::parse(s)
 }
 
+/// `--policy NAME|all`: the policies to run, in order.
+#[derive(Clone, Debug)]
+struct Policies(Vec<Policy>);
+
 /// A policy name or `all`.
-fn policy_or_all_arg(s: &str) -> Result<String, String> {
-    if s == "all" { Ok(s.to_string()) } else { policy_arg(s) }
+fn policy_or_all_arg(s: &str) -> Result<Policies, String> {
+    if s == "all" {
+        Ok(Policies(anonmm::policy::ALL_POLICIES.to_vec()))
+    } else {
+        policy_arg(s).map(|p| Policies(vec![p]))
+    }
 }
 
 #[derive(Subcommand)]
@@ -84,7 +93,7 @@ enum Cmd {
         /// Which behaviour to model.
         #[arg(long, value_name = "NAME", default_value = "kernel", value_parser = policy_arg,
               long_help = format!("Which behaviour to model: {POLICY_HELP}."))]
-        policy: String,
+        policy: Policy,
         /// Model a kernel built with CONFIG_ANON_VMA_NAME (ours is not: naming gives EINVAL).
         #[arg(long)]
         anon_vma_name: bool,
@@ -107,12 +116,12 @@ enum Cmd {
         /// The script: strace -f syntax (docs/scenario-language.md).
         script: PathBuf,
         /// Output format.
-        #[arg(long, default_value = "text", value_parser = ["text", "markdown", "json"])]
-        format: String,
+        #[arg(long, default_value = "text", value_enum)]
+        format: TableFormat,
         /// Which kernel the policies build on; `all` instead shows the script on 6.1, 6.12
         /// and 6.18 side by side (kernel policy).
-        #[arg(long, value_name = "6.1|6.12|6.18|all", default_value = "6.18")]
-        kernel: String,
+        #[arg(long, value_name = "6.1|6.12|6.18|all", default_value = "6.18", value_parser = kernel_or_all_arg)]
+        kernel: KernelChoice,
     },
     /// For every pair of adjacent VMAs of a process that stay apart, say why in the kernel's
     /// terms (the refusal's name as `run --trace` prints it, and what makes it), and which
@@ -133,7 +142,7 @@ enum Cmd {
         /// The policy to run under.
         #[arg(long, value_name = "NAME", default_value = "kernel", value_parser = policy_arg,
               long_help = format!("The policy to run under: {POLICY_HELP}."))]
-        policy: String,
+        policy: Policy,
     },
     /// Draw the reverse map (VMAs, anon_vma_chains, anon_vmas, folios) at one step of a
     /// script as Graphviz DOT, or as SVG, PNG or PDF by OUT's extension (through Graphviz's
@@ -155,7 +164,7 @@ enum Cmd {
         /// Which behaviour to model.
         #[arg(long, value_name = "NAME", default_value = "kernel", value_parser = policy_arg,
               long_help = format!("Which behaviour to model: {POLICY_HELP}."))]
-        policy: String,
+        policy: Policy,
         /// Which kernel to model: 6.1, 6.12 or 6.18 (see docs/kernels.md).
         #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
         kernel: Kernel,
@@ -194,11 +203,10 @@ enum Cmd {
         /// Which behaviour to model: a policy name, or `all` for every known one.
         #[arg(long, value_name = "NAME|all", default_value = "kernel", value_parser = policy_or_all_arg,
               long_help = format!("Which behaviour to model: {POLICY_HELP}; or all, for every one."))]
-        policy: String,
+        policy: Policies,
         /// Output format.
-        #[arg(long, value_name = "FORMAT", default_value = "text",
-              value_parser = ["text", "markdown", "json", "csv"])]
-        format: String,
+        #[arg(long, value_name = "FORMAT", default_value = "text", value_enum)]
+        format: ReportFormat,
         /// Run the invariant checker (sampled as in `run --check`; the broken step is still
         /// found exactly).
         #[arg(long)]
@@ -264,7 +272,7 @@ enum Cmd {
         /// A policy name, or `all` for every known one.
         #[arg(long, value_name = "NAME|all", default_value = "kernel", value_parser = policy_or_all_arg,
               long_help = format!("Which behaviour to model: {POLICY_HELP}; or all, for every one."))]
-        policy: String,
+        policy: Policies,
         /// Where to write the SVG.
         #[arg(short, long, value_name = "OUT.svg")]
         out: PathBuf,
@@ -281,9 +289,8 @@ enum Cmd {
                             for bad options or a trace that cannot be read.")]
     Bench {
         /// Which figures (comma-separated; default: all; perfdata only with `--perf-data`).
-        #[arg(long, value_delimiter = ',', value_name = "LIST",
-              value_parser = ["faults", "vma", "scale", "replay", "check", "oracle", "perfdata", "text"])]
-        only: Vec<String>,
+        #[arg(long, value_delimiter = ',', value_name = "LIST", value_enum)]
+        only: Vec<BenchGroup>,
         /// Smaller sizes (a minute instead of several); the figures are less steady.
         #[arg(long)]
         quick: bool,
@@ -295,9 +302,62 @@ enum Cmd {
         #[arg(long, value_name = "PERF.DATA")]
         perf_data: Option<PathBuf>,
         /// Output format.
-        #[arg(long, default_value = "text", value_parser = ["text", "markdown", "json"])]
-        format: String,
+        #[arg(long, default_value = "text", value_enum)]
+        format: TableFormat,
     },
+}
+
+/// `bench --only`: the groups of figures.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum BenchGroup {
+    Faults,
+    Vma,
+    Scale,
+    Replay,
+    Check,
+    Oracle,
+    Perfdata,
+    Text,
+}
+
+/// `compare --format` and `bench --format`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum TableFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// `replay --format`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+enum ReportFormat {
+    Text,
+    Markdown,
+    Json,
+    Csv,
+}
+
+impl From<ReportFormat> for anonmm::report::Format {
+    fn from(f: ReportFormat) -> Self {
+        match f {
+            ReportFormat::Text => anonmm::report::Format::Text,
+            ReportFormat::Markdown => anonmm::report::Format::Markdown,
+            ReportFormat::Json => anonmm::report::Format::Json,
+            ReportFormat::Csv => anonmm::report::Format::Csv,
+        }
+    }
+}
+
+/// `compare --kernel`: one kernel, or all of them side by side.
+#[derive(Clone, Copy, Debug)]
+enum KernelChoice {
+    One(Kernel),
+    All,
+}
+
+/// `6.1`, `6.12`, `6.18` or `all`.
+fn kernel_or_all_arg(s: &str) -> Result<KernelChoice, String> {
+    if s == "all" { Ok(KernelChoice::All) } else { parse_kernel(s).map(KernelChoice::One) }
 }
 
 /// The synthetic workloads of `anonmm gen`.
@@ -490,7 +550,7 @@ fn main() -> ExitCode {
                 resolved: false,
             },
         ),
-        Cmd::Compare { script, format, kernel } => cmd_compare(&script, &format, &kernel),
+        Cmd::Compare { script, format, kernel } => cmd_compare(&script, format, kernel),
         Cmd::Graph { script, at, pid, max_folios, policy, kernel, out } => cmd_graph(
             &script,
             &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy, kernel },
@@ -500,8 +560,8 @@ fn main() -> ExitCode {
         Cmd::Replay { traces, policy, format, check, check_every_step, examples, kernel, accept_damaged } => {
             cmd_replay(
                 &traces,
-                &policy,
-                &format,
+                &policy.0,
+                format.into(),
                 ReplayArgs {
                     check: check || check_every_step,
                     check_sampled: !check_every_step,
@@ -514,10 +574,10 @@ fn main() -> ExitCode {
         Cmd::Record { out, text, command } => cmd_record(&out, &command, text),
         Cmd::Gen { kind } => cmd_gen(kind),
         Cmd::Snapshot { pid, out } => cmd_snapshot(pid, out.as_deref()),
-        Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy, &out),
+        Cmd::Plot { traces, policy, out } => cmd_plot(&traces, &policy.0, &out),
         Cmd::Oracle { cmd } => oracle(cmd),
         Cmd::Bench { only, quick, trace, perf_data, format } => {
-            cmd_bench(&only, quick, trace, perf_data, &format)
+            cmd_bench(&only, quick, trace, perf_data, format)
         }
     };
     anonmm::out::flush_stdout();
@@ -537,28 +597,28 @@ fn spinner(msg: String) -> indicatif::ProgressBar {
 }
 
 fn cmd_bench(
-    only: &[String],
+    only: &[BenchGroup],
     quick: bool,
     trace: Option<PathBuf>,
     perf_data: Option<PathBuf>,
-    format: &str,
+    format: TableFormat,
 ) -> i32 {
     use anonmm::bench::*;
-    let want = |g: &str| only.is_empty() || only.iter().any(|o| o == g);
+    let want = |g: BenchGroup| only.is_empty() || only.contains(&g);
     let trace = trace.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_TRACE));
-    if want("replay")
+    if want(BenchGroup::Replay)
         && let Err(e) = std::fs::metadata(&trace)
     {
         eprintln!("anonmm: {}: cannot read: {e}", trace.display());
         return 2;
     }
     let machine = machine_description();
-    if format == "text" {
+    if format == TableFormat::Text {
         outln!("machine: {machine}\n");
     }
     let mut figs = Vec::new();
     let emit = |new: Vec<Figure>, figs: &mut Vec<Figure>| {
-        if format == "text" {
+        if format == TableFormat::Text {
             out!("{}", render_text(&new));
         }
         figs.extend(new);
@@ -567,14 +627,14 @@ fn cmd_bench(
     let mut code = 0;
     // First: its memory figures are differences of the process's RSS, which later groups'
     // freed (but kept) heap would hide.
-    if want("scale") {
+    if want(BenchGroup::Scale) {
         let (procs, vmas) = if quick { (16, 4096) } else { (64, 16384) };
         let s = spinner(format!("measuring scale: {procs} processes of {vmas} VMAs"));
         let f = bench_scale(procs, vmas, 16);
         s.finish_and_clear();
         emit(f, &mut figs);
     }
-    if want("faults") {
+    if want(BenchGroup::Faults) {
         let pages = if quick { 1 << 16 } else { 1 << 18 };
         let s = spinner(format!("measuring faults: {pages} pages, 64 KiB touches, {reps} runs"));
         let f = bench_faults(pages, 64 * 1024, reps);
@@ -594,7 +654,7 @@ fn cmd_bench(
             &mut figs,
         );
     }
-    if want("vma") {
+    if want(BenchGroup::Vma) {
         let rounds = if quick { 20_000 } else { 100_000 };
         let mut f = Vec::new();
         for (vmas, in_order) in [(100_000, false), (100_000, true), (1_000, false)] {
@@ -607,8 +667,8 @@ fn cmd_bench(
         }
         emit(f, &mut figs);
     }
-    if want("replay") {
-        let policies: Vec<&str> = anonmm::report::POLICIES.to_vec();
+    if want(BenchGroup::Replay) {
+        let policies = anonmm::policy::ALL_POLICIES;
         let s = spinner(format!("measuring replay: {} under every policy", trace.display()));
         let f = bench_replay(&trace, &policies, if quick { 1 } else { 3 });
         s.finish_and_clear();
@@ -620,7 +680,7 @@ fn cmd_bench(
             }
         }
     }
-    if want("perfdata") {
+    if want(BenchGroup::Perfdata) {
         match &perf_data {
             Some(p) => match bench_perf_data(p, if quick { 1 } else { 3 }) {
                 Ok(f) => emit(f, &mut figs),
@@ -636,7 +696,7 @@ fn cmd_bench(
             None => {}
         }
     }
-    if want("text") {
+    if want(BenchGroup::Text) {
         match bench_text_and_all(&trace, if quick { 1 } else { 3 }) {
             Ok(f) => emit(f, &mut figs),
             Err(e) => {
@@ -645,13 +705,13 @@ fn cmd_bench(
             }
         }
     }
-    if want("check") {
+    if want(BenchGroup::Check) {
         let s = spinner("measuring the invariant checker's cost".to_string());
         let f = bench_check(if quick { 100 } else { 400 }, 60, reps);
         s.finish_and_clear();
         emit(vec![f], &mut figs);
     }
-    if want("oracle") {
+    if want(BenchGroup::Oracle) {
         let s = spinner("measuring the model against the kernel oracle".to_string());
         let f = bench_oracle(if quick { 10 } else { 40 }, 60);
         s.finish_and_clear();
@@ -661,11 +721,11 @@ fn cmd_bench(
         }
     }
     match format {
-        "markdown" => out!("Machine: {machine}\n\n{}", render_markdown(&figs)),
-        "json" => outln!("{}", serde_json::json!({ "machine": machine, "figures": figs })),
-        _ => {}
+        TableFormat::Markdown => out!("Machine: {machine}\n\n{}", render_markdown(&figs)),
+        TableFormat::Json => outln!("{}", serde_json::json!({ "machine": machine, "figures": figs })),
+        TableFormat::Text => {}
     }
-    code.max(i32::from(figs.iter().any(|f| f.verdict() == "MISSED")))
+    code.max(i32::from(figs.iter().any(Figure::missed)))
 }
 
 /// What `graph -o OUT` writes, by OUT's extension.
@@ -754,7 +814,7 @@ fn render_dot(dot: &str, format: &str, out: &std::path::Path) -> i32 {
     }
 }
 
-fn cmd_compare(path: &std::path::Path, format: &str, kernel: &str) -> i32 {
+fn cmd_compare(path: &std::path::Path, format: TableFormat, kernel: KernelChoice) -> i32 {
     let script = match parse_file(path) {
         Ok(s) => s,
         Err(e) => {
@@ -763,24 +823,19 @@ fn cmd_compare(path: &std::path::Path, format: &str, kernel: &str) -> i32 {
         }
     };
     let kernel = match kernel {
-        "all" => {
-            let (text, code) = anonmm::kernel_compare::compare_kernels(&script, format == "markdown");
+        KernelChoice::All => {
+            let (text, code) =
+                anonmm::kernel_compare::compare_kernels(&script, format == TableFormat::Markdown);
             out!("{text}");
             return code;
         }
-        k => match parse_kernel(k) {
-            Ok(k) => k,
-            Err(e) => {
-                eprintln!("anonmm: {e}");
-                return 2;
-            }
-        },
+        KernelChoice::One(k) => k,
     };
     let rows = anonmm::policy::compare_all(&script, &anonmm::mm::Config { kernel, ..Default::default() });
     match format {
-        "markdown" => out!("{}", anonmm::policy::render_rows(&rows, true)),
-        "json" => outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
-        _ => out!("{}", anonmm::policy::render_rows(&rows, false)),
+        TableFormat::Markdown => out!("{}", anonmm::policy::render_rows(&rows, true)),
+        TableFormat::Json => outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
+        TableFormat::Text => out!("{}", anonmm::policy::render_rows(&rows, false)),
     }
     if rows.iter().all(|r| r.contents.is_ok()) { 0 } else { 1 }
 }
@@ -822,7 +877,7 @@ fn load_input(path: &std::path::Path) -> Result<(anonmm::script::Script, bool), 
     }
 }
 
-fn cmd_explain(path: &std::path::Path, at: Option<usize>, pid: Option<u32>, policy: String) -> i32 {
+fn cmd_explain(path: &std::path::Path, at: Option<usize>, pid: Option<u32>, policy: Policy) -> i32 {
     let (script, replay) = match load_input(path) {
         Ok(s) => s,
         Err(code) => return code,
@@ -852,7 +907,7 @@ fn cmd_run(path: &std::path::Path, at: Option<usize>, json: Option<JsonForm>, mu
     };
     script.steps.truncate(anonmm::explain::prefix_until(&script, at));
     opts.replay = replay;
-    let report = |res: &anonmm::run::RunResult| anonmm::report::run_report(&opts.policy, res);
+    let report = |res: &anonmm::run::RunResult| anonmm::report::run_report(&opts.policy.to_string(), res);
     // With --json each step is printed as it is made: `{"steps":[` step `,` step … `]}`.
     let mut first = true;
     let mut prev: Option<anonmm::snapshot::StepView> = None;
@@ -1018,13 +1073,17 @@ struct ReplayArgs {
     accept_damaged: bool,
 }
 
-fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, args: ReplayArgs) -> i32 {
+fn cmd_replay(
+    traces: &[PathBuf],
+    policies: &[Policy],
+    format: anonmm::report::Format,
+    args: ReplayArgs,
+) -> i32 {
     let ReplayArgs { check, check_sampled, examples, kernel, accept_damaged } = args;
     let config = anonmm::mm::Config { kernel, ..Default::default() };
     use anonmm::replay::replay_script;
-    use anonmm::report::{POLICIES, ReportRow, render};
+    use anonmm::report::{ReportRow, render};
 
-    let policies: Vec<&str> = if policy == "all" { POLICIES.to_vec() } else { vec![policy] };
     // Drawn on stderr, and only when it is a terminal.
     let bar = indicatif::ProgressBar::no_length();
     replay_progress(&bar, None);
@@ -1082,13 +1141,15 @@ fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, args: ReplayArgs) 
         {
             bar.set_message(format!("{name} ({p})"));
             replay_progress(&bar, None);
-            let opts = RunOptions { policy: p.to_string(), config: config.clone(), ..Default::default() };
+            let opts = RunOptions { policy: p, config: config.clone(), ..Default::default() };
             let t0 = std::time::Instant::now();
             let res =
                 anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64));
             match res {
-                Ok((out, import)) => record(&name, p, t0.elapsed().as_secs_f64(), Ok((out, &import))),
-                Err(e) => record(&name, p, t0.elapsed().as_secs_f64(), Err(e.to_string())),
+                Ok((out, import)) => {
+                    record(&name, &p.to_string(), t0.elapsed().as_secs_f64(), Ok((out, &import)))
+                }
+                Err(e) => record(&name, &p.to_string(), t0.elapsed().as_secs_f64(), Err(e.to_string())),
             }
             continue;
         }
@@ -1100,7 +1161,7 @@ fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, args: ReplayArgs) 
             bar.set_position(0);
             let opts: Vec<RunOptions> = policies
                 .iter()
-                .map(|p| RunOptions { policy: p.to_string(), config: config.clone(), ..Default::default() })
+                .map(|&policy| RunOptions { policy, config: config.clone(), ..Default::default() })
                 .collect();
             match anonmm::replay::replay_trace_all(path, &opts, examples, &mut |n| bar.set_position(n as u64))
             {
@@ -1109,9 +1170,9 @@ fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, args: ReplayArgs) 
                         match run {
                             Ok((mut out, secs)) => {
                                 out.blame_damage(&import);
-                                record(&name, p, secs, Ok((out, &import)))
+                                record(&name, &p.to_string(), secs, Ok((out, &import)))
                             }
-                            Err(e) => record(&name, p, 0.0, Err(e.to_string())),
+                            Err(e) => record(&name, &p.to_string(), 0.0, Err(e.to_string())),
                         }
                     }
                 }
@@ -1128,27 +1189,22 @@ fn cmd_replay(traces: &[PathBuf], policy: &str, format: &str, args: ReplayArgs) 
                 continue;
             }
         };
-        for &p in &policies {
+        for &p in policies {
             bar.set_message(format!("{name} ({p})"));
             replay_progress(&bar, Some(script.steps.len() as u64));
-            let opts = RunOptions {
-                check,
-                check_sampled,
-                policy: p.to_string(),
-                config: config.clone(),
-                ..Default::default()
-            };
+            let opts =
+                RunOptions { check, check_sampled, policy: p, config: config.clone(), ..Default::default() };
             let t0 = std::time::Instant::now();
             let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
             let res = res.map(|mut out| {
                 out.blame_damage(&import);
                 (out, &import)
             });
-            record(&name, p, t0.elapsed().as_secs_f64(), res.map_err(|e| e.to_string()));
+            record(&name, &p.to_string(), t0.elapsed().as_secs_f64(), res.map_err(|e| e.to_string()));
         }
     }
     bar.finish_and_clear();
-    out!("{}", render(&rows, format).unwrap_or_default());
+    out!("{}", render(&rows, format));
     if check && code == 0 {
         eprintln!(
             "anonmm: check: the invariant checker ran on {} replay{} ({}) and found every invariant held",
@@ -1241,9 +1297,8 @@ fn cmd_snapshot(pid: u32, out: Option<&std::path::Path>) -> i32 {
     0
 }
 
-fn cmd_plot(traces: &[PathBuf], policy: &str, out: &std::path::Path) -> i32 {
-    let policies: Vec<&str> = if policy == "all" { anonmm::report::POLICIES.to_vec() } else { vec![policy] };
-    match anonmm::plot::plot(traces, &policies, out) {
+fn cmd_plot(traces: &[PathBuf], policies: &[Policy], out: &std::path::Path) -> i32 {
+    match anonmm::plot::plot(traces, policies, out) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("anonmm: {e}");

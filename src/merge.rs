@@ -2,6 +2,7 @@
 //! `struct vma_merge_struct`, the mergeability predicates, `vma_merge_new_range`,
 //! `vma_merge_existing_range`, `vma_expand`, `dup_anon_vma` and `vma_modify`.
 
+use crate::designs::Design;
 use crate::errno::KResult;
 use crate::fs::FileId;
 use crate::mm::{MmId, System};
@@ -44,8 +45,65 @@ pub struct Vmg {
     pub copied_from: Option<VmaId>,
     /// Only expand prev; never look at next (brk).
     pub just_expand: bool,
-    /// Who asked, for the merge log.
-    pub caller: &'static str,
+    /// Who asked: named in the merge log, and read by the designs' hooks (a relocating move's
+    /// merge may adopt folios; see `crate::designs`).
+    pub caller: MergeCaller,
+}
+
+/// Who builds a [`Vmg`]: the kernel function (or model step) asking for the merge.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum MergeCaller {
+    /// Not named (a bare `Vmg::new_range`).
+    #[default]
+    Unnamed,
+    /// `__mmap_region`.
+    Mmap,
+    /// `do_brk_flags`.
+    Brk,
+    /// `mprotect_fixup`.
+    Mprotect,
+    /// `madvise_update_vma` and `PR_SET_VMA_ANON_NAME`.
+    Madvise,
+    /// `mremap`'s in-place expansion (`expand_vma`).
+    MremapExpand,
+    /// `copy_vma` of an mremap move.
+    MremapMove,
+    /// A relocating move's `copy_vma` and its retried `vma_merge_existing_range` (the designs).
+    MremapRelocate,
+    /// `auto`'s stitch of a neighbour after a move.
+    AutoStitch,
+    /// `anonmm explain`'s question of why two VMAs stay apart.
+    Explain,
+    /// `userfaultfd_register`.
+    UffdRegister,
+    /// `userfaultfd_unregister`.
+    UffdUnregister,
+}
+
+impl MergeCaller {
+    /// The name the merge log prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            MergeCaller::Unnamed => "",
+            MergeCaller::Mmap => "mmap",
+            MergeCaller::Brk => "brk",
+            MergeCaller::Mprotect => "mprotect",
+            MergeCaller::Madvise => "madvise",
+            MergeCaller::MremapExpand => "mremap_expand",
+            MergeCaller::MremapMove => "mremap_move",
+            MergeCaller::MremapRelocate => "mremap_relocate",
+            MergeCaller::AutoStitch => "auto_stitch",
+            MergeCaller::Explain => "explain",
+            MergeCaller::UffdRegister => "uffd_register",
+            MergeCaller::UffdUnregister => "uffd_unregister",
+        }
+    }
+}
+
+impl std::fmt::Display for MergeCaller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl Vmg {
@@ -67,7 +125,7 @@ impl Vmg {
             uffd: None,
             copied_from: None,
             just_expand: false,
-            caller: "",
+            caller: MergeCaller::Unnamed,
         }
     }
 }
@@ -80,7 +138,7 @@ fn can_merge_remove_vma(_sys: &System, _vma: VmaId) -> bool {
 
 impl System {
     /// `VMG_VMA_STATE(vmg, vmi, prev, vma, start, end)`.
-    pub fn vmg_from_vma(&self, vma: VmaId, start: VirtAddr, end: VirtAddr, caller: &'static str) -> Vmg {
+    pub fn vmg_from_vma(&self, vma: VmaId, start: VirtAddr, end: VirtAddr, caller: MergeCaller) -> Vmg {
         let v = &self.vmas[vma];
         Vmg {
             mm: v.mm,
@@ -114,7 +172,7 @@ impl System {
             return MergeReason::NomergeSpecial;
         }
         let (start, end) = (self.vmas[next].start, self.vmas[next].end);
-        let mut vmg = self.vmg_from_vma(next, start, end, "explain");
+        let mut vmg = self.vmg_from_vma(next, start, end, MergeCaller::Explain);
         vmg.prev = Some(prev);
         self.can_vma_merge_left(&vmg).err().unwrap_or(MergeReason::MergeOk)
     }
@@ -150,7 +208,7 @@ impl System {
             if (tgt_anon.is_none() || src_anon.is_none()) && self.vmas[tgt].chain.len() == 1 {
                 return Ok(());
             }
-            return if tgt_anon == src_anon || self.matena_may_adopt(vmg) {
+            return if tgt_anon == src_anon || self.policy.is_mergeable_anon_vma(self, vmg) {
                 Ok(())
             } else {
                 Err(MergeReason::NomergeAnonVma)
@@ -175,7 +233,7 @@ impl System {
             }
             // Case 3.
             (a, b) => {
-                if a == b || self.matena_may_adopt(vmg) {
+                if a == b || self.policy.is_mergeable_anon_vma(self, vmg) {
                     Ok(())
                 } else {
                     Err(MergeReason::NomergeAnonVma)
@@ -418,10 +476,8 @@ impl System {
         if merge_both {
             sticky |= self.vmas[vmg.next.expect("next")].flags & VmFlags::STICKY;
         }
-        if self.policy == crate::policy::Policy::Matena {
-            let target = if merge_left { vmg.prev } else { vmg.next }.expect("target");
-            self.matena_adopt(vmg.mm, start, end, middle, target);
-        }
+        let target = if merge_left { vmg.prev } else { vmg.next }.expect("target");
+        self.policy.commit_merge(self, vmg.mm, start, end, middle, target);
         if merge_both {
             let prev = vmg.prev.expect("prev");
             let next = vmg.next.expect("next");
@@ -493,7 +549,7 @@ impl System {
         start: VirtAddr,
         end: VirtAddr,
         flags: VmFlags,
-        caller: &'static str,
+        caller: MergeCaller,
     ) -> KResult<VmaId> {
         let mut vmg = self.vmg_from_vma(vma, start, end, caller);
         vmg.flags = flags;
@@ -511,7 +567,7 @@ impl System {
         end: VirtAddr,
         flags: VmFlags,
         name: AnonName,
-        caller: &'static str,
+        caller: MergeCaller,
     ) -> KResult<VmaId> {
         let mut vmg = self.vmg_from_vma(vma, start, end, caller);
         vmg.flags = flags;

@@ -3,9 +3,10 @@
 //! `do_brk_flags`.
 
 use crate::abi::*;
+use crate::designs::Design;
 use crate::errno::{Errno, KResult};
 use crate::fs::FileId;
-use crate::merge::Vmg;
+use crate::merge::{MergeCaller, Vmg};
 use crate::mm::{MmId, System};
 use crate::types::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr, page_align};
 use crate::vma::{VmFlags, Vma, VmaId, calc_vm_flag_bits, calc_vm_prot_bits};
@@ -362,7 +363,7 @@ impl System {
         } else {
             pgoff = addr >> PAGE_SHIFT;
             // `auto` picks the frame of the neighbour the new VMA will merge with.
-            if let Some(p) = self.auto_mmap_pgoff(mm, VirtAddr(addr), len, vm_flags) {
+            if let Some(p) = self.policy.anon_mmap_pgoff(self, mm, VirtAddr(addr), len, vm_flags) {
                 pgoff = p.0;
             }
         }
@@ -410,7 +411,7 @@ impl System {
             vmg.prev = prev;
             vmg.next = next;
             vmg.file = file;
-            vmg.caller = "mmap";
+            vmg.caller = MergeCaller::Mmap;
             merged = self.vma_merge_new_range(&mut vmg);
         }
         let vma = match merged {
@@ -618,7 +619,7 @@ impl System {
             let mut vmg = Vmg::new_range(mm, addr, end, PgOff(addr.0 >> PAGE_SHIFT), vm_flags);
             vmg.prev = Some(v);
             vmg.just_expand = true;
-            vmg.caller = "brk";
+            vmg.caller = MergeCaller::Brk;
             merged = self.vma_merge_new_range(&mut vmg);
         }
         let v = match merged {

@@ -3,6 +3,7 @@
 use crate::abi::{PROT_EXEC, PROT_GROWSDOWN, PROT_GROWSUP, PROT_READ, PROT_SEM, PROT_WRITE};
 use crate::errno::{Errno, KResult};
 use crate::folio::ZERO_FOLIO;
+use crate::merge::MergeCaller;
 use crate::mm::{MmId, System};
 use crate::pagetable::{MigrationKind, Pmd, Pte, PteFlags, pmd_index};
 use crate::types::{PAGE_SIZE, Pid, VirtAddr, page_align};
@@ -115,7 +116,7 @@ impl System {
         {
             newflags -= VmFlags::ACCOUNT;
         }
-        let v = self.vma_modify_flags(vma, start, end, newflags, "mprotect")?;
+        let v = self.vma_modify_flags(vma, start, end, newflags, MergeCaller::Mprotect)?;
         self.change_protection(mm, v, start, end);
         if old & (VmFlags::WRITE | VmFlags::SHARED | VmFlags::LOCKED) == VmFlags::LOCKED
             && newflags.contains(VmFlags::WRITE)

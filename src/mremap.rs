@@ -8,7 +8,9 @@ use crate::abi::{
     MAP_FIXED, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE, MREMAP_MUST_RELOCATE_ANON,
     MREMAP_RELOCATE_ANON,
 };
+use crate::designs::Design;
 use crate::errno::{Errno, KResult};
+use crate::merge::MergeCaller;
 use crate::mm::{MmId, System};
 use crate::pagetable::{Pmd, Pte, PteFlags, pmd_index};
 use crate::types::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr, page_align};
@@ -127,7 +129,7 @@ impl System {
     /// `check_mremap_params`.
     fn check_mremap_params(&self, vrm: &Vrm) -> KResult<()> {
         let mut known = MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP;
-        if self.policy.has_relocate_flags() {
+        if self.policy.mremap_relocate_flags() {
             // The 2025 series: both flags need MREMAP_MAYMOVE.
             known |= MREMAP_RELOCATE_ANON | MREMAP_MUST_RELOCATE_ANON;
             if vrm.flags & (MREMAP_RELOCATE_ANON | MREMAP_MUST_RELOCATE_ANON) != 0
@@ -285,7 +287,8 @@ impl System {
         let vma = vrm.vma.expect("vma");
         let (vstart, vend) = (self.vmas[vma].start.0, self.vmas[vma].end.0);
         if vend - vrm.addr == vrm.old_len && self.vma_expandable(vrm.mm, vstart, vend, vrm.delta) {
-            let mut vmg = self.vmg_from_vma(vma, VirtAddr(vend), VirtAddr(vend + vrm.delta), "mremap_expand");
+            let mut vmg =
+                self.vmg_from_vma(vma, VirtAddr(vend), VirtAddr(vend + vrm.delta), MergeCaller::MremapExpand);
             vmg.prev = Some(vma);
             vmg.next = self.mms[vrm.mm]
                 .vma_at_start(VirtAddr(vend + vrm.delta))
@@ -390,12 +393,13 @@ impl System {
         let mut vma = vrm.vma.expect("vma");
         let internal_pgoff = (vrm.addr - self.vmas[vma].start.0) >> PAGE_SHIFT;
         let new_pgoff = self.vmas[vma].pgoff.plus(internal_pgoff);
-        // The policy may relocate the folios (crate::relocate); under `kernel` it never does.
+        // The design may relocate the folios (its hooks `should_relocate_anon` and
+        // `copy_vma_relocating`, crate::designs); under `kernel` it never does.
         let plan = self.reloc_plan(vrm, vma)?;
         let mut relocated = false;
         let mut new_vma = None;
         if let Some(plan) = plan {
-            match self.copy_vma_relocating(&mut vma, vrm, new_pgoff, plan) {
+            match self.copy_vma_relocating(&mut vma, vrm, new_pgoff) {
                 Ok((nv, r)) => {
                     new_vma = Some(nv);
                     relocated = r;
@@ -439,7 +443,7 @@ impl System {
         } else {
             self.unmap_source_vma(vrm);
         }
-        self.auto_stitch(mm, VirtAddr(vrm.new_addr));
+        self.policy.move_vma_done(self, mm, VirtAddr(vrm.new_addr));
         Ok(vrm.new_addr)
     }
 
@@ -492,7 +496,7 @@ impl System {
         addr: VirtAddr,
         len: u64,
         pgoff: PgOff,
-        caller: &'static str,
+        caller: MergeCaller,
     ) -> Option<crate::merge::Vmg> {
         let mm = self.vmas[vma].mm;
         let end = addr.plus(len);
@@ -530,7 +534,7 @@ impl System {
         if self.vmas[vma].is_anonymous() && self.vmas[vma].anon_vma.is_none() {
             pgoff = PgOff(addr.0 >> PAGE_SHIFT);
         }
-        let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, "mremap_move")?;
+        let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, MergeCaller::MremapMove)?;
         if dontunmap && !self.cfg.kernel.profile().dontunmap_merges_source {
             if vmg.prev == Some(vma) {
                 vmg.prev = None;

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
+use crate::policy::Policy;
 use crate::replay::{VmaSample, replay_script_observed};
 use crate::run::RunOptions;
 
@@ -114,7 +115,7 @@ pub fn steps(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 }
 
 /// Replay one trace with each policy and collect its chart. Errors name the trace.
-pub fn chart_for(path: &Path, policies: &[&str]) -> Result<Chart, String> {
+pub fn chart_for(path: &Path, policies: &[Policy]) -> Result<Chart, String> {
     let (script, _) = crate::import::read_trace(path).map_err(|e| e.to_string())?;
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
     let times = perf_line_times(&trace_text(path));
@@ -124,7 +125,7 @@ pub fn chart_for(path: &Path, policies: &[&str]) -> Result<Chart, String> {
     let t0 = script.steps.first().and_then(|s| step_time(s.line)).unwrap_or(0.0);
     let mut series = Vec::new();
     for &p in policies {
-        let opts = RunOptions { policy: p.to_string(), ..Default::default() };
+        let opts = RunOptions { policy: p, ..Default::default() };
         let mut samples: Vec<VmaSample> = Vec::with_capacity(script.steps.len());
         let out = replay_script_observed(&script, &opts, 0, &mut |_| {}, &mut |s| samples.push(s))
             .map_err(|e| format!("{name} ({p}): {e}"))?;
@@ -294,7 +295,7 @@ where
 }
 
 /// `anonmm plot`: replay every trace with every policy and write the SVG to `out`.
-pub fn plot(traces: &[std::path::PathBuf], policies: &[&str], out: &Path) -> Result<(), String> {
+pub fn plot(traces: &[std::path::PathBuf], policies: &[Policy], out: &Path) -> Result<(), String> {
     let mut charts = Vec::new();
     for t in traces {
         charts.push(chart_for(t, policies)?);

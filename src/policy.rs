@@ -21,6 +21,10 @@
 //!   anon_vma of) a neighbour at its new place, choosing the pgoff that fits the neighbour
 //!   rather than `addr >> PAGE_SHIFT`; shared folios are copied only when their bytes fit a
 //!   budget (`auto:BYTES`, default 64 KiB per move); otherwise nothing is done at all.
+//!
+//! What each design does lives in a file of its own under `src/designs/`, reached from the
+//! kernel mirror through the named hooks of `designs::Design` (docs/policies.md lists them);
+//! a [`Policy`] value picks the design.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -29,6 +33,17 @@ use serde::Serialize;
 
 /// Every policy name `--policy` accepts (`auto` also as `auto:BYTES`).
 pub const POLICY_NAMES: &[&str] = &["kernel", "relocate", "relocate-all", "matena", "copy-shared", "auto"];
+
+/// Every policy, in the order of [`POLICY_NAMES`] (`auto` with its default budget): what
+/// `--policy all` runs.
+pub const ALL_POLICIES: [Policy; 6] = [
+    Policy::Kernel,
+    Policy::Relocate,
+    Policy::RelocateAll,
+    Policy::Matena,
+    Policy::CopyShared,
+    Policy::Auto { copy_budget: AUTO_DEFAULT_BUDGET },
+];
 
 /// The default copy budget of `auto`, per move.
 pub const AUTO_DEFAULT_BUDGET: u64 = 64 << 10;
@@ -75,9 +90,10 @@ impl Policy {
         })
     }
 
-    /// Whether mremap accepts `MREMAP_RELOCATE_ANON` and `MREMAP_MUST_RELOCATE_ANON`.
+    /// Whether mremap accepts `MREMAP_RELOCATE_ANON` and `MREMAP_MUST_RELOCATE_ANON` (the
+    /// design's `check_mremap_params` hook).
     pub fn has_relocate_flags(self) -> bool {
-        matches!(self, Policy::Relocate | Policy::RelocateAll)
+        crate::designs::Design::mremap_relocate_flags(self)
     }
 }
 
@@ -90,7 +106,16 @@ impl fmt::Display for Policy {
             Policy::Matena => f.write_str("matena"),
             Policy::CopyShared => f.write_str("copy-shared"),
             Policy::Auto { copy_budget } if *copy_budget == AUTO_DEFAULT_BUDGET => f.write_str("auto"),
-            Policy::Auto { copy_budget } => write!(f, "auto:{copy_budget}"),
+            // With the largest suffix `parse` reads back exactly (`auto:1M`, as users write it).
+            Policy::Auto { copy_budget: b } => {
+                let (n, suffix) = match b.trailing_zeros() {
+                    64 | 0..10 => (*b, ""),
+                    10..20 => (b >> 10, "K"),
+                    20..30 => (b >> 20, "M"),
+                    _ => (b >> 30, "G"),
+                };
+                write!(f, "auto:{n}{suffix}")
+            }
         }
     }
 }
@@ -213,6 +238,12 @@ mod tests {
         }
         assert_eq!(Policy::parse("auto:1M").unwrap(), Policy::Auto { copy_budget: 1 << 20 });
         assert_eq!(Policy::parse("auto:0").unwrap().to_string(), "auto:0");
+        for s in ["auto:1M", "auto:1536K", "auto:3G", "auto:4097", "auto:1"] {
+            assert_eq!(Policy::parse(s).unwrap().to_string(), s);
+        }
+        assert_eq!(Policy::parse("auto:1048576").unwrap().to_string(), "auto:1M");
+        let all: Vec<String> = ALL_POLICIES.iter().map(Policy::to_string).collect();
+        assert_eq!(all, POLICY_NAMES);
         assert!(Policy::parse("linux").is_err());
         assert!(Policy::parse("auto:x").is_err());
         assert!(Policy::parse("auto:99999999999999999999G").is_err());
@@ -241,13 +272,9 @@ pub fn compare_with_kernel(
     config: &crate::mm::Config,
 ) -> Result<Comparison, String> {
     use crate::run::{RunError, RunOptions, Runner};
-    let opts = |p: &str| RunOptions {
-        check: true,
-        policy: p.to_string(),
-        config: config.clone(),
-        ..Default::default()
-    };
-    let (kopts, popts) = (opts("kernel"), opts(policy));
+    let opts =
+        |p: Policy| RunOptions { check: true, policy: p, config: config.clone(), ..Default::default() };
+    let (kopts, popts) = (opts(Policy::Kernel), opts(Policy::parse(policy)?));
     // The kernel side runs the script without the 2025 series' flags (EINVAL there).
     let plain = strip_relocate_flags(script);
     let mut k = Runner::new(&plain, &kopts).map_err(|e| e.to_string())?;
@@ -353,12 +380,7 @@ pub fn compare_all(script: &crate::script::Script, config: &crate::mm::Config) -
     for &name in POLICY_NAMES {
         let p = Policy::parse(name).expect("known policy");
         let s = if p.has_relocate_flags() { script } else { &plain };
-        let opts = RunOptions {
-            check: true,
-            policy: name.to_string(),
-            config: config.clone(),
-            ..Default::default()
-        };
+        let opts = RunOptions { check: true, policy: p, config: config.clone(), ..Default::default() };
         let contents = if p == Policy::Kernel {
             Ok(s.steps.len())
         } else {

@@ -3,18 +3,23 @@
 //! mergeable. This is the 2025 series' `relocate_anon_folios` (with `relocate_anon_pte`,
 //! `relocate_anon_pmd`, `relocate_large_folio` and the undo walk), Matěna's
 //! `update_faulted_pgoff` walk, and the unsharing copy Linus proposed in 2004
-//! (`copy_one_pte` with `copy_page` when the page is shared). Which variant runs is the
-//! policy's choice ([`crate::policy`]); the caller in [`crate::mremap`] decides when.
+//! (`copy_one_pte` with `copy_page` when the page is shared), with the frame around them
+//! that every design shares (`should_relocate_anon`'s checks, the undo and the retried
+//! merge). Which variant runs, and where a moved VMA lands, is the design's choice: its hooks
+//! are in `crate::designs`, one file per `--policy` ([`crate::policy`]); the caller in
+//! [`crate::mremap`] decides when.
 
 use std::collections::HashSet;
 
-use crate::abi::{MREMAP_MUST_RELOCATE_ANON, MREMAP_RELOCATE_ANON};
+use crate::abi::MREMAP_MUST_RELOCATE_ANON;
+use crate::designs::{Design, MoveTarget, SharedVma};
 use crate::errno::{Errno, KResult};
 use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::merge::MergeCaller;
 use crate::mm::{MmId, System};
 use crate::mremap::Vrm;
 use crate::pagetable::Pte;
-use crate::policy::{Policy, RelocReason};
+use crate::policy::RelocReason;
 use crate::rmap::AnonVmaId;
 use crate::types::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PgOff, VirtAddr};
 use crate::vma::VmFlags;
@@ -351,35 +356,18 @@ impl System {
 /// How one move will be relocated.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RelocPlan {
-    kind: PlanKind,
     /// `MREMAP_MUST_RELOCATE_ANON`: a move that cannot relocate fails with EFAULT.
     pub must: bool,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum PlanKind {
-    Stoakes,
-    Matena,
-    CopyShared,
-    Auto { copy_budget: u64 },
-}
-
 impl System {
-    /// `should_relocate_anon` and its counterparts: whether this move relocates, and how.
-    /// With MREMAP_MUST_RELOCATE_ANON, a VMA that can never be relocated fails with EFAULT
-    /// at once; an unfaulted one is a no-op success.
+    /// `should_relocate_anon` and its counterparts: whether this move relocates (the design
+    /// says whether it tries, [`Design::should_relocate_anon`]; the checks here are every
+    /// design's). With MREMAP_MUST_RELOCATE_ANON, a VMA that can never be relocated fails
+    /// with EFAULT at once; an unfaulted one is a no-op success.
     pub(crate) fn reloc_plan(&mut self, vrm: &Vrm, vma: VmaId) -> KResult<Option<RelocPlan>> {
         let must = vrm.flags & MREMAP_MUST_RELOCATE_ANON != 0;
-        let kind = match self.policy {
-            Policy::Kernel => return Ok(None),
-            Policy::Relocate if vrm.flags & (MREMAP_RELOCATE_ANON | MREMAP_MUST_RELOCATE_ANON) == 0 => {
-                return Ok(None);
-            }
-            Policy::Relocate | Policy::RelocateAll => PlanKind::Stoakes,
-            Policy::Matena => PlanKind::Matena,
-            Policy::CopyShared => PlanKind::CopyShared,
-            Policy::Auto { copy_budget } => PlanKind::Auto { copy_budget },
-        };
+        let Some(shared_vma) = self.policy.should_relocate_anon(vrm.flags) else { return Ok(None) };
         let v = &self.vmas[vma];
         if v.flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) || !v.is_anonymous() {
             if must {
@@ -408,15 +396,14 @@ impl System {
             }
         }
         self.stats.policy.relocations_attempted += 1;
-        if self.vma_maybe_has_shared_anon_folios(vma) && matches!(kind, PlanKind::Stoakes | PlanKind::Matena)
-        {
+        if shared_vma == SharedVma::Refuse && self.vma_maybe_has_shared_anon_folios(vma) {
             self.stats.policy.refuse(RelocReason::Shared);
             if must {
                 return Err(Errno::EFAULT);
             }
             return Ok(None);
         }
-        Ok(Some(RelocPlan { kind, must }))
+        Ok(Some(RelocPlan { must }))
     }
 
     /// `vma_maybe_has_shared_anon_folios` (the 2025 series): the VMA had unCoW'd parents
@@ -431,75 +418,22 @@ impl System {
         a.num_children > expected
     }
 
-    /// `copy_vma_and_data` with relocation: the destination VMA, and whether its folios were
-    /// relocated. An error means nothing was relocated (refused, or undone and the new VMA
-    /// unmapped again); the caller then does a plain move, or fails with MUST.
+    /// `copy_vma_and_data` with relocation: the destination VMA (the design's choice,
+    /// [`Design::copy_vma_relocating`]), and whether its folios were relocated. An error
+    /// means nothing was relocated (refused, or undone and the new VMA unmapped again); the
+    /// caller then does a plain move, or fails with MUST.
     pub(crate) fn copy_vma_relocating(
         &mut self,
         vmap: &mut VmaId,
         vrm: &Vrm,
         pgoff: PgOff,
-        plan: RelocPlan,
     ) -> Result<(VmaId, bool), RelocReason> {
         let mm = vrm.mm;
         let (addr, len) = (VirtAddr(vrm.new_addr), vrm.new_len);
         let old_addr = VirtAddr(vrm.addr);
-        let linear = PgOff(addr.0 >> PAGE_SHIFT);
-        let mut mode = match plan.kind {
-            PlanKind::Stoakes => RelocMode::STOAKES,
-            PlanKind::Matena => RelocMode::MATENA,
-            PlanKind::CopyShared => RelocMode::COPY_SHARED,
-            PlanKind::Auto { .. } => RelocMode { allow_pinned: true, ..RelocMode::STOAKES },
-        };
-        if plan.kind == PlanKind::Matena {
-            self.wait_migrations(mm, old_addr, old_addr.plus(vrm.old_len));
-        }
-        // What the walk will meet; Matěna's RFC and `auto` decide on it up front.
-        if matches!(plan.kind, PlanKind::Matena | PlanKind::Auto { .. }) {
-            let p = self.reloc_prewalk(mm, old_addr, vrm.old_len);
-            let refuse = match plan.kind {
-                PlanKind::Matena if p.shared_pages > 0 => Some(RelocReason::Shared),
-                PlanKind::Matena if p.partial_large => Some(RelocReason::PartialLarge),
-                PlanKind::Matena if p.migration => Some(RelocReason::Migration),
-                PlanKind::Auto { .. } if p.migration => Some(RelocReason::Migration),
-                PlanKind::Auto { copy_budget } if p.shared_pages * PAGE_SIZE > copy_budget => {
-                    Some(RelocReason::Budget)
-                }
-                _ => None,
-            };
-            if let Some(reason) = refuse {
-                self.stats.policy.refuse(reason);
-                return Err(reason);
-            }
-            if p.shared_pages > 0 {
-                mode.copy_shared = true;
-            }
-        }
-        let new_vma = match plan.kind {
-            PlanKind::Auto { .. } => {
-                let Some(cand) = self.auto_candidate(*vmap, addr, len) else {
-                    self.stats.policy.refuse(RelocReason::NoGain);
-                    return Err(RelocReason::NoGain);
-                };
-                if cand == pgoff {
-                    // The pgoff already fits: an ordinary move merges.
-                    self.stats.policy.relocations_unneeded += 1;
-                    return Err(RelocReason::NoGain);
-                }
-                self.copy_vma_at(vmap, addr, len, cand, false).ok_or(RelocReason::NoGain)?
-            }
-            PlanKind::Matena => self.copy_vma_at(vmap, addr, len, linear, true).ok_or(RelocReason::NoGain)?,
-            PlanKind::Stoakes | PlanKind::CopyShared => {
-                // copy_vma: if an ordinary merge works, nothing is relocated.
-                if let Some(nv) = self.copy_vma_merge_only(vmap, addr, len, pgoff) {
-                    self.stats.policy.relocations_unneeded += 1;
-                    return Ok((nv, false));
-                }
-                if self.mms[mm].intersects(addr, addr.plus(len)) {
-                    return Err(RelocReason::NoGain);
-                }
-                self.copy_vma_new(*vmap, addr, len, linear, true)
-            }
+        let (new_vma, mode) = match self.policy.copy_vma_relocating(self, vmap, vrm, pgoff)? {
+            MoveTarget::Merged(nv) => return Ok((nv, false)),
+            MoveTarget::Relocate { vma, mode } => (vma, mode),
         };
         if self.vmas[new_vma].anon_vma.is_none() {
             // __anon_vma_prepare: may reuse a neighbour's anon_vma (find_mergeable_anon_vma).
@@ -525,21 +459,21 @@ impl System {
 
     /// The ordinary merge attempt of `copy_vma` (`vma_merge_copied_range`) alone; like
     /// `copy_vma`, it follows the source into the new VMA if the source merged into it.
-    fn copy_vma_merge_only(
+    pub(crate) fn copy_vma_merge_only(
         &mut self,
         vmap: &mut VmaId,
         addr: VirtAddr,
         len: u64,
         pgoff: PgOff,
     ) -> Option<VmaId> {
-        let mut vmg = self.copied_range_vmg(*vmap, addr, len, pgoff, "mremap_move")?;
+        let mut vmg = self.copied_range_vmg(*vmap, addr, len, pgoff, MergeCaller::MremapMove)?;
         self.copy_vma_merge(vmap, &mut vmg)
     }
 
     /// A merge attempt at `pgoff` (`auto`: as if unfaulted, the folios will follow; `matena`:
     /// keeping the anon_vma, which `is_mergeable_anon_vma` may let a neighbour adopt), else
     /// a new VMA (`matena` keeps the anon_vma links, `auto` starts unfaulted).
-    fn copy_vma_at(
+    pub(crate) fn copy_vma_at(
         &mut self,
         vmap: &mut VmaId,
         addr: VirtAddr,
@@ -547,7 +481,7 @@ impl System {
         pgoff: PgOff,
         keep: bool,
     ) -> Option<VmaId> {
-        let mut vmg = self.copied_range_vmg(*vmap, addr, len, pgoff, "mremap_relocate")?;
+        let mut vmg = self.copied_range_vmg(*vmap, addr, len, pgoff, MergeCaller::MremapRelocate)?;
         if !keep {
             // As if unfaulted: the folios follow by relocation.
             vmg.copied_from = None;
@@ -569,181 +503,17 @@ impl System {
             return;
         }
         let (s, e) = (self.vmas[new_vma].start, self.vmas[new_vma].end);
-        let mut vmg = self.vmg_from_vma(new_vma, s, e, "mremap_relocate");
+        let mut vmg = self.vmg_from_vma(new_vma, s, e, MergeCaller::MremapRelocate);
         vmg.prev = self.mms[vmg.mm].vma_before(s);
         self.vma_merge_existing_range(&mut vmg);
     }
-
-    /// `auto`: the pgoff that would make the moved VMA fit a neighbour at `[addr, addr+len)`
-    /// (merge now, or share its anon_vma so that a later mprotect merges): prev's frame
-    /// first, next's otherwise; None when no neighbour could ever take it.
-    fn auto_candidate(&self, vma: VmaId, addr: VirtAddr, len: u64) -> Option<PgOff> {
-        let v = &self.vmas[vma];
-        let mm = &self.mms[v.mm];
-        let pages = len >> PAGE_SHIFT;
-        let fits = |n: VmaId| {
-            let n = &self.vmas[n];
-            n.is_anonymous()
-                && n.special.is_none()
-                // An mprotect can make these equal (VM_ACCOUNT comes with write access).
-                && ((n.flags ^ v.flags) & !(VmFlags::ACCESS | VmFlags::ACCOUNT | VmFlags::IGNORE_MERGE)).is_empty()
-                && !n.flags.intersects(VmFlags::SPECIAL)
-                && n.anon_name.as_deref() == v.anon_name.as_deref()
-        };
-        let merges_now = |n: VmaId| ((self.vmas[n].flags ^ v.flags) & !VmFlags::IGNORE_MERGE).is_empty();
-        let prev = mm.vma_before(addr).filter(|&p| self.vmas[p].end == addr && fits(p));
-        let next = mm.vma_at_start(addr.plus(len)).filter(|&n| fits(n) && self.vmas[n].pgoff.0 >= pages);
-        // A fork child's anon_vma cannot take more folios (is_mergeable_anon_vma).
-        let usable = |n: VmaId| !self.vma_is_fork_child(Some(n));
-        let from_prev = prev.filter(|&p| usable(p)).map(|p| self.vmas[p].pgoff.plus(self.vmas[p].pages()));
-        let from_next = next.filter(|&n| usable(n)).map(|n| PgOff(self.vmas[n].pgoff.0 - pages));
-        match (from_prev, from_next) {
-            (Some(a), Some(b)) if a == b => Some(a),
-            (Some(a), Some(b)) => {
-                // Prefer the side that merges now.
-                if prev.is_some_and(merges_now) || !next.is_some_and(merges_now) { Some(a) } else { Some(b) }
-            }
-            (a, b) => a.or(b),
-        }
-    }
 }
 
 impl System {
-    /// `matena` (RFC patch "merge VMAs with different anon_vmas"): the VMA whose anon_vma a
-    /// merge would drop (the mremap source, or the middle of an existing-range merge) may
-    /// merge into a neighbour with another anon_vma when its anon_vma is a root that was
-    /// never forked and it has no other anon_vma links; its folios' `mapping` then moves.
-    pub(crate) fn matena_may_adopt(&self, vmg: &crate::merge::Vmg) -> bool {
-        if self.policy != Policy::Matena {
-            return false;
-        }
-        // Only where a walk follows: the relocating move, or an existing-range merge
-        // (`matena_adopt` at its commit).
-        let src = match (vmg.caller, vmg.middle) {
-            ("mremap_relocate", _) => vmg.copied_from,
-            (_, Some(m)) => Some(m),
-            _ => None,
-        };
-        let Some(src) = src else { return false };
-        let Some(av) = self.vmas[src].anon_vma else { return false };
-        let a = &self.anon_vmas[av];
-        a.root == av && a.num_children == 1 && self.vmas[src].chain.len() == 1
-    }
-
-    /// `matena`: before an existing-range merge removes or shrinks a VMA with another
-    /// anon_vma than the target's, move the folios of the absorbed range over (their
-    /// `index` already fits: merges need contiguous pgoffs).
-    pub(crate) fn matena_adopt(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr, from: VmaId, to: VmaId) {
-        let (Some(fav), Some(tav)) = (self.vmas[from].anon_vma, self.vmas[to].anon_vma) else { return };
-        if fav == tav || self.policy != Policy::Matena {
-            return;
-        }
-        self.stats.policy.anon_vma_adoptions += 1;
-        self.stats.policy.rmap_lock_holds += 2;
-        // A migration entry's folio cannot be adopted while its migration is in flight (its
-        // rmap walk would look in the old anon_vma and strand the entry): wait for it, which
-        // maps the new folio, then adopt that.
-        self.wait_migrations(mm, start, end);
-        for m in self.mapped_anon_folios(mm, start, end).0 {
-            if self.folios[m.folio].mapping == Mapping::Anon(fav) {
-                self.folios[m.folio].mapping = Mapping::Anon(tav);
-                self.stats.policy.folios_rewritten += 1;
-            }
-        }
-    }
-}
-
-impl System {
-    /// `auto` for a new private anonymous mapping: the pgoff that continues an adjacent
-    /// anonymous neighbour's frame (an unfaulted VMA has no folios, so its pgoff is free to
-    /// choose; the kernel's `addr >> PAGE_SHIFT` only fits neighbours that never moved).
-    pub(crate) fn auto_mmap_pgoff(
-        &self,
-        mm: MmId,
-        addr: VirtAddr,
-        len: u64,
-        flags: VmFlags,
-    ) -> Option<PgOff> {
-        if !matches!(self.policy, Policy::Auto { .. }) {
-            return None;
-        }
-        let m = &self.mms[mm];
-        let pages = len >> PAGE_SHIFT;
-        // VM_ACCOUNT is added to the new VMA later (mmap_region); it is no obstacle here.
-        let fits = |id: VmaId| {
-            let n = &self.vmas[id];
-            n.is_anonymous()
-                && n.special.is_none()
-                && n.anon_name.is_none()
-                && ((n.flags ^ flags) & !(VmFlags::IGNORE_MERGE | VmFlags::ACCOUNT)).is_empty()
-                && !self.vma_is_fork_child(Some(id))
-        };
-        if let Some(p) = m.vma_before(addr).filter(|&p| self.vmas[p].end == addr && fits(p)) {
-            return Some(self.vmas[p].pgoff.plus(self.vmas[p].pages()));
-        }
-        let n = m.vma_at_start(addr.plus(len)).filter(|&n| fits(n))?;
-        self.vmas[n].pgoff.0.checked_sub(pages).map(PgOff)
-    }
-
-    /// `auto`, after a move: a neighbour of the moved VMA that would merge with it but for its
-    /// pgoff frame (or anon_vma) is relocated in place into the moved VMA's frame, when it is
-    /// exclusive to this process, and merged: so a VMA that arrived between two others joins
-    /// both, whatever frames they came with. Nothing is done where no merge follows.
-    pub(crate) fn auto_stitch(&mut self, mm: MmId, addr: VirtAddr) {
-        if !matches!(self.policy, Policy::Auto { .. }) {
-            return;
-        }
-        for next_side in [true, false] {
-            let Some(v) = self.mms[mm].vma_lookup(addr) else { return };
-            let (vs, ve) = (self.vmas[v].start, self.vmas[v].end);
-            let n = if next_side {
-                self.mms[mm].vma_at_start(ve)
-            } else {
-                self.mms[mm].vma_before(vs).filter(|&p| self.vmas[p].end == vs)
-            };
-            let Some(n) = n else { continue };
-            let (a, b) = (&self.vmas[v], &self.vmas[n]);
-            if !a.is_anonymous()
-                || !b.is_anonymous()
-                || b.special.is_some()
-                || a.flags != b.flags
-                || a.flags.intersects(VmFlags::SPECIAL)
-                || a.anon_name.as_deref() != b.anon_name.as_deref()
-                || self.vma_maybe_has_shared_anon_folios(n)
-                || self.vma_is_fork_child(Some(v))
-            {
-                continue;
-            }
-            let target = if next_side {
-                a.pgoff.plus(a.pages())
-            } else {
-                match a.pgoff.0.checked_sub(b.pages()) {
-                    Some(p) => PgOff(p),
-                    None => continue,
-                }
-            };
-            let same_av = a.anon_vma.is_none() || b.anon_vma.is_none() || a.anon_vma == b.anon_vma;
-            if b.pgoff == target && same_av {
-                continue; // it would have merged already, or cannot for another reason
-            }
-            let (ns, ne) = (b.start, b.end);
-            let p = self.reloc_prewalk(mm, ns, ne.0 - ns.0);
-            if p.shared_pages > 0 || p.migration || p.partial_large {
-                continue;
-            }
-            self.stats.policy.relocations_attempted += 1;
-            self.relocate_in_place(mm, n, target, self.vmas[v].anon_vma);
-            self.stats.policy.relocations_done += 1;
-            let mut vmg = self.vmg_from_vma(n, ns, ne, "auto_stitch");
-            vmg.prev = self.mms[mm].vma_before(ns);
-            self.vma_merge_existing_range(&mut vmg);
-        }
-    }
-
     /// Give the faulted-or-not VMA `n` the pgoff `target` and, if `av` is given, that
     /// anon_vma, rewriting its folios' `index` and `mapping` to fit (its folios are exclusive:
     /// the caller checked).
-    fn relocate_in_place(&mut self, mm: MmId, n: VmaId, target: PgOff, av: Option<AnonVmaId>) {
+    pub(crate) fn relocate_in_place(&mut self, mm: MmId, n: VmaId, target: PgOff, av: Option<AnonVmaId>) {
         self.stats.policy.rmap_lock_holds += 1;
         let old_av = self.vmas[n].anon_vma;
         let new_av = av.or(old_av);
@@ -780,7 +550,12 @@ impl System {
     /// `[start, end)`: the folios of its PMD leaves (but the huge zero folio), then its
     /// PTE-mapped anonymous folios, each once; and how many swap entries it met. Every PMD
     /// leaf and PTE counts as an entry walked.
-    fn mapped_anon_folios(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) -> (Vec<MappedFolio>, u64) {
+    pub(crate) fn mapped_anon_folios(
+        &mut self,
+        mm: MmId,
+        start: VirtAddr,
+        end: VirtAddr,
+    ) -> (Vec<MappedFolio>, u64) {
         let mut out = Vec::new();
         for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
             self.stats.policy.entries_walked += 1;
@@ -808,10 +583,10 @@ impl System {
 }
 
 /// A folio a walk in place found: where its first page maps, and whether a PMD maps it.
-struct MappedFolio {
-    folio: FolioId,
-    first: VirtAddr,
-    pmd: bool,
+pub(crate) struct MappedFolio {
+    pub folio: FolioId,
+    pub first: VirtAddr,
+    pub pmd: bool,
 }
 
 impl System {

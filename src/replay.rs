@@ -754,7 +754,7 @@ pub enum TraceError {
     /// It could not be read or imported.
     #[error(transparent)]
     Import(#[from] crate::import::ImportError),
-    /// The run could not start (a bad policy).
+    /// The run could not start.
     #[error(transparent)]
     Run(#[from] crate::run::RunError),
 }
@@ -782,7 +782,7 @@ pub fn replay_trace(
     let mut stream = crate::import::stream_trace(path)?;
     let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
     let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
-    // The policy is checked before any step; the first process is the first step's.
+    // The first process is the first step's.
     let mut r = Replayer::new(Runner::empty(&named, &opts)?, max_examples);
     let mut i = 0;
     let mut stopped = false;
@@ -856,7 +856,7 @@ pub fn replay_trace_all(
             let (named, total) = (&named, &total);
             workers.push(s.spawn(move || -> PolicyRun {
                 let t0 = std::time::Instant::now();
-                // A bad policy returns here; its channel closes and the others go on.
+                // A run that cannot start returns here; its channel closes and the others go on.
                 let mut r = Replayer::new(Runner::empty(named, o)?, max_examples);
                 let (mut i, mut stopped) = (0, false);
                 while let Ok(batch) = rx.recv() {

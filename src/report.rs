@@ -212,14 +212,26 @@ pub(crate) fn named_counts<K: Display, N: Display>(
 }
 
 /// Render rows in one of `FORMATS`; None for an unknown format.
-pub fn render(rows: &[ReportRow], format: &str) -> Option<String> {
-    Some(match format {
-        "text" => text(rows),
-        "markdown" => markdown(rows),
-        "json" => serde_json::to_string_pretty(rows).unwrap_or_default() + "\n",
-        "csv" => csv(rows),
-        _ => return None,
-    })
+pub fn render(rows: &[ReportRow], format: Format) -> String {
+    match format {
+        Format::Text => text(rows),
+        Format::Markdown => markdown(rows),
+        Format::Json => serde_json::to_string_pretty(rows).unwrap_or_default() + "\n",
+        Format::Csv => csv(rows),
+    }
+}
+
+/// The forms of the report (`replay --format`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Format {
+    /// Aligned columns.
+    Text,
+    /// A markdown table.
+    Markdown,
+    /// The rows as a JSON array.
+    Json,
+    /// Comma-separated values, with a header line.
+    Csv,
 }
 
 fn text(rows: &[ReportRow]) -> String {

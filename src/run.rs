@@ -26,8 +26,8 @@ pub struct RunOptions {
     pub check_sampled: bool,
     /// Record a line per merge attempt.
     pub trace: bool,
-    /// Which behaviour to model (`--policy`); "kernel" is Linux 6.18. The runner validates it.
-    pub policy: String,
+    /// Which behaviour to model (`--policy`); `Kernel` is Linux 6.18.
+    pub policy: crate::policy::Policy,
     /// Capture the processes' state after the last step only (faster; text output).
     pub last_view_only: bool,
     /// The machine's settings.
@@ -49,7 +49,7 @@ impl Default for RunOptions {
             check: false,
             check_sampled: false,
             trace: false,
-            policy: "kernel".to_string(),
+            policy: crate::policy::Policy::Kernel,
             last_view_only: false,
             config: Config::default(),
             replay: false,
@@ -236,8 +236,9 @@ struct Sampling {
 }
 
 impl<'a> Runner<'a> {
-    /// Set up a run: parse the policy, and spawn the script's first process (with the
-    /// reference model when checking). A bad `--policy` is [`RunError::BadInput`] at line 0.
+    /// Set up a run: spawn the script's first process (with the reference model when
+    /// checking). It does not fail today (the policy is parsed at the command line's edge);
+    /// the `Result` is kept for the callers.
     pub fn new(script: &'a Script, opts: &'a RunOptions) -> Result<Runner<'a>, RunError> {
         let mut r = Runner::empty(script, opts)?;
         if let Some(first) = script.steps.first() {
@@ -250,13 +251,8 @@ impl<'a> Runner<'a> {
     /// (a streamed import; `script` gives the path): [`Runner::spawn_first`] makes the
     /// process of the first of them once it is known.
     pub fn empty(script: &'a Script, opts: &'a RunOptions) -> Result<Runner<'a>, RunError> {
-        let policy = crate::policy::Policy::parse(&opts.policy).map_err(|reason| RunError::BadInput {
-            path: script.path.clone(),
-            line: 0,
-            reason,
-        })?;
         let mut sys = System::new(opts.config.clone());
-        sys.policy = policy;
+        sys.policy = opts.policy;
         if opts.trace {
             sys.merge_log = Some(Vec::new());
         }

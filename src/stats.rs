@@ -87,8 +87,8 @@ impl fmt::Display for MergeReason {
 pub struct MergeEvent {
     /// `new_range` or `existing_range`.
     pub kind: &'static str,
-    /// The caller: mmap, brk, mprotect, madvise, prctl, mremap_expand, mremap_move.
-    pub caller: &'static str,
+    /// The caller: mmap, brk, mprotect, madvise, mremap_expand, mremap_move, ...
+    pub caller: crate::merge::MergeCaller,
     /// Start of the range being mapped or changed (`vmg->start`).
     pub start: u64,
     /// Its end (`vmg->end`, exclusive).

@@ -17,6 +17,7 @@ use crate::abi::{
 use crate::errno::{Errno, KResult};
 use crate::folio::{FolioId, HUGE_ZERO_FOLIO, ZERO_FOLIO};
 use crate::fs::InodeKind;
+use crate::merge::MergeCaller;
 use crate::mm::{MmId, System};
 use crate::pagetable::{Pmd, Pte, PteFlags, pmd_index};
 use crate::types::{PAGE_SIZE, PMD_SIZE, PUD_SHIFT, Pid, TASK_SIZE, VirtAddr};
@@ -86,7 +87,7 @@ impl System {
         end: VirtAddr,
         flags: VmFlags,
         ctx: Option<UffdCtx>,
-        caller: &'static str,
+        caller: MergeCaller,
     ) -> KResult<VmaId> {
         let mut vmg = self.vmg_from_vma(vma, start, end, caller);
         if !self.cfg.kernel.profile().uffd_merge_pgoff {
@@ -146,7 +147,7 @@ impl System {
             let s = a.max(v.start);
             let e = end.min(v.end);
             let flags = (v.flags - VmFlags::UFFD_FLAGS) | VmFlags::UFFD_MISSING;
-            let vma = self.vma_modify_flags_uffd(vma, s, e, flags, Some(ctx), "uffd_register")?;
+            let vma = self.vma_modify_flags_uffd(vma, s, e, flags, Some(ctx), MergeCaller::UffdRegister)?;
             a = self.vmas[vma].end;
         }
         Ok(0)
@@ -180,7 +181,7 @@ impl System {
             let s = a.max(v.start);
             let e = end.min(v.end);
             let flags = v.flags - VmFlags::UFFD_FLAGS;
-            let vma = self.vma_modify_flags_uffd(vma, s, e, flags, None, "uffd_unregister")?;
+            let vma = self.vma_modify_flags_uffd(vma, s, e, flags, None, MergeCaller::UffdUnregister)?;
             a = self.vmas[vma].end;
         }
         Ok(0)

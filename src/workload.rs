@@ -530,9 +530,9 @@ fn realloc(w: &mut Writer, rng: &mut SmallRng, p: &ReallocParams) -> Result<(), 
             // Another mapping among the blocks: a guard or a read-only table.
             let len = rng.random_range(1..=4) * PAGE;
             let Some(at) = first_fit(&plain, lo, hi, len) else { continue };
-            let prot = if rng.random_bool(0.5) { "PROT_NONE" } else { "PROT_READ" };
-            w.mmap(1, at, len, prot);
-            if prot == "PROT_READ" {
+            let readable = !rng.random_bool(0.5);
+            w.mmap(1, at, len, if readable { "PROT_READ" } else { "PROT_NONE" });
+            if readable {
                 w.touch(1, at, len, false);
             }
             insert(&mut used, Block { start: at, len }, false);

@@ -329,7 +329,8 @@ fn policies_never_strand_migration_entries() {
     use anonmm::policy::RelocReason;
     let run = |policy: &str, text: &str| {
         let s = parse_str("policy.strace", text).unwrap();
-        let opts = RunOptions { check: true, policy: policy.to_string(), ..Default::default() };
+        let policy = anonmm::policy::Policy::parse(policy).expect("a policy name");
+        let opts = RunOptions { check: true, policy, ..Default::default() };
         let r = anonmm::run::run_script(&s, &opts).unwrap_or_else(|e| panic!("{policy}: {e}"));
         assert!(r.mismatches.is_empty(), "{policy}: {:?}", r.mismatches);
         r

@@ -74,7 +74,7 @@ fn svg_has_title_axes_legend_and_one_line_per_policy() {
 #[test]
 fn perf_trace_is_plotted_over_time() {
     let trace = PathBuf::from("traces/realloc.perf.txt.zst");
-    let chart = anonmm::plot::chart_for(&trace, &["kernel"]).unwrap();
+    let chart = anonmm::plot::chart_for(&trace, &[anonmm::policy::Policy::Kernel]).unwrap();
     assert!(chart.timed);
     let pts = &chart.series[0].points;
     assert!(pts.windows(2).all(|w| w[0].0 <= w[1].0), "time goes forward");

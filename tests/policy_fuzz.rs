@@ -41,7 +41,10 @@ fn policies_never_change_contents() {
             }
             let res = anonmm::run::run_script(
                 &script,
-                &anonmm::run::RunOptions { policy: p.to_string(), ..Default::default() },
+                &anonmm::run::RunOptions {
+                    policy: anonmm::policy::Policy::parse(p).expect("a policy name"),
+                    ..Default::default()
+                },
             );
             if let Ok(r) = res {
                 relocated += r.stats.policy.relocations_done;
@@ -58,7 +61,10 @@ fn policies_never_change_contents() {
                 if std::env::var_os("ANONMM_DUMP_AUTO_WORSE").is_some() && auto_worse == 1 {
                     let worse = |s: &anonmm::script::Script| {
                         let end = |p: &str| {
-                            let o = anonmm::run::RunOptions { policy: p.to_string(), ..Default::default() };
+                            let o = anonmm::run::RunOptions {
+                                policy: anonmm::policy::Policy::parse(p).expect("a policy name"),
+                                ..Default::default()
+                            };
                             anonmm::run::run_script(s, &o)
                                 .ok()
                                 .map(|r| r.vmas_per_pid.values().map(|v| v.0).sum::<usize>())
@@ -106,7 +112,10 @@ fn policies_with_migrations_in_flight() {
                 let _ = std::fs::write(&out, write_script(&small));
                 panic!("seed {}: {e}\nshrunk script: {}", 0x316c0 + seed, out.display());
             }
-            let opts = anonmm::run::RunOptions { policy: p.to_string(), ..Default::default() };
+            let opts = anonmm::run::RunOptions {
+                policy: anonmm::policy::Policy::parse(p).expect("a policy name"),
+                ..Default::default()
+            };
             if let Ok(r) = anonmm::run::run_script(&script, &opts) {
                 refused += r
                     .stats

@@ -69,7 +69,8 @@ fn relocate_flags(call: &Call) -> u64 {
 
 /// The run under the script's policy: the problems, in script order.
 fn run_policy(l: &Loaded) -> Result<Vec<String>, String> {
-    let opts = RunOptions { check: true, policy: l.policy.clone(), ..Default::default() };
+    let opts =
+        RunOptions { check: true, policy: anonmm::policy::Policy::parse(&l.policy)?, ..Default::default() };
     let mut runner = Runner::new(&l.script, &opts).map_err(|e| e.to_string())?;
     let mut problems: Vec<(usize, String)> = Vec::new();
     for (i, step) in l.script.steps.iter().enumerate() {
