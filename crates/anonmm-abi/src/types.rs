@@ -112,3 +112,9 @@ impl fmt::Display for Pid {
 pub fn page_align(x: u64) -> Option<u64> {
     x.checked_add(PAGE_SIZE - 1).map(|v| v & !(PAGE_SIZE - 1))
 }
+
+/// Where the heap of a fresh address space starts (`mm->start_brk`, the initial break):
+/// inside the window of addresses scripts use, so that the kernel oracle, which moves its
+/// worker's break there (`PR_SET_MM_MAP`), can compare brk and the heap VMA. A real program's
+/// break lies just past its data segment; replay takes it from the trace's first `brk(NULL)`.
+pub const DEFAULT_START_BRK: u64 = 0x2000_0300_0000;

@@ -788,34 +788,3 @@ impl RefModel {
         Ok(())
     }
 }
-
-impl System {
-    /// What a read of `a` would return without faulting: the present page's tag, the page
-    /// cache's for an absent file page, zero for an absent anonymous page (None if unmapped).
-    pub fn read_tag(&self, mm: crate::mm::MmId, a: VirtAddr) -> Option<u64> {
-        use crate::pagetable::{Pte, Walk};
-        let vma = self.mms[mm].vma_lookup(a)?;
-        match self.mms[mm].pt.walk(a) {
-            Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => {
-                return Some(self.folios[folio].pages[sub as usize].tag);
-            }
-            Walk::Pte(Pte::Swap { entry, .. }) => return Some(self.swap_read_tag(entry)),
-            // A page under migration still holds its contents (in the old folio); an entry
-            // left behind by a finished migration names a freed folio: nothing to read.
-            Walk::Pte(Pte::Migration { folio, sub, .. }) | Walk::PmdMigration { folio, sub, .. } => {
-                let live = self.folios.contains(folio) && self.folios[folio].migrating;
-                return live.then(|| self.folios[folio].pages.get(sub as usize).map(|p| p.tag)).flatten();
-            }
-            _ => {}
-        }
-        let v = &self.vmas[vma];
-        match v.file {
-            None => Some(0),
-            Some(f) => {
-                let inode = self.fs.files[f].inode;
-                let idx = v.linear_page_index(a).0;
-                Some(self.fs.inodes[inode].cache.get(&idx).map_or(0, |&fo| self.folios[fo].pages[0].tag))
-            }
-        }
-    }
-}

@@ -8,46 +8,7 @@ use serde_json::{Value, json};
 
 use crate::types::Pid;
 
-/// A page as one side identifies it before renaming: a folio page in the model, a PFN in
-/// the kernel. `ZERO` is the shared zero page on both sides.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum RawPage {
-    /// The shared 4 KiB zero page (`ZERO_PAGE`); the huge zero folio's pages are `Id`s.
-    Zero,
-    /// A page's identity on its side: `folio << 9 | subpage` in the model, the PFN in the kernel.
-    Id(u64),
-    /// A swap entry (pagemap PM_SWAP); the page it holds is not identified.
-    Swap,
-    /// A migration entry (model only: pagemap reports it as PM_SWAP with a migration swap
-    /// type, which the oracle never sees since it cannot hold a migration in flight).
-    Migration,
-    /// A guard marker (MADV_GUARD_INSTALL; pagemap PM_SWAP with PM_GUARD_REGION, bit 58).
-    Guard,
-}
-
-/// One present (or swapped) PTE.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct RawPte {
-    /// The page's virtual address.
-    pub addr: u64,
-    /// What the entry maps.
-    pub page: RawPage,
-    /// `/proc/pid/pagemap` bit 56 (PM_MMAP_EXCLUSIVE).
-    pub exclusive: bool,
-    /// The tag stored in the page by the last write touch (0 if never written).
-    pub tag: u64,
-}
-
-/// One process after a step, before page renaming.
-#[derive(Clone, Debug, Default)]
-pub struct RawProc {
-    /// `/proc/pid/maps` lines, exactly as the kernel formats them (no trailing newline).
-    pub maps: Vec<String>,
-    /// Every present or swap PTE in ascending address order.
-    pub ptes: Vec<RawPte>,
-    /// `/proc/pid/smaps` entries, when asked for (`--smaps`); empty otherwise.
-    pub smaps: Vec<crate::smaps::Smaps>,
-}
+pub use anonmm_model::procfs::{RawPage, RawProc, RawPte};
 
 /// A page's stable name within one step: 0 is the zero page, then 1, 2, … in first-seen order
 /// (processes by pid, pages by address); `Swap` for a swap entry, `Migration` for a

@@ -10,6 +10,11 @@ pub mod stream;
 pub use perf::{ImportError, ImportReport, parse_perf, read_trace};
 pub use stream::{StreamEnd, Streamed, TraceStream, stream_trace};
 
+// The lower layers' modules, under the paths the files use (`crate::script::Script`).
+use anonmm_abi::{abi, errno, types};
+use anonmm_script as script;
+use anonmm_script::out;
+
 /// Read what `run`, `explain` and friends are given: an anonmm script, or a trace (`perf
 /// script` text, `.zst`, or strace output with calls outside the memory subset). A trace
 /// comes with its import report (`Some`), and is to be run as `replay` runs it

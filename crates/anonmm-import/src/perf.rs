@@ -160,7 +160,8 @@ pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
     Ok((script, report))
 }
 
-pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// The four bytes a zstd frame starts with.
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// Decompress as much as can be: the output, and the error that stopped it, if any.
 fn decompress(bytes: &[u8]) -> (Vec<u8>, Option<String>) {
@@ -1507,10 +1508,10 @@ mod tests {
     /// from a line or less to all of it: the same steps and the same report.
     fn import(text: &str) -> (Script, ImportReport) {
         let (script, report) = parse_perf("t.perf", text).unwrap_or_else(|e| panic!("{e}"));
-        let whole: Vec<String> = script.steps.iter().map(crate::import::stream::tests::show).collect();
+        let whole: Vec<String> = script.steps.iter().map(crate::stream::tests::show).collect();
         for chunk in [1, 40, 200, 1 << 20] {
             for hold in [0, 1, 3, usize::MAX] {
-                let Some((steps, end)) = crate::import::stream::tests::streamed(text, chunk, hold) else {
+                let Some((steps, end)) = crate::stream::tests::streamed(text, chunk, hold) else {
                     panic!("a streamed import (chunks of {chunk}) found no perf text")
                 };
                 let what = format!("streamed in chunks of {chunk} bytes, holding {hold} steps");
@@ -1873,11 +1874,11 @@ mod tests {
         text += &l(5, 5, &exit("mmap", "0x7f0000000000"));
         let (whole, _) = import(&text);
         assert!(matches!(&whole.steps[0].call, Call::Openat { path, .. } if path == "a.so"));
-        let (_, end) = crate::import::stream::tests::streamed(&text, 1, 4).expect("perf text");
+        let (_, end) = crate::stream::tests::streamed(&text, 1, 4).expect("perf text");
         assert!(!end.exact);
-        let (steps, end) = crate::import::stream::tests::streamed(&text, 1, 11).expect("perf text");
+        let (steps, end) = crate::stream::tests::streamed(&text, 1, 11).expect("perf text");
         assert!(end.exact);
-        assert_eq!(steps[0], crate::import::stream::tests::show(&whole.steps[0]));
+        assert_eq!(steps[0], crate::stream::tests::show(&whole.steps[0]));
     }
 
     #[test]

@@ -469,7 +469,7 @@ pub(crate) mod tests {
             f("1.2"),
             f("1.3")
         );
-        let (script, report) = crate::import::parse_perf("t.perf", &text).expect("perf text");
+        let (script, report) = crate::parse_perf("t.perf", &text).expect("perf text");
         let whole: Vec<String> = script.steps.iter().map(show).collect();
         assert_eq!(whole.len(), 4);
         for chunk in [1, 7, 100, 1 << 20] {
@@ -480,7 +480,7 @@ pub(crate) mod tests {
         let mut bytes = text.clone().into_bytes();
         bytes.extend_from_slice(b"\nq 2/2 3.0: e:x: \xff\xfe\n");
         let lossy = String::from_utf8_lossy(&bytes).into_owned();
-        let (_, report) = crate::import::parse_perf("t.perf", &lossy).expect("perf text");
+        let (_, report) = crate::parse_perf("t.perf", &lossy).expect("perf text");
         let reader = Box::new(std::io::Cursor::new(bytes));
         let mut st = stream_from("t.perf".to_string(), reader, 16, HOLD).expect("perf text");
         while let Some(b) = st.next_batch() {

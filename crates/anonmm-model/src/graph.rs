@@ -1,4 +1,4 @@
-//! `anonmm graph`: the reverse-map structures at one step of a script as Graphviz DOT, drawn
+//! `anonmm graph`: the reverse-map structures of a [`System`] as Graphviz DOT, drawn
 //! the way kernel developers draw them (VMA ← anon_vma_chain ← anon_vma ← page, as in
 //! ../shared/seeds/000): VMAs with their range and pgoff grouped by process, their
 //! anon_vma_chains, anon_vmas with parent and root links, and anonymous folios with `index`
@@ -11,65 +11,8 @@ use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
 use crate::mm::System;
 use crate::pagetable::Pte;
 use crate::rmap::AnonVmaId;
-use crate::run::{RunError, RunOptions, Runner};
-use crate::script::Script;
 use crate::types::{PAGE_SHIFT, Pid};
 use crate::vma::VmaId;
-
-/// What to draw.
-#[derive(Clone, Debug)]
-pub struct GraphOptions {
-    /// Stop after the step on this script line (default: the last step).
-    pub at: Option<usize>,
-    /// Only this process (default: every live process).
-    pub pid: Option<Pid>,
-    /// Folios drawn one by one per VMA; more are summarised.
-    pub max_folios: usize,
-    /// Which policy runs the script.
-    pub policy: String,
-    /// Which kernel the model is.
-    pub kernel: crate::kernel::Kernel,
-}
-
-impl Default for GraphOptions {
-    fn default() -> Self {
-        GraphOptions {
-            at: None,
-            pid: None,
-            max_folios: 8,
-            policy: "kernel".to_string(),
-            kernel: crate::kernel::Kernel::V6_18,
-        }
-    }
-}
-
-/// Run `script` up to `opts.at` and draw the state there.
-pub fn graph_script(script: &Script, opts: &GraphOptions) -> Result<String, RunError> {
-    let bad = |line: usize, reason: String| RunError::BadInput { path: script.path.clone(), line, reason };
-    if let Some(at) = opts.at
-        && !script.steps.iter().any(|s| s.line == at)
-    {
-        return Err(bad(at, format!("--at {at}: no call on that line")));
-    }
-    let ropts = RunOptions {
-        policy: opts.policy.clone(),
-        config: crate::mm::Config { kernel: opts.kernel, ..Default::default() },
-        ..Default::default()
-    };
-    let mut runner = Runner::new(script, &ropts)?;
-    for step in &script.steps {
-        runner.step(step, false)?;
-        if Some(step.line) == opts.at {
-            break;
-        }
-    }
-    if let Some(p) = opts.pid
-        && !runner.sys.procs.contains_key(&p)
-    {
-        return Err(bad(0, format!("--pid {}: no such live process at that step", p.0)));
-    }
-    Ok(to_dot(&runner.sys, opts.pid, opts.max_folios))
-}
 
 /// The DOT text of the reverse map of `pid` (or of every process).
 pub fn to_dot(sys: &System, pid: Option<Pid>, max_folios: usize) -> String {

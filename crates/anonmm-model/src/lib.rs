@@ -1,10 +1,12 @@
-//! anonmm: an executable model of Linux 6.18 anonymous memory management.
+//! anonmm-model: an executable model of Linux 6.18 anonymous memory management.
 //!
 //! The layout follows the kernel: one module per concept (VMAs, merging, page tables, folios,
-//! the anon_vma reverse map, faults, fork, mmap/munmap/mprotect/madvise, mremap), then the
-//! script language, the runner, the invariant checker and the kernel oracle around it. The
-//! `anonmm` binary runs scripts (strace output) on the model and on the running kernel; this
-//! library is the model itself, for programs that want to drive it directly.
+//! the anon_vma reverse map, faults, fork, mmap/munmap/mprotect/madvise, mremap), the designs
+//! (`policy`, `relocate`), the views (`/proc/pid/maps`, `smaps`, `pagemap`, the reverse-map
+//! graph) and the invariant checker. It sees no script, runner, trace importer or command
+//! line (ARCHITECTURE.md): those are the layers above it (`anonmm-script`, `anonmm-harness`,
+//! `anonmm-oracle`, the `anonmm` binary). This crate is the model itself, for programs that
+//! want to drive it directly.
 //!
 //! # Embedding the model
 //!
@@ -51,7 +53,7 @@
 //! ## An address space, a mapping, faults
 //!
 //! ```
-//! use anonmm::api::prelude::*;
+//! use anonmm_model::api::prelude::*;
 //!
 //! let mut sys = System::default();
 //! let pid = Pid(1);
@@ -89,7 +91,7 @@
 //! offset 0, device `00:00` and inode 0.
 //!
 //! ```
-//! use anonmm::api::prelude::*;
+//! use anonmm_model::api::prelude::*;
 //!
 //! let mut sys = System::default();
 //! sys.spawn(Pid(1))?;
@@ -117,7 +119,7 @@
 //! it into a new folio of its own, and the parent keeps the old contents.
 //!
 //! ```
-//! use anonmm::api::prelude::*;
+//! use anonmm_model::api::prelude::*;
 //!
 //! let mut sys = System::default();
 //! let (parent, child) = (Pid(1), Pid(2));
@@ -157,7 +159,7 @@
 //! page table says whether one still maps the folio.
 //!
 //! ```
-//! use anonmm::api::prelude::*;
+//! use anonmm_model::api::prelude::*;
 //!
 //! let mut sys = System::default();
 //! sys.spawn(Pid(1))?;
@@ -195,7 +197,7 @@
 //! new address, and the pieces merge into one VMA (`examples/policy_pieces.strace`).
 //!
 //! ```
-//! use anonmm::api::prelude::*;
+//! use anonmm_model::api::prelude::*;
 //!
 //! fn compact(policy: Policy) -> KResult<System> {
 //!     let mut sys = System::default();
@@ -244,7 +246,7 @@
 //! A call the kernel refuses returns its errno, and changes nothing.
 //!
 //! ```
-//! use anonmm::api::prelude::*;
+//! use anonmm_model::api::prelude::*;
 //!
 //! let mut sys = System::default();
 //! sys.spawn(Pid(1))?;
@@ -272,24 +274,17 @@
 
 #![warn(missing_docs)]
 
-pub mod abi;
 pub mod api;
 pub mod arena;
-pub mod bench;
 pub mod check;
-pub mod errno;
-pub mod explain;
 pub mod fault;
 pub mod folio;
 pub mod fork;
 pub mod fs;
-pub mod r#gen;
 pub mod graph;
 pub mod gup;
 pub mod huge_memory;
-pub mod import;
 pub mod kernel;
-pub mod kernel_compare;
 pub mod khugepaged;
 pub mod madvise;
 pub mod memory;
@@ -299,28 +294,17 @@ pub mod mm;
 pub mod mmap;
 pub mod mprotect;
 pub mod mremap;
-pub mod out;
 pub mod pagetable;
-pub mod plot;
 pub mod policy;
 pub mod procfs;
-pub mod record;
-pub mod refmodel;
 pub mod relocate;
-pub mod replay;
-pub mod report;
 pub mod rmap;
-pub mod run;
-pub mod script;
 pub mod smaps;
-pub mod snapshot;
 pub mod stats;
 pub mod swap;
-pub mod types;
 pub mod uffd;
 pub mod vma;
 pub mod vma_tree;
-pub mod workload;
 
-#[cfg(target_os = "linux")]
-pub mod oracle;
+/// The ABI layer's modules, under the paths the model has always used (`crate::types::Pid`).
+pub use anonmm_abi::{abi, errno, types};

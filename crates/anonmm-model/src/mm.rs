@@ -33,11 +33,7 @@ pub enum ThpMode {
     Never,
 }
 
-/// Where the heap of a fresh address space starts (`mm->start_brk`, the initial break):
-/// inside the window of addresses scripts use, so that the kernel oracle, which moves its
-/// worker's break there (`PR_SET_MM_MAP`), can compare brk and the heap VMA. A real program's
-/// break lies just past its data segment; replay takes it from the trace's first `brk(NULL)`.
-pub const DEFAULT_START_BRK: u64 = 0x2000_0300_0000;
+pub use crate::types::DEFAULT_START_BRK;
 
 /// Settings of the modelled machine. Defaults are those of our Linux 6.18 machines.
 #[derive(Clone, Debug)]

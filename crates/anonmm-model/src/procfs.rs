@@ -12,7 +12,6 @@ use crate::folio::{HUGE_ZERO_FOLIO, ZERO_FOLIO};
 use crate::fs::InodeKind;
 use crate::mm::{MmId, System};
 use crate::pagetable::{Pmd, Pte, Walk, pmd_index, pte_index};
-use crate::snapshot::{RawPage, RawProc, RawPte};
 use crate::types::{PAGE_SHIFT, Pid, VirtAddr};
 use crate::vma::{VmFlags, VmaId};
 
@@ -199,4 +198,76 @@ impl System {
         }
         Ok(n)
     }
+}
+
+impl System {
+    /// What a read of `a` would return without faulting: the present page's tag, the page
+    /// cache's for an absent file page, zero for an absent anonymous page (None if unmapped).
+    pub fn read_tag(&self, mm: crate::mm::MmId, a: VirtAddr) -> Option<u64> {
+        use crate::pagetable::{Pte, Walk};
+        let vma = self.mms[mm].vma_lookup(a)?;
+        match self.mms[mm].pt.walk(a) {
+            Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => {
+                return Some(self.folios[folio].pages[sub as usize].tag);
+            }
+            Walk::Pte(Pte::Swap { entry, .. }) => return Some(self.swap_read_tag(entry)),
+            // A page under migration still holds its contents (in the old folio); an entry
+            // left behind by a finished migration names a freed folio: nothing to read.
+            Walk::Pte(Pte::Migration { folio, sub, .. }) | Walk::PmdMigration { folio, sub, .. } => {
+                let live = self.folios.contains(folio) && self.folios[folio].migrating;
+                return live.then(|| self.folios[folio].pages.get(sub as usize).map(|p| p.tag)).flatten();
+            }
+            _ => {}
+        }
+        let v = &self.vmas[vma];
+        match v.file {
+            None => Some(0),
+            Some(f) => {
+                let inode = self.fs.files[f].inode;
+                let idx = v.linear_page_index(a).0;
+                Some(self.fs.inodes[inode].cache.get(&idx).map_or(0, |&fo| self.folios[fo].pages[0].tag))
+            }
+        }
+    }
+}
+
+/// A page as one side identifies it before renaming: a folio page in the model, a PFN in
+/// the kernel. `ZERO` is the shared zero page on both sides.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum RawPage {
+    /// The shared 4 KiB zero page (`ZERO_PAGE`); the huge zero folio's pages are `Id`s.
+    Zero,
+    /// A page's identity on its side: `folio << 9 | subpage` in the model, the PFN in the kernel.
+    Id(u64),
+    /// A swap entry (pagemap PM_SWAP); the page it holds is not identified.
+    Swap,
+    /// A migration entry (model only: pagemap reports it as PM_SWAP with a migration swap
+    /// type, which the oracle never sees since it cannot hold a migration in flight).
+    Migration,
+    /// A guard marker (MADV_GUARD_INSTALL; pagemap PM_SWAP with PM_GUARD_REGION, bit 58).
+    Guard,
+}
+
+/// One present (or swapped) PTE.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RawPte {
+    /// The page's virtual address.
+    pub addr: u64,
+    /// What the entry maps.
+    pub page: RawPage,
+    /// `/proc/pid/pagemap` bit 56 (PM_MMAP_EXCLUSIVE).
+    pub exclusive: bool,
+    /// The tag stored in the page by the last write touch (0 if never written).
+    pub tag: u64,
+}
+
+/// One process after a step, before page renaming.
+#[derive(Clone, Debug, Default)]
+pub struct RawProc {
+    /// `/proc/pid/maps` lines, exactly as the kernel formats them (no trailing newline).
+    pub maps: Vec<String>,
+    /// Every present or swap PTE in ascending address order.
+    pub ptes: Vec<RawPte>,
+    /// `/proc/pid/smaps` entries, when asked for (`--smaps`); empty otherwise.
+    pub smaps: Vec<crate::smaps::Smaps>,
 }

@@ -268,8 +268,8 @@ pub fn cmd_fuzz(
 /// failure, shrink the script and write it to `out`, returning its path.
 fn check_policies(s: &Script, seed: u64, out: &Path, cfg: &crate::mm::Config) -> Result<(), String> {
     for &p in crate::policy::POLICY_NAMES.iter().filter(|&&p| p != "kernel") {
-        let Err(e) = crate::policy::compare_with_kernel(s, p, cfg) else { continue };
-        let small = crate::r#gen::shrink(s, &mut |x| crate::policy::compare_with_kernel(x, p, cfg).is_err());
+        let Err(e) = crate::compare::compare_with_kernel(s, p, cfg) else { continue };
+        let small = crate::r#gen::shrink(s, &mut |x| crate::compare::compare_with_kernel(x, p, cfg).is_err());
         let _ = std::fs::create_dir_all(out);
         let file = out.join(format!("policy-{p}-seed-{seed}.strace"));
         let mut text = write_script(&small);

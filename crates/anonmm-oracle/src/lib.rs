@@ -90,6 +90,13 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+// The lower layers' modules, under the paths the files use (`crate::mm::System`).
+use anonmm_abi::{abi, errno, types};
+use anonmm_harness::{compare, run, snapshot};
+use anonmm_model::{kernel, mm, policy, smaps};
+use anonmm_script as script;
+use anonmm_script::{r#gen, out, outln};
+
 use crate::script::{Call, Expect, Script};
 use crate::snapshot::{StepView, rename};
 use crate::types::Pid;

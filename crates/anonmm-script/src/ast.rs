@@ -36,7 +36,7 @@ impl Step {
     /// The call as written, or formatted from [`Step::call`] when the step has no text.
     pub fn call_text(&self) -> std::borrow::Cow<'_, str> {
         if self.text.is_empty() {
-            std::borrow::Cow::Owned(crate::script::format_call(&self.call))
+            std::borrow::Cow::Owned(crate::format_call(&self.call))
         } else {
             std::borrow::Cow::Borrowed(&self.text)
         }

@@ -18,8 +18,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::abi::*;
-use crate::script::{Call, Expect, Script, Step};
 use crate::types::{PAGE_SIZE, PMD_SIZE, Pid};
+use crate::{Call, Expect, Script, Step};
 
 /// First byte of the arena every generated address lies in.
 pub const ARENA_BASE: u64 = 0x2000_0000_0000;
@@ -265,7 +265,7 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Script {
             pid: 1,
             regions: Vec::new(),
             fds: BTreeMap::new(),
-            brk: crate::mm::DEFAULT_START_BRK,
+            brk: crate::types::DEFAULT_START_BRK,
         }],
         next_pid: 2,
         files: vec![None; NR_FILES],
@@ -980,7 +980,7 @@ impl Gen<'_> {
 
     fn op_brk(&mut self, pi: usize) {
         let pid = self.procs[pi].pid;
-        let start = crate::mm::DEFAULT_START_BRK;
+        let start = crate::types::DEFAULT_START_BRK;
         let addr = match self.rng.random_range(0..100) {
             0..15 => 0,
             15..22 => start - PAGE_SIZE,
@@ -1228,7 +1228,7 @@ impl Gen<'_> {
 
 /// A call in strace syntax, without pid and result (the parser's formatter).
 pub fn render(call: &Call) -> String {
-    crate::script::format_call(call)
+    crate::format_call(call)
 }
 
 /// The script as text in the language: a header comment (the script's `path`, which for a
