@@ -13,7 +13,7 @@ pub mod plot;
 pub mod record;
 
 pub use anonmm_abi::{abi, errno, types};
-pub use anonmm_harness::{explain, kernel_compare, refmodel, replay, report, run, snapshot, workload};
+pub use anonmm_harness::{explain, kernel_compare, refmodel, report, run, snapshot, workload};
 pub use anonmm_import as import;
 pub use anonmm_model::{
     api, arena, check, fault, folio, fork, fs, gup, huge_memory, kernel, khugepaged, madvise, memory, merge,
@@ -35,4 +35,10 @@ pub mod policy {
 pub mod graph {
     pub use anonmm_harness::graph::*;
     pub use anonmm_model::graph::*;
+}
+
+/// Replay mode (`anonmm_harness::replay`) and replaying traces (`anonmm_harness::replayer`).
+pub mod replay {
+    pub use anonmm_harness::replay::*;
+    pub use anonmm_harness::replayer::*;
 }

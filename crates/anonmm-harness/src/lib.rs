@@ -15,6 +15,7 @@ pub mod graph;
 pub mod kernel_compare;
 pub mod refmodel;
 pub mod replay;
+pub mod replayer;
 pub mod report;
 pub mod run;
 pub mod snapshot;

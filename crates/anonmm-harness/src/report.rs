@@ -5,7 +5,8 @@ use std::fmt::{Display, Write};
 
 use serde::Serialize;
 
-use crate::replay::{DivClass, Divergence, ReplayOutcome};
+use crate::replay::{DivClass, Divergence};
+use crate::replayer::ReplayOutcome;
 use crate::stats::MergeReason;
 
 /// Policies `anonmm replay --policy` knows; `all` means every one of them. A new policy
