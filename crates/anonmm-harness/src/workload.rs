@@ -94,7 +94,7 @@ pub struct CompactParams {
     pub free: f64,
 }
 
-/// `random`: the fuzzer's random script generator (`anonmm::r#gen::generate`).
+/// `random`: the fuzzer's random script generator (`anonmm_script::r#gen::generate`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct RandomParams {
     /// Steps (lines) in the script.

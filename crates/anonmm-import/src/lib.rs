@@ -3,6 +3,8 @@
 //! `perf script` text (as `shared/record.sh` records it) is converted by `perf::parse_perf`;
 //! `read_trace` also takes strace/anonmm scripts and `.zst`-compressed files.
 
+#![warn(missing_docs)]
+
 pub mod perf;
 pub mod perf_data;
 pub mod stream;

@@ -4,7 +4,7 @@
 //! result.
 //!
 //! ```
-//! use anonmm::api::prelude::*;
+//! use anonmm_model::api::prelude::*;
 //!
 //! let mut sys = System::default();
 //! sys.spawn(Pid(1))?;
@@ -24,7 +24,7 @@ use crate::mm::System;
 use crate::pagetable::{Pte, PteFlags, Walk};
 use crate::types::{Pid, VirtAddr};
 
-/// Everything an embedding program usually names: `use anonmm::api::prelude::*;`.
+/// Everything an embedding program usually names: `use anonmm_model::api::prelude::*;`.
 pub mod prelude {
     pub use super::MappedPage;
     pub use crate::abi::{
@@ -65,7 +65,7 @@ impl System {
     /// `ESRCH` for an unknown process. Never panics, whatever the address.
     ///
     /// ```
-    /// use anonmm::api::prelude::*;
+    /// use anonmm_model::api::prelude::*;
     ///
     /// let mut sys = System::default();
     /// sys.spawn(Pid(1))?;
@@ -92,7 +92,7 @@ impl System {
     /// rather than no lines.
     ///
     /// ```
-    /// use anonmm::api::prelude::*;
+    /// use anonmm_model::api::prelude::*;
     ///
     /// let mut sys = System::default();
     /// sys.spawn(Pid(1))?;
@@ -110,7 +110,7 @@ impl System {
     /// `/proc/pid/maps` lines); `ESRCH` for an unknown process.
     ///
     /// ```
-    /// use anonmm::api::prelude::*;
+    /// use anonmm_model::api::prelude::*;
     ///
     /// let mut sys = System::default();
     /// sys.spawn(Pid(1))?;

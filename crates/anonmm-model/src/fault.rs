@@ -40,7 +40,7 @@ impl System {
     /// memory at once is not modelled: nothing is touched and [`System::unsupported`] says so.
     ///
     /// ```
-    /// use anonmm::api::prelude::*;
+    /// use anonmm_model::api::prelude::*;
     ///
     /// let mut sys = System::default();
     /// sys.spawn(Pid(1))?;

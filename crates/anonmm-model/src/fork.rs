@@ -16,7 +16,7 @@ impl System {
     /// in both); `ESRCH` for an unknown parent, `EEXIST` for a child pid in use.
     ///
     /// ```
-    /// use anonmm::api::prelude::*;
+    /// use anonmm_model::api::prelude::*;
     ///
     /// let mut sys = System::default();
     /// sys.spawn(Pid(1))?;
@@ -45,8 +45,8 @@ impl System {
     /// gets a copy (`copy_files`).
     ///
     /// ```
-    /// use anonmm::abi::{CLONE_FILES, CLONE_VM, O_CREAT, O_RDWR};
-    /// use anonmm::api::prelude::*;
+    /// use anonmm_model::abi::{CLONE_FILES, CLONE_VM, O_CREAT, O_RDWR};
+    /// use anonmm_model::api::prelude::*;
     ///
     /// let mut sys = System::default();
     /// sys.spawn(Pid(1))?;

@@ -252,7 +252,7 @@ impl System {
     /// hint or `MAP_FIXED*` the mapping is placed top-down below `mmap_base`, as on x86_64.
     ///
     /// ```
-    /// use anonmm::api::prelude::*;
+    /// use anonmm_model::api::prelude::*;
     ///
     /// let mut sys = System::default();
     /// sys.spawn(Pid(1))?;

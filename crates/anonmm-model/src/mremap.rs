@@ -70,7 +70,7 @@ impl System {
     /// series' policies (`Relocate`, `RelocateAll`) and are `EINVAL` otherwise.
     ///
     /// ```
-    /// use anonmm::api::prelude::*;
+    /// use anonmm_model::api::prelude::*;
     ///
     /// let mut sys = System::default();
     /// sys.spawn(Pid(1))?;

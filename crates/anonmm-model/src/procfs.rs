@@ -73,7 +73,7 @@ impl System {
     /// newline. An unknown process has no lines ([`System::proc_maps`] says `ESRCH`).
     ///
     /// ```
-    /// use anonmm::api::prelude::*;
+    /// use anonmm_model::api::prelude::*;
     ///
     /// let mut sys = System::default();
     /// sys.spawn(Pid(1))?;

@@ -410,7 +410,7 @@ impl System {
     /// anonymous (the zero page, a page-cache folio) or no longer exists has no hits.
     ///
     /// ```
-    /// use anonmm::api::prelude::*;
+    /// use anonmm_model::api::prelude::*;
     ///
     /// let mut sys = System::default();
     /// sys.spawn(Pid(1))?;

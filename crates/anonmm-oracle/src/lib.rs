@@ -75,6 +75,8 @@
 //! Background kernel activity (khugepaged, compaction, reclaim) can in principle change
 //! PFNs or sharing between steps; page names are only compared within one step.
 
+#![warn(missing_docs)]
+
 mod cli;
 mod controller;
 mod fuzz;

@@ -1,4 +1,9 @@
-//! The scenario language (strace syntax): AST and parser.
+//! The scenario language (strace syntax): AST, parser and formatter ([`ast`], [`parse`]),
+//! the random generator and shrinker the fuzzers use (`gen`), and the command
+//! line's standard output and error style ([`out`](mod@out)). It depends on `anonmm-abi` only: a
+//! script is data, and running one is the harness's job (ARCHITECTURE.md).
+
+#![warn(missing_docs)]
 
 pub mod ast;
 pub mod parse;
