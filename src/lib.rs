@@ -25,9 +25,11 @@ pub use anonmm_oracle as oracle;
 pub use anonmm_script as script;
 pub use anonmm_script::{r#gen, out, outln};
 
-/// The policies (`anonmm_model::policy`) and `anonmm compare` (`anonmm_harness::compare`).
+/// The policies (`anonmm_model::policy`) and `anonmm compare` (`anonmm_harness::compare`,
+/// its table `anonmm_harness::report::render_rows`).
 pub mod policy {
     pub use anonmm_harness::compare::*;
+    pub use anonmm_harness::report::render_rows;
     pub use anonmm_model::policy::*;
 }
 

@@ -5,6 +5,7 @@ use std::fmt::{Display, Write};
 
 use serde::Serialize;
 
+use crate::compare::PolicyRow;
 use crate::replay::{DivClass, Divergence};
 use crate::replayer::ReplayOutcome;
 use crate::stats::MergeReason;
@@ -533,5 +534,80 @@ pub fn run_report(policy: &str, res: &crate::run::RunResult) -> String {
         s.pmds_moved,
         s.cow_copies
     );
+    out
+}
+
+/// `pid:VMAs` of the first live processes, then how many more and how many exited.
+fn vmas_end_cell(r: &PolicyRow) -> String {
+    const LISTED: usize = 8;
+    let mut parts: Vec<String> = r.vmas_end.iter().take(LISTED).map(|(p, n)| format!("{p}:{n}")).collect();
+    if r.vmas_end.len() > LISTED {
+        parts.push(format!("+{} live", r.vmas_end.len() - LISTED));
+    }
+    if r.exited > 0 {
+        parts.push(format!("({} exited)", r.exited));
+    }
+    parts.join(" ")
+}
+
+/// `anonmm compare`'s table (markdown when `md`).
+pub fn render_rows(rows: &[PolicyRow], md: bool) -> String {
+    let head = [
+        "policy",
+        "VMAs at end (per live pid)",
+        "merges done/attempted",
+        "relocations done/attempted",
+        "undone",
+        "refused",
+        "entries left",
+        "folios rewritten",
+        "pages copied",
+        "entries walked",
+        "contents = kernel",
+    ];
+    let named = |m| named_counts(m, "=", " ");
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.policy.clone(),
+                vmas_end_cell(r),
+                format!("{}/{}", r.merges_done, r.merges_attempted),
+                format!("{}/{}", r.work.relocations_done, r.work.relocations_attempted),
+                r.work.relocations_undone.to_string(),
+                named(&r.work.relocations_refused),
+                named(&r.work.entries_skipped),
+                r.work.folios_rewritten.to_string(),
+                r.work.pages_copied.to_string(),
+                r.work.entries_walked.to_string(),
+                match &r.contents {
+                    Ok(n) => format!("yes ({n} steps)"),
+                    Err(e) => format!("NO: {e}"),
+                },
+            ]
+        })
+        .collect();
+    let mut out = String::new();
+    if md {
+        out += &format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
+        for c in &cells {
+            out += &format!("| {} |\n", c.join(" | "));
+        }
+        return out;
+    }
+    let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
+    for c in &cells {
+        for (w, x) in w.iter_mut().zip(c) {
+            *w = (*w).max(x.chars().count());
+        }
+    }
+    let line = |xs: Vec<&str>| {
+        let v: Vec<String> = xs.iter().zip(&w).map(|(x, w)| format!("{x:<w$}")).collect();
+        v.join("  ").trim_end().to_string() + "\n"
+    };
+    out += &line(head.to_vec());
+    for c in &cells {
+        out += &line(c.iter().map(String::as_str).collect());
+    }
     out
 }
