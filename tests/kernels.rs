@@ -1,4 +1,4 @@
-//! One scenario per kernel-profile switch (`src/kernel.rs`), under `tests/kernels/`: the
+//! One scenario per kernel-profile switch (`crates/anonmm-model/src/kernel.rs`), under `tests/kernels/`: the
 //! outcome the model gives as Linux 6.1, 6.12 and 6.18. Each expectation is what the VM
 //! oracle (`anonmm oracle diff --kernel 6.1|6.12 tests/kernels/*.strace`) saw on Debian's
 //! kernels, and the host's kernel for 6.18.

@@ -1,4 +1,4 @@
-//! Migrations held in flight (`migrate` / `migrate_done`, src/migrate.rs): the page tables,
+//! Migrations held in flight (`migrate` / `migrate_done`, crates/anonmm-model/src/migrate.rs): the page tables,
 //! folios and anon_vmas of the `tests/scenarios/migrate_*` scripts at chosen lines (the
 //! scenario test already runs them whole with the checker and the reference model), and what
 //! the invariant checker says of a migration entry the rmap walk cannot reach.

@@ -1,0 +1,333 @@
+//! Replaying a trace (`anonmm replay`, `plot`, `bench`): run it on the model in replay mode
+//! (`RunOptions::replay`, the rewrites of [`crate::replay`]) and gather the outcome, per
+//! policy. Kept apart from `replay.rs`, which the runner uses, so that the runner and this
+//! driver of the runner do not import each other.
+
+use crate::replay::{DivClass, ReplayState, count_vmas};
+use crate::script::{Step, format_result_for};
+
+/// What replaying one trace with one policy gave.
+#[derive(Clone, Debug)]
+pub struct ReplayOutcome {
+    /// Steps in the trace.
+    pub steps: usize,
+    /// Divergences found and adjustments made.
+    pub replay: ReplayState,
+    /// The model's work counters at the end of the replay.
+    pub stats: crate::stats::Stats,
+    /// (all, anonymous) VMAs after the last step; when every process has exited, those
+    /// just before the last `exit_group`.
+    pub vmas_end: (usize, usize),
+    /// The most (all, anonymous) VMAs held after any step.
+    pub vmas_peak: (usize, usize),
+    /// Invariant broken (with `check`): where, and the replay stopped there.
+    pub invariant: Option<String>,
+}
+
+impl ReplayOutcome {
+    /// A damaged trace (garbled lines, lost events: [`ImportReport::damaged_from`]) can make
+    /// the model disagree with no fault of its own: `model` divergences from the first
+    /// damaged line on are counted as `trace` ones.
+    ///
+    /// [`ImportReport::damaged_from`]: crate::import::ImportReport::damaged_from
+    pub fn blame_damage(&mut self, report: &crate::import::ImportReport) {
+        let Some(from) = report.damaged_from else { return };
+        let r = &mut self.replay;
+        let moved = r.model_lines.iter().filter(|&&l| l >= from).count() as u64;
+        if moved == 0 {
+            return;
+        }
+        *r.counts.entry(DivClass::Model).or_default() -= moved;
+        *r.counts.entry(DivClass::Trace).or_default() += moved;
+        r.model_lines.retain(|&l| l < from);
+        for d in &mut r.examples {
+            if d.class == DivClass::Model && d.line >= from {
+                d.class = DivClass::Trace;
+                d.got = format!("{} (after damage in the trace at line {from})", d.got);
+            }
+        }
+    }
+}
+
+/// Replay a trace on the model (`opts.replay` is forced on; `last_view_only` too, so no
+/// per-step views are built), keeping `max_examples` divergences of each class. `progress` is told how many steps are done, now and then.
+pub fn replay_script(
+    script: &crate::script::Script,
+    opts: &crate::run::RunOptions,
+    max_examples: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<ReplayOutcome, crate::run::RunError> {
+    replay_script_observed(script, opts, max_examples, progress, &mut |_| {})
+}
+
+/// The VMAs held after one replayed step, for a series over the trace (`anonmm plot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmaSample {
+    /// Index of the step in the script (0-based).
+    pub index: usize,
+    /// The step's line in the trace (perf lines carry a timestamp that `plot` looks up).
+    pub line: usize,
+    /// VMAs of all live processes, and those without a file.
+    pub all: usize,
+    /// VMAs without a file (`vma_is_anonymous`), of all live processes.
+    pub anon: usize,
+}
+
+/// `replay_script`, telling `observe` the VMA counts after every step (also after a step
+/// skipped because its process does not exist, so that the series has one sample per step).
+/// A step that stopped the replay with a broken invariant is not observed.
+pub fn replay_script_observed(
+    script: &crate::script::Script,
+    opts: &crate::run::RunOptions,
+    max_examples: usize,
+    progress: &mut dyn FnMut(usize),
+    observe: &mut dyn FnMut(VmaSample),
+) -> Result<ReplayOutcome, crate::run::RunError> {
+    let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
+    let mut r = Replayer::new(crate::run::Runner::new(script, &opts)?, max_examples);
+    for (i, step) in script.steps.iter().enumerate() {
+        if i % 1024 == 0 {
+            progress(i);
+        }
+        if !r.step(i, step, observe) {
+            break;
+        }
+    }
+    progress(script.steps.len());
+    Ok(r.finish(script.steps.len()))
+}
+
+/// Why a trace could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// It could not be read or imported.
+    #[error(transparent)]
+    Import(#[from] crate::import::ImportError),
+    /// The run could not start.
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
+}
+
+/// Import the trace at `path` and replay it, as [`replay_script`] does after
+/// [`crate::import::read_trace`]. Without `opts.check` the import streams: a second thread
+/// reads and converts the trace while this one replays the steps already converted. (A
+/// checked replay imports first: finding the step that broke an invariant redoes the run.)
+/// The outcome is always that of the whole import: in the rare case the stream was not
+/// exact ([`crate::import::StreamEnd::exact`]), the trace is imported whole and replayed
+/// again.
+pub fn replay_trace(
+    path: &std::path::Path,
+    opts: &crate::run::RunOptions,
+    max_examples: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(ReplayOutcome, crate::import::ImportReport), TraceError> {
+    use crate::run::Runner;
+    if opts.check {
+        let (script, report) = crate::import::read_trace(path)?;
+        let mut out = replay_script(&script, opts, max_examples, progress)?;
+        out.blame_damage(&report);
+        return Ok((out, report));
+    }
+    let mut stream = crate::import::stream_trace(path)?;
+    let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
+    let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
+    // The first process is the first step's.
+    let mut r = Replayer::new(Runner::empty(&named, &opts)?, max_examples);
+    let mut i = 0;
+    let mut stopped = false;
+    while let Some(batch) = stream.next_batch() {
+        for item in &batch {
+            if stopped {
+                break;
+            }
+            let step = &*item.step();
+            if i == 0 {
+                r.runner.spawn_first(step.pid);
+            }
+            if i % 1024 == 0 {
+                progress(i);
+            }
+            stopped = !r.step(i, step, &mut |_| {});
+            i += 1;
+        }
+        stream.recycle(batch);
+    }
+    let end = stream.finish();
+    if !end.exact {
+        // A step already replayed was edited after all (see `StreamEnd::exact`): replay the
+        // whole import instead.
+        drop(r);
+        let (script, report) = crate::import::read_trace(path)?;
+        let mut out = replay_script(&script, &opts, max_examples, progress)?;
+        out.blame_damage(&report);
+        return Ok((out, report));
+    }
+    progress(i);
+    let mut out = r.finish(end.report.steps as usize);
+    out.blame_damage(&end.report);
+    Ok((out, end.report))
+}
+
+/// One policy's result in [`replay_trace_all`]: its outcome and the seconds its replay took
+/// (or why it could not run).
+pub type PolicyRun = Result<(ReplayOutcome, f64), crate::run::RunError>;
+
+/// Import the trace at `path` once and replay it under each of `opts` at the same time: the
+/// import streams on one thread and hands each batch of steps to one thread per policy.
+/// Memory is bounded by the models' states and a few batches in flight per policy, not by the
+/// trace's length. Each outcome is that of [`replay_trace`] under the same options (when the
+/// stream was not exact, the trace is imported whole and replayed policy after policy).
+pub fn replay_trace_all(
+    path: &std::path::Path,
+    opts: &[crate::run::RunOptions],
+    max_examples: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(Vec<PolicyRun>, crate::import::ImportReport), TraceError> {
+    use std::sync::{Arc, OnceLock, mpsc::sync_channel};
+
+    use crate::import::Streamed;
+    use crate::run::{RunOptions, Runner};
+    /// Batches in flight to each policy's thread: enough to keep it busy while the import
+    /// makes the next one.
+    const IN_FLIGHT: usize = 4;
+    let mut stream = crate::import::stream_trace(path)?;
+    let opts: Vec<RunOptions> =
+        opts.iter().map(|o| RunOptions { replay: true, last_view_only: true, ..o.clone() }).collect();
+    let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
+    // The step count of the whole import, known once the stream ends.
+    let total: OnceLock<usize> = OnceLock::new();
+    let (runs, end) = std::thread::scope(|s| {
+        let mut txs = Vec::new();
+        let mut workers = Vec::new();
+        for o in &opts {
+            let (tx, rx) = sync_channel::<Arc<Vec<Streamed>>>(IN_FLIGHT);
+            txs.push(tx);
+            let (named, total) = (&named, &total);
+            workers.push(s.spawn(move || -> PolicyRun {
+                let t0 = std::time::Instant::now();
+                // A run that cannot start returns here; its channel closes and the others go on.
+                let mut r = Replayer::new(Runner::empty(named, o)?, max_examples);
+                let (mut i, mut stopped) = (0, false);
+                while let Ok(batch) = rx.recv() {
+                    for item in batch.iter() {
+                        if stopped {
+                            break;
+                        }
+                        let step = &*item.step();
+                        if i == 0 {
+                            r.runner.spawn_first(step.pid);
+                        }
+                        stopped = !r.step(i, step, &mut |_| {});
+                        i += 1;
+                    }
+                }
+                let steps = total.get().copied().unwrap_or(i);
+                Ok((r.finish(steps), t0.elapsed().as_secs_f64()))
+            }));
+        }
+        let mut n = 0;
+        while let Some(batch) = stream.next_batch() {
+            n += batch.len();
+            // A copy is shared, and the batch goes back to the import thread at once: it
+            // makes only a few batches and waits for them back (32 bytes a fault).
+            let shared = Arc::new(batch.clone());
+            stream.recycle(batch);
+            let batch = shared;
+            for tx in &txs {
+                // A policy that could not start has dropped its end.
+                let _ = tx.send(Arc::clone(&batch));
+            }
+            progress(n);
+        }
+        let end = stream.finish();
+        let _ = total.set(end.report.steps as usize);
+        drop(txs);
+        let runs: Vec<PolicyRun> =
+            workers.into_iter().map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect();
+        (runs, end)
+    });
+    if !end.exact {
+        // A step already replayed was edited after all (see `StreamEnd::exact`).
+        let (script, report) = crate::import::read_trace(path)?;
+        let runs = opts
+            .iter()
+            .map(|o| {
+                let t0 = std::time::Instant::now();
+                replay_script(&script, o, max_examples, progress).map(|out| (out, t0.elapsed().as_secs_f64()))
+            })
+            .collect();
+        return Ok((runs, report));
+    }
+    Ok((runs, end.report))
+}
+
+/// A replay in progress: the runner and what the replay has found so far.
+struct Replayer<'a> {
+    runner: crate::run::Runner<'a>,
+    invariant: Option<String>,
+}
+
+impl<'a> Replayer<'a> {
+    fn new(mut runner: crate::run::Runner<'a>, max_examples: usize) -> Replayer<'a> {
+        if let Some(r) = &mut runner.replay {
+            r.max_examples = max_examples;
+        }
+        Replayer { runner, invariant: None }
+    }
+
+    /// Replay step `i`; false when a broken invariant stops the replay.
+    fn step(&mut self, i: usize, step: &Step, observe: &mut dyn FnMut(VmaSample)) -> bool {
+        use crate::run::RunError;
+        let runner = &mut self.runner;
+        let (all, anon) = runner.result.vmas_now;
+        let sample = VmaSample { index: i, line: step.line, all, anon };
+        if !runner.sys.procs.contains_key(&step.pid) {
+            if let Some(r) = &mut runner.replay {
+                r.no_process(step);
+            }
+            observe(sample);
+            return true;
+        }
+        let (all, anon) = match runner.step(step, false) {
+            Ok(_) => runner.result.vmas_now,
+            Err(e @ RunError::Invariant { .. }) => {
+                self.invariant = Some(e.to_string());
+                return false;
+            }
+            Err(e) => {
+                if let Some(r) = &mut runner.replay {
+                    let expected =
+                        step.expect.map_or_else(|| "?".into(), |x| format_result_for(&step.call, &x));
+                    r.record(ReplayState::divergence(DivClass::Model, step, expected, e.to_string()));
+                }
+                // The step stopped before the runner counted: count here.
+                count_vmas(&runner.sys)
+            }
+        };
+        observe(VmaSample { all, anon, ..sample });
+        true
+    }
+
+    /// The outcome of a replay of `steps` steps.
+    fn finish(mut self, steps: usize) -> ReplayOutcome {
+        let runner = &mut self.runner;
+        if self.invariant.is_none()
+            && let Err(e) = runner.check_now()
+        {
+            self.invariant = Some(e.to_string());
+        }
+        let replay = runner.replay.take().unwrap_or_default();
+        let mut vmas_end = count_vmas(&runner.sys);
+        if runner.sys.procs.is_empty() {
+            vmas_end = replay.vmas_before_exit;
+        }
+        ReplayOutcome {
+            steps,
+            stats: runner.sys.stats.clone(),
+            vmas_end,
+            vmas_peak: runner.result.vmas_peak,
+            replay,
+            invariant: self.invariant,
+        }
+    }
+}

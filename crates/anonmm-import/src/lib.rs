@@ -1,0 +1,54 @@
+//! Importing real traces into the script AST, so the model can replay real programs.
+//!
+//! `perf script` text (as `shared/record.sh` records it) is converted by `perf::parse_perf`;
+//! `read_trace` also takes strace/anonmm scripts and `.zst`-compressed files.
+
+#![warn(missing_docs)]
+
+pub mod perf;
+pub mod perf_data;
+pub mod stream;
+
+pub use perf::{ImportError, ImportReport, parse_perf, read_trace};
+pub use stream::{StreamEnd, Streamed, TraceStream, stream_trace};
+
+// The lower layers' modules, under the paths the files use (`crate::script::Script`).
+use anonmm_abi::{abi, errno, types};
+use anonmm_script as script;
+use anonmm_script::out;
+
+/// Read what `run`, `explain` and friends are given: an anonmm script, or a trace (`perf
+/// script` text, `.zst`, or strace output with calls outside the memory subset). A trace
+/// comes with its import report (`Some`), and is to be run as `replay` runs it
+/// (`RunOptions::replay`); a script that parses strictly is a script (`None`).
+pub fn load(path: &std::path::Path) -> Result<(crate::script::Script, Option<ImportReport>), ImportError> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(1 << 16).read_to_end(&mut head);
+    }
+    let text = String::from_utf8_lossy(&head);
+    let is_trace = head.starts_with(&perf::ZSTD_MAGIC)
+        || path.extension().is_some_and(|e| e == "zst")
+        || perf::looks_like_perf(&text)
+        || perf::perf_without_tid(&text).is_some();
+    if !is_trace {
+        match crate::script::parse_file(path) {
+            Ok(s) => return Ok((s, None)),
+            // strace output (strace ends every process with `+++ exited with N +++` or
+            // `+++ killed by SIG +++`): calls outside the memory subset are skipped and
+            // counted. A script's unknown call stays an error (a typo is not a trace).
+            Err(e) if e.reason.starts_with("unknown call") && is_strace_output(path) => {}
+            Err(e) => return Err(ImportError { path: e.path, line: e.line, reason: e.reason }),
+        }
+    }
+    read_trace(path).map(|(s, r)| (s, Some(r)))
+}
+
+/// Whether the file holds strace's end-of-process line for some process.
+fn is_strace_output(path: &std::path::Path) -> bool {
+    let text = std::fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&text)
+        .lines()
+        .any(|l| l.contains("+++ exited with ") || l.contains("+++ killed by "))
+}

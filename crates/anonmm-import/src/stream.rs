@@ -1,0 +1,491 @@
+//! Streaming import of `perf script` traces: the trace is read, decompressed, split into
+//! lines and converted on a second thread, which hands finished steps to the caller in
+//! batches, so that a replay runs while the rest of the trace is still being read.
+//!
+//! The steps are exactly those of [`super::parse_perf`]: the converter is the same. Two things
+//! it knows only from later lines are handled by waiting for them:
+//! - a task's thread group comes from the first line with its `PID/TID`; when the converter
+//!   asks about a tid no line has shown yet (a fork's child), the reader reads ahead until
+//!   one does, or to the end;
+//! - a step a later line may still edit (an exec's result, an openat's path) is held back,
+//!   with every step after it, until it is final.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::Path;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::thread::JoinHandle;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::perf::{Conv, Header, ImportError, ImportReport, ZSTD_MAGIC, header_of, looks_like_perf};
+use crate::script::{Script, Step};
+
+/// How much text is read, split and converted at a time.
+const CHUNK: usize = 1 << 18;
+
+/// Batches of steps in flight between the two threads.
+const IN_FLIGHT: usize = 8;
+
+/// How long a step a later line may edit is held back, in steps after it. A file opened
+/// and kept open without an mmap (a shell's `2>/dev/null`) would otherwise hold back the
+/// whole trace; an mmap naming a file that long after its openat is rare, and is caught
+/// (`StreamEnd::exact`).
+const HOLD: usize = 1 << 16;
+
+/// How a streamed import ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamEnd {
+    /// The import's report, as [`super::read_trace`] makes it.
+    pub report: ImportReport,
+    /// Whether every step handed on was final. False when a line edited a step already
+    /// handed on (an mmap named a file more than 65,536 steps after its `openat`, so the
+    /// openat's path changed): the steps were not exactly those of `read_trace`, and a
+    /// user of them should import the trace whole instead.
+    pub exact: bool,
+}
+
+/// A trace being imported: either streamed from a second thread, or (for anything that is
+/// not perf text, which is never large) imported whole first.
+pub struct TraceStream {
+    inner: Inner,
+    /// What a perf.data reader found besides its lines (lost events, damage).
+    side: Option<super::perf_data::Side>,
+}
+
+enum Inner {
+    Whole {
+        script: Script,
+        report: ImportReport,
+        given: bool,
+    },
+    Thread {
+        rx: Receiver<Vec<Streamed>>,
+        recycle: Sender<Vec<Streamed>>,
+        worker: Option<JoinHandle<StreamEnd>>,
+    },
+}
+
+/// A step as a stream hands it on: a page fault (most of a trace) in 32 bytes, anything
+/// else boxed, so that little memory crosses from the import thread's cache to the
+/// replay's.
+#[derive(Clone, Debug)]
+pub enum Streamed {
+    /// A `touch` step without text or expected result, as the converter makes page faults.
+    Fault {
+        /// The step's line.
+        line: usize,
+        /// Who faulted.
+        pid: crate::types::Pid,
+        /// The touched range.
+        addr: u64,
+        /// Its length.
+        len: u64,
+        /// Whether it was a write.
+        write: bool,
+    },
+    /// Any other step.
+    Step(Box<Step>),
+}
+
+impl Streamed {
+    fn of(s: Step) -> Streamed {
+        match s.call {
+            crate::script::Call::Touch { addr, len, write } if s.text.is_empty() && s.expect.is_none() => {
+                Streamed::Fault { line: s.line, pid: s.pid, addr, len, write }
+            }
+            _ => Streamed::Step(Box::new(s)),
+        }
+    }
+
+    /// The step (made on the spot for a fault).
+    pub fn step(&self) -> std::borrow::Cow<'_, Step> {
+        match self {
+            &Streamed::Fault { line, pid, addr, len, write } => std::borrow::Cow::Owned(Step {
+                line,
+                pid,
+                call: crate::script::Call::Touch { addr, len, write },
+                text: String::new(),
+                expect: None,
+            }),
+            Streamed::Step(s) => std::borrow::Cow::Borrowed(s),
+        }
+    }
+}
+
+/// Start importing the trace at `path` (perf text, strace or anonmm script; `.zst` or not).
+/// Errors that [`super::read_trace`] reports before converting anything are reported here.
+pub fn stream_trace(path: &Path) -> Result<TraceStream, ImportError> {
+    let whole = || {
+        super::read_trace(path).map(|(script, report)| TraceStream {
+            inner: Inner::Whole { script, report, given: false },
+            side: None,
+        })
+    };
+    let name = path.display().to_string();
+    if super::perf_data::file_is_perf_data(path) {
+        let r = super::perf_data::open_path(path).map_err(|reason| ImportError {
+            path: name.clone(),
+            line: 0,
+            reason,
+        })?;
+        let side = r.side();
+        return match stream_from(name, Box::new(r), CHUNK, HOLD) {
+            Some(s) => Ok(TraceStream { side: Some(side), ..s }),
+            // No line at all: the whole import says why.
+            None => whole(),
+        };
+    }
+    let Ok(mut file) = std::fs::File::open(path) else { return whole() };
+    let mut magic = Vec::with_capacity(4);
+    let _ = (&mut file).take(4).read_to_end(&mut magic);
+    let is_zstd = magic == ZSTD_MAGIC;
+    let head = std::io::Cursor::new(magic).chain(file);
+    let reader: Box<dyn Read + Send> = if is_zstd {
+        match zstd::stream::read::Decoder::new(head) {
+            Ok(d) => Box::new(d),
+            Err(_) => return whole(),
+        }
+    } else if path.extension().is_some_and(|e| e == "zst") {
+        return whole();
+    } else {
+        Box::new(head)
+    };
+    match stream_from(name, reader, CHUNK, HOLD) {
+        Some(s) => Ok(s),
+        None => whole(),
+    }
+}
+
+/// Stream perf text from `reader` in chunks of about `chunk` bytes, holding back steps at
+/// most `hold` steps; None when the first chunk is no perf text (or there is none, or the
+/// thread cannot start).
+fn stream_from(name: String, reader: Box<dyn Read + Send>, chunk: usize, hold: usize) -> Option<TraceStream> {
+    let mut src = Source::new(reader, chunk);
+    let mut tgid_of = HashMap::default();
+    // Only perf text is streamed; the first chunk decides, as `read_trace` decides.
+    if !src.read_ahead(&mut tgid_of) || !src.queue.front().is_some_and(|c| looks_like_perf(&c.text)) {
+        return None;
+    }
+    let (tx, rx) = sync_channel(IN_FLIGHT);
+    let (recycle, recycled) = channel();
+    let worker = std::thread::Builder::new()
+        .name("anonmm-import".to_string())
+        .spawn(move || convert(&name, src, tgid_of, hold, &tx, &recycled))
+        .ok()?;
+    Some(TraceStream { inner: Inner::Thread { rx, recycle, worker: Some(worker) }, side: None })
+}
+
+impl TraceStream {
+    /// The next steps, in order; None at the end of the trace.
+    pub fn next_batch(&mut self) -> Option<Vec<Streamed>> {
+        match &mut self.inner {
+            Inner::Whole { script, given, .. } => (!std::mem::replace(given, true))
+                .then(|| std::mem::take(&mut script.steps).into_iter().map(Streamed::of).collect()),
+            Inner::Thread { rx, .. } => rx.recv().ok(),
+        }
+    }
+
+    /// Give a batch back once its steps are used: its memory is reused (and its steps are
+    /// dropped on the import thread).
+    pub fn recycle(&mut self, batch: Vec<Streamed>) {
+        if let Inner::Thread { recycle, .. } = &self.inner {
+            let _ = recycle.send(batch);
+        }
+    }
+
+    /// The import's report, once every batch is taken (the rest is read and dropped).
+    pub fn finish(mut self) -> StreamEnd {
+        while let Some(b) = self.next_batch() {
+            self.recycle(b);
+        }
+        let mut end = match self.inner {
+            Inner::Whole { report, .. } => StreamEnd { report, exact: true },
+            Inner::Thread { worker, .. } => match worker.map(JoinHandle::join) {
+                Some(Ok(end)) => end,
+                // A bug in the converter: let it show.
+                Some(Err(e)) => std::panic::resume_unwind(e),
+                None => StreamEnd::default(),
+            },
+        };
+        if let Some(side) = &self.side {
+            super::perf_data::add_side(&mut end.report, side);
+        }
+        end
+    }
+}
+
+/// The import thread: convert chunk by chunk and hand on each run of final steps.
+fn convert(
+    name: &str,
+    src: Source,
+    tgid_of: HashMap<u32, u32>,
+    hold: usize,
+    tx: &SyncSender<Vec<Streamed>>,
+    recycled: &Receiver<Vec<Streamed>>,
+) -> StreamEnd {
+    let mut c = Conv::new(name);
+    c.tgid_of = tgid_of;
+    c.hold_limit = hold;
+    c.ahead = Some(Box::new(src));
+    // A fixed set of step vectors goes round between the threads: fresh memory would cost
+    // a page fault per 4 KiB.
+    let mut made = 0;
+    let mut hand_on = |c: &mut Conv<'_>, upto: usize| {
+        if upto == 0 {
+            return true;
+        }
+        let mut batch = match recycled.try_recv() {
+            Ok(b) => b,
+            Err(_) if made < IN_FLIGHT + 2 => {
+                made += 1;
+                Vec::new()
+            }
+            Err(_) => match recycled.recv() {
+                Ok(b) => b,
+                Err(_) => return false,
+            },
+        };
+        batch.clear();
+        batch.extend(c.steps.drain(..upto).map(Streamed::of));
+        c.handed_on(upto);
+        tx.send(batch).is_ok()
+    };
+    while let Some(chunk) = c.ahead.as_mut().and_then(|s| s.next(&mut c.tgid_of)) {
+        c.steps.reserve(chunk.lines.len());
+        for (k, rec) in chunk.lines.iter().enumerate() {
+            let raw = &chunk.text[rec.start..rec.end];
+            let h = rec.head.map(|h| Header {
+                pid: h.pid,
+                tid: h.tid,
+                rest: &chunk.text[h.rest.0..h.rest.1],
+                fault: h.fault,
+            });
+            c.line(chunk.first_line + k, raw, h);
+        }
+        if let Some(s) = c.ahead.as_mut() {
+            s.give_back(chunk);
+        }
+        let upto = c.releasable();
+        if !hand_on(&mut c, upto) {
+            // Nobody is listening any more.
+            return StreamEnd::default();
+        }
+    }
+    c.finish();
+    let zst_problem = c.ahead.take().and_then(|s| s.problem);
+    let n = c.steps.len();
+    hand_on(&mut c, n);
+    let mut report = c.final_report();
+    if let Some(e) = zst_problem {
+        report.zstd_cut(name, &e);
+    }
+    StreamEnd { report, exact: !c.spoiled }
+}
+
+/// A line of a chunk: where it is, and its header (offsets into the chunk's text).
+#[derive(Clone, Copy)]
+struct LineRec {
+    start: usize,
+    end: usize,
+    head: Option<Head>,
+}
+
+#[derive(Clone, Copy)]
+struct Head {
+    pid: u32,
+    tid: u32,
+    rest: (usize, usize),
+    fault: Option<(u64, u64)>,
+}
+
+/// Whole lines of the trace, with their headers parsed.
+pub(crate) struct Chunk {
+    text: String,
+    /// Number of the first line (1-based).
+    first_line: usize,
+    lines: Vec<LineRec>,
+}
+
+/// The reader: decompresses into chunks of whole lines and parses their headers, noting each
+/// tid's thread group in order; chunks read ahead wait in a queue.
+pub(crate) struct Source {
+    reader: Box<dyn Read + Send>,
+    chunk: usize,
+    /// The start of a line the last chunk cut.
+    tail: Vec<u8>,
+    next_line: usize,
+    eof: bool,
+    /// Why decompression stopped early, if it did.
+    problem: Option<String>,
+    queue: VecDeque<Chunk>,
+    /// Buffers of converted chunks, reused: fresh ones cost a page fault per 4 KiB.
+    spare: Vec<(Vec<u8>, Vec<LineRec>)>,
+}
+
+impl Source {
+    fn new(reader: Box<dyn Read + Send>, chunk: usize) -> Source {
+        Source {
+            reader,
+            chunk,
+            tail: Vec::new(),
+            next_line: 1,
+            eof: false,
+            problem: None,
+            queue: VecDeque::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// The next chunk in order.
+    fn next(&mut self, tgid_of: &mut HashMap<u32, u32>) -> Option<Chunk> {
+        if self.queue.is_empty() {
+            self.read_ahead(tgid_of);
+        }
+        self.queue.pop_front()
+    }
+
+    fn give_back(&mut self, c: Chunk) {
+        if self.spare.len() < 4 {
+            self.spare.push((c.text.into_bytes(), c.lines));
+        }
+    }
+
+    /// Read, split and parse one more chunk into the queue: false at the end of the trace.
+    pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
+        if self.eof && self.tail.is_empty() {
+            return false;
+        }
+        let (mut buf, mut lines) = self.spare.pop().unwrap_or_default();
+        lines.clear();
+        // A recycled buffer keeps its old bytes, which the reads below overwrite: zeroing a
+        // whole chunk again before every read cost a twentieth of the import thread.
+        let mut filled = self.tail.len();
+        if buf.len() < filled {
+            buf.resize(filled, 0);
+        }
+        buf[..filled].copy_from_slice(&self.tail);
+        self.tail.clear();
+        let cut = loop {
+            if !self.eof {
+                let want = filled.max(self.chunk) + (self.chunk >> 4).max(1);
+                if buf.len() < want {
+                    buf.resize(want, 0);
+                }
+                while filled < want && !self.eof {
+                    match self.reader.read(&mut buf[filled..want]) {
+                        Ok(0) => self.eof = true,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            // A recording cut short: keep what was decompressed.
+                            self.problem = Some(e.to_string());
+                            self.eof = true;
+                        }
+                    }
+                }
+            }
+            if self.eof {
+                break filled;
+            }
+            // A line longer than a chunk makes the chunk longer.
+            if let Some(i) = buf[..filled].iter().rposition(|&b| b == b'\n') {
+                break i + 1;
+            }
+        };
+        self.tail.extend_from_slice(&buf[cut..filled]);
+        buf.truncate(cut);
+        if buf.is_empty() && self.eof && self.tail.is_empty() {
+            self.spare.push((buf, lines));
+            return false;
+        }
+        // Chunks end at a newline, so a lossy conversion replaces exactly what a conversion
+        // of the whole text would.
+        let text = match String::from_utf8(buf) {
+            Ok(t) => t,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        let base = text.as_ptr() as usize;
+        let mut start = 0;
+        // `str::lines`, with a vectorised search for the newlines.
+        let ends = memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| (i, i + 1));
+        let last = (start < text.len()).then_some((text.len(), text.len()));
+        for (end, next) in ends.chain(last) {
+            if start >= text.len() {
+                break;
+            }
+            let mut l = &text[start..end];
+            if end < text.len() {
+                l = l.strip_suffix('\r').unwrap_or(l);
+            }
+            let from = std::mem::replace(&mut start, next);
+            let head = header_of(l).map(|h| {
+                if h.tid != 0 {
+                    tgid_of.entry(h.tid).or_insert(h.pid);
+                }
+                let rs = h.rest.as_ptr() as usize - base;
+                Head { pid: h.pid, tid: h.tid, rest: (rs, rs + h.rest.len()), fault: h.fault }
+            });
+            lines.push(LineRec { start: from, end: from + l.len(), head });
+        }
+        let first_line = self.next_line;
+        self.next_line += lines.len();
+        self.queue.push_back(Chunk { text, first_line, lines });
+        true
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Every step and the report of a streamed import of `text` (read `chunk` bytes at a
+    /// time), as text to compare with a whole import's.
+    pub(crate) fn streamed(text: &str, chunk: usize, hold: usize) -> Option<(Vec<String>, StreamEnd)> {
+        let reader = Box::new(std::io::Cursor::new(text.as_bytes().to_vec()));
+        let mut s = stream_from("t.perf".to_string(), reader, chunk, hold)?;
+        let mut steps = Vec::new();
+        while let Some(b) = s.next_batch() {
+            steps.extend(b.iter().map(|s| show(&s.step())));
+            s.recycle(b);
+        }
+        Some((steps, s.finish()))
+    }
+
+    pub(crate) fn show(s: &Step) -> String {
+        format!("{} {} {:?} {:?} {}", s.line, s.pid.0, s.call, s.expect, s.text)
+    }
+
+    /// Lines end as `str::lines` ends them: CRLF, blank lines, a last line without a newline
+    /// (keeping its CR), and invalid UTF-8 replaced as a whole-text conversion replaces it.
+    #[test]
+    fn lines_split_as_str_lines_splits_them() {
+        let f =
+            |t: &str| format!("p 1/1 {t}: exceptions:page_fault_user: address=0x1000 ip=0x1 error_code=0x6");
+        let text = format!(
+            "{}\r\n\n{}\n\r\n garbage\u{a0} \n{}\nx \u{fffd}\r\n{}\r",
+            f("1.0"),
+            f("1.1"),
+            f("1.2"),
+            f("1.3")
+        );
+        let (script, report) = crate::parse_perf("t.perf", &text).expect("perf text");
+        let whole: Vec<String> = script.steps.iter().map(show).collect();
+        assert_eq!(whole.len(), 4);
+        for chunk in [1, 7, 100, 1 << 20] {
+            let (steps, end) = streamed(&text, chunk, HOLD).expect("perf text");
+            assert_eq!(steps, whole, "chunks of {chunk}");
+            assert_eq!(end, StreamEnd { report: report.clone(), exact: true }, "chunks of {chunk}");
+        }
+        let mut bytes = text.clone().into_bytes();
+        bytes.extend_from_slice(b"\nq 2/2 3.0: e:x: \xff\xfe\n");
+        let lossy = String::from_utf8_lossy(&bytes).into_owned();
+        let (_, report) = crate::parse_perf("t.perf", &lossy).expect("perf text");
+        let reader = Box::new(std::io::Cursor::new(bytes));
+        let mut st = stream_from("t.perf".to_string(), reader, 16, HOLD).expect("perf text");
+        while let Some(b) = st.next_batch() {
+            st.recycle(b);
+        }
+        assert_eq!(st.finish().report, report);
+    }
+}

@@ -1,0 +1,992 @@
+//! Page faults (mm/memory.c, mm/huge_memory.c): `handle_mm_fault` with the zero page,
+//! anonymous write faults (`do_anonymous_page`), huge PMD faults
+//! (`do_huge_pmd_anonymous_page`, `do_huge_pmd_wp_page`), file faults with fault-around
+//! (`do_read_fault`, `do_cow_fault`, `do_shared_fault`) and copy-on-write (`do_wp_page`,
+//! `wp_can_reuse_anon_folio`, `wp_page_copy`).
+
+use crate::arena::Arena;
+use crate::errno::Signal;
+use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, Mapping, PageState, ZERO_FOLIO};
+use crate::fs::InodeId;
+use crate::mm::{MmId, System, ThpMode};
+use crate::pagetable::{Pmd, Pte, PteFlags, Walk, pmd_index, pte_index};
+use crate::rmap::AnonVmaId;
+use crate::stats::Stats;
+use crate::types::{
+    HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, PgOff, Pid, VirtAddr, page_align,
+};
+use crate::vma::{VmFlags, Vma, VmaId};
+
+/// `fault_around_bytes` (64 KiB) in pages.
+const FAULT_AROUND_PAGES: u64 = 16;
+
+/// The most a single call faults in page by page (touch, MAP_POPULATE, MADV_POPULATE_*):
+/// beyond it the model would run out of memory before the kernel did, so the call is
+/// reported as not modelled (`System::unsupported`) instead.
+pub const MAX_FAULT_BYTES: u64 = 64 << 30;
+
+impl System {
+    /// The `touch` pseudo-call: fault every page of `[addr, addr + len)` in address order by
+    /// reading or writing one byte (a write stores `tag_of(page)`), as a program touching
+    /// page after page does. The first page that raises a signal stops it: the pages before
+    /// it stay touched, and whatever the kernel does on the way to the signal is done (a
+    /// read fault beyond EOF maps the cached pages around it first, a write fault beyond EOF
+    /// of a private file mapping prepares the VMA's anon_vma), and the signal is returned
+    /// (the page that raised it is left in [`System::touch_signal_at`]).
+    ///
+    /// The outer `Result` is `ESRCH` for an unknown process; the inner one is the signal.
+    /// Any address and length are accepted: a range reaching past the address space is
+    /// SIGSEGV at its first unmapped page. Touching more than [`MAX_FAULT_BYTES`] of mapped
+    /// memory at once is not modelled: nothing is touched and [`System::unsupported`] says so.
+    ///
+    /// ```
+    /// use anonmm_model::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let a = sys.sys_mmap(Pid(1), 0, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)?;
+    /// // Write both pages, each one's tag being its page number.
+    /// assert_eq!(sys.touch(Pid(1), a, 2 * PAGE_SIZE, true, &|addr| addr >> 12)?, Ok(()));
+    /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some((a >> 12) + 1));
+    /// assert_eq!(sys.stats.faults, 2);
+    /// // One page past the mapping: SIGSEGV there, after the two pages before it.
+    /// assert_eq!(sys.touch(Pid(1), a, 3 * PAGE_SIZE, true, &|_| 7)?, Err(Signal::SIGSEGV));
+    /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some(7));
+    /// assert_eq!(sys.touch_signal_at, Some(VirtAddr(a + 2 * PAGE_SIZE)));
+    /// assert_eq!(sys.touch(Pid(1), u64::MAX, 2, false, &|_| 0)?, Err(Signal::SIGSEGV));
+    /// assert_eq!(sys.touch(Pid(2), a, 1, false, &|_| 0), Err(Errno::ESRCH));
+    /// # Ok::<(), Errno>(())
+    /// ```
+    pub fn touch(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        len: u64,
+        write: bool,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) -> Result<Result<(), Signal>, crate::errno::Errno> {
+        let mm = self.mm_of(pid)?;
+        let start = VirtAddr(addr).page_down();
+        // One page, the way replay faults: the same checks and fault steps as the loop
+        // below, without its bookkeeping. The last page of the address space, which cannot
+        // be touched (its end does not fit), takes the long way to its SIGSEGV.
+        if let Some(end) = start.0.checked_add(PAGE_SIZE)
+            && len.wrapping_sub(1) < end - addr
+        {
+            let Some(vma) = self.mms[mm].vma_lookup(start).or_else(|| self.expand_stack(mm, start)) else {
+                self.touch_signal_at = Some(start);
+                return Ok(Err(Signal::SIGSEGV));
+            };
+            if let Some(sig) = self.access_error_vma(vma, write) {
+                self.touch_signal_at = Some(start);
+                return Ok(Err(sig));
+            }
+            return Ok(self.fault_vma_range(mm, vma, start, VirtAddr(end), write, tag_of));
+        }
+        if len == 0 {
+            return Ok(Ok(()));
+        }
+        // A range past the end of the address space is SIGSEGV at its first unmapped page,
+        // which comes before any mapped one: no VMA reaches the top.
+        let Some(end) = addr.checked_add(len).and_then(page_align) else {
+            self.touch_signal_at = Some(start);
+            return Ok(Err(Signal::SIGSEGV));
+        };
+        // The pages below run until the first hole; more than MAX_FAULT_BYTES of them would
+        // not finish (a touch may be as long as the address space). This walk runs only for
+        // a range that long, and ahead of the faults below, so that it is said before any
+        // page is touched.
+        let mut mapped = start;
+        while end - start.0 > MAX_FAULT_BYTES
+            && mapped.0 < end
+            && mapped.0 - start.0 <= MAX_FAULT_BYTES
+            && let Some(vma) = self.mms[mm].vma_lookup(mapped)
+        {
+            mapped = self.vmas[vma].end;
+        }
+        if mapped.0.min(end) - start.0 > MAX_FAULT_BYTES {
+            self.not_modelled("touching more than 64 GiB");
+            return Ok(Ok(()));
+        }
+        // Page by page, VMA by VMA: x86 `do_user_addr_fault` finds the VMA (none is
+        // SIGSEGV) and checks its permissions (`access_error`), then `handle_mm_fault`
+        // decides the rest (SIGBUS beyond EOF or from userfaultfd).
+        let mut a = start;
+        while a.0 < end {
+            // The first page below a stack grows it (pages run upwards, so this is the lowest).
+            let Some(vma) = self.mms[mm].vma_lookup(a).or_else(|| self.expand_stack(mm, a)) else {
+                self.touch_signal_at = Some(a);
+                return Ok(Err(Signal::SIGSEGV));
+            };
+            if let Some(sig) = self.access_error_vma(vma, write) {
+                self.touch_signal_at = Some(a);
+                return Ok(Err(sig));
+            }
+            let vend = VirtAddr(self.vmas[vma].end.0.min(end));
+            if let Err(sig) = self.fault_vma_range_outlined(mm, vma, a, vend, write, tag_of) {
+                return Ok(Err(sig));
+            }
+            a = vend;
+        }
+        Ok(Ok(()))
+    }
+
+    /// [`System::fault_vma_range`] out of line, for touches of more than one page: the
+    /// one-page path has its own copy, inlined.
+    #[inline(never)]
+    fn fault_vma_range_outlined(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        a: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) -> Result<(), Signal> {
+        self.fault_vma_range(mm, vma, a, end, write, tag_of)
+    }
+
+    /// Fault `[a, end)` of `vma`, page by page, after the permission checks of
+    /// [`System::touch`]: runs of PTEs through `fault_pte_run`, single present pages through
+    /// `fault_resident`, the rest through `handle_mm_fault`, until a fault signals.
+    #[inline(always)]
+    fn fault_vma_range(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        mut a: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) -> Result<(), Signal> {
+        // The fast paths leave out userfaultfd, whose VMAs take every fault the long way.
+        let fast = !self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS);
+        while a < end {
+            if fast {
+                let next = self.fault_pte_run(mm, vma, a, end, write, tag_of);
+                if next > a {
+                    a = next;
+                    continue;
+                }
+            }
+            if !(fast && self.fault_resident(mm, a, write, tag_of)) {
+                if !self.handle_mm_fault(mm, vma, a, write) {
+                    self.touch_signal_at = Some(a);
+                    // handle_pte_marker: a guard marker is VM_FAULT_SIGSEGV.
+                    if self.mms[mm].pt.get_pte(a) == Pte::Guard {
+                        return Err(Signal::SIGSEGV);
+                    }
+                    return Err(Signal::SIGBUS);
+                }
+                if write {
+                    self.set_page_tag(mm, a, tag_of(a.0));
+                }
+            }
+            a = a.plus(PAGE_SIZE);
+        }
+        Ok(())
+    }
+
+    /// Fault a run of pages of one PTE table in a private anonymous VMA, for the cases that
+    /// need nothing but the table and the folio: a present page read, or written through a
+    /// writable PTE; a missing page read (the zero page) or written (a new exclusive folio,
+    /// `do_anonymous_page`); a write to a read-only small anonymous folio or the zero page
+    /// (`do_wp_page`: reuse or `wp_page_copy`), exactly as `handle_mm_fault` would, through
+    /// the same [`AnonPteFault`] steps. A write needs the VMA's anon_vma (the full path
+    /// prepares it); a read does not. Stops at the first page that needs more (a large or
+    /// swap-cached folio, swap and migration entries, file pages) and returns its address,
+    /// or the run's end. This is the hot path of replay: one table lookup for up to 512
+    /// pages.
+    #[inline(always)]
+    fn fault_pte_run(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) -> VirtAddr {
+        let v = &self.vmas[vma];
+        if !v.is_anonymous() || (write && v.anon_vma.is_none()) {
+            return start;
+        }
+        let run_end = VirtAddr(end.0.min(start.pmd_down().0 + PMD_SIZE));
+        let key = pmd_index(start);
+        let t = match self.mms[mm].pt.pmds.get_mut(&key) {
+            Some(Pmd::Table(t)) => t,
+            Some(_) => return start,
+            None => {
+                // A missing table: the THP fault path decides whether a huge page goes here.
+                if self.thp_fault_allowed(vma, start) {
+                    return start;
+                }
+                match self.mms[mm].pt.pmds.get_or_alloc_table(key) {
+                    Pmd::Table(t) => t,
+                    _ => return start,
+                }
+            }
+        };
+        let mut a = start;
+        if !write {
+            // A read of a missing page maps the zero page (do_anonymous_page); of a present
+            // one, it changes nothing.
+            while a < run_end {
+                let slot = &mut t.ptes[pte_index(a)];
+                match slot {
+                    Pte::Present { .. } => {}
+                    Pte::None => {
+                        *slot = ZERO_PTE;
+                        t.used += 1;
+                    }
+                    _ => break,
+                }
+                self.stats.faults += 1;
+                a = a.plus(PAGE_SIZE);
+            }
+            return a;
+        }
+        let mut cx = AnonPteFault::new(&self.vmas[vma], &mut self.folios, &mut self.stats);
+        let av = Some(cx.anon_vma);
+        while a < run_end {
+            let slot = &mut t.ptes[pte_index(a)];
+            match slot {
+                Pte::Present { folio, sub, flags } => {
+                    let (old, sub) = (*folio, *sub as usize);
+                    if flags.contains(PteFlags::WRITE) {
+                        *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                        cx.folios[old].pages[sub].tag = tag_of(a.0);
+                    } else {
+                        // do_wp_page on the zero page or a small anonymous folio; large folios
+                        // and the swap cache (folio_free_swap) go the long way.
+                        if old != ZERO_FOLIO {
+                            let f = &mut cx.folios[old];
+                            let excl = f.pages[sub].anon_exclusive;
+                            if !f.is_anon() || f.is_large() || (f.swap.is_some() && !excl) {
+                                break;
+                            }
+                            if excl || wp_can_reuse_small_folio(f, av) {
+                                wp_reuse(&mut f.pages[sub], flags, cx.stats);
+                                f.pages[sub].tag = tag_of(a.0);
+                                cx.stats.faults += 1;
+                                a = a.plus(PAGE_SIZE);
+                                continue;
+                            }
+                        }
+                        *slot = cx.wp_page_copy(a, tag_of(a.0));
+                        if old != ZERO_FOLIO {
+                            // folio_remove_rmap_pte, short: the folio is small and stays
+                            // referenced (its refcount was above 1), so nothing is freed.
+                            let p = &mut cx.folios[old].pages[sub];
+                            p.mapcount -= 1;
+                            if p.mapcount == 0 {
+                                p.anon_exclusive = false;
+                            }
+                        }
+                    }
+                }
+                Pte::None => {
+                    *slot = cx.new_folio_pte(a, tag_of(a.0));
+                    t.used += 1;
+                }
+                _ => break,
+            }
+            cx.stats.faults += 1;
+            a = a.plus(PAGE_SIZE);
+        }
+        a
+    }
+
+    /// The fast path of a fault on a page that is already mapped with the access it needs
+    /// (`handle_pte_fault` finding a present PTE: a read, or a write through a writable PTE,
+    /// which only marks it dirty and young). False when the full fault must run.
+    #[inline]
+    fn fault_resident(&mut self, mm: MmId, a: VirtAddr, write: bool, tag_of: &dyn Fn(u64) -> u64) -> bool {
+        let (folio, sub) = match self.mms[mm].pt.pmds.get_mut(&pmd_index(a)) {
+            Some(Pmd::Table(t)) => match &mut t.ptes[pte_index(a)] {
+                Pte::Present { folio, sub, flags } => {
+                    if write {
+                        if !flags.contains(PteFlags::WRITE) {
+                            return false;
+                        }
+                        *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                    }
+                    (*folio, *sub)
+                }
+                _ => return false,
+            },
+            Some(Pmd::Huge { folio, flags }) => {
+                if write {
+                    if !flags.contains(PteFlags::WRITE) {
+                        return false;
+                    }
+                    *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                }
+                (*folio, pte_index(a) as u16)
+            }
+            _ => return false,
+        };
+        self.stats.faults += 1;
+        if write {
+            self.folios[folio].pages[sub as usize].tag = tag_of(a.0);
+        }
+        true
+    }
+
+    /// x86 `access_error`: the VMA's permissions, and the protection key.
+    fn access_error_vma(&self, vma: VmaId, write: bool) -> Option<Signal> {
+        let v = &self.vmas[vma];
+        if write {
+            if !v.flags.contains(VmFlags::WRITE) {
+                return Some(Signal::SIGSEGV);
+            }
+        } else if !v.flags.intersects(VmFlags::READ | VmFlags::WRITE | VmFlags::EXEC) {
+            return Some(Signal::SIGSEGV);
+        }
+        // arch_vma_access_permitted: PKRU denies data access through the execute-only pkey.
+        let pkey = v.flags.pkey();
+        if pkey != 0 && Some(pkey) == self.mms[v.mm].execute_only_pkey {
+            return Some(Signal::SIGSEGV);
+        }
+        None
+    }
+
+    /// Store a tag in the page mapped at `a` (after a write fault made it writable).
+    fn set_page_tag(&mut self, mm: MmId, a: VirtAddr, tag: u64) {
+        let (folio, sub) = match self.mms[mm].pt.walk(a) {
+            Walk::Pte(Pte::Present { folio, sub, .. }) => (folio, sub),
+            Walk::Huge { folio, sub, .. } => (folio, sub),
+            // Only a fault that stopped at behaviour the model lacks leaves no page.
+            w => {
+                debug_assert!(self.unsupported.is_some(), "write fault left no page at {a:?}: {w:?}");
+                return;
+            }
+        };
+        debug_assert!(folio != ZERO_FOLIO && folio != HUGE_ZERO_FOLIO);
+        self.folios[folio].pages[sub as usize].tag = tag;
+    }
+
+    /// `thp_vma_allowable_order` + `thp_vma_suitable_order` for a PMD fault at `a`.
+    fn thp_fault_allowed(&self, vma: VmaId, a: VirtAddr) -> bool {
+        let v = &self.vmas[vma];
+        if !v.is_anonymous() || v.flags.contains(VmFlags::NOHUGEPAGE) || v.flags.intersects(VmFlags::SPECIAL)
+        {
+            return false;
+        }
+        let enabled = match self.cfg.thp {
+            ThpMode::Always => true,
+            ThpMode::Madvise => v.flags.contains(VmFlags::HUGEPAGE),
+            ThpMode::Never => false,
+        };
+        let h = a.pmd_down();
+        enabled && h >= v.start && h.0 + PMD_SIZE <= v.end.0
+    }
+
+    /// `handle_mm_fault` for one page. False for `VM_FAULT_SIGBUS`: the fault went to
+    /// userfaultfd (`handle_userfault` with `UFFD_FEATURE_SIGBUS`), or found a file page
+    /// beyond EOF, or hit a guard marker (`handle_pte_marker`: VM_FAULT_SIGSEGV); what the
+    /// kernel did before noticing stays done.
+    pub fn handle_mm_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) -> bool {
+        self.stats.faults += 1;
+        if self.userfaultfd_missing_fault(mm, vma, a, write) {
+            return false;
+        }
+        match self.mms[mm].pt.walk(a) {
+            Walk::NoTable if self.thp_fault_allowed(vma, a) => {
+                self.do_huge_pmd_anonymous_page(mm, vma, a, write)
+            }
+            Walk::Huge { folio, sub, flags } => {
+                if write && !flags.contains(PteFlags::WRITE) {
+                    self.do_huge_pmd_wp_page(mm, vma, a, folio, sub);
+                } else if write && let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+                    *f |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                }
+            }
+            Walk::NoTable | Walk::Pte(Pte::None) => {
+                if self.vmas[vma].is_anonymous() {
+                    self.do_anonymous_page(mm, vma, a, write);
+                } else {
+                    return self.do_fault(mm, vma, a, write);
+                }
+            }
+            Walk::Pte(Pte::Present { flags, .. }) => {
+                if write {
+                    if flags.contains(PteFlags::WRITE) {
+                        if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+                            *f |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                        }
+                    } else {
+                        self.do_wp_page(mm, vma, a);
+                    }
+                }
+            }
+            Walk::Pte(Pte::Swap { .. }) => {
+                self.do_swap_page(mm, vma, a, write);
+                if write && self.unsupported.is_none() {
+                    self.handle_mm_fault(mm, vma, a, true);
+                }
+            }
+            Walk::Pte(Pte::Migration { folio, .. }) | Walk::PmdMigration { folio, .. } => {
+                // do_swap_page → migration_entry_wait (or pmd_migration_entry_wait), then the
+                // fault is taken again.
+                if self.migration_entry_wait(folio) {
+                    self.handle_mm_fault(mm, vma, a, write);
+                }
+            }
+            // do_swap_page → handle_pte_marker: VM_FAULT_SIGSEGV.
+            Walk::Pte(Pte::Guard) => return false,
+        }
+        true
+    }
+
+    /// Whether a fault at `a` is a missing fault of a VMA registered with `VM_UFFD_MISSING`,
+    /// which `handle_userfault` turns into SIGBUS; if so, what the kernel did before
+    /// noticing is done: `do_anonymous_page` allocates the PTE table (and a write prepares
+    /// the anon_vma, `vmf_anon_prepare`), `do_huge_pmd_anonymous_page` prepares the anon_vma,
+    /// a shmem read fault maps the cached pages around first (`do_read_fault`) and
+    /// `shmem_get_folio_gfp` finds no folio.
+    pub(crate) fn userfaultfd_missing_fault(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        a: VirtAddr,
+        write: bool,
+    ) -> bool {
+        if !self.vmas[vma].flags.contains(VmFlags::UFFD_MISSING) {
+            return false;
+        }
+        match self.mms[mm].pt.walk(a) {
+            Walk::NoTable if self.thp_fault_allowed(vma, a) => {
+                self.anon_vma_prepare(vma);
+                true
+            }
+            Walk::NoTable | Walk::Pte(Pte::None) => {
+                if self.vmas[vma].is_anonymous() {
+                    self.mms[mm].pt.alloc_table(a);
+                    if write {
+                        self.anon_vma_prepare(vma);
+                    }
+                    return true;
+                }
+                let inode = self.vma_inode(vma);
+                let index = self.vmas[vma].linear_page_index(a);
+                if self.fs.inodes[inode].cache.contains_key(&index.0) {
+                    return false;
+                }
+                if !write {
+                    self.fault_around(mm, vma, a);
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
+        new_pte_flags(&self.vmas[vma], write)
+    }
+
+    /// `do_anonymous_page`: a read maps the zero page; a write allocates an exclusive folio.
+    fn do_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
+        if !write {
+            self.mms[mm].pt.set_pte(a, ZERO_PTE);
+            return;
+        }
+        self.anon_vma_prepare(vma);
+        let pte = self.anon_pte_fault(vma).new_folio_pte(a, 0);
+        self.mms[mm].pt.set_pte(a, pte);
+    }
+
+    /// `do_huge_pmd_anonymous_page`: the huge zero folio for reads, a new THP for writes.
+    fn do_huge_pmd_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
+        let h = a.pmd_down();
+        // vmf_anon_prepare comes first: even a huge-zero read fault gives the VMA its
+        // anon_vma (so fork copies the PMD and merges see a faulted VMA).
+        self.anon_vma_prepare(vma);
+        if !write && self.cfg.thp_use_zero_page {
+            // set_pmd: the PUD entry above now points to a PMD table too.
+            self.mms[mm]
+                .pt
+                .set_pmd(pmd_index(h), Pmd::Huge { folio: HUGE_ZERO_FOLIO, flags: PteFlags::ACCESSED });
+            return;
+        }
+        self.map_new_thp(mm, vma, h, write);
+    }
+
+    fn map_new_thp(&mut self, mm: MmId, vma: VmaId, h: VirtAddr, write: bool) {
+        self.anon_vma_prepare(vma);
+        let folio = self.folio_alloc(HPAGE_PMD_ORDER);
+        self.stats.thp_allocated += 1;
+        self.folio_add_new_anon_rmap(folio, vma, h, true);
+        let mut flags = self.new_pte_flags(vma, true);
+        if !write {
+            flags -= PteFlags::DIRTY;
+        }
+        self.mms[mm].pt.set_pmd(pmd_index(h), Pmd::Huge { folio, flags });
+    }
+
+    /// `do_huge_pmd_wp_page`: a write to a read-only PMD. The huge zero folio is replaced
+    /// by a new THP; an exclusive THP is reused; anything else is split and handled per PTE.
+    fn do_huge_pmd_wp_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, folio: FolioId, sub: u16) {
+        let h = a.pmd_down();
+        if folio == HUGE_ZERO_FOLIO && self.cfg.kernel.profile().huge_zero_wp_thp {
+            self.mms[mm].pt.pmds.remove(&pmd_index(h));
+            self.map_new_thp(mm, vma, h, true);
+            return;
+        }
+        if folio == HUGE_ZERO_FOLIO {
+            // Before 6.13: `goto fallback`, the zero PMD is split into zero-page PTEs and the
+            // write copies one page.
+            self.split_huge_pmd(mm, a);
+            self.do_wp_page(mm, vma, a);
+            return;
+        }
+        // pmd_page() is the head page: exclusivity of a PMD mapping lives there.
+        let _ = sub;
+        let f = &self.folios[folio];
+        let reuse = f.pages[0].anon_exclusive || (f.refcount() == 1 && f.is_anon());
+        if reuse {
+            self.folio_move_anon_rmap(folio, vma);
+            self.folios[folio].pages[0].anon_exclusive = true;
+            if let Some(fl) = self.mms[mm].pt.pte_flags_mut(a) {
+                *fl |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
+            }
+            return;
+        }
+        self.split_huge_pmd(mm, a);
+        self.do_wp_page(mm, vma, a);
+    }
+
+    /// `do_wp_page`: a write to a present, write-protected PTE.
+    fn do_wp_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+        let Pte::Present { folio, sub, .. } = self.mms[mm].pt.get_pte(a) else { unreachable!() };
+        if self.vmas[vma].flags.contains(VmFlags::SHARED) && folio != ZERO_FOLIO {
+            // wp_page_shared: the page cache page becomes writable in place, and
+            // fault_dirty_shared_page marks it dirty (smaps shows it as dirty everywhere).
+            self.make_pte_writable(mm, a);
+            self.folios[folio].dirty = true;
+            return;
+        }
+        if folio != ZERO_FOLIO && self.folios[folio].is_anon() {
+            let excl = self.folios[folio].pages[sub as usize].anon_exclusive;
+            if excl || self.wp_can_reuse_anon_folio(folio, vma) {
+                let flags = self.mms[mm].pt.pte_flags_mut(a).expect("a present PTE");
+                wp_reuse(&mut self.folios[folio].pages[sub as usize], flags, &mut self.stats);
+                return;
+            }
+        }
+        self.wp_page_copy(mm, vma, a, folio, sub);
+    }
+
+    fn make_pte_writable(&mut self, mm: MmId, a: VirtAddr) {
+        if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+            *f |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
+        }
+    }
+
+    /// `wp_can_reuse_anon_folio`: our mapping holds the only reference.
+    ///
+    /// A large folio goes through `__wp_can_reuse_large_anon_folio`, which (in 6.18) only
+    /// answers and leaves `folio->mapping` alone: no `folio_move_anon_rmap`. The folio may
+    /// be PTE-mapped by several VMAs of this mm with different anon_vmas (split by
+    /// `userfaultfd_register`, moved apart by mremap in a forked child, ...); moving it to
+    /// the faulting VMA's anon_vma would hide the other mappings from rmap.
+    fn wp_can_reuse_anon_folio(&mut self, folio: FolioId, vma: VmaId) -> bool {
+        let f = &self.folios[folio];
+        if f.is_large() {
+            // __wp_can_reuse_large_anon_folio (6.15+): all references are mappings, all in
+            // this mm, and more than one page is mapped.
+            // Mapped by one mm: the folio's FOLIO_MM_IDS_SHARED bit is clear.
+            let mapcount = f.total_mapcount();
+            return !(mapcount <= 1 || f.entire_mapcount > 0 || f.mm_ids_shared || mapcount != f.refcount());
+        }
+        if f.swap.is_some() {
+            // refcount > 1 + swapcache: someone else holds it; else the swap cache is
+            // dropped first (folio_free_swap) and only our mapping may be left.
+            if f.refcount() > 2 {
+                return false;
+            }
+            self.folio_free_swap(folio);
+        }
+        wp_can_reuse_small_folio(&mut self.folios[folio], self.vmas[vma].anon_vma)
+    }
+
+    /// Whether any mapping of the folio is outside `mm` (the `_mm_ids` shared bit).
+    pub(crate) fn folio_mapped_in_other_mm(&self, folio: FolioId, mm: MmId) -> bool {
+        let nr = self.folios[folio].nr_pages();
+        let index = self.folios[folio].index;
+        for hit in self.rmap_walk_anon(folio) {
+            let v = &self.vmas[hit.vma];
+            if v.mm == mm {
+                continue;
+            }
+            for i in 0..nr {
+                let Some(a) = v.address_of(index.plus(i), 1) else { continue };
+                if let Walk::Pte(Pte::Present { folio: f, .. }) | Walk::Huge { folio: f, .. } =
+                    self.mms[v.mm].pt.walk(a)
+                    && f == folio
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// `wp_page_copy`: a new exclusive anon page with the old page's contents.
+    fn wp_page_copy(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, old: FolioId, sub: u16) {
+        self.anon_vma_prepare(vma);
+        let tag = if old == ZERO_FOLIO { 0 } else { self.folios[old].pages[sub as usize].tag };
+        let pte = self.anon_pte_fault(vma).wp_page_copy(a, tag);
+        self.mms[mm].pt.set_pte(a, pte);
+        self.folio_remove_rmap_pte(old, sub, mm);
+    }
+
+    /// The [`AnonPteFault`] steps of a fault in `vma`, which has its anon_vma.
+    fn anon_pte_fault(&mut self, vma: VmaId) -> AnonPteFault<'_> {
+        AnonPteFault::new(&self.vmas[vma], &mut self.folios, &mut self.stats)
+    }
+
+    /// Find or create the page-cache folio at `index` of `inode` (`filemap_fault`,
+    /// `shmem_fault`): a hole reads as zeroes, and a folio found not up to date is read
+    /// (`filemap_read_folio`).
+    pub(crate) fn page_cache_get(&mut self, inode: InodeId, index: PgOff) -> FolioId {
+        if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0) {
+            self.folios[f].not_uptodate = false;
+            return f;
+        }
+        let f = self.folio_alloc(0);
+        let fo = &mut self.folios[f];
+        fo.mapping = Mapping::File(inode);
+        fo.index = index;
+        fo.extra_refs = 1;
+        self.fs.inodes[inode].cache.insert(index.0, f);
+        f
+    }
+
+    fn vma_inode(&self, vma: VmaId) -> InodeId {
+        self.fs.files[self.vmas[vma].file.expect("file vma")].inode
+    }
+
+    fn map_file_page(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, flags: PteFlags) {
+        self.folios[folio].pages[0].mapcount += 1;
+        self.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
+    }
+
+    /// `do_fault` for a missing page of a file or shmem mapping: `do_read_fault`,
+    /// `do_cow_fault` or `do_shared_fault`. False for SIGBUS (a page beyond EOF).
+    fn do_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) -> bool {
+        if !write {
+            self.do_read_fault(mm, vma, a)
+        } else if self.vmas[vma].flags.contains(VmFlags::SHARED) {
+            self.do_shared_fault(mm, vma, a)
+        } else {
+            self.do_cow_fault(mm, vma, a)
+        }
+    }
+
+    /// Whether `a` of a file VMA lies beyond EOF: `filemap_fault` (and `shmem_get_folio_gfp`)
+    /// returns `VM_FAULT_SIGBUS` there, before any read-ahead.
+    fn beyond_eof(&self, vma: VmaId, a: VirtAddr) -> bool {
+        let inode = self.vma_inode(vma);
+        self.vmas[vma].linear_page_index(a).0 >= self.fs.size_pages(inode)
+    }
+
+    /// `do_read_fault`: map cached pages around the fault (`do_fault_around`,
+    /// `filemap_map_pages`), even when the page itself is beyond EOF (then `__do_fault` is
+    /// SIGBUS); on a cache miss, read around the page (`do_sync_mmap_readahead`) and retry,
+    /// as `VM_FAULT_RETRY` does, so the retry's fault-around maps the pages just read. A page
+    /// cached but not up to date (see [`System::truncate_inode`]) is read by the fault.
+    fn do_read_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
+        let inode = self.vma_inode(vma);
+        let index = self.vmas[vma].linear_page_index(a);
+        if self.should_fault_around(vma) {
+            self.fault_around(mm, vma, a);
+            if !self.mms[mm].pt.get_pte(a).is_none() {
+                return true;
+            }
+        }
+        if self.beyond_eof(vma, a) {
+            return false;
+        }
+        if !self.fs.inodes[inode].cache.contains_key(&index.0)
+            && self.mmap_readahead(vma, index)
+            && self.should_fault_around(vma)
+        {
+            self.fault_around(mm, vma, a);
+            if !self.mms[mm].pt.get_pte(a).is_none() {
+                return true;
+            }
+        }
+        let shared = self.vmas[vma].flags.contains(VmFlags::SHARED);
+        let ro = if shared { self.new_pte_flags(vma, false) } else { PteFlags::ACCESSED };
+        let f = self.page_cache_get(inode, index);
+        self.async_mmap_readahead(vma, f);
+        self.map_file_page(mm, a, f, ro);
+        true
+    }
+
+    /// `should_fault_around`: not in a VMA registered for userfaultfd write-protect or
+    /// minor faults (`uffd_disable_fault_around`).
+    fn should_fault_around(&self, vma: VmaId) -> bool {
+        !self.vmas[vma].flags.intersects(VmFlags::UFFD_WP | VmFlags::UFFD_MINOR)
+    }
+
+    /// `do_fault_around`: map the pages already cached in the 16-page window around `a`,
+    /// inside the VMA, the PTE table and the file.
+    fn fault_around(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
+        let inode = self.vma_inode(vma);
+        let (vstart, vpages, vpgoff) = {
+            let v = &self.vmas[vma];
+            (v.start, v.pages(), v.pgoff)
+        };
+        let shared = self.vmas[vma].flags.contains(VmFlags::SHARED);
+        let ro = if shared { self.new_pte_flags(vma, false) } else { PteFlags::ACCESSED };
+        let pte_off = pte_index(a) as u64;
+        let vma_off = vstart.pages_to(a);
+        let from = (pte_off - pte_off % FAULT_AROUND_PAGES).max(pte_off - pte_off.min(vma_off));
+        let to = (from + FAULT_AROUND_PAGES).min(PTRS_PER_PTE as u64).min(pte_off + vpages - vma_off) - 1;
+        let file_end = self.fs.size_pages(inode);
+        let base = a.0 - pte_off * PAGE_SIZE;
+        for i in from..=to {
+            let pa = VirtAddr(base + i * PAGE_SIZE);
+            let index = vpgoff.plus(vstart.pages_to(pa));
+            if index.0 >= file_end || !self.mms[mm].pt.get_pte(pa).is_none() {
+                continue;
+            }
+            // next_uptodate_folio: neither the PG_readahead folio nor one not up to date.
+            if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0)
+                && !self.folios[f].readahead
+                && !self.folios[f].not_uptodate
+            {
+                self.map_file_page(mm, pa, f, ro);
+            }
+        }
+    }
+
+    /// `do_sync_mmap_readahead` for a regular file: read the window around `index` into the
+    /// page cache (holes read as zeroes). Shmem has no read-ahead. Returns whether it read.
+    fn mmap_readahead(&mut self, vma: VmaId, index: PgOff) -> bool {
+        let inode = self.vma_inode(vma);
+        if !matches!(self.fs.inodes[inode].kind, crate::fs::InodeKind::Regular { .. }) {
+            return false;
+        }
+        let flags = self.vmas[vma].flags;
+        if flags.contains(VmFlags::HUGEPAGE) {
+            // Reads ahead PMD-order folios, which the model's page cache cannot hold.
+            self.not_modelled("read-ahead into large page-cache folios (VM_HUGEPAGE file mapping)");
+            return false;
+        }
+        // VM_RAND_READ stops read-ahead, but not for executable mappings, whose read-ahead
+        // is meant for random access already.
+        if flags & (VmFlags::RAND_READ | VmFlags::EXEC) == VmFlags::RAND_READ || self.cfg.readahead_pages == 0
+        {
+            return false;
+        }
+        let ra = self.cfg.readahead_pages;
+        // (window start, window end, lookahead): the lookahead decides where PG_readahead
+        // goes (`mark = nr_to_read - lookahead_size` once the window is cut at EOF).
+        let (start, end, lookahead) = if flags.contains(VmFlags::SEQ_READ) {
+            (index.0, index.0 + ra, ra)
+        } else if flags.contains(VmFlags::EXEC) {
+            // Executable memory reads ahead from the fault, within the VMA only
+            // (exec_folio_order() is 0 on x86), with no lookahead.
+            let v = &self.vmas[vma];
+            let start = index.0.max(v.pgoff.0);
+            (start, (start + ra).min(v.pgoff.0 + v.pages()), 0)
+        } else {
+            // mmap read-around
+            let start = index.0.saturating_sub(ra / 2);
+            (start, start + ra, ra / 4)
+        };
+        if let Some(f) = self.vmas[vma].file {
+            self.fs.files[f].ra = Some((start, end - start, lookahead));
+        }
+        self.page_cache_ra_order(inode, start, end - start, lookahead);
+        true
+    }
+
+    /// `page_cache_ra_order` (order 0, on a mapping with large-folio support such as ext4):
+    /// read `[start, start + size)` up to EOF, marking `start + size - lookahead` (not cut at
+    /// EOF, so often beyond it). A page already cached stops it, and `do_page_cache_ra` goes
+    /// on from there with the window cut at EOF first, which moves the mark inside the file.
+    fn page_cache_ra_order(&mut self, inode: InodeId, start: u64, size: u64, lookahead: u64) {
+        let eof = self.fs.size_pages(inode);
+        if eof == 0 || start >= eof {
+            return;
+        }
+        let mut idx = start;
+        if size >= 4 {
+            let limit = (eof - 1).min(start + size - 1);
+            let mark = start + size - lookahead;
+            while idx <= limit && !self.fs.inodes[inode].cache.contains_key(&idx) {
+                let f = self.page_cache_get(inode, PgOff(idx));
+                self.folios[f].readahead = idx == mark;
+                idx += 1;
+            }
+            if idx > limit {
+                return;
+            }
+        }
+        self.do_page_cache_ra(inode, idx, size - (idx - start), lookahead);
+    }
+
+    /// `do_page_cache_ra` → `page_cache_ra_unbounded`: read `nr` pages from `index`, cut at
+    /// EOF, skipping those already cached (up to date or not), marking the one `lookahead`
+    /// before the end (none for a lookahead of 0).
+    pub(crate) fn do_page_cache_ra(&mut self, inode: InodeId, index: u64, nr: u64, lookahead: u64) {
+        let eof = self.fs.size_pages(inode);
+        if index >= eof {
+            return;
+        }
+        let nr = nr.min(eof - index);
+        let mark = (lookahead <= nr).then(|| index + nr - lookahead);
+        for i in index..index + nr {
+            if !self.fs.inodes[inode].cache.contains_key(&i) {
+                let f = self.page_cache_get(inode, PgOff(i));
+                self.folios[f].readahead = Some(i) == mark;
+            }
+        }
+    }
+
+    /// A fault found the PG_readahead folio (`do_async_mmap_readahead`): the mark goes and
+    /// the next window is read, in large folios the model's page cache cannot hold.
+    fn async_mmap_readahead(&mut self, vma: VmaId, folio: FolioId) {
+        if !self.folios[folio].readahead || self.vmas[vma].flags.contains(VmFlags::RAND_READ) {
+            return;
+        }
+        self.folios[folio].readahead = false;
+        let inode = self.vma_inode(vma);
+        let next = self.vmas[vma].file.and_then(|f| self.fs.files[f].ra).map(|(s, n, _)| s + n);
+        if next.is_some_and(|n| n < self.fs.size_pages(inode)) {
+            self.not_modelled("asynchronous read-ahead (large page-cache folios)");
+        }
+    }
+
+    /// `__do_fault` → `filemap_fault` for a write fault: the page-cache folio for `a`, read
+    /// around first on a cache miss (`do_sync_mmap_readahead`), and the next window started
+    /// if it is the PG_readahead one (`do_async_mmap_readahead`).
+    fn filemap_fault(&mut self, vma: VmaId, a: VirtAddr) -> FolioId {
+        let inode = self.vma_inode(vma);
+        let index = self.vmas[vma].linear_page_index(a);
+        if !self.fs.inodes[inode].cache.contains_key(&index.0) {
+            self.mmap_readahead(vma, index);
+        }
+        let f = self.page_cache_get(inode, index);
+        self.async_mmap_readahead(vma, f);
+        f
+    }
+
+    /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
+    /// False for SIGBUS beyond EOF.
+    fn do_shared_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
+        if self.beyond_eof(vma, a) {
+            return false;
+        }
+        let f = self.filemap_fault(vma, a);
+        let flags = self.new_pte_flags(vma, true);
+        self.map_file_page(mm, a, f, flags);
+        // fault_dirty_shared_page: folio_mark_dirty, seen by every mapping's smaps.
+        self.folios[f].dirty = true;
+        true
+    }
+
+    /// `do_cow_fault`: write to a private file mapping copies the cache page into a new
+    /// anonymous page. The anon_vma is prepared first (`vmf_anon_prepare`), so a fault
+    /// beyond EOF, SIGBUS in `__do_fault`, leaves the VMA with one.
+    fn do_cow_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
+        self.anon_vma_prepare(vma);
+        if self.beyond_eof(vma, a) {
+            return false;
+        }
+        let src = self.filemap_fault(vma, a);
+        let tag = self.folios[src].pages[0].tag;
+        let pte = self.anon_pte_fault(vma).new_folio_pte(a, tag);
+        self.mms[mm].pt.set_pte(a, pte);
+        self.folio_put_if_unused(src);
+        true
+    }
+}
+
+/// The zero page mapped read-only, as a read fault on a missing anonymous page maps it.
+const ZERO_PTE: Pte = Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: PteFlags::ACCESSED };
+
+/// The bits of a new PTE in `v` (`vma->vm_page_prot`, made writable and dirty for a write
+/// fault in a writable VMA: `maybe_mkwrite(pte_mkdirty(...))`), young.
+fn new_pte_flags(v: &Vma, write: bool) -> PteFlags {
+    let mut f = PteFlags::ACCESSED;
+    if write && v.flags.contains(VmFlags::WRITE) {
+        f |= PteFlags::WRITE | PteFlags::DIRTY;
+    }
+    f
+}
+
+/// The steps of an anonymous fault on one PTE that both the full path (`do_anonymous_page`,
+/// `wp_page_copy`, `do_cow_fault`) and the fast path (`fault_pte_run`) take: what they need
+/// of the VMA is read once, and the folios and counters are borrowed apart from the page
+/// table, so that the fast path can hold its PTE table through a run of faults.
+struct AnonPteFault<'a> {
+    folios: &'a mut Arena<FolioId, Folio>,
+    stats: &'a mut Stats,
+    anon_vma: AnonVmaId,
+    start: VirtAddr,
+    pgoff: PgOff,
+    /// `new_pte_flags(vma, true)`.
+    flags: PteFlags,
+}
+
+impl<'a> AnonPteFault<'a> {
+    /// For a fault in `v`, which has its anon_vma (`anon_vma_prepare` came first).
+    #[inline]
+    fn new(v: &Vma, folios: &'a mut Arena<FolioId, Folio>, stats: &'a mut Stats) -> Self {
+        let anon_vma = v.anon_vma.expect("anon_vma_prepare before an anonymous fault");
+        AnonPteFault {
+            folios,
+            stats,
+            anon_vma,
+            start: v.start,
+            pgoff: v.pgoff,
+            flags: new_pte_flags(v, true),
+        }
+    }
+
+    /// `folio_alloc` and `folio_add_new_anon_rmap` of a small folio holding `tag`, to be
+    /// mapped at `a`: the PTE that maps it.
+    #[inline(always)]
+    fn new_folio_pte(&mut self, a: VirtAddr, tag: u64) -> Pte {
+        let index = self.pgoff.plus((a.0 - self.start.0) >> PAGE_SHIFT);
+        let folio = self.folios.alloc(Folio::new_anon_page(self.anon_vma, index, tag));
+        self.stats.folios_allocated += 1;
+        Pte::Present { folio, sub: 0, flags: self.flags }
+    }
+
+    /// `wp_page_copy`'s new page, holding `tag` (the old page's contents): the PTE that
+    /// replaces the old one, whose rmap the caller removes.
+    #[inline]
+    fn wp_page_copy(&mut self, a: VirtAddr, tag: u64) -> Pte {
+        self.stats.cow_copies += 1;
+        self.new_folio_pte(a, tag)
+    }
+}
+
+/// The end of `wp_can_reuse_anon_folio` for a small folio out of the swap cache: reusable
+/// when our mapping holds the only reference, and then `folio_move_anon_rmap`.
+#[inline]
+fn wp_can_reuse_small_folio(f: &mut Folio, anon_vma: Option<AnonVmaId>) -> bool {
+    if f.refcount() != 1 {
+        return false;
+    }
+    if let Some(av) = anon_vma {
+        f.mapping = Mapping::Anon(av);
+    }
+    true
+}
+
+/// `do_wp_page` reusing the page (`wp_page_reuse`): it is exclusive, and its PTE writable,
+/// dirty and young.
+#[inline]
+fn wp_reuse(page: &mut PageState, flags: &mut PteFlags, stats: &mut Stats) {
+    page.anon_exclusive = true;
+    *flags |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
+    stats.cow_reuses += 1;
+}

@@ -1,0 +1,293 @@
+//! fork, exit and exec (kernel/fork.c, mm/mmap.c): `dup_mmap` with `anon_vma_fork` and
+//! `copy_page_range` (`copy_present_ptes`, `copy_huge_pmd`), `exit_mmap`, and the fresh mm
+//! of `execve`.
+
+use crate::errno::{Errno, KResult};
+use crate::folio::{HUGE_ZERO_FOLIO, ZERO_FOLIO};
+use crate::mm::{Mm, MmId, Process, System};
+use crate::pagetable::{MigrationKind, Pmd, Pte, PteFlags, pmd_index};
+use crate::types::{PAGE_SIZE, Pid, VirtAddr};
+use crate::vma::{VmFlags, VmaId};
+
+impl System {
+    /// fork(2): a child with a copy of the parent's address space and descriptors.
+    ///
+    /// Returns the child's pid. Anonymous pages become shared copy-on-write (write-protected
+    /// in both); `ESRCH` for an unknown parent, `EEXIST` for a child pid in use.
+    ///
+    /// ```
+    /// use anonmm_model::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let a = sys.sys_mmap(Pid(1), 0, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)?;
+    /// sys.touch(Pid(1), a, PAGE_SIZE, true, &|_| 5)?.expect("no signal");
+    /// assert_eq!(sys.sys_fork(Pid(1), Pid(2))?, 2);
+    /// assert_eq!(sys.maps(Pid(2)), sys.maps(Pid(1)));
+    /// let (p, c) = (sys.page_at(Pid(1), a)?.unwrap(), sys.page_at(Pid(2), a)?.unwrap());
+    /// assert_eq!((p.folio, p.writable), (c.folio, false));
+    /// assert_eq!(sys.sys_fork(Pid(1), Pid(2)), Err(Errno::EEXIST));
+    /// # Ok::<(), Errno>(())
+    /// ```
+    pub fn sys_fork(&mut self, parent: Pid, child: Pid) -> KResult<u64> {
+        let pmm = self.mm_of(parent)?;
+        if self.procs.contains_key(&child) {
+            return Err(Errno::EEXIST);
+        }
+        let cmm = self.dup_mmap(pmm);
+        let files = self.dup_fd(self.procs[&parent].files);
+        self.procs.insert(child, Process { mm: cmm, files });
+        Ok(child.0 as u64)
+    }
+
+    /// A thread or CLONE_VM child: shares the mm; with `CLONE_FILES` in `flags` it also
+    /// shares the descriptor table (a close or open in one is seen by the other), else it
+    /// gets a copy (`copy_files`).
+    ///
+    /// ```
+    /// use anonmm_model::abi::{CLONE_FILES, CLONE_VM, O_CREAT, O_RDWR};
+    /// use anonmm_model::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let fd = sys.sys_openat(Pid(1), "f", O_RDWR | O_CREAT)?;
+    /// sys.sys_clone_vm(Pid(1), Pid(2), CLONE_VM | CLONE_FILES)?;
+    /// sys.sys_close(Pid(2), fd)?;
+    /// assert_eq!(sys.sys_close(Pid(1), fd), Err(Errno::EBADF));
+    /// # Ok::<(), Errno>(())
+    /// ```
+    pub fn sys_clone_vm(&mut self, parent: Pid, child: Pid, flags: u64) -> KResult<u64> {
+        let mm = self.mm_of(parent)?;
+        if self.procs.contains_key(&child) {
+            return Err(Errno::EEXIST);
+        }
+        let pfiles = self.procs[&parent].files;
+        let files = if flags & crate::abi::CLONE_FILES != 0 {
+            self.fs.tables[pfiles].users += 1;
+            pfiles
+        } else {
+            self.dup_fd(pfiles)
+        };
+        self.mms[mm].users += 1;
+        self.procs.insert(child, Process { mm, files });
+        Ok(child.0 as u64)
+    }
+
+    /// `dup_mmap`.
+    fn dup_mmap(&mut self, pmm: MmId) -> MmId {
+        let mut m = Mm::new(&self.cfg);
+        m.brk = self.mms[pmm].brk;
+        m.start_brk = self.mms[pmm].start_brk;
+        m.mmap_base = self.mms[pmm].mmap_base;
+        m.total_vm = self.mms[pmm].total_vm;
+        // arch_dup_pkeys: the child has the same pkeys (and the same PKRU).
+        m.execute_only_pkey = self.mms[pmm].execute_only_pkey;
+        let cmm = self.mms.alloc(m);
+        let pvmas: Vec<VmaId> = self.mms[pmm].vmas.values().map(|e| e.id).collect();
+        for pv in pvmas {
+            let pflags = self.vmas[pv].flags;
+            if pflags.contains(VmFlags::DONTCOPY) {
+                let pages = self.vmas[pv].pages();
+                self.mms[cmm].total_vm -= pages.min(self.mms[cmm].total_vm);
+                continue;
+            }
+            let mut v = self.vmas[pv].clone();
+            v.mm = cmm;
+            v.chain = crate::vma::VmaChain::new();
+            v.flags -= VmFlags::LOCKED_MASK;
+            // dup_userfaultfd: the context lacks UFFD_FEATURE_EVENT_FORK, so the child's
+            // VMA is unregistered (userfaultfd_reset_ctx).
+            v.uffd = None;
+            v.flags -= VmFlags::UFFD_FLAGS;
+            if let Some(f) = v.file {
+                self.fs.files[f].refs += 1;
+            }
+            let wipe = pflags.contains(VmFlags::WIPEONFORK);
+            if wipe {
+                v.anon_vma = None;
+            }
+            let cv = self.vma_link(v);
+            if !wipe {
+                self.anon_vma_fork(cv, pv);
+                // vma_needs_copy: only VMAs with an anon_vma or a VM_COPY_ON_FORK flag
+                // (VM_MAYBE_GUARD: guard markers cannot be faulted back in) copy their
+                // page tables; the rest fault in lazily.
+                if self.vmas[pv].anon_vma.is_some() || pflags.contains(VmFlags::MAYBE_GUARD) {
+                    self.copy_page_range(pmm, cmm, pv, cv);
+                }
+            }
+        }
+        cmm
+    }
+
+    /// `copy_page_range`: share every present page with the child, write-protecting both
+    /// sides of a COW mapping and clearing PageAnonExclusive. A pinned exclusive page is
+    /// copied for the child at once (`copy_present_page`). Swap and migration entries are
+    /// shared too (`copy_nonpresent_pte`).
+    fn copy_page_range(&mut self, pmm: MmId, cmm: MmId, pv: VmaId, cv: VmaId) {
+        let (start, end) = (self.vmas[pv].start, self.vmas[pv].end);
+        let cow = self.vmas[pv].is_cow_mapping();
+        let shared = self.vmas[pv].flags.contains(VmFlags::SHARED);
+        for (a, folio, _) in self.mms[pmm].pt.huge_in(start, end) {
+            // copy_huge_pmd: folio_try_dup_anon_rmap_pmd fails for a maybe-pinned exclusive
+            // THP: the PMD is split and its pages copied one by one below.
+            if folio != HUGE_ZERO_FOLIO
+                && self.folios[folio].pincount > 0
+                && self.folios[folio].pages[0].anon_exclusive
+            {
+                self.split_huge_pmd(pmm, a);
+            }
+        }
+        for (a, folio, flags) in self.mms[pmm].pt.huge_in(start, end) {
+            // copy_huge_pmd
+            let mut f = flags;
+            if cow {
+                f -= PteFlags::WRITE;
+                if let Some(pf) = self.mms[pmm].pt.pte_flags_mut(a) {
+                    *pf -= PteFlags::WRITE;
+                }
+            }
+            if folio != HUGE_ZERO_FOLIO {
+                let fo = &mut self.folios[folio];
+                fo.entire_mapcount += 1;
+                fo.add_large_mapcount(1, cmm);
+                for p in fo.pages.iter_mut() {
+                    p.anon_exclusive = false;
+                }
+            }
+            self.mms[cmm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio, flags: f - PteFlags::ACCESSED });
+        }
+        for (a, folio, kind, flags) in self.mms[pmm].pt.migration_pmds_in(start, end) {
+            // copy_huge_pmd of a PMD migration entry: a writable or exclusive one becomes
+            // plain readable in the parent, and the child gets the same; no reference.
+            let kind = if kind.is_exclusive() { MigrationKind::Read } else { kind };
+            let pmd = Pmd::Migration { folio, kind, flags };
+            self.mms[pmm].pt.set_pmd(pmd_index(a), pmd.clone());
+            self.mms[cmm].pt.set_pmd(pmd_index(a), pmd);
+        }
+        // copy_pmd_range → copy_pte_range allocates the child's PTE table for every parent
+        // table in range, even an empty one.
+        for key in self.mms[pmm].pt.pmd_keys_in(start, end) {
+            if matches!(self.mms[pmm].pt.pmds.get(&key), Some(Pmd::Table(_))) {
+                self.mms[cmm].pt.alloc_table(VirtAddr(key << crate::types::PMD_SHIFT));
+            }
+        }
+        for (a, pte) in self.mms[pmm].pt.ptes_in(start, end) {
+            let child_pte = match pte {
+                Pte::Present { folio, sub, flags } => {
+                    let mut cf = flags - PteFlags::ACCESSED;
+                    if shared {
+                        cf -= PteFlags::DIRTY;
+                    }
+                    if folio != ZERO_FOLIO {
+                        let anon = self.folios[folio].is_anon();
+                        if anon
+                            && self.folios[folio].pincount > 0
+                            && self.folios[folio].pages[sub as usize].anon_exclusive
+                        {
+                            // folio_try_dup_anon_rmap_pte fails: copy now.
+                            let tag = self.folios[folio].pages[sub as usize].tag;
+                            let new = self.folio_alloc(0);
+                            self.folios[new].pages[0].tag = tag;
+                            self.folio_add_new_anon_rmap(new, cv, a, false);
+                            self.mms[cmm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
+                            continue;
+                        }
+                        let fo = &mut self.folios[folio];
+                        fo.pages[sub as usize].mapcount += 1;
+                        fo.add_large_mapcount(1, cmm);
+                        if anon {
+                            fo.pages[sub as usize].anon_exclusive = false;
+                        }
+                    }
+                    if cow && flags.contains(PteFlags::WRITE) {
+                        cf -= PteFlags::WRITE;
+                        if let Some(pf) = self.mms[pmm].pt.pte_flags_mut(a) {
+                            *pf -= PteFlags::WRITE;
+                        }
+                    }
+                    Pte::Present { folio, sub, flags: cf }
+                }
+                Pte::Swap { entry, exclusive } => {
+                    // copy_nonpresent_pte: the slot gains a reference and the entry is marked
+                    // shared in the parent too.
+                    self.swap_duplicate(entry);
+                    if exclusive {
+                        self.mms[pmm].pt.set_pte(a, Pte::Swap { entry, exclusive: false });
+                    }
+                    Pte::Swap { entry, exclusive: false }
+                }
+                Pte::Migration { folio, sub, kind, flags } => {
+                    // copy_nonpresent_pte: in a COW mapping a writable or exclusive entry
+                    // becomes plain readable in both; the entry holds no reference to take.
+                    let mut kind = kind;
+                    if cow && kind.is_exclusive() {
+                        kind = MigrationKind::Read;
+                        self.mms[pmm].pt.set_pte(a, Pte::Migration { folio, sub, kind, flags });
+                    }
+                    Pte::Migration { folio, sub, kind, flags }
+                }
+                // copy_nonpresent_pte → copy_pte_marker: guard markers are always copied.
+                Pte::Guard => Pte::Guard,
+                Pte::None => Pte::None,
+            };
+            self.mms[cmm].pt.set_pte(a, child_pte);
+        }
+    }
+
+    /// exit_group(2): the process goes; its mm goes with its last user (`exit_mmap`), and
+    /// its descriptors are closed.
+    pub fn sys_exit(&mut self, pid: Pid) -> KResult<()> {
+        let p = self.procs.remove(&pid).ok_or(Errno::ESRCH)?;
+        self.put_files(p.files);
+        self.mm_put(p.mm);
+        self.release_pins(pid);
+        self.release_migrations(pid);
+        // Its userfaultfd is closed after the mm is gone (exit_mm before exit_files): the
+        // release finds no mm to unregister.
+        self.uffds.remove(&pid);
+        Ok(())
+    }
+
+    /// Drop a user of an mm; the last one tears it down (`exit_mmap`).
+    fn mm_put(&mut self, mm: MmId) {
+        self.mms[mm].users -= 1;
+        if self.mms[mm].users > 0 {
+            return;
+        }
+        let vmas: Vec<VmaId> = self.mms[mm].vmas.values().map(|e| e.id).collect();
+        for &v in &vmas {
+            let (s, e) = (self.vmas[v].start, self.vmas[v].end);
+            // unmap_vmas: ZAP_FLAG_DROP_MARKER.
+            self.zap_range_drop_markers(mm, s, e);
+        }
+        for v in vmas {
+            self.vma_detach(v);
+            self.vma_free(v);
+        }
+        self.mms.free(mm);
+    }
+
+    /// execve(2): a fresh, empty mm (the new image's mappings come from the trace).
+    pub fn sys_execve(&mut self, pid: Pid) -> KResult<u64> {
+        let old = self.mm_of(pid)?;
+        let mm = self.mms.alloc(Mm::new(&self.cfg));
+        self.procs.get_mut(&pid).expect("pid").mm = mm;
+        self.mm_put(old);
+        // begin_new_exec → unshare_files: the new image gets a table of its own.
+        let t = self.procs[&pid].files;
+        if self.fs.tables[t].users > 1 {
+            let own = self.dup_fd(t);
+            self.fs.tables[t].users -= 1;
+            self.procs.get_mut(&pid).expect("pid").files = own;
+        }
+        // The userfaultfd is O_CLOEXEC, and it worked on the old mm.
+        self.uffds.remove(&pid);
+        Ok(0)
+    }
+
+    /// Every page address of `[start, end)`.
+    pub fn pages_of(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = VirtAddr> {
+        (start.0..end.0).step_by(PAGE_SIZE as usize).map(VirtAddr)
+    }
+}

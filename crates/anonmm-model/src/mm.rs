@@ -1,0 +1,448 @@
+//! The machine and its address spaces: `struct mm_struct` with its VMA tree (the maple tree,
+//! here an ordered map keyed by start), processes, and the VMA tree primitives of mm/vma.c
+//! (`find_vma`, `vma_link`, `__split_vma`, `vma_set_range`, `remove_vma`).
+
+use std::collections::BTreeMap;
+
+use crate::arena::{Arena, arena_id};
+use crate::errno::{Errno, KResult};
+use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::fs::{FileId, Fs};
+use crate::pagetable::PageTable;
+use crate::rmap::{AnonVma, AnonVmaId, Avc, AvcId};
+use crate::stats::{MergeLog, Stats};
+use crate::types::{
+    DEFAULT_MAX_MAP_COUNT, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr,
+};
+use crate::vma::{Vma, VmaChain, VmaId};
+use crate::vma_tree::VmaTree;
+
+arena_id!(
+    /// An address space.
+    MmId
+);
+
+/// Transparent huge page mode (`/sys/kernel/mm/transparent_hugepage/enabled`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ThpMode {
+    /// `always`: THPs in every anonymous VMA that allows them (not `VM_NOHUGEPAGE`).
+    Always,
+    /// `madvise`: THPs only in VMAs with `VM_HUGEPAGE` (`MADV_HUGEPAGE`).
+    Madvise,
+    /// `never`: no THPs.
+    Never,
+}
+
+pub use crate::types::DEFAULT_START_BRK;
+
+/// Settings of the modelled machine. Defaults are those of our Linux 6.18 machines.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `vm.max_map_count`.
+    pub max_map_count: usize,
+    /// `transparent_hugepage/enabled`.
+    pub thp: ThpMode,
+    /// `transparent_hugepage/use_zero_page`.
+    pub thp_use_zero_page: bool,
+    /// Where brk starts in a fresh address space.
+    pub initial_brk: VirtAddr,
+    /// CONFIG_ANON_VMA_NAME (off on our machines: PR_SET_VMA_ANON_NAME gives EINVAL).
+    pub anon_vma_name: bool,
+    /// CONFIG_MEM_SOFT_DIRTY (off on our machines: VM_SOFTDIRTY is never set).
+    pub soft_dirty: bool,
+    /// Read-ahead window of regular files in pages (`read_ahead_kb` 8192 on our disks).
+    pub readahead_pages: u64,
+    /// Slots of the swap device (`swapon` of a swap file; 0: no swap, so MADV_PAGEOUT leaves
+    /// anonymous memory in place). The oracle enables a 2 GiB swap file for scripts that page
+    /// out, so the default is the same size.
+    pub swap_pages: u32,
+    /// `totalram_pages()`: MemTotal of our machines, for heuristic overcommit.
+    pub ram_pages: u64,
+    /// x86 protection keys in use (`X86_FEATURE_OSPKE`): a `PROT_EXEC`-only mapping gets the
+    /// execute-only pkey, and reading it faults (SIGSEGV). Read from /proc/cpuinfo.
+    pub pku: bool,
+    /// Which kernel the model is (`--kernel`); its [`Profile`](crate::kernel::Profile) says
+    /// where it differs from 6.18.
+    pub kernel: crate::kernel::Kernel,
+}
+
+/// Whether this machine's CPU has protection keys enabled by the OS (`ospke`).
+pub fn host_has_pku() -> bool {
+    static PKU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PKU.get_or_init(|| {
+        cfg!(target_arch = "x86_64")
+            && std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|s| {
+                s.lines().any(|l| l.starts_with("flags") && l.split_whitespace().any(|w| w == "ospke"))
+            })
+    })
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_map_count: DEFAULT_MAX_MAP_COUNT,
+            thp: ThpMode::Madvise,
+            thp_use_zero_page: true,
+            initial_brk: VirtAddr(DEFAULT_START_BRK),
+            anon_vma_name: false,
+            soft_dirty: false,
+            readahead_pages: 2048,
+            swap_pages: crate::swap::DEFAULT_SWAP_PAGES,
+            ram_pages: 24_684_084 / 4,
+            pku: host_has_pku(),
+            kernel: crate::kernel::Kernel::V6_18,
+        }
+    }
+}
+
+/// One VMA in an mm's tree.
+#[derive(Clone, Copy, Debug)]
+pub struct VmaEntry {
+    /// `vm_end` of the VMA (the tree's key is its `vm_start`).
+    pub end: u64,
+    /// The VMA.
+    pub id: VmaId,
+}
+
+/// `struct mm_struct`.
+#[derive(Clone, Debug)]
+pub struct Mm {
+    /// The VMA tree, keyed by `vm_start`.
+    pub vmas: VmaTree,
+    /// The page tables (`mm->pgd`).
+    pub pt: PageTable,
+    /// `mm->mmap_base` for top-down placement.
+    pub mmap_base: VirtAddr,
+    /// `mm->start_brk`: where the heap starts.
+    pub start_brk: VirtAddr,
+    /// `mm->brk`: the current program break.
+    pub brk: VirtAddr,
+    /// Processes (or threads) using this mm.
+    pub users: u32,
+    /// `mm->total_vm`: mapped pages.
+    pub total_vm: u64,
+    /// `mm->locked_vm` in pages (mlock accounting is not modelled: it stays 0).
+    pub locked_vm: u64,
+    /// Open files of the exec-time mappings, by (device, inode).
+    pub exec_files: BTreeMap<(u64, u64), FileId>,
+    /// `mm->context.execute_only_pkey`, allocated by the first `PROT_EXEC`-only mapping.
+    pub execute_only_pkey: Option<u8>,
+}
+
+impl Mm {
+    /// An empty address space (`mm_alloc`): no VMAs or page tables, the brk at
+    /// `cfg.initial_brk`, one user.
+    pub fn new(cfg: &Config) -> Mm {
+        Mm {
+            vmas: VmaTree::new(),
+            pt: PageTable::default(),
+            mmap_base: mmap_base(),
+            start_brk: cfg.initial_brk,
+            brk: cfg.initial_brk,
+            users: 1,
+            total_vm: 0,
+            locked_vm: 0,
+            exec_files: BTreeMap::new(),
+            execute_only_pkey: None,
+        }
+    }
+    /// `mm->map_count`.
+    pub fn map_count(&self) -> usize {
+        self.vmas.len()
+    }
+    /// `find_vma`: the first VMA ending above `addr`.
+    pub fn find_vma(&self, addr: VirtAddr) -> Option<VmaId> {
+        match self.vmas.around(addr.0) {
+            (Some((_, e)), _) if e.end > addr.0 => Some(e.id),
+            (_, next) => next.map(|(_, e)| e.id),
+        }
+    }
+    /// `vma_lookup`: the VMA containing `addr`.
+    #[inline]
+    pub fn vma_lookup(&self, addr: VirtAddr) -> Option<VmaId> {
+        self.vmas.containing(addr.0).map(|(_, e)| e.id)
+    }
+    /// The VMA starting exactly at `addr`.
+    pub fn vma_at_start(&self, addr: VirtAddr) -> Option<VmaId> {
+        self.vmas.get(&addr.0).map(|e| e.id)
+    }
+    /// The last VMA starting below `addr` (`vma_prev` from a position at `addr`).
+    pub fn vma_before(&self, addr: VirtAddr) -> Option<VmaId> {
+        self.vmas.last_lt(addr.0).map(|(_, e)| e.id)
+    }
+    /// The first VMA starting at or above `addr`.
+    pub fn vma_from(&self, addr: VirtAddr) -> Option<VmaId> {
+        self.vmas.first_ge(addr.0).map(|(_, e)| e.id)
+    }
+    /// VMAs intersecting `[start, end)`, in order.
+    pub fn vmas_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<VmaId> {
+        let mut out = Vec::new();
+        if start >= end {
+            return out;
+        }
+        if let Some((_, e)) = self.vmas.last_lt(start.0)
+            && e.end > start.0
+        {
+            out.push(e.id);
+        }
+        out.extend(self.vmas.range(start.0..end.0).map(|(_, e)| e.id));
+        out
+    }
+    /// `find_vma_intersection`: whether any VMA intersects `[start, end)` (one tree search,
+    /// however many VMAs the range holds).
+    pub fn intersects(&self, start: VirtAddr, end: VirtAddr) -> bool {
+        if start >= end {
+            return false;
+        }
+        let (le, gt) = self.vmas.around(start.0);
+        le.is_some_and(|(_, e)| e.end > start.0) || gt.is_some_and(|(s, _)| s < end.0)
+    }
+    /// `vma_prev` of the VMA `[start, end)` and the VMA starting at `end`, from one search
+    /// (the two lookups of an existing-range merge).
+    pub fn vma_neighbours(&self, start: VirtAddr, end: VirtAddr) -> (Option<VmaId>, Option<VmaId>) {
+        match self.vmas.with_neighbours(start.0) {
+            Some([prev, Some((_, this)), next]) if this.end == end.0 => {
+                (prev.map(|(_, e)| e.id), next.filter(|(s, _)| *s == end.0).map(|(_, e)| e.id))
+            }
+            _ => (self.vma_before(start), self.vma_at_start(end)),
+        }
+    }
+    /// `vma_prev` and `vma_next` from a position at `addr`: the last VMA starting below `addr`
+    /// and the first starting at or above it, from one search.
+    pub fn vmas_around(&self, addr: VirtAddr) -> (Option<VmaId>, Option<VmaId>) {
+        let (prev, next) = self.vmas.around_lt(addr.0);
+        (prev.map(|(_, e)| e.id), next.map(|(_, e)| e.id))
+    }
+}
+
+/// `mmap_base()` for x86_64 without randomisation: the stack rlimit (8 MiB) plus the guard
+/// gap is below the 128 MiB minimum gap.
+pub fn mmap_base() -> VirtAddr {
+    VirtAddr(TASK_SIZE - 128 * 1024 * 1024)
+}
+
+/// A process: its address space and file descriptors.
+#[derive(Clone, Debug)]
+pub struct Process {
+    /// `task->mm`.
+    pub mm: MmId,
+    /// `task->files`: the descriptor table, in [`crate::fs::Fs::tables`] (shared by
+    /// threads made with `CLONE_FILES`).
+    pub files: crate::fs::FilesId,
+}
+
+/// The modelled machine: every process, address space and kernel object.
+#[derive(Clone, Debug)]
+pub struct System {
+    /// The machine's settings.
+    pub cfg: Config,
+    /// Every VMA (`struct vm_area_struct`) of every mm.
+    pub vmas: Arena<VmaId, Vma>,
+    /// Every `struct anon_vma`.
+    pub anon_vmas: Arena<AnonVmaId, AnonVma>,
+    /// Every `struct anon_vma_chain`.
+    pub avcs: Arena<AvcId, Avc>,
+    /// Every folio, starting with [`ZERO_FOLIO`] and [`HUGE_ZERO_FOLIO`].
+    pub folios: Arena<FolioId, Folio>,
+    /// Every address space.
+    pub mms: Arena<MmId, Mm>,
+    /// The live processes by pid.
+    pub procs: BTreeMap<Pid, Process>,
+    /// The file system: inodes, open files and the namespace.
+    pub fs: Fs,
+    /// Counts of the work done.
+    pub stats: Stats,
+    /// Merge attempts, when tracing is on.
+    pub merge_log: Option<MergeLog>,
+    /// Set when a call needed behaviour the model does not have; the runner reports it
+    /// instead of a made-up result.
+    pub unsupported: Option<String>,
+    /// The swap device: slot counts, contents and the swap cache.
+    pub swap: crate::swap::SwapDevice,
+    /// Long-term pins by process (`pin`), released by `unpin` or at exit.
+    pub pins: BTreeMap<Pid, Vec<crate::gup::Pin>>,
+    /// Migrations in flight by the process that started them (`migrate`), finished by
+    /// `migrate_done`, a wait on one of their entries, or the process's exit.
+    pub migrations: BTreeMap<Pid, Vec<crate::migrate::InFlight>>,
+    /// Which design decides what a move does to folios (`--policy`; crate::policy).
+    pub policy: crate::policy::Policy,
+    /// Each process's userfaultfd (made on its first uffd call).
+    pub uffds: BTreeMap<Pid, crate::uffd::UffdCtx>,
+    /// The next userfaultfd context number.
+    pub next_uffd: u32,
+    /// VMAs without a file (`vma_is_anonymous`) in the VMA arena, kept as VMAs are linked
+    /// and freed so that replay can count them after every step without a walk.
+    pub vmas_without_file: usize,
+    /// The page whose fault ended the last `touch` that raised a signal (the pages before it
+    /// in the range were touched).
+    pub touch_signal_at: Option<VirtAddr>,
+}
+
+impl Default for System {
+    fn default() -> Self {
+        System::new(Config::default())
+    }
+}
+
+impl System {
+    /// A machine with settings `cfg` and no processes.
+    pub fn new(cfg: Config) -> System {
+        let mut folios = Arena::default();
+        let z = folios.alloc(Folio::new(0, Mapping::None, PgOff(0)));
+        let hz = folios.alloc(Folio::new(HPAGE_PMD_ORDER, Mapping::None, PgOff(0)));
+        debug_assert!(z == ZERO_FOLIO && hz == HUGE_ZERO_FOLIO);
+        let swap = crate::swap::SwapDevice::new(cfg.swap_pages);
+        System {
+            cfg,
+            vmas: Arena::default(),
+            anon_vmas: Arena::default(),
+            avcs: Arena::default(),
+            folios,
+            mms: Arena::default(),
+            procs: BTreeMap::new(),
+            fs: Fs::default(),
+            stats: Stats::default(),
+            merge_log: None,
+            unsupported: None,
+            swap,
+            pins: BTreeMap::new(),
+            migrations: BTreeMap::new(),
+            policy: crate::policy::Policy::Kernel,
+            uffds: BTreeMap::new(),
+            next_uffd: 1,
+            vmas_without_file: 0,
+            touch_signal_at: None,
+        }
+    }
+
+    /// A new process with an empty address space.
+    pub fn spawn(&mut self, pid: Pid) -> KResult<()> {
+        if self.procs.contains_key(&pid) {
+            return Err(Errno::EEXIST);
+        }
+        let mm = self.mms.alloc(Mm::new(&self.cfg));
+        let files = self.fs.tables.alloc(crate::fs::FdTable { fds: BTreeMap::new(), users: 1 });
+        self.procs.insert(pid, Process { mm, files });
+        Ok(())
+    }
+
+    /// The address space of process `pid`; ESRCH if there is no such process.
+    pub fn mm_of(&self, pid: Pid) -> KResult<MmId> {
+        self.procs.get(&pid).map(|p| p.mm).ok_or(Errno::ESRCH)
+    }
+
+    /// Link a new VMA into its mm (`vma_link`): map_count grows by one.
+    pub fn vma_link(&mut self, v: Vma) -> VmaId {
+        let (mm, start, end) = (v.mm, v.start, v.end);
+        self.vmas_without_file += usize::from(v.file.is_none());
+        let id = self.vmas.alloc(v);
+        self.mms[mm].vmas.insert(start.0, VmaEntry { end: end.0, id });
+        id
+    }
+
+    /// `vma_set_range` with the rmap tree updates around it and the THP splits that
+    /// `vma_adjust_trans_huge` does at new boundaries.
+    pub fn vma_set_range(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr, pgoff: PgOff) {
+        let (mm, old_start, old_end) = {
+            let v = &self.vmas[vma];
+            (v.mm, v.start, v.end)
+        };
+        for a in [start, end] {
+            if a.0 % PMD_SIZE != 0 {
+                self.split_huge_pmd(mm, a);
+            }
+        }
+        // The chains are filed by pgoff alone (the walk checks the end), so only a new pgoff
+        // re-files them.
+        let refile = self.vmas[vma].pgoff != pgoff;
+        if refile {
+            self.rmap_pre_update(vma);
+        }
+        self.mms[mm].vmas.rekey(old_start.0, start.0, VmaEntry { end: end.0, id: vma });
+        let v = &mut self.vmas[vma];
+        v.start = start;
+        v.end = end;
+        v.pgoff = pgoff;
+        if refile {
+            self.rmap_post_update(vma);
+        }
+        let _ = old_end;
+    }
+
+    /// Take a VMA out of its mm's tree without freeing it (detach).
+    pub fn vma_detach(&mut self, vma: VmaId) {
+        let (mm, start) = (self.vmas[vma].mm, self.vmas[vma].start);
+        let removed = self.mms[mm].vmas.remove(&start.0);
+        debug_assert!(removed.is_some_and(|e| e.id == vma));
+    }
+
+    /// Free a detached VMA: drop its anon_vma links and its file reference (`remove_vma`).
+    pub fn vma_free(&mut self, vma: VmaId) {
+        self.unlink_anon_vmas(vma);
+        let v = self.vmas.free(vma);
+        self.vmas_without_file -= usize::from(v.file.is_none());
+        if let Some(f) = v.file {
+            self.fput(f);
+        }
+    }
+
+    /// `__split_vma(vma, addr, new_below)`: returns the new VMA. Never merges.
+    pub fn split_vma_nocheck(&mut self, vma: VmaId, addr: VirtAddr, new_below: bool) -> VmaId {
+        // A copy of every field but the chain, which anon_vma_clone builds below.
+        let v = &self.vmas[vma];
+        let mut new = Vma {
+            mm: v.mm,
+            start: v.start,
+            end: v.end,
+            pgoff: v.pgoff,
+            flags: v.flags,
+            file: v.file,
+            anon_vma: v.anon_vma,
+            chain: VmaChain::new(),
+            anon_name: v.anon_name.clone(),
+            special: v.special.clone(),
+            uffd: v.uffd,
+        };
+        let (vstart, vend, vpgoff) = (new.start, new.end, new.pgoff);
+        if new_below {
+            new.end = addr;
+        } else {
+            new.start = addr;
+            new.pgoff = vpgoff.plus(vstart.pages_to(addr));
+        }
+        if let Some(f) = new.file {
+            self.fs.files[f].refs += 1;
+        }
+        let mm = new.mm;
+        // Shrink the original first so the tree never holds overlapping entries.
+        if new_below {
+            self.vma_set_range(vma, addr, vend, vpgoff.plus(vstart.pages_to(addr)));
+        } else {
+            self.vma_set_range(vma, vstart, addr, vpgoff);
+        }
+        let new_id = self.vma_link(new);
+        self.anon_vma_clone(new_id, vma);
+        let _ = mm;
+        self.stats.splits += 1;
+        new_id
+    }
+
+    /// `split_vma`: refuses with ENOMEM at the map_count limit.
+    pub fn split_vma(&mut self, vma: VmaId, addr: VirtAddr, new_below: bool) -> KResult<VmaId> {
+        let mm = self.vmas[vma].mm;
+        if self.mms[mm].map_count() >= self.cfg.max_map_count {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(self.split_vma_nocheck(vma, addr, new_below))
+    }
+
+    /// Record that the current call needs behaviour the model lacks.
+    pub fn not_modelled(&mut self, what: &str) {
+        self.unsupported.get_or_insert_with(|| what.to_string());
+    }
+
+    /// Bytes in `[start, end)` must be page aligned: a helper for callers.
+    pub fn is_page_aligned(x: u64) -> bool {
+        x.is_multiple_of(PAGE_SIZE)
+    }
+}

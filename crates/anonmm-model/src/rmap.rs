@@ -1,0 +1,502 @@
+//! The anonymous reverse map (mm/rmap.c): `struct anon_vma`, `struct anon_vma_chain`, the
+//! per-anon_vma interval tree of chains keyed on page offset (mm/interval_tree.c), and the
+//! walk from a folio to every (process, VMA, address) that maps it.
+
+use std::collections::BTreeSet;
+
+use crate::arena::arena_id;
+use crate::folio::{FolioId, Mapping};
+use crate::mm::System;
+use crate::types::{PgOff, VirtAddr};
+use crate::vma::{VmFlags, VmaId};
+
+arena_id!(
+    /// An anon_vma.
+    AnonVmaId
+);
+arena_id!(
+    /// An anon_vma_chain.
+    AvcId
+);
+
+/// `struct anon_vma`. Aligned to a cache line, as a VMA is.
+#[derive(Clone, Debug)]
+#[repr(align(64))]
+pub struct AnonVma {
+    /// `anon_vma->root`: the root of this anon_vma's fork hierarchy (itself for a root).
+    pub root: AnonVmaId,
+    /// `anon_vma->parent`: the anon_vma it was forked from (itself for a root).
+    pub parent: AnonVmaId,
+    /// `anon_vma->refcount`: its own reference (dropped when its tree empties), one per
+    /// non-root anon_vma with it as root (`get_anon_vma(root)` in `anon_vma_fork`), and one per
+    /// folio under migration (`folio_get_anon_vma`).
+    pub refcount: u32,
+    /// Child anon_vmas, plus one self-parent link on a root.
+    pub num_children: u32,
+    /// VMAs with `vma->anon_vma == this`.
+    pub num_active_vmas: u32,
+    /// The interval tree (`rb_root`): chains keyed by their VMA's first page offset.
+    pub tree: AvcTree,
+}
+
+/// Chains at most a small [`AvcTree`] holds before it becomes a `BTreeSet`.
+const AVC_TREE_SMALL: usize = 32;
+
+/// An anon_vma's chains ordered by (first page offset, chain): a sorted vector with a few
+/// entries inline while small, as nearly every anon_vma is (a VMA and the pieces split off
+/// it), so that filing a chain touches no other allocation; a `BTreeSet` past
+/// `AVC_TREE_SMALL` entries. The methods are the `BTreeSet` ones the model uses.
+#[derive(Clone, Debug)]
+pub enum AvcTree {
+    /// Up to `AVC_TREE_SMALL` entries, sorted.
+    Small(smallvec::SmallVec<[(u64, AvcId); 4]>),
+    /// More.
+    Large(BTreeSet<(u64, AvcId)>),
+}
+
+impl Default for AvcTree {
+    fn default() -> Self {
+        AvcTree::Small(smallvec::SmallVec::new())
+    }
+}
+
+impl AvcTree {
+    /// An empty tree.
+    pub fn new() -> AvcTree {
+        AvcTree::default()
+    }
+    /// Add `e`; false if it was there.
+    pub fn insert(&mut self, e: (u64, AvcId)) -> bool {
+        match self {
+            AvcTree::Small(v) => match v.binary_search(&e) {
+                Ok(_) => false,
+                Err(i) => {
+                    if v.len() < AVC_TREE_SMALL {
+                        v.insert(i, e);
+                    } else {
+                        let mut set: BTreeSet<_> = v.drain(..).collect();
+                        set.insert(e);
+                        *self = AvcTree::Large(set);
+                    }
+                    true
+                }
+            },
+            AvcTree::Large(set) => set.insert(e),
+        }
+    }
+    /// Remove `e`; false if it was not there.
+    pub fn remove(&mut self, e: &(u64, AvcId)) -> bool {
+        match self {
+            AvcTree::Small(v) => match v.binary_search(e) {
+                Ok(i) => {
+                    v.remove(i);
+                    true
+                }
+                Err(_) => false,
+            },
+            AvcTree::Large(set) => set.remove(e),
+        }
+    }
+    /// Whether `e` is there.
+    pub fn contains(&self, e: &(u64, AvcId)) -> bool {
+        match self {
+            AvcTree::Small(v) => v.binary_search(e).is_ok(),
+            AvcTree::Large(set) => set.contains(e),
+        }
+    }
+    /// Entries.
+    pub fn len(&self) -> usize {
+        match self {
+            AvcTree::Small(v) => v.len(),
+            AvcTree::Large(set) => set.len(),
+        }
+    }
+    /// Whether there is no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Every entry, in order.
+    pub fn iter(&self) -> AvcIter<'_> {
+        match self {
+            AvcTree::Small(v) => AvcIter::Small(v.iter()),
+            AvcTree::Large(set) => AvcIter::Large(set.range(..)),
+        }
+    }
+    /// The entries in `r`, in order.
+    pub fn range<R: std::ops::RangeBounds<(u64, AvcId)>>(&self, r: R) -> AvcIter<'_> {
+        use std::ops::Bound;
+        match self {
+            AvcTree::Small(v) => {
+                let lo = match r.start_bound() {
+                    Bound::Included(x) => v.partition_point(|e| e < x),
+                    Bound::Excluded(x) => v.partition_point(|e| e <= x),
+                    Bound::Unbounded => 0,
+                };
+                let hi = match r.end_bound() {
+                    Bound::Included(x) => v.partition_point(|e| e <= x),
+                    Bound::Excluded(x) => v.partition_point(|e| e < x),
+                    Bound::Unbounded => v.len(),
+                };
+                AvcIter::Small(v[lo..hi.max(lo)].iter())
+            }
+            AvcTree::Large(set) => AvcIter::Large(set.range(r)),
+        }
+    }
+}
+
+/// An iterator over [`AvcTree`] entries.
+pub enum AvcIter<'a> {
+    /// Over a small tree.
+    Small(std::slice::Iter<'a, (u64, AvcId)>),
+    /// Over a large one.
+    Large(std::collections::btree_set::Range<'a, (u64, AvcId)>),
+}
+
+impl<'a> Iterator for AvcIter<'a> {
+    type Item = &'a (u64, AvcId);
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            AvcIter::Small(i) => i.next(),
+            AvcIter::Large(i) => i.next(),
+        }
+    }
+}
+
+impl DoubleEndedIterator for AvcIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match self {
+            AvcIter::Small(i) => i.next_back(),
+            AvcIter::Large(i) => i.next_back(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a AvcTree {
+    type Item = &'a (u64, AvcId);
+    type IntoIter = AvcIter<'a>;
+    fn into_iter(self) -> AvcIter<'a> {
+        self.iter()
+    }
+}
+
+/// `struct anon_vma_chain`.
+#[derive(Clone, Debug)]
+pub struct Avc {
+    /// `avc->vma`.
+    pub vma: VmaId,
+    /// `avc->anon_vma`.
+    pub anon_vma: AnonVmaId,
+    // Filed in the anon_vma's tree under its VMA's pgoff (`avc_start_pgoff`), which
+    // `vma_set_range` re-files on every change, so the key is not kept here as well.
+}
+
+/// One place a folio is mapped, found by the rmap walk.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RmapHit {
+    /// The VMA whose chain the walk followed.
+    pub vma: VmaId,
+    /// `vma_address(vma, folio->index, nr)`.
+    pub addr: VirtAddr,
+}
+
+impl System {
+    /// `anon_vma_alloc`.
+    pub fn anon_vma_alloc(&mut self) -> AnonVmaId {
+        let id = self.anon_vmas.alloc(AnonVma {
+            root: AnonVmaId(0),
+            parent: AnonVmaId(0),
+            refcount: 1,
+            num_children: 0,
+            num_active_vmas: 0,
+            tree: AvcTree::new(),
+        });
+        let av = &mut self.anon_vmas[id];
+        av.root = id;
+        av.parent = id;
+        self.stats.anon_vmas_allocated += 1;
+        id
+    }
+
+    /// `[avc_start_pgoff, avc_last_pgoff]` of a VMA.
+    pub fn vma_pgoff_interval(&self, vma: VmaId) -> (u64, u64) {
+        let v = &self.vmas[vma];
+        (v.pgoff.0, v.pgoff.0 + v.pages() - 1)
+    }
+
+    /// `anon_vma_chain_link`: add at the head of the VMA's chain and into the tree.
+    pub(crate) fn anon_vma_chain_link(&mut self, vma: VmaId, anon_vma: AnonVmaId) {
+        let key = self.vmas[vma].pgoff.0;
+        let avc = self.avcs.alloc(Avc { vma, anon_vma });
+        self.vmas[vma].chain.insert(0, avc);
+        self.anon_vmas[anon_vma].tree.insert((key, avc));
+    }
+
+    /// The anon_vma of link `i` of `vma`'s chain. A lone link (no fork in the VMA's past) is
+    /// to the VMA's own anon_vma (the checker's invariant): known without reading the link,
+    /// whose cache line would be the first of two misses in a row.
+    #[inline]
+    fn chain_anon_vma(&self, vma: VmaId, i: usize) -> AnonVmaId {
+        let v = &self.vmas[vma];
+        match (&v.chain[..], v.anon_vma) {
+            ([avc], Some(av)) => {
+                debug_assert_eq!(self.avcs[*avc].anon_vma, av);
+                av
+            }
+            (chain, _) => self.avcs[chain[i]].anon_vma,
+        }
+    }
+
+    /// `anon_vma_interval_tree_pre_update_vma`: take the VMA's chains out of their trees
+    /// (where they are filed under its pgoff) before its start, end or pgoff changes.
+    pub fn rmap_pre_update(&mut self, vma: VmaId) {
+        let key = self.vmas[vma].pgoff.0;
+        for i in 0..self.vmas[vma].chain.len() {
+            let (avc, av) = (self.vmas[vma].chain[i], self.chain_anon_vma(vma, i));
+            self.anon_vmas[av].tree.remove(&(key, avc));
+        }
+    }
+
+    /// `anon_vma_interval_tree_post_update_vma`: file them again under the new pgoff.
+    pub fn rmap_post_update(&mut self, vma: VmaId) {
+        let key = self.vmas[vma].pgoff.0;
+        for i in 0..self.vmas[vma].chain.len() {
+            let (avc, av) = (self.vmas[vma].chain[i], self.chain_anon_vma(vma, i));
+            self.anon_vmas[av].tree.insert((key, avc));
+        }
+    }
+
+    /// `anon_vma_compatible(a, b)`.
+    fn anon_vma_compatible(&self, a: VmaId, b: VmaId) -> bool {
+        let (a, b) = (&self.vmas[a], &self.vmas[b]);
+        a.end == b.start
+            && a.file == b.file
+            && ((a.flags ^ b.flags) & !(VmFlags::ACCESS | VmFlags::SOFTDIRTY)).is_empty()
+            && b.pgoff.0 == a.pgoff.0 + a.start.pages_to(b.start)
+    }
+
+    /// `reusable_anon_vma(old, a, b)`.
+    fn reusable_anon_vma(&self, old: VmaId, a: VmaId, b: VmaId) -> Option<AnonVmaId> {
+        if self.anon_vma_compatible(a, b) {
+            let o = &self.vmas[old];
+            if o.anon_vma.is_some() && o.chain.len() == 1 {
+                return o.anon_vma;
+            }
+        }
+        None
+    }
+
+    /// `find_mergeable_anon_vma`: try the adjacent next VMA first, then prev.
+    pub fn find_mergeable_anon_vma(&self, vma: VmaId) -> Option<AnonVmaId> {
+        let v = &self.vmas[vma];
+        let mm = &self.mms[v.mm];
+        if let Some(next) = mm.vma_at_start(v.end)
+            && let Some(av) = self.reusable_anon_vma(next, vma, next)
+        {
+            return Some(av);
+        }
+        let prev = mm.vma_before(v.start)?;
+        self.reusable_anon_vma(prev, prev, vma)
+    }
+
+    /// `__anon_vma_prepare`: give a VMA its anon_vma on the first write fault.
+    pub fn anon_vma_prepare(&mut self, vma: VmaId) -> AnonVmaId {
+        if let Some(av) = self.vmas[vma].anon_vma {
+            return av;
+        }
+        let av = match self.find_mergeable_anon_vma(vma) {
+            Some(av) => av,
+            None => {
+                let av = self.anon_vma_alloc();
+                self.anon_vmas[av].num_children += 1; // self-parent link of a new root
+                av
+            }
+        };
+        self.vmas[vma].anon_vma = Some(av);
+        self.anon_vma_chain_link(vma, av);
+        self.anon_vmas[av].num_active_vmas += 1;
+        av
+    }
+
+    /// `anon_vma_clone(dst, src)` (6.18): link `dst` to every anon_vma `src` is linked to.
+    /// When `dst->anon_vma` is unset (fork), an anon_vma with no active VMAs and fewer than
+    /// two children is reused.
+    pub fn anon_vma_clone(&mut self, dst: VmaId, src: VmaId) {
+        let src_has_anon = self.vmas[src].anon_vma.is_some();
+        // Oldest first; linking dst leaves src's chain as it is, so no copy of it is needed.
+        for i in (0..self.vmas[src].chain.len()).rev() {
+            let pavc = self.vmas[src].chain[i];
+            let av = self.avcs[pavc].anon_vma;
+            self.anon_vma_chain_link(dst, av);
+            let a = &self.anon_vmas[av];
+            if self.vmas[dst].anon_vma.is_none()
+                && src_has_anon
+                && a.num_children < 2
+                && a.num_active_vmas == 0
+            {
+                self.vmas[dst].anon_vma = Some(av);
+            }
+        }
+        if let Some(av) = self.vmas[dst].anon_vma {
+            self.anon_vmas[av].num_active_vmas += 1;
+        }
+    }
+
+    /// `anon_vma_fork(vma, pvma)`: link a child VMA to its parent's anon_vmas and give it
+    /// one of its own (or reuse an idle one).
+    pub fn anon_vma_fork(&mut self, vma: VmaId, pvma: VmaId) {
+        let Some(pav) = self.vmas[pvma].anon_vma else { return };
+        self.vmas[vma].anon_vma = None;
+        self.anon_vma_clone(vma, pvma);
+        if self.vmas[vma].anon_vma.is_some() {
+            return;
+        }
+        let av = self.anon_vma_alloc();
+        let root = self.anon_vmas[pav].root;
+        {
+            let a = &mut self.anon_vmas[av];
+            a.num_active_vmas += 1;
+            a.root = root;
+            a.parent = pav;
+        }
+        self.anon_vmas[root].refcount += 1; // get_anon_vma(root)
+        self.vmas[vma].anon_vma = Some(av);
+        self.anon_vma_chain_link(vma, av);
+        self.anon_vmas[pav].num_children += 1;
+    }
+
+    /// `unlink_anon_vmas`: drop a VMA's chains, freeing anon_vmas whose trees empty.
+    pub fn unlink_anon_vmas(&mut self, vma: VmaId) {
+        let chain = std::mem::take(&mut self.vmas[vma].chain);
+        let key = self.vmas[vma].pgoff.0;
+        let mut emptied = Vec::new();
+        for avc in chain {
+            let Avc { anon_vma, .. } = self.avcs.free(avc);
+            let a = &mut self.anon_vmas[anon_vma];
+            a.tree.remove(&(key, avc));
+            if a.tree.is_empty() {
+                let parent = a.parent;
+                self.anon_vmas[parent].num_children -= 1;
+                emptied.push(anon_vma);
+            }
+        }
+        if let Some(av) = self.vmas[vma].anon_vma.take() {
+            self.anon_vmas[av].num_active_vmas -= 1;
+        }
+        for av in emptied {
+            self.put_anon_vma(av);
+        }
+    }
+
+    /// `put_anon_vma`: drop a reference; a freed non-root anon_vma drops its root's.
+    pub fn put_anon_vma(&mut self, av: AnonVmaId) {
+        let a = &mut self.anon_vmas[av];
+        a.refcount -= 1;
+        if a.refcount > 0 {
+            return;
+        }
+        let root = a.root;
+        self.anon_vmas.free(av);
+        self.stats.anon_vmas_freed += 1;
+        if root != av {
+            self.put_anon_vma(root);
+        }
+    }
+
+    /// `rmap_walk_anon`: every VMA linked to the folio's anon_vma whose pgoff range covers
+    /// the folio, with `vma_address` of the folio's first page.
+    ///
+    /// As in the kernel these are the candidates: a VMA linked to the anon_vma need not map
+    /// the folio any more (after a COW copy, say); its page table says. A folio that is not
+    /// anonymous (the zero page, a page-cache folio) or no longer exists has no hits.
+    ///
+    /// ```
+    /// use anonmm_model::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let a = sys.sys_mmap(Pid(1), 0, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)?;
+    /// sys.touch(Pid(1), a, 2 * PAGE_SIZE, true, &|_| 1)?.expect("no signal");
+    /// let folio = sys.page_at(Pid(1), a + PAGE_SIZE)?.expect("mapped").folio;
+    /// let hits = sys.rmap_walk_anon(folio);
+    /// assert_eq!(hits.len(), 1);
+    /// assert_eq!(hits[0].addr, VirtAddr(a + PAGE_SIZE));
+    /// assert_eq!(sys.vmas[hits[0].vma].start, VirtAddr(a));
+    /// assert!(sys.rmap_walk_anon(ZERO_FOLIO).is_empty());
+    /// // Once unmapped and freed, the folio id names nothing (until a new folio reuses it).
+    /// sys.sys_munmap(Pid(1), a, 2 * PAGE_SIZE)?;
+    /// assert!(sys.rmap_walk_anon(folio).is_empty());
+    /// # Ok::<(), Errno>(())
+    /// ```
+    pub fn rmap_walk_anon(&self, folio: FolioId) -> Vec<RmapHit> {
+        if !self.folios.contains(folio) {
+            return Vec::new();
+        }
+        let f = &self.folios[folio];
+        let Mapping::Anon(av) = f.mapping else { return Vec::new() };
+        if !self.anon_vmas.contains(av) {
+            return Vec::new();
+        }
+        let nr = f.nr_pages();
+        let (first, last) = (f.index.0, f.index.0 + nr - 1);
+        let mut hits = Vec::new();
+        for &(_, avc) in self.anon_vmas[av].tree.range(..=(last, AvcId(u32::MAX))) {
+            let vma = self.avcs[avc].vma;
+            let v = &self.vmas[vma];
+            if v.pgoff.0 + v.pages() - 1 < first {
+                continue;
+            }
+            if let Some(addr) = v.address_of(PgOff(first), nr) {
+                hits.push(RmapHit { vma, addr });
+            }
+        }
+        hits
+    }
+
+    /// `folio_move_anon_rmap`: an exclusively owned folio now belongs to this VMA's anon_vma.
+    pub fn folio_move_anon_rmap(&mut self, folio: FolioId, vma: VmaId) {
+        if let Some(av) = self.vmas[vma].anon_vma {
+            self.folios[folio].mapping = Mapping::Anon(av);
+        }
+    }
+
+    /// `vma_had_uncowed_parents` (6.18): faulted and linked to more than its own anon_vma.
+    pub fn vma_is_fork_child(&self, vma: Option<VmaId>) -> bool {
+        vma.is_some_and(|v| {
+            let v = &self.vmas[v];
+            v.anon_vma.is_some() && v.chain.len() != 1
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+    use super::*;
+
+    /// Insertions, removals and range queries agree with `BTreeSet`, across the switch from
+    /// the small form to the large one.
+    #[test]
+    fn avc_tree_agrees_with_btreeset() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        for span in [8u64, 40, 200] {
+            let mut t = AvcTree::new();
+            let mut m = BTreeSet::new();
+            for _ in 0..3000 {
+                let e = (rng.random_range(0..span), AvcId(rng.random_range(0..4)));
+                if rng.random_range(0..3) > 0 {
+                    assert_eq!(t.insert(e), m.insert(e));
+                } else {
+                    assert_eq!(t.remove(&e), m.remove(&e));
+                }
+                assert_eq!(t.len(), m.len());
+                let q = (rng.random_range(0..span), AvcId(u32::MAX));
+                assert!(t.range(..=q).eq(m.range(..=q)));
+                assert!(t.iter().eq(m.iter()));
+                assert_eq!(t.contains(&e), m.contains(&e));
+            }
+        }
+    }
+}
