@@ -31,6 +31,8 @@ pub struct ExplainOptions {
     pub policy: String,
     /// Run as `replay` runs a trace (its world taken as given).
     pub replay: bool,
+    /// The kernel modelled (`--kernel`): its merge rules decide what stays apart.
+    pub kernel: crate::kernel::Kernel,
 }
 
 /// Where the state came from: the step that gave each anon_vma (its first fault, or the
@@ -107,6 +109,7 @@ pub fn explain(script: &Script, opts: &ExplainOptions) -> Result<String, RunErro
         policy: opts.policy.clone(),
         last_view_only: true,
         replay: opts.replay,
+        config: crate::mm::Config { kernel: opts.kernel, ..Default::default() },
         ..Default::default()
     };
     let mut runner = Runner::new(script, &ropts)?;
