@@ -89,33 +89,34 @@ impl fmt::Display for Kernel {
 /// behaviour is there). Each names the release and the commit (by its title) that brought it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Profile {
-    /// `MADV_GUARD_INSTALL`/`MADV_GUARD_REMOVE` exist (6.13, "mm: madvise: implement
-    /// lightweight guard page mechanism"). Before, `madvise_behavior_valid` rejects them:
+    /// `MADV_GUARD_INSTALL`/`MADV_GUARD_REMOVE` exist (6.13, 662df3e5c376 "mm: madvise:
+    /// implement lightweight guard page mechanism"). Before, `madvise_behavior_valid` rejects them:
     /// EINVAL.
     pub madv_guard: bool,
-    /// `UFFDIO_MOVE` exists (6.8, "userfaultfd: UFFDIO_MOVE uABI"). Before,
+    /// `UFFDIO_MOVE` exists (6.8, adef440691ba "userfaultfd: UFFDIO_MOVE uABI"). Before,
     /// `userfaultfd_ioctl` answers the unknown command with EINVAL (and `UFFDIO_API` offers
     /// no `UFFD_FEATURE_MOVE`).
     pub uffdio_move: bool,
     /// `mremap` moves several VMAs at once (6.17, "mm/mremap: permit mremap() move of
-    /// multiple VMAs"). Before, a move whose source range spans more than one VMA (or a
+    /// multiple VMAs", Lorenzo Stoakes' July 2025 mremap series). Before, a move whose source range spans more than one VMA (or a
     /// gap) fails with EFAULT in `vma_to_resize`.
     pub mremap_multi_vma: bool,
-    /// `mremap` checks the source (`check_prep_vma`) before unmapping anything (6.16,
-    /// "mm/mremap: check remap conditions earlier"). Before, `mremap_to` unmaps the
+    /// `mremap` checks the source (`check_prep_vma`) before unmapping anything (6.17,
+    /// "mm/mremap: check remap conditions earlier", same series as `mremap_multi_vma`). Before, `mremap_to` unmaps the
     /// MREMAP_FIXED destination and a shrink's tail first, and `vma_to_resize` refuses
     /// afterwards, leaving them unmapped.
     pub mremap_checks_before_unmap: bool,
     /// `is_mergeable_anon_vma` lets an unfaulted VMA take a faulted range's anon_vma unless
-    /// that range is a fork child's (6.16, "mm/vma: fix incorrectly disallowed anonymous VMA
-    /// merges"). Before, it asked `list_is_singular(&tgt->anon_vma_chain)` of the VMA that
+    /// that range is a fork child's (6.16, 879bca0a2c4f "mm/vma: fix incorrectly disallowed
+    /// anonymous VMA merges"). Before, it asked `list_is_singular(&tgt->anon_vma_chain)` of the VMA that
     /// survives the merge, so a faulted range never merged into an unfaulted neighbour, and
     /// an unfaulted range never into a fork child's faulted one.
     pub anon_vma_merge_unfaulted_target: bool,
     /// A `FOLL_LONGTERM` pin of a writable shared mapping of a regular file fails in GUP
     /// (`writable_file_mapping_allowed`), and io_uring's buffer registration leaves the
-    /// file check to GUP (6.4, "mm/gup: disallow FOLL_LONGTERM GUP-nonfast writing to
-    /// file-backed mappings" and "io_uring: rsrc: delegate VMA file-backed check to GUP").
+    /// file check to GUP (6.5, 8ac268436e6d "mm/gup: disallow FOLL_LONGTERM GUP-nonfast
+    /// writing to file-backed mappings" and "io_uring: rsrc: delegate VMA file-backed check
+    /// to GUP").
     /// Before, `io_pin_pages` pins everything and then refuses a buffer spanning different
     /// files (EINVAL) or any non-shmem file (EOPNOTSUPP).
     pub gup_longterm_file_check: bool,
@@ -128,8 +129,8 @@ pub struct Profile {
     /// the exact commit is not identified.
     pub dontunmap_merges_source: bool,
     /// mprotect drops `VM_ACCOUNT` (and its commit charge) when it makes an unfaulted
-    /// anonymous VMA unwritable (6.6, "mm/mprotect: allow unfaulted VMAs to be unaccounted
-    /// on mprotect()"). Before, the flag stays, so such a range no longer merges with a
+    /// anonymous VMA unwritable (6.7, "mm/mprotect: allow unfaulted VMAs to be unaccounted
+    /// on mprotect()", in mm-stable-2023-11-01). Before, the flag stays, so such a range no longer merges with a
     /// neighbour that was never writable.
     pub mprotect_unaccounts_unfaulted: bool,
     /// `userfaultfd_register`/`_unregister` merge with the page offset of the range's start.
@@ -137,10 +138,37 @@ pub struct Profile {
     /// a VMA never merges with the next one; 6.12 has the right offset (its merges go through
     /// `vma_modify_flags_uffd`, since 6.7).
     pub uffd_merge_pgoff: bool,
-    /// A write fault on the huge zero page's PMD maps a new THP (6.13, `do_huge_zero_wp_pmd`).
+    /// A write fault on the huge zero page's PMD maps a new THP (6.13, "mm: allocate THP on
+    /// hugezeropage wp-fault", `do_huge_zero_wp_pmd`).
     /// Before, `do_huge_pmd_wp_page` falls back: the PMD is split into zero-page PTEs and only
     /// the written page is copied (seen on Debian's 6.12 with a GUP write pin).
     pub huge_zero_wp_thp: bool,
+    /// `/proc/pid/maps` names a VMA `[heap]` only when it overlaps `[start_brk, brk)`
+    /// (6.7, "mm: fix VMA heap bounds checking", Kefeng Wang; `vma_is_initial_heap` with `<`
+    /// and `>`). Before, `show_map_vma` tested `vm_start <= brk && vm_end >= start_brk`
+    /// (since 4.x's 0db0c01b53a1 "procfs: fix /proc/<pid>/maps heap check"), so an
+    /// anonymous VMA that only touches the heap (starting at `brk`, or ending at
+    /// `start_brk`, or any VMA at `start_brk` while the heap is empty) is named `[heap]` too.
+    pub heap_name_overlap_only: bool,
+    /// `do_sync_mmap_readahead` reads an executable mapping forward from the fault, within
+    /// the VMA, with no lookahead, and `VM_RAND_READ` does not stop it (6.17, 38b0ece6d763
+    /// "mm/filemap: allow arch to request folio size for exec memory"). Before, `VM_EXEC`
+    /// is read around the fault like any other mapping (half the window behind it).
+    pub exec_readahead_forward: bool,
+    /// ext4 regular files have large folios (6.16, 7ac67301e82f "ext4: enable large folio
+    /// for regular file"), so `page_cache_ra_order` reads the window itself and puts the
+    /// PG_readahead mark where the uncut window says (often past EOF). Before,
+    /// `mapping_large_folio_support` is false for ext4 and `page_cache_ra_order` falls back to
+    /// `do_page_cache_ra`, which cuts the window at EOF first: the mark lands inside a small
+    /// file, and fault-around skips that page.
+    pub ext4_large_folios: bool,
+    /// `pagemap_pmd_range` decides PM_MMAP_EXCLUSIVE of a PMD-mapped THP once, from the
+    /// PMD's head page (6.15, "fs/proc/task_mmu: remove per-page mapcount dependency for
+    /// PM_MMAP_EXCLUSIVE (CONFIG_NO_PAGE_MAPCOUNT)", which passes `page`, not `page + idx`).
+    /// Before, each subpage's own mapcount decides (`page_mapcount(page + idx) == 1`): after
+    /// a fork and a partial split in the child, the parent's pages the child no longer maps
+    /// are exclusive.
+    pub pagemap_thp_exclusive_from_head: bool,
 }
 
 /// Linux 6.18: every switch on.
@@ -155,6 +183,10 @@ pub const V6_18: Profile = Profile {
     mprotect_unaccounts_unfaulted: true,
     uffd_merge_pgoff: true,
     huge_zero_wp_thp: true,
+    heap_name_overlap_only: true,
+    exec_readahead_forward: true,
+    ext4_large_folios: true,
+    pagemap_thp_exclusive_from_head: true,
 };
 
 /// Linux 6.12.
@@ -165,6 +197,9 @@ pub const V6_12: Profile = Profile {
     mremap_checks_before_unmap: false,
     anon_vma_merge_unfaulted_target: false,
     dontunmap_merges_source: false,
+    exec_readahead_forward: false,
+    ext4_large_folios: false,
+    pagemap_thp_exclusive_from_head: false,
     ..V6_18
 };
 
@@ -174,6 +209,7 @@ pub const V6_1: Profile = Profile {
     gup_longterm_file_check: false,
     mprotect_unaccounts_unfaulted: false,
     uffd_merge_pgoff: false,
+    heap_name_overlap_only: false,
     ..V6_12
 };
 

@@ -162,7 +162,7 @@ impl System {
     }
 
     /// The destination's checks: in range, not overlapping the source, room in the map
-    /// count. Before 6.16 they are `mremap_to`'s, after the source VMA was looked up.
+    /// count. Before 6.17 they are `mremap_to`'s, after the source VMA was looked up.
     fn check_mremap_new_addr(&self, vrm: &Vrm) -> KResult<()> {
         if vrm.new_addr > TASK_SIZE - vrm.new_len || !vrm.new_addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
@@ -334,7 +334,7 @@ impl System {
         Ok(())
     }
 
-    /// `mremap_to` before 6.16: the destination (MREMAP_FIXED) and a shrink's tail are
+    /// `mremap_to` before 6.17: the destination (MREMAP_FIXED) and a shrink's tail are
     /// unmapped first, and only then does `vma_to_resize` check the source, so a call it
     /// refuses (EFAULT, EINVAL) has already unmapped them.
     fn mremap_to_unmap_first(&mut self, vrm: &mut Vrm) -> KResult<u64> {
