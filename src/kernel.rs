@@ -133,10 +133,11 @@ pub struct Profile {
     /// on mprotect()", in mm-stable-2023-11-01). Before, the flag stays, so such a range no longer merges with a
     /// neighbour that was never writable.
     pub mprotect_unaccounts_unfaulted: bool,
-    /// `userfaultfd_register`/`_unregister` merge with the page offset of the range's start.
+    /// `userfaultfd_register`/`_unregister` merge with the page offset of the range's start
+    /// (6.4, 270aa0106206 "mm/uffd: fix vma operation where start addr cuts part of vma").
     /// Linux 6.1 passes the VMA's own `vm_pgoff` to `vma_merge`, so a range that starts inside
-    /// a VMA never merges with the next one; 6.12 has the right offset (its merges go through
-    /// `vma_modify_flags_uffd`, since 6.7).
+    /// a VMA never merges with the next one. Debian's 6.1.176 in the VM still does, though
+    /// linux-stable-rc's 6.1.y queue carried the fix in June 2025.
     pub uffd_merge_pgoff: bool,
     /// A write fault on the huge zero page's PMD maps a new THP (6.13, "mm: allocate THP on
     /// hugezeropage wp-fault", `do_huge_zero_wp_pmd`).
@@ -165,9 +166,12 @@ pub struct Profile {
     /// `pagemap_pmd_range` decides PM_MMAP_EXCLUSIVE of a PMD-mapped THP once, from the
     /// PMD's head page (6.15, "fs/proc/task_mmu: remove per-page mapcount dependency for
     /// PM_MMAP_EXCLUSIVE (CONFIG_NO_PAGE_MAPCOUNT)", which passes `page`, not `page + idx`).
-    /// Before, each subpage's own mapcount decides (`page_mapcount(page + idx) == 1`): after
-    /// a fork and a partial split in the child, the parent's pages the child no longer maps
-    /// are exclusive.
+    /// On 6.11-6.14 each subpage's own mapcount decides (`page_mapcount(page + idx) == 1`,
+    /// 2c1f057e5be6 "fs/proc/task_mmu: properly detect PM_MMAP_EXCLUSIVE per page of
+    /// PMD-mapped THPs"): after a fork and a partial split in the child, the parent's pages
+    /// the child no longer maps are exclusive. Before 6.11 the head page decided, as on 6.18:
+    /// so the switch is on for 6.1 (Debian's 6.1.176 in the VM shows the head-page answer)
+    /// and off only for 6.12.
     pub pagemap_thp_exclusive_from_head: bool,
 }
 
@@ -210,6 +214,8 @@ pub const V6_1: Profile = Profile {
     mprotect_unaccounts_unfaulted: false,
     uffd_merge_pgoff: false,
     heap_name_overlap_only: false,
+    // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.176) the head page decided, as on 6.18.
+    pagemap_thp_exclusive_from_head: true,
     ..V6_12
 };
 
