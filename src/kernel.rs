@@ -136,7 +136,7 @@ pub struct Profile {
     /// `userfaultfd_register`/`_unregister` merge with the page offset of the range's start
     /// (6.4, 270aa0106206 "mm/uffd: fix vma operation where start addr cuts part of vma").
     /// Linux 6.1 passes the VMA's own `vm_pgoff` to `vma_merge`, so a range that starts inside
-    /// a VMA never merges with the next one. Debian's 6.1.176 in the VM still does, though
+    /// a VMA never merges with the next one. Debian's 6.1.192 in the VM still does, though
     /// linux-stable-rc's 6.1.y queue carried the fix in June 2025.
     pub uffd_merge_pgoff: bool,
     /// A write fault on the huge zero page's PMD maps a new THP (6.13, "mm: allocate THP on
@@ -147,7 +147,7 @@ pub struct Profile {
     /// `/proc/pid/maps` names a VMA `[heap]` only when it overlaps `[start_brk, brk)`
     /// (6.7, "mm: fix VMA heap bounds checking", Kefeng Wang; `vma_is_initial_heap` with `<`
     /// and `>`). Before, `show_map_vma` tested `vm_start <= brk && vm_end >= start_brk`
-    /// (since 4.x's 0db0c01b53a1 "procfs: fix /proc/<pid>/maps heap check"), so an
+    /// (since 4.x's 0db0c01b53a1 "procfs: fix /proc/&lt;pid&gt;/maps heap check"), so an
     /// anonymous VMA that only touches the heap (starting at `brk`, or ending at
     /// `start_brk`, or any VMA at `start_brk` while the heap is empty) is named `[heap]` too.
     pub heap_name_overlap_only: bool,
@@ -170,9 +170,15 @@ pub struct Profile {
     /// 2c1f057e5be6 "fs/proc/task_mmu: properly detect PM_MMAP_EXCLUSIVE per page of
     /// PMD-mapped THPs"): after a fork and a partial split in the child, the parent's pages
     /// the child no longer maps are exclusive. Before 6.11 the head page decided, as on 6.18:
-    /// so the switch is on for 6.1 (Debian's 6.1.176 in the VM shows the head-page answer)
+    /// so the switch is on for 6.1 (Debian's 6.1.192 in the VM shows the head-page answer)
     /// and off only for 6.12.
     pub pagemap_thp_exclusive_from_head: bool,
+    /// MADV_DONTNEED (and MADV_DONTNEED_LOCKED) frees a PTE table it emptied over its whole
+    /// 2 MiB (6.14, 6375e95f381e "mm: pgtable: reclaim empty PTE page in
+    /// madvise(MADV_DONTNEED)", CONFIG_PT_RECLAIM on x86-64). Before, the empty table stays,
+    /// so the next fault there is a PTE fault: a read maps one zero page, not the huge zero
+    /// PMD, and a write one small page, not a THP.
+    pub madv_dontneed_reclaims_pt: bool,
 }
 
 /// Linux 6.18: every switch on.
@@ -191,6 +197,7 @@ pub const V6_18: Profile = Profile {
     exec_readahead_forward: true,
     ext4_large_folios: true,
     pagemap_thp_exclusive_from_head: true,
+    madv_dontneed_reclaims_pt: true,
 };
 
 /// Linux 6.12.
@@ -204,6 +211,7 @@ pub const V6_12: Profile = Profile {
     exec_readahead_forward: false,
     ext4_large_folios: false,
     pagemap_thp_exclusive_from_head: false,
+    madv_dontneed_reclaims_pt: false,
     ..V6_18
 };
 
@@ -214,7 +222,7 @@ pub const V6_1: Profile = Profile {
     mprotect_unaccounts_unfaulted: false,
     uffd_merge_pgoff: false,
     heap_name_overlap_only: false,
-    // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.176) the head page decided, as on 6.18.
+    // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     ..V6_12
 };

@@ -197,6 +197,15 @@ fn pagemap_exclusive_of_a_pmd_mapped_thp_is_per_subpage_on_6_12() {
 }
 
 #[test]
+fn madv_dontneed_frees_the_emptied_pte_table_from_6_14() {
+    let present = |k| pages("madv_dontneed_reclaims_pt", k, 1).len();
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(present(k), 1, "{k}: a PTE fault in the table that stayed");
+    }
+    assert_eq!(present(Kernel::V6_18), 512, "a THP");
+}
+
+#[test]
 fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert_eq!(Config::default().kernel, Kernel::V6_18);
     let p = Kernel::V6_18.profile();
@@ -204,7 +213,7 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert!(p.anon_vma_merge_unfaulted_target && p.gup_longterm_file_check && p.dontunmap_merges_source);
     assert!(p.mprotect_unaccounts_unfaulted && p.uffd_merge_pgoff && p.huge_zero_wp_thp);
     assert!(p.heap_name_overlap_only && p.exec_readahead_forward && p.ext4_large_folios);
-    assert!(p.pagemap_thp_exclusive_from_head);
+    assert!(p.pagemap_thp_exclusive_from_head && p.madv_dontneed_reclaims_pt);
 }
 
 #[test]
