@@ -123,8 +123,10 @@ pub struct Profile {
     /// A `MREMAP_DONTUNMAP` move may merge the new range into the VMA it was copied from
     /// (its own source, left in place): 6.18 does. The VM oracle shows that Debian's 6.1
     /// and 6.12 kernels never do (a one-page move to the page right after, or right before,
-    /// its unfaulted source stays a VMA of its own), while a plain MREMAP_FIXED move and a
-    /// DONTUNMAP move next to another VMA merge alike on all three. The 6.18 behaviour came
+    /// its unfaulted source stays a VMA of its own), and that such a copy then does not
+    /// merge with the neighbour on its other side either (6.1, oracle fuzz seed 100028);
+    /// a plain MREMAP_FIXED move, and a DONTUNMAP move next to VMAs other than its source,
+    /// merge alike on all three. The 6.18 behaviour came
     /// with the mremap rework of 6.16/6.17 (`vma_merge_copied_range`, `dontunmap_complete`);
     /// the exact commit is not identified.
     pub dontunmap_merges_source: bool,

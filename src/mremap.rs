@@ -531,13 +531,13 @@ impl System {
             pgoff = PgOff(addr.0 >> PAGE_SHIFT);
         }
         let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, "mremap_move")?;
-        if dontunmap && !self.cfg.kernel.profile().dontunmap_merges_source {
-            if vmg.prev == Some(vma) {
-                vmg.prev = None;
-            }
-            if vmg.next == Some(vma) {
-                vmg.next = None;
-            }
+        // Before, a copy next to its own source merges with nothing: not into the source, and
+        // not into the neighbour on its other side either (the VM shows both on 6.1).
+        if dontunmap
+            && !self.cfg.kernel.profile().dontunmap_merges_source
+            && (vmg.prev == Some(vma) || vmg.next == Some(vma))
+        {
+            return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
         }
         if let Some(nv) = self.copy_vma_merge(vmap, &mut vmg) {
             return Some(nv);

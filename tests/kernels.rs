@@ -108,6 +108,21 @@ fn dontunmap_merges_with_its_source_only_on_6_18() {
 }
 
 #[test]
+fn a_dontunmap_copy_beside_its_source_merges_with_nothing_before_6_18() {
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(
+            outcome("dontunmap_beside_source_merges_nothing", k, 8).1,
+            vmas(&["2000001b6000-2000001b7000", "2000001b7000-2000001b8000", "2000001b8000-2000001ba000"]),
+            "{k}"
+        );
+    }
+    assert_eq!(
+        outcome("dontunmap_beside_source_merges_nothing", Kernel::V6_18, 8).1,
+        vmas(&["2000001b6000-2000001ba000"])
+    );
+}
+
+#[test]
 fn mprotect_keeps_vm_account_of_unfaulted_vmas_before_6_7() {
     let v = outcome("mprotect_unaccounts_unfaulted", Kernel::V6_1, 5).1;
     assert_eq!(
