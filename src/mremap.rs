@@ -533,10 +533,9 @@ impl System {
         let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, "mremap_move")?;
         // Before, a copy next to its own source merges with nothing: not into the source, and
         // not into the neighbour on its other side either (the VM shows both on 6.1).
-        if dontunmap
-            && !self.cfg.kernel.profile().dontunmap_merges_source
-            && (vmg.prev == Some(vma) || vmg.next == Some(vma))
-        {
+        let beside_source = (vmg.prev == Some(vma) && self.vmas[vma].end == addr)
+            || (vmg.next == Some(vma) && self.vmas[vma].start == addr.plus(len));
+        if dontunmap && !self.cfg.kernel.profile().dontunmap_merges_source && beside_source {
             return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
         }
         if let Some(nv) = self.copy_vma_merge(vmap, &mut vmg) {
