@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anonmm::bench::generated_state;
 use anonmm::r#gen::{GenConfig, generate};
+use anonmm::kernel::Kernel;
 use anonmm::run::{RunOptions, run_script};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -17,7 +18,7 @@ const SEEDS: u64 = 20;
 const STEPS: usize = 60;
 
 fn check_state(c: &mut Criterion) {
-    let states: Vec<_> = (0..SEEDS).map(|s| generated_state(s, STEPS)).collect();
+    let states: Vec<_> = (0..SEEDS).map(|s| generated_state(s, STEPS, Kernel::default())).collect();
     let mut g = c.benchmark_group("check");
     g.throughput(Throughput::Elements(SEEDS));
     g.bench_function(BenchmarkId::new("System::check", format!("{SEEDS}-states-of-{STEPS}-steps")), |b| {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anonmm::abi::{MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE};
 use anonmm::bench::{one_process, touch_range};
+use anonmm::kernel::Kernel;
 use anonmm::mm::System;
 use anonmm::types::{PAGE_SIZE, Pid};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -28,7 +29,7 @@ fn map(sys: &mut System) -> u64 {
 
 /// A process with the region mapped and written: every page resident and exclusive.
 fn resident() -> (System, u64) {
-    let mut sys = one_process(65530);
+    let mut sys = one_process(65530, Kernel::default());
     let a = map(&mut sys);
     touch_range(&mut sys, P, a, LEN, 64 * 1024, true);
     (sys, a)
@@ -37,7 +38,7 @@ fn resident() -> (System, u64) {
 /// Touches of a freshly mapped region (write: new anonymous pages; read: the zero page),
 /// in steady state: the region is unmapped and mapped again between iterations, untimed.
 fn fresh_region(iters: u64, chunk: u64, write: bool) -> Duration {
-    let mut sys = one_process(65530);
+    let mut sys = one_process(65530, Kernel::default());
     let mut total = Duration::ZERO;
     for _ in 0..iters {
         let a = map(&mut sys);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anonmm::abi::{MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE};
 use anonmm::bench::{many_vmas, vma_addr, vma_round};
+use anonmm::kernel::Kernel;
 use anonmm::types::{PAGE_SIZE, Pid};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
@@ -22,7 +23,7 @@ fn rounds(c: &mut Criterion) {
     let mut g = c.benchmark_group("vma_round");
     g.throughput(Throughput::Elements(8));
     for live in [1_000, 100_000] {
-        let mut sys = many_vmas(live);
+        let mut sys = many_vmas(live, Kernel::default());
         let mut rng = SmallRng::seed_from_u64(1);
         g.bench_function(BenchmarkId::from_parameter(format!("{live}-vmas")), |b| {
             b.iter(|| vma_round(black_box(&mut sys), rng.random_range(0..live), SPARE))
@@ -35,7 +36,7 @@ fn calls(c: &mut Criterion) {
     let live = 1_000;
     let mut g = c.benchmark_group("vma_calls");
     g.throughput(Throughput::Elements(2));
-    let mut sys = many_vmas(live);
+    let mut sys = many_vmas(live, Kernel::default());
     // A VMA of its own: top-down, far above the 1,000, so it merges with nothing.
     g.bench_function("mmap+munmap-fresh/1000-vmas", |b| {
         b.iter(|| {

@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 use crate::abi::{
     MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_READ, PROT_WRITE,
 };
+use crate::kernel::Kernel;
 use crate::mm::{Config, System};
 use crate::run::RunOptions;
 use crate::types::{PAGE_SIZE, Pid};
@@ -123,9 +124,15 @@ fn tag(a: u64) -> u64 {
     a | 1
 }
 
-/// A system with one process (pid 1) and `max_map_count` raised to `map_count`.
-pub fn one_process(map_count: usize) -> System {
-    let mut sys = System::new(Config { max_map_count: map_count, ..Config::default() });
+/// The run options of the figures: the default ones, modelling `kernel`.
+fn on(kernel: Kernel) -> RunOptions {
+    RunOptions { config: Config { kernel, ..Config::default() }, ..RunOptions::default() }
+}
+
+/// A system modelling `kernel` with one process (pid 1) and `max_map_count` raised to
+/// `map_count`.
+pub fn one_process(map_count: usize, kernel: Kernel) -> System {
+    let mut sys = System::new(Config { max_map_count: map_count, kernel, ..Config::default() });
     sys.spawn(Pid(1)).expect("a fresh system has no pid 1");
     sys
 }
@@ -143,7 +150,7 @@ pub fn touch_range(sys: &mut System, pid: Pid, addr: u64, len: u64, chunk: u64, 
 
 /// The fault figures: pages a second for each kind of fault, `pages` at a time, with
 /// `touch` calls of `chunk` bytes.
-pub fn bench_faults(pages: u64, chunk: u64, reps: usize) -> Vec<Figure> {
+pub fn bench_faults(pages: u64, chunk: u64, reps: usize, kernel: Kernel) -> Vec<Figure> {
     let len = pages * PAGE_SIZE;
     let p = Pid(1);
     let target = Some(Target::AtLeast(20.0));
@@ -154,7 +161,7 @@ pub fn bench_faults(pages: u64, chunk: u64, reps: usize) -> Vec<Figure> {
     kinds.push((
         "new anonymous page (write)",
         best_of(reps, || {
-            let mut sys = one_process(65530);
+            let mut sys = one_process(65530, kernel);
             let a = map(&mut sys);
             touch_range(&mut sys, p, a, len, chunk, true);
             sys.sys_munmap(p, a, len).expect("munmap");
@@ -167,14 +174,14 @@ pub fn bench_faults(pages: u64, chunk: u64, reps: usize) -> Vec<Figure> {
     kinds.push((
         "zero page (read of a new page)",
         best_of(reps, || {
-            let mut sys = one_process(65530);
+            let mut sys = one_process(65530, kernel);
             let a = map(&mut sys);
             let t = Instant::now();
             touch_range(&mut sys, p, a, len, chunk, false);
             t.elapsed()
         }),
     ));
-    let mut sys = one_process(65530);
+    let mut sys = one_process(65530, kernel);
     let a = map(&mut sys);
     touch_range(&mut sys, p, a, len, chunk, true);
     kinds.push((
@@ -230,8 +237,8 @@ pub fn bench_faults(pages: u64, chunk: u64, reps: usize) -> Vec<Figure> {
 
 /// An address space of `live` separate anonymous VMAs of four pages (one page apart, each
 /// with a written page), for the VMA-call figures. VMA `i` starts at [`vma_addr`]`(i)`.
-pub fn many_vmas(live: usize) -> System {
-    let mut sys = one_process(live * 2 + 1024);
+pub fn many_vmas(live: usize, kernel: Kernel) -> System {
+    let mut sys = one_process(live * 2 + 1024, kernel);
     let p = Pid(1);
     for i in 0..live {
         let a = vma_addr(i);
@@ -269,8 +276,8 @@ pub fn vma_round(sys: &mut System, i: usize, spare: u64) {
 /// VMAs picked at random (the figure), or taken in address order (`in_order`: the
 /// same work with the cache misses of random picks mostly gone). The target applies to
 /// random picks among 100,000 VMAs.
-pub fn bench_vma_calls(live: usize, rounds: usize, reps: usize, in_order: bool) -> Figure {
-    let mut sys = many_vmas(live);
+pub fn bench_vma_calls(live: usize, rounds: usize, reps: usize, in_order: bool, kernel: Kernel) -> Figure {
+    let mut sys = many_vmas(live, kernel);
     let spare = 1 << 40;
     let mut rng = SmallRng::seed_from_u64(1);
     let mut next = 0;
@@ -306,11 +313,11 @@ pub fn bench_vma_calls(live: usize, rounds: usize, reps: usize, in_order: bool) 
 /// The scale run: `procs` processes made by fork, `vmas` VMAs of `pages_per_vma` written
 /// pages each in every one of them; each child then writes one page in 16 (copy-on-write).
 /// Reports the peak memory and what a VMA and a page cost.
-pub fn bench_scale(procs: usize, vmas: usize, pages_per_vma: u64) -> Vec<Figure> {
+pub fn bench_scale(procs: usize, vmas: usize, pages_per_vma: u64, kernel: Kernel) -> Vec<Figure> {
     let p = Pid(1);
     let (rss0, _) = rss_bytes();
     let t0 = Instant::now();
-    let mut sys = one_process(vmas + 1024);
+    let mut sys = one_process(vmas + 1024, kernel);
     let stride = (pages_per_vma + 1) * PAGE_SIZE;
     let base = 1u64 << 36;
     for i in 0..vmas as u64 {
@@ -388,6 +395,7 @@ pub fn bench_replay(
     path: &Path,
     policies: &[crate::policy::Policy],
     reps: usize,
+    kernel: Kernel,
 ) -> Result<Vec<Figure>, String> {
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
     // `anonmm replay --policy P` streams the import into the replay: that is the figure.
@@ -398,7 +406,7 @@ pub fn bench_replay(
     let mut best = vec![Duration::MAX; policies.len()];
     let mut faults = 0;
     let opts: Vec<RunOptions> =
-        policies.iter().map(|&policy| RunOptions { policy, ..RunOptions::default() }).collect();
+        policies.iter().map(|&policy| RunOptions { policy, ..on(kernel) }).collect();
     for _ in 0..reps.max(1) {
         let (d, n) = trace_floor(path).map_err(|e| format!("{}: {e}", path.display()))?;
         floor = floor.min(d);
@@ -445,7 +453,7 @@ pub fn bench_replay(
     let script = script.expect("read at least once");
     let mut shared = Vec::new();
     for &policy in policies {
-        let opts = RunOptions { policy, ..RunOptions::default() };
+        let opts = RunOptions { policy, ..on(kernel) };
         let d = best_of(reps, || {
             let t = Instant::now();
             crate::replay::replay_script(&script, &opts, 0, &mut |_| {}).expect("replay");
@@ -477,11 +485,11 @@ pub fn bench_replay(
 
 /// Run the fuzzer's scripts (`seeds` of them, `steps` steps) with and without the invariant
 /// checker after every step: the checker's cost as a ratio.
-pub fn bench_check(seeds: u64, steps: usize, reps: usize) -> Figure {
+pub fn bench_check(seeds: u64, steps: usize, reps: usize, kernel: Kernel) -> Figure {
     let cfg = crate::r#gen::GenConfig { steps, ..Default::default() };
     let scripts: Vec<_> = (0..seeds).map(|s| crate::r#gen::generate(s, &cfg)).collect();
     let time = |check: bool| {
-        let opts = RunOptions { check, check_sampled: true, last_view_only: true, ..RunOptions::default() };
+        let opts = RunOptions { check, check_sampled: true, last_view_only: true, ..on(kernel) };
         best_of(reps, || {
             let t = Instant::now();
             for s in &scripts {
@@ -511,6 +519,7 @@ pub fn bench_oracle(seeds: u64, steps: usize) -> Result<Figure, String> {
     crate::oracle::available()?;
     let cfg = crate::r#gen::GenConfig { steps, ..Default::default() };
     let scripts: Vec<_> = (0..seeds).map(|s| crate::r#gen::generate(s, &cfg)).collect();
+    // The host's kernel is 6.18: the model as 6.18 is what it is compared with.
     let opts = RunOptions::default();
     let t = Instant::now();
     for s in &scripts {
@@ -595,10 +604,10 @@ pub const BUNDLED_TRACE: &str = "benches/data/python-dict-1m.perf.txt.zst";
 /// The state a generated script leaves: `crate::r#gen::generate(seed)` with `steps` steps
 /// run on the model (unchecked, no views), as the fuzzer's states that the invariant checker
 /// walks. A step the model refuses stops the run there, with the state reached so far.
-pub fn generated_state(seed: u64, steps: usize) -> System {
+pub fn generated_state(seed: u64, steps: usize, kernel: Kernel) -> System {
     let cfg = crate::r#gen::GenConfig { steps, ..Default::default() };
     let script = crate::r#gen::generate(seed, &cfg);
-    let opts = RunOptions { last_view_only: true, ..RunOptions::default() };
+    let opts = RunOptions { last_view_only: true, ..on(kernel) };
     let mut runner = crate::run::Runner::new(&script, &opts).expect("a runner starts");
     for step in &script.steps {
         if runner.step(step, false).is_err() {
@@ -631,7 +640,7 @@ fn sh_quote(p: &Path) -> String {
 /// anonmm's reader alone (the records as text, no replay): measured in turn, round after
 /// round. A zstd-compressed `perf.data` is decompressed to a temporary file first, which is
 /// what perf (which cannot read it) and the figures then use.
-pub fn bench_perf_data(path: &Path, reps: usize) -> Result<Vec<Figure>, String> {
+pub fn bench_perf_data(path: &Path, reps: usize, kernel: Kernel) -> Result<Vec<Figure>, String> {
     use std::io::Read;
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
     let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -647,7 +656,7 @@ pub fn bench_perf_data(path: &Path, reps: usize) -> Result<Vec<Figure>, String> 
     let q = sh_quote(&file);
     let perf_script =
         format!("perf script -i {q} --show-mmap-events -F comm,pid,tid,time,event,trace > /dev/null");
-    let opts = RunOptions::default();
+    let opts = on(kernel);
     let (mut cat, mut perf, mut reader, mut replay) =
         (Duration::MAX, None::<Duration>, Duration::MAX, Duration::MAX);
     let mut lines = 0;
@@ -719,7 +728,7 @@ pub fn bench_perf_data(path: &Path, reps: usize) -> Result<Vec<Figure>, String> 
 /// Replay of a text trace against `zstdcat FILE | wc -l` (the real floor of reading it), and
 /// `replay --policy all` (one import, the policies in parallel) against one policy: measured
 /// in turn, round after round.
-pub fn bench_text_and_all(path: &Path, reps: usize) -> Result<Vec<Figure>, String> {
+pub fn bench_text_and_all(path: &Path, reps: usize, kernel: Kernel) -> Result<Vec<Figure>, String> {
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
     let q = sh_quote(path);
     let floor_cmd = if path.extension().is_some_and(|e| e == "zst") {
@@ -727,11 +736,9 @@ pub fn bench_text_and_all(path: &Path, reps: usize) -> Result<Vec<Figure>, Strin
     } else {
         format!("wc -l {q}")
     };
-    let one = RunOptions::default();
-    let all: Vec<RunOptions> = crate::policy::ALL_POLICIES
-        .iter()
-        .map(|&policy| RunOptions { policy, ..RunOptions::default() })
-        .collect();
+    let one = on(kernel);
+    let all: Vec<RunOptions> =
+        crate::policy::ALL_POLICIES.iter().map(|&policy| RunOptions { policy, ..on(kernel) }).collect();
     let (mut floor, mut single, mut every) = (None::<Duration>, Duration::MAX, Duration::MAX);
     for _ in 0..reps.max(1) {
         if let Some(d) = time_shell(&floor_cmd) {

@@ -64,7 +64,7 @@ fn mremap_moves_several_vmas_from_6_17() {
 }
 
 #[test]
-fn mremap_unmaps_the_destination_before_checking_the_source_before_6_16() {
+fn mremap_unmaps_the_destination_before_checking_the_source_before_6_17() {
     for k in [Kernel::V6_1, Kernel::V6_12] {
         let (r, v) = outcome("mremap_checks_before_unmap", k, 6);
         assert_eq!(r, "= -1 EFAULT (Bad address)", "{k}");
@@ -88,7 +88,7 @@ fn an_unfaulted_vma_takes_a_faulted_neighbour_from_6_16() {
 }
 
 #[test]
-fn io_uring_refuses_private_file_pages_before_6_4() {
+fn io_uring_refuses_private_file_pages_before_6_5() {
     assert_eq!(
         outcome("gup_longterm_file_check", Kernel::V6_1, 6).0,
         "= -1 EOPNOTSUPP (Operation not supported)"
@@ -108,7 +108,22 @@ fn dontunmap_merges_with_its_source_only_on_6_18() {
 }
 
 #[test]
-fn mprotect_keeps_vm_account_of_unfaulted_vmas_before_6_6() {
+fn a_dontunmap_copy_beside_its_source_merges_with_nothing_before_6_18() {
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(
+            outcome("dontunmap_beside_source_merges_nothing", k, 8).1,
+            vmas(&["2000001b6000-2000001b7000", "2000001b7000-2000001b8000", "2000001b8000-2000001ba000"]),
+            "{k}"
+        );
+    }
+    assert_eq!(
+        outcome("dontunmap_beside_source_merges_nothing", Kernel::V6_18, 8).1,
+        vmas(&["2000001b6000-2000001ba000"])
+    );
+}
+
+#[test]
+fn mprotect_keeps_vm_account_of_unfaulted_vmas_before_6_7() {
     let v = outcome("mprotect_unaccounts_unfaulted", Kernel::V6_1, 5).1;
     assert_eq!(
         v,
@@ -142,6 +157,69 @@ fn userfaultfd_register_merges_with_the_vma_pgoff_on_6_1() {
     }
 }
 
+/// Every line of the last step's maps.
+fn maps(name: &str, kernel: Kernel) -> Vec<String> {
+    run(name, kernel).last().expect("steps").procs.values().flat_map(|p| p.maps.clone()).collect()
+}
+
+/// The addresses of the pages present in `pid` after the last step, with their
+/// PM_MMAP_EXCLUSIVE bit.
+fn pages(name: &str, kernel: Kernel, pid: u32) -> Vec<(u64, bool)> {
+    let steps = run(name, kernel);
+    let p = &steps.last().expect("steps").procs[&anonmm::types::Pid(pid)];
+    p.pages.iter().map(|pg| (pg.addr, pg.exclusive)).collect()
+}
+
+#[test]
+fn a_vma_touching_the_heap_is_named_heap_before_6_7() {
+    let heap = |k| maps("heap_name_overlap_only", k).iter().filter(|l| l.ends_with("[heap]")).count();
+    assert_eq!(heap(Kernel::V6_1), 2);
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        assert_eq!(heap(k), 1, "{k}");
+    }
+}
+
+#[test]
+fn exec_mappings_read_around_the_fault_before_6_17() {
+    let present = |k| pages("exec_readahead_forward", k, 1).iter().map(|p| p.0).collect::<Vec<_>>();
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(present(k), vec![0x2000_0040_0000, 0x2000_0040_1000, 0x2000_0040_2000], "{k}");
+    }
+    assert_eq!(present(Kernel::V6_18), vec![0x2000_0040_2000]);
+}
+
+#[test]
+fn without_ext4_large_folios_the_readahead_mark_is_inside_a_small_file() {
+    let present = |k| pages("ext4_large_folios", k, 1).iter().map(|p| p.0).collect::<Vec<_>>();
+    let window: Vec<u64> = (0..16).map(|i| 0x2000_0060_0000 + i * 4096).collect();
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(present(k), window[1..].to_vec(), "{k}: the PG_readahead page is not mapped");
+    }
+    assert_eq!(present(Kernel::V6_18), window);
+}
+
+/// Per subpage from 6.11 (2c1f057e5be6) to 6.14; from the head page before (6.1, as the VM
+/// shows) and again from 6.15.
+#[test]
+fn pagemap_exclusive_of_a_pmd_mapped_thp_is_per_subpage_on_6_12() {
+    let excl = |k| {
+        pages("pagemap_thp_exclusive_from_head", k, 1).iter().filter(|p| p.1).map(|p| p.0).collect::<Vec<_>>()
+    };
+    assert_eq!(excl(Kernel::V6_12), vec![0x2000_0246_8000]);
+    for k in [Kernel::V6_1, Kernel::V6_18] {
+        assert!(excl(k).is_empty(), "{k}");
+    }
+}
+
+#[test]
+fn madv_dontneed_frees_the_emptied_pte_table_from_6_14() {
+    let present = |k| pages("madv_dontneed_reclaims_pt", k, 1).len();
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(present(k), 1, "{k}: a PTE fault in the table that stayed");
+    }
+    assert_eq!(present(Kernel::V6_18), 512, "a THP");
+}
+
 #[test]
 fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert_eq!(Config::default().kernel, Kernel::V6_18);
@@ -149,6 +227,8 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert!(p.madv_guard && p.uffdio_move && p.mremap_multi_vma && p.mremap_checks_before_unmap);
     assert!(p.anon_vma_merge_unfaulted_target && p.gup_longterm_file_check && p.dontunmap_merges_source);
     assert!(p.mprotect_unaccounts_unfaulted && p.uffd_merge_pgoff && p.huge_zero_wp_thp);
+    assert!(p.heap_name_overlap_only && p.exec_readahead_forward && p.ext4_large_folios);
+    assert!(p.pagemap_thp_exclusive_from_head && p.madv_dontneed_reclaims_pt);
 }
 
 #[test]
@@ -165,4 +245,47 @@ fn a_write_to_the_huge_zero_page_maps_a_thp_from_6_13() {
         assert_eq!(zero_pages(k), (512, 501), "{k}");
     }
     assert_eq!(zero_pages(Kernel::V6_18), (512, 0));
+}
+
+/// `explain --kernel` (and `ExplainOptions::kernel`): the merge rules of the kernel asked.
+/// On 6.1 a faulted range stays apart from its unfaulted neighbour, named as the anon_vma
+/// refusal; on 6.18 the two merged.
+#[test]
+fn explain_uses_the_kernel_asked() {
+    let script = parse_file(std::path::Path::new("tests/kernels/anon_vma_merge_unfaulted_target.strace"))
+        .expect("parses");
+    let explain = |kernel| {
+        let opts = anonmm::explain::ExplainOptions {
+            at: None,
+            pid: None,
+            policy: "kernel".into(),
+            replay: false,
+            kernel,
+        };
+        anonmm::explain::explain(&script, &opts).expect("explains")
+    };
+    let old = explain(Kernel::V6_1);
+    assert!(
+        old.contains("100000000000-100000001000 and 100000001000-100000002000: NOMERGE_ANON_VMA"),
+        "{old}"
+    );
+    assert_eq!(explain(Kernel::V6_18), "== pid 1 (1 VMAs) ==\nno adjacent VMAs\n");
+}
+
+/// `bench --kernel`: the figures model the kernel asked, and say so; the oracle figure,
+/// which runs the host's 6.18, is refused for another kernel rather than measured as 6.18.
+#[test]
+fn bench_takes_the_kernel() {
+    let bin = env!("CARGO_BIN_EXE_anonmm");
+    let o = std::process::Command::new(bin)
+        .args(["bench", "--only", "oracle", "--kernel", "6.1", "--format", "json"])
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("not measured with --kernel 6.1"), "{err}");
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(json["kernel"], "6.1");
+    let sys = anonmm::bench::one_process(100, Kernel::V6_1);
+    assert_eq!(sys.cfg.kernel, Kernel::V6_1);
 }

@@ -31,6 +31,8 @@ pub struct ExplainOptions {
     pub policy: crate::policy::Policy,
     /// Run as `replay` runs a trace (its world taken as given).
     pub replay: bool,
+    /// The kernel modelled (`--kernel`): its merge rules decide what stays apart.
+    pub kernel: crate::kernel::Kernel,
 }
 
 /// Where the state came from: the step that gave each anon_vma (its first fault, or the
@@ -103,8 +105,13 @@ pub fn prefix_until(script: &Script, at: Option<usize>) -> usize {
 
 /// Run `script` up to `opts.at` and explain every adjacent pair of VMAs that stays apart.
 pub fn explain(script: &Script, opts: &ExplainOptions) -> Result<String, RunError> {
-    let ropts =
-        RunOptions { policy: opts.policy, last_view_only: true, replay: opts.replay, ..Default::default() };
+    let ropts = RunOptions {
+        policy: opts.policy,
+        last_view_only: true,
+        replay: opts.replay,
+        config: crate::mm::Config { kernel: opts.kernel, ..Default::default() },
+        ..Default::default()
+    };
     let mut runner = Runner::new(script, &ropts)?;
     let mut prov = Provenance::default();
     for step in &script.steps[..prefix_until(script, opts.at)] {

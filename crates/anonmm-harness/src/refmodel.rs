@@ -82,7 +82,7 @@ pub struct RefModel {
     /// swapped-out ones at once), so a page may still show one of these, or zero.
     lazy_tags: std::collections::BTreeSet<u64>,
     /// The kernel unmaps an MREMAP_FIXED destination (and a shrink's tail) before it checks
-    /// the source (before 6.16: `Profile::mremap_checks_before_unmap` off), so a failed
+    /// the source (before 6.17: `Profile::mremap_checks_before_unmap` off), so a failed
     /// move may have unmapped them.
     pub unmaps_before_checks: bool,
 }

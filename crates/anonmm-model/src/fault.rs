@@ -778,9 +778,11 @@ impl System {
             return false;
         }
         // VM_RAND_READ stops read-ahead, but not for executable mappings, whose read-ahead
-        // is meant for random access already.
-        if flags & (VmFlags::RAND_READ | VmFlags::EXEC) == VmFlags::RAND_READ || self.cfg.readahead_pages == 0
-        {
+        // is meant for random access already (before 6.17 it stops theirs too:
+        // Profile::exec_readahead_forward).
+        let exec_forward = self.cfg.kernel.profile().exec_readahead_forward;
+        let exec_exempt = if exec_forward { VmFlags::EXEC } else { VmFlags::empty() };
+        if flags & (VmFlags::RAND_READ | exec_exempt) == VmFlags::RAND_READ || self.cfg.readahead_pages == 0 {
             return false;
         }
         let ra = self.cfg.readahead_pages;
@@ -788,7 +790,7 @@ impl System {
         // goes (`mark = nr_to_read - lookahead_size` once the window is cut at EOF).
         let (start, end, lookahead) = if flags.contains(VmFlags::SEQ_READ) {
             (index.0, index.0 + ra, ra)
-        } else if flags.contains(VmFlags::EXEC) {
+        } else if exec_forward && flags.contains(VmFlags::EXEC) {
             // Executable memory reads ahead from the fault, within the VMA only
             // (exec_folio_order() is 0 on x86), with no lookahead.
             let v = &self.vmas[vma];
@@ -816,7 +818,8 @@ impl System {
             return;
         }
         let mut idx = start;
-        if size >= 4 {
+        // Without large folios (ext4 before 6.16) it is do_page_cache_ra from the start.
+        if size >= 4 && self.cfg.kernel.profile().ext4_large_folios {
             let limit = (eof - 1).min(start + size - 1);
             let mark = start + size - lookahead;
             while idx <= limit && !self.fs.inodes[inode].cache.contains_key(&idx) {

@@ -73,7 +73,7 @@ impl System {
         Ok(0)
     }
 
-    /// `io_pin_pages` before 6.4: once every page is pinned, io_uring refuses a buffer whose
+    /// `io_pin_pages` before 6.5: once every page is pinned, io_uring refuses a buffer whose
     /// pages are not all in VMAs of the same file (EINVAL) or that is file-backed but not
     /// shmem (EOPNOTSUPP), and unpins it.
     fn io_pin_pages_file_check(&self, mm: crate::mm::MmId, start: VirtAddr, end: u64) -> Result<(), Errno> {
@@ -108,7 +108,7 @@ impl System {
         if let Some(file) = v.file {
             let inode = self.fs.files[file].inode;
             let regular = matches!(self.fs.inodes[inode].kind, InodeKind::Regular { .. });
-            // writable_file_mapping_allowed (6.4; before, io_uring's own check refuses).
+            // writable_file_mapping_allowed (6.5; before, io_uring's own check refuses).
             if regular
                 && v.flags.contains(VmFlags::SHARED)
                 && self.cfg.kernel.profile().gup_longterm_file_check

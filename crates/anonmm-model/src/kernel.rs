@@ -107,58 +107,98 @@ impl fmt::Display for Kernel {
 /// behaviour is there). Each names the release and the commit (by its title) that brought it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Profile {
-    /// `MADV_GUARD_INSTALL`/`MADV_GUARD_REMOVE` exist (6.13, "mm: madvise: implement
-    /// lightweight guard page mechanism"). Before, `madvise_behavior_valid` rejects them:
+    /// `MADV_GUARD_INSTALL`/`MADV_GUARD_REMOVE` exist (6.13, 662df3e5c376 "mm: madvise:
+    /// implement lightweight guard page mechanism"). Before, `madvise_behavior_valid` rejects them:
     /// EINVAL.
     pub madv_guard: bool,
-    /// `UFFDIO_MOVE` exists (6.8, "userfaultfd: UFFDIO_MOVE uABI"). Before,
+    /// `UFFDIO_MOVE` exists (6.8, adef440691ba "userfaultfd: UFFDIO_MOVE uABI"). Before,
     /// `userfaultfd_ioctl` answers the unknown command with EINVAL (and `UFFDIO_API` offers
     /// no `UFFD_FEATURE_MOVE`).
     pub uffdio_move: bool,
     /// `mremap` moves several VMAs at once (6.17, "mm/mremap: permit mremap() move of
-    /// multiple VMAs"). Before, a move whose source range spans more than one VMA (or a
+    /// multiple VMAs", Lorenzo Stoakes' July 2025 mremap series). Before, a move whose source range spans more than one VMA (or a
     /// gap) fails with EFAULT in `vma_to_resize`.
     pub mremap_multi_vma: bool,
-    /// `mremap` checks the source (`check_prep_vma`) before unmapping anything (6.16,
-    /// "mm/mremap: check remap conditions earlier"). Before, `mremap_to` unmaps the
+    /// `mremap` checks the source (`check_prep_vma`) before unmapping anything (6.17,
+    /// "mm/mremap: check remap conditions earlier", same series as `mremap_multi_vma`). Before, `mremap_to` unmaps the
     /// MREMAP_FIXED destination and a shrink's tail first, and `vma_to_resize` refuses
     /// afterwards, leaving them unmapped.
     pub mremap_checks_before_unmap: bool,
     /// `is_mergeable_anon_vma` lets an unfaulted VMA take a faulted range's anon_vma unless
-    /// that range is a fork child's (6.16, "mm/vma: fix incorrectly disallowed anonymous VMA
-    /// merges"). Before, it asked `list_is_singular(&tgt->anon_vma_chain)` of the VMA that
+    /// that range is a fork child's (6.16, 879bca0a2c4f "mm/vma: fix incorrectly disallowed
+    /// anonymous VMA merges"). Before, it asked `list_is_singular(&tgt->anon_vma_chain)` of the VMA that
     /// survives the merge, so a faulted range never merged into an unfaulted neighbour, and
     /// an unfaulted range never into a fork child's faulted one.
     pub anon_vma_merge_unfaulted_target: bool,
     /// A `FOLL_LONGTERM` pin of a writable shared mapping of a regular file fails in GUP
     /// (`writable_file_mapping_allowed`), and io_uring's buffer registration leaves the
-    /// file check to GUP (6.4, "mm/gup: disallow FOLL_LONGTERM GUP-nonfast writing to
-    /// file-backed mappings" and "io_uring: rsrc: delegate VMA file-backed check to GUP").
+    /// file check to GUP (6.5, 8ac268436e6d "mm/gup: disallow FOLL_LONGTERM GUP-nonfast
+    /// writing to file-backed mappings" and "io_uring: rsrc: delegate VMA file-backed check
+    /// to GUP").
     /// Before, `io_pin_pages` pins everything and then refuses a buffer spanning different
     /// files (EINVAL) or any non-shmem file (EOPNOTSUPP).
     pub gup_longterm_file_check: bool,
     /// A `MREMAP_DONTUNMAP` move may merge the new range into the VMA it was copied from
     /// (its own source, left in place): 6.18 does. The VM oracle shows that Debian's 6.1
     /// and 6.12 kernels never do (a one-page move to the page right after, or right before,
-    /// its unfaulted source stays a VMA of its own), while a plain MREMAP_FIXED move and a
-    /// DONTUNMAP move next to another VMA merge alike on all three. The 6.18 behaviour came
+    /// its unfaulted source stays a VMA of its own), and that such a copy then does not
+    /// merge with the neighbour on its other side either (6.1, oracle fuzz seed 100028);
+    /// a plain MREMAP_FIXED move, and a DONTUNMAP move next to VMAs other than its source,
+    /// merge alike on all three. The 6.18 behaviour came
     /// with the mremap rework of 6.16/6.17 (`vma_merge_copied_range`, `dontunmap_complete`);
     /// the exact commit is not identified.
     pub dontunmap_merges_source: bool,
     /// mprotect drops `VM_ACCOUNT` (and its commit charge) when it makes an unfaulted
-    /// anonymous VMA unwritable (6.6, "mm/mprotect: allow unfaulted VMAs to be unaccounted
-    /// on mprotect()"). Before, the flag stays, so such a range no longer merges with a
+    /// anonymous VMA unwritable (6.7, "mm/mprotect: allow unfaulted VMAs to be unaccounted
+    /// on mprotect()", in mm-stable-2023-11-01). Before, the flag stays, so such a range no longer merges with a
     /// neighbour that was never writable.
     pub mprotect_unaccounts_unfaulted: bool,
-    /// `userfaultfd_register`/`_unregister` merge with the page offset of the range's start.
+    /// `userfaultfd_register`/`_unregister` merge with the page offset of the range's start
+    /// (6.4, 270aa0106206 "mm/uffd: fix vma operation where start addr cuts part of vma").
     /// Linux 6.1 passes the VMA's own `vm_pgoff` to `vma_merge`, so a range that starts inside
-    /// a VMA never merges with the next one; 6.12 has the right offset (its merges go through
-    /// `vma_modify_flags_uffd`, since 6.7).
+    /// a VMA never merges with the next one. Debian's 6.1.192 in the VM still does, though
+    /// linux-stable-rc's 6.1.y queue carried the fix in June 2025.
     pub uffd_merge_pgoff: bool,
-    /// A write fault on the huge zero page's PMD maps a new THP (6.13, `do_huge_zero_wp_pmd`).
+    /// A write fault on the huge zero page's PMD maps a new THP (6.13, "mm: allocate THP on
+    /// hugezeropage wp-fault", `do_huge_zero_wp_pmd`).
     /// Before, `do_huge_pmd_wp_page` falls back: the PMD is split into zero-page PTEs and only
     /// the written page is copied (seen on Debian's 6.12 with a GUP write pin).
     pub huge_zero_wp_thp: bool,
+    /// `/proc/pid/maps` names a VMA `[heap]` only when it overlaps `[start_brk, brk)`
+    /// (6.7, "mm: fix VMA heap bounds checking", Kefeng Wang; `vma_is_initial_heap` with `<`
+    /// and `>`). Before, `show_map_vma` tested `vm_start <= brk && vm_end >= start_brk`
+    /// (since 4.x's 0db0c01b53a1 "procfs: fix /proc/&lt;pid&gt;/maps heap check"), so an
+    /// anonymous VMA that only touches the heap (starting at `brk`, or ending at
+    /// `start_brk`, or any VMA at `start_brk` while the heap is empty) is named `[heap]` too.
+    pub heap_name_overlap_only: bool,
+    /// `do_sync_mmap_readahead` reads an executable mapping forward from the fault, within
+    /// the VMA, with no lookahead, and `VM_RAND_READ` does not stop it (6.17, 38b0ece6d763
+    /// "mm/filemap: allow arch to request folio size for exec memory"). Before, `VM_EXEC`
+    /// is read around the fault like any other mapping (half the window behind it).
+    pub exec_readahead_forward: bool,
+    /// ext4 regular files have large folios (6.16, 7ac67301e82f "ext4: enable large folio
+    /// for regular file"), so `page_cache_ra_order` reads the window itself and puts the
+    /// PG_readahead mark where the uncut window says (often past EOF). Before,
+    /// `mapping_large_folio_support` is false for ext4 and `page_cache_ra_order` falls back to
+    /// `do_page_cache_ra`, which cuts the window at EOF first: the mark lands inside a small
+    /// file, and fault-around skips that page.
+    pub ext4_large_folios: bool,
+    /// `pagemap_pmd_range` decides PM_MMAP_EXCLUSIVE of a PMD-mapped THP once, from the
+    /// PMD's head page (6.15, "fs/proc/task_mmu: remove per-page mapcount dependency for
+    /// PM_MMAP_EXCLUSIVE (CONFIG_NO_PAGE_MAPCOUNT)", which passes `page`, not `page + idx`).
+    /// On 6.11-6.14 each subpage's own mapcount decides (`page_mapcount(page + idx) == 1`,
+    /// 2c1f057e5be6 "fs/proc/task_mmu: properly detect PM_MMAP_EXCLUSIVE per page of
+    /// PMD-mapped THPs"): after a fork and a partial split in the child, the parent's pages
+    /// the child no longer maps are exclusive. Before 6.11 the head page decided, as on 6.18:
+    /// so the switch is on for 6.1 (Debian's 6.1.192 in the VM shows the head-page answer)
+    /// and off only for 6.12.
+    pub pagemap_thp_exclusive_from_head: bool,
+    /// MADV_DONTNEED (and MADV_DONTNEED_LOCKED) frees a PTE table it emptied over its whole
+    /// 2 MiB (6.14, 6375e95f381e "mm: pgtable: reclaim empty PTE page in
+    /// madvise(MADV_DONTNEED)", CONFIG_PT_RECLAIM on x86-64). Before, the empty table stays,
+    /// so the next fault there is a PTE fault: a read maps one zero page, not the huge zero
+    /// PMD, and a write one small page, not a THP.
+    pub madv_dontneed_reclaims_pt: bool,
 }
 
 /// Linux 6.18: every switch on.
@@ -173,6 +213,11 @@ pub const V6_18: Profile = Profile {
     mprotect_unaccounts_unfaulted: true,
     uffd_merge_pgoff: true,
     huge_zero_wp_thp: true,
+    heap_name_overlap_only: true,
+    exec_readahead_forward: true,
+    ext4_large_folios: true,
+    pagemap_thp_exclusive_from_head: true,
+    madv_dontneed_reclaims_pt: true,
 };
 
 /// Linux 6.12.
@@ -183,6 +228,10 @@ pub const V6_12: Profile = Profile {
     mremap_checks_before_unmap: false,
     anon_vma_merge_unfaulted_target: false,
     dontunmap_merges_source: false,
+    exec_readahead_forward: false,
+    ext4_large_folios: false,
+    pagemap_thp_exclusive_from_head: false,
+    madv_dontneed_reclaims_pt: false,
     ..V6_18
 };
 
@@ -192,6 +241,9 @@ pub const V6_1: Profile = Profile {
     gup_longterm_file_check: false,
     mprotect_unaccounts_unfaulted: false,
     uffd_merge_pgoff: false,
+    heap_name_overlap_only: false,
+    // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
+    pagemap_thp_exclusive_from_head: true,
     ..V6_12
 };
 

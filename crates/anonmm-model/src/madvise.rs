@@ -158,8 +158,11 @@ impl System {
                 }
                 // MADV_FREE leaves pages mapped until reclaim (only MADV_PAGEOUT in the model:
                 // there is no memory pressure), which discards those still clean.
-                if behavior != MADV_FREE {
+                if behavior != MADV_FREE && self.cfg.kernel.profile().madv_dontneed_reclaims_pt {
                     self.zap_range_reclaim_pt(mm, start, end);
+                } else if behavior != MADV_FREE {
+                    // Before 6.14 the emptied PTE tables stay.
+                    self.zap_range(mm, start, end);
                 } else {
                     self.madvise_free_single_vma(mm, start, end);
                 }

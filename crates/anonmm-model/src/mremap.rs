@@ -164,7 +164,7 @@ impl System {
     }
 
     /// The destination's checks: in range, not overlapping the source, room in the map
-    /// count. Before 6.16 they are `mremap_to`'s, after the source VMA was looked up.
+    /// count. Before 6.17 they are `mremap_to`'s, after the source VMA was looked up.
     fn check_mremap_new_addr(&self, vrm: &Vrm) -> KResult<()> {
         if vrm.new_addr > TASK_SIZE - vrm.new_len || !vrm.new_addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
@@ -337,7 +337,7 @@ impl System {
         Ok(())
     }
 
-    /// `mremap_to` before 6.16: the destination (MREMAP_FIXED) and a shrink's tail are
+    /// `mremap_to` before 6.17: the destination (MREMAP_FIXED) and a shrink's tail are
     /// unmapped first, and only then does `vma_to_resize` check the source, so a call it
     /// refuses (EFAULT, EINVAL) has already unmapped them.
     fn mremap_to_unmap_first(&mut self, vrm: &mut Vrm) -> KResult<u64> {
@@ -535,13 +535,12 @@ impl System {
             pgoff = PgOff(addr.0 >> PAGE_SHIFT);
         }
         let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, MergeCaller::MremapMove)?;
-        if dontunmap && !self.cfg.kernel.profile().dontunmap_merges_source {
-            if vmg.prev == Some(vma) {
-                vmg.prev = None;
-            }
-            if vmg.next == Some(vma) {
-                vmg.next = None;
-            }
+        // Before, a copy next to its own source merges with nothing: not into the source, and
+        // not into the neighbour on its other side either (the VM shows both on 6.1).
+        let beside_source = (vmg.prev == Some(vma) && self.vmas[vma].end == addr)
+            || (vmg.next == Some(vma) && self.vmas[vma].start == addr.plus(len));
+        if dontunmap && !self.cfg.kernel.profile().dontunmap_merges_source && beside_source {
+            return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
         }
         if let Some(nv) = self.copy_vma_merge(vmap, &mut vmg) {
             return Some(nv);

@@ -40,7 +40,12 @@ impl System {
             name = Some(s.to_string());
         } else {
             let m = &self.mms[mm];
-            if v.start < m.brk && v.end > m.start_brk {
+            let heap = if self.cfg.kernel.profile().heap_name_overlap_only {
+                v.start < m.brk && v.end > m.start_brk
+            } else {
+                v.start <= m.brk && v.end >= m.start_brk
+            };
+            if heap {
                 name = Some("[heap]".to_string());
             } else if let Some(n) = &v.anon_name {
                 name = Some(format!("[anon:{n}]"));
@@ -138,8 +143,10 @@ impl System {
     }
 
     fn pagemap_entry(&self, w: Walk, a: u64) -> Option<RawPte> {
-        // pagemap_pmd_range decides PM_MMAP_EXCLUSIVE once, from the head page.
-        let excl_page = |sub: u16| if matches!(w, Walk::Huge { .. }) { 0 } else { sub as usize };
+        // pagemap_pmd_range decides PM_MMAP_EXCLUSIVE once, from the head page (before 6.15,
+        // from each subpage: Profile::pagemap_thp_exclusive_from_head).
+        let from_head = self.cfg.kernel.profile().pagemap_thp_exclusive_from_head;
+        let excl_page = |sub: u16| if from_head && matches!(w, Walk::Huge { .. }) { 0 } else { sub as usize };
         match w {
             Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => {
                 if folio == ZERO_FOLIO {
