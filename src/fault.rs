@@ -486,6 +486,32 @@ impl System {
         new_pte_flags(&self.vmas[vma], write)
     }
 
+    /// Whether the VMA's `vm_page_prot` is writable: a shared writable mapping that needs no
+    /// write notification (`vma_wants_writenotify`: no `page_mkwrite`, as for shmem and
+    /// shared anonymous memory, unlike ext4 files; not registered for userfaultfd-wp). Its
+    /// PTEs are writable as soon as they are made, clean until written (`set_pte_range`
+    /// builds them from `vm_page_prot`; a read fault does not make them dirty).
+    pub(crate) fn shared_prot_writable(&self, vma: VmaId) -> bool {
+        let v = &self.vmas[vma];
+        if !v.flags.contains(VmFlags::SHARED | VmFlags::WRITE) || v.flags.contains(VmFlags::UFFD_WP) {
+            return false;
+        }
+        v.file.is_none_or(|f| {
+            !matches!(self.fs.inodes[self.fs.files[f].inode].kind, crate::fs::InodeKind::Regular { .. })
+        })
+    }
+
+    /// The PTE flags of a page a read fault (or fault-around) maps in a file or shmem VMA.
+    fn read_fault_pte_flags(&self, vma: VmaId) -> PteFlags {
+        if self.shared_prot_writable(vma) {
+            PteFlags::ACCESSED | PteFlags::WRITE
+        } else if self.vmas[vma].flags.contains(VmFlags::SHARED) {
+            self.new_pte_flags(vma, false)
+        } else {
+            PteFlags::ACCESSED
+        }
+    }
+
     /// `do_anonymous_page`: a read maps the zero page; a write allocates an exclusive folio.
     fn do_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
         if !write {
@@ -718,8 +744,7 @@ impl System {
                 return true;
             }
         }
-        let shared = self.vmas[vma].flags.contains(VmFlags::SHARED);
-        let ro = if shared { self.new_pte_flags(vma, false) } else { PteFlags::ACCESSED };
+        let ro = self.read_fault_pte_flags(vma);
         let f = self.page_cache_get(inode, index);
         self.async_mmap_readahead(vma, f);
         self.map_file_page(mm, a, f, ro);
@@ -740,8 +765,7 @@ impl System {
             let v = &self.vmas[vma];
             (v.start, v.pages(), v.pgoff)
         };
-        let shared = self.vmas[vma].flags.contains(VmFlags::SHARED);
-        let ro = if shared { self.new_pte_flags(vma, false) } else { PteFlags::ACCESSED };
+        let ro = self.read_fault_pte_flags(vma);
         let pte_off = pte_index(a) as u64;
         let vma_off = vstart.pages_to(a);
         let from = (pte_off - pte_off % FAULT_AROUND_PAGES).max(pte_off - pte_off.min(vma_off));

@@ -232,7 +232,16 @@ impl RefModel {
         let pid = self.threads.get(&step.pid).copied().unwrap_or(step.pid);
         let ok = |o: &Expect| matches!(o, Expect::Value(_));
         match &step.call {
-            Call::Mmap { len, flags, fd, off, prot, .. } => {
+            Call::Mmap { addr, len, flags, fd, off, prot } => {
+                // A file MAP_SYNC refused by ext4 after MAP_FIXED cleared the range: a gap.
+                if matches!(outcome, Expect::Err(crate::errno::Errno::EOPNOTSUPP))
+                    && flags & (MAP_FIXED | MAP_SYNC) == MAP_FIXED | MAP_SYNC
+                    && (flags & MAP_TYPE != MAP_SHARED_VALIDATE || flags & !(LEGACY_MAP_MASK | MAP_SYNC) == 0)
+                    && let Some(sp) = self.spaces.get_mut(&pid)
+                {
+                    sp.remove(*addr, addr.saturating_add(page_align(*len)));
+                    return;
+                }
                 let Expect::Value(a) = *outcome else { return };
                 let end = a.saturating_add(page_align(*len));
                 let back = if flags & MAP_ANONYMOUS != 0 {
@@ -495,10 +504,10 @@ impl RefModel {
                     }
                 }
             }
-            // A touch that worked from below a MAP_GROWSDOWN segment grew it (a refused growth
-            // is SIGSEGV; a growth followed by a permission fault is not followed here).
+            // A touch that worked from below a MAP_GROWSDOWN segment grew it, and so did one
+            // that signalled past its first page (a refused growth is SIGSEGV at once).
             Call::Touch { addr, .. }
-                if ok(outcome)
+                if (ok(outcome) || signal_at.is_some_and(|s| s > addr & !(PAGE_SIZE - 1)))
                     && self
                         .spaces
                         .get(&pid)
@@ -517,6 +526,20 @@ impl RefModel {
                         self.apply(step, outcome, signal_at, tag_of);
                     }
                 }
+            }
+            // A touch below a MAP_GROWSDOWN segment that signalled at its first page: either
+            // the growth was refused, or it happened and the access then faulted (a PROT_NONE
+            // stack grows too). Which one depends on protections this model does not follow.
+            Call::Touch { addr, .. }
+                if matches!(outcome, Expect::Signal(_))
+                    && signal_at == Some(addr & !(PAGE_SIZE - 1))
+                    && self.spaces.get(&pid).is_some_and(|sp| {
+                        let start = addr & !(PAGE_SIZE - 1);
+                        sp.seg_at(start).is_none()
+                            && sp.segs.range(start..).next().is_some_and(|(_, seg)| seg.growsdown)
+                    }) =>
+            {
+                self.lost_track.get_or_insert_with(|| "a touch below a growable segment signalled".into());
             }
             Call::Touch { addr, len, write: true } if ok(outcome) || matches!(outcome, Expect::Signal(_)) => {
                 let start = addr & !(PAGE_SIZE - 1);
