@@ -772,6 +772,15 @@ impl System {
         let to = (from + FAULT_AROUND_PAGES).min(PTRS_PER_PTE as u64).min(pte_off + vpages - vma_off) - 1;
         let file_end = self.fs.size_pages(inode);
         let base = a.0 - pte_off * PAGE_SIZE;
+        if !self.fault_around_can_map(
+            mm,
+            inode,
+            a,
+            vpgoff.plus(vstart.pages_to(VirtAddr(base + from * PAGE_SIZE))),
+            to - from + 1,
+        ) {
+            return;
+        }
         for i in from..=to {
             let pa = VirtAddr(base + i * PAGE_SIZE);
             let index = vpgoff.plus(vstart.pages_to(pa));
@@ -786,6 +795,28 @@ impl System {
                 self.map_file_page(mm, pa, f, ro);
             }
         }
+    }
+
+    /// `filemap_map_pages` before it maps: the first folio `next_uptodate_folio` finds in the
+    /// `nr` pages of the window from `first` (up to date, not `PG_readahead`, before EOF)
+    /// decides `can_map_large`, false for a regular file's folio that reaches the file's last
+    /// page ("mm/memory: do not populate page table entries beyond i_size", 6.18, backported
+    /// to the 6.1 and 6.12 stable trees). Then `filemap_map_pmd`, which installs the
+    /// preallocated PTE table, is skipped, and with no PTE table under the fault
+    /// (`pmd_none`) `pte_offset_map_lock` fails: fault-around maps nothing. Shmem is exempt.
+    /// Returns whether fault-around goes on to map.
+    fn fault_around_can_map(&self, mm: MmId, inode: InodeId, a: VirtAddr, first: PgOff, nr: u64) -> bool {
+        let file_end = self.fs.size_pages(inode);
+        let node = &self.fs.inodes[inode];
+        let Some(f) = (first.0..(first.0 + nr).min(file_end)).find_map(|i| {
+            node.cache.get(&i).copied().filter(|&f| !self.folios[f].readahead && !self.folios[f].not_uptodate)
+        }) else {
+            return false;
+        };
+        let shmem = matches!(node.kind, crate::fs::InodeKind::Shmem);
+        let next_index = self.folios[f].index.0 + (1u64 << self.folios[f].order);
+        let can_map_large = shmem || file_end - 1 >= next_index;
+        can_map_large || matches!(self.mms[mm].pt.pmd(a), Some(Pmd::Table(_)))
     }
 
     /// `do_sync_mmap_readahead` for a regular file: read the window around `index` into the

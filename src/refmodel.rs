@@ -208,6 +208,33 @@ impl RefModel {
         }
     }
 
+    /// A touch got past every unmapped page before where it stopped (`stop`: `None` when it
+    /// worked, else the page that signalled, if any): each such hole lay below a MAP_GROWSDOWN
+    /// segment, which grew down to the hole's first page (`expand_downwards`; a refused growth
+    /// is a signal at that page, handled by `apply`).
+    fn grow_for_touch(&mut self, pid: Pid, addr: u64, len: u64, stop: Option<Option<u64>>) {
+        let start = addr & !(PAGE_SIZE - 1);
+        let reach = match stop {
+            None => page_align(addr.saturating_add(len)),
+            Some(at) => at.unwrap_or(start),
+        };
+        let Some(sp) = self.spaces.get_mut(&pid) else { return };
+        let mut a = start;
+        while a < reach {
+            if let Some((_, seg)) = sp.seg_at(a) {
+                a = seg.end;
+                continue;
+            }
+            let Some((&s, &seg)) = sp.segs.range(a..).next() else { return };
+            if seg.growsdown {
+                // The segment now starts lower (private anonymous: no offset to move).
+                sp.segs.remove(&s);
+                sp.segs.insert(a, seg);
+            }
+            a = s;
+        }
+    }
+
     /// Follow one step, given the outcome the model gave it. A touch that raised a signal
     /// wrote the pages before `signal_at`, the page whose fault raised it (a program faults
     /// page by page; only the model knows permissions, so it says where the touch stopped).
@@ -231,6 +258,9 @@ impl RefModel {
         }
         let pid = self.threads.get(&step.pid).copied().unwrap_or(step.pid);
         let ok = |o: &Expect| matches!(o, Expect::Value(_));
+        if let Call::Touch { addr, len, .. } = step.call {
+            self.grow_for_touch(pid, addr, len, if ok(outcome) { None } else { Some(signal_at) });
+        }
         match &step.call {
             Call::Mmap { addr, len, flags, fd, off, prot } => {
                 // A file MAP_SYNC refused by ext4 after MAP_FIXED cleared the range: a gap.
@@ -501,29 +531,6 @@ impl RefModel {
                         for p in drop {
                             sp.private.remove(&p);
                         }
-                    }
-                }
-            }
-            // A touch that worked from below a MAP_GROWSDOWN segment grew it, and so did one
-            // that signalled past its first page (a refused growth is SIGSEGV at once).
-            Call::Touch { addr, .. }
-                if (ok(outcome) || signal_at.is_some_and(|s| s > addr & !(PAGE_SIZE - 1)))
-                    && self
-                        .spaces
-                        .get(&pid)
-                        .is_some_and(|sp| sp.seg_at(addr & !(PAGE_SIZE - 1)).is_none()) =>
-            {
-                let start = addr & !(PAGE_SIZE - 1);
-                if let Some(sp) = self.spaces.get_mut(&pid)
-                    && let Some((&s, &seg)) = sp.segs.range(start..).next()
-                    && seg.growsdown
-                {
-                    // The segment now starts lower (private anonymous: no offset to move).
-                    sp.segs.remove(&s);
-                    sp.segs.insert(start, seg);
-                    // The contents written, as below (the start is mapped now: no loop).
-                    if let Call::Touch { write: true, .. } = step.call {
-                        self.apply(step, outcome, signal_at, tag_of);
                     }
                 }
             }
