@@ -815,7 +815,8 @@ impl System {
         };
         let shmem = matches!(node.kind, crate::fs::InodeKind::Shmem);
         let next_index = self.folios[f].index.0 + (1u64 << self.folios[f].order);
-        let can_map_large = shmem || file_end - 1 >= next_index;
+        // The kernel's file_end is the last page's index: `file_end >= folio_next_index`.
+        let can_map_large = shmem || file_end > next_index;
         can_map_large || matches!(self.mms[mm].pt.pmd(a), Some(Pmd::Table(_)))
     }
 
