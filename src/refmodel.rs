@@ -371,6 +371,19 @@ impl RefModel {
                 // Effects apply to the mapped parts even when a hole makes the call fail, and
                 // to the VMAs before one that refuses (WIPEONFORK on a file or shared VMA
                 // is EINVAL after the anonymous VMAs before it were changed).
+                // A zap refused by a VMA (mlocked for MADV_DONTNEED and MADV_GUARD_INSTALL,
+                // PFN map, hugetlb) zapped the VMAs before it; which VMA refused depends on
+                // flags this model does not follow.
+                if matches!(*advice, MADV_DONTNEED | MADV_DONTNEED_LOCKED | MADV_GUARD_INSTALL)
+                    && matches!(outcome, Expect::Err(crate::errno::Errno::EINVAL))
+                    && addr % PAGE_SIZE == 0
+                    && self.spaces.get(&pid).is_some_and(|sp| {
+                        sp.private.range(*addr..addr.saturating_add(page_align(*len))).next().is_some()
+                    })
+                {
+                    self.lost_track.get_or_insert_with(|| "a zapping madvise refused part way".into());
+                    return;
+                }
                 let partial =
                     *advice == MADV_WIPEONFORK && matches!(outcome, Expect::Err(crate::errno::Errno::EINVAL));
                 if !partial && !matches!(outcome, Expect::Value(_) | Expect::Err(crate::errno::Errno::ENOMEM))
