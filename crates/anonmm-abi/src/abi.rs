@@ -53,8 +53,29 @@ pub const MAP_POPULATE: u64 = 0x8000;
 pub const MAP_NONBLOCK: u64 = 0x10000;
 /// MAP_STACK: a thread stack; in 6.18 it sets `VM_NOHUGEPAGE` (`calc_vm_flag_bits`).
 pub const MAP_STACK: u64 = 0x20000;
-/// MAP_HUGETLB: back with hugetlb pages; the model has none reserved and fails it with ENOMEM.
+/// MAP_HUGETLB: back with hugetlb pages: EINVAL on a file that is not on hugetlbfs, not
+/// modelled on anonymous memory.
 pub const MAP_HUGETLB: u64 = 0x40000;
+/// `LEGACY_MAP_MASK` (include/linux/mman.h): the flags every mmap implementation accepts;
+/// MAP_SHARED_VALIDATE refuses any other (EOPNOTSUPP) but those a file system adds.
+pub const LEGACY_MAP_MASK: u64 = MAP_SHARED
+    | MAP_PRIVATE
+    | MAP_FIXED
+    | MAP_ANONYMOUS
+    | MAP_DENYWRITE
+    | MAP_EXECUTABLE
+    | MAP_UNINITIALIZED
+    | MAP_GROWSDOWN
+    | MAP_LOCKED
+    | MAP_NORESERVE
+    | MAP_POPULATE
+    | MAP_NONBLOCK
+    | MAP_STACK
+    | MAP_HUGETLB
+    | MAP_32BIT
+    | 0x80 // MAP_ABOVE4G (x86)
+    | (21 << 26) // MAP_HUGE_2MB
+    | (30 << 26); // MAP_HUGE_1GB
 /// MAP_SYNC: synchronous page faults for DAX files, honoured only with MAP_SHARED_VALIDATE
 /// (`VM_SYNC`).
 pub const MAP_SYNC: u64 = 0x80000;

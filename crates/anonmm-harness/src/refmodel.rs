@@ -208,6 +208,33 @@ impl RefModel {
         }
     }
 
+    /// A touch got past every unmapped page before where it stopped (`stop`: `None` when it
+    /// worked, else the page that signalled, if any): each such hole lay below a MAP_GROWSDOWN
+    /// segment, which grew down to the hole's first page (`expand_downwards`; a refused growth
+    /// is a signal at that page, handled by `apply`).
+    fn grow_for_touch(&mut self, pid: Pid, addr: u64, len: u64, stop: Option<Option<u64>>) {
+        let start = addr & !(PAGE_SIZE - 1);
+        let reach = match stop {
+            None => page_align(addr.saturating_add(len)),
+            Some(at) => at.unwrap_or(start),
+        };
+        let Some(sp) = self.spaces.get_mut(&pid) else { return };
+        let mut a = start;
+        while a < reach {
+            if let Some((_, seg)) = sp.seg_at(a) {
+                a = seg.end;
+                continue;
+            }
+            let Some((&s, &seg)) = sp.segs.range(a..).next() else { return };
+            if seg.growsdown {
+                // The segment now starts lower (private anonymous: no offset to move).
+                sp.segs.remove(&s);
+                sp.segs.insert(a, seg);
+            }
+            a = s;
+        }
+    }
+
     /// Follow one step, given the outcome the model gave it. A touch that raised a signal
     /// wrote the pages before `signal_at`, the page whose fault raised it (a program faults
     /// page by page; only the model knows permissions, so it says where the touch stopped).
@@ -231,8 +258,20 @@ impl RefModel {
         }
         let pid = self.threads.get(&step.pid).copied().unwrap_or(step.pid);
         let ok = |o: &Expect| matches!(o, Expect::Value(_));
+        if let Call::Touch { addr, len, .. } = step.call {
+            self.grow_for_touch(pid, addr, len, if ok(outcome) { None } else { Some(signal_at) });
+        }
         match &step.call {
-            Call::Mmap { len, flags, fd, off, prot, .. } => {
+            Call::Mmap { addr, len, flags, fd, off, prot } => {
+                // A file MAP_SYNC refused by ext4 after MAP_FIXED cleared the range: a gap.
+                if matches!(outcome, Expect::Err(crate::errno::Errno::EOPNOTSUPP))
+                    && flags & (MAP_FIXED | MAP_SYNC) == MAP_FIXED | MAP_SYNC
+                    && (flags & MAP_TYPE != MAP_SHARED_VALIDATE || flags & !(LEGACY_MAP_MASK | MAP_SYNC) == 0)
+                    && let Some(sp) = self.spaces.get_mut(&pid)
+                {
+                    sp.remove(*addr, addr.saturating_add(page_align(*len)));
+                    return;
+                }
                 let Expect::Value(a) = *outcome else { return };
                 let end = a.saturating_add(page_align(*len));
                 let back = if flags & MAP_ANONYMOUS != 0 {
@@ -332,6 +371,19 @@ impl RefModel {
                 // Effects apply to the mapped parts even when a hole makes the call fail, and
                 // to the VMAs before one that refuses (WIPEONFORK on a file or shared VMA
                 // is EINVAL after the anonymous VMAs before it were changed).
+                // A zap refused by a VMA (mlocked for MADV_DONTNEED and MADV_GUARD_INSTALL,
+                // PFN map, hugetlb) zapped the VMAs before it; which VMA refused depends on
+                // flags this model does not follow.
+                if matches!(*advice, MADV_DONTNEED | MADV_DONTNEED_LOCKED | MADV_GUARD_INSTALL)
+                    && matches!(outcome, Expect::Err(crate::errno::Errno::EINVAL))
+                    && addr % PAGE_SIZE == 0
+                    && self.spaces.get(&pid).is_some_and(|sp| {
+                        sp.private.range(*addr..addr.saturating_add(page_align(*len))).next().is_some()
+                    })
+                {
+                    self.lost_track.get_or_insert_with(|| "a zapping madvise refused part way".into());
+                    return;
+                }
                 let partial =
                     *advice == MADV_WIPEONFORK && matches!(outcome, Expect::Err(crate::errno::Errno::EINVAL));
                 if !partial && !matches!(outcome, Expect::Value(_) | Expect::Err(crate::errno::Errno::ENOMEM))
@@ -495,28 +547,19 @@ impl RefModel {
                     }
                 }
             }
-            // A touch that worked from below a MAP_GROWSDOWN segment grew it (a refused growth
-            // is SIGSEGV; a growth followed by a permission fault is not followed here).
+            // A touch below a MAP_GROWSDOWN segment that signalled at its first page: either
+            // the growth was refused, or it happened and the access then faulted (a PROT_NONE
+            // stack grows too). Which one depends on protections this model does not follow.
             Call::Touch { addr, .. }
-                if ok(outcome)
-                    && self
-                        .spaces
-                        .get(&pid)
-                        .is_some_and(|sp| sp.seg_at(addr & !(PAGE_SIZE - 1)).is_none()) =>
+                if matches!(outcome, Expect::Signal(_))
+                    && signal_at == Some(addr & !(PAGE_SIZE - 1))
+                    && self.spaces.get(&pid).is_some_and(|sp| {
+                        let start = addr & !(PAGE_SIZE - 1);
+                        sp.seg_at(start).is_none()
+                            && sp.segs.range(start..).next().is_some_and(|(_, seg)| seg.growsdown)
+                    }) =>
             {
-                let start = addr & !(PAGE_SIZE - 1);
-                if let Some(sp) = self.spaces.get_mut(&pid)
-                    && let Some((&s, &seg)) = sp.segs.range(start..).next()
-                    && seg.growsdown
-                {
-                    // The segment now starts lower (private anonymous: no offset to move).
-                    sp.segs.remove(&s);
-                    sp.segs.insert(start, seg);
-                    // The contents written, as below (the start is mapped now: no loop).
-                    if let Call::Touch { write: true, .. } = step.call {
-                        self.apply(step, outcome, signal_at, tag_of);
-                    }
-                }
+                self.lost_track.get_or_insert_with(|| "a touch below a growable segment signalled".into());
             }
             Call::Touch { addr, len, write: true } if ok(outcome) || matches!(outcome, Expect::Signal(_)) => {
                 let start = addr & !(PAGE_SIZE - 1);

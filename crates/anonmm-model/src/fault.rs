@@ -486,6 +486,32 @@ impl System {
         new_pte_flags(&self.vmas[vma], write)
     }
 
+    /// Whether the VMA's `vm_page_prot` is writable: a shared writable mapping that needs no
+    /// write notification (`vma_wants_writenotify`: no `page_mkwrite`, as for shmem and
+    /// shared anonymous memory, unlike ext4 files; not registered for userfaultfd-wp). Its
+    /// PTEs are writable as soon as they are made, clean until written (`set_pte_range`
+    /// builds them from `vm_page_prot`; a read fault does not make them dirty).
+    pub(crate) fn shared_prot_writable(&self, vma: VmaId) -> bool {
+        let v = &self.vmas[vma];
+        if !v.flags.contains(VmFlags::SHARED | VmFlags::WRITE) || v.flags.contains(VmFlags::UFFD_WP) {
+            return false;
+        }
+        v.file.is_none_or(|f| {
+            !matches!(self.fs.inodes[self.fs.files[f].inode].kind, crate::fs::InodeKind::Regular { .. })
+        })
+    }
+
+    /// The PTE flags of a page a read fault (or fault-around) maps in a file or shmem VMA.
+    fn read_fault_pte_flags(&self, vma: VmaId) -> PteFlags {
+        if self.shared_prot_writable(vma) {
+            PteFlags::ACCESSED | PteFlags::WRITE
+        } else if self.vmas[vma].flags.contains(VmFlags::SHARED) {
+            self.new_pte_flags(vma, false)
+        } else {
+            PteFlags::ACCESSED
+        }
+    }
+
     /// `do_anonymous_page`: a read maps the zero page; a write allocates an exclusive folio.
     fn do_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
         if !write {
@@ -718,8 +744,7 @@ impl System {
                 return true;
             }
         }
-        let shared = self.vmas[vma].flags.contains(VmFlags::SHARED);
-        let ro = if shared { self.new_pte_flags(vma, false) } else { PteFlags::ACCESSED };
+        let ro = self.read_fault_pte_flags(vma);
         let f = self.page_cache_get(inode, index);
         self.async_mmap_readahead(vma, f);
         self.map_file_page(mm, a, f, ro);
@@ -740,14 +765,22 @@ impl System {
             let v = &self.vmas[vma];
             (v.start, v.pages(), v.pgoff)
         };
-        let shared = self.vmas[vma].flags.contains(VmFlags::SHARED);
-        let ro = if shared { self.new_pte_flags(vma, false) } else { PteFlags::ACCESSED };
+        let ro = self.read_fault_pte_flags(vma);
         let pte_off = pte_index(a) as u64;
         let vma_off = vstart.pages_to(a);
         let from = (pte_off - pte_off % FAULT_AROUND_PAGES).max(pte_off - pte_off.min(vma_off));
         let to = (from + FAULT_AROUND_PAGES).min(PTRS_PER_PTE as u64).min(pte_off + vpages - vma_off) - 1;
         let file_end = self.fs.size_pages(inode);
         let base = a.0 - pte_off * PAGE_SIZE;
+        if !self.fault_around_can_map(
+            mm,
+            inode,
+            a,
+            vpgoff.plus(vstart.pages_to(VirtAddr(base + from * PAGE_SIZE))),
+            to - from + 1,
+        ) {
+            return;
+        }
         for i in from..=to {
             let pa = VirtAddr(base + i * PAGE_SIZE);
             let index = vpgoff.plus(vstart.pages_to(pa));
@@ -762,6 +795,29 @@ impl System {
                 self.map_file_page(mm, pa, f, ro);
             }
         }
+    }
+
+    /// `filemap_map_pages` before it maps: the first folio `next_uptodate_folio` finds in the
+    /// `nr` pages of the window from `first` (up to date, not `PG_readahead`, before EOF)
+    /// decides `can_map_large`, false for a regular file's folio that reaches the file's last
+    /// page ("mm/memory: do not populate page table entries beyond i_size", 6.18, backported
+    /// to the 6.1 and 6.12 stable trees). Then `filemap_map_pmd`, which installs the
+    /// preallocated PTE table, is skipped, and with no PTE table under the fault
+    /// (`pmd_none`) `pte_offset_map_lock` fails: fault-around maps nothing. Shmem is exempt.
+    /// Returns whether fault-around goes on to map.
+    fn fault_around_can_map(&self, mm: MmId, inode: InodeId, a: VirtAddr, first: PgOff, nr: u64) -> bool {
+        let file_end = self.fs.size_pages(inode);
+        let node = &self.fs.inodes[inode];
+        let Some(f) = (first.0..(first.0 + nr).min(file_end)).find_map(|i| {
+            node.cache.get(&i).copied().filter(|&f| !self.folios[f].readahead && !self.folios[f].not_uptodate)
+        }) else {
+            return false;
+        };
+        let shmem = matches!(node.kind, crate::fs::InodeKind::Shmem);
+        let next_index = self.folios[f].index.0 + (1u64 << self.folios[f].order);
+        // The kernel's file_end is the last page's index: `file_end >= folio_next_index`.
+        let can_map_large = shmem || file_end > next_index;
+        can_map_large || matches!(self.mms[mm].pt.pmd(a), Some(Pmd::Table(_)))
     }
 
     /// `do_sync_mmap_readahead` for a regular file: read the window around `index` into the

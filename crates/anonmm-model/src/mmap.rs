@@ -285,7 +285,18 @@ impl System {
         }
         let file = if flags & MAP_ANONYMOUS == 0 { Some(self.file_of_fd(pid, fd)?) } else { None };
         if flags & MAP_HUGETLB != 0 {
-            // No huge pages are reserved on our machines.
+            // ksys_mmap_pgoff: MAP_HUGETLB on a file that is not on hugetlbfs is EINVAL.
+            if file.is_some() {
+                return Err(Errno::EINVAL);
+            }
+            // An anonymous one maps a hugetlbfs file (hugetlb_file_setup): not modelled.
+            self.not_modelled("MAP_HUGETLB (anonymous hugetlbfs mappings)");
+            return Err(Errno::ENOMEM);
+        }
+        if flags & MAP_32BIT != 0 && flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) == 0 {
+            // x86's placement in the low 2 GiB (the bottom-up search of
+            // arch_get_unmapped_area_topdown); with MAP_FIXED it is ignored.
+            self.not_modelled("MAP_32BIT placement (without MAP_FIXED)");
             return Err(Errno::ENOMEM);
         }
         let pgoff = off >> PAGE_SHIFT;
@@ -309,7 +320,13 @@ impl System {
         // MAP_TYPE is validated before placement for files and after for anonymous
         // memory; both give EINVAL.
         let map_type = flags & MAP_TYPE;
-        if !matches!(map_type, MAP_SHARED | MAP_PRIVATE | MAP_SHARED_VALIDATE) {
+        if map_type == MAP_DROPPABLE && file.is_none() {
+            // 6.11+: VM_DROPPABLE anonymous memory that reclaim frees instead of swapping.
+            self.not_modelled("MAP_DROPPABLE (droppable anonymous mappings)");
+            return Err(Errno::EINVAL);
+        }
+        // A file's MAP_DROPPABLE is refused by do_mmap's switch, after placement.
+        if !matches!(map_type, MAP_SHARED | MAP_PRIVATE | MAP_SHARED_VALIDATE | MAP_DROPPABLE) {
             return Err(Errno::EINVAL);
         }
         let fixed_flags = if flags & MAP_FIXED_NOREPLACE != 0 { flags | MAP_FIXED } else { flags };
@@ -334,6 +351,15 @@ impl System {
             | VmFlags::MAYEXEC;
         let mut pgoff = pgoff;
         if let Some(f) = file {
+            // do_mmap: MAP_SHARED_VALIDATE refuses flags outside LEGACY_MAP_MASK (ext4 adds
+            // MAP_SYNC, FOP_MMAP_SYNC), MAP_FIXED_NOREPLACE among them; ext4's mmap_prepare
+            // refuses VM_SYNC without DAX (daxdev_mapping_supported).
+            if map_type == MAP_SHARED_VALIDATE && flags & !(LEGACY_MAP_MASK | MAP_SYNC) != 0 {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            if map_type == MAP_DROPPABLE {
+                return Err(Errno::EINVAL);
+            }
             let of = &self.fs.files[f];
             match map_type {
                 MAP_SHARED | MAP_SHARED_VALIDATE => {
@@ -354,8 +380,14 @@ impl System {
                     }
                 }
             }
-        } else if shared {
+            // do_mmap's MAP_PRIVATE case (the shared ones fall through to it): no file
+            // mapping grows.
             if vm_flags.contains(VmFlags::GROWSDOWN) {
+                return Err(Errno::EINVAL);
+            }
+        } else if shared {
+            // do_mmap's switch for anonymous memory has no MAP_SHARED_VALIDATE case.
+            if map_type == MAP_SHARED_VALIDATE || vm_flags.contains(VmFlags::GROWSDOWN) {
                 return Err(Errno::EINVAL);
             }
             pgoff = 0;
@@ -402,6 +434,11 @@ impl System {
         let detached = self.gather_munmap_vmas(mm, addr, end)?;
         if let Some(d) = detached {
             self.complete_munmap_vmas(mm, d);
+        }
+        // ext4_file_mmap refuses VM_SYNC without DAX (daxdev_mapping_supported); it runs
+        // after the old range was cleared, so MAP_FIXED leaves a gap there.
+        if file.is_some() && vm_flags.contains(VmFlags::SYNC) {
+            return Err(Errno::EOPNOTSUPP);
         }
         let (prev, next) = self.mms[mm].vmas_around(addr);
         let mut merged = None;

@@ -41,6 +41,9 @@ impl System {
             }
         } else if self.vmas[vma].start > start {
             return Err(Errno::ENOMEM);
+        } else if grows & PROT_GROWSUP != 0 {
+            // x86 has no VM_GROWSUP: no VMA grows up, so PROT_GROWSUP is always EINVAL here.
+            return Err(Errno::EINVAL);
         }
         let mut nstart = start;
         let mut tmp = self.vmas[vma].start;
@@ -133,6 +136,8 @@ impl System {
         let flags = self.vmas[vma].flags;
         self.split_huge_pmds_partial(mm, start, end);
         let writable = flags.contains(VmFlags::WRITE);
+        // A writable vm_page_prot (shmem, shared anonymous): every PTE becomes writable.
+        let prot_writable = self.shared_prot_writable(vma);
         for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
             if let Pte::Migration { folio, sub, kind: MigrationKind::Write, flags } = pte {
                 // change_pte_range: "a protection check is difficult so just be safe and
@@ -149,7 +154,7 @@ impl System {
                 if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
                     if !writable {
                         *f -= PteFlags::WRITE;
-                    } else if can_write && f.contains(PteFlags::DIRTY) {
+                    } else if can_write && (prot_writable || f.contains(PteFlags::DIRTY)) {
                         *f |= PteFlags::WRITE;
                     }
                 }

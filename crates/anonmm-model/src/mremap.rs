@@ -123,7 +123,17 @@ impl System {
             return self.mremap_to_unmap_first(&mut vrm);
         }
         self.check_prep_vma(&mut vrm)?;
-        if vrm.implies_new_addr() { self.mremap_to(&mut vrm) } else { self.mremap_at(&mut vrm) }
+        let res = if vrm.implies_new_addr() { self.mremap_to(&mut vrm) } else { self.mremap_at(&mut vrm) }?;
+        // do_mremap: a grown VM_LOCKED mapping (vrm->mlocked) has its new part populated
+        // (mm_populate), in place or moved.
+        if new_len > old_len
+            && self.mms[mm]
+                .vma_lookup(VirtAddr(res))
+                .is_some_and(|v| self.vmas[v].flags.contains(VmFlags::LOCKED))
+        {
+            self.populate(mm, VirtAddr(res + old_len), VirtAddr(res + new_len));
+        }
+        Ok(res)
     }
 
     /// `check_mremap_params`.

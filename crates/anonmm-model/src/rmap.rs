@@ -265,12 +265,13 @@ impl System {
         }
     }
 
-    /// `anon_vma_compatible(a, b)`.
+    /// `anon_vma_compatible(a, b)`: flags may differ in access bits and `VM_IGNORE_MERGE`
+    /// (so a guard-installed VMA, `VM_MAYBE_GUARD`, reuses its neighbour's anon_vma).
     fn anon_vma_compatible(&self, a: VmaId, b: VmaId) -> bool {
         let (a, b) = (&self.vmas[a], &self.vmas[b]);
         a.end == b.start
             && a.file == b.file
-            && ((a.flags ^ b.flags) & !(VmFlags::ACCESS | VmFlags::SOFTDIRTY)).is_empty()
+            && ((a.flags ^ b.flags) & !(VmFlags::ACCESS | VmFlags::IGNORE_MERGE)).is_empty()
             && b.pgoff.0 == a.pgoff.0 + a.start.pages_to(b.start)
     }
 

@@ -237,7 +237,8 @@ pub fn calc_vm_flag_bits(flags: u64) -> VmFlags {
     if flags & MAP_LOCKED != 0 {
         f |= VmFlags::LOCKED;
     }
-    if flags & MAP_SYNC != 0 && flags & MAP_TYPE == MAP_SHARED_VALIDATE {
+    // Any mapping type: do_mmap computes the VMA's flags before it validates a file's.
+    if flags & MAP_SYNC != 0 {
         f |= VmFlags::SYNC;
     }
     if flags & MAP_STACK != 0 {

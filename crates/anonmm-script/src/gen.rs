@@ -236,6 +236,9 @@ struct Gen<'a> {
     /// Ranges registered with a process's userfaultfd, as far as the generator knows:
     /// (pid, start, end). Moves go there mostly.
     uffd_ranges: Vec<(u32, u64, u64)>,
+    /// Starts of MAP_GROWSDOWN mappings, as far as the generator knows: (pid, start).
+    /// Touches just below them grow them.
+    growsdown: Vec<(u32, u64)>,
 }
 
 #[derive(Clone, Copy)]
@@ -271,6 +274,7 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Script {
         files: vec![None; NR_FILES],
         pins: Vec::new(),
         uffd_ranges: Vec::new(),
+        growsdown: Vec::new(),
         steps: Vec::with_capacity(cfg.steps + 4),
     };
     while g.steps.len() < cfg.steps {
@@ -565,8 +569,32 @@ impl Gen<'_> {
         }
         if self.chance(0.06) {
             flags |= MAP_POPULATE;
+            if self.chance(0.3) {
+                flags |= MAP_NONBLOCK;
+            }
         }
-        let prot = self.pick_prot();
+        // Rarer flags: MAP_LOCKED populates, MAP_STACK sets VM_NOHUGEPAGE, and the legacy
+        // ones the kernel ignores (MAP_DENYWRITE, MAP_EXECUTABLE, MAP_UNINITIALIZED).
+        for (p, f) in [
+            (0.02, MAP_LOCKED),
+            (0.03, MAP_STACK),
+            (0.01, MAP_NONBLOCK),
+            (0.01, MAP_DENYWRITE),
+            (0.01, MAP_EXECUTABLE),
+            (0.01, MAP_UNINITIALIZED),
+        ] {
+            if self.chance(p) {
+                flags |= f;
+            }
+        }
+        let growsdown = self.chance(0.06);
+        if growsdown {
+            flags |= MAP_GROWSDOWN;
+        }
+        let mut prot = self.pick_prot();
+        if self.chance(0.02) {
+            prot |= PROT_SEM;
+        }
         // Backing: private anon, shared anon, private file, shared file.
         let x = self.rng.random_range(0..100);
         let (kind, fd, off) = if self.cfg.files && x >= 70 {
@@ -580,15 +608,40 @@ impl Gen<'_> {
             } else {
                 (fpages + self.rng.random_range(0..4)) * PAGE_SIZE
             };
-            flags |= if shared { MAP_SHARED } else { MAP_PRIVATE };
+            flags |= if !shared {
+                MAP_PRIVATE
+            } else if self.chance(0.2) {
+                MAP_SHARED_VALIDATE
+            } else {
+                MAP_SHARED
+            };
             (Kind::File, fd, off)
         } else if self.cfg.shared && x >= 58 {
-            flags |= MAP_SHARED | MAP_ANONYMOUS;
+            // MAP_SHARED_VALIDATE is EINVAL without a file.
+            flags |= if self.chance(0.04) { MAP_SHARED_VALIDATE } else { MAP_SHARED } | MAP_ANONYMOUS;
             (Kind::AnonShared, -1, 0)
         } else {
             flags |= MAP_PRIVATE | MAP_ANONYMOUS;
             (Kind::AnonPrivate, -1, 0)
         };
+        // MAP_SYNC (VM_SYNC; EOPNOTSUPP on an ext4 file without DAX), MAP_32BIT (ignored
+        // with MAP_FIXED; placement in the low 2 GiB is not modelled, so only with it), and on
+        // a file MAP_HUGETLB and MAP_DROPPABLE (EINVAL off hugetlbfs; anonymous ones are not
+        // modelled).
+        if self.chance(0.01) {
+            flags |= MAP_SYNC;
+        }
+        if place_flag != 0 && self.chance(0.01) {
+            flags |= MAP_32BIT;
+        }
+        if kind == Kind::File {
+            if self.chance(0.01) {
+                flags |= MAP_HUGETLB;
+            }
+            if self.chance(0.01) {
+                flags = flags & !MAP_TYPE | MAP_DROPPABLE;
+            }
+        }
         let p = &mut self.procs[pi];
         let lands = match place_flag {
             MAP_FIXED => true,
@@ -596,6 +649,9 @@ impl Gen<'_> {
         };
         if lands {
             p.map(addr, addr + len, kind);
+            if growsdown {
+                self.growsdown.push((pid, addr));
+            }
         }
         self.emit(pid, Call::Mmap { addr, len, prot, flags, fd, off }, None);
     }
@@ -714,7 +770,20 @@ impl Gen<'_> {
     fn op_mprotect(&mut self, pi: usize) {
         let pid = self.procs[pi].pid;
         let (addr, len) = self.pick_range(pi);
-        let prot = self.pick_prot();
+        let mut prot = self.pick_prot();
+        // PROT_GROWSDOWN extends the change to the start of a VM_GROWSDOWN VMA (EINVAL on
+        // any other); x86 has no VM_GROWSUP, so PROT_GROWSUP is EINVAL; PROT_SEM is allowed.
+        match self.rng.random_range(0..100) {
+            0..6 => prot |= PROT_GROWSDOWN,
+            6..8 => prot |= PROT_SEM,
+            8 => prot |= PROT_GROWSUP,
+            _ => {}
+        }
+        let grows = self.growsdown.iter().rfind(|g| g.0 == pid).map(|g| g.1);
+        let addr = match grows {
+            Some(a) if prot & PROT_GROWSDOWN != 0 && self.chance(0.7) => a,
+            _ => addr,
+        };
         self.emit(pid, Call::Mprotect { addr, len, prot }, None);
     }
 
@@ -948,7 +1017,23 @@ impl Gen<'_> {
         let pid = self.procs[pi].pid;
         let x = self.rng.random_range(0..100);
         let file = if (60..72).contains(&x) { self.file_region(pi) } else { None };
-        let (addr, len) = if self.cfg.thp && x < 4 {
+        let mine: Vec<u64> = self.growsdown.iter().filter(|g| g.0 == pid).map(|g| g.1).collect();
+        let (addr, len) = if !mine.is_empty() && (4..12).contains(&x) {
+            // Just below a growable VMA: stack growth (within the guard gap and
+            // RLIMIT_STACK, else SIGSEGV), sometimes far below.
+            let start = self.pick(&mine);
+            let below = match self.rng.random_range(0..10) {
+                0..6 => self.rng.random_range(1..=4),
+                6..9 => self.rng.random_range(5..=300),
+                _ => self.rng.random_range(300..=2200),
+            };
+            let a = Self::clamp_addr(start.saturating_sub(below * PAGE_SIZE));
+            let i = self.growsdown.iter().position(|&g| g == (pid, start)).expect("picked from it");
+            if a < start {
+                self.growsdown[i].1 = a;
+            }
+            (a, self.rng.random_range(1..=3) * PAGE_SIZE)
+        } else if self.cfg.thp && x < 4 {
             let (a, _) = self.thp_range();
             (a, PMD_SIZE)
         } else if let Some(r) = file {
@@ -1035,6 +1120,9 @@ impl Gen<'_> {
         let child = self.next_pid;
         self.next_pid += 1;
         self.procs.push(Proc { pid: child, ..parent.clone() });
+        let grows: Vec<(u32, u64)> =
+            self.growsdown.iter().filter(|g| g.0 == parent.pid).map(|&(_, a)| (child, a)).collect();
+        self.growsdown.extend(grows);
         self.emit(parent.pid, Call::Fork { vfork: false }, Some(Expect::Value(u64::from(child))));
     }
 
