@@ -288,6 +288,7 @@ pub mod graph;
 pub mod gup;
 pub mod huge_memory;
 pub mod import;
+pub mod internal;
 pub mod kernel;
 pub mod kernel_compare;
 pub mod khugepaged;

@@ -172,7 +172,9 @@ impl System {
     pub fn raw_view(&self) -> BTreeMap<Pid, RawProc> {
         self.procs
             .keys()
-            .map(|&pid| (pid, RawProc { maps: self.maps(pid), ptes: self.pagemap(pid), smaps: Vec::new() }))
+            .map(|&pid| {
+                (pid, RawProc { maps: self.maps(pid), ptes: self.pagemap(pid), ..Default::default() })
+            })
             .collect()
     }
 }

@@ -49,7 +49,13 @@ pub fn compare_with(script: &Script, smaps: bool) -> Verdict {
 /// [`compare_with`] on `target` (the host's kernel or a VM), the model set as `config`
 /// (its `kernel` chooses the model's profile).
 pub fn compare_on(target: &mut Target, config: &crate::mm::Config, script: &Script, smaps: bool) -> Verdict {
-    let opts = RunOptions { check: true, smaps, config: config.clone(), ..Default::default() };
+    let opts = RunOptions {
+        check: true,
+        smaps,
+        internal: target.internal(),
+        config: config.clone(),
+        ..Default::default()
+    };
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_script(script, &opts)));
@@ -119,8 +125,9 @@ pub fn cmd_fuzz(
     keep_going: bool,
     smaps: bool,
     kernel: crate::kernel::Kernel,
+    internal: bool,
 ) -> i32 {
-    let target = match Target::for_kernel(kernel) {
+    let target = match super::internal::target(kernel, internal) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("anonmm: {e}");

@@ -79,6 +79,7 @@ mod cli;
 mod controller;
 mod fuzz;
 mod guest;
+pub mod internal;
 mod maps;
 mod pages;
 mod probe;
