@@ -1217,9 +1217,15 @@ fn oracle(cmd: OracleCmd) -> i32 {
         OracleCmd::Diff { scripts, smaps, internal, kernel } => {
             oracle::cmd_diff(&scripts, smaps, kernel, internal)
         }
-        OracleCmd::Fuzz { cases, seed, steps, out, keep_going, smaps, internal, kernel } => {
-            oracle::cmd_fuzz(cases, seed, steps, &out, keep_going, smaps, kernel, internal)
-        }
+        OracleCmd::Fuzz { cases, seed, steps, out, keep_going, smaps, internal, kernel } => oracle::cmd_fuzz(
+            cases,
+            seed,
+            steps,
+            &out,
+            keep_going,
+            oracle::Compared { smaps, internal },
+            kernel,
+        ),
         OracleCmd::VmGuest { share, ctl } => oracle::cmd_guest(&share, &ctl),
     }
 }

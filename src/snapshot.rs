@@ -382,6 +382,34 @@ mod tests {
         let mut text = String::new();
         write_step_json(&mut text, &step);
         assert_eq!(text, want["steps"][0].to_string());
-        assert_eq!(steps_to_json(&[step]), want);
+        assert_eq!(steps_to_json(std::slice::from_ref(&step)), want);
+
+        // With the internal state: the same text both ways, `folios` and `vmas` included.
+        let mut step = step;
+        let internal = crate::internal::InternalView {
+            vmas: vec![crate::internal::VmaView {
+                start: 0x2000_0000_0000,
+                end: 0x2000_0000_2000,
+                pgoff: 0x2_0000_0000,
+                flags: 0x73,
+                anon_vma: Some((1, 1, 1)),
+                counts: Some((1, 1, 1)),
+                chains: 1,
+            }],
+            folios: vec![crate::internal::FolioView {
+                addr: 0x2000_0000_0000,
+                index: 0x2_0000_0000,
+                mapping: crate::internal::MappingName::Anon(1),
+                order: 0,
+                mapcount: 1,
+            }],
+        };
+        step.procs.get_mut(&Pid(1)).expect("pid 1").internal = Some(internal);
+        let mut text = String::new();
+        write_step_json(&mut text, &step);
+        let value = step_to_json(&step);
+        assert_eq!(text, value.to_string());
+        assert_eq!(value["procs"]["1"]["folios"], json!([["0x200000000000", "0x200000000", 1, 0, 1]]));
+        assert_eq!(value["procs"]["1"]["vmas"][0]["anon_vma_root"], json!(1));
     }
 }

@@ -12,7 +12,8 @@
  * all numbers hex. KIND: a (anon: MAPPING is the anon_vma), f (file: the address_space),
  * k (KSM or movable), n (NULL mapping: the zero pages). INDEX is the page's own index
  * (folio->index + its number in the folio). MAPCOUNT is page_mapcount(): the page's
- * _mapcount + 1, plus the folio's entire (PMD) mapcount for a large folio.
+ * _mapcount + 1, plus the folio's entire (PMD) mapcount for a large folio (6.1's
+ * __page_mapcount, which also takes PageDoubleMap's offset out).
  *
  * Locks, as the kernel takes them to read these fields:
  *   mmap_read_lock(mm)            the VMA tree, vm_start/vm_end/vm_pgoff/vm_flags;
@@ -36,6 +37,7 @@
 #include <linux/vmalloc.h>
 #include <linux/uaccess.h>
 #include <linux/huge_mm.h>
+#include <linux/version.h>
 
 MODULE_LICENSE("GPL");
 MODULE_DESCRIPTION("anonmm oracle: a process's VMAs, anon_vmas and folios as the kernel keeps them");
@@ -67,11 +69,17 @@ static void page_line(struct dump *d, unsigned long addr, struct page *page)
 	struct folio *folio = page_folio(page);
 	unsigned long mapping = (unsigned long)READ_ONCE(folio->mapping);
 	unsigned long nr = folio_page_idx(folio, page);
-	int mapcount = atomic_read(&page->_mapcount) + 1;
+	int mapcount;
 	char kind;
 
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 2, 0)
+	/* 6.1: __page_mapcount takes PageDoubleMap's offset of the subpages out. */
+	mapcount = page_mapcount(page);
+#else
+	mapcount = atomic_read(&page->_mapcount) + 1;
 	if (folio_test_large(folio))
 		mapcount += folio_entire_mapcount(folio);
+#endif
 	if (!mapping)
 		kind = 'n';
 	else if ((mapping & PAGE_MAPPING_FLAGS) == PAGE_MAPPING_ANON)
@@ -80,8 +88,9 @@ static void page_line(struct dump *d, unsigned long addr, struct page *page)
 		kind = 'k';
 	else
 		kind = 'f';
-	out(d, "pg %lx %lx %lx %c %x %x\n", addr, folio->index + nr, mapping & ~PAGE_MAPPING_FLAGS, kind,
-	    folio_order(folio), mapcount);
+	/* The zero pages (the huge zero folio here) have no meaningful index. */
+	out(d, "pg %lx %lx %lx %c %x %x\n", addr, mapping ? folio->index + nr : 0,
+	    mapping & ~PAGE_MAPPING_FLAGS, kind, folio_order(folio), mapcount);
 }
 
 /* The page tables of [start, end) inside one VMA, under each table's lock. */

@@ -26,8 +26,8 @@
 //!    every script of a batch (a whole fuzz run, shrinking included). The guest's console
 //!    goes to `console.log` in the run directory, shown when the guest fails.
 //!
-//! A later step (the internal-state oracle) loads its own kernel module in the same guest:
-//! [`Needs::modules`] is where it adds them.
+//! The internal-state oracle (`--internal`, `super::internal`) loads its own module in the
+//! same guest: [`VmSession::boot_with`].
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
