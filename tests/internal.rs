@@ -125,6 +125,31 @@ fn thp_shared_by_fork_then_split_in_the_parent() {
     }
 }
 
+#[test]
+fn dontunmap_source_pgoff_per_kernel() {
+    for (k, pgoff) in
+        [(Kernel::V6_1, 0x2_0000_2000), (Kernel::V6_12, 0x2_0000_2000), (Kernel::V6_18, 0x2_0000_0c00)]
+    {
+        let script = parse_file(std::path::Path::new("tests/kernels/dontunmap_keeps_source_pgoff.strace"))
+            .expect("parses");
+        let opts = RunOptions {
+            check: true,
+            internal: true,
+            config: Config { kernel: k, ..Config::default() },
+            ..Default::default()
+        };
+        let steps = run_script(&script, &opts).expect("runs").steps;
+        let v = &steps.last().expect("steps").procs[&Pid(1)].internal.as_ref().expect("internal").vmas;
+        // The source, without anon_vma, then the copy, which keeps the faulted pgoff.
+        assert_eq!(
+            (v[0].start, v[0].pgoff, v[0].anon_vma, v[0].chains),
+            (0x2000_0200_0000, pgoff, None, 0),
+            "{k}"
+        );
+        assert_eq!((v[1].start, v[1].pgoff, v[1].chains), (0x2000_0400_0000, 0x2_0000_0c00, 1), "{k}");
+    }
+}
+
 /// The same scenarios against the kernels themselves, when this machine can: qemu installed
 /// and the headers for the module already in the cache (`oracle diff --internal` fetches
 /// them; this test does not reach the network).
