@@ -405,8 +405,7 @@ pub fn bench_replay(
     let mut lines = 0;
     let mut best = vec![Duration::MAX; policies.len()];
     let mut faults = 0;
-    let opts: Vec<RunOptions> =
-        policies.iter().map(|&policy| RunOptions { policy, ..on(kernel) }).collect();
+    let opts: Vec<RunOptions> = policies.iter().map(|&policy| RunOptions { policy, ..on(kernel) }).collect();
     for _ in 0..reps.max(1) {
         let (d, n) = trace_floor(path).map_err(|e| format!("{}: {e}", path.display()))?;
         floor = floor.min(d);

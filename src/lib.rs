@@ -13,12 +13,12 @@ pub mod plot;
 pub mod record;
 
 pub use anonmm_abi::{abi, errno, types};
-pub use anonmm_harness::{explain, kernel_compare, refmodel, report, run, snapshot, workload};
+pub use anonmm_harness::{explain, internal, kernel_compare, refmodel, report, run, snapshot, workload};
 pub use anonmm_import as import;
 pub use anonmm_model::{
-    api, arena, check, fault, folio, fork, fs, gup, huge_memory, kernel, khugepaged, madvise, memory, merge,
-    migrate, mm, mmap, mprotect, mremap, pagetable, procfs, relocate, rmap, smaps, stats, swap, uffd, vma,
-    vma_tree,
+    api, arena, check, fault, folio, fork, fs, gup, huge_memory, inspect, kernel, khugepaged, madvise,
+    memory, merge, migrate, mm, mmap, mprotect, mremap, pagetable, procfs, relocate, rmap, smaps, stats,
+    swap, uffd, vma, vma_tree,
 };
 #[cfg(target_os = "linux")]
 pub use anonmm_oracle as oracle;

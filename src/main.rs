@@ -101,6 +101,11 @@ enum Cmd {
         /// `smaps` list in every process of every step).
         #[arg(long)]
         smaps: bool,
+        /// With --json: add each process's internal state, `vmas` (pgoff, flags, anon_vma,
+        /// its root, parent and counters, chains) and `folios` ([address, index, mapping,
+        /// order, mapcount]); see docs/internal.md.
+        #[arg(long, requires = "json")]
+        internal: bool,
         /// Which kernel to model: 6.1, 6.12 or 6.18 (see docs/kernels.md).
         #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
         kernel: Kernel,
@@ -465,6 +470,11 @@ enum OracleCmd {
         /// Print the kernel's /proc/pid/smaps of the window's VMAs after the maps.
         #[arg(long)]
         smaps: bool,
+        /// Read the kernel's own VMAs (pgoff, flags, anon_vma tree) and folios (index,
+        /// mapping, order, mapcount) after every step with a module loaded in the VM
+        /// (--kernel 6.1|6.12; docs/internal.md) (in --json).
+        #[arg(long)]
+        internal: bool,
         /// Which kernel: 6.18 is the host's; 6.1 and 6.12 boot Debian's kernel in a VM (qemu).
         #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18", value_parser = parse_kernel)]
         kernel: Kernel,
@@ -481,6 +491,11 @@ enum OracleCmd {
         /// Compare the /proc/pid/smaps fields the model knows too, after every step.
         #[arg(long)]
         smaps: bool,
+        /// Read the kernel's own VMAs (pgoff, flags, anon_vma tree) and folios (index,
+        /// mapping, order, mapcount) after every step with a module loaded in the VM
+        /// (--kernel 6.1|6.12; docs/internal.md), and compare them with the model's.
+        #[arg(long)]
+        internal: bool,
         /// Which kernel: 6.18 is the host's; 6.1 and 6.12 boot Debian's kernel in a VM (qemu).
         #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18", value_parser = parse_kernel)]
         kernel: Kernel,
@@ -507,6 +522,11 @@ enum OracleCmd {
         /// Compare the /proc/pid/smaps fields the model knows too, after every step.
         #[arg(long)]
         smaps: bool,
+        /// Read the kernel's own VMAs (pgoff, flags, anon_vma tree) and folios (index,
+        /// mapping, order, mapcount) after every step with a module loaded in the VM
+        /// (--kernel 6.1|6.12; docs/internal.md), and compare them with the model's.
+        #[arg(long)]
+        internal: bool,
         /// Which kernel: 6.18 is the host's; 6.1 and 6.12 boot Debian's kernel in a VM (qemu).
         #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18", value_parser = parse_kernel)]
         kernel: Kernel,
@@ -541,6 +561,7 @@ fn main() -> ExitCode {
             policy,
             anon_vma_name,
             smaps,
+            internal,
             kernel,
         } => cmd_run(
             &script,
@@ -555,6 +576,7 @@ fn main() -> ExitCode {
                 config: anonmm::mm::Config { anon_vma_name, kernel, ..Default::default() },
                 replay: false,
                 smaps,
+                internal,
                 resolved: false,
             },
         ),
@@ -736,7 +758,9 @@ fn cmd_bench(
         }
     }
     match format {
-        TableFormat::Markdown => out!("Machine: {machine}\n\nModel: Linux {kernel}\n\n{}", render_markdown(&figs)),
+        TableFormat::Markdown => {
+            out!("Machine: {machine}\n\nModel: Linux {kernel}\n\n{}", render_markdown(&figs))
+        }
         TableFormat::Json => outln!(
             "{}",
             serde_json::json!({ "machine": machine, "kernel": kernel.version(), "figures": figs })
@@ -1336,11 +1360,21 @@ fn cmd_plot(traces: &[PathBuf], policies: &[Policy], out: &std::path::Path) -> i
 fn oracle(cmd: OracleCmd) -> i32 {
     use anonmm::oracle;
     match cmd {
-        OracleCmd::Run { script, json, smaps, kernel } => oracle::cmd_run(&script, json, smaps, kernel),
-        OracleCmd::Diff { scripts, smaps, kernel } => oracle::cmd_diff(&scripts, smaps, kernel),
-        OracleCmd::Fuzz { cases, seed, steps, out, keep_going, smaps, kernel } => {
-            oracle::cmd_fuzz(cases, seed, steps, &out, keep_going, smaps, kernel)
+        OracleCmd::Run { script, json, smaps, internal, kernel } => {
+            oracle::cmd_run(&script, json, smaps, kernel, internal)
         }
+        OracleCmd::Diff { scripts, smaps, internal, kernel } => {
+            oracle::cmd_diff(&scripts, smaps, kernel, internal)
+        }
+        OracleCmd::Fuzz { cases, seed, steps, out, keep_going, smaps, internal, kernel } => oracle::cmd_fuzz(
+            cases,
+            seed,
+            steps,
+            &out,
+            keep_going,
+            oracle::Compared { smaps, internal },
+            kernel,
+        ),
         OracleCmd::VmGuest { share, ctl } => oracle::cmd_guest(&share, &ctl),
     }
 }

@@ -138,12 +138,7 @@ pub fn compare_all(script: &crate::script::Script, config: &crate::mm::Config) -
     for &name in POLICY_NAMES {
         let p = Policy::parse(name).expect("known policy");
         let s = if p.has_relocate_flags() { script } else { &plain };
-        let opts = RunOptions {
-            check: true,
-            policy: p,
-            config: config.clone(),
-            ..Default::default()
-        };
+        let opts = RunOptions { check: true, policy: p, config: config.clone(), ..Default::default() };
         let contents = if p == Policy::Kernel {
             Ok(s.steps.len())
         } else {

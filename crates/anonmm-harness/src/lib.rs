@@ -12,6 +12,7 @@
 pub mod compare;
 pub mod explain;
 pub mod graph;
+pub mod internal;
 pub mod kernel_compare;
 pub mod refmodel;
 pub mod replay;
@@ -24,6 +25,6 @@ pub mod workload;
 // The lower layers' modules, under the paths the files use (`crate::mm::System`).
 use anonmm_abi::{abi, errno, types};
 use anonmm_import as import;
-use anonmm_model::{fault, fs, kernel, mm, mmap, policy, rmap, smaps, stats, vma};
+use anonmm_model::{fault, fs, inspect, kernel, mm, mmap, policy, rmap, smaps, stats, vma};
 use anonmm_script as script;
 use anonmm_script::{r#gen, out};

@@ -38,6 +38,9 @@ pub struct RunOptions {
     pub replay: bool,
     /// Capture `/proc/pid/smaps` of every process in the views (`--smaps`).
     pub smaps: bool,
+    /// Capture the internal state (VMAs' anon_vmas, folios; `crate::internal`) of every
+    /// process in the views (`--internal`).
+    pub internal: bool,
     /// Keep every step as it was run, after replay's rewrites, in [`RunResult::resolved`]
     /// (`anonmm import --resolved`).
     pub resolved: bool,
@@ -54,6 +57,7 @@ impl Default for RunOptions {
             config: Config::default(),
             replay: false,
             smaps: false,
+            internal: false,
             resolved: false,
         }
     }
@@ -474,6 +478,11 @@ impl<'a> Runner<'a> {
             if self.opts.smaps {
                 for (pid, p) in raw.iter_mut() {
                     p.smaps = self.sys.smaps(*pid);
+                }
+            }
+            if self.opts.internal {
+                for (pid, p) in raw.iter_mut() {
+                    p.internal = Some(crate::internal::model_view(&self.sys, *pid, 0, u64::MAX));
                 }
             }
             rename(raw)

@@ -58,6 +58,8 @@ pub struct ProcView {
     pub pages: Vec<PageView>,
     /// `/proc/pid/smaps` entries, when asked for (`--smaps`); empty otherwise.
     pub smaps: Vec<crate::smaps::Smaps>,
+    /// The internal state, renamed (`--internal`): see [`crate::internal`].
+    pub internal: Option<crate::internal::InternalView>,
 }
 
 /// The state of every live process after one step.
@@ -77,6 +79,9 @@ pub struct StepView {
 
 /// Rename raw pages of one step to stable names.
 pub fn rename(procs: BTreeMap<Pid, RawProc>) -> BTreeMap<Pid, ProcView> {
+    // Anon_vmas and files are named across all processes of the step, like pages.
+    let mut internal =
+        crate::internal::rename(procs.values().filter_map(|p| p.internal.as_ref())).into_iter();
     let mut names: HashMap<RawPage, u64> = HashMap::new();
     let mut next = 1u64;
     procs
@@ -99,7 +104,8 @@ pub fn rename(procs: BTreeMap<Pid, RawProc>) -> BTreeMap<Pid, ProcView> {
                     PageView { addr: pte.addr, page, exclusive: pte.exclusive, tag: pte.tag }
                 })
                 .collect();
-            (pid, ProcView { maps: p.maps, pages, smaps: p.smaps })
+            let internal = p.internal.as_ref().and_then(|_| internal.next());
+            (pid, ProcView { maps: p.maps, pages, smaps: p.smaps, internal })
         })
         .collect()
 }
@@ -174,7 +180,13 @@ pub fn write_step_json(out: &mut String, s: &StepView) {
     string(out, &s.call);
     let _ = write!(out, ",\"line\":{},\"pid\":{},\"procs\":{{", s.line, s.pid.0);
     for (i, (pid, p)) in s.procs.iter().enumerate() {
-        let _ = write!(out, "{}\"{}\":{{\"maps\":[", if i == 0 { "" } else { "," }, pid.0);
+        // Keys in sorted order, as serde_json's map keeps them in `proc_to_json`.
+        let internal = p.internal.as_ref().map(crate::internal::to_json);
+        let _ = write!(out, "{}\"{}\":{{", if i == 0 { "" } else { "," }, pid.0);
+        if let Some((_, folios)) = &internal {
+            let _ = write!(out, "\"folios\":{folios},");
+        }
+        out.push_str("\"maps\":[");
         for (j, m) in p.maps.iter().enumerate() {
             if j > 0 {
                 out.push(',');
@@ -206,7 +218,11 @@ pub fn write_step_json(out: &mut String, s: &StepView) {
         for (j, pg) in p.pages.iter().filter(|pg| pg.tag != 0).enumerate() {
             let _ = write!(out, "{}[\"{:#x}\",\"{:#x}\"]", if j == 0 { "" } else { "," }, pg.addr, pg.tag);
         }
-        out.push_str("]}");
+        out.push(']');
+        if let Some((vmas, _)) = &internal {
+            let _ = write!(out, ",\"vmas\":{vmas}");
+        }
+        out.push('}');
     }
     out.push_str("},\"result\":");
     string(out, &s.result);
@@ -258,6 +274,11 @@ fn proc_to_json(p: &ProcView) -> serde_json::Map<String, Value> {
     if !p.smaps.is_empty() {
         m.insert("smaps".into(), Value::Array(p.smaps.iter().map(smaps_to_json).collect()));
     }
+    if let Some(i) = &p.internal {
+        let (vmas, folios) = crate::internal::to_json(i);
+        m.insert("vmas".into(), vmas);
+        m.insert("folios".into(), folios);
+    }
     m
 }
 
@@ -295,8 +316,10 @@ mod tests {
                 PageView { addr: 0x2000_0000_1000, page: PageName::Swap, exclusive: false, tag: 0 },
             ],
             smaps: Vec::new(),
+            internal: None,
         };
-        let proc2 = ProcView { maps: vec!["a\"b".to_string()], pages: Vec::new(), smaps: Vec::new() };
+        let proc2 =
+            ProcView { maps: vec!["a\"b".to_string()], pages: Vec::new(), smaps: Vec::new(), internal: None };
         let step = StepView {
             line: 3,
             pid: Pid(1),
@@ -318,6 +341,34 @@ mod tests {
         let mut text = String::new();
         write_step_json(&mut text, &step);
         assert_eq!(text, want["steps"][0].to_string());
-        assert_eq!(steps_to_json(&[step]), want);
+        assert_eq!(steps_to_json(std::slice::from_ref(&step)), want);
+
+        // With the internal state: the same text both ways, `folios` and `vmas` included.
+        let mut step = step;
+        let internal = crate::internal::InternalView {
+            vmas: vec![crate::internal::VmaView {
+                start: 0x2000_0000_0000,
+                end: 0x2000_0000_2000,
+                pgoff: 0x2_0000_0000,
+                flags: 0x73,
+                anon_vma: Some((1, 1, 1)),
+                counts: Some((1, 1, 1)),
+                chains: 1,
+            }],
+            folios: vec![crate::internal::FolioView {
+                addr: 0x2000_0000_0000,
+                index: 0x2_0000_0000,
+                mapping: crate::internal::MappingName::Anon(1),
+                order: 0,
+                mapcount: 1,
+            }],
+        };
+        step.procs.get_mut(&Pid(1)).expect("pid 1").internal = Some(internal);
+        let mut text = String::new();
+        write_step_json(&mut text, &step);
+        let value = step_to_json(&step);
+        assert_eq!(text, value.to_string());
+        assert_eq!(value["procs"]["1"]["folios"], json!([["0x200000000000", "0x200000000", 1, 0, 1]]));
+        assert_eq!(value["procs"]["1"]["vmas"][0]["anon_vma_root"], json!(1));
     }
 }

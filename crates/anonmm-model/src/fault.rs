@@ -620,6 +620,10 @@ impl System {
     fn wp_can_reuse_anon_folio(&mut self, folio: FolioId, vma: VmaId) -> bool {
         let f = &self.folios[folio];
         if f.is_large() {
+            // 6.12 and before never reuse a page of a large folio.
+            if !self.cfg.kernel.profile().wp_reuses_large_anon_folio {
+                return false;
+            }
             // __wp_can_reuse_large_anon_folio (6.15+): all references are mappings, all in
             // this mm, and more than one page is mapped.
             // Mapped by one mm: the folio's FOLIO_MM_IDS_SHARED bit is clear.

@@ -148,6 +148,18 @@ pub struct Profile {
     /// with the mremap rework of 6.16/6.17 (`vma_merge_copied_range`, `dontunmap_complete`);
     /// the exact commit is not identified.
     pub dontunmap_merges_source: bool,
+    /// After a `MREMAP_DONTUNMAP` move of a whole VMA (its anon_vmas unlinked), the source
+    /// keeps its `vm_pgoff`: 6.18's `dontunmap_complete` leaves it. Debian's 6.1 and 6.12
+    /// kernels, read by the internal-state oracle (`--internal`, docs/internal.md), show the
+    /// source re-linearised to `vm_start >> PAGE_SHIFT` (tests/kernels/
+    /// dontunmap_keeps_source_pgoff.strace); the code that does it is not identified.
+    pub dontunmap_keeps_source_pgoff: bool,
+    /// A write fault on a COW-shared page of a large anonymous folio may reuse it when
+    /// every reference is a mapping of this mm (`__wp_can_reuse_large_anon_folio`, 6.15,
+    /// "mm: CONFIG_NO_PAGE_MAPCOUNT" series). Before (6.12's `wp_can_reuse_anon_folio`:
+    /// "let's just consistently not reuse subpages"), the page is always copied into a new
+    /// small folio; seen by the internal-state oracle (tests/kernels/wp_large_folio_copy.strace).
+    pub wp_reuses_large_anon_folio: bool,
     /// mprotect drops `VM_ACCOUNT` (and its commit charge) when it makes an unfaulted
     /// anonymous VMA unwritable (6.7, "mm/mprotect: allow unfaulted VMAs to be unaccounted
     /// on mprotect()", in mm-stable-2023-11-01). Before, the flag stays, so such a range no longer merges with a
@@ -210,6 +222,8 @@ pub const V6_18: Profile = Profile {
     anon_vma_merge_unfaulted_target: true,
     gup_longterm_file_check: true,
     dontunmap_merges_source: true,
+    dontunmap_keeps_source_pgoff: true,
+    wp_reuses_large_anon_folio: true,
     mprotect_unaccounts_unfaulted: true,
     uffd_merge_pgoff: true,
     huge_zero_wp_thp: true,
@@ -232,6 +246,8 @@ pub const V6_12: Profile = Profile {
     ext4_large_folios: false,
     pagemap_thp_exclusive_from_head: false,
     madv_dontneed_reclaims_pt: false,
+    dontunmap_keeps_source_pgoff: false,
+    wp_reuses_large_anon_folio: false,
     ..V6_18
 };
 

@@ -285,6 +285,7 @@ pub mod fs;
 pub mod graph;
 pub mod gup;
 pub mod huge_memory;
+pub mod inspect;
 pub mod kernel;
 pub mod khugepaged;
 pub mod madvise;

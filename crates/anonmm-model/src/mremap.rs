@@ -466,6 +466,10 @@ impl System {
         self.vmas[vma].flags -= VmFlags::LOCKED_MASK;
         if new_vma != vma && vrm.addr == s && vrm.addr + vrm.old_len == e {
             self.unlink_anon_vmas(vma);
+            // 6.1 and 6.12 as observed (Profile::dontunmap_keeps_source_pgoff).
+            if self.vmas[vma].is_anonymous() && !self.cfg.kernel.profile().dontunmap_keeps_source_pgoff {
+                self.vmas[vma].pgoff = PgOff(s >> PAGE_SHIFT);
+            }
         }
     }
 

@@ -178,7 +178,9 @@ impl System {
     pub fn raw_view(&self) -> BTreeMap<Pid, RawProc> {
         self.procs
             .keys()
-            .map(|&pid| (pid, RawProc { maps: self.maps(pid), ptes: self.pagemap(pid), smaps: Vec::new() }))
+            .map(|&pid| {
+                (pid, RawProc { maps: self.maps(pid), ptes: self.pagemap(pid), ..Default::default() })
+            })
             .collect()
     }
 }
@@ -277,4 +279,6 @@ pub struct RawProc {
     pub ptes: Vec<RawPte>,
     /// `/proc/pid/smaps` entries, when asked for (`--smaps`); empty otherwise.
     pub smaps: Vec<crate::smaps::Smaps>,
+    /// The internal state (VMAs' anon_vmas, folios), when asked for (`--internal`).
+    pub internal: Option<crate::inspect::RawInternal>,
 }

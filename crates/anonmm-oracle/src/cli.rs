@@ -58,9 +58,10 @@ fn check_available() -> Result<(), i32> {
     })
 }
 
-/// The host's kernel when it is `kernel`, else a VM booted with it.
-fn target(kernel: Kernel) -> Result<Target, i32> {
-    let t = Target::for_kernel(kernel).map_err(|e| {
+/// The host's kernel when it is `kernel`, else a VM booted with it (with the inspection
+/// module loaded when `internal`).
+fn target(kernel: Kernel, internal: bool) -> Result<Target, i32> {
+    let t = super::kmod::target(kernel, internal).map_err(|e| {
         eprintln!("anonmm: {e}");
         2
     })?;
@@ -80,13 +81,14 @@ fn run_steps(target: &mut Target, script: &Script, smaps: bool) -> Result<Vec<Na
 
 /// `anonmm run --native`: run the script on the kernel, print the final maps (text) or every
 /// step (json), and report recorded results the kernel did not reproduce (exit 1).
-/// With `smaps`, the text output adds the kernel's smaps of the window's VMAs.
-pub fn cmd_run(path: &Path, json: bool, smaps: bool, kernel: Kernel) -> i32 {
+/// With `smaps`, the text output adds the kernel's smaps of the window's VMAs; with
+/// `internal` (a VM kernel), the JSON adds each process's `vmas` and `folios`.
+pub fn cmd_run(path: &Path, json: bool, smaps: bool, kernel: Kernel, internal: bool) -> i32 {
     let script = match parse(path) {
         Ok(s) => s,
         Err(c) => return c,
     };
-    let mut target = match target(kernel) {
+    let mut target = match target(kernel, internal) {
         Ok(t) => t,
         Err(c) => return c,
     };
@@ -259,6 +261,10 @@ pub(crate) fn diff_step(model: &StepView, kernel: &StepView) -> String {
         listed(&mut out, &format!("pid {} pages", pid.0), &page_differences(&m.pages, &k.pages));
         // Empty on both sides unless smaps were asked for.
         listed(&mut out, &format!("pid {} smaps", pid.0), &smaps_differences(&m.smaps, &k.smaps));
+        // Compared when both sides have it (`--internal` on a VM kernel).
+        if let (Some(mi), Some(ki)) = (&m.internal, &k.internal) {
+            listed(&mut out, &format!("pid {} internal", pid.0), &crate::internal::differences(mi, ki));
+        }
     }
     out
 }
@@ -266,8 +272,9 @@ pub(crate) fn diff_step(model: &StepView, kernel: &StepView) -> String {
 /// `anonmm oracle diff`: run the model and the kernel on each script (one boot of the VM
 /// for all of them) and print the first step where they differ. With `smaps`, the smaps
 /// fields the model knows are compared too. The exit status is the worst of the scripts'.
-pub fn cmd_diff(paths: &[std::path::PathBuf], smaps: bool, kernel: Kernel) -> i32 {
-    let mut target = match target(kernel) {
+/// With `internal`, the kernel's own VMAs, anon_vmas and folios are compared too.
+pub fn cmd_diff(paths: &[std::path::PathBuf], smaps: bool, kernel: Kernel, internal: bool) -> i32 {
+    let mut target = match target(kernel, internal) {
         Ok(t) => t,
         Err(c) => return c,
     };
@@ -280,7 +287,12 @@ fn diff_one(target: &mut Target, path: &Path, smaps: bool, kernel: Kernel) -> i3
         Ok(s) => s,
         Err(c) => return c,
     };
-    let opts = RunOptions { smaps, config: target.config(kernel), ..Default::default() };
+    let opts = RunOptions {
+        smaps,
+        internal: target.internal(),
+        config: target.config(kernel),
+        ..Default::default()
+    };
     let model = match catching(|| run_script(&script, &opts)) {
         Ok(Ok(r)) => r.steps,
         Ok(Err(e)) => {

@@ -83,6 +83,9 @@ pub(crate) struct Controller {
     dir: TempDir,
     /// Read `/proc/PID/smaps` too in every snapshot (`--smaps`).
     pub smaps: bool,
+    /// Read the internal state through `/proc/anonmm_inspect` in every snapshot: set when
+    /// the inspection module is loaded (the VM oracle's `--internal`).
+    pub internal: bool,
     /// Process 1's break was moved to the model's start (`PR_SET_MM_MAP` worked).
     brk_ok: bool,
 }
@@ -307,6 +310,7 @@ impl Controller {
             ids: FileIds::default(),
             dir,
             smaps: false,
+            internal: super::kmod::loaded(),
             brk_ok: false,
         };
         c.live.insert(first, Worker { real: pid, pidfd, chan, direct_child: true });
@@ -584,6 +588,9 @@ impl Controller {
             p.ptes = v;
             if self.smaps {
                 read_smaps(w.real, &mut p.smaps)?;
+            }
+            if self.internal {
+                p.internal = Some(super::kmod::read(w.real, WINDOW_START, WINDOW_END)?);
             }
             out.insert(pid, p);
         }

@@ -49,7 +49,13 @@ pub fn compare_with(script: &Script, smaps: bool) -> Verdict {
 /// [`compare_with`] on `target` (the host's kernel or a VM), the model set as `config`
 /// (its `kernel` chooses the model's profile).
 pub fn compare_on(target: &mut Target, config: &crate::mm::Config, script: &Script, smaps: bool) -> Verdict {
-    let opts = RunOptions { check: true, smaps, config: config.clone(), ..Default::default() };
+    let opts = RunOptions {
+        check: true,
+        smaps,
+        internal: target.internal(),
+        config: config.clone(),
+        ..Default::default()
+    };
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_script(script, &opts)));
@@ -110,6 +116,15 @@ pub fn compare_on(target: &mut Target, config: &crate::mm::Config, script: &Scri
     Verdict::Same
 }
 
+/// What `oracle fuzz` compares besides maps, pages and contents.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Compared {
+    /// The smaps fields the model knows (`--smaps`).
+    pub smaps: bool,
+    /// The kernel's internal state, read by a module in the VM (`--internal`).
+    pub internal: bool,
+}
+
 /// `anonmm oracle fuzz --cases N [--seed S] [--steps M] [--out DIR]`.
 pub fn cmd_fuzz(
     cases: u64,
@@ -117,10 +132,11 @@ pub fn cmd_fuzz(
     steps: usize,
     out: &Path,
     keep_going: bool,
-    smaps: bool,
+    compared: Compared,
     kernel: crate::kernel::Kernel,
 ) -> i32 {
-    let target = match Target::for_kernel(kernel) {
+    let Compared { smaps, internal } = compared;
+    let target = match super::kmod::target(kernel, internal) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("anonmm: {e}");
@@ -168,6 +184,8 @@ pub fn cmd_fuzz(
         (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
     let mut policy_diverged = 0u64;
+    let internal = target.borrow().internal();
+    let mut visible = 0u64;
     for i in 0..cases {
         let s = generate(seed.wrapping_add(i), &cfg);
         // Every policy runs the same script on the model: it must pass the checker and show
@@ -211,9 +229,20 @@ pub fn cmd_fuzz(
                         seed.wrapping_add(i)
                     )
                 });
+                // With --internal, a divergence user space sees too is the plain fuzz's to
+                // shrink (it finds it without the module); it is counted, not shrunk here.
+                let internal_only = internal_only(&diff);
+                if internal && !internal_only {
+                    visible += 1;
+                    bar.inc(1);
+                    continue;
+                }
                 let small = shrink_with(
                     &s,
-                    &mut |x| matches!(compare(x), Verdict::Diverges { .. }),
+                    &mut |x| match compare(x) {
+                        Verdict::Diverges { diff, .. } => !internal_only || self::internal_only(&diff),
+                        _ => false,
+                    },
                     &ShrinkOptions::default(),
                 );
                 let why = match compare(&small) {
@@ -255,13 +284,25 @@ pub fn cmd_fuzz(
     }
     bar.finish_and_clear();
     crate::outln!(
-        "fuzz: seed {seed}: {cases} cases ({same} compared whole, {prefix} compared up to a step the kernel placed outside the window ({prefix_steps} steps), {skipped} skipped, {nondet} where the kernel disagreed with itself), {diverged} divergences, {policy_diverged} policy divergences, {:.1}s",
+        "fuzz: seed {seed}: {cases} cases ({same} compared whole, {prefix} compared up to a step the kernel placed outside the window ({prefix_steps} steps), {skipped} skipped, {nondet} where the kernel disagreed with itself), {diverged} divergences{}, {policy_diverged} policy divergences, {:.1}s",
+        if internal {
+            format!(" in the internal state only, {visible} that user space sees too (not shrunk here)")
+        } else {
+            String::new()
+        },
         t0.elapsed().as_secs_f64()
     );
     for (why, n) in &reasons {
         crate::outln!("  skipped {n}: {why}");
     }
-    i32::from(diverged + policy_diverged > 0)
+    i32::from(diverged + policy_diverged + visible > 0)
+}
+
+/// Is every difference of a divergence (`diff_step`'s text) in the internal state? Each
+/// section is a line indented by two spaces (`  pid 1 internal:`, `  result: ...`).
+fn internal_only(diff: &str) -> bool {
+    let mut sections = diff.lines().filter(|l| l.starts_with("  ") && !l.starts_with("   ")).peekable();
+    sections.peek().is_some() && sections.all(|l| l.starts_with("  pid ") && l.ends_with(" internal:"))
 }
 
 /// Run every non-kernel policy against `kernel` on the model (`compare_with_kernel`); on a

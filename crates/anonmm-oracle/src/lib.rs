@@ -6,8 +6,10 @@
 //! - [`available`]`() -> Result<(), String>`: can the oracle run here (Linux x86_64, root,
 //!   pagemap PFNs readable)?
 //! - [`cmd_run`], [`cmd_diff`], [`cmd_fuzz`] (`cmd_fuzz(cases, seed, steps, out, keep_going,
-//!   smaps)`): the CLI commands (`anonmm oracle run|diff|fuzz`); `smaps` also reads and
-//!   compares `/proc/PID/smaps` (see `crate::smaps`).
+//!   compared, kernel)`): the CLI commands (`anonmm oracle run|diff|fuzz`); `smaps` also
+//!   reads and compares `/proc/PID/smaps` (see `crate::smaps`); `internal` loads the
+//!   `anonmm_inspect` module in the VM and compares the kernel's anon_vmas, pgoffs and
+//!   folios ([`kmod`], docs/internal.md).
 //!
 //! # How it runs
 //! The controller (the calling process) forks process 1 before anything is mapped in the
@@ -81,6 +83,7 @@ mod cli;
 mod controller;
 mod fuzz;
 mod guest;
+pub mod kmod;
 mod maps;
 mod pages;
 mod probe;
@@ -94,7 +97,7 @@ mod tests;
 
 // The lower layers' modules, under the paths the files use (`crate::mm::System`).
 use anonmm_abi::{abi, errno, types};
-use anonmm_harness::{compare, run, snapshot};
+use anonmm_harness::{compare, internal, run, snapshot};
 use anonmm_model::{kernel, mm, policy, smaps};
 use anonmm_script as script;
 use anonmm_script::{r#gen, out, outln};
@@ -104,7 +107,7 @@ use crate::snapshot::{StepView, rename};
 use crate::types::Pid;
 
 pub use cli::{cmd_diff, cmd_run};
-pub use fuzz::{Verdict, cmd_fuzz, compare, compare_on, compare_with};
+pub use fuzz::{Compared, Verdict, cmd_fuzz, compare, compare_on, compare_with};
 pub use guest::cmd_guest;
 pub use vm::Target;
 

@@ -321,14 +321,14 @@ fn cmd_run_reports_mismatches() {
     std::fs::create_dir_all(&dir).expect("mkdir");
     let good = dir.join("good.strace");
     std::fs::write(&good, COW).expect("write");
-    assert_eq!(super::cmd_run(&good, false, false, crate::kernel::Kernel::V6_18), 0);
+    assert_eq!(super::cmd_run(&good, false, false, crate::kernel::Kernel::V6_18, false), 0);
     let bad = dir.join("bad.strace");
     std::fs::write(&bad, COW.replace("= SIGSEGV", "= 0")).expect("write");
-    assert_eq!(super::cmd_run(&bad, true, false, crate::kernel::Kernel::V6_18), 1);
+    assert_eq!(super::cmd_run(&bad, true, false, crate::kernel::Kernel::V6_18, false), 1);
     let refused = dir.join("refused.strace");
     std::fs::write(&refused, "1 mmap(NULL, 4096, PROT_READ, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0) = 0x5555\n")
         .expect("write");
-    assert_eq!(super::cmd_run(&refused, false, false, crate::kernel::Kernel::V6_18), 2);
+    assert_eq!(super::cmd_run(&refused, false, false, crate::kernel::Kernel::V6_18, false), 2);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -347,6 +347,7 @@ fn diff_step_shows_only_what_differs() {
                 maps: vec!["200000000000-200000001000 rw-p 00000000 00:00 0 ".into()],
                 pages: vec![PageView { addr: A, page: PageName::Page(1), exclusive: excl, tag: 5 }],
                 smaps: Vec::new(),
+                internal: None,
             },
         )]),
     };

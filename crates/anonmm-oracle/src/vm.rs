@@ -26,8 +26,8 @@
 //!    every script of a batch (a whole fuzz run, shrinking included). The guest's console
 //!    goes to `console.log` in the run directory, shown when the guest fails.
 //!
-//! A later step (the internal-state oracle) loads its own kernel module in the same guest:
-//! [`Needs::modules`] is where it adds them.
+//! The internal-state oracle (`--internal`, `super::internal`) loads its own module in the
+//! same guest: [`VmSession::boot_with`].
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -99,7 +99,7 @@ impl Default for Needs {
     }
 }
 
-fn unavailable(msg: impl Into<String>) -> OracleError {
+pub(super) fn unavailable(msg: impl Into<String>) -> OracleError {
     OracleError::Unavailable(msg.into())
 }
 
@@ -116,7 +116,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// `name` on `$PATH`, or an error naming the Debian package that has it.
-fn tool(name: &str, package: &str) -> Result<PathBuf, OracleError> {
+pub(super) fn tool(name: &str, package: &str) -> Result<PathBuf, OracleError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")]) {
         let p = dir.join(name);
@@ -129,7 +129,7 @@ fn tool(name: &str, package: &str) -> Result<PathBuf, OracleError> {
     )))
 }
 
-fn run_tool(cmd: &mut Command, what: &str) -> Result<Vec<u8>, OracleError> {
+pub(super) fn run_tool(cmd: &mut Command, what: &str) -> Result<Vec<u8>, OracleError> {
     let out = cmd.stdin(Stdio::null()).output().map_err(|e| unavailable(format!("{what}: {e}")))?;
     if !out.status.success() {
         return Err(unavailable(format!(
@@ -510,6 +510,9 @@ struct WireProc {
     /// (address, page number or -1 swap / -2 migration, exclusive, tag).
     pages: Vec<(u64, i64, bool, u64)>,
     smaps: Vec<WireSmaps>,
+    /// The internal state (`--internal`: the guest has the inspection module loaded).
+    #[serde(default)]
+    internal: Option<crate::internal::InternalView>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -619,6 +622,7 @@ impl WireResult {
                                 anonymous_vma: s.anonymous_vma,
                             })
                             .collect(),
+                        internal: p.internal,
                     })
                     .collect(),
             })
@@ -684,7 +688,7 @@ impl WireResult {
                         anonymous_vma: s.anonymous_vma,
                     });
                 }
-                procs.insert(Pid(p.pid), ProcView { maps: p.maps, pages, smaps });
+                procs.insert(Pid(p.pid), ProcView { maps: p.maps, pages, smaps, internal: p.internal });
             }
             let line = script.steps.get(i).map_or(w.line, |s| s.line);
             let view = StepView { line, pid: Pid(w.pid), call: w.call, result: w.result, procs };
@@ -731,6 +735,8 @@ pub struct VmSession {
     pub settings: GuestSettings,
     /// How long the boot took.
     pub boot_time: Duration,
+    /// The `anonmm_inspect` module is loaded: every step reads the internal state.
+    pub internal: bool,
     qemu: Child,
     ctl: BufReader<UnixStream>,
     dir: PathBuf,
@@ -745,6 +751,11 @@ fn io(what: &str, e: std::io::Error) -> OracleError {
 impl VmSession {
     /// Fetch (or find in the cache) the kernel package, build the initramfs and boot it.
     pub fn boot(kernel: Kernel) -> Result<VmSession, OracleError> {
+        Self::boot_with(kernel, Vec::new())
+    }
+
+    /// [`VmSession::boot`], with modules of our own (name, image) loaded after the package's.
+    pub fn boot_with(kernel: Kernel, extra: Vec<(String, Vec<u8>)>) -> Result<VmSession, OracleError> {
         if !cfg!(target_arch = "x86_64") {
             return Err(unavailable("the VM oracle needs an x86_64 host"));
         }
@@ -753,7 +764,9 @@ impl VmSession {
         let mkfs = tool("mkfs.ext4", "e2fsprogs")?;
         let exe = std::env::current_exe().map_err(|e| io("the anonmm binary's path", e))?;
         let package = kernel_package(kernel)?;
-        let modules = resolve_modules(&package, &Needs::default().modules)?;
+        let mut modules = resolve_modules(&package, &Needs::default().modules)?;
+        let internal = extra.iter().any(|(n, _)| n == "anonmm_inspect");
+        modules.extend(extra);
 
         let dir = cache_dir().join("vm").join(format!("run-{}-{}", std::process::id(), kernel));
         let _ = std::fs::remove_dir_all(&dir);
@@ -860,6 +873,7 @@ impl VmSession {
             package,
             settings: GuestSettings::default(),
             boot_time: Duration::ZERO,
+            internal,
             qemu,
             // Replaced below once the socket is there.
             ctl: BufReader::new(UnixStream::pair().map_err(|e| io("socketpair", e))?.0),
@@ -1029,6 +1043,11 @@ impl Target {
             Target::Native => super::run_native_prefix(script, smaps),
             Target::Vm(s) => s.run_prefix(script, smaps),
         }
+    }
+
+    /// Does every step read the kernel's internal state (`--internal`)?
+    pub fn internal(&self) -> bool {
+        matches!(self, Target::Vm(s) if s.internal)
     }
 
     /// The model's machine for this target, running `kernel`.
