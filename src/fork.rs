@@ -36,13 +36,16 @@ impl System {
         }
         let cmm = self.dup_mmap(pmm);
         let files = self.dup_fd(self.procs[&parent].files);
-        self.procs.insert(child, Process { mm: cmm, files });
+        self.procs.insert(child, Process { mm: cmm, files, tgid: child });
         Ok(child.0 as u64)
     }
 
     /// A thread or CLONE_VM child: shares the mm; with `CLONE_FILES` in `flags` it also
     /// shares the descriptor table (a close or open in one is seen by the other), else it
-    /// gets a copy (`copy_files`).
+    /// gets a copy (`copy_files`); with `CLONE_THREAD` it joins the creator's thread group.
+    /// EINVAL for the flag combinations `copy_process` refuses ([`clone_flags_invalid`]);
+    /// flags whose effect the model lacks ([`clone_not_modelled`]) are reported as not
+    /// modelled.
     ///
     /// ```
     /// use anonmm::abi::{CLONE_FILES, CLONE_VM, O_CREAT, O_RDWR};
@@ -57,9 +60,17 @@ impl System {
     /// # Ok::<(), Errno>(())
     /// ```
     pub fn sys_clone_vm(&mut self, parent: Pid, child: Pid, flags: u64) -> KResult<u64> {
+        use crate::abi::*;
         let mm = self.mm_of(parent)?;
         if self.procs.contains_key(&child) {
             return Err(Errno::EEXIST);
+        }
+        if clone_flags_invalid(flags) {
+            return Err(Errno::EINVAL);
+        }
+        if let Some(what) = clone_not_modelled(flags) {
+            self.not_modelled(what);
+            return Err(Errno::EINVAL);
         }
         let pfiles = self.procs[&parent].files;
         let files = if flags & crate::abi::CLONE_FILES != 0 {
@@ -69,7 +80,8 @@ impl System {
             self.dup_fd(pfiles)
         };
         self.mms[mm].users += 1;
-        self.procs.insert(child, Process { mm, files });
+        let tgid = if flags & CLONE_THREAD != 0 { self.procs[&parent].tgid } else { child };
+        self.procs.insert(child, Process { mm, files, tgid });
         Ok(child.0 as u64)
     }
 
@@ -290,4 +302,34 @@ impl System {
     pub fn pages_of(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = VirtAddr> {
         (start.0..end.0).step_by(PAGE_SIZE as usize).map(VirtAddr)
     }
+}
+
+/// Why the model cannot run a clone with `flags`, if it cannot: the flags that write the new
+/// task's id to user memory (at pointers the script does not carry), that make a pidfd, or
+/// that make namespaces.
+pub fn clone_not_modelled(flags: u64) -> Option<&'static str> {
+    use crate::abi::*;
+    if flags & (CLONE_PARENT_SETTID | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID) != 0 {
+        Some(
+            "clone with CLONE_PARENT_SETTID, CLONE_CHILD_SETTID or CLONE_CHILD_CLEARTID (the kernel writes the thread id to user memory at pointers the script does not give)",
+        )
+    } else if flags & CLONE_PIDFD != 0 {
+        Some("clone with CLONE_PIDFD (a pidfd descriptor)")
+    } else if flags & CLONE_NEW_NAMESPACES != 0 {
+        Some("clone with a CLONE_NEW* flag (namespaces)")
+    } else {
+        None
+    }
+}
+
+/// clone's EINVAL flag checks (`copy_process`, and `kernel_clone` for the legacy clone, which
+/// passes `parent_tid` as the pidfd pointer too), made before anything is written or created.
+/// CLONE_SIGHAND needs CLONE_VM, which a `clone_vm` has.
+pub fn clone_flags_invalid(flags: u64) -> bool {
+    use crate::abi::*;
+    flags & (CLONE_NEWNS | CLONE_FS) == CLONE_NEWNS | CLONE_FS
+        || flags & (CLONE_NEWUSER | CLONE_FS) == CLONE_NEWUSER | CLONE_FS
+        || (flags & CLONE_THREAD != 0 && flags & CLONE_SIGHAND == 0)
+        || (flags & CLONE_THREAD != 0 && flags & (CLONE_NEWUSER | CLONE_NEWPID) != 0)
+        || (flags & CLONE_PIDFD != 0 && flags & (CLONE_PARENT_SETTID | CLONE_DETACHED) != 0)
 }

@@ -68,8 +68,8 @@
 //! - addresses outside the window (every address argument, checked before running), a
 //!   NULL-hint mmap, and at run time an mmap/mremap the kernel placed outside the window
 //!   (a taken hint, or a MREMAP_MAYMOVE move): they cannot be compared with the model;
-//! - `brk` past the window's end; `execve` (it would replace the worker); `clone` with
-//!   `CLONE_VM` (workers are single-threaded: threads run in the model only);
+//! - `brk` past the window's end; `execve` (it would replace the worker); `clone` with the
+//!   flags the model refuses (`fork::clone_not_modelled`);
 //! - more than 256 processes.
 //!
 //! Background kernel activity (khugepaged, compaction, reclaim) can in principle change
@@ -174,7 +174,7 @@ pub(crate) fn run_native_prefix(
     validate::validate(script)?;
     let probe = probe::probe().map_err(OracleError::Unavailable)?;
     let first = script.steps.first().map_or(Pid(1), |s| s.pid);
-    let forks = script.steps.iter().filter(|s| matches!(s.call, Call::Fork { .. })).count();
+    let forks = script.steps.iter().filter(|s| s.call.makes_task()).count();
     let pageout =
         script.steps.iter().any(|s| matches!(s.call, Call::Madvise { advice: crate::abi::MADV_PAGEOUT, .. }));
     // Declared before the controller, so dropped after its workers are gone.
@@ -196,7 +196,7 @@ pub(crate) fn run_native_prefix(
             Err(e @ OracleError::Refused { .. }) => return Ok((out, Some(e))),
             Err(e) => return Err(e),
         };
-        if let (Call::Fork { .. }, Expect::Value(_)) = (&step.call, got) {
+        if let (true, Expect::Value(_)) = (step.call.makes_task(), got) {
             max_pid = max_pid.max(child);
         }
         let procs = rename(c.snapshot()?);
