@@ -251,13 +251,20 @@ impl System {
     /// its descriptors are closed.
     pub fn sys_exit(&mut self, pid: Pid) -> KResult<()> {
         let p = self.procs.remove(&pid).ok_or(Errno::ESRCH)?;
+        // exit_mm before exit_files: the userfaultfd's release finds the mm still there only
+        // if another task uses it, and the descriptor goes only with the table's last user.
+        let mm_lives = self.mms[p.mm].users > 1;
+        let table_lives = self.fs.tables[p.files].users > 1;
         self.put_files(p.files);
         self.mm_put(p.mm);
         self.release_pins(pid);
         self.release_migrations(pid);
-        // Its userfaultfd is closed after the mm is gone (exit_mm before exit_files): the
-        // release finds no mm to unregister.
-        self.uffds.remove(&pid);
+        if let Some(ctx) = self.uffds.remove(&pid)
+            && mm_lives
+            && !table_lives
+        {
+            self.userfaultfd_release(p.mm, ctx);
+        }
         Ok(())
     }
 
@@ -283,18 +290,27 @@ impl System {
     /// execve(2): a fresh, empty mm (the new image's mappings come from the trace).
     pub fn sys_execve(&mut self, pid: Pid) -> KResult<u64> {
         let old = self.mm_of(pid)?;
+        let mm_lives = self.mms[old].users > 1;
         let mm = self.mms.alloc(Mm::new(&self.cfg));
         self.procs.get_mut(&pid).expect("pid").mm = mm;
         self.mm_put(old);
         // begin_new_exec → unshare_files: the new image gets a table of its own.
         let t = self.procs[&pid].files;
-        if self.fs.tables[t].users > 1 {
+        let shared = self.fs.tables[t].users > 1;
+        if shared {
             let own = self.dup_fd(t);
             self.fs.tables[t].users -= 1;
             self.procs.get_mut(&pid).expect("pid").files = own;
         }
-        // The userfaultfd is O_CLOEXEC, and it worked on the old mm.
-        self.uffds.remove(&pid);
+        // The userfaultfd is O_CLOEXEC and worked on the old mm: closing it releases its
+        // registrations there if that mm lives on (a CLONE_VM creator) and no shared table
+        // still holds the descriptor.
+        if let Some(ctx) = self.uffds.remove(&pid)
+            && mm_lives
+            && !shared
+        {
+            self.userfaultfd_release(old, ctx);
+        }
         Ok(0)
     }
 
