@@ -510,6 +510,16 @@ impl<'a> Runner<'a> {
             ));
             return Ok(Expect::Unknown);
         }
+        // A vfork child borrows its parent's mm until it execs or exits, and the parent
+        // sleeps meanwhile; the model's fork copies the mm (write-protecting the parent's
+        // pages), which only a replay, whose trace decides what follows, may take instead.
+        if self.replay.is_none() && matches!(step.call, Call::Fork { vfork: true }) {
+            self.sys.not_modelled(
+                "vfork (the child shares the parent's mm until it execs or exits; the model \
+                 would copy it as fork does)",
+            );
+            return Ok(Expect::Unknown);
+        }
         let sys = &mut self.sys;
         let val = |r: Result<u64, Errno>| match r {
             Ok(v) => Expect::Value(v),
