@@ -1798,7 +1798,7 @@ mod tests {
             lines(&s),
             [
                 "5 fork() = 6",
-                "5 clone(child_stack=NULL, flags=CLONE_VM|CLONE_THREAD) = 7",
+                "5 clone(child_stack=NULL, flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM) = 7",
                 "6 touch(0x7f0000001000, 4096, \"w\")",
                 "7 touch(0x7f0000001000, 4096, \"r\")",
                 "7 exit_group(0) = ?",
