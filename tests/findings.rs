@@ -156,7 +156,7 @@ fn map_count_scaled() {
     let script = w.script(1, "map-count").unwrap();
     let first_refusal = |policy: &str| {
         let opts = anonmm::run::RunOptions {
-            policy: policy.to_string(),
+            policy: anonmm::policy::Policy::parse(policy).unwrap(),
             config: anonmm::mm::Config { max_map_count: 2000, ..Default::default() },
             ..Default::default()
         };

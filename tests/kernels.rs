@@ -258,7 +258,7 @@ fn explain_uses_the_kernel_asked() {
         let opts = anonmm::explain::ExplainOptions {
             at: None,
             pid: None,
-            policy: "kernel".into(),
+            policy: anonmm::policy::Policy::Kernel,
             replay: false,
             kernel,
         };

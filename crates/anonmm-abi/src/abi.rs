@@ -200,6 +200,43 @@ pub const CLONE_FILES: u64 = 0x400;
 pub const CLONE_VFORK: u64 = 0x4000;
 /// CLONE_THREAD: the child joins the parent's thread group.
 pub const CLONE_THREAD: u64 = 0x10000;
+/// CLONE_FS: share root, working directory and umask.
+pub const CLONE_FS: u64 = 0x200;
+/// CLONE_SIGHAND: share the signal handlers (needs CLONE_VM; CLONE_THREAD needs it).
+pub const CLONE_SIGHAND: u64 = 0x800;
+/// CLONE_PIDFD: return a pidfd through the `parent_tid` pointer.
+pub const CLONE_PIDFD: u64 = 0x1000;
+/// CLONE_PARENT: the child's parent is the caller's parent.
+pub const CLONE_PARENT: u64 = 0x8000;
+/// CLONE_NEWNS: a new mount namespace.
+pub const CLONE_NEWNS: u64 = 0x20000;
+/// CLONE_SYSVSEM: share System V semaphore undo lists.
+pub const CLONE_SYSVSEM: u64 = 0x40000;
+/// CLONE_SETTLS: the child's TLS pointer is the `tls` argument.
+pub const CLONE_SETTLS: u64 = 0x80000;
+/// CLONE_PARENT_SETTID: store the child's tid at `parent_tid` in the parent.
+pub const CLONE_PARENT_SETTID: u64 = 0x100000;
+/// CLONE_CHILD_CLEARTID: clear (and futex-wake) `child_tid` when the child exits.
+pub const CLONE_CHILD_CLEARTID: u64 = 0x200000;
+/// CLONE_DETACHED: ignored by the kernel (legacy), refused with CLONE_PIDFD.
+pub const CLONE_DETACHED: u64 = 0x400000;
+/// CLONE_CHILD_SETTID: store the child's tid at `child_tid` in the child.
+pub const CLONE_CHILD_SETTID: u64 = 0x1000000;
+/// CLONE_PTRACE: trace the child too if the caller is traced.
+pub const CLONE_PTRACE: u64 = 0x2000;
+/// CLONE_UNTRACED: a tracer cannot force CLONE_PTRACE on the child.
+pub const CLONE_UNTRACED: u64 = 0x800000;
+/// SIGCHLD: the usual exit signal in clone's low byte.
+pub const SIGCHLD: u64 = 17;
+/// CLONE_NEWUSER: a new user namespace.
+pub const CLONE_NEWUSER: u64 = 0x1000_0000;
+/// CLONE_NEWPID: a new pid namespace.
+pub const CLONE_NEWPID: u64 = 0x2000_0000;
+/// Every CLONE_NEW* namespace flag of clone(2) (mount, cgroup, UTS, IPC, user, pid, net).
+pub const CLONE_NEW_NAMESPACES: u64 =
+    CLONE_NEWNS | 0x0200_0000 | 0x0400_0000 | 0x0800_0000 | CLONE_NEWUSER | CLONE_NEWPID | 0x4000_0000;
+/// The exit signal's byte of clone's flags.
+pub const CSIGNAL: u64 = 0xff;
 
 /// `UFFDIO_REGISTER_MODE_MISSING` (include/uapi/linux/userfaultfd.h): track faults on
 /// missing pages.

@@ -501,6 +501,30 @@ impl<'a> Runner<'a> {
 
     fn execute(&mut self, step: &Step) -> Result<Expect, RunError> {
         let pid = step.pid;
+        // A replay takes each task's exit from the trace; a script's exit_group or execve by a
+        // thread would end its siblings too (do_group_exit, de_thread), and the language does
+        // not tell `exit` from `exit_group`.
+        if self.replay.is_none()
+            && matches!(step.call, Call::ExitGroup { .. } | Call::Execve { .. })
+            && !self.sys.thread_siblings(pid).is_empty()
+        {
+            self.sys.not_modelled(&format!(
+                "{} by a task whose thread group has other live tasks (the kernel ends them all; \
+                 the script language does not tell exit from exit_group)",
+                step.call.name()
+            ));
+            return Ok(Expect::Unknown);
+        }
+        // A vfork child borrows its parent's mm until it execs or exits, and the parent
+        // sleeps meanwhile; the model's fork copies the mm (write-protecting the parent's
+        // pages), which only a replay, whose trace decides what follows, may take instead.
+        if self.replay.is_none() && matches!(step.call, Call::Fork { vfork: true }) {
+            self.sys.not_modelled(
+                "vfork (the child shares the parent's mm until it execs or exits; the model \
+                 would copy it as fork does)",
+            );
+            return Ok(Expect::Unknown);
+        }
         let sys = &mut self.sys;
         let val = |r: Result<u64, Errno>| match r {
             Ok(v) => Expect::Value(v),

@@ -1373,11 +1373,23 @@ impl<'a> Conv<'a> {
             _ => None,
         };
         let call = match clone_flags {
-            Some(f) if f & abi::CLONE_VM != 0 && f & abi::CLONE_VFORK == 0 => Call::CloneVm { flags: f },
+            // The trace has no tid pointers: the flags that write the tid there (glibc points
+            // them into the new thread's struct pthread, already written) are dropped.
+            Some(f) if f & abi::CLONE_VM != 0 && f & abi::CLONE_VFORK == 0 => Call::CloneVm {
+                flags: f & !(abi::CLONE_PARENT_SETTID | abi::CLONE_CHILD_SETTID | abi::CLONE_CHILD_CLEARTID),
+            },
             Some(f) => Call::Fork { vfork: f & abi::CLONE_VFORK != 0 },
             // The child's own lines tell: `PARENT/CHILD` is a thread of the parent.
             None => match self.tgid(child) {
-                Some(g) if g != child => Call::CloneVm { flags: abi::CLONE_VM | abi::CLONE_THREAD },
+                // pthread_create's flags, less the tid pointers (see above).
+                Some(g) if g != child => Call::CloneVm {
+                    flags: abi::CLONE_VM
+                        | abi::CLONE_FS
+                        | abi::CLONE_FILES
+                        | abi::CLONE_SIGHAND
+                        | abi::CLONE_THREAD
+                        | abi::CLONE_SYSVSEM,
+                },
                 _ => Call::Fork { vfork: false },
             },
         };
@@ -1787,7 +1799,7 @@ mod tests {
             lines(&s),
             [
                 "5 fork() = 6",
-                "5 clone(child_stack=NULL, flags=CLONE_VM|CLONE_THREAD) = 7",
+                "5 clone(child_stack=NULL, flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM) = 7",
                 "6 touch(0x7f0000001000, 4096, \"w\")",
                 "7 touch(0x7f0000001000, 4096, \"r\")",
                 "7 exit_group(0) = ?",

@@ -36,13 +36,16 @@ impl System {
         }
         let cmm = self.dup_mmap(pmm);
         let files = self.dup_fd(self.procs[&parent].files);
-        self.procs.insert(child, Process { mm: cmm, files });
+        self.procs.insert(child, Process { mm: cmm, files, tgid: child });
         Ok(child.0 as u64)
     }
 
     /// A thread or CLONE_VM child: shares the mm; with `CLONE_FILES` in `flags` it also
     /// shares the descriptor table (a close or open in one is seen by the other), else it
-    /// gets a copy (`copy_files`).
+    /// gets a copy (`copy_files`); with `CLONE_THREAD` it joins the creator's thread group.
+    /// EINVAL for the flag combinations `copy_process` refuses ([`clone_flags_invalid`]);
+    /// flags whose effect the model lacks ([`clone_not_modelled`]) are reported as not
+    /// modelled.
     ///
     /// ```
     /// use anonmm_model::abi::{CLONE_FILES, CLONE_VM, O_CREAT, O_RDWR};
@@ -57,9 +60,17 @@ impl System {
     /// # Ok::<(), Errno>(())
     /// ```
     pub fn sys_clone_vm(&mut self, parent: Pid, child: Pid, flags: u64) -> KResult<u64> {
+        use crate::abi::*;
         let mm = self.mm_of(parent)?;
         if self.procs.contains_key(&child) {
             return Err(Errno::EEXIST);
+        }
+        if clone_flags_invalid(flags) {
+            return Err(Errno::EINVAL);
+        }
+        if let Some(what) = clone_not_modelled(flags) {
+            self.not_modelled(what);
+            return Err(Errno::EINVAL);
         }
         let pfiles = self.procs[&parent].files;
         let files = if flags & crate::abi::CLONE_FILES != 0 {
@@ -69,7 +80,8 @@ impl System {
             self.dup_fd(pfiles)
         };
         self.mms[mm].users += 1;
-        self.procs.insert(child, Process { mm, files });
+        let tgid = if flags & CLONE_THREAD != 0 { self.procs[&parent].tgid } else { child };
+        self.procs.insert(child, Process { mm, files, tgid });
         Ok(child.0 as u64)
     }
 
@@ -239,13 +251,20 @@ impl System {
     /// its descriptors are closed.
     pub fn sys_exit(&mut self, pid: Pid) -> KResult<()> {
         let p = self.procs.remove(&pid).ok_or(Errno::ESRCH)?;
+        // exit_mm before exit_files: the userfaultfd's release finds the mm still there only
+        // if another task uses it, and the descriptor goes only with the table's last user.
+        let mm_lives = self.mms[p.mm].users > 1;
+        let table_lives = self.fs.tables[p.files].users > 1;
         self.put_files(p.files);
         self.mm_put(p.mm);
         self.release_pins(pid);
         self.release_migrations(pid);
-        // Its userfaultfd is closed after the mm is gone (exit_mm before exit_files): the
-        // release finds no mm to unregister.
-        self.uffds.remove(&pid);
+        if let Some(ctx) = self.uffds.remove(&pid)
+            && mm_lives
+            && !table_lives
+        {
+            self.userfaultfd_release(p.mm, ctx);
+        }
         Ok(())
     }
 
@@ -271,18 +290,27 @@ impl System {
     /// execve(2): a fresh, empty mm (the new image's mappings come from the trace).
     pub fn sys_execve(&mut self, pid: Pid) -> KResult<u64> {
         let old = self.mm_of(pid)?;
+        let mm_lives = self.mms[old].users > 1;
         let mm = self.mms.alloc(Mm::new(&self.cfg));
         self.procs.get_mut(&pid).expect("pid").mm = mm;
         self.mm_put(old);
         // begin_new_exec → unshare_files: the new image gets a table of its own.
         let t = self.procs[&pid].files;
-        if self.fs.tables[t].users > 1 {
+        let shared = self.fs.tables[t].users > 1;
+        if shared {
             let own = self.dup_fd(t);
             self.fs.tables[t].users -= 1;
             self.procs.get_mut(&pid).expect("pid").files = own;
         }
-        // The userfaultfd is O_CLOEXEC, and it worked on the old mm.
-        self.uffds.remove(&pid);
+        // The userfaultfd is O_CLOEXEC and worked on the old mm: closing it releases its
+        // registrations there if that mm lives on (a CLONE_VM creator) and no shared table
+        // still holds the descriptor.
+        if let Some(ctx) = self.uffds.remove(&pid)
+            && mm_lives
+            && !shared
+        {
+            self.userfaultfd_release(old, ctx);
+        }
         Ok(0)
     }
 
@@ -290,4 +318,34 @@ impl System {
     pub fn pages_of(start: VirtAddr, end: VirtAddr) -> impl Iterator<Item = VirtAddr> {
         (start.0..end.0).step_by(PAGE_SIZE as usize).map(VirtAddr)
     }
+}
+
+/// Why the model cannot run a clone with `flags`, if it cannot: the flags that write the new
+/// task's id to user memory (at pointers the script does not carry), that make a pidfd, or
+/// that make namespaces.
+pub fn clone_not_modelled(flags: u64) -> Option<&'static str> {
+    use crate::abi::*;
+    if flags & (CLONE_PARENT_SETTID | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID) != 0 {
+        Some(
+            "clone with CLONE_PARENT_SETTID, CLONE_CHILD_SETTID or CLONE_CHILD_CLEARTID (the kernel writes the thread id to user memory at pointers the script does not give)",
+        )
+    } else if flags & CLONE_PIDFD != 0 {
+        Some("clone with CLONE_PIDFD (a pidfd descriptor)")
+    } else if flags & CLONE_NEW_NAMESPACES != 0 {
+        Some("clone with a CLONE_NEW* flag (namespaces)")
+    } else {
+        None
+    }
+}
+
+/// clone's EINVAL flag checks (`copy_process`, and `kernel_clone` for the legacy clone, which
+/// passes `parent_tid` as the pidfd pointer too), made before anything is written or created.
+/// CLONE_SIGHAND needs CLONE_VM, which a `clone_vm` has.
+pub fn clone_flags_invalid(flags: u64) -> bool {
+    use crate::abi::*;
+    flags & (CLONE_NEWNS | CLONE_FS) == CLONE_NEWNS | CLONE_FS
+        || flags & (CLONE_NEWUSER | CLONE_FS) == CLONE_NEWUSER | CLONE_FS
+        || (flags & CLONE_THREAD != 0 && flags & CLONE_SIGHAND == 0)
+        || (flags & CLONE_THREAD != 0 && flags & (CLONE_NEWUSER | CLONE_NEWPID) != 0)
+        || (flags & CLONE_PIDFD != 0 && flags & (CLONE_PARENT_SETTID | CLONE_DETACHED) != 0)
 }

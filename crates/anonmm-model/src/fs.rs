@@ -266,10 +266,11 @@ impl System {
         Ok(0)
     }
 
-    /// dup(2): the lowest free descriptor, sharing the open file.
+    /// dup(2): the lowest free descriptor, sharing the open file; 0–2 are stdio (as for
+    /// `openat`), so at least 3.
     pub fn sys_dup(&mut self, pid: Pid, fd: i64) -> KResult<i64> {
         let file = self.fd_file(pid, fd)?;
-        let nfd = self.install_fd(pid, file, 0)?;
+        let nfd = self.install_fd(pid, file, 3)?;
         self.fs.files[file].refs += 1;
         Ok(nfd)
     }

@@ -318,6 +318,11 @@ impl System {
             MADV_WILLNEED if self.vmas[vma].file.is_some() && !self.is_anon_shmem(vma) => {
                 self.madvise_willneed_file(vma, start, end)
             }
+            MADV_WILLNEED if self.vmas[vma].file.is_none() => self.madvise_willneed_anon(mm, start, end),
+            // Shared anonymous memory: shmem_swapin_range reads the object's swapped pages
+            // back into the swap cache; the model never swaps shmem out (its MADV_PAGEOUT of
+            // page-cache folios is not modelled), so there are none.
+            MADV_WILLNEED => {}
             MADV_GUARD_INSTALL => self.madvise_guard_install(mm, vma, start, end)?,
             MADV_GUARD_REMOVE => self.madvise_guard_remove(mm, vma, start, end)?,
             _ => {}
@@ -343,6 +348,24 @@ impl System {
         let inode = self.fs.files[file].inode;
         self.punch_hole(inode, first, last);
         Ok(())
+    }
+
+    /// `madvise_willneed` on anonymous memory: `walk_page_range` with `swapin_walk_ops`, whose
+    /// `swapin_walk_pmd_entry` reads every swapped page of the range into the swap cache
+    /// (`read_swap_cache_async`), leaving it unmapped: the swap PTEs stay, so pagemap and
+    /// smaps (`Swap`, `SwapPss`) show what they showed, and a later fault maps the cached
+    /// folio (`do_swap_page`). PMD leaves are skipped (`pmd_none_or_trans_huge_or_clear_bad`),
+    /// as are non-swap entries (migration, guard markers).
+    fn madvise_willneed_anon(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        for (s, e) in self.mms[mm].pt.pmd_ranges(start, end) {
+            if !matches!(self.mms[mm].pt.pmd(s), Some(crate::pagetable::Pmd::Table(_))) {
+                continue;
+            }
+            for a in Self::pages_of(s, e) {
+                let crate::pagetable::Pte::Swap { entry, .. } = self.mms[mm].pt.get_pte(a) else { continue };
+                self.read_swap_cache_async(entry);
+            }
+        }
     }
 
     /// `madvise_willneed` on a regular file: `vfs_fadvise(POSIX_FADV_WILLNEED)` →

@@ -78,6 +78,8 @@ pub enum MergeCaller {
     UffdRegister,
     /// `userfaultfd_unregister`.
     UffdUnregister,
+    /// `userfaultfd_release_all`: the context's last descriptor is closed.
+    UffdRelease,
 }
 
 impl MergeCaller {
@@ -96,6 +98,7 @@ impl MergeCaller {
             MergeCaller::Explain => "explain",
             MergeCaller::UffdRegister => "uffd_register",
             MergeCaller::UffdUnregister => "uffd_unregister",
+            MergeCaller::UffdRelease => "userfaultfd_release",
         }
     }
 }

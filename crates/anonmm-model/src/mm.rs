@@ -229,6 +229,9 @@ pub struct Process {
     /// `task->files`: the descriptor table, in [`crate::fs::Fs::tables`] (shared by
     /// threads made with `CLONE_FILES`).
     pub files: crate::fs::FilesId,
+    /// `task->tgid`: the thread group, the creator's for a `CLONE_THREAD` child, else the
+    /// task's own pid.
+    pub tgid: Pid,
 }
 
 /// The modelled machine: every process, address space and kernel object.
@@ -322,8 +325,14 @@ impl System {
         }
         let mm = self.mms.alloc(Mm::new(&self.cfg));
         let files = self.fs.tables.alloc(crate::fs::FdTable { fds: BTreeMap::new(), users: 1 });
-        self.procs.insert(pid, Process { mm, files });
+        self.procs.insert(pid, Process { mm, files, tgid: pid });
         Ok(())
+    }
+
+    /// The other live tasks of `pid`'s thread group (`CLONE_THREAD` siblings).
+    pub fn thread_siblings(&self, pid: Pid) -> Vec<Pid> {
+        let Some(g) = self.procs.get(&pid).map(|p| p.tgid) else { return Vec::new() };
+        self.procs.iter().filter(|&(&q, p)| q != pid && p.tgid == g).map(|(&q, _)| q).collect()
     }
 
     /// The address space of process `pid`; ESRCH if there is no such process.

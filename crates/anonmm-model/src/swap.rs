@@ -128,6 +128,20 @@ impl System {
         }
     }
 
+    /// `read_swap_cache_async`: the folio caching slot `e`, read from it (with the slot's
+    /// contents) into the swap cache if none does yet; unmapped, held by the cache alone.
+    pub(crate) fn read_swap_cache_async(&mut self, e: SwapEntry) -> Option<FolioId> {
+        let slot = self.swap.slot(e)?;
+        if let Some(f) = slot.cache {
+            return Some(f);
+        }
+        let tag = slot.tag;
+        let f = self.folio_alloc(0);
+        self.folios[f].pages[0].tag = tag;
+        self.add_to_swap_cache(f, e);
+        Some(f)
+    }
+
     /// `add_to_swap_cache`: `folio` caches slot `e`.
     fn add_to_swap_cache(&mut self, folio: FolioId, e: SwapEntry) {
         self.slot_mut(e).cache = Some(folio);

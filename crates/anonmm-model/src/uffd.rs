@@ -78,6 +78,25 @@ impl System {
         v.flags -= VmFlags::UFFD_FLAGS;
     }
 
+    /// `userfaultfd_release` → `userfaultfd_release_all`: the last close of a context
+    /// unregisters every VMA of `mm` it holds (`userfaultfd_clear_vma`, merging where it can).
+    pub(crate) fn userfaultfd_release(&mut self, mm: crate::mm::MmId, ctx: UffdCtx) {
+        let mut a = VirtAddr(0);
+        while let Some(vma) = self.mms[mm].find_vma(a) {
+            let v = &self.vmas[vma];
+            if v.uffd != Some(ctx) {
+                a = v.end;
+                continue;
+            }
+            let (s, e, flags) = (v.start, v.end, v.flags - VmFlags::UFFD_FLAGS);
+            a = match self.vma_modify_flags_uffd(vma, s, e, flags, None, MergeCaller::UffdRelease) {
+                Ok(v) => self.vmas[v].end,
+                // give_up_on_oom: the VMA is left as it is.
+                Err(_) => e,
+            };
+        }
+    }
+
     /// `vma_modify_flags_uffd`: merge or split so that `[start, end)` is one VMA, then give
     /// it `flags` and `ctx` (`userfaultfd_set_ctx` / `userfaultfd_reset_ctx`).
     fn vma_modify_flags_uffd(

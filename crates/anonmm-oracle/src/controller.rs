@@ -27,8 +27,8 @@ use super::maps::{FileIds, MapsLine, parse_maps};
 use super::pages::{ptes, read_pagemap, read_tag};
 use super::probe::Probe;
 use super::worker::{
-    BUF_LEN, Cmd, OP_EXIT, OP_FORK, OP_PIN, OP_SYSCALL, OP_TAGS, OP_TOUCH, OP_UFFD_MOVE, OP_UFFD_REGISTER,
-    OP_UFFD_UNREGISTER, OP_UNPIN, PrctlMmMap, Reply, TAGS_MAX, process_one,
+    BUF_LEN, Cmd, OP_CLONE, OP_EXIT, OP_FORK, OP_PIN, OP_SYSCALL, OP_TAGS, OP_TOUCH, OP_UFFD_MOVE,
+    OP_UFFD_REGISTER, OP_UFFD_UNREGISTER, OP_UNPIN, PrctlMmMap, Reply, TAGS_MAX, process_one,
 };
 use super::{OracleError, WINDOW_END, WINDOW_START};
 
@@ -126,9 +126,17 @@ fn last_err(what: &str) -> OracleError {
     OracleError::sys(what, std::io::Error::last_os_error())
 }
 
+/// `PIDFD_THREAD` (`O_EXCL`, Linux 6.9+): a pidfd for one thread, readable when that thread
+/// exits.
+const PIDFD_THREAD: libc::c_int = libc::O_EXCL;
+
 fn pidfd_open(pid: i32) -> Result<OwnedFd, OracleError> {
+    pidfd_open_flags(pid, 0)
+}
+
+fn pidfd_open_flags(pid: i32, flags: libc::c_int) -> Result<OwnedFd, OracleError> {
     // SAFETY: pidfd_open has no memory arguments.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
     if fd < 0 {
         return Err(last_err("pidfd_open"));
     }
@@ -456,6 +464,7 @@ impl Controller {
                 self.request(step, &cmd)?
             }
             Call::Fork { .. } => return self.fork(step, fork_child),
+            Call::CloneVm { flags } => return self.clone_vm(step, fork_child, *flags),
             Call::ExitGroup { code } => {
                 self.exit(step, *code)?;
                 return Ok(Expect::Unknown);
@@ -472,7 +481,6 @@ impl Controller {
                 self.syscall(step, SYS_brk, &[*addr], None)?
             }
             Call::Execve { .. }
-            | Call::CloneVm { .. }
             | Call::MapRecord { .. }
             | Call::VmaRecord { .. }
             | Call::Migrate { .. }
@@ -529,6 +537,57 @@ impl Controller {
         let hello = recv_reply(&chan, &pidfd, step.line)?;
         if hello != r {
             return Err(OracleError::System(format!("fork child said hello as {hello}, not {r}")));
+        }
+        self.live.insert(child, Worker { real, pidfd, chan, direct_child: false });
+        self.order.push(child);
+        Ok(Expect::Value(child.0 as u64))
+    }
+
+    /// A script `clone` with `CLONE_VM`: the worker really clones with the script's flags
+    /// (see `worker::OP_CLONE`), and the new task serves the child's calls, so what it does to
+    /// the shared mm and descriptor table happens on the kernel.
+    fn clone_vm(&mut self, step: &Step, child: Pid, flags: u64) -> Result<Expect, OracleError> {
+        // What the model refuses is refused here too, once the kernel's own EINVAL checks pass
+        // (the script gives no tid or pidfd pointers to run it with).
+        if let Some(what) = crate::fork::clone_not_modelled(flags)
+            && !crate::fork::clone_flags_invalid(flags)
+        {
+            return Err(OracleError::Refused { line: step.line, reason: what.to_string() });
+        }
+        if self.live.contains_key(&child) {
+            return Err(OracleError::BadInput {
+                line: step.line,
+                reason: format!("clone would create process {child}, which exists"),
+            });
+        }
+        let idx = self.next_chan;
+        let chan = self
+            .chans
+            .get_mut(idx)
+            .and_then(Option::take)
+            .ok_or_else(|| OracleError::System("no channel left for the new task".into()))?;
+        self.next_chan += 1;
+        let mut cmd = Cmd::new(OP_CLONE);
+        cmd.args[0] = (self.high - idx as i32) as u64;
+        cmd.args[1] = flags;
+        let r = self.request(step, &cmd)?;
+        if r < 0 {
+            return to_expect(r);
+        }
+        let real = r as i32;
+        // A thread needs a thread pidfd (its tid is no thread group's); a process sharing the
+        // mm gets the usual one.
+        let pidfd = if flags & crate::abi::CLONE_THREAD != 0 {
+            pidfd_open_flags(real, PIDFD_THREAD).map_err(|e| OracleError::Refused {
+                line: step.line,
+                reason: format!("threads need pidfd_open(PIDFD_THREAD) (Linux 6.9+): {e}"),
+            })?
+        } else {
+            pidfd_open(real)?
+        };
+        let hello = recv_reply(&chan, &pidfd, step.line)?;
+        if hello != r {
+            return Err(OracleError::System(format!("clone child said hello as {hello}, not {r}")));
         }
         self.live.insert(child, Worker { real, pidfd, chan, direct_child: false });
         self.order.push(child);
@@ -644,6 +703,19 @@ fn reap(w: &Worker) {
         // SAFETY: reaps our own child.
         unsafe {
             libc::waitpid(w.real, std::ptr::null_mut(), 0);
+        }
+    } else {
+        // A clone with CLONE_PARENT by process 1 made a child of ours: reap it too (ECHILD,
+        // harmlessly, for every other task).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on a pidfd we own, writing one siginfo_t.
+        unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                w.pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            );
         }
     }
 }

@@ -70,8 +70,8 @@
 //! - addresses outside the window (every address argument, checked before running), a
 //!   NULL-hint mmap, and at run time an mmap/mremap the kernel placed outside the window
 //!   (a taken hint, or a MREMAP_MAYMOVE move): they cannot be compared with the model;
-//! - `brk` past the window's end; `execve` (it would replace the worker); `clone` with
-//!   `CLONE_VM` (workers are single-threaded: threads run in the model only);
+//! - `brk` past the window's end; `execve` (it would replace the worker); `clone` with the
+//!   flags the model refuses (`fork::clone_not_modelled`);
 //! - more than 256 processes.
 //!
 //! Background kernel activity (khugepaged, compaction, reclaim) can in principle change
@@ -98,7 +98,7 @@ mod tests;
 // The lower layers' modules, under the paths the files use (`crate::mm::System`).
 use anonmm_abi::{abi, errno, types};
 use anonmm_harness::{compare, internal, run, snapshot};
-use anonmm_model::{kernel, mm, policy, smaps};
+use anonmm_model::{fork, kernel, mm, policy, smaps};
 use anonmm_script as script;
 use anonmm_script::{r#gen, out, outln};
 
@@ -186,7 +186,7 @@ pub(crate) fn run_native_prefix(
     validate::validate(script)?;
     let probe = probe::probe().map_err(OracleError::Unavailable)?;
     let first = script.steps.first().map_or(Pid(1), |s| s.pid);
-    let forks = script.steps.iter().filter(|s| matches!(s.call, Call::Fork { .. })).count();
+    let forks = script.steps.iter().filter(|s| s.call.makes_task()).count();
     let pageout =
         script.steps.iter().any(|s| matches!(s.call, Call::Madvise { advice: crate::abi::MADV_PAGEOUT, .. }));
     // Declared before the controller, so dropped after its workers are gone.
@@ -208,7 +208,7 @@ pub(crate) fn run_native_prefix(
             Err(e @ OracleError::Refused { .. }) => return Ok((out, Some(e))),
             Err(e) => return Err(e),
         };
-        if let (Call::Fork { .. }, Expect::Value(_)) = (&step.call, got) {
+        if let (true, Expect::Value(_)) = (step.call.makes_task(), got) {
             max_pid = max_pid.max(child);
         }
         let procs = rename(c.snapshot()?);

@@ -105,14 +105,9 @@ pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
                     "execve is not supported: it would replace the worker that runs the script",
                 ));
             }
-            Call::CloneVm { .. } => {
-                return Err(refuse(
-                    step,
-                    "clone with CLONE_VM is not supported: workers must stay single-threaded",
-                ));
-            }
             Call::Openat { path, .. } => string_arg(step, path)?,
             Call::Fork { .. }
+            | Call::CloneVm { .. }
             | Call::ExitGroup { .. }
             | Call::Close { .. }
             | Call::Dup { .. }

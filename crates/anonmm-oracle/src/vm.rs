@@ -717,7 +717,7 @@ fn guest_text(script: &Script) -> (String, Vec<usize>) {
             at += 1;
         }
         let _ = write!(text, "{} {}", s.pid, crate::r#gen::render(&s.call));
-        if let (crate::script::Call::Fork { .. }, Some(Expect::Value(v))) = (&s.call, s.expect) {
+        if let (true, Some(Expect::Value(v))) = (s.call.makes_task(), s.expect) {
             let _ = write!(text, " = {v}");
         }
         text.push('\n');

@@ -41,6 +41,15 @@ pub(crate) const OP_UFFD_UNREGISTER: u64 = 9;
 /// `args[3]`; the reply is the `move` field when positive (a short move returns -EAGAIN with
 /// the progress there), else `-errno`.
 pub(crate) const OP_UFFD_MOVE: u64 = 10;
+/// `clone(args[1])` with a stack of its own: the new task (a thread, or a process sharing the
+/// mm) takes the channel `args[0]`, says hello with its tid and serves calls on it. The reply
+/// is the new tid, or `-errno`.
+pub(crate) const OP_CLONE: u64 = 11;
+/// Bytes of a cloned task's stack (mapped outside the window, never freed: the task may
+/// outlive its creator's interest in it).
+const CLONE_STACK: usize = 256 << 10;
+/// `ARCH_GET_FS` (arch/x86/include/uapi/asm/prctl.h).
+const ARCH_GET_FS: libc::c_int = 0x1003;
 /// `UFFD_USER_MODE_ONLY`: an unprivileged-style context (faults from user space only).
 const UFFD_USER_MODE_ONLY: u64 = 1;
 const UFFD_API: u64 = 0xaa;
@@ -460,6 +469,80 @@ fn uffd_move(uffd: &mut i32, a: &[u64; 6]) -> i64 {
     if r == 0 || (r == -(libc::EAGAIN as i64) && moved > 0) { moved } else { r }
 }
 
+/// The argument of a cloned task: its channel in bits 0..20, its creator's in 20..40, and
+/// bit 40 when it shares the descriptor table (packed by value: nothing to outlive).
+fn clone_arg(fd: i32, parent_fd: i32, files: bool) -> u64 {
+    fd as u64 | (parent_fd as u64) << 20 | u64::from(files) << 40
+}
+
+/// The entry of a cloned task (on its own stack, in the shared or copied mm); never returns.
+extern "C" fn clone_main(arg: *mut c_void) -> libc::c_int {
+    let a = arg as u64;
+    let (fd, parent_fd, files) = ((a & 0xfffff) as i32, ((a >> 20) & 0xfffff) as i32, a >> 40 != 0);
+    // SAFETY: fd bookkeeping and a hello on our own channel.
+    unsafe {
+        if !files {
+            // A copied table: the creator's channel, pin rings and userfaultfd are not ours
+            // (as after fork).
+            libc::close(parent_fd);
+            raw(libc::SYS_close_range as u64, [RING_FD_MIN, RING_FD_MIN + MAX_RINGS as u64 + 1, 0, 0, 0, 0]);
+        }
+        send_reply(fd, libc::syscall(libc::SYS_gettid) as i64);
+    }
+    worker_loop(fd)
+}
+
+/// `clone(flags)` through glibc's wrapper, which switches to the new stack and calls
+/// [`clone_main`]. The TLS pointer given with `CLONE_SETTLS` is the caller's own (the new
+/// task runs the same async-signal-safe loop and touches no thread-local state but errno,
+/// and only one task runs at a time).
+fn clone_task(parent_fd: i32, child_fd: i32, flags: u64) -> i64 {
+    // SAFETY: a fresh private anonymous mapping for the stack; NULL hint, so the kernel puts
+    // it top-down below mmap_base, far above the script window.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            CLONE_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return -errno();
+    }
+    let files = flags & crate::abi::CLONE_FILES != 0;
+    let mut tls: u64 = 0;
+    // SAFETY: ARCH_GET_FS writes one u64.
+    unsafe {
+        libc::syscall(libc::SYS_arch_prctl, ARCH_GET_FS, &mut tls as *mut u64);
+    }
+    // SAFETY: the stack top is 16-byte aligned and the stack is the child's alone.
+    let r = unsafe {
+        libc::clone(
+            clone_main,
+            (stack as *mut u8).add(CLONE_STACK) as *mut c_void,
+            flags as libc::c_int,
+            clone_arg(child_fd, parent_fd, files) as *mut c_void,
+            std::ptr::null_mut::<libc::pid_t>(),
+            tls as *mut c_void,
+            std::ptr::null_mut::<libc::pid_t>(),
+        )
+    };
+    if r < 0 {
+        let e = -errno();
+        // SAFETY: the stack nobody uses.
+        unsafe { libc::munmap(stack, CLONE_STACK) };
+        return e;
+    }
+    if !files {
+        // SAFETY: the child's channel end is not ours to keep (the child has its copy).
+        unsafe { libc::close(child_fd) };
+    }
+    r as i64
+}
+
 fn worker_loop(mut fd: i32) -> ! {
     let mut rings: [Ring; MAX_RINGS] = [(0, 0, -1); MAX_RINGS];
     let mut uffd: i32 = -1;
@@ -516,6 +599,7 @@ fn worker_loop(mut fd: i32) -> ! {
                 r
             }
             OP_EXIT => exit_group(cmd.args[0]),
+            OP_CLONE => clone_task(fd, cmd.args[0] as i32, cmd.args[1]),
             OP_PIN => pin(&mut rings, cmd.args[0], cmd.args[1]),
             OP_UNPIN => unpin(&mut rings, cmd.args[0], cmd.args[1]),
             OP_UFFD_REGISTER => {

@@ -339,6 +339,11 @@ pub const CALL_NAMES: [&str; 27] = [
 ];
 
 impl Call {
+    /// A call that makes a new task (`fork`, `vfork`, or `clone`): its result is the child's pid.
+    pub fn makes_task(&self) -> bool {
+        matches!(self, Call::Fork { .. } | Call::CloneVm { .. })
+    }
+
     /// The syscall name as strace prints it.
     pub fn name(&self) -> &'static str {
         match self {

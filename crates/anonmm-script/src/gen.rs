@@ -69,6 +69,12 @@ pub struct Weights {
     pub uffd: u32,
     /// `brk`: query, grow, shrink (page aligned or not), or below the heap's start.
     pub brk: u32,
+    /// `clone` with CLONE_VM: a thread (pthread's flags), a process sharing the mm (and
+    /// perhaps the descriptor table), or flags the kernel refuses; only while fewer than
+    /// `GenConfig::max_procs` tasks live.
+    pub clone: u32,
+    /// `dup` or `dup2` of an open descriptor; only when `GenConfig::files`.
+    pub dup: u32,
 }
 
 impl Default for Weights {
@@ -88,6 +94,8 @@ impl Default for Weights {
             migrate: 0,
             uffd: 5,
             brk: 4,
+            clone: 3,
+            dup: 2,
         }
     }
 }
@@ -168,6 +176,14 @@ struct Proc {
     fds: BTreeMap<i64, usize>,
     /// The program break as the generator believes it to be.
     brk: u64,
+    /// Thread group (`CLONE_THREAD` joins the creator's).
+    tgid: u32,
+    /// Which address space: tasks made with CLONE_VM share their creator's.
+    mm: u32,
+    /// Which descriptor table: CLONE_FILES shares the creator's.
+    fdt: u32,
+    /// The creator of a CLONE_VM task (it must outlive the task: see [`Gen::op_exit`]).
+    vm_parent: Option<u32>,
 }
 
 impl Proc {
@@ -257,6 +273,8 @@ enum Op {
     Pin,
     Migrate,
     Uffd,
+    Clone,
+    Dup,
 }
 
 /// Generate a random script. The same seed and config always give the same script.
@@ -269,6 +287,10 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Script {
             regions: Vec::new(),
             fds: BTreeMap::new(),
             brk: crate::types::DEFAULT_START_BRK,
+            tgid: 1,
+            mm: 1,
+            fdt: 1,
+            vm_parent: None,
         }],
         next_pid: 2,
         files: vec![None; NR_FILES],
@@ -326,12 +348,14 @@ impl Gen<'_> {
         ];
         if self.procs.len() < self.cfg.max_procs {
             table.push((Op::Fork, w.fork));
+            table.push((Op::Clone, w.clone));
         }
         if self.procs.len() > 1 {
             table.push((Op::Exit, w.exit));
         }
         if self.cfg.files {
             table.push((Op::File, w.file));
+            table.push((Op::Dup, w.dup));
         }
         let total: u32 = table.iter().map(|&(_, w)| w).sum();
         if total == 0 {
@@ -350,6 +374,12 @@ impl Gen<'_> {
     /// Generate one operation (one or a few steps).
     fn one(&mut self) {
         let pi = self.rng.random_range(0..self.procs.len());
+        let pid = self.procs[pi].pid;
+        self.one_op(pi);
+        self.share_view(pid);
+    }
+
+    fn one_op(&mut self, pi: usize) {
         match self.choose_op(pi) {
             Op::Mmap => self.op_mmap(pi),
             Op::Munmap => self.op_munmap(pi),
@@ -365,6 +395,8 @@ impl Gen<'_> {
             Op::Migrate => self.op_migrate(pi),
             Op::Uffd => self.op_uffd(pi),
             Op::Brk => self.op_brk(pi),
+            Op::Clone => self.op_clone(pi),
+            Op::Dup => self.op_dup(pi),
         }
     }
 
@@ -1119,7 +1151,14 @@ impl Gen<'_> {
         let parent = self.procs[pi].clone();
         let child = self.next_pid;
         self.next_pid += 1;
-        self.procs.push(Proc { pid: child, ..parent.clone() });
+        self.procs.push(Proc {
+            pid: child,
+            tgid: child,
+            mm: child,
+            fdt: child,
+            vm_parent: None,
+            ..parent.clone()
+        });
         let grows: Vec<(u32, u64)> =
             self.growsdown.iter().filter(|g| g.0 == parent.pid).map(|&(_, a)| (child, a)).collect();
         self.growsdown.extend(grows);
@@ -1127,7 +1166,7 @@ impl Gen<'_> {
     }
 
     fn op_exit(&mut self) {
-        let candidates: Vec<usize> = (1..self.procs.len()).collect();
+        let candidates: Vec<usize> = (1..self.procs.len()).filter(|&i| self.may_exit(i)).collect();
         if candidates.is_empty() {
             return;
         }
@@ -1136,6 +1175,109 @@ impl Gen<'_> {
         self.pins.retain(|&(pid, _, _)| pid != p.pid);
         self.uffd_ranges.retain(|&(pid, _, _)| pid != p.pid);
         self.emit(p.pid, Call::ExitGroup { code: 0 }, None);
+    }
+
+    // ---- threads and descriptors (issue 14) ---------------------------------------------------
+
+    /// After a task's operation, every task sharing its mm sees its picture of the mappings
+    /// and the break, and every task sharing its descriptor table its descriptors.
+    fn share_view(&mut self, pid: u32) {
+        let Some(p) = self.procs.iter().find(|p| p.pid == pid).cloned() else { return };
+        for q in self.procs.iter_mut().filter(|q| q.pid != pid) {
+            if q.mm == p.mm {
+                q.regions.clone_from(&p.regions);
+                q.brk = p.brk;
+            }
+            if q.fdt == p.fdt {
+                q.fds.clone_from(&p.fds);
+            }
+        }
+    }
+
+    /// Whether task `i` may exit_group: not while other tasks of its thread group live (the
+    /// kernel would end them all, the model refuses), nor while it shares its descriptor
+    /// table (its pin rings and userfaultfd would outlive it there), nor while a task it made
+    /// with CLONE_VM lives.
+    fn may_exit(&self, i: usize) -> bool {
+        let p = &self.procs[i];
+        self.procs
+            .iter()
+            .filter(|q| q.pid != p.pid)
+            .all(|q| q.tgid != p.tgid && q.fdt != p.fdt && q.vm_parent != Some(p.pid))
+    }
+
+    /// `clone` with CLONE_VM: mostly a thread as pthread_create makes it (less the tid
+    /// pointers, which the script cannot give), else a process sharing the mm, sometimes the
+    /// descriptor table too; with `invalid`, flag combinations `copy_process` refuses.
+    fn op_clone(&mut self, pi: usize) {
+        let parent = self.procs[pi].clone();
+        let x = self.rng.random_range(0..10);
+        let mut flags = match x {
+            0..=5 => {
+                let mut f = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+                for extra in [CLONE_SETTLS, CLONE_DETACHED, CLONE_UNTRACED, CLONE_PTRACE, CLONE_PARENT] {
+                    if self.chance(0.15) {
+                        f |= extra;
+                    }
+                }
+                f
+            }
+            _ => {
+                let mut f = CLONE_VM | SIGCHLD;
+                for extra in [CLONE_FILES, CLONE_FS, CLONE_SIGHAND, CLONE_SYSVSEM, CLONE_PARENT, CLONE_SETTLS]
+                {
+                    if self.chance(0.3) {
+                        f |= extra;
+                    }
+                }
+                f
+            }
+        };
+        if self.cfg.invalid && self.chance(0.15) {
+            // Each refused by copy_process (or kernel_clone) before anything is written.
+            flags = match self.rng.random_range(0..4) {
+                0 => (flags | CLONE_THREAD | CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID) & !CLONE_SIGHAND,
+                1 => flags | CLONE_NEWNS | CLONE_FS,
+                2 => flags | CLONE_PIDFD | CLONE_DETACHED,
+                _ => flags | CLONE_PIDFD | CLONE_PARENT_SETTID,
+            };
+            self.emit(parent.pid, Call::CloneVm { flags }, None);
+            return;
+        }
+        let child = self.next_pid;
+        self.next_pid += 1;
+        let thread = flags & CLONE_THREAD != 0;
+        self.procs.push(Proc {
+            pid: child,
+            tgid: if thread { parent.tgid } else { child },
+            mm: parent.mm,
+            fdt: if flags & CLONE_FILES != 0 { parent.fdt } else { child },
+            vm_parent: Some(parent.pid),
+            ..parent.clone()
+        });
+        self.emit(parent.pid, Call::CloneVm { flags }, Some(Expect::Value(u64::from(child))));
+    }
+
+    /// `dup` or `dup2` of an open descriptor (sometimes of a closed one, or onto one in use).
+    fn op_dup(&mut self, pi: usize) {
+        let pid = self.procs[pi].pid;
+        let (fd, _) = self.some_fd(pi);
+        let file = self.procs[pi].fds[&fd];
+        let bad = self.cfg.invalid && self.chance(0.1);
+        let old = if bad { 40 } else { fd };
+        if self.chance(0.5) {
+            let nfd = self.procs[pi].lowest_free_fd();
+            if !bad {
+                self.procs[pi].fds.insert(nfd, file);
+            }
+            self.emit(pid, Call::Dup { fd: old }, None);
+        } else {
+            let new = self.rng.random_range(3..3 + MAX_FDS as i64);
+            if !bad {
+                self.procs[pi].fds.insert(new, file);
+            }
+            self.emit(pid, Call::Dup2 { oldfd: old, newfd: new }, None);
+        }
     }
 
     fn op_mremap(&mut self, pi: usize) {
@@ -1331,7 +1473,7 @@ pub fn write_script(script: &Script) -> String {
     let _ = writeln!(out, "# {} steps", script.steps.len());
     for s in &script.steps {
         let _ = write!(out, "{} {}", s.pid, render(&s.call));
-        if let (Call::Fork { .. }, Some(Expect::Value(v))) = (&s.call, s.expect) {
+        if let (true, Some(Expect::Value(v))) = (s.call.makes_task(), s.expect) {
             let _ = write!(out, " = {v}");
         }
         out.push('\n');
@@ -1353,13 +1495,14 @@ pub fn check_well_formed(script: &Script) -> Result<(), String> {
             return Err(format!("line {}: pid {pid} is not alive: {}", s.line, s.text));
         }
         match (&s.call, s.expect) {
-            (Call::Fork { .. }, Some(Expect::Value(c))) => {
-                let c = u32::try_from(c).map_err(|_| format!("line {}: bad child pid", s.line))?;
+            (c, Some(Expect::Value(v))) if c.makes_task() => {
+                let c = u32::try_from(v).map_err(|_| format!("line {}: bad child pid", s.line))?;
                 if !seen.insert(c) {
                     return Err(format!("line {}: child pid {c} is not fresh", s.line));
                 }
                 alive.insert(c);
             }
+            // A clone may be one the kernel refuses (no child); a fork always makes one.
             (Call::Fork { .. }, _) => {
                 return Err(format!("line {}: fork without a child pid", s.line));
             }
@@ -1426,7 +1569,7 @@ impl Shrinker<'_> {
                 if Some(st.line) == self.keep_line {
                     return None;
                 }
-                if let (Call::Fork { .. }, Some(Expect::Value(c))) = (&st.call, st.expect) {
+                if let (true, Some(Expect::Value(c))) = (st.call.makes_task(), st.expect) {
                     dead.insert(u32::try_from(c).unwrap_or(u32::MAX));
                 }
             } else {
@@ -1774,7 +1917,7 @@ mod tests {
                     assert_eq!(st.text, render(&st.call));
                     assert!(!matches!(st.call, Call::Execve { .. }));
                     match (&st.call, st.expect) {
-                        (Call::Fork { .. }, Some(Expect::Value(c))) => {
+                        (call, Some(Expect::Value(c))) if call.makes_task() => {
                             assert_eq!(c, next_child, "children numbered in creation order");
                             next_child += 1;
                             alive += 1;
@@ -1854,6 +1997,9 @@ mod tests {
             "uffd_register",
             "uffd_unregister",
             "uffdio_move",
+            "clone",
+            "dup",
+            "dup2",
         ] {
             assert!(names.get(n).copied().unwrap_or(0) > 0, "no {n}: {names:?}");
         }
@@ -1963,7 +2109,7 @@ mod tests {
             assert!(dontunmap_after_fork(&small), "seed {seed}");
             assert!(check_well_formed(&small).is_ok(), "seed {seed}");
             // The mremap and the forks that make its process: a chain of forks stays whole.
-            let forks = small.steps.iter().filter(|st| matches!(st.call, Call::Fork { .. })).count();
+            let forks = small.steps.iter().filter(|st| st.call.makes_task()).count();
             assert!(
                 small.steps.len() <= 4 && small.steps.len() == forks + 1,
                 "seed {seed}:\n{}",
