@@ -2160,8 +2160,13 @@ mod tests {
         let opts = ShrinkOptions { max_calls: 2000, keep_line: Some(keep) };
         let small = shrink_with(&s, &mut pred, &opts);
         assert!(check_well_formed(&small).is_ok());
-        // The kept step, plus the forks that create its process.
-        let forks = small.steps.iter().filter(|st| matches!(st.call, Call::Fork { .. })).count();
+        // The kept step, plus the forks and clones that create its process (and the one whose
+        // child a fork in a clone's child needs).
+        let forks = small
+            .steps
+            .iter()
+            .filter(|st| matches!(st.call, Call::Fork { .. } | Call::CloneVm { .. }))
+            .count();
         assert_eq!(small.steps.len(), forks + 1, "{}", write_script(&small));
     }
 }
