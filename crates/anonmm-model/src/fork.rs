@@ -250,6 +250,13 @@ impl System {
     /// exit_group(2): the process goes; its mm goes with its last user (`exit_mmap`), and
     /// its descriptors are closed.
     pub fn sys_exit(&mut self, pid: Pid) -> KResult<()> {
+        let files = self.procs.get(&pid).ok_or(Errno::ESRCH)?.files;
+        // A ring in a descriptor table another task keeps stays open, its buffers pinned,
+        // with no process of the model's to hold them.
+        if self.fs.tables[files].users > 1 && self.pins.get(&pid).is_some_and(|p| !p.is_empty()) {
+            self.not_modelled("exit of a task whose pinned buffers stay in a shared descriptor table");
+            return Err(Errno::EINVAL);
+        }
         let p = self.procs.remove(&pid).ok_or(Errno::ESRCH)?;
         // exit_mm before exit_files: the userfaultfd's release finds the mm still there only
         // if another task uses it, and the descriptor goes only with the table's last user.

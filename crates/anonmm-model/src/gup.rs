@@ -165,7 +165,10 @@ impl System {
         Ok(0)
     }
 
-    /// A process exits: its io_uring rings close and their buffers are unpinned.
+    /// A process exits: its io_uring rings close and their buffers are unpinned. (The kernel
+    /// frees a closed ring's buffers from a work queue, `io_ring_exit_work`, soon after; the
+    /// model, and the oracle, which unregisters them before the task exits, take it as done
+    /// at the exit, so that a fork right after sees no pin.)
     pub fn release_pins(&mut self, pid: Pid) {
         for pin in self.pins.remove(&pid).unwrap_or_default() {
             for f in pin.folios {

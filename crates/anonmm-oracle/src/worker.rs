@@ -598,7 +598,14 @@ fn worker_loop(mut fd: i32) -> ! {
                 }
                 r
             }
-            OP_EXIT => exit_group(cmd.args[0]),
+            OP_EXIT => {
+                // Closing a ring frees its buffers from a work queue, racing with what the
+                // other tasks sharing the mm do next; unregister them now, as the model has it.
+                while let Some(&(addr, len, _)) = rings.iter().find(|r| r.2 >= 0) {
+                    unpin(&mut rings, addr, len);
+                }
+                exit_group(cmd.args[0])
+            }
             OP_CLONE => clone_task(fd, cmd.args[0] as i32, cmd.args[1]),
             OP_PIN => pin(&mut rings, cmd.args[0], cmd.args[1]),
             OP_UNPIN => unpin(&mut rings, cmd.args[0], cmd.args[1]),
