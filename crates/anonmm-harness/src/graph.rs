@@ -90,7 +90,7 @@ struct AvInfo {
 /// a run of pages of one process with the same mapping and order, consecutive addresses and
 /// indexes, at most `1 << order` long; the same folio mapped by several processes (after fork)
 /// is one node, found by mapping, first index, order and length.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug)]
 struct FolioInfo {
     mapping: MappingName,
     index: u64,
@@ -105,11 +105,21 @@ struct FolioInfo {
 struct Gathered {
     avs: BTreeMap<u64, AvInfo>,
     folios: Vec<FolioInfo>,
+    /// Each folio by where it is mapped: (pid, first address) → index in `folios`.
+    at: BTreeMap<(Pid, u64), usize>,
+}
+
+impl Gathered {
+    /// Whether the other side has this folio, identical.
+    fn has(&self, f: &FolioInfo) -> bool {
+        f.at.first().and_then(|a| self.at.get(a)).is_some_and(|&i| self.folios[i] == *f)
+    }
 }
 
 fn gather(procs: &BTreeMap<Pid, InternalView>, pid: Option<Pid>) -> Gathered {
     let mut avs: BTreeMap<u64, AvInfo> = BTreeMap::new();
     let mut folios: Vec<FolioInfo> = Vec::new();
+    let mut by_key: BTreeMap<(MappingName, u64, u8, u64), usize> = BTreeMap::new();
     for (&p, v) in procs.iter().filter(|(p, _)| pid.is_none_or(|q| q == **p)) {
         for m in &v.vmas {
             if let Some((a, r, par)) = m.anon_vma {
@@ -149,22 +159,19 @@ fn gather(procs: &BTreeMap<Pid, InternalView>, pid: Option<Pid>) -> Gathered {
                 mapcounts: run.iter().map(|f| f.mapcount).collect(),
                 at: vec![(p, addr)],
             };
-            match folios.iter_mut().find(|g| {
-                (g.mapping, g.index, g.order, g.pages) == (info.mapping, info.index, info.order, info.pages)
-            }) {
-                Some(g) => {
-                    g.at.push((p, addr));
-                    if g.mapcounts != info.mapcounts {
-                        // Not one folio after all: keep both.
-                        g.at.pop();
-                        folios.push(info);
-                    }
+            let key = (info.mapping, info.index, info.order, info.pages);
+            match by_key.get(&key) {
+                // The same folio (mapcounts are the folio's, the same from every mapper).
+                Some(&g) if folios[g].mapcounts == info.mapcounts => folios[g].at.push((p, addr)),
+                _ => {
+                    by_key.insert(key, folios.len());
+                    folios.push(info);
                 }
-                None => folios.push(info),
             }
         }
     }
-    Gathered { avs, folios }
+    let at = folios.iter().enumerate().flat_map(|(i, f)| f.at.iter().map(move |&a| (a, i))).collect();
+    Gathered { avs, folios, at }
 }
 
 const RED: &str = "color=red, penwidth=2, fontcolor=red";
@@ -236,7 +243,7 @@ fn draw_side(
                 let (lo, hi) = rest.iter().fold((u64::MAX, 0), |(lo, hi), &(fi, _)| {
                     (lo.min(mine.folios[fi].index), hi.max(mine.folios[fi].index))
                 });
-                let differ = rest.iter().any(|&(fi, _)| !theirs.folios.contains(&mine.folios[fi]));
+                let differ = rest.iter().any(|&(fi, _)| !theirs.has(&mine.folios[fi]));
                 let sn = format!("{prefix}p{}more{i}", p.0);
                 let _ = writeln!(
                     out,
@@ -282,7 +289,7 @@ fn draw_side(
             continue;
         }
         named += 1;
-        let same = theirs.folios.contains(f);
+        let same = theirs.has(f);
         let (lo, hi) = f.mapcounts.iter().fold((u64::MAX, 0), |(lo, hi), &m| (lo.min(m), hi.max(m)));
         let mapcount = if lo == hi { lo.to_string() } else { format!("{lo}..{hi}") };
         let size = if f.order > 0 {
