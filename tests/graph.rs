@@ -94,7 +94,7 @@ fn from_oracle_draws_both_sides_with_shared_names_and_marks_differences() {
             .chain((1..4).map(|i| page(a + i * 0x1000, 1, 0, 2)))
             .collect(),
     };
-    let kernel: BTreeMap<Pid, InternalView> = [(Pid(1), parent.clone()), (Pid(2), child.clone())].into();
+    let kernel: BTreeMap<Pid, InternalView> = [(Pid(1), parent.clone()), (Pid(2), child)].into();
     let mut model = kernel.clone();
     model.get_mut(&Pid(2)).expect("child").vmas[0].chains = 3;
     for p in [Pid(1), Pid(2)] {
@@ -133,6 +133,32 @@ fn from_oracle_draws_both_sides_with_shared_names_and_marks_differences() {
     let lonely: BTreeMap<Pid, InternalView> = [(Pid(1), parent)].into();
     let d1 = compare_dot(&k, &Side { title: "model 6.12", procs: &lonely }, None, 8);
     assert!(d1.contains("label=\"pid 2 (only here)\""), "{d1}");
+    // A large folio mapped across two VMAs (split by mprotect) is one node, reached from each.
+    let mut split = kernel.clone();
+    let pv = split.get_mut(&Pid(1)).expect("parent");
+    let tail = VmaView { start: b + 0x2000, pgoff: (b + 0x2000) >> 12, ..pv.vmas[1] };
+    pv.vmas[1].end = b + 0x2000;
+    pv.vmas.push(tail);
+    let ds = compare_dot(
+        &Side { title: "kernel", procs: &split },
+        &Side { title: "model", procs: &split },
+        None,
+        8,
+    );
+    assert_eq!(count(&ds, "(16 KiB, 4 mapped)"), 2, "{ds}");
+    assert!(
+        ds.contains(&format!(
+            "kp1v2 -> kf4 [style=dotted, arrowhead=none, color=gray, constraint=false, label=\"{:#x}\"]",
+            b + 0x2000
+        )),
+        "{ds}"
+    );
+    assert!(
+        ds.contains(&format!(
+            "kp1v1 -> kf4 [style=dotted, arrowhead=none, color=gray, constraint=false, label=\"{b:#x}\"]"
+        )),
+        "{ds}"
+    );
     let only1 = compare_dot(&k, &m, Some(Pid(1)), 2);
     assert!(!only1.contains("p2v0") && only1.contains("2 more folios"), "{only1}");
     // Graphviz reads it, when it is installed.
@@ -148,7 +174,6 @@ fn from_oracle_draws_both_sides_with_shared_names_and_marks_differences() {
     } else {
         eprintln!("dot not installed: the DOT text was not rendered");
     }
-    let _ = child;
 }
 
 /// `--from-oracle` needs the inspection module, which the host's 6.18 cannot load: exit 2,

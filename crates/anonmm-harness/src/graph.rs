@@ -97,7 +97,7 @@ struct FolioInfo {
     order: u8,
     pages: u64,
     mapcounts: Vec<u64>,
-    /// Where it is mapped: (pid, first address).
+    /// Where it is mapped: (pid, first address in each VMA that maps it).
     at: Vec<(Pid, u64)>,
 }
 
@@ -132,9 +132,9 @@ fn gather(procs: &BTreeMap<Pid, InternalView>, pid: Option<Pid>) -> Gathered {
                 }
             }
         }
-        let mut runs: Vec<(Vec<&FolioView>, u64)> = Vec::new();
+        let mut runs: Vec<Vec<&FolioView>> = Vec::new();
         for f in v.folios.iter().filter(|f| f.mapping != MappingName::None) {
-            if let Some((run, _)) = runs.last_mut() {
+            if let Some(run) = runs.last_mut() {
                 let prev = run[run.len() - 1];
                 let first = run[0];
                 if f.order > 0
@@ -148,21 +148,30 @@ fn gather(procs: &BTreeMap<Pid, InternalView>, pid: Option<Pid>) -> Gathered {
                     continue;
                 }
             }
-            runs.push((vec![f], f.addr));
+            runs.push(vec![f]);
         }
-        for (run, addr) in runs {
+        // The VMA (its number) a page is in: a folio mapped across VMAs (split by mprotect)
+        // is reached from each, at its first address there.
+        let vma_of = |a: u64| v.vmas.partition_point(|m| m.start <= a);
+        for run in runs {
+            let mut at = vec![(p, run[0].addr)];
+            for w in run.windows(2) {
+                if vma_of(w[1].addr) != vma_of(w[0].addr) {
+                    at.push((p, w[1].addr));
+                }
+            }
             let info = FolioInfo {
                 mapping: run[0].mapping,
                 index: run[0].index,
                 order: run[0].order,
                 pages: run.len() as u64,
                 mapcounts: run.iter().map(|f| f.mapcount).collect(),
-                at: vec![(p, addr)],
+                at,
             };
             let key = (info.mapping, info.index, info.order, info.pages);
             match by_key.get(&key) {
                 // The same folio (mapcounts are the folio's, the same from every mapper).
-                Some(&g) if folios[g].mapcounts == info.mapcounts => folios[g].at.push((p, addr)),
+                Some(&g) if folios[g].mapcounts == info.mapcounts => folios[g].at.extend(info.at),
                 _ => {
                     by_key.insert(key, folios.len());
                     folios.push(info);
