@@ -177,6 +177,11 @@ enum Cmd {
         /// Which kernel to model: 6.1, 6.12 or 6.18 (see docs/kernels.md).
         #[arg(long, value_name = "6.1|6.12|6.18", default_value = "6.18")]
         kernel: Kernel,
+        /// Draw the kernel's own rmap (read in the VM by the anonmm_inspect module, as
+        /// `oracle run --internal`) beside the model's, differences in red (6.1, 6.12 only;
+        /// docs/internal.md).
+        #[arg(long)]
+        from_oracle: bool,
         /// Where to write: `.dot` or `.gv` (DOT text), `.svg`, `.png` or `.pdf` (rendered by
         /// `dot`); DOT on stdout when absent.
         #[arg(short, long, value_name = "OUT")]
@@ -581,9 +586,10 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Compare { script, format, kernel } => cmd_compare(&script, format, kernel),
-        Cmd::Graph { script, at, pid, max_folios, policy, kernel, out } => cmd_graph(
+        Cmd::Graph { script, at, pid, max_folios, policy, kernel, from_oracle, out } => cmd_graph(
             &script,
             &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy, kernel },
+            from_oracle,
             out.as_deref(),
         ),
         Cmd::Import { trace, out, resolved } => cmd_import(&trace, out.as_deref(), resolved),
@@ -781,6 +787,7 @@ enum GraphOut {
 fn cmd_graph(
     path: &std::path::Path,
     opts: &anonmm::graph::GraphOptions,
+    from_oracle: bool,
     out: Option<&std::path::Path>,
 ) -> i32 {
     let kind = match out.map(|o| o.extension().and_then(|e| e.to_str()).unwrap_or("")) {
@@ -803,11 +810,18 @@ fn cmd_graph(
             return 2;
         }
     };
-    let dot = match anonmm::graph::graph_script(&script, opts) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("anonmm: {e}");
-            return 2;
+    let dot = if from_oracle {
+        match anonmm::oracle::graph_from_oracle(&script, opts) {
+            Ok(d) => d,
+            Err(code) => return code,
+        }
+    } else {
+        match anonmm::graph::graph_script(&script, opts) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("anonmm: {e}");
+                return 2;
+            }
         }
     };
     let Some(out) = out else {

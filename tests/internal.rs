@@ -187,6 +187,48 @@ fn the_vm_kernels_agree() {
     }
 }
 
+/// `graph --from-oracle` on the VM kernel: the kernel's picture of the three-generation fork
+/// tree beside the model's, the same names on both sides and nothing red. Skipped (with the
+/// reason) where the VM oracle cannot run.
+#[test]
+fn graph_from_oracle_on_the_vm_kernel() {
+    let qemu = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("qemu-system-x86_64").is_file()));
+    let cache = anonmm::oracle::vm::cache_dir().join("headers");
+    let cached = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    if !qemu || cached == 0 || !nix_is_root() {
+        eprintln!(
+            "skipped: graph --from-oracle needs qemu-system-x86_64, root and the 6.12 headers in {}",
+            cache.display()
+        );
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_anonmm"))
+        .args(["graph", "--kernel", "6.12", "--from-oracle", "tests/internal/fork_tree.strace"])
+        .output()
+        .expect("runs");
+    let d = String::from_utf8_lossy(&out.stdout);
+    match out.status.code() {
+        Some(0) => {}
+        Some(2) => {
+            eprintln!("skipped: {}", String::from_utf8_lossy(&out.stderr).trim());
+            return;
+        }
+        _ => panic!("{d}\n{}", String::from_utf8_lossy(&out.stderr)),
+    }
+    assert!(d.contains("label=\"kernel 6.12 (VM)\"") && d.contains("label=\"model 6.12\""), "{d}");
+    assert!(d.contains("label=\"kernel and model agree\"") && !d.contains("color=red"), "{d}");
+    for s in ["k", "m"] {
+        // The root, the child's (parent: the root) and the grandchild's (parent: the child's).
+        assert!(d.contains(&format!("{s}av2 -> {s}av1 [style=dashed, label=\"parent\"]")), "{d}");
+        assert!(d.contains(&format!("{s}av3 -> {s}av2 [style=dashed, label=\"parent\"]")), "{d}");
+        assert!(d.contains(&format!("{s}av3 -> {s}av1 [style=dotted, label=\"root\"]")), "{d}");
+    }
+    // The grandchild's three pieces, each on three chains; five folios a side.
+    assert_eq!(d.matches("\\nchains 3\"").count(), 6, "{d}");
+    assert_eq!(d.matches("[shape=ellipse").count(), 10, "{d}");
+}
+
 fn nix_is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()

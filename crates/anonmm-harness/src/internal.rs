@@ -35,7 +35,7 @@ pub struct VmaView {
 }
 
 /// A folio's mapping after renaming.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub enum MappingName {
     /// NULL (the zero pages).
     None,

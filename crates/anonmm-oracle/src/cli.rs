@@ -348,3 +348,69 @@ fn diff_one(target: &mut Target, path: &Path, smaps: bool, kernel: Kernel) -> i3
     );
     0
 }
+
+/// `anonmm graph --kernel K --from-oracle`: run the script in the VM with the inspection
+/// module and in the model (same kernel profile, the VM's settings), and draw the kernel's
+/// rmap picture beside the model's at the step on `opts.at` (default: the last), with
+/// [`anonmm_harness::graph::compare_dot`]. The DOT text, or the exit status (2) after the
+/// error is printed.
+pub fn graph_from_oracle(script: &Script, opts: &anonmm_harness::graph::GraphOptions) -> Result<String, i32> {
+    let fail = |line: usize, reason: String| {
+        eprintln!("anonmm: {}: {reason}", crate::out::location(&script.path, line));
+        2
+    };
+    if let Some(at) = opts.at
+        && !script.steps.iter().any(|s| s.line == at)
+    {
+        return Err(fail(at, format!("--at {at}: no call on that line")));
+    }
+    if opts.kernel == Kernel::V6_18 {
+        eprintln!(
+            "anonmm: graph --from-oracle reads the kernel's structures with the anonmm_inspect module \
+             built against Debian's headers of the VM's kernel: it runs with --kernel 6.1 or 6.12 \
+             (the host's 6.18 has no headers package); without --from-oracle, `graph --kernel 6.18` \
+             draws the model alone"
+        );
+        return Err(2);
+    }
+    let mut target = target(opts.kernel, true)?;
+    let ropts = RunOptions {
+        internal: true,
+        policy: opts.policy,
+        config: target.config(opts.kernel),
+        ..Default::default()
+    };
+    let model = match catching(|| run_script(script, &ropts)) {
+        Ok(Ok(r)) => r.steps,
+        Ok(Err(e)) => return Err(fail(0, format!("model: {e}"))),
+        Err(msg) => return Err(fail(0, format!("the model panicked (a bug; please report it): {msg}"))),
+    };
+    let kernel = run_steps(&mut target, script, false)
+        .map_err(|e| fail(0, oracle_error(Path::new(&script.path), &e)))?;
+    let i = match opts.at {
+        Some(at) => kernel.iter().position(|k| k.view.line == at),
+        None => kernel.len().checked_sub(1),
+    }
+    .ok_or_else(|| fail(opts.at.unwrap_or(0), "the kernel ran no step to draw".to_string()))?;
+    let Some(m) = model.get(i).filter(|m| m.line == kernel[i].view.line) else {
+        return Err(fail(kernel[i].view.line, "the model did not reach this step".to_string()));
+    };
+    let views = |v: &StepView| -> BTreeMap<Pid, crate::internal::InternalView> {
+        v.procs.iter().filter_map(|(p, pv)| Some((*p, pv.internal.clone()?))).collect()
+    };
+    let (kv, mv) = (views(&kernel[i].view), views(m));
+    if let Some(p) = opts.pid
+        && !kv.contains_key(&p)
+        && !mv.contains_key(&p)
+    {
+        return Err(fail(kernel[i].view.line, format!("--pid {}: no such live process at that step", p.0)));
+    }
+    let kt = format!("kernel {} (VM)", opts.kernel);
+    let mt = match opts.policy {
+        crate::policy::Policy::Kernel => format!("model {}", opts.kernel),
+        p => format!("model {} ({p})", opts.kernel),
+    };
+    let k = anonmm_harness::graph::Side { title: &kt, procs: &kv };
+    let m = anonmm_harness::graph::Side { title: &mt, procs: &mv };
+    Ok(anonmm_harness::graph::compare_dot(&k, &m, opts.pid, opts.max_folios))
+}

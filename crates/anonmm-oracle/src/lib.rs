@@ -106,7 +106,7 @@ use crate::script::{Call, Expect, Script};
 use crate::snapshot::{StepView, rename};
 use crate::types::Pid;
 
-pub use cli::{cmd_diff, cmd_run};
+pub use cli::{cmd_diff, cmd_run, graph_from_oracle};
 pub use fuzz::{Compared, Verdict, cmd_fuzz, compare, compare_on, compare_with};
 pub use guest::cmd_guest;
 pub use vm::Target;
