@@ -211,6 +211,20 @@ pub struct Profile {
     /// so the next fault there is a PTE fault: a read maps one zero page, not the huge zero
     /// PMD, and a write one small page, not a THP.
     pub madv_dontneed_reclaims_pt: bool,
+    /// `MADV_POPULATE_READ`/`_WRITE` walk the range themselves (6.9, "mm/madvise: don't
+    /// perform madvise VMA walk for MADV_POPULATE_(READ|WRITE)" with 631426ba1d45
+    /// "mm/madvise: make MADV_POPULATE_(READ|WRITE) handle VM_FAULT_RETRY properly",
+    /// `faultin_page_range`): in address order, a hole is ENOMEM at once. Before (6.1),
+    /// `madvise_populate` is a `madvise_walk_vmas` visitor calling `faultin_vma_page_range`
+    /// per VMA: a hole is skipped and its ENOMEM returned only at the end, so a later VMA's
+    /// EINVAL (`check_vma_flags`) or EFAULT wins, and the VMAs after a hole are populated.
+    pub populate_without_vma_walk: bool,
+    /// Splitting an anonymous THP maps its never-written (zero-filled) subpages to the
+    /// shared zero page and frees them (6.12, b1f202060afe "mm: remap unused subpages to
+    /// shared zeropage when splitting isolated thp", `try_to_map_unused_to_zeropage`).
+    /// Before, `remap_page` maps every subpage back, so a split (MADV_COLD or MADV_PAGEOUT of
+    /// part of a THP, a partial munmap/mprotect) keeps all 512 pages.
+    pub split_maps_unused_to_zeropage: bool,
 }
 
 /// Linux 6.18: every switch on.
@@ -232,6 +246,8 @@ pub const V6_18: Profile = Profile {
     ext4_large_folios: true,
     pagemap_thp_exclusive_from_head: true,
     madv_dontneed_reclaims_pt: true,
+    populate_without_vma_walk: true,
+    split_maps_unused_to_zeropage: true,
 };
 
 /// Linux 6.12.
@@ -258,6 +274,8 @@ pub const V6_1: Profile = Profile {
     mprotect_unaccounts_unfaulted: false,
     uffd_merge_pgoff: false,
     heap_name_overlap_only: false,
+    populate_without_vma_walk: false,
+    split_maps_unused_to_zeropage: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     ..V6_12
