@@ -154,6 +154,14 @@ pub struct Profile {
     /// source re-linearised to `vm_start >> PAGE_SHIFT` (tests/kernels/
     /// dontunmap_keeps_source_pgoff.strace); the code that does it is not identified.
     pub dontunmap_keeps_source_pgoff: bool,
+    /// A `MREMAP_DONTUNMAP` copy right beside its own source (which it does not merge into
+    /// before 6.18, `dontunmap_merges_source`) still merges with the VMA on its other side:
+    /// Debian's 6.12 does (`vma_merge_new_range`, from 6.12's split of `vma_merge`,
+    /// cc8cb3697a8d "mm: refactor vma_merge() into modify-only vma_merge_existing_range()"
+    /// series), and Debian's 6.1 does not (tests/kernels/
+    /// dontunmap_beside_source_merges_nothing.strace, from oracle fuzz --kernel 6.1 seed
+    /// 100028); the line of 6.1's `vma_merge` that refuses it is not identified.
+    pub dontunmap_copy_merges_other_side: bool,
     /// A write fault on a COW-shared page of a large anonymous folio may reuse it when
     /// every reference is a mapping of this mm (`__wp_can_reuse_large_anon_folio`, 6.15,
     /// "mm: CONFIG_NO_PAGE_MAPCOUNT" series). Before (6.12's `wp_can_reuse_anon_folio`:
@@ -237,6 +245,7 @@ pub const V6_18: Profile = Profile {
     gup_longterm_file_check: true,
     dontunmap_merges_source: true,
     dontunmap_keeps_source_pgoff: true,
+    dontunmap_copy_merges_other_side: true,
     wp_reuses_large_anon_folio: true,
     mprotect_unaccounts_unfaulted: true,
     uffd_merge_pgoff: true,
@@ -276,6 +285,7 @@ pub const V6_1: Profile = Profile {
     heap_name_overlap_only: false,
     populate_without_vma_walk: false,
     split_maps_unused_to_zeropage: false,
+    dontunmap_copy_merges_other_side: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     ..V6_12
