@@ -234,6 +234,17 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert!(
         p.populate_without_vma_walk && p.split_maps_unused_to_zeropage && p.dontunmap_copy_merges_other_side
     );
+    assert!(p.map_stack_nohugepage);
+}
+
+#[test]
+fn map_stack_sets_nohugepage_from_6_7() {
+    let (_, v) = outcome("map_stack_nohugepage", Kernel::V6_1, 5);
+    assert_eq!(v, vmas(&["200001e2d000-200001e6b000"]), "merged");
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        let (_, v) = outcome("map_stack_nohugepage", k, 5);
+        assert_eq!(v, vmas(&["200001e2d000-200001e6a000", "200001e6a000-200001e6b000"]), "{k}");
+    }
 }
 
 #[test]

@@ -233,6 +233,11 @@ pub struct Profile {
     /// Before, `remap_page` maps every subpage back, so a split (MADV_COLD or MADV_PAGEOUT of
     /// part of a THP, a partial munmap/mprotect) keeps all 512 pages.
     pub split_maps_unused_to_zeropage: bool,
+    /// `MAP_STACK` sets `VM_NOHUGEPAGE` (6.7, c4608d1bf7c6 "mm: mmap: map MAP_STACK to
+    /// VM_NOHUGEPAGE", `calc_vm_flag_bits`). Before, the flag is ignored: such a mapping
+    /// gets THPs and merges with an anonymous neighbour of the same protection (Debian's
+    /// 6.1.192 in the VM, oracle fuzz --kernel 6.1 seed 100125).
+    pub map_stack_nohugepage: bool,
 }
 
 /// Linux 6.18: every switch on.
@@ -257,6 +262,7 @@ pub const V6_18: Profile = Profile {
     madv_dontneed_reclaims_pt: true,
     populate_without_vma_walk: true,
     split_maps_unused_to_zeropage: true,
+    map_stack_nohugepage: true,
 };
 
 /// Linux 6.12.
@@ -286,6 +292,7 @@ pub const V6_1: Profile = Profile {
     populate_without_vma_walk: false,
     split_maps_unused_to_zeropage: false,
     dontunmap_copy_merges_other_side: false,
+    map_stack_nohugepage: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     ..V6_12
