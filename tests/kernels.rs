@@ -108,14 +108,16 @@ fn dontunmap_merges_with_its_source_only_on_6_18() {
 }
 
 #[test]
-fn a_dontunmap_copy_beside_its_source_merges_with_nothing_before_6_18() {
-    for k in [Kernel::V6_1, Kernel::V6_12] {
-        assert_eq!(
-            outcome("dontunmap_beside_source_merges_nothing", k, 8).1,
-            vmas(&["2000001b6000-2000001b7000", "2000001b7000-2000001b8000", "2000001b8000-2000001ba000"]),
-            "{k}"
-        );
-    }
+fn a_dontunmap_copy_beside_its_source_merges_with_nothing_on_6_1() {
+    assert_eq!(
+        outcome("dontunmap_beside_source_merges_nothing", Kernel::V6_1, 8).1,
+        vmas(&["2000001b6000-2000001b7000", "2000001b7000-2000001b8000", "2000001b8000-2000001ba000"]),
+    );
+    // 6.12: not into its source, but with the VMA on its other side.
+    assert_eq!(
+        outcome("dontunmap_beside_source_merges_nothing", Kernel::V6_12, 8).1,
+        vmas(&["2000001b6000-2000001b7000", "2000001b7000-2000001ba000"]),
+    );
     assert_eq!(
         outcome("dontunmap_beside_source_merges_nothing", Kernel::V6_18, 8).1,
         vmas(&["2000001b6000-2000001ba000"])
@@ -229,6 +231,61 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert!(p.mprotect_unaccounts_unfaulted && p.uffd_merge_pgoff && p.huge_zero_wp_thp);
     assert!(p.heap_name_overlap_only && p.exec_readahead_forward && p.ext4_large_folios);
     assert!(p.pagemap_thp_exclusive_from_head && p.madv_dontneed_reclaims_pt);
+    assert!(
+        p.populate_without_vma_walk && p.split_maps_unused_to_zeropage && p.dontunmap_copy_merges_other_side
+    );
+    assert!(p.map_stack_nohugepage);
+}
+
+#[test]
+fn map_stack_sets_nohugepage_from_6_7() {
+    let (_, v) = outcome("map_stack_nohugepage", Kernel::V6_1, 5);
+    assert_eq!(v, vmas(&["200001e2d000-200001e6b000"]), "merged");
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        let (_, v) = outcome("map_stack_nohugepage", k, 5);
+        assert_eq!(v, vmas(&["200001e2d000-200001e6a000", "200001e6a000-200001e6b000"]), "{k}");
+    }
+}
+
+#[test]
+fn madv_populate_walks_vma_by_vma_before_6_9() {
+    let present = |k| pages("populate_without_vma_walk", k, 1).iter().map(|p| p.0).collect::<Vec<_>>();
+    // The hole first, then the PROT_NONE VMA.
+    assert_eq!(outcome("populate_without_vma_walk", Kernel::V6_1, 7).0, "= -1 EINVAL (Invalid argument)");
+    // A hole, then a writable VMA: ENOMEM everywhere, but 6.1 populated the VMA first.
+    assert_eq!(
+        outcome("populate_without_vma_walk", Kernel::V6_1, 9).0,
+        "= -1 ENOMEM (Cannot allocate memory)"
+    );
+    assert_eq!(present(Kernel::V6_1), vec![0x2000_01e9_0000]);
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        assert_eq!(
+            outcome("populate_without_vma_walk", k, 7).0,
+            "= -1 ENOMEM (Cannot allocate memory)",
+            "{k}"
+        );
+        assert_eq!(
+            outcome("populate_without_vma_walk", k, 9).0,
+            "= -1 ENOMEM (Cannot allocate memory)",
+            "{k}"
+        );
+        assert!(present(k).is_empty(), "{k}");
+    }
+}
+
+#[test]
+fn a_thp_split_maps_unused_subpages_to_the_zero_page_from_6_12() {
+    use anonmm::snapshot::PageName;
+    let zero_pages = |k: Kernel| {
+        let steps = run("split_maps_unused_to_zeropage", k);
+        let last = steps.last().expect("steps");
+        let pages: Vec<_> = last.procs.values().flat_map(|p| p.pages.iter()).collect();
+        (pages.len(), pages.iter().filter(|p| p.page == PageName::Page(0)).count())
+    };
+    assert_eq!(zero_pages(Kernel::V6_1), (512, 0), "every subpage stays");
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        assert_eq!(zero_pages(k), (512, 511), "{k}: only the written page is not the zero page");
+    }
 }
 
 #[test]

@@ -51,7 +51,7 @@ pub const MAP_NORESERVE: u64 = 0x4000;
 pub const MAP_POPULATE: u64 = 0x8000;
 /// MAP_NONBLOCK: together with MAP_POPULATE, cancels the populate (as `do_mmap` does).
 pub const MAP_NONBLOCK: u64 = 0x10000;
-/// MAP_STACK: a thread stack; in 6.18 it sets `VM_NOHUGEPAGE` (`calc_vm_flag_bits`).
+/// MAP_STACK: a thread stack; from 6.7 it sets `VM_NOHUGEPAGE` (`calc_vm_flag_bits`).
 pub const MAP_STACK: u64 = 0x20000;
 /// MAP_HUGETLB: back with hugetlb pages: EINVAL on a file that is not on hugetlbfs, not
 /// modelled on anonymous memory.

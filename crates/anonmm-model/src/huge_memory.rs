@@ -179,7 +179,11 @@ impl System {
             let sub = m.sub.expect("PMD mappings were split") as usize;
             let Pte::Present { flags, .. } = self.mms[m.mm].pt.get_pte(m.addr) else { continue };
             let (nf, zero) = (new[sub], self.folios[new[sub]].pages[0].tag == 0);
-            if zero && !mlocked && !self.vmas[m.vma].flags.contains(VmFlags::LOCKED) {
+            if zero
+                && self.cfg.kernel.profile().split_maps_unused_to_zeropage
+                && !mlocked
+                && !self.vmas[m.vma].flags.contains(VmFlags::LOCKED)
+            {
                 // try_to_map_unused_to_zeropage: a special, read-only zero-page PTE that
                 // keeps only the soft-dirty bit of the entry.
                 let zf = PteFlags::ACCESSED | (flags & PteFlags::SOFT_DIRTY);

@@ -154,6 +154,14 @@ pub struct Profile {
     /// source re-linearised to `vm_start >> PAGE_SHIFT` (tests/kernels/
     /// dontunmap_keeps_source_pgoff.strace); the code that does it is not identified.
     pub dontunmap_keeps_source_pgoff: bool,
+    /// A `MREMAP_DONTUNMAP` copy right beside its own source (which it does not merge into
+    /// before 6.18, `dontunmap_merges_source`) still merges with the VMA on its other side:
+    /// Debian's 6.12 does (`vma_merge_new_range`, from 6.12's split of `vma_merge`,
+    /// cc8cb3697a8d "mm: refactor vma_merge() into modify-only vma_merge_existing_range()"
+    /// series), and Debian's 6.1 does not (tests/kernels/
+    /// dontunmap_beside_source_merges_nothing.strace, from oracle fuzz --kernel 6.1 seed
+    /// 100028); the line of 6.1's `vma_merge` that refuses it is not identified.
+    pub dontunmap_copy_merges_other_side: bool,
     /// A write fault on a COW-shared page of a large anonymous folio may reuse it when
     /// every reference is a mapping of this mm (`__wp_can_reuse_large_anon_folio`, 6.15,
     /// "mm: CONFIG_NO_PAGE_MAPCOUNT" series). Before (6.12's `wp_can_reuse_anon_folio`:
@@ -211,6 +219,25 @@ pub struct Profile {
     /// so the next fault there is a PTE fault: a read maps one zero page, not the huge zero
     /// PMD, and a write one small page, not a THP.
     pub madv_dontneed_reclaims_pt: bool,
+    /// `MADV_POPULATE_READ`/`_WRITE` walk the range themselves (6.9, "mm/madvise: don't
+    /// perform madvise VMA walk for MADV_POPULATE_(READ|WRITE)" with 631426ba1d45
+    /// "mm/madvise: make MADV_POPULATE_(READ|WRITE) handle VM_FAULT_RETRY properly",
+    /// `faultin_page_range`): in address order, a hole is ENOMEM at once. Before (6.1),
+    /// `madvise_populate` is a `madvise_walk_vmas` visitor calling `faultin_vma_page_range`
+    /// per VMA: a hole is skipped and its ENOMEM returned only at the end, so a later VMA's
+    /// EINVAL (`check_vma_flags`) or EFAULT wins, and the VMAs after a hole are populated.
+    pub populate_without_vma_walk: bool,
+    /// Splitting an anonymous THP maps its never-written (zero-filled) subpages to the
+    /// shared zero page and frees them (6.12, b1f202060afe "mm: remap unused subpages to
+    /// shared zeropage when splitting isolated thp", `try_to_map_unused_to_zeropage`).
+    /// Before, `remap_page` maps every subpage back, so a split (MADV_COLD or MADV_PAGEOUT of
+    /// part of a THP, a partial munmap/mprotect) keeps all 512 pages.
+    pub split_maps_unused_to_zeropage: bool,
+    /// `MAP_STACK` sets `VM_NOHUGEPAGE` (6.7, c4608d1bf7c6 "mm: mmap: map MAP_STACK to
+    /// VM_NOHUGEPAGE", `calc_vm_flag_bits`). Before, the flag is ignored: such a mapping
+    /// gets THPs and merges with an anonymous neighbour of the same protection (Debian's
+    /// 6.1.192 in the VM, oracle fuzz --kernel 6.1 seed 100125).
+    pub map_stack_nohugepage: bool,
 }
 
 /// Linux 6.18: every switch on.
@@ -223,6 +250,7 @@ pub const V6_18: Profile = Profile {
     gup_longterm_file_check: true,
     dontunmap_merges_source: true,
     dontunmap_keeps_source_pgoff: true,
+    dontunmap_copy_merges_other_side: true,
     wp_reuses_large_anon_folio: true,
     mprotect_unaccounts_unfaulted: true,
     uffd_merge_pgoff: true,
@@ -232,6 +260,9 @@ pub const V6_18: Profile = Profile {
     ext4_large_folios: true,
     pagemap_thp_exclusive_from_head: true,
     madv_dontneed_reclaims_pt: true,
+    populate_without_vma_walk: true,
+    split_maps_unused_to_zeropage: true,
+    map_stack_nohugepage: true,
 };
 
 /// Linux 6.12.
@@ -258,6 +289,10 @@ pub const V6_1: Profile = Profile {
     mprotect_unaccounts_unfaulted: false,
     uffd_merge_pgoff: false,
     heap_name_overlap_only: false,
+    populate_without_vma_walk: false,
+    split_maps_unused_to_zeropage: false,
+    dontunmap_copy_merges_other_side: false,
+    map_stack_nohugepage: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     ..V6_12

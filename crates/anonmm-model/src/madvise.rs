@@ -84,7 +84,9 @@ impl System {
             return Err(Errno::EINVAL);
         }
         let Some(end) = madvise_range(start, len_in)? else { return Ok(0) };
-        if matches!(behavior, MADV_POPULATE_READ | MADV_POPULATE_WRITE) {
+        if matches!(behavior, MADV_POPULATE_READ | MADV_POPULATE_WRITE)
+            && self.cfg.kernel.profile().populate_without_vma_walk
+        {
             // madvise_do_behavior: populate walks the range itself, not madvise_walk_vmas.
             return self.madvise_populate(
                 mm,
@@ -110,26 +112,62 @@ impl System {
         let mut a = start;
         while a < end {
             let Some(vma) = self.mms[mm].vma_lookup(a) else { return Err(Errno::ENOMEM) };
-            let f = self.vmas[vma].flags;
-            // check_vma_flags without FOLL_FORCE: data access, so the pkey matters too.
-            let denied = if write { !f.contains(VmFlags::WRITE) } else { !f.contains(VmFlags::READ) };
-            let pkey = f.pkey();
-            if f.intersects(VmFlags::IO | VmFlags::PFNMAP)
-                || denied
-                || (pkey != 0 && Some(pkey) == self.mms[mm].execute_only_pkey)
-            {
-                return Err(Errno::EINVAL);
-            }
             let vend = self.vmas[vma].end.min(end);
-            while a < vend {
-                // faultin_page: VM_FAULT_SIGBUS is EFAULT (vm_fault_to_errno).
-                if !self.handle_mm_fault(mm, vma, a, write) {
-                    return Err(Errno::EFAULT);
-                }
-                a = a.plus(PAGE_SIZE);
-            }
+            self.faultin_vma_range(mm, vma, a, vend, write)?;
+            a = vend;
         }
         Ok(0)
+    }
+
+    /// Before 6.9 (`Profile::populate_without_vma_walk` off): `madvise_populate` is a
+    /// `madvise_walk_vmas` visitor, one VMA piece at a time (`faultin_vma_page_range`), so a
+    /// hole's ENOMEM comes only after the later VMAs, and their EINVAL or EFAULT wins.
+    fn madvise_populate_vma(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+    ) -> KResult<()> {
+        if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
+            self.not_modelled("populating more than 64 GiB");
+            return Ok(());
+        }
+        self.faultin_vma_range(mm, vma, start, end, write)
+    }
+
+    /// Fault in `[start, end)` inside one VMA as `__get_user_pages` with
+    /// `FOLL_MADV_POPULATE` does (6.1's `faultin_vma_page_range`): a VMA that
+    /// `check_vma_flags` refuses is EINVAL, a fault that fails (`VM_FAULT_SIGBUS`: beyond
+    /// EOF, userfaultfd) EFAULT after the pages before it.
+    fn faultin_vma_range(
+        &mut self,
+        mm: MmId,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        write: bool,
+    ) -> KResult<()> {
+        let f = self.vmas[vma].flags;
+        // check_vma_flags without FOLL_FORCE: data access, so the pkey matters too.
+        let denied = if write { !f.contains(VmFlags::WRITE) } else { !f.contains(VmFlags::READ) };
+        let pkey = f.pkey();
+        if f.intersects(VmFlags::IO | VmFlags::PFNMAP)
+            || denied
+            || (pkey != 0 && Some(pkey) == self.mms[mm].execute_only_pkey)
+        {
+            return Err(Errno::EINVAL);
+        }
+        let mut a = start;
+        while a < end {
+            // faultin_page: VM_FAULT_SIGBUS is EFAULT (vm_fault_to_errno).
+            if !self.handle_mm_fault(mm, vma, a, write) {
+                return Err(Errno::EFAULT);
+            }
+            a = a.plus(PAGE_SIZE);
+        }
+        Ok(())
     }
 
     /// `madvise_vma_behavior` for one VMA piece; returns the end of the VMA now covering it.
@@ -311,6 +349,9 @@ impl System {
     ) -> KResult<VirtAddr> {
         match behavior {
             MADV_COLLAPSE => self.madvise_collapse(mm, vma, start, end)?,
+            MADV_POPULATE_READ | MADV_POPULATE_WRITE => {
+                self.madvise_populate_vma(mm, vma, start, end, behavior == MADV_POPULATE_WRITE)?
+            }
             MADV_COLD | MADV_PAGEOUT => {
                 self.madvise_cold_or_pageout(mm, vma, start, end, behavior == MADV_PAGEOUT)?
             }

@@ -345,7 +345,7 @@ impl System {
         let pkey = if prot == PROT_EXEC { self.execute_only_pkey(mm) } else { 0 };
         let mut vm_flags = calc_vm_prot_bits(prot)
             | VmFlags::from_pkey(pkey)
-            | calc_vm_flag_bits(flags)
+            | calc_vm_flag_bits(flags, self.cfg.kernel.profile().map_stack_nohugepage)
             | VmFlags::MAYREAD
             | VmFlags::MAYWRITE
             | VmFlags::MAYEXEC;

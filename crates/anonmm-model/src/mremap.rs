@@ -549,12 +549,22 @@ impl System {
             pgoff = PgOff(addr.0 >> PAGE_SHIFT);
         }
         let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, MergeCaller::MremapMove)?;
-        // Before, a copy next to its own source merges with nothing: not into the source, and
-        // not into the neighbour on its other side either (the VM shows both on 6.1).
-        let beside_source = (vmg.prev == Some(vma) && self.vmas[vma].end == addr)
-            || (vmg.next == Some(vma) && self.vmas[vma].start == addr.plus(len));
-        if dontunmap && !self.cfg.kernel.profile().dontunmap_merges_source && beside_source {
-            return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
+        // Before 6.18, a copy next to its own source does not merge into the source; on 6.12
+        // it may still merge with the neighbour on its other side, on 6.1 with nothing (the
+        // VM shows each).
+        let source_prev = vmg.prev == Some(vma) && self.vmas[vma].end == addr;
+        let source_next = vmg.next == Some(vma) && self.vmas[vma].start == addr.plus(len);
+        let profile = self.cfg.kernel.profile();
+        if dontunmap && !profile.dontunmap_merges_source && (source_prev || source_next) {
+            if !profile.dontunmap_copy_merges_other_side {
+                return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
+            }
+            if source_prev {
+                vmg.prev = None;
+            }
+            if source_next {
+                vmg.next = None;
+            }
         }
         if let Some(nv) = self.copy_vma_merge(vmap, &mut vmg) {
             return Some(nv);

@@ -227,8 +227,9 @@ pub fn calc_vm_prot_bits(prot: u64) -> VmFlags {
     f
 }
 
-/// `calc_vm_flag_bits` (6.18: MAP_STACK implies VM_NOHUGEPAGE).
-pub fn calc_vm_flag_bits(flags: u64) -> VmFlags {
+/// `calc_vm_flag_bits`. MAP_STACK implies VM_NOHUGEPAGE when `map_stack_nohugepage` (the
+/// kernel profile's switch: from 6.7).
+pub fn calc_vm_flag_bits(flags: u64, map_stack_nohugepage: bool) -> VmFlags {
     use crate::abi::*;
     let mut f = VmFlags::empty();
     if flags & MAP_GROWSDOWN != 0 {
@@ -241,7 +242,7 @@ pub fn calc_vm_flag_bits(flags: u64) -> VmFlags {
     if flags & MAP_SYNC != 0 {
         f |= VmFlags::SYNC;
     }
-    if flags & MAP_STACK != 0 {
+    if flags & MAP_STACK != 0 && map_stack_nohugepage {
         f |= VmFlags::NOHUGEPAGE;
     }
     f
