@@ -35,6 +35,8 @@ struct Seg {
     wipe: bool,
     /// MAP_GROWSDOWN: a successful touch just below grows it down.
     growsdown: bool,
+    /// MAP_LOCKED (`VM_LOCKED`): mprotect making it writable populates it, write-faulting.
+    locked: bool,
 }
 
 impl Seg {
@@ -112,7 +114,8 @@ impl Space {
     }
     fn insert(&mut self, start: u64, end: u64, back: Backing) {
         self.remove(start, end);
-        self.segs.insert(start, Seg { end, back, dontcopy: false, wipe: false, growsdown: false });
+        self.segs
+            .insert(start, Seg { end, back, dontcopy: false, wipe: false, growsdown: false, locked: false });
     }
     /// Insert with the fork flags of `like` (a grown tail keeps its VMA's flags).
     fn insert_like(&mut self, start: u64, end: u64, like: Seg) {
@@ -292,10 +295,9 @@ impl RefModel {
                 };
                 if let Some(sp) = self.spaces.get_mut(&pid) {
                     sp.insert(a, end, back);
-                    if flags & MAP_GROWSDOWN != 0
-                        && let Some(s) = sp.segs.get_mut(&a)
-                    {
-                        s.growsdown = true;
+                    if let Some(s) = sp.segs.get_mut(&a) {
+                        s.growsdown = flags & MAP_GROWSDOWN != 0;
+                        s.locked = flags & MAP_LOCKED != 0;
                     }
                 }
                 // Populating a writable private file mapping write-faults it: each page up to
@@ -316,6 +318,23 @@ impl RefModel {
                     return;
                 }
                 self.cow_copies(pid, start, end);
+            }
+            // mprotect_fixup: a locked private VMA that becomes writable is populated
+            // (`populate_vma_page_range`, write faults: private copies of the file's pages).
+            Call::Mprotect { addr, len, prot } if ok(outcome) && prot & PROT_WRITE != 0 => {
+                let end = addr.saturating_add(page_align(*len));
+                let locked: Vec<(u64, u64)> = self.spaces.get(&pid).map_or_else(Vec::new, |sp| {
+                    sp.segs
+                        .range(..end)
+                        .filter(|(_, g)| {
+                            g.end > *addr && g.locked && matches!(g.back, Backing::FilePrivate { .. })
+                        })
+                        .map(|(&st, g)| (st.max(*addr), g.end.min(end)))
+                        .collect()
+                });
+                for (a, b) in locked {
+                    self.cow_copies(pid, a, b);
+                }
             }
             Call::Munmap { addr, len } if ok(outcome) => {
                 if let Some(sp) = self.spaces.get_mut(&pid) {
@@ -476,7 +495,8 @@ impl RefModel {
                     if seg.dontcopy {
                         continue;
                     }
-                    cs.segs.insert(s, *seg);
+                    // dup_mmap: the child's VMAs are not locked.
+                    cs.segs.insert(s, Seg { locked: false, ..*seg });
                     if !seg.wipe {
                         for (&p, &t) in sp.private.range(s..seg.end) {
                             cs.private.insert(p, t);
@@ -547,16 +567,17 @@ impl RefModel {
                     }
                 }
             }
-            // A touch below a MAP_GROWSDOWN segment that signalled at its first page: either
-            // the growth was refused, or it happened and the access then faulted (a PROT_NONE
-            // stack grows too). Which one depends on protections this model does not follow.
-            Call::Touch { addr, .. }
+            // A touch that signalled at a page below a MAP_GROWSDOWN segment (its first page,
+            // or one past a hole it ran into): either the growth was refused, or it happened
+            // and the access then faulted (a PROT_NONE stack grows too). Which one depends on
+            // protections this model does not follow.
+            Call::Touch { .. }
                 if matches!(outcome, Expect::Signal(_))
-                    && signal_at == Some(addr & !(PAGE_SIZE - 1))
-                    && self.spaces.get(&pid).is_some_and(|sp| {
-                        let start = addr & !(PAGE_SIZE - 1);
-                        sp.seg_at(start).is_none()
-                            && sp.segs.range(start..).next().is_some_and(|(_, seg)| seg.growsdown)
+                    && signal_at.is_some_and(|at| {
+                        self.spaces.get(&pid).is_some_and(|sp| {
+                            sp.seg_at(at).is_none()
+                                && sp.segs.range(at..).next().is_some_and(|(_, seg)| seg.growsdown)
+                        })
                     }) =>
             {
                 self.lost_track.get_or_insert_with(|| "a touch below a growable segment signalled".into());
