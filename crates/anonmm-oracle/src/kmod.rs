@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::OracleError;
-use super::vm::{KernelPackage, Target, VmSession, cache_dir, run_tool, tool, unavailable};
+use super::vm::{KernelPackage, Target, VmSession, cache_dir, fetch_deb, run_tool, tool, unavailable};
 use crate::internal::{RawInternal, parse_kernel};
 use crate::kernel::Kernel;
 
@@ -97,36 +97,6 @@ fn package_version(pkg: &KernelPackage) -> Option<String> {
     })
 }
 
-/// Download `name` (at `version` when known) and unpack it into `root`.
-fn fetch_into(name: &str, version: Option<&str>, root: &Path) -> Result<(), OracleError> {
-    let apt_get = tool("apt-get", "apt")?;
-    let dpkg_deb = tool("dpkg-deb", "dpkg")?;
-    let debs = cache_dir().join("debs");
-    std::fs::create_dir_all(&debs).map_err(|e| io(&debs, e))?;
-    let spec = version.map_or_else(|| name.to_string(), |v| format!("{name}={v}"));
-    eprintln!("anonmm: fetching {spec} (apt-get download) into {}", debs.display());
-    run_tool(
-        Command::new(apt_get).arg("download").arg(&spec).current_dir(&debs),
-        &format!("apt-get download {spec}"),
-    )?;
-    let deb = std::fs::read_dir(&debs)
-        .map_err(|e| io(&debs, e))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name().is_some_and(|f| {
-                let f = f.to_string_lossy();
-                f.starts_with(&format!("{name}_")) && version.is_none_or(|v| f.contains(&format!("_{v}_")))
-            })
-        })
-        .ok_or_else(|| unavailable(format!("apt-get download {spec} left no .deb in {}", debs.display())))?;
-    run_tool(
-        Command::new(dpkg_deb).arg("-x").arg(&deb).arg(root),
-        &format!("dpkg-deb -x {}", deb.display()),
-    )?;
-    Ok(())
-}
-
 /// The headers tree of `pkg`'s kernel, fetched and unpacked on first use: the directory to
 /// give `make -C`.
 fn headers(pkg: &KernelPackage) -> Result<PathBuf, OracleError> {
@@ -140,7 +110,7 @@ fn headers(pkg: &KernelPackage) -> Result<PathBuf, OracleError> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     let arch = format!("linux-headers-{}", pkg.release);
-    fetch_into(&arch, version.as_deref(), &tmp)?;
+    fetch_deb(&arch, version.as_deref(), &tmp)?;
     let kd = kdir(&tmp);
     // scripts -> ../../lib/linux-kbuild-6.1/scripts
     let link = std::fs::read_link(kd.join("scripts")).map_err(|e| io(&kd.join("scripts"), e))?;
@@ -155,8 +125,8 @@ fn headers(pkg: &KernelPackage) -> Result<PathBuf, OracleError> {
         .find_map(|l| l.strip_prefix("include /usr/src/")?.strip_suffix("/Makefile"))
         .map(str::to_string)
         .ok_or_else(|| unavailable(format!("{arch}: its Makefile includes no linux-headers-*-common")))?;
-    fetch_into(&common, version.as_deref(), &tmp)?;
-    fetch_into(&kbuild, version.as_deref(), &tmp)?;
+    fetch_deb(&common, version.as_deref(), &tmp)?;
+    fetch_deb(&kbuild, version.as_deref(), &tmp)?;
     let inside = tmp.join("usr/src").join(&common);
     let final_common = base.join("usr/src").join(&common);
     let fixed = makefile.replace(

@@ -235,29 +235,42 @@ pub fn kernel_package(kernel: Kernel) -> Result<KernelPackage, OracleError> {
     fetch(kernel, &name, &dir)
 }
 
-fn fetch(kernel: Kernel, name: &str, dir: &Path) -> Result<KernelPackage, OracleError> {
+/// Download Debian package `name` (at `version` when known) into the cache's `debs/` and
+/// unpack it into `root`.
+pub(super) fn fetch_deb(name: &str, version: Option<&str>, root: &Path) -> Result<(), OracleError> {
     let apt_get = tool("apt-get", "apt")?;
     let dpkg_deb = tool("dpkg-deb", "dpkg")?;
     let debs = cache_dir().join("debs");
     std::fs::create_dir_all(&debs).map_err(|e| unavailable(format!("{}: {e}", debs.display())))?;
-    eprintln!("anonmm: fetching {name} (apt-get download) into {}", debs.display());
+    let spec = version.map_or_else(|| name.to_string(), |v| format!("{name}={v}"));
+    eprintln!("anonmm: fetching {spec} (apt-get download) into {}", debs.display());
     run_tool(
-        Command::new(apt_get).arg("download").arg(name).current_dir(&debs),
-        &format!("apt-get download {name}"),
+        Command::new(apt_get).arg("download").arg(&spec).current_dir(&debs),
+        &format!("apt-get download {spec}"),
     )?;
     let deb = std::fs::read_dir(&debs)
         .map_err(|e| unavailable(format!("{}: {e}", debs.display())))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|f| f.to_string_lossy().starts_with(&format!("{name}_"))))
-        .ok_or_else(|| unavailable(format!("apt-get download {name} left no .deb in {}", debs.display())))?;
+        .find(|p| {
+            p.file_name().is_some_and(|f| {
+                let f = f.to_string_lossy();
+                f.starts_with(&format!("{name}_")) && version.is_none_or(|v| f.contains(&format!("_{v}_")))
+            })
+        })
+        .ok_or_else(|| unavailable(format!("apt-get download {spec} left no .deb in {}", debs.display())))?;
+    run_tool(
+        Command::new(dpkg_deb).arg("-x").arg(&deb).arg(root),
+        &format!("dpkg-deb -x {}", deb.display()),
+    )?;
+    Ok(())
+}
+
+fn fetch(kernel: Kernel, name: &str, dir: &Path) -> Result<KernelPackage, OracleError> {
     let tmp = dir.join(format!("{name}.partial"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| unavailable(format!("{}: {e}", tmp.display())))?;
-    run_tool(
-        Command::new(dpkg_deb).arg("-x").arg(&deb).arg(&tmp),
-        &format!("dpkg-deb -x {}", deb.display()),
-    )?;
+    fetch_deb(name, None, &tmp)?;
     let root = dir.join(name);
     let _ = std::fs::remove_dir_all(&root);
     std::fs::rename(&tmp, &root).map_err(|e| unavailable(format!("{}: {e}", root.display())))?;
