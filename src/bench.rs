@@ -294,7 +294,7 @@ pub fn bench_vma_calls(live: usize, rounds: usize, reps: usize, in_order: bool, 
         }
         t.elapsed()
     });
-    let map_count = sys.mms[sys.mm_of(Pid(1)).expect("pid 1")].map_count();
+    let map_count = sys.vm.mms[sys.mm_of(Pid(1)).expect("pid 1")].map_count();
     let calls = rounds as u64 * 8;
     let (name, target) = match (in_order, live >= 100_000) {
         (false, true) => (format!("VMA calls with {live} live VMAs"), Some(Target::AtLeast(2e6))),
@@ -347,9 +347,9 @@ pub fn bench_scale(procs: usize, vmas: usize, pages_per_vma: u64, kernel: Kernel
     }
     let elapsed = t0.elapsed();
     let (rss4, hwm) = rss_bytes();
-    let total_vmas: usize = sys.mms.iter().map(|(_, m)| m.map_count()).sum();
-    let resident: u64 = sys.procs.keys().map(|&pid| sys.rss_pages(pid).unwrap_or(0)).sum();
-    let folios = sys.folios.len();
+    let total_vmas: usize = sys.vm.mms.iter().map(|(_, m)| m.map_count()).sum();
+    let resident: u64 = sys.vm.procs.keys().map(|&pid| sys.rss_pages(pid).unwrap_or(0)).sum();
+    let folios = sys.mem.folios.len();
     let full = procs * vmas >= 1 << 20 && pages_per_vma >= 16;
     let per = |d: u64, n: u64| d.saturating_sub(0) as f64 / n.max(1) as f64;
     let forked_vmas = (vmas * (procs - 1)) as u64;

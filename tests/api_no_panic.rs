@@ -401,7 +401,7 @@ fn run(cfg: Config, policy: Policy, ops: &[Op], tally: &mut Tally, watch: bool) 
     sys.policy = policy;
     sys.spawn(Pid(1)).expect("fresh machine");
     for (i, op) in ops.iter().enumerate() {
-        let known = sys.procs.contains_key(&pid_of(op));
+        let known = sys.vm.procs.contains_key(&pid_of(op));
         if watch {
             *CURRENT.lock().unwrap() =
                 Some((Instant::now(), format!("{:?} {policy:?} {ops:?} step {i}", sys.cfg)));
@@ -435,7 +435,7 @@ fn run(cfg: Config, policy: Policy, ops: &[Op], tally: &mut Tally, watch: bool) 
             let _ = sys.rmap_walk_anon(page.folio);
         }
     }
-    tally.folios += sys.stats.folios_allocated;
+    tally.folios += sys.trace.stats.folios_allocated;
     Ok(())
 }
 
@@ -523,7 +523,7 @@ fn auto_move_into_a_hole_of_its_own_vma() {
     let moved = sys.page_at(Pid(1), BASE + 0x1000).unwrap().unwrap();
     assert_ne!(moved.folio, shared);
     assert_eq!(moved.tag, 0xabc);
-    assert_eq!(sys.folios[moved.folio].index.0, (BASE >> 12) + 1);
+    assert_eq!(sys.mem.folios[moved.folio].index.0, (BASE >> 12) + 1);
     let child = sys.page_at(Pid(2), BASE + 0x2d000).unwrap().unwrap();
     assert_eq!((child.folio, child.tag), (shared, 0xabc));
 }
@@ -548,7 +548,7 @@ fn relocating_move_of_one_page_of_a_pinned_thp() {
     assert_eq!(r, Ok(BASE + 0x20_1000));
     assert_eq!(sys.check(), Ok(()));
     assert_eq!(sys.vma_count(Pid(1)), Ok(3));
-    assert_eq!(sys.stats.policy.relocations_undone, 1);
+    assert_eq!(sys.trace.stats.policy.relocations_undone, 1);
 }
 
 /// Found by the property test: `touch(addr, 1 << 63)` over a 64 TiB mapping faulted page

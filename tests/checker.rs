@@ -36,14 +36,14 @@ fn system() -> System {
 }
 
 fn vma_at(sys: &System, pid: u32, a: u64) -> VmaId {
-    let mm = &sys.mms[sys.procs[&Pid(pid)].mm];
+    let mm = &sys.vm.mms[sys.vm.procs[&Pid(pid)].mm];
     mm.vma_lookup(VirtAddr(a)).expect("a VMA")
 }
 
 /// The PTE of `pid` at `a`, to read or change.
 fn pte_mut(sys: &mut System, pid: u32, a: u64) -> &mut Pte {
-    let mm = sys.procs[&Pid(pid)].mm;
-    match sys.mms[mm].pt.pmds.get_mut(&pmd_index(VirtAddr(a))) {
+    let mm = sys.vm.procs[&Pid(pid)].mm;
+    match sys.vm.mms[mm].pt.pmds.get_mut(&pmd_index(VirtAddr(a))) {
         Some(Pmd::Table(t)) => &mut t.ptes[pte_index(VirtAddr(a))],
         other => panic!("no PTE table at {a:#x}: {other:?}"),
     }
@@ -70,9 +70,9 @@ fn healthy_system_passes() {
     let (fc, _, _) = pte_mut(&mut s, 2, A).present().unwrap();
     assert_ne!(fa, fb);
     assert_eq!(fa, fc, "the child shares the parent's page");
-    assert_eq!(sys.folios[fa].pages[0].mapcount, 2);
+    assert_eq!(sys.mem.folios[fa].pages[0].mapcount, 2);
     let v = vma_at(&sys, 1, A);
-    assert!(sys.vmas[v].anon_vma.is_some());
+    assert!(sys.vm.vmas[v].anon_vma.is_some());
     assert_ne!(vma_at(&sys, 1, A + 0x100000), v);
 }
 
@@ -80,11 +80,11 @@ fn healthy_system_passes() {
 fn wrong_mapcount() {
     caught("mapcount + 1", "mapcount 3 but 2 PTEs", |sys| {
         let (f, sub, _) = pte_mut(sys, 1, A).present().unwrap();
-        sys.folios[f].pages[sub as usize].mapcount += 1;
+        sys.mem.folios[f].pages[sub as usize].mapcount += 1;
     });
     caught("mapcount - 1", "mapcount 1 but 2 PTEs", |sys| {
         let (f, sub, _) = pte_mut(sys, 2, B).present().unwrap();
-        sys.folios[f].pages[sub as usize].mapcount -= 1;
+        sys.mem.folios[f].pages[sub as usize].mapcount -= 1;
     });
 }
 
@@ -92,7 +92,7 @@ fn wrong_mapcount() {
 fn shared_page_marked_exclusive() {
     caught("PageAnonExclusive on a COW-shared page", "exclusive but mapped 2 times", |sys| {
         let (f, sub, _) = pte_mut(sys, 1, A).present().unwrap();
-        sys.folios[f].pages[sub as usize].anon_exclusive = true;
+        sys.mem.folios[f].pages[sub as usize].anon_exclusive = true;
     });
 }
 
@@ -101,17 +101,17 @@ fn vma_pgoff_moved_under_anon_pages() {
     // The chains are still filed under the old pgoff.
     caught("pgoff + 1", "missing from its anon_vma's tree under its pgoff", |sys| {
         let v = vma_at(sys, 1, A);
-        sys.vmas[v].pgoff = PgOff(sys.vmas[v].pgoff.0 + 1);
+        sys.vm.vmas[v].pgoff = PgOff(sys.vm.vmas[v].pgoff.0 + 1);
     });
     // Chains re-filed consistently: now the pages sit at the wrong index for the VMA.
     caught("pgoff + 1 with chains re-keyed", "has index", |sys| {
         let v = vma_at(sys, 1, A);
-        let old = sys.vmas[v].pgoff.0;
+        let old = sys.vm.vmas[v].pgoff.0;
         let pgoff = old + 1;
-        sys.vmas[v].pgoff = PgOff(pgoff);
-        for c in sys.vmas[v].chain.clone() {
-            let av = sys.avcs[c].anon_vma;
-            let tree = &mut sys.anon_vmas[av].tree;
+        sys.vm.vmas[v].pgoff = PgOff(pgoff);
+        for c in sys.vm.vmas[v].chain.clone() {
+            let av = sys.rmap.avcs[c].anon_vma;
+            let tree = &mut sys.rmap.anon_vmas[av].tree;
             assert!(tree.remove(&(old, c)));
             tree.insert((pgoff, c));
         }
@@ -121,16 +121,16 @@ fn vma_pgoff_moved_under_anon_pages() {
 #[test]
 fn anon_vma_counters() {
     caught("num_active_vmas + 1", "num_active_vmas", |sys| {
-        let av = sys.vmas[vma_at(sys, 1, A)].anon_vma.unwrap();
-        sys.anon_vmas[av].num_active_vmas += 1;
+        let av = sys.vm.vmas[vma_at(sys, 1, A)].anon_vma.unwrap();
+        sys.rmap.anon_vmas[av].num_active_vmas += 1;
     });
     caught("num_children + 1", "num_children", |sys| {
-        let av = sys.vmas[vma_at(sys, 2, A)].anon_vma.unwrap();
-        sys.anon_vmas[av].num_children += 1;
+        let av = sys.vm.vmas[vma_at(sys, 2, A)].anon_vma.unwrap();
+        sys.rmap.anon_vmas[av].num_children += 1;
     });
     caught("refcount + 1", "refcount", |sys| {
-        let av = sys.vmas[vma_at(sys, 1, A)].anon_vma.unwrap();
-        sys.anon_vmas[av].refcount += 1;
+        let av = sys.vm.vmas[vma_at(sys, 1, A)].anon_vma.unwrap();
+        sys.rmap.anon_vmas[av].refcount += 1;
     });
 }
 
@@ -139,16 +139,16 @@ fn avc_keys() {
     // A second entry for the chain, under a key that is not its VMA's pgoff.
     caught("stray tree entry", "misfiled chain", |sys| {
         let v = vma_at(sys, 1, A);
-        let (c, key) = (sys.vmas[v].chain[0], sys.vmas[v].pgoff.0);
-        let av = sys.avcs[c].anon_vma;
-        sys.anon_vmas[av].tree.insert((key + 1, c));
+        let (c, key) = (sys.vm.vmas[v].chain[0], sys.vm.vmas[v].pgoff.0);
+        let av = sys.rmap.avcs[c].anon_vma;
+        sys.rmap.anon_vmas[av].tree.insert((key + 1, c));
     });
     // The key it is filed under in the anon_vma's interval tree.
     caught("tree key + 1", "missing from its anon_vma's tree", |sys| {
         let v = vma_at(sys, 2, A);
-        let (c, key) = (sys.vmas[v].chain[0], sys.vmas[v].pgoff.0);
-        let av = sys.avcs[c].anon_vma;
-        let tree = &mut sys.anon_vmas[av].tree;
+        let (c, key) = (sys.vm.vmas[v].chain[0], sys.vm.vmas[v].pgoff.0);
+        let av = sys.rmap.avcs[c].anon_vma;
+        let tree = &mut sys.rmap.anon_vmas[av].tree;
         assert!(tree.remove(&(key, c)));
         tree.insert((key + 1, c));
     });
@@ -171,8 +171,8 @@ fn ptes_pointing_at_the_wrong_page() {
     // A PTE cleared without dropping its mapcount.
     caught("child's PTE at A cleared", "mapcount 2 but 1 PTEs", |sys| {
         *pte_mut(sys, 2, A) = Pte::None;
-        let mm = sys.procs[&Pid(2)].mm;
-        if let Some(Pmd::Table(t)) = sys.mms[mm].pt.pmds.get_mut(&pmd_index(VirtAddr(A))) {
+        let mm = sys.vm.procs[&Pid(2)].mm;
+        if let Some(Pmd::Table(t)) = sys.vm.mms[mm].pt.pmds.get_mut(&pmd_index(VirtAddr(A))) {
             t.used -= 1;
         }
     });
@@ -186,8 +186,8 @@ fn ptes_pointing_at_the_wrong_page() {
         let t = pte_mut(sys, 1, A + 0x4000);
         assert!(t.is_none());
         *t = a;
-        let mm = sys.procs[&Pid(1)].mm;
-        if let Some(Pmd::Table(t)) = sys.mms[mm].pt.pmds.get_mut(&pmd_index(VirtAddr(A))) {
+        let mm = sys.vm.procs[&Pid(1)].mm;
+        if let Some(Pmd::Table(t)) = sys.vm.mms[mm].pt.pmds.get_mut(&pmd_index(VirtAddr(A))) {
             t.used += 1;
         }
     });

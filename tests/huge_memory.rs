@@ -29,8 +29,8 @@ fn run(text: &str) -> System {
 }
 
 fn walk(sys: &System, pid: u32, a: u64) -> Walk {
-    let mm = sys.procs[&Pid(pid)].mm;
-    sys.mms[mm].pt.walk(VirtAddr(a))
+    let mm = sys.vm.procs[&Pid(pid)].mm;
+    sys.vm.mms[mm].pt.walk(VirtAddr(a))
 }
 
 /// The folio mapped at `a` (by PTE or PMD) and the page of it.
@@ -60,17 +60,17 @@ fn pmd_mapped_thp_splits_into_small_folios() {
     ));
     let (thp, _) = folio_at(&sys0, 1, A);
     assert!(matches!(walk(&sys0, 1, A), Walk::Huge { .. }));
-    let (mapping, index) = (sys0.folios[thp].mapping, sys0.folios[thp].index);
-    let tags: Vec<u64> = [0, 1, 300].iter().map(|&i| sys0.folios[thp].pages[i].tag).collect();
+    let (mapping, index) = (sys0.mem.folios[thp].mapping, sys0.mem.folios[thp].index);
+    let tags: Vec<u64> = [0, 1, 300].iter().map(|&i| sys0.mem.folios[thp].pages[i].tag).collect();
     assert!(tags.iter().all(|&t| t != 0));
 
     let mut sys = sys0.clone();
     assert_eq!(sys.split_folio(thp), Ok(()));
     assert_eq!(sys.check(), Ok(()));
-    assert_eq!(sys.stats.folio_splits, 1);
+    assert_eq!(sys.trace.stats.folio_splits, 1);
     for (n, &i) in [0u64, 1, 300].iter().enumerate() {
         let (f, sub, flags) = pte_at(&sys, 1, page(i));
-        let fo = &sys.folios[f];
+        let fo = &sys.mem.folios[f];
         assert_eq!((fo.order, sub), (0, 0), "page {i} is a small folio of its own");
         assert_eq!(fo.mapping, mapping);
         assert_eq!(fo.index, index.plus(i));
@@ -87,7 +87,7 @@ fn pmd_mapped_thp_splits_into_small_folios() {
         assert_eq!(f, ZERO_FOLIO, "page {i}");
         assert!(!flags.contains(PteFlags::WRITE));
     }
-    assert_eq!(sys.folios.len(), sys0.folios.len() + 2, "three small folios replace the THP");
+    assert_eq!(sys.mem.folios.len(), sys0.mem.folios.len() + 2, "three small folios replace the THP");
 }
 
 #[test]
@@ -99,7 +99,7 @@ fn pte_mapped_thp_keeps_both_halves() {
 "
     ));
     let (thp, _, _) = pte_at(&sys0, 1, A);
-    assert_eq!(sys0.folios[thp].order, 9);
+    assert_eq!(sys0.mem.folios[thp].order, 9);
     let mut sys = sys0.clone();
     assert_eq!(sys.split_folio(thp), Ok(()));
     assert_eq!(sys.check(), Ok(()));
@@ -108,9 +108,9 @@ fn pte_mapped_thp_keeps_both_halves() {
         let (f, _, flags) = pte_at(&sys, 1, page(i));
         assert!(seen.insert(f), "page {i} has a folio of its own");
         let (old, sub, oflags) = pte_at(&sys0, 1, page(i));
-        assert_eq!(sys.folios[f].pages[0].tag, sys0.folios[old].pages[sub as usize].tag);
+        assert_eq!(sys.mem.folios[f].pages[0].tag, sys0.mem.folios[old].pages[sub as usize].tag);
         assert_eq!(flags, oflags, "page {i} keeps its PTE bits");
-        assert_eq!(sys.folios[f].index, sys0.folios[thp].index.plus(i));
+        assert_eq!(sys.mem.folios[f].index, sys0.mem.folios[thp].index.plus(i));
     }
 }
 
@@ -119,15 +119,15 @@ fn split_after_fork_keeps_sharing() {
     // The THP is PMD-mapped in parent and child, write-protected and not exclusive.
     let sys0 = run(&format!("{MMAP_THP}1 touch(0x200000000000, 4096, \"w\") = 0\n1 fork() = 2\n"));
     let (thp, _) = folio_at(&sys0, 1, A);
-    assert_eq!(sys0.folios[thp].entire_mapcount, 2);
+    assert_eq!(sys0.mem.folios[thp].entire_mapcount, 2);
     let mut sys = sys0.clone();
     assert_eq!(sys.split_folio(thp), Ok(()));
     assert_eq!(sys.check(), Ok(()));
     let (p, _, pf) = pte_at(&sys, 1, A);
     let (c, _, cf) = pte_at(&sys, 2, A);
     assert_eq!(p, c, "parent and child still share the written page");
-    assert_eq!(sys.folios[p].pages[0].mapcount, 2);
-    assert!(!sys.folios[p].pages[0].anon_exclusive);
+    assert_eq!(sys.mem.folios[p].pages[0].mapcount, 2);
+    assert!(!sys.mem.folios[p].pages[0].anon_exclusive);
     assert!(!pf.contains(PteFlags::WRITE) && !cf.contains(PteFlags::WRITE));
     // Zero-filled pages go to the zero page in both.
     assert_eq!(pte_at(&sys, 1, page(7)).0, ZERO_FOLIO);
@@ -144,7 +144,7 @@ fn pinned_folio_cannot_be_split() {
     assert_eq!(sys.split_folio(thp), Err(Errno::EAGAIN));
     assert_eq!(sys.check(), Ok(()));
     assert!(matches!(walk(&sys, 1, A), Walk::Huge { .. }), "a refused split changes nothing");
-    assert_eq!(sys.folios[thp].order, 9);
+    assert_eq!(sys.mem.folios[thp].order, 9);
 }
 
 #[test]
@@ -158,7 +158,7 @@ fn small_and_zero_folios_are_refused() {
     assert_eq!(sys.split_folio(HUGE_ZERO_FOLIO), Err(Errno::EBUSY));
     assert_eq!(sys.split_folio(FolioId(123_456)), Err(Errno::EINVAL), "a stale id is bad input");
     assert_eq!(sys.check(), Ok(()));
-    assert!(matches!(sys.folios[small].mapping, Mapping::Anon(_)));
+    assert!(matches!(sys.mem.folios[small].mapping, Mapping::Anon(_)));
 }
 
 #[test]
@@ -176,7 +176,7 @@ fn mremapped_thp_is_found_through_rmap() {
     assert_eq!(sys.split_folio(thp), Ok(()));
     assert_eq!(sys.check(), Ok(()));
     let (f, _, _) = pte_at(&sys, 1, b);
-    assert_eq!(sys.folios[f].index, sys0.folios[thp].index);
+    assert_eq!(sys.mem.folios[f].index, sys0.mem.folios[thp].index);
     assert_eq!(pte_at(&sys, 1, b + PAGE_SIZE).0, ZERO_FOLIO);
 }
 
@@ -191,7 +191,7 @@ fn pages_no_longer_mapped_are_freed() {
     let mut sys = sys0.clone();
     assert_eq!(sys.split_folio(thp), Ok(()));
     assert_eq!(sys.check(), Ok(()));
-    assert_eq!(sys.folios.len(), sys0.folios.len() + 255, "256 small folios replace the THP");
+    assert_eq!(sys.mem.folios.len(), sys0.mem.folios.len() + 255, "256 small folios replace the THP");
 }
 
 #[test]
@@ -205,16 +205,16 @@ fn mm_ids_track_two_mms() {
     );
     let sys = run(&text);
     let (thp, _, _) = pte_at(&sys, 1, A);
-    assert!(sys.folios[thp].mm_ids_shared && sys.folio_maybe_mapped_shared(thp));
+    assert!(sys.mem.folios[thp].mm_ids_shared && sys.folio_maybe_mapped_shared(thp));
     // The parent unmaps it: the child's slot owns every mapping, the bit clears.
     let sys = run(&format!("{text}1 munmap(0x200000000000, 2097152) = 0\n"));
-    assert!(!sys.folios[thp].mm_ids_shared && !sys.folio_maybe_mapped_shared(thp));
+    assert!(!sys.mem.folios[thp].mm_ids_shared && !sys.folio_maybe_mapped_shared(thp));
     // A grandchild is not tracked: with its parent gone and the first process unmapping, it
     // alone maps the folio, yet the bit stays set (no slot owns its mappings).
     let sys =
         run(&format!("{text}2 fork() = 3\n2 exit_group(0) = ?\n1 munmap(0x200000000000, 2097152) = 0\n"));
     let (f3, _, _) = pte_at(&sys, 3, A);
     assert_eq!(f3, thp);
-    assert_eq!(sys.folios[thp].mm_id, [None, None]);
+    assert_eq!(sys.mem.folios[thp].mm_id, [None, None]);
     assert!(sys.folio_maybe_mapped_shared(thp), "the bit outlives the mms it was set for");
 }

@@ -32,8 +32,8 @@ fn at_line(s: &Script, line: usize) -> System {
 }
 
 fn walk(sys: &System, pid: u32, a: u64) -> Walk {
-    let mm = sys.procs[&Pid(pid)].mm;
-    sys.mms[mm].pt.walk(VirtAddr(a))
+    let mm = sys.vm.procs[&Pid(pid)].mm;
+    sys.vm.mms[mm].pt.walk(VirtAddr(a))
 }
 
 /// The migration entry of `pid` at `a`: (folio, kind, flags).
@@ -53,7 +53,7 @@ fn present(sys: &System, pid: u32, a: u64) -> (FolioId, PteFlags) {
 }
 
 fn in_flight(sys: &System) -> usize {
-    sys.migrations.values().map(Vec::len).sum()
+    sys.gup.migrations.values().map(Vec::len).sum()
 }
 
 #[test]
@@ -61,7 +61,7 @@ fn touch_waits_and_finishes() {
     let s = script("migrate_touch.strace");
     let sys = at_line(&s, 7);
     let before: Vec<u64> =
-        (0..3).map(|i| sys.read_tag(sys.procs[&Pid(1)].mm, VirtAddr(A + i * PAGE)).unwrap()).collect();
+        (0..3).map(|i| sys.read_tag(sys.vm.procs[&Pid(1)].mm, VirtAddr(A + i * PAGE)).unwrap()).collect();
     assert!(before.iter().all(|&t| t != 0));
 
     let sys = at_line(&s, 10);
@@ -69,14 +69,15 @@ fn touch_waits_and_finishes() {
         let (f, kind, flags) = migration(&sys, 1, A + i * PAGE);
         assert_eq!(kind, MigrationKind::Write);
         assert!(flags.contains(PteFlags::DIRTY | PteFlags::ACCESSED) && !flags.contains(PteFlags::WRITE));
-        let fo = &sys.folios[f];
+        let fo = &sys.mem.folios[f];
         assert!(fo.migrating && !fo.is_mapped() && !fo.pages[0].anon_exclusive);
         assert_eq!(fo.pages[0].tag, before[i as usize], "the old folio keeps the contents");
     }
     assert!(walk(&sys, 1, A + 3 * PAGE) == Walk::Pte(Pte::None));
     assert_eq!(in_flight(&sys), 3);
-    let av = sys.vmas[sys.mms[sys.procs[&Pid(1)].mm].vma_lookup(VirtAddr(A)).unwrap()].anon_vma.unwrap();
-    assert_eq!(sys.anon_vmas[av].refcount, 1 + 3, "folio_get_anon_vma per migration");
+    let av =
+        sys.vm.vmas[sys.vm.mms[sys.vm.procs[&Pid(1)].mm].vma_lookup(VirtAddr(A)).unwrap()].anon_vma.unwrap();
+    assert_eq!(sys.rmap.anon_vmas[av].refcount, 1 + 3, "folio_get_anon_vma per migration");
 
     // The read fault finished one migration: a new folio, writable and exclusive again.
     let old = migration(&sys, 1, A + PAGE).0;
@@ -84,8 +85,8 @@ fn touch_waits_and_finishes() {
     let (f, flags) = present(&sys, 1, A + PAGE);
     assert_ne!(f, old);
     assert!(flags.contains(PteFlags::WRITE));
-    assert!(sys.folios[f].pages[0].anon_exclusive && !sys.folios[f].migrating);
-    assert_eq!(sys.folios[f].pages[0].tag, before[1]);
+    assert!(sys.mem.folios[f].pages[0].anon_exclusive && !sys.mem.folios[f].migrating);
+    assert_eq!(sys.mem.folios[f].pages[0].tag, before[1]);
     assert_eq!(in_flight(&sys), 2);
     migration(&sys, 1, A);
 
@@ -94,10 +95,10 @@ fn touch_waits_and_finishes() {
         assert!(present(&sys, 1, A + i * PAGE).1.contains(PteFlags::WRITE));
     }
     assert_eq!(in_flight(&sys), 0);
-    assert_eq!(sys.anon_vmas[av].refcount, 1);
-    assert_eq!(sys.folios.len(), 2 + 3, "the zero pages and the three new folios");
-    assert_eq!(sys.stats.migrations_started, 3);
-    assert_eq!(sys.stats.migrations_done, 3);
+    assert_eq!(sys.rmap.anon_vmas[av].refcount, 1);
+    assert_eq!(sys.mem.folios.len(), 2 + 3, "the zero pages and the three new folios");
+    assert_eq!(sys.trace.stats.migrations_started, 3);
+    assert_eq!(sys.trace.stats.migrations_done, 3);
 
     // ENOMEM for the hole, after migrating the mapped part.
     let sys = at_line(&s, 23);
@@ -115,7 +116,7 @@ fn fork_shares_and_downgrades_entries() {
         assert_eq!(fp, fc);
         assert_eq!((kp, kc), (MigrationKind::Read, MigrationKind::Read), "shared pages: plain readable");
     }
-    assert_eq!(sys.migrations[&Pid(2)].len(), 2);
+    assert_eq!(sys.gup.migrations[&Pid(2)].len(), 2);
     let sys = at_line(&s, 12);
     assert_eq!(present(&sys, 1, A).0, present(&sys, 2, A).0);
     assert!(!present(&sys, 1, A).1.contains(PteFlags::WRITE));
@@ -131,15 +132,15 @@ fn fork_shares_and_downgrades_entries() {
     let sys = at_line(&s, 22);
     let (f, fl) = present(&sys, 3, A + 2 * PAGE);
     assert_eq!(present(&sys, 1, A + 2 * PAGE), (f, fl));
-    assert!(!fl.contains(PteFlags::WRITE) && !sys.folios[f].pages[0].anon_exclusive);
-    assert_eq!(sys.folios[f].pages[0].mapcount, 2);
+    assert!(!fl.contains(PteFlags::WRITE) && !sys.mem.folios[f].pages[0].anon_exclusive);
+    assert_eq!(sys.mem.folios[f].pages[0].mapcount, 2);
     // COW: the grandchild's write copies, the parent keeps the old contents.
     let sys = at_line(&s, 24);
     assert_ne!(present(&sys, 3, A + 2 * PAGE).0, present(&sys, 1, A + 2 * PAGE).0);
 
     // The grandchild's exit finishes what it started, in the parent too.
     let sys = at_line(&s, 27);
-    assert_eq!(sys.migrations[&Pid(3)].len(), 4);
+    assert_eq!(sys.gup.migrations[&Pid(3)].len(), 4);
     migration(&sys, 1, A);
     let sys = at_line(&s, 28);
     assert_eq!(in_flight(&sys), 0);
@@ -152,28 +153,28 @@ fn munmap_drops_entries_not_mapcounts() {
     let s = script("migrate_munmap.strace");
     let sys = at_line(&s, 8);
     let f = migration(&sys, 1, A).0;
-    let vma = sys.mms[sys.procs[&Pid(1)].mm].vma_lookup(VirtAddr(A)).unwrap();
-    let av = sys.vmas[vma].anon_vma.unwrap();
+    let vma = sys.vm.mms[sys.vm.procs[&Pid(1)].mm].vma_lookup(VirtAddr(A)).unwrap();
+    let av = sys.vm.vmas[vma].anon_vma.unwrap();
     let sys = at_line(&s, 10);
     // The VMA is gone, the anon_vma stays for the migration's walk, and so do the folios.
-    assert!(sys.folios.contains(f) && sys.folios[f].migrating);
-    assert!(sys.anon_vmas.contains(av) && sys.anon_vmas[av].tree.is_empty());
-    assert_eq!(sys.anon_vmas[av].refcount, 4);
+    assert!(sys.mem.folios.contains(f) && sys.mem.folios[f].migrating);
+    assert!(sys.rmap.anon_vmas.contains(av) && sys.rmap.anon_vmas[av].tree.is_empty());
+    assert_eq!(sys.rmap.anon_vmas[av].refcount, 4);
     assert_eq!(in_flight(&sys), 4);
     let sys = at_line(&s, 12);
     assert_eq!(in_flight(&sys), 0);
-    assert!(!sys.anon_vmas.contains(av));
-    assert_eq!(sys.folios.len(), 2, "only the zero pages are left");
+    assert!(!sys.rmap.anon_vmas.contains(av));
+    assert_eq!(sys.mem.folios.len(), 2, "only the zero pages are left");
 
     // The fork half: the parent's entry is restored, its munmapped page's migration ends.
     let sys = at_line(&s, 20);
     assert_eq!(in_flight(&sys), 2);
     let sys = at_line(&s, 21);
     assert_eq!(in_flight(&sys), 0);
-    assert_eq!(sys.folios.len(), 3);
+    assert_eq!(sys.mem.folios.len(), 3);
     let (f, fl) = present(&sys, 1, A);
     assert!(!fl.contains(PteFlags::WRITE), "it was shared with the child when migrated");
-    assert_eq!(sys.folios[f].pages[0].mapcount, 1);
+    assert_eq!(sys.mem.folios[f].pages[0].mapcount, 1);
 }
 
 #[test]
@@ -185,14 +186,14 @@ fn mremap_moves_entries_rmap_finds_them() {
     let (g1, kind, flags) = migration(&sys, 1, A + 0x100000);
     assert_eq!((g1, kind), (f1, MigrationKind::Write));
     assert!(flags.contains(PteFlags::SOFT_DIRTY), "move_soft_dirty_pte");
-    let mm = sys.procs[&Pid(1)].mm;
-    let moved = sys.mms[mm].vma_lookup(VirtAddr(A + 0x100000)).unwrap();
-    assert_eq!(sys.vmas[moved].pgoff.0, (A >> 12) + 1, "the moved VMA keeps its pgoff");
-    let tag = sys.folios[f1].pages[0].tag;
+    let mm = sys.vm.procs[&Pid(1)].mm;
+    let moved = sys.vm.mms[mm].vma_lookup(VirtAddr(A + 0x100000)).unwrap();
+    assert_eq!(sys.vm.vmas[moved].pgoff.0, (A >> 12) + 1, "the moved VMA keeps its pgoff");
+    let tag = sys.mem.folios[f1].pages[0].tag;
     let sys = at_line(&s, 12);
     let (n1, fl) = present(&sys, 1, A + 0x100000);
     assert!(fl.contains(PteFlags::WRITE | PteFlags::SOFT_DIRTY));
-    assert_eq!(sys.folios[n1].pages[0].tag, tag);
+    assert_eq!(sys.mem.folios[n1].pages[0].tag, tag);
     assert_eq!(in_flight(&sys), 2);
 
     // A PMD migration entry: made, moved whole, mapped back as a PMD of a new THP.
@@ -207,18 +208,19 @@ fn mremap_moves_entries_rmap_finds_them() {
         Walk::PmdMigration { folio, sub: 1, kind: MigrationKind::Write, .. } => assert_eq!(folio, thp),
         w => panic!("{w:?}"),
     }
-    assert_eq!(sys.folios[thp].entire_mapcount, 0);
+    assert_eq!(sys.mem.folios[thp].entire_mapcount, 0);
     let sys = at_line(&s, 22);
-    let mm = sys.procs[&Pid(1)].mm;
-    assert!(matches!(sys.mms[mm].pt.pmd(VirtAddr(A + 0x800000)), Some(Pmd::Migration { .. })));
+    let mm = sys.vm.procs[&Pid(1)].mm;
+    assert!(matches!(sys.vm.mms[mm].pt.pmd(VirtAddr(A + 0x800000)), Some(Pmd::Migration { .. })));
     let sys = at_line(&s, 23);
-    let mm = sys.procs[&Pid(1)].mm;
-    let Some(&Pmd::Huge { folio: new, flags }) = sys.mms[mm].pt.pmds.get(&pmd_index(VirtAddr(A + 0x800000)))
+    let mm = sys.vm.procs[&Pid(1)].mm;
+    let Some(&Pmd::Huge { folio: new, flags }) =
+        sys.vm.mms[mm].pt.pmds.get(&pmd_index(VirtAddr(A + 0x800000)))
     else {
         panic!("no PMD mapping");
     };
     assert_ne!(new, thp);
-    let nf = &sys.folios[new];
+    let nf = &sys.mem.folios[new];
     assert_eq!((nf.order, nf.entire_mapcount), (9, 1));
     assert!(nf.pages[0].anon_exclusive && flags.contains(PteFlags::WRITE));
 
@@ -227,11 +229,11 @@ fn mremap_moves_entries_rmap_finds_them() {
     assert!(walk(&sys, 1, A + 0x800000) == Walk::Pte(Pte::None));
     let (f, kind, _) = migration(&sys, 1, A + 0x801000);
     assert_eq!(kind, MigrationKind::Write);
-    assert_eq!(sys.folios[f].order, 9);
+    assert_eq!(sys.mem.folios[f].order, 9);
     let sys = at_line(&s, 28);
     let (n, fl) = present(&sys, 1, A + 0x9ff000);
     assert!(fl.contains(PteFlags::WRITE));
-    let nf = &sys.folios[n];
+    let nf = &sys.mem.folios[n];
     assert_eq!((nf.order, nf.entire_mapcount, nf.total_mapcount()), (9, 0, 511));
     assert_eq!(present(&sys, 1, A + 0x801000).0, n);
 }
@@ -247,13 +249,13 @@ fn mprotect_makes_entries_readable_exclusive() {
     assert_eq!(migration(&sys, 1, A + PAGE).1, MigrationKind::ReadExclusive);
     let sys = at_line(&s, 13);
     let (f, fl) = present(&sys, 1, A);
-    assert!(!fl.contains(PteFlags::WRITE) && sys.folios[f].pages[0].anon_exclusive);
+    assert!(!fl.contains(PteFlags::WRITE) && sys.mem.folios[f].pages[0].anon_exclusive);
     assert!(present(&sys, 1, A + 2 * PAGE).1.contains(PteFlags::WRITE));
     let sys = at_line(&s, 15);
     let (g, fl) = present(&sys, 1, A);
     assert_eq!(g, f, "the write reused the exclusive page");
     assert!(fl.contains(PteFlags::WRITE));
-    assert_eq!(sys.stats.cow_copies, 0);
+    assert_eq!(sys.trace.stats.cow_copies, 0);
 
     let sys = at_line(&s, 23);
     assert!(matches!(
@@ -263,7 +265,7 @@ fn mprotect_makes_entries_readable_exclusive() {
     let sys = at_line(&s, 24);
     match walk(&sys, 1, A + 0x400000) {
         Walk::Huge { folio, flags, .. } => {
-            assert!(!flags.contains(PteFlags::WRITE) && sys.folios[folio].pages[0].anon_exclusive)
+            assert!(!flags.contains(PteFlags::WRITE) && sys.mem.folios[folio].pages[0].anon_exclusive)
         }
         w => panic!("{w:?}"),
     }
@@ -274,12 +276,12 @@ fn pinned_folios_stay() {
     let s = script("migrate_pinned.strace");
     let sys = at_line(&s, 10);
     let (f, fl) = present(&sys, 1, A);
-    assert!(sys.folios[f].pincount == 1 && fl.contains(PteFlags::WRITE));
+    assert!(sys.mem.folios[f].pincount == 1 && fl.contains(PteFlags::WRITE));
     assert_eq!(in_flight(&sys), 3);
     // The pin waited for the migration and pinned the new folio.
     let sys = at_line(&s, 11);
     let (g, _) = present(&sys, 1, A + PAGE);
-    assert!(sys.folios[g].pincount == 1 && !sys.folios[g].migrating);
+    assert!(sys.mem.folios[g].pincount == 1 && !sys.mem.folios[g].migrating);
     assert_eq!(in_flight(&sys), 2);
 }
 
@@ -297,9 +299,9 @@ fn entry_out_of_rmap_reach_is_left_behind() {
     let mut sys = at_line(&s, 3);
     let (f, _, _) = migration(&sys, 1, A);
     // Some code moved the folio's index without its entries: the walk looks elsewhere.
-    sys.folios[f].index.0 += 1;
+    sys.mem.folios[f].index.0 += 1;
     sys.sys_migrate_done(Pid(1), A, 2 * PAGE).unwrap();
-    assert!(!sys.folios.contains(f), "the migration ended and freed the old folio");
+    assert!(!sys.mem.folios.contains(f), "the migration ended and freed the old folio");
     migration(&sys, 1, A);
     let err = sys.check().unwrap_err();
     assert!(err.contains("not under migration") && err.contains("left"), "{err}");
@@ -308,7 +310,7 @@ fn entry_out_of_rmap_reach_is_left_behind() {
 
     // Nothing panics on the stale entry.
     let _ = sys.pagemap(Pid(1));
-    assert_eq!(sys.read_tag(sys.procs[&Pid(1)].mm, VirtAddr(A)), None);
+    assert_eq!(sys.read_tag(sys.vm.procs[&Pid(1)].mm, VirtAddr(A)), None);
     sys.sys_migrate_done(Pid(1), A, PAGE).unwrap();
     let mut faulted = sys.clone();
     let _ = faulted.touch(Pid(1), A, PAGE, true, &|a| a);

@@ -50,7 +50,9 @@ impl Provenance {
         match (&step.call, outcome) {
             (Call::Touch { addr, .. }, _) => {
                 let Ok(mm) = sys.mm_of(step.pid) else { return };
-                if let Some(av) = sys.mms[mm].vma_lookup(VirtAddr(*addr)).and_then(|v| sys.vmas[v].anon_vma) {
+                if let Some(av) =
+                    sys.vm.mms[mm].vma_lookup(VirtAddr(*addr)).and_then(|v| sys.vm.vmas[v].anon_vma)
+                {
                     self.anon_vmas.entry(av).or_insert_with(here);
                 }
             }
@@ -63,7 +65,7 @@ impl Provenance {
                 }
                 // Other calls may make, copy (fork) or free anon_vmas: look at all of them.
                 let mut live = HashMap::new();
-                for (_, v) in sys.vmas.iter() {
+                for (_, v) in sys.vm.vmas.iter() {
                     if let Some(av) = v.anon_vma {
                         let from = self.anon_vmas.remove(&av).unwrap_or_else(here);
                         live.insert(av, from);
@@ -75,7 +77,7 @@ impl Provenance {
     }
 
     fn anon_vma_of(&self, sys: &System, v: VmaId) -> String {
-        match sys.vmas[v].anon_vma {
+        match sys.vm.vmas[v].anon_vma {
             None => "none (never faulted)".to_string(),
             Some(av) => match self.anon_vmas.get(&av) {
                 Some((line, call)) => format!("from line {line} `{call}`"),
@@ -85,7 +87,7 @@ impl Provenance {
     }
 
     fn moved(&self, sys: &System, v: VmaId) -> Option<String> {
-        let (s, e) = (sys.vmas[v].start.0, sys.vmas[v].end.0);
+        let (s, e) = (sys.vm.vmas[v].start.0, sys.vm.vmas[v].end.0);
         self.moves
             .iter()
             .rev()
@@ -119,7 +121,7 @@ pub fn explain(script: &Script, opts: &ExplainOptions) -> Result<String, RunErro
         if matches!(step.call, Call::ExitGroup { .. }) {
             continue;
         }
-        if opts.replay && !runner.sys.procs.contains_key(&step.pid) {
+        if opts.replay && !runner.sys.vm.procs.contains_key(&step.pid) {
             if let Some(r) = &mut runner.replay {
                 r.no_process(step);
             }
@@ -143,7 +145,7 @@ fn flag_names(f: VmFlags) -> String {
 }
 
 fn file_name(sys: &System, v: VmaId) -> String {
-    match sys.vmas[v].file.map(|f| &sys.fs.inodes[sys.fs.files[f].inode].kind) {
+    match sys.vm.vmas[v].file.map(|f| &sys.fs.inodes[sys.fs.files[f].inode].kind) {
         None => "no file".to_string(),
         Some(crate::fs::InodeKind::Regular { path }) => format!("file {path}"),
         Some(crate::fs::InodeKind::Shmem) => "a shmem file (shared anonymous memory)".to_string(),
@@ -152,7 +154,7 @@ fn file_name(sys: &System, v: VmaId) -> String {
 
 /// What makes `reason` between `a` (left) and `b` (right).
 fn detail(sys: &System, prov: &Provenance, reason: MergeReason, a: VmaId, b: VmaId) -> String {
-    let (va, vb) = (&sys.vmas[a], &sys.vmas[b]);
+    let (va, vb) = (&sys.vm.vmas[a], &sys.vm.vmas[b]);
     match reason {
         MergeReason::NomergeFlags => {
             let diff = (va.flags ^ vb.flags) & !VmFlags::IGNORE_MERGE;
@@ -200,16 +202,16 @@ fn detail(sys: &System, prov: &Provenance, reason: MergeReason, a: VmaId, b: Vma
 
 fn render(sys: &mut System, prov: &Provenance, opts: &ExplainOptions) -> String {
     let mut out = String::new();
-    let pids: Vec<Pid> = sys.procs.keys().copied().filter(|p| opts.pid.is_none_or(|q| q == *p)).collect();
+    let pids: Vec<Pid> = sys.vm.procs.keys().copied().filter(|p| opts.pid.is_none_or(|q| q == *p)).collect();
     let policy = sys.policy;
     for pid in pids {
         let Ok(mm) = sys.mm_of(pid) else { continue };
-        let vmas: Vec<VmaId> = sys.mms[mm].vmas.values().map(|e| e.id).collect();
+        let vmas: Vec<VmaId> = sys.vm.mms[mm].vmas.values().map(|e| e.id).collect();
         let _ = writeln!(out, "== pid {} ({} VMAs) ==", pid.0, vmas.len());
         let mut apart = 0;
         for w in vmas.windows(2) {
             let (a, b) = (w[0], w[1]);
-            if sys.vmas[a].end != sys.vmas[b].start {
+            if sys.vm.vmas[a].end != sys.vm.vmas[b].start {
                 continue;
             }
             apart += 1;
@@ -222,7 +224,7 @@ fn render(sys: &mut System, prov: &Provenance, opts: &ExplainOptions) -> String 
                 }
             }
             sys.policy = policy;
-            let range = |v: VmaId| format!("{:x}-{:x}", sys.vmas[v].start.0, sys.vmas[v].end.0);
+            let range = |v: VmaId| format!("{:x}-{:x}", sys.vm.vmas[v].start.0, sys.vm.vmas[v].end.0);
             let name = if reason == MergeReason::MergeOk { "MERGEABLE" } else { reason.name() };
             let _ = writeln!(
                 out,

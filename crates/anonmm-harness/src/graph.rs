@@ -60,7 +60,7 @@ pub fn graph_script(script: &Script, opts: &GraphOptions) -> Result<String, RunE
         }
     }
     if let Some(p) = opts.pid
-        && !runner.sys.procs.contains_key(&p)
+        && !runner.sys.vm.procs.contains_key(&p)
     {
         return Err(bad(0, format!("--pid {}: no such live process at that step", p.0)));
     }

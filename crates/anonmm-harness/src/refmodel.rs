@@ -774,10 +774,10 @@ impl RefModel {
             return Ok(());
         }
         for (&pid, sp) in &self.spaces {
-            let Some(p) = sys.procs.get(&pid) else {
+            let Some(p) = sys.vm.procs.get(&pid) else {
                 return Err(format!("pid {} missing in the model", pid.0));
             };
-            let mm = &sys.mms[p.mm];
+            let mm = &sys.vm.mms[p.mm];
             // Mapped ranges.
             let mut want: Vec<(u64, u64)> = Vec::new();
             for (&s, seg) in &sp.segs {

@@ -135,8 +135,8 @@ pub enum Plan<'s> {
 
 /// (all, anonymous) VMAs of the live address spaces; anonymous means no file (`vma_is_anonymous`).
 pub fn count_vmas(sys: &System) -> (usize, usize) {
-    let all = sys.mms.iter().map(|(_, m)| m.map_count()).sum();
-    (all, sys.vmas_without_file)
+    let all = sys.vm.mms.iter().map(|(_, m)| m.map_count()).sum();
+    (all, sys.vm.vmas_without_file)
 }
 
 fn rewrite(step: &Step, call: Call) -> Cow<'_, Step> {
@@ -287,11 +287,11 @@ impl ReplayState {
                 ))
             }
             (Call::Brk { addr }, Some(Expect::Value(rec))) => {
-                let m = &sys.mms[mm];
+                let m = &sys.vm.mms[mm];
                 if m.brk == m.start_brk && *addr < m.start_brk.0 && rec != m.brk.0 {
                     // The exec's heap base (arch_randomize_brk): the first brk(NULL) shows it.
                     let got = hex(m.brk.0);
-                    let m = &mut sys.mms[mm];
+                    let m = &mut sys.vm.mms[mm];
                     m.start_brk = VirtAddr(rec);
                     m.brk = VirtAddr(rec);
                     self.pending = Some(Self::divergence(DivClass::Placement, step, hex(rec), got));
@@ -342,7 +342,7 @@ impl ReplayState {
         let Some(end) = page_align(len).and_then(|l| addr.checked_add(l)) else { return };
         if end <= crate::types::TASK_SIZE && end > *best {
             *best = end;
-            sys.mms[mm].mmap_base = VirtAddr(end);
+            sys.vm.mms[mm].mmap_base = VirtAddr(end);
         }
     }
 
@@ -351,7 +351,7 @@ impl ReplayState {
     fn placement(&mut self, sys: &System, mm: MmId, step: &Step, rec: u64, len: u64, predicted: Option<u64>) {
         let got = predicted.map_or_else(|| "= ? (no prediction)".to_string(), hex);
         let end = page_align(len).and_then(|l| rec.checked_add(l)).unwrap_or(u64::MAX);
-        let busy = sys.mms[mm].intersects(VirtAddr(rec), VirtAddr(end));
+        let busy = sys.vm.mms[mm].intersects(VirtAddr(rec), VirtAddr(end));
         let (class, got) = if busy && !matches!(step.call, Call::Mremap { .. }) {
             (DivClass::Model, format!("{got}; the recorded range is mapped in the model"))
         } else {
@@ -450,8 +450,8 @@ impl ReplayState {
         let Some(end) = addr.checked_add(len).and_then(page_align) else { return };
         let mut a = start;
         while a < end {
-            let Some(v) = sys.mms[mm].vma_lookup(VirtAddr(a)) else { return };
-            let vma = &sys.vmas[v];
+            let Some(v) = sys.vm.mms[mm].vma_lookup(VirtAddr(a)) else { return };
+            let vma = &sys.vm.vmas[v];
             let upto = end.min(vma.end.0);
             if let Some(f) = vma.file {
                 let last = vma.linear_page_index(VirtAddr(upto - PAGE_SIZE)).0;
@@ -487,7 +487,7 @@ impl ReplayState {
             }
             Call::Brk { .. } => {
                 if let Ok(mm) = sys.mm_of(step.pid) {
-                    let (s, e) = (sys.mms[mm].start_brk.0, sys.mms[mm].brk.0);
+                    let (s, e) = (sys.vm.mms[mm].start_brk.0, sys.vm.mms[mm].brk.0);
                     self.note_range(sys, step, s, e.saturating_sub(s));
                 }
             }
@@ -580,10 +580,10 @@ pub fn vma_record_diff(sys: &System, pid: crate::types::Pid, call: &Call) -> Opt
     let rec_name = path.as_deref().or(name.as_deref()).unwrap_or("");
     let kernel = show_vma(*addr, end, *prot, *shared, *pgoff, rec_name);
     let Ok(mm) = sys.mm_of(pid) else { return Some((kernel, "no such process".to_string())) };
-    let Some(v) = sys.mms[mm].vma_lookup(VirtAddr(*addr)) else {
+    let Some(v) = sys.vm.mms[mm].vma_lookup(VirtAddr(*addr)) else {
         return Some((kernel, "no VMA there".to_string()));
     };
-    let vma = &sys.vmas[v];
+    let vma = &sys.vm.vmas[v];
     let vprot = [(VmFlags::READ, PROT_READ), (VmFlags::WRITE, PROT_WRITE), (VmFlags::EXEC, PROT_EXEC)]
         .iter()
         .filter(|(f, _)| vma.flags.contains(*f))
@@ -642,13 +642,13 @@ pub fn predict_mremap(
     if new_len <= old_len && !always_moves {
         return Some(addr);
     }
-    let v = sys.mms[mm].vma_lookup(VirtAddr(addr))?;
-    let vma = &sys.vmas[v];
+    let v = sys.vm.mms[mm].vma_lookup(VirtAddr(addr))?;
+    let vma = &sys.vm.vmas[v];
     let delta = new_len.saturating_sub(old_len);
     if !always_moves
         && vma.end.0 == addr.checked_add(old_len)?
         && let Some(end) = vma.end.0.checked_add(delta)
-        && !sys.mms[mm].intersects(vma.end, VirtAddr(end))
+        && !sys.vm.mms[mm].intersects(vma.end, VirtAddr(end))
     {
         return Some(addr);
     }

@@ -281,7 +281,7 @@ impl<'a> Replayer<'a> {
         let runner = &mut self.runner;
         let (all, anon) = runner.result.vmas_now;
         let sample = VmaSample { index: i, line: step.line, all, anon };
-        if !runner.sys.procs.contains_key(&step.pid) {
+        if !runner.sys.vm.procs.contains_key(&step.pid) {
             if let Some(r) = &mut runner.replay {
                 r.no_process(step);
             }
@@ -318,12 +318,12 @@ impl<'a> Replayer<'a> {
         }
         let replay = runner.replay.take().unwrap_or_default();
         let mut vmas_end = count_vmas(&runner.sys);
-        if runner.sys.procs.is_empty() {
+        if runner.sys.vm.procs.is_empty() {
             vmas_end = replay.vmas_before_exit;
         }
         ReplayOutcome {
             steps,
-            stats: runner.sys.stats.clone(),
+            stats: runner.sys.trace.stats.clone(),
             vmas_end,
             vmas_peak: runner.result.vmas_peak,
             replay,

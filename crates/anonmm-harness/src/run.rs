@@ -163,7 +163,7 @@ pub fn run_script_each(
         let view = !opts.last_view_only || i + 1 == n;
         if !opts.replay {
             runner.step(step, view)?;
-        } else if !runner.sys.procs.contains_key(&step.pid) {
+        } else if !runner.sys.vm.procs.contains_key(&step.pid) {
             // A trace, as replay runs it: a step of a process the trace never showed being
             // made, or one the model cannot run, is a divergence, not the end of the run.
             if let Some(r) = &mut runner.replay {
@@ -197,7 +197,7 @@ pub fn run_script_each(
         }
     }
     runner.check_now()?;
-    runner.result.stats = runner.sys.stats.clone();
+    runner.result.stats = runner.sys.trace.stats.clone();
     Ok(runner.result)
 }
 
@@ -258,7 +258,7 @@ impl<'a> Runner<'a> {
         let mut sys = System::new(opts.config.clone());
         sys.policy = opts.policy;
         if opts.trace {
-            sys.merge_log = Some(Vec::new());
+            sys.trace.merge_log = Some(Vec::new());
         }
         let replay = opts.replay.then(ReplayState::new);
         let sampling = Sampling { fed: Some(Vec::new()), ..Default::default() };
@@ -279,7 +279,7 @@ impl<'a> Runner<'a> {
     /// Spawn the first process, `pid` (with the reference model when checking); nothing if
     /// a process exists already.
     pub fn spawn_first(&mut self, pid: Pid) {
-        if self.sys.procs.is_empty() && self.sys.spawn(pid).is_ok() && self.opts.check {
+        if self.sys.vm.procs.is_empty() && self.sys.spawn(pid).is_ok() && self.opts.check {
             let mut r = crate::refmodel::RefModel::new(pid, self.opts.config.initial_brk.0);
             r.unmaps_before_checks = !self.opts.config.kernel.profile().mremap_checks_before_unmap;
             self.reference = Some(r);
@@ -335,7 +335,7 @@ impl<'a> Runner<'a> {
         }
         for i in fed {
             let step = &self.script.steps[i as usize];
-            if !again.sys.procs.contains_key(&step.pid) {
+            if !again.sys.vm.procs.contains_key(&step.pid) {
                 continue;
             }
             match again.step(step, false) {
@@ -363,7 +363,7 @@ impl<'a> Runner<'a> {
                 _ => self.sampling.fed = None,
             }
         }
-        if !self.sys.procs.contains_key(&step.pid) {
+        if !self.sys.vm.procs.contains_key(&step.pid) {
             return Err(self.bad(
                 step,
                 format!("process {} does not exist (no fork made it, or it exited)", step.pid.0),
@@ -429,8 +429,8 @@ impl<'a> Runner<'a> {
             self.result.vmas_peak = (self.result.vmas_peak.0.max(all), self.result.vmas_peak.1.max(anon));
             self.result.vmas_now = (all, anon);
             self.result.alive.clear();
-            for (&pid, p) in &self.sys.procs {
-                let n = self.sys.mms[p.mm].map_count();
+            for (&pid, p) in &self.sys.vm.procs {
+                let n = self.sys.vm.mms[p.mm].map_count();
                 let e = self.result.vmas_per_pid.entry(pid).or_default();
                 *e = (n, e.1.max(n));
                 self.result.alive.insert(pid);
@@ -445,7 +445,7 @@ impl<'a> Runner<'a> {
                 got: format_result_for(&step.call, &outcome),
             });
         }
-        if let Some(log) = &mut self.sys.merge_log {
+        if let Some(log) = &mut self.sys.trace.merge_log {
             for ev in log.drain(..) {
                 self.result.trace.push((step.line, ev.to_string()));
             }
@@ -549,9 +549,9 @@ impl<'a> Runner<'a> {
                 let child = match step.expect {
                     Some(Expect::Value(c)) if c > 0 && c <= u32::MAX as u64 => Pid(c as u32),
                     Some(Expect::Err(e)) => return Ok(Expect::Err(e)),
-                    _ => Pid(sys.procs.keys().next_back().map_or(1, |p| p.0 + 1)),
+                    _ => Pid(sys.vm.procs.keys().next_back().map_or(1, |p| p.0 + 1)),
                 };
-                if sys.procs.contains_key(&child) {
+                if sys.vm.procs.contains_key(&child) {
                     return Err(self.bad(step, format!("fork child {} already exists", child.0)));
                 }
                 if let Call::CloneVm { flags } = step.call {
@@ -625,8 +625,8 @@ mod tests {
         let mut runner = Runner::new(&script, &opts).expect("runner");
         // After line 6 (the fifth touch), a page's mapcount goes wrong.
         runner.inject = Some((6, |sys| {
-            let (id, _) = sys.folios.iter().filter(|(_, f)| f.is_anon()).last().expect("a folio");
-            sys.folios[id].pages[0].mapcount += 1;
+            let (id, _) = sys.mem.folios.iter().filter(|(_, f)| f.is_anon()).last().expect("a folio");
+            sys.mem.folios[id].pages[0].mapcount += 1;
         }));
         for step in &script.steps {
             // Make every check look too expensive: none runs until the end.
@@ -644,8 +644,8 @@ mod tests {
         let every = RunOptions { check: true, ..Default::default() };
         let mut runner = Runner::new(&script, &every).expect("runner");
         runner.inject = Some((6, |sys| {
-            let (id, _) = sys.folios.iter().filter(|(_, f)| f.is_anon()).last().expect("a folio");
-            sys.folios[id].pages[0].mapcount += 1;
+            let (id, _) = sys.mem.folios.iter().filter(|(_, f)| f.is_anon()).last().expect("a folio");
+            sys.mem.folios[id].pages[0].mapcount += 1;
         }));
         let err = script.steps.iter().find_map(|s| runner.step(s, false).err());
         assert!(matches!(err, Some(RunError::Invariant { line: 6, .. })), "{err:?}");

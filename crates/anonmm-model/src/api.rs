@@ -79,12 +79,12 @@ impl System {
     /// ```
     pub fn page_at(&self, pid: Pid, addr: u64) -> KResult<Option<MappedPage>> {
         let mm = self.mm_of(pid)?;
-        let (folio, page, flags, huge) = match self.mms[mm].pt.walk(VirtAddr(addr)) {
+        let (folio, page, flags, huge) = match self.vm.mms[mm].pt.walk(VirtAddr(addr)) {
             Walk::Pte(Pte::Present { folio, sub, flags }) => (folio, sub, flags, false),
             Walk::Huge { folio, sub, flags } => (folio, sub, flags, true),
             _ => return Ok(None),
         };
-        let tag = self.folios[folio].pages[page as usize].tag;
+        let tag = self.mem.folios[folio].pages[page as usize].tag;
         Ok(Some(MappedPage { folio, page, tag, writable: flags.contains(PteFlags::WRITE), huge }))
     }
 
@@ -121,6 +121,6 @@ impl System {
     /// # Ok::<(), Errno>(())
     /// ```
     pub fn vma_count(&self, pid: Pid) -> KResult<usize> {
-        Ok(self.mms[self.mm_of(pid)?].map_count())
+        Ok(self.vm.mms[self.mm_of(pid)?].map_count())
     }
 }

@@ -38,11 +38,11 @@ impl System {
         self.check_anon_vmas()?;
         self.check_pages()?;
         self.check_swap()?;
-        let without_file = self.vmas.iter().filter(|(_, v)| v.file.is_none()).count();
+        let without_file = self.vm.vmas.iter().filter(|(_, v)| v.file.is_none()).count();
         ensure!(
-            without_file == self.vmas_without_file,
+            without_file == self.vm.vmas_without_file,
             "{without_file} VMAs have no file but the count kept says {}",
-            self.vmas_without_file
+            self.vm.vmas_without_file
         );
         Ok(())
     }
@@ -53,7 +53,7 @@ impl System {
     /// unmapped one only while a swap PTE still needs it; pins are the pinned buffers' pages.
     fn check_swap(&self) -> Result<(), String> {
         let mut refs: HashMap<u32, u32> = HashMap::default();
-        for (_, mm) in self.mms.iter() {
+        for (_, mm) in self.vm.mms.iter() {
             for (key, pmd) in mm.pt.pmds.iter() {
                 let Pmd::Table(t) = pmd else { continue };
                 for (i, pte) in t.ptes.iter().enumerate() {
@@ -61,7 +61,10 @@ impl System {
                     let a = VirtAddr(key << PMD_SHIFT).plus(i as u64 * PAGE_SIZE);
                     ensure!(self.swap.slot(entry).is_some(), "swap PTE at {a:?} names free slot {}", entry.0);
                     let vma = mm.vma_lookup(a).ok_or_else(|| format!("swap PTE at {a:?} outside any VMA"))?;
-                    ensure!(self.vmas[vma].anon_vma.is_some(), "swap PTE at {a:?} in a VMA without anon_vma");
+                    ensure!(
+                        self.vm.vmas[vma].anon_vma.is_some(),
+                        "swap PTE at {a:?} in a VMA without anon_vma"
+                    );
                     *refs.entry(entry.0).or_default() += 1;
                 }
             }
@@ -73,8 +76,8 @@ impl System {
             match slot.cache {
                 None => ensure!(slot.count > 0, "swap slot {off} leaked: no reference and no cache"),
                 Some(f) => {
-                    ensure!(self.folios.contains(f), "swap slot {off} caches a freed folio");
-                    let fo = &self.folios[f];
+                    ensure!(self.mem.folios.contains(f), "swap slot {off} caches a freed folio");
+                    let fo = &self.mem.folios[f];
                     ensure!(fo.swap.map(|e| e.0) == Some(off), "swap-cache folio of slot {off} misfiled");
                     ensure!(!fo.is_large(), "large folio in the swap cache");
                     // A folio under migration is unmapped for a while, and stays cached.
@@ -86,14 +89,14 @@ impl System {
             }
         }
         let mut pinned: HashMap<FolioId, u32> = HashMap::default();
-        for pins in self.pins.values() {
+        for pins in self.gup.pins.values() {
             for p in pins {
                 for &f in &p.folios {
                     *pinned.entry(f).or_default() += 1;
                 }
             }
         }
-        for (id, f) in self.folios.iter() {
+        for (id, f) in self.mem.folios.iter() {
             if let Some(e) = f.swap {
                 ensure!(
                     self.swap.slot(e).and_then(|s| s.cache) == Some(id),
@@ -115,10 +118,10 @@ impl System {
 
     fn check_vmas(&self) -> Result<(), String> {
         let mut linked = 0;
-        for (mmid, mm) in self.mms.iter() {
+        for (mmid, mm) in self.vm.mms.iter() {
             let mut last_end = 0;
             for (&start, e) in &mm.vmas {
-                let v = &self.vmas[e.id];
+                let v = &self.vm.vmas[e.id];
                 linked += 1;
                 ensure!(v.mm == mmid, "VMA {:?} filed in the wrong mm", e.id);
                 ensure!(v.start.0 == start && v.end.0 == e.end, "VMA {:?} filed under a stale range", e.id);
@@ -127,9 +130,9 @@ impl System {
                 ensure!(v.start.0 >= last_end, "VMAs overlap at {:#x}", start);
                 last_end = v.end.0;
                 if let Some(av) = v.anon_vma {
-                    ensure!(self.anon_vmas.contains(av), "VMA {:#x} points to a freed anon_vma", start);
+                    ensure!(self.rmap.anon_vmas.contains(av), "VMA {:#x} points to a freed anon_vma", start);
                     ensure!(
-                        v.chain.iter().any(|&c| self.avcs[c].anon_vma == av),
+                        v.chain.iter().any(|&c| self.rmap.avcs[c].anon_vma == av),
                         "VMA {:#x}: its anon_vma is not in its chain",
                         start
                     );
@@ -137,10 +140,10 @@ impl System {
                     ensure!(v.chain.is_empty(), "unfaulted VMA {:#x} has chains", start);
                 }
                 for &c in &v.chain {
-                    let avc = &self.avcs[c];
+                    let avc = &self.rmap.avcs[c];
                     ensure!(avc.vma == e.id, "chain of VMA {:#x} points to another VMA", start);
                     ensure!(
-                        self.anon_vmas[avc.anon_vma].tree.contains(&(v.pgoff.0, c)),
+                        self.rmap.anon_vmas[avc.anon_vma].tree.contains(&(v.pgoff.0, c)),
                         "chain of VMA {:#x} missing from its anon_vma's tree under its pgoff",
                         start
                     );
@@ -150,33 +153,41 @@ impl System {
                 }
             }
         }
-        ensure!(linked == self.vmas.len(), "{} VMAs allocated but {} linked (leak)", self.vmas.len(), linked);
-        for (_, p) in self.procs.iter() {
-            ensure!(self.mms.contains(p.mm), "process uses a freed mm");
+        ensure!(
+            linked == self.vm.vmas.len(),
+            "{} VMAs allocated but {} linked (leak)",
+            self.vm.vmas.len(),
+            linked
+        );
+        for (_, p) in self.vm.procs.iter() {
+            ensure!(self.vm.mms.contains(p.mm), "process uses a freed mm");
         }
         Ok(())
     }
 
     fn check_anon_vmas(&self) -> Result<(), String> {
         let mut active: HashMap<AnonVmaId, u32> = HashMap::default();
-        for (_, v) in self.vmas.iter() {
+        for (_, v) in self.vm.vmas.iter() {
             if let Some(av) = v.anon_vma {
                 *active.entry(av).or_default() += 1;
             }
         }
         // folio_get_anon_vma references held by migrations in flight.
         let mut migrating: HashMap<AnonVmaId, u32> = HashMap::default();
-        for m in self.migrations.values().flatten() {
+        for m in self.gup.migrations.values().flatten() {
             *migrating.entry(m.anon_vma).or_default() += 1;
         }
         let mut children: HashMap<AnonVmaId, u32> = HashMap::default();
         let mut descendants: HashMap<AnonVmaId, u32> = HashMap::default();
-        for (id, a) in self.anon_vmas.iter() {
-            ensure!(self.anon_vmas.contains(a.root), "anon_vma {id:?}: freed root");
+        for (id, a) in self.rmap.anon_vmas.iter() {
+            ensure!(self.rmap.anon_vmas.contains(a.root), "anon_vma {id:?}: freed root");
             // Only a linked anon_vma needs its parent (for num_children); one kept alive by a
             // migration's reference after its last VMA went may outlive it, as in the kernel.
-            ensure!(a.tree.is_empty() || self.anon_vmas.contains(a.parent), "anon_vma {id:?}: freed parent");
-            ensure!(self.anon_vmas[a.root].root == a.root, "anon_vma {id:?}: root is not a root");
+            ensure!(
+                a.tree.is_empty() || self.rmap.anon_vmas.contains(a.parent),
+                "anon_vma {id:?}: freed parent"
+            );
+            ensure!(self.rmap.anon_vmas[a.root].root == a.root, "anon_vma {id:?}: root is not a root");
             if id != a.root {
                 *descendants.entry(a.root).or_default() += 1;
             }
@@ -184,17 +195,17 @@ impl System {
                 *children.entry(a.parent).or_default() += 1;
             }
             for &(key, c) in &a.tree {
-                ensure!(self.avcs.contains(c), "anon_vma {id:?}: tree holds a freed chain");
+                ensure!(self.rmap.avcs.contains(c), "anon_vma {id:?}: tree holds a freed chain");
                 ensure!(
-                    self.avcs[c].anon_vma == id
-                        && self.vmas.contains(self.avcs[c].vma)
-                        && self.vmas[self.avcs[c].vma].pgoff.0 == key,
+                    self.rmap.avcs[c].anon_vma == id
+                        && self.vm.vmas.contains(self.rmap.avcs[c].vma)
+                        && self.vm.vmas[self.rmap.avcs[c].vma].pgoff.0 == key,
                     "anon_vma {id:?}: misfiled chain (not under its VMA's pgoff)"
                 );
             }
         }
         let mut chained = 0;
-        for (id, a) in self.anon_vmas.iter() {
+        for (id, a) in self.rmap.anon_vmas.iter() {
             chained += a.tree.len();
             let act = active.get(&id).copied().unwrap_or(0);
             ensure!(
@@ -217,9 +228,9 @@ impl System {
             ensure!(a.refcount > 0, "anon_vma {id:?}: alive with no reference");
         }
         ensure!(
-            chained == self.avcs.len(),
+            chained == self.rmap.avcs.len(),
             "{} chains allocated but {} filed (leak)",
-            self.avcs.len(),
+            self.rmap.avcs.len(),
             chained
         );
         Ok(())
@@ -235,12 +246,13 @@ impl System {
         let mut mm_maps: HashMap<FolioId, HashMap<crate::mm::MmId, i64>> = HashMap::default();
         // Which VMAs each anon_vma's interval tree reaches, once, instead of a tree scan per page.
         let reach: HashSet<(AnonVmaId, VmaId)> = self
+            .rmap
             .anon_vmas
             .iter()
             .flat_map(|(av, a)| a.tree.iter().map(move |&(_, c)| (av, c)))
-            .map(|(av, c)| (av, self.avcs[c].vma))
+            .map(|(av, c)| (av, self.rmap.avcs[c].vma))
             .collect();
-        for (mmid, mm) in self.mms.iter() {
+        for (mmid, mm) in self.vm.mms.iter() {
             let leaves = mm.pt.pmds.iter().filter(|(_, p)| !matches!(p, Pmd::Table(_))).count();
             ensure!(
                 leaves == mm.pt.pmds.leaf_count(),
@@ -254,16 +266,16 @@ impl System {
                     Pmd::Huge { folio, flags } => {
                         let vma = mm.vma_lookup(base);
                         ensure!(
-                            vma.is_some_and(|v| self.vmas[v].end.0 >= base.0 + PMD_SIZE),
+                            vma.is_some_and(|v| self.vm.vmas[v].end.0 >= base.0 + PMD_SIZE),
                             "huge PMD at {base:?} not inside one VMA"
                         );
-                        ensure!(self.folios.contains(*folio), "huge PMD at {base:?} maps a freed folio");
+                        ensure!(self.mem.folios.contains(*folio), "huge PMD at {base:?} maps a freed folio");
                         if *folio == HUGE_ZERO_FOLIO {
                             ensure!(!flags.contains(PteFlags::WRITE), "writable huge zero page at {base:?}");
                             continue;
                         }
                         ensure!(
-                            self.folios[*folio].nr_pages() == 512,
+                            self.mem.folios[*folio].nr_pages() == 512,
                             "huge PMD at {base:?} maps a small folio"
                         );
                         *pmd_maps.entry(*folio).or_default() += 1;
@@ -282,13 +294,13 @@ impl System {
                     Pmd::Migration { folio, kind, .. } => {
                         let vma = mm.vma_lookup(base);
                         ensure!(
-                            vma.is_some_and(|v| self.vmas[v].end.0 >= base.0 + PMD_SIZE),
+                            vma.is_some_and(|v| self.vm.vmas[v].end.0 >= base.0 + PMD_SIZE),
                             "PMD migration entry at {base:?} not inside one VMA"
                         );
                         let vma = vma.expect("vma");
                         self.check_migration_entry(base, *folio, 0, *kind, vma)?;
                         ensure!(
-                            self.folios[*folio].nr_pages() == 512,
+                            self.mem.folios[*folio].nr_pages() == 512,
                             "PMD migration entry at {base:?} for a small folio"
                         );
                         for i in 0..512u16 {
@@ -313,7 +325,7 @@ impl System {
                                     let Some(v) = mm.vma_lookup(a) else {
                                         return Err(format!("PTE at {a:?} outside any VMA"));
                                     };
-                                    last_vma = Some((v, self.vmas[v].start.0, self.vmas[v].end.0));
+                                    last_vma = Some((v, self.vm.vmas[v].start.0, self.vm.vmas[v].end.0));
                                     v
                                 }
                             };
@@ -321,7 +333,7 @@ impl System {
                             // VM_MAYBE_GUARD, which no VMA change clears; an anonymous one has
                             // its anon_vma (fork must copy them).
                             if *pte == Pte::Guard {
-                                let v = &self.vmas[vma];
+                                let v = &self.vm.vmas[vma];
                                 ensure!(
                                     v.flags.contains(VmFlags::MAYBE_GUARD),
                                     "guard marker at {a:?} in a VMA without VM_MAYBE_GUARD"
@@ -332,9 +344,9 @@ impl System {
                                 );
                             }
                             if let Pte::Present { folio, sub, flags } = *pte {
-                                ensure!(self.folios.contains(folio), "PTE at {a:?} maps a freed folio");
+                                ensure!(self.mem.folios.contains(folio), "PTE at {a:?} maps a freed folio");
                                 ensure!(
-                                    (sub as u64) < self.folios[folio].nr_pages(),
+                                    (sub as u64) < self.mem.folios[folio].nr_pages(),
                                     "PTE at {a:?} maps past its folio"
                                 );
                                 if folio == ZERO_FOLIO {
@@ -342,7 +354,7 @@ impl System {
                                     continue;
                                 }
                                 *pte_maps.entry((folio, sub)).or_default() += 1;
-                                if self.folios[folio].is_large() {
+                                if self.mem.folios[folio].is_large() {
                                     *mm_maps.entry(folio).or_default().entry(mmid).or_default() += 1;
                                 }
                                 self.check_anon_mapping(&reach, mmid, vma, a, folio, sub, flags, 1)?;
@@ -375,15 +387,15 @@ impl System {
             );
         }
         let mut in_flight: HashMap<FolioId, u32> = HashMap::default();
-        for (pid, list) in &self.migrations {
+        for (pid, list) in &self.gup.migrations {
             for m in list {
                 ensure!(
-                    self.folios.contains(m.folio) && self.folios[m.folio].migrating,
+                    self.mem.folios.contains(m.folio) && self.mem.folios[m.folio].migrating,
                     "pid {pid}: migration of folio {:?} in flight but the folio is not under migration",
                     m.folio
                 );
                 ensure!(
-                    self.anon_vmas.contains(m.anon_vma),
+                    self.rmap.anon_vmas.contains(m.anon_vma),
                     "migration of {:?} holds a freed anon_vma",
                     m.folio
                 );
@@ -393,8 +405,8 @@ impl System {
         let mut cached: HashMap<FolioId, u32> = HashMap::default();
         for (ino, inode) in self.fs.inodes.iter() {
             for (&idx, &f) in &inode.cache {
-                ensure!(self.folios.contains(f), "page cache holds a freed folio");
-                let fo = &self.folios[f];
+                ensure!(self.mem.folios.contains(f), "page cache holds a freed folio");
+                let fo = &self.mem.folios[f];
                 ensure!(
                     fo.mapping == Mapping::File(ino) && fo.index == PgOff(idx),
                     "page cache folio misfiled"
@@ -402,7 +414,7 @@ impl System {
                 *cached.entry(f).or_default() += 1;
             }
         }
-        for (id, f) in self.folios.iter() {
+        for (id, f) in self.mem.folios.iter() {
             if id == ZERO_FOLIO || id == HUGE_ZERO_FOLIO {
                 continue;
             }
@@ -465,16 +477,16 @@ impl System {
         vma: VmaId,
     ) -> Result<(), String> {
         ensure!(
-            self.folios.contains(folio) && self.folios[folio].migrating,
+            self.mem.folios.contains(folio) && self.mem.folios[folio].migrating,
             "migration entry at {a:?} names folio {folio:?}, which is not under migration (left \
              behind: its migration ended without remove_migration_ptes reaching this entry)"
         );
         ensure!(
-            (sub as u64) < self.folios[folio].nr_pages(),
+            (sub as u64) < self.mem.folios[folio].nr_pages(),
             "migration entry at {a:?} points past its folio"
         );
         ensure!(
-            !kind.is_writable() || self.vmas[vma].flags.contains(crate::vma::VmFlags::WRITE),
+            !kind.is_writable() || self.vm.vmas[vma].flags.contains(crate::vma::VmFlags::WRITE),
             "writable migration entry at {a:?} in a VMA without VM_WRITE"
         );
         Ok(())
@@ -485,7 +497,7 @@ impl System {
     /// both slots were taken are not counted), and a folio not marked maybe-shared is mapped
     /// by one mm at most. Small and unmapped folios use no slot and are not shared.
     fn check_mm_ids(&self, id: FolioId, maps: Option<&HashMap<crate::mm::MmId, i64>>) -> Result<(), String> {
-        let f = &self.folios[id];
+        let f = &self.mem.folios[id];
         if !f.is_large() || !f.is_mapped() {
             ensure!(
                 f.mm_id == [None, None] && f.mm_id_mapcount == [-1, -1] && !f.mm_ids_shared,
@@ -529,11 +541,11 @@ impl System {
         flags: PteFlags,
         nr: u64,
     ) -> Result<(), String> {
-        let f = &self.folios[folio];
-        let v = &self.vmas[vma];
+        let f = &self.mem.folios[folio];
+        let v = &self.vm.vmas[vma];
         match f.mapping {
             Mapping::Anon(av) => {
-                ensure!(self.anon_vmas.contains(av), "folio at {a:?} points to a freed anon_vma");
+                ensure!(self.rmap.anon_vmas.contains(av), "folio at {a:?} points to a freed anon_vma");
                 ensure!(v.anon_vma.is_some(), "anon page at {a:?} in an unfaulted VMA");
                 let want = f.index.plus(sub as u64);
                 ensure!(

@@ -48,7 +48,7 @@ impl System {
     /// // Write both pages, each one's tag being its page number.
     /// assert_eq!(sys.touch(Pid(1), a, 2 * PAGE_SIZE, true, &|addr| addr >> 12)?, Ok(()));
     /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some((a >> 12) + 1));
-    /// assert_eq!(sys.stats.faults, 2);
+    /// assert_eq!(sys.trace.stats.faults, 2);
     /// // One page past the mapping: SIGSEGV there, after the two pages before it.
     /// assert_eq!(sys.touch(Pid(1), a, 3 * PAGE_SIZE, true, &|_| 7)?, Err(Signal::SIGSEGV));
     /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some(7));
@@ -73,7 +73,7 @@ impl System {
         if let Some(end) = start.0.checked_add(PAGE_SIZE)
             && len.wrapping_sub(1) < end - addr
         {
-            let Some(vma) = self.mms[mm].vma_lookup(start).or_else(|| self.expand_stack(mm, start)) else {
+            let Some(vma) = self.vm.mms[mm].vma_lookup(start).or_else(|| self.expand_stack(mm, start)) else {
                 self.touch_signal_at = Some(start);
                 return Ok(Err(Signal::SIGSEGV));
             };
@@ -100,9 +100,9 @@ impl System {
         while end - start.0 > MAX_FAULT_BYTES
             && mapped.0 < end
             && mapped.0 - start.0 <= MAX_FAULT_BYTES
-            && let Some(vma) = self.mms[mm].vma_lookup(mapped)
+            && let Some(vma) = self.vm.mms[mm].vma_lookup(mapped)
         {
-            mapped = self.vmas[vma].end;
+            mapped = self.vm.vmas[vma].end;
         }
         if mapped.0.min(end) - start.0 > MAX_FAULT_BYTES {
             self.not_modelled("touching more than 64 GiB");
@@ -114,7 +114,7 @@ impl System {
         let mut a = start;
         while a.0 < end {
             // The first page below a stack grows it (pages run upwards, so this is the lowest).
-            let Some(vma) = self.mms[mm].vma_lookup(a).or_else(|| self.expand_stack(mm, a)) else {
+            let Some(vma) = self.vm.mms[mm].vma_lookup(a).or_else(|| self.expand_stack(mm, a)) else {
                 self.touch_signal_at = Some(a);
                 return Ok(Err(Signal::SIGSEGV));
             };
@@ -122,7 +122,7 @@ impl System {
                 self.touch_signal_at = Some(a);
                 return Ok(Err(sig));
             }
-            let vend = VirtAddr(self.vmas[vma].end.0.min(end));
+            let vend = VirtAddr(self.vm.vmas[vma].end.0.min(end));
             if let Err(sig) = self.fault_vma_range_outlined(mm, vma, a, vend, write, tag_of) {
                 return Ok(Err(sig));
             }
@@ -160,7 +160,7 @@ impl System {
         tag_of: &dyn Fn(u64) -> u64,
     ) -> Result<(), Signal> {
         // The fast paths leave out userfaultfd, whose VMAs take every fault the long way.
-        let fast = !self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS);
+        let fast = !self.vm.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS);
         while a < end {
             if fast {
                 let next = self.fault_pte_run(mm, vma, a, end, write, tag_of);
@@ -173,7 +173,7 @@ impl System {
                 if !self.handle_mm_fault(mm, vma, a, write) {
                     self.touch_signal_at = Some(a);
                     // handle_pte_marker: a guard marker is VM_FAULT_SIGSEGV.
-                    if self.mms[mm].pt.get_pte(a) == Pte::Guard {
+                    if self.vm.mms[mm].pt.get_pte(a) == Pte::Guard {
                         return Err(Signal::SIGSEGV);
                     }
                     return Err(Signal::SIGBUS);
@@ -207,13 +207,13 @@ impl System {
         write: bool,
         tag_of: &dyn Fn(u64) -> u64,
     ) -> VirtAddr {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if !v.is_anonymous() || (write && v.anon_vma.is_none()) {
             return start;
         }
         let run_end = VirtAddr(end.0.min(start.pmd_down().0 + PMD_SIZE));
         let key = pmd_index(start);
-        let t = match self.mms[mm].pt.pmds.get_mut(&key) {
+        let t = match self.vm.mms[mm].pt.pmds.get_mut(&key) {
             Some(Pmd::Table(t)) => t,
             Some(_) => return start,
             None => {
@@ -221,7 +221,7 @@ impl System {
                 if self.thp_fault_allowed(vma, start) {
                     return start;
                 }
-                match self.mms[mm].pt.pmds.get_or_alloc_table(key) {
+                match self.vm.mms[mm].pt.pmds.get_or_alloc_table(key) {
                     Pmd::Table(t) => t,
                     _ => return start,
                 }
@@ -241,12 +241,12 @@ impl System {
                     }
                     _ => break,
                 }
-                self.stats.faults += 1;
+                self.trace.stats.faults += 1;
                 a = a.plus(PAGE_SIZE);
             }
             return a;
         }
-        let mut cx = AnonPteFault::new(&self.vmas[vma], &mut self.folios, &mut self.stats);
+        let mut cx = AnonPteFault::new(&self.vm.vmas[vma], &mut self.mem.folios, &mut self.trace.stats);
         let av = Some(cx.anon_vma);
         while a < run_end {
             let slot = &mut t.ptes[pte_index(a)];
@@ -302,7 +302,7 @@ impl System {
     /// which only marks it dirty and young). False when the full fault must run.
     #[inline]
     fn fault_resident(&mut self, mm: MmId, a: VirtAddr, write: bool, tag_of: &dyn Fn(u64) -> u64) -> bool {
-        let (folio, sub) = match self.mms[mm].pt.pmds.get_mut(&pmd_index(a)) {
+        let (folio, sub) = match self.vm.mms[mm].pt.pmds.get_mut(&pmd_index(a)) {
             Some(Pmd::Table(t)) => match &mut t.ptes[pte_index(a)] {
                 Pte::Present { folio, sub, flags } => {
                     if write {
@@ -326,16 +326,16 @@ impl System {
             }
             _ => return false,
         };
-        self.stats.faults += 1;
+        self.trace.stats.faults += 1;
         if write {
-            self.folios[folio].pages[sub as usize].tag = tag_of(a.0);
+            self.mem.folios[folio].pages[sub as usize].tag = tag_of(a.0);
         }
         true
     }
 
     /// x86 `access_error`: the VMA's permissions, and the protection key.
     fn access_error_vma(&self, vma: VmaId, write: bool) -> Option<Signal> {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if write {
             if !v.flags.contains(VmFlags::WRITE) {
                 return Some(Signal::SIGSEGV);
@@ -345,7 +345,7 @@ impl System {
         }
         // arch_vma_access_permitted: PKRU denies data access through the execute-only pkey.
         let pkey = v.flags.pkey();
-        if pkey != 0 && Some(pkey) == self.mms[v.mm].execute_only_pkey {
+        if pkey != 0 && Some(pkey) == self.vm.mms[v.mm].execute_only_pkey {
             return Some(Signal::SIGSEGV);
         }
         None
@@ -353,7 +353,7 @@ impl System {
 
     /// Store a tag in the page mapped at `a` (after a write fault made it writable).
     fn set_page_tag(&mut self, mm: MmId, a: VirtAddr, tag: u64) {
-        let (folio, sub) = match self.mms[mm].pt.walk(a) {
+        let (folio, sub) = match self.vm.mms[mm].pt.walk(a) {
             Walk::Pte(Pte::Present { folio, sub, .. }) => (folio, sub),
             Walk::Huge { folio, sub, .. } => (folio, sub),
             // Only a fault that stopped at behaviour the model lacks leaves no page.
@@ -363,12 +363,12 @@ impl System {
             }
         };
         debug_assert!(folio != ZERO_FOLIO && folio != HUGE_ZERO_FOLIO);
-        self.folios[folio].pages[sub as usize].tag = tag;
+        self.mem.folios[folio].pages[sub as usize].tag = tag;
     }
 
     /// `thp_vma_allowable_order` + `thp_vma_suitable_order` for a PMD fault at `a`.
     fn thp_fault_allowed(&self, vma: VmaId, a: VirtAddr) -> bool {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if !v.is_anonymous() || v.flags.contains(VmFlags::NOHUGEPAGE) || v.flags.intersects(VmFlags::SPECIAL)
         {
             return false;
@@ -387,23 +387,23 @@ impl System {
     /// beyond EOF, or hit a guard marker (`handle_pte_marker`: VM_FAULT_SIGSEGV); what the
     /// kernel did before noticing stays done.
     pub fn handle_mm_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) -> bool {
-        self.stats.faults += 1;
+        self.trace.stats.faults += 1;
         if self.userfaultfd_missing_fault(mm, vma, a, write) {
             return false;
         }
-        match self.mms[mm].pt.walk(a) {
+        match self.vm.mms[mm].pt.walk(a) {
             Walk::NoTable if self.thp_fault_allowed(vma, a) => {
                 self.do_huge_pmd_anonymous_page(mm, vma, a, write)
             }
             Walk::Huge { folio, sub, flags } => {
                 if write && !flags.contains(PteFlags::WRITE) {
                     self.do_huge_pmd_wp_page(mm, vma, a, folio, sub);
-                } else if write && let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+                } else if write && let Some(f) = self.vm.mms[mm].pt.pte_flags_mut(a) {
                     *f |= PteFlags::DIRTY | PteFlags::ACCESSED;
                 }
             }
             Walk::NoTable | Walk::Pte(Pte::None) => {
-                if self.vmas[vma].is_anonymous() {
+                if self.vm.vmas[vma].is_anonymous() {
                     self.do_anonymous_page(mm, vma, a, write);
                 } else {
                     return self.do_fault(mm, vma, a, write);
@@ -412,7 +412,7 @@ impl System {
             Walk::Pte(Pte::Present { flags, .. }) => {
                 if write {
                     if flags.contains(PteFlags::WRITE) {
-                        if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+                        if let Some(f) = self.vm.mms[mm].pt.pte_flags_mut(a) {
                             *f |= PteFlags::DIRTY | PteFlags::ACCESSED;
                         }
                     } else {
@@ -452,24 +452,24 @@ impl System {
         a: VirtAddr,
         write: bool,
     ) -> bool {
-        if !self.vmas[vma].flags.contains(VmFlags::UFFD_MISSING) {
+        if !self.vm.vmas[vma].flags.contains(VmFlags::UFFD_MISSING) {
             return false;
         }
-        match self.mms[mm].pt.walk(a) {
+        match self.vm.mms[mm].pt.walk(a) {
             Walk::NoTable if self.thp_fault_allowed(vma, a) => {
                 self.anon_vma_prepare(vma);
                 true
             }
             Walk::NoTable | Walk::Pte(Pte::None) => {
-                if self.vmas[vma].is_anonymous() {
-                    self.mms[mm].pt.alloc_table(a);
+                if self.vm.vmas[vma].is_anonymous() {
+                    self.vm.mms[mm].pt.alloc_table(a);
                     if write {
                         self.anon_vma_prepare(vma);
                     }
                     return true;
                 }
                 let inode = self.vma_inode(vma);
-                let index = self.vmas[vma].linear_page_index(a);
+                let index = self.vm.vmas[vma].linear_page_index(a);
                 if self.fs.inodes[inode].cache.contains_key(&index.0) {
                     return false;
                 }
@@ -483,7 +483,7 @@ impl System {
     }
 
     pub(crate) fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
-        new_pte_flags(&self.vmas[vma], write)
+        new_pte_flags(&self.vm.vmas[vma], write)
     }
 
     /// Whether the VMA's `vm_page_prot` is writable: a shared writable mapping that needs no
@@ -492,7 +492,7 @@ impl System {
     /// PTEs are writable as soon as they are made, clean until written (`set_pte_range`
     /// builds them from `vm_page_prot`; a read fault does not make them dirty).
     pub(crate) fn shared_prot_writable(&self, vma: VmaId) -> bool {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if !v.flags.contains(VmFlags::SHARED | VmFlags::WRITE) || v.flags.contains(VmFlags::UFFD_WP) {
             return false;
         }
@@ -505,7 +505,7 @@ impl System {
     fn read_fault_pte_flags(&self, vma: VmaId) -> PteFlags {
         if self.shared_prot_writable(vma) {
             PteFlags::ACCESSED | PteFlags::WRITE
-        } else if self.vmas[vma].flags.contains(VmFlags::SHARED) {
+        } else if self.vm.vmas[vma].flags.contains(VmFlags::SHARED) {
             self.new_pte_flags(vma, false)
         } else {
             PteFlags::ACCESSED
@@ -515,12 +515,12 @@ impl System {
     /// `do_anonymous_page`: a read maps the zero page; a write allocates an exclusive folio.
     fn do_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
         if !write {
-            self.mms[mm].pt.set_pte(a, ZERO_PTE);
+            self.vm.mms[mm].pt.set_pte(a, ZERO_PTE);
             return;
         }
         self.anon_vma_prepare(vma);
         let pte = self.anon_pte_fault(vma).new_folio_pte(a, 0);
-        self.mms[mm].pt.set_pte(a, pte);
+        self.vm.mms[mm].pt.set_pte(a, pte);
     }
 
     /// `do_huge_pmd_anonymous_page`: the huge zero folio for reads, a new THP for writes.
@@ -531,7 +531,7 @@ impl System {
         self.anon_vma_prepare(vma);
         if !write && self.cfg.thp_use_zero_page {
             // set_pmd: the PUD entry above now points to a PMD table too.
-            self.mms[mm]
+            self.vm.mms[mm]
                 .pt
                 .set_pmd(pmd_index(h), Pmd::Huge { folio: HUGE_ZERO_FOLIO, flags: PteFlags::ACCESSED });
             return;
@@ -542,13 +542,13 @@ impl System {
     fn map_new_thp(&mut self, mm: MmId, vma: VmaId, h: VirtAddr, write: bool) {
         self.anon_vma_prepare(vma);
         let folio = self.folio_alloc(HPAGE_PMD_ORDER);
-        self.stats.thp_allocated += 1;
+        self.trace.stats.thp_allocated += 1;
         self.folio_add_new_anon_rmap(folio, vma, h, true);
         let mut flags = self.new_pte_flags(vma, true);
         if !write {
             flags -= PteFlags::DIRTY;
         }
-        self.mms[mm].pt.set_pmd(pmd_index(h), Pmd::Huge { folio, flags });
+        self.vm.mms[mm].pt.set_pmd(pmd_index(h), Pmd::Huge { folio, flags });
     }
 
     /// `do_huge_pmd_wp_page`: a write to a read-only PMD. The huge zero folio is replaced
@@ -556,7 +556,7 @@ impl System {
     fn do_huge_pmd_wp_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, folio: FolioId, sub: u16) {
         let h = a.pmd_down();
         if folio == HUGE_ZERO_FOLIO && self.cfg.kernel.profile().huge_zero_wp_thp {
-            self.mms[mm].pt.pmds.remove(&pmd_index(h));
+            self.vm.mms[mm].pt.pmds.remove(&pmd_index(h));
             self.map_new_thp(mm, vma, h, true);
             return;
         }
@@ -569,12 +569,12 @@ impl System {
         }
         // pmd_page() is the head page: exclusivity of a PMD mapping lives there.
         let _ = sub;
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         let reuse = f.pages[0].anon_exclusive || (f.refcount() == 1 && f.is_anon());
         if reuse {
             self.folio_move_anon_rmap(folio, vma);
-            self.folios[folio].pages[0].anon_exclusive = true;
-            if let Some(fl) = self.mms[mm].pt.pte_flags_mut(a) {
+            self.mem.folios[folio].pages[0].anon_exclusive = true;
+            if let Some(fl) = self.vm.mms[mm].pt.pte_flags_mut(a) {
                 *fl |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
             }
             return;
@@ -585,19 +585,19 @@ impl System {
 
     /// `do_wp_page`: a write to a present, write-protected PTE.
     fn do_wp_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
-        let Pte::Present { folio, sub, .. } = self.mms[mm].pt.get_pte(a) else { unreachable!() };
-        if self.vmas[vma].flags.contains(VmFlags::SHARED) && folio != ZERO_FOLIO {
+        let Pte::Present { folio, sub, .. } = self.vm.mms[mm].pt.get_pte(a) else { unreachable!() };
+        if self.vm.vmas[vma].flags.contains(VmFlags::SHARED) && folio != ZERO_FOLIO {
             // wp_page_shared: the page cache page becomes writable in place, and
             // fault_dirty_shared_page marks it dirty (smaps shows it as dirty everywhere).
             self.make_pte_writable(mm, a);
-            self.folios[folio].dirty = true;
+            self.mem.folios[folio].dirty = true;
             return;
         }
-        if folio != ZERO_FOLIO && self.folios[folio].is_anon() {
-            let excl = self.folios[folio].pages[sub as usize].anon_exclusive;
+        if folio != ZERO_FOLIO && self.mem.folios[folio].is_anon() {
+            let excl = self.mem.folios[folio].pages[sub as usize].anon_exclusive;
             if excl || self.wp_can_reuse_anon_folio(folio, vma) {
-                let flags = self.mms[mm].pt.pte_flags_mut(a).expect("a present PTE");
-                wp_reuse(&mut self.folios[folio].pages[sub as usize], flags, &mut self.stats);
+                let flags = self.vm.mms[mm].pt.pte_flags_mut(a).expect("a present PTE");
+                wp_reuse(&mut self.mem.folios[folio].pages[sub as usize], flags, &mut self.trace.stats);
                 return;
             }
         }
@@ -605,7 +605,7 @@ impl System {
     }
 
     fn make_pte_writable(&mut self, mm: MmId, a: VirtAddr) {
-        if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+        if let Some(f) = self.vm.mms[mm].pt.pte_flags_mut(a) {
             *f |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
         }
     }
@@ -618,7 +618,7 @@ impl System {
     /// `userfaultfd_register`, moved apart by mremap in a forked child, ...); moving it to
     /// the faulting VMA's anon_vma would hide the other mappings from rmap.
     fn wp_can_reuse_anon_folio(&mut self, folio: FolioId, vma: VmaId) -> bool {
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         if f.is_large() {
             // 6.12 and before never reuse a page of a large folio.
             if !self.cfg.kernel.profile().wp_reuses_large_anon_folio {
@@ -638,22 +638,22 @@ impl System {
             }
             self.folio_free_swap(folio);
         }
-        wp_can_reuse_small_folio(&mut self.folios[folio], self.vmas[vma].anon_vma)
+        wp_can_reuse_small_folio(&mut self.mem.folios[folio], self.vm.vmas[vma].anon_vma)
     }
 
     /// Whether any mapping of the folio is outside `mm` (the `_mm_ids` shared bit).
     pub(crate) fn folio_mapped_in_other_mm(&self, folio: FolioId, mm: MmId) -> bool {
-        let nr = self.folios[folio].nr_pages();
-        let index = self.folios[folio].index;
+        let nr = self.mem.folios[folio].nr_pages();
+        let index = self.mem.folios[folio].index;
         for hit in self.rmap_walk_anon(folio) {
-            let v = &self.vmas[hit.vma];
+            let v = &self.vm.vmas[hit.vma];
             if v.mm == mm {
                 continue;
             }
             for i in 0..nr {
                 let Some(a) = v.address_of(index.plus(i), 1) else { continue };
                 if let Walk::Pte(Pte::Present { folio: f, .. }) | Walk::Huge { folio: f, .. } =
-                    self.mms[v.mm].pt.walk(a)
+                    self.vm.mms[v.mm].pt.walk(a)
                     && f == folio
                 {
                     return true;
@@ -666,15 +666,15 @@ impl System {
     /// `wp_page_copy`: a new exclusive anon page with the old page's contents.
     fn wp_page_copy(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, old: FolioId, sub: u16) {
         self.anon_vma_prepare(vma);
-        let tag = if old == ZERO_FOLIO { 0 } else { self.folios[old].pages[sub as usize].tag };
+        let tag = if old == ZERO_FOLIO { 0 } else { self.mem.folios[old].pages[sub as usize].tag };
         let pte = self.anon_pte_fault(vma).wp_page_copy(a, tag);
-        self.mms[mm].pt.set_pte(a, pte);
+        self.vm.mms[mm].pt.set_pte(a, pte);
         self.folio_remove_rmap_pte(old, sub, mm);
     }
 
     /// The [`AnonPteFault`] steps of a fault in `vma`, which has its anon_vma.
     fn anon_pte_fault(&mut self, vma: VmaId) -> AnonPteFault<'_> {
-        AnonPteFault::new(&self.vmas[vma], &mut self.folios, &mut self.stats)
+        AnonPteFault::new(&self.vm.vmas[vma], &mut self.mem.folios, &mut self.trace.stats)
     }
 
     /// Find or create the page-cache folio at `index` of `inode` (`filemap_fault`,
@@ -682,11 +682,11 @@ impl System {
     /// (`filemap_read_folio`).
     pub(crate) fn page_cache_get(&mut self, inode: InodeId, index: PgOff) -> FolioId {
         if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0) {
-            self.folios[f].not_uptodate = false;
+            self.mem.folios[f].not_uptodate = false;
             return f;
         }
         let f = self.folio_alloc(0);
-        let fo = &mut self.folios[f];
+        let fo = &mut self.mem.folios[f];
         fo.mapping = Mapping::File(inode);
         fo.index = index;
         fo.extra_refs = 1;
@@ -695,12 +695,12 @@ impl System {
     }
 
     fn vma_inode(&self, vma: VmaId) -> InodeId {
-        self.fs.files[self.vmas[vma].file.expect("file vma")].inode
+        self.fs.files[self.vm.vmas[vma].file.expect("file vma")].inode
     }
 
     fn map_file_page(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, flags: PteFlags) {
-        self.folios[folio].pages[0].mapcount += 1;
-        self.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
+        self.mem.folios[folio].pages[0].mapcount += 1;
+        self.vm.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
     }
 
     /// `do_fault` for a missing page of a file or shmem mapping: `do_read_fault`,
@@ -708,7 +708,7 @@ impl System {
     fn do_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) -> bool {
         if !write {
             self.do_read_fault(mm, vma, a)
-        } else if self.vmas[vma].flags.contains(VmFlags::SHARED) {
+        } else if self.vm.vmas[vma].flags.contains(VmFlags::SHARED) {
             self.do_shared_fault(mm, vma, a)
         } else {
             self.do_cow_fault(mm, vma, a)
@@ -719,7 +719,7 @@ impl System {
     /// returns `VM_FAULT_SIGBUS` there, before any read-ahead.
     fn beyond_eof(&self, vma: VmaId, a: VirtAddr) -> bool {
         let inode = self.vma_inode(vma);
-        self.vmas[vma].linear_page_index(a).0 >= self.fs.size_pages(inode)
+        self.vm.vmas[vma].linear_page_index(a).0 >= self.fs.size_pages(inode)
     }
 
     /// `do_read_fault`: map cached pages around the fault (`do_fault_around`,
@@ -729,10 +729,10 @@ impl System {
     /// cached but not up to date (see [`System::truncate_inode`]) is read by the fault.
     fn do_read_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
         let inode = self.vma_inode(vma);
-        let index = self.vmas[vma].linear_page_index(a);
+        let index = self.vm.vmas[vma].linear_page_index(a);
         if self.should_fault_around(vma) {
             self.fault_around(mm, vma, a);
-            if !self.mms[mm].pt.get_pte(a).is_none() {
+            if !self.vm.mms[mm].pt.get_pte(a).is_none() {
                 return true;
             }
         }
@@ -744,7 +744,7 @@ impl System {
             && self.should_fault_around(vma)
         {
             self.fault_around(mm, vma, a);
-            if !self.mms[mm].pt.get_pte(a).is_none() {
+            if !self.vm.mms[mm].pt.get_pte(a).is_none() {
                 return true;
             }
         }
@@ -758,7 +758,7 @@ impl System {
     /// `should_fault_around`: not in a VMA registered for userfaultfd write-protect or
     /// minor faults (`uffd_disable_fault_around`).
     fn should_fault_around(&self, vma: VmaId) -> bool {
-        !self.vmas[vma].flags.intersects(VmFlags::UFFD_WP | VmFlags::UFFD_MINOR)
+        !self.vm.vmas[vma].flags.intersects(VmFlags::UFFD_WP | VmFlags::UFFD_MINOR)
     }
 
     /// `do_fault_around`: map the pages already cached in the 16-page window around `a`,
@@ -766,7 +766,7 @@ impl System {
     fn fault_around(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
         let inode = self.vma_inode(vma);
         let (vstart, vpages, vpgoff) = {
-            let v = &self.vmas[vma];
+            let v = &self.vm.vmas[vma];
             (v.start, v.pages(), v.pgoff)
         };
         let ro = self.read_fault_pte_flags(vma);
@@ -788,13 +788,13 @@ impl System {
         for i in from..=to {
             let pa = VirtAddr(base + i * PAGE_SIZE);
             let index = vpgoff.plus(vstart.pages_to(pa));
-            if index.0 >= file_end || !self.mms[mm].pt.get_pte(pa).is_none() {
+            if index.0 >= file_end || !self.vm.mms[mm].pt.get_pte(pa).is_none() {
                 continue;
             }
             // next_uptodate_folio: neither the PG_readahead folio nor one not up to date.
             if let Some(&f) = self.fs.inodes[inode].cache.get(&index.0)
-                && !self.folios[f].readahead
-                && !self.folios[f].not_uptodate
+                && !self.mem.folios[f].readahead
+                && !self.mem.folios[f].not_uptodate
             {
                 self.map_file_page(mm, pa, f, ro);
             }
@@ -813,15 +813,18 @@ impl System {
         let file_end = self.fs.size_pages(inode);
         let node = &self.fs.inodes[inode];
         let Some(f) = (first.0..(first.0 + nr).min(file_end)).find_map(|i| {
-            node.cache.get(&i).copied().filter(|&f| !self.folios[f].readahead && !self.folios[f].not_uptodate)
+            node.cache
+                .get(&i)
+                .copied()
+                .filter(|&f| !self.mem.folios[f].readahead && !self.mem.folios[f].not_uptodate)
         }) else {
             return false;
         };
         let shmem = matches!(node.kind, crate::fs::InodeKind::Shmem);
-        let next_index = self.folios[f].index.0 + (1u64 << self.folios[f].order);
+        let next_index = self.mem.folios[f].index.0 + (1u64 << self.mem.folios[f].order);
         // The kernel's file_end is the last page's index: `file_end >= folio_next_index`.
         let can_map_large = shmem || file_end > next_index;
-        can_map_large || matches!(self.mms[mm].pt.pmd(a), Some(Pmd::Table(_)))
+        can_map_large || matches!(self.vm.mms[mm].pt.pmd(a), Some(Pmd::Table(_)))
     }
 
     /// `do_sync_mmap_readahead` for a regular file: read the window around `index` into the
@@ -831,7 +834,7 @@ impl System {
         if !matches!(self.fs.inodes[inode].kind, crate::fs::InodeKind::Regular { .. }) {
             return false;
         }
-        let flags = self.vmas[vma].flags;
+        let flags = self.vm.vmas[vma].flags;
         if flags.contains(VmFlags::HUGEPAGE) {
             // Reads ahead PMD-order folios, which the model's page cache cannot hold.
             self.not_modelled("read-ahead into large page-cache folios (VM_HUGEPAGE file mapping)");
@@ -853,7 +856,7 @@ impl System {
         } else if exec_forward && flags.contains(VmFlags::EXEC) {
             // Executable memory reads ahead from the fault, within the VMA only
             // (exec_folio_order() is 0 on x86), with no lookahead.
-            let v = &self.vmas[vma];
+            let v = &self.vm.vmas[vma];
             let start = index.0.max(v.pgoff.0);
             (start, (start + ra).min(v.pgoff.0 + v.pages()), 0)
         } else {
@@ -861,7 +864,7 @@ impl System {
             let start = index.0.saturating_sub(ra / 2);
             (start, start + ra, ra / 4)
         };
-        if let Some(f) = self.vmas[vma].file {
+        if let Some(f) = self.vm.vmas[vma].file {
             self.fs.files[f].ra = Some((start, end - start, lookahead));
         }
         self.page_cache_ra_order(inode, start, end - start, lookahead);
@@ -884,7 +887,7 @@ impl System {
             let mark = start + size - lookahead;
             while idx <= limit && !self.fs.inodes[inode].cache.contains_key(&idx) {
                 let f = self.page_cache_get(inode, PgOff(idx));
-                self.folios[f].readahead = idx == mark;
+                self.mem.folios[f].readahead = idx == mark;
                 idx += 1;
             }
             if idx > limit {
@@ -907,7 +910,7 @@ impl System {
         for i in index..index + nr {
             if !self.fs.inodes[inode].cache.contains_key(&i) {
                 let f = self.page_cache_get(inode, PgOff(i));
-                self.folios[f].readahead = Some(i) == mark;
+                self.mem.folios[f].readahead = Some(i) == mark;
             }
         }
     }
@@ -915,12 +918,12 @@ impl System {
     /// A fault found the PG_readahead folio (`do_async_mmap_readahead`): the mark goes and
     /// the next window is read, in large folios the model's page cache cannot hold.
     fn async_mmap_readahead(&mut self, vma: VmaId, folio: FolioId) {
-        if !self.folios[folio].readahead || self.vmas[vma].flags.contains(VmFlags::RAND_READ) {
+        if !self.mem.folios[folio].readahead || self.vm.vmas[vma].flags.contains(VmFlags::RAND_READ) {
             return;
         }
-        self.folios[folio].readahead = false;
+        self.mem.folios[folio].readahead = false;
         let inode = self.vma_inode(vma);
-        let next = self.vmas[vma].file.and_then(|f| self.fs.files[f].ra).map(|(s, n, _)| s + n);
+        let next = self.vm.vmas[vma].file.and_then(|f| self.fs.files[f].ra).map(|(s, n, _)| s + n);
         if next.is_some_and(|n| n < self.fs.size_pages(inode)) {
             self.not_modelled("asynchronous read-ahead (large page-cache folios)");
         }
@@ -931,7 +934,7 @@ impl System {
     /// if it is the PG_readahead one (`do_async_mmap_readahead`).
     fn filemap_fault(&mut self, vma: VmaId, a: VirtAddr) -> FolioId {
         let inode = self.vma_inode(vma);
-        let index = self.vmas[vma].linear_page_index(a);
+        let index = self.vm.vmas[vma].linear_page_index(a);
         if !self.fs.inodes[inode].cache.contains_key(&index.0) {
             self.mmap_readahead(vma, index);
         }
@@ -950,7 +953,7 @@ impl System {
         let flags = self.new_pte_flags(vma, true);
         self.map_file_page(mm, a, f, flags);
         // fault_dirty_shared_page: folio_mark_dirty, seen by every mapping's smaps.
-        self.folios[f].dirty = true;
+        self.mem.folios[f].dirty = true;
         true
     }
 
@@ -963,9 +966,9 @@ impl System {
             return false;
         }
         let src = self.filemap_fault(vma, a);
-        let tag = self.folios[src].pages[0].tag;
+        let tag = self.mem.folios[src].pages[0].tag;
         let pte = self.anon_pte_fault(vma).new_folio_pte(a, tag);
-        self.mms[mm].pt.set_pte(a, pte);
+        self.vm.mms[mm].pt.set_pte(a, pte);
         self.folio_put_if_unused(src);
         true
     }

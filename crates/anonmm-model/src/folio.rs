@@ -9,6 +9,14 @@ use crate::mm::MmId;
 use crate::rmap::AnonVmaId;
 use crate::types::PgOff;
 
+/// Physical memory (mm/page_alloc.c, the memmap): every folio, starting with
+/// [`ZERO_FOLIO`] and [`HUGE_ZERO_FOLIO`]; made by [`crate::mm::System::new`].
+#[derive(Clone, Debug)]
+pub struct FolioStore {
+    /// Every folio by number.
+    pub folios: crate::arena::Arena<FolioId, Folio>,
+}
+
 arena_id!(
     /// A folio in the global folio arena.
     FolioId

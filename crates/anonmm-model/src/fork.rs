@@ -31,12 +31,12 @@ impl System {
     /// ```
     pub fn sys_fork(&mut self, parent: Pid, child: Pid) -> KResult<u64> {
         let pmm = self.mm_of(parent)?;
-        if self.procs.contains_key(&child) {
+        if self.vm.procs.contains_key(&child) {
             return Err(Errno::EEXIST);
         }
         let cmm = self.dup_mmap(pmm);
-        let files = self.dup_fd(self.procs[&parent].files);
-        self.procs.insert(child, Process { mm: cmm, files, tgid: child });
+        let files = self.dup_fd(self.vm.procs[&parent].files);
+        self.vm.procs.insert(child, Process { mm: cmm, files, tgid: child });
         Ok(child.0 as u64)
     }
 
@@ -62,7 +62,7 @@ impl System {
     pub fn sys_clone_vm(&mut self, parent: Pid, child: Pid, flags: u64) -> KResult<u64> {
         use crate::abi::*;
         let mm = self.mm_of(parent)?;
-        if self.procs.contains_key(&child) {
+        if self.vm.procs.contains_key(&child) {
             return Err(Errno::EEXIST);
         }
         if clone_flags_invalid(flags) {
@@ -72,38 +72,38 @@ impl System {
             self.not_modelled(what);
             return Err(Errno::EINVAL);
         }
-        let pfiles = self.procs[&parent].files;
+        let pfiles = self.vm.procs[&parent].files;
         let files = if flags & crate::abi::CLONE_FILES != 0 {
             self.fs.tables[pfiles].users += 1;
             pfiles
         } else {
             self.dup_fd(pfiles)
         };
-        self.mms[mm].users += 1;
-        let tgid = if flags & CLONE_THREAD != 0 { self.procs[&parent].tgid } else { child };
-        self.procs.insert(child, Process { mm, files, tgid });
+        self.vm.mms[mm].users += 1;
+        let tgid = if flags & CLONE_THREAD != 0 { self.vm.procs[&parent].tgid } else { child };
+        self.vm.procs.insert(child, Process { mm, files, tgid });
         Ok(child.0 as u64)
     }
 
     /// `dup_mmap`.
     fn dup_mmap(&mut self, pmm: MmId) -> MmId {
         let mut m = Mm::new(&self.cfg);
-        m.brk = self.mms[pmm].brk;
-        m.start_brk = self.mms[pmm].start_brk;
-        m.mmap_base = self.mms[pmm].mmap_base;
-        m.total_vm = self.mms[pmm].total_vm;
+        m.brk = self.vm.mms[pmm].brk;
+        m.start_brk = self.vm.mms[pmm].start_brk;
+        m.mmap_base = self.vm.mms[pmm].mmap_base;
+        m.total_vm = self.vm.mms[pmm].total_vm;
         // arch_dup_pkeys: the child has the same pkeys (and the same PKRU).
-        m.execute_only_pkey = self.mms[pmm].execute_only_pkey;
-        let cmm = self.mms.alloc(m);
-        let pvmas: Vec<VmaId> = self.mms[pmm].vmas.values().map(|e| e.id).collect();
+        m.execute_only_pkey = self.vm.mms[pmm].execute_only_pkey;
+        let cmm = self.vm.mms.alloc(m);
+        let pvmas: Vec<VmaId> = self.vm.mms[pmm].vmas.values().map(|e| e.id).collect();
         for pv in pvmas {
-            let pflags = self.vmas[pv].flags;
+            let pflags = self.vm.vmas[pv].flags;
             if pflags.contains(VmFlags::DONTCOPY) {
-                let pages = self.vmas[pv].pages();
-                self.mms[cmm].total_vm -= pages.min(self.mms[cmm].total_vm);
+                let pages = self.vm.vmas[pv].pages();
+                self.vm.mms[cmm].total_vm -= pages.min(self.vm.mms[cmm].total_vm);
                 continue;
             }
-            let mut v = self.vmas[pv].clone();
+            let mut v = self.vm.vmas[pv].clone();
             v.mm = cmm;
             v.chain = crate::vma::VmaChain::new();
             v.flags -= VmFlags::LOCKED_MASK;
@@ -124,7 +124,7 @@ impl System {
                 // vma_needs_copy: only VMAs with an anon_vma or a VM_COPY_ON_FORK flag
                 // (VM_MAYBE_GUARD: guard markers cannot be faulted back in) copy their
                 // page tables; the rest fault in lazily.
-                if self.vmas[pv].anon_vma.is_some() || pflags.contains(VmFlags::MAYBE_GUARD) {
+                if self.vm.vmas[pv].anon_vma.is_some() || pflags.contains(VmFlags::MAYBE_GUARD) {
                     self.copy_page_range(pmm, cmm, pv, cv);
                 }
             }
@@ -137,54 +137,54 @@ impl System {
     /// copied for the child at once (`copy_present_page`). Swap and migration entries are
     /// shared too (`copy_nonpresent_pte`).
     fn copy_page_range(&mut self, pmm: MmId, cmm: MmId, pv: VmaId, cv: VmaId) {
-        let (start, end) = (self.vmas[pv].start, self.vmas[pv].end);
-        let cow = self.vmas[pv].is_cow_mapping();
-        let shared = self.vmas[pv].flags.contains(VmFlags::SHARED);
-        for (a, folio, _) in self.mms[pmm].pt.huge_in(start, end) {
+        let (start, end) = (self.vm.vmas[pv].start, self.vm.vmas[pv].end);
+        let cow = self.vm.vmas[pv].is_cow_mapping();
+        let shared = self.vm.vmas[pv].flags.contains(VmFlags::SHARED);
+        for (a, folio, _) in self.vm.mms[pmm].pt.huge_in(start, end) {
             // copy_huge_pmd: folio_try_dup_anon_rmap_pmd fails for a maybe-pinned exclusive
             // THP: the PMD is split and its pages copied one by one below.
             if folio != HUGE_ZERO_FOLIO
-                && self.folios[folio].pincount > 0
-                && self.folios[folio].pages[0].anon_exclusive
+                && self.mem.folios[folio].pincount > 0
+                && self.mem.folios[folio].pages[0].anon_exclusive
             {
                 self.split_huge_pmd(pmm, a);
             }
         }
-        for (a, folio, flags) in self.mms[pmm].pt.huge_in(start, end) {
+        for (a, folio, flags) in self.vm.mms[pmm].pt.huge_in(start, end) {
             // copy_huge_pmd
             let mut f = flags;
             if cow {
                 f -= PteFlags::WRITE;
-                if let Some(pf) = self.mms[pmm].pt.pte_flags_mut(a) {
+                if let Some(pf) = self.vm.mms[pmm].pt.pte_flags_mut(a) {
                     *pf -= PteFlags::WRITE;
                 }
             }
             if folio != HUGE_ZERO_FOLIO {
-                let fo = &mut self.folios[folio];
+                let fo = &mut self.mem.folios[folio];
                 fo.entire_mapcount += 1;
                 fo.add_large_mapcount(1, cmm);
                 for p in fo.pages.iter_mut() {
                     p.anon_exclusive = false;
                 }
             }
-            self.mms[cmm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio, flags: f - PteFlags::ACCESSED });
+            self.vm.mms[cmm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio, flags: f - PteFlags::ACCESSED });
         }
-        for (a, folio, kind, flags) in self.mms[pmm].pt.migration_pmds_in(start, end) {
+        for (a, folio, kind, flags) in self.vm.mms[pmm].pt.migration_pmds_in(start, end) {
             // copy_huge_pmd of a PMD migration entry: a writable or exclusive one becomes
             // plain readable in the parent, and the child gets the same; no reference.
             let kind = if kind.is_exclusive() { MigrationKind::Read } else { kind };
             let pmd = Pmd::Migration { folio, kind, flags };
-            self.mms[pmm].pt.set_pmd(pmd_index(a), pmd.clone());
-            self.mms[cmm].pt.set_pmd(pmd_index(a), pmd);
+            self.vm.mms[pmm].pt.set_pmd(pmd_index(a), pmd.clone());
+            self.vm.mms[cmm].pt.set_pmd(pmd_index(a), pmd);
         }
         // copy_pmd_range → copy_pte_range allocates the child's PTE table for every parent
         // table in range, even an empty one.
-        for key in self.mms[pmm].pt.pmd_keys_in(start, end) {
-            if matches!(self.mms[pmm].pt.pmds.get(&key), Some(Pmd::Table(_))) {
-                self.mms[cmm].pt.alloc_table(VirtAddr(key << crate::types::PMD_SHIFT));
+        for key in self.vm.mms[pmm].pt.pmd_keys_in(start, end) {
+            if matches!(self.vm.mms[pmm].pt.pmds.get(&key), Some(Pmd::Table(_))) {
+                self.vm.mms[cmm].pt.alloc_table(VirtAddr(key << crate::types::PMD_SHIFT));
             }
         }
-        for (a, pte) in self.mms[pmm].pt.ptes_in(start, end) {
+        for (a, pte) in self.vm.mms[pmm].pt.ptes_in(start, end) {
             let child_pte = match pte {
                 Pte::Present { folio, sub, flags } => {
                     let mut cf = flags - PteFlags::ACCESSED;
@@ -192,20 +192,20 @@ impl System {
                         cf -= PteFlags::DIRTY;
                     }
                     if folio != ZERO_FOLIO {
-                        let anon = self.folios[folio].is_anon();
+                        let anon = self.mem.folios[folio].is_anon();
                         if anon
-                            && self.folios[folio].pincount > 0
-                            && self.folios[folio].pages[sub as usize].anon_exclusive
+                            && self.mem.folios[folio].pincount > 0
+                            && self.mem.folios[folio].pages[sub as usize].anon_exclusive
                         {
                             // folio_try_dup_anon_rmap_pte fails: copy now.
-                            let tag = self.folios[folio].pages[sub as usize].tag;
+                            let tag = self.mem.folios[folio].pages[sub as usize].tag;
                             let new = self.folio_alloc(0);
-                            self.folios[new].pages[0].tag = tag;
+                            self.mem.folios[new].pages[0].tag = tag;
                             self.folio_add_new_anon_rmap(new, cv, a, false);
-                            self.mms[cmm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
+                            self.vm.mms[cmm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
                             continue;
                         }
-                        let fo = &mut self.folios[folio];
+                        let fo = &mut self.mem.folios[folio];
                         fo.pages[sub as usize].mapcount += 1;
                         fo.add_large_mapcount(1, cmm);
                         if anon {
@@ -214,7 +214,7 @@ impl System {
                     }
                     if cow && flags.contains(PteFlags::WRITE) {
                         cf -= PteFlags::WRITE;
-                        if let Some(pf) = self.mms[pmm].pt.pte_flags_mut(a) {
+                        if let Some(pf) = self.vm.mms[pmm].pt.pte_flags_mut(a) {
                             *pf -= PteFlags::WRITE;
                         }
                     }
@@ -225,7 +225,7 @@ impl System {
                     // shared in the parent too.
                     self.swap_duplicate(entry);
                     if exclusive {
-                        self.mms[pmm].pt.set_pte(a, Pte::Swap { entry, exclusive: false });
+                        self.vm.mms[pmm].pt.set_pte(a, Pte::Swap { entry, exclusive: false });
                     }
                     Pte::Swap { entry, exclusive: false }
                 }
@@ -235,7 +235,7 @@ impl System {
                     let mut kind = kind;
                     if cow && kind.is_exclusive() {
                         kind = MigrationKind::Read;
-                        self.mms[pmm].pt.set_pte(a, Pte::Migration { folio, sub, kind, flags });
+                        self.vm.mms[pmm].pt.set_pte(a, Pte::Migration { folio, sub, kind, flags });
                     }
                     Pte::Migration { folio, sub, kind, flags }
                 }
@@ -243,30 +243,30 @@ impl System {
                 Pte::Guard => Pte::Guard,
                 Pte::None => Pte::None,
             };
-            self.mms[cmm].pt.set_pte(a, child_pte);
+            self.vm.mms[cmm].pt.set_pte(a, child_pte);
         }
     }
 
     /// exit_group(2): the process goes; its mm goes with its last user (`exit_mmap`), and
     /// its descriptors are closed.
     pub fn sys_exit(&mut self, pid: Pid) -> KResult<()> {
-        let files = self.procs.get(&pid).ok_or(Errno::ESRCH)?.files;
+        let files = self.vm.procs.get(&pid).ok_or(Errno::ESRCH)?.files;
         // A ring in a descriptor table another task keeps stays open, its buffers pinned,
         // with no process of the model's to hold them.
-        if self.fs.tables[files].users > 1 && self.pins.get(&pid).is_some_and(|p| !p.is_empty()) {
+        if self.fs.tables[files].users > 1 && self.gup.pins.get(&pid).is_some_and(|p| !p.is_empty()) {
             self.not_modelled("exit of a task whose pinned buffers stay in a shared descriptor table");
             return Err(Errno::EINVAL);
         }
-        let p = self.procs.remove(&pid).ok_or(Errno::ESRCH)?;
+        let p = self.vm.procs.remove(&pid).ok_or(Errno::ESRCH)?;
         // exit_mm before exit_files: the userfaultfd's release finds the mm still there only
         // if another task uses it, and the descriptor goes only with the table's last user.
-        let mm_lives = self.mms[p.mm].users > 1;
+        let mm_lives = self.vm.mms[p.mm].users > 1;
         let table_lives = self.fs.tables[p.files].users > 1;
         self.put_files(p.files);
         self.mm_put(p.mm);
         self.release_pins(pid);
         self.release_migrations(pid);
-        if let Some(ctx) = self.uffds.remove(&pid)
+        if let Some(ctx) = self.uffd.ctxs.remove(&pid)
             && mm_lives
             && !table_lives
         {
@@ -277,13 +277,13 @@ impl System {
 
     /// Drop a user of an mm; the last one tears it down (`exit_mmap`).
     fn mm_put(&mut self, mm: MmId) {
-        self.mms[mm].users -= 1;
-        if self.mms[mm].users > 0 {
+        self.vm.mms[mm].users -= 1;
+        if self.vm.mms[mm].users > 0 {
             return;
         }
-        let vmas: Vec<VmaId> = self.mms[mm].vmas.values().map(|e| e.id).collect();
+        let vmas: Vec<VmaId> = self.vm.mms[mm].vmas.values().map(|e| e.id).collect();
         for &v in &vmas {
-            let (s, e) = (self.vmas[v].start, self.vmas[v].end);
+            let (s, e) = (self.vm.vmas[v].start, self.vm.vmas[v].end);
             // unmap_vmas: ZAP_FLAG_DROP_MARKER.
             self.zap_range_drop_markers(mm, s, e);
         }
@@ -291,28 +291,28 @@ impl System {
             self.vma_detach(v);
             self.vma_free(v);
         }
-        self.mms.free(mm);
+        self.vm.mms.free(mm);
     }
 
     /// execve(2): a fresh, empty mm (the new image's mappings come from the trace).
     pub fn sys_execve(&mut self, pid: Pid) -> KResult<u64> {
         let old = self.mm_of(pid)?;
-        let mm_lives = self.mms[old].users > 1;
-        let mm = self.mms.alloc(Mm::new(&self.cfg));
-        self.procs.get_mut(&pid).expect("pid").mm = mm;
+        let mm_lives = self.vm.mms[old].users > 1;
+        let mm = self.vm.mms.alloc(Mm::new(&self.cfg));
+        self.vm.procs.get_mut(&pid).expect("pid").mm = mm;
         self.mm_put(old);
         // begin_new_exec → unshare_files: the new image gets a table of its own.
-        let t = self.procs[&pid].files;
+        let t = self.vm.procs[&pid].files;
         let shared = self.fs.tables[t].users > 1;
         if shared {
             let own = self.dup_fd(t);
             self.fs.tables[t].users -= 1;
-            self.procs.get_mut(&pid).expect("pid").files = own;
+            self.vm.procs.get_mut(&pid).expect("pid").files = own;
         }
         // The userfaultfd is O_CLOEXEC and worked on the old mm: closing it releases its
         // registrations there if that mm lives on (a CLONE_VM creator) and no shared table
         // still holds the descriptor.
-        if let Some(ctx) = self.uffds.remove(&pid)
+        if let Some(ctx) = self.uffd.ctxs.remove(&pid)
             && mm_lives
             && !shared
         {

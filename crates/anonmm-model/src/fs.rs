@@ -137,11 +137,11 @@ impl System {
 
     /// The descriptors of `pid` (its table's, shared with the threads that share it).
     pub fn fds(&self, pid: Pid) -> KResult<&BTreeMap<i64, FileId>> {
-        Ok(&self.fs.tables[self.procs.get(&pid).ok_or(Errno::ESRCH)?.files].fds)
+        Ok(&self.fs.tables[self.vm.procs.get(&pid).ok_or(Errno::ESRCH)?.files].fds)
     }
 
     fn fds_mut(&mut self, pid: Pid) -> KResult<&mut BTreeMap<i64, FileId>> {
-        Ok(&mut self.fs.tables[self.procs.get(&pid).ok_or(Errno::ESRCH)?.files].fds)
+        Ok(&mut self.fs.tables[self.vm.procs.get(&pid).ok_or(Errno::ESRCH)?.files].fds)
     }
 
     /// A new descriptor table holding a copy of `from`'s descriptors (`dup_fd`): every
@@ -186,7 +186,7 @@ impl System {
     /// `openat` on the model's flat namespace. Descriptors 0–2 are taken by stdio, as in
     /// any process, so the first file gets 3.
     pub fn sys_openat(&mut self, pid: Pid, path: &str, flags: u64) -> KResult<i64> {
-        if !self.procs.contains_key(&pid) {
+        if !self.vm.procs.contains_key(&pid) {
             return Err(Errno::ESRCH);
         }
         if path.is_empty() {
@@ -351,13 +351,14 @@ impl System {
     /// (`zap_details.even_cows`, `should_zap_folio`).
     fn unmap_mapping_pages(&mut self, inode: InodeId, first: u64, last: u64, even_cows: bool) {
         let vmas: Vec<_> = self
+            .vm
             .vmas
             .iter()
             .filter(|(_, v)| v.file.is_some_and(|f| self.fs.files[f].inode == inode))
             .map(|(id, _)| id)
             .collect();
         for id in vmas {
-            let v = &self.vmas[id];
+            let v = &self.vm.vmas[id];
             let from = first.max(v.pgoff.0);
             let to = last.min(v.pgoff.0.saturating_add(v.pages()));
             if from >= to {
@@ -373,11 +374,11 @@ impl System {
                 continue;
             }
             self.split_huge_pmds_partial(mm, start, end);
-            for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+            for (a, pte) in self.vm.mms[mm].pt.ptes_in(start, end) {
                 if let Pte::Present { folio, .. } = pte
-                    && matches!(self.folios[folio].mapping, Mapping::File(i) if i == inode)
+                    && matches!(self.mem.folios[folio].mapping, Mapping::File(i) if i == inode)
                 {
-                    self.mms[mm].pt.set_pte(a, Pte::None);
+                    self.vm.mms[mm].pt.set_pte(a, Pte::None);
                     self.drop_pte(mm, pte);
                 }
             }
@@ -392,7 +393,7 @@ impl System {
             return;
         }
         let f = self.folio_alloc(0);
-        let fo = &mut self.folios[f];
+        let fo = &mut self.mem.folios[f];
         fo.mapping = Mapping::File(inode);
         fo.index = PgOff(index);
         fo.extra_refs = 1;

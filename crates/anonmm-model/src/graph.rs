@@ -22,15 +22,15 @@ pub fn to_dot(sys: &System, pid: Option<Pid>, max_folios: usize) -> String {
     let mut anon_vmas: BTreeSet<AnonVmaId> = BTreeSet::new();
     let mut folios: BTreeMap<FolioId, ()> = BTreeMap::new();
     let mut edges = String::new();
-    for (&p, proc_) in &sys.procs {
+    for (&p, proc_) in &sys.vm.procs {
         if pid.is_some_and(|q| q != p) {
             continue;
         }
         let mm = proc_.mm;
         let _ =
             writeln!(out, "  subgraph cluster_pid{} {{\n    label=\"pid {}\";\n    style=rounded;", p.0, p.0);
-        for e in sys.mms[mm].vmas.values() {
-            let v = &sys.vmas[e.id];
+        for e in sys.vm.mms[mm].vmas.values() {
+            let v = &sys.vm.vmas[e.id];
             if v.special.is_some() {
                 continue;
             }
@@ -43,7 +43,7 @@ pub fn to_dot(sys: &System, pid: Option<Pid>, max_folios: usize) -> String {
                 v.start.0, v.end.0, v.pgoff.0
             );
             for (i, &avc) in v.chain.iter().enumerate() {
-                let a = &sys.avcs[avc];
+                let a = &sys.rmap.avcs[avc];
                 let an = format!("avc{}", avc.0);
                 let _ = writeln!(out, "    {an} [shape=box, style=rounded, label=\"avc\"];");
                 let _ = writeln!(edges, "  {an} -> {vn};");
@@ -58,15 +58,15 @@ pub fn to_dot(sys: &System, pid: Option<Pid>, max_folios: usize) -> String {
             // The anonymous folios this VMA maps, by address.
             let mut mine: Vec<(u64, FolioId)> = Vec::new();
             let mut seen = BTreeSet::new();
-            for (h, f, _) in sys.mms[mm].pt.huge_in(v.start, v.end) {
+            for (h, f, _) in sys.vm.mms[mm].pt.huge_in(v.start, v.end) {
                 if f != HUGE_ZERO_FOLIO && seen.insert(f) {
                     mine.push((h.0, f));
                 }
             }
-            for (a, pte) in sys.mms[mm].pt.ptes_in(v.start, v.end) {
+            for (a, pte) in sys.vm.mms[mm].pt.ptes_in(v.start, v.end) {
                 if let Pte::Present { folio, .. } = pte
                     && folio != ZERO_FOLIO
-                    && sys.folios[folio].is_anon()
+                    && sys.mem.folios[folio].is_anon()
                     && seen.insert(folio)
                 {
                     mine.push((a.0, folio));
@@ -84,7 +84,7 @@ pub fn to_dot(sys: &System, pid: Option<Pid>, max_folios: usize) -> String {
             if mine.len() > max_folios {
                 let rest = &mine[max_folios..];
                 let (lo, hi) = rest.iter().fold((u64::MAX, 0), |(lo, hi), &(_, f)| {
-                    let i = sys.folios[f].index.0;
+                    let i = sys.mem.folios[f].index.0;
                     (lo.min(i), hi.max(i))
                 });
                 let sn = format!("more{}", e.id.0);
@@ -98,7 +98,7 @@ pub fn to_dot(sys: &System, pid: Option<Pid>, max_folios: usize) -> String {
                     "  {vn} -> {sn} [style=dotted, arrowhead=none, color=gray, constraint=false];"
                 );
                 for &(_, f) in rest {
-                    if let Mapping::Anon(av) = sys.folios[f].mapping {
+                    if let Mapping::Anon(av) = sys.mem.folios[f].mapping {
                         anon_vmas.insert(av);
                     }
                 }
@@ -107,7 +107,7 @@ pub fn to_dot(sys: &System, pid: Option<Pid>, max_folios: usize) -> String {
         out.push_str("  }\n");
     }
     for &f in folios.keys() {
-        let fo = &sys.folios[f];
+        let fo = &sys.mem.folios[f];
         let pages = fo.nr_pages();
         let mapcount: u64 = fo.total_mapcount();
         let _ = writeln!(
@@ -126,7 +126,7 @@ pub fn to_dot(sys: &System, pid: Option<Pid>, max_folios: usize) -> String {
     // Parents and roots (and the anon_vmas they lead to) are drawn too.
     let mut todo: Vec<AnonVmaId> = anon_vmas.iter().copied().collect();
     while let Some(av) = todo.pop() {
-        let a = &sys.anon_vmas[av];
+        let a = &sys.rmap.anon_vmas[av];
         for x in [a.parent, a.root] {
             if anon_vmas.insert(x) {
                 todo.push(x);
@@ -134,7 +134,7 @@ pub fn to_dot(sys: &System, pid: Option<Pid>, max_folios: usize) -> String {
         }
     }
     for &av in &anon_vmas {
-        let a = &sys.anon_vmas[av];
+        let a = &sys.rmap.anon_vmas[av];
         let _ = writeln!(
             out,
             "  {} [shape=box, style=filled, fillcolor=\"#e3f1dc\", label=\"anon_vma {}\\nchildren {} active VMAs {}\"];",

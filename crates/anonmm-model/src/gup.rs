@@ -19,6 +19,17 @@ use crate::pagetable::{Pte, PteFlags, Walk};
 use crate::types::{PAGE_SIZE, Pid, VirtAddr, page_align};
 use crate::vma::VmFlags;
 
+/// The pin and migration tables (mm/gup.c, mm/migrate.c): what holds folios in place or is
+/// moving them.
+#[derive(Clone, Debug, Default)]
+pub struct Gup {
+    /// Long-term pins by process (`pin`), released by `unpin` or at exit.
+    pub pins: std::collections::BTreeMap<Pid, Vec<Pin>>,
+    /// Migrations in flight by the process that started them (`migrate`), finished by
+    /// `migrate_done`, a wait on one of their entries, or the process's exit.
+    pub migrations: std::collections::BTreeMap<Pid, Vec<crate::migrate::InFlight>>,
+}
+
 /// Largest buffer io_uring registers (`io_buffer_validate`: `SZ_1G`).
 const MAX_PIN_BYTES: u64 = 1 << 30;
 
@@ -69,7 +80,7 @@ impl System {
             }
             return Err(e);
         }
-        self.pins.entry(pid).or_default().push(Pin { addr, len, folios: pinned });
+        self.gup.pins.entry(pid).or_default().push(Pin { addr, len, folios: pinned });
         Ok(0)
     }
 
@@ -77,7 +88,7 @@ impl System {
     /// pages are not all in VMAs of the same file (EINVAL) or that is file-backed but not
     /// shmem (EOPNOTSUPP), and unpins it.
     fn io_pin_pages_file_check(&self, mm: crate::mm::MmId, start: VirtAddr, end: u64) -> Result<(), Errno> {
-        let file_of = |a: VirtAddr| self.mms[mm].vma_lookup(a).and_then(|v| self.vmas[v].file);
+        let file_of = |a: VirtAddr| self.vm.mms[mm].vma_lookup(a).and_then(|v| self.vm.vmas[v].file);
         let first = file_of(start);
         let mut a = start;
         while a.0 < end {
@@ -99,8 +110,8 @@ impl System {
     /// migration entry is not present: the fault waits for the migration and maps the new
     /// folio, which is the one pinned.
     fn pin_one(&mut self, mm: crate::mm::MmId, a: VirtAddr) -> Option<FolioId> {
-        let vma = self.mms[mm].vma_lookup(a)?;
-        let v = &self.vmas[vma];
+        let vma = self.vm.mms[mm].vma_lookup(a)?;
+        let v = &self.vm.vmas[vma];
         // check_vma_flags + writable_file_mapping_allowed
         if !v.flags.contains(VmFlags::WRITE) || v.flags.intersects(VmFlags::IO | VmFlags::PFNMAP) {
             return None;
@@ -116,7 +127,7 @@ impl System {
                 return None;
             }
         }
-        let writable = match self.mms[mm].pt.walk(a) {
+        let writable = match self.vm.mms[mm].pt.walk(a) {
             Walk::Pte(Pte::Present { flags, .. }) | Walk::Huge { flags, .. } => {
                 flags.contains(PteFlags::WRITE)
             }
@@ -127,14 +138,14 @@ impl System {
         if !writable && !self.handle_mm_fault(mm, vma, a, true) {
             return None;
         }
-        let (folio, _sub) = match self.mms[mm].pt.walk(a) {
+        let (folio, _sub) = match self.vm.mms[mm].pt.walk(a) {
             Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => (folio, sub),
             _ => return None,
         };
         if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
             return None;
         }
-        let f = &mut self.folios[folio];
+        let f = &mut self.mem.folios[folio];
         f.pincount += 1;
         f.extra_refs += 1;
         Some(folio)
@@ -142,7 +153,7 @@ impl System {
 
     /// `unpin_user_page`: drop one pin; the folio goes if that was its last reference.
     fn unpin_folio(&mut self, folio: FolioId) {
-        let f = &mut self.folios[folio];
+        let f = &mut self.mem.folios[folio];
         f.pincount -= 1;
         f.extra_refs -= 1;
         self.free_swap_cache(folio);
@@ -153,11 +164,11 @@ impl System {
     /// (`io_sqe_buffers_unregister`); EINVAL if there is none.
     pub fn sys_unpin(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
         self.mm_of(pid)?;
-        let list = self.pins.get_mut(&pid).ok_or(Errno::EINVAL)?;
+        let list = self.gup.pins.get_mut(&pid).ok_or(Errno::EINVAL)?;
         let i = list.iter().position(|p| p.addr == addr && p.len == len).ok_or(Errno::EINVAL)?;
         let pin = list.remove(i);
         if list.is_empty() {
-            self.pins.remove(&pid);
+            self.gup.pins.remove(&pid);
         }
         for f in pin.folios {
             self.unpin_folio(f);
@@ -170,7 +181,7 @@ impl System {
     /// model, and the oracle, which unregisters them before the task exits, take it as done
     /// at the exit, so that a fork right after sees no pin.)
     pub fn release_pins(&mut self, pid: Pid) {
-        for pin in self.pins.remove(&pid).unwrap_or_default() {
+        for pin in self.gup.pins.remove(&pid).unwrap_or_default() {
             for f in pin.folios {
                 self.unpin_folio(f);
             }

@@ -34,15 +34,15 @@ impl System {
     /// `rmap_walk_anon` with `page_vma_mapped_walk`: every PTE and PMD that maps a page of an
     /// anonymous folio, in rmap order (by VMA, then address).
     pub fn folio_mappings(&self, folio: FolioId) -> Vec<FolioMapping> {
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         let (nr, index) = (f.nr_pages(), f.index);
         let mut out = Vec::new();
         for hit in self.rmap_walk_anon(folio) {
-            let v = &self.vmas[hit.vma];
+            let v = &self.vm.vmas[hit.vma];
             let mm = v.mm;
             for i in 0..nr {
                 let Some(a) = v.address_of(index.plus(i), 1) else { continue };
-                match self.mms[mm].pt.walk(a) {
+                match self.vm.mms[mm].pt.walk(a) {
                     Walk::Pte(Pte::Present { folio: g, sub, .. }) if g == folio => {
                         out.push(FolioMapping { mm, vma: hit.vma, addr: a, sub: Some(sub) });
                     }
@@ -62,7 +62,7 @@ impl System {
     /// than it has pages, or with its `FOLIO_MM_IDS_SHARED` bit set (maybe mapped by more
     /// than one mm).
     pub fn folio_maybe_mapped_shared(&self, folio: FolioId) -> bool {
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         let mapcount = f.mapcount();
         if !f.is_large() {
             return mapcount > 1;
@@ -81,10 +81,10 @@ impl System {
     /// the folio in order, up to `end` (inside the same PTE table) and the folio's end. The
     /// write, dirty, young and soft-dirty bits may differ.
     pub fn folio_pte_batch(&self, mm: MmId, a: VirtAddr, end: VirtAddr, folio: FolioId, sub: u16) -> u64 {
-        let max = a.pages_to(end).min(self.folios[folio].nr_pages() - sub as u64);
+        let max = a.pages_to(end).min(self.mem.folios[folio].nr_pages() - sub as u64);
         let mut n = 1;
         while n < max {
-            match self.mms[mm].pt.get_pte(a.plus(n * PAGE_SIZE)) {
+            match self.vm.mms[mm].pt.get_pte(a.plus(n * PAGE_SIZE)) {
                 Pte::Present { folio: g, sub: s, .. } if g == folio && s as u64 == sub as u64 + n => n += 1,
                 _ => break,
             }
@@ -97,7 +97,7 @@ impl System {
     /// it is in the swap cache). A long-term pin, or any other reference, makes the split
     /// impossible.
     pub fn can_split_folio(&self, folio: FolioId) -> bool {
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         let expected = match f.mapping {
             Mapping::Anon(_) => u32::from(f.swap.is_some()),
             // The page cache's reference.
@@ -131,13 +131,13 @@ impl System {
     ///   as after a partial munmap) leave the swap cache and are freed
     ///   (`free_folio_and_swap_cache`).
     pub fn split_folio(&mut self, folio: FolioId) -> KResult<()> {
-        if !self.folios.contains(folio) || folio == ZERO_FOLIO {
+        if !self.mem.folios.contains(folio) || folio == ZERO_FOLIO {
             return Err(Errno::EINVAL);
         }
         if folio == HUGE_ZERO_FOLIO {
             return Err(Errno::EBUSY);
         }
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         if !f.is_large() {
             // new_order >= folio_order(folio)
             return Err(Errno::EINVAL);
@@ -160,7 +160,7 @@ impl System {
         }
         let maps = self.folio_mappings(folio);
         // folio_test_mlocked: mlock_folio marks a folio mapped in a VM_LOCKED VMA.
-        let mlocked = maps.iter().any(|m| self.vmas[m.vma].flags.contains(VmFlags::LOCKED));
+        let mlocked = maps.iter().any(|m| self.vm.vmas[m.vma].flags.contains(VmFlags::LOCKED));
         // unmap_folio: PMD mappings are split first (TTU_SPLIT_HUGE_PMD).
         for m in maps.iter().filter(|m| m.sub.is_none()) {
             self.split_huge_pmd(m.mm, m.addr);
@@ -169,38 +169,38 @@ impl System {
         // try_to_migrate_one: a dirty PTE marks the folio dirty, and the new folios inherit
         // PG_dirty (and PG_swapbacked) from it.
         let dirty = maps.iter().any(|m| {
-            matches!(self.mms[m.mm].pt.get_pte(m.addr), Pte::Present { flags, .. } if flags.contains(PteFlags::DIRTY))
+            matches!(self.vm.mms[m.mm].pt.get_pte(m.addr), Pte::Present { flags, .. } if flags.contains(PteFlags::DIRTY))
         });
-        self.folios[folio].dirty |= dirty;
+        self.mem.folios[folio].dirty |= dirty;
         let new = self.split_unmapped_folio(folio);
-        self.stats.folio_splits += 1;
+        self.trace.stats.folio_splits += 1;
         // remap_page: each mapping now names the folio of its page.
         for m in &maps {
             let sub = m.sub.expect("PMD mappings were split") as usize;
-            let Pte::Present { flags, .. } = self.mms[m.mm].pt.get_pte(m.addr) else { continue };
-            let (nf, zero) = (new[sub], self.folios[new[sub]].pages[0].tag == 0);
+            let Pte::Present { flags, .. } = self.vm.mms[m.mm].pt.get_pte(m.addr) else { continue };
+            let (nf, zero) = (new[sub], self.mem.folios[new[sub]].pages[0].tag == 0);
             if zero
                 && self.cfg.kernel.profile().split_maps_unused_to_zeropage
                 && !mlocked
-                && !self.vmas[m.vma].flags.contains(VmFlags::LOCKED)
+                && !self.vm.vmas[m.vma].flags.contains(VmFlags::LOCKED)
             {
                 // try_to_map_unused_to_zeropage: a special, read-only zero-page PTE that
                 // keeps only the soft-dirty bit of the entry.
                 let zf = PteFlags::ACCESSED | (flags & PteFlags::SOFT_DIRTY);
-                self.mms[m.mm].pt.set_pte(m.addr, Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: zf });
+                self.vm.mms[m.mm].pt.set_pte(m.addr, Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: zf });
                 self.folio_remove_rmap_pte(nf, 0, m.mm);
             } else {
-                self.mms[m.mm].pt.set_pte(m.addr, Pte::Present { folio: nf, sub: 0, flags });
+                self.vm.mms[m.mm].pt.set_pte(m.addr, Pte::Present { folio: nf, sub: 0, flags });
             }
         }
         // free_folio_and_swap_cache for every new folio (the head too: the caller's
         // folio_put would leave an unmapped head in the swap cache only until reclaim, which
         // no user can tell apart).
         for nf in new {
-            if self.folios.contains(nf) {
+            if self.mem.folios.contains(nf) {
                 self.free_swap_cache(nf);
             }
-            if self.folios.contains(nf) {
+            if self.mem.folios.contains(nf) {
                 self.folio_put_if_unused(nf);
             }
         }
@@ -212,7 +212,7 @@ impl System {
     /// swap cache, slot `swap + i`. Mappings are left naming the old folio and page: the
     /// caller rewrites them. Returns the new folios by page (the first is `folio` itself).
     fn split_unmapped_folio(&mut self, folio: FolioId) -> Vec<FolioId> {
-        let old = self.folios[folio].clone();
+        let old = self.mem.folios[folio].clone();
         let swap_refs = u32::from(old.swap.is_some());
         let mut out = Vec::with_capacity(old.pages.len());
         out.push(folio);
@@ -223,9 +223,9 @@ impl System {
             nf.lazyfree = old.lazyfree;
             nf.extra_refs = swap_refs;
             nf.swap = old.swap.map(|e| SwapEntry(e.0 + i as u32));
-            let id = self.folios.alloc(nf);
-            self.stats.folios_allocated += 1;
-            if let Some(e) = self.folios[id].swap {
+            let id = self.mem.folios.alloc(nf);
+            self.trace.stats.folios_allocated += 1;
+            if let Some(e) = self.mem.folios[id].swap {
                 // __swap_cache_replace_folio: the slot now names the new folio.
                 if let Some(s) = self.swap.slots.get_mut(&e.0) {
                     s.cache = Some(id);
@@ -233,7 +233,7 @@ impl System {
             }
             out.push(id);
         }
-        let head = &mut self.folios[folio];
+        let head = &mut self.mem.folios[folio];
         head.order = 0;
         head.pages.truncate(1);
         // Small folios keep no per-mm mapcounts.

@@ -93,16 +93,16 @@ pub struct RawInternal {
 /// The model's internal state of `pid` in `[lo, hi)`, as the kernel module reports it.
 pub fn model_view(sys: &System, pid: Pid, lo: u64, hi: u64) -> RawInternal {
     let mut out = RawInternal::default();
-    let Some(p) = sys.procs.get(&pid) else { return out };
-    let mm = &sys.mms[p.mm];
+    let Some(p) = sys.vm.procs.get(&pid) else { return out };
+    let mm = &sys.vm.mms[p.mm];
     let av_id = |a: crate::rmap::AnonVmaId| a.0 as u64 + 1;
     for e in mm.vmas.values() {
-        let v = &sys.vmas[e.id];
+        let v = &sys.vm.vmas[e.id];
         if v.start.0 >= v.end.0 || v.end.0 <= lo || v.start.0 >= hi {
             continue;
         }
         let anon_vma = v.anon_vma.map(|a| {
-            let av = &sys.anon_vmas[a];
+            let av = &sys.rmap.anon_vmas[a];
             RawAnonVma {
                 id: av_id(a),
                 root: av_id(av.root),
@@ -152,12 +152,12 @@ pub fn model_view(sys: &System, pid: Pid, lo: u64, hi: u64) -> RawInternal {
 
 fn folio_page(sys: &System, folio: crate::folio::FolioId, sub: usize, addr: u64) -> RawFolioPage {
     if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
-        let f = &sys.folios[folio];
+        let f = &sys.mem.folios[folio];
         // The kernel's huge zero folio is a large folio whose pages are never counted.
         let order = if folio == HUGE_ZERO_FOLIO { f.order } else { 0 };
         return RawFolioPage { addr, index: 0, mapping: RawMapping::None, order, mapcount: 0 };
     }
-    let f = &sys.folios[folio];
+    let f = &sys.mem.folios[folio];
     let mapping = match f.mapping {
         Mapping::None => RawMapping::None,
         Mapping::Anon(a) => RawMapping::Anon(a.0 as u64 + 1),

@@ -42,7 +42,7 @@ impl System {
     pub fn madvise_collapse(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) -> KResult<()> {
         // thp_vma_allowable_order(TVA_FORCED_COLLAPSE): ignores the sysfs mode but not
         // VM_NOHUGEPAGE; an aligned PMD must fit; anonymous VMAs need an anon_vma.
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if v.flags.contains(VmFlags::NOHUGEPAGE) || v.flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) {
             return Err(Errno::EINVAL);
         }
@@ -101,7 +101,7 @@ impl System {
             if folio == ZERO_FOLIO {
                 continue;
             }
-            let f = &self.folios[folio];
+            let f = &self.mem.folios[folio];
             if !f.is_anon() {
                 return Err(ScanFail::PageAnon);
             }
@@ -119,23 +119,23 @@ impl System {
 
     /// `hpage_collapse_scan_pmd` + `collapse_huge_page` for the PMD at `h`.
     fn collapse_pmd(&mut self, mm: MmId, vma: VmaId, h: VirtAddr) -> Result<(), ScanFail> {
-        match self.mms[mm].pt.pmd(h) {
-            None if self.mms[mm].pt.pud_present(h) => return Err(ScanFail::PmdNone),
+        match self.vm.mms[mm].pt.pmd(h) {
+            None if self.vm.mms[mm].pt.pud_present(h) => return Err(ScanFail::PmdNone),
             None => return Err(ScanFail::PmdNull),
             // SCAN_PMD_MAPPED; check_pmd_state says so of a PMD migration entry too (the
             // migration ends with a PMD mapping a folio again).
             Some(Pmd::Huge { .. } | Pmd::Migration { .. }) => return Ok(()),
             Some(Pmd::Table(_)) => {}
         }
-        if self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS) {
+        if self.vm.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS) {
             // hpage_collapse_scan_pmd, PTE by PTE: with userfaultfd_armed, the first none or
             // zero-page PTE is SCAN_EXCEED_NONE_PTE (swap entries are passed over).
             for i in 0..PMD_SIZE / PAGE_SIZE {
-                match self.mms[mm].pt.get_pte(h.plus(i * PAGE_SIZE)) {
+                match self.vm.mms[mm].pt.get_pte(h.plus(i * PAGE_SIZE)) {
                     Pte::None => return Err(ScanFail::ExceedNonePte),
                     Pte::Present { folio, .. } if folio == ZERO_FOLIO => return Err(ScanFail::ExceedNonePte),
                     Pte::Present { folio, .. } => {
-                        let f = &self.folios[folio];
+                        let f = &self.mem.folios[folio];
                         if !f.is_anon() {
                             return Err(ScanFail::PageAnon);
                         }
@@ -148,7 +148,7 @@ impl System {
                 }
             }
         }
-        let mut ptes = self.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
+        let mut ptes = self.vm.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
         // hpage_collapse_scan_pmd stops at a non-swap entry that is no migration entry (a
         // guard marker) with SCAN_PTE_NON_PRESENT, after checking the pages before it.
         if let Some(i) = ptes.iter().position(|(_, p)| *p == Pte::Guard) {
@@ -177,29 +177,29 @@ impl System {
                     return Ok(());
                 }
             }
-            ptes = self.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
+            ptes = self.vm.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
             self.collapse_scan_ptes(&ptes)?;
         }
         // Copy every page into a new THP; none and zero-page PTEs read as zeroes.
         let new = self.folio_alloc(HPAGE_PMD_ORDER);
-        self.stats.thp_allocated += 1;
+        self.trace.stats.thp_allocated += 1;
         for (a, pte) in ptes {
             if let Pte::Present { folio, sub, .. } = pte
                 && folio != ZERO_FOLIO
             {
                 let i = ((a.0 - h.0) / PAGE_SIZE) as usize;
-                self.folios[new].pages[i].tag = self.folios[folio].pages[sub as usize].tag;
+                self.mem.folios[new].pages[i].tag = self.mem.folios[folio].pages[sub as usize].tag;
             }
-            self.mms[mm].pt.set_pte(a, Pte::None);
+            self.vm.mms[mm].pt.set_pte(a, Pte::None);
             self.drop_pte(mm, pte);
         }
-        self.mms[mm].pt.pmds.remove(&pmd_index(h));
+        self.vm.mms[mm].pt.pmds.remove(&pmd_index(h));
         self.folio_add_new_anon_rmap(new, vma, h, true);
         let mut flags = PteFlags::ACCESSED | PteFlags::DIRTY;
-        if self.vmas[vma].flags.contains(VmFlags::WRITE) {
+        if self.vm.vmas[vma].flags.contains(VmFlags::WRITE) {
             flags |= PteFlags::WRITE;
         }
-        self.mms[mm].pt.set_pmd(pmd_index(h), Pmd::Huge { folio: new, flags });
+        self.vm.mms[mm].pt.set_pmd(pmd_index(h), Pmd::Huge { folio: new, flags });
         Ok(())
     }
 }

@@ -133,20 +133,20 @@
 //!     let p = sys.page_at(pid, a)?.expect("mapped");
 //!     assert_eq!((p.folio, p.tag, p.writable), (original, 0x11, false));
 //! }
-//! assert_eq!(sys.folios[original].mapcount(), 2);
+//! assert_eq!(sys.mem.folios[original].mapcount(), 2);
 //!
 //! sys.touch(child, a, PAGE_SIZE, true, &|_| 0x22)?.expect("no signal");
 //! let copy = sys.page_at(child, a)?.expect("mapped");
 //! assert_ne!(copy.folio, original);
 //! assert_eq!((copy.tag, copy.writable), (0x22, true));
 //! assert_eq!(sys.page_at(parent, a)?.expect("mapped").tag, 0x11);
-//! assert_eq!(sys.folios[original].mapcount(), 1);
-//! assert_eq!(sys.stats.cow_copies, 1);
+//! assert_eq!(sys.mem.folios[original].mapcount(), 1);
+//! assert_eq!(sys.trace.stats.cow_copies, 1);
 //!
 //! // The parent is now the only user: its write reuses the folio instead of copying.
 //! sys.touch(parent, a, PAGE_SIZE, true, &|_| 0x33)?.expect("no signal");
 //! assert_eq!(sys.page_at(parent, a)?.expect("mapped").folio, original);
-//! assert_eq!(sys.stats.cow_reuses, 1);
+//! assert_eq!(sys.trace.stats.cow_reuses, 1);
 //! assert_eq!(sys.check(), Ok(()));
 //! # Ok::<(), Errno>(())
 //! ```
@@ -170,7 +170,7 @@
 //!
 //! // Shared after fork: one hit in each process, at the same address.
 //! let hits = sys.rmap_walk_anon(folio);
-//! let mut mms: Vec<_> = hits.iter().map(|h| sys.vmas[h.vma].mm).collect();
+//! let mut mms: Vec<_> = hits.iter().map(|h| sys.vm.vmas[h.vma].mm).collect();
 //! mms.sort();
 //! assert_eq!(mms, [sys.mm_of(Pid(1))?, sys.mm_of(Pid(2))?]);
 //! assert!(hits.iter().all(|h| h.addr == VirtAddr(a)));
@@ -180,11 +180,11 @@
 //! let copy = sys.page_at(Pid(2), a)?.expect("mapped").folio;
 //! let hits = sys.rmap_walk_anon(copy);
 //! assert_eq!(hits.len(), 1);
-//! assert_eq!(sys.vmas[hits[0].vma].mm, sys.mm_of(Pid(2))?);
+//! assert_eq!(sys.vm.vmas[hits[0].vma].mm, sys.mm_of(Pid(2))?);
 //! // The original's walk still visits the child's VMA (it is linked to the parent's
 //! // anon_vma), but only the parent maps it.
 //! assert_eq!(sys.rmap_walk_anon(folio).len(), 2);
-//! assert_eq!(sys.folios[folio].mapcount(), 1);
+//! assert_eq!(sys.mem.folios[folio].mapcount(), 1);
 //! # Ok::<(), Errno>(())
 //! ```
 //!
@@ -232,7 +232,7 @@
 //! }
 //! let index = |sys: &System| -> KResult<PgOff> {
 //!     let p = sys.page_at(Pid(1), 0x2000_0040_4000)?.expect("mapped");
-//!     Ok(sys.folios[p.folio].index)
+//!     Ok(sys.mem.folios[p.folio].index)
 //! };
 //! assert_eq!(index(&kernel)?, PgOff(0x2000_0010_0000 >> 12));
 //! assert_eq!(index(&relocated)?, PgOff(0x2000_0040_4000 >> 12));

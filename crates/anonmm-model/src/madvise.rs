@@ -50,17 +50,17 @@ impl System {
     ) -> KResult<()> {
         let mut start = start;
         let mut unmapped_error = Ok(());
-        let mut vma = self.mms[mm].find_vma(start);
+        let mut vma = self.vm.mms[mm].find_vma(start);
         loop {
             let Some(v) = vma else { return Err(Errno::ENOMEM) };
-            if start < self.vmas[v].start {
+            if start < self.vm.vmas[v].start {
                 unmapped_error = Err(Errno::ENOMEM);
-                start = self.vmas[v].start;
+                start = self.vm.vmas[v].start;
                 if start >= end {
                     break;
                 }
             }
-            let tmp = self.vmas[v].end.min(end);
+            let tmp = self.vm.vmas[v].end.min(end);
             let prev_end = match visit {
                 Visit::Behavior(b) => self.madvise_vma_behavior(mm, v, start, tmp, b)?,
                 Visit::Name => self.madvise_vma_anon_name(v, start, tmp, name.clone())?,
@@ -69,7 +69,7 @@ impl System {
             if start >= end {
                 break;
             }
-            vma = self.mms[mm].find_vma(start);
+            vma = self.vm.mms[mm].find_vma(start);
         }
         unmapped_error
     }
@@ -111,8 +111,8 @@ impl System {
         }
         let mut a = start;
         while a < end {
-            let Some(vma) = self.mms[mm].vma_lookup(a) else { return Err(Errno::ENOMEM) };
-            let vend = self.vmas[vma].end.min(end);
+            let Some(vma) = self.vm.mms[mm].vma_lookup(a) else { return Err(Errno::ENOMEM) };
+            let vend = self.vm.vmas[vma].end.min(end);
             self.faultin_vma_range(mm, vma, a, vend, write)?;
             a = vend;
         }
@@ -149,13 +149,13 @@ impl System {
         end: VirtAddr,
         write: bool,
     ) -> KResult<()> {
-        let f = self.vmas[vma].flags;
+        let f = self.vm.vmas[vma].flags;
         // check_vma_flags without FOLL_FORCE: data access, so the pkey matters too.
         let denied = if write { !f.contains(VmFlags::WRITE) } else { !f.contains(VmFlags::READ) };
         let pkey = f.pkey();
         if f.intersects(VmFlags::IO | VmFlags::PFNMAP)
             || denied
-            || (pkey != 0 && Some(pkey) == self.mms[mm].execute_only_pkey)
+            || (pkey != 0 && Some(pkey) == self.vm.mms[mm].execute_only_pkey)
         {
             return Err(Errno::EINVAL);
         }
@@ -179,7 +179,7 @@ impl System {
         end: VirtAddr,
         behavior: u64,
     ) -> KResult<VirtAddr> {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         let mut new = v.flags;
         match behavior {
             MADV_DONTNEED | MADV_DONTNEED_LOCKED | MADV_FREE => {
@@ -254,7 +254,7 @@ impl System {
 
     /// `madvise_free_single_vma`: `madvise_free_pte_range` on each PMD of `[start, end)`.
     fn madvise_free_single_vma(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        for (addr, next) in self.mms[mm].pt.pmd_ranges(start, end) {
+        for (addr, next) in self.vm.mms[mm].pt.pmd_ranges(start, end) {
             self.madvise_free_pte_range(mm, addr, next);
         }
     }
@@ -267,14 +267,14 @@ impl System {
     /// PTEs are skipped. The folios left whole under the range are lazily freed
     /// (`madvise_free_folio`, or the whole THP in `madvise_free_huge_pmd`).
     fn madvise_free_pte_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr) {
-        if let Some(&Pmd::Huge { folio, .. }) = self.mms[mm].pt.pmd(addr) {
+        if let Some(&Pmd::Huge { folio, .. }) = self.vm.mms[mm].pt.pmd(addr) {
             if folio == HUGE_ZERO_FOLIO || self.folio_maybe_mapped_shared(folio) {
                 return;
             }
             if end.0 - addr.0 == PMD_SIZE {
                 // The whole THP is lazily freed: clean and old, without PG_swapbacked.
-                self.folios[folio].dirty = false;
-                if let Some(fl) = self.mms[mm].pt.pte_flags_mut(addr) {
+                self.mem.folios[folio].dirty = false;
+                if let Some(fl) = self.vm.mms[mm].pt.pte_flags_mut(addr) {
                     *fl -= PteFlags::DIRTY | PteFlags::ACCESSED;
                 }
                 self.folio_mark_lazyfree(folio);
@@ -283,22 +283,22 @@ impl System {
             // Whether or not the split worked, the walk goes on only over a PTE table
             // (pte_offset_map_lock fails on a huge PMD).
             let _ = self.split_folio(folio);
-            if matches!(self.mms[mm].pt.pmd(addr), Some(Pmd::Huge { .. })) {
+            if matches!(self.vm.mms[mm].pt.pmd(addr), Some(Pmd::Huge { .. })) {
                 return;
             }
         }
         let mut a = addr;
         while a < end {
             let mut nr = 1;
-            match self.mms[mm].pt.get_pte(a) {
+            match self.vm.mms[mm].pt.get_pte(a) {
                 Pte::Swap { entry, .. } => {
-                    self.mms[mm].pt.set_pte(a, Pte::None);
+                    self.vm.mms[mm].pt.set_pte(a, Pte::None);
                     self.swap_free(entry);
                 }
                 Pte::Present { folio, sub, .. } if folio != ZERO_FOLIO => {
-                    if self.folios[folio].is_large() {
+                    if self.mem.folios[folio].is_large() {
                         nr = self.folio_pte_batch(mm, a, end, folio, sub);
-                        if nr < self.folios[folio].nr_pages() {
+                        if nr < self.mem.folios[folio].nr_pages() {
                             if !self.folio_maybe_mapped_shared(folio) && self.split_folio(folio).is_ok() {
                                 nr = 0;
                             }
@@ -320,7 +320,7 @@ impl System {
     /// Its PTEs become clean and old (`clear_young_dirty_ptes`), and it is lazily freed
     /// (`folio_mark_lazyfree`): reclaim will discard it unless it is written to first.
     fn madvise_free_folio(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, nr: u64) {
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         if f.swap.is_some() || f.dirty {
             if f.mapcount() != f.nr_pages() {
                 return;
@@ -328,10 +328,10 @@ impl System {
             if f.swap.is_some() && !self.folio_free_swap(folio) {
                 return;
             }
-            self.folios[folio].dirty = false;
+            self.mem.folios[folio].dirty = false;
         }
         for i in 0..nr {
-            if let Some(fl) = self.mms[mm].pt.pte_flags_mut(a.plus(i * PAGE_SIZE)) {
+            if let Some(fl) = self.vm.mms[mm].pt.pte_flags_mut(a.plus(i * PAGE_SIZE)) {
                 *fl -= PteFlags::DIRTY | PteFlags::ACCESSED;
             }
         }
@@ -356,10 +356,10 @@ impl System {
                 self.madvise_cold_or_pageout(mm, vma, start, end, behavior == MADV_PAGEOUT)?
             }
             MADV_REMOVE => self.madvise_remove(vma, start, end)?,
-            MADV_WILLNEED if self.vmas[vma].file.is_some() && !self.is_anon_shmem(vma) => {
+            MADV_WILLNEED if self.vm.vmas[vma].file.is_some() && !self.is_anon_shmem(vma) => {
                 self.madvise_willneed_file(vma, start, end)
             }
-            MADV_WILLNEED if self.vmas[vma].file.is_none() => self.madvise_willneed_anon(mm, start, end),
+            MADV_WILLNEED if self.vm.vmas[vma].file.is_none() => self.madvise_willneed_anon(mm, start, end),
             // Shared anonymous memory: shmem_swapin_range reads the object's swapped pages
             // back into the swap cache; the model never swaps shmem out (its MADV_PAGEOUT of
             // page-cache folios is not modelled), so there are none.
@@ -376,7 +376,7 @@ impl System {
     /// every mapping and from the page cache. EINVAL on a locked VMA or one without a file,
     /// EACCES unless the mapping is shared and may be written (`vma_is_shared_maywrite`).
     fn madvise_remove(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr) -> KResult<()> {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if v.flags.contains(VmFlags::LOCKED) {
             return Err(Errno::EINVAL);
         }
@@ -398,12 +398,14 @@ impl System {
     /// folio (`do_swap_page`). PMD leaves are skipped (`pmd_none_or_trans_huge_or_clear_bad`),
     /// as are non-swap entries (migration, guard markers).
     fn madvise_willneed_anon(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        for (s, e) in self.mms[mm].pt.pmd_ranges(start, end) {
-            if !matches!(self.mms[mm].pt.pmd(s), Some(crate::pagetable::Pmd::Table(_))) {
+        for (s, e) in self.vm.mms[mm].pt.pmd_ranges(start, end) {
+            if !matches!(self.vm.mms[mm].pt.pmd(s), Some(crate::pagetable::Pmd::Table(_))) {
                 continue;
             }
             for a in Self::pages_of(s, e) {
-                let crate::pagetable::Pte::Swap { entry, .. } = self.mms[mm].pt.get_pte(a) else { continue };
+                let crate::pagetable::Pte::Swap { entry, .. } = self.vm.mms[mm].pt.get_pte(a) else {
+                    continue;
+                };
                 self.read_swap_cache_async(entry);
             }
         }
@@ -415,8 +417,8 @@ impl System {
     /// below the 2048 read-ahead pages) and reads in 2 MiB chunks (`do_page_cache_ra`, no
     /// lookahead mark), up to EOF, skipping pages already cached.
     fn madvise_willneed_file(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr) {
-        let inode = self.fs.files[self.vmas[vma].file.expect("file vma")].inode;
-        let mut index = self.vmas[vma].linear_page_index(start).0;
+        let inode = self.fs.files[self.vm.vmas[vma].file.expect("file vma")].inode;
+        let mut index = self.vm.vmas[vma].linear_page_index(start).0;
         let mut nr = ((end.0 - start.0) / PAGE_SIZE).min(self.cfg.readahead_pages);
         while nr > 0 {
             let chunk = nr.min(PMD_SIZE / PAGE_SIZE);
@@ -433,7 +435,7 @@ impl System {
     /// needed (`guard_install_set_pte`). Refused (EINVAL) on `VM_SPECIAL`, hugetlb and
     /// mlocked VMAs (`is_valid_guard_vma`).
     fn madvise_guard_install(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) -> KResult<()> {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if v.flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB | VmFlags::LOCKED) {
             return Err(Errno::EINVAL);
         }
@@ -443,19 +445,19 @@ impl System {
             return Ok(());
         }
         let anon = v.is_anonymous();
-        self.vmas[vma].flags |= VmFlags::MAYBE_GUARD;
+        self.vm.vmas[vma].flags |= VmFlags::MAYBE_GUARD;
         if anon {
             self.anon_vma_prepare(vma);
         }
         // The install walk gives up at the first PMD leaf or PTE that is neither none nor a
         // marker; the range is then zapped and the walk retried.
-        let pt = &self.mms[mm].pt;
+        let pt = &self.vm.mms[mm].pt;
         if pt.any_leaf_in(start, end) || pt.ptes_in(start, end).iter().any(|(_, p)| *p != Pte::Guard) {
             self.zap_range(mm, start, end);
         }
         let mut a = start;
         while a < end {
-            self.mms[mm].pt.set_pte(a, Pte::Guard);
+            self.vm.mms[mm].pt.set_pte(a, Pte::Guard);
             a = a.plus(PAGE_SIZE);
         }
         Ok(())
@@ -465,12 +467,12 @@ impl System {
     /// no page table is allocated). Mlocked VMAs are allowed; `VM_SPECIAL` and hugetlb ones
     /// are EINVAL.
     fn madvise_guard_remove(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) -> KResult<()> {
-        if self.vmas[vma].flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) {
+        if self.vm.vmas[vma].flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) {
             return Err(Errno::EINVAL);
         }
-        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+        for (a, pte) in self.vm.mms[mm].pt.ptes_in(start, end) {
             if pte == Pte::Guard {
-                self.mms[mm].pt.set_pte(a, Pte::None);
+                self.vm.mms[mm].pt.set_pte(a, Pte::None);
             }
         }
         Ok(())
@@ -485,12 +487,12 @@ impl System {
         flags: VmFlags,
         name: AnonName,
     ) -> KResult<VirtAddr> {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if v.flags == flags && v.anon_name.as_deref() == name.as_deref() {
             return Ok(v.end);
         }
         let nv = self.vma_modify_flags_name(vma, start, end, flags, name, MergeCaller::Madvise)?;
-        Ok(self.vmas[nv].end)
+        Ok(self.vm.vmas[nv].end)
     }
 
     fn madvise_vma_anon_name(
@@ -500,7 +502,7 @@ impl System {
         end: VirtAddr,
         name: AnonName,
     ) -> KResult<VirtAddr> {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if v.file.is_some() && !self.is_anon_shmem(vma) {
             return Err(Errno::EBADF);
         }
@@ -510,7 +512,7 @@ impl System {
 
     /// Whether a VMA is shared anonymous memory (`vma_is_anon_shmem`).
     pub fn is_anon_shmem(&self, vma: VmaId) -> bool {
-        self.vmas[vma]
+        self.vm.vmas[vma]
             .file
             .is_some_and(|f| self.fs.inodes[self.fs.files[f].inode].kind == crate::fs::InodeKind::Shmem)
     }

@@ -13,8 +13,8 @@ use crate::vma::VmaId;
 impl System {
     /// Allocate a folio (`folio_alloc`), zero-filled.
     pub fn folio_alloc(&mut self, order: u8) -> FolioId {
-        self.stats.folios_allocated += 1;
-        self.folios.alloc(Folio::new(order, Mapping::None, PgOff(0)))
+        self.trace.stats.folios_allocated += 1;
+        self.mem.folios.alloc(Folio::new(order, Mapping::None, PgOff(0)))
     }
 
     /// Free a folio once nothing references it.
@@ -22,20 +22,20 @@ impl System {
         if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
             return;
         }
-        if self.folios[folio].refcount() == 0 {
-            self.folios.free(folio);
-            self.stats.folios_freed += 1;
+        if self.mem.folios[folio].refcount() == 0 {
+            self.mem.folios.free(folio);
+            self.trace.stats.folios_freed += 1;
         }
     }
 
     /// `folio_add_new_anon_rmap`: a new folio mapped at `addr` (the folio's first page) of
     /// `vma`; exclusive folios get the VMA's anon_vma and PageAnonExclusive on every page.
     pub fn folio_add_new_anon_rmap(&mut self, folio: FolioId, vma: VmaId, addr: VirtAddr, pmd: bool) {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         let av = v.anon_vma.expect("anon_vma_prepare before folio_add_new_anon_rmap");
         let index = v.linear_page_index(addr);
         let mm = v.mm;
-        let f = &mut self.folios[folio];
+        let f = &mut self.mem.folios[folio];
         f.mapping = Mapping::Anon(av);
         f.index = index;
         if pmd {
@@ -58,7 +58,7 @@ impl System {
         if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
             return;
         }
-        let f = &mut self.folios[folio];
+        let f = &mut self.mem.folios[folio];
         f.pages[sub as usize].mapcount -= 1;
         f.sub_large_mapcount(1, mm);
         if f.is_anon() && !f.is_large() && f.page_mapcount(sub as usize) == 0 {
@@ -75,7 +75,7 @@ impl System {
         if folio == HUGE_ZERO_FOLIO {
             return;
         }
-        let f = &mut self.folios[folio];
+        let f = &mut self.mem.folios[folio];
         f.entire_mapcount -= 1;
         f.sub_large_mapcount(1, mm);
         self.folio_put_if_unused(folio);
@@ -83,7 +83,7 @@ impl System {
 
     /// Drop the page cache's reference to a folio.
     pub fn page_cache_release(&mut self, folio: FolioId) {
-        self.folios[folio].extra_refs -= 1;
+        self.mem.folios[folio].extra_refs -= 1;
         self.folio_put_if_unused(folio);
     }
 
@@ -91,11 +91,11 @@ impl System {
     /// pages. The huge zero folio becomes 512 zero-page PTEs, a PMD migration entry 512 PTE
     /// migration entries.
     pub fn split_huge_pmd(&mut self, mm: MmId, addr: VirtAddr) {
-        if !self.mms[mm].pt.pmds.has_leaves() {
+        if !self.vm.mms[mm].pt.pmds.has_leaves() {
             return;
         }
         let key = pmd_index(addr);
-        let (folio, flags) = match self.mms[mm].pt.pmds.get(&key) {
+        let (folio, flags) = match self.vm.mms[mm].pt.pmds.get(&key) {
             Some(&Pmd::Huge { folio, flags }) => (folio, flags),
             Some(&Pmd::Migration { folio, kind, flags }) => {
                 // A PMD migration entry becomes 512 PTE migration entries of the same kind,
@@ -105,8 +105,8 @@ impl System {
                     *pte = Pte::Migration { folio, sub: i as u16, kind, flags };
                 }
                 t.used = t.ptes.len() as u16;
-                self.mms[mm].pt.set_pmd(key, Pmd::Table(t));
-                self.stats.thp_splits += 1;
+                self.vm.mms[mm].pt.set_pmd(key, Pmd::Table(t));
+                self.trace.stats.thp_splits += 1;
                 return;
             }
             _ => return,
@@ -123,7 +123,7 @@ impl System {
         if folio != HUGE_ZERO_FOLIO {
             // __split_huge_pmd_locked: every PTE inherits the head page's exclusivity
             // (folio_add_anon_rmap_ptes of all pages, then folio_remove_rmap_pmd).
-            let f = &mut self.folios[folio];
+            let f = &mut self.mem.folios[folio];
             // A dirty PMD dirties the folio before its bit spreads to the PTEs.
             f.dirty |= flags.contains(PteFlags::DIRTY);
             let excl = f.is_anon() && f.pages[0].anon_exclusive;
@@ -136,13 +136,13 @@ impl System {
             f.entire_mapcount -= 1;
             f.sub_large_mapcount(1, mm);
         }
-        self.mms[mm].pt.set_pmd(key, Pmd::Table(t));
-        self.stats.thp_splits += 1;
+        self.vm.mms[mm].pt.set_pmd(key, Pmd::Table(t));
+        self.trace.stats.thp_splits += 1;
     }
 
     /// Split every PMD leaf (or PMD migration entry) that `[start, end)` covers only in part.
     pub fn split_huge_pmds_partial(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        let pt = &self.mms[mm].pt;
+        let pt = &self.vm.mms[mm].pt;
         if !pt.any_leaf_in(start, end) {
             return;
         }
@@ -170,23 +170,23 @@ impl System {
     }
 
     fn zap_range_details(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr, drop_markers: bool) {
-        if self.mms[mm].pt.any_leaf_in(start, end) {
+        if self.vm.mms[mm].pt.any_leaf_in(start, end) {
             self.split_huge_pmds_partial(mm, start, end);
-            for (a, folio, _) in self.mms[mm].pt.huge_in(start, end) {
+            for (a, folio, _) in self.vm.mms[mm].pt.huge_in(start, end) {
                 // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
-                self.mms[mm].pt.pmds.remove(&pmd_index(a));
+                self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
                 self.folio_remove_rmap_pmd(folio, mm);
             }
-            for (a, _, _, _) in self.mms[mm].pt.migration_pmds_in(start, end) {
+            for (a, _, _, _) in self.vm.mms[mm].pt.migration_pmds_in(start, end) {
                 // zap_huge_pmd of a PMD migration entry: nothing to unmap.
-                self.mms[mm].pt.pmds.remove(&pmd_index(a));
+                self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
             }
         }
-        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+        for (a, pte) in self.vm.mms[mm].pt.ptes_in(start, end) {
             if pte == Pte::Guard && !drop_markers {
                 continue;
             }
-            self.mms[mm].pt.set_pte(a, Pte::None);
+            self.vm.mms[mm].pt.set_pte(a, Pte::None);
             self.drop_pte(mm, pte);
         }
     }
@@ -196,14 +196,14 @@ impl System {
     /// may map a huge page.
     pub fn zap_range_reclaim_pt(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         self.zap_range(mm, start, end);
-        for key in self.mms[mm].pt.pmd_keys_in(start, end) {
+        for key in self.vm.mms[mm].pt.pmd_keys_in(start, end) {
             let base = key << PMD_SHIFT;
             if base >= start.0
                 && base + PMD_SIZE <= end.0
-                && let Some(Pmd::Table(t)) = self.mms[mm].pt.pmds.get(&key)
+                && let Some(Pmd::Table(t)) = self.vm.mms[mm].pt.pmds.get(&key)
                 && t.used == 0
             {
-                self.mms[mm].pt.pmds.remove(&key);
+                self.vm.mms[mm].pt.pmds.remove(&key);
             }
         }
     }
@@ -236,7 +236,7 @@ impl System {
         start: VirtAddr,
         end: VirtAddr,
     ) {
-        let m = &self.mms[mm];
+        let m = &self.vm.mms[mm];
         let (prev, next) = m.vmas.around_lt(hole_start.0);
         let prev = prev.map(|(s, e)| (s, e.end));
         let next = next.map(|(s, e)| (s, e.end));
@@ -268,13 +268,13 @@ impl System {
         if start < end {
             let (lo, hi) = (pmd_index(start), pmd_index(VirtAddr(end.0 - 1)));
             let mut key = lo;
-            while let Some(k) = self.mms[mm].pt.pmds.next_key(key, hi) {
+            while let Some(k) = self.vm.mms[mm].pt.pmds.next_key(key, hi) {
                 let base = k << PMD_SHIFT;
                 // Anything mapped lies in a VMA (the checker's invariant), so only an empty
                 // PTE table can be free to go.
-                let empty = matches!(self.mms[mm].pt.pmds.get(&k), Some(Pmd::Table(t)) if t.used == 0);
-                if empty && !touched(&self.mms[mm], base, base + PMD_SIZE) {
-                    let old = self.mms[mm].pt.pmds.free_pte_table(k);
+                let empty = matches!(self.vm.mms[mm].pt.pmds.get(&k), Some(Pmd::Table(t)) if t.used == 0);
+                if empty && !touched(&self.vm.mms[mm], base, base + PMD_SIZE) {
+                    let old = self.vm.mms[mm].pt.pmds.free_pte_table(k);
                     debug_assert!(old, "free_pgtables: a PMD entry that still maps");
                 }
                 key = k + 1;
@@ -282,10 +282,10 @@ impl System {
         }
         let (lo, hi) = (start.0 >> PUD_SHIFT, end.0.saturating_sub(1) >> PUD_SHIFT);
         let mut pud = lo;
-        while let Some(p) = self.mms[mm].pt.pmds.next_pud(pud, hi) {
+        while let Some(p) = self.vm.mms[mm].pt.pmds.next_pud(pud, hi) {
             let base = p << PUD_SHIFT;
-            if self.mms[mm].pt.pmds.pud_used(p) == 0 && !touched(&self.mms[mm], base, base + PUD_SIZE) {
-                self.mms[mm].pt.pmds.pud_free(p);
+            if self.vm.mms[mm].pt.pmds.pud_used(p) == 0 && !touched(&self.vm.mms[mm], base, base + PUD_SIZE) {
+                self.vm.mms[mm].pt.pmds.pud_free(p);
             }
             pud = p + 1;
         }
@@ -293,15 +293,15 @@ impl System {
 
     /// Unmap a page-cache folio from every mapping of its file (`unmap_mapping_folio`).
     pub fn unmap_file_folio_everywhere(&mut self, folio: FolioId) {
-        let Mapping::File(inode) = self.folios[folio].mapping else { return };
-        let index = self.folios[folio].index;
+        let Mapping::File(inode) = self.mem.folios[folio].mapping else { return };
+        let index = self.mem.folios[folio].index;
         for (vma, addr) in self.file_rmap(inode, index) {
-            let mm = self.vmas[vma].mm;
-            let pte = self.mms[mm].pt.get_pte(addr);
+            let mm = self.vm.vmas[vma].mm;
+            let pte = self.vm.mms[mm].pt.get_pte(addr);
             if let Pte::Present { folio: f, .. } = pte
                 && f == folio
             {
-                self.mms[mm].pt.set_pte(addr, Pte::None);
+                self.vm.mms[mm].pt.set_pte(addr, Pte::None);
                 self.drop_pte(mm, pte);
             }
         }
@@ -311,7 +311,7 @@ impl System {
     /// with the address it maps it at.
     pub fn file_rmap(&self, inode: InodeId, index: PgOff) -> Vec<(VmaId, VirtAddr)> {
         let mut out = Vec::new();
-        for (id, v) in self.vmas.iter() {
+        for (id, v) in self.vm.vmas.iter() {
             let Some(f) = v.file else { continue };
             if self.fs.files[f].inode != inode {
                 continue;

@@ -142,7 +142,7 @@ fn can_merge_remove_vma(_sys: &System, _vma: VmaId) -> bool {
 impl System {
     /// `VMG_VMA_STATE(vmg, vmi, prev, vma, start, end)`.
     pub fn vmg_from_vma(&self, vma: VmaId, start: VirtAddr, end: VirtAddr, caller: MergeCaller) -> Vmg {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         Vmg {
             mm: v.mm,
             prev: None,
@@ -170,11 +170,11 @@ impl System {
     /// `prev` (the VM_SPECIAL test, then `can_vma_merge_left` → `can_vma_merge_after`), under
     /// this system's policy. `MergeOk` when they would merge. Used by `anonmm explain`.
     pub fn why_apart(&self, prev: VmaId, next: VmaId) -> MergeReason {
-        let flags = self.vmas[prev].flags | self.vmas[next].flags;
+        let flags = self.vm.vmas[prev].flags | self.vm.vmas[next].flags;
         if flags.intersects(VmFlags::SPECIAL) {
             return MergeReason::NomergeSpecial;
         }
-        let (start, end) = (self.vmas[next].start, self.vmas[next].end);
+        let (start, end) = (self.vm.vmas[next].start, self.vm.vmas[next].end);
         let mut vmg = self.vmg_from_vma(next, start, end, MergeCaller::Explain);
         vmg.prev = Some(prev);
         self.can_vma_merge_left(&vmg).err().unwrap_or(MergeReason::MergeOk)
@@ -182,7 +182,7 @@ impl System {
 
     /// `is_mergeable_vma(vmg, merge_next)`: attribute equality with the neighbour.
     fn is_mergeable_vma(&self, vmg: &Vmg, merge_next: bool) -> Result<(), MergeReason> {
-        let v = &self.vmas[if merge_next { vmg.next } else { vmg.prev }.expect("neighbour")];
+        let v = &self.vm.vmas[if merge_next { vmg.next } else { vmg.prev }.expect("neighbour")];
         if !((v.flags ^ vmg.flags) & !VmFlags::IGNORE_MERGE).is_empty() {
             return Err(MergeReason::NomergeFlags);
         }
@@ -202,13 +202,13 @@ impl System {
     /// `is_mergeable_anon_vma(vmg, merge_next)`, 6.16+ with the 6.18.y `copied_from` test.
     fn is_mergeable_anon_vma(&self, vmg: &Vmg, merge_next: bool) -> Result<(), MergeReason> {
         let tgt = if merge_next { vmg.next } else { vmg.prev }.expect("neighbour");
-        let tgt_anon = self.vmas[tgt].anon_vma;
+        let tgt_anon = self.vm.vmas[tgt].anon_vma;
         let src_anon = vmg.anon_vma;
         if !self.cfg.kernel.profile().anon_vma_merge_unfaulted_target {
             // Before 6.16: `is_mergeable_anon_vma(vmg->anon_vma, tgt->anon_vma, tgt)`. When
             // one side has no anon_vma, the target's chain must be singular: an unfaulted
             // target (empty chain) takes no faulted range, nor does a fork child.
-            if (tgt_anon.is_none() || src_anon.is_none()) && self.vmas[tgt].chain.len() == 1 {
+            if (tgt_anon.is_none() || src_anon.is_none()) && self.vm.vmas[tgt].chain.len() == 1 {
                 return Ok(());
             }
             return if tgt_anon == src_anon || self.policy.is_mergeable_anon_vma(self, vmg) {
@@ -249,7 +249,7 @@ impl System {
     fn can_vma_merge_before(&self, vmg: &Vmg) -> Result<(), MergeReason> {
         self.is_mergeable_vma(vmg, true)?;
         self.is_mergeable_anon_vma(vmg, true)?;
-        let next = &self.vmas[vmg.next.expect("next")];
+        let next = &self.vm.vmas[vmg.next.expect("next")];
         if next.pgoff.0 == vmg.pgoff.0.wrapping_add(vmg.start.pages_to(vmg.end)) {
             Ok(())
         } else {
@@ -261,7 +261,7 @@ impl System {
     fn can_vma_merge_after(&self, vmg: &Vmg) -> Result<(), MergeReason> {
         self.is_mergeable_vma(vmg, false)?;
         self.is_mergeable_anon_vma(vmg, false)?;
-        let prev = &self.vmas[vmg.prev.expect("prev")];
+        let prev = &self.vm.vmas[vmg.prev.expect("prev")];
         if prev.pgoff.0.wrapping_add(prev.pages()) == vmg.pgoff.0 {
             Ok(())
         } else {
@@ -272,7 +272,7 @@ impl System {
     /// `can_vma_merge_left`.
     fn can_vma_merge_left(&self, vmg: &Vmg) -> Result<(), MergeReason> {
         match vmg.prev {
-            Some(p) if self.vmas[p].end == vmg.start => self.can_vma_merge_after(vmg),
+            Some(p) if self.vm.vmas[p].end == vmg.start => self.can_vma_merge_after(vmg),
             _ => Err(MergeReason::NoNeighbour),
         }
     }
@@ -281,15 +281,15 @@ impl System {
     /// when both will merge.
     fn can_vma_merge_right(&self, vmg: &Vmg, can_merge_left: bool) -> Result<(), MergeReason> {
         let next = match vmg.next {
-            Some(n) if self.vmas[n].start == vmg.end => n,
+            Some(n) if self.vm.vmas[n].start == vmg.end => n,
             _ => return Err(MergeReason::NoNeighbour),
         };
         self.can_vma_merge_before(vmg)?;
         if !can_merge_left {
             return Ok(());
         }
-        let pa = self.vmas[vmg.prev.expect("prev")].anon_vma;
-        let na = self.vmas[next].anon_vma;
+        let pa = self.vm.vmas[vmg.prev.expect("prev")].anon_vma;
+        let na = self.vm.vmas[next].anon_vma;
         if pa.is_none() || na.is_none() || pa == na { Ok(()) } else { Err(MergeReason::NomergeIncompatible) }
     }
 
@@ -301,17 +301,17 @@ impl System {
         next: MergeReason,
         merged: bool,
     ) {
-        self.stats.merges_attempted += 1;
+        self.trace.stats.merges_attempted += 1;
         if merged {
-            self.stats.merges_done += 1;
+            self.trace.stats.merges_done += 1;
         } else {
             for r in [prev, next] {
                 if r != MergeReason::MergeOk && r != MergeReason::NoNeighbour {
-                    *self.stats.merge_refused.entry(r).or_default() += 1;
+                    *self.trace.stats.merge_refused.entry(r).or_default() += 1;
                 }
             }
         }
-        if let Some(log) = &mut self.merge_log {
+        if let Some(log) = &mut self.trace.merge_log {
             log.push(MergeEvent {
                 kind,
                 caller: vmg.caller,
@@ -327,10 +327,10 @@ impl System {
     /// `dup_anon_vma(dst, src)`: an unfaulted VMA that absorbs a faulted one takes its
     /// anon_vma and chains.
     fn dup_anon_vma(&mut self, dst: VmaId, src: VmaId) {
-        if let Some(av) = self.vmas[src].anon_vma
-            && self.vmas[dst].anon_vma.is_none()
+        if let Some(av) = self.vm.vmas[src].anon_vma
+            && self.vm.vmas[dst].anon_vma.is_none()
         {
-            self.vmas[dst].anon_vma = Some(av);
+            self.vm.vmas[dst].anon_vma = Some(av);
             self.anon_vma_clone(dst, src);
         }
     }
@@ -362,14 +362,14 @@ impl System {
         let (log_start, log_end) = (vmg.start, vmg.end);
         if right.is_ok() {
             let next = vmg.next.expect("next");
-            vmg.end = self.vmas[next].end;
+            vmg.end = self.vm.vmas[next].end;
             vmg.target = Some(next);
         }
         if left.is_ok() {
             let prev = vmg.prev.expect("prev");
-            vmg.start = self.vmas[prev].start;
+            vmg.start = self.vm.vmas[prev].start;
             vmg.target = Some(prev);
-            vmg.pgoff = self.vmas[prev].pgoff;
+            vmg.pgoff = self.vm.vmas[prev].pgoff;
             if right.is_ok() && !can_merge_remove_vma(self, vmg.next.expect("next")) {
                 vmg.end = orig_end;
             }
@@ -389,7 +389,7 @@ impl System {
     /// `vma_expand`: grow the target over `[start, end)`, removing next when it is covered.
     pub fn vma_expand(&mut self, vmg: &mut Vmg) {
         let target = vmg.target.expect("target");
-        let remove_next = vmg.next.is_some_and(|n| n != target && vmg.end == self.vmas[n].end);
+        let remove_next = vmg.next.is_some_and(|n| n != target && vmg.end == self.vm.vmas[n].end);
         if remove_next {
             self.dup_anon_vma(target, vmg.next.expect("next"));
         }
@@ -399,10 +399,10 @@ impl System {
         // The sticky flags of the range and of an absorbed next survive in the target.
         let mut sticky = vmg.flags & VmFlags::STICKY;
         if remove_next {
-            sticky |= self.vmas[vmg.next.expect("next")].flags & VmFlags::STICKY;
+            sticky |= self.vm.vmas[vmg.next.expect("next")].flags & VmFlags::STICKY;
             self.merge_remove(vmg.next.expect("next"));
         }
-        self.vmas[target].flags |= sticky;
+        self.vm.vmas[target].flags |= sticky;
         self.vma_set_range(target, vmg.start, vmg.end, vmg.pgoff);
     }
 
@@ -411,14 +411,14 @@ impl System {
     pub fn vma_merge_existing_range(&mut self, vmg: &mut Vmg) -> Option<VmaId> {
         let middle = vmg.middle.expect("middle");
         let (mstart, mend, mpgoff) = {
-            let m = &self.vmas[middle];
+            let m = &self.vm.vmas[middle];
             (m.start, m.end, m.pgoff)
         };
         let (start, end) = (vmg.start, vmg.end);
         let left_side = start == mstart;
         let right_side = end == mend;
         let (prev, next) = if left_side || right_side {
-            self.mms[vmg.mm].vma_neighbours(mstart, mend)
+            self.vm.mms[vmg.mm].vma_neighbours(mstart, mend)
         } else {
             (None, None)
         };
@@ -474,19 +474,19 @@ impl System {
         // The sticky flags of every VMA taking part survive in the target.
         let mut sticky = vmg.flags & VmFlags::STICKY;
         if remove_middle {
-            sticky |= self.vmas[middle].flags & VmFlags::STICKY;
+            sticky |= self.vm.vmas[middle].flags & VmFlags::STICKY;
         }
         if merge_both {
-            sticky |= self.vmas[vmg.next.expect("next")].flags & VmFlags::STICKY;
+            sticky |= self.vm.vmas[vmg.next.expect("next")].flags & VmFlags::STICKY;
         }
         let target = if merge_left { vmg.prev } else { vmg.next }.expect("target");
         self.policy.commit_merge(self, vmg.mm, start, end, middle, target);
         if merge_both {
             let prev = vmg.prev.expect("prev");
             let next = vmg.next.expect("next");
-            let (pstart, ppgoff) = (self.vmas[prev].start, self.vmas[prev].pgoff);
-            let nend = self.vmas[next].end;
-            let src = if self.vmas[next].anon_vma.is_some() { next } else { middle };
+            let (pstart, ppgoff) = (self.vm.vmas[prev].start, self.vm.vmas[prev].pgoff);
+            let nend = self.vm.vmas[next].end;
+            let src = if self.vm.vmas[next].anon_vma.is_some() { next } else { middle };
             self.dup_anon_vma(prev, src);
             self.merge_remove(middle);
             self.merge_remove(next);
@@ -494,7 +494,7 @@ impl System {
             vmg.target = Some(prev);
         } else if merge_left {
             let prev = vmg.prev.expect("prev");
-            let (pstart, ppgoff) = (self.vmas[prev].start, self.vmas[prev].pgoff);
+            let (pstart, ppgoff) = (self.vm.vmas[prev].start, self.vm.vmas[prev].pgoff);
             self.dup_anon_vma(prev, middle);
             if remove_middle {
                 self.merge_remove(middle);
@@ -507,7 +507,7 @@ impl System {
         } else {
             let next = vmg.next.expect("next");
             let (nstart, nend, npgoff) = {
-                let n = &self.vmas[next];
+                let n = &self.vm.vmas[next];
                 (n.start, n.end, n.pgoff)
             };
             let pglen = start.pages_to(end);
@@ -523,7 +523,7 @@ impl System {
             vmg.target = Some(next);
         }
         let target = vmg.target.expect("target");
-        self.vmas[target].flags |= sticky;
+        self.vm.vmas[target].flags |= sticky;
         self.log_merge("existing_range", &logged, lr, rr, true);
         vmg.target
     }
@@ -535,10 +535,10 @@ impl System {
             return Ok(v);
         }
         let vma = vmg.middle.expect("middle");
-        if self.vmas[vma].start < vmg.start {
+        if self.vm.vmas[vma].start < vmg.start {
             self.split_vma(vma, vmg.start, true)?;
         }
-        if self.vmas[vma].end > vmg.end {
+        if self.vm.vmas[vma].end > vmg.end {
             self.split_vma(vma, vmg.end, false)?;
         }
         Ok(vma)
@@ -558,7 +558,7 @@ impl System {
         vmg.flags = flags;
         let v = self.vma_modify(&mut vmg)?;
         // vma_modify_flags hands back the flags with the merge's sticky ones.
-        self.vmas[v].flags = flags | (self.vmas[v].flags & VmFlags::STICKY);
+        self.vm.vmas[v].flags = flags | (self.vm.vmas[v].flags & VmFlags::STICKY);
         Ok(v)
     }
 
@@ -576,8 +576,8 @@ impl System {
         vmg.flags = flags;
         vmg.anon_name = name.clone();
         let v = self.vma_modify(&mut vmg)?;
-        self.vmas[v].flags = flags | (self.vmas[v].flags & VmFlags::STICKY);
-        self.vmas[v].anon_name = name;
+        self.vm.vmas[v].flags = flags | (self.vm.vmas[v].flags & VmFlags::STICKY);
+        self.vm.vmas[v].anon_name = name;
         Ok(v)
     }
 }

@@ -56,7 +56,7 @@ impl System {
         let mm = self.mm_of(pid)?;
         let Some(end) = madvise_range(addr, len)? else { return Ok(0) };
         let (start, end) = (VirtAddr(addr), VirtAddr(end));
-        let vmas = self.mms[mm].vmas_in(start, end);
+        let vmas = self.vm.mms[mm].vmas_in(start, end);
         if vmas.is_empty() {
             return Err(Errno::ENOMEM);
         }
@@ -65,7 +65,7 @@ impl System {
         // (address, folio) of every mapping in the range, PMD leaves at their first page.
         let mut found: Vec<(VirtAddr, FolioId)> = Vec::new();
         for vma in vmas {
-            let v = &self.vmas[vma];
+            let v = &self.vm.vmas[vma];
             let (s, e) = (v.start.max(start), v.end.min(end));
             hole |= s > covered;
             covered = e;
@@ -73,7 +73,7 @@ impl System {
             if v.flags.intersects(VmFlags::IO | VmFlags::PFNMAP) {
                 continue;
             }
-            let pt = &self.mms[mm].pt;
+            let pt = &self.vm.mms[mm].pt;
             found.extend(pt.huge_in(s, e).into_iter().map(|(a, f, _)| (a.max(s), f)));
             found.extend(
                 pt.ptes_in(s, e).into_iter().filter_map(|(a, p)| p.present().map(|(f, _, _)| (a, f))),
@@ -86,7 +86,7 @@ impl System {
             if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO || !seen.insert(folio) {
                 continue;
             }
-            let f = &self.folios[folio];
+            let f = &self.mem.folios[folio];
             // Page-cache folios are not ours to move here; a pinned folio fails to migrate
             // and keeps its mappings; one already under migration is isolated already.
             if !f.is_anon() || f.pincount > 0 || f.migrating {
@@ -103,7 +103,7 @@ impl System {
         let mm = self.mm_of(pid)?;
         let Some(end) = madvise_range(addr, len)? else { return Ok(0) };
         let (start, end) = (VirtAddr(addr), VirtAddr(end));
-        let pt = &self.mms[mm].pt;
+        let pt = &self.vm.mms[mm].pt;
         let mut found: Vec<(VirtAddr, FolioId)> =
             pt.migration_pmds_in(start, end).into_iter().map(|(a, f, _, _)| (a, f)).collect();
         found.extend(pt.ptes_in(start, end).into_iter().filter_map(|(a, p)| match p {
@@ -112,14 +112,14 @@ impl System {
         }));
         found.sort_by_key(|&(a, _)| a);
         let mut folios: Vec<FolioId> = found.into_iter().map(|(_, f)| f).collect();
-        if let Some(list) = self.migrations.get(&pid) {
+        if let Some(list) = self.gup.migrations.get(&pid) {
             folios.extend(list.iter().filter(|m| (start.0..end.0).contains(&m.addr)).map(|m| m.folio));
         }
         let mut seen = std::collections::HashSet::new();
         for folio in folios {
             // An entry whose folio is not under migration was left behind by a migration
             // that ended: there is nothing to finish.
-            if seen.insert(folio) && self.folios.contains(folio) && self.folios[folio].migrating {
+            if seen.insert(folio) && self.mem.folios.contains(folio) && self.mem.folios[folio].migrating {
                 self.finish_migration(folio);
             }
         }
@@ -131,38 +131,38 @@ impl System {
     /// (the rmap could not reach it) the attempt is undone, as `migrate_folio_unmap` does
     /// when the folio is still mapped (`remove_migration_ptes(src, src)`).
     fn migrate_folio_unmap(&mut self, pid: Pid, folio: FolioId, addr: u64) {
-        let Mapping::Anon(av) = self.folios[folio].mapping else { return };
-        self.anon_vmas[av].refcount += 1; // folio_get_anon_vma
-        let f = &mut self.folios[folio];
+        let Mapping::Anon(av) = self.mem.folios[folio].mapping else { return };
+        self.rmap.anon_vmas[av].refcount += 1; // folio_get_anon_vma
+        let f = &mut self.mem.folios[folio];
         f.migrating = true;
         f.extra_refs += 1;
         self.try_to_migrate(folio);
-        if self.folios[folio].is_mapped() {
+        if self.mem.folios[folio].is_mapped() {
             self.remove_migration_ptes(folio, folio);
-            let f = &mut self.folios[folio];
+            let f = &mut self.mem.folios[folio];
             f.migrating = false;
             f.extra_refs -= 1;
             self.put_anon_vma(av);
             return;
         }
-        self.stats.migrations_started += 1;
-        self.migrations.entry(pid).or_default().push(InFlight { folio, addr, anon_vma: av });
+        self.trace.stats.migrations_started += 1;
+        self.gup.migrations.entry(pid).or_default().push(InFlight { folio, addr, anon_vma: av });
     }
 
     /// The pages of a folio at `index` (`nr` pages) that `vma` maps, with their addresses: what
     /// `page_vma_mapped_walk` visits from `vma_address`.
     fn folio_pages_in(&self, vma: VmaId, index: crate::types::PgOff, nr: u64) -> Vec<(u16, VirtAddr)> {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         (0..nr).filter_map(|i| v.address_of(index.plus(i), 1).map(|a| (i as u16, a))).collect()
     }
 
     /// `try_to_migrate`: the rmap walk over every VMA that may map the folio.
     fn try_to_migrate(&mut self, folio: FolioId) {
-        let (index, nr) = (self.folios[folio].index, self.folios[folio].nr_pages());
+        let (index, nr) = (self.mem.folios[folio].index, self.mem.folios[folio].nr_pages());
         for hit in self.rmap_walk_anon(folio) {
-            let mm = self.vmas[hit.vma].mm;
+            let mm = self.vm.vmas[hit.vma].mm;
             for (_, a) in self.folio_pages_in(hit.vma, index, nr) {
-                match self.mms[mm].pt.walk(a) {
+                match self.vm.mms[mm].pt.walk(a) {
                     Walk::Huge { folio: g, flags, .. } if g == folio => {
                         self.set_pmd_migration_entry(mm, a, folio, flags)
                     }
@@ -180,44 +180,46 @@ impl System {
     /// that, pins having been ruled out), else readable; young, dirty and soft-dirty go with it.
     /// The mapping's rmap and reference go (`folio_remove_rmap_pte`, `folio_put`).
     fn try_to_migrate_one(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, sub: u16, flags: PteFlags) {
-        let p = &mut self.folios[folio].pages[sub as usize];
+        let p = &mut self.mem.folios[folio].pages[sub as usize];
         let kind = MigrationKind::of(flags.contains(PteFlags::WRITE), p.anon_exclusive);
         p.anon_exclusive = false;
         p.mapcount -= 1;
-        self.folios[folio].sub_large_mapcount(1, mm);
-        self.mms[mm].pt.set_pte(a, Pte::Migration { folio, sub, kind, flags: flags & MIGRATION_KEPT_FLAGS });
+        self.mem.folios[folio].sub_large_mapcount(1, mm);
+        self.vm.mms[mm]
+            .pt
+            .set_pte(a, Pte::Migration { folio, sub, kind, flags: flags & MIGRATION_KEPT_FLAGS });
     }
 
     /// `set_pmd_migration_entry`: the same for a PMD-mapped THP; its exclusivity lives on the
     /// head page.
     fn set_pmd_migration_entry(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, flags: PteFlags) {
-        let f = &mut self.folios[folio];
+        let f = &mut self.mem.folios[folio];
         let kind = MigrationKind::of(flags.contains(PteFlags::WRITE), f.pages[0].anon_exclusive);
         f.pages[0].anon_exclusive = false;
         f.entire_mapcount -= 1;
         f.sub_large_mapcount(1, mm);
         let pmd = Pmd::Migration { folio, kind, flags: flags & MIGRATION_KEPT_FLAGS };
-        self.mms[mm].pt.set_pmd(pmd_index(a), pmd);
+        self.vm.mms[mm].pt.set_pmd(pmd_index(a), pmd);
     }
 
     /// `remove_migration_ptes(src, dst)`: walk the rmap of `dst` (its `mapping` and `index`
     /// are `src`'s) and map `dst` wherever a migration entry for `src` is found. Only the
     /// entries the walk reaches are restored.
     fn remove_migration_ptes(&mut self, src: FolioId, dst: FolioId) {
-        let (index, nr) = (self.folios[dst].index, self.folios[dst].nr_pages());
+        let (index, nr) = (self.mem.folios[dst].index, self.mem.folios[dst].nr_pages());
         for hit in self.rmap_walk_anon(dst) {
-            let mm = self.vmas[hit.vma].mm;
+            let mm = self.vm.vmas[hit.vma].mm;
             for (idx, a) in self.folio_pages_in(hit.vma, index, nr) {
-                match self.mms[mm].pt.walk(a) {
+                match self.vm.mms[mm].pt.walk(a) {
                     Walk::Pte(Pte::Migration { folio, kind, flags, .. }) if folio == src => {
                         // The page is chosen by address (`linear_page_index(vma, address) -
                         // pgoff`), not by the entry.
                         let flags = self.remove_migration_entry(mm, dst, Some(idx), kind, flags);
-                        self.mms[mm].pt.set_pte(a, Pte::Present { folio: dst, sub: idx, flags });
+                        self.vm.mms[mm].pt.set_pte(a, Pte::Present { folio: dst, sub: idx, flags });
                     }
                     Walk::PmdMigration { folio, kind, flags, .. } if folio == src => {
                         let flags = self.remove_migration_entry(mm, dst, None, kind, flags);
-                        self.mms[mm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio: dst, flags });
+                        self.vm.mms[mm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio: dst, flags });
                     }
                     _ => {}
                 }
@@ -240,7 +242,7 @@ impl System {
         kind: MigrationKind,
         flags: PteFlags,
     ) -> PteFlags {
-        let f = &mut self.folios[dst];
+        let f = &mut self.mem.folios[dst];
         let page = match idx {
             Some(i) => {
                 f.pages[i as usize].mapcount += 1;
@@ -265,13 +267,13 @@ impl System {
     /// Finish the migration of `src` (whichever process started it).
     pub(crate) fn finish_migration(&mut self, src: FolioId) {
         let mut rec = None;
-        for list in self.migrations.values_mut() {
+        for list in self.gup.migrations.values_mut() {
             if let Some(i) = list.iter().position(|m| m.folio == src) {
                 rec = Some(list.remove(i));
                 break;
             }
         }
-        self.migrations.retain(|_, l| !l.is_empty());
+        self.gup.migrations.retain(|_, l| !l.is_empty());
         if let Some(rec) = rec {
             self.migrate_folio_move(rec);
         }
@@ -283,17 +285,17 @@ impl System {
     /// folio is freed, the new one too if no entry was found, and the anon_vma reference.
     fn migrate_folio_move(&mut self, rec: InFlight) {
         let src = rec.folio;
-        let dst = self.folio_alloc(self.folios[src].order);
-        let (index, mapping) = (self.folios[src].index, self.folios[src].mapping);
-        for i in 0..self.folios[src].pages.len() {
-            self.folios[dst].pages[i].tag = self.folios[src].pages[i].tag;
+        let dst = self.folio_alloc(self.mem.folios[src].order);
+        let (index, mapping) = (self.mem.folios[src].index, self.mem.folios[src].mapping);
+        for i in 0..self.mem.folios[src].pages.len() {
+            self.mem.folios[dst].pages[i].tag = self.mem.folios[src].pages[i].tag;
         }
-        let d = &mut self.folios[dst];
+        let d = &mut self.mem.folios[dst];
         d.index = index;
         d.mapping = mapping;
         self.migrate_swap_cache(src, dst);
         self.remove_migration_ptes(src, dst);
-        let s = &mut self.folios[src];
+        let s = &mut self.mem.folios[src];
         s.migrating = false;
         s.extra_refs -= 1;
         self.folio_put_if_unused(src);
@@ -301,7 +303,7 @@ impl System {
         self.free_swap_cache(dst);
         self.folio_put_if_unused(dst);
         self.put_anon_vma(rec.anon_vma);
-        self.stats.migrations_done += 1;
+        self.trace.stats.migrations_done += 1;
     }
 
     /// `migration_entry_wait` / `pmd_migration_entry_wait`: whoever meets a migration entry
@@ -309,7 +311,7 @@ impl System {
     /// not modelled) for an entry no migration in flight owns: one that ended left it behind,
     /// and the kernel would BUG (`pfn_swap_entry_folio` on an unlocked folio) or wait forever.
     pub(crate) fn migration_entry_wait(&mut self, folio: FolioId) -> bool {
-        if !self.folios.contains(folio) || !self.folios[folio].migrating {
+        if !self.mem.folios.contains(folio) || !self.mem.folios[folio].migrating {
             self.not_modelled("a migration entry left behind by a finished migration (the kernel BUGs)");
             return false;
         }
@@ -320,7 +322,7 @@ impl System {
     /// A process exits: the migrations it started finish (`migrate_pages` returns before the
     /// task can exit).
     pub fn release_migrations(&mut self, pid: Pid) {
-        for rec in self.migrations.remove(&pid).unwrap_or_default() {
+        for rec in self.gup.migrations.remove(&pid).unwrap_or_default() {
             self.migrate_folio_move(rec);
         }
     }

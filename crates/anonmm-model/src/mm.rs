@@ -6,11 +6,9 @@ use std::collections::BTreeMap;
 
 use crate::arena::{Arena, arena_id};
 use crate::errno::{Errno, KResult};
-use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::folio::{Folio, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
 use crate::fs::{FileId, Fs};
 use crate::pagetable::PageTable;
-use crate::rmap::{AnonVma, AnonVmaId, Avc, AvcId};
-use crate::stats::{MergeLog, Stats};
 use crate::types::{
     DEFAULT_MAX_MAP_COUNT, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr,
 };
@@ -234,48 +232,51 @@ pub struct Process {
     pub tgid: Pid,
 }
 
-/// The modelled machine: every process, address space and kernel object.
-#[derive(Clone, Debug)]
-pub struct System {
-    /// The machine's settings.
-    pub cfg: Config,
+/// The address spaces: every `struct mm_struct`, every `struct vm_area_struct` and the
+/// processes that own them (kernel/fork.c, mm/mmap.c, mm/vma.c).
+#[derive(Clone, Debug, Default)]
+pub struct Vm {
     /// Every VMA (`struct vm_area_struct`) of every mm.
     pub vmas: Arena<VmaId, Vma>,
-    /// Every `struct anon_vma`.
-    pub anon_vmas: Arena<AnonVmaId, AnonVma>,
-    /// Every `struct anon_vma_chain`.
-    pub avcs: Arena<AvcId, Avc>,
-    /// Every folio, starting with [`ZERO_FOLIO`] and [`HUGE_ZERO_FOLIO`].
-    pub folios: Arena<FolioId, Folio>,
     /// Every address space.
     pub mms: Arena<MmId, Mm>,
     /// The live processes by pid.
     pub procs: BTreeMap<Pid, Process>,
-    /// The file system: inodes, open files and the namespace.
-    pub fs: Fs,
-    /// Counts of the work done.
-    pub stats: Stats,
-    /// Merge attempts, when tracing is on.
-    pub merge_log: Option<MergeLog>,
-    /// Set when a call needed behaviour the model does not have; the runner reports it
-    /// instead of a made-up result.
-    pub unsupported: Option<String>,
-    /// The swap device: slot counts, contents and the swap cache.
-    pub swap: crate::swap::SwapDevice,
-    /// Long-term pins by process (`pin`), released by `unpin` or at exit.
-    pub pins: BTreeMap<Pid, Vec<crate::gup::Pin>>,
-    /// Migrations in flight by the process that started them (`migrate`), finished by
-    /// `migrate_done`, a wait on one of their entries, or the process's exit.
-    pub migrations: BTreeMap<Pid, Vec<crate::migrate::InFlight>>,
-    /// Which design decides what a move does to folios (`--policy`; crate::policy).
-    pub policy: crate::policy::Policy,
-    /// Each process's userfaultfd (made on its first uffd call).
-    pub uffds: BTreeMap<Pid, crate::uffd::UffdCtx>,
-    /// The next userfaultfd context number.
-    pub next_uffd: u32,
     /// VMAs without a file (`vma_is_anonymous`) in the VMA arena, kept as VMAs are linked
     /// and freed so that replay can count them after every step without a walk.
     pub vmas_without_file: usize,
+}
+
+/// The modelled machine: every process, address space and kernel object, as the state each
+/// subsystem owns. A method on a part ([`Vm`], [`crate::rmap::Rmap`],
+/// [`crate::folio::FolioStore`], [`crate::swap::SwapDevice`], [`Fs`], [`crate::gup::Gup`],
+/// [`crate::uffd::Uffds`], [`crate::stats::Trace`]) touches only that part; a method on
+/// `System` may touch all of them.
+#[derive(Clone, Debug)]
+pub struct System {
+    /// The machine's settings.
+    pub cfg: Config,
+    /// The address spaces: mms, VMAs and processes.
+    pub vm: Vm,
+    /// The anonymous reverse map: every `struct anon_vma` and `struct anon_vma_chain`.
+    pub rmap: crate::rmap::Rmap,
+    /// Physical memory: every folio, starting with [`ZERO_FOLIO`] and [`HUGE_ZERO_FOLIO`].
+    pub mem: crate::folio::FolioStore,
+    /// The file system: inodes, open files and the namespace.
+    pub fs: Fs,
+    /// The swap device: slot counts, contents and the swap cache.
+    pub swap: crate::swap::SwapDevice,
+    /// Long-term pins and migrations in flight.
+    pub gup: crate::gup::Gup,
+    /// Each process's userfaultfd.
+    pub uffd: crate::uffd::Uffds,
+    /// Counts of the work done and the merge log.
+    pub trace: crate::stats::Trace,
+    /// Set when a call needed behaviour the model does not have; the runner reports it
+    /// instead of a made-up result.
+    pub unsupported: Option<String>,
+    /// Which design decides what a move does to folios (`--policy`; crate::policy).
+    pub policy: crate::policy::Policy,
     /// The page whose fault ended the last `touch` that raised a signal (the pages before it
     /// in the range were touched).
     pub touch_signal_at: Option<VirtAddr>,
@@ -297,55 +298,48 @@ impl System {
         let swap = crate::swap::SwapDevice::new(cfg.swap_pages);
         System {
             cfg,
-            vmas: Arena::default(),
-            anon_vmas: Arena::default(),
-            avcs: Arena::default(),
-            folios,
-            mms: Arena::default(),
-            procs: BTreeMap::new(),
+            vm: Vm::default(),
+            rmap: crate::rmap::Rmap::default(),
+            mem: crate::folio::FolioStore { folios },
             fs: Fs::default(),
-            stats: Stats::default(),
-            merge_log: None,
-            unsupported: None,
             swap,
-            pins: BTreeMap::new(),
-            migrations: BTreeMap::new(),
+            gup: crate::gup::Gup::default(),
+            uffd: crate::uffd::Uffds::default(),
+            trace: crate::stats::Trace::default(),
+            unsupported: None,
             policy: crate::policy::Policy::Kernel,
-            uffds: BTreeMap::new(),
-            next_uffd: 1,
-            vmas_without_file: 0,
             touch_signal_at: None,
         }
     }
 
     /// A new process with an empty address space.
     pub fn spawn(&mut self, pid: Pid) -> KResult<()> {
-        if self.procs.contains_key(&pid) {
+        if self.vm.procs.contains_key(&pid) {
             return Err(Errno::EEXIST);
         }
-        let mm = self.mms.alloc(Mm::new(&self.cfg));
+        let mm = self.vm.mms.alloc(Mm::new(&self.cfg));
         let files = self.fs.tables.alloc(crate::fs::FdTable { fds: BTreeMap::new(), users: 1 });
-        self.procs.insert(pid, Process { mm, files, tgid: pid });
+        self.vm.procs.insert(pid, Process { mm, files, tgid: pid });
         Ok(())
     }
 
     /// The other live tasks of `pid`'s thread group (`CLONE_THREAD` siblings).
     pub fn thread_siblings(&self, pid: Pid) -> Vec<Pid> {
-        let Some(g) = self.procs.get(&pid).map(|p| p.tgid) else { return Vec::new() };
-        self.procs.iter().filter(|&(&q, p)| q != pid && p.tgid == g).map(|(&q, _)| q).collect()
+        let Some(g) = self.vm.procs.get(&pid).map(|p| p.tgid) else { return Vec::new() };
+        self.vm.procs.iter().filter(|&(&q, p)| q != pid && p.tgid == g).map(|(&q, _)| q).collect()
     }
 
     /// The address space of process `pid`; ESRCH if there is no such process.
     pub fn mm_of(&self, pid: Pid) -> KResult<MmId> {
-        self.procs.get(&pid).map(|p| p.mm).ok_or(Errno::ESRCH)
+        self.vm.procs.get(&pid).map(|p| p.mm).ok_or(Errno::ESRCH)
     }
 
     /// Link a new VMA into its mm (`vma_link`): map_count grows by one.
     pub fn vma_link(&mut self, v: Vma) -> VmaId {
         let (mm, start, end) = (v.mm, v.start, v.end);
-        self.vmas_without_file += usize::from(v.file.is_none());
-        let id = self.vmas.alloc(v);
-        self.mms[mm].vmas.insert(start.0, VmaEntry { end: end.0, id });
+        self.vm.vmas_without_file += usize::from(v.file.is_none());
+        let id = self.vm.vmas.alloc(v);
+        self.vm.mms[mm].vmas.insert(start.0, VmaEntry { end: end.0, id });
         id
     }
 
@@ -353,7 +347,7 @@ impl System {
     /// `vma_adjust_trans_huge` does at new boundaries.
     pub fn vma_set_range(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr, pgoff: PgOff) {
         let (mm, old_start, old_end) = {
-            let v = &self.vmas[vma];
+            let v = &self.vm.vmas[vma];
             (v.mm, v.start, v.end)
         };
         for a in [start, end] {
@@ -363,12 +357,12 @@ impl System {
         }
         // The chains are filed by pgoff alone (the walk checks the end), so only a new pgoff
         // re-files them.
-        let refile = self.vmas[vma].pgoff != pgoff;
+        let refile = self.vm.vmas[vma].pgoff != pgoff;
         if refile {
             self.rmap_pre_update(vma);
         }
-        self.mms[mm].vmas.rekey(old_start.0, start.0, VmaEntry { end: end.0, id: vma });
-        let v = &mut self.vmas[vma];
+        self.vm.mms[mm].vmas.rekey(old_start.0, start.0, VmaEntry { end: end.0, id: vma });
+        let v = &mut self.vm.vmas[vma];
         v.start = start;
         v.end = end;
         v.pgoff = pgoff;
@@ -380,16 +374,16 @@ impl System {
 
     /// Take a VMA out of its mm's tree without freeing it (detach).
     pub fn vma_detach(&mut self, vma: VmaId) {
-        let (mm, start) = (self.vmas[vma].mm, self.vmas[vma].start);
-        let removed = self.mms[mm].vmas.remove(&start.0);
+        let (mm, start) = (self.vm.vmas[vma].mm, self.vm.vmas[vma].start);
+        let removed = self.vm.mms[mm].vmas.remove(&start.0);
         debug_assert!(removed.is_some_and(|e| e.id == vma));
     }
 
     /// Free a detached VMA: drop its anon_vma links and its file reference (`remove_vma`).
     pub fn vma_free(&mut self, vma: VmaId) {
         self.unlink_anon_vmas(vma);
-        let v = self.vmas.free(vma);
-        self.vmas_without_file -= usize::from(v.file.is_none());
+        let v = self.vm.vmas.free(vma);
+        self.vm.vmas_without_file -= usize::from(v.file.is_none());
         if let Some(f) = v.file {
             self.fput(f);
         }
@@ -398,7 +392,7 @@ impl System {
     /// `__split_vma(vma, addr, new_below)`: returns the new VMA. Never merges.
     pub fn split_vma_nocheck(&mut self, vma: VmaId, addr: VirtAddr, new_below: bool) -> VmaId {
         // A copy of every field but the chain, which anon_vma_clone builds below.
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         let mut new = Vma {
             mm: v.mm,
             start: v.start,
@@ -432,14 +426,14 @@ impl System {
         let new_id = self.vma_link(new);
         self.anon_vma_clone(new_id, vma);
         let _ = mm;
-        self.stats.splits += 1;
+        self.trace.stats.splits += 1;
         new_id
     }
 
     /// `split_vma`: refuses with ENOMEM at the map_count limit.
     pub fn split_vma(&mut self, vma: VmaId, addr: VirtAddr, new_below: bool) -> KResult<VmaId> {
-        let mm = self.vmas[vma].mm;
-        if self.mms[mm].map_count() >= self.cfg.max_map_count {
+        let mm = self.vm.vmas[vma].mm;
+        if self.vm.mms[mm].map_count() >= self.cfg.max_map_count {
             return Err(Errno::ENOMEM);
         }
         Ok(self.split_vma_nocheck(vma, addr, new_below))

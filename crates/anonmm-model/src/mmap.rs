@@ -38,14 +38,14 @@ impl System {
     /// The anon_vma is prepared before the limits are checked, as the kernel does.
     pub(crate) fn expand_stack(&mut self, mm: MmId, a: VirtAddr) -> Option<VmaId> {
         let a = a.page_down();
-        let vma = self.mms[mm].find_vma(a)?;
-        let v = &self.vmas[vma];
+        let vma = self.vm.mms[mm].find_vma(a)?;
+        let v = &self.vm.vmas[vma];
         if !v.flags.contains(VmFlags::GROWSDOWN) || v.start <= a || a.0 < MMAP_MIN_ADDR {
             return None;
         }
-        let (prev, _) = self.mms[mm].vmas_around(v.start);
+        let (prev, _) = self.vm.mms[mm].vmas_around(v.start);
         if let Some(p) = prev {
-            let p = &self.vmas[p];
+            let p = &self.vm.vmas[p];
             if !p.flags.contains(VmFlags::GROWSDOWN)
                 && p.flags.intersects(VmFlags::ACCESS)
                 && a.0 - p.end.0 < STACK_GUARD_GAP
@@ -54,20 +54,20 @@ impl System {
             }
         }
         self.anon_vma_prepare(vma);
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         let (end, grow) = (v.end, (v.start.0 - a.0) >> PAGE_SHIFT);
         if grow > v.pgoff.0 || end.0 - a.0 > RLIMIT_STACK {
             return None;
         }
         let pgoff = crate::types::PgOff(v.pgoff.0 - grow);
-        self.mms[mm].total_vm += grow;
+        self.vm.mms[mm].total_vm += grow;
         self.vma_set_range(vma, a, end, pgoff);
         Some(vma)
     }
 
     /// `vm_start_gap`.
     fn vm_start_gap(&self, vma: VmaId) -> u64 {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if v.flags.contains(VmFlags::GROWSDOWN) {
             v.start.0.saturating_sub(STACK_GUARD_GAP)
         } else {
@@ -90,7 +90,7 @@ impl System {
         if length > high || high - length < low {
             return Err(Errno::ENOMEM);
         }
-        let m = &self.mms[mm];
+        let m = &self.vm.mms[mm];
         // Walk gaps from the top: between each VMA's end and the next VMA's start gap.
         let mut gap_end = high;
         let entries = m.vmas.iter().rev().map(|(s, e)| (*s, e.end, e.id));
@@ -139,7 +139,7 @@ impl System {
         if addr != 0 {
             let addr = addr & !(PAGE_SIZE - 1);
             if TASK_SIZE - len >= addr {
-                let m = &self.mms[mm];
+                let m = &self.vm.mms[mm];
                 let vma = m.find_vma(VirtAddr(addr));
                 let prev = m.vma_before(VirtAddr(addr.saturating_add(1)).min(VirtAddr(addr)));
                 let prev = match m.vma_lookup(VirtAddr(addr)) {
@@ -147,13 +147,13 @@ impl System {
                     None => m.vma_before(VirtAddr(addr)),
                 };
                 let ok_next = vma.is_none_or(|v| addr + len <= self.vm_start_gap(v));
-                let ok_prev = prev.is_none_or(|p| addr >= self.vmas[p].end.0);
+                let ok_prev = prev.is_none_or(|p| addr >= self.vm.vmas[p].end.0);
                 if ok_next && ok_prev {
                     return Ok(addr);
                 }
             }
         }
-        let high = self.mms[mm].mmap_base.0;
+        let high = self.vm.mms[mm].mmap_base.0;
         let align_offset = if file { pgoff << PAGE_SHIFT } else { 0 };
         match self.unmapped_area_topdown(mm, len, PAGE_SIZE, high, 0, align_offset) {
             Ok(a) => Ok(a),
@@ -164,7 +164,7 @@ impl System {
 
     fn unmapped_area_bottomup(&self, mm: MmId, len: u64) -> KResult<u64> {
         let mut lo = page_align(TASK_SIZE / 3).unwrap_or(0);
-        for (&s, e) in self.mms[mm].vmas.range(lo..) {
+        for (&s, e) in self.vm.mms[mm].vmas.range(lo..) {
             if s >= lo && s - lo >= len {
                 return Ok(lo);
             }
@@ -314,7 +314,7 @@ impl System {
         if pgoff.checked_add(len >> PAGE_SHIFT).is_none() {
             return Err(Errno::EOVERFLOW);
         }
-        if self.mms[mm].map_count() > self.cfg.max_map_count {
+        if self.vm.mms[mm].map_count() > self.cfg.max_map_count {
             return Err(Errno::ENOMEM);
         }
         // MAP_TYPE is validated before placement for files and after for anonymous
@@ -339,7 +339,9 @@ impl System {
             pgoff,
             if shared { fixed_flags | MAP_SHARED } else { fixed_flags },
         )?;
-        if flags & MAP_FIXED_NOREPLACE != 0 && self.mms[mm].intersects(VirtAddr(addr), VirtAddr(addr + len)) {
+        if flags & MAP_FIXED_NOREPLACE != 0
+            && self.vm.mms[mm].intersects(VirtAddr(addr), VirtAddr(addr + len))
+        {
             return Err(Errno::EEXIST);
         }
         let pkey = if prot == PROT_EXEC { self.execute_only_pkey(mm) } else { 0 };
@@ -403,7 +405,7 @@ impl System {
             vm_flags |= VmFlags::NORESERVE;
         }
         let v = self.mmap_region(mm, file, VirtAddr(addr), len, vm_flags, PgOff(pgoff))?;
-        if self.vmas[v].flags.contains(VmFlags::LOCKED)
+        if self.vm.vmas[v].flags.contains(VmFlags::LOCKED)
             || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE
         {
             self.populate(mm, VirtAddr(addr), VirtAddr(addr + len));
@@ -440,7 +442,7 @@ impl System {
         if file.is_some() && vm_flags.contains(VmFlags::SYNC) {
             return Err(Errno::EOPNOTSUPP);
         }
-        let (prev, next) = self.mms[mm].vmas_around(addr);
+        let (prev, next) = self.vm.mms[mm].vmas_around(addr);
         let mut merged = None;
         // Shared anonymous memory gets its shmem file only after the merge attempt.
         if prev.is_some() || next.is_some() {
@@ -479,9 +481,9 @@ impl System {
         };
         // __mmap_complete
         if self.cfg.soft_dirty {
-            self.vmas[vma].flags |= VmFlags::SOFTDIRTY;
+            self.vm.vmas[vma].flags |= VmFlags::SOFTDIRTY;
         }
-        self.mms[mm].total_vm += len >> PAGE_SHIFT;
+        self.vm.mms[mm].total_vm += len >> PAGE_SHIFT;
         Ok(vma)
     }
 
@@ -493,12 +495,12 @@ impl System {
         start: VirtAddr,
         end: VirtAddr,
     ) -> KResult<Option<Detached>> {
-        let Some(first) = self.mms[mm].find_vma(start).filter(|&v| self.vmas[v].start < end) else {
+        let Some(first) = self.vm.mms[mm].find_vma(start).filter(|&v| self.vm.vmas[v].start < end) else {
             return Ok(None);
         };
         let mut vma = first;
-        if start > self.vmas[vma].start {
-            if end < self.vmas[vma].end && self.mms[mm].map_count() >= self.cfg.max_map_count {
+        if start > self.vm.vmas[vma].start {
+            if end < self.vm.vmas[vma].end && self.vm.mms[mm].map_count() >= self.cfg.max_map_count {
                 return Err(Errno::ENOMEM);
             }
             // The new VMA is the part below `start`; `vma` keeps the rest.
@@ -506,23 +508,23 @@ impl System {
         }
         let mut out = smallvec::SmallVec::new();
         loop {
-            if self.vmas[vma].end > end {
+            if self.vm.vmas[vma].end > end {
                 self.split_vma_nocheck(vma, end, false);
             }
             out.push(vma);
-            let vend = self.vmas[vma].end;
+            let vend = self.vm.vmas[vma].end;
             if vend >= end {
                 break;
             }
-            match self.mms[mm].vma_from(vend) {
-                Some(n) if self.vmas[n].start < end => vma = n,
+            match self.vm.mms[mm].vma_from(vend) {
+                Some(n) if self.vm.vmas[n].start < end => vma = n,
                 _ => break,
             }
         }
         for &v in &out {
             // Zap while the VMA is still in the tree, as vms_clean_up_area does; unmap_vmas
             // drops guard markers too (ZAP_FLAG_DROP_MARKER).
-            let (s, e) = (self.vmas[v].start, self.vmas[v].end);
+            let (s, e) = (self.vm.vmas[v].start, self.vm.vmas[v].end);
             self.zap_range_drop_markers(mm, s, e);
         }
         for &v in &out {
@@ -534,8 +536,8 @@ impl System {
     /// `vms_complete_munmap_vmas`: free the detached VMAs and the page tables left empty.
     pub fn complete_munmap_vmas(&mut self, mm: MmId, d: Detached) {
         for v in d.vmas {
-            let pages = self.vmas[v].pages();
-            self.mms[mm].total_vm -= pages.min(self.mms[mm].total_vm);
+            let pages = self.vm.vmas[v].pages();
+            self.vm.mms[mm].total_vm -= pages.min(self.vm.mms[mm].total_vm);
             self.vma_free(v);
         }
         self.free_pgtables(
@@ -581,10 +583,10 @@ impl System {
         }
         let mut a = start;
         while a < end {
-            let Some(v) = self.mms[mm].find_vma(a) else { return };
-            let vend = self.vmas[v].end.min(end);
-            a = a.max(self.vmas[v].start);
-            let f = self.vmas[v].flags;
+            let Some(v) = self.vm.mms[mm].find_vma(a) else { return };
+            let vend = self.vm.vmas[v].end.min(end);
+            a = a.max(self.vm.vmas[v].start);
+            let f = self.vm.vmas[v].flags;
             if f.intersects(VmFlags::ACCESS) && !f.intersects(VmFlags::IO | VmFlags::PFNMAP) {
                 let write = f & (VmFlags::WRITE | VmFlags::SHARED) == VmFlags::WRITE;
                 while a < vend && self.handle_mm_fault(mm, v, a, write) {
@@ -598,24 +600,24 @@ impl System {
     /// brk(2).
     pub fn sys_brk(&mut self, pid: Pid, brk: u64) -> KResult<u64> {
         let mm = self.mm_of(pid)?;
-        let (origbrk, start_brk) = (self.mms[mm].brk, self.mms[mm].start_brk);
+        let (origbrk, start_brk) = (self.vm.mms[mm].brk, self.vm.mms[mm].start_brk);
         if brk < start_brk.0 {
             return Ok(origbrk.0);
         }
         let newbrk = page_align(brk).ok_or(Errno::ENOMEM)?;
         let oldbrk = page_align(origbrk.0).ok_or(Errno::ENOMEM)?;
         if oldbrk == newbrk {
-            self.mms[mm].brk = VirtAddr(brk);
+            self.vm.mms[mm].brk = VirtAddr(brk);
             return Ok(brk);
         }
         if brk <= origbrk.0 {
-            let Some(v) = self.mms[mm].find_vma(VirtAddr(newbrk)) else { return Ok(origbrk.0) };
-            if self.vmas[v].start.0 >= oldbrk {
+            let Some(v) = self.vm.mms[mm].find_vma(VirtAddr(newbrk)) else { return Ok(origbrk.0) };
+            if self.vm.vmas[v].start.0 >= oldbrk {
                 return Ok(origbrk.0);
             }
-            self.mms[mm].brk = VirtAddr(brk);
+            self.vm.mms[mm].brk = VirtAddr(brk);
             if self.do_munmap(mm, newbrk, oldbrk - newbrk).is_err() {
-                self.mms[mm].brk = origbrk;
+                self.vm.mms[mm].brk = origbrk;
                 return Ok(origbrk.0);
             }
             return Ok(brk);
@@ -623,17 +625,18 @@ impl System {
         if newbrk > TASK_SIZE {
             return Ok(origbrk.0);
         }
-        if let Some(n) = self.mms[mm].find_vma(VirtAddr(oldbrk))
-            && self.vmas[n].start.0 < newbrk + PAGE_SIZE + STACK_GUARD_GAP
+        if let Some(n) = self.vm.mms[mm].find_vma(VirtAddr(oldbrk))
+            && self.vm.vmas[n].start.0 < newbrk + PAGE_SIZE + STACK_GUARD_GAP
             && newbrk + PAGE_SIZE > self.vm_start_gap(n)
         {
             return Ok(origbrk.0);
         }
-        let brkvma = self.mms[mm].vma_before(VirtAddr(oldbrk)).filter(|&v| self.vmas[v].end.0 > start_brk.0);
+        let brkvma =
+            self.vm.mms[mm].vma_before(VirtAddr(oldbrk)).filter(|&v| self.vm.vmas[v].end.0 > start_brk.0);
         if self.do_brk_flags(mm, brkvma, VirtAddr(oldbrk), newbrk - oldbrk).is_err() {
             return Ok(origbrk.0);
         }
-        self.mms[mm].brk = VirtAddr(brk);
+        self.vm.mms[mm].brk = VirtAddr(brk);
         Ok(brk)
     }
 
@@ -645,13 +648,13 @@ impl System {
             | VmFlags::MAYWRITE
             | VmFlags::MAYEXEC
             | VmFlags::ACCOUNT;
-        if self.mms[mm].map_count() > self.cfg.max_map_count {
+        if self.vm.mms[mm].map_count() > self.cfg.max_map_count {
             return Err(Errno::ENOMEM);
         }
         let end = addr.plus(len);
         let mut merged = None;
         if let Some(v) = vma
-            && self.vmas[v].end == addr
+            && self.vm.vmas[v].end == addr
         {
             let mut vmg = Vmg::new_range(mm, addr, end, PgOff(addr.0 >> PAGE_SHIFT), vm_flags);
             vmg.prev = Some(v);
@@ -675,9 +678,9 @@ impl System {
                 special: None,
             }),
         };
-        self.mms[mm].total_vm += len >> PAGE_SHIFT;
+        self.vm.mms[mm].total_vm += len >> PAGE_SHIFT;
         if self.cfg.soft_dirty {
-            self.vmas[v].flags |= VmFlags::SOFTDIRTY;
+            self.vm.vmas[v].flags |= VmFlags::SOFTDIRTY;
         }
         Ok(())
     }
@@ -710,11 +713,11 @@ impl System {
         }
         match (path, name) {
             (Some(path), _) => {
-                let file = match self.mms[mm].exec_files.get(&id) {
+                let file = match self.vm.mms[mm].exec_files.get(&id) {
                     Some(&f) => f,
                     None => {
                         let f = self.open_for_exec(path, (pgoff << PAGE_SHIFT) + len);
-                        self.mms[mm].exec_files.insert(id, f);
+                        self.vm.mms[mm].exec_files.insert(id, f);
                         f
                     }
                 };
@@ -732,8 +735,8 @@ impl System {
                 self.mmap_region(mm, Some(file), start, len, flags, PgOff(pgoff))?;
             }
             (None, Some("[heap]")) => {
-                self.mms[mm].start_brk = start;
-                self.mms[mm].brk = end;
+                self.vm.mms[mm].start_brk = start;
+                self.vm.mms[mm].brk = end;
                 self.mmap_region(mm, None, start, len, flags | VmFlags::ACCOUNT, PgOff(addr >> PAGE_SHIFT))?;
             }
             (None, Some(special)) => {
@@ -779,6 +782,6 @@ impl System {
         if !self.cfg.pku {
             return 0;
         }
-        *self.mms[mm].execute_only_pkey.get_or_insert(1)
+        *self.vm.mms[mm].execute_only_pkey.get_or_insert(1)
     }
 }

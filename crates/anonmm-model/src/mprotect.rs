@@ -30,32 +30,32 @@ impl System {
             return Err(Errno::EINVAL);
         }
         let (start, end) = (VirtAddr(start), VirtAddr(end));
-        let Some(mut vma) = self.mms[mm].find_vma(start).filter(|&v| self.vmas[v].start < end) else {
+        let Some(mut vma) = self.vm.mms[mm].find_vma(start).filter(|&v| self.vm.vmas[v].start < end) else {
             return Err(Errno::ENOMEM);
         };
         let mut start = start;
         if grows & PROT_GROWSDOWN != 0 {
-            start = self.vmas[vma].start;
-            if !self.vmas[vma].flags.contains(VmFlags::GROWSDOWN) {
+            start = self.vm.vmas[vma].start;
+            if !self.vm.vmas[vma].flags.contains(VmFlags::GROWSDOWN) {
                 return Err(Errno::EINVAL);
             }
-        } else if self.vmas[vma].start > start {
+        } else if self.vm.vmas[vma].start > start {
             return Err(Errno::ENOMEM);
         } else if grows & PROT_GROWSUP != 0 {
             // x86 has no VM_GROWSUP: no VMA grows up, so PROT_GROWSUP is always EINVAL here.
             return Err(Errno::EINVAL);
         }
         let mut nstart = start;
-        let mut tmp = self.vmas[vma].start;
+        let mut tmp = self.vm.vmas[vma].start;
         loop {
-            if self.vmas[vma].start != tmp {
+            if self.vm.vmas[vma].start != tmp {
                 return Err(Errno::ENOMEM);
             }
-            let old = self.vmas[vma].flags;
+            let old = self.vm.vmas[vma].flags;
             // arch_override_mprotect_pkey: PROT_EXEC alone takes the execute-only pkey; an
             // execute-only VMA given any other protection goes back to pkey 0.
             let exec_only = |s: &System, f: VmFlags| {
-                f & VmFlags::ACCESS == VmFlags::EXEC && Some(f.pkey()) == s.mms[mm].execute_only_pkey
+                f & VmFlags::ACCESS == VmFlags::EXEC && Some(f.pkey()) == s.vm.mms[mm].execute_only_pkey
             };
             let pkey = if prot == PROT_EXEC {
                 match self.execute_only_pkey(mm) {
@@ -75,15 +75,15 @@ impl System {
             if !(newflags - may).intersection(VmFlags::ACCESS).is_empty() {
                 return Err(Errno::EACCES);
             }
-            tmp = self.vmas[vma].end.min(end);
+            tmp = self.vm.vmas[vma].end.min(end);
             let v = self.mprotect_fixup(mm, vma, nstart, tmp, newflags)?;
-            tmp = self.vmas[v].end;
+            tmp = self.vm.vmas[v].end;
             nstart = tmp;
             if nstart >= end {
                 break;
             }
-            match self.mms[mm].vma_from(nstart) {
-                Some(n) if self.vmas[n].start < end => vma = n,
+            match self.vm.mms[mm].vma_from(nstart) {
+                Some(n) if self.vm.vmas[n].start < end => vma = n,
                 _ => break,
             }
         }
@@ -102,7 +102,7 @@ impl System {
         end: VirtAddr,
         mut newflags: VmFlags,
     ) -> KResult<VmaId> {
-        let old = self.vmas[vma].flags;
+        let old = self.vm.vmas[vma].flags;
         if newflags == old {
             return Ok(vma);
         }
@@ -114,8 +114,8 @@ impl System {
             }
         } else if old.contains(VmFlags::ACCOUNT)
             && self.cfg.kernel.profile().mprotect_unaccounts_unfaulted
-            && self.vmas[vma].is_anonymous()
-            && self.vmas[vma].anon_vma.is_none()
+            && self.vm.vmas[vma].is_anonymous()
+            && self.vm.vmas[vma].anon_vma.is_none()
         {
             newflags -= VmFlags::ACCOUNT;
         }
@@ -133,25 +133,25 @@ impl System {
     /// MM_CP_TRY_CHANGE_WRITABLE, exclusive anon pages (and shared pages) become writable
     /// again without a fault. Writable migration entries become readable exclusive ones.
     fn change_protection(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) {
-        let flags = self.vmas[vma].flags;
+        let flags = self.vm.vmas[vma].flags;
         self.split_huge_pmds_partial(mm, start, end);
         let writable = flags.contains(VmFlags::WRITE);
         // A writable vm_page_prot (shmem, shared anonymous): every PTE becomes writable.
         let prot_writable = self.shared_prot_writable(vma);
-        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+        for (a, pte) in self.vm.mms[mm].pt.ptes_in(start, end) {
             if let Pte::Migration { folio, sub, kind: MigrationKind::Write, flags } = pte {
                 // change_pte_range: "a protection check is difficult so just be safe and
                 // disable write", whatever the new protection; an anonymous page stays
                 // exclusive.
                 let kind = MigrationKind::ReadExclusive;
-                self.mms[mm].pt.set_pte(a, Pte::Migration { folio, sub, kind, flags });
+                self.vm.mms[mm].pt.set_pte(a, Pte::Migration { folio, sub, kind, flags });
             }
             if let Pte::Present { folio, sub, .. } = pte {
                 let can_write = writable
                     && folio != ZERO_FOLIO
                     && (flags.contains(VmFlags::SHARED)
-                        || self.folios[folio].pages[sub as usize].anon_exclusive);
-                if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+                        || self.mem.folios[folio].pages[sub as usize].anon_exclusive);
+                if let Some(f) = self.vm.mms[mm].pt.pte_flags_mut(a) {
                     if !writable {
                         *f -= PteFlags::WRITE;
                     } else if can_write && (prot_writable || f.contains(PteFlags::DIRTY)) {
@@ -160,19 +160,20 @@ impl System {
                 }
             }
         }
-        if !self.mms[mm].pt.any_leaf_in(start, end) {
+        if !self.vm.mms[mm].pt.any_leaf_in(start, end) {
             return;
         }
-        for (a, folio, kind, flags) in self.mms[mm].pt.migration_pmds_in(start, end) {
+        for (a, folio, kind, flags) in self.vm.mms[mm].pt.migration_pmds_in(start, end) {
             // change_huge_pmd on a PMD migration entry: the same.
             if kind.is_writable() {
                 let kind = MigrationKind::ReadExclusive;
-                self.mms[mm].pt.set_pmd(pmd_index(a), Pmd::Migration { folio, kind, flags });
+                self.vm.mms[mm].pt.set_pmd(pmd_index(a), Pmd::Migration { folio, kind, flags });
             }
         }
-        for (a, folio, _) in self.mms[mm].pt.huge_in(start, end) {
-            let excl = folio != crate::folio::HUGE_ZERO_FOLIO && self.folios[folio].pages[0].anon_exclusive;
-            if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+        for (a, folio, _) in self.vm.mms[mm].pt.huge_in(start, end) {
+            let excl =
+                folio != crate::folio::HUGE_ZERO_FOLIO && self.mem.folios[folio].pages[0].anon_exclusive;
+            if let Some(f) = self.vm.mms[mm].pt.pte_flags_mut(a) {
                 if !writable {
                     *f -= PteFlags::WRITE;
                 } else if excl && f.contains(PteFlags::DIRTY) {

@@ -83,7 +83,7 @@ impl System {
     /// assert_eq!(sys.sys_mremap(Pid(1), a, 2 * PAGE_SIZE, 2 * PAGE_SIZE, MREMAP_MAYMOVE | MREMAP_FIXED, to)?, to);
     /// assert_eq!(sys.maps(Pid(1)), ["200000100000-200000102000 rw-p 00000000 00:00 0 "]);
     /// assert_eq!(sys.page_at(Pid(1), to + PAGE_SIZE)?.map(|p| p.tag), Some(a + PAGE_SIZE));
-    /// assert_eq!(sys.stats.ptes_moved, 2);
+    /// assert_eq!(sys.trace.stats.ptes_moved, 2);
     /// // Under the kernel policy the series' flag does not exist.
     /// let relocate = MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_RELOCATE_ANON;
     /// assert_eq!(sys.sys_mremap(Pid(1), to, PAGE_SIZE, PAGE_SIZE, relocate, a), Err(Errno::EINVAL));
@@ -118,7 +118,7 @@ impl System {
         if vrm.move_only() && profile.mremap_multi_vma {
             return self.remap_move(&mut vrm);
         }
-        vrm.vma = self.mms[mm].vma_lookup(VirtAddr(addr));
+        vrm.vma = self.vm.mms[mm].vma_lookup(VirtAddr(addr));
         if vrm.implies_new_addr() && !profile.mremap_checks_before_unmap {
             return self.mremap_to_unmap_first(&mut vrm);
         }
@@ -127,9 +127,9 @@ impl System {
         // do_mremap: a grown VM_LOCKED mapping (vrm->mlocked) has its new part populated
         // (mm_populate), in place or moved.
         if new_len > old_len
-            && self.mms[mm]
+            && self.vm.mms[mm]
                 .vma_lookup(VirtAddr(res))
-                .is_some_and(|v| self.vmas[v].flags.contains(VmFlags::LOCKED))
+                .is_some_and(|v| self.vm.vmas[v].flags.contains(VmFlags::LOCKED))
         {
             self.populate(mm, VirtAddr(res + old_len), VirtAddr(res + new_len));
         }
@@ -185,7 +185,7 @@ impl System {
             return Err(Errno::EINVAL);
         }
         // Room for both VMAs to split in three before anything is unmapped.
-        if self.mms[vrm.mm].map_count() + 2 >= self.cfg.max_map_count - 3 {
+        if self.vm.mms[vrm.mm].map_count() + 2 >= self.cfg.max_map_count - 3 {
             return Err(Errno::ENOMEM);
         }
         Ok(())
@@ -201,7 +201,7 @@ impl System {
         if !vrm.will_map_new() {
             return Ok(());
         }
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         let mut old_len = vrm.old_len;
         if old_len == 0 && !v.flags.intersects(VmFlags::SHARED | VmFlags::MAYSHARE) {
             return Err(Errno::EINVAL);
@@ -242,11 +242,12 @@ impl System {
         let mut cursor = start;
         // for_each_vma_range: vma_find stops at `end`.
         while cursor < end {
-            let Some(vma) = self.mms[mm].find_vma(VirtAddr(cursor)).filter(|&v| self.vmas[v].start.0 < end)
+            let Some(vma) =
+                self.vm.mms[mm].find_vma(VirtAddr(cursor)).filter(|&v| self.vm.vmas[v].start.0 < end)
             else {
                 break;
             };
-            let (vstart, vend) = (self.vmas[vma].start.0, self.vmas[vma].end.0);
+            let (vstart, vend) = (self.vm.vmas[vma].start.0, self.vm.vmas[vma].end.0);
             let addr = vstart.max(start);
             let len = end.min(vend) - addr;
             if !seen && start < vstart {
@@ -263,7 +264,7 @@ impl System {
             // vma_multi_allowed: anonymous and ordinary file VMAs may move several at once,
             // but not one registered with a userfaultfd (its notification would have to drop
             // the mmap lock): it must be the whole move.
-            if self.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS) && (seen || vend < end) {
+            if self.vm.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS) && (seen || vend < end) {
                 return Err(Errno::EFAULT);
             }
             self.check_prep_vma(vrm)?;
@@ -295,19 +296,19 @@ impl System {
     /// free, else move (with MREMAP_MAYMOVE).
     fn expand_vma(&mut self, vrm: &mut Vrm) -> KResult<u64> {
         let vma = vrm.vma.expect("vma");
-        let (vstart, vend) = (self.vmas[vma].start.0, self.vmas[vma].end.0);
+        let (vstart, vend) = (self.vm.vmas[vma].start.0, self.vm.vmas[vma].end.0);
         if vend - vrm.addr == vrm.old_len && self.vma_expandable(vrm.mm, vstart, vend, vrm.delta) {
             let mut vmg =
                 self.vmg_from_vma(vma, VirtAddr(vend), VirtAddr(vend + vrm.delta), MergeCaller::MremapExpand);
             vmg.prev = Some(vma);
-            vmg.next = self.mms[vrm.mm]
+            vmg.next = self.vm.mms[vrm.mm]
                 .vma_at_start(VirtAddr(vend + vrm.delta))
-                .or_else(|| self.mms[vrm.mm].vma_from(VirtAddr(vend)));
+                .or_else(|| self.vm.mms[vrm.mm].vma_from(VirtAddr(vend)));
             vmg.middle = None;
             // vma_merge_extend
             return match self.vma_merge_new_range(&mut vmg) {
                 Some(_) => {
-                    self.mms[vrm.mm].total_vm += vrm.delta >> PAGE_SHIFT;
+                    self.vm.mms[vrm.mm].total_vm += vrm.delta >> PAGE_SHIFT;
                     Ok(vrm.addr)
                 }
                 None => Err(Errno::ENOMEM),
@@ -323,7 +324,7 @@ impl System {
     /// `vma_expandable`.
     fn vma_expandable(&self, mm: MmId, vstart: u64, vend: u64, delta: u64) -> bool {
         let Some(end) = vend.checked_add(delta) else { return false };
-        if self.mms[mm].intersects(VirtAddr(vend), VirtAddr(end)) {
+        if self.vm.mms[mm].intersects(VirtAddr(vend), VirtAddr(end)) {
             return false;
         }
         end - vstart <= TASK_SIZE && vstart <= TASK_SIZE - (end - vstart)
@@ -333,7 +334,7 @@ impl System {
     /// only DONTUNMAP, anywhere otherwise).
     fn vrm_set_new_addr(&mut self, vrm: &mut Vrm) -> KResult<()> {
         let vma = vrm.vma.expect("vma");
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         let pgoff = v.pgoff.0 + ((vrm.addr - v.start.0) >> PAGE_SHIFT);
         let hint = if vrm.implies_new_addr() { vrm.new_addr } else { 0 };
         let mut map_flags = 0;
@@ -364,7 +365,7 @@ impl System {
             vrm.old_len = vrm.new_len;
         }
         // vma_to_resize
-        vrm.vma = self.mms[mm].vma_lookup(VirtAddr(vrm.addr));
+        vrm.vma = self.vm.mms[mm].vma_lookup(VirtAddr(vrm.addr));
         self.check_prep_vma(vrm)?;
         self.vrm_set_new_addr(vrm)?;
         self.move_vma(vrm)
@@ -375,14 +376,14 @@ impl System {
         let mm = vrm.mm;
         if vrm.flags & MREMAP_FIXED != 0 {
             self.do_munmap(mm, vrm.new_addr, vrm.new_len)?;
-            vrm.vma = self.mms[mm].vma_lookup(VirtAddr(vrm.addr));
+            vrm.vma = self.vm.mms[mm].vma_lookup(VirtAddr(vrm.addr));
             if vrm.vma.is_none() {
                 return Err(Errno::EFAULT);
             }
         }
         if vrm.remap_type == RemapType::Shrink {
             self.do_munmap(mm, vrm.addr + vrm.new_len, vrm.delta)?;
-            vrm.vma = self.mms[mm].vma_lookup(VirtAddr(vrm.addr));
+            vrm.vma = self.vm.mms[mm].vma_lookup(VirtAddr(vrm.addr));
             if vrm.vma.is_none() {
                 return Err(Errno::EFAULT);
             }
@@ -397,12 +398,12 @@ impl System {
     fn move_vma(&mut self, vrm: &mut Vrm) -> KResult<u64> {
         let mm = vrm.mm;
         // prep_move_vma: room for the unmap to split in three.
-        if self.mms[mm].map_count() >= self.cfg.max_map_count - 3 {
+        if self.vm.mms[mm].map_count() >= self.cfg.max_map_count - 3 {
             return Err(Errno::ENOMEM);
         }
         let mut vma = vrm.vma.expect("vma");
-        let internal_pgoff = (vrm.addr - self.vmas[vma].start.0) >> PAGE_SHIFT;
-        let new_pgoff = self.vmas[vma].pgoff.plus(internal_pgoff);
+        let internal_pgoff = (vrm.addr - self.vm.vmas[vma].start.0) >> PAGE_SHIFT;
+        let new_pgoff = self.vm.vmas[vma].pgoff.plus(internal_pgoff);
         // The design may relocate the folios (its hooks `should_relocate_anon` and
         // `copy_vma_relocating`, crate::designs); under `kernel` it never does.
         let plan = self.reloc_plan(vrm, vma)?;
@@ -438,8 +439,8 @@ impl System {
             self.relocated_merge_retry(new_vma, VirtAddr(vrm.new_addr), vrm.new_len);
             // The merge may have absorbed the new VMA, or even the source VMA (the source's
             // remainder can be the new VMA's neighbour): look both up again.
-            new_vma = self.mms[mm].vma_lookup(VirtAddr(vrm.new_addr)).expect("moved range is mapped");
-            vrm.vma = self.mms[mm].vma_lookup(VirtAddr(vrm.addr));
+            new_vma = self.vm.mms[mm].vma_lookup(VirtAddr(vrm.new_addr)).expect("moved range is mapped");
+            vrm.vma = self.vm.mms[mm].vma_lookup(VirtAddr(vrm.addr));
             if vrm.vma.is_none() {
                 vrm.vma = Some(new_vma);
             }
@@ -447,7 +448,7 @@ impl System {
         // mremap_userfaultfd_prep: without UFFD_FEATURE_EVENT_REMAP the moved VMA (possibly a
         // neighbour it merged into) drops its registration.
         self.userfaultfd_reset_ctx(new_vma);
-        self.mms[mm].total_vm += vrm.new_len >> PAGE_SHIFT;
+        self.vm.mms[mm].total_vm += vrm.new_len >> PAGE_SHIFT;
         if vrm.flags & MREMAP_DONTUNMAP != 0 {
             self.dontunmap_complete(vrm, new_vma);
         } else {
@@ -462,13 +463,13 @@ impl System {
     /// zero-fills).
     fn dontunmap_complete(&mut self, vrm: &Vrm, new_vma: VmaId) {
         let vma = vrm.vma.expect("vma");
-        let (s, e) = (self.vmas[vma].start.0, self.vmas[vma].end.0);
-        self.vmas[vma].flags -= VmFlags::LOCKED_MASK;
+        let (s, e) = (self.vm.vmas[vma].start.0, self.vm.vmas[vma].end.0);
+        self.vm.vmas[vma].flags -= VmFlags::LOCKED_MASK;
         if new_vma != vma && vrm.addr == s && vrm.addr + vrm.old_len == e {
             self.unlink_anon_vmas(vma);
             // 6.1 and 6.12 as observed (Profile::dontunmap_keeps_source_pgoff).
-            if self.vmas[vma].is_anonymous() && !self.cfg.kernel.profile().dontunmap_keeps_source_pgoff {
-                self.vmas[vma].pgoff = PgOff(s >> PAGE_SHIFT);
+            if self.vm.vmas[vma].is_anonymous() && !self.cfg.kernel.profile().dontunmap_keeps_source_pgoff {
+                self.vm.vmas[vma].pgoff = PgOff(s >> PAGE_SHIFT);
             }
         }
     }
@@ -479,10 +480,10 @@ impl System {
         let mm = vrm.mm;
         let vma = vrm.vma.expect("vma");
         let accountable =
-            self.vmas[vma].flags.contains(VmFlags::ACCOUNT) && vrm.flags & MREMAP_DONTUNMAP == 0;
-        let (vstart, vend) = (self.vmas[vma].start.0, self.vmas[vma].end.0);
+            self.vm.vmas[vma].flags.contains(VmFlags::ACCOUNT) && vrm.flags & MREMAP_DONTUNMAP == 0;
+        let (vstart, vend) = (self.vm.vmas[vma].start.0, self.vm.vmas[vma].end.0);
         if accountable {
-            self.vmas[vma].flags -= VmFlags::ACCOUNT;
+            self.vm.vmas[vma].flags -= VmFlags::ACCOUNT;
         }
         if self.do_munmap(mm, vrm.addr, vrm.old_len).is_err() {
             return;
@@ -490,14 +491,14 @@ impl System {
         if accountable {
             let end = vrm.addr + vrm.old_len;
             if vstart < vrm.addr
-                && let Some(p) = self.mms[mm].vma_before(VirtAddr(vrm.addr))
+                && let Some(p) = self.vm.mms[mm].vma_before(VirtAddr(vrm.addr))
             {
-                self.vmas[p].flags |= VmFlags::ACCOUNT;
+                self.vm.vmas[p].flags |= VmFlags::ACCOUNT;
             }
             if vend > end
-                && let Some(n) = self.mms[mm].vma_from(VirtAddr(end))
+                && let Some(n) = self.vm.mms[mm].vma_from(VirtAddr(end))
             {
-                self.vmas[n].flags |= VmFlags::ACCOUNT;
+                self.vm.vmas[n].flags |= VmFlags::ACCOUNT;
             }
         }
     }
@@ -512,11 +513,13 @@ impl System {
         pgoff: PgOff,
         caller: MergeCaller,
     ) -> Option<crate::merge::Vmg> {
-        let mm = self.vmas[vma].mm;
+        let mm = self.vm.vmas[vma].mm;
         let end = addr.plus(len);
         // find_vma_intersection and the neighbours, from one search.
-        let (prev, next) = self.mms[mm].vmas_around(addr);
-        if prev.is_some_and(|p| self.vmas[p].end > addr) || next.is_some_and(|n| self.vmas[n].start < end) {
+        let (prev, next) = self.vm.mms[mm].vmas_around(addr);
+        if prev.is_some_and(|p| self.vm.vmas[p].end > addr)
+            || next.is_some_and(|n| self.vm.vmas[n].start < end)
+        {
             return None;
         }
         let mut vmg = self.vmg_from_vma(vma, addr, end, caller);
@@ -545,15 +548,15 @@ impl System {
     ) -> Option<VmaId> {
         let vma = *vmap;
         let mut pgoff = pgoff;
-        if self.vmas[vma].is_anonymous() && self.vmas[vma].anon_vma.is_none() {
+        if self.vm.vmas[vma].is_anonymous() && self.vm.vmas[vma].anon_vma.is_none() {
             pgoff = PgOff(addr.0 >> PAGE_SHIFT);
         }
         let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, MergeCaller::MremapMove)?;
         // Before 6.18, a copy next to its own source does not merge into the source; on 6.12
         // it may still merge with the neighbour on its other side, on 6.1 with nothing (the
         // VM shows each).
-        let source_prev = vmg.prev == Some(vma) && self.vmas[vma].end == addr;
-        let source_next = vmg.next == Some(vma) && self.vmas[vma].start == addr.plus(len);
+        let source_prev = vmg.prev == Some(vma) && self.vm.vmas[vma].end == addr;
+        let source_next = vmg.next == Some(vma) && self.vm.vmas[vma].start == addr.plus(len);
         let profile = self.cfg.kernel.profile();
         if dontunmap && !profile.dontunmap_merges_source && (source_prev || source_next) {
             if !profile.dontunmap_copy_merges_other_side {
@@ -577,9 +580,9 @@ impl System {
     /// source's old extent): then the source, as `next`, merges away into `prev`, and
     /// `*vmap` follows it.
     pub(crate) fn copy_vma_merge(&mut self, vmap: &mut VmaId, vmg: &mut crate::merge::Vmg) -> Option<VmaId> {
-        let vma_start = self.vmas[*vmap].start;
+        let vma_start = self.vm.vmas[*vmap].start;
         let nv = self.vma_merge_new_range(vmg)?;
-        let n = &self.vmas[nv];
+        let n = &self.vm.vmas[nv];
         if vma_start >= n.start && vma_start < n.end {
             *vmap = nv;
         }
@@ -597,7 +600,7 @@ impl System {
         pgoff: PgOff,
         relocate_anon: bool,
     ) -> VmaId {
-        let mut new = self.vmas[vma].clone();
+        let mut new = self.vm.vmas[vma].clone();
         new.chain = crate::vma::VmaChain::new();
         new.start = addr;
         new.end = addr.plus(len);
@@ -648,33 +651,33 @@ impl System {
                 .min(old_end.0 - oa.0)
                 .min(PMD_SIZE - (na.0 & (PMD_SIZE - 1)));
             let okey = pmd_index(oa);
-            match self.mms[mm].pt.pmds.get(&okey) {
+            match self.vm.mms[mm].pt.pmds.get(&okey) {
                 None => {}
                 Some(Pmd::Huge { .. } | Pmd::Migration { .. }) => {
-                    if extent == PMD_SIZE && !self.mms[mm].pt.pmds.contains_key(&pmd_index(na)) {
+                    if extent == PMD_SIZE && !self.vm.mms[mm].pt.pmds.contains_key(&pmd_index(na)) {
                         // move_huge_pmd (a PMD migration entry moves as it is)
-                        let e = self.mms[mm].pt.pmds.remove(&okey).expect("pmd");
-                        self.mms[mm].pt.set_pmd(pmd_index(na), e);
-                        self.stats.pmds_moved += 1;
+                        let e = self.vm.mms[mm].pt.pmds.remove(&okey).expect("pmd");
+                        self.vm.mms[mm].pt.set_pmd(pmd_index(na), e);
+                        self.trace.stats.pmds_moved += 1;
                     } else {
                         self.split_huge_pmd(mm, oa);
-                        self.mms[mm].pt.alloc_table(na);
+                        self.vm.mms[mm].pt.alloc_table(na);
                         self.move_ptes(mm, oa, na, extent);
                     }
                 }
                 Some(Pmd::Table(_)) => {
-                    if extent == PMD_SIZE && !self.mms[mm].pt.pmds.contains_key(&pmd_index(na)) {
+                    if extent == PMD_SIZE && !self.vm.mms[mm].pt.pmds.contains_key(&pmd_index(na)) {
                         // move_normal_pmd: the whole PTE table moves.
-                        let e = self.mms[mm].pt.pmds.remove(&okey).expect("pmd");
+                        let e = self.vm.mms[mm].pt.pmds.remove(&okey).expect("pmd");
                         if let Pmd::Table(t) = &e {
-                            self.stats.ptes_moved += t.used as u64;
+                            self.trace.stats.ptes_moved += t.used as u64;
                         }
-                        self.mms[mm].pt.set_pmd(pmd_index(na), e);
-                        self.stats.pmds_moved += 1;
+                        self.vm.mms[mm].pt.set_pmd(pmd_index(na), e);
+                        self.trace.stats.pmds_moved += 1;
                     } else {
                         // pte_alloc at the destination happens before move_ptes, even
                         // when no PTE lands there.
-                        self.mms[mm].pt.alloc_table(na);
+                        self.vm.mms[mm].pt.alloc_table(na);
                         self.move_ptes(mm, oa, na, extent);
                     }
                 }
@@ -687,17 +690,17 @@ impl System {
     /// `can_align_down`: the range starts its VMA and nothing lies between the PMD
     /// boundary below and the VMA.
     fn can_align_down(&self, mm: MmId, vma: VmaId, addr: VirtAddr) -> bool {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if v.start != addr {
             return false;
         }
         let down = addr.pmd_down();
-        !self.mms[mm].intersects(down, v.start)
+        !self.vm.mms[mm].intersects(down, v.start)
     }
 
     /// `move_ptes`: move each PTE of `[old, old + extent)`; moved PTEs become soft-dirty.
     fn move_ptes(&mut self, mm: MmId, old: VirtAddr, new: VirtAddr, extent: u64) {
-        let pt = &mut self.mms[mm].pt;
+        let pt = &mut self.vm.mms[mm].pt;
         for (a, pte) in pt.ptes_in(old, old.plus(extent)) {
             pt.set_pte(a, Pte::None);
             let moved = match pte {
@@ -712,7 +715,7 @@ impl System {
                 p => p,
             };
             pt.set_pte(new.plus(a.0 - old.0), moved);
-            self.stats.ptes_moved += 1;
+            self.trace.stats.ptes_moved += 1;
         }
     }
 }

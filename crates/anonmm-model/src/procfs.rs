@@ -18,7 +18,7 @@ use crate::vma::{VmFlags, VmaId};
 impl System {
     /// One `/proc/pid/maps` line, exactly as `show_map_vma` prints it.
     pub fn maps_line(&self, mm: MmId, vma: VmaId) -> String {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         let f = v.flags;
         let mut line = String::with_capacity(96);
         let (mut pgoff, mut dev, mut ino, mut name) = (0u64, "00:00", 0u64, None::<String>);
@@ -39,7 +39,7 @@ impl System {
         } else if let Some(s) = &v.special {
             name = Some(s.to_string());
         } else {
-            let m = &self.mms[mm];
+            let m = &self.vm.mms[mm];
             let heap = if self.cfg.kernel.profile().heap_name_overlap_only {
                 v.start < m.brk && v.end > m.start_brk
             } else {
@@ -96,19 +96,19 @@ impl System {
     /// # Ok::<(), Errno>(())
     /// ```
     pub fn maps(&self, pid: Pid) -> Vec<String> {
-        let Some(p) = self.procs.get(&pid) else { return Vec::new() };
-        self.mms[p.mm].vmas.values().map(|e| self.maps_line(p.mm, e.id)).collect()
+        let Some(p) = self.vm.procs.get(&pid) else { return Vec::new() };
+        self.vm.mms[p.mm].vmas.values().map(|e| self.maps_line(p.mm, e.id)).collect()
     }
 
     /// Every present, swapped or migrating page of a process, as pagemap shows it: the page,
     /// bit 56 (the page is mapped exactly once: `folio_precise_page_mapcount == 1`), and its
     /// tag.
     pub fn pagemap(&self, pid: Pid) -> Vec<RawPte> {
-        let Some(p) = self.procs.get(&pid) else { return Vec::new() };
-        let mm = &self.mms[p.mm];
+        let Some(p) = self.vm.procs.get(&pid) else { return Vec::new() };
+        let mm = &self.vm.mms[p.mm];
         let mut out = Vec::new();
         for e in mm.vmas.values() {
-            let v = &self.vmas[e.id];
+            let v = &self.vm.vmas[e.id];
             if v.start >= v.end {
                 continue;
             }
@@ -152,7 +152,7 @@ impl System {
                 if folio == ZERO_FOLIO {
                     return Some(RawPte { addr: a, page: RawPage::Zero, exclusive: false, tag: 0 });
                 }
-                let f = &self.folios[folio];
+                let f = &self.mem.folios[folio];
                 Some(RawPte {
                     addr: a,
                     page: RawPage::Id(((folio.0 as u64) << 9) | sub as u64),
@@ -176,7 +176,8 @@ impl System {
 
     /// The raw view of every live process (before page renaming).
     pub fn raw_view(&self) -> BTreeMap<Pid, RawProc> {
-        self.procs
+        self.vm
+            .procs
             .keys()
             .map(|&pid| {
                 (pid, RawProc { maps: self.maps(pid), ptes: self.pagemap(pid), ..Default::default() })
@@ -192,7 +193,7 @@ impl System {
     pub fn rss_pages(&self, pid: Pid) -> crate::errno::KResult<u64> {
         let mm = self.mm_of(pid)?;
         let mut n = 0;
-        for (_, pmd) in self.mms[mm].pt.pmds.iter() {
+        for (_, pmd) in self.vm.mms[mm].pt.pmds.iter() {
             match pmd {
                 Pmd::Table(t) => {
                     n += t
@@ -214,27 +215,27 @@ impl System {
     /// cache's for an absent file page, zero for an absent anonymous page (None if unmapped).
     pub fn read_tag(&self, mm: crate::mm::MmId, a: VirtAddr) -> Option<u64> {
         use crate::pagetable::{Pte, Walk};
-        let vma = self.mms[mm].vma_lookup(a)?;
-        match self.mms[mm].pt.walk(a) {
+        let vma = self.vm.mms[mm].vma_lookup(a)?;
+        match self.vm.mms[mm].pt.walk(a) {
             Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => {
-                return Some(self.folios[folio].pages[sub as usize].tag);
+                return Some(self.mem.folios[folio].pages[sub as usize].tag);
             }
             Walk::Pte(Pte::Swap { entry, .. }) => return Some(self.swap_read_tag(entry)),
             // A page under migration still holds its contents (in the old folio); an entry
             // left behind by a finished migration names a freed folio: nothing to read.
             Walk::Pte(Pte::Migration { folio, sub, .. }) | Walk::PmdMigration { folio, sub, .. } => {
-                let live = self.folios.contains(folio) && self.folios[folio].migrating;
-                return live.then(|| self.folios[folio].pages.get(sub as usize).map(|p| p.tag)).flatten();
+                let live = self.mem.folios.contains(folio) && self.mem.folios[folio].migrating;
+                return live.then(|| self.mem.folios[folio].pages.get(sub as usize).map(|p| p.tag)).flatten();
             }
             _ => {}
         }
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         match v.file {
             None => Some(0),
             Some(f) => {
                 let inode = self.fs.files[f].inode;
                 let idx = v.linear_page_index(a).0;
-                Some(self.fs.inodes[inode].cache.get(&idx).map_or(0, |&fo| self.folios[fo].pages[0].tag))
+                Some(self.fs.inodes[inode].cache.get(&idx).map_or(0, |&fo| self.mem.folios[fo].pages[0].tag))
             }
         }
     }

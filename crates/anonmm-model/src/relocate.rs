@@ -98,43 +98,43 @@ impl System {
     /// undo=true)`: every folio rewritten so far gets its old `mapping` and `index` back.
     /// Splits and copies already made stay (as in the series: a split is not undone).
     pub(crate) fn relocate_anon_folios(&mut self, r: &Reloc) -> Result<(), RelocReason> {
-        self.stats.policy.rmap_lock_holds += 1;
+        self.trace.stats.policy.rmap_lock_holds += 1;
         let mut changes = Vec::new();
         let res = self.relocate_walk(r, &mut changes);
         if res.is_err() {
             // The undo walk visits the same range again.
-            self.stats.policy.entries_walked +=
-                self.mms[r.mm].pt.ptes_in(r.old_addr, r.old_end()).len() as u64;
+            self.trace.stats.policy.entries_walked +=
+                self.vm.mms[r.mm].pt.ptes_in(r.old_addr, r.old_end()).len() as u64;
             for c in changes.into_iter().rev() {
-                let f = &mut self.folios[c.folio];
+                let f = &mut self.mem.folios[c.folio];
                 f.mapping = c.mapping;
                 f.index = c.index;
-                self.stats.policy.folios_rewritten += 1;
+                self.trace.stats.policy.folios_rewritten += 1;
             }
         }
         res
     }
 
     fn rewrite_folio(&mut self, changes: &mut Vec<Change>, folio: FolioId, mapping: Mapping, index: PgOff) {
-        let f = &mut self.folios[folio];
+        let f = &mut self.mem.folios[folio];
         changes.push(Change { folio, mapping: f.mapping, index: f.index });
         f.mapping = mapping;
         f.index = index;
-        self.stats.policy.folios_rewritten += 1;
+        self.trace.stats.policy.folios_rewritten += 1;
     }
 
     fn relocate_walk(&mut self, r: &Reloc, changes: &mut Vec<Change>) -> Result<(), RelocReason> {
         let mm = r.mm;
-        let new_av = self.vmas[r.new].anon_vma.expect("relocation target has an anon_vma");
+        let new_av = self.vm.vmas[r.new].anon_vma.expect("relocation target has an anon_vma");
         let to = Mapping::Anon(new_av);
         // A PMD migration entry fails the walk as a PTE one does.
-        if !self.mms[mm].pt.migration_pmds_in(r.old_addr, r.old_end()).is_empty() {
+        if !self.vm.mms[mm].pt.migration_pmds_in(r.old_addr, r.old_end()).is_empty() {
             return Err(RelocReason::Migration);
         }
         // PMD leaves first (`relocate_anon_pmd`): whole when the move covers them and lands
         // PMD-aligned, split otherwise.
-        for (h, folio, _) in self.mms[mm].pt.huge_in(r.old_addr, r.old_end()) {
-            self.stats.policy.entries_walked += 1;
+        for (h, folio, _) in self.vm.mms[mm].pt.huge_in(r.old_addr, r.old_end()) {
+            self.trace.stats.policy.entries_walked += 1;
             if folio == HUGE_ZERO_FOLIO {
                 continue;
             }
@@ -146,51 +146,51 @@ impl System {
                 && nh.0.is_multiple_of(PMD_SIZE)
                 && !(shared && r.mode.copy_shared)
             {
-                self.stats.policy.folios_walked += 1;
+                self.trace.stats.policy.folios_walked += 1;
                 if shared {
                     return Err(RelocReason::Shared);
                 }
-                if self.folios[folio].pincount > 0 && !r.mode.allow_pinned {
+                if self.mem.folios[folio].pincount > 0 && !r.mode.allow_pinned {
                     return Err(RelocReason::Pinned);
                 }
-                let index = self.vmas[r.new].linear_page_index(nh);
+                let index = self.vm.vmas[r.new].linear_page_index(nh);
                 self.rewrite_folio(changes, folio, to, index);
             } else {
                 self.split_huge_pmd(mm, h);
-                self.stats.policy.pmds_split += 1;
+                self.trace.stats.policy.pmds_split += 1;
             }
         }
         let addrs: Vec<VirtAddr> =
-            self.mms[mm].pt.ptes_in(r.old_addr, r.old_end()).into_iter().map(|(a, _)| a).collect();
+            self.vm.mms[mm].pt.ptes_in(r.old_addr, r.old_end()).into_iter().map(|(a, _)| a).collect();
         let mut done: HashSet<FolioId> = HashSet::new();
         for a in addrs {
             // Retried after a split, a copy or a swap-in changed the entry.
             loop {
-                self.stats.policy.entries_walked += 1;
-                match self.mms[mm].pt.get_pte(a) {
+                self.trace.stats.policy.entries_walked += 1;
+                match self.vm.mms[mm].pt.get_pte(a) {
                     Pte::None => break,
                     Pte::Swap { .. } => {
                         if r.mode.swap_in {
                             self.do_swap_page(mm, r.old, a, false);
-                            self.stats.policy.swapins += 1;
+                            self.trace.stats.policy.swapins += 1;
                             continue;
                         }
-                        self.stats.policy.skip(RelocReason::Swap);
+                        self.trace.stats.policy.skip(RelocReason::Swap);
                         break;
                     }
                     Pte::Migration { .. } => return Err(RelocReason::Migration),
                     // A guard marker moves with the page tables; it has no folio to adopt.
                     Pte::Guard => break,
                     Pte::Present { folio, sub, .. } => {
-                        if folio == ZERO_FOLIO || done.contains(&folio) || !self.folios[folio].is_anon() {
+                        if folio == ZERO_FOLIO || done.contains(&folio) || !self.mem.folios[folio].is_anon() {
                             break;
                         }
-                        self.stats.policy.folios_walked += 1;
-                        let large = self.folios[folio].is_large();
+                        self.trace.stats.policy.folios_walked += 1;
+                        let large = self.mem.folios[folio].is_large();
                         let shared = if large {
                             self.folio_mapped_in_other_mm(folio, mm)
                         } else {
-                            self.folios[folio].pages[0].mapcount > 1
+                            self.mem.folios[folio].pages[0].mapcount > 1
                         };
                         if shared {
                             if !r.mode.copy_shared {
@@ -199,33 +199,33 @@ impl System {
                             self.unshare_page(r, a, folio, sub, changes);
                             break;
                         }
-                        if self.folios[folio].pincount > 0 && !r.mode.allow_pinned {
+                        if self.mem.folios[folio].pincount > 0 && !r.mode.allow_pinned {
                             return Err(RelocReason::Pinned);
                         }
                         if large {
                             if let Some(first) = self.fully_spanned(r, a, folio, sub) {
-                                let index = self.vmas[r.new].linear_page_index(r.new_of(first));
+                                let index = self.vm.vmas[r.new].linear_page_index(r.new_of(first));
                                 self.rewrite_folio(changes, folio, to, index);
                                 done.insert(folio);
                                 break;
                             }
                             // Partly covered: split it (the series bails out when the folio's
                             // anon_vma shares the root it holds locked).
-                            let Mapping::Anon(fav) = self.folios[folio].mapping else { break };
+                            let Mapping::Anon(fav) = self.mem.folios[folio].mapping else { break };
                             if !r.mode.split_partial
-                                || self.anon_vmas[fav].root == self.anon_vmas[new_av].root
+                                || self.rmap.anon_vmas[fav].root == self.rmap.anon_vmas[new_av].root
                             {
                                 return Err(RelocReason::PartialLarge);
                             }
                             match self.split_folio_for_relocation(folio) {
                                 Ok(()) => {
-                                    self.stats.policy.folios_split += 1;
+                                    self.trace.stats.policy.folios_split += 1;
                                     continue;
                                 }
                                 Err(()) => return Err(RelocReason::PartialLarge),
                             }
                         }
-                        let index = self.vmas[r.new].linear_page_index(r.new_of(a));
+                        let index = self.vm.vmas[r.new].linear_page_index(r.new_of(a));
                         self.rewrite_folio(changes, folio, to, index);
                         done.insert(folio);
                         break;
@@ -253,7 +253,7 @@ impl System {
         folio: FolioId,
         sub: u16,
     ) -> Option<VirtAddr> {
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         let nr = f.nr_pages();
         let first = VirtAddr(a.0.checked_sub(u64::from(sub) << PAGE_SHIFT)?);
         if first < start || first.plus(nr << PAGE_SHIFT) > end || f.entire_mapcount != 0 {
@@ -263,7 +263,7 @@ impl System {
             if f.pages[i as usize].mapcount != 1 {
                 return None;
             }
-            match self.mms[mm].pt.get_pte(first.plus(i << PAGE_SHIFT)) {
+            match self.vm.mms[mm].pt.get_pte(first.plus(i << PAGE_SHIFT)) {
                 Pte::Present { folio: g, sub: s, .. } if g == folio && u64::from(s) == i => {}
                 _ => return None,
             }
@@ -275,13 +275,13 @@ impl System {
     /// placed at its new index (Linus's `copy_one_pte` with `copy_page`; the old page loses
     /// one mapping, as on a copy-on-write fault).
     fn unshare_page(&mut self, r: &Reloc, a: VirtAddr, old: FolioId, sub: u16, changes: &mut Vec<Change>) {
-        let Pte::Present { flags, .. } = self.mms[r.mm].pt.get_pte(a) else { return };
-        let tag = self.folios[old].pages[sub as usize].tag;
+        let Pte::Present { flags, .. } = self.vm.mms[r.mm].pt.get_pte(a) else { return };
+        let tag = self.mem.folios[old].pages[sub as usize].tag;
         let new = self.folio_alloc(0);
-        let old_av = self.vmas[r.old].anon_vma.expect("a faulted VMA");
-        let old_index = self.vmas[r.old].linear_page_index(a);
+        let old_av = self.vm.vmas[r.old].anon_vma.expect("a faulted VMA");
+        let old_index = self.vm.vmas[r.old].linear_page_index(a);
         {
-            let f = &mut self.folios[new];
+            let f = &mut self.mem.folios[new];
             f.pages[0].tag = tag;
             f.pages[0].mapcount = 1;
             f.pages[0].anon_exclusive = true;
@@ -289,13 +289,13 @@ impl System {
             f.mapping = Mapping::Anon(old_av);
             f.index = old_index;
         }
-        self.mms[r.mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
+        self.vm.mms[r.mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
         self.folio_remove_rmap_pte(old, sub, r.mm);
-        let index = self.vmas[r.new].linear_page_index(r.new_of(a));
-        let to = Mapping::Anon(self.vmas[r.new].anon_vma.expect("target anon_vma"));
+        let index = self.vm.vmas[r.new].linear_page_index(r.new_of(a));
+        let to = Mapping::Anon(self.vm.vmas[r.new].anon_vma.expect("target anon_vma"));
         self.rewrite_folio(changes, new, to, index);
-        self.stats.policy.pages_copied += 1;
-        self.stats.policy.bytes_copied += PAGE_SIZE;
+        self.trace.stats.policy.pages_copied += 1;
+        self.trace.stats.policy.bytes_copied += PAGE_SIZE;
     }
 
     /// Split a partly covered large folio so that the covered part can move (`split_folio`;
@@ -308,11 +308,11 @@ impl System {
     pub(crate) fn reloc_prewalk(&mut self, mm: MmId, start: VirtAddr, len: u64) -> Prewalk {
         let end = start.plus(len);
         // A PMD migration entry counts as a PTE one does.
-        let migration = !self.mms[mm].pt.migration_pmds_in(start, end).is_empty();
+        let migration = !self.vm.mms[mm].pt.migration_pmds_in(start, end).is_empty();
         let mut p = Prewalk { migration, ..Default::default() };
         let mut seen: HashSet<FolioId> = HashSet::new();
-        for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
-            self.stats.policy.entries_walked += 1;
+        for (h, folio, _) in self.vm.mms[mm].pt.huge_in(start, end) {
+            self.trace.stats.policy.entries_walked += 1;
             if folio == HUGE_ZERO_FOLIO {
                 continue;
             }
@@ -322,17 +322,19 @@ impl System {
             if self.folio_mapped_in_other_mm(folio, mm) {
                 p.shared_pages += PMD_SIZE >> PAGE_SHIFT;
             }
-            p.pinned |= self.folios[folio].pincount > 0;
+            p.pinned |= self.mem.folios[folio].pincount > 0;
         }
-        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
-            self.stats.policy.entries_walked += 1;
+        for (a, pte) in self.vm.mms[mm].pt.ptes_in(start, end) {
+            self.trace.stats.policy.entries_walked += 1;
             match pte {
                 Pte::Migration { .. } => p.migration = true,
-                Pte::Present { folio, sub, .. } if folio != ZERO_FOLIO && self.folios[folio].is_anon() => {
+                Pte::Present { folio, sub, .. }
+                    if folio != ZERO_FOLIO && self.mem.folios[folio].is_anon() =>
+                {
                     if seen.insert(folio) {
-                        self.stats.policy.folios_walked += 1;
+                        self.trace.stats.policy.folios_walked += 1;
                     }
-                    let f = &self.folios[folio];
+                    let f = &self.mem.folios[folio];
                     p.pinned |= f.pincount > 0;
                     let shared = if f.is_large() {
                         if self.large_fully_in(mm, start, end, a, folio, sub).is_none() {
@@ -368,7 +370,7 @@ impl System {
     pub(crate) fn reloc_plan(&mut self, vrm: &Vrm, vma: VmaId) -> KResult<Option<RelocPlan>> {
         let must = vrm.flags & MREMAP_MUST_RELOCATE_ANON != 0;
         let Some(shared_vma) = self.policy.should_relocate_anon(vrm.flags) else { return Ok(None) };
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if v.flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) || !v.is_anonymous() {
             if must {
                 return Err(Errno::EFAULT);
@@ -384,20 +386,20 @@ impl System {
         // move part of what was just moved. The piece moves as the kernel moves it.
         let rest = (vrm.addr + vrm.old_len, vrm.src_end);
         if rest.0 < rest.1 {
-            let m = &self.mms[vrm.mm];
+            let m = &self.vm.mms[vrm.mm];
             let (ds, de) = (VirtAddr(vrm.new_addr), VirtAddr(vrm.new_addr + vrm.new_len));
             let borders_rest =
                 [ds.0.checked_sub(1).and_then(|a| m.vma_lookup(VirtAddr(a))), m.vma_lookup(de)]
                     .into_iter()
                     .flatten()
-                    .any(|n| self.vmas[n].start.0 < rest.1 && self.vmas[n].end.0 > rest.0);
+                    .any(|n| self.vm.vmas[n].start.0 < rest.1 && self.vm.vmas[n].end.0 > rest.0);
             if borders_rest {
                 return if must { Err(Errno::EFAULT) } else { Ok(None) };
             }
         }
-        self.stats.policy.relocations_attempted += 1;
+        self.trace.stats.policy.relocations_attempted += 1;
         if shared_vma == SharedVma::Refuse && self.vma_maybe_has_shared_anon_folios(vma) {
-            self.stats.policy.refuse(RelocReason::Shared);
+            self.trace.stats.policy.refuse(RelocReason::Shared);
             if must {
                 return Err(Errno::EFAULT);
             }
@@ -409,11 +411,11 @@ impl System {
     /// `vma_maybe_has_shared_anon_folios` (the 2025 series): the VMA had unCoW'd parents
     /// (more than one anon_vma_chain) or its anon_vma has forked children.
     pub fn vma_maybe_has_shared_anon_folios(&self, vma: VmaId) -> bool {
-        let Some(av) = self.vmas[vma].anon_vma else { return false };
+        let Some(av) = self.vm.vmas[vma].anon_vma else { return false };
         if self.vma_is_fork_child(Some(vma)) {
             return true;
         }
-        let a = &self.anon_vmas[av];
+        let a = &self.rmap.anon_vmas[av];
         let expected = u32::from(a.root == av);
         a.num_children > expected
     }
@@ -435,21 +437,21 @@ impl System {
             MoveTarget::Merged(nv) => return Ok((nv, false)),
             MoveTarget::Relocate { vma, mode } => (vma, mode),
         };
-        if self.vmas[new_vma].anon_vma.is_none() {
+        if self.vm.vmas[new_vma].anon_vma.is_none() {
             // __anon_vma_prepare: may reuse a neighbour's anon_vma (find_mergeable_anon_vma).
             self.anon_vma_prepare(new_vma);
         }
         let r = Reloc { mm, old: *vmap, new: new_vma, old_addr, new_addr: addr, len: vrm.old_len, mode };
         match self.relocate_anon_folios(&r) {
             Ok(()) => {
-                self.stats.policy.relocations_done += 1;
+                self.trace.stats.policy.relocations_done += 1;
                 Ok((new_vma, true))
             }
             Err(reason) => {
-                self.stats.policy.relocations_undone += 1;
-                self.stats.policy.refuse(reason);
+                self.trace.stats.policy.relocations_undone += 1;
+                self.trace.stats.policy.refuse(reason);
                 let _ = self.do_munmap(mm, addr.0, len);
-                if let Some(v) = self.mms[mm].vma_lookup(old_addr) {
+                if let Some(v) = self.vm.mms[mm].vma_lookup(old_addr) {
                     *vmap = v;
                 }
                 Err(reason)
@@ -496,15 +498,15 @@ impl System {
     /// After a relocated move: "Let's try merge again..." (`vma_merge_existing_range` on the
     /// new VMA).
     pub(crate) fn relocated_merge_retry(&mut self, new_vma: VmaId, addr: VirtAddr, len: u64) {
-        if !self.vmas.contains(new_vma)
-            || self.vmas[new_vma].start > addr
-            || self.vmas[new_vma].end < addr.plus(len)
+        if !self.vm.vmas.contains(new_vma)
+            || self.vm.vmas[new_vma].start > addr
+            || self.vm.vmas[new_vma].end < addr.plus(len)
         {
             return;
         }
-        let (s, e) = (self.vmas[new_vma].start, self.vmas[new_vma].end);
+        let (s, e) = (self.vm.vmas[new_vma].start, self.vm.vmas[new_vma].end);
         let mut vmg = self.vmg_from_vma(new_vma, s, e, MergeCaller::MremapRelocate);
-        vmg.prev = self.mms[vmg.mm].vma_before(s);
+        vmg.prev = self.vm.mms[vmg.mm].vma_before(s);
         self.vma_merge_existing_range(&mut vmg);
     }
 }
@@ -514,10 +516,10 @@ impl System {
     /// anon_vma, rewriting its folios' `index` and `mapping` to fit (its folios are exclusive:
     /// the caller checked).
     pub(crate) fn relocate_in_place(&mut self, mm: MmId, n: VmaId, target: PgOff, av: Option<AnonVmaId>) {
-        self.stats.policy.rmap_lock_holds += 1;
-        let old_av = self.vmas[n].anon_vma;
+        self.trace.stats.policy.rmap_lock_holds += 1;
+        let old_av = self.vm.vmas[n].anon_vma;
         let new_av = av.or(old_av);
-        let (ns, ne) = (self.vmas[n].start, self.vmas[n].end);
+        let (ns, ne) = (self.vm.vmas[n].start, self.vm.vmas[n].end);
         if new_av != old_av {
             self.unlink_anon_vmas(n);
         }
@@ -525,24 +527,24 @@ impl System {
         if new_av != old_av
             && let Some(b) = new_av
         {
-            self.vmas[n].anon_vma = Some(b);
+            self.vm.vmas[n].anon_vma = Some(b);
             self.anon_vma_chain_link(n, b);
-            self.anon_vmas[b].num_active_vmas += 1;
+            self.rmap.anon_vmas[b].num_active_vmas += 1;
         }
         let Some(to) = new_av else { return };
         let (folios, swaps) = self.mapped_anon_folios(mm, ns, ne);
         for _ in 0..swaps {
-            self.stats.policy.skip(RelocReason::Swap);
+            self.trace.stats.policy.skip(RelocReason::Swap);
         }
         for m in folios {
             if !m.pmd {
-                self.stats.policy.folios_walked += 1;
+                self.trace.stats.policy.folios_walked += 1;
             }
-            let index = self.vmas[n].linear_page_index(m.first);
-            let f = &mut self.folios[m.folio];
+            let index = self.vm.vmas[n].linear_page_index(m.first);
+            let f = &mut self.mem.folios[m.folio];
             f.mapping = Mapping::Anon(to);
             f.index = index;
-            self.stats.policy.folios_rewritten += 1;
+            self.trace.stats.policy.folios_rewritten += 1;
         }
     }
 
@@ -557,19 +559,19 @@ impl System {
         end: VirtAddr,
     ) -> (Vec<MappedFolio>, u64) {
         let mut out = Vec::new();
-        for (h, folio, _) in self.mms[mm].pt.huge_in(start, end) {
-            self.stats.policy.entries_walked += 1;
+        for (h, folio, _) in self.vm.mms[mm].pt.huge_in(start, end) {
+            self.trace.stats.policy.entries_walked += 1;
             if folio != HUGE_ZERO_FOLIO {
                 out.push(MappedFolio { folio, first: h, pmd: true });
             }
         }
         let mut swaps = 0;
         let mut done: HashSet<FolioId> = HashSet::new();
-        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
-            self.stats.policy.entries_walked += 1;
+        for (a, pte) in self.vm.mms[mm].pt.ptes_in(start, end) {
+            self.trace.stats.policy.entries_walked += 1;
             match pte {
                 Pte::Present { folio, sub, .. }
-                    if folio != ZERO_FOLIO && self.folios[folio].is_anon() && done.insert(folio) =>
+                    if folio != ZERO_FOLIO && self.mem.folios[folio].is_anon() && done.insert(folio) =>
                 {
                     let first = VirtAddr(a.0 - (u64::from(sub) << PAGE_SHIFT));
                     out.push(MappedFolio { folio, first, pmd: false });
@@ -594,7 +596,7 @@ impl System {
     /// entry in `[start, end)` to finish (`migration_entry_wait`), so that the walk that follows
     /// sees present pages.
     pub(crate) fn wait_migrations(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        let pt = &self.mms[mm].pt;
+        let pt = &self.vm.mms[mm].pt;
         let mut waits: Vec<FolioId> =
             pt.migration_pmds_in(start, end).into_iter().map(|(_, f, _, _)| f).collect();
         waits.extend(pt.ptes_in(start, end).into_iter().filter_map(|(_, p)| match p {
@@ -603,9 +605,9 @@ impl System {
         }));
         let mut waited = HashSet::new();
         for folio in waits {
-            if waited.insert(folio) && self.folios.contains(folio) && self.folios[folio].migrating {
+            if waited.insert(folio) && self.mem.folios.contains(folio) && self.mem.folios[folio].migrating {
                 self.migration_entry_wait(folio);
-                self.stats.policy.migrations_waited += 1;
+                self.trace.stats.policy.migrations_waited += 1;
             }
         }
     }

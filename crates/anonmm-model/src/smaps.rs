@@ -298,7 +298,7 @@ impl System {
         locked: bool,
         present: bool,
     ) {
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         let size = nr * PAGE_SIZE;
         let (young, dirty) = (flags.contains(PteFlags::ACCESSED), flags.contains(PteFlags::DIRTY));
         if f.is_anon() {
@@ -350,7 +350,7 @@ impl System {
     /// `VM_NOHUGEPAGE`, and a PMD-aligned 2 MiB range fits in it (`thp_vma_suitable_order`
     /// at `vm_end - HPAGE_PMD_SIZE`). A missing anon_vma does not matter for smaps.
     fn smaps_thp_eligible(&self, vma: VmaId) -> bool {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         if !v.is_anonymous() || v.special.is_some() || v.flags.contains(VmFlags::NOHUGEPAGE) {
             return false;
         }
@@ -366,10 +366,10 @@ impl System {
 
     /// `show_smap` for one VMA: `smap_gather_stats` (the page walk) and the fields.
     pub fn smaps_vma(&self, mm: MmId, vma: VmaId) -> Smaps {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         let locked = v.flags.contains(VmFlags::LOCKED);
         let mut mss = Mss::default();
-        let pt = &self.mms[mm].pt;
+        let pt = &self.vm.mms[mm].pt;
         if v.start < v.end {
             let keys =
                 crate::pagetable::pmd_index(v.start)..=crate::pagetable::pmd_index(VirtAddr(v.end.0 - 1));
@@ -437,7 +437,7 @@ impl System {
     /// `smaps_pmd_entry`: a PMD-mapped folio counts in AnonHugePages (or ShmemPmdMapped,
     /// FilePmdMapped) and is accounted whole.
     fn smaps_thp(&self, mss: &mut Mss, folio: FolioId, flags: PteFlags, locked: bool, present: bool) {
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         if f.is_anon() {
             mss.anonymous_thp += PMD_SIZE;
         } else if let crate::folio::Mapping::File(ino) = f.mapping
@@ -479,8 +479,8 @@ impl System {
 
     /// `/proc/pid/smaps` of a process: every VMA.
     pub fn smaps(&self, pid: Pid) -> Vec<Smaps> {
-        let Some(p) = self.procs.get(&pid) else { return Vec::new() };
-        self.mms[p.mm].vmas.values().map(|e| self.smaps_vma(p.mm, e.id)).collect()
+        let Some(p) = self.vm.procs.get(&pid) else { return Vec::new() };
+        self.vm.mms[p.mm].vmas.values().map(|e| self.smaps_vma(p.mm, e.id)).collect()
     }
 }
 

@@ -4,6 +4,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// What the machine records about its own work: counters and, when tracing is on, the
+/// merge attempts.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    /// Counts of the work done.
+    pub stats: Stats,
+    /// Merge attempts, when tracing is on.
+    pub merge_log: Option<MergeLog>,
+}
+
 /// Why a merge with one neighbour was or was not possible.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub enum MergeReason {

@@ -95,7 +95,7 @@ impl System {
     /// slot's.
     pub fn swap_read_tag(&self, e: SwapEntry) -> u64 {
         match self.swap.slot(e) {
-            Some(SwapSlot { cache: Some(f), .. }) => self.folios[*f].pages[0].tag,
+            Some(SwapSlot { cache: Some(f), .. }) => self.mem.folios[*f].pages[0].tag,
             Some(s) => s.tag,
             None => 0,
         }
@@ -120,7 +120,7 @@ impl System {
             None => {
                 self.swap.slots.remove(&e.0);
             }
-            Some(f) if !self.folios[f].is_mapped() => {
+            Some(f) if !self.mem.folios[f].is_mapped() => {
                 self.delete_from_swap_cache(f);
                 self.folio_put_if_unused(f);
             }
@@ -137,7 +137,7 @@ impl System {
         }
         let tag = slot.tag;
         let f = self.folio_alloc(0);
-        self.folios[f].pages[0].tag = tag;
+        self.mem.folios[f].pages[0].tag = tag;
         self.add_to_swap_cache(f, e);
         Some(f)
     }
@@ -145,7 +145,7 @@ impl System {
     /// `add_to_swap_cache`: `folio` caches slot `e`.
     fn add_to_swap_cache(&mut self, folio: FolioId, e: SwapEntry) {
         self.slot_mut(e).cache = Some(folio);
-        let f = &mut self.folios[folio];
+        let f = &mut self.mem.folios[folio];
         f.swap = Some(e);
         f.extra_refs += 1;
     }
@@ -153,10 +153,10 @@ impl System {
     /// The swap-cache part of `__folio_migrate_mapping`: the new folio takes the old one's
     /// slot (`PG_swapcache`, `folio->swap`, and the swap cache's reference).
     pub(crate) fn migrate_swap_cache(&mut self, src: FolioId, dst: FolioId) {
-        let Some(e) = self.folios[src].swap.take() else { return };
-        self.folios[src].extra_refs -= 1;
+        let Some(e) = self.mem.folios[src].swap.take() else { return };
+        self.mem.folios[src].extra_refs -= 1;
         self.slot_mut(e).cache = Some(dst);
-        let d = &mut self.folios[dst];
+        let d = &mut self.mem.folios[dst];
         d.swap = Some(e);
         d.extra_refs += 1;
     }
@@ -164,9 +164,9 @@ impl System {
     /// `delete_from_swap_cache` (`__remove_mapping` of a swap-cache folio): the slot keeps the
     /// folio's contents and is freed if nothing references it. The caller puts the folio.
     fn delete_from_swap_cache(&mut self, folio: FolioId) {
-        let Some(e) = self.folios[folio].swap.take() else { return };
-        self.folios[folio].extra_refs -= 1;
-        let tag = self.folios[folio].pages[0].tag;
+        let Some(e) = self.mem.folios[folio].swap.take() else { return };
+        self.mem.folios[folio].extra_refs -= 1;
+        let tag = self.mem.folios[folio].pages[0].tag;
         let slot = self.slot_mut(e);
         slot.cache = None;
         slot.tag = tag;
@@ -179,13 +179,13 @@ impl System {
     /// PTE still references the slot (`folio_swapped`). The folio itself stays (the caller
     /// holds it).
     pub fn folio_free_swap(&mut self, folio: FolioId) -> bool {
-        let Some(e) = self.folios[folio].swap else { return false };
+        let Some(e) = self.mem.folios[folio].swap else { return false };
         if self.swap.slot(e).is_some_and(|s| s.count > 0) {
             return false;
         }
         self.delete_from_swap_cache(folio);
         // The folio now holds the only copy of its contents.
-        self.folios[folio].dirty = true;
+        self.mem.folios[folio].dirty = true;
         true
     }
 
@@ -193,7 +193,7 @@ impl System {
     /// the swap cache loses `PG_swapbacked`. The kernel applies it from a per-CPU batch, which
     /// madvise drains before its walk and reclaim before its own, so no step sees it pending.
     pub fn folio_mark_lazyfree(&mut self, folio: FolioId) {
-        let f = &mut self.folios[folio];
+        let f = &mut self.mem.folios[folio];
         if f.is_anon() && f.swap.is_none() {
             f.lazyfree = true;
         }
@@ -202,10 +202,10 @@ impl System {
     /// `free_swap_cache` (from `free_pages_and_swap_cache` after a zap): an unmapped
     /// swap-cache folio whose slot no PTE references any more is freed.
     pub fn free_swap_cache(&mut self, folio: FolioId) {
-        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO || !self.folios.contains(folio) {
+        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO || !self.mem.folios.contains(folio) {
             return;
         }
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         if f.swap.is_none() || f.is_mapped() {
             return;
         }
@@ -227,12 +227,12 @@ impl System {
         pageout: bool,
     ) -> KResult<()> {
         // can_madv_lru_vma
-        if self.vmas[vma].flags.intersects(VmFlags::LOCKED | VmFlags::PFNMAP | VmFlags::HUGETLB) {
+        if self.vm.vmas[vma].flags.intersects(VmFlags::LOCKED | VmFlags::PFNMAP | VmFlags::HUGETLB) {
             return Err(Errno::EINVAL);
         }
         // A private or shared file mapping may be paged out too: we are root, so
         // can_do_file_pageout() holds.
-        for (addr, next) in self.mms[mm].pt.pmd_ranges(start, end) {
+        for (addr, next) in self.vm.mms[mm].pt.pmd_ranges(start, end) {
             if self.unsupported.is_some() {
                 break;
             }
@@ -253,7 +253,7 @@ impl System {
     /// With MADV_PAGEOUT, the isolated folios are then reclaimed (`reclaim_pages`).
     fn cold_or_pageout_pmd_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr, pageout: bool) {
         let mut isolated: Vec<(FolioId, VirtAddr)> = Vec::new();
-        if let Some(&Pmd::Huge { folio, .. }) = self.mms[mm].pt.pmd(addr) {
+        if let Some(&Pmd::Huge { folio, .. }) = self.vm.mms[mm].pt.pmd(addr) {
             if folio == HUGE_ZERO_FOLIO || self.folio_maybe_mapped_shared(folio) {
                 return;
             }
@@ -272,7 +272,7 @@ impl System {
         let mut a = addr;
         while a < end {
             let mut nr = 1;
-            let Pte::Present { folio, sub, .. } = self.mms[mm].pt.get_pte(a) else {
+            let Pte::Present { folio, sub, .. } = self.vm.mms[mm].pt.get_pte(a) else {
                 a = a.plus(PAGE_SIZE);
                 continue;
             };
@@ -280,9 +280,9 @@ impl System {
                 a = a.plus(PAGE_SIZE);
                 continue;
             }
-            if self.folios[folio].is_large() {
+            if self.mem.folios[folio].is_large() {
                 nr = self.folio_pte_batch(mm, a, end, folio, sub);
-                if nr < self.folios[folio].nr_pages() {
+                if nr < self.mem.folios[folio].nr_pages() {
                     // Split and look at this PTE again, or skip the batch.
                     if !self.folio_maybe_mapped_shared(folio) && self.split_folio(folio).is_ok() {
                         nr = 0;
@@ -291,7 +291,7 @@ impl System {
                     continue;
                 }
             }
-            let f = &self.folios[folio];
+            let f = &self.mem.folios[folio];
             if f.mapcount() == f.nr_pages() && pageout {
                 if !f.is_anon() {
                     self.not_modelled("MADV_PAGEOUT of a page-cache folio (file reclaim)");
@@ -316,14 +316,14 @@ impl System {
     /// list one by one. Pages split maps to the zero page are freed on the way. A lazily
     /// freed folio takes another path (`discard_lazyfree_folio`).
     fn shrink_folio_list(&mut self, mm: MmId, a: VirtAddr, folio: FolioId) {
-        if !self.folios.contains(folio) {
+        if !self.mem.folios.contains(folio) {
             return;
         }
-        if self.folios[folio].lazyfree {
+        if self.mem.folios[folio].lazyfree {
             self.discard_lazyfree_folio(mm, a, folio);
             return;
         }
-        let f = &self.folios[folio];
+        let f = &self.mem.folios[folio];
         if !f.is_large() {
             self.shrink_anon_folio(mm, a, folio, 0);
             return;
@@ -337,7 +337,7 @@ impl System {
         }
         for i in 0..nr {
             let pa = a.plus(i * PAGE_SIZE);
-            if let Pte::Present { folio: g, sub, .. } = self.mms[mm].pt.get_pte(pa)
+            if let Pte::Present { folio: g, sub, .. } = self.vm.mms[mm].pt.get_pte(pa)
                 && g != ZERO_FOLIO
             {
                 self.shrink_anon_folio(mm, pa, g, sub);
@@ -352,19 +352,19 @@ impl System {
     /// since (a dirty PTE or PMD, or `PG_dirty`), it is swap-backed again and stays mapped;
     /// with another reference (a pin) it stays as it is.
     fn discard_lazyfree_folio(&mut self, mm: MmId, a: VirtAddr, folio: FolioId) {
-        let nr = self.folios[folio].nr_pages();
-        let pmd = match self.mms[mm].pt.pmd(a) {
+        let nr = self.mem.folios[folio].nr_pages();
+        let pmd = match self.vm.mms[mm].pt.pmd(a) {
             Some(&Pmd::Huge { folio: g, flags }) if g == folio => Some(flags),
             _ => None,
         };
         let dirty = match pmd {
             Some(flags) => flags.contains(PteFlags::DIRTY),
             None => (0..nr).any(|i| {
-                matches!(self.mms[mm].pt.get_pte(a.plus(i * PAGE_SIZE)),
+                matches!(self.vm.mms[mm].pt.get_pte(a.plus(i * PAGE_SIZE)),
                     Pte::Present { folio: g, flags, .. } if g == folio && flags.contains(PteFlags::DIRTY))
             }),
         };
-        let f = &mut self.folios[folio];
+        let f = &mut self.mem.folios[folio];
         if dirty || f.dirty {
             f.dirty = true;
             f.lazyfree = false;
@@ -376,12 +376,12 @@ impl System {
         }
         if pmd.is_some() {
             // The PMD becomes none and its deposited page table goes.
-            self.mms[mm].pt.pmds.remove(&pmd_index(a));
+            self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
             self.folio_remove_rmap_pmd(folio, mm);
             return;
         }
         for i in 0..nr {
-            self.mms[mm].pt.set_pte(a.plus(i * PAGE_SIZE), Pte::None);
+            self.vm.mms[mm].pt.set_pte(a.plus(i * PAGE_SIZE), Pte::None);
         }
         // The last removal frees the folio.
         for i in 0..nr {
@@ -394,16 +394,16 @@ impl System {
     /// folio), unmap it (`try_to_unmap`: its only mapping is the one the walk found, so the
     /// rmap walk ends there), write it out and free it.
     fn shrink_anon_folio(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, sub: u16) {
-        if self.folios[folio].swap.is_none() {
-            if self.folios[folio].pincount > 0 {
+        if self.mem.folios[folio].swap.is_none() {
+            if self.mem.folios[folio].pincount > 0 {
                 return;
             }
             let Some(e) = self.swap.alloc() else { return };
             self.add_to_swap_cache(folio, e);
             // folio_mark_dirty: the swap copy is yet to be written.
-            self.folios[folio].dirty = true;
+            self.mem.folios[folio].dirty = true;
         }
-        let e = self.folios[folio].swap.expect("in the swap cache");
+        let e = self.mem.folios[folio].swap.expect("in the swap cache");
         if !self.try_to_unmap_one(mm, a, folio, sub, e) {
             // Still mapped: activate_locked keeps it in the swap cache (swap is not full).
             return;
@@ -417,13 +417,13 @@ impl System {
     /// (`pte_swp_mkexclusive`); an exclusive page that may be pinned cannot be shared
     /// (`folio_try_share_anon_rmap_pte` fails) and stays mapped.
     fn try_to_unmap_one(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, sub: u16, e: SwapEntry) -> bool {
-        let exclusive = self.folios[folio].pages[sub as usize].anon_exclusive;
-        if exclusive && self.folios[folio].pincount > 0 {
+        let exclusive = self.mem.folios[folio].pages[sub as usize].anon_exclusive;
+        if exclusive && self.mem.folios[folio].pincount > 0 {
             return false;
         }
-        self.mms[mm].pt.set_pte(a, Pte::Swap { entry: e, exclusive });
+        self.vm.mms[mm].pt.set_pte(a, Pte::Swap { entry: e, exclusive });
         self.swap_duplicate(e);
-        let f = &mut self.folios[folio];
+        let f = &mut self.mem.folios[folio];
         f.pages[sub as usize].mapcount -= 1;
         f.pages[sub as usize].anon_exclusive = false;
         f.sub_large_mapcount(1, mm);
@@ -440,21 +440,21 @@ impl System {
     /// anon_vma root no longer fits the faulting VMA (its VMA was relocated while it sat in
     /// the swap cache) cannot be mapped there, so a copy is. Never true under `kernel`.
     fn ksm_might_need_to_copy(&self, folio: FolioId, vma: VmaId, a: VirtAddr) -> bool {
-        let Mapping::Anon(fav) = self.folios[folio].mapping else { return false };
-        let v = &self.vmas[vma];
+        let Mapping::Anon(fav) = self.mem.folios[folio].mapping else { return false };
+        let v = &self.vm.vmas[vma];
         let Some(vav) = v.anon_vma else { return false };
-        if !self.anon_vmas.contains(fav) {
+        if !self.rmap.anon_vmas.contains(fav) {
             return true;
         }
-        self.folios[folio].index != v.linear_page_index(a)
-            || self.anon_vmas[fav].root != self.anon_vmas[vav].root
+        self.mem.folios[folio].index != v.linear_page_index(a)
+            || self.rmap.anon_vmas[fav].root != self.rmap.anon_vmas[vav].root
     }
 
     pub(crate) fn do_swap_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
-        let Pte::Swap { entry, exclusive } = self.mms[mm].pt.get_pte(a) else { return };
+        let Pte::Swap { entry, exclusive } = self.vm.mms[mm].pt.get_pte(a) else { return };
         let mut cached = self.swap.slot(entry).and_then(|s| s.cache);
         if let Some(f) = cached
-            && self.folios[f].migrating
+            && self.mem.folios[f].migrating
         {
             // The cached folio is being migrated: folio_lock_or_retry sleeps until that ends,
             // and the new folio has taken its place in the swap cache.
@@ -466,41 +466,41 @@ impl System {
             Some(f) => f,
             None => {
                 let f = self.folio_alloc(0);
-                self.folios[f].pages[0].tag = self.swap.slot(entry).map_or(0, |s| s.tag);
+                self.mem.folios[f].pages[0].tag = self.swap.slot(entry).map_or(0, |s| s.tag);
                 self.add_to_swap_cache(f, entry);
                 f
             }
         };
         if self.ksm_might_need_to_copy(folio, vma, a) {
             // A copy is mapped instead; the slot loses this PTE's reference (swap_free_nr).
-            let tag = self.folios[folio].pages[0].tag;
+            let tag = self.mem.folios[folio].pages[0].tag;
             let copy = self.folio_alloc(0);
-            self.folios[copy].pages[0].tag = tag;
+            self.mem.folios[copy].pages[0].tag = tag;
             self.folio_add_new_anon_rmap(copy, vma, a, false);
             let flags = self.new_pte_flags(vma, write);
-            self.mms[mm].pt.set_pte(a, Pte::Present { folio: copy, sub: 0, flags });
+            self.vm.mms[mm].pt.set_pte(a, Pte::Present { folio: copy, sub: 0, flags });
             self.swap_free(entry);
             return;
         }
         self.slot_mut(entry).count -= 1;
         // should_try_to_free_swap: our own reference plus the swap cache's, nothing else.
-        if self.swap.full() || (write && self.folios[folio].refcount() == 1) {
+        if self.swap.full() || (write && self.mem.folios[folio].refcount() == 1) {
             self.folio_free_swap(folio);
         }
-        let excl = exclusive || self.folios[folio].refcount() == 0;
+        let excl = exclusive || self.mem.folios[folio].refcount() == 0;
         let mut flags = PteFlags::ACCESSED;
-        if excl && self.vmas[vma].flags.contains(VmFlags::WRITE) {
+        if excl && self.vm.vmas[vma].flags.contains(VmFlags::WRITE) {
             flags |= PteFlags::WRITE;
             if write {
                 flags |= PteFlags::DIRTY;
             }
         }
-        let index = self.vmas[vma].linear_page_index(a);
-        let f = &mut self.folios[folio];
+        let index = self.vm.vmas[vma].linear_page_index(a);
+        let f = &mut self.mem.folios[folio];
         if f.mapping == Mapping::None {
             // folio_add_new_anon_rmap: a shared folio goes to the root anon_vma, which every
             // process sharing the slot reaches.
-            f.mapping = Mapping::Anon(if excl { av } else { self.anon_vmas[av].root });
+            f.mapping = Mapping::Anon(if excl { av } else { self.rmap.anon_vmas[av].root });
             f.index = index;
         }
         let p = &mut f.pages[0];
@@ -508,9 +508,9 @@ impl System {
         if excl {
             p.anon_exclusive = true;
         }
-        self.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
+        self.vm.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
         // A slot left with neither references nor cache (freed above) is gone already.
-        if self.folios[folio].swap.is_none() {
+        if self.mem.folios[folio].swap.is_none() {
             self.folio_put_if_unused(folio);
         }
     }

@@ -23,6 +23,21 @@ use crate::pagetable::{Pmd, Pte, PteFlags, pmd_index};
 use crate::types::{PAGE_SIZE, PMD_SIZE, PUD_SHIFT, Pid, TASK_SIZE, VirtAddr};
 use crate::vma::{VmFlags, VmaId};
 
+/// The userfaultfd table (fs/userfaultfd.c): each process's context.
+#[derive(Clone, Debug)]
+pub struct Uffds {
+    /// Each process's userfaultfd (made on its first uffd call).
+    pub ctxs: std::collections::BTreeMap<Pid, UffdCtx>,
+    /// The next userfaultfd context number.
+    pub next: u32,
+}
+
+impl Default for Uffds {
+    fn default() -> Self {
+        Uffds { ctxs: std::collections::BTreeMap::new(), next: 1 }
+    }
+}
+
 /// A userfaultfd context (`struct userfaultfd_ctx`), by number.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct UffdCtx(pub u32);
@@ -53,18 +68,18 @@ enum PteMove {
 impl System {
     /// The process's userfaultfd, made on first use (`new_userfaultfd` + `UFFDIO_API`).
     fn uffd_ctx(&mut self, pid: Pid) -> UffdCtx {
-        if let Some(&c) = self.uffds.get(&pid) {
+        if let Some(&c) = self.uffd.ctxs.get(&pid) {
             return c;
         }
-        let c = UffdCtx(self.next_uffd);
-        self.next_uffd += 1;
-        self.uffds.insert(pid, c);
+        let c = UffdCtx(self.uffd.next);
+        self.uffd.next += 1;
+        self.uffd.ctxs.insert(pid, c);
         c
     }
 
     /// `vma_can_userfault` for missing faults: anonymous or shmem memory (no hugetlbfs here).
     fn vma_can_userfault(&self, vma: VmaId) -> bool {
-        let v = &self.vmas[vma];
+        let v = &self.vm.vmas[vma];
         match v.file {
             None => true,
             Some(f) => matches!(self.fs.inodes[self.fs.files[f].inode].kind, InodeKind::Shmem),
@@ -73,7 +88,7 @@ impl System {
 
     /// `userfaultfd_reset_ctx`: the VMA is no longer registered.
     pub fn userfaultfd_reset_ctx(&mut self, vma: VmaId) {
-        let v = &mut self.vmas[vma];
+        let v = &mut self.vm.vmas[vma];
         v.uffd = None;
         v.flags -= VmFlags::UFFD_FLAGS;
     }
@@ -82,15 +97,15 @@ impl System {
     /// unregisters every VMA of `mm` it holds (`userfaultfd_clear_vma`, merging where it can).
     pub(crate) fn userfaultfd_release(&mut self, mm: crate::mm::MmId, ctx: UffdCtx) {
         let mut a = VirtAddr(0);
-        while let Some(vma) = self.mms[mm].find_vma(a) {
-            let v = &self.vmas[vma];
+        while let Some(vma) = self.vm.mms[mm].find_vma(a) {
+            let v = &self.vm.vmas[vma];
             if v.uffd != Some(ctx) {
                 a = v.end;
                 continue;
             }
             let (s, e, flags) = (v.start, v.end, v.flags - VmFlags::UFFD_FLAGS);
             a = match self.vma_modify_flags_uffd(vma, s, e, flags, None, MergeCaller::UffdRelease) {
-                Ok(v) => self.vmas[v].end,
+                Ok(v) => self.vm.vmas[v].end,
                 // give_up_on_oom: the VMA is left as it is.
                 Err(_) => e,
             };
@@ -111,13 +126,13 @@ impl System {
         let mut vmg = self.vmg_from_vma(vma, start, end, caller);
         if !self.cfg.kernel.profile().uffd_merge_pgoff {
             // 6.1 passes the VMA's own vm_pgoff to vma_merge, not that of `start`.
-            vmg.pgoff = self.vmas[vma].pgoff;
+            vmg.pgoff = self.vm.vmas[vma].pgoff;
         }
         vmg.flags = flags;
         vmg.uffd = ctx;
         let v = self.vma_modify(&mut vmg)?;
-        self.vmas[v].flags = flags;
-        self.vmas[v].uffd = ctx;
+        self.vm.vmas[v].flags = flags;
+        self.vm.vmas[v].uffd = ctx;
         Ok(v)
     }
 
@@ -134,20 +149,20 @@ impl System {
         }
         validate_range(addr, len)?;
         let (start, end) = (VirtAddr(addr), VirtAddr(addr + len));
-        let vmas = self.mms[mm].vmas_in(start, end);
+        let vmas = self.vm.mms[mm].vmas_in(start, end);
         if vmas.is_empty() {
             return Err(Errno::EINVAL);
         }
         for &v in &vmas {
             // vma_can_userfault: minor faults only exist for shmem (and hugetlbfs).
-            let minor_ok = mode & UFFDIO_REGISTER_MODE_MINOR == 0 || self.vmas[v].file.is_some();
+            let minor_ok = mode & UFFDIO_REGISTER_MODE_MINOR == 0 || self.vm.vmas[v].file.is_some();
             if !self.vma_can_userfault(v) || !minor_ok {
                 return Err(Errno::EINVAL);
             }
-            if !self.vmas[v].flags.contains(VmFlags::MAYWRITE) {
+            if !self.vm.vmas[v].flags.contains(VmFlags::MAYWRITE) {
                 return Err(Errno::EPERM);
             }
-            if self.vmas[v].uffd.is_some_and(|c| c != ctx) {
+            if self.vm.vmas[v].uffd.is_some_and(|c| c != ctx) {
                 return Err(Errno::EBUSY);
             }
         }
@@ -157,8 +172,8 @@ impl System {
         }
         // userfaultfd_register_range
         let mut a = start;
-        while let Some(vma) = self.mms[mm].find_vma(a).filter(|&v| self.vmas[v].start < end) {
-            let v = &self.vmas[vma];
+        while let Some(vma) = self.vm.mms[mm].find_vma(a).filter(|&v| self.vm.vmas[v].start < end) {
+            let v = &self.vm.vmas[vma];
             if v.uffd == Some(ctx) && v.flags.contains(VmFlags::UFFD_MISSING) {
                 a = v.end;
                 continue;
@@ -167,7 +182,7 @@ impl System {
             let e = end.min(v.end);
             let flags = (v.flags - VmFlags::UFFD_FLAGS) | VmFlags::UFFD_MISSING;
             let vma = self.vma_modify_flags_uffd(vma, s, e, flags, Some(ctx), MergeCaller::UffdRegister)?;
-            a = self.vmas[vma].end;
+            a = self.vm.vmas[vma].end;
         }
         Ok(0)
     }
@@ -181,18 +196,18 @@ impl System {
         let ctx = self.uffd_ctx(pid);
         validate_range(addr, len)?;
         let (start, end) = (VirtAddr(addr), VirtAddr(addr + len));
-        let vmas = self.mms[mm].vmas_in(start, end);
+        let vmas = self.vm.mms[mm].vmas_in(start, end);
         if vmas.is_empty() {
             return Err(Errno::EINVAL);
         }
         for &v in &vmas {
-            if self.vmas[v].uffd.is_some_and(|c| c != ctx) || !self.vma_can_userfault(v) {
+            if self.vm.vmas[v].uffd.is_some_and(|c| c != ctx) || !self.vma_can_userfault(v) {
                 return Err(Errno::EINVAL);
             }
         }
         let mut a = start;
-        while let Some(vma) = self.mms[mm].find_vma(a).filter(|&v| self.vmas[v].start < end) {
-            let v = &self.vmas[vma];
+        while let Some(vma) = self.vm.mms[mm].find_vma(a).filter(|&v| self.vm.vmas[v].start < end) {
+            let v = &self.vm.vmas[vma];
             if v.uffd.is_none() {
                 a = v.end;
                 continue;
@@ -201,7 +216,7 @@ impl System {
             let e = end.min(v.end);
             let flags = v.flags - VmFlags::UFFD_FLAGS;
             let vma = self.vma_modify_flags_uffd(vma, s, e, flags, None, MergeCaller::UffdUnregister)?;
-            a = self.vmas[vma].end;
+            a = self.vm.vmas[vma].end;
         }
         Ok(0)
     }
@@ -228,7 +243,7 @@ impl System {
     /// `validate_move_areas`: same access flags (and so page protection), same mlock state,
     /// writable, no special mappings, dst registered with this context, both anonymous.
     fn validate_move_areas(&self, ctx: UffdCtx, src: VmaId, dst: VmaId) -> KResult<()> {
-        let (s, d) = (&self.vmas[src], &self.vmas[dst]);
+        let (s, d) = (&self.vm.vmas[src], &self.vm.vmas[dst]);
         if s.flags & VmFlags::ACCESS != d.flags & VmFlags::ACCESS {
             return Err(Errno::EINVAL);
         }
@@ -265,16 +280,16 @@ impl System {
         mode: u64,
     ) -> KResult<u64> {
         // uffd_move_lock → uffd_lock_vma / find_vma_and_prepare_anon
-        let dst_vma = self.mms[mm].vma_lookup(dst).ok_or(Errno::ENOENT)?;
-        if !self.vmas[dst_vma].flags.contains(VmFlags::SHARED) {
+        let dst_vma = self.vm.mms[mm].vma_lookup(dst).ok_or(Errno::ENOENT)?;
+        if !self.vm.vmas[dst_vma].flags.contains(VmFlags::SHARED) {
             self.anon_vma_prepare(dst_vma);
         }
-        let src_vma = if self.vmas[dst_vma].contains(src) {
+        let src_vma = if self.vm.vmas[dst_vma].contains(src) {
             dst_vma
         } else {
-            self.mms[mm].vma_lookup(src).ok_or(Errno::ENOENT)?
+            self.vm.mms[mm].vma_lookup(src).ok_or(Errno::ENOENT)?
         };
-        let (s, d) = (&self.vmas[src_vma], &self.vmas[dst_vma]);
+        let (s, d) = (&self.vm.vmas[src_vma], &self.vm.vmas[dst_vma]);
         if s.flags.contains(VmFlags::SHARED) || src.0 + len > s.end.0 {
             return Err(Errno::EINVAL);
         }
@@ -290,24 +305,24 @@ impl System {
         let mut err = None;
         while s < src_end {
             // mm_find_pmd: no PMD table under the source's PUD is a hole.
-            if !self.mms[mm].pt.pud_present(s) {
+            if !self.vm.mms[mm].pt.pud_present(s) {
                 if !holes {
                     err = Some(Errno::ENOENT);
                     break;
                 }
-                self.mms[mm].pt.pmds.pud_alloc(s.0 >> PUD_SHIFT); // mm_alloc_pmd
+                self.vm.mms[mm].pt.pmds.pud_alloc(s.0 >> PUD_SHIFT); // mm_alloc_pmd
             }
-            self.mms[mm].pt.pmds.pud_alloc(d.0 >> PUD_SHIFT); // mm_alloc_pmd
-            let dst_pmd_none = self.mms[mm].pt.pmd(d).is_none();
-            if matches!(self.mms[mm].pt.pmd(d), Some(Pmd::Huge { .. })) {
+            self.vm.mms[mm].pt.pmds.pud_alloc(d.0 >> PUD_SHIFT); // mm_alloc_pmd
+            let dst_pmd_none = self.vm.mms[mm].pt.pmd(d).is_none();
+            if matches!(self.vm.mms[mm].pt.pmd(d), Some(Pmd::Huge { .. })) {
                 err = Some(Errno::EEXIST);
                 break;
             }
-            let step = if let Some(Pmd::Huge { folio, .. }) = self.mms[mm].pt.pmd(s) {
+            let step = if let Some(Pmd::Huge { folio, .. }) = self.vm.mms[mm].pt.pmd(s) {
                 let folio = *folio;
                 let splits = s.0 % PMD_SIZE != 0 || d.0 % PMD_SIZE != 0 || src_end.0 - s.0 < PMD_SIZE;
                 if splits || !dst_pmd_none {
-                    if folio != HUGE_ZERO_FOLIO && !self.folios[folio].pages[0].anon_exclusive {
+                    if folio != HUGE_ZERO_FOLIO && !self.mem.folios[folio].pages[0].anon_exclusive {
                         err = Some(Errno::EBUSY);
                         break;
                     }
@@ -323,14 +338,14 @@ impl System {
                     }
                 }
             } else {
-                if self.mms[mm].pt.pmd(s).is_none() {
+                if self.vm.mms[mm].pt.pmd(s).is_none() {
                     if !holes {
                         err = Some(Errno::ENOENT);
                         break;
                     }
-                    self.mms[mm].pt.alloc_table(s); // __pte_alloc
+                    self.vm.mms[mm].pt.alloc_table(s); // __pte_alloc
                 }
-                self.mms[mm].pt.alloc_table(d); // pte_alloc
+                self.vm.mms[mm].pt.alloc_table(d); // pte_alloc
                 match self.move_pages_pte(mm, dst_vma, d, s, holes) {
                     Ok(PteMove::Done(n)) => n,
                     Ok(PteMove::Retry) => continue,
@@ -360,7 +375,7 @@ impl System {
         s: VirtAddr,
         holes: bool,
     ) -> KResult<PteMove> {
-        let pt = &self.mms[mm].pt;
+        let pt = &self.vm.mms[mm].pt;
         if !pt.get_pte(d).is_none() {
             return Err(Errno::EEXIST);
         }
@@ -375,38 +390,38 @@ impl System {
             Pte::Present { folio, sub, flags } => {
                 if folio == ZERO_FOLIO {
                     // move_zeropage_pte
-                    let pt = &mut self.mms[mm].pt;
+                    let pt = &mut self.vm.mms[mm].pt;
                     pt.take_pte(s);
                     pt.set_pte(d, Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: PteFlags::ACCESSED });
-                    self.stats.uffd_pages_moved += 1;
+                    self.trace.stats.uffd_pages_moved += 1;
                     return Ok(PteMove::Done(PAGE_SIZE));
                 }
                 // PageAnonExclusive(&folio->page): the folio's first page decides.
-                if !self.folios[folio].is_anon() || !self.folios[folio].pages[0].anon_exclusive {
+                if !self.mem.folios[folio].is_anon() || !self.mem.folios[folio].pages[0].anon_exclusive {
                     return Err(Errno::EBUSY);
                 }
-                if self.folios[folio].is_large() {
+                if self.mem.folios[folio].is_large() {
                     // A pinned large folio cannot be split; the kernel answers EBUSY (seen on
                     // 6.18 by the oracle) rather than retrying the split.
-                    if self.folios[folio].pincount > 0 {
+                    if self.mem.folios[folio].pincount > 0 {
                         return Err(Errno::EBUSY);
                     }
                     self.split_folio(folio)?;
                     return Ok(PteMove::Retry);
                 }
                 // move_present_ptes
-                if self.folios[folio].pincount > 0 {
+                if self.mem.folios[folio].pincount > 0 {
                     return Err(Errno::EBUSY);
                 }
-                self.mms[mm].pt.take_pte(s);
+                self.vm.mms[mm].pt.take_pte(s);
                 self.folio_move_anon_rmap(folio, dst_vma);
-                self.folios[folio].index = self.vmas[dst_vma].linear_page_index(d);
+                self.mem.folios[folio].index = self.vm.vmas[dst_vma].linear_page_index(d);
                 let mut nf = PteFlags::ACCESSED | PteFlags::WRITE;
                 if flags.contains(PteFlags::DIRTY) {
                     nf |= PteFlags::DIRTY;
                 }
-                self.mms[mm].pt.set_pte(d, Pte::Present { folio, sub, flags: nf });
-                self.stats.uffd_pages_moved += 1;
+                self.vm.mms[mm].pt.set_pte(d, Pte::Present { folio, sub, flags: nf });
+                self.trace.stats.uffd_pages_moved += 1;
                 Ok(PteMove::Done(PAGE_SIZE))
             }
             Pte::Swap { entry, exclusive } => {
@@ -415,16 +430,16 @@ impl System {
                 }
                 // move_swap_pte: a folio still in the swap cache follows the entry.
                 if let Some(folio) = self.swap.slot(entry).and_then(|sl| sl.cache) {
-                    if self.folios[folio].is_large() {
+                    if self.mem.folios[folio].is_large() {
                         return Err(Errno::EBUSY);
                     }
                     self.folio_move_anon_rmap(folio, dst_vma);
-                    self.folios[folio].index = self.vmas[dst_vma].linear_page_index(d);
+                    self.mem.folios[folio].index = self.vm.vmas[dst_vma].linear_page_index(d);
                 }
-                let pt = &mut self.mms[mm].pt;
+                let pt = &mut self.vm.mms[mm].pt;
                 let pte = pt.take_pte(s);
                 pt.set_pte(d, pte);
-                self.stats.uffd_pages_moved += 1;
+                self.trace.stats.uffd_pages_moved += 1;
                 Ok(PteMove::Done(PAGE_SIZE))
             }
             // move_pages_pte: any other non-swap entry (a guard marker) is EFAULT.
@@ -449,26 +464,26 @@ impl System {
         s: VirtAddr,
         folio: FolioId,
     ) -> KResult<()> {
-        let pt = &self.mms[mm].pt;
+        let pt = &self.vm.mms[mm].pt;
         let Some(Pmd::Huge { flags, .. }) = pt.pmd(s) else { return Err(Errno::ENOENT) };
         let flags = *flags;
         if folio != HUGE_ZERO_FOLIO {
-            let f = &self.folios[folio];
+            let f = &self.mem.folios[folio];
             if !f.pages[0].anon_exclusive || f.pincount > 0 {
                 return Err(Errno::EBUSY);
             }
         }
-        let Some(pmd) = self.mms[mm].pt.pmds.remove(&pmd_index(s)) else { return Err(Errno::ENOENT) };
+        let Some(pmd) = self.vm.mms[mm].pt.pmds.remove(&pmd_index(s)) else { return Err(Errno::ENOENT) };
         let pmd = if folio == HUGE_ZERO_FOLIO {
             pmd
         } else {
             self.folio_move_anon_rmap(folio, dst_vma);
-            self.folios[folio].index = self.vmas[dst_vma].linear_page_index(d);
+            self.mem.folios[folio].index = self.vm.vmas[dst_vma].linear_page_index(d);
             Pmd::Huge { folio, flags: flags | PteFlags::DIRTY | PteFlags::WRITE }
         };
-        self.mms[mm].pt.set_pmd(pmd_index(d), pmd);
-        self.stats.uffd_pmds_moved += 1;
-        self.stats.uffd_pages_moved += PMD_SIZE / PAGE_SIZE;
+        self.vm.mms[mm].pt.set_pmd(pmd_index(d), pmd);
+        self.trace.stats.uffd_pmds_moved += 1;
+        self.trace.stats.uffd_pages_moved += PMD_SIZE / PAGE_SIZE;
         Ok(())
     }
 }

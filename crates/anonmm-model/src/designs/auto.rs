@@ -56,19 +56,19 @@ impl Design for Auto {
             None
         };
         if let Some(reason) = refuse {
-            sys.stats.policy.refuse(reason);
+            sys.trace.stats.policy.refuse(reason);
             return Err(reason);
         }
         if p.shared_pages > 0 {
             mode.copy_shared = true;
         }
         let Some(cand) = auto_candidate(sys, *vmap, addr, len) else {
-            sys.stats.policy.refuse(RelocReason::NoGain);
+            sys.trace.stats.policy.refuse(RelocReason::NoGain);
             return Err(RelocReason::NoGain);
         };
         if cand == pgoff {
             // The pgoff already fits: an ordinary move merges.
-            sys.stats.policy.relocations_unneeded += 1;
+            sys.trace.stats.policy.relocations_unneeded += 1;
             return Err(RelocReason::NoGain);
         }
         let vma = sys.copy_vma_at(vmap, addr, len, cand, false).ok_or(RelocReason::NoGain)?;
@@ -81,15 +81,15 @@ impl Design for Auto {
     /// whatever frames they came with. Nothing is done where no merge follows.
     fn move_vma_done(self, sys: &mut System, mm: MmId, addr: VirtAddr) {
         for next_side in [true, false] {
-            let Some(v) = sys.mms[mm].vma_lookup(addr) else { return };
-            let (vs, ve) = (sys.vmas[v].start, sys.vmas[v].end);
+            let Some(v) = sys.vm.mms[mm].vma_lookup(addr) else { return };
+            let (vs, ve) = (sys.vm.vmas[v].start, sys.vm.vmas[v].end);
             let n = if next_side {
-                sys.mms[mm].vma_at_start(ve)
+                sys.vm.mms[mm].vma_at_start(ve)
             } else {
-                sys.mms[mm].vma_before(vs).filter(|&p| sys.vmas[p].end == vs)
+                sys.vm.mms[mm].vma_before(vs).filter(|&p| sys.vm.vmas[p].end == vs)
             };
             let Some(n) = n else { continue };
-            let (a, b) = (&sys.vmas[v], &sys.vmas[n]);
+            let (a, b) = (&sys.vm.vmas[v], &sys.vm.vmas[n]);
             if !a.is_anonymous()
                 || !b.is_anonymous()
                 || b.special.is_some()
@@ -118,11 +118,11 @@ impl Design for Auto {
             if p.shared_pages > 0 || p.migration || p.partial_large {
                 continue;
             }
-            sys.stats.policy.relocations_attempted += 1;
-            sys.relocate_in_place(mm, n, target, sys.vmas[v].anon_vma);
-            sys.stats.policy.relocations_done += 1;
+            sys.trace.stats.policy.relocations_attempted += 1;
+            sys.relocate_in_place(mm, n, target, sys.vm.vmas[v].anon_vma);
+            sys.trace.stats.policy.relocations_done += 1;
             let mut vmg = sys.vmg_from_vma(n, ns, ne, MergeCaller::AutoStitch);
-            vmg.prev = sys.mms[mm].vma_before(ns);
+            vmg.prev = sys.vm.mms[mm].vma_before(ns);
             sys.vma_merge_existing_range(&mut vmg);
         }
     }
@@ -138,22 +138,22 @@ impl Design for Auto {
         len: u64,
         flags: VmFlags,
     ) -> Option<PgOff> {
-        let m = &sys.mms[mm];
+        let m = &sys.vm.mms[mm];
         let pages = len >> PAGE_SHIFT;
         // VM_ACCOUNT is added to the new VMA later (mmap_region); it is no obstacle here.
         let fits = |id: VmaId| {
-            let n = &sys.vmas[id];
+            let n = &sys.vm.vmas[id];
             n.is_anonymous()
                 && n.special.is_none()
                 && n.anon_name.is_none()
                 && ((n.flags ^ flags) & !(VmFlags::IGNORE_MERGE | VmFlags::ACCOUNT)).is_empty()
                 && !sys.vma_is_fork_child(Some(id))
         };
-        if let Some(p) = m.vma_before(addr).filter(|&p| sys.vmas[p].end == addr && fits(p)) {
-            return Some(sys.vmas[p].pgoff.plus(sys.vmas[p].pages()));
+        if let Some(p) = m.vma_before(addr).filter(|&p| sys.vm.vmas[p].end == addr && fits(p)) {
+            return Some(sys.vm.vmas[p].pgoff.plus(sys.vm.vmas[p].pages()));
         }
         let n = m.vma_at_start(addr.plus(len)).filter(|&n| fits(n))?;
-        sys.vmas[n].pgoff.0.checked_sub(pages).map(PgOff)
+        sys.vm.vmas[n].pgoff.0.checked_sub(pages).map(PgOff)
     }
 }
 
@@ -161,11 +161,11 @@ impl Design for Auto {
 /// or share its anon_vma so that a later mprotect merges): prev's frame first, next's
 /// otherwise; None when no neighbour could ever take it.
 fn auto_candidate(sys: &System, vma: VmaId, addr: VirtAddr, len: u64) -> Option<PgOff> {
-    let v = &sys.vmas[vma];
-    let mm = &sys.mms[v.mm];
+    let v = &sys.vm.vmas[vma];
+    let mm = &sys.vm.mms[v.mm];
     let pages = len >> PAGE_SHIFT;
     let fits = |n: VmaId| {
-        let n = &sys.vmas[n];
+        let n = &sys.vm.vmas[n];
         n.is_anonymous()
             && n.special.is_none()
             // An mprotect can make these equal (VM_ACCOUNT comes with write access).
@@ -173,13 +173,13 @@ fn auto_candidate(sys: &System, vma: VmaId, addr: VirtAddr, len: u64) -> Option<
             && !n.flags.intersects(VmFlags::SPECIAL)
             && n.anon_name.as_deref() == v.anon_name.as_deref()
     };
-    let merges_now = |n: VmaId| ((sys.vmas[n].flags ^ v.flags) & !VmFlags::IGNORE_MERGE).is_empty();
-    let prev = mm.vma_before(addr).filter(|&p| sys.vmas[p].end == addr && fits(p));
-    let next = mm.vma_at_start(addr.plus(len)).filter(|&n| fits(n) && sys.vmas[n].pgoff.0 >= pages);
+    let merges_now = |n: VmaId| ((sys.vm.vmas[n].flags ^ v.flags) & !VmFlags::IGNORE_MERGE).is_empty();
+    let prev = mm.vma_before(addr).filter(|&p| sys.vm.vmas[p].end == addr && fits(p));
+    let next = mm.vma_at_start(addr.plus(len)).filter(|&n| fits(n) && sys.vm.vmas[n].pgoff.0 >= pages);
     // A fork child's anon_vma cannot take more folios (is_mergeable_anon_vma).
     let usable = |n: VmaId| !sys.vma_is_fork_child(Some(n));
-    let from_prev = prev.filter(|&p| usable(p)).map(|p| sys.vmas[p].pgoff.plus(sys.vmas[p].pages()));
-    let from_next = next.filter(|&n| usable(n)).map(|n| PgOff(sys.vmas[n].pgoff.0 - pages));
+    let from_prev = prev.filter(|&p| usable(p)).map(|p| sys.vm.vmas[p].pgoff.plus(sys.vm.vmas[p].pages()));
+    let from_next = next.filter(|&n| usable(n)).map(|n| PgOff(sys.vm.vmas[n].pgoff.0 - pages));
     match (from_prev, from_next) {
         (Some(a), Some(b)) if a == b => Some(a),
         (Some(a), Some(b)) => {

@@ -53,7 +53,7 @@ impl Design for Matena {
             None
         };
         if let Some(reason) = refuse {
-            sys.stats.policy.refuse(reason);
+            sys.trace.stats.policy.refuse(reason);
             return Err(reason);
         }
         let linear = PgOff(addr.0 >> PAGE_SHIFT);
@@ -73,9 +73,9 @@ impl Design for Matena {
             _ => None,
         };
         let Some(src) = src else { return false };
-        let Some(av) = sys.vmas[src].anon_vma else { return false };
-        let a = &sys.anon_vmas[av];
-        a.root == av && a.num_children == 1 && sys.vmas[src].chain.len() == 1
+        let Some(av) = sys.vm.vmas[src].anon_vma else { return false };
+        let a = &sys.rmap.anon_vmas[av];
+        a.root == av && a.num_children == 1 && sys.vm.vmas[src].chain.len() == 1
     }
 
     /// Before an existing-range merge removes or shrinks a VMA with another anon_vma than
@@ -90,20 +90,20 @@ impl Design for Matena {
         from: VmaId,
         to: VmaId,
     ) {
-        let (Some(fav), Some(tav)) = (sys.vmas[from].anon_vma, sys.vmas[to].anon_vma) else { return };
+        let (Some(fav), Some(tav)) = (sys.vm.vmas[from].anon_vma, sys.vm.vmas[to].anon_vma) else { return };
         if fav == tav {
             return;
         }
-        sys.stats.policy.anon_vma_adoptions += 1;
-        sys.stats.policy.rmap_lock_holds += 2;
+        sys.trace.stats.policy.anon_vma_adoptions += 1;
+        sys.trace.stats.policy.rmap_lock_holds += 2;
         // A migration entry's folio cannot be adopted while its migration is in flight (its
         // rmap walk would look in the old anon_vma and strand the entry): wait for it, which
         // maps the new folio, then adopt that.
         sys.wait_migrations(mm, start, end);
         for m in sys.mapped_anon_folios(mm, start, end).0 {
-            if sys.folios[m.folio].mapping == Mapping::Anon(fav) {
-                sys.folios[m.folio].mapping = Mapping::Anon(tav);
-                sys.stats.policy.folios_rewritten += 1;
+            if sys.mem.folios[m.folio].mapping == Mapping::Anon(fav) {
+                sys.mem.folios[m.folio].mapping = Mapping::Anon(tav);
+                sys.trace.stats.policy.folios_rewritten += 1;
             }
         }
     }

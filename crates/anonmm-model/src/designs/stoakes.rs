@@ -59,10 +59,10 @@ pub(crate) fn copy_vma_relocate_anon(
 ) -> Result<MoveTarget, RelocReason> {
     let (addr, len) = (VirtAddr(vrm.new_addr), vrm.new_len);
     if let Some(nv) = sys.copy_vma_merge_only(vmap, addr, len, pgoff) {
-        sys.stats.policy.relocations_unneeded += 1;
+        sys.trace.stats.policy.relocations_unneeded += 1;
         return Ok(MoveTarget::Merged(nv));
     }
-    if sys.mms[vrm.mm].intersects(addr, addr.plus(len)) {
+    if sys.vm.mms[vrm.mm].intersects(addr, addr.plus(len)) {
         return Err(RelocReason::NoGain);
     }
     let linear = PgOff(addr.0 >> PAGE_SHIFT);
