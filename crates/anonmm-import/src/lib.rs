@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod lines;
 pub mod perf;
 pub mod perf_data;
 pub mod stream;

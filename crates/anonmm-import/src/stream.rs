@@ -10,7 +10,6 @@
 //! - a step a later line may still edit (an exec's result, an openat's path) is held back,
 //!   with every step after it, until it is final.
 
-use std::collections::VecDeque;
 use std::io::Read;
 use std::path::Path;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
@@ -18,7 +17,8 @@ use std::thread::JoinHandle;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::perf::{Conv, Header, ImportError, ImportReport, ZSTD_MAGIC, header_of, looks_like_perf};
+use crate::lines::{Header, Source};
+use crate::perf::{Conv, ImportError, ImportReport, ZSTD_MAGIC, looks_like_perf};
 use crate::script::{Script, Step};
 
 /// How much text is read, split and converted at a time.
@@ -281,158 +281,6 @@ fn convert(
         report.zstd_cut(name, &e);
     }
     StreamEnd { report, exact: !c.spoiled }
-}
-
-/// A line of a chunk: where it is, and its header (offsets into the chunk's text).
-#[derive(Clone, Copy)]
-struct LineRec {
-    start: usize,
-    end: usize,
-    head: Option<Head>,
-}
-
-#[derive(Clone, Copy)]
-struct Head {
-    pid: u32,
-    tid: u32,
-    rest: (usize, usize),
-    fault: Option<(u64, u64)>,
-}
-
-/// Whole lines of the trace, with their headers parsed.
-pub(crate) struct Chunk {
-    text: String,
-    /// Number of the first line (1-based).
-    first_line: usize,
-    lines: Vec<LineRec>,
-}
-
-/// The reader: decompresses into chunks of whole lines and parses their headers, noting each
-/// tid's thread group in order; chunks read ahead wait in a queue.
-pub(crate) struct Source {
-    reader: Box<dyn Read + Send>,
-    chunk: usize,
-    /// The start of a line the last chunk cut.
-    tail: Vec<u8>,
-    next_line: usize,
-    eof: bool,
-    /// Why decompression stopped early, if it did.
-    problem: Option<String>,
-    queue: VecDeque<Chunk>,
-    /// Buffers of converted chunks, reused: fresh ones cost a page fault per 4 KiB.
-    spare: Vec<(Vec<u8>, Vec<LineRec>)>,
-}
-
-impl Source {
-    fn new(reader: Box<dyn Read + Send>, chunk: usize) -> Source {
-        Source {
-            reader,
-            chunk,
-            tail: Vec::new(),
-            next_line: 1,
-            eof: false,
-            problem: None,
-            queue: VecDeque::new(),
-            spare: Vec::new(),
-        }
-    }
-
-    /// The next chunk in order.
-    fn next(&mut self, tgid_of: &mut HashMap<u32, u32>) -> Option<Chunk> {
-        if self.queue.is_empty() {
-            self.read_ahead(tgid_of);
-        }
-        self.queue.pop_front()
-    }
-
-    fn give_back(&mut self, c: Chunk) {
-        if self.spare.len() < 4 {
-            self.spare.push((c.text.into_bytes(), c.lines));
-        }
-    }
-
-    /// Read, split and parse one more chunk into the queue: false at the end of the trace.
-    pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
-        if self.eof && self.tail.is_empty() {
-            return false;
-        }
-        let (mut buf, mut lines) = self.spare.pop().unwrap_or_default();
-        lines.clear();
-        // A recycled buffer keeps its old bytes, which the reads below overwrite: zeroing a
-        // whole chunk again before every read cost a twentieth of the import thread.
-        let mut filled = self.tail.len();
-        if buf.len() < filled {
-            buf.resize(filled, 0);
-        }
-        buf[..filled].copy_from_slice(&self.tail);
-        self.tail.clear();
-        let cut = loop {
-            if !self.eof {
-                let want = filled.max(self.chunk) + (self.chunk >> 4).max(1);
-                if buf.len() < want {
-                    buf.resize(want, 0);
-                }
-                while filled < want && !self.eof {
-                    match self.reader.read(&mut buf[filled..want]) {
-                        Ok(0) => self.eof = true,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            // A recording cut short: keep what was decompressed.
-                            self.problem = Some(e.to_string());
-                            self.eof = true;
-                        }
-                    }
-                }
-            }
-            if self.eof {
-                break filled;
-            }
-            // A line longer than a chunk makes the chunk longer.
-            if let Some(i) = buf[..filled].iter().rposition(|&b| b == b'\n') {
-                break i + 1;
-            }
-        };
-        self.tail.extend_from_slice(&buf[cut..filled]);
-        buf.truncate(cut);
-        if buf.is_empty() && self.eof && self.tail.is_empty() {
-            self.spare.push((buf, lines));
-            return false;
-        }
-        // Chunks end at a newline, so a lossy conversion replaces exactly what a conversion
-        // of the whole text would.
-        let text = match String::from_utf8(buf) {
-            Ok(t) => t,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
-        let base = text.as_ptr() as usize;
-        let mut start = 0;
-        // `str::lines`, with a vectorised search for the newlines.
-        let ends = memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| (i, i + 1));
-        let last = (start < text.len()).then_some((text.len(), text.len()));
-        for (end, next) in ends.chain(last) {
-            if start >= text.len() {
-                break;
-            }
-            let mut l = &text[start..end];
-            if end < text.len() {
-                l = l.strip_suffix('\r').unwrap_or(l);
-            }
-            let from = std::mem::replace(&mut start, next);
-            let head = header_of(l).map(|h| {
-                if h.tid != 0 {
-                    tgid_of.entry(h.tid).or_insert(h.pid);
-                }
-                let rs = h.rest.as_ptr() as usize - base;
-                Head { pid: h.pid, tid: h.tid, rest: (rs, rs + h.rest.len()), fault: h.fault }
-            });
-            lines.push(LineRec { start: from, end: from + l.len(), head });
-        }
-        let first_line = self.next_line;
-        self.next_line += lines.len();
-        self.queue.push_back(Chunk { text, first_line, lines });
-        true
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,536 @@
+//! `perf script` lines: the header every line starts with (`COMM PID/TID TIME: EVENT`), the
+//! payloads the converter reads, and the chunked reader a streaming import splits a trace
+//! with. Both the whole import (`perf`) and the streaming one (`stream`) use this module; it
+//! uses neither.
+
+use std::collections::VecDeque;
+use std::io::Read;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::abi;
+
+/// The fixed part of a perf line.
+pub(crate) struct Header<'a> {
+    pub(crate) pid: u32,
+    pub(crate) tid: u32,
+    /// After `TIME:`, trimmed.
+    pub(crate) rest: &'a str,
+    /// A well-formed `exceptions:page_fault_user` line's address and error code, read with
+    /// the header (on the header threads): most lines of a trace are these.
+    pub(crate) fault: Option<(u64, u64)>,
+}
+
+/// `address=0x... ip=0x... error_code=0x..` read in place (None if it is not exactly that
+/// shape; the generic key lookup then decides).
+pub(crate) fn fault_fields(payload: &str) -> Option<(u64, u64)> {
+    let rest = payload.strip_prefix("address=")?;
+    let (addr, _) = rest.split_once(' ')?;
+    let (_, last) = rest.rsplit_once(' ')?;
+    let code = last.strip_prefix("error_code=")?;
+    Some((num(addr)?, num(code)?))
+}
+
+/// The headers of `lines` (None for a blank or garbled line). Header parsing is most of an
+/// import's time and each line's is independent, so the two halves go to two threads.
+pub(crate) fn headers_of<'a>(lines: &[&'a str]) -> Vec<Option<Header<'a>>> {
+    let parse = |ls: &[&'a str]| ls.iter().map(|l| header_of(l)).collect::<Vec<_>>();
+    if lines.len() < 100_000 {
+        return parse(lines);
+    }
+    let (a, b) = lines.split_at(lines.len() / 2);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| parse(b));
+        let mut out = parse(a);
+        match second.join() {
+            Ok(rest) => out.extend(rest),
+            Err(_) => out.extend(parse(b)),
+        }
+        out
+    })
+}
+
+/// A line's header, with its fault fields if it is a page fault.
+pub(crate) fn header_of(l: &str) -> Option<Header<'_>> {
+    if let Some(h) = plain_header(l) {
+        return Some(h);
+    }
+    let mut h = split_header(l)?;
+    h.fault = fault_of(h.rest);
+    Some(h)
+}
+
+/// The address and error code of a well-formed `exceptions:page_fault_user` event.
+pub(crate) fn fault_of(rest: &str) -> Option<(u64, u64)> {
+    // Compared as a fixed-size array, which compiles to a few word compares, not a call.
+    const EVENT: &[u8; 27] = b"exceptions:page_fault_user:";
+    let b = rest.as_bytes();
+    let head: &[u8; 27] = b.get(..EVENT.len())?.try_into().ok()?;
+    if head != EVENT || !b.get(EVENT.len())?.is_ascii_whitespace() {
+        return None;
+    }
+    let p = &rest[EVENT.len()..];
+    let p = ascii_trimmed(p).unwrap_or_else(|| p.trim());
+    plain_fault(p).or_else(|| fault_fields(p))
+}
+
+/// `s.trim()` when its ends are plainly not whitespace (an ASCII graphic byte after leading
+/// ASCII whitespace, and before trailing), found byte by byte; None otherwise.
+pub(crate) fn ascii_trimmed(s: &str) -> Option<&str> {
+    let b = s.as_bytes();
+    let start = b.iter().position(|c| !c.is_ascii_whitespace())?;
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace())? + 1;
+    (b[start].is_ascii_graphic() && b[end - 1].is_ascii_graphic()).then(|| &s[start..end])
+}
+
+/// The header of a line of the usual shape, `COMM PID/TID SECS.FRAC: EVENT ...` with plain
+/// spaces, no colon in COMM and ASCII at the ends of the rest, read byte by byte; None for
+/// anything else, which [`split_header`] then reads (giving the same header for these).
+/// Most lines of a trace are page faults: their fields are read here too.
+pub(crate) fn plain_header(l: &str) -> Option<Header<'_>> {
+    let b = l.as_bytes();
+    let colon = memchr::memchr(b':', b)?;
+    if b.get(colon + 1).is_some_and(|&c| c != b' ') {
+        return None;
+    }
+    // SECS.FRAC, back from the colon.
+    let mut i = colon;
+    let mut frac = 0;
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        i -= 1;
+        frac += 1;
+    }
+    if frac == 0 || i < 2 || b[i - 1] != b'.' {
+        return None;
+    }
+    i -= 1;
+    let secs_end = i;
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        i -= 1;
+    }
+    if i == secs_end || i == 0 || b[i - 1] != b' ' {
+        return None;
+    }
+    while i > 0 && b[i - 1] == b' ' {
+        i -= 1;
+    }
+    // PID/TID.
+    let tid_end = i;
+    let (tid, at) = dec_back(b, tid_end)?;
+    if at == 0 || b[at - 1] != b'/' {
+        return None;
+    }
+    let (pid, at) = dec_back(b, at - 1)?;
+    if at > 0 && b[at - 1] != b' ' {
+        return None;
+    }
+    // The rest, trimmed: only when its ends are plainly not whitespace.
+    let mut r = colon + 1;
+    while b.get(r) == Some(&b' ') {
+        r += 1;
+    }
+    let (&first, &last) = (b.get(r)?, b.last()?);
+    if !(first.is_ascii_graphic() && last.is_ascii_graphic()) {
+        return None;
+    }
+    let rest = &l[r..];
+    Some(Header { pid, tid, rest, fault: fault_of(rest) })
+}
+
+/// The decimal number (at most 9 digits, so it fits a u32) that ends at `end`, and where it
+/// starts.
+pub(crate) fn dec_back(b: &[u8], end: usize) -> Option<(u32, usize)> {
+    let mut i = end;
+    let mut v: u32 = 0;
+    let mut scale: u32 = 1;
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        if end - i == 9 {
+            return None;
+        }
+        i -= 1;
+        v += u32::from(b[i] - b'0') * scale;
+        scale = scale.wrapping_mul(10);
+    }
+    (i < end).then_some((v, i))
+}
+
+/// `address=0xHEX ... error_code=0xHEX` with plain hex numbers (None for anything else).
+pub(crate) fn plain_fault(p: &str) -> Option<(u64, u64)> {
+    let b = p.as_bytes();
+    let (addr, used) = hex_prefixed(b.strip_prefix(b"address=0x")?)?;
+    if b.get(10 + used) != Some(&b' ') {
+        return None;
+    }
+    let last = memchr::memrchr(b' ', b)?;
+    let (code, used) = hex_prefixed(b[last + 1..].strip_prefix(b"error_code=0x")?)?;
+    (last + 1 + 13 + used == b.len()).then_some((addr, code))
+}
+
+/// The hex digits at the start of `b` as a number (None if none, or if it overflows), and
+/// how many there were.
+pub(crate) fn hex_prefixed(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v: u64 = 0;
+    let mut n = 0;
+    // Fifteen digits always fit: no overflow check for them.
+    while let Some(&c) = b.get(n).filter(|_| n < 15) {
+        let d = HEX[usize::from(c)];
+        if d == 0xff {
+            return (n > 0).then_some((v, n));
+        }
+        v = v << 4 | u64::from(d);
+        n += 1;
+    }
+    for &c in &b[n..] {
+        let d = HEX[usize::from(c)];
+        if d == 0xff {
+            break;
+        }
+        // Past sixteen digits only leading zeros may have come first.
+        v = v.checked_mul(16)? | u64::from(d);
+        n += 1;
+    }
+    (n > 0).then_some((v, n))
+}
+
+/// The value of each hex digit, 0xff for other bytes.
+pub(crate) const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The header is the first `PID/TID TIME:` pair of words (the command before it may hold
+/// spaces and colons). Only a word ending in `:` can be the time, so the search jumps from
+/// colon to colon: this runs once or twice per line of traces of millions of lines.
+pub(crate) fn split_header(s: &str) -> Option<Header<'_>> {
+    let b = s.as_bytes();
+    let ws = |c: u8| c.is_ascii_whitespace();
+    let mut from = 0;
+    while let Some(off) = b[from..].iter().position(|&c| c == b':') {
+        let colon = from + off;
+        from = colon + 1;
+        if b.get(colon + 1).is_some_and(|&c| !ws(c)) {
+            continue;
+        }
+        let tstart = b[..colon].iter().rposition(|&c| ws(c)).map_or(0, |i| i + 1);
+        if !is_time_colon(&s[tstart..=colon]) {
+            continue;
+        }
+        let before = &b[..tstart];
+        let Some(pend) = before.iter().rposition(|&c| !ws(c)).map(|i| i + 1) else { continue };
+        let pstart = before[..pend].iter().rposition(|&c| ws(c)).map_or(0, |i| i + 1);
+        if let Some((pid, tid)) = pid_tid(&s[pstart..pend]) {
+            return Some(Header { pid, tid, rest: s[colon + 1..].trim(), fault: None });
+        }
+    }
+    None
+}
+
+/// `8742/8750`.
+pub(crate) fn pid_tid(w: &str) -> Option<(u32, u32)> {
+    let (p, t) = w.split_once('/')?;
+    Some((dec_u32(p)?, dec_u32(t)?))
+}
+
+pub(crate) fn dec_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `1009.601168:`.
+pub(crate) fn is_time_colon(w: &str) -> bool {
+    let Some(t) = w.strip_suffix(':') else {
+        return false;
+    };
+    let Some((a, b)) = t.split_once('.') else {
+        return false;
+    };
+    !a.is_empty()
+        && !b.is_empty()
+        && a.bytes().all(|c| c.is_ascii_digit())
+        && b.bytes().all(|c| c.is_ascii_digit())
+}
+
+/// `0x1f` or `31`.
+pub(crate) fn num(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if h.is_empty() || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(h, 16).ok()
+    } else {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    }
+}
+
+/// A file descriptor: the kernel takes it as an `int` (`ksys_mmap_pgoff` → `fget(unsigned
+/// int)`, `close_fd(unsigned int)`), ignoring the upper 32 bits of the register, which
+/// callers leave with junk in them; `0xffffffff` is -1.
+pub(crate) fn fd_of(v: u64) -> i64 {
+    i64::from(v as u32 as i32)
+}
+
+/// One `PERF_RECORD_MMAP2` line: `PID/TID: [ADDR(LEN) @ PGOFF MAJ:MIN INO GEN]: PERMS NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MapRec {
+    pub(crate) tid: u32,
+    pub(crate) addr: u64,
+    pub(crate) len: u64,
+    /// In bytes, as perf prints it.
+    pub(crate) pgoff: u64,
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+    pub(crate) prot: u64,
+    pub(crate) shared: bool,
+    pub(crate) name: String,
+}
+
+impl MapRec {
+    /// Memory no file backs (perf's `//anon`, or no name).
+    pub(crate) fn is_anon(&self) -> bool {
+        self.name.is_empty() || self.name == "//anon"
+    }
+    pub(crate) fn is_special(&self) -> bool {
+        self.name.starts_with('[')
+    }
+}
+
+pub(crate) fn parse_mmap2(rest: &str) -> Result<MapRec, String> {
+    let bad = |what: &str| format!("PERF_RECORD_MMAP2: {what}");
+    let r = rest.strip_prefix("PERF_RECORD_MMAP2").unwrap_or(rest).trim_start();
+    let (pt, r) = r.split_once(": [").ok_or_else(|| bad("expected `PID/TID: [`"))?;
+    let (_, tid) = pid_tid(pt.trim()).ok_or_else(|| bad("bad PID/TID"))?;
+    let (inside, r) = r.split_once("]: ").ok_or_else(|| bad("expected `]: PERMS NAME`"))?;
+    let (range, meta) = inside.split_once(" @ ").ok_or_else(|| bad("expected `ADDR(LEN) @ ...`"))?;
+    let (addr, len) =
+        range.strip_suffix(')').and_then(|r| r.split_once('(')).ok_or_else(|| bad("expected `ADDR(LEN)`"))?;
+    let addr = num(addr).ok_or_else(|| bad("bad address"))?;
+    let len = num(len).ok_or_else(|| bad("bad length"))?;
+    let meta: Vec<&str> = meta.split_whitespace().collect();
+    let [pgoff, dev, ino, _gen] = meta[..] else {
+        return Err(bad("expected `PGOFF MAJ:MIN INO GEN`"));
+    };
+    let pgoff = num(pgoff).ok_or_else(|| bad("bad pgoff"))?;
+    let (maj, min) = dev
+        .split_once(':')
+        .and_then(|(a, b)| Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?)))
+        .ok_or_else(|| bad("bad MAJ:MIN"))?;
+    let ino = num(ino).ok_or_else(|| bad("bad inode"))?;
+    let perms = r
+        .get(..4)
+        .filter(|_| r[4..].is_empty() || r[4..].starts_with(' '))
+        .ok_or_else(|| bad("bad permissions"))?;
+    let p = perms.as_bytes();
+    let flag = |i: usize, yes: u8, bit: u64| match p[i] {
+        c if c == yes => Ok(bit),
+        b'-' => Ok(0),
+        _ => Err(bad("bad permissions")),
+    };
+    let prot =
+        flag(0, b'r', abi::PROT_READ)? | flag(1, b'w', abi::PROT_WRITE)? | flag(2, b'x', abi::PROT_EXEC)?;
+    let shared = match p[3] {
+        b's' => true,
+        b'p' => false,
+        _ => return Err(bad("bad permissions")),
+    };
+    Ok(MapRec {
+        tid,
+        addr,
+        len,
+        pgoff,
+        dev: (maj << 8) | min,
+        ino,
+        prot,
+        shared,
+        name: r[4..].trim().to_string(),
+    })
+}
+
+/// `name: 0x..., name: 0x...` as the syscall tracepoints print their arguments.
+pub(crate) fn parse_args(payload: &str) -> Result<Vec<(&str, u64)>, String> {
+    let payload = payload.trim();
+    if payload.is_empty() {
+        return Ok(Vec::new());
+    }
+    payload
+        .split(", ")
+        .map(|a| {
+            let (k, v) = a.split_once(": ").ok_or_else(|| format!("expected `NAME: VALUE`, found `{a}`"))?;
+            let v = num(v).ok_or_else(|| format!("bad number `{}` for {k}", v.trim()))?;
+            Ok((k.trim(), v))
+        })
+        .collect()
+}
+
+/// A `key=value` of a sched event; the value runs to the next space.
+pub(crate) fn kv<'a>(payload: &'a str, key: &str) -> Option<&'a str> {
+    payload.split(' ').filter_map(|w| w.strip_prefix(key)?.strip_prefix('=')).next_back()
+}
+
+/// A line of a chunk: where it is, and its header (offsets into the chunk's text).
+#[derive(Clone, Copy)]
+pub(crate) struct LineRec {
+    pub(crate) start: usize,
+    pub(crate) end: usize,
+    pub(crate) head: Option<Head>,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct Head {
+    pub(crate) pid: u32,
+    pub(crate) tid: u32,
+    pub(crate) rest: (usize, usize),
+    pub(crate) fault: Option<(u64, u64)>,
+}
+
+/// Whole lines of the trace, with their headers parsed.
+pub(crate) struct Chunk {
+    pub(crate) text: String,
+    /// Number of the first line (1-based).
+    pub(crate) first_line: usize,
+    pub(crate) lines: Vec<LineRec>,
+}
+
+/// The reader: decompresses into chunks of whole lines and parses their headers, noting each
+/// tid's thread group in order; chunks read ahead wait in a queue.
+pub(crate) struct Source {
+    pub(crate) reader: Box<dyn Read + Send>,
+    pub(crate) chunk: usize,
+    /// The start of a line the last chunk cut.
+    pub(crate) tail: Vec<u8>,
+    pub(crate) next_line: usize,
+    pub(crate) eof: bool,
+    /// Why decompression stopped early, if it did.
+    pub(crate) problem: Option<String>,
+    pub(crate) queue: VecDeque<Chunk>,
+    /// Buffers of converted chunks, reused: fresh ones cost a page fault per 4 KiB.
+    pub(crate) spare: Vec<(Vec<u8>, Vec<LineRec>)>,
+}
+
+impl Source {
+    pub(crate) fn new(reader: Box<dyn Read + Send>, chunk: usize) -> Source {
+        Source {
+            reader,
+            chunk,
+            tail: Vec::new(),
+            next_line: 1,
+            eof: false,
+            problem: None,
+            queue: VecDeque::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// The next chunk in order.
+    pub(crate) fn next(&mut self, tgid_of: &mut HashMap<u32, u32>) -> Option<Chunk> {
+        if self.queue.is_empty() {
+            self.read_ahead(tgid_of);
+        }
+        self.queue.pop_front()
+    }
+
+    pub(crate) fn give_back(&mut self, c: Chunk) {
+        if self.spare.len() < 4 {
+            self.spare.push((c.text.into_bytes(), c.lines));
+        }
+    }
+
+    /// Read, split and parse one more chunk into the queue: false at the end of the trace.
+    pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
+        if self.eof && self.tail.is_empty() {
+            return false;
+        }
+        let (mut buf, mut lines) = self.spare.pop().unwrap_or_default();
+        lines.clear();
+        // A recycled buffer keeps its old bytes, which the reads below overwrite: zeroing a
+        // whole chunk again before every read cost a twentieth of the import thread.
+        let mut filled = self.tail.len();
+        if buf.len() < filled {
+            buf.resize(filled, 0);
+        }
+        buf[..filled].copy_from_slice(&self.tail);
+        self.tail.clear();
+        let cut = loop {
+            if !self.eof {
+                let want = filled.max(self.chunk) + (self.chunk >> 4).max(1);
+                if buf.len() < want {
+                    buf.resize(want, 0);
+                }
+                while filled < want && !self.eof {
+                    match self.reader.read(&mut buf[filled..want]) {
+                        Ok(0) => self.eof = true,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            // A recording cut short: keep what was decompressed.
+                            self.problem = Some(e.to_string());
+                            self.eof = true;
+                        }
+                    }
+                }
+            }
+            if self.eof {
+                break filled;
+            }
+            // A line longer than a chunk makes the chunk longer.
+            if let Some(i) = buf[..filled].iter().rposition(|&b| b == b'\n') {
+                break i + 1;
+            }
+        };
+        self.tail.extend_from_slice(&buf[cut..filled]);
+        buf.truncate(cut);
+        if buf.is_empty() && self.eof && self.tail.is_empty() {
+            self.spare.push((buf, lines));
+            return false;
+        }
+        // Chunks end at a newline, so a lossy conversion replaces exactly what a conversion
+        // of the whole text would.
+        let text = match String::from_utf8(buf) {
+            Ok(t) => t,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        let base = text.as_ptr() as usize;
+        let mut start = 0;
+        // `str::lines`, with a vectorised search for the newlines.
+        let ends = memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| (i, i + 1));
+        let last = (start < text.len()).then_some((text.len(), text.len()));
+        for (end, next) in ends.chain(last) {
+            if start >= text.len() {
+                break;
+            }
+            let mut l = &text[start..end];
+            if end < text.len() {
+                l = l.strip_suffix('\r').unwrap_or(l);
+            }
+            let from = std::mem::replace(&mut start, next);
+            let head = header_of(l).map(|h| {
+                if h.tid != 0 {
+                    tgid_of.entry(h.tid).or_insert(h.pid);
+                }
+                let rs = h.rest.as_ptr() as usize - base;
+                Head { pid: h.pid, tid: h.tid, rest: (rs, rs + h.rest.len()), fault: h.fault }
+            });
+            lines.push(LineRec { start: from, end: from + l.len(), head });
+        }
+        let first_line = self.next_line;
+        self.next_line += lines.len();
+        self.queue.push_back(Chunk { text, first_line, lines });
+        true
+    }
+}
