@@ -294,7 +294,7 @@ pub fn bench_vma_calls(live: usize, rounds: usize, reps: usize, in_order: bool, 
         }
         t.elapsed()
     });
-    let map_count = sys.vm.mms[sys.mm_of(Pid(1)).expect("pid 1")].map_count();
+    let map_count = sys.vm.mms[sys.vm.mm_of(Pid(1)).expect("pid 1")].map_count();
     let calls = rounds as u64 * 8;
     let (name, target) = match (in_order, live >= 100_000) {
         (false, true) => (format!("VMA calls with {live} live VMAs"), Some(Target::AtLeast(2e6))),

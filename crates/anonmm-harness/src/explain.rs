@@ -49,7 +49,7 @@ impl Provenance {
         let here = || (step.line, step.call_text().into_owned());
         match (&step.call, outcome) {
             (Call::Touch { addr, .. }, _) => {
-                let Ok(mm) = sys.mm_of(step.pid) else { return };
+                let Ok(mm) = sys.vm.mm_of(step.pid) else { return };
                 if let Some(av) =
                     sys.vm.mms[mm].vma_lookup(VirtAddr(*addr)).and_then(|v| sys.vm.vmas[v].anon_vma)
                 {
@@ -205,7 +205,7 @@ fn render(sys: &mut System, prov: &Provenance, opts: &ExplainOptions) -> String 
     let pids: Vec<Pid> = sys.vm.procs.keys().copied().filter(|p| opts.pid.is_none_or(|q| q == *p)).collect();
     let policy = sys.policy;
     for pid in pids {
-        let Ok(mm) = sys.mm_of(pid) else { continue };
+        let Ok(mm) = sys.vm.mm_of(pid) else { continue };
         let vmas: Vec<VmaId> = sys.vm.mms[mm].vmas.values().map(|e| e.id).collect();
         let _ = writeln!(out, "== pid {} ({} VMAs) ==", pid.0, vmas.len());
         let mut apart = 0;

@@ -208,7 +208,7 @@ impl ReplayState {
     /// Fit the model's world to the trace before a step runs; see the module comment.
     pub fn before<'s>(&mut self, sys: &mut System, step: &'s Step) -> Plan<'s> {
         self.pending = None;
-        let Ok(mm) = sys.mm_of(step.pid) else { return Plan::Run(Cow::Borrowed(step)) };
+        let Ok(mm) = sys.vm.mm_of(step.pid) else { return Plan::Run(Cow::Borrowed(step)) };
         if !matches!(step.call, Call::MapRecord { .. }) && !self.learning_base.is_empty() {
             self.learning_base.remove(&mm);
         }
@@ -312,7 +312,7 @@ impl ReplayState {
 
     /// Remember that a recorded call mapped `[addr, addr + len)` in the step's address space.
     fn note_range(&mut self, sys: &System, step: &Step, addr: u64, len: u64) {
-        let Ok(mm) = sys.mm_of(step.pid) else { return };
+        let Ok(mm) = sys.vm.mm_of(step.pid) else { return };
         let end = page_align(len).and_then(|l| addr.checked_add(l)).unwrap_or(u64::MAX);
         let ranges = self.recorded_ranges.entry(mm).or_default();
         // A growing brk or mremap extends the range it started from.
@@ -334,7 +334,7 @@ impl ReplayState {
     /// below it, so their highest end is the base (the `[stack]`, mapped by `setup_arg_pages`
     /// above it, does not count).
     fn learn_mmap_base(&mut self, sys: &mut System, step: &Step, addr: u64, len: u64, name: &Option<String>) {
-        let Ok(mm) = sys.mm_of(step.pid) else { return };
+        let Ok(mm) = sys.vm.mm_of(step.pid) else { return };
         let Some(best) = self.learning_base.get_mut(&mm) else { return };
         if name.as_deref() == Some("[stack]") {
             return;
@@ -471,7 +471,7 @@ impl ReplayState {
         let mut outcome = outcome;
         match &step.call {
             Call::Execve { .. } => {
-                if let Ok(mm) = sys.mm_of(step.pid) {
+                if let Ok(mm) = sys.vm.mm_of(step.pid) {
                     self.learning_base.insert(mm, 0);
                     self.recorded_ranges.insert(mm, Vec::new());
                 }
@@ -486,15 +486,15 @@ impl ReplayState {
                 }
             }
             Call::Brk { .. } => {
-                if let Ok(mm) = sys.mm_of(step.pid) {
+                if let Ok(mm) = sys.vm.mm_of(step.pid) {
                     let (s, e) = (sys.vm.mms[mm].start_brk.0, sys.vm.mms[mm].brk.0);
                     self.note_range(sys, step, s, e.saturating_sub(s));
                 }
             }
             Call::Fork { .. } if matches!(outcome, Expect::Value(_)) => {
                 self.processes += 1;
-                if let (Expect::Value(c), Ok(pmm)) = (outcome, sys.mm_of(step.pid))
-                    && let Ok(cmm) = sys.mm_of(crate::types::Pid(c as u32))
+                if let (Expect::Value(c), Ok(pmm)) = (outcome, sys.vm.mm_of(step.pid))
+                    && let Ok(cmm) = sys.vm.mm_of(crate::types::Pid(c as u32))
                 {
                     let ranges = self.recorded_ranges.get(&pmm).cloned().unwrap_or_default();
                     self.recorded_ranges.insert(cmm, ranges);
@@ -550,7 +550,7 @@ impl ReplayState {
             _ => None,
         };
         if let Some(addr) = unmapped_at
-            && sys.mm_of(step.pid).is_ok_and(|mm| !self.was_recorded(mm, addr))
+            && sys.vm.mm_of(step.pid).is_ok_and(|mm| !self.was_recorded(mm, addr))
         {
             class = DivClass::Trace;
         }
@@ -579,7 +579,7 @@ pub fn vma_record_diff(sys: &System, pid: crate::types::Pid, call: &Call) -> Opt
     let end = page_align(*len).and_then(|l| addr.checked_add(l)).unwrap_or(u64::MAX);
     let rec_name = path.as_deref().or(name.as_deref()).unwrap_or("");
     let kernel = show_vma(*addr, end, *prot, *shared, *pgoff, rec_name);
-    let Ok(mm) = sys.mm_of(pid) else { return Some((kernel, "no such process".to_string())) };
+    let Ok(mm) = sys.vm.mm_of(pid) else { return Some((kernel, "no such process".to_string())) };
     let Some(v) = sys.vm.mms[mm].vma_lookup(VirtAddr(*addr)) else {
         return Some((kernel, "no VMA there".to_string()));
     };
@@ -600,7 +600,7 @@ pub fn vma_record_diff(sys: &System, pid: crate::types::Pid, call: &Call) -> Opt
     let vname = match (file, &vma.special) {
         (Some(crate::fs::InodeKind::Regular { path }), _) => path.as_str(),
         (Some(crate::fs::InodeKind::Shmem), _) => "/dev/zero (deleted)",
-        (None, Some(n)) => n,
+        (None, Some(n)) => n.name(),
         (None, None) => "",
     };
     let same = vma.start.0 == *addr

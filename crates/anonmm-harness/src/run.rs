@@ -506,7 +506,7 @@ impl<'a> Runner<'a> {
         // not tell `exit` from `exit_group`.
         if self.replay.is_none()
             && matches!(step.call, Call::ExitGroup { .. } | Call::Execve { .. })
-            && !self.sys.thread_siblings(pid).is_empty()
+            && !self.sys.vm.thread_siblings(pid).is_empty()
         {
             self.sys.not_modelled(&format!(
                 "{} by a task whose thread group has other live tasks (the kernel ends them all; \
@@ -600,7 +600,7 @@ impl<'a> Runner<'a> {
                 *shared,
                 (*dev, *ino),
                 path.as_deref(),
-                name.as_deref(),
+                name.as_deref().map(crate::vma::SpecialMapping::from_name),
             )),
         })
     }

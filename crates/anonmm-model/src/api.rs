@@ -78,7 +78,7 @@ impl System {
     /// # Ok::<(), Errno>(())
     /// ```
     pub fn page_at(&self, pid: Pid, addr: u64) -> KResult<Option<MappedPage>> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         let (folio, page, flags, huge) = match self.vm.mms[mm].pt.walk(VirtAddr(addr)) {
             Walk::Pte(Pte::Present { folio, sub, flags }) => (folio, sub, flags, false),
             Walk::Huge { folio, sub, flags } => (folio, sub, flags, true),
@@ -102,7 +102,7 @@ impl System {
     /// # Ok::<(), Errno>(())
     /// ```
     pub fn proc_maps(&self, pid: Pid) -> KResult<Vec<String>> {
-        self.mm_of(pid)?;
+        self.vm.mm_of(pid)?;
         Ok(self.maps(pid))
     }
 
@@ -121,6 +121,6 @@ impl System {
     /// # Ok::<(), Errno>(())
     /// ```
     pub fn vma_count(&self, pid: Pid) -> KResult<usize> {
-        Ok(self.vm.mms[self.mm_of(pid)?].map_count())
+        Ok(self.vm.mms[self.vm.mm_of(pid)?].map_count())
     }
 }

@@ -65,7 +65,7 @@ impl System {
         write: bool,
         tag_of: &dyn Fn(u64) -> u64,
     ) -> Result<Result<(), Signal>, crate::errno::Errno> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         let start = VirtAddr(addr).page_down();
         // One page, the way replay faults: the same checks and fault steps as the loop
         // below, without its bookkeeping. The last page of the address space, which cannot

@@ -30,12 +30,12 @@ impl System {
     /// # Ok::<(), Errno>(())
     /// ```
     pub fn sys_fork(&mut self, parent: Pid, child: Pid) -> KResult<u64> {
-        let pmm = self.mm_of(parent)?;
+        let pmm = self.vm.mm_of(parent)?;
         if self.vm.procs.contains_key(&child) {
             return Err(Errno::EEXIST);
         }
         let cmm = self.dup_mmap(pmm);
-        let files = self.dup_fd(self.vm.procs[&parent].files);
+        let files = self.fs.dup_fd(self.vm.procs[&parent].files);
         self.vm.procs.insert(child, Process { mm: cmm, files, tgid: child });
         Ok(child.0 as u64)
     }
@@ -61,7 +61,7 @@ impl System {
     /// ```
     pub fn sys_clone_vm(&mut self, parent: Pid, child: Pid, flags: u64) -> KResult<u64> {
         use crate::abi::*;
-        let mm = self.mm_of(parent)?;
+        let mm = self.vm.mm_of(parent)?;
         if self.vm.procs.contains_key(&child) {
             return Err(Errno::EEXIST);
         }
@@ -77,7 +77,7 @@ impl System {
             self.fs.tables[pfiles].users += 1;
             pfiles
         } else {
-            self.dup_fd(pfiles)
+            self.fs.dup_fd(pfiles)
         };
         self.vm.mms[mm].users += 1;
         let tgid = if flags & CLONE_THREAD != 0 { self.vm.procs[&parent].tgid } else { child };
@@ -118,7 +118,7 @@ impl System {
             if wipe {
                 v.anon_vma = None;
             }
-            let cv = self.vma_link(v);
+            let cv = self.vm.vma_link(v);
             if !wipe {
                 self.anon_vma_fork(cv, pv);
                 // vma_needs_copy: only VMAs with an anon_vma or a VM_COPY_ON_FORK flag
@@ -288,7 +288,7 @@ impl System {
             self.zap_range_drop_markers(mm, s, e);
         }
         for v in vmas {
-            self.vma_detach(v);
+            self.vm.vma_detach(v);
             self.vma_free(v);
         }
         self.vm.mms.free(mm);
@@ -296,7 +296,7 @@ impl System {
 
     /// execve(2): a fresh, empty mm (the new image's mappings come from the trace).
     pub fn sys_execve(&mut self, pid: Pid) -> KResult<u64> {
-        let old = self.mm_of(pid)?;
+        let old = self.vm.mm_of(pid)?;
         let mm_lives = self.vm.mms[old].users > 1;
         let mm = self.vm.mms.alloc(Mm::new(&self.cfg));
         self.vm.procs.get_mut(&pid).expect("pid").mm = mm;
@@ -305,7 +305,7 @@ impl System {
         let t = self.vm.procs[&pid].files;
         let shared = self.fs.tables[t].users > 1;
         if shared {
-            let own = self.dup_fd(t);
+            let own = self.fs.dup_fd(t);
             self.fs.tables[t].users -= 1;
             self.vm.procs.get_mut(&pid).expect("pid").files = own;
         }

@@ -144,16 +144,6 @@ impl System {
         Ok(&mut self.fs.tables[self.vm.procs.get(&pid).ok_or(Errno::ESRCH)?.files].fds)
     }
 
-    /// A new descriptor table holding a copy of `from`'s descriptors (`dup_fd`): every
-    /// open file gains a reference.
-    pub(crate) fn dup_fd(&mut self, from: FilesId) -> FilesId {
-        let fds = self.fs.tables[from].fds.clone();
-        for &f in fds.values() {
-            self.fs.files[f].refs += 1;
-        }
-        self.fs.tables.alloc(FdTable { fds, users: 1 })
-    }
-
     /// Drop a task's use of a descriptor table; the last user closes every descriptor
     /// (`put_files_struct`).
     pub(crate) fn put_files(&mut self, t: FilesId) {
@@ -234,28 +224,6 @@ impl System {
                 Err(e)
             }
         }
-    }
-
-    /// Open a file read-only for an exec-time mapping, creating it (at least `size` bytes)
-    /// if the model has not seen it.
-    pub fn open_for_exec(&mut self, path: &str, size: u64) -> FileId {
-        let inode = match self.fs.names.get(path) {
-            Some(&i) => i,
-            None => {
-                self.fs.next_ino += 1;
-                let i = self.fs.inodes.alloc(Inode {
-                    kind: InodeKind::Regular { path: path.to_string() },
-                    ino: self.fs.next_ino,
-                    size,
-                    cache: BTreeMap::new(),
-                    refs: 1,
-                });
-                self.fs.names.insert(path.to_string(), i);
-                i
-            }
-        };
-        self.fs.inodes[inode].refs += 1;
-        self.fs.files.alloc(OpenFile { inode, readable: true, writable: false, refs: 1, ra: None })
     }
 
     /// close(2).
@@ -424,5 +392,39 @@ impl System {
             self.fs.inodes[inode].cache.remove(&pgoff);
             self.page_cache_release(folio);
         }
+    }
+}
+
+impl Fs {
+    /// A new descriptor table holding a copy of `from`'s descriptors (`dup_fd`): every
+    /// open file gains a reference.
+    pub(crate) fn dup_fd(&mut self, from: FilesId) -> FilesId {
+        let fds = self.tables[from].fds.clone();
+        for &f in fds.values() {
+            self.files[f].refs += 1;
+        }
+        self.tables.alloc(FdTable { fds, users: 1 })
+    }
+
+    /// Open a file read-only for an exec-time mapping, creating it (at least `size` bytes)
+    /// if the model has not seen it.
+    pub fn open_for_exec(&mut self, path: &str, size: u64) -> FileId {
+        let inode = match self.names.get(path) {
+            Some(&i) => i,
+            None => {
+                self.next_ino += 1;
+                let i = self.inodes.alloc(Inode {
+                    kind: InodeKind::Regular { path: path.to_string() },
+                    ino: self.next_ino,
+                    size,
+                    cache: BTreeMap::new(),
+                    refs: 1,
+                });
+                self.names.insert(path.to_string(), i);
+                i
+            }
+        };
+        self.inodes[inode].refs += 1;
+        self.files.alloc(OpenFile { inode, readable: true, writable: false, refs: 1, ra: None })
     }
 }

@@ -52,7 +52,7 @@ impl System {
     /// tracking, a file page beyond EOF) fails the call with EFAULT: the pages pinned so far
     /// are unpinned (`io_pin_pages`), the faults stay done.
     pub fn sys_pin(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         if addr == 0 || len == 0 || len > MAX_PIN_BYTES {
             return Err(Errno::EFAULT);
         }
@@ -163,7 +163,7 @@ impl System {
     /// `unpin(addr, len)`: unregister the buffer this process pinned with exactly this range
     /// (`io_sqe_buffers_unregister`); EINVAL if there is none.
     pub fn sys_unpin(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
-        self.mm_of(pid)?;
+        self.vm.mm_of(pid)?;
         let list = self.gup.pins.get_mut(&pid).ok_or(Errno::EINVAL)?;
         let i = list.iter().position(|p| p.addr == addr && p.len == len).ok_or(Errno::EINVAL)?;
         let pin = list.remove(i);

@@ -57,25 +57,6 @@ impl System {
         out
     }
 
-    /// `folio_maybe_mapped_shared` (include/linux/mm.h): a small folio mapped more than once;
-    /// a large one mapped more than once with a PMD mapping among them, or mapped more times
-    /// than it has pages, or with its `FOLIO_MM_IDS_SHARED` bit set (maybe mapped by more
-    /// than one mm).
-    pub fn folio_maybe_mapped_shared(&self, folio: FolioId) -> bool {
-        let f = &self.mem.folios[folio];
-        let mapcount = f.mapcount();
-        if !f.is_large() {
-            return mapcount > 1;
-        }
-        if mapcount <= 1 {
-            return false;
-        }
-        if f.entire_mapcount > 0 || mapcount > f.nr_pages() {
-            return true;
-        }
-        f.mm_ids_shared
-    }
-
     /// `folio_pte_batch(folio, pte, ptent, max_nr)` as `madvise_folio_pte_batch` calls it: how
     /// many PTEs from `a` (mapping page `sub` of the large `folio`) map the following pages of
     /// the folio in order, up to `end` (inside the same PTE table) and the folio's end. The
@@ -90,21 +71,6 @@ impl System {
             }
         }
         n.min(max.max(1))
-    }
-
-    /// `can_split_folio(folio, 1, &extra_pins)`: every reference is a mapping, or one the
-    /// split knows how to hand over (the swap cache's: `extra_pins` is the folio's pages when
-    /// it is in the swap cache). A long-term pin, or any other reference, makes the split
-    /// impossible.
-    pub fn can_split_folio(&self, folio: FolioId) -> bool {
-        let f = &self.mem.folios[folio];
-        let expected = match f.mapping {
-            Mapping::Anon(_) => u32::from(f.swap.is_some()),
-            // The page cache's reference.
-            Mapping::File(_) => 1,
-            Mapping::None => 0,
-        };
-        f.extra_refs == expected
     }
 
     /// `split_folio(folio)`: split a large anonymous folio into order-0 folios
@@ -155,7 +121,7 @@ impl System {
         if !f.is_mapped() {
             return Err(Errno::EBUSY);
         }
-        if !self.can_split_folio(folio) {
+        if !self.mem.can_split_folio(folio) {
             return Err(Errno::EAGAIN);
         }
         let maps = self.folio_mappings(folio);
@@ -242,5 +208,41 @@ impl System {
         head.mm_ids_shared = false;
         debug_assert_eq!(head.entire_mapcount, 0, "PMD mappings are split before the folio");
         out
+    }
+}
+
+impl crate::folio::FolioStore {
+    /// `folio_maybe_mapped_shared` (include/linux/mm.h): a small folio mapped more than once;
+    /// a large one mapped more than once with a PMD mapping among them, or mapped more times
+    /// than it has pages, or with its `FOLIO_MM_IDS_SHARED` bit set (maybe mapped by more
+    /// than one mm).
+    pub fn folio_maybe_mapped_shared(&self, folio: FolioId) -> bool {
+        let f = &self.folios[folio];
+        let mapcount = f.mapcount();
+        if !f.is_large() {
+            return mapcount > 1;
+        }
+        if mapcount <= 1 {
+            return false;
+        }
+        if f.entire_mapcount > 0 || mapcount > f.nr_pages() {
+            return true;
+        }
+        f.mm_ids_shared
+    }
+
+    /// `can_split_folio(folio, 1, &extra_pins)`: every reference is a mapping, or one the
+    /// split knows how to hand over (the swap cache's: `extra_pins` is the folio's pages when
+    /// it is in the swap cache). A long-term pin, or any other reference, makes the split
+    /// impossible.
+    pub fn can_split_folio(&self, folio: FolioId) -> bool {
+        let f = &self.folios[folio];
+        let expected = match f.mapping {
+            Mapping::Anon(_) => u32::from(f.swap.is_some()),
+            // The page cache's reference.
+            Mapping::File(_) => 1,
+            Mapping::None => 0,
+        };
+        f.extra_refs == expected
     }
 }

@@ -172,7 +172,7 @@
 //! let hits = sys.rmap_walk_anon(folio);
 //! let mut mms: Vec<_> = hits.iter().map(|h| sys.vm.vmas[h.vma].mm).collect();
 //! mms.sort();
-//! assert_eq!(mms, [sys.mm_of(Pid(1))?, sys.mm_of(Pid(2))?]);
+//! assert_eq!(mms, [sys.vm.mm_of(Pid(1))?, sys.vm.mm_of(Pid(2))?]);
 //! assert!(hits.iter().all(|h| h.addr == VirtAddr(a)));
 //!
 //! // The child's write gives it a copy under its own anon_vma, which reaches only the child.
@@ -180,7 +180,7 @@
 //! let copy = sys.page_at(Pid(2), a)?.expect("mapped").folio;
 //! let hits = sys.rmap_walk_anon(copy);
 //! assert_eq!(hits.len(), 1);
-//! assert_eq!(sys.vm.vmas[hits[0].vma].mm, sys.mm_of(Pid(2))?);
+//! assert_eq!(sys.vm.vmas[hits[0].vma].mm, sys.vm.mm_of(Pid(2))?);
 //! // The original's walk still visits the child's VMA (it is linked to the parent's
 //! // anon_vma), but only the parent maps it.
 //! assert_eq!(sys.rmap_walk_anon(folio).len(), 2);

@@ -76,7 +76,7 @@ impl System {
 
     /// madvise(2).
     pub fn sys_madvise(&mut self, pid: Pid, start: u64, len_in: u64, behavior: u64) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         let valid = MADV_ADVICE.iter().any(|&(_, v)| v == behavior)
             && (self.cfg.kernel.profile().madv_guard
                 || !matches!(behavior, MADV_GUARD_INSTALL | MADV_GUARD_REMOVE));
@@ -268,7 +268,7 @@ impl System {
     /// (`madvise_free_folio`, or the whole THP in `madvise_free_huge_pmd`).
     fn madvise_free_pte_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr) {
         if let Some(&Pmd::Huge { folio, .. }) = self.vm.mms[mm].pt.pmd(addr) {
-            if folio == HUGE_ZERO_FOLIO || self.folio_maybe_mapped_shared(folio) {
+            if folio == HUGE_ZERO_FOLIO || self.mem.folio_maybe_mapped_shared(folio) {
                 return;
             }
             if end.0 - addr.0 == PMD_SIZE {
@@ -299,7 +299,7 @@ impl System {
                     if self.mem.folios[folio].is_large() {
                         nr = self.folio_pte_batch(mm, a, end, folio, sub);
                         if nr < self.mem.folios[folio].nr_pages() {
-                            if !self.folio_maybe_mapped_shared(folio) && self.split_folio(folio).is_ok() {
+                            if !self.mem.folio_maybe_mapped_shared(folio) && self.split_folio(folio).is_ok() {
                                 nr = 0;
                             }
                             a = a.plus(nr * PAGE_SIZE);
@@ -526,7 +526,7 @@ impl System {
         len_in: u64,
         name: Option<&str>,
     ) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         if !self.cfg.anon_vma_name {
             return Err(Errno::EINVAL);
         }

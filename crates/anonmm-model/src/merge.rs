@@ -293,37 +293,6 @@ impl System {
         if pa.is_none() || na.is_none() || pa == na { Ok(()) } else { Err(MergeReason::NomergeIncompatible) }
     }
 
-    fn log_merge(
-        &mut self,
-        kind: &'static str,
-        vmg: &Vmg,
-        prev: MergeReason,
-        next: MergeReason,
-        merged: bool,
-    ) {
-        self.trace.stats.merges_attempted += 1;
-        if merged {
-            self.trace.stats.merges_done += 1;
-        } else {
-            for r in [prev, next] {
-                if r != MergeReason::MergeOk && r != MergeReason::NoNeighbour {
-                    *self.trace.stats.merge_refused.entry(r).or_default() += 1;
-                }
-            }
-        }
-        if let Some(log) = &mut self.trace.merge_log {
-            log.push(MergeEvent {
-                kind,
-                caller: vmg.caller,
-                start: vmg.start.0,
-                end: vmg.end.0,
-                prev,
-                next,
-                merged,
-            });
-        }
-    }
-
     /// `dup_anon_vma(dst, src)`: an unfaulted VMA that absorbs a faulted one takes its
     /// anon_vma and chains.
     fn dup_anon_vma(&mut self, dst: VmaId, src: VmaId) {
@@ -337,7 +306,7 @@ impl System {
 
     /// Remove a VMA absorbed by a merge (`vma_complete` with `anon_vma_merge`).
     fn merge_remove(&mut self, vma: VmaId) {
-        self.vma_detach(vma);
+        self.vm.vma_detach(vma);
         self.vma_free(vma);
     }
 
@@ -346,11 +315,17 @@ impl System {
     pub fn vma_merge_new_range(&mut self, vmg: &mut Vmg) -> Option<VmaId> {
         let orig_end = vmg.end;
         if vmg.flags.intersects(VmFlags::SPECIAL) {
-            self.log_merge("new_range", vmg, MergeReason::NomergeSpecial, MergeReason::NomergeSpecial, false);
+            self.trace.log_merge(
+                "new_range",
+                vmg,
+                MergeReason::NomergeSpecial,
+                MergeReason::NomergeSpecial,
+                false,
+            );
             return None;
         }
         if vmg.prev.is_none() && vmg.next.is_none() {
-            self.log_merge("new_range", vmg, MergeReason::NoNeighbour, MergeReason::NoNeighbour, false);
+            self.trace.log_merge("new_range", vmg, MergeReason::NoNeighbour, MergeReason::NoNeighbour, false);
             return None;
         }
         let left = self.can_vma_merge_left(vmg);
@@ -378,11 +353,11 @@ impl System {
         let rr = right.err().unwrap_or(MergeReason::MergeOk);
         let logged = Vmg { start: log_start, end: log_end, ..vmg.clone() };
         let Some(_) = vmg.target else {
-            self.log_merge("new_range", &logged, lr, rr, false);
+            self.trace.log_merge("new_range", &logged, lr, rr, false);
             return None;
         };
         self.vma_expand(vmg);
-        self.log_merge("new_range", &logged, lr, rr, true);
+        self.trace.log_merge("new_range", &logged, lr, rr, true);
         vmg.target
     }
 
@@ -426,7 +401,7 @@ impl System {
             vmg.prev = prev;
         }
         if vmg.flags.intersects(VmFlags::SPECIAL) {
-            self.log_merge(
+            self.trace.log_merge(
                 "existing_range",
                 vmg,
                 MergeReason::NomergeSpecial,
@@ -436,7 +411,13 @@ impl System {
             return None;
         }
         if !left_side && !right_side {
-            self.log_merge("existing_range", vmg, MergeReason::NoNeighbour, MergeReason::NoNeighbour, false);
+            self.trace.log_merge(
+                "existing_range",
+                vmg,
+                MergeReason::NoNeighbour,
+                MergeReason::NoNeighbour,
+                false,
+            );
             return None;
         }
         let left = if left_side { self.can_vma_merge_left(vmg) } else { Err(MergeReason::NoNeighbour) };
@@ -451,12 +432,12 @@ impl System {
         let (lr, rr) =
             (left.err().unwrap_or(MergeReason::MergeOk), right.err().unwrap_or(MergeReason::MergeOk));
         if !merge_left && !merge_right {
-            self.log_merge("existing_range", vmg, lr, rr, false);
+            self.trace.log_merge("existing_range", vmg, lr, rr, false);
             return None;
         }
         let remove_middle = left_side && right_side;
         if remove_middle && !can_merge_remove_vma(self, middle) {
-            self.log_merge(
+            self.trace.log_merge(
                 "existing_range",
                 vmg,
                 MergeReason::NomergeClose,
@@ -524,7 +505,7 @@ impl System {
         }
         let target = vmg.target.expect("target");
         self.vm.vmas[target].flags |= sticky;
-        self.log_merge("existing_range", &logged, lr, rr, true);
+        self.trace.log_merge("existing_range", &logged, lr, rr, true);
         vmg.target
     }
 
@@ -579,5 +560,38 @@ impl System {
         self.vm.vmas[v].flags = flags | (self.vm.vmas[v].flags & VmFlags::STICKY);
         self.vm.vmas[v].anon_name = name;
         Ok(v)
+    }
+}
+
+impl crate::stats::Trace {
+    fn log_merge(
+        &mut self,
+        kind: &'static str,
+        vmg: &Vmg,
+        prev: MergeReason,
+        next: MergeReason,
+        merged: bool,
+    ) {
+        self.stats.merges_attempted += 1;
+        if merged {
+            self.stats.merges_done += 1;
+        } else {
+            for r in [prev, next] {
+                if r != MergeReason::MergeOk && r != MergeReason::NoNeighbour {
+                    *self.stats.merge_refused.entry(r).or_default() += 1;
+                }
+            }
+        }
+        if let Some(log) = &mut self.merge_log {
+            log.push(MergeEvent {
+                kind,
+                caller: vmg.caller,
+                start: vmg.start.0,
+                end: vmg.end.0,
+                prev,
+                next,
+                merged,
+            });
+        }
     }
 }

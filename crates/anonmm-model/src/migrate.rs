@@ -53,7 +53,7 @@ pub struct InFlight {
 impl System {
     /// `migrate(addr, len)`: start migrating every anonymous folio mapped in the range.
     pub fn sys_migrate(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         let Some(end) = madvise_range(addr, len)? else { return Ok(0) };
         let (start, end) = (VirtAddr(addr), VirtAddr(end));
         let vmas = self.vm.mms[mm].vmas_in(start, end);
@@ -100,7 +100,7 @@ impl System {
     /// `migrate_done(addr, len)`: finish the migrations with an entry in the range of this
     /// process's page tables, and those this process started from the range.
     pub fn sys_migrate_done(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         let Some(end) = madvise_range(addr, len)? else { return Ok(0) };
         let (start, end) = (VirtAddr(addr), VirtAddr(end));
         let pt = &self.vm.mms[mm].pt;

@@ -323,26 +323,6 @@ impl System {
         Ok(())
     }
 
-    /// The other live tasks of `pid`'s thread group (`CLONE_THREAD` siblings).
-    pub fn thread_siblings(&self, pid: Pid) -> Vec<Pid> {
-        let Some(g) = self.vm.procs.get(&pid).map(|p| p.tgid) else { return Vec::new() };
-        self.vm.procs.iter().filter(|&(&q, p)| q != pid && p.tgid == g).map(|(&q, _)| q).collect()
-    }
-
-    /// The address space of process `pid`; ESRCH if there is no such process.
-    pub fn mm_of(&self, pid: Pid) -> KResult<MmId> {
-        self.vm.procs.get(&pid).map(|p| p.mm).ok_or(Errno::ESRCH)
-    }
-
-    /// Link a new VMA into its mm (`vma_link`): map_count grows by one.
-    pub fn vma_link(&mut self, v: Vma) -> VmaId {
-        let (mm, start, end) = (v.mm, v.start, v.end);
-        self.vm.vmas_without_file += usize::from(v.file.is_none());
-        let id = self.vm.vmas.alloc(v);
-        self.vm.mms[mm].vmas.insert(start.0, VmaEntry { end: end.0, id });
-        id
-    }
-
     /// `vma_set_range` with the rmap tree updates around it and the THP splits that
     /// `vma_adjust_trans_huge` does at new boundaries.
     pub fn vma_set_range(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr, pgoff: PgOff) {
@@ -370,13 +350,6 @@ impl System {
             self.rmap_post_update(vma);
         }
         let _ = old_end;
-    }
-
-    /// Take a VMA out of its mm's tree without freeing it (detach).
-    pub fn vma_detach(&mut self, vma: VmaId) {
-        let (mm, start) = (self.vm.vmas[vma].mm, self.vm.vmas[vma].start);
-        let removed = self.vm.mms[mm].vmas.remove(&start.0);
-        debug_assert!(removed.is_some_and(|e| e.id == vma));
     }
 
     /// Free a detached VMA: drop its anon_vma links and its file reference (`remove_vma`).
@@ -423,7 +396,7 @@ impl System {
         } else {
             self.vma_set_range(vma, vstart, addr, vpgoff);
         }
-        let new_id = self.vma_link(new);
+        let new_id = self.vm.vma_link(new);
         self.anon_vma_clone(new_id, vma);
         let _ = mm;
         self.trace.stats.splits += 1;
@@ -447,5 +420,34 @@ impl System {
     /// Bytes in `[start, end)` must be page aligned: a helper for callers.
     pub fn is_page_aligned(x: u64) -> bool {
         x.is_multiple_of(PAGE_SIZE)
+    }
+}
+
+impl Vm {
+    /// The other live tasks of `pid`'s thread group (`CLONE_THREAD` siblings).
+    pub fn thread_siblings(&self, pid: Pid) -> Vec<Pid> {
+        let Some(g) = self.procs.get(&pid).map(|p| p.tgid) else { return Vec::new() };
+        self.procs.iter().filter(|&(&q, p)| q != pid && p.tgid == g).map(|(&q, _)| q).collect()
+    }
+
+    /// The address space of process `pid`; ESRCH if there is no such process.
+    pub fn mm_of(&self, pid: Pid) -> KResult<MmId> {
+        self.procs.get(&pid).map(|p| p.mm).ok_or(Errno::ESRCH)
+    }
+
+    /// Link a new VMA into its mm (`vma_link`): map_count grows by one.
+    pub fn vma_link(&mut self, v: Vma) -> VmaId {
+        let (mm, start, end) = (v.mm, v.start, v.end);
+        self.vmas_without_file += usize::from(v.file.is_none());
+        let id = self.vmas.alloc(v);
+        self.mms[mm].vmas.insert(start.0, VmaEntry { end: end.0, id });
+        id
+    }
+
+    /// Take a VMA out of its mm's tree without freeing it (detach).
+    pub fn vma_detach(&mut self, vma: VmaId) {
+        let (mm, start) = (self.vmas[vma].mm, self.vmas[vma].start);
+        let removed = self.mms[mm].vmas.remove(&start.0);
+        debug_assert!(removed.is_some_and(|e| e.id == vma));
     }
 }

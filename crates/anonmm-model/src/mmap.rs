@@ -9,7 +9,7 @@ use crate::fs::FileId;
 use crate::merge::{MergeCaller, Vmg};
 use crate::mm::{MmId, System};
 use crate::types::{PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr, page_align};
-use crate::vma::{VmFlags, Vma, VmaId, calc_vm_flag_bits, calc_vm_prot_bits};
+use crate::vma::{SpecialMapping, VmFlags, Vma, VmaId, calc_vm_flag_bits, calc_vm_prot_bits};
 
 /// `mmap_min_addr`.
 pub const MMAP_MIN_ADDR: u64 = 4096;
@@ -279,7 +279,7 @@ impl System {
         fd: i64,
         off: u64,
     ) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         if !off.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
@@ -464,7 +464,7 @@ impl System {
                     None if vm_flags.contains(VmFlags::SHARED) => Some(self.fs.new_shmem(len)),
                     None => None,
                 };
-                self.vma_link(Vma {
+                self.vm.vma_link(Vma {
                     mm,
                     start: addr,
                     end,
@@ -528,7 +528,7 @@ impl System {
             self.zap_range_drop_markers(mm, s, e);
         }
         for &v in &out {
-            self.vma_detach(v);
+            self.vm.vma_detach(v);
         }
         Ok(Some(Detached { vmas: out, start, end }))
     }
@@ -566,7 +566,7 @@ impl System {
 
     /// munmap(2) (`__vm_munmap`).
     pub fn sys_munmap(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         self.do_munmap(mm, addr, len).map(|_| 0)
     }
 
@@ -599,7 +599,7 @@ impl System {
 
     /// brk(2).
     pub fn sys_brk(&mut self, pid: Pid, brk: u64) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         let (origbrk, start_brk) = (self.vm.mms[mm].brk, self.vm.mms[mm].start_brk);
         if brk < start_brk.0 {
             return Ok(origbrk.0);
@@ -664,7 +664,7 @@ impl System {
         }
         let v = match merged {
             Some(v) => v,
-            None => self.vma_link(Vma {
+            None => self.vm.vma_link(Vma {
                 mm,
                 start: addr,
                 end,
@@ -699,9 +699,9 @@ impl System {
         shared: bool,
         id: (u64, u64),
         path: Option<&str>,
-        name: Option<&str>,
+        special: Option<SpecialMapping>,
     ) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         let len = page_align(len).ok_or(Errno::EINVAL)?;
         if !addr.is_multiple_of(PAGE_SIZE) || len == 0 || addr > TASK_SIZE - len.min(TASK_SIZE) {
             return Err(Errno::EINVAL);
@@ -711,12 +711,12 @@ impl System {
         if shared {
             flags |= VmFlags::SHARED | VmFlags::MAYSHARE;
         }
-        match (path, name) {
+        match (path, special) {
             (Some(path), _) => {
                 let file = match self.vm.mms[mm].exec_files.get(&id) {
                     Some(&f) => f,
                     None => {
-                        let f = self.open_for_exec(path, (pgoff << PAGE_SHIFT) + len);
+                        let f = self.fs.open_for_exec(path, (pgoff << PAGE_SHIFT) + len);
                         self.vm.mms[mm].exec_files.insert(id, f);
                         f
                     }
@@ -734,7 +734,7 @@ impl System {
                 }
                 self.mmap_region(mm, Some(file), start, len, flags, PgOff(pgoff))?;
             }
-            (None, Some("[heap]")) => {
+            (None, Some(SpecialMapping::Heap)) => {
                 self.vm.mms[mm].start_brk = start;
                 self.vm.mms[mm].brk = end;
                 self.mmap_region(mm, None, start, len, flags | VmFlags::ACCOUNT, PgOff(addr >> PAGE_SHIFT))?;
@@ -743,13 +743,13 @@ impl System {
                 if let Some(d) = self.gather_munmap_vmas(mm, start, end)? {
                     self.complete_munmap_vmas(mm, d);
                 }
-                if special == "[stack]" {
-                    flags |= VmFlags::GROWSDOWN | VmFlags::ACCOUNT;
-                } else {
-                    // _install_special_mapping
-                    flags |= VmFlags::DONTEXPAND;
-                }
-                self.vma_link(Vma {
+                flags |= match special {
+                    // setup_arg_pages
+                    SpecialMapping::Stack => VmFlags::GROWSDOWN | VmFlags::ACCOUNT,
+                    // _install_special_mapping (the heap took the arm above)
+                    SpecialMapping::Heap | SpecialMapping::Other(_) => VmFlags::DONTEXPAND,
+                };
+                self.vm.vma_link(Vma {
                     mm,
                     start,
                     end,
@@ -760,7 +760,7 @@ impl System {
                     chain: crate::vma::VmaChain::new(),
                     anon_name: None,
                     uffd: None,
-                    special: Some(special.into()),
+                    special: Some(special),
                 });
             }
             (None, None) => {

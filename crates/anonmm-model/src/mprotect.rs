@@ -12,7 +12,7 @@ use crate::vma::{VmFlags, VmaId, calc_vm_prot_bits};
 impl System {
     /// `do_mprotect_pkey`. VMAs changed before a hole or an error stay changed.
     pub fn sys_mprotect(&mut self, pid: Pid, start: u64, len: u64, prot: u64) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         let grows = prot & (PROT_GROWSDOWN | PROT_GROWSUP);
         let prot = prot & !(PROT_GROWSDOWN | PROT_GROWSUP);
         if grows == PROT_GROWSDOWN | PROT_GROWSUP {

@@ -98,7 +98,7 @@ impl System {
         flags: u64,
         new_addr: u64,
     ) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         let old_len = page_align(old_len).ok_or(Errno::EINVAL)?;
         let new_len = page_align(new_len).ok_or(Errno::EINVAL)?;
         let mut vrm = Vrm {
@@ -611,7 +611,7 @@ impl System {
         if let Some(f) = new.file {
             self.fs.files[f].refs += 1;
         }
-        let nv = self.vma_link(new);
+        let nv = self.vm.vma_link(new);
         if !relocate_anon {
             self.anon_vma_clone(nv, vma);
         }

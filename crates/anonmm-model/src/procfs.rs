@@ -37,7 +37,7 @@ impl System {
                 }
             }
         } else if let Some(s) = &v.special {
-            name = Some(s.to_string());
+            name = Some(s.name().to_string());
         } else {
             let m = &self.vm.mms[mm];
             let heap = if self.cfg.kernel.profile().heap_name_overlap_only {
@@ -191,7 +191,7 @@ impl System {
     /// (`get_mm_rss`): present PTEs and PMD leaves (512 pages each); the shared zero pages are
     /// not counted (`do_anonymous_page` maps them without `inc_mm_counter`).
     pub fn rss_pages(&self, pid: Pid) -> crate::errno::KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         let mut n = 0;
         for (_, pmd) in self.vm.mms[mm].pt.pmds.iter() {
             match pmd {

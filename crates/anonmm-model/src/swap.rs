@@ -87,10 +87,6 @@ impl SwapDevice {
 }
 
 impl System {
-    fn slot_mut(&mut self, e: SwapEntry) -> &mut SwapSlot {
-        self.swap.slots.get_mut(&e.0).expect("swap entry of a free slot")
-    }
-
     /// What a swapped-out page holds: its swap-cache folio's contents if cached, else the
     /// slot's.
     pub fn swap_read_tag(&self, e: SwapEntry) -> u64 {
@@ -103,14 +99,14 @@ impl System {
 
     /// `swap_duplicate`: another swap PTE references the slot (fork).
     pub fn swap_duplicate(&mut self, e: SwapEntry) {
-        self.slot_mut(e).count += 1;
+        self.swap.slot_mut(e).count += 1;
     }
 
     /// `free_swap_and_cache`: a zapped swap PTE drops its reference; a slot nobody references
     /// any more is freed, with its swap-cache folio if no one maps that
     /// (`__try_to_reclaim_swap` with `TTRS_UNMAPPED`).
     pub fn swap_free(&mut self, e: SwapEntry) {
-        let slot = self.slot_mut(e);
+        let slot = self.swap.slot_mut(e);
         slot.count -= 1;
         if slot.count > 0 {
             return;
@@ -144,7 +140,7 @@ impl System {
 
     /// `add_to_swap_cache`: `folio` caches slot `e`.
     fn add_to_swap_cache(&mut self, folio: FolioId, e: SwapEntry) {
-        self.slot_mut(e).cache = Some(folio);
+        self.swap.slot_mut(e).cache = Some(folio);
         let f = &mut self.mem.folios[folio];
         f.swap = Some(e);
         f.extra_refs += 1;
@@ -155,7 +151,7 @@ impl System {
     pub(crate) fn migrate_swap_cache(&mut self, src: FolioId, dst: FolioId) {
         let Some(e) = self.mem.folios[src].swap.take() else { return };
         self.mem.folios[src].extra_refs -= 1;
-        self.slot_mut(e).cache = Some(dst);
+        self.swap.slot_mut(e).cache = Some(dst);
         let d = &mut self.mem.folios[dst];
         d.swap = Some(e);
         d.extra_refs += 1;
@@ -167,7 +163,7 @@ impl System {
         let Some(e) = self.mem.folios[folio].swap.take() else { return };
         self.mem.folios[folio].extra_refs -= 1;
         let tag = self.mem.folios[folio].pages[0].tag;
-        let slot = self.slot_mut(e);
+        let slot = self.swap.slot_mut(e);
         slot.cache = None;
         slot.tag = tag;
         if slot.count == 0 {
@@ -254,7 +250,7 @@ impl System {
     fn cold_or_pageout_pmd_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr, pageout: bool) {
         let mut isolated: Vec<(FolioId, VirtAddr)> = Vec::new();
         if let Some(&Pmd::Huge { folio, .. }) = self.vm.mms[mm].pt.pmd(addr) {
-            if folio == HUGE_ZERO_FOLIO || self.folio_maybe_mapped_shared(folio) {
+            if folio == HUGE_ZERO_FOLIO || self.mem.folio_maybe_mapped_shared(folio) {
                 return;
             }
             if end.0 - addr.0 != PMD_SIZE {
@@ -284,7 +280,7 @@ impl System {
                 nr = self.folio_pte_batch(mm, a, end, folio, sub);
                 if nr < self.mem.folios[folio].nr_pages() {
                     // Split and look at this PTE again, or skip the batch.
-                    if !self.folio_maybe_mapped_shared(folio) && self.split_folio(folio).is_ok() {
+                    if !self.mem.folio_maybe_mapped_shared(folio) && self.split_folio(folio).is_ok() {
                         nr = 0;
                     }
                     a = a.plus(nr * PAGE_SIZE);
@@ -328,7 +324,7 @@ impl System {
             self.shrink_anon_folio(mm, a, folio, 0);
             return;
         }
-        if f.pincount > 0 || !self.can_split_folio(folio) {
+        if f.pincount > 0 || !self.mem.can_split_folio(folio) {
             return;
         }
         let nr = f.nr_pages();
@@ -482,7 +478,7 @@ impl System {
             self.swap_free(entry);
             return;
         }
-        self.slot_mut(entry).count -= 1;
+        self.swap.slot_mut(entry).count -= 1;
         // should_try_to_free_swap: our own reference plus the swap cache's, nothing else.
         if self.swap.full() || (write && self.mem.folios[folio].refcount() == 1) {
             self.folio_free_swap(folio);
@@ -513,5 +509,11 @@ impl System {
         if self.mem.folios[folio].swap.is_none() {
             self.folio_put_if_unused(folio);
         }
+    }
+}
+
+impl SwapDevice {
+    fn slot_mut(&mut self, e: SwapEntry) -> &mut SwapSlot {
+        self.slots.get_mut(&e.0).expect("swap entry of a free slot")
     }
 }

@@ -66,17 +66,6 @@ enum PteMove {
 }
 
 impl System {
-    /// The process's userfaultfd, made on first use (`new_userfaultfd` + `UFFDIO_API`).
-    fn uffd_ctx(&mut self, pid: Pid) -> UffdCtx {
-        if let Some(&c) = self.uffd.ctxs.get(&pid) {
-            return c;
-        }
-        let c = UffdCtx(self.uffd.next);
-        self.uffd.next += 1;
-        self.uffd.ctxs.insert(pid, c);
-        c
-    }
-
     /// `vma_can_userfault` for missing faults: anonymous or shmem memory (no hugetlbfs here).
     fn vma_can_userfault(&self, vma: VmaId) -> bool {
         let v = &self.vm.vmas[vma];
@@ -141,8 +130,8 @@ impl System {
     /// (EINVAL), be writable in principle (`VM_MAYWRITE`, else EPERM) and not belong to another
     /// userfaultfd (EBUSY); then `userfaultfd_register_range` registers each part.
     pub fn sys_uffd_register(&mut self, pid: Pid, addr: u64, len: u64, mode: u64) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
-        let ctx = self.uffd_ctx(pid);
+        let mm = self.vm.mm_of(pid)?;
+        let ctx = self.uffd.uffd_ctx(pid);
         let all = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP | UFFDIO_REGISTER_MODE_MINOR;
         if mode == 0 || mode & !all != 0 {
             return Err(Errno::EINVAL);
@@ -192,8 +181,8 @@ impl System {
     /// (EINVAL otherwise); each registered part is cleared (`userfaultfd_clear_vma`), merging
     /// where it can.
     pub fn sys_uffd_unregister(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
-        let ctx = self.uffd_ctx(pid);
+        let mm = self.vm.mm_of(pid)?;
+        let ctx = self.uffd.uffd_ctx(pid);
         validate_range(addr, len)?;
         let (start, end) = (VirtAddr(addr), VirtAddr(addr + len));
         let vmas = self.vm.mms[mm].vmas_in(start, end);
@@ -226,12 +215,12 @@ impl System {
     /// but `uffdio_move.move` holds the progress, and that is what the script shows), else
     /// the error.
     pub fn sys_uffdio_move(&mut self, pid: Pid, dst: u64, src: u64, len: u64, mode: u64) -> KResult<u64> {
-        let mm = self.mm_of(pid)?;
+        let mm = self.vm.mm_of(pid)?;
         if !self.cfg.kernel.profile().uffdio_move {
             // An unknown ioctl command.
             return Err(Errno::EINVAL);
         }
-        let ctx = self.uffd_ctx(pid);
+        let ctx = self.uffd.uffd_ctx(pid);
         validate_range(dst, len)?;
         validate_range(src, len)?;
         if mode & !(UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES | UFFDIO_MOVE_MODE_DONTWAKE) != 0 {
@@ -485,5 +474,18 @@ impl System {
         self.trace.stats.uffd_pmds_moved += 1;
         self.trace.stats.uffd_pages_moved += PMD_SIZE / PAGE_SIZE;
         Ok(())
+    }
+}
+
+impl Uffds {
+    /// The process's userfaultfd, made on first use (`new_userfaultfd` + `UFFDIO_API`).
+    fn uffd_ctx(&mut self, pid: Pid) -> UffdCtx {
+        if let Some(&c) = self.ctxs.get(&pid) {
+            return c;
+        }
+        let c = UffdCtx(self.next);
+        self.next += 1;
+        self.ctxs.insert(pid, c);
+        c
     }
 }

@@ -162,10 +162,42 @@ pub struct Vma {
     pub chain: VmaChain,
     /// `anon_name`: the PR_SET_VMA_ANON_NAME name, shown as `[anon:NAME]`.
     pub anon_name: AnonName,
-    /// The name of a kernel-made special mapping (`[vdso]`, `[vvar]`, `[stack]` …).
-    pub special: Option<Rc<str>>,
+    /// A kernel-made special mapping (`[vdso]`, `[vvar]`, `[stack]` …).
+    pub special: Option<SpecialMapping>,
     /// `vm_userfaultfd_ctx`: the userfaultfd this VMA is registered with.
     pub uffd: Option<crate::uffd::UffdCtx>,
+}
+
+/// What kind of mapping the kernel made itself at exec, as a perf mmap record names it
+/// (`map_record`): the name is read once, where the record enters the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpecialMapping {
+    /// `[stack]`: the main thread's stack, set up by `setup_arg_pages` (`VM_GROWSDOWN`).
+    Stack,
+    /// `[heap]`: the brk area (`mm->start_brk`..`mm->brk`), a plain anonymous VMA.
+    Heap,
+    /// Another `_install_special_mapping` (`[vdso]`, `[vvar]`, `[vsyscall]` …), by its name.
+    Other(Rc<str>),
+}
+
+impl SpecialMapping {
+    /// The kind a recorded mapping's name means.
+    pub fn from_name(name: &str) -> SpecialMapping {
+        match name {
+            "[stack]" => SpecialMapping::Stack,
+            "[heap]" => SpecialMapping::Heap,
+            other => SpecialMapping::Other(other.into()),
+        }
+    }
+
+    /// The name `/proc/pid/maps` shows.
+    pub fn name(&self) -> &str {
+        match self {
+            SpecialMapping::Stack => "[stack]",
+            SpecialMapping::Heap => "[heap]",
+            SpecialMapping::Other(n) => n,
+        }
+    }
 }
 
 impl Vma {
