@@ -45,7 +45,7 @@ pub mod prelude {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct MappedPage {
     /// The folio mapped there: [`crate::folio::ZERO_FOLIO`] (or `HUGE_ZERO_FOLIO`) after a
-    /// read fault of untouched anonymous memory. `System::folios[folio]` has its `index`,
+    /// read fault of untouched anonymous memory. `System::mem.folios[folio]` has its `index`,
     /// `mapping` and mapcounts, and [`System::rmap_walk_anon`] takes it.
     pub folio: FolioId,
     /// Which page of the folio (0 for a small folio).

@@ -32,7 +32,7 @@
 //!   a process maps at an address; [`pagemap`](mm::System::pagemap) every present, swapped
 //!   or migrating page;
 //!   [`rmap_walk_anon`](mm::System::rmap_walk_anon) walks the reverse map of a folio;
-//!   [`System::stats`](mm::System::stats) counts the work done (faults, COW copies, merges
+//!   [`System::trace`](mm::System::trace)`.stats` counts the work done (faults, COW copies, merges
 //!   and refusals by reason, moved PTEs).
 //! - [`System::policy`](mm::System::policy) chooses what a moving `mremap` does to the moved
 //!   folios ([`policy::Policy`]): `Kernel` (Linux 6.18, the default) or one of the designs

@@ -127,7 +127,7 @@ impl fmt::Display for MergeEvent {
     }
 }
 
-/// The merge attempts in order, kept when `System::merge_log` is on (`--trace`).
+/// The merge attempts in order, kept when `Trace::merge_log` is on (`--trace`).
 pub type MergeLog = Vec<MergeEvent>;
 
 /// Work counters.
