@@ -600,7 +600,7 @@ pub fn vma_record_diff(sys: &System, pid: crate::types::Pid, call: &Call) -> Opt
     let vname = match (file, &vma.special) {
         (Some(crate::fs::InodeKind::Regular { path }), _) => path.as_str(),
         (Some(crate::fs::InodeKind::Shmem), _) => "/dev/zero (deleted)",
-        (None, Some(n)) => n.name(),
+        (None, Some(n)) => n,
         (None, None) => "",
     };
     let same = vma.start.0 == *addr

@@ -743,7 +743,7 @@ impl System {
                 if let Some(d) = self.gather_munmap_vmas(mm, start, end)? {
                     self.complete_munmap_vmas(mm, d);
                 }
-                flags |= match special {
+                flags |= match &special {
                     // setup_arg_pages
                     SpecialMapping::Stack => VmFlags::GROWSDOWN | VmFlags::ACCOUNT,
                     // _install_special_mapping (the heap took the arm above)
@@ -760,7 +760,7 @@ impl System {
                     chain: crate::vma::VmaChain::new(),
                     anon_name: None,
                     uffd: None,
-                    special: Some(special),
+                    special: Some(special.name()),
                 });
             }
             (None, None) => {

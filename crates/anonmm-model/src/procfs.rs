@@ -37,7 +37,7 @@ impl System {
                 }
             }
         } else if let Some(s) = &v.special {
-            name = Some(s.name().to_string());
+            name = Some(s.to_string());
         } else {
             let m = &self.vm.mms[mm];
             let heap = if self.cfg.kernel.profile().heap_name_overlap_only {

@@ -162,8 +162,9 @@ pub struct Vma {
     pub chain: VmaChain,
     /// `anon_name`: the PR_SET_VMA_ANON_NAME name, shown as `[anon:NAME]`.
     pub anon_name: AnonName,
-    /// A kernel-made special mapping (`[vdso]`, `[vvar]`, `[stack]` …).
-    pub special: Option<SpecialMapping>,
+    /// The name of a kernel-made special mapping (`[vdso]`, `[vvar]`, `[stack]` …), for
+    /// `/proc/pid/maps` only (its kind was read by `map_record`; a name keeps `Vma` small).
+    pub special: Option<Rc<str>>,
     /// `vm_userfaultfd_ctx`: the userfaultfd this VMA is registered with.
     pub uffd: Option<crate::uffd::UffdCtx>,
 }
@@ -191,10 +192,10 @@ impl SpecialMapping {
     }
 
     /// The name `/proc/pid/maps` shows.
-    pub fn name(&self) -> &str {
+    pub fn name(self) -> Rc<str> {
         match self {
-            SpecialMapping::Stack => "[stack]",
-            SpecialMapping::Heap => "[heap]",
+            SpecialMapping::Stack => "[stack]".into(),
+            SpecialMapping::Heap => "[heap]".into(),
             SpecialMapping::Other(n) => n,
         }
     }
