@@ -187,3 +187,29 @@ fn policy_all_gives_each_policy_s_own_row() {
         assert_eq!(row, &one[0], "{p}");
     }
 }
+
+/// Every step a streamed import hands on, as `LINE PID CALL EXPECT TEXT`, and how it ended.
+fn streamed_steps(path: &Path) -> (Vec<String>, anonmm::import::StreamEnd) {
+    let mut s = anonmm::import::stream_trace(path).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    while let Some(b) = s.next_batch() {
+        for st in &b {
+            let st = st.step();
+            out.push(format!("{} {} {:?} {:?} {}", st.line, st.pid.0, st.call, st.expect, st.text));
+        }
+        s.recycle(b);
+    }
+    (out, s.finish())
+}
+
+#[test]
+fn streamed_steps_of_a_perf_data_are_those_of_its_text() {
+    // The records are converted straight into steps (no text on the way): the sequence the
+    // replay is given is the one the `perf script` text gives, step for step.
+    let (a, ea) = streamed_steps(&data("sort-threads.perf.data.zst"));
+    let (b, eb) = streamed_steps(&data("sort-threads.perf.txt.zst"));
+    assert!(a.len() > 4000, "{}", a.len());
+    assert_eq!(a, b);
+    assert_eq!(ea, eb);
+    assert!(ea.exact);
+}
