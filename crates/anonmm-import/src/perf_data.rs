@@ -1506,6 +1506,31 @@ mod tests {
     }
 
     #[test]
+    fn a_recording_s_records_are_read_without_text() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/sort-threads.perf.data.zst");
+        let mut src = DataSource::new(open_path(&path).expect("perf.data"));
+        // Every event anonmm records has a plan that reads it directly.
+        for (p, (name, _)) in src.plans.iter().zip(&src.r.events) {
+            assert!(!matches!(p, Plan::Text | Plan::Other(_)), "{name}: {p:?}");
+        }
+        let mut tgid_of = HashMap::default();
+        let (mut direct, mut printed) = (0, 0);
+        while let Some(c) = src.next(&mut tgid_of) {
+            for r in &c.recs {
+                match r {
+                    Rec::Line(l) => {
+                        printed += 1;
+                        assert!(l.contains("PERF_RECORD_MMAP2"), "{l}");
+                    }
+                    _ => direct += 1,
+                }
+            }
+        }
+        assert!(direct > 4000 && printed == 0, "{direct} read directly, {printed} printed");
+    }
+
+    #[test]
     fn damaged_input_is_an_error_not_a_panic() {
         assert!(open("x", Box::new(std::io::Cursor::new(b"PERFILE2 and nothing".to_vec()))).is_err());
         assert!(parse_tracing_data(b"\x17\x08\x44tracing0.6\0").is_err());
