@@ -213,3 +213,24 @@ fn streamed_steps_of_a_perf_data_are_those_of_its_text() {
     assert_eq!(ea, eb);
     assert!(ea.exact);
 }
+
+#[test]
+fn policy_all_gives_the_same_outcomes_whatever_number_runs_at_once() {
+    // With fewer threads than policies, the policies after the first ones replay the steps
+    // the import kept: the outcomes are those of all at once.
+    let trace = data("sort-threads.perf.data.zst");
+    let opts: Vec<anonmm::run::RunOptions> = anonmm::policy::ALL_POLICIES
+        .iter()
+        .map(|&policy| anonmm::run::RunOptions { policy, ..Default::default() })
+        .collect();
+    let outcomes = |at_once: usize| -> Vec<String> {
+        let (runs, report) =
+            anonmm::replay::replay_trace_all_on(&trace, &opts, 5, at_once, &mut |_| {}).unwrap();
+        assert!(report.steps > 4000);
+        runs.into_iter().map(|r| format!("{:?}", r.map(|(out, _)| out).unwrap())).collect()
+    };
+    let all = outcomes(opts.len());
+    assert_eq!(all.len(), opts.len());
+    assert_eq!(outcomes(1), all);
+    assert_eq!(outcomes(2), all);
+}

@@ -733,8 +733,8 @@ fn plan_of(name: &str, tp: Option<&EventFormat>) -> Plan {
                     return None;
                 };
                 let label = lit.strip_prefix(if i == 0 { "" } else { ", " })?.strip_suffix(": 0x")?;
-                let plain = !label.is_empty()
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                let plain =
+                    !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
                 if !plain || spec.conv != b'x' || !spec.long || spec.alt {
                     return None;
                 }
@@ -780,12 +780,25 @@ pub(crate) enum Rec {
 /// The owned form of a [`super::perf::Event`] other than a fault.
 pub(crate) enum Owned {
     /// Of the attribute whose plan is `Plan::SysEnter`: the arguments' values.
-    SysEnter { attr: usize, vals: Vec<u64> },
-    SysExit { attr: usize, ret: u64 },
-    Fork { child: u32 },
-    Exec { path: String, old_pid: Option<u32> },
+    SysEnter {
+        attr: usize,
+        vals: Vec<u64>,
+    },
+    SysExit {
+        attr: usize,
+        ret: u64,
+    },
+    Fork {
+        child: u32,
+    },
+    Exec {
+        path: String,
+        old_pid: Option<u32>,
+    },
     Exit,
-    Other { attr: usize },
+    Other {
+        attr: usize,
+    },
     Mmap2(super::perf::MapRec),
     /// `PERF_RECORD_MMAP`.
     Mmap,
@@ -932,7 +945,8 @@ impl PerfScriptText {
                     return None;
                 }
                 Err(e) => {
-                    problem.get_or_insert_with(|| format!("cut short or damaged after the records read: {e}"));
+                    problem
+                        .get_or_insert_with(|| format!("cut short or damaged after the records read: {e}"));
                     self.done = true;
                     return None;
                 }
@@ -1130,7 +1144,9 @@ fn eval_int<'a>(e: &Expr, raw: &'a [u8]) -> Option<Val<'a>> {
 
 /// A `PERF_RECORD_MMAP2` as its line reads, or None when that line is printed instead (a
 /// build id in place of the device and inode, a negative pid, a name that breaks lines).
-fn direct_mmap2(m: &linux_perf_data::linux_perf_event_reader::Mmap2Record<'_>) -> Option<super::perf::MapRec> {
+fn direct_mmap2(
+    m: &linux_perf_data::linux_perf_event_reader::Mmap2Record<'_>,
+) -> Option<super::perf::MapRec> {
     use super::abi;
     let linux_perf_data::linux_perf_event_reader::Mmap2FileId::InodeAndVersion(v) = &m.file_id else {
         return None;
@@ -1507,8 +1523,8 @@ mod tests {
 
     #[test]
     fn a_recording_s_records_are_read_without_text() {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/sort-threads.perf.data.zst");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/sort-threads.perf.data.zst");
         let mut src = DataSource::new(open_path(&path).expect("perf.data"));
         // Every event anonmm records has a plan that reads it directly.
         for (p, (name, _)) in src.plans.iter().zip(&src.r.events) {
