@@ -7,6 +7,7 @@
 
 pub mod perf;
 pub mod perf_data;
+mod perf_records;
 pub mod stream;
 
 pub use perf::{ImportError, ImportReport, parse_perf, read_trace};

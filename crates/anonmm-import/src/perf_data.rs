@@ -24,7 +24,9 @@ use std::fmt::Write as _;
 use std::io::{Read, Seek};
 use std::sync::{Arc, Mutex};
 
-use linux_perf_data::linux_perf_event_reader::{EventRecord, PerfEventType, RecordType};
+use linux_perf_data::linux_perf_event_reader::{
+    EventRecord, PerfEventType, RawData, RecordType, SampleFormat,
+};
 use linux_perf_data::{PerfFileReader, PerfFileRecord};
 use rustc_hash::FxHashMap as HashMap;
 
@@ -808,7 +810,7 @@ pub(crate) enum Owned {
 /// records (its `Read`), or record by record for the converter.
 pub struct PerfScriptText {
     name: String,
-    reader: Option<PerfFileReader<Box<dyn Input>>>,
+    reader: Option<Reader>,
     /// Per attribute: its name as perf prints it and its tracepoint format.
     events: Vec<(String, Option<usize>)>,
     formats: Vec<EventFormat>,
@@ -826,8 +828,42 @@ pub struct PerfScriptText {
     done: bool,
 }
 
+/// Where the records come from.
+enum Reader {
+    /// This crate's reader of the data section.
+    Own(super::perf_records::Records),
+    /// `linux-perf-data`'s (perf's own compression, simpleperf files, an input read once).
+    Crate(Box<PerfFileReader<Box<dyn Input>>>),
+}
+
 /// Open the `perf.data` in `input`. `name` names it in messages.
 pub fn open(name: &str, input: Box<dyn Input>) -> Result<PerfScriptText, String> {
+    open_with(name, input, None)
+}
+
+/// A `perf.data` in memory, read by two readers at once.
+#[derive(Clone)]
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Open the `perf.data` in `bytes`.
+fn open_bytes(name: &str, bytes: Vec<u8>) -> Result<PerfScriptText, String> {
+    let b = Shared(Arc::new(bytes));
+    open_with(name, Box::new(std::io::Cursor::new(b.clone())), Some(Box::new(std::io::Cursor::new(b))))
+}
+
+/// Open the `perf.data` in `input`; `records`, a second reader of the same file at its
+/// start, reads the records where it can.
+fn open_with(
+    name: &str,
+    input: Box<dyn Input>,
+    records: Option<Box<dyn Input>>,
+) -> Result<PerfScriptText, String> {
     let PerfFileReader { perf_file, record_iter } =
         PerfFileReader::parse_file(input).map_err(|e| format!("not a readable perf.data: {e}"))?;
     if perf_file.endian() != linux_perf_data::Endianness::LittleEndian {
@@ -857,12 +893,20 @@ pub fn open(name: &str, input: Box<dyn Input>) -> Result<PerfScriptText, String>
         })
         .collect();
     let plans = events.iter().map(|(n, tp)| plan_of(n, tp.map(|i| &formats[i]))).collect();
+    let own = match records {
+        Some(r) => super::perf_records::Records::new(r, &perf_file)?,
+        None => None,
+    };
+    let reader = match own {
+        Some(r) => Reader::Own(r),
+        None => Reader::Crate(Box::new(PerfFileReader { perf_file, record_iter })),
+    };
     let name_width = events.iter().map(|e| e.0.len()).max().unwrap_or(0);
     let mut comms = HashMap::default();
     comms.insert(0, "swapper".to_string());
     Ok(PerfScriptText {
         name: name.to_string(),
-        reader: Some(PerfFileReader { perf_file, record_iter }),
+        reader: Some(reader),
         events,
         formats,
         plans: Arc::new(plans),
@@ -936,9 +980,22 @@ impl PerfScriptText {
             self.done = true;
             return None;
         };
-        let PerfFileReader { perf_file, record_iter } = reader;
         loop {
-            let rec = match record_iter.next_record(perf_file) {
+            let next = match reader {
+                Reader::Own(r) => r.next(),
+                Reader::Crate(r) => {
+                    let PerfFileReader { perf_file, record_iter } = &mut **r;
+                    match record_iter.next_record(perf_file) {
+                        Ok(Some(PerfFileRecord::EventRecord { attr_index, record })) => {
+                            Ok(Some((attr_index, record)))
+                        }
+                        Ok(Some(_)) => continue,
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            let (attr_index, record) = match next {
                 Ok(Some(r)) => r,
                 Ok(None) => {
                     self.done = true;
@@ -951,7 +1008,17 @@ impl PerfScriptText {
                     return None;
                 }
             };
-            let PerfFileRecord::EventRecord { attr_index, record } = rec else { continue };
+            // A sample read directly needs its pid, tid and raw data only: found in place,
+            // without parsing (and moving) the whole sample.
+            if direct
+                && record.record_type == RecordType::SAMPLE
+                && let RawData::Single(body) = record.data
+                && let Some((pid, tid, raw)) = sample_fields(record.parse_info.sample_format, body)
+                && let Some(plan) = self.plans.get(attr_index)
+                && let Some(r) = direct_sample(plan, attr_index, pid, tid, raw)
+            {
+                return Some(Next::Rec(r));
+            }
             let line = &mut self.line;
             line.clear();
             let parsed = match record.parse() {
@@ -972,7 +1039,8 @@ impl PerfScriptText {
                     let Some((ev_name, tp)) = self.events.get(attr_index) else { continue };
                     if direct
                         && let Some((pid, tid)) = ids(pid, tid)
-                        && let Some(r) = direct_sample(&self.plans[attr_index], attr_index, pid, tid, &s)
+                        && let Some(raw) = s.raw.map(|r| r.as_slice())
+                        && let Some(r) = direct_sample(&self.plans[attr_index], attr_index, pid, tid, &raw)
                     {
                         return Some(Next::Rec(r));
                     }
@@ -1074,21 +1142,15 @@ impl PerfScriptText {
 
 /// A tracepoint sample of the attribute `attr` read by its plan, or None when its line is
 /// to be printed (no plan, or values its line would not convert the same way).
-fn direct_sample(
-    plan: &Plan,
-    attr: usize,
-    pid: u32,
-    tid: u32,
-    s: &linux_perf_data::linux_perf_event_reader::SampleRecord<'_>,
-) -> Option<Rec> {
+fn direct_sample(plan: &Plan, attr: usize, pid: u32, tid: u32, raw: &[u8]) -> Option<Rec> {
     let ev = |o: Owned| Some(Rec::Ev { pid, tid, ev: Box::new(o) });
     match plan {
         Plan::Text => None,
         Plan::Other(_) => ev(Owned::Other { attr }),
         Plan::Exit => ev(Owned::Exit),
         _ => {
-            let raw = s.raw?.as_slice();
-            let int = |e: &Expr| match eval_int(e, &raw)? {
+            let raw = raw;
+            let int = |e: &Expr| match eval_int(e, raw)? {
                 Val::Int(v) => Some(v as u64),
                 Val::Str(_) => None,
             };
@@ -1096,8 +1158,8 @@ fn direct_sample(
                 Plan::Fault { addr, code } => Some(Rec::Fault {
                     pid,
                     tid,
-                    addr: field_num(addr, &raw)? as u64,
-                    code: field_num(code, &raw)? as u64,
+                    addr: field_num(addr, raw)? as u64,
+                    code: field_num(code, raw)? as u64,
                 }),
                 Plan::SysEnter { args, .. } => {
                     let vals = args.iter().map(|(_, e)| int(e)).collect::<Option<Vec<u64>>>()?;
@@ -1105,24 +1167,58 @@ fn direct_sample(
                 }
                 Plan::SysExit { ret, .. } => ev(Owned::SysExit { attr, ret: int(ret)? }),
                 Plan::Fork { child } => {
-                    let c = field_num(child, &raw)?;
+                    let c = field_num(child, raw)?;
                     // `child_pid=%d`: a positive pid, or the line is garbled.
                     let child = u32::try_from(i32::try_from(c).ok()?).ok().filter(|&c| c != 0)?;
                     ev(Owned::Fork { child })
                 }
                 Plan::Exec { filename, old_pid } => {
-                    let path = field_str(filename, &raw)?;
+                    let path = field_str(filename, raw)?;
                     // A name the line would garble (empty, or breaking the line) is printed.
                     if path.is_empty() || path.contains(['\n', '\r']) {
                         return None;
                     }
-                    let o = i32::try_from(field_num(old_pid, &raw)?).ok()?;
+                    let o = i32::try_from(field_num(old_pid, raw)?).ok()?;
                     ev(Owned::Exec { path: path.into_owned(), old_pid: u32::try_from(o).ok() })
                 }
                 Plan::Text | Plan::Other(_) | Plan::Exit => None,
             }
         }
     }
+}
+
+/// A sample's pid, tid and raw data, read in place (`struct perf_event_sample` in
+/// `perf_event_open(2)`: the fields before `raw` in their order). None when the sample has
+/// no tid or raw data, or a `read` group before them (of variable size): it is parsed whole.
+fn sample_fields(f: SampleFormat, body: &[u8]) -> Option<(u32, u32, &[u8])> {
+    if !f.contains(SampleFormat::TID) || !f.contains(SampleFormat::RAW) || f.contains(SampleFormat::READ) {
+        return None;
+    }
+    let word = |at: usize| Some(u64::from_le_bytes(body.get(at..at.checked_add(8)?)?.try_into().ok()?));
+    let mut at = 0;
+    for flag in [SampleFormat::IDENTIFIER, SampleFormat::IP] {
+        at += if f.contains(flag) { 8 } else { 0 };
+    }
+    let ids = word(at)?;
+    // `u32 pid, tid`: negative ones are printed, not read.
+    let (pid, tid) = (u32::try_from(ids as u32 as i32).ok()?, u32::try_from((ids >> 32) as u32 as i32).ok()?);
+    at += 8;
+    for flag in [
+        SampleFormat::TIME,
+        SampleFormat::ADDR,
+        SampleFormat::ID,
+        SampleFormat::STREAM_ID,
+        SampleFormat::CPU,
+        SampleFormat::PERIOD,
+    ] {
+        at += if f.contains(flag) { 8 } else { 0 };
+    }
+    if f.contains(SampleFormat::CALLCHAIN) {
+        let n = usize::try_from(word(at)?).ok()?;
+        at = at.checked_add(n.checked_mul(8)?.checked_add(8)?)?;
+    }
+    let size = u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?) as usize;
+    Some((pid, tid, body.get(at + 4..(at + 4).checked_add(size)?)?))
 }
 
 /// [`eval`] of an expression of fields and numbers, by the formats' fields the plan keeps.
@@ -1303,7 +1399,7 @@ pub(crate) fn feed(c: &mut Conv<'_>, plans: &[Plan], chunk: &DataChunk) {
 /// Import a whole `perf.data` (in memory) straight from its records: the steps and report
 /// an import of its `perf script` text gives.
 pub fn import(name: &str, bytes: Vec<u8>) -> Result<(crate::script::Script, super::ImportReport), String> {
-    let r = open(name, Box::new(std::io::Cursor::new(bytes)))?;
+    let r = open_bytes(name, bytes)?;
     let side = r.side();
     let mut src = DataSource::new(r);
     let plans = src.plans.clone();
@@ -1432,17 +1528,18 @@ pub fn open_path(path: &std::path::Path) -> Result<PerfScriptText, String> {
         zstd::stream::read::Decoder::new(f)
             .and_then(|mut d| d.read_to_end(&mut out))
             .map_err(|e| format!("cannot decompress: {e}"))?;
-        Box::new(std::io::Cursor::new(out))
+        return open_bytes(&name, out);
     } else {
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
-    open(&name, input)
+    let records = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    open_with(&name, input, Some(Box::new(records)))
 }
 
 /// The whole `perf script` text of a `perf.data` (for a whole import), and what the reader
 /// found besides.
 pub fn to_text(name: &str, bytes: Vec<u8>) -> Result<(String, SideReport), String> {
-    let mut r = open(name, Box::new(std::io::Cursor::new(bytes)))?;
+    let mut r = open_bytes(name, bytes)?;
     let mut text = Vec::new();
     r.read_to_end(&mut text).map_err(|e| e.to_string())?;
     let side = r.side.lock().map(|s| s.clone()).unwrap_or_default();
