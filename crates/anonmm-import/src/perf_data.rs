@@ -831,7 +831,7 @@ pub struct PerfScriptText {
 /// Where the records come from.
 enum Reader {
     /// This crate's reader of the data section.
-    Own(super::perf_records::Records),
+    Own(Box<super::perf_records::Records>),
     /// `linux-perf-data`'s (perf's own compression, simpleperf files, an input read once).
     Crate(Box<PerfFileReader<Box<dyn Input>>>),
 }
@@ -898,7 +898,7 @@ fn open_with(
         None => None,
     };
     let reader = match own {
-        Some(r) => Reader::Own(r),
+        Some(r) => Reader::Own(Box::new(r)),
         None => Reader::Crate(Box::new(PerfFileReader { perf_file, record_iter })),
     };
     let name_width = events.iter().map(|e| e.0.len()).max().unwrap_or(0);
@@ -1149,7 +1149,6 @@ fn direct_sample(plan: &Plan, attr: usize, pid: u32, tid: u32, raw: &[u8]) -> Op
         Plan::Other(_) => ev(Owned::Other { attr }),
         Plan::Exit => ev(Owned::Exit),
         _ => {
-            let raw = raw;
             let int = |e: &Expr| match eval_int(e, raw)? {
                 Val::Int(v) => Some(v as u64),
                 Val::Str(_) => None,
@@ -1408,7 +1407,7 @@ pub fn import(name: &str, bytes: Vec<u8>) -> Result<(crate::script::Script, supe
         let s = side.lock().map(|s| s.clone()).unwrap_or_default();
         return Err(s.problems.into_iter().next().unwrap_or_else(|| "empty trace".to_string()));
     }
-    c.ahead = Some(Box::new(super::stream::Ahead::Data(src)));
+    c.ahead = Some(Box::new(super::stream::Ahead::Data(Box::new(src))));
     loop {
         let chunk = match c.ahead.as_deref_mut() {
             Some(super::stream::Ahead::Data(s)) => s.next(&mut c.tgid_of),

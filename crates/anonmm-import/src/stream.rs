@@ -136,7 +136,7 @@ pub fn stream_trace(path: &Path) -> Result<TraceStream, ImportError> {
         if !src.read_ahead(&mut tgid_of) {
             return whole();
         }
-        return match start(name, Ahead::Data(src), tgid_of, HOLD) {
+        return match start(name, Ahead::Data(Box::new(src)), tgid_of, HOLD) {
             Some(s) => Ok(TraceStream { side: Some(side), ..s }),
             None => whole(),
         };
@@ -191,7 +191,7 @@ pub(crate) enum Ahead {
     /// `perf script` text.
     Text(Source),
     /// A `perf.data`.
-    Data(super::perf_data::DataSource),
+    Data(Box<super::perf_data::DataSource>),
 }
 
 impl Ahead {
