@@ -636,11 +636,10 @@ fn sh_quote(p: &Path) -> String {
 
 /// From a `perf.data` to the replay table, against `perf script` alone on the same file (the
 /// text the importer read before) and against reading the file (`cat FILE > /dev/null`), and
-/// anonmm's reader alone (the records as text, no replay): measured in turn, round after
+/// anonmm's import alone (the records converted into steps, no replay): measured in turn, round after
 /// round. A zstd-compressed `perf.data` is decompressed to a temporary file first, which is
 /// what perf (which cannot read it) and the figures then use.
 pub fn bench_perf_data(path: &Path, reps: usize, kernel: Kernel) -> Result<Vec<Figure>, String> {
-    use std::io::Read;
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
     let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let tmp = std::env::temp_dir().join(format!("anonmm-bench-{}.data", std::process::id()));
@@ -668,18 +667,14 @@ pub fn bench_perf_data(path: &Path, reps: usize, kernel: Kernel) -> Result<Vec<F
             perf = Some(perf.map_or(d, |p| p.min(d)));
         }
         let t = Instant::now();
-        let mut r = crate::import::perf_data::open_path(&file)?;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut nl = 0;
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => nl += buf[..n].iter().filter(|&&b| b == b'\n').count(),
-                Err(e) => return Err(e.to_string()),
-            }
+        // The import alone: the records read and converted into steps, no replay.
+        let mut st = crate::import::stream_trace(&file).map_err(|e| e.to_string())?;
+        while let Some(b) = st.next_batch() {
+            st.recycle(b);
         }
+        let end = st.finish();
         reader = reader.min(t.elapsed());
-        lines = nl;
+        lines = end.report.events;
         let t = Instant::now();
         let (_, report) =
             crate::replay::replay_trace(&file, &opts, 0, &mut |_| {}).map_err(|e| e.to_string())?;
@@ -690,9 +685,9 @@ pub fn bench_perf_data(path: &Path, reps: usize, kernel: Kernel) -> Result<Vec<F
     let s = |d: Duration| d.as_secs_f64();
     let mut out = vec![
         Figure::new(format!("perf.data {name}: anonmm replay (kernel), to the table"), s(replay), "s", None)
-            .detail(format!("{lines} records printed by perf script, {steps} steps")),
+            .detail(format!("{lines} records (the lines perf script prints), {steps} steps")),
         Figure::new(
-            format!("perf.data {name}: anonmm's reader alone (records as perf script text)"),
+            format!("perf.data {name}: anonmm's import alone (records to steps, no replay)"),
             s(reader),
             "s",
             None,

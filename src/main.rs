@@ -312,7 +312,8 @@ enum Cmd {
         #[arg(long, value_name = "TRACE")]
         trace: Option<PathBuf>,
         /// A `perf.data` (also `.zst`) to time from the file to the replay table, against
-        /// `perf script` and reading the file (record one with `anonmm record`).
+        /// `perf script` and reading the file (record one with `anonmm record`; a 1 M-fault
+        /// one from `benches/faults_program.c`, as its comment says).
         #[arg(long, value_name = "PERF.DATA")]
         perf_data: Option<PathBuf>,
         /// Output format.
@@ -727,7 +728,11 @@ fn cmd_bench(
                 }
             },
             None if !only.is_empty() => {
-                eprintln!("anonmm: bench: the perfdata figures need a perf.data: give one with --perf-data");
+                eprintln!(
+                    "anonmm: bench: the perfdata figures need a perf.data: give one with --perf-data \
+                     (a 1 M-fault one: `cc -O2 -o /tmp/faults benches/faults_program.c; anonmm record -o \
+                     /tmp/big.data -- /tmp/faults 16`)"
+                );
                 code = 2;
             }
             None => {}

@@ -187,3 +187,50 @@ fn policy_all_gives_each_policy_s_own_row() {
         assert_eq!(row, &one[0], "{p}");
     }
 }
+
+/// Every step a streamed import hands on, as `LINE PID CALL EXPECT TEXT`, and how it ended.
+fn streamed_steps(path: &Path) -> (Vec<String>, anonmm::import::StreamEnd) {
+    let mut s = anonmm::import::stream_trace(path).unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    while let Some(b) = s.next_batch() {
+        for st in &b {
+            let st = st.step();
+            out.push(format!("{} {} {:?} {:?} {}", st.line, st.pid.0, st.call, st.expect, st.text));
+        }
+        s.recycle(b);
+    }
+    (out, s.finish())
+}
+
+#[test]
+fn streamed_steps_of_a_perf_data_are_those_of_its_text() {
+    // The records are converted straight into steps (no text on the way): the sequence the
+    // replay is given is the one the `perf script` text gives, step for step.
+    let (a, ea) = streamed_steps(&data("sort-threads.perf.data.zst"));
+    let (b, eb) = streamed_steps(&data("sort-threads.perf.txt.zst"));
+    assert!(a.len() > 4000, "{}", a.len());
+    assert_eq!(a, b);
+    assert_eq!(ea, eb);
+    assert!(ea.exact);
+}
+
+#[test]
+fn policy_all_gives_the_same_outcomes_whatever_number_runs_at_once() {
+    // With fewer threads than policies, the policies after the first ones replay the steps
+    // the import kept: the outcomes are those of all at once.
+    let trace = data("sort-threads.perf.data.zst");
+    let opts: Vec<anonmm::run::RunOptions> = anonmm::policy::ALL_POLICIES
+        .iter()
+        .map(|&policy| anonmm::run::RunOptions { policy, ..Default::default() })
+        .collect();
+    let outcomes = |at_once: usize| -> Vec<String> {
+        let (runs, report) =
+            anonmm::replay::replay_trace_all_on(&trace, &opts, 5, at_once, &mut |_| {}).unwrap();
+        assert!(report.steps > 4000);
+        runs.into_iter().map(|r| format!("{:?}", r.map(|(out, _)| out).unwrap())).collect()
+    };
+    let all = outcomes(opts.len());
+    assert_eq!(all.len(), opts.len());
+    assert_eq!(outcomes(1), all);
+    assert_eq!(outcomes(2), all);
+}

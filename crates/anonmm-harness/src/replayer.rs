@@ -172,79 +172,130 @@ pub fn replay_trace(
 /// (or why it could not run).
 pub type PolicyRun = Result<(ReplayOutcome, f64), crate::run::RunError>;
 
-/// Import the trace at `path` once and replay it under each of `opts` at the same time: the
-/// import streams on one thread and hands each batch of steps to one thread per policy.
-/// Memory is bounded by the models' states and a few batches in flight per policy, not by the
-/// trace's length. Each outcome is that of [`replay_trace`] under the same options (when the
-/// stream was not exact, the trace is imported whole and replayed policy after policy).
+/// Import the trace at `path` once and replay it under each of `opts`, as many policies at
+/// a time as the machine has cores: the import streams on one thread and hands each batch of
+/// steps to the first policies' threads as it comes, and keeps it (a page fault in 32 bytes)
+/// for the policies that run after them. So memory holds at most that many models' states
+/// at once (a model of a program with a large resident set is most of a replay's memory)
+/// and the compact steps, never the whole import as scripts; and the cores are kept busy
+/// without one import per policy. Each outcome is that of [`replay_trace`] under the same
+/// options (when the stream was not exact, the trace is imported whole and replayed policy
+/// after policy).
 pub fn replay_trace_all(
     path: &std::path::Path,
     opts: &[crate::run::RunOptions],
     max_examples: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(Vec<PolicyRun>, crate::import::ImportReport), TraceError> {
-    use std::sync::{Arc, OnceLock, mpsc::sync_channel};
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    replay_trace_all_on(path, opts, max_examples, cores, progress)
+}
+
+/// [`replay_trace_all`] with at most `at_once` models alive at a time.
+pub fn replay_trace_all_on(
+    path: &std::path::Path,
+    opts: &[crate::run::RunOptions],
+    max_examples: usize,
+    at_once: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(Vec<PolicyRun>, crate::import::ImportReport), TraceError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc::{channel, sync_channel};
+    use std::sync::{Arc, Mutex};
 
     use crate::import::Streamed;
     use crate::run::{RunOptions, Runner};
-    /// Batches in flight to each policy's thread: enough to keep it busy while the import
-    /// makes the next one.
+    /// Batches in flight to each live policy's thread: enough to keep it busy while the
+    /// import makes the next one.
     const IN_FLIGHT: usize = 4;
+    type Batch = Arc<Vec<Streamed>>;
     let mut stream = crate::import::stream_trace(path)?;
     let opts: Vec<RunOptions> =
         opts.iter().map(|o| RunOptions { replay: true, last_view_only: true, ..o.clone() }).collect();
     let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
-    // The step count of the whole import, known once the stream ends.
-    let total: OnceLock<usize> = OnceLock::new();
-    let (runs, end) = std::thread::scope(|s| {
+    let workers_n = at_once.clamp(1, opts.len().max(1));
+    // The policies after the first `workers_n`, taken in turn by whichever thread is free.
+    let next = AtomicUsize::new(workers_n);
+    let results: Mutex<Vec<Option<PolicyRun>>> = Mutex::new((0..opts.len()).map(|_| None).collect());
+    let replay_one =
+        |o: &RunOptions, batches: &mut dyn Iterator<Item = Batch>, total: Option<usize>| -> PolicyRun {
+            let t0 = std::time::Instant::now();
+            let mut r = Replayer::new(Runner::empty(&named, o)?, max_examples);
+            let (mut i, mut stopped) = (0, false);
+            for batch in batches {
+                for item in batch.iter() {
+                    if stopped {
+                        break;
+                    }
+                    let step = &*item.step();
+                    if i == 0 {
+                        r.runner.spawn_first(step.pid);
+                    }
+                    stopped = !r.step(i, step, &mut |_| {});
+                    i += 1;
+                }
+            }
+            Ok((r.finish(total.unwrap_or(i)), t0.elapsed().as_secs_f64()))
+        };
+    let end = std::thread::scope(|s| {
         let mut txs = Vec::new();
-        let mut workers = Vec::new();
-        for o in &opts {
-            let (tx, rx) = sync_channel::<Arc<Vec<Streamed>>>(IN_FLIGHT);
+        let mut kept_txs = Vec::new();
+        for (k, o) in opts.iter().enumerate().take(workers_n) {
+            let (tx, rx) = sync_channel::<Batch>(IN_FLIGHT);
+            // The whole trace's steps and their count, once the import ended.
+            let (kept_tx, kept_rx) = channel::<(Arc<Vec<Batch>>, usize)>();
             txs.push(tx);
-            let (named, total) = (&named, &total);
-            workers.push(s.spawn(move || -> PolicyRun {
-                let t0 = std::time::Instant::now();
-                // A run that cannot start returns here; its channel closes and the others go on.
-                let mut r = Replayer::new(Runner::empty(named, o)?, max_examples);
-                let (mut i, mut stopped) = (0, false);
-                while let Ok(batch) = rx.recv() {
-                    for item in batch.iter() {
-                        if stopped {
-                            break;
-                        }
-                        let step = &*item.step();
-                        if i == 0 {
-                            r.runner.spawn_first(step.pid);
-                        }
-                        stopped = !r.step(i, step, &mut |_| {});
-                        i += 1;
+            kept_txs.push(kept_tx);
+            let (opts, next, results, replay_one) = (&opts, &next, &results, &replay_one);
+            s.spawn(move || {
+                // A run that cannot start returns at once; its channel closes and the others
+                // go on.
+                let mut live = rx.into_iter();
+                let run = replay_one(o, &mut live, None);
+                // Drain what it did not take, so the import never waits on it.
+                live.for_each(drop);
+                let Ok((kept, total)) = kept_rx.recv() else { return };
+                let run = run.map(|(mut out, t)| {
+                    out.steps = total;
+                    (out, t)
+                });
+                if let Ok(mut r) = results.lock() {
+                    r[k] = Some(run);
+                }
+                loop {
+                    let j = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(o) = opts.get(j) else { break };
+                    let run = replay_one(o, &mut kept.iter().cloned(), Some(total));
+                    if let Ok(mut r) = results.lock() {
+                        r[j] = Some(run);
                     }
                 }
-                let steps = total.get().copied().unwrap_or(i);
-                Ok((r.finish(steps), t0.elapsed().as_secs_f64()))
-            }));
+            });
         }
+        let mut kept: Vec<Batch> = Vec::new();
         let mut n = 0;
         while let Some(batch) = stream.next_batch() {
             n += batch.len();
-            // A copy is shared, and the batch goes back to the import thread at once: it
-            // makes only a few batches and waits for them back (32 bytes a fault).
+            // A copy is shared and kept, and the batch goes back to the import thread at
+            // once: it makes only a few batches and waits for them back.
             let shared = Arc::new(batch.clone());
             stream.recycle(batch);
-            let batch = shared;
             for tx in &txs {
                 // A policy that could not start has dropped its end.
-                let _ = tx.send(Arc::clone(&batch));
+                let _ = tx.send(Arc::clone(&shared));
+            }
+            if opts.len() > workers_n {
+                kept.push(shared);
             }
             progress(n);
         }
         let end = stream.finish();
-        let _ = total.set(end.report.steps as usize);
         drop(txs);
-        let runs: Vec<PolicyRun> =
-            workers.into_iter().map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect();
-        (runs, end)
+        let kept = Arc::new(kept);
+        for tx in kept_txs {
+            let _ = tx.send((Arc::clone(&kept), end.report.steps as usize));
+        }
+        end
     });
     if !end.exact {
         // A step already replayed was edited after all (see `StreamEnd::exact`).
@@ -258,6 +309,21 @@ pub fn replay_trace_all(
             .collect();
         return Ok((runs, report));
     }
+    let runs = results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter()
+        .map(|r| {
+            // Every policy is taken by a thread that runs to the end (a panic ends the scope).
+            r.unwrap_or_else(|| {
+                Err(crate::run::RunError::BadInput {
+                    path: named.path.clone(),
+                    line: 0,
+                    reason: "the policy was not replayed".to_string(),
+                })
+            })
+        })
+        .collect();
     Ok((runs, end.report))
 }
 

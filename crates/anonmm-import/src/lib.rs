@@ -8,6 +8,7 @@
 pub mod lines;
 pub mod perf;
 pub mod perf_data;
+mod perf_records;
 pub mod stream;
 
 pub use perf::{ImportError, ImportReport, parse_perf, read_trace};

@@ -120,15 +120,14 @@ pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
     } else {
         bytes
     };
-    // A perf.data becomes the text `perf script` would print for it.
-    let mut side = None;
-    let bytes = if super::perf_data::is_perf_data(&bytes) {
-        let (text, s) = super::perf_data::to_text(&name, bytes).map_err(|e| err(0, e))?;
-        side = Some(s);
-        text.into_bytes()
-    } else {
-        bytes
-    };
+    if super::perf_data::is_perf_data(&bytes) {
+        // Straight from the records, as its `perf script` text would convert.
+        let (script, mut report) = super::perf_data::import(&name, bytes).map_err(|e| err(0, e))?;
+        if let Some(e) = zst_problem {
+            report.zstd_cut(&name, &e);
+        }
+        return Ok((script, report));
+    }
     // Valid UTF-8 (every real trace) is borrowed as it is; the lossy pass is much slower.
     let text = match std::str::from_utf8(&bytes) {
         Ok(t) => std::borrow::Cow::Borrowed(t),
@@ -154,9 +153,6 @@ pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
     if let Some(e) = zst_problem {
         // A recording cut short: keep what was decompressed, and say so.
         report.zstd_cut(&name, &e);
-    }
-    if let Some(s) = side {
-        super::perf_data::add_side_report(&mut report, s);
     }
     Ok((script, report))
 }
@@ -239,6 +235,29 @@ fn strace_report(text: &str, s: &Script) -> ImportReport {
 
 // ---------------------------------------------------------------------------------------------
 // Conversion
+
+/// A perf.data record, typed: what its line of `perf script` text would say, for
+/// [`Conv::event`]. Each is made only where that line would convert the same way.
+pub(crate) enum Event<'e> {
+    /// `exceptions:page_fault_user`: the address and the x86 error code.
+    Fault { addr: u64, code: u64 },
+    /// `syscalls:sys_enter_NAME` with its arguments as the print format names them.
+    SysEnter { name: &'e str, args: &'e [(&'e str, u64)] },
+    /// `syscalls:sys_exit_NAME` with its return value.
+    SysExit { name: &'e str, ret: u64 },
+    /// `sched:sched_process_fork` of a child (not 0).
+    Fork { child: u32 },
+    /// `sched:sched_process_exec` of a file (not empty), from `old_pid` if positive.
+    Exec { path: &'e str, old_pid: Option<u32> },
+    /// `sched:sched_process_exit`.
+    Exit,
+    /// Another event, by its `system:name`.
+    Other(&'e str),
+    /// `PERF_RECORD_MMAP2`.
+    Mmap2(MapRec),
+    /// Another `PERF_RECORD_*` line (`MMAP`), by what follows `PERF_RECORD_`.
+    Record(&'e str),
+}
 
 /// What a recorded `sys_enter` will become when its exit comes.
 #[derive(Debug)]
@@ -323,7 +342,7 @@ pub(crate) struct Conv<'a> {
     /// knows every line's; a streaming one reads ahead until the tid asked for is known.
     pub(crate) tgid_of: HashMap<u32, u32>,
     /// A streaming import's reader, asked to read ahead for a tid no line has shown yet.
-    pub(crate) ahead: Option<Box<crate::lines::Source>>,
+    pub(crate) ahead: Option<Box<super::stream::Ahead>>,
     fd_tables: Vec<FdTable>,
     files: Vec<FileEnt>,
     /// File names given out, with the (dev, ino) they stand for.
@@ -584,6 +603,35 @@ impl<'a> Conv<'a> {
         }
     }
 
+    /// A perf.data record (what one line of its `perf script` text says, read from the
+    /// record itself): converted as [`Conv::line`] converts that line.
+    pub(crate) fn event(&mut self, line: usize, pid: u32, tid: u32, ev: Event<'_>) {
+        self.report.events += 1;
+        match ev {
+            Event::Mmap2(r) if r.tid != 0 => return self.mmap2(line, r),
+            Event::Mmap2(_) => return self.skip(line, "PERF_RECORD_MMAP2 of pid 0"),
+            Event::Record(rec) => return self.skip(line, format!("PERF_RECORD_{rec}")),
+            _ if tid == 0 => return self.skip(line, "event of pid 0"),
+            _ => {}
+        }
+        match ev {
+            Event::Fault { addr, code } => {
+                self.user_event(tid);
+                self.fault_at(line, tid, addr, code);
+            }
+            Event::SysEnter { name, args } => self.sys_enter_args(line, tid, name, args),
+            Event::SysExit { name, ret } => self.sys_exit_ret(line, tid, name, Some(ret)),
+            Event::Fork { child } => self.fork_child(line, tid, child),
+            Event::Exec { path, old_pid } => {
+                let from = old_pid.filter(|&o| o != 0).unwrap_or(tid);
+                self.exec_of(line, pid, tid, path.to_string(), from);
+            }
+            Event::Exit => self.exit(line, tid),
+            Event::Other(event) => self.skip(line, format!("event {event}")),
+            Event::Mmap2(_) | Event::Record(_) => {}
+        }
+    }
+
     /// `PERF_RECORD_*` lines.
     fn record(&mut self, line: usize, h: &Header<'_>, rec: &str) {
         let rec = rec.trim_end_matches(':');
@@ -635,16 +683,22 @@ impl<'a> Conv<'a> {
     }
 
     fn sys_enter(&mut self, line: usize, tid: u32, name: &str, payload: &str) {
-        self.user_event(tid);
         let args = match parse_args(payload) {
             Ok(a) => a,
             Err(e) => {
+                self.user_event(tid);
                 self.garbled(line, format!("garbled sys_enter_{name}"), &e);
                 self.set_pending(tid, line, name, Kind::Skip, false);
                 return;
             }
         };
-        let (kind, cloexec) = match self.build(name, &args) {
+        self.sys_enter_args(line, tid, name, &args);
+    }
+
+    /// A `sys_enter_NAME` with its arguments, by name.
+    fn sys_enter_args(&mut self, line: usize, tid: u32, name: &str, args: &[(&str, u64)]) {
+        self.user_event(tid);
+        let (kind, cloexec) = match self.build(name, args) {
             Ok(k) => k,
             Err(Some(e)) => {
                 self.garbled(line, format!("garbled sys_enter_{name}"), &e);
@@ -753,6 +807,11 @@ impl<'a> Conv<'a> {
         if ret.is_none() {
             self.garbled(line, format!("garbled sys_exit_{name}"), payload);
         }
+        self.sys_exit_ret(line, tid, name, ret);
+    }
+
+    /// A `sys_exit_NAME` with its return value (None: garbled).
+    fn sys_exit_ret(&mut self, line: usize, tid: u32, name: &str, ret: Option<u64>) {
         let t = self.task(tid);
         let exec_step = t.exec_step.take();
         let pending = t.pending.take();
@@ -993,6 +1052,11 @@ impl<'a> Conv<'a> {
         let Some(child) = kv(payload, "child_pid").and_then(dec_u32).filter(|&c| c != 0) else {
             return self.garbled(line, "garbled sched_process_fork".to_string(), payload);
         };
+        self.fork_child(line, tid, child);
+    }
+
+    /// `tid` made the task `child` (not 0).
+    fn fork_child(&mut self, line: usize, tid: u32, child: u32) {
         let clone_flags = match &self.task(tid).pending {
             Some(Pending { kind: Kind::Clone(f), .. }) if *f != 0 => Some(*f),
             _ => None,
@@ -1045,6 +1109,11 @@ impl<'a> Conv<'a> {
         };
         // A thread that execs takes over the group leader's pid.
         let from = kv(payload, "old_pid").and_then(dec_u32).filter(|&o| o != 0).unwrap_or(tid);
+        self.exec_of(line, pid, tid, path, from);
+    }
+
+    /// Task `from` (`tid`, or the thread that exec'd) ran `path` as `pid`'s `tid`.
+    fn exec_of(&mut self, line: usize, pid: u32, tid: u32, path: String, from: u32) {
         let src = self.task(from);
         let pending = src.pending.take();
         let recs = std::mem::take(&mut src.exec_recs);
@@ -1095,6 +1164,11 @@ impl<'a> Conv<'a> {
             t.exited = true;
             self.push(line, tid, Call::ExitGroup { code: 0 }, Some(Expect::Unknown));
         }
+    }
+
+    /// The script of the steps made (all of them, for a whole import).
+    pub(crate) fn into_script(self) -> Script {
+        Script { path: self.path.to_string(), steps: self.steps, skipped: self.skipped }
     }
 
     /// The end of the trace: syscalls still open lost their exits.

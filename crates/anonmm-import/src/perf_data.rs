@@ -19,13 +19,18 @@
 //! `lost`, and a file cut short is reported, with everything before the cut kept.
 
 use std::borrow::Cow;
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{Read, Seek};
 use std::sync::{Arc, Mutex};
 
-use linux_perf_data::linux_perf_event_reader::{EventRecord, PerfEventType, RecordType};
+use linux_perf_data::linux_perf_event_reader::{
+    EventRecord, PerfEventType, RawData, RecordType, SampleFormat,
+};
 use linux_perf_data::{PerfFileReader, PerfFileRecord};
 use rustc_hash::FxHashMap as HashMap;
+
+use super::perf::{Conv, Event};
 
 /// The magic at the start of a `perf.data` file (little-endian; `2ELIFREP` big-endian).
 pub const PERF_MAGIC: &[u8; 8] = b"PERFILE2";
@@ -267,9 +272,11 @@ struct Spec {
 
 /// The argument forms print formats of the events a recording holds use.
 #[derive(Clone, Debug)]
-enum Expr {
+pub(crate) enum Expr {
     /// `REC->name`
     Field(String),
+    /// `REC->name` with its field found (in a [`Plan`]).
+    FieldAt(Field),
     /// `__get_str(name)`
     Str(String),
     /// A string literal.
@@ -535,19 +542,40 @@ fn eval<'a>(e: &Expr, ev: &EventFormat, raw: &'a [u8]) -> Option<Val<'a>> {
         Expr::Str(n) => Val::Str(field_str(ev.field(n)?, raw)?),
         Expr::Lit(s) => Val::Str(Cow::Owned(s.clone())),
         Expr::Num(n) => Val::Int(i128::from(*n)),
+        Expr::FieldAt(f) => Val::Int(field_num(f, raw)?),
         Expr::Cast { unsigned, bits, e } => {
             let Val::Int(v) = eval(e, ev, raw)? else { return None };
-            let v = match (bits, unsigned) {
-                (64, true) => i128::from(v as u64),
-                (64, false) => i128::from(v as i64),
-                (_, true) => i128::from(v as u32),
-                (_, false) => i128::from(v as i32),
-            };
-            Val::Int(v)
+            Val::Int(cast(v, *bits, *unsigned))
         }
         Expr::Cond(c, a, b) => {
             let Val::Int(c) = eval(c, ev, raw)? else { return None };
             if c != 0 { eval(a, ev, raw)? } else { eval(b, ev, raw)? }
+        }
+    })
+}
+
+/// `(type)v`: to 64 or 32 bits, unsigned or signed.
+fn cast(v: i128, bits: u32, unsigned: bool) -> i128 {
+    match (bits, unsigned) {
+        (64, true) => i128::from(v as u64),
+        (64, false) => i128::from(v as i64),
+        (_, true) => i128::from(v as u32),
+        (_, false) => i128::from(v as i32),
+    }
+}
+
+/// `e` with its numeric fields found in `ev`; None when it prints a string.
+fn resolve(e: &Expr, ev: &EventFormat) -> Option<Expr> {
+    Some(match e {
+        Expr::Field(n) => Expr::FieldAt(num_field(ev, n)?),
+        Expr::FieldAt(f) => Expr::FieldAt(f.clone()),
+        Expr::Str(_) | Expr::Lit(_) => return None,
+        Expr::Num(n) => Expr::Num(*n),
+        Expr::Cast { unsigned, bits, e } => {
+            Expr::Cast { unsigned: *unsigned, bits: *bits, e: Box::new(resolve(e, ev)?) }
+        }
+        Expr::Cond(c, a, b) => {
+            Expr::Cond(Box::new(resolve(c, ev)?), Box::new(resolve(a, ev)?), Box::new(resolve(b, ev)?))
         }
     })
 }
@@ -652,15 +680,142 @@ pub fn print_event(ev: &EventFormat, raw: &[u8], out: &mut String) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The records, as `perf script` text
+// The records, as `perf script` text or as the converter's events
 
-/// A `perf.data` file read as the `perf script` text of its records, in order of time.
+/// How the records of one event attribute are read without text: decided once, from the
+/// event's name and the tracepoint format the file holds. Only what its `perf script` line
+/// would convert the same way is read directly; anything else is printed as that line.
+#[derive(Clone, Debug)]
+pub(crate) enum Plan {
+    /// `exceptions:page_fault_user`: its `address` and `error_code` fields.
+    Fault { addr: Field, code: Field },
+    /// `syscalls:sys_enter_NAME`, whose print format is `LABEL: 0x%08lx, ...`: the labels
+    /// and the expressions printed after them.
+    SysEnter { name: String, args: Vec<(String, Expr)> },
+    /// `syscalls:sys_exit_NAME`, printed `0x%lx`: the expression.
+    SysExit { name: String, ret: Expr },
+    /// `sched:sched_process_fork`: its `child_pid` field.
+    Fork { child: Field },
+    /// `sched:sched_process_exec`: its `filename` and `old_pid` fields.
+    Exec { filename: Field, old_pid: Field },
+    /// `sched:sched_process_exit`.
+    Exit,
+    /// Any other event with a plain `system:name`: skipped by name.
+    Other(String),
+    /// Printed, and the line converted.
+    Text,
+}
+
+/// A numeric field of at most 8 bytes.
+fn num_field(ev: &EventFormat, name: &str) -> Option<Field> {
+    ev.field(name).filter(|f| !f.chars && !f.data_loc && f.size <= 8).cloned()
+}
+
+/// The plan for records of the event `name` (as perf names it) with format `tp`.
+fn plan_of(name: &str, tp: Option<&EventFormat>) -> Plan {
+    if name.is_empty() || !name.contains(':') || name.bytes().any(|b| b.is_ascii_whitespace()) {
+        return Plan::Text;
+    }
+    let plan = || -> Option<Plan> {
+        let ev = tp?;
+        if name == "exceptions:page_fault_user" {
+            // Printed `address=%ps ... error_code=0x%lx`: whole unsigned longs.
+            let unsigned_long = |f: Field| (!f.signed && f.size == 8).then_some(f);
+            let addr = num_field(ev, "address").and_then(unsigned_long)?;
+            let code = num_field(ev, "error_code").and_then(unsigned_long)?;
+            return Some(Plan::Fault { addr, code });
+        }
+        if let Some(sys) = name.strip_prefix("syscalls:sys_enter_") {
+            let p = ev.print.as_ref()?;
+            // `LABEL: 0x%08lx` pieces, joined by `, `, as `parse_args` reads them.
+            let mut args = Vec::new();
+            let mut pieces = p.pieces.iter();
+            for (i, arg) in p.args.iter().enumerate() {
+                let (Some(Piece::Lit(lit)), Some(Piece::Conv(spec))) = (pieces.next(), pieces.next()) else {
+                    return None;
+                };
+                let label = lit.strip_prefix(if i == 0 { "" } else { ", " })?.strip_suffix(": 0x")?;
+                let plain =
+                    !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if !plain || spec.conv != b'x' || !spec.long || spec.alt {
+                    return None;
+                }
+                args.push((label.to_string(), resolve(arg, ev)?));
+            }
+            if pieces.next().is_some() {
+                return None;
+            }
+            return Some(Plan::SysEnter { name: sys.to_string(), args });
+        }
+        if let Some(sys) = name.strip_prefix("syscalls:sys_exit_") {
+            let p = ev.print.as_ref()?;
+            let [Piece::Lit(lit), Piece::Conv(spec)] = &p.pieces[..] else { return None };
+            if lit != "0x" || spec.conv != b'x' || !spec.long || spec.alt || p.args.len() != 1 {
+                return None;
+            }
+            return Some(Plan::SysExit { name: sys.to_string(), ret: resolve(&p.args[0], ev)? });
+        }
+        match name {
+            "sched:sched_process_fork" => Some(Plan::Fork { child: num_field(ev, "child_pid")? }),
+            "sched:sched_process_exec" => Some(Plan::Exec {
+                filename: ev.field("filename").filter(|f| f.chars || f.data_loc).cloned()?,
+                old_pid: num_field(ev, "old_pid")?,
+            }),
+            "sched:sched_process_exit" => Some(Plan::Exit),
+            _ if name.starts_with("syscalls:sys_") => None,
+            _ => Some(Plan::Other(name.to_string())),
+        }
+    };
+    plan().unwrap_or(Plan::Text)
+}
+
+/// A record read ahead, as the converter will take it.
+pub(crate) enum Rec {
+    /// A page fault (most records), by its header's pid and tid.
+    Fault { pid: u32, tid: u32, addr: u64, code: u64 },
+    /// Any other event read directly.
+    Ev { pid: u32, tid: u32, ev: Box<Owned> },
+    /// A record read as its `perf script` line.
+    Line(String),
+}
+
+/// The owned form of a [`super::perf::Event`] other than a fault.
+pub(crate) enum Owned {
+    /// Of the attribute whose plan is `Plan::SysEnter`: the arguments' values.
+    SysEnter {
+        attr: usize,
+        vals: Vec<u64>,
+    },
+    SysExit {
+        attr: usize,
+        ret: u64,
+    },
+    Fork {
+        child: u32,
+    },
+    Exec {
+        path: String,
+        old_pid: Option<u32>,
+    },
+    Exit,
+    Other {
+        attr: usize,
+    },
+    Mmap2(super::perf::MapRec),
+    /// `PERF_RECORD_MMAP`.
+    Mmap,
+}
+
+/// A `perf.data` file read in order of time, either as the `perf script` text of its
+/// records (its `Read`), or record by record for the converter.
 pub struct PerfScriptText {
     name: String,
-    reader: Option<PerfFileReader<Box<dyn Input>>>,
+    reader: Option<Reader>,
     /// Per attribute: its name as perf prints it and its tracepoint format.
     events: Vec<(String, Option<usize>)>,
     formats: Vec<EventFormat>,
+    /// Per attribute: how its records are read without text.
+    plans: Arc<Vec<Plan>>,
     /// perf script right-aligns event names to the longest.
     name_width: usize,
     /// Command of each tid, as COMM and FORK records set it.
@@ -673,8 +828,42 @@ pub struct PerfScriptText {
     done: bool,
 }
 
+/// Where the records come from.
+enum Reader {
+    /// This crate's reader of the data section.
+    Own(Box<super::perf_records::Records>),
+    /// `linux-perf-data`'s (perf's own compression, simpleperf files, an input read once).
+    Crate(Box<PerfFileReader<Box<dyn Input>>>),
+}
+
 /// Open the `perf.data` in `input`. `name` names it in messages.
 pub fn open(name: &str, input: Box<dyn Input>) -> Result<PerfScriptText, String> {
+    open_with(name, input, None)
+}
+
+/// A `perf.data` in memory, read by two readers at once.
+#[derive(Clone)]
+struct Shared(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Open the `perf.data` in `bytes`.
+fn open_bytes(name: &str, bytes: Vec<u8>) -> Result<PerfScriptText, String> {
+    let b = Shared(Arc::new(bytes));
+    open_with(name, Box::new(std::io::Cursor::new(b.clone())), Some(Box::new(std::io::Cursor::new(b))))
+}
+
+/// Open the `perf.data` in `input`; `records`, a second reader of the same file at its
+/// start, reads the records where it can.
+fn open_with(
+    name: &str,
+    input: Box<dyn Input>,
+    records: Option<Box<dyn Input>>,
+) -> Result<PerfScriptText, String> {
     let PerfFileReader { perf_file, record_iter } =
         PerfFileReader::parse_file(input).map_err(|e| format!("not a readable perf.data: {e}"))?;
     if perf_file.endian() != linux_perf_data::Endianness::LittleEndian {
@@ -703,14 +892,24 @@ pub fn open(name: &str, input: Box<dyn Input>) -> Result<PerfScriptText, String>
             (name, tp)
         })
         .collect();
+    let plans = events.iter().map(|(n, tp)| plan_of(n, tp.map(|i| &formats[i]))).collect();
+    let own = match records {
+        Some(r) => super::perf_records::Records::new(r, &perf_file)?,
+        None => None,
+    };
+    let reader = match own {
+        Some(r) => Reader::Own(Box::new(r)),
+        None => Reader::Crate(Box::new(PerfFileReader { perf_file, record_iter })),
+    };
     let name_width = events.iter().map(|e| e.0.len()).max().unwrap_or(0);
     let mut comms = HashMap::default();
     comms.insert(0, "swapper".to_string());
     Ok(PerfScriptText {
         name: name.to_string(),
-        reader: Some(PerfFileReader { perf_file, record_iter }),
+        reader: Some(reader),
         events,
         formats,
+        plans: Arc::new(plans),
         name_width,
         comms,
         buf: Vec::with_capacity(1 << 16),
@@ -719,6 +918,14 @@ pub fn open(name: &str, input: Box<dyn Input>) -> Result<PerfScriptText, String>
         side: Side::default(),
         done: false,
     })
+}
+
+/// What [`PerfScriptText::next_rec`] found.
+enum Next {
+    /// The record's line is in `line`.
+    Line,
+    /// The record, read directly.
+    Rec(Rec),
 }
 
 impl PerfScriptText {
@@ -737,27 +944,81 @@ impl PerfScriptText {
     fn fill(&mut self) {
         self.buf.clear();
         self.at = 0;
+        let (mut lost, mut problem) = (0u64, None);
+        while self.buf.len() < (1 << 16) {
+            match self.next_rec(false, &mut lost, &mut problem) {
+                Some(Next::Line) => {
+                    self.line.push('\n');
+                    self.buf.extend_from_slice(self.line.as_bytes());
+                }
+                Some(Next::Rec(_)) => unreachable!("records are read directly only when asked"),
+                None => break,
+            }
+        }
+        self.after(lost, problem);
+    }
+
+    /// Report what a run of [`PerfScriptText::next_rec`] found besides its records.
+    fn after(&mut self, lost: u64, problem: Option<String>) {
+        if lost > 0
+            && let Ok(mut s) = self.side.lock()
+        {
+            s.lost = s.lost.saturating_add(lost);
+        }
+        if let Some(p) = problem {
+            self.problem(p);
+        }
+        if self.done {
+            self.reader = None;
+        }
+    }
+
+    /// The next record that makes a line in `perf script` (None at the end): read directly
+    /// when `direct` and its plan allows, else printed into `line`.
+    fn next_rec(&mut self, direct: bool, lost: &mut u64, problem: &mut Option<String>) -> Option<Next> {
         let Some(reader) = self.reader.as_mut() else {
             self.done = true;
-            return;
+            return None;
         };
-        let PerfFileReader { perf_file, record_iter } = reader;
-        let mut lost = 0u64;
-        let mut problem = None;
-        while self.buf.len() < (1 << 16) {
-            let rec = match record_iter.next_record(perf_file) {
+        loop {
+            let next = match reader {
+                Reader::Own(r) => r.next(),
+                Reader::Crate(r) => {
+                    let PerfFileReader { perf_file, record_iter } = &mut **r;
+                    match record_iter.next_record(perf_file) {
+                        Ok(Some(PerfFileRecord::EventRecord { attr_index, record })) => {
+                            Ok(Some((attr_index, record)))
+                        }
+                        Ok(Some(_)) => continue,
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            let (attr_index, record) = match next {
                 Ok(Some(r)) => r,
                 Ok(None) => {
                     self.done = true;
-                    break;
+                    return None;
                 }
                 Err(e) => {
-                    problem = Some(format!("cut short or damaged after the records read: {e}"));
+                    problem
+                        .get_or_insert_with(|| format!("cut short or damaged after the records read: {e}"));
                     self.done = true;
-                    break;
+                    return None;
                 }
             };
-            let PerfFileRecord::EventRecord { attr_index, record } = rec else { continue };
+            // A sample read directly needs its pid, tid and raw data only: found in place,
+            // without parsing (and moving) the whole sample.
+            if direct
+                && record.record_type == RecordType::SAMPLE
+                && let RawData::Single(body) = record.data
+                && let Some((pid, tid, raw)) = sample_fields(record.parse_info.sample_format, body)
+                && let Some(plan) = self.plans.get(attr_index)
+                && let Some(r) = direct_sample(plan, attr_index, pid, tid, raw)
+            {
+                return Some(Next::Rec(r));
+            }
             let line = &mut self.line;
             line.clear();
             let parsed = match record.parse() {
@@ -770,11 +1031,19 @@ impl PerfScriptText {
             let common = |r: &linux_perf_data::linux_perf_event_reader::RawEventRecord<'_>| {
                 r.common_data().map(|c| (c.pid.unwrap_or(-1), c.tid.unwrap_or(-1), c.timestamp.unwrap_or(0)))
             };
+            let ids = |pid: i32, tid: i32| Some((u32::try_from(pid).ok()?, u32::try_from(tid).ok()?));
             match parsed {
                 EventRecord::Sample(s) => {
                     let (pid, tid, time) =
                         (s.pid.unwrap_or(-1), s.tid.unwrap_or(-1), s.timestamp.unwrap_or(0));
                     let Some((ev_name, tp)) = self.events.get(attr_index) else { continue };
+                    if direct
+                        && let Some((pid, tid)) = ids(pid, tid)
+                        && let Some(raw) = s.raw.map(|r| r.as_slice())
+                        && let Some(r) = direct_sample(&self.plans[attr_index], attr_index, pid, tid, &raw)
+                    {
+                        return Some(Next::Rec(r));
+                    }
                     head(line, comm_of(&self.comms, tid), pid, tid, time);
                     spaces(line, self.name_width.saturating_sub(ev_name.len()));
                     line.push_str(ev_name);
@@ -786,6 +1055,12 @@ impl PerfScriptText {
                 }
                 EventRecord::Mmap2(m) => {
                     let Ok((pid, tid, time)) = common(&record) else { continue };
+                    if direct
+                        && let Some((pid, tid)) = ids(pid, tid)
+                        && let Some(r) = direct_mmap2(&m)
+                    {
+                        return Some(Next::Rec(Rec::Ev { pid, tid, ev: Box::new(Owned::Mmap2(r)) }));
+                    }
                     head(line, comm_of(&self.comms, tid), pid, tid, time);
                     let _ = write!(
                         line,
@@ -822,6 +1097,9 @@ impl PerfScriptText {
                 }
                 EventRecord::Mmap(m) => {
                     let Ok((pid, tid, time)) = common(&record) else { continue };
+                    if direct && let Some((pid, tid)) = ids(pid, tid) {
+                        return Some(Next::Rec(Rec::Ev { pid, tid, ev: Box::new(Owned::Mmap) }));
+                    }
                     head(line, comm_of(&self.comms, tid), pid, tid, time);
                     let _ = write!(
                         line,
@@ -845,33 +1123,306 @@ impl PerfScriptText {
                     continue;
                 }
                 EventRecord::Lost(l) => {
-                    lost = lost.saturating_add(l.count);
+                    *lost = lost.saturating_add(l.count);
                     continue;
                 }
                 EventRecord::Raw(r) if r.record_type == RecordType::LOST_SAMPLES => {
                     // `u64 lost` first.
                     let d = r.data.as_slice();
                     let n = d.get(..8).and_then(|b| b.try_into().ok()).map_or(1, u64::from_le_bytes);
-                    lost = lost.saturating_add(n.max(1));
+                    *lost = lost.saturating_add(n.max(1));
                     continue;
                 }
                 _ => continue,
             }
-            line.push('\n');
-            self.buf.extend_from_slice(line.as_bytes());
-        }
-        if lost > 0
-            && let Ok(mut s) = self.side.lock()
-        {
-            s.lost = s.lost.saturating_add(lost);
-        }
-        if let Some(p) = problem {
-            self.problem(p);
-        }
-        if self.done {
-            self.reader = None;
+            return Some(Next::Line);
         }
     }
+}
+
+/// A tracepoint sample of the attribute `attr` read by its plan, or None when its line is
+/// to be printed (no plan, or values its line would not convert the same way).
+fn direct_sample(plan: &Plan, attr: usize, pid: u32, tid: u32, raw: &[u8]) -> Option<Rec> {
+    let ev = |o: Owned| Some(Rec::Ev { pid, tid, ev: Box::new(o) });
+    match plan {
+        Plan::Text => None,
+        Plan::Other(_) => ev(Owned::Other { attr }),
+        Plan::Exit => ev(Owned::Exit),
+        _ => {
+            let int = |e: &Expr| match eval_int(e, raw)? {
+                Val::Int(v) => Some(v as u64),
+                Val::Str(_) => None,
+            };
+            match plan {
+                Plan::Fault { addr, code } => Some(Rec::Fault {
+                    pid,
+                    tid,
+                    addr: field_num(addr, raw)? as u64,
+                    code: field_num(code, raw)? as u64,
+                }),
+                Plan::SysEnter { args, .. } => {
+                    let vals = args.iter().map(|(_, e)| int(e)).collect::<Option<Vec<u64>>>()?;
+                    ev(Owned::SysEnter { attr, vals })
+                }
+                Plan::SysExit { ret, .. } => ev(Owned::SysExit { attr, ret: int(ret)? }),
+                Plan::Fork { child } => {
+                    let c = field_num(child, raw)?;
+                    // `child_pid=%d`: a positive pid, or the line is garbled.
+                    let child = u32::try_from(i32::try_from(c).ok()?).ok().filter(|&c| c != 0)?;
+                    ev(Owned::Fork { child })
+                }
+                Plan::Exec { filename, old_pid } => {
+                    let path = field_str(filename, raw)?;
+                    // A name the line would garble (empty, or breaking the line) is printed.
+                    if path.is_empty() || path.contains(['\n', '\r']) {
+                        return None;
+                    }
+                    let o = i32::try_from(field_num(old_pid, raw)?).ok()?;
+                    ev(Owned::Exec { path: path.into_owned(), old_pid: u32::try_from(o).ok() })
+                }
+                Plan::Text | Plan::Other(_) | Plan::Exit => None,
+            }
+        }
+    }
+}
+
+/// A sample's pid, tid and raw data, read in place (`struct perf_event_sample` in
+/// `perf_event_open(2)`: the fields before `raw` in their order). None when the sample has
+/// no tid or raw data, or a `read` group before them (of variable size): it is parsed whole.
+fn sample_fields(f: SampleFormat, body: &[u8]) -> Option<(u32, u32, &[u8])> {
+    if !f.contains(SampleFormat::TID) || !f.contains(SampleFormat::RAW) || f.contains(SampleFormat::READ) {
+        return None;
+    }
+    let word = |at: usize| Some(u64::from_le_bytes(body.get(at..at.checked_add(8)?)?.try_into().ok()?));
+    let mut at = 0;
+    for flag in [SampleFormat::IDENTIFIER, SampleFormat::IP] {
+        at += if f.contains(flag) { 8 } else { 0 };
+    }
+    let ids = word(at)?;
+    // `u32 pid, tid`: negative ones are printed, not read.
+    let (pid, tid) = (u32::try_from(ids as u32 as i32).ok()?, u32::try_from((ids >> 32) as u32 as i32).ok()?);
+    at += 8;
+    for flag in [
+        SampleFormat::TIME,
+        SampleFormat::ADDR,
+        SampleFormat::ID,
+        SampleFormat::STREAM_ID,
+        SampleFormat::CPU,
+        SampleFormat::PERIOD,
+    ] {
+        at += if f.contains(flag) { 8 } else { 0 };
+    }
+    if f.contains(SampleFormat::CALLCHAIN) {
+        let n = usize::try_from(word(at)?).ok()?;
+        at = at.checked_add(n.checked_mul(8)?.checked_add(8)?)?;
+    }
+    let size = u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?) as usize;
+    Some((pid, tid, body.get(at + 4..(at + 4).checked_add(size)?)?))
+}
+
+/// [`eval`] of an expression of fields and numbers, by the formats' fields the plan keeps.
+fn eval_int<'a>(e: &Expr, raw: &'a [u8]) -> Option<Val<'a>> {
+    Some(match e {
+        Expr::Field(_) | Expr::Str(_) | Expr::Lit(_) => return None,
+        Expr::FieldAt(f) => Val::Int(field_num(f, raw)?),
+        Expr::Num(n) => Val::Int(i128::from(*n)),
+        Expr::Cast { unsigned, bits, e } => {
+            let Val::Int(v) = eval_int(e, raw)? else { return None };
+            Val::Int(cast(v, *bits, *unsigned))
+        }
+        Expr::Cond(c, a, b) => {
+            let Val::Int(c) = eval_int(c, raw)? else { return None };
+            if c != 0 { eval_int(a, raw)? } else { eval_int(b, raw)? }
+        }
+    })
+}
+
+/// A `PERF_RECORD_MMAP2` as its line reads, or None when that line is printed instead (a
+/// build id in place of the device and inode, a negative pid, a name that breaks lines).
+fn direct_mmap2(
+    m: &linux_perf_data::linux_perf_event_reader::Mmap2Record<'_>,
+) -> Option<super::perf::MapRec> {
+    use super::abi;
+    let linux_perf_data::linux_perf_event_reader::Mmap2FileId::InodeAndVersion(v) = &m.file_id else {
+        return None;
+    };
+    u32::try_from(m.pid).ok()?;
+    let tid = u32::try_from(m.tid).ok()?;
+    let path = m.path.as_slice();
+    let name = String::from_utf8_lossy(&path);
+    if name.contains(['\n', '\r']) {
+        return None;
+    }
+    let p = m.protection;
+    let bit = |b: u32, prot: u64| if p & b != 0 { prot } else { 0 };
+    Some(super::perf::MapRec {
+        tid,
+        addr: m.address,
+        len: m.length,
+        pgoff: m.page_offset,
+        dev: (u64::from(v.major) << 8) | u64::from(v.minor),
+        ino: v.inode,
+        prot: bit(1, abi::PROT_READ) | bit(2, abi::PROT_WRITE) | bit(4, abi::PROT_EXEC),
+        shared: m.flags & 1 != 0,
+        name: name.trim().to_string(),
+    })
+}
+
+/// Records handed to the converter at a time.
+const RECS: usize = 1 << 13;
+
+/// A `perf.data` read for the converter: chunks of records in order of time, each tid's
+/// thread group noted as it is read (as [`super::stream`]'s text reader notes it from each
+/// line); chunks read ahead wait in a queue.
+pub(crate) struct DataSource {
+    r: PerfScriptText,
+    plans: Arc<Vec<Plan>>,
+    /// The number the next record's `perf script` line would have.
+    next_line: usize,
+    queue: VecDeque<DataChunk>,
+    spare: Vec<Vec<Rec>>,
+}
+
+/// Records in order, the first with line number `first_line`.
+pub(crate) struct DataChunk {
+    first_line: usize,
+    recs: Vec<Rec>,
+}
+
+impl DataSource {
+    pub(crate) fn new(r: PerfScriptText) -> DataSource {
+        let plans = r.plans.clone();
+        DataSource { r, plans, next_line: 1, queue: VecDeque::new(), spare: Vec::new() }
+    }
+
+    /// What the reader found besides the records.
+    pub(crate) fn side(&self) -> Side {
+        self.r.side()
+    }
+
+    /// How each attribute's records are read.
+    pub(crate) fn plans(&self) -> Arc<Vec<Plan>> {
+        self.plans.clone()
+    }
+
+    /// The next chunk in order.
+    pub(crate) fn next(&mut self, tgid_of: &mut HashMap<u32, u32>) -> Option<DataChunk> {
+        if self.queue.is_empty() {
+            self.read_ahead(tgid_of);
+        }
+        self.queue.pop_front()
+    }
+
+    pub(crate) fn give_back(&mut self, mut c: DataChunk) {
+        if self.spare.len() < 4 {
+            c.recs.clear();
+            self.spare.push(c.recs);
+        }
+    }
+
+    /// Read one more chunk into the queue: false at the end of the records.
+    pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
+        let mut recs = self.spare.pop().unwrap_or_default();
+        let (mut lost, mut problem) = (0, None);
+        while recs.len() < RECS {
+            let (pid, tid) = match self.r.next_rec(true, &mut lost, &mut problem) {
+                None => break,
+                Some(Next::Rec(r)) => {
+                    let ids = match &r {
+                        Rec::Fault { pid, tid, .. } | Rec::Ev { pid, tid, .. } => (*pid, *tid),
+                        Rec::Line(_) => unreachable!("printed lines come as Next::Line"),
+                    };
+                    recs.push(r);
+                    ids
+                }
+                Some(Next::Line) => {
+                    let line = self.r.line.clone();
+                    let ids = super::perf::header_of(&line).map_or((0, 0), |h| (h.pid, h.tid));
+                    recs.push(Rec::Line(line));
+                    ids
+                }
+            };
+            if tid != 0 {
+                tgid_of.entry(tid).or_insert(pid);
+            }
+        }
+        self.r.after(lost, problem);
+        if recs.is_empty() {
+            self.spare.push(recs);
+            return false;
+        }
+        let first_line = self.next_line;
+        self.next_line += recs.len();
+        self.queue.push_back(DataChunk { first_line, recs });
+        true
+    }
+}
+
+/// Convert a chunk's records, as [`Conv::line`] converts their lines.
+pub(crate) fn feed(c: &mut Conv<'_>, plans: &[Plan], chunk: &DataChunk) {
+    for (k, rec) in chunk.recs.iter().enumerate() {
+        let line = chunk.first_line + k;
+        match rec {
+            &Rec::Fault { pid, tid, addr, code } => c.event(line, pid, tid, Event::Fault { addr, code }),
+            Rec::Line(text) => c.line(line, text, super::perf::header_of(text)),
+            Rec::Ev { pid, tid, ev } => {
+                let (pid, tid) = (*pid, *tid);
+                match &**ev {
+                    Owned::SysEnter { attr, vals } => {
+                        let Plan::SysEnter { name, args } = &plans[*attr] else { continue };
+                        let args: Vec<(&str, u64)> =
+                            args.iter().zip(vals).map(|((n, _), &v)| (n.as_str(), v)).collect();
+                        c.event(line, pid, tid, Event::SysEnter { name, args: &args });
+                    }
+                    Owned::SysExit { attr, ret } => {
+                        let Plan::SysExit { name, .. } = &plans[*attr] else { continue };
+                        c.event(line, pid, tid, Event::SysExit { name, ret: *ret });
+                    }
+                    Owned::Fork { child } => c.event(line, pid, tid, Event::Fork { child: *child }),
+                    Owned::Exec { path, old_pid } => {
+                        c.event(line, pid, tid, Event::Exec { path, old_pid: *old_pid });
+                    }
+                    Owned::Exit => c.event(line, pid, tid, Event::Exit),
+                    Owned::Other { attr } => {
+                        let Plan::Other(name) = &plans[*attr] else { continue };
+                        c.event(line, pid, tid, Event::Other(name));
+                    }
+                    Owned::Mmap2(r) => c.event(line, pid, tid, Event::Mmap2(r.clone())),
+                    Owned::Mmap => c.event(line, pid, tid, Event::Record("MMAP")),
+                }
+            }
+        }
+    }
+}
+
+/// Import a whole `perf.data` (in memory) straight from its records: the steps and report
+/// an import of its `perf script` text gives.
+pub fn import(name: &str, bytes: Vec<u8>) -> Result<(crate::script::Script, super::ImportReport), String> {
+    let r = open_bytes(name, bytes)?;
+    let side = r.side();
+    let mut src = DataSource::new(r);
+    let plans = src.plans.clone();
+    let mut c = Conv::new(name);
+    if !src.read_ahead(&mut c.tgid_of) {
+        let s = side.lock().map(|s| s.clone()).unwrap_or_default();
+        return Err(s.problems.into_iter().next().unwrap_or_else(|| "empty trace".to_string()));
+    }
+    c.ahead = Some(Box::new(super::stream::Ahead::Data(Box::new(src))));
+    loop {
+        let chunk = match c.ahead.as_deref_mut() {
+            Some(super::stream::Ahead::Data(s)) => s.next(&mut c.tgid_of),
+            _ => None,
+        };
+        let Some(chunk) = chunk else { break };
+        feed(&mut c, &plans, &chunk);
+        if let Some(super::stream::Ahead::Data(s)) = c.ahead.as_deref_mut() {
+            s.give_back(chunk);
+        }
+    }
+    c.finish();
+    let mut report = c.final_report();
+    add_side(&mut report, &side);
+    Ok((c.into_script(), report))
 }
 
 /// A number as C's `%#lx` prints it: `0x1f`, but `0` for zero.
@@ -976,17 +1527,18 @@ pub fn open_path(path: &std::path::Path) -> Result<PerfScriptText, String> {
         zstd::stream::read::Decoder::new(f)
             .and_then(|mut d| d.read_to_end(&mut out))
             .map_err(|e| format!("cannot decompress: {e}"))?;
-        Box::new(std::io::Cursor::new(out))
+        return open_bytes(&name, out);
     } else {
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
-    open(&name, input)
+    let records = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    open_with(&name, input, Some(Box::new(records)))
 }
 
 /// The whole `perf script` text of a `perf.data` (for a whole import), and what the reader
 /// found besides.
 pub fn to_text(name: &str, bytes: Vec<u8>) -> Result<(String, SideReport), String> {
-    let mut r = open(name, Box::new(std::io::Cursor::new(bytes)))?;
+    let mut r = open_bytes(name, bytes)?;
     let mut text = Vec::new();
     r.read_to_end(&mut text).map_err(|e| e.to_string())?;
     let side = r.side.lock().map(|s| s.clone()).unwrap_or_default();
@@ -1063,6 +1615,31 @@ mod tests {
         let mut out = String::new();
         print_event(&f, &raw(&[(8, &(-3i32).to_le_bytes())], 12), &mut out);
         assert_eq!(out, "a=-3");
+    }
+
+    #[test]
+    fn a_recording_s_records_are_read_without_text() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/sort-threads.perf.data.zst");
+        let mut src = DataSource::new(open_path(&path).expect("perf.data"));
+        // Every event anonmm records has a plan that reads it directly.
+        for (p, (name, _)) in src.plans.iter().zip(&src.r.events) {
+            assert!(!matches!(p, Plan::Text | Plan::Other(_)), "{name}: {p:?}");
+        }
+        let mut tgid_of = HashMap::default();
+        let (mut direct, mut printed) = (0, 0);
+        while let Some(c) = src.next(&mut tgid_of) {
+            for r in &c.recs {
+                match r {
+                    Rec::Line(l) => {
+                        printed += 1;
+                        assert!(l.contains("PERF_RECORD_MMAP2"), "{l}");
+                    }
+                    _ => direct += 1,
+                }
+            }
+        }
+        assert!(direct > 4000 && printed == 0, "{direct} read directly, {printed} printed");
     }
 
     #[test]

@@ -129,10 +129,15 @@ pub fn stream_trace(path: &Path) -> Result<TraceStream, ImportError> {
             line: 0,
             reason,
         })?;
-        let side = r.side();
-        return match stream_from(name, Box::new(r), CHUNK, HOLD) {
+        let mut src = super::perf_data::DataSource::new(r);
+        let side = src.side();
+        let mut tgid_of = HashMap::default();
+        // No record at all: the whole import says why.
+        if !src.read_ahead(&mut tgid_of) {
+            return whole();
+        }
+        return match start(name, Ahead::Data(Box::new(src)), tgid_of, HOLD) {
             Some(s) => Ok(TraceStream { side: Some(side), ..s }),
-            // No line at all: the whole import says why.
             None => whole(),
         };
     }
@@ -167,6 +172,11 @@ fn stream_from(name: String, reader: Box<dyn Read + Send>, chunk: usize, hold: u
     if !src.read_ahead(&mut tgid_of) || !src.queue.front().is_some_and(|c| looks_like_perf(&c.text)) {
         return None;
     }
+    start(name, Ahead::Text(src), tgid_of, hold)
+}
+
+/// Start the import thread on `src` (its first chunk read ahead).
+fn start(name: String, src: Ahead, tgid_of: HashMap<u32, u32>, hold: usize) -> Option<TraceStream> {
     let (tx, rx) = sync_channel(IN_FLIGHT);
     let (recycle, recycled) = channel();
     let worker = std::thread::Builder::new()
@@ -174,6 +184,24 @@ fn stream_from(name: String, reader: Box<dyn Read + Send>, chunk: usize, hold: u
         .spawn(move || convert(&name, src, tgid_of, hold, &tx, &recycled))
         .ok()?;
     Some(TraceStream { inner: Inner::Thread { rx, recycle, worker: Some(worker) }, side: None })
+}
+
+/// What the converter reads from: perf text, or a perf.data's records.
+pub(crate) enum Ahead {
+    /// `perf script` text.
+    Text(Source),
+    /// A `perf.data`.
+    Data(Box<super::perf_data::DataSource>),
+}
+
+impl Ahead {
+    /// Read one more chunk into the queue: false at the end of the trace.
+    pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
+        match self {
+            Ahead::Text(s) => s.read_ahead(tgid_of),
+            Ahead::Data(s) => s.read_ahead(tgid_of),
+        }
+    }
 }
 
 impl TraceStream {
@@ -218,7 +246,7 @@ impl TraceStream {
 /// The import thread: convert chunk by chunk and hand on each run of final steps.
 fn convert(
     name: &str,
-    src: Source,
+    src: Ahead,
     tgid_of: HashMap<u32, u32>,
     hold: usize,
     tx: &SyncSender<Vec<Streamed>>,
@@ -227,6 +255,10 @@ fn convert(
     let mut c = Conv::new(name);
     c.tgid_of = tgid_of;
     c.hold_limit = hold;
+    let plans = match &src {
+        Ahead::Data(s) => Some(s.plans()),
+        Ahead::Text(_) => None,
+    };
     c.ahead = Some(Box::new(src));
     // A fixed set of step vectors goes round between the threads: fresh memory would cost
     // a page fault per 4 KiB.
@@ -251,20 +283,33 @@ fn convert(
         c.handed_on(upto);
         tx.send(batch).is_ok()
     };
-    while let Some(chunk) = c.ahead.as_mut().and_then(|s| s.next(&mut c.tgid_of)) {
-        c.steps.reserve(chunk.lines.len());
-        for (k, rec) in chunk.lines.iter().enumerate() {
-            let raw = &chunk.text[rec.start..rec.end];
-            let h = rec.head.map(|h| Header {
-                pid: h.pid,
-                tid: h.tid,
-                rest: &chunk.text[h.rest.0..h.rest.1],
-                fault: h.fault,
-            });
-            c.line(chunk.first_line + k, raw, h);
-        }
-        if let Some(s) = c.ahead.as_mut() {
-            s.give_back(chunk);
+    loop {
+        match c.ahead.as_deref_mut() {
+            Some(Ahead::Text(s)) => {
+                let Some(chunk) = s.next(&mut c.tgid_of) else { break };
+                c.steps.reserve(chunk.lines.len());
+                for (k, rec) in chunk.lines.iter().enumerate() {
+                    let raw = &chunk.text[rec.start..rec.end];
+                    let h = rec.head.map(|h| Header {
+                        pid: h.pid,
+                        tid: h.tid,
+                        rest: &chunk.text[h.rest.0..h.rest.1],
+                        fault: h.fault,
+                    });
+                    c.line(chunk.first_line + k, raw, h);
+                }
+                if let Some(Ahead::Text(s)) = c.ahead.as_deref_mut() {
+                    s.give_back(chunk);
+                }
+            }
+            Some(Ahead::Data(s)) => {
+                let Some(chunk) = s.next(&mut c.tgid_of) else { break };
+                super::perf_data::feed(&mut c, plans.as_deref().map_or(&[], |p| p), &chunk);
+                if let Some(Ahead::Data(s)) = c.ahead.as_deref_mut() {
+                    s.give_back(chunk);
+                }
+            }
+            None => break,
         }
         let upto = c.releasable();
         if !hand_on(&mut c, upto) {
@@ -273,7 +318,10 @@ fn convert(
         }
     }
     c.finish();
-    let zst_problem = c.ahead.take().and_then(|s| s.problem);
+    let zst_problem = match c.ahead.take().map(|s| *s) {
+        Some(Ahead::Text(s)) => s.problem,
+        _ => None,
+    };
     let n = c.steps.len();
     hand_on(&mut c, n);
     let mut report = c.final_report();

@@ -1,0 +1,295 @@
+//! The records of a `perf.data`'s data section in order of time, read without a copy per
+//! record: what `linux-perf-data`'s record iterator does (and in the same order), for the
+//! files `anonmm record` makes (perf's own `-z` compression and simpleperf files are left
+//! to that iterator).
+//!
+//! perf writes each CPU's ring buffer in turn, so records are in order of time only within
+//! a CPU's run. perf's `PERF_RECORD_FINISHED_ROUND` says that no record after it is older
+//! than the newest record two rounds back (`tools/perf/util/ordered-events.c`); so at each
+//! round the records up to the newest of the previous round are sorted and handed on, as
+//! `linux-perf-data`'s `Sorter` does. Here the records stay in one window of the file's
+//! bytes and only their keys are sorted, with a sort that merges the per-CPU runs.
+
+use std::collections::VecDeque;
+use std::io::{Read, Seek, SeekFrom};
+
+use linux_perf_data::linux_perf_event_reader::{
+    AttrFlags, Endianness, RawData, RawEventRecord, RecordIdParseInfo, RecordParseInfo, RecordType,
+};
+use rustc_hash::FxHashMap as HashMap;
+
+/// `PERF_RECORD_SAMPLE`.
+const SAMPLE: u32 = 9;
+/// The first of perf's own record types (`PERF_RECORD_USER_TYPE_START`).
+const USER_TYPE_START: u32 = 64;
+/// `PERF_RECORD_FINISHED_ROUND`.
+const FINISHED_ROUND: u32 = 68;
+/// `PERF_RECORD_AUXTRACE`: its data follows the record.
+const AUXTRACE: u32 = 71;
+/// `PERF_RECORD_COMPRESSED` and `PERF_RECORD_COMPRESSED2`.
+const COMPRESSED: [u32; 2] = [81, 83];
+
+/// Bytes read from the file at a time.
+const READ: usize = 1 << 20;
+
+/// (timestamp, offset): the order `linux-perf-data` sorts records in. The offset is None
+/// only in the smallest key, where a round starts.
+type Key = (Option<u64>, Option<u64>);
+
+/// A record read and not yet handed on: where its body is, and what it is.
+#[derive(Clone, Copy)]
+struct Ent {
+    key: Key,
+    /// Offset of its body from the start of the data section.
+    body: u64,
+    len: u32,
+    ty: u32,
+    misc: u16,
+    /// Its attribute; None for perf's own records.
+    attr: Option<u32>,
+}
+
+/// How a record's attribute is found (as `linux-perf-data` finds it).
+enum Ids {
+    /// The file has one attribute.
+    One,
+    /// Every attribute's records have their id at the same place.
+    Same(RecordIdParseInfo),
+    /// Every attribute has `PERF_SAMPLE_IDENTIFIER`; with `sample_id_all` or not.
+    Identifier(bool),
+}
+
+/// The data section's records, in order of time.
+pub(crate) struct Records {
+    r: Box<dyn super::perf_data::Input>,
+    /// Bytes of the data section from `base` on.
+    buf: Vec<u8>,
+    base: u64,
+    filled: usize,
+    /// The next record's offset, and the section's size.
+    at: u64,
+    len: u64,
+    ids: Ids,
+    attr_of: HashMap<u64, usize>,
+    infos: Vec<RecordParseInfo>,
+    incoming: Vec<Ent>,
+    outgoing: VecDeque<Ent>,
+    prev_max: Key,
+    cur_max: Key,
+    lte_prev_max: usize,
+    finished: bool,
+}
+
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?))
+}
+
+impl Records {
+    /// The records of the little-endian `perf.data` read by `r` (at its start), whose
+    /// attributes are `attrs`; None when this reader does not read it (perf's compression,
+    /// simpleperf), and an error when the header cannot be read.
+    pub(crate) fn new(
+        mut r: Box<dyn super::perf_data::Input>,
+        file: &linux_perf_data::PerfFile,
+    ) -> Result<Option<Records>, String> {
+        use linux_perf_data::Feature;
+        let features = file.features();
+        if features.has_feature(Feature::COMPRESSED) || features.has_feature(Feature::SIMPLEPERF_META_INFO) {
+            return Ok(None);
+        }
+        let attrs = file.event_attributes();
+        let Some(first) = attrs.first() else { return Ok(None) };
+        // `struct perf_file_header`: magic, size, attr_size, then the attrs and data sections.
+        let mut head = [0u8; 56];
+        r.read_exact(&mut head).map_err(|e| format!("cannot read the header: {e}"))?;
+        let (Some(offset), Some(len)) = (u64_at(&head, 40), u64_at(&head, 48)) else {
+            return Err("cannot read the header".to_string());
+        };
+        r.seek(SeekFrom::Start(offset)).map_err(|e| format!("cannot read the records: {e}"))?;
+        let infos: Vec<RecordParseInfo> =
+            attrs.iter().map(|a| RecordParseInfo::new(&a.attr, Endianness::LittleEndian)).collect();
+        let ids = if attrs.len() == 1 {
+            Ids::One
+        } else if infos.iter().all(|i| i.id_parse_info == infos[0].id_parse_info) {
+            Ids::Same(infos[0].id_parse_info)
+        } else {
+            Ids::Identifier(first.attr.flags.contains(AttrFlags::SAMPLE_ID_ALL))
+        };
+        let mut attr_of = HashMap::default();
+        for (i, a) in attrs.iter().enumerate() {
+            for &id in &a.event_ids {
+                attr_of.insert(id, i);
+            }
+        }
+        Ok(Some(Records {
+            r,
+            buf: Vec::new(),
+            base: 0,
+            filled: 0,
+            at: 0,
+            len,
+            ids,
+            attr_of,
+            infos,
+            incoming: Vec::new(),
+            outgoing: VecDeque::new(),
+            prev_max: (None, None),
+            cur_max: (None, None),
+            lte_prev_max: 0,
+            finished: false,
+        }))
+    }
+
+    /// The next record of an attribute, in order (None at the end).
+    pub(crate) fn next(&mut self) -> Result<Option<(usize, RawEventRecord<'_>)>, String> {
+        loop {
+            if let Some(e) = self.outgoing.pop_front() {
+                let Some(attr) = e.attr else { continue };
+                let at = (e.body - self.base) as usize;
+                let data = RawData::Single(&self.buf[at..at + e.len as usize]);
+                let record = RawEventRecord {
+                    record_type: RecordType(e.ty),
+                    misc: e.misc,
+                    data,
+                    parse_info: self.infos[attr as usize],
+                };
+                return Ok(Some((attr as usize, record)));
+            }
+            if self.finished {
+                return Ok(None);
+            }
+            self.read_round()?;
+        }
+    }
+
+    /// Have the section's bytes up to `end` in the window; false at the end of the file.
+    fn fill(&mut self, end: u64) -> Result<bool, String> {
+        while self.base + (self.filled as u64) < end {
+            let need = (end - self.base) as usize;
+            if self.buf.len() < need.max(self.filled + READ) {
+                self.buf.resize(need.max(self.filled + READ), 0);
+            }
+            match self.r.read(&mut self.buf[self.filled..]) {
+                Ok(0) => return Ok(false),
+                Ok(n) => self.filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(true)
+    }
+
+    /// Drop the bytes no record waiting needs from the window.
+    fn compact(&mut self) {
+        let keep = self.incoming.iter().map(|e| e.body - 8).min().unwrap_or(self.at).min(self.at);
+        let drop = (keep - self.base) as usize;
+        if drop == 0 {
+            return;
+        }
+        self.buf.copy_within(drop..self.filled, 0);
+        self.filled -= drop;
+        self.base = keep;
+    }
+
+    /// Read records until a round hands some on, or to the end of the section.
+    fn read_round(&mut self) -> Result<(), String> {
+        self.compact();
+        while self.at < self.len {
+            let at = self.at;
+            if !self.fill(at + 8)? {
+                return Err(format!("the records end early, at byte {at} of {}", self.len));
+            }
+            let h = &self.buf[(at - self.base) as usize..];
+            let ty = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            let misc = u16::from_le_bytes([h[4], h[5]]);
+            let size = u16::from_le_bytes([h[6], h[7]]);
+            if size < 8 {
+                return Err(format!("a record of {size} bytes at byte {at}"));
+            }
+            let mut next = at + u64::from(size);
+            if !self.fill(next)? {
+                return Err(format!("the records end early, at byte {at} of {}", self.len));
+            }
+            let o = (at - self.base) as usize;
+            let body = &self.buf[o + 8..o + usize::from(size)];
+            if ty == FINISHED_ROUND {
+                self.at = next;
+                self.finish_round();
+                if !self.outgoing.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            }
+            if COMPRESSED.contains(&ty) {
+                return Err("compressed records in a file without perf's compression feature".to_string());
+            }
+            if ty == AUXTRACE {
+                // The trace data follows the record: skipped with it.
+                next += u64_at(body, 0).ok_or("a short AUXTRACE record")?;
+            }
+            let (attr, ts) = if ty < USER_TYPE_START {
+                let attr = match self.ids {
+                    Ids::One => 0,
+                    Ids::Same(p) => {
+                        id_at(ty, body, p).and_then(|id| self.attr_of.get(&id).copied()).unwrap_or(0)
+                    }
+                    Ids::Identifier(all) => {
+                        let id = if ty == SAMPLE {
+                            u64_at(body, 0)
+                        } else if all {
+                            body.len().checked_sub(8).and_then(|i| u64_at(body, i))
+                        } else {
+                            None
+                        };
+                        id.and_then(|id| self.attr_of.get(&id).copied()).unwrap_or(0)
+                    }
+                };
+                (Some(attr as u32), time_at(ty, body, &self.infos[attr]))
+            } else {
+                (None, None)
+            };
+            let key = (ts, Some(at));
+            if key <= self.prev_max {
+                self.lte_prev_max += 1;
+            } else if key > self.cur_max {
+                self.cur_max = key;
+            }
+            self.incoming.push(Ent { key, body: at + 8, len: u32::from(size) - 8, ty, misc, attr });
+            self.at = next;
+        }
+        // The end: everything left, in order.
+        self.incoming.sort_by_key(|e| e.key);
+        self.outgoing.extend(self.incoming.drain(..));
+        self.finished = true;
+        Ok(())
+    }
+
+    /// A round ended: what no later record can come before goes out, in order.
+    fn finish_round(&mut self) {
+        if self.lte_prev_max > 0 {
+            // The per-CPU runs are merged (keys are unique: each has its offset).
+            self.incoming.sort_by_key(|e| e.key);
+            self.outgoing.extend(self.incoming.drain(..self.lte_prev_max));
+        }
+        self.prev_max = self.cur_max;
+        self.lte_prev_max = self.incoming.len();
+    }
+}
+
+/// A record's id, where `p` says it is (`get_record_id`).
+fn id_at(ty: u32, body: &[u8], p: RecordIdParseInfo) -> Option<u64> {
+    if ty == SAMPLE {
+        u64_at(body, usize::from(p.sample_record_id_offset_from_start?))
+    } else {
+        u64_at(body, body.len().checked_sub(usize::from(p.nonsample_record_id_offset_from_end?))?)
+    }
+}
+
+/// A record's time, where its attribute says it is (`get_record_timestamp`).
+fn time_at(ty: u32, body: &[u8], p: &RecordParseInfo) -> Option<u64> {
+    if ty == SAMPLE {
+        u64_at(body, usize::from(p.sample_record_time_offset_from_start?))
+    } else {
+        u64_at(body, body.len().checked_sub(usize::from(p.nonsample_record_time_offset_from_end?))?)
+    }
+}
