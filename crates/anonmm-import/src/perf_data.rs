@@ -801,7 +801,7 @@ pub(crate) enum Owned {
     Other {
         attr: usize,
     },
-    Mmap2(super::perf::MapRec),
+    Mmap2(crate::lines::MapRec),
     /// `PERF_RECORD_MMAP`.
     Mmap,
 }
@@ -1241,7 +1241,7 @@ fn eval_int<'a>(e: &Expr, raw: &'a [u8]) -> Option<Val<'a>> {
 /// build id in place of the device and inode, a negative pid, a name that breaks lines).
 fn direct_mmap2(
     m: &linux_perf_data::linux_perf_event_reader::Mmap2Record<'_>,
-) -> Option<super::perf::MapRec> {
+) -> Option<crate::lines::MapRec> {
     use super::abi;
     let linux_perf_data::linux_perf_event_reader::Mmap2FileId::InodeAndVersion(v) = &m.file_id else {
         return None;
@@ -1255,7 +1255,7 @@ fn direct_mmap2(
     }
     let p = m.protection;
     let bit = |b: u32, prot: u64| if p & b != 0 { prot } else { 0 };
-    Some(super::perf::MapRec {
+    Some(crate::lines::MapRec {
         tid,
         addr: m.address,
         len: m.length,
@@ -1337,7 +1337,7 @@ impl DataSource {
                 }
                 Some(Next::Line) => {
                     let line = self.r.line.clone();
-                    let ids = super::perf::header_of(&line).map_or((0, 0), |h| (h.pid, h.tid));
+                    let ids = crate::lines::header_of(&line).map_or((0, 0), |h| (h.pid, h.tid));
                     recs.push(Rec::Line(line));
                     ids
                 }
@@ -1364,7 +1364,7 @@ pub(crate) fn feed(c: &mut Conv<'_>, plans: &[Plan], chunk: &DataChunk) {
         let line = chunk.first_line + k;
         match rec {
             &Rec::Fault { pid, tid, addr, code } => c.event(line, pid, tid, Event::Fault { addr, code }),
-            Rec::Line(text) => c.line(line, text, super::perf::header_of(text)),
+            Rec::Line(text) => c.line(line, text, crate::lines::header_of(text)),
             Rec::Ev { pid, tid, ev } => {
                 let (pid, tid) = (*pid, *tid);
                 match &**ev {
