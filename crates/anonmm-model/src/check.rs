@@ -244,6 +244,8 @@ impl System {
         let mut mig_maps: HashMap<(FolioId, u16), (u32, bool)> = HashMap::default();
         // Mappings of each large folio by mm, for its `_mm_id` slots.
         let mut mm_maps: HashMap<FolioId, HashMap<crate::mm::MmId, i64>> = HashMap::default();
+        // Folios a VM_LOCKED VMA maps whole (a small folio's PTE, a THP's PMD): mlocked.
+        let mut locked_maps: HashSet<FolioId> = HashSet::default();
         // Which VMAs each anon_vma's interval tree reaches, once, instead of a tree scan per page.
         let reach: HashSet<(AnonVmaId, VmaId)> = self
             .rmap
@@ -280,6 +282,9 @@ impl System {
                         );
                         *pmd_maps.entry(*folio).or_default() += 1;
                         *mm_maps.entry(*folio).or_default().entry(mmid).or_default() += 1;
+                        if self.vma_mlocks(vma.expect("vma")) {
+                            locked_maps.insert(*folio);
+                        }
                         self.check_anon_mapping(
                             &reach,
                             mmid,
@@ -356,6 +361,8 @@ impl System {
                                 *pte_maps.entry((folio, sub)).or_default() += 1;
                                 if self.mem.folios[folio].is_large() {
                                     *mm_maps.entry(folio).or_default().entry(mmid).or_default() += 1;
+                                } else if self.vma_mlocks(vma) {
+                                    locked_maps.insert(folio);
                                 }
                                 self.check_anon_mapping(&reach, mmid, vma, a, folio, sub, flags, 1)?;
                             }
@@ -418,6 +425,19 @@ impl System {
             if id == ZERO_FOLIO || id == HUGE_ZERO_FOLIO {
                 continue;
             }
+            // mm/mlock.c: a folio a VM_LOCKED VMA maps whole was mlocked when it was mapped
+            // (mlock_new_folio, mlock_vma_folio) and stays so while that mapping lasts; the
+            // count lives only with PG_mlocked (an mlocked folio in a VMA that lost
+            // VM_LOCKED without an unmap, as MREMAP_DONTUNMAP's source, is allowed).
+            ensure!(
+                !locked_maps.contains(&id) || f.mlocked,
+                "folio {id:?} mapped whole by a VM_LOCKED VMA but not PG_mlocked"
+            );
+            ensure!(
+                f.mlocked || f.mlock_count == 0,
+                "folio {id:?}: mlock_count {} without PG_mlocked",
+                f.mlock_count
+            );
             for (i, p) in f.pages.iter().enumerate() {
                 let m = pte_maps.get(&(id, i as u16)).copied().unwrap_or(0);
                 ensure!(p.mapcount == m, "folio {id:?} page {i}: mapcount {} but {} PTEs", p.mapcount, m);

@@ -277,7 +277,11 @@ impl System {
                         if old != ZERO_FOLIO {
                             // folio_remove_rmap_pte, short: the folio is small and stays
                             // referenced (its refcount was above 1), so nothing is freed.
-                            let p = &mut cx.folios[old].pages[sub];
+                            let f = &mut cx.folios[old];
+                            if cx.locked {
+                                f.munlock();
+                            }
+                            let p = &mut f.pages[sub];
                             p.mapcount -= 1;
                             if p.mapcount == 0 {
                                 p.anon_exclusive = false;
@@ -544,6 +548,7 @@ impl System {
         let folio = self.folio_alloc(HPAGE_PMD_ORDER);
         self.trace.stats.thp_allocated += 1;
         self.folio_add_new_anon_rmap(folio, vma, h, true);
+        self.folio_add_lru_vma(folio, vma);
         let mut flags = self.new_pte_flags(vma, true);
         if !write {
             flags -= PteFlags::DIRTY;
@@ -669,6 +674,7 @@ impl System {
         let tag = if old == ZERO_FOLIO { 0 } else { self.mem.folios[old].pages[sub as usize].tag };
         let pte = self.anon_pte_fault(vma).wp_page_copy(a, tag);
         self.vm.mms[mm].pt.set_pte(a, pte);
+        self.munlock_vma_folio(old, vma);
         self.folio_remove_rmap_pte(old, sub, mm);
     }
 
@@ -698,8 +704,11 @@ impl System {
         self.fs.files[self.vm.vmas[vma].file.expect("file vma")].inode
     }
 
-    fn map_file_page(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, flags: PteFlags) {
+    /// `set_pte_range` → `folio_add_file_rmap_ptes` of a small page-cache folio in `vma`,
+    /// which mlocks it in a `VM_LOCKED` VMA (`mlock_vma_folio`).
+    fn map_file_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, folio: FolioId, flags: PteFlags) {
         self.mem.folios[folio].pages[0].mapcount += 1;
+        self.mlock_vma_folio(folio, vma, 1);
         self.vm.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
     }
 
@@ -751,7 +760,7 @@ impl System {
         let ro = self.read_fault_pte_flags(vma);
         let f = self.page_cache_get(inode, index);
         self.async_mmap_readahead(vma, f);
-        self.map_file_page(mm, a, f, ro);
+        self.map_file_page(mm, vma, a, f, ro);
         true
     }
 
@@ -796,7 +805,7 @@ impl System {
                 && !self.mem.folios[f].readahead
                 && !self.mem.folios[f].not_uptodate
             {
-                self.map_file_page(mm, pa, f, ro);
+                self.map_file_page(mm, vma, pa, f, ro);
             }
         }
     }
@@ -951,7 +960,7 @@ impl System {
         }
         let f = self.filemap_fault(vma, a);
         let flags = self.new_pte_flags(vma, true);
-        self.map_file_page(mm, a, f, flags);
+        self.map_file_page(mm, vma, a, f, flags);
         // fault_dirty_shared_page: folio_mark_dirty, seen by every mapping's smaps.
         self.mem.folios[f].dirty = true;
         true
@@ -999,6 +1008,12 @@ struct AnonPteFault<'a> {
     pgoff: PgOff,
     /// `new_pte_flags(vma, true)`.
     flags: PteFlags,
+    /// `VM_LOCKED` without `VM_SPECIAL`: new folios are mlocked (`folio_add_lru_vma` →
+    /// `mlock_new_folio`).
+    mlock_new: bool,
+    /// `VM_LOCKED`: a folio whose mapping the fault removes is munlocked
+    /// (`munlock_vma_folio`).
+    locked: bool,
 }
 
 impl<'a> AnonPteFault<'a> {
@@ -1013,6 +1028,8 @@ impl<'a> AnonPteFault<'a> {
             start: v.start,
             pgoff: v.pgoff,
             flags: new_pte_flags(v, true),
+            mlock_new: v.flags & (VmFlags::LOCKED | VmFlags::SPECIAL) == VmFlags::LOCKED,
+            locked: v.flags.contains(VmFlags::LOCKED),
         }
     }
 
@@ -1021,7 +1038,11 @@ impl<'a> AnonPteFault<'a> {
     #[inline(always)]
     fn new_folio_pte(&mut self, a: VirtAddr, tag: u64) -> Pte {
         let index = self.pgoff.plus((a.0 - self.start.0) >> PAGE_SHIFT);
-        let folio = self.folios.alloc(Folio::new_anon_page(self.anon_vma, index, tag));
+        let mut new = Folio::new_anon_page(self.anon_vma, index, tag);
+        if self.mlock_new {
+            new.mlock_new();
+        }
+        let folio = self.folios.alloc(new);
         self.stats.folios_allocated += 1;
         Pte::Present { folio, sub: 0, flags: self.flags }
     }

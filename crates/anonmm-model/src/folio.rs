@@ -98,6 +98,14 @@ pub struct Folio {
     /// when one tracked mm is found to hold every mapping, so with three or more mms it can
     /// stay set after all but one have gone.
     pub mm_ids_shared: bool,
+    /// `PG_mlocked`: `mlock_folio` or `mlock_new_folio` marked it as mapped by a
+    /// `VM_LOCKED` VMA, so reclaim leaves it alone (`folio_evictable`). The model drains
+    /// the per-CPU mlock batch at once, so an mlocked folio is always on the unevictable LRU
+    /// (`PG_unevictable`) too. See [`crate::mlock`].
+    pub mlocked: bool,
+    /// `folio->mlock_count`: how many `VM_LOCKED` mappings `mlock_folio` counted (it may
+    /// undercount; reclaim puts an mlocked folio back with 0).
+    pub mlock_count: u32,
 }
 
 impl Folio {
@@ -134,6 +142,8 @@ impl Folio {
             mm_id: [None, None],
             mm_id_mapcount: [-1, -1],
             mm_ids_shared: false,
+            mlocked: false,
+            mlock_count: 0,
         }
     }
     /// A new small anonymous folio as `do_anonymous_page` and `wp_page_copy` map it:

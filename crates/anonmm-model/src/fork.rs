@@ -202,6 +202,9 @@ impl System {
                             let new = self.folio_alloc(0);
                             self.mem.folios[new].pages[0].tag = tag;
                             self.folio_add_new_anon_rmap(new, cv, a, false);
+                            // copy_present_page: folio_add_lru_vma (the child's VMA is
+                            // never VM_LOCKED, so this mlocks nothing).
+                            self.folio_add_lru_vma(new, cv);
                             self.vm.mms[cmm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
                             continue;
                         }

@@ -347,6 +347,8 @@ impl System {
                     && matches!(self.mem.folios[folio].mapping, Mapping::File(i) if i == inode)
                 {
                     self.vm.mms[mm].pt.set_pte(a, Pte::None);
+                    // zap_present_ptes → folio_remove_rmap_ptes → munlock_vma_folio.
+                    self.munlock_vma_folio(folio, id);
                     self.drop_pte(mm, pte);
                 }
             }

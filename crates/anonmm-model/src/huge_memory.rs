@@ -125,8 +125,12 @@ impl System {
             return Err(Errno::EAGAIN);
         }
         let maps = self.folio_mappings(folio);
-        // folio_test_mlocked: mlock_folio marks a folio mapped in a VM_LOCKED VMA.
-        let mlocked = maps.iter().any(|m| self.vm.vmas[m.vma].flags.contains(VmFlags::LOCKED));
+        // unmap_folio: every mapping's rmap removal in a VM_LOCKED VMA munlocks the folio
+        // (the freezing PMD split's folio_remove_rmap_pmd, try_to_migrate_one's
+        // folio_remove_rmap_pte); the new folios inherit what is left of PG_mlocked.
+        for m in &maps {
+            self.munlock_vma_folio(folio, m.vma);
+        }
         // unmap_folio: PMD mappings are split first (TTU_SPLIT_HUGE_PMD).
         for m in maps.iter().filter(|m| m.sub.is_none()) {
             self.split_huge_pmd(m.mm, m.addr);
@@ -147,7 +151,7 @@ impl System {
             let (nf, zero) = (new[sub], self.mem.folios[new[sub]].pages[0].tag == 0);
             if zero
                 && self.cfg.kernel.profile().split_maps_unused_to_zeropage
-                && !mlocked
+                && !self.mem.folios[nf].mlocked
                 && !self.vm.vmas[m.vma].flags.contains(VmFlags::LOCKED)
             {
                 // try_to_map_unused_to_zeropage: a special, read-only zero-page PTE that
@@ -157,6 +161,8 @@ impl System {
                 self.folio_remove_rmap_pte(nf, 0, m.mm);
             } else {
                 self.vm.mms[m.mm].pt.set_pte(m.addr, Pte::Present { folio: nf, sub: 0, flags });
+                // remove_migration_pte → folio_add_anon_rmap_pte → mlock_vma_folio.
+                self.mlock_vma_folio(nf, m.vma, 1);
             }
         }
         // free_folio_and_swap_cache for every new folio (the head too: the caller's
@@ -187,6 +193,9 @@ impl System {
             nf.pages[0] = *page;
             nf.dirty = old.dirty;
             nf.lazyfree = old.lazyfree;
+            // PG_mlocked (and PG_unevictable) go to every new folio; lru_add_split_folio
+            // starts a tail's mlock_count at zero, the head keeps its own.
+            nf.mlocked = old.mlocked;
             nf.extra_refs = swap_refs;
             nf.swap = old.swap.map(|e| SwapEntry(e.0 + i as u32));
             let id = self.mem.folios.alloc(nf);

@@ -191,10 +191,16 @@ impl System {
                 self.mem.folios[new].pages[i].tag = self.mem.folios[folio].pages[sub as usize].tag;
             }
             self.vm.mms[mm].pt.set_pte(a, Pte::None);
+            if let Pte::Present { folio, .. } = pte {
+                // __collapse_huge_page_copy_succeeded: folio_remove_rmap_pte munlocks.
+                self.munlock_vma_folio(folio, vma);
+            }
             self.drop_pte(mm, pte);
         }
         self.vm.mms[mm].pt.pmds.remove(&pmd_index(h));
         self.folio_add_new_anon_rmap(new, vma, h, true);
+        // collapse_huge_page: folio_add_lru_vma mlocks the THP in a VM_LOCKED VMA.
+        self.folio_add_lru_vma(new, vma);
         let mut flags = PteFlags::ACCESSED | PteFlags::DIRTY;
         if self.vm.vmas[vma].flags.contains(VmFlags::WRITE) {
             flags |= PteFlags::WRITE;

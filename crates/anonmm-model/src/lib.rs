@@ -292,6 +292,7 @@ pub mod madvise;
 pub mod memory;
 pub mod merge;
 pub mod migrate;
+pub mod mlock;
 pub mod mm;
 pub mod mmap;
 pub mod mprotect;

@@ -135,6 +135,13 @@ impl System {
             f.add_large_mapcount(nr, mm);
             f.entire_mapcount -= 1;
             f.sub_large_mapcount(1, mm);
+            // folio_add_anon_rmap_ptes of every page mlocks the folio (mlock_vma_folio), and
+            // folio_remove_rmap_pmd munlocks it (munlock_vma_folio): a count of one more,
+            // then one less.
+            if let Some(v) = self.vm.mms[mm].vma_lookup(addr) {
+                self.mlock_vma_folio(folio, v, nr);
+                self.munlock_vma_folio(folio, v);
+            }
         }
         self.vm.mms[mm].pt.set_pmd(key, Pmd::Table(t));
         self.trace.stats.thp_splits += 1;
@@ -170,11 +177,16 @@ impl System {
     }
 
     fn zap_range_details(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr, drop_markers: bool) {
+        // __folio_remove_rmap munlocks what a VM_LOCKED VMA unmaps (munlock_vma_folio).
+        let locked = self.any_locked_in(mm, start, end);
         if self.vm.mms[mm].pt.any_leaf_in(start, end) {
             self.split_huge_pmds_partial(mm, start, end);
             for (a, folio, _) in self.vm.mms[mm].pt.huge_in(start, end) {
                 // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
                 self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
+                if locked {
+                    self.munlock_mapped_at(mm, a, folio);
+                }
                 self.folio_remove_rmap_pmd(folio, mm);
             }
             for (a, _, _, _) in self.vm.mms[mm].pt.migration_pmds_in(start, end) {
@@ -187,6 +199,9 @@ impl System {
                 continue;
             }
             self.vm.mms[mm].pt.set_pte(a, Pte::None);
+            if locked && let Pte::Present { folio, .. } = pte {
+                self.munlock_mapped_at(mm, a, folio);
+            }
             self.drop_pte(mm, pte);
         }
     }

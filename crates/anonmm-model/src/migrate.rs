@@ -164,9 +164,12 @@ impl System {
             for (_, a) in self.folio_pages_in(hit.vma, index, nr) {
                 match self.vm.mms[mm].pt.walk(a) {
                     Walk::Huge { folio: g, flags, .. } if g == folio => {
+                        // The rmap removal munlocks in a VM_LOCKED VMA (munlock_vma_folio).
+                        self.munlock_vma_folio(folio, hit.vma);
                         self.set_pmd_migration_entry(mm, a, folio, flags)
                     }
                     Walk::Pte(Pte::Present { folio: g, sub, flags }) if g == folio => {
+                        self.munlock_vma_folio(folio, hit.vma);
                         self.try_to_migrate_one(mm, a, folio, sub, flags)
                     }
                     _ => {}
@@ -216,10 +219,15 @@ impl System {
                         // pgoff`), not by the entry.
                         let flags = self.remove_migration_entry(mm, dst, Some(idx), kind, flags);
                         self.vm.mms[mm].pt.set_pte(a, Pte::Present { folio: dst, sub: idx, flags });
+                        // folio_add_anon_rmap_pte → mlock_vma_folio (whole small folios only).
+                        self.mlock_vma_folio(dst, hit.vma, 1);
                     }
                     Walk::PmdMigration { folio, kind, flags, .. } if folio == src => {
                         let flags = self.remove_migration_entry(mm, dst, None, kind, flags);
                         self.vm.mms[mm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio: dst, flags });
+                        // folio_add_anon_rmap_pmd → mlock_vma_folio.
+                        let nr = self.mem.folios[dst].nr_pages();
+                        self.mlock_vma_folio(dst, hit.vma, nr);
                     }
                     _ => {}
                 }

@@ -290,6 +290,10 @@ impl System {
             f.index = old_index;
         }
         self.vm.mms[r.mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
+        // As a copy-on-write fault: the copy is mlocked in a VM_LOCKED VMA, the old page
+        // munlocked there.
+        self.folio_add_lru_vma(new, r.old);
+        self.munlock_vma_folio(old, r.old);
         self.folio_remove_rmap_pte(old, sub, r.mm);
         let index = self.vm.vmas[r.new].linear_page_index(r.new_of(a));
         let to = Mapping::Anon(self.vm.vmas[r.new].anon_vma.expect("target anon_vma"));

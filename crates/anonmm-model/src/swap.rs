@@ -310,9 +310,17 @@ impl System {
     /// CONFIG_THP_SWAP or not): so it is split (`split_folio_to_list`, the fallback that
     /// counts `THP_SWPOUT_FALLBACK`) and its pages, each a small folio now, go through the
     /// list one by one. Pages split maps to the zero page are freed on the way. A lazily
-    /// freed folio takes another path (`discard_lazyfree_folio`).
+    /// freed folio takes another path (`discard_lazyfree_folio`). An mlocked folio (see
+    /// [`crate::mlock`]) is not evictable and stays as it is, whole.
     fn shrink_folio_list(&mut self, mm: MmId, a: VirtAddr, folio: FolioId) {
         if !self.mem.folios.contains(folio) {
+            return;
+        }
+        if self.mem.folios[folio].mlocked {
+            // !folio_evictable → activate_locked: an mlocked folio leaves the swap cache
+            // (folio_free_swap), and goes back to the unevictable LRU with no mlock count.
+            self.folio_free_swap(folio);
+            self.mem.folios[folio].putback_unevictable();
             return;
         }
         if self.mem.folios[folio].lazyfree {
@@ -473,14 +481,20 @@ impl System {
             let copy = self.folio_alloc(0);
             self.mem.folios[copy].pages[0].tag = tag;
             self.folio_add_new_anon_rmap(copy, vma, a, false);
+            self.folio_add_lru_vma(copy, vma);
             let flags = self.new_pte_flags(vma, write);
             self.vm.mms[mm].pt.set_pte(a, Pte::Present { folio: copy, sub: 0, flags });
             self.swap_free(entry);
             return;
         }
         self.swap.slot_mut(entry).count -= 1;
-        // should_try_to_free_swap: our own reference plus the swap cache's, nothing else.
-        if self.swap.full() || (write && self.mem.folios[folio].refcount() == 1) {
+        // should_try_to_free_swap: in a VM_LOCKED VMA or for an mlocked folio, or our own
+        // reference plus the swap cache's, nothing else.
+        if self.swap.full()
+            || self.vm.vmas[vma].flags.contains(VmFlags::LOCKED)
+            || self.mem.folios[folio].mlocked
+            || (write && self.mem.folios[folio].refcount() == 1)
+        {
             self.folio_free_swap(folio);
         }
         let excl = exclusive || self.mem.folios[folio].refcount() == 0;
@@ -495,10 +509,15 @@ impl System {
         let f = &mut self.mem.folios[folio];
         if f.mapping == Mapping::None {
             // folio_add_new_anon_rmap: a shared folio goes to the root anon_vma, which every
-            // process sharing the slot reaches.
+            // process sharing the slot reaches. It went to the LRU when it was read
+            // (folio_add_lru), so nothing mlocks it here.
             f.mapping = Mapping::Anon(if excl { av } else { self.rmap.anon_vmas[av].root });
             f.index = index;
+        } else {
+            // folio_add_anon_rmap_ptes → mlock_vma_folio.
+            self.mlock_vma_folio(folio, vma, 1);
         }
+        let f = &mut self.mem.folios[folio];
         let p = &mut f.pages[0];
         p.mapcount += 1;
         if excl {

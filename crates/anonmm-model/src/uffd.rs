@@ -120,7 +120,9 @@ impl System {
         vmg.flags = flags;
         vmg.uffd = ctx;
         let v = self.vma_modify(&mut vmg)?;
-        self.vm.vmas[v].flags = flags;
+        // userfaultfd_set_ctx: only the uffd flags are reset; the VMA keeps the rest of its
+        // own, such as the VM_MAYBE_GUARD of a neighbour it merged into.
+        self.vm.vmas[v].flags = (self.vm.vmas[v].flags - VmFlags::UFFD_FLAGS) | (flags & VmFlags::UFFD_FLAGS);
         self.vm.vmas[v].uffd = ctx;
         Ok(v)
     }

@@ -311,11 +311,24 @@ fn diff_one(target: &mut Target, path: &Path, smaps: bool, kernel: Kernel) -> i3
             return 2;
         }
     };
-    for (m, k) in model.iter().zip(&kernel) {
+    for (i, (m, k)) in model.iter().zip(&kernel).enumerate() {
         let d = diff_step(m, &k.view);
         if !d.is_empty() {
             crate::outln!("{}:{}: [{}] {}", path.display(), k.view.line, k.view.pid.0, k.view.call);
             crate::out!("{d}");
+            // As `oracle fuzz` does: a kernel run that differs from this one up to here
+            // means the kernel's timing decides this step.
+            for _ in 0..crate::fuzz::KERNEL_RERUNS {
+                if let Ok(again) = run_steps(target, &script, smaps)
+                    && (again.len() <= i
+                        || again[..=i].iter().zip(&kernel[..=i]).any(|(a, b)| a.view != b.view))
+                {
+                    crate::outln!(
+                        "  (the kernel disagreed with itself: another run differs up to this step, so this may be its timing, not the model)"
+                    );
+                    break;
+                }
+            }
             return 1;
         }
     }
