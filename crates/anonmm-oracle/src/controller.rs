@@ -329,7 +329,10 @@ impl Controller {
             internal: super::kmod::loaded(),
             brk_ok: false,
         };
-        c.live.insert(first, Worker { real: pid, pidfd, chan, wfd: high, direct_child: true, vfork_child: None });
+        c.live.insert(
+            first,
+            Worker { real: pid, pidfd, chan, wfd: high, direct_child: true, vfork_child: None },
+        );
         let w = &c.live[&first];
         let hello = recv_reply(&w.chan, &w.pidfd, 0)?;
         if hello != pid as i64 {
@@ -581,7 +584,10 @@ impl Controller {
         if hello != r {
             return Err(OracleError::System(format!("fork child said hello as {hello}, not {r}")));
         }
-        self.live.insert(child, Worker { real, pidfd, chan, wfd: self.high - idx as i32, direct_child: false, vfork_child: None });
+        self.live.insert(
+            child,
+            Worker { real, pidfd, chan, wfd: self.high - idx as i32, direct_child: false, vfork_child: None },
+        );
         self.order.push(child);
         Ok(Expect::Value(child.0 as u64))
     }
@@ -632,7 +638,10 @@ impl Controller {
         if hello != r {
             return Err(OracleError::System(format!("clone child said hello as {hello}, not {r}")));
         }
-        self.live.insert(child, Worker { real, pidfd, chan, wfd: self.high - idx as i32, direct_child: false, vfork_child: None });
+        self.live.insert(
+            child,
+            Worker { real, pidfd, chan, wfd: self.high - idx as i32, direct_child: false, vfork_child: None },
+        );
         self.order.push(child);
         Ok(Expect::Value(child.0 as u64))
     }
@@ -688,14 +697,20 @@ impl Controller {
             libc::recv(chan.as_raw_fd(), &mut rep as *mut Reply as *mut libc::c_void, size_of::<Reply>(), 0)
         };
         if n != size_of::<Reply>() as isize || rep.ret <= 0 {
-            return Err(OracleError::WorkerDied { line: step.line, reason: "vfork child said no hello".into() });
+            return Err(OracleError::WorkerDied {
+                line: step.line,
+                reason: "vfork child said no hello".into(),
+            });
         }
         let real = rep.ret as i32;
         let pidfd = pidfd_open(real)?;
         if let Some(w) = self.live.get_mut(&step.pid) {
             w.vfork_child = Some(child);
         }
-        self.live.insert(child, Worker { real, pidfd, chan, wfd: self.high - idx as i32, direct_child: false, vfork_child: None });
+        self.live.insert(
+            child,
+            Worker { real, pidfd, chan, wfd: self.high - idx as i32, direct_child: false, vfork_child: None },
+        );
         self.order.push(child);
         Ok(Expect::Value(child.0 as u64))
     }

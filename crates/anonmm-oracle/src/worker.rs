@@ -230,7 +230,12 @@ fn exec_self(env: &[u8]) -> i64 {
     let argv = [ARG0.as_ptr() as *const libc::c_char, std::ptr::null()];
     let envp = [env.as_ptr() as *const libc::c_char, std::ptr::null()];
     // SAFETY: NUL-terminated strings and NULL-terminated arrays that live across the call.
-    unsafe { raw(libc::SYS_execve as u64, [EXE.as_ptr() as u64, argv.as_ptr() as u64, envp.as_ptr() as u64, 0, 0, 0]) }
+    unsafe {
+        raw(
+            libc::SYS_execve as u64,
+            [EXE.as_ptr() as u64, argv.as_ptr() as u64, envp.as_ptr() as u64, 0, 0, 0],
+        )
+    }
 }
 
 /// Prepare a freshly forked process 1 and run the loop; never returns.
