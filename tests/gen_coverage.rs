@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 
 use anonmm::abi::{
-    CLONE_FLAGS, FlagTable, MADV_ADVICE, MAP_FLAGS, MREMAP_FLAGS, PROT_FLAGS, UFFDIO_MOVE_MODES,
-    UFFDIO_REGISTER_MODES,
+    CLONE_FLAGS, CLONE_VFORK, CLONE_VM, FlagTable, MADV_ADVICE, MAP_FLAGS, MREMAP_FLAGS, PROT_FLAGS, SIGCHLD,
+    UFFDIO_MOVE_MODES, UFFDIO_REGISTER_MODES,
 };
 use anonmm::r#gen::{GenConfig, generate};
 use anonmm::script::{CALL_NAMES, Call};
@@ -17,10 +17,6 @@ use anonmm::script::{CALL_NAMES, Call};
 /// Entries the generator does not produce yet, each with the reason; the test fails when one
 /// becomes covered, so that the entry goes.
 const NOT_YET: &[(&str, &str)] = &[
-    // vfork (and clone with CLONE_VM|CLONE_VFORK, which parses to it): the child borrows the
-    // parent's mm until it execs or exits; the model refuses it outside replay (`not
-    // modelled`), and the oracle's worker cannot sleep in vfork and still answer.
-    ("CLONE_VFORK", "refused: not modelled outside replay (see `vfork`)"),
     // Model-only steps: the oracle cannot hold a migration in flight or replay a recorded map.
     ("migrate", "model-only (the oracle cannot run it)"),
     ("migrate_done", "model-only (the oracle cannot run it)"),
@@ -30,10 +26,6 @@ const NOT_YET: &[(&str, &str)] = &[
     // (GenConfig::relocate_flags).
     ("MREMAP_RELOCATE_ANON", "policy fuzz only"),
     ("MREMAP_MUST_RELOCATE_ANON", "policy fuzz only"),
-    ("vfork", "refused: not modelled outside replay (the model would copy the mm as fork does)"),
-    // execve gives the task a fresh empty mm (exact for the old mm's teardown, refused for a
-    // thread with live siblings); the oracle refuses it, since it would replace the worker.
-    ("execve", "the oracle refuses it (it would replace the worker)"),
     ("UFFDIO_REGISTER_MODE_WP", "issue 14 audit, not generated yet"),
     ("UFFDIO_REGISTER_MODE_MINOR", "issue 14 audit, not generated yet"),
 ];
@@ -75,6 +67,10 @@ fn generator_covers_the_parser() {
                 }
                 Call::CloneVm { flags } => {
                     clone.insert(flags);
+                }
+                // `clone` with CLONE_VM|CLONE_VFORK parses to it.
+                Call::Fork { vfork: true } => {
+                    clone.insert(CLONE_VM | CLONE_VFORK | SIGCHLD);
                 }
                 Call::UffdRegister { mode, .. } => {
                     reg.insert(mode);

@@ -87,6 +87,8 @@ pub struct RefModel {
     /// the source (before 6.17: `Profile::mremap_checks_before_unmap` off), so a failed
     /// move may have unmapped them.
     pub unmaps_before_checks: bool,
+    /// The break of a fresh mm (the first process's, and an exec's).
+    initial_brk: u64,
 }
 
 impl Space {
@@ -156,7 +158,7 @@ fn page_align(x: u64) -> u64 {
 impl RefModel {
     /// A reference model of one process, `first`, with nothing mapped and its break at `brk`.
     pub fn new(first: Pid, brk: u64) -> RefModel {
-        let mut r = RefModel::default();
+        let mut r = RefModel { initial_brk: brk, ..RefModel::default() };
         r.spaces.insert(first, Space { brk, ..Default::default() });
         r
     }
@@ -485,7 +487,8 @@ impl RefModel {
                 } else if let Some(fds) = self.fds.get(&fdp).cloned() {
                     self.fds.insert(child, fds);
                 }
-                if matches!(step.call, Call::CloneVm { .. }) {
+                // A CLONE_VM task or a vfork child shares the creator's space.
+                if matches!(step.call, Call::CloneVm { .. } | Call::Fork { vfork: true }) {
                     self.threads.insert(child, pid);
                     return;
                 }
@@ -514,8 +517,21 @@ impl RefModel {
                     let fds = self.fds.get(&o).cloned().unwrap_or_default();
                     self.fds.insert(step.pid, fds);
                 }
-                let brk = self.spaces.get(&pid).map_or(0, |s| s.brk);
-                self.spaces.insert(pid, Space { brk, ..Default::default() });
+                let brk = self.initial_brk;
+                if self.threads.remove(&step.pid).is_none() {
+                    // The old space lives on in the tasks that share it, if any: the first
+                    // of them holds it now.
+                    let sharers: Vec<Pid> =
+                        self.threads.iter().filter(|&(_, &o)| o == pid).map(|(&t, _)| t).collect();
+                    if let (Some(&heir), Some(old)) = (sharers.first(), self.spaces.remove(&pid)) {
+                        self.threads.remove(&heir);
+                        for t in &sharers[1..] {
+                            self.threads.insert(*t, heir);
+                        }
+                        self.spaces.insert(heir, old);
+                    }
+                }
+                self.spaces.insert(step.pid, Space { brk, ..Default::default() });
             }
             Call::Openat { path, .. } => {
                 let Expect::Value(fd) = *outcome else { return };

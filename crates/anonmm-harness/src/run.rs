@@ -3,6 +3,7 @@
 //! captured for output and for the oracle.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use crate::errno::Errno;
 use crate::mm::{Config, System};
@@ -215,6 +216,9 @@ pub struct Runner<'a> {
     pub replay: Option<ReplayState>,
     script: &'a Script,
     sampling: Sampling,
+    /// Tasks asleep in vfork, by the child they wait for (`wait_for_vfork_done` until the
+    /// child execs or exits): the child's pid to its parent's.
+    vfork_waits: BTreeMap<Pid, Pid>,
     /// Tests: break the state after the step on this line (in redone runs too).
     #[cfg(test)]
     inject: Option<(usize, Corrupt)>,
@@ -271,6 +275,7 @@ impl<'a> Runner<'a> {
             replay,
             script,
             sampling,
+            vfork_waits: BTreeMap::new(),
             #[cfg(test)]
             inject: None,
         })
@@ -501,6 +506,17 @@ impl<'a> Runner<'a> {
 
     fn execute(&mut self, step: &Step) -> Result<Expect, RunError> {
         let pid = step.pid;
+        // A task asleep in vfork makes no calls until its child execs or exits (a replay's
+        // trace orders the tasks itself).
+        if self.replay.is_none()
+            && let Some((child, _)) = self.vfork_waits.iter().find(|&(_, &p)| p == pid)
+        {
+            let reason = format!(
+                "process {pid} is asleep in vfork until its child {child} execs or exits (exit_group \
+                 or execve)"
+            );
+            return Err(self.bad(step, reason));
+        }
         // A replay takes each task's exit from the trace; a script's exit_group or execve by a
         // thread would end its siblings too (do_group_exit, de_thread), and the language does
         // not tell `exit` from `exit_group`.
@@ -515,16 +531,23 @@ impl<'a> Runner<'a> {
             ));
             return Ok(Expect::Unknown);
         }
-        // A vfork child borrows its parent's mm until it execs or exits, and the parent
-        // sleeps meanwhile; the model's fork copies the mm (write-protecting the parent's
-        // pages), which only a replay, whose trace decides what follows, may take instead.
-        if self.replay.is_none() && matches!(step.call, Call::Fork { vfork: true }) {
-            self.sys.not_modelled(
-                "vfork (the child shares the parent's mm until it execs or exits; the model \
-                 would copy it as fork does)",
-            );
-            return Ok(Expect::Unknown);
+        let out = self.execute_call(step)?;
+        match step.call {
+            Call::Fork { vfork: true } => {
+                if let Expect::Value(c) = out {
+                    self.vfork_waits.insert(Pid(c as u32), pid);
+                }
+            }
+            Call::ExitGroup { .. } | Call::Execve { .. } if !matches!(out, Expect::Err(_)) => {
+                self.vfork_waits.remove(&pid);
+            }
+            _ => {}
         }
+        Ok(out)
+    }
+
+    fn execute_call(&mut self, step: &Step) -> Result<Expect, RunError> {
+        let pid = step.pid;
         let sys = &mut self.sys;
         let val = |r: Result<u64, Errno>| match r {
             Ok(v) => Expect::Value(v),
@@ -556,6 +579,8 @@ impl<'a> Runner<'a> {
                 }
                 if let Call::CloneVm { flags } = step.call {
                     val(sys.sys_clone_vm(pid, child, flags))
+                } else if let Call::Fork { vfork: true } = step.call {
+                    val(sys.sys_vfork(pid, child))
                 } else {
                     val(sys.sys_fork(pid, child))
                 }

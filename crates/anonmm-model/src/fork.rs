@@ -85,6 +85,32 @@ impl System {
         Ok(child.0 as u64)
     }
 
+    /// vfork(2), which is `clone(CLONE_VM | CLONE_VFORK | SIGCHLD)`: the child borrows the
+    /// parent's mm (no copy: the parent's pages stay writable and exclusive) and gets a copy
+    /// of its descriptor table. The kernel then keeps the parent asleep in
+    /// `wait_for_vfork_done` until the child execs or exits (`mm_release` →
+    /// `complete_vfork_done`); the model does not schedule, so the caller must not run the
+    /// parent meanwhile (the script runner refuses a step of a parent in vfork).
+    ///
+    /// ```
+    /// use anonmm_model::api::prelude::*;
+    ///
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let a = sys.sys_mmap(Pid(1), 0, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)?;
+    /// sys.touch(Pid(1), a, PAGE_SIZE, true, &|_| 5)?.expect("no signal");
+    /// assert_eq!(sys.sys_vfork(Pid(1), Pid(2))?, 2);
+    /// sys.sys_execve(Pid(2))?;
+    /// // The parent's page was never shared copy-on-write.
+    /// assert!(sys.page_at(Pid(1), a)?.unwrap().writable);
+    /// assert!(sys.maps(Pid(2)).is_empty());
+    /// # Ok::<(), Errno>(())
+    /// ```
+    pub fn sys_vfork(&mut self, parent: Pid, child: Pid) -> KResult<u64> {
+        use crate::abi::{CLONE_VFORK, CLONE_VM, SIGCHLD};
+        self.sys_clone_vm(parent, child, CLONE_VM | CLONE_VFORK | SIGCHLD)
+    }
+
     /// `dup_mmap`.
     fn dup_mmap(&mut self, pmm: MmId) -> MmId {
         let mut m = Mm::new(&self.cfg);
@@ -297,9 +323,13 @@ impl System {
         self.vm.mms.free(mm);
     }
 
-    /// execve(2): a fresh, empty mm (the new image's mappings come from the trace).
+    /// execve(2): a fresh, empty mm (the new image's mappings come from the trace). The old
+    /// mm goes with its last user (a vfork child leaves its parent's to the parent); the
+    /// task's long-term pins go (they are held by `O_CLOEXEC` io_uring descriptors, whose
+    /// buffers the oracle's worker unregisters before it execs).
     pub fn sys_execve(&mut self, pid: Pid) -> KResult<u64> {
         let old = self.vm.mm_of(pid)?;
+        self.release_pins(pid);
         let mm_lives = self.vm.mms[old].users > 1;
         let mm = self.vm.mms.alloc(Mm::new(&self.cfg));
         self.vm.procs.get_mut(&pid).expect("pid").mm = mm;

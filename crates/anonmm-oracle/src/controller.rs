@@ -27,8 +27,9 @@ use super::maps::{FileIds, MapsLine, parse_maps};
 use super::pages::{ptes, read_pagemap, read_tag};
 use super::probe::Probe;
 use super::worker::{
-    BUF_LEN, Cmd, OP_CLONE, OP_EXIT, OP_FORK, OP_PIN, OP_SYSCALL, OP_TAGS, OP_TOUCH, OP_UFFD_MOVE,
-    OP_UFFD_REGISTER, OP_UFFD_UNREGISTER, OP_UNPIN, PrctlMmMap, Reply, TAGS_MAX, process_one,
+    BUF_LEN, Cmd, EXEC_ENV, OP_CLONE, OP_EXECVE, OP_EXIT, OP_FORK, OP_PIN, OP_SYSCALL, OP_TAGS, OP_TOUCH,
+    OP_UFFD_MOVE, OP_UFFD_REGISTER, OP_UFFD_UNREGISTER, OP_UNPIN, OP_VFORK, PrctlMmMap, Reply, TAGS_MAX,
+    process_one,
 };
 use super::{OracleError, WINDOW_END, WINDOW_START};
 
@@ -41,9 +42,14 @@ struct Worker {
     real: i32,
     pidfd: OwnedFd,
     chan: OwnedFd,
+    /// The worker's end of the channel, by its number in the worker's descriptor table.
+    wfd: i32,
     /// Process 1 is our child and is reaped with waitpid; others are auto-reaped by their
     /// worker parents (SIGCHLD ignored) or by init.
     direct_child: bool,
+    /// Asleep in vfork until this child execs or exits; its reply (the child's pid) is due
+    /// then.
+    vfork_child: Option<Pid>,
 }
 
 /// A temporary directory, removed on drop.
@@ -92,7 +98,7 @@ pub(crate) struct Controller {
 
 /// The mm bounds of this process (`/proc/self/stat` fields 26–28 and 45–51), with the data
 /// segment and the break moved to `start_brk` (data ends one page below it).
-fn mm_map_at(start_brk: u64) -> Option<PrctlMmMap> {
+pub(crate) fn mm_map_at(start_brk: u64) -> Option<PrctlMmMap> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     let f: Vec<u64> =
         stat[stat.rfind(')')? + 2..].split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
@@ -281,6 +287,8 @@ impl Controller {
         let dir_c = CString::new(dir.0.as_os_str().as_bytes())
             .map_err(|_| OracleError::System("temp dir path has a NUL".into()))?;
         let dir_b = dir_c.as_bytes_with_nul();
+        // Keep the exec'd workers' constructor in the binary (see `worker::OP_EXECVE`).
+        std::hint::black_box(&super::worker::EXEC_WORKER_INIT);
         let start_brk = crate::mm::DEFAULT_START_BRK;
         let mm_map = mm_map_at(start_brk);
         // SAFETY: getpid has no preconditions.
@@ -321,7 +329,10 @@ impl Controller {
             internal: super::kmod::loaded(),
             brk_ok: false,
         };
-        c.live.insert(first, Worker { real: pid, pidfd, chan, direct_child: true });
+        c.live.insert(
+            first,
+            Worker { real: pid, pidfd, chan, wfd: high, direct_child: true, vfork_child: None },
+        );
         let w = &c.live[&first];
         let hello = recv_reply(&w.chan, &w.pidfd, 0)?;
         if hello != pid as i64 {
@@ -349,10 +360,44 @@ impl Controller {
     }
 
     fn worker(&self, step: &Step) -> Result<&Worker, OracleError> {
-        self.live.get(&step.pid).ok_or_else(|| OracleError::BadInput {
+        let w = self.live.get(&step.pid).ok_or_else(|| OracleError::BadInput {
             line: step.line,
             reason: format!("process {} does not exist (not forked yet, or exited)", step.pid),
-        })
+        })?;
+        if let Some(c) = w.vfork_child {
+            return Err(OracleError::BadInput {
+                line: step.line,
+                reason: format!("process {} is asleep in vfork until its child {c} execs or exits", step.pid),
+            });
+        }
+        Ok(w)
+    }
+
+    /// A task that can read `pid`'s pages for it: itself, or if it is asleep in vfork the
+    /// child it waits for (which shares its mm), or that child's, and so on.
+    fn awake_sharer(&self, pid: Pid) -> Option<&Worker> {
+        let mut w = self.live.get(&pid)?;
+        while let Some(c) = w.vfork_child {
+            w = self.live.get(&c)?;
+        }
+        Some(w)
+    }
+
+    /// After `child` exec'd or exited: the parent it kept asleep in vfork, if any, wakes and
+    /// answers the vfork with the child's pid.
+    fn vfork_done(&mut self, step: &Step, child: Pid, real: i32) -> Result<(), OracleError> {
+        let Some((&parent, _)) = self.live.iter().find(|(_, w)| w.vfork_child == Some(child)) else {
+            return Ok(());
+        };
+        let w = &self.live[&parent];
+        let r = recv_reply(&w.chan, &w.pidfd, step.line)?;
+        if r != real as i64 {
+            return Err(OracleError::System(format!("vfork answered {r} in the parent, not {real}")));
+        }
+        if let Some(w) = self.live.get_mut(&parent) {
+            w.vfork_child = None;
+        }
+        Ok(())
     }
 
     fn request(&self, step: &Step, cmd: &Cmd) -> Result<i64, OracleError> {
@@ -463,7 +508,9 @@ impl Controller {
                 cmd.args[..4].copy_from_slice(&[*dst, *src, *len, *mode]);
                 self.request(step, &cmd)?
             }
-            Call::Fork { .. } => return self.fork(step, fork_child),
+            Call::Fork { vfork: false } => return self.fork(step, fork_child),
+            Call::Fork { vfork: true } => return self.vfork(step, fork_child),
+            Call::Execve { .. } => return self.execve(step),
             Call::CloneVm { flags } => return self.clone_vm(step, fork_child, *flags),
             Call::ExitGroup { code } => {
                 self.exit(step, *code)?;
@@ -480,8 +527,7 @@ impl Controller {
                 }
                 self.syscall(step, SYS_brk, &[*addr], None)?
             }
-            Call::Execve { .. }
-            | Call::MapRecord { .. }
+            Call::MapRecord { .. }
             | Call::VmaRecord { .. }
             | Call::Migrate { .. }
             | Call::MigrateDone { .. } => {
@@ -538,7 +584,10 @@ impl Controller {
         if hello != r {
             return Err(OracleError::System(format!("fork child said hello as {hello}, not {r}")));
         }
-        self.live.insert(child, Worker { real, pidfd, chan, direct_child: false });
+        self.live.insert(
+            child,
+            Worker { real, pidfd, chan, wfd: self.high - idx as i32, direct_child: false, vfork_child: None },
+        );
         self.order.push(child);
         Ok(Expect::Value(child.0 as u64))
     }
@@ -589,9 +638,107 @@ impl Controller {
         if hello != r {
             return Err(OracleError::System(format!("clone child said hello as {hello}, not {r}")));
         }
-        self.live.insert(child, Worker { real, pidfd, chan, direct_child: false });
+        self.live.insert(
+            child,
+            Worker { real, pidfd, chan, wfd: self.high - idx as i32, direct_child: false, vfork_child: None },
+        );
         self.order.push(child);
         Ok(Expect::Value(child.0 as u64))
+    }
+
+    /// A script `vfork`: the worker clones with `CLONE_VM | CLONE_VFORK` (see
+    /// `worker::OP_VFORK`) and sleeps in the kernel; the child's hello is the call's result.
+    /// The parent's own answer comes when the child execs or exits ([`Self::vfork_done`]).
+    fn vfork(&mut self, step: &Step, child: Pid) -> Result<Expect, OracleError> {
+        if self.live.contains_key(&child) {
+            return Err(OracleError::BadInput {
+                line: step.line,
+                reason: format!("vfork would create process {child}, which exists"),
+            });
+        }
+        let idx = self.next_chan;
+        let chan = self
+            .chans
+            .get_mut(idx)
+            .and_then(Option::take)
+            .ok_or_else(|| OracleError::System("no channel left for the new process".into()))?;
+        self.next_chan += 1;
+        let mut cmd = Cmd::new(OP_VFORK);
+        cmd.args[0] = (self.high - idx as i32) as u64;
+        let w = self.worker(step)?;
+        send_cmd(&w.chan, &cmd, step.line)?;
+        // The child says hello on its channel; a failed clone answers on the parent's.
+        let mut fds = [
+            libc::pollfd { fd: chan.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: w.chan.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        loop {
+            // SAFETY: two valid pollfds.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, CALL_TIMEOUT_MS) };
+            if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            if r <= 0 {
+                return Err(OracleError::WorkerDied { line: step.line, reason: "vfork: no answer".into() });
+            }
+            break;
+        }
+        if fds[0].revents & libc::POLLIN == 0 {
+            let r = recv_reply(&w.chan, &w.pidfd, step.line)?;
+            if r >= 0 {
+                return Err(OracleError::System(format!("vfork returned {r} before its child said hello")));
+            }
+            return to_expect(r);
+        }
+        // The pid comes before the pidfd: nothing can reap the child while its parent sleeps.
+        let mut rep = Reply::default();
+        // SAFETY: receives a plain repr(C) value.
+        let n = unsafe {
+            libc::recv(chan.as_raw_fd(), &mut rep as *mut Reply as *mut libc::c_void, size_of::<Reply>(), 0)
+        };
+        if n != size_of::<Reply>() as isize || rep.ret <= 0 {
+            return Err(OracleError::WorkerDied {
+                line: step.line,
+                reason: "vfork child said no hello".into(),
+            });
+        }
+        let real = rep.ret as i32;
+        let pidfd = pidfd_open(real)?;
+        if let Some(w) = self.live.get_mut(&step.pid) {
+            w.vfork_child = Some(child);
+        }
+        self.live.insert(
+            child,
+            Worker { real, pidfd, chan, wfd: self.high - idx as i32, direct_child: false, vfork_child: None },
+        );
+        self.order.push(child);
+        Ok(Expect::Value(child.0 as u64))
+    }
+
+    /// A script `execve`: the worker execs its own binary, which comes back as a fresh worker
+    /// on the same channel (see `worker::OP_EXECVE`); the script's path is not used (the model
+    /// maps nothing of the new image into the window, and the kernel's image lies outside
+    /// it). A vfork parent waiting for this task wakes.
+    fn execve(&mut self, step: &Step) -> Result<Expect, OracleError> {
+        let mut cmd = Cmd::new(OP_EXECVE);
+        let w = self.worker(step)?;
+        let env = format!("{EXEC_ENV}={}", w.wfd);
+        cmd.buf[..env.len()].copy_from_slice(env.as_bytes());
+        let real = w.real;
+        let r = self.request(step, &cmd)?;
+        if r < 0 {
+            return to_expect(r);
+        }
+        if r != real as i64 {
+            return Err(OracleError::System(format!("the exec'd worker said hello as {r}, not {real}")));
+        }
+        if self.brk_ok && start_brk_of(real) != Some(crate::mm::DEFAULT_START_BRK) {
+            return Err(OracleError::System(
+                "the exec'd worker could not move its break into the window".into(),
+            ));
+        }
+        self.vfork_done(step, step.pid, real)?;
+        Ok(Expect::Value(0))
     }
 
     fn exit(&mut self, step: &Step, code: i64) -> Result<(), OracleError> {
@@ -607,6 +754,7 @@ impl Controller {
         }
         if let Some(w) = self.live.remove(&step.pid) {
             reap(&w);
+            self.vfork_done(step, step.pid, w.real)?;
         }
         Ok(())
     }
@@ -637,7 +785,8 @@ impl Controller {
                 let first = v.len();
                 ptes(&entries, s, self.probe.zero_pfn, &mut v)?;
                 if l.readable() {
-                    worker_tags(w, &mut v[first..])?;
+                    let reader = self.awake_sharer(pid).unwrap_or(w);
+                    worker_tags(reader, &mut v[first..])?;
                 } else {
                     for pte in v[first..].iter_mut().filter(|p| matches!(p.page, RawPage::Id(_))) {
                         pte.tag = read_tag(&mem, pte.addr)?;

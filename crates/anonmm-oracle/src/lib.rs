@@ -59,6 +59,13 @@
 //! worker never allocates, so its inherited malloc heap is never used again. Script `brk`
 //! calls run on the kernel and the heap VMA is compared. If the prctl fails, brk is refused.
 //!
+//! # vfork and execve
+//! A script `vfork` is a real `clone(CLONE_VM | CLONE_VFORK | SIGCHLD)` in the worker (on a
+//! stack of its own): the parent sleeps in the kernel and answers only when the child has
+//! exited or exec'd; meanwhile the child reads the shared pages for the snapshot. A script
+//! `execve` execs the worker's own binary, which becomes a worker again before `main` (a
+//! constructor) on the same channel; its own mappings lie outside the window.
+//!
 //! # Swap and pins
 //! A script with MADV_PAGEOUT runs with a swap file enabled (see `swapfile`; refused if
 //! `swapon` fails) and its processes kept on one CPU. `pin(addr, len)` registers the range as
@@ -70,8 +77,8 @@
 //! - addresses outside the window (every address argument, checked before running), a
 //!   NULL-hint mmap, and at run time an mmap/mremap the kernel placed outside the window
 //!   (a taken hint, or a MREMAP_MAYMOVE move): they cannot be compared with the model;
-//! - `brk` past the window's end; `execve` (it would replace the worker); `clone` with the
-//!   flags the model refuses (`fork::clone_not_modelled`);
+//! - `brk` past the window's end; `clone` with the flags the model refuses
+//!   (`fork::clone_not_modelled`);
 //! - more than 256 processes.
 //!
 //! Background kernel activity (khugepaged, compaction, reclaim) can in principle change

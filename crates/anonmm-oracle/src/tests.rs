@@ -239,7 +239,6 @@ fn refuses_what_cannot_be_compared() {
     };
     refused(mmap(0, 0x1000, RW, MAP_PRIVATE | MAP_ANONYMOUS));
     refused(mmap(0x7000_0000_0000, 0x1000, RW, ANON));
-    refused(Call::Execve { path: "/bin/true".into() });
     refused(Call::Munmap { addr: WINDOW_END_MINUS_PAGE, len: 0x2000 });
     refused(Call::Migrate { addr: A, len: 0x1000 });
     refused(Call::MigrateDone { addr: A, len: 0x1000 });
@@ -249,6 +248,41 @@ fn refuses_what_cannot_be_compared() {
         st(2, 7, Call::Close { fd: 0 }, None),
     ]));
     assert!(matches!(r, Err(OracleError::BadInput { line: 2, .. })), "{r:?}");
+}
+
+/// vfork: the child writes the parent's page (no copy-on-write: the parent sees the tag), and
+/// a parent's step while it sleeps is bad input. execve: the window empties, the process keeps
+/// its pid and its exec'd worker serves the next call.
+#[test]
+fn vfork_borrows_the_mm_and_execve_replaces_it() {
+    skip_unless_available!();
+    let touch = |w| Call::Touch { addr: A, len: 0x1000, write: w };
+    let s = script(vec![
+        st(1, 1, mmap(A, 0x2000, RW, ANON), None),
+        st(2, 1, touch(true), None),
+        st(3, 1, Call::Fork { vfork: true }, Some(Expect::Value(2))),
+        st(4, 2, touch(true), None),
+        st(5, 2, Call::Execve { path: "/bin/true".into() }, None),
+        st(6, 2, mmap(A, 0x1000, RW, ANON), None),
+        st(7, 1, touch(false), None),
+    ]);
+    let v = run_native(&s).expect("runs");
+    assert_eq!(v[2].result, "= 2");
+    // Step 4's write landed in the page both see, still exclusive (never shared by fork).
+    let p1 = &v[3].procs[&Pid(1)].pages[0];
+    assert_eq!(v[3].procs[&Pid(2)].pages[0], *p1);
+    assert!(p1.exclusive);
+    assert_eq!(p1.tag, touch_tag(4, A));
+    assert_eq!(v[4].result, "= 0");
+    assert!(v[4].procs[&Pid(2)].maps.is_empty(), "{:?}", v[4].procs[&Pid(2)]);
+    assert_eq!(v[4].procs[&Pid(1)].maps.len(), 1);
+    assert_eq!(v[5].procs[&Pid(2)].maps.len(), 1);
+    assert_eq!(v[6].result, "= 0");
+    let asleep = run_native(&script(vec![
+        st(1, 1, Call::Fork { vfork: true }, Some(Expect::Value(2))),
+        st(2, 1, mmap(A, 0x1000, RW, ANON), None),
+    ]));
+    assert!(matches!(asleep, Err(OracleError::BadInput { line: 2, .. })), "{asleep:?}");
 }
 
 const WINDOW_END_MINUS_PAGE: u64 = super::WINDOW_END - 0x1000;

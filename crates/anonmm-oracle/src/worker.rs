@@ -45,6 +45,18 @@ pub(crate) const OP_UFFD_MOVE: u64 = 10;
 /// mm) takes the channel `args[0]`, says hello with its tid and serves calls on it. The reply
 /// is the new tid, or `-errno`.
 pub(crate) const OP_CLONE: u64 = 11;
+/// `vfork()` as `clone(CLONE_VM | CLONE_VFORK | SIGCHLD)` on a stack of its own (as
+/// posix_spawn does): the child takes the channel `args[0]`, says hello with its pid and
+/// serves calls on the parent's mm, while the parent sleeps in the kernel until the child
+/// execs or exits. Only then does the parent reply: the child's pid, or `-errno`.
+pub(crate) const OP_VFORK: u64 = 12;
+/// `execve("/proc/self/exe")` with the environment `buf` (`EXEC_ENV=<channel fd>`): the
+/// fresh image becomes a worker again before `main` (see [`exec_worker_init`]) and says hello
+/// with its pid on the same channel. Pins are unregistered first (their rings are
+/// `O_CLOEXEC`). The reply is that hello, or `-errno` if execve failed.
+pub(crate) const OP_EXECVE: u64 = 13;
+/// The environment variable that makes a fresh image of this binary a worker.
+pub(crate) const EXEC_ENV: &str = "ANONMM_ORACLE_EXEC_WORKER";
 /// Bytes of a cloned task's stack (mapped outside the window, never freed: the task may
 /// outlive its creator's interest in it).
 const CLONE_STACK: usize = 256 << 10;
@@ -167,6 +179,63 @@ pub(crate) struct PrctlMmMap {
     pub auxv: u64,
     pub auxv_size: u32,
     pub exe_fd: u32,
+}
+
+/// A constructor of every binary that links the oracle (`.init_array`, run by the dynamic
+/// loader before `main`): in an image the worker exec'd ([`OP_EXECVE`]), it becomes a worker
+/// again and never returns; anywhere else it returns at once.
+#[used]
+#[unsafe(link_section = ".init_array")]
+pub(crate) static EXEC_WORKER_INIT: extern "C" fn() = exec_worker_init;
+
+/// The body of [`EXEC_WORKER_INIT`]: with [`EXEC_ENV`] set to a channel fd, move the break
+/// into the window as process 1 does (see [`process_one`]), catch probe faults, say hello
+/// with our pid and serve calls. The rest of the process (signal mask, ignored SIGCHLD and
+/// SIGPIPE, death signal, working directory, script descriptors) came through execve.
+extern "C" fn exec_worker_init() {
+    let name = [EXEC_ENV.as_bytes(), b"\0"].concat();
+    // SAFETY: a NUL-terminated name; getenv returns NULL or a NUL-terminated string.
+    let v = unsafe { libc::getenv(name.as_ptr() as *const libc::c_char) };
+    if v.is_null() {
+        return;
+    }
+    // SAFETY: as above.
+    let text = unsafe { std::ffi::CStr::from_ptr(v) };
+    let Some(fd) = text.to_str().ok().and_then(|t| t.parse::<i32>().ok()) else { exit_group(1) };
+    // Before anything here allocates: this image's malloc may have made a heap already,
+    // outside the window; nothing grows it once the break has moved.
+    if let Some(m) = crate::controller::mm_map_at(crate::mm::DEFAULT_START_BRK) {
+        // SAFETY: prctl reads the struct; on failure the break stays and the controller sees it.
+        unsafe {
+            libc::prctl(
+                PR_SET_MM,
+                PR_SET_MM_MAP as libc::c_ulong,
+                &m as *const PrctlMmMap as libc::c_ulong,
+                size_of::<PrctlMmMap>() as libc::c_ulong,
+                0 as libc::c_ulong,
+            );
+        }
+    }
+    install_probe_handler();
+    // SAFETY: getpid has no preconditions.
+    send_reply(fd, unsafe { libc::getpid() } as i64);
+    worker_loop(fd)
+}
+
+/// execve of this binary with `env` (one NUL-terminated `NAME=value`); returns only on
+/// failure, with `-errno`.
+fn exec_self(env: &[u8]) -> i64 {
+    const EXE: &[u8] = b"/proc/self/exe\0";
+    const ARG0: &[u8] = b"anonmm-oracle-worker\0";
+    let argv = [ARG0.as_ptr() as *const libc::c_char, std::ptr::null()];
+    let envp = [env.as_ptr() as *const libc::c_char, std::ptr::null()];
+    // SAFETY: NUL-terminated strings and NULL-terminated arrays that live across the call.
+    unsafe {
+        raw(
+            libc::SYS_execve as u64,
+            [EXE.as_ptr() as u64, argv.as_ptr() as u64, envp.as_ptr() as u64, 0, 0, 0],
+        )
+    }
 }
 
 /// Prepare a freshly forked process 1 and run the loop; never returns.
@@ -606,7 +675,19 @@ fn worker_loop(mut fd: i32) -> ! {
                 }
                 exit_group(cmd.args[0])
             }
+            OP_EXECVE => {
+                // As at exit: the O_CLOEXEC rings would release their buffers late.
+                while let Some(&(addr, len, _)) = rings.iter().find(|r| r.2 >= 0) {
+                    unpin(&mut rings, addr, len);
+                }
+                exec_self(&cmd.buf)
+            }
             OP_CLONE => clone_task(fd, cmd.args[0] as i32, cmd.args[1]),
+            OP_VFORK => clone_task(
+                fd,
+                cmd.args[0] as i32,
+                crate::abi::CLONE_VM | crate::abi::CLONE_VFORK | crate::abi::SIGCHLD,
+            ),
             OP_PIN => pin(&mut rings, cmd.args[0], cmd.args[1]),
             OP_UNPIN => unpin(&mut rings, cmd.args[0], cmd.args[1]),
             OP_UFFD_REGISTER => {

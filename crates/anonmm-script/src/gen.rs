@@ -75,6 +75,12 @@ pub struct Weights {
     pub clone: u32,
     /// `dup` or `dup2` of an open descriptor; only when `GenConfig::files`.
     pub dup: u32,
+    /// `vfork` (or `clone` with CLONE_VM|CLONE_VFORK), then a few steps of the child on the
+    /// borrowed mm, then its `exit_group` or `execve` (the parent sleeps meanwhile); only
+    /// while fewer than `GenConfig::max_procs` tasks live.
+    pub vfork: u32,
+    /// `execve` of a process that may exit (see `exit`): a fresh, empty mm.
+    pub execve: u32,
 }
 
 impl Default for Weights {
@@ -96,6 +102,8 @@ impl Default for Weights {
             brk: 4,
             clone: 3,
             dup: 2,
+            vfork: 2,
+            execve: 1,
         }
     }
 }
@@ -244,6 +252,8 @@ struct Gen<'a> {
     /// Live processes, pid 1 first.
     procs: Vec<Proc>,
     next_pid: u32,
+    /// The last number given to an exec's fresh mm and table (above every pid).
+    next_space: u32,
     /// Size of each file the script has created (None until created).
     files: Vec<Option<u64>>,
     steps: Vec<Step>,
@@ -275,6 +285,8 @@ enum Op {
     Uffd,
     Clone,
     Dup,
+    Vfork,
+    Execve,
 }
 
 /// Generate a random script. The same seed and config always give the same script.
@@ -293,6 +305,7 @@ pub fn generate(seed: u64, cfg: &GenConfig) -> Script {
             vm_parent: None,
         }],
         next_pid: 2,
+        next_space: 1 << 24,
         files: vec![None; NR_FILES],
         pins: Vec::new(),
         uffd_ranges: Vec::new(),
@@ -349,10 +362,12 @@ impl Gen<'_> {
         if self.procs.len() < self.cfg.max_procs {
             table.push((Op::Fork, w.fork));
             table.push((Op::Clone, w.clone));
+            table.push((Op::Vfork, w.vfork));
         }
         if self.procs.len() > 1 {
             table.push((Op::Exit, w.exit));
         }
+        table.push((Op::Execve, w.execve));
         if self.cfg.files {
             table.push((Op::File, w.file));
             table.push((Op::Dup, w.dup));
@@ -380,7 +395,12 @@ impl Gen<'_> {
     }
 
     fn one_op(&mut self, pi: usize) {
-        match self.choose_op(pi) {
+        let op = self.choose_op(pi);
+        self.run_op(pi, op);
+    }
+
+    fn run_op(&mut self, pi: usize, op: Op) {
+        match op {
             Op::Mmap => self.op_mmap(pi),
             Op::Munmap => self.op_munmap(pi),
             Op::Mprotect => self.op_mprotect(pi),
@@ -397,6 +417,12 @@ impl Gen<'_> {
             Op::Brk => self.op_brk(pi),
             Op::Clone => self.op_clone(pi),
             Op::Dup => self.op_dup(pi),
+            Op::Vfork => self.op_vfork(pi),
+            Op::Execve => {
+                if self.may_exit(pi) {
+                    self.execve(pi);
+                }
+            }
         }
     }
 
@@ -1258,6 +1284,67 @@ impl Gen<'_> {
         self.emit(parent.pid, Call::CloneVm { flags }, Some(Expect::Value(u64::from(child))));
     }
 
+    /// `vfork()` (or its `clone` spelling) by task `pi`: the child borrows the mm and gets a
+    /// copy of the descriptor table; it runs a few operations that neither make nor end
+    /// tasks (its parent sleeps, so nothing else runs), then exits or execs.
+    fn op_vfork(&mut self, pi: usize) {
+        let parent = self.procs[pi].clone();
+        let child = self.next_pid;
+        self.next_pid += 1;
+        self.procs.push(Proc {
+            pid: child,
+            tgid: child,
+            fdt: child,
+            vm_parent: Some(parent.pid),
+            ..parent.clone()
+        });
+        let grows: Vec<(u32, u64)> =
+            self.growsdown.iter().filter(|g| g.0 == parent.pid).map(|&(_, a)| (child, a)).collect();
+        self.growsdown.extend(grows);
+        // `clone(CLONE_VM|CLONE_VFORK|SIGCHLD)` (posix_spawn's) parses to the same call.
+        self.emit(parent.pid, Call::Fork { vfork: true }, Some(Expect::Value(u64::from(child))));
+        let ci = self.procs.len() - 1;
+        for _ in 0..self.rng.random_range(0..=6) {
+            match self.choose_op(ci) {
+                Op::Fork | Op::Clone | Op::Vfork | Op::Exit | Op::Execve => self.op_touch(ci),
+                op => self.run_op(ci, op),
+            }
+            self.share_view(child);
+        }
+        if self.chance(0.5) {
+            self.execve(ci);
+        } else {
+            let p = self.procs.remove(ci);
+            self.forget(p.pid);
+            self.emit(p.pid, Call::ExitGroup { code: 0 }, None);
+        }
+    }
+
+    /// Task `i` execs: a fresh, empty mm and break, a descriptor table of its own (the same
+    /// descriptors: the generator opens none with O_CLOEXEC); its pins, userfaultfd and
+    /// growable mappings go with the old mm.
+    fn execve(&mut self, i: usize) {
+        let pid = self.procs[i].pid;
+        self.forget(pid);
+        // Fresh mm and table numbers: no other task's.
+        self.next_space += 1;
+        let fresh = self.next_space;
+        let p = &mut self.procs[i];
+        p.regions.clear();
+        p.brk = crate::types::DEFAULT_START_BRK;
+        p.mm = fresh;
+        p.fdt = fresh;
+        p.vm_parent = None;
+        self.emit(pid, Call::Execve { path: "/bin/true".into() }, None);
+    }
+
+    /// Drop what the generator tracks for `pid`'s pins, userfaultfd and growable mappings.
+    fn forget(&mut self, pid: u32) {
+        self.pins.retain(|&(p, _, _)| p != pid);
+        self.uffd_ranges.retain(|&(p, _, _)| p != pid);
+        self.growsdown.retain(|&(p, _)| p != pid);
+    }
+
     /// `dup` or `dup2` of an open descriptor (sometimes of a closed one, or onto one in use).
     fn op_dup(&mut self, pi: usize) {
         let pid = self.procs[pi].pid;
@@ -1489,10 +1576,13 @@ pub fn write_script(script: &Script) -> String {
 pub fn check_well_formed(script: &Script) -> Result<(), String> {
     let mut alive: BTreeSet<u32> = BTreeSet::from([1]);
     let mut seen: BTreeSet<u32> = BTreeSet::from([1]);
-    for s in &script.steps {
+    for (i, s) in script.steps.iter().enumerate() {
         let pid = s.pid.0;
         if !alive.contains(&pid) {
             return Err(format!("line {}: pid {pid} is not alive: {}", s.line, s.text));
+        }
+        if let Some(c) = asleep_in_vfork(&script.steps[..i], pid) {
+            return Err(format!("line {}: pid {pid} is asleep in vfork until {c} execs or exits", s.line));
         }
         match (&s.call, s.expect) {
             (c, Some(Expect::Value(v))) if c.makes_task() => {
@@ -1513,6 +1603,18 @@ pub fn check_well_formed(script: &Script) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The child `pid` waits for, if `pid` is asleep in a vfork after `steps`: its last vfork's
+/// child has not exec'd or exited yet.
+fn asleep_in_vfork(steps: &[Step], pid: u32) -> Option<u32> {
+    let (i, st) = steps.iter().enumerate().rev().find(|(_, st)| st.pid.0 == pid)?;
+    let (Call::Fork { vfork: true }, Some(Expect::Value(c))) = (&st.call, st.expect) else { return None };
+    let child = u32::try_from(c).ok()?;
+    let woken = steps[i + 1..]
+        .iter()
+        .any(|st| st.pid.0 == child && matches!(st.call, Call::ExitGroup { .. } | Call::Execve { .. }));
+    (!woken).then_some(child)
 }
 
 // ---- shrinking ------------------------------------------------------------------------------
@@ -1577,6 +1679,10 @@ impl Shrinker<'_> {
             }
         }
         if steps.len() == s.steps.len() {
+            return None;
+        }
+        // A parent asleep in vfork makes no calls: its child's exit or exec stays.
+        if steps.iter().enumerate().any(|(i, st)| asleep_in_vfork(&steps[..i], st.pid.0).is_some()) {
             return None;
         }
         Some(Script { skipped: Vec::new(), path: s.path.clone(), steps })
@@ -1915,7 +2021,6 @@ mod tests {
                 let mut alive = 1usize;
                 for st in &s.steps {
                     assert_eq!(st.text, render(&st.call));
-                    assert!(!matches!(st.call, Call::Execve { .. }));
                     match (&st.call, st.expect) {
                         (call, Some(Expect::Value(c))) if call.makes_task() => {
                             assert_eq!(c, next_child, "children numbered in creation order");
@@ -2108,10 +2213,16 @@ mod tests {
             assert!(calls <= 2000);
             assert!(dontunmap_after_fork(&small), "seed {seed}");
             assert!(check_well_formed(&small).is_ok(), "seed {seed}");
-            // The mremap and the forks that make its process: a chain of forks stays whole.
+            // The mremap and the forks that make its process: a chain of forks stays whole,
+            // and so does the exit or exec that wakes a vfork's parent before it runs again.
             let forks = small.steps.iter().filter(|st| st.call.makes_task()).count();
+            let wakes = small
+                .steps
+                .iter()
+                .filter(|st| matches!(st.call, Call::ExitGroup { .. } | Call::Execve { .. }))
+                .count();
             assert!(
-                small.steps.len() <= 4 && small.steps.len() == forks + 1,
+                small.steps.len() <= 4 + wakes && small.steps.len() == forks + wakes + 1,
                 "seed {seed}:\n{}",
                 write_script(&small)
             );
