@@ -12,7 +12,7 @@ use anonmm::import::read_trace;
 use anonmm::kernel::Kernel;
 use anonmm::policy::Policy;
 use anonmm::run::{RunError, RunOptions, run_script, run_script_each};
-use anonmm::script::{format_step, parse_file};
+use anonmm::script::format_step;
 use anonmm::snapshot::{format_maps_text, format_smaps_text, step_changes_json, write_step_json};
 use anonmm::{out, outln};
 
@@ -115,10 +115,14 @@ enum Cmd {
     ///
     /// MREMAP_RELOCATE_ANON and MREMAP_MUST_RELOCATE_ANON exist only under `relocate` and
     /// `relocate-all`; the other policies run the script without them.
+    ///
+    /// SCRIPT may be a trace (perf.data, `perf script` text or strace output, also `.zst`):
+    /// each policy runs it as `replay` does, results compared at every step and contents
+    /// after the last.
     #[command(after_help = "Exit status: 0 when every policy ran with the same contents as kernel, 1 \
                             when a policy broke an invariant or changed contents, 2 for bad input.")]
     Compare {
-        /// The script: strace -f syntax (docs/scenario-language.md).
+        /// The script (strace -f syntax, docs/scenario-language.md) or trace (docs/traces.md).
         script: PathBuf,
         /// Output format.
         #[arg(long, default_value = "text", value_enum)]
@@ -159,9 +163,11 @@ enum Cmd {
     #[command(after_help = "Exit status: 0 when drawn, 1 when `dot` failed, 2 for bad input, an \
                             unknown extension or no `dot`.")]
     Graph {
-        /// The script: strace -f syntax (docs/scenario-language.md).
+        /// The script (strace -f syntax, docs/scenario-language.md) or trace (perf.data,
+        /// `perf script` text or strace output, also `.zst`; run as `replay` runs it).
         script: PathBuf,
-        /// Draw the state after the call on this script line (default: the last).
+        /// Draw the state after the call on this script line (default: the last); for a
+        /// trace, after every step up to the last one at or before this line.
         #[arg(long, value_name = "LINE")]
         at: Option<usize>,
         /// Only this process.
@@ -588,7 +594,14 @@ fn main() -> ExitCode {
         Cmd::Compare { script, format, kernel } => cmd_compare(&script, format, kernel),
         Cmd::Graph { script, at, pid, max_folios, policy, kernel, from_oracle, out } => cmd_graph(
             &script,
-            &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy, kernel },
+            &anonmm::graph::GraphOptions {
+                at,
+                pid: pid.map(anonmm::types::Pid),
+                max_folios,
+                policy,
+                kernel,
+                replay: false,
+            },
             from_oracle,
             out.as_deref(),
         ),
@@ -803,13 +816,19 @@ fn cmd_graph(
             return 2;
         }
     };
-    let script = match parse_file(path) {
+    let (script, replay) = match load_input(path) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("anonmm: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
+    if replay && from_oracle {
+        eprintln!(
+            "anonmm: {}: graph --from-oracle runs a script on the kernel, not a recorded trace \
+             (write the script replay runs with `anonmm import --resolved`)",
+            path.display()
+        );
+        return 2;
+    }
+    let opts = &anonmm::graph::GraphOptions { replay, ..opts.clone() };
     let dot = if from_oracle {
         match anonmm::oracle::graph_from_oracle(&script, opts) {
             Ok(d) => d,
@@ -871,14 +890,19 @@ fn render_dot(dot: &str, format: &str, out: &std::path::Path) -> i32 {
 }
 
 fn cmd_compare(path: &std::path::Path, format: TableFormat, kernel: KernelChoice) -> i32 {
-    let script = match parse_file(path) {
+    let (script, replay) = match load_input(path) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("anonmm: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let kernel = match kernel {
+        KernelChoice::All if replay => {
+            eprintln!(
+                "anonmm: {}: compare --kernel all tabulates every step of a script; for a trace, \
+                 compare the kernels' tables of `anonmm replay --kernel K`",
+                path.display()
+            );
+            return 2;
+        }
         KernelChoice::All => {
             let (text, code) =
                 anonmm::kernel_compare::compare_kernels(&script, format == TableFormat::Markdown);
@@ -887,7 +911,8 @@ fn cmd_compare(path: &std::path::Path, format: TableFormat, kernel: KernelChoice
         }
         KernelChoice::One(k) => k,
     };
-    let rows = anonmm::policy::compare_all(&script, &anonmm::mm::Config { kernel, ..Default::default() });
+    let rows =
+        anonmm::policy::compare_all_as(&script, &anonmm::mm::Config { kernel, ..Default::default() }, replay);
     match format {
         TableFormat::Markdown => out!("{}", anonmm::policy::render_rows(&rows, true)),
         TableFormat::Json => outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),

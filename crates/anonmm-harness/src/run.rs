@@ -161,25 +161,7 @@ pub fn run_script_each(
     let n = script.steps.len();
     for (i, step) in script.steps.iter().enumerate() {
         let view = !opts.last_view_only || i + 1 == n;
-        if !opts.replay {
-            runner.step(step, view)?;
-        } else if !runner.sys.procs.contains_key(&step.pid) {
-            // A trace, as replay runs it: a step of a process the trace never showed being
-            // made, or one the model cannot run, is a divergence, not the end of the run.
-            if let Some(r) = &mut runner.replay {
-                r.no_process(step);
-            }
-        } else {
-            match runner.step(step, view) {
-                Err(e @ RunError::Invariant { .. }) => return Err(e),
-                Err(e) => {
-                    if let Some(r) = &mut runner.replay {
-                        r.not_modelled(step, &e.to_string());
-                    }
-                }
-                Ok(_) => {}
-            }
-        }
+        runner.step_or_diverge(step, view)?;
         if opts.replay && view && runner.result.steps.last().is_none_or(|v| v.line != step.line) {
             // The step made no view: the state as it stands.
             let procs = rename(runner.sys.raw_view());
@@ -346,6 +328,33 @@ impl<'a> Runner<'a> {
         }
         // Healed between checks, or not reproduced: report what the sampled check saw.
         Err(found)
+    }
+
+    /// Run a step as `run` runs a script's and `replay` a trace's. In replay mode a step of
+    /// a process the trace never showed being made, or one the model cannot run, is a
+    /// divergence (counted in [`Runner::replay`]), not the end of the run: `Ok(None)`. Used
+    /// by every command that takes a trace (`run`, `explain`, `graph`, `compare`), so that
+    /// each runs it as `replay` does.
+    pub fn step_or_diverge(&mut self, step: &Step, view: bool) -> Result<Option<Expect>, RunError> {
+        if self.replay.is_none() {
+            return self.step(step, view).map(Some);
+        }
+        if !self.sys.procs.contains_key(&step.pid) {
+            if let Some(r) = &mut self.replay {
+                r.no_process(step);
+            }
+            return Ok(None);
+        }
+        match self.step(step, view) {
+            Err(e @ RunError::Invariant { .. }) => Err(e),
+            Err(e) => {
+                if let Some(r) = &mut self.replay {
+                    r.not_modelled(step, &e.to_string());
+                }
+                Ok(None)
+            }
+            Ok(o) => Ok(Some(o)),
+        }
     }
 
     fn bad(&self, step: &Step, reason: String) -> RunError {
