@@ -8,11 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use anonmm::import::read_trace;
 use anonmm::kernel::Kernel;
 use anonmm::policy::Policy;
-use anonmm::run::{RunError, RunOptions, run_script, run_script_each};
-use anonmm::script::format_step;
+use anonmm::run::{RunError, RunOptions, run_script_each};
 use anonmm::snapshot::{format_maps_text, format_smaps_text, step_changes_json, write_step_json};
 use anonmm::{out, outln};
 
@@ -1074,52 +1072,75 @@ fn cmd_run(path: &std::path::Path, at: Option<usize>, json: Option<JsonForm>, mu
 }
 
 fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>, resolved: bool) -> i32 {
-    let (script, report) = match read_trace(trace) {
+    use std::io::{Seek, Write};
+    // The steps stream into a scratch file as the import converts them: the header before
+    // them needs the step and event counts, known only at the end. Memory is then a few
+    // batches of steps, not the trace.
+    let scratch_path = std::env::temp_dir().join(format!("anonmm-import-{}.steps", std::process::id()));
+    let scratch =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&scratch_path);
+    let mut scratch = match scratch {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("anonmm: {}: cannot write: {e}", scratch_path.display());
+            return 2;
+        }
+    };
+    // Unlinked at once: it goes when closed, whatever happens.
+    let _ = std::fs::remove_file(&scratch_path);
+    let report = match anonmm::replay::write_import(
+        trace,
+        resolved,
+        &mut scratch,
+        &scratch_path.display().to_string(),
+    ) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("anonmm: {e}");
             return 2;
         }
     };
-    let mut text = format!(
+    let mut head = String::new();
+    if resolved {
+        head.push_str("# resolved: each step as `anonmm replay` runs it\n");
+    }
+    head.push_str(&format!(
         "# imported from {} ({}) by anonmm import: {} steps from {} events\n",
         trace.display(),
         report.format,
         report.steps,
         report.events
-    );
-    if resolved {
-        let opts = RunOptions { replay: true, last_view_only: true, resolved: true, ..Default::default() };
-        match run_script(&script, &opts) {
-            Ok(res) => {
-                text.insert_str(0, "# resolved: each step as `anonmm replay` runs it\n");
-                for l in res.resolved {
-                    text.push_str(&l);
-                    text.push('\n');
-                }
-            }
-            Err(e) => {
-                eprintln!("anonmm: {e}");
-                return 2;
-            }
-        }
-    } else {
-        for step in &script.steps {
-            text.push_str(&format_step(step));
-            text.push('\n');
-        }
-    }
+    ));
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let copy = |w: &mut dyn Write, scratch: &mut std::fs::File| -> std::io::Result<()> {
+        scratch.seek(std::io::SeekFrom::Start(0))?;
+        w.write_all(head.as_bytes())?;
+        std::io::copy(scratch, w)?;
+        w.flush()
+    };
     match out {
         Some(path) => {
-            if let Err(e) = std::fs::write(path, text) {
+            let written = std::fs::File::create(path)
+                .and_then(|f| copy(&mut std::io::BufWriter::with_capacity(1 << 20, f), &mut scratch));
+            if let Err(e) = written {
                 eprintln!("anonmm: {}: cannot write: {e}", path.display());
                 return 2;
             }
             outln!("{json}");
         }
         None => {
-            out!("{text}");
+            anonmm::out::flush_stdout();
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            match copy(&mut lock, &mut scratch) {
+                // A closed pipe ends quietly, as everywhere.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return 0,
+                Err(e) => {
+                    eprintln!("anonmm: stdout: cannot write: {e}");
+                    return 2;
+                }
+                Ok(()) => {}
+            }
             eprintln!("{json}");
         }
     }
@@ -1169,7 +1190,6 @@ fn cmd_replay(
 ) -> i32 {
     let ReplayArgs { check, check_sampled, examples, kernel, accept_damaged } = args;
     let config = anonmm::mm::Config { kernel, ..Default::default() };
-    use anonmm::replay::replay_script;
     use anonmm::report::{ReportRow, render};
 
     // Drawn on stderr, and only when it is a terminal.
@@ -1222,17 +1242,22 @@ fn cmd_replay(
     for path in traces {
         let name =
             path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
-        // One policy, unchecked: the import streams into the replay on a second thread, and
-        // the number of steps is known only at the end.
-        if let [p] = policies[..]
-            && !check
-        {
+        // One policy: the import streams into the replay on a second thread, and the number
+        // of steps is known only at the end.
+        let opts_for = |p: Policy| RunOptions {
+            check,
+            check_sampled,
+            policy: p,
+            config: config.clone(),
+            ..Default::default()
+        };
+        if let [p] = policies[..] {
             bar.set_message(format!("{name} ({p})"));
             replay_progress(&bar, None);
-            let opts = RunOptions { policy: p, config: config.clone(), ..Default::default() };
             let t0 = std::time::Instant::now();
-            let res =
-                anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64));
+            let res = anonmm::replay::replay_trace(path, &opts_for(p), examples, &mut |n| {
+                bar.set_position(n as u64)
+            });
             match res {
                 Ok((out, import)) => {
                     record(&name, &p.to_string(), t0.elapsed().as_secs_f64(), Ok((out, &import)))
@@ -1241,54 +1266,25 @@ fn cmd_replay(
             }
             continue;
         }
-        // Several policies, unchecked: one streamed import feeds one replay per policy, all
-        // at the same time.
-        if !check {
-            bar.set_message(format!("{name} ({} policies)", policies.len()));
-            bar.set_length(0);
-            bar.set_position(0);
-            let opts: Vec<RunOptions> = policies
-                .iter()
-                .map(|&policy| RunOptions { policy, config: config.clone(), ..Default::default() })
-                .collect();
-            match anonmm::replay::replay_trace_all(path, &opts, examples, &mut |n| bar.set_position(n as u64))
-            {
-                Ok((runs, import)) => {
-                    for (&p, run) in policies.iter().zip(runs) {
-                        match run {
-                            Ok((mut out, secs)) => {
-                                out.blame_damage(&import);
-                                record(&name, &p.to_string(), secs, Ok((out, &import)))
-                            }
-                            Err(e) => record(&name, &p.to_string(), 0.0, Err(e.to_string())),
+        // Several policies: one streamed import feeds one replay per policy, all at the same
+        // time.
+        bar.set_message(format!("{name} ({} policies)", policies.len()));
+        bar.set_length(0);
+        bar.set_position(0);
+        let opts: Vec<RunOptions> = policies.iter().map(|&policy| opts_for(policy)).collect();
+        match anonmm::replay::replay_trace_all(path, &opts, examples, &mut |n| bar.set_position(n as u64)) {
+            Ok((runs, import)) => {
+                for (&p, run) in policies.iter().zip(runs) {
+                    match run {
+                        Ok((mut out, secs)) => {
+                            out.blame_damage(&import);
+                            record(&name, &p.to_string(), secs, Ok((out, &import)))
                         }
+                        Err(e) => record(&name, &p.to_string(), 0.0, Err(e.to_string())),
                     }
                 }
-                Err(e) => record(&name, "", 0.0, Err(e.to_string())),
             }
-            continue;
-        }
-        bar.set_message(format!("reading {name}"));
-        replay_progress(&bar, None);
-        let (script, import) = match read_trace(path) {
-            Ok(s) => s,
-            Err(e) => {
-                record(&name, "", 0.0, Err(e.to_string()));
-                continue;
-            }
-        };
-        for &p in policies {
-            bar.set_message(format!("{name} ({p})"));
-            replay_progress(&bar, Some(script.steps.len() as u64));
-            let opts =
-                RunOptions { check, check_sampled, policy: p, config: config.clone(), ..Default::default() };
-            let t0 = std::time::Instant::now();
-            let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
-            let res = res.map(|mut out| {
-                out.blame_damage(&import);
-                (out, &import)
-            });
-            record(&name, &p.to_string(), t0.elapsed().as_secs_f64(), res.map_err(|e| e.to_string()));
+            Err(e) => record(&name, "", 0.0, Err(e.to_string())),
         }
     }
     bar.finish_and_clear();

@@ -174,7 +174,11 @@ pub fn compare_all(script: &crate::script::Script, config: &crate::mm::Config) -
 /// [`compare_all`], with `replay` for a trace: each policy runs it as `anonmm replay` does
 /// (one code path, `RunOptions::replay`), so each row's VMA counts and merges are those
 /// `replay --policy P` reports; the contents are compared as [`compare_contents`] does.
-pub fn compare_all_as(script: &crate::script::Script, config: &crate::mm::Config, replay: bool) -> Vec<PolicyRow> {
+pub fn compare_all_as(
+    script: &crate::script::Script,
+    config: &crate::mm::Config,
+    replay: bool,
+) -> Vec<PolicyRow> {
     use crate::run::{RunOptions, run_script};
     let plain = strip_relocate_flags(script);
     let mut rows = Vec::new();
