@@ -217,6 +217,44 @@ fn blame_exact_step(
     Ok(())
 }
 
+/// The trace at `path` replayed as it streams, as [`replay_script_observed`] replays it:
+/// `observe` is told the VMA counts after every step. Only when the stream was exact
+/// ([`crate::import::StreamEnd::exact`]) is the outcome that of the whole import: on
+/// `Ok(None)` the samples told were not, and the caller imports the trace whole.
+pub fn replay_trace_observed(
+    path: &std::path::Path,
+    opts: &crate::run::RunOptions,
+    max_examples: usize,
+    observe: &mut dyn FnMut(VmaSample),
+) -> Result<Option<(ReplayOutcome, crate::import::ImportReport)>, TraceError> {
+    let mut stream = crate::import::stream_trace(path)?;
+    let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
+    let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
+    let mut r = Replayer::new(crate::run::Runner::empty(&named, &opts)?, max_examples);
+    let (mut i, mut stopped) = (0, false);
+    while let Some(batch) = stream.next_batch() {
+        for item in &batch {
+            if stopped {
+                break;
+            }
+            let step = &*item.step();
+            if i == 0 {
+                r.runner.spawn_first(step.pid);
+            }
+            stopped = !r.step(i, step, observe);
+            i += 1;
+        }
+        stream.recycle(batch);
+    }
+    let end = stream.finish();
+    if !end.exact {
+        return Ok(None);
+    }
+    let mut out = r.finish(end.report.steps as usize);
+    out.blame_damage(&end.report);
+    Ok(Some((out, end.report)))
+}
+
 /// [`replay_trace`] without the exact blame of a sampled check.
 fn replay_trace_once(
     path: &std::path::Path,
