@@ -82,7 +82,10 @@ enum Cmd {
         /// (the run is redone with a check after every step).
         #[arg(long)]
         check: bool,
-        /// Run the invariant checker after every step (implies --check).
+        /// Run the invariant checker after every step on what the step touched (the call's
+        /// ranges: their VMAs, page-table entries, folios by an rmap walk, anon_vmas and
+        /// contents), and in full as --check schedules it and after the last step (implies
+        /// --check; docs/traces.md).
         #[arg(long)]
         check_every_step: bool,
         /// Print a line per merge attempt.
@@ -229,7 +232,8 @@ enum Cmd {
         /// found exactly).
         #[arg(long)]
         check: bool,
-        /// Run the invariant checker after every step (slow; implies --check).
+        /// Run the invariant checker after every step on what the step touched, and in full
+        /// as --check schedules it and after the last step (implies --check).
         #[arg(long)]
         check_every_step: bool,
         /// How many divergences of each class to list per trace.
@@ -578,7 +582,8 @@ fn main() -> ExitCode {
             json.then_some(if changes { JsonForm::Changes } else { JsonForm::Full }),
             RunOptions {
                 check: check || check_every_step,
-                check_sampled: !check_every_step,
+                check_sampled: true,
+                check_incremental: check_every_step,
                 trace,
                 policy,
                 last_view_only: !json,
@@ -611,7 +616,7 @@ fn main() -> ExitCode {
                 format.into(),
                 ReplayArgs {
                     check: check || check_every_step,
-                    check_sampled: !check_every_step,
+                    check_incremental: check_every_step,
                     examples,
                     kernel,
                     accept_damaged,
@@ -1176,7 +1181,7 @@ fn replay_progress(bar: &indicatif::ProgressBar, total: Option<u64>) {
 /// `replay`'s options beyond the traces, the policy and the format.
 struct ReplayArgs {
     check: bool,
-    check_sampled: bool,
+    check_incremental: bool,
     examples: usize,
     kernel: Kernel,
     accept_damaged: bool,
@@ -1188,7 +1193,7 @@ fn cmd_replay(
     format: anonmm::report::Format,
     args: ReplayArgs,
 ) -> i32 {
-    let ReplayArgs { check, check_sampled, examples, kernel, accept_damaged } = args;
+    let ReplayArgs { check, check_incremental, examples, kernel, accept_damaged } = args;
     let config = anonmm::mm::Config { kernel, ..Default::default() };
     use anonmm::report::{ReportRow, render};
 
@@ -1246,7 +1251,8 @@ fn cmd_replay(
         // of steps is known only at the end.
         let opts_for = |p: Policy| RunOptions {
             check,
-            check_sampled,
+            check_sampled: true,
+            check_incremental,
             policy: p,
             config: config.clone(),
             ..Default::default()
@@ -1294,7 +1300,11 @@ fn cmd_replay(
             "anonmm: check: the invariant checker ran on {} replay{} ({}) and found every invariant held",
             rows.len(),
             if rows.len() == 1 { "" } else { "s" },
-            if check_sampled { "sampled, and after the last step" } else { "after every step" }
+            if check_incremental {
+                "on what each step touched after every step, in full sampled and after the last step"
+            } else {
+                "sampled, and after the last step"
+            }
         );
     }
     code
