@@ -668,6 +668,63 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// The address ranges a call may change, for the incremental check: before the call
+/// (`outcome` None: what it may unmap or change) or after it (also where it mapped). None
+/// when its reach is not bounded by ranges (fork, exit, exec, a process's whole state).
+fn touched_ranges(
+    sys: &crate::mm::System,
+    step: &Step,
+    outcome: Option<&Expect>,
+) -> Option<Vec<(crate::mm::MmId, u64, u64)>> {
+    use crate::abi::{MAP_FIXED, MAP_FIXED_NOREPLACE, MREMAP_FIXED};
+    let mm = sys.mm_of(step.pid).ok()?;
+    let span = |a: u64, len: u64| {
+        let s = a & !(crate::types::PAGE_SIZE - 1);
+        let e = a.saturating_add(len).saturating_add(crate::types::PAGE_SIZE - 1)
+            & !(crate::types::PAGE_SIZE - 1);
+        (mm, s, e.max(s))
+    };
+    let result = match outcome {
+        Some(Expect::Value(v)) => Some(*v),
+        _ => None,
+    };
+    let mut r = Vec::new();
+    match step.call {
+        Call::Touch { addr, len, .. } => r.push(span(addr, len)),
+        Call::Munmap { addr, len } | Call::Mprotect { addr, len, .. } | Call::Madvise { addr, len, .. } => {
+            r.push(span(addr, len))
+        }
+        Call::Mmap { addr, len, flags, .. } => {
+            if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
+                r.push(span(addr, len));
+            }
+            if let Some(a) = result {
+                r.push(span(a, len));
+            }
+        }
+        Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
+            r.push(span(old_addr, old_len.max(new_len)));
+            if flags & MREMAP_FIXED != 0 {
+                r.push(span(new_addr, new_len));
+            }
+            if let Some(a) = result {
+                r.push(span(a, new_len));
+            }
+        }
+        Call::Brk { addr } => {
+            // From the break as it stands to the one asked for (brk(NULL) asks nothing).
+            let now = sys.mms[mm].brk.0;
+            let to = if addr >= sys.mms[mm].start_brk.0 { addr } else { now };
+            let (lo, hi) = (now.min(to), now.max(to));
+            r.push(span(lo, hi - lo));
+        }
+        // Nothing of the memory changes.
+        Call::VmaRecord { .. } | Call::Openat { .. } | Call::Close { .. } | Call::Dup { .. } => {}
+        _ => return None,
+    }
+    Some(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -801,61 +858,4 @@ mod tests {
             other => panic!("the final full check must find it: {other:?}"),
         }
     }
-}
-
-/// The address ranges a call may change, for the incremental check: before the call
-/// (`outcome` None: what it may unmap or change) or after it (also where it mapped). None
-/// when its reach is not bounded by ranges (fork, exit, exec, a process's whole state).
-fn touched_ranges(
-    sys: &crate::mm::System,
-    step: &Step,
-    outcome: Option<&Expect>,
-) -> Option<Vec<(crate::mm::MmId, u64, u64)>> {
-    use crate::abi::{MAP_FIXED, MAP_FIXED_NOREPLACE, MREMAP_FIXED};
-    let mm = sys.mm_of(step.pid).ok()?;
-    let span = |a: u64, len: u64| {
-        let s = a & !(crate::types::PAGE_SIZE - 1);
-        let e = a.saturating_add(len).saturating_add(crate::types::PAGE_SIZE - 1)
-            & !(crate::types::PAGE_SIZE - 1);
-        (mm, s, e.max(s))
-    };
-    let result = match outcome {
-        Some(Expect::Value(v)) => Some(*v),
-        _ => None,
-    };
-    let mut r = Vec::new();
-    match step.call {
-        Call::Touch { addr, len, .. } => r.push(span(addr, len)),
-        Call::Munmap { addr, len } | Call::Mprotect { addr, len, .. } | Call::Madvise { addr, len, .. } => {
-            r.push(span(addr, len))
-        }
-        Call::Mmap { addr, len, flags, .. } => {
-            if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
-                r.push(span(addr, len));
-            }
-            if let Some(a) = result {
-                r.push(span(a, len));
-            }
-        }
-        Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
-            r.push(span(old_addr, old_len.max(new_len)));
-            if flags & MREMAP_FIXED != 0 {
-                r.push(span(new_addr, new_len));
-            }
-            if let Some(a) = result {
-                r.push(span(a, new_len));
-            }
-        }
-        Call::Brk { addr } => {
-            // From the break as it stands to the one asked for (brk(NULL) asks nothing).
-            let now = sys.mms[mm].brk.0;
-            let to = if addr >= sys.mms[mm].start_brk.0 { addr } else { now };
-            let (lo, hi) = (now.min(to), now.max(to));
-            r.push(span(lo, hi - lo));
-        }
-        // Nothing of the memory changes.
-        Call::VmaRecord { .. } | Call::Openat { .. } | Call::Close { .. } | Call::Dup { .. } => {}
-        _ => return None,
-    }
-    Some(r)
 }
