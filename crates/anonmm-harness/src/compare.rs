@@ -173,7 +173,8 @@ pub fn compare_all(script: &crate::script::Script, config: &crate::mm::Config) -
 
 /// [`compare_all`], with `replay` for a trace: each policy runs it as `anonmm replay` does
 /// (one code path, `RunOptions::replay`), so each row's VMA counts and merges are those
-/// `replay --policy P` reports; the contents are compared as [`compare_contents`] does.
+/// `replay --policy P` reports; with a check (sampled) and the results compared with
+/// kernel's at every step, the contents after the last.
 pub fn compare_all_as(
     script: &crate::script::Script,
     config: &crate::mm::Config,
