@@ -8,11 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use anonmm::import::read_trace;
 use anonmm::kernel::Kernel;
 use anonmm::policy::Policy;
-use anonmm::run::{RunError, RunOptions, run_script, run_script_each};
-use anonmm::script::{format_step, parse_file};
+use anonmm::run::{RunError, RunOptions, run_script_each};
 use anonmm::snapshot::{format_maps_text, format_smaps_text, step_changes_json, write_step_json};
 use anonmm::{out, outln};
 
@@ -84,7 +82,10 @@ enum Cmd {
         /// (the run is redone with a check after every step).
         #[arg(long)]
         check: bool,
-        /// Run the invariant checker after every step (implies --check).
+        /// Run the invariant checker after every step on what the step touched (the call's
+        /// ranges: their VMAs, page-table entries, folios by an rmap walk, anon_vmas and
+        /// contents), and in full as --check schedules it and after the last step (implies
+        /// --check; docs/traces.md).
         #[arg(long)]
         check_every_step: bool,
         /// Print a line per merge attempt.
@@ -115,10 +116,14 @@ enum Cmd {
     ///
     /// MREMAP_RELOCATE_ANON and MREMAP_MUST_RELOCATE_ANON exist only under `relocate` and
     /// `relocate-all`; the other policies run the script without them.
+    ///
+    /// SCRIPT may be a trace (perf.data, `perf script` text or strace output, also `.zst`):
+    /// each policy runs it as `replay` does, results compared at every step and contents
+    /// after the last.
     #[command(after_help = "Exit status: 0 when every policy ran with the same contents as kernel, 1 \
                             when a policy broke an invariant or changed contents, 2 for bad input.")]
     Compare {
-        /// The script: strace -f syntax (docs/scenario-language.md).
+        /// The script (strace -f syntax, docs/scenario-language.md) or trace (docs/traces.md).
         script: PathBuf,
         /// Output format.
         #[arg(long, default_value = "text", value_enum)]
@@ -159,9 +164,11 @@ enum Cmd {
     #[command(after_help = "Exit status: 0 when drawn, 1 when `dot` failed, 2 for bad input, an \
                             unknown extension or no `dot`.")]
     Graph {
-        /// The script: strace -f syntax (docs/scenario-language.md).
+        /// The script (strace -f syntax, docs/scenario-language.md) or trace (perf.data,
+        /// `perf script` text or strace output, also `.zst`; run as `replay` runs it).
         script: PathBuf,
-        /// Draw the state after the call on this script line (default: the last).
+        /// Draw the state after the call on this script line (default: the last); for a
+        /// trace, after every step up to the last one at or before this line.
         #[arg(long, value_name = "LINE")]
         at: Option<usize>,
         /// Only this process.
@@ -225,7 +232,8 @@ enum Cmd {
         /// found exactly).
         #[arg(long)]
         check: bool,
-        /// Run the invariant checker after every step (slow; implies --check).
+        /// Run the invariant checker after every step on what the step touched, and in full
+        /// as --check schedules it and after the last step (implies --check).
         #[arg(long)]
         check_every_step: bool,
         /// How many divergences of each class to list per trace.
@@ -575,7 +583,8 @@ fn main() -> ExitCode {
             json.then_some(if changes { JsonForm::Changes } else { JsonForm::Full }),
             RunOptions {
                 check: check || check_every_step,
-                check_sampled: !check_every_step,
+                check_sampled: true,
+                check_incremental: check_every_step,
                 trace,
                 policy,
                 last_view_only: !json,
@@ -589,7 +598,14 @@ fn main() -> ExitCode {
         Cmd::Compare { script, format, kernel } => cmd_compare(&script, format, kernel),
         Cmd::Graph { script, at, pid, max_folios, policy, kernel, from_oracle, out } => cmd_graph(
             &script,
-            &anonmm::graph::GraphOptions { at, pid: pid.map(anonmm::types::Pid), max_folios, policy, kernel },
+            &anonmm::graph::GraphOptions {
+                at,
+                pid: pid.map(anonmm::types::Pid),
+                max_folios,
+                policy,
+                kernel,
+                replay: false,
+            },
             from_oracle,
             out.as_deref(),
         ),
@@ -601,7 +617,7 @@ fn main() -> ExitCode {
                 format.into(),
                 ReplayArgs {
                     check: check || check_every_step,
-                    check_sampled: !check_every_step,
+                    check_incremental: check_every_step,
                     examples,
                     kernel,
                     accept_damaged,
@@ -808,13 +824,19 @@ fn cmd_graph(
             return 2;
         }
     };
-    let script = match parse_file(path) {
+    let (script, replay) = match load_input(path) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("anonmm: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
+    if replay && from_oracle {
+        eprintln!(
+            "anonmm: {}: graph --from-oracle runs a script on the kernel, not a recorded trace \
+             (write the script replay runs with `anonmm import --resolved`)",
+            path.display()
+        );
+        return 2;
+    }
+    let opts = &anonmm::graph::GraphOptions { replay, ..opts.clone() };
     let dot = if from_oracle {
         match anonmm::oracle::graph_from_oracle(&script, opts) {
             Ok(d) => d,
@@ -876,14 +898,19 @@ fn render_dot(dot: &str, format: &str, out: &std::path::Path) -> i32 {
 }
 
 fn cmd_compare(path: &std::path::Path, format: TableFormat, kernel: KernelChoice) -> i32 {
-    let script = match parse_file(path) {
+    let (script, replay) = match load_input(path) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("anonmm: {e}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let kernel = match kernel {
+        KernelChoice::All if replay => {
+            eprintln!(
+                "anonmm: {}: compare --kernel all tabulates every step of a script; for a trace, \
+                 compare the kernels' tables of `anonmm replay --kernel K`",
+                path.display()
+            );
+            return 2;
+        }
         KernelChoice::All => {
             let (text, code) =
                 anonmm::kernel_compare::compare_kernels(&script, format == TableFormat::Markdown);
@@ -892,7 +919,8 @@ fn cmd_compare(path: &std::path::Path, format: TableFormat, kernel: KernelChoice
         }
         KernelChoice::One(k) => k,
     };
-    let rows = anonmm::policy::compare_all(&script, &anonmm::mm::Config { kernel, ..Default::default() });
+    let rows =
+        anonmm::policy::compare_all_as(&script, &anonmm::mm::Config { kernel, ..Default::default() }, replay);
     match format {
         TableFormat::Markdown => out!("{}", anonmm::policy::render_rows(&rows, true)),
         TableFormat::Json => outln!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default()),
@@ -1054,52 +1082,75 @@ fn cmd_run(path: &std::path::Path, at: Option<usize>, json: Option<JsonForm>, mu
 }
 
 fn cmd_import(trace: &std::path::Path, out: Option<&std::path::Path>, resolved: bool) -> i32 {
-    let (script, report) = match read_trace(trace) {
+    use std::io::{Seek, Write};
+    // The steps stream into a scratch file as the import converts them: the header before
+    // them needs the step and event counts, known only at the end. Memory is then a few
+    // batches of steps, not the trace.
+    let scratch_path = std::env::temp_dir().join(format!("anonmm-import-{}.steps", std::process::id()));
+    let scratch =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&scratch_path);
+    let mut scratch = match scratch {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("anonmm: {}: cannot write: {e}", scratch_path.display());
+            return 2;
+        }
+    };
+    // Unlinked at once: it goes when closed, whatever happens.
+    let _ = std::fs::remove_file(&scratch_path);
+    let report = match anonmm::replay::write_import(
+        trace,
+        resolved,
+        &mut scratch,
+        &scratch_path.display().to_string(),
+    ) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("anonmm: {e}");
             return 2;
         }
     };
-    let mut text = format!(
+    let mut head = String::new();
+    if resolved {
+        head.push_str("# resolved: each step as `anonmm replay` runs it\n");
+    }
+    head.push_str(&format!(
         "# imported from {} ({}) by anonmm import: {} steps from {} events\n",
         trace.display(),
         report.format,
         report.steps,
         report.events
-    );
-    if resolved {
-        let opts = RunOptions { replay: true, last_view_only: true, resolved: true, ..Default::default() };
-        match run_script(&script, &opts) {
-            Ok(res) => {
-                text.insert_str(0, "# resolved: each step as `anonmm replay` runs it\n");
-                for l in res.resolved {
-                    text.push_str(&l);
-                    text.push('\n');
-                }
-            }
-            Err(e) => {
-                eprintln!("anonmm: {e}");
-                return 2;
-            }
-        }
-    } else {
-        for step in &script.steps {
-            text.push_str(&format_step(step));
-            text.push('\n');
-        }
-    }
+    ));
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    let copy = |w: &mut dyn Write, scratch: &mut std::fs::File| -> std::io::Result<()> {
+        scratch.seek(std::io::SeekFrom::Start(0))?;
+        w.write_all(head.as_bytes())?;
+        std::io::copy(scratch, w)?;
+        w.flush()
+    };
     match out {
         Some(path) => {
-            if let Err(e) = std::fs::write(path, text) {
+            let written = std::fs::File::create(path)
+                .and_then(|f| copy(&mut std::io::BufWriter::with_capacity(1 << 20, f), &mut scratch));
+            if let Err(e) = written {
                 eprintln!("anonmm: {}: cannot write: {e}", path.display());
                 return 2;
             }
             outln!("{json}");
         }
         None => {
-            out!("{text}");
+            anonmm::out::flush_stdout();
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            match copy(&mut lock, &mut scratch) {
+                // A closed pipe ends quietly, as everywhere.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return 0,
+                Err(e) => {
+                    eprintln!("anonmm: stdout: cannot write: {e}");
+                    return 2;
+                }
+                Ok(()) => {}
+            }
             eprintln!("{json}");
         }
     }
@@ -1135,7 +1186,7 @@ fn replay_progress(bar: &indicatif::ProgressBar, total: Option<u64>) {
 /// `replay`'s options beyond the traces, the policy and the format.
 struct ReplayArgs {
     check: bool,
-    check_sampled: bool,
+    check_incremental: bool,
     examples: usize,
     kernel: Kernel,
     accept_damaged: bool,
@@ -1147,9 +1198,8 @@ fn cmd_replay(
     format: anonmm::report::Format,
     args: ReplayArgs,
 ) -> i32 {
-    let ReplayArgs { check, check_sampled, examples, kernel, accept_damaged } = args;
+    let ReplayArgs { check, check_incremental, examples, kernel, accept_damaged } = args;
     let config = anonmm::mm::Config { kernel, ..Default::default() };
-    use anonmm::replay::replay_script;
     use anonmm::report::{ReportRow, render};
 
     // Drawn on stderr, and only when it is a terminal.
@@ -1202,17 +1252,23 @@ fn cmd_replay(
     for path in traces {
         let name =
             path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
-        // One policy, unchecked: the import streams into the replay on a second thread, and
-        // the number of steps is known only at the end.
-        if let [p] = policies[..]
-            && !check
-        {
+        // One policy: the import streams into the replay on a second thread, and the number
+        // of steps is known only at the end.
+        let opts_for = |p: Policy| RunOptions {
+            check,
+            check_sampled: true,
+            check_incremental,
+            policy: p,
+            config: config.clone(),
+            ..Default::default()
+        };
+        if let [p] = policies[..] {
             bar.set_message(format!("{name} ({p})"));
             replay_progress(&bar, None);
-            let opts = RunOptions { policy: p, config: config.clone(), ..Default::default() };
             let t0 = std::time::Instant::now();
-            let res =
-                anonmm::replay::replay_trace(path, &opts, examples, &mut |n| bar.set_position(n as u64));
+            let res = anonmm::replay::replay_trace(path, &opts_for(p), examples, &mut |n| {
+                bar.set_position(n as u64)
+            });
             match res {
                 Ok((out, import)) => {
                     record(&name, &p.to_string(), t0.elapsed().as_secs_f64(), Ok((out, &import)))
@@ -1221,54 +1277,25 @@ fn cmd_replay(
             }
             continue;
         }
-        // Several policies, unchecked: one streamed import feeds one replay per policy, all
-        // at the same time.
-        if !check {
-            bar.set_message(format!("{name} ({} policies)", policies.len()));
-            bar.set_length(0);
-            bar.set_position(0);
-            let opts: Vec<RunOptions> = policies
-                .iter()
-                .map(|&policy| RunOptions { policy, config: config.clone(), ..Default::default() })
-                .collect();
-            match anonmm::replay::replay_trace_all(path, &opts, examples, &mut |n| bar.set_position(n as u64))
-            {
-                Ok((runs, import)) => {
-                    for (&p, run) in policies.iter().zip(runs) {
-                        match run {
-                            Ok((mut out, secs)) => {
-                                out.blame_damage(&import);
-                                record(&name, &p.to_string(), secs, Ok((out, &import)))
-                            }
-                            Err(e) => record(&name, &p.to_string(), 0.0, Err(e.to_string())),
+        // Several policies: one streamed import feeds one replay per policy, all at the same
+        // time.
+        bar.set_message(format!("{name} ({} policies)", policies.len()));
+        bar.set_length(0);
+        bar.set_position(0);
+        let opts: Vec<RunOptions> = policies.iter().map(|&policy| opts_for(policy)).collect();
+        match anonmm::replay::replay_trace_all(path, &opts, examples, &mut |n| bar.set_position(n as u64)) {
+            Ok((runs, import)) => {
+                for (&p, run) in policies.iter().zip(runs) {
+                    match run {
+                        Ok((mut out, secs)) => {
+                            out.blame_damage(&import);
+                            record(&name, &p.to_string(), secs, Ok((out, &import)))
                         }
+                        Err(e) => record(&name, &p.to_string(), 0.0, Err(e.to_string())),
                     }
                 }
-                Err(e) => record(&name, "", 0.0, Err(e.to_string())),
             }
-            continue;
-        }
-        bar.set_message(format!("reading {name}"));
-        replay_progress(&bar, None);
-        let (script, import) = match read_trace(path) {
-            Ok(s) => s,
-            Err(e) => {
-                record(&name, "", 0.0, Err(e.to_string()));
-                continue;
-            }
-        };
-        for &p in policies {
-            bar.set_message(format!("{name} ({p})"));
-            replay_progress(&bar, Some(script.steps.len() as u64));
-            let opts =
-                RunOptions { check, check_sampled, policy: p, config: config.clone(), ..Default::default() };
-            let t0 = std::time::Instant::now();
-            let res = replay_script(&script, &opts, examples, &mut |n| bar.set_position(n as u64));
-            let res = res.map(|mut out| {
-                out.blame_damage(&import);
-                (out, &import)
-            });
-            record(&name, &p.to_string(), t0.elapsed().as_secs_f64(), res.map_err(|e| e.to_string()));
+            Err(e) => record(&name, "", 0.0, Err(e.to_string())),
         }
     }
     bar.finish_and_clear();
@@ -1278,7 +1305,11 @@ fn cmd_replay(
             "anonmm: check: the invariant checker ran on {} replay{} ({}) and found every invariant held",
             rows.len(),
             if rows.len() == 1 { "" } else { "s" },
-            if check_sampled { "sampled, and after the last step" } else { "after every step" }
+            if check_incremental {
+                "on what each step touched after every step, in full sampled and after the last step"
+            } else {
+                "sampled, and after the last step"
+            }
         );
     }
     code

@@ -46,26 +46,160 @@ pub const MAX_POINTS: usize = 2000;
 /// Only the first word of the form `SECONDS.FRACTION:` after a `PID/TID` word counts,
 /// as in the importer's line header.
 pub fn perf_line_times(text: &str) -> Vec<Option<f64>> {
-    text.lines()
-        .map(|l| {
-            let mut prev_pid = false;
-            for w in l.split_ascii_whitespace() {
-                if prev_pid
-                    && let Some(t) = w.strip_suffix(':')
-                    && let Some((a, b)) = t.split_once('.')
-                    && !a.is_empty()
-                    && !b.is_empty()
-                    && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
-                {
-                    return t.parse().ok();
+    text.lines().map(line_time).collect()
+}
+
+/// The timestamp of one line, as [`perf_line_times`] reads it.
+fn line_time(l: &str) -> Option<f64> {
+    let mut prev_pid = false;
+    for w in l.split_ascii_whitespace() {
+        if prev_pid
+            && let Some(t) = w.strip_suffix(':')
+            && let Some((a, b)) = t.split_once('.')
+            && !a.is_empty()
+            && !b.is_empty()
+            && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+        {
+            return t.parse().ok();
+        }
+        prev_pid = w.split_once('/').is_some_and(|(p, t)| {
+            !p.is_empty() && !t.is_empty() && (p.bytes().chain(t.bytes())).all(|c| c.is_ascii_digit())
+        });
+    }
+    None
+}
+
+/// Lines read back of the furthest line asked for: steps come in about their lines' order
+/// (an import moves a record a few lines at most), so a window of times serves them.
+const TIME_WINDOW: usize = 1 << 16;
+
+/// The timestamps of a trace's lines, read as they are asked for (in about ascending
+/// order), keeping only the last [`TIME_WINDOW`] lines': [`perf_line_times`] of the whole
+/// text without holding it.
+struct LineTimes<'p> {
+    path: &'p Path,
+    reader: Box<dyn std::io::BufRead + 'p>,
+    /// The times of lines `first..next` (1-based).
+    window: std::collections::VecDeque<Option<f64>>,
+    first: usize,
+    next: usize,
+    buf: Vec<u8>,
+}
+
+impl<'p> LineTimes<'p> {
+    fn open(path: &'p Path) -> LineTimes<'p> {
+        use std::io::Read;
+        let reader: Box<dyn std::io::BufRead> = match std::fs::File::open(path) {
+            Ok(mut f) => {
+                let mut magic = Vec::with_capacity(4);
+                let _ = (&mut f).take(4).read_to_end(&mut magic);
+                let is_zstd = magic == [0x28, 0xb5, 0x2f, 0xfd];
+                let head = std::io::Cursor::new(magic).chain(f);
+                if !is_zstd {
+                    Box::new(std::io::BufReader::with_capacity(1 << 20, head))
+                } else {
+                    match zstd::stream::read::Decoder::new(head) {
+                        Ok(d) => Box::new(std::io::BufReader::with_capacity(1 << 20, d)),
+                        Err(_) => Box::new(std::io::empty()),
+                    }
                 }
-                prev_pid = w.split_once('/').is_some_and(|(p, t)| {
-                    !p.is_empty() && !t.is_empty() && (p.bytes().chain(t.bytes())).all(|c| c.is_ascii_digit())
-                });
             }
-            None
-        })
-        .collect()
+            Err(_) => Box::new(std::io::empty()),
+        };
+        LineTimes { path, reader, window: Default::default(), first: 1, next: 1, buf: Vec::new() }
+    }
+
+    /// The time of line `line` (1-based), None for a line without one or past the end.
+    fn time(&mut self, line: usize) -> Option<f64> {
+        if line == 0 {
+            return None;
+        }
+        while self.next <= line {
+            self.buf.clear();
+            // What can be read of a cut stream is read, as `trace_text` does.
+            match std::io::BufRead::read_until(&mut self.reader, b'\n', &mut self.buf) {
+                Ok(n) if n > 0 => {}
+                _ => return None,
+            }
+            let l = self.buf.strip_suffix(b"\n").unwrap_or(&self.buf);
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            self.window.push_back(line_time(&String::from_utf8_lossy(l)));
+            self.next += 1;
+            if self.window.len() > TIME_WINDOW {
+                self.window.pop_front();
+                self.first += 1;
+            }
+        }
+        if line >= self.first {
+            return self.window[line - self.first];
+        }
+        // Further back than the window: read the text again up to it (rare).
+        let mut again = LineTimes::open(self.path);
+        again.time(line)
+    }
+}
+
+/// [`thin`] as the points come, for a line of `n` points known beforehand: per bucket of
+/// points, the first, lowest, highest and last are kept (the first lowest and the last
+/// highest, as `min_by` and `max_by` pick them).
+struct Thinner {
+    per: usize,
+    out: Vec<(f64, f64)>,
+    /// The bucket being filled: its points' count, and (index, point) of its first, lowest,
+    /// highest and last point.
+    len: usize,
+    keep: [(usize, (f64, f64)); 4],
+}
+
+impl Thinner {
+    fn new(n: usize, max: usize) -> Thinner {
+        let per = if n <= max || max < 8 { usize::MAX } else { n.div_ceil(max / 4) };
+        Thinner { per, out: Vec::new(), len: 0, keep: [(0, (0.0, 0.0)); 4] }
+    }
+
+    fn push(&mut self, p: (f64, f64)) {
+        if self.per == usize::MAX {
+            self.out.push(p);
+            return;
+        }
+        let i = self.len;
+        if i == 0 {
+            self.keep = [(0, p); 4];
+        } else {
+            if p.1.total_cmp(&self.keep[1].1.1).is_lt() {
+                self.keep[1] = (i, p);
+            }
+            if p.1.total_cmp(&self.keep[2].1.1).is_ge() {
+                self.keep[2] = (i, p);
+            }
+            self.keep[3] = (i, p);
+        }
+        self.len += 1;
+        if self.len == self.per {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        let mut k = self.keep;
+        k.sort_by_key(|&(i, _)| i);
+        let mut last = None;
+        for (i, p) in k {
+            if last != Some(i) {
+                self.out.push(p);
+            }
+            last = Some(i);
+        }
+        self.len = 0;
+    }
+
+    fn finish(mut self) -> Vec<(f64, f64)> {
+        self.flush();
+        self.out
+    }
 }
 
 /// A trace's text, decompressed when it is zstd (what can be decompressed of a cut stream).
@@ -115,7 +249,53 @@ pub fn steps(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
 }
 
 /// Replay one trace with each policy and collect its chart. Errors name the trace.
+///
+/// The trace streams (memory is the model's state and a few hundred points, not the
+/// trace): once to count its steps and find their times, then once per policy. In the rare
+/// case a stream was not exact ([`crate::import::StreamEnd::exact`]), the trace is
+/// imported whole ([`chart_whole`]), which gives the same chart.
 pub fn chart_for(path: &Path, policies: &[Policy]) -> Result<Chart, String> {
+    let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
+    let mut stream = crate::import::stream_trace(path).map_err(|e| e.to_string())?;
+    let mut times = LineTimes::open(path);
+    let (mut n, mut timed, mut t0) = (0usize, true, 0.0);
+    while let Some(batch) = stream.next_batch() {
+        for item in &batch {
+            let t = times.time(item.step().line);
+            if n == 0 {
+                t0 = t.unwrap_or(0.0);
+            }
+            timed &= t.is_some();
+            n += 1;
+        }
+        stream.recycle(batch);
+    }
+    if !stream.finish().exact {
+        return chart_whole(path, policies);
+    }
+    // Timed when every step's line has a timestamp (perf text); scripts have none.
+    let timed = n > 0 && timed;
+    let mut series = Vec::new();
+    for &p in policies {
+        let opts = RunOptions { policy: p, ..Default::default() };
+        let mut times = LineTimes::open(path);
+        let mut thin = Thinner::new(n, MAX_POINTS);
+        // See `chart_whole`: the x of a step is the latest time seen so far.
+        let mut latest = 0.0f64;
+        let out = crate::replay::replay_trace_observed(path, &opts, 0, &mut |s| {
+            let x = if timed { times.time(s.line).unwrap_or(t0) - t0 } else { s.index as f64 };
+            latest = latest.max(x);
+            thin.push((latest, s.all as f64));
+        })
+        .map_err(|e| format!("{name} ({p}): {e}"))?;
+        let Some((out, _)) = out else { return chart_whole(path, policies) };
+        series.push(Series { policy: p.to_string(), points: steps(&thin.finish()), peak: out.vmas_peak });
+    }
+    Ok(Chart { trace: name, timed, steps: n, series })
+}
+
+/// [`chart_for`] from the whole import and the whole text of the trace.
+pub fn chart_whole(path: &Path, policies: &[Policy]) -> Result<Chart, String> {
     let (script, _) = crate::import::read_trace(path).map_err(|e| e.to_string())?;
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
     let times = perf_line_times(&trace_text(path));
@@ -314,6 +494,18 @@ mod tests {
             "            sort  8742/8742   1009.601157: syscalls:sys_enter_brk: brk: 0x0\n1 mmap(0x1, 2) = 0\n  a b 3/4 12.5: x",
         );
         assert_eq!(t, vec![Some(1009.601157), None, Some(12.5)]);
+    }
+
+    #[test]
+    fn thinning_as_points_come_is_thin() {
+        for n in [0usize, 7, 2000, 2001, 9_999, 10_000, 123_457] {
+            let pts: Vec<(f64, f64)> = (0..n)
+                .map(|i| (i as f64, ((i * 7919) % 97) as f64 + if i % 13 == 0 { 0.5 } else { 0.0 }))
+                .collect();
+            let mut t = Thinner::new(n, MAX_POINTS);
+            pts.iter().for_each(|&p| t.push(p));
+            assert_eq!(t.finish(), thin(&pts, MAX_POINTS), "{n} points");
+        }
     }
 
     #[test]

@@ -320,3 +320,107 @@ fn import_resolved_writes_what_replay_runs() {
     assert_eq!(s.steps.len(), 310);
     assert_eq!(text.matches("not run, the trace's result stands").count(), 13);
 }
+
+/// The VMA ranges a DOT graph draws (`VMA [0x.., 0x..)` labels), and those of `maps` lines
+/// but the special mappings.
+fn dot_ranges(dot: &str) -> Vec<(u64, u64)> {
+    let mut r: Vec<(u64, u64)> = dot
+        .split("VMA [0x")
+        .skip(1)
+        .map(|rest| {
+            let (a, rest) = rest.split_once(", 0x").unwrap();
+            let b = rest.split(')').next().unwrap();
+            (u64::from_str_radix(a, 16).unwrap(), u64::from_str_radix(b, 16).unwrap())
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+fn maps_ranges(text: &str) -> Vec<(u64, u64)> {
+    let mut r: Vec<(u64, u64)> = text
+        .lines()
+        // The graph leaves out the special mappings ([stack], [vdso], ...).
+        .filter(|l| !l.split_whitespace().last().is_some_and(|n| n.starts_with('[')))
+        .filter_map(|l| {
+            let range = l.split_whitespace().next()?;
+            let (a, b) = range.split_once('-')?;
+            Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?))
+        })
+        .collect();
+    r.sort();
+    r
+}
+
+/// `graph` takes a trace as replay takes it: at a line, it draws exactly the VMAs `run --at`
+/// shows there (the MREMAP_DONTUNMAP move of line 122 made both ranges), for a pid too; a
+/// perf.data and `--from-oracle` on a trace are handled.
+#[test]
+fn graph_draws_a_trace_at_a_line() {
+    let q = data("quirks.perf.txt.zst");
+    let q = q.to_str().unwrap();
+    for at in ["120", "123", "200"] {
+        let g = anonmm(&["graph", q, "--at", at, "--pid", "15533"]);
+        assert_eq!(g.status.code(), Some(0), "{}", String::from_utf8_lossy(&g.stderr));
+        let r = anonmm(&["run", q, "--at", at]);
+        let maps = String::from_utf8_lossy(&r.stdout);
+        // run prints every live process; pid 15533's maps come first (its header names it).
+        let own: String = maps.split("pid ").find(|p| p.starts_with("15533")).unwrap_or_default().to_string();
+        let drawn = dot_ranges(&String::from_utf8_lossy(&g.stdout));
+        assert!(!drawn.is_empty());
+        assert_eq!(drawn, maps_ranges(&own), "at line {at}");
+    }
+    let g = anonmm(&["graph", q, "--at", "123"]);
+    let dot = String::from_utf8_lossy(&g.stdout);
+    assert!(dot.contains("VMA [0x7f5a1ca90000, 0x7f5a1ca92000)"), "{dot}");
+    assert!(dot.contains("VMA [0x7f5a1ca92000, 0x7f5a1ca94000)"), "{dot}");
+    let g = anonmm(&["graph", q, "--at", "120"]);
+    assert!(!String::from_utf8_lossy(&g.stdout).contains("VMA [0x7f5a1ca90000,"));
+    let o = anonmm(&["graph", q, "--from-oracle"]);
+    assert_eq!(o.status.code(), Some(2));
+    // A perf.data, plain: the same graph as its perf script text gives (at a line where
+    // its processes live).
+    let dir = std::env::temp_dir().join(format!("anonmm-graph-trace-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plain = dir.join("sort-threads.perf.data");
+    let zst = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sort-threads.perf.data.zst");
+    let bytes = zstd::decode_all(std::fs::File::open(&zst).unwrap()).unwrap();
+    std::fs::write(&plain, bytes).unwrap();
+    let a = anonmm(&["graph", plain.to_str().unwrap(), "--at", "2000"]);
+    let txt = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sort-threads.perf.txt.zst");
+    let b = anonmm(&["graph", txt.to_str().unwrap(), "--at", "2000"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(a.status.code(), Some(0), "{}", String::from_utf8_lossy(&a.stderr));
+    assert!(!dot_ranges(&String::from_utf8_lossy(&a.stdout)).is_empty());
+    assert_eq!(a.stdout, b.stdout);
+}
+
+/// `compare` on a trace runs each policy as replay does: its row's peak VMAs and merges are
+/// those `replay --policy P` reports, and the contents match kernel's.
+#[test]
+fn compare_on_a_trace_gives_replays_rows() {
+    use anonmm::mm::Config;
+    use anonmm::policy::{Policy, compare_all_as};
+    let (script, _) = read_trace(&data("quirks.perf.txt.zst")).unwrap_or_else(|e| panic!("{e}"));
+    let rows = compare_all_as(&script, &Config::default(), true);
+    assert_eq!(rows.len(), anonmm::policy::ALL_POLICIES.len());
+    let mut merged_more = false;
+    for row in &rows {
+        let p = Policy::parse(&row.policy).unwrap();
+        let opts = RunOptions { policy: p, ..Default::default() };
+        let out = replay_script(&script, &opts, 8, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(row.vmas_peak, out.vmas_peak.0, "{}", row.policy);
+        assert_eq!(row.merges_done, out.stats.merges_done, "{}", row.policy);
+        assert_eq!(row.merges_attempted, out.stats.merges_attempted, "{}", row.policy);
+        assert_eq!(row.contents, Ok(script.steps.len()), "{}", row.policy);
+        merged_more |= row.merges_done > rows[0].merges_done;
+    }
+    // The DONTUNMAP move is where the policies part: some merge more than kernel.
+    assert!(merged_more);
+    let q = data("quirks.perf.txt.zst");
+    let o = anonmm(&["compare", q.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["merges_done"], rows[0].merges_done);
+    assert_eq!(anonmm(&["compare", q.to_str().unwrap(), "--kernel", "all"]).status.code(), Some(2));
+}

@@ -29,18 +29,42 @@ pub fn compare_with_kernel(
     policy: &str,
     config: &crate::mm::Config,
 ) -> Result<Comparison, String> {
+    compare_contents(script, policy, config, false)
+}
+
+/// [`compare_with_kernel`], or with `replay` for a trace run as `replay` runs it: a step
+/// either side cannot run is a divergence, not the end, and (a trace being long) the
+/// results are compared at every step and the contents after the last.
+fn compare_contents(
+    script: &crate::script::Script,
+    policy: &str,
+    config: &crate::mm::Config,
+    replay: bool,
+) -> Result<Comparison, String> {
     use crate::run::{RunError, RunOptions, Runner};
-    let opts =
-        |p: Policy| RunOptions { check: true, policy: p, config: config.clone(), ..Default::default() };
+    let opts = |p: Policy| RunOptions {
+        check: true,
+        check_sampled: replay,
+        replay,
+        last_view_only: replay,
+        policy: p,
+        config: config.clone(),
+        ..Default::default()
+    };
     let (kopts, popts) = (opts(Policy::Kernel), opts(Policy::parse(policy)?));
     // The kernel side runs the script without the 2025 series' flags (EINVAL there).
     let plain = strip_relocate_flags(script);
     let mut k = Runner::new(&plain, &kopts).map_err(|e| e.to_string())?;
     let mut p = Runner::new(script, &popts).map_err(|e| e.to_string())?;
     let mut cmp = Comparison::default();
-    for (step, kstep) in script.steps.iter().zip(&plain.steps) {
-        let ko = k.step(kstep, true);
-        let po = p.step(step, true);
+    let n = script.steps.len();
+    for (i, (step, kstep)) in script.steps.iter().zip(&plain.steps).enumerate() {
+        let view = !replay || i + 1 == n;
+        let (ko, po) = if replay {
+            (k.step_or_diverge(kstep, view), p.step_or_diverge(step, view))
+        } else {
+            (k.step(kstep, view).map(Some), p.step(step, view).map(Some))
+        };
         match (&ko, &po) {
             (Err(e @ RunError::Invariant { .. }), _) => return Err(format!("kernel: {e}")),
             (_, Err(e @ RunError::Invariant { .. })) => return Err(format!("{policy}: {e}")),
@@ -54,7 +78,19 @@ pub fn compare_with_kernel(
             }
             _ => {}
         }
-        let (kv, pv) = (k.result.steps.last().expect("view"), p.result.steps.last().expect("view"));
+        if !view {
+            cmp.steps += 1;
+            continue;
+        }
+        if replay {
+            k.check_now().map_err(|e| format!("kernel: {e}"))?;
+            p.check_now().map_err(|e| format!("{policy}: {e}"))?;
+        }
+        let (Some(kv), Some(pv)) = (k.result.steps.last(), p.result.steps.last()) else {
+            // A trace's last step that neither side ran: nothing to view.
+            cmp.steps += 1;
+            continue;
+        };
         for (pid, kp) in &kv.procs {
             let Some(pp) = pv.procs.get(pid) else {
                 return Err(format!(
@@ -132,17 +168,37 @@ pub struct PolicyRow {
 /// exist only under `relocate` and `relocate-all`; the other policies run the script
 /// without them, as the same program would on their kernels.
 pub fn compare_all(script: &crate::script::Script, config: &crate::mm::Config) -> Vec<PolicyRow> {
+    compare_all_as(script, config, false)
+}
+
+/// [`compare_all`], with `replay` for a trace: each policy runs it as `anonmm replay` does
+/// (one code path, `RunOptions::replay`), so each row's VMA counts and merges are those
+/// `replay --policy P` reports; with a check (sampled) and the results compared with
+/// kernel's at every step, the contents after the last.
+pub fn compare_all_as(
+    script: &crate::script::Script,
+    config: &crate::mm::Config,
+    replay: bool,
+) -> Vec<PolicyRow> {
     use crate::run::{RunOptions, run_script};
     let plain = strip_relocate_flags(script);
     let mut rows = Vec::new();
     for &name in POLICY_NAMES {
         let p = Policy::parse(name).expect("known policy");
         let s = if p.has_relocate_flags() { script } else { &plain };
-        let opts = RunOptions { check: true, policy: p, config: config.clone(), ..Default::default() };
+        let opts = RunOptions {
+            check: true,
+            check_sampled: replay,
+            replay,
+            last_view_only: replay,
+            policy: p,
+            config: config.clone(),
+            ..Default::default()
+        };
         let contents = if p == Policy::Kernel {
             Ok(s.steps.len())
         } else {
-            compare_with_kernel(s, name, config).map(|c| c.steps)
+            compare_contents(s, name, config, replay).map(|c| c.steps)
         };
         match run_script(s, &opts) {
             Ok(r) => rows.push(PolicyRow {

@@ -121,18 +121,9 @@ pub fn explain(script: &Script, opts: &ExplainOptions) -> Result<String, RunErro
         if matches!(step.call, Call::ExitGroup { .. }) {
             continue;
         }
-        if opts.replay && !runner.sys.vm.procs.contains_key(&step.pid) {
-            if let Some(r) = &mut runner.replay {
-                r.no_process(step);
-            }
-            continue;
-        }
-        match runner.step(step, false) {
-            Ok(outcome) => prov.note(&runner.sys, step, &outcome),
-            Err(e @ RunError::Invariant { .. }) => return Err(e),
-            // A trace's step the model cannot run is a divergence, as in replay.
-            Err(_) if opts.replay => {}
-            Err(e) => return Err(e),
+        // A trace's step the model cannot run is a divergence, as in replay.
+        if let Some(outcome) = runner.step_or_diverge(step, false)? {
+            prov.note(&runner.sys, step, &outcome);
         }
     }
     Ok(render(&mut runner.sys, &prov, opts))

@@ -25,6 +25,9 @@ pub struct GraphOptions {
     pub policy: crate::policy::Policy,
     /// Which kernel the model is.
     pub kernel: crate::kernel::Kernel,
+    /// Run as `replay` runs a trace (its world taken as given; `at` then takes every step
+    /// up to the last one at or before that line, as `run --at` does).
+    pub replay: bool,
 }
 
 impl Default for GraphOptions {
@@ -35,6 +38,7 @@ impl Default for GraphOptions {
             max_folios: 8,
             policy: crate::policy::Policy::Kernel,
             kernel: crate::kernel::Kernel::V6_18,
+            replay: false,
         }
     }
 }
@@ -43,21 +47,21 @@ impl Default for GraphOptions {
 pub fn graph_script(script: &Script, opts: &GraphOptions) -> Result<String, RunError> {
     let bad = |line: usize, reason: String| RunError::BadInput { path: script.path.clone(), line, reason };
     if let Some(at) = opts.at
+        && !opts.replay
         && !script.steps.iter().any(|s| s.line == at)
     {
         return Err(bad(at, format!("--at {at}: no call on that line")));
     }
     let ropts = RunOptions {
         policy: opts.policy,
+        replay: opts.replay,
+        last_view_only: true,
         config: crate::mm::Config { kernel: opts.kernel, ..Default::default() },
         ..Default::default()
     };
     let mut runner = Runner::new(script, &ropts)?;
-    for step in &script.steps {
-        runner.step(step, false)?;
-        if Some(step.line) == opts.at {
-            break;
-        }
+    for step in &script.steps[..crate::explain::prefix_until(script, opts.at)] {
+        runner.step_or_diverge(step, false)?;
     }
     if let Some(p) = opts.pid
         && !runner.sys.vm.procs.contains_key(&p)

@@ -782,6 +782,65 @@ impl RefModel {
         }
     }
 
+    /// [`RefModel::check`] within `[s, e)` of the processes using `mm`, in time
+    /// proportional to the range: the mapped ranges there, and the written private pages
+    /// there still holding what was written (the incremental check after a step; the full
+    /// check also compares every present page's contents).
+    pub fn check_range(&self, sys: &System, mm: crate::mm::MmId, s: u64, e: u64) -> Result<(), String> {
+        if self.lost_track.is_some() {
+            return Ok(());
+        }
+        let clip = |a: u64, b: u64, out: &mut Vec<(u64, u64)>| {
+            let (a, b) = (a.max(s), b.min(e));
+            if a >= b {
+                return;
+            }
+            match out.last_mut() {
+                Some(r) if r.1 == a => r.1 = b,
+                _ => out.push((a, b)),
+            }
+        };
+        for (&pid, sp) in &self.spaces {
+            let Some(p) = sys.vm.procs.get(&pid) else {
+                return Err(format!("pid {} missing in the model", pid.0));
+            };
+            if p.mm != mm {
+                continue;
+            }
+            let mut want = Vec::new();
+            if let Some((&k, seg)) = sp.segs.range(..s).next_back() {
+                clip(k, seg.end, &mut want);
+            }
+            for (&k, seg) in sp.segs.range(s..e) {
+                clip(k, seg.end, &mut want);
+            }
+            let mut have = Vec::new();
+            let m = &sys.vm.mms[p.mm];
+            if let Some((&k, en)) = m.vmas.range(..s).next_back() {
+                clip(k, en.end, &mut have);
+            }
+            for (&k, en) in m.vmas.range(s..e) {
+                clip(k, en.end, &mut have);
+            }
+            if want != have {
+                return Err(format!(
+                    "pid {}: mapped ranges in [{s:#x}, {e:#x}) differ from the reference: {:x?} vs {:x?}",
+                    pid.0, have, want
+                ));
+            }
+            for (&a, &t) in sp.private.range(s..e) {
+                let got = sys.read_tag(p.mm, VirtAddr(a));
+                if got != Some(t) {
+                    return Err(format!(
+                        "pid {}: page {a:#x} should hold {t:#x} but holds {got:x?} (data lost)",
+                        pid.0
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Compare with the model: the same ranges mapped, and every page holds what the
     /// reference says (present pages by their tag; absent private pages must be zero, else
     /// their data was lost).

@@ -106,12 +106,81 @@ pub enum TraceError {
     /// The run could not start.
     #[error(transparent)]
     Run(#[from] crate::run::RunError),
+    /// The output could not be written (`write_import`).
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        /// Where.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Write the script `anonmm import` makes of the trace at `path` to `out` as the import
+/// streams, one line per step ([`crate::script::format_step`]); with `resolved`, each step
+/// as replay runs it (`RunOptions::resolved`: a step replay does not run as a comment).
+/// Memory is bounded by a few batches of steps (and, with `resolved`, the model's state),
+/// not by the trace's length. When the stream was not exact
+/// ([`crate::import::StreamEnd::exact`]), `out` is emptied and written again from the
+/// whole import. `out_name` names `out` in errors. Returns the import's report.
+pub fn write_import(
+    path: &std::path::Path,
+    resolved: bool,
+    out: &mut std::fs::File,
+    out_name: &str,
+) -> Result<crate::import::ImportReport, TraceError> {
+    use std::io::{Seek, Write};
+
+    use crate::run::{RunOptions, Runner};
+    let werr = |source: std::io::Error| TraceError::Write { path: out_name.to_string(), source };
+    let opts = RunOptions { replay: true, last_view_only: true, resolved: true, ..Default::default() };
+    let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
+    // One step: its line(s), through `w`.
+    let emit = |runner: &mut Option<Runner<'_>>, step: &Step, w: &mut dyn Write| -> Result<(), TraceError> {
+        let Some(r) = runner else {
+            return writeln!(w, "{}", crate::script::format_step(step)).map_err(werr);
+        };
+        r.spawn_first(step.pid);
+        r.step_or_diverge(step, false)?;
+        for l in r.result.resolved.drain(..) {
+            writeln!(w, "{l}").map_err(werr)?;
+        }
+        Ok(())
+    };
+    let mut stream = crate::import::stream_trace(path)?;
+    let mut runner = if resolved { Some(Runner::empty(&named, &opts)?) } else { None };
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *out);
+    while let Some(batch) = stream.next_batch() {
+        for item in &batch {
+            emit(&mut runner, &item.step(), &mut w)?;
+        }
+        stream.recycle(batch);
+    }
+    w.flush().map_err(werr)?;
+    drop(w);
+    let end = stream.finish();
+    if end.exact {
+        return Ok(end.report);
+    }
+    // A step already written was edited after all: write the whole import instead.
+    out.set_len(0).map_err(werr)?;
+    out.seek(std::io::SeekFrom::Start(0)).map_err(werr)?;
+    let (script, report) = crate::import::read_trace(path)?;
+    let mut runner = if resolved { Some(Runner::new(&script, &opts)?) } else { None };
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *out);
+    for step in &script.steps {
+        emit(&mut runner, step, &mut w)?;
+    }
+    w.flush().map_err(werr)?;
+    Ok(report)
 }
 
 /// Import the trace at `path` and replay it, as [`replay_script`] does after
-/// [`crate::import::read_trace`]. Without `opts.check` the import streams: a second thread
-/// reads and converts the trace while this one replays the steps already converted. (A
-/// checked replay imports first: finding the step that broke an invariant redoes the run.)
+/// [`crate::import::read_trace`]. The import streams: a second thread reads and converts
+/// the trace while this one replays the steps already converted, so memory is the model's
+/// state and a few batches of steps, whatever the trace's length. With `opts.check`
+/// sampled, a broken invariant is blamed on the step that broke it as [`replay_script`]
+/// blames it: the trace is streamed again with a check after every step, up to that step.
 /// The outcome is always that of the whole import: in the rare case the stream was not
 /// exact ([`crate::import::StreamEnd::exact`]), the trace is imported whole and replayed
 /// again.
@@ -121,13 +190,79 @@ pub fn replay_trace(
     max_examples: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(ReplayOutcome, crate::import::ImportReport), TraceError> {
-    use crate::run::Runner;
-    if opts.check {
-        let (script, report) = crate::import::read_trace(path)?;
-        let mut out = replay_script(&script, opts, max_examples, progress)?;
-        out.blame_damage(&report);
-        return Ok((out, report));
+    let (mut out, report) = replay_trace_once(path, opts, max_examples, progress)?;
+    blame_exact_step(path, opts, max_examples, &mut out)?;
+    Ok((out, report))
+}
+
+/// A sampled check (`RunOptions::check_sampled`) of a streamed replay finds a broken
+/// invariant some steps after the one that broke it, and has no script to redo: the trace
+/// is streamed again with a check after every step, which stops at that step; its message
+/// replaces the sampled one (the counts stay those of the replay that found it, as the
+/// runner's own redo leaves them).
+fn blame_exact_step(
+    path: &std::path::Path,
+    opts: &crate::run::RunOptions,
+    max_examples: usize,
+    out: &mut ReplayOutcome,
+) -> Result<(), TraceError> {
+    if !(opts.check && opts.check_sampled && out.invariant.is_some()) {
+        return Ok(());
     }
+    let every = crate::run::RunOptions { check_sampled: false, ..opts.clone() };
+    let (again, _) = replay_trace_once(path, &every, max_examples, &mut |_| {})?;
+    if again.invariant.is_some() {
+        out.invariant = again.invariant;
+    }
+    Ok(())
+}
+
+/// The trace at `path` replayed as it streams, as [`replay_script_observed`] replays it:
+/// `observe` is told the VMA counts after every step. Only when the stream was exact
+/// ([`crate::import::StreamEnd::exact`]) is the outcome that of the whole import: on
+/// `Ok(None)` the samples told were not, and the caller imports the trace whole.
+pub fn replay_trace_observed(
+    path: &std::path::Path,
+    opts: &crate::run::RunOptions,
+    max_examples: usize,
+    observe: &mut dyn FnMut(VmaSample),
+) -> Result<Option<(ReplayOutcome, crate::import::ImportReport)>, TraceError> {
+    let mut stream = crate::import::stream_trace(path)?;
+    let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
+    let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
+    let mut r = Replayer::new(crate::run::Runner::empty(&named, &opts)?, max_examples);
+    let (mut i, mut stopped) = (0, false);
+    while let Some(batch) = stream.next_batch() {
+        for item in &batch {
+            if stopped {
+                break;
+            }
+            let step = &*item.step();
+            if i == 0 {
+                r.runner.spawn_first(step.pid);
+            }
+            stopped = !r.step(i, step, observe);
+            i += 1;
+        }
+        stream.recycle(batch);
+    }
+    let end = stream.finish();
+    if !end.exact {
+        return Ok(None);
+    }
+    let mut out = r.finish(end.report.steps as usize);
+    out.blame_damage(&end.report);
+    Ok(Some((out, end.report)))
+}
+
+/// [`replay_trace`] without the exact blame of a sampled check.
+fn replay_trace_once(
+    path: &std::path::Path,
+    opts: &crate::run::RunOptions,
+    max_examples: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(ReplayOutcome, crate::import::ImportReport), TraceError> {
+    use crate::run::Runner;
     let mut stream = crate::import::stream_trace(path)?;
     let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
     let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
@@ -178,9 +313,10 @@ pub type PolicyRun = Result<(ReplayOutcome, f64), crate::run::RunError>;
 /// for the policies that run after them. So memory holds at most that many models' states
 /// at once (a model of a program with a large resident set is most of a replay's memory)
 /// and the compact steps, never the whole import as scripts; and the cores are kept busy
-/// without one import per policy. Each outcome is that of [`replay_trace`] under the same
-/// options (when the stream was not exact, the trace is imported whole and replayed policy
-/// after policy).
+/// without one import per policy. Checked runs too: a sampled check's broken invariant is
+/// blamed exactly as [`replay_trace`] blames it. Each outcome is that of [`replay_trace`]
+/// under the same options (when the stream was not exact, the trace is imported whole and
+/// replayed policy after policy).
 pub fn replay_trace_all(
     path: &std::path::Path,
     opts: &[crate::run::RunOptions],
@@ -309,7 +445,7 @@ pub fn replay_trace_all_on(
             .collect();
         return Ok((runs, report));
     }
-    let runs = results
+    let mut runs: Vec<PolicyRun> = results
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .into_iter()
@@ -324,6 +460,11 @@ pub fn replay_trace_all_on(
             })
         })
         .collect();
+    for (o, run) in opts.iter().zip(&mut runs) {
+        if let Ok((out, _)) = run {
+            blame_exact_step(path, o, max_examples, out)?;
+        }
+    }
     Ok((runs, end.report))
 }
 

@@ -495,7 +495,17 @@ pub fn check_summary(res: &crate::run::RunResult, sampled: bool) -> String {
         res.checks,
         if res.checks == 1 { "" } else { "s" },
         res.steps_run,
-        if sampled { "sampled, and after the last step" } else { "after every step" }
+        if res.incremental_checks > 0 {
+            format!(
+                "sampled, and after the last step; and after every step on what the step touched, \
+                 {} incremental checks",
+                res.incremental_checks
+            )
+        } else if sampled {
+            "sampled, and after the last step".to_string()
+        } else {
+            "after every step".to_string()
+        }
     )
 }
 

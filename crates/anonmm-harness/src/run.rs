@@ -25,6 +25,12 @@ pub struct RunOptions {
     /// that heals itself before the next check can go unseen. `anonmm run|replay --check`
     /// use this; `--check-every-step` and the library default do not.
     pub check_sampled: bool,
+    /// With `check`: after every step, check what the step touched
+    /// ([`crate::mm::System::check_touched`]: the call's ranges, the VMAs, folios and
+    /// anon_vmas there, and the reference model's contents there), in time proportional to
+    /// it, on top of the full checks `check_sampled` schedules; a call whose reach the
+    /// runner cannot bound (fork, exit, exec, ...) gets a full check. `--check-every-step`.
+    pub check_incremental: bool,
     /// Record a line per merge attempt.
     pub trace: bool,
     /// Which behaviour to model (`--policy`); `Kernel` is Linux 6.18.
@@ -52,6 +58,7 @@ impl Default for RunOptions {
         RunOptions {
             check: false,
             check_sampled: false,
+            check_incremental: false,
             trace: false,
             policy: crate::policy::Policy::Kernel,
             last_view_only: false,
@@ -95,6 +102,8 @@ pub struct RunResult {
     pub alive: std::collections::BTreeSet<Pid>,
     /// How many times the invariant checker ran (`--check`), and after how many steps.
     pub checks: usize,
+    /// How many incremental checks ran (`RunOptions::check_incremental`).
+    pub incremental_checks: usize,
     /// Steps run, for `checks`' "after K of N steps".
     pub steps_run: usize,
     /// The work counters at the end of the run (merges, relocations, copies…).
@@ -162,25 +171,7 @@ pub fn run_script_each(
     let n = script.steps.len();
     for (i, step) in script.steps.iter().enumerate() {
         let view = !opts.last_view_only || i + 1 == n;
-        if !opts.replay {
-            runner.step(step, view)?;
-        } else if !runner.sys.vm.procs.contains_key(&step.pid) {
-            // A trace, as replay runs it: a step of a process the trace never showed being
-            // made, or one the model cannot run, is a divergence, not the end of the run.
-            if let Some(r) = &mut runner.replay {
-                r.no_process(step);
-            }
-        } else {
-            match runner.step(step, view) {
-                Err(e @ RunError::Invariant { .. }) => return Err(e),
-                Err(e) => {
-                    if let Some(r) = &mut runner.replay {
-                        r.not_modelled(step, &e.to_string());
-                    }
-                }
-                Ok(_) => {}
-            }
-        }
+        runner.step_or_diverge(step, view)?;
         if opts.replay && view && runner.result.steps.last().is_none_or(|v| v.line != step.line) {
             // The step made no view: the state as it stands.
             let procs = rename(runner.sys.raw_view());
@@ -219,6 +210,8 @@ pub struct Runner<'a> {
     /// Tasks asleep in vfork, by the child they wait for (`wait_for_vfork_done` until the
     /// child execs or exits): the child's pid to its parent's.
     vfork_waits: BTreeMap<Pid, Pid>,
+    /// With `check_incremental`: what the step running now touches (None: anything).
+    touched: Option<Option<anonmm_model::check::Touched>>,
     /// Tests: break the state after the step on this line (in redone runs too).
     #[cfg(test)]
     inject: Option<(usize, Corrupt)>,
@@ -276,6 +269,7 @@ impl<'a> Runner<'a> {
             script,
             sampling,
             vfork_waits: BTreeMap::new(),
+            touched: None,
             #[cfg(test)]
             inject: None,
         })
@@ -353,6 +347,33 @@ impl<'a> Runner<'a> {
         Err(found)
     }
 
+    /// Run a step as `run` runs a script's and `replay` a trace's. In replay mode a step of
+    /// a process the trace never showed being made, or one the model cannot run, is a
+    /// divergence (counted in [`Runner::replay`]), not the end of the run: `Ok(None)`. Used
+    /// by every command that takes a trace (`run`, `explain`, `graph`, `compare`), so that
+    /// each runs it as `replay` does.
+    pub fn step_or_diverge(&mut self, step: &Step, view: bool) -> Result<Option<Expect>, RunError> {
+        if self.replay.is_none() {
+            return self.step(step, view).map(Some);
+        }
+        if !self.sys.vm.procs.contains_key(&step.pid) {
+            if let Some(r) = &mut self.replay {
+                r.no_process(step);
+            }
+            return Ok(None);
+        }
+        match self.step(step, view) {
+            Err(e @ RunError::Invariant { .. }) => Err(e),
+            Err(e) => {
+                if let Some(r) = &mut self.replay {
+                    r.not_modelled(step, &e.to_string());
+                }
+                Ok(None)
+            }
+            Ok(o) => Ok(Some(o)),
+        }
+    }
+
     fn bad(&self, step: &Step, reason: String) -> RunError {
         RunError::BadInput { path: self.path.to_string(), line: step.line, reason }
     }
@@ -407,9 +428,26 @@ impl<'a> Runner<'a> {
             };
             self.result.resolved.push(line);
         }
+        let incremental = self.opts.check && self.opts.check_incremental;
         let mut outcome = match plan {
-            Plan::Run(run) => self.execute(&run)?,
-            Plan::Skip(e) => e,
+            Plan::Run(run) => {
+                if incremental {
+                    let before = touched_ranges(&self.sys, &run, None);
+                    self.touched = Some(before.map(|r| self.sys.touched_before(r)));
+                }
+                let outcome = self.execute(&run)?;
+                if let Some(Some(t)) = &mut self.touched {
+                    match touched_ranges(&self.sys, &run, Some(&outcome)) {
+                        Some(r) => t.ranges.extend(r),
+                        None => self.touched = Some(None),
+                    }
+                }
+                outcome
+            }
+            Plan::Skip(e) => {
+                self.touched = incremental.then(|| Some(Default::default()));
+                e
+            }
         };
         #[cfg(test)]
         if let Some((line, corrupt)) = self.inject
@@ -463,10 +501,34 @@ impl<'a> Runner<'a> {
         if self.opts.check {
             self.sampling.steps += started.map(|t| t.elapsed()).unwrap_or_default();
             self.sampling.unchecked = true;
+            // Incremental: what the step touched, now (so a break there is blamed on it);
+            // a step of unbounded reach gets the full check.
+            let full_now = match self.touched.take() {
+                Some(Some(t)) => {
+                    let res = self.sys.check_touched(&t).and_then(|_| match &self.reference {
+                        Some(r) => {
+                            t.ranges.iter().try_for_each(|&(mm, s, e)| r.check_range(&self.sys, mm, s, e))
+                        }
+                        None => Ok(()),
+                    });
+                    self.result.incremental_checks += 1;
+                    if let Err(reason) = res {
+                        return Err(RunError::Invariant {
+                            path: self.path.to_string(),
+                            line: step.line,
+                            call: step.call_text().into_owned(),
+                            reason,
+                        });
+                    }
+                    false
+                }
+                Some(None) => true,
+                None => false,
+            };
             // Sampled: check while the checks so far took at most 3/4 of the steps' time.
             // With the reference model's bookkeeping and the check after the last step, a
             // checked run of the fuzz scripts then takes 2 to 3 times an unchecked one.
-            if !self.opts.check_sampled || self.sampling.checks * 4 <= self.sampling.steps * 3 {
+            if full_now || !self.opts.check_sampled || self.sampling.checks * 4 <= self.sampling.steps * 3 {
                 self.checked(step.line, &step.call_text())?;
             } else {
                 let at = self.index_of(step).ok_or_else(|| step.call_text().into_owned());
@@ -631,6 +693,63 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// The address ranges a call may change, for the incremental check: before the call
+/// (`outcome` None: what it may unmap or change) or after it (also where it mapped). None
+/// when its reach is not bounded by ranges (fork, exit, exec, a process's whole state).
+fn touched_ranges(
+    sys: &crate::mm::System,
+    step: &Step,
+    outcome: Option<&Expect>,
+) -> Option<Vec<(crate::mm::MmId, u64, u64)>> {
+    use crate::abi::{MAP_FIXED, MAP_FIXED_NOREPLACE, MREMAP_FIXED};
+    let mm = sys.vm.mm_of(step.pid).ok()?;
+    let span = |a: u64, len: u64| {
+        let s = a & !(crate::types::PAGE_SIZE - 1);
+        let e = a.saturating_add(len).saturating_add(crate::types::PAGE_SIZE - 1)
+            & !(crate::types::PAGE_SIZE - 1);
+        (mm, s, e.max(s))
+    };
+    let result = match outcome {
+        Some(Expect::Value(v)) => Some(*v),
+        _ => None,
+    };
+    let mut r = Vec::new();
+    match step.call {
+        Call::Touch { addr, len, .. } => r.push(span(addr, len)),
+        Call::Munmap { addr, len } | Call::Mprotect { addr, len, .. } | Call::Madvise { addr, len, .. } => {
+            r.push(span(addr, len))
+        }
+        Call::Mmap { addr, len, flags, .. } => {
+            if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
+                r.push(span(addr, len));
+            }
+            if let Some(a) = result {
+                r.push(span(a, len));
+            }
+        }
+        Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
+            r.push(span(old_addr, old_len.max(new_len)));
+            if flags & MREMAP_FIXED != 0 {
+                r.push(span(new_addr, new_len));
+            }
+            if let Some(a) = result {
+                r.push(span(a, new_len));
+            }
+        }
+        Call::Brk { addr } => {
+            // From the break as it stands to the one asked for (brk(NULL) asks nothing).
+            let now = sys.vm.mms[mm].brk.0;
+            let to = if addr >= sys.vm.mms[mm].start_brk.0 { addr } else { now };
+            let (lo, hi) = (now.min(to), now.max(to));
+            r.push(span(lo, hi - lo));
+        }
+        // Nothing of the memory changes.
+        Call::VmaRecord { .. } | Call::Openat { .. } | Call::Close { .. } | Call::Dup { .. } => {}
+        _ => return None,
+    }
+    Some(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,5 +793,94 @@ mod tests {
         }));
         let err = script.steps.iter().find_map(|s| runner.step(s, false).err());
         assert!(matches!(err, Some(RunError::Invariant { line: 6, .. })), "{err:?}");
+    }
+
+    /// The newest anon folio (the one line 6's touch made).
+    fn newest(sys: &System) -> anonmm_model::folio::FolioId {
+        sys.mem.folios.iter().filter(|(_, f)| f.is_anon()).last().expect("a folio").0
+    }
+
+    /// The incremental check after every step catches, at the step, each corruption the full
+    /// check catches when it lies in what the step touched: a mapcount, exclusivity, an
+    /// index, extra references, an anon_vma's count, a PTE table's count; one outside it is
+    /// left to the full check, which still blames its step.
+    #[test]
+    fn incremental_check_catches_corruptions_in_what_a_step_touched() {
+        let mut text = String::from(
+            "1 mmap(0x200000000000, 65536, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_FIXED, -1, 0) = 0x200000000000\n",
+        );
+        for i in 0..16 {
+            text += &format!("1 touch({:#x}, 4096, \"w\") = 0\n", 0x2000_0000_0000u64 + i * 4096);
+        }
+        let script = crate::script::parse_str("incremental.strace", &text).expect("parses");
+        let corruptions: [(&str, Corrupt); 6] = [
+            ("mapcount", |sys| {
+                let id = newest(sys);
+                sys.mem.folios[id].pages[0].mapcount += 1
+            }),
+            ("exclusive", |sys| {
+                let id = newest(sys);
+                sys.mem.folios[id].pages[0].anon_exclusive = false
+            }),
+            ("index", |sys| {
+                let id = newest(sys);
+                sys.mem.folios[id].index.0 += 1
+            }),
+            ("extra refs", |sys| {
+                let id = newest(sys);
+                sys.mem.folios[id].extra_refs += 1
+            }),
+            ("num_active_vmas", |sys| {
+                let (id, _) = sys.rmap.anon_vmas.iter().next().expect("an anon_vma");
+                sys.rmap.anon_vmas[id].num_active_vmas += 1
+            }),
+            ("PTE table count", |sys| {
+                let (mm, _) = sys.vm.mms.iter().next().expect("an mm");
+                let key = 0x2000_0000_0000u64 >> crate::types::PMD_SHIFT;
+                if let Some(anonmm_model::pagetable::Pmd::Table(t)) = sys.vm.mms[mm].pt.pmds.get_mut(&key) {
+                    t.used += 1;
+                }
+            }),
+        ];
+        let incremental =
+            RunOptions { check: true, check_sampled: true, check_incremental: true, ..Default::default() };
+        for (what, corrupt) in corruptions {
+            // The full check sees it.
+            let every = RunOptions { check: true, ..Default::default() };
+            let mut full = Runner::new(&script, &every).expect("runner");
+            full.inject = Some((6, corrupt));
+            let err = script.steps.iter().find_map(|s| full.step(s, false).err());
+            assert!(matches!(err, Some(RunError::Invariant { line: 6, .. })), "{what}: full: {err:?}");
+            // So does the incremental one, at the step, with no full check run.
+            let mut runner = Runner::new(&script, &incremental).expect("runner");
+            runner.inject = Some((6, corrupt));
+            let err = script.steps.iter().find_map(|s| {
+                runner.sampling.checks = std::time::Duration::from_secs(3600);
+                runner.step(s, false).err()
+            });
+            match err {
+                Some(RunError::Invariant { line, .. }) => assert_eq!(line, 6, "{what}"),
+                other => panic!("{what}: the incremental check must see it: {other:?}"),
+            }
+            assert_eq!(runner.result.checks, 0, "{what}: no full check ran");
+            // After the mmap and the five touches, the last of which found it.
+            assert_eq!(runner.result.incremental_checks, 6, "{what}");
+        }
+        // Outside the step's range (the first page's folio, line 2's): not seen after line 6
+        // by the incremental check, but by the full check after the last step, which blames
+        // line 6 by redoing the run with a full check after every step.
+        let mut runner = Runner::new(&script, &incremental).expect("runner");
+        runner.inject = Some((6, |sys| {
+            let (id, _) = sys.mem.folios.iter().find(|(_, f)| f.is_anon()).expect("a folio");
+            sys.mem.folios[id].pages[0].mapcount += 1;
+        }));
+        for s in &script.steps {
+            runner.sampling.checks = std::time::Duration::from_secs(3600);
+            runner.step(s, false).expect("the incremental checks do not see it");
+        }
+        match runner.check_now() {
+            Err(RunError::Invariant { line, .. }) => assert_eq!(line, 6),
+            other => panic!("the final full check must find it: {other:?}"),
+        }
     }
 }

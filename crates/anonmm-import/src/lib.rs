@@ -31,6 +31,7 @@ pub fn load(path: &std::path::Path) -> Result<(crate::script::Script, Option<Imp
     }
     let text = String::from_utf8_lossy(&head);
     let is_trace = head.starts_with(&perf::ZSTD_MAGIC)
+        || head.starts_with(perf_data::PERF_MAGIC)
         || path.extension().is_some_and(|e| e == "zst")
         || perf::looks_like_perf(&text)
         || perf::perf_without_tid(&text).is_some();

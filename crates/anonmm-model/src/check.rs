@@ -31,7 +31,403 @@ macro_rules! ensure {
     };
 }
 
+/// What a step may have changed, for [`System::check_touched`]: ranges of address spaces
+/// (the call's own, as the runner knows them), and the folios and anon_vmas those ranges
+/// used before the step (a step that unmaps them changes their counts where it no longer
+/// reaches them).
+#[derive(Clone, Debug, Default)]
+pub struct Touched {
+    /// `[start, end)` ranges of address spaces.
+    pub ranges: Vec<(crate::mm::MmId, u64, u64)>,
+    folios: Vec<FolioId>,
+    anon_vmas: Vec<AnonVmaId>,
+}
+
 impl System {
+    /// Before a step: note what the `ranges` use now (folios mapped, anon_vmas of the VMAs
+    /// there), so that [`System::check_touched`] checks them after the step too.
+    pub fn touched_before(&self, ranges: Vec<(crate::mm::MmId, u64, u64)>) -> Touched {
+        let mut t = Touched { ranges, ..Default::default() };
+        for &(mmid, s, e) in &t.ranges {
+            if !self.vm.mms.contains(mmid) {
+                continue;
+            }
+            let mm = &self.vm.mms[mmid];
+            for (_, en) in mm.vmas.range(..e).rev() {
+                let v = &self.vm.vmas[en.id];
+                if v.end.0 <= s {
+                    break;
+                }
+                t.anon_vmas.extend(v.chain.iter().map(|&c| self.rmap.avcs[c].anon_vma));
+            }
+            let last = e.saturating_sub(1) >> PMD_SHIFT;
+            for (key, pmd) in mm.pt.pmds.range((s >> PMD_SHIFT)..=last) {
+                match pmd {
+                    Pmd::Huge { folio, .. } | Pmd::Migration { folio, .. } => t.folios.push(*folio),
+                    Pmd::Table(tb) => {
+                        for (i, pte) in tb.ptes.iter().enumerate() {
+                            let a = (key << PMD_SHIFT) + i as u64 * PAGE_SIZE;
+                            if a < s || a >= e {
+                                continue;
+                            }
+                            if let Pte::Present { folio, .. } | Pte::Migration { folio, .. } = *pte {
+                                t.folios.push(folio);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        t.folios.sort_unstable();
+        t.folios.dedup();
+        t
+    }
+
+    /// Check the invariants of what a step touched, in time proportional to it: the VMAs
+    /// overlapping each range and their neighbours (filing, order, alignment, chains and
+    /// their interval-tree keys), every page-table entry in the ranges (inside a VMA,
+    /// rmap reaches it at the address its index implies, exclusivity, migration entries,
+    /// guard markers, swap entries naming used slots), every anon folio mapped there or
+    /// noted before (mapcounts, entire mapcount and `_mm_id` slots counted by an rmap walk
+    /// of its anon_vma's tree, as `rmap_walk_anon` finds its mappings; extra references;
+    /// a folio with nothing left referencing it is a leak), the anon_vmas of those VMAs
+    /// (root, parent, tree filing, `num_active_vmas`), and the VMA count against the VMAs
+    /// the address spaces hold.
+    ///
+    /// Not checked here (the full [`System::check`] does, and the runner runs it
+    /// periodically and after the last step): mapcounts of page-cache folios (the model has
+    /// no `i_mmap` to walk), swap slot counts, `num_children` and exact anon_vma refcounts,
+    /// leaks of chains and of folios the step never reached.
+    pub fn check_touched(&self, t: &Touched) -> Result<(), String> {
+        let mut folios: HashSet<FolioId> = t.folios.iter().copied().collect();
+        let mut avs: HashSet<AnonVmaId> = t.anon_vmas.iter().copied().collect();
+        for &(mmid, s, e) in &t.ranges {
+            if !self.vm.mms.contains(mmid) {
+                continue;
+            }
+            let mm = &self.vm.mms[mmid];
+            // The VMAs overlapping [s, e) and one neighbour on each side (a merge's).
+            let mut ids = Vec::new();
+            let before = mm.vmas.range(..s).next_back();
+            ids.extend(before.map(|(&k, en)| (k, en.end, en.id)));
+            for (&k, en) in mm.vmas.range(s..) {
+                ids.push((k, en.end, en.id));
+                if k >= e {
+                    break;
+                }
+            }
+            let mut last_end = 0;
+            for &(start, end, id) in &ids {
+                ensure!(self.vm.vmas.contains(id), "{mmid:?}: a freed VMA filed at {start:#x}");
+                let v = &self.vm.vmas[id];
+                ensure!(v.mm == mmid, "VMA {id:?} filed in the wrong mm");
+                ensure!(v.start.0 == start && v.end.0 == end, "VMA {id:?} filed under a stale range");
+                ensure!(v.start < v.end, "empty VMA at {start:#x}");
+                ensure!(v.start.is_page_aligned() && v.end.is_page_aligned(), "unaligned VMA {start:#x}");
+                ensure!(v.start.0 >= last_end, "VMAs overlap at {start:#x}");
+                last_end = v.end.0;
+                if let Some(av) = v.anon_vma {
+                    ensure!(self.rmap.anon_vmas.contains(av), "VMA {start:#x} points to a freed anon_vma");
+                    ensure!(
+                        v.chain.iter().any(|&c| self.rmap.avcs[c].anon_vma == av),
+                        "VMA {start:#x}: its anon_vma is not in its chain"
+                    );
+                } else {
+                    ensure!(v.chain.is_empty(), "unfaulted VMA {start:#x} has chains");
+                }
+                for &c in &v.chain {
+                    ensure!(self.rmap.avcs.contains(c), "VMA {start:#x}: a freed chain");
+                    let avc = &self.rmap.avcs[c];
+                    ensure!(avc.vma == id, "chain of VMA {start:#x} points to another VMA");
+                    ensure!(
+                        self.rmap.anon_vmas.contains(avc.anon_vma),
+                        "chain of VMA {start:#x}: a freed anon_vma"
+                    );
+                    ensure!(
+                        self.rmap.anon_vmas[avc.anon_vma].tree.contains(&(v.pgoff.0, c)),
+                        "chain of VMA {start:#x} missing from its anon_vma's tree under its pgoff"
+                    );
+                    avs.insert(avc.anon_vma);
+                }
+                if let Some(f) = v.file {
+                    ensure!(self.fs.files.contains(f), "VMA {start:#x} holds a closed file");
+                }
+            }
+            self.check_range_entries(mmid, s, e, &mut folios)?;
+        }
+        for av in avs {
+            self.check_one_anon_vma(av)?;
+        }
+        for f in folios {
+            self.check_one_folio(f)?;
+        }
+        let linked: usize = self.vm.mms.iter().map(|(_, m)| m.map_count()).sum();
+        ensure!(
+            linked == self.vm.vmas.len(),
+            "{} VMAs allocated but {} linked (leak)",
+            self.vm.vmas.len(),
+            linked
+        );
+        Ok(())
+    }
+
+    /// The page-table entries of `[s, e)` in `mmid`, checked as [`System::check`] checks
+    /// them; the folios they map go to `folios`.
+    fn check_range_entries(
+        &self,
+        mmid: crate::mm::MmId,
+        s: u64,
+        e: u64,
+        folios: &mut HashSet<FolioId>,
+    ) -> Result<(), String> {
+        let mm = &self.vm.mms[mmid];
+        // rmap reaches a VMA from an anon_vma when one of the VMA's chains is in its tree.
+        let reach = &|av: AnonVmaId, vma: VmaId| {
+            self.vm.vmas[vma].chain.iter().any(|&c| {
+                self.rmap.avcs[c].anon_vma == av
+                    && self.rmap.anon_vmas[av].tree.contains(&(self.vm.vmas[vma].pgoff.0, c))
+            })
+        };
+        let last = e.saturating_sub(1) >> PMD_SHIFT;
+        for (key, pmd) in mm.pt.pmds.range((s >> PMD_SHIFT)..=last) {
+            let base = VirtAddr(key << PMD_SHIFT);
+            match pmd {
+                Pmd::Huge { folio, flags } => {
+                    let vma = mm.vma_lookup(base);
+                    ensure!(
+                        vma.is_some_and(|v| self.vm.vmas[v].end.0 >= base.0 + PMD_SIZE),
+                        "huge PMD at {base:?} not inside one VMA"
+                    );
+                    ensure!(self.mem.folios.contains(*folio), "huge PMD at {base:?} maps a freed folio");
+                    if *folio == HUGE_ZERO_FOLIO {
+                        ensure!(!flags.contains(PteFlags::WRITE), "writable huge zero page at {base:?}");
+                        continue;
+                    }
+                    ensure!(
+                        self.mem.folios[*folio].nr_pages() == 512,
+                        "huge PMD at {base:?} maps a small folio"
+                    );
+                    folios.insert(*folio);
+                    self.check_anon_mapping(reach, mmid, vma.expect("vma"), base, *folio, 0, *flags, 512)?;
+                }
+                Pmd::Migration { folio, kind, .. } => {
+                    let vma = mm.vma_lookup(base);
+                    ensure!(
+                        vma.is_some_and(|v| self.vm.vmas[v].end.0 >= base.0 + PMD_SIZE),
+                        "PMD migration entry at {base:?} not inside one VMA"
+                    );
+                    let vma = vma.expect("vma");
+                    self.check_migration_entry(base, *folio, 0, *kind, vma)?;
+                    folios.insert(*folio);
+                    self.check_anon_mapping(reach, mmid, vma, base, *folio, 0, PteFlags::empty(), 512)?;
+                }
+                Pmd::Table(tb) => {
+                    let used = tb.ptes.iter().filter(|p| !p.is_none()).count();
+                    ensure!(used == tb.used as usize, "PTE table at {base:?} miscounts its entries");
+                    for (i, pte) in tb.ptes.iter().enumerate() {
+                        let a = base.plus(i as u64 * PAGE_SIZE);
+                        if pte.is_none() || a.0 < s || a.0 >= e {
+                            continue;
+                        }
+                        let Some(vma) = mm.vma_lookup(a) else {
+                            return Err(format!("PTE at {a:?} outside any VMA"));
+                        };
+                        let v = &self.vm.vmas[vma];
+                        match *pte {
+                            Pte::Guard => {
+                                ensure!(
+                                    v.flags.contains(VmFlags::MAYBE_GUARD),
+                                    "guard marker at {a:?} in a VMA without VM_MAYBE_GUARD"
+                                );
+                                ensure!(
+                                    !v.is_anonymous() || v.anon_vma.is_some(),
+                                    "guard marker at {a:?} in an anonymous VMA without anon_vma"
+                                );
+                            }
+                            Pte::Present { folio, sub, flags } => {
+                                ensure!(self.mem.folios.contains(folio), "PTE at {a:?} maps a freed folio");
+                                ensure!(
+                                    (sub as u64) < self.mem.folios[folio].nr_pages(),
+                                    "PTE at {a:?} maps past its folio"
+                                );
+                                if folio == ZERO_FOLIO {
+                                    ensure!(!flags.contains(PteFlags::WRITE), "writable zero page at {a:?}");
+                                    continue;
+                                }
+                                folios.insert(folio);
+                                self.check_anon_mapping(reach, mmid, vma, a, folio, sub, flags, 1)?;
+                            }
+                            Pte::Migration { folio, sub, kind, .. } => {
+                                self.check_migration_entry(a, folio, sub, kind, vma)?;
+                                folios.insert(folio);
+                                self.check_anon_mapping(
+                                    reach,
+                                    mmid,
+                                    vma,
+                                    a,
+                                    folio,
+                                    sub,
+                                    PteFlags::empty(),
+                                    1,
+                                )?;
+                            }
+                            Pte::Swap { entry, .. } => {
+                                ensure!(
+                                    self.swap.slot(entry).is_some(),
+                                    "swap PTE at {a:?} names free slot {}",
+                                    entry.0
+                                );
+                                ensure!(v.anon_vma.is_some(), "swap PTE at {a:?} in a VMA without anon_vma");
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One anon_vma, as [`System::check`]'s anon_vma pass checks it, but for the counts
+    /// that need every other anon_vma (`num_children`, the root's refcount).
+    fn check_one_anon_vma(&self, id: AnonVmaId) -> Result<(), String> {
+        // Freed since: what referenced it was checked through its VMAs and chains.
+        if !self.rmap.anon_vmas.contains(id) {
+            return Ok(());
+        }
+        let a = &self.rmap.anon_vmas[id];
+        ensure!(self.rmap.anon_vmas.contains(a.root), "anon_vma {id:?}: freed root");
+        ensure!(a.tree.is_empty() || self.rmap.anon_vmas.contains(a.parent), "anon_vma {id:?}: freed parent");
+        ensure!(self.rmap.anon_vmas[a.root].root == a.root, "anon_vma {id:?}: root is not a root");
+        let mut active = 0;
+        for &(key, c) in &a.tree {
+            ensure!(self.rmap.avcs.contains(c), "anon_vma {id:?}: tree holds a freed chain");
+            let avc = &self.rmap.avcs[c];
+            ensure!(
+                avc.anon_vma == id && self.vm.vmas.contains(avc.vma) && self.vm.vmas[avc.vma].pgoff.0 == key,
+                "anon_vma {id:?}: misfiled chain (not under its VMA's pgoff)"
+            );
+            active += u32::from(self.vm.vmas[avc.vma].anon_vma == Some(id));
+        }
+        ensure!(
+            a.num_active_vmas == active,
+            "anon_vma {id:?}: num_active_vmas {} but {} VMAs",
+            a.num_active_vmas,
+            active
+        );
+        ensure!(a.refcount > 0, "anon_vma {id:?}: alive with no reference");
+        Ok(())
+    }
+
+    /// One folio: its mapcounts against the mappings an rmap walk finds (anon folios), its
+    /// extra references, exclusivity, migration state and `_mm_id` slots.
+    fn check_one_folio(&self, id: FolioId) -> Result<(), String> {
+        if id == ZERO_FOLIO || id == HUGE_ZERO_FOLIO {
+            return Ok(());
+        }
+        // Freed since (unmapped): what mapped it was checked in its range.
+        if !self.mem.folios.contains(id) {
+            return Ok(());
+        }
+        let f = &self.mem.folios[id];
+        let cached = match f.mapping {
+            Mapping::File(ino) => u32::from(
+                self.fs.inodes.contains(ino) && self.fs.inodes[ino].cache.get(&f.index.0) == Some(&id),
+            ),
+            _ => 0,
+        };
+        let (sc, mg) = (u32::from(f.swap.is_some()), u32::from(f.migrating));
+        ensure!(
+            f.extra_refs == cached + sc + f.pincount + mg,
+            "folio {id:?}: {} extra references but page cache {cached}, swap cache {sc}, pins {}, migration {mg}",
+            f.extra_refs,
+            f.pincount
+        );
+        if let Some(e) = f.swap {
+            ensure!(
+                self.swap.slot(e).and_then(|s| s.cache) == Some(id),
+                "folio {id:?} claims swap slot {} which does not cache it",
+                e.0
+            );
+        }
+        ensure!(
+            !f.lazyfree || (f.is_anon() && f.swap.is_none()),
+            "folio {id:?}: lazily freed but swap-backed"
+        );
+        for (i, p) in f.pages.iter().enumerate() {
+            if p.anon_exclusive {
+                ensure!(
+                    f.page_mapcount(i) <= 1,
+                    "folio {id:?} page {i}: exclusive but mapped {} times",
+                    f.page_mapcount(i)
+                );
+            }
+        }
+        if f.migrating {
+            ensure!(f.is_anon(), "folio {id:?}: a page-cache folio under migration");
+            ensure!(!f.is_mapped(), "folio {id:?}: under migration but still mapped");
+        }
+        ensure!(f.refcount() > 0, "folio {id:?} leaked: nothing references it");
+        let Mapping::Anon(av) = f.mapping else { return Ok(()) };
+        ensure!(self.rmap.anon_vmas.contains(av), "folio {id:?} points to a freed anon_vma");
+        // rmap_walk_anon: every VMA in the anon_vma's tree, at the address the index implies.
+        let n = f.nr_pages();
+        let mut ptes = vec![0u32; n as usize];
+        let mut pmds = 0u32;
+        let mut by_mm: HashMap<crate::mm::MmId, i64> = HashMap::default();
+        let mut seen: HashSet<VmaId> = HashSet::default();
+        for &(_, c) in &self.rmap.anon_vmas[av].tree {
+            let vma = self.rmap.avcs[c].vma;
+            if !seen.insert(vma) {
+                continue;
+            }
+            let v = &self.vm.vmas[vma];
+            let mm = &self.vm.mms[v.mm];
+            for i in 0..n {
+                let idx = f.index.0 + i;
+                let Some(off) = idx.checked_sub(v.pgoff.0) else { continue };
+                let Some(a) = off.checked_mul(PAGE_SIZE).and_then(|o| v.start.0.checked_add(o)) else {
+                    continue;
+                };
+                if a >= v.end.0 {
+                    continue;
+                }
+                match mm.pt.pmds.get(&(a >> PMD_SHIFT)) {
+                    Some(Pmd::Table(t)) => {
+                        if let Pte::Present { folio, sub, .. } = t.ptes[((a >> 12) & 511) as usize]
+                            && folio == id
+                            && u64::from(sub) == i
+                        {
+                            ptes[i as usize] += 1;
+                            if f.is_large() {
+                                *by_mm.entry(v.mm).or_default() += 1;
+                            }
+                        }
+                    }
+                    Some(Pmd::Huge { folio, .. }) if *folio == id && i == 0 && a % PMD_SIZE == 0 => {
+                        pmds += 1;
+                        *by_mm.entry(v.mm).or_default() += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (i, p) in f.pages.iter().enumerate() {
+            ensure!(
+                p.mapcount == ptes[i],
+                "folio {id:?} page {i}: mapcount {} but rmap finds {} PTEs",
+                p.mapcount,
+                ptes[i]
+            );
+        }
+        ensure!(
+            f.entire_mapcount == pmds,
+            "folio {id:?}: entire_mapcount {} but rmap finds {pmds} PMDs",
+            f.entire_mapcount
+        );
+        self.check_mm_ids(id, Some(&by_mm).filter(|m| !m.is_empty()))
+    }
+
     /// Check every invariant; the error names the first one broken.
     pub fn check(&self) -> Result<(), String> {
         self.check_vmas()?;
@@ -254,6 +650,7 @@ impl System {
             .flat_map(|(av, a)| a.tree.iter().map(move |&(_, c)| (av, c)))
             .map(|(av, c)| (av, self.rmap.avcs[c].vma))
             .collect();
+        let reach = &|av, v| reach.contains(&(av, v));
         for (mmid, mm) in self.vm.mms.iter() {
             let leaves = mm.pt.pmds.iter().filter(|(_, p)| !matches!(p, Pmd::Table(_))).count();
             ensure!(
@@ -286,7 +683,7 @@ impl System {
                             locked_maps.insert(*folio);
                         }
                         self.check_anon_mapping(
-                            &reach,
+                            reach,
                             mmid,
                             vma.expect("vma"),
                             base,
@@ -313,7 +710,7 @@ impl System {
                             m.0 += 1;
                             m.1 |= kind.is_exclusive();
                         }
-                        self.check_anon_mapping(&reach, mmid, vma, base, *folio, 0, PteFlags::empty(), 512)?;
+                        self.check_anon_mapping(reach, mmid, vma, base, *folio, 0, PteFlags::empty(), 512)?;
                     }
                     Pmd::Table(t) => {
                         let used = t.ptes.iter().filter(|p| !p.is_none()).count();
@@ -364,7 +761,7 @@ impl System {
                                 } else if self.vma_mlocks(vma) {
                                     locked_maps.insert(folio);
                                 }
-                                self.check_anon_mapping(&reach, mmid, vma, a, folio, sub, flags, 1)?;
+                                self.check_anon_mapping(reach, mmid, vma, a, folio, sub, flags, 1)?;
                             }
                             if let Pte::Migration { folio, sub, kind, .. } = *pte {
                                 self.check_migration_entry(a, folio, sub, kind, vma)?;
@@ -372,7 +769,7 @@ impl System {
                                 m.0 += 1;
                                 m.1 |= kind.is_exclusive();
                                 self.check_anon_mapping(
-                                    &reach,
+                                    reach,
                                     mmid,
                                     vma,
                                     a,
@@ -552,7 +949,7 @@ impl System {
     #[allow(clippy::too_many_arguments)]
     fn check_anon_mapping(
         &self,
-        reach: &HashSet<(AnonVmaId, VmaId)>,
+        reach: &dyn Fn(AnonVmaId, VmaId) -> bool,
         mm: crate::mm::MmId,
         vma: VmaId,
         a: VirtAddr,
@@ -574,7 +971,7 @@ impl System {
                     want.0,
                     v.linear_page_index(a).0
                 );
-                let found = reach.contains(&(av, vma));
+                let found = reach(av, vma);
                 ensure!(found, "rmap of the folio at {a:?} (mm {mm:?}) does not reach its VMA");
                 if flags.contains(PteFlags::WRITE) && v.is_cow_mapping() {
                     // A PMD mapping's exclusivity is its head page's.
