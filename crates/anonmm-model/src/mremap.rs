@@ -119,11 +119,12 @@ impl System {
             return self.remap_move(&mut vrm);
         }
         vrm.vma = self.mms[mm].vma_lookup(VirtAddr(addr));
-        if vrm.implies_new_addr() && !profile.mremap_checks_before_unmap {
-            return self.mremap_to_unmap_first(&mut vrm);
-        }
-        self.check_prep_vma(&mut vrm)?;
-        let res = if vrm.implies_new_addr() { self.mremap_to(&mut vrm) } else { self.mremap_at(&mut vrm) }?;
+        let res = if vrm.implies_new_addr() && !profile.mremap_checks_before_unmap {
+            self.mremap_to_unmap_first(&mut vrm)?
+        } else {
+            self.check_prep_vma(&mut vrm)?;
+            if vrm.implies_new_addr() { self.mremap_to(&mut vrm) } else { self.mremap_at(&mut vrm) }?
+        };
         // do_mremap: a grown VM_LOCKED mapping (vrm->mlocked) has its new part populated
         // (mm_populate), in place or moved.
         if new_len > old_len
@@ -463,7 +464,23 @@ impl System {
     fn dontunmap_complete(&mut self, vrm: &Vrm, new_vma: VmaId) {
         let vma = vrm.vma.expect("vma");
         let (s, e) = (self.vmas[vma].start.0, self.vmas[vma].end.0);
-        self.vmas[vma].flags -= VmFlags::LOCKED_MASK;
+        let (start, end) = (vrm.addr, vrm.addr + vrm.old_len);
+        if !self.cfg.kernel.profile().dontunmap_unlocks_whole_vma
+            && self.vmas[vma].flags.intersects(VmFlags::LOCKED_MASK)
+        {
+            // 6.1 and 6.12 as observed: only the moved range is unlocked, split out of the
+            // source (Profile::dontunmap_unlocks_whole_vma).
+            let mut moved = vma;
+            if s < start {
+                moved = self.split_vma_nocheck(moved, VirtAddr(start), false);
+            }
+            if end < e {
+                self.split_vma_nocheck(moved, VirtAddr(end), false);
+            }
+            self.vmas[moved].flags -= VmFlags::LOCKED_MASK;
+        } else {
+            self.vmas[vma].flags -= VmFlags::LOCKED_MASK;
+        }
         if new_vma != vma && vrm.addr == s && vrm.addr + vrm.old_len == e {
             self.unlink_anon_vmas(vma);
             // 6.1 and 6.12 as observed (Profile::dontunmap_keeps_source_pgoff).
