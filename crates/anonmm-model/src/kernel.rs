@@ -166,7 +166,9 @@ pub struct Profile {
     /// 6.18's `dontunmap_complete` clears `VM_LOCKED_MASK` on `vrm->vma` as it is. Debian's
     /// 6.1.192 and 6.12.118 in the VM unlock only the moved range, split out of the source
     /// (smaps: `lo` gone from that piece only; oracle fuzz --kernel 6.1 seed 100305,
-    /// --kernel 6.12 seed 200514; tests/kernels/dontunmap_unlocks_whole_vma.strace). Their
+    /// --kernel 6.12 seed 200514; tests/kernels/dontunmap_unlocks_whole_vma.strace), and that
+    /// piece, now the whole old VMA, loses its anon_vma (`--internal`, 6.1 seed 310198;
+    /// tests/kernels/dontunmap_locked_tail_unlinks.strace). Their
     /// `move_vma` clears the flag on the whole VMA too (`vm_flags_clear(vma,
     /// VM_LOCKED_MASK)`), so the split comes from a stable-branch change not identified.
     pub dontunmap_unlocks_whole_vma: bool,

@@ -1089,6 +1089,13 @@ impl VmSession {
                     if let Ok(Some(st)) = self.qemu.try_wait() {
                         return Err(self.failed(&format!("{what}: qemu exited ({st})")));
                     }
+                    // On a KVM failure qemu stops the guest and stays: read what it said.
+                    if self.accel == Accel::Kvm
+                        && std::fs::read_to_string(self.dir.join("qemu.err"))
+                            .is_ok_and(|e| e.contains("KVM internal error"))
+                    {
+                        return Err(self.failed(&format!("{what}: KVM internal error")));
+                    }
                 }
                 Err(e) => return Err(self.failed(&format!("{what}: {e}"))),
             }
