@@ -150,6 +150,45 @@ fn dontunmap_source_pgoff_per_kernel() {
     }
 }
 
+#[test]
+fn dontunmap_of_a_locked_tail_unlinks_the_split_piece_before_6_18() {
+    // (start, end, has an anon_vma, chains) of each VMA after the move.
+    let vmas = |k| {
+        let script = parse_file(std::path::Path::new("tests/kernels/dontunmap_locked_tail_unlinks.strace"))
+            .expect("parses");
+        let opts = RunOptions {
+            check: true,
+            internal: true,
+            config: Config { kernel: k, ..Config::default() },
+            ..Default::default()
+        };
+        let steps = run_script(&script, &opts).expect("runs").steps;
+        steps.last().expect("steps").procs[&Pid(1)]
+            .internal
+            .as_ref()
+            .expect("internal")
+            .vmas
+            .iter()
+            .map(|m| (m.start, m.end, m.anon_vma.is_some(), m.chains))
+            .collect::<Vec<_>>()
+    };
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(
+            vmas(k),
+            vec![
+                (0x2000_007b_8000, 0x2000_007b_9000, true, 1),
+                (0x2000_007b_f000, 0x2000_007c_1000, true, 1),
+                (0x2000_007c_1000, 0x2000_007c_2000, false, 0),
+            ],
+            "{k}"
+        );
+    }
+    assert_eq!(
+        vmas(Kernel::V6_18),
+        vec![(0x2000_007b_8000, 0x2000_007b_9000, true, 1), (0x2000_007b_f000, 0x2000_007c_2000, true, 1)]
+    );
+}
+
 /// The same scenarios against the kernels themselves, when this machine can: qemu installed
 /// and the headers for the module already in the cache (`oracle diff --internal` fetches
 /// them; this test does not reach the network).

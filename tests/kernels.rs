@@ -234,7 +234,7 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert!(
         p.populate_without_vma_walk && p.split_maps_unused_to_zeropage && p.dontunmap_copy_merges_other_side
     );
-    assert!(p.map_stack_nohugepage);
+    assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma);
 }
 
 #[test]
@@ -345,4 +345,50 @@ fn bench_takes_the_kernel() {
     assert_eq!(json["kernel"], "6.1");
     let sys = anonmm::bench::one_process(100, Kernel::V6_1);
     assert_eq!(sys.cfg.kernel, Kernel::V6_1);
+}
+
+#[test]
+fn dontunmap_unlocks_only_the_moved_range_before_6_18() {
+    // Each VMA after the move, and whether smaps shows it locked (`lo`).
+    let locked = |k| {
+        let script = parse_file(std::path::Path::new("tests/kernels/dontunmap_unlocks_whole_vma.strace"))
+            .expect("parses");
+        let opts = RunOptions {
+            check: true,
+            smaps: true,
+            config: Config { kernel: k, ..Config::default() },
+            ..Default::default()
+        };
+        let steps = run_script(&script, &opts).expect("runs").steps;
+        let p = &steps.last().expect("steps").procs[&anonmm::types::Pid(1)];
+        p.smaps
+            .iter()
+            .map(|s| (format!("{:x}-{:x}", s.start, s.end), s.vm_flags.iter().any(|f| f == "lo")))
+            .collect::<Vec<_>>()
+    };
+    let v = |s: &str, lo| (s.to_string(), lo);
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(
+            locked(k),
+            vec![
+                v("200002201000-200002202000", true),
+                v("200003600000-200003601000", true),
+                v("200003601000-200003602000", false),
+                v("200003602000-200003603000", true),
+            ],
+            "{k}"
+        );
+    }
+    assert_eq!(
+        locked(Kernel::V6_18),
+        vec![v("200002201000-200002202000", true), v("200003600000-200003603000", false)]
+    );
+}
+
+#[test]
+fn a_locked_mapping_grown_by_a_move_is_populated_on_every_kernel() {
+    for k in [Kernel::V6_1, Kernel::V6_12, Kernel::V6_18] {
+        let present = pages("locked_grow_move_populates", k, 1).iter().map(|p| p.0).collect::<Vec<_>>();
+        assert_eq!(present, vec![0x2000_0077_4000, 0x2000_0077_5000], "{k}");
+    }
 }

@@ -162,6 +162,16 @@ pub struct Profile {
     /// dontunmap_beside_source_merges_nothing.strace, from oracle fuzz --kernel 6.1 seed
     /// 100028); the line of 6.1's `vma_merge` that refuses it is not identified.
     pub dontunmap_copy_merges_other_side: bool,
+    /// A `MREMAP_DONTUNMAP` move of part of a `VM_LOCKED` VMA unlocks the whole source VMA:
+    /// 6.18's `dontunmap_complete` clears `VM_LOCKED_MASK` on `vrm->vma` as it is. Debian's
+    /// 6.1.192 and 6.12.118 in the VM unlock only the moved range, split out of the source
+    /// (smaps: `lo` gone from that piece only; oracle fuzz --kernel 6.1 seed 100305,
+    /// --kernel 6.12 seed 200514; tests/kernels/dontunmap_unlocks_whole_vma.strace), and that
+    /// piece, now the whole old VMA, loses its anon_vma (`--internal`, 6.1 seed 310198;
+    /// tests/kernels/dontunmap_locked_tail_unlinks.strace). Their
+    /// `move_vma` clears the flag on the whole VMA too (`vm_flags_clear(vma,
+    /// VM_LOCKED_MASK)`), so the split comes from a stable-branch change not identified.
+    pub dontunmap_unlocks_whole_vma: bool,
     /// A write fault on a COW-shared page of a large anonymous folio may reuse it when
     /// every reference is a mapping of this mm (`__wp_can_reuse_large_anon_folio`, 6.15,
     /// "mm: CONFIG_NO_PAGE_MAPCOUNT" series). Before (6.12's `wp_can_reuse_anon_folio`:
@@ -251,6 +261,7 @@ pub const V6_18: Profile = Profile {
     dontunmap_merges_source: true,
     dontunmap_keeps_source_pgoff: true,
     dontunmap_copy_merges_other_side: true,
+    dontunmap_unlocks_whole_vma: true,
     wp_reuses_large_anon_folio: true,
     mprotect_unaccounts_unfaulted: true,
     uffd_merge_pgoff: true,
@@ -278,6 +289,7 @@ pub const V6_12: Profile = Profile {
     pagemap_thp_exclusive_from_head: false,
     madv_dontneed_reclaims_pt: false,
     dontunmap_keeps_source_pgoff: false,
+    dontunmap_unlocks_whole_vma: false,
     wp_reuses_large_anon_folio: false,
     ..V6_18
 };

@@ -571,10 +571,11 @@ impl System {
     }
 
     /// Fault in a range as `__mm_populate` does: VMA by VMA, `populate_vma_page_range`
-    /// (write faults for writable private mappings, read faults otherwise; `VM_IO` and
-    /// `VM_PFNMAP` skipped). A fault that fails (SIGBUS beyond EOF or from userfaultfd, a
-    /// guard marker) ends `__get_user_pages` for that VMA's part, after what the fault did on
-    /// the way; `__mm_populate` ignores the error and goes on at the next VMA.
+    /// (write faults for writable private mappings, read faults otherwise; `VM_IO`,
+    /// `VM_PFNMAP` and execute-only-pkey VMAs skipped). A fault that fails (SIGBUS beyond EOF
+    /// or from userfaultfd, a guard marker) ends `__get_user_pages` for that VMA's part, after
+    /// what the fault did on the way; `__mm_populate` ignores the error and goes on at the
+    /// next VMA.
     pub fn populate(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
             // Page by page this would not finish; the kernel would run out of memory first.
@@ -587,7 +588,10 @@ impl System {
             let vend = self.vm.vmas[v].end.min(end);
             a = a.max(self.vm.vmas[v].start);
             let f = self.vm.vmas[v].flags;
-            if f.intersects(VmFlags::ACCESS) && !f.intersects(VmFlags::IO | VmFlags::PFNMAP) {
+            // check_vma_flags: arch_vma_access_permitted refuses GUP through the
+            // execute-only protection key (a PROT_EXEC mapping with pkeys).
+            let exec_only = f.pkey() != 0 && Some(f.pkey()) == self.vm.mms[mm].execute_only_pkey;
+            if f.intersects(VmFlags::ACCESS) && !f.intersects(VmFlags::IO | VmFlags::PFNMAP) && !exec_only {
                 let write = f & (VmFlags::WRITE | VmFlags::SHARED) == VmFlags::WRITE;
                 while a < vend && self.handle_mm_fault(mm, v, a, write) {
                     a = a.plus(PAGE_SIZE);

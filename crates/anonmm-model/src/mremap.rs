@@ -119,11 +119,12 @@ impl System {
             return self.remap_move(&mut vrm);
         }
         vrm.vma = self.vm.mms[mm].vma_lookup(VirtAddr(addr));
-        if vrm.implies_new_addr() && !profile.mremap_checks_before_unmap {
-            return self.mremap_to_unmap_first(&mut vrm);
-        }
-        self.check_prep_vma(&mut vrm)?;
-        let res = if vrm.implies_new_addr() { self.mremap_to(&mut vrm) } else { self.mremap_at(&mut vrm) }?;
+        let res = if vrm.implies_new_addr() && !profile.mremap_checks_before_unmap {
+            self.mremap_to_unmap_first(&mut vrm)?
+        } else {
+            self.check_prep_vma(&mut vrm)?;
+            if vrm.implies_new_addr() { self.mremap_to(&mut vrm) } else { self.mremap_at(&mut vrm) }?
+        };
         // do_mremap: a grown VM_LOCKED mapping (vrm->mlocked) has its new part populated
         // (mm_populate), in place or moved.
         if new_len > old_len
@@ -462,9 +463,23 @@ impl System {
     /// 6.16; the oracle showed it); if it moved whole it loses its anon_vma (the next fault
     /// zero-fills).
     fn dontunmap_complete(&mut self, vrm: &Vrm, new_vma: VmaId) {
-        let vma = vrm.vma.expect("vma");
-        let (s, e) = (self.vm.vmas[vma].start.0, self.vm.vmas[vma].end.0);
+        let mut vma = vrm.vma.expect("vma");
+        let (start, end) = (vrm.addr, vrm.addr + vrm.old_len);
+        if !self.cfg.kernel.profile().dontunmap_unlocks_whole_vma
+            && self.vm.vmas[vma].flags.intersects(VmFlags::LOCKED_MASK)
+        {
+            // 6.1 and 6.12 as observed: only the moved range is unlocked, split out of the
+            // source (Profile::dontunmap_unlocks_whole_vma); the piece is then the old VMA
+            // whose anon_vmas go (--internal, oracle fuzz --kernel 6.1 seed 310198).
+            if self.vm.vmas[vma].start.0 < start {
+                vma = self.split_vma_nocheck(vma, VirtAddr(start), false);
+            }
+            if end < self.vm.vmas[vma].end.0 {
+                self.split_vma_nocheck(vma, VirtAddr(end), false);
+            }
+        }
         self.vm.vmas[vma].flags -= VmFlags::LOCKED_MASK;
+        let (s, e) = (self.vm.vmas[vma].start.0, self.vm.vmas[vma].end.0);
         if new_vma != vma && vrm.addr == s && vrm.addr + vrm.old_len == e {
             self.unlink_anon_vmas(vma);
             // 6.1 and 6.12 as observed (Profile::dontunmap_keeps_source_pgoff).

@@ -54,6 +54,18 @@ pub fn compare_with(script: &Script, smaps: bool) -> Verdict {
 /// [`compare_with`] on `target` (the host's kernel or a VM), the model set as `config`
 /// (its `kernel` chooses the model's profile).
 pub fn compare_on(target: &mut Target, config: &crate::mm::Config, script: &Script, smaps: bool) -> Verdict {
+    compare_alongside(target, config, script, smaps, || {})
+}
+
+/// [`compare_on`], running `alongside` too while a VM runs the script (the model's side and
+/// `alongside` overlap with the guest's work; see [`Target::run_prefix_alongside`]).
+fn compare_alongside(
+    target: &mut Target,
+    config: &crate::mm::Config,
+    script: &Script,
+    smaps: bool,
+    alongside: impl FnOnce(),
+) -> Verdict {
     let opts = RunOptions {
         check: true,
         smaps,
@@ -61,10 +73,14 @@ pub fn compare_on(target: &mut Target, config: &crate::mm::Config, script: &Scri
         config: config.clone(),
         ..Default::default()
     };
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_script(script, &opts)));
-    std::panic::set_hook(hook);
+    let (kernel, model) = target.run_prefix_alongside(script, smaps, || {
+        alongside();
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let model = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_script(script, &opts)));
+        std::panic::set_hook(hook);
+        model
+    });
     let model = match model {
         Ok(Ok(r)) => r.steps,
         Ok(Err(e @ crate::run::RunError::NotModelled { .. })) => return Verdict::Skipped(e.to_string()),
@@ -83,7 +99,7 @@ pub fn compare_on(target: &mut Target, config: &crate::mm::Config, script: &Scri
             };
         }
     };
-    let (kernel, stopped) = match target.run_prefix(script, smaps) {
+    let (kernel, stopped) = match kernel {
         Ok(k) => k,
         Err(e @ (OracleError::Refused { .. } | OracleError::BadInput { .. })) => {
             return Verdict::Skipped(e.to_string());
@@ -199,8 +215,13 @@ pub fn cmd_fuzz(
     for i in 0..cases {
         let s = generate(seed.wrapping_add(i), &cfg);
         // Every policy runs the same script on the model: it must pass the checker and show
-        // the same contents as `kernel` at every step.
-        if let Err(file) = check_policies(&s, seed.wrapping_add(i), out, &config) {
+        // the same contents as `kernel` at every step. In a VM this runs while the guest runs
+        // the script.
+        let mut policies = Ok(());
+        let verdict = compare_alongside(&mut target.borrow_mut(), &config, &s, smaps, || {
+            policies = check_policies(&s, seed.wrapping_add(i), out, &config);
+        });
+        if let Err(file) = policies {
             policy_diverged += 1;
             bar.suspend(|| {
                 crate::outln!(
@@ -213,7 +234,7 @@ pub fn cmd_fuzz(
                 return 1;
             }
         }
-        match compare(&s) {
+        match verdict {
             Verdict::Same => same += 1,
             Verdict::KernelNondeterministic(line) => {
                 nondet += 1;

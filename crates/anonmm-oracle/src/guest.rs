@@ -117,6 +117,11 @@ pub fn cmd_guest(share: &Path, ctl: &Path) -> i32 {
         eprintln!("anonmm vm-guest: the executor cannot run here: {e}");
         return 2;
     }
+    // One swap device for the whole boot, not one per MADV_PAGEOUT script (swapfile).
+    if let Err(e) = super::swapfile::hold_for_session() {
+        eprintln!("anonmm vm-guest: {e}");
+        return 2;
+    }
     if writeln!(out, "ready").is_err() {
         return 2;
     }

@@ -7,6 +7,10 @@
 //! lock free afterwards (an exclusive lock taken without waiting) runs `swapoff` and removes
 //! the file. A run never sees its swap taken away under it: `swapoff` would swap its pages
 //! back in. Creating the device takes the exclusive lock: `fallocate`, `mkswap`, `swapon`.
+//!
+//! The VM guest (`anonmm oracle vm-guest`) instead enables the device once at boot and keeps
+//! it ([`hold_for_session`]): it is alone on its machine, so no other run needs the space, and
+//! under TCG the per-script `mkswap`, `swapon` and `swapoff` cost about a second a script.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -22,7 +26,20 @@ const SWAP_BYTES: u64 = 2 << 30;
 /// Holds the swap device for one run; dropping it tears the device down if no other run
 /// holds it.
 pub(crate) struct SwapGuard {
-    lock: File,
+    /// The shared lock; `None` for the session's device ([`hold_for_session`]), which stays.
+    lock: Option<File>,
+}
+
+/// The device [`hold_for_session`] keeps until the process exits.
+static SESSION: std::sync::Mutex<Option<SwapGuard>> = std::sync::Mutex::new(None);
+
+/// Enable the swap device now and keep it until the process exits (the VM guest): every
+/// script of the boot then runs with swap, as the model's machine has
+/// (`Config::swap_pages`), and a script with MADV_PAGEOUT finds it ready.
+pub(crate) fn hold_for_session() -> Result<(), OracleError> {
+    let guard = SwapGuard::acquire()?;
+    *SESSION.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+    Ok(())
 }
 
 fn flock(f: &File, op: i32) -> bool {
@@ -74,6 +91,9 @@ fn enable() -> Result<(), OracleError> {
 
 impl SwapGuard {
     pub(crate) fn acquire() -> Result<SwapGuard, OracleError> {
+        if SESSION.lock().unwrap_or_else(|e| e.into_inner()).is_some() && active() {
+            return Ok(SwapGuard { lock: None });
+        }
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -92,7 +112,7 @@ impl SwapGuard {
                 return Err(refuse(format!("flock: {}", std::io::Error::last_os_error())));
             }
             if active() {
-                return Ok(SwapGuard { lock });
+                return Ok(SwapGuard { lock: Some(lock) });
             }
             flock(&lock, libc::LOCK_UN);
         }
@@ -102,8 +122,9 @@ impl SwapGuard {
 
 impl Drop for SwapGuard {
     fn drop(&mut self) {
-        flock(&self.lock, libc::LOCK_UN);
-        if flock(&self.lock, libc::LOCK_EX | libc::LOCK_NB) {
+        let Some(lock) = &self.lock else { return };
+        flock(lock, libc::LOCK_UN);
+        if flock(lock, libc::LOCK_EX | libc::LOCK_NB) {
             if active() {
                 let p = c_path();
                 // SAFETY: a NUL-terminated path.
@@ -112,7 +133,7 @@ impl Drop for SwapGuard {
             if !active() {
                 let _ = std::fs::remove_file(SWAP_PATH);
             }
-            flock(&self.lock, libc::LOCK_UN);
+            flock(lock, libc::LOCK_UN);
         }
     }
 }

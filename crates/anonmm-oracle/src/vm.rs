@@ -12,14 +12,16 @@
 //!    from the package (virtio block and 9p, ext4 and what they depend on, read from each
 //!    module's `depends=`; decompressed with `xz`), and an `/init` script, packed with
 //!    `busybox cpio`. It is built per boot in the run directory (under a second).
-//! 3. **The guest.** `qemu-system-x86_64 -accel tcg -cpu max` (a KVM guest hangs at boot on
-//!    our machines), one CPU, [`GUEST_MEM_MIB`] of memory. `/init` loads the modules, mounts
+//! 3. **The guest.** `qemu-system-x86_64 -accel kvm -cpu host` where `/dev/kvm` is hardware
+//!    virtualisation, else (and when a KVM guest does not boot) `-accel tcg -cpu max`
+//!    ([`first_accel`]; our machines' `/dev/kvm` is PVM, which cannot run Debian's kernels),
+//!    one CPU, [`GUEST_MEM_MIB`] of memory. `/init` loads the modules, mounts
 //!    the host's root file system read-only over virtio-9p at `/host`, the run directory's
 //!    `share/` read-write over a second 9p export at the same path inside `/host`, and a fresh
 //!    ext4 disk at `/host/tmp` and `/host/var/tmp` (scripts' files and the swap file live on a
 //!    block device, as on the host); it copies the host's memory-management settings
 //!    ([`SETTINGS`]), then `chroot /host` and runs this same `anonmm` binary as
-//!    `anonmm oracle vm-guest` (see `guest`).
+//!    `anonmm oracle vm-guest` (see `guest`), which enables the swap file once for the boot.
 //! 4. **The channel.** The guest's second serial port (`ttyS1`) is a Unix socket on the host:
 //!    the host writes a script to `share/N.strace` and sends `run N SMAPS`; the guest runs it
 //!    with the executor and answers `done N` after writing `share/N.json`. One boot serves
@@ -53,8 +55,67 @@ pub const GUEST_MEM_MIB: u64 = 2048;
 const DISK_BYTES: u64 = 6 << 30;
 /// Booting to the guest's `ready` (10–16 s on an idle machine under TCG; the machine is shared).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Booting under KVM: seconds when it works; a guest that is not `ready` by then is not
+/// going to be (see [`first_accel`]) and is booted again under TCG.
+const KVM_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// One script in the guest.
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How qemu runs the guest's CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation through `/dev/kvm` (`-accel kvm -cpu host`).
+    Kvm,
+    /// qemu's own translator (`-accel tcg -cpu max`): works everywhere, several times slower.
+    Tcg,
+}
+
+impl Accel {
+    fn qemu_args(self) -> [&'static str; 4] {
+        match self {
+            Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+            Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
+        }
+    }
+
+    /// As `describe` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "KVM",
+            Accel::Tcg => "TCG",
+        }
+    }
+}
+
+/// Which accelerator to boot with first, and why not KVM when it is TCG.
+///
+/// `$ANONMM_VM_ACCEL` (`kvm` or `tcg`) decides when set. Otherwise KVM when `/dev/kvm` opens
+/// for reading and writing and the module behind it is hardware virtualisation (`kvm_intel`
+/// or `kvm_amd` under `/sys/module`). A `/dev/kvm` served by `kvm_pvm` alone (PVM, a
+/// hypervisor for machines without VT-x/AMD-V, such as a cloud VM without nested
+/// virtualisation) runs only kernels built as PVM guests: an unmodified Debian kernel's
+/// ring-0 code goes to KVM's instruction emulator, which stops on the 6.12 decompressor's
+/// BMI2 `shlx` ("KVM internal error ... emulation failure") and takes minutes to reach the
+/// first lines of 6.1's boot. [`VmSession::boot_with`] still falls back to TCG when a KVM guest
+/// does not come up.
+pub fn first_accel() -> (Accel, String) {
+    match std::env::var("ANONMM_VM_ACCEL").as_deref() {
+        Ok("kvm") => return (Accel::Kvm, String::new()),
+        Ok("tcg") => return (Accel::Tcg, "ANONMM_VM_ACCEL=tcg".into()),
+        _ => {}
+    }
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        return (Accel::Tcg, format!("/dev/kvm: {e}"));
+    }
+    let module = |m: &str| Path::new("/sys/module").join(m).exists();
+    if module("kvm_intel") || module("kvm_amd") {
+        return (Accel::Kvm, String::new());
+    }
+    if module("kvm_pvm") {
+        return (Accel::Tcg, "/dev/kvm is PVM (kvm_pvm), which runs only PVM guest kernels".into());
+    }
+    (Accel::Tcg, "/dev/kvm has no hardware virtualisation behind it (no kvm_intel or kvm_amd)".into())
+}
 
 /// Memory-management settings copied from the host into the guest (if both have the file),
 /// so that the guest is set like the machine the model describes; the guest prints them.
@@ -750,11 +811,17 @@ pub struct VmSession {
     pub boot_time: Duration,
     /// The `anonmm_inspect` module is loaded: every step reads the internal state.
     pub internal: bool,
+    /// How qemu runs the guest.
+    pub accel: Accel,
+    /// Why it is not KVM, when it is not.
+    pub accel_note: String,
     qemu: Child,
     ctl: BufReader<UnixStream>,
     dir: PathBuf,
     share: PathBuf,
     next: u64,
+    /// Leave the run directory when dropped (a failed first boot: the next one reuses it).
+    keep_dir: bool,
 }
 
 fn io(what: &str, e: std::io::Error) -> OracleError {
@@ -835,33 +902,77 @@ impl VmSession {
         if !st.success() {
             return Err(unavailable(format!("busybox cpio failed ({st})")));
         }
+        let (first, why) = first_accel();
+        let mut kvm_failed = None;
+        if first == Accel::Kvm {
+            match Self::launch(&package, &qemu, &mkfs, &initrd, &dir, &share, internal, kernel, Accel::Kvm) {
+                Ok(s) => return Ok(s),
+                // Detected, not guessed: the guest did not come up under KVM (qemu stopped with
+                // a KVM error, or no `ready` in KVM_BOOT_TIMEOUT); boot it again under TCG.
+                Err(e) => {
+                    let first_line = e.to_string().lines().next().unwrap_or_default().to_string();
+                    eprintln!("anonmm: the KVM guest did not boot ({first_line}); booting under TCG");
+                    kvm_failed = Some(first_line);
+                }
+            }
+        }
+        let mut session =
+            Self::launch(&package, &qemu, &mkfs, &initrd, &dir, &share, internal, kernel, Accel::Tcg)
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_dir_all(&dir);
+                })?;
+        session.accel_note = match kvm_failed {
+            Some(e) => format!("KVM tried and failed: {e}"),
+            None => why,
+        };
+        Ok(session)
+    }
+
+    /// Start qemu with `accel` on the prepared run directory and wait for the guest's `ready`.
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        package: &KernelPackage,
+        qemu: &Path,
+        mkfs: &Path,
+        initrd: &Path,
+        dir: &Path,
+        share: &Path,
+        internal: bool,
+        kernel: Kernel,
+        accel: Accel,
+    ) -> Result<VmSession, OracleError> {
+        // A fresh scratch disk and settings (a failed first boot may have left them).
+        let _ = std::fs::remove_file(share.join("settings.json"));
         let disk = dir.join("disk.img");
+        let _ = std::fs::remove_file(&disk);
         std::fs::File::create(&disk)
             .and_then(|f| f.set_len(DISK_BYTES))
             .map_err(|e| io(&disk.display().to_string(), e))?;
         run_tool(Command::new(mkfs).args(["-q", "-F"]).arg(&disk), "mkfs.ext4")?;
 
         let sock = dir.join("ctl.sock");
+        let _ = std::fs::remove_file(&sock);
         let console = dir.join("console.log");
         let t0 = Instant::now();
-        let mut qemu = Command::new(qemu);
+        let mut cmd = Command::new(qemu);
         // SAFETY: prctl in the child before exec; it touches no memory of the parent.
         unsafe {
             use std::os::unix::process::CommandExt;
             // The guest dies with this process, whatever ends it.
-            qemu.pre_exec(|| {
+            cmd.pre_exec(|| {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }
-        let qemu = qemu
-            .args(["-accel", "tcg", "-cpu", "max", "-smp", "1", "-m"])
+        let child = cmd
+            .args(accel.qemu_args())
+            .args(["-smp", "1", "-m"])
             .arg(GUEST_MEM_MIB.to_string())
             .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
             .arg("-kernel")
             .arg(package.vmlinuz())
             .arg("-initrd")
-            .arg(&initrd)
+            .arg(initrd)
             // no_timer_check: under TCG on a loaded host 6.1's IO-APIC timer check can miss
             // its ticks and panic at boot ("IO-APIC + timer doesn't work!").
             .args(["-append", "console=ttyS0 quiet panic=-1 oops=panic no_timer_check"])
@@ -883,16 +994,20 @@ impl VmSession {
             .spawn()
             .map_err(|e| io("starting qemu-system-x86_64", e))?;
         let mut session = VmSession {
-            package,
+            package: package.clone(),
             settings: GuestSettings::default(),
             boot_time: Duration::ZERO,
             internal,
-            qemu,
+            accel,
+            accel_note: String::new(),
+            qemu: child,
             // Replaced below once the socket is there.
             ctl: BufReader::new(UnixStream::pair().map_err(|e| io("socketpair", e))?.0),
-            dir,
-            share,
+            dir: dir.to_path_buf(),
+            share: share.to_path_buf(),
             next: 0,
+            // The run directory is the caller's until the guest is up.
+            keep_dir: true,
         };
         let stream = loop {
             match UnixStream::connect(&sock) {
@@ -907,7 +1022,8 @@ impl VmSession {
             }
         };
         session.ctl = BufReader::new(stream);
-        let line = session.read_line(BOOT_TIMEOUT, "booting")?;
+        let timeout = if accel == Accel::Kvm { KVM_BOOT_TIMEOUT } else { BOOT_TIMEOUT };
+        let line = session.read_line(timeout, "booting")?;
         if line != "ready" {
             return Err(session.failed(&format!("the guest said `{line}` instead of `ready`")));
         }
@@ -919,6 +1035,7 @@ impl VmSession {
             return Err(session.failed(&format!("the guest runs {}, not {kernel}", session.settings.release)));
         }
         session.boot_time = t0.elapsed();
+        session.keep_dir = false;
         Ok(session)
     }
 
@@ -972,6 +1089,13 @@ impl VmSession {
                     if let Ok(Some(st)) = self.qemu.try_wait() {
                         return Err(self.failed(&format!("{what}: qemu exited ({st})")));
                     }
+                    // On a KVM failure qemu stops the guest and stays: read what it said.
+                    if self.accel == Accel::Kvm
+                        && std::fs::read_to_string(self.dir.join("qemu.err"))
+                            .is_ok_and(|e| e.contains("KVM internal error"))
+                    {
+                        return Err(self.failed(&format!("{what}: KVM internal error")));
+                    }
                 }
                 Err(e) => return Err(self.failed(&format!("{what}: {e}"))),
             }
@@ -984,16 +1108,33 @@ impl VmSession {
         script: &Script,
         smaps: bool,
     ) -> Result<(Vec<NativeStep>, Option<OracleError>), OracleError> {
+        let pending = self.submit(script, smaps)?;
+        self.collect(pending, script)
+    }
+
+    /// Send one script to the guest without waiting for its answer ([`VmSession::collect`]).
+    fn submit(&mut self, script: &Script, smaps: bool) -> Result<Pending, OracleError> {
         self.next += 1;
         let id = self.next;
         let (text, sent_lines) = guest_text(script);
         let req = self.share.join(format!("{id}.strace"));
         std::fs::write(&req, &text).map_err(|e| io(&req.display().to_string(), e))?;
         writeln!(self.ctl.get_mut(), "run {id} {}", u8::from(smaps)).map_err(|e| io("the serial port", e))?;
+        Ok(Pending { id, sent_lines })
+    }
+
+    /// Wait for the answer to the script [`VmSession::submit`] sent.
+    fn collect(
+        &mut self,
+        pending: Pending,
+        script: &Script,
+    ) -> Result<(Vec<NativeStep>, Option<OracleError>), OracleError> {
+        let Pending { id, sent_lines } = pending;
         let line = self.read_line(RUN_TIMEOUT, &format!("running {}", script.path))?;
         if line != format!("done {id}") {
             return Err(self.failed(&format!("the guest said `{line}` instead of `done {id}`")));
         }
+        let req = self.share.join(format!("{id}.strace"));
         let resp = self.share.join(format!("{id}.json"));
         let json = std::fs::read(&resp).map_err(|e| io(&resp.display().to_string(), e))?;
         let _ = std::fs::remove_file(&req);
@@ -1002,6 +1143,15 @@ impl VmSession {
             .map_err(|e| OracleError::System(format!("the guest's answer: {e}")))?;
         wire.decode(script, &sent_lines)
     }
+}
+
+/// What the kernel did with one script: the steps it ran, and why it stopped early if it did.
+type NativeRun = (Vec<NativeStep>, Option<OracleError>);
+
+/// A script the guest is running: its number and the lines the guest gave its steps.
+struct Pending {
+    id: u64,
+    sent_lines: Vec<usize>,
 }
 
 impl Drop for VmSession {
@@ -1018,7 +1168,9 @@ impl Drop for VmSession {
             let _ = self.qemu.kill();
             let _ = self.qemu.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -1058,6 +1210,30 @@ impl Target {
         }
     }
 
+    /// Run one script on the kernel and `alongside` here. In a VM the two overlap: the guest
+    /// runs the script while this process runs `alongside` (the model's side of a comparison);
+    /// natively `alongside` runs first.
+    pub(crate) fn run_prefix_alongside<T>(
+        &mut self,
+        script: &Script,
+        smaps: bool,
+        alongside: impl FnOnce() -> T,
+    ) -> (Result<NativeRun, OracleError>, T) {
+        match self {
+            Target::Native => {
+                let t = alongside();
+                (super::run_native_prefix(script, smaps), t)
+            }
+            Target::Vm(s) => match s.submit(script, smaps) {
+                Ok(pending) => {
+                    let t = alongside();
+                    (s.collect(pending, script), t)
+                }
+                Err(e) => (Err(e), alongside()),
+            },
+        }
+    }
+
     /// Does every step read the kernel's internal state (`--internal`)?
     pub fn internal(&self) -> bool {
         matches!(self, Target::Vm(s) if s.internal)
@@ -1076,8 +1252,10 @@ impl Target {
         match self {
             Target::Native => format!("kernel: the host's, Linux {}\n", host_release()),
             Target::Vm(s) => format!(
-                "kernel: {} in a VM (qemu TCG, booted in {:.1}s)\n{}",
+                "kernel: {} in a VM (qemu {}{}, booted in {:.1}s)\n{}",
                 s.package.name,
+                s.accel.name(),
+                if s.accel_note.is_empty() { String::new() } else { format!("; {}", s.accel_note) },
                 s.boot_time.as_secs_f64(),
                 s.settings.describe()
             ),
