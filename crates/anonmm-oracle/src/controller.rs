@@ -558,11 +558,19 @@ impl Controller {
         Ok(())
     }
 
-    fn fork(&mut self, step: &Step, child: Pid) -> Result<Expect, OracleError> {
+    /// The channel of a task `call` is about to make as `child`: refused when `child` lives,
+    /// else the next unused channel (`what` names the task in the error when none is left).
+    fn new_task_channel(
+        &mut self,
+        step: &Step,
+        child: Pid,
+        call: &str,
+        what: &str,
+    ) -> Result<(usize, OwnedFd), OracleError> {
         if self.live.contains_key(&child) {
             return Err(OracleError::BadInput {
                 line: step.line,
-                reason: format!("fork would create process {child}, which exists"),
+                reason: format!("{call} would create process {child}, which exists"),
             });
         }
         let idx = self.next_chan;
@@ -570,8 +578,13 @@ impl Controller {
             .chans
             .get_mut(idx)
             .and_then(Option::take)
-            .ok_or_else(|| OracleError::System("no channel left for the new process".into()))?;
+            .ok_or_else(|| OracleError::System(format!("no channel left for the new {what}")))?;
         self.next_chan += 1;
+        Ok((idx, chan))
+    }
+
+    fn fork(&mut self, step: &Step, child: Pid) -> Result<Expect, OracleError> {
+        let (idx, chan) = self.new_task_channel(step, child, "fork", "process")?;
         let mut cmd = Cmd::new(OP_FORK);
         cmd.args[0] = (self.high - idx as i32) as u64;
         let r = self.request(step, &cmd)?;
@@ -603,19 +616,7 @@ impl Controller {
         {
             return Err(OracleError::Refused { line: step.line, reason: what.to_string() });
         }
-        if self.live.contains_key(&child) {
-            return Err(OracleError::BadInput {
-                line: step.line,
-                reason: format!("clone would create process {child}, which exists"),
-            });
-        }
-        let idx = self.next_chan;
-        let chan = self
-            .chans
-            .get_mut(idx)
-            .and_then(Option::take)
-            .ok_or_else(|| OracleError::System("no channel left for the new task".into()))?;
-        self.next_chan += 1;
+        let (idx, chan) = self.new_task_channel(step, child, "clone", "task")?;
         let mut cmd = Cmd::new(OP_CLONE);
         cmd.args[0] = (self.high - idx as i32) as u64;
         cmd.args[1] = flags;
@@ -650,19 +651,7 @@ impl Controller {
     /// `worker::OP_VFORK`) and sleeps in the kernel; the child's hello is the call's result.
     /// The parent's own answer comes when the child execs or exits ([`Self::vfork_done`]).
     fn vfork(&mut self, step: &Step, child: Pid) -> Result<Expect, OracleError> {
-        if self.live.contains_key(&child) {
-            return Err(OracleError::BadInput {
-                line: step.line,
-                reason: format!("vfork would create process {child}, which exists"),
-            });
-        }
-        let idx = self.next_chan;
-        let chan = self
-            .chans
-            .get_mut(idx)
-            .and_then(Option::take)
-            .ok_or_else(|| OracleError::System("no channel left for the new process".into()))?;
-        self.next_chan += 1;
+        let (idx, chan) = self.new_task_channel(step, child, "vfork", "process")?;
         let mut cmd = Cmd::new(OP_VFORK);
         cmd.args[0] = (self.high - idx as i32) as u64;
         let w = self.worker(step)?;
