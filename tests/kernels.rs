@@ -234,7 +234,7 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert!(
         p.populate_without_vma_walk && p.split_maps_unused_to_zeropage && p.dontunmap_copy_merges_other_side
     );
-    assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma);
+    assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.ext4_truncate_up_zeroes_eof);
 }
 
 #[test]
@@ -390,5 +390,23 @@ fn a_locked_mapping_grown_by_a_move_is_populated_on_every_kernel() {
     for k in [Kernel::V6_1, Kernel::V6_12, Kernel::V6_18] {
         let present = pages("locked_grow_move_populates", k, 1).iter().map(|p| p.0).collect::<Vec<_>>();
         assert_eq!(present, vec![0x2000_0077_4000, 0x2000_0077_5000], "{k}");
+    }
+}
+
+/// From 6.13 (c7fc0366c656, backported to 6.12.y) an extending ftruncate zeroes the old EOF
+/// page from the old size on: f2's tag written through the mapping keeps its first 4 bytes,
+/// and f1's old EOF page (a hole) gets a folio not up to date, which fault-around skips.
+#[test]
+fn an_extending_truncate_zeroes_the_old_eof_page_from_6_13() {
+    let last = |k| {
+        let steps = run("ext4_truncate_up_zeroes_eof", k);
+        let p = steps.last().expect("steps").procs[&anonmm::types::Pid(1)].clone();
+        let tag = p.pages.iter().find(|pg| pg.addr == 0x2000_002b_d000).expect("f2's page").tag;
+        let old_eof_mapped = p.pages.iter().any(|pg| pg.addr == 0x2000_01c1_c000);
+        (tag, old_eof_mapped, p.pages.len())
+    };
+    assert_eq!(last(Kernel::V6_1), (0xf2_0000_02bd, true, 13));
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        assert_eq!(last(k), (0x2bd, false, 12), "{k}");
     }
 }

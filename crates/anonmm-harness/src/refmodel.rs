@@ -69,6 +69,9 @@ pub struct RefModel {
     objects: BTreeMap<(u64, u64), u64>,
     /// Object sizes in pages (files and shmem objects).
     sizes: BTreeMap<u64, u64>,
+    /// Regular files' sizes in bytes, once set by `ftruncate`: where the EOF page's
+    /// zeroing starts.
+    eof: BTreeMap<u64, u64>,
     /// Regular files by path, and open descriptors per process.
     files: BTreeMap<String, u64>,
     fds: BTreeMap<Pid, BTreeMap<i64, u64>>,
@@ -87,6 +90,9 @@ pub struct RefModel {
     /// the source (before 6.17: `Profile::mremap_checks_before_unmap` off), so a failed
     /// move may have unmapped them.
     pub unmaps_before_checks: bool,
+    /// An extending ftruncate zeroes the old EOF page past the old size
+    /// (`Profile::ext4_truncate_up_zeroes_eof`).
+    pub truncate_up_zeroes_eof: bool,
     /// The break of a fresh mm (the first process's, and an exec's).
     initial_brk: u64,
 }
@@ -558,6 +564,20 @@ impl RefModel {
                 let Some(obj) = self.fds.get(&fdp).and_then(|f| f.get(fd)).copied() else { return };
                 let keep = pages(*len);
                 let old = self.sizes.insert(obj, keep).unwrap_or(u64::MAX);
+                // The page holding EOF is zeroed past it: the new EOF unless the file grew
+                // (`truncate_inode_partial_folio`, `ext4_block_truncate_page`), the old one
+                // when it grew (`ext4_setattr` from 6.13). Pages are a tag at their start.
+                let old_eof = self.eof.insert(obj, *len);
+                let zero_at = match old_eof {
+                    Some(o) if *len > o => self.truncate_up_zeroes_eof.then_some(o),
+                    _ => Some(*len),
+                };
+                if let Some(pos) = zero_at
+                    && pos % PAGE_SIZE != 0
+                    && let Some(t) = self.objects.get_mut(&(obj, pos / PAGE_SIZE))
+                {
+                    *t = crate::fs::zero_tag_from(*t, pos % PAGE_SIZE);
+                }
                 if keep < old {
                     let gone: Vec<(u64, u64)> =
                         self.objects.range((obj, keep)..(obj + 1, 0)).map(|(k, _)| *k).collect();

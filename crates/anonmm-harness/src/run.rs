@@ -281,6 +281,7 @@ impl<'a> Runner<'a> {
         if self.sys.vm.procs.is_empty() && self.sys.spawn(pid).is_ok() && self.opts.check {
             let mut r = crate::refmodel::RefModel::new(pid, self.opts.config.initial_brk.0);
             r.unmaps_before_checks = !self.opts.config.kernel.profile().mremap_checks_before_unmap;
+            r.truncate_up_zeroes_eof = self.opts.config.kernel.profile().ext4_truncate_up_zeroes_eof;
             self.reference = Some(r);
         }
     }

@@ -276,30 +276,59 @@ impl System {
 
     /// Set a file's size (`ext4_setattr`, or `shmem_setattr`). Shrinking unmaps every page
     /// beyond it from every mapping, private COW copies included (`truncate_pagecache` →
-    /// `unmap_mapping_range(.., even_cows=1)`), and drops those pages from the page cache.
+    /// `unmap_mapping_range(.., even_cows=1)`), and drops those pages from the page cache;
+    /// the page holding the new EOF, if cached, is zeroed past it
+    /// (`truncate_inode_partial_folio`, or `shmem_undo_range`'s), even when the size does not
+    /// change.
     ///
     /// ext4 then zeroes the rest of the block holding EOF: the new EOF when the size did not
     /// grow (`ext4_truncate` → `ext4_block_truncate_page`), the old one when it grew
-    /// (`ext4_setattr` zeroes the partial block past the old EOF), in both cases only when that
-    /// EOF is inside a block (4 KiB blocks: inside a page). The zeroing takes the block's
-    /// page-cache folio, creating it if absent (`__filemap_get_folio` with `FGP_CREAT`); for a
-    /// hole (a block never written: the model's files only get data from pages that stay
-    /// cached) it returns at once, leaving a new folio not up to date, which fault-around and
-    /// read-ahead then pass by.
+    /// (`ext4_setattr` → `ext4_block_truncate_page(oldsize)`, from 6.13:
+    /// [`Profile::ext4_truncate_up_zeroes_eof`](crate::kernel::Profile)), in both cases only
+    /// when that EOF is inside a block (4 KiB blocks: inside a page). Bytes written through a
+    /// shared mapping past the old EOF are so lost on a truncate up. The zeroing takes the
+    /// block's page-cache folio, creating it if absent (`__filemap_get_folio` with
+    /// `FGP_CREAT`); for a hole (a block never written: the model's files only get data from
+    /// pages that stay cached) it returns at once, leaving a new folio not up to date, which
+    /// fault-around and read-ahead then pass by.
     pub fn truncate_inode(&mut self, inode: InodeId, size: u64) {
         let old = self.fs.inodes[inode].size;
         self.fs.inodes[inode].size = size;
-        if size < old {
-            self.truncate_pagecache(inode, size);
+        if size <= old {
+            if size < old {
+                self.truncate_pagecache(inode, size);
+            }
+            self.zero_cached_tail(inode, size);
         }
         if matches!(self.fs.inodes[inode].kind, InodeKind::Regular { .. }) {
-            let eof = if size > old { old } else { size };
+            let eof = if size > old {
+                if !self.cfg.kernel.profile().ext4_truncate_up_zeroes_eof {
+                    // `pagecache_isize_extended` returns at once with 4 KiB blocks.
+                    return;
+                }
+                old
+            } else {
+                size
+            };
             if eof % PAGE_SIZE != 0 {
-                self.ext4_block_truncate_page(inode, eof >> PAGE_SHIFT);
+                self.ext4_block_truncate_page(inode, eof);
             }
         }
     }
 
+    /// `folio_zero_range` of the cached page holding byte `pos` of the file, from `pos` to
+    /// the page's end. The model keeps a page's contents as the tag at its start (a
+    /// little-endian u64), so only a `pos` inside those 8 bytes changes what it holds.
+    fn zero_cached_tail(&mut self, inode: InodeId, pos: u64) {
+        let off = pos % PAGE_SIZE;
+        if off == 0 {
+            return;
+        }
+        if let Some(&f) = self.fs.inodes[inode].cache.get(&(pos >> PAGE_SHIFT)) {
+            let page = &mut self.mem.folios[f].pages[0];
+            page.tag = zero_tag_from(page.tag, off);
+        }
+    }
     /// `truncate_pagecache`: unmap everything from `size` on, COW copies included, and drop
     /// the page cache there.
     fn truncate_pagecache(&mut self, inode: InodeId, size: u64) {
@@ -355,11 +384,15 @@ impl System {
         }
     }
 
-    /// `ext4_block_truncate_page` for the block at page `index`, on a file whose blocks
-    /// outside the page cache are holes: a folio cached there is zeroed past EOF in place
-    /// (nothing the model keeps changes); else a folio is created and left not up to date.
-    fn ext4_block_truncate_page(&mut self, inode: InodeId, index: u64) {
+    /// `ext4_block_truncate_page(pos)` → `__ext4_block_zero_page_range`, on a file whose
+    /// blocks outside the page cache are holes: a folio cached there is zeroed from `pos` to
+    /// the block's end (a block written through a shared mapping is allocated, or delayed,
+    /// so mapped; a hole's cached page holds zeroes anyway); else a folio is created and
+    /// left not up to date.
+    fn ext4_block_truncate_page(&mut self, inode: InodeId, pos: u64) {
+        let index = pos >> PAGE_SHIFT;
         if self.fs.inodes[inode].cache.contains_key(&index) {
+            self.zero_cached_tail(inode, pos);
             return;
         }
         let f = self.folio_alloc(0);
@@ -429,4 +462,10 @@ impl Fs {
         self.inodes[inode].refs += 1;
         self.files.alloc(OpenFile { inode, readable: true, writable: false, refs: 1, ra: None })
     }
+}
+
+/// A page's tag after `folio_zero_range` from byte `off` of the page on: the tag is a
+/// little-endian u64 at the page's start, so its bytes from `off` on become zero.
+pub fn zero_tag_from(tag: u64, off: u64) -> u64 {
+    if off >= 8 { tag } else { tag & ((1u64 << (8 * off)) - 1) }
 }

@@ -248,6 +248,14 @@ pub struct Profile {
     /// gets THPs and merges with an anonymous neighbour of the same protection (Debian's
     /// 6.1.192 in the VM, oracle fuzz --kernel 6.1 seed 100125).
     pub map_stack_nohugepage: bool,
+    /// An extending `ftruncate` of an ext4 file whose old size ends inside a block zeroes
+    /// that block from the old EOF on (`ext4_setattr` → `ext4_block_truncate_page(oldsize)`;
+    /// 6.13, c7fc0366c656 "ext4: partial zero eof block on unaligned inode size extension",
+    /// backported to 6.6.y, 6.11.y and 6.12.y): bytes written past EOF through a shared
+    /// mapping are lost, and a hole's block gets a page-cache folio that is not up to date.
+    /// Before (6.1: no 6.1.y backport), `pagecache_isize_extended` does nothing with 4 KiB
+    /// blocks: the page keeps what was written past EOF and nothing is added to the cache.
+    pub ext4_truncate_up_zeroes_eof: bool,
 }
 
 /// Linux 6.18: every switch on.
@@ -274,6 +282,7 @@ pub const V6_18: Profile = Profile {
     populate_without_vma_walk: true,
     split_maps_unused_to_zeropage: true,
     map_stack_nohugepage: true,
+    ext4_truncate_up_zeroes_eof: true,
 };
 
 /// Linux 6.12.
@@ -305,6 +314,7 @@ pub const V6_1: Profile = Profile {
     split_maps_unused_to_zeropage: false,
     dontunmap_copy_merges_other_side: false,
     map_stack_nohugepage: false,
+    ext4_truncate_up_zeroes_eof: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     ..V6_12

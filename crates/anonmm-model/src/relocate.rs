@@ -244,7 +244,7 @@ impl System {
 
     /// Whether every page of the large `folio` (page `sub` mapped at `a`) is mapped once, in
     /// order, inside `[start, end)` of `mm`: the address of its first page.
-    fn large_fully_in(
+    pub(crate) fn large_fully_in(
         &self,
         mm: MmId,
         start: VirtAddr,

@@ -10,13 +10,14 @@
 //! folios' `mapping` moving over.
 
 use super::{Design, MoveTarget, SharedVma};
-use crate::folio::Mapping;
+use crate::folio::{HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
 use crate::merge::{MergeCaller, Vmg};
 use crate::mm::{MmId, System};
 use crate::mremap::Vrm;
+use crate::pagetable::Pte;
 use crate::policy::RelocReason;
 use crate::relocate::RelocMode;
-use crate::types::{PAGE_SHIFT, PgOff, VirtAddr};
+use crate::types::{PAGE_SHIFT, PMD_SIZE, PgOff, VirtAddr};
 use crate::vma::VmaId;
 
 /// Matěna 2022.
@@ -75,7 +76,15 @@ impl Design for Matena {
         let Some(src) = src else { return false };
         let Some(av) = sys.vm.vmas[src].anon_vma else { return false };
         let a = &sys.rmap.anon_vmas[av];
-        a.root == av && a.num_children == 1 && sys.vm.vmas[src].chain.len() == 1
+        if !(a.root == av && a.num_children == 1 && sys.vm.vmas[src].chain.len() == 1) {
+            return false;
+        }
+        // An existing-range merge moves the folios of `[start, end)` only (`commit_merge`);
+        // a large folio also mapped outside it would be left where the rest of its VMAs' rmap
+        // cannot reach it, so the walk refuses it, as `update_faulted_pgoff` refuses a partly
+        // covered one on a move (the mremap case checked its range in
+        // `copy_vma_relocating`).
+        vmg.caller == MergeCaller::MremapRelocate || only_whole_folios(sys, vmg.mm, vmg.start, vmg.end)
     }
 
     /// Before an existing-range merge removes or shrinks a VMA with another anon_vma than
@@ -107,4 +116,26 @@ impl Design for Matena {
             }
         }
     }
+}
+
+/// Whether every large anonymous folio mapped in `[start, end)` of `mm` lies wholly inside
+/// it and is mapped nowhere else (a PMD-mapped THP inside the range; a PTE-mapped one with
+/// each page mapped once, there).
+fn only_whole_folios(sys: &System, mm: MmId, start: VirtAddr, end: VirtAddr) -> bool {
+    let pt = &sys.vm.mms[mm].pt;
+    let pmds_inside = pt
+        .huge_in(start, end)
+        .into_iter()
+        .all(|(h, folio, _)| folio == HUGE_ZERO_FOLIO || (h >= start && h.plus(PMD_SIZE) <= end));
+    pmds_inside
+        && pt.ptes_in(start, end).into_iter().all(|(a, pte)| match pte {
+            Pte::Present { folio, sub, .. }
+                if folio != ZERO_FOLIO
+                    && sys.mem.folios[folio].is_anon()
+                    && sys.mem.folios[folio].is_large() =>
+            {
+                sys.large_fully_in(mm, start, end, a, folio, sub).is_some()
+            }
+            _ => true,
+        })
 }
