@@ -1,6 +1,6 @@
 //! The generator reaches everything the script parser accepts: every call
 //! ([`anonmm::script::CALL_NAMES`]), every mmap, mprotect and mremap flag, every madvise
-//! advice, clone flag and userfaultfd mode of the parser's own tables (`anonmm::abi`).
+//! advice, clone flag, mlock2 and mlockall flag and userfaultfd mode of the parser's own tables (`anonmm::abi`).
 //! A new entry in one of those tables fails this test until `gen random` (the oracle
 //! fuzzer's generator, with its default configuration) produces it, or it is listed below
 //! with the reason and the issue that adds it.
@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 
 use anonmm::abi::{
-    CLONE_FLAGS, CLONE_VFORK, CLONE_VM, FlagTable, MADV_ADVICE, MAP_FLAGS, MREMAP_FLAGS, PROT_FLAGS, SIGCHLD,
-    UFFDIO_MOVE_MODES, UFFDIO_REGISTER_MODES,
+    CLONE_FLAGS, CLONE_VFORK, CLONE_VM, FlagTable, MADV_ADVICE, MAP_FLAGS, MCL_FLAGS, MLOCK_FLAGS,
+    MREMAP_FLAGS, PROT_FLAGS, SIGCHLD, UFFDIO_MOVE_MODES, UFFDIO_REGISTER_MODES,
 };
 use anonmm::r#gen::{GenConfig, generate};
 use anonmm::script::{CALL_NAMES, Call};
@@ -46,8 +46,9 @@ fn generator_covers_the_parser() {
     // The oracle fuzzer's configuration (`oracle fuzz --steps 60`).
     let cfg = GenConfig { steps: 60, ..GenConfig::default() };
     let mut calls: BTreeSet<String> = BTreeSet::new();
-    let [mut prot, mut map, mut mremap, mut advice, mut clone, mut reg, mut mv]: [BTreeSet<u64>; 7] =
-        Default::default();
+    let [mut prot, mut map, mut mremap, mut advice, mut clone, mut reg, mut mv, mut mlock, mut mcl]: [BTreeSet<
+        u64,
+    >; 9] = Default::default();
     for seed in 0..400 {
         for st in generate(seed, &cfg).steps {
             calls.insert(st.call.name().to_string());
@@ -78,6 +79,12 @@ fn generator_covers_the_parser() {
                 Call::UffdioMove { mode, .. } => {
                     mv.insert(mode);
                 }
+                Call::Mlock { flags: Some(f), .. } => {
+                    mlock.insert(f);
+                }
+                Call::Mlockall { flags } => {
+                    mcl.insert(flags);
+                }
                 _ => {}
             }
         }
@@ -90,6 +97,8 @@ fn generator_covers_the_parser() {
     seen_in(CLONE_FLAGS, &clone, false, &mut seen);
     seen_in(UFFDIO_REGISTER_MODES, &reg, false, &mut seen);
     seen_in(UFFDIO_MOVE_MODES, &mv, false, &mut seen);
+    seen_in(MLOCK_FLAGS, &mlock, false, &mut seen);
+    seen_in(MCL_FLAGS, &mcl, false, &mut seen);
     let accepted: Vec<&str> = CALL_NAMES
         .iter()
         .copied()
@@ -102,6 +111,8 @@ fn generator_covers_the_parser() {
                 CLONE_FLAGS,
                 UFFDIO_REGISTER_MODES,
                 UFFDIO_MOVE_MODES,
+                MLOCK_FLAGS,
+                MCL_FLAGS,
             ]
             .iter()
             .flat_map(|t| t.iter().map(|&(n, _)| n)),

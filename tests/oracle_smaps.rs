@@ -81,6 +81,7 @@ fn oracle_scripts() -> Vec<PathBuf> {
             || n.starts_with("madv_free")
             || n.starts_with("merge_forked")
             || n.starts_with("fork_")
+            || n.starts_with("mlock")
     };
     let known = |p: &Path| KNOWN.iter().any(|k| p.ends_with(k));
     common::scripts().into_iter().filter(|p| pick(p) && !known(p)).collect()

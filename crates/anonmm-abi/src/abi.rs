@@ -96,6 +96,16 @@ pub const MREMAP_RELOCATE_ANON: u64 = 8;
 /// Stoakes 2025 (not in mainline): relocate or fail with EFAULT.
 pub const MREMAP_MUST_RELOCATE_ANON: u64 = 16;
 
+/// mlock2's MLOCK_ONFAULT (include/uapi/asm-generic/mman-common.h): lock pages as they are
+/// faulted in, not populate.
+pub const MLOCK_ONFAULT: u64 = 1;
+/// mlockall's MCL_CURRENT (include/uapi/asm-generic/mman.h): lock what is mapped now.
+pub const MCL_CURRENT: u64 = 1;
+/// mlockall's MCL_FUTURE: lock what is mapped later (`mm->def_flags`).
+pub const MCL_FUTURE: u64 = 2;
+/// mlockall's MCL_ONFAULT: with the others, lock on fault instead of populating.
+pub const MCL_ONFAULT: u64 = 4;
+
 /// MADV_NORMAL (include/uapi/asm-generic/mman-common.h): clear MADV_RANDOM / MADV_SEQUENTIAL.
 pub const MADV_NORMAL: u64 = 0;
 /// MADV_RANDOM: expect random access (`VM_RAND_READ`).
@@ -288,6 +298,13 @@ pub const MAP_FLAGS: FlagTable = &[
     ("MAP_FIXED_NOREPLACE", MAP_FIXED_NOREPLACE),
     ("MAP_UNINITIALIZED", MAP_UNINITIALIZED),
 ];
+
+/// mlock2 `flags`.
+pub const MLOCK_FLAGS: FlagTable = &[("MLOCK_ONFAULT", MLOCK_ONFAULT)];
+
+/// mlockall `flags`.
+pub const MCL_FLAGS: FlagTable =
+    &[("MCL_CURRENT", MCL_CURRENT), ("MCL_FUTURE", MCL_FUTURE), ("MCL_ONFAULT", MCL_ONFAULT)];
 
 /// mremap `flags`, including the out-of-tree relocate flags.
 pub const MREMAP_FLAGS: FlagTable = &[

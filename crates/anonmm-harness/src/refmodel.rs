@@ -58,6 +58,8 @@ struct Space {
     /// Pages written through a private mapping: their own contents.
     private: BTreeMap<u64, u64>,
     brk: u64,
+    /// `mlockall(MCL_FUTURE)` (without MCL_ONFAULT): new mappings are locked and populated.
+    def_locked: bool,
 }
 
 /// The reference model: every process's mapped ranges and the contents written through
@@ -310,8 +312,13 @@ impl RefModel {
                 }
                 // Populating a writable private file mapping write-faults it: each page up to
                 // EOF becomes a private copy of what the file holds now.
-                let populate =
-                    flags & MAP_LOCKED != 0 || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
+                let def_locked = self.spaces.get(&pid).is_some_and(|sp| sp.def_locked);
+                if def_locked && let Some(s) = self.spaces.get_mut(&pid).and_then(|sp| sp.segs.get_mut(&a)) {
+                    s.locked = true;
+                }
+                let populate = flags & MAP_LOCKED != 0
+                    || def_locked
+                    || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
                 if populate && prot & PROT_WRITE != 0 && matches!(back, Backing::FilePrivate { .. }) {
                     self.cow_copies(pid, a, end);
                 }
@@ -342,6 +349,45 @@ impl RefModel {
                 });
                 for (a, b) in locked {
                     self.cow_copies(pid, a, b);
+                }
+            }
+            // mlock_fixup sets or clears VM_LOCKED on the range (on every VMA for
+            // mlockall/munlockall), and the populate write-faults writable private file
+            // mappings: private copies. The protections that decide it are not followed here.
+            Call::Mlock { .. } | Call::Munlock { .. } | Call::Mlockall { .. } | Call::Munlockall => {
+                let (start, end, lock) = match step.call {
+                    Call::Mlock { addr, len, flags } => {
+                        let onfault = flags.is_some_and(|f| f & MLOCK_ONFAULT != 0);
+                        (addr & !(PAGE_SIZE - 1), addr.saturating_add(len), Some(!onfault))
+                    }
+                    Call::Munlock { addr, len } => (addr & !(PAGE_SIZE - 1), addr.saturating_add(len), None),
+                    Call::Mlockall { flags } => {
+                        if let Some(sp) = self.spaces.get_mut(&pid) {
+                            sp.def_locked = flags & (MCL_FUTURE | MCL_ONFAULT) == MCL_FUTURE;
+                        }
+                        let current = flags & MCL_CURRENT != 0;
+                        (0, u64::MAX, current.then_some(flags & MCL_ONFAULT == 0))
+                    }
+                    _ => {
+                        if let Some(sp) = self.spaces.get_mut(&pid) {
+                            sp.def_locked = false;
+                        }
+                        (0, u64::MAX, None)
+                    }
+                };
+                let end = page_align(end.min(u64::MAX - PAGE_SIZE));
+                let Some(sp) = self.spaces.get_mut(&pid) else { return };
+                if lock.is_some() || matches!(step.call, Call::Munlock { .. } | Call::Munlockall) {
+                    sp.split_at(start);
+                    sp.split_at(end);
+                    for (_, g) in sp.segs.range_mut(start..end) {
+                        g.locked = lock.is_some();
+                    }
+                }
+                if lock == Some(true)
+                    && sp.segs.range(start..end).any(|(_, g)| matches!(g.back, Backing::FilePrivate { .. }))
+                {
+                    self.lost_track.get_or_insert_with(|| "mlock populated a private file mapping".into());
                 }
             }
             Call::Munmap { addr, len } if ok(outcome) => {

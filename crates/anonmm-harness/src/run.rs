@@ -626,6 +626,10 @@ impl<'a> Runner<'a> {
             }
             Call::Munmap { addr, len } => val(sys.sys_munmap(pid, *addr, *len)),
             Call::Mprotect { addr, len, prot } => val(sys.sys_mprotect(pid, *addr, *len, *prot)),
+            Call::Mlock { addr, len, flags } => val(sys.sys_mlock(pid, *addr, *len, *flags)),
+            Call::Munlock { addr, len } => val(sys.sys_munlock(pid, *addr, *len)),
+            Call::Mlockall { flags } => val(sys.sys_mlockall(pid, *flags)),
+            Call::Munlockall => val(sys.sys_munlockall(pid)),
             Call::Madvise { addr, len, advice } => val(sys.sys_madvise(pid, *addr, *len, *advice)),
             Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
                 val(sys.sys_mremap(pid, *old_addr, *old_len, *new_len, *flags, *new_addr))
@@ -717,9 +721,11 @@ fn touched_ranges(
     let mut r = Vec::new();
     match step.call {
         Call::Touch { addr, len, .. } => r.push(span(addr, len)),
-        Call::Munmap { addr, len } | Call::Mprotect { addr, len, .. } | Call::Madvise { addr, len, .. } => {
-            r.push(span(addr, len))
-        }
+        Call::Munmap { addr, len }
+        | Call::Mprotect { addr, len, .. }
+        | Call::Madvise { addr, len, .. }
+        | Call::Mlock { addr, len, .. }
+        | Call::Munlock { addr, len } => r.push(span(addr, len)),
         Call::Mmap { addr, len, flags, .. } => {
             if flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0 {
                 r.push(span(addr, len));

@@ -762,6 +762,11 @@ impl<'a> Conv<'a> {
             }
             "brk" => Call::Brk { addr: arg("brk")? },
             "madvise" => Call::Madvise { addr: arg("start")?, len: arg("len_in")?, advice: arg("behavior")? },
+            "mlock" => Call::Mlock { addr: arg("start")?, len: arg("len")?, flags: None },
+            "mlock2" => Call::Mlock { addr: arg("start")?, len: arg("len")?, flags: Some(arg("flags")?) },
+            "munlock" => Call::Munlock { addr: arg("start")?, len: arg("len")? },
+            "mlockall" => Call::Mlockall { flags: arg("flags")? },
+            "munlockall" => Call::Munlockall,
             "openat" => {
                 let flags = arg("flags")?;
                 let call = Call::Openat {
@@ -1466,17 +1471,17 @@ mod tests {
                 "5 madvise(0x7f0000020000, 4096, MADV_FREE) = 0",
                 "5 brk(NULL) = 0x555555559000",
                 "5 prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, 0x7f0000020000, 4096, \"0x55550000\") = 0",
+                "5 mlock(0x7f0000020000, 4096) = 0",
                 "5 exit_group(3) = ?",
             ]
         );
         let at: Vec<usize> = s.steps.iter().map(|s| s.line).collect();
-        assert_eq!(at, [1, 2, 5, 7, 9, 11, 13, 19]);
+        assert_eq!(at, [1, 2, 5, 7, 9, 11, 13, 17, 19]);
         assert_eq!(r.skipped["prctl(0xf)"], 1);
-        assert_eq!(r.skipped["mlock (not in the AST)"], 1);
         assert_eq!(r.events, 19);
-        assert_eq!(r.steps, 8);
+        assert_eq!(r.steps, 9);
         assert_eq!((r.processes, r.threads), (1, 1));
-        assert_eq!(s.skipped, [(15, "prctl(0xf)".to_string()), (17, "mlock (not in the AST)".to_string())]);
+        assert_eq!(s.skipped, [(15, "prctl(0xf)".to_string())]);
     }
 
     #[test]

@@ -826,8 +826,9 @@ impl System {
             // (mlock_new_folio, mlock_vma_folio) and stays so while that mapping lasts; the
             // count lives only with PG_mlocked (an mlocked folio in a VMA that lost
             // VM_LOCKED without an unmap, as MREMAP_DONTUNMAP's source, is allowed).
+            // A folio swapped in to a VM_LOCKED VMA waits for an rmap walk (mlock_deferred).
             ensure!(
-                !locked_maps.contains(&id) || f.mlocked,
+                !locked_maps.contains(&id) || f.mlocked || f.mlock_deferred,
                 "folio {id:?} mapped whole by a VM_LOCKED VMA but not PG_mlocked"
             );
             ensure!(

@@ -106,6 +106,12 @@ pub struct Folio {
     /// `folio->mlock_count`: how many `VM_LOCKED` mappings `mlock_folio` counted (it may
     /// undercount; reclaim puts an mlocked folio back with 0).
     pub mlock_count: u32,
+    /// Swapped in to a `VM_LOCKED` VMA without being mlocked: `do_swap_page` maps a folio
+    /// read into the swap cache with `folio_add_new_anon_rmap`, which does not mlock, and
+    /// the read put it on an evictable LRU (`folio_add_lru`); the kernel mlocks it only when
+    /// an rmap walk meets the VMA (reclaim's `folio_referenced_one`/`try_to_unmap_one`), or
+    /// a later mlock walk. The invariant checker allows such a folio in a `VM_LOCKED` VMA.
+    pub mlock_deferred: bool,
 }
 
 impl Folio {
@@ -144,6 +150,7 @@ impl Folio {
             mm_ids_shared: false,
             mlocked: false,
             mlock_count: 0,
+            mlock_deferred: false,
         }
     }
     /// A new small anonymous folio as `do_anonymous_page` and `wp_page_copy` map it:

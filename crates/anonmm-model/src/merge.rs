@@ -64,6 +64,8 @@ pub enum MergeCaller {
     Mprotect,
     /// `madvise_update_vma` and `PR_SET_VMA_ANON_NAME`.
     Madvise,
+    /// `mlock_fixup` (mlock, mlock2, munlock, mlockall, munlockall).
+    Mlock,
     /// `mremap`'s in-place expansion (`expand_vma`).
     MremapExpand,
     /// `copy_vma` of an mremap move.
@@ -91,6 +93,7 @@ impl MergeCaller {
             MergeCaller::Brk => "brk",
             MergeCaller::Mprotect => "mprotect",
             MergeCaller::Madvise => "madvise",
+            MergeCaller::Mlock => "mlock",
             MergeCaller::MremapExpand => "mremap_expand",
             MergeCaller::MremapMove => "mremap_move",
             MergeCaller::MremapRelocate => "mremap_relocate",

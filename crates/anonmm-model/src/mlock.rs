@@ -16,6 +16,13 @@
 //! and reclaim (`shrink_folio_list`: `!folio_evictable` → `activate_locked`) keeps them.
 //! A fork child's VMA loses `VM_LOCKED`, and `copy_present_pte` adds no mlock.
 //!
+//! The system calls (`mlock`, `mlock2`, `munlock`, `mlockall`, `munlockall`) set and
+//! clear `VM_LOCKED`/`VM_LOCKONFAULT` on VMAs as mm/mlock.c does: `apply_vma_lock_flags`
+//! and `apply_mlockall_flags` → `mlock_fixup` (`vma_modify_flags`: merges and splits as
+//! mprotect) → `mlock_vma_pages_range` (the page walk that mlocks or munlocks what is
+//! mapped), then `__mm_populate`. The caller is taken to have `CAP_IPC_LOCK` (the oracle
+//! runs as root), so `RLIMIT_MEMLOCK` never refuses and `mm->locked_vm` is not kept.
+//!
 //! The kernel batches these per CPU (`mlock_fbatch`) and drains the batch before anything
 //! this model observes (`lru_add_drain` in MADV_PAGEOUT, `mlock_drain_local` after
 //! migration and unmapping); the model applies each at once, so an mlocked folio is always
@@ -23,9 +30,13 @@
 //! reclaim or migration: only `PG_mlocked` is set, the count is fixed at putback) is not
 //! modelled: the model never leaves a folio isolated across an rmap change.
 
+use crate::abi::{MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT, MLOCK_ONFAULT};
+use crate::errno::{Errno, KResult};
 use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, ZERO_FOLIO};
+use crate::merge::MergeCaller;
 use crate::mm::{MmId, System};
-use crate::types::VirtAddr;
+use crate::pagetable::Pte;
+use crate::types::{PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, Pid, TASK_SIZE, VirtAddr};
 use crate::vma::{VmFlags, VmaId};
 
 impl Folio {
@@ -33,6 +44,7 @@ impl Folio {
     /// already on the unevictable LRU counts one more mlock, one that moves there starts at
     /// one.
     pub fn mlock(&mut self) {
+        self.mlock_deferred = false;
         if self.mlocked {
             self.mlock_count += 1;
         } else {
@@ -44,6 +56,7 @@ impl Folio {
     /// `mlock_new_folio` with the batch drained (`__mlock_new_folio`): a folio not yet on
     /// any LRU goes to the unevictable one, mlocked once.
     pub fn mlock_new(&mut self) {
+        self.mlock_deferred = false;
         self.mlocked = true;
         self.mlock_count = 1;
     }
@@ -133,4 +146,205 @@ impl System {
         }
         m.vmas_in(start, end).into_iter().any(|v| self.vm.vmas[v].flags.contains(VmFlags::LOCKED))
     }
+}
+
+impl System {
+    /// mlock(2) (`flags` None) and mlock2(2): `do_mlock` with `VM_LOCKED`, and
+    /// `VM_LOCKONFAULT` for `MLOCK_ONFAULT`. The range is widened to whole pages
+    /// (`PAGE_ALIGN(len + offset_in_page(start))`, which may wrap to nothing: success),
+    /// locked by `apply_vma_lock_flags`, then populated unless on-fault; a populate that
+    /// fails reports as POSIX asks (`__mlock_posix_error_return`: EFAULT is ENOMEM).
+    pub fn sys_mlock(&mut self, pid: Pid, start: u64, len: u64, flags: Option<u64>) -> KResult<u64> {
+        let mm = self.vm.mm_of(pid)?;
+        let mut vm_flags = VmFlags::LOCKED;
+        if let Some(f) = flags {
+            if f & !MLOCK_ONFAULT != 0 {
+                return Err(Errno::EINVAL);
+            }
+            if f & MLOCK_ONFAULT != 0 {
+                vm_flags |= VmFlags::LOCKONFAULT;
+            }
+        }
+        let (start, len) = mlock_range(start, len);
+        self.apply_vma_lock_flags(mm, start, len, vm_flags)?;
+        match self.mm_populate(mm, VirtAddr(start), VirtAddr(start.wrapping_add(len)), false) {
+            Err(Errno::EFAULT) => Err(Errno::ENOMEM),
+            Err(Errno::ENOMEM) => Err(Errno::EAGAIN),
+            Err(e) => Err(e),
+            Ok(()) => Ok(0),
+        }
+    }
+
+    /// munlock(2): `apply_vma_lock_flags` with no lock flags.
+    pub fn sys_munlock(&mut self, pid: Pid, start: u64, len: u64) -> KResult<u64> {
+        let mm = self.vm.mm_of(pid)?;
+        let (start, len) = mlock_range(start, len);
+        self.apply_vma_lock_flags(mm, start, len, VmFlags::empty())?;
+        Ok(0)
+    }
+
+    /// mlockall(2): EINVAL without flags, with unknown ones or with `MCL_ONFAULT` alone;
+    /// `apply_mlockall_flags`, then, with `MCL_CURRENT`, `mm_populate(0, TASK_SIZE)`.
+    pub fn sys_mlockall(&mut self, pid: Pid, flags: u64) -> KResult<u64> {
+        let mm = self.vm.mm_of(pid)?;
+        if flags == 0 || flags & !(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0 || flags == MCL_ONFAULT {
+            return Err(Errno::EINVAL);
+        }
+        self.apply_mlockall_flags(mm, flags);
+        if flags & MCL_CURRENT != 0 {
+            self.populate(mm, VirtAddr(0), VirtAddr(TASK_SIZE));
+        }
+        Ok(0)
+    }
+
+    /// munlockall(2): `apply_mlockall_flags(0)`.
+    pub fn sys_munlockall(&mut self, pid: Pid) -> KResult<u64> {
+        let mm = self.vm.mm_of(pid)?;
+        self.apply_mlockall_flags(mm, 0);
+        Ok(0)
+    }
+
+    /// `apply_vma_lock_flags`: the VMA holding `start` must exist (else ENOMEM); each VMA of
+    /// the range in turn gets `flags` in place of its lock flags (`mlock_fixup`); a gap
+    /// before a later VMA or at the end is ENOMEM, the VMAs before it staying changed.
+    fn apply_vma_lock_flags(&mut self, mm: MmId, start: u64, len: u64, flags: VmFlags) -> KResult<()> {
+        let end = start.wrapping_add(len);
+        if end < start {
+            return Err(Errno::EINVAL);
+        }
+        if end == start {
+            return Ok(());
+        }
+        let (start, end) = (VirtAddr(start), VirtAddr(end));
+        let Some(mut vma) = self.vm.mms[mm].vma_lookup(start) else { return Err(Errno::ENOMEM) };
+        let mut nstart = start;
+        let mut tmp = self.vm.vmas[vma].start;
+        loop {
+            if self.vm.vmas[vma].start != tmp {
+                return Err(Errno::ENOMEM);
+            }
+            let newflags = (self.vm.vmas[vma].flags - VmFlags::LOCKED_MASK) | flags;
+            tmp = self.vm.vmas[vma].end.min(end);
+            let v = self.mlock_fixup(vma, nstart, tmp, newflags)?;
+            tmp = self.vm.vmas[v].end.min(end).max(tmp);
+            nstart = tmp;
+            if nstart >= end {
+                break;
+            }
+            match self.vm.mms[mm].vma_from(nstart) {
+                Some(n) if self.vm.vmas[n].start < end => vma = n,
+                _ => break,
+            }
+        }
+        if tmp < end {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(())
+    }
+
+    /// `apply_mlockall_flags`: `mm->def_flags` takes `VM_LOCKED` (and `VM_LOCKONFAULT`)
+    /// with `MCL_FUTURE`, loses them otherwise; with `MCL_CURRENT` every VMA is locked,
+    /// else (munlockall, or `MCL_FUTURE` without it, which returns before) unlocked. Errors
+    /// of `mlock_fixup` are ignored.
+    fn apply_mlockall_flags(&mut self, mm: MmId, flags: u64) {
+        let onfault = if flags & MCL_ONFAULT != 0 { VmFlags::LOCKONFAULT } else { VmFlags::empty() };
+        let m = &mut self.vm.mms[mm];
+        m.def_flags -= VmFlags::LOCKED_MASK;
+        if flags & MCL_FUTURE != 0 {
+            m.def_flags |= VmFlags::LOCKED | onfault;
+            if flags & MCL_CURRENT == 0 {
+                return;
+            }
+        }
+        let to_add = if flags & MCL_CURRENT != 0 { VmFlags::LOCKED | onfault } else { VmFlags::empty() };
+        let mut a = VirtAddr(0);
+        while let Some(v) = self.vm.mms[mm].vma_from(a) {
+            let (s, e) = (self.vm.vmas[v].start, self.vm.vmas[v].end);
+            let newflags = (self.vm.vmas[v].flags - VmFlags::LOCKED_MASK) | to_add;
+            let _ = self.mlock_fixup(v, s, e, newflags);
+            a = e;
+        }
+    }
+
+    /// `mlock_fixup`: nothing for a VMA whose flags stay, or that may not be locked
+    /// (`VM_SPECIAL`, hugetlb; the gate VMA, DAX, secretmem and `VM_DROPPABLE` are not in
+    /// the model); else merge or split (`vma_modify_flags`) and either only set the flags
+    /// (locked before and after: "mlocking twice would be wrong") or walk the pages
+    /// (`mlock_vma_pages_range`). Returns the VMA now covering `[start, end)` (the one given
+    /// when nothing changed).
+    fn mlock_fixup(
+        &mut self,
+        vma: VmaId,
+        start: VirtAddr,
+        end: VirtAddr,
+        newflags: VmFlags,
+    ) -> KResult<VmaId> {
+        let old = self.vm.vmas[vma].flags;
+        if newflags == old || old.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) {
+            return Ok(vma);
+        }
+        let v = self.vma_modify_flags(vma, start, end, newflags, MergeCaller::Mlock)?;
+        if !(newflags.contains(VmFlags::LOCKED) && old.contains(VmFlags::LOCKED)) {
+            self.mlock_vma_pages_range(v, start, end);
+        }
+        Ok(v)
+    }
+
+    /// `mlock_vma_pages_range` → `mlock_pte_range`, PMD by PMD over `[start, end)` of `vma`
+    /// (whose flags are set): every folio mapped there (not the zero pages) is mlocked when
+    /// the VMA is `VM_LOCKED`, else munlocked, once per run of its pages (`folio_mlock_step`).
+    /// A large folio is mlocked only when that run maps all of it inside this PMD's part of
+    /// the range (`allow_mlock_munlock`); munlock takes any part.
+    fn mlock_vma_pages_range(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr) {
+        let mm = self.vm.vmas[vma].mm;
+        let lock = self.vm.vmas[vma].flags.contains(VmFlags::LOCKED);
+        for (_, folio, _) in self.vm.mms[mm].pt.huge_in(start, end) {
+            if folio != HUGE_ZERO_FOLIO {
+                let f = &mut self.mem.folios[folio];
+                if lock { f.mlock() } else { f.munlock() }
+            }
+        }
+        let ptes = self.vm.mms[mm].pt.ptes_in(start, end);
+        let mut i = 0;
+        while i < ptes.len() {
+            let (a, pte) = ptes[i];
+            i += 1;
+            let Pte::Present { folio, sub, .. } = pte else { continue };
+            if folio == ZERO_FOLIO {
+                continue;
+            }
+            let nr = self.mem.folios[folio].nr_pages();
+            // folio_mlock_step: the run of PTEs mapping this folio's next pages, to the end
+            // of the folio, of this PMD's part of the range.
+            let pmd_end = VirtAddr(((a.0 >> PMD_SHIFT) + 1) << PMD_SHIFT).min(end);
+            let mut step = 1u64;
+            while i < ptes.len()
+                && u64::from(sub) + step < nr
+                && ptes[i].0 == a.plus(step << PAGE_SHIFT)
+                && ptes[i].0 < pmd_end
+                && matches!(ptes[i].1, Pte::Present { folio: g, sub: s, .. } if g == folio && u64::from(s) == u64::from(sub) + step)
+            {
+                step += 1;
+                i += 1;
+            }
+            if lock && nr > 1 {
+                // allow_mlock_munlock: folio_within_range of this PMD's part, and fully mapped.
+                let pmd_start = VirtAddr((a.0 >> PMD_SHIFT) << PMD_SHIFT).max(start);
+                let first = VirtAddr(a.0.wrapping_sub(u64::from(sub) << PAGE_SHIFT));
+                if sub != 0 || step != nr || first < pmd_start || first.plus(nr << PAGE_SHIFT) > pmd_end {
+                    continue;
+                }
+            }
+            let f = &mut self.mem.folios[folio];
+            if lock { f.mlock() } else { f.munlock() }
+        }
+    }
+}
+
+/// mlock's and munlock's range: `start` rounded down to its page, the length grown by the
+/// offset and rounded up to whole pages, wrapping as the kernel's `PAGE_ALIGN` does.
+fn mlock_range(start: u64, len: u64) -> (u64, u64) {
+    let mask = !(PAGE_SIZE - 1);
+    let len = len.wrapping_add(start & !mask).wrapping_add(PAGE_SIZE - 1) & mask;
+    (start & mask, len)
 }

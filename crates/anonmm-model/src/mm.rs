@@ -12,7 +12,7 @@ use crate::pagetable::PageTable;
 use crate::types::{
     DEFAULT_MAX_MAP_COUNT, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr,
 };
-use crate::vma::{Vma, VmaChain, VmaId};
+use crate::vma::{VmFlags, Vma, VmaChain, VmaId};
 use crate::vma_tree::VmaTree;
 
 arena_id!(
@@ -125,6 +125,10 @@ pub struct Mm {
     pub exec_files: BTreeMap<(u64, u64), FileId>,
     /// `mm->context.execute_only_pkey`, allocated by the first `PROT_EXEC`-only mapping.
     pub execute_only_pkey: Option<u8>,
+    /// `mm->def_flags`: flags every new mapping and brk extension gets (`VM_LOCKED`, and
+    /// `VM_LOCKONFAULT`, from `mlockall(MCL_FUTURE)`). A fork child's and an exec's new mm
+    /// start without them (`mm_init` keeps only `VM_INIT_DEF_MASK`, `VM_NOHUGEPAGE`).
+    pub def_flags: VmFlags,
 }
 
 impl Mm {
@@ -142,6 +146,7 @@ impl Mm {
             locked_vm: 0,
             exec_files: BTreeMap::new(),
             execute_only_pkey: None,
+            def_flags: VmFlags::empty(),
         }
     }
     /// `mm->map_count`.

@@ -348,6 +348,7 @@ impl System {
         let mut vm_flags = calc_vm_prot_bits(prot)
             | VmFlags::from_pkey(pkey)
             | calc_vm_flag_bits(flags, self.cfg.kernel.profile().map_stack_nohugepage)
+            | self.vm.mms[mm].def_flags
             | VmFlags::MAYREAD
             | VmFlags::MAYWRITE
             | VmFlags::MAYEXEC;
@@ -405,7 +406,8 @@ impl System {
             vm_flags |= VmFlags::NORESERVE;
         }
         let v = self.mmap_region(mm, file, VirtAddr(addr), len, vm_flags, PgOff(pgoff))?;
-        if self.vm.vmas[v].flags.contains(VmFlags::LOCKED)
+        // do_mmap decides on the flags asked for (MAP_LOCKED, or mlockall's def_flags).
+        if (self.vm.vmas[v].flags | vm_flags).contains(VmFlags::LOCKED)
             || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE
         {
             self.populate(mm, VirtAddr(addr), VirtAddr(addr + len));
@@ -570,35 +572,63 @@ impl System {
         self.do_munmap(mm, addr, len).map(|_| 0)
     }
 
-    /// Fault in a range as `__mm_populate` does: VMA by VMA, `populate_vma_page_range`
-    /// (write faults for writable private mappings, read faults otherwise; `VM_IO`,
-    /// `VM_PFNMAP` and execute-only-pkey VMAs skipped). A fault that fails (SIGBUS beyond EOF
-    /// or from userfaultfd, a guard marker) ends `__get_user_pages` for that VMA's part, after
-    /// what the fault did on the way; `__mm_populate` ignores the error and goes on at the
-    /// next VMA.
+    /// `mm_populate`: `__mm_populate` ignoring errors (a VMA that fails is left where it
+    /// failed, the next one is populated).
     pub fn populate(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        if end.0 - start.0 > crate::fault::MAX_FAULT_BYTES {
-            // Page by page this would not finish; the kernel would run out of memory first.
-            self.not_modelled("populating more than 64 GiB");
-            return;
-        }
+        let _ = self.mm_populate(mm, start, end, true);
+    }
+
+    /// `__mm_populate`: fault in every VMA of `[start, end)` (`populate_vma_page_range`:
+    /// a write fault where the mapping is private and writable, else a read;
+    /// `VM_LOCKONFAULT` VMAs are skipped, "rightly or wrongly", and `VM_IO`/`VM_PFNMAP` ones
+    /// too). A VMA GUP refuses (`check_vma_flags`: `PROT_NONE`, whose populate has no
+    /// `FOLL_FORCE`; the execute-only protection key) or a page whose fault fails (SIGBUS
+    /// past EOF, userfaultfd) is EFAULT: with `ignore_errors` the next VMA follows, else
+    /// the walk stops there.
+    pub fn mm_populate(
+        &mut self,
+        mm: MmId,
+        start: VirtAddr,
+        end: VirtAddr,
+        ignore_errors: bool,
+    ) -> KResult<()> {
         let mut a = start;
         while a < end {
-            let Some(v) = self.vm.mms[mm].find_vma(a) else { return };
+            let Some(v) = self.vm.mms[mm].find_vma(a).filter(|&v| self.vm.vmas[v].start < end) else {
+                return Ok(());
+            };
             let vend = self.vm.vmas[v].end.min(end);
             a = a.max(self.vm.vmas[v].start);
             let f = self.vm.vmas[v].flags;
+            if f.intersects(VmFlags::IO | VmFlags::PFNMAP) || f.contains(VmFlags::LOCKONFAULT) {
+                a = vend;
+                continue;
+            }
             // check_vma_flags: arch_vma_access_permitted refuses GUP through the
             // execute-only protection key (a PROT_EXEC mapping with pkeys).
             let exec_only = f.pkey() != 0 && Some(f.pkey()) == self.vm.mms[mm].execute_only_pkey;
-            if f.intersects(VmFlags::ACCESS) && !f.intersects(VmFlags::IO | VmFlags::PFNMAP) && !exec_only {
+            let mut failed = !f.intersects(VmFlags::ACCESS) || exec_only;
+            if !failed && vend.0 - a.0 > crate::fault::MAX_FAULT_BYTES {
+                // Page by page this would not finish; the kernel would run out of memory first.
+                self.not_modelled("populating more than 64 GiB");
+                return Ok(());
+            }
+            if !failed {
                 let write = f & (VmFlags::WRITE | VmFlags::SHARED) == VmFlags::WRITE;
-                while a < vend && self.handle_mm_fault(mm, v, a, write) {
+                while a < vend {
+                    if !self.handle_mm_fault(mm, v, a, write) {
+                        failed = true;
+                        break;
+                    }
                     a = a.plus(PAGE_SIZE);
                 }
             }
+            if failed && !ignore_errors {
+                return Err(Errno::EFAULT);
+            }
             a = vend;
         }
+        Ok(())
     }
 
     /// brk(2).
@@ -641,6 +671,10 @@ impl System {
             return Ok(origbrk.0);
         }
         self.vm.mms[mm].brk = VirtAddr(brk);
+        // mlockall(MCL_FUTURE): the new part is populated (mm_populate).
+        if self.vm.mms[mm].def_flags.contains(VmFlags::LOCKED) {
+            self.populate(mm, VirtAddr(oldbrk), VirtAddr(newbrk));
+        }
         Ok(brk)
     }
 
@@ -651,7 +685,8 @@ impl System {
             | VmFlags::MAYREAD
             | VmFlags::MAYWRITE
             | VmFlags::MAYEXEC
-            | VmFlags::ACCOUNT;
+            | VmFlags::ACCOUNT
+            | self.vm.mms[mm].def_flags;
         if self.vm.mms[mm].map_count() > self.cfg.max_map_count {
             return Err(Errno::ENOMEM);
         }

@@ -513,6 +513,8 @@ impl System {
             // (folio_add_lru), so nothing mlocks it here.
             f.mapping = Mapping::Anon(if excl { av } else { self.rmap.anon_vmas[av].root });
             f.index = index;
+            f.mlock_deferred = !f.mlocked
+                && self.vm.vmas[vma].flags & (VmFlags::LOCKED | VmFlags::SPECIAL) == VmFlags::LOCKED;
         } else {
             // folio_add_anon_rmap_ptes → mlock_vma_folio.
             self.mlock_vma_folio(folio, vma, 1);

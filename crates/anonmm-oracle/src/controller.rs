@@ -444,6 +444,13 @@ impl Controller {
             Call::Madvise { addr, len, advice } => {
                 self.syscall(step, SYS_madvise, &[*addr, *len, *advice], None)?
             }
+            Call::Mlock { addr, len, flags: None } => self.syscall(step, SYS_mlock, &[*addr, *len], None)?,
+            Call::Mlock { addr, len, flags: Some(f) } => {
+                self.syscall(step, SYS_mlock2, &[*addr, *len, *f], None)?
+            }
+            Call::Munlock { addr, len } => self.syscall(step, SYS_munlock, &[*addr, *len], None)?,
+            Call::Mlockall { flags } => self.syscall(step, SYS_mlockall, &[*flags], None)?,
+            Call::Munlockall => self.syscall(step, SYS_munlockall, &[], None)?,
             Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
                 let r = self.syscall(
                     step,

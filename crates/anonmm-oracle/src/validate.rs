@@ -51,7 +51,12 @@ pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
             | Call::Pin { addr, len }
             | Call::Unpin { addr, len }
             | Call::UffdRegister { addr, len, .. }
-            | Call::UffdUnregister { addr, len } => in_window(step, "range", *addr, *len)?,
+            | Call::UffdUnregister { addr, len }
+            | Call::Mlock { addr, len, .. }
+            | Call::Munlock { addr, len } => in_window(step, "range", *addr, *len)?,
+            // They lock or unlock the worker's own VMAs outside the window too, which is not
+            // compared; its code and stack are small, and it maps nothing after starting.
+            Call::Mlockall { .. } | Call::Munlockall => {}
             Call::UffdioMove { dst, src, len, .. } => {
                 in_window(step, "destination", *dst, *len)?;
                 in_window(step, "source", *src, *len)?;

@@ -90,6 +90,29 @@ pub enum Call {
         /// `PROT_*` bits, possibly with PROT_GROWSDOWN / PROT_GROWSUP.
         prot: u64,
     },
+    /// mlock(2) (`flags` None) or mlock2(2) (`MLOCK_ONFAULT`).
+    Mlock {
+        /// Start (rounded down to a page).
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+        /// mlock2's flags; None for mlock.
+        flags: Option<u64>,
+    },
+    /// munlock(2).
+    Munlock {
+        /// Start (rounded down to a page).
+        addr: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+    /// mlockall(2).
+    Mlockall {
+        /// `MCL_*` bits.
+        flags: u64,
+    },
+    /// munlockall(2).
+    Munlockall,
     /// madvise(2).
     Madvise {
         /// Start (page aligned).
@@ -308,7 +331,7 @@ pub enum Call {
 /// parser also accepts aliases: `pkey_mprotect`, `clone3`, `exit`, `open`). A new call
 /// needs an entry here, which the generator coverage test (tests/gen_coverage.rs) then
 /// asks the generator for.
-pub const CALL_NAMES: [&str; 27] = [
+pub const CALL_NAMES: [&str; 32] = [
     "mmap",
     "munmap",
     "mprotect",
@@ -336,6 +359,11 @@ pub const CALL_NAMES: [&str; 27] = [
     "uffdio_move",
     "map_record",
     "vma_record",
+    "mlock",
+    "mlock2",
+    "munlock",
+    "mlockall",
+    "munlockall",
 ];
 
 impl Call {
@@ -374,6 +402,11 @@ impl Call {
             Call::UffdioMove { .. } => CALL_NAMES[24],
             Call::MapRecord { .. } => CALL_NAMES[25],
             Call::VmaRecord { .. } => CALL_NAMES[26],
+            Call::Mlock { flags: None, .. } => CALL_NAMES[27],
+            Call::Mlock { flags: Some(_), .. } => CALL_NAMES[28],
+            Call::Munlock { .. } => CALL_NAMES[29],
+            Call::Mlockall { .. } => CALL_NAMES[30],
+            Call::Munlockall => CALL_NAMES[31],
         }
     }
 }

@@ -81,6 +81,9 @@ pub struct Weights {
     pub vfork: u32,
     /// `execve` of a process that may exit (see `exit`): a fresh, empty mm.
     pub execve: u32,
+    /// `mlock`, `mlock2` (with or without MLOCK_ONFAULT), `munlock`, `mlockall` (every
+    /// MCL_* combination) or `munlockall`.
+    pub mlock: u32,
 }
 
 impl Default for Weights {
@@ -104,6 +107,7 @@ impl Default for Weights {
             dup: 2,
             vfork: 2,
             execve: 1,
+            mlock: 3,
         }
     }
 }
@@ -287,6 +291,7 @@ enum Op {
     Dup,
     Vfork,
     Execve,
+    Mlock,
 }
 
 /// Generate a random script. The same seed and config always give the same script.
@@ -358,6 +363,7 @@ impl Gen<'_> {
             (Op::Migrate, w.migrate),
             (Op::Uffd, w.uffd),
             (Op::Brk, w.brk),
+            (Op::Mlock, w.mlock),
         ];
         if self.procs.len() < self.cfg.max_procs {
             table.push((Op::Fork, w.fork));
@@ -418,6 +424,7 @@ impl Gen<'_> {
             Op::Clone => self.op_clone(pi),
             Op::Dup => self.op_dup(pi),
             Op::Vfork => self.op_vfork(pi),
+            Op::Mlock => self.op_mlock(pi),
             Op::Execve => {
                 if self.may_exit(pi) {
                     self.execve(pi);
@@ -843,6 +850,46 @@ impl Gen<'_> {
             _ => addr,
         };
         self.emit(pid, Call::Mprotect { addr, len, prot }, None);
+    }
+
+    /// The mlock family: a range (sometimes not page aligned: the kernel widens it) locked,
+    /// locked on fault or unlocked, or the whole process with mlockall/munlockall (whose
+    /// MCL_FUTURE locks, and populates, later mappings and brk).
+    fn op_mlock(&mut self, pi: usize) {
+        let pid = self.procs[pi].pid;
+        let (mut addr, len) = self.pick_range(pi);
+        if self.chance(0.15) {
+            addr += self.rng.random_range(1..PAGE_SIZE);
+        }
+        let call = match self.rng.random_range(0..100) {
+            0..30 => Call::Mlock { addr, len, flags: None },
+            30..50 => {
+                let flags = if self.cfg.invalid && self.chance(0.1) {
+                    self.pick(&[2, MLOCK_ONFAULT | 4])
+                } else {
+                    self.pick(&[0, MLOCK_ONFAULT, MLOCK_ONFAULT])
+                };
+                Call::Mlock { addr, len, flags: Some(flags) }
+            }
+            50..75 => Call::Munlock { addr, len },
+            75..90 => {
+                let flags = if self.cfg.invalid && self.chance(0.15) {
+                    self.pick(&[0, MCL_ONFAULT, 8, MCL_CURRENT | 8])
+                } else {
+                    self.pick(&[
+                        MCL_CURRENT,
+                        MCL_FUTURE,
+                        MCL_CURRENT | MCL_FUTURE,
+                        MCL_CURRENT | MCL_ONFAULT,
+                        MCL_FUTURE | MCL_ONFAULT,
+                        MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT,
+                    ])
+                };
+                Call::Mlockall { flags }
+            }
+            _ => Call::Munlockall,
+        };
+        self.emit(pid, call, None);
     }
 
     fn op_madvise(&mut self, pi: usize) {
@@ -1957,6 +2004,40 @@ fn simpler_calls(call: &Call) -> Vec<Call> {
                 }
             }
         }
+        Call::Mlock { len, flags, .. } => {
+            for l in shorter(len) {
+                variant(&|c| {
+                    if let Call::Mlock { len, .. } = c {
+                        *len = l
+                    }
+                });
+            }
+            if flags.is_some() {
+                variant(&|c| {
+                    if let Call::Mlock { flags, .. } = c {
+                        *flags = None
+                    }
+                });
+            }
+        }
+        Call::Munlock { len, .. } => {
+            for l in shorter(len) {
+                variant(&|c| {
+                    if let Call::Munlock { len, .. } = c {
+                        *len = l
+                    }
+                });
+            }
+        }
+        Call::Mlockall { flags } => {
+            for b in bits(flags) {
+                variant(&|c| {
+                    if let Call::Mlockall { flags } = c {
+                        *flags &= !b
+                    }
+                });
+            }
+        }
         _ => {}
     }
     out.retain(|c| c != call);
@@ -1978,7 +2059,9 @@ mod tests {
             | Call::Pin { addr, len }
             | Call::Unpin { addr, len }
             | Call::Migrate { addr, len }
-            | Call::MigrateDone { addr, len } => vec![(*addr, *len)],
+            | Call::MigrateDone { addr, len }
+            | Call::Mlock { addr, len, .. }
+            | Call::Munlock { addr, len } => vec![(*addr, *len)],
             Call::UffdRegister { addr, len, .. } | Call::UffdUnregister { addr, len } => vec![(*addr, *len)],
             Call::UffdioMove { dst, src, len, .. } => vec![(*dst, *len), (*src, *len)],
             Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
@@ -2105,6 +2188,11 @@ mod tests {
             "clone",
             "dup",
             "dup2",
+            "mlock",
+            "mlock2",
+            "munlock",
+            "mlockall",
+            "munlockall",
         ] {
             assert!(names.get(n).copied().unwrap_or(0) > 0, "no {n}: {names:?}");
         }

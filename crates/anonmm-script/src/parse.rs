@@ -662,6 +662,27 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
                 prot: flags(a, 2, PROT_FLAGS, "prot")?,
             }
         }
+        "mlock" | "munlock" => {
+            want(a, &[2])?;
+            let (addr, len) = (num(a, 0, "addr")?, num(a, 1, "len")?);
+            if name == "mlock" { Call::Mlock { addr, len, flags: None } } else { Call::Munlock { addr, len } }
+        }
+        "mlock2" => {
+            want(a, &[3])?;
+            Call::Mlock {
+                addr: num(a, 0, "addr")?,
+                len: num(a, 1, "len")?,
+                flags: Some(flags(a, 2, abi::MLOCK_FLAGS, "flags")?),
+            }
+        }
+        "mlockall" => {
+            want(a, &[1])?;
+            Call::Mlockall { flags: flags(a, 0, abi::MCL_FLAGS, "flags")? }
+        }
+        "munlockall" => {
+            want(a, &[0])?;
+            Call::Munlockall
+        }
         "madvise" => {
             want(a, &[3])?;
             Call::Madvise {
@@ -977,6 +998,13 @@ pub fn format_call(call: &Call) -> String {
         Call::Madvise { addr, len, advice } => {
             format!("madvise({}, {len}, {})", ptr(*addr), format_advice(*advice))
         }
+        Call::Mlock { addr, len, flags: None } => format!("mlock({}, {len})", ptr(*addr)),
+        Call::Mlock { addr, len, flags: Some(f) } => {
+            format!("mlock2({}, {len}, {})", ptr(*addr), format_flags(abi::MLOCK_FLAGS, *f, "0"))
+        }
+        Call::Munlock { addr, len } => format!("munlock({}, {len})", ptr(*addr)),
+        Call::Mlockall { flags } => format!("mlockall({})", format_flags(abi::MCL_FLAGS, *flags, "0")),
+        Call::Munlockall => "munlockall()".to_string(),
         Call::Mremap { old_addr, old_len, new_len, flags, new_addr } => {
             let f = format_flags(abi::MREMAP_FLAGS, *flags, "0");
             // strace prints the fifth argument only when the flags use it.
