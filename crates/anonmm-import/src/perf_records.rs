@@ -165,6 +165,12 @@ impl Records {
     /// Have the section's bytes up to `end` in the window; false at the end of the file.
     fn fill(&mut self, end: u64) -> Result<bool, String> {
         while self.base + (self.filled as u64) < end {
+            if self.buf.len() < self.filled + READ {
+                // Out of room: drop what no record needs, if that is at least as much as
+                // what stays (a copy of the window per round would be the file's size in
+                // copies); else the window grows.
+                self.compact();
+            }
             let need = (end - self.base) as usize;
             if self.buf.len() < need.max(self.filled + READ) {
                 self.buf.resize(need.max(self.filled + READ), 0);
@@ -179,11 +185,14 @@ impl Records {
         Ok(true)
     }
 
-    /// Drop the bytes no record waiting needs from the window.
+    /// Drop the bytes no record waiting needs from the window, when they are at least as
+    /// many as those kept. Only while no record is handed on (`outgoing` is empty): the
+    /// record at `at` and those in `incoming` are all that is still read.
     fn compact(&mut self) {
+        debug_assert!(self.outgoing.is_empty());
         let keep = self.incoming.iter().map(|e| e.body - 8).min().unwrap_or(self.at).min(self.at);
         let drop = (keep - self.base) as usize;
-        if drop == 0 {
+        if drop == 0 || drop < self.filled - drop {
             return;
         }
         self.buf.copy_within(drop..self.filled, 0);
@@ -193,7 +202,6 @@ impl Records {
 
     /// Read records until a round hands some on, or to the end of the section.
     fn read_round(&mut self) -> Result<(), String> {
-        self.compact();
         while self.at < self.len {
             let at = self.at;
             if !self.fill(at + 8)? {
