@@ -163,7 +163,18 @@ impl Records {
     }
 
     /// Have the section's bytes up to `end` in the window; false at the end of the file.
+    #[inline]
     fn fill(&mut self, end: u64) -> Result<bool, String> {
+        // Almost always there already: only a read needs the call.
+        if self.base + (self.filled as u64) >= end {
+            return Ok(true);
+        }
+        self.read_to(end)
+    }
+
+    /// [`Records::fill`] when bytes must be read.
+    #[inline(never)]
+    fn read_to(&mut self, end: u64) -> Result<bool, String> {
         while self.base + (self.filled as u64) < end {
             if self.buf.len() < self.filled + READ {
                 // Out of room: drop what no record needs, if that is at least as much as
