@@ -3,8 +3,10 @@
 //!
 //! Every workload drives the public API (`System::sys_*`, `touch`, the script runner, the
 //! trace importer), so a figure is what an embedding program or `anonmm replay` would see.
-//! Times are wall-clock; each short figure is the best of a few repetitions, because the
-//! machine is shared and a figure should show the model's speed rather than the neighbours'.
+//! Times are wall-clock, except the fault and VMA-call rates, which are the measuring
+//! thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`; the wall time is in their detail): on a
+//! shared machine the wall time of a single-threaded loop measures the neighbours as much as
+//! the model. Each short figure is the best of a few repetitions, for the same reason.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -77,8 +79,52 @@ impl Figure {
 
 /// The best (shortest) of `reps` runs of `f`, which sets up its own state and returns the
 /// time of the part being measured.
-pub fn best_of(reps: usize, mut f: impl FnMut() -> Duration) -> Duration {
+pub fn best_of<T: Ord + Default>(reps: usize, mut f: impl FnMut() -> T) -> T {
     (0..reps.max(1)).map(|_| f()).min().unwrap_or_default()
+}
+
+/// The calling thread's CPU time so far (user and system).
+pub fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec for the call to write; the clock always exists on Linux.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if r != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The time a piece of work took: the thread's CPU time (first, so that the best of several
+/// is the least CPU time) and the wall time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Took {
+    /// CPU time of the measuring thread.
+    pub cpu: Duration,
+    /// Wall-clock time.
+    pub wall: Duration,
+}
+
+impl Took {
+    /// The longest possible time (the start of a minimum).
+    pub const MAX: Took = Took { cpu: Duration::MAX, wall: Duration::MAX };
+}
+
+/// A running measure of CPU and wall time.
+pub struct Stopwatch {
+    cpu: Duration,
+    wall: Instant,
+}
+
+impl Stopwatch {
+    /// Start measuring.
+    pub fn start() -> Stopwatch {
+        Stopwatch { cpu: thread_cpu(), wall: Instant::now() }
+    }
+
+    /// The times since the start.
+    pub fn took(&self) -> Took {
+        Took { cpu: thread_cpu().saturating_sub(self.cpu), wall: self.wall.elapsed() }
+    }
 }
 
 fn rate(n: u64, d: Duration) -> f64 {
@@ -153,8 +199,9 @@ pub fn touch_range(sys: &mut System, pid: Pid, addr: u64, len: u64, chunk: u64, 
 pub fn bench_faults(pages: u64, chunk: u64, reps: usize, kernel: Kernel) -> Vec<Figure> {
     let len = pages * PAGE_SIZE;
     let p = Pid(1);
-    let target = Some(Target::AtLeast(20.0));
-    let mut kinds: Vec<(&str, Duration)> = Vec::new();
+    // One-page touches (as replay makes them) have the higher target of issue 20.
+    let target = Some(Target::AtLeast(if chunk == PAGE_SIZE { 25.0 } else { 20.0 }));
+    let mut kinds: Vec<(&str, Took)> = Vec::new();
     let map = |sys: &mut System| sys.sys_mmap(p, 0, len, RW, ANON, -1, 0).expect("mmap");
     // New anonymous pages, in steady state: the region was mapped, written and unmapped
     // once before, as a long-running program reuses memory.
@@ -166,9 +213,9 @@ pub fn bench_faults(pages: u64, chunk: u64, reps: usize, kernel: Kernel) -> Vec<
             touch_range(&mut sys, p, a, len, chunk, true);
             sys.sys_munmap(p, a, len).expect("munmap");
             let a = map(&mut sys);
-            let t = Instant::now();
+            let t = Stopwatch::start();
             touch_range(&mut sys, p, a, len, chunk, true);
-            t.elapsed()
+            t.took()
         }),
     ));
     kinds.push((
@@ -176,9 +223,9 @@ pub fn bench_faults(pages: u64, chunk: u64, reps: usize, kernel: Kernel) -> Vec<
         best_of(reps, || {
             let mut sys = one_process(65530, kernel);
             let a = map(&mut sys);
-            let t = Instant::now();
+            let t = Stopwatch::start();
             touch_range(&mut sys, p, a, len, chunk, false);
-            t.elapsed()
+            t.took()
         }),
     ));
     let mut sys = one_process(65530, kernel);
@@ -187,30 +234,30 @@ pub fn bench_faults(pages: u64, chunk: u64, reps: usize, kernel: Kernel) -> Vec<
     kinds.push((
         "resident page (write)",
         best_of(reps, || {
-            let t = Instant::now();
+            let t = Stopwatch::start();
             touch_range(&mut sys, p, a, len, chunk, true);
-            t.elapsed()
+            t.took()
         }),
     ));
     kinds.push((
         "resident page (read)",
         best_of(reps, || {
-            let t = Instant::now();
+            let t = Stopwatch::start();
             touch_range(&mut sys, p, a, len, chunk, false);
-            t.elapsed()
+            t.took()
         }),
     ));
     // Copy-on-write after fork: the child's writes copy, then the parent's reuse.
-    let (mut copy, mut reuse) = (Duration::MAX, Duration::MAX);
+    let (mut copy, mut reuse) = (Took::MAX, Took::MAX);
     for i in 0..reps.max(1) {
         let child = Pid(2 + i as u32);
         sys.sys_fork(p, child).expect("fork");
-        let t = Instant::now();
+        let t = Stopwatch::start();
         touch_range(&mut sys, child, a, len, chunk, true);
-        copy = copy.min(t.elapsed());
-        let t = Instant::now();
+        copy = copy.min(t.took());
+        let t = Stopwatch::start();
         touch_range(&mut sys, p, a, len, chunk, true);
-        reuse = reuse.min(t.elapsed());
+        reuse = reuse.min(t.took());
         sys.sys_exit(child).expect("exit");
     }
     kinds.push(("copy-on-write copy (child writes after fork)", copy));
@@ -218,11 +265,17 @@ pub fn bench_faults(pages: u64, chunk: u64, reps: usize, kernel: Kernel) -> Vec<
     let mut out: Vec<Figure> = kinds
         .iter()
         .map(|(name, d)| {
-            Figure::new(format!("faults: {name}"), rate(pages, *d) / 1e6, "Mpages/s", target)
-                .detail(format!("{pages} pages, touch of {} KiB per call", chunk / 1024))
+            Figure::new(format!("faults: {name}"), rate(pages, d.cpu) / 1e6, "Mpages/s", target).detail(
+                format!(
+                    "{pages} pages, touch of {} KiB per call, {:.4} s CPU ({:.4} s wall)",
+                    chunk / 1024,
+                    d.cpu.as_secs_f64(),
+                    d.wall.as_secs_f64()
+                ),
+            )
         })
         .collect();
-    let total: Duration = kinds.iter().map(|k| k.1).sum();
+    let total: Duration = kinds.iter().map(|k| k.1.cpu).sum();
     out.push(
         Figure::new(
             "faults: all kinds above, together",
@@ -230,7 +283,7 @@ pub fn bench_faults(pages: u64, chunk: u64, reps: usize, kernel: Kernel) -> Vec<
             "Mpages/s",
             target,
         )
-        .detail(format!("{} pages in {:.3} s", pages * kinds.len() as u64, total.as_secs_f64())),
+        .detail(format!("{} pages in {:.3} s CPU", pages * kinds.len() as u64, total.as_secs_f64())),
     );
     out
 }
@@ -282,7 +335,7 @@ pub fn bench_vma_calls(live: usize, rounds: usize, reps: usize, in_order: bool, 
     let mut rng = SmallRng::seed_from_u64(1);
     let mut next = 0;
     let d = best_of(reps, || {
-        let t = Instant::now();
+        let t = Stopwatch::start();
         for _ in 0..rounds {
             let i = if in_order {
                 next = (next + 1) % live;
@@ -292,7 +345,7 @@ pub fn bench_vma_calls(live: usize, rounds: usize, reps: usize, in_order: bool, 
             };
             vma_round(&mut sys, i, spare);
         }
-        t.elapsed()
+        t.took()
     });
     let map_count = sys.vm.mms[sys.vm.mm_of(Pid(1)).expect("pid 1")].map_count();
     let calls = rounds as u64 * 8;
@@ -301,10 +354,11 @@ pub fn bench_vma_calls(live: usize, rounds: usize, reps: usize, in_order: bool, 
         (false, false) => (format!("VMA calls with {live} live VMAs (all in the cache)"), None),
         (true, _) => (format!("VMA calls with {live} live VMAs, taken in address order"), None),
     };
-    Figure::new(name, rate(calls, d), "calls/s", target)
+    Figure::new(name, rate(calls, d.cpu), "calls/s", target)
         .detail(format!(
-            "{calls} calls (mprotect split/merge, munmap + mmap merge, mremap shrink/grow/move) in {:.3} s; {map_count} VMAs at the end; {} splits and {} merges per round",
-            d.as_secs_f64(),
+            "{calls} calls (mprotect split/merge, munmap + mmap merge, mremap shrink/grow/move) in {:.3} s CPU ({:.3} s wall); {map_count} VMAs at the end; {} splits and {} merges per round",
+            d.cpu.as_secs_f64(),
+            d.wall.as_secs_f64(),
             3,
             3,
         ))

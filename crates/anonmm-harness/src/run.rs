@@ -430,15 +430,16 @@ impl<'a> Runner<'a> {
             self.result.resolved.push(line);
         }
         let incremental = self.opts.check && self.opts.check_incremental;
-        let mut outcome = match plan {
+        // Matched by reference: moving the plan out copies a whole step.
+        let mut outcome = match &plan {
             Plan::Run(run) => {
                 if incremental {
-                    let before = touched_ranges(&self.sys, &run, None);
+                    let before = touched_ranges(&self.sys, run, None);
                     self.touched = Some(before.map(|r| self.sys.touched_before(r)));
                 }
-                let outcome = self.execute(&run)?;
+                let outcome = self.execute(run)?;
                 if let Some(Some(t)) = &mut self.touched {
-                    match touched_ranges(&self.sys, &run, Some(&outcome)) {
+                    match touched_ranges(&self.sys, run, Some(&outcome)) {
                         Some(r) => t.ranges.extend(r),
                         None => self.touched = Some(None),
                     }
@@ -447,7 +448,7 @@ impl<'a> Runner<'a> {
             }
             Plan::Skip(e) => {
                 self.touched = incremental.then(|| Some(Default::default()));
-                e
+                *e
             }
         };
         #[cfg(test)]

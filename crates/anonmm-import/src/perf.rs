@@ -32,6 +32,7 @@ use crate::abi;
 use crate::errno::Errno;
 use crate::lines::*;
 use crate::script::{Call, Expect, ParseOptions, Script, Step, format_call, parse_str_with};
+use crate::stream::Streamed;
 use crate::types::Pid;
 
 /// Why a trace could not be imported at all.
@@ -323,8 +324,9 @@ struct FdTable {
 
 pub(crate) struct Conv<'a> {
     path: &'a str,
-    /// The steps made and not yet handed on; `steps[0]` is step number `base`.
-    pub(crate) steps: Vec<Step>,
+    /// The steps made and not yet handed on; `steps[0]` is step number `base`. They are
+    /// kept as a stream hands them on, so that a page fault is written once, in 32 bytes.
+    pub(crate) steps: Vec<Streamed>,
     pub(crate) base: usize,
     /// Steps a later line may still edit: an exec's result (until its task's next
     /// `sys_exit`) and an openat's path (until an mmap names its file or no fd refers to it).
@@ -389,7 +391,7 @@ pub fn parse_perf(path: &str, text: &str) -> Result<(Script, ImportReport), Impo
     }
     c.finish();
     let report = c.final_report();
-    Ok((Script { path: path.to_string(), steps: c.steps, skipped: c.skipped }, report))
+    Ok((c.into_script(), report))
 }
 
 const NOT_IN_AST: &[&str] =
@@ -452,7 +454,7 @@ impl<'a> Conv<'a> {
             self.spoiled = true;
             return None;
         }
-        self.steps.get_mut(i - self.base)
+        self.steps.get_mut(i - self.base).and_then(Streamed::as_step_mut)
     }
 
     /// A new fd table holding `fds`, used by no task yet.
@@ -557,7 +559,7 @@ impl<'a> Conv<'a> {
     fn push(&mut self, line: usize, tid: u32, call: Call, expect: Option<Expect>) -> usize {
         // Page faults are most of a trace: their text is made only if a report needs it.
         let text = if matches!(call, Call::Touch { .. }) { String::new() } else { format_call(&call) };
-        self.steps.push(Step { line, pid: Pid(tid), text, call, expect });
+        self.steps.push(Streamed::of(Step { line, pid: Pid(tid), text, call, expect }));
         self.base + self.steps.len() - 1
     }
 
@@ -855,7 +857,7 @@ impl<'a> Conv<'a> {
         let ok = pushed.is_some_and(|i| {
             i.checked_sub(self.base)
                 .and_then(|i| self.steps.get(i))
-                .is_some_and(|s| matches!(s.expect, Some(Expect::Value(_))))
+                .is_some_and(|s| matches!(s.expect(), Some(Expect::Value(_))))
         });
         self.vma_records(tid, recs, ok);
     }
@@ -1049,8 +1051,9 @@ impl<'a> Conv<'a> {
 
     /// A user page fault at `addr` with x86 `error_code` (bit 1: write) as a one-page touch.
     fn fault_at(&mut self, line: usize, tid: u32, addr: u64, code: u64) {
-        let call = Call::Touch { addr: addr & !0xfff, len: 4096, write: code & 2 != 0 };
-        self.push(line, tid, call, None);
+        // Straight into the form a stream hands on: no `Step` is made for a fault.
+        let (addr, write) = (addr & !0xfff, code & 2 != 0);
+        self.steps.push(Streamed::Fault { line, pid: Pid(tid), addr, len: 4096, write });
     }
 
     fn fork(&mut self, line: usize, tid: u32, payload: &str) {
@@ -1173,7 +1176,8 @@ impl<'a> Conv<'a> {
 
     /// The script of the steps made (all of them, for a whole import).
     pub(crate) fn into_script(self) -> Script {
-        Script { path: self.path.to_string(), steps: self.steps, skipped: self.skipped }
+        let steps = self.steps.into_iter().map(Streamed::into_step).collect();
+        Script { path: self.path.to_string(), steps, skipped: self.skipped }
     }
 
     /// The end of the trace: syscalls still open lost their exits.

@@ -504,12 +504,19 @@ fn parse_expr(s: &str) -> Option<Expr> {
 /// A field's bytes as a number (sign-extended when the field is signed).
 fn field_num(f: &Field, raw: &[u8]) -> Option<i128> {
     let b = raw.get(f.offset..f.offset + f.size)?;
-    let mut buf = [0u8; 8];
-    if f.size > 8 {
-        return None;
-    }
-    buf[..f.size].copy_from_slice(b);
-    let u = u64::from_le_bytes(buf);
+    // Fixed-size reads for the usual sizes: a copy of a variable length is a `memcpy` call.
+    let u = match *b {
+        [a] => u64::from(a),
+        [a0, a1] => u64::from(u16::from_le_bytes([a0, a1])),
+        [a0, a1, a2, a3] => u64::from(u32::from_le_bytes([a0, a1, a2, a3])),
+        [a0, a1, a2, a3, a4, a5, a6, a7] => u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
+        _ if f.size > 8 => return None,
+        _ => {
+            let mut buf = [0u8; 8];
+            buf[..f.size].copy_from_slice(b);
+            u64::from_le_bytes(buf)
+        }
+    };
     Some(if f.signed && f.size < 8 {
         let shift = 64 - 8 * f.size as u32;
         i128::from(((u << shift) as i64) >> shift)

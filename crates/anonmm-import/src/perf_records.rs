@@ -66,6 +66,8 @@ pub(crate) struct Records {
     buf: Vec<u8>,
     base: u64,
     filled: usize,
+    /// Bytes read at a time ([`READ`]; small in tests, so that the window is compacted).
+    read: usize,
     /// The next record's offset, and the section's size.
     at: u64,
     len: u64,
@@ -126,6 +128,7 @@ impl Records {
             buf: Vec::new(),
             base: 0,
             filled: 0,
+            read: READ,
             at: 0,
             len,
             ids,
@@ -163,11 +166,28 @@ impl Records {
     }
 
     /// Have the section's bytes up to `end` in the window; false at the end of the file.
+    #[inline]
     fn fill(&mut self, end: u64) -> Result<bool, String> {
+        // Almost always there already: only a read needs the call.
+        if self.base + (self.filled as u64) >= end {
+            return Ok(true);
+        }
+        self.read_to(end)
+    }
+
+    /// [`Records::fill`] when bytes must be read.
+    #[inline(never)]
+    fn read_to(&mut self, end: u64) -> Result<bool, String> {
         while self.base + (self.filled as u64) < end {
+            if self.buf.len() < self.filled + self.read {
+                // Out of room: drop what no record needs, if that is at least as much as
+                // what stays (a copy of the window per round would be the file's size in
+                // copies); else the window grows.
+                self.compact();
+            }
             let need = (end - self.base) as usize;
-            if self.buf.len() < need.max(self.filled + READ) {
-                self.buf.resize(need.max(self.filled + READ), 0);
+            if self.buf.len() < need.max(self.filled + self.read) {
+                self.buf.resize(need.max(self.filled + self.read), 0);
             }
             match self.r.read(&mut self.buf[self.filled..]) {
                 Ok(0) => return Ok(false),
@@ -179,11 +199,16 @@ impl Records {
         Ok(true)
     }
 
-    /// Drop the bytes no record waiting needs from the window.
+    /// Drop the bytes no record waiting needs from the window, when they are at least as
+    /// many as those kept. Only while no record is handed on (`outgoing` is empty): the
+    /// record at `at` and those in `incoming` are all that is still read.
     fn compact(&mut self) {
+        debug_assert!(self.outgoing.is_empty());
         let keep = self.incoming.iter().map(|e| e.body - 8).min().unwrap_or(self.at).min(self.at);
+        // `at` can be past the window after an AUXTRACE record (its data is skipped).
+        let keep = keep.min(self.base + self.filled as u64);
         let drop = (keep - self.base) as usize;
-        if drop == 0 {
+        if drop == 0 || drop < self.filled - drop {
             return;
         }
         self.buf.copy_within(drop..self.filled, 0);
@@ -193,7 +218,6 @@ impl Records {
 
     /// Read records until a round hands some on, or to the end of the section.
     fn read_round(&mut self) -> Result<(), String> {
-        self.compact();
         while self.at < self.len {
             let at = self.at;
             if !self.fill(at + 8)? {
@@ -291,5 +315,45 @@ fn time_at(ty: u32, body: &[u8], p: &RecordParseInfo) -> Option<u64> {
         u64_at(body, usize::from(p.sample_record_time_offset_from_start?))
     } else {
         u64_at(body, body.len().checked_sub(usize::from(p.nonsample_record_time_offset_from_end?))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every record of the perf.data `bytes` in order (attribute, type, misc, body), read
+    /// `read` bytes at a time.
+    fn records(bytes: &[u8], read: usize) -> Vec<(usize, u32, u16, Vec<u8>)> {
+        let file = linux_perf_data::PerfFileReader::parse_file(std::io::Cursor::new(bytes.to_vec()))
+            .expect("a perf.data")
+            .perf_file;
+        let mut r = Records::new(Box::new(std::io::Cursor::new(bytes.to_vec())), &file)
+            .expect("its header")
+            .expect("read by this reader");
+        r.read = read;
+        let mut out = Vec::new();
+        while let Some((attr, rec)) = r.next().expect("its records") {
+            let body = match rec.data {
+                RawData::Single(b) => b.to_vec(),
+                RawData::Split(a, b) => [a, b].concat(),
+            };
+            out.push((attr, rec.record_type.0, rec.misc, body));
+        }
+        out
+    }
+
+    /// A window that must be compacted many times (and grown for records larger than a
+    /// read) hands on the same records in the same order as one that never is.
+    #[test]
+    fn a_small_window_reads_the_same_records() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/sort-threads.perf.data.zst");
+        let bytes = zstd::decode_all(&std::fs::read(path).expect("the bundled recording")[..]).expect("zstd");
+        let whole = records(&bytes, READ);
+        assert!(whole.len() > 4000, "{} records", whole.len());
+        for read in [8, 100, 4096, 65536] {
+            assert!(records(&bytes, read) == whole, "read {read} bytes at a time");
+        }
     }
 }

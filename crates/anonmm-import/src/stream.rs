@@ -89,12 +89,42 @@ pub enum Streamed {
 }
 
 impl Streamed {
-    fn of(s: Step) -> Streamed {
+    pub(crate) fn of(s: Step) -> Streamed {
         match s.call {
             crate::script::Call::Touch { addr, len, write } if s.text.is_empty() && s.expect.is_none() => {
                 Streamed::Fault { line: s.line, pid: s.pid, addr, len, write }
             }
             _ => Streamed::Step(Box::new(s)),
+        }
+    }
+
+    /// The step itself, for a whole import's script.
+    pub(crate) fn into_step(self) -> Step {
+        match self {
+            Streamed::Fault { line, pid, addr, len, write } => Step {
+                line,
+                pid,
+                call: crate::script::Call::Touch { addr, len, write },
+                text: String::new(),
+                expect: None,
+            },
+            Streamed::Step(s) => *s,
+        }
+    }
+
+    /// The step, to edit it; None for a fault, which no later line edits.
+    pub(crate) fn as_step_mut(&mut self) -> Option<&mut Step> {
+        match self {
+            Streamed::Fault { .. } => None,
+            Streamed::Step(s) => Some(s),
+        }
+    }
+
+    /// The step's expected result (a fault has none).
+    pub(crate) fn expect(&self) -> Option<crate::script::Expect> {
+        match self {
+            Streamed::Fault { .. } => None,
+            Streamed::Step(s) => s.expect,
         }
     }
 
@@ -279,7 +309,7 @@ fn convert(
             },
         };
         batch.clear();
-        batch.extend(c.steps.drain(..upto).map(Streamed::of));
+        batch.extend(c.steps.drain(..upto));
         c.handed_on(upto);
         tx.send(batch).is_ok()
     };
