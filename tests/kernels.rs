@@ -235,6 +235,7 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
         p.populate_without_vma_walk && p.split_maps_unused_to_zeropage && p.dontunmap_copy_merges_other_side
     );
     assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.ext4_truncate_up_zeroes_eof);
+    assert!(p.smaps_lockonfault_mnemonic);
 }
 
 #[test]
@@ -408,5 +409,26 @@ fn an_extending_truncate_zeroes_the_old_eof_page_from_6_13() {
     assert_eq!(last(Kernel::V6_1), (0xf2_0000_02bd, true, 13));
     for k in [Kernel::V6_12, Kernel::V6_18] {
         assert_eq!(last(k), (0x2bd, false, 12), "{k}");
+    }
+}
+
+/// smaps names VM_LOCKONFAULT `lf` from 6.2 (8614d6c5eda0); 6.1 prints `??`.
+#[test]
+fn smaps_names_lockonfault_from_6_2() {
+    let flags = |k| {
+        let script = parse_file(std::path::Path::new("tests/kernels/smaps_lockonfault_mnemonic.strace"))
+            .expect("parses");
+        let opts = RunOptions {
+            check: true,
+            smaps: true,
+            config: Config { kernel: k, ..Config::default() },
+            ..Default::default()
+        };
+        let steps = run_script(&script, &opts).expect("runs").steps;
+        steps.last().expect("steps").procs[&anonmm::types::Pid(1)].smaps[0].vm_flags.join(" ")
+    };
+    assert!(flags(Kernel::V6_1).contains("lo ??"), "{}", flags(Kernel::V6_1));
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        assert!(flags(k).contains("lo lf"), "{k}: {}", flags(k));
     }
 }

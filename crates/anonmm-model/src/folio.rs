@@ -106,11 +106,13 @@ pub struct Folio {
     /// `folio->mlock_count`: how many `VM_LOCKED` mappings `mlock_folio` counted (it may
     /// undercount; reclaim puts an mlocked folio back with 0).
     pub mlock_count: u32,
-    /// Swapped in to a `VM_LOCKED` VMA without being mlocked: `do_swap_page` maps a folio
-    /// read into the swap cache with `folio_add_new_anon_rmap`, which does not mlock, and
-    /// the read put it on an evictable LRU (`folio_add_lru`); the kernel mlocks it only when
-    /// an rmap walk meets the VMA (reclaim's `folio_referenced_one`/`try_to_unmap_one`), or
-    /// a later mlock walk. The invariant checker allows such a folio in a `VM_LOCKED` VMA.
+    /// Not `PG_mlocked` though a `VM_LOCKED` VMA may map it whole, until an rmap walk
+    /// (reclaim's `folio_referenced_one`/`try_to_unmap_one`) or a later mlock walk mlocks it:
+    /// swapped in there (`do_swap_page` maps a folio read into the swap cache with
+    /// `folio_add_new_anon_rmap`, which does not mlock, and the read put it on an evictable
+    /// LRU), or munlocked by a removal its mlock count did not include (`munlock_vma_folio`
+    /// munlocks on every rmap removal in a `VM_LOCKED` VMA: "page reclaim will correct
+    /// it"). The invariant checker allows such a folio in a `VM_LOCKED` VMA.
     pub mlock_deferred: bool,
 }
 

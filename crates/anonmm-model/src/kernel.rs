@@ -256,6 +256,10 @@ pub struct Profile {
     /// Before (6.1: no 6.1.y backport), `pagecache_isize_extended` does nothing with 4 KiB
     /// blocks: the page keeps what was written past EOF and nothing is added to the cache.
     pub ext4_truncate_up_zeroes_eof: bool,
+    /// smaps' VmFlags names `VM_LOCKONFAULT` `lf` (6.2, 8614d6c5eda0, Jason A. Donenfeld,
+    /// December 2022). Before, the bit has no mnemonic and `show_smap_vma_flags` prints `??`
+    /// for it (Debian's 6.1.192 in the VM, after mlock2(MLOCK_ONFAULT)).
+    pub smaps_lockonfault_mnemonic: bool,
 }
 
 /// Linux 6.18: every switch on.
@@ -283,6 +287,7 @@ pub const V6_18: Profile = Profile {
     split_maps_unused_to_zeropage: true,
     map_stack_nohugepage: true,
     ext4_truncate_up_zeroes_eof: true,
+    smaps_lockonfault_mnemonic: true,
 };
 
 /// Linux 6.12.
@@ -315,6 +320,7 @@ pub const V6_1: Profile = Profile {
     dontunmap_copy_merges_other_side: false,
     map_stack_nohugepage: false,
     ext4_truncate_up_zeroes_eof: false,
+    smaps_lockonfault_mnemonic: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     ..V6_12

@@ -76,6 +76,9 @@ impl Folio {
             }
         }
         self.mlocked = false;
+        // A VM_LOCKED VMA may still map it: munlock_vma_folio munlocks on every removal
+        // there, counted or not, and "page reclaim will correct it".
+        self.mlock_deferred = true;
     }
 
     /// `folio_putback_lru` → `lru_add` of a folio reclaim could not evict: an mlocked one

@@ -429,7 +429,16 @@ impl System {
             kb,
             thp_eligible: u64::from(self.smaps_thp_eligible(vma)),
             protection_key: self.cfg.pku.then_some(u64::from(v.flags.pkey())),
-            vm_flags: vma_flag_mnemonics(v.flags, self.cfg.soft_dirty),
+            vm_flags: vma_flag_mnemonics(v.flags, self.cfg.soft_dirty)
+                .into_iter()
+                .map(|m| {
+                    if m == "lf" && !self.cfg.kernel.profile().smaps_lockonfault_mnemonic {
+                        "??".into()
+                    } else {
+                        m
+                    }
+                })
+                .collect(),
             anonymous_vma: v.file.is_none(),
         }
     }
