@@ -125,6 +125,35 @@ fn a_dontunmap_copy_beside_its_source_merges_with_nothing_on_6_1() {
 }
 
 #[test]
+fn a_copy_of_a_userfaultfd_registered_vma_merges_with_nothing_on_6_12() {
+    let before = ["200003000000-20000300c000", "20000300d000-20000301b000"];
+    let (r, v) = outcome("uffd_copy_merges", Kernel::V6_12, 11);
+    assert_eq!(r, "= 0x200003102000");
+    assert_eq!(v, vmas(&[before[0], before[1], "200003100000-200003102000", "200003102000-200003103000"]));
+    for k in [Kernel::V6_1, Kernel::V6_18] {
+        let v = outcome("uffd_copy_merges", k, 11).1;
+        assert_eq!(v, vmas(&[before[0], before[1], "200003100000-200003103000"]), "{k}");
+    }
+    // smaps' `um` (VM_UFFD_MISSING) of each VMA: on 6.12 the neighbour stays registered and
+    // the copy is not; on 6.18 the merged VMA lost the registration.
+    let uffd = |k| {
+        let script =
+            parse_file(std::path::Path::new("tests/kernels/uffd_copy_merges.strace")).expect("parses");
+        let opts = RunOptions {
+            check: true,
+            smaps: true,
+            config: Config { kernel: k, ..Config::default() },
+            ..Default::default()
+        };
+        let steps = run_script(&script, &opts).expect("runs").steps;
+        let p = &steps.last().expect("steps").procs[&anonmm::types::Pid(1)];
+        p.smaps.iter().map(|s| s.vm_flags.iter().any(|f| f == "um")).collect::<Vec<_>>()
+    };
+    assert_eq!(uffd(Kernel::V6_12), vec![true, true, true, false]);
+    assert_eq!(uffd(Kernel::V6_18), vec![true, true, false]);
+}
+
+#[test]
 fn mprotect_keeps_vm_account_of_unfaulted_vmas_before_6_7() {
     let v = outcome("mprotect_unaccounts_unfaulted", Kernel::V6_1, 5).1;
     assert_eq!(
@@ -234,7 +263,7 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert!(
         p.populate_without_vma_walk && p.split_maps_unused_to_zeropage && p.dontunmap_copy_merges_other_side
     );
-    assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma);
+    assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.uffd_copy_merges);
 }
 
 #[test]

@@ -172,6 +172,17 @@ pub struct Profile {
     /// `move_vma` clears the flag on the whole VMA too (`vm_flags_clear(vma,
     /// VM_LOCKED_MASK)`), so the split comes from a stable-branch change not identified.
     pub dontunmap_unlocks_whole_vma: bool,
+    /// `copy_vma` may merge the copy of a userfaultfd-registered VMA with a neighbour
+    /// (`vma_merge_new_range` with the source's `vm_userfaultfd_ctx`; without
+    /// `UFFD_FEATURE_EVENT_REMAP`, `mremap_userfaultfd_prep` then drops the registration of
+    /// the whole merged VMA): 6.1 and 6.18 do. Debian's 6.12.118 in the VM never merges such
+    /// a copy, neither with a neighbour registered with the same context (its own source
+    /// included) nor with an unregistered one (oracle fuzz --kernel 6.12 seeds 201011 and
+    /// 202353; tests/kernels/uffd_copy_merges.strace; `--internal` shows the copy's
+    /// `vm_pgoff` re-linearised and its uffd flags dropped, the neighbours keeping theirs).
+    /// Mainline 6.12's `copy_vma` and `is_mergeable_vma` compare the same context, so the
+    /// refusal comes from a change in Debian's 6.12 line not identified.
+    pub uffd_copy_merges: bool,
     /// A write fault on a COW-shared page of a large anonymous folio may reuse it when
     /// every reference is a mapping of this mm (`__wp_can_reuse_large_anon_folio`, 6.15,
     /// "mm: CONFIG_NO_PAGE_MAPCOUNT" series). Before (6.12's `wp_can_reuse_anon_folio`:
@@ -263,6 +274,7 @@ pub const V6_18: Profile = Profile {
     dontunmap_copy_merges_other_side: true,
     dontunmap_unlocks_whole_vma: true,
     wp_reuses_large_anon_folio: true,
+    uffd_copy_merges: true,
     mprotect_unaccounts_unfaulted: true,
     uffd_merge_pgoff: true,
     huge_zero_wp_thp: true,
@@ -291,6 +303,7 @@ pub const V6_12: Profile = Profile {
     dontunmap_keeps_source_pgoff: false,
     dontunmap_unlocks_whole_vma: false,
     wp_reuses_large_anon_folio: false,
+    uffd_copy_merges: false,
     ..V6_18
 };
 
@@ -307,6 +320,8 @@ pub const V6_1: Profile = Profile {
     map_stack_nohugepage: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
+    // Debian's 6.1.192 merges such a copy, as 6.18 does.
+    uffd_copy_merges: true,
     ..V6_12
 };
 

@@ -573,6 +573,11 @@ impl System {
         let source_prev = vmg.prev == Some(vma) && self.vm.vmas[vma].end == addr;
         let source_next = vmg.next == Some(vma) && self.vm.vmas[vma].start == addr.plus(len);
         let profile = self.cfg.kernel.profile();
+        // 6.12 as observed: a copy of a userfaultfd-registered VMA merges with nothing
+        // (Profile::uffd_copy_merges).
+        if !profile.uffd_copy_merges && self.vm.vmas[vma].uffd.is_some() {
+            return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
+        }
         if dontunmap && !profile.dontunmap_merges_source && (source_prev || source_next) {
             if !profile.dontunmap_copy_merges_other_side {
                 return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
