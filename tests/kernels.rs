@@ -154,6 +154,15 @@ fn a_copy_of_a_userfaultfd_registered_vma_merges_with_nothing_on_6_12() {
 }
 
 #[test]
+fn a_dontunmap_file_copy_its_source_cannot_take_merges_with_the_next_vma_on_every_kernel() {
+    for k in Kernel::ALL {
+        let (r, v) = outcome("dontunmap_file_copy_merges_next", k, 10);
+        assert_eq!(r, "= 0x200003a00000", "{k}");
+        assert_eq!(v, vmas(&["2000039fc000-200003a00000", "200003a00000-200003a04000"]), "{k}");
+    }
+}
+
+#[test]
 fn mprotect_keeps_vm_account_of_unfaulted_vmas_before_6_7() {
     let v = outcome("mprotect_unaccounts_unfaulted", Kernel::V6_1, 5).1;
     assert_eq!(

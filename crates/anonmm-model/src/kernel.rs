@@ -158,9 +158,16 @@ pub struct Profile {
     /// before 6.18, `dontunmap_merges_source`) still merges with the VMA on its other side:
     /// Debian's 6.12 does (`vma_merge_new_range`, from 6.12's split of `vma_merge`,
     /// cc8cb3697a8d "mm: refactor vma_merge() into modify-only vma_merge_existing_range()"
-    /// series), and Debian's 6.1 does not (tests/kernels/
-    /// dontunmap_beside_source_merges_nothing.strace, from oracle fuzz --kernel 6.1 seed
-    /// 100028); the line of 6.1's `vma_merge` that refuses it is not identified.
+    /// series). Debian's 6.1 does only when the source could not have taken the copy: an
+    /// unfaulted anonymous copy, whose `vm_pgoff` `copy_vma` re-linearises so that the source
+    /// would take it, merges with nothing (tests/kernels/
+    /// dontunmap_beside_source_merges_nothing.strace, oracle fuzz --kernel 6.1 seed 100028),
+    /// while a file page, whose offset never follows its own VMA's, merges with the next VMA
+    /// of the file (tests/kernels/dontunmap_file_copy_merges_next.strace, seed 100658). So
+    /// 6.1's `vma_merge`, which tries `prev` first and returns with it, gives up the whole
+    /// merge once the source is the `prev` (or `next`) it would merge with; the line that
+    /// refuses it is not identified in mainline 6.1 (whose `vma_merge` would merge all
+    /// three), so it comes with the change behind `dontunmap_merges_source`.
     pub dontunmap_copy_merges_other_side: bool,
     /// A `MREMAP_DONTUNMAP` move of part of a `VM_LOCKED` VMA unlocks the whole source VMA:
     /// 6.18's `dontunmap_complete` clears `VM_LOCKED_MASK` on `vrm->vma` as it is. Debian's

@@ -579,7 +579,11 @@ impl System {
             return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
         }
         if dontunmap && !profile.dontunmap_merges_source && (source_prev || source_next) {
-            if !profile.dontunmap_copy_merges_other_side {
+            // 6.1: a copy its source would take merges with nothing; one it would not (a file
+            // page, whose offset cannot follow its own VMA's) may merge with the other side.
+            let source_takes = (source_prev && self.can_merge_side(&vmg, true))
+                || (source_next && self.can_merge_side(&vmg, false));
+            if !profile.dontunmap_copy_merges_other_side && source_takes {
                 return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
             }
             if source_prev {
