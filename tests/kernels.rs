@@ -273,6 +273,7 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
         p.populate_without_vma_walk && p.split_maps_unused_to_zeropage && p.dontunmap_copy_merges_other_side
     );
     assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.uffd_copy_merges);
+    assert!(p.folio_shared_by_mm_ids);
 }
 
 #[test]
@@ -323,6 +324,27 @@ fn a_thp_split_maps_unused_subpages_to_the_zero_page_from_6_12() {
     assert_eq!(zero_pages(Kernel::V6_1), (512, 0), "every subpage stays");
     for k in [Kernel::V6_12, Kernel::V6_18] {
         assert_eq!(zero_pages(k), (512, 511), "{k}: only the written page is not the zero page");
+    }
+}
+
+#[test]
+fn madv_free_splits_a_thp_whose_first_page_is_unmapped_on_6_12() {
+    use anonmm::snapshot::PageName;
+    // Pages present after the child's MADV_FREE, in all three processes, and how many of them
+    // are the zero page.
+    let zero_pages = |k: Kernel| {
+        let steps = run("folio_shared_by_mm_ids", k);
+        let last = steps.last().expect("steps");
+        let pages: Vec<_> = last.procs.values().flat_map(|p| p.pages.iter()).collect();
+        (pages.len(), pages.iter().filter(|p| p.page == PageName::Page(0)).count())
+    };
+    assert_eq!(
+        zero_pages(Kernel::V6_12),
+        (510, 510),
+        "the split maps every unwritten subpage to the zero page"
+    );
+    for k in [Kernel::V6_1, Kernel::V6_18] {
+        assert_eq!(zero_pages(k), (510, 0), "{k}: the THP is left alone");
     }
 }
 

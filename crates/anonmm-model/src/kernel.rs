@@ -190,6 +190,18 @@ pub struct Profile {
     /// Mainline 6.12's `copy_vma` and `is_mergeable_vma` compare the same context, so the
     /// refusal comes from a change in Debian's 6.12 line not identified.
     pub uffd_copy_merges: bool,
+    /// MADV_FREE, MADV_COLD and MADV_PAGEOUT judge whether a large folio is shared by the
+    /// mms that map it (`folio_maybe_mapped_shared` with CONFIG_MM_ID, 6.15, "mm/rmap: basic
+    /// MM owner tracking for large folios (!hugetlb)" and "mm: convert
+    /// folio_likely_mapped_shared() to folio_maybe_mapped_shared()", David Hildenbrand's
+    /// mapcount series). 6.12's `folio_likely_mapped_shared` guesses from the folio's first
+    /// page: a THP whose first pages a MADV_DONTNEED unmapped counts as not shared although
+    /// parent and child both map the rest, so a child's MADV_FREE of one page splits it, and
+    /// the split maps every never-written subpage to the zero page in both processes
+    /// (`split_maps_unused_to_zeropage`; oracle fuzz --kernel 6.12 --internal seed 300462,
+    /// tests/kernels/folio_shared_by_mm_ids.strace). 6.1 asks `page_mapcount` of the page at
+    /// hand (`!= 1`: stop), which in that scenario agrees with 6.18, so it keeps the switch on.
+    pub folio_shared_by_mm_ids: bool,
     /// A write fault on a COW-shared page of a large anonymous folio may reuse it when
     /// every reference is a mapping of this mm (`__wp_can_reuse_large_anon_folio`, 6.15,
     /// "mm: CONFIG_NO_PAGE_MAPCOUNT" series). Before (6.12's `wp_can_reuse_anon_folio`:
@@ -282,6 +294,7 @@ pub const V6_18: Profile = Profile {
     dontunmap_unlocks_whole_vma: true,
     wp_reuses_large_anon_folio: true,
     uffd_copy_merges: true,
+    folio_shared_by_mm_ids: true,
     mprotect_unaccounts_unfaulted: true,
     uffd_merge_pgoff: true,
     huge_zero_wp_thp: true,
@@ -311,6 +324,7 @@ pub const V6_12: Profile = Profile {
     dontunmap_unlocks_whole_vma: false,
     wp_reuses_large_anon_folio: false,
     uffd_copy_merges: false,
+    folio_shared_by_mm_ids: false,
     ..V6_18
 };
 
@@ -329,6 +343,8 @@ pub const V6_1: Profile = Profile {
     pagemap_thp_exclusive_from_head: true,
     // Debian's 6.1.192 merges such a copy, as 6.18 does.
     uffd_copy_merges: true,
+    // 6.1 asks page_mapcount() of the page at hand, not the first page's.
+    folio_shared_by_mm_ids: true,
     ..V6_12
 };
 
