@@ -269,12 +269,6 @@ impl System {
         }
     }
 
-    /// Whether the range `vmg` could join the VMA beside it on its left
-    /// (`can_vma_merge_left`) or on its right (`can_vma_merge_right` without a left merge).
-    pub(crate) fn can_merge_side(&self, vmg: &Vmg, left: bool) -> bool {
-        if left { self.can_vma_merge_left(vmg).is_ok() } else { self.can_vma_merge_right(vmg, false).is_ok() }
-    }
-
     /// `can_vma_merge_left`.
     fn can_vma_merge_left(&self, vmg: &Vmg) -> Result<(), MergeReason> {
         match vmg.prev {

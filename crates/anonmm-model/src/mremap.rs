@@ -550,8 +550,8 @@ impl System {
     /// (`vma_merge_copied_range`), else a copy. An unfaulted anonymous source is
     /// re-linearised to the new address. May replace `*vmap` when the source merged into
     /// the destination (only possible when unfaulted).
-    /// With `dontunmap` (MREMAP_DONTUNMAP), before 6.16 the copy never merges into the source
-    /// VMA it is copied from (see
+    /// With `dontunmap` (MREMAP_DONTUNMAP), Debian's 6.1 and 6.12 (a 2026 stable fix) never
+    /// merge an unfaulted anonymous copy into the source VMA it is copied from (see
     /// [`Profile::dontunmap_merges_source`](crate::kernel::Profile::dontunmap_merges_source)).
     pub(crate) fn copy_vma(
         &mut self,
@@ -563,27 +563,26 @@ impl System {
     ) -> Option<VmaId> {
         let vma = *vmap;
         let mut pgoff = pgoff;
-        if self.vm.vmas[vma].is_anonymous() && self.vm.vmas[vma].anon_vma.is_none() {
+        let unfaulted_anon = self.vm.vmas[vma].is_anonymous() && self.vm.vmas[vma].anon_vma.is_none();
+        if unfaulted_anon {
             pgoff = PgOff(addr.0 >> PAGE_SHIFT);
         }
         let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, MergeCaller::MremapMove)?;
-        // Before 6.18, a copy next to its own source does not merge into the source; on 6.12
-        // it may still merge with the neighbour on its other side, on 6.1 with nothing (the
-        // VM shows each).
-        let source_prev = vmg.prev == Some(vma) && self.vm.vmas[vma].end == addr;
-        let source_next = vmg.next == Some(vma) && self.vm.vmas[vma].start == addr.plus(len);
         let profile = self.cfg.kernel.profile();
-        // 6.12 as observed: a copy of a userfaultfd-registered VMA merges with nothing
+        // Stable 6.12 ("mm/vma: avoid broken uffd merge on mremap"): a copy whose userfaultfd
+        // registration mremap_userfaultfd_prep will drop is not merged
         // (Profile::uffd_copy_merges).
         if !profile.uffd_copy_merges && self.vm.vmas[vma].uffd.is_some() {
             return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
         }
-        if dontunmap && !profile.dontunmap_merges_source && (source_prev || source_next) {
-            // 6.1: a copy its source would take merges with nothing; one it would not (a file
-            // page, whose offset cannot follow its own VMA's) may merge with the other side.
-            let source_takes = (source_prev && self.can_merge_side(&vmg, true))
-                || (source_next && self.can_merge_side(&vmg, false));
-            if !profile.dontunmap_copy_merges_other_side && source_takes {
+        // Stable 6.1 and 6.12 ("mm/mremap: fix locked_vm leak from MREMAP_DONTUNMAP
+        // self-merge"): with DONTUNMAP an unfaulted anonymous copy never merges into its
+        // source; 6.12 drops the source as neighbour, 6.1 does not merge at all when the copy
+        // touches it (Profile::dontunmap_merges_source, dontunmap_copy_merges_other_side).
+        if dontunmap && unfaulted_anon && !profile.dontunmap_merges_source {
+            let source_prev = vmg.prev == Some(vma) && self.vm.vmas[vma].end == addr;
+            let source_next = vmg.next == Some(vma) && self.vm.vmas[vma].start == addr.plus(len);
+            if !profile.dontunmap_copy_merges_other_side && (source_prev || source_next) {
                 return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
             }
             if source_prev {
