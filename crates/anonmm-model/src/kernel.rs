@@ -150,8 +150,8 @@ pub struct Profile {
     /// After a `MREMAP_DONTUNMAP` move of a whole VMA (its anon_vmas unlinked), the source
     /// keeps its `vm_pgoff`: the host's 6.18.44 leaves it. Debian's 6.1.192 and 6.12.118 carry
     /// the 2026 stable fix "mm/mremap: reset unfaulted VMA page offset for MREMAP_DONTUNMAP"
-    /// (6.1.191, 6.12.112): an anonymous source, unfaulted again, gets `vm_pgoff = vm_start
-    /// >> PAGE_SHIFT` (read in Debian's `linux-source` packages; seen with `--internal`,
+    /// (6.1.191, 6.12.112): an anonymous source, unfaulted again, gets
+    /// `vm_pgoff = vm_start >> PAGE_SHIFT` (read in Debian's `linux-source` packages; seen with `--internal`,
     /// tests/kernels/dontunmap_keeps_source_pgoff.strace).
     pub dontunmap_keeps_source_pgoff: bool,
     /// A `MREMAP_DONTUNMAP` copy of an unfaulted anonymous VMA right beside that VMA, its
