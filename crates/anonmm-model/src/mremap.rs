@@ -403,6 +403,22 @@ impl System {
             return Err(Errno::ENOMEM);
         }
         let mut vma = vrm.vma.expect("vma");
+        // Stable 6.1/6.12 ("mm/mremap: fix locked_vm leak by splitting VMA for
+        // MREMAP_DONTUNMAP"): a VM_LOCKED source is split to the moved range before the copy
+        // (Profile::dontunmap_unlocks_whole_vma).
+        if vrm.flags & MREMAP_DONTUNMAP != 0
+            && !self.cfg.kernel.profile().dontunmap_unlocks_whole_vma
+            && self.vm.vmas[vma].flags.contains(VmFlags::LOCKED)
+        {
+            let end = vrm.addr + vrm.old_len;
+            if self.vm.vmas[vma].start.0 < vrm.addr {
+                vma = self.split_vma(vma, VirtAddr(vrm.addr), false)?;
+            }
+            if end < self.vm.vmas[vma].end.0 {
+                self.split_vma(vma, VirtAddr(end), false)?;
+            }
+            vrm.vma = Some(vma);
+        }
         let internal_pgoff = (vrm.addr - self.vm.vmas[vma].start.0) >> PAGE_SHIFT;
         let new_pgoff = self.vm.vmas[vma].pgoff.plus(internal_pgoff);
         // The design may relocate the folios (its hooks `should_relocate_anon` and
@@ -463,26 +479,15 @@ impl System {
     /// 6.16; the oracle showed it); if it moved whole it loses its anon_vma (the next fault
     /// zero-fills).
     fn dontunmap_complete(&mut self, vrm: &Vrm, new_vma: VmaId) {
-        let mut vma = vrm.vma.expect("vma");
-        let (start, end) = (vrm.addr, vrm.addr + vrm.old_len);
-        if !self.cfg.kernel.profile().dontunmap_unlocks_whole_vma
-            && self.vm.vmas[vma].flags.intersects(VmFlags::LOCKED_MASK)
-        {
-            // 6.1 and 6.12 as observed: only the moved range is unlocked, split out of the
-            // source (Profile::dontunmap_unlocks_whole_vma); the piece is then the old VMA
-            // whose anon_vmas go (--internal, oracle fuzz --kernel 6.1 seed 310198).
-            if self.vm.vmas[vma].start.0 < start {
-                vma = self.split_vma_nocheck(vma, VirtAddr(start), false);
-            }
-            if end < self.vm.vmas[vma].end.0 {
-                self.split_vma_nocheck(vma, VirtAddr(end), false);
-            }
-        }
+        let vma = vrm.vma.expect("vma");
+        // 6.1 and 6.12: move_vma split a VM_LOCKED source to the moved range before the copy,
+        // so only that piece is unlocked here, and it is the whole old VMA, whose anon_vmas go
+        // (--internal, oracle fuzz --kernel 6.1 seed 310198).
         self.vm.vmas[vma].flags -= VmFlags::LOCKED_MASK;
         let (s, e) = (self.vm.vmas[vma].start.0, self.vm.vmas[vma].end.0);
         if new_vma != vma && vrm.addr == s && vrm.addr + vrm.old_len == e {
             self.unlink_anon_vmas(vma);
-            // 6.1 and 6.12 as observed (Profile::dontunmap_keeps_source_pgoff).
+            // Stable 6.1/6.12 (Profile::dontunmap_keeps_source_pgoff).
             if self.vm.vmas[vma].is_anonymous() && !self.cfg.kernel.profile().dontunmap_keeps_source_pgoff {
                 self.vm.vmas[vma].pgoff = PgOff(s >> PAGE_SHIFT);
             }
