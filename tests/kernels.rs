@@ -156,7 +156,7 @@ fn a_copy_of_a_userfaultfd_registered_vma_merges_with_nothing_on_6_12() {
 #[test]
 fn a_dontunmap_file_copy_its_source_cannot_take_merges_with_the_next_vma_on_every_kernel() {
     for k in Kernel::ALL {
-        let (r, v) = outcome("dontunmap_file_copy_merges_next", k, 10);
+        let (r, v) = outcome("dontunmap_file_copy_merges_next", k, 11);
         assert_eq!(r, "= 0x200003a00000", "{k}");
         assert_eq!(v, vmas(&["2000039fc000-200003a00000", "200003a00000-200003a04000"]), "{k}");
     }
