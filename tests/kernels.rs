@@ -125,6 +125,44 @@ fn a_dontunmap_copy_beside_its_source_merges_with_nothing_on_6_1() {
 }
 
 #[test]
+fn a_copy_of_a_userfaultfd_registered_vma_merges_with_nothing_on_6_12() {
+    let before = ["200003000000-20000300c000", "20000300d000-20000301b000"];
+    let (r, v) = outcome("uffd_copy_merges", Kernel::V6_12, 11);
+    assert_eq!(r, "= 0x200003102000");
+    assert_eq!(v, vmas(&[before[0], before[1], "200003100000-200003102000", "200003102000-200003103000"]));
+    for k in [Kernel::V6_1, Kernel::V6_18] {
+        let v = outcome("uffd_copy_merges", k, 11).1;
+        assert_eq!(v, vmas(&[before[0], before[1], "200003100000-200003103000"]), "{k}");
+    }
+    // smaps' `um` (VM_UFFD_MISSING) of each VMA: on 6.12 the neighbour stays registered and
+    // the copy is not; on 6.18 the merged VMA lost the registration.
+    let uffd = |k| {
+        let script =
+            parse_file(std::path::Path::new("tests/kernels/uffd_copy_merges.strace")).expect("parses");
+        let opts = RunOptions {
+            check: true,
+            smaps: true,
+            config: Config { kernel: k, ..Config::default() },
+            ..Default::default()
+        };
+        let steps = run_script(&script, &opts).expect("runs").steps;
+        let p = &steps.last().expect("steps").procs[&anonmm::types::Pid(1)];
+        p.smaps.iter().map(|s| s.vm_flags.iter().any(|f| f == "um")).collect::<Vec<_>>()
+    };
+    assert_eq!(uffd(Kernel::V6_12), vec![true, true, true, false]);
+    assert_eq!(uffd(Kernel::V6_18), vec![true, true, false]);
+}
+
+#[test]
+fn a_dontunmap_file_copy_its_source_cannot_take_merges_with_the_next_vma_on_every_kernel() {
+    for k in Kernel::ALL {
+        let (r, v) = outcome("dontunmap_file_copy_merges_next", k, 11);
+        assert_eq!(r, "= 0x200003a00000", "{k}");
+        assert_eq!(v, vmas(&["2000039fc000-200003a00000", "200003a00000-200003a04000"]), "{k}");
+    }
+}
+
+#[test]
 fn mprotect_keeps_vm_account_of_unfaulted_vmas_before_6_7() {
     let v = outcome("mprotect_unaccounts_unfaulted", Kernel::V6_1, 5).1;
     assert_eq!(
@@ -236,6 +274,8 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     );
     assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.ext4_truncate_up_zeroes_eof);
     assert!(p.smaps_lockonfault_mnemonic);
+    assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.uffd_copy_merges);
+    assert!(p.folio_shared_by_mm_ids);
 }
 
 #[test]
@@ -286,6 +326,27 @@ fn a_thp_split_maps_unused_subpages_to_the_zero_page_from_6_12() {
     assert_eq!(zero_pages(Kernel::V6_1), (512, 0), "every subpage stays");
     for k in [Kernel::V6_12, Kernel::V6_18] {
         assert_eq!(zero_pages(k), (512, 511), "{k}: only the written page is not the zero page");
+    }
+}
+
+#[test]
+fn madv_free_splits_a_thp_whose_first_page_is_unmapped_on_6_12() {
+    use anonmm::snapshot::PageName;
+    // Pages present after the child's MADV_FREE, in all three processes, and how many of them
+    // are the zero page.
+    let zero_pages = |k: Kernel| {
+        let steps = run("folio_shared_by_mm_ids", k);
+        let last = steps.last().expect("steps");
+        let pages: Vec<_> = last.procs.values().flat_map(|p| p.pages.iter()).collect();
+        (pages.len(), pages.iter().filter(|p| p.page == PageName::Page(0)).count())
+    };
+    assert_eq!(
+        zero_pages(Kernel::V6_12),
+        (510, 510),
+        "the split maps every unwritten subpage to the zero page"
+    );
+    for k in [Kernel::V6_1, Kernel::V6_18] {
+        assert_eq!(zero_pages(k), (510, 0), "{k}: the THP is left alone");
     }
 }
 

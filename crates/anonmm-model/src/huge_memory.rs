@@ -240,6 +240,27 @@ impl crate::folio::FolioStore {
         f.mm_ids_shared
     }
 
+    /// `folio_likely_mapped_shared` (include/linux/mm.h, before 6.15): as
+    /// [`folio_maybe_mapped_shared`](Self::folio_maybe_mapped_shared) up to the last test,
+    /// which guesses from the folio's first page instead of the mms that map it: shared when
+    /// that page is mapped more than once. So a large folio whose first page is unmapped (a
+    /// partial MADV_DONTNEED after a PTE split) counts as not shared, however many mms map
+    /// the rest.
+    pub fn folio_likely_mapped_shared(&self, folio: FolioId) -> bool {
+        let f = &self.folios[folio];
+        let mapcount = f.mapcount();
+        if !f.is_large() {
+            return mapcount > 1;
+        }
+        if mapcount <= 1 {
+            return false;
+        }
+        if f.entire_mapcount > 0 || mapcount > f.nr_pages() {
+            return true;
+        }
+        f.page_mapcount(0) > 1
+    }
+
     /// `can_split_folio(folio, 1, &extra_pins)`: every reference is a mapping, or one the
     /// split knows how to hand over (the swap cache's: `extra_pins` is the folio's pages when
     /// it is in the swap cache). A long-term pin, or any other reference, makes the split

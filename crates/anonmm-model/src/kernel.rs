@@ -138,40 +138,70 @@ pub struct Profile {
     /// Before, `io_pin_pages` pins everything and then refuses a buffer spanning different
     /// files (EINVAL) or any non-shmem file (EOPNOTSUPP).
     pub gup_longterm_file_check: bool,
-    /// A `MREMAP_DONTUNMAP` move may merge the new range into the VMA it was copied from
-    /// (its own source, left in place): 6.18 does. The VM oracle shows that Debian's 6.1
-    /// and 6.12 kernels never do (a one-page move to the page right after, or right before,
-    /// its unfaulted source stays a VMA of its own), and that such a copy then does not
-    /// merge with the neighbour on its other side either (6.1, oracle fuzz seed 100028);
-    /// a plain MREMAP_FIXED move, and a DONTUNMAP move next to VMAs other than its source,
-    /// merge alike on all three. The 6.18 behaviour came
-    /// with the mremap rework of 6.16/6.17 (`vma_merge_copied_range`, `dontunmap_complete`);
-    /// the exact commit is not identified.
+    /// A `MREMAP_DONTUNMAP` copy of an unfaulted anonymous VMA may merge into that VMA, its
+    /// own source, left in place (`copy_vma` re-linearises the copy's `vm_pgoff`): the host's
+    /// 6.18.44 does. Debian's 6.1.192 and 6.12.118 carry the 2026 stable fix "mm/mremap: fix
+    /// locked_vm leak from MREMAP_DONTUNMAP self-merge" (6.1.191, 6.12.114; upstream
+    /// through mm-hotfixes in 2026): `copy_vma(..., keep_source)` disallows the self-merge (6.12
+    /// drops the source as `prev`/`next`; 6.1 skips `vma_merge` whenever the copy touches
+    /// its source, `dontunmap_copy_merges_other_side`). Read in Debian's `linux-source`
+    /// packages; seen in the VM (oracle fuzz --kernel 6.1 seed 100028).
     pub dontunmap_merges_source: bool,
     /// After a `MREMAP_DONTUNMAP` move of a whole VMA (its anon_vmas unlinked), the source
-    /// keeps its `vm_pgoff`: 6.18's `dontunmap_complete` leaves it. Debian's 6.1 and 6.12
-    /// kernels, read by the internal-state oracle (`--internal`, docs/internal.md), show the
-    /// source re-linearised to `vm_start >> PAGE_SHIFT` (tests/kernels/
-    /// dontunmap_keeps_source_pgoff.strace); the code that does it is not identified.
+    /// keeps its `vm_pgoff`: the host's 6.18.44 leaves it. Debian's 6.1.192 and 6.12.118 carry
+    /// the 2026 stable fix "mm/mremap: reset unfaulted VMA page offset for MREMAP_DONTUNMAP"
+    /// (6.1.191, 6.12.112): an anonymous source, unfaulted again, gets
+    /// `vm_pgoff = vm_start >> PAGE_SHIFT` (read in Debian's `linux-source` packages; seen with `--internal`,
+    /// tests/kernels/dontunmap_keeps_source_pgoff.strace).
     pub dontunmap_keeps_source_pgoff: bool,
-    /// A `MREMAP_DONTUNMAP` copy right beside its own source (which it does not merge into
-    /// before 6.18, `dontunmap_merges_source`) still merges with the VMA on its other side:
-    /// Debian's 6.12 does (`vma_merge_new_range`, from 6.12's split of `vma_merge`,
-    /// cc8cb3697a8d "mm: refactor vma_merge() into modify-only vma_merge_existing_range()"
-    /// series), and Debian's 6.1 does not (tests/kernels/
-    /// dontunmap_beside_source_merges_nothing.strace, from oracle fuzz --kernel 6.1 seed
-    /// 100028); the line of 6.1's `vma_merge` that refuses it is not identified.
+    /// A `MREMAP_DONTUNMAP` copy of an unfaulted anonymous VMA right beside that VMA, its
+    /// source (which it does not merge into, `dontunmap_merges_source`), may still merge with
+    /// the VMA on its other side: 6.12's backport of "mm/mremap: fix locked_vm leak from
+    /// MREMAP_DONTUNMAP self-merge" only drops the source as `vmg.prev`/`vmg.next` before
+    /// `vma_merge_new_range`. 6.1's backport (6.1.191) skips `vma_merge` altogether when the
+    /// copy touches its source (`addr == vma->vm_end || vma->vm_start == addr + len`), so
+    /// such a copy merges with nothing (tests/kernels/dontunmap_beside_source_merges_nothing.strace,
+    /// oracle fuzz --kernel 6.1 seed 100028). A faulted or file source is not concerned: a
+    /// file page's copy beside its source merges with the next VMA on every kernel
+    /// (tests/kernels/dontunmap_file_copy_merges_next.strace, seed 100658).
     pub dontunmap_copy_merges_other_side: bool,
     /// A `MREMAP_DONTUNMAP` move of part of a `VM_LOCKED` VMA unlocks the whole source VMA:
-    /// 6.18's `dontunmap_complete` clears `VM_LOCKED_MASK` on `vrm->vma` as it is. Debian's
-    /// 6.1.192 and 6.12.118 in the VM unlock only the moved range, split out of the source
-    /// (smaps: `lo` gone from that piece only; oracle fuzz --kernel 6.1 seed 100305,
-    /// --kernel 6.12 seed 200514; tests/kernels/dontunmap_unlocks_whole_vma.strace), and that
-    /// piece, now the whole old VMA, loses its anon_vma (`--internal`, 6.1 seed 310198;
-    /// tests/kernels/dontunmap_locked_tail_unlinks.strace). Their
-    /// `move_vma` clears the flag on the whole VMA too (`vm_flags_clear(vma,
-    /// VM_LOCKED_MASK)`), so the split comes from a stable-branch change not identified.
+    /// the host's 6.18.44 `dontunmap_complete` clears `VM_LOCKED_MASK` on `vrm->vma` as it
+    /// is. Debian's 6.1.192 and 6.12.118 carry the 2026 stable fix "mm/mremap: fix locked_vm
+    /// leak by splitting VMA for MREMAP_DONTUNMAP" (6.1.191, 6.12.114): `move_vma` first
+    /// splits the moved range out of a `VM_LOCKED` source, so only that piece is unlocked
+    /// (smaps: `lo` gone from it only; oracle fuzz --kernel 6.1 seed 100305, --kernel 6.12
+    /// seed 200514; tests/kernels/dontunmap_unlocks_whole_vma.strace), and that piece, now
+    /// the whole old VMA, loses its anon_vma (`--internal`, 6.1 seed 310198;
+    /// tests/kernels/dontunmap_locked_tail_unlinks.strace). The model splits after the copy
+    /// rather than before it; the two differ only when the copy lands beside the source.
     pub dontunmap_unlocks_whole_vma: bool,
+    /// `copy_vma` may merge the copy of a userfaultfd-registered VMA with a neighbour
+    /// (`vma_merge_new_range` with the source's `vm_userfaultfd_ctx`; without
+    /// `UFFD_FEATURE_EVENT_REMAP`, `mremap_userfaultfd_prep` then drops the registration of
+    /// the whole merged VMA): 6.1 and the host's 6.18.44 do. Debian's 6.12.118 carries the
+    /// stable fix "mm/vma: avoid broken uffd merge on mremap" (6.12.118): `copy_vma` skips
+    /// the merge when `vma_has_uffd_without_event_remap(vma)`, so the copy merges with
+    /// nothing, neither with a neighbour registered with the same context (its own source
+    /// included) nor with an unregistered one (oracle fuzz --kernel 6.12 seeds 201011 and
+    /// 202353; tests/kernels/uffd_copy_merges.strace; `--internal` shows the copy's
+    /// `vm_pgoff` re-linearised and its uffd flags dropped, the neighbours keeping theirs).
+    /// Debian's 6.1.192 does not have it.
+    pub uffd_copy_merges: bool,
+    /// MADV_FREE, MADV_COLD and MADV_PAGEOUT judge whether a large folio is shared by the
+    /// mms that map it (`folio_maybe_mapped_shared` with CONFIG_MM_ID, 6.15, "mm/rmap: basic
+    /// MM owner tracking for large folios (!hugetlb)" and "mm: convert
+    /// folio_likely_mapped_shared() to folio_maybe_mapped_shared()", David Hildenbrand's
+    /// mapcount series). 6.12's `folio_likely_mapped_shared` guesses from the folio's first
+    /// page: a THP whose first pages a MADV_DONTNEED unmapped counts as not shared although
+    /// parent and child both map the rest, so a child's MADV_FREE of one page splits it, and
+    /// the split maps every never-written subpage to the zero page in both processes
+    /// (`split_maps_unused_to_zeropage`; oracle fuzz --kernel 6.12 --internal seed 300462,
+    /// tests/kernels/folio_shared_by_mm_ids.strace; Debian's 6.12.118 `madvise.c` calls
+    /// `folio_likely_mapped_shared` there). 6.1 asks `folio_mapcount(folio) != 1`
+    /// (MADV_FREE) or `page_mapcount(page) != 1` (COLD/PAGEOUT) and stops, which in that
+    /// scenario agrees with 6.18, so it keeps the switch on.
+    pub folio_shared_by_mm_ids: bool,
     /// A write fault on a COW-shared page of a large anonymous folio may reuse it when
     /// every reference is a mapping of this mm (`__wp_can_reuse_large_anon_folio`, 6.15,
     /// "mm: CONFIG_NO_PAGE_MAPCOUNT" series). Before (6.12's `wp_can_reuse_anon_folio`:
@@ -275,6 +305,8 @@ pub const V6_18: Profile = Profile {
     dontunmap_copy_merges_other_side: true,
     dontunmap_unlocks_whole_vma: true,
     wp_reuses_large_anon_folio: true,
+    uffd_copy_merges: true,
+    folio_shared_by_mm_ids: true,
     mprotect_unaccounts_unfaulted: true,
     uffd_merge_pgoff: true,
     huge_zero_wp_thp: true,
@@ -305,6 +337,8 @@ pub const V6_12: Profile = Profile {
     dontunmap_keeps_source_pgoff: false,
     dontunmap_unlocks_whole_vma: false,
     wp_reuses_large_anon_folio: false,
+    uffd_copy_merges: false,
+    folio_shared_by_mm_ids: false,
     ..V6_18
 };
 
@@ -323,6 +357,10 @@ pub const V6_1: Profile = Profile {
     smaps_lockonfault_mnemonic: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
+    // Debian's 6.1.192 merges such a copy, as 6.18 does.
+    uffd_copy_merges: true,
+    // 6.1 asks page_mapcount() of the page at hand, not the first page's.
+    folio_shared_by_mm_ids: true,
     ..V6_12
 };
 

@@ -252,6 +252,18 @@ impl System {
         self.madvise_update_vma(vma, start, end, new, name)
     }
 
+    /// Whether MADV_FREE, MADV_COLD and MADV_PAGEOUT leave a folio alone as shared:
+    /// `folio_maybe_mapped_shared` (the mms that map it), or before 6.15
+    /// `folio_likely_mapped_shared` (a guess from its first page;
+    /// [`Profile::folio_shared_by_mm_ids`](crate::kernel::Profile::folio_shared_by_mm_ids)).
+    pub(crate) fn folio_shared_for_madvise(&self, folio: FolioId) -> bool {
+        if self.cfg.kernel.profile().folio_shared_by_mm_ids {
+            self.mem.folio_maybe_mapped_shared(folio)
+        } else {
+            self.mem.folio_likely_mapped_shared(folio)
+        }
+    }
+
     /// `madvise_free_single_vma`: `madvise_free_pte_range` on each PMD of `[start, end)`.
     fn madvise_free_single_vma(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         for (addr, next) in self.vm.mms[mm].pt.pmd_ranges(start, end) {
@@ -268,7 +280,7 @@ impl System {
     /// (`madvise_free_folio`, or the whole THP in `madvise_free_huge_pmd`).
     fn madvise_free_pte_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr) {
         if let Some(&Pmd::Huge { folio, .. }) = self.vm.mms[mm].pt.pmd(addr) {
-            if folio == HUGE_ZERO_FOLIO || self.mem.folio_maybe_mapped_shared(folio) {
+            if folio == HUGE_ZERO_FOLIO || self.folio_shared_for_madvise(folio) {
                 return;
             }
             if end.0 - addr.0 == PMD_SIZE {
@@ -299,7 +311,7 @@ impl System {
                     if self.mem.folios[folio].is_large() {
                         nr = self.folio_pte_batch(mm, a, end, folio, sub);
                         if nr < self.mem.folios[folio].nr_pages() {
-                            if !self.mem.folio_maybe_mapped_shared(folio) && self.split_folio(folio).is_ok() {
+                            if !self.folio_shared_for_madvise(folio) && self.split_folio(folio).is_ok() {
                                 nr = 0;
                             }
                             a = a.plus(nr * PAGE_SIZE);

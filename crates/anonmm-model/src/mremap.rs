@@ -403,6 +403,22 @@ impl System {
             return Err(Errno::ENOMEM);
         }
         let mut vma = vrm.vma.expect("vma");
+        // Stable 6.1/6.12 ("mm/mremap: fix locked_vm leak by splitting VMA for
+        // MREMAP_DONTUNMAP"): a VM_LOCKED source is split to the moved range before the copy
+        // (Profile::dontunmap_unlocks_whole_vma).
+        if vrm.flags & MREMAP_DONTUNMAP != 0
+            && !self.cfg.kernel.profile().dontunmap_unlocks_whole_vma
+            && self.vm.vmas[vma].flags.contains(VmFlags::LOCKED)
+        {
+            let end = vrm.addr + vrm.old_len;
+            if self.vm.vmas[vma].start.0 < vrm.addr {
+                vma = self.split_vma(vma, VirtAddr(vrm.addr), false)?;
+            }
+            if end < self.vm.vmas[vma].end.0 {
+                self.split_vma(vma, VirtAddr(end), false)?;
+            }
+            vrm.vma = Some(vma);
+        }
         let internal_pgoff = (vrm.addr - self.vm.vmas[vma].start.0) >> PAGE_SHIFT;
         let new_pgoff = self.vm.vmas[vma].pgoff.plus(internal_pgoff);
         // The design may relocate the folios (its hooks `should_relocate_anon` and
@@ -463,26 +479,15 @@ impl System {
     /// 6.16; the oracle showed it); if it moved whole it loses its anon_vma (the next fault
     /// zero-fills).
     fn dontunmap_complete(&mut self, vrm: &Vrm, new_vma: VmaId) {
-        let mut vma = vrm.vma.expect("vma");
-        let (start, end) = (vrm.addr, vrm.addr + vrm.old_len);
-        if !self.cfg.kernel.profile().dontunmap_unlocks_whole_vma
-            && self.vm.vmas[vma].flags.intersects(VmFlags::LOCKED_MASK)
-        {
-            // 6.1 and 6.12 as observed: only the moved range is unlocked, split out of the
-            // source (Profile::dontunmap_unlocks_whole_vma); the piece is then the old VMA
-            // whose anon_vmas go (--internal, oracle fuzz --kernel 6.1 seed 310198).
-            if self.vm.vmas[vma].start.0 < start {
-                vma = self.split_vma_nocheck(vma, VirtAddr(start), false);
-            }
-            if end < self.vm.vmas[vma].end.0 {
-                self.split_vma_nocheck(vma, VirtAddr(end), false);
-            }
-        }
+        let vma = vrm.vma.expect("vma");
+        // 6.1 and 6.12: move_vma split a VM_LOCKED source to the moved range before the copy,
+        // so only that piece is unlocked here, and it is the whole old VMA, whose anon_vmas go
+        // (--internal, oracle fuzz --kernel 6.1 seed 310198).
         self.vm.vmas[vma].flags -= VmFlags::LOCKED_MASK;
         let (s, e) = (self.vm.vmas[vma].start.0, self.vm.vmas[vma].end.0);
         if new_vma != vma && vrm.addr == s && vrm.addr + vrm.old_len == e {
             self.unlink_anon_vmas(vma);
-            // 6.1 and 6.12 as observed (Profile::dontunmap_keeps_source_pgoff).
+            // Stable 6.1/6.12 (Profile::dontunmap_keeps_source_pgoff).
             if self.vm.vmas[vma].is_anonymous() && !self.cfg.kernel.profile().dontunmap_keeps_source_pgoff {
                 self.vm.vmas[vma].pgoff = PgOff(s >> PAGE_SHIFT);
             }
@@ -550,8 +555,8 @@ impl System {
     /// (`vma_merge_copied_range`), else a copy. An unfaulted anonymous source is
     /// re-linearised to the new address. May replace `*vmap` when the source merged into
     /// the destination (only possible when unfaulted).
-    /// With `dontunmap` (MREMAP_DONTUNMAP), before 6.16 the copy never merges into the source
-    /// VMA it is copied from (see
+    /// With `dontunmap` (MREMAP_DONTUNMAP), Debian's 6.1 and 6.12 (a 2026 stable fix) never
+    /// merge an unfaulted anonymous copy into the source VMA it is copied from (see
     /// [`Profile::dontunmap_merges_source`](crate::kernel::Profile::dontunmap_merges_source)).
     pub(crate) fn copy_vma(
         &mut self,
@@ -563,18 +568,26 @@ impl System {
     ) -> Option<VmaId> {
         let vma = *vmap;
         let mut pgoff = pgoff;
-        if self.vm.vmas[vma].is_anonymous() && self.vm.vmas[vma].anon_vma.is_none() {
+        let unfaulted_anon = self.vm.vmas[vma].is_anonymous() && self.vm.vmas[vma].anon_vma.is_none();
+        if unfaulted_anon {
             pgoff = PgOff(addr.0 >> PAGE_SHIFT);
         }
         let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, MergeCaller::MremapMove)?;
-        // Before 6.18, a copy next to its own source does not merge into the source; on 6.12
-        // it may still merge with the neighbour on its other side, on 6.1 with nothing (the
-        // VM shows each).
-        let source_prev = vmg.prev == Some(vma) && self.vm.vmas[vma].end == addr;
-        let source_next = vmg.next == Some(vma) && self.vm.vmas[vma].start == addr.plus(len);
         let profile = self.cfg.kernel.profile();
-        if dontunmap && !profile.dontunmap_merges_source && (source_prev || source_next) {
-            if !profile.dontunmap_copy_merges_other_side {
+        // Stable 6.12 ("mm/vma: avoid broken uffd merge on mremap"): a copy whose userfaultfd
+        // registration mremap_userfaultfd_prep will drop is not merged
+        // (Profile::uffd_copy_merges).
+        if !profile.uffd_copy_merges && self.vm.vmas[vma].uffd.is_some() {
+            return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
+        }
+        // Stable 6.1 and 6.12 ("mm/mremap: fix locked_vm leak from MREMAP_DONTUNMAP
+        // self-merge"): with DONTUNMAP an unfaulted anonymous copy never merges into its
+        // source; 6.12 drops the source as neighbour, 6.1 does not merge at all when the copy
+        // touches it (Profile::dontunmap_merges_source, dontunmap_copy_merges_other_side).
+        if dontunmap && unfaulted_anon && !profile.dontunmap_merges_source {
+            let source_prev = vmg.prev == Some(vma) && self.vm.vmas[vma].end == addr;
+            let source_next = vmg.next == Some(vma) && self.vm.vmas[vma].start == addr.plus(len);
+            if !profile.dontunmap_copy_merges_other_side && (source_prev || source_next) {
                 return Some(self.copy_vma_new(vma, addr, len, pgoff, false));
             }
             if source_prev {

@@ -250,7 +250,7 @@ impl System {
     fn cold_or_pageout_pmd_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr, pageout: bool) {
         let mut isolated: Vec<(FolioId, VirtAddr)> = Vec::new();
         if let Some(&Pmd::Huge { folio, .. }) = self.vm.mms[mm].pt.pmd(addr) {
-            if folio == HUGE_ZERO_FOLIO || self.mem.folio_maybe_mapped_shared(folio) {
+            if folio == HUGE_ZERO_FOLIO || self.folio_shared_for_madvise(folio) {
                 return;
             }
             if end.0 - addr.0 != PMD_SIZE {
@@ -280,7 +280,7 @@ impl System {
                 nr = self.folio_pte_batch(mm, a, end, folio, sub);
                 if nr < self.mem.folios[folio].nr_pages() {
                     // Split and look at this PTE again, or skip the batch.
-                    if !self.mem.folio_maybe_mapped_shared(folio) && self.split_folio(folio).is_ok() {
+                    if !self.folio_shared_for_madvise(folio) && self.split_folio(folio).is_ok() {
                         nr = 0;
                     }
                     a = a.plus(nr * PAGE_SIZE);
