@@ -402,7 +402,7 @@ pub fn bench_scale(procs: usize, vmas: usize, pages_per_vma: u64, kernel: Kernel
     let elapsed = t0.elapsed();
     let (rss4, hwm) = rss_bytes();
     let total_vmas: usize = sys.vm.mms.iter().map(|(_, m)| m.map_count()).sum();
-    let resident: u64 = sys.vm.procs.keys().map(|&pid| sys.rss_pages(pid).unwrap_or(0)).sum();
+    let resident: u64 = sys.vm.procs.keys().map(|&pid| sys.vm.rss_pages(pid).unwrap_or(0)).sum();
     let folios = sys.mem.folios.len();
     let full = procs * vmas >= 1 << 20 && pages_per_vma >= 16;
     let per = |d: u64, n: u64| d.saturating_sub(0) as f64 / n.max(1) as f64;

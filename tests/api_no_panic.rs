@@ -432,7 +432,7 @@ fn run(cfg: Config, policy: Policy, ops: &[Op], tally: &mut Tally, watch: bool) 
             _ => None,
         } && let Ok(Some(page)) = sys.page_at(p, addr)
         {
-            let _ = sys.rmap_walk_anon(page.folio);
+            let _ = sys.rmap.rmap_walk_anon(&sys.vm, &sys.mem, page.folio);
         }
     }
     tally.folios += sys.trace.stats.folios_allocated;

@@ -46,7 +46,7 @@ pub mod prelude {
 pub struct MappedPage {
     /// The folio mapped there: [`crate::folio::ZERO_FOLIO`] (or `HUGE_ZERO_FOLIO`) after a
     /// read fault of untouched anonymous memory. `System::mem.folios[folio]` has its `index`,
-    /// `mapping` and mapcounts, and [`System::rmap_walk_anon`] takes it.
+    /// `mapping` and mapcounts, and [`Rmap::rmap_walk_anon`](crate::rmap::Rmap::rmap_walk_anon) takes it.
     pub folio: FolioId,
     /// Which page of the folio (0 for a small folio).
     pub page: u16,

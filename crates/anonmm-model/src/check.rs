@@ -679,7 +679,7 @@ impl System {
                         );
                         *pmd_maps.entry(*folio).or_default() += 1;
                         *mm_maps.entry(*folio).or_default().entry(mmid).or_default() += 1;
-                        if self.vma_mlocks(vma.expect("vma")) {
+                        if self.vm.vma_mlocks(vma.expect("vma")) {
                             locked_maps.insert(*folio);
                         }
                         self.check_anon_mapping(
@@ -758,7 +758,7 @@ impl System {
                                 *pte_maps.entry((folio, sub)).or_default() += 1;
                                 if self.mem.folios[folio].is_large() {
                                     *mm_maps.entry(folio).or_default().entry(mmid).or_default() += 1;
-                                } else if self.vma_mlocks(vma) {
+                                } else if self.vm.vma_mlocks(vma) {
                                     locked_maps.insert(folio);
                                 }
                                 self.check_anon_mapping(reach, mmid, vma, a, folio, sub, flags, 1)?;

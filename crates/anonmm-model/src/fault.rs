@@ -77,7 +77,7 @@ impl System {
                 self.touch_signal_at = Some(start);
                 return Ok(Err(Signal::SIGSEGV));
             };
-            if let Some(sig) = self.access_error_vma(vma, write) {
+            if let Some(sig) = self.vm.access_error_vma(vma, write) {
                 self.touch_signal_at = Some(start);
                 return Ok(Err(sig));
             }
@@ -118,7 +118,7 @@ impl System {
                 self.touch_signal_at = Some(a);
                 return Ok(Err(Signal::SIGSEGV));
             };
-            if let Some(sig) = self.access_error_vma(vma, write) {
+            if let Some(sig) = self.vm.access_error_vma(vma, write) {
                 self.touch_signal_at = Some(a);
                 return Ok(Err(sig));
             }
@@ -169,7 +169,7 @@ impl System {
                     continue;
                 }
             }
-            if !(fast && self.fault_resident(mm, a, write, tag_of)) {
+            if !(fast && self.vm.fault_resident(&mut self.mem, &mut self.trace, mm, a, write, tag_of)) {
                 if !self.handle_mm_fault(mm, vma, a, write) {
                     self.touch_signal_at = Some(a);
                     // handle_pte_marker: a guard marker is VM_FAULT_SIGSEGV.
@@ -301,60 +301,6 @@ impl System {
         a
     }
 
-    /// The fast path of a fault on a page that is already mapped with the access it needs
-    /// (`handle_pte_fault` finding a present PTE: a read, or a write through a writable PTE,
-    /// which only marks it dirty and young). False when the full fault must run.
-    #[inline]
-    fn fault_resident(&mut self, mm: MmId, a: VirtAddr, write: bool, tag_of: &dyn Fn(u64) -> u64) -> bool {
-        let (folio, sub) = match self.vm.mms[mm].pt.pmds.get_mut(&pmd_index(a)) {
-            Some(Pmd::Table(t)) => match &mut t.ptes[pte_index(a)] {
-                Pte::Present { folio, sub, flags } => {
-                    if write {
-                        if !flags.contains(PteFlags::WRITE) {
-                            return false;
-                        }
-                        *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
-                    }
-                    (*folio, *sub)
-                }
-                _ => return false,
-            },
-            Some(Pmd::Huge { folio, flags }) => {
-                if write {
-                    if !flags.contains(PteFlags::WRITE) {
-                        return false;
-                    }
-                    *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
-                }
-                (*folio, pte_index(a) as u16)
-            }
-            _ => return false,
-        };
-        self.trace.stats.faults += 1;
-        if write {
-            self.mem.folios[folio].pages[sub as usize].tag = tag_of(a.0);
-        }
-        true
-    }
-
-    /// x86 `access_error`: the VMA's permissions, and the protection key.
-    fn access_error_vma(&self, vma: VmaId, write: bool) -> Option<Signal> {
-        let v = &self.vm.vmas[vma];
-        if write {
-            if !v.flags.contains(VmFlags::WRITE) {
-                return Some(Signal::SIGSEGV);
-            }
-        } else if !v.flags.intersects(VmFlags::READ | VmFlags::WRITE | VmFlags::EXEC) {
-            return Some(Signal::SIGSEGV);
-        }
-        // arch_vma_access_permitted: PKRU denies data access through the execute-only pkey.
-        let pkey = v.flags.pkey();
-        if pkey != 0 && Some(pkey) == self.vm.mms[v.mm].execute_only_pkey {
-            return Some(Signal::SIGSEGV);
-        }
-        None
-    }
-
     /// Store a tag in the page mapped at `a` (after a write fault made it writable).
     fn set_page_tag(&mut self, mm: MmId, a: VirtAddr, tag: u64) {
         let (folio, sub) = match self.vm.mms[mm].pt.walk(a) {
@@ -461,14 +407,14 @@ impl System {
         }
         match self.vm.mms[mm].pt.walk(a) {
             Walk::NoTable if self.thp_fault_allowed(vma, a) => {
-                self.anon_vma_prepare(vma);
+                self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
                 true
             }
             Walk::NoTable | Walk::Pte(Pte::None) => {
                 if self.vm.vmas[vma].is_anonymous() {
                     self.vm.mms[mm].pt.alloc_table(a);
                     if write {
-                        self.anon_vma_prepare(vma);
+                        self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
                     }
                     return true;
                 }
@@ -484,10 +430,6 @@ impl System {
             }
             _ => false,
         }
-    }
-
-    pub(crate) fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
-        new_pte_flags(&self.vm.vmas[vma], write)
     }
 
     /// Whether the VMA's `vm_page_prot` is writable: a shared writable mapping that needs no
@@ -510,7 +452,7 @@ impl System {
         if self.shared_prot_writable(vma) {
             PteFlags::ACCESSED | PteFlags::WRITE
         } else if self.vm.vmas[vma].flags.contains(VmFlags::SHARED) {
-            self.new_pte_flags(vma, false)
+            self.vm.new_pte_flags(vma, false)
         } else {
             PteFlags::ACCESSED
         }
@@ -522,7 +464,7 @@ impl System {
             self.vm.mms[mm].pt.set_pte(a, ZERO_PTE);
             return;
         }
-        self.anon_vma_prepare(vma);
+        self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
         let pte = self.anon_pte_fault(vma).new_folio_pte(a, 0);
         self.vm.mms[mm].pt.set_pte(a, pte);
     }
@@ -532,7 +474,7 @@ impl System {
         let h = a.pmd_down();
         // vmf_anon_prepare comes first: even a huge-zero read fault gives the VMA its
         // anon_vma (so fork copies the PMD and merges see a faulted VMA).
-        self.anon_vma_prepare(vma);
+        self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
         if !write && self.cfg.thp_use_zero_page {
             // set_pmd: the PUD entry above now points to a PMD table too.
             self.vm.mms[mm]
@@ -544,12 +486,12 @@ impl System {
     }
 
     fn map_new_thp(&mut self, mm: MmId, vma: VmaId, h: VirtAddr, write: bool) {
-        self.anon_vma_prepare(vma);
-        let folio = self.folio_alloc(HPAGE_PMD_ORDER);
+        self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
+        let folio = self.mem.folio_alloc(&mut self.trace, HPAGE_PMD_ORDER);
         self.trace.stats.thp_allocated += 1;
-        self.folio_add_new_anon_rmap(folio, vma, h, true);
-        self.folio_add_lru_vma(folio, vma);
-        let mut flags = self.new_pte_flags(vma, true);
+        self.mem.folio_add_new_anon_rmap(&self.vm, folio, vma, h, true);
+        self.mem.folio_add_lru_vma(&self.vm, folio, vma);
+        let mut flags = self.vm.new_pte_flags(vma, true);
         if !write {
             flags -= PteFlags::DIRTY;
         }
@@ -568,7 +510,7 @@ impl System {
         if folio == HUGE_ZERO_FOLIO {
             // Before 6.13: `goto fallback`, the zero PMD is split into zero-page PTEs and the
             // write copies one page.
-            self.split_huge_pmd(mm, a);
+            self.vm.split_huge_pmd(&mut self.mem, &mut self.trace, mm, a);
             self.do_wp_page(mm, vma, a);
             return;
         }
@@ -577,14 +519,14 @@ impl System {
         let f = &self.mem.folios[folio];
         let reuse = f.pages[0].anon_exclusive || (f.refcount() == 1 && f.is_anon());
         if reuse {
-            self.folio_move_anon_rmap(folio, vma);
+            self.mem.folio_move_anon_rmap(&self.vm, folio, vma);
             self.mem.folios[folio].pages[0].anon_exclusive = true;
             if let Some(fl) = self.vm.mms[mm].pt.pte_flags_mut(a) {
                 *fl |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
             }
             return;
         }
-        self.split_huge_pmd(mm, a);
+        self.vm.split_huge_pmd(&mut self.mem, &mut self.trace, mm, a);
         self.do_wp_page(mm, vma, a);
     }
 
@@ -594,7 +536,7 @@ impl System {
         if self.vm.vmas[vma].flags.contains(VmFlags::SHARED) && folio != ZERO_FOLIO {
             // wp_page_shared: the page cache page becomes writable in place, and
             // fault_dirty_shared_page marks it dirty (smaps shows it as dirty everywhere).
-            self.make_pte_writable(mm, a);
+            self.vm.make_pte_writable(mm, a);
             self.mem.folios[folio].dirty = true;
             return;
         }
@@ -607,12 +549,6 @@ impl System {
             }
         }
         self.wp_page_copy(mm, vma, a, folio, sub);
-    }
-
-    fn make_pte_writable(&mut self, mm: MmId, a: VirtAddr) {
-        if let Some(f) = self.vm.mms[mm].pt.pte_flags_mut(a) {
-            *f |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
-        }
     }
 
     /// `wp_can_reuse_anon_folio`: our mapping holds the only reference.
@@ -641,41 +577,19 @@ impl System {
             if f.refcount() > 2 {
                 return false;
             }
-            self.folio_free_swap(folio);
+            self.swap.folio_free_swap(&mut self.mem, folio);
         }
         wp_can_reuse_small_folio(&mut self.mem.folios[folio], self.vm.vmas[vma].anon_vma)
     }
 
-    /// Whether any mapping of the folio is outside `mm` (the `_mm_ids` shared bit).
-    pub(crate) fn folio_mapped_in_other_mm(&self, folio: FolioId, mm: MmId) -> bool {
-        let nr = self.mem.folios[folio].nr_pages();
-        let index = self.mem.folios[folio].index;
-        for hit in self.rmap_walk_anon(folio) {
-            let v = &self.vm.vmas[hit.vma];
-            if v.mm == mm {
-                continue;
-            }
-            for i in 0..nr {
-                let Some(a) = v.address_of(index.plus(i), 1) else { continue };
-                if let Walk::Pte(Pte::Present { folio: f, .. }) | Walk::Huge { folio: f, .. } =
-                    self.vm.mms[v.mm].pt.walk(a)
-                    && f == folio
-                {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-
     /// `wp_page_copy`: a new exclusive anon page with the old page's contents.
     fn wp_page_copy(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, old: FolioId, sub: u16) {
-        self.anon_vma_prepare(vma);
+        self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
         let tag = if old == ZERO_FOLIO { 0 } else { self.mem.folios[old].pages[sub as usize].tag };
         let pte = self.anon_pte_fault(vma).wp_page_copy(a, tag);
         self.vm.mms[mm].pt.set_pte(a, pte);
-        self.munlock_vma_folio(old, vma);
-        self.folio_remove_rmap_pte(old, sub, mm);
+        self.mem.munlock_vma_folio(&self.vm, old, vma);
+        self.mem.folio_remove_rmap_pte(&mut self.trace, old, sub, mm);
     }
 
     /// The [`AnonPteFault`] steps of a fault in `vma`, which has its anon_vma.
@@ -691,7 +605,7 @@ impl System {
             self.mem.folios[f].not_uptodate = false;
             return f;
         }
-        let f = self.folio_alloc(0);
+        let f = self.mem.folio_alloc(&mut self.trace, 0);
         let fo = &mut self.mem.folios[f];
         fo.mapping = Mapping::File(inode);
         fo.index = index;
@@ -702,14 +616,6 @@ impl System {
 
     fn vma_inode(&self, vma: VmaId) -> InodeId {
         self.fs.files[self.vm.vmas[vma].file.expect("file vma")].inode
-    }
-
-    /// `set_pte_range` → `folio_add_file_rmap_ptes` of a small page-cache folio in `vma`,
-    /// which mlocks it in a `VM_LOCKED` VMA (`mlock_vma_folio`).
-    fn map_file_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, folio: FolioId, flags: PteFlags) {
-        self.mem.folios[folio].pages[0].mapcount += 1;
-        self.mlock_vma_folio(folio, vma, 1);
-        self.vm.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
     }
 
     /// `do_fault` for a missing page of a file or shmem mapping: `do_read_fault`,
@@ -739,7 +645,7 @@ impl System {
     fn do_read_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
         let inode = self.vma_inode(vma);
         let index = self.vm.vmas[vma].linear_page_index(a);
-        if self.should_fault_around(vma) {
+        if self.vm.should_fault_around(vma) {
             self.fault_around(mm, vma, a);
             if !self.vm.mms[mm].pt.get_pte(a).is_none() {
                 return true;
@@ -750,7 +656,7 @@ impl System {
         }
         if !self.fs.inodes[inode].cache.contains_key(&index.0)
             && self.mmap_readahead(vma, index)
-            && self.should_fault_around(vma)
+            && self.vm.should_fault_around(vma)
         {
             self.fault_around(mm, vma, a);
             if !self.vm.mms[mm].pt.get_pte(a).is_none() {
@@ -760,14 +666,8 @@ impl System {
         let ro = self.read_fault_pte_flags(vma);
         let f = self.page_cache_get(inode, index);
         self.async_mmap_readahead(vma, f);
-        self.map_file_page(mm, vma, a, f, ro);
+        self.vm.map_file_page(&mut self.mem, mm, vma, a, f, ro);
         true
-    }
-
-    /// `should_fault_around`: not in a VMA registered for userfaultfd write-protect or
-    /// minor faults (`uffd_disable_fault_around`).
-    fn should_fault_around(&self, vma: VmaId) -> bool {
-        !self.vm.vmas[vma].flags.intersects(VmFlags::UFFD_WP | VmFlags::UFFD_MINOR)
     }
 
     /// `do_fault_around`: map the pages already cached in the 16-page window around `a`,
@@ -805,7 +705,7 @@ impl System {
                 && !self.mem.folios[f].readahead
                 && !self.mem.folios[f].not_uptodate
             {
-                self.map_file_page(mm, vma, pa, f, ro);
+                self.vm.map_file_page(&mut self.mem, mm, vma, pa, f, ro);
             }
         }
     }
@@ -959,8 +859,8 @@ impl System {
             return false;
         }
         let f = self.filemap_fault(vma, a);
-        let flags = self.new_pte_flags(vma, true);
-        self.map_file_page(mm, vma, a, f, flags);
+        let flags = self.vm.new_pte_flags(vma, true);
+        self.vm.map_file_page(&mut self.mem, mm, vma, a, f, flags);
         // fault_dirty_shared_page: folio_mark_dirty, seen by every mapping's smaps.
         self.mem.folios[f].dirty = true;
         true
@@ -970,7 +870,7 @@ impl System {
     /// anonymous page. The anon_vma is prepared first (`vmf_anon_prepare`), so a fault
     /// beyond EOF, SIGBUS in `__do_fault`, leaves the VMA with one.
     fn do_cow_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
-        self.anon_vma_prepare(vma);
+        self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
         if self.beyond_eof(vma, a) {
             return false;
         }
@@ -978,7 +878,7 @@ impl System {
         let tag = self.mem.folios[src].pages[0].tag;
         let pte = self.anon_pte_fault(vma).new_folio_pte(a, tag);
         self.vm.mms[mm].pt.set_pte(a, pte);
-        self.folio_put_if_unused(src);
+        self.mem.folio_put_if_unused(&mut self.trace, src);
         true
     }
 }
@@ -1076,4 +976,130 @@ fn wp_reuse(page: &mut PageState, flags: &mut PteFlags, stats: &mut Stats) {
     page.anon_exclusive = true;
     *flags |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
     stats.cow_reuses += 1;
+}
+
+impl crate::mm::Vm {
+    /// x86 `access_error`: the VMA's permissions, and the protection key.
+    fn access_error_vma(&self, vma: VmaId, write: bool) -> Option<Signal> {
+        let v = &self.vmas[vma];
+        if write {
+            if !v.flags.contains(VmFlags::WRITE) {
+                return Some(Signal::SIGSEGV);
+            }
+        } else if !v.flags.intersects(VmFlags::READ | VmFlags::WRITE | VmFlags::EXEC) {
+            return Some(Signal::SIGSEGV);
+        }
+        // arch_vma_access_permitted: PKRU denies data access through the execute-only pkey.
+        let pkey = v.flags.pkey();
+        if pkey != 0 && Some(pkey) == self.mms[v.mm].execute_only_pkey {
+            return Some(Signal::SIGSEGV);
+        }
+        None
+    }
+
+    pub(crate) fn new_pte_flags(&self, vma: VmaId, write: bool) -> PteFlags {
+        new_pte_flags(&self.vmas[vma], write)
+    }
+
+    fn make_pte_writable(&mut self, mm: MmId, a: VirtAddr) {
+        if let Some(f) = self.mms[mm].pt.pte_flags_mut(a) {
+            *f |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
+        }
+    }
+
+    /// `should_fault_around`: not in a VMA registered for userfaultfd write-protect or
+    /// minor faults (`uffd_disable_fault_around`).
+    fn should_fault_around(&self, vma: VmaId) -> bool {
+        !self.vmas[vma].flags.intersects(VmFlags::UFFD_WP | VmFlags::UFFD_MINOR)
+    }
+
+    /// The fast path of a fault on a page that is already mapped with the access it needs
+    /// (`handle_pte_fault` finding a present PTE: a read, or a write through a writable PTE,
+    /// which only marks it dirty and young). False when the full fault must run.
+    #[inline]
+    fn fault_resident(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        trace: &mut crate::stats::Trace,
+        mm: MmId,
+        a: VirtAddr,
+        write: bool,
+        tag_of: &dyn Fn(u64) -> u64,
+    ) -> bool {
+        let (folio, sub) = match self.mms[mm].pt.pmds.get_mut(&pmd_index(a)) {
+            Some(Pmd::Table(t)) => match &mut t.ptes[pte_index(a)] {
+                Pte::Present { folio, sub, flags } => {
+                    if write {
+                        if !flags.contains(PteFlags::WRITE) {
+                            return false;
+                        }
+                        *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                    }
+                    (*folio, *sub)
+                }
+                _ => return false,
+            },
+            Some(Pmd::Huge { folio, flags }) => {
+                if write {
+                    if !flags.contains(PteFlags::WRITE) {
+                        return false;
+                    }
+                    *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                }
+                (*folio, pte_index(a) as u16)
+            }
+            _ => return false,
+        };
+        trace.stats.faults += 1;
+        if write {
+            mem.folios[folio].pages[sub as usize].tag = tag_of(a.0);
+        }
+        true
+    }
+
+    /// `set_pte_range` → `folio_add_file_rmap_ptes` of a small page-cache folio in `vma`,
+    /// which mlocks it in a `VM_LOCKED` VMA (`mlock_vma_folio`).
+    fn map_file_page(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        mm: MmId,
+        vma: VmaId,
+        a: VirtAddr,
+        folio: FolioId,
+        flags: PteFlags,
+    ) {
+        mem.folios[folio].pages[0].mapcount += 1;
+        mem.mlock_vma_folio(self, folio, vma, 1);
+        self.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
+    }
+}
+
+impl crate::rmap::Rmap {
+    /// Whether any mapping of the folio is outside `mm` (the `_mm_ids` shared bit).
+    pub(crate) fn folio_mapped_in_other_mm(
+        &self,
+        vm: &crate::mm::Vm,
+        mem: &crate::folio::FolioStore,
+        folio: FolioId,
+        mm: MmId,
+    ) -> bool {
+        let nr = mem.folios[folio].nr_pages();
+        let index = mem.folios[folio].index;
+        for hit in self.rmap_walk_anon(vm, mem, folio) {
+            let v = &vm.vmas[hit.vma];
+            if v.mm == mm {
+                continue;
+            }
+            for i in 0..nr {
+                let Some(a) = v.address_of(index.plus(i), 1) else { continue };
+                if let Walk::Pte(Pte::Present { folio: f, .. }) | Walk::Huge { folio: f, .. } =
+                    vm.mms[v.mm].pt.walk(a)
+                    && f == folio
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }

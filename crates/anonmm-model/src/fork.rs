@@ -146,7 +146,7 @@ impl System {
             }
             let cv = self.vm.vma_link(v);
             if !wipe {
-                self.anon_vma_fork(cv, pv);
+                self.rmap.anon_vma_fork(&mut self.vm, &mut self.trace, cv, pv);
                 // vma_needs_copy: only VMAs with an anon_vma or a VM_COPY_ON_FORK flag
                 // (VM_MAYBE_GUARD: guard markers cannot be faulted back in) copy their
                 // page tables; the rest fault in lazily.
@@ -173,7 +173,7 @@ impl System {
                 && self.mem.folios[folio].pincount > 0
                 && self.mem.folios[folio].pages[0].anon_exclusive
             {
-                self.split_huge_pmd(pmm, a);
+                self.vm.split_huge_pmd(&mut self.mem, &mut self.trace, pmm, a);
             }
         }
         for (a, folio, flags) in self.vm.mms[pmm].pt.huge_in(start, end) {
@@ -225,12 +225,12 @@ impl System {
                         {
                             // folio_try_dup_anon_rmap_pte fails: copy now.
                             let tag = self.mem.folios[folio].pages[sub as usize].tag;
-                            let new = self.folio_alloc(0);
+                            let new = self.mem.folio_alloc(&mut self.trace, 0);
                             self.mem.folios[new].pages[0].tag = tag;
-                            self.folio_add_new_anon_rmap(new, cv, a, false);
+                            self.mem.folio_add_new_anon_rmap(&self.vm, new, cv, a, false);
                             // copy_present_page: folio_add_lru_vma (the child's VMA is
                             // never VM_LOCKED, so this mlocks nothing).
-                            self.folio_add_lru_vma(new, cv);
+                            self.mem.folio_add_lru_vma(&self.vm, new, cv);
                             self.vm.mms[cmm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
                             continue;
                         }
@@ -252,7 +252,7 @@ impl System {
                 Pte::Swap { entry, exclusive } => {
                     // copy_nonpresent_pte: the slot gains a reference and the entry is marked
                     // shared in the parent too.
-                    self.swap_duplicate(entry);
+                    self.swap.swap_duplicate(entry);
                     if exclusive {
                         self.vm.mms[pmm].pt.set_pte(a, Pte::Swap { entry, exclusive: false });
                     }

@@ -126,22 +126,9 @@ impl System {
         if ino.refs == 0 {
             let ino = self.fs.inodes.free(inode);
             for (_, folio) in ino.cache {
-                self.page_cache_release(folio);
+                self.mem.page_cache_release(&mut self.trace, folio);
             }
         }
-    }
-
-    fn fd_file(&self, pid: Pid, fd: i64) -> KResult<FileId> {
-        self.fds(pid)?.get(&fd).copied().ok_or(Errno::EBADF)
-    }
-
-    /// The descriptors of `pid` (its table's, shared with the threads that share it).
-    pub fn fds(&self, pid: Pid) -> KResult<&BTreeMap<i64, FileId>> {
-        Ok(&self.fs.tables[self.vm.procs.get(&pid).ok_or(Errno::ESRCH)?.files].fds)
-    }
-
-    fn fds_mut(&mut self, pid: Pid) -> KResult<&mut BTreeMap<i64, FileId>> {
-        Ok(&mut self.fs.tables[self.vm.procs.get(&pid).ok_or(Errno::ESRCH)?.files].fds)
     }
 
     /// Drop a task's use of a descriptor table; the last user closes every descriptor
@@ -157,20 +144,7 @@ impl System {
 
     /// The open file behind `fd` (EBADF if none; ESRCH for an unknown pid).
     pub fn file_of_fd(&self, pid: Pid, fd: i64) -> KResult<FileId> {
-        self.fd_file(pid, fd)
-    }
-
-    fn install_fd(&mut self, pid: Pid, file: FileId, min: i64) -> KResult<i64> {
-        let fds = self.fds_mut(pid)?;
-        let mut fd = min;
-        while fds.contains_key(&fd) {
-            fd += 1;
-        }
-        if fd >= 1024 {
-            return Err(Errno::EMFILE);
-        }
-        fds.insert(fd, file);
-        Ok(fd)
+        self.fs.fd_file(&self.vm, pid, fd)
     }
 
     /// `openat` on the model's flat namespace. Descriptors 0–2 are taken by stdio, as in
@@ -217,7 +191,7 @@ impl System {
         if flags & abi::O_TRUNC != 0 && self.fs.files[file].writable {
             self.truncate_inode(inode, 0);
         }
-        match self.install_fd(pid, file, 3) {
+        match self.fs.install_fd(&self.vm, pid, file, 3) {
             Ok(fd) => Ok(fd),
             Err(e) => {
                 self.fput(file);
@@ -228,8 +202,8 @@ impl System {
 
     /// close(2).
     pub fn sys_close(&mut self, pid: Pid, fd: i64) -> KResult<u64> {
-        let file = self.fd_file(pid, fd)?;
-        self.fds_mut(pid)?.remove(&fd);
+        let file = self.fs.fd_file(&self.vm, pid, fd)?;
+        self.fs.fds_mut(&self.vm, pid)?.remove(&fd);
         self.fput(file);
         Ok(0)
     }
@@ -237,32 +211,32 @@ impl System {
     /// dup(2): the lowest free descriptor, sharing the open file; 0–2 are stdio (as for
     /// `openat`), so at least 3.
     pub fn sys_dup(&mut self, pid: Pid, fd: i64) -> KResult<i64> {
-        let file = self.fd_file(pid, fd)?;
-        let nfd = self.install_fd(pid, file, 3)?;
+        let file = self.fs.fd_file(&self.vm, pid, fd)?;
+        let nfd = self.fs.install_fd(&self.vm, pid, file, 3)?;
         self.fs.files[file].refs += 1;
         Ok(nfd)
     }
 
     /// dup2(2): `new` (below 1024) now names `old`'s open file; a file it named is put first.
     pub fn sys_dup2(&mut self, pid: Pid, old: i64, new: i64) -> KResult<i64> {
-        let file = self.fd_file(pid, old)?;
+        let file = self.fs.fd_file(&self.vm, pid, old)?;
         if !(0..1024).contains(&new) {
             return Err(Errno::EBADF);
         }
         if old == new {
             return Ok(new);
         }
-        if let Ok(prev) = self.fd_file(pid, new) {
+        if let Ok(prev) = self.fs.fd_file(&self.vm, pid, new) {
             self.fput(prev);
         }
         self.fs.files[file].refs += 1;
-        self.fds_mut(pid)?.insert(new, file);
+        self.fs.fds_mut(&self.vm, pid)?.insert(new, file);
         Ok(new)
     }
 
     /// ftruncate(2): EINVAL unless the file is open for writing (see [`System::truncate_inode`]).
     pub fn sys_ftruncate(&mut self, pid: Pid, fd: i64, len: u64) -> KResult<u64> {
-        let file = self.fd_file(pid, fd)?;
+        let file = self.fs.fd_file(&self.vm, pid, fd)?;
         if (len as i64) < 0 {
             return Err(Errno::EINVAL);
         }
@@ -338,7 +312,7 @@ impl System {
             self.fs.inodes[inode].cache.range(first..).map(|(k, v)| (*k, *v)).collect();
         for (pgoff, folio) in gone {
             self.fs.inodes[inode].cache.remove(&pgoff);
-            self.page_cache_release(folio);
+            self.mem.page_cache_release(&mut self.trace, folio);
         }
     }
 
@@ -370,15 +344,15 @@ impl System {
                 self.zap_range(mm, start, end);
                 continue;
             }
-            self.split_huge_pmds_partial(mm, start, end);
+            self.vm.split_huge_pmds_partial(&mut self.mem, &mut self.trace, mm, start, end);
             for (a, pte) in self.vm.mms[mm].pt.ptes_in(start, end) {
                 if let Pte::Present { folio, .. } = pte
                     && matches!(self.mem.folios[folio].mapping, Mapping::File(i) if i == inode)
                 {
                     self.vm.mms[mm].pt.set_pte(a, Pte::None);
                     // zap_present_ptes → folio_remove_rmap_ptes → munlock_vma_folio.
-                    self.munlock_vma_folio(folio, id);
-                    self.drop_pte(mm, pte);
+                    self.mem.munlock_vma_folio(&self.vm, folio, id);
+                    self.mem.drop_pte(&mut self.swap, &mut self.trace, mm, pte);
                 }
             }
         }
@@ -395,7 +369,7 @@ impl System {
             self.zero_cached_tail(inode, pos);
             return;
         }
-        let f = self.folio_alloc(0);
+        let f = self.mem.folio_alloc(&mut self.trace, 0);
         let fo = &mut self.mem.folios[f];
         fo.mapping = Mapping::File(inode);
         fo.index = PgOff(index);
@@ -425,7 +399,7 @@ impl System {
             self.fs.inodes[inode].cache.range(first..last).map(|(k, v)| (*k, *v)).collect();
         for (pgoff, folio) in gone {
             self.fs.inodes[inode].cache.remove(&pgoff);
-            self.page_cache_release(folio);
+            self.mem.page_cache_release(&mut self.trace, folio);
         }
     }
 }
@@ -468,4 +442,32 @@ impl Fs {
 /// little-endian u64 at the page's start, so its bytes from `off` on become zero.
 pub fn zero_tag_from(tag: u64, off: u64) -> u64 {
     if off >= 8 { tag } else { tag & ((1u64 << (8 * off)) - 1) }
+}
+
+impl crate::fs::Fs {
+    /// The descriptors of `pid` (its table's, shared with the threads that share it).
+    pub fn fds(&self, vm: &crate::mm::Vm, pid: Pid) -> KResult<&BTreeMap<i64, FileId>> {
+        Ok(&self.tables[vm.procs.get(&pid).ok_or(Errno::ESRCH)?.files].fds)
+    }
+
+    fn fds_mut(&mut self, vm: &crate::mm::Vm, pid: Pid) -> KResult<&mut BTreeMap<i64, FileId>> {
+        Ok(&mut self.tables[vm.procs.get(&pid).ok_or(Errno::ESRCH)?.files].fds)
+    }
+
+    fn fd_file(&self, vm: &crate::mm::Vm, pid: Pid, fd: i64) -> KResult<FileId> {
+        self.fds(vm, pid)?.get(&fd).copied().ok_or(Errno::EBADF)
+    }
+
+    fn install_fd(&mut self, vm: &crate::mm::Vm, pid: Pid, file: FileId, min: i64) -> KResult<i64> {
+        let fds = self.fds_mut(vm, pid)?;
+        let mut fd = min;
+        while fds.contains_key(&fd) {
+            fd += 1;
+        }
+        if fd >= 1024 {
+            return Err(Errno::EMFILE);
+        }
+        fds.insert(fd, file);
+        Ok(fd)
+    }
 }

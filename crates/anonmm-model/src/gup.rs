@@ -65,7 +65,7 @@ impl System {
                 Some(f) => pinned.push(f),
                 None => {
                     for f in pinned {
-                        self.unpin_folio(f);
+                        self.mem.unpin_folio(&mut self.swap, &mut self.trace, f);
                     }
                     return Err(Errno::EFAULT);
                 }
@@ -76,7 +76,7 @@ impl System {
             && let Err(e) = self.io_pin_pages_file_check(mm, start, end)
         {
             for f in pinned {
-                self.unpin_folio(f);
+                self.mem.unpin_folio(&mut self.swap, &mut self.trace, f);
             }
             return Err(e);
         }
@@ -151,15 +151,6 @@ impl System {
         Some(folio)
     }
 
-    /// `unpin_user_page`: drop one pin; the folio goes if that was its last reference.
-    fn unpin_folio(&mut self, folio: FolioId) {
-        let f = &mut self.mem.folios[folio];
-        f.pincount -= 1;
-        f.extra_refs -= 1;
-        self.free_swap_cache(folio);
-        self.folio_put_if_unused(folio);
-    }
-
     /// `unpin(addr, len)`: unregister the buffer this process pinned with exactly this range
     /// (`io_sqe_buffers_unregister`); EINVAL if there is none.
     pub fn sys_unpin(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
@@ -171,7 +162,7 @@ impl System {
             self.gup.pins.remove(&pid);
         }
         for f in pin.folios {
-            self.unpin_folio(f);
+            self.mem.unpin_folio(&mut self.swap, &mut self.trace, f);
         }
         Ok(0)
     }
@@ -183,8 +174,24 @@ impl System {
     pub fn release_pins(&mut self, pid: Pid) {
         for pin in self.gup.pins.remove(&pid).unwrap_or_default() {
             for f in pin.folios {
-                self.unpin_folio(f);
+                self.mem.unpin_folio(&mut self.swap, &mut self.trace, f);
             }
         }
+    }
+}
+
+impl crate::folio::FolioStore {
+    /// `unpin_user_page`: drop one pin; the folio goes if that was its last reference.
+    fn unpin_folio(
+        &mut self,
+        swap: &mut crate::swap::SwapDevice,
+        trace: &mut crate::stats::Trace,
+        folio: FolioId,
+    ) {
+        let f = &mut self.folios[folio];
+        f.pincount -= 1;
+        f.extra_refs -= 1;
+        swap.free_swap_cache(self, trace, folio);
+        self.folio_put_if_unused(trace, folio);
     }
 }

@@ -31,48 +31,6 @@ pub struct FolioMapping {
 }
 
 impl System {
-    /// `rmap_walk_anon` with `page_vma_mapped_walk`: every PTE and PMD that maps a page of an
-    /// anonymous folio, in rmap order (by VMA, then address).
-    pub fn folio_mappings(&self, folio: FolioId) -> Vec<FolioMapping> {
-        let f = &self.mem.folios[folio];
-        let (nr, index) = (f.nr_pages(), f.index);
-        let mut out = Vec::new();
-        for hit in self.rmap_walk_anon(folio) {
-            let v = &self.vm.vmas[hit.vma];
-            let mm = v.mm;
-            for i in 0..nr {
-                let Some(a) = v.address_of(index.plus(i), 1) else { continue };
-                match self.vm.mms[mm].pt.walk(a) {
-                    Walk::Pte(Pte::Present { folio: g, sub, .. }) if g == folio => {
-                        out.push(FolioMapping { mm, vma: hit.vma, addr: a, sub: Some(sub) });
-                    }
-                    // One PMD maps the whole folio: record it once, at its first page.
-                    Walk::Huge { folio: g, sub: 0, .. } if g == folio => {
-                        out.push(FolioMapping { mm, vma: hit.vma, addr: a, sub: None });
-                    }
-                    _ => {}
-                }
-            }
-        }
-        out
-    }
-
-    /// `folio_pte_batch(folio, pte, ptent, max_nr)` as `madvise_folio_pte_batch` calls it: how
-    /// many PTEs from `a` (mapping page `sub` of the large `folio`) map the following pages of
-    /// the folio in order, up to `end` (inside the same PTE table) and the folio's end. The
-    /// write, dirty, young and soft-dirty bits may differ.
-    pub fn folio_pte_batch(&self, mm: MmId, a: VirtAddr, end: VirtAddr, folio: FolioId, sub: u16) -> u64 {
-        let max = a.pages_to(end).min(self.mem.folios[folio].nr_pages() - sub as u64);
-        let mut n = 1;
-        while n < max {
-            match self.vm.mms[mm].pt.get_pte(a.plus(n * PAGE_SIZE)) {
-                Pte::Present { folio: g, sub: s, .. } if g == folio && s as u64 == sub as u64 + n => n += 1,
-                _ => break,
-            }
-        }
-        n.min(max.max(1))
-    }
-
     /// `split_folio(folio)`: split a large anonymous folio into order-0 folios
     /// (`split_huge_page_to_list_to_order(&folio->page, NULL, 0)` → `__folio_split`).
     ///
@@ -124,18 +82,18 @@ impl System {
         if !self.mem.can_split_folio(folio) {
             return Err(Errno::EAGAIN);
         }
-        let maps = self.folio_mappings(folio);
+        let maps = self.mem.folio_mappings(&self.vm, &self.rmap, folio);
         // unmap_folio: every mapping's rmap removal in a VM_LOCKED VMA munlocks the folio
         // (the freezing PMD split's folio_remove_rmap_pmd, try_to_migrate_one's
         // folio_remove_rmap_pte); the new folios inherit what is left of PG_mlocked.
         for m in &maps {
-            self.munlock_vma_folio(folio, m.vma);
+            self.mem.munlock_vma_folio(&self.vm, folio, m.vma);
         }
         // unmap_folio: PMD mappings are split first (TTU_SPLIT_HUGE_PMD).
         for m in maps.iter().filter(|m| m.sub.is_none()) {
-            self.split_huge_pmd(m.mm, m.addr);
+            self.vm.split_huge_pmd(&mut self.mem, &mut self.trace, m.mm, m.addr);
         }
-        let maps = self.folio_mappings(folio);
+        let maps = self.mem.folio_mappings(&self.vm, &self.rmap, folio);
         // try_to_migrate_one: a dirty PTE marks the folio dirty, and the new folios inherit
         // PG_dirty (and PG_swapbacked) from it.
         let dirty = maps.iter().any(|m| {
@@ -158,11 +116,11 @@ impl System {
                 // keeps only the soft-dirty bit of the entry.
                 let zf = PteFlags::ACCESSED | (flags & PteFlags::SOFT_DIRTY);
                 self.vm.mms[m.mm].pt.set_pte(m.addr, Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: zf });
-                self.folio_remove_rmap_pte(nf, 0, m.mm);
+                self.mem.folio_remove_rmap_pte(&mut self.trace, nf, 0, m.mm);
             } else {
                 self.vm.mms[m.mm].pt.set_pte(m.addr, Pte::Present { folio: nf, sub: 0, flags });
                 // remove_migration_pte → folio_add_anon_rmap_pte → mlock_vma_folio.
-                self.mlock_vma_folio(nf, m.vma, 1);
+                self.mem.mlock_vma_folio(&self.vm, nf, m.vma, 1);
             }
         }
         // free_folio_and_swap_cache for every new folio (the head too: the caller's
@@ -170,10 +128,10 @@ impl System {
         // no user can tell apart).
         for nf in new {
             if self.mem.folios.contains(nf) {
-                self.free_swap_cache(nf);
+                self.swap.free_swap_cache(&mut self.mem, &mut self.trace, nf);
             }
             if self.mem.folios.contains(nf) {
-                self.folio_put_if_unused(nf);
+                self.mem.folio_put_if_unused(&mut self.trace, nf);
             }
         }
         Ok(())
@@ -274,5 +232,62 @@ impl crate::folio::FolioStore {
             Mapping::None => 0,
         };
         f.extra_refs == expected
+    }
+}
+
+impl crate::folio::FolioStore {
+    /// `folio_pte_batch(folio, pte, ptent, max_nr)` as `madvise_folio_pte_batch` calls it: how
+    /// many PTEs from `a` (mapping page `sub` of the large `folio`) map the following pages of
+    /// the folio in order, up to `end` (inside the same PTE table) and the folio's end. The
+    /// write, dirty, young and soft-dirty bits may differ.
+    pub fn folio_pte_batch(
+        &self,
+        vm: &crate::mm::Vm,
+        mm: MmId,
+        a: VirtAddr,
+        end: VirtAddr,
+        folio: FolioId,
+        sub: u16,
+    ) -> u64 {
+        let max = a.pages_to(end).min(self.folios[folio].nr_pages() - sub as u64);
+        let mut n = 1;
+        while n < max {
+            match vm.mms[mm].pt.get_pte(a.plus(n * PAGE_SIZE)) {
+                Pte::Present { folio: g, sub: s, .. } if g == folio && s as u64 == sub as u64 + n => n += 1,
+                _ => break,
+            }
+        }
+        n.min(max.max(1))
+    }
+
+    /// `rmap_walk_anon` with `page_vma_mapped_walk`: every PTE and PMD that maps a page of an
+    /// anonymous folio, in rmap order (by VMA, then address).
+    pub fn folio_mappings(
+        &self,
+        vm: &crate::mm::Vm,
+        rmap: &crate::rmap::Rmap,
+        folio: FolioId,
+    ) -> Vec<FolioMapping> {
+        let f = &self.folios[folio];
+        let (nr, index) = (f.nr_pages(), f.index);
+        let mut out = Vec::new();
+        for hit in rmap.rmap_walk_anon(vm, self, folio) {
+            let v = &vm.vmas[hit.vma];
+            let mm = v.mm;
+            for i in 0..nr {
+                let Some(a) = v.address_of(index.plus(i), 1) else { continue };
+                match vm.mms[mm].pt.walk(a) {
+                    Walk::Pte(Pte::Present { folio: g, sub, .. }) if g == folio => {
+                        out.push(FolioMapping { mm, vma: hit.vma, addr: a, sub: Some(sub) });
+                    }
+                    // One PMD maps the whole folio: record it once, at its first page.
+                    Walk::Huge { folio: g, sub: 0, .. } if g == folio => {
+                        out.push(FolioMapping { mm, vma: hit.vma, addr: a, sub: None });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
     }
 }

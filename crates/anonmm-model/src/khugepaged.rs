@@ -92,31 +92,6 @@ impl System {
         }
     }
 
-    /// The per-page checks of `hpage_collapse_scan_pmd` (and `__collapse_huge_page_isolate`)
-    /// on the present PTEs of one PMD.
-    fn collapse_scan_ptes(&self, ptes: &[(VirtAddr, Pte)]) -> Result<(), ScanFail> {
-        let mut writable = false;
-        for (_, pte) in ptes {
-            let Pte::Present { folio, flags, .. } = *pte else { continue };
-            if folio == ZERO_FOLIO {
-                continue;
-            }
-            let f = &self.mem.folios[folio];
-            if !f.is_anon() {
-                return Err(ScanFail::PageAnon);
-            }
-            // is_refcount_suitable: the swap cache's reference is expected.
-            if f.pincount > 0 || f.extra_refs > u32::from(f.swap.is_some()) {
-                return Err(ScanFail::PageCount);
-            }
-            writable |= flags.contains(PteFlags::WRITE);
-        }
-        // khugepaged wants a writable PTE; MADV_COLLAPSE does not (the oracle collapses a
-        // range whose only page is write-protected after fork).
-        let _ = writable;
-        Ok(())
-    }
-
     /// `hpage_collapse_scan_pmd` + `collapse_huge_page` for the PMD at `h`.
     fn collapse_pmd(&mut self, mm: MmId, vma: VmaId, h: VirtAddr) -> Result<(), ScanFail> {
         match self.vm.mms[mm].pt.pmd(h) {
@@ -152,7 +127,7 @@ impl System {
         // hpage_collapse_scan_pmd stops at a non-swap entry that is no migration entry (a
         // guard marker) with SCAN_PTE_NON_PRESENT, after checking the pages before it.
         if let Some(i) = ptes.iter().position(|(_, p)| *p == Pte::Guard) {
-            self.collapse_scan_ptes(&ptes[..i])?;
+            self.mem.collapse_scan_ptes(&ptes[..i])?;
             return Err(ScanFail::PteNonPresent);
         }
         if ptes.iter().any(|(_, p)| matches!(p, Pte::Swap { .. })) {
@@ -160,7 +135,7 @@ impl System {
             self.not_modelled("MADV_COLLAPSE over swap entries (__collapse_huge_page_swapin)");
             return Ok(());
         }
-        self.collapse_scan_ptes(&ptes)?;
+        self.mem.collapse_scan_ptes(&ptes)?;
         let mut waits: Vec<FolioId> = Vec::new();
         for (_, pte) in &ptes {
             if let Pte::Migration { folio, .. } = *pte
@@ -178,10 +153,10 @@ impl System {
                 }
             }
             ptes = self.vm.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
-            self.collapse_scan_ptes(&ptes)?;
+            self.mem.collapse_scan_ptes(&ptes)?;
         }
         // Copy every page into a new THP; none and zero-page PTEs read as zeroes.
-        let new = self.folio_alloc(HPAGE_PMD_ORDER);
+        let new = self.mem.folio_alloc(&mut self.trace, HPAGE_PMD_ORDER);
         self.trace.stats.thp_allocated += 1;
         for (a, pte) in ptes {
             if let Pte::Present { folio, sub, .. } = pte
@@ -193,19 +168,46 @@ impl System {
             self.vm.mms[mm].pt.set_pte(a, Pte::None);
             if let Pte::Present { folio, .. } = pte {
                 // __collapse_huge_page_copy_succeeded: folio_remove_rmap_pte munlocks.
-                self.munlock_vma_folio(folio, vma);
+                self.mem.munlock_vma_folio(&self.vm, folio, vma);
             }
-            self.drop_pte(mm, pte);
+            self.mem.drop_pte(&mut self.swap, &mut self.trace, mm, pte);
         }
         self.vm.mms[mm].pt.pmds.remove(&pmd_index(h));
-        self.folio_add_new_anon_rmap(new, vma, h, true);
+        self.mem.folio_add_new_anon_rmap(&self.vm, new, vma, h, true);
         // collapse_huge_page: folio_add_lru_vma mlocks the THP in a VM_LOCKED VMA.
-        self.folio_add_lru_vma(new, vma);
+        self.mem.folio_add_lru_vma(&self.vm, new, vma);
         let mut flags = PteFlags::ACCESSED | PteFlags::DIRTY;
         if self.vm.vmas[vma].flags.contains(VmFlags::WRITE) {
             flags |= PteFlags::WRITE;
         }
         self.vm.mms[mm].pt.set_pmd(pmd_index(h), Pmd::Huge { folio: new, flags });
+        Ok(())
+    }
+}
+
+impl crate::folio::FolioStore {
+    /// The per-page checks of `hpage_collapse_scan_pmd` (and `__collapse_huge_page_isolate`)
+    /// on the present PTEs of one PMD.
+    fn collapse_scan_ptes(&self, ptes: &[(VirtAddr, Pte)]) -> Result<(), ScanFail> {
+        let mut writable = false;
+        for (_, pte) in ptes {
+            let Pte::Present { folio, flags, .. } = *pte else { continue };
+            if folio == ZERO_FOLIO {
+                continue;
+            }
+            let f = &self.folios[folio];
+            if !f.is_anon() {
+                return Err(ScanFail::PageAnon);
+            }
+            // is_refcount_suitable: the swap cache's reference is expected.
+            if f.pincount > 0 || f.extra_refs > u32::from(f.swap.is_some()) {
+                return Err(ScanFail::PageCount);
+            }
+            writable |= flags.contains(PteFlags::WRITE);
+        }
+        // khugepaged wants a writable PTE; MADV_COLLAPSE does not (the oracle collapses a
+        // range whose only page is write-protected after fork).
+        let _ = writable;
         Ok(())
     }
 }

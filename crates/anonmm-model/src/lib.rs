@@ -31,7 +31,7 @@
 //!   `/proc/pid/maps`; [`page_at`](mm::System::page_at) is the page (folio, tag, writability)
 //!   a process maps at an address; [`pagemap`](mm::System::pagemap) every present, swapped
 //!   or migrating page;
-//!   [`rmap_walk_anon`](mm::System::rmap_walk_anon) walks the reverse map of a folio;
+//!   [`rmap_walk_anon`](crate::rmap::Rmap::rmap_walk_anon) walks the reverse map of a folio;
 //!   [`System::trace`](mm::System::trace)`.stats` counts the work done (faults, COW copies, merges
 //!   and refusals by reason, moved PTEs).
 //! - [`System::policy`](mm::System::policy) chooses what a moving `mremap` does to the moved
@@ -153,7 +153,7 @@
 //!
 //! ## The reverse map
 //!
-//! [`rmap_walk_anon`](mm::System::rmap_walk_anon) finds, from a folio, every VMA (of any
+//! [`rmap_walk_anon`](crate::rmap::Rmap::rmap_walk_anon) finds, from a folio, every VMA (of any
 //! process) that may map it and the address it would be mapped at, as the kernel's walk
 //! does through the folio's anon_vma. Like the kernel's, the walk visits candidates: the
 //! page table says whether one still maps the folio.
@@ -169,7 +169,7 @@
 //! let folio = sys.page_at(Pid(1), a)?.expect("mapped").folio;
 //!
 //! // Shared after fork: one hit in each process, at the same address.
-//! let hits = sys.rmap_walk_anon(folio);
+//! let hits = sys.rmap.rmap_walk_anon(&sys.vm, &sys.mem, folio);
 //! let mut mms: Vec<_> = hits.iter().map(|h| sys.vm.vmas[h.vma].mm).collect();
 //! mms.sort();
 //! assert_eq!(mms, [sys.vm.mm_of(Pid(1))?, sys.vm.mm_of(Pid(2))?]);
@@ -178,12 +178,12 @@
 //! // The child's write gives it a copy under its own anon_vma, which reaches only the child.
 //! sys.touch(Pid(2), a, PAGE_SIZE, true, &|_| 2)?.expect("no signal");
 //! let copy = sys.page_at(Pid(2), a)?.expect("mapped").folio;
-//! let hits = sys.rmap_walk_anon(copy);
+//! let hits = sys.rmap.rmap_walk_anon(&sys.vm, &sys.mem, copy);
 //! assert_eq!(hits.len(), 1);
 //! assert_eq!(sys.vm.vmas[hits[0].vma].mm, sys.vm.mm_of(Pid(2))?);
 //! // The original's walk still visits the child's VMA (it is linked to the parent's
 //! // anon_vma), but only the parent maps it.
-//! assert_eq!(sys.rmap_walk_anon(folio).len(), 2);
+//! assert_eq!(sys.rmap.rmap_walk_anon(&sys.vm, &sys.mem, folio).len(), 2);
 //! assert_eq!(sys.mem.folios[folio].mapcount(), 1);
 //! # Ok::<(), Errno>(())
 //! ```

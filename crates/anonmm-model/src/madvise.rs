@@ -289,7 +289,7 @@ impl System {
                 if let Some(fl) = self.vm.mms[mm].pt.pte_flags_mut(addr) {
                     *fl -= PteFlags::DIRTY | PteFlags::ACCESSED;
                 }
-                self.folio_mark_lazyfree(folio);
+                self.mem.folio_mark_lazyfree(folio);
                 return;
             }
             // Whether or not the split worked, the walk goes on only over a PTE table
@@ -305,11 +305,11 @@ impl System {
             match self.vm.mms[mm].pt.get_pte(a) {
                 Pte::Swap { entry, .. } => {
                     self.vm.mms[mm].pt.set_pte(a, Pte::None);
-                    self.swap_free(entry);
+                    self.swap.swap_free(&mut self.mem, &mut self.trace, entry);
                 }
                 Pte::Present { folio, sub, .. } if folio != ZERO_FOLIO => {
                     if self.mem.folios[folio].is_large() {
-                        nr = self.folio_pte_batch(mm, a, end, folio, sub);
+                        nr = self.mem.folio_pte_batch(&self.vm, mm, a, end, folio, sub);
                         if nr < self.mem.folios[folio].nr_pages() {
                             if !self.folio_shared_for_madvise(folio) && self.split_folio(folio).is_ok() {
                                 nr = 0;
@@ -337,7 +337,7 @@ impl System {
             if f.mapcount() != f.nr_pages() {
                 return;
             }
-            if f.swap.is_some() && !self.folio_free_swap(folio) {
+            if f.swap.is_some() && !self.swap.folio_free_swap(&mut self.mem, folio) {
                 return;
             }
             self.mem.folios[folio].dirty = false;
@@ -347,7 +347,7 @@ impl System {
                 *fl -= PteFlags::DIRTY | PteFlags::ACCESSED;
             }
         }
-        self.folio_mark_lazyfree(folio);
+        self.mem.folio_mark_lazyfree(folio);
     }
 
     /// madvise behaviours that do not change VMAs.
@@ -377,7 +377,7 @@ impl System {
             // page-cache folios is not modelled), so there are none.
             MADV_WILLNEED => {}
             MADV_GUARD_INSTALL => self.madvise_guard_install(mm, vma, start, end)?,
-            MADV_GUARD_REMOVE => self.madvise_guard_remove(mm, vma, start, end)?,
+            MADV_GUARD_REMOVE => self.vm.madvise_guard_remove(mm, vma, start, end)?,
             _ => {}
         }
         Ok(end)
@@ -418,7 +418,7 @@ impl System {
                 let crate::pagetable::Pte::Swap { entry, .. } = self.vm.mms[mm].pt.get_pte(a) else {
                     continue;
                 };
-                self.read_swap_cache_async(entry);
+                self.swap.read_swap_cache_async(&mut self.mem, &mut self.trace, entry);
             }
         }
     }
@@ -459,7 +459,7 @@ impl System {
         let anon = v.is_anonymous();
         self.vm.vmas[vma].flags |= VmFlags::MAYBE_GUARD;
         if anon {
-            self.anon_vma_prepare(vma);
+            self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
         }
         // The install walk gives up at the first PMD leaf or PTE that is neither none nor a
         // marker; the range is then zapped and the walk retried.
@@ -471,21 +471,6 @@ impl System {
         while a < end {
             self.vm.mms[mm].pt.set_pte(a, Pte::Guard);
             a = a.plus(PAGE_SIZE);
-        }
-        Ok(())
-    }
-
-    /// `madvise_guard_remove`: clear the guard markers of `[start, end)` (nothing else, and
-    /// no page table is allocated). Mlocked VMAs are allowed; `VM_SPECIAL` and hugetlb ones
-    /// are EINVAL.
-    fn madvise_guard_remove(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) -> KResult<()> {
-        if self.vm.vmas[vma].flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) {
-            return Err(Errno::EINVAL);
-        }
-        for (a, pte) in self.vm.mms[mm].pt.ptes_in(start, end) {
-            if pte == Pte::Guard {
-                self.vm.mms[mm].pt.set_pte(a, Pte::None);
-            }
         }
         Ok(())
     }
@@ -556,5 +541,22 @@ impl System {
         };
         let Some(end) = madvise_range(start, len_in)? else { return Ok(0) };
         self.madvise_walk(mm, VirtAddr(start), VirtAddr(end), Visit::Name, &name).map(|_| 0)
+    }
+}
+
+impl crate::mm::Vm {
+    /// `madvise_guard_remove`: clear the guard markers of `[start, end)` (nothing else, and
+    /// no page table is allocated). Mlocked VMAs are allowed; `VM_SPECIAL` and hugetlb ones
+    /// are EINVAL.
+    fn madvise_guard_remove(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) -> KResult<()> {
+        if self.vmas[vma].flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) {
+            return Err(Errno::EINVAL);
+        }
+        for (a, pte) in self.mms[mm].pt.ptes_in(start, end) {
+            if pte == Pte::Guard {
+                self.mms[mm].pt.set_pte(a, Pte::None);
+            }
+        }
+        Ok(())
     }
 }

@@ -11,157 +11,6 @@ use crate::types::{PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PUD_SHIFT, PUD_SIZE, PgOff, V
 use crate::vma::VmaId;
 
 impl System {
-    /// Allocate a folio (`folio_alloc`), zero-filled.
-    pub fn folio_alloc(&mut self, order: u8) -> FolioId {
-        self.trace.stats.folios_allocated += 1;
-        self.mem.folios.alloc(Folio::new(order, Mapping::None, PgOff(0)))
-    }
-
-    /// Free a folio once nothing references it.
-    pub fn folio_put_if_unused(&mut self, folio: FolioId) {
-        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
-            return;
-        }
-        if self.mem.folios[folio].refcount() == 0 {
-            self.mem.folios.free(folio);
-            self.trace.stats.folios_freed += 1;
-        }
-    }
-
-    /// `folio_add_new_anon_rmap`: a new folio mapped at `addr` (the folio's first page) of
-    /// `vma`; exclusive folios get the VMA's anon_vma and PageAnonExclusive on every page.
-    pub fn folio_add_new_anon_rmap(&mut self, folio: FolioId, vma: VmaId, addr: VirtAddr, pmd: bool) {
-        let v = &self.vm.vmas[vma];
-        let av = v.anon_vma.expect("anon_vma_prepare before folio_add_new_anon_rmap");
-        let index = v.linear_page_index(addr);
-        let mm = v.mm;
-        let f = &mut self.mem.folios[folio];
-        f.mapping = Mapping::Anon(av);
-        f.index = index;
-        if pmd {
-            f.entire_mapcount = 1;
-        }
-        if pmd {
-            // A PMD-mapped THP tracks PageAnonExclusive on its head page only.
-            f.pages[0].anon_exclusive = true;
-        } else {
-            for p in f.pages.iter_mut() {
-                p.mapcount = 1;
-                p.anon_exclusive = true;
-            }
-        }
-        f.set_large_mapcount(mm);
-    }
-
-    /// `folio_remove_rmap_pte` for a mapping in `mm`, and free when unused.
-    pub fn folio_remove_rmap_pte(&mut self, folio: FolioId, sub: u16, mm: MmId) {
-        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
-            return;
-        }
-        let f = &mut self.mem.folios[folio];
-        f.pages[sub as usize].mapcount -= 1;
-        f.sub_large_mapcount(1, mm);
-        if f.is_anon() && !f.is_large() && f.page_mapcount(sub as usize) == 0 {
-            // A small unmapped anon page is freed (or left to the swap cache). A large folio's
-            // pages keep PageAnonExclusive when unmapped (__folio_remove_rmap leaves it), and
-            // UFFDIO_MOVE reads the first page's even when only later pages are mapped.
-            f.pages[sub as usize].anon_exclusive = false;
-        }
-        self.folio_put_if_unused(folio);
-    }
-
-    /// `folio_remove_rmap_pmd` for a mapping in `mm`, and free when unused.
-    pub fn folio_remove_rmap_pmd(&mut self, folio: FolioId, mm: MmId) {
-        if folio == HUGE_ZERO_FOLIO {
-            return;
-        }
-        let f = &mut self.mem.folios[folio];
-        f.entire_mapcount -= 1;
-        f.sub_large_mapcount(1, mm);
-        self.folio_put_if_unused(folio);
-    }
-
-    /// Drop the page cache's reference to a folio.
-    pub fn page_cache_release(&mut self, folio: FolioId) {
-        self.mem.folios[folio].extra_refs -= 1;
-        self.folio_put_if_unused(folio);
-    }
-
-    /// `__split_huge_pmd`: turn a PMD leaf covering `addr` into a PTE table mapping the same
-    /// pages. The huge zero folio becomes 512 zero-page PTEs, a PMD migration entry 512 PTE
-    /// migration entries.
-    pub fn split_huge_pmd(&mut self, mm: MmId, addr: VirtAddr) {
-        if !self.vm.mms[mm].pt.pmds.has_leaves() {
-            return;
-        }
-        let key = pmd_index(addr);
-        let (folio, flags) = match self.vm.mms[mm].pt.pmds.get(&key) {
-            Some(&Pmd::Huge { folio, flags }) => (folio, flags),
-            Some(&Pmd::Migration { folio, kind, flags }) => {
-                // A PMD migration entry becomes 512 PTE migration entries of the same kind,
-                // young, dirty and soft-dirty; no mapcount moves (there is none).
-                let mut t = Box::new(PteTable::default());
-                for (i, pte) in t.ptes.iter_mut().enumerate() {
-                    *pte = Pte::Migration { folio, sub: i as u16, kind, flags };
-                }
-                t.used = t.ptes.len() as u16;
-                self.vm.mms[mm].pt.set_pmd(key, Pmd::Table(t));
-                self.trace.stats.thp_splits += 1;
-                return;
-            }
-            _ => return,
-        };
-        let mut t = Box::new(PteTable::default());
-        for (i, pte) in t.ptes.iter_mut().enumerate() {
-            *pte = if folio == HUGE_ZERO_FOLIO {
-                Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: flags - PteFlags::WRITE }
-            } else {
-                Pte::Present { folio, sub: i as u16, flags }
-            };
-        }
-        t.used = t.ptes.len() as u16;
-        if folio != HUGE_ZERO_FOLIO {
-            // __split_huge_pmd_locked: every PTE inherits the head page's exclusivity
-            // (folio_add_anon_rmap_ptes of all pages, then folio_remove_rmap_pmd).
-            let f = &mut self.mem.folios[folio];
-            // A dirty PMD dirties the folio before its bit spreads to the PTEs.
-            f.dirty |= flags.contains(PteFlags::DIRTY);
-            let excl = f.is_anon() && f.pages[0].anon_exclusive;
-            for p in f.pages.iter_mut() {
-                p.mapcount += 1;
-                p.anon_exclusive = excl;
-            }
-            let nr = f.nr_pages();
-            f.add_large_mapcount(nr, mm);
-            f.entire_mapcount -= 1;
-            f.sub_large_mapcount(1, mm);
-            // folio_add_anon_rmap_ptes of every page mlocks the folio (mlock_vma_folio), and
-            // folio_remove_rmap_pmd munlocks it (munlock_vma_folio): a count of one more,
-            // then one less.
-            if let Some(v) = self.vm.mms[mm].vma_lookup(addr) {
-                self.mlock_vma_folio(folio, v, nr);
-                self.munlock_vma_folio(folio, v);
-            }
-        }
-        self.vm.mms[mm].pt.set_pmd(key, Pmd::Table(t));
-        self.trace.stats.thp_splits += 1;
-    }
-
-    /// Split every PMD leaf (or PMD migration entry) that `[start, end)` covers only in part.
-    pub fn split_huge_pmds_partial(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
-        let pt = &self.vm.mms[mm].pt;
-        if !pt.any_leaf_in(start, end) {
-            return;
-        }
-        let mut leaves: Vec<VirtAddr> = pt.huge_in(start, end).into_iter().map(|(a, _, _)| a).collect();
-        leaves.extend(pt.migration_pmds_in(start, end).into_iter().map(|(a, _, _, _)| a));
-        for a in leaves {
-            if a < start || a.0 + PMD_SIZE > end.0 {
-                self.split_huge_pmd(mm, a);
-            }
-        }
-    }
-
     /// Unmap every page in `[start, end)` of an mm (`zap_page_range_single` over the range):
     /// PTEs and PMD leaves are cleared, rmap and references dropped, page tables kept.
     /// Guard markers stay (`zap_nonpresent_ptes` drops them only with
@@ -178,16 +27,16 @@ impl System {
 
     fn zap_range_details(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr, drop_markers: bool) {
         // __folio_remove_rmap munlocks what a VM_LOCKED VMA unmaps (munlock_vma_folio).
-        let locked = self.any_locked_in(mm, start, end);
+        let locked = self.vm.any_locked_in(mm, start, end);
         if self.vm.mms[mm].pt.any_leaf_in(start, end) {
-            self.split_huge_pmds_partial(mm, start, end);
+            self.vm.split_huge_pmds_partial(&mut self.mem, &mut self.trace, mm, start, end);
             for (a, folio, _) in self.vm.mms[mm].pt.huge_in(start, end) {
                 // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
                 self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
                 if locked {
-                    self.munlock_mapped_at(mm, a, folio);
+                    self.mem.munlock_mapped_at(&self.vm, mm, a, folio);
                 }
-                self.folio_remove_rmap_pmd(folio, mm);
+                self.mem.folio_remove_rmap_pmd(&mut self.trace, folio, mm);
             }
             for (a, _, _, _) in self.vm.mms[mm].pt.migration_pmds_in(start, end) {
                 // zap_huge_pmd of a PMD migration entry: nothing to unmap.
@@ -200,9 +49,9 @@ impl System {
             }
             self.vm.mms[mm].pt.set_pte(a, Pte::None);
             if locked && let Pte::Present { folio, .. } = pte {
-                self.munlock_mapped_at(mm, a, folio);
+                self.mem.munlock_mapped_at(&self.vm, mm, a, folio);
             }
-            self.drop_pte(mm, pte);
+            self.mem.drop_pte(&mut self.swap, &mut self.trace, mm, pte);
         }
     }
 
@@ -223,21 +72,40 @@ impl System {
         }
     }
 
-    /// Release what a cleared PTE of `mm` held.
-    pub fn drop_pte(&mut self, mm: MmId, pte: Pte) {
-        match pte {
-            Pte::None => {}
-            Pte::Present { folio, sub, .. } => {
-                self.folio_remove_rmap_pte(folio, sub, mm);
-                self.free_swap_cache(folio);
+    /// Unmap a page-cache folio from every mapping of its file (`unmap_mapping_folio`).
+    pub fn unmap_file_folio_everywhere(&mut self, folio: FolioId) {
+        let Mapping::File(inode) = self.mem.folios[folio].mapping else { return };
+        let index = self.mem.folios[folio].index;
+        for (vma, addr) in self.file_rmap(inode, index) {
+            let mm = self.vm.vmas[vma].mm;
+            let pte = self.vm.mms[mm].pt.get_pte(addr);
+            if let Pte::Present { folio: f, .. } = pte
+                && f == folio
+            {
+                self.vm.mms[mm].pt.set_pte(addr, Pte::None);
+                self.mem.drop_pte(&mut self.swap, &mut self.trace, mm, pte);
             }
-            Pte::Swap { entry, .. } => self.swap_free(entry),
-            // zap_nonpresent_ptes: try_to_migrate already took the mapcount and reference.
-            Pte::Migration { .. } => {}
-            Pte::Guard => {}
         }
     }
 
+    /// The file rmap (`i_mmap` walk): every VMA of any mm mapping page `index` of `inode`,
+    /// with the address it maps it at.
+    pub fn file_rmap(&self, inode: InodeId, index: PgOff) -> Vec<(VmaId, VirtAddr)> {
+        let mut out = Vec::new();
+        for (id, v) in self.vm.vmas.iter() {
+            let Some(f) = v.file else { continue };
+            if self.fs.files[f].inode != inode {
+                continue;
+            }
+            if index >= v.pgoff && index.0 < v.pgoff.0 + v.pages() {
+                out.push((id, v.start.plus((index.0 - v.pgoff.0) * PAGE_SIZE)));
+            }
+        }
+        out
+    }
+}
+
+impl crate::mm::Vm {
     /// `free_pgtables`: drop PTE tables whose 2 MiB span no VMA touches any more, and PMD
     /// tables whose 1 GiB span no VMA touches. `[hole_start, hole_end)` is the range just
     /// unmapped, which no VMA covers: its neighbours answer most of the "does a VMA touch
@@ -251,7 +119,7 @@ impl System {
         start: VirtAddr,
         end: VirtAddr,
     ) {
-        let m = &self.vm.mms[mm];
+        let m = &self.mms[mm];
         let (prev, next) = m.vmas.around_lt(hole_start.0);
         let prev = prev.map(|(s, e)| (s, e.end));
         let next = next.map(|(s, e)| (s, e.end));
@@ -283,13 +151,13 @@ impl System {
         if start < end {
             let (lo, hi) = (pmd_index(start), pmd_index(VirtAddr(end.0 - 1)));
             let mut key = lo;
-            while let Some(k) = self.vm.mms[mm].pt.pmds.next_key(key, hi) {
+            while let Some(k) = self.mms[mm].pt.pmds.next_key(key, hi) {
                 let base = k << PMD_SHIFT;
                 // Anything mapped lies in a VMA (the checker's invariant), so only an empty
                 // PTE table can be free to go.
-                let empty = matches!(self.vm.mms[mm].pt.pmds.get(&k), Some(Pmd::Table(t)) if t.used == 0);
-                if empty && !touched(&self.vm.mms[mm], base, base + PMD_SIZE) {
-                    let old = self.vm.mms[mm].pt.pmds.free_pte_table(k);
+                let empty = matches!(self.mms[mm].pt.pmds.get(&k), Some(Pmd::Table(t)) if t.used == 0);
+                if empty && !touched(&self.mms[mm], base, base + PMD_SIZE) {
+                    let old = self.mms[mm].pt.pmds.free_pte_table(k);
                     debug_assert!(old, "free_pgtables: a PMD entry that still maps");
                 }
                 key = k + 1;
@@ -297,44 +165,212 @@ impl System {
         }
         let (lo, hi) = (start.0 >> PUD_SHIFT, end.0.saturating_sub(1) >> PUD_SHIFT);
         let mut pud = lo;
-        while let Some(p) = self.vm.mms[mm].pt.pmds.next_pud(pud, hi) {
+        while let Some(p) = self.mms[mm].pt.pmds.next_pud(pud, hi) {
             let base = p << PUD_SHIFT;
-            if self.vm.mms[mm].pt.pmds.pud_used(p) == 0 && !touched(&self.vm.mms[mm], base, base + PUD_SIZE) {
-                self.vm.mms[mm].pt.pmds.pud_free(p);
+            if self.mms[mm].pt.pmds.pud_used(p) == 0 && !touched(&self.mms[mm], base, base + PUD_SIZE) {
+                self.mms[mm].pt.pmds.pud_free(p);
             }
             pud = p + 1;
         }
     }
 
-    /// Unmap a page-cache folio from every mapping of its file (`unmap_mapping_folio`).
-    pub fn unmap_file_folio_everywhere(&mut self, folio: FolioId) {
-        let Mapping::File(inode) = self.mem.folios[folio].mapping else { return };
-        let index = self.mem.folios[folio].index;
-        for (vma, addr) in self.file_rmap(inode, index) {
-            let mm = self.vm.vmas[vma].mm;
-            let pte = self.vm.mms[mm].pt.get_pte(addr);
-            if let Pte::Present { folio: f, .. } = pte
-                && f == folio
-            {
-                self.vm.mms[mm].pt.set_pte(addr, Pte::None);
-                self.drop_pte(mm, pte);
+    /// `__split_huge_pmd`: turn a PMD leaf covering `addr` into a PTE table mapping the same
+    /// pages. The huge zero folio becomes 512 zero-page PTEs, a PMD migration entry 512 PTE
+    /// migration entries.
+    pub fn split_huge_pmd(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        trace: &mut crate::stats::Trace,
+        mm: MmId,
+        addr: VirtAddr,
+    ) {
+        if !self.mms[mm].pt.pmds.has_leaves() {
+            return;
+        }
+        let key = pmd_index(addr);
+        let (folio, flags) = match self.mms[mm].pt.pmds.get(&key) {
+            Some(&Pmd::Huge { folio, flags }) => (folio, flags),
+            Some(&Pmd::Migration { folio, kind, flags }) => {
+                // A PMD migration entry becomes 512 PTE migration entries of the same kind,
+                // young, dirty and soft-dirty; no mapcount moves (there is none).
+                let mut t = Box::new(PteTable::default());
+                for (i, pte) in t.ptes.iter_mut().enumerate() {
+                    *pte = Pte::Migration { folio, sub: i as u16, kind, flags };
+                }
+                t.used = t.ptes.len() as u16;
+                self.mms[mm].pt.set_pmd(key, Pmd::Table(t));
+                trace.stats.thp_splits += 1;
+                return;
+            }
+            _ => return,
+        };
+        let mut t = Box::new(PteTable::default());
+        for (i, pte) in t.ptes.iter_mut().enumerate() {
+            *pte = if folio == HUGE_ZERO_FOLIO {
+                Pte::Present { folio: ZERO_FOLIO, sub: 0, flags: flags - PteFlags::WRITE }
+            } else {
+                Pte::Present { folio, sub: i as u16, flags }
+            };
+        }
+        t.used = t.ptes.len() as u16;
+        if folio != HUGE_ZERO_FOLIO {
+            // __split_huge_pmd_locked: every PTE inherits the head page's exclusivity
+            // (folio_add_anon_rmap_ptes of all pages, then folio_remove_rmap_pmd).
+            let f = &mut mem.folios[folio];
+            // A dirty PMD dirties the folio before its bit spreads to the PTEs.
+            f.dirty |= flags.contains(PteFlags::DIRTY);
+            let excl = f.is_anon() && f.pages[0].anon_exclusive;
+            for p in f.pages.iter_mut() {
+                p.mapcount += 1;
+                p.anon_exclusive = excl;
+            }
+            let nr = f.nr_pages();
+            f.add_large_mapcount(nr, mm);
+            f.entire_mapcount -= 1;
+            f.sub_large_mapcount(1, mm);
+            // folio_add_anon_rmap_ptes of every page mlocks the folio (mlock_vma_folio), and
+            // folio_remove_rmap_pmd munlocks it (munlock_vma_folio): a count of one more,
+            // then one less.
+            if let Some(v) = self.mms[mm].vma_lookup(addr) {
+                mem.mlock_vma_folio(self, folio, v, nr);
+                mem.munlock_vma_folio(self, folio, v);
+            }
+        }
+        self.mms[mm].pt.set_pmd(key, Pmd::Table(t));
+        trace.stats.thp_splits += 1;
+    }
+
+    /// Split every PMD leaf (or PMD migration entry) that `[start, end)` covers only in part.
+    pub fn split_huge_pmds_partial(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        trace: &mut crate::stats::Trace,
+        mm: MmId,
+        start: VirtAddr,
+        end: VirtAddr,
+    ) {
+        let pt = &self.mms[mm].pt;
+        if !pt.any_leaf_in(start, end) {
+            return;
+        }
+        let mut leaves: Vec<VirtAddr> = pt.huge_in(start, end).into_iter().map(|(a, _, _)| a).collect();
+        leaves.extend(pt.migration_pmds_in(start, end).into_iter().map(|(a, _, _, _)| a));
+        for a in leaves {
+            if a < start || a.0 + PMD_SIZE > end.0 {
+                self.split_huge_pmd(mem, trace, mm, a);
             }
         }
     }
+}
 
-    /// The file rmap (`i_mmap` walk): every VMA of any mm mapping page `index` of `inode`,
-    /// with the address it maps it at.
-    pub fn file_rmap(&self, inode: InodeId, index: PgOff) -> Vec<(VmaId, VirtAddr)> {
-        let mut out = Vec::new();
-        for (id, v) in self.vm.vmas.iter() {
-            let Some(f) = v.file else { continue };
-            if self.fs.files[f].inode != inode {
-                continue;
-            }
-            if index >= v.pgoff && index.0 < v.pgoff.0 + v.pages() {
-                out.push((id, v.start.plus((index.0 - v.pgoff.0) * PAGE_SIZE)));
+impl crate::folio::FolioStore {
+    /// Allocate a folio (`folio_alloc`), zero-filled.
+    pub fn folio_alloc(&mut self, trace: &mut crate::stats::Trace, order: u8) -> FolioId {
+        trace.stats.folios_allocated += 1;
+        self.folios.alloc(Folio::new(order, Mapping::None, PgOff(0)))
+    }
+
+    /// Free a folio once nothing references it.
+    pub fn folio_put_if_unused(&mut self, trace: &mut crate::stats::Trace, folio: FolioId) {
+        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
+            return;
+        }
+        if self.folios[folio].refcount() == 0 {
+            self.folios.free(folio);
+            trace.stats.folios_freed += 1;
+        }
+    }
+
+    /// `folio_remove_rmap_pte` for a mapping in `mm`, and free when unused.
+    pub fn folio_remove_rmap_pte(
+        &mut self,
+        trace: &mut crate::stats::Trace,
+        folio: FolioId,
+        sub: u16,
+        mm: MmId,
+    ) {
+        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
+            return;
+        }
+        let f = &mut self.folios[folio];
+        f.pages[sub as usize].mapcount -= 1;
+        f.sub_large_mapcount(1, mm);
+        if f.is_anon() && !f.is_large() && f.page_mapcount(sub as usize) == 0 {
+            // A small unmapped anon page is freed (or left to the swap cache). A large folio's
+            // pages keep PageAnonExclusive when unmapped (__folio_remove_rmap leaves it), and
+            // UFFDIO_MOVE reads the first page's even when only later pages are mapped.
+            f.pages[sub as usize].anon_exclusive = false;
+        }
+        self.folio_put_if_unused(trace, folio);
+    }
+
+    /// `folio_remove_rmap_pmd` for a mapping in `mm`, and free when unused.
+    pub fn folio_remove_rmap_pmd(&mut self, trace: &mut crate::stats::Trace, folio: FolioId, mm: MmId) {
+        if folio == HUGE_ZERO_FOLIO {
+            return;
+        }
+        let f = &mut self.folios[folio];
+        f.entire_mapcount -= 1;
+        f.sub_large_mapcount(1, mm);
+        self.folio_put_if_unused(trace, folio);
+    }
+
+    /// Drop the page cache's reference to a folio.
+    pub fn page_cache_release(&mut self, trace: &mut crate::stats::Trace, folio: FolioId) {
+        self.folios[folio].extra_refs -= 1;
+        self.folio_put_if_unused(trace, folio);
+    }
+
+    /// `folio_add_new_anon_rmap`: a new folio mapped at `addr` (the folio's first page) of
+    /// `vma`; exclusive folios get the VMA's anon_vma and PageAnonExclusive on every page.
+    pub fn folio_add_new_anon_rmap(
+        &mut self,
+        vm: &crate::mm::Vm,
+        folio: FolioId,
+        vma: VmaId,
+        addr: VirtAddr,
+        pmd: bool,
+    ) {
+        let v = &vm.vmas[vma];
+        let av = v.anon_vma.expect("anon_vma_prepare before folio_add_new_anon_rmap");
+        let index = v.linear_page_index(addr);
+        let mm = v.mm;
+        let f = &mut self.folios[folio];
+        f.mapping = Mapping::Anon(av);
+        f.index = index;
+        if pmd {
+            f.entire_mapcount = 1;
+        }
+        if pmd {
+            // A PMD-mapped THP tracks PageAnonExclusive on its head page only.
+            f.pages[0].anon_exclusive = true;
+        } else {
+            for p in f.pages.iter_mut() {
+                p.mapcount = 1;
+                p.anon_exclusive = true;
             }
         }
-        out
+        f.set_large_mapcount(mm);
+    }
+
+    /// Release what a cleared PTE of `mm` held.
+    pub fn drop_pte(
+        &mut self,
+        swap: &mut crate::swap::SwapDevice,
+        trace: &mut crate::stats::Trace,
+        mm: MmId,
+        pte: Pte,
+    ) {
+        match pte {
+            Pte::None => {}
+            Pte::Present { folio, sub, .. } => {
+                self.folio_remove_rmap_pte(trace, folio, sub, mm);
+                swap.free_swap_cache(self, trace, folio);
+            }
+            Pte::Swap { entry, .. } => swap.swap_free(self, trace, entry),
+            // zap_nonpresent_ptes: try_to_migrate already took the mapcount and reference.
+            Pte::Migration { .. } => {}
+            Pte::Guard => {}
+        }
     }
 }

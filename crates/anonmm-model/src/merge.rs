@@ -143,31 +143,6 @@ fn can_merge_remove_vma(_sys: &System, _vma: VmaId) -> bool {
 }
 
 impl System {
-    /// `VMG_VMA_STATE(vmg, vmi, prev, vma, start, end)`.
-    pub fn vmg_from_vma(&self, vma: VmaId, start: VirtAddr, end: VirtAddr, caller: MergeCaller) -> Vmg {
-        let v = &self.vm.vmas[vma];
-        Vmg {
-            mm: v.mm,
-            prev: None,
-            middle: Some(vma),
-            next: None,
-            target: None,
-            start,
-            end,
-            // Unsigned arithmetic as in C: copy_vma states a range outside the VMA (the
-            // destination of a move, possibly below it) and then sets its own pgoff.
-            pgoff: v.pgoff.plus(start.0.wrapping_sub(v.start.0) >> PAGE_SHIFT),
-            flags: v.flags,
-            file: v.file,
-            anon_vma: v.anon_vma,
-            anon_name: v.anon_name.clone(),
-            uffd: v.uffd,
-            copied_from: None,
-            just_expand: false,
-            caller,
-        }
-    }
-
     /// Why `prev` and `next`, adjacent VMAs of one mm, stay apart: what
     /// `vma_merge_existing_range` finds when a call over all of `next` asks to merge it with
     /// `prev` (the VM_SPECIAL test, then `can_vma_merge_left` → `can_vma_merge_after`), under
@@ -178,28 +153,9 @@ impl System {
             return MergeReason::NomergeSpecial;
         }
         let (start, end) = (self.vm.vmas[next].start, self.vm.vmas[next].end);
-        let mut vmg = self.vmg_from_vma(next, start, end, MergeCaller::Explain);
+        let mut vmg = self.vm.vmg_from_vma(next, start, end, MergeCaller::Explain);
         vmg.prev = Some(prev);
         self.can_vma_merge_left(&vmg).err().unwrap_or(MergeReason::MergeOk)
-    }
-
-    /// `is_mergeable_vma(vmg, merge_next)`: attribute equality with the neighbour.
-    fn is_mergeable_vma(&self, vmg: &Vmg, merge_next: bool) -> Result<(), MergeReason> {
-        let v = &self.vm.vmas[if merge_next { vmg.next } else { vmg.prev }.expect("neighbour")];
-        if !((v.flags ^ vmg.flags) & !VmFlags::IGNORE_MERGE).is_empty() {
-            return Err(MergeReason::NomergeFlags);
-        }
-        if v.file != vmg.file {
-            return Err(MergeReason::NomergeFile);
-        }
-        // is_mergeable_vm_userfaultfd_ctx
-        if v.uffd != vmg.uffd {
-            return Err(MergeReason::NomergeUffdCtx);
-        }
-        if v.anon_name.as_deref() != vmg.anon_name.as_deref() {
-            return Err(MergeReason::NomergeAnonName);
-        }
-        Ok(())
     }
 
     /// `is_mergeable_anon_vma(vmg, merge_next)`, 6.16+ with the 6.18.y `copied_from` test.
@@ -223,7 +179,7 @@ impl System {
         match (tgt_anon, src_anon) {
             // Case 1: the target will take the source's anon_vma (dup_anon_vma).
             (None, Some(_)) => {
-                if self.vma_is_fork_child(vmg.middle) || self.vma_is_fork_child(vmg.copied_from) {
+                if self.vm.vma_is_fork_child(vmg.middle) || self.vm.vma_is_fork_child(vmg.copied_from) {
                     Err(MergeReason::NomergeForkChild)
                 } else {
                     Ok(())
@@ -231,7 +187,7 @@ impl System {
             }
             // Case 2: the unfaulted source joins a faulted target.
             (Some(_), None) => {
-                if self.vma_is_fork_child(Some(tgt)) {
+                if self.vm.vma_is_fork_child(Some(tgt)) {
                     Err(MergeReason::NomergeForkChild)
                 } else {
                     Ok(())
@@ -250,7 +206,7 @@ impl System {
 
     /// `can_vma_merge_before`: vmg can join the front of next.
     fn can_vma_merge_before(&self, vmg: &Vmg) -> Result<(), MergeReason> {
-        self.is_mergeable_vma(vmg, true)?;
+        self.vm.is_mergeable_vma(vmg, true)?;
         self.is_mergeable_anon_vma(vmg, true)?;
         let next = &self.vm.vmas[vmg.next.expect("next")];
         if next.pgoff.0 == vmg.pgoff.0.wrapping_add(vmg.start.pages_to(vmg.end)) {
@@ -262,7 +218,7 @@ impl System {
 
     /// `can_vma_merge_after`: vmg can join the end of prev.
     fn can_vma_merge_after(&self, vmg: &Vmg) -> Result<(), MergeReason> {
-        self.is_mergeable_vma(vmg, false)?;
+        self.vm.is_mergeable_vma(vmg, false)?;
         self.is_mergeable_anon_vma(vmg, false)?;
         let prev = &self.vm.vmas[vmg.prev.expect("prev")];
         if prev.pgoff.0.wrapping_add(prev.pages()) == vmg.pgoff.0 {
@@ -294,17 +250,6 @@ impl System {
         let pa = self.vm.vmas[vmg.prev.expect("prev")].anon_vma;
         let na = self.vm.vmas[next].anon_vma;
         if pa.is_none() || na.is_none() || pa == na { Ok(()) } else { Err(MergeReason::NomergeIncompatible) }
-    }
-
-    /// `dup_anon_vma(dst, src)`: an unfaulted VMA that absorbs a faulted one takes its
-    /// anon_vma and chains.
-    fn dup_anon_vma(&mut self, dst: VmaId, src: VmaId) {
-        if let Some(av) = self.vm.vmas[src].anon_vma
-            && self.vm.vmas[dst].anon_vma.is_none()
-        {
-            self.vm.vmas[dst].anon_vma = Some(av);
-            self.anon_vma_clone(dst, src);
-        }
     }
 
     /// Remove a VMA absorbed by a merge (`vma_complete` with `anon_vma_merge`).
@@ -369,10 +314,10 @@ impl System {
         let target = vmg.target.expect("target");
         let remove_next = vmg.next.is_some_and(|n| n != target && vmg.end == self.vm.vmas[n].end);
         if remove_next {
-            self.dup_anon_vma(target, vmg.next.expect("next"));
+            self.rmap.dup_anon_vma(&mut self.vm, target, vmg.next.expect("next"));
         }
         if let Some(src) = vmg.copied_from {
-            self.dup_anon_vma(target, src);
+            self.rmap.dup_anon_vma(&mut self.vm, target, src);
         }
         // The sticky flags of the range and of an absorbed next survive in the target.
         let mut sticky = vmg.flags & VmFlags::STICKY;
@@ -471,7 +416,7 @@ impl System {
             let (pstart, ppgoff) = (self.vm.vmas[prev].start, self.vm.vmas[prev].pgoff);
             let nend = self.vm.vmas[next].end;
             let src = if self.vm.vmas[next].anon_vma.is_some() { next } else { middle };
-            self.dup_anon_vma(prev, src);
+            self.rmap.dup_anon_vma(&mut self.vm, prev, src);
             self.merge_remove(middle);
             self.merge_remove(next);
             self.vma_set_range(prev, pstart, nend, ppgoff);
@@ -479,7 +424,7 @@ impl System {
         } else if merge_left {
             let prev = vmg.prev.expect("prev");
             let (pstart, ppgoff) = (self.vm.vmas[prev].start, self.vm.vmas[prev].pgoff);
-            self.dup_anon_vma(prev, middle);
+            self.rmap.dup_anon_vma(&mut self.vm, prev, middle);
             if remove_middle {
                 self.merge_remove(middle);
             } else {
@@ -495,7 +440,7 @@ impl System {
                 (n.start, n.end, n.pgoff)
             };
             let pglen = start.pages_to(end);
-            self.dup_anon_vma(next, middle);
+            self.rmap.dup_anon_vma(&mut self.vm, next, middle);
             if remove_middle {
                 self.merge_remove(middle);
                 self.vma_set_range(next, start, nend, npgoff.minus(pglen));
@@ -538,7 +483,7 @@ impl System {
         flags: VmFlags,
         caller: MergeCaller,
     ) -> KResult<VmaId> {
-        let mut vmg = self.vmg_from_vma(vma, start, end, caller);
+        let mut vmg = self.vm.vmg_from_vma(vma, start, end, caller);
         vmg.flags = flags;
         let v = self.vma_modify(&mut vmg)?;
         // vma_modify_flags hands back the flags with the merge's sticky ones.
@@ -556,7 +501,7 @@ impl System {
         name: AnonName,
         caller: MergeCaller,
     ) -> KResult<VmaId> {
-        let mut vmg = self.vmg_from_vma(vma, start, end, caller);
+        let mut vmg = self.vm.vmg_from_vma(vma, start, end, caller);
         vmg.flags = flags;
         vmg.anon_name = name.clone();
         let v = self.vma_modify(&mut vmg)?;
@@ -595,6 +540,65 @@ impl crate::stats::Trace {
                 next,
                 merged,
             });
+        }
+    }
+}
+
+impl crate::mm::Vm {
+    /// `VMG_VMA_STATE(vmg, vmi, prev, vma, start, end)`.
+    pub fn vmg_from_vma(&self, vma: VmaId, start: VirtAddr, end: VirtAddr, caller: MergeCaller) -> Vmg {
+        let v = &self.vmas[vma];
+        Vmg {
+            mm: v.mm,
+            prev: None,
+            middle: Some(vma),
+            next: None,
+            target: None,
+            start,
+            end,
+            // Unsigned arithmetic as in C: copy_vma states a range outside the VMA (the
+            // destination of a move, possibly below it) and then sets its own pgoff.
+            pgoff: v.pgoff.plus(start.0.wrapping_sub(v.start.0) >> PAGE_SHIFT),
+            flags: v.flags,
+            file: v.file,
+            anon_vma: v.anon_vma,
+            anon_name: v.anon_name.clone(),
+            uffd: v.uffd,
+            copied_from: None,
+            just_expand: false,
+            caller,
+        }
+    }
+
+    /// `is_mergeable_vma(vmg, merge_next)`: attribute equality with the neighbour.
+    fn is_mergeable_vma(&self, vmg: &Vmg, merge_next: bool) -> Result<(), MergeReason> {
+        let v = &self.vmas[if merge_next { vmg.next } else { vmg.prev }.expect("neighbour")];
+        if !((v.flags ^ vmg.flags) & !VmFlags::IGNORE_MERGE).is_empty() {
+            return Err(MergeReason::NomergeFlags);
+        }
+        if v.file != vmg.file {
+            return Err(MergeReason::NomergeFile);
+        }
+        // is_mergeable_vm_userfaultfd_ctx
+        if v.uffd != vmg.uffd {
+            return Err(MergeReason::NomergeUffdCtx);
+        }
+        if v.anon_name.as_deref() != vmg.anon_name.as_deref() {
+            return Err(MergeReason::NomergeAnonName);
+        }
+        Ok(())
+    }
+}
+
+impl crate::rmap::Rmap {
+    /// `dup_anon_vma(dst, src)`: an unfaulted VMA that absorbs a faulted one takes its
+    /// anon_vma and chains.
+    fn dup_anon_vma(&mut self, vm: &mut crate::mm::Vm, dst: VmaId, src: VmaId) {
+        if let Some(av) = vm.vmas[src].anon_vma
+            && vm.vmas[dst].anon_vma.is_none()
+        {
+            vm.vmas[dst].anon_vma = Some(av);
+            self.anon_vma_clone(vm, dst, src);
         }
     }
 }

@@ -136,140 +136,17 @@ impl System {
         let f = &mut self.mem.folios[folio];
         f.migrating = true;
         f.extra_refs += 1;
-        self.try_to_migrate(folio);
+        self.vm.try_to_migrate(&self.rmap, &mut self.mem, folio);
         if self.mem.folios[folio].is_mapped() {
-            self.remove_migration_ptes(folio, folio);
+            self.vm.remove_migration_ptes(&self.rmap, &mut self.mem, folio, folio);
             let f = &mut self.mem.folios[folio];
             f.migrating = false;
             f.extra_refs -= 1;
-            self.put_anon_vma(av);
+            self.rmap.put_anon_vma(&mut self.trace, av);
             return;
         }
         self.trace.stats.migrations_started += 1;
         self.gup.migrations.entry(pid).or_default().push(InFlight { folio, addr, anon_vma: av });
-    }
-
-    /// The pages of a folio at `index` (`nr` pages) that `vma` maps, with their addresses: what
-    /// `page_vma_mapped_walk` visits from `vma_address`.
-    fn folio_pages_in(&self, vma: VmaId, index: crate::types::PgOff, nr: u64) -> Vec<(u16, VirtAddr)> {
-        let v = &self.vm.vmas[vma];
-        (0..nr).filter_map(|i| v.address_of(index.plus(i), 1).map(|a| (i as u16, a))).collect()
-    }
-
-    /// `try_to_migrate`: the rmap walk over every VMA that may map the folio.
-    fn try_to_migrate(&mut self, folio: FolioId) {
-        let (index, nr) = (self.mem.folios[folio].index, self.mem.folios[folio].nr_pages());
-        for hit in self.rmap_walk_anon(folio) {
-            let mm = self.vm.vmas[hit.vma].mm;
-            for (_, a) in self.folio_pages_in(hit.vma, index, nr) {
-                match self.vm.mms[mm].pt.walk(a) {
-                    Walk::Huge { folio: g, flags, .. } if g == folio => {
-                        // The rmap removal munlocks in a VM_LOCKED VMA (munlock_vma_folio).
-                        self.munlock_vma_folio(folio, hit.vma);
-                        self.set_pmd_migration_entry(mm, a, folio, flags)
-                    }
-                    Walk::Pte(Pte::Present { folio: g, sub, flags }) if g == folio => {
-                        self.munlock_vma_folio(folio, hit.vma);
-                        self.try_to_migrate_one(mm, a, folio, sub, flags)
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// `try_to_migrate_one` for one PTE: the entry is writable if the PTE was, else readable
-    /// exclusive if the page was PageAnonExclusive (`folio_try_share_anon_rmap_pte` clears
-    /// that, pins having been ruled out), else readable; young, dirty and soft-dirty go with it.
-    /// The mapping's rmap and reference go (`folio_remove_rmap_pte`, `folio_put`).
-    fn try_to_migrate_one(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, sub: u16, flags: PteFlags) {
-        let p = &mut self.mem.folios[folio].pages[sub as usize];
-        let kind = MigrationKind::of(flags.contains(PteFlags::WRITE), p.anon_exclusive);
-        p.anon_exclusive = false;
-        p.mapcount -= 1;
-        self.mem.folios[folio].sub_large_mapcount(1, mm);
-        self.vm.mms[mm]
-            .pt
-            .set_pte(a, Pte::Migration { folio, sub, kind, flags: flags & MIGRATION_KEPT_FLAGS });
-    }
-
-    /// `set_pmd_migration_entry`: the same for a PMD-mapped THP; its exclusivity lives on the
-    /// head page.
-    fn set_pmd_migration_entry(&mut self, mm: MmId, a: VirtAddr, folio: FolioId, flags: PteFlags) {
-        let f = &mut self.mem.folios[folio];
-        let kind = MigrationKind::of(flags.contains(PteFlags::WRITE), f.pages[0].anon_exclusive);
-        f.pages[0].anon_exclusive = false;
-        f.entire_mapcount -= 1;
-        f.sub_large_mapcount(1, mm);
-        let pmd = Pmd::Migration { folio, kind, flags: flags & MIGRATION_KEPT_FLAGS };
-        self.vm.mms[mm].pt.set_pmd(pmd_index(a), pmd);
-    }
-
-    /// `remove_migration_ptes(src, dst)`: walk the rmap of `dst` (its `mapping` and `index`
-    /// are `src`'s) and map `dst` wherever a migration entry for `src` is found. Only the
-    /// entries the walk reaches are restored.
-    fn remove_migration_ptes(&mut self, src: FolioId, dst: FolioId) {
-        let (index, nr) = (self.mem.folios[dst].index, self.mem.folios[dst].nr_pages());
-        for hit in self.rmap_walk_anon(dst) {
-            let mm = self.vm.vmas[hit.vma].mm;
-            for (idx, a) in self.folio_pages_in(hit.vma, index, nr) {
-                match self.vm.mms[mm].pt.walk(a) {
-                    Walk::Pte(Pte::Migration { folio, kind, flags, .. }) if folio == src => {
-                        // The page is chosen by address (`linear_page_index(vma, address) -
-                        // pgoff`), not by the entry.
-                        let flags = self.remove_migration_entry(mm, dst, Some(idx), kind, flags);
-                        self.vm.mms[mm].pt.set_pte(a, Pte::Present { folio: dst, sub: idx, flags });
-                        // folio_add_anon_rmap_pte → mlock_vma_folio (whole small folios only).
-                        self.mlock_vma_folio(dst, hit.vma, 1);
-                    }
-                    Walk::PmdMigration { folio, kind, flags, .. } if folio == src => {
-                        let flags = self.remove_migration_entry(mm, dst, None, kind, flags);
-                        self.vm.mms[mm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio: dst, flags });
-                        // folio_add_anon_rmap_pmd → mlock_vma_folio.
-                        let nr = self.mem.folios[dst].nr_pages();
-                        self.mlock_vma_folio(dst, hit.vma, nr);
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-
-    /// `remove_migration_pte` for a migration entry of `kind` with `flags` that page `idx`
-    /// of `dst` replaces, or `remove_migration_pmd` (`idx` None) for one the whole THP
-    /// does: `folio_add_anon_rmap_pte` (`_pmd`), with RMAP_EXCLUSIVE unless the entry was
-    /// plain readable (a PMD mapping keeps it on the head page). Returns the bits of the new
-    /// PTE or PMD: `mk_pte(new, vm_page_prot)` (read-only in the private mappings anonymous
-    /// folios live in), writable if the entry was, old unless it was young, dirty and
-    /// soft-dirty as it was.
-    fn remove_migration_entry(
-        &mut self,
-        mm: MmId,
-        dst: FolioId,
-        idx: Option<u16>,
-        kind: MigrationKind,
-        flags: PteFlags,
-    ) -> PteFlags {
-        let f = &mut self.mem.folios[dst];
-        let page = match idx {
-            Some(i) => {
-                f.pages[i as usize].mapcount += 1;
-                i as usize
-            }
-            None => {
-                f.entire_mapcount += 1;
-                0
-            }
-        };
-        if kind.is_exclusive() {
-            f.pages[page].anon_exclusive = true;
-        }
-        f.add_large_mapcount(1, mm);
-        let mut pf = flags & MIGRATION_KEPT_FLAGS;
-        if kind.is_writable() {
-            pf |= PteFlags::WRITE;
-        }
-        pf
     }
 
     /// Finish the migration of `src` (whichever process started it).
@@ -293,7 +170,7 @@ impl System {
     /// folio is freed, the new one too if no entry was found, and the anon_vma reference.
     fn migrate_folio_move(&mut self, rec: InFlight) {
         let src = rec.folio;
-        let dst = self.folio_alloc(self.mem.folios[src].order);
+        let dst = self.mem.folio_alloc(&mut self.trace, self.mem.folios[src].order);
         let (index, mapping) = (self.mem.folios[src].index, self.mem.folios[src].mapping);
         for i in 0..self.mem.folios[src].pages.len() {
             self.mem.folios[dst].pages[i].tag = self.mem.folios[src].pages[i].tag;
@@ -301,16 +178,16 @@ impl System {
         let d = &mut self.mem.folios[dst];
         d.index = index;
         d.mapping = mapping;
-        self.migrate_swap_cache(src, dst);
-        self.remove_migration_ptes(src, dst);
+        self.swap.migrate_swap_cache(&mut self.mem, src, dst);
+        self.vm.remove_migration_ptes(&self.rmap, &mut self.mem, src, dst);
         let s = &mut self.mem.folios[src];
         s.migrating = false;
         s.extra_refs -= 1;
-        self.folio_put_if_unused(src);
+        self.mem.folio_put_if_unused(&mut self.trace, src);
         // An unmapped new folio goes, leaving the swap cache first if no swap PTE needs it.
-        self.free_swap_cache(dst);
-        self.folio_put_if_unused(dst);
-        self.put_anon_vma(rec.anon_vma);
+        self.swap.free_swap_cache(&mut self.mem, &mut self.trace, dst);
+        self.mem.folio_put_if_unused(&mut self.trace, dst);
+        self.rmap.put_anon_vma(&mut self.trace, rec.anon_vma);
         self.trace.stats.migrations_done += 1;
     }
 
@@ -333,5 +210,156 @@ impl System {
         for rec in self.gup.migrations.remove(&pid).unwrap_or_default() {
             self.migrate_folio_move(rec);
         }
+    }
+}
+
+impl crate::mm::Vm {
+    /// The pages of a folio at `index` (`nr` pages) that `vma` maps, with their addresses: what
+    /// `page_vma_mapped_walk` visits from `vma_address`.
+    fn folio_pages_in(&self, vma: VmaId, index: crate::types::PgOff, nr: u64) -> Vec<(u16, VirtAddr)> {
+        let v = &self.vmas[vma];
+        (0..nr).filter_map(|i| v.address_of(index.plus(i), 1).map(|a| (i as u16, a))).collect()
+    }
+
+    /// `try_to_migrate_one` for one PTE: the entry is writable if the PTE was, else readable
+    /// exclusive if the page was PageAnonExclusive (`folio_try_share_anon_rmap_pte` clears
+    /// that, pins having been ruled out), else readable; young, dirty and soft-dirty go with it.
+    /// The mapping's rmap and reference go (`folio_remove_rmap_pte`, `folio_put`).
+    fn try_to_migrate_one(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        mm: MmId,
+        a: VirtAddr,
+        folio: FolioId,
+        sub: u16,
+        flags: PteFlags,
+    ) {
+        let p = &mut mem.folios[folio].pages[sub as usize];
+        let kind = MigrationKind::of(flags.contains(PteFlags::WRITE), p.anon_exclusive);
+        p.anon_exclusive = false;
+        p.mapcount -= 1;
+        mem.folios[folio].sub_large_mapcount(1, mm);
+        self.mms[mm].pt.set_pte(a, Pte::Migration { folio, sub, kind, flags: flags & MIGRATION_KEPT_FLAGS });
+    }
+
+    /// `set_pmd_migration_entry`: the same for a PMD-mapped THP; its exclusivity lives on the
+    /// head page.
+    fn set_pmd_migration_entry(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        mm: MmId,
+        a: VirtAddr,
+        folio: FolioId,
+        flags: PteFlags,
+    ) {
+        let f = &mut mem.folios[folio];
+        let kind = MigrationKind::of(flags.contains(PteFlags::WRITE), f.pages[0].anon_exclusive);
+        f.pages[0].anon_exclusive = false;
+        f.entire_mapcount -= 1;
+        f.sub_large_mapcount(1, mm);
+        let pmd = Pmd::Migration { folio, kind, flags: flags & MIGRATION_KEPT_FLAGS };
+        self.mms[mm].pt.set_pmd(pmd_index(a), pmd);
+    }
+
+    /// `try_to_migrate`: the rmap walk over every VMA that may map the folio.
+    fn try_to_migrate(
+        &mut self,
+        rmap: &crate::rmap::Rmap,
+        mem: &mut crate::folio::FolioStore,
+        folio: FolioId,
+    ) {
+        let (index, nr) = (mem.folios[folio].index, mem.folios[folio].nr_pages());
+        for hit in rmap.rmap_walk_anon(self, mem, folio) {
+            let mm = self.vmas[hit.vma].mm;
+            for (_, a) in self.folio_pages_in(hit.vma, index, nr) {
+                match self.mms[mm].pt.walk(a) {
+                    Walk::Huge { folio: g, flags, .. } if g == folio => {
+                        // The rmap removal munlocks in a VM_LOCKED VMA (munlock_vma_folio).
+                        mem.munlock_vma_folio(self, folio, hit.vma);
+                        self.set_pmd_migration_entry(mem, mm, a, folio, flags)
+                    }
+                    Walk::Pte(Pte::Present { folio: g, sub, flags }) if g == folio => {
+                        mem.munlock_vma_folio(self, folio, hit.vma);
+                        self.try_to_migrate_one(mem, mm, a, folio, sub, flags)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// `remove_migration_ptes(src, dst)`: walk the rmap of `dst` (its `mapping` and `index`
+    /// are `src`'s) and map `dst` wherever a migration entry for `src` is found. Only the
+    /// entries the walk reaches are restored.
+    fn remove_migration_ptes(
+        &mut self,
+        rmap: &crate::rmap::Rmap,
+        mem: &mut crate::folio::FolioStore,
+        src: FolioId,
+        dst: FolioId,
+    ) {
+        let (index, nr) = (mem.folios[dst].index, mem.folios[dst].nr_pages());
+        for hit in rmap.rmap_walk_anon(self, mem, dst) {
+            let mm = self.vmas[hit.vma].mm;
+            for (idx, a) in self.folio_pages_in(hit.vma, index, nr) {
+                match self.mms[mm].pt.walk(a) {
+                    Walk::Pte(Pte::Migration { folio, kind, flags, .. }) if folio == src => {
+                        // The page is chosen by address (`linear_page_index(vma, address) -
+                        // pgoff`), not by the entry.
+                        let flags = mem.remove_migration_entry(mm, dst, Some(idx), kind, flags);
+                        self.mms[mm].pt.set_pte(a, Pte::Present { folio: dst, sub: idx, flags });
+                        // folio_add_anon_rmap_pte → mlock_vma_folio (whole small folios only).
+                        mem.mlock_vma_folio(self, dst, hit.vma, 1);
+                    }
+                    Walk::PmdMigration { folio, kind, flags, .. } if folio == src => {
+                        let flags = mem.remove_migration_entry(mm, dst, None, kind, flags);
+                        self.mms[mm].pt.set_pmd(pmd_index(a), Pmd::Huge { folio: dst, flags });
+                        // folio_add_anon_rmap_pmd → mlock_vma_folio.
+                        let nr = mem.folios[dst].nr_pages();
+                        mem.mlock_vma_folio(self, dst, hit.vma, nr);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+impl crate::folio::FolioStore {
+    /// `remove_migration_pte` for a migration entry of `kind` with `flags` that page `idx`
+    /// of `dst` replaces, or `remove_migration_pmd` (`idx` None) for one the whole THP
+    /// does: `folio_add_anon_rmap_pte` (`_pmd`), with RMAP_EXCLUSIVE unless the entry was
+    /// plain readable (a PMD mapping keeps it on the head page). Returns the bits of the new
+    /// PTE or PMD: `mk_pte(new, vm_page_prot)` (read-only in the private mappings anonymous
+    /// folios live in), writable if the entry was, old unless it was young, dirty and
+    /// soft-dirty as it was.
+    fn remove_migration_entry(
+        &mut self,
+        mm: MmId,
+        dst: FolioId,
+        idx: Option<u16>,
+        kind: MigrationKind,
+        flags: PteFlags,
+    ) -> PteFlags {
+        let f = &mut self.folios[dst];
+        let page = match idx {
+            Some(i) => {
+                f.pages[i as usize].mapcount += 1;
+                i as usize
+            }
+            None => {
+                f.entire_mapcount += 1;
+                0
+            }
+        };
+        if kind.is_exclusive() {
+            f.pages[page].anon_exclusive = true;
+        }
+        f.add_large_mapcount(1, mm);
+        let mut pf = flags & MIGRATION_KEPT_FLAGS;
+        if kind.is_writable() {
+            pf |= PteFlags::WRITE;
+        }
+        pf
     }
 }

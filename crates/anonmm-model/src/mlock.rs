@@ -90,66 +90,7 @@ impl Folio {
     }
 }
 
-impl System {
-    /// The test of `mlock_vma_folio` and `folio_add_lru_vma`: `VM_LOCKED` without any of
-    /// `VM_SPECIAL`.
-    pub fn vma_mlocks(&self, vma: VmaId) -> bool {
-        self.vm.vmas[vma].flags & (VmFlags::LOCKED | VmFlags::SPECIAL) == VmFlags::LOCKED
-    }
-
-    /// `folio_add_lru_vma`: a new folio mapped in `vma` goes to the LRU, mlocked if `vma`
-    /// is (`mlock_new_folio`).
-    pub fn folio_add_lru_vma(&mut self, folio: FolioId, vma: VmaId) {
-        if self.vma_mlocks(vma) {
-            self.mem.folios[folio].mlock_new();
-        }
-    }
-
-    /// `mlock_vma_folio`, as `__folio_add_anon_rmap` and `__folio_add_file_rmap` call it
-    /// after mapping `nr_pages` pages of `folio` in `vma`: only a call that maps the whole
-    /// folio mlocks it ("partially mapped folios can be split on reclaim").
-    pub fn mlock_vma_folio(&mut self, folio: FolioId, vma: VmaId, nr_pages: u64) {
-        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
-            return;
-        }
-        if self.vma_mlocks(vma) && self.mem.folios[folio].nr_pages() == nr_pages {
-            self.mem.folios[folio].mlock();
-        }
-    }
-
-    /// `munlock_vma_folio`, as `__folio_remove_rmap` calls it for every removal (before
-    /// the model may free the folio): munlock when `vma` is `VM_LOCKED`; reclaim corrects an
-    /// munlock too many.
-    pub fn munlock_vma_folio(&mut self, folio: FolioId, vma: VmaId) {
-        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
-            return;
-        }
-        if self.vm.vmas[vma].flags.contains(VmFlags::LOCKED) {
-            self.mem.folios[folio].munlock();
-        }
-    }
-
-    /// [`System::munlock_vma_folio`] for a mapping at `a` of `mm` whose VMA the caller
-    /// does not hold (the zap and unmap paths, which work by address).
-    pub fn munlock_mapped_at(&mut self, mm: MmId, a: VirtAddr, folio: FolioId) {
-        if let Some(v) = self.vm.mms[mm].vma_lookup(a) {
-            self.munlock_vma_folio(folio, v);
-        }
-    }
-
-    /// Whether any VMA of `mm` in `[start, end)` is `VM_LOCKED`: the zap paths look a
-    /// mapping's VMA up only then.
-    pub fn any_locked_in(&self, mm: MmId, start: VirtAddr, end: VirtAddr) -> bool {
-        let m = &self.vm.mms[mm];
-        // Most zaps stay inside one VMA: one lookup answers.
-        if let Some(v) = m.vma_lookup(start)
-            && self.vm.vmas[v].end >= end
-        {
-            return self.vm.vmas[v].flags.contains(VmFlags::LOCKED);
-        }
-        m.vmas_in(start, end).into_iter().any(|v| self.vm.vmas[v].flags.contains(VmFlags::LOCKED))
-    }
-}
+impl System {}
 
 impl System {
     /// mlock(2) (`flags` None) and mlock2(2): `do_mlock` with `VM_LOCKED`, and
@@ -350,4 +291,67 @@ fn mlock_range(start: u64, len: u64) -> (u64, u64) {
     let mask = !(PAGE_SIZE - 1);
     let len = len.wrapping_add(start & !mask).wrapping_add(PAGE_SIZE - 1) & mask;
     (start & mask, len)
+}
+
+impl crate::mm::Vm {
+    /// The test of `mlock_vma_folio` and `folio_add_lru_vma`: `VM_LOCKED` without any of
+    /// `VM_SPECIAL`.
+    pub fn vma_mlocks(&self, vma: VmaId) -> bool {
+        self.vmas[vma].flags & (VmFlags::LOCKED | VmFlags::SPECIAL) == VmFlags::LOCKED
+    }
+
+    /// Whether any VMA of `mm` in `[start, end)` is `VM_LOCKED`: the zap paths look a
+    /// mapping's VMA up only then.
+    pub fn any_locked_in(&self, mm: MmId, start: VirtAddr, end: VirtAddr) -> bool {
+        let m = &self.mms[mm];
+        // Most zaps stay inside one VMA: one lookup answers.
+        if let Some(v) = m.vma_lookup(start)
+            && self.vmas[v].end >= end
+        {
+            return self.vmas[v].flags.contains(VmFlags::LOCKED);
+        }
+        m.vmas_in(start, end).into_iter().any(|v| self.vmas[v].flags.contains(VmFlags::LOCKED))
+    }
+}
+
+impl crate::folio::FolioStore {
+    /// `folio_add_lru_vma`: a new folio mapped in `vma` goes to the LRU, mlocked if `vma`
+    /// is (`mlock_new_folio`).
+    pub fn folio_add_lru_vma(&mut self, vm: &crate::mm::Vm, folio: FolioId, vma: VmaId) {
+        if vm.vma_mlocks(vma) {
+            self.folios[folio].mlock_new();
+        }
+    }
+
+    /// `mlock_vma_folio`, as `__folio_add_anon_rmap` and `__folio_add_file_rmap` call it
+    /// after mapping `nr_pages` pages of `folio` in `vma`: only a call that maps the whole
+    /// folio mlocks it ("partially mapped folios can be split on reclaim").
+    pub fn mlock_vma_folio(&mut self, vm: &crate::mm::Vm, folio: FolioId, vma: VmaId, nr_pages: u64) {
+        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
+            return;
+        }
+        if vm.vma_mlocks(vma) && self.folios[folio].nr_pages() == nr_pages {
+            self.folios[folio].mlock();
+        }
+    }
+
+    /// `munlock_vma_folio`, as `__folio_remove_rmap` calls it for every removal (before
+    /// the model may free the folio): munlock when `vma` is `VM_LOCKED`; reclaim corrects an
+    /// munlock too many.
+    pub fn munlock_vma_folio(&mut self, vm: &crate::mm::Vm, folio: FolioId, vma: VmaId) {
+        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
+            return;
+        }
+        if vm.vmas[vma].flags.contains(VmFlags::LOCKED) {
+            self.folios[folio].munlock();
+        }
+    }
+
+    /// [`FolioStore::munlock_vma_folio`](crate::folio::FolioStore::munlock_vma_folio) for a mapping at `a` of `mm` whose VMA the caller
+    /// does not hold (the zap and unmap paths, which work by address).
+    pub fn munlock_mapped_at(&mut self, vm: &crate::mm::Vm, mm: MmId, a: VirtAddr, folio: FolioId) {
+        if let Some(v) = vm.mms[mm].vma_lookup(a) {
+            self.munlock_vma_folio(vm, folio, v);
+        }
+    }
 }

@@ -337,14 +337,14 @@ impl System {
         };
         for a in [start, end] {
             if a.0 % PMD_SIZE != 0 {
-                self.split_huge_pmd(mm, a);
+                self.vm.split_huge_pmd(&mut self.mem, &mut self.trace, mm, a);
             }
         }
         // The chains are filed by pgoff alone (the walk checks the end), so only a new pgoff
         // re-files them.
         let refile = self.vm.vmas[vma].pgoff != pgoff;
         if refile {
-            self.rmap_pre_update(vma);
+            self.rmap.rmap_pre_update(&self.vm, vma);
         }
         self.vm.mms[mm].vmas.rekey(old_start.0, start.0, VmaEntry { end: end.0, id: vma });
         let v = &mut self.vm.vmas[vma];
@@ -352,14 +352,14 @@ impl System {
         v.end = end;
         v.pgoff = pgoff;
         if refile {
-            self.rmap_post_update(vma);
+            self.rmap.rmap_post_update(&self.vm, vma);
         }
         let _ = old_end;
     }
 
     /// Free a detached VMA: drop its anon_vma links and its file reference (`remove_vma`).
     pub fn vma_free(&mut self, vma: VmaId) {
-        self.unlink_anon_vmas(vma);
+        self.rmap.unlink_anon_vmas(&mut self.vm, &mut self.trace, vma);
         let v = self.vm.vmas.free(vma);
         self.vm.vmas_without_file -= usize::from(v.file.is_none());
         if let Some(f) = v.file {
@@ -402,7 +402,7 @@ impl System {
             self.vma_set_range(vma, vstart, addr, vpgoff);
         }
         let new_id = self.vm.vma_link(new);
-        self.anon_vma_clone(new_id, vma);
+        self.rmap.anon_vma_clone(&mut self.vm, new_id, vma);
         let _ = mm;
         self.trace.stats.splits += 1;
         new_id

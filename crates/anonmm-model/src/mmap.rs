@@ -53,7 +53,7 @@ impl System {
                 return None;
             }
         }
-        self.anon_vma_prepare(vma);
+        self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
         let v = &self.vm.vmas[vma];
         let (end, grow) = (v.end, (v.start.0 - a.0) >> PAGE_SHIFT);
         if grow > v.pgoff.0 || end.0 - a.0 > RLIMIT_STACK {
@@ -63,114 +63,6 @@ impl System {
         self.vm.mms[mm].total_vm += grow;
         self.vma_set_range(vma, a, end, pgoff);
         Some(vma)
-    }
-
-    /// `vm_start_gap`.
-    fn vm_start_gap(&self, vma: VmaId) -> u64 {
-        let v = &self.vm.vmas[vma];
-        if v.flags.contains(VmFlags::GROWSDOWN) {
-            v.start.0.saturating_sub(STACK_GUARD_GAP)
-        } else {
-            v.start.0
-        }
-    }
-
-    /// `unmapped_area_topdown`: the highest gap of `len` bytes in `[low, high)` whose start
-    /// is `align_offset` modulo `align_mask + 1`.
-    fn unmapped_area_topdown(
-        &self,
-        mm: MmId,
-        len: u64,
-        low: u64,
-        high: u64,
-        align_mask: u64,
-        align_offset: u64,
-    ) -> KResult<u64> {
-        let length = len.checked_add(align_mask).ok_or(Errno::ENOMEM)?;
-        if length > high || high - length < low {
-            return Err(Errno::ENOMEM);
-        }
-        let m = &self.vm.mms[mm];
-        // Walk gaps from the top: between each VMA's end and the next VMA's start gap.
-        let mut gap_end = high;
-        let entries = m.vmas.iter().rev().map(|(s, e)| (*s, e.end, e.id));
-        let try_gap = |gap_start: u64, gap_end: u64| -> Option<u64> {
-            let gs = gap_start.max(low);
-            let ge = gap_end.min(high);
-            if ge < gs || ge - gs < length {
-                return None;
-            }
-            let mut addr = ge - len;
-            addr -= addr.wrapping_sub(align_offset) & align_mask;
-            (addr >= gs).then_some(addr)
-        };
-        for (start, end, id) in entries {
-            if end >= gap_end {
-                gap_end = gap_end.min(self.vm_start_gap(id));
-                continue;
-            }
-            if let Some(a) = try_gap(end, gap_end) {
-                return Ok(a);
-            }
-            gap_end = self.vm_start_gap(id).min(start);
-            if gap_end <= low {
-                break;
-            }
-        }
-        try_gap(low, gap_end).ok_or(Errno::ENOMEM)
-    }
-
-    /// `arch_get_unmapped_area_topdown` (x86_64) for a hint or none.
-    fn arch_get_unmapped_area_topdown(
-        &self,
-        mm: MmId,
-        addr: u64,
-        len: u64,
-        pgoff: u64,
-        flags: u64,
-        file: bool,
-    ) -> KResult<u64> {
-        if len > TASK_SIZE {
-            return Err(Errno::ENOMEM);
-        }
-        if flags & MAP_FIXED != 0 {
-            return Ok(addr);
-        }
-        if addr != 0 {
-            let addr = addr & !(PAGE_SIZE - 1);
-            if TASK_SIZE - len >= addr {
-                let m = &self.vm.mms[mm];
-                let vma = m.find_vma(VirtAddr(addr));
-                let prev = m.vma_before(VirtAddr(addr.saturating_add(1)).min(VirtAddr(addr)));
-                let prev = match m.vma_lookup(VirtAddr(addr)) {
-                    Some(_) => prev,
-                    None => m.vma_before(VirtAddr(addr)),
-                };
-                let ok_next = vma.is_none_or(|v| addr + len <= self.vm_start_gap(v));
-                let ok_prev = prev.is_none_or(|p| addr >= self.vm.vmas[p].end.0);
-                if ok_next && ok_prev {
-                    return Ok(addr);
-                }
-            }
-        }
-        let high = self.vm.mms[mm].mmap_base.0;
-        let align_offset = if file { pgoff << PAGE_SHIFT } else { 0 };
-        match self.unmapped_area_topdown(mm, len, PAGE_SIZE, high, 0, align_offset) {
-            Ok(a) => Ok(a),
-            // Fall back to bottom-up from TASK_UNMAPPED_BASE (mmap_base / 3 rounded).
-            Err(_) => self.unmapped_area_bottomup(mm, len),
-        }
-    }
-
-    fn unmapped_area_bottomup(&self, mm: MmId, len: u64) -> KResult<u64> {
-        let mut lo = page_align(TASK_SIZE / 3).unwrap_or(0);
-        for (&s, e) in self.vm.mms[mm].vmas.range(lo..) {
-            if s >= lo && s - lo >= len {
-                return Ok(lo);
-            }
-            lo = lo.max(e.end);
-        }
-        if TASK_SIZE - lo >= len { Ok(lo) } else { Err(Errno::ENOMEM) }
     }
 
     /// `__get_unmapped_area`.
@@ -190,18 +82,18 @@ impl System {
         let addr = if anon_private && addr == 0 && len.is_multiple_of(PMD_SIZE) {
             // thp_get_unmapped_area_vmflags: pad by a PMD and align (anonymous memory has
             // pgoff 0 here).
-            match self.arch_get_unmapped_area_topdown(mm, 0, len + PMD_SIZE, 0, flags, false) {
+            match self.vm.arch_get_unmapped_area_topdown(mm, 0, len + PMD_SIZE, 0, flags, false) {
                 Ok(ret) => {
                     let off_sub = 0u64.wrapping_sub(ret) & (PMD_SIZE - 1);
                     if off_sub == 0 { ret + PMD_SIZE } else { ret + off_sub }
                 }
-                Err(_) => self.arch_get_unmapped_area_topdown(mm, addr, len, 0, flags, false)?,
+                Err(_) => self.vm.arch_get_unmapped_area_topdown(mm, addr, len, 0, flags, false)?,
             }
         } else if let Some(a) = self.thp_get_unmapped_area_file(mm, file, addr, len, pgoff, flags) {
             a
         } else {
             let pgoff = if file.is_none() { 0 } else { pgoff };
-            self.arch_get_unmapped_area_topdown(mm, addr, len, pgoff, flags, file.is_some())?
+            self.vm.arch_get_unmapped_area_topdown(mm, addr, len, pgoff, flags, file.is_some())?
         };
         if addr > TASK_SIZE - len {
             return Err(Errno::ENOMEM);
@@ -238,7 +130,7 @@ impl System {
         }
         let len_pad = len.checked_add(PMD_SIZE)?;
         off.checked_add(len_pad)?;
-        let ret = self.arch_get_unmapped_area_topdown(mm, addr, len_pad, pgoff, flags, true).ok()?;
+        let ret = self.vm.arch_get_unmapped_area_topdown(mm, addr, len_pad, pgoff, flags, true).ok()?;
         if ret == addr {
             return Some(addr);
         }
@@ -542,7 +434,7 @@ impl System {
             self.vm.mms[mm].total_vm -= pages.min(self.vm.mms[mm].total_vm);
             self.vma_free(v);
         }
-        self.free_pgtables(
+        self.vm.free_pgtables(
             mm,
             d.start,
             d.end,
@@ -661,7 +553,7 @@ impl System {
         }
         if let Some(n) = self.vm.mms[mm].find_vma(VirtAddr(oldbrk))
             && self.vm.vmas[n].start.0 < newbrk + PAGE_SIZE + STACK_GUARD_GAP
-            && newbrk + PAGE_SIZE > self.vm_start_gap(n)
+            && newbrk + PAGE_SIZE > self.vm.vm_start_gap(n)
         {
             return Ok(origbrk.0);
         }
@@ -822,5 +714,115 @@ impl System {
             return 0;
         }
         *self.vm.mms[mm].execute_only_pkey.get_or_insert(1)
+    }
+}
+
+impl crate::mm::Vm {
+    /// `vm_start_gap`.
+    fn vm_start_gap(&self, vma: VmaId) -> u64 {
+        let v = &self.vmas[vma];
+        if v.flags.contains(VmFlags::GROWSDOWN) {
+            v.start.0.saturating_sub(STACK_GUARD_GAP)
+        } else {
+            v.start.0
+        }
+    }
+
+    fn unmapped_area_bottomup(&self, mm: MmId, len: u64) -> KResult<u64> {
+        let mut lo = page_align(TASK_SIZE / 3).unwrap_or(0);
+        for (&s, e) in self.mms[mm].vmas.range(lo..) {
+            if s >= lo && s - lo >= len {
+                return Ok(lo);
+            }
+            lo = lo.max(e.end);
+        }
+        if TASK_SIZE - lo >= len { Ok(lo) } else { Err(Errno::ENOMEM) }
+    }
+
+    /// `unmapped_area_topdown`: the highest gap of `len` bytes in `[low, high)` whose start
+    /// is `align_offset` modulo `align_mask + 1`.
+    fn unmapped_area_topdown(
+        &self,
+        mm: MmId,
+        len: u64,
+        low: u64,
+        high: u64,
+        align_mask: u64,
+        align_offset: u64,
+    ) -> KResult<u64> {
+        let length = len.checked_add(align_mask).ok_or(Errno::ENOMEM)?;
+        if length > high || high - length < low {
+            return Err(Errno::ENOMEM);
+        }
+        let m = &self.mms[mm];
+        // Walk gaps from the top: between each VMA's end and the next VMA's start gap.
+        let mut gap_end = high;
+        let entries = m.vmas.iter().rev().map(|(s, e)| (*s, e.end, e.id));
+        let try_gap = |gap_start: u64, gap_end: u64| -> Option<u64> {
+            let gs = gap_start.max(low);
+            let ge = gap_end.min(high);
+            if ge < gs || ge - gs < length {
+                return None;
+            }
+            let mut addr = ge - len;
+            addr -= addr.wrapping_sub(align_offset) & align_mask;
+            (addr >= gs).then_some(addr)
+        };
+        for (start, end, id) in entries {
+            if end >= gap_end {
+                gap_end = gap_end.min(self.vm_start_gap(id));
+                continue;
+            }
+            if let Some(a) = try_gap(end, gap_end) {
+                return Ok(a);
+            }
+            gap_end = self.vm_start_gap(id).min(start);
+            if gap_end <= low {
+                break;
+            }
+        }
+        try_gap(low, gap_end).ok_or(Errno::ENOMEM)
+    }
+
+    /// `arch_get_unmapped_area_topdown` (x86_64) for a hint or none.
+    fn arch_get_unmapped_area_topdown(
+        &self,
+        mm: MmId,
+        addr: u64,
+        len: u64,
+        pgoff: u64,
+        flags: u64,
+        file: bool,
+    ) -> KResult<u64> {
+        if len > TASK_SIZE {
+            return Err(Errno::ENOMEM);
+        }
+        if flags & MAP_FIXED != 0 {
+            return Ok(addr);
+        }
+        if addr != 0 {
+            let addr = addr & !(PAGE_SIZE - 1);
+            if TASK_SIZE - len >= addr {
+                let m = &self.mms[mm];
+                let vma = m.find_vma(VirtAddr(addr));
+                let prev = m.vma_before(VirtAddr(addr.saturating_add(1)).min(VirtAddr(addr)));
+                let prev = match m.vma_lookup(VirtAddr(addr)) {
+                    Some(_) => prev,
+                    None => m.vma_before(VirtAddr(addr)),
+                };
+                let ok_next = vma.is_none_or(|v| addr + len <= self.vm_start_gap(v));
+                let ok_prev = prev.is_none_or(|p| addr >= self.vmas[p].end.0);
+                if ok_next && ok_prev {
+                    return Ok(addr);
+                }
+            }
+        }
+        let high = self.mms[mm].mmap_base.0;
+        let align_offset = if file { pgoff << PAGE_SHIFT } else { 0 };
+        match self.unmapped_area_topdown(mm, len, PAGE_SIZE, high, 0, align_offset) {
+            Ok(a) => Ok(a),
+            // Fall back to bottom-up from TASK_UNMAPPED_BASE (mmap_base / 3 rounded).
+            Err(_) => self.unmapped_area_bottomup(mm, len),
+        }
     }
 }

@@ -134,7 +134,7 @@ impl System {
     /// again without a fault. Writable migration entries become readable exclusive ones.
     fn change_protection(&mut self, mm: MmId, vma: VmaId, start: VirtAddr, end: VirtAddr) {
         let flags = self.vm.vmas[vma].flags;
-        self.split_huge_pmds_partial(mm, start, end);
+        self.vm.split_huge_pmds_partial(&mut self.mem, &mut self.trace, mm, start, end);
         let writable = flags.contains(VmFlags::WRITE);
         // A writable vm_page_prot (shmem, shared anonymous): every PTE becomes writable.
         let prot_writable = self.shared_prot_writable(vma);

@@ -122,7 +122,7 @@ impl System {
         let res = if vrm.implies_new_addr() && !profile.mremap_checks_before_unmap {
             self.mremap_to_unmap_first(&mut vrm)?
         } else {
-            self.check_prep_vma(&mut vrm)?;
+            self.vm.check_prep_vma(&mut vrm)?;
             if vrm.implies_new_addr() { self.mremap_to(&mut vrm) } else { self.mremap_at(&mut vrm) }?
         };
         // do_mremap: a grown VM_LOCKED mapping (vrm->mlocked) has its new part populated
@@ -192,43 +192,6 @@ impl System {
         Ok(())
     }
 
-    /// `check_prep_vma`.
-    fn check_prep_vma(&self, vrm: &mut Vrm) -> KResult<()> {
-        let Some(vma) = vrm.vma else { return Err(Errno::EFAULT) };
-        vrm.set_delta();
-        if !vrm.implies_new_addr() {
-            vrm.new_addr = vrm.addr;
-        }
-        if !vrm.will_map_new() {
-            return Ok(());
-        }
-        let v = &self.vm.vmas[vma];
-        let mut old_len = vrm.old_len;
-        if old_len == 0 && !v.flags.intersects(VmFlags::SHARED | VmFlags::MAYSHARE) {
-            return Err(Errno::EINVAL);
-        }
-        if vrm.flags & MREMAP_DONTUNMAP != 0 && v.flags.intersects(VmFlags::DONTEXPAND | VmFlags::PFNMAP) {
-            return Err(Errno::EINVAL);
-        }
-        if vrm.remap_type == RemapType::Shrink {
-            old_len = vrm.new_len;
-        }
-        if old_len > v.end.0 - vrm.addr {
-            return Err(Errno::EFAULT);
-        }
-        if vrm.new_len == old_len {
-            return Ok(());
-        }
-        let pgoff = v.pgoff.0 + ((vrm.addr - v.start.0) >> PAGE_SHIFT);
-        if pgoff.checked_add(vrm.new_len >> PAGE_SHIFT).is_none() {
-            return Err(Errno::EINVAL);
-        }
-        if v.flags.intersects(VmFlags::DONTEXPAND | VmFlags::PFNMAP) {
-            return Err(Errno::EFAULT);
-        }
-        Ok(())
-    }
-
     /// `remap_move` (6.17+): move every VMA in `[addr, addr + old_len)`, keeping the gaps.
     /// Not atomic: portions moved before an error stay moved.
     fn remap_move(&mut self, vrm: &mut Vrm) -> KResult<u64> {
@@ -268,7 +231,7 @@ impl System {
             if self.vm.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS) && (seen || vend < end) {
                 return Err(Errno::EFAULT);
             }
-            self.check_prep_vma(vrm)?;
+            self.vm.check_prep_vma(vrm)?;
             let r = self.mremap_to(vrm)?;
             if !seen {
                 res = Ok(r);
@@ -298,9 +261,13 @@ impl System {
     fn expand_vma(&mut self, vrm: &mut Vrm) -> KResult<u64> {
         let vma = vrm.vma.expect("vma");
         let (vstart, vend) = (self.vm.vmas[vma].start.0, self.vm.vmas[vma].end.0);
-        if vend - vrm.addr == vrm.old_len && self.vma_expandable(vrm.mm, vstart, vend, vrm.delta) {
-            let mut vmg =
-                self.vmg_from_vma(vma, VirtAddr(vend), VirtAddr(vend + vrm.delta), MergeCaller::MremapExpand);
+        if vend - vrm.addr == vrm.old_len && self.vm.vma_expandable(vrm.mm, vstart, vend, vrm.delta) {
+            let mut vmg = self.vm.vmg_from_vma(
+                vma,
+                VirtAddr(vend),
+                VirtAddr(vend + vrm.delta),
+                MergeCaller::MremapExpand,
+            );
             vmg.prev = Some(vma);
             vmg.next = self.vm.mms[vrm.mm]
                 .vma_at_start(VirtAddr(vend + vrm.delta))
@@ -320,15 +287,6 @@ impl System {
         }
         self.vrm_set_new_addr(vrm)?;
         self.move_vma(vrm)
-    }
-
-    /// `vma_expandable`.
-    fn vma_expandable(&self, mm: MmId, vstart: u64, vend: u64, delta: u64) -> bool {
-        let Some(end) = vend.checked_add(delta) else { return false };
-        if self.vm.mms[mm].intersects(VirtAddr(vend), VirtAddr(end)) {
-            return false;
-        }
-        end - vstart <= TASK_SIZE && vstart <= TASK_SIZE - (end - vstart)
     }
 
     /// `vrm_set_new_addr`: where the move goes (MAP_FIXED with MREMAP_FIXED, a hint with
@@ -367,7 +325,7 @@ impl System {
         }
         // vma_to_resize
         vrm.vma = self.vm.mms[mm].vma_lookup(VirtAddr(vrm.addr));
-        self.check_prep_vma(vrm)?;
+        self.vm.check_prep_vma(vrm)?;
         self.vrm_set_new_addr(vrm)?;
         self.move_vma(vrm)
     }
@@ -464,7 +422,7 @@ impl System {
         }
         // mremap_userfaultfd_prep: without UFFD_FEATURE_EVENT_REMAP the moved VMA (possibly a
         // neighbour it merged into) drops its registration.
-        self.userfaultfd_reset_ctx(new_vma);
+        self.vm.userfaultfd_reset_ctx(new_vma);
         self.vm.mms[mm].total_vm += vrm.new_len >> PAGE_SHIFT;
         if vrm.flags & MREMAP_DONTUNMAP != 0 {
             self.dontunmap_complete(vrm, new_vma);
@@ -486,7 +444,7 @@ impl System {
         self.vm.vmas[vma].flags -= VmFlags::LOCKED_MASK;
         let (s, e) = (self.vm.vmas[vma].start.0, self.vm.vmas[vma].end.0);
         if new_vma != vma && vrm.addr == s && vrm.addr + vrm.old_len == e {
-            self.unlink_anon_vmas(vma);
+            self.rmap.unlink_anon_vmas(&mut self.vm, &mut self.trace, vma);
             // Stable 6.1/6.12 (Profile::dontunmap_keeps_source_pgoff).
             if self.vm.vmas[vma].is_anonymous() && !self.cfg.kernel.profile().dontunmap_keeps_source_pgoff {
                 self.vm.vmas[vma].pgoff = PgOff(s >> PAGE_SHIFT);
@@ -523,34 +481,6 @@ impl System {
         }
     }
 
-    /// The merge state `copy_vma` builds for `[addr, addr + len)` at `pgoff`, copied from
-    /// `vma`, with its neighbours; None when the range is not free.
-    pub(crate) fn copied_range_vmg(
-        &self,
-        vma: VmaId,
-        addr: VirtAddr,
-        len: u64,
-        pgoff: PgOff,
-        caller: MergeCaller,
-    ) -> Option<crate::merge::Vmg> {
-        let mm = self.vm.vmas[vma].mm;
-        let end = addr.plus(len);
-        // find_vma_intersection and the neighbours, from one search.
-        let (prev, next) = self.vm.mms[mm].vmas_around(addr);
-        if prev.is_some_and(|p| self.vm.vmas[p].end > addr)
-            || next.is_some_and(|n| self.vm.vmas[n].start < end)
-        {
-            return None;
-        }
-        let mut vmg = self.vmg_from_vma(vma, addr, end, caller);
-        vmg.pgoff = pgoff;
-        vmg.prev = prev;
-        vmg.next = next;
-        vmg.copied_from = Some(vma);
-        vmg.middle = None;
-        Some(vmg)
-    }
-
     /// `copy_vma` (mm/vma.c): the destination VMA, merged with a neighbour if possible
     /// (`vma_merge_copied_range`), else a copy. An unfaulted anonymous source is
     /// re-linearised to the new address. May replace `*vmap` when the source merged into
@@ -572,7 +502,7 @@ impl System {
         if unfaulted_anon {
             pgoff = PgOff(addr.0 >> PAGE_SHIFT);
         }
-        let mut vmg = self.copied_range_vmg(vma, addr, len, pgoff, MergeCaller::MremapMove)?;
+        let mut vmg = self.vm.copied_range_vmg(vma, addr, len, pgoff, MergeCaller::MremapMove)?;
         let profile = self.cfg.kernel.profile();
         // Stable 6.12 ("mm/vma: avoid broken uffd merge on mremap"): a copy whose userfaultfd
         // registration mremap_userfaultfd_prep will drop is not merged
@@ -641,7 +571,7 @@ impl System {
         }
         let nv = self.vm.vma_link(new);
         if !relocate_anon {
-            self.anon_vma_clone(nv, vma);
+            self.rmap.anon_vma_clone(&mut self.vm, nv, vma);
         }
         nv
     }
@@ -668,8 +598,8 @@ impl System {
         if len >= PMD_SIZE - off
             && off != 0
             && off == new_addr.0 & (PMD_SIZE - 1)
-            && self.can_align_down(mm, old, old_addr)
-            && self.can_align_down(mm, new, new_addr)
+            && self.vm.can_align_down(mm, old, old_addr)
+            && self.vm.can_align_down(mm, new, new_addr)
         {
             oa = old_addr.pmd_down();
             na = new_addr.pmd_down();
@@ -688,9 +618,9 @@ impl System {
                         self.vm.mms[mm].pt.set_pmd(pmd_index(na), e);
                         self.trace.stats.pmds_moved += 1;
                     } else {
-                        self.split_huge_pmd(mm, oa);
+                        self.vm.split_huge_pmd(&mut self.mem, &mut self.trace, mm, oa);
                         self.vm.mms[mm].pt.alloc_table(na);
-                        self.move_ptes(mm, oa, na, extent);
+                        self.vm.move_ptes(&mut self.trace, mm, oa, na, extent);
                     }
                 }
                 Some(Pmd::Table(_)) => {
@@ -706,7 +636,7 @@ impl System {
                         // pte_alloc at the destination happens before move_ptes, even
                         // when no PTE lands there.
                         self.vm.mms[mm].pt.alloc_table(na);
-                        self.move_ptes(mm, oa, na, extent);
+                        self.vm.move_ptes(&mut self.trace, mm, oa, na, extent);
                     }
                 }
             }
@@ -714,21 +644,102 @@ impl System {
             na = na.plus(extent);
         }
     }
+}
+
+impl crate::mm::Vm {
+    /// `check_prep_vma`.
+    fn check_prep_vma(&self, vrm: &mut Vrm) -> KResult<()> {
+        let Some(vma) = vrm.vma else { return Err(Errno::EFAULT) };
+        vrm.set_delta();
+        if !vrm.implies_new_addr() {
+            vrm.new_addr = vrm.addr;
+        }
+        if !vrm.will_map_new() {
+            return Ok(());
+        }
+        let v = &self.vmas[vma];
+        let mut old_len = vrm.old_len;
+        if old_len == 0 && !v.flags.intersects(VmFlags::SHARED | VmFlags::MAYSHARE) {
+            return Err(Errno::EINVAL);
+        }
+        if vrm.flags & MREMAP_DONTUNMAP != 0 && v.flags.intersects(VmFlags::DONTEXPAND | VmFlags::PFNMAP) {
+            return Err(Errno::EINVAL);
+        }
+        if vrm.remap_type == RemapType::Shrink {
+            old_len = vrm.new_len;
+        }
+        if old_len > v.end.0 - vrm.addr {
+            return Err(Errno::EFAULT);
+        }
+        if vrm.new_len == old_len {
+            return Ok(());
+        }
+        let pgoff = v.pgoff.0 + ((vrm.addr - v.start.0) >> PAGE_SHIFT);
+        if pgoff.checked_add(vrm.new_len >> PAGE_SHIFT).is_none() {
+            return Err(Errno::EINVAL);
+        }
+        if v.flags.intersects(VmFlags::DONTEXPAND | VmFlags::PFNMAP) {
+            return Err(Errno::EFAULT);
+        }
+        Ok(())
+    }
+
+    /// `vma_expandable`.
+    fn vma_expandable(&self, mm: MmId, vstart: u64, vend: u64, delta: u64) -> bool {
+        let Some(end) = vend.checked_add(delta) else { return false };
+        if self.mms[mm].intersects(VirtAddr(vend), VirtAddr(end)) {
+            return false;
+        }
+        end - vstart <= TASK_SIZE && vstart <= TASK_SIZE - (end - vstart)
+    }
 
     /// `can_align_down`: the range starts its VMA and nothing lies between the PMD
     /// boundary below and the VMA.
     fn can_align_down(&self, mm: MmId, vma: VmaId, addr: VirtAddr) -> bool {
-        let v = &self.vm.vmas[vma];
+        let v = &self.vmas[vma];
         if v.start != addr {
             return false;
         }
         let down = addr.pmd_down();
-        !self.vm.mms[mm].intersects(down, v.start)
+        !self.mms[mm].intersects(down, v.start)
+    }
+
+    /// The merge state `copy_vma` builds for `[addr, addr + len)` at `pgoff`, copied from
+    /// `vma`, with its neighbours; None when the range is not free.
+    pub(crate) fn copied_range_vmg(
+        &self,
+        vma: VmaId,
+        addr: VirtAddr,
+        len: u64,
+        pgoff: PgOff,
+        caller: MergeCaller,
+    ) -> Option<crate::merge::Vmg> {
+        let mm = self.vmas[vma].mm;
+        let end = addr.plus(len);
+        // find_vma_intersection and the neighbours, from one search.
+        let (prev, next) = self.mms[mm].vmas_around(addr);
+        if prev.is_some_and(|p| self.vmas[p].end > addr) || next.is_some_and(|n| self.vmas[n].start < end) {
+            return None;
+        }
+        let mut vmg = self.vmg_from_vma(vma, addr, end, caller);
+        vmg.pgoff = pgoff;
+        vmg.prev = prev;
+        vmg.next = next;
+        vmg.copied_from = Some(vma);
+        vmg.middle = None;
+        Some(vmg)
     }
 
     /// `move_ptes`: move each PTE of `[old, old + extent)`; moved PTEs become soft-dirty.
-    fn move_ptes(&mut self, mm: MmId, old: VirtAddr, new: VirtAddr, extent: u64) {
-        let pt = &mut self.vm.mms[mm].pt;
+    fn move_ptes(
+        &mut self,
+        trace: &mut crate::stats::Trace,
+        mm: MmId,
+        old: VirtAddr,
+        new: VirtAddr,
+        extent: u64,
+    ) {
+        let pt = &mut self.mms[mm].pt;
         for (a, pte) in pt.ptes_in(old, old.plus(extent)) {
             pt.set_pte(a, Pte::None);
             let moved = match pte {
@@ -743,7 +754,7 @@ impl System {
                 p => p,
             };
             pt.set_pte(new.plus(a.0 - old.0), moved);
-            self.trace.stats.ptes_moved += 1;
+            trace.stats.ptes_moved += 1;
         }
     }
 }

@@ -186,29 +186,7 @@ impl System {
     }
 }
 
-impl System {
-    /// The resident set of a process in pages, as `/proc/pid/statm` counts it
-    /// (`get_mm_rss`): present PTEs and PMD leaves (512 pages each); the shared zero pages are
-    /// not counted (`do_anonymous_page` maps them without `inc_mm_counter`).
-    pub fn rss_pages(&self, pid: Pid) -> crate::errno::KResult<u64> {
-        let mm = self.vm.mm_of(pid)?;
-        let mut n = 0;
-        for (_, pmd) in self.vm.mms[mm].pt.pmds.iter() {
-            match pmd {
-                Pmd::Table(t) => {
-                    n += t
-                        .ptes
-                        .iter()
-                        .filter(|p| matches!(p, Pte::Present { folio, .. } if *folio != ZERO_FOLIO))
-                        .count() as u64;
-                }
-                Pmd::Huge { folio, .. } if *folio != HUGE_ZERO_FOLIO => n += 512,
-                _ => {}
-            }
-        }
-        Ok(n)
-    }
-}
+impl System {}
 
 impl System {
     /// What a read of `a` would return without faulting: the present page's tag, the page
@@ -220,7 +198,7 @@ impl System {
             Walk::Pte(Pte::Present { folio, sub, .. }) | Walk::Huge { folio, sub, .. } => {
                 return Some(self.mem.folios[folio].pages[sub as usize].tag);
             }
-            Walk::Pte(Pte::Swap { entry, .. }) => return Some(self.swap_read_tag(entry)),
+            Walk::Pte(Pte::Swap { entry, .. }) => return Some(self.swap.swap_read_tag(&self.mem, entry)),
             // A page under migration still holds its contents (in the old folio); an entry
             // left behind by a finished migration names a freed folio: nothing to read.
             Walk::Pte(Pte::Migration { folio, sub, .. }) | Walk::PmdMigration { folio, sub, .. } => {
@@ -282,4 +260,28 @@ pub struct RawProc {
     pub smaps: Vec<crate::smaps::Smaps>,
     /// The internal state (VMAs' anon_vmas, folios), when asked for (`--internal`).
     pub internal: Option<crate::inspect::RawInternal>,
+}
+
+impl crate::mm::Vm {
+    /// The resident set of a process in pages, as `/proc/pid/statm` counts it
+    /// (`get_mm_rss`): present PTEs and PMD leaves (512 pages each); the shared zero pages are
+    /// not counted (`do_anonymous_page` maps them without `inc_mm_counter`).
+    pub fn rss_pages(&self, pid: Pid) -> crate::errno::KResult<u64> {
+        let mm = self.mm_of(pid)?;
+        let mut n = 0;
+        for (_, pmd) in self.mms[mm].pt.pmds.iter() {
+            match pmd {
+                Pmd::Table(t) => {
+                    n += t
+                        .ptes
+                        .iter()
+                        .filter(|p| matches!(p, Pte::Present { folio, .. } if *folio != ZERO_FOLIO))
+                        .count() as u64;
+                }
+                Pmd::Huge { folio, .. } if *folio != HUGE_ZERO_FOLIO => n += 512,
+                _ => {}
+            }
+        }
+        Ok(n)
+    }
 }

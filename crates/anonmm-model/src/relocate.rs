@@ -115,14 +115,6 @@ impl System {
         res
     }
 
-    fn rewrite_folio(&mut self, changes: &mut Vec<Change>, folio: FolioId, mapping: Mapping, index: PgOff) {
-        let f = &mut self.mem.folios[folio];
-        changes.push(Change { folio, mapping: f.mapping, index: f.index });
-        f.mapping = mapping;
-        f.index = index;
-        self.trace.stats.policy.folios_rewritten += 1;
-    }
-
     fn relocate_walk(&mut self, r: &Reloc, changes: &mut Vec<Change>) -> Result<(), RelocReason> {
         let mm = r.mm;
         let new_av = self.vm.vmas[r.new].anon_vma.expect("relocation target has an anon_vma");
@@ -139,7 +131,7 @@ impl System {
                 continue;
             }
             let covered = h >= r.old_addr && h.plus(PMD_SIZE) <= r.old_end();
-            let shared = self.folio_mapped_in_other_mm(folio, mm);
+            let shared = self.rmap.folio_mapped_in_other_mm(&self.vm, &self.mem, folio, mm);
             // Only a covered leaf has a place in the new range (`h` may start below it).
             let nh = covered.then(|| r.new_of(h));
             if let Some(nh) = nh
@@ -154,9 +146,9 @@ impl System {
                     return Err(RelocReason::Pinned);
                 }
                 let index = self.vm.vmas[r.new].linear_page_index(nh);
-                self.rewrite_folio(changes, folio, to, index);
+                self.mem.rewrite_folio(&mut self.trace, changes, folio, to, index);
             } else {
-                self.split_huge_pmd(mm, h);
+                self.vm.split_huge_pmd(&mut self.mem, &mut self.trace, mm, h);
                 self.trace.stats.policy.pmds_split += 1;
             }
         }
@@ -188,7 +180,7 @@ impl System {
                         self.trace.stats.policy.folios_walked += 1;
                         let large = self.mem.folios[folio].is_large();
                         let shared = if large {
-                            self.folio_mapped_in_other_mm(folio, mm)
+                            self.rmap.folio_mapped_in_other_mm(&self.vm, &self.mem, folio, mm)
                         } else {
                             self.mem.folios[folio].pages[0].mapcount > 1
                         };
@@ -205,7 +197,7 @@ impl System {
                         if large {
                             if let Some(first) = self.fully_spanned(r, a, folio, sub) {
                                 let index = self.vm.vmas[r.new].linear_page_index(r.new_of(first));
-                                self.rewrite_folio(changes, folio, to, index);
+                                self.mem.rewrite_folio(&mut self.trace, changes, folio, to, index);
                                 done.insert(folio);
                                 break;
                             }
@@ -226,7 +218,7 @@ impl System {
                             }
                         }
                         let index = self.vm.vmas[r.new].linear_page_index(r.new_of(a));
-                        self.rewrite_folio(changes, folio, to, index);
+                        self.mem.rewrite_folio(&mut self.trace, changes, folio, to, index);
                         done.insert(folio);
                         break;
                     }
@@ -277,7 +269,7 @@ impl System {
     fn unshare_page(&mut self, r: &Reloc, a: VirtAddr, old: FolioId, sub: u16, changes: &mut Vec<Change>) {
         let Pte::Present { flags, .. } = self.vm.mms[r.mm].pt.get_pte(a) else { return };
         let tag = self.mem.folios[old].pages[sub as usize].tag;
-        let new = self.folio_alloc(0);
+        let new = self.mem.folio_alloc(&mut self.trace, 0);
         let old_av = self.vm.vmas[r.old].anon_vma.expect("a faulted VMA");
         let old_index = self.vm.vmas[r.old].linear_page_index(a);
         {
@@ -292,12 +284,12 @@ impl System {
         self.vm.mms[r.mm].pt.set_pte(a, Pte::Present { folio: new, sub: 0, flags });
         // As a copy-on-write fault: the copy is mlocked in a VM_LOCKED VMA, the old page
         // munlocked there.
-        self.folio_add_lru_vma(new, r.old);
-        self.munlock_vma_folio(old, r.old);
-        self.folio_remove_rmap_pte(old, sub, r.mm);
+        self.mem.folio_add_lru_vma(&self.vm, new, r.old);
+        self.mem.munlock_vma_folio(&self.vm, old, r.old);
+        self.mem.folio_remove_rmap_pte(&mut self.trace, old, sub, r.mm);
         let index = self.vm.vmas[r.new].linear_page_index(r.new_of(a));
         let to = Mapping::Anon(self.vm.vmas[r.new].anon_vma.expect("target anon_vma"));
-        self.rewrite_folio(changes, new, to, index);
+        self.mem.rewrite_folio(&mut self.trace, changes, new, to, index);
         self.trace.stats.policy.pages_copied += 1;
         self.trace.stats.policy.bytes_copied += PAGE_SIZE;
     }
@@ -323,7 +315,7 @@ impl System {
             if h < start || h.plus(PMD_SIZE) > end {
                 p.partial_large = true;
             }
-            if self.folio_mapped_in_other_mm(folio, mm) {
+            if self.rmap.folio_mapped_in_other_mm(&self.vm, &self.mem, folio, mm) {
                 p.shared_pages += PMD_SIZE >> PAGE_SHIFT;
             }
             p.pinned |= self.mem.folios[folio].pincount > 0;
@@ -344,7 +336,7 @@ impl System {
                         if self.large_fully_in(mm, start, end, a, folio, sub).is_none() {
                             p.partial_large = true;
                         }
-                        self.folio_mapped_in_other_mm(folio, mm)
+                        self.rmap.folio_mapped_in_other_mm(&self.vm, &self.mem, folio, mm)
                     } else {
                         f.pages[0].mapcount > 1
                     };
@@ -416,7 +408,7 @@ impl System {
     /// (more than one anon_vma_chain) or its anon_vma has forked children.
     pub fn vma_maybe_has_shared_anon_folios(&self, vma: VmaId) -> bool {
         let Some(av) = self.vm.vmas[vma].anon_vma else { return false };
-        if self.vma_is_fork_child(Some(vma)) {
+        if self.vm.vma_is_fork_child(Some(vma)) {
             return true;
         }
         let a = &self.rmap.anon_vmas[av];
@@ -443,7 +435,7 @@ impl System {
         };
         if self.vm.vmas[new_vma].anon_vma.is_none() {
             // __anon_vma_prepare: may reuse a neighbour's anon_vma (find_mergeable_anon_vma).
-            self.anon_vma_prepare(new_vma);
+            self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, new_vma);
         }
         let r = Reloc { mm, old: *vmap, new: new_vma, old_addr, new_addr: addr, len: vrm.old_len, mode };
         match self.relocate_anon_folios(&r) {
@@ -472,7 +464,7 @@ impl System {
         len: u64,
         pgoff: PgOff,
     ) -> Option<VmaId> {
-        let mut vmg = self.copied_range_vmg(*vmap, addr, len, pgoff, MergeCaller::MremapMove)?;
+        let mut vmg = self.vm.copied_range_vmg(*vmap, addr, len, pgoff, MergeCaller::MremapMove)?;
         self.copy_vma_merge(vmap, &mut vmg)
     }
 
@@ -487,7 +479,7 @@ impl System {
         pgoff: PgOff,
         keep: bool,
     ) -> Option<VmaId> {
-        let mut vmg = self.copied_range_vmg(*vmap, addr, len, pgoff, MergeCaller::MremapRelocate)?;
+        let mut vmg = self.vm.copied_range_vmg(*vmap, addr, len, pgoff, MergeCaller::MremapRelocate)?;
         if !keep {
             // As if unfaulted: the folios follow by relocation.
             vmg.copied_from = None;
@@ -509,7 +501,7 @@ impl System {
             return;
         }
         let (s, e) = (self.vm.vmas[new_vma].start, self.vm.vmas[new_vma].end);
-        let mut vmg = self.vmg_from_vma(new_vma, s, e, MergeCaller::MremapRelocate);
+        let mut vmg = self.vm.vmg_from_vma(new_vma, s, e, MergeCaller::MremapRelocate);
         vmg.prev = self.vm.mms[vmg.mm].vma_before(s);
         self.vma_merge_existing_range(&mut vmg);
     }
@@ -525,14 +517,14 @@ impl System {
         let new_av = av.or(old_av);
         let (ns, ne) = (self.vm.vmas[n].start, self.vm.vmas[n].end);
         if new_av != old_av {
-            self.unlink_anon_vmas(n);
+            self.rmap.unlink_anon_vmas(&mut self.vm, &mut self.trace, n);
         }
         self.vma_set_range(n, ns, ne, target);
         if new_av != old_av
             && let Some(b) = new_av
         {
             self.vm.vmas[n].anon_vma = Some(b);
-            self.anon_vma_chain_link(n, b);
+            self.rmap.anon_vma_chain_link(&mut self.vm, n, b);
             self.rmap.anon_vmas[b].num_active_vmas += 1;
         }
         let Some(to) = new_av else { return };
@@ -614,5 +606,22 @@ impl System {
                 self.trace.stats.policy.migrations_waited += 1;
             }
         }
+    }
+}
+
+impl crate::folio::FolioStore {
+    fn rewrite_folio(
+        &mut self,
+        trace: &mut crate::stats::Trace,
+        changes: &mut Vec<Change>,
+        folio: FolioId,
+        mapping: Mapping,
+        index: PgOff,
+    ) {
+        let f = &mut self.folios[folio];
+        changes.push(Change { folio, mapping: f.mapping, index: f.index });
+        f.mapping = mapping;
+        f.index = index;
+        trace.stats.policy.folios_rewritten += 1;
     }
 }

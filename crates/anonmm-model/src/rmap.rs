@@ -209,86 +209,37 @@ pub struct RmapHit {
     pub addr: VirtAddr,
 }
 
-impl System {
-    /// `anon_vma_alloc`.
-    pub fn anon_vma_alloc(&mut self) -> AnonVmaId {
-        let id = self.rmap.anon_vmas.alloc(AnonVma {
-            root: AnonVmaId(0),
-            parent: AnonVmaId(0),
-            refcount: 1,
-            num_children: 0,
-            num_active_vmas: 0,
-            tree: AvcTree::new(),
-        });
-        let av = &mut self.rmap.anon_vmas[id];
-        av.root = id;
-        av.parent = id;
-        self.trace.stats.anon_vmas_allocated += 1;
-        id
-    }
+impl System {}
 
+impl crate::mm::Vm {
     /// `[avc_start_pgoff, avc_last_pgoff]` of a VMA.
     pub fn vma_pgoff_interval(&self, vma: VmaId) -> (u64, u64) {
-        let v = &self.vm.vmas[vma];
+        let v = &self.vmas[vma];
         (v.pgoff.0, v.pgoff.0 + v.pages() - 1)
-    }
-
-    /// `anon_vma_chain_link`: add at the head of the VMA's chain and into the tree.
-    pub(crate) fn anon_vma_chain_link(&mut self, vma: VmaId, anon_vma: AnonVmaId) {
-        let key = self.vm.vmas[vma].pgoff.0;
-        let avc = self.rmap.avcs.alloc(Avc { vma, anon_vma });
-        self.vm.vmas[vma].chain.insert(0, avc);
-        self.rmap.anon_vmas[anon_vma].tree.insert((key, avc));
-    }
-
-    /// The anon_vma of link `i` of `vma`'s chain. A lone link (no fork in the VMA's past) is
-    /// to the VMA's own anon_vma (the checker's invariant): known without reading the link,
-    /// whose cache line would be the first of two misses in a row.
-    #[inline]
-    fn chain_anon_vma(&self, vma: VmaId, i: usize) -> AnonVmaId {
-        let v = &self.vm.vmas[vma];
-        match (&v.chain[..], v.anon_vma) {
-            ([avc], Some(av)) => {
-                debug_assert_eq!(self.rmap.avcs[*avc].anon_vma, av);
-                av
-            }
-            (chain, _) => self.rmap.avcs[chain[i]].anon_vma,
-        }
-    }
-
-    /// `anon_vma_interval_tree_pre_update_vma`: take the VMA's chains out of their trees
-    /// (where they are filed under its pgoff) before its start, end or pgoff changes.
-    pub fn rmap_pre_update(&mut self, vma: VmaId) {
-        let key = self.vm.vmas[vma].pgoff.0;
-        for i in 0..self.vm.vmas[vma].chain.len() {
-            let (avc, av) = (self.vm.vmas[vma].chain[i], self.chain_anon_vma(vma, i));
-            self.rmap.anon_vmas[av].tree.remove(&(key, avc));
-        }
-    }
-
-    /// `anon_vma_interval_tree_post_update_vma`: file them again under the new pgoff.
-    pub fn rmap_post_update(&mut self, vma: VmaId) {
-        let key = self.vm.vmas[vma].pgoff.0;
-        for i in 0..self.vm.vmas[vma].chain.len() {
-            let (avc, av) = (self.vm.vmas[vma].chain[i], self.chain_anon_vma(vma, i));
-            self.rmap.anon_vmas[av].tree.insert((key, avc));
-        }
     }
 
     /// `anon_vma_compatible(a, b)`: flags may differ in access bits and `VM_IGNORE_MERGE`
     /// (so a guard-installed VMA, `VM_MAYBE_GUARD`, reuses its neighbour's anon_vma).
     fn anon_vma_compatible(&self, a: VmaId, b: VmaId) -> bool {
-        let (a, b) = (&self.vm.vmas[a], &self.vm.vmas[b]);
+        let (a, b) = (&self.vmas[a], &self.vmas[b]);
         a.end == b.start
             && a.file == b.file
             && ((a.flags ^ b.flags) & !(VmFlags::ACCESS | VmFlags::IGNORE_MERGE)).is_empty()
             && b.pgoff.0 == a.pgoff.0 + a.start.pages_to(b.start)
     }
 
+    /// `vma_had_uncowed_parents` (6.18): faulted and linked to more than its own anon_vma.
+    pub fn vma_is_fork_child(&self, vma: Option<VmaId>) -> bool {
+        vma.is_some_and(|v| {
+            let v = &self.vmas[v];
+            v.anon_vma.is_some() && v.chain.len() != 1
+        })
+    }
+
     /// `reusable_anon_vma(old, a, b)`.
     fn reusable_anon_vma(&self, old: VmaId, a: VmaId, b: VmaId) -> Option<AnonVmaId> {
         if self.anon_vma_compatible(a, b) {
-            let o = &self.vm.vmas[old];
+            let o = &self.vmas[old];
             if o.anon_vma.is_some() && o.chain.len() == 1 {
                 return o.anon_vma;
             }
@@ -298,8 +249,8 @@ impl System {
 
     /// `find_mergeable_anon_vma`: try the adjacent next VMA first, then prev.
     pub fn find_mergeable_anon_vma(&self, vma: VmaId) -> Option<AnonVmaId> {
-        let v = &self.vm.vmas[vma];
-        let mm = &self.vm.mms[v.mm];
+        let v = &self.vmas[vma];
+        let mm = &self.mms[v.mm];
         if let Some(next) = mm.vma_at_start(v.end)
             && let Some(av) = self.reusable_anon_vma(next, vma, next)
         {
@@ -308,108 +259,89 @@ impl System {
         let prev = mm.vma_before(v.start)?;
         self.reusable_anon_vma(prev, prev, vma)
     }
+}
 
-    /// `__anon_vma_prepare`: give a VMA its anon_vma on the first write fault.
-    pub fn anon_vma_prepare(&mut self, vma: VmaId) -> AnonVmaId {
-        if let Some(av) = self.vm.vmas[vma].anon_vma {
-            return av;
-        }
-        let av = match self.find_mergeable_anon_vma(vma) {
-            Some(av) => av,
-            None => {
-                let av = self.anon_vma_alloc();
-                self.rmap.anon_vmas[av].num_children += 1; // self-parent link of a new root
-                av
-            }
-        };
-        self.vm.vmas[vma].anon_vma = Some(av);
-        self.anon_vma_chain_link(vma, av);
-        self.rmap.anon_vmas[av].num_active_vmas += 1;
-        av
-    }
-
-    /// `anon_vma_clone(dst, src)` (6.18): link `dst` to every anon_vma `src` is linked to.
-    /// When `dst->anon_vma` is unset (fork), an anon_vma with no active VMAs and fewer than
-    /// two children is reused.
-    pub fn anon_vma_clone(&mut self, dst: VmaId, src: VmaId) {
-        let src_has_anon = self.vm.vmas[src].anon_vma.is_some();
-        // Oldest first; linking dst leaves src's chain as it is, so no copy of it is needed.
-        for i in (0..self.vm.vmas[src].chain.len()).rev() {
-            let pavc = self.vm.vmas[src].chain[i];
-            let av = self.rmap.avcs[pavc].anon_vma;
-            self.anon_vma_chain_link(dst, av);
-            let a = &self.rmap.anon_vmas[av];
-            if self.vm.vmas[dst].anon_vma.is_none()
-                && src_has_anon
-                && a.num_children < 2
-                && a.num_active_vmas == 0
-            {
-                self.vm.vmas[dst].anon_vma = Some(av);
-            }
-        }
-        if let Some(av) = self.vm.vmas[dst].anon_vma {
-            self.rmap.anon_vmas[av].num_active_vmas += 1;
+impl crate::folio::FolioStore {
+    /// `folio_move_anon_rmap`: an exclusively owned folio now belongs to this VMA's anon_vma.
+    pub fn folio_move_anon_rmap(&mut self, vm: &crate::mm::Vm, folio: FolioId, vma: VmaId) {
+        if let Some(av) = vm.vmas[vma].anon_vma {
+            self.folios[folio].mapping = Mapping::Anon(av);
         }
     }
+}
 
-    /// `anon_vma_fork(vma, pvma)`: link a child VMA to its parent's anon_vmas and give it
-    /// one of its own (or reuse an idle one).
-    pub fn anon_vma_fork(&mut self, vma: VmaId, pvma: VmaId) {
-        let Some(pav) = self.vm.vmas[pvma].anon_vma else { return };
-        self.vm.vmas[vma].anon_vma = None;
-        self.anon_vma_clone(vma, pvma);
-        if self.vm.vmas[vma].anon_vma.is_some() {
-            return;
-        }
-        let av = self.anon_vma_alloc();
-        let root = self.rmap.anon_vmas[pav].root;
-        {
-            let a = &mut self.rmap.anon_vmas[av];
-            a.num_active_vmas += 1;
-            a.root = root;
-            a.parent = pav;
-        }
-        self.rmap.anon_vmas[root].refcount += 1; // get_anon_vma(root)
-        self.vm.vmas[vma].anon_vma = Some(av);
-        self.anon_vma_chain_link(vma, av);
-        self.rmap.anon_vmas[pav].num_children += 1;
-    }
-
-    /// `unlink_anon_vmas`: drop a VMA's chains, freeing anon_vmas whose trees empty.
-    pub fn unlink_anon_vmas(&mut self, vma: VmaId) {
-        let chain = std::mem::take(&mut self.vm.vmas[vma].chain);
-        let key = self.vm.vmas[vma].pgoff.0;
-        let mut emptied = Vec::new();
-        for avc in chain {
-            let Avc { anon_vma, .. } = self.rmap.avcs.free(avc);
-            let a = &mut self.rmap.anon_vmas[anon_vma];
-            a.tree.remove(&(key, avc));
-            if a.tree.is_empty() {
-                let parent = a.parent;
-                self.rmap.anon_vmas[parent].num_children -= 1;
-                emptied.push(anon_vma);
-            }
-        }
-        if let Some(av) = self.vm.vmas[vma].anon_vma.take() {
-            self.rmap.anon_vmas[av].num_active_vmas -= 1;
-        }
-        for av in emptied {
-            self.put_anon_vma(av);
-        }
+impl crate::rmap::Rmap {
+    /// `anon_vma_alloc`.
+    pub fn anon_vma_alloc(&mut self, trace: &mut crate::stats::Trace) -> AnonVmaId {
+        let id = self.anon_vmas.alloc(AnonVma {
+            root: AnonVmaId(0),
+            parent: AnonVmaId(0),
+            refcount: 1,
+            num_children: 0,
+            num_active_vmas: 0,
+            tree: AvcTree::new(),
+        });
+        let av = &mut self.anon_vmas[id];
+        av.root = id;
+        av.parent = id;
+        trace.stats.anon_vmas_allocated += 1;
+        id
     }
 
     /// `put_anon_vma`: drop a reference; a freed non-root anon_vma drops its root's.
-    pub fn put_anon_vma(&mut self, av: AnonVmaId) {
-        let a = &mut self.rmap.anon_vmas[av];
+    pub fn put_anon_vma(&mut self, trace: &mut crate::stats::Trace, av: AnonVmaId) {
+        let a = &mut self.anon_vmas[av];
         a.refcount -= 1;
         if a.refcount > 0 {
             return;
         }
         let root = a.root;
-        self.rmap.anon_vmas.free(av);
-        self.trace.stats.anon_vmas_freed += 1;
+        self.anon_vmas.free(av);
+        trace.stats.anon_vmas_freed += 1;
         if root != av {
-            self.put_anon_vma(root);
+            self.put_anon_vma(trace, root);
+        }
+    }
+
+    /// The anon_vma of link `i` of `vma`'s chain. A lone link (no fork in the VMA's past) is
+    /// to the VMA's own anon_vma (the checker's invariant): known without reading the link,
+    /// whose cache line would be the first of two misses in a row.
+    #[inline]
+    fn chain_anon_vma(&self, vm: &crate::mm::Vm, vma: VmaId, i: usize) -> AnonVmaId {
+        let v = &vm.vmas[vma];
+        match (&v.chain[..], v.anon_vma) {
+            ([avc], Some(av)) => {
+                debug_assert_eq!(self.avcs[*avc].anon_vma, av);
+                av
+            }
+            (chain, _) => self.avcs[chain[i]].anon_vma,
+        }
+    }
+
+    /// `anon_vma_chain_link`: add at the head of the VMA's chain and into the tree.
+    pub(crate) fn anon_vma_chain_link(&mut self, vm: &mut crate::mm::Vm, vma: VmaId, anon_vma: AnonVmaId) {
+        let key = vm.vmas[vma].pgoff.0;
+        let avc = self.avcs.alloc(Avc { vma, anon_vma });
+        vm.vmas[vma].chain.insert(0, avc);
+        self.anon_vmas[anon_vma].tree.insert((key, avc));
+    }
+
+    /// `anon_vma_interval_tree_pre_update_vma`: take the VMA's chains out of their trees
+    /// (where they are filed under its pgoff) before its start, end or pgoff changes.
+    pub fn rmap_pre_update(&mut self, vm: &crate::mm::Vm, vma: VmaId) {
+        let key = vm.vmas[vma].pgoff.0;
+        for i in 0..vm.vmas[vma].chain.len() {
+            let (avc, av) = (vm.vmas[vma].chain[i], self.chain_anon_vma(vm, vma, i));
+            self.anon_vmas[av].tree.remove(&(key, avc));
+        }
+    }
+
+    /// `anon_vma_interval_tree_post_update_vma`: file them again under the new pgoff.
+    pub fn rmap_post_update(&mut self, vm: &crate::mm::Vm, vma: VmaId) {
+        let key = vm.vmas[vma].pgoff.0;
+        for i in 0..vm.vmas[vma].chain.len() {
+            let (avc, av) = (vm.vmas[vma].chain[i], self.chain_anon_vma(vm, vma, i));
+            self.anon_vmas[av].tree.insert((key, avc));
         }
     }
 
@@ -428,31 +360,36 @@ impl System {
     /// let a = sys.sys_mmap(Pid(1), 0, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)?;
     /// sys.touch(Pid(1), a, 2 * PAGE_SIZE, true, &|_| 1)?.expect("no signal");
     /// let folio = sys.page_at(Pid(1), a + PAGE_SIZE)?.expect("mapped").folio;
-    /// let hits = sys.rmap_walk_anon(folio);
+    /// let hits = sys.rmap.rmap_walk_anon(&sys.vm, &sys.mem, folio);
     /// assert_eq!(hits.len(), 1);
     /// assert_eq!(hits[0].addr, VirtAddr(a + PAGE_SIZE));
     /// assert_eq!(sys.vm.vmas[hits[0].vma].start, VirtAddr(a));
-    /// assert!(sys.rmap_walk_anon(ZERO_FOLIO).is_empty());
+    /// assert!(sys.rmap.rmap_walk_anon(&sys.vm, &sys.mem, ZERO_FOLIO).is_empty());
     /// // Once unmapped and freed, the folio id names nothing (until a new folio reuses it).
     /// sys.sys_munmap(Pid(1), a, 2 * PAGE_SIZE)?;
-    /// assert!(sys.rmap_walk_anon(folio).is_empty());
+    /// assert!(sys.rmap.rmap_walk_anon(&sys.vm, &sys.mem, folio).is_empty());
     /// # Ok::<(), Errno>(())
     /// ```
-    pub fn rmap_walk_anon(&self, folio: FolioId) -> Vec<RmapHit> {
-        if !self.mem.folios.contains(folio) {
+    pub fn rmap_walk_anon(
+        &self,
+        vm: &crate::mm::Vm,
+        mem: &crate::folio::FolioStore,
+        folio: FolioId,
+    ) -> Vec<RmapHit> {
+        if !mem.folios.contains(folio) {
             return Vec::new();
         }
-        let f = &self.mem.folios[folio];
+        let f = &mem.folios[folio];
         let Mapping::Anon(av) = f.mapping else { return Vec::new() };
-        if !self.rmap.anon_vmas.contains(av) {
+        if !self.anon_vmas.contains(av) {
             return Vec::new();
         }
         let nr = f.nr_pages();
         let (first, last) = (f.index.0, f.index.0 + nr - 1);
         let mut hits = Vec::new();
-        for &(_, avc) in self.rmap.anon_vmas[av].tree.range(..=(last, AvcId(u32::MAX))) {
-            let vma = self.rmap.avcs[avc].vma;
-            let v = &self.vm.vmas[vma];
+        for &(_, avc) in self.anon_vmas[av].tree.range(..=(last, AvcId(u32::MAX))) {
+            let vma = self.avcs[avc].vma;
+            let v = &vm.vmas[vma];
             if v.pgoff.0 + v.pages() - 1 < first {
                 continue;
             }
@@ -463,19 +400,101 @@ impl System {
         hits
     }
 
-    /// `folio_move_anon_rmap`: an exclusively owned folio now belongs to this VMA's anon_vma.
-    pub fn folio_move_anon_rmap(&mut self, folio: FolioId, vma: VmaId) {
-        if let Some(av) = self.vm.vmas[vma].anon_vma {
-            self.mem.folios[folio].mapping = Mapping::Anon(av);
+    /// `anon_vma_clone(dst, src)` (6.18): link `dst` to every anon_vma `src` is linked to.
+    /// When `dst->anon_vma` is unset (fork), an anon_vma with no active VMAs and fewer than
+    /// two children is reused.
+    pub fn anon_vma_clone(&mut self, vm: &mut crate::mm::Vm, dst: VmaId, src: VmaId) {
+        let src_has_anon = vm.vmas[src].anon_vma.is_some();
+        // Oldest first; linking dst leaves src's chain as it is, so no copy of it is needed.
+        for i in (0..vm.vmas[src].chain.len()).rev() {
+            let pavc = vm.vmas[src].chain[i];
+            let av = self.avcs[pavc].anon_vma;
+            self.anon_vma_chain_link(vm, dst, av);
+            let a = &self.anon_vmas[av];
+            if vm.vmas[dst].anon_vma.is_none() && src_has_anon && a.num_children < 2 && a.num_active_vmas == 0
+            {
+                vm.vmas[dst].anon_vma = Some(av);
+            }
+        }
+        if let Some(av) = vm.vmas[dst].anon_vma {
+            self.anon_vmas[av].num_active_vmas += 1;
         }
     }
 
-    /// `vma_had_uncowed_parents` (6.18): faulted and linked to more than its own anon_vma.
-    pub fn vma_is_fork_child(&self, vma: Option<VmaId>) -> bool {
-        vma.is_some_and(|v| {
-            let v = &self.vm.vmas[v];
-            v.anon_vma.is_some() && v.chain.len() != 1
-        })
+    /// `anon_vma_fork(vma, pvma)`: link a child VMA to its parent's anon_vmas and give it
+    /// one of its own (or reuse an idle one).
+    pub fn anon_vma_fork(
+        &mut self,
+        vm: &mut crate::mm::Vm,
+        trace: &mut crate::stats::Trace,
+        vma: VmaId,
+        pvma: VmaId,
+    ) {
+        let Some(pav) = vm.vmas[pvma].anon_vma else { return };
+        vm.vmas[vma].anon_vma = None;
+        self.anon_vma_clone(vm, vma, pvma);
+        if vm.vmas[vma].anon_vma.is_some() {
+            return;
+        }
+        let av = self.anon_vma_alloc(trace);
+        let root = self.anon_vmas[pav].root;
+        {
+            let a = &mut self.anon_vmas[av];
+            a.num_active_vmas += 1;
+            a.root = root;
+            a.parent = pav;
+        }
+        self.anon_vmas[root].refcount += 1; // get_anon_vma(root)
+        vm.vmas[vma].anon_vma = Some(av);
+        self.anon_vma_chain_link(vm, vma, av);
+        self.anon_vmas[pav].num_children += 1;
+    }
+
+    /// `unlink_anon_vmas`: drop a VMA's chains, freeing anon_vmas whose trees empty.
+    pub fn unlink_anon_vmas(&mut self, vm: &mut crate::mm::Vm, trace: &mut crate::stats::Trace, vma: VmaId) {
+        let chain = std::mem::take(&mut vm.vmas[vma].chain);
+        let key = vm.vmas[vma].pgoff.0;
+        let mut emptied = Vec::new();
+        for avc in chain {
+            let Avc { anon_vma, .. } = self.avcs.free(avc);
+            let a = &mut self.anon_vmas[anon_vma];
+            a.tree.remove(&(key, avc));
+            if a.tree.is_empty() {
+                let parent = a.parent;
+                self.anon_vmas[parent].num_children -= 1;
+                emptied.push(anon_vma);
+            }
+        }
+        if let Some(av) = vm.vmas[vma].anon_vma.take() {
+            self.anon_vmas[av].num_active_vmas -= 1;
+        }
+        for av in emptied {
+            self.put_anon_vma(trace, av);
+        }
+    }
+
+    /// `__anon_vma_prepare`: give a VMA its anon_vma on the first write fault.
+    pub fn anon_vma_prepare(
+        &mut self,
+        vm: &mut crate::mm::Vm,
+        trace: &mut crate::stats::Trace,
+        vma: VmaId,
+    ) -> AnonVmaId {
+        if let Some(av) = vm.vmas[vma].anon_vma {
+            return av;
+        }
+        let av = match vm.find_mergeable_anon_vma(vma) {
+            Some(av) => av,
+            None => {
+                let av = self.anon_vma_alloc(trace);
+                self.anon_vmas[av].num_children += 1; // self-parent link of a new root
+                av
+            }
+        };
+        vm.vmas[vma].anon_vma = Some(av);
+        self.anon_vma_chain_link(vm, vma, av);
+        self.anon_vmas[av].num_active_vmas += 1;
+        av
     }
 }
 

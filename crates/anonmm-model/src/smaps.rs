@@ -283,66 +283,6 @@ pub fn vma_flag_mnemonics(flags: VmFlags, soft_dirty: bool) -> Vec<String> {
 }
 
 impl System {
-    /// `smaps_account`: one PTE-mapped page (`nr == 1`) or a PMD-mapped folio, starting at
-    /// page `sub`. A present entry's pages count as private when mapped once
-    /// (`folio_precise_page_mapcount < 2`), their PSS divided by the mapcount otherwise; a
-    /// non-present one (a migration entry) counts whole, as "maybe shared".
-    #[allow(clippy::too_many_arguments)]
-    fn smaps_account(
-        &self,
-        mss: &mut Mss,
-        folio: FolioId,
-        sub: usize,
-        nr: u64,
-        flags: PteFlags,
-        locked: bool,
-        present: bool,
-    ) {
-        let f = &self.mem.folios[folio];
-        let size = nr * PAGE_SIZE;
-        let (young, dirty) = (flags.contains(PteFlags::ACCESSED), flags.contains(PteFlags::DIRTY));
-        if f.is_anon() {
-            mss.anonymous += size;
-            // !folio_test_swapbacked: MADV_FREE cleared it; a write since made it dirty.
-            if f.lazyfree && !dirty && !f.dirty {
-                mss.lazyfree += size;
-            }
-        }
-        mss.resident += size;
-        if young {
-            mss.referenced += size;
-        }
-        let mut acc = |size: u64, pss: u64, private: bool| {
-            // smaps_page_accumulate
-            mss.pss += pss;
-            if locked {
-                mss.pss_locked += pss;
-            }
-            if dirty || f.dirty {
-                mss.pss_dirty += pss;
-                if private { mss.private_dirty += size } else { mss.shared_dirty += size }
-            } else if private {
-                mss.private_clean += size;
-            } else {
-                mss.shared_clean += size;
-            }
-        };
-        if !present {
-            acc(size, size << PSS_SHIFT, false);
-            return;
-        }
-        // The refcount == 1 shortcut gives the same numbers as this loop (a folio
-        // referenced once is mapped once), so the model always takes the loop.
-        for i in 0..nr as usize {
-            let mapcount = f.page_mapcount(sub + i) as u64;
-            let mut pss = PAGE_SIZE << PSS_SHIFT;
-            if mapcount >= 2 {
-                pss /= mapcount;
-            }
-            acc(PAGE_SIZE, pss, mapcount < 2);
-        }
-    }
-
     /// `thp_vma_allowable_orders(vma, vm_flags, TVA_SMAPS, THP_ORDERS_ALL)` on our machine:
     /// only the PMD order is enabled (`inherit`), no file system offers `huge_fault` and
     /// `CONFIG_READ_ONLY_THP_FOR_FS` is off, shmem is `never`; so an anonymous VMA is eligible
@@ -456,7 +396,7 @@ impl System {
         } else {
             mss.file_thp += PMD_SIZE;
         }
-        self.smaps_account(mss, folio, 0, f.nr_pages(), flags, locked, present);
+        self.mem.smaps_account(mss, folio, 0, f.nr_pages(), flags, locked, present);
     }
 
     /// `smaps_pte_entry`: a present normal page (not the zero page: `vm_normal_page` is NULL
@@ -468,7 +408,7 @@ impl System {
             Pte::None | Pte::Guard => {}
             Pte::Present { folio, sub, flags } => {
                 if folio != ZERO_FOLIO && folio != HUGE_ZERO_FOLIO {
-                    self.smaps_account(mss, folio, sub as usize, 1, flags, locked, true);
+                    self.mem.smaps_account(mss, folio, sub as usize, 1, flags, locked, true);
                 }
             }
             Pte::Swap { entry, .. } => {
@@ -481,7 +421,7 @@ impl System {
                 mss.swap_pss += pss;
             }
             Pte::Migration { folio, sub, .. } => {
-                self.smaps_account(mss, folio, sub as usize, 1, PteFlags::empty(), locked, false);
+                self.mem.smaps_account(mss, folio, sub as usize, 1, PteFlags::empty(), locked, false);
             }
         }
     }
@@ -490,6 +430,68 @@ impl System {
     pub fn smaps(&self, pid: Pid) -> Vec<Smaps> {
         let Some(p) = self.vm.procs.get(&pid) else { return Vec::new() };
         self.vm.mms[p.mm].vmas.values().map(|e| self.smaps_vma(p.mm, e.id)).collect()
+    }
+}
+
+impl crate::folio::FolioStore {
+    /// `smaps_account`: one PTE-mapped page (`nr == 1`) or a PMD-mapped folio, starting at
+    /// page `sub`. A present entry's pages count as private when mapped once
+    /// (`folio_precise_page_mapcount < 2`), their PSS divided by the mapcount otherwise; a
+    /// non-present one (a migration entry) counts whole, as "maybe shared".
+    #[allow(clippy::too_many_arguments)]
+    fn smaps_account(
+        &self,
+        mss: &mut Mss,
+        folio: FolioId,
+        sub: usize,
+        nr: u64,
+        flags: PteFlags,
+        locked: bool,
+        present: bool,
+    ) {
+        let f = &self.folios[folio];
+        let size = nr * PAGE_SIZE;
+        let (young, dirty) = (flags.contains(PteFlags::ACCESSED), flags.contains(PteFlags::DIRTY));
+        if f.is_anon() {
+            mss.anonymous += size;
+            // !folio_test_swapbacked: MADV_FREE cleared it; a write since made it dirty.
+            if f.lazyfree && !dirty && !f.dirty {
+                mss.lazyfree += size;
+            }
+        }
+        mss.resident += size;
+        if young {
+            mss.referenced += size;
+        }
+        let mut acc = |size: u64, pss: u64, private: bool| {
+            // smaps_page_accumulate
+            mss.pss += pss;
+            if locked {
+                mss.pss_locked += pss;
+            }
+            if dirty || f.dirty {
+                mss.pss_dirty += pss;
+                if private { mss.private_dirty += size } else { mss.shared_dirty += size }
+            } else if private {
+                mss.private_clean += size;
+            } else {
+                mss.shared_clean += size;
+            }
+        };
+        if !present {
+            acc(size, size << PSS_SHIFT, false);
+            return;
+        }
+        // The refcount == 1 shortcut gives the same numbers as this loop (a folio
+        // referenced once is mapped once), so the model always takes the loop.
+        for i in 0..nr as usize {
+            let mapcount = f.page_mapcount(sub + i) as u64;
+            let mut pss = PAGE_SIZE << PSS_SHIFT;
+            if mapcount >= 2 {
+                pss /= mapcount;
+            }
+            acc(PAGE_SIZE, pss, mapcount < 2);
+        }
     }
 }
 

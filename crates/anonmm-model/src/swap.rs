@@ -87,129 +87,6 @@ impl SwapDevice {
 }
 
 impl System {
-    /// What a swapped-out page holds: its swap-cache folio's contents if cached, else the
-    /// slot's.
-    pub fn swap_read_tag(&self, e: SwapEntry) -> u64 {
-        match self.swap.slot(e) {
-            Some(SwapSlot { cache: Some(f), .. }) => self.mem.folios[*f].pages[0].tag,
-            Some(s) => s.tag,
-            None => 0,
-        }
-    }
-
-    /// `swap_duplicate`: another swap PTE references the slot (fork).
-    pub fn swap_duplicate(&mut self, e: SwapEntry) {
-        self.swap.slot_mut(e).count += 1;
-    }
-
-    /// `free_swap_and_cache`: a zapped swap PTE drops its reference; a slot nobody references
-    /// any more is freed, with its swap-cache folio if no one maps that
-    /// (`__try_to_reclaim_swap` with `TTRS_UNMAPPED`).
-    pub fn swap_free(&mut self, e: SwapEntry) {
-        let slot = self.swap.slot_mut(e);
-        slot.count -= 1;
-        if slot.count > 0 {
-            return;
-        }
-        let cache = slot.cache;
-        match cache {
-            None => {
-                self.swap.slots.remove(&e.0);
-            }
-            Some(f) if !self.mem.folios[f].is_mapped() => {
-                self.delete_from_swap_cache(f);
-                self.folio_put_if_unused(f);
-            }
-            Some(_) => {}
-        }
-    }
-
-    /// `read_swap_cache_async`: the folio caching slot `e`, read from it (with the slot's
-    /// contents) into the swap cache if none does yet; unmapped, held by the cache alone.
-    pub(crate) fn read_swap_cache_async(&mut self, e: SwapEntry) -> Option<FolioId> {
-        let slot = self.swap.slot(e)?;
-        if let Some(f) = slot.cache {
-            return Some(f);
-        }
-        let tag = slot.tag;
-        let f = self.folio_alloc(0);
-        self.mem.folios[f].pages[0].tag = tag;
-        self.add_to_swap_cache(f, e);
-        Some(f)
-    }
-
-    /// `add_to_swap_cache`: `folio` caches slot `e`.
-    fn add_to_swap_cache(&mut self, folio: FolioId, e: SwapEntry) {
-        self.swap.slot_mut(e).cache = Some(folio);
-        let f = &mut self.mem.folios[folio];
-        f.swap = Some(e);
-        f.extra_refs += 1;
-    }
-
-    /// The swap-cache part of `__folio_migrate_mapping`: the new folio takes the old one's
-    /// slot (`PG_swapcache`, `folio->swap`, and the swap cache's reference).
-    pub(crate) fn migrate_swap_cache(&mut self, src: FolioId, dst: FolioId) {
-        let Some(e) = self.mem.folios[src].swap.take() else { return };
-        self.mem.folios[src].extra_refs -= 1;
-        self.swap.slot_mut(e).cache = Some(dst);
-        let d = &mut self.mem.folios[dst];
-        d.swap = Some(e);
-        d.extra_refs += 1;
-    }
-
-    /// `delete_from_swap_cache` (`__remove_mapping` of a swap-cache folio): the slot keeps the
-    /// folio's contents and is freed if nothing references it. The caller puts the folio.
-    fn delete_from_swap_cache(&mut self, folio: FolioId) {
-        let Some(e) = self.mem.folios[folio].swap.take() else { return };
-        self.mem.folios[folio].extra_refs -= 1;
-        let tag = self.mem.folios[folio].pages[0].tag;
-        let slot = self.swap.slot_mut(e);
-        slot.cache = None;
-        slot.tag = tag;
-        if slot.count == 0 {
-            self.swap.slots.remove(&e.0);
-        }
-    }
-
-    /// `folio_free_swap`: drop the folio from the swap cache and free its slot, unless a swap
-    /// PTE still references the slot (`folio_swapped`). The folio itself stays (the caller
-    /// holds it).
-    pub fn folio_free_swap(&mut self, folio: FolioId) -> bool {
-        let Some(e) = self.mem.folios[folio].swap else { return false };
-        if self.swap.slot(e).is_some_and(|s| s.count > 0) {
-            return false;
-        }
-        self.delete_from_swap_cache(folio);
-        // The folio now holds the only copy of its contents.
-        self.mem.folios[folio].dirty = true;
-        true
-    }
-
-    /// `folio_mark_lazyfree` (mm/swap.c `lru_lazyfree`): an anonymous swap-backed folio not in
-    /// the swap cache loses `PG_swapbacked`. The kernel applies it from a per-CPU batch, which
-    /// madvise drains before its walk and reclaim before its own, so no step sees it pending.
-    pub fn folio_mark_lazyfree(&mut self, folio: FolioId) {
-        let f = &mut self.mem.folios[folio];
-        if f.is_anon() && f.swap.is_none() {
-            f.lazyfree = true;
-        }
-    }
-
-    /// `free_swap_cache` (from `free_pages_and_swap_cache` after a zap): an unmapped
-    /// swap-cache folio whose slot no PTE references any more is freed.
-    pub fn free_swap_cache(&mut self, folio: FolioId) {
-        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO || !self.mem.folios.contains(folio) {
-            return;
-        }
-        let f = &self.mem.folios[folio];
-        if f.swap.is_none() || f.is_mapped() {
-            return;
-        }
-        if self.folio_free_swap(folio) {
-            self.folio_put_if_unused(folio);
-        }
-    }
-
     /// `madvise_cold` / `madvise_pageout` for one VMA piece: `can_madv_lru_vma`, then
     /// `walk_page_range_vma` calling `madvise_cold_or_pageout_pte_range` on each PMD.
     /// MADV_COLD only deactivates folios, which no user can see, but it splits large folios
@@ -277,7 +154,7 @@ impl System {
                 continue;
             }
             if self.mem.folios[folio].is_large() {
-                nr = self.folio_pte_batch(mm, a, end, folio, sub);
+                nr = self.mem.folio_pte_batch(&self.vm, mm, a, end, folio, sub);
                 if nr < self.mem.folios[folio].nr_pages() {
                     // Split and look at this PTE again, or skip the batch.
                     if !self.folio_shared_for_madvise(folio) && self.split_folio(folio).is_ok() {
@@ -319,12 +196,12 @@ impl System {
         if self.mem.folios[folio].mlocked {
             // !folio_evictable → activate_locked: an mlocked folio leaves the swap cache
             // (folio_free_swap), and goes back to the unevictable LRU with no mlock count.
-            self.folio_free_swap(folio);
+            self.swap.folio_free_swap(&mut self.mem, folio);
             self.mem.folios[folio].putback_unevictable();
             return;
         }
         if self.mem.folios[folio].lazyfree {
-            self.discard_lazyfree_folio(mm, a, folio);
+            self.vm.discard_lazyfree_folio(&mut self.mem, &mut self.trace, mm, a, folio);
             return;
         }
         let f = &self.mem.folios[folio];
@@ -349,50 +226,6 @@ impl System {
         }
     }
 
-    /// `shrink_folio_list` for a lazily freed folio (MADV_FREE), mapped only at `a` in `mm` by
-    /// a PMD or by PTEs for all its pages: no swap space, no split; `try_to_unmap_one`
-    /// discards it (its `!folio_test_swapbacked` branch, batched over the whole folio, or
-    /// `__discard_anon_folio_pmd_locked` for a PMD) and the mapping becomes none. Written to
-    /// since (a dirty PTE or PMD, or `PG_dirty`), it is swap-backed again and stays mapped;
-    /// with another reference (a pin) it stays as it is.
-    fn discard_lazyfree_folio(&mut self, mm: MmId, a: VirtAddr, folio: FolioId) {
-        let nr = self.mem.folios[folio].nr_pages();
-        let pmd = match self.vm.mms[mm].pt.pmd(a) {
-            Some(&Pmd::Huge { folio: g, flags }) if g == folio => Some(flags),
-            _ => None,
-        };
-        let dirty = match pmd {
-            Some(flags) => flags.contains(PteFlags::DIRTY),
-            None => (0..nr).any(|i| {
-                matches!(self.vm.mms[mm].pt.get_pte(a.plus(i * PAGE_SIZE)),
-                    Pte::Present { folio: g, flags, .. } if g == folio && flags.contains(PteFlags::DIRTY))
-            }),
-        };
-        let f = &mut self.mem.folios[folio];
-        if dirty || f.dirty {
-            f.dirty = true;
-            f.lazyfree = false;
-            return;
-        }
-        // ref_count != 1 + map_count: someone else holds it.
-        if f.extra_refs > 0 {
-            return;
-        }
-        if pmd.is_some() {
-            // The PMD becomes none and its deposited page table goes.
-            self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
-            self.folio_remove_rmap_pmd(folio, mm);
-            return;
-        }
-        for i in 0..nr {
-            self.vm.mms[mm].pt.set_pte(a.plus(i * PAGE_SIZE), Pte::None);
-        }
-        // The last removal frees the folio.
-        for i in 0..nr {
-            self.folio_remove_rmap_pte(folio, i as u16, mm);
-        }
-    }
-
     /// `shrink_folio_list` for a small anonymous folio mapped once, at `a` in `mm`: give it a
     /// slot and put it in the swap cache (`folio_alloc_swap`, refused for a maybe-pinned
     /// folio), unmap it (`try_to_unmap`: its only mapping is the one the walk found, so the
@@ -403,7 +236,7 @@ impl System {
                 return;
             }
             let Some(e) = self.swap.alloc() else { return };
-            self.add_to_swap_cache(folio, e);
+            self.swap.add_to_swap_cache(&mut self.mem, folio, e);
             // folio_mark_dirty: the swap copy is yet to be written.
             self.mem.folios[folio].dirty = true;
         }
@@ -413,8 +246,8 @@ impl System {
             return;
         }
         // pageout() + __remove_mapping.
-        self.delete_from_swap_cache(folio);
-        self.folio_put_if_unused(folio);
+        self.swap.delete_from_swap_cache(&mut self.mem, folio);
+        self.mem.folio_put_if_unused(&mut self.trace, folio);
     }
 
     /// `try_to_unmap_one` for one PTE: it becomes a swap entry remembering PageAnonExclusive
@@ -426,32 +259,12 @@ impl System {
             return false;
         }
         self.vm.mms[mm].pt.set_pte(a, Pte::Swap { entry: e, exclusive });
-        self.swap_duplicate(e);
+        self.swap.swap_duplicate(e);
         let f = &mut self.mem.folios[folio];
         f.pages[sub as usize].mapcount -= 1;
         f.pages[sub as usize].anon_exclusive = false;
         f.sub_large_mapcount(1, mm);
         true
-    }
-
-    /// `do_swap_page` for the swap PTE at `a`: the folio cached under the slot, or a new one
-    /// read from it (`swapin_readahead` reads into the swap cache); the PTE's reference goes
-    /// (`swap_free_nr`) and the slot too when a write fault finds the folio otherwise unused
-    /// or swap is full (`should_try_to_free_swap`). The page is mapped exclusive, and writable
-    /// where the VMA allows, if the swap PTE was exclusive or nothing else holds the folio;
-    /// otherwise read-only and shared, so a write goes on to `do_wp_page`.
-    /// `ksm_might_need_to_copy` for a non-KSM folio: a swap-cache folio whose `index` or
-    /// anon_vma root no longer fits the faulting VMA (its VMA was relocated while it sat in
-    /// the swap cache) cannot be mapped there, so a copy is. Never true under `kernel`.
-    fn ksm_might_need_to_copy(&self, folio: FolioId, vma: VmaId, a: VirtAddr) -> bool {
-        let Mapping::Anon(fav) = self.mem.folios[folio].mapping else { return false };
-        let v = &self.vm.vmas[vma];
-        let Some(vav) = v.anon_vma else { return false };
-        if !self.rmap.anon_vmas.contains(fav) {
-            return true;
-        }
-        self.mem.folios[folio].index != v.linear_page_index(a)
-            || self.rmap.anon_vmas[fav].root != self.rmap.anon_vmas[vav].root
     }
 
     pub(crate) fn do_swap_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
@@ -465,26 +278,26 @@ impl System {
             self.finish_migration(f);
             cached = self.swap.slot(entry).and_then(|s| s.cache);
         }
-        let av = self.anon_vma_prepare(vma);
+        let av = self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
         let folio = match cached {
             Some(f) => f,
             None => {
-                let f = self.folio_alloc(0);
+                let f = self.mem.folio_alloc(&mut self.trace, 0);
                 self.mem.folios[f].pages[0].tag = self.swap.slot(entry).map_or(0, |s| s.tag);
-                self.add_to_swap_cache(f, entry);
+                self.swap.add_to_swap_cache(&mut self.mem, f, entry);
                 f
             }
         };
-        if self.ksm_might_need_to_copy(folio, vma, a) {
+        if self.rmap.ksm_might_need_to_copy(&self.vm, &self.mem, folio, vma, a) {
             // A copy is mapped instead; the slot loses this PTE's reference (swap_free_nr).
             let tag = self.mem.folios[folio].pages[0].tag;
-            let copy = self.folio_alloc(0);
+            let copy = self.mem.folio_alloc(&mut self.trace, 0);
             self.mem.folios[copy].pages[0].tag = tag;
-            self.folio_add_new_anon_rmap(copy, vma, a, false);
-            self.folio_add_lru_vma(copy, vma);
-            let flags = self.new_pte_flags(vma, write);
+            self.mem.folio_add_new_anon_rmap(&self.vm, copy, vma, a, false);
+            self.mem.folio_add_lru_vma(&self.vm, copy, vma);
+            let flags = self.vm.new_pte_flags(vma, write);
             self.vm.mms[mm].pt.set_pte(a, Pte::Present { folio: copy, sub: 0, flags });
-            self.swap_free(entry);
+            self.swap.swap_free(&mut self.mem, &mut self.trace, entry);
             return;
         }
         self.swap.slot_mut(entry).count -= 1;
@@ -495,7 +308,7 @@ impl System {
             || self.mem.folios[folio].mlocked
             || (write && self.mem.folios[folio].refcount() == 1)
         {
-            self.folio_free_swap(folio);
+            self.swap.folio_free_swap(&mut self.mem, folio);
         }
         let excl = exclusive || self.mem.folios[folio].refcount() == 0;
         let mut flags = PteFlags::ACCESSED;
@@ -517,7 +330,7 @@ impl System {
                 && self.vm.vmas[vma].flags & (VmFlags::LOCKED | VmFlags::SPECIAL) == VmFlags::LOCKED;
         } else {
             // folio_add_anon_rmap_ptes → mlock_vma_folio.
-            self.mlock_vma_folio(folio, vma, 1);
+            self.mem.mlock_vma_folio(&self.vm, folio, vma, 1);
         }
         let f = &mut self.mem.folios[folio];
         let p = &mut f.pages[0];
@@ -528,7 +341,7 @@ impl System {
         self.vm.mms[mm].pt.set_pte(a, Pte::Present { folio, sub: 0, flags });
         // A slot left with neither references nor cache (freed above) is gone already.
         if self.mem.folios[folio].swap.is_none() {
-            self.folio_put_if_unused(folio);
+            self.mem.folio_put_if_unused(&mut self.trace, folio);
         }
     }
 }
@@ -536,5 +349,234 @@ impl System {
 impl SwapDevice {
     fn slot_mut(&mut self, e: SwapEntry) -> &mut SwapSlot {
         self.slots.get_mut(&e.0).expect("swap entry of a free slot")
+    }
+}
+
+impl crate::folio::FolioStore {
+    /// `folio_mark_lazyfree` (mm/swap.c `lru_lazyfree`): an anonymous swap-backed folio not in
+    /// the swap cache loses `PG_swapbacked`. The kernel applies it from a per-CPU batch, which
+    /// madvise drains before its walk and reclaim before its own, so no step sees it pending.
+    pub fn folio_mark_lazyfree(&mut self, folio: FolioId) {
+        let f = &mut self.folios[folio];
+        if f.is_anon() && f.swap.is_none() {
+            f.lazyfree = true;
+        }
+    }
+}
+
+impl crate::swap::SwapDevice {
+    /// `swap_duplicate`: another swap PTE references the slot (fork).
+    pub fn swap_duplicate(&mut self, e: SwapEntry) {
+        self.slot_mut(e).count += 1;
+    }
+
+    /// What a swapped-out page holds: its swap-cache folio's contents if cached, else the
+    /// slot's.
+    pub fn swap_read_tag(&self, mem: &crate::folio::FolioStore, e: SwapEntry) -> u64 {
+        match self.slot(e) {
+            Some(SwapSlot { cache: Some(f), .. }) => mem.folios[*f].pages[0].tag,
+            Some(s) => s.tag,
+            None => 0,
+        }
+    }
+
+    /// `add_to_swap_cache`: `folio` caches slot `e`.
+    fn add_to_swap_cache(&mut self, mem: &mut crate::folio::FolioStore, folio: FolioId, e: SwapEntry) {
+        self.slot_mut(e).cache = Some(folio);
+        let f = &mut mem.folios[folio];
+        f.swap = Some(e);
+        f.extra_refs += 1;
+    }
+
+    /// The swap-cache part of `__folio_migrate_mapping`: the new folio takes the old one's
+    /// slot (`PG_swapcache`, `folio->swap`, and the swap cache's reference).
+    pub(crate) fn migrate_swap_cache(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        src: FolioId,
+        dst: FolioId,
+    ) {
+        let Some(e) = mem.folios[src].swap.take() else { return };
+        mem.folios[src].extra_refs -= 1;
+        self.slot_mut(e).cache = Some(dst);
+        let d = &mut mem.folios[dst];
+        d.swap = Some(e);
+        d.extra_refs += 1;
+    }
+
+    /// `delete_from_swap_cache` (`__remove_mapping` of a swap-cache folio): the slot keeps the
+    /// folio's contents and is freed if nothing references it. The caller puts the folio.
+    fn delete_from_swap_cache(&mut self, mem: &mut crate::folio::FolioStore, folio: FolioId) {
+        let Some(e) = mem.folios[folio].swap.take() else { return };
+        mem.folios[folio].extra_refs -= 1;
+        let tag = mem.folios[folio].pages[0].tag;
+        let slot = self.slot_mut(e);
+        slot.cache = None;
+        slot.tag = tag;
+        if slot.count == 0 {
+            self.slots.remove(&e.0);
+        }
+    }
+
+    /// `folio_free_swap`: drop the folio from the swap cache and free its slot, unless a swap
+    /// PTE still references the slot (`folio_swapped`). The folio itself stays (the caller
+    /// holds it).
+    pub fn folio_free_swap(&mut self, mem: &mut crate::folio::FolioStore, folio: FolioId) -> bool {
+        let Some(e) = mem.folios[folio].swap else { return false };
+        if self.slot(e).is_some_and(|s| s.count > 0) {
+            return false;
+        }
+        self.delete_from_swap_cache(mem, folio);
+        // The folio now holds the only copy of its contents.
+        mem.folios[folio].dirty = true;
+        true
+    }
+
+    /// `free_swap_and_cache`: a zapped swap PTE drops its reference; a slot nobody references
+    /// any more is freed, with its swap-cache folio if no one maps that
+    /// (`__try_to_reclaim_swap` with `TTRS_UNMAPPED`).
+    pub fn swap_free(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        trace: &mut crate::stats::Trace,
+        e: SwapEntry,
+    ) {
+        let slot = self.slot_mut(e);
+        slot.count -= 1;
+        if slot.count > 0 {
+            return;
+        }
+        let cache = slot.cache;
+        match cache {
+            None => {
+                self.slots.remove(&e.0);
+            }
+            Some(f) if !mem.folios[f].is_mapped() => {
+                self.delete_from_swap_cache(mem, f);
+                mem.folio_put_if_unused(trace, f);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// `read_swap_cache_async`: the folio caching slot `e`, read from it (with the slot's
+    /// contents) into the swap cache if none does yet; unmapped, held by the cache alone.
+    pub(crate) fn read_swap_cache_async(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        trace: &mut crate::stats::Trace,
+        e: SwapEntry,
+    ) -> Option<FolioId> {
+        let slot = self.slot(e)?;
+        if let Some(f) = slot.cache {
+            return Some(f);
+        }
+        let tag = slot.tag;
+        let f = mem.folio_alloc(trace, 0);
+        mem.folios[f].pages[0].tag = tag;
+        self.add_to_swap_cache(mem, f, e);
+        Some(f)
+    }
+
+    /// `free_swap_cache` (from `free_pages_and_swap_cache` after a zap): an unmapped
+    /// swap-cache folio whose slot no PTE references any more is freed.
+    pub fn free_swap_cache(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        trace: &mut crate::stats::Trace,
+        folio: FolioId,
+    ) {
+        if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO || !mem.folios.contains(folio) {
+            return;
+        }
+        let f = &mem.folios[folio];
+        if f.swap.is_none() || f.is_mapped() {
+            return;
+        }
+        if self.folio_free_swap(mem, folio) {
+            mem.folio_put_if_unused(trace, folio);
+        }
+    }
+}
+
+impl crate::mm::Vm {
+    /// `shrink_folio_list` for a lazily freed folio (MADV_FREE), mapped only at `a` in `mm` by
+    /// a PMD or by PTEs for all its pages: no swap space, no split; `try_to_unmap_one`
+    /// discards it (its `!folio_test_swapbacked` branch, batched over the whole folio, or
+    /// `__discard_anon_folio_pmd_locked` for a PMD) and the mapping becomes none. Written to
+    /// since (a dirty PTE or PMD, or `PG_dirty`), it is swap-backed again and stays mapped;
+    /// with another reference (a pin) it stays as it is.
+    fn discard_lazyfree_folio(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        trace: &mut crate::stats::Trace,
+        mm: MmId,
+        a: VirtAddr,
+        folio: FolioId,
+    ) {
+        let nr = mem.folios[folio].nr_pages();
+        let pmd = match self.mms[mm].pt.pmd(a) {
+            Some(&Pmd::Huge { folio: g, flags }) if g == folio => Some(flags),
+            _ => None,
+        };
+        let dirty = match pmd {
+            Some(flags) => flags.contains(PteFlags::DIRTY),
+            None => (0..nr).any(|i| {
+                matches!(self.mms[mm].pt.get_pte(a.plus(i * PAGE_SIZE)),
+                    Pte::Present { folio: g, flags, .. } if g == folio && flags.contains(PteFlags::DIRTY))
+            }),
+        };
+        let f = &mut mem.folios[folio];
+        if dirty || f.dirty {
+            f.dirty = true;
+            f.lazyfree = false;
+            return;
+        }
+        // ref_count != 1 + map_count: someone else holds it.
+        if f.extra_refs > 0 {
+            return;
+        }
+        if pmd.is_some() {
+            // The PMD becomes none and its deposited page table goes.
+            self.mms[mm].pt.pmds.remove(&pmd_index(a));
+            mem.folio_remove_rmap_pmd(trace, folio, mm);
+            return;
+        }
+        for i in 0..nr {
+            self.mms[mm].pt.set_pte(a.plus(i * PAGE_SIZE), Pte::None);
+        }
+        // The last removal frees the folio.
+        for i in 0..nr {
+            mem.folio_remove_rmap_pte(trace, folio, i as u16, mm);
+        }
+    }
+}
+
+impl crate::rmap::Rmap {
+    /// `do_swap_page` for the swap PTE at `a`: the folio cached under the slot, or a new one
+    /// read from it (`swapin_readahead` reads into the swap cache); the PTE's reference goes
+    /// (`swap_free_nr`) and the slot too when a write fault finds the folio otherwise unused
+    /// or swap is full (`should_try_to_free_swap`). The page is mapped exclusive, and writable
+    /// where the VMA allows, if the swap PTE was exclusive or nothing else holds the folio;
+    /// otherwise read-only and shared, so a write goes on to `do_wp_page`.
+    /// `ksm_might_need_to_copy` for a non-KSM folio: a swap-cache folio whose `index` or
+    /// anon_vma root no longer fits the faulting VMA (its VMA was relocated while it sat in
+    /// the swap cache) cannot be mapped there, so a copy is. Never true under `kernel`.
+    fn ksm_might_need_to_copy(
+        &self,
+        vm: &crate::mm::Vm,
+        mem: &crate::folio::FolioStore,
+        folio: FolioId,
+        vma: VmaId,
+        a: VirtAddr,
+    ) -> bool {
+        let Mapping::Anon(fav) = mem.folios[folio].mapping else { return false };
+        let v = &vm.vmas[vma];
+        let Some(vav) = v.anon_vma else { return false };
+        if !self.anon_vmas.contains(fav) {
+            return true;
+        }
+        mem.folios[folio].index != v.linear_page_index(a)
+            || self.anon_vmas[fav].root != self.anon_vmas[vav].root
     }
 }

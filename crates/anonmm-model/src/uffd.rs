@@ -75,13 +75,6 @@ impl System {
         }
     }
 
-    /// `userfaultfd_reset_ctx`: the VMA is no longer registered.
-    pub fn userfaultfd_reset_ctx(&mut self, vma: VmaId) {
-        let v = &mut self.vm.vmas[vma];
-        v.uffd = None;
-        v.flags -= VmFlags::UFFD_FLAGS;
-    }
-
     /// `userfaultfd_release` → `userfaultfd_release_all`: the last close of a context
     /// unregisters every VMA of `mm` it holds (`userfaultfd_clear_vma`, merging where it can).
     pub(crate) fn userfaultfd_release(&mut self, mm: crate::mm::MmId, ctx: UffdCtx) {
@@ -112,7 +105,7 @@ impl System {
         ctx: Option<UffdCtx>,
         caller: MergeCaller,
     ) -> KResult<VmaId> {
-        let mut vmg = self.vmg_from_vma(vma, start, end, caller);
+        let mut vmg = self.vm.vmg_from_vma(vma, start, end, caller);
         if !self.cfg.kernel.profile().uffd_merge_pgoff {
             // 6.1 passes the VMA's own vm_pgoff to vma_merge, not that of `start`.
             vmg.pgoff = self.vm.vmas[vma].pgoff;
@@ -231,33 +224,6 @@ impl System {
         self.move_pages(mm, ctx, VirtAddr(dst), VirtAddr(src), len, mode)
     }
 
-    /// `validate_move_areas`: same access flags (and so page protection), same mlock state,
-    /// writable, no special mappings, dst registered with this context, both anonymous.
-    fn validate_move_areas(&self, ctx: UffdCtx, src: VmaId, dst: VmaId) -> KResult<()> {
-        let (s, d) = (&self.vm.vmas[src], &self.vm.vmas[dst]);
-        if s.flags & VmFlags::ACCESS != d.flags & VmFlags::ACCESS {
-            return Err(Errno::EINVAL);
-        }
-        if s.flags.contains(VmFlags::LOCKED) != d.flags.contains(VmFlags::LOCKED) {
-            return Err(Errno::EINVAL);
-        }
-        if !s.flags.contains(VmFlags::WRITE) {
-            return Err(Errno::EINVAL);
-        }
-        // vma_move_compatible
-        let bad = VmFlags::PFNMAP | VmFlags::IO | VmFlags::HUGETLB | VmFlags::MIXEDMAP;
-        if s.flags.intersects(bad) || d.flags.intersects(bad) {
-            return Err(Errno::EINVAL);
-        }
-        if d.uffd != Some(ctx) {
-            return Err(Errno::EINVAL);
-        }
-        if !s.is_anonymous() || !d.is_anonymous() {
-            return Err(Errno::EINVAL);
-        }
-        Ok(())
-    }
-
     /// `move_pages`: find both VMAs (`uffd_move_lock`, which prepares the destination's
     /// anon_vma first), check them, then move PMD by PMD or page by page. Stops at the first
     /// error; returns the bytes moved if any, else the error.
@@ -273,7 +239,7 @@ impl System {
         // uffd_move_lock → uffd_lock_vma / find_vma_and_prepare_anon
         let dst_vma = self.vm.mms[mm].vma_lookup(dst).ok_or(Errno::ENOENT)?;
         if !self.vm.vmas[dst_vma].flags.contains(VmFlags::SHARED) {
-            self.anon_vma_prepare(dst_vma);
+            self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, dst_vma);
         }
         let src_vma = if self.vm.vmas[dst_vma].contains(src) {
             dst_vma
@@ -287,7 +253,7 @@ impl System {
         if d.flags.contains(VmFlags::SHARED) || dst.0 + len > d.end.0 {
             return Err(Errno::EINVAL);
         }
-        self.validate_move_areas(ctx, src_vma, dst_vma)?;
+        self.vm.validate_move_areas(ctx, src_vma, dst_vma)?;
 
         let holes = mode & UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES != 0;
         let src_end = src.plus(len);
@@ -318,7 +284,7 @@ impl System {
                         break;
                     }
                     // The folio itself is split by move_pages_ptes.
-                    self.split_huge_pmd(mm, s);
+                    self.vm.split_huge_pmd(&mut self.mem, &mut self.trace, mm, s);
                     continue;
                 }
                 match self.move_pages_huge_pmd(mm, dst_vma, d, s, folio) {
@@ -405,7 +371,7 @@ impl System {
                     return Err(Errno::EBUSY);
                 }
                 self.vm.mms[mm].pt.take_pte(s);
-                self.folio_move_anon_rmap(folio, dst_vma);
+                self.mem.folio_move_anon_rmap(&self.vm, folio, dst_vma);
                 self.mem.folios[folio].index = self.vm.vmas[dst_vma].linear_page_index(d);
                 let mut nf = PteFlags::ACCESSED | PteFlags::WRITE;
                 if flags.contains(PteFlags::DIRTY) {
@@ -424,7 +390,7 @@ impl System {
                     if self.mem.folios[folio].is_large() {
                         return Err(Errno::EBUSY);
                     }
-                    self.folio_move_anon_rmap(folio, dst_vma);
+                    self.mem.folio_move_anon_rmap(&self.vm, folio, dst_vma);
                     self.mem.folios[folio].index = self.vm.vmas[dst_vma].linear_page_index(d);
                 }
                 let pt = &mut self.vm.mms[mm].pt;
@@ -468,7 +434,7 @@ impl System {
         let pmd = if folio == HUGE_ZERO_FOLIO {
             pmd
         } else {
-            self.folio_move_anon_rmap(folio, dst_vma);
+            self.mem.folio_move_anon_rmap(&self.vm, folio, dst_vma);
             self.mem.folios[folio].index = self.vm.vmas[dst_vma].linear_page_index(d);
             Pmd::Huge { folio, flags: flags | PteFlags::DIRTY | PteFlags::WRITE }
         };
@@ -489,5 +455,41 @@ impl Uffds {
         self.next += 1;
         self.ctxs.insert(pid, c);
         c
+    }
+}
+
+impl crate::mm::Vm {
+    /// `userfaultfd_reset_ctx`: the VMA is no longer registered.
+    pub fn userfaultfd_reset_ctx(&mut self, vma: VmaId) {
+        let v = &mut self.vmas[vma];
+        v.uffd = None;
+        v.flags -= VmFlags::UFFD_FLAGS;
+    }
+
+    /// `validate_move_areas`: same access flags (and so page protection), same mlock state,
+    /// writable, no special mappings, dst registered with this context, both anonymous.
+    fn validate_move_areas(&self, ctx: UffdCtx, src: VmaId, dst: VmaId) -> KResult<()> {
+        let (s, d) = (&self.vmas[src], &self.vmas[dst]);
+        if s.flags & VmFlags::ACCESS != d.flags & VmFlags::ACCESS {
+            return Err(Errno::EINVAL);
+        }
+        if s.flags.contains(VmFlags::LOCKED) != d.flags.contains(VmFlags::LOCKED) {
+            return Err(Errno::EINVAL);
+        }
+        if !s.flags.contains(VmFlags::WRITE) {
+            return Err(Errno::EINVAL);
+        }
+        // vma_move_compatible
+        let bad = VmFlags::PFNMAP | VmFlags::IO | VmFlags::HUGETLB | VmFlags::MIXEDMAP;
+        if s.flags.intersects(bad) || d.flags.intersects(bad) {
+            return Err(Errno::EINVAL);
+        }
+        if d.uffd != Some(ctx) {
+            return Err(Errno::EINVAL);
+        }
+        if !s.is_anonymous() || !d.is_anonymous() {
+            return Err(Errno::EINVAL);
+        }
+        Ok(())
     }
 }

@@ -97,7 +97,7 @@ impl Design for Auto {
                 || a.flags.intersects(VmFlags::SPECIAL)
                 || a.anon_name.as_deref() != b.anon_name.as_deref()
                 || sys.vma_maybe_has_shared_anon_folios(n)
-                || sys.vma_is_fork_child(Some(v))
+                || sys.vm.vma_is_fork_child(Some(v))
             {
                 continue;
             }
@@ -121,7 +121,7 @@ impl Design for Auto {
             sys.trace.stats.policy.relocations_attempted += 1;
             sys.relocate_in_place(mm, n, target, sys.vm.vmas[v].anon_vma);
             sys.trace.stats.policy.relocations_done += 1;
-            let mut vmg = sys.vmg_from_vma(n, ns, ne, MergeCaller::AutoStitch);
+            let mut vmg = sys.vm.vmg_from_vma(n, ns, ne, MergeCaller::AutoStitch);
             vmg.prev = sys.vm.mms[mm].vma_before(ns);
             sys.vma_merge_existing_range(&mut vmg);
         }
@@ -147,7 +147,7 @@ impl Design for Auto {
                 && n.special.is_none()
                 && n.anon_name.is_none()
                 && ((n.flags ^ flags) & !(VmFlags::IGNORE_MERGE | VmFlags::ACCOUNT)).is_empty()
-                && !sys.vma_is_fork_child(Some(id))
+                && !sys.vm.vma_is_fork_child(Some(id))
         };
         if let Some(p) = m.vma_before(addr).filter(|&p| sys.vm.vmas[p].end == addr && fits(p)) {
             return Some(sys.vm.vmas[p].pgoff.plus(sys.vm.vmas[p].pages()));
@@ -177,7 +177,7 @@ fn auto_candidate(sys: &System, vma: VmaId, addr: VirtAddr, len: u64) -> Option<
     let prev = mm.vma_before(addr).filter(|&p| sys.vm.vmas[p].end == addr && fits(p));
     let next = mm.vma_at_start(addr.plus(len)).filter(|&n| fits(n) && sys.vm.vmas[n].pgoff.0 >= pages);
     // A fork child's anon_vma cannot take more folios (is_mergeable_anon_vma).
-    let usable = |n: VmaId| !sys.vma_is_fork_child(Some(n));
+    let usable = |n: VmaId| !sys.vm.vma_is_fork_child(Some(n));
     let from_prev = prev.filter(|&p| usable(p)).map(|p| sys.vm.vmas[p].pgoff.plus(sys.vm.vmas[p].pages()));
     let from_next = next.filter(|&n| usable(n)).map(|n| PgOff(sys.vm.vmas[n].pgoff.0 - pages));
     match (from_prev, from_next) {
