@@ -191,97 +191,26 @@ impl System {
         let last = e.saturating_sub(1) >> PMD_SHIFT;
         for (key, pmd) in mm.pt.pmds.range((s >> PMD_SHIFT)..=last) {
             let base = VirtAddr(key << PMD_SHIFT);
-            match pmd {
-                Pmd::Huge { folio, flags } => {
-                    let vma = mm.vma_lookup(base);
-                    ensure!(
-                        vma.is_some_and(|v| self.vm.vmas[v].end.0 >= base.0 + PMD_SIZE),
-                        "huge PMD at {base:?} not inside one VMA"
-                    );
-                    ensure!(self.mem.folios.contains(*folio), "huge PMD at {base:?} maps a freed folio");
-                    if *folio == HUGE_ZERO_FOLIO {
-                        ensure!(!flags.contains(PteFlags::WRITE), "writable huge zero page at {base:?}");
-                        continue;
-                    }
-                    ensure!(
-                        self.mem.folios[*folio].nr_pages() == 512,
-                        "huge PMD at {base:?} maps a small folio"
-                    );
-                    folios.insert(*folio);
-                    self.check_anon_mapping(reach, mmid, vma.expect("vma"), base, *folio, 0, *flags, 512)?;
+            let Pmd::Table(tb) = pmd else {
+                folios.extend(self.check_pmd_entry(reach, mmid, base, pmd)?);
+                continue;
+            };
+            self.check_pmd_entry(reach, mmid, base, pmd)?;
+            for (i, pte) in tb.ptes.iter().enumerate() {
+                let a = base.plus(i as u64 * PAGE_SIZE);
+                if pte.is_none() || a.0 < s || a.0 >= e {
+                    continue;
                 }
-                Pmd::Migration { folio, kind, .. } => {
-                    let vma = mm.vma_lookup(base);
+                let Some(vma) = mm.vma_lookup(a) else {
+                    return Err(format!("PTE at {a:?} outside any VMA"));
+                };
+                folios.extend(self.check_pte_entry(reach, mmid, vma, a, *pte)?);
+                if let Pte::Swap { entry, .. } = *pte {
+                    ensure!(self.swap.slot(entry).is_some(), "swap PTE at {a:?} names free slot {}", entry.0);
                     ensure!(
-                        vma.is_some_and(|v| self.vm.vmas[v].end.0 >= base.0 + PMD_SIZE),
-                        "PMD migration entry at {base:?} not inside one VMA"
+                        self.vm.vmas[vma].anon_vma.is_some(),
+                        "swap PTE at {a:?} in a VMA without anon_vma"
                     );
-                    let vma = vma.expect("vma");
-                    self.check_migration_entry(base, *folio, 0, *kind, vma)?;
-                    folios.insert(*folio);
-                    self.check_anon_mapping(reach, mmid, vma, base, *folio, 0, PteFlags::empty(), 512)?;
-                }
-                Pmd::Table(tb) => {
-                    let used = tb.ptes.iter().filter(|p| !p.is_none()).count();
-                    ensure!(used == tb.used as usize, "PTE table at {base:?} miscounts its entries");
-                    for (i, pte) in tb.ptes.iter().enumerate() {
-                        let a = base.plus(i as u64 * PAGE_SIZE);
-                        if pte.is_none() || a.0 < s || a.0 >= e {
-                            continue;
-                        }
-                        let Some(vma) = mm.vma_lookup(a) else {
-                            return Err(format!("PTE at {a:?} outside any VMA"));
-                        };
-                        let v = &self.vm.vmas[vma];
-                        match *pte {
-                            Pte::Guard => {
-                                ensure!(
-                                    v.flags.contains(VmFlags::MAYBE_GUARD),
-                                    "guard marker at {a:?} in a VMA without VM_MAYBE_GUARD"
-                                );
-                                ensure!(
-                                    !v.is_anonymous() || v.anon_vma.is_some(),
-                                    "guard marker at {a:?} in an anonymous VMA without anon_vma"
-                                );
-                            }
-                            Pte::Present { folio, sub, flags } => {
-                                ensure!(self.mem.folios.contains(folio), "PTE at {a:?} maps a freed folio");
-                                ensure!(
-                                    (sub as u64) < self.mem.folios[folio].nr_pages(),
-                                    "PTE at {a:?} maps past its folio"
-                                );
-                                if folio == ZERO_FOLIO {
-                                    ensure!(!flags.contains(PteFlags::WRITE), "writable zero page at {a:?}");
-                                    continue;
-                                }
-                                folios.insert(folio);
-                                self.check_anon_mapping(reach, mmid, vma, a, folio, sub, flags, 1)?;
-                            }
-                            Pte::Migration { folio, sub, kind, .. } => {
-                                self.check_migration_entry(a, folio, sub, kind, vma)?;
-                                folios.insert(folio);
-                                self.check_anon_mapping(
-                                    reach,
-                                    mmid,
-                                    vma,
-                                    a,
-                                    folio,
-                                    sub,
-                                    PteFlags::empty(),
-                                    1,
-                                )?;
-                            }
-                            Pte::Swap { entry, .. } => {
-                                ensure!(
-                                    self.swap.slot(entry).is_some(),
-                                    "swap PTE at {a:?} names free slot {}",
-                                    entry.0
-                                );
-                                ensure!(v.anon_vma.is_some(), "swap PTE at {a:?} in a VMA without anon_vma");
-                            }
-                            _ => {}
-                        }
-                    }
                 }
             }
         }
@@ -661,60 +590,24 @@ impl System {
             let mut last_vma: Option<(VmaId, u64, u64)> = None;
             for (key, pmd) in mm.pt.pmds.iter() {
                 let base = VirtAddr(key << PMD_SHIFT);
+                let leaf = self.check_pmd_entry(reach, mmid, base, pmd)?;
                 match pmd {
-                    Pmd::Huge { folio, flags } => {
-                        let vma = mm.vma_lookup(base);
-                        ensure!(
-                            vma.is_some_and(|v| self.vm.vmas[v].end.0 >= base.0 + PMD_SIZE),
-                            "huge PMD at {base:?} not inside one VMA"
-                        );
-                        ensure!(self.mem.folios.contains(*folio), "huge PMD at {base:?} maps a freed folio");
-                        if *folio == HUGE_ZERO_FOLIO {
-                            ensure!(!flags.contains(PteFlags::WRITE), "writable huge zero page at {base:?}");
-                            continue;
+                    Pmd::Huge { .. } => {
+                        let Some(folio) = leaf else { continue };
+                        *pmd_maps.entry(folio).or_default() += 1;
+                        *mm_maps.entry(folio).or_default().entry(mmid).or_default() += 1;
+                        if mm.vma_lookup(base).is_some_and(|v| self.vm.vma_mlocks(v)) {
+                            locked_maps.insert(folio);
                         }
-                        ensure!(
-                            self.mem.folios[*folio].nr_pages() == 512,
-                            "huge PMD at {base:?} maps a small folio"
-                        );
-                        *pmd_maps.entry(*folio).or_default() += 1;
-                        *mm_maps.entry(*folio).or_default().entry(mmid).or_default() += 1;
-                        if self.vm.vma_mlocks(vma.expect("vma")) {
-                            locked_maps.insert(*folio);
-                        }
-                        self.check_anon_mapping(
-                            reach,
-                            mmid,
-                            vma.expect("vma"),
-                            base,
-                            *folio,
-                            0,
-                            *flags,
-                            512,
-                        )?;
                     }
                     Pmd::Migration { folio, kind, .. } => {
-                        let vma = mm.vma_lookup(base);
-                        ensure!(
-                            vma.is_some_and(|v| self.vm.vmas[v].end.0 >= base.0 + PMD_SIZE),
-                            "PMD migration entry at {base:?} not inside one VMA"
-                        );
-                        let vma = vma.expect("vma");
-                        self.check_migration_entry(base, *folio, 0, *kind, vma)?;
-                        ensure!(
-                            self.mem.folios[*folio].nr_pages() == 512,
-                            "PMD migration entry at {base:?} for a small folio"
-                        );
                         for i in 0..512u16 {
                             let m = mig_maps.entry((*folio, i)).or_default();
                             m.0 += 1;
                             m.1 |= kind.is_exclusive();
                         }
-                        self.check_anon_mapping(reach, mmid, vma, base, *folio, 0, PteFlags::empty(), 512)?;
                     }
                     Pmd::Table(t) => {
-                        let used = t.ptes.iter().filter(|p| !p.is_none()).count();
-                        ensure!(used == t.used as usize, "PTE table at {base:?} miscounts its entries");
                         for (i, pte) in t.ptes.iter().enumerate() {
                             let a = base.plus(i as u64 * PAGE_SIZE);
                             if pte.is_none() {
@@ -731,53 +624,24 @@ impl System {
                                     v
                                 }
                             };
-                            // Guard markers are installed only in VMAs MADV_GUARD_INSTALL marked
-                            // VM_MAYBE_GUARD, which no VMA change clears; an anonymous one has
-                            // its anon_vma (fork must copy them).
-                            if *pte == Pte::Guard {
-                                let v = &self.vm.vmas[vma];
-                                ensure!(
-                                    v.flags.contains(VmFlags::MAYBE_GUARD),
-                                    "guard marker at {a:?} in a VMA without VM_MAYBE_GUARD"
-                                );
-                                ensure!(
-                                    !v.is_anonymous() || v.anon_vma.is_some(),
-                                    "guard marker at {a:?} in an anonymous VMA without anon_vma"
-                                );
-                            }
-                            if let Pte::Present { folio, sub, flags } = *pte {
-                                ensure!(self.mem.folios.contains(folio), "PTE at {a:?} maps a freed folio");
-                                ensure!(
-                                    (sub as u64) < self.mem.folios[folio].nr_pages(),
-                                    "PTE at {a:?} maps past its folio"
-                                );
-                                if folio == ZERO_FOLIO {
-                                    ensure!(!flags.contains(PteFlags::WRITE), "writable zero page at {a:?}");
-                                    continue;
+                            let Some(folio) = self.check_pte_entry(reach, mmid, vma, a, *pte)? else {
+                                continue;
+                            };
+                            match *pte {
+                                Pte::Present { sub, .. } => {
+                                    *pte_maps.entry((folio, sub)).or_default() += 1;
+                                    if self.mem.folios[folio].is_large() {
+                                        *mm_maps.entry(folio).or_default().entry(mmid).or_default() += 1;
+                                    } else if self.vm.vma_mlocks(vma) {
+                                        locked_maps.insert(folio);
+                                    }
                                 }
-                                *pte_maps.entry((folio, sub)).or_default() += 1;
-                                if self.mem.folios[folio].is_large() {
-                                    *mm_maps.entry(folio).or_default().entry(mmid).or_default() += 1;
-                                } else if self.vm.vma_mlocks(vma) {
-                                    locked_maps.insert(folio);
+                                Pte::Migration { sub, kind, .. } => {
+                                    let m = mig_maps.entry((folio, sub)).or_default();
+                                    m.0 += 1;
+                                    m.1 |= kind.is_exclusive();
                                 }
-                                self.check_anon_mapping(reach, mmid, vma, a, folio, sub, flags, 1)?;
-                            }
-                            if let Pte::Migration { folio, sub, kind, .. } = *pte {
-                                self.check_migration_entry(a, folio, sub, kind, vma)?;
-                                let m = mig_maps.entry((folio, sub)).or_default();
-                                m.0 += 1;
-                                m.1 |= kind.is_exclusive();
-                                self.check_anon_mapping(
-                                    reach,
-                                    mmid,
-                                    vma,
-                                    a,
-                                    folio,
-                                    sub,
-                                    PteFlags::empty(),
-                                    1,
-                                )?;
+                                _ => {}
                             }
                         }
                     }
@@ -880,6 +744,103 @@ impl System {
             self.check_mm_ids(id, mm_maps.get(&id))?;
         }
         Ok(())
+    }
+
+    /// One PMD entry at `base` of `mmid`, as both [`System::check`] and
+    /// [`System::check_touched`] check it: a huge leaf or a PMD migration entry lies inside
+    /// one VMA and maps a 512-page folio that rmap reaches there (the huge zero page
+    /// read-only); a PTE table counts its entries. The folio a leaf maps, if any but the huge
+    /// zero page.
+    fn check_pmd_entry(
+        &self,
+        reach: &dyn Fn(AnonVmaId, VmaId) -> bool,
+        mmid: crate::mm::MmId,
+        base: VirtAddr,
+        pmd: &Pmd,
+    ) -> Result<Option<FolioId>, String> {
+        let mm = &self.vm.mms[mmid];
+        match pmd {
+            Pmd::Huge { folio, flags } => {
+                let vma = mm.vma_lookup(base);
+                ensure!(
+                    vma.is_some_and(|v| self.vm.vmas[v].end.0 >= base.0 + PMD_SIZE),
+                    "huge PMD at {base:?} not inside one VMA"
+                );
+                ensure!(self.mem.folios.contains(*folio), "huge PMD at {base:?} maps a freed folio");
+                if *folio == HUGE_ZERO_FOLIO {
+                    ensure!(!flags.contains(PteFlags::WRITE), "writable huge zero page at {base:?}");
+                    return Ok(None);
+                }
+                ensure!(self.mem.folios[*folio].nr_pages() == 512, "huge PMD at {base:?} maps a small folio");
+                self.check_anon_mapping(reach, mmid, vma.expect("vma"), base, *folio, 0, *flags, 512)?;
+                Ok(Some(*folio))
+            }
+            Pmd::Migration { folio, kind, .. } => {
+                let vma = mm.vma_lookup(base);
+                ensure!(
+                    vma.is_some_and(|v| self.vm.vmas[v].end.0 >= base.0 + PMD_SIZE),
+                    "PMD migration entry at {base:?} not inside one VMA"
+                );
+                let vma = vma.expect("vma");
+                self.check_migration_entry(base, *folio, 0, *kind, vma)?;
+                ensure!(
+                    self.mem.folios[*folio].nr_pages() == 512,
+                    "PMD migration entry at {base:?} for a small folio"
+                );
+                self.check_anon_mapping(reach, mmid, vma, base, *folio, 0, PteFlags::empty(), 512)?;
+                Ok(Some(*folio))
+            }
+            Pmd::Table(t) => {
+                let used = t.ptes.iter().filter(|p| !p.is_none()).count();
+                ensure!(used == t.used as usize, "PTE table at {base:?} miscounts its entries");
+                Ok(None)
+            }
+        }
+    }
+
+    /// One PTE at `a` in `vma` of `mmid`, as both [`System::check`] and
+    /// [`System::check_touched`] check it: a guard marker lies in a `VM_MAYBE_GUARD` VMA (an
+    /// anonymous one with its anon_vma: fork must copy them); a present page or a migration
+    /// entry names a live folio's page that rmap reaches there (the zero page read-only).
+    /// The folio it maps, if any but the zero page. Swap entries are left to the callers.
+    fn check_pte_entry(
+        &self,
+        reach: &dyn Fn(AnonVmaId, VmaId) -> bool,
+        mmid: crate::mm::MmId,
+        vma: VmaId,
+        a: VirtAddr,
+        pte: Pte,
+    ) -> Result<Option<FolioId>, String> {
+        match pte {
+            Pte::Guard => {
+                let v = &self.vm.vmas[vma];
+                ensure!(
+                    v.flags.contains(VmFlags::MAYBE_GUARD),
+                    "guard marker at {a:?} in a VMA without VM_MAYBE_GUARD"
+                );
+                ensure!(
+                    !v.is_anonymous() || v.anon_vma.is_some(),
+                    "guard marker at {a:?} in an anonymous VMA without anon_vma"
+                );
+                Ok(None)
+            }
+            Pte::Present { folio, sub, flags } => {
+                ensure!(self.mem.folios.contains(folio), "PTE at {a:?} maps a freed folio");
+                ensure!((sub as u64) < self.mem.folios[folio].nr_pages(), "PTE at {a:?} maps past its folio");
+                if folio == ZERO_FOLIO {
+                    ensure!(!flags.contains(PteFlags::WRITE), "writable zero page at {a:?}");
+                    return Ok(None);
+                }
+                self.check_anon_mapping(reach, mmid, vma, a, folio, sub, flags, 1)?;
+                Ok(Some(folio))
+            }
+            Pte::Migration { folio, sub, kind, .. } => {
+                self.check_migration_entry(a, folio, sub, kind, vma)?;
+                self.check_anon_mapping(reach, mmid, vma, a, folio, sub, PteFlags::empty(), 1)?;
+                Ok(Some(folio))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// A migration entry at `a` (mm/migrate.c): it names a folio under migration (an entry
