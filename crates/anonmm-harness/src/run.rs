@@ -10,7 +10,7 @@ use crate::mm::{Config, System};
 use crate::replay::{Plan, ReplayState, count_vmas};
 use crate::script::{Call, Expect, Script, Step, format_result_for};
 use crate::snapshot::{StepView, rename, touch_tag};
-use crate::types::Pid;
+use crate::types::{Pid, VirtAddr};
 
 /// How to run a script: mostly the command-line switches of `anonmm run` (replay, plot and
 /// the fuzzer fill it in too).
@@ -210,6 +210,8 @@ pub struct Runner<'a> {
     /// Tasks asleep in vfork, by the child they wait for (`wait_for_vfork_done` until the
     /// child execs or exits): the child's pid to its parent's.
     vfork_waits: BTreeMap<Pid, Pid>,
+    /// The page where the last touch that raised a signal stopped (for the reference model).
+    touch_signal_at: Option<VirtAddr>,
     /// With `check_incremental`: what the step running now touches (None: anything).
     touched: Option<Option<anonmm_model::check::Touched>>,
     /// Tests: break the state after the step on this line (in redone runs too).
@@ -269,6 +271,7 @@ impl<'a> Runner<'a> {
             script,
             sampling,
             vfork_waits: BTreeMap::new(),
+            touch_signal_at: None,
             touched: None,
             #[cfg(test)]
             inject: None,
@@ -497,7 +500,7 @@ impl<'a> Runner<'a> {
         }
         if let Some(r) = &mut self.reference {
             let line = step.line;
-            let signal_at = self.sys.touch_signal_at.map(|a| a.0);
+            let signal_at = self.touch_signal_at.map(|a| a.0);
             r.apply(step, &outcome, signal_at, &|a| touch_tag(line, a));
         }
         if self.opts.check {
@@ -670,7 +673,10 @@ impl<'a> Runner<'a> {
                 let line = step.line;
                 match sys.touch(pid, *addr, *len, *write, &|a| touch_tag(line, a)) {
                     Ok(Ok(())) => Expect::Value(0),
-                    Ok(Err(sig)) => Expect::Signal(sig),
+                    Ok(Err(sig)) => {
+                        self.touch_signal_at = Some(sig.at);
+                        Expect::Signal(sig.signal)
+                    }
                     Err(e) => Expect::Err(e),
                 }
             }

@@ -34,6 +34,7 @@ pub mod prelude {
         MREMAP_MUST_RELOCATE_ANON, MREMAP_RELOCATE_ANON, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE,
     };
     pub use crate::errno::{Errno, KResult, Signal};
+    pub use crate::fault::TouchSignal;
     pub use crate::folio::{FolioId, HUGE_ZERO_FOLIO, ZERO_FOLIO};
     pub use crate::mm::{Config, System, ThpMode};
     pub use crate::policy::Policy;

@@ -25,6 +25,15 @@ const FAULT_AROUND_PAGES: u64 = 16;
 /// reported as not modelled (`System::unsupported`) instead.
 pub const MAX_FAULT_BYTES: u64 = 64 << 30;
 
+/// Where a [`System::touch`] stopped: the signal and the page that raised it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TouchSignal {
+    /// SIGSEGV (no VMA, no access, a guard marker) or SIGBUS (beyond EOF, userfaultfd).
+    pub signal: Signal,
+    /// The page that raised it.
+    pub at: VirtAddr,
+}
+
 impl System {
     /// The `touch` pseudo-call: fault every page of `[addr, addr + len)` in address order by
     /// reading or writing one byte (a write stores `tag_of(page)`), as a program touching
@@ -32,7 +41,7 @@ impl System {
     /// it stay touched, and whatever the kernel does on the way to the signal is done (a
     /// read fault beyond EOF maps the cached pages around it first, a write fault beyond EOF
     /// of a private file mapping prepares the VMA's anon_vma), and the signal is returned
-    /// (the page that raised it is left in [`System::touch_signal_at`]).
+    /// with the page that raised it.
     ///
     /// The outer `Result` is `ESRCH` for an unknown process; the inner one is the signal.
     /// Any address and length are accepted: a range reaching past the address space is
@@ -50,10 +59,10 @@ impl System {
     /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some((a >> 12) + 1));
     /// assert_eq!(sys.trace.stats.faults, 2);
     /// // One page past the mapping: SIGSEGV there, after the two pages before it.
-    /// assert_eq!(sys.touch(Pid(1), a, 3 * PAGE_SIZE, true, &|_| 7)?, Err(Signal::SIGSEGV));
+    /// let segv = |at| Err(TouchSignal { signal: Signal::SIGSEGV, at: VirtAddr(at) });
+    /// assert_eq!(sys.touch(Pid(1), a, 3 * PAGE_SIZE, true, &|_| 7)?, segv(a + 2 * PAGE_SIZE));
     /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some(7));
-    /// assert_eq!(sys.touch_signal_at, Some(VirtAddr(a + 2 * PAGE_SIZE)));
-    /// assert_eq!(sys.touch(Pid(1), u64::MAX, 2, false, &|_| 0)?, Err(Signal::SIGSEGV));
+    /// assert_eq!(sys.touch(Pid(1), u64::MAX, 2, false, &|_| 0)?, segv(u64::MAX & !(PAGE_SIZE - 1)));
     /// assert_eq!(sys.touch(Pid(2), a, 1, false, &|_| 0), Err(Errno::ESRCH));
     /// # Ok::<(), Errno>(())
     /// ```
@@ -64,7 +73,7 @@ impl System {
         len: u64,
         write: bool,
         tag_of: &dyn Fn(u64) -> u64,
-    ) -> Result<Result<(), Signal>, crate::errno::Errno> {
+    ) -> Result<Result<(), TouchSignal>, crate::errno::Errno> {
         let mm = self.vm.mm_of(pid)?;
         let start = VirtAddr(addr).page_down();
         // One page, the way replay faults: the same checks and fault steps as the loop
@@ -74,12 +83,10 @@ impl System {
             && len.wrapping_sub(1) < end - addr
         {
             let Some(vma) = self.vm.mms[mm].vma_lookup(start).or_else(|| self.expand_stack(mm, start)) else {
-                self.touch_signal_at = Some(start);
-                return Ok(Err(Signal::SIGSEGV));
+                return Ok(Err(TouchSignal { signal: Signal::SIGSEGV, at: start }));
             };
             if let Some(sig) = self.vm.access_error_vma(vma, write) {
-                self.touch_signal_at = Some(start);
-                return Ok(Err(sig));
+                return Ok(Err(TouchSignal { signal: sig, at: start }));
             }
             return Ok(self.fault_vma_range(mm, vma, start, VirtAddr(end), write, tag_of));
         }
@@ -89,8 +96,7 @@ impl System {
         // A range past the end of the address space is SIGSEGV at its first unmapped page,
         // which comes before any mapped one: no VMA reaches the top.
         let Some(end) = addr.checked_add(len).and_then(page_align) else {
-            self.touch_signal_at = Some(start);
-            return Ok(Err(Signal::SIGSEGV));
+            return Ok(Err(TouchSignal { signal: Signal::SIGSEGV, at: start }));
         };
         // The pages below run until the first hole; more than MAX_FAULT_BYTES of them would
         // not finish (a touch may be as long as the address space). This walk runs only for
@@ -115,12 +121,10 @@ impl System {
         while a.0 < end {
             // The first page below a stack grows it (pages run upwards, so this is the lowest).
             let Some(vma) = self.vm.mms[mm].vma_lookup(a).or_else(|| self.expand_stack(mm, a)) else {
-                self.touch_signal_at = Some(a);
-                return Ok(Err(Signal::SIGSEGV));
+                return Ok(Err(TouchSignal { signal: Signal::SIGSEGV, at: a }));
             };
             if let Some(sig) = self.vm.access_error_vma(vma, write) {
-                self.touch_signal_at = Some(a);
-                return Ok(Err(sig));
+                return Ok(Err(TouchSignal { signal: sig, at: a }));
             }
             let vend = VirtAddr(self.vm.vmas[vma].end.0.min(end));
             if let Err(sig) = self.fault_vma_range_outlined(mm, vma, a, vend, write, tag_of) {
@@ -142,7 +146,7 @@ impl System {
         end: VirtAddr,
         write: bool,
         tag_of: &dyn Fn(u64) -> u64,
-    ) -> Result<(), Signal> {
+    ) -> Result<(), TouchSignal> {
         self.fault_vma_range(mm, vma, a, end, write, tag_of)
     }
 
@@ -158,7 +162,7 @@ impl System {
         end: VirtAddr,
         write: bool,
         tag_of: &dyn Fn(u64) -> u64,
-    ) -> Result<(), Signal> {
+    ) -> Result<(), TouchSignal> {
         // The fast paths leave out userfaultfd, whose VMAs take every fault the long way.
         let fast = !self.vm.vmas[vma].flags.intersects(VmFlags::UFFD_FLAGS);
         while a < end {
@@ -171,12 +175,13 @@ impl System {
             }
             if !(fast && self.vm.fault_resident(&mut self.mem, &mut self.trace, mm, a, write, tag_of)) {
                 if !self.handle_mm_fault(mm, vma, a, write) {
-                    self.touch_signal_at = Some(a);
                     // handle_pte_marker: a guard marker is VM_FAULT_SIGSEGV.
-                    if self.vm.mms[mm].pt.get_pte(a) == Pte::Guard {
-                        return Err(Signal::SIGSEGV);
-                    }
-                    return Err(Signal::SIGBUS);
+                    let signal = if self.vm.mms[mm].pt.get_pte(a) == Pte::Guard {
+                        Signal::SIGSEGV
+                    } else {
+                        Signal::SIGBUS
+                    };
+                    return Err(TouchSignal { signal, at: a });
                 }
                 if write {
                     self.set_page_tag(mm, a, tag_of(a.0));

@@ -78,8 +78,8 @@
 //! assert_eq!((p.tag, p.writable), ((a + 2 * PAGE_SIZE) >> 12, true));
 //! // A write to memory mapped read-only is SIGSEGV there, after the pages before it.
 //! sys.sys_mprotect(pid, a + 3 * PAGE_SIZE, PAGE_SIZE, PROT_READ)?;
-//! assert_eq!(sys.touch(pid, a, 4 * PAGE_SIZE, true, &|_| 1)?, Err(Signal::SIGSEGV));
-//! assert_eq!(sys.touch_signal_at, Some(VirtAddr(a + 3 * PAGE_SIZE)));
+//! let segv = TouchSignal { signal: Signal::SIGSEGV, at: VirtAddr(a + 3 * PAGE_SIZE) };
+//! assert_eq!(sys.touch(pid, a, 4 * PAGE_SIZE, true, &|_| 1)?, Err(segv));
 //! assert_eq!(sys.page_at(pid, a)?.expect("mapped").tag, 1);
 //! assert_eq!(sys.check(), Ok(()));
 //! # Ok::<(), Errno>(())

@@ -282,9 +282,6 @@ pub struct System {
     pub unsupported: Option<String>,
     /// Which design decides what a move does to folios (`--policy`; crate::policy).
     pub policy: crate::policy::Policy,
-    /// The page whose fault ended the last `touch` that raised a signal (the pages before it
-    /// in the range were touched).
-    pub touch_signal_at: Option<VirtAddr>,
 }
 
 impl Default for System {
@@ -313,7 +310,6 @@ impl System {
             trace: crate::stats::Trace::default(),
             unsupported: None,
             policy: crate::policy::Policy::Kernel,
-            touch_signal_at: None,
         }
     }
 
