@@ -10,6 +10,17 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::abi;
 
+/// A streaming import's reader as the converter (`perf::Conv`) sees it: asked to read one
+/// more chunk into its queue when a line names a tid no line has shown yet (false at the end
+/// of the trace). The reader is the stream's (`perf script` text, or a perf.data's records);
+/// its owner takes it back by type (`as_any`), once a chunk, so the converter names neither.
+pub(crate) trait ReadAhead: Send {
+    /// Read one more chunk into the queue: false at the end of the trace.
+    fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool;
+    /// The reader itself, for its owner to take back by type.
+    fn as_any(&mut self) -> &mut dyn std::any::Any;
+}
+
 /// The fixed part of a perf line.
 pub(crate) struct Header<'a> {
     pub(crate) pid: u32,

@@ -344,7 +344,7 @@ pub(crate) struct Conv<'a> {
     /// knows every line's; a streaming one reads ahead until the tid asked for is known.
     pub(crate) tgid_of: HashMap<u32, u32>,
     /// A streaming import's reader, asked to read ahead for a tid no line has shown yet.
-    pub(crate) ahead: Option<Box<super::stream::Ahead>>,
+    pub(crate) ahead: Option<Box<dyn ReadAhead>>,
     fd_tables: Vec<FdTable>,
     files: Vec<FileEnt>,
     /// File names given out, with the (dev, ino) they stand for.

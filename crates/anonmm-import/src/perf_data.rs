@@ -30,6 +30,7 @@ use linux_perf_data::linux_perf_event_reader::{
 use linux_perf_data::{PerfFileReader, PerfFileRecord};
 use rustc_hash::FxHashMap as HashMap;
 
+use super::lines::ReadAhead;
 use super::perf::{Conv, Event};
 
 /// The magic at the start of a `perf.data` file (little-endian; `2ELIFREP` big-endian).
@@ -1365,6 +1366,16 @@ impl DataSource {
     }
 }
 
+impl ReadAhead for DataSource {
+    fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
+        DataSource::read_ahead(self, tgid_of)
+    }
+
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
 /// Convert a chunk's records, as [`Conv::line`] converts their lines.
 pub(crate) fn feed(c: &mut Conv<'_>, plans: &[Plan], chunk: &DataChunk) {
     for (k, rec) in chunk.recs.iter().enumerate() {
@@ -1414,15 +1425,19 @@ pub fn import(name: &str, bytes: Vec<u8>) -> Result<(crate::script::Script, supe
         let s = side.lock().map(|s| s.clone()).unwrap_or_default();
         return Err(s.problems.into_iter().next().unwrap_or_else(|| "empty trace".to_string()));
     }
-    c.ahead = Some(Box::new(super::stream::Ahead::Data(Box::new(src))));
+    c.ahead = Some(Box::new(src));
+    // The converter's reader, taken back.
+    fn source(a: &mut Option<Box<dyn ReadAhead>>) -> Option<&mut DataSource> {
+        a.as_deref_mut()?.as_any().downcast_mut()
+    }
     loop {
-        let chunk = match c.ahead.as_deref_mut() {
-            Some(super::stream::Ahead::Data(s)) => s.next(&mut c.tgid_of),
-            _ => None,
+        let chunk = match source(&mut c.ahead) {
+            Some(s) => s.next(&mut c.tgid_of),
+            None => None,
         };
         let Some(chunk) = chunk else { break };
         feed(&mut c, &plans, &chunk);
-        if let Some(super::stream::Ahead::Data(s)) = c.ahead.as_deref_mut() {
+        if let Some(s) = source(&mut c.ahead) {
             s.give_back(chunk);
         }
     }

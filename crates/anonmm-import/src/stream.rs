@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::lines::{Header, Source};
+use crate::lines::{Header, ReadAhead, Source};
 use crate::perf::{Conv, ImportError, ImportReport, ZSTD_MAGIC, looks_like_perf};
 use crate::script::{Script, Step};
 
@@ -217,21 +217,29 @@ fn start(name: String, src: Ahead, tgid_of: HashMap<u32, u32>, hold: usize) -> O
 }
 
 /// What the converter reads from: perf text, or a perf.data's records.
-pub(crate) enum Ahead {
+enum Ahead {
     /// `perf script` text.
     Text(Source),
     /// A `perf.data`.
     Data(Box<super::perf_data::DataSource>),
 }
 
-impl Ahead {
-    /// Read one more chunk into the queue: false at the end of the trace.
-    pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
+impl ReadAhead for Ahead {
+    fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
         match self {
             Ahead::Text(s) => s.read_ahead(tgid_of),
             Ahead::Data(s) => s.read_ahead(tgid_of),
         }
     }
+
+    fn as_any(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+/// The converter's reader, taken back.
+fn ahead(a: &mut Option<Box<dyn ReadAhead>>) -> Option<&mut Ahead> {
+    a.as_deref_mut()?.as_any().downcast_mut()
 }
 
 impl TraceStream {
@@ -314,7 +322,7 @@ fn convert(
         tx.send(batch).is_ok()
     };
     loop {
-        match c.ahead.as_deref_mut() {
+        match ahead(&mut c.ahead) {
             Some(Ahead::Text(s)) => {
                 let Some(chunk) = s.next(&mut c.tgid_of) else { break };
                 c.steps.reserve(chunk.lines.len());
@@ -328,14 +336,14 @@ fn convert(
                     });
                     c.line(chunk.first_line + k, raw, h);
                 }
-                if let Some(Ahead::Text(s)) = c.ahead.as_deref_mut() {
+                if let Some(Ahead::Text(s)) = ahead(&mut c.ahead) {
                     s.give_back(chunk);
                 }
             }
             Some(Ahead::Data(s)) => {
                 let Some(chunk) = s.next(&mut c.tgid_of) else { break };
                 super::perf_data::feed(&mut c, plans.as_deref().map_or(&[], |p| p), &chunk);
-                if let Some(Ahead::Data(s)) = c.ahead.as_deref_mut() {
+                if let Some(Ahead::Data(s)) = ahead(&mut c.ahead) {
                     s.give_back(chunk);
                 }
             }
@@ -348,10 +356,11 @@ fn convert(
         }
     }
     c.finish();
-    let zst_problem = match c.ahead.take().map(|s| *s) {
-        Some(Ahead::Text(s)) => s.problem,
+    let zst_problem = match ahead(&mut c.ahead) {
+        Some(Ahead::Text(s)) => s.problem.take(),
         _ => None,
     };
+    c.ahead = None;
     let n = c.steps.len();
     hand_on(&mut c, n);
     let mut report = c.final_report();
