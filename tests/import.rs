@@ -80,10 +80,7 @@ fn sort_excerpt_highlights() {
         ]
     );
     assert_eq!(
-        s.steps
-            .iter()
-            .take_while(|st| matches!(st.call, Call::MapRecord { .. } | Call::Execve { .. }))
-            .count(),
+        s.steps.iter().take_while(|st| matches!(st.call, Call::MapRecord(..) | Call::Execve { .. })).count(),
         13
     );
     // A file mapping names the openat before it.
@@ -127,7 +124,7 @@ fn python_excerpt_forks_execs_and_mremaps() {
     let calls: Vec<String> = s
         .steps
         .iter()
-        .filter(|st| !matches!(st.call, Call::Touch { .. } | Call::MapRecord { .. }))
+        .filter(|st| !matches!(st.call, Call::Touch { .. } | Call::MapRecord(..)))
         .map(|st| format!("{}: {}", st.line, format_step(st)))
         .collect();
     let want_in_order = [
@@ -151,7 +148,7 @@ fn python_excerpt_forks_execs_and_mremaps() {
     // bash's exec: its records (between enter and exec event) follow it.
     let exec = s.steps.iter().position(|st| st.line == 44).unwrap();
     let recs: Vec<&Step> =
-        s.steps[exec + 1..].iter().take_while(|st| matches!(st.call, Call::MapRecord { .. })).collect();
+        s.steps[exec + 1..].iter().take_while(|st| matches!(st.call, Call::MapRecord(..))).collect();
     assert_eq!(recs.len(), 13);
     assert!(recs.iter().any(|st| st.text.contains("NULL, NULL)")), "the bss //anon record");
     assert_eq!(r.skipped.get("execve failed (ENOENT)"), Some(&9));

@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 use anonmm::import::read_trace;
 use anonmm::replay::{DivClass, ReplayOutcome, replay_script};
 use anonmm::run::RunOptions;
-use anonmm::script::{Call, parse_str};
+use anonmm::script::{Call, RecordedVma, parse_str};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/traces").join(name)
@@ -46,7 +46,12 @@ fn quirks_recording_replays_without_model_divergences() {
         script.steps.iter().any(|s| matches!(&s.call, Call::Openat { path, .. } if path == "/etc/passwd"))
     );
     // No map_record of the temporary stack at STACK_TOP_MAX.
-    assert!(!script.steps.iter().any(|s| matches!(&s.call, Call::MapRecord { addr: 0x7fff_ffff_d000, .. })));
+    assert!(
+        !script
+            .steps
+            .iter()
+            .any(|s| matches!(&s.call, Call::MapRecord(RecordedVma { addr: 0x7fff_ffff_d000, .. })))
+    );
     let o = replay(&script);
     assert!(o.invariant.is_none(), "{:?}", o.invariant);
     // The two brk bases are placement; the pipe's two descriptors cost one `file` row.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::abi::*;
 use crate::mm::System;
-use crate::script::{Call, Expect, Step};
+use crate::script::{Call, Expect, RecordedVma, Step};
 use crate::types::{PAGE_SIZE, Pid, VirtAddr};
 
 /// What a mapped range shows.
@@ -729,8 +729,8 @@ impl RefModel {
                     off += PAGE_SIZE;
                 }
             }
-            Call::VmaRecord { .. } => {}
-            Call::MapRecord { addr, len, .. } => {
+            Call::VmaRecord(..) => {}
+            Call::MapRecord(RecordedVma { addr, len, .. }) => {
                 // Kernel-made mappings of traces: contents unknown, treated as fresh.
                 if let Some(sp) = self.spaces.get_mut(&pid) {
                     let obj = self.next_obj + 1;

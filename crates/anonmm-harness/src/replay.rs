@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::abi::*;
 use crate::errno::{Errno, Signal};
 use crate::mm::{MmId, System};
-use crate::script::{Call, Expect, Step, format_result_for};
+use crate::script::{Call, Expect, RecordedVma, Step, format_result_for};
 use crate::types::{PAGE_SHIFT, PAGE_SIZE, VirtAddr, page_align};
 use crate::vma::VmFlags;
 
@@ -209,7 +209,7 @@ impl ReplayState {
     pub fn before<'s>(&mut self, sys: &mut System, step: &'s Step) -> Plan<'s> {
         self.pending = None;
         let Ok(mm) = sys.vm.mm_of(step.pid) else { return Plan::Run(Cow::Borrowed(step)) };
-        if !matches!(step.call, Call::MapRecord { .. }) && !self.learning_base.is_empty() {
+        if !matches!(step.call, Call::MapRecord(..)) && !self.learning_base.is_empty() {
             self.learning_base.remove(&mm);
         }
         match (&step.call, step.expect) {
@@ -476,7 +476,7 @@ impl ReplayState {
                     self.recorded_ranges.insert(mm, Vec::new());
                 }
             }
-            Call::MapRecord { addr, len, name, .. } => {
+            Call::MapRecord(RecordedVma { addr, len, name, .. }) => {
                 self.learn_mmap_base(sys, step, *addr, *len, name);
                 self.note_range(sys, step, *addr, *len);
             }
@@ -575,7 +575,9 @@ fn show_vma(start: u64, end: u64, prot: u64, shared: bool, pgoff: u64, name: &st
 /// `pid`'s address space: None when they agree on range, protection, sharing, `vm_pgoff` and
 /// file; else (the kernel's, the model's) as `/proc/pid/maps` lines.
 pub fn vma_record_diff(sys: &System, pid: crate::types::Pid, call: &Call) -> Option<(String, String)> {
-    let Call::VmaRecord { addr, len, pgoff, prot, shared, path, name, .. } = call else { return None };
+    let Call::VmaRecord(RecordedVma { addr, len, pgoff, prot, shared, path, name, .. }) = call else {
+        return None;
+    };
     let end = page_align(*len).and_then(|l| addr.checked_add(l)).unwrap_or(u64::MAX);
     let rec_name = path.as_deref().or(name.as_deref()).unwrap_or("");
     let kernel = show_vma(*addr, end, *prot, *shared, *pgoff, rec_name);

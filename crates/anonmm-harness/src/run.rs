@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::errno::Errno;
 use crate::mm::{Config, System};
 use crate::replay::{Plan, ReplayState, count_vmas};
-use crate::script::{Call, Expect, Script, Step, format_result_for};
+use crate::script::{Call, Expect, RecordedVma, Script, Step, format_result_for};
 use crate::snapshot::{StepView, rename, touch_tag};
 use crate::types::{Pid, VirtAddr};
 
@@ -399,7 +399,7 @@ impl<'a> Runner<'a> {
                 format!("process {} does not exist (no fork made it, or it exited)", step.pid.0),
             ));
         }
-        if let Call::VmaRecord { .. } = step.call {
+        if let Call::VmaRecord(..) = step.call {
             // The kernel's VMA after the call before: compared, nothing run.
             match &mut self.replay {
                 Some(r) => r.vma_record(&self.sys, step),
@@ -689,18 +689,19 @@ impl<'a> Runner<'a> {
             Call::UffdioMove { dst, src, len, mode } => {
                 val(sys.sys_uffdio_move(pid, *dst, *src, *len, *mode))
             }
-            Call::VmaRecord { .. } => Expect::Unknown,
-            Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => val(sys.map_record(
-                pid,
-                *addr,
-                *len,
-                *pgoff,
-                *prot,
-                *shared,
-                (*dev, *ino),
-                path.as_deref(),
-                name.as_deref().map(crate::vma::SpecialMapping::from_name),
-            )),
+            Call::VmaRecord(..) => Expect::Unknown,
+            Call::MapRecord(RecordedVma { addr, len, pgoff, prot, shared, dev, ino, path, name }) => val(sys
+                .map_record(
+                    pid,
+                    *addr,
+                    *len,
+                    *pgoff,
+                    *prot,
+                    *shared,
+                    (*dev, *ino),
+                    path.as_deref(),
+                    name.as_deref().map(crate::vma::SpecialMapping::from_name),
+                )),
         })
     }
 }
@@ -758,7 +759,7 @@ fn touched_ranges(
             r.push(span(lo, hi - lo));
         }
         // Nothing of the memory changes.
-        Call::VmaRecord { .. } | Call::Openat { .. } | Call::Close { .. } | Call::Dup { .. } => {}
+        Call::VmaRecord(..) | Call::Openat { .. } | Call::Close { .. } | Call::Dup { .. } => {}
         _ => return None,
     }
     Some(r)

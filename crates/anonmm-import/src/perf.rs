@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::abi;
 use crate::errno::Errno;
 use crate::lines::*;
-use crate::script::{Call, Expect, ParseOptions, Script, Step, format_call, parse_str_with};
+use crate::script::{Call, Expect, ParseOptions, RecordedVma, Script, Step, format_call, parse_str_with};
 use crate::stream::Streamed;
 use crate::types::Pid;
 
@@ -971,9 +971,9 @@ impl<'a> Conv<'a> {
         let (addr, len, pgoff, prot, shared, dev, ino) =
             (rec.addr, rec.len, rec.pgoff >> 12, rec.prot, rec.shared, rec.dev, rec.ino);
         if kernel_vma {
-            Call::VmaRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
+            Call::VmaRecord(RecordedVma { addr, len, pgoff, prot, shared, dev, ino, path, name })
         } else {
-            Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
+            Call::MapRecord(RecordedVma { addr, len, pgoff, prot, shared, dev, ino, path, name })
         }
     }
 

@@ -534,10 +534,7 @@ impl Controller {
                 }
                 self.syscall(step, SYS_brk, &[*addr], None)?
             }
-            Call::MapRecord { .. }
-            | Call::VmaRecord { .. }
-            | Call::Migrate { .. }
-            | Call::MigrateDone { .. } => {
+            Call::MapRecord(..) | Call::VmaRecord(..) | Call::Migrate { .. } | Call::MigrateDone { .. } => {
                 return Err(OracleError::Refused {
                     line: step.line,
                     reason: format!("{} is not supported by the oracle", step.call.name()),

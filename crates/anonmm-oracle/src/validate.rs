@@ -85,13 +85,13 @@ pub(crate) fn validate(script: &Script) -> Result<(), OracleError> {
                     ));
                 }
             }
-            Call::MapRecord { .. } => {
+            Call::MapRecord(..) => {
                 return Err(refuse(
                     step,
                     "map_record is a kernel-made mapping from a trace: it cannot be replayed natively",
                 ));
             }
-            Call::VmaRecord { .. } => {
+            Call::VmaRecord(..) => {
                 return Err(refuse(
                     step,
                     "vma_record is a trace's record of the kernel's VMA: a check of the model",

@@ -281,50 +281,36 @@ pub enum Call {
     /// …), as perf's mmap records show it. Not a syscall: it is installed as is, with
     /// MAP_FIXED semantics. `path` is the file (None for anonymous or a `[special]` name
     /// kept in `name`); records with the same (dev, ino) within one exec share one open file.
-    MapRecord {
-        /// Start (page aligned).
-        addr: u64,
-        /// Length in bytes.
-        len: u64,
-        /// File offset in pages (`vm_pgoff`).
-        pgoff: u64,
-        /// `PROT_*` bits.
-        prot: u64,
-        /// MAP_SHARED (`"s"`) rather than MAP_PRIVATE (`"p"`).
-        shared: bool,
-        /// Device number of the file (with `ino`, its identity within the exec).
-        dev: u64,
-        /// Inode number of the file.
-        ino: u64,
-        /// The mapped file, or None.
-        path: Option<String>,
-        /// A special mapping's name (`[stack]`, `[vdso]`, ...) when there is no file.
-        name: Option<String>,
-    },
+    MapRecord(RecordedVma),
     /// The kernel's own VMA after the call before it, as perf's mmap record shows it
     /// (`perf_event_mmap` at the end of `__mmap_region`, `mprotect_fixup` and
     /// `do_brk_flags`, merges included). Not a syscall and no change: the model's VMA at
-    /// `addr` is compared with it (same fields as [`Call::MapRecord`]).
-    VmaRecord {
-        /// `vm_start`.
-        addr: u64,
-        /// `vm_end - vm_start`.
-        len: u64,
-        /// `vm_pgoff` (pages; for anonymous memory too).
-        pgoff: u64,
-        /// `PROT_*` bits of `vm_flags`.
-        prot: u64,
-        /// VM_MAYSHARE (`"s"`) rather than private (`"p"`).
-        shared: bool,
-        /// Device number of the file.
-        dev: u64,
-        /// Inode number of the file.
-        ino: u64,
-        /// The mapped file's name as the import gives it, or None.
-        path: Option<String>,
-        /// A special mapping's name (`[stack]`, ...) when there is no file.
-        name: Option<String>,
-    },
+    /// `addr` is compared with it.
+    VmaRecord(RecordedVma),
+}
+
+/// A VMA as perf's mmap record shows it (a line of `/proc/PID/maps`): what
+/// [`Call::MapRecord`] installs and what [`Call::VmaRecord`] compares the model's VMA with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedVma {
+    /// `vm_start` (page aligned).
+    pub addr: u64,
+    /// `vm_end - vm_start`, in bytes.
+    pub len: u64,
+    /// `vm_pgoff` (pages; for anonymous memory too).
+    pub pgoff: u64,
+    /// `PROT_*` bits of `vm_flags`.
+    pub prot: u64,
+    /// MAP_SHARED / VM_MAYSHARE (`"s"`) rather than private (`"p"`).
+    pub shared: bool,
+    /// Device number of the file (with `ino`, its identity within the exec).
+    pub dev: u64,
+    /// Inode number of the file.
+    pub ino: u64,
+    /// The mapped file's name as the import gives it, or None.
+    pub path: Option<String>,
+    /// A special mapping's name (`[stack]`, `[vdso]`, ...) when there is no file.
+    pub name: Option<String>,
 }
 
 /// The name of every [`Call`] the script parser builds, as [`Call::name`] gives it (the
@@ -400,8 +386,8 @@ impl Call {
             Call::UffdRegister { .. } => CALL_NAMES[22],
             Call::UffdUnregister { .. } => CALL_NAMES[23],
             Call::UffdioMove { .. } => CALL_NAMES[24],
-            Call::MapRecord { .. } => CALL_NAMES[25],
-            Call::VmaRecord { .. } => CALL_NAMES[26],
+            Call::MapRecord(..) => CALL_NAMES[25],
+            Call::VmaRecord(..) => CALL_NAMES[26],
             Call::Mlock { flags: None, .. } => CALL_NAMES[27],
             Call::Mlock { flags: Some(_), .. } => CALL_NAMES[28],
             Call::Munlock { .. } => CALL_NAMES[29],

@@ -8,7 +8,7 @@
 pub mod ast;
 pub mod parse;
 
-pub use ast::{CALL_NAMES, Call, Expect, Script, Step};
+pub use ast::{CALL_NAMES, Call, Expect, RecordedVma, Script, Step};
 pub use parse::{
     ParseError, ParseOptions, format_call, format_result, format_result_for, format_step, parse_file,
     parse_file_with, parse_str, parse_str_with,

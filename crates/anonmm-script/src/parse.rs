@@ -840,9 +840,9 @@ fn build_call(name: &str, a: &[&str]) -> Result<Call, CallErr> {
             let (dev, ino) = (num(a, 5, "dev")?, num(a, 6, "ino")?);
             let (path, special) = (string(a, 7, "path")?, string(a, 8, "name")?);
             if name == "vma_record" {
-                Call::VmaRecord { addr, len, pgoff, prot, shared, dev, ino, path, name: special }
+                Call::VmaRecord(RecordedVma { addr, len, pgoff, prot, shared, dev, ino, path, name: special })
             } else {
-                Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name: special }
+                Call::MapRecord(RecordedVma { addr, len, pgoff, prot, shared, dev, ino, path, name: special })
             }
         }
         _ => return Err(CallErr::Unknown(name.to_string())),
@@ -1020,8 +1020,8 @@ pub fn format_call(call: &Call) -> String {
         Call::CloneVm { flags } => format!("clone(child_stack=NULL, flags={})", format_clone_flags(*flags)),
         Call::ExitGroup { code } => format!("exit_group({code})"),
         Call::Execve { path } => format!("execve({}, [{}], NULL)", quote(path), quote(path)),
-        Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
-        | Call::VmaRecord { addr, len, pgoff, prot, shared, dev, ino, path, name } => format!(
+        Call::MapRecord(RecordedVma { addr, len, pgoff, prot, shared, dev, ino, path, name })
+        | Call::VmaRecord(RecordedVma { addr, len, pgoff, prot, shared, dev, ino, path, name }) => format!(
             "{}({}, {len}, {pgoff}, {}, {}, {dev:#x}, {ino}, {}, {})",
             call.name(),
             ptr(*addr),
@@ -1422,7 +1422,7 @@ mod tests {
 
     #[test]
     fn map_record_round_trips() {
-        let rec = Call::MapRecord {
+        let rec = Call::MapRecord(RecordedVma {
             addr: 0x5606738c5000,
             len: 0x12000,
             pgoff: 3,
@@ -1432,14 +1432,14 @@ mod tests {
             ino: 247778,
             path: Some("sort".into()),
             name: None,
-        };
+        });
         let text = format_call(&rec);
         assert_eq!(
             text,
             "map_record(0x5606738c5000, 73728, 3, PROT_READ|PROT_EXEC, \"p\", 0xfe00, 247778, \"sort\", NULL)"
         );
         assert_eq!(one(&format!("7 {text} = 0x5606738c5000")).call, rec);
-        let stack = Call::MapRecord {
+        let stack = Call::MapRecord(RecordedVma {
             addr: 0x7ffe5f441000,
             len: 0x21000,
             pgoff: 0x7ffffffde,
@@ -1449,7 +1449,7 @@ mod tests {
             ino: 0,
             path: None,
             name: Some("[stack]".into()),
-        };
+        });
         let text = format_call(&stack);
         assert!(text.contains("\"s\", 0x0, 0, NULL, \"[stack]\")"), "{text}");
         assert_eq!(one(&format!("7 {text}")).call, stack);
@@ -1588,7 +1588,17 @@ mod tests {
                 )
                     .prop_map(
                         |((addr, len, pgoff, prot, shared), (dev, ino, path, name))| {
-                            Call::MapRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
+                            Call::MapRecord(RecordedVma {
+                                addr,
+                                len,
+                                pgoff,
+                                prot,
+                                shared,
+                                dev,
+                                ino,
+                                path,
+                                name,
+                            })
                         }
                     ),
                 (
@@ -1597,7 +1607,17 @@ mod tests {
                 )
                     .prop_map(
                         |((addr, len, pgoff, prot, shared), (dev, ino, path, name))| {
-                            Call::VmaRecord { addr, len, pgoff, prot, shared, dev, ino, path, name }
+                            Call::VmaRecord(RecordedVma {
+                                addr,
+                                len,
+                                pgoff,
+                                prot,
+                                shared,
+                                dev,
+                                ino,
+                                path,
+                                name,
+                            })
                         }
                     ),
             ]
