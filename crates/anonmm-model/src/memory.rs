@@ -354,6 +354,7 @@ impl crate::folio::FolioStore {
     }
 
     /// Release what a cleared PTE of `mm` held.
+    #[inline]
     pub fn drop_pte(
         &mut self,
         swap: &mut crate::swap::SwapDevice,
