@@ -11,8 +11,9 @@ pub mod perf_data;
 mod perf_records;
 pub mod stream;
 
+pub use lines::Streamed;
 pub use perf::{ImportError, ImportReport, parse_perf, read_trace};
-pub use stream::{StreamEnd, Streamed, TraceStream, stream_trace};
+pub use stream::{StreamEnd, TraceStream, stream_trace};
 
 // The lower layers' modules, under the paths the files use (`crate::script::Script`).
 use anonmm_abi::{abi, errno, types};

@@ -9,6 +9,7 @@ use std::io::Read;
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::abi;
+use crate::script::Step;
 
 /// A streaming import's reader as the converter (`perf::Conv`) sees it: asked to read one
 /// more chunk into its queue when a line names a tid no line has shown yet (false at the end
@@ -543,5 +544,82 @@ impl Source {
         self.next_line += lines.len();
         self.queue.push_back(Chunk { text, first_line, lines });
         true
+    }
+}
+
+/// A step as a stream hands it on: a page fault (most of a trace) in 32 bytes, anything
+/// else boxed, so that little memory crosses from the import thread's cache to the
+/// replay's.
+#[derive(Clone, Debug)]
+pub enum Streamed {
+    /// A `touch` step without text or expected result, as the converter makes page faults.
+    Fault {
+        /// The step's line.
+        line: usize,
+        /// Who faulted.
+        pid: crate::types::Pid,
+        /// The touched range.
+        addr: u64,
+        /// Its length.
+        len: u64,
+        /// Whether it was a write.
+        write: bool,
+    },
+    /// Any other step.
+    Step(Box<Step>),
+}
+
+impl Streamed {
+    pub(crate) fn of(s: Step) -> Streamed {
+        match s.call {
+            crate::script::Call::Touch { addr, len, write } if s.text.is_empty() && s.expect.is_none() => {
+                Streamed::Fault { line: s.line, pid: s.pid, addr, len, write }
+            }
+            _ => Streamed::Step(Box::new(s)),
+        }
+    }
+
+    /// The step itself, for a whole import's script.
+    pub(crate) fn into_step(self) -> Step {
+        match self {
+            Streamed::Fault { line, pid, addr, len, write } => Step {
+                line,
+                pid,
+                call: crate::script::Call::Touch { addr, len, write },
+                text: String::new(),
+                expect: None,
+            },
+            Streamed::Step(s) => *s,
+        }
+    }
+
+    /// The step, to edit it; None for a fault, which no later line edits.
+    pub(crate) fn as_step_mut(&mut self) -> Option<&mut Step> {
+        match self {
+            Streamed::Fault { .. } => None,
+            Streamed::Step(s) => Some(s),
+        }
+    }
+
+    /// The step's expected result (a fault has none).
+    pub(crate) fn expect(&self) -> Option<crate::script::Expect> {
+        match self {
+            Streamed::Fault { .. } => None,
+            Streamed::Step(s) => s.expect,
+        }
+    }
+
+    /// The step (made on the spot for a fault).
+    pub fn step(&self) -> std::borrow::Cow<'_, Step> {
+        match self {
+            &Streamed::Fault { line, pid, addr, len, write } => std::borrow::Cow::Owned(Step {
+                line,
+                pid,
+                call: crate::script::Call::Touch { addr, len, write },
+                text: String::new(),
+                expect: None,
+            }),
+            Streamed::Step(s) => std::borrow::Cow::Borrowed(s),
+        }
     }
 }

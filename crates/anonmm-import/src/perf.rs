@@ -32,7 +32,6 @@ use crate::abi;
 use crate::errno::Errno;
 use crate::lines::*;
 use crate::script::{Call, Expect, ParseOptions, RecordedVma, Script, Step, format_call, parse_str_with};
-use crate::stream::Streamed;
 use crate::types::Pid;
 
 /// Why a trace could not be imported at all.

@@ -17,9 +17,9 @@ use std::thread::JoinHandle;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::lines::{Header, ReadAhead, Source};
+use crate::lines::{Header, ReadAhead, Source, Streamed};
 use crate::perf::{Conv, ImportError, ImportReport, ZSTD_MAGIC, looks_like_perf};
-use crate::script::{Script, Step};
+use crate::script::Script;
 
 /// How much text is read, split and converted at a time.
 const CHUNK: usize = 1 << 18;
@@ -64,83 +64,6 @@ enum Inner {
         recycle: Sender<Vec<Streamed>>,
         worker: Option<JoinHandle<StreamEnd>>,
     },
-}
-
-/// A step as a stream hands it on: a page fault (most of a trace) in 32 bytes, anything
-/// else boxed, so that little memory crosses from the import thread's cache to the
-/// replay's.
-#[derive(Clone, Debug)]
-pub enum Streamed {
-    /// A `touch` step without text or expected result, as the converter makes page faults.
-    Fault {
-        /// The step's line.
-        line: usize,
-        /// Who faulted.
-        pid: crate::types::Pid,
-        /// The touched range.
-        addr: u64,
-        /// Its length.
-        len: u64,
-        /// Whether it was a write.
-        write: bool,
-    },
-    /// Any other step.
-    Step(Box<Step>),
-}
-
-impl Streamed {
-    pub(crate) fn of(s: Step) -> Streamed {
-        match s.call {
-            crate::script::Call::Touch { addr, len, write } if s.text.is_empty() && s.expect.is_none() => {
-                Streamed::Fault { line: s.line, pid: s.pid, addr, len, write }
-            }
-            _ => Streamed::Step(Box::new(s)),
-        }
-    }
-
-    /// The step itself, for a whole import's script.
-    pub(crate) fn into_step(self) -> Step {
-        match self {
-            Streamed::Fault { line, pid, addr, len, write } => Step {
-                line,
-                pid,
-                call: crate::script::Call::Touch { addr, len, write },
-                text: String::new(),
-                expect: None,
-            },
-            Streamed::Step(s) => *s,
-        }
-    }
-
-    /// The step, to edit it; None for a fault, which no later line edits.
-    pub(crate) fn as_step_mut(&mut self) -> Option<&mut Step> {
-        match self {
-            Streamed::Fault { .. } => None,
-            Streamed::Step(s) => Some(s),
-        }
-    }
-
-    /// The step's expected result (a fault has none).
-    pub(crate) fn expect(&self) -> Option<crate::script::Expect> {
-        match self {
-            Streamed::Fault { .. } => None,
-            Streamed::Step(s) => s.expect,
-        }
-    }
-
-    /// The step (made on the spot for a fault).
-    pub fn step(&self) -> std::borrow::Cow<'_, Step> {
-        match self {
-            &Streamed::Fault { line, pid, addr, len, write } => std::borrow::Cow::Owned(Step {
-                line,
-                pid,
-                call: crate::script::Call::Touch { addr, len, write },
-                text: String::new(),
-                expect: None,
-            }),
-            Streamed::Step(s) => std::borrow::Cow::Borrowed(s),
-        }
-    }
 }
 
 /// Start importing the trace at `path` (perf text, strace or anonmm script; `.zst` or not).
@@ -387,7 +310,7 @@ pub(crate) mod tests {
         Some((steps, s.finish()))
     }
 
-    pub(crate) fn show(s: &Step) -> String {
+    pub(crate) fn show(s: &crate::script::Step) -> String {
         format!("{} {} {:?} {:?} {}", s.line, s.pid.0, s.call, s.expect, s.text)
     }
 
