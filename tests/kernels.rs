@@ -275,7 +275,24 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.ext4_truncate_up_zeroes_eof);
     assert!(p.smaps_lockonfault_mnemonic);
     assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.uffd_copy_merges);
-    assert!(p.folio_shared_by_mm_ids);
+    assert!(p.folio_shared_by_mm_ids && p.collapse_read_only_ptes);
+}
+
+#[test]
+fn madv_collapse_of_read_only_ptes_from_6_18() {
+    // Line 8: the fork child's MADV_COLLAPSE of the PMD whose only page is COW-shared.
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert_eq!(outcome("collapse_read_only_ptes", k, 8).0, "= -1 EINVAL (Invalid argument)", "{k}");
+        assert_eq!(
+            pages("collapse_read_only_ptes", k, 4),
+            vec![(0x2000_0260_0000, false)],
+            "{k}: nothing collapsed"
+        );
+    }
+    assert_eq!(outcome("collapse_read_only_ptes", Kernel::V6_18, 8).0, "= 0");
+    let child = pages("collapse_read_only_ptes", Kernel::V6_18, 4);
+    assert_eq!(child.len(), 512, "the child maps a whole THP");
+    assert!(child.iter().all(|p| p.1), "its own copy");
 }
 
 #[test]

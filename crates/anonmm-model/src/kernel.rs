@@ -202,6 +202,15 @@ pub struct Profile {
     /// (MADV_FREE) or `page_mapcount(page) != 1` (COLD/PAGEOUT) and stops, which in that
     /// scenario agrees with 6.18, so it keeps the switch on.
     pub folio_shared_by_mm_ids: bool,
+    /// MADV_COLLAPSE (and khugepaged) collapse a PMD whose PTEs are all read-only, e.g. a
+    /// page write-protected for copy-on-write after fork (6.18, b9f85966d1be "mm: enable
+    /// khugepaged anonymous collapse on non-writable regions" and 65b08d362ba5 "mm: drop all
+    /// references of writable and SCAN_PAGE_RO", Dev Jain). Before, `hpage_collapse_scan_pmd`
+    /// gives `SCAN_PAGE_RO` when no PTE is writable: MADV_COLLAPSE goes on to the next PMD
+    /// and ends with EINVAL (`madvise_collapse_errno`), collapsing nothing there (Debian's
+    /// 6.1.192 and 6.12.118 `khugepaged.c`; oracle fuzz --kernel 6.1 seed 80100101,
+    /// tests/kernels/collapse_read_only_ptes.strace).
+    pub collapse_read_only_ptes: bool,
     /// A write fault on a COW-shared page of a large anonymous folio may reuse it when
     /// every reference is a mapping of this mm (`__wp_can_reuse_large_anon_folio`, 6.15,
     /// "mm: CONFIG_NO_PAGE_MAPCOUNT" series). Before (6.12's `wp_can_reuse_anon_folio`:
@@ -307,6 +316,7 @@ pub const V6_18: Profile = Profile {
     wp_reuses_large_anon_folio: true,
     uffd_copy_merges: true,
     folio_shared_by_mm_ids: true,
+    collapse_read_only_ptes: true,
     mprotect_unaccounts_unfaulted: true,
     uffd_merge_pgoff: true,
     huge_zero_wp_thp: true,
@@ -339,6 +349,7 @@ pub const V6_12: Profile = Profile {
     wp_reuses_large_anon_folio: false,
     uffd_copy_merges: false,
     folio_shared_by_mm_ids: false,
+    collapse_read_only_ptes: false,
     ..V6_18
 };
 
@@ -361,6 +372,7 @@ pub const V6_1: Profile = Profile {
     uffd_copy_merges: true,
     // 6.1 asks page_mapcount() of the page at hand, not the first page's.
     folio_shared_by_mm_ids: true,
+    collapse_read_only_ptes: false,
     ..V6_12
 };
 

@@ -22,6 +22,9 @@ enum ScanFail {
     ExceedNonePte,
     /// A guard marker (`SCAN_PTE_NON_PRESENT`): later PMDs are still tried.
     PteNonPresent,
+    /// No writable PTE (`SCAN_PAGE_RO`, before 6.18: `collapse_read_only_ptes` off): later
+    /// PMDs are still tried.
+    PageRo,
 }
 
 impl ScanFail {
@@ -30,9 +33,11 @@ impl ScanFail {
         match self {
             ScanFail::PageCount => Errno::EAGAIN,
             ScanFail::ExceedNonePte => Errno::EBUSY,
-            ScanFail::PmdNull | ScanFail::PmdNone | ScanFail::PageAnon | ScanFail::PteNonPresent => {
-                Errno::EINVAL
-            }
+            ScanFail::PmdNull
+            | ScanFail::PmdNone
+            | ScanFail::PageAnon
+            | ScanFail::PteNonPresent
+            | ScanFail::PageRo => Errno::EINVAL,
         }
     }
 }
@@ -79,9 +84,10 @@ impl System {
             match self.collapse_pmd(mm, vma, VirtAddr(h)) {
                 Ok(()) => {}
                 // Only some results let madvise_collapse go on to the next PMD.
-                Err(f @ (ScanFail::PmdNull | ScanFail::PageCount | ScanFail::PteNonPresent)) => {
-                    last_fail = Some(f)
-                }
+                Err(
+                    f
+                    @ (ScanFail::PmdNull | ScanFail::PageCount | ScanFail::PteNonPresent | ScanFail::PageRo),
+                ) => last_fail = Some(f),
                 Err(f) => return Err(f.errno()),
             }
             h += PMD_SIZE;
@@ -127,7 +133,7 @@ impl System {
         // hpage_collapse_scan_pmd stops at a non-swap entry that is no migration entry (a
         // guard marker) with SCAN_PTE_NON_PRESENT, after checking the pages before it.
         if let Some(i) = ptes.iter().position(|(_, p)| *p == Pte::Guard) {
-            self.mem.collapse_scan_ptes(&ptes[..i])?;
+            self.mem.collapse_scan_ptes(&ptes[..i], false)?;
             return Err(ScanFail::PteNonPresent);
         }
         if ptes.iter().any(|(_, p)| matches!(p, Pte::Swap { .. })) {
@@ -135,7 +141,9 @@ impl System {
             self.not_modelled("MADV_COLLAPSE over swap entries (__collapse_huge_page_swapin)");
             return Ok(());
         }
-        self.mem.collapse_scan_ptes(&ptes)?;
+        // Before 6.18, a PMD without a writable PTE is SCAN_PAGE_RO.
+        let needs_writable = !self.cfg.kernel.profile().collapse_read_only_ptes;
+        self.mem.collapse_scan_ptes(&ptes, needs_writable)?;
         let mut waits: Vec<FolioId> = Vec::new();
         for (_, pte) in &ptes {
             if let Pte::Migration { folio, .. } = *pte
@@ -153,7 +161,7 @@ impl System {
                 }
             }
             ptes = self.vm.mms[mm].pt.ptes_in(h, h.plus(PMD_SIZE));
-            self.mem.collapse_scan_ptes(&ptes)?;
+            self.mem.collapse_scan_ptes(&ptes, needs_writable)?;
         }
         // Copy every page into a new THP; none and zero-page PTEs read as zeroes.
         let new = self.mem.folio_alloc(&mut self.trace, HPAGE_PMD_ORDER);
@@ -187,8 +195,9 @@ impl System {
 
 impl crate::folio::FolioStore {
     /// The per-page checks of `hpage_collapse_scan_pmd` (and `__collapse_huge_page_isolate`)
-    /// on the present PTEs of one PMD.
-    fn collapse_scan_ptes(&self, ptes: &[(VirtAddr, Pte)]) -> Result<(), ScanFail> {
+    /// on the present PTEs of one PMD; `needs_writable`: no writable PTE is `SCAN_PAGE_RO`
+    /// (before 6.18).
+    fn collapse_scan_ptes(&self, ptes: &[(VirtAddr, Pte)], needs_writable: bool) -> Result<(), ScanFail> {
         let mut writable = false;
         for (_, pte) in ptes {
             let Pte::Present { folio, flags, .. } = *pte else { continue };
@@ -205,9 +214,11 @@ impl crate::folio::FolioStore {
             }
             writable |= flags.contains(PteFlags::WRITE);
         }
-        // khugepaged wants a writable PTE; MADV_COLLAPSE does not (the oracle collapses a
-        // range whose only page is write-protected after fork).
-        let _ = writable;
+        // From 6.18 a read-only range collapses too (the oracle collapses a range whose only
+        // page is write-protected after fork).
+        if needs_writable && !writable {
+            return Err(ScanFail::PageRo);
+        }
         Ok(())
     }
 }
