@@ -218,3 +218,26 @@ fn mm_ids_track_two_mms() {
     assert_eq!(sys.mem.folios[thp].mm_id, [None, None]);
     assert!(sys.mem.folio_maybe_mapped_shared(thp), "the bit outlives the mms it was set for");
 }
+
+#[test]
+fn pageout_of_a_lazyfree_pmd_thp_leaves_its_pte_table() {
+    // MADV_FREE of the whole PMD, then MADV_PAGEOUT: the kernel splits the PMD and frees the
+    // pages PTE by PTE, so a later read maps 4 KiB zero pages (tests/regressions/
+    // lazyfree_thp_pageout_leaves_pte_table, seen on 6.1 and 6.18).
+    let sys = run(&format!(
+        "{MMAP_THP}1 touch(0x200000000000, 4096, \"w\") = 0
+1 madvise(0x200000000000, 2097152, MADV_FREE) = 0
+1 madvise(0x200000000000, 2097152, MADV_PAGEOUT) = 0
+"
+    ));
+    assert_eq!(walk(&sys, 1, page(0)), Walk::Pte(Pte::None), "freed, the PTE table kept");
+    let sys = run(&format!(
+        "{MMAP_THP}1 touch(0x200000000000, 4096, \"w\") = 0
+1 madvise(0x200000000000, 2097152, MADV_FREE) = 0
+1 madvise(0x200000000000, 2097152, MADV_PAGEOUT) = 0
+1 touch(0x200000100000, 4096, \"r\") = 0
+"
+    ));
+    assert_eq!(pte_at(&sys, 1, page(256)).0, ZERO_FOLIO, "a 4 KiB zero page, not the huge one");
+    assert_eq!(walk(&sys, 1, page(0)), Walk::Pte(Pte::None));
+}

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use crate::errno::{Errno, KResult};
 use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
 use crate::mm::{MmId, System};
-use crate::pagetable::{Pmd, Pte, PteFlags, SwapEntry, pmd_index};
+use crate::pagetable::{Pmd, Pte, PteFlags, SwapEntry};
 use crate::types::{PAGE_SIZE, PMD_SIZE, VirtAddr};
 use crate::vma::{VmFlags, VmaId};
 
@@ -501,9 +501,9 @@ impl crate::swap::SwapDevice {
 
 impl crate::mm::Vm {
     /// `shrink_folio_list` for a lazily freed folio (MADV_FREE), mapped only at `a` in `mm` by
-    /// a PMD or by PTEs for all its pages: no swap space, no split; `try_to_unmap_one`
-    /// discards it (its `!folio_test_swapbacked` branch, batched over the whole folio, or
-    /// `__discard_anon_folio_pmd_locked` for a PMD) and the mapping becomes none. Written to
+    /// a PMD or by PTEs for all its pages: no swap space, no folio split; `try_to_unmap_one`
+    /// discards it (its `!folio_test_swapbacked` branch, batched over the whole folio; a PMD
+    /// is split first) and the PTEs become none. Written to
     /// since (a dirty PTE or PMD, or `PG_dirty`), it is swap-backed again and stays mapped;
     /// with another reference (a pin) it stays as it is.
     fn discard_lazyfree_folio(
@@ -537,10 +537,12 @@ impl crate::mm::Vm {
             return;
         }
         if pmd.is_some() {
-            // The PMD becomes none and its deposited page table goes.
-            self.mms[mm].pt.pmds.remove(&pmd_index(a));
-            mem.folio_remove_rmap_pmd(trace, folio, mm);
-            return;
+            // TTU_SPLIT_HUGE_PMD: the PMD is split and the pages are discarded PTE by PTE,
+            // so the PTE table stays (a later read maps 4 KiB zero pages). Seen on 6.1 and
+            // on the host's 6.18 alike (vmstat: thp_split_pmd +1, pglazyfreed +512), although
+            // 6.18's unmap_huge_pmd_locked could discard the PMD whole (tests/regressions/
+            // lazyfree_thp_pageout_leaves_pte_table).
+            self.split_huge_pmd(mem, trace, mm, a);
         }
         for i in 0..nr {
             self.mms[mm].pt.set_pte(a.plus(i * PAGE_SIZE), Pte::None);
