@@ -184,18 +184,24 @@ impl crate::folio::FolioStore {
     /// than it has pages, or with its `FOLIO_MM_IDS_SHARED` bit set (maybe mapped by more
     /// than one mm).
     pub fn folio_maybe_mapped_shared(&self, folio: FolioId) -> bool {
+        self.mapped_shared_unless_large(folio).unwrap_or(self.folios[folio].mm_ids_shared)
+    }
+
+    /// The tests `folio_maybe_mapped_shared` and `folio_likely_mapped_shared` share: the
+    /// answer, or None for a large folio that only their last test decides.
+    fn mapped_shared_unless_large(&self, folio: FolioId) -> Option<bool> {
         let f = &self.folios[folio];
         let mapcount = f.mapcount();
         if !f.is_large() {
-            return mapcount > 1;
+            return Some(mapcount > 1);
         }
         if mapcount <= 1 {
-            return false;
+            return Some(false);
         }
         if f.entire_mapcount > 0 || mapcount > f.nr_pages() {
-            return true;
+            return Some(true);
         }
-        f.mm_ids_shared
+        None
     }
 
     /// `folio_likely_mapped_shared` (include/linux/mm.h, before 6.15): as
@@ -205,18 +211,7 @@ impl crate::folio::FolioStore {
     /// partial MADV_DONTNEED after a PTE split) counts as not shared, however many mms map
     /// the rest.
     pub fn folio_likely_mapped_shared(&self, folio: FolioId) -> bool {
-        let f = &self.folios[folio];
-        let mapcount = f.mapcount();
-        if !f.is_large() {
-            return mapcount > 1;
-        }
-        if mapcount <= 1 {
-            return false;
-        }
-        if f.entire_mapcount > 0 || mapcount > f.nr_pages() {
-            return true;
-        }
-        f.page_mapcount(0) > 1
+        self.mapped_shared_unless_large(folio).unwrap_or_else(|| self.folios[folio].page_mapcount(0) > 1)
     }
 
     /// `can_split_folio(folio, 1, &extra_pins)`: every reference is a mapping, or one the

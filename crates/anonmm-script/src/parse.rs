@@ -1535,6 +1535,18 @@ mod tests {
             prop_oneof![any::<String>(), "[a-z/._\\-]{0,12}"]
         }
 
+        /// A VMA as a trace records it, for both record calls.
+        fn recorded_vma() -> impl Strategy<Value = RecordedVma> {
+            let n = any::<u64>;
+            (
+                (n(), n(), n(), n(), any::<bool>()),
+                (n(), n(), proptest::option::of(any_string()), proptest::option::of(any_string())),
+            )
+                .prop_map(|((addr, len, pgoff, prot, shared), (dev, ino, path, name))| {
+                    RecordedVma { addr, len, pgoff, prot, shared, dev, ino, path, name }
+                })
+        }
+
         fn any_call() -> impl Strategy<Value = Call> {
             let n = any::<u64>;
             prop_oneof![
@@ -1582,44 +1594,8 @@ mod tests {
                     len,
                     mode
                 }),
-                (
-                    (n(), n(), n(), n(), any::<bool>()),
-                    (n(), n(), proptest::option::of(any_string()), proptest::option::of(any_string()))
-                )
-                    .prop_map(
-                        |((addr, len, pgoff, prot, shared), (dev, ino, path, name))| {
-                            Call::MapRecord(RecordedVma {
-                                addr,
-                                len,
-                                pgoff,
-                                prot,
-                                shared,
-                                dev,
-                                ino,
-                                path,
-                                name,
-                            })
-                        }
-                    ),
-                (
-                    (n(), n(), n(), n(), any::<bool>()),
-                    (n(), n(), proptest::option::of(any_string()), proptest::option::of(any_string()))
-                )
-                    .prop_map(
-                        |((addr, len, pgoff, prot, shared), (dev, ino, path, name))| {
-                            Call::VmaRecord(RecordedVma {
-                                addr,
-                                len,
-                                pgoff,
-                                prot,
-                                shared,
-                                dev,
-                                ino,
-                                path,
-                                name,
-                            })
-                        }
-                    ),
+                recorded_vma().prop_map(Call::MapRecord),
+                recorded_vma().prop_map(Call::VmaRecord),
             ]
         }
 
