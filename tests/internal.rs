@@ -276,3 +276,19 @@ fn nix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A userfaultfd-registered VMA moves its PTEs one by one (move_normal_pmd refuses it), so the
+/// DONTUNMAP source keeps its empty PTE table; the read fault there takes the PTE path to the
+/// userfaultfd's SIGBUS and prepares no anon_vma (6.12 `--internal` seed 330556). The moved
+/// copy keeps the anon_vma and the THP's pages.
+#[test]
+fn uffd_move_keeps_the_source_pte_table() {
+    for k in [Kernel::V6_1, Kernel::V6_12, Kernel::V6_18] {
+        let p = last("uffd_move_keeps_source_pte_table", k);
+        let v = &p[0].1.vmas;
+        let source = v.iter().find(|m| m.start == 0x2000_0060_0000).expect("the source VMA");
+        assert_eq!((source.anon_vma, source.chains), (None, 0), "{k}");
+        let copy = v.iter().find(|m| m.start == 0x2000_0040_0000).expect("the moved copy");
+        assert!(copy.anon_vma.is_some(), "{k}");
+    }
+}

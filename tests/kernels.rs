@@ -275,7 +275,7 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.ext4_truncate_up_zeroes_eof);
     assert!(p.smaps_lockonfault_mnemonic);
     assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.uffd_copy_merges);
-    assert!(p.folio_shared_by_mm_ids && p.collapse_read_only_ptes);
+    assert!(p.folio_shared_by_mm_ids && p.collapse_read_only_ptes && p.fault_around_checks_i_size);
 }
 
 #[test]
@@ -509,4 +509,51 @@ fn smaps_names_lockonfault_from_6_2() {
     for k in [Kernel::V6_12, Kernel::V6_18] {
         assert!(flags(k).contains("lo lf"), "{k}: {}", flags(k));
     }
+}
+
+/// From 6.12 (74207de2ba10, backported) fault-around whose first cached folio is the file's
+/// last page maps nothing without a PTE table; 6.1 installs the table and maps it, even for a
+/// fault beyond EOF that then raises SIGBUS.
+#[test]
+fn fault_around_maps_the_last_page_before_sigbus_only_on_6_1() {
+    let last = |name, k, pid| {
+        let steps = run(name, k);
+        let s = steps.last().expect("steps");
+        let p = &s.procs[&anonmm::types::Pid(pid)];
+        (s.result.clone(), p.pages.iter().map(|pg| pg.addr).collect::<Vec<_>>())
+    };
+    let cases: [(&str, u32, &[u64]); 4] = [
+        ("fault_around_checks_i_size", 2, &[0x2000_02bc_9000]),
+        ("fault_around_checks_i_size_after_mremap", 4, &[0x2000_006d_2000]),
+        ("fault_around_checks_i_size_after_pin", 1, &[0x2000_01b1_6000, 0x2000_029a_0000]),
+        ("fault_around_checks_i_size_readahead_eof", 1, &[0x2000_0261_0000]),
+    ];
+    for (name, pid, on_6_1) in cases {
+        let (r61, p61) = last(name, Kernel::V6_1, pid);
+        assert_eq!(r61, "= SIGBUS", "{name}");
+        for a in on_6_1 {
+            assert!(p61.contains(a), "{name}: {a:#x} mapped on 6.1");
+        }
+        for k in [Kernel::V6_12, Kernel::V6_18] {
+            let (r, p) = last(name, k, pid);
+            assert_eq!(r, "= SIGBUS", "{name} {k}");
+            assert_eq!(p.len() + 1, p61.len(), "{name} {k}: one page fewer than on 6.1");
+            assert!(!p.contains(on_6_1.last().unwrap()), "{name} {k}");
+        }
+    }
+}
+
+/// Before 6.17 a thread's userfaultfd registration can be undone through another userfaultfd
+/// of the same mm: the page merges back into its VMA. 6.18 answers EINVAL.
+#[test]
+fn unregistering_through_another_userfaultfd_before_6_17() {
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        let (r, v) = outcome("uffd_unregister_same_ctx", k, 10);
+        assert_eq!(r, "= 0", "{k}");
+        assert_eq!(v, vmas(&["200000543000-200000548000"; 2]), "{k}: one VMA, seen by both threads");
+    }
+    let (r, v) = outcome("uffd_unregister_same_ctx", Kernel::V6_18, 10);
+    assert_eq!(r, "= -1 EINVAL (Invalid argument)");
+    let apart = ["200000543000-200000547000", "200000547000-200000548000"];
+    assert_eq!(v, vmas(&[apart, apart].concat()));
 }

@@ -719,7 +719,8 @@ impl System {
     /// `nr` pages of the window from `first` (up to date, not `PG_readahead`, before EOF)
     /// decides `can_map_large`, false for a regular file's folio that reaches the file's last
     /// page ("mm/memory: do not populate page table entries beyond i_size", 6.18, backported
-    /// to the 6.1 and 6.12 stable trees). Then `filemap_map_pmd`, which installs the
+    /// to 6.12.y; not on 6.1, [`Profile::fault_around_checks_i_size`](crate::kernel::Profile),
+    /// whose `filemap_map_pmd` always installs the table). Then `filemap_map_pmd`, which installs the
     /// preallocated PTE table, is skipped, and with no PTE table under the fault
     /// (`pmd_none`) `pte_offset_map_lock` fails: fault-around maps nothing. Shmem is exempt.
     /// Returns whether fault-around goes on to map.
@@ -737,7 +738,7 @@ impl System {
         let shmem = matches!(node.kind, crate::fs::InodeKind::Shmem);
         let next_index = self.mem.folios[f].index.0 + (1u64 << self.mem.folios[f].order);
         // The kernel's file_end is the last page's index: `file_end >= folio_next_index`.
-        let can_map_large = shmem || file_end > next_index;
+        let can_map_large = shmem || file_end > next_index || !self.cfg.kernel.profile().fault_around_checks_i_size;
         can_map_large || matches!(self.vm.mms[mm].pt.pmd(a), Some(Pmd::Table(_)))
     }
 

@@ -299,6 +299,20 @@ pub struct Profile {
     /// December 2022). Before, the bit has no mnemonic and `show_smap_vma_flags` prints `??`
     /// for it (Debian's 6.1.192 in the VM, after mlock2(MLOCK_ONFAULT)).
     pub smaps_lockonfault_mnemonic: bool,
+    /// `filemap_map_pages` maps a regular file's pages around a fault only when the first
+    /// folio it finds ends before the file's last page, or a PTE table is already there
+    /// (`can_map_large`; 6.18, 74207de2ba10 "mm/memory: do not populate page table entries
+    /// beyond i_size", backported to 6.12.y): so a fault beyond EOF whose window holds only
+    /// the last page maps nothing before its SIGBUS. Before (Debian's 6.1.192 lacks the
+    /// backport), `filemap_map_pmd` always installs the preallocated table and the cached
+    /// pages up to EOF are mapped.
+    pub fault_around_checks_i_size: bool,
+    /// `UFFDIO_UNREGISTER` refuses (EINVAL) a VMA registered with another userfaultfd of
+    /// the same mm (6.17, "userfaultfd: prevent unregistering VMAs through a different
+    /// userfaultfd", Tal Zussman; not for stable). Before, `userfaultfd_unregister` clears
+    /// any registration in the range, so a thread's own context unregisters its sibling's
+    /// (oracle fuzz --kernel 6.12 seed 214242).
+    pub uffd_unregister_same_ctx: bool,
 }
 
 /// Linux 6.18: every switch on.
@@ -330,6 +344,8 @@ pub const V6_18: Profile = Profile {
     map_stack_nohugepage: true,
     ext4_truncate_up_zeroes_eof: true,
     smaps_lockonfault_mnemonic: true,
+    fault_around_checks_i_size: true,
+    uffd_unregister_same_ctx: true,
 };
 
 /// Linux 6.12.
@@ -350,6 +366,7 @@ pub const V6_12: Profile = Profile {
     uffd_copy_merges: false,
     folio_shared_by_mm_ids: false,
     collapse_read_only_ptes: false,
+    uffd_unregister_same_ctx: false,
     ..V6_18
 };
 
@@ -366,6 +383,7 @@ pub const V6_1: Profile = Profile {
     map_stack_nohugepage: false,
     ext4_truncate_up_zeroes_eof: false,
     smaps_lockonfault_mnemonic: false,
+    fault_around_checks_i_size: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     // Debian's 6.1.192 merges such a copy, as 6.18 does.

@@ -578,7 +578,11 @@ impl System {
 
     /// `move_page_tables`: move `len` bytes of page tables from `old_addr` to `new_addr`,
     /// realigning both down to a PMD boundary when that lets whole PTE tables move.
-    /// Folios keep their `index` and `mapping`.
+    /// Folios keep their `index` and `mapping`. A VMA registered with userfaultfd without
+    /// `UFFD_FEATURE_EVENT_REMAP` (every registration the executor makes) never moves a
+    /// whole PTE table: `move_normal_pmd` refuses (`vma_has_uffd_without_event_remap`,
+    /// 0cef0bb836e3 "mm: clear uffd-wp PTE/PMD state on mremap()", 6.13, in 6.1.y and
+    /// 6.12.y), so the PTEs move one by one and the source keeps its empty table.
     fn move_page_tables(
         &mut self,
         mm: MmId,
@@ -604,6 +608,7 @@ impl System {
             oa = old_addr.pmd_down();
             na = new_addr.pmd_down();
         }
+        let uffd_supports_move = self.vm.vmas[old].uffd.is_none() && self.vm.vmas[new].uffd.is_none();
         while oa < old_end {
             let extent = (PMD_SIZE - (oa.0 & (PMD_SIZE - 1)))
                 .min(old_end.0 - oa.0)
@@ -624,7 +629,10 @@ impl System {
                     }
                 }
                 Some(Pmd::Table(_)) => {
-                    if extent == PMD_SIZE && !self.vm.mms[mm].pt.pmds.contains_key(&pmd_index(na)) {
+                    if extent == PMD_SIZE
+                        && uffd_supports_move
+                        && !self.vm.mms[mm].pt.pmds.contains_key(&pmd_index(na))
+                    {
                         // move_normal_pmd: the whole PTE table moves.
                         let e = self.vm.mms[mm].pt.pmds.remove(&okey).expect("pmd");
                         if let Pmd::Table(t) = &e {

@@ -172,8 +172,9 @@ impl System {
     }
 
     /// `uffd_unregister(addr, len)`: `userfaultfd_unregister`. Every VMA meeting the range must
-    /// be unregistered or registered with this userfaultfd, and able to take userfaults at all
-    /// (EINVAL otherwise); each registered part is cleared (`userfaultfd_clear_vma`), merging
+    /// be unregistered or registered with this userfaultfd (before 6.17 any userfaultfd of the
+    /// mm will do, [`Profile::uffd_unregister_same_ctx`](crate::kernel::Profile)), and able to
+    /// take userfaults at all (EINVAL otherwise); each registered part is cleared (`userfaultfd_clear_vma`), merging
     /// where it can.
     pub fn sys_uffd_unregister(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
         let mm = self.vm.mm_of(pid)?;
@@ -185,7 +186,9 @@ impl System {
             return Err(Errno::EINVAL);
         }
         for &v in &vmas {
-            if self.vm.vmas[v].uffd.is_some_and(|c| c != ctx) || !self.vma_can_userfault(v) {
+            // A VMA registered with another context (a thread's, here): EINVAL only from 6.17.
+            let other_ctx = self.vm.vmas[v].uffd.is_some_and(|c| c != ctx);
+            if (other_ctx && self.cfg.kernel.profile().uffd_unregister_same_ctx) || !self.vma_can_userfault(v) {
                 return Err(Errno::EINVAL);
             }
         }
