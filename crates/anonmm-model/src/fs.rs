@@ -31,9 +31,16 @@ arena_id!(
 pub struct FdTable {
     /// Open files by descriptor number.
     pub fds: BTreeMap<i64, FileId>,
+    /// Which of descriptors 0, 1 and 2 (bits 0–2) still hold the stdio every process
+    /// starts with. What they are (a terminal, a pipe, /dev/null) is outside the model: close
+    /// frees them and `dup2` over them replaces them, anything else on them is not modelled.
+    pub stdio: u8,
     /// Tasks using the table (`files_struct.count`).
     pub users: u32,
 }
+
+/// Descriptors 0–2 all open: a new process's table.
+pub const STDIO_ALL: u8 = 0b111;
 
 /// What an inode is: a named regular file or an anonymous shmem object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,13 +149,25 @@ impl System {
         }
     }
 
+    /// A call on an inherited stdio descriptor, whose file the model does not know: not
+    /// modelled (the run stops; the error returned is never shown).
+    pub(crate) fn refuse_stdio(&mut self, pid: Pid, fd: i64, call: &str) -> KResult<()> {
+        if self.fs.is_stdio(&self.vm, pid, fd) {
+            self.not_modelled(&format!(
+                "{call} of inherited stdio descriptor {fd} (what it is lies outside the model)"
+            ));
+            return Err(Errno::EBADF);
+        }
+        Ok(())
+    }
+
     /// The open file behind `fd` (EBADF if none; ESRCH for an unknown pid).
     pub fn file_of_fd(&self, pid: Pid, fd: i64) -> KResult<FileId> {
         self.fs.fd_file(&self.vm, pid, fd)
     }
 
-    /// `openat` on the model's flat namespace. Descriptors 0–2 are taken by stdio, as in
-    /// any process, so the first file gets 3.
+    /// `openat` on the model's flat namespace. Descriptors 0–2 hold stdio while open (as
+    /// in any process, so the first file gets 3); a closed one is the lowest free again.
     pub fn sys_openat(&mut self, pid: Pid, path: &str, flags: u64) -> KResult<i64> {
         if !self.vm.procs.contains_key(&pid) {
             return Err(Errno::ESRCH);
@@ -191,7 +210,7 @@ impl System {
         if flags & abi::O_TRUNC != 0 && self.fs.files[file].writable {
             self.truncate_inode(inode, 0);
         }
-        match self.fs.install_fd(&self.vm, pid, file, 3) {
+        match self.fs.install_fd(&self.vm, pid, file, 0) {
             Ok(fd) => Ok(fd),
             Err(e) => {
                 self.fput(file);
@@ -202,23 +221,29 @@ impl System {
 
     /// close(2).
     pub fn sys_close(&mut self, pid: Pid, fd: i64) -> KResult<u64> {
+        if self.fs.is_stdio(&self.vm, pid, fd) {
+            self.fs.clear_stdio(&self.vm, pid, fd);
+            return Ok(0);
+        }
         let file = self.fs.fd_file(&self.vm, pid, fd)?;
         self.fs.fds_mut(&self.vm, pid)?.remove(&fd);
         self.fput(file);
         Ok(0)
     }
 
-    /// dup(2): the lowest free descriptor, sharing the open file; 0–2 are stdio (as for
-    /// `openat`), so at least 3.
+    /// dup(2): the lowest free descriptor (stdio's while open: see `openat`), sharing the
+    /// open file.
     pub fn sys_dup(&mut self, pid: Pid, fd: i64) -> KResult<i64> {
+        self.refuse_stdio(pid, fd, "dup")?;
         let file = self.fs.fd_file(&self.vm, pid, fd)?;
-        let nfd = self.fs.install_fd(&self.vm, pid, file, 3)?;
+        let nfd = self.fs.install_fd(&self.vm, pid, file, 0)?;
         self.fs.files[file].refs += 1;
         Ok(nfd)
     }
 
     /// dup2(2): `new` (below 1024) now names `old`'s open file; a file it named is put first.
     pub fn sys_dup2(&mut self, pid: Pid, old: i64, new: i64) -> KResult<i64> {
+        self.refuse_stdio(pid, old, "dup2")?;
         let file = self.fs.fd_file(&self.vm, pid, old)?;
         if !(0..1024).contains(&new) {
             return Err(Errno::EBADF);
@@ -226,6 +251,8 @@ impl System {
         if old == new {
             return Ok(new);
         }
+        // Over stdio: the inherited file is closed.
+        self.fs.clear_stdio(&self.vm, pid, new);
         if let Ok(prev) = self.fs.fd_file(&self.vm, pid, new) {
             self.fput(prev);
         }
@@ -236,6 +263,7 @@ impl System {
 
     /// ftruncate(2): EINVAL unless the file is open for writing (see [`System::truncate_inode`]).
     pub fn sys_ftruncate(&mut self, pid: Pid, fd: i64, len: u64) -> KResult<u64> {
+        self.refuse_stdio(pid, fd, "ftruncate")?;
         let file = self.fs.fd_file(&self.vm, pid, fd)?;
         if (len as i64) < 0 {
             return Err(Errno::EINVAL);
@@ -412,7 +440,8 @@ impl Fs {
         for &f in fds.values() {
             self.files[f].refs += 1;
         }
-        self.tables.alloc(FdTable { fds, users: 1 })
+        let stdio = self.tables[from].stdio;
+        self.tables.alloc(FdTable { fds, stdio, users: 1 })
     }
 
     /// Open a file read-only for an exec-time mapping, creating it (at least `size` bytes)
@@ -458,10 +487,26 @@ impl crate::fs::Fs {
         self.fds(vm, pid)?.get(&fd).copied().ok_or(Errno::EBADF)
     }
 
+    /// Whether `fd` still holds the process's inherited stdio (see [`FdTable::stdio`]).
+    pub fn is_stdio(&self, vm: &crate::mm::Vm, pid: Pid, fd: i64) -> bool {
+        (0..3).contains(&fd)
+            && vm.procs.get(&pid).is_some_and(|p| self.tables[p.files].stdio & (1 << fd) != 0)
+    }
+
+    fn clear_stdio(&mut self, vm: &crate::mm::Vm, pid: Pid, fd: i64) {
+        if let Some(p) = vm.procs.get(&pid)
+            && (0..3).contains(&fd)
+        {
+            self.tables[p.files].stdio &= !(1u8 << fd);
+        }
+    }
+
+    /// `alloc_fd`: the lowest descriptor from `min` that neither an open file nor stdio holds.
     fn install_fd(&mut self, vm: &crate::mm::Vm, pid: Pid, file: FileId, min: i64) -> KResult<i64> {
+        let stdio = self.tables[vm.procs.get(&pid).ok_or(Errno::ESRCH)?.files].stdio;
         let fds = self.fds_mut(vm, pid)?;
         let mut fd = min;
-        while fds.contains_key(&fd) {
+        while fds.contains_key(&fd) || ((0..3).contains(&fd) && stdio & (1 << fd) != 0) {
             fd += 1;
         }
         if fd >= 1024 {

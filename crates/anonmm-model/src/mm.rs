@@ -319,7 +319,11 @@ impl System {
             return Err(Errno::EEXIST);
         }
         let mm = self.vm.mms.alloc(Mm::new(&self.cfg));
-        let files = self.fs.tables.alloc(crate::fs::FdTable { fds: BTreeMap::new(), users: 1 });
+        let files = self.fs.tables.alloc(crate::fs::FdTable {
+            fds: BTreeMap::new(),
+            stdio: crate::fs::STDIO_ALL,
+            users: 1,
+        });
         self.vm.procs.insert(pid, Process { mm, files, tgid: pid });
         Ok(())
     }

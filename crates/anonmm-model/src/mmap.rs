@@ -175,6 +175,9 @@ impl System {
         if !off.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
+        if flags & MAP_ANONYMOUS == 0 {
+            self.refuse_stdio(pid, fd, "mmap")?;
+        }
         let file = if flags & MAP_ANONYMOUS == 0 { Some(self.file_of_fd(pid, fd)?) } else { None };
         if flags & MAP_HUGETLB != 0 {
             // ksys_mmap_pgoff: MAP_HUGETLB on a file that is not on hugetlbfs is EINVAL.
