@@ -292,3 +292,24 @@ fn uffd_move_keeps_the_source_pte_table() {
         assert!(copy.anon_vma.is_some(), "{k}");
     }
 }
+
+/// 6.1 leaves a paged-out folio in the swap cache, so the child's swap-in maps the old folio
+/// on the root anon_vma (the parent's, where it was first written); 6.12 and 6.18 read a new,
+/// exclusive folio onto the child's own anon_vma (6.1 `--internal` seed 320609).
+#[test]
+fn a_swapped_in_page_keeps_its_old_mapping_only_on_6_1() {
+    let mapping = |k| {
+        let p = last("pageout_frees_written_folio", k);
+        let v = &p.iter().find(|(pid, _)| *pid == 2).expect("the child").1;
+        let own = v.vmas[0].anon_vma.expect("the child's anon_vma");
+        let f = v.folios.iter().find(|f| f.addr == 0x2000_0220_5000).expect("the written page");
+        (f.mapping, MappingName::Anon(own.0), MappingName::Anon(own.1))
+    };
+    let (m, own, root) = mapping(Kernel::V6_1);
+    assert_ne!(own, root);
+    assert_eq!(m, root, "6.1: the old folio, on the root anon_vma");
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        let (m, own, _) = mapping(k);
+        assert_eq!(m, own, "{k}: a new folio on the child's anon_vma");
+    }
+}

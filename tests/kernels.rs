@@ -276,6 +276,8 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert!(p.smaps_lockonfault_mnemonic);
     assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.uffd_copy_merges);
     assert!(p.folio_shared_by_mm_ids && p.collapse_read_only_ptes && p.fault_around_checks_i_size);
+    assert!(p.uffd_unregister_same_ctx && p.mmap_merge_new_range && p.pageout_frees_written_folio);
+    assert!(p.madvise_batches_large_folios && p.seq_readahead_half_async);
 }
 
 #[test]
@@ -556,4 +558,38 @@ fn unregistering_through_another_userfaultfd_before_6_17() {
     assert_eq!(r, "= -1 EINVAL (Invalid argument)");
     let apart = ["200000543000-200000547000", "200000547000-200000548000"];
     assert_eq!(v, vmas(&[apart, apart].concat()));
+}
+
+/// Before 6.12 mmap_region checks next first and then prev with next's anon_vma: an
+/// unfaulted prev refuses a range that joins a faulted next. From 6.12 all three merge.
+#[test]
+fn mmap_joins_only_a_faulted_next_beside_an_unfaulted_prev_before_6_12() {
+    let (r, v) = outcome("mmap_merge_new_range", Kernel::V6_1, 11);
+    assert_eq!(r, "= 0x20000019e000");
+    assert_eq!(v, vmas(&["200000125000-20000019e000", "20000019e000-2000001a5000"]));
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        let (r, v) = outcome("mmap_merge_new_range", k, 11);
+        assert_eq!(r, "= 0x20000019e000", "{k}");
+        assert_eq!(v, vmas(&["200000125000-2000001a5000"]), "{k}");
+    }
+}
+
+/// Before 6.9 MADV_PAGEOUT splits any large folio whose page at hand is mapped once and leaves
+/// the PMD at a shared one: the DONTFORK page of a fork-shared THP is paged out on 6.1 only.
+#[test]
+fn pageout_splits_a_shared_thp_at_its_unshared_page_before_6_9() {
+    let state = |k| {
+        let steps = run("madvise_batches_large_folios", k);
+        let p = &steps.last().expect("steps").procs[&anonmm::types::Pid(1)];
+        let kind = |a: u64| p.pages.iter().find(|pg| pg.addr == a).map(|pg| pg.page);
+        (kind(0x2000_0171_5000), kind(0x2000_0171_6000))
+    };
+    let (dontfork, next) = state(Kernel::V6_1);
+    assert_eq!(dontfork, Some(anonmm::snapshot::PageName::Swap));
+    assert!(matches!(next, Some(anonmm::snapshot::PageName::Page(_))), "the shared pages stay");
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        let (dontfork, next) = state(k);
+        assert!(matches!(dontfork, Some(anonmm::snapshot::PageName::Page(_))), "{k}: left alone");
+        assert!(matches!(next, Some(anonmm::snapshot::PageName::Page(_))), "{k}");
+    }
 }

@@ -738,7 +738,8 @@ impl System {
         let shmem = matches!(node.kind, crate::fs::InodeKind::Shmem);
         let next_index = self.mem.folios[f].index.0 + (1u64 << self.mem.folios[f].order);
         // The kernel's file_end is the last page's index: `file_end >= folio_next_index`.
-        let can_map_large = shmem || file_end > next_index || !self.cfg.kernel.profile().fault_around_checks_i_size;
+        let can_map_large =
+            shmem || file_end > next_index || !self.cfg.kernel.profile().fault_around_checks_i_size;
         can_map_large || matches!(self.vm.mms[mm].pt.pmd(a), Some(Pmd::Table(_)))
     }
 
@@ -767,7 +768,11 @@ impl System {
         // (window start, window end, lookahead): the lookahead decides where PG_readahead
         // goes (`mark = nr_to_read - lookahead_size` once the window is cut at EOF).
         let (start, end, lookahead) = if flags.contains(VmFlags::SEQ_READ) {
-            (index.0, index.0 + ra, ra)
+            // page_cache_sync_ra's initial window: async size = the whole window when it is
+            // the request (mark at its start) before 6.10, half of it since
+            // (Profile::seq_readahead_half_async).
+            let half = self.cfg.kernel.profile().seq_readahead_half_async;
+            (index.0, index.0 + ra, if half { ra / 2 } else { ra })
         } else if exec_forward && flags.contains(VmFlags::EXEC) {
             // Executable memory reads ahead from the fault, within the VMA only
             // (exec_folio_order() is 0 on x86), with no lookahead.

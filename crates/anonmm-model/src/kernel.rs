@@ -313,6 +313,39 @@ pub struct Profile {
     /// any registration in the range, so a thread's own context unregisters its sibling's
     /// (oracle fuzz --kernel 6.12 seed 214242).
     pub uffd_unregister_same_ctx: bool,
+    /// `mmap_region` merges a new range through `vma_merge_new_range` (6.12, "mm: avoid
+    /// using vma_merge() for new VMAs", Lorenzo Stoakes): prev first, and both neighbours
+    /// only when their anon_vmas are compatible. Before (6.1), `mmap_region` checks next
+    /// first and then prev with next's anon_vma (`can_vma_merge_after(prev, ..,
+    /// vma->anon_vma, ..)`): an unfaulted prev refuses a range that joins a faulted next, and
+    /// between two different anon_vmas the range joins next (oracle fuzz --kernel 6.1 seed
+    /// 116394).
+    pub mmap_merge_new_range: bool,
+    /// MADV_PAGEOUT frees a small anonymous folio once it is written to swap: Debian's 6.12
+    /// and the host's 6.18 are seen to (a later swap-in reads a new folio, which takes the
+    /// faulting VMA's anon_vma when exclusive). Debian's 6.1.192 leaves it in the swap cache
+    /// (`shrink_folio_list` finds it under writeback: `goto keep`), so the swap-in maps the old
+    /// folio with its old mapping, the root anon_vma of a page first written before a fork
+    /// (oracle fuzz --kernel 6.1 --internal seed 320609). Seen, not traced to one commit.
+    pub pageout_frees_written_folio: bool,
+    /// MADV_COLD/PAGEOUT and MADV_FREE take a PTE-mapped large folio as a batch
+    /// (`folio_pte_batch`): one the range covers whole is left whole, one it covers in part
+    /// is split unless (likely/maybe) mapped shared, else skipped, and the walk goes on (6.9,
+    /// "mm: madvise: avoid split during MADV_PAGEOUT and MADV_COLD", Barry Song; 6.10,
+    /// "mm/madvise: optimize lazyfreeing with mTHP in madvise_free", Lance Yang). Before
+    /// (6.1), every large folio the walk meets is split when the page at hand (for
+    /// MADV_FREE: its first page, `folio_estimated_sharers`) is mapped once, and otherwise
+    /// the walk leaves the PMD (`break`): a fork-shared THP split by MADV_DONTFORK has its
+    /// unshared page paged out on 6.1 (oracle fuzz --kernel 6.1 seed 119275).
+    pub madvise_batches_large_folios: bool,
+    /// A fault in a `MADV_SEQUENTIAL` file mapping reads ahead with `page_cache_sync_ra`,
+    /// whose initial window (as large as the request) has an async size of half the window
+    /// (6.10, Jan Kara's rework of `page_cache_sync_ra`; Debian's 6.12.118 has it): the
+    /// PG_readahead mark lands half-way, beyond EOF in a small file, so the retried
+    /// fault-around maps the pages read. Before (6.1's `ondemand_readahead`), the async size
+    /// is the whole window and the mark is on the faulting page itself (oracle fuzz seed
+    /// 91008951 on the host).
+    pub seq_readahead_half_async: bool,
 }
 
 /// Linux 6.18: every switch on.
@@ -346,6 +379,10 @@ pub const V6_18: Profile = Profile {
     smaps_lockonfault_mnemonic: true,
     fault_around_checks_i_size: true,
     uffd_unregister_same_ctx: true,
+    mmap_merge_new_range: true,
+    pageout_frees_written_folio: true,
+    madvise_batches_large_folios: true,
+    seq_readahead_half_async: true,
 };
 
 /// Linux 6.12.
@@ -384,6 +421,10 @@ pub const V6_1: Profile = Profile {
     ext4_truncate_up_zeroes_eof: false,
     smaps_lockonfault_mnemonic: false,
     fault_around_checks_i_size: false,
+    mmap_merge_new_range: false,
+    pageout_frees_written_folio: false,
+    madvise_batches_large_folios: false,
+    seq_readahead_half_async: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     // Debian's 6.1.192 merges such a copy, as 6.18 does.

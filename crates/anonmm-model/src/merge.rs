@@ -252,6 +252,25 @@ impl System {
         if pa.is_none() || na.is_none() || pa == na { Ok(()) } else { Err(MergeReason::NomergeIncompatible) }
     }
 
+    /// `mmap_region`'s own checks before 6.12 (`vma_merge_new_range` came with "mm: avoid
+    /// using vma_merge() for new VMAs"): next first, then prev with *next's* anon_vma when
+    /// next will merge (`can_vma_merge_after(prev, vm_flags, vma->anon_vma, ...)`). So an
+    /// unfaulted prev (empty chain, not singular) refuses a range joining a faulted next, and
+    /// with two different anon_vmas the range joins next, not prev.
+    fn mmap_region_merge_checks(&self, vmg: &mut Vmg) -> (Result<(), MergeReason>, Result<(), MergeReason>) {
+        let right = match vmg.next {
+            Some(n) if self.vm.vmas[n].start == vmg.end => self.can_vma_merge_before(vmg),
+            _ => Err(MergeReason::NoNeighbour),
+        };
+        let own = vmg.anon_vma;
+        if right.is_ok() {
+            vmg.anon_vma = self.vm.vmas[vmg.next.expect("next")].anon_vma;
+        }
+        let left = self.can_vma_merge_left(vmg);
+        vmg.anon_vma = own;
+        (left, right)
+    }
+
     /// Remove a VMA absorbed by a merge (`vma_complete` with `anon_vma_merge`).
     fn merge_remove(&mut self, vma: VmaId) {
         self.vm.vma_detach(vma);
@@ -276,12 +295,18 @@ impl System {
             self.trace.log_merge("new_range", vmg, MergeReason::NoNeighbour, MergeReason::NoNeighbour, false);
             return None;
         }
-        let left = self.can_vma_merge_left(vmg);
-        let right = if vmg.just_expand {
-            Err(MergeReason::NomergeJustExpand)
-        } else {
-            self.can_vma_merge_right(vmg, left.is_ok())
-        };
+        let (left, right) =
+            if vmg.caller == MergeCaller::Mmap && !self.cfg.kernel.profile().mmap_merge_new_range {
+                self.mmap_region_merge_checks(vmg)
+            } else {
+                let left = self.can_vma_merge_left(vmg);
+                let right = if vmg.just_expand {
+                    Err(MergeReason::NomergeJustExpand)
+                } else {
+                    self.can_vma_merge_right(vmg, left.is_ok())
+                };
+                (left, right)
+            };
         let (log_start, log_end) = (vmg.start, vmg.end);
         if right.is_ok() {
             let next = vmg.next.expect("next");

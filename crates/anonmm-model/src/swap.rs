@@ -13,10 +13,11 @@
 //! contents written to it (a tag), so no data is ever lost. The swap cache maps a slot to the
 //! folio caching it (`folio->swap`, `PG_swapcache`), which holds one reference for it.
 //!
-//! Reclaim writes the folio out and frees it at once. On the kernel a dirty folio stays in
-//! the swap cache, unmapped, until writeback ends and reclaim comes back for it; nothing
-//! user-visible tells the two apart (a later swap-in maps a folio cached under the slot either
-//! way), so the model takes the short path.
+//! Reclaim writes the folio out and frees it at once, as 6.12 and 6.18 are seen to do (the
+//! write to the oracle's swap file has ended when `shrink_folio_list` looks again). On 6.1
+//! the folio is still under writeback then and stays in the swap cache, unmapped
+//! ([`Profile::pageout_frees_written_folio`](crate::kernel::Profile)): a later swap-in maps
+//! that folio, with its old `mapping` and `index`, where 6.12 and 6.18 read a new one.
 
 use std::collections::BTreeMap;
 
@@ -154,6 +155,16 @@ impl System {
                 continue;
             }
             if self.mem.folios[folio].is_large() {
+                if !self.cfg.kernel.profile().madvise_batches_large_folios {
+                    // 6.1: split any large folio met whose page here is mapped once, and
+                    // look at the PTE again; else (or if the split fails) leave this PMD.
+                    if self.mem.folios[folio].page_mapcount(sub as usize) != 1
+                        || self.split_folio(folio).is_err()
+                    {
+                        break;
+                    }
+                    continue;
+                }
                 nr = self.mem.folio_pte_batch(&self.vm, mm, a, end, folio, sub);
                 if nr < self.mem.folios[folio].nr_pages() {
                     // Split and look at this PTE again, or skip the batch.
@@ -243,6 +254,13 @@ impl System {
         let e = self.mem.folios[folio].swap.expect("in the swap cache");
         if !self.try_to_unmap_one(mm, a, folio, sub, e) {
             // Still mapped: activate_locked keeps it in the swap cache (swap is not full).
+            return;
+        }
+        if !self.cfg.kernel.profile().pageout_frees_written_folio {
+            // 6.1: shrink_folio_list finds the folio still under writeback (`goto keep`), so
+            // it stays in the swap cache, clean once written, mapped nowhere: a swap-in maps
+            // it again with its old mapping and index.
+            self.mem.folios[folio].dirty = false;
             return;
         }
         // pageout() + __remove_mapping.

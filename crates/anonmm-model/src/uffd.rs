@@ -188,7 +188,8 @@ impl System {
         for &v in &vmas {
             // A VMA registered with another context (a thread's, here): EINVAL only from 6.17.
             let other_ctx = self.vm.vmas[v].uffd.is_some_and(|c| c != ctx);
-            if (other_ctx && self.cfg.kernel.profile().uffd_unregister_same_ctx) || !self.vma_can_userfault(v) {
+            if (other_ctx && self.cfg.kernel.profile().uffd_unregister_same_ctx) || !self.vma_can_userfault(v)
+            {
                 return Err(Errno::EINVAL);
             }
         }
