@@ -39,6 +39,13 @@ pub struct FdTable {
     pub users: u32,
 }
 
+impl FdTable {
+    /// Whether `fd` is one of 0–2 and still holds stdio.
+    fn stdio_open(&self, fd: i64) -> bool {
+        (0..3).contains(&fd) && self.stdio & (1 << fd) != 0
+    }
+}
+
 /// Descriptors 0–2 all open: a new process's table.
 pub const STDIO_ALL: u8 = 0b111;
 
@@ -489,8 +496,7 @@ impl crate::fs::Fs {
 
     /// Whether `fd` still holds the process's inherited stdio (see [`FdTable::stdio`]).
     pub fn is_stdio(&self, vm: &crate::mm::Vm, pid: Pid, fd: i64) -> bool {
-        (0..3).contains(&fd)
-            && vm.procs.get(&pid).is_some_and(|p| self.tables[p.files].stdio & (1 << fd) != 0)
+        vm.procs.get(&pid).is_some_and(|p| self.tables[p.files].stdio_open(fd))
     }
 
     fn clear_stdio(&mut self, vm: &crate::mm::Vm, pid: Pid, fd: i64) {
@@ -503,16 +509,15 @@ impl crate::fs::Fs {
 
     /// `alloc_fd`: the lowest descriptor from `min` that neither an open file nor stdio holds.
     fn install_fd(&mut self, vm: &crate::mm::Vm, pid: Pid, file: FileId, min: i64) -> KResult<i64> {
-        let stdio = self.tables[vm.procs.get(&pid).ok_or(Errno::ESRCH)?.files].stdio;
-        let fds = self.fds_mut(vm, pid)?;
+        let table = &mut self.tables[vm.procs.get(&pid).ok_or(Errno::ESRCH)?.files];
         let mut fd = min;
-        while fds.contains_key(&fd) || ((0..3).contains(&fd) && stdio & (1 << fd) != 0) {
+        while table.fds.contains_key(&fd) || table.stdio_open(fd) {
             fd += 1;
         }
         if fd >= 1024 {
             return Err(Errno::EMFILE);
         }
-        fds.insert(fd, file);
+        table.fds.insert(fd, file);
         Ok(fd)
     }
 }

@@ -308,18 +308,18 @@ impl System {
                     self.swap.swap_free(&mut self.mem, &mut self.trace, entry);
                 }
                 Pte::Present { folio, sub, .. } if folio != ZERO_FOLIO => {
-                    if self.mem.folios[folio].is_large()
-                        && !self.cfg.kernel.profile().madvise_batches_large_folios
-                    {
-                        // 6.1: split any large folio met whose first page is mapped once
-                        // (`folio_estimated_sharers`), and look at the PTE again; else (or if
-                        // the split fails) leave this PMD.
-                        if self.mem.folios[folio].page_mapcount(0) != 1 || self.split_folio(folio).is_err() {
-                            break;
-                        }
-                        continue;
-                    }
                     if self.mem.folios[folio].is_large() {
+                        if !self.cfg.kernel.profile().madvise_batches_large_folios {
+                            // 6.1: split any large folio met whose first page is mapped once
+                            // (`folio_estimated_sharers`), and look at the PTE again; else (or
+                            // if the split fails) leave this PMD.
+                            if self.mem.folios[folio].page_mapcount(0) != 1
+                                || self.split_folio(folio).is_err()
+                            {
+                                break;
+                            }
+                            continue;
+                        }
                         nr = self.mem.folio_pte_batch(&self.vm, mm, a, end, folio, sub);
                         if nr < self.mem.folios[folio].nr_pages() {
                             if !self.folio_shared_for_madvise(folio) && self.split_folio(folio).is_ok() {
