@@ -261,7 +261,7 @@ fn madv_dontneed_frees_the_emptied_pte_table_from_6_14() {
 }
 
 #[test]
-fn the_6_18_profile_is_the_default_and_has_every_switch() {
+fn the_6_18_profile_is_the_default_and_has_every_version_switch() {
     assert_eq!(Config::default().kernel, Kernel::V6_18);
     let p = Kernel::V6_18.profile();
     assert!(p.madv_guard && p.uffdio_move && p.mremap_multi_vma && p.mremap_checks_before_unmap);
@@ -276,8 +276,10 @@ fn the_6_18_profile_is_the_default_and_has_every_switch() {
     assert!(p.smaps_lockonfault_mnemonic);
     assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.uffd_copy_merges);
     assert!(p.folio_shared_by_mm_ids && p.collapse_read_only_ptes && p.fault_around_checks_i_size);
-    assert!(p.uffd_unregister_same_ctx && p.mmap_merge_new_range && p.pageout_frees_written_folio);
-    assert!(p.madvise_batches_large_folios && p.seq_readahead_half_async);
+    assert!(p.uffd_unregister_same_ctx && p.mmap_merge_new_range);
+    // A race, not a version: the host's swap write is still running when reclaim looks.
+    assert!(!p.pageout_frees_written_folio);
+    assert!(p.madvise_batches_large_folios && p.seq_readahead_half_async && p.collapse_none_pte_ebusy);
 }
 
 #[test]
@@ -591,5 +593,17 @@ fn pageout_splits_a_shared_thp_at_its_unshared_page_before_6_9() {
         let (dontfork, next) = state(k);
         assert!(matches!(dontfork, Some(anonmm::snapshot::PageName::Page(_))), "{k}: left alone");
         assert!(matches!(next, Some(anonmm::snapshot::PageName::Page(_))), "{k}");
+    }
+}
+
+/// MADV_COLLAPSE of a PMD of none PTEs in a userfaultfd-armed VMA (SCAN_EXCEED_NONE_PTE):
+/// EINVAL on 6.1, EBUSY from 6.12 (`madvise_collapse_errno`).
+#[test]
+fn collapse_of_none_ptes_under_uffd_is_ebusy_after_6_1() {
+    let (r, _) = outcome("collapse_none_pte_ebusy", Kernel::V6_1, 10);
+    assert_eq!(r, "= -1 EINVAL (Invalid argument)");
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        let (r, _) = outcome("collapse_none_pte_ebusy", k, 10);
+        assert_eq!(r, "= -1 EBUSY (Device or resource busy)", "{k}");
     }
 }

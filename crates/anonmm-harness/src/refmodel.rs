@@ -786,6 +786,18 @@ impl RefModel {
             }
         };
         let dontunmap = flags & MREMAP_DONTUNMAP != 0;
+        // A locked VMA that grows is populated there (mremap's `mm_populate` of the new
+        // tail): write faults, so private copies of a writable private file mapping's pages,
+        // whose protection is not followed here.
+        if new_len > old_len
+            && old_len > 0
+            && sp
+                .seg_at(old + old_len - PAGE_SIZE)
+                .is_some_and(|(_, g)| g.locked && matches!(g.back, Backing::FilePrivate { .. }))
+        {
+            self.lost_track.get_or_insert_with(|| "mremap populated a locked private file mapping".into());
+        }
+        let Some(sp) = self.spaces.get_mut(&pid) else { return };
         if old_len == 0 {
             // Duplicating a shared mapping: a second view of the same object.
             if let Some((s, seg)) = sp.seg_at(old) {

@@ -321,12 +321,17 @@ pub struct Profile {
     /// between two different anon_vmas the range joins next (oracle fuzz --kernel 6.1 seed
     /// 116394).
     pub mmap_merge_new_range: bool,
-    /// MADV_PAGEOUT frees a small anonymous folio once it is written to swap: Debian's 6.12
-    /// and the host's 6.18 are seen to (a later swap-in reads a new folio, which takes the
-    /// faulting VMA's anon_vma when exclusive). Debian's 6.1.192 leaves it in the swap cache
-    /// (`shrink_folio_list` finds it under writeback: `goto keep`), so the swap-in maps the old
-    /// folio with its old mapping, the root anon_vma of a page first written before a fork
-    /// (oracle fuzz --kernel 6.1 --internal seed 320609). Seen, not traced to one commit.
+    /// MADV_PAGEOUT frees a small anonymous folio once it is written to swap. Whether it does
+    /// is a race, not a version: `pageout` starts the write and `shrink_folio_list` frees the
+    /// folio only if the write has ended by the time it looks (else `goto keep`: the folio
+    /// stays in the swap cache, unmapped). So the switch follows each kernel's oracle
+    /// machine. Debian's 6.12 in the VM is seen to free it (a later swap-in reads a new
+    /// folio, which takes the faulting VMA's anon_vma when exclusive); Debian's 6.1.192 in
+    /// the same VM keeps it (oracle fuzz --kernel 6.1 --internal seed 320609), and so does
+    /// the host's 6.18 (its `/proc/kpageflags` shows the folio still `SWAPCACHE`, often
+    /// `WRITEBACK`, after the call; host seed 91019609). A kept folio swapped in is mapped
+    /// again with `folio_add_anon_rmap_ptes`, which mlocks it in a `VM_LOCKED` VMA, and with
+    /// its old mapping (the root anon_vma of a page first written before a fork).
     pub pageout_frees_written_folio: bool,
     /// MADV_COLD/PAGEOUT and MADV_FREE take a PTE-mapped large folio as a batch
     /// (`folio_pte_batch`): one the range covers whole is left whole, one it covers in part
@@ -346,9 +351,15 @@ pub struct Profile {
     /// is the whole window and the mark is on the faulting page itself (oracle fuzz seed
     /// 91008951 on the host).
     pub seq_readahead_half_async: bool,
+    /// MADV_COLLAPSE answers EBUSY for `SCAN_EXCEED_NONE_PTE` (`madvise_collapse_errno` in
+    /// Debian's 6.12.118): with a userfaultfd armed, a none or zero-page PTE in the PMD.
+    /// Debian's 6.1.192 has no case for it and answers EINVAL (oracle fuzz --kernel 6.1
+    /// --internal seed 323878, tests/kernels/collapse_none_pte_ebusy.strace).
+    pub collapse_none_pte_ebusy: bool,
 }
 
-/// Linux 6.18: every switch on.
+/// Linux 6.18: every version switch on (`pageout_frees_written_folio`, a race that follows
+/// the oracle machine, is off on the host).
 pub const V6_18: Profile = Profile {
     madv_guard: true,
     uffdio_move: true,
@@ -380,9 +391,11 @@ pub const V6_18: Profile = Profile {
     fault_around_checks_i_size: true,
     uffd_unregister_same_ctx: true,
     mmap_merge_new_range: true,
-    pageout_frees_written_folio: true,
+    // The host's swap write is still running when shrink_folio_list looks.
+    pageout_frees_written_folio: false,
     madvise_batches_large_folios: true,
     seq_readahead_half_async: true,
+    collapse_none_pte_ebusy: true,
 };
 
 /// Linux 6.12.
@@ -404,6 +417,8 @@ pub const V6_12: Profile = Profile {
     folio_shared_by_mm_ids: false,
     collapse_read_only_ptes: false,
     uffd_unregister_same_ctx: false,
+    // The VM's swap write has ended by then.
+    pageout_frees_written_folio: true,
     ..V6_18
 };
 
@@ -425,6 +440,7 @@ pub const V6_1: Profile = Profile {
     pageout_frees_written_folio: false,
     madvise_batches_large_folios: false,
     seq_readahead_half_async: false,
+    collapse_none_pte_ebusy: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     // Debian's 6.1.192 merges such a copy, as 6.18 does.

@@ -28,12 +28,13 @@ enum ScanFail {
 }
 
 impl ScanFail {
-    /// `madvise_collapse_errno`.
-    fn errno(self) -> Errno {
+    /// `madvise_collapse_errno`; `none_pte_ebusy`: the profile's `collapse_none_pte_ebusy`.
+    fn errno(self, none_pte_ebusy: bool) -> Errno {
         match self {
             ScanFail::PageCount => Errno::EAGAIN,
-            ScanFail::ExceedNonePte => Errno::EBUSY,
-            ScanFail::PmdNull
+            ScanFail::ExceedNonePte if none_pte_ebusy => Errno::EBUSY,
+            ScanFail::ExceedNonePte
+            | ScanFail::PmdNull
             | ScanFail::PmdNone
             | ScanFail::PageAnon
             | ScanFail::PteNonPresent
@@ -78,6 +79,7 @@ impl System {
             self.not_modelled("MADV_COLLAPSE of a whole PMD of shared memory (collapse_file)");
             return Ok(());
         }
+        let none_pte_ebusy = self.cfg.kernel.profile().collapse_none_pte_ebusy;
         let mut last_fail = None;
         let mut h = hstart;
         while h < hend {
@@ -88,13 +90,13 @@ impl System {
                     f
                     @ (ScanFail::PmdNull | ScanFail::PageCount | ScanFail::PteNonPresent | ScanFail::PageRo),
                 ) => last_fail = Some(f),
-                Err(f) => return Err(f.errno()),
+                Err(f) => return Err(f.errno(none_pte_ebusy)),
             }
             h += PMD_SIZE;
         }
         match last_fail {
             None => Ok(()),
-            Some(f) => Err(f.errno()),
+            Some(f) => Err(f.errno(none_pte_ebusy)),
         }
     }
 
