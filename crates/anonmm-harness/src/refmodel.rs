@@ -35,7 +35,9 @@ struct Seg {
     wipe: bool,
     /// MAP_GROWSDOWN: a successful touch just below grows it down.
     growsdown: bool,
-    /// MAP_LOCKED (`VM_LOCKED`): mprotect making it writable populates it, write-faulting.
+    /// `VM_LOCKED` without `VM_LOCKONFAULT` (MAP_LOCKED, mlock, mlockall without ONFAULT):
+    /// mprotect making it writable, or mremap growing it, populates it, write-faulting
+    /// (`populate_vma_page_range` does nothing for `VM_LOCKONFAULT`).
     locked: bool,
 }
 
@@ -60,6 +62,9 @@ struct Space {
     brk: u64,
     /// `mlockall(MCL_FUTURE)` (without MCL_ONFAULT): new mappings are locked and populated.
     def_locked: bool,
+    /// `mlockall(MCL_FUTURE | MCL_ONFAULT)`: new mappings are `VM_LOCKONFAULT`, which no
+    /// populate touches (MAP_LOCKED and MAP_POPULATE included).
+    def_onfault: bool,
 }
 
 /// The reference model: every process's mapped ranges and the contents written through
@@ -316,9 +321,14 @@ impl RefModel {
                 if def_locked && let Some(s) = self.spaces.get_mut(&pid).and_then(|sp| sp.segs.get_mut(&a)) {
                     s.locked = true;
                 }
-                let populate = flags & MAP_LOCKED != 0
-                    || def_locked
-                    || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
+                let def_onfault = self.spaces.get(&pid).is_some_and(|sp| sp.def_onfault);
+                if def_onfault && let Some(s) = self.spaces.get_mut(&pid).and_then(|sp| sp.segs.get_mut(&a)) {
+                    s.locked = false;
+                }
+                let populate = !def_onfault
+                    && (flags & MAP_LOCKED != 0
+                        || def_locked
+                        || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE);
                 if populate && prot & PROT_WRITE != 0 && matches!(back, Backing::FilePrivate { .. }) {
                     self.cow_copies(pid, a, end);
                 }
@@ -364,6 +374,7 @@ impl RefModel {
                     Call::Mlockall { flags } => {
                         if let Some(sp) = self.spaces.get_mut(&pid) {
                             sp.def_locked = flags & (MCL_FUTURE | MCL_ONFAULT) == MCL_FUTURE;
+                            sp.def_onfault = flags & (MCL_FUTURE | MCL_ONFAULT) == MCL_FUTURE | MCL_ONFAULT;
                         }
                         let current = flags & MCL_CURRENT != 0;
                         (0, u64::MAX, current.then_some(flags & MCL_ONFAULT == 0))
@@ -371,6 +382,7 @@ impl RefModel {
                     _ => {
                         if let Some(sp) = self.spaces.get_mut(&pid) {
                             sp.def_locked = false;
+                            sp.def_onfault = false;
                         }
                         (0, u64::MAX, None)
                     }
@@ -381,7 +393,7 @@ impl RefModel {
                     sp.split_at(start);
                     sp.split_at(end);
                     for (_, g) in sp.segs.range_mut(start..end) {
-                        g.locked = lock.is_some();
+                        g.locked = lock == Some(true);
                     }
                 }
                 if lock == Some(true)
