@@ -314,3 +314,20 @@ fn a_swapped_in_page_keeps_its_old_mapping_unless_the_write_ended() {
     let (m, own, _) = mapping(Kernel::V6_12);
     assert_eq!(m, own, "6.12: a new folio on the child's anon_vma");
 }
+
+/// A populate write-faults a fork-shared, PTE-mapped THP page by page: 6.1 copies every page
+/// but the last, which it reuses in the THP (refcount 1); 6.12 copies all 512; 6.18 reuses
+/// the THP at the first write (6.1 `--internal` seed 325140).
+#[test]
+fn the_last_page_of_a_cow_shared_thp_is_reused_only_on_6_1() {
+    let orders = |k| {
+        let p = last("wp_reuses_last_page_of_large_folio", k);
+        let f = &p[0].1.folios;
+        assert_eq!(f.len(), 512, "{k}");
+        let large: Vec<u64> = f.iter().filter(|f| f.order == 9).map(|f| f.addr).collect();
+        large
+    };
+    assert_eq!(orders(Kernel::V6_1), vec![0x2000_00bf_f000], "6.1: the last page only");
+    assert!(orders(Kernel::V6_12).is_empty(), "6.12: all copied");
+    assert_eq!(orders(Kernel::V6_18).len(), 512, "6.18: the THP reused whole");
+}

@@ -558,6 +558,10 @@ impl System {
 
     /// `wp_can_reuse_anon_folio`: our mapping holds the only reference.
     ///
+    /// 6.1's `do_wp_page` asks the same of a page of a large folio (`page_count` is the
+    /// folio's refcount): the last mapped page of a THP is reused, and `page_move_anon_rmap`
+    /// moves the folio to the faulting VMA's anon_vma (`wp_reuse_refuses_large_folio` off).
+    ///
     /// A large folio goes through `__wp_can_reuse_large_anon_folio`, which (in 6.18) only
     /// answers and leaves `folio->mapping` alone: no `folio_move_anon_rmap`. The folio may
     /// be PTE-mapped by several VMAs of this mm with different anon_vmas (split by
@@ -565,9 +569,10 @@ impl System {
     /// the faulting VMA's anon_vma would hide the other mappings from rmap.
     fn wp_can_reuse_anon_folio(&mut self, folio: FolioId, vma: VmaId) -> bool {
         let f = &self.mem.folios[folio];
-        if f.is_large() {
-            // 6.12 and before never reuse a page of a large folio.
-            if !self.cfg.kernel.profile().wp_reuses_large_anon_folio {
+        let p = self.cfg.kernel.profile();
+        if f.is_large() && p.wp_reuse_refuses_large_folio {
+            // 6.12 never reuses a page of a large folio.
+            if !p.wp_reuses_large_anon_folio {
                 return false;
             }
             // __wp_can_reuse_large_anon_folio (6.15+): all references are mappings, all in

@@ -217,6 +217,16 @@ pub struct Profile {
     /// "let's just consistently not reuse subpages"), the page is always copied into a new
     /// small folio; seen by the internal-state oracle (tests/kernels/wp_large_folio_copy.strace).
     pub wp_reuses_large_anon_folio: bool,
+    /// `wp_can_reuse_anon_folio` treats a large folio apart (6.12: never reuse a subpage;
+    /// 6.15+: `__wp_can_reuse_large_anon_folio`). Debian's 6.1.192 `do_wp_page` has no such
+    /// case: a page of a large folio is reused as a small one is, when `page_count` (the
+    /// folio's refcount) is 1, i.e. when this PTE is the folio's last mapping, and
+    /// `page_move_anon_rmap` moves the folio to the faulting VMA's anon_vma. So a populate
+    /// that write-faults a fork-shared, PTE-mapped THP copies all its pages but the last,
+    /// which keeps the THP (oracle fuzz --kernel 6.1 --internal seed 325140,
+    /// tests/internal/wp_reuses_last_page_of_large_folio.strace). Between 6.1 and 6.12; not
+    /// traced to one commit.
+    pub wp_reuse_refuses_large_folio: bool,
     /// mprotect drops `VM_ACCOUNT` (and its commit charge) when it makes an unfaulted
     /// anonymous VMA unwritable (6.7, "mm/mprotect: allow unfaulted VMAs to be unaccounted
     /// on mprotect()", in mm-stable-2023-11-01). Before, the flag stays, so such a range no longer merges with a
@@ -396,6 +406,7 @@ pub const V6_18: Profile = Profile {
     madvise_batches_large_folios: true,
     seq_readahead_half_async: true,
     collapse_none_pte_ebusy: true,
+    wp_reuse_refuses_large_folio: true,
 };
 
 /// Linux 6.12.
@@ -441,6 +452,7 @@ pub const V6_1: Profile = Profile {
     madvise_batches_large_folios: false,
     seq_readahead_half_async: false,
     collapse_none_pte_ebusy: false,
+    wp_reuse_refuses_large_folio: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     // Debian's 6.1.192 merges such a copy, as 6.18 does.
