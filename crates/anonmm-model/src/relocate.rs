@@ -365,7 +365,7 @@ impl System {
             }
         }
         self.trace.stats.policy.relocations_attempted += 1;
-        if shared_vma == SharedVma::Refuse && self.vma_maybe_has_shared_anon_folios(vma) {
+        if shared_vma == SharedVma::Refuse && self.vm.vma_maybe_has_shared_anon_folios(&self.rmap, vma) {
             self.trace.stats.policy.refuse(RelocReason::Shared);
             if must {
                 return Err(Errno::EFAULT);
@@ -373,18 +373,6 @@ impl System {
             return Ok(None);
         }
         Ok(Some(RelocPlan { must }))
-    }
-
-    /// `vma_maybe_has_shared_anon_folios` (the 2025 series): the VMA had unCoW'd parents
-    /// (more than one anon_vma_chain) or its anon_vma has forked children.
-    pub fn vma_maybe_has_shared_anon_folios(&self, vma: VmaId) -> bool {
-        let Some(av) = self.vm.vmas[vma].anon_vma else { return false };
-        if self.vm.vma_is_fork_child(Some(vma)) {
-            return true;
-        }
-        let a = &self.rmap.anon_vmas[av];
-        let expected = u32::from(a.root == av);
-        a.num_children > expected
     }
 
     /// `copy_vma_and_data` with relocation: the destination VMA (the design's choice,
@@ -577,6 +565,20 @@ impl System {
                 self.trace.stats.policy.migrations_waited += 1;
             }
         }
+    }
+}
+
+impl crate::mm::Vm {
+    /// `vma_maybe_has_shared_anon_folios` (the 2025 series): the VMA had unCoW'd parents
+    /// (more than one anon_vma_chain) or its anon_vma has forked children.
+    pub fn vma_maybe_has_shared_anon_folios(&self, rmap: &crate::rmap::Rmap, vma: VmaId) -> bool {
+        let Some(av) = self.vmas[vma].anon_vma else { return false };
+        if self.vma_is_fork_child(Some(vma)) {
+            return true;
+        }
+        let a = &rmap.anon_vmas[av];
+        let expected = u32::from(a.root == av);
+        a.num_children > expected
     }
 }
 
