@@ -423,7 +423,7 @@ impl System {
                     }
                     return true;
                 }
-                let inode = self.vma_inode(vma);
+                let inode = self.fs.vma_inode(&self.vm, vma);
                 let index = self.vm.vmas[vma].linear_page_index(a);
                 if self.fs.inodes[inode].cache.contains_key(&index.0) {
                     return false;
@@ -437,24 +437,9 @@ impl System {
         }
     }
 
-    /// Whether the VMA's `vm_page_prot` is writable: a shared writable mapping that needs no
-    /// write notification (`vma_wants_writenotify`: no `page_mkwrite`, as for shmem and
-    /// shared anonymous memory, unlike ext4 files; not registered for userfaultfd-wp). Its
-    /// PTEs are writable as soon as they are made, clean until written (`set_pte_range`
-    /// builds them from `vm_page_prot`; a read fault does not make them dirty).
-    pub(crate) fn shared_prot_writable(&self, vma: VmaId) -> bool {
-        let v = &self.vm.vmas[vma];
-        if !v.flags.contains(VmFlags::SHARED | VmFlags::WRITE) || v.flags.contains(VmFlags::UFFD_WP) {
-            return false;
-        }
-        v.file.is_none_or(|f| {
-            !matches!(self.fs.inodes[self.fs.files[f].inode].kind, crate::fs::InodeKind::Regular { .. })
-        })
-    }
-
     /// The PTE flags of a page a read fault (or fault-around) maps in a file or shmem VMA.
     fn read_fault_pte_flags(&self, vma: VmaId) -> PteFlags {
-        if self.shared_prot_writable(vma) {
+        if self.vm.shared_prot_writable(&self.fs, vma) {
             PteFlags::ACCESSED | PteFlags::WRITE
         } else if self.vm.vmas[vma].flags.contains(VmFlags::SHARED) {
             self.vm.new_pte_flags(vma, false)
@@ -624,10 +609,6 @@ impl System {
         f
     }
 
-    fn vma_inode(&self, vma: VmaId) -> InodeId {
-        self.fs.files[self.vm.vmas[vma].file.expect("file vma")].inode
-    }
-
     /// `do_fault` for a missing page of a file or shmem mapping: `do_read_fault`,
     /// `do_cow_fault` or `do_shared_fault`. False for SIGBUS (a page beyond EOF).
     fn do_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) -> bool {
@@ -643,7 +624,7 @@ impl System {
     /// Whether `a` of a file VMA lies beyond EOF: `filemap_fault` (and `shmem_get_folio_gfp`)
     /// returns `VM_FAULT_SIGBUS` there, before any read-ahead.
     fn beyond_eof(&self, vma: VmaId, a: VirtAddr) -> bool {
-        let inode = self.vma_inode(vma);
+        let inode = self.fs.vma_inode(&self.vm, vma);
         self.vm.vmas[vma].linear_page_index(a).0 >= self.fs.size_pages(inode)
     }
 
@@ -653,7 +634,7 @@ impl System {
     /// as `VM_FAULT_RETRY` does, so the retry's fault-around maps the pages just read. A page
     /// cached but not up to date (see [`System::truncate_inode`]) is read by the fault.
     fn do_read_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
-        let inode = self.vma_inode(vma);
+        let inode = self.fs.vma_inode(&self.vm, vma);
         let index = self.vm.vmas[vma].linear_page_index(a);
         if self.vm.should_fault_around(vma) {
             self.fault_around(mm, vma, a);
@@ -683,7 +664,7 @@ impl System {
     /// `do_fault_around`: map the pages already cached in the 16-page window around `a`,
     /// inside the VMA, the PTE table and the file.
     fn fault_around(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) {
-        let inode = self.vma_inode(vma);
+        let inode = self.fs.vma_inode(&self.vm, vma);
         let (vstart, vpages, vpgoff) = {
             let v = &self.vm.vmas[vma];
             (v.start, v.pages(), v.pgoff)
@@ -751,7 +732,7 @@ impl System {
     /// `do_sync_mmap_readahead` for a regular file: read the window around `index` into the
     /// page cache (holes read as zeroes). Shmem has no read-ahead. Returns whether it read.
     fn mmap_readahead(&mut self, vma: VmaId, index: PgOff) -> bool {
-        let inode = self.vma_inode(vma);
+        let inode = self.fs.vma_inode(&self.vm, vma);
         if !matches!(self.fs.inodes[inode].kind, crate::fs::InodeKind::Regular { .. }) {
             return false;
         }
@@ -847,7 +828,7 @@ impl System {
             return;
         }
         self.mem.folios[folio].readahead = false;
-        let inode = self.vma_inode(vma);
+        let inode = self.fs.vma_inode(&self.vm, vma);
         let next = self.vm.vmas[vma].file.and_then(|f| self.fs.files[f].ra).map(|(s, n, _)| s + n);
         if next.is_some_and(|n| n < self.fs.size_pages(inode)) {
             self.not_modelled("asynchronous read-ahead (large page-cache folios)");
@@ -858,7 +839,7 @@ impl System {
     /// around first on a cache miss (`do_sync_mmap_readahead`), and the next window started
     /// if it is the PG_readahead one (`do_async_mmap_readahead`).
     fn filemap_fault(&mut self, vma: VmaId, a: VirtAddr) -> FolioId {
-        let inode = self.vma_inode(vma);
+        let inode = self.fs.vma_inode(&self.vm, vma);
         let index = self.vm.vmas[vma].linear_page_index(a);
         if !self.fs.inodes[inode].cache.contains_key(&index.0) {
             self.mmap_readahead(vma, index);
@@ -995,6 +976,21 @@ fn wp_reuse(page: &mut PageState, flags: &mut PteFlags, stats: &mut Stats) {
 }
 
 impl crate::mm::Vm {
+    /// Whether the VMA's `vm_page_prot` is writable: a shared writable mapping that needs no
+    /// write notification (`vma_wants_writenotify`: no `page_mkwrite`, as for shmem and
+    /// shared anonymous memory, unlike ext4 files; not registered for userfaultfd-wp). Its
+    /// PTEs are writable as soon as they are made, clean until written (`set_pte_range`
+    /// builds them from `vm_page_prot`; a read fault does not make them dirty).
+    pub(crate) fn shared_prot_writable(&self, fs: &crate::fs::Fs, vma: VmaId) -> bool {
+        let v = &self.vmas[vma];
+        if !v.flags.contains(VmFlags::SHARED | VmFlags::WRITE) || v.flags.contains(VmFlags::UFFD_WP) {
+            return false;
+        }
+        v.file.is_none_or(|f| {
+            !matches!(fs.inodes[fs.files[f].inode].kind, crate::fs::InodeKind::Regular { .. })
+        })
+    }
+
     /// x86 `access_error`: the VMA's permissions, and the protection key.
     fn access_error_vma(&self, vma: VmaId, write: bool) -> Option<Signal> {
         let v = &self.vmas[vma];
@@ -1117,5 +1113,12 @@ impl crate::rmap::Rmap {
             }
         }
         false
+    }
+}
+
+impl crate::fs::Fs {
+    /// `file_inode(vma->vm_file)` of a file or shmem VMA.
+    fn vma_inode(&self, vm: &crate::mm::Vm, vma: VmaId) -> InodeId {
+        self.files[vm.vmas[vma].file.expect("file vma")].inode
     }
 }

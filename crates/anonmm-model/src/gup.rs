@@ -73,7 +73,7 @@ impl System {
             a = a.plus(PAGE_SIZE);
         }
         if !self.cfg.kernel.profile().gup_longterm_file_check
-            && let Err(e) = self.io_pin_pages_file_check(mm, start, end)
+            && let Err(e) = self.vm.io_pin_pages_file_check(&self.fs, mm, start, end)
         {
             for f in pinned {
                 self.mem.unpin_folio(&mut self.swap, &mut self.trace, f);
@@ -82,28 +82,6 @@ impl System {
         }
         self.gup.pins.entry(pid).or_default().push(Pin { addr, len, folios: pinned });
         Ok(0)
-    }
-
-    /// `io_pin_pages` before 6.5: once every page is pinned, io_uring refuses a buffer whose
-    /// pages are not all in VMAs of the same file (EINVAL) or that is file-backed but not
-    /// shmem (EOPNOTSUPP), and unpins it.
-    fn io_pin_pages_file_check(&self, mm: crate::mm::MmId, start: VirtAddr, end: u64) -> Result<(), Errno> {
-        let file_of = |a: VirtAddr| self.vm.mms[mm].vma_lookup(a).and_then(|v| self.vm.vmas[v].file);
-        let first = file_of(start);
-        let mut a = start;
-        while a.0 < end {
-            let file = file_of(a);
-            if file != first {
-                return Err(Errno::EINVAL);
-            }
-            if let Some(f) = file
-                && !matches!(self.fs.inodes[self.fs.files[f].inode].kind, InodeKind::Shmem)
-            {
-                return Err(Errno::EOPNOTSUPP);
-            }
-            a = a.plus(PAGE_SIZE);
-        }
-        Ok(())
     }
 
     /// `__get_user_pages` for one page with `FOLL_WRITE | FOLL_PIN | FOLL_LONGTERM`. A
@@ -177,6 +155,36 @@ impl System {
                 self.mem.unpin_folio(&mut self.swap, &mut self.trace, f);
             }
         }
+    }
+}
+
+impl crate::mm::Vm {
+    /// `io_pin_pages` before 6.5: once every page is pinned, io_uring refuses a buffer whose
+    /// pages are not all in VMAs of the same file (EINVAL) or that is file-backed but not
+    /// shmem (EOPNOTSUPP), and unpins it.
+    fn io_pin_pages_file_check(
+        &self,
+        fs: &crate::fs::Fs,
+        mm: crate::mm::MmId,
+        start: VirtAddr,
+        end: u64,
+    ) -> Result<(), Errno> {
+        let file_of = |a: VirtAddr| self.mms[mm].vma_lookup(a).and_then(|v| self.vmas[v].file);
+        let first = file_of(start);
+        let mut a = start;
+        while a.0 < end {
+            let file = file_of(a);
+            if file != first {
+                return Err(Errno::EINVAL);
+            }
+            if let Some(f) = file
+                && !matches!(fs.inodes[fs.files[f].inode].kind, InodeKind::Shmem)
+            {
+                return Err(Errno::EOPNOTSUPP);
+            }
+            a = a.plus(PAGE_SIZE);
+        }
+        Ok(())
     }
 }
 

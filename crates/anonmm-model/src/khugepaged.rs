@@ -61,7 +61,7 @@ impl System {
         if h < v.start || h.0 + PMD_SIZE > v.end.0 || v.end.0 < PMD_SIZE {
             return Err(Errno::EINVAL);
         }
-        let shmem = self.is_anon_shmem(vma);
+        let shmem = self.vm.is_anon_shmem(&self.fs, vma);
         if !shmem && (!v.is_anonymous() || v.anon_vma.is_none()) {
             // Regular files need CONFIG_READ_ONLY_THP_FOR_FS, which our kernel lacks.
             return Err(Errno::EINVAL);

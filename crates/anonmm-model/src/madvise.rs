@@ -379,7 +379,7 @@ impl System {
                 self.madvise_cold_or_pageout(mm, vma, start, end, behavior == MADV_PAGEOUT)?
             }
             MADV_REMOVE => self.madvise_remove(vma, start, end)?,
-            MADV_WILLNEED if self.vm.vmas[vma].file.is_some() && !self.is_anon_shmem(vma) => {
+            MADV_WILLNEED if self.vm.vmas[vma].file.is_some() && !self.vm.is_anon_shmem(&self.fs, vma) => {
                 self.madvise_willneed_file(vma, start, end)
             }
             MADV_WILLNEED if self.vm.vmas[vma].file.is_none() => self.madvise_willneed_anon(mm, start, end),
@@ -511,18 +511,11 @@ impl System {
         name: AnonName,
     ) -> KResult<VirtAddr> {
         let v = &self.vm.vmas[vma];
-        if v.file.is_some() && !self.is_anon_shmem(vma) {
+        if v.file.is_some() && !self.vm.is_anon_shmem(&self.fs, vma) {
             return Err(Errno::EBADF);
         }
         let flags = v.flags;
         self.madvise_update_vma(vma, start, end, flags, name)
-    }
-
-    /// Whether a VMA is shared anonymous memory (`vma_is_anon_shmem`).
-    pub fn is_anon_shmem(&self, vma: VmaId) -> bool {
-        self.vm.vmas[vma]
-            .file
-            .is_some_and(|f| self.fs.inodes[self.fs.files[f].inode].kind == crate::fs::InodeKind::Shmem)
     }
 
     /// prctl(PR_SET_VMA, PR_SET_VMA_ANON_NAME, addr, len, name): EINVAL without
@@ -556,6 +549,11 @@ impl System {
 }
 
 impl crate::mm::Vm {
+    /// Whether a VMA is shared anonymous memory (`vma_is_anon_shmem`).
+    pub fn is_anon_shmem(&self, fs: &crate::fs::Fs, vma: VmaId) -> bool {
+        self.vmas[vma].file.is_some_and(|f| fs.inodes[fs.files[f].inode].kind == crate::fs::InodeKind::Shmem)
+    }
+
     /// `madvise_guard_remove`: clear the guard markers of `[start, end)` (nothing else, and
     /// no page table is allocated). Mlocked VMAs are allowed; `VM_SPECIAL` and hugetlb ones
     /// are EINVAL.

@@ -76,7 +76,7 @@ impl System {
     pub fn unmap_file_folio_everywhere(&mut self, folio: FolioId) {
         let Mapping::File(inode) = self.mem.folios[folio].mapping else { return };
         let index = self.mem.folios[folio].index;
-        for (vma, addr) in self.file_rmap(inode, index) {
+        for (vma, addr) in self.fs.file_rmap(&self.vm, inode, index) {
             let mm = self.vm.vmas[vma].mm;
             let pte = self.vm.mms[mm].pt.get_pte(addr);
             if let Pte::Present { folio: f, .. } = pte
@@ -87,14 +87,16 @@ impl System {
             }
         }
     }
+}
 
+impl crate::fs::Fs {
     /// The file rmap (`i_mmap` walk): every VMA of any mm mapping page `index` of `inode`,
     /// with the address it maps it at.
-    pub fn file_rmap(&self, inode: InodeId, index: PgOff) -> Vec<(VmaId, VirtAddr)> {
+    pub fn file_rmap(&self, vm: &crate::mm::Vm, inode: InodeId, index: PgOff) -> Vec<(VmaId, VirtAddr)> {
         let mut out = Vec::new();
-        for (id, v) in self.vm.vmas.iter() {
+        for (id, v) in vm.vmas.iter() {
             let Some(f) = v.file else { continue };
-            if self.fs.files[f].inode != inode {
+            if self.files[f].inode != inode {
                 continue;
             }
             if index >= v.pgoff && index.0 < v.pgoff.0 + v.pages() {

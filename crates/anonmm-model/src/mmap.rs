@@ -79,6 +79,10 @@ impl System {
             return Err(Errno::ENOMEM);
         }
         let anon_private = file.is_none() && flags & MAP_SHARED == 0;
+        // file->f_op->get_unmapped_area: thp_get_unmapped_area for a regular file.
+        let regular_file = file.is_some_and(|f| {
+            matches!(self.fs.inodes[self.fs.files[f].inode].kind, crate::fs::InodeKind::Regular { .. })
+        });
         let addr = if anon_private && addr == 0 && len.is_multiple_of(PMD_SIZE) {
             // thp_get_unmapped_area_vmflags: pad by a PMD and align (anonymous memory has
             // pgoff 0 here).
@@ -89,7 +93,9 @@ impl System {
                 }
                 Err(_) => self.vm.arch_get_unmapped_area_topdown(mm, addr, len, 0, flags, false)?,
             }
-        } else if let Some(a) = self.thp_get_unmapped_area_file(mm, file, addr, len, pgoff, flags) {
+        } else if regular_file
+            && let Some(a) = self.vm.thp_get_unmapped_area_file(mm, addr, len, pgoff, flags)
+        {
             a
         } else {
             let pgoff = if file.is_none() { 0 } else { pgoff };
@@ -102,41 +108,6 @@ impl System {
             return Err(Errno::EINVAL);
         }
         Ok(addr)
-    }
-
-    /// `__thp_get_unmapped_area` for a regular file, whose `f_op->get_unmapped_area` is
-    /// `thp_get_unmapped_area` (ext4, xfs): when the mapping covers a whole PMD-aligned
-    /// stretch of the file, pad the request by a PMD and place it so that file offsets and
-    /// addresses agree modulo PMD_SIZE. None means "not aligned": the caller's plain
-    /// `mm_get_unmapped_area` applies.
-    fn thp_get_unmapped_area_file(
-        &self,
-        mm: MmId,
-        file: Option<FileId>,
-        addr: u64,
-        len: u64,
-        pgoff: u64,
-        flags: u64,
-    ) -> Option<u64> {
-        let inode = self.fs.files[file?].inode;
-        if !matches!(self.fs.inodes[inode].kind, crate::fs::InodeKind::Regular { .. }) {
-            return None;
-        }
-        let off = pgoff.checked_mul(PAGE_SIZE)?;
-        let off_end = off.checked_add(len)?;
-        let off_align = off.checked_next_multiple_of(PMD_SIZE)?;
-        if off_end <= off_align || off_end - off_align < PMD_SIZE {
-            return None;
-        }
-        let len_pad = len.checked_add(PMD_SIZE)?;
-        off.checked_add(len_pad)?;
-        let ret = self.vm.arch_get_unmapped_area_topdown(mm, addr, len_pad, pgoff, flags, true).ok()?;
-        if ret == addr {
-            return Some(addr);
-        }
-        let off_sub = off.wrapping_sub(ret) & (PMD_SIZE - 1);
-        // MMF_TOPDOWN: take the upper end of the padded gap.
-        Some(if off_sub == 0 { ret + PMD_SIZE } else { ret + off_sub })
     }
 
     /// mmap(2): `ksys_mmap_pgoff` → `do_mmap` → `mmap_region`.
@@ -721,6 +692,36 @@ impl System {
 }
 
 impl crate::mm::Vm {
+    /// `__thp_get_unmapped_area` for a regular file, whose `f_op->get_unmapped_area` is
+    /// `thp_get_unmapped_area` (ext4, xfs): when the mapping covers a whole PMD-aligned
+    /// stretch of the file, pad the request by a PMD and place it so that file offsets and
+    /// addresses agree modulo PMD_SIZE. None means "not aligned": the caller's plain
+    /// `mm_get_unmapped_area` applies.
+    fn thp_get_unmapped_area_file(
+        &self,
+        mm: MmId,
+        addr: u64,
+        len: u64,
+        pgoff: u64,
+        flags: u64,
+    ) -> Option<u64> {
+        let off = pgoff.checked_mul(PAGE_SIZE)?;
+        let off_end = off.checked_add(len)?;
+        let off_align = off.checked_next_multiple_of(PMD_SIZE)?;
+        if off_end <= off_align || off_end - off_align < PMD_SIZE {
+            return None;
+        }
+        let len_pad = len.checked_add(PMD_SIZE)?;
+        off.checked_add(len_pad)?;
+        let ret = self.arch_get_unmapped_area_topdown(mm, addr, len_pad, pgoff, flags, true).ok()?;
+        if ret == addr {
+            return Some(addr);
+        }
+        let off_sub = off.wrapping_sub(ret) & (PMD_SIZE - 1);
+        // MMF_TOPDOWN: take the upper end of the padded gap.
+        Some(if off_sub == 0 { ret + PMD_SIZE } else { ret + off_sub })
+    }
+
     /// `vm_start_gap`.
     fn vm_start_gap(&self, vma: VmaId) -> u64 {
         let v = &self.vmas[vma];

@@ -137,7 +137,7 @@ impl System {
         self.vm.split_huge_pmds_partial(&mut self.mem, &mut self.trace, mm, start, end);
         let writable = flags.contains(VmFlags::WRITE);
         // A writable vm_page_prot (shmem, shared anonymous): every PTE becomes writable.
-        let prot_writable = self.shared_prot_writable(vma);
+        let prot_writable = self.vm.shared_prot_writable(&self.fs, vma);
         for (a, pte) in self.vm.mms[mm].pt.ptes_in(start, end) {
             if let Pte::Migration { folio, sub, kind: MigrationKind::Write, flags } = pte {
                 // change_pte_range: "a protection check is difficult so just be safe and

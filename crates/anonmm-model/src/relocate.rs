@@ -231,36 +231,7 @@ impl System {
     /// If every page of the large `folio` is mapped here, in order, inside the moved range,
     /// and nowhere else: the address of its first page (`is_thp_fully_spanned`).
     fn fully_spanned(&self, r: &Reloc, a: VirtAddr, folio: FolioId, sub: u16) -> Option<VirtAddr> {
-        self.large_fully_in(r.mm, r.old_addr, r.old_end(), a, folio, sub)
-    }
-
-    /// Whether every page of the large `folio` (page `sub` mapped at `a`) is mapped once, in
-    /// order, inside `[start, end)` of `mm`: the address of its first page.
-    pub(crate) fn large_fully_in(
-        &self,
-        mm: MmId,
-        start: VirtAddr,
-        end: VirtAddr,
-        a: VirtAddr,
-        folio: FolioId,
-        sub: u16,
-    ) -> Option<VirtAddr> {
-        let f = &self.mem.folios[folio];
-        let nr = f.nr_pages();
-        let first = VirtAddr(a.0.checked_sub(u64::from(sub) << PAGE_SHIFT)?);
-        if first < start || first.plus(nr << PAGE_SHIFT) > end || f.entire_mapcount != 0 {
-            return None;
-        }
-        for i in 0..nr {
-            if f.pages[i as usize].mapcount != 1 {
-                return None;
-            }
-            match self.vm.mms[mm].pt.get_pte(first.plus(i << PAGE_SHIFT)) {
-                Pte::Present { folio: g, sub: s, .. } if g == folio && u64::from(s) == i => {}
-                _ => return None,
-            }
-        }
-        Some(first)
+        self.mem.large_fully_in(&self.vm.mms[r.mm].pt, r.old_addr, r.old_end(), a, folio, sub)
     }
 
     /// Copy the shared page at `a` into a new exclusive folio of this process, already
@@ -333,7 +304,7 @@ impl System {
                     let f = &self.mem.folios[folio];
                     p.pinned |= f.pincount > 0;
                     let shared = if f.is_large() {
-                        if self.large_fully_in(mm, start, end, a, folio, sub).is_none() {
+                        if self.mem.large_fully_in(&self.vm.mms[mm].pt, start, end, a, folio, sub).is_none() {
                             p.partial_large = true;
                         }
                         self.rmap.folio_mapped_in_other_mm(&self.vm, &self.mem, folio, mm)
@@ -394,7 +365,7 @@ impl System {
             }
         }
         self.trace.stats.policy.relocations_attempted += 1;
-        if shared_vma == SharedVma::Refuse && self.vma_maybe_has_shared_anon_folios(vma) {
+        if shared_vma == SharedVma::Refuse && self.vm.vma_maybe_has_shared_anon_folios(&self.rmap, vma) {
             self.trace.stats.policy.refuse(RelocReason::Shared);
             if must {
                 return Err(Errno::EFAULT);
@@ -402,18 +373,6 @@ impl System {
             return Ok(None);
         }
         Ok(Some(RelocPlan { must }))
-    }
-
-    /// `vma_maybe_has_shared_anon_folios` (the 2025 series): the VMA had unCoW'd parents
-    /// (more than one anon_vma_chain) or its anon_vma has forked children.
-    pub fn vma_maybe_has_shared_anon_folios(&self, vma: VmaId) -> bool {
-        let Some(av) = self.vm.vmas[vma].anon_vma else { return false };
-        if self.vm.vma_is_fork_child(Some(vma)) {
-            return true;
-        }
-        let a = &self.rmap.anon_vmas[av];
-        let expected = u32::from(a.root == av);
-        a.num_children > expected
     }
 
     /// `copy_vma_and_data` with relocation: the destination VMA (the design's choice,
@@ -609,7 +568,50 @@ impl System {
     }
 }
 
+impl crate::mm::Vm {
+    /// `vma_maybe_has_shared_anon_folios` (the 2025 series): the VMA had unCoW'd parents
+    /// (more than one anon_vma_chain) or its anon_vma has forked children.
+    pub fn vma_maybe_has_shared_anon_folios(&self, rmap: &crate::rmap::Rmap, vma: VmaId) -> bool {
+        let Some(av) = self.vmas[vma].anon_vma else { return false };
+        if self.vma_is_fork_child(Some(vma)) {
+            return true;
+        }
+        let a = &rmap.anon_vmas[av];
+        let expected = u32::from(a.root == av);
+        a.num_children > expected
+    }
+}
+
 impl crate::folio::FolioStore {
+    /// Whether every page of the large `folio` (page `sub` mapped at `a`) is mapped once, in
+    /// order, inside `[start, end)` of the page table `pt`: the address of its first page.
+    pub(crate) fn large_fully_in(
+        &self,
+        pt: &crate::pagetable::PageTable,
+        start: VirtAddr,
+        end: VirtAddr,
+        a: VirtAddr,
+        folio: FolioId,
+        sub: u16,
+    ) -> Option<VirtAddr> {
+        let f = &self.folios[folio];
+        let nr = f.nr_pages();
+        let first = VirtAddr(a.0.checked_sub(u64::from(sub) << PAGE_SHIFT)?);
+        if first < start || first.plus(nr << PAGE_SHIFT) > end || f.entire_mapcount != 0 {
+            return None;
+        }
+        for i in 0..nr {
+            if f.pages[i as usize].mapcount != 1 {
+                return None;
+            }
+            match pt.get_pte(first.plus(i << PAGE_SHIFT)) {
+                Pte::Present { folio: g, sub: s, .. } if g == folio && u64::from(s) == i => {}
+                _ => return None,
+            }
+        }
+        Some(first)
+    }
+
     fn rewrite_folio(
         &mut self,
         trace: &mut crate::stats::Trace,

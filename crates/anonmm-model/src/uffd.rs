@@ -66,15 +66,6 @@ enum PteMove {
 }
 
 impl System {
-    /// `vma_can_userfault` for missing faults: anonymous or shmem memory (no hugetlbfs here).
-    fn vma_can_userfault(&self, vma: VmaId) -> bool {
-        let v = &self.vm.vmas[vma];
-        match v.file {
-            None => true,
-            Some(f) => matches!(self.fs.inodes[self.fs.files[f].inode].kind, InodeKind::Shmem),
-        }
-    }
-
     /// `userfaultfd_release` → `userfaultfd_release_all`: the last close of a context
     /// unregisters every VMA of `mm` it holds (`userfaultfd_clear_vma`, merging where it can).
     pub(crate) fn userfaultfd_release(&mut self, mm: crate::mm::MmId, ctx: UffdCtx) {
@@ -140,7 +131,7 @@ impl System {
         for &v in &vmas {
             // vma_can_userfault: minor faults only exist for shmem (and hugetlbfs).
             let minor_ok = mode & UFFDIO_REGISTER_MODE_MINOR == 0 || self.vm.vmas[v].file.is_some();
-            if !self.vma_can_userfault(v) || !minor_ok {
+            if !self.vm.vma_can_userfault(&self.fs, v) || !minor_ok {
                 return Err(Errno::EINVAL);
             }
             if !self.vm.vmas[v].flags.contains(VmFlags::MAYWRITE) {
@@ -188,7 +179,8 @@ impl System {
         for &v in &vmas {
             // A VMA registered with another context (a thread's, here): EINVAL only from 6.17.
             let other_ctx = self.vm.vmas[v].uffd.is_some_and(|c| c != ctx);
-            if (other_ctx && self.cfg.kernel.profile().uffd_unregister_same_ctx) || !self.vma_can_userfault(v)
+            if (other_ctx && self.cfg.kernel.profile().uffd_unregister_same_ctx)
+                || !self.vm.vma_can_userfault(&self.fs, v)
             {
                 return Err(Errno::EINVAL);
             }
@@ -463,6 +455,15 @@ impl Uffds {
 }
 
 impl crate::mm::Vm {
+    /// `vma_can_userfault` for missing faults: anonymous or shmem memory (no hugetlbfs here).
+    fn vma_can_userfault(&self, fs: &crate::fs::Fs, vma: VmaId) -> bool {
+        let v = &self.vmas[vma];
+        match v.file {
+            None => true,
+            Some(f) => matches!(fs.inodes[fs.files[f].inode].kind, InodeKind::Shmem),
+        }
+    }
+
     /// `userfaultfd_reset_ctx`: the VMA is no longer registered.
     pub fn userfaultfd_reset_ctx(&mut self, vma: VmaId) {
         let v = &mut self.vmas[vma];

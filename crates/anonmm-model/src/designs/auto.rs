@@ -96,7 +96,7 @@ impl Design for Auto {
                 || a.flags != b.flags
                 || a.flags.intersects(VmFlags::SPECIAL)
                 || a.anon_name.as_deref() != b.anon_name.as_deref()
-                || sys.vma_maybe_has_shared_anon_folios(n)
+                || sys.vm.vma_maybe_has_shared_anon_folios(&sys.rmap, n)
                 || sys.vm.vma_is_fork_child(Some(v))
             {
                 continue;

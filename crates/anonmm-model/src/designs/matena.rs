@@ -134,7 +134,7 @@ fn only_whole_folios(sys: &System, mm: MmId, start: VirtAddr, end: VirtAddr) -> 
                     && sys.mem.folios[folio].is_anon()
                     && sys.mem.folios[folio].is_large() =>
             {
-                sys.large_fully_in(mm, start, end, a, folio, sub).is_some()
+                sys.mem.large_fully_in(pt, start, end, a, folio, sub).is_some()
             }
             _ => true,
         })
