@@ -99,3 +99,82 @@ fn run_bad_input_exits_2() {
     let out = anonmm(&["run", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A script piped in (`/dev/stdin`) is read once: sniffing its format must not eat it.
+#[test]
+fn run_reads_a_piped_script() {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anonmm"))
+        .args(["run", "--json", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(GOOD.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["steps"].as_array().unwrap().len(), 2);
+}
+
+/// `explain` runs an exit that later steps depend on (a vfork parent wakes when its child
+/// exits), and explains a process that exits as it was just before.
+#[test]
+fn explain_runs_exits_before_the_end() {
+    let path = script(
+        "explain_vfork.strace",
+        "1 mmap(0x200000000000, 16384, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_FIXED|MAP_ANONYMOUS, -1, 0) = 0x200000000000\n\
+         1 vfork() = 2\n\
+         2 exit_group(0) = ?\n\
+         1 mprotect(0x200000001000, 4096, PROT_READ) = 0\n\
+         1 exit_group(0) = ?\n",
+    );
+    let out = anonmm(&["explain", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.starts_with("== pid 1 (3 VMAs, as before its exit at line 5) =="), "{stdout}");
+    // The vfork child borrowed its parent's mm: nothing of its own to explain.
+    assert!(!stdout.contains("== pid 2"), "{stdout}");
+    assert!(
+        stdout.contains("200000000000-200000001000 and 200000001000-200000002000: NOMERGE_FLAGS"),
+        "{stdout}"
+    );
+}
+
+/// A trace piped in is replayed as the file is (read once, not streamed).
+#[test]
+fn replay_reads_a_piped_trace() {
+    use std::io::Write;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read(root.join("tests/data/sort.excerpt.perf.txt")).unwrap();
+    let file = anonmm(&[
+        "replay",
+        "--format",
+        "json",
+        root.join("tests/data/sort.excerpt.perf.txt").to_str().unwrap(),
+    ]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anonmm"))
+        .args(["replay", "--format", "json", "/dev/stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&text).unwrap();
+    let piped = child.wait_with_output().unwrap();
+    assert_eq!(piped.status.code(), file.status.code(), "{}", String::from_utf8_lossy(&piped.stderr));
+    let rows = |o: &Output| {
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut r = v.as_array().or_else(|| v["rows"].as_array()).cloned().unwrap_or_default();
+        for x in &mut r {
+            if let Some(m) = x.as_object_mut() {
+                m.remove("seconds");
+                m.remove("trace");
+            }
+        }
+        r
+    };
+    assert!(!rows(&file).is_empty());
+    assert_eq!(rows(&piped), rows(&file));
+}

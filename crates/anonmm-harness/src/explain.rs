@@ -9,7 +9,7 @@
 //! that moved a side, the userfaultfd registration. A process that exits is explained as it
 //! was just before its `exit_group`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 
 use crate::mm::System;
@@ -116,17 +116,31 @@ pub fn explain(script: &Script, opts: &ExplainOptions) -> Result<String, RunErro
     };
     let mut runner = Runner::new(script, &ropts)?;
     let mut prov = Provenance::default();
+    // A process that exits is explained as it was just before (the last task of its mm);
+    // the exit itself runs, since what follows may depend on it (a vfork parent wakes, a
+    // fork child's pages are freed).
+    let mut exited: BTreeMap<Pid, String> = BTreeMap::new();
     for step in &script.steps[..prefix_until(script, opts.at)] {
-        // A process that exits is explained as it was just before.
-        if matches!(step.call, Call::ExitGroup { .. }) {
-            continue;
+        if matches!(step.call, Call::ExitGroup { .. })
+            && opts.pid.is_none_or(|q| q == step.pid)
+            && let Ok(mm) = runner.sys.vm.mm_of(step.pid)
+            && runner.sys.vm.procs.keys().filter(|&&p| runner.sys.vm.mm_of(p) == Ok(mm)).count() == 1
+        {
+            let note = format!(", as before its exit at line {}", step.line);
+            exited.insert(step.pid, render_pid(&mut runner.sys, &prov, step.pid, &note));
         }
         // A trace's step the model cannot run is a divergence, as in replay.
         if let Some(outcome) = runner.step_or_diverge(step, false)? {
             prov.note(&runner.sys, step, &outcome);
         }
     }
-    Ok(render(&mut runner.sys, &prov, opts))
+    let live: Vec<Pid> =
+        runner.sys.vm.procs.keys().copied().filter(|p| opts.pid.is_none_or(|q| q == *p)).collect();
+    for pid in live {
+        let text = render_pid(&mut runner.sys, &prov, pid, "");
+        exited.insert(pid, text);
+    }
+    Ok(exited.into_values().collect())
 }
 
 /// `VM_X|VM_Y` for the flags in `f`.
@@ -191,44 +205,42 @@ fn detail(sys: &System, prov: &Provenance, reason: MergeReason, a: VmaId, b: Vma
     }
 }
 
-fn render(sys: &mut System, prov: &Provenance, opts: &ExplainOptions) -> String {
+/// The explanation of one process's adjacent VMAs; `note` ends its header line.
+fn render_pid(sys: &mut System, prov: &Provenance, pid: Pid, note: &str) -> String {
     let mut out = String::new();
-    let pids: Vec<Pid> = sys.vm.procs.keys().copied().filter(|p| opts.pid.is_none_or(|q| q == *p)).collect();
     let policy = sys.policy;
-    for pid in pids {
-        let Ok(mm) = sys.vm.mm_of(pid) else { continue };
-        let vmas: Vec<VmaId> = sys.vm.mms[mm].vmas.values().map(|e| e.id).collect();
-        let _ = writeln!(out, "== pid {} ({} VMAs) ==", pid.0, vmas.len());
-        let mut apart = 0;
-        for w in vmas.windows(2) {
-            let (a, b) = (w[0], w[1]);
-            if sys.vm.vmas[a].end != sys.vm.vmas[b].start {
-                continue;
-            }
-            apart += 1;
-            let reason = sys.why_apart(a, b);
-            let mut would = Vec::new();
-            for p in crate::policy::ALL_POLICIES {
-                sys.policy = p;
-                if sys.why_apart(a, b) == MergeReason::MergeOk {
-                    would.push(p.to_string());
-                }
-            }
-            sys.policy = policy;
-            let range = |v: VmaId| format!("{:x}-{:x}", sys.vm.vmas[v].start.0, sys.vm.vmas[v].end.0);
-            let name = if reason == MergeReason::MergeOk { "MERGEABLE" } else { reason.name() };
-            let _ = writeln!(
-                out,
-                "{} and {}: {name}: {}; would merge under: {}",
-                range(a),
-                range(b),
-                detail(sys, prov, reason, a, b),
-                if would.is_empty() { "no policy".to_string() } else { would.join(", ") }
-            );
+    let Ok(mm) = sys.vm.mm_of(pid) else { return out };
+    let vmas: Vec<VmaId> = sys.vm.mms[mm].vmas.values().map(|e| e.id).collect();
+    let _ = writeln!(out, "== pid {} ({} VMAs{note}) ==", pid.0, vmas.len());
+    let mut apart = 0;
+    for w in vmas.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if sys.vm.vmas[a].end != sys.vm.vmas[b].start {
+            continue;
         }
-        if apart == 0 {
-            let _ = writeln!(out, "no adjacent VMAs");
+        apart += 1;
+        let reason = sys.why_apart(a, b);
+        let mut would = Vec::new();
+        for p in crate::policy::ALL_POLICIES {
+            sys.policy = p;
+            if sys.why_apart(a, b) == MergeReason::MergeOk {
+                would.push(p.to_string());
+            }
         }
+        sys.policy = policy;
+        let range = |v: VmaId| format!("{:x}-{:x}", sys.vm.vmas[v].start.0, sys.vm.vmas[v].end.0);
+        let name = if reason == MergeReason::MergeOk { "MERGEABLE" } else { reason.name() };
+        let _ = writeln!(
+            out,
+            "{} and {}: {name}: {}; would merge under: {}",
+            range(a),
+            range(b),
+            detail(sys, prov, reason, a, b),
+            if would.is_empty() { "no policy".to_string() } else { would.join(", ") }
+        );
+    }
+    if apart == 0 {
+        let _ = writeln!(out, "no adjacent VMAs");
     }
     out
 }

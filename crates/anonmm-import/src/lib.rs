@@ -12,7 +12,7 @@ mod perf_records;
 pub mod stream;
 
 pub use lines::Streamed;
-pub use perf::{ImportError, ImportReport, parse_perf, read_trace};
+pub use perf::{ImportError, ImportReport, parse_perf, read_trace, read_trace_bytes};
 pub use stream::{StreamEnd, TraceStream, stream_trace};
 
 // The lower layers' modules, under the paths the files use (`crate::script::Script`).
@@ -25,34 +25,36 @@ use anonmm_script::out;
 /// comes with its import report (`Some`), and is to be run as `replay` runs it
 /// (`RunOptions::replay`); a script that parses strictly is a script (`None`).
 pub fn load(path: &std::path::Path) -> Result<(crate::script::Script, Option<ImportReport>), ImportError> {
-    use std::io::Read;
-    let mut head = Vec::new();
-    if let Ok(f) = std::fs::File::open(path) {
-        let _ = f.take(1 << 16).read_to_end(&mut head);
-    }
-    let text = String::from_utf8_lossy(&head);
+    let name = path.display().to_string();
+    // Read once: a pipe (`/dev/stdin`, a shell's `<(...)`) cannot be opened a second time.
+    let bytes = std::fs::read(path).map_err(|e| ImportError {
+        path: name.clone(),
+        line: 0,
+        reason: format!("cannot read: {e}"),
+    })?;
+    let head = &bytes[..bytes.len().min(1 << 16)];
+    let text = String::from_utf8_lossy(head);
     let is_trace = head.starts_with(&perf::ZSTD_MAGIC)
         || head.starts_with(perf_data::PERF_MAGIC)
         || path.extension().is_some_and(|e| e == "zst")
         || perf::looks_like_perf(&text)
         || perf::perf_without_tid(&text).is_some();
     if !is_trace {
-        match crate::script::parse_file(path) {
+        let text = String::from_utf8_lossy(&bytes);
+        match crate::script::parse_str(&name, &text) {
             Ok(s) => return Ok((s, None)),
             // strace output (strace ends every process with `+++ exited with N +++` or
             // `+++ killed by SIG +++`): calls outside the memory subset are skipped and
             // counted. A script's unknown call stays an error (a typo is not a trace).
-            Err(e) if e.reason.starts_with("unknown call") && is_strace_output(path) => {}
+            Err(e) if e.reason.starts_with("unknown call") && is_strace_output(&text) => {}
             Err(e) => return Err(ImportError { path: e.path, line: e.line, reason: e.reason }),
         }
     }
-    read_trace(path).map(|(s, r)| (s, Some(r)))
+    let zst_name = path.extension().is_some_and(|e| e == "zst");
+    perf::read_trace_bytes(&name, zst_name, bytes).map(|(s, r)| (s, Some(r)))
 }
 
-/// Whether the file holds strace's end-of-process line for some process.
-fn is_strace_output(path: &std::path::Path) -> bool {
-    let text = std::fs::read(path).unwrap_or_default();
-    String::from_utf8_lossy(&text)
-        .lines()
-        .any(|l| l.contains("+++ exited with ") || l.contains("+++ killed by "))
+/// Whether the text holds strace's end-of-process line for some process.
+fn is_strace_output(text: &str) -> bool {
+    text.lines().any(|l| l.contains("+++ exited with ") || l.contains("+++ killed by "))
 }

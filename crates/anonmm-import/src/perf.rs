@@ -103,9 +103,23 @@ const MAX_PROBLEMS: usize = 20;
 /// Read a trace: `perf script` text or a strace/anonmm script, zstd-compressed or not.
 pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
     let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| ImportError {
+        path: name.clone(),
+        line: 0,
+        reason: format!("cannot read: {e}"),
+    })?;
+    read_trace_bytes(&name, path.extension().is_some_and(|e| e == "zst"), bytes)
+}
+
+/// [`read_trace`] of a file's bytes, read already; `name` names it in messages, `zst_name`
+/// says whether its name ends in `.zst`.
+pub fn read_trace_bytes(
+    name: &str,
+    zst_name: bool,
+    bytes: Vec<u8>,
+) -> Result<(Script, ImportReport), ImportError> {
+    let name = name.to_string();
     let err = |line: usize, reason: String| ImportError { path: name.clone(), line, reason };
-    let bytes = std::fs::read(path).map_err(|e| err(0, format!("cannot read: {e}")))?;
-    let zst_name = path.extension().is_some_and(|e| e == "zst");
     let mut zst_problem = None;
     let bytes = if bytes.starts_with(&ZSTD_MAGIC) {
         let (out, e) = decompress(&bytes);

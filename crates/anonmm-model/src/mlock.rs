@@ -90,8 +90,6 @@ impl Folio {
     }
 }
 
-impl System {}
-
 impl System {
     /// mlock(2) (`flags` None) and mlock2(2): `do_mlock` with `VM_LOCKED`, and
     /// `VM_LOCKONFAULT` for `MLOCK_ONFAULT`. The range is widened to whole pages

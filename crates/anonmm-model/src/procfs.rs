@@ -186,8 +186,6 @@ impl System {
     }
 }
 
-impl System {}
-
 impl System {
     /// What a read of `a` would return without faulting: the present page's tag, the page
     /// cache's for an absent file page, zero for an absent anonymous page (None if unmapped).

@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use crate::arena::arena_id;
 use crate::folio::{FolioId, Mapping};
-use crate::mm::System;
 use crate::types::{PgOff, VirtAddr};
 use crate::vma::{VmFlags, VmaId};
 
@@ -208,8 +207,6 @@ pub struct RmapHit {
     /// `vma_address(vma, folio->index, nr)`.
     pub addr: VirtAddr,
 }
-
-impl System {}
 
 impl crate::mm::Vm {
     /// `[avc_start_pgoff, avc_last_pgoff]` of a VMA.
