@@ -47,7 +47,11 @@ impl<I: ArenaId, T> Arena<I, T> {
     pub fn alloc(&mut self, v: T) -> I {
         self.live += 1;
         if let Some(i) = self.free.pop() {
-            self.items[i as usize] = Some(v);
+            // The slot is empty: writing over it needs none of the old value's drop code
+            // (for a folio, its page vector's test for a heap buffer).
+            let old = self.items[i as usize].replace(v);
+            debug_assert!(old.is_none(), "a free slot holds a value");
+            std::mem::forget(old);
             I::from_index(i)
         } else {
             self.items.push(Some(v));

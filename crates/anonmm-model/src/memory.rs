@@ -26,14 +26,18 @@ impl System {
     }
 
     fn zap_range_details(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr, drop_markers: bool) {
-        // __folio_remove_rmap munlocks what a VM_LOCKED VMA unmaps (munlock_vma_folio).
-        let locked = self.vm.any_locked_in(mm, start, end);
+        // __folio_remove_rmap munlocks what a VM_LOCKED VMA unmaps (munlock_vma_folio). Asked
+        // only when a mapped folio is unmapped: a zap of none or swap entries (a move's old
+        // range, an unfaulted page) needs no VMA lookup.
+        let mut locked_in = None;
+        let mut locked =
+            |vm: &crate::mm::Vm| *locked_in.get_or_insert_with(|| vm.any_locked_in(mm, start, end));
         if self.vm.mms[mm].pt.any_leaf_in(start, end) {
             self.vm.split_huge_pmds_partial(&mut self.mem, &mut self.trace, mm, start, end);
             for (a, folio, _) in self.vm.mms[mm].pt.huge_in(start, end) {
                 // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
                 self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
-                if locked {
+                if locked(&self.vm) {
                     self.mem.munlock_mapped_at(&self.vm, mm, a, folio);
                 }
                 self.mem.folio_remove_rmap_pmd(&mut self.trace, folio, mm);
@@ -48,7 +52,9 @@ impl System {
                 continue;
             }
             self.vm.mms[mm].pt.set_pte(a, Pte::None);
-            if locked && let Pte::Present { folio, .. } = pte {
+            if let Pte::Present { folio, .. } = pte
+                && locked(&self.vm)
+            {
                 self.mem.munlock_mapped_at(&self.vm, mm, a, folio);
             }
             self.mem.drop_pte(&mut self.swap, &mut self.trace, mm, pte);
@@ -179,6 +185,10 @@ impl crate::mm::Vm {
     /// `__split_huge_pmd`: turn a PMD leaf covering `addr` into a PTE table mapping the same
     /// pages. The huge zero folio becomes 512 zero-page PTEs, a PMD migration entry 512 PTE
     /// migration entries.
+    ///
+    /// The test for an mm without huge leaves (most of them) is inlined: VMA calls ask at
+    /// every new boundary.
+    #[inline]
     pub fn split_huge_pmd(
         &mut self,
         mem: &mut crate::folio::FolioStore,
@@ -186,9 +196,20 @@ impl crate::mm::Vm {
         mm: MmId,
         addr: VirtAddr,
     ) {
-        if !self.mms[mm].pt.pmds.has_leaves() {
-            return;
+        if self.mms[mm].pt.pmds.has_leaves() {
+            self.split_huge_pmd_leaf(mem, trace, mm, addr);
         }
+    }
+
+    /// [`Vm::split_huge_pmd`] in an mm that has huge leaves somewhere.
+    #[inline(never)]
+    fn split_huge_pmd_leaf(
+        &mut self,
+        mem: &mut crate::folio::FolioStore,
+        trace: &mut crate::stats::Trace,
+        mm: MmId,
+        addr: VirtAddr,
+    ) {
         let key = pmd_index(addr);
         let (folio, flags) = match self.mms[mm].pt.pmds.get(&key) {
             Some(&Pmd::Huge { folio, flags }) => (folio, flags),
