@@ -607,3 +607,19 @@ fn collapse_of_none_ptes_under_uffd_is_ebusy_after_6_1() {
         assert_eq!(r, "= -1 EBUSY (Device or resource busy)", "{k}");
     }
 }
+
+/// MADV_PAGEOUT of a PMD-mapped THP's first page, which only this PMD maps while a fork child
+/// maps the rest by PTEs: 6.1 asks the head page's mapcount (1), splits the THP and pages the
+/// page out; 6.12 and 6.18 see a folio mapped shared and leave it.
+#[test]
+fn pageout_of_a_thp_asks_the_head_page_on_6_1() {
+    let first = |k| {
+        let steps = run("madvise_thp_shared_by_folio", k);
+        let p = &steps.last().expect("steps").procs[&anonmm::types::Pid(2)];
+        p.pages.iter().find(|pg| pg.addr == 0x2000_01c0_0000).map(|pg| pg.page)
+    };
+    assert_eq!(first(Kernel::V6_1), Some(anonmm::snapshot::PageName::Swap));
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        assert!(matches!(first(k), Some(anonmm::snapshot::PageName::Page(_))), "{k}: left alone");
+    }
+}

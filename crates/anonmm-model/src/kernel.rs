@@ -227,6 +227,17 @@ pub struct Profile {
     /// tests/internal/wp_reuses_last_page_of_large_folio.strace). Between 6.1 and 6.12; not
     /// traced to one commit.
     pub wp_reuse_refuses_large_folio: bool,
+    /// MADV_COLD/PAGEOUT and MADV_FREE leave a PMD-mapped THP alone when the folio is
+    /// (maybe) mapped shared (`folio_likely_mapped_shared`, `folio_maybe_mapped_shared`:
+    /// [`Profile::folio_shared_by_mm_ids`]). Debian's 6.1.192 asks its head page instead:
+    /// `page_mapcount(page) != 1` in `madvise_cold_or_pageout_pte_range` (the PMD mappings
+    /// and the head's own PTE mappings) and `total_mapcount(page) != 1` in
+    /// `madvise_free_huge_pmd`. So a THP a fork child maps by PTEs all but the first page
+    /// (moved away by mremap and copied) counts as unshared for MADV_PAGEOUT in the parent:
+    /// 6.1 splits it and pages the first page out (oracle fuzz --kernel 6.1 --internal seed
+    /// 327850, tests/kernels/madvise_thp_shared_by_folio.strace). The folio conversions of
+    /// madvise.c came between 6.1 and 6.12; not traced to one commit.
+    pub madvise_thp_shared_by_folio: bool,
     /// mprotect drops `VM_ACCOUNT` (and its commit charge) when it makes an unfaulted
     /// anonymous VMA unwritable (6.7, "mm/mprotect: allow unfaulted VMAs to be unaccounted
     /// on mprotect()", in mm-stable-2023-11-01). Before, the flag stays, so such a range no longer merges with a
@@ -407,6 +418,7 @@ pub const V6_18: Profile = Profile {
     seq_readahead_half_async: true,
     collapse_none_pte_ebusy: true,
     wp_reuse_refuses_large_folio: true,
+    madvise_thp_shared_by_folio: true,
 };
 
 /// Linux 6.12.
@@ -453,6 +465,7 @@ pub const V6_1: Profile = Profile {
     seq_readahead_half_async: false,
     collapse_none_pte_ebusy: false,
     wp_reuse_refuses_large_folio: false,
+    madvise_thp_shared_by_folio: false,
     // Before 6.11 (2c1f057e5be6, not in Debian's 6.1.192) the head page decided, as on 6.18.
     pagemap_thp_exclusive_from_head: true,
     // Debian's 6.1.192 merges such a copy, as 6.18 does.

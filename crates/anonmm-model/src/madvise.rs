@@ -264,6 +264,20 @@ impl System {
         }
     }
 
+    /// Whether MADV_FREE (`free`), MADV_COLD or MADV_PAGEOUT leave a PMD-mapped THP alone
+    /// as shared. 6.1 asks the head page: `page_mapcount(page) != 1` (the PMD mappings
+    /// plus the head's PTE mappings) in `madvise_cold_or_pageout_pte_range`,
+    /// `total_mapcount(page) != 1` in `madvise_free_huge_pmd`; later kernels ask of the
+    /// folio ([`Self::folio_shared_for_madvise`];
+    /// [`Profile::madvise_thp_shared_by_folio`](crate::kernel::Profile::madvise_thp_shared_by_folio)).
+    pub(crate) fn pmd_folio_shared_for_madvise(&self, folio: FolioId, free: bool) -> bool {
+        if self.cfg.kernel.profile().madvise_thp_shared_by_folio {
+            return self.folio_shared_for_madvise(folio);
+        }
+        let f = &self.mem.folios[folio];
+        if free { f.mapcount() != 1 } else { f.page_mapcount(0) != 1 }
+    }
+
     /// `madvise_free_single_vma`: `madvise_free_pte_range` on each PMD of `[start, end)`.
     fn madvise_free_single_vma(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         for (addr, next) in self.vm.mms[mm].pt.pmd_ranges(start, end) {
@@ -280,7 +294,7 @@ impl System {
     /// (`madvise_free_folio`, or the whole THP in `madvise_free_huge_pmd`).
     fn madvise_free_pte_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr) {
         if let Some(&Pmd::Huge { folio, .. }) = self.vm.mms[mm].pt.pmd(addr) {
-            if folio == HUGE_ZERO_FOLIO || self.folio_shared_for_madvise(folio) {
+            if folio == HUGE_ZERO_FOLIO || self.pmd_folio_shared_for_madvise(folio, true) {
                 return;
             }
             if end.0 - addr.0 == PMD_SIZE {

@@ -128,7 +128,7 @@ impl System {
     fn cold_or_pageout_pmd_range(&mut self, mm: MmId, addr: VirtAddr, end: VirtAddr, pageout: bool) {
         let mut isolated: Vec<(FolioId, VirtAddr)> = Vec::new();
         if let Some(&Pmd::Huge { folio, .. }) = self.vm.mms[mm].pt.pmd(addr) {
-            if folio == HUGE_ZERO_FOLIO || self.folio_shared_for_madvise(folio) {
+            if folio == HUGE_ZERO_FOLIO || self.pmd_folio_shared_for_madvise(folio, false) {
                 return;
             }
             if end.0 - addr.0 != PMD_SIZE {
