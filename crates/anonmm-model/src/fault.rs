@@ -437,17 +437,6 @@ impl System {
         }
     }
 
-    /// The PTE flags of a page a read fault (or fault-around) maps in a file or shmem VMA.
-    fn read_fault_pte_flags(&self, vma: VmaId) -> PteFlags {
-        if self.vm.shared_prot_writable(&self.fs, vma) {
-            PteFlags::ACCESSED | PteFlags::WRITE
-        } else if self.vm.vmas[vma].flags.contains(VmFlags::SHARED) {
-            self.vm.new_pte_flags(vma, false)
-        } else {
-            PteFlags::ACCESSED
-        }
-    }
-
     /// `do_anonymous_page`: a read maps the zero page; a write allocates an exclusive folio.
     fn do_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
         if !write {
@@ -654,7 +643,7 @@ impl System {
                 return true;
             }
         }
-        let ro = self.read_fault_pte_flags(vma);
+        let ro = self.vm.read_fault_pte_flags(&self.fs, vma);
         let f = self.page_cache_get(inode, index);
         self.async_mmap_readahead(vma, f);
         self.vm.map_file_page(&mut self.mem, mm, vma, a, f, ro);
@@ -669,7 +658,7 @@ impl System {
             let v = &self.vm.vmas[vma];
             (v.start, v.pages(), v.pgoff)
         };
-        let ro = self.read_fault_pte_flags(vma);
+        let ro = self.vm.read_fault_pte_flags(&self.fs, vma);
         let pte_off = pte_index(a) as u64;
         let vma_off = vstart.pages_to(a);
         let from = (pte_off - pte_off % FAULT_AROUND_PAGES).max(pte_off - pte_off.min(vma_off));
@@ -989,6 +978,18 @@ impl crate::mm::Vm {
         v.file.is_none_or(|f| {
             !matches!(fs.inodes[fs.files[f].inode].kind, crate::fs::InodeKind::Regular { .. })
         })
+    }
+
+    /// The PTE flags of a page a read fault (or fault-around) maps in a file or shmem VMA
+    /// (`set_pte_range` builds them from `vm_page_prot`).
+    fn read_fault_pte_flags(&self, fs: &crate::fs::Fs, vma: VmaId) -> PteFlags {
+        if self.shared_prot_writable(fs, vma) {
+            PteFlags::ACCESSED | PteFlags::WRITE
+        } else if self.vmas[vma].flags.contains(VmFlags::SHARED) {
+            self.new_pte_flags(vma, false)
+        } else {
+            PteFlags::ACCESSED
+        }
     }
 
     /// x86 `access_error`: the VMA's permissions, and the protection key.
