@@ -610,13 +610,6 @@ impl System {
         }
     }
 
-    /// Whether `a` of a file VMA lies beyond EOF: `filemap_fault` (and `shmem_get_folio_gfp`)
-    /// returns `VM_FAULT_SIGBUS` there, before any read-ahead.
-    fn beyond_eof(&self, vma: VmaId, a: VirtAddr) -> bool {
-        let inode = self.fs.vma_inode(&self.vm, vma);
-        self.vm.vmas[vma].linear_page_index(a).0 >= self.fs.size_pages(inode)
-    }
-
     /// `do_read_fault`: map cached pages around the fault (`do_fault_around`,
     /// `filemap_map_pages`), even when the page itself is beyond EOF (then `__do_fault` is
     /// SIGBUS); on a cache miss, read around the page (`do_sync_mmap_readahead`) and retry,
@@ -631,7 +624,7 @@ impl System {
                 return true;
             }
         }
-        if self.beyond_eof(vma, a) {
+        if self.fs.beyond_eof(&self.vm, vma, a) {
             return false;
         }
         if !self.fs.inodes[inode].cache.contains_key(&index.0)
@@ -841,7 +834,7 @@ impl System {
     /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
     /// False for SIGBUS beyond EOF.
     fn do_shared_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
-        if self.beyond_eof(vma, a) {
+        if self.fs.beyond_eof(&self.vm, vma, a) {
             return false;
         }
         let f = self.filemap_fault(vma, a);
@@ -857,7 +850,7 @@ impl System {
     /// beyond EOF, SIGBUS in `__do_fault`, leaves the VMA with one.
     fn do_cow_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
         self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
-        if self.beyond_eof(vma, a) {
+        if self.fs.beyond_eof(&self.vm, vma, a) {
             return false;
         }
         let src = self.filemap_fault(vma, a);
@@ -1121,5 +1114,12 @@ impl crate::fs::Fs {
     /// `file_inode(vma->vm_file)` of a file or shmem VMA.
     fn vma_inode(&self, vm: &crate::mm::Vm, vma: VmaId) -> InodeId {
         self.files[vm.vmas[vma].file.expect("file vma")].inode
+    }
+
+    /// Whether `a` of a file VMA lies beyond EOF: `filemap_fault` (and `shmem_get_folio_gfp`)
+    /// returns `VM_FAULT_SIGBUS` there, before any read-ahead.
+    fn beyond_eof(&self, vm: &crate::mm::Vm, vma: VmaId, a: VirtAddr) -> bool {
+        let inode = self.vma_inode(vm, vma);
+        vm.vmas[vma].linear_page_index(a).0 >= self.size_pages(inode)
     }
 }
