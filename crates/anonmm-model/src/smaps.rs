@@ -319,13 +319,13 @@ impl System {
                     // smaps_pmd_entry: vm_normal_page_pmd is NULL for the huge zero folio.
                     Pmd::Huge { folio, flags } => {
                         if *folio != HUGE_ZERO_FOLIO {
-                            self.smaps_thp(&mut mss, *folio, *flags, locked, true);
+                            self.mem.smaps_thp(&self.fs, &mut mss, *folio, *flags, locked, true);
                         }
                     }
                     // A PMD migration entry: its folio counts, not present; pmd_dirty and
                     // pmd_young of a swap PMD are not the page's bits, so neither is taken.
                     Pmd::Migration { folio, .. } => {
-                        self.smaps_thp(&mut mss, *folio, PteFlags::empty(), locked, false)
+                        self.mem.smaps_thp(&self.fs, &mut mss, *folio, PteFlags::empty(), locked, false)
                     }
                     Pmd::Table(t) => {
                         let lo = base.max(v.start.0);
@@ -383,22 +383,6 @@ impl System {
         }
     }
 
-    /// `smaps_pmd_entry`: a PMD-mapped folio counts in AnonHugePages (or ShmemPmdMapped,
-    /// FilePmdMapped) and is accounted whole.
-    fn smaps_thp(&self, mss: &mut Mss, folio: FolioId, flags: PteFlags, locked: bool, present: bool) {
-        let f = &self.mem.folios[folio];
-        if f.is_anon() {
-            mss.anonymous_thp += PMD_SIZE;
-        } else if let crate::folio::Mapping::File(ino) = f.mapping
-            && matches!(self.fs.inodes[ino].kind, InodeKind::Shmem)
-        {
-            mss.shmem_thp += PMD_SIZE;
-        } else {
-            mss.file_thp += PMD_SIZE;
-        }
-        self.mem.smaps_account(mss, folio, 0, f.nr_pages(), flags, locked, present);
-    }
-
     /// `smaps_pte_entry`: a present normal page (not the zero page: `vm_normal_page` is NULL
     /// for it), a swap entry (Swap, and SwapPss divided by the slot's swap count
     /// `swp_swapcount`), or a migration entry (its page, not present).
@@ -434,6 +418,30 @@ impl System {
 }
 
 impl crate::folio::FolioStore {
+    /// `smaps_pmd_entry`: a PMD-mapped folio counts in AnonHugePages (or ShmemPmdMapped,
+    /// FilePmdMapped) and is accounted whole.
+    fn smaps_thp(
+        &self,
+        fs: &crate::fs::Fs,
+        mss: &mut Mss,
+        folio: FolioId,
+        flags: PteFlags,
+        locked: bool,
+        present: bool,
+    ) {
+        let f = &self.folios[folio];
+        if f.is_anon() {
+            mss.anonymous_thp += PMD_SIZE;
+        } else if let crate::folio::Mapping::File(ino) = f.mapping
+            && matches!(fs.inodes[ino].kind, InodeKind::Shmem)
+        {
+            mss.shmem_thp += PMD_SIZE;
+        } else {
+            mss.file_thp += PMD_SIZE;
+        }
+        self.smaps_account(mss, folio, 0, f.nr_pages(), flags, locked, present);
+    }
+
     /// `smaps_account`: one PTE-mapped page (`nr == 1`) or a PMD-mapped folio, starting at
     /// page `sub`. A present entry's pages count as private when mapped once
     /// (`folio_precise_page_mapcount < 2`), their PSS divided by the mapcount otherwise; a
