@@ -332,7 +332,8 @@ impl System {
                         let hi = (base + PMD_SIZE).min(v.end.0);
                         let mut a = lo;
                         while a < hi {
-                            self.smaps_pte_entry(&mut mss, t.ptes[pte_index(VirtAddr(a))], locked);
+                            let pte = t.ptes[pte_index(VirtAddr(a))];
+                            self.mem.smaps_pte_entry(&self.swap, &mut mss, pte, locked);
                             a += PAGE_SIZE;
                         }
                     }
@@ -383,33 +384,6 @@ impl System {
         }
     }
 
-    /// `smaps_pte_entry`: a present normal page (not the zero page: `vm_normal_page` is NULL
-    /// for it), a swap entry (Swap, and SwapPss divided by the slot's swap count
-    /// `swp_swapcount`), or a migration entry (its page, not present).
-    fn smaps_pte_entry(&self, mss: &mut Mss, pte: Pte, locked: bool) {
-        match pte {
-            // A guard marker is no page and no swap (`smaps_pte_entry` skips marker entries).
-            Pte::None | Pte::Guard => {}
-            Pte::Present { folio, sub, flags } => {
-                if folio != ZERO_FOLIO && folio != HUGE_ZERO_FOLIO {
-                    self.mem.smaps_account(mss, folio, sub as usize, 1, flags, locked, true);
-                }
-            }
-            Pte::Swap { entry, .. } => {
-                mss.swap += PAGE_SIZE;
-                let count = self.swap.slot(entry).map_or(1, |s| s.count as u64);
-                let mut pss = PAGE_SIZE << PSS_SHIFT;
-                if count >= 2 {
-                    pss /= count;
-                }
-                mss.swap_pss += pss;
-            }
-            Pte::Migration { folio, sub, .. } => {
-                self.mem.smaps_account(mss, folio, sub as usize, 1, PteFlags::empty(), locked, false);
-            }
-        }
-    }
-
     /// `/proc/pid/smaps` of a process: every VMA.
     pub fn smaps(&self, pid: Pid) -> Vec<Smaps> {
         let Some(p) = self.vm.procs.get(&pid) else { return Vec::new() };
@@ -440,6 +414,33 @@ impl crate::folio::FolioStore {
             mss.file_thp += PMD_SIZE;
         }
         self.smaps_account(mss, folio, 0, f.nr_pages(), flags, locked, present);
+    }
+
+    /// `smaps_pte_entry`: a present normal page (not the zero page: `vm_normal_page` is NULL
+    /// for it), a swap entry (Swap, and SwapPss divided by the slot's swap count
+    /// `swp_swapcount`), or a migration entry (its page, not present).
+    fn smaps_pte_entry(&self, swap: &crate::swap::SwapDevice, mss: &mut Mss, pte: Pte, locked: bool) {
+        match pte {
+            // A guard marker is no page and no swap (`smaps_pte_entry` skips marker entries).
+            Pte::None | Pte::Guard => {}
+            Pte::Present { folio, sub, flags } => {
+                if folio != ZERO_FOLIO && folio != HUGE_ZERO_FOLIO {
+                    self.smaps_account(mss, folio, sub as usize, 1, flags, locked, true);
+                }
+            }
+            Pte::Swap { entry, .. } => {
+                mss.swap += PAGE_SIZE;
+                let count = swap.slot(entry).map_or(1, |s| s.count as u64);
+                let mut pss = PAGE_SIZE << PSS_SHIFT;
+                if count >= 2 {
+                    pss /= count;
+                }
+                mss.swap_pss += pss;
+            }
+            Pte::Migration { folio, sub, .. } => {
+                self.smaps_account(mss, folio, sub as usize, 1, PteFlags::empty(), locked, false);
+            }
+        }
     }
 
     /// `smaps_account`: one PTE-mapped page (`nr == 1`) or a PMD-mapped folio, starting at
