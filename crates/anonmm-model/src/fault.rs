@@ -437,17 +437,6 @@ impl System {
         }
     }
 
-    /// The PTE flags of a page a read fault (or fault-around) maps in a file or shmem VMA.
-    fn read_fault_pte_flags(&self, vma: VmaId) -> PteFlags {
-        if self.vm.shared_prot_writable(&self.fs, vma) {
-            PteFlags::ACCESSED | PteFlags::WRITE
-        } else if self.vm.vmas[vma].flags.contains(VmFlags::SHARED) {
-            self.vm.new_pte_flags(vma, false)
-        } else {
-            PteFlags::ACCESSED
-        }
-    }
-
     /// `do_anonymous_page`: a read maps the zero page; a write allocates an exclusive folio.
     fn do_anonymous_page(&mut self, mm: MmId, vma: VmaId, a: VirtAddr, write: bool) {
         if !write {
@@ -621,13 +610,6 @@ impl System {
         }
     }
 
-    /// Whether `a` of a file VMA lies beyond EOF: `filemap_fault` (and `shmem_get_folio_gfp`)
-    /// returns `VM_FAULT_SIGBUS` there, before any read-ahead.
-    fn beyond_eof(&self, vma: VmaId, a: VirtAddr) -> bool {
-        let inode = self.fs.vma_inode(&self.vm, vma);
-        self.vm.vmas[vma].linear_page_index(a).0 >= self.fs.size_pages(inode)
-    }
-
     /// `do_read_fault`: map cached pages around the fault (`do_fault_around`,
     /// `filemap_map_pages`), even when the page itself is beyond EOF (then `__do_fault` is
     /// SIGBUS); on a cache miss, read around the page (`do_sync_mmap_readahead`) and retry,
@@ -642,7 +624,7 @@ impl System {
                 return true;
             }
         }
-        if self.beyond_eof(vma, a) {
+        if self.fs.beyond_eof(&self.vm, vma, a) {
             return false;
         }
         if !self.fs.inodes[inode].cache.contains_key(&index.0)
@@ -654,7 +636,7 @@ impl System {
                 return true;
             }
         }
-        let ro = self.read_fault_pte_flags(vma);
+        let ro = self.vm.read_fault_pte_flags(&self.fs, vma);
         let f = self.page_cache_get(inode, index);
         self.async_mmap_readahead(vma, f);
         self.vm.map_file_page(&mut self.mem, mm, vma, a, f, ro);
@@ -669,7 +651,7 @@ impl System {
             let v = &self.vm.vmas[vma];
             (v.start, v.pages(), v.pgoff)
         };
-        let ro = self.read_fault_pte_flags(vma);
+        let ro = self.vm.read_fault_pte_flags(&self.fs, vma);
         let pte_off = pte_index(a) as u64;
         let vma_off = vstart.pages_to(a);
         let from = (pte_off - pte_off % FAULT_AROUND_PAGES).max(pte_off - pte_off.min(vma_off));
@@ -852,7 +834,7 @@ impl System {
     /// `do_shared_fault`: write to a shared file mapping maps the cache page writable.
     /// False for SIGBUS beyond EOF.
     fn do_shared_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
-        if self.beyond_eof(vma, a) {
+        if self.fs.beyond_eof(&self.vm, vma, a) {
             return false;
         }
         let f = self.filemap_fault(vma, a);
@@ -868,7 +850,7 @@ impl System {
     /// beyond EOF, SIGBUS in `__do_fault`, leaves the VMA with one.
     fn do_cow_fault(&mut self, mm: MmId, vma: VmaId, a: VirtAddr) -> bool {
         self.rmap.anon_vma_prepare(&mut self.vm, &mut self.trace, vma);
-        if self.beyond_eof(vma, a) {
+        if self.fs.beyond_eof(&self.vm, vma, a) {
             return false;
         }
         let src = self.filemap_fault(vma, a);
@@ -989,6 +971,18 @@ impl crate::mm::Vm {
         v.file.is_none_or(|f| {
             !matches!(fs.inodes[fs.files[f].inode].kind, crate::fs::InodeKind::Regular { .. })
         })
+    }
+
+    /// The PTE flags of a page a read fault (or fault-around) maps in a file or shmem VMA
+    /// (`set_pte_range` builds them from `vm_page_prot`).
+    fn read_fault_pte_flags(&self, fs: &crate::fs::Fs, vma: VmaId) -> PteFlags {
+        if self.shared_prot_writable(fs, vma) {
+            PteFlags::ACCESSED | PteFlags::WRITE
+        } else if self.vmas[vma].flags.contains(VmFlags::SHARED) {
+            self.new_pte_flags(vma, false)
+        } else {
+            PteFlags::ACCESSED
+        }
     }
 
     /// x86 `access_error`: the VMA's permissions, and the protection key.
@@ -1120,5 +1114,12 @@ impl crate::fs::Fs {
     /// `file_inode(vma->vm_file)` of a file or shmem VMA.
     fn vma_inode(&self, vm: &crate::mm::Vm, vma: VmaId) -> InodeId {
         self.files[vm.vmas[vma].file.expect("file vma")].inode
+    }
+
+    /// Whether `a` of a file VMA lies beyond EOF: `filemap_fault` (and `shmem_get_folio_gfp`)
+    /// returns `VM_FAULT_SIGBUS` there, before any read-ahead.
+    fn beyond_eof(&self, vm: &crate::mm::Vm, vma: VmaId, a: VirtAddr) -> bool {
+        let inode = self.vma_inode(vm, vma);
+        vm.vmas[vma].linear_page_index(a).0 >= self.size_pages(inode)
     }
 }

@@ -307,7 +307,7 @@ impl System {
             if size < old {
                 self.truncate_pagecache(inode, size);
             }
-            self.zero_cached_tail(inode, size);
+            self.mem.zero_cached_tail(&self.fs, inode, size);
         }
         if matches!(self.fs.inodes[inode].kind, InodeKind::Regular { .. }) {
             let eof = if size > old {
@@ -325,19 +325,6 @@ impl System {
         }
     }
 
-    /// `folio_zero_range` of the cached page holding byte `pos` of the file, from `pos` to
-    /// the page's end. The model keeps a page's contents as the tag at its start (a
-    /// little-endian u64), so only a `pos` inside those 8 bytes changes what it holds.
-    fn zero_cached_tail(&mut self, inode: InodeId, pos: u64) {
-        let off = pos % PAGE_SIZE;
-        if off == 0 {
-            return;
-        }
-        if let Some(&f) = self.fs.inodes[inode].cache.get(&(pos >> PAGE_SHIFT)) {
-            let page = &mut self.mem.folios[f].pages[0];
-            page.tag = zero_tag_from(page.tag, off);
-        }
-    }
     /// `truncate_pagecache`: unmap everything from `size` on, COW copies included, and drop
     /// the page cache there.
     fn truncate_pagecache(&mut self, inode: InodeId, size: u64) {
@@ -401,7 +388,7 @@ impl System {
     fn ext4_block_truncate_page(&mut self, inode: InodeId, pos: u64) {
         let index = pos >> PAGE_SHIFT;
         if self.fs.inodes[inode].cache.contains_key(&index) {
-            self.zero_cached_tail(inode, pos);
+            self.mem.zero_cached_tail(&self.fs, inode, pos);
             return;
         }
         let f = self.mem.folio_alloc(&mut self.trace, 0);
@@ -478,6 +465,22 @@ impl Fs {
 /// little-endian u64 at the page's start, so its bytes from `off` on become zero.
 pub fn zero_tag_from(tag: u64, off: u64) -> u64 {
     if off >= 8 { tag } else { tag & ((1u64 << (8 * off)) - 1) }
+}
+
+impl crate::folio::FolioStore {
+    /// `folio_zero_range` of the cached page holding byte `pos` of the file, from `pos` to
+    /// the page's end. The model keeps a page's contents as the tag at its start (a
+    /// little-endian u64), so only a `pos` inside those 8 bytes changes what it holds.
+    fn zero_cached_tail(&mut self, fs: &Fs, inode: InodeId, pos: u64) {
+        let off = pos % PAGE_SIZE;
+        if off == 0 {
+            return;
+        }
+        if let Some(&f) = fs.inodes[inode].cache.get(&(pos >> PAGE_SHIFT)) {
+            let page = &mut self.folios[f].pages[0];
+            page.tag = zero_tag_from(page.tag, off);
+        }
+    }
 }
 
 impl crate::fs::Fs {

@@ -227,59 +227,9 @@ impl System {
         }
         let v = self.vma_modify_flags(vma, start, end, newflags, MergeCaller::Mlock)?;
         if !(newflags.contains(VmFlags::LOCKED) && old.contains(VmFlags::LOCKED)) {
-            self.mlock_vma_pages_range(v, start, end);
+            self.mem.mlock_vma_pages_range(&self.vm, v, start, end);
         }
         Ok(v)
-    }
-
-    /// `mlock_vma_pages_range` → `mlock_pte_range`, PMD by PMD over `[start, end)` of `vma`
-    /// (whose flags are set): every folio mapped there (not the zero pages) is mlocked when
-    /// the VMA is `VM_LOCKED`, else munlocked, once per run of its pages (`folio_mlock_step`).
-    /// A large folio is mlocked only when that run maps all of it inside this PMD's part of
-    /// the range (`allow_mlock_munlock`); munlock takes any part.
-    fn mlock_vma_pages_range(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr) {
-        let mm = self.vm.vmas[vma].mm;
-        let lock = self.vm.vmas[vma].flags.contains(VmFlags::LOCKED);
-        for (_, folio, _) in self.vm.mms[mm].pt.huge_in(start, end) {
-            if folio != HUGE_ZERO_FOLIO {
-                let f = &mut self.mem.folios[folio];
-                if lock { f.mlock() } else { f.munlock() }
-            }
-        }
-        let ptes = self.vm.mms[mm].pt.ptes_in(start, end);
-        let mut i = 0;
-        while i < ptes.len() {
-            let (a, pte) = ptes[i];
-            i += 1;
-            let Pte::Present { folio, sub, .. } = pte else { continue };
-            if folio == ZERO_FOLIO {
-                continue;
-            }
-            let nr = self.mem.folios[folio].nr_pages();
-            // folio_mlock_step: the run of PTEs mapping this folio's next pages, to the end
-            // of the folio, of this PMD's part of the range.
-            let pmd_end = VirtAddr(((a.0 >> PMD_SHIFT) + 1) << PMD_SHIFT).min(end);
-            let mut step = 1u64;
-            while i < ptes.len()
-                && u64::from(sub) + step < nr
-                && ptes[i].0 == a.plus(step << PAGE_SHIFT)
-                && ptes[i].0 < pmd_end
-                && matches!(ptes[i].1, Pte::Present { folio: g, sub: s, .. } if g == folio && u64::from(s) == u64::from(sub) + step)
-            {
-                step += 1;
-                i += 1;
-            }
-            if lock && nr > 1 {
-                // allow_mlock_munlock: folio_within_range of this PMD's part, and fully mapped.
-                let pmd_start = VirtAddr((a.0 >> PMD_SHIFT) << PMD_SHIFT).max(start);
-                let first = VirtAddr(a.0.wrapping_sub(u64::from(sub) << PAGE_SHIFT));
-                if sub != 0 || step != nr || first < pmd_start || first.plus(nr << PAGE_SHIFT) > pmd_end {
-                    continue;
-                }
-            }
-            let f = &mut self.mem.folios[folio];
-            if lock { f.mlock() } else { f.munlock() }
-        }
     }
 }
 
@@ -313,6 +263,56 @@ impl crate::mm::Vm {
 }
 
 impl crate::folio::FolioStore {
+    /// `mlock_vma_pages_range` → `mlock_pte_range`, PMD by PMD over `[start, end)` of `vma`
+    /// (whose flags are set): every folio mapped there (not the zero pages) is mlocked when
+    /// the VMA is `VM_LOCKED`, else munlocked, once per run of its pages (`folio_mlock_step`).
+    /// A large folio is mlocked only when that run maps all of it inside this PMD's part of
+    /// the range (`allow_mlock_munlock`); munlock takes any part.
+    fn mlock_vma_pages_range(&mut self, vm: &crate::mm::Vm, vma: VmaId, start: VirtAddr, end: VirtAddr) {
+        let mm = vm.vmas[vma].mm;
+        let lock = vm.vmas[vma].flags.contains(VmFlags::LOCKED);
+        for (_, folio, _) in vm.mms[mm].pt.huge_in(start, end) {
+            if folio != HUGE_ZERO_FOLIO {
+                let f = &mut self.folios[folio];
+                if lock { f.mlock() } else { f.munlock() }
+            }
+        }
+        let ptes = vm.mms[mm].pt.ptes_in(start, end);
+        let mut i = 0;
+        while i < ptes.len() {
+            let (a, pte) = ptes[i];
+            i += 1;
+            let Pte::Present { folio, sub, .. } = pte else { continue };
+            if folio == ZERO_FOLIO {
+                continue;
+            }
+            let nr = self.folios[folio].nr_pages();
+            // folio_mlock_step: the run of PTEs mapping this folio's next pages, to the end
+            // of the folio, of this PMD's part of the range.
+            let pmd_end = VirtAddr(((a.0 >> PMD_SHIFT) + 1) << PMD_SHIFT).min(end);
+            let mut step = 1u64;
+            while i < ptes.len()
+                && u64::from(sub) + step < nr
+                && ptes[i].0 == a.plus(step << PAGE_SHIFT)
+                && ptes[i].0 < pmd_end
+                && matches!(ptes[i].1, Pte::Present { folio: g, sub: s, .. } if g == folio && u64::from(s) == u64::from(sub) + step)
+            {
+                step += 1;
+                i += 1;
+            }
+            if lock && nr > 1 {
+                // allow_mlock_munlock: folio_within_range of this PMD's part, and fully mapped.
+                let pmd_start = VirtAddr((a.0 >> PMD_SHIFT) << PMD_SHIFT).max(start);
+                let first = VirtAddr(a.0.wrapping_sub(u64::from(sub) << PAGE_SHIFT));
+                if sub != 0 || step != nr || first < pmd_start || first.plus(nr << PAGE_SHIFT) > pmd_end {
+                    continue;
+                }
+            }
+            let f = &mut self.folios[folio];
+            if lock { f.mlock() } else { f.munlock() }
+        }
+    }
+
     /// `folio_add_lru_vma`: a new folio mapped in `vma` goes to the LRU, mlocked if `vma`
     /// is (`mlock_new_folio`).
     pub fn folio_add_lru_vma(&mut self, vm: &crate::mm::Vm, folio: FolioId, vma: VmaId) {

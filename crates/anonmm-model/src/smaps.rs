@@ -319,20 +319,21 @@ impl System {
                     // smaps_pmd_entry: vm_normal_page_pmd is NULL for the huge zero folio.
                     Pmd::Huge { folio, flags } => {
                         if *folio != HUGE_ZERO_FOLIO {
-                            self.smaps_thp(&mut mss, *folio, *flags, locked, true);
+                            self.mem.smaps_thp(&self.fs, &mut mss, *folio, *flags, locked, true);
                         }
                     }
                     // A PMD migration entry: its folio counts, not present; pmd_dirty and
                     // pmd_young of a swap PMD are not the page's bits, so neither is taken.
                     Pmd::Migration { folio, .. } => {
-                        self.smaps_thp(&mut mss, *folio, PteFlags::empty(), locked, false)
+                        self.mem.smaps_thp(&self.fs, &mut mss, *folio, PteFlags::empty(), locked, false)
                     }
                     Pmd::Table(t) => {
                         let lo = base.max(v.start.0);
                         let hi = (base + PMD_SIZE).min(v.end.0);
                         let mut a = lo;
                         while a < hi {
-                            self.smaps_pte_entry(&mut mss, t.ptes[pte_index(VirtAddr(a))], locked);
+                            let pte = t.ptes[pte_index(VirtAddr(a))];
+                            self.mem.smaps_pte_entry(&self.swap, &mut mss, pte, locked);
                             a += PAGE_SIZE;
                         }
                     }
@@ -383,49 +384,6 @@ impl System {
         }
     }
 
-    /// `smaps_pmd_entry`: a PMD-mapped folio counts in AnonHugePages (or ShmemPmdMapped,
-    /// FilePmdMapped) and is accounted whole.
-    fn smaps_thp(&self, mss: &mut Mss, folio: FolioId, flags: PteFlags, locked: bool, present: bool) {
-        let f = &self.mem.folios[folio];
-        if f.is_anon() {
-            mss.anonymous_thp += PMD_SIZE;
-        } else if let crate::folio::Mapping::File(ino) = f.mapping
-            && matches!(self.fs.inodes[ino].kind, InodeKind::Shmem)
-        {
-            mss.shmem_thp += PMD_SIZE;
-        } else {
-            mss.file_thp += PMD_SIZE;
-        }
-        self.mem.smaps_account(mss, folio, 0, f.nr_pages(), flags, locked, present);
-    }
-
-    /// `smaps_pte_entry`: a present normal page (not the zero page: `vm_normal_page` is NULL
-    /// for it), a swap entry (Swap, and SwapPss divided by the slot's swap count
-    /// `swp_swapcount`), or a migration entry (its page, not present).
-    fn smaps_pte_entry(&self, mss: &mut Mss, pte: Pte, locked: bool) {
-        match pte {
-            // A guard marker is no page and no swap (`smaps_pte_entry` skips marker entries).
-            Pte::None | Pte::Guard => {}
-            Pte::Present { folio, sub, flags } => {
-                if folio != ZERO_FOLIO && folio != HUGE_ZERO_FOLIO {
-                    self.mem.smaps_account(mss, folio, sub as usize, 1, flags, locked, true);
-                }
-            }
-            Pte::Swap { entry, .. } => {
-                mss.swap += PAGE_SIZE;
-                let count = self.swap.slot(entry).map_or(1, |s| s.count as u64);
-                let mut pss = PAGE_SIZE << PSS_SHIFT;
-                if count >= 2 {
-                    pss /= count;
-                }
-                mss.swap_pss += pss;
-            }
-            Pte::Migration { folio, sub, .. } => {
-                self.mem.smaps_account(mss, folio, sub as usize, 1, PteFlags::empty(), locked, false);
-            }
-        }
-    }
-
     /// `/proc/pid/smaps` of a process: every VMA.
     pub fn smaps(&self, pid: Pid) -> Vec<Smaps> {
         let Some(p) = self.vm.procs.get(&pid) else { return Vec::new() };
@@ -434,6 +392,57 @@ impl System {
 }
 
 impl crate::folio::FolioStore {
+    /// `smaps_pmd_entry`: a PMD-mapped folio counts in AnonHugePages (or ShmemPmdMapped,
+    /// FilePmdMapped) and is accounted whole.
+    fn smaps_thp(
+        &self,
+        fs: &crate::fs::Fs,
+        mss: &mut Mss,
+        folio: FolioId,
+        flags: PteFlags,
+        locked: bool,
+        present: bool,
+    ) {
+        let f = &self.folios[folio];
+        if f.is_anon() {
+            mss.anonymous_thp += PMD_SIZE;
+        } else if let crate::folio::Mapping::File(ino) = f.mapping
+            && matches!(fs.inodes[ino].kind, InodeKind::Shmem)
+        {
+            mss.shmem_thp += PMD_SIZE;
+        } else {
+            mss.file_thp += PMD_SIZE;
+        }
+        self.smaps_account(mss, folio, 0, f.nr_pages(), flags, locked, present);
+    }
+
+    /// `smaps_pte_entry`: a present normal page (not the zero page: `vm_normal_page` is NULL
+    /// for it), a swap entry (Swap, and SwapPss divided by the slot's swap count
+    /// `swp_swapcount`), or a migration entry (its page, not present).
+    fn smaps_pte_entry(&self, swap: &crate::swap::SwapDevice, mss: &mut Mss, pte: Pte, locked: bool) {
+        match pte {
+            // A guard marker is no page and no swap (`smaps_pte_entry` skips marker entries).
+            Pte::None | Pte::Guard => {}
+            Pte::Present { folio, sub, flags } => {
+                if folio != ZERO_FOLIO && folio != HUGE_ZERO_FOLIO {
+                    self.smaps_account(mss, folio, sub as usize, 1, flags, locked, true);
+                }
+            }
+            Pte::Swap { entry, .. } => {
+                mss.swap += PAGE_SIZE;
+                let count = swap.slot(entry).map_or(1, |s| s.count as u64);
+                let mut pss = PAGE_SIZE << PSS_SHIFT;
+                if count >= 2 {
+                    pss /= count;
+                }
+                mss.swap_pss += pss;
+            }
+            Pte::Migration { folio, sub, .. } => {
+                self.smaps_account(mss, folio, sub as usize, 1, PteFlags::empty(), locked, false);
+            }
+        }
+    }
+
     /// `smaps_account`: one PTE-mapped page (`nr == 1`) or a PMD-mapped folio, starting at
     /// page `sub`. A present entry's pages count as private when mapped once
     /// (`folio_precise_page_mapcount < 2`), their PSS divided by the mapcount otherwise; a
