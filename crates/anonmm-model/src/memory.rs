@@ -77,22 +77,6 @@ impl System {
             }
         }
     }
-
-    /// Unmap a page-cache folio from every mapping of its file (`unmap_mapping_folio`).
-    pub fn unmap_file_folio_everywhere(&mut self, folio: FolioId) {
-        let Mapping::File(inode) = self.mem.folios[folio].mapping else { return };
-        let index = self.mem.folios[folio].index;
-        for (vma, addr) in self.fs.file_rmap(&self.vm, inode, index) {
-            let mm = self.vm.vmas[vma].mm;
-            let pte = self.vm.mms[mm].pt.get_pte(addr);
-            if let Pte::Present { folio: f, .. } = pte
-                && f == folio
-            {
-                self.vm.mms[mm].pt.set_pte(addr, Pte::None);
-                self.mem.drop_pte(&mut self.swap, &mut self.trace, mm, pte);
-            }
-        }
-    }
 }
 
 impl crate::fs::Fs {

@@ -433,8 +433,8 @@ impl System {
         if merge_both {
             sticky |= self.vm.vmas[vmg.next.expect("next")].flags & VmFlags::STICKY;
         }
-        let target = if merge_left { vmg.prev } else { vmg.next }.expect("target");
-        self.policy.commit_merge(self, vmg.mm, start, end, middle, target);
+        // The policy's hook runs once the target has the anon_vma it keeps (dup_anon_vma: an
+        // unfaulted prev takes next's or middle's), before middle goes or shrinks.
         if merge_both {
             let prev = vmg.prev.expect("prev");
             let next = vmg.next.expect("next");
@@ -442,6 +442,7 @@ impl System {
             let nend = self.vm.vmas[next].end;
             let src = if self.vm.vmas[next].anon_vma.is_some() { next } else { middle };
             self.rmap.dup_anon_vma(&mut self.vm, prev, src);
+            self.policy.commit_merge(self, vmg.mm, start, end, middle, prev);
             self.merge_remove(middle);
             self.merge_remove(next);
             self.vma_set_range(prev, pstart, nend, ppgoff);
@@ -450,6 +451,7 @@ impl System {
             let prev = vmg.prev.expect("prev");
             let (pstart, ppgoff) = (self.vm.vmas[prev].start, self.vm.vmas[prev].pgoff);
             self.rmap.dup_anon_vma(&mut self.vm, prev, middle);
+            self.policy.commit_merge(self, vmg.mm, start, end, middle, prev);
             if remove_middle {
                 self.merge_remove(middle);
             } else {
@@ -466,6 +468,7 @@ impl System {
             };
             let pglen = start.pages_to(end);
             self.rmap.dup_anon_vma(&mut self.vm, next, middle);
+            self.policy.commit_merge(self, vmg.mm, start, end, middle, next);
             if remove_middle {
                 self.merge_remove(middle);
                 self.vma_set_range(next, start, nend, npgoff.minus(pglen));

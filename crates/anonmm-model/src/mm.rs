@@ -9,9 +9,7 @@ use crate::errno::{Errno, KResult};
 use crate::folio::{Folio, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
 use crate::fs::{FileId, Fs};
 use crate::pagetable::PageTable;
-use crate::types::{
-    DEFAULT_MAX_MAP_COUNT, HPAGE_PMD_ORDER, PAGE_SIZE, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr,
-};
+use crate::types::{DEFAULT_MAX_MAP_COUNT, HPAGE_PMD_ORDER, PMD_SIZE, PgOff, Pid, TASK_SIZE, VirtAddr};
 use crate::vma::{VmFlags, Vma, VmaChain, VmaId};
 use crate::vma_tree::VmaTree;
 
@@ -420,11 +418,6 @@ impl System {
     /// Record that the current call needs behaviour the model lacks.
     pub fn not_modelled(&mut self, what: &str) {
         self.unsupported.get_or_insert_with(|| what.to_string());
-    }
-
-    /// Bytes in `[start, end)` must be page aligned: a helper for callers.
-    pub fn is_page_aligned(x: u64) -> bool {
-        x.is_multiple_of(PAGE_SIZE)
     }
 }
 

@@ -102,8 +102,9 @@ pub(crate) trait Design: Copy {
         false
     }
 
-    /// `commit_merge` of `vma_merge_existing_range`, before the VMAs change: `[start, end)`
-    /// of `from` is about to become part of `to`.
+    /// `commit_merge` of `vma_merge_existing_range`, once `to` has the anon_vma it keeps
+    /// (`dup_anon_vma`) and before the VMAs change: `[start, end)` of `from` is about to
+    /// become part of `to`.
     fn commit_merge(
         self,
         sys: &mut System,
