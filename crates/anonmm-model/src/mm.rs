@@ -360,9 +360,10 @@ impl System {
     /// Free a detached VMA: drop its anon_vma links and its file reference (`remove_vma`).
     pub fn vma_free(&mut self, vma: VmaId) {
         self.rmap.unlink_anon_vmas(&mut self.vm, &mut self.trace, vma);
-        let v = self.vm.vmas.free(vma);
-        self.vm.vmas_without_file -= usize::from(v.file.is_none());
-        if let Some(f) = v.file {
+        let file = self.vm.vmas[vma].file;
+        self.vm.vmas.release(vma);
+        self.vm.vmas_without_file -= usize::from(file.is_none());
+        if let Some(f) = file {
             self.fput(f);
         }
     }
