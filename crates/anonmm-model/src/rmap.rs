@@ -455,11 +455,12 @@ impl crate::rmap::Rmap {
 
     /// `unlink_anon_vmas`: drop a VMA's chains, freeing anon_vmas whose trees empty.
     pub fn unlink_anon_vmas(&mut self, vm: &mut crate::mm::Vm, trace: &mut crate::stats::Trace, vma: VmaId) {
-        let chain = std::mem::take(&mut vm.vmas[vma].chain);
-        let key = vm.vmas[vma].pgoff.0;
+        let v = &mut vm.vmas[vma];
+        let (chain, key) = (std::mem::take(&mut v.chain), v.pgoff.0);
         let mut emptied = Vec::new();
-        for avc in chain {
-            let Avc { anon_vma, .. } = self.avcs.free(avc);
+        for &avc in &chain {
+            let anon_vma = self.avcs[avc].anon_vma;
+            self.avcs.release(avc);
             let a = &mut self.anon_vmas[anon_vma];
             a.tree.remove(&(key, avc));
             if a.tree.is_empty() {
