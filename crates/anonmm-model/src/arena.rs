@@ -65,6 +65,15 @@ impl<I: ArenaId, T> Arena<I, T> {
         self.live -= 1;
         v
     }
+    /// Drop the value in slot `id` where it lies, making the slot reusable: [`Arena::free`]
+    /// without moving the value out (a VMA is 128 bytes). Panics on a double free.
+    pub fn release(&mut self, id: I) {
+        let slot = &mut self.items[id.index() as usize];
+        assert!(slot.is_some(), "double free in arena");
+        *slot = None;
+        self.free.push(id.index());
+        self.live -= 1;
+    }
     /// Whether `id` names a live value.
     pub fn contains(&self, id: I) -> bool {
         self.items.get(id.index() as usize).is_some_and(|s| s.is_some())
@@ -85,11 +94,13 @@ impl<I: ArenaId, T> Arena<I, T> {
 
 impl<I: ArenaId, T> std::ops::Index<I> for Arena<I, T> {
     type Output = T;
+    #[inline]
     fn index(&self, id: I) -> &T {
         self.items[id.index() as usize].as_ref().expect("stale arena id")
     }
 }
 impl<I: ArenaId, T> std::ops::IndexMut<I> for Arena<I, T> {
+    #[inline]
     fn index_mut(&mut self, id: I) -> &mut T {
         self.items[id.index() as usize].as_mut().expect("stale arena id")
     }

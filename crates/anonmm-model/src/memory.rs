@@ -111,14 +111,18 @@ impl crate::mm::Vm {
         start: VirtAddr,
         end: VirtAddr,
     ) {
-        let m = &self.mms[mm];
-        let (prev, next) = m.vmas.around_lt(hole_start.0);
-        let prev = prev.map(|(s, e)| (s, e.end));
-        let next = next.map(|(s, e)| (s, e.end));
-        let hole_empty = next.is_none_or(|(s, _)| s >= hole_end.0);
+        // The hole's neighbours, looked up at the first empty table: most calls free none
+        // (the tables still map other VMAs' pages), and then need no search.
+        type Nb = (Option<(u64, u64)>, Option<(u64, u64)>);
+        let mut nb: Option<Nb> = None;
         // Whether a VMA intersects [b, e): decided from prev and next when they settle it
         // (every VMA lies at or below prev, or at or above next), else by the tree.
-        let touched = |m: &crate::mm::Mm, b: u64, e: u64| -> bool {
+        let mut touched = |m: &crate::mm::Mm, b: u64, e: u64| -> bool {
+            let (prev, next) = *nb.get_or_insert_with(|| {
+                let (prev, next) = m.vmas.around_lt(hole_start.0);
+                (prev.map(|(s, e)| (s, e.end)), next.map(|(s, e)| (s, e.end)))
+            });
+            let hole_empty = next.is_none_or(|(s, _)| s >= hole_end.0);
             if hole_empty {
                 let before = match prev {
                     Some((_, pe)) if pe <= b => Some(false),

@@ -340,17 +340,14 @@ impl System {
         }
         // The chains are filed by pgoff alone (the walk checks the end), so only a new pgoff
         // re-files them.
-        let refile = self.vm.vmas[vma].pgoff != pgoff;
-        if refile {
-            self.rmap.rmap_pre_update(&self.vm, vma);
-        }
+        let old_pgoff = self.vm.vmas[vma].pgoff;
         self.vm.mms[mm].vmas.rekey(old_start.0, start.0, VmaEntry { end: end.0, id: vma });
         let v = &mut self.vm.vmas[vma];
         v.start = start;
         v.end = end;
         v.pgoff = pgoff;
-        if refile {
-            self.rmap.rmap_post_update(&self.vm, vma);
+        if old_pgoff != pgoff {
+            self.rmap.rmap_refile(&self.vm, vma, old_pgoff.0);
         }
         let _ = old_end;
     }
@@ -358,9 +355,10 @@ impl System {
     /// Free a detached VMA: drop its anon_vma links and its file reference (`remove_vma`).
     pub fn vma_free(&mut self, vma: VmaId) {
         self.rmap.unlink_anon_vmas(&mut self.vm, &mut self.trace, vma);
-        let v = self.vm.vmas.free(vma);
-        self.vm.vmas_without_file -= usize::from(v.file.is_none());
-        if let Some(f) = v.file {
+        let file = self.vm.vmas[vma].file;
+        self.vm.vmas.release(vma);
+        self.vm.vmas_without_file -= usize::from(file.is_none());
+        if let Some(f) = file {
             self.fput(f);
         }
     }

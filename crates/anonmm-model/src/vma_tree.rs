@@ -19,11 +19,12 @@ const _: () = assert!(LEAF_CAP == 32, "Leaf::rank assumes 32 keys");
 /// (so that a merge is never undone by the next insertion).
 const LEAF_MIN: usize = LEAF_CAP / 4;
 
-/// A leaf, aligned to cache lines. Its keys are searched by a branch-free binary search
+/// A leaf, aligned to pairs of cache lines (as [`crate::vma::Vma`] is), so that each half
+/// of its keys is one pair. Its keys are searched by a branch-free binary search
 /// ([`Leaf::rank`]) that prefetches the half it goes on in, so a cold leaf costs about two
 /// cache misses in a row. Unused keys are `u64::MAX` so that they never count.
 #[derive(Clone, Debug)]
-#[repr(C, align(64))]
+#[repr(C, align(128))]
 struct Leaf {
     keys: [u64; LEAF_CAP],
     len: usize,
