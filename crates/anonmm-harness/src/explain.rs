@@ -124,7 +124,7 @@ pub fn explain(script: &Script, opts: &ExplainOptions) -> Result<String, RunErro
         if matches!(step.call, Call::ExitGroup { .. })
             && opts.pid.is_none_or(|q| q == step.pid)
             && let Ok(mm) = runner.sys.vm.mm_of(step.pid)
-            && runner.sys.vm.procs.keys().filter(|&&p| runner.sys.vm.mm_of(p) == Ok(mm)).count() == 1
+            && runner.sys.vm.mms[mm].users == 1
         {
             let note = format!(", as before its exit at line {}", step.line);
             exited.insert(step.pid, render_pid(&mut runner.sys, &prov, step.pid, &note));
