@@ -12,7 +12,7 @@ mod perf_records;
 pub mod stream;
 
 pub use lines::Streamed;
-pub use perf::{ImportError, ImportReport, parse_perf, read_trace, read_trace_bytes};
+pub use perf::{ImportError, ImportReport, parse_perf, read_trace};
 pub use stream::{StreamEnd, TraceStream, stream_trace};
 
 // The lower layers' modules, under the paths the files use (`crate::script::Script`).
@@ -25,18 +25,14 @@ use anonmm_script::out;
 /// comes with its import report (`Some`), and is to be run as `replay` runs it
 /// (`RunOptions::replay`); a script that parses strictly is a script (`None`).
 pub fn load(path: &std::path::Path) -> Result<(crate::script::Script, Option<ImportReport>), ImportError> {
-    let name = path.display().to_string();
     // Read once: a pipe (`/dev/stdin`, a shell's `<(...)`) cannot be opened a second time.
-    let bytes = std::fs::read(path).map_err(|e| ImportError {
-        path: name.clone(),
-        line: 0,
-        reason: format!("cannot read: {e}"),
-    })?;
+    let (name, bytes) = perf::read_input(path)?;
+    let zst_name = path.extension().is_some_and(|e| e == "zst");
     let head = &bytes[..bytes.len().min(1 << 16)];
     let text = String::from_utf8_lossy(head);
     let is_trace = head.starts_with(&perf::ZSTD_MAGIC)
         || head.starts_with(perf_data::PERF_MAGIC)
-        || path.extension().is_some_and(|e| e == "zst")
+        || zst_name
         || perf::looks_like_perf(&text)
         || perf::perf_without_tid(&text).is_some();
     if !is_trace {
@@ -50,7 +46,6 @@ pub fn load(path: &std::path::Path) -> Result<(crate::script::Script, Option<Imp
             Err(e) => return Err(ImportError { path: e.path, line: e.line, reason: e.reason }),
         }
     }
-    let zst_name = path.extension().is_some_and(|e| e == "zst");
     perf::read_trace_bytes(&name, zst_name, bytes).map(|(s, r)| (s, Some(r)))
 }
 

@@ -102,18 +102,22 @@ const MAX_PROBLEMS: usize = 20;
 
 /// Read a trace: `perf script` text or a strace/anonmm script, zstd-compressed or not.
 pub fn read_trace(path: &Path) -> Result<(Script, ImportReport), ImportError> {
-    let name = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| ImportError {
-        path: name.clone(),
-        line: 0,
-        reason: format!("cannot read: {e}"),
-    })?;
+    let (name, bytes) = read_input(path)?;
     read_trace_bytes(&name, path.extension().is_some_and(|e| e == "zst"), bytes)
+}
+
+/// The name messages give `path`, and its bytes, read once.
+pub(crate) fn read_input(path: &Path) -> Result<(String, Vec<u8>), ImportError> {
+    let name = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => Ok((name, bytes)),
+        Err(e) => Err(ImportError { path: name, line: 0, reason: format!("cannot read: {e}") }),
+    }
 }
 
 /// [`read_trace`] of a file's bytes, read already; `name` names it in messages, `zst_name`
 /// says whether its name ends in `.zst`.
-pub fn read_trace_bytes(
+pub(crate) fn read_trace_bytes(
     name: &str,
     zst_name: bool,
     bytes: Vec<u8>,

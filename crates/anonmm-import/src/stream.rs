@@ -78,17 +78,9 @@ pub fn stream_trace(path: &Path) -> Result<TraceStream, ImportError> {
     let name = path.display().to_string();
     if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
         // A pipe (`/dev/stdin`, `<(zstdcat …)`) can be read only once: the format cannot be
-        // sniffed first and the file opened again, nor read again if the stream is spoiled.
-        let bytes = std::fs::read(path).map_err(|e| ImportError {
-            path: name.clone(),
-            line: 0,
-            reason: format!("cannot read: {e}"),
-        })?;
-        return super::perf::read_trace_bytes(&name, path.extension().is_some_and(|e| e == "zst"), bytes)
-            .map(|(script, report)| TraceStream {
-                inner: Inner::Whole { script, report, given: false },
-                side: None,
-            });
+        // sniffed first and the file opened again, nor read again if the stream is spoiled:
+        // import it whole, reading it once.
+        return whole();
     }
     if super::perf_data::file_is_perf_data(path) {
         let r = super::perf_data::open_path(path).map_err(|reason| ImportError {
