@@ -14,6 +14,19 @@ use crate::pagetable::{Pmd, Pte, PteFlags};
 use crate::types::{PAGE_SIZE, PMD_SIZE, Pid, VirtAddr, page_align};
 use crate::vma::{AnonName, VmFlags, VmaId};
 
+/// What a madvise PTE walk does at a PTE mapping part of a large folio
+/// ([`System::madvise_large_folio`]).
+pub(crate) enum AtLargeFolio {
+    /// Leave the rest of this PMD (6.1: mapped more than once, or the split failed).
+    Stop,
+    /// The folio was split: look at the same PTE again.
+    Again,
+    /// Leave these many PTEs, the folio's batch (maybe mapped shared, or the split failed).
+    Skip(u64),
+    /// These many PTEs from here map the whole folio.
+    Whole(u64),
+}
+
 /// `ANON_VMA_NAME_MAX_LEN`.
 const ANON_VMA_NAME_MAX_LEN: usize = 80;
 
@@ -278,6 +291,41 @@ impl System {
         if free { f.mapcount() != 1 } else { f.page_mapcount(0) != 1 }
     }
 
+    /// The step `madvise_free_pte_range` and `madvise_cold_or_pageout_pte_range` share at a
+    /// PTE mapping page `sub` of a large folio, at `a` of a walk up to `end`:
+    /// - 6.1 splits the folio if page `page61` of it is mapped once (MADV_FREE asks the
+    ///   first page, `folio_estimated_sharers`; COLD/PAGEOUT the page here, `page_mapcount`)
+    ///   and looks at the PTE again; else, or if the split fails, it leaves the PMD;
+    /// - later kernels batch the folio's PTEs (`folio_pte_batch`): a folio the batch does
+    ///   not map whole is split unless maybe mapped shared (and the PTE looked at again),
+    ///   or its batch is skipped
+    ///   ([`Profile::madvise_batches_large_folios`](crate::kernel::Profile::madvise_batches_large_folios)).
+    pub(crate) fn madvise_large_folio(
+        &mut self,
+        mm: MmId,
+        a: VirtAddr,
+        end: VirtAddr,
+        folio: FolioId,
+        sub: u16,
+        page61: u16,
+    ) -> AtLargeFolio {
+        if !self.cfg.kernel.profile().madvise_batches_large_folios {
+            if self.mem.folios[folio].page_mapcount(page61 as usize) != 1 || self.split_folio(folio).is_err()
+            {
+                return AtLargeFolio::Stop;
+            }
+            return AtLargeFolio::Again;
+        }
+        let nr = self.mem.folio_pte_batch(&self.vm, mm, a, end, folio, sub);
+        if nr == self.mem.folios[folio].nr_pages() {
+            AtLargeFolio::Whole(nr)
+        } else if !self.folio_shared_for_madvise(folio) && self.split_folio(folio).is_ok() {
+            AtLargeFolio::Again
+        } else {
+            AtLargeFolio::Skip(nr)
+        }
+    }
+
     /// `madvise_free_single_vma`: `madvise_free_pte_range` on each PMD of `[start, end)`.
     fn madvise_free_single_vma(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         for (addr, next) in self.vm.mms[mm].pt.pmd_ranges(start, end) {
@@ -323,24 +371,15 @@ impl System {
                 }
                 Pte::Present { folio, sub, .. } if folio != ZERO_FOLIO => {
                     if self.mem.folios[folio].is_large() {
-                        if !self.cfg.kernel.profile().madvise_batches_large_folios {
-                            // 6.1: split any large folio met whose first page is mapped once
-                            // (`folio_estimated_sharers`), and look at the PTE again; else (or
-                            // if the split fails) leave this PMD.
-                            if self.mem.folios[folio].page_mapcount(0) != 1
-                                || self.split_folio(folio).is_err()
-                            {
-                                break;
+                        // 6.1 asks the first page (`folio_estimated_sharers`).
+                        match self.madvise_large_folio(mm, a, end, folio, sub, 0) {
+                            AtLargeFolio::Stop => break,
+                            AtLargeFolio::Again => continue,
+                            AtLargeFolio::Skip(n) => {
+                                a = a.plus(n * PAGE_SIZE);
+                                continue;
                             }
-                            continue;
-                        }
-                        nr = self.mem.folio_pte_batch(&self.vm, mm, a, end, folio, sub);
-                        if nr < self.mem.folios[folio].nr_pages() {
-                            if !self.folio_shared_for_madvise(folio) && self.split_folio(folio).is_ok() {
-                                nr = 0;
-                            }
-                            a = a.plus(nr * PAGE_SIZE);
-                            continue;
+                            AtLargeFolio::Whole(n) => nr = n,
                         }
                     }
                     self.madvise_free_folio(mm, a, folio, nr);

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 
 use crate::errno::{Errno, KResult};
 use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::madvise::AtLargeFolio;
 use crate::mm::{MmId, System};
 use crate::pagetable::{Pmd, Pte, PteFlags, SwapEntry};
 use crate::types::{PAGE_SIZE, PMD_SIZE, VirtAddr};
@@ -155,24 +156,15 @@ impl System {
                 continue;
             }
             if self.mem.folios[folio].is_large() {
-                if !self.cfg.kernel.profile().madvise_batches_large_folios {
-                    // 6.1: split any large folio met whose page here is mapped once, and
-                    // look at the PTE again; else (or if the split fails) leave this PMD.
-                    if self.mem.folios[folio].page_mapcount(sub as usize) != 1
-                        || self.split_folio(folio).is_err()
-                    {
-                        break;
+                // 6.1 asks the page mapped here (`page_mapcount`).
+                match self.madvise_large_folio(mm, a, end, folio, sub, sub) {
+                    AtLargeFolio::Stop => break,
+                    AtLargeFolio::Again => continue,
+                    AtLargeFolio::Skip(n) => {
+                        a = a.plus(n * PAGE_SIZE);
+                        continue;
                     }
-                    continue;
-                }
-                nr = self.mem.folio_pte_batch(&self.vm, mm, a, end, folio, sub);
-                if nr < self.mem.folios[folio].nr_pages() {
-                    // Split and look at this PTE again, or skip the batch.
-                    if !self.folio_shared_for_madvise(folio) && self.split_folio(folio).is_ok() {
-                        nr = 0;
-                    }
-                    a = a.plus(nr * PAGE_SIZE);
-                    continue;
+                    AtLargeFolio::Whole(n) => nr = n,
                 }
             }
             let f = &self.mem.folios[folio];
