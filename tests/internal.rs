@@ -293,26 +293,40 @@ fn uffd_move_keeps_the_source_pte_table() {
     }
 }
 
-/// 6.1's VM and the host's 6.18 leave a paged-out folio in the swap cache (the write is still
-/// running when reclaim looks), so the child's swap-in maps the old folio on the root anon_vma
-/// (the parent's, where it was first written); 6.12's VM reads a new, exclusive folio onto the
-/// child's own anon_vma (6.1 `--internal` seed 320609).
+/// The child's swap-in of a page paged out after its parent (where it was first mapped) went:
+/// which folio it maps, and that folio's mapping against the child's own anon_vma and the root.
+fn swapped_in_mapping(name: &str, k: Kernel) -> (MappingName, MappingName, MappingName) {
+    let p = last(name, k);
+    let v = &p.iter().find(|(pid, _)| *pid == 2).expect("the child").1;
+    let own = v.vmas[0].anon_vma.expect("the child's anon_vma");
+    let f = v.folios.iter().find(|f| f.addr == 0x2000_0220_5000).expect("the page");
+    (f.mapping, MappingName::Anon(own.0), MappingName::Anon(own.1))
+}
+
+/// A zero-filled page paged out: 6.12 and 6.18 free it at once (the swap zeromap), so the
+/// child's swap-in reads a new, exclusive folio onto its own anon_vma; 6.1 keeps the folio in
+/// the swap cache and maps it again, on the root anon_vma (the parent's; 6.1 `--internal`
+/// seed 320609).
 #[test]
-fn a_swapped_in_page_keeps_its_old_mapping_unless_the_write_ended() {
-    let mapping = |k| {
-        let p = last("pageout_frees_written_folio", k);
-        let v = &p.iter().find(|(pid, _)| *pid == 2).expect("the child").1;
-        let own = v.vmas[0].anon_vma.expect("the child's anon_vma");
-        let f = v.folios.iter().find(|f| f.addr == 0x2000_0220_5000).expect("the written page");
-        (f.mapping, MappingName::Anon(own.0), MappingName::Anon(own.1))
-    };
-    for k in [Kernel::V6_1, Kernel::V6_18] {
-        let (m, own, root) = mapping(k);
+fn a_zero_filled_page_swapped_in_is_a_new_folio_from_6_12() {
+    let (m, own, root) = swapped_in_mapping("pageout_of_zero_folio", Kernel::V6_1);
+    assert_ne!(own, root);
+    assert_eq!(m, root, "6.1: the old folio, on the root anon_vma");
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        let (m, own, _) = swapped_in_mapping("pageout_of_zero_folio", k);
+        assert_eq!(m, own, "{k}: a new folio on the child's anon_vma");
+    }
+}
+
+/// A written page paged out stays in the swap cache on every kernel (the write is still
+/// running when reclaim looks), so the swap-in maps the old folio, on the root anon_vma.
+#[test]
+fn a_written_page_swapped_in_keeps_its_old_mapping() {
+    for k in [Kernel::V6_1, Kernel::V6_12, Kernel::V6_18] {
+        let (m, own, root) = swapped_in_mapping("pageout_keeps_written_folio", k);
         assert_ne!(own, root);
         assert_eq!(m, root, "{k}: the old folio, on the root anon_vma");
     }
-    let (m, own, _) = mapping(Kernel::V6_12);
-    assert_eq!(m, own, "6.12: a new folio on the child's anon_vma");
 }
 
 /// A populate write-faults a fork-shared, PTE-mapped THP page by page: 6.1 copies every page

@@ -277,9 +277,8 @@ fn the_6_18_profile_is_the_default_and_has_every_version_switch() {
     assert!(p.map_stack_nohugepage && p.dontunmap_unlocks_whole_vma && p.uffd_copy_merges);
     assert!(p.folio_shared_by_mm_ids && p.collapse_read_only_ptes && p.fault_around_checks_i_size);
     assert!(p.uffd_unregister_same_ctx && p.mmap_merge_new_range);
-    // A race, not a version: the host's swap write is still running when reclaim looks.
-    assert!(!p.pageout_frees_written_folio);
     assert!(p.madvise_batches_large_folios && p.seq_readahead_half_async && p.collapse_none_pte_ebusy);
+    assert!(p.swap_zeromap);
 }
 
 #[test]
@@ -622,4 +621,30 @@ fn pageout_of_a_thp_asks_the_head_page_on_6_1() {
     for k in [Kernel::V6_12, Kernel::V6_18] {
         assert!(matches!(first(k), Some(anonmm::snapshot::PageName::Page(_))), "{k}: left alone");
     }
+}
+
+/// MADV_PAGEOUT of a zero-filled page (populated, never written): from 6.12 the swap zeromap
+/// frees it at once, so mlock's swap-in maps a new folio, not mlocked, and the last
+/// MADV_PAGEOUT (after MREMAP_DONTUNMAP unlocked the VMA on 6.18) pages it out while the
+/// mlocked pages stay. 6.1 keeps the folio in the swap cache and the swap-in mlocks it; on
+/// 6.12 the VMA stays locked around the moved page, so MADV_PAGEOUT refuses (EINVAL).
+#[test]
+fn zero_filled_folio_is_freed_at_pageout_from_6_12() {
+    use anonmm::snapshot::PageName;
+    let at = |k, addr: u64| {
+        let steps = run("swap_zeromap_frees_zero_folio", k);
+        let p = &steps.last().expect("steps").procs[&anonmm::types::Pid(1)];
+        p.pages.iter().find(|pg| pg.addr == addr).map(|pg| pg.page)
+    };
+    assert_eq!(at(Kernel::V6_18, 0x2000_02e0_0000), Some(PageName::Swap), "the new folio is paged out");
+    assert!(matches!(at(Kernel::V6_18, 0x2000_02e0_2000), Some(PageName::Page(_))), "PG_mlocked: kept");
+    assert!(
+        matches!(at(Kernel::V6_1, 0x2000_02e0_0000), Some(PageName::Page(_))),
+        "6.1: the old folio, mlocked"
+    );
+    assert_eq!(
+        outcome("swap_zeromap_frees_zero_folio", Kernel::V6_12, 14).0,
+        "= -1 EINVAL (Invalid argument)"
+    );
+    assert!(matches!(at(Kernel::V6_12, 0x2000_02e0_0000), Some(PageName::Page(_))), "6.12: locked VMA");
 }

@@ -342,18 +342,19 @@ pub struct Profile {
     /// between two different anon_vmas the range joins next (oracle fuzz --kernel 6.1 seed
     /// 116394).
     pub mmap_merge_new_range: bool,
-    /// MADV_PAGEOUT frees a small anonymous folio once it is written to swap. Whether it does
-    /// is a race, not a version: `pageout` starts the write and `shrink_folio_list` frees the
-    /// folio only if the write has ended by the time it looks (else `goto keep`: the folio
-    /// stays in the swap cache, unmapped). So the switch follows each kernel's oracle
-    /// machine. Debian's 6.12 in the VM is seen to free it (a later swap-in reads a new
-    /// folio, which takes the faulting VMA's anon_vma when exclusive); Debian's 6.1.192 in
-    /// the same VM keeps it (oracle fuzz --kernel 6.1 --internal seed 320609), and so does
-    /// the host's 6.18 (its `/proc/kpageflags` shows the folio still `SWAPCACHE`, often
-    /// `WRITEBACK`, after the call; host seed 91019609). A kept folio swapped in is mapped
-    /// again with `folio_add_anon_rmap_ptes`, which mlocks it in a `VM_LOCKED` VMA, and with
-    /// its old mapping (the root anon_vma of a page first written before a fork).
-    pub pageout_frees_written_folio: bool,
+    /// A zero-filled folio MADV_PAGEOUT reclaims is not written at all: `swap_writepage`
+    /// sets its slots' bits in the swap device's zeromap and unlocks it, never under
+    /// writeback, so `shrink_folio_list` frees it at once and a swap-in reads a new, zeroed
+    /// folio (`swap_read_folio_zeromap`), exclusive, on the faulting VMA's anon_vma and not
+    /// mlocked (`folio_add_new_anon_rmap`). Any other folio is still under writeback when
+    /// `shrink_folio_list` looks (the swap file's bio completes later), so it stays in the
+    /// swap cache, unmapped, and a swap-in maps it again with its old mapping and index
+    /// (`folio_add_anon_rmap_ptes`, which mlocks it in a `VM_LOCKED` VMA). 6.12, "mm: store
+    /// zero pages to be swapped out in a bitmap" (Usama Arif); Debian's 6.1.192 writes the
+    /// zeros too and keeps the folio (6.1 `--internal` seed 320609,
+    /// tests/internal/pageout_of_zero_folio.strace; on the host,
+    /// tests/kernels/swap_zeromap_frees_zero_folio.strace).
+    pub swap_zeromap: bool,
     /// MADV_COLD/PAGEOUT and MADV_FREE take a PTE-mapped large folio as a batch
     /// (`folio_pte_batch`): one the range covers whole is left whole, one it covers in part
     /// is split unless (likely/maybe) mapped shared, else skipped, and the walk goes on (6.9,
@@ -379,8 +380,7 @@ pub struct Profile {
     pub collapse_none_pte_ebusy: bool,
 }
 
-/// Linux 6.18: every version switch on (`pageout_frees_written_folio`, a race that follows
-/// the oracle machine, is off on the host).
+/// Linux 6.18: every version switch on.
 pub const V6_18: Profile = Profile {
     madv_guard: true,
     uffdio_move: true,
@@ -412,8 +412,7 @@ pub const V6_18: Profile = Profile {
     fault_around_checks_i_size: true,
     uffd_unregister_same_ctx: true,
     mmap_merge_new_range: true,
-    // The host's swap write is still running when shrink_folio_list looks.
-    pageout_frees_written_folio: false,
+    swap_zeromap: true,
     madvise_batches_large_folios: true,
     seq_readahead_half_async: true,
     collapse_none_pte_ebusy: true,
@@ -440,8 +439,6 @@ pub const V6_12: Profile = Profile {
     folio_shared_by_mm_ids: false,
     collapse_read_only_ptes: false,
     uffd_unregister_same_ctx: false,
-    // The VM's swap write has ended by then.
-    pageout_frees_written_folio: true,
     ..V6_18
 };
 
@@ -460,7 +457,7 @@ pub const V6_1: Profile = Profile {
     smaps_lockonfault_mnemonic: false,
     fault_around_checks_i_size: false,
     mmap_merge_new_range: false,
-    pageout_frees_written_folio: false,
+    swap_zeromap: false,
     madvise_batches_large_folios: false,
     seq_readahead_half_async: false,
     collapse_none_pte_ebusy: false,

@@ -13,11 +13,11 @@
 //! contents written to it (a tag), so no data is ever lost. The swap cache maps a slot to the
 //! folio caching it (`folio->swap`, `PG_swapcache`), which holds one reference for it.
 //!
-//! Reclaim writes the folio out and frees it at once, as 6.12 and 6.18 are seen to do (the
-//! write to the oracle's swap file has ended when `shrink_folio_list` looks again). On 6.1
-//! the folio is still under writeback then and stays in the swap cache, unmapped
-//! ([`Profile::pageout_frees_written_folio`](crate::kernel::Profile)): a later swap-in maps
-//! that folio, with its old `mapping` and `index`, where 6.12 and 6.18 read a new one.
+//! Reclaim writes the folio out, and the swap file's write is still running when
+//! `shrink_folio_list` looks, so the folio stays in the swap cache, unmapped: a later swap-in
+//! maps that folio again, with its old `mapping` and `index`. From 6.12 a zero-filled folio is
+//! never written (the swap zeromap) and is freed at once, so its swap-in reads a new one
+//! ([`Profile::swap_zeromap`](crate::kernel::Profile)).
 
 use std::collections::BTreeMap;
 
@@ -248,14 +248,16 @@ impl System {
             // Still mapped: activate_locked keeps it in the swap cache (swap is not full).
             return;
         }
-        if !self.cfg.kernel.profile().pageout_frees_written_folio {
-            // 6.1: shrink_folio_list finds the folio still under writeback (`goto keep`), so
-            // it stays in the swap cache, clean once written, mapped nowhere: a swap-in maps
-            // it again with its old mapping and index.
+        // A zero-filled folio is not written at all on a zeromap kernel; any other is still
+        // under writeback when shrink_folio_list looks (`goto keep`), so it stays in the swap
+        // cache, clean once written, mapped nowhere.
+        if !(self.cfg.kernel.profile().swap_zeromap
+            && self.mem.folios[folio].pages.iter().all(|p| p.tag == 0))
+        {
             self.mem.folios[folio].dirty = false;
             return;
         }
-        // pageout() + __remove_mapping.
+        // pageout() with nothing to write (swap_zeromap_folio_set) + __remove_mapping.
         self.swap.delete_from_swap_cache(&mut self.mem, folio);
         self.mem.folio_put_if_unused(&mut self.trace, folio);
     }
