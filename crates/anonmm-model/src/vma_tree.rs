@@ -323,13 +323,20 @@ impl VmaTree {
             Ok(i) => return Some(std::mem::replace(&mut leaf.vals[i], v)),
             Err(i) => i,
         };
+        self.insert_in(l, i, k, v);
+        None
+    }
+
+    /// Insert `(k, v)` at index `i` of leaf `l`, where the order puts it.
+    fn insert_in(&mut self, l: usize, i: usize, k: u64, v: VmaEntry) {
+        let leaf = &mut self.leaves[l];
         self.len += 1;
         if leaf.len < LEAF_CAP {
             leaf.insert_at(i, k, v);
             if i == 0 {
                 self.firsts[l] = k;
             }
-            return None;
+            return;
         }
         // Split the full leaf in halves, then insert into the half that holds `k`.
         let half = LEAF_CAP / 2;
@@ -348,7 +355,33 @@ impl VmaTree {
         }
         self.firsts.insert(l + 1, upper.keys[0]);
         self.leaves.insert(l + 1, upper);
-        None
+    }
+
+    /// Split the entry with key `old` in two (`__split_vma`): it becomes `keep`, and `new`
+    /// goes right before it (`new_below`) or right after it, from the one search that finds
+    /// `old`, as the kernel's `vma_iter_store` writes both halves at the iterator's
+    /// position. The two halves must cover the old entry's range, so the order stays.
+    pub fn split(&mut self, old: u64, keep: Entry, new: Entry, new_below: bool) {
+        self.last.set(None);
+        let found = if self.len > 0 {
+            let l = self.leaf_for(old);
+            self.leaves[l].find(old).ok().map(|i| (l, i))
+        } else {
+            None
+        };
+        let Some((l, i)) = found else {
+            // Not there: as a removal of nothing and two insertions.
+            self.insert(keep.0, keep.1);
+            self.insert(new.0, new.1);
+            return;
+        };
+        let leaf = &mut self.leaves[l];
+        leaf.keys[i] = keep.0;
+        leaf.vals[i] = keep.1;
+        if i == 0 {
+            self.firsts[l] = keep.0;
+        }
+        self.insert_in(l, if new_below { i } else { i + 1 }, new.0, new.1);
     }
 
     /// Move the entry with key `old` to key `new` with value `v` (a VMA whose start moves
@@ -526,6 +559,7 @@ mod tests {
     #[test]
     fn agrees_with_btreemap() {
         let mut rng = SmallRng::seed_from_u64(7);
+        let mut splits = 0;
         for round in 0..20 {
             let span = [50u64, 300, 5000][round % 3];
             let mut t = VmaTree::new();
@@ -563,6 +597,24 @@ mod tests {
                     assert_eq!(t.len(), m.len());
                     assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
                 }
+                if let Some((k0, v0)) = t.first_ge(q)
+                    && let gap = m.range(k0 + 1..).next().map_or(u64::MAX, |(k, _)| *k).min(v0.end)
+                    && gap > k0 + 1
+                    && rng.random_range(0..4) == 0
+                {
+                    // Split an entry's range in two, as __split_vma does (the keys stay
+                    // below the next entry's).
+                    let mid = rng.random_range(k0 + 1..gap);
+                    let below = rng.random_range(0..2) == 0;
+                    let (lo, hi) = ((k0, VmaEntry { end: mid, id: v0.id }), (mid, v0));
+                    let (keep, new) = if below { (hi, lo) } else { (lo, hi) };
+                    t.split(k0, keep, new, below);
+                    splits += 1;
+                    m.insert(lo.0, lo.1);
+                    m.insert(hi.0, hi.1);
+                    assert_eq!(t.len(), m.len());
+                    assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
+                }
                 let wn = t.with_neighbours(q).map(|w| w.map(|e| e.map(|(k, _)| k)));
                 let want = m.contains_key(&q).then(|| {
                     [
@@ -592,5 +644,6 @@ mod tests {
                 }
             }
         }
+        assert!(splits > 1000, "{splits} splits");
     }
 }
