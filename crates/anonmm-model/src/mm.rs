@@ -335,6 +335,12 @@ impl System {
         self.vma_set_fields(vma, start, end, pgoff);
     }
 
+    /// [`System::vma_set_range`] of a VMA whose tree entry already says `[start, end)`.
+    pub(crate) fn vma_set_range_untreed(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr, pgoff: PgOff) {
+        self.vma_adjust_trans_huge(self.vm.vmas[vma].mm, start, end);
+        self.vma_set_fields(vma, start, end, pgoff);
+    }
+
     /// `vma_adjust_trans_huge`: split the PMD-mapped THPs across the new boundaries.
     fn vma_adjust_trans_huge(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         for a in [start, end] {

@@ -415,6 +415,55 @@ impl VmaTree {
         self.insert(new, v);
     }
 
+    /// Store `v` over `[start, v.end)` as the entry that had key `old` (the maple tree's
+    /// store of an expanded VMA, `vma_iter_store`): every other entry whose key lies in the
+    /// range goes (the VMAs a merge absorbs), with one search and one shift when they share
+    /// a leaf. `old` must lie in the range. Returns how many entries went.
+    pub fn store(&mut self, old: u64, start: u64, v: VmaEntry) -> usize {
+        self.last.set(None);
+        debug_assert!(start <= old && old < v.end);
+        if self.len > 0 {
+            let l = self.leaf_for(start);
+            let leaf = &self.leaves[l];
+            let i = leaf.rank(start);
+            let n = leaf.rank(v.end);
+            let next_first = self.firsts.get(l + 1).copied().unwrap_or(u64::MAX);
+            // The run [i, n) holds `old` and ends inside this leaf.
+            if i < n
+                && leaf.keys[i] <= old
+                && old <= leaf.keys[n - 1]
+                && (n < leaf.len || v.end <= next_first)
+            {
+                let leaf = &mut self.leaves[l];
+                leaf.keys[i] = start;
+                leaf.vals[i] = v;
+                let gone = n - i - 1;
+                if gone > 0 {
+                    let len = leaf.len;
+                    leaf.keys.copy_within(n..len, i + 1);
+                    leaf.vals.copy_within(n..len, i + 1);
+                    leaf.keys[len - gone..len].fill(u64::MAX);
+                    leaf.len -= gone;
+                    self.len -= gone;
+                }
+                if i == 0 {
+                    self.firsts[l] = start;
+                }
+                if leaf.len < LEAF_MIN {
+                    self.merge_small(l);
+                }
+                return gone;
+            }
+        }
+        // Across leaves: one removal at a time.
+        let covered: Vec<u64> = self.range(start..v.end).map(|(k, _)| *k).filter(|&k| k != old).collect();
+        for k in &covered {
+            self.remove(k);
+        }
+        self.rekey(old, start, v);
+        covered.len()
+    }
+
     /// Remove the entry with key `k`; returns its value.
     pub fn remove(&mut self, k: &u64) -> Option<VmaEntry> {
         self.last.set(None);
@@ -559,7 +608,7 @@ mod tests {
     #[test]
     fn agrees_with_btreemap() {
         let mut rng = SmallRng::seed_from_u64(7);
-        let mut splits = 0;
+        let (mut splits, mut stores) = (0, 0);
         for round in 0..20 {
             let span = [50u64, 300, 5000][round % 3];
             let mut t = VmaTree::new();
@@ -615,6 +664,25 @@ mod tests {
                     assert_eq!(t.len(), m.len());
                     assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
                 }
+                if let Some((k0, v0)) = t.first_ge(q)
+                    && rng.random_range(0..4) == 0
+                {
+                    // Store an entry over its neighbours, as a merge does.
+                    let lo = m.range(..k0).next_back().map_or(0, |(k, _)| *k);
+                    let start = rng.random_range(lo..=k0);
+                    let end = k0 + 1 + rng.random_range(0..60);
+                    let gone: Vec<u64> = m.range(start..end).map(|(k, _)| *k).filter(|&k| k != k0).collect();
+                    for k in &gone {
+                        m.remove(k);
+                    }
+                    m.remove(&k0);
+                    let nv = VmaEntry { end, id: v0.id };
+                    m.insert(start, nv);
+                    assert_eq!(t.store(k0, start, nv), gone.len());
+                    stores += 1;
+                    assert_eq!(t.len(), m.len());
+                    assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
+                }
                 let wn = t.with_neighbours(q).map(|w| w.map(|e| e.map(|(k, _)| k)));
                 let want = m.contains_key(&q).then(|| {
                     [
@@ -644,6 +712,6 @@ mod tests {
                 }
             }
         }
-        assert!(splits > 1000, "{splits} splits");
+        assert!(splits > 1000 && stores > 1000, "{splits} splits, {stores} stores");
     }
 }
