@@ -231,7 +231,7 @@ impl System {
     /// `can_vma_merge_left`.
     fn can_vma_merge_left(&self, vmg: &Vmg) -> Result<(), MergeReason> {
         match vmg.prev {
-            Some(p) if self.vm.vmas[p].end == vmg.start => self.can_vma_merge_after(vmg),
+            Some(p) if self.vm.neighbour_range(vmg.mm, p).1 == vmg.start.0 => self.can_vma_merge_after(vmg),
             _ => Err(MergeReason::NoNeighbour),
         }
     }
@@ -240,7 +240,7 @@ impl System {
     /// when both will merge.
     fn can_vma_merge_right(&self, vmg: &Vmg, can_merge_left: bool) -> Result<(), MergeReason> {
         let next = match vmg.next {
-            Some(n) if self.vm.vmas[n].start == vmg.end => n,
+            Some(n) if self.vm.neighbour_range(vmg.mm, n).0 == vmg.end.0 => n,
             _ => return Err(MergeReason::NoNeighbour),
         };
         self.can_vma_merge_before(vmg)?;
@@ -259,7 +259,7 @@ impl System {
     /// with two different anon_vmas the range joins next, not prev.
     fn mmap_region_merge_checks(&self, vmg: &mut Vmg) -> (Result<(), MergeReason>, Result<(), MergeReason>) {
         let right = match vmg.next {
-            Some(n) if self.vm.vmas[n].start == vmg.end => self.can_vma_merge_before(vmg),
+            Some(n) if self.vm.neighbour_range(vmg.mm, n).0 == vmg.end.0 => self.can_vma_merge_before(vmg),
             _ => Err(MergeReason::NoNeighbour),
         };
         let own = vmg.anon_vma;
@@ -356,7 +356,8 @@ impl System {
     /// `vma_expand`: grow the target over `[start, end)`, removing next when it is covered.
     pub fn vma_expand(&mut self, vmg: &mut Vmg) {
         let target = vmg.target.expect("target");
-        let remove_next = vmg.next.is_some_and(|n| n != target && vmg.end == self.vm.vmas[n].end);
+        let remove_next =
+            vmg.next.is_some_and(|n| n != target && vmg.end.0 == self.vm.neighbour_range(vmg.mm, n).1);
         if remove_next {
             self.rmap.dup_anon_vma(&mut self.vm, target, vmg.next.expect("next"));
         }
