@@ -231,7 +231,7 @@ impl System {
     /// `can_vma_merge_left`.
     fn can_vma_merge_left(&self, vmg: &Vmg) -> Result<(), MergeReason> {
         match vmg.prev {
-            Some(p) if self.vm.vmas[p].end == vmg.start => self.can_vma_merge_after(vmg),
+            Some(p) if self.vm.neighbour_range(vmg.mm, p).1 == vmg.start.0 => self.can_vma_merge_after(vmg),
             _ => Err(MergeReason::NoNeighbour),
         }
     }
@@ -240,7 +240,7 @@ impl System {
     /// when both will merge.
     fn can_vma_merge_right(&self, vmg: &Vmg, can_merge_left: bool) -> Result<(), MergeReason> {
         let next = match vmg.next {
-            Some(n) if self.vm.vmas[n].start == vmg.end => n,
+            Some(n) if self.vm.neighbour_range(vmg.mm, n).0 == vmg.end.0 => n,
             _ => return Err(MergeReason::NoNeighbour),
         };
         self.can_vma_merge_before(vmg)?;
@@ -259,7 +259,7 @@ impl System {
     /// with two different anon_vmas the range joins next, not prev.
     fn mmap_region_merge_checks(&self, vmg: &mut Vmg) -> (Result<(), MergeReason>, Result<(), MergeReason>) {
         let right = match vmg.next {
-            Some(n) if self.vm.vmas[n].start == vmg.end => self.can_vma_merge_before(vmg),
+            Some(n) if self.vm.neighbour_range(vmg.mm, n).0 == vmg.end.0 => self.can_vma_merge_before(vmg),
             _ => Err(MergeReason::NoNeighbour),
         };
         let own = vmg.anon_vma;
@@ -271,10 +271,29 @@ impl System {
         (left, right)
     }
 
-    /// Remove a VMA absorbed by a merge (`vma_complete` with `anon_vma_merge`).
-    fn merge_remove(&mut self, vma: VmaId) {
-        self.vm.vma_detach(vma);
-        self.vma_free(vma);
+    /// `target` grows over `[start, end)`, absorbing the VMAs `gone` (`vma_complete` with
+    /// `anon_vma_merge`): one tree store writes the grown VMA over them (`vma_iter_store`),
+    /// then they are freed and the target's range set, as a removal of each followed by
+    /// `vma_set_range` did.
+    fn merge_store(&mut self, target: VmaId, start: VirtAddr, end: VirtAddr, pgoff: PgOff, gone: &[VmaId]) {
+        let (mm, old) = (self.vm.vmas[target].mm, self.vm.vmas[target].start);
+        if self.vm.mms[mm].pt.pmds.has_leaves() {
+            // split_huge_pmd looks up the VMAs at the new boundaries: keep the tree as each
+            // step left it.
+            for &v in gone {
+                self.vm.vma_detach(v);
+                self.vma_free(v);
+            }
+            self.vma_set_range(target, start, end, pgoff);
+            return;
+        }
+        let removed =
+            self.vm.mms[mm].vmas.store(old.0, start.0, crate::mm::VmaEntry { end: end.0, id: target });
+        assert_eq!(removed, gone.len(), "a merge's range covers only the VMAs it absorbs");
+        for &v in gone {
+            self.vma_free(v);
+        }
+        self.vma_set_range_untreed(target, start, end, pgoff);
     }
 
     /// `vma_merge_new_range`: a new range `[start, end)` in a gap may extend prev, next or
@@ -337,7 +356,8 @@ impl System {
     /// `vma_expand`: grow the target over `[start, end)`, removing next when it is covered.
     pub fn vma_expand(&mut self, vmg: &mut Vmg) {
         let target = vmg.target.expect("target");
-        let remove_next = vmg.next.is_some_and(|n| n != target && vmg.end == self.vm.vmas[n].end);
+        let remove_next =
+            vmg.next.is_some_and(|n| n != target && vmg.end.0 == self.vm.neighbour_range(vmg.mm, n).1);
         if remove_next {
             self.rmap.dup_anon_vma(&mut self.vm, target, vmg.next.expect("next"));
         }
@@ -348,10 +368,13 @@ impl System {
         let mut sticky = vmg.flags & VmFlags::STICKY;
         if remove_next {
             sticky |= self.vm.vmas[vmg.next.expect("next")].flags & VmFlags::STICKY;
-            self.merge_remove(vmg.next.expect("next"));
         }
         self.vm.vmas[target].flags |= sticky;
-        self.vma_set_range(target, vmg.start, vmg.end, vmg.pgoff);
+        if remove_next {
+            self.merge_store(target, vmg.start, vmg.end, vmg.pgoff, &[vmg.next.expect("next")]);
+        } else {
+            self.vma_set_range(target, vmg.start, vmg.end, vmg.pgoff);
+        }
     }
 
     /// `vma_merge_existing_range`: the attributes of `[start, end)` ⊆ middle are changing;
@@ -443,9 +466,7 @@ impl System {
             let src = if self.vm.vmas[next].anon_vma.is_some() { next } else { middle };
             self.rmap.dup_anon_vma(&mut self.vm, prev, src);
             self.policy.commit_merge(self, vmg.mm, start, end, middle, prev);
-            self.merge_remove(middle);
-            self.merge_remove(next);
-            self.vma_set_range(prev, pstart, nend, ppgoff);
+            self.merge_store(prev, pstart, nend, ppgoff, &[middle, next]);
             vmg.target = Some(prev);
         } else if merge_left {
             let prev = vmg.prev.expect("prev");
@@ -453,12 +474,12 @@ impl System {
             self.rmap.dup_anon_vma(&mut self.vm, prev, middle);
             self.policy.commit_merge(self, vmg.mm, start, end, middle, prev);
             if remove_middle {
-                self.merge_remove(middle);
+                self.merge_store(prev, pstart, end, ppgoff, &[middle]);
             } else {
                 // __adjust_middle_start
                 self.vma_set_range(middle, end, mend, mpgoff.plus(mstart.pages_to(end)));
+                self.vma_set_range(prev, pstart, end, ppgoff);
             }
-            self.vma_set_range(prev, pstart, end, ppgoff);
             vmg.target = Some(prev);
         } else {
             let next = vmg.next.expect("next");
@@ -470,8 +491,7 @@ impl System {
             self.rmap.dup_anon_vma(&mut self.vm, next, middle);
             self.policy.commit_merge(self, vmg.mm, start, end, middle, next);
             if remove_middle {
-                self.merge_remove(middle);
-                self.vma_set_range(next, start, nend, npgoff.minus(pglen));
+                self.merge_store(next, start, nend, npgoff.minus(pglen), &[middle]);
             } else {
                 // __adjust_next_start: middle keeps [mstart, start), next grows down to start.
                 self.vma_set_range(middle, mstart, start, mpgoff);

@@ -329,27 +329,41 @@ impl System {
     /// `vma_set_range` with the rmap tree updates around it and the THP splits that
     /// `vma_adjust_trans_huge` does at new boundaries.
     pub fn vma_set_range(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr, pgoff: PgOff) {
-        let (mm, old_start, old_end) = {
-            let v = &self.vm.vmas[vma];
-            (v.mm, v.start, v.end)
-        };
+        let (mm, old_start) = (self.vm.vmas[vma].mm, self.vm.vmas[vma].start);
+        self.vma_adjust_trans_huge(mm, start, end);
+        self.vm.mms[mm].vmas.rekey(old_start.0, start.0, VmaEntry { end: end.0, id: vma });
+        self.vma_set_fields(vma, start, end, pgoff);
+    }
+
+    /// [`System::vma_set_range`] of a VMA whose tree entry already says `[start, end)`.
+    pub(crate) fn vma_set_range_untreed(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr, pgoff: PgOff) {
+        self.vma_adjust_trans_huge(self.vm.vmas[vma].mm, start, end);
+        self.vma_set_fields(vma, start, end, pgoff);
+    }
+
+    /// `vma_adjust_trans_huge`: split the PMD-mapped THPs across the new boundaries. Inline:
+    /// in an mm without huge leaves it is two tests.
+    #[inline]
+    fn vma_adjust_trans_huge(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
         for a in [start, end] {
             if a.0 % PMD_SIZE != 0 {
                 self.vm.split_huge_pmd(&mut self.mem, &mut self.trace, mm, a);
             }
         }
-        // The chains are filed by pgoff alone (the walk checks the end), so only a new pgoff
-        // re-files them.
-        let old_pgoff = self.vm.vmas[vma].pgoff;
-        self.vm.mms[mm].vmas.rekey(old_start.0, start.0, VmaEntry { end: end.0, id: vma });
+    }
+
+    /// `vma_set_range`'s part after the tree: the VMA's fields and its chains' place in the
+    /// rmap trees.
+    fn vma_set_fields(&mut self, vma: VmaId, start: VirtAddr, end: VirtAddr, pgoff: PgOff) {
         let v = &mut self.vm.vmas[vma];
+        let old_pgoff = std::mem::replace(&mut v.pgoff, pgoff);
         v.start = start;
         v.end = end;
-        v.pgoff = pgoff;
+        // The chains are filed by pgoff alone (the walk checks the end), so only a new pgoff
+        // re-files them.
         if old_pgoff != pgoff {
             self.rmap.rmap_refile(&self.vm, vma, old_pgoff.0);
         }
-        let _ = old_end;
     }
 
     /// Free a detached VMA: drop its anon_vma links and its file reference (`remove_vma`).
@@ -391,15 +405,21 @@ impl System {
             self.fs.files[f].refs += 1;
         }
         let mm = new.mm;
-        // Shrink the original first so the tree never holds overlapping entries.
-        if new_below {
-            self.vma_set_range(vma, addr, vend, vpgoff.plus(vstart.pages_to(addr)));
-        } else {
-            self.vma_set_range(vma, vstart, addr, vpgoff);
-        }
-        let new_id = self.vm.vma_link(new);
+        // The original shrinks (vma_set_range) and the new part is linked next to it
+        // (vma_iter_store), from one tree search.
+        let (start, end, pgoff) =
+            if new_below { (addr, vend, vpgoff.plus(vstart.pages_to(addr))) } else { (vstart, addr, vpgoff) };
+        self.vma_adjust_trans_huge(mm, start, end);
+        let (nstart, nend) = (new.start, new.end);
+        let new_id = self.vm.vma_alloc(new);
+        self.vm.mms[mm].vmas.split(
+            vstart.0,
+            (start.0, VmaEntry { end: end.0, id: vma }),
+            (nstart.0, VmaEntry { end: nend.0, id: new_id }),
+            new_below,
+        );
+        self.vma_set_fields(vma, start, end, pgoff);
         self.rmap.anon_vma_clone(&mut self.vm, new_id, vma);
-        let _ = mm;
         self.trace.stats.splits += 1;
         new_id
     }
@@ -434,10 +454,27 @@ impl Vm {
     /// Link a new VMA into its mm (`vma_link`): map_count grows by one.
     pub fn vma_link(&mut self, v: Vma) -> VmaId {
         let (mm, start, end) = (v.mm, v.start, v.end);
-        self.vmas_without_file += usize::from(v.file.is_none());
-        let id = self.vmas.alloc(v);
+        let id = self.vma_alloc(v);
         self.mms[mm].vmas.insert(start.0, VmaEntry { end: end.0, id });
         id
+    }
+
+    /// `[vm_start, vm_end)` of VMA `id` of `mm`, from the tree's copy when the last
+    /// neighbour search handed it out (a merge's neighbours: not reading them spares two
+    /// cold cache lines each when they turn out not to touch the range), else from the VMA.
+    #[inline]
+    pub fn neighbour_range(&self, mm: MmId, id: VmaId) -> (u64, u64) {
+        match self.mms[mm].vmas.seen_range(id) {
+            Some(r) => r,
+            None => (self.vmas[id].start.0, self.vmas[id].end.0),
+        }
+    }
+
+    /// A new VMA in the arena, not yet in its mm's tree (`vm_area_alloc`).
+    #[inline]
+    fn vma_alloc(&mut self, v: Vma) -> VmaId {
+        self.vmas_without_file += usize::from(v.file.is_none());
+        self.vmas.alloc(v)
     }
 
     /// Take a VMA out of its mm's tree without freeing it (detach).

@@ -726,7 +726,9 @@ impl crate::mm::Vm {
         let end = addr.plus(len);
         // find_vma_intersection and the neighbours, from one search.
         let (prev, next) = self.mms[mm].vmas_around(addr);
-        if prev.is_some_and(|p| self.vmas[p].end > addr) || next.is_some_and(|n| self.vmas[n].start < end) {
+        if prev.is_some_and(|p| self.neighbour_range(mm, p).1 > addr.0)
+            || next.is_some_and(|n| self.neighbour_range(mm, n).0 < end.0)
+        {
             return None;
         }
         let mut vmg = self.vmg_from_vma(vma, addr, end, caller);

@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::ops::{Bound, RangeBounds};
 
 use crate::mm::VmaEntry;
+use crate::vma::VmaId;
 
 /// Entries a leaf holds at most; a full leaf splits in two halves.
 const LEAF_CAP: usize = 32;
@@ -118,7 +119,7 @@ struct Pos {
 
 /// VMAs by start address (`vm_start` → `vm_end` and the VMA), with the ordered-map methods
 /// the model uses.
-#[derive(Clone, Debug, Default)]
+#[derive(Debug)]
 pub struct VmaTree {
     /// `firsts[l]` is the first key of `leaves[l]`; no leaf is empty.
     firsts: Vec<u64>,
@@ -133,6 +134,45 @@ pub struct VmaTree {
     /// the same VMA again and again, and checking that the answer still brackets the key
     /// is cheaper than a leaf search.
     last: Cell<Option<Pos>>,
+    /// The neighbours the last neighbour search handed out ([`VmaTree::around_lt`],
+    /// [`VmaTree::with_neighbours`], [`VmaTree::first_ge`]), until the tree changes: a merge
+    /// then asks whether they touch the range, and their range here spares reading the
+    /// VMAs (cold lines among 100,000) when they do not.
+    /// (Only the ids are cleared when the tree changes: one store.)
+    seen_ids: Cell<[VmaId; 2]>,
+    seen: Cell<[(u64, u64); 2]>,
+}
+
+/// No VMA in [`VmaTree::seen_ids`].
+const UNSEEN: VmaId = VmaId(u32::MAX);
+
+impl Default for VmaTree {
+    fn default() -> Self {
+        VmaTree {
+            firsts: Vec::new(),
+            leaves: Vec::new(),
+            len: 0,
+            finger: Cell::new([0, 0]),
+            last: Cell::new(None),
+            seen_ids: Cell::new([UNSEEN; 2]),
+            seen: Cell::new([(0, 0); 2]),
+        }
+    }
+}
+
+impl Clone for VmaTree {
+    // A copy (a fork child's tree) starts with no remembered answers.
+    fn clone(&self) -> Self {
+        VmaTree {
+            firsts: self.firsts.clone(),
+            leaves: self.leaves.clone(),
+            len: self.len,
+            finger: self.finger.clone(),
+            last: Cell::new(None),
+            seen_ids: Cell::new([UNSEEN; 2]),
+            seen: Cell::new([(0, 0); 2]),
+        }
+    }
 }
 
 impl VmaTree {
@@ -147,6 +187,36 @@ impl VmaTree {
     /// Whether there is no entry.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Forget the remembered answers: the tree changes.
+    #[inline]
+    fn changed(&self) {
+        self.last.set(None);
+        self.seen_ids.set([UNSEEN; 2]);
+    }
+
+    /// Remember the neighbours a search handed out.
+    #[inline]
+    fn see(&self, a: Option<Entry>, b: Option<Entry>) {
+        let id = |e: Option<Entry>| e.map_or(UNSEEN, |(_, v)| v.id);
+        let range = |e: Option<Entry>| e.map_or((0, 0), |(k, v)| (k, v.end));
+        self.seen_ids.set([id(a), id(b)]);
+        self.seen.set([range(a), range(b)]);
+    }
+
+    /// The range `[start, end)` of VMA `id` if the last neighbour search handed it out and
+    /// the tree has not changed since (then it is the VMA's range).
+    #[inline]
+    pub fn seen_range(&self, id: VmaId) -> Option<(u64, u64)> {
+        let [a, b] = self.seen_ids.get();
+        if a == id {
+            Some(self.seen.get()[0])
+        } else if b == id {
+            Some(self.seen.get()[1])
+        } else {
+            None
+        }
     }
 
     /// Whether leaf `l` is the one for key `k`.
@@ -265,7 +335,11 @@ impl VmaTree {
     /// The entry with the least key ≥ `k`.
     #[inline]
     pub fn first_ge(&self, k: u64) -> Option<Entry> {
-        self.at(self.seek_ge(k)).map(|(k, v)| (*k, *v))
+        let e = self.at(self.seek_ge(k)).map(|(k, v)| (*k, *v));
+        if e.is_some() {
+            self.see(e, None);
+        }
+        e
     }
 
     /// The entries on either side of `k`: the last with key ≤ `k` and the first with key >
@@ -282,7 +356,9 @@ impl VmaTree {
     pub fn around_lt(&self, k: u64) -> (Option<Entry>, Option<Entry>) {
         let p = self.seek_ge(k);
         let lt = self.prev(p).and_then(|q| self.at(q)).map(|(k, v)| (*k, *v));
-        (lt, self.at(p).map(|(k, v)| (*k, *v)))
+        let ge = self.at(p).map(|(k, v)| (*k, *v));
+        self.see(lt, ge);
+        (lt, ge)
     }
 
     /// The entry with key `k` and the entries before and after it, from one search; None
@@ -293,7 +369,9 @@ impl VmaTree {
         let this = self.at(p).filter(|(x, _)| **x == k)?;
         let prev = self.prev(p).and_then(|q| self.at(q));
         let next = self.at(self.normalise(Pos { leaf: p.leaf, i: p.i + 1 }));
-        Some([prev, Some(this), next].map(|e| e.map(|(k, v)| (*k, *v))))
+        let [prev, this, next] = [prev, Some(this), next].map(|e| e.map(|(k, v)| (*k, *v)));
+        self.see(prev, next);
+        Some([prev, this, next])
     }
 
     /// The entry with key `k`.
@@ -307,7 +385,7 @@ impl VmaTree {
 
     /// Insert or replace the entry with key `k`; returns the old value.
     pub fn insert(&mut self, k: u64, v: VmaEntry) -> Option<VmaEntry> {
-        self.last.set(None);
+        self.changed();
         if self.len == 0 {
             let mut leaf = Leaf::new();
             leaf.insert_at(0, k, v);
@@ -323,13 +401,20 @@ impl VmaTree {
             Ok(i) => return Some(std::mem::replace(&mut leaf.vals[i], v)),
             Err(i) => i,
         };
+        self.insert_in(l, i, k, v);
+        None
+    }
+
+    /// Insert `(k, v)` at index `i` of leaf `l`, where the order puts it.
+    fn insert_in(&mut self, l: usize, i: usize, k: u64, v: VmaEntry) {
+        let leaf = &mut self.leaves[l];
         self.len += 1;
         if leaf.len < LEAF_CAP {
             leaf.insert_at(i, k, v);
             if i == 0 {
                 self.firsts[l] = k;
             }
-            return None;
+            return;
         }
         // Split the full leaf in halves, then insert into the half that holds `k`.
         let half = LEAF_CAP / 2;
@@ -348,14 +433,40 @@ impl VmaTree {
         }
         self.firsts.insert(l + 1, upper.keys[0]);
         self.leaves.insert(l + 1, upper);
-        None
+    }
+
+    /// Split the entry with key `old` in two (`__split_vma`): it becomes `keep`, and `new`
+    /// goes right before it (`new_below`) or right after it, from the one search that finds
+    /// `old`, as the kernel's `vma_iter_store` writes both halves at the iterator's
+    /// position. The two halves must cover the old entry's range, so the order stays.
+    pub fn split(&mut self, old: u64, keep: Entry, new: Entry, new_below: bool) {
+        self.changed();
+        let found = if self.len > 0 {
+            let l = self.leaf_for(old);
+            self.leaves[l].find(old).ok().map(|i| (l, i))
+        } else {
+            None
+        };
+        let Some((l, i)) = found else {
+            // Not there: as a removal of nothing and two insertions.
+            self.insert(keep.0, keep.1);
+            self.insert(new.0, new.1);
+            return;
+        };
+        let leaf = &mut self.leaves[l];
+        leaf.keys[i] = keep.0;
+        leaf.vals[i] = keep.1;
+        if i == 0 {
+            self.firsts[l] = keep.0;
+        }
+        self.insert_in(l, if new_below { i } else { i + 1 }, new.0, new.1);
     }
 
     /// Move the entry with key `old` to key `new` with value `v` (a VMA whose start moves
     /// within the gap its neighbours leave: the order stays). One search instead of a
     /// removal and an insertion; falls back to those when `new` would not keep the order.
     pub fn rekey(&mut self, old: u64, new: u64, v: VmaEntry) {
-        self.last.set(None);
+        self.changed();
         if self.len > 0 {
             let l = self.leaf_for(old);
             if let Ok(i) = self.leaves[l].find(old) {
@@ -382,9 +493,58 @@ impl VmaTree {
         self.insert(new, v);
     }
 
+    /// Store `v` over `[start, v.end)` as the entry that had key `old` (the maple tree's
+    /// store of an expanded VMA, `vma_iter_store`): every other entry whose key lies in the
+    /// range goes (the VMAs a merge absorbs), with one search and one shift when they share
+    /// a leaf. `old` must lie in the range. Returns how many entries went.
+    pub fn store(&mut self, old: u64, start: u64, v: VmaEntry) -> usize {
+        self.changed();
+        debug_assert!(start <= old && old < v.end);
+        if self.len > 0 {
+            let l = self.leaf_for(start);
+            let leaf = &self.leaves[l];
+            let i = leaf.rank(start);
+            let n = leaf.rank(v.end);
+            let next_first = self.firsts.get(l + 1).copied().unwrap_or(u64::MAX);
+            // The run [i, n) holds `old` and ends inside this leaf.
+            if i < n
+                && leaf.keys[i] <= old
+                && old <= leaf.keys[n - 1]
+                && (n < leaf.len || v.end <= next_first)
+            {
+                let leaf = &mut self.leaves[l];
+                leaf.keys[i] = start;
+                leaf.vals[i] = v;
+                let gone = n - i - 1;
+                if gone > 0 {
+                    let len = leaf.len;
+                    leaf.keys.copy_within(n..len, i + 1);
+                    leaf.vals.copy_within(n..len, i + 1);
+                    leaf.keys[len - gone..len].fill(u64::MAX);
+                    leaf.len -= gone;
+                    self.len -= gone;
+                }
+                if i == 0 {
+                    self.firsts[l] = start;
+                }
+                if leaf.len < LEAF_MIN {
+                    self.merge_small(l);
+                }
+                return gone;
+            }
+        }
+        // Across leaves: one removal at a time.
+        let covered: Vec<u64> = self.range(start..v.end).map(|(k, _)| *k).filter(|&k| k != old).collect();
+        for k in &covered {
+            self.remove(k);
+        }
+        self.rekey(old, start, v);
+        covered.len()
+    }
+
     /// Remove the entry with key `k`; returns its value.
     pub fn remove(&mut self, k: &u64) -> Option<VmaEntry> {
-        self.last.set(None);
+        self.changed();
         if self.len == 0 {
             return None;
         }
@@ -526,6 +686,7 @@ mod tests {
     #[test]
     fn agrees_with_btreemap() {
         let mut rng = SmallRng::seed_from_u64(7);
+        let (mut splits, mut stores) = (0, 0);
         for round in 0..20 {
             let span = [50u64, 300, 5000][round % 3];
             let mut t = VmaTree::new();
@@ -563,6 +724,43 @@ mod tests {
                     assert_eq!(t.len(), m.len());
                     assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
                 }
+                if let Some((k0, v0)) = t.first_ge(q)
+                    && let gap = m.range(k0 + 1..).next().map_or(u64::MAX, |(k, _)| *k).min(v0.end)
+                    && gap > k0 + 1
+                    && rng.random_range(0..4) == 0
+                {
+                    // Split an entry's range in two, as __split_vma does (the keys stay
+                    // below the next entry's).
+                    let mid = rng.random_range(k0 + 1..gap);
+                    let below = rng.random_range(0..2) == 0;
+                    let (lo, hi) = ((k0, VmaEntry { end: mid, id: v0.id }), (mid, v0));
+                    let (keep, new) = if below { (hi, lo) } else { (lo, hi) };
+                    t.split(k0, keep, new, below);
+                    splits += 1;
+                    m.insert(lo.0, lo.1);
+                    m.insert(hi.0, hi.1);
+                    assert_eq!(t.len(), m.len());
+                    assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
+                }
+                if let Some((k0, v0)) = t.first_ge(q)
+                    && rng.random_range(0..4) == 0
+                {
+                    // Store an entry over its neighbours, as a merge does.
+                    let lo = m.range(..k0).next_back().map_or(0, |(k, _)| *k);
+                    let start = rng.random_range(lo..=k0);
+                    let end = k0 + 1 + rng.random_range(0..60);
+                    let gone: Vec<u64> = m.range(start..end).map(|(k, _)| *k).filter(|&k| k != k0).collect();
+                    for k in &gone {
+                        m.remove(k);
+                    }
+                    m.remove(&k0);
+                    let nv = VmaEntry { end, id: v0.id };
+                    m.insert(start, nv);
+                    assert_eq!(t.store(k0, start, nv), gone.len());
+                    stores += 1;
+                    assert_eq!(t.len(), m.len());
+                    assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
+                }
                 let wn = t.with_neighbours(q).map(|w| w.map(|e| e.map(|(k, _)| k)));
                 let want = m.contains_key(&q).then(|| {
                     [
@@ -592,5 +790,6 @@ mod tests {
                 }
             }
         }
+        assert!(splits > 1000 && stores > 1000, "{splits} splits, {stores} stores");
     }
 }
