@@ -290,6 +290,9 @@ impl Folio {
     /// in `mm`: the mm's slot counts them, or a free slot is taken (the folio becomes maybe
     /// shared if anyone else maps it); with both slots taken by others, nothing is tracked.
     pub fn add_large_mapcount(&mut self, diff: u64, mm: MmId) {
+        if !self.is_large() {
+            return;
+        }
         let new = self.mapcount() as i64 - 1;
         let Some(ids) = self.mm_ids_mut() else { return };
         let diff = diff as i64;
@@ -316,6 +319,9 @@ impl Folio {
     /// mappings in `mm`: a slot that runs out is freed, and if one slot then owns every
     /// mapping the folio is exclusive again.
     pub fn sub_large_mapcount(&mut self, diff: u64, mm: MmId) {
+        if !self.is_large() {
+            return;
+        }
         let new = self.mapcount() as i64 - 1;
         let Some(ids) = self.mm_ids_mut() else { return };
         if let Some(i) = (0..2).find(|&i| ids.mm_id[i] == Some(mm)) {
@@ -338,7 +344,7 @@ impl Folio {
     }
     /// `folio_ref_count` as the model counts it: one per PTE mapping, one per PMD mapping,
     /// plus the extra references.
-    #[inline]
+    #[inline(always)]
     pub fn refcount(&self) -> u64 {
         // A small folio (copy-on-write asks about one on every fault) without the loop.
         let ptes = match &self.pages.0 {
