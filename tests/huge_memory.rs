@@ -205,17 +205,17 @@ fn mm_ids_track_two_mms() {
     );
     let sys = run(&text);
     let (thp, _, _) = pte_at(&sys, 1, A);
-    assert!(sys.mem.folios[thp].mm_ids_shared && sys.mem.folio_maybe_mapped_shared(thp));
+    assert!(sys.mem.folios[thp].mm_ids().shared && sys.mem.folio_maybe_mapped_shared(thp));
     // The parent unmaps it: the child's slot owns every mapping, the bit clears.
     let sys = run(&format!("{text}1 munmap(0x200000000000, 2097152) = 0\n"));
-    assert!(!sys.mem.folios[thp].mm_ids_shared && !sys.mem.folio_maybe_mapped_shared(thp));
+    assert!(!sys.mem.folios[thp].mm_ids().shared && !sys.mem.folio_maybe_mapped_shared(thp));
     // A grandchild is not tracked: with its parent gone and the first process unmapping, it
     // alone maps the folio, yet the bit stays set (no slot owns its mappings).
     let sys =
         run(&format!("{text}2 fork() = 3\n2 exit_group(0) = ?\n1 munmap(0x200000000000, 2097152) = 0\n"));
     let (f3, _, _) = pte_at(&sys, 3, A);
     assert_eq!(f3, thp);
-    assert_eq!(sys.mem.folios[thp].mm_id, [None, None]);
+    assert_eq!(sys.mem.folios[thp].mm_ids().mm_id, [None, None]);
     assert!(sys.mem.folio_maybe_mapped_shared(thp), "the bit outlives the mms it was set for");
 }
 

@@ -877,31 +877,35 @@ impl System {
     /// by one mm at most. Small and unmapped folios use no slot and are not shared.
     fn check_mm_ids(&self, id: FolioId, maps: Option<&HashMap<crate::mm::MmId, i64>>) -> Result<(), String> {
         let f = &self.mem.folios[id];
+        let ids = f.mm_ids();
         if !f.is_large() || !f.is_mapped() {
             ensure!(
-                f.mm_id == [None, None] && f.mm_id_mapcount == [-1, -1] && !f.mm_ids_shared,
+                *ids == crate::folio::MmIds::NONE,
                 "folio {id:?}: small or unmapped but its mm_id slots are in use"
             );
             return Ok(());
         }
         for i in 0..2 {
-            match f.mm_id[i] {
+            match ids.mm_id[i] {
                 None => {
-                    ensure!(f.mm_id_mapcount[i] == -1, "folio {id:?}: free mm_id slot {i} counts mappings")
+                    ensure!(ids.mm_id_mapcount[i] == -1, "folio {id:?}: free mm_id slot {i} counts mappings")
                 }
                 Some(mm) => {
                     let n = maps.and_then(|m| m.get(&mm)).copied().unwrap_or(0);
                     ensure!(
-                        (0..n).contains(&f.mm_id_mapcount[i]),
+                        (0..n).contains(&ids.mm_id_mapcount[i]),
                         "folio {id:?}: mm_id slot {i} counts {} mappings but its mm has {n}",
-                        f.mm_id_mapcount[i] + 1
+                        ids.mm_id_mapcount[i] + 1
                     );
                 }
             }
         }
-        ensure!(f.mm_id[0].is_none() || f.mm_id[0] != f.mm_id[1], "folio {id:?}: one mm in both mm_id slots");
         ensure!(
-            f.mm_ids_shared || maps.is_none_or(|m| m.len() <= 1),
+            ids.mm_id[0].is_none() || ids.mm_id[0] != ids.mm_id[1],
+            "folio {id:?}: one mm in both mm_id slots"
+        );
+        ensure!(
+            ids.shared || maps.is_none_or(|m| m.len() <= 1),
             "folio {id:?}: mapped by several mms but not marked maybe shared"
         );
         Ok(())

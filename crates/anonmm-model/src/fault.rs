@@ -553,7 +553,10 @@ impl System {
             // this mm, and more than one page is mapped.
             // Mapped by one mm: the folio's FOLIO_MM_IDS_SHARED bit is clear.
             let mapcount = f.total_mapcount();
-            return !(mapcount <= 1 || f.entire_mapcount > 0 || f.mm_ids_shared || mapcount != f.refcount());
+            return !(mapcount <= 1
+                || f.entire_mapcount > 0
+                || f.mm_ids().shared
+                || mapcount != f.refcount());
         }
         if f.swap.is_some() {
             // refcount > 1 + swapcache: someone else holds it; else the swap cache is

@@ -1,8 +1,6 @@
 //! Folios (`struct folio`): order, `index`, `mapping`, mapcounts, references, pins, and the
 //! contents of each page as a tag, so that lost or mixed-up data is detectable.
 
-use smallvec::SmallVec;
-
 use crate::arena::arena_id;
 use crate::fs::InodeId;
 use crate::mm::MmId;
@@ -49,7 +47,12 @@ pub struct PageState {
     pub tag: u64,
 }
 
-/// `struct folio`.
+/// `struct folio`, in 64 bytes: a fault writes a whole new folio and a copy-on-write fault
+/// reads the old one, so a small folio's fields are all here, and what only a large folio
+/// has (its pages beyond the first, the per-mm mapcounts) lies behind [`Pages`]. Not
+/// aligned to 64: the folio arena then grows by copying (Rust's `realloc` of an over-aligned
+/// block), where glibc moves its pages (`mremap`); faults take folios in address order, so
+/// they touch a line a folio either way.
 #[derive(Clone, Debug)]
 pub struct Folio {
     /// `folio_order`: the folio holds `1 << order` pages.
@@ -67,8 +70,9 @@ pub struct Folio {
     /// `folio->swap` with `PG_swapcache`: the swap slot this folio caches (it holds one of
     /// `extra_refs`, the swap cache's reference).
     pub swap: Option<crate::pagetable::SwapEntry>,
-    /// The state of each of the folio's `1 << order` pages.
-    pub pages: SmallVec<[PageState; 1]>,
+    /// The state of each of the folio's `1 << order` pages (and a large folio's per-mm
+    /// mapcounts, [`Folio::mm_ids`]).
+    pub pages: Pages,
     /// `PG_readahead`: the page-cache folio where the next asynchronous read-ahead starts;
     /// fault-around does not map it.
     pub readahead: bool,
@@ -88,16 +92,6 @@ pub struct Folio {
     /// An anonymous folio without `PG_swapbacked` (`folio_test_lazyfree`): MADV_FREE marked it
     /// (`folio_mark_lazyfree`), so reclaim discards it if it is still clean.
     pub lazyfree: bool,
-    /// `folio->_mm_id[2]` (CONFIG_MM_ID, large folios only): the two mms whose mappings are
-    /// counted apart, `None` for `MM_ID_DUMMY`.
-    pub mm_id: [Option<MmId>; 2],
-    /// `folio->_mm_id_mapcount[2]`: mappings by each of those mms, minus one (-1 when free).
-    pub mm_id_mapcount: [i64; 2],
-    /// `FOLIO_MM_IDS_SHARED_BIT` of `folio->_mm_ids`: the folio may be mapped by more than one
-    /// mm (`folio_test_large_maybe_mapped_shared`). Set as a second mm maps it; cleared only
-    /// when one tracked mm is found to hold every mapping, so with three or more mms it can
-    /// stay set after all but one have gone.
-    pub mm_ids_shared: bool,
     /// `PG_mlocked`: `mlock_folio` or `mlock_new_folio` marked it as mapped by a
     /// `VM_LOCKED` VMA, so reclaim leaves it alone (`folio_evictable`). The model drains
     /// the per-CPU mlock batch at once, so an mlocked folio is always on the unevictable LRU
@@ -116,22 +110,104 @@ pub struct Folio {
     pub mlock_deferred: bool,
 }
 
+const _: () = assert!(std::mem::size_of::<Folio>() == 64);
+
+/// A large folio's per-mm mapcounts (CONFIG_MM_ID; small folios keep none).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct MmIds {
+    /// `folio->_mm_id[2]`: the two mms whose mappings are counted apart, `None` for
+    /// `MM_ID_DUMMY`.
+    pub mm_id: [Option<MmId>; 2],
+    /// `folio->_mm_id_mapcount[2]`: mappings by each of those mms, minus one (-1 when free).
+    pub mm_id_mapcount: [i64; 2],
+    /// `FOLIO_MM_IDS_SHARED_BIT` of `folio->_mm_ids`: the folio may be mapped by more than one
+    /// mm (`folio_test_large_maybe_mapped_shared`). Set as a second mm maps it; cleared only
+    /// when one tracked mm is found to hold every mapping, so with three or more mms it can
+    /// stay set after all but one have gone.
+    pub shared: bool,
+}
+
+impl MmIds {
+    /// No mm tracked: a small folio's, and a large folio's before it is mapped.
+    pub const NONE: MmIds = MmIds { mm_id: [None, None], mm_id_mapcount: [-1, -1], shared: false };
+}
+
+/// The pages of a folio, as a slice: a small folio's one page inline (16 bytes, so that a
+/// folio is one cache line), a large folio's pages with its [`MmIds`] on the heap.
+#[derive(Clone)]
+pub struct Pages(PagesRepr);
+
+#[derive(Clone)]
+enum PagesRepr {
+    Small(PageState),
+    Large(Box<LargePages>),
+}
+
+#[derive(Clone)]
+struct LargePages {
+    pages: Box<[PageState]>,
+    mm_ids: MmIds,
+}
+
+impl Pages {
+    /// A small folio's page.
+    #[inline]
+    pub fn small(page: PageState) -> Pages {
+        Pages(PagesRepr::Small(page))
+    }
+    /// `n` zero-filled pages (more than one: a large folio), no mm tracked.
+    fn large(n: usize) -> Pages {
+        Pages(PagesRepr::Large(Box::new(LargePages {
+            pages: vec![PageState::default(); n].into_boxed_slice(),
+            mm_ids: MmIds::NONE,
+        })))
+    }
+    /// Keep the first page only, without per-mm mapcounts: what is left of a large folio
+    /// split to order 0.
+    pub fn make_small(&mut self) {
+        self.0 = PagesRepr::Small(self[0]);
+    }
+}
+
+impl std::ops::Deref for Pages {
+    type Target = [PageState];
+    #[inline]
+    fn deref(&self) -> &[PageState] {
+        match &self.0 {
+            PagesRepr::Small(p) => std::slice::from_ref(p),
+            PagesRepr::Large(l) => &l.pages,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Pages {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [PageState] {
+        match &mut self.0 {
+            PagesRepr::Small(p) => std::slice::from_mut(p),
+            PagesRepr::Large(l) => &mut l.pages,
+        }
+    }
+}
+
+impl std::fmt::Debug for Pages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            PagesRepr::Small(p) => f.debug_list().entry(p).finish(),
+            PagesRepr::Large(l) => f.debug_list().entries(l.pages.iter()).entry(&l.mm_ids).finish(),
+        }
+    }
+}
+
 impl Folio {
     /// A folio of `order` with `mapping` and `index`, not yet mapped or referenced: every
     /// count zero, every page zero-filled, no mm tracked.
     pub fn new(order: u8, mapping: Mapping, index: PgOff) -> Folio {
-        let pages = if order == 0 {
-            SmallVec::from_buf([PageState::default()])
-        } else {
-            smallvec::smallvec![PageState::default(); 1usize << order]
-        };
+        let pages = if order == 0 { Pages::small(PageState::default()) } else { Pages::large(1 << order) };
         Folio::with_pages(order, mapping, index, pages)
     }
-    /// [`Folio::new`] with `pages` given (`1 << order` of them). A small folio's one page
-    /// is built in place: `smallvec!` of one element goes through the generic
-    /// `from_elem` loop.
     #[inline]
-    fn with_pages(order: u8, mapping: Mapping, index: PgOff, pages: SmallVec<[PageState; 1]>) -> Folio {
+    fn with_pages(order: u8, mapping: Mapping, index: PgOff, pages: Pages) -> Folio {
         debug_assert_eq!(pages.len(), 1 << order);
         Folio {
             order,
@@ -147,9 +223,6 @@ impl Folio {
             migrating: false,
             dirty: false,
             lazyfree: false,
-            mm_id: [None, None],
-            mm_id_mapcount: [-1, -1],
-            mm_ids_shared: false,
             mlocked: false,
             mlock_count: 0,
             mlock_deferred: false,
@@ -161,7 +234,22 @@ impl Folio {
     #[inline]
     pub fn new_anon_page(anon_vma: AnonVmaId, index: PgOff, tag: u64) -> Folio {
         let page = PageState { mapcount: 1, anon_exclusive: true, tag };
-        Folio::with_pages(0, Mapping::Anon(anon_vma), index, SmallVec::from_buf([page]))
+        Folio::with_pages(0, Mapping::Anon(anon_vma), index, Pages::small(page))
+    }
+    /// A large folio's per-mm mapcounts; [`MmIds::NONE`] for a small one.
+    #[inline]
+    pub fn mm_ids(&self) -> &MmIds {
+        match &self.pages.0 {
+            PagesRepr::Small(_) => &MmIds::NONE,
+            PagesRepr::Large(l) => &l.mm_ids,
+        }
+    }
+    /// A large folio's per-mm mapcounts, to change; `None` for a small folio.
+    fn mm_ids_mut(&mut self) -> Option<&mut MmIds> {
+        match &mut self.pages.0 {
+            PagesRepr::Small(_) => None,
+            PagesRepr::Large(l) => Some(&mut l.mm_ids),
+        }
     }
     /// `folio_nr_pages`.
     pub fn nr_pages(&self) -> u64 {
@@ -192,10 +280,9 @@ impl Folio {
     /// `folio_set_large_mapcount`: a new large folio is mapped (its counts already set) by
     /// `mm` only.
     pub fn set_large_mapcount(&mut self, mm: MmId) {
-        if self.is_large() {
-            self.mm_id = [Some(mm), None];
-            self.mm_id_mapcount = [self.mapcount() as i64 - 1, -1];
-            self.mm_ids_shared = false;
+        let mapcount = self.mapcount() as i64;
+        if let Some(ids) = self.mm_ids_mut() {
+            *ids = MmIds { mm_id: [Some(mm), None], mm_id_mapcount: [mapcount - 1, -1], shared: false };
         }
     }
 
@@ -207,23 +294,24 @@ impl Folio {
             return;
         }
         let new = self.mapcount() as i64 - 1;
+        let Some(ids) = self.mm_ids_mut() else { return };
         let diff = diff as i64;
-        if self.mm_id[0] == Some(mm) {
-            self.mm_id_mapcount[0] += diff;
-        } else if self.mm_id[1] == Some(mm) {
-            self.mm_id_mapcount[1] += diff;
-        } else if self.mm_id[0].is_none() {
-            self.mm_id[0] = Some(mm);
-            self.mm_id_mapcount[0] = diff - 1;
+        if ids.mm_id[0] == Some(mm) {
+            ids.mm_id_mapcount[0] += diff;
+        } else if ids.mm_id[1] == Some(mm) {
+            ids.mm_id_mapcount[1] += diff;
+        } else if ids.mm_id[0].is_none() {
+            ids.mm_id[0] = Some(mm);
+            ids.mm_id_mapcount[0] = diff - 1;
             // We might have other mappings already.
             if new != diff - 1 {
-                self.mm_ids_shared = true;
+                ids.shared = true;
             }
-        } else if self.mm_id[1].is_none() {
-            self.mm_id[1] = Some(mm);
-            self.mm_id_mapcount[1] = diff - 1;
+        } else if ids.mm_id[1].is_none() {
+            ids.mm_id[1] = Some(mm);
+            ids.mm_id_mapcount[1] = diff - 1;
             // Slot 0 certainly has mappings as well.
-            self.mm_ids_shared = true;
+            ids.shared = true;
         }
     }
 
@@ -235,17 +323,18 @@ impl Folio {
             return;
         }
         let new = self.mapcount() as i64 - 1;
-        if let Some(i) = (0..2).find(|&i| self.mm_id[i] == Some(mm)) {
-            self.mm_id_mapcount[i] -= diff as i64;
-            if self.mm_id_mapcount[i] >= 0 {
+        let Some(ids) = self.mm_ids_mut() else { return };
+        if let Some(i) = (0..2).find(|&i| ids.mm_id[i] == Some(mm)) {
+            ids.mm_id_mapcount[i] -= diff as i64;
+            if ids.mm_id_mapcount[i] >= 0 {
                 return;
             }
             // Underflow is a valid corner case: the slot is freed either way.
-            self.mm_id_mapcount[i] = -1;
-            self.mm_id[i] = None;
+            ids.mm_id_mapcount[i] = -1;
+            ids.mm_id[i] = None;
         }
-        if self.mm_id_mapcount[0] == new || self.mm_id_mapcount[1] == new {
-            self.mm_ids_shared = false;
+        if ids.mm_id_mapcount[0] == new || ids.mm_id_mapcount[1] == new {
+            ids.shared = false;
         }
     }
 
@@ -255,12 +344,12 @@ impl Folio {
     }
     /// `folio_ref_count` as the model counts it: one per PTE mapping, one per PMD mapping,
     /// plus the extra references.
-    #[inline]
+    #[inline(always)]
     pub fn refcount(&self) -> u64 {
         // A small folio (copy-on-write asks about one on every fault) without the loop.
-        let ptes = match self.pages.as_slice() {
-            [p] => p.mapcount as u64,
-            pages => pages.iter().map(|p| p.mapcount as u64).sum::<u64>(),
+        let ptes = match &self.pages.0 {
+            PagesRepr::Small(p) => p.mapcount as u64,
+            PagesRepr::Large(l) => l.pages.iter().map(|p| p.mapcount as u64).sum::<u64>(),
         };
         ptes + self.entire_mapcount as u64 + self.extra_refs as u64
     }

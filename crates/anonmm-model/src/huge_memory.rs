@@ -168,11 +168,8 @@ impl System {
         }
         let head = &mut self.mem.folios[folio];
         head.order = 0;
-        head.pages.truncate(1);
         // Small folios keep no per-mm mapcounts.
-        head.mm_id = [None, None];
-        head.mm_id_mapcount = [-1, -1];
-        head.mm_ids_shared = false;
+        head.pages.make_small();
         debug_assert_eq!(head.entire_mapcount, 0, "PMD mappings are split before the folio");
         out
     }
@@ -184,7 +181,7 @@ impl crate::folio::FolioStore {
     /// than it has pages, or with its `FOLIO_MM_IDS_SHARED` bit set (maybe mapped by more
     /// than one mm).
     pub fn folio_maybe_mapped_shared(&self, folio: FolioId) -> bool {
-        self.mapped_shared_unless_large(folio).unwrap_or(self.folios[folio].mm_ids_shared)
+        self.mapped_shared_unless_large(folio).unwrap_or(self.folios[folio].mm_ids().shared)
     }
 
     /// The tests `folio_maybe_mapped_shared` and `folio_likely_mapped_shared` share: the

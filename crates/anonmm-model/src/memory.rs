@@ -47,11 +47,9 @@ impl System {
                 self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
             }
         }
-        for (a, pte) in self.vm.mms[mm].pt.ptes_in(start, end) {
-            if pte == Pte::Guard && !drop_markers {
-                continue;
-            }
-            self.vm.mms[mm].pt.set_pte(a, Pte::None);
+        // The entries are cleared before their folios are released; nothing below reads
+        // the page table.
+        for (a, pte) in self.vm.mms[mm].pt.take_ptes_in(start, end, drop_markers) {
             if let Pte::Present { folio, .. } = pte
                 && locked(&self.vm)
             {
@@ -287,7 +285,7 @@ impl crate::folio::FolioStore {
             return;
         }
         if self.folios[folio].refcount() == 0 {
-            self.folios.free(folio);
+            self.folios.release(folio);
             trace.stats.folios_freed += 1;
         }
     }

@@ -646,6 +646,37 @@ impl PageTable {
         }
         out
     }
+    /// `ptep_get_and_clear` of every entry of `[start, end)` that is not none, one PTE table
+    /// at a time as `zap_pte_range` walks them (one table lookup, not one a page): the old
+    /// entries, in address order. Guard markers stay unless `markers`.
+    pub fn take_ptes_in(&mut self, start: VirtAddr, end: VirtAddr, markers: bool) -> PteList {
+        let mut out = PteList::new();
+        if start >= end {
+            return out;
+        }
+        let (lo, hi) = (pmd_index(start), pmd_index(VirtAddr(end.0 - 1)));
+        let keys: smallvec::SmallVec<[u64; 4]> = if lo == hi {
+            smallvec::smallvec![lo]
+        } else {
+            self.pmds.range(lo..=hi).filter(|(_, p)| matches!(p, Pmd::Table(_))).map(|(k, _)| k).collect()
+        };
+        for k in keys {
+            let Some(Pmd::Table(t)) = self.pmds.get_mut(&k) else { continue };
+            let base = k << PMD_SHIFT;
+            let mut a = start.0.max(base);
+            let hi = end.0.min(base + PMD_SIZE);
+            while a < hi && t.used > 0 {
+                let slot = &mut t.ptes[pte_index(VirtAddr(a))];
+                if !slot.is_none() && (markers || *slot != Pte::Guard) {
+                    out.push((VirtAddr(a), *slot));
+                    *slot = Pte::None;
+                    t.used -= 1;
+                }
+                a += 1 << PAGE_SHIFT;
+            }
+        }
+        out
+    }
     /// Huge leaves whose 2 MiB range intersects `[start, end)`: (PMD start, folio, flags).
     pub fn huge_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<(VirtAddr, FolioId, PteFlags)> {
         if start >= end {
