@@ -1393,6 +1393,40 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5_000))]
+        /// Lines read after one another with the last one's start and middle kept
+        /// (`header_with`) give what each gives alone: tasks' prefixes, times, fault middles
+        /// and digits of every length, one piece at a time made odd.
+        #[test]
+        fn header_with_agrees_with_header_of(
+            lines in proptest::collection::vec((
+                proptest::sample::select(vec!["  python3 4321/4322 ", "  python3 4321/4323 ", "py:x 1/2 ", "  python3  4321/4322 ", "1/2 "]),
+                proptest::sample::select(vec!["1009.601168", "1009.601170", "1.0", "10", ".5", "1009.60117a", "99999999.1"]),
+                proptest::sample::select(vec![":", ": ", ":  ", ":\t", "::"]),
+                proptest::sample::select(vec![
+                    "      exceptions:page_fault_user: address=0x",
+                    "      exceptions:page_fault_user:  address=0x",
+                    "      exceptions:page_fault_user: address=0X",
+                    "exceptions:page_fault_user: address=0x",
+                    "      syscalls:sys_exit_mmap: 0x",
+                ]),
+                proptest::sample::select(vec!["7f6d5c3f8010", "0", "", "fffffffffffff", "ffffffffffffff", "fffffffffffffff", "1ffffffffffffffff", "DEAD", "g1"]),
+                proptest::sample::select(vec![" ip=0x7f6d5c2a1b2e", "", "  ip=é", " ip=0x1 error_code=0x7"]),
+                proptest::sample::select(vec![" error_code=0x6", " error_code=0x", " error_code=0xffffffffffffff", " error_code=0xfffffffffffffff", " error_code=0x6 ", "error_code=0x6", " error_code=0x6\u{a0}", " error_code=0x1g"]),
+            ), 1..6)
+        ) {
+            let mut last = crate::lines::LastPrefix::default();
+            for (a, b, c, d, e, f, g) in lines {
+                let line = format!("{a}{b}{c}{d}{e}{f}{g}");
+                let (h, _) = crate::lines::header_with(&line, &mut last);
+                let h = h.map(|h| (h.pid, h.tid, h.rest, h.fault));
+                let want = header_of(&line).map(|h| (h.pid, h.tid, h.rest, h.fault));
+                proptest::prop_assert_eq!(h, want, "{:?}", line);
+            }
+        }
+    }
+
     #[test]
     fn plain_header_reads_usual_lines() {
         let l = "         python3  4321/4322  1009.601168: exceptions:page_fault_user: address=0x7f6d5c3f8010 ip=0x7f6d5c2a1b2e error_code=0x6";
