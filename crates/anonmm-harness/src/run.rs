@@ -387,7 +387,8 @@ impl<'a> Runner<'a> {
         self.result.steps_run += 1;
         // Timed only for the sampled checker's budget.
         let started = self.opts.check.then(std::time::Instant::now);
-        if self.opts.check_sampled {
+        // Once a step came from elsewhere there is nothing to redo: no index to find.
+        if self.opts.check_sampled && self.sampling.fed.is_some() {
             match (self.index_of(step), &mut self.sampling.fed) {
                 (Some(i), Some(fed)) => fed.push(i),
                 _ => self.sampling.fed = None,
