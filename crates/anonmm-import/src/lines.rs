@@ -125,8 +125,11 @@ fn fault_digits(b: &[u8]) -> Option<(u64, u64)> {
 
 /// The hex digits at the start of `b`, when at most 14 (0 digits for more).
 fn hex14(b: &[u8]) -> (u64, usize) {
+    let Some(b) = b.first_chunk::<15>() else {
+        return hex_prefixed(b).filter(|&(_, n)| n < 15).unwrap_or((0, 0));
+    };
     let mut v: u64 = 0;
-    for (n, &c) in b.iter().take(15).enumerate() {
+    for (n, &c) in b.iter().enumerate() {
         let d = HEX[usize::from(c)];
         if d == 0xff {
             return (v, n);
@@ -290,19 +293,33 @@ impl LastPrefix {
 /// in a space and holds no colon) this is the time [`plain_prefix`] finds back from the
 /// first colon.
 fn time_at(b: &[u8], at: usize) -> Option<usize> {
-    let mut i = at;
-    while b.get(i).is_some_and(u8::is_ascii_digit) {
-        i += 1;
-    }
+    let i = digits_from(b, at);
     if i == at || b.get(i) != Some(&b'.') {
         return None;
     }
-    i += 1;
-    let frac = i;
+    let frac = i + 1;
+    let i = digits_from(b, frac);
+    (i > frac && b.get(i) == Some(&b':')).then_some(i)
+}
+
+/// Where the run of ASCII digits from `at` ends, eight bytes at a time.
+fn digits_from(b: &[u8], at: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut i = at;
+    while let Some(w) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        // A byte below '0' borrows, one above '9' carries into its top bit; either only
+        // disturbs the bytes after it, so the lowest flagged byte is the first non-digit.
+        let t = (x.wrapping_sub(0x30 * ONES) | x.wrapping_add(0x46 * ONES)) & (0x80 * ONES);
+        if t != 0 {
+            return i + (t.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
     while b.get(i).is_some_and(u8::is_ascii_digit) {
         i += 1;
     }
-    (i > frac && b.get(i) == Some(&b':')).then_some(i)
+    i
 }
 
 /// The decimal number (at most 9 digits, so it fits a u32) that ends at `end`, and where it

@@ -580,7 +580,29 @@ impl<'a> Conv<'a> {
         self.base + self.steps.len() - 1
     }
 
+    /// Convert one perf line (`h` its header, None if it has none).
+    #[inline]
     pub(crate) fn line(&mut self, line: usize, raw: &str, h: Option<Header<'_>>) {
+        // Most lines: a page fault, inline in the reading loop.
+        if let Some(Header { tid, fault: Some((addr, code)), .. }) = h
+            && tid != 0
+        {
+            return self.fault_line(line, tid, addr, code);
+        }
+        self.other_line(line, raw, h);
+    }
+
+    /// [`Conv::line`] of a page fault's line of task `tid` (not 0), read by its header.
+    #[inline]
+    pub(crate) fn fault_line(&mut self, line: usize, tid: u32, addr: u64, code: u64) {
+        self.report.events += 1;
+        self.user_event(tid);
+        self.fault_at(line, tid, addr, code);
+    }
+
+    /// [`Conv::line`] of any line but a page fault's.
+    #[inline(never)]
+    fn other_line(&mut self, line: usize, raw: &str, h: Option<Header<'_>>) {
         let Some(h) = h else {
             if raw.trim().is_empty() {
                 return;
@@ -683,12 +705,19 @@ impl<'a> Conv<'a> {
 
     /// A user-mode event of `tid` (a fault, a syscall entry, its death): whatever syscall it
     /// had pending lost its exit, and records it saw since are no exec's.
+    #[inline]
     fn user_event(&mut self, tid: u32) {
         // Nearly always (a page fault between calls of a known task): nothing to close,
         // found with one lookup.
         if self.tasks.get(&tid).is_some_and(|t| t.pending.is_none() && t.exec_recs.is_empty()) {
             return;
         }
+        self.close_user_event(tid);
+    }
+
+    /// [`Conv::user_event`] of a task with something to close, or a new one.
+    #[inline(never)]
+    fn close_user_event(&mut self, tid: u32) {
         let t = self.task(tid);
         let pending = t.pending.take();
         let recs = std::mem::take(&mut t.exec_recs);
