@@ -212,21 +212,32 @@ impl ReplayState {
     /// Fit the model's world to the trace before a step runs; see the module comment.
     #[inline]
     pub fn before<'s>(&mut self, sys: &mut System, step: &'s Step) -> Plan<'s> {
-        self.pending = None;
-        if let Call::Touch { addr, len, .. } = step.call {
-            if let Some((pid, start, end)) = self.anon_vma
-                && pid == step.pid
-                && step.expect.is_none()
-                && self.learning_base.is_empty()
-                && start <= addr
-                && addr.checked_add(len).is_some_and(|e| e <= end)
-            {
-                return Plan::Run(Cow::Borrowed(step));
-            }
-        } else {
+        if self.fault_fits(step) {
+            return Plan::Run(Cow::Borrowed(step));
+        }
+        if !matches!(step.call, Call::Touch { .. }) {
             self.anon_vma = None;
         }
         self.before_any(sys, step)
+    }
+
+    /// Whether `step` is a page fault inside the anonymous VMA the last fault's file check
+    /// found: then [`ReplayState::before`] has nothing to fit and runs it as it is (and so
+    /// does this, clearing what a step before left pending).
+    #[inline]
+    pub fn fault_fits(&mut self, step: &Step) -> bool {
+        self.pending = None;
+        if let Call::Touch { addr, len, .. } = step.call
+            && let Some((pid, start, end)) = self.anon_vma
+            && pid == step.pid
+            && step.expect.is_none()
+            && self.learning_base.is_empty()
+            && start <= addr
+            && addr.checked_add(len).is_some_and(|e| e <= end)
+        {
+            return true;
+        }
+        false
     }
 
     /// [`ReplayState::before`] past its fast path.
