@@ -123,6 +123,10 @@ pub struct ReplayState {
     /// parent's, for a fork child): tells a mapping lost from the trace from one the model
     /// lost.
     recorded_ranges: BTreeMap<MmId, Vec<(u64, u64)>>,
+    /// The anonymous VMA (pid, start, end) the last fault's file check found, while no
+    /// other call ran: a fault inside it has no file to fit. Only a call changes VMAs (a
+    /// fault at most grows a stack VMA, `expand_stack`, which stays anonymous).
+    anon_vma: Option<(crate::types::Pid, u64, u64)>,
 }
 
 /// What to do with a step in replay mode.
@@ -206,8 +210,39 @@ impl ReplayState {
     }
 
     /// Fit the model's world to the trace before a step runs; see the module comment.
+    #[inline]
     pub fn before<'s>(&mut self, sys: &mut System, step: &'s Step) -> Plan<'s> {
+        if self.fault_fits(step) {
+            return Plan::Run(Cow::Borrowed(step));
+        }
+        if !matches!(step.call, Call::Touch { .. }) {
+            self.anon_vma = None;
+        }
+        self.before_any(sys, step)
+    }
+
+    /// Whether `step` is a page fault inside the anonymous VMA the last fault's file check
+    /// found: then [`ReplayState::before`] has nothing to fit and runs it as it is (and so
+    /// does this, clearing what a step before left pending).
+    #[inline]
+    pub fn fault_fits(&mut self, step: &Step) -> bool {
         self.pending = None;
+        if let Call::Touch { addr, len, .. } = step.call
+            && let Some((pid, start, end)) = self.anon_vma
+            && pid == step.pid
+            && step.expect.is_none()
+            && self.learning_base.is_empty()
+            && start <= addr
+            && addr.checked_add(len).is_some_and(|e| e <= end)
+        {
+            return true;
+        }
+        false
+    }
+
+    /// [`ReplayState::before`] past its fast path.
+    #[inline(never)]
+    fn before_any<'s>(&mut self, sys: &mut System, step: &'s Step) -> Plan<'s> {
         let Ok(mm) = sys.vm.mm_of(step.pid) else { return Plan::Run(Cow::Borrowed(step)) };
         if !matches!(step.call, Call::MapRecord(..)) && !self.learning_base.is_empty() {
             self.learning_base.remove(&mm);
@@ -299,7 +334,7 @@ impl ReplayState {
                 Plan::Run(Cow::Borrowed(step))
             }
             (Call::Touch { addr, len, .. }, None) => {
-                self.fit_touched_file(sys, mm, *addr, *len);
+                self.fit_touched_file(sys, mm, step.pid, *addr, *len);
                 Plan::Run(Cow::Borrowed(step))
             }
             (Call::ExitGroup { .. }, _) => {
@@ -445,7 +480,7 @@ impl ReplayState {
 
     /// A fault on a file mapping beyond EOF: the kernel served it (no SIGBUS recorded), so
     /// the file reaches there.
-    fn fit_touched_file(&mut self, sys: &mut System, mm: MmId, addr: u64, len: u64) {
+    fn fit_touched_file(&mut self, sys: &mut System, mm: MmId, pid: crate::types::Pid, addr: u64, len: u64) {
         let start = addr & !(PAGE_SIZE - 1);
         let Some(end) = addr.checked_add(len).and_then(page_align) else { return };
         let mut a = start;
@@ -457,6 +492,8 @@ impl ReplayState {
                 let last = vma.linear_page_index(VirtAddr(upto - PAGE_SIZE)).0;
                 let need = last.checked_add(1).and_then(|p| p.checked_mul(PAGE_SIZE));
                 self.grow(sys, f, need);
+            } else if a == start && upto == end {
+                self.anon_vma = Some((pid, vma.start.0, vma.end.0));
             }
             a = upto;
         }
@@ -464,7 +501,22 @@ impl ReplayState {
 
     /// After a step: put the recorded descriptor in place, classify any disagreement.
     /// Returns the outcome the step is taken to have had.
+    #[inline]
     pub fn after(&mut self, sys: &mut System, step: &Step, outcome: Expect) -> Expect {
+        // A fault served as the trace says (most steps): nothing to note or record.
+        if matches!(step.call, Call::Touch { .. })
+            && outcome == Expect::Value(0)
+            && step.expect.is_none()
+            && self.pending.is_none()
+        {
+            return outcome;
+        }
+        self.after_any(sys, step, outcome)
+    }
+
+    /// [`ReplayState::after`] past its fast path.
+    #[inline(never)]
+    fn after_any(&mut self, sys: &mut System, step: &Step, outcome: Expect) -> Expect {
         if let Some(d) = self.pending.take() {
             self.record(d);
         }

@@ -387,7 +387,8 @@ impl<'a> Runner<'a> {
         self.result.steps_run += 1;
         // Timed only for the sampled checker's budget.
         let started = self.opts.check.then(std::time::Instant::now);
-        if self.opts.check_sampled {
+        // Once a step came from elsewhere there is nothing to redo: no index to find.
+        if self.opts.check_sampled && self.sampling.fed.is_some() {
             match (self.index_of(step), &mut self.sampling.fed) {
                 (Some(i), Some(fed)) => fed.push(i),
                 _ => self.sampling.fed = None,
@@ -398,6 +399,9 @@ impl<'a> Runner<'a> {
                 step,
                 format!("process {} does not exist (no fork made it, or it exited)", step.pid.0),
             ));
+        }
+        if let Some(outcome) = self.plain_fault(step, view) {
+            return Ok(outcome);
         }
         if let Call::VmaRecord(..) = step.call {
             // The kernel's VMA after the call before: compared, nothing run.
@@ -473,16 +477,7 @@ impl<'a> Runner<'a> {
         }
         // A fault never adds or removes a VMA: the counts are redone after other calls only.
         if !matches!(step.call, Call::Touch { .. }) || self.result.vmas_per_pid.is_empty() {
-            let (all, anon) = count_vmas(&self.sys);
-            self.result.vmas_peak = (self.result.vmas_peak.0.max(all), self.result.vmas_peak.1.max(anon));
-            self.result.vmas_now = (all, anon);
-            self.result.alive.clear();
-            for (&pid, p) in &self.sys.vm.procs {
-                let n = self.sys.vm.mms[p.mm].map_count();
-                let e = self.result.vmas_per_pid.entry(pid).or_default();
-                *e = (n, e.1.max(n));
-                self.result.alive.insert(pid);
-            }
+            self.count_vmas_now();
         }
         if let Some(exp) = step.expect
             && exp != outcome
@@ -569,6 +564,71 @@ impl<'a> Runner<'a> {
             procs,
         });
         Ok(outcome)
+    }
+
+    /// Most steps of a replay: a page fault that needs no plan (inside the anonymous VMA the
+    /// last fault's file check found, `ReplayState::fault_fits`), in a run with no view,
+    /// check or resolved steps to make. The general path would do exactly this: run the
+    /// fault, note a call the model cannot make, classify a signal, count the VMAs if nothing
+    /// counted them yet, and log merges. None (nothing done) for any other step.
+    #[inline]
+    fn plain_fault(&mut self, step: &Step, view: bool) -> Option<Expect> {
+        let Call::Touch { addr, len, write } = step.call else { return None };
+        #[cfg(test)]
+        if self.inject.is_some() {
+            return None;
+        }
+        let o = self.opts;
+        if view || !o.last_view_only || o.check || o.resolved {
+            return None;
+        }
+        let r = self.replay.as_mut()?;
+        if !r.fault_fits(step) {
+            return None;
+        }
+        let mut outcome = self.touch_now(step, addr, len, write);
+        let r = self.replay.as_mut()?;
+        if let Some(what) = self.sys.unsupported.take() {
+            r.not_modelled(step, &what);
+        }
+        outcome = r.after(&mut self.sys, step, outcome);
+        if self.result.vmas_per_pid.is_empty() {
+            self.count_vmas_now();
+        }
+        if let Some(log) = &mut self.sys.trace.merge_log {
+            for ev in log.drain(..) {
+                self.result.trace.push((step.line, ev.to_string()));
+            }
+        }
+        Some(outcome)
+    }
+
+    /// A `touch` step run on the model: its outcome as the trace states results.
+    #[inline]
+    fn touch_now(&mut self, step: &Step, addr: u64, len: u64, write: bool) -> Expect {
+        let line = step.line;
+        match self.sys.touch(step.pid, addr, len, write, &|a| touch_tag(line, a)) {
+            Ok(Ok(())) => Expect::Value(0),
+            Ok(Err(sig)) => {
+                self.touch_signal_at = Some(sig.at);
+                Expect::Signal(sig.signal)
+            }
+            Err(e) => Expect::Err(e),
+        }
+    }
+
+    /// The VMA counts after a step (peak, now, per process, the live processes).
+    fn count_vmas_now(&mut self) {
+        let (all, anon) = count_vmas(&self.sys);
+        self.result.vmas_peak = (self.result.vmas_peak.0.max(all), self.result.vmas_peak.1.max(anon));
+        self.result.vmas_now = (all, anon);
+        self.result.alive.clear();
+        for (&pid, p) in &self.sys.vm.procs {
+            let n = self.sys.vm.mms[p.mm].map_count();
+            let e = self.result.vmas_per_pid.entry(pid).or_default();
+            *e = (n, e.1.max(n));
+            self.result.alive.insert(pid);
+        }
     }
 
     fn execute(&mut self, step: &Step) -> Result<Expect, RunError> {
@@ -669,17 +729,7 @@ impl<'a> Runner<'a> {
             Call::Dup { fd } => ival(sys.sys_dup(pid, *fd)),
             Call::Dup2 { oldfd, newfd } => ival(sys.sys_dup2(pid, *oldfd, *newfd)),
             Call::Ftruncate { fd, len } => val(sys.sys_ftruncate(pid, *fd, *len)),
-            Call::Touch { addr, len, write } => {
-                let line = step.line;
-                match sys.touch(pid, *addr, *len, *write, &|a| touch_tag(line, a)) {
-                    Ok(Ok(())) => Expect::Value(0),
-                    Ok(Err(sig)) => {
-                        self.touch_signal_at = Some(sig.at);
-                        Expect::Signal(sig.signal)
-                    }
-                    Err(e) => Expect::Err(e),
-                }
-            }
+            Call::Touch { addr, len, write } => self.touch_now(step, *addr, *len, *write),
             Call::Pin { addr, len } => val(sys.sys_pin(pid, *addr, *len)),
             Call::Unpin { addr, len } => val(sys.sys_unpin(pid, *addr, *len)),
             Call::Migrate { addr, len } => val(sys.sys_migrate(pid, *addr, *len)),

@@ -81,9 +81,62 @@ pub(crate) fn fault_of(rest: &str) -> Option<(u64, u64)> {
     if head != EVENT || !b.get(EVENT.len())?.is_ascii_whitespace() {
         return None;
     }
+    if let Some(f) = usual_fault(&b[EVENT.len()..]) {
+        return Some(f);
+    }
     let p = &rest[EVENT.len()..];
     let p = ascii_trimmed(p).unwrap_or_else(|| p.trim());
     plain_fault(p).or_else(|| fault_fields(p))
+}
+
+/// The usual payload, ` address=0xHEX ... error_code=0xHEX` after ASCII spaces: what
+/// trimming and [`plain_fault`] read, in one pass; None for anything else, which they then
+/// read.
+fn usual_fault(b: &[u8]) -> Option<(u64, u64)> {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace())?;
+    fault_digits(b[start..].strip_prefix(b"address=0x")?)
+}
+
+/// `HEX ... error_code=0xHEX` to the end, the address's digits first: the address from the
+/// front, the code back from the end (the middle, `ip=...`, is not read, as [`plain_fault`]
+/// does not read it either). At most 14 digits each, so no overflow to check; None for
+/// anything else.
+fn fault_digits(b: &[u8]) -> Option<(u64, u64)> {
+    let (addr, used) = hex14(b);
+    if used == 0 || b.get(used) != Some(&b' ') {
+        return None;
+    }
+    let mut i = b.len();
+    let mut code: u64 = 0;
+    let mut shift = 0;
+    while i > used && shift < 60 {
+        let d = HEX[usize::from(b[i - 1])];
+        if d == 0xff {
+            break;
+        }
+        code |= u64::from(d) << shift;
+        shift += 4;
+        i -= 1;
+    }
+    const CODE: &[u8; 14] = b" error_code=0x";
+    let head: &[u8; 14] = b.get(i.checked_sub(CODE.len())?..i)?.try_into().ok()?;
+    (shift > 0 && shift < 60 && head == CODE).then_some((addr, code))
+}
+
+/// The hex digits at the start of `b`, when at most 14 (0 digits for more).
+fn hex14(b: &[u8]) -> (u64, usize) {
+    let Some(b) = b.first_chunk::<15>() else {
+        return hex_prefixed(b).filter(|&(_, n)| n < 15).unwrap_or((0, 0));
+    };
+    let mut v: u64 = 0;
+    for (n, &c) in b.iter().enumerate() {
+        let d = HEX[usize::from(c)];
+        if d == 0xff {
+            return (v, n);
+        }
+        v = v << 4 | u64::from(d);
+    }
+    (0, 0)
 }
 
 /// `s.trim()` when its ends are plainly not whitespace (an ASCII graphic byte after leading
@@ -100,11 +153,14 @@ pub(crate) fn ascii_trimmed(s: &str) -> Option<&str> {
 /// anything else, which [`split_header`] then reads (giving the same header for these).
 /// Most lines of a trace are page faults: their fields are read here too.
 pub(crate) fn plain_header(l: &str) -> Option<Header<'_>> {
-    let b = l.as_bytes();
+    let (colon, _, pid, tid) = plain_prefix(l.as_bytes())?;
+    plain_rest(l, colon, pid, tid)
+}
+
+/// The fixed part of a usual line up to its time, read back from the first colon: (the
+/// colon, where the time starts, pid, tid).
+fn plain_prefix(b: &[u8]) -> Option<(usize, usize, u32, u32)> {
     let colon = memchr::memchr(b':', b)?;
-    if b.get(colon + 1).is_some_and(|&c| c != b' ') {
-        return None;
-    }
     // SECS.FRAC, back from the colon.
     let mut i = colon;
     let mut frac = 0;
@@ -123,6 +179,7 @@ pub(crate) fn plain_header(l: &str) -> Option<Header<'_>> {
     if i == secs_end || i == 0 || b[i - 1] != b' ' {
         return None;
     }
+    let secs = i;
     while i > 0 && b[i - 1] == b' ' {
         i -= 1;
     }
@@ -136,6 +193,15 @@ pub(crate) fn plain_header(l: &str) -> Option<Header<'_>> {
     if at > 0 && b[at - 1] != b' ' {
         return None;
     }
+    Some((colon, secs, pid, tid))
+}
+
+/// A usual line's header from its time's colon on.
+fn plain_rest(l: &str, colon: usize, pid: u32, tid: u32) -> Option<Header<'_>> {
+    let b = l.as_bytes();
+    if b.get(colon + 1).is_some_and(|&c| c != b' ') {
+        return None;
+    }
     // The rest, trimmed: only when its ends are plainly not whitespace.
     let mut r = colon + 1;
     while b.get(r) == Some(&b' ') {
@@ -147,6 +213,113 @@ pub(crate) fn plain_header(l: &str) -> Option<Header<'_>> {
     }
     let rest = &l[r..];
     Some(Header { pid, tid, rest, fault: fault_of(rest) })
+}
+
+/// The start of the last usual line read (`COMM PID/TID ` up to its time) with its pid and
+/// tid. A task's lines start alike, so a line that starts with the same bytes has the same
+/// pid and tid, and only its time and rest are left to read: a third of a fault line's
+/// reading, without the scan back from the colon.
+/// Its middle too, when it was a usual page fault: from the time's colon to the address's
+/// digits (`:   exceptions:page_fault_user: address=0x`), the same on every fault line.
+#[derive(Default)]
+pub(crate) struct LastPrefix {
+    bytes: Vec<u8>,
+    pid: u32,
+    tid: u32,
+    middle: Vec<u8>,
+    /// Where the rest starts in `middle`.
+    rest_at: usize,
+}
+
+/// [`header_of`], reading a line that starts as the last usual line did from its time on;
+/// the flag says it did (so its tid was seen with that line).
+pub(crate) fn header_with<'a>(l: &'a str, last: &mut LastPrefix) -> (Option<Header<'a>>, bool) {
+    let b = l.as_bytes();
+    let n = last.bytes.len();
+    if n > 0
+        && b.len() > n
+        && b[..n] == last.bytes[..]
+        && let Some(colon) = time_at(b, n)
+    {
+        // The same middle: a page fault (what `plain_rest` and `fault_of` find, read as
+        // they read it from the address's digits on).
+        let m = colon + last.middle.len();
+        if !last.middle.is_empty()
+            && b.get(colon..m) == Some(&last.middle[..])
+            && let Some(fault) = fault_digits(&b[m..])
+        {
+            let rest = &l[colon + last.rest_at..];
+            return (Some(Header { pid: last.pid, tid: last.tid, rest, fault: Some(fault) }), true);
+        }
+        if let Some(h) = plain_rest(l, colon, last.pid, last.tid) {
+            last.note_middle(l, colon, &h);
+            return (Some(h), true);
+        }
+    }
+    if let Some((colon, secs, pid, tid)) = plain_prefix(b)
+        && let Some(h) = plain_rest(l, colon, pid, tid)
+    {
+        last.bytes.clear();
+        last.bytes.extend_from_slice(&b[..secs]);
+        (last.pid, last.tid) = (pid, tid);
+        last.note_middle(l, colon, &h);
+        return (Some(h), false);
+    }
+    (header_of(l), false)
+}
+
+impl LastPrefix {
+    /// Keep the middle of `h`, a usual line's header, if it is a usual page fault.
+    fn note_middle(&mut self, l: &str, colon: usize, h: &Header<'_>) {
+        let b = l.as_bytes();
+        let rest_at = h.rest.as_ptr() as usize - l.as_ptr() as usize;
+        let event = rest_at + 27;
+        let Some(ws) = b.get(event..).and_then(|p| p.iter().position(|c| !c.is_ascii_whitespace())) else {
+            return;
+        };
+        let digits = event + ws + b"address=0x".len();
+        if h.fault.is_some()
+            && b[event + ws..].starts_with(b"address=0x")
+            && b.get(digits..).and_then(fault_digits) == h.fault
+        {
+            self.middle.clear();
+            self.middle.extend_from_slice(&b[colon..digits]);
+            self.rest_at = rest_at - colon;
+        }
+    }
+}
+
+/// `SECS.FRAC:` from `at` on: where its colon is. After a usual line's prefix (which ends
+/// in a space and holds no colon) this is the time [`plain_prefix`] finds back from the
+/// first colon.
+fn time_at(b: &[u8], at: usize) -> Option<usize> {
+    let i = digits_from(b, at);
+    if i == at || b.get(i) != Some(&b'.') {
+        return None;
+    }
+    let frac = i + 1;
+    let i = digits_from(b, frac);
+    (i > frac && b.get(i) == Some(&b':')).then_some(i)
+}
+
+/// Where the run of ASCII digits from `at` ends, eight bytes at a time.
+fn digits_from(b: &[u8], at: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut i = at;
+    while let Some(w) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        // A byte below '0' borrows, one above '9' carries into its top bit; either only
+        // disturbs the bytes after it, so the lowest flagged byte is the first non-digit.
+        let t = (x.wrapping_sub(0x30 * ONES) | x.wrapping_add(0x46 * ONES)) & (0x80 * ONES);
+        if t != 0 {
+            return i + (t.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while b.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
 }
 
 /// The decimal number (at most 9 digits, so it fits a u32) that ends at `end`, and where it
@@ -433,6 +606,8 @@ pub(crate) struct Source {
     pub(crate) queue: VecDeque<Chunk>,
     /// Buffers of converted chunks, reused: fresh ones cost a page fault per 4 KiB.
     pub(crate) spare: Vec<(Vec<u8>, Vec<LineRec>)>,
+    /// The start of the last usual line, to read the next of its task's lines faster.
+    pub(crate) last: LastPrefix,
 }
 
 impl Source {
@@ -446,6 +621,7 @@ impl Source {
             problem: None,
             queue: VecDeque::new(),
             spare: Vec::new(),
+            last: LastPrefix::default(),
         }
     }
 
@@ -531,8 +707,10 @@ impl Source {
                 l = l.strip_suffix('\r').unwrap_or(l);
             }
             let from = std::mem::replace(&mut start, next);
-            let head = header_of(l).map(|h| {
-                if h.tid != 0 {
+            let (head, seen) = header_with(l, &mut self.last);
+            let head = head.map(|h| {
+                // A line that starts as the last usual one has its tid, entered then.
+                if h.tid != 0 && !seen {
                     tgid_of.entry(h.tid).or_insert(h.pid);
                 }
                 let rs = h.rest.as_ptr() as usize - base;

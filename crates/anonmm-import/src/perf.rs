@@ -580,7 +580,29 @@ impl<'a> Conv<'a> {
         self.base + self.steps.len() - 1
     }
 
+    /// Convert one perf line (`h` its header, None if it has none).
+    #[inline]
     pub(crate) fn line(&mut self, line: usize, raw: &str, h: Option<Header<'_>>) {
+        // Most lines: a page fault, inline in the reading loop.
+        if let Some(Header { tid, fault: Some((addr, code)), .. }) = h
+            && tid != 0
+        {
+            return self.fault_line(line, tid, addr, code);
+        }
+        self.other_line(line, raw, h);
+    }
+
+    /// [`Conv::line`] of a page fault's line of task `tid` (not 0), read by its header.
+    #[inline]
+    pub(crate) fn fault_line(&mut self, line: usize, tid: u32, addr: u64, code: u64) {
+        self.report.events += 1;
+        self.user_event(tid);
+        self.fault_at(line, tid, addr, code);
+    }
+
+    /// [`Conv::line`] of any line but a page fault's.
+    #[inline(never)]
+    fn other_line(&mut self, line: usize, raw: &str, h: Option<Header<'_>>) {
         let Some(h) = h else {
             if raw.trim().is_empty() {
                 return;
@@ -683,12 +705,19 @@ impl<'a> Conv<'a> {
 
     /// A user-mode event of `tid` (a fault, a syscall entry, its death): whatever syscall it
     /// had pending lost its exit, and records it saw since are no exec's.
+    #[inline]
     fn user_event(&mut self, tid: u32) {
         // Nearly always (a page fault between calls of a known task): nothing to close,
         // found with one lookup.
         if self.tasks.get(&tid).is_some_and(|t| t.pending.is_none() && t.exec_recs.is_empty()) {
             return;
         }
+        self.close_user_event(tid);
+    }
+
+    /// [`Conv::user_event`] of a task with something to close, or a new one.
+    #[inline(never)]
+    fn close_user_event(&mut self, tid: u32) {
         let t = self.task(tid);
         let pending = t.pending.take();
         let recs = std::mem::take(&mut t.exec_recs);
@@ -1390,6 +1419,40 @@ mod tests {
             }
             let h = header_of(&line).map(|h| (h.pid, h.tid, h.rest, h.fault));
             proptest::prop_assert_eq!(h, general_header(&line), "{:?}", line);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(5_000))]
+        /// Lines read after one another with the last one's start and middle kept
+        /// (`header_with`) give what each gives alone: tasks' prefixes, times, fault middles
+        /// and digits of every length, one piece at a time made odd.
+        #[test]
+        fn header_with_agrees_with_header_of(
+            lines in proptest::collection::vec((
+                proptest::sample::select(vec!["  python3 4321/4322 ", "  python3 4321/4323 ", "py:x 1/2 ", "  python3  4321/4322 ", "1/2 "]),
+                proptest::sample::select(vec!["1009.601168", "1009.601170", "1.0", "10", ".5", "1009.60117a", "99999999.1"]),
+                proptest::sample::select(vec![":", ": ", ":  ", ":\t", "::"]),
+                proptest::sample::select(vec![
+                    "      exceptions:page_fault_user: address=0x",
+                    "      exceptions:page_fault_user:  address=0x",
+                    "      exceptions:page_fault_user: address=0X",
+                    "exceptions:page_fault_user: address=0x",
+                    "      syscalls:sys_exit_mmap: 0x",
+                ]),
+                proptest::sample::select(vec!["7f6d5c3f8010", "0", "", "fffffffffffff", "ffffffffffffff", "fffffffffffffff", "1ffffffffffffffff", "DEAD", "g1"]),
+                proptest::sample::select(vec![" ip=0x7f6d5c2a1b2e", "", "  ip=é", " ip=0x1 error_code=0x7"]),
+                proptest::sample::select(vec![" error_code=0x6", " error_code=0x", " error_code=0xffffffffffffff", " error_code=0xfffffffffffffff", " error_code=0x6 ", "error_code=0x6", " error_code=0x6\u{a0}", " error_code=0x1g"]),
+            ), 1..6)
+        ) {
+            let mut last = crate::lines::LastPrefix::default();
+            for (a, b, c, d, e, f, g) in lines {
+                let line = format!("{a}{b}{c}{d}{e}{f}{g}");
+                let (h, _) = crate::lines::header_with(&line, &mut last);
+                let h = h.map(|h| (h.pid, h.tid, h.rest, h.fault));
+                let want = header_of(&line).map(|h| (h.pid, h.tid, h.rest, h.fault));
+                proptest::prop_assert_eq!(h, want, "{:?}", line);
+            }
         }
     }
 

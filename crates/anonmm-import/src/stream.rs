@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::lines::{Header, ReadAhead, Source, Streamed};
+use crate::lines::{Head, Header, ReadAhead, Source, Streamed};
 use crate::perf::{Conv, ImportError, ImportReport, ZSTD_MAGIC, looks_like_perf};
 use crate::script::Script;
 
@@ -256,6 +256,13 @@ fn convert(
                 let Some(chunk) = s.next(&mut c.tgid_of) else { break };
                 c.steps.reserve(chunk.lines.len());
                 for (k, rec) in chunk.lines.iter().enumerate() {
+                    // A page fault needs none of its text.
+                    if let Some(Head { tid, fault: Some((addr, code)), .. }) = rec.head
+                        && tid != 0
+                    {
+                        c.fault_line(chunk.first_line + k, tid, addr, code);
+                        continue;
+                    }
                     let raw = &chunk.text[rec.start..rec.end];
                     let h = rec.head.map(|h| Header {
                         pid: h.pid,
