@@ -488,11 +488,7 @@ impl<'a> Runner<'a> {
                 got: format_result_for(&step.call, &outcome),
             });
         }
-        if let Some(log) = &mut self.sys.trace.merge_log {
-            for ev in log.drain(..) {
-                self.result.trace.push((step.line, ev.to_string()));
-            }
-        }
+        self.take_merge_log(step.line);
         if let Some(r) = &mut self.reference {
             let line = step.line;
             let signal_at = self.touch_signal_at.map(|a| a.0);
@@ -595,11 +591,7 @@ impl<'a> Runner<'a> {
         if self.result.vmas_per_pid.is_empty() {
             self.count_vmas_now();
         }
-        if let Some(log) = &mut self.sys.trace.merge_log {
-            for ev in log.drain(..) {
-                self.result.trace.push((step.line, ev.to_string()));
-            }
-        }
+        self.take_merge_log(step.line);
         Some(outcome)
     }
 
@@ -614,6 +606,15 @@ impl<'a> Runner<'a> {
                 Expect::Signal(sig.signal)
             }
             Err(e) => Expect::Err(e),
+        }
+    }
+
+    /// The merge attempts the model logged during the step at `line`, into the result.
+    fn take_merge_log(&mut self, line: usize) {
+        if let Some(log) = &mut self.sys.trace.merge_log {
+            for ev in log.drain(..) {
+                self.result.trace.push((line, ev.to_string()));
+            }
         }
     }
 
