@@ -206,6 +206,7 @@ impl Folio {
         let pages = if order == 0 { Pages::small(PageState::default()) } else { Pages::large(1 << order) };
         Folio::with_pages(order, mapping, index, pages)
     }
+    /// [`Folio::new`] with `pages` given (`1 << order` of them).
     #[inline]
     fn with_pages(order: u8, mapping: Mapping, index: PgOff, pages: Pages) -> Folio {
         debug_assert_eq!(pages.len(), 1 << order);
