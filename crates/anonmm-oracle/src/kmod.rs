@@ -158,8 +158,15 @@ pub fn module(pkg: &KernelPackage) -> Result<Vec<u8>, OracleError> {
         std::fs::write(dir.join(name), text).map_err(|e| io(&dir.join(name), e))?;
     }
     eprintln!("anonmm: building anonmm_inspect.ko for {} in {}", pkg.release, dir.display());
+    // No BTF for the module: Debian's newer header packages ship a `vmlinux`, with which
+    // kbuild would run `pahole` (package dwarves) on the module; the oracle needs no BTF.
     run_tool(
-        Command::new(make).arg("-C").arg(&kdir).arg(format!("M={}", dir.display())).arg("modules"),
+        Command::new(make)
+            .arg("-C")
+            .arg(&kdir)
+            .arg(format!("M={}", dir.display()))
+            .arg("CONFIG_DEBUG_INFO_BTF_MODULES=")
+            .arg("modules"),
         &format!("building anonmm_inspect.ko against {}", kdir.display()),
     )?;
     std::fs::read(&ko).map_err(|e| io(&ko, e))
