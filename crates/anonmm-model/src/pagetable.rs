@@ -651,8 +651,16 @@ impl PageTable {
     /// entries, in address order. Guard markers stay unless `markers`.
     pub fn take_ptes_in(&mut self, start: VirtAddr, end: VirtAddr, markers: bool) -> PteList {
         let mut out = PteList::new();
+        self.zap_ptes_in(start, end, markers, |a, pte| out.push((a, pte)));
+        out
+    }
+    /// [`PageTable::take_ptes_in`] handing each old entry to `each` as soon as it is cleared,
+    /// as `zap_pte_range` releases each page in its walk (no list of a million entries for
+    /// a large munmap). `each` must not need the page table.
+    #[inline]
+    pub fn zap_ptes_in(&mut self, start: VirtAddr, end: VirtAddr, markers: bool, mut each: impl FnMut(VirtAddr, Pte)) {
         if start >= end {
-            return out;
+            return;
         }
         let (lo, hi) = (pmd_index(start), pmd_index(VirtAddr(end.0 - 1)));
         let keys: smallvec::SmallVec<[u64; 4]> = if lo == hi {
@@ -668,14 +676,13 @@ impl PageTable {
             while a < hi && t.used > 0 {
                 let slot = &mut t.ptes[pte_index(VirtAddr(a))];
                 if !slot.is_none() && (markers || *slot != Pte::Guard) {
-                    out.push((VirtAddr(a), *slot));
-                    *slot = Pte::None;
+                    let old = std::mem::take(slot);
                     t.used -= 1;
+                    each(VirtAddr(a), old);
                 }
                 a += 1 << PAGE_SHIFT;
             }
         }
-        out
     }
     /// Huge leaves whose 2 MiB range intersects `[start, end)`: (PMD start, folio, flags).
     pub fn huge_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<(VirtAddr, FolioId, PteFlags)> {
