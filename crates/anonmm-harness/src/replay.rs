@@ -227,17 +227,30 @@ impl ReplayState {
     #[inline]
     pub fn fault_fits(&mut self, step: &Step) -> bool {
         self.pending = None;
-        if let Call::Touch { addr, len, .. } = step.call
-            && let Some((pid, start, end)) = self.anon_vma
-            && pid == step.pid
-            && step.expect.is_none()
-            && self.learning_base.is_empty()
-            && start <= addr
-            && addr.checked_add(len).is_some_and(|e| e <= end)
-        {
-            return true;
+        matches!(step.call, Call::Touch { addr, len, .. }
+            if step.expect.is_none() && self.fits_anon_vma(step.pid, addr, len))
+    }
+
+    /// [`ReplayState::fault_fits`] of a fault without a recorded result, by its fields: when
+    /// it fits, what a step before left pending is cleared as there; else nothing changes.
+    #[inline(always)]
+    pub fn fault_fits_at(&mut self, pid: crate::types::Pid, addr: u64, len: u64) -> bool {
+        let fits = self.fits_anon_vma(pid, addr, len);
+        if fits {
+            self.pending = None;
         }
-        false
+        fits
+    }
+
+    /// Whether `[addr, addr + len)` of `pid` lies in the anonymous VMA the last fault's file
+    /// check found (and no exec's base is being learnt).
+    #[inline(always)]
+    fn fits_anon_vma(&self, pid: crate::types::Pid, addr: u64, len: u64) -> bool {
+        matches!(self.anon_vma, Some((p, start, end))
+            if p == pid
+                && self.learning_base.is_empty()
+                && start <= addr
+                && addr.checked_add(len).is_some_and(|e| e <= end))
     }
 
     /// [`ReplayState::before`] past its fast path.
