@@ -236,7 +236,7 @@ impl ReplayState {
     #[inline(always)]
     pub fn fault_fits_at(&mut self, pid: crate::types::Pid, addr: u64, len: u64) -> bool {
         let fits = self.fits_anon_vma(pid, addr, len);
-        if fits {
+        if fits && self.pending.is_some() {
             self.pending = None;
         }
         fits

@@ -490,7 +490,7 @@ impl<'a> Replayer<'a> {
         observe: &mut (impl FnMut(VmaSample) + ?Sized),
     ) -> bool {
         if let &crate::import::Streamed::Fault { line, pid, addr, len, write } = item
-            && self.runner.replay_fault(line, pid, addr, len, write).is_some()
+            && self.runner.replay_fault(line, pid, addr, len, write)
         {
             let (all, anon) = self.runner.result.vmas_now;
             observe(VmaSample { index: i, line, all, anon });

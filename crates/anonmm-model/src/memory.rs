@@ -52,7 +52,9 @@ impl System {
         // VMAs, which hold the page table: its entries are all taken first.
         if !locked(&self.vm) {
             let (mem, swap, trace) = (&mut self.mem, &mut self.swap, &mut self.trace);
-            self.vm.mms[mm].pt.zap_ptes_in(start, end, drop_markers, |_, pte| mem.drop_pte(swap, trace, mm, pte));
+            self.vm.mms[mm]
+                .pt
+                .zap_ptes_in(start, end, drop_markers, |_, pte| mem.drop_pte(swap, trace, mm, pte));
             return;
         }
         for (a, pte) in self.vm.mms[mm].pt.take_ptes_in(start, end, drop_markers) {
@@ -427,7 +429,12 @@ impl crate::folio::FolioStore {
 
     /// [`FolioStore::drop_pte`] of an entry that maps no page.
     #[inline(never)]
-    fn drop_nonpresent_pte(&mut self, swap: &mut crate::swap::SwapDevice, trace: &mut crate::stats::Trace, pte: Pte) {
+    fn drop_nonpresent_pte(
+        &mut self,
+        swap: &mut crate::swap::SwapDevice,
+        trace: &mut crate::stats::Trace,
+        pte: Pte,
+    ) {
         match pte {
             Pte::None | Pte::Present { .. } => {}
             Pte::Swap { entry, .. } => swap.swap_free(self, trace, entry),

@@ -658,7 +658,13 @@ impl PageTable {
     /// as `zap_pte_range` releases each page in its walk (no list of a million entries for
     /// a large munmap). `each` must not need the page table.
     #[inline]
-    pub fn zap_ptes_in(&mut self, start: VirtAddr, end: VirtAddr, markers: bool, mut each: impl FnMut(VirtAddr, Pte)) {
+    pub fn zap_ptes_in(
+        &mut self,
+        start: VirtAddr,
+        end: VirtAddr,
+        markers: bool,
+        mut each: impl FnMut(VirtAddr, Pte),
+    ) {
         if start >= end {
             return;
         }
