@@ -30,14 +30,15 @@ impl System {
         // only when a mapped folio is unmapped: a zap of none or swap entries (a move's old
         // range, an unfaulted page) needs no VMA lookup.
         let mut locked_in = None;
-        let mut locked =
-            |vm: &crate::mm::Vm| *locked_in.get_or_insert_with(|| vm.any_locked_in(mm, start, end));
+        let locked = |vm: &crate::mm::Vm, known: &mut Option<bool>| {
+            *known.get_or_insert_with(|| vm.any_locked_in(mm, start, end))
+        };
         if self.vm.mms[mm].pt.any_leaf_in(start, end) {
             self.vm.split_huge_pmds_partial(&mut self.mem, &mut self.trace, mm, start, end);
             for (a, folio, _) in self.vm.mms[mm].pt.huge_in(start, end) {
                 // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
                 self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
-                if locked(&self.vm) {
+                if locked(&self.vm, &mut locked_in) {
                     self.mem.munlock_mapped_at(&self.vm, mm, a, folio);
                 }
                 self.mem.folio_remove_rmap_pmd(&mut self.trace, folio, mm);
@@ -47,17 +48,34 @@ impl System {
                 self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
             }
         }
-        // zap_pte_range: each entry is cleared, then what it held is released, in address
+        // zap_pte_range: each entry's page is released as the entry is cleared, in address
         // order; releasing reads no page table. In a VM_LOCKED range the munlock reads the
-        // VMAs, which hold the page table: its entries are all taken first.
-        if !locked(&self.vm) {
+        // VMAs, which hold the page table: there the entries left are all taken first. Whether
+        // the range is locked is asked at its first mapped page.
+        let mut from = start;
+        if locked_in != Some(true) {
+            let known = locked_in.is_some();
             let (mem, swap, trace) = (&mut self.mem, &mut self.swap, &mut self.trace);
-            self.vm.mms[mm]
-                .pt
-                .zap_ptes_in(start, end, drop_markers, |_, pte| mem.drop_pte(swap, trace, mm, pte));
-            return;
+            let pt = &mut self.vm.mms[mm].pt;
+            let stop = pt.zap_ptes_in(start, end, drop_markers, |_, pte| {
+                if !known && matches!(pte, Pte::Present { .. }) {
+                    return false;
+                }
+                mem.drop_pte(swap, trace, mm, *pte);
+                true
+            });
+            let Some(a) = stop else { return };
+            from = a;
+            if !locked(&self.vm, &mut locked_in) {
+                let pt = &mut self.vm.mms[mm].pt;
+                pt.zap_ptes_in(a, end, drop_markers, |_, pte| {
+                    mem.drop_pte(swap, trace, mm, *pte);
+                    true
+                });
+                return;
+            }
         }
-        for (a, pte) in self.vm.mms[mm].pt.take_ptes_in(start, end, drop_markers) {
+        for (a, pte) in self.vm.mms[mm].pt.take_ptes_in(from, end, drop_markers) {
             if let Pte::Present { folio, .. } = pte {
                 self.mem.munlock_mapped_at(&self.vm, mm, a, folio);
             }
