@@ -317,6 +317,39 @@ fn streamed_replay_of_a_late_naming_matches_the_whole_import() {
     assert_eq!(whole.steps, 70_004);
 }
 
+/// Page faults the streamed replay runs from their fields (inside the anonymous VMA the last
+/// fault found) that the model does not serve as the trace does: a write to a read-only
+/// mapping is SIGSEGV in the model; the divergence and every count are those of the
+/// replay of the whole import, which runs each fault as a step.
+#[test]
+fn streamed_faults_that_diverge_count_as_in_the_whole_import() {
+    let l = |e: &str| format!("            prog  5/5   100.000001: {e}\n");
+    let fault = |a: u64, code: u64| {
+        l(&format!("exceptions:page_fault_user: address={a:#x} ip=0x1 error_code={code:#x}"))
+    };
+    let base = 0x7f0000000000u64;
+    let mut text = l(
+        "syscalls:sys_enter_mmap: addr: 0x0, len: 0x4000, prot: 0x1, flags: 0x22, fd: 0xffffffff, off: 0x0",
+    );
+    text += &l("syscalls:sys_exit_mmap: 0x7f0000000000");
+    text += &fault(base, 0x4);
+    text += &fault(base + 0x1000, 0x4);
+    text += &fault(base + 0x2000, 0x6);
+    text += &fault(base + 0x3000, 0x4);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let p = dir.join("streamed-faults-diverge.perf.txt");
+    std::fs::write(&p, &text).unwrap();
+    let (script, _) = read_trace(&p).unwrap();
+    let whole = replay_script(&script, &RunOptions::default(), 8, &mut |_| {}).unwrap();
+    let (streamed, _) = anonmm::replay::replay_trace(&p, &RunOptions::default(), 8, &mut |_| {}).unwrap();
+    assert_eq!(format!("{streamed:?}"), format!("{whole:?}"));
+    assert_eq!(streamed.steps, 5);
+    assert_eq!(streamed.stats.faults, 3, "the three reads are served");
+    let model: Vec<_> = streamed.replay.examples.iter().filter(|d| d.class == DivClass::Model).collect();
+    assert_eq!(model.len(), 1, "{model:?}");
+    assert_eq!((model[0].line, model[0].got.as_str()), (5, "= SIGSEGV"), "the write");
+}
+
 /// Say that a test skipped its work, on the real stderr: the harness captures `eprintln!`
 /// of passing tests, and a skipped test must not pass silently.
 fn skipped(test: &str, why: &str) {

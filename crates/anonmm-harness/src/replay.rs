@@ -122,7 +122,8 @@ pub struct ReplayState {
     /// Per address space, every range a recorded call mapped since its exec (or its
     /// parent's, for a fork child): tells a mapping lost from the trace from one the model
     /// lost.
-    recorded_ranges: BTreeMap<MmId, Vec<(u64, u64)>>,
+    /// By start (each start once: a range growing from it keeps its entry), to its end.
+    recorded_ranges: BTreeMap<MmId, BTreeMap<u64, u64>>,
     /// The anonymous VMA (pid, start, end) the last fault's file check found, while no
     /// other call ran: a fault inside it has no file to fit. Only a call changes VMAs (a
     /// fault at most grows a stack VMA, `expand_stack`, which stays anonymous).
@@ -227,17 +228,30 @@ impl ReplayState {
     #[inline]
     pub fn fault_fits(&mut self, step: &Step) -> bool {
         self.pending = None;
-        if let Call::Touch { addr, len, .. } = step.call
-            && let Some((pid, start, end)) = self.anon_vma
-            && pid == step.pid
-            && step.expect.is_none()
-            && self.learning_base.is_empty()
-            && start <= addr
-            && addr.checked_add(len).is_some_and(|e| e <= end)
-        {
-            return true;
+        matches!(step.call, Call::Touch { addr, len, .. }
+            if step.expect.is_none() && self.fits_anon_vma(step.pid, addr, len))
+    }
+
+    /// [`ReplayState::fault_fits`] of a fault without a recorded result, by its fields: when
+    /// it fits, what a step before left pending is cleared as there; else nothing changes.
+    #[inline(always)]
+    pub fn fault_fits_at(&mut self, pid: crate::types::Pid, addr: u64, len: u64) -> bool {
+        let fits = self.fits_anon_vma(pid, addr, len);
+        if fits && self.pending.is_some() {
+            self.pending = None;
         }
-        false
+        fits
+    }
+
+    /// Whether `[addr, addr + len)` of `pid` lies in the anonymous VMA the last fault's file
+    /// check found (and no exec's base is being learnt).
+    #[inline(always)]
+    fn fits_anon_vma(&self, pid: crate::types::Pid, addr: u64, len: u64) -> bool {
+        matches!(self.anon_vma, Some((p, start, end))
+            if p == pid
+                && self.learning_base.is_empty()
+                && start <= addr
+                && addr.checked_add(len).is_some_and(|e| e <= end))
     }
 
     /// [`ReplayState::before`] past its fast path.
@@ -351,16 +365,13 @@ impl ReplayState {
         let end = page_align(len).and_then(|l| addr.checked_add(l)).unwrap_or(u64::MAX);
         let ranges = self.recorded_ranges.entry(mm).or_default();
         // A growing brk or mremap extends the range it started from.
-        if let Some(last) = ranges.iter_mut().find(|r| r.0 == addr) {
-            last.1 = last.1.max(end);
-        } else {
-            ranges.push((addr, end));
-        }
+        let e = ranges.entry(addr).or_insert(end);
+        *e = (*e).max(end);
     }
 
     /// Whether a recorded call ever mapped `addr` in `mm`.
     fn was_recorded(&self, mm: MmId, addr: u64) -> bool {
-        self.recorded_ranges.get(&mm).is_some_and(|r| r.iter().any(|&(s, e)| s <= addr && addr < e))
+        self.recorded_ranges.get(&mm).is_some_and(|r| r.range(..=addr).any(|(_, &e)| addr < e))
     }
 
     /// `mm->mmap_base` is randomised (`arch_pick_mmap_layout` → `mmap_base` with
@@ -525,7 +536,7 @@ impl ReplayState {
             Call::Execve { .. } => {
                 if let Ok(mm) = sys.vm.mm_of(step.pid) {
                     self.learning_base.insert(mm, 0);
-                    self.recorded_ranges.insert(mm, Vec::new());
+                    self.recorded_ranges.insert(mm, BTreeMap::new());
                 }
             }
             Call::MapRecord(RecordedVma { addr, len, name, .. }) => {
@@ -632,10 +643,11 @@ pub fn vma_record_diff(sys: &System, pid: crate::types::Pid, call: &Call) -> Opt
     };
     let end = page_align(*len).and_then(|l| addr.checked_add(l)).unwrap_or(u64::MAX);
     let rec_name = path.as_deref().or(name.as_deref()).unwrap_or("");
-    let kernel = show_vma(*addr, end, *prot, *shared, *pgoff, rec_name);
-    let Ok(mm) = sys.vm.mm_of(pid) else { return Some((kernel, "no such process".to_string())) };
+    // Formatted only for a difference (most records agree).
+    let kernel = || show_vma(*addr, end, *prot, *shared, *pgoff, rec_name);
+    let Ok(mm) = sys.vm.mm_of(pid) else { return Some((kernel(), "no such process".to_string())) };
     let Some(v) = sys.vm.mms[mm].vma_lookup(VirtAddr(*addr)) else {
-        return Some((kernel, "no VMA there".to_string()));
+        return Some((kernel(), "no VMA there".to_string()));
     };
     let vma = &sys.vm.vmas[v];
     let vprot = [(VmFlags::READ, PROT_READ), (VmFlags::WRITE, PROT_WRITE), (VmFlags::EXEC, PROT_EXEC)]
@@ -663,7 +675,7 @@ pub fn vma_record_diff(sys: &System, pid: crate::types::Pid, call: &Call) -> Opt
         && vshared == *shared
         && vma.pgoff.0 == *pgoff
         && file_agrees;
-    (!same).then(|| (kernel, show_vma(vma.start.0, vma.end.0, vprot, vshared, vma.pgoff.0, vname)))
+    (!same).then(|| (kernel(), show_vma(vma.start.0, vma.end.0, vprot, vshared, vma.pgoff.0, vname)))
 }
 
 /// The class of a disagreement found after a step (placement is found before).

@@ -237,11 +237,10 @@ pub fn replay_trace_observed(
             if stopped {
                 break;
             }
-            let step = &*item.step();
             if i == 0 {
-                r.runner.spawn_first(step.pid);
+                r.runner.spawn_first(item.step().pid);
             }
-            stopped = !r.step(i, step, observe);
+            stopped = !r.streamed(i, item, observe);
             i += 1;
         }
         stream.recycle(batch);
@@ -275,14 +274,13 @@ fn replay_trace_once(
             if stopped {
                 break;
             }
-            let step = &*item.step();
             if i == 0 {
-                r.runner.spawn_first(step.pid);
+                r.runner.spawn_first(item.step().pid);
             }
             if i % 1024 == 0 {
                 progress(i);
             }
-            stopped = !r.step(i, step, &mut |_| {});
+            stopped = !r.streamed(i, item, &mut |_| {});
             i += 1;
         }
         stream.recycle(batch);
@@ -480,6 +478,25 @@ impl<'a> Replayer<'a> {
             r.max_examples = max_examples;
         }
         Replayer { runner, invariant: None }
+    }
+
+    /// [`Replayer::step`] of a streamed step: most of a trace's page faults run from their
+    /// fields ([`crate::run::Runner::replay_fault`]), without making a step.
+    #[inline]
+    fn streamed(
+        &mut self,
+        i: usize,
+        item: &crate::import::Streamed,
+        observe: &mut (impl FnMut(VmaSample) + ?Sized),
+    ) -> bool {
+        if let &crate::import::Streamed::Fault { line, pid, addr, len, write } = item
+            && self.runner.replay_fault(line, pid, addr, len, write)
+        {
+            let (all, anon) = self.runner.result.vmas_now;
+            observe(VmaSample { index: i, line, all, anon });
+            return true;
+        }
+        self.step(i, &item.step(), &mut |s| observe(s))
     }
 
     /// Replay step `i`; false when a broken invariant stops the replay.

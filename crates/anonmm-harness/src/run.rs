@@ -570,36 +570,109 @@ impl<'a> Runner<'a> {
     #[inline]
     fn plain_fault(&mut self, step: &Step, view: bool) -> Option<Expect> {
         let Call::Touch { addr, len, write } = step.call else { return None };
+        if view || step.expect.is_some() {
+            return None;
+        }
+        self.fault_fast(step.line, step.pid, addr, len, write, Some(step))
+    }
+
+    /// [`Runner::step`] of a replay's page fault given by its fields, as the import streams
+    /// it (`Streamed::Fault`: no text, no recorded result), when the fast path of
+    /// [`Runner::plain_fault`] takes it: then its [`Step`] is made only if a divergence
+    /// needs it, and `steps_run` is counted. False (nothing done) when it does not: the
+    /// caller runs the step through [`Runner::step`].
+    #[inline]
+    pub fn replay_fault(&mut self, line: usize, pid: Pid, addr: u64, len: u64, write: bool) -> bool {
+        if self.fault_fast(line, pid, addr, len, write, None).is_none() {
+            return false;
+        }
+        self.result.steps_run += 1;
+        true
+    }
+
+    /// The fast path of [`Runner::plain_fault`] and [`Runner::replay_fault`] for a fault
+    /// without a recorded result; `step` is the fault's step, if the caller has one (else
+    /// one is made from the fields for a divergence).
+    #[inline(always)]
+    fn fault_fast(
+        &mut self,
+        line: usize,
+        pid: Pid,
+        addr: u64,
+        len: u64,
+        write: bool,
+        step: Option<&Step>,
+    ) -> Option<Expect> {
         #[cfg(test)]
         if self.inject.is_some() {
             return None;
         }
         let o = self.opts;
-        if view || !o.last_view_only || o.check || o.resolved {
+        if !o.last_view_only || o.check || o.resolved {
             return None;
         }
         let r = self.replay.as_mut()?;
-        if !r.fault_fits(step) {
+        if !r.fault_fits_at(pid, addr, len) {
             return None;
         }
-        let mut outcome = self.touch_now(step, addr, len, write);
-        let r = self.replay.as_mut()?;
-        if let Some(what) = self.sys.unsupported.take() {
-            r.not_modelled(step, &what);
-        }
-        outcome = r.after(&mut self.sys, step, outcome);
+        // Inside a VMA no call changed since a fault of this process found it: the process
+        // is alive (only a call ends one).
+        debug_assert!(self.sys.vm.procs.contains_key(&pid));
+        let res = self.sys.touch(pid, addr, len, write, &|a| touch_tag(line, a));
+        // A fault served (ReplayState::after's fast path: fault_fits_at cleared what was
+        // pending) with nothing the model could not do: nothing to note.
+        let outcome = if matches!(res, Ok(Ok(()))) && self.sys.unsupported.is_none() {
+            Expect::Value(0)
+        } else {
+            let step = match step {
+                Some(s) => Cow::Borrowed(s),
+                None => Cow::Owned(Step {
+                    line,
+                    pid,
+                    call: Call::Touch { addr, len, write },
+                    text: String::new(),
+                    expect: None,
+                }),
+            };
+            self.fault_fast_rest(res, &step)
+        };
         if self.result.vmas_per_pid.is_empty() {
             self.count_vmas_now();
         }
-        self.take_merge_log(step.line);
+        if self.sys.trace.merge_log.is_some() {
+            self.take_merge_log(line);
+        }
         Some(outcome)
+    }
+
+    /// The rest of [`Runner::fault_fast`] for a fault that signalled or met something the
+    /// model cannot do, as the general path has it: the outcome, a `model` divergence for
+    /// what was not modelled, and the classified disagreement.
+    #[inline(never)]
+    fn fault_fast_rest(
+        &mut self,
+        res: Result<Result<(), anonmm_model::fault::TouchSignal>, Errno>,
+        step: &Step,
+    ) -> Expect {
+        let outcome = self.touch_outcome(res);
+        let Some(r) = self.replay.as_mut() else { return outcome };
+        if let Some(what) = self.sys.unsupported.take() {
+            r.not_modelled(step, &what);
+        }
+        r.after(&mut self.sys, step, outcome)
     }
 
     /// A `touch` step run on the model: its outcome as the trace states results.
     #[inline]
-    fn touch_now(&mut self, step: &Step, addr: u64, len: u64, write: bool) -> Expect {
-        let line = step.line;
-        match self.sys.touch(step.pid, addr, len, write, &|a| touch_tag(line, a)) {
+    fn touch_now(&mut self, line: usize, pid: Pid, addr: u64, len: u64, write: bool) -> Expect {
+        let res = self.sys.touch(pid, addr, len, write, &|a| touch_tag(line, a));
+        self.touch_outcome(res)
+    }
+
+    /// What [`System::touch`] answered, as the trace states results.
+    #[inline]
+    fn touch_outcome(&mut self, res: Result<Result<(), anonmm_model::fault::TouchSignal>, Errno>) -> Expect {
+        match res {
             Ok(Ok(())) => Expect::Value(0),
             Ok(Err(sig)) => {
                 self.touch_signal_at = Some(sig.at);
@@ -730,7 +803,7 @@ impl<'a> Runner<'a> {
             Call::Dup { fd } => ival(sys.sys_dup(pid, *fd)),
             Call::Dup2 { oldfd, newfd } => ival(sys.sys_dup2(pid, *oldfd, *newfd)),
             Call::Ftruncate { fd, len } => val(sys.sys_ftruncate(pid, *fd, *len)),
-            Call::Touch { addr, len, write } => self.touch_now(step, *addr, *len, *write),
+            Call::Touch { addr, len, write } => self.touch_now(step.line, step.pid, *addr, *len, *write),
             Call::Pin { addr, len } => val(sys.sys_pin(pid, *addr, *len)),
             Call::Unpin { addr, len } => val(sys.sys_unpin(pid, *addr, *len)),
             Call::Migrate { addr, len } => val(sys.sys_migrate(pid, *addr, *len)),

@@ -114,7 +114,7 @@ impl<I: ArenaId, T: 'static> Arena<I, T> {
     /// Drop the value in slot `id` where it lies, making the slot reusable: [`Arena::free`]
     /// without moving the value out (a VMA is 128 bytes). Panics on a double free. Inline:
     /// a zap releases a folio a page.
-    #[inline]
+    #[inline(always)]
     pub fn release(&mut self, id: I) {
         let slot = &mut self.items[id.index() as usize];
         assert!(slot.is_some(), "double free in arena");

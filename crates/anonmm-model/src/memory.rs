@@ -30,14 +30,15 @@ impl System {
         // only when a mapped folio is unmapped: a zap of none or swap entries (a move's old
         // range, an unfaulted page) needs no VMA lookup.
         let mut locked_in = None;
-        let mut locked =
-            |vm: &crate::mm::Vm| *locked_in.get_or_insert_with(|| vm.any_locked_in(mm, start, end));
+        let locked = |vm: &crate::mm::Vm, known: &mut Option<bool>| {
+            *known.get_or_insert_with(|| vm.any_locked_in(mm, start, end))
+        };
         if self.vm.mms[mm].pt.any_leaf_in(start, end) {
             self.vm.split_huge_pmds_partial(&mut self.mem, &mut self.trace, mm, start, end);
             for (a, folio, _) in self.vm.mms[mm].pt.huge_in(start, end) {
                 // zap_huge_pmd: the PMD becomes none and the deposited table is freed.
                 self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
-                if locked(&self.vm) {
+                if locked(&self.vm, &mut locked_in) {
                     self.mem.munlock_mapped_at(&self.vm, mm, a, folio);
                 }
                 self.mem.folio_remove_rmap_pmd(&mut self.trace, folio, mm);
@@ -47,12 +48,35 @@ impl System {
                 self.vm.mms[mm].pt.pmds.remove(&pmd_index(a));
             }
         }
-        // The entries are cleared before their folios are released; nothing below reads
-        // the page table.
-        for (a, pte) in self.vm.mms[mm].pt.take_ptes_in(start, end, drop_markers) {
-            if let Pte::Present { folio, .. } = pte
-                && locked(&self.vm)
-            {
+        // zap_pte_range: each entry's page is released as the entry is cleared, in address
+        // order; releasing reads no page table. In a VM_LOCKED range the munlock reads the
+        // VMAs, which hold the page table: there the entries left are all taken first. Whether
+        // the range is locked is asked at its first mapped page.
+        let mut from = start;
+        if locked_in != Some(true) {
+            let known = locked_in.is_some();
+            let (mem, swap, trace) = (&mut self.mem, &mut self.swap, &mut self.trace);
+            let pt = &mut self.vm.mms[mm].pt;
+            let stop = pt.zap_ptes_in(start, end, drop_markers, |_, pte| {
+                if !known && matches!(pte, Pte::Present { .. }) {
+                    return false;
+                }
+                mem.drop_pte(swap, trace, mm, *pte);
+                true
+            });
+            let Some(a) = stop else { return };
+            from = a;
+            if !locked(&self.vm, &mut locked_in) {
+                let pt = &mut self.vm.mms[mm].pt;
+                pt.zap_ptes_in(a, end, drop_markers, |_, pte| {
+                    mem.drop_pte(swap, trace, mm, *pte);
+                    true
+                });
+                return;
+            }
+        }
+        for (a, pte) in self.vm.mms[mm].pt.take_ptes_in(from, end, drop_markers) {
+            if let Pte::Present { folio, .. } = pte {
                 self.mem.munlock_mapped_at(&self.vm, mm, a, folio);
             }
             self.mem.drop_pte(&mut self.swap, &mut self.trace, mm, pte);
@@ -280,6 +304,7 @@ impl crate::folio::FolioStore {
     }
 
     /// Free a folio once nothing references it.
+    #[inline]
     pub fn folio_put_if_unused(&mut self, trace: &mut crate::stats::Trace, folio: FolioId) {
         if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
             return;
@@ -291,6 +316,7 @@ impl crate::folio::FolioStore {
     }
 
     /// `folio_remove_rmap_pte` for a mapping in `mm`, and free when unused.
+    #[inline]
     pub fn folio_remove_rmap_pte(
         &mut self,
         trace: &mut crate::stats::Trace,
@@ -298,19 +324,57 @@ impl crate::folio::FolioStore {
         sub: u16,
         mm: MmId,
     ) {
+        self.folio_remove_rmap_pte_freed(trace, folio, sub, mm);
+    }
+
+    /// [`FolioStore::folio_remove_rmap_pte`], saying whether the folio was freed.
+    #[inline(always)]
+    fn folio_remove_rmap_pte_freed(
+        &mut self,
+        trace: &mut crate::stats::Trace,
+        folio: FolioId,
+        sub: u16,
+        mm: MmId,
+    ) -> bool {
         if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
-            return;
+            return false;
         }
+        let f = &mut self.folios[folio];
+        if !f.is_large() {
+            // A small folio, most unmaps: no per-mm mapcounts, and an anon page unmapped is
+            // freed (or left to the swap cache).
+            let (anon, entire) = (f.is_anon(), f.entire_mapcount);
+            let p = &mut f.pages[sub as usize];
+            p.mapcount -= 1;
+            if anon && p.mapcount + entire == 0 {
+                p.anon_exclusive = false;
+            }
+            if f.refcount() == 0 {
+                self.folios.release(folio);
+                trace.stats.folios_freed += 1;
+                return true;
+            }
+            return false;
+        }
+        self.folio_remove_rmap_pte_large(trace, folio, sub, mm)
+    }
+
+    /// [`FolioStore::folio_remove_rmap_pte_freed`] of a large folio: its pages keep
+    /// PageAnonExclusive when unmapped (__folio_remove_rmap leaves it), and UFFDIO_MOVE reads
+    /// the first page's even when only later pages are mapped.
+    #[inline(never)]
+    fn folio_remove_rmap_pte_large(
+        &mut self,
+        trace: &mut crate::stats::Trace,
+        folio: FolioId,
+        sub: u16,
+        mm: MmId,
+    ) -> bool {
         let f = &mut self.folios[folio];
         f.pages[sub as usize].mapcount -= 1;
         f.sub_large_mapcount(1, mm);
-        if f.is_anon() && !f.is_large() && f.page_mapcount(sub as usize) == 0 {
-            // A small unmapped anon page is freed (or left to the swap cache). A large folio's
-            // pages keep PageAnonExclusive when unmapped (__folio_remove_rmap leaves it), and
-            // UFFDIO_MOVE reads the first page's even when only later pages are mapped.
-            f.pages[sub as usize].anon_exclusive = false;
-        }
         self.folio_put_if_unused(trace, folio);
+        !self.folios.contains(folio)
     }
 
     /// `folio_remove_rmap_pmd` for a mapping in `mm`, and free when unused.
@@ -362,8 +426,8 @@ impl crate::folio::FolioStore {
         f.set_large_mapcount(mm);
     }
 
-    /// Release what a cleared PTE of `mm` held.
-    #[inline]
+    /// Release what a cleared PTE of `mm` held (`zap_present_ptes`, `zap_nonpresent_ptes`).
+    #[inline(always)]
     pub fn drop_pte(
         &mut self,
         swap: &mut crate::swap::SwapDevice,
@@ -371,12 +435,26 @@ impl crate::folio::FolioStore {
         mm: MmId,
         pte: Pte,
     ) {
-        match pte {
-            Pte::None => {}
-            Pte::Present { folio, sub, .. } => {
-                self.folio_remove_rmap_pte(trace, folio, sub, mm);
+        if let Pte::Present { folio, sub, .. } = pte {
+            // A freed folio was in no swap cache (the cache holds a reference).
+            if !self.folio_remove_rmap_pte_freed(trace, folio, sub, mm) {
                 swap.free_swap_cache(self, trace, folio);
             }
+            return;
+        }
+        self.drop_nonpresent_pte(swap, trace, pte);
+    }
+
+    /// [`FolioStore::drop_pte`] of an entry that maps no page.
+    #[inline(never)]
+    fn drop_nonpresent_pte(
+        &mut self,
+        swap: &mut crate::swap::SwapDevice,
+        trace: &mut crate::stats::Trace,
+        pte: Pte,
+    ) {
+        match pte {
+            Pte::None | Pte::Present { .. } => {}
             Pte::Swap { entry, .. } => swap.swap_free(self, trace, entry),
             // zap_nonpresent_ptes: try_to_migrate already took the mapcount and reference.
             Pte::Migration { .. } => {}

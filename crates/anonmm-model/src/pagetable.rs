@@ -651,8 +651,27 @@ impl PageTable {
     /// entries, in address order. Guard markers stay unless `markers`.
     pub fn take_ptes_in(&mut self, start: VirtAddr, end: VirtAddr, markers: bool) -> PteList {
         let mut out = PteList::new();
+        self.zap_ptes_in(start, end, markers, |a, pte| {
+            out.push((a, *pte));
+            true
+        });
+        out
+    }
+    /// [`PageTable::take_ptes_in`] handing each entry to `each` as it is taken, as
+    /// `zap_pte_range` releases each page in its walk (no list of a million entries for a
+    /// large munmap): the entry is cleared when `each` returns true; on false the walk stops
+    /// there, leaving that entry, and returns its address. `each` must not need the page
+    /// table.
+    #[inline]
+    pub fn zap_ptes_in(
+        &mut self,
+        start: VirtAddr,
+        end: VirtAddr,
+        markers: bool,
+        mut each: impl FnMut(VirtAddr, &Pte) -> bool,
+    ) -> Option<VirtAddr> {
         if start >= end {
-            return out;
+            return None;
         }
         let (lo, hi) = (pmd_index(start), pmd_index(VirtAddr(end.0 - 1)));
         let keys: smallvec::SmallVec<[u64; 4]> = if lo == hi {
@@ -668,14 +687,16 @@ impl PageTable {
             while a < hi && t.used > 0 {
                 let slot = &mut t.ptes[pte_index(VirtAddr(a))];
                 if !slot.is_none() && (markers || *slot != Pte::Guard) {
-                    out.push((VirtAddr(a), *slot));
+                    if !each(VirtAddr(a), slot) {
+                        return Some(VirtAddr(a));
+                    }
                     *slot = Pte::None;
                     t.used -= 1;
                 }
                 a += 1 << PAGE_SHIFT;
             }
         }
-        out
+        None
     }
     /// Huge leaves whose 2 MiB range intersects `[start, end)`: (PMD start, folio, flags).
     pub fn huge_in(&self, start: VirtAddr, end: VirtAddr) -> Vec<(VirtAddr, FolioId, PteFlags)> {
