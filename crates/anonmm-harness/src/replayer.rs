@@ -358,6 +358,8 @@ pub fn replay_trace_all_on(
     let n = opts.len();
     let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
     let policies: Vec<crate::policy::Policy> = opts.iter().map(|o| o.policy).collect();
+    // The policies that can differ from the trunk's (a repeated one cannot).
+    let others = policies.iter().filter(|&&p| p != policies[0]).count();
     let mut stream = crate::import::stream_trace(path)?;
     // A: the trunk, live from the import, probing; B: its copy, following A.
     let mut a = Replayer::new(Runner::empty(&named, &opts[0])?, max_examples);
@@ -365,7 +367,13 @@ pub fn replay_trace_all_on(
     let b = Replayer::new(Runner::empty(&named, &opts[0])?, max_examples);
     let trunk = Mutex::new(Trunk::default());
     let trunk_cv = Condvar::new();
-    let slot: Mutex<Slot<'_>> = Mutex::new(Slot { template: None, next: 1, ready: false });
+    let slot: Mutex<Slot<'_>> = Mutex::new(Slot {
+        template: None,
+        ready: false,
+        taken: (0..n).map(|j| j == 0).collect(),
+        differs: vec![false; n],
+        trunk: None,
+    });
     let slot_cv = Condvar::new();
     let results: Mutex<Vec<Option<PolicyRun>>> = Mutex::new((0..n).map(|_| None).collect());
     let lock_trunk = || trunk.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -387,24 +395,35 @@ pub fn replay_trace_all_on(
             t = trunk_cv.wait(t).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     };
-    // Take the other policies in turn, each forked from the template (the last one takes
-    // the template itself), and replay them from the first step that differed.
+    // Take the other policies in turn, as each is known to differ from the trunk, each forked
+    // from the template (the last one the template itself), and replay them from the first
+    // step that differed. Once the trunk ended, those that never differed get its outcome.
     let take_policies = || {
         loop {
             let (mut r, j, t0, from, prefix) = {
                 let mut s = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                while !s.ready {
+                let j = loop {
+                    if s.ready {
+                        if let Some(j) = (1..n).find(|&j| !s.taken[j] && s.differs[j]) {
+                            break j;
+                        }
+                        if let Some(trunk) = s.trunk.clone() {
+                            for j in 1..n {
+                                if !std::mem::replace(&mut s.taken[j], true) {
+                                    store(j, Ok(trunk.clone()));
+                                }
+                            }
+                            return;
+                        }
+                    }
                     s = slot_cv.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
-                }
-                let j = s.next;
-                if j >= n {
-                    return;
-                }
-                s.next += 1;
+                };
+                s.taken[j] = true;
                 let t0 = std::time::Instant::now();
+                let last = s.trunk.is_some() && !(1..n).any(|k| !s.taken[k] && s.differs[k]);
                 let Some((template, from, prefix)) = &s.template else { return };
                 let (from, prefix) = (*from, *prefix);
-                let r = if j + 1 == n {
+                let r = if last {
                     let (template, _, _) = s.template.take().expect("template");
                     template.into_fork(&opts[j])
                 } else {
@@ -442,7 +461,7 @@ pub fn replay_trace_all_on(
         // A: the trunk, live, with the probe until a step is not neutral.
         s.spawn(move || {
             let t0 = std::time::Instant::now();
-            let (mut i, mut stopped, mut probing) = (0, false, true);
+            let (mut i, mut stopped, mut probing, mut seen) = (0, false, true, 0);
             for batch in rx {
                 for item in batch.iter() {
                     if stopped {
@@ -454,15 +473,29 @@ pub fn replay_trace_all_on(
                     }
                     stopped = !a.step(i, step, &mut |_| {});
                     // A step that stopped the run (a broken invariant) is not shared either.
-                    if probing && (stopped || a.runner.sys.probe_diverged()) {
-                        probing = false;
-                        a.runner.sys.probe_off();
-                        lock_trunk().diverged = Some((i, t0.elapsed().as_secs_f64()));
-                        trunk_cv.notify_all();
+                    let differing = if stopped { others } else { a.runner.sys.probe_differing() };
+                    if probing && differing > seen {
+                        if seen == 0 {
+                            lock_trunk().diverged = Some((i, t0.elapsed().as_secs_f64()));
+                            trunk_cv.notify_all();
+                        }
+                        seen = differing;
+                        let differs = a.runner.sys.probe_differs();
+                        let mut s = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        for (k, d) in s.differs.iter_mut().enumerate() {
+                            *d |= stopped || differs.get(k).copied().unwrap_or(true);
+                        }
+                        drop(s);
+                        slot_cv.notify_all();
+                        if seen >= others {
+                            // Every other policy has its own run now.
+                            probing = false;
+                            a.runner.sys.probe_off();
+                        }
                     }
                     i += 1;
                 }
-                if probing {
+                if seen == 0 {
                     lock_trunk().neutral = i;
                     trunk_cv.notify_all();
                 }
@@ -471,7 +504,7 @@ pub fn replay_trace_all_on(
             // `finish` drops the model.
             let out = a.finish(total);
             let secs = t0.elapsed().as_secs_f64();
-            if probing {
+            if seen == 0 {
                 // No step differed: every policy's outcome is the trunk's.
                 lock_trunk().a_done = true;
                 trunk_cv.notify_all();
@@ -481,6 +514,10 @@ pub fn replay_trace_all_on(
                 store(0, Ok((out, secs)));
                 return;
             }
+            let mut s = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            s.trunk = Some((out.clone(), secs));
+            drop(s);
+            slot_cv.notify_all();
             store(0, Ok((out, secs)));
             take_policies();
         });
@@ -594,12 +631,14 @@ struct Trunk {
 }
 
 /// The template of [`replay_trace_all_on`]'s forks: the replayer before the first step that
-/// differed, with (its batch, its index) and the shared part's seconds; and the next policy
-/// to take.
+/// differed, with (its batch, its index) and the shared part's seconds; and which policies
+/// were taken, which differed from the trunk so far, and the trunk's outcome once it ended.
 struct Slot<'a> {
     template: Option<(Replayer<'a>, (usize, usize), f64)>,
-    next: usize,
     ready: bool,
+    taken: Vec<bool>,
+    differs: Vec<bool>,
+    trunk: Option<(ReplayOutcome, f64)>,
 }
 
 /// Each policy's run, once every thread is done.

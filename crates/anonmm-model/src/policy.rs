@@ -58,6 +58,11 @@ pub struct PolicyProbe {
     pub diverged: std::cell::Cell<bool>,
     /// That hook's name.
     pub hook: std::cell::Cell<Option<&'static str>>,
+    /// Per policy of `policies`: whether it has differed yet (the others' states are still
+    /// the model's).
+    pub differs: Vec<std::cell::Cell<bool>>,
+    /// How many have.
+    pub differing: std::cell::Cell<usize>,
 }
 
 /// The default copy budget of `auto`, per move.

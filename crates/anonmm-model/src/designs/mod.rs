@@ -279,7 +279,20 @@ impl System {
             policies: policies.to_vec(),
             diverged: std::cell::Cell::new(false),
             hook: std::cell::Cell::new(None),
+            differs: policies.iter().map(|_| std::cell::Cell::new(false)).collect(),
+            differing: std::cell::Cell::new(0),
         }));
+    }
+
+    /// Per probed policy: whether it would have differed at a hook call since the probe
+    /// started (never the model's own policy).
+    pub fn probe_differs(&self) -> Vec<bool> {
+        self.probe.as_ref().map_or_else(Vec::new, |p| p.differs.iter().map(std::cell::Cell::get).collect())
+    }
+
+    /// How many probed policies have differed ([`System::probe_differs`]).
+    pub fn probe_differing(&self) -> usize {
+        self.probe.as_ref().map_or(0, |p| p.differing.get())
     }
 
     /// Whether a probed policy would have differed at a hook call since the probe started.
@@ -315,13 +328,19 @@ fn probe_note<T: PartialEq>(
     hook: &'static str,
     sig: &dyn Fn(Policy) -> T,
 ) {
-    if p.diverged.get() {
-        return;
-    }
-    let mine = sig(own);
-    if p.policies.iter().any(|&q| q != own && sig(q) != mine) {
-        p.diverged.set(true);
-        p.hook.set(Some(hook));
+    let mut mine = None;
+    for (&q, differs) in p.policies.iter().zip(&p.differs) {
+        if q == own || differs.get() {
+            continue;
+        }
+        let mine = mine.get_or_insert_with(|| sig(own));
+        if sig(q) != *mine {
+            differs.set(true);
+            p.differing.set(p.differing.get() + 1);
+            if !p.diverged.replace(true) {
+                p.hook.set(Some(hook));
+            }
+        }
     }
 }
 
@@ -418,6 +437,14 @@ mod tests {
             write(s, X, LEN);
         };
         assert_eq!(probe(Policy::Kernel, &set, &faulted, &mv), Some("should_relocate_anon"));
+        // Per policy: `relocate` without the flags goes on as the kernel.
+        let mut sys = System::default();
+        sys.spawn(P).expect("spawn");
+        faulted(&mut sys);
+        sys.probe_policies(&[Policy::Kernel, Policy::Relocate, Policy::Matena]);
+        mv(&mut sys);
+        assert_eq!(sys.probe_differs(), [false, false, true]);
+        assert_eq!(sys.probe_differing(), 1);
         // Unfaulted: every design moves it as the kernel does.
         assert_eq!(probe(Policy::Kernel, &set, &|s| map(s, X, LEN), &mv), None);
     }
