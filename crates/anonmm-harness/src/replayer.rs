@@ -346,6 +346,8 @@ pub fn replay_trace_all_on(
     use crate::run::{RunOptions, Runner};
     /// Batches in flight to the trunk's thread.
     const IN_FLIGHT: usize = 4;
+    /// Batches the trunk's copy may be behind the import.
+    const KEEP_AHEAD: usize = 4 * IN_FLIGHT;
     let opts: Vec<RunOptions> =
         opts.iter().map(|o| RunOptions { replay: true, last_view_only: true, ..o.clone() }).collect();
     // The trunk is shared only by options that differ in the policy alone.
@@ -373,6 +375,8 @@ pub fn replay_trace_all_on(
         taken: (0..n).map(|j| j == 0).collect(),
         differs: vec![false; n],
         trunk: None,
+        a_gone: false,
+        b_gone: false,
     });
     let slot_cv = Condvar::new();
     let results: Mutex<Vec<Option<PolicyRun>>> = Mutex::new((0..n).map(|_| None).collect());
@@ -415,6 +419,10 @@ pub fn replay_trace_all_on(
                             }
                             return;
                         }
+                    }
+                    // A thread that panicked: its panic ends the scope.
+                    if (s.a_gone && s.trunk.is_none()) || (s.b_gone && !s.ready) {
+                        return;
                     }
                     s = slot_cv.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
                 };
@@ -460,6 +468,12 @@ pub fn replay_trace_all_on(
             (&lock_trunk, &trunk_cv, &slot, &slot_cv, &store, &take_policies);
         // A: the trunk, live, with the probe until a step is not neutral.
         s.spawn(move || {
+            let _gone = OnDrop(|| {
+                lock_trunk().a_gone = true;
+                trunk_cv.notify_all();
+                slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).a_gone = true;
+                slot_cv.notify_all();
+            });
             let t0 = std::time::Instant::now();
             let (mut i, mut stopped, mut probing, mut seen) = (0, false, true, 0);
             for batch in rx {
@@ -523,6 +537,12 @@ pub fn replay_trace_all_on(
         });
         // B: the trunk again, each step once A found it neutral, up to the first that was not.
         s.spawn(move || {
+            let _gone = OnDrop(|| {
+                lock_trunk().b_gone = true;
+                trunk_cv.notify_all();
+                slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).b_gone = true;
+                slot_cv.notify_all();
+            });
             let mut b = b;
             let (mut batch_no, mut i) = (0, 0);
             loop {
@@ -541,12 +561,12 @@ pub fn replay_trace_all_on(
                             take_policies();
                             return;
                         }
-                        if t.a_done {
+                        if t.a_done || (t.a_gone && t.diverged.is_none()) {
                             return;
                         }
                         let limit = t.diverged.map_or(t.neutral, |(d, _)| d);
-                        if i < limit
-                            && let Some(Some((start, batch))) = t.batches.get(batch_no)
+                        if let Some(Some((start, batch))) = t.batches.get(batch_no)
+                            && (i < limit || batch.is_empty())
                         {
                             break (*start, Arc::clone(batch), limit);
                         }
@@ -566,8 +586,12 @@ pub fn replay_trace_all_on(
                 }
                 if i == start + batch.len() {
                     // Passed: no policy needs it again.
-                    lock_trunk().batches[batch_no] = None;
+                    let mut t = lock_trunk();
+                    t.batches[batch_no] = None;
                     batch_no += 1;
+                    t.passed = batch_no;
+                    drop(t);
+                    trunk_cv.notify_all();
                 }
             }
         });
@@ -578,7 +602,14 @@ pub fn replay_trace_all_on(
             // once: it makes only a few batches and waits for them back.
             let shared = Arc::new(batch.clone());
             stream.recycle(batch);
-            lock_trunk().batches.push(Some((n, Arc::clone(&shared))));
+            let mut t = lock_trunk();
+            // Before the first differing step, the copy is kept at most KEEP_AHEAD batches
+            // behind the import (the trunk is at most IN_FLIGHT + 1 ahead of it).
+            while t.diverged.is_none() && !t.b_gone && t.batches.len() - t.passed >= KEEP_AHEAD {
+                t = trunk_cv.wait(t).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            t.batches.push(Some((n, Arc::clone(&shared))));
+            drop(t);
             trunk_cv.notify_all();
             n += len;
             let _ = tx.send(shared);
@@ -611,6 +642,15 @@ pub fn replay_trace_all_on(
     Ok((runs, end.report))
 }
 
+/// Runs its closure when dropped, also when the thread panics.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
 /// A batch of streamed steps, shared between the replays of [`replay_trace_all`].
 type Batch = std::sync::Arc<Vec<crate::import::Streamed>>;
 
@@ -628,6 +668,11 @@ struct Trunk {
     diverged: Option<(usize, f64)>,
     /// The trunk ended with every step neutral.
     a_done: bool,
+    /// Batches the trunk's copy passed (the first `passed` are None).
+    passed: usize,
+    /// The trunk's thread, or its copy's, ended (normally or not): nobody waits for it.
+    a_gone: bool,
+    b_gone: bool,
 }
 
 /// The template of [`replay_trace_all_on`]'s forks: the replayer before the first step that
@@ -639,6 +684,9 @@ struct Slot<'a> {
     taken: Vec<bool>,
     differs: Vec<bool>,
     trunk: Option<(ReplayOutcome, f64)>,
+    /// As [`Trunk::a_gone`] and `b_gone`.
+    a_gone: bool,
+    b_gone: bool,
 }
 
 /// Each policy's run, once every thread is done.
