@@ -313,10 +313,11 @@ pub type PolicyRun = Result<(ReplayOutcome, f64), crate::run::RunError>;
 /// the steps before the first such step are replayed once, for all of them: the first
 /// policy of `opts` (the trunk) replays the import as it streams, probing every hook call,
 /// while a second copy of it follows on the other core, step by step as the first found
-/// them neutral; at the first step that was not, the second copy is the template each other
-/// policy is forked from, to replay the rest. So memory holds at most three models (the
-/// trunk, the template and one fork) and the steps from that point on (a page fault in 32
-/// bytes), never the whole import as scripts. Checked runs too: a sampled check's broken
+/// them neutral; at the first step that was not, the second copy is the template each
+/// policy that differs is forked from, to replay the rest (the trunk goes on probing for the
+/// others; one that never differs gets the trunk's outcome). So memory holds at most three
+/// models (the template and two of: the trunk, a fork per thread) and the steps from the
+/// first differing one on (a page fault in 32 bytes), never the whole import as scripts. Checked runs too: a sampled check's broken
 /// invariant is blamed exactly as [`replay_trace`] blames it. Each outcome is that of
 /// [`replay_trace`] under the same options (when the stream was not exact, the trace is
 /// imported whole and replayed policy after policy). A policy's seconds are those of the
