@@ -80,7 +80,9 @@ pub struct ReportRow {
     /// The trace's damage (garbled lines, events cut in half, lost events, a truncated zstd
     /// stream), the first ones as `file:line: reason`; empty for a whole trace.
     pub import_problems: Vec<String>,
-    /// Wall-clock replay time in seconds (reading the trace not included).
+    /// Wall-clock replay time in seconds (reading the trace not included). With several
+    /// policies, the shared part's time (up to the first step where a policy could differ,
+    /// replayed once for all) plus the policy's own.
     pub seconds: f64,
     /// The first divergences of each class.
     pub examples: Vec<Divergence>,

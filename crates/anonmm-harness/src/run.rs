@@ -224,7 +224,7 @@ pub struct Runner<'a> {
 type Corrupt = fn(&mut System);
 
 /// The bookkeeping of [`RunOptions::check_sampled`].
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Sampling {
     /// Time spent running steps, and checking them.
     steps: std::time::Duration,
@@ -276,6 +276,57 @@ impl<'a> Runner<'a> {
             #[cfg(test)]
             inject: None,
         })
+    }
+
+    /// A copy of this run that goes on under `opts` (its policy becomes the model's,
+    /// [`System::policy`]): `replay --policy all` runs the steps before any policy could
+    /// decide differently once, then forks. `opts` should differ from the run's own options
+    /// in the policy only.
+    pub fn fork<'b>(&self, opts: &'b RunOptions) -> Runner<'b>
+    where
+        'a: 'b,
+    {
+        let mut sys = self.sys.clone();
+        sys.policy = opts.policy;
+        Runner {
+            sys,
+            reference: self.reference.clone(),
+            result: self.result.clone(),
+            path: self.path,
+            opts,
+            replay: self.replay.clone(),
+            script: self.script,
+            sampling: self.sampling.clone(),
+            vfork_waits: self.vfork_waits.clone(),
+            touch_signal_at: self.touch_signal_at,
+            touched: self.touched.clone(),
+            #[cfg(test)]
+            inject: self.inject,
+        }
+    }
+
+    /// [`Runner::fork`] without the copy: this run goes on under `opts`.
+    pub fn into_fork<'b>(self, opts: &'b RunOptions) -> Runner<'b>
+    where
+        'a: 'b,
+    {
+        let mut sys = self.sys;
+        sys.policy = opts.policy;
+        Runner {
+            sys,
+            reference: self.reference,
+            result: self.result,
+            path: self.path,
+            opts,
+            replay: self.replay,
+            script: self.script,
+            sampling: self.sampling,
+            vfork_waits: self.vfork_waits,
+            touch_signal_at: self.touch_signal_at,
+            touched: self.touched,
+            #[cfg(test)]
+            inject: self.inject,
+        }
     }
 
     /// Spawn the first process, `pid` (with the reference model when checking); nothing if

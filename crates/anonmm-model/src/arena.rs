@@ -27,7 +27,7 @@ macro_rules! arena_id {
 pub(crate) use arena_id;
 
 /// A slab: freed slots are reused last-in first-out, so runs are deterministic.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Arena<I, T: 'static> {
     items: Vec<Option<T>>,
     free: Vec<u32>,
@@ -59,6 +59,19 @@ impl<I: ArenaId, T: 'static> Default for Arena<I, T> {
             .ok()
             .flatten();
         Arena { items: spare.unwrap_or_default(), free: Vec::new(), live: 0, _id: PhantomData }
+    }
+}
+
+/// A copy in the thread's spare slot vector if it has one (a model forked on a worker that
+/// dropped one before: `replay --policy all`), with room for as many slots as the original.
+impl<I: ArenaId, T: Clone + 'static> Clone for Arena<I, T> {
+    fn clone(&self) -> Self {
+        let mut a = Self::default();
+        a.items.reserve(self.items.capacity());
+        a.items.extend_from_slice(&self.items);
+        a.free = self.free.clone();
+        a.live = self.live;
+        a
     }
 }
 

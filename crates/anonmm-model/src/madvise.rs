@@ -2,7 +2,7 @@
 //! `madvise_vma_behavior`, `madvise_update_vma`, `madvise_dontneed_free`,
 //! `madvise_set_anon_name`.
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::abi::*;
 use crate::errno::{Errno, KResult};
@@ -593,7 +593,7 @@ impl System {
                 if n.bytes().any(|c| !(0x20..0x7f).contains(&c) || b"\\`$[]".contains(&c)) {
                     return Err(Errno::EINVAL);
                 }
-                Some(Rc::from(n))
+                Some(Arc::from(n))
             }
         };
         let Some(end) = madvise_range(start, len_in)? else { return Ok(0) };

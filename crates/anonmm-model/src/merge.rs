@@ -170,7 +170,7 @@ impl System {
             if (tgt_anon.is_none() || src_anon.is_none()) && self.vm.vmas[tgt].chain.len() == 1 {
                 return Ok(());
             }
-            return if tgt_anon == src_anon || self.policy.is_mergeable_anon_vma(self, vmg) {
+            return if tgt_anon == src_anon || self.policy_mergeable_anon_vma(vmg) {
                 Ok(())
             } else {
                 Err(MergeReason::NomergeAnonVma)
@@ -195,13 +195,32 @@ impl System {
             }
             // Case 3.
             (a, b) => {
-                if a == b || self.policy.is_mergeable_anon_vma(self, vmg) {
+                if a == b || self.policy_mergeable_anon_vma(vmg) {
                     Ok(())
                 } else {
                     Err(MergeReason::NomergeAnonVma)
                 }
             }
         }
+    }
+
+    /// The design's `is_mergeable_anon_vma` (the policy probe notes it).
+    fn policy_mergeable_anon_vma(&self, vmg: &Vmg) -> bool {
+        self.probe("is_mergeable_anon_vma", |p| p.is_mergeable_anon_vma(self, vmg));
+        self.policy.is_mergeable_anon_vma(self, vmg)
+    }
+
+    /// The design's `commit_merge` (the policy probe notes whether a design would act).
+    pub(crate) fn policy_commit_merge(
+        &mut self,
+        mm: MmId,
+        start: VirtAddr,
+        end: VirtAddr,
+        from: VmaId,
+        to: VmaId,
+    ) {
+        self.probe("commit_merge", |p| p.commit_merge_acts(self, from, to));
+        self.policy.commit_merge(self, mm, start, end, from, to);
     }
 
     /// `can_vma_merge_before`: vmg can join the front of next.
@@ -465,14 +484,14 @@ impl System {
             let nend = self.vm.vmas[next].end;
             let src = if self.vm.vmas[next].anon_vma.is_some() { next } else { middle };
             self.rmap.dup_anon_vma(&mut self.vm, prev, src);
-            self.policy.commit_merge(self, vmg.mm, start, end, middle, prev);
+            self.policy_commit_merge(vmg.mm, start, end, middle, prev);
             self.merge_store(prev, pstart, nend, ppgoff, &[middle, next]);
             vmg.target = Some(prev);
         } else if merge_left {
             let prev = vmg.prev.expect("prev");
             let (pstart, ppgoff) = (self.vm.vmas[prev].start, self.vm.vmas[prev].pgoff);
             self.rmap.dup_anon_vma(&mut self.vm, prev, middle);
-            self.policy.commit_merge(self, vmg.mm, start, end, middle, prev);
+            self.policy_commit_merge(vmg.mm, start, end, middle, prev);
             if remove_middle {
                 self.merge_store(prev, pstart, end, ppgoff, &[middle]);
             } else {
@@ -489,7 +508,7 @@ impl System {
             };
             let pglen = start.pages_to(end);
             self.rmap.dup_anon_vma(&mut self.vm, next, middle);
-            self.policy.commit_merge(self, vmg.mm, start, end, middle, next);
+            self.policy_commit_merge(vmg.mm, start, end, middle, next);
             if remove_middle {
                 self.merge_store(next, start, nend, npgoff.minus(pglen), &[middle]);
             } else {

@@ -341,6 +341,9 @@ pub struct System {
     pub unsupported: Option<String>,
     /// Which design decides what a move does to folios (`--policy`; crate::policy).
     pub policy: crate::policy::Policy,
+    /// The policy probe, when on ([`System::probe_policies`]); None costs one branch per
+    /// design hook call.
+    pub probe: Option<Box<crate::policy::PolicyProbe>>,
 }
 
 impl Default for System {
@@ -369,6 +372,7 @@ impl System {
             trace: crate::stats::Trace::default(),
             unsupported: None,
             policy: crate::policy::Policy::Kernel,
+            probe: None,
         }
     }
 

@@ -264,6 +264,10 @@ impl System {
         } else {
             pgoff = addr >> PAGE_SHIFT;
             // `auto` picks the frame of the neighbour the new VMA will merge with.
+            let linear = pgoff;
+            self.probe("anon_mmap_pgoff", |p| {
+                p.anon_mmap_pgoff(self, mm, VirtAddr(addr), len, vm_flags).map_or(linear, |p| p.0)
+            });
             if let Some(p) = self.policy.anon_mmap_pgoff(self, mm, VirtAddr(addr), len, vm_flags) {
                 pgoff = p.0;
             }

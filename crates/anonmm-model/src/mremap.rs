@@ -140,6 +140,9 @@ impl System {
     /// `check_mremap_params`.
     fn check_mremap_params(&self, vrm: &Vrm) -> KResult<()> {
         let mut known = MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP;
+        // Without flag 8 or 16 the answer changes nothing.
+        let relocate_flags = vrm.flags & (MREMAP_RELOCATE_ANON | MREMAP_MUST_RELOCATE_ANON) != 0;
+        self.probe("mremap_relocate_flags", |p| relocate_flags && p.mremap_relocate_flags());
         if self.policy.mremap_relocate_flags() {
             // The 2025 series: both flags need MREMAP_MAYMOVE.
             known |= MREMAP_RELOCATE_ANON | MREMAP_MUST_RELOCATE_ANON;
@@ -429,6 +432,7 @@ impl System {
         } else {
             self.unmap_source_vma(vrm);
         }
+        self.probe("move_vma_done", |p| p.move_vma_done_acts(self, mm, VirtAddr(vrm.new_addr)));
         self.policy.move_vma_done(self, mm, VirtAddr(vrm.new_addr));
         Ok(vrm.new_addr)
     }

@@ -45,6 +45,26 @@ pub const ALL_POLICIES: [Policy; 6] = [
     Policy::Auto { copy_budget: AUTO_DEFAULT_BUDGET },
 ];
 
+/// The policy probe ([`System::probe_policies`](crate::mm::System::probe_policies)): the
+/// policies compared with the model's own at every design hook call, and whether one of
+/// them would have answered or acted differently at one of them yet. Until it has, the
+/// model's state is what each of them would have made of the same steps (`replay --policy
+/// all` replays that shared part once).
+#[derive(Clone, Debug, Default)]
+pub struct PolicyProbe {
+    /// The policies compared.
+    pub policies: Vec<Policy>,
+    /// Set at the first hook call where one of them differs from the model's own policy.
+    pub diverged: std::cell::Cell<bool>,
+    /// That hook's name.
+    pub hook: std::cell::Cell<Option<&'static str>>,
+    /// Per policy of `policies`: whether it has differed yet (the others' states are still
+    /// the model's).
+    pub differs: Vec<std::cell::Cell<bool>>,
+    /// How many have.
+    pub differing: std::cell::Cell<usize>,
+}
+
 /// The default copy budget of `auto`, per move.
 pub const AUTO_DEFAULT_BUDGET: u64 = 64 << 10;
 

@@ -335,18 +335,46 @@ impl System {
     /// design's). With MREMAP_MUST_RELOCATE_ANON, a VMA that can never be relocated fails
     /// with EFAULT at once; an unfaulted one is a no-op success.
     pub(crate) fn reloc_plan(&mut self, vrm: &Vrm, vma: VmaId) -> KResult<Option<RelocPlan>> {
+        if self.probe.is_some() {
+            // Each design's answer matters only where the checks every design makes let the
+            // move go on.
+            let gate = self.reloc_gate(vrm, vma);
+            self.probe("should_relocate_anon", |p| match (p.should_relocate_anon(vrm.flags), &gate) {
+                (None, _) | (Some(_), Some(Ok(()))) => Ok(None),
+                (Some(_), Some(Err(e))) => Err(*e),
+                (Some(s), None) => Ok(Some(s)),
+            });
+        }
         let must = vrm.flags & MREMAP_MUST_RELOCATE_ANON != 0;
         let Some(shared_vma) = self.policy.should_relocate_anon(vrm.flags) else { return Ok(None) };
-        let v = &self.vm.vmas[vma];
-        if v.flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) || !v.is_anonymous() {
+        if let Some(end) = self.reloc_gate(vrm, vma) {
+            return end.map(|()| None);
+        }
+        self.trace.stats.policy.relocations_attempted += 1;
+        if shared_vma == SharedVma::Refuse && self.vm.vma_maybe_has_shared_anon_folios(&self.rmap, vma) {
+            self.trace.stats.policy.refuse(RelocReason::Shared);
             if must {
                 return Err(Errno::EFAULT);
             }
             return Ok(None);
         }
+        Ok(Some(RelocPlan { must }))
+    }
+
+    /// The checks of [`System::reloc_plan`] that every design makes, once the design tries
+    /// to relocate: Some when they end the plan (`Ok`: a plain move), None when it goes on.
+    fn reloc_gate(&self, vrm: &Vrm, vma: VmaId) -> Option<KResult<()>> {
+        let must = vrm.flags & MREMAP_MUST_RELOCATE_ANON != 0;
+        let v = &self.vm.vmas[vma];
+        if v.flags.intersects(VmFlags::SPECIAL | VmFlags::HUGETLB) || !v.is_anonymous() {
+            if must {
+                return Some(Err(Errno::EFAULT));
+            }
+            return Some(Ok(()));
+        }
         if v.anon_vma.is_none() {
             // Unfaulted: copy_vma re-linearises its pgoff anyway.
-            return Ok(None);
+            return Some(Ok(()));
         }
         // A multi-VMA move whose destination borders a VMA the same move has yet to move: a
         // relocation would let the destination merge into it, and moving that VMA next would
@@ -361,18 +389,10 @@ impl System {
                     .flatten()
                     .any(|n| self.vm.vmas[n].start.0 < rest.1 && self.vm.vmas[n].end.0 > rest.0);
             if borders_rest {
-                return if must { Err(Errno::EFAULT) } else { Ok(None) };
+                return Some(if must { Err(Errno::EFAULT) } else { Ok(()) });
             }
         }
-        self.trace.stats.policy.relocations_attempted += 1;
-        if shared_vma == SharedVma::Refuse && self.vm.vma_maybe_has_shared_anon_folios(&self.rmap, vma) {
-            self.trace.stats.policy.refuse(RelocReason::Shared);
-            if must {
-                return Err(Errno::EFAULT);
-            }
-            return Ok(None);
-        }
-        Ok(Some(RelocPlan { must }))
+        None
     }
 
     /// `copy_vma_and_data` with relocation: the destination VMA (the design's choice,
@@ -388,6 +408,7 @@ impl System {
         let mm = vrm.mm;
         let (addr, len) = (VirtAddr(vrm.new_addr), vrm.new_len);
         let old_addr = VirtAddr(vrm.addr);
+        self.probe("copy_vma_relocating", crate::designs::copy_vma_key);
         let (new_vma, mode) = match self.policy.copy_vma_relocating(self, vmap, vrm, pgoff)? {
             MoveTarget::Merged(nv) => return Ok((nv, false)),
             MoveTarget::Relocate { vma, mode } => (vma, mode),

@@ -1,7 +1,7 @@
 //! Virtual memory areas: `struct vm_area_struct` and its flags (include/linux/mm.h,
 //! include/linux/mm_types.h).
 
-use std::rc::Rc;
+use std::sync::Arc;
 
 use bitflags::bitflags;
 
@@ -131,8 +131,9 @@ impl VmFlags {
     pub const STICKY: VmFlags = VmFlags::MAYBE_GUARD;
 }
 
-/// An anon_vma_name: shared, compared by string (`anon_vma_name_eq`).
-pub type AnonName = Option<Rc<str>>;
+/// An anon_vma_name: shared (across threads too: `replay --policy all` forks a model on
+/// another), compared by string (`anon_vma_name_eq`).
+pub type AnonName = Option<Arc<str>>;
 
 /// A VMA's `anon_vma_chain`: a few inline, as a VMA's chain is one link per anon_vma of its
 /// fork ancestry (one until a fork), so splitting or copying a VMA allocates nothing.
@@ -166,7 +167,7 @@ pub struct Vma {
     pub anon_name: AnonName,
     /// The name of a kernel-made special mapping (`[vdso]`, `[vvar]`, `[stack]` …), for
     /// `/proc/pid/maps` only (its kind was read by `map_record`; a name keeps `Vma` small).
-    pub special: Option<Rc<str>>,
+    pub special: Option<Arc<str>>,
     /// `vm_userfaultfd_ctx`: the userfaultfd this VMA is registered with.
     pub uffd: Option<crate::uffd::UffdCtx>,
 }
@@ -180,7 +181,7 @@ pub enum SpecialMapping {
     /// `[heap]`: the brk area (`mm->start_brk`..`mm->brk`), a plain anonymous VMA.
     Heap,
     /// Another `_install_special_mapping` (`[vdso]`, `[vvar]`, `[vsyscall]` …), by its name.
-    Other(Rc<str>),
+    Other(Arc<str>),
 }
 
 impl SpecialMapping {
@@ -194,7 +195,7 @@ impl SpecialMapping {
     }
 
     /// The name `/proc/pid/maps` shows.
-    pub fn name(self) -> Rc<str> {
+    pub fn name(self) -> Arc<str> {
         match self {
             SpecialMapping::Stack => "[stack]".into(),
             SpecialMapping::Heap => "[heap]".into(),

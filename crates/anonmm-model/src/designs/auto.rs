@@ -81,39 +81,12 @@ impl Design for Auto {
     /// whatever frames they came with. Nothing is done where no merge follows.
     fn move_vma_done(self, sys: &mut System, mm: MmId, addr: VirtAddr) {
         for next_side in [true, false] {
-            let Some(v) = sys.vm.mms[mm].vma_lookup(addr) else { return };
-            let (vs, ve) = (sys.vm.vmas[v].start, sys.vm.vmas[v].end);
-            let n = if next_side {
-                sys.vm.mms[mm].vma_at_start(ve)
-            } else {
-                sys.vm.mms[mm].vma_before(vs).filter(|&p| sys.vm.vmas[p].end == vs)
+            let (v, n, target) = match stitch_target(sys, mm, addr, next_side) {
+                Err(()) => return,
+                Ok(None) => continue,
+                Ok(Some(t)) => t,
             };
-            let Some(n) = n else { continue };
-            let (a, b) = (&sys.vm.vmas[v], &sys.vm.vmas[n]);
-            if !a.is_anonymous()
-                || !b.is_anonymous()
-                || b.special.is_some()
-                || a.flags != b.flags
-                || a.flags.intersects(VmFlags::SPECIAL)
-                || a.anon_name.as_deref() != b.anon_name.as_deref()
-                || sys.vm.vma_maybe_has_shared_anon_folios(&sys.rmap, n)
-                || sys.vm.vma_is_fork_child(Some(v))
-            {
-                continue;
-            }
-            let target = if next_side {
-                a.pgoff.plus(a.pages())
-            } else {
-                match a.pgoff.0.checked_sub(b.pages()) {
-                    Some(p) => PgOff(p),
-                    None => continue,
-                }
-            };
-            let same_av = a.anon_vma.is_none() || b.anon_vma.is_none() || a.anon_vma == b.anon_vma;
-            if b.pgoff == target && same_av {
-                continue; // it would have merged already, or cannot for another reason
-            }
-            let (ns, ne) = (b.start, b.end);
+            let (ns, ne) = (sys.vm.vmas[n].start, sys.vm.vmas[n].end);
             let p = sys.reloc_prewalk(mm, ns, ne.0 - ns.0);
             if p.shared_pages > 0 || p.migration || p.partial_large {
                 continue;
@@ -125,6 +98,18 @@ impl Design for Auto {
             vmg.prev = sys.vm.mms[mm].vma_before(ns);
             sys.vma_merge_existing_range(&mut vmg);
         }
+    }
+
+    /// A neighbour passes [`stitch_target`]'s checks (the page walk that follows counts).
+    fn move_vma_done_acts(self, sys: &System, mm: MmId, addr: VirtAddr) -> bool {
+        for next_side in [true, false] {
+            match stitch_target(sys, mm, addr, next_side) {
+                Err(()) => return false,
+                Ok(None) => {}
+                Ok(Some(_)) => return true,
+            }
+        }
+        false
     }
 
     /// The pgoff that continues an adjacent anonymous neighbour's frame (an unfaulted VMA has
@@ -188,4 +173,48 @@ fn auto_candidate(sys: &System, vma: VmaId, addr: VirtAddr, len: u64) -> Option<
         }
         (a, b) => a.or(b),
     }
+}
+
+/// `move_vma_done`'s checks of one side of the moved VMA at `addr` (next, or prev): the
+/// moved VMA, the neighbour to relocate in place and the pgoff it would take; `Ok(None)`
+/// when that side has nothing to do, `Err` when the moved range is no longer mapped.
+fn stitch_target(
+    sys: &System,
+    mm: MmId,
+    addr: VirtAddr,
+    next_side: bool,
+) -> Result<Option<(VmaId, VmaId, PgOff)>, ()> {
+    let Some(v) = sys.vm.mms[mm].vma_lookup(addr) else { return Err(()) };
+    let (vs, ve) = (sys.vm.vmas[v].start, sys.vm.vmas[v].end);
+    let n = if next_side {
+        sys.vm.mms[mm].vma_at_start(ve)
+    } else {
+        sys.vm.mms[mm].vma_before(vs).filter(|&p| sys.vm.vmas[p].end == vs)
+    };
+    let Some(n) = n else { return Ok(None) };
+    let (a, b) = (&sys.vm.vmas[v], &sys.vm.vmas[n]);
+    if !a.is_anonymous()
+        || !b.is_anonymous()
+        || b.special.is_some()
+        || a.flags != b.flags
+        || a.flags.intersects(VmFlags::SPECIAL)
+        || a.anon_name.as_deref() != b.anon_name.as_deref()
+        || sys.vm.vma_maybe_has_shared_anon_folios(&sys.rmap, n)
+        || sys.vm.vma_is_fork_child(Some(v))
+    {
+        return Ok(None);
+    }
+    let target = if next_side {
+        a.pgoff.plus(a.pages())
+    } else {
+        match a.pgoff.0.checked_sub(b.pages()) {
+            Some(p) => PgOff(p),
+            None => return Ok(None),
+        }
+    };
+    let same_av = a.anon_vma.is_none() || b.anon_vma.is_none() || a.anon_vma == b.anon_vma;
+    if b.pgoff == target && same_av {
+        return Ok(None); // it would have merged already, or cannot for another reason
+    }
+    Ok(Some((v, n, target)))
 }

@@ -87,6 +87,12 @@ impl Design for Matena {
         vmg.caller == MergeCaller::MremapRelocate || only_whole_folios(sys, vmg.mm, vmg.start, vmg.end)
     }
 
+    /// Both VMAs have an anon_vma, and they differ.
+    fn commit_merge_acts(self, sys: &System, from: VmaId, to: VmaId) -> bool {
+        let (f, t) = (sys.vm.vmas[from].anon_vma, sys.vm.vmas[to].anon_vma);
+        f.is_some() && t.is_some() && f != t
+    }
+
     /// Before an existing-range merge removes or shrinks a VMA with another anon_vma than
     /// the target's, move the folios of the absorbed range over (their `index` already
     /// fits: merges need contiguous pgoffs).
@@ -99,10 +105,10 @@ impl Design for Matena {
         from: VmaId,
         to: VmaId,
     ) {
-        let (Some(fav), Some(tav)) = (sys.vm.vmas[from].anon_vma, sys.vm.vmas[to].anon_vma) else { return };
-        if fav == tav {
+        if !self.commit_merge_acts(sys, from, to) {
             return;
         }
+        let (Some(fav), Some(tav)) = (sys.vm.vmas[from].anon_vma, sys.vm.vmas[to].anon_vma) else { return };
         sys.trace.stats.policy.anon_vma_adoptions += 1;
         sys.trace.stats.policy.rmap_lock_holds += 2;
         // A migration entry's folio cannot be adopted while its migration is in flight (its
