@@ -295,8 +295,9 @@ impl LastPrefix {
     /// of the last usual line's task from its time on and it has the usual shape
     /// (`address=0xHEX ip=0xHEX error_code=0xHEX`, ending in a newline or at the end of
     /// `b`): where the next line starts, the tid (not 0), the address and the error code.
-    /// One pass finds the digits and the newline together; such a line is all ASCII, so
-    /// needs no checking as UTF-8. None for anything else, which `header_with` then reads.
+    /// One pass finds the digits and the newline together; what is compared here equals
+    /// valid text and the rest is ASCII, so the line needs no checking as UTF-8. None for
+    /// anything else, which `header_with` then reads.
     #[inline]
     pub(crate) fn fault_at(&self, b: &[u8], at: usize) -> Option<(usize, u32, u64, u64)> {
         let n = self.bytes.len();
@@ -334,7 +335,7 @@ impl LastPrefix {
 
 /// Whether `a` and `b` (short) are equal, compared a word at a time (a call to `memcmp`
 /// cost more than the compare).
-#[inline]
+#[inline(always)]
 fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

@@ -369,15 +369,41 @@ pub(crate) mod tests {
         }
         let mut bytes = text.clone().into_bytes();
         bytes.extend_from_slice(b"\nq 2/2 3.0: e:x: \xff\xfe\n");
-        let lossy = String::from_utf8_lossy(&bytes).into_owned();
-        let (_, report) = crate::parse_perf("t.perf", &lossy).expect("perf text");
-        for threaded in [false, true] {
-            let reader = Box::new(std::io::Cursor::new(bytes.clone()));
-            let mut st = stream_from("t.perf".to_string(), reader, threaded, 16, HOLD).expect("perf text");
-            while let Some(b) = st.next_batch() {
-                st.recycle(b);
+        // Faults of a task, one with invalid UTF-8 in its ip, and of a task whose name is not
+        // valid UTF-8: read the general way, as a whole import reads them.
+        let g = |c: &[u8], t: &str, ip: &[u8]| {
+            [
+                c,
+                format!(" 3/3 {t}: exceptions:page_fault_user: address=0x2000 ip=0x").as_bytes(),
+                ip,
+                b" error_code=0x7\n",
+            ]
+            .concat()
+        };
+        for (c, ip) in
+            [(&b"r"[..], &b"1"[..]), (b"r", b"\xff\xfe"), (b"r", b"1"), (b"s\xff", b"1"), (b"s\xff", b"1")]
+        {
+            for t in ["4.0", "4.1"] {
+                bytes.extend_from_slice(&g(c, t, ip));
             }
-            assert_eq!(st.finish().report, report);
+        }
+        let lossy = String::from_utf8_lossy(&bytes).into_owned();
+        let (script, report) = crate::parse_perf("t.perf", &lossy).expect("perf text");
+        let whole: Vec<String> = script.steps.iter().map(show).collect();
+        assert_eq!(whole.len(), 14);
+        for chunk in [16, 1 << 20] {
+            for threaded in [false, true] {
+                let reader = Box::new(std::io::Cursor::new(bytes.clone()));
+                let mut st =
+                    stream_from("t.perf".to_string(), reader, threaded, chunk, HOLD).expect("perf text");
+                let mut steps = Vec::new();
+                while let Some(b) = st.next_batch() {
+                    steps.extend(b.iter().map(|s| show(&s.step())));
+                    st.recycle(b);
+                }
+                assert_eq!(steps, whole);
+                assert_eq!(st.finish().report, report);
+            }
         }
     }
 }
