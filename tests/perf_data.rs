@@ -188,14 +188,15 @@ fn policy_all_gives_each_policy_s_own_row() {
     }
 }
 
-/// Every step a streamed import hands on, as `LINE PID CALL EXPECT TEXT`, and how it ended.
+/// Every step a streamed import hands on, as `LINE PID CALL EXPECT TEXT` (the text formatted,
+/// as a streamed step leaves it to be), and how it ended.
 fn streamed_steps(path: &Path) -> (Vec<String>, anonmm::import::StreamEnd) {
     let mut s = anonmm::import::stream_trace(path).unwrap_or_else(|e| panic!("{e}"));
     let mut out = Vec::new();
     while let Some(b) = s.next_batch() {
         for st in &b {
             let st = st.step();
-            out.push(format!("{} {} {:?} {:?} {}", st.line, st.pid.0, st.call, st.expect, st.text));
+            out.push(format!("{} {} {:?} {:?} {}", st.line, st.pid.0, st.call, st.expect, st.call_text()));
         }
         s.recycle(b);
     }

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io::Read;
+use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 
 use rustc_hash::FxHashMap as HashMap;
 
@@ -221,7 +222,7 @@ fn plain_rest(l: &str, colon: usize, pid: u32, tid: u32) -> Option<Header<'_>> {
 /// reading, without the scan back from the colon.
 /// Its middle too, when it was a usual page fault: from the time's colon to the address's
 /// digits (`:   exceptions:page_fault_user: address=0x`), the same on every fault line.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct LastPrefix {
     bytes: Vec<u8>,
     pid: u32,
@@ -289,9 +290,104 @@ impl LastPrefix {
     }
 }
 
+impl LastPrefix {
+    /// The page fault whose line starts at `at` in `b`, when [`header_with`] reads it as one
+    /// of the last usual line's task from its time on and it has the usual shape
+    /// (`address=0xHEX ip=0xHEX error_code=0xHEX`, ending in a newline or at the end of
+    /// `b`): where the next line starts, the tid (not 0), the address and the error code.
+    /// One pass finds the digits and the newline together; what is compared here equals
+    /// valid text and the rest is ASCII, so the line needs no checking as UTF-8. None for
+    /// anything else, which `header_with` then reads.
+    #[inline]
+    pub(crate) fn fault_at(&self, b: &[u8], at: usize) -> Option<(usize, u32, u64, u64)> {
+        let n = self.bytes.len();
+        if n == 0 || self.middle.is_empty() || self.tid == 0 {
+            return None;
+        }
+        let p = b.get(at..)?;
+        if !same(p.get(..n)?, &self.bytes) {
+            return None;
+        }
+        let colon = time_at(p, n)?;
+        let m = colon + self.middle.len();
+        if !same(p.get(colon..m)?, &self.middle) {
+            return None;
+        }
+        let (addr, i) = hex_to(p, m)?;
+        if p.get(i..i + 6)? != b" ip=0x" {
+            return None;
+        }
+        let i = hex_end(p, i + 6)?;
+        const CODE: &[u8; 14] = b" error_code=0x";
+        let head: &[u8; 14] = p.get(i..i + 14)?.try_into().ok()?;
+        if head != CODE {
+            return None;
+        }
+        let (code, end) = hex_to(p, i + 14)?;
+        let next = match p.get(end) {
+            Some(b'\n') => end + 1,
+            None => end,
+            Some(_) => return None,
+        };
+        Some((at + next, self.tid, addr, code))
+    }
+}
+
+/// Whether `a` and `b` (short) are equal, compared a word at a time (a call to `memcmp`
+/// cost more than the compare).
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], i: usize| u64::from_le_bytes(s[i..i + 8].try_into().unwrap_or_default());
+    let n = a.len();
+    if n < 8 {
+        return a == b;
+    }
+    let mut i = 0;
+    while i + 8 <= n {
+        if word(a, i) != word(b, i) {
+            return false;
+        }
+        i += 8;
+    }
+    // The last word, overlapping the one before.
+    word(a, n - 8) == word(b, n - 8)
+}
+
+/// The hex digits from `at` on, when there are 1 to 14 of them: their value, and where they
+/// end.
+#[inline]
+fn hex_to(p: &[u8], at: usize) -> Option<(u64, usize)> {
+    let Some(w) = p.get(at..at + 16).and_then(|w| <&[u8; 16]>::try_from(w).ok()) else {
+        // Near the end of the text.
+        return hex_prefixed(p.get(at..)?).filter(|&(_, n)| n <= 14).map(|(v, n)| (v, at + n));
+    };
+    let mut v: u64 = 0;
+    for (n, &c) in w.iter().enumerate().take(15) {
+        let d = HEX[usize::from(c)];
+        if d == 0xff {
+            return (n > 0).then_some((v, at + n));
+        }
+        v = v << 4 | u64::from(d);
+    }
+    None
+}
+
+/// Where the hex digits from `at` on end, when there are 1 to 15 of them and 16 bytes from
+/// `at` on to read them in.
+#[inline]
+fn hex_end(p: &[u8], at: usize) -> Option<usize> {
+    let w: &[u8; 16] = p.get(at..at + 16)?.try_into().ok()?;
+    let n = w.iter().position(|&c| HEX[usize::from(c)] == 0xff)?;
+    (n > 0).then_some(at + n)
+}
+
 /// `SECS.FRAC:` from `at` on: where its colon is. After a usual line's prefix (which ends
 /// in a space and holds no colon) this is the time [`plain_prefix`] finds back from the
 /// first colon.
+#[inline]
 fn time_at(b: &[u8], at: usize) -> Option<usize> {
     let i = digits_from(b, at);
     if i == at || b.get(i) != Some(&b'.') {
@@ -303,6 +399,7 @@ fn time_at(b: &[u8], at: usize) -> Option<usize> {
 }
 
 /// Where the run of ASCII digits from `at` ends, eight bytes at a time.
+#[inline]
 fn digits_from(b: &[u8], at: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     let mut i = at;
@@ -450,12 +547,13 @@ pub(crate) fn is_time_colon(w: &str) -> bool {
 
 /// `0x1f` or `31`.
 pub(crate) fn num(s: &str) -> Option<u64> {
-    let s = s.trim();
+    let s = ascii_trimmed(s).unwrap_or_else(|| s.trim());
     if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         if h.is_empty() || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        u64::from_str_radix(h, 16).ok()
+        // All of them hex digits: `u64::from_str_radix(h, 16)`.
+        hex_prefixed(h.as_bytes()).map(|(v, _)| v)
     } else {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -499,16 +597,18 @@ impl MapRec {
 pub(crate) fn parse_mmap2(rest: &str) -> Result<MapRec, String> {
     let bad = |what: &str| format!("PERF_RECORD_MMAP2: {what}");
     let r = rest.strip_prefix("PERF_RECORD_MMAP2").unwrap_or(rest).trim_start();
-    let (pt, r) = r.split_once(": [").ok_or_else(|| bad("expected `PID/TID: [`"))?;
+    let (pt, r) = split_str(r, ": [").ok_or_else(|| bad("expected `PID/TID: [`"))?;
     let (_, tid) = pid_tid(pt.trim()).ok_or_else(|| bad("bad PID/TID"))?;
-    let (inside, r) = r.split_once("]: ").ok_or_else(|| bad("expected `]: PERMS NAME`"))?;
-    let (range, meta) = inside.split_once(" @ ").ok_or_else(|| bad("expected `ADDR(LEN) @ ...`"))?;
+    let (inside, r) = split_str(r, "]: ").ok_or_else(|| bad("expected `]: PERMS NAME`"))?;
+    let (range, meta) = split_str(inside, " @ ").ok_or_else(|| bad("expected `ADDR(LEN) @ ...`"))?;
     let (addr, len) =
         range.strip_suffix(')').and_then(|r| r.split_once('(')).ok_or_else(|| bad("expected `ADDR(LEN)`"))?;
     let addr = num(addr).ok_or_else(|| bad("bad address"))?;
     let len = num(len).ok_or_else(|| bad("bad length"))?;
-    let meta: Vec<&str> = meta.split_whitespace().collect();
-    let [pgoff, dev, ino, _gen] = meta[..] else {
+    let mut meta = meta.split_whitespace();
+    let (Some(pgoff), Some(dev), Some(ino), Some(_gen), None) =
+        (meta.next(), meta.next(), meta.next(), meta.next(), meta.next())
+    else {
         return Err(bad("expected `PGOFF MAJ:MIN INO GEN`"));
     };
     let pgoff = num(pgoff).ok_or_else(|| bad("bad pgoff"))?;
@@ -553,14 +653,37 @@ pub(crate) fn parse_args(payload: &str) -> Result<Vec<(&str, u64)>, String> {
     if payload.is_empty() {
         return Ok(Vec::new());
     }
-    payload
-        .split(", ")
-        .map(|a| {
-            let (k, v) = a.split_once(": ").ok_or_else(|| format!("expected `NAME: VALUE`, found `{a}`"))?;
-            let v = num(v).ok_or_else(|| format!("bad number `{}` for {k}", v.trim()))?;
-            Ok((k.trim(), v))
-        })
-        .collect()
+    let mut out = Vec::with_capacity(6);
+    let mut rest = payload;
+    loop {
+        let (a, next) = match split_str(rest, ", ") {
+            Some((a, n)) => (a, Some(n)),
+            None => (rest, None),
+        };
+        let (k, v) = split_str(a, ": ").ok_or_else(|| format!("expected `NAME: VALUE`, found `{a}`"))?;
+        let v = num(v).ok_or_else(|| format!("bad number `{}` for {k}", v.trim()))?;
+        out.push((k.trim(), v));
+        match next {
+            Some(n) => rest = n,
+            None => return Ok(out),
+        }
+    }
+}
+
+/// `s.split_once(pat)` for a short ASCII `pat`, found by a search for its first byte: a
+/// search for a string pattern costs more to set up than these short lines take to read.
+pub(crate) fn split_str<'a>(s: &'a str, pat: &str) -> Option<(&'a str, &'a str)> {
+    let (b, p) = (s.as_bytes(), pat.as_bytes());
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(*p.first()?, &b[from..]) {
+        let i = from + i;
+        if b[i..].starts_with(p) {
+            // At an ASCII byte, and after ASCII bytes: both are character boundaries.
+            return Some((s.get(..i)?, s.get(i + p.len()..)?));
+        }
+        from = i + 1;
+    }
+    None
 }
 
 /// A `key=value` of a sched event; the value runs to the next space.
@@ -568,12 +691,13 @@ pub(crate) fn kv<'a>(payload: &'a str, key: &str) -> Option<&'a str> {
     payload.split(' ').filter_map(|w| w.strip_prefix(key)?.strip_prefix('=')).next_back()
 }
 
-/// A line of a chunk: where it is, and its header (offsets into the chunk's text).
+/// A line of a chunk, as the converter needs it.
 #[derive(Clone, Copy)]
-pub(crate) struct LineRec {
-    pub(crate) start: usize,
-    pub(crate) end: usize,
-    pub(crate) head: Option<Head>,
+pub(crate) enum LineRec {
+    /// A page fault of a task other than 0: all its line says (its text is not kept).
+    Fault { tid: u32, addr: u64, code: u64 },
+    /// Any other line: where it is in the chunk's `text`, and its header (offsets into it).
+    Other { start: usize, end: usize, head: Option<Head> },
 }
 
 #[derive(Clone, Copy)]
@@ -586,68 +710,37 @@ pub(crate) struct Head {
 
 /// Whole lines of the trace, with their headers parsed.
 pub(crate) struct Chunk {
+    /// The lines as read, for their buffer to be reused.
+    bytes: Vec<u8>,
+    /// The text of the lines that are not page faults, one after another (invalid UTF-8
+    /// replaced as a conversion of the whole text replaces it): most lines are faults, read
+    /// from their bytes, which need no checking as UTF-8.
     pub(crate) text: String,
     /// Number of the first line (1-based).
     pub(crate) first_line: usize,
     pub(crate) lines: Vec<LineRec>,
 }
 
-/// The reader: decompresses into chunks of whole lines and parses their headers, noting each
-/// tid's thread group in order; chunks read ahead wait in a queue.
-pub(crate) struct Source {
-    pub(crate) reader: Box<dyn Read + Send>,
-    pub(crate) chunk: usize,
+/// Reads whole lines: fills a buffer from the reader to about `chunk` bytes and cuts it
+/// after its last newline, keeping the rest for the next.
+struct Filler {
+    reader: Box<dyn Read + Send>,
+    chunk: usize,
     /// The start of a line the last chunk cut.
-    pub(crate) tail: Vec<u8>,
-    pub(crate) next_line: usize,
-    pub(crate) eof: bool,
+    tail: Vec<u8>,
+    eof: bool,
     /// Why decompression stopped early, if it did.
-    pub(crate) problem: Option<String>,
-    pub(crate) queue: VecDeque<Chunk>,
-    /// Buffers of converted chunks, reused: fresh ones cost a page fault per 4 KiB.
-    pub(crate) spare: Vec<(Vec<u8>, Vec<LineRec>)>,
-    /// The start of the last usual line, to read the next of its task's lines faster.
-    pub(crate) last: LastPrefix,
+    problem: Option<String>,
 }
 
-impl Source {
-    pub(crate) fn new(reader: Box<dyn Read + Send>, chunk: usize) -> Source {
-        Source {
-            reader,
-            chunk,
-            tail: Vec::new(),
-            next_line: 1,
-            eof: false,
-            problem: None,
-            queue: VecDeque::new(),
-            spare: Vec::new(),
-            last: LastPrefix::default(),
-        }
-    }
-
-    /// The next chunk in order.
-    pub(crate) fn next(&mut self, tgid_of: &mut HashMap<u32, u32>) -> Option<Chunk> {
-        if self.queue.is_empty() {
-            self.read_ahead(tgid_of);
-        }
-        self.queue.pop_front()
-    }
-
-    pub(crate) fn give_back(&mut self, c: Chunk) {
-        if self.spare.len() < 4 {
-            self.spare.push((c.text.into_bytes(), c.lines));
-        }
-    }
-
-    /// Read, split and parse one more chunk into the queue: false at the end of the trace.
-    pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
+impl Filler {
+    /// The next whole lines (the rest at the end of the trace) in `buf`, a recycled buffer
+    /// whose old bytes are overwritten (zeroing a whole chunk again before every read cost a
+    /// twentieth of the import thread); None at the end.
+    fn fill(&mut self, mut buf: Vec<u8>) -> Option<Vec<u8>> {
         if self.eof && self.tail.is_empty() {
-            return false;
+            return None;
         }
-        let (mut buf, mut lines) = self.spare.pop().unwrap_or_default();
-        lines.clear();
-        // A recycled buffer keeps its old bytes, which the reads below overwrite: zeroing a
-        // whole chunk again before every read cost a twentieth of the import thread.
         let mut filled = self.tail.len();
         if buf.len() < filled {
             buf.resize(filled, 0);
@@ -677,51 +770,199 @@ impl Source {
                 break filled;
             }
             // A line longer than a chunk makes the chunk longer.
-            if let Some(i) = buf[..filled].iter().rposition(|&b| b == b'\n') {
+            if let Some(i) = memchr::memrchr(b'\n', &buf[..filled]) {
                 break i + 1;
             }
         };
         self.tail.extend_from_slice(&buf[cut..filled]);
         buf.truncate(cut);
-        if buf.is_empty() && self.eof && self.tail.is_empty() {
-            self.spare.push((buf, lines));
-            return false;
+        (!buf.is_empty() || !self.tail.is_empty()).then_some(buf)
+    }
+}
+
+/// What a filler thread hands on: whole lines, or the end (and why it came early, if it
+/// did).
+enum Filled {
+    Lines(Vec<u8>),
+    End(Option<String>),
+}
+
+/// Where the chunks' bytes come from.
+enum Feed {
+    /// Read on the converter's thread (plain text: reading it is a copy).
+    Here(Filler),
+    /// Read on a thread of its own (decompression, a third of a compressed trace's import):
+    /// the buffers it fills are parsed as they are, and go back to it to be filled again.
+    Thread { rx: Receiver<Filled>, back: Sender<Vec<u8>> },
+    /// At the end.
+    Ended,
+}
+
+/// Chunks a filler thread may have ready.
+const FILLED_AHEAD: usize = 2;
+
+/// The reader: reads chunks of whole lines and parses their headers, noting each tid's
+/// thread group in order; chunks read ahead wait in a queue.
+pub(crate) struct Source {
+    feed: Feed,
+    pub(crate) next_line: usize,
+    /// Why decompression stopped early, if it did (known at the end).
+    pub(crate) problem: Option<String>,
+    pub(crate) queue: VecDeque<Chunk>,
+    /// Buffers of converted chunks, reused: fresh ones cost a page fault per 4 KiB.
+    spare: Vec<(Vec<u8>, String, Vec<LineRec>)>,
+    /// The start of the last usual line, to read the next of its task's lines faster.
+    pub(crate) last: LastPrefix,
+}
+
+impl Source {
+    /// Read `reader` on the converter's thread, in chunks of about `chunk` bytes.
+    pub(crate) fn new(reader: Box<dyn Read + Send>, chunk: usize) -> Source {
+        let filler = Filler { reader, chunk, tail: Vec::new(), eof: false, problem: None };
+        Source {
+            feed: Feed::Here(filler),
+            next_line: 1,
+            problem: None,
+            queue: VecDeque::new(),
+            spare: Vec::new(),
+            last: LastPrefix::default(),
         }
-        // Chunks end at a newline, so a lossy conversion replaces exactly what a conversion
-        // of the whole text would.
-        let text = match String::from_utf8(buf) {
-            Ok(t) => t,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
-        let base = text.as_ptr() as usize;
-        let mut start = 0;
-        // `str::lines`, with a vectorised search for the newlines.
-        let ends = memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| (i, i + 1));
-        let last = (start < text.len()).then_some((text.len(), text.len()));
-        for (end, next) in ends.chain(last) {
-            if start >= text.len() {
-                break;
-            }
-            let mut l = &text[start..end];
-            if end < text.len() {
-                l = l.strip_suffix('\r').unwrap_or(l);
-            }
-            let from = std::mem::replace(&mut start, next);
-            let (head, seen) = header_with(l, &mut self.last);
-            let head = head.map(|h| {
-                // A line that starts as the last usual one has its tid, entered then.
-                if h.tid != 0 && !seen {
-                    tgid_of.entry(h.tid).or_insert(h.pid);
+    }
+
+    /// Read `reader` (a decompressor) on a thread of its own, so that decompressing, parsing
+    /// and a replay share the cores; None if the thread cannot start.
+    pub(crate) fn threaded(reader: Box<dyn Read + Send>, chunk: usize) -> Option<Source> {
+        let mut filler = Filler { reader, chunk, tail: Vec::new(), eof: false, problem: None };
+        let (tx, rx) = sync_channel(FILLED_AHEAD);
+        let (back, recycled) = channel::<Vec<u8>>();
+        let run = move || {
+            loop {
+                let buf = recycled.try_recv().unwrap_or_default();
+                let (msg, end) = match filler.fill(buf) {
+                    Some(b) => (Filled::Lines(b), false),
+                    None => (Filled::End(filler.problem.take()), true),
+                };
+                // At the end, or nobody reads any more: stop.
+                if tx.send(msg).is_err() || end {
+                    return;
                 }
-                let rs = h.rest.as_ptr() as usize - base;
+            }
+        };
+        std::thread::Builder::new().name("anonmm-unzstd".to_string()).spawn(run).ok()?;
+        let mut s = Source::new(Box::new(std::io::empty()), chunk);
+        s.feed = Feed::Thread { rx, back };
+        Some(s)
+    }
+
+    /// The next chunk in order.
+    pub(crate) fn next(&mut self, tgid_of: &mut HashMap<u32, u32>) -> Option<Chunk> {
+        if self.queue.is_empty() {
+            self.read_ahead(tgid_of);
+        }
+        self.queue.pop_front()
+    }
+
+    pub(crate) fn give_back(&mut self, c: Chunk) {
+        let Chunk { bytes, text, lines, .. } = c;
+        let bytes = match &self.feed {
+            // The filler thread fills it again.
+            Feed::Thread { back, .. } => {
+                let _ = back.send(bytes);
+                Vec::new()
+            }
+            _ => bytes,
+        };
+        if self.spare.len() < 4 {
+            self.spare.push((bytes, text, lines));
+        }
+    }
+
+    /// The next bytes of whole lines, read here or by the filler thread; None at the end.
+    fn fill(&mut self, spare: Vec<u8>) -> Option<Vec<u8>> {
+        let got = match &mut self.feed {
+            Feed::Here(f) => f.fill(spare).ok_or_else(|| f.problem.take()),
+            Feed::Thread { rx, .. } => match rx.recv() {
+                Ok(Filled::Lines(b)) => Ok(b),
+                Ok(Filled::End(problem)) => Err(problem),
+                // The thread is gone: a bug in the reader.
+                Err(_) => Err(Some("the reading thread stopped".to_string())),
+            },
+            Feed::Ended => Err(None),
+        };
+        got.map_err(|problem| {
+            if problem.is_some() {
+                self.problem = problem;
+            }
+            self.feed = Feed::Ended;
+        })
+        .ok()
+    }
+
+    /// Read, split and parse one more chunk into the queue: false at the end of the trace.
+    pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
+        let (spare, mut text, mut lines) = self.spare.pop().unwrap_or_default();
+        let Some(bytes) = self.fill(spare) else {
+            return false;
+        };
+        text.clear();
+        lines.clear();
+        let b = &bytes[..];
+        let mut start = 0;
+        while start < b.len() {
+            // Most lines: a page fault of the task of the line before.
+            if let Some((next, tid, addr, code)) = self.last.fault_at(b, start) {
+                lines.push(LineRec::Fault { tid, addr, code });
+                start = next;
+                continue;
+            }
+            // `str::lines`, with a vectorised search for the newline.
+            let (end, next) = match memchr::memchr(b'\n', &b[start..]) {
+                Some(i) => (start + i, start + i + 1),
+                None => (b.len(), b.len()),
+            };
+            let mut lb = &b[start..end];
+            if end < b.len() {
+                lb = lb.strip_suffix(b"\r").unwrap_or(lb);
+            }
+            start = next;
+            // Lines end at a newline, so a lossy conversion replaces exactly what a
+            // conversion of the whole text would.
+            let l = match std::str::from_utf8(lb) {
+                Ok(l) => std::borrow::Cow::Borrowed(l),
+                // Much slower, and never needed by a real trace.
+                Err(_) => String::from_utf8_lossy(lb),
+            };
+            let (head, seen) = header_with(&l, &mut self.last);
+            if let Some(h) = &head
+                && h.tid != 0
+                && !seen
+            {
+                // A line that starts as the last usual one has its tid, entered then.
+                tgid_of.entry(h.tid).or_insert(h.pid);
+            }
+            if let Some(Header { tid, fault: Some((addr, code)), .. }) = head
+                && tid != 0
+            {
+                lines.push(LineRec::Fault { tid, addr, code });
+                continue;
+            }
+            let at = text.len();
+            let head = head.map(|h| {
+                let rs = at + (h.rest.as_ptr() as usize - l.as_ptr() as usize);
                 Head { pid: h.pid, tid: h.tid, rest: (rs, rs + h.rest.len()), fault: h.fault }
             });
-            lines.push(LineRec { start: from, end: from + l.len(), head });
+            text.push_str(&l);
+            lines.push(LineRec::Other { start: at, end: text.len(), head });
         }
         let first_line = self.next_line;
         self.next_line += lines.len();
-        self.queue.push_back(Chunk { text, first_line, lines });
+        self.queue.push_back(Chunk { bytes, text, first_line, lines });
         true
+    }
+
+    /// The first chunk read ahead, as text (to tell whether it is perf text).
+    pub(crate) fn first_text(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.queue.front().map(|c| String::from_utf8_lossy(&c.bytes))
     }
 }
 

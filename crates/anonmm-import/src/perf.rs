@@ -362,6 +362,10 @@ pub(crate) struct Conv<'a> {
     pub(crate) tgid_of: HashMap<u32, u32>,
     /// A streaming import's reader, asked to read ahead for a tid no line has shown yet.
     pub(crate) ahead: Option<Box<dyn ReadAhead>>,
+    /// Leave the text of steps empty (a streaming import: [`Step::call_text`] formats it
+    /// when a report asks, which few do; formatting every call cost a streamed replay a
+    /// tenth of its import thread).
+    pub(crate) lazy_text: bool,
     fd_tables: Vec<FdTable>,
     files: Vec<FileEnt>,
     /// File names given out, with the (dev, ino) they stand for.
@@ -428,6 +432,7 @@ impl<'a> Conv<'a> {
             tasks: HashMap::default(),
             tgid_of: HashMap::default(),
             ahead: None,
+            lazy_text: false,
             fd_tables: Vec::new(),
             files: Vec::new(),
             names: HashMap::default(),
@@ -575,7 +580,11 @@ impl<'a> Conv<'a> {
 
     fn push(&mut self, line: usize, tid: u32, call: Call, expect: Option<Expect>) -> usize {
         // Page faults are most of a trace: their text is made only if a report needs it.
-        let text = if matches!(call, Call::Touch { .. }) { String::new() } else { format_call(&call) };
+        let text = if self.lazy_text || matches!(call, Call::Touch { .. }) {
+            String::new()
+        } else {
+            format_call(&call)
+        };
         self.steps.push(Streamed::of(Step { line, pid: Pid(tid), text, call, expect }));
         self.base + self.steps.len() - 1
     }
@@ -1057,7 +1066,9 @@ impl<'a> Conv<'a> {
                 && let Call::Openat { path, .. } = &mut s.call
             {
                 *path = name;
-                s.text = format_call(&s.call);
+                if !s.text.is_empty() {
+                    s.text = format_call(&s.call);
+                }
             }
         }
     }
@@ -1441,19 +1452,116 @@ mod tests {
                     "      syscalls:sys_exit_mmap: 0x",
                 ]),
                 proptest::sample::select(vec!["7f6d5c3f8010", "0", "", "fffffffffffff", "ffffffffffffff", "fffffffffffffff", "1ffffffffffffffff", "DEAD", "g1"]),
-                proptest::sample::select(vec![" ip=0x7f6d5c2a1b2e", "", "  ip=é", " ip=0x1 error_code=0x7"]),
-                proptest::sample::select(vec![" error_code=0x6", " error_code=0x", " error_code=0xffffffffffffff", " error_code=0xfffffffffffffff", " error_code=0x6 ", "error_code=0x6", " error_code=0x6\u{a0}", " error_code=0x1g"]),
+                proptest::sample::select(vec![" ip=0x7f6d5c2a1b2e", "", "  ip=é", " ip=0x1 error_code=0x7", " ip=0x", " ip=0xffffffffffffffffff", " ip=0x1 "]),
+                proptest::sample::select(vec![" error_code=0x6", " error_code=0x", " error_code=0xffffffffffffff", " error_code=0xfffffffffffffff", " error_code=0x6 ", "error_code=0x6", " error_code=0x6\u{a0}", " error_code=0x1g", " error_code=0x6\r"]),
             ), 1..6)
         ) {
             let mut last = crate::lines::LastPrefix::default();
             for (a, b, c, d, e, f, g) in lines {
                 let line = format!("{a}{b}{c}{d}{e}{f}{g}");
+                // The fast path of a text reader reads a fault as `header_with` does, and
+                // finds the line's end.
+                let fast = last.fault_at(format!("{line}\n").as_bytes(), 0);
+                proptest::prop_assert_eq!(last.fault_at(line.as_bytes(), 0), fast.map(|(n, t, a, c)| (n - 1, t, a, c)));
+                if let Some((next, tid, addr, code)) = fast {
+                    let (h, seen) = crate::lines::header_with(&line, &mut last.clone());
+                    proptest::prop_assert_eq!(next, line.len() + 1);
+                    proptest::prop_assert!(seen && tid != 0);
+                    proptest::prop_assert_eq!(h.map(|h| (h.tid, h.fault)), Some((tid, Some((addr, code)))));
+                }
                 let (h, _) = crate::lines::header_with(&line, &mut last);
                 let h = h.map(|h| (h.pid, h.tid, h.rest, h.fault));
                 let want = header_of(&line).map(|h| (h.pid, h.tid, h.rest, h.fault));
                 proptest::prop_assert_eq!(h, want, "{:?}", line);
             }
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3_000))]
+        /// Syscall arguments and numbers read byte by byte, as `split` and `from_str_radix`
+        /// read them.
+        #[test]
+        fn args_read_as_split_reads_them(
+            noise in "[a-z0-9xX:, \t\u{a0}]{0,40}",
+            pieces in proptest::collection::vec((
+                proptest::sample::select(vec!["addr", "len", "", " a", "b "]),
+                proptest::sample::select(vec![": ", ":", ": : ", " : "]),
+                proptest::sample::select(vec!["0x1f", "0X1F", "31", "0x", "g", "0x00000000ffffffffff", " 0x1 ", "0x1ffffffffffffffff", "\u{a0}0x1", "0xffffffffffffffff"]),
+                proptest::sample::select(vec![", ", ",", ",  ", ", , ", " ,"]),
+            ), 0..5),
+        ) {
+            let args: String = pieces.iter().map(|(k, s, v, j)| format!("{k}{s}{v}{j}")).collect();
+            for payload in [noise, args.clone(), args.trim_end_matches([',', ' ']).to_string()] {
+            fn num_ref(s: &str) -> Option<u64> {
+                let s = s.trim();
+                if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                    if h.is_empty() || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return None;
+                    }
+                    u64::from_str_radix(h, 16).ok()
+                } else {
+                    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                        return None;
+                    }
+                    s.parse().ok()
+                }
+            }
+            let reference = |payload: &str| -> Result<Vec<(String, u64)>, String> {
+                let payload = payload.trim();
+                if payload.is_empty() {
+                    return Ok(Vec::new());
+                }
+                payload
+                    .split(", ")
+                    .map(|a| {
+                        let (k, v) = a.split_once(": ").ok_or_else(|| format!("expected `NAME: VALUE`, found `{a}`"))?;
+                        let v = num_ref(v).ok_or_else(|| format!("bad number `{}` for {k}", v.trim()))?;
+                        Ok((k.trim().to_string(), v))
+                    })
+                    .collect()
+            };
+            let got = parse_args(&payload).map(|v| v.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(got, reference(&payload));
+            for w in payload.split(',') {
+                proptest::prop_assert_eq!(num(w), num_ref(w), "{:?}", w);
+            }
+            for pat in [", ", ": ", ": [", "]: ", " @ ", " : "] {
+                proptest::prop_assert_eq!(crate::lines::split_str(&payload, pat), payload.split_once(pat));
+            }
+            let long = format!("0x{}", payload.replace(|c: char| !c.is_ascii_hexdigit(), "0"));
+            proptest::prop_assert_eq!(num(&long), num_ref(&long));
+            }
+        }
+    }
+
+    /// A text reader's fast path takes the usual fault lines of the last line's task, and
+    /// nothing else.
+    #[test]
+    fn fault_at_reads_the_next_usual_fault() {
+        let f = |tid: u32, t: &str, addr: &str| {
+            format!(
+                "     python3  4321/{tid}  {t}:    exceptions:page_fault_user: address=0x{addr} ip=0x7f6d5c2a1b2e error_code=0x6\n"
+            )
+        };
+        let mut last = crate::lines::LastPrefix::default();
+        let first = f(4322, "1009.601168", "7f6d5c3f8010");
+        assert_eq!(last.fault_at(first.as_bytes(), 0), None);
+        let _ = crate::lines::header_with(first.trim_end(), &mut last);
+        let text = [f(4322, "1009.601169", "10"), f(4323, "1009.601170", "10"), f(4322, "1009.601171", "ab")]
+            .concat();
+        let b = text.as_bytes();
+        // Lines of the same length.
+        let second = b.len() / 3;
+        assert_eq!(last.fault_at(b, 0), Some((text.find('\n').unwrap() + 1, 4322, 0x10, 6)));
+        // Another task's line, and a line that does not start there.
+        assert_eq!(last.fault_at(b, second), None);
+        assert_eq!(last.fault_at(b, 1), None);
+        let third = text.rfind("     python3").unwrap();
+        assert_eq!(last.fault_at(b, third), Some((b.len(), 4322, 0xab, 6)));
+        assert_eq!(last.fault_at(&b[..b.len() - 1], third), Some((b.len() - 1, 4322, 0xab, 6)));
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(last.fault_at(crlf.as_bytes(), 0), None);
     }
 
     #[test]

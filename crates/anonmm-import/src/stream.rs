@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::lines::{Head, Header, ReadAhead, Source, Streamed};
+use crate::lines::{Header, LineRec, ReadAhead, Source, Streamed};
 use crate::perf::{Conv, ImportError, ImportReport, ZSTD_MAGIC, looks_like_perf};
 use crate::script::Script;
 
@@ -115,23 +115,30 @@ pub fn stream_trace(path: &Path) -> Result<TraceStream, ImportError> {
     } else {
         Box::new(head)
     };
-    match stream_from(name, reader, CHUNK, HOLD) {
+    // Decompression, a third of the import, runs on a thread of its own.
+    match stream_from(name, reader, is_zstd, CHUNK, HOLD) {
         Some(s) => Ok(s),
         None => whole(),
     }
 }
 
-/// Stream perf text from `reader` in chunks of about `chunk` bytes, holding back steps at
-/// most `hold` steps; None when the first chunk is no perf text (or there is none, or the
-/// thread cannot start).
-fn stream_from(name: String, reader: Box<dyn Read + Send>, chunk: usize, hold: usize) -> Option<TraceStream> {
-    let mut src = Source::new(reader, chunk);
+/// Stream perf text from `reader` in chunks of about `chunk` bytes (read on a thread of its
+/// own if `threaded`), holding back steps at most `hold` steps; None when the first chunk is
+/// no perf text (or there is none, or a thread cannot start).
+fn stream_from(
+    name: String,
+    reader: Box<dyn Read + Send>,
+    threaded: bool,
+    chunk: usize,
+    hold: usize,
+) -> Option<TraceStream> {
+    let mut src = if threaded { Source::threaded(reader, chunk)? } else { Source::new(reader, chunk) };
     let mut tgid_of = HashMap::default();
     // Only perf text is streamed; the first chunk decides, as `read_trace` decides.
-    if !src.read_ahead(&mut tgid_of) || !src.queue.front().is_some_and(|c| looks_like_perf(&c.text)) {
+    if !src.read_ahead(&mut tgid_of) || !src.first_text().is_some_and(|t| looks_like_perf(&t)) {
         return None;
     }
-    start(name, Ahead::Text(src), tgid_of, hold)
+    start(name, Ahead::Text(Box::new(src)), tgid_of, hold)
 }
 
 /// Start the import thread on `src` (its first chunk read ahead).
@@ -148,7 +155,7 @@ fn start(name: String, src: Ahead, tgid_of: HashMap<u32, u32>, hold: usize) -> O
 /// What the converter reads from: perf text, or a perf.data's records.
 enum Ahead {
     /// `perf script` text.
-    Text(Source),
+    Text(Box<Source>),
     /// A `perf.data`.
     Data(Box<super::perf_data::DataSource>),
 }
@@ -222,6 +229,7 @@ fn convert(
     let mut c = Conv::new(name);
     c.tgid_of = tgid_of;
     c.hold_limit = hold;
+    c.lazy_text = true;
     let plans = match &src {
         Ahead::Data(s) => Some(s.plans()),
         Ahead::Text(_) => None,
@@ -246,7 +254,12 @@ fn convert(
             },
         };
         batch.clear();
-        batch.extend(c.steps.drain(..upto));
+        if upto == c.steps.len() {
+            // All of them (nothing held back, most of the time): no step is moved.
+            std::mem::swap(&mut batch, &mut c.steps);
+        } else {
+            batch.extend(c.steps.drain(..upto));
+        }
         c.handed_on(upto);
         tx.send(batch).is_ok()
     };
@@ -256,21 +269,21 @@ fn convert(
                 let Some(chunk) = s.next(&mut c.tgid_of) else { break };
                 c.steps.reserve(chunk.lines.len());
                 for (k, rec) in chunk.lines.iter().enumerate() {
-                    // A page fault needs none of its text.
-                    if let Some(Head { tid, fault: Some((addr, code)), .. }) = rec.head
-                        && tid != 0
-                    {
-                        c.fault_line(chunk.first_line + k, tid, addr, code);
-                        continue;
+                    match *rec {
+                        // A page fault needs none of its text.
+                        LineRec::Fault { tid, addr, code } => {
+                            c.fault_line(chunk.first_line + k, tid, addr, code)
+                        }
+                        LineRec::Other { start, end, head } => {
+                            let h = head.map(|h| Header {
+                                pid: h.pid,
+                                tid: h.tid,
+                                rest: &chunk.text[h.rest.0..h.rest.1],
+                                fault: h.fault,
+                            });
+                            c.line(chunk.first_line + k, &chunk.text[start..end], h);
+                        }
                     }
-                    let raw = &chunk.text[rec.start..rec.end];
-                    let h = rec.head.map(|h| Header {
-                        pid: h.pid,
-                        tid: h.tid,
-                        rest: &chunk.text[h.rest.0..h.rest.1],
-                        fault: h.fault,
-                    });
-                    c.line(chunk.first_line + k, raw, h);
                 }
                 if let Some(Ahead::Text(s)) = ahead(&mut c.ahead) {
                     s.give_back(chunk);
@@ -311,20 +324,26 @@ pub(crate) mod tests {
     use super::*;
 
     /// Every step and the report of a streamed import of `text` (read `chunk` bytes at a
-    /// time), as text to compare with a whole import's.
+    /// time), as text to compare with a whole import's; read on a thread of its own, as a
+    /// compressed trace is, the same.
     pub(crate) fn streamed(text: &str, chunk: usize, hold: usize) -> Option<(Vec<String>, StreamEnd)> {
-        let reader = Box::new(std::io::Cursor::new(text.as_bytes().to_vec()));
-        let mut s = stream_from("t.perf".to_string(), reader, chunk, hold)?;
-        let mut steps = Vec::new();
-        while let Some(b) = s.next_batch() {
-            steps.extend(b.iter().map(|s| show(&s.step())));
-            s.recycle(b);
-        }
-        Some((steps, s.finish()))
+        let run = |threaded: bool| {
+            let reader = Box::new(std::io::Cursor::new(text.as_bytes().to_vec()));
+            let mut s = stream_from("t.perf".to_string(), reader, threaded, chunk, hold)?;
+            let mut steps = Vec::new();
+            while let Some(b) = s.next_batch() {
+                steps.extend(b.iter().map(|s| show(&s.step())));
+                s.recycle(b);
+            }
+            Some((steps, s.finish()))
+        };
+        let here = run(false);
+        assert_eq!(run(true), here, "read on a thread of its own, chunks of {chunk}");
+        here
     }
 
     pub(crate) fn show(s: &crate::script::Step) -> String {
-        format!("{} {} {:?} {:?} {}", s.line, s.pid.0, s.call, s.expect, s.text)
+        format!("{} {} {:?} {:?} {}", s.line, s.pid.0, s.call, s.expect, s.call_text())
     }
 
     /// Lines end as `str::lines` ends them: CRLF, blank lines, a last line without a newline
@@ -350,13 +369,41 @@ pub(crate) mod tests {
         }
         let mut bytes = text.clone().into_bytes();
         bytes.extend_from_slice(b"\nq 2/2 3.0: e:x: \xff\xfe\n");
-        let lossy = String::from_utf8_lossy(&bytes).into_owned();
-        let (_, report) = crate::parse_perf("t.perf", &lossy).expect("perf text");
-        let reader = Box::new(std::io::Cursor::new(bytes));
-        let mut st = stream_from("t.perf".to_string(), reader, 16, HOLD).expect("perf text");
-        while let Some(b) = st.next_batch() {
-            st.recycle(b);
+        // Faults of a task, one with invalid UTF-8 in its ip, and of a task whose name is not
+        // valid UTF-8: read the general way, as a whole import reads them.
+        let g = |c: &[u8], t: &str, ip: &[u8]| {
+            [
+                c,
+                format!(" 3/3 {t}: exceptions:page_fault_user: address=0x2000 ip=0x").as_bytes(),
+                ip,
+                b" error_code=0x7\n",
+            ]
+            .concat()
+        };
+        for (c, ip) in
+            [(&b"r"[..], &b"1"[..]), (b"r", b"\xff\xfe"), (b"r", b"1"), (b"s\xff", b"1"), (b"s\xff", b"1")]
+        {
+            for t in ["4.0", "4.1"] {
+                bytes.extend_from_slice(&g(c, t, ip));
+            }
         }
-        assert_eq!(st.finish().report, report);
+        let lossy = String::from_utf8_lossy(&bytes).into_owned();
+        let (script, report) = crate::parse_perf("t.perf", &lossy).expect("perf text");
+        let whole: Vec<String> = script.steps.iter().map(show).collect();
+        assert_eq!(whole.len(), 14);
+        for chunk in [16, 1 << 20] {
+            for threaded in [false, true] {
+                let reader = Box::new(std::io::Cursor::new(bytes.clone()));
+                let mut st =
+                    stream_from("t.perf".to_string(), reader, threaded, chunk, HOLD).expect("perf text");
+                let mut steps = Vec::new();
+                while let Some(b) = st.next_batch() {
+                    steps.extend(b.iter().map(|s| show(&s.step())));
+                    st.recycle(b);
+                }
+                assert_eq!(steps, whole);
+                assert_eq!(st.finish().report, report);
+            }
+        }
     }
 }

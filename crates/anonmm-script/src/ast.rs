@@ -26,7 +26,7 @@ pub struct Step {
     pub call: Call,
     /// The call as written (without pid and result), e.g. `mmap(0x200000000000, 16384, ...)`;
     /// empty when the step was made rather than read (imported page faults, which are most
-    /// of a trace): [`Step::call_text`] formats it then.
+    /// of a trace, and every step of a streamed import): [`Step::call_text`] formats it then.
     pub text: String,
     /// The recorded result, when the line has one.
     pub expect: Option<Expect>,
