@@ -629,7 +629,7 @@ impl<'a> Runner<'a> {
 
     /// [`Runner::step`] of a replay's page fault given by its fields, as the import streams
     /// it (`Streamed::Fault`: no text, no recorded result), when the fast path of
-    /// [`Runner::plain_fault`] takes it: then its [`Step`] is made only if a divergence
+    /// `Runner::plain_fault` takes it: then its [`Step`] is made only if a divergence
     /// needs it, and `steps_run` is counted. False (nothing done) when it does not: the
     /// caller runs the step through [`Runner::step`].
     #[inline]
