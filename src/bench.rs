@@ -607,14 +607,16 @@ pub fn render_markdown(figs: &[Figure]) -> String {
             Some(Target::AtMost(t)) => format!("≤ {}", fmt_num(t)),
             None => String::new(),
         };
+        // A `|` in a cell (`zstdcat FILE | wc -l`) would end it, code span or not.
+        let cell = |t: &str| t.replace('|', "\\|");
         s += &format!(
             "| {} | {} | {} | {} | {} | {} |\n",
-            f.name,
+            cell(&f.name),
             fmt_num(f.value),
             f.unit,
             target,
             f.verdict(),
-            f.detail
+            cell(&f.detail)
         );
     }
     s
@@ -823,4 +825,20 @@ pub fn bench_text_and_all(path: &Path, reps: usize, kernel: Kernel) -> Result<Ve
         .detail(format!("{:.3} s over {:.3} s", s(every), s(single))),
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A figure whose name holds a shell pipe stays one row of six cells.
+    #[test]
+    fn a_pipe_in_a_figure_does_not_split_its_markdown_cell() {
+        let mut f = Figure::new("text t: `zstdcat FILE | wc -l`", 0.07, "s", Some(Target::AtMost(2.0)));
+        f.detail = "a | b".into();
+        let md = render_markdown(&[f]);
+        let row = md.lines().nth(2).expect("a row");
+        assert_eq!(row, "| text t: `zstdcat FILE \\| wc -l` | 0.07 | s | ≤ 2.00 | met | a \\| b |");
+        assert_eq!(row.matches(" | ").count(), 5);
+    }
 }
