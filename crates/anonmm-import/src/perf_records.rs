@@ -10,7 +10,6 @@
 //! `linux-perf-data`'s `Sorter` does. Here the records stay in one window of the file's
 //! bytes and only their keys are sorted, with a sort that merges the per-CPU runs.
 
-use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom};
 
 use linux_perf_data::linux_perf_event_reader::{
@@ -75,7 +74,12 @@ pub(crate) struct Records {
     attr_of: HashMap<u64, usize>,
     infos: Vec<RecordParseInfo>,
     incoming: Vec<Ent>,
-    outgoing: VecDeque<Ent>,
+    /// Whether `incoming` is in order of its keys (one CPU's run, the usual round): then
+    /// it needs no sort.
+    sorted: bool,
+    /// Records handed on in order, the next at `out_at`.
+    outgoing: Vec<Ent>,
+    out_at: usize,
     prev_max: Key,
     cur_max: Key,
     lte_prev_max: usize,
@@ -135,7 +139,9 @@ impl Records {
             attr_of,
             infos,
             incoming: Vec::new(),
-            outgoing: VecDeque::new(),
+            sorted: true,
+            outgoing: Vec::new(),
+            out_at: 0,
             prev_max: (None, None),
             cur_max: (None, None),
             lte_prev_max: 0,
@@ -146,7 +152,8 @@ impl Records {
     /// The next record of an attribute, in order (None at the end).
     pub(crate) fn next(&mut self) -> Result<Option<(usize, RawEventRecord<'_>)>, String> {
         loop {
-            if let Some(e) = self.outgoing.pop_front() {
+            if let Some(&e) = self.outgoing.get(self.out_at) {
+                self.out_at += 1;
                 let Some(attr) = e.attr else { continue };
                 let at = (e.body - self.base) as usize;
                 let data = RawData::Single(&self.buf[at..at + e.len as usize]);
@@ -200,10 +207,10 @@ impl Records {
     }
 
     /// Drop the bytes no record waiting needs from the window, when they are at least as
-    /// many as those kept. Only while no record is handed on (`outgoing` is empty): the
+    /// many as those kept. Only while no record is handed on (`outgoing` is done): the
     /// record at `at` and those in `incoming` are all that is still read.
     fn compact(&mut self) {
-        debug_assert!(self.outgoing.is_empty());
+        debug_assert!(self.out_at == self.outgoing.len());
         let keep = self.incoming.iter().map(|e| e.body - 8).min().unwrap_or(self.at).min(self.at);
         // `at` can be past the window after an AUXTRACE record (its data is skipped).
         let keep = keep.min(self.base + self.filled as u64);
@@ -239,7 +246,7 @@ impl Records {
             if ty == FINISHED_ROUND {
                 self.at = next;
                 self.finish_round();
-                if !self.outgoing.is_empty() {
+                if self.out_at < self.outgoing.len() {
                     return Ok(());
                 }
                 continue;
@@ -278,12 +285,15 @@ impl Records {
             } else if key > self.cur_max {
                 self.cur_max = key;
             }
+            if self.sorted && self.incoming.last().is_some_and(|l| l.key > key) {
+                self.sorted = false;
+            }
             self.incoming.push(Ent { key, body: at + 8, len: u32::from(size) - 8, ty, misc, attr });
             self.at = next;
         }
         // The end: everything left, in order.
-        self.incoming.sort_by_key(|e| e.key);
-        self.outgoing.extend(self.incoming.drain(..));
+        self.lte_prev_max = self.incoming.len();
+        self.hand_on();
         self.finished = true;
         Ok(())
     }
@@ -291,12 +301,26 @@ impl Records {
     /// A round ended: what no later record can come before goes out, in order.
     fn finish_round(&mut self) {
         if self.lte_prev_max > 0 {
-            // The per-CPU runs are merged (keys are unique: each has its offset).
-            self.incoming.sort_by_key(|e| e.key);
-            self.outgoing.extend(self.incoming.drain(..self.lte_prev_max));
+            self.hand_on();
         }
         self.prev_max = self.cur_max;
         self.lte_prev_max = self.incoming.len();
+    }
+
+    /// Hand on the first `lte_prev_max` records in order of their keys (once `outgoing`
+    /// is done): `incoming` becomes `outgoing`, and the rest is copied back.
+    fn hand_on(&mut self) {
+        if !self.sorted {
+            // The per-CPU runs are merged (keys are unique: each has its offset).
+            self.incoming.sort_by_key(|e| e.key);
+        }
+        std::mem::swap(&mut self.incoming, &mut self.outgoing);
+        self.incoming.clear();
+        self.incoming.extend_from_slice(&self.outgoing[self.lte_prev_max..]);
+        self.outgoing.truncate(self.lte_prev_max);
+        self.out_at = 0;
+        // What stays is the end of a sorted run.
+        self.sorted = true;
     }
 }
 
