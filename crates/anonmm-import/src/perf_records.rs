@@ -72,6 +72,9 @@ pub(crate) struct Records {
     len: u64,
     ids: Ids,
     attr_of: HashMap<u64, usize>,
+    /// The last id looked up in `attr_of` and what it found (records of one event follow
+    /// each other).
+    last_id: Option<(u64, usize)>,
     infos: Vec<RecordParseInfo>,
     incoming: Vec<Ent>,
     /// Whether `incoming` is in order of its keys (one CPU's run, the usual round): then
@@ -137,6 +140,7 @@ impl Records {
             len,
             ids,
             attr_of,
+            last_id: None,
             infos,
             incoming: Vec::new(),
             sorted: true,
@@ -261,9 +265,14 @@ impl Records {
             let (attr, ts) = if ty < USER_TYPE_START {
                 let attr = match self.ids {
                     Ids::One => 0,
-                    Ids::Same(p) => {
-                        id_at(ty, body, p).and_then(|id| self.attr_of.get(&id).copied()).unwrap_or(0)
-                    }
+                    Ids::Same(p) => id_at(ty, body, p).map_or(0, |id| match self.last_id {
+                        Some((last, attr)) if last == id => attr,
+                        _ => {
+                            let attr = self.attr_of.get(&id).copied().unwrap_or(0);
+                            self.last_id = Some((id, attr));
+                            attr
+                        }
+                    }),
                     Ids::Identifier(all) => {
                         let id = if ty == SAMPLE {
                             u64_at(body, 0)
