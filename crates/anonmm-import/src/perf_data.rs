@@ -824,6 +824,8 @@ pub struct PerfScriptText {
     formats: Vec<EventFormat>,
     /// Per attribute: how its records are read without text.
     plans: Arc<Vec<Plan>>,
+    /// Per attribute: where a page-fault sample's fields are, when fixed.
+    faults: Vec<Option<FaultAt>>,
     /// perf script right-aligns event names to the longest.
     name_width: usize,
     /// Command of each tid, as COMM and FORK records set it.
@@ -900,7 +902,13 @@ fn open_with(
             (name, tp)
         })
         .collect();
-    let plans = events.iter().map(|(n, tp)| plan_of(n, tp.map(|i| &formats[i]))).collect();
+    let plans: Vec<Plan> = events.iter().map(|(n, tp)| plan_of(n, tp.map(|i| &formats[i]))).collect();
+    let faults = perf_file
+        .event_attributes()
+        .iter()
+        .zip(&plans)
+        .map(|(a, plan)| FaultAt::of(a.attr.sample_format, plan))
+        .collect();
     let own = match records {
         Some(r) => super::perf_records::Records::new(r, &perf_file)?,
         None => None,
@@ -918,6 +926,7 @@ fn open_with(
         events,
         formats,
         plans: Arc::new(plans),
+        faults,
         name_width,
         comms,
         buf: Vec::with_capacity(1 << 16),
@@ -1016,6 +1025,17 @@ impl PerfScriptText {
                     return None;
                 }
             };
+            // A page fault (most samples) straight from its bytes; what this does not read
+            // goes the general way below.
+            if direct
+                && record.record_type == RecordType::SAMPLE
+                && let RawData::Single(body) = record.data
+                && let Some(Some(f)) = self.faults.get(attr_index)
+                && f.format == record.parse_info.sample_format
+                && let Some(r) = f.read(body)
+            {
+                return Some(Next::Rec(r));
+            }
             // A sample read directly needs its pid, tid and raw data only: found in place,
             // without parsing (and moving) the whole sample.
             if direct
@@ -1191,6 +1211,61 @@ fn direct_sample(plan: &Plan, attr: usize, pid: u32, tid: u32, raw: &[u8]) -> Op
                 Plan::Text | Plan::Other(_) | Plan::Exit => None,
             }
         }
+    }
+}
+
+/// Where the fields of a page-fault sample are, for an attribute whose samples have them at
+/// fixed places (no callchain or `read` group before the raw data): what
+/// [`sample_fields`] and [`direct_sample`] read, without working it out per sample.
+#[derive(Clone, Copy)]
+struct FaultAt {
+    format: SampleFormat,
+    /// Of the `u32 pid, tid` word, and of the raw data's `u32 size`, in the sample.
+    ids: usize,
+    raw: usize,
+    /// Of `address` and `error_code` (8-byte unsigned fields) in the raw data.
+    addr: usize,
+    code: usize,
+}
+
+impl FaultAt {
+    fn of(f: SampleFormat, plan: &Plan) -> Option<FaultAt> {
+        let Plan::Fault { addr, code } = plan else { return None };
+        if !f.contains(SampleFormat::TID)
+            || !f.contains(SampleFormat::RAW)
+            || f.contains(SampleFormat::READ)
+            || f.contains(SampleFormat::CALLCHAIN)
+            || [addr, code].iter().any(|x| x.size != 8 || x.signed)
+        {
+            return None;
+        }
+        let words = |flags: &[SampleFormat]| 8 * flags.iter().filter(|&&x| f.contains(x)).count();
+        let ids = words(&[SampleFormat::IDENTIFIER, SampleFormat::IP]);
+        let raw = ids
+            + 8
+            + words(&[
+                SampleFormat::TIME,
+                SampleFormat::ADDR,
+                SampleFormat::ID,
+                SampleFormat::STREAM_ID,
+                SampleFormat::CPU,
+                SampleFormat::PERIOD,
+            ]);
+        Some(FaultAt { format: f, ids, raw, addr: addr.offset, code: code.offset })
+    }
+
+    /// The fault in the sample `body`, or None when it is to be read the general way
+    /// (a negative pid or tid, fields out of bounds).
+    #[inline]
+    fn read(&self, body: &[u8]) -> Option<Rec> {
+        let word =
+            |b: &[u8], at: usize| Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?));
+        let ids = word(body, self.ids)?;
+        let (pid, tid) =
+            (u32::try_from(ids as u32 as i32).ok()?, u32::try_from((ids >> 32) as u32 as i32).ok()?);
+        let size = u32::from_le_bytes(body.get(self.raw..self.raw + 4)?.try_into().ok()?) as usize;
+        let raw = body.get(self.raw + 4..(self.raw + 4).checked_add(size)?)?;
+        Some(Rec::Fault { pid, tid, addr: word(raw, self.addr)?, code: word(raw, self.code)? })
     }
 }
 

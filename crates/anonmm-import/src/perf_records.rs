@@ -10,7 +10,6 @@
 //! `linux-perf-data`'s `Sorter` does. Here the records stay in one window of the file's
 //! bytes and only their keys are sorted, with a sort that merges the per-CPU runs.
 
-use std::collections::VecDeque;
 use std::io::{Read, Seek, SeekFrom};
 
 use linux_perf_data::linux_perf_event_reader::{
@@ -32,9 +31,17 @@ const COMPRESSED: [u32; 2] = [81, 83];
 /// Bytes read from the file at a time.
 const READ: usize = 1 << 20;
 
-/// (timestamp, offset): the order `linux-perf-data` sorts records in. The offset is None
-/// only in the smallest key, where a round starts.
-type Key = (Option<u64>, Option<u64>);
+/// (timestamp, offset): the order `linux-perf-data` sorts records in, as one number
+/// ([`key`]); 0, below every record's, is where a round starts.
+type Key = u128;
+
+/// The key of the record at `at` with time `ts`: `(ts, Some(at))` compared as a tuple of
+/// options (no time first) is `(ts + 1 or 0, at + 1)`, which fits one u128 as long as
+/// `at + 1 < 2^63` (checked on the section's size).
+#[inline]
+fn key(ts: Option<u64>, at: u64) -> Key {
+    (ts.map_or(0, |t| u128::from(t) + 1) << 63) | u128::from(at + 1)
+}
 
 /// A record read and not yet handed on: where its body is, and what it is.
 #[derive(Clone, Copy)]
@@ -73,9 +80,17 @@ pub(crate) struct Records {
     len: u64,
     ids: Ids,
     attr_of: HashMap<u64, usize>,
+    /// The last id looked up in `attr_of` and what it found (records of one event follow
+    /// each other).
+    last_id: Option<(u64, usize)>,
     infos: Vec<RecordParseInfo>,
     incoming: Vec<Ent>,
-    outgoing: VecDeque<Ent>,
+    /// Whether `incoming` is in order of its keys (one CPU's run, the usual round): then
+    /// it needs no sort.
+    sorted: bool,
+    /// Records handed on in order, the next at `out_at`.
+    outgoing: Vec<Ent>,
+    out_at: usize,
     prev_max: Key,
     cur_max: Key,
     lte_prev_max: usize,
@@ -107,6 +122,10 @@ impl Records {
         let (Some(offset), Some(len)) = (u64_at(&head, 40), u64_at(&head, 48)) else {
             return Err("cannot read the header".to_string());
         };
+        if len >= 1 << 62 {
+            // Offsets too large for a record's key: left to the crate's reader.
+            return Ok(None);
+        }
         r.seek(SeekFrom::Start(offset)).map_err(|e| format!("cannot read the records: {e}"))?;
         let infos: Vec<RecordParseInfo> =
             attrs.iter().map(|a| RecordParseInfo::new(&a.attr, Endianness::LittleEndian)).collect();
@@ -133,11 +152,14 @@ impl Records {
             len,
             ids,
             attr_of,
+            last_id: None,
             infos,
             incoming: Vec::new(),
-            outgoing: VecDeque::new(),
-            prev_max: (None, None),
-            cur_max: (None, None),
+            sorted: true,
+            outgoing: Vec::new(),
+            out_at: 0,
+            prev_max: 0,
+            cur_max: 0,
             lte_prev_max: 0,
             finished: false,
         }))
@@ -146,7 +168,8 @@ impl Records {
     /// The next record of an attribute, in order (None at the end).
     pub(crate) fn next(&mut self) -> Result<Option<(usize, RawEventRecord<'_>)>, String> {
         loop {
-            if let Some(e) = self.outgoing.pop_front() {
+            if let Some(&e) = self.outgoing.get(self.out_at) {
+                self.out_at += 1;
                 let Some(attr) = e.attr else { continue };
                 let at = (e.body - self.base) as usize;
                 let data = RawData::Single(&self.buf[at..at + e.len as usize]);
@@ -200,10 +223,10 @@ impl Records {
     }
 
     /// Drop the bytes no record waiting needs from the window, when they are at least as
-    /// many as those kept. Only while no record is handed on (`outgoing` is empty): the
+    /// many as those kept. Only while no record is handed on (`outgoing` is done): the
     /// record at `at` and those in `incoming` are all that is still read.
     fn compact(&mut self) {
-        debug_assert!(self.outgoing.is_empty());
+        debug_assert!(self.out_at == self.outgoing.len());
         let keep = self.incoming.iter().map(|e| e.body - 8).min().unwrap_or(self.at).min(self.at);
         // `at` can be past the window after an AUXTRACE record (its data is skipped).
         let keep = keep.min(self.base + self.filled as u64);
@@ -239,7 +262,7 @@ impl Records {
             if ty == FINISHED_ROUND {
                 self.at = next;
                 self.finish_round();
-                if !self.outgoing.is_empty() {
+                if self.out_at < self.outgoing.len() {
                     return Ok(());
                 }
                 continue;
@@ -254,9 +277,14 @@ impl Records {
             let (attr, ts) = if ty < USER_TYPE_START {
                 let attr = match self.ids {
                     Ids::One => 0,
-                    Ids::Same(p) => {
-                        id_at(ty, body, p).and_then(|id| self.attr_of.get(&id).copied()).unwrap_or(0)
-                    }
+                    Ids::Same(p) => id_at(ty, body, p).map_or(0, |id| match self.last_id {
+                        Some((last, attr)) if last == id => attr,
+                        _ => {
+                            let attr = self.attr_of.get(&id).copied().unwrap_or(0);
+                            self.last_id = Some((id, attr));
+                            attr
+                        }
+                    }),
                     Ids::Identifier(all) => {
                         let id = if ty == SAMPLE {
                             u64_at(body, 0)
@@ -272,18 +300,21 @@ impl Records {
             } else {
                 (None, None)
             };
-            let key = (ts, Some(at));
+            let key = key(ts, at);
             if key <= self.prev_max {
                 self.lte_prev_max += 1;
             } else if key > self.cur_max {
                 self.cur_max = key;
             }
+            if self.sorted && self.incoming.last().is_some_and(|l| l.key > key) {
+                self.sorted = false;
+            }
             self.incoming.push(Ent { key, body: at + 8, len: u32::from(size) - 8, ty, misc, attr });
             self.at = next;
         }
         // The end: everything left, in order.
-        self.incoming.sort_by_key(|e| e.key);
-        self.outgoing.extend(self.incoming.drain(..));
+        self.lte_prev_max = self.incoming.len();
+        self.hand_on();
         self.finished = true;
         Ok(())
     }
@@ -291,12 +322,26 @@ impl Records {
     /// A round ended: what no later record can come before goes out, in order.
     fn finish_round(&mut self) {
         if self.lte_prev_max > 0 {
-            // The per-CPU runs are merged (keys are unique: each has its offset).
-            self.incoming.sort_by_key(|e| e.key);
-            self.outgoing.extend(self.incoming.drain(..self.lte_prev_max));
+            self.hand_on();
         }
         self.prev_max = self.cur_max;
         self.lte_prev_max = self.incoming.len();
+    }
+
+    /// Hand on the first `lte_prev_max` records in order of their keys (once `outgoing`
+    /// is done): `incoming` becomes `outgoing`, and the rest is copied back.
+    fn hand_on(&mut self) {
+        if !self.sorted {
+            // The per-CPU runs are merged (keys are unique: each has its offset).
+            self.incoming.sort_by_key(|e| e.key);
+        }
+        std::mem::swap(&mut self.incoming, &mut self.outgoing);
+        self.incoming.clear();
+        self.incoming.extend_from_slice(&self.outgoing[self.lte_prev_max..]);
+        self.outgoing.truncate(self.lte_prev_max);
+        self.out_at = 0;
+        // What stays is the end of a sorted run.
+        self.sorted = true;
     }
 }
 
