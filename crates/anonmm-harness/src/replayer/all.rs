@@ -319,25 +319,7 @@ pub fn replay_trace_all_on(
         drop(tx);
         end
     });
-    if !end.exact {
-        // A step already replayed was edited after all (see `StreamEnd::exact`).
-        let (script, report) = crate::import::read_trace(path)?;
-        let runs = opts
-            .iter()
-            .map(|o| {
-                let t0 = std::time::Instant::now();
-                replay_script(&script, o, max_examples, progress).map(|out| (out, t0.elapsed().as_secs_f64()))
-            })
-            .collect();
-        return Ok((runs, report));
-    }
-    let mut runs: Vec<PolicyRun> = collect_runs(results, &named.path);
-    for (o, run) in opts.iter().zip(&mut runs) {
-        if let Ok((out, _)) = run {
-            blame_exact_step(path, o, max_examples, out)?;
-        }
-    }
-    Ok((runs, end.report))
+    finish_runs(path, &opts, max_examples, progress, end, results)
 }
 
 /// Runs its closure when dropped, also when the thread panics.
@@ -387,9 +369,30 @@ struct Slot<'a> {
     b_gone: bool,
 }
 
-/// Each policy's run, once every thread is done.
-fn collect_runs(results: std::sync::Mutex<Vec<Option<PolicyRun>>>, path: &str) -> Vec<PolicyRun> {
-    results
+/// The end of [`replay_trace_all_on`] and [`replay_trace_each_on`], once every thread is
+/// done: each policy's run, its sampled check's broken invariant blamed on its exact step;
+/// or, when the stream was not exact, every policy replayed again from the whole import.
+fn finish_runs(
+    path: &std::path::Path,
+    opts: &[crate::run::RunOptions],
+    max_examples: usize,
+    progress: &mut dyn FnMut(usize),
+    end: crate::import::StreamEnd,
+    results: std::sync::Mutex<Vec<Option<PolicyRun>>>,
+) -> Result<(Vec<PolicyRun>, crate::import::ImportReport), TraceError> {
+    if !end.exact {
+        // A step already replayed was edited after all (see `StreamEnd::exact`).
+        let (script, report) = crate::import::read_trace(path)?;
+        let runs = opts
+            .iter()
+            .map(|o| {
+                let t0 = std::time::Instant::now();
+                replay_script(&script, o, max_examples, progress).map(|out| (out, t0.elapsed().as_secs_f64()))
+            })
+            .collect();
+        return Ok((runs, report));
+    }
+    let mut runs: Vec<PolicyRun> = results
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .into_iter()
@@ -397,13 +400,19 @@ fn collect_runs(results: std::sync::Mutex<Vec<Option<PolicyRun>>>, path: &str) -
             // Every policy is taken by a thread that runs to the end (a panic ends the scope).
             r.unwrap_or_else(|| {
                 Err(crate::run::RunError::BadInput {
-                    path: path.to_string(),
+                    path: path.display().to_string(),
                     line: 0,
                     reason: "the policy was not replayed".to_string(),
                 })
             })
         })
-        .collect()
+        .collect();
+    for (o, run) in opts.iter().zip(&mut runs) {
+        if let Ok((out, _)) = run {
+            blame_exact_step(path, o, max_examples, out)?;
+        }
+    }
+    Ok((runs, end.report))
 }
 
 /// [`replay_trace_all`] without a shared trunk, with at most `at_once` models alive at a
@@ -513,37 +522,5 @@ fn replay_trace_each_on(
         }
         end
     });
-    if !end.exact {
-        // A step already replayed was edited after all (see `StreamEnd::exact`).
-        let (script, report) = crate::import::read_trace(path)?;
-        let runs = opts
-            .iter()
-            .map(|o| {
-                let t0 = std::time::Instant::now();
-                replay_script(&script, o, max_examples, progress).map(|out| (out, t0.elapsed().as_secs_f64()))
-            })
-            .collect();
-        return Ok((runs, report));
-    }
-    let mut runs: Vec<PolicyRun> = results
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .into_iter()
-        .map(|r| {
-            // Every policy is taken by a thread that runs to the end (a panic ends the scope).
-            r.unwrap_or_else(|| {
-                Err(crate::run::RunError::BadInput {
-                    path: named.path.clone(),
-                    line: 0,
-                    reason: "the policy was not replayed".to_string(),
-                })
-            })
-        })
-        .collect();
-    for (o, run) in opts.iter().zip(&mut runs) {
-        if let Ok((out, _)) = run {
-            blame_exact_step(path, o, max_examples, out)?;
-        }
-    }
-    Ok((runs, end.report))
+    finish_runs(path, &opts, max_examples, progress, end, results)
 }
