@@ -1240,17 +1240,8 @@ impl FaultAt {
             return None;
         }
         let words = |flags: &[SampleFormat]| 8 * flags.iter().filter(|&&x| f.contains(x)).count();
-        let ids = words(&[SampleFormat::IDENTIFIER, SampleFormat::IP]);
-        let raw = ids
-            + 8
-            + words(&[
-                SampleFormat::TIME,
-                SampleFormat::ADDR,
-                SampleFormat::ID,
-                SampleFormat::STREAM_ID,
-                SampleFormat::CPU,
-                SampleFormat::PERIOD,
-            ]);
+        let ids = words(&BEFORE_TID);
+        let raw = ids + 8 + words(&TID_TO_CALLCHAIN);
         Some(FaultAt { format: f, ids, raw, addr: addr.offset, code: code.offset })
     }
 
@@ -1269,6 +1260,20 @@ impl FaultAt {
     }
 }
 
+/// The one-word fields of a sample before its `u32 pid, tid` (`struct perf_event_sample` in
+/// `perf_event_open(2)`), in order.
+const BEFORE_TID: [SampleFormat; 2] = [SampleFormat::IDENTIFIER, SampleFormat::IP];
+
+/// The one-word fields between the `pid, tid` word and the callchain, in order.
+const TID_TO_CALLCHAIN: [SampleFormat; 6] = [
+    SampleFormat::TIME,
+    SampleFormat::ADDR,
+    SampleFormat::ID,
+    SampleFormat::STREAM_ID,
+    SampleFormat::CPU,
+    SampleFormat::PERIOD,
+];
+
 /// A sample's pid, tid and raw data, read in place (`struct perf_event_sample` in
 /// `perf_event_open(2)`: the fields before `raw` in their order). None when the sample has
 /// no tid or raw data, or a `read` group before them (of variable size): it is parsed whole.
@@ -1278,21 +1283,14 @@ fn sample_fields(f: SampleFormat, body: &[u8]) -> Option<(u32, u32, &[u8])> {
     }
     let word = |at: usize| Some(u64::from_le_bytes(body.get(at..at.checked_add(8)?)?.try_into().ok()?));
     let mut at = 0;
-    for flag in [SampleFormat::IDENTIFIER, SampleFormat::IP] {
+    for flag in BEFORE_TID {
         at += if f.contains(flag) { 8 } else { 0 };
     }
     let ids = word(at)?;
     // `u32 pid, tid`: negative ones are printed, not read.
     let (pid, tid) = (u32::try_from(ids as u32 as i32).ok()?, u32::try_from((ids >> 32) as u32 as i32).ok()?);
     at += 8;
-    for flag in [
-        SampleFormat::TIME,
-        SampleFormat::ADDR,
-        SampleFormat::ID,
-        SampleFormat::STREAM_ID,
-        SampleFormat::CPU,
-        SampleFormat::PERIOD,
-    ] {
+    for flag in TID_TO_CALLCHAIN {
         at += if f.contains(flag) { 8 } else { 0 };
     }
     if f.contains(SampleFormat::CALLCHAIN) {
