@@ -1405,7 +1405,38 @@ impl DataSource {
     pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
         let mut recs = self.spare.pop().unwrap_or_default();
         let (mut lost, mut problem) = (0, None);
+        // The last tid seen, whose thread group is noted: a task's faults come in runs.
+        let mut noted = None;
         while recs.len() < RECS {
+            if let Some(Reader::Own(own)) = &mut self.r.reader {
+                // The page faults (most records) of the round handed on, straight from the
+                // reader's window; the first record that is none, or that `FaultAt::read`
+                // leaves to the general way, goes through `next_rec` below.
+                let faults = &self.r.faults;
+                let mut n = 0;
+                for (attr, ty, body) in own.ready().take(RECS - recs.len()) {
+                    // perf's own records (FINISHED_ROUND's kin): `Records::next` skips them.
+                    let Some(attr) = attr else {
+                        n += 1;
+                        continue;
+                    };
+                    if ty != RecordType::SAMPLE.0 {
+                        break;
+                    }
+                    let Some(Some(f)) = faults.get(attr as usize) else { break };
+                    let Some(r @ Rec::Fault { pid, tid, .. }) = f.read(body) else { break };
+                    if tid != 0 && noted != Some(tid) {
+                        tgid_of.entry(tid).or_insert(pid);
+                        noted = Some(tid);
+                    }
+                    recs.push(r);
+                    n += 1;
+                }
+                own.skip(n);
+                if recs.len() == RECS {
+                    break;
+                }
+            }
             let (pid, tid) = match self.r.next_rec(true, &mut lost, &mut problem) {
                 None => break,
                 Some(Next::Rec(r)) => {
@@ -1423,8 +1454,9 @@ impl DataSource {
                     ids
                 }
             };
-            if tid != 0 {
+            if tid != 0 && noted != Some(tid) {
                 tgid_of.entry(tid).or_insert(pid);
+                noted = Some(tid);
             }
         }
         self.r.after(lost, problem);
@@ -1451,9 +1483,11 @@ impl ReadAhead for DataSource {
 
 /// Convert a chunk's records, as [`Conv::line`] converts their lines.
 pub(crate) fn feed(c: &mut Conv<'_>, plans: &[Plan], chunk: &DataChunk) {
+    c.steps.reserve(chunk.recs.len());
     for (k, rec) in chunk.recs.iter().enumerate() {
         let line = chunk.first_line + k;
         match rec {
+            &Rec::Fault { tid, addr, code, .. } if tid != 0 => c.fault_line(line, tid, addr, code),
             &Rec::Fault { pid, tid, addr, code } => c.event(line, pid, tid, Event::Fault { addr, code }),
             Rec::Line(text) => c.line(line, text, crate::lines::header_of(text)),
             Rec::Ev { pid, tid, ev } => {

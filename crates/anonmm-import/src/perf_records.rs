@@ -43,17 +43,24 @@ fn key(ts: Option<u64>, at: u64) -> Key {
     (ts.map_or(0, |t| u128::from(t) + 1) << 63) | u128::from(at + 1)
 }
 
-/// A record read and not yet handed on: where its body is, and what it is.
+/// A record read and not yet handed on: where it is (its header says what it is), in 32
+/// bytes.
 #[derive(Clone, Copy)]
 struct Ent {
     key: Key,
-    /// Offset of its body from the start of the data section.
-    body: u64,
-    len: u32,
-    ty: u32,
-    misc: u16,
-    /// Its attribute; None for perf's own records.
-    attr: Option<u32>,
+    /// Offset of its header from the start of the data section.
+    at: u64,
+    /// Its attribute (none for perf's own records).
+    attr: u32,
+}
+
+/// The type, misc and body of the record whose header is at `o` in `buf` (all there).
+#[inline]
+fn parts(buf: &[u8], o: usize) -> (u32, u16, &[u8]) {
+    let h = &buf[o..o + 8];
+    let ty = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let size = u16::from_le_bytes([h[6], h[7]]);
+    (ty, u16::from_le_bytes([h[4], h[5]]), &buf[o + 8..o + usize::from(size)])
 }
 
 /// How a record's attribute is found (as `linux-perf-data` finds it).
@@ -84,6 +91,8 @@ pub(crate) struct Records {
     /// each other).
     last_id: Option<(u64, usize)>,
     infos: Vec<RecordParseInfo>,
+    /// Per attribute: where a sample's time is.
+    sample_time: Vec<Option<usize>>,
     incoming: Vec<Ent>,
     /// Whether `incoming` is in order of its keys (one CPU's run, the usual round): then
     /// it needs no sort.
@@ -153,6 +162,10 @@ impl Records {
             ids,
             attr_of,
             last_id: None,
+            sample_time: infos
+                .iter()
+                .map(|i| i.sample_record_time_offset_from_start.map(usize::from))
+                .collect(),
             infos,
             incoming: Vec::new(),
             sorted: true,
@@ -170,22 +183,43 @@ impl Records {
         loop {
             if let Some(&e) = self.outgoing.get(self.out_at) {
                 self.out_at += 1;
-                let Some(attr) = e.attr else { continue };
-                let at = (e.body - self.base) as usize;
-                let data = RawData::Single(&self.buf[at..at + e.len as usize]);
+                let o = (e.at - self.base) as usize;
+                if parts(&self.buf, o).0 >= USER_TYPE_START {
+                    continue;
+                }
+                let (ty, misc, body) = parts(&self.buf, o);
                 let record = RawEventRecord {
-                    record_type: RecordType(e.ty),
-                    misc: e.misc,
-                    data,
-                    parse_info: self.infos[attr as usize],
+                    record_type: RecordType(ty),
+                    misc,
+                    data: RawData::Single(body),
+                    parse_info: self.infos[e.attr as usize],
                 };
-                return Ok(Some((attr as usize, record)));
+                return Ok(Some((e.attr as usize, record)));
             }
             if self.finished {
                 return Ok(None);
             }
             self.read_round()?;
         }
+    }
+
+    /// The records handed on and not yet taken, in order, as [`Records::next`] would give
+    /// them but perf's own (attribute None) included: (attribute, type, body). For a
+    /// caller that reads the usual records in place, [`Records::skip`] past them, and
+    /// leaves the rest to [`Records::next`]; empty when a round is still to be read.
+    #[inline]
+    pub(crate) fn ready(&self) -> impl Iterator<Item = (Option<u32>, u32, &[u8])> + '_ {
+        let (buf, base) = (&self.buf[..], self.base);
+        self.outgoing[self.out_at.min(self.outgoing.len())..].iter().map(move |e| {
+            let (ty, _, body) = parts(buf, (e.at - base) as usize);
+            ((ty < USER_TYPE_START).then_some(e.attr), ty, body)
+        })
+    }
+
+    /// Take the first `n` records of [`Records::ready`].
+    #[inline]
+    pub(crate) fn skip(&mut self, n: usize) {
+        self.out_at += n;
     }
 
     /// Have the section's bytes up to `end` in the window; false at the end of the file.
@@ -227,7 +261,7 @@ impl Records {
     /// record at `at` and those in `incoming` are all that is still read.
     fn compact(&mut self) {
         debug_assert!(self.out_at == self.outgoing.len());
-        let keep = self.incoming.iter().map(|e| e.body - 8).min().unwrap_or(self.at).min(self.at);
+        let keep = self.incoming.iter().map(|e| e.at).min().unwrap_or(self.at).min(self.at);
         // `at` can be past the window after an AUXTRACE record (its data is skipped).
         let keep = keep.min(self.base + self.filled as u64);
         let drop = (keep - self.base) as usize;
@@ -242,13 +276,16 @@ impl Records {
     /// Read records until a round hands some on, or to the end of the section.
     fn read_round(&mut self) -> Result<(), String> {
         while self.at < self.len {
+            self.scan();
+            if self.at >= self.len {
+                break;
+            }
             let at = self.at;
             if !self.fill(at + 8)? {
                 return Err(format!("the records end early, at byte {at} of {}", self.len));
             }
             let h = &self.buf[(at - self.base) as usize..];
             let ty = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-            let misc = u16::from_le_bytes([h[4], h[5]]);
             let size = u16::from_le_bytes([h[6], h[7]]);
             if size < 8 {
                 return Err(format!("a record of {size} bytes at byte {at}"));
@@ -275,30 +312,10 @@ impl Records {
                 next += u64_at(body, 0).ok_or("a short AUXTRACE record")?;
             }
             let (attr, ts) = if ty < USER_TYPE_START {
-                let attr = match self.ids {
-                    Ids::One => 0,
-                    Ids::Same(p) => id_at(ty, body, p).map_or(0, |id| match self.last_id {
-                        Some((last, attr)) if last == id => attr,
-                        _ => {
-                            let attr = self.attr_of.get(&id).copied().unwrap_or(0);
-                            self.last_id = Some((id, attr));
-                            attr
-                        }
-                    }),
-                    Ids::Identifier(all) => {
-                        let id = if ty == SAMPLE {
-                            u64_at(body, 0)
-                        } else if all {
-                            body.len().checked_sub(8).and_then(|i| u64_at(body, i))
-                        } else {
-                            None
-                        };
-                        id.and_then(|id| self.attr_of.get(&id).copied()).unwrap_or(0)
-                    }
-                };
-                (Some(attr as u32), time_at(ty, body, &self.infos[attr]))
+                let attr = attr_at(&self.ids, &self.attr_of, &mut self.last_id, ty, body);
+                (attr as u32, time_at(ty, body, &self.infos[attr]))
             } else {
-                (None, None)
+                (0, None)
             };
             let key = key(ts, at);
             if key <= self.prev_max {
@@ -309,7 +326,7 @@ impl Records {
             if self.sorted && self.incoming.last().is_some_and(|l| l.key > key) {
                 self.sorted = false;
             }
-            self.incoming.push(Ent { key, body: at + 8, len: u32::from(size) - 8, ty, misc, attr });
+            self.incoming.push(Ent { key, at, attr });
             self.at = next;
         }
         // The end: everything left, in order.
@@ -317,6 +334,89 @@ impl Records {
         self.hand_on();
         self.finished = true;
         Ok(())
+    }
+
+    /// What [`Records::read_round`] does with each record of the kernel's (most records:
+    /// perf's own, from `PERF_RECORD_USER_TYPE_START` on, are left to it) that is whole in
+    /// the window, with the state in locals: up to the first other record, or the window's
+    /// or the section's end.
+    #[inline]
+    fn scan(&mut self) {
+        let Records {
+            buf,
+            base,
+            filled,
+            at,
+            len,
+            ids,
+            attr_of,
+            last_id,
+            infos,
+            sample_time,
+            incoming,
+            sorted,
+            prev_max,
+            cur_max,
+            lte_prev_max,
+            ..
+        } = self;
+        let base = *base;
+        let win = &buf[..*filled];
+        let end = (*len).min(base + win.len() as u64);
+        let (prev, mut cur, mut lte, mut in_order) = (*prev_max, *cur_max, *lte_prev_max, *sorted);
+        // Keys are at least 1: 0 is below every record's.
+        let mut last = incoming.last().map_or(0, |e| e.key);
+        // Where a sample's id is (`attr_at`'s answer for samples, worked out once): None
+        // when the file has one attribute.
+        let sample_id = match ids {
+            Ids::One => None,
+            Ids::Same(p) => Some(p.sample_record_id_offset_from_start.map(usize::from)),
+            Ids::Identifier(_) => Some(Some(0)),
+        };
+        let mut seen = *last_id;
+        let mut a = *at;
+        while a + 8 <= end {
+            let o = (a - base) as usize;
+            let Some(h) = win.get(o..o + 8) else { break };
+            let ty = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+            let size = u16::from_le_bytes([h[6], h[7]]);
+            if ty >= USER_TYPE_START || size < 8 || a + u64::from(size) > end {
+                break;
+            }
+            let body = &win[o + 8..o + usize::from(size)];
+            let (attr, ts) = if ty == SAMPLE {
+                let attr = match sample_id.map(|at| at.and_then(|at| u64_at(body, at))) {
+                    None | Some(None) => 0,
+                    Some(Some(id)) => match seen {
+                        Some((last, attr)) if last == id => attr,
+                        _ => {
+                            let attr = attr_of.get(&id).copied().unwrap_or(0);
+                            seen = Some((id, attr));
+                            attr
+                        }
+                    },
+                };
+                (attr, sample_time[attr].and_then(|at| u64_at(body, at)))
+            } else {
+                let attr = attr_at(ids, attr_of, &mut seen, ty, body);
+                (attr, time_at(ty, body, &infos[attr]))
+            };
+            let k = key(ts, a);
+            if k <= prev {
+                lte += 1;
+            } else if k > cur {
+                cur = k;
+            }
+            in_order &= last <= k;
+            last = k;
+            incoming.push(Ent { key: k, at: a, attr: attr as u32 });
+            a += u64::from(size);
+        }
+        *at = a;
+        *last_id = seen;
+        *cur_max = cur;
+        *lte_prev_max = lte;
+        *sorted = in_order;
     }
 
     /// A round ended: what no later record can come before goes out, in order.
@@ -342,6 +442,39 @@ impl Records {
         self.out_at = 0;
         // What stays is the end of a sorted run.
         self.sorted = true;
+    }
+}
+
+/// The attribute of a record of the kernel's (type `ty`), by its id (`get_record_id`);
+/// `last_id` caches the last id looked up.
+#[inline]
+fn attr_at(
+    ids: &Ids,
+    attr_of: &HashMap<u64, usize>,
+    last_id: &mut Option<(u64, usize)>,
+    ty: u32,
+    body: &[u8],
+) -> usize {
+    match *ids {
+        Ids::One => 0,
+        Ids::Same(p) => id_at(ty, body, p).map_or(0, |id| match *last_id {
+            Some((last, attr)) if last == id => attr,
+            _ => {
+                let attr = attr_of.get(&id).copied().unwrap_or(0);
+                *last_id = Some((id, attr));
+                attr
+            }
+        }),
+        Ids::Identifier(all) => {
+            let id = if ty == SAMPLE {
+                u64_at(body, 0)
+            } else if all {
+                body.len().checked_sub(8).and_then(|i| u64_at(body, i))
+            } else {
+                None
+            };
+            id.and_then(|id| attr_of.get(&id).copied()).unwrap_or(0)
+        }
     }
 }
 
