@@ -653,6 +653,22 @@ impl<'a> Conv<'a> {
         }
     }
 
+    /// [`Conv::fault_line`] for a reader that knows whether the last thing converted was a
+    /// fault of `tid` that found its task with nothing to close (`clean`): then none is
+    /// looked for, as nothing since can have left one. Whether the task had nothing to
+    /// close, for the next fault.
+    #[inline]
+    pub(crate) fn fault_of(&mut self, line: usize, tid: u32, addr: u64, code: u64, clean: bool) -> bool {
+        self.report.events += 1;
+        let was =
+            clean || self.tasks.get(&tid).is_some_and(|t| t.pending.is_none() && t.exec_recs.is_empty());
+        if !was {
+            self.close_user_event(tid);
+        }
+        self.fault_at(line, tid, addr, code);
+        was
+    }
+
     /// A perf.data record (what one line of its `perf script` text says, read from the
     /// record itself): converted as [`Conv::line`] converts that line.
     pub(crate) fn event(&mut self, line: usize, pid: u32, tid: u32, ev: Event<'_>) {

@@ -864,15 +864,16 @@ impl AsRef<[u8]> for Shared {
 /// Open the `perf.data` in `bytes`.
 fn open_bytes(name: &str, bytes: Vec<u8>) -> Result<PerfScriptText, String> {
     let b = Shared(Arc::new(bytes));
-    open_with(name, Box::new(std::io::Cursor::new(b.clone())), Some(Box::new(std::io::Cursor::new(b))))
+    let records = super::perf_records::Src::Read(Box::new(std::io::Cursor::new(b.clone())));
+    open_with(name, Box::new(std::io::Cursor::new(b)), Some(records))
 }
 
-/// Open the `perf.data` in `input`; `records`, a second reader of the same file at its
-/// start, reads the records where it can.
+/// Open the `perf.data` in `input`; `records`, a second reader of the same file (or the
+/// file mapped), reads the records where it can.
 fn open_with(
     name: &str,
     input: Box<dyn Input>,
-    records: Option<Box<dyn Input>>,
+    records: Option<super::perf_records::Src>,
 ) -> Result<PerfScriptText, String> {
     let PerfFileReader { perf_file, record_iter } =
         PerfFileReader::parse_file(input).map_err(|e| format!("not a readable perf.data: {e}"))?;
@@ -1032,9 +1033,9 @@ impl PerfScriptText {
                 && let RawData::Single(body) = record.data
                 && let Some(Some(f)) = self.faults.get(attr_index)
                 && f.format == record.parse_info.sample_format
-                && let Some(r) = f.read(body)
+                && let Some((pid, tid, addr, code)) = f.read(body)
             {
-                return Some(Next::Rec(r));
+                return Some(Next::Rec(Rec::Fault { pid, tid, addr, code }));
             }
             // A sample read directly needs its pid, tid and raw data only: found in place,
             // without parsing (and moving) the whole sample.
@@ -1235,7 +1236,7 @@ impl FaultAt {
             || !f.contains(SampleFormat::RAW)
             || f.contains(SampleFormat::READ)
             || f.contains(SampleFormat::CALLCHAIN)
-            || [addr, code].iter().any(|x| x.size != 8 || x.signed)
+            || [addr, code].iter().any(|x| x.size != 8 || x.signed || x.offset > 1 << 16)
         {
             return None;
         }
@@ -1245,18 +1246,19 @@ impl FaultAt {
         Some(FaultAt { format: f, ids, raw, addr: addr.offset, code: code.offset })
     }
 
-    /// The fault in the sample `body`, or None when it is to be read the general way
-    /// (a negative pid or tid, fields out of bounds).
+    /// The fault in the sample `body` (pid, tid, address, error code), or None when it is
+    /// to be read the general way (a negative pid or tid, fields out of bounds). A tuple:
+    /// a [`Rec`] would be dropped, by a call, after its fields are taken.
     #[inline]
-    fn read(&self, body: &[u8]) -> Option<Rec> {
-        let word =
-            |b: &[u8], at: usize| Some(u64::from_le_bytes(b.get(at..at.checked_add(8)?)?.try_into().ok()?));
+    fn read(&self, body: &[u8]) -> Option<(u32, u32, u64, u64)> {
+        // The offsets are small (`of` checked them): `at + 8` does not overflow.
+        let word = |b: &[u8], at: usize| Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?));
         let ids = word(body, self.ids)?;
         let (pid, tid) =
             (u32::try_from(ids as u32 as i32).ok()?, u32::try_from((ids >> 32) as u32 as i32).ok()?);
         let size = u32::from_le_bytes(body.get(self.raw..self.raw + 4)?.try_into().ok()?) as usize;
-        let raw = body.get(self.raw + 4..(self.raw + 4).checked_add(size)?)?;
-        Some(Rec::Fault { pid, tid, addr: word(raw, self.addr)?, code: word(raw, self.code)? })
+        let raw = body.get(self.raw + 4..)?.get(..size)?;
+        Some((pid, tid, word(raw, self.addr)?, word(raw, self.code)?))
     }
 }
 
@@ -1361,13 +1363,55 @@ pub(crate) struct DataSource {
     /// The number the next record's `perf script` line would have.
     next_line: usize,
     queue: VecDeque<DataChunk>,
-    spare: Vec<Vec<Rec>>,
+    spare: Vec<DataChunk>,
 }
 
 /// Records in order, the first with line number `first_line`.
+#[derive(Default)]
 pub(crate) struct DataChunk {
     first_line: usize,
-    recs: Vec<Rec>,
+    recs: Vec<Item>,
+    /// What the records' events and lines hold.
+    evs: Vec<Owned>,
+    lines: Vec<String>,
+}
+
+/// A [`Rec`] in a chunk: with nothing to drop, so that a chunk of faults is cleared for
+/// reuse without a look at each.
+#[derive(Clone, Copy)]
+enum Item {
+    Fault {
+        pid: u32,
+        tid: u32,
+        addr: u64,
+        code: u64,
+    },
+    /// The chunk's `evs[ev]`.
+    Ev {
+        pid: u32,
+        tid: u32,
+        ev: usize,
+    },
+    /// The chunk's `lines[line]`.
+    Line(usize),
+}
+
+impl DataChunk {
+    /// Add `r` to the end.
+    fn push(&mut self, r: Rec) {
+        let item = match r {
+            Rec::Fault { pid, tid, addr, code } => Item::Fault { pid, tid, addr, code },
+            Rec::Ev { pid, tid, ev } => {
+                self.evs.push(*ev);
+                Item::Ev { pid, tid, ev: self.evs.len() - 1 }
+            }
+            Rec::Line(l) => {
+                self.lines.push(l);
+                Item::Line(self.lines.len() - 1)
+            }
+        };
+        self.recs.push(item);
+    }
 }
 
 impl DataSource {
@@ -1397,22 +1441,25 @@ impl DataSource {
     pub(crate) fn give_back(&mut self, mut c: DataChunk) {
         if self.spare.len() < 4 {
             c.recs.clear();
-            self.spare.push(c.recs);
+            c.evs.clear();
+            c.lines.clear();
+            self.spare.push(c);
         }
     }
 
     /// Read one more chunk into the queue: false at the end of the records.
     pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
-        let mut recs = self.spare.pop().unwrap_or_default();
+        let mut chunk = self.spare.pop().unwrap_or_default();
         let (mut lost, mut problem) = (0, None);
         // The last tid seen, whose thread group is noted: a task's faults come in runs.
         let mut noted = None;
-        while recs.len() < RECS {
+        while chunk.recs.len() < RECS {
             if let Some(Reader::Own(own)) = &mut self.r.reader {
                 // The page faults (most records) of the round handed on, straight from the
                 // reader's window; the first record that is none, or that `FaultAt::read`
                 // leaves to the general way, goes through `next_rec` below.
                 let faults = &self.r.faults;
+                let recs = &mut chunk.recs;
                 let mut n = 0;
                 for (attr, ty, body) in own.ready().take(RECS - recs.len()) {
                     // perf's own records (FINISHED_ROUND's kin): `Records::next` skips them.
@@ -1424,12 +1471,12 @@ impl DataSource {
                         break;
                     }
                     let Some(Some(f)) = faults.get(attr as usize) else { break };
-                    let Some(r @ Rec::Fault { pid, tid, .. }) = f.read(body) else { break };
+                    let Some((pid, tid, addr, code)) = f.read(body) else { break };
                     if tid != 0 && noted != Some(tid) {
                         tgid_of.entry(tid).or_insert(pid);
                         noted = Some(tid);
                     }
-                    recs.push(r);
+                    recs.push(Item::Fault { pid, tid, addr, code });
                     n += 1;
                 }
                 own.skip(n);
@@ -1444,13 +1491,13 @@ impl DataSource {
                         Rec::Fault { pid, tid, .. } | Rec::Ev { pid, tid, .. } => (*pid, *tid),
                         Rec::Line(_) => unreachable!("printed lines come as Next::Line"),
                     };
-                    recs.push(r);
+                    chunk.push(r);
                     ids
                 }
                 Some(Next::Line) => {
                     let line = self.r.line.clone();
                     let ids = crate::lines::header_of(&line).map_or((0, 0), |h| (h.pid, h.tid));
-                    recs.push(Rec::Line(line));
+                    chunk.push(Rec::Line(line));
                     ids
                 }
             };
@@ -1460,13 +1507,13 @@ impl DataSource {
             }
         }
         self.r.after(lost, problem);
-        if recs.is_empty() {
-            self.spare.push(recs);
+        if chunk.recs.is_empty() {
+            self.spare.push(chunk);
             return false;
         }
-        let first_line = self.next_line;
-        self.next_line += recs.len();
-        self.queue.push_back(DataChunk { first_line, recs });
+        chunk.first_line = self.next_line;
+        self.next_line += chunk.recs.len();
+        self.queue.push_back(chunk);
         true
     }
 }
@@ -1484,38 +1531,46 @@ impl ReadAhead for DataSource {
 /// Convert a chunk's records, as [`Conv::line`] converts their lines.
 pub(crate) fn feed(c: &mut Conv<'_>, plans: &[Plan], chunk: &DataChunk) {
     c.steps.reserve(chunk.recs.len());
-    for (k, rec) in chunk.recs.iter().enumerate() {
+    // The task whose fault came last, when it found the task with nothing to close.
+    let mut clean = None;
+    for (k, &rec) in chunk.recs.iter().enumerate() {
         let line = chunk.first_line + k;
+        if let Item::Fault { tid, addr, code, .. } = rec
+            && tid != 0
+        {
+            clean = c.fault_of(line, tid, addr, code, clean == Some(tid)).then_some(tid);
+            continue;
+        }
+        clean = None;
         match rec {
-            &Rec::Fault { tid, addr, code, .. } if tid != 0 => c.fault_line(line, tid, addr, code),
-            &Rec::Fault { pid, tid, addr, code } => c.event(line, pid, tid, Event::Fault { addr, code }),
-            Rec::Line(text) => c.line(line, text, crate::lines::header_of(text)),
-            Rec::Ev { pid, tid, ev } => {
-                let (pid, tid) = (*pid, *tid);
-                match &**ev {
-                    Owned::SysEnter { attr, vals } => {
-                        let Plan::SysEnter { name, args } = &plans[*attr] else { continue };
-                        let args: Vec<(&str, u64)> =
-                            args.iter().zip(vals).map(|((n, _), &v)| (n.as_str(), v)).collect();
-                        c.event(line, pid, tid, Event::SysEnter { name, args: &args });
-                    }
-                    Owned::SysExit { attr, ret } => {
-                        let Plan::SysExit { name, .. } = &plans[*attr] else { continue };
-                        c.event(line, pid, tid, Event::SysExit { name, ret: *ret });
-                    }
-                    Owned::Fork { child } => c.event(line, pid, tid, Event::Fork { child: *child }),
-                    Owned::Exec { path, old_pid } => {
-                        c.event(line, pid, tid, Event::Exec { path, old_pid: *old_pid });
-                    }
-                    Owned::Exit => c.event(line, pid, tid, Event::Exit),
-                    Owned::Other { attr } => {
-                        let Plan::Other(name) = &plans[*attr] else { continue };
-                        c.event(line, pid, tid, Event::Other(name));
-                    }
-                    Owned::Mmap2(r) => c.event(line, pid, tid, Event::Mmap2(r.clone())),
-                    Owned::Mmap => c.event(line, pid, tid, Event::Record("MMAP")),
-                }
+            Item::Fault { pid, tid, addr, code } => c.event(line, pid, tid, Event::Fault { addr, code }),
+            Item::Line(i) => {
+                let text = &chunk.lines[i];
+                c.line(line, text, crate::lines::header_of(text));
             }
+            Item::Ev { pid, tid, ev } => match &chunk.evs[ev] {
+                Owned::SysEnter { attr, vals } => {
+                    let Plan::SysEnter { name, args } = &plans[*attr] else { continue };
+                    let args: Vec<(&str, u64)> =
+                        args.iter().zip(vals).map(|((n, _), &v)| (n.as_str(), v)).collect();
+                    c.event(line, pid, tid, Event::SysEnter { name, args: &args });
+                }
+                Owned::SysExit { attr, ret } => {
+                    let Plan::SysExit { name, .. } = &plans[*attr] else { continue };
+                    c.event(line, pid, tid, Event::SysExit { name, ret: *ret });
+                }
+                Owned::Fork { child } => c.event(line, pid, tid, Event::Fork { child: *child }),
+                Owned::Exec { path, old_pid } => {
+                    c.event(line, pid, tid, Event::Exec { path, old_pid: *old_pid });
+                }
+                Owned::Exit => c.event(line, pid, tid, Event::Exit),
+                Owned::Other { attr } => {
+                    let Plan::Other(name) = &plans[*attr] else { continue };
+                    c.event(line, pid, tid, Event::Other(name));
+                }
+                Owned::Mmap2(r) => c.event(line, pid, tid, Event::Mmap2(r.clone())),
+                Owned::Mmap => c.event(line, pid, tid, Event::Record("MMAP")),
+            },
         }
     }
 }
@@ -1661,7 +1716,12 @@ pub fn open_path(path: &std::path::Path) -> Result<PerfScriptText, String> {
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
     let records = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    open_with(&name, input, Some(Box::new(records)))
+    // Read in place where it can be mapped.
+    let records = match super::perf_records::Mapped::of(&records) {
+        Some(m) => super::perf_records::Src::Mapped(m),
+        None => super::perf_records::Src::Read(Box::new(records)),
+    };
+    open_with(&name, input, Some(records))
 }
 
 /// The whole `perf script` text of a `perf.data` (for a whole import), and what the reader
@@ -1759,10 +1819,10 @@ mod tests {
         let (mut direct, mut printed) = (0, 0);
         while let Some(c) = src.next(&mut tgid_of) {
             for r in &c.recs {
-                match r {
-                    Rec::Line(l) => {
+                match *r {
+                    Item::Line(l) => {
                         printed += 1;
-                        assert!(l.contains("PERF_RECORD_MMAP2"), "{l}");
+                        assert!(c.lines[l].contains("PERF_RECORD_MMAP2"), "{}", c.lines[l]);
                     }
                     _ => direct += 1,
                 }

@@ -73,11 +73,98 @@ enum Ids {
     Identifier(bool),
 }
 
+/// Where a `perf.data`'s records are read from.
+pub(crate) enum Src {
+    /// A reader of the file, at its start.
+    Read(Box<dyn super::perf_data::Input>),
+    /// The file, mapped.
+    Mapped(Mapped),
+}
+
+/// The bytes of the data section from `base` on (`filled` of them).
+enum Window {
+    /// Read into memory, a window at a time.
+    Read { r: Box<dyn super::perf_data::Input>, buf: Vec<u8> },
+    /// Mapped: the whole file from the data section's start (`from` in the mapping) to its
+    /// end, which `base` 0 and `filled` cover; `released` bytes of it given back.
+    Mapped { map: Mapped, from: usize, released: usize },
+}
+
+impl Window {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Window::Read { buf, .. } => buf,
+            Window::Mapped { map, from, .. } => &map.bytes()[*from..],
+        }
+    }
+}
+
+/// A file mapped read-only, whole (`mmap(2)`), so that its records are read in place:
+/// neither read(2)'s copy into memory nor the window's compaction. perf reads `perf.data`
+/// the same way; as there, a file cut short by another process while it is read ends the
+/// process (`SIGBUS`): a file is not recorded to while it is replayed.
+pub(crate) struct Mapped {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and only `Drop` unmaps it.
+unsafe impl Send for Mapped {}
+
+impl Mapped {
+    /// `file` mapped, or None when it cannot be (empty, not a regular file): it is read.
+    pub(crate) fn of(file: &std::fs::File) -> Option<Mapped> {
+        use std::os::fd::AsRawFd;
+        let meta = file.metadata().ok()?;
+        let len = usize::try_from(meta.len()).ok().filter(|&l| l > 0 && meta.is_file())?;
+        // SAFETY: a new private read-only mapping of an open file; nothing else refers to
+        // that range of the address space.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0)
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: advice on the mapping just made. Read front to back: the kernel reads
+        // ahead, and maps more pages per fault.
+        unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
+        Some(Mapped { ptr: std::ptr::NonNull::new(ptr.cast())?, len })
+    }
+
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes, mapped until `self` is dropped.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Take the whole pages of `[from, to)` out of the process's memory (they stay in the
+    /// page cache, and read again they are mapped again), so that a file read through adds
+    /// little to the resident size.
+    fn release(&self, from: usize, to: usize) {
+        let page = 4096;
+        let (from, to) = (from.next_multiple_of(page), to.min(self.len) / page * page);
+        if from < to {
+            // SAFETY: advice on a range of the mapping; a private read-only file mapping
+            // reads the same bytes after MADV_DONTNEED.
+            unsafe { libc::madvise(self.ptr.as_ptr().add(from).cast(), to - from, libc::MADV_DONTNEED) };
+        }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made by `of`, no longer borrowed.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Bytes read through between two [`Mapped::release`]s.
+const RELEASE: usize = 8 << 20;
+
 /// The data section's records, in order of time.
 pub(crate) struct Records {
-    r: Box<dyn super::perf_data::Input>,
-    /// Bytes of the data section from `base` on.
-    buf: Vec<u8>,
+    window: Window,
     base: u64,
     filled: usize,
     /// Bytes read at a time ([`READ`]; small in tests, so that the window is compacted).
@@ -111,13 +198,10 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 }
 
 impl Records {
-    /// The records of the little-endian `perf.data` read by `r` (at its start), whose
-    /// attributes are `attrs`; None when this reader does not read it (perf's compression,
-    /// simpleperf), and an error when the header cannot be read.
-    pub(crate) fn new(
-        mut r: Box<dyn super::perf_data::Input>,
-        file: &linux_perf_data::PerfFile,
-    ) -> Result<Option<Records>, String> {
+    /// The records of the little-endian `perf.data` in `src`, whose attributes are
+    /// `attrs`; None when this reader does not read it (perf's compression, simpleperf),
+    /// and an error when the header cannot be read.
+    pub(crate) fn new(src: Src, file: &linux_perf_data::PerfFile) -> Result<Option<Records>, String> {
         use linux_perf_data::Feature;
         let features = file.features();
         if features.has_feature(Feature::COMPRESSED) || features.has_feature(Feature::SIMPLEPERF_META_INFO) {
@@ -127,7 +211,17 @@ impl Records {
         let Some(first) = attrs.first() else { return Ok(None) };
         // `struct perf_file_header`: magic, size, attr_size, then the attrs and data sections.
         let mut head = [0u8; 56];
-        r.read_exact(&mut head).map_err(|e| format!("cannot read the header: {e}"))?;
+        let src = match src {
+            Src::Read(mut r) => {
+                r.read_exact(&mut head).map_err(|e| format!("cannot read the header: {e}"))?;
+                Src::Read(r)
+            }
+            Src::Mapped(m) => {
+                let h = m.bytes().get(..56).ok_or("cannot read the header: the file ends")?;
+                head.copy_from_slice(h);
+                Src::Mapped(m)
+            }
+        };
         let (Some(offset), Some(len)) = (u64_at(&head, 40), u64_at(&head, 48)) else {
             return Err("cannot read the header".to_string());
         };
@@ -135,7 +229,18 @@ impl Records {
             // Offsets too large for a record's key: left to the crate's reader.
             return Ok(None);
         }
-        r.seek(SeekFrom::Start(offset)).map_err(|e| format!("cannot read the records: {e}"))?;
+        let (window, filled) = match src {
+            Src::Read(mut r) => {
+                r.seek(SeekFrom::Start(offset)).map_err(|e| format!("cannot read the records: {e}"))?;
+                (Window::Read { r, buf: Vec::new() }, 0)
+            }
+            Src::Mapped(map) => {
+                // Past the end: no bytes, as a read there finds none.
+                let from = usize::try_from(offset).map_or(map.len, |o| o.min(map.len));
+                let filled = map.len - from;
+                (Window::Mapped { map, from, released: 0 }, filled)
+            }
+        };
         let infos: Vec<RecordParseInfo> =
             attrs.iter().map(|a| RecordParseInfo::new(&a.attr, Endianness::LittleEndian)).collect();
         let ids = if attrs.len() == 1 {
@@ -152,10 +257,9 @@ impl Records {
             }
         }
         Ok(Some(Records {
-            r,
-            buf: Vec::new(),
+            window,
             base: 0,
-            filled: 0,
+            filled,
             read: READ,
             at: 0,
             len,
@@ -184,10 +288,10 @@ impl Records {
             if let Some(&e) = self.outgoing.get(self.out_at) {
                 self.out_at += 1;
                 let o = (e.at - self.base) as usize;
-                if parts(&self.buf, o).0 >= USER_TYPE_START {
+                if parts(self.window.bytes(), o).0 >= USER_TYPE_START {
                     continue;
                 }
-                let (ty, misc, body) = parts(&self.buf, o);
+                let (ty, misc, body) = parts(self.window.bytes(), o);
                 let record = RawEventRecord {
                     record_type: RecordType(ty),
                     misc,
@@ -209,7 +313,7 @@ impl Records {
     /// leaves the rest to [`Records::next`]; empty when a round is still to be read.
     #[inline]
     pub(crate) fn ready(&self) -> impl Iterator<Item = (Option<u32>, u32, &[u8])> + '_ {
-        let (buf, base) = (&self.buf[..], self.base);
+        let (buf, base) = (self.window.bytes(), self.base);
         self.outgoing[self.out_at.min(self.outgoing.len())..].iter().map(move |e| {
             let (ty, _, body) = parts(buf, (e.at - base) as usize);
             ((ty < USER_TYPE_START).then_some(e.attr), ty, body)
@@ -236,17 +340,20 @@ impl Records {
     #[inline(never)]
     fn read_to(&mut self, end: u64) -> Result<bool, String> {
         while self.base + (self.filled as u64) < end {
-            if self.buf.len() < self.filled + self.read {
+            // A mapped file is all there.
+            let Window::Read { buf, .. } = &self.window else { return Ok(false) };
+            if buf.len() < self.filled + self.read {
                 // Out of room: drop what no record needs, if that is at least as much as
                 // what stays (a copy of the window per round would be the file's size in
                 // copies); else the window grows.
                 self.compact();
             }
             let need = (end - self.base) as usize;
-            if self.buf.len() < need.max(self.filled + self.read) {
-                self.buf.resize(need.max(self.filled + self.read), 0);
+            let Window::Read { r, buf } = &mut self.window else { return Ok(false) };
+            if buf.len() < need.max(self.filled + self.read) {
+                buf.resize(need.max(self.filled + self.read), 0);
             }
-            match self.r.read(&mut self.buf[self.filled..]) {
+            match r.read(&mut buf[self.filled..]) {
                 Ok(0) => return Ok(false),
                 Ok(n) => self.filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -260,17 +367,39 @@ impl Records {
     /// many as those kept. Only while no record is handed on (`outgoing` is done): the
     /// record at `at` and those in `incoming` are all that is still read.
     fn compact(&mut self) {
-        debug_assert!(self.out_at == self.outgoing.len());
-        let keep = self.incoming.iter().map(|e| e.at).min().unwrap_or(self.at).min(self.at);
-        // `at` can be past the window after an AUXTRACE record (its data is skipped).
-        let keep = keep.min(self.base + self.filled as u64);
+        let keep = self.needed();
         let drop = (keep - self.base) as usize;
+        let Window::Read { buf, .. } = &mut self.window else { return };
         if drop == 0 || drop < self.filled - drop {
             return;
         }
-        self.buf.copy_within(drop..self.filled, 0);
+        buf.copy_within(drop..self.filled, 0);
         self.filled -= drop;
         self.base = keep;
+    }
+
+    /// Where the bytes still to be read start, once `outgoing` is done: the record at `at`
+    /// and those in `incoming` are all that is still read.
+    fn needed(&self) -> u64 {
+        debug_assert!(self.out_at == self.outgoing.len());
+        let keep = self.incoming.iter().map(|e| e.at).min().unwrap_or(self.at).min(self.at);
+        // `at` can be past the window after an AUXTRACE record (its data is skipped).
+        keep.min(self.base + self.filled as u64)
+    }
+
+    /// [`Records::compact`] of a mapped file: what no record needs is released, a few MiB
+    /// at a time.
+    fn release(&mut self) {
+        if !matches!(self.window, Window::Mapped { .. }) {
+            return;
+        }
+        let keep = self.needed() as usize;
+        if let Window::Mapped { map, from, released } = &mut self.window
+            && keep.saturating_sub(*released) >= RELEASE
+        {
+            map.release(*from + *released, *from + keep);
+            *released = keep;
+        }
     }
 
     /// Read records until a round hands some on, or to the end of the section.
@@ -284,7 +413,7 @@ impl Records {
             if !self.fill(at + 8)? {
                 return Err(format!("the records end early, at byte {at} of {}", self.len));
             }
-            let h = &self.buf[(at - self.base) as usize..];
+            let h = &self.window.bytes()[(at - self.base) as usize..];
             let ty = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
             let size = u16::from_le_bytes([h[6], h[7]]);
             if size < 8 {
@@ -295,7 +424,7 @@ impl Records {
                 return Err(format!("the records end early, at byte {at} of {}", self.len));
             }
             let o = (at - self.base) as usize;
-            let body = &self.buf[o + 8..o + usize::from(size)];
+            let body = &self.window.bytes()[o + 8..o + usize::from(size)];
             if ty == FINISHED_ROUND {
                 self.at = next;
                 self.finish_round();
@@ -343,7 +472,7 @@ impl Records {
     #[inline]
     fn scan(&mut self) {
         let Records {
-            buf,
+            window,
             base,
             filled,
             at,
@@ -361,7 +490,7 @@ impl Records {
             ..
         } = self;
         let base = *base;
-        let win = &buf[..*filled];
+        let win = &window.bytes()[..*filled];
         let end = (*len).min(base + win.len() as u64);
         let (prev, mut cur, mut lte, mut in_order) = (*prev_max, *cur_max, *lte_prev_max, *sorted);
         // Keys are at least 1: 0 is below every record's.
@@ -421,6 +550,7 @@ impl Records {
 
     /// A round ended: what no later record can come before goes out, in order.
     fn finish_round(&mut self) {
+        self.release();
         if self.lte_prev_max > 0 {
             self.hand_on();
         }
@@ -506,7 +636,7 @@ mod tests {
         let file = linux_perf_data::PerfFileReader::parse_file(std::io::Cursor::new(bytes.to_vec()))
             .expect("a perf.data")
             .perf_file;
-        let mut r = Records::new(Box::new(std::io::Cursor::new(bytes.to_vec())), &file)
+        let mut r = Records::new(Src::Read(Box::new(std::io::Cursor::new(bytes.to_vec()))), &file)
             .expect("its header")
             .expect("read by this reader");
         r.read = read;
@@ -519,6 +649,53 @@ mod tests {
             out.push((attr, rec.record_type.0, rec.misc, body));
         }
         out
+    }
+
+    /// Records as (attribute, type, misc, body).
+    type Recs = Vec<(usize, u32, u16, Vec<u8>)>;
+
+    /// Every record of `r` in order, or the error that ends them.
+    fn all(mut r: Records) -> Result<Recs, String> {
+        let mut out = Vec::new();
+        while let Some((attr, rec)) = r.next()? {
+            let RawData::Single(body) = rec.data else { panic!("records are read whole") };
+            out.push((attr, rec.record_type.0, rec.misc, body.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// A file read in place (mapped) gives what one read into memory gives: the same
+    /// records, or the same error when the header's data section runs past the file's end;
+    /// a record across the section's end is read as far as the file goes, either way.
+    #[test]
+    fn a_mapped_file_reads_as_a_read_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/sort-threads.perf.data.zst");
+        let bytes = zstd::decode_all(&std::fs::read(path).expect("the bundled recording")[..]).expect("zstd");
+        let tmp = std::env::temp_dir().join(format!("anonmm-mapped-{}.data", std::process::id()));
+        // The attributes, from the file as it is (the feature sections follow the data
+        // section, where its header says it ends).
+        let file = linux_perf_data::PerfFileReader::parse_file(std::io::Cursor::new(bytes.clone()))
+            .expect("a perf.data")
+            .perf_file;
+        let size = u64::from_le_bytes(bytes[48..56].try_into().expect("8 bytes"));
+        let mut seen = Vec::new();
+        for new_size in [size, bytes.len() as u64, size - 50, size - 1] {
+            let mut b = bytes.clone();
+            b[48..56].copy_from_slice(&new_size.to_le_bytes());
+            std::fs::write(&tmp, &b).expect("a temporary file");
+            let read = Records::new(Src::Read(Box::new(std::io::Cursor::new(b))), &file)
+                .expect("its header")
+                .expect("read by this reader");
+            let map = Mapped::of(&std::fs::File::open(&tmp).expect("the file")).expect("mapped");
+            let mapped =
+                Records::new(Src::Mapped(map), &file).expect("its header").expect("read by this reader");
+            let (read, mapped) = (all(read), all(mapped));
+            assert!(read == mapped, "data section of {new_size} bytes");
+            seen.push(read.map(|r| r.len()));
+        }
+        let _ = std::fs::remove_file(&tmp);
+        assert!(seen[0].as_ref().is_ok_and(|&n| n > 4000), "{seen:?}");
     }
 
     /// A window that must be compacted many times (and grown for records larger than a
