@@ -1251,12 +1251,11 @@ impl FaultAt {
     /// a [`Rec`] would be dropped, by a call, after its fields are taken.
     #[inline]
     fn read(&self, body: &[u8]) -> Option<(u32, u32, u64, u64)> {
-        // The offsets are small (`of` checked them): `at + 8` does not overflow.
-        let word = |b: &[u8], at: usize| Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?));
+        let word = |b: &[u8], at: usize| Some(u64::from_le_bytes(*b.get(at..)?.first_chunk()?));
         let ids = word(body, self.ids)?;
         let (pid, tid) =
             (u32::try_from(ids as u32 as i32).ok()?, u32::try_from((ids >> 32) as u32 as i32).ok()?);
-        let size = u32::from_le_bytes(body.get(self.raw..self.raw + 4)?.try_into().ok()?) as usize;
+        let size = u32::from_le_bytes(*body.get(self.raw..)?.first_chunk()?) as usize;
         let raw = body.get(self.raw + 4..)?.get(..size)?;
         Some((pid, tid, word(raw, self.addr)?, word(raw, self.code)?))
     }
@@ -1460,26 +1459,20 @@ impl DataSource {
                 // leaves to the general way, goes through `next_rec` below.
                 let faults = &self.r.faults;
                 let recs = &mut chunk.recs;
-                let mut n = 0;
-                for (attr, ty, body) in own.ready().take(RECS - recs.len()) {
-                    // perf's own records (FINISHED_ROUND's kin): `Records::next` skips them.
-                    let Some(attr) = attr else {
-                        n += 1;
-                        continue;
-                    };
-                    if ty != RecordType::SAMPLE.0 {
-                        break;
+                recs.reserve(RECS - recs.len());
+                own.take_samples(|attr, body| {
+                    if recs.len() == RECS {
+                        return false;
                     }
-                    let Some(Some(f)) = faults.get(attr as usize) else { break };
-                    let Some((pid, tid, addr, code)) = f.read(body) else { break };
+                    let Some(Some(f)) = faults.get(attr as usize) else { return false };
+                    let Some((pid, tid, addr, code)) = f.read(body) else { return false };
                     if tid != 0 && noted != Some(tid) {
                         tgid_of.entry(tid).or_insert(pid);
                         noted = Some(tid);
                     }
                     recs.push(Item::Fault { pid, tid, addr, code });
-                    n += 1;
-                }
-                own.skip(n);
+                    true
+                });
                 if recs.len() == RECS {
                     break;
                 }

@@ -307,23 +307,22 @@ impl Records {
         }
     }
 
-    /// The records handed on and not yet taken, in order, as [`Records::next`] would give
-    /// them but perf's own (attribute None) included: (attribute, type, body). For a
-    /// caller that reads the usual records in place, [`Records::skip`] past them, and
-    /// leaves the rest to [`Records::next`]; empty when a round is still to be read.
+    /// Hand the samples of the round handed on, in order, to `take` (attribute, body)
+    /// until it leaves one (to [`Records::next`]), or up to the first record that is no
+    /// sample; perf's own records between them are passed over, as `next` passes them.
+    /// For a caller that reads the usual records in place.
     #[inline]
-    pub(crate) fn ready(&self) -> impl Iterator<Item = (Option<u32>, u32, &[u8])> + '_ {
+    pub(crate) fn take_samples(&mut self, mut take: impl FnMut(u32, &[u8]) -> bool) {
         let (buf, base) = (self.window.bytes(), self.base);
-        self.outgoing[self.out_at.min(self.outgoing.len())..].iter().map(move |e| {
+        let mut i = self.out_at;
+        while let Some(e) = self.outgoing.get(i) {
             let (ty, _, body) = parts(buf, (e.at - base) as usize);
-            ((ty < USER_TYPE_START).then_some(e.attr), ty, body)
-        })
-    }
-
-    /// Take the first `n` records of [`Records::ready`].
-    #[inline]
-    pub(crate) fn skip(&mut self, n: usize) {
-        self.out_at += n;
+            if ty < USER_TYPE_START && (ty != SAMPLE || !take(e.attr, body)) {
+                break;
+            }
+            i += 1;
+        }
+        self.out_at = i;
     }
 
     /// Have the section's bytes up to `end` in the window; false at the end of the file.
