@@ -160,7 +160,7 @@ impl Drop for Mapped {
 }
 
 /// Bytes read through between two [`Mapped::release`]s.
-const RELEASE: usize = 8 << 20;
+const RELEASE: usize = 2 << 20;
 
 /// The data section's records, in order of time.
 pub(crate) struct Records {
