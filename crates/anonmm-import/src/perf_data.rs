@@ -868,6 +868,105 @@ fn open_bytes(name: &str, bytes: Vec<u8>) -> Result<PerfScriptText, String> {
     open_with(name, Box::new(std::io::Cursor::new(b)), Some(records))
 }
 
+/// The sizes in a little-endian `perf.data`'s header, feature table and event descriptions
+/// checked against the file's length before `linux_perf_data` reads them: it allocates what
+/// they say, so a wrong size would abort the process instead of failing. Leaves `input` at
+/// its start. A big-endian file stops here (`not modelled`); another magic is left to the
+/// crate's own error.
+fn check_sizes(input: &mut dyn Input) -> Result<(), String> {
+    let io = |e: std::io::Error| e.to_string();
+    let len = input.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+    input.rewind().map_err(io)?;
+    // perf_file_header: magic, size, attr_size, then the attrs, data and event_types
+    // sections (offset, size) and the 256 feature bits.
+    let mut h = [0u8; 104];
+    if input.read_exact(&mut h).is_err() {
+        input.rewind().map_err(io)?;
+        return Ok(());
+    }
+    input.rewind().map_err(io)?;
+    if h.starts_with(b"2ELIFREP") {
+        // The tracepoint payloads would need swapping too.
+        return Err("not modelled: a big-endian perf.data".to_string());
+    }
+    if !h.starts_with(PERF_MAGIC) {
+        return Ok(());
+    }
+    let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let attr_size = word(&h, 16);
+    if !(64..=4096).contains(&attr_size) {
+        return Err(format!("the header's attribute size {attr_size} is not that of a perf_event_attr"));
+    }
+    let section = |name: &str, off: u64, size: u64| -> Result<(), String> {
+        match off.checked_add(size) {
+            Some(end) if end <= len => Ok(()),
+            _ => Err(format!("the {name} ({size} bytes at {off}) ends past the file's end ({len} bytes)")),
+        }
+    };
+    section("attribute section", word(&h, 24), word(&h, 32))?;
+    let (data_off, data_size) = (word(&h, 40), word(&h, 48));
+    section("data section", data_off, data_size)?;
+    let (types_off, types_size) = (word(&h, 56), word(&h, 64));
+    section("event types section", types_off, types_size)?;
+    // The feature sections' table follows the data section: an (offset, size) per bit set.
+    let bits: Vec<u32> = (0..256u32).filter(|&b| h[72 + (b / 8) as usize] >> (b % 8) & 1 == 1).collect();
+    let table = data_off + data_size;
+    section("feature table", table, 16 * bits.len() as u64)?;
+    input.seek(std::io::SeekFrom::Start(table)).map_err(io)?;
+    let mut t = vec![0u8; 16 * bits.len()];
+    input.read_exact(&mut t).map_err(io)?;
+    let mut event_desc = None;
+    for (i, &bit) in bits.iter().enumerate() {
+        let (off, size) = (word(&t, 16 * i), word(&t, 16 * i + 8));
+        section(&format!("feature section {bit}"), off, size)?;
+        if bit == linux_perf_data::Feature::EVENT_DESC.0 {
+            event_desc = Some((off, size));
+        }
+    }
+    if let Some((off, size)) = event_desc {
+        input.seek(std::io::SeekFrom::Start(off)).map_err(io)?;
+        let mut d = vec![0u8; size as usize];
+        input.read_exact(&mut d).map_err(io)?;
+        check_event_desc(&d).map_err(|e| format!("the event descriptions (HEADER_EVENT_DESC) {e}"))?;
+    } else if types_size != 0 {
+        // Old perf: each event type an attribute and the (offset, size) of its ids.
+        let entry = attr_size + 16;
+        input.seek(std::io::SeekFrom::Start(types_off)).map_err(io)?;
+        let mut d = vec![0u8; (types_size / entry * entry) as usize];
+        input.read_exact(&mut d).map_err(io)?;
+        for e in d.chunks_exact(entry as usize) {
+            let at = attr_size as usize;
+            section("event type's id list", word(e, at), word(e, at + 8))?;
+        }
+    }
+    input.rewind().map_err(io)?;
+    Ok(())
+}
+
+/// `HEADER_EVENT_DESC`'s counts and lengths (events, ids, names) against its size, as
+/// `read_event_desc` in perf's util/header.c reads them.
+fn check_event_desc(d: &[u8]) -> Result<(), String> {
+    let overrun = || "overrun their section".to_string();
+    let u32_at = |at: usize| -> Result<u64, String> {
+        d.get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as u64)
+            .ok_or_else(overrun)
+    };
+    let (nr, attr_size) = (u32_at(0)?, u32_at(4)?);
+    let mut at = 8u64;
+    for _ in 0..nr {
+        // The attribute, nr_ids, the name (a u32 length and its bytes), the ids.
+        at = at.checked_add(attr_size).ok_or_else(overrun)?;
+        let nr_ids = u32_at(usize::try_from(at).map_err(|_| overrun())?)?;
+        let name_len = u32_at(usize::try_from(at + 4).map_err(|_| overrun())?)?;
+        at += 8 + name_len + 8 * nr_ids;
+        if at > d.len() as u64 {
+            return Err(overrun());
+        }
+    }
+    Ok(())
+}
+
 /// Open the `perf.data` in `input`; `records`, a second reader of the same file (or the
 /// file mapped), reads the records where it can.
 fn open_with(
@@ -875,6 +974,8 @@ fn open_with(
     input: Box<dyn Input>,
     records: Option<super::perf_records::Src>,
 ) -> Result<PerfScriptText, String> {
+    let mut input = input;
+    check_sizes(&mut *input).map_err(|e| format!("not a readable perf.data: {e}"))?;
     let PerfFileReader { perf_file, record_iter } =
         PerfFileReader::parse_file(input).map_err(|e| format!("not a readable perf.data: {e}"))?;
     if perf_file.endian() != linux_perf_data::Endianness::LittleEndian {
@@ -1822,6 +1923,53 @@ mod tests {
             }
         }
         assert!(direct > 4000 && printed == 0, "{direct} read directly, {printed} printed");
+    }
+
+    /// Every size and offset of the header, the feature table and the event descriptions
+    /// changed in turn: the file reads or fails with an error, never aborts on an allocation
+    /// of what a wrong size says.
+    #[test]
+    fn wrong_sizes_in_the_header_are_an_error_not_an_abort() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/sort-threads.perf.data.zst");
+        let good = zstd::decode_all(std::fs::File::open(path).expect("recording")).expect("zstd");
+        let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
+        let len = good.len() as u64;
+        let table = (word(&good, 40) + word(&good, 48)) as usize;
+        let features = (0..32).map(|i| good[72 + i].count_ones() as usize).sum::<usize>();
+        let mut at: Vec<usize> = (8..104).step_by(8).collect();
+        at.extend((table..table + 16 * features).step_by(8));
+        let (mut read, mut refused) = (0, 0);
+        for &a in &at {
+            let v = word(&good, a);
+            for new in [v + 1000, v.wrapping_sub(8), len, len - 8, 0, 1 << 40, u64::MAX] {
+                let mut b = good.clone();
+                b[a..a + 8].copy_from_slice(&new.to_le_bytes());
+                match to_text("x", b) {
+                    Ok(_) => read += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        // The event descriptions' counts and lengths, a u32 at a time.
+        let desc = (0..features)
+            .map(|i| (word(&good, table + 16 * i) as usize, word(&good, table + 16 * i + 8) as usize))
+            .nth(
+                (0..linux_perf_data::Feature::EVENT_DESC.0 as usize)
+                    .filter(|&bit| good[72 + bit / 8] >> (bit % 8) & 1 == 1)
+                    .count(),
+            )
+            .expect("HEADER_EVENT_DESC");
+        for a in (desc.0..desc.0 + desc.1.min(512)).step_by(4) {
+            for new in [0x7fff_ffffu32, u32::MAX] {
+                let mut b = good.clone();
+                b[a..a + 4].copy_from_slice(&new.to_le_bytes());
+                if open_bytes("x", b).is_err() {
+                    refused += 1;
+                }
+            }
+        }
+        assert!(read > 0 && refused > 100, "{read} read, {refused} refused");
     }
 
     #[test]
