@@ -245,6 +245,8 @@ struct ReplayFeed<'i, 'r> {
     taken: usize,
     line: usize,
     replay: &'r mut ReplayState,
+    /// `replay.fault_range()`, which the faults do not change.
+    range: Option<(Pid, u64, u64)>,
 }
 
 impl anonmm_model::fault::TouchFeed for ReplayFeed<'_, '_> {
@@ -254,7 +256,15 @@ impl anonmm_model::fault::TouchFeed for ReplayFeed<'_, '_> {
         else {
             return None;
         };
-        if !self.replay.fault_fits_at(pid, addr, len) {
+        // fault_fits_at: the first fault that fits clears what was pending; after it, only
+        // the range is left to ask.
+        let fits = if self.taken == 0 {
+            self.replay.fault_fits_at(pid, addr, len)
+        } else {
+            matches!(self.range, Some((p, start, end))
+                if p == pid && start <= addr && addr.checked_add(len).is_some_and(|e| e <= end))
+        };
+        if !fits {
             return None;
         }
         self.taken += 1;
@@ -691,7 +701,8 @@ impl<'a> Runner<'a> {
             return 0;
         }
         let Some(replay) = self.replay.as_mut() else { return 0 };
-        let mut feed = ReplayFeed { items: &items[..max.min(items.len())], taken: 0, line: 0, replay };
+        let range = replay.fault_range();
+        let mut feed = ReplayFeed { items: &items[..max.min(items.len())], taken: 0, line: 0, replay, range };
         let stop = self.sys.touch_each(&mut feed);
         let n = feed.taken;
         if let Some(res) = stop {
