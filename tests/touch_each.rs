@@ -1,7 +1,8 @@
 //! `System::touch_each` (replay's runs of page faults) against the same touches made one by
 //! one with `System::touch`: the same answers, counters, pages and smaps, over random
-//! touches of two processes sharing copy-on-write pages, in anonymous VMAs read-only and
-//! writable, with huge pages, guard markers, holes and multi-page touches.
+//! touches of two processes sharing copy-on-write pages, in anonymous VMAs writable,
+//! read-only and inaccessible (some with pages), with huge pages, guard markers, holes and
+//! multi-page touches.
 
 use anonmm::abi::MADV_GUARD_INSTALL;
 use anonmm::api::prelude::*;
@@ -52,6 +53,14 @@ fn setup() -> (System, Vec<(u64, u64)>) {
     let guarded = map(&mut sys, 0x7f20_0000_0000, 64 * PAGE_SIZE, RW);
     sys.sys_madvise(Pid(1), guarded + 8 * PAGE_SIZE, 2 * PAGE_SIZE, MADV_GUARD_INSTALL).expect("guard");
     let _ = ro;
+    // Written (so with an anon_vma), then made read-only, and inaccessible.
+    let wp = map(&mut sys, 0x7f30_0000_0000, 32 * PAGE_SIZE, RW);
+    let none = map(&mut sys, 0x7f40_0000_0000, 32 * PAGE_SIZE, RW);
+    for a in [wp, wp + 5 * PAGE_SIZE, none, none + 9 * PAGE_SIZE] {
+        sys.touch(Pid(1), a, 1, true, &|a| a).expect("pid").expect("no signal");
+    }
+    sys.sys_mprotect(Pid(1), wp, 32 * PAGE_SIZE, PROT_READ).expect("mprotect");
+    sys.sys_mprotect(Pid(1), none, 32 * PAGE_SIZE, PROT_NONE).expect("mprotect");
     // Some pages written before the fork: shared copy-on-write after it.
     for k in 0..64 {
         sys.touch(Pid(1), big + k * 3 * PAGE_SIZE, 1, true, &|a| a).expect("pid").expect("no signal");
