@@ -243,6 +243,14 @@ impl ReplayState {
         fits
     }
 
+    /// Where [`ReplayState::fault_fits_at`] answers true: the process and range of the
+    /// anonymous VMA the last fault's file check found (`None` while an exec's base is being
+    /// learnt). Only a step changes it, so a run of faults asks once.
+    #[inline]
+    pub fn fault_range(&self) -> Option<(crate::types::Pid, u64, u64)> {
+        self.anon_vma.filter(|_| self.learning_base.is_empty())
+    }
+
     /// Whether `[addr, addr + len)` of `pid` lies in the anonymous VMA the last fault's file
     /// check found (and no exec's base is being learnt).
     #[inline(always)]

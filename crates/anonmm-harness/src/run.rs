@@ -238,6 +238,45 @@ struct Sampling {
     unchecked: bool,
 }
 
+/// The faults [`Runner::replay_faults`] hands the model: page faults of the trace that
+/// `fault_fast` would run, each cleared with the replay state as there (`fault_fits_at`).
+struct ReplayFeed<'i, 'r> {
+    items: &'i [crate::import::Streamed],
+    taken: usize,
+    line: usize,
+    replay: &'r mut ReplayState,
+    /// `replay.fault_range()`, which the faults do not change.
+    range: Option<(Pid, u64, u64)>,
+}
+
+impl anonmm_model::fault::TouchFeed for ReplayFeed<'_, '_> {
+    #[inline(always)]
+    fn next(&mut self) -> Option<(Pid, u64, u64, bool)> {
+        let &crate::import::Streamed::Fault { line, pid, addr, len, write } = self.items.get(self.taken)?
+        else {
+            return None;
+        };
+        // fault_fits_at: the first fault that fits clears what was pending; after it, only
+        // the range is left to ask.
+        let fits = if self.taken == 0 {
+            self.replay.fault_fits_at(pid, addr, len)
+        } else {
+            matches!(self.range, Some((p, start, end))
+                if p == pid && start <= addr && addr.checked_add(len).is_some_and(|e| e <= end))
+        };
+        if !fits {
+            return None;
+        }
+        self.taken += 1;
+        self.line = line;
+        Some((pid, addr, len, write))
+    }
+    #[inline(always)]
+    fn tag(&self, addr: u64) -> u64 {
+        touch_tag(self.line, addr)
+    }
+}
+
 impl<'a> Runner<'a> {
     /// Set up a run: spawn the script's first process (with the reference model when
     /// checking). It does not fail today (the policy is parsed at the command line's edge);
@@ -639,6 +678,50 @@ impl<'a> Runner<'a> {
         }
         self.result.steps_run += 1;
         true
+    }
+
+    /// [`Runner::replay_fault`] of the page faults at the head of `items`, at most `max` of
+    /// them, run by the model one after another ([`System::touch_each`]): how many ran.
+    /// Stops before an item that is not such a fault or that `replay_fault` would not take,
+    /// and after a fault that signalled or met what the model does not do, which is noted
+    /// as `replay_fault` notes it.
+    pub fn replay_faults(&mut self, items: &[crate::import::Streamed], max: usize) -> usize {
+        #[cfg(test)]
+        if self.inject.is_some() {
+            return 0;
+        }
+        let o = self.opts;
+        // What fault_fast does after each fault, which a run of them leaves as it is.
+        if !o.last_view_only
+            || o.check
+            || o.resolved
+            || self.result.vmas_per_pid.is_empty()
+            || self.sys.trace.merge_log.is_some()
+        {
+            return 0;
+        }
+        let Some(replay) = self.replay.as_mut() else { return 0 };
+        let range = replay.fault_range();
+        let mut feed = ReplayFeed { items: &items[..max.min(items.len())], taken: 0, line: 0, replay, range };
+        let stop = self.sys.touch_each(&mut feed);
+        let n = feed.taken;
+        if let Some(res) = stop {
+            // The last fault taken stopped the run: the rest of fault_fast for it.
+            let &crate::import::Streamed::Fault { line, pid, addr, len, write } = &items[n - 1] else {
+                unreachable!("the feed takes only faults")
+            };
+            let step =
+                Step { line, pid, call: Call::Touch { addr, len, write }, text: String::new(), expect: None };
+            self.fault_fast_rest(res, &step);
+            if self.result.vmas_per_pid.is_empty() {
+                self.count_vmas_now();
+            }
+            if self.sys.trace.merge_log.is_some() {
+                self.take_merge_log(line);
+            }
+        }
+        self.result.steps_run += n;
+        n
     }
 
     /// The fast path of [`Runner::plain_fault`] and [`Runner::replay_fault`] for a fault

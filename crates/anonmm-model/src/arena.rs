@@ -135,6 +135,20 @@ impl<I: ArenaId, T: 'static> Arena<I, T> {
         self.free.push(id.index());
         self.live -= 1;
     }
+    /// Change the value in slot `id` with `f`, then free the slot where the value lies if
+    /// `f` said so (its second answer): one lookup for a change that may free it (a zap
+    /// drops a mapping a page, and most pages go with it). Panics on a stale id.
+    #[inline(always)]
+    pub fn update_or_release<R>(&mut self, id: I, f: impl FnOnce(&mut T) -> (R, bool)) -> R {
+        let slot = &mut self.items[id.index() as usize];
+        let (r, free) = f(slot.as_mut().expect("stale arena id"));
+        if free {
+            *slot = None;
+            self.free.push(id.index());
+            self.live -= 1;
+        }
+        r
+    }
     /// Whether `id` names a live value.
     pub fn contains(&self, id: I) -> bool {
         self.items.get(id.index() as usize).is_some_and(|s| s.is_some())

@@ -9,11 +9,12 @@ use crate::errno::Signal;
 use crate::folio::{Folio, FolioId, HUGE_ZERO_FOLIO, Mapping, PageState, ZERO_FOLIO};
 use crate::fs::InodeId;
 use crate::mm::{MmId, System, ThpMode};
-use crate::pagetable::{Pmd, Pte, PteFlags, Walk, pmd_index, pte_index};
+use crate::pagetable::{Pmd, Pte, PteFlags, PteTable, Walk, pmd_index, pte_index};
 use crate::rmap::AnonVmaId;
 use crate::stats::Stats;
 use crate::types::{
-    HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SIZE, PTRS_PER_PTE, PgOff, Pid, VirtAddr, page_align,
+    HPAGE_PMD_ORDER, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PTRS_PER_PTE, PgOff, Pid, VirtAddr,
+    page_align,
 };
 use crate::vma::{VmFlags, Vma, VmaId};
 
@@ -32,6 +33,41 @@ pub struct TouchSignal {
     pub signal: Signal,
     /// The page that raised it.
     pub at: VirtAddr,
+}
+
+/// The touches [`System::touch_each`] runs, one at a time.
+pub trait TouchFeed {
+    /// The next touch (pid, address, length, whether a write), or `None`: no more.
+    fn next(&mut self) -> Option<(Pid, u64, u64, bool)>;
+    /// What a write of the touch last given stores in page `addr` (`touch`'s `tag_of`).
+    fn tag(&self, addr: u64) -> u64;
+}
+
+/// A touch a [`TouchFeed`] gives: pid, address, length, whether a write.
+type Touch = (Pid, u64, u64, bool);
+
+/// Whether a touch of `len` bytes at `addr` covers one page that ends in the address space,
+/// as [`System::touch`]'s first test has it.
+#[inline(always)]
+fn one_page(addr: u64, len: u64) -> bool {
+    (addr & !(PAGE_SIZE - 1)).checked_add(PAGE_SIZE).is_some_and(|end| len.wrapping_sub(1) < end - addr)
+}
+
+/// The VMA of the last one-page touch of a [`System::touch_each`], as the touches after it
+/// in the same VMA find it.
+#[derive(Clone, Copy)]
+struct FaultCursor {
+    pid: Pid,
+    mm: MmId,
+    vma: VmaId,
+    /// The VMA's range.
+    lo: u64,
+    hi: u64,
+    /// A read passes `access_error`.
+    read: bool,
+    /// A write passes `access_error` and the VMA has its anon_vma: what a write fault
+    /// needs of it.
+    anon: Option<AnonFaultVma>,
 }
 
 impl System {
@@ -135,6 +171,160 @@ impl System {
         Ok(Ok(()))
     }
 
+    /// Touches one after another, as replay runs a trace's page faults: each exactly as
+    /// [`System::touch`] with the feed's tags, until the feed has no more (`None`) or a
+    /// touch answers other than `Ok(Ok(()))` or meets what the model does not do
+    /// ([`System::unsupported`]): that touch's answer.
+    ///
+    /// A one-page touch in the private anonymous VMA of the touch before it finds the
+    /// process, the VMA and its permissions as that one left them (only these faults ran
+    /// since, and a fault that took more than a PTE changes nothing here: the next looks
+    /// again), so it goes straight to the PTE (`fault_pte_run`'s one-page steps).
+    ///
+    /// ```
+    /// use anonmm_model::api::prelude::*;
+    /// use anonmm_model::fault::TouchFeed;
+    ///
+    /// struct Pages(Vec<u64>, usize);
+    /// impl TouchFeed for Pages {
+    ///     fn next(&mut self) -> Option<(Pid, u64, u64, bool)> {
+    ///         let a = *self.0.get(self.1)?;
+    ///         self.1 += 1;
+    ///         Some((Pid(1), a, 1, true))
+    ///     }
+    ///     fn tag(&self, addr: u64) -> u64 {
+    ///         addr >> 12
+    ///     }
+    /// }
+    /// let mut sys = System::default();
+    /// sys.spawn(Pid(1))?;
+    /// let a = sys.sys_mmap(Pid(1), 0, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)?;
+    /// // Both pages, then the page past the mapping: SIGSEGV there, after the two.
+    /// let mut feed = Pages(vec![a, a + PAGE_SIZE, a + 2 * PAGE_SIZE, a], 0);
+    /// let segv = TouchSignal { signal: Signal::SIGSEGV, at: VirtAddr(a + 2 * PAGE_SIZE) };
+    /// assert_eq!(sys.touch_each(&mut feed), Some(Ok(Err(segv))));
+    /// assert_eq!((feed.1, sys.trace.stats.faults), (3, 2));
+    /// assert_eq!(sys.page_at(Pid(1), a + PAGE_SIZE)?.map(|p| p.tag), Some((a >> 12) + 1));
+    /// assert_eq!(sys.touch_each(&mut feed), None);
+    /// assert_eq!(sys.trace.stats.faults, 3);
+    /// # Ok::<(), Errno>(())
+    /// ```
+    pub fn touch_each(
+        &mut self,
+        feed: &mut impl TouchFeed,
+    ) -> Option<Result<Result<(), TouchSignal>, crate::errno::Errno>> {
+        let mut cursor: Option<FaultCursor> = None;
+        let mut next = feed.next();
+        while let Some(mut touch) = next {
+            let (pid, addr, len, _) = touch;
+            if one_page(addr, len) {
+                let start = VirtAddr(addr).page_down();
+                if cursor.is_none_or(|c| c.pid != pid || start.0 < c.lo || start.0 >= c.hi) {
+                    cursor = self.fault_cursor(pid, start);
+                }
+                if let Some(c) = &cursor {
+                    match self.cursor_faults(c, touch, feed) {
+                        Ok(n) => {
+                            next = n;
+                            continue;
+                        }
+                        Err(t) => touch = t,
+                    }
+                }
+            }
+            cursor = None;
+            let (pid, addr, len, write) = touch;
+            let res = self.touch(pid, addr, len, write, &|a| feed.tag(a));
+            if !matches!(res, Ok(Ok(()))) || self.unsupported.is_some() {
+                return Some(res);
+            }
+            next = feed.next();
+        }
+        None
+    }
+
+    /// What [`System::touch`] would find for a one-page touch at `a` by `pid`, for the
+    /// touches after it ([`System::touch_each`]): its VMA, when that is private and
+    /// anonymous without userfaultfd (whose faults `fault_vma_range` sends the long way).
+    #[inline]
+    fn fault_cursor(&self, pid: Pid, a: VirtAddr) -> Option<FaultCursor> {
+        let mm = self.vm.procs.mm_of(pid)?;
+        let vma = self.vm.mms[mm].vma_lookup(a)?;
+        let v = &self.vm.vmas[vma];
+        if !v.is_anonymous() || v.flags.intersects(VmFlags::UFFD_FLAGS) {
+            return None;
+        }
+        let write = self.vm.access_error_vma(vma, true).is_none() && v.anon_vma.is_some();
+        Some(FaultCursor {
+            pid,
+            mm,
+            vma,
+            lo: v.start.0,
+            hi: v.end.0,
+            read: self.vm.access_error_vma(vma, false).is_none(),
+            anon: write.then(|| AnonFaultVma::of(v)),
+        })
+    }
+
+    /// One-page touches through `c` from `first` on ([`System::touch_each`]), while they
+    /// fall in the same PTE table: for each, what `fault_vma_range` does in
+    /// `fault_pte_run`, after the same checks. `Ok` with the first touch past the table (or
+    /// `None`: the feed has no more), or `Err` with a touch that needs more, untouched (a
+    /// permission fault, a write before the anon_vma, a huge page, anything but a plain
+    /// PTE): `touch` decides it.
+    #[inline(always)]
+    fn cursor_faults(
+        &mut self,
+        c: &FaultCursor,
+        first: Touch,
+        feed: &mut impl TouchFeed,
+    ) -> Result<Option<Touch>, Touch> {
+        let a = VirtAddr(first.1).page_down();
+        if if first.3 { c.anon.is_none() } else { !c.read } {
+            return Err(first);
+        }
+        let key = pmd_index(a);
+        let t = match self.vm.mms[c.mm].pt.pmds.get_mut(&key) {
+            Some(Pmd::Table(t)) => t,
+            Some(_) => return Err(first),
+            None => {
+                // A missing table: the THP fault path decides whether a huge page goes here.
+                if self.thp_fault_allowed(c.vma, a) {
+                    return Err(first);
+                }
+                match self.vm.mms[c.mm].pt.pmds.get_or_alloc_table(key) {
+                    Pmd::Table(t) => t,
+                    _ => return Err(first),
+                }
+            }
+        };
+        // The table's part of the VMA.
+        let (lo, hi) = (c.lo.max(key << PMD_SHIFT), c.hi.min((key + 1) << PMD_SHIFT));
+        let (folios, stats) = (&mut self.mem.folios, &mut self.trace.stats);
+        let mut touch = first;
+        loop {
+            let (pid, addr, _, write) = touch;
+            let a = VirtAddr(addr).page_down();
+            let served = match c.anon {
+                Some(v) if write => {
+                    let mut cx = AnonPteFault { folios: &mut *folios, stats: &mut *stats, v };
+                    anon_write_fault_pte(&mut cx, t, a, |x| feed.tag(x))
+                }
+                _ => !write && c.read && anon_read_fault_pte(t, a, stats),
+            };
+            if !served {
+                return Err(touch);
+            }
+            let Some(n) = feed.next() else { return Ok(None) };
+            let (p, addr, len, _) = n;
+            let s = addr & !(PAGE_SIZE - 1);
+            if p != pid || s < lo || s >= hi || !one_page(addr, len) {
+                return Ok(Some(n));
+            }
+            touch = n;
+        }
+    }
+
     /// [`System::fault_vma_range`] out of line, for touches of more than one page: the
     /// one-page path has its own copy, inlined.
     #[inline(never)]
@@ -234,73 +424,13 @@ impl System {
         };
         let mut a = start;
         if !write {
-            // A read of a missing page maps the zero page (do_anonymous_page); of a present
-            // one, it changes nothing.
-            while a < run_end {
-                let slot = &mut t.ptes[pte_index(a)];
-                match slot {
-                    Pte::Present { .. } => {}
-                    Pte::None => {
-                        *slot = ZERO_PTE;
-                        t.used += 1;
-                    }
-                    _ => break,
-                }
-                self.trace.stats.faults += 1;
+            while a < run_end && anon_read_fault_pte(t, a, &mut self.trace.stats) {
                 a = a.plus(PAGE_SIZE);
             }
             return a;
         }
         let mut cx = AnonPteFault::new(&self.vm.vmas[vma], &mut self.mem.folios, &mut self.trace.stats);
-        let av = Some(cx.anon_vma);
-        while a < run_end {
-            let slot = &mut t.ptes[pte_index(a)];
-            match slot {
-                Pte::Present { folio, sub, flags } => {
-                    let (old, sub) = (*folio, *sub as usize);
-                    if flags.contains(PteFlags::WRITE) {
-                        *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
-                        cx.folios[old].pages[sub].tag = tag_of(a.0);
-                    } else {
-                        // do_wp_page on the zero page or a small anonymous folio; large folios
-                        // and the swap cache (folio_free_swap) go the long way.
-                        if old != ZERO_FOLIO {
-                            let f = &mut cx.folios[old];
-                            let excl = f.pages[sub].anon_exclusive;
-                            if !f.is_anon() || f.is_large() || (f.swap.is_some() && !excl) {
-                                break;
-                            }
-                            if excl || wp_can_reuse_small_folio(f, av) {
-                                wp_reuse(&mut f.pages[sub], flags, cx.stats);
-                                f.pages[sub].tag = tag_of(a.0);
-                                cx.stats.faults += 1;
-                                a = a.plus(PAGE_SIZE);
-                                continue;
-                            }
-                        }
-                        *slot = cx.wp_page_copy(a, tag_of(a.0));
-                        if old != ZERO_FOLIO {
-                            // folio_remove_rmap_pte, short: the folio is small and stays
-                            // referenced (its refcount was above 1), so nothing is freed.
-                            let f = &mut cx.folios[old];
-                            if cx.locked {
-                                f.munlock();
-                            }
-                            let p = &mut f.pages[sub];
-                            p.mapcount -= 1;
-                            if p.mapcount == 0 {
-                                p.anon_exclusive = false;
-                            }
-                        }
-                    }
-                }
-                Pte::None => {
-                    *slot = cx.new_folio_pte(a, tag_of(a.0));
-                    t.used += 1;
-                }
-                _ => break,
-            }
-            cx.stats.faults += 1;
+        while a < run_end && anon_write_fault_pte(&mut cx, t, a, tag_of) {
             a = a.plus(PAGE_SIZE);
         }
         a
@@ -878,13 +1008,10 @@ fn new_pte_flags(v: &Vma, write: bool) -> PteFlags {
     f
 }
 
-/// The steps of an anonymous fault on one PTE that both the full path (`do_anonymous_page`,
-/// `wp_page_copy`, `do_cow_fault`) and the fast path (`fault_pte_run`) take: what they need
-/// of the VMA is read once, and the folios and counters are borrowed apart from the page
-/// table, so that the fast path can hold its PTE table through a run of faults.
-struct AnonPteFault<'a> {
-    folios: &'a mut Arena<FolioId, Folio>,
-    stats: &'a mut Stats,
+/// What an anonymous fault on a PTE needs of its VMA, which has its anon_vma: read once
+/// per run of faults ([`System::fault_pte_run`], [`System::touch_each`]).
+#[derive(Clone, Copy)]
+struct AnonFaultVma {
     anon_vma: AnonVmaId,
     start: VirtAddr,
     pgoff: PgOff,
@@ -898,15 +1025,12 @@ struct AnonPteFault<'a> {
     locked: bool,
 }
 
-impl<'a> AnonPteFault<'a> {
+impl AnonFaultVma {
     /// For a fault in `v`, which has its anon_vma (`anon_vma_prepare` came first).
     #[inline]
-    fn new(v: &Vma, folios: &'a mut Arena<FolioId, Folio>, stats: &'a mut Stats) -> Self {
-        let anon_vma = v.anon_vma.expect("anon_vma_prepare before an anonymous fault");
-        AnonPteFault {
-            folios,
-            stats,
-            anon_vma,
+    fn of(v: &Vma) -> Self {
+        AnonFaultVma {
+            anon_vma: v.anon_vma.expect("anon_vma_prepare before an anonymous fault"),
             start: v.start,
             pgoff: v.pgoff,
             flags: new_pte_flags(v, true),
@@ -914,19 +1038,37 @@ impl<'a> AnonPteFault<'a> {
             locked: v.flags.contains(VmFlags::LOCKED),
         }
     }
+}
+
+/// The steps of an anonymous fault on one PTE that both the full path (`do_anonymous_page`,
+/// `wp_page_copy`, `do_cow_fault`) and the fast path (`fault_pte_run`) take: what they need
+/// of the VMA is read once, and the folios and counters are borrowed apart from the page
+/// table, so that the fast path can hold its PTE table through a run of faults.
+struct AnonPteFault<'a> {
+    folios: &'a mut Arena<FolioId, Folio>,
+    stats: &'a mut Stats,
+    v: AnonFaultVma,
+}
+
+impl<'a> AnonPteFault<'a> {
+    /// For a fault in `v`, which has its anon_vma (`anon_vma_prepare` came first).
+    #[inline]
+    fn new(v: &Vma, folios: &'a mut Arena<FolioId, Folio>, stats: &'a mut Stats) -> Self {
+        AnonPteFault { folios, stats, v: AnonFaultVma::of(v) }
+    }
 
     /// `folio_alloc` and `folio_add_new_anon_rmap` of a small folio holding `tag`, to be
     /// mapped at `a`: the PTE that maps it.
     #[inline(always)]
     fn new_folio_pte(&mut self, a: VirtAddr, tag: u64) -> Pte {
-        let index = self.pgoff.plus((a.0 - self.start.0) >> PAGE_SHIFT);
-        let mut new = Folio::new_anon_page(self.anon_vma, index, tag);
-        if self.mlock_new {
+        let index = self.v.pgoff.plus((a.0 - self.v.start.0) >> PAGE_SHIFT);
+        let mut new = Folio::new_anon_page(self.v.anon_vma, index, tag);
+        if self.v.mlock_new {
             new.mlock_new();
         }
         let folio = self.folios.alloc(new);
         self.stats.folios_allocated += 1;
-        Pte::Present { folio, sub: 0, flags: self.flags }
+        Pte::Present { folio, sub: 0, flags: self.v.flags }
     }
 
     /// `wp_page_copy`'s new page, holding `tag` (the old page's contents): the PTE that
@@ -958,6 +1100,86 @@ fn wp_reuse(page: &mut PageState, flags: &mut PteFlags, stats: &mut Stats) {
     page.anon_exclusive = true;
     *flags |= PteFlags::WRITE | PteFlags::DIRTY | PteFlags::ACCESSED;
     stats.cow_reuses += 1;
+}
+
+/// A read fault on page `a` of PTE table `t` in a private anonymous VMA, if it needs nothing
+/// more (`fault_pte_run`): a missing page maps the zero page (`do_anonymous_page`), a present
+/// one changes nothing. False, with nothing changed, for any other entry.
+#[inline(always)]
+fn anon_read_fault_pte(t: &mut PteTable, a: VirtAddr, stats: &mut Stats) -> bool {
+    let slot = &mut t.ptes[pte_index(a)];
+    match slot {
+        Pte::Present { .. } => {}
+        Pte::None => {
+            *slot = ZERO_PTE;
+            t.used += 1;
+        }
+        _ => return false,
+    }
+    stats.faults += 1;
+    true
+}
+
+/// A write fault on page `a` of PTE table `t` in a private anonymous VMA with its anon_vma,
+/// if it needs nothing but the table and the folio (`fault_pte_run`): a write through a
+/// writable PTE; a missing page (a new exclusive folio, `do_anonymous_page`); a read-only
+/// small anonymous folio or the zero page (`do_wp_page`: reuse or `wp_page_copy`). False,
+/// with nothing changed, for anything else (a large or swap-cached folio, swap and
+/// migration entries, file pages).
+#[inline(always)]
+fn anon_write_fault_pte(
+    cx: &mut AnonPteFault<'_>,
+    t: &mut PteTable,
+    a: VirtAddr,
+    tag_of: impl Fn(u64) -> u64,
+) -> bool {
+    let slot = &mut t.ptes[pte_index(a)];
+    match slot {
+        Pte::Present { folio, sub, flags } => {
+            let (old, sub) = (*folio, *sub as usize);
+            if flags.contains(PteFlags::WRITE) {
+                *flags |= PteFlags::DIRTY | PteFlags::ACCESSED;
+                cx.folios[old].pages[sub].tag = tag_of(a.0);
+            } else {
+                // do_wp_page on the zero page or a small anonymous folio; large folios and
+                // the swap cache (folio_free_swap) go the long way.
+                if old != ZERO_FOLIO {
+                    let f = &mut cx.folios[old];
+                    let excl = f.pages[sub].anon_exclusive;
+                    if !f.is_anon() || f.is_large() || (f.swap.is_some() && !excl) {
+                        return false;
+                    }
+                    if excl || wp_can_reuse_small_folio(f, Some(cx.v.anon_vma)) {
+                        wp_reuse(&mut f.pages[sub], flags, cx.stats);
+                        f.pages[sub].tag = tag_of(a.0);
+                        cx.stats.faults += 1;
+                        return true;
+                    }
+                }
+                *slot = cx.wp_page_copy(a, tag_of(a.0));
+                if old != ZERO_FOLIO {
+                    // folio_remove_rmap_pte, short: the folio is small and stays referenced
+                    // (its refcount was above 1), so nothing is freed.
+                    let f = &mut cx.folios[old];
+                    if cx.v.locked {
+                        f.munlock();
+                    }
+                    let p = &mut f.pages[sub];
+                    p.mapcount -= 1;
+                    if p.mapcount == 0 {
+                        p.anon_exclusive = false;
+                    }
+                }
+            }
+        }
+        Pte::None => {
+            *slot = cx.new_folio_pte(a, tag_of(a.0));
+            t.used += 1;
+        }
+        _ => return false,
+    }
+    cx.stats.faults += 1;
+    true
 }
 
 impl crate::mm::Vm {

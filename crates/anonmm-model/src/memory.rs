@@ -339,24 +339,29 @@ impl crate::folio::FolioStore {
         if folio == ZERO_FOLIO || folio == HUGE_ZERO_FOLIO {
             return false;
         }
-        let f = &mut self.folios[folio];
-        if !f.is_large() {
-            // A small folio, most unmaps: no per-mm mapcounts, and an anon page unmapped is
-            // freed (or left to the swap cache).
-            let (anon, entire) = (f.is_anon(), f.entire_mapcount);
+        // A small folio, most unmaps: no per-mm mapcounts, and an anon page unmapped is freed
+        // (or left to the swap cache), with one lookup of the folio for both.
+        let small = self.folios.update_or_release(folio, |f| {
+            if f.is_large() {
+                return (None, false);
+            }
+            let (anon, entire, extra) = (f.is_anon(), f.entire_mapcount, f.extra_refs);
             let p = &mut f.pages[sub as usize];
             p.mapcount -= 1;
             if anon && p.mapcount + entire == 0 {
                 p.anon_exclusive = false;
             }
-            if f.refcount() == 0 {
-                self.folios.release(folio);
-                trace.stats.folios_freed += 1;
-                return true;
+            // Folio::refcount of a small folio, without asking which it is again.
+            let unused = p.mapcount == 0 && entire == 0 && extra == 0;
+            (Some(unused), unused)
+        });
+        match small {
+            Some(freed) => {
+                trace.stats.folios_freed += u64::from(freed);
+                freed
             }
-            return false;
+            None => self.folio_remove_rmap_pte_large(trace, folio, sub, mm),
         }
-        self.folio_remove_rmap_pte_large(trace, folio, sub, mm)
     }
 
     /// [`FolioStore::folio_remove_rmap_pte_freed`] of a large folio: its pages keep

@@ -142,18 +142,20 @@ pub fn replay_trace_all_on(
             };
             let (mut b, d) = from;
             while let Some((start, batch)) = kept(b) {
-                for (k, item) in batch.iter().enumerate() {
+                let mut k = d.saturating_sub(start).min(batch.len());
+                while k < batch.len() && r.invariant.is_none() {
                     let i = start + k;
-                    if i < d {
+                    if i == 0 {
+                        r.runner.spawn_first(batch[k].step().pid);
+                    }
+                    // A run of page faults at once.
+                    let n = r.runner.replay_faults(&batch[k..], usize::MAX);
+                    if n > 0 {
+                        k += n;
                         continue;
                     }
-                    if r.invariant.is_some() {
-                        break;
-                    }
-                    if i == 0 {
-                        r.runner.spawn_first(item.step().pid);
-                    }
-                    r.streamed(i, item, &mut |_| {});
+                    r.streamed(i, &batch[k], &mut |_| {});
+                    k += 1;
                 }
                 b += 1;
             }
@@ -273,13 +275,21 @@ pub fn replay_trace_all_on(
                     }
                 };
                 let upto = (start + batch.len()).min(limit);
-                for item in &batch[i - start..upto - start] {
-                    if b.invariant.is_none() {
-                        if i == 0 {
-                            b.runner.spawn_first(item.step().pid);
-                        }
-                        b.streamed(i, item, &mut |_| {});
+                while i < upto {
+                    if b.invariant.is_some() {
+                        i = upto;
+                        break;
                     }
+                    if i == 0 {
+                        b.runner.spawn_first(batch[i - start].step().pid);
+                    }
+                    // A run of page faults at once.
+                    let n = b.runner.replay_faults(&batch[i - start..upto - start], usize::MAX);
+                    if n > 0 {
+                        i += n;
+                        continue;
+                    }
+                    b.streamed(i, &batch[i - start], &mut |_| {});
                     i += 1;
                 }
                 if i == start + batch.len() {
@@ -449,15 +459,19 @@ fn replay_trace_each_on(
             let mut r = Replayer::new(Runner::empty(&named, o)?, max_examples);
             let (mut i, mut stopped) = (0, false);
             for batch in batches {
-                for item in batch.iter() {
-                    if stopped {
-                        break;
-                    }
+                let mut k = 0;
+                while k < batch.len() && !stopped {
                     if i == 0 {
-                        r.runner.spawn_first(item.step().pid);
+                        r.runner.spawn_first(batch[k].step().pid);
                     }
-                    stopped = !r.streamed(i, item, &mut |_| {});
-                    i += 1;
+                    // A run of page faults at once.
+                    let n = r.runner.replay_faults(&batch[k..], usize::MAX);
+                    if n > 0 {
+                        (i, k) = (i + n, k + n);
+                        continue;
+                    }
+                    stopped = !r.streamed(i, &batch[k], &mut |_| {});
+                    (i, k) = (i + 1, k + 1);
                 }
             }
             Ok((r.finish(total.unwrap_or(i)), t0.elapsed().as_secs_f64()))

@@ -1,0 +1,140 @@
+//! `System::touch_each` (replay's runs of page faults) against the same touches made one by
+//! one with `System::touch`: the same answers, counters, pages and smaps, over random
+//! touches of two processes sharing copy-on-write pages, in anonymous VMAs writable,
+//! read-only and inaccessible (some with pages), with huge pages, guard markers, holes and
+//! multi-page touches.
+
+use anonmm::abi::MADV_GUARD_INSTALL;
+use anonmm::api::prelude::*;
+use anonmm::fault::TouchFeed;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+type Touch = (Pid, u64, u64, bool);
+
+/// The touches in turn; a write's tag names the touch and the page.
+struct Feed<'a> {
+    touches: &'a [Touch],
+    next: usize,
+}
+
+impl TouchFeed for Feed<'_> {
+    fn next(&mut self) -> Option<Touch> {
+        let t = *self.touches.get(self.next)?;
+        self.next += 1;
+        Some(t)
+    }
+    fn tag(&self, addr: u64) -> u64 {
+        tag(self.next - 1, addr)
+    }
+}
+
+fn tag(i: usize, addr: u64) -> u64 {
+    ((i as u64) << 36) | (addr >> 12)
+}
+
+const RW: u64 = PROT_READ | PROT_WRITE;
+const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+
+/// Two processes sharing copy-on-write pages: the regions (start, length) to touch, holes
+/// between them.
+fn setup() -> (System, Vec<(u64, u64)>) {
+    let mut sys = System::default();
+    sys.spawn(Pid(1)).expect("spawn");
+    let mut regions = Vec::new();
+    let mut map = |sys: &mut System, at: u64, len: u64, prot: u64| {
+        let a = sys.sys_mmap(Pid(1), at, len, prot, ANON | MAP_FIXED_NOREPLACE, -1, 0).expect("mmap");
+        regions.push((a, len));
+        a
+    };
+    let big = map(&mut sys, 0x7f00_0000_0000, 4 * PMD_SIZE, RW);
+    sys.sys_madvise(Pid(1), big + 2 * PMD_SIZE, 2 * PMD_SIZE, MADV_HUGEPAGE).expect("madvise");
+    let ro = map(&mut sys, 0x7f10_0000_0000, 16 * PAGE_SIZE, PROT_READ);
+    let guarded = map(&mut sys, 0x7f20_0000_0000, 64 * PAGE_SIZE, RW);
+    sys.sys_madvise(Pid(1), guarded + 8 * PAGE_SIZE, 2 * PAGE_SIZE, MADV_GUARD_INSTALL).expect("guard");
+    let _ = ro;
+    // Written (so with an anon_vma), then made read-only, and inaccessible.
+    let wp = map(&mut sys, 0x7f30_0000_0000, 32 * PAGE_SIZE, RW);
+    let none = map(&mut sys, 0x7f40_0000_0000, 32 * PAGE_SIZE, RW);
+    for a in [wp, wp + 5 * PAGE_SIZE, none, none + 9 * PAGE_SIZE] {
+        sys.touch(Pid(1), a, 1, true, &|a| a).expect("pid").expect("no signal");
+    }
+    sys.sys_mprotect(Pid(1), wp, 32 * PAGE_SIZE, PROT_READ).expect("mprotect");
+    sys.sys_mprotect(Pid(1), none, 32 * PAGE_SIZE, PROT_NONE).expect("mprotect");
+    // Some pages written before the fork: shared copy-on-write after it.
+    for k in 0..64 {
+        sys.touch(Pid(1), big + k * 3 * PAGE_SIZE, 1, true, &|a| a).expect("pid").expect("no signal");
+    }
+    sys.touch(Pid(1), big + 2 * PMD_SIZE, 1, true, &|a| a).expect("pid").expect("no signal");
+    sys.sys_fork(Pid(1), Pid(2)).expect("fork");
+    (sys, regions)
+}
+
+fn random_touches(rng: &mut SmallRng, regions: &[(u64, u64)], n: usize) -> Vec<Touch> {
+    let mut out = Vec::with_capacity(n);
+    let mut last = regions[0].0;
+    for _ in 0..n {
+        let pid = Pid(if rng.random_bool(0.8) { 1 } else { 2 });
+        let (start, len) = regions[rng.random_range(0..regions.len())];
+        // Mostly the page after the last one (as a program touching memory in order does),
+        // else anywhere in a region or just past its end.
+        let addr = match rng.random_range(0..10) {
+            0..=5 => last + PAGE_SIZE + rng.random_range(0..PAGE_SIZE),
+            6..=8 => start + rng.random_range(0..len),
+            _ => start + len + rng.random_range(0..PAGE_SIZE),
+        };
+        let tlen = match rng.random_range(0..20) {
+            0 => 0,
+            1 => 2 * PAGE_SIZE,
+            _ => rng.random_range(1..=PAGE_SIZE - addr % PAGE_SIZE),
+        };
+        last = addr & !(PAGE_SIZE - 1);
+        out.push((pid, addr, tlen, rng.random_bool(0.7)));
+    }
+    out
+}
+
+/// What a run leaves that the two ways must agree on.
+fn state(sys: &System, regions: &[(u64, u64)]) -> String {
+    let mut s = format!("{:?}\n", sys.trace.stats);
+    for pid in [Pid(1), Pid(2)] {
+        s += &format!("{:?}\n", sys.smaps(pid));
+        for &(start, len) in regions {
+            for a in (start..start + len).step_by(PAGE_SIZE as usize) {
+                s += &format!("{:?}\n", sys.page_at(pid, a).expect("alive"));
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn touch_each_is_touch_after_touch() {
+    for seed in 0..12 {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let (base, regions) = setup();
+        let touches = random_touches(&mut rng, &regions, 4000);
+
+        let mut each = base.clone();
+        let mut feed = Feed { touches: &touches, next: 0 };
+        let mut stops_each = Vec::new();
+        while let Some(res) = each.touch_each(&mut feed) {
+            stops_each.push((feed.next - 1, res, each.unsupported.take()));
+        }
+        assert_eq!(feed.next, touches.len());
+
+        let mut one = base;
+        let mut stops_one = Vec::new();
+        for (i, &(pid, addr, len, write)) in touches.iter().enumerate() {
+            let res = one.touch(pid, addr, len, write, &|a| tag(i, a));
+            if !matches!(res, Ok(Ok(()))) || one.unsupported.is_some() {
+                stops_one.push((i, res, one.unsupported.take()));
+            }
+        }
+
+        assert!(stops_one.len() > 10, "seed {seed}: the touches signal now and then");
+        assert_eq!(stops_each, stops_one, "seed {seed}");
+        assert_eq!(state(&each, &regions), state(&one, &regions), "seed {seed}");
+        each.check().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
