@@ -568,6 +568,69 @@ impl VmaTree {
         Some(v)
     }
 
+    /// Remove every entry with a key in `[lo, hi)` (munmap's `vma_iter_clear_gc`: one store
+    /// of nothing over the range): whole leaves go in one drain and the edge leaves are cut
+    /// once, where a removal at a time shifted the leaf array at every leaf merge. Returns
+    /// how many entries went.
+    pub fn clear_range(&mut self, lo: u64, hi: u64) -> usize {
+        self.changed();
+        if self.len == 0 || lo >= hi {
+            return 0;
+        }
+        let (a, b) = (self.seek_ge(lo), self.seek_ge(hi));
+        if (b.leaf, b.i) <= (a.leaf, a.i) {
+            return 0;
+        }
+        if a.leaf == b.leaf {
+            // Within one leaf (and `b` is inside it, as positions are normalised).
+            let leaf = &mut self.leaves[a.leaf];
+            let (len, gone) = (leaf.len, b.i - a.i);
+            leaf.keys.copy_within(b.i..len, a.i);
+            leaf.vals.copy_within(b.i..len, a.i);
+            leaf.truncate(len - gone);
+            self.len -= gone;
+            if a.i == 0 {
+                self.firsts[a.leaf] = leaf.keys[0];
+            }
+            if leaf.len < LEAF_MIN {
+                self.merge_small(a.leaf);
+            }
+            return gone;
+        }
+        let mut gone = self.leaves[a.leaf].len - a.i;
+        // The head of `b`'s leaf (none when `b` is the end).
+        if b.i > 0 {
+            let leaf = &mut self.leaves[b.leaf];
+            let len = leaf.len;
+            leaf.keys.copy_within(b.i..len, 0);
+            leaf.vals.copy_within(b.i..len, 0);
+            leaf.truncate(len - b.i);
+            self.firsts[b.leaf] = leaf.keys[0];
+            gone += b.i;
+        }
+        // The tail of `a`'s leaf: the whole leaf when `a` is its first entry.
+        let first_whole = if a.i == 0 {
+            a.leaf
+        } else {
+            self.leaves[a.leaf].truncate(a.i);
+            a.leaf + 1
+        };
+        gone += self.leaves[a.leaf + 1..b.leaf].iter().map(|l| l.len).sum::<usize>();
+        self.leaves.drain(first_whole..b.leaf);
+        self.firsts.drain(first_whole..b.leaf);
+        self.len -= gone;
+        // The cut leaves now sit side by side at `first_whole - 1` and `first_whole`.
+        let around = first_whole.saturating_sub(1);
+        for l in [around + 1, around] {
+            if l < self.leaves.len() && self.leaves[l].len < LEAF_MIN {
+                self.merge_small(l);
+            }
+        }
+        let last = self.leaves.len().saturating_sub(1);
+        self.finger.set([around.min(last), 0]);
+        gone
+    }
+
     /// Merge the small leaf `l` with a neighbour when both fit in 3/4 of a leaf.
     fn merge_small(&mut self, l: usize) {
         let fits = |a: &Leaf, b: &Leaf| a.len + b.len <= LEAF_CAP * 3 / 4;
@@ -686,7 +749,7 @@ mod tests {
     #[test]
     fn agrees_with_btreemap() {
         let mut rng = SmallRng::seed_from_u64(7);
-        let (mut splits, mut stores) = (0, 0);
+        let (mut splits, mut stores, mut clears) = (0, 0, 0);
         for round in 0..20 {
             let span = [50u64, 300, 5000][round % 3];
             let mut t = VmaTree::new();
@@ -761,6 +824,22 @@ mod tests {
                     assert_eq!(t.len(), m.len());
                     assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
                 }
+                if rng.random_range(0..8) == 0 {
+                    // Clear a range, as munmap does: within a leaf, across a few, or all.
+                    let hi = q.saturating_add([3, 40, span / 3, span][rng.random_range(0..4)]);
+                    let gone: Vec<u64> = m.range(q..hi).map(|(k, _)| *k).collect();
+                    for k in &gone {
+                        m.remove(k);
+                    }
+                    assert_eq!(t.clear_range(q, hi), gone.len());
+                    clears += usize::from(gone.len() > LEAF_CAP);
+                    assert_eq!(t.len(), m.len());
+                    assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
+                    for (l, leaf) in t.leaves.iter().enumerate() {
+                        assert!(leaf.len > 0 && t.firsts[l] == leaf.keys[0]);
+                        assert!(leaf.keys[leaf.len..].iter().all(|&k| k == u64::MAX));
+                    }
+                }
                 let wn = t.with_neighbours(q).map(|w| w.map(|e| e.map(|(k, _)| k)));
                 let want = m.contains_key(&q).then(|| {
                     [
@@ -790,6 +869,9 @@ mod tests {
                 }
             }
         }
-        assert!(splits > 1000 && stores > 1000, "{splits} splits, {stores} stores");
+        assert!(
+            splits > 1000 && stores > 1000 && clears > 50,
+            "{splits} splits, {stores} stores, {clears} clears"
+        );
     }
 }
