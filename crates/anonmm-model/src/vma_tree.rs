@@ -549,15 +549,21 @@ impl VmaTree {
             return None;
         }
         let l = self.leaf_for(*k);
+        let i = self.leaves[l].find(*k).ok()?;
+        Some(self.remove_in(l, i))
+    }
+
+    /// Remove entry `i` of leaf `l`; returns its value.
+    #[inline]
+    fn remove_in(&mut self, l: usize, i: usize) -> VmaEntry {
         let leaf = &mut self.leaves[l];
-        let i = leaf.find(*k).ok()?;
         let v = leaf.remove_at(i);
         self.len -= 1;
         if leaf.len == 0 {
             self.leaves.remove(l);
             self.firsts.remove(l);
             self.finger.set([l.saturating_sub(1), 0]);
-            return Some(v);
+            return v;
         }
         if i == 0 {
             self.firsts[l] = leaf.keys[0];
@@ -565,7 +571,7 @@ impl VmaTree {
         if leaf.len < LEAF_MIN {
             self.merge_small(l);
         }
-        Some(v)
+        v
     }
 
     /// Remove every entry with a key in `[lo, hi)` (munmap's `vma_iter_clear_gc`: one store
@@ -577,26 +583,47 @@ impl VmaTree {
         if self.len == 0 || lo >= hi {
             return 0;
         }
-        let (a, b) = (self.seek_ge(lo), self.seek_ge(hi));
-        if (b.leaf, b.i) <= (a.leaf, a.i) {
-            return 0;
+        // One entry (the unmap of one VMA): as a removal.
+        let l = self.leaf_for(lo);
+        let leaf = &self.leaves[l];
+        let i = leaf.rank(lo);
+        if i < leaf.len && leaf.keys[i] < hi {
+            let next = match leaf.keys.get(i + 1) {
+                Some(&k) if i + 1 < leaf.len => k,
+                _ => self.firsts.get(l + 1).copied().unwrap_or(u64::MAX),
+            };
+            if hi <= next {
+                self.remove_in(l, i);
+                return 1;
+            }
         }
-        if a.leaf == b.leaf {
-            // Within one leaf (and `b` is inside it, as positions are normalised).
-            let leaf = &mut self.leaves[a.leaf];
-            let (len, gone) = (leaf.len, b.i - a.i);
-            leaf.keys.copy_within(b.i..len, a.i);
-            leaf.vals.copy_within(b.i..len, a.i);
-            leaf.truncate(len - gone);
+        let a = self.seek_ge(lo);
+        let Some(leaf) = self.leaves.get(a.leaf) else { return 0 };
+        // A few entries in `a`'s leaf: one shift.
+        let n = leaf.rank(hi);
+        if n < leaf.len || self.firsts.get(a.leaf + 1).is_none_or(|&f| hi <= f) {
+            let (l, len, gone) = (a.leaf, leaf.len, n - a.i);
+            if gone == len {
+                self.leaves.remove(l);
+                self.firsts.remove(l);
+                self.finger.set([l.saturating_sub(1), 0]);
+            } else if gone > 0 {
+                let leaf = &mut self.leaves[l];
+                leaf.keys.copy_within(n..len, a.i);
+                leaf.vals.copy_within(n..len, a.i);
+                leaf.keys[len - gone..len].fill(u64::MAX);
+                leaf.len -= gone;
+                if a.i == 0 {
+                    self.firsts[l] = leaf.keys[0];
+                }
+                if leaf.len < LEAF_MIN {
+                    self.merge_small(l);
+                }
+            }
             self.len -= gone;
-            if a.i == 0 {
-                self.firsts[a.leaf] = leaf.keys[0];
-            }
-            if leaf.len < LEAF_MIN {
-                self.merge_small(a.leaf);
-            }
             return gone;
         }
+        let b = self.seek_ge(hi);
         let mut gone = self.leaves[a.leaf].len - a.i;
         // The head of `b`'s leaf (none when `b` is the end).
         if b.i > 0 {
