@@ -526,8 +526,11 @@ impl<'a> Runner<'a> {
         if let Some(r) = &mut self.replay {
             outcome = r.after(&mut self.sys, step, outcome);
         }
-        // A fault never adds or removes a VMA: the counts are redone after other calls only.
-        if !matches!(step.call, Call::Touch { .. }) || self.result.vmas_per_pid.is_empty() {
+        // A fault never adds or removes a VMA, nor does a VMA record (compared, nothing run):
+        // the counts are redone after other calls only.
+        if !matches!(step.call, Call::Touch { .. } | Call::VmaRecord(..))
+            || self.result.vmas_per_pid.is_empty()
+        {
             self.count_vmas_now();
         }
         if let Some(exp) = step.expect
