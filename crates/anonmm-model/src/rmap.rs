@@ -245,7 +245,16 @@ impl AvcLeaves {
     #[inline]
     fn find(&self, e: &AvcKey) -> (usize, Result<usize, usize>) {
         let l = self.leaf_for(e);
-        (l, self.leaves.get(l).map_or(Err(0), |leaf| leaf.binary_search(e)))
+        let Some(leaf) = self.leaves.get(l) else { return (l, Err(0)) };
+        // The ends first: an unmap unlinks a leaf's first chain, a split of a VMA's start
+        // re-files the last and files the next after it.
+        let r = match (leaf.first(), leaf.last()) {
+            (Some(f), _) if f == e => Ok(0),
+            (_, Some(x)) if x == e => Ok(leaf.len() - 1),
+            (_, Some(x)) if x < e => Err(leaf.len()),
+            _ => leaf.binary_search(e),
+        };
+        (l, r)
     }
     fn contains(&self, e: &AvcKey) -> bool {
         self.find(e).1.is_ok()
