@@ -565,8 +565,11 @@ impl<'a> Runner<'a> {
         if let Some(r) = &mut self.replay {
             outcome = r.after(&mut self.sys, step, outcome);
         }
-        // A fault never adds or removes a VMA: the counts are redone after other calls only.
-        if !matches!(step.call, Call::Touch { .. }) || self.result.vmas_per_pid.is_empty() {
+        // A fault never adds or removes a VMA, nor does a VMA record (compared, nothing run):
+        // the counts are redone after other calls only.
+        if !matches!(step.call, Call::Touch { .. } | Call::VmaRecord(..))
+            || self.result.vmas_per_pid.is_empty()
+        {
             self.count_vmas_now();
         }
         if let Some(exp) = step.expect
@@ -830,12 +833,15 @@ impl<'a> Runner<'a> {
         let (all, anon) = count_vmas(&self.sys);
         self.result.vmas_peak = (self.result.vmas_peak.0.max(all), self.result.vmas_peak.1.max(anon));
         self.result.vmas_now = (all, anon);
-        self.result.alive.clear();
+        // The live set is rebuilt only when it changed (a fork or an exit): clearing and
+        // refilling it freed and allocated a node at every call.
+        if !self.result.alive.iter().eq((&self.sys.vm.procs).into_iter().map(|(p, _)| p)) {
+            self.result.alive = (&self.sys.vm.procs).into_iter().map(|(&p, _)| p).collect();
+        }
         for (&pid, p) in &self.sys.vm.procs {
             let n = self.sys.vm.mms[p.mm].map_count();
             let e = self.result.vmas_per_pid.entry(pid).or_default();
             *e = (n, e.1.max(n));
-            self.result.alive.insert(pid);
         }
     }
 

@@ -399,9 +399,10 @@ impl System {
             let (s, e) = (self.vm.vmas[v].start, self.vm.vmas[v].end);
             self.zap_range_drop_markers(mm, s, e);
         }
-        for &v in &out {
-            self.vm.vma_detach(v);
-        }
+        // Out of the tree in one store over the range (`vma_iter_clear_gc`): after the edge
+        // splits, the VMAs starting in it are the gathered ones.
+        let gone = self.vm.mms[mm].vmas.clear_range(start.0, end.0);
+        debug_assert_eq!(gone, out.len());
         Ok(Some(Detached { vmas: out, start, end }))
     }
 

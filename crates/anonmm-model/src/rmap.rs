@@ -2,8 +2,6 @@
 //! per-anon_vma interval tree of chains keyed on page offset (mm/interval_tree.c), and the
 //! walk from a folio to every (process, VMA, address) that maps it.
 
-use std::collections::BTreeSet;
-
 use crate::arena::arena_id;
 use crate::folio::{FolioId, Mapping};
 use crate::types::{PgOff, VirtAddr};
@@ -48,19 +46,22 @@ pub struct AnonVma {
     pub tree: AvcTree,
 }
 
-/// Chains at most a small [`AvcTree`] holds before it becomes a `BTreeSet`.
+/// Chains at most a small [`AvcTree`] holds before it becomes an [`AvcLeaves`].
 const AVC_TREE_SMALL: usize = 32;
+
+/// An anon_vma's chain key: (first page offset, chain).
+type AvcKey = (u64, AvcId);
 
 /// An anon_vma's chains ordered by (first page offset, chain): a sorted vector with a few
 /// entries inline while small, as nearly every anon_vma is (a VMA and the pieces split off
-/// it), so that filing a chain touches no other allocation; a `BTreeSet` past
-/// `AVC_TREE_SMALL` entries. The methods are the `BTreeSet` ones the model uses.
+/// it), so that filing a chain touches no other allocation; sorted leaves ([`AvcLeaves`])
+/// past `AVC_TREE_SMALL` entries. The methods are the `BTreeSet` ones the model uses.
 #[derive(Clone, Debug)]
 pub enum AvcTree {
     /// Up to `AVC_TREE_SMALL` entries, sorted.
-    Small(smallvec::SmallVec<[(u64, AvcId); 4]>),
+    Small(smallvec::SmallVec<[AvcKey; 4]>),
     /// More.
-    Large(BTreeSet<(u64, AvcId)>),
+    Large(Box<AvcLeaves>),
 }
 
 impl Default for AvcTree {
@@ -75,7 +76,8 @@ impl AvcTree {
         AvcTree::default()
     }
     /// Add `e`; false if it was there.
-    pub fn insert(&mut self, e: (u64, AvcId)) -> bool {
+    #[inline]
+    pub fn insert(&mut self, e: AvcKey) -> bool {
         match self {
             AvcTree::Small(v) => match v.binary_search(&e) {
                 Ok(_) => false,
@@ -83,32 +85,41 @@ impl AvcTree {
                     if v.len() < AVC_TREE_SMALL {
                         v.insert(i, e);
                     } else {
-                        let mut set: BTreeSet<_> = v.drain(..).collect();
-                        set.insert(e);
-                        *self = AvcTree::Large(set);
+                        v.insert(i, e);
+                        *self = AvcTree::Large(Box::new(AvcLeaves::from_sorted(v.drain(..).collect())));
                     }
                     true
                 }
             },
-            AvcTree::Large(set) => set.insert(e),
+            AvcTree::Large(t) => t.insert(e),
         }
     }
     /// Remove `old` and add `new`: in place when `new` keeps the order (a re-filed chain's
     /// new pgoff, within its neighbours), so one search instead of two and no shifts.
-    pub fn rekey(&mut self, old: &(u64, AvcId), new: (u64, AvcId)) {
-        if let AvcTree::Small(v) = self
-            && let Ok(i) = v.binary_search(old)
-            && (i == 0 || v[i - 1] < new)
-            && v.get(i + 1).is_none_or(|n| new < *n)
-        {
-            v[i] = new;
-            return;
+    #[inline]
+    pub fn rekey(&mut self, old: &AvcKey, new: AvcKey) {
+        match self {
+            AvcTree::Small(v) => {
+                if let Ok(i) = v.binary_search(old)
+                    && (i == 0 || v[i - 1] < new)
+                    && v.get(i + 1).is_none_or(|n| new < *n)
+                {
+                    v[i] = new;
+                    return;
+                }
+            }
+            AvcTree::Large(t) => {
+                if t.rekey_in_place(old, new) {
+                    return;
+                }
+            }
         }
         self.remove(old);
         self.insert(new);
     }
     /// Remove `e`; false if it was not there.
-    pub fn remove(&mut self, e: &(u64, AvcId)) -> bool {
+    #[inline]
+    pub fn remove(&mut self, e: &AvcKey) -> bool {
         match self {
             AvcTree::Small(v) => match v.binary_search(e) {
                 Ok(i) => {
@@ -117,21 +128,21 @@ impl AvcTree {
                 }
                 Err(_) => false,
             },
-            AvcTree::Large(set) => set.remove(e),
+            AvcTree::Large(t) => t.remove(e),
         }
     }
     /// Whether `e` is there.
-    pub fn contains(&self, e: &(u64, AvcId)) -> bool {
+    pub fn contains(&self, e: &AvcKey) -> bool {
         match self {
             AvcTree::Small(v) => v.binary_search(e).is_ok(),
-            AvcTree::Large(set) => set.contains(e),
+            AvcTree::Large(t) => t.contains(e),
         }
     }
     /// Entries.
     pub fn len(&self) -> usize {
         match self {
             AvcTree::Small(v) => v.len(),
-            AvcTree::Large(set) => set.len(),
+            AvcTree::Large(t) => t.len,
         }
     }
     /// Whether there is no entry.
@@ -140,13 +151,10 @@ impl AvcTree {
     }
     /// Every entry, in order.
     pub fn iter(&self) -> AvcIter<'_> {
-        match self {
-            AvcTree::Small(v) => AvcIter::Small(v.iter()),
-            AvcTree::Large(set) => AvcIter::Large(set.range(..)),
-        }
+        self.range(..)
     }
     /// The entries in `r`, in order.
-    pub fn range<R: std::ops::RangeBounds<(u64, AvcId)>>(&self, r: R) -> AvcIter<'_> {
+    pub fn range<R: std::ops::RangeBounds<AvcKey>>(&self, r: R) -> AvcIter<'_> {
         use std::ops::Bound;
         match self {
             AvcTree::Small(v) => {
@@ -162,25 +170,202 @@ impl AvcTree {
                 };
                 AvcIter::Small(v[lo..hi.max(lo)].iter())
             }
-            AvcTree::Large(set) => AvcIter::Large(set.range(r)),
+            AvcTree::Large(t) => {
+                let lo = match r.start_bound() {
+                    Bound::Included(x) => t.seek(x, false),
+                    Bound::Excluded(x) => t.seek(x, true),
+                    Bound::Unbounded => (0, 0),
+                };
+                let hi = match r.end_bound() {
+                    Bound::Included(x) => t.seek(x, true),
+                    Bound::Excluded(x) => t.seek(x, false),
+                    Bound::Unbounded => (t.leaves.len(), 0),
+                };
+                AvcIter::Large(LeavesIter { t, lo, hi: hi.max(lo) })
+            }
         }
     }
+}
+
+/// Entries a leaf of [`AvcLeaves`] holds at most; a full leaf splits in halves.
+const AVC_LEAF: usize = 64;
+
+/// A large anon_vma's chains (one VMA split into thousands, as an allocator's heap with
+/// guard pages is): sorted leaves of up to `AVC_LEAF` entries under their first keys, a
+/// two-level B+tree. A chain is filed with two binary searches and a shift within a leaf,
+/// where a `BTreeSet` walked five levels of nodes; the leaves sit in deques so that an
+/// unmap, which unlinks the VMAs in address order (so from the first leaf on), drops each
+/// emptied leaf without shifting the others.
+#[derive(Clone, Debug, Default)]
+pub struct AvcLeaves {
+    /// `firsts[l]` is the first key of `leaves[l]`; no leaf is empty.
+    firsts: std::collections::VecDeque<AvcKey>,
+    leaves: std::collections::VecDeque<Vec<AvcKey>>,
+    len: usize,
+    /// The leaf of the last search, tried first: a call files or unlinks the chains of
+    /// neighbouring VMAs, so of neighbouring keys (a split's two halves, an unmap's run).
+    finger: std::cell::Cell<usize>,
+}
+
+impl AvcLeaves {
+    /// The tree of the sorted `v`.
+    fn from_sorted(v: Vec<AvcKey>) -> AvcLeaves {
+        let mut t = AvcLeaves::default();
+        for chunk in v.chunks(AVC_LEAF / 2) {
+            let mut leaf = Vec::with_capacity(AVC_LEAF);
+            leaf.extend_from_slice(chunk);
+            t.firsts.push_back(chunk[0]);
+            t.leaves.push_back(leaf);
+        }
+        t.len = v.len();
+        t
+    }
+    /// The leaf whose range holds `e`: the last whose first key is ≤ `e`, or the first.
+    #[inline]
+    fn leaf_for(&self, e: &AvcKey) -> usize {
+        let (f, n) = (self.finger.get(), self.firsts.len());
+        if f < n && (f == 0 || self.firsts[f] <= *e) && (f + 1 >= n || *e < self.firsts[f + 1]) {
+            return f;
+        }
+        let l = self.firsts.partition_point(|f| f <= e).saturating_sub(1);
+        self.finger.set(l);
+        l
+    }
+    /// The position of the first key ≥ `e` (> `e` when `strict`), never past a leaf's end.
+    fn seek(&self, e: &AvcKey, strict: bool) -> (usize, usize) {
+        if self.leaves.is_empty() {
+            return (0, 0);
+        }
+        let l = self.leaf_for(e);
+        let leaf = &self.leaves[l];
+        let i = if strict { leaf.partition_point(|x| x <= e) } else { leaf.partition_point(|x| x < e) };
+        if i == leaf.len() { (l + 1, 0) } else { (l, i) }
+    }
+    /// Where `e` is: its leaf and its index there, or where it would go.
+    #[inline]
+    fn find(&self, e: &AvcKey) -> (usize, Result<usize, usize>) {
+        let l = self.leaf_for(e);
+        let Some(leaf) = self.leaves.get(l) else { return (l, Err(0)) };
+        // The ends first: an unmap unlinks a leaf's first chain, a split of a VMA's start
+        // re-files the last and files the next after it.
+        let r = match (leaf.first(), leaf.last()) {
+            (Some(f), _) if f == e => Ok(0),
+            (_, Some(x)) if x == e => Ok(leaf.len() - 1),
+            (_, Some(x)) if x < e => Err(leaf.len()),
+            _ => leaf.binary_search(e),
+        };
+        (l, r)
+    }
+    fn contains(&self, e: &AvcKey) -> bool {
+        self.find(e).1.is_ok()
+    }
+    #[inline(never)]
+    fn insert(&mut self, e: AvcKey) -> bool {
+        let (l, Err(i)) = self.find(&e) else { return false };
+        self.len += 1;
+        if self.leaves.is_empty() {
+            let mut leaf = Vec::with_capacity(AVC_LEAF);
+            leaf.push(e);
+            self.leaves.push_back(leaf);
+            self.firsts.push_back(e);
+            return true;
+        }
+        let leaf = &mut self.leaves[l];
+        leaf.insert(i, e);
+        if i == 0 {
+            self.firsts[l] = e;
+        }
+        if leaf.len() > AVC_LEAF {
+            let mut upper = Vec::with_capacity(AVC_LEAF);
+            upper.extend(leaf.drain(AVC_LEAF / 2..));
+            self.firsts.insert(l + 1, upper[0]);
+            self.leaves.insert(l + 1, upper);
+        }
+        true
+    }
+    #[inline(never)]
+    fn remove(&mut self, e: &AvcKey) -> bool {
+        let (l, Ok(i)) = self.find(e) else { return false };
+        self.len -= 1;
+        let leaf = &mut self.leaves[l];
+        leaf.remove(i);
+        if leaf.is_empty() {
+            self.leaves.remove(l);
+            self.firsts.remove(l);
+            return true;
+        }
+        if i == 0 {
+            self.firsts[l] = leaf[0];
+        }
+        // A small leaf joins its next one when both fit in three quarters of a leaf (so that
+        // the next insertion does not split them again).
+        if leaf.len() < AVC_LEAF / 4
+            && let Some(next) = self.leaves.get(l + 1)
+            && leaf_len_fits(self.leaves[l].len(), next.len())
+        {
+            let next = self.leaves.remove(l + 1).expect("a next leaf");
+            self.firsts.remove(l + 1);
+            self.leaves[l].extend_from_slice(&next);
+        }
+        true
+    }
+    /// Replace `old` by `new` where `new` keeps the order; false (and nothing done) else.
+    #[inline(never)]
+    fn rekey_in_place(&mut self, old: &AvcKey, new: AvcKey) -> bool {
+        let (l, Ok(i)) = self.find(old) else { return false };
+        let leaf = &self.leaves[l];
+        let before = if i > 0 {
+            Some(leaf[i - 1])
+        } else {
+            l.checked_sub(1).and_then(|p| self.leaves[p].last().copied())
+        };
+        let after = leaf.get(i + 1).or_else(|| self.firsts.get(l + 1)).copied();
+        if before.is_some_and(|b| b >= new) || after.is_some_and(|a| new >= a) {
+            return false;
+        }
+        self.leaves[l][i] = new;
+        if i == 0 {
+            self.firsts[l] = new;
+        }
+        true
+    }
+}
+
+/// Whether two leaves of these lengths fit in one at three quarters full.
+fn leaf_len_fits(a: usize, b: usize) -> bool {
+    a + b <= AVC_LEAF * 3 / 4
 }
 
 /// An iterator over [`AvcTree`] entries.
 pub enum AvcIter<'a> {
     /// Over a small tree.
-    Small(std::slice::Iter<'a, (u64, AvcId)>),
+    Small(std::slice::Iter<'a, AvcKey>),
     /// Over a large one.
-    Large(std::collections::btree_set::Range<'a, (u64, AvcId)>),
+    Large(LeavesIter<'a>),
+}
+
+/// An iterator over [`AvcLeaves`] entries: from position `lo` up to `hi` (leaf, index;
+/// never past a leaf's end).
+pub struct LeavesIter<'a> {
+    t: &'a AvcLeaves,
+    lo: (usize, usize),
+    hi: (usize, usize),
 }
 
 impl<'a> Iterator for AvcIter<'a> {
-    type Item = &'a (u64, AvcId);
+    type Item = &'a AvcKey;
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             AvcIter::Small(i) => i.next(),
-            AvcIter::Large(i) => i.next(),
+            AvcIter::Large(LeavesIter { t, lo, hi }) => {
+                if lo == hi {
+                    return None;
+                }
+                let leaf = &t.leaves[lo.0];
+                let e = &leaf[lo.1];
+                *lo = if lo.1 + 1 == leaf.len() { (lo.0 + 1, 0) } else { (lo.0, lo.1 + 1) };
+                Some(e)
+            }
         }
     }
 }
@@ -189,13 +374,20 @@ impl DoubleEndedIterator for AvcIter<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
         match self {
             AvcIter::Small(i) => i.next_back(),
-            AvcIter::Large(i) => i.next_back(),
+            AvcIter::Large(LeavesIter { t, lo, hi }) => {
+                if lo == hi {
+                    return None;
+                }
+                // `hi` stays normalised: the one before it is in its leaf or ends the one before.
+                *hi = if hi.1 > 0 { (hi.0, hi.1 - 1) } else { (hi.0 - 1, t.leaves[hi.0 - 1].len() - 1) };
+                Some(&t.leaves[hi.0][hi.1])
+            }
         }
     }
 }
 
 impl<'a> IntoIterator for &'a AvcTree {
-    type Item = &'a (u64, AvcId);
+    type Item = &'a AvcKey;
     type IntoIter = AvcIter<'a>;
     fn into_iter(self) -> AvcIter<'a> {
         self.iter()
@@ -515,7 +707,7 @@ mod tests {
     #[test]
     fn avc_tree_agrees_with_btreeset() {
         let mut rng = SmallRng::seed_from_u64(3);
-        for span in [8u64, 40, 200] {
+        for span in [8u64, 40, 200, 2000] {
             let mut t = AvcTree::new();
             let mut m = BTreeSet::new();
             for _ in 0..3000 {
@@ -528,7 +720,15 @@ mod tests {
                 assert_eq!(t.len(), m.len());
                 let q = (rng.random_range(0..span), AvcId(u32::MAX));
                 assert!(t.range(..=q).eq(m.range(..=q)));
+                assert!(t.range(..q).rev().eq(m.range(..q).rev()));
+                assert!(t.range(e..).eq(m.range(e..)));
+                assert!(
+                    t.range((std::ops::Bound::Excluded(e), std::ops::Bound::Included(q))).rev().eq(m
+                        .range((std::ops::Bound::Excluded(e), std::ops::Bound::Included(q.max(e))))
+                        .rev())
+                );
                 assert!(t.iter().eq(m.iter()));
+                assert!(t.iter().rev().eq(m.iter().rev()));
                 assert_eq!(t.contains(&e), m.contains(&e));
                 // A chain re-filed under a new pgoff, as vma_set_range does.
                 if let Some(&old) = m.iter().nth(rng.random_range(0..m.len().max(1)))

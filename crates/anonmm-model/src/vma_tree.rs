@@ -549,15 +549,21 @@ impl VmaTree {
             return None;
         }
         let l = self.leaf_for(*k);
+        let i = self.leaves[l].find(*k).ok()?;
+        Some(self.remove_in(l, i))
+    }
+
+    /// Remove entry `i` of leaf `l`; returns its value.
+    #[inline]
+    fn remove_in(&mut self, l: usize, i: usize) -> VmaEntry {
         let leaf = &mut self.leaves[l];
-        let i = leaf.find(*k).ok()?;
         let v = leaf.remove_at(i);
         self.len -= 1;
         if leaf.len == 0 {
             self.leaves.remove(l);
             self.firsts.remove(l);
             self.finger.set([l.saturating_sub(1), 0]);
-            return Some(v);
+            return v;
         }
         if i == 0 {
             self.firsts[l] = leaf.keys[0];
@@ -565,7 +571,91 @@ impl VmaTree {
         if leaf.len < LEAF_MIN {
             self.merge_small(l);
         }
-        Some(v)
+        v
+    }
+
+    /// Remove every entry with a key in `[lo, hi)` (munmap's `vma_iter_clear_gc`: one store
+    /// of nothing over the range): whole leaves go in one drain and the edge leaves are cut
+    /// once, where a removal at a time shifted the leaf array at every leaf merge. Returns
+    /// how many entries went.
+    pub fn clear_range(&mut self, lo: u64, hi: u64) -> usize {
+        self.changed();
+        if self.len == 0 || lo >= hi {
+            return 0;
+        }
+        // One entry (the unmap of one VMA): as a removal.
+        let l = self.leaf_for(lo);
+        let leaf = &self.leaves[l];
+        let i = leaf.rank(lo);
+        if i < leaf.len && leaf.keys[i] < hi {
+            let next = match leaf.keys.get(i + 1) {
+                Some(&k) if i + 1 < leaf.len => k,
+                _ => self.firsts.get(l + 1).copied().unwrap_or(u64::MAX),
+            };
+            if hi <= next {
+                self.remove_in(l, i);
+                return 1;
+            }
+        }
+        let a = self.seek_ge(lo);
+        let Some(leaf) = self.leaves.get(a.leaf) else { return 0 };
+        // A few entries in `a`'s leaf: one shift.
+        let n = leaf.rank(hi);
+        if n < leaf.len || self.firsts.get(a.leaf + 1).is_none_or(|&f| hi <= f) {
+            let (l, len, gone) = (a.leaf, leaf.len, n - a.i);
+            if gone == len {
+                self.leaves.remove(l);
+                self.firsts.remove(l);
+                self.finger.set([l.saturating_sub(1), 0]);
+            } else if gone > 0 {
+                let leaf = &mut self.leaves[l];
+                leaf.keys.copy_within(n..len, a.i);
+                leaf.vals.copy_within(n..len, a.i);
+                leaf.keys[len - gone..len].fill(u64::MAX);
+                leaf.len -= gone;
+                if a.i == 0 {
+                    self.firsts[l] = leaf.keys[0];
+                }
+                if leaf.len < LEAF_MIN {
+                    self.merge_small(l);
+                }
+            }
+            self.len -= gone;
+            return gone;
+        }
+        let b = self.seek_ge(hi);
+        let mut gone = self.leaves[a.leaf].len - a.i;
+        // The head of `b`'s leaf (none when `b` is the end).
+        if b.i > 0 {
+            let leaf = &mut self.leaves[b.leaf];
+            let len = leaf.len;
+            leaf.keys.copy_within(b.i..len, 0);
+            leaf.vals.copy_within(b.i..len, 0);
+            leaf.truncate(len - b.i);
+            self.firsts[b.leaf] = leaf.keys[0];
+            gone += b.i;
+        }
+        // The tail of `a`'s leaf: the whole leaf when `a` is its first entry.
+        let first_whole = if a.i == 0 {
+            a.leaf
+        } else {
+            self.leaves[a.leaf].truncate(a.i);
+            a.leaf + 1
+        };
+        gone += self.leaves[a.leaf + 1..b.leaf].iter().map(|l| l.len).sum::<usize>();
+        self.leaves.drain(first_whole..b.leaf);
+        self.firsts.drain(first_whole..b.leaf);
+        self.len -= gone;
+        // The cut leaves now sit side by side at `first_whole - 1` and `first_whole`.
+        let around = first_whole.saturating_sub(1);
+        for l in [around + 1, around] {
+            if l < self.leaves.len() && self.leaves[l].len < LEAF_MIN {
+                self.merge_small(l);
+            }
+        }
+        let last = self.leaves.len().saturating_sub(1);
+        self.finger.set([around.min(last), 0]);
+        gone
     }
 
     /// Merge the small leaf `l` with a neighbour when both fit in 3/4 of a leaf.
@@ -686,7 +776,7 @@ mod tests {
     #[test]
     fn agrees_with_btreemap() {
         let mut rng = SmallRng::seed_from_u64(7);
-        let (mut splits, mut stores) = (0, 0);
+        let (mut splits, mut stores, mut clears) = (0, 0, 0);
         for round in 0..20 {
             let span = [50u64, 300, 5000][round % 3];
             let mut t = VmaTree::new();
@@ -761,6 +851,22 @@ mod tests {
                     assert_eq!(t.len(), m.len());
                     assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
                 }
+                if rng.random_range(0..8) == 0 {
+                    // Clear a range, as munmap does: within a leaf, across a few, or all.
+                    let hi = q.saturating_add([3, 40, span / 3, span][rng.random_range(0..4)]);
+                    let gone: Vec<u64> = m.range(q..hi).map(|(k, _)| *k).collect();
+                    for k in &gone {
+                        m.remove(k);
+                    }
+                    assert_eq!(t.clear_range(q, hi), gone.len());
+                    clears += usize::from(gone.len() > LEAF_CAP);
+                    assert_eq!(t.len(), m.len());
+                    assert!(t.iter().map(|(k, v)| (*k, v.end)).eq(m.iter().map(|(k, v)| (*k, v.end))));
+                    for (l, leaf) in t.leaves.iter().enumerate() {
+                        assert!(leaf.len > 0 && t.firsts[l] == leaf.keys[0]);
+                        assert!(leaf.keys[leaf.len..].iter().all(|&k| k == u64::MAX));
+                    }
+                }
                 let wn = t.with_neighbours(q).map(|w| w.map(|e| e.map(|(k, _)| k)));
                 let want = m.contains_key(&q).then(|| {
                     [
@@ -790,6 +896,9 @@ mod tests {
                 }
             }
         }
-        assert!(splits > 1000 && stores > 1000, "{splits} splits, {stores} stores");
+        assert!(
+            splits > 1000 && stores > 1000 && clears > 50,
+            "{splits} splits, {stores} stores, {clears} clears"
+        );
     }
 }
