@@ -107,6 +107,66 @@ impl Window {
 pub(crate) struct Mapped {
     ptr: std::ptr::NonNull<u8>,
     len: usize,
+    /// Maps the pages in ahead of the reader and takes them out behind it, on a thread of
+    /// its own; None if it could not start (the reader faults the pages in itself).
+    pager: Option<Pager>,
+}
+
+/// The thread that maps a [`Mapped`] file's pages in ([`PAGER_AHEAD`] ahead of the
+/// reader, `MADV_POPULATE_READ`) and out behind it (`MADV_DONTNEED`), so that the
+/// reader's thread neither takes the page faults of the file nor the unmapping: that is
+/// kernel work on the other core, which the replay leaves mostly idle on a perf.data.
+struct Pager {
+    /// The bytes the reader no longer needs (all below); `usize::MAX`: stop.
+    done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// How far ahead of the reader a mapped file is mapped in.
+const PAGER_AHEAD: usize = 8 << 20;
+
+impl Pager {
+    fn start(base: usize, len: usize) -> Option<Pager> {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = done.clone();
+        let thread = std::thread::Builder::new()
+            .name("anonmm-pager".into())
+            .spawn(move || {
+                let (mut mapped, mut released, mut populate) = (0usize, 0usize, true);
+                loop {
+                    let done = seen.load(Ordering::Acquire);
+                    if done == usize::MAX {
+                        return;
+                    }
+                    let behind = done.min(len) / 4096 * 4096;
+                    if behind > released {
+                        // SAFETY: advice on a range of the mapping, which outlives this
+                        // thread (Drop joins it first); a private read-only file mapping
+                        // reads the same bytes after MADV_DONTNEED.
+                        unsafe {
+                            libc::madvise((base + released) as *mut _, behind - released, libc::MADV_DONTNEED)
+                        };
+                        released = behind;
+                    }
+                    mapped = mapped.max(released);
+                    if populate && mapped < len && mapped < done.saturating_add(PAGER_AHEAD) {
+                        let end = (mapped + RELEASE).min(len);
+                        // SAFETY: as above; populating only maps the file's pages in. A
+                        // kernel without it (before 5.14) says EINVAL: the reader faults.
+                        let r = unsafe {
+                            libc::madvise((base + mapped) as *mut _, end - mapped, libc::MADV_POPULATE_READ)
+                        };
+                        populate = r == 0;
+                        mapped = end;
+                        continue;
+                    }
+                    std::thread::park();
+                }
+            })
+            .ok()?;
+        Some(Pager { done, thread })
+    }
 }
 
 // SAFETY: the mapping is read-only and only `Drop` unmaps it.
@@ -129,7 +189,8 @@ impl Mapped {
         // SAFETY: advice on the mapping just made. Read front to back: the kernel reads
         // ahead, and maps more pages per fault.
         unsafe { libc::madvise(ptr, len, libc::MADV_SEQUENTIAL) };
-        Some(Mapped { ptr: std::ptr::NonNull::new(ptr.cast())?, len })
+        let ptr = std::ptr::NonNull::new(ptr.cast::<u8>())?;
+        Some(Mapped { ptr, len, pager: Pager::start(ptr.as_ptr() as usize, len) })
     }
 
     #[inline]
@@ -142,6 +203,11 @@ impl Mapped {
     /// page cache, and read again they are mapped again), so that a file read through adds
     /// little to the resident size.
     fn release(&self, from: usize, to: usize) {
+        if let Some(p) = &self.pager {
+            p.done.store(to.min(self.len), std::sync::atomic::Ordering::Release);
+            p.thread.thread().unpark();
+            return;
+        }
         let page = 4096;
         let (from, to) = (from.next_multiple_of(page), to.min(self.len) / page * page);
         if from < to {
@@ -154,6 +220,12 @@ impl Mapped {
 
 impl Drop for Mapped {
     fn drop(&mut self) {
+        if let Some(p) = self.pager.take() {
+            p.done.store(usize::MAX, std::sync::atomic::Ordering::Release);
+            p.thread.thread().unpark();
+            // It uses the mapping until it stops.
+            let _ = p.thread.join();
+        }
         // SAFETY: the mapping made by `of`, no longer borrowed.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
@@ -695,6 +767,28 @@ mod tests {
         }
         let _ = std::fs::remove_file(&tmp);
         assert!(seen[0].as_ref().is_ok_and(|&n| n > 4000), "{seen:?}");
+    }
+
+    /// A mapped file larger than the pager's reach, read front to back while what is behind
+    /// is released (by the pager, as it goes): every byte reads as the file has it.
+    #[test]
+    fn a_mapped_file_reads_whole_while_paged_in_and_out() {
+        let len = 3 * PAGER_AHEAD + 12345;
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let tmp = std::env::temp_dir().join(format!("anonmm-paged-{}.data", std::process::id()));
+        std::fs::write(&tmp, &data).expect("a temporary file");
+        let map = Mapped::of(&std::fs::File::open(&tmp).expect("the file")).expect("mapped");
+        assert!(map.pager.is_some());
+        let step = RELEASE / 3;
+        for at in (0..len).step_by(step) {
+            let end = (at + step).min(len);
+            assert!(map.bytes()[at..end] == data[at..end], "bytes {at}..{end}");
+            map.release(0, end);
+        }
+        // Released pages read again are mapped again, the same.
+        assert!(map.bytes()[..4096] == data[..4096]);
+        drop(map);
+        let _ = std::fs::remove_file(&tmp);
     }
 
     /// A window that must be compacted many times (and grown for records larger than a
