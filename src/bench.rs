@@ -685,15 +685,26 @@ fn time_shell(script: &str) -> Option<Duration> {
     ok.then(|| t.elapsed())
 }
 
+/// `anonmm replay [--policy all] FILE > /dev/null` run as a command by this binary, for
+/// the figures set against a command's floor (`cat`, `zstdcat | wc -l`): the same process
+/// start, fresh memory and exit as the floor's, not a replay in a process whose heap earlier
+/// rounds have already faulted in.
+fn replay_command(path: &Path, kernel: Kernel, all: bool) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("this program's path: {e}"))?;
+    let policy = if all { " --policy all" } else { "" };
+    Ok(format!("{} replay --kernel {kernel}{policy} {} > /dev/null", sh_quote(&exe), sh_quote(path)))
+}
+
 /// A path quoted for `sh`.
 fn sh_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
 }
 
-/// From a `perf.data` to the replay table, against `perf script` alone on the same file (the
-/// text the importer read before) and against reading the file (`cat FILE > /dev/null`), and
-/// anonmm's import alone (the records converted into steps, no replay): measured in turn, round after
-/// round. A zstd-compressed `perf.data` is decompressed to a temporary file first, which is
+/// From a `perf.data` to the replay table (the `anonmm replay` command, start to exit),
+/// against `perf script` alone on the same file (the text the importer read before) and
+/// against reading the file (`cat FILE > /dev/null`), and anonmm's import alone (the records
+/// converted into steps, no replay, in this process): measured in turn, round after round,
+/// the best of each. A zstd-compressed `perf.data` is decompressed to a temporary file first, which is
 /// what perf (which cannot read it) and the figures then use.
 pub fn bench_perf_data(path: &Path, reps: usize, kernel: Kernel) -> Result<Vec<Figure>, String> {
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
@@ -711,10 +722,13 @@ pub fn bench_perf_data(path: &Path, reps: usize, kernel: Kernel) -> Result<Vec<F
     let perf_script =
         format!("perf script -i {q} --show-mmap-events -F comm,pid,tid,time,event,trace > /dev/null");
     let opts = on(kernel);
+    let command = replay_command(&file, kernel, false)?;
     let (mut cat, mut perf, mut reader, mut replay) =
         (Duration::MAX, None::<Duration>, Duration::MAX, Duration::MAX);
     let mut lines = 0;
-    let mut steps = 0;
+    // The rows' steps, from one replay in this process (not timed).
+    let (_, report) = crate::replay::replay_trace(&file, &opts, 0, &mut |_| {}).map_err(|e| e.to_string())?;
+    let steps = report.steps;
     for _ in 0..reps.max(1) {
         if let Some(d) = time_shell(&format!("cat {q} > /dev/null")) {
             cat = cat.min(d);
@@ -731,17 +745,16 @@ pub fn bench_perf_data(path: &Path, reps: usize, kernel: Kernel) -> Result<Vec<F
         let end = st.finish();
         reader = reader.min(t.elapsed());
         lines = end.report.events;
-        let t = Instant::now();
-        let (_, report) =
-            crate::replay::replay_trace(&file, &opts, 0, &mut |_| {}).map_err(|e| e.to_string())?;
-        replay = replay.min(t.elapsed());
-        steps = report.steps;
+        let d = time_shell(&command).ok_or_else(|| format!("`{command}` failed"))?;
+        replay = replay.min(d);
     }
     let _ = std::fs::remove_file(&tmp);
     let s = |d: Duration| d.as_secs_f64();
     let mut out = vec![
         Figure::new(format!("perf.data {name}: anonmm replay (kernel), to the table"), s(replay), "s", None)
-            .detail(format!("{lines} records (the lines perf script prints), {steps} steps")),
+            .detail(format!(
+                "{lines} records (the lines perf script prints), {steps} steps; the command, start to exit"
+            )),
         Figure::new(
             format!("perf.data {name}: anonmm's import alone (records to steps, no replay)"),
             s(reader),
@@ -775,9 +788,10 @@ pub fn bench_perf_data(path: &Path, reps: usize, kernel: Kernel) -> Result<Vec<F
     Ok(out)
 }
 
-/// Replay of a text trace against `zstdcat FILE | wc -l` (the real floor of reading it), and
-/// `replay --policy all` (one import, the policies in parallel) against one policy: measured
-/// in turn, round after round.
+/// Replay of a text trace (the `anonmm replay` command, start to exit) against `zstdcat FILE
+/// | wc -l` (the real floor of reading it), and `replay --policy all` (one import, the
+/// policies in parallel) against one policy: measured in turn, round after round, the best
+/// of each.
 pub fn bench_text_and_all(path: &Path, reps: usize, kernel: Kernel) -> Result<Vec<Figure>, String> {
     let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into());
     let q = sh_quote(path);
@@ -786,20 +800,15 @@ pub fn bench_text_and_all(path: &Path, reps: usize, kernel: Kernel) -> Result<Ve
     } else {
         format!("wc -l {q}")
     };
-    let one = on(kernel);
-    let all: Vec<RunOptions> =
-        crate::policy::ALL_POLICIES.iter().map(|&policy| RunOptions { policy, ..on(kernel) }).collect();
+    let (one, all) = (replay_command(path, kernel, false)?, replay_command(path, kernel, true)?);
+    let policies = crate::policy::ALL_POLICIES.len();
     let (mut floor, mut single, mut every) = (None::<Duration>, Duration::MAX, Duration::MAX);
     for _ in 0..reps.max(1) {
         if let Some(d) = time_shell(&floor_cmd) {
             floor = Some(floor.map_or(d, |f| f.min(d)));
         }
-        let t = Instant::now();
-        crate::replay::replay_trace(path, &one, 0, &mut |_| {}).map_err(|e| e.to_string())?;
-        single = single.min(t.elapsed());
-        let t = Instant::now();
-        crate::replay::replay_trace_all(path, &all, 0, &mut |_| {}).map_err(|e| e.to_string())?;
-        every = every.min(t.elapsed());
+        single = single.min(time_shell(&one).ok_or_else(|| format!("`{one}` failed"))?);
+        every = every.min(time_shell(&all).ok_or_else(|| format!("`{all}` failed"))?);
     }
     let s = |d: Duration| d.as_secs_f64();
     let mut out = vec![Figure::new(format!("text {name}: replay (kernel)"), s(single), "s", None)];
@@ -817,7 +826,7 @@ pub fn bench_text_and_all(path: &Path, reps: usize, kernel: Kernel) -> Result<Ve
     }
     out.push(
         Figure::new(
-            format!("text {name}: replay --policy all ({} policies, one import) over one policy", all.len()),
+            format!("text {name}: replay --policy all ({policies} policies, one import) over one policy"),
             s(every) / s(single),
             "x",
             Some(Target::AtMost(3.0)),
