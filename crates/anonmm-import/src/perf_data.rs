@@ -871,10 +871,11 @@ fn open_bytes(name: &str, bytes: Vec<u8>) -> Result<PerfScriptText, String> {
 /// The sizes in a little-endian `perf.data`'s header, feature table and event descriptions
 /// checked against the file's length before `linux_perf_data` reads them: it allocates what
 /// they say, so a wrong size would abort the process instead of failing. Leaves `input` at
-/// its start. A big-endian file stops here (`not modelled`); another magic is left to the
-/// crate's own error.
+/// its start. A big-endian file stops here (`not modelled`); another magic, or a header cut
+/// short, is left to the crate's own error.
 fn check_sizes(input: &mut dyn Input) -> Result<(), String> {
-    let io = |e: std::io::Error| e.to_string();
+    let sizes = |e: String| format!("not a readable perf.data: {e}");
+    let io = |e: std::io::Error| sizes(e.to_string());
     let len = input.seek(std::io::SeekFrom::End(0)).map_err(io)?;
     input.rewind().map_err(io)?;
     // perf_file_header: magic, size, attr_size, then the attrs, data and event_types
@@ -895,12 +896,16 @@ fn check_sizes(input: &mut dyn Input) -> Result<(), String> {
     let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
     let attr_size = word(&h, 16);
     if !(64..=4096).contains(&attr_size) {
-        return Err(format!("the header's attribute size {attr_size} is not that of a perf_event_attr"));
+        return Err(sizes(format!(
+            "the header's attribute size {attr_size} is not that of a perf_event_attr"
+        )));
     }
     let section = |name: &str, off: u64, size: u64| -> Result<(), String> {
         match off.checked_add(size) {
             Some(end) if end <= len => Ok(()),
-            _ => Err(format!("the {name} ({size} bytes at {off}) ends past the file's end ({len} bytes)")),
+            _ => Err(sizes(format!(
+                "the {name} ({size} bytes at {off}) ends past the file's end ({len} bytes)"
+            ))),
         }
     };
     section("attribute section", word(&h, 24), word(&h, 32))?;
@@ -927,7 +932,7 @@ fn check_sizes(input: &mut dyn Input) -> Result<(), String> {
         input.seek(std::io::SeekFrom::Start(off)).map_err(io)?;
         let mut d = vec![0u8; size as usize];
         input.read_exact(&mut d).map_err(io)?;
-        check_event_desc(&d).map_err(|e| format!("the event descriptions (HEADER_EVENT_DESC) {e}"))?;
+        check_event_desc(&d).map_err(|e| sizes(format!("the event descriptions (HEADER_EVENT_DESC) {e}")))?;
     } else if types_size != 0 {
         // Old perf: each event type an attribute and the (offset, size) of its ids.
         let entry = attr_size + 16;
@@ -975,13 +980,11 @@ fn open_with(
     records: Option<super::perf_records::Src>,
 ) -> Result<PerfScriptText, String> {
     let mut input = input;
-    check_sizes(&mut *input).map_err(|e| format!("not a readable perf.data: {e}"))?;
+    // A big-endian file stops there too (`not modelled`): what the crate reads is then
+    // little-endian.
+    check_sizes(&mut *input)?;
     let PerfFileReader { perf_file, record_iter } =
         PerfFileReader::parse_file(input).map_err(|e| format!("not a readable perf.data: {e}"))?;
-    if perf_file.endian() != linux_perf_data::Endianness::LittleEndian {
-        // The tracepoint payloads would need swapping too.
-        return Err("not modelled: a big-endian perf.data".to_string());
-    }
     let formats: Vec<EventFormat> =
         match perf_file.feature_section_data(linux_perf_data::Feature::TRACING_DATA) {
             Some(d) => parse_tracing_data(d)?.into_values().collect(),
@@ -1970,6 +1973,11 @@ mod tests {
             }
         }
         assert!(read > 0 && refused > 100, "{read} read, {refused} refused");
+        // A big-endian file is refused as not modelled, before any size is read.
+        let mut b = good.clone();
+        b[..8].copy_from_slice(b"2ELIFREP");
+        let e = open_bytes("x", b).err().expect("refused");
+        assert_eq!(e, "not modelled: a big-endian perf.data");
     }
 
     #[test]
