@@ -86,7 +86,7 @@ pub fn replay_script_observed(
     progress: &mut dyn FnMut(usize),
     observe: &mut dyn FnMut(VmaSample),
 ) -> Result<ReplayOutcome, crate::run::RunError> {
-    let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
+    let opts = replaying(opts);
     let mut r = Replayer::new(crate::run::Runner::new(script, &opts)?, max_examples);
     for (i, step) in script.steps.iter().enumerate() {
         if i % 1024 == 0 {
@@ -231,7 +231,7 @@ pub fn replay_trace_observed(
     observe: &mut dyn FnMut(VmaSample),
 ) -> Result<Option<(ReplayOutcome, crate::import::ImportReport)>, TraceError> {
     let mut stream = crate::import::stream_trace(path)?;
-    let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
+    let opts = replaying(opts);
     let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
     let mut r = Replayer::new(crate::run::Runner::empty(&named, &opts)?, max_examples);
     let (mut i, mut stopped) = (0, false);
@@ -266,7 +266,7 @@ fn replay_trace_once(
 ) -> Result<(ReplayOutcome, crate::import::ImportReport), TraceError> {
     use crate::run::Runner;
     let mut stream = crate::import::stream_trace(path)?;
-    let opts = crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() };
+    let opts = replaying(opts);
     let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
     // The first process is the first step's.
     let mut r = Replayer::new(Runner::empty(&named, &opts)?, max_examples);
@@ -275,20 +275,12 @@ fn replay_trace_once(
     while let Some(batch) = stream.next_batch() {
         let mut k = 0;
         while k < batch.len() && !stopped {
-            if i == 0 {
-                r.runner.spawn_first(batch[k].step().pid);
-            }
             if i % 1024 == 0 {
                 progress(i);
             }
-            // A run of page faults at once, up to the next progress report.
-            let n = r.runner.replay_faults(&batch[k..], 1024 - i % 1024);
-            if n > 0 {
-                (i, k) = (i + n, k + n);
-                continue;
-            }
-            stopped = !r.streamed(i, &batch[k], &mut |_| {});
-            (i, k) = (i + 1, k + 1);
+            // Runs of page faults end at the next progress report.
+            let (n, go) = r.replay_head(i, &batch[k..], 1024 - i % 1024);
+            (i, k, stopped) = (i + n, k + n, !go);
         }
         stream.recycle(batch);
     }
@@ -308,6 +300,12 @@ fn replay_trace_once(
     Ok((out, end.report))
 }
 
+/// `opts` as a replay runs with them: the trace's world taken as given, and the processes'
+/// state captured after the last step only.
+fn replaying(opts: &crate::run::RunOptions) -> crate::run::RunOptions {
+    crate::run::RunOptions { replay: true, last_view_only: true, ..opts.clone() }
+}
+
 /// A replay in progress: the runner and what the replay has found so far.
 struct Replayer<'a> {
     runner: crate::run::Runner<'a>,
@@ -320,6 +318,21 @@ impl<'a> Replayer<'a> {
             r.max_examples = max_examples;
         }
         Replayer { runner, invariant: None }
+    }
+
+    /// The items at the head of `items` as steps `i`, `i + 1`, …, the first process spawned
+    /// at step 0: a run of page faults at once ([`crate::run::Runner::replay_faults`], at
+    /// most `max`), else one item ([`Replayer::streamed`]). How many ran, and false once an
+    /// invariant failure stopped the replay.
+    #[inline]
+    fn replay_head(&mut self, i: usize, items: &[crate::import::Streamed], max: usize) -> (usize, bool) {
+        if i == 0 {
+            self.runner.spawn_first(items[0].step().pid);
+        }
+        match self.runner.replay_faults(items, max) {
+            0 => (1, self.streamed(i, &items[0], &mut |_| {})),
+            n => (n, true),
+        }
     }
 
     /// [`Replayer::step`] of a streamed step: most of a trace's page faults run from their

@@ -49,8 +49,7 @@ pub fn replay_trace_all_on(
     const IN_FLIGHT: usize = 4;
     /// Batches the trunk's copy may be behind the import.
     const KEEP_AHEAD: usize = 4 * IN_FLIGHT;
-    let opts: Vec<RunOptions> =
-        opts.iter().map(|o| RunOptions { replay: true, last_view_only: true, ..o.clone() }).collect();
+    let opts: Vec<RunOptions> = opts.iter().map(super::replaying).collect();
     // The trunk is shared only by options that differ in the policy alone.
     let but_policy = |o: &RunOptions| format!("{:?}", RunOptions { policy: Default::default(), ..o.clone() });
     let shared =
@@ -144,18 +143,7 @@ pub fn replay_trace_all_on(
             while let Some((start, batch)) = kept(b) {
                 let mut k = d.saturating_sub(start).min(batch.len());
                 while k < batch.len() && r.invariant.is_none() {
-                    let i = start + k;
-                    if i == 0 {
-                        r.runner.spawn_first(batch[k].step().pid);
-                    }
-                    // A run of page faults at once.
-                    let n = r.runner.replay_faults(&batch[k..], usize::MAX);
-                    if n > 0 {
-                        k += n;
-                        continue;
-                    }
-                    r.streamed(i, &batch[k], &mut |_| {});
-                    k += 1;
+                    k += r.replay_head(start + k, &batch[k..], usize::MAX).0;
                 }
                 b += 1;
             }
@@ -280,17 +268,7 @@ pub fn replay_trace_all_on(
                         i = upto;
                         break;
                     }
-                    if i == 0 {
-                        b.runner.spawn_first(batch[i - start].step().pid);
-                    }
-                    // A run of page faults at once.
-                    let n = b.runner.replay_faults(&batch[i - start..upto - start], usize::MAX);
-                    if n > 0 {
-                        i += n;
-                        continue;
-                    }
-                    b.streamed(i, &batch[i - start], &mut |_| {});
-                    i += 1;
+                    i += b.replay_head(i, &batch[i - start..upto - start], usize::MAX).0;
                 }
                 if i == start + batch.len() {
                     // Passed: no policy needs it again.
@@ -446,8 +424,7 @@ fn replay_trace_each_on(
     const IN_FLIGHT: usize = 4;
     type Batch = Arc<Vec<Streamed>>;
     let mut stream = crate::import::stream_trace(path)?;
-    let opts: Vec<RunOptions> =
-        opts.iter().map(|o| RunOptions { replay: true, last_view_only: true, ..o.clone() }).collect();
+    let opts: Vec<RunOptions> = opts.iter().map(super::replaying).collect();
     let named = crate::script::Script { path: path.display().to_string(), ..Default::default() };
     let workers_n = at_once.clamp(1, opts.len().max(1));
     // The policies after the first `workers_n`, taken in turn by whichever thread is free.
@@ -461,17 +438,8 @@ fn replay_trace_each_on(
             for batch in batches {
                 let mut k = 0;
                 while k < batch.len() && !stopped {
-                    if i == 0 {
-                        r.runner.spawn_first(batch[k].step().pid);
-                    }
-                    // A run of page faults at once.
-                    let n = r.runner.replay_faults(&batch[k..], usize::MAX);
-                    if n > 0 {
-                        (i, k) = (i + n, k + n);
-                        continue;
-                    }
-                    stopped = !r.streamed(i, &batch[k], &mut |_| {});
-                    (i, k) = (i + 1, k + 1);
+                    let (n, go) = r.replay_head(i, &batch[k..], usize::MAX);
+                    (i, k, stopped) = (i + n, k + n, !go);
                 }
             }
             Ok((r.finish(total.unwrap_or(i)), t0.elapsed().as_secs_f64()))
