@@ -139,14 +139,10 @@ impl Pager {
                     if done == usize::MAX {
                         return;
                     }
-                    let behind = done.min(len) / 4096 * 4096;
+                    let behind = done.min(len) / PAGE * PAGE;
                     if behind > released {
-                        // SAFETY: advice on a range of the mapping, which outlives this
-                        // thread (Drop joins it first); a private read-only file mapping
-                        // reads the same bytes after MADV_DONTNEED.
-                        unsafe {
-                            libc::madvise((base + released) as *mut _, behind - released, libc::MADV_DONTNEED)
-                        };
+                        // SAFETY: the mapping outlives this thread (Drop joins it first).
+                        unsafe { dont_need(base, len, released, behind) };
                         released = behind;
                     }
                     mapped = mapped.max(released);
@@ -155,7 +151,7 @@ impl Pager {
                         // A read of each page faults it in (with its neighbours: the
                         // kernel's fault-around), cheaper than MADV_POPULATE_READ's walk.
                         let mut sum = 0u8;
-                        for a in (mapped..end).step_by(4096) {
+                        for a in (mapped..end).step_by(PAGE) {
                             // SAFETY: a byte of the mapping, which outlives this thread.
                             sum =
                                 sum.wrapping_add(unsafe { std::ptr::read_volatile((base + a) as *const u8) });
@@ -211,13 +207,25 @@ impl Mapped {
             p.thread.thread().unpark();
             return;
         }
-        let page = 4096;
-        let (from, to) = (from.next_multiple_of(page), to.min(self.len) / page * page);
-        if from < to {
-            // SAFETY: advice on a range of the mapping; a private read-only file mapping
-            // reads the same bytes after MADV_DONTNEED.
-            unsafe { libc::madvise(self.ptr.as_ptr().add(from).cast(), to - from, libc::MADV_DONTNEED) };
-        }
+        // SAFETY: the mapping, mapped until `self` is dropped.
+        unsafe { dont_need(self.ptr.as_ptr() as usize, self.len, from, to) };
+    }
+}
+
+/// The page size the mapped reader gives pages back in.
+const PAGE: usize = 4096;
+
+/// `MADV_DONTNEED` of the whole pages of `[from, to)` of the mapping of `len` bytes at
+/// `base`: they stay in the page cache, and read again they are mapped again (a private
+/// read-only file mapping reads the same bytes).
+///
+/// # Safety
+/// `base` is a [`Mapped`] file's mapping, mapped for the whole call.
+unsafe fn dont_need(base: usize, len: usize, from: usize, to: usize) {
+    let (from, to) = (from.next_multiple_of(PAGE), to.min(len) / PAGE * PAGE);
+    if from < to {
+        // SAFETY: advice on a range of the mapping (the caller's promise).
+        unsafe { libc::madvise((base + from) as *mut libc::c_void, to - from, libc::MADV_DONTNEED) };
     }
 }
 
