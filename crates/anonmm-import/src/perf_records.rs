@@ -148,10 +148,12 @@ impl Pager {
                     mapped = mapped.max(released);
                     if mapped < len && mapped < done.saturating_add(PAGER_AHEAD) {
                         let end = (mapped + RELEASE).min(len);
-                        // A read of each page faults it in (with its neighbours: the
-                        // kernel's fault-around), cheaper than MADV_POPULATE_READ's walk.
+                        // A read faults a page in with its aligned block of neighbours (the
+                        // kernel's fault-around), cheaper than MADV_POPULATE_READ's walk: one
+                        // read a block, and one at the start (its block may begin before).
                         let mut sum = 0u8;
-                        for a in (mapped..end).step_by(PAGE) {
+                        let first = (base + mapped).next_multiple_of(AROUND) - base;
+                        for a in std::iter::once(mapped).chain((first..end).step_by(AROUND)) {
                             // SAFETY: a byte of the mapping, which outlives this thread.
                             sum =
                                 sum.wrapping_add(unsafe { std::ptr::read_volatile((base + a) as *const u8) });
@@ -214,6 +216,10 @@ impl Mapped {
 
 /// The page size the mapped reader gives pages back in.
 const PAGE: usize = 4096;
+
+/// The pages a read fault maps at once (the kernel's `fault_around_bytes`, 64 KiB by
+/// default): the pager reads one byte in each such aligned block.
+const AROUND: usize = 64 << 10;
 
 /// `MADV_DONTNEED` of the whole pages of `[from, to)` of the mapping of `len` bytes at
 /// `base`: they stay in the page cache, and read again they are mapped again (a private
