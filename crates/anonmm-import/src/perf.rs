@@ -656,17 +656,38 @@ impl<'a> Conv<'a> {
     /// [`Conv::fault_line`] for a reader that knows whether the last thing converted was a
     /// fault of `tid` that found its task with nothing to close (`clean`): then none is
     /// looked for, as nothing since can have left one. Whether the task had nothing to
-    /// close, for the next fault.
+    /// close, for the next fault. The fault's address is its page (`write`: the error
+    /// code's write bit): all [`Conv::fault_at`] takes of them.
     #[inline]
-    pub(crate) fn fault_of(&mut self, line: usize, tid: u32, addr: u64, code: u64, clean: bool) -> bool {
+    pub(crate) fn fault_of(&mut self, line: usize, tid: u32, page: u64, write: bool, clean: bool) -> bool {
         self.report.events += 1;
         let was =
             clean || self.tasks.get(&tid).is_some_and(|t| t.pending.is_none() && t.exec_recs.is_empty());
         if !was {
             self.close_user_event(tid);
         }
-        self.fault_at(line, tid, addr, code);
+        self.steps.push(Streamed::Fault { line, pid: Pid(tid), addr: page, len: 4096, write });
         was
+    }
+
+    /// [`Conv::fault_of`] of the faults of `tid` on the lines from `first_line` on, each
+    /// after one that found the task with nothing to close (so each does too): their pages,
+    /// with `WRITE` (bit 0) for a write.
+    #[inline]
+    pub(crate) fn clean_faults(
+        &mut self,
+        tid: u32,
+        first_line: usize,
+        pages: impl ExactSizeIterator<Item = u64>,
+    ) {
+        self.report.events += pages.len() as u64;
+        self.steps.extend(pages.enumerate().map(|(i, p)| Streamed::Fault {
+            line: first_line + i,
+            pid: Pid(tid),
+            addr: p & !0xfff,
+            len: 4096,
+            write: p & super::perf_records::WRITE != 0,
+        }));
     }
 
     /// A perf.data record (what one line of its `perf script` text says, read from the

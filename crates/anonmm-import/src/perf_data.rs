@@ -32,6 +32,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use super::lines::ReadAhead;
 use super::perf::{Conv, Event};
+use super::perf_records::{FAULT, WRITE};
 
 /// The magic at the start of a `perf.data` file (little-endian; `2ELIFREP` big-endian).
 pub const PERF_MAGIC: &[u8; 8] = b"PERFILE2";
@@ -1008,14 +1009,17 @@ fn open_with(
         })
         .collect();
     let plans: Vec<Plan> = events.iter().map(|(n, tp)| plan_of(n, tp.map(|i| &formats[i]))).collect();
-    let faults = perf_file
+    let faults: Vec<Option<FaultAt>> = perf_file
         .event_attributes()
         .iter()
         .zip(&plans)
         .map(|(a, plan)| FaultAt::of(a.attr.sample_format, plan))
         .collect();
     let own = match records {
-        Some(r) => super::perf_records::Records::new(r, &perf_file)?,
+        Some(r) => super::perf_records::Records::new(r, &perf_file)?.map(|mut r| {
+            r.read_faults(faults.clone());
+            r
+        }),
         None => None,
     };
     let reader = match own {
@@ -1323,14 +1327,14 @@ fn direct_sample(plan: &Plan, attr: usize, pid: u32, tid: u32, raw: &[u8]) -> Op
 /// fixed places (no callchain or `read` group before the raw data): what
 /// [`sample_fields`] and [`direct_sample`] read, without working it out per sample.
 #[derive(Clone, Copy)]
-struct FaultAt {
+pub(crate) struct FaultAt {
     format: SampleFormat,
     /// Of the `u32 pid, tid` word, and of the raw data's `u32 size`, in the sample.
-    ids: usize,
-    raw: usize,
+    pub(crate) ids: usize,
+    pub(crate) raw: usize,
     /// Of `address` and `error_code` (8-byte unsigned fields) in the raw data.
-    addr: usize,
-    code: usize,
+    pub(crate) addr: usize,
+    pub(crate) code: usize,
 }
 
 impl FaultAt {
@@ -1354,7 +1358,7 @@ impl FaultAt {
     /// to be read the general way (a negative pid or tid, fields out of bounds). A tuple:
     /// a [`Rec`] would be dropped, by a call, after its fields are taken.
     #[inline]
-    fn read(&self, body: &[u8]) -> Option<(u32, u32, u64, u64)> {
+    pub(crate) fn read(&self, body: &[u8]) -> Option<(u32, u32, u64, u64)> {
         let word = |b: &[u8], at: usize| Some(u64::from_le_bytes(*b.get(at..)?.first_chunk()?));
         let ids = word(body, self.ids)?;
         let (pid, tid) =
@@ -1473,44 +1477,75 @@ pub(crate) struct DataSource {
 #[derive(Default)]
 pub(crate) struct DataChunk {
     first_line: usize,
-    recs: Vec<Item>,
+    recs: Vec<Packed>,
     /// What the records' events and lines hold.
     evs: Vec<Owned>,
     lines: Vec<String>,
 }
 
-/// A [`Rec`] in a chunk: with nothing to drop, so that a chunk of faults is cleared for
-/// reuse without a look at each.
+/// A [`Rec`] in a chunk, in 16 bytes with nothing to drop (so that a chunk of faults is
+/// cleared for reuse without a look at each): `pid | tid << 32`, and what it is. A page fault
+/// ([`FAULT`] set) holds its address's page, with [`WRITE`] for a write, as the reader's
+/// scan reads it (and hands it on as it is); any other record the index of its event in
+/// `evs` (bit 0 clear) or of its line in `lines` (set), `<< 2`.
+#[derive(Clone, Copy)]
+struct Packed {
+    ids: u64,
+    what: u64,
+}
+
+impl Packed {
+    #[inline]
+    fn item(self) -> Item {
+        let (pid, tid) = (self.ids as u32, (self.ids >> 32) as u32);
+        if self.what & FAULT != 0 {
+            Item::Fault { pid, tid, page: self.what & !FAULT }
+        } else if self.what & 1 == 0 {
+            Item::Ev { pid, tid, ev: (self.what >> 2) as usize }
+        } else {
+            Item::Line((self.what >> 2) as usize)
+        }
+    }
+
+    #[inline]
+    fn tid(self) -> u32 {
+        (self.ids >> 32) as u32
+    }
+}
+
+/// A [`Packed`] record.
 #[derive(Clone, Copy)]
 enum Item {
-    Fault {
-        pid: u32,
-        tid: u32,
-        addr: u64,
-        code: u64,
-    },
+    /// A page fault: its address's page, with [`WRITE`] for a write (all the converter
+    /// takes of the address and error code).
+    Fault { pid: u32, tid: u32, page: u64 },
     /// The chunk's `evs[ev]`.
-    Ev {
-        pid: u32,
-        tid: u32,
-        ev: usize,
-    },
+    Ev { pid: u32, tid: u32, ev: usize },
     /// The chunk's `lines[line]`.
     Line(usize),
+}
+
+/// A fault's address and error code as an [`Item::Fault`] holds them.
+#[inline]
+fn page_of(addr: u64, code: u64) -> u64 {
+    (addr & !0xfff) | if code & 2 != 0 { WRITE } else { 0 }
 }
 
 impl DataChunk {
     /// Add `r` to the end.
     fn push(&mut self, r: Rec) {
+        let ids = |pid: u32, tid: u32| u64::from(pid) | (u64::from(tid) << 32);
         let item = match r {
-            Rec::Fault { pid, tid, addr, code } => Item::Fault { pid, tid, addr, code },
+            Rec::Fault { pid, tid, addr, code } => {
+                Packed { ids: ids(pid, tid), what: page_of(addr, code) | FAULT }
+            }
             Rec::Ev { pid, tid, ev } => {
                 self.evs.push(*ev);
-                Item::Ev { pid, tid, ev: self.evs.len() - 1 }
+                Packed { ids: ids(pid, tid), what: ((self.evs.len() - 1) as u64) << 2 }
             }
             Rec::Line(l) => {
                 self.lines.push(l);
-                Item::Line(self.lines.len() - 1)
+                Packed { ids: 0, what: (((self.lines.len() - 1) as u64) << 2) | 1 }
             }
         };
         self.recs.push(item);
@@ -1554,28 +1589,23 @@ impl DataSource {
     pub(crate) fn read_ahead(&mut self, tgid_of: &mut HashMap<u32, u32>) -> bool {
         let mut chunk = self.spare.pop().unwrap_or_default();
         let (mut lost, mut problem) = (0, None);
-        // The last tid seen, whose thread group is noted: a task's faults come in runs.
-        let mut noted = None;
+        // The last tid seen, whose thread group is noted (0: none; tid 0 is never noted):
+        // a task's faults come in runs.
+        let mut noted = 0;
         while chunk.recs.len() < RECS {
             if let Some(Reader::Own(own)) = &mut self.r.reader {
-                // The page faults (most records) of the round handed on, straight from the
-                // reader's window; the first record that is none, or that `FaultAt::read`
-                // leaves to the general way, goes through `next_rec` below.
-                let faults = &self.r.faults;
+                // The page faults (most records) of the round handed on, as the reader read
+                // them in its scan; the first record that is none, or that `FaultAt::read`
+                // left to the general way, goes through `next_rec` below.
                 let recs = &mut chunk.recs;
                 recs.reserve(RECS - recs.len());
-                own.take_samples(|attr, body| {
-                    if recs.len() == RECS {
-                        return false;
+                own.take_faults(RECS - recs.len(), |ids, what| {
+                    let tid = (ids >> 32) as u32;
+                    if tid != 0 && noted != tid {
+                        tgid_of.entry(tid).or_insert(ids as u32);
+                        noted = tid;
                     }
-                    let Some(Some(f)) = faults.get(attr as usize) else { return false };
-                    let Some((pid, tid, addr, code)) = f.read(body) else { return false };
-                    if tid != 0 && noted != Some(tid) {
-                        tgid_of.entry(tid).or_insert(pid);
-                        noted = Some(tid);
-                    }
-                    recs.push(Item::Fault { pid, tid, addr, code });
-                    true
+                    recs.push(Packed { ids, what });
                 });
                 if recs.len() == RECS {
                     break;
@@ -1598,9 +1628,9 @@ impl DataSource {
                     ids
                 }
             };
-            if tid != 0 && noted != Some(tid) {
+            if tid != 0 && noted != tid {
                 tgid_of.entry(tid).or_insert(pid);
-                noted = Some(tid);
+                noted = tid;
             }
         }
         self.r.after(lost, problem);
@@ -1630,17 +1660,33 @@ pub(crate) fn feed(c: &mut Conv<'_>, plans: &[Plan], chunk: &DataChunk) {
     c.steps.reserve(chunk.recs.len());
     // The task whose fault came last, when it found the task with nothing to close.
     let mut clean = None;
-    for (k, &rec) in chunk.recs.iter().enumerate() {
-        let line = chunk.first_line + k;
-        if let Item::Fault { tid, addr, code, .. } = rec
+    let recs = &chunk.recs;
+    let mut next = 0;
+    while let Some(&rec) = recs.get(next) {
+        let (k, line) = (next, chunk.first_line + next);
+        next += 1;
+        let rec = rec.item();
+        if let Item::Fault { tid, page, .. } = rec
             && tid != 0
         {
-            clean = c.fault_of(line, tid, addr, code, clean == Some(tid)).then_some(tid);
+            clean =
+                c.fault_of(line, tid, page & !0xfff, page & WRITE != 0, clean == Some(tid)).then_some(tid);
+            if clean.is_some() {
+                // The faults of the task that follow (a run, most of the time) find it
+                // with nothing to close too.
+                let run = recs[k + 1..].iter().take_while(|r| r.what & FAULT != 0 && r.tid() == tid).count();
+                let pages = recs[k + 1..k + 1 + run].iter().map(|r| r.what);
+                c.clean_faults(tid, line + 1, pages);
+                next += run;
+            }
             continue;
         }
         clean = None;
         match rec {
-            Item::Fault { pid, tid, addr, code } => c.event(line, pid, tid, Event::Fault { addr, code }),
+            Item::Fault { pid, tid, page } => {
+                let (addr, code) = (page & !0xfff, if page & WRITE != 0 { 2 } else { 0 });
+                c.event(line, pid, tid, Event::Fault { addr, code })
+            }
             Item::Line(i) => {
                 let text = &chunk.lines[i];
                 c.line(line, text, crate::lines::header_of(text));
@@ -1916,7 +1962,7 @@ mod tests {
         let (mut direct, mut printed) = (0, 0);
         while let Some(c) = src.next(&mut tgid_of) {
             for r in &c.recs {
-                match *r {
+                match r.item() {
                     Item::Line(l) => {
                         printed += 1;
                         assert!(c.lines[l].contains("PERF_RECORD_MMAP2"), "{}", c.lines[l]);
@@ -1926,6 +1972,78 @@ mod tests {
             }
         }
         assert!(direct > 4000 && printed == 0, "{direct} read directly, {printed} printed");
+    }
+
+    /// The page faults read as each round is scanned (and handed on without a second look at
+    /// their bytes) are those read one by one the general way: the same records in the same
+    /// order, the same thread groups noted and the same problems, for the bundled recording
+    /// and for copies whose samples are damaged where a fault's fields are (a negative tid,
+    /// raw data too short for the fault's fields, or running past the sample's end).
+    #[test]
+    fn faults_read_in_the_scan_are_those_read_one_by_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/data/sort-threads.perf.data.zst");
+        let good = zstd::decode_all(std::fs::File::open(path).expect("recording")).expect("zstd");
+        let read = |bytes: Vec<u8>, scan: bool| {
+            let mut r = open_bytes("t.data", bytes).expect("perf.data");
+            let Some(Reader::Own(own)) = &mut r.reader else { panic!("read by this crate's reader") };
+            if !scan {
+                own.read_faults(Vec::new());
+            }
+            let mut src = DataSource::new(r);
+            let side = src.side();
+            let (mut tgid_of, mut out, mut faults) = (HashMap::default(), Vec::new(), 0);
+            while let Some(c) = src.next(&mut tgid_of) {
+                for (k, p) in c.recs.iter().enumerate() {
+                    let line = c.first_line + k;
+                    out.push(match p.item() {
+                        Item::Fault { pid, tid, page } => {
+                            faults += 1;
+                            format!("{line} fault {pid}/{tid} {page:#x}")
+                        }
+                        Item::Ev { pid, tid, ev } => format!("{line} event {pid}/{tid} {ev}"),
+                        Item::Line(l) => format!("{line} {}", c.lines[l]),
+                    });
+                }
+            }
+            let mut tgids: Vec<(u32, u32)> = tgid_of.into_iter().collect();
+            tgids.sort_unstable();
+            let side = side.lock().map(|s| (s.lost, s.problems.clone())).expect("side");
+            (out, tgids, side, faults)
+        };
+        let whole = read(good.clone(), true);
+        assert!(whole == read(good.clone(), false));
+        assert!(whole.3 > 4000, "{} faults", whole.3);
+        // Where the fault attribute's samples have their fields.
+        let opened = open_bytes("t.data", good.clone()).expect("perf.data");
+        let f = opened.faults.iter().flatten().next().copied().expect("a fault attribute");
+        let word = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
+        let (data, size) = (word(&good, 40) as usize, word(&good, 48) as usize);
+        for (every, what) in [(7, "tid"), (11, "short"), (13, "long")] {
+            let mut b = good.clone();
+            let (mut at, mut n) = (data, 0);
+            while at + 8 <= data + size {
+                let ty = u32::from_le_bytes(b[at..at + 4].try_into().expect("4"));
+                let len = usize::from(u16::from_le_bytes(b[at + 6..at + 8].try_into().expect("2")));
+                let body = at + 8;
+                if ty == 9 && body + f.raw + 4 <= at + len {
+                    n += 1;
+                    if n % every == 0 {
+                        match what {
+                            "tid" => {
+                                b[body + f.ids + 4..body + f.ids + 8].copy_from_slice(&u32::MAX.to_le_bytes())
+                            }
+                            "short" => b[body + f.raw..body + f.raw + 4].copy_from_slice(&8u32.to_le_bytes()),
+                            _ => b[body + f.raw..body + f.raw + 4].copy_from_slice(&60000u32.to_le_bytes()),
+                        }
+                    }
+                }
+                at += len.max(8);
+            }
+            let damaged = read(b.clone(), true);
+            assert!(damaged == read(b, false), "damaged: {what}");
+            assert!(damaged.3 < whole.3, "damaged: {what}: {} faults", damaged.3);
+        }
     }
 
     /// Every size and offset of the header, the feature table and the event descriptions

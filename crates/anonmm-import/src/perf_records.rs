@@ -43,15 +43,42 @@ fn key(ts: Option<u64>, at: u64) -> Key {
     (ts.map_or(0, |t| u128::from(t) + 1) << 63) | u128::from(at + 1)
 }
 
-/// A record read and not yet handed on: where it is (its header says what it is), in 32
-/// bytes.
+/// Where the record of `key` is: the offset of its header from the data section's start.
+#[inline]
+fn at_of(key: Key) -> u64 {
+    (key as u64 & ((1 << 63) - 1)) - 1
+}
+
+/// A record read and not yet handed on, in 32 bytes: its key (which says where it is), and
+/// what it is. A page fault's fields are read as the round is scanned, while its bytes are
+/// in the near caches: handed on, it needs no second look at them.
 #[derive(Clone, Copy)]
 struct Ent {
     key: Key,
-    /// Offset of its header from the start of the data section.
-    at: u64,
-    /// Its attribute (none for perf's own records).
-    attr: u32,
+    /// A page fault ([`FAULT`] set): its address's page, with [`WRITE`] for a write. Any
+    /// other record: its attribute (none for perf's own records) `<< 32`, with [`OWN`] for
+    /// perf's own.
+    what: u64,
+    /// A page fault's `pid | tid << 32`.
+    ids: u64,
+}
+
+/// [`Ent::what`]'s bits: a write fault; a page fault read in the scan; perf's own record.
+pub(crate) const WRITE: u64 = 1;
+pub(crate) const FAULT: u64 = 2;
+const OWN: u64 = 4;
+
+impl Ent {
+    /// A record other than a page fault read in the scan.
+    #[inline]
+    fn other(key: Key, attr: usize, own: bool) -> Ent {
+        Ent { key, what: ((attr as u64) << 32) | if own { OWN } else { 0 }, ids: 0 }
+    }
+
+    #[inline]
+    fn attr(&self) -> usize {
+        (self.what >> 32) as usize
+    }
 }
 
 /// The type, misc and body of the record whose header is at `o` in `buf` (all there).
@@ -269,13 +296,19 @@ pub(crate) struct Records {
     infos: Vec<RecordParseInfo>,
     /// Per attribute: where a sample's time is.
     sample_time: Vec<Option<usize>>,
-    incoming: Vec<Ent>,
-    /// Whether `incoming` is in order of its keys (one CPU's run, the usual round): then
-    /// it needs no sort.
+    /// Per attribute: where a page-fault sample's fields are, when [`Records::take_faults`]
+    /// reads them.
+    faults: Vec<Option<super::perf_data::FaultAt>>,
+    /// The records read and not yet taken, in a ring (no copy of those waiting per round):
+    /// the first `out` are handed on, in order; the rest wait for their round.
+    ents: std::collections::VecDeque<Ent>,
+    out: usize,
+    /// How many of the first records may be out of order of their offsets (a sort moved
+    /// them): those after them are in the order they were read, the file's.
+    mixed: usize,
+    /// Whether the records waiting are in order of their keys (one CPU's run, the usual
+    /// round): then they need no sort.
     sorted: bool,
-    /// Records handed on in order, the next at `out_at`.
-    outgoing: Vec<Ent>,
-    out_at: usize,
     prev_max: Key,
     cur_max: Key,
     lte_prev_max: usize,
@@ -360,10 +393,11 @@ impl Records {
                 .map(|i| i.sample_record_time_offset_from_start.map(usize::from))
                 .collect(),
             infos,
-            incoming: Vec::new(),
+            faults: Vec::new(),
+            ents: std::collections::VecDeque::new(),
+            out: 0,
+            mixed: 0,
             sorted: true,
-            outgoing: Vec::new(),
-            out_at: 0,
             prev_max: 0,
             cur_max: 0,
             lte_prev_max: 0,
@@ -371,23 +405,40 @@ impl Records {
         }))
     }
 
+    /// Have the page faults of the attributes `faults` says where to find them in (all
+    /// of that attribute's samples: their format is the attribute's) read as each round
+    /// is scanned, for [`Records::take_faults`].
+    pub(crate) fn read_faults(&mut self, faults: Vec<Option<super::perf_data::FaultAt>>) {
+        self.faults = faults;
+    }
+
     /// The next record of an attribute, in order (None at the end).
     pub(crate) fn next(&mut self) -> Result<Option<(usize, RawEventRecord<'_>)>, String> {
         loop {
-            if let Some(&e) = self.outgoing.get(self.out_at) {
-                self.out_at += 1;
-                let o = (e.at - self.base) as usize;
-                if parts(self.window.bytes(), o).0 >= USER_TYPE_START {
+            if self.out > 0
+                && let Some(e) = self.ents.pop_front()
+            {
+                self.out -= 1;
+                self.mixed = self.mixed.saturating_sub(1);
+                if e.what & OWN != 0 {
                     continue;
                 }
-                let (ty, misc, body) = parts(self.window.bytes(), o);
+                let (ty, misc, body) = parts(self.window.bytes(), (at_of(e.key) - self.base) as usize);
+                // A page fault read in the scan (taken here after all: rare) has its
+                // attribute found again, as the scan found it.
+                let attr = if e.what & FAULT != 0 {
+                    attr_at(&self.ids, &self.attr_of, &mut None, ty, body)
+                } else {
+                    e.attr()
+                };
+                let record = RecordType(ty);
                 let record = RawEventRecord {
-                    record_type: RecordType(ty),
+                    record_type: record,
                     misc,
                     data: RawData::Single(body),
-                    parse_info: self.infos[e.attr as usize],
+                    parse_info: self.infos[attr],
                 };
-                return Ok(Some((e.attr as usize, record)));
+                return Ok(Some((attr, record)));
             }
             if self.finished {
                 return Ok(None);
@@ -396,22 +447,34 @@ impl Records {
         }
     }
 
-    /// Hand the samples of the round handed on, in order, to `take` (attribute, body)
-    /// until it leaves one (to [`Records::next`]), or up to the first record that is no
-    /// sample; perf's own records between them are passed over, as `next` passes them.
-    /// For a caller that reads the usual records in place.
+    /// Hand the page faults of the round handed on, in order, to `take` (`pid | tid << 32`,
+    /// and the address's page with [`FAULT`], and [`WRITE`] for a write), `max` at the most (the rest are left to
+    /// the next call, or to [`Records::next`]), up to the first record that is none read
+    /// in the scan; perf's own records between them are passed over, as `next` passes
+    /// them. The records' bytes are not read again.
     #[inline]
-    pub(crate) fn take_samples(&mut self, mut take: impl FnMut(u32, &[u8]) -> bool) {
-        let (buf, base) = (self.window.bytes(), self.base);
-        let mut i = self.out_at;
-        while let Some(e) = self.outgoing.get(i) {
-            let (ty, _, body) = parts(buf, (e.at - base) as usize);
-            if ty < USER_TYPE_START && (ty != SAMPLE || !take(e.attr, body)) {
-                break;
+    pub(crate) fn take_faults(&mut self, max: usize, mut take: impl FnMut(u64, u64)) {
+        let (a, b) = self.ents.as_slices();
+        let (a, b) =
+            if a.len() >= self.out { (&a[..self.out], &b[..0]) } else { (a, &b[..self.out - a.len()]) };
+        let (mut n, mut taken) = (0, 0);
+        'all: for s in [a, b] {
+            for e in s {
+                if e.what & FAULT != 0 {
+                    if taken == max {
+                        break 'all;
+                    }
+                    take(e.ids, e.what);
+                    taken += 1;
+                } else if e.what & OWN == 0 {
+                    break 'all;
+                }
+                n += 1;
             }
-            i += 1;
         }
-        self.out_at = i;
+        self.ents.drain(..n);
+        self.out -= n;
+        self.mixed = self.mixed.saturating_sub(n);
     }
 
     /// Have the section's bytes up to `end` in the window; false at the end of the file.
@@ -452,8 +515,8 @@ impl Records {
     }
 
     /// Drop the bytes no record waiting needs from the window, when they are at least as
-    /// many as those kept. Only while no record is handed on (`outgoing` is done): the
-    /// record at `at` and those in `incoming` are all that is still read.
+    /// many as those kept. Only while no record is handed on (those handed on before are
+    /// taken): the record at `at` and those waiting are all that is still read.
     fn compact(&mut self) {
         let keep = self.needed();
         let drop = (keep - self.base) as usize;
@@ -466,11 +529,13 @@ impl Records {
         self.base = keep;
     }
 
-    /// Where the bytes still to be read start, once `outgoing` is done: the record at `at`
-    /// and those in `incoming` are all that is still read.
+    /// Where the bytes still to be read start, once the records handed on are taken: the
+    /// record at `at` and those waiting are all that is still read.
     fn needed(&self) -> u64 {
-        debug_assert!(self.out_at == self.outgoing.len());
-        let keep = self.incoming.iter().map(|e| e.at).min().unwrap_or(self.at).min(self.at);
+        debug_assert!(self.out == 0);
+        let first = || self.ents.front().map(|e| at_of(e.key));
+        let keep = if self.mixed == 0 { first() } else { self.ents.iter().map(|e| at_of(e.key)).min() };
+        let keep = keep.unwrap_or(self.at).min(self.at);
         // `at` can be past the window after an AUXTRACE record (its data is skipped).
         keep.min(self.base + self.filled as u64)
     }
@@ -479,6 +544,13 @@ impl Records {
     /// at a time.
     fn release(&mut self) {
         if !matches!(self.window, Window::Mapped { .. }) {
+            return;
+        }
+        // What is needed starts at `at` at the most: nothing to release below RELEASE bytes
+        // on (the usual round), found without a look at the records waiting.
+        if let Window::Mapped { released, .. } = &self.window
+            && (self.at.min(self.base + self.filled as u64) as usize).saturating_sub(*released) < RELEASE
+        {
             return;
         }
         let keep = self.needed() as usize;
@@ -516,7 +588,7 @@ impl Records {
             if ty == FINISHED_ROUND {
                 self.at = next;
                 self.finish_round();
-                if self.out_at < self.outgoing.len() {
+                if self.out > 0 {
                     return Ok(());
                 }
                 continue;
@@ -530,7 +602,7 @@ impl Records {
             }
             let (attr, ts) = if ty < USER_TYPE_START {
                 let attr = attr_at(&self.ids, &self.attr_of, &mut self.last_id, ty, body);
-                (attr as u32, time_at(ty, body, &self.infos[attr]))
+                (attr, time_at(ty, body, &self.infos[attr]))
             } else {
                 (0, None)
             };
@@ -540,14 +612,15 @@ impl Records {
             } else if key > self.cur_max {
                 self.cur_max = key;
             }
-            if self.sorted && self.incoming.last().is_some_and(|l| l.key > key) {
+            if self.sorted && self.ents.back().is_some_and(|l| l.key > key) {
                 self.sorted = false;
             }
-            self.incoming.push(Ent { key, at, attr });
+            // A page fault here (across a read window's end) is read by `next`'s caller.
+            self.ents.push_back(Ent::other(key, attr, ty >= USER_TYPE_START));
             self.at = next;
         }
         // The end: everything left, in order.
-        self.lte_prev_max = self.incoming.len();
+        self.lte_prev_max = self.ents.len();
         self.hand_on();
         self.finished = true;
         Ok(())
@@ -570,7 +643,8 @@ impl Records {
             last_id,
             infos,
             sample_time,
-            incoming,
+            faults,
+            ents,
             sorted,
             prev_max,
             cur_max,
@@ -580,9 +654,14 @@ impl Records {
         let base = *base;
         let win = &window.bytes()[..*filled];
         let end = (*len).min(base + win.len() as u64);
-        let (prev, mut cur, mut lte, mut in_order) = (*prev_max, *cur_max, *lte_prev_max, *sorted);
-        // Keys are at least 1: 0 is below every record's.
-        let mut last = incoming.last().map_or(0, |e| e.key);
+        let mut run = Run {
+            prev: *prev_max,
+            cur: *cur_max,
+            lte: *lte_prev_max,
+            in_order: *sorted,
+            // Keys are at least 1: 0 is below every record's.
+            last: ents.back().map_or(0, |e| e.key),
+        };
         // Where a sample's id is (`attr_at`'s answer for samples, worked out once): None
         // when the file has one attribute.
         let sample_id = match ids {
@@ -601,39 +680,52 @@ impl Records {
                 break;
             }
             let body = &win[o + 8..o + usize::from(size)];
+            let (mut fault, mut same) = (None, None);
             let (attr, ts) = if ty == SAMPLE {
-                let attr = match sample_id.map(|at| at.and_then(|at| u64_at(body, at))) {
-                    None | Some(None) => 0,
-                    Some(Some(id)) => match seen {
-                        Some((last, attr)) if last == id => attr,
+                // `id`: what the samples after it must have to be of the same attribute
+                // (None: no sample after it is taken to be).
+                let (attr, id) = match sample_id.map(|at| at.map(|at| (at, u64_at(body, at)))) {
+                    None | Some(None) => (0, Some(None)),
+                    Some(Some((_, None))) => (0, None),
+                    Some(Some((at, Some(id)))) => match seen {
+                        Some((last, attr)) if last == id => (attr, Some(Some((at, id)))),
                         _ => {
                             let attr = attr_of.get(&id).copied().unwrap_or(0);
                             seen = Some((id, attr));
-                            attr
+                            (attr, Some(Some((at, id))))
                         }
                     },
                 };
-                (attr, sample_time[attr].and_then(|at| u64_at(body, at)))
+                let ts = sample_time[attr].and_then(|at| u64_at(body, at));
+                // The fault's fields, while its bytes are in the near caches.
+                if let Some(Some(f)) = faults.get(attr) {
+                    fault = f.read(body);
+                    // What the samples after it must match to be read the same way.
+                    if let (Some(_), Some(t), Some(id)) = (fault, sample_time[attr], id) {
+                        same = Some(Layout::of(id, t, *f));
+                    }
+                }
+                (attr, ts)
             } else {
                 let attr = attr_at(ids, attr_of, &mut seen, ty, body);
                 (attr, time_at(ty, body, &infos[attr]))
             };
-            let k = key(ts, a);
-            if k <= prev {
-                lte += 1;
-            } else if k > cur {
-                cur = k;
-            }
-            in_order &= last <= k;
-            last = k;
-            incoming.push(Ent { key: k, at: a, attr: attr as u32 });
+            let ent = match fault {
+                Some((pid, tid, addr, code)) => fault_ent(key(ts, a), pid, tid, addr, code),
+                None => Ent::other(key(ts, a), attr, false),
+            };
+            run.add(ent, ents);
             a += u64::from(size);
+            if let Some(l) = same {
+                // The run of faults of this attribute that follows (most records).
+                a = fault_run(win, base, a, end, l, &mut run, ents);
+            }
         }
         *at = a;
         *last_id = seen;
-        *cur_max = cur;
-        *lte_prev_max = lte;
-        *sorted = in_order;
+        *cur_max = run.cur;
+        *lte_prev_max = run.lte;
+        *sorted = run.in_order;
     }
 
     /// A round ended: what no later record can come before goes out, in order.
@@ -643,24 +735,178 @@ impl Records {
             self.hand_on();
         }
         self.prev_max = self.cur_max;
-        self.lte_prev_max = self.incoming.len();
+        self.lte_prev_max = self.ents.len() - self.out;
     }
 
-    /// Hand on the first `lte_prev_max` records in order of their keys (once `outgoing`
-    /// is done): `incoming` becomes `outgoing`, and the rest is copied back.
+    /// Hand on the first `lte_prev_max` records waiting, in order of their keys (once
+    /// those handed on before are taken: all are waiting).
     fn hand_on(&mut self) {
+        debug_assert!(self.out == 0);
         if !self.sorted {
             // The per-CPU runs are merged (keys are unique: each has its offset).
-            self.incoming.sort_by_key(|e| e.key);
+            self.ents.make_contiguous().sort_by_key(|e| e.key);
+            self.mixed = self.ents.len();
         }
-        std::mem::swap(&mut self.incoming, &mut self.outgoing);
-        self.incoming.clear();
-        self.incoming.extend_from_slice(&self.outgoing[self.lte_prev_max..]);
-        self.outgoing.truncate(self.lte_prev_max);
-        self.out_at = 0;
+        self.out = self.lte_prev_max;
         // What stays is the end of a sorted run.
         self.sorted = true;
     }
+}
+
+/// What a scan of a round knows of the keys read: the newest of the round before (`prev`)
+/// and of this round (`cur`), how many are not newer than `prev`, the last, and whether
+/// they came in order.
+#[derive(Clone, Copy)]
+struct Run {
+    prev: Key,
+    cur: Key,
+    lte: usize,
+    last: Key,
+    in_order: bool,
+}
+
+impl Run {
+    #[inline(always)]
+    fn add(&mut self, e: Ent, ents: &mut std::collections::VecDeque<Ent>) {
+        let k = e.key;
+        if k <= self.prev {
+            self.lte += 1;
+        } else if k > self.cur {
+            self.cur = k;
+        }
+        self.in_order &= self.last <= k;
+        self.last = k;
+        ents.push_back(e);
+    }
+}
+
+/// The entry of a page fault read in the scan.
+#[inline(always)]
+fn fault_ent(key: Key, pid: u32, tid: u32, addr: u64, code: u64) -> Ent {
+    Ent {
+        key,
+        what: (addr & !0xfff) | FAULT | u64::from(code & 2 != 0),
+        ids: u64::from(pid) | (u64::from(tid) << 32),
+    }
+}
+
+/// Where the fields of the samples a [`fault_run`] reads are in a sample's body, worked out
+/// once per run.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// Of the id, and the value it must have (when the file has several attributes).
+    id: Option<(usize, u64)>,
+    time: usize,
+    /// Of the `u32 pid, tid` word and of the raw data's `u32 size`.
+    ids: usize,
+    raw: usize,
+    /// Of the fault's address and error code, in the raw data.
+    addr: usize,
+    code: usize,
+    /// The least body that holds the id, time, `pid, tid` and the raw data's size.
+    fixed: usize,
+    /// The least raw data that holds the address and error code.
+    need: usize,
+}
+
+impl Layout {
+    fn of(id: Option<(usize, u64)>, time: usize, f: super::perf_data::FaultAt) -> Layout {
+        let fixed =
+            [id.map_or(0, |(at, _)| at + 8), time + 8, f.ids + 8, f.raw + 4].into_iter().max().unwrap_or(0);
+        Layout {
+            id,
+            time,
+            ids: f.ids,
+            raw: f.raw,
+            addr: f.addr,
+            code: f.code,
+            fixed,
+            need: f.addr.max(f.code) + 8,
+        }
+    }
+}
+
+/// The 8 bytes of `b` at `at`, little-endian.
+///
+/// # Safety
+/// `at + 8 <= b.len()`.
+#[inline(always)]
+unsafe fn word_at(b: &[u8], at: usize) -> u64 {
+    debug_assert!(at + 8 <= b.len());
+    // SAFETY: in `b` (the caller's promise); any bytes are a u64.
+    u64::from_le(unsafe { b.as_ptr().add(at).cast::<u64>().read_unaligned() })
+}
+
+/// The 4 bytes of `b` at `at`, little-endian.
+///
+/// # Safety
+/// `at + 4 <= b.len()`.
+#[inline(always)]
+unsafe fn u32_at(b: &[u8], at: usize) -> u32 {
+    debug_assert!(at + 4 <= b.len());
+    // SAFETY: in `b` (the caller's promise); any bytes are a u32.
+    u32::from_le(unsafe { b.as_ptr().add(at).cast::<u32>().read_unaligned() })
+}
+
+/// [`Records::scan`] of the run of samples from `a` on that are read as the one before
+/// was (most records): each with the id, time and page fault where `l` says (what
+/// `FaultAt::read` reads, the same checks); up to the first other record, or the window's
+/// end (`end`). Where it stopped.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn fault_run(
+    win: &[u8],
+    base: u64,
+    a: u64,
+    end: u64,
+    l: Layout,
+    run: &mut Run,
+    ents: &mut std::collections::VecDeque<Ent>,
+) -> u64 {
+    // The records whole in the window and the section: as `scan` bounds them.
+    let Some(win) = win.get(..(end - base) as usize) else { return a };
+    let mut r = *run;
+    let mut o = (a - base) as usize;
+    while let Some((h, _)) = win.get(o..).and_then(|rest| rest.split_first_chunk::<8>()) {
+        let ty = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        let size = usize::from(u16::from_le_bytes([h[6], h[7]]));
+        if ty != SAMPLE || size < 8 {
+            break;
+        }
+        let Some(rec) = win.get(o..o + size) else { break };
+        let body = &rec[8..];
+        if body.len() < l.fixed {
+            break;
+        }
+        // SAFETY (each `word_at` of the fixed fields): below `l.fixed`, checked above.
+        if let Some((at, want)) = l.id
+            && unsafe { word_at(body, at) } != want
+        {
+            break;
+        }
+        let ts = unsafe { word_at(body, l.time) };
+        let ids = unsafe { word_at(body, l.ids) };
+        // A negative pid or tid: left to the general way.
+        if ids & 0x8000_0000_8000_0000 != 0 {
+            break;
+        }
+        // SAFETY: `l.raw + 4 <= l.fixed`, checked above.
+        let raw_size = unsafe { u32_at(body, l.raw) } as usize;
+        // The raw data: within the body (`l.raw + 4 <= body.len()`), and holding the
+        // address and error code.
+        let raw = l.raw + 4;
+        if raw_size < l.need || raw_size > body.len() - raw {
+            break;
+        }
+        // SAFETY: `raw + l.addr + 8` and `raw + l.code + 8` are at most `raw + l.need`, at
+        // most `raw + raw_size`, within the body (checked above).
+        let (addr, code) = unsafe { (word_at(body, raw + l.addr), word_at(body, raw + l.code)) };
+        let at = base + o as u64;
+        r.add(fault_ent(key(Some(ts), at), ids as u32, (ids >> 32) as u32, addr, code), ents);
+        o += size;
+    }
+    *run = r;
+    base + o as u64
 }
 
 /// The attribute of a record of the kernel's (type `ty`), by its id (`get_record_id`);
