@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use anonmm_model::fault::{PageRun, Touch};
+
 use crate::errno::Errno;
 use crate::mm::{Config, System};
 use crate::replay::{Plan, ReplayState, count_vmas};
@@ -274,6 +276,27 @@ impl anonmm_model::fault::TouchFeed for ReplayFeed<'_, '_> {
     #[inline(always)]
     fn tag(&self, addr: u64) -> u64 {
         touch_tag(self.line, addr)
+    }
+    /// `run` within the range `next` checks (once a fault has cleared what was pending).
+    #[inline(always)]
+    fn narrow(&self, run: PageRun) -> PageRun {
+        match self.range {
+            Some((p, start, end)) if self.taken > 0 && run.pid() == p => run.within(start, end),
+            _ => run.within(0, 0),
+        }
+    }
+    /// `next` of a fault `run` holds, with the one test.
+    #[inline(always)]
+    fn next_in(&mut self, run: &PageRun) -> Result<Touch, Option<Touch>> {
+        if let Some(&crate::import::Streamed::Fault { line, pid, addr, len, write }) =
+            self.items.get(self.taken)
+            && run.holds(pid, addr, len)
+        {
+            self.taken += 1;
+            self.line = line;
+            return Ok((pid, addr, len, write));
+        }
+        Err(self.next())
     }
 }
 
