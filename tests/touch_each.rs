@@ -6,7 +6,7 @@
 
 use anonmm::abi::MADV_GUARD_INSTALL;
 use anonmm::api::prelude::*;
-use anonmm::fault::TouchFeed;
+use anonmm::fault::{PageRun, TouchFeed};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -26,6 +26,50 @@ impl TouchFeed for Feed<'_> {
     }
     fn tag(&self, addr: u64) -> u64 {
         tag(self.next - 1, addr)
+    }
+}
+
+/// The touches in turn while they lie in a window of one process (`start <= addr`,
+/// `addr + len <= end`), as replay's feed hands a trace's faults: it gives none past the
+/// first that does not, and narrows runs to its window to give them with one test.
+struct Windowed<'a> {
+    touches: &'a [Touch],
+    next: usize,
+    window: (Pid, u64, u64),
+}
+
+impl Windowed<'_> {
+    fn fits(&self, (pid, addr, len, _): Touch) -> bool {
+        let (p, start, end) = self.window;
+        p == pid && start <= addr && addr.checked_add(len).is_some_and(|e| e <= end)
+    }
+}
+
+impl TouchFeed for Windowed<'_> {
+    fn next(&mut self) -> Option<Touch> {
+        let t = *self.touches.get(self.next)?;
+        if !self.fits(t) {
+            return None;
+        }
+        self.next += 1;
+        Some(t)
+    }
+    fn tag(&self, addr: u64) -> u64 {
+        tag(self.next - 1, addr)
+    }
+    fn narrow(&self, run: PageRun) -> PageRun {
+        let (p, start, end) = self.window;
+        if run.pid() == p { run.within(start, end) } else { run.within(0, 0) }
+    }
+    fn next_in(&mut self, run: &PageRun) -> Result<Touch, Option<Touch>> {
+        match self.touches.get(self.next) {
+            Some(&t) if run.holds(t.0, t.1, t.2) => {
+                assert!(self.fits(t), "the narrowed run holds {t:?}, past the window {:?}", self.window);
+                self.next += 1;
+                Ok(t)
+            }
+            _ => Err(self.next()),
+        }
     }
 }
 
@@ -133,6 +177,57 @@ fn touch_each_is_touch_after_touch() {
         }
 
         assert!(stops_one.len() > 10, "seed {seed}: the touches signal now and then");
+        assert_eq!(stops_each, stops_one, "seed {seed}");
+        assert_eq!(state(&each, &regions), state(&one, &regions), "seed {seed}");
+        each.check().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    }
+}
+
+/// The same with a feed that stops at the edge of a window (ends anywhere, not only at page
+/// boundaries) and narrows runs to it, as replay's does: the touches past a window are made
+/// one by one, as replay makes them, and the next window is drawn around the next touch.
+#[test]
+fn touch_each_with_a_windowed_feed_is_touch_after_touch() {
+    for seed in 0..12 {
+        let mut rng = SmallRng::seed_from_u64(100 + seed);
+        let (base, regions) = setup();
+        let touches = random_touches(&mut rng, &regions, 4000);
+
+        let mut each = base.clone();
+        let mut feed = Windowed { touches: &touches, next: 0, window: (Pid(1), 0, 0) };
+        let mut stops_each = Vec::new();
+        let mut windows = 0;
+        while feed.next < touches.len() {
+            let (pid, addr, _, _) = touches[feed.next];
+            // Often a window of a few pages, so that runs reach its ends.
+            let span = if rng.random_bool(0.5) { 16 * PAGE_SIZE } else { 2 * PMD_SIZE };
+            let lo = addr.saturating_sub(rng.random_range(0..span));
+            let hi = addr.saturating_add(rng.random_range(0..span));
+            feed.window = (pid, lo, hi);
+            windows += 1;
+            if let Some(res) = each.touch_each(&mut feed) {
+                stops_each.push((feed.next - 1, res, each.unsupported.take()));
+            } else if feed.next < touches.len() && !feed.fits(touches[feed.next]) {
+                let i = feed.next;
+                let (pid, addr, len, write) = touches[i];
+                let res = each.touch(pid, addr, len, write, &|a| tag(i, a));
+                if !matches!(res, Ok(Ok(()))) || each.unsupported.is_some() {
+                    stops_each.push((i, res, each.unsupported.take()));
+                }
+                feed.next += 1;
+            }
+        }
+
+        let mut one = base;
+        let mut stops_one = Vec::new();
+        for (i, &(pid, addr, len, write)) in touches.iter().enumerate() {
+            let res = one.touch(pid, addr, len, write, &|a| tag(i, a));
+            if !matches!(res, Ok(Ok(()))) || one.unsupported.is_some() {
+                stops_one.push((i, res, one.unsupported.take()));
+            }
+        }
+
+        assert!(windows > 100, "seed {seed}: windows end now and then ({windows})");
         assert_eq!(stops_each, stops_one, "seed {seed}");
         assert_eq!(state(&each, &regions), state(&one, &regions), "seed {seed}");
         each.check().unwrap_or_else(|e| panic!("seed {seed}: {e}"));

@@ -5,6 +5,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use anonmm_model::fault::{PageRun, Touch};
+
 use crate::errno::Errno;
 use crate::mm::{Config, System};
 use crate::replay::{Plan, ReplayState, count_vmas};
@@ -241,8 +243,10 @@ struct Sampling {
 /// The faults [`Runner::replay_faults`] hands the model: page faults of the trace that
 /// `fault_fast` would run, each cleared with the replay state as there (`fault_fits_at`).
 struct ReplayFeed<'i, 'r> {
-    items: &'i [crate::import::Streamed],
-    taken: usize,
+    /// The items not yet taken.
+    rest: std::slice::Iter<'i, crate::import::Streamed>,
+    /// Whether a fault was taken: the first cleared what was pending.
+    started: bool,
     line: usize,
     replay: &'r mut ReplayState,
     /// `replay.fault_range()`, which the faults do not change.
@@ -252,13 +256,13 @@ struct ReplayFeed<'i, 'r> {
 impl anonmm_model::fault::TouchFeed for ReplayFeed<'_, '_> {
     #[inline(always)]
     fn next(&mut self) -> Option<(Pid, u64, u64, bool)> {
-        let &crate::import::Streamed::Fault { line, pid, addr, len, write } = self.items.get(self.taken)?
+        let &crate::import::Streamed::Fault { line, pid, addr, len, write } = self.rest.as_slice().first()?
         else {
             return None;
         };
         // fault_fits_at: the first fault that fits clears what was pending; after it, only
         // the range is left to ask.
-        let fits = if self.taken == 0 {
+        let fits = if !self.started {
             self.replay.fault_fits_at(pid, addr, len)
         } else {
             matches!(self.range, Some((p, start, end))
@@ -267,13 +271,35 @@ impl anonmm_model::fault::TouchFeed for ReplayFeed<'_, '_> {
         if !fits {
             return None;
         }
-        self.taken += 1;
+        self.rest.next();
+        self.started = true;
         self.line = line;
         Some((pid, addr, len, write))
     }
     #[inline(always)]
     fn tag(&self, addr: u64) -> u64 {
         touch_tag(self.line, addr)
+    }
+    /// `run` within the range `next` checks (once a fault has cleared what was pending).
+    #[inline(always)]
+    fn narrow(&self, run: PageRun) -> PageRun {
+        match self.range {
+            Some((p, start, end)) if self.started && run.pid() == p => run.within(start, end),
+            _ => run.within(0, 0),
+        }
+    }
+    /// `next` of a fault `run` holds, with the one test.
+    #[inline(always)]
+    fn next_in(&mut self, run: &PageRun) -> Result<Touch, Option<Touch>> {
+        if let Some(&crate::import::Streamed::Fault { line, pid, addr, len, write }) =
+            self.rest.as_slice().first()
+            && run.holds(pid, addr, len)
+        {
+            self.rest.next();
+            self.line = line;
+            return Ok((pid, addr, len, write));
+        }
+        Err(self.next())
     }
 }
 
@@ -705,9 +731,10 @@ impl<'a> Runner<'a> {
         }
         let Some(replay) = self.replay.as_mut() else { return 0 };
         let range = replay.fault_range();
-        let mut feed = ReplayFeed { items: &items[..max.min(items.len())], taken: 0, line: 0, replay, range };
+        let items = &items[..max.min(items.len())];
+        let mut feed = ReplayFeed { rest: items.iter(), started: false, line: 0, replay, range };
         let stop = self.sys.touch_each(&mut feed);
-        let n = feed.taken;
+        let n = items.len() - feed.rest.len();
         if let Some(res) = stop {
             // The last fault taken stopped the run: the rest of fault_fast for it.
             let &crate::import::Streamed::Fault { line, pid, addr, len, write } = &items[n - 1] else {

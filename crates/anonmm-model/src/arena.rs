@@ -29,10 +29,40 @@ pub(crate) use arena_id;
 /// A slab: freed slots are reused last-in first-out, so runs are deterministic.
 #[derive(Debug)]
 pub struct Arena<I, T: 'static> {
-    items: Vec<Option<T>>,
-    free: Vec<u32>,
+    items: Vec<Slot<T>>,
+    /// The most recently freed slot, the head of the free slots' list ([`NO_SLOT`]: none).
+    free: u32,
     live: usize,
     _id: PhantomData<I>,
+}
+
+/// One slot of an [`Arena`]: a value, or a free slot holding the next free one (the free
+/// list lives in the slots, so that freeing and reusing a slot touch only it and the head;
+/// a free slot's `u32` fits beside the value's niche, so a slot is as large as a value).
+#[derive(Clone, Debug)]
+pub(crate) enum Slot<T> {
+    Full(T),
+    Free(u32),
+}
+
+/// The end of an arena's free list.
+const NO_SLOT: u32 = u32::MAX;
+
+impl<T> Slot<T> {
+    #[inline(always)]
+    fn as_ref(&self) -> Option<&T> {
+        match self {
+            Slot::Full(v) => Some(v),
+            Slot::Free(_) => None,
+        }
+    }
+    #[inline(always)]
+    fn as_mut(&mut self) -> Option<&mut T> {
+        match self {
+            Slot::Full(v) => Some(v),
+            Slot::Free(_) => None,
+        }
+    }
 }
 
 /// A dropped arena's slot vector at least this large is kept, emptied, for the thread's next
@@ -54,11 +84,11 @@ impl<I: ArenaId, T: 'static> Default for Arena<I, T> {
             .try_with(|s| {
                 let mut s = s.borrow_mut();
                 let k = s.iter().position(|(t, _)| *t == TypeId::of::<T>())?;
-                s.swap_remove(k).1.downcast::<Vec<Option<T>>>().ok().map(|b| *b)
+                s.swap_remove(k).1.downcast::<Vec<Slot<T>>>().ok().map(|b| *b)
             })
             .ok()
             .flatten();
-        Arena { items: spare.unwrap_or_default(), free: Vec::new(), live: 0, _id: PhantomData }
+        Arena { items: spare.unwrap_or_default(), free: NO_SLOT, live: 0, _id: PhantomData }
     }
 }
 
@@ -69,7 +99,7 @@ impl<I: ArenaId, T: Clone + 'static> Clone for Arena<I, T> {
         let mut a = Self::default();
         a.items.reserve(self.items.capacity());
         a.items.extend_from_slice(&self.items);
-        a.free = self.free.clone();
+        a.free = self.free;
         a.live = self.live;
         a
     }
@@ -77,7 +107,7 @@ impl<I: ArenaId, T: Clone + 'static> Clone for Arena<I, T> {
 
 impl<I, T: 'static> Drop for Arena<I, T> {
     fn drop(&mut self) {
-        if self.items.capacity() * std::mem::size_of::<Option<T>>() < SPARE_MIN_BYTES {
+        if self.items.capacity() * std::mem::size_of::<Slot<T>>() < SPARE_MIN_BYTES {
             return;
         }
         let mut items = std::mem::take(&mut self.items);
@@ -88,7 +118,7 @@ impl<I, T: 'static> Drop for Arena<I, T> {
             match s.iter_mut().find(|(t, _)| *t == TypeId::of::<T>()) {
                 // Keep the larger of two.
                 Some((_, old)) => {
-                    if old.downcast_ref::<Vec<Option<T>>>().is_some_and(|o| o.capacity() < items.capacity()) {
+                    if old.downcast_ref::<Vec<Slot<T>>>().is_some_and(|o| o.capacity() < items.capacity()) {
                         *old = Box::new(items);
                     }
                 }
@@ -105,22 +135,26 @@ impl<I: ArenaId, T: 'static> Arena<I, T> {
     #[inline(always)]
     pub fn alloc(&mut self, v: T) -> I {
         self.live += 1;
-        if let Some(i) = self.free.pop() {
-            // The slot is empty: writing over it needs none of the old value's drop code
-            // (for a folio, its page vector's test for a heap buffer).
-            let old = self.items[i as usize].replace(v);
-            debug_assert!(old.is_none(), "a free slot holds a value");
-            std::mem::forget(old);
+        let i = self.free;
+        if i != NO_SLOT {
+            let slot = &mut self.items[i as usize];
+            let Slot::Free(next) = *slot else { unreachable!("a free slot holds a value") };
+            self.free = next;
+            // The slot is free: writing over it needs none of a value's drop code (for a
+            // folio, its page vector's test for a heap buffer).
+            std::mem::forget(std::mem::replace(slot, Slot::Full(v)));
             I::from_index(i)
         } else {
-            self.items.push(Some(v));
+            self.items.push(Slot::Full(v));
             I::from_index((self.items.len() - 1) as u32)
         }
     }
     /// Take the value out of slot `id`, making the slot reusable. Panics on a double free.
     pub fn free(&mut self, id: I) -> T {
-        let v = self.items[id.index() as usize].take().expect("double free in arena");
-        self.free.push(id.index());
+        let slot = &mut self.items[id.index() as usize];
+        assert!(matches!(slot, Slot::Full(_)), "double free in arena");
+        let Slot::Full(v) = std::mem::replace(slot, Slot::Free(self.free)) else { unreachable!() };
+        self.free = id.index();
         self.live -= 1;
         v
     }
@@ -130,9 +164,9 @@ impl<I: ArenaId, T: 'static> Arena<I, T> {
     #[inline(always)]
     pub fn release(&mut self, id: I) {
         let slot = &mut self.items[id.index() as usize];
-        assert!(slot.is_some(), "double free in arena");
-        *slot = None;
-        self.free.push(id.index());
+        assert!(matches!(slot, Slot::Full(_)), "double free in arena");
+        *slot = Slot::Free(self.free);
+        self.free = id.index();
         self.live -= 1;
     }
     /// Change the value in slot `id` with `f`, then free the slot where the value lies if
@@ -143,15 +177,15 @@ impl<I: ArenaId, T: 'static> Arena<I, T> {
         let slot = &mut self.items[id.index() as usize];
         let (r, free) = f(slot.as_mut().expect("stale arena id"));
         if free {
-            *slot = None;
-            self.free.push(id.index());
+            *slot = Slot::Free(self.free);
+            self.free = id.index();
             self.live -= 1;
         }
         r
     }
     /// Whether `id` names a live value.
     pub fn contains(&self, id: I) -> bool {
-        self.items.get(id.index() as usize).is_some_and(|s| s.is_some())
+        self.items.get(id.index() as usize).is_some_and(|s| matches!(s, Slot::Full(_)))
     }
     /// Live values.
     pub fn len(&self) -> usize {

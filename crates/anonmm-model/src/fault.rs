@@ -41,10 +41,62 @@ pub trait TouchFeed {
     fn next(&mut self) -> Option<(Pid, u64, u64, bool)>;
     /// What a write of the touch last given stores in page `addr` (`touch`'s `tag_of`).
     fn tag(&self, addr: u64) -> u64;
+    /// `run` narrowed to touches that [`TouchFeed::next`] would give as they come, asked
+    /// once a run: a feed that knows where its touches must lie then gives them through
+    /// [`TouchFeed::next_in`] with one test for both. Unchanged by default.
+    #[inline(always)]
+    fn narrow(&self, run: PageRun) -> PageRun {
+        run
+    }
+    /// The next touch if `run` (as [`TouchFeed::narrow`] made it) holds it, else `Err` with
+    /// what [`TouchFeed::next`] gives (which `run` may still hold: a feed need not say yes
+    /// to every touch it could).
+    #[inline(always)]
+    fn next_in(&mut self, run: &PageRun) -> Result<Touch, Option<Touch>> {
+        match self.next() {
+            Some(t) if run.holds(t.0, t.1, t.2) => Ok(t),
+            n => Err(n),
+        }
+    }
 }
 
 /// A touch a [`TouchFeed`] gives: pid, address, length, whether a write.
-type Touch = (Pid, u64, u64, bool);
+pub type Touch = (Pid, u64, u64, bool);
+
+/// One-page touches by one process in `[lo, lo + width)`, whose end is page-aligned: a run
+/// of them [`System::touch_each`] takes in one PTE table without a look at the VMA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRun {
+    pid: Pid,
+    lo: u64,
+    width: u64,
+}
+
+impl PageRun {
+    /// Touches by `pid` of one page in `[lo, hi)`; `hi` is rounded down to a page (none if
+    /// it is at or below `lo`).
+    pub fn new(pid: Pid, lo: u64, hi: u64) -> PageRun {
+        PageRun { pid, lo, width: (hi & !(PAGE_SIZE - 1)).saturating_sub(lo) }
+    }
+    /// The process whose touches the run holds.
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+    /// The touches this run and `[lo, hi)` both hold (`hi` rounded down to a page).
+    pub fn within(&self, lo: u64, hi: u64) -> PageRun {
+        PageRun::new(self.pid, self.lo.max(lo), (self.lo + self.width).min(hi))
+    }
+    /// Whether the run holds a touch of `len` bytes at `addr` by `pid`: one page (as
+    /// [`System::touch`]'s first test has it) in the range. The range's end is page-aligned,
+    /// so the page ends in it too. A fault of a trace is a whole page: that is asked first.
+    #[inline(always)]
+    pub fn holds(&self, pid: Pid, addr: u64, len: u64) -> bool {
+        pid == self.pid
+            && addr.wrapping_sub(self.lo) < self.width
+            && ((len == PAGE_SIZE && addr & (PAGE_SIZE - 1) == 0)
+                || len.wrapping_sub(1) < PAGE_SIZE - (addr & (PAGE_SIZE - 1)))
+    }
+}
 
 /// Whether a touch of `len` bytes at `addr` covers one page that ends in the address space,
 /// as [`System::touch`]'s first test has it.
@@ -298,12 +350,13 @@ impl System {
                 }
             }
         };
-        // The table's part of the VMA.
-        let (lo, hi) = (c.lo.max(key << PMD_SHIFT), c.hi.min((key + 1) << PMD_SHIFT));
+        // The table's part of the VMA, and of it what the feed can give at once.
+        let table = PageRun::new(first.0, c.lo.max(key << PMD_SHIFT), c.hi.min((key + 1) << PMD_SHIFT));
+        let run = feed.narrow(table);
         let (folios, stats) = (&mut self.mem.folios, &mut self.trace.stats);
         let mut touch = first;
         loop {
-            let (pid, addr, _, write) = touch;
+            let (_, addr, _, write) = touch;
             let a = VirtAddr(addr).page_down();
             let served = match c.anon {
                 Some(v) if write => {
@@ -315,13 +368,12 @@ impl System {
             if !served {
                 return Err(touch);
             }
-            let Some(n) = feed.next() else { return Ok(None) };
-            let (p, addr, len, _) = n;
-            let s = addr & !(PAGE_SIZE - 1);
-            if p != pid || s < lo || s >= hi || !one_page(addr, len) {
-                return Ok(Some(n));
-            }
-            touch = n;
+            touch = match feed.next_in(&run) {
+                Ok(n) => n,
+                Err(None) => return Ok(None),
+                Err(Some(n)) if table.holds(n.0, n.1, n.2) => n,
+                Err(Some(n)) => return Ok(Some(n)),
+            };
         }
     }
 

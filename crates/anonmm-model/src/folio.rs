@@ -111,6 +111,7 @@ pub struct Folio {
 }
 
 const _: () = assert!(std::mem::size_of::<Folio>() == 64);
+const _: () = assert!(std::mem::size_of::<crate::arena::Slot<Folio>>() == 64);
 
 /// A large folio's per-mm mapcounts (CONFIG_MM_ID; small folios keep none).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -236,6 +237,15 @@ impl Folio {
     pub fn new_anon_page(anon_vma: AnonVmaId, index: PgOff, tag: u64) -> Folio {
         let page = PageState { mapcount: 1, anon_exclusive: true, tag };
         Folio::with_pages(0, Mapping::Anon(anon_vma), index, Pages::small(page))
+    }
+    /// A small folio's one page, `None` for a large folio: one test for both (a folio of
+    /// order 0 keeps its page inline, [`Pages::make_small`]), as a zap asks a page.
+    #[inline(always)]
+    pub fn small_page_mut(&mut self) -> Option<&mut PageState> {
+        match &mut self.pages.0 {
+            PagesRepr::Small(p) => Some(p),
+            PagesRepr::Large(_) => None,
+        }
     }
     /// A large folio's per-mm mapcounts; [`MmIds::NONE`] for a small one.
     #[inline]

@@ -342,17 +342,18 @@ impl crate::folio::FolioStore {
         // A small folio, most unmaps: no per-mm mapcounts, and an anon page unmapped is freed
         // (or left to the swap cache), with one lookup of the folio for both.
         let small = self.folios.update_or_release(folio, |f| {
-            if f.is_large() {
-                return (None, false);
-            }
             let (anon, entire, extra) = (f.is_anon(), f.entire_mapcount, f.extra_refs);
-            let p = &mut f.pages[sub as usize];
-            p.mapcount -= 1;
-            if anon && p.mapcount + entire == 0 {
-                p.anon_exclusive = false;
+            let Some(p) = f.small_page_mut() else { return (None, false) };
+            debug_assert_eq!(sub, 0, "page {sub} of a small folio");
+            // Folio::refcount of a small folio after the removal, without asking which it is
+            // again. An unused folio is freed whole: its counts need no update.
+            let unused = p.mapcount == 1 && entire == 0 && extra == 0;
+            if !unused {
+                p.mapcount -= 1;
+                if anon && p.mapcount + entire == 0 {
+                    p.anon_exclusive = false;
+                }
             }
-            // Folio::refcount of a small folio, without asking which it is again.
-            let unused = p.mapcount == 0 && entire == 0 && extra == 0;
             (Some(unused), unused)
         });
         match small {

@@ -681,19 +681,36 @@ impl PageTable {
         };
         for k in keys {
             let Some(Pmd::Table(t)) = self.pmds.get_mut(&k) else { continue };
+            let t: &mut PteTable = t;
             let base = k << PMD_SHIFT;
-            let mut a = start.0.max(base);
+            let lo = start.0.max(base);
             let hi = end.0.min(base + PMD_SIZE);
-            while a < hi && t.used > 0 {
-                let slot = &mut t.ptes[pte_index(VirtAddr(a))];
-                if !slot.is_none() && (markers || *slot != Pte::Guard) {
-                    if !each(VirtAddr(a), slot) {
-                        return Some(VirtAddr(a));
-                    }
-                    *slot = Pte::None;
-                    t.used -= 1;
+            // The table's slots of the range as a slice, and its count of entries in a local
+            // until the walk leaves the table: the walk stops once the table is empty.
+            let mut used = t.used;
+            let mut stop = None;
+            for (i, slot) in
+                t.ptes[pte_index(VirtAddr(lo))..=pte_index(VirtAddr(hi - 1))].iter_mut().enumerate()
+            {
+                if used == 0 {
+                    break;
                 }
-                a += 1 << PAGE_SHIFT;
+                match slot {
+                    Pte::None => continue,
+                    Pte::Guard if !markers => continue,
+                    _ => {}
+                }
+                let a = VirtAddr(lo + ((i as u64) << PAGE_SHIFT));
+                if !each(a, slot) {
+                    stop = Some(a);
+                    break;
+                }
+                *slot = Pte::None;
+                used -= 1;
+            }
+            t.used = used;
+            if stop.is_some() {
+                return stop;
             }
         }
         None
