@@ -278,7 +278,7 @@ fn the_6_18_profile_is_the_default_and_has_every_version_switch() {
     assert!(p.folio_shared_by_mm_ids && p.collapse_read_only_ptes && p.fault_around_checks_i_size);
     assert!(p.uffd_unregister_same_ctx && p.mmap_merge_new_range);
     assert!(p.madvise_batches_large_folios && p.seq_readahead_half_async && p.collapse_none_pte_ebusy);
-    assert!(p.swap_zeromap);
+    assert!(p.swap_zeromap && p.zap_skips_lru_drain && p.folio_batch_31);
 }
 
 #[test]
@@ -647,4 +647,38 @@ fn zero_filled_folio_is_freed_at_pageout_from_6_12() {
         "= -1 EINVAL (Invalid argument)"
     );
     assert!(matches!(at(Kernel::V6_12, 0x2000_02e0_0000), Some(PageName::Page(_))), "6.12: locked VMA");
+}
+
+/// Whether the page at `addr` of pid 1 is swapped out after the last step.
+fn swapped(name: &str, kernel: Kernel, addr: u64) -> bool {
+    use anonmm::snapshot::PageName;
+    let steps = run(name, kernel);
+    let p = &steps.last().expect("steps").procs[&anonmm::types::Pid(1)];
+    let page = p.pages.iter().find(|pg| pg.addr == addr).map(|pg| pg.page);
+    assert!(page.is_some(), "{name} {kernel}: nothing at {addr:#x}");
+    page == Some(PageName::Swap)
+}
+
+#[test]
+fn exit_leaves_the_lazyfree_batch_undrained_from_6_14() {
+    // The parent's write copies the page the child queued: the copy is swapped out.
+    assert!(swapped("zap_skips_lru_drain", Kernel::V6_18, 0x2000_0120_0000));
+    for k in [Kernel::V6_1, Kernel::V6_12] {
+        assert!(
+            !swapped("zap_skips_lru_drain", k, 0x2000_0120_0000),
+            "{k}: the exit drained, the folio reused"
+        );
+    }
+}
+
+#[test]
+fn lazyfree_batch_holds_15_folios_before_6_6() {
+    let pages = [0x2000_0120_0000, 0x2000_0120_e000, 0x2000_0120_f000, 0x2000_0121_3000];
+    for k in [Kernel::V6_12, Kernel::V6_18] {
+        for a in pages {
+            assert!(swapped("folio_batch_31", k, a), "{k} {a:#x}: still queued, copied");
+        }
+    }
+    let on_61: Vec<bool> = pages.iter().map(|&a| swapped("folio_batch_31", Kernel::V6_1, a)).collect();
+    assert_eq!(on_61, [false, false, true, true], "6.1: the first 15 moved at the 15th");
 }

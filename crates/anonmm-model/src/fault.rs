@@ -481,6 +481,10 @@ impl System {
             }
             return a;
         }
+        if !self.mem.lazyfree_batch.is_empty() {
+            // A queued folio's extra reference is asked about on the long way.
+            return start;
+        }
         let mut cx = AnonPteFault::new(&self.vm.vmas[vma], &mut self.mem.folios, &mut self.trace.stats);
         while a < run_end && anon_write_fault_pte(&mut cx, t, a, tag_of) {
             a = a.plus(PAGE_SIZE);
@@ -739,6 +743,12 @@ impl System {
                 || f.entire_mapcount > 0
                 || f.mm_ids().shared
                 || mapcount != f.refcount());
+        }
+        if !f.is_large() && self.mem.lazyfree_queued(folio) {
+            // MADV_FREE's `lru_lazyfree` batch holds a reference, and the folio is still
+            // PG_lru, so nothing drains it here (`lru_add_drain` only for a folio off the
+            // LRU): refcount > 1, the page is copied.
+            return false;
         }
         if f.swap.is_some() {
             // refcount > 1 + swapcache: someone else holds it; else the swap cache is

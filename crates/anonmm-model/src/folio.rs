@@ -13,6 +13,12 @@ use crate::types::PgOff;
 pub struct FolioStore {
     /// Every folio by number.
     pub folios: crate::arena::Arena<FolioId, Folio>,
+    /// The CPU's `lru_lazyfree` batch (the oracle keeps a run on one CPU): the small folios
+    /// MADV_FREE queued (`folio_mark_lazyfree`), each holding a reference and still
+    /// `PG_lru`, until an `lru_add_drain` or a full batch moves them. A folio the model
+    /// frees meanwhile leaves [`ZERO_FOLIO`] in its slot (the kernel's batch keeps it alive
+    /// and its slot taken).
+    pub lazyfree_batch: Vec<FolioId>,
 }
 
 arena_id!(

@@ -310,6 +310,11 @@ impl System {
         if self.vm.mms[mm].users > 0 {
             return;
         }
+        if !self.cfg.kernel.profile().zap_skips_lru_drain {
+            // Before 6.14 exit_mmap's zap drains the CPU's LRU batches
+            // (`free_pages_and_swap_cache`): a real process always unmaps pages of its own.
+            self.mem.lru_add_drain();
+        }
         let vmas: Vec<VmaId> = self.vm.mms[mm].vmas.values().map(|e| e.id).collect();
         for &v in &vmas {
             let (s, e) = (self.vm.vmas[v].start, self.vm.vmas[v].end);

@@ -378,6 +378,19 @@ pub struct Profile {
     /// Debian's 6.1.192 has no case for it and answers EINVAL (oracle fuzz --kernel 6.1
     /// --internal seed 323878, tests/kernels/collapse_none_pte_ebusy.strace).
     pub collapse_none_pte_ebusy: bool,
+    /// Unmapping pages does not drain the CPU's LRU batches: `free_pages_and_swap_cache`
+    /// (the mmu_gather's release at munmap, MADV_DONTNEED, exit) lost its `lru_add_drain`
+    /// (6.14, "mm: remove unnecessary calls to lru_add_drain", Rik van Riel). So a folio
+    /// MADV_FREE queued for `lru_lazyfree` keeps the batch's reference across a zap, and a
+    /// later write fault copies it ([`crate::folio::FolioStore::lazyfree_batch`]). Before,
+    /// any zap that released a page drained the batch first: a fork child's MADV_FREE and
+    /// exit left the parent's page reusable (oracle fuzz seed 94020231 on the host; 6.1 and
+    /// 6.12 reuse, `tests/kernels/zap_skips_lru_drain.strace`).
+    pub zap_skips_lru_drain: bool,
+    /// A per-CPU folio batch holds 31 folios (`PAGEVEC_SIZE`; 6.6, 9cecde80aae0 "mm: increase folio
+    /// batch size", Matthew Wilcox). Before, 15: the 15th folio MADV_FREE queues drains
+    /// the `lru_lazyfree` batch (`folio_batch_add_and_move`).
+    pub folio_batch_31: bool,
 }
 
 /// Linux 6.18: every version switch on.
@@ -418,6 +431,8 @@ pub const V6_18: Profile = Profile {
     collapse_none_pte_ebusy: true,
     wp_reuse_refuses_large_folio: true,
     madvise_thp_shared_by_folio: true,
+    zap_skips_lru_drain: true,
+    folio_batch_31: true,
 };
 
 /// Linux 6.12.
@@ -439,6 +454,7 @@ pub const V6_12: Profile = Profile {
     folio_shared_by_mm_ids: false,
     collapse_read_only_ptes: false,
     uffd_unregister_same_ctx: false,
+    zap_skips_lru_drain: false,
     ..V6_18
 };
 
@@ -470,6 +486,7 @@ pub const V6_1: Profile = Profile {
     // 6.1 asks page_mapcount() of the page at hand, not the first page's.
     folio_shared_by_mm_ids: true,
     collapse_read_only_ptes: false,
+    folio_batch_31: false,
     ..V6_12
 };
 

@@ -66,6 +66,8 @@ impl System {
             // Regular files need CONFIG_READ_ONLY_THP_FOR_FS, which our kernel lacks.
             return Err(Errno::EINVAL);
         }
+        // lru_add_drain_all() before the scan.
+        self.mem.lru_add_drain();
         let hstart = (start.0 + PMD_SIZE - 1) & !(PMD_SIZE - 1);
         let hend = end.0 & !(PMD_SIZE - 1);
         // A range inside one PMD that does not start on a boundary has hstart > hend: the

@@ -326,8 +326,10 @@ impl System {
         }
     }
 
-    /// `madvise_free_single_vma`: `madvise_free_pte_range` on each PMD of `[start, end)`.
+    /// `madvise_free_single_vma`: `lru_add_drain`, then `madvise_free_pte_range` on each PMD
+    /// of `[start, end)`.
     fn madvise_free_single_vma(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr) {
+        self.mem.lru_add_drain();
         for (addr, next) in self.vm.mms[mm].pt.pmd_ranges(start, end) {
             self.madvise_free_pte_range(mm, addr, next);
         }
@@ -351,7 +353,7 @@ impl System {
                 if let Some(fl) = self.vm.mms[mm].pt.pte_flags_mut(addr) {
                     *fl -= PteFlags::DIRTY | PteFlags::ACCESSED;
                 }
-                self.mem.folio_mark_lazyfree(folio);
+                self.mem.folio_mark_lazyfree(folio, self.cfg.kernel.profile());
                 return;
             }
             // Whether or not the split worked, the walk goes on only over a PTE table
@@ -411,7 +413,7 @@ impl System {
                 *fl -= PteFlags::DIRTY | PteFlags::ACCESSED;
             }
         }
-        self.mem.folio_mark_lazyfree(folio);
+        self.mem.folio_mark_lazyfree(folio, self.cfg.kernel.profile());
     }
 
     /// madvise behaviours that do not change VMAs.

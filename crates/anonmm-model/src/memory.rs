@@ -26,6 +26,15 @@ impl System {
     }
 
     fn zap_range_details(&mut self, mm: MmId, start: VirtAddr, end: VirtAddr, drop_markers: bool) {
+        if !self.mem.lazyfree_batch.is_empty()
+            && !self.cfg.kernel.profile().zap_skips_lru_drain
+            && self.vm.mms[mm].pt.any_present_in(start, end)
+        {
+            // Before 6.14 the mmu_gather's release (`free_pages_and_swap_cache`) drains the
+            // CPU's LRU batches when the zap unmapped a page; the drain comes after the zap,
+            // which no queued folio's reference changes.
+            self.mem.lru_add_drain();
+        }
         // __folio_remove_rmap munlocks what a VM_LOCKED VMA unmaps (munlock_vma_folio). Asked
         // only when a mapped folio is unmapped: a zap of none or swap entries (a move's old
         // range, an unfaulted page) needs no VMA lookup.
@@ -312,6 +321,9 @@ impl crate::folio::FolioStore {
         if self.folios[folio].refcount() == 0 {
             self.folios.release(folio);
             trace.stats.folios_freed += 1;
+            if !self.lazyfree_batch.is_empty() {
+                self.lazyfree_forget(folio);
+            }
         }
     }
 
@@ -359,6 +371,9 @@ impl crate::folio::FolioStore {
         match small {
             Some(freed) => {
                 trace.stats.folios_freed += u64::from(freed);
+                if freed && !self.lazyfree_batch.is_empty() {
+                    self.lazyfree_forget(folio);
+                }
                 freed
             }
             None => self.folio_remove_rmap_pte_large(trace, folio, sub, mm),

@@ -55,6 +55,8 @@ impl System {
     pub fn sys_migrate(&mut self, pid: Pid, addr: u64, len: u64) -> KResult<u64> {
         let mm = self.vm.mm_of(pid)?;
         let Some(end) = madvise_range(addr, len)? else { return Ok(0) };
+        // do_mbind: lru_add_drain_all() before isolating.
+        self.mem.lru_add_drain();
         let (start, end) = (VirtAddr(addr), VirtAddr(end));
         let vmas = self.vm.mms[mm].vmas_in(start, end);
         if vmas.is_empty() {

@@ -364,7 +364,7 @@ impl System {
             cfg,
             vm: Vm::default(),
             rmap: crate::rmap::Rmap::default(),
-            mem: crate::folio::FolioStore { folios },
+            mem: crate::folio::FolioStore { folios, lazyfree_batch: Vec::new() },
             fs: Fs::default(),
             swap,
             gup: crate::gup::Gup::default(),

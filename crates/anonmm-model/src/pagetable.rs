@@ -615,6 +615,13 @@ impl PageTable {
         }
         self.pmds.range(lo..=hi).any(|(_, p)| is_leaf(p))
     }
+    /// Whether `[start, end)` maps a page: a huge PMD or a present PTE.
+    pub fn any_present_in(&self, start: VirtAddr, end: VirtAddr) -> bool {
+        self.pmds
+            .range(pmd_index(start)..=pmd_index(VirtAddr(end.0.max(start.0 + 1) - 1)))
+            .any(|(_, p)| matches!(p, Pmd::Huge { .. }))
+            || self.ptes_in(start, end).iter().any(|(_, p)| matches!(p, Pte::Present { .. }))
+    }
     /// Every non-none PTE in `[start, end)` in address order (huge leaves excluded). A few
     /// are kept inline: VMA calls on small ranges then allocate nothing.
     pub fn ptes_in(&self, start: VirtAddr, end: VirtAddr) -> PteList {

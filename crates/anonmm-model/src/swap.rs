@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 
 use crate::errno::{Errno, KResult};
 use crate::folio::{FolioId, HUGE_ZERO_FOLIO, Mapping, ZERO_FOLIO};
+use crate::kernel::Profile;
 use crate::madvise::AtLargeFolio;
 use crate::mm::{MmId, System};
 use crate::pagetable::{Pmd, Pte, PteFlags, SwapEntry};
@@ -105,6 +106,8 @@ impl System {
         if self.vm.vmas[vma].flags.intersects(VmFlags::LOCKED | VmFlags::PFNMAP | VmFlags::HUGETLB) {
             return Err(Errno::EINVAL);
         }
+        // madvise_cold / madvise_pageout: lru_add_drain() before the walk.
+        self.mem.lru_add_drain();
         // A private or shared file mapping may be paged out too: we are root, so
         // can_do_file_pageout() holds.
         for (addr, next) in self.vm.mms[mm].pt.pmd_ranges(start, end) {
@@ -366,12 +369,49 @@ impl SwapDevice {
 
 impl crate::folio::FolioStore {
     /// `folio_mark_lazyfree` (mm/swap.c `lru_lazyfree`): an anonymous swap-backed folio not in
-    /// the swap cache loses `PG_swapbacked`. The kernel applies it from a per-CPU batch, which
-    /// madvise drains before its walk and reclaim before its own, so no step sees it pending.
-    pub fn folio_mark_lazyfree(&mut self, folio: FolioId) {
+    /// the swap cache loses `PG_swapbacked`. The model clears it at once; the kernel does it
+    /// when the per-CPU batch moves, which MADV_FREE drains before its walk and reclaim
+    /// before its own, so only the batch's reference is seen pending (a write fault on a
+    /// COW-shared page copies it, `wp_can_reuse_anon_folio`): the folio joins
+    /// [`Self::lazyfree_batch`]. A large folio, or the batch's last slot
+    /// ([`Profile::folio_batch_31`]), moves the whole batch at once
+    /// (`folio_batch_add_and_move`). A folio already queued is queued again: it is still
+    /// `PG_lru` and `PG_swapbacked`.
+    pub fn folio_mark_lazyfree(&mut self, folio: FolioId, p: &Profile) {
         let f = &mut self.folios[folio];
-        if f.is_anon() && f.swap.is_none() {
-            f.lazyfree = true;
+        if !f.is_anon() || f.swap.is_some() {
+            return;
+        }
+        let large = f.is_large();
+        if f.lazyfree && !self.lazyfree_queued(folio) {
+            return;
+        }
+        self.folios[folio].lazyfree = true;
+        self.lazyfree_batch.push(folio);
+        let size = if p.folio_batch_31 { 31 } else { 15 };
+        if large || self.lazyfree_batch.len() >= size {
+            self.lru_add_drain();
+        }
+    }
+
+    /// Whether the `lru_lazyfree` batch holds a reference to `folio`
+    /// ([`Self::lazyfree_batch`]).
+    pub fn lazyfree_queued(&self, folio: FolioId) -> bool {
+        folio != ZERO_FOLIO && self.lazyfree_batch.contains(&folio)
+    }
+
+    /// `lru_add_drain` for the batch the model keeps ([`Self::lazyfree_batch`]): its folios
+    /// lose the batch's reference.
+    pub fn lru_add_drain(&mut self) {
+        self.lazyfree_batch.clear();
+    }
+
+    /// A folio the model frees while queued keeps its slot ([`Self::lazyfree_batch`]).
+    pub(crate) fn lazyfree_forget(&mut self, folio: FolioId) {
+        for e in &mut self.lazyfree_batch {
+            if *e == folio {
+                *e = ZERO_FOLIO;
+            }
         }
     }
 }
