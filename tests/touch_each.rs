@@ -152,6 +152,27 @@ fn state(sys: &System, regions: &[(u64, u64)]) -> String {
     s
 }
 
+/// Where a run of touches stopped: the touch, its answer, and what the model lacked.
+type Stops = Vec<(usize, TouchResult, Option<String>)>;
+type TouchResult = Result<Result<(), TouchSignal>, Errno>;
+
+/// Touch `i` with `System::touch`, noting it in `stops` if it stopped there.
+fn touch_one(sys: &mut System, i: usize, (pid, addr, len, write): Touch, stops: &mut Stops) {
+    let res = sys.touch(pid, addr, len, write, &|a| tag(i, a));
+    if !matches!(res, Ok(Ok(()))) || sys.unsupported.is_some() {
+        stops.push((i, res, sys.unsupported.take()));
+    }
+}
+
+/// The reference: `touches` made one by one on `sys`.
+fn touch_after_touch(mut sys: System, touches: &[Touch]) -> (System, Stops) {
+    let mut stops = Vec::new();
+    for (i, &t) in touches.iter().enumerate() {
+        touch_one(&mut sys, i, t, &mut stops);
+    }
+    (sys, stops)
+}
+
 #[test]
 fn touch_each_is_touch_after_touch() {
     for seed in 0..12 {
@@ -167,14 +188,7 @@ fn touch_each_is_touch_after_touch() {
         }
         assert_eq!(feed.next, touches.len());
 
-        let mut one = base;
-        let mut stops_one = Vec::new();
-        for (i, &(pid, addr, len, write)) in touches.iter().enumerate() {
-            let res = one.touch(pid, addr, len, write, &|a| tag(i, a));
-            if !matches!(res, Ok(Ok(()))) || one.unsupported.is_some() {
-                stops_one.push((i, res, one.unsupported.take()));
-            }
-        }
+        let (one, stops_one) = touch_after_touch(base, &touches);
 
         assert!(stops_one.len() > 10, "seed {seed}: the touches signal now and then");
         assert_eq!(stops_each, stops_one, "seed {seed}");
@@ -208,24 +222,12 @@ fn touch_each_with_a_windowed_feed_is_touch_after_touch() {
             if let Some(res) = each.touch_each(&mut feed) {
                 stops_each.push((feed.next - 1, res, each.unsupported.take()));
             } else if feed.next < touches.len() && !feed.fits(touches[feed.next]) {
-                let i = feed.next;
-                let (pid, addr, len, write) = touches[i];
-                let res = each.touch(pid, addr, len, write, &|a| tag(i, a));
-                if !matches!(res, Ok(Ok(()))) || each.unsupported.is_some() {
-                    stops_each.push((i, res, each.unsupported.take()));
-                }
+                touch_one(&mut each, feed.next, touches[feed.next], &mut stops_each);
                 feed.next += 1;
             }
         }
 
-        let mut one = base;
-        let mut stops_one = Vec::new();
-        for (i, &(pid, addr, len, write)) in touches.iter().enumerate() {
-            let res = one.touch(pid, addr, len, write, &|a| tag(i, a));
-            if !matches!(res, Ok(Ok(()))) || one.unsupported.is_some() {
-                stops_one.push((i, res, one.unsupported.take()));
-            }
-        }
+        let (one, stops_one) = touch_after_touch(base, &touches);
 
         assert!(windows > 100, "seed {seed}: windows end now and then ({windows})");
         assert_eq!(stops_each, stops_one, "seed {seed}");
