@@ -235,3 +235,38 @@ fn touch_each_with_a_windowed_feed_is_touch_after_touch() {
         each.check().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
     }
 }
+
+/// A write to a copy-on-write page whose folio MADV_FREE's batch still holds (a fork
+/// child's MADV_FREE and exit, on 6.18, where the exit's zap no longer drains the batch):
+/// `wp_can_reuse_anon_folio` sees the batch's reference and copies the page. A run of
+/// faults must do the same as one touch, and leave the checker content.
+#[test]
+fn a_write_to_a_page_madv_free_queued_is_copied_in_a_run_too() {
+    let mut base = System::default();
+    base.spawn(Pid(1)).expect("spawn");
+    let a = base
+        .sys_mmap(Pid(1), 0x7f00_0000_0000, PAGE_SIZE, RW, ANON | MAP_FIXED_NOREPLACE, -1, 0)
+        .expect("mmap");
+    base.touch(Pid(1), a, 1, true, &|a| a).expect("pid").expect("no signal");
+    base.sys_fork(Pid(1), Pid(3)).expect("fork");
+    base.sys_madvise(Pid(3), a, PAGE_SIZE, MADV_FREE).expect("madvise");
+    base.sys_exit(Pid(3)).expect("exit");
+    assert!(!base.mem.lazyfree_batch.is_empty(), "the folio waits in the batch");
+    let touches = [(Pid(1), a, PAGE_SIZE, true), (Pid(1), a, PAGE_SIZE, true)];
+
+    let mut each = base.clone();
+    let mut feed = Feed { touches: &touches, next: 0 };
+    assert_eq!(each.touch_each(&mut feed), None);
+    let (one, stops) = touch_after_touch(base, &touches);
+    assert!(stops.is_empty());
+
+    assert_eq!(
+        (one.trace.stats.cow_copies, one.trace.stats.cow_reuses),
+        (1, 0),
+        "copied, as the kernel does"
+    );
+    assert_eq!(format!("{:?}", each.trace.stats), format!("{:?}", one.trace.stats));
+    assert_eq!(each.page_at(Pid(1), a).expect("alive"), one.page_at(Pid(1), a).expect("alive"));
+    assert_eq!(each.smaps(Pid(1)), one.smaps(Pid(1)));
+    each.check().expect("checker");
+}

@@ -353,14 +353,14 @@ impl System {
         // The table's part of the VMA, and of it what the feed can give at once.
         let table = PageRun::new(first.0, c.lo.max(key << PMD_SHIFT), c.hi.min((key + 1) << PMD_SHIFT));
         let run = feed.narrow(table);
-        let (folios, stats) = (&mut self.mem.folios, &mut self.trace.stats);
+        let (folios, queued, stats) = (&mut self.mem.folios, &self.mem.lazyfree_batch, &mut self.trace.stats);
         let mut touch = first;
         loop {
             let (_, addr, _, write) = touch;
             let a = VirtAddr(addr).page_down();
             let served = match c.anon {
                 Some(v) if write => {
-                    let mut cx = AnonPteFault { folios: &mut *folios, stats: &mut *stats, v };
+                    let mut cx = AnonPteFault { folios: &mut *folios, queued, stats: &mut *stats, v };
                     anon_write_fault_pte(&mut cx, t, a, |x| feed.tag(x))
                 }
                 _ => !write && c.read && anon_read_fault_pte(t, a, stats),
@@ -481,11 +481,7 @@ impl System {
             }
             return a;
         }
-        if !self.mem.lazyfree_batch.is_empty() {
-            // A queued folio's extra reference is asked about on the long way.
-            return start;
-        }
-        let mut cx = AnonPteFault::new(&self.vm.vmas[vma], &mut self.mem.folios, &mut self.trace.stats);
+        let mut cx = AnonPteFault::new(&self.vm.vmas[vma], &mut self.mem, &mut self.trace.stats);
         while a < run_end && anon_write_fault_pte(&mut cx, t, a, tag_of) {
             a = a.plus(PAGE_SIZE);
         }
@@ -773,7 +769,7 @@ impl System {
 
     /// The [`AnonPteFault`] steps of a fault in `vma`, which has its anon_vma.
     fn anon_pte_fault(&mut self, vma: VmaId) -> AnonPteFault<'_> {
-        AnonPteFault::new(&self.vm.vmas[vma], &mut self.mem.folios, &mut self.trace.stats)
+        AnonPteFault::new(&self.vm.vmas[vma], &mut self.mem, &mut self.trace.stats)
     }
 
     /// Find or create the page-cache folio at `index` of `inode` (`filemap_fault`,
@@ -1108,6 +1104,9 @@ impl AnonFaultVma {
 /// table, so that the fast path can hold its PTE table through a run of faults.
 struct AnonPteFault<'a> {
     folios: &'a mut Arena<FolioId, Folio>,
+    /// MADV_FREE's batch ([`crate::folio::FolioStore::lazyfree_batch`]): a write to a
+    /// shared page of a folio it holds goes the long way (`wp_can_reuse_anon_folio`).
+    queued: &'a [FolioId],
     stats: &'a mut Stats,
     v: AnonFaultVma,
 }
@@ -1115,8 +1114,8 @@ struct AnonPteFault<'a> {
 impl<'a> AnonPteFault<'a> {
     /// For a fault in `v`, which has its anon_vma (`anon_vma_prepare` came first).
     #[inline]
-    fn new(v: &Vma, folios: &'a mut Arena<FolioId, Folio>, stats: &'a mut Stats) -> Self {
-        AnonPteFault { folios, stats, v: AnonFaultVma::of(v) }
+    fn new(v: &Vma, mem: &'a mut crate::folio::FolioStore, stats: &'a mut Stats) -> Self {
+        AnonPteFault { folios: &mut mem.folios, queued: &mem.lazyfree_batch, stats, v: AnonFaultVma::of(v) }
     }
 
     /// `folio_alloc` and `folio_add_new_anon_rmap` of a small folio holding `tag`, to be
@@ -1208,7 +1207,10 @@ fn anon_write_fault_pte(
                 if old != ZERO_FOLIO {
                     let f = &mut cx.folios[old];
                     let excl = f.pages[sub].anon_exclusive;
-                    if !f.is_anon() || f.is_large() || (f.swap.is_some() && !excl) {
+                    if !f.is_anon()
+                        || f.is_large()
+                        || (!excl && (f.swap.is_some() || cx.queued.contains(&old)))
+                    {
                         return false;
                     }
                     if excl || wp_can_reuse_small_folio(f, Some(cx.v.anon_vma)) {
