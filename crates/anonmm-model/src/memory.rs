@@ -320,10 +320,17 @@ impl crate::folio::FolioStore {
         }
         if self.folios[folio].refcount() == 0 {
             self.folios.release(folio);
-            trace.stats.folios_freed += 1;
-            if !self.lazyfree_batch.is_empty() {
-                self.lazyfree_forget(folio);
-            }
+            self.freed(trace, folio);
+        }
+    }
+
+    /// What freeing `folio` (its slot released) leaves to note: the count, and its slot in
+    /// MADV_FREE's batch ([`FolioStore::lazyfree_forget`]).
+    #[inline(always)]
+    fn freed(&mut self, trace: &mut crate::stats::Trace, folio: FolioId) {
+        trace.stats.folios_freed += 1;
+        if !self.lazyfree_batch.is_empty() {
+            self.lazyfree_forget(folio);
         }
     }
 
@@ -370,9 +377,8 @@ impl crate::folio::FolioStore {
         });
         match small {
             Some(freed) => {
-                trace.stats.folios_freed += u64::from(freed);
-                if freed && !self.lazyfree_batch.is_empty() {
-                    self.lazyfree_forget(folio);
+                if freed {
+                    self.freed(trace, folio);
                 }
                 freed
             }
